@@ -1,0 +1,113 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Libraries behind `pkg-config --libs-only-l grpc++ protobuf` on Debian 12,
+/// de-duplicated. Listed by name: SwiftPM's pkgConfig expansion of absl's
+/// graph overflows the linker's argument list.
+let grpcLibraries: [String] = [
+    "grpc++",
+    "grpc",
+    "address_sorting",
+    "re2",
+    "upb",
+    "cares",
+    "z",
+    "gpr",
+    "absl_throw_delegate",
+    "absl_raw_logging_internal",
+    "ssl",
+    "crypto",
+    "absl_raw_hash_set",
+    "absl_hashtablez_sampler",
+    "absl_hash",
+    "absl_city",
+    "absl_low_level_hash",
+    "absl_random_distributions",
+    "absl_random_seed_sequences",
+    "absl_random_internal_pool_urbg",
+    "absl_random_internal_randen",
+    "absl_random_internal_randen_hwaes",
+    "absl_random_internal_randen_hwaes_impl",
+    "absl_random_internal_randen_slow",
+    "absl_random_internal_platform",
+    "absl_random_internal_seed_material",
+    "absl_random_seed_gen_exception",
+    "absl_statusor",
+    "absl_status",
+    "absl_cord",
+    "absl_cordz_info",
+    "absl_cord_internal",
+    "absl_cordz_functions",
+    "absl_exponential_biased",
+    "absl_cordz_handle",
+    "absl_bad_optional_access",
+    "absl_strerror",
+    "absl_str_format_internal",
+    "absl_synchronization",
+    "absl_graphcycles_internal",
+    "absl_stacktrace",
+    "absl_symbolize",
+    "absl_debugging_internal",
+    "absl_demangle_internal",
+    "absl_malloc_internal",
+    "absl_time",
+    "absl_civil_time",
+    "absl_strings",
+    "absl_strings_internal",
+    "atomic",
+    "rt",
+    "absl_base",
+    "absl_spinlock_wait",
+    "absl_int128",
+    "absl_time_zone",
+    "absl_bad_variant_access",
+    "absl_log_severity",
+    "protobuf",]
+
+let package = Package(
+  name: "pipemesh",
+  platforms: [.macOS(.v15)],
+  products: [
+    .library(name: "MeshProto", targets: ["MeshProto"]),
+    .library(name: "MeshRPC", targets: ["MeshRPC"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+  ],
+  targets: [
+    .target(
+      name: "CGRPCShim",
+      path: "CShims/CGRPCShim",
+      linkerSettings: grpcLibraries.map { .linkedLibrary($0) }
+    ),
+    .target(
+      name: "MeshProto",
+      dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+    ),
+    .target(
+      name: "MeshRPC",
+      dependencies: [
+        "CGRPCShim",
+        "MeshProto",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]
+    ),
+    .target(
+      name: "MeshTestSupport",
+      dependencies: ["MeshRPC"],
+      path: "Tests/MeshTestSupport"
+    ),
+    .testTarget(
+      name: "MeshProtoTests",
+      dependencies: ["MeshProto", "MeshTestSupport"]
+    ),
+    .testTarget(
+      name: "MeshRPCTests",
+      dependencies: [
+        "MeshRPC", "MeshProto", "MeshTestSupport",
+        .product(name: "SwiftProtobufPluginLibrary", package: "swift-protobuf"),
+      ]
+    ),
+  ],
+  cxxLanguageStandard: .cxx17
+)

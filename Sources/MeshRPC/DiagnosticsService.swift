@@ -1,0 +1,65 @@
+import Foundation
+import MeshProto
+
+/// `pipemesh.v1.Diagnostics`: echo and describe, served by every Pipemesh
+/// process to check reachability, latency and bandwidth between hosts.
+public struct DiagnosticsService: RPCService {
+  /// The largest payload an echo may be asked to produce.
+  public static let maxResponseSize: UInt64 = 1 << 30
+
+  public let role: String
+  public let version: String
+  /// The services of the process, reported by Describe.
+  public let services: [String]
+
+  public init(role: String, version: String = pipemeshVersion, services: [String] = []) {
+    self.role = role
+    self.version = version
+    self.services = services
+  }
+
+  public var serviceName: String { DiagnosticsMethods.service }
+
+  public func register(with router: inout RPCRouter) {
+    router.unary(DiagnosticsMethods.echo) { request, _ in
+      if request.delayMs > 0 { try await Task.sleep(for: .milliseconds(request.delayMs)) }
+      var response = Pipemesh_V1_EchoResponse()
+      response.payload =
+        request.responseSize > 0 ? try Self.payload(size: request.responseSize) : request.payload
+      return response
+    }
+    router.serverStreaming(DiagnosticsMethods.echoStream) { request, writer, _ in
+      let payload = try Self.payload(size: request.responseSize)
+      for sequence in 0..<request.count {
+        if sequence > 0, request.intervalMs > 0 {
+          try await Task.sleep(for: .milliseconds(request.intervalMs))
+        }
+        try Task.checkCancellation()
+        var response = Pipemesh_V1_EchoResponse()
+        response.payload = payload
+        response.sequence = sequence
+        try await writer.write(response)
+      }
+    }
+    let description = describe()
+    router.unary(DiagnosticsMethods.describe) { _, _ in description }
+  }
+
+  private func describe() -> Pipemesh_V1_DescribeResponse {
+    var response = Pipemesh_V1_DescribeResponse()
+    response.role = role
+    response.version = version
+    response.services = services + [serviceName]
+    return response
+  }
+
+  private static func payload(size: UInt64) throws -> Data {
+    guard size <= maxResponseSize else {
+      throw RPCError(.invalidArgument, "response_size \(size) is over the limit of \(maxResponseSize) bytes")
+    }
+    return Data(count: Int(size))
+  }
+}
+
+/// This build's version.
+public let pipemeshVersion = "0.1.0"

@@ -1,0 +1,63 @@
+/// The error of every RPC: a gRPC status code and a message a person can act on.
+public struct RPCError: Error, Sendable, CustomStringConvertible {
+  /// A gRPC status code other than OK.
+  public struct Code: Hashable, Sendable, CustomStringConvertible {
+    /// The code's number on the wire.
+    public let rawValue: Int
+
+    /// Wraps a wire status code; any value is kept, known or not.
+    public init(rawValue: Int) { self.rawValue = rawValue }
+
+    public static let cancelled = Code(rawValue: 1)
+    public static let unknown = Code(rawValue: 2)
+    public static let invalidArgument = Code(rawValue: 3)
+    public static let deadlineExceeded = Code(rawValue: 4)
+    public static let notFound = Code(rawValue: 5)
+    public static let alreadyExists = Code(rawValue: 6)
+    public static let permissionDenied = Code(rawValue: 7)
+    public static let resourceExhausted = Code(rawValue: 8)
+    public static let failedPrecondition = Code(rawValue: 9)
+    public static let aborted = Code(rawValue: 10)
+    public static let outOfRange = Code(rawValue: 11)
+    public static let unimplemented = Code(rawValue: 12)
+    public static let `internal` = Code(rawValue: 13)
+    public static let unavailable = Code(rawValue: 14)
+    public static let dataLoss = Code(rawValue: 15)
+    public static let unauthenticated = Code(rawValue: 16)
+
+    private static let names = [
+      "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+      "UNAUTHENTICATED",
+    ]
+
+    /// The canonical name, `INVALID_ARGUMENT`.
+    public var description: String {
+      (1...16).contains(rawValue) ? Self.names[rawValue - 1] : "CODE_\(rawValue)"
+    }
+  }
+
+  public var code: Code
+  public var message: String
+  /// What went wrong underneath, when known.
+  public var cause: (any Error)?
+
+  public init(_ code: Code, _ message: String, cause: (any Error)? = nil) {
+    self.code = code
+    self.message = message
+    self.cause = cause
+  }
+
+  public var description: String { "\(code): \(message)" }
+
+  /// The status a handler's error is answered with: RPC errors as they are,
+  /// cancellation as CANCELLED, anything else as INTERNAL naming the error.
+  init(answering error: any Error) {
+    switch error {
+    case let error as RPCError: self = error
+    case is CancellationError: self.init(.cancelled, "the call was cancelled")
+    default: self.init(.internal, "the server failed: \(error)", cause: error)
+    }
+  }
+}

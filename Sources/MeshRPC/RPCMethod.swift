@@ -1,0 +1,49 @@
+import SwiftProtobuf
+
+/// A unary RPC: one request, one response.
+public struct UnaryMethod<Request: Message, Response: Message>: Sendable {
+  /// The full method name, `/pipemesh.v1.Diagnostics/Echo`.
+  public let path: String
+
+  /// A method of `service` (its full protobuf name) called `name`.
+  public init(service: String, name: String) {
+    path = "/\(service)/\(name)"
+  }
+}
+
+extension UnaryMethod {
+  public var methodDescription: RPCMethodDescription {
+    RPCMethodDescription(path: path, request: Request.protoMessageName, response: Response.protoMessageName, serverStreaming: false)
+  }
+}
+
+/// A server-streaming RPC: one request, a stream of responses.
+public struct ServerStreamingMethod<Request: Message, Response: Message>: Sendable {
+  public let path: String
+
+  public init(service: String, name: String) {
+    path = "/\(service)/\(name)"
+  }
+}
+
+extension ServerStreamingMethod {
+  public var methodDescription: RPCMethodDescription {
+    RPCMethodDescription(path: path, request: Request.protoMessageName, response: Response.protoMessageName, serverStreaming: true)
+  }
+}
+
+/// A method's name, message types and kind, untyped: to list and check methods.
+public struct RPCMethodDescription: Sendable, Hashable {
+  public let path: String
+  /// Full protobuf names of the request and response messages.
+  public let request: String
+  public let response: String
+  public let serverStreaming: Bool
+
+  public init(path: String, request: String, response: String, serverStreaming: Bool) {
+    self.path = path
+    self.request = request
+    self.response = response
+    self.serverStreaming = serverStreaming
+  }
+}

@@ -1,0 +1,98 @@
+import CGRPCShim
+import Foundation
+import MeshProto
+
+/// A gRPC server: listens, routes calls to its services' handlers, answers
+/// `grpc.health.v1.Health` and server reflection.
+///
+/// ```swift
+/// let server = try RPCServer(services: [DiagnosticsService(role: "ps")])
+/// print(server.port)
+/// await server.shutdown(gracePeriod: .seconds(5))
+/// ```
+public final class RPCServer: Sendable {
+  /// The bound port (the chosen one when the address asked for port 0).
+  public let port: Int
+  /// The host part of the address the server listens on.
+  public let host: String
+  /// The full names of the methods the server's services registered.
+  public let methodPaths: [String]
+  private let handle: ServerHandle
+
+  /// Starts serving `services` on `address` (`127.0.0.1:0` picks a free port).
+  /// Every service is reported SERVING to health checks once this returns.
+  public init(
+    address: String = "127.0.0.1:0", transport: TransportConfiguration = .init(),
+    services: [any RPCService], reflection: Data? = MeshDescriptors.fileDescriptorSet
+  ) throws {
+    var router = RPCRouter()
+    for service in services { service.register(with: &router) }
+    methodPaths = router.methods.map(\.path)
+
+    var error = pm_error()
+    let pointer: OpaquePointer? = transport.withCConfiguration { config in
+      if let reflection {
+        return reflection.withUnsafeBytes {
+          pm_server_create(address, config, $0.bindMemory(to: UInt8.self).baseAddress, $0.count, &error)
+        }
+      }
+      return pm_server_create(address, config, nil, 0, &error)
+    }
+    guard let pointer else { throw RPCError(error) }
+    handle = ServerHandle(pointer, methods: router.methods)
+    for method in router.methods {
+      pm_server_register(
+        pointer, method.path, method.kind, RegisteredMethod.entryPoint,
+        Unmanaged.passUnretained(method).toOpaque())
+    }
+    let port = pm_server_start(pointer, &error)
+    guard port > 0 else { throw RPCError(error) }
+    self.port = Int(port)
+    host = String(address[..<(address.lastIndex(of: ":") ?? address.endIndex)])
+    for service in services { setServing(true, service: service.serviceName) }
+  }
+
+  /// `host:port` as clients dial it.
+  public var endpoint: String { "\(host):\(port)" }
+
+  /// Sets what health checks report for `service` ("" is the whole server).
+  public func setServing(_ serving: Bool, service: String = "") {
+    pm_server_set_serving(handle.pointer, service, serving ? 1 : 0)
+  }
+
+  /// Stops taking calls, gives running calls `gracePeriod` to finish, then
+  /// cancels the rest. Health checks report NOT_SERVING from the start.
+  public func shutdown(gracePeriod: Duration = .seconds(5)) async {
+    let handle = self.handle
+    let milliseconds = gracePeriod.milliseconds
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      // Shutdown blocks until calls drain: keep it off the task pool.
+      Thread.detachNewThread {
+        pm_server_shutdown(handle.pointer, milliseconds)
+        continuation.resume()
+      }
+    }
+  }
+}
+
+/// Owns the C server and the handlers it calls, which must outlive it.
+private final class ServerHandle: @unchecked Sendable {
+  let pointer: OpaquePointer
+  private let methods: [RegisteredMethod]
+
+  init(_ pointer: OpaquePointer, methods: [RegisteredMethod]) {
+    self.pointer = pointer
+    self.methods = methods
+  }
+
+  deinit { pm_server_destroy(pointer) }
+}
+
+extension RPCError {
+  /// An error the shim reported through its out-parameter.
+  init(_ error: pm_error) {
+    var error = error
+    let message = withUnsafeBytes(of: &error.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    self.init(Code(rawValue: Int(error.code)), message)
+  }
+}

@@ -1,0 +1,103 @@
+import CGRPCShim
+import Foundation
+import SwiftProtobuf
+
+/// What a handler knows of the call it serves.
+public struct ServerContext: Sendable {
+  /// The client's request headers.
+  public let metadata: Metadata
+  /// The client's address, `ipv4:127.0.0.1:40312`.
+  public let peer: String
+  /// When the client stops waiting; nil when it set no deadline.
+  public let deadline: ContinuousClock.Instant?
+  fileprivate let call: IncomingCall
+
+  /// Cancels the call from the server's side: the client sees CANCELLED, and
+  /// the handler's task is cancelled.
+  public func cancelCall() { pm_server_call_cancel(call.pointer) }
+}
+
+/// Streams responses of a server-streaming call, one at a time.
+public struct ResponseWriter<Response: Message>: Sendable {
+  fileprivate let call: IncomingCall
+
+  /// Sends one response; returns once gRPC has taken it (back-pressure).
+  /// Throws CANCELLED when the client has gone.
+  public func write(_ response: Response) async throws {
+    let bytes = try OutgoingBytes.serializing(response)
+    let sent = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+      let box = Unmanaged.passRetained(Box(continuation)).toOpaque()
+      pm_server_call_write(call.pointer, bytes.handOver(), { context, ok in
+        Unmanaged<Box<CheckedContinuation<Bool, Never>>>.fromOpaque(context!)
+          .takeRetainedValue().value.resume(returning: ok != 0)
+      }, box)
+    }
+    if !sent { throw RPCError(.cancelled, "the client is no longer reading the stream") }
+  }
+}
+
+/// One call as the shim handed it over: the request bytes and the handle to
+/// answer through. Releases the handle when dropped.
+final class IncomingCall: @unchecked Sendable {
+  let pointer: OpaquePointer
+  let request: Data
+
+  init(pointer: OpaquePointer, request: pm_received_bytes) {
+    self.pointer = pointer
+    self.request = request.takeData()
+  }
+
+  deinit { pm_server_call_release(pointer) }
+
+  var context: ServerContext {
+    var metadata = Metadata()
+    for index in 0..<pm_server_call_metadata_count(pointer) {
+      let entry = pm_server_call_metadata(pointer, index)
+      metadata.append(
+        String(decoding: UnsafeRawBufferPointer(start: entry.value, count: entry.value_length), as: UTF8.self),
+        forKey: String(decoding: UnsafeRawBufferPointer(start: entry.key, count: entry.key_length), as: UTF8.self))
+    }
+    let remaining = pm_server_call_remaining_ms(pointer)
+    return ServerContext(
+      metadata: metadata, peer: String(cString: pm_server_call_peer(pointer)),
+      deadline: remaining == .max ? nil : .now + .milliseconds(remaining), call: self)
+  }
+
+  /// Cancels `task` if the call is cancelled before it finishes.
+  func cancelOnCallCancellation(_ task: Task<Void, Never>) {
+    let box = Unmanaged.passRetained(Box(task)).toOpaque()
+    pm_server_call_on_cancel(pointer, { context, cancelled in
+      let task = Unmanaged<Box<Task<Void, Never>>>.fromOpaque(context!).takeRetainedValue().value
+      if cancelled != 0 { task.cancel() }
+    }, box)
+  }
+
+  func finish(with response: some Message) {
+    do {
+      let bytes = try OutgoingBytes.serializing(response)
+      pm_server_call_finish(pointer, 0, nil, bytes.handOver())
+    } catch {
+      finish(with: RPCError(answering: error))
+    }
+  }
+
+  func finishStream() {
+    pm_server_call_finish(pointer, 0, nil, OutgoingBytes(repeating: 0, count: 0).handOver())
+  }
+
+  func finish(with error: RPCError) {
+    pm_server_call_finish(
+      pointer, Int32(error.code.rawValue), error.message,
+      OutgoingBytes(repeating: 0, count: 0).handOver())
+  }
+
+  func writer<Response: Message>(for: Response.Type) -> ResponseWriter<Response> {
+    ResponseWriter(call: self)
+  }
+}
+
+/// A reference box to pass Swift values through a C `void *` context.
+final class Box<Value>: @unchecked Sendable {
+  let value: Value
+  init(_ value: Value) { self.value = value }
+}

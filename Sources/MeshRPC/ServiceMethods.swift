@@ -1,0 +1,93 @@
+import MeshProto
+
+// The methods of every service in protos/, typed. MeshProtoTests check this
+// table against the descriptor set, so a method added to a .proto file without
+// an entry here fails the tests.
+
+/// `grpc.health.v1.Health`, answered by every server.
+public enum HealthMethods {
+  public static let service = "grpc.health.v1.Health"
+  public static let check = UnaryMethod<Grpc_Health_V1_HealthCheckRequest, Grpc_Health_V1_HealthCheckResponse>(
+    service: service, name: "Check")
+  public static let watch = ServerStreamingMethod<Grpc_Health_V1_HealthCheckRequest, Grpc_Health_V1_HealthCheckResponse>(
+    service: service, name: "Watch")
+}
+
+/// `pipemesh.v1.Diagnostics`, served by every Pipemesh process.
+public enum DiagnosticsMethods {
+  public static let service = "pipemesh.v1.Diagnostics"
+  public static let echo = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(
+    service: service, name: "Echo")
+  public static let echoStream = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
+    service: service, name: "EchoStream")
+  public static let describe = UnaryMethod<Pipemesh_V1_DescribeRequest, Pipemesh_V1_DescribeResponse>(
+    service: service, name: "Describe")
+}
+
+/// `pipemesh.v1.ParameterServer`.
+public enum ParameterServerMethods {
+  public static let service = "pipemesh.v1.ParameterServer"
+  public static let register = UnaryMethod<Pipemesh_V1_RegisterRequest, Pipemesh_V1_RegisterResponse>(
+    service: service, name: "Register")
+  public static let pull = UnaryMethod<Pipemesh_V1_PullRequest, Pipemesh_V1_PullResponse>(
+    service: service, name: "Pull")
+  public static let push = UnaryMethod<Pipemesh_V1_PushRequest, Pipemesh_V1_PushResponse>(
+    service: service, name: "Push")
+  public static let stats = UnaryMethod<Pipemesh_V1_StatsRequest, Pipemesh_V1_StatsResponse>(
+    service: service, name: "Stats")
+  public static let checkpoint = UnaryMethod<Pipemesh_V1_CheckpointRequest, Pipemesh_V1_CheckpointResponse>(
+    service: service, name: "Checkpoint")
+}
+
+/// `pipemesh.v1.Partition`.
+public enum PartitionMethods {
+  public static let service = "pipemesh.v1.Partition"
+  public static let loadStage = UnaryMethod<Pipemesh_V1_LoadStageRequest, Pipemesh_V1_LoadStageResponse>(
+    service: service, name: "LoadStage")
+  public static let forward = UnaryMethod<Pipemesh_V1_ForwardRequest, Pipemesh_V1_ForwardResponse>(
+    service: service, name: "Forward")
+  public static let backward = UnaryMethod<Pipemesh_V1_BackwardRequest, Pipemesh_V1_BackwardResponse>(
+    service: service, name: "Backward")
+  public static let commit = UnaryMethod<Pipemesh_V1_CommitRequest, Pipemesh_V1_CommitResponse>(
+    service: service, name: "Commit")
+  public static let infer = UnaryMethod<Pipemesh_V1_ForwardRequest, Pipemesh_V1_ForwardResponse>(
+    service: service, name: "Infer")
+  public static let fetchTensor = UnaryMethod<Pipemesh_V1_FetchTensorRequest, Pipemesh_V1_Tensor>(
+    service: service, name: "FetchTensor")
+  public static let unloadStage = UnaryMethod<Pipemesh_V1_UnloadStageRequest, Pipemesh_V1_UnloadStageResponse>(
+    service: service, name: "UnloadStage")
+}
+
+/// `pipemesh.v1.Coordinator`.
+public enum CoordinatorMethods {
+  public static let service = "pipemesh.v1.Coordinator"
+  public static let plan = UnaryMethod<Pipemesh_V1_PlanRequest, Pipemesh_V1_PlanResponse>(
+    service: service, name: "Plan")
+  public static let train = ServerStreamingMethod<Pipemesh_V1_TrainRequest, Pipemesh_V1_TrainProgress>(
+    service: service, name: "Train")
+  public static let infer = UnaryMethod<Pipemesh_V1_InferRequest, Pipemesh_V1_InferResponse>(
+    service: service, name: "Infer")
+  public static let getJob = UnaryMethod<Pipemesh_V1_GetJobRequest, Pipemesh_V1_Job>(
+    service: service, name: "GetJob")
+  public static let listJobs = UnaryMethod<Pipemesh_V1_ListJobsRequest, Pipemesh_V1_ListJobsResponse>(
+    service: service, name: "ListJobs")
+  public static let cancelJob = UnaryMethod<Pipemesh_V1_CancelJobRequest, Pipemesh_V1_Job>(
+    service: service, name: "CancelJob")
+}
+
+/// Every method in the tables above.
+public let allServiceMethods: [RPCMethodDescription] = [
+  HealthMethods.check.methodDescription, HealthMethods.watch.methodDescription,
+  DiagnosticsMethods.echo.methodDescription, DiagnosticsMethods.echoStream.methodDescription,
+  DiagnosticsMethods.describe.methodDescription,
+  ParameterServerMethods.register.methodDescription, ParameterServerMethods.pull.methodDescription,
+  ParameterServerMethods.push.methodDescription, ParameterServerMethods.stats.methodDescription,
+  ParameterServerMethods.checkpoint.methodDescription,
+  PartitionMethods.loadStage.methodDescription, PartitionMethods.forward.methodDescription,
+  PartitionMethods.backward.methodDescription, PartitionMethods.commit.methodDescription,
+  PartitionMethods.infer.methodDescription, PartitionMethods.fetchTensor.methodDescription,
+  PartitionMethods.unloadStage.methodDescription,
+  CoordinatorMethods.plan.methodDescription, CoordinatorMethods.train.methodDescription,
+  CoordinatorMethods.infer.methodDescription, CoordinatorMethods.getJob.methodDescription,
+  CoordinatorMethods.listJobs.methodDescription, CoordinatorMethods.cancelJob.methodDescription,
+]

@@ -1,0 +1,175 @@
+import Foundation
+import MeshProto
+import MeshRPC
+import MeshTestSupport
+import Testing
+
+/// Every call kind over real loopback sockets through the C++ shim.
+@Suite struct CallTests {
+  let diagnostics = DiagnosticsService(role: "test")
+
+  func echoRequest(_ payload: Data) -> Pipemesh_V1_EchoRequest {
+    var request = Pipemesh_V1_EchoRequest()
+    request.payload = payload
+    return request
+  }
+
+  @Test func unaryRoundTrip() async throws {
+    try await withServer([diagnostics]) { server, client in
+      let payload = Data("hello mesh".utf8)
+      let response = try await client.call(DiagnosticsMethods.echo, echoRequest(payload))
+      #expect(response.payload == payload)
+      let description = try await client.call(DiagnosticsMethods.describe, .init())
+      #expect(description.role == "test")
+      #expect(description.services.contains(DiagnosticsMethods.service))
+    }
+  }
+
+  @Test func metadataDeadlineAndPeerReachTheHandler() async throws {
+    let probe = ProbeService()
+    try await withServer([probe]) { _, client in
+      var options = CallOptions(timeout: .seconds(30))
+      options.metadata.append("job-7", forKey: "X-Pipemesh-Job")
+      let response = try await client.call(ProbeService.metadata, echoRequest(Data()), options: options)
+      let seen = String(decoding: response.payload, as: UTF8.self)
+      #expect(seen.contains("x-pipemesh-job=job-7"))
+      #expect(seen.contains("|ipv4:127.0.0.1:") || seen.contains("|ipv6:"))
+      #expect(seen.hasSuffix("|deadline"))
+      let withoutDeadline = try await client.call(ProbeService.metadata, echoRequest(Data()))
+      #expect(String(decoding: withoutDeadline.payload, as: UTF8.self).hasSuffix("|no-deadline"))
+    }
+  }
+
+  @Test func serverStreamingRoundTrip() async throws {
+    try await withServer([diagnostics]) { _, client in
+      var request = Pipemesh_V1_EchoStreamRequest()
+      request.count = 25
+      request.responseSize = 1000
+      var sequences: [UInt64] = []
+      for try await response in client.stream(DiagnosticsMethods.echoStream, request) {
+        #expect(response.payload.count == 1000)
+        sequences.append(response.sequence)
+      }
+      #expect(sequences == Array(0..<25))
+    }
+  }
+
+  @Test func deadlineExceeded() async throws {
+    let probe = ProbeService()
+    try await withServer([probe]) { _, client in
+      let error = await #expect(throws: RPCError.self) {
+        _ = try await client.call(ProbeService.waitForCancel, echoRequest(Data()), options: .init(timeout: .milliseconds(200)))
+      }
+      #expect(error?.code == .deadlineExceeded)
+      #expect(await eventually { probe.seen.contains("cancelled") }, "the handler's task was not cancelled at the deadline")
+    }
+  }
+
+  @Test func clientCancellationCancelsTheHandler() async throws {
+    let probe = ProbeService()
+    try await withServer([probe]) { _, client in
+      let call = Task { try await client.call(ProbeService.waitForCancel, echoRequest(Data())) }
+      #expect(await eventually { probe.seen.contains("started") })
+      call.cancel()
+      let error = await #expect(throws: RPCError.self) { _ = try await call.value }
+      #expect(error?.code == .cancelled)
+      #expect(await eventually { probe.seen.contains("cancelled") })
+    }
+  }
+
+  @Test func serverCancellationEndsTheClientStream() async throws {
+    let probe = ProbeService()
+    try await withServer([probe]) { _, client in
+      var request = Pipemesh_V1_EchoStreamRequest()
+      request.count = 3
+      var received = 0
+      let error = await #expect(throws: RPCError.self) {
+        for try await _ in client.stream(ProbeService.streamThenCancel, request) { received += 1 }
+      }
+      #expect(error?.code == .cancelled)
+      #expect(received <= 3)
+    }
+  }
+
+  @Test func droppingAStreamCancelsTheServerSide() async throws {
+    let probe = ProbeService()
+    try await withServer([probe]) { _, client in
+      var taken = 0
+      for try await _ in client.stream(ProbeService.streamForever, .init()) {
+        taken += 1
+        if taken == 5 { break }
+      }
+      #expect(taken == 5)
+      #expect(await eventually { probe.seen.contains { $0.hasPrefix("stream ended after") } })
+    }
+  }
+
+  @Test func sixtyFourMebibyteMessage() async throws {
+    try await withServer([diagnostics]) { _, client in
+      var payload = Data(count: 64 << 20)
+      payload.withUnsafeMutableBytes { bytes in
+        for index in stride(from: 0, to: bytes.count, by: 4096) { bytes[index] = UInt8(truncatingIfNeeded: index / 4096) }
+      }
+      let response = try await client.call(DiagnosticsMethods.echo, echoRequest(payload))
+      #expect(response.payload == payload)
+    }
+  }
+
+  @Test func oversizeMessagesAreRefused() async throws {
+    let small = TransportConfiguration(maxMessageBytes: 1 << 20)
+    try await withServer([diagnostics], server: small) { _, client in
+      let error = await #expect(throws: RPCError.self) {
+        _ = try await client.call(DiagnosticsMethods.echo, echoRequest(Data(count: 2 << 20)))
+      }
+      #expect(error?.code == .resourceExhausted)
+      // The server still answers messages under its limit.
+      _ = try await client.call(DiagnosticsMethods.echo, echoRequest(Data(count: 1000)))
+    }
+    try await withServer([diagnostics], client: small) { _, client in
+      var request = Pipemesh_V1_EchoRequest()
+      request.responseSize = 2 << 20
+      let error = await #expect(throws: RPCError.self) { _ = try await client.call(DiagnosticsMethods.echo, request) }
+      #expect(error?.code == .resourceExhausted)
+    }
+  }
+
+  @Test func thousandConcurrentCalls() async throws {
+    try await withServer([diagnostics]) { _, client in
+      let payloads = try await withThrowingTaskGroup(of: (Int, Data).self) { group in
+        for index in 0..<1000 {
+          group.addTask {
+            let response = try await client.call(DiagnosticsMethods.echo, echoRequest(Data("call \(index)".utf8)))
+            return (index, response.payload)
+          }
+        }
+        return try await group.reduce(into: [Int: Data]()) { $0[$1.0] = $1.1 }
+      }
+      #expect(payloads.count == 1000)
+      #expect(payloads.allSatisfy { String(decoding: $0.value, as: UTF8.self) == "call \($0.key)" })
+    }
+  }
+
+  @Test func unknownMethodIsUnimplemented() async throws {
+    try await withServer([diagnostics]) { _, client in
+      let error = await #expect(throws: RPCError.self) {
+        _ = try await client.call(path: "/pipemesh.v1.Nothing/Here", requestBytes: Data())
+      }
+      #expect(error?.code == .unimplemented)
+      #expect(error?.message.contains("/pipemesh.v1.Nothing/Here") == true)
+    }
+  }
+
+  @Test func gracefulShutdownLetsRunningCallsFinish() async throws {
+    let probe = ProbeService()
+    let server = try RPCServer(services: [diagnostics, probe])
+    let client = try RPCClient(target: server.endpoint)
+    let running = Task { try await client.call(ProbeService.slow, echoRequest(Data("late".utf8))) }
+    #expect(await eventually { probe.seen.contains("slow started") })
+    await server.shutdown(gracePeriod: .seconds(10))
+    #expect(try await running.value.payload == Data("late".utf8))
+    let error = await #expect(throws: RPCError.self) {
+      _ = try await client.call(DiagnosticsMethods.echo, echoRequest(Data()), options: .init(timeout: .seconds(2)))
+    }
+    #expect(error?.code == .unavailable || error?.code == .deadlineExceeded)
+  }
+}

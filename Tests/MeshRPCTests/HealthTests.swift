@@ -1,0 +1,46 @@
+import Foundation
+import MeshProto
+import MeshRPC
+import MeshTestSupport
+import Testing
+
+/// The standard grpc.health.v1 service, driven from Swift.
+@Suite struct HealthTests {
+  func check(_ client: RPCClient, _ service: String) async throws -> Grpc_Health_V1_HealthCheckResponse.ServingStatus {
+    var request = Grpc_Health_V1_HealthCheckRequest()
+    request.service = service
+    return try await client.call(HealthMethods.check, request).status
+  }
+
+  @Test func servingStatusChangesReachClients() async throws {
+    try await withServer([DiagnosticsService(role: "test")]) { server, client in
+      let whole = try await check(client, "")
+      #expect(whole == .serving)
+      let diagnostics = try await check(client, DiagnosticsMethods.service)
+      #expect(diagnostics == .serving)
+
+      var request = Grpc_Health_V1_HealthCheckRequest()
+      request.service = DiagnosticsMethods.service
+      var watch = client.stream(HealthMethods.watch, request).makeAsyncIterator()
+      let first = try await watch.next()?.status
+      #expect(first == .serving)
+
+      server.setServing(false, service: DiagnosticsMethods.service)
+      let second = try await watch.next()?.status
+      #expect(second == .notServing)
+      let checked = try await check(client, DiagnosticsMethods.service)
+      #expect(checked == .notServing)
+
+      server.setServing(true, service: DiagnosticsMethods.service)
+      let third = try await watch.next()?.status
+      #expect(third == .serving)
+    }
+  }
+
+  @Test func unknownServiceIsNotFound() async throws {
+    try await withServer([DiagnosticsService(role: "test")]) { _, client in
+      let error = await #expect(throws: RPCError.self) { _ = try await check(client, "pipemesh.v1.Nope") }
+      #expect(error?.code == .notFound)
+    }
+  }
+}

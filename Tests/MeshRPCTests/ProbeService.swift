@@ -1,0 +1,75 @@
+import Foundation
+import MeshProto
+import MeshRPC
+import Synchronization
+
+/// A test service whose handlers report what they saw: metadata, peers,
+/// cancellations.
+final class ProbeService: RPCService, Sendable {
+  static let name = "pipemesh.test.Probe"
+  static let metadata = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(service: name, name: "Metadata")
+  static let waitForCancel = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(service: name, name: "Wait")
+  static let streamThenCancel = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
+    service: name, name: "StreamThenCancel")
+  static let slow = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(service: name, name: "Slow")
+  static let streamForever = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
+    service: name, name: "StreamForever")
+
+  private let events = Mutex<[String]>([])
+
+  var seen: [String] { events.withLock { $0 } }
+
+  var serviceName: String { Self.name }
+
+  private func record(_ event: String) { events.withLock { $0.append(event) } }
+
+  func register(with router: inout RPCRouter) {
+    router.unary(Self.metadata) { request, context in
+      var response = Pipemesh_V1_EchoResponse()
+      let headers = context.metadata.map { "\($0.key)=\($0.value)" }.joined(separator: ";")
+      let deadline = context.deadline.map { _ in "deadline" } ?? "no-deadline"
+      response.payload = Data("\(headers)|\(context.peer)|\(deadline)".utf8)
+      return response
+    }
+    router.unary(Self.waitForCancel) { [self] request, _ in
+      record("started")
+      do {
+        try await Task.sleep(for: .seconds(60))
+      } catch {
+        record("cancelled")
+        throw error
+      }
+      return Pipemesh_V1_EchoResponse()
+    }
+    router.unary(Self.slow) { [self] request, _ in
+      record("slow started")
+      try await Task.sleep(for: .milliseconds(300))
+      var response = Pipemesh_V1_EchoResponse()
+      response.payload = request.payload
+      return response
+    }
+    router.serverStreaming(Self.streamThenCancel) { request, writer, context in
+      for sequence in 0..<request.count {
+        var response = Pipemesh_V1_EchoResponse()
+        response.sequence = sequence
+        try await writer.write(response)
+      }
+      context.cancelCall()
+      try await Task.sleep(for: .seconds(60))
+    }
+    router.serverStreaming(Self.streamForever) { [self] request, writer, _ in
+      var sequence: UInt64 = 0
+      do {
+        while true {
+          var response = Pipemesh_V1_EchoResponse()
+          response.sequence = sequence
+          try await writer.write(response)
+          sequence += 1
+        }
+      } catch {
+        record("stream ended after \(sequence)")
+        throw error
+      }
+    }
+  }
+}

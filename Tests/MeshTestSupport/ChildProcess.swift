@@ -1,0 +1,107 @@
+import Foundation
+import Synchronization
+
+/// A process a test started: its output goes to a log file; it is killed when
+/// the value is dropped, so a failing test leaves nothing running.
+public final class ChildProcess: Sendable {
+  public let logPath: String
+  private let process: ProcessBox
+
+  /// Starts `executable` with `arguments`; stdout and stderr go to `logPath`.
+  public init(
+    _ executable: String, _ arguments: [String], logPath: String,
+    environment: [String: String] = [:], currentDirectory: String? = nil
+  ) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
+    FileManager.default.createFile(atPath: logPath, contents: nil)
+    let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+    process.standardOutput = log
+    process.standardError = log
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    try log.close()
+    self.logPath = logPath
+    self.process = ProcessBox(process)
+  }
+
+  public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+  public var isRunning: Bool { process.value.isRunning }
+
+  /// Waits until the log has a line starting with `prefix` and returns the
+  /// rest of that line. Throws if the process exits or `timeout` passes first.
+  public func waitForLine(startingWith prefix: String, timeout: Duration = .seconds(60)) async throws -> String {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+      if let line = log.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) {
+        return String(line.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces)
+      }
+      guard isRunning else {
+        throw ChildProcessError("process exited (status \(process.value.terminationStatus)) before printing '\(prefix)'; log:\n\(log)")
+      }
+      guard ContinuousClock.now < deadline else {
+        throw ChildProcessError("no line '\(prefix)' within \(timeout); log:\n\(log)")
+      }
+      try await Task.sleep(for: .milliseconds(20))
+    }
+  }
+
+  /// Waits for the process to exit and returns its status.
+  public func waitForExit(timeout: Duration = .seconds(120)) async throws -> Int32 {
+    let deadline = ContinuousClock.now + timeout
+    while isRunning {
+      guard ContinuousClock.now < deadline else {
+        throw ChildProcessError("still running after \(timeout); log:\n\(log)")
+      }
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    return process.value.terminationStatus
+  }
+
+  /// Sends a signal (SIGTERM by default).
+  public func signal(_ signal: Int32 = SIGTERM) {
+    if isRunning { kill(process.value.processIdentifier, signal) }
+  }
+
+  deinit {
+    if process.value.isRunning {
+      kill(process.value.processIdentifier, SIGKILL)
+      process.value.waitUntilExit()
+    }
+  }
+}
+
+public struct ChildProcessError: Error, CustomStringConvertible {
+  public let description: String
+  public init(_ description: String) { self.description = description }
+}
+
+private final class ProcessBox: @unchecked Sendable {
+  let value: Process
+  init(_ value: Process) { self.value = value }
+}
+
+/// Runs a command to completion and returns its combined output; throws with
+/// the output when it fails.
+@discardableResult
+public func run(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> String {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: executable)
+  process.arguments = arguments
+  if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+  let pipe = Pipe()
+  process.standardOutput = pipe
+  process.standardError = pipe
+  process.standardInput = FileHandle.nullDevice
+  try process.run()
+  let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  process.waitUntilExit()
+  guard process.terminationStatus == 0 else {
+    throw ChildProcessError("\(executable) \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)):\n\(output)")
+  }
+  return output
+}

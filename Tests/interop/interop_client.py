@@ -1,0 +1,83 @@
+"""Calls a Pipemesh (Swift) server with Python grpcio and checks every answer.
+
+Usage: interop_client.py HOST:PORT
+Prints one line per check and "INTEROP OK <count>" at the end; exits non-zero
+on the first failed check.
+"""
+import sys
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from pipemesh.v1 import diagnostics_pb2, diagnostics_pb2_grpc
+
+checks = 0
+
+
+def check(condition, what):
+    global checks
+    if not condition:
+        print(f"FAILED: {what}", flush=True)
+        sys.exit(1)
+    checks += 1
+    print(f"ok: {what}", flush=True)
+
+
+def main(target):
+    channel = grpc.insecure_channel(
+        target, options=[("grpc.max_receive_message_length", 64 << 20),
+                         ("grpc.max_send_message_length", 64 << 20)])
+    grpc.channel_ready_future(channel).result(timeout=30)
+    diagnostics = diagnostics_pb2_grpc.DiagnosticsStub(channel)
+
+    response = diagnostics.Echo(diagnostics_pb2.EchoRequest(payload=b"from python"), timeout=10)
+    check(response.payload == b"from python", "unary Echo round trip")
+
+    big = bytes(range(256)) * (8 << 12)  # 8 MiB
+    response = diagnostics.Echo(diagnostics_pb2.EchoRequest(payload=big), timeout=30)
+    check(response.payload == big, "8 MiB Echo round trip")
+
+    stream = diagnostics.EchoStream(diagnostics_pb2.EchoStreamRequest(count=7, response_size=100), timeout=10)
+    sequences = [(r.sequence, len(r.payload)) for r in stream]
+    check(sequences == [(i, 100) for i in range(7)], "server-streaming EchoStream")
+
+    description = diagnostics.Describe(diagnostics_pb2.DescribeRequest(), timeout=10)
+    check(description.role == "interop", "Describe names the role")
+
+    try:
+        diagnostics.Echo(diagnostics_pb2.EchoRequest(delay_ms=5000), timeout=0.2)
+        check(False, "deadline exceeded")
+    except grpc.RpcError as error:
+        check(error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+
+    try:
+        diagnostics.Echo(diagnostics_pb2.EchoRequest(response_size=1 << 40), timeout=10)
+        check(False, "bad input refused")
+    except grpc.RpcError as error:
+        check(error.code() == grpc.StatusCode.INVALID_ARGUMENT and "response_size" in error.details(),
+              "bad input refused with INVALID_ARGUMENT and a message")
+
+    health = health_pb2_grpc.HealthStub(channel)
+    status = health.Check(health_pb2.HealthCheckRequest(service="pipemesh.v1.Diagnostics"), timeout=10).status
+    check(status == health_pb2.HealthCheckResponse.SERVING, "health check says SERVING")
+
+    database = ProtoReflectionDescriptorDatabase(channel)
+    services = set(database.get_services())
+    check(services == {"pipemesh.v1.Diagnostics", "grpc.health.v1.Health",
+                       "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"},
+          f"reflection lists the services served ({sorted(services)})")
+    pool = descriptor_pool.DescriptorPool(database)
+    echo = pool.FindServiceByName("pipemesh.v1.Diagnostics").FindMethodByName("Echo")
+    check(echo.input_type.full_name == "pipemesh.v1.EchoRequest", "reflection describes Echo's request type")
+    tensor = pool.FindMessageTypeByName("pipemesh.v1.Tensor")
+    check([f.name for f in tensor.fields] == ["dtype", "shape", "data"], "reflection describes pipemesh.v1.Tensor")
+
+    print(f"INTEROP OK {checks}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
