@@ -92,6 +92,12 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]
     ),
+    .executableTarget(
+      name: "rpc-bench",
+      dependencies: ["MeshRPC", "MeshProto"],
+      path: "bench/rpc",
+      exclude: ["reference", "run"]
+    ),
     .target(
       name: "MeshTestSupport",
       dependencies: ["MeshRPC"],
