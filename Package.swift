@@ -70,9 +70,13 @@ let package = Package(
   products: [
     .library(name: "MeshProto", targets: ["MeshProto"]),
     .library(name: "MeshRPC", targets: ["MeshRPC"]),
+    .library(name: "MeshTensor", targets: ["MeshTensor"]),
+    .library(name: "MeshPS", targets: ["MeshPS"]),
+    .executable(name: "pipemesh", targets: ["pipemesh"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+    .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
   ],
   targets: [
     .target(
@@ -80,6 +84,8 @@ let package = Package(
       path: "CShims/CGRPCShim",
       linkerSettings: grpcLibraries.map { .linkedLibrary($0) }
     ),
+    .systemLibrary(name: "COpenBLAS", path: "CShims/COpenBLAS"),
+    .target(name: "MeshTensor", dependencies: ["COpenBLAS"]),
     .target(
       name: "MeshProto",
       dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
@@ -92,6 +98,27 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]
     ),
+    .target(name: "MeshWire", dependencies: ["MeshTensor", "MeshProto", "MeshRPC"]),
+    .target(name: "MeshCheckpoint", dependencies: ["MeshTensor"]),
+    .target(
+      name: "MeshPS",
+      dependencies: [
+        "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshCheckpoint",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]
+    ),
+    .executableTarget(
+      name: "pipemesh",
+      dependencies: [
+        "MeshRPC", "MeshPS",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]
+    ),
+    .executableTarget(
+      name: "tensor-bench",
+      dependencies: ["MeshTensor", "COpenBLAS"],
+      path: "bench/tensor"
+    ),
     .executableTarget(
       name: "rpc-bench",
       dependencies: ["MeshRPC", "MeshProto"],
@@ -102,6 +129,11 @@ let package = Package(
       name: "MeshTestSupport",
       dependencies: ["MeshRPC"],
       path: "Tests/MeshTestSupport"
+    ),
+    .testTarget(name: "MeshTensorTests", dependencies: ["MeshTensor"]),
+    .testTarget(
+      name: "MeshPSTests",
+      dependencies: ["MeshPS", "MeshTensor", "MeshWire", "MeshCheckpoint", "MeshProto", "MeshRPC", "MeshTestSupport"]
     ),
     .testTarget(
       name: "MeshProtoTests",

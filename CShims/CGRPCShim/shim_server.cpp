@@ -36,15 +36,22 @@ class FinishingReactor final : public grpc::ServerGenericBidiReactor {
 }  // namespace
 
 // One incoming call. References: one held by gRPC until OnDone, one by the
-// handler from the moment it is called until pm_server_call_release.
+// handler from the moment it is called until pm_server_call_release. gRPC
+// frees the server context after OnDone, while the handler may still hold the
+// call: everything the handler can ask for is copied here at the start.
 struct pm_server_call final : public grpc::ServerGenericBidiReactor {
   pm_server_call(grpc::GenericCallbackServerContext *context, MethodHandler handler)
-      : context_(context), handler_(handler), peer_(context->peer()) {
+      : peer(context->peer()), deadline(context->deadline()), handler_(handler) {
     for (const auto &entry : context->client_metadata()) {
-      metadata_.push_back(entry);
+      metadata.emplace_back(std::string(entry.first.data(), entry.first.size()),
+                            std::string(entry.second.data(), entry.second.size()));
     }
     StartRead(&request_);
   }
+
+  const std::string peer;
+  const std::chrono::system_clock::time_point deadline;
+  std::vector<std::pair<std::string, std::string>> metadata;
 
   void OnReadDone(bool ok) override {
     if (!ok) {
@@ -69,7 +76,11 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
     if (done != nullptr) done(done_context, ok ? 1 : 0);
   }
 
-  void OnCancel() override {
+  void OnCancel() override { Cancel("call cancelled"); }
+
+  // Ends the call with CANCELLED now, so that a slow handler cannot hold up
+  // shutdown (its later finish is ignored), and tells the handler.
+  void Cancel(const char *reason) {
     pm_server_cancel_handler handler;
     void *handler_context;
     {
@@ -78,9 +89,7 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
       handler = std::exchange(cancel_handler_, nullptr);
       handler_context = cancel_context_;
     }
-    // The client is gone: end the call now, so that a slow handler cannot hold
-    // up shutdown. Its later finish is ignored.
-    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled"));
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, reason));
     if (handler != nullptr) handler(handler_context, 1);
   }
 
@@ -149,8 +158,6 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
     Unreference();
   }
 
-  grpc::GenericCallbackServerContext *context_;
-  std::vector<std::pair<grpc::string_ref, grpc::string_ref>> metadata_;
 
  private:
   void FinishOnce(grpc::Status status) {
@@ -167,11 +174,6 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
   }
 
   MethodHandler handler_;
-
- public:
-  const std::string peer_;
-
- private:
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
   grpc::ByteBuffer write_buffer_;
@@ -335,22 +337,22 @@ void pm_server_destroy(pm_server *server) {
 }
 
 size_t pm_server_call_metadata_count(const pm_server_call *call) {
-  return call->metadata_.size();
+  return call->metadata.size();
 }
 
 pm_metadata_entry pm_server_call_metadata(const pm_server_call *call,
                                           size_t index) {
-  const auto &entry = call->metadata_.at(index);
+  const auto &entry = call->metadata.at(index);
   return pm_metadata_entry{entry.first.data(), entry.first.size(),
                            entry.second.data(), entry.second.size()};
 }
 
 int64_t pm_server_call_remaining_ms(const pm_server_call *call) {
-  return pipemesh::MillisecondsUntil(call->context_->deadline());
+  return pipemesh::MillisecondsUntil(call->deadline);
 }
 
 const char *pm_server_call_peer(const pm_server_call *call) {
-  return call->peer_.c_str();
+  return call->peer.c_str();
 }
 
 void pm_server_call_on_cancel(pm_server_call *call,
@@ -369,7 +371,9 @@ void pm_server_call_finish(pm_server_call *call, int status_code,
   call->FinishWith(status_code, status_message, response);
 }
 
-void pm_server_call_cancel(pm_server_call *call) { call->context_->TryCancel(); }
+void pm_server_call_cancel(pm_server_call *call) {
+  call->Cancel("the server cancelled the call");
+}
 
 void pm_server_call_release(pm_server_call *call) { call->Release(); }
 

@@ -192,7 +192,8 @@ void pm_server_call_finish(pm_server_call *call, int status_code,
                            const char *status_message,
                            pm_outgoing_bytes response);
 
-/* Cancels the call from the server side: the client sees CANCELLED. */
+/* Cancels the call from the server side: it ends with CANCELLED and the
+ * cancellation handler runs. */
 void pm_server_call_cancel(pm_server_call *call);
 
 /* Gives up the handler's reference; a call released before it finished is

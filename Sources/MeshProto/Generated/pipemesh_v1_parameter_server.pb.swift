@@ -28,7 +28,9 @@ public nonisolated struct Pipemesh_V1_Consistency: Sendable {
 
   public var mode: Pipemesh_V1_Consistency.OneOf_Mode? = nil
 
-  /// Apply step t once all `replicas` have pushed it; pushers wait.
+  /// Apply step t once every replica (and every user of a tied variable)
+  /// has pushed it; pushers wait for the update. Matches single-process
+  /// training.
   public var sync: Pipemesh_V1_SyncConsistency {
     get {
       if case .sync(let v)? = mode {return v}
@@ -37,7 +39,7 @@ public nonisolated struct Pipemesh_V1_Consistency: Sendable {
     set {mode = .sync(newValue)}
   }
 
-  /// Apply every push at once.
+  /// Apply every push at once, as it is.
   public var async: Pipemesh_V1_AsyncConsistency {
     get {
       if case .async(let v)? = mode {return v}
@@ -46,7 +48,7 @@ public nonisolated struct Pipemesh_V1_Consistency: Sendable {
     set {mode = .async(newValue)}
   }
 
-  /// Refuse (or hold) a push more than `max_staleness` versions behind.
+  /// Apply at once, within a staleness bound.
   public var bounded: Pipemesh_V1_BoundedConsistency {
     get {
       if case .bounded(let v)? = mode {return v}
@@ -55,14 +57,19 @@ public nonisolated struct Pipemesh_V1_Consistency: Sendable {
     set {mode = .bounded(newValue)}
   }
 
+  /// Data-parallel replicas of each stage (1 when unset).
+  public var replicas: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Mode: Equatable, Sendable {
-    /// Apply step t once all `replicas` have pushed it; pushers wait.
+    /// Apply step t once every replica (and every user of a tied variable)
+    /// has pushed it; pushers wait for the update. Matches single-process
+    /// training.
     case sync(Pipemesh_V1_SyncConsistency)
-    /// Apply every push at once.
+    /// Apply every push at once, as it is.
     case async(Pipemesh_V1_AsyncConsistency)
-    /// Refuse (or hold) a push more than `max_staleness` versions behind.
+    /// Apply at once, within a staleness bound.
     case bounded(Pipemesh_V1_BoundedConsistency)
 
   }
@@ -74,8 +81,6 @@ public nonisolated struct Pipemesh_V1_SyncConsistency: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
-
-  public var replicas: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -97,9 +102,13 @@ public nonisolated struct Pipemesh_V1_BoundedConsistency: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Refuse (FAILED_PRECONDITION) a push computed from a version more than
+  /// this many versions behind the variable's current one.
   public var maxStaleness: Int64 = 0
 
-  /// Hold a stale push until it is within bounds instead of refusing it.
+  /// Instead of refusing stale pushes, keep replicas within `max_staleness`
+  /// steps of each other: a push from a replica that far ahead of the slowest
+  /// waits until the slowest catches up (stale synchronous parallel).
   public var wait: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -198,20 +207,28 @@ public nonisolated struct Pipemesh_V1_RandomUniform: Sendable {
   public init() {}
 }
 
+/// U(-l, l) with l = sqrt(6 / (fan_in + fan_out)).
 public nonisolated struct Pipemesh_V1_GlorotUniform: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  public var fanIn: Int64 = 0
+
+  public var fanOut: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
+/// N(0, 2 / fan_in).
 public nonisolated struct Pipemesh_V1_HeNormal: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  public var fanIn: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -282,6 +299,7 @@ public nonisolated struct Pipemesh_V1_RegisterRequest: Sendable {
 
   public var variables: [Pipemesh_V1_VariableDefinition] = []
 
+  /// The job's consistency; every Register of a job must give the same one.
   public var consistency: Pipemesh_V1_Consistency {
     get {_consistency ?? Pipemesh_V1_Consistency()}
     set {_consistency = newValue}
@@ -290,6 +308,11 @@ public nonisolated struct Pipemesh_V1_RegisterRequest: Sendable {
   public var hasConsistency: Bool {self._consistency != nil}
   /// Clears the value of `consistency`. Subsequent reads from it will return its default value.
   public mutating func clearConsistency() {self._consistency = nil}
+
+  /// Who pushes gradients for these variables, one name per pipeline stage
+  /// ("stage0"). A variable registered by several users (tied weights) takes a
+  /// push from each of them per step, and their gradients add up.
+  public var user: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -414,11 +437,21 @@ public nonisolated struct Pipemesh_V1_PushRequest: Sendable {
 
   public var job: String = String()
 
+  /// Names the pusher in stats and logs.
   public var clientID: String = String()
 
+  /// Training step the gradients belong to, from 1.
   public var step: Int64 = 0
 
   public var gradients: [Pipemesh_V1_Gradient] = []
+
+  /// The user (stage) and data-parallel replica pushing. In sync consistency a
+  /// step is applied once every user of a variable has pushed it from every
+  /// replica: the sum over users of the mean over replicas. A repeated push
+  /// (same user, replica and step) is applied once.
+  public var user: String = String()
+
+  public var replica: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -454,6 +487,7 @@ public nonisolated struct Pipemesh_V1_StatsResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Over the jobs asked for (all jobs when `job` is empty).
   public var variables: Int64 = 0
 
   public var bytes: Int64 = 0
@@ -469,6 +503,11 @@ public nonisolated struct Pipemesh_V1_StatsResponse: Sendable {
   /// Seconds since the last checkpoint was written; -1 when none.
   public var checkpointAgeSeconds: Double = 0
 
+  public var pushesDuplicate: Int64 = 0
+
+  /// Highest version of any variable.
+  public var maxVersion: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -478,8 +517,6 @@ public nonisolated struct Pipemesh_V1_CheckpointRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
-
-  public var job: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -491,9 +528,11 @@ public nonisolated struct Pipemesh_V1_CheckpointResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The file written (one per ps task, holding every job's variables).
   public var path: String = String()
 
-  public var step: Int64 = 0
+  /// Versions summed over variables: a count of updates the file holds.
+  public var updates: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -506,7 +545,7 @@ fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
 
 nonisolated extension Pipemesh_V1_Consistency: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Consistency"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sync\0\u{1}async\0\u{1}bounded\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sync\0\u{1}async\0\u{1}bounded\0\u{2}\u{7}replicas\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -553,6 +592,7 @@ nonisolated extension Pipemesh_V1_Consistency: SwiftProtobuf.Message, SwiftProto
           self.mode = .bounded(v)
         }
       }()
+      case 10: try { try decoder.decodeSingularInt32Field(value: &self.replicas) }()
       default: break
       }
     }
@@ -578,11 +618,15 @@ nonisolated extension Pipemesh_V1_Consistency: SwiftProtobuf.Message, SwiftProto
     }()
     case nil: break
     }
+    if self.replicas != 0 {
+      try visitor.visitSingularInt32Field(value: self.replicas, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_Consistency, rhs: Pipemesh_V1_Consistency) -> Bool {
     if lhs.mode != rhs.mode {return false}
+    if lhs.replicas != rhs.replicas {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -590,29 +634,18 @@ nonisolated extension Pipemesh_V1_Consistency: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Pipemesh_V1_SyncConsistency: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SyncConsistency"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replicas\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularInt32Field(value: &self.replicas) }()
-      default: break
-      }
-    }
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.replicas != 0 {
-      try visitor.visitSingularInt32Field(value: self.replicas, fieldNumber: 1)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_SyncConsistency, rhs: Pipemesh_V1_SyncConsistency) -> Bool {
-    if lhs.replicas != rhs.replicas {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -862,18 +895,34 @@ nonisolated extension Pipemesh_V1_RandomUniform: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_GlorotUniform: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GlorotUniform"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}fan_in\0\u{3}fan_out\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.fanIn) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.fanOut) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.fanIn != 0 {
+      try visitor.visitSingularInt64Field(value: self.fanIn, fieldNumber: 1)
+    }
+    if self.fanOut != 0 {
+      try visitor.visitSingularInt64Field(value: self.fanOut, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_GlorotUniform, rhs: Pipemesh_V1_GlorotUniform) -> Bool {
+    if lhs.fanIn != rhs.fanIn {return false}
+    if lhs.fanOut != rhs.fanOut {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -881,18 +930,29 @@ nonisolated extension Pipemesh_V1_GlorotUniform: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_HeNormal: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeNormal"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}fan_in\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.fanIn) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.fanIn != 0 {
+      try visitor.visitSingularInt64Field(value: self.fanIn, fieldNumber: 1)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_HeNormal, rhs: Pipemesh_V1_HeNormal) -> Bool {
+    if lhs.fanIn != rhs.fanIn {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1005,7 +1065,7 @@ nonisolated extension Pipemesh_V1_VariableDefinition: SwiftProtobuf.Message, Swi
 
 nonisolated extension Pipemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}variables\0\u{1}consistency\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}variables\0\u{1}consistency\0\u{1}user\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1016,6 +1076,7 @@ nonisolated extension Pipemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftP
       case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.variables) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._consistency) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.user) }()
       default: break
       }
     }
@@ -1035,6 +1096,9 @@ nonisolated extension Pipemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftP
     try { if let v = self._consistency {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if !self.user.isEmpty {
+      try visitor.visitSingularStringField(value: self.user, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1042,6 +1106,7 @@ nonisolated extension Pipemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftP
     if lhs.job != rhs.job {return false}
     if lhs.variables != rhs.variables {return false}
     if lhs._consistency != rhs._consistency {return false}
+    if lhs.user != rhs.user {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1277,7 +1342,7 @@ nonisolated extension Pipemesh_V1_Gradient: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Pipemesh_V1_PushRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PushRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{3}client_id\0\u{1}step\0\u{1}gradients\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{3}client_id\0\u{1}step\0\u{1}gradients\0\u{1}user\0\u{1}replica\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1289,6 +1354,8 @@ nonisolated extension Pipemesh_V1_PushRequest: SwiftProtobuf.Message, SwiftProto
       case 2: try { try decoder.decodeSingularStringField(value: &self.clientID) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.gradients) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.user) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self.replica) }()
       default: break
       }
     }
@@ -1307,6 +1374,12 @@ nonisolated extension Pipemesh_V1_PushRequest: SwiftProtobuf.Message, SwiftProto
     if !self.gradients.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.gradients, fieldNumber: 4)
     }
+    if !self.user.isEmpty {
+      try visitor.visitSingularStringField(value: self.user, fieldNumber: 5)
+    }
+    if self.replica != 0 {
+      try visitor.visitSingularInt32Field(value: self.replica, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1315,6 +1388,8 @@ nonisolated extension Pipemesh_V1_PushRequest: SwiftProtobuf.Message, SwiftProto
     if lhs.clientID != rhs.clientID {return false}
     if lhs.step != rhs.step {return false}
     if lhs.gradients != rhs.gradients {return false}
+    if lhs.user != rhs.user {return false}
+    if lhs.replica != rhs.replica {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1382,7 +1457,7 @@ nonisolated extension Pipemesh_V1_StatsRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1397,6 +1472,8 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.pushesRefusedNonFinite) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.pulls) }()
       case 7: try { try decoder.decodeSingularDoubleField(value: &self.checkpointAgeSeconds) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.pushesDuplicate) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.maxVersion) }()
       default: break
       }
     }
@@ -1424,6 +1501,12 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
     if self.checkpointAgeSeconds.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.checkpointAgeSeconds, fieldNumber: 7)
     }
+    if self.pushesDuplicate != 0 {
+      try visitor.visitSingularInt64Field(value: self.pushesDuplicate, fieldNumber: 8)
+    }
+    if self.maxVersion != 0 {
+      try visitor.visitSingularInt64Field(value: self.maxVersion, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1435,6 +1518,8 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
     if lhs.pushesRefusedNonFinite != rhs.pushesRefusedNonFinite {return false}
     if lhs.pulls != rhs.pulls {return false}
     if lhs.checkpointAgeSeconds != rhs.checkpointAgeSeconds {return false}
+    if lhs.pushesDuplicate != rhs.pushesDuplicate {return false}
+    if lhs.maxVersion != rhs.maxVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1442,29 +1527,18 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_CheckpointRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
-      default: break
-      }
-    }
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.job.isEmpty {
-      try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_CheckpointRequest, rhs: Pipemesh_V1_CheckpointRequest) -> Bool {
-    if lhs.job != rhs.job {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1472,7 +1546,7 @@ nonisolated extension Pipemesh_V1_CheckpointRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Pipemesh_V1_CheckpointResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{1}step\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{1}updates\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1481,7 +1555,7 @@ nonisolated extension Pipemesh_V1_CheckpointResponse: SwiftProtobuf.Message, Swi
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.path) }()
-      case 2: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.updates) }()
       default: break
       }
     }
@@ -1491,15 +1565,15 @@ nonisolated extension Pipemesh_V1_CheckpointResponse: SwiftProtobuf.Message, Swi
     if !self.path.isEmpty {
       try visitor.visitSingularStringField(value: self.path, fieldNumber: 1)
     }
-    if self.step != 0 {
-      try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 2)
+    if self.updates != 0 {
+      try visitor.visitSingularInt64Field(value: self.updates, fieldNumber: 2)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_CheckpointResponse, rhs: Pipemesh_V1_CheckpointResponse) -> Bool {
     if lhs.path != rhs.path {return false}
-    if lhs.step != rhs.step {return false}
+    if lhs.updates != rhs.updates {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,51 @@
+import Foundation
+
+/// Writes files so that a crash at any moment leaves either the old file or
+/// the complete new one: write a temporary file beside it, fsync it, rename it
+/// over the target, fsync the directory.
+public enum AtomicFile {
+  /// The prefix of temporary files; readers skip names that start with it.
+  public static let temporaryPrefix = ".tmp-"
+
+  public struct WriteError: Error, CustomStringConvertible {
+    public let description: String
+  }
+
+  public static func write(_ data: Data, to path: String) throws {
+    let directory = (path as NSString).deletingLastPathComponent
+    let temporary = (directory as NSString).appendingPathComponent(
+      "\(temporaryPrefix)\((path as NSString).lastPathComponent)-\(getpid())")
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw failure("cannot create \(temporary)") }
+    var written = 0
+    let ok = data.withUnsafeBytes { bytes -> Bool in
+      while written < bytes.count {
+        let result = Foundation.write(fd, bytes.baseAddress! + written, bytes.count - written)
+        if result < 0 {
+          if errno == EINTR { continue }
+          return false
+        }
+        written += result
+      }
+      return fsync(fd) == 0
+    }
+    close(fd)
+    guard ok else {
+      unlink(temporary)
+      throw failure("cannot write \(temporary)")
+    }
+    guard rename(temporary, path) == 0 else {
+      unlink(temporary)
+      throw failure("cannot rename \(temporary) to \(path)")
+    }
+    let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if directoryFD >= 0 {
+      fsync(directoryFD)
+      close(directoryFD)
+    }
+  }
+
+  private static func failure(_ what: String) -> WriteError {
+    WriteError(description: "\(what): \(String(cString: strerror(errno)))")
+  }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import MeshTensor
+
+/// The safetensors format (the ML field's common checkpoint format, readable
+/// by NumPy and PyTorch): an 8-byte little-endian header length, a JSON header
+/// naming each tensor's dtype, shape and byte range, then the raw
+/// little-endian data. Pipemesh writes and reads float32 tensors.
+public enum SafeTensors {
+  /// A file's contents: named tensors and string metadata.
+  public struct Contents: Sendable {
+    public var tensors: [String: Tensor]
+    public var metadata: [String: String]
+
+    public init(tensors: [String: Tensor] = [:], metadata: [String: String] = [:]) {
+      self.tensors = tensors
+      self.metadata = metadata
+    }
+  }
+
+  public struct FormatError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+  }
+
+  /// Encodes tensors (in name order) and metadata.
+  public static func encode(_ contents: Contents) throws -> Data {
+    let names = contents.tensors.keys.sorted()
+    var header: [String: Any] = [:]
+    if !contents.metadata.isEmpty { header["__metadata__"] = contents.metadata }
+    var offset = 0
+    for name in names {
+      let tensor = contents.tensors[name]!
+      let size = tensor.scalarCount * 4
+      header[name] = ["dtype": "F32", "shape": tensor.shape, "data_offsets": [offset, offset + size]]
+      offset += size
+    }
+    var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+    // Pad with spaces so the data starts 8-byte aligned, as the format suggests.
+    json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - json.count % 8) % 8))
+    var data = Data(capacity: 8 + json.count + offset)
+    withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
+    data.append(json)
+    for name in names { data.append(contents.tensors[name]!.littleEndianData) }
+    return data
+  }
+
+  /// Decodes a file, checking that every byte range lies inside the data and
+  /// that the ranges cover it exactly.
+  public static func decode(_ data: Data) throws -> Contents {
+    guard data.count >= 8 else { throw FormatError("file is \(data.count) bytes, shorter than the 8-byte header length") }
+    let headerLength = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+    guard headerLength <= UInt64(data.count - 8) else {
+      throw FormatError("header length \(headerLength) runs past the end of the file (\(data.count) bytes)")
+    }
+    let headerStart = data.startIndex + 8
+    let dataStart = headerStart + Int(headerLength)
+    guard let header = try? JSONSerialization.jsonObject(with: data[headerStart..<dataStart]) as? [String: Any] else {
+      throw FormatError("header is not a JSON object")
+    }
+    var contents = Contents()
+    if let metadata = header["__metadata__"] {
+      guard let metadata = metadata as? [String: String] else { throw FormatError("__metadata__ is not a string map") }
+      contents.metadata = metadata
+    }
+    var covered = 0
+    var ranges: [(Int, Int)] = []
+    for (name, entry) in header where name != "__metadata__" {
+      guard let entry = entry as? [String: Any], let dtype = entry["dtype"] as? String,
+        let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int], offsets.count == 2
+      else { throw FormatError("entry \(name) lacks dtype, shape or data_offsets") }
+      guard dtype == "F32" else { throw FormatError("tensor \(name) is \(dtype); only F32 is supported") }
+      let (begin, end) = (offsets[0], offsets[1])
+      guard begin >= 0, begin <= end, dataStart + end <= data.endIndex else {
+        throw FormatError("tensor \(name) has byte range \(begin)..<\(end) outside the data")
+      }
+      do {
+        contents.tensors[name] = try Tensor(
+          dtype: .float32, shape: shape, littleEndianBytes: data[(dataStart + begin)..<(dataStart + end)])
+      } catch {
+        throw FormatError("tensor \(name): \(error)")
+      }
+      ranges.append((begin, end))
+      covered += end - begin
+    }
+    ranges.sort { $0.0 < $1.0 }
+    let contiguous = zip(ranges, ranges.dropFirst()).allSatisfy { $0.1 == $1.0 }
+    guard contiguous, covered == data.endIndex - dataStart, ranges.first.map({ $0.0 == 0 }) ?? true else {
+      throw FormatError("tensor byte ranges do not cover the data exactly")
+    }
+    return contents
+  }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import MeshCheckpoint
+import MeshProto
+import MeshRPC
+import MeshTensor
+import Synchronization
+import SwiftProtobuf
+
+/// Writes the store's variables to safetensors files and restores the
+/// latest one.
+///
+/// Each checkpoint is a new file, `checkpoint-<sequence>.safetensors`,
+/// written atomically (temporary file, fsync, rename), so a crash at any
+/// moment leaves the previous checkpoints intact and never a partial one
+/// under that name. Values are stored as `<job>/<variable>`, optimizer slots
+/// as `<job>/<variable>@<slot>`; the metadata entry `pipemesh` holds the
+/// definitions, versions, users and retry state as JSON.
+public final class Checkpointer: Sendable {
+  public let directory: String
+  /// How many checkpoint files to keep.
+  public let keep: Int
+  private let store: ParameterStore
+  private struct State {
+    var sequence = 0
+    var lastWritten: ContinuousClock.Instant?
+    var lastVersions: Int64 = -1
+  }
+  private let state = Mutex(State())
+  private static let metadataKey = "pipemesh"
+
+  public init(directory: String, store: ParameterStore, keep: Int = 3) throws {
+    self.directory = directory
+    self.store = store
+    self.keep = max(1, keep)
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+  }
+
+  /// Seconds since the last checkpoint was written; nil when none was.
+  public var age: Duration? { state.withLock { $0.lastWritten.map { .now - $0 } } }
+
+  /// The checkpoint files present, oldest first.
+  public func files() -> [(sequence: Int, path: String)] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    return names.compactMap { name -> (Int, String)? in
+      guard name.hasPrefix("checkpoint-"), name.hasSuffix(".safetensors"),
+        let sequence = Int(name.dropFirst("checkpoint-".count).dropLast(".safetensors".count))
+      else { return nil }
+      return (sequence, (directory as NSString).appendingPathComponent(name))
+    }.sorted { $0.0 < $1.0 }
+  }
+
+  /// Writes a checkpoint of every job now; returns its path and the number of
+  /// updates it holds.
+  @discardableResult
+  public func write() async throws -> (path: String, updates: Int64) {
+    var contents = SafeTensors.Contents()
+    var jobsMetadata: [String: Any] = [:]
+    var updates: Int64 = 0
+    for job in store.allJobs {
+      let (variables, lastSteps) = await job.checkpointState()
+      var variablesMetadata: [String: Any] = [:]
+      for (name, variable) in variables {
+        contents.tensors["\(job.name)/\(name)"] = variable.value
+        for (slot, tensor) in variable.slots { contents.tensors["\(job.name)/\(name)@\(slot)"] = tensor }
+        variablesMetadata[name] = [
+          "definition": try variable.definition.jsonString(),
+          "initial_value_hash": String(variable.initialValueHash),
+          "version": variable.version,
+          "users": variable.users.sorted(),
+          "slots": variable.slots.keys.sorted(),
+        ]
+        updates += variable.version
+      }
+      jobsMetadata[job.name] = [
+        "consistency": try job.consistency.proto.jsonString(),
+        "pushers": lastSteps.map { ["user": $0.key.user, "replica": $0.key.replica, "step": $0.value] },
+        "variables": variablesMetadata,
+      ]
+    }
+    let metadata = try JSONSerialization.data(withJSONObject: ["format": 1, "jobs": jobsMetadata], options: [.sortedKeys])
+    contents.metadata[Self.metadataKey] = String(decoding: metadata, as: UTF8.self)
+    let data = try SafeTensors.encode(contents)
+
+    let sequence = state.withLock { state in
+      state.sequence = max(state.sequence, files().last?.sequence ?? 0) + 1
+      return state.sequence
+    }
+    let path = (directory as NSString).appendingPathComponent("checkpoint-\(sequence).safetensors")
+    do {
+      try AtomicFile.write(data, to: path)
+    } catch {
+      throw RPCError(.internal, "cannot write checkpoint \(path): \(error)")
+    }
+    state.withLock {
+      $0.lastWritten = .now
+      $0.lastVersions = max($0.lastVersions, updates)
+    }
+    for old in files().dropLast(keep) { try? FileManager.default.removeItem(atPath: old.path) }
+    return (path, updates)
+  }
+
+  /// Writes a checkpoint every `interval` while variables changed since the
+  /// last one, until the task is cancelled.
+  public func runPeriodically(every interval: Duration) async {
+    while !Task.isCancelled {
+      try? await Task.sleep(for: interval)
+      let versions = store.totalVersions
+      if versions != state.withLock({ $0.lastVersions }) { _ = try? await write() }
+    }
+  }
+
+  /// Restores the newest checkpoint that reads back whole; returns its path,
+  /// or nil when there is none. Unreadable files are reported in `skipped`.
+  /// Call before serving: restored jobs replace jobs of the same name.
+  public func restoreLatest() async throws -> (path: String?, skipped: [String]) {
+    var skipped: [String] = []
+    for file in files().reversed() {
+      do {
+        let contents = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: file.path)))
+        try await restore(contents)
+        state.withLock {
+          $0.sequence = file.sequence
+          $0.lastVersions = store.totalVersions
+        }
+        return (file.path, skipped)
+      } catch {
+        skipped.append("\(file.path): \(error)")
+      }
+    }
+    return (nil, skipped)
+  }
+
+  private func restore(_ contents: SafeTensors.Contents) async throws {
+    guard let text = contents.metadata[Self.metadataKey],
+      let root = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+      let jobs = root["jobs"] as? [String: [String: Any]]
+    else { throw SafeTensors.FormatError("no pipemesh metadata") }
+    var restoredJobs: [ParameterJob] = []
+    for (jobName, job) in jobs {
+      guard let consistencyJSON = job["consistency"] as? String, let variables = job["variables"] as? [String: [String: Any]],
+        let pushers = job["pushers"] as? [[String: Any]]
+      else { throw SafeTensors.FormatError("job \(jobName) lacks consistency, variables or pushers") }
+      let consistency = try JobConsistency(try Pipemesh_V1_Consistency(jsonString: consistencyJSON))
+      var held: [String: HeldVariable] = [:]
+      for (name, entry) in variables {
+        guard let definitionJSON = entry["definition"] as? String, let version = (entry["version"] as? NSNumber)?.int64Value,
+          let users = entry["users"] as? [String], let slotNames = entry["slots"] as? [String],
+          let hashText = entry["initial_value_hash"] as? String, let hash = UInt64(hashText),
+          let value = contents.tensors["\(jobName)/\(name)"]
+        else { throw SafeTensors.FormatError("variable \(jobName)/\(name) is incomplete") }
+        var slots: [String: Tensor] = [:]
+        for slot in slotNames {
+          guard let tensor = contents.tensors["\(jobName)/\(name)@\(slot)"] else {
+            throw SafeTensors.FormatError("slot \(slot) of \(jobName)/\(name) is missing")
+          }
+          slots[slot] = tensor
+        }
+        held[name] = try HeldVariable(
+          definition: try Pipemesh_V1_VariableDefinition(jsonString: definitionJSON), initialValueHash: hash,
+          value: value, slots: slots, version: version, users: Set(users))
+      }
+      var lastSteps: [Pusher: Int64] = [:]
+      for pusher in pushers {
+        guard let user = pusher["user"] as? String, let replica = (pusher["replica"] as? NSNumber)?.int32Value,
+          let step = (pusher["step"] as? NSNumber)?.int64Value
+        else { throw SafeTensors.FormatError("job \(jobName) has a malformed pusher entry") }
+        lastSteps[Pusher(user: user, replica: replica)] = step
+      }
+      let restored = ParameterJob(name: jobName, consistency: consistency)
+      await restored.restore(held, lastSteps: lastSteps)
+      restoredJobs.append(restored)
+    }
+    for job in restoredJobs { store.adopt(job) }
+  }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshWire
+
+/// A variable as the ps holds it: its definition, update rule, value,
+/// optimizer slots and version (the number of updates applied).
+struct HeldVariable: Sendable {
+  /// The definition without its initial value's bytes (see `initialValueHash`).
+  let definition: Pipemesh_V1_VariableDefinition
+  /// FNV-1a of the initial value's bytes: re-registering must give the same.
+  let initialValueHash: UInt64
+  let optimizer: any Optimizer
+  var value: Tensor
+  var slots: [String: Tensor]
+  var version: Int64
+  /// The stages that registered it; more than one for tied weights.
+  var users: Set<String>
+
+  /// Validates a definition and draws the initial value.
+  init(defining definition: Pipemesh_V1_VariableDefinition, user: String) throws {
+    try Names.checkVariable(definition.name)
+    guard definition.dtype == .float32 || definition.dtype == .unspecified else {
+      throw RPCError(.invalidArgument, "variable \(definition.name) has dtype \(definition.dtype); only DTYPE_FLOAT32 is held")
+    }
+    guard definition.shape.allSatisfy({ $0 > 0 && $0 <= Int32.max }) else {
+      throw RPCError(.invalidArgument, "variable \(definition.name) has shape \(definition.shape); every extent must be positive")
+    }
+    let shape = definition.shape.map { Int($0) }
+    if definition.hasInitialValue {
+      guard !definition.hasInitializer else {
+        throw RPCError(.invalidArgument, "variable \(definition.name) gives both an initializer and an initial value")
+      }
+      value = try Tensor(wire: definition.initialValue, what: "initial value of \(definition.name)")
+      guard value.shape == shape else {
+        throw RPCError(.invalidArgument, "initial value of \(definition.name) has shape \(value.shape), the variable \(shape)")
+      }
+    } else {
+      value = try definition.initializer.makeTensor(shape)
+    }
+    optimizer = try makeOptimizer(definition.optimizer)
+    (self.definition, initialValueHash) = Self.split(definition)
+    slots = [:]
+    version = 0
+    users = [user]
+  }
+
+  /// Restores a variable from a checkpoint.
+  init(
+    definition: Pipemesh_V1_VariableDefinition, initialValueHash: UInt64, value: Tensor, slots: [String: Tensor],
+    version: Int64, users: Set<String>
+  ) throws {
+    self.definition = definition
+    self.initialValueHash = initialValueHash
+    optimizer = try makeOptimizer(definition.optimizer)
+    self.value = value
+    self.slots = slots
+    self.version = version
+    self.users = users
+  }
+
+  /// A definition without its initial value's bytes, and their hash.
+  static func split(_ definition: Pipemesh_V1_VariableDefinition) -> (Pipemesh_V1_VariableDefinition, UInt64) {
+    var stripped = definition
+    stripped.initialValue.data = Data()
+    return (stripped, fnv1a64(definition.initialValue.data))
+  }
+
+  /// Whether `other` defines this variable again (registration is idempotent).
+  func isDefined(by other: Pipemesh_V1_VariableDefinition) -> Bool {
+    let (definition, hash) = Self.split(other)
+    return definition == self.definition && hash == initialValueHash
+  }
+
+  /// Applies one gradient through the optimizer.
+  mutating func apply(_ gradient: Tensor) {
+    let (value, slots) = optimizer.update(variable: value, gradient: gradient, slots: slots, step: Int(version + 1))
+    self.value = value
+    self.slots = slots
+    version += 1
+  }
+
+  var snapshot: VariableSnapshot { VariableSnapshot(value: value, slots: slots, version: version) }
+}
+
+/// What pulls read: a variable's latest applied state.
+struct VariableSnapshot: Sendable {
+  let value: Tensor
+  let slots: [String: Tensor]
+  let version: Int64
+}
+
+/// Checks a pushed gradient against its variable: present, float32, same
+/// shape, finite.
+func decodeGradient(_ gradient: Pipemesh_V1_Gradient, for variable: HeldVariable?, job: String) throws -> Tensor {
+  guard let variable else {
+    throw RPCError(.notFound, "job \(job) has no variable \(gradient.name): register it first")
+  }
+  let tensor = try Tensor(wire: gradient.gradient, what: "gradient of \(gradient.name)")
+  guard tensor.shape == variable.value.shape else {
+    throw RPCError(
+      .invalidArgument, "gradient of \(gradient.name) has shape \(tensor.shape), the variable \(variable.value.shape)")
+  }
+  let finite = tensor.withUnsafeBufferPointer { values in values.allSatisfy { $0.isFinite } }
+  guard finite else {
+    throw NonFiniteGradient(name: gradient.name)
+  }
+  return tensor
+}
+
+/// A gradient holding NaN or infinity: refused, and counted in Stats.
+struct NonFiniteGradient: Error {
+  let name: String
+  var rpcError: RPCError {
+    RPCError(.invalidArgument, "gradient of \(name) holds NaN or infinity; nothing was applied")
+  }
+}

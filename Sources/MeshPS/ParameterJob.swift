@@ -1,0 +1,296 @@
+import Foundation
+import MeshProto
+import MeshRPC
+import MeshTensor
+import Synchronization
+
+/// One pusher of gradients: a stage (user) in one data-parallel replica.
+struct Pusher: Hashable, Sendable {
+  let user: String
+  let replica: Int32
+}
+
+/// Counters a job reports in Stats.
+struct JobCounters: Sendable {
+  var pushesApplied: Int64 = 0
+  var refusedStale: Int64 = 0
+  var refusedNonFinite: Int64 = 0
+  var duplicates: Int64 = 0
+  var pulls: Int64 = 0
+}
+
+/// The variables of one job and the rule that applies pushes to them.
+///
+/// Updates run inside the actor, one at a time; when one completes, the new
+/// values are published whole, so pulls (which read the published map and
+/// never wait for an update) see each update entirely or not at all.
+actor ParameterJob {
+  nonisolated let name: String
+  nonisolated let consistency: JobConsistency
+  nonisolated let counters = Mutex(JobCounters())
+  private nonisolated let published = Mutex<[String: VariableSnapshot]>([:])
+
+  private var variables: [String: HeldVariable] = [:]
+  /// The last step each pusher pushed: a push at or below it is a retry.
+  private var lastStep: [Pusher: Int64] = [:]
+  /// Sync: gradients of steps not yet complete, per step and variable.
+  private var pendingSteps: [Int64: [String: PendingGradient]] = [:]
+  /// Sync: the last step applied to each variable.
+  private var appliedStep: [String: Int64] = [:]
+  /// Bounded with wait: the last step each replica reached.
+  private var replicaProgress: [Int32: Int64] = [:]
+  private var waiters: [UInt64: Waiter] = [:]
+  private var nextWaiterID: UInt64 = 0
+
+  private struct PendingGradient {
+    var sum: Tensor
+    var received: Set<Pusher>
+  }
+
+  private struct Waiter {
+    let isReady: @Sendable (ParameterJob.Progress) -> Bool
+    let continuation: CheckedContinuation<Void, any Error>
+  }
+
+  /// What waiters look at.
+  struct Progress: Sendable {
+    let appliedStep: [String: Int64]
+    let slowestReplicaStep: Int64
+  }
+
+  init(name: String, consistency: JobConsistency) {
+    self.name = name
+    self.consistency = consistency
+  }
+
+  // MARK: - Registration
+
+  /// Defines variables, or checks that they match their existing definitions.
+  func register(_ definitions: [Pipemesh_V1_VariableDefinition], user: String) throws -> [Pipemesh_V1_VariableVersion] {
+    var added: [String: HeldVariable] = [:]
+    for definition in definitions {
+      if var existing = variables[definition.name] ?? added[definition.name] {
+        guard existing.isDefined(by: definition) else {
+          throw RPCError(
+            .failedPrecondition,
+            "variable \(definition.name) of job \(name) is registered with a different definition "
+              + "(shape \(existing.definition.shape), initializer or optimizer); a job's variables cannot change: use a new job name")
+        }
+        existing.users.insert(user)
+        added[definition.name] = existing
+      } else {
+        added[definition.name] = try HeldVariable(defining: definition, user: user)
+      }
+    }
+    for (name, variable) in added { variables[name] = variable }
+    publish(Array(added.keys))
+    return definitions.map { versionOf($0.name) }
+  }
+
+  /// Restores variables and retry state from a checkpoint.
+  func restore(_ restored: [String: HeldVariable], lastSteps: [Pusher: Int64]) {
+    variables = restored
+    lastStep = lastSteps
+    publish(Array(restored.keys))
+  }
+
+  // MARK: - Pull
+
+  /// Reads variables (all when `requests` is empty); a value is left out when
+  /// it is not newer than the version asked for.
+  nonisolated func pull(_ requests: [Pipemesh_V1_VariableVersion], includeSlots: Bool) throws -> [Pipemesh_V1_VariableValue] {
+    counters.withLock { $0.pulls += 1 }
+    let snapshots = published.withLock { $0 }
+    let wanted = requests.isEmpty ? snapshots.keys.sorted().map { name in Pipemesh_V1_VariableVersion.with { $0.name = name } } : requests
+    return try wanted.map { request in
+      guard let snapshot = snapshots[request.name] else {
+        throw RPCError(.notFound, "job \(name) has no variable \(request.name)")
+      }
+      var value = Pipemesh_V1_VariableValue()
+      value.name = request.name
+      value.version = snapshot.version
+      if request.version == 0 || snapshot.version > request.version {
+        value.value = Pipemesh_V1_Tensor(snapshot.value)
+        if includeSlots {
+          value.slots = snapshot.slots.keys.sorted().map { slot in
+            Pipemesh_V1_NamedTensor.with {
+              $0.name = slot
+              $0.tensor = Pipemesh_V1_Tensor(snapshot.slots[slot]!)
+            }
+          }
+        }
+      }
+      return value
+    }
+  }
+
+  /// Every variable's definition, state and users, for a checkpoint.
+  func checkpointState() -> (variables: [String: HeldVariable], lastSteps: [Pusher: Int64]) {
+    (variables, lastStep)
+  }
+
+  nonisolated var variableCount: Int { published.withLock { $0.count } }
+
+  nonisolated var heldBytes: Int64 {
+    published.withLock { $0.values.reduce(0) { $0 + Int64(($1.value.scalarCount * (1 + $1.slots.count)) * 4) } }
+  }
+
+  nonisolated var maxVersion: Int64 { published.withLock { $0.values.map(\.version).max() ?? 0 } }
+
+  nonisolated var totalVersions: Int64 { published.withLock { $0.values.reduce(0) { $0 + $1.version } } }
+
+  // MARK: - Push
+
+  /// Applies a push under the job's consistency rule and returns the new
+  /// versions of its variables. Nothing is applied when any gradient is bad.
+  func push(_ request: Pipemesh_V1_PushRequest) async throws -> [Pipemesh_V1_VariableVersion] {
+    guard request.step >= 1 else { throw RPCError(.invalidArgument, "push step must be 1 or more, got \(request.step)") }
+    guard request.replica >= 0, request.replica < consistency.replicas else {
+      throw RPCError(
+        .invalidArgument, "replica \(request.replica) is out of range: job \(name) has \(consistency.replicas) replicas")
+    }
+    var gradients: [(name: String, tensor: Tensor, baseVersion: Int64)] = []
+    do {
+      for gradient in request.gradients {
+        let tensor = try decodeGradient(gradient, for: variables[gradient.name], job: name)
+        gradients.append((gradient.name, tensor, gradient.baseVersion))
+      }
+    } catch let error as NonFiniteGradient {
+      counters.withLock { $0.refusedNonFinite += 1 }
+      throw error.rpcError
+    }
+    guard Set(gradients.map(\.name)).count == gradients.count else {
+      throw RPCError(.invalidArgument, "a push names a variable twice")
+    }
+    let pusher = Pusher(user: request.user, replica: request.replica)
+    let isRetry = request.step <= lastStep[pusher, default: 0]
+    if isRetry { counters.withLock { $0.duplicates += 1 } }
+
+    switch consistency.mode {
+    case .async:
+      if !isRetry { applyNow(gradients, pusher: pusher, step: request.step) }
+    case .bounded(let maxStaleness, let wait):
+      if isRetry { break }
+      if wait {
+        replicaProgress[request.replica] = max(replicaProgress[request.replica, default: 0], request.step)
+        resumeReadyWaiters()
+        try await waitUntil { $0.slowestReplicaStep >= request.step - maxStaleness }
+      } else if let stale = gradients.first(where: { variables[$0.name]!.version - $0.baseVersion > maxStaleness }) {
+        counters.withLock { $0.refusedStale += 1 }
+        let behind = variables[stale.name]!.version - stale.baseVersion
+        throw RPCError(
+          .failedPrecondition,
+          "gradient of \(stale.name) was computed from version \(stale.baseVersion), \(behind) versions behind "
+            + "(the limit is \(maxStaleness)): pull fresh values and compute it again")
+      }
+      applyNow(gradients, pusher: pusher, step: request.step)
+    case .sync:
+      if !isRetry { try accumulate(gradients, pusher: pusher, step: request.step) }
+      let names = gradients.map(\.name)
+      try await waitUntil { progress in names.allSatisfy { progress.appliedStep[$0, default: 0] >= request.step } }
+    }
+    return gradients.map { versionOf($0.name) }
+  }
+
+  private func applyNow(_ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64) {
+    lastStep[pusher] = step
+    let clipped = clip(Dictionary(uniqueKeysWithValues: gradients.map { ($0.name, $0.tensor) }))
+    for (name, gradient) in clipped { variables[name]!.apply(gradient) }
+    counters.withLock { $0.pushesApplied += 1 }
+    publish(Array(clipped.keys))
+  }
+
+  /// Sync: adds a push's gradients (divided by the replica count) to its
+  /// step, and applies each variable whose step is complete.
+  private func accumulate(_ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64) throws {
+    for gradient in gradients where !variables[gradient.name]!.users.contains(pusher.user) {
+      throw RPCError(
+        .failedPrecondition,
+        "user '\(pusher.user)' did not register \(gradient.name), so sync consistency does not expect its gradients")
+    }
+    lastStep[pusher] = step
+    let scale = 1 / Float(consistency.replicas)
+    var completed: [String: Tensor] = [:]
+    for gradient in gradients {
+      let share = consistency.replicas == 1 ? gradient.tensor : gradient.tensor * scale
+      var pending = pendingSteps[step]?[gradient.name] ?? PendingGradient(sum: share, received: [])
+      if !pending.received.isEmpty { pending.sum = pending.sum + share }
+      pending.received.insert(pusher)
+      let expected = variables[gradient.name]!.users.count * Int(consistency.replicas)
+      if pending.received.count >= expected {
+        completed[gradient.name] = pending.sum
+        pendingSteps[step]?[gradient.name] = nil
+      } else {
+        pendingSteps[step, default: [:]][gradient.name] = pending
+      }
+    }
+    if pendingSteps[step]?.isEmpty == true { pendingSteps[step] = nil }
+    guard !completed.isEmpty else { return }
+    for (name, gradient) in clip(completed) {
+      variables[name]!.apply(gradient)
+      appliedStep[name] = step
+    }
+    counters.withLock { $0.pushesApplied += 1 }
+    publish(Array(completed.keys))
+    resumeReadyWaiters()
+  }
+
+  /// Clips gradients to the optimizer's global norm over the variables of
+  /// one update, when the variables ask for it.
+  private func clip(_ gradients: [String: Tensor]) -> [String: Tensor] {
+    let limit = gradients.keys.compactMap { variables[$0]?.definition.optimizer.clipGlobalNorm }.filter { $0 > 0 }.min()
+    guard let limit else { return gradients }
+    return clipByGlobalNorm(gradients, maxNorm: limit).gradients
+  }
+
+  private func versionOf(_ name: String) -> Pipemesh_V1_VariableVersion {
+    .with {
+      $0.name = name
+      $0.version = variables[name]?.version ?? 0
+    }
+  }
+
+  private func publish(_ names: [String]) {
+    let snapshots = names.map { ($0, variables[$0]!.snapshot) }
+    published.withLock { published in
+      for (name, snapshot) in snapshots { published[name] = snapshot }
+    }
+  }
+
+  // MARK: - Waiting
+
+  private var progress: Progress {
+    let replicas = 0..<consistency.replicas
+    return Progress(
+      appliedStep: appliedStep, slowestReplicaStep: replicas.map { replicaProgress[$0, default: 0] }.min() ?? 0)
+  }
+
+  /// Suspends until `isReady` holds; cancelling the task (the caller's
+  /// deadline) stops the wait.
+  private func waitUntil(_ isReady: @escaping @Sendable (Progress) -> Bool) async throws {
+    if isReady(progress) { return }
+    let id = nextWaiterID
+    nextWaiterID += 1
+    try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { continuation in
+        waiters[id] = Waiter(isReady: isReady, continuation: continuation)
+        if Task.isCancelled { cancelWaiter(id) }
+      }
+    } onCancel: {
+      Task { await self.cancelWaiter(id) }
+    }
+  }
+
+  private func cancelWaiter(_ id: UInt64) {
+    waiters.removeValue(forKey: id)?.continuation.resume(
+      throwing: RPCError(.cancelled, "the push was cancelled while waiting for the other replicas"))
+  }
+
+  private func resumeReadyWaiters() {
+    let current = progress
+    for (id, waiter) in waiters where waiter.isReady(current) {
+      waiters[id] = nil
+      waiter.continuation.resume()
+    }
+  }
+}

@@ -1,0 +1,48 @@
+import MeshProto
+import MeshRPC
+
+/// `pipemesh.v1.ParameterServer` over a store, with on-demand checkpoints.
+public struct ParameterServerService: RPCService {
+  public let store: ParameterStore
+  public let checkpointer: Checkpointer?
+
+  public init(store: ParameterStore, checkpointer: Checkpointer?) {
+    self.store = store
+    self.checkpointer = checkpointer
+  }
+
+  public var serviceName: String { ParameterServerMethods.service }
+
+  public func register(with router: inout RPCRouter) {
+    let store = self.store
+    let checkpointer = self.checkpointer
+    router.unary(ParameterServerMethods.register) { request, _ in
+      try await store.register(request)
+    }
+    router.unary(ParameterServerMethods.pull) { request, _ in
+      var response = Pipemesh_V1_PullResponse()
+      response.variables = try store.job(request.job).pull(request.variables, includeSlots: request.includeSlots)
+      return response
+    }
+    router.unary(ParameterServerMethods.push) { request, _ in
+      var response = Pipemesh_V1_PushResponse()
+      response.variables = try await store.job(request.job).push(request)
+      return response
+    }
+    router.unary(ParameterServerMethods.stats) { request, _ in
+      var response = try store.stats(job: request.job)
+      response.checkpointAgeSeconds = checkpointer?.age.map { Double($0.components.seconds) } ?? -1
+      return response
+    }
+    router.unary(ParameterServerMethods.checkpoint) { _, _ in
+      guard let checkpointer else {
+        throw RPCError(.failedPrecondition, "this ps was started without a checkpoint directory")
+      }
+      let (path, updates) = try await checkpointer.write()
+      return .with {
+        $0.path = path
+        $0.updates = updates
+      }
+    }
+  }
+}

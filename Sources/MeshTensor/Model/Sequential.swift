@@ -1,0 +1,152 @@
+/// A stack of layers built from a `ModelSpec`. Variable values are not stored here: callers pass
+/// a `[String: Tensor]` keyed by variable name (see `variableDeclarations`), so the same model
+/// value serves a parameter server, a pipeline stage, or single-process training.
+public struct Sequential: Sendable {
+    public let spec: ModelSpec
+    public let layers: [any Layer]
+    /// `activationShapes[i]` is the per-sample input shape of layer i; the last entry is the
+    /// model's per-sample output shape.
+    public let activationShapes: [[Int]]
+
+    /// Builds the layers, naming the n-th layer of each kind prefix + n ("dense0", "dense1",
+    /// "conv2d0", …), and checks that the shapes chain.
+    public init(spec: ModelSpec) throws(ModelSpecError) {
+        var counters: [String: Int] = [:]
+        var layers: [any Layer] = []
+        var shapes = [spec.inputShape]
+        for layerSpec in spec.layers {
+            let prefix = layerSpec.namePrefix
+            let index = counters[prefix, default: 0]
+            counters[prefix] = index + 1
+            let layer = layerSpec.makeLayer(name: "\(prefix)\(index)")
+            shapes.append(try layer.outputShape(forInput: shapes[shapes.count - 1]))
+            layers.append(layer)
+        }
+        self.spec = spec
+        self.layers = layers
+        self.activationShapes = shapes
+    }
+
+    /// Declarations of the variables of `range` (all layers by default), in layer order.
+    public func variableDeclarations(layers range: Range<Int>? = nil) -> [VariableDeclaration] {
+        layers[range ?? layers.indices].flatMap(\.variableDeclarations)
+    }
+
+    /// Initial values of the variables of `range`. Variable "x" is drawn with the seed
+    /// `PortableRandom.derivedSeed(spec.seed, "x")`, so values do not depend on which other
+    /// variables exist or on the order they are created in.
+    public func initialVariables(layers range: Range<Int>? = nil) -> [String: Tensor] {
+        var values: [String: Tensor] = [:]
+        for declaration in variableDeclarations(layers: range) {
+            values[declaration.name] = declaration.initializer.makeTensor(
+                declaration.shape, seed: PortableRandom.derivedSeed(spec.seed, declaration.name))
+        }
+        return values
+    }
+
+    /// Per-layer parameter count, output activation size and forward FLOPs, for one sample.
+    public var layerCosts: [LayerCost] {
+        layers.enumerated().map { index, layer in
+            LayerCost(name: layer.name, parameterCount: layer.parameterCount,
+                      outputActivationSize: activationShapes[index + 1].reduce(1, *),
+                      flops: layer.flops(forInput: activationShapes[index]))
+        }
+    }
+
+    /// Runs layers `range` (all by default) on a batch without recording gradients.
+    public func callAsFunction(
+        _ input: Tensor, variables: [String: Tensor], layers range: Range<Int>? = nil,
+        context: ForwardContext = .inference
+    ) -> Tensor {
+        withoutGradients { run(input, variables: variables, layers: range ?? layers.indices, context: context) }
+    }
+
+    private func run(_ input: Tensor, variables: [String: Tensor], layers range: Range<Int>, context: ForwardContext) -> Tensor {
+        layers[range].reduce(input) { $1($0, variables: variables, context: context) }
+    }
+
+    /// Runs layers `range` as one pipeline stage and keeps what backward needs. The returned
+    /// value can be stored per micro-batch and its `backward(_:)` called later. Pass
+    /// `inputGradient: false` on the first stage, whose input gradient nobody needs.
+    public func forwardStage(
+        _ input: Tensor, variables: [String: Tensor], layers range: Range<Int>, context: ForwardContext,
+        inputGradient: Bool = true
+    ) -> StageForward {
+        precondition(range.lowerBound >= 0 && range.upperBound <= layers.count, "layer range \(range) outside 0..<\(layers.count)")
+        let declarations = variableDeclarations(layers: range)
+        let names = declarations.map(\.name)
+        let values = names.map { name -> Tensor in
+            guard let value = variables[name] else { preconditionFailure("variable \(name) is missing") }
+            return value
+        }
+        let offset = inputGradient ? 1 : 0
+        let (output, backpropagator) = Autodiff.valueWithBackpropagator(at: (inputGradient ? [input] : []) + values) { tracked in
+            var local = variables
+            for (index, name) in names.enumerated() { local[name] = tracked[index + offset] }
+            return run(inputGradient ? tracked[0] : input, variables: local, layers: range, context: context)
+        }
+        let penalized = spec.l2Penalty == 0 ? [] : declarations.filter(\.regularized).map(\.name)
+        return StageForward(output: output, variableNames: names, backpropagator: backpropagator,
+                            penalized: Dictionary(uniqueKeysWithValues: penalized.map { ($0, variables[$0]!) }),
+                            l2Penalty: spec.l2Penalty, inputGradient: inputGradient)
+    }
+
+    /// The spec's loss of `output` against `target` (without the L2 penalty, which stages add to
+    /// their variable gradients).
+    public func loss(output: Tensor, target: Tensor) -> Tensor {
+        Loss.apply(spec.loss, output: output, target: target)
+    }
+
+    /// One training step's loss (including the L2 penalty) and gradients for every variable,
+    /// computed as a single stage over all layers.
+    public func lossAndGradients(
+        input: Tensor, target: Tensor, variables: [String: Tensor], context: ForwardContext
+    ) -> (loss: Float, gradients: [String: Tensor]) {
+        let stage = forwardStage(input, variables: variables, layers: layers.indices, context: context, inputGradient: false)
+        let (loss, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) { outputs in
+            self.loss(output: outputs[0], target: target)
+        }
+        let penalty = spec.l2Penalty == 0 ? 0 : withoutGradients {
+            Loss.l2Penalty(variableDeclarations().filter(\.regularized).compactMap { variables[$0.name] },
+                           coefficient: spec.l2Penalty).scalar
+        }
+        return (loss.scalar + penalty, stage.backward(lossGradient[0]).variables)
+    }
+}
+
+/// A stage's forward result and the recorded computation needed for its backward pass.
+public struct StageForward: Sendable {
+    /// The stage output (not tracking gradients); send it to the next stage.
+    public let output: Tensor
+    /// Names of the variables the stage read, in layer order.
+    public let variableNames: [String]
+    let backpropagator: Backpropagator
+    let penalized: [String: Tensor]
+    let l2Penalty: Float
+    let inputGradient: Bool
+
+    /// Given the gradient of the loss with respect to `output`, returns the gradients for the
+    /// stage input and for each variable (including λ·w for L2-regularised variables).
+    public func backward(_ upstream: Tensor) -> StageGradients {
+        let grads = backpropagator(upstream)
+        let offset = inputGradient ? 1 : 0
+        var variables: [String: Tensor] = [:]
+        for (index, name) in variableNames.enumerated() {
+            var gradient = grads[index + offset]
+            if let weight = penalized[name] {
+                withoutGradients { gradient.accumulate(weight.detached() * l2Penalty) }
+            }
+            variables[name] = gradient
+        }
+        return StageGradients(input: inputGradient ? grads[0] : nil, variables: variables)
+    }
+}
+
+/// Gradients a stage produces for one micro-batch.
+public struct StageGradients: Sendable {
+    /// Gradient with respect to the stage input (nil when the stage ran with
+    /// `inputGradient: false`); send it to the previous stage.
+    public let input: Tensor?
+    /// Gradient for each variable the stage read, by name.
+    public let variables: [String: Tensor]
+}

@@ -1,0 +1,70 @@
+import Foundation
+
+/// Element types on the wire. MeshTensor computes in Float32 only.
+public enum DType: String, Codable, Sendable {
+    case float32
+}
+
+/// Errors from decoding caller-supplied tensor bytes.
+public struct TensorError: Error, Sendable, CustomStringConvertible {
+    /// What was wrong with the input, phrased so a person can fix it.
+    public let message: String
+    public var description: String { message }
+}
+
+extension Tensor {
+    /// The element type (always `.float32`).
+    public var dtype: DType { .float32 }
+
+    /// The scalars as raw little-endian row-major bytes (4 per scalar), copied in one block.
+    public var littleEndianBytes: [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: scalarCount * 4)
+        bytes.withUnsafeMutableBytes { copyLittleEndian(into: $0) }
+        return bytes
+    }
+
+    /// The scalars as raw little-endian row-major bytes, as `Data`.
+    public var littleEndianData: Data {
+        var data = Data(count: scalarCount * 4)
+        data.withUnsafeMutableBytes { copyLittleEndian(into: $0) }
+        return data
+    }
+
+    private func copyLittleEndian(into destination: UnsafeMutableRawBufferPointer) {
+        guard let base = destination.baseAddress, scalarCount > 0 else { return }
+        base.copyMemory(from: buffer.pointer, byteCount: scalarCount * 4)
+        #if _endian(big)
+        let words = base.assumingMemoryBound(to: UInt32.self)
+        for i in 0..<scalarCount { words[i] = words[i].byteSwapped }
+        #endif
+    }
+
+    /// Decodes the wire form: dtype, shape, and raw little-endian row-major bytes.
+    /// Throws when the byte count does not match the shape or the shape is invalid.
+    public init(dtype: DType, shape: [Int], littleEndianBytes bytes: some ContiguousBytes) throws {
+        guard shape.allSatisfy({ $0 >= 0 }) else {
+            throw TensorError(message: "shape \(shape) has a negative extent")
+        }
+        var count = 1
+        for extent in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: extent)
+            guard !overflow, product <= Int.max / 4 else {
+                throw TensorError(message: "shape \(shape) has too many scalars")
+            }
+            count = product
+        }
+        let buffer = TensorBuffer(uninitializedCount: count)
+        let byteCount = bytes.withUnsafeBytes { $0.count }
+        guard byteCount == count * 4 else {
+            throw TensorError(message: "\(dtype.rawValue) tensor of shape \(shape) needs \(count * 4) bytes, got \(byteCount)")
+        }
+        bytes.withUnsafeBytes { source in
+            guard let base = source.baseAddress, count > 0 else { return }
+            UnsafeMutableRawPointer(buffer.pointer).copyMemory(from: base, byteCount: count * 4)
+        }
+        #if _endian(big)
+        for i in 0..<count { buffer.pointer[i] = Float(bitPattern: buffer.pointer[i].bitPattern.byteSwapped) }
+        #endif
+        self.init(shape: shape, buffer: buffer)
+    }
+}

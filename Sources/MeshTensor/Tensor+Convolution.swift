@@ -1,0 +1,206 @@
+// 2-D convolution (im2col + sgemm) and pooling, NCHW layout.
+
+/// Geometry of a 2-D window sliding over an NCHW input.
+struct WindowGeometry {
+    let channels, height, width: Int
+    let kernelHeight, kernelWidth: Int
+    let stride, padding: Int
+
+    var outputHeight: Int { (height + 2 * padding - kernelHeight) / stride + 1 }
+    var outputWidth: Int { (width + 2 * padding - kernelWidth) / stride + 1 }
+    var patchSize: Int { channels * kernelHeight * kernelWidth }
+    var positions: Int { outputHeight * outputWidth }
+
+    /// Fills `columns` ([patchSize, positions], rows `rowStride` apart) with one image's patches.
+    func im2col(_ image: UnsafePointer<Float>, into columns: UnsafeMutablePointer<Float>, rowStride: Int) {
+        let oh = outputHeight, ow = outputWidth
+        for c in 0..<channels {
+            for kh in 0..<kernelHeight {
+                for kw in 0..<kernelWidth {
+                    let row = columns + ((c * kernelHeight + kh) * kernelWidth + kw) * rowStride
+                    let valid = validColumns(kernelOffset: kw)
+                    for y in 0..<oh {
+                        let iy = y * stride - padding + kh
+                        let dst = row + y * ow
+                        guard iy >= 0 && iy < height else {
+                            dst.update(repeating: 0, count: ow)
+                            continue
+                        }
+                        let src = image + (c * height + iy) * width - padding + kw
+                        dst.update(repeating: 0, count: valid.lowerBound)
+                        if stride == 1 {
+                            (dst + valid.lowerBound).update(from: src + valid.lowerBound, count: valid.count)
+                        } else {
+                            for x in valid { dst[x] = src[x * stride] }
+                        }
+                        (dst + valid.upperBound).update(repeating: 0, count: ow - valid.upperBound)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output columns x whose input column x·stride − padding + kernelOffset lies inside the image.
+    private func validColumns(kernelOffset: Int) -> Range<Int> {
+        func ceilingDivision(_ a: Int, _ b: Int) -> Int { a <= 0 ? -((-a) / b) : (a + b - 1) / b }
+        let lower = Swift.max(0, ceilingDivision(padding - kernelOffset, stride))
+        let upper = Swift.min(outputWidth, ceilingDivision(width + padding - kernelOffset, stride))
+        return lower..<Swift.max(lower, upper)
+    }
+
+    /// Adds `columns` ([patchSize, positions], rows `rowStride` apart) back onto one image (the
+    /// adjoint of im2col).
+    func col2imAdd(_ columns: UnsafePointer<Float>, into image: UnsafeMutablePointer<Float>, rowStride: Int) {
+        let oh = outputHeight, ow = outputWidth
+        for c in 0..<channels {
+            for kh in 0..<kernelHeight {
+                for kw in 0..<kernelWidth {
+                    let row = columns + ((c * kernelHeight + kh) * kernelWidth + kw) * rowStride
+                    let valid = validColumns(kernelOffset: kw)
+                    for y in 0..<oh {
+                        let iy = y * stride - padding + kh
+                        guard iy >= 0 && iy < height else { continue }
+                        let dst = image + (c * height + iy) * width - padding + kw, src = row + y * ow
+                        for x in valid { dst[x * stride] += src[x] }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension Tensor {
+    /// Cross-correlation of an NCHW input with filters [outChannels, inChannels, kh, kw] using
+    /// zero `padding` on each side and the same `stride` on both axes. No bias.
+    public static func conv2d(_ input: Tensor, filter: Tensor, stride: Int = 1, padding: Int = 0) -> Tensor {
+        precondition(input.rank == 4 && filter.rank == 4 && input.shape[1] == filter.shape[1],
+                     "conv2d needs NCHW input and [O, C, kh, kw] filter with matching C, got \(input.shape) and \(filter.shape)")
+        let batch = input.shape[0], outChannels = filter.shape[0]
+        let geometry = WindowGeometry(channels: input.shape[1], height: input.shape[2], width: input.shape[3],
+                                      kernelHeight: filter.shape[2], kernelWidth: filter.shape[3],
+                                      stride: stride, padding: padding)
+        precondition(stride > 0 && geometry.outputHeight > 0 && geometry.outputWidth > 0,
+                     "conv2d window does not fit input \(input.shape)")
+        let imageSize = geometry.channels * geometry.height * geometry.width
+        let positions = geometry.positions, patchSize = geometry.patchSize
+        let outSize = outChannels * positions
+        // Images are processed in chunks so each sgemm is wide while scratch memory stays bounded:
+        // forward batches up to 4 Mi patch scalars into one product; backward keeps its patch
+        // matrix within 256 Ki scalars (1 MiB), which measured faster because col2im and the
+        // weight-gradient product then work in cache.
+        func chunkSize(limit: Int) -> Int { Swift.max(1, Swift.min(batch, limit / Swift.max(1, patchSize * positions))) }
+        let chunk = chunkSize(limit: 1 << 22)
+        let out = Tensor(uninitializedShape: [batch, outChannels, geometry.outputHeight, geometry.outputWidth])
+        let columns = UnsafeMutablePointer<Float>.allocate(capacity: patchSize * chunk * positions)
+        let product = UnsafeMutablePointer<Float>.allocate(capacity: outChannels * chunk * positions)
+        defer { columns.deallocate(); product.deallocate() }
+        for first in Swift.stride(from: 0, to: batch, by: chunk) {
+            let count = Swift.min(chunk, batch - first), width = count * positions
+            for i in 0..<count {
+                geometry.im2col(input.buffer.pointer + (first + i) * imageSize, into: columns + i * positions, rowStride: width)
+            }
+            BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: width, k: patchSize,
+                       a: filter.buffer.pointer, b: columns, c: product)
+            // [outChannels, count · positions] → [count, outChannels, positions]
+            for i in 0..<count {
+                for o in 0..<outChannels {
+                    (out.buffer.pointer + (first + i) * outSize + o * positions)
+                        .update(from: product + o * width + i * positions, count: positions)
+                }
+            }
+        }
+        let backwardChunk = chunkSize(limit: 1 << 18)
+        return recorded(out, inputs: [input, filter]) { g in
+            let chunk = backwardChunk
+            let dInput = Tensor.zeros(input.shape)
+            let dFilter = Tensor.zeros(filter.shape)
+            let columns = UnsafeMutablePointer<Float>.allocate(capacity: patchSize * chunk * positions)
+            let gradient = UnsafeMutablePointer<Float>.allocate(capacity: outChannels * chunk * positions)
+            defer { columns.deallocate(); gradient.deallocate() }
+            for first in Swift.stride(from: 0, to: batch, by: chunk) {
+                let count = Swift.min(chunk, batch - first), width = count * positions
+                // [count, outChannels, positions] → [outChannels, count · positions]
+                for i in 0..<count {
+                    for o in 0..<outChannels {
+                        (gradient + o * width + i * positions)
+                            .update(from: g.buffer.pointer + (first + i) * outSize + o * positions, count: positions)
+                    }
+                }
+                if filter.isTrackingGradients {
+                    // dW += dY · colsᵀ
+                    for i in 0..<count {
+                        geometry.im2col(input.buffer.pointer + (first + i) * imageSize, into: columns + i * positions, rowStride: width)
+                    }
+                    BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: patchSize, k: width,
+                               a: gradient, b: columns, beta: 1, c: dFilter.buffer.pointer)
+                }
+                if input.isTrackingGradients {
+                    // dCols = Wᵀ · dY, folded back onto each image.
+                    BLAS.sgemm(transposeA: true, transposeB: false, m: patchSize, n: width, k: outChannels,
+                               a: filter.buffer.pointer, b: gradient, c: columns)
+                    for i in 0..<count {
+                        geometry.col2imAdd(columns + i * positions, into: dInput.buffer.pointer + (first + i) * imageSize, rowStride: width)
+                    }
+                }
+            }
+            return [dInput, dFilter]
+        }
+    }
+
+    /// Max pooling of an NCHW tensor over `size`×`size` windows (no padding).
+    public func maxPool2d(size: Int, stride: Int) -> Tensor {
+        pool2d(size: size, stride: stride, averaging: false)
+    }
+
+    /// Average pooling of an NCHW tensor over `size`×`size` windows (no padding).
+    public func avgPool2d(size: Int, stride: Int) -> Tensor {
+        pool2d(size: size, stride: stride, averaging: true)
+    }
+
+    private func pool2d(size: Int, stride: Int, averaging: Bool) -> Tensor {
+        precondition(rank == 4 && size > 0 && stride > 0 && shape[2] >= size && shape[3] >= size,
+                     "pooling \(size)/\(stride) does not fit NCHW input \(shape)")
+        let planes = shape[0] * shape[1], height = shape[2], width = shape[3]
+        let oh = (height - size) / stride + 1, ow = (width - size) / stride + 1
+        let out = Tensor(uninitializedShape: [shape[0], shape[1], oh, ow])
+        let src = buffer.pointer, dst = out.buffer.pointer
+        var argmax = averaging ? [] : [Int](repeating: 0, count: out.scalarCount)
+        let scale = 1 / Float(size * size)
+        for plane in 0..<planes {
+            for y in 0..<oh {
+                for x in 0..<ow {
+                    let outIndex = (plane * oh + y) * ow + x
+                    var best = -Float.infinity, bestIndex = 0, total: Float = 0
+                    for ky in 0..<size {
+                        for kx in 0..<size {
+                            let index = (plane * height + y * stride + ky) * width + x * stride + kx
+                            total += src[index]
+                            if src[index] > best { best = src[index]; bestIndex = index }
+                        }
+                    }
+                    if averaging { dst[outIndex] = total * scale } else { dst[outIndex] = best; argmax[outIndex] = bestIndex }
+                }
+            }
+        }
+        let inputShape = shape
+        return Tensor.recorded(out, inputs: [self]) { [argmax] g in
+            let dx = Tensor.zeros(inputShape)
+            let gp = g.buffer.pointer, dp = dx.buffer.pointer
+            if !averaging {
+                for (outIndex, index) in argmax.enumerated() { dp[index] += gp[outIndex] }
+                return [dx]
+            }
+            for plane in 0..<planes {
+                for y in 0..<oh {
+                    for x in 0..<ow {
+                        let share = gp[(plane * oh + y) * ow + x] * scale
+                        for ky in 0..<size {
+                            for kx in 0..<size { dp[(plane * height + y * stride + ky) * width + x * stride + kx] += share }
+                        }
+                    }
+                }
+            }
+            return [dx]
+        }
+    }
+}

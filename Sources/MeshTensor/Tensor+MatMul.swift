@@ -1,0 +1,92 @@
+import COpenBLAS
+
+// Matrix products. Every product goes through cblas_sgemm; transposes are passed as flags.
+
+/// Process-wide OpenBLAS settings.
+public enum BLAS {
+    /// Sets the number of threads OpenBLAS uses (each partition sets its own).
+    public static func setThreadCount(_ count: Int) {
+        openblas_set_num_threads(Int32(count))
+    }
+
+    /// C = alpha · op(A) · op(B) + beta · C for row-major matrices, where op(A) is m×k and op(B) is k×n.
+    @inline(__always)
+    static func sgemm(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>
+    ) {
+        cblas_sgemm(CblasRowMajor,
+                    transposeA ? CblasTrans : CblasNoTrans,
+                    transposeB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha,
+                    a, Int32(transposeA ? m : k),
+                    b, Int32(transposeB ? k : n),
+                    beta, c, Int32(n))
+    }
+}
+
+extension Tensor {
+    /// Matrix product op(a) · op(b) where op transposes the last two axes when its flag is set.
+    ///
+    /// Rank 2 × rank 2 is one product. A rank ≥ 3 left side times a rank-2 right side is one
+    /// product over the flattened leading axes (when `a` is not transposed) or a product per
+    /// batch entry. Two batched operands must have equal leading axes.
+    public static func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
+        let result = matmulValues(a, b, transposeA: transposeA, transposeB: transposeB)
+        return recorded(result, inputs: [a, b]) { g in
+            let flattenB = b.rank == 2 && a.rank > 2
+            func leftGrad() -> Tensor {
+                switch (transposeA, transposeB) {
+                case (false, false): return matmulValues(g, b, transposeB: true)
+                case (false, true): return matmulValues(g, b)
+                case (true, false): return matmulValues(b, g, transposeB: true)
+                case (true, true): return matmulValues(b, g, transposeA: true, transposeB: true)
+                }
+            }
+            func rightGrad() -> Tensor {
+                // With a shared 2-D right operand, flatten the batch so one sgemm sums over it.
+                let (lhs, grad): (Tensor, Tensor) = flattenB && !transposeA
+                    ? (a.reshapedValues(to: [count(of: Array(a.shape.dropLast())), a.shape[a.rank - 1]]),
+                       g.reshapedValues(to: [count(of: Array(g.shape.dropLast())), g.shape[g.rank - 1]]))
+                    : (a, g)
+                switch (transposeA, transposeB) {
+                case (false, false): return matmulValues(lhs, grad, transposeA: true)
+                case (false, true): return matmulValues(grad, lhs, transposeA: true)
+                case (true, false): return matmulValues(lhs, grad)
+                case (true, true): return matmulValues(grad, lhs, transposeA: true, transposeB: true)
+                }
+            }
+            return [a.isTrackingGradients ? leftGrad() : nil, b.isTrackingGradients ? rightGrad() : nil]
+        }
+    }
+
+    /// The product without recording.
+    static func matmulValues(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
+        precondition(a.rank >= 2 && b.rank >= 2, "matmul needs rank >= 2, got \(a.shape) and \(b.shape)")
+        let (m, k) = transposeA ? (a.shape[a.rank - 1], a.shape[a.rank - 2]) : (a.shape[a.rank - 2], a.shape[a.rank - 1])
+        let (kb, n) = transposeB ? (b.shape[b.rank - 1], b.shape[b.rank - 2]) : (b.shape[b.rank - 2], b.shape[b.rank - 1])
+        precondition(k == kb, "matmul inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") × \(b.shape)\(transposeB ? "ᵀ" : "")")
+        let batchA = Array(a.shape.dropLast(2)), batchB = Array(b.shape.dropLast(2))
+        precondition(batchA.isEmpty || batchB.isEmpty || batchA == batchB,
+                     "matmul batch axes differ: \(a.shape) and \(b.shape)")
+        let batchShape = batchA.isEmpty ? batchB : batchA
+        if b.rank == 2 && !transposeA {
+            // One product over all leading rows of `a`.
+            let rows = count(of: Array(a.shape.dropLast()))
+            let out = Tensor(uninitializedShape: batchShape + [m, n])
+            BLAS.sgemm(transposeA: false, transposeB: transposeB, m: rows, n: n, k: k,
+                       a: a.buffer.pointer, b: b.buffer.pointer, c: out.buffer.pointer)
+            return out
+        }
+        let batch = count(of: batchShape)
+        let out = Tensor(uninitializedShape: batchShape + [m, n])
+        let strideA = batchA.isEmpty ? 0 : m * k, strideB = batchB.isEmpty ? 0 : k * n
+        for index in 0..<batch {
+            BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+                       a: a.buffer.pointer + index * strideA, b: b.buffer.pointer + index * strideB,
+                       c: out.buffer.pointer + index * m * n)
+        }
+        return out
+    }
+}

@@ -1,0 +1,35 @@
+import MeshProto
+import MeshRPC
+import MeshTensor
+
+extension Pipemesh_V1_Initializer {
+  /// Draws a tensor of `shape`; INVALID_ARGUMENT for parameters that cannot
+  /// work. The same initializer and seed give the same bits everywhere.
+  public func makeTensor(_ shape: [Int]) throws -> Tensor {
+    switch kind {
+    case .constant(let value):
+      guard value.isFinite else { throw RPCError(.invalidArgument, "constant initializer must be finite") }
+      return .filled(shape, with: value)
+    case .normal(let normal):
+      guard normal.stddev >= 0, normal.stddev.isFinite, normal.mean.isFinite else {
+        throw RPCError(.invalidArgument, "normal initializer needs a finite mean and stddev >= 0")
+      }
+      return .randomNormal(shape, mean: normal.mean, standardDeviation: normal.stddev, seed: seed)
+    case .uniform(let uniform):
+      guard uniform.minimum <= uniform.maximum, uniform.minimum.isFinite, uniform.maximum.isFinite else {
+        throw RPCError(.invalidArgument, "uniform initializer needs finite minimum <= maximum")
+      }
+      return .randomUniform(shape, lowerBound: uniform.minimum, upperBound: uniform.maximum, seed: seed)
+    case .glorotUniform(let glorot):
+      guard glorot.fanIn > 0, glorot.fanOut > 0 else {
+        throw RPCError(.invalidArgument, "glorot_uniform needs fan_in and fan_out > 0")
+      }
+      return .glorotUniform(shape, fanIn: Int(glorot.fanIn), fanOut: Int(glorot.fanOut), seed: seed)
+    case .heNormal(let he):
+      guard he.fanIn > 0 else { throw RPCError(.invalidArgument, "he_normal needs fan_in > 0") }
+      return .heNormal(shape, fanIn: Int(he.fanIn), seed: seed)
+    case nil:
+      return .zeros(shape)
+    }
+  }
+}

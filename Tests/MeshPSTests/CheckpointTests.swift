@@ -1,0 +1,123 @@
+import Foundation
+import MeshCheckpoint
+import MeshProto
+import MeshPS
+import MeshRPC
+import MeshTensor
+import MeshTestSupport
+import Testing
+
+/// Checkpoints across real restarts and crashes.
+@Suite(.serialized) struct CheckpointTests {
+  let logs: TemporaryDirectory
+  init() throws { logs = try TemporaryDirectory(prefix: "pipemesh-ckpt") }
+
+  func trainAFewSteps(_ client: ParameterServerClient, job: String, steps: Int) async throws {
+    let adam = Fixtures.variable("dense0/kernel", shape: [8, 4], constant: 0.5, learningRate: 0.1, optimizer: .adam(.init()))
+    try await client.register(job: job, variables: [adam], consistency: .init(), user: "stage0")
+    for step in 1...steps {
+      let gradient = Tensor(shape: [8, 4], scalars: (0..<32).map { Float($0 % 5) - 2 + Float(step) / 8 })
+      try await client.push(job: job, step: Int64(step), user: "stage0", clientID: "t", gradients: ["dense0/kernel": (gradient, 0)])
+    }
+  }
+
+  func pullWithSlots(_ endpoint: String, job: String) async throws -> Pipemesh_V1_VariableValue {
+    let response = try await RPCClient(target: endpoint).call(ParameterServerMethods.pull, .with {
+      $0.job = job
+      $0.includeSlots = true
+    })
+    return response.variables[0]
+  }
+
+  @Test func restartRestoresValuesSlotsAndVersions() async throws {
+    let directory = logs.file("checkpoints")
+    var ps = try await Fixtures.startPS(logs, name: "first", checkpoints: directory)
+    try await trainAFewSteps(try ParameterServerClient(endpoints: [ps.endpoint]), job: "restart", steps: 5)
+    let before = try await pullWithSlots(ps.endpoint, job: "restart")
+    #expect(before.version == 5)
+    #expect(before.slots.map(\.name).sorted() == ["m", "v"])
+
+    ps.process.signal(SIGTERM)  // a clean stop writes a final checkpoint
+    #expect(try await ps.process.waitForExit() == 0, "\(ps.process.log)")
+    ps = try await Fixtures.startPS(logs, name: "second", checkpoints: directory)
+    #expect(ps.process.log.contains("restored "))
+    let after = try await pullWithSlots(ps.endpoint, job: "restart")
+    #expect(after == before)
+
+    // Training goes on from the restored state (Adam's step count included).
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    try await client.register(
+      job: "restart", variables: [Fixtures.variable("dense0/kernel", shape: [8, 4], constant: 0.5, learningRate: 0.1, optimizer: .adam(.init()))],
+      consistency: .init(), user: "stage0")
+    let versions = try await client.push(
+      job: "restart", step: 6, user: "stage0", clientID: "t", gradients: ["dense0/kernel": (.filled([8, 4], with: 1), 5)])
+    #expect(versions["dense0/kernel"] == 6)
+  }
+
+  /// `kill -9` while a checkpoint is being written: the restarted ps restores
+  /// a complete checkpoint, and no file it could pick is partial.
+  @Test func killDuringCheckpointLeavesNoPartialCheckpoint() async throws {
+    let directory = logs.file("checkpoints")
+    var ps = try await Fixtures.startPS(logs, name: "victim", checkpoints: directory)
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    // Big enough (4 × 48 MiB with slots) that writing takes a while.
+    let big = (0..<4).map { Fixtures.variable("layer\($0)/kernel", shape: [3072, 4096], constant: Float($0), learningRate: 0.5) }
+    try await client.register(job: "crash", variables: big, consistency: .init(), user: "stage0")
+    try await client.push(
+      job: "crash", step: 1, user: "stage0", clientID: "t",
+      gradients: Dictionary(uniqueKeysWithValues: big.map { ($0.name, (Tensor.filled([3072, 4096], with: 2), Int64(0))) }))
+    _ = try await client.checkpoint()  // one complete checkpoint to fall back on
+
+    var killedMidWrite = 0
+    for attempt in 0..<3 {
+      let writing = Task { try? await client.checkpoint() }
+      let sawTemporary = await eventually(timeout: .seconds(20)) {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).contains { $0.hasPrefix(AtomicFile.temporaryPrefix) }
+      }
+      ps.process.signal(SIGKILL)
+      _ = try await ps.process.waitForExit()
+      _ = await writing.value
+      if sawTemporary { killedMidWrite += 1 }
+
+      for name in try FileManager.default.contentsOfDirectory(atPath: directory) where name.hasPrefix("checkpoint-") {
+        let data = try Data(contentsOf: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(name)))
+        #expect(throws: Never.self, "\(name) is not a complete checkpoint") { _ = try SafeTensors.decode(data) }
+      }
+      ps = try await Fixtures.startPS(logs, name: "restarted\(attempt)", checkpoints: directory)
+      // A client learns how variables are cut into row blocks by registering
+      // them, as a restarted partition does; registering again is idempotent.
+      let restarted = try ParameterServerClient(endpoints: [ps.endpoint])
+      try await restarted.register(job: "crash", variables: big, consistency: .init(), user: "stage0")
+      let restored = try await restarted.pull(job: "crash", names: big.map(\.name))
+      for (index, definition) in big.enumerated() {
+        #expect(restored[definition.name]?.version == 1)
+        #expect(restored[definition.name]?.value == Tensor.filled([3072, 4096], with: Float(index) - 1))
+      }
+    }
+    #expect(killedMidWrite >= 1, "no kill landed while a checkpoint was being written")
+  }
+
+  @Test func numpyReadsTheCheckpoint() async throws {
+    let directory = logs.file("checkpoints")
+    let ps = try await Fixtures.startPS(logs, checkpoints: directory)
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    try await trainAFewSteps(client, job: "numpy", steps: 3)
+    let path = try await client.checkpoint()[0]
+    let expected = try await pullWithSlots(ps.endpoint, job: "numpy")
+    let python = try PythonInterop()
+    let script = """
+      import json, sys
+      from safetensors.numpy import load_file
+      tensors = load_file(sys.argv[1])
+      print(json.dumps({name: {"shape": list(t.shape), "dtype": str(t.dtype), "values": t.ravel().tolist()} for name, t in tensors.items()}))
+      """
+    let output = try run(python.python, ["-c", script, path])
+    let decoded = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: [String: Any]]
+    #expect(Set(decoded.keys) == ["numpy/dense0/kernel", "numpy/dense0/kernel@m", "numpy/dense0/kernel@v"])
+    let kernel = try #require(decoded["numpy/dense0/kernel"])
+    #expect(kernel["shape"] as? [Int] == [8, 4])
+    #expect(kernel["dtype"] as? String == "float32")
+    let values = (kernel["values"] as! [NSNumber]).map(\.floatValue)
+    #expect(values == (try Tensor(wire: expected.value)).scalars)
+  }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import MeshProto
+import MeshPS
+import MeshRPC
+import MeshTensor
+import MeshTestSupport
+import Testing
+
+/// Concurrent pushers against a real ps process: no update is lost, and each
+/// consistency rule gives the exact expected values.
+@Suite struct ConsistencyTests {
+  let logs: TemporaryDirectory
+  init() throws { logs = try TemporaryDirectory(prefix: "pipemesh-ps") }
+
+  /// Replica r pushes gradient r+1 at every step; sync applies the mean over
+  /// replicas once per step: w = -lr · steps · mean(1…R).
+  @Test(arguments: [1, 4]) func syncReplicasMatchSingleProcessTraining(replicas: Int32) async throws {
+    let ps = try await Fixtures.startPS(logs)
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let steps = 40
+    try await client.register(
+      job: "sync", variables: [Fixtures.variable("w", shape: [1000])],
+      consistency: Fixtures.consistency(.sync(.init()), replicas: replicas), user: "stage0")
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for replica in 0..<replicas {
+        group.addTask {
+          for step in 1...steps {
+            let base = try await client.pull(job: "sync", names: ["w"])["w"]!.version
+            #expect(base == Int64(step - 1), "replica \(replica) saw version \(base) before step \(step)")
+            try await client.push(
+              job: "sync", step: Int64(step), user: "stage0", replica: replica, clientID: "r\(replica)",
+              gradients: ["w": (Fixtures.filled([1000], Float(replica + 1)), base)])
+          }
+        }
+      }
+      try await group.waitForAll()
+    }
+    let pulled = try await client.pull(job: "sync", names: ["w"])["w"]!
+    let mean = Float(replicas + 1) / 2
+    #expect(pulled.version == Int64(steps))
+    #expect(pulled.value == Fixtures.filled([1000], -0.5 * Float(steps) * mean))
+  }
+
+  @Test func asyncAppliesEveryPush() async throws {
+    let ps = try await Fixtures.startPS(logs)
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    try await client.register(
+      job: "async", variables: [Fixtures.variable("w", shape: [256], learningRate: 0.25)],
+      consistency: Fixtures.consistency(.async(.init()), replicas: 4), user: "stage0")
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for replica in Int32(0)..<4 {
+        group.addTask {
+          for step in 1...50 {
+            try await client.push(
+              job: "async", step: Int64(step), user: "stage0", replica: replica, clientID: "r\(replica)",
+              gradients: ["w": (Fixtures.filled([256], 1), 0)])
+          }
+        }
+      }
+      try await group.waitForAll()
+    }
+    let pulled = try await client.pull(job: "async", names: ["w"])["w"]!
+    #expect(pulled.version == 200)
+    #expect(pulled.value == Fixtures.filled([256], -50))
+  }
+
+  @Test func retriedPushIsAppliedOnce() async throws {
+    let ps = try await Fixtures.startPS(logs)
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    try await client.register(
+      job: "retry", variables: [Fixtures.variable("w", shape: [4])],
+      consistency: Fixtures.consistency(.async(.init())), user: "stage0")
+    for _ in 0..<3 {
+      try await client.push(job: "retry", step: 1, user: "stage0", clientID: "c", gradients: ["w": (Fixtures.filled([4], 1), 0)])
+    }
+    let pulled = try await client.pull(job: "retry", names: ["w"])["w"]!
+    #expect(pulled.version == 1)
+    #expect(pulled.value == Fixtures.filled([4], -0.5))
+    let rpc = try RPCClient(target: ps.endpoint)
+    let stats = try await rpc.call(ParameterServerMethods.stats, .with { $0.job = "retry" })
+    #expect(stats.pushesDuplicate == 2)
+  }
+
+  /// Two stages share one variable (tied weights): in sync their gradients add.
+  @Test func tiedVariableGradientsAddUp() async throws {
+    let ps = try await Fixtures.startPS(logs)
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let consistency = Fixtures.consistency(.sync(.init()))
+    let tied = Fixtures.variable("embedding", shape: [3, 2])
+    try await client.register(job: "tied", variables: [tied], consistency: consistency, user: "stage0")
+    try await client.register(job: "tied", variables: [tied], consistency: consistency, user: "stage3")
+    async let first: Void = { _ = try await client.push(
+      job: "tied", step: 1, user: "stage0", clientID: "s0", gradients: ["embedding": (Fixtures.filled([3, 2], 1), 0)]) }()
+    async let last: Void = { _ = try await client.push(
+      job: "tied", step: 1, user: "stage3", clientID: "s3", gradients: ["embedding": (Fixtures.filled([3, 2], 2), 0)]) }()
+    _ = try await (first, last)
+    let pulled = try await client.pull(job: "tied", names: ["embedding"])["embedding"]!
+    #expect(pulled.version == 1)
+    #expect(pulled.value == Fixtures.filled([3, 2], -1.5))
+  }
+
+  @Test func boundedRefusesStalePushes() async throws {
+    let ps = try await Fixtures.startPS(logs)
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    try await client.register(
+      job: "bounded", variables: [Fixtures.variable("w", shape: [2])],
+      consistency: Fixtures.consistency(.bounded(.with { $0.maxStaleness = 2 }), replicas: 2), user: "stage0")
+    for step in 1...5 {
+      try await client.push(
+        job: "bounded", step: Int64(step), user: "stage0", replica: 0, clientID: "fast",
+        gradients: ["w": (Fixtures.filled([2], 1), Int64(step - 1))])
+    }
+    let error = await #expect(throws: RPCError.self) {
+      try await client.push(
+        job: "bounded", step: 1, user: "stage0", replica: 1, clientID: "slow", gradients: ["w": (Fixtures.filled([2], 1), 2)])
+    }
+    #expect(error?.code == .failedPrecondition)
+    #expect(error?.message.contains("3 versions behind") == true)
+    // Within the bound it is applied.
+    try await client.push(
+      job: "bounded", step: 2, user: "stage0", replica: 1, clientID: "slow", gradients: ["w": (Fixtures.filled([2], 1), 3)])
+    let pulled = try await client.pull(job: "bounded", names: ["w"])["w"]!
+    #expect(pulled.version == 6)
+    let stats = try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .with { $0.job = "bounded" })
+    #expect(stats.pushesRefusedStale == 1)
+  }
+
+  @Test func boundedWaitHoldsTheFastReplica() async throws {
+    let ps = try await Fixtures.startPS(logs)
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    try await client.register(
+      job: "ssp", variables: [Fixtures.variable("w", shape: [2])],
+      consistency: Fixtures.consistency(.bounded(.with { $0.maxStaleness = 1; $0.wait = true }), replicas: 2),
+      user: "stage0")
+    let raw = try RPCClient(target: ps.endpoint)
+    func push(replica: Int32, step: Int64, timeout: Duration = .seconds(30)) async throws {
+      var request = Pipemesh_V1_PushRequest()
+      request.job = "ssp"
+      request.step = step
+      request.user = "stage0"
+      request.replica = replica
+      request.gradients = [.with {
+        $0.name = "w"
+        $0.gradient = Pipemesh_V1_Tensor(Fixtures.filled([2], 1))
+      }]
+      _ = try await raw.call(ParameterServerMethods.push, request, options: .init(timeout: timeout))
+    }
+    try await push(replica: 0, step: 1)  // the slowest (replica 1, at 0) is within 1 step
+    // Step 2 is 2 steps ahead of replica 1: it waits, here until its deadline.
+    let error = await #expect(throws: RPCError.self) { try await push(replica: 0, step: 2, timeout: .milliseconds(300)) }
+    #expect(error?.code == .deadlineExceeded)
+    async let held: Void = push(replica: 0, step: 3)
+    try await push(replica: 1, step: 1)
+    try await push(replica: 1, step: 2)
+    try await held
+    let pulled = try await client.pull(job: "ssp", names: ["w"])["w"]!
+    #expect(pulled.version == 4)
+  }
+}

@@ -1,0 +1,41 @@
+import Foundation
+import MeshProto
+import MeshPS
+import MeshRPC
+import MeshTensor
+import MeshTestSupport
+import MeshWire
+
+/// Builders for the messages the tests send.
+enum Fixtures {
+  static func variable(
+    _ name: String, shape: [Int], constant: Float = 0, learningRate: Float = 0.5,
+    optimizer: Pipemesh_V1_OptimizerSpec.OneOf_Kind = .sgd(.init())
+  ) -> Pipemesh_V1_VariableDefinition {
+    .with {
+      $0.name = name
+      $0.shape = shape.map { Int64($0) }
+      $0.dtype = .float32
+      $0.initializer = .with { $0.constant = constant }
+      $0.optimizer = .with {
+        $0.kind = optimizer
+        $0.learningRate = .with { $0.base = learningRate }
+      }
+    }
+  }
+
+  static func consistency(_ mode: Pipemesh_V1_Consistency.OneOf_Mode, replicas: Int32 = 1) -> Pipemesh_V1_Consistency {
+    .with {
+      $0.mode = mode
+      $0.replicas = replicas
+    }
+  }
+
+  static func filled(_ shape: [Int], _ value: Float) -> Tensor { .filled(shape, with: value) }
+
+  /// Starts one ps process, optionally with a checkpoint directory.
+  static func startPS(_ logs: TemporaryDirectory, name: String = "ps", checkpoints: String? = nil) async throws -> RunningService {
+    let arguments = checkpoints.map { ["--checkpoint-dir", $0, "--checkpoint-seconds", "0"] } ?? []
+    return try await RunningService.start("ps", arguments, log: logs.file("\(name).log"))
+  }
+}
