@@ -100,6 +100,7 @@ let package = Package(
     ),
     .target(name: "MeshWire", dependencies: ["MeshTensor", "MeshProto", "MeshRPC"]),
     .target(name: "MeshCheckpoint", dependencies: ["MeshTensor"]),
+    .target(name: "MeshPipeline"),
     .target(
       name: "MeshPS",
       dependencies: [
@@ -131,6 +132,7 @@ let package = Package(
       path: "Tests/MeshTestSupport"
     ),
     .testTarget(name: "MeshTensorTests", dependencies: ["MeshTensor"]),
+    .testTarget(name: "MeshPipelineTests", dependencies: ["MeshPipeline"]),
     .testTarget(
       name: "MeshPSTests",
       dependencies: ["MeshPS", "MeshTensor", "MeshWire", "MeshCheckpoint", "MeshProto", "MeshRPC", "MeshTestSupport"]

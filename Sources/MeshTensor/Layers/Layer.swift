@@ -40,8 +40,10 @@ public struct VariableDeclaration: Sendable, Equatable {
 public protocol Layer: Sendable {
     /// Unique, stable name within the model, e.g. "dense0"; variables are prefixed with it.
     var name: String { get }
-    /// The variables this layer reads.
+    /// The variables this layer owns.
     var variableDeclarations: [VariableDeclaration] { get }
+    /// Variables owned by another layer that this one reads too (tied weights).
+    var sharedVariables: [VariableDeclaration] { get }
     /// Per-sample output shape for a per-sample input shape, or an error if the input does not fit.
     func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int]
     /// Estimated floating-point operations of one sample's forward pass (backward is about 2×).
@@ -51,6 +53,8 @@ public protocol Layer: Sendable {
 }
 
 extension Layer {
+    public var sharedVariables: [VariableDeclaration] { [] }
+
     /// Total number of trainable scalars.
     public var parameterCount: Int { variableDeclarations.reduce(0) { $0 + $1.scalarCount } }
 

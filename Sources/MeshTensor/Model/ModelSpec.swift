@@ -40,6 +40,9 @@ public enum LayerSpec: Codable, Sendable, Equatable {
     case lstm(inputSize: Int, hiddenSize: Int, returnSequences: Bool)
     case gru(inputSize: Int, hiddenSize: Int, returnSequences: Bool)
     case transformerBlock(modelSize: Int, headCount: Int, mlpSize: Int)
+    /// A dense layer whose kernel is the transposed table of the named Embedding layer (tied
+    /// weights): activation(x · tableᵀ + bias), with output size the vocabulary size.
+    case tiedDense(embedding: String, activation: Activation)
 
     /// The prefix of generated layer names; the n-th layer of a kind is named prefix + n.
     var namePrefix: String {
@@ -56,11 +59,12 @@ public enum LayerSpec: Codable, Sendable, Equatable {
         case .lstm: return "lstm"
         case .gru: return "gru"
         case .transformerBlock: return "transformer"
+        case .tiedDense: return "tied_dense"
         }
     }
 
-    /// The layer this spec describes, named `name`.
-    func makeLayer(name: String) -> any Layer {
+    /// The layer this spec describes, named `name`; `earlier` are the layers before it.
+    func makeLayer(name: String, earlier: [any Layer]) throws(ModelSpecError) -> any Layer {
         switch self {
         case let .dense(inputSize, outputSize, activation):
             return Dense(name: name, inputSize: inputSize, outputSize: outputSize, activation: activation)
@@ -81,6 +85,11 @@ public enum LayerSpec: Codable, Sendable, Equatable {
             return GRU(name: name, inputSize: inputSize, hiddenSize: hiddenSize, returnSequences: returnSequences)
         case let .transformerBlock(modelSize, headCount, mlpSize):
             return TransformerBlock(name: name, modelSize: modelSize, headCount: headCount, mlpSize: mlpSize)
+        case let .tiedDense(embeddingName, activation):
+            guard let embedding = earlier.first(where: { $0.name == embeddingName }) as? Embedding else {
+                throw ModelSpecError("layer \(name) ties its kernel to \(embeddingName), which is not an earlier Embedding layer")
+            }
+            return TiedDense(name: name, embedding: embedding, activation: activation)
         }
     }
 }

@@ -18,7 +18,7 @@ public struct Sequential: Sendable {
             let prefix = layerSpec.namePrefix
             let index = counters[prefix, default: 0]
             counters[prefix] = index + 1
-            let layer = layerSpec.makeLayer(name: "\(prefix)\(index)")
+            let layer = try layerSpec.makeLayer(name: "\(prefix)\(index)", earlier: layers)
             shapes.append(try layer.outputShape(forInput: shapes[shapes.count - 1]))
             layers.append(layer)
         }
@@ -27,9 +27,14 @@ public struct Sequential: Sendable {
         self.activationShapes = shapes
     }
 
-    /// Declarations of the variables of `range` (all layers by default), in layer order.
+    /// Declarations of the variables layers `range` (all by default) read, in layer order: those
+    /// they own and those they share with an owner elsewhere (tied weights), each once. A shared
+    /// variable read outside its owner's range is not regularised there, so the L2 penalty is
+    /// added once, by the owner's stage.
     public func variableDeclarations(layers range: Range<Int>? = nil) -> [VariableDeclaration] {
-        layers[range ?? layers.indices].flatMap(\.variableDeclarations)
+        var seen = Set<String>()
+        return layers[range ?? layers.indices].flatMap { $0.variableDeclarations + $0.sharedVariables }
+            .filter { seen.insert($0.name).inserted }
     }
 
     /// Initial values of the variables of `range`. Variable "x" is drawn with the seed

@@ -1,0 +1,92 @@
+import MeshPipeline
+import Testing
+
+/// Schedules are checked as data: the lists, their dependencies, the memory
+/// they need, with no network.
+@Suite struct ScheduleTests {
+  static let shapes: [(stages: Int, microBatches: Int)] = [(1, 1), (1, 4), (2, 1), (2, 4), (4, 1), (4, 4), (4, 8), (3, 7)]
+
+  @Test func actionsPrintAndParse() {
+    #expect(PipelineAction.forward(1, 0).description == "1F0")
+    #expect(PipelineAction("12B34") == .backward(12, 34))
+    #expect(PipelineAction("1X0") == nil)
+    #expect(PipelineAction("F0") == nil)
+  }
+
+  @Test func gpipeListsForTwoStages() {
+    let schedule = PipelineSchedule(kind: .gpipe, stages: 2, microBatches: 3)
+    #expect(schedule.actions.map { $0.map(\.description) } == [
+      ["0F0", "0F1", "0F2", "0B0", "0B1", "0B2"],
+      ["1F0", "1F1", "1F2", "1B0", "1B1", "1B2"],
+    ])
+  }
+
+  @Test func oneFOneBListsForFourStages() {
+    let schedule = PipelineSchedule(kind: .oneFOneB, stages: 4, microBatches: 4)
+    #expect(schedule.actions.map { $0.map(\.description).joined(separator: " ") } == [
+      "0F0 0F1 0F2 0F3 0B0 0B1 0B2 0B3",
+      "1F0 1F1 1F2 1B0 1F3 1B1 1B2 1B3",
+      "2F0 2F1 2B0 2F2 2B1 2F3 2B2 2B3",
+      "3F0 3B0 3F1 3B1 3F2 3B2 3F3 3B3",
+    ])
+  }
+
+  @Test(arguments: ScheduleKind.allCases, shapes)
+  func everyScheduleRunsToCompletion(kind: ScheduleKind, shape: (stages: Int, microBatches: Int)) throws {
+    let schedule = PipelineSchedule(kind: kind, stages: shape.stages, microBatches: shape.microBatches)
+    let grid = try schedule.timeline()
+    // Each action runs after what it depends on.
+    var finished: [PipelineAction: Int] = [:]
+    for (stage, row) in grid.enumerated() {
+      for (tick, action) in row.enumerated() {
+        guard let action else { continue }
+        #expect(action.stage == stage)
+        finished[action] = tick
+      }
+    }
+    #expect(finished.count == 2 * shape.stages * shape.microBatches)
+    for (action, tick) in finished {
+      for dependency in action.dependencies(stages: shape.stages) {
+        #expect(try #require(finished[dependency]) < tick, "\(action) ran before \(dependency)")
+      }
+    }
+    // Forward then backward of M micro-batches through K stages takes 2(M + K - 1) ticks.
+    #expect(grid.map(\.count).max() == 2 * (shape.microBatches + shape.stages - 1))
+  }
+
+  @Test(arguments: shapes)
+  func oneFOneBKeepsAtMostKMinusSMicroBatches(shape: (stages: Int, microBatches: Int)) {
+    let oneFOneB = PipelineSchedule(kind: .oneFOneB, stages: shape.stages, microBatches: shape.microBatches)
+    let gpipe = PipelineSchedule(kind: .gpipe, stages: shape.stages, microBatches: shape.microBatches)
+    for stage in 0..<shape.stages {
+      #expect(oneFOneB.peakInFlight[stage] == min(shape.stages - stage, shape.microBatches))
+      #expect(gpipe.peakInFlight[stage] == shape.microBatches)
+    }
+  }
+
+  @Test func bubbleMatchesTheGPipeFormula() throws {
+    // Idle fraction (K - 1) / (M + K - 1) for unit-time forwards and backwards.
+    for (stages, microBatches) in [(2, 8), (4, 8), (4, 4)] {
+      let bubble = try PipelineSchedule(kind: .gpipe, stages: stages, microBatches: microBatches).bubble()
+      #expect(abs(bubble.idleFraction - Double(stages - 1) / Double(microBatches + stages - 1)) < 1e-12)
+    }
+  }
+
+  @Test func deadlockIsReportedWithTheGrid() {
+    // Stage 0 wants backward 0 before stage 1 has run forward 0.
+    let broken = PipelineSchedule(
+      kind: .gpipe, stages: 2, microBatches: 1,
+      actions: [[.forward(0, 0), .backward(0, 0)], [.backward(1, 0), .forward(1, 0)]])
+    let error = #expect(throws: ScheduleError.self) { try broken.timeline() }
+    #expect(error?.message.contains("deadlock") == true)
+    #expect(error?.grid.contains("[1B0]") == true)
+    #expect(error?.grid.contains("[0B0]") == true)
+  }
+
+  @Test func incompleteListsAreRefused() {
+    let missing = PipelineSchedule(
+      kind: .gpipe, stages: 1, microBatches: 2, actions: [[.forward(0, 0), .forward(0, 1), .backward(0, 0)]])
+    let error = #expect(throws: ScheduleError.self) { try missing.timeline() }
+    #expect(error?.message.contains("0B1") == true)
+  }
+}
