@@ -101,6 +101,11 @@ let package = Package(
     .target(name: "MeshWire", dependencies: ["MeshTensor", "MeshProto", "MeshRPC"]),
     .target(name: "MeshCheckpoint", dependencies: ["MeshTensor"]),
     .target(name: "MeshPipeline"),
+    .target(name: "MeshPartition", dependencies: ["MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPS"]),
+    .target(
+      name: "MeshCoordinator",
+      dependencies: ["MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPS", "MeshPipeline"]
+    ),
     .target(
       name: "MeshPS",
       dependencies: [
@@ -111,7 +116,7 @@ let package = Package(
     .executableTarget(
       name: "pipemesh",
       dependencies: [
-        "MeshRPC", "MeshPS",
+        "MeshRPC", "MeshPS", "MeshPartition", "MeshCoordinator", "MeshTensor",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
@@ -133,6 +138,10 @@ let package = Package(
     ),
     .testTarget(name: "MeshTensorTests", dependencies: ["MeshTensor"]),
     .testTarget(name: "MeshPipelineTests", dependencies: ["MeshPipeline"]),
+    .testTarget(
+      name: "MeshCoordinatorTests",
+      dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport"]
+    ),
     .testTarget(
       name: "MeshPSTests",
       dependencies: ["MeshPS", "MeshTensor", "MeshWire", "MeshCheckpoint", "MeshProto", "MeshRPC", "MeshTestSupport"]

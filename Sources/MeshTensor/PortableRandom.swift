@@ -45,6 +45,15 @@ public enum PortableRandom {
     }
 
     /// A stable 64-bit seed for `name` under `seed` (FNV-1a of the UTF-8 bytes, then mixed).
+    /// A seeded permutation of 0..<count (Fisher–Yates): the same on every machine.
+    public static func permutation(_ count: Int, seed: UInt64) -> [Int] {
+        var indices = Array(0..<count)
+        for i in stride(from: count - 1, to: 0, by: -1) {
+            indices.swapAt(i, Int(bits(seed: seed, counter: UInt64(i)) % UInt64(i + 1)))
+        }
+        return indices
+    }
+
     public static func derivedSeed(_ seed: UInt64, _ name: String) -> UInt64 {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         for byte in name.utf8 {

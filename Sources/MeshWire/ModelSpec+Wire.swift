@@ -117,3 +117,25 @@ extension VariableDeclaration {
     }
   }
 }
+
+extension Sequential {
+  /// Checks a caller's input batch for layers `range`; INVALID_ARGUMENT
+  /// starting with `context` otherwise.
+  public func checkInput(_ input: Tensor, layers range: Range<Int>? = nil, _ context: String) throws {
+    do {
+      try validate(input: input, layers: range)
+    } catch {
+      throw RPCError(.invalidArgument, "\(context): \(error.message)")
+    }
+  }
+
+  /// Checks a caller's targets for a batch of `batchSize`; INVALID_ARGUMENT
+  /// starting with `context` otherwise.
+  public func checkTarget(_ target: Tensor, batchSize: Int, _ context: String) throws {
+    do {
+      try validate(target: target, batchSize: batchSize)
+    } catch {
+      throw RPCError(.invalidArgument, "\(context): \(error.message)")
+    }
+  }
+}

@@ -1,12 +1,13 @@
 import ArgumentParser
 import Foundation
+import MeshCoordinator
 import MeshPS
 import MeshRPC
 
 struct Serve: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run one Pipemesh service until SIGTERM or SIGINT.",
-    subcommands: [ServePS.self])
+    subcommands: [ServePS.self, ServePartition.self, ServeCoordinator.self])
 }
 
 /// Options every service takes.
@@ -22,9 +23,17 @@ struct ServiceOptions: ParsableArguments {
   @Option(help: "Largest message in MiB. [PIPEMESH_MAX_MESSAGE_MIB]")
   var maxMessageMib: Int = environment("MAX_MESSAGE_MIB").flatMap(Int.init) ?? 256
 
+  /// What the service listens with.
   func transport() throws -> TransportConfiguration {
     TransportConfiguration(
       tls: try tls.configuration(server: true), maxMessageBytes: maxMessageMib << 20,
+      keepaliveInterval: .seconds(30), keepaliveTimeout: .seconds(20))
+  }
+
+  /// What the service dials other services with: the same certificate, key and CA.
+  func clientTransport() throws -> TransportConfiguration {
+    TransportConfiguration(
+      tls: try tls.configuration(server: false), maxMessageBytes: maxMessageMib << 20,
       keepaliveInterval: .seconds(30), keepaliveTimeout: .seconds(20))
   }
 }

@@ -29,3 +29,37 @@ public struct RunningService: Sendable {
     return RunningService(process: process, endpoint: endpoint)
   }
 }
+
+/// A local mesh of real processes: ps tasks and partitions, and coordinators
+/// over chosen subsets of the partitions.
+public final class LocalMesh: Sendable {
+  public let logs: TemporaryDirectory
+  public let parameterServers: [RunningService]
+  public let partitions: [RunningService]
+
+  public init(parameterServers: Int = 1, partitions: Int) async throws {
+    logs = try TemporaryDirectory(prefix: "pipemesh-mesh")
+    var ps: [RunningService] = []
+    for index in 0..<parameterServers { ps.append(try await RunningService.start("ps", log: logs.file("ps\(index).log"))) }
+    var started: [RunningService] = []
+    for index in 0..<partitions {
+      started.append(try await RunningService.start("partition", log: logs.file("partition\(index).log")))
+    }
+    self.parameterServers = ps
+    self.partitions = started
+  }
+
+  /// Starts a coordinator whose stage s has the partitions `layout[s]`
+  /// (indices into `partitions`, one per replica).
+  public func coordinator(_ layout: [[Int]], name: String) async throws -> RunningService {
+    let stages = layout.map { $0.map { partitions[$0].endpoint }.joined(separator: ",") }.joined(separator: ";")
+    return try await RunningService.start(
+      "coordinator", ["--ps", parameterServers.map(\.endpoint).joined(separator: ","), "--partitions", stages],
+      log: logs.file("coordinator-\(name).log"))
+  }
+
+  /// Every process's log, for a failure message.
+  public var logText: String {
+    (parameterServers + partitions).map { "--- \($0.process.logPath)\n\($0.process.log)" }.joined(separator: "\n")
+  }
+}

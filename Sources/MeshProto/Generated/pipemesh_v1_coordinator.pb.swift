@@ -401,6 +401,19 @@ public nonisolated struct Pipemesh_V1_TrainProgress: Sendable {
 
   public var done: Bool = false
 
+  /// On the last message: the last step's pipeline timeline as Chrome
+  /// trace-event JSON (opens in Perfetto).
+  public var traceJson: String = String()
+
+  /// Fraction of the step's examples classified right (classification).
+  public var accuracy: Double = 0
+
+  /// On the last message: the checkpoint files the ps tasks wrote at the end.
+  public var checkpoints: [String] = []
+
+  /// True on evaluation events.
+  public var evaluated: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -411,6 +424,7 @@ public nonisolated struct Pipemesh_V1_InferRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// A job trained (or training) on this coordinator.
   public var job: String = String()
 
   public var inputs: Pipemesh_V1_Tensor {
@@ -422,6 +436,7 @@ public nonisolated struct Pipemesh_V1_InferRequest: Sendable {
   /// Clears the value of `inputs`. Subsequent reads from it will return its default value.
   public mutating func clearInputs() {self._inputs = nil}
 
+  /// Micro-batches to pipeline the inputs in (1 when unset).
   public var microBatches: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1033,7 +1048,7 @@ nonisolated extension Pipemesh_V1_StageBusy: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainProgress"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}epoch\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{3}samples_per_second\0\u{1}stages\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}done\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}epoch\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{3}samples_per_second\0\u{1}stages\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}done\0\u{3}trace_json\0\u{1}accuracy\0\u{1}checkpoints\0\u{1}evaluated\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1051,6 +1066,10 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
       case 8: try { try decoder.decodeSingularDoubleField(value: &self.validationLoss) }()
       case 9: try { try decoder.decodeSingularDoubleField(value: &self.validationAccuracy) }()
       case 10: try { try decoder.decodeSingularBoolField(value: &self.done) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.traceJson) }()
+      case 12: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
+      case 13: try { try decoder.decodeRepeatedStringField(value: &self.checkpoints) }()
+      case 14: try { try decoder.decodeSingularBoolField(value: &self.evaluated) }()
       default: break
       }
     }
@@ -1087,6 +1106,18 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
     if self.done != false {
       try visitor.visitSingularBoolField(value: self.done, fieldNumber: 10)
     }
+    if !self.traceJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.traceJson, fieldNumber: 11)
+    }
+    if self.accuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.accuracy, fieldNumber: 12)
+    }
+    if !self.checkpoints.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.checkpoints, fieldNumber: 13)
+    }
+    if self.evaluated != false {
+      try visitor.visitSingularBoolField(value: self.evaluated, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1101,6 +1132,10 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
     if lhs.validationLoss != rhs.validationLoss {return false}
     if lhs.validationAccuracy != rhs.validationAccuracy {return false}
     if lhs.done != rhs.done {return false}
+    if lhs.traceJson != rhs.traceJson {return false}
+    if lhs.accuracy != rhs.accuracy {return false}
+    if lhs.checkpoints != rhs.checkpoints {return false}
+    if lhs.evaluated != rhs.evaluated {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -87,45 +87,95 @@ public nonisolated struct Pipemesh_V1_TensorSource: Sendable {
   public init() {}
 }
 
-public nonisolated struct Pipemesh_V1_LoadStageRequest: Sendable {
+public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var job: String = String()
+  public var job: String {
+    get {_storage._job}
+    set {_uniqueStorage()._job = newValue}
+  }
 
   public var model: Pipemesh_V1_ModelSpec {
-    get {_model ?? Pipemesh_V1_ModelSpec()}
-    set {_model = newValue}
+    get {_storage._model ?? Pipemesh_V1_ModelSpec()}
+    set {_uniqueStorage()._model = newValue}
   }
   /// Returns true if `model` has been explicitly set.
-  public var hasModel: Bool {self._model != nil}
+  public var hasModel: Bool {_storage._model != nil}
   /// Clears the value of `model`. Subsequent reads from it will return its default value.
-  public mutating func clearModel() {self._model = nil}
+  public mutating func clearModel() {_uniqueStorage()._model = nil}
 
-  public var stage: Int32 = 0
+  public var stage: Int32 {
+    get {_storage._stage}
+    set {_uniqueStorage()._stage = newValue}
+  }
 
-  public var firstLayer: Int32 = 0
+  public var firstLayer: Int32 {
+    get {_storage._firstLayer}
+    set {_uniqueStorage()._firstLayer = newValue}
+  }
 
-  public var endLayer: Int32 = 0
+  public var endLayer: Int32 {
+    get {_storage._endLayer}
+    set {_uniqueStorage()._endLayer = newValue}
+  }
 
   /// ps endpoints (host:port), in shard order.
-  public var parameterServers: [String] = []
+  public var parameterServers: [String] {
+    get {_storage._parameterServers}
+    set {_uniqueStorage()._parameterServers = newValue}
+  }
 
   /// Keep only the stage's input and recompute activations in backward.
-  public var recomputeActivations: Bool = false
+  public var recomputeActivations: Bool {
+    get {_storage._recomputeActivations}
+    set {_uniqueStorage()._recomputeActivations = newValue}
+  }
 
   /// Refuse a Forward with RESOURCE_EXHAUSTED beyond this many kept bytes;
   /// 0 means no bound.
-  public var maxKeptBytes: Int64 = 0
+  public var maxKeptBytes: Int64 {
+    get {_storage._maxKeptBytes}
+    set {_uniqueStorage()._maxKeptBytes = newValue}
+  }
 
-  public var blasThreads: Int32 = 0
+  /// OpenBLAS threads for this process (0 leaves the setting alone).
+  public var blasThreads: Int32 {
+    get {_storage._blasThreads}
+    set {_uniqueStorage()._blasThreads = newValue}
+  }
+
+  /// The data-parallel replica this partition serves (its pushes say so).
+  public var replica: Int32 {
+    get {_storage._replica}
+    set {_uniqueStorage()._replica = newValue}
+  }
+
+  /// How the job's variables are updated: registered with the ps.
+  public var consistency: Pipemesh_V1_Consistency {
+    get {_storage._consistency ?? Pipemesh_V1_Consistency()}
+    set {_uniqueStorage()._consistency = newValue}
+  }
+  /// Returns true if `consistency` has been explicitly set.
+  public var hasConsistency: Bool {_storage._consistency != nil}
+  /// Clears the value of `consistency`. Subsequent reads from it will return its default value.
+  public mutating func clearConsistency() {_uniqueStorage()._consistency = nil}
+
+  public var optimizer: Pipemesh_V1_OptimizerSpec {
+    get {_storage._optimizer ?? Pipemesh_V1_OptimizerSpec()}
+    set {_uniqueStorage()._optimizer = newValue}
+  }
+  /// Returns true if `optimizer` has been explicitly set.
+  public var hasOptimizer: Bool {_storage._optimizer != nil}
+  /// Clears the value of `optimizer`. Subsequent reads from it will return its default value.
+  public mutating func clearOptimizer() {_uniqueStorage()._optimizer = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _model: Pipemesh_V1_ModelSpec? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Pipemesh_V1_LoadStageResponse: Sendable {
@@ -134,6 +184,11 @@ public nonisolated struct Pipemesh_V1_LoadStageResponse: Sendable {
   // methods supported on all messages.
 
   public var parameters: Int64 = 0
+
+  /// Per-example input and output shapes of the stage.
+  public var inputShape: [Int64] = []
+
+  public var outputShape: [Int64] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -173,6 +228,11 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   /// Clears the value of `targets`. Subsequent reads from it will return its default value.
   public mutating func clearTargets() {self._targets = nil}
 
+  /// Examples in the whole mini-batch: the last stage weighs this
+  /// micro-batch's mean loss by its share, so the micro-batches' losses (and
+  /// gradients) add up to the mini-batch's.
+  public var batchSize: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -196,7 +256,7 @@ public nonisolated struct Pipemesh_V1_ForwardResponse: Sendable {
   /// Clears the value of `output`. Subsequent reads from it will return its default value.
   public mutating func clearOutput() {self._output = nil}
 
-  /// Sum of the micro-batch's per-example losses (last stage, training).
+  /// This micro-batch's share of the mini-batch's mean loss (last stage).
   public var loss: Double = 0
 
   /// Set when the output is returned inline (inference on the last stage).
@@ -208,6 +268,10 @@ public nonisolated struct Pipemesh_V1_ForwardResponse: Sendable {
   public var hasOutputValue: Bool {self._outputValue != nil}
   /// Clears the value of `outputValue`. Subsequent reads from it will return its default value.
   public mutating func clearOutputValue() {self._outputValue = nil}
+
+  /// Examples whose largest output is the target class (last stage,
+  /// classification).
+  public var correct: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -291,7 +355,12 @@ public nonisolated struct Pipemesh_V1_CommitResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Lowest version among the stage's variables after the update.
   public var version: Int64 = 0
+
+  /// (l2 / 2) * sum of squares of the stage's regularised variables, before
+  /// the update: the stage's part of the step's L2 penalty.
+  public var penalty: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -483,73 +552,146 @@ nonisolated extension Pipemesh_V1_TensorSource: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadStageRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0")
+
+  fileprivate class _StorageClass {
+    var _job: String = String()
+    var _model: Pipemesh_V1_ModelSpec? = nil
+    var _stage: Int32 = 0
+    var _firstLayer: Int32 = 0
+    var _endLayer: Int32 = 0
+    var _parameterServers: [String] = []
+    var _recomputeActivations: Bool = false
+    var _maxKeptBytes: Int64 = 0
+    var _blasThreads: Int32 = 0
+    var _replica: Int32 = 0
+    var _consistency: Pipemesh_V1_Consistency? = nil
+    var _optimizer: Pipemesh_V1_OptimizerSpec? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _job = source._job
+      _model = source._model
+      _stage = source._stage
+      _firstLayer = source._firstLayer
+      _endLayer = source._endLayer
+      _parameterServers = source._parameterServers
+      _recomputeActivations = source._recomputeActivations
+      _maxKeptBytes = source._maxKeptBytes
+      _blasThreads = source._blasThreads
+      _replica = source._replica
+      _consistency = source._consistency
+      _optimizer = source._optimizer
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._model) }()
-      case 3: try { try decoder.decodeSingularInt32Field(value: &self.stage) }()
-      case 4: try { try decoder.decodeSingularInt32Field(value: &self.firstLayer) }()
-      case 5: try { try decoder.decodeSingularInt32Field(value: &self.endLayer) }()
-      case 6: try { try decoder.decodeRepeatedStringField(value: &self.parameterServers) }()
-      case 7: try { try decoder.decodeSingularBoolField(value: &self.recomputeActivations) }()
-      case 8: try { try decoder.decodeSingularInt64Field(value: &self.maxKeptBytes) }()
-      case 9: try { try decoder.decodeSingularInt32Field(value: &self.blasThreads) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._job) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._model) }()
+        case 3: try { try decoder.decodeSingularInt32Field(value: &_storage._stage) }()
+        case 4: try { try decoder.decodeSingularInt32Field(value: &_storage._firstLayer) }()
+        case 5: try { try decoder.decodeSingularInt32Field(value: &_storage._endLayer) }()
+        case 6: try { try decoder.decodeRepeatedStringField(value: &_storage._parameterServers) }()
+        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._recomputeActivations) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._maxKeptBytes) }()
+        case 9: try { try decoder.decodeSingularInt32Field(value: &_storage._blasThreads) }()
+        case 10: try { try decoder.decodeSingularInt32Field(value: &_storage._replica) }()
+        case 11: try { try decoder.decodeSingularMessageField(value: &_storage._consistency) }()
+        case 12: try { try decoder.decodeSingularMessageField(value: &_storage._optimizer) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.job.isEmpty {
-      try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
-    }
-    try { if let v = self._model {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
-    if self.stage != 0 {
-      try visitor.visitSingularInt32Field(value: self.stage, fieldNumber: 3)
-    }
-    if self.firstLayer != 0 {
-      try visitor.visitSingularInt32Field(value: self.firstLayer, fieldNumber: 4)
-    }
-    if self.endLayer != 0 {
-      try visitor.visitSingularInt32Field(value: self.endLayer, fieldNumber: 5)
-    }
-    if !self.parameterServers.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.parameterServers, fieldNumber: 6)
-    }
-    if self.recomputeActivations != false {
-      try visitor.visitSingularBoolField(value: self.recomputeActivations, fieldNumber: 7)
-    }
-    if self.maxKeptBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.maxKeptBytes, fieldNumber: 8)
-    }
-    if self.blasThreads != 0 {
-      try visitor.visitSingularInt32Field(value: self.blasThreads, fieldNumber: 9)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._job.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._job, fieldNumber: 1)
+      }
+      try { if let v = _storage._model {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      if _storage._stage != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._stage, fieldNumber: 3)
+      }
+      if _storage._firstLayer != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._firstLayer, fieldNumber: 4)
+      }
+      if _storage._endLayer != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._endLayer, fieldNumber: 5)
+      }
+      if !_storage._parameterServers.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._parameterServers, fieldNumber: 6)
+      }
+      if _storage._recomputeActivations != false {
+        try visitor.visitSingularBoolField(value: _storage._recomputeActivations, fieldNumber: 7)
+      }
+      if _storage._maxKeptBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._maxKeptBytes, fieldNumber: 8)
+      }
+      if _storage._blasThreads != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._blasThreads, fieldNumber: 9)
+      }
+      if _storage._replica != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._replica, fieldNumber: 10)
+      }
+      try { if let v = _storage._consistency {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      } }()
+      try { if let v = _storage._optimizer {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_LoadStageRequest, rhs: Pipemesh_V1_LoadStageRequest) -> Bool {
-    if lhs.job != rhs.job {return false}
-    if lhs._model != rhs._model {return false}
-    if lhs.stage != rhs.stage {return false}
-    if lhs.firstLayer != rhs.firstLayer {return false}
-    if lhs.endLayer != rhs.endLayer {return false}
-    if lhs.parameterServers != rhs.parameterServers {return false}
-    if lhs.recomputeActivations != rhs.recomputeActivations {return false}
-    if lhs.maxKeptBytes != rhs.maxKeptBytes {return false}
-    if lhs.blasThreads != rhs.blasThreads {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._job != rhs_storage._job {return false}
+        if _storage._model != rhs_storage._model {return false}
+        if _storage._stage != rhs_storage._stage {return false}
+        if _storage._firstLayer != rhs_storage._firstLayer {return false}
+        if _storage._endLayer != rhs_storage._endLayer {return false}
+        if _storage._parameterServers != rhs_storage._parameterServers {return false}
+        if _storage._recomputeActivations != rhs_storage._recomputeActivations {return false}
+        if _storage._maxKeptBytes != rhs_storage._maxKeptBytes {return false}
+        if _storage._blasThreads != rhs_storage._blasThreads {return false}
+        if _storage._replica != rhs_storage._replica {return false}
+        if _storage._consistency != rhs_storage._consistency {return false}
+        if _storage._optimizer != rhs_storage._optimizer {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -557,7 +699,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_LoadStageResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadStageResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}parameters\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}parameters\0\u{3}input_shape\0\u{3}output_shape\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -566,6 +708,8 @@ nonisolated extension Pipemesh_V1_LoadStageResponse: SwiftProtobuf.Message, Swif
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.parameters) }()
+      case 2: try { try decoder.decodeRepeatedInt64Field(value: &self.inputShape) }()
+      case 3: try { try decoder.decodeRepeatedInt64Field(value: &self.outputShape) }()
       default: break
       }
     }
@@ -575,11 +719,19 @@ nonisolated extension Pipemesh_V1_LoadStageResponse: SwiftProtobuf.Message, Swif
     if self.parameters != 0 {
       try visitor.visitSingularInt64Field(value: self.parameters, fieldNumber: 1)
     }
+    if !self.inputShape.isEmpty {
+      try visitor.visitPackedInt64Field(value: self.inputShape, fieldNumber: 2)
+    }
+    if !self.outputShape.isEmpty {
+      try visitor.visitPackedInt64Field(value: self.outputShape, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_LoadStageResponse, rhs: Pipemesh_V1_LoadStageResponse) -> Bool {
     if lhs.parameters != rhs.parameters {return false}
+    if lhs.inputShape != rhs.inputShape {return false}
+    if lhs.outputShape != rhs.outputShape {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -587,7 +739,7 @@ nonisolated extension Pipemesh_V1_LoadStageResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}input\0\u{1}targets\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}input\0\u{1}targets\0\u{3}batch_size\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -598,6 +750,7 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
       case 1: try { try decoder.decodeSingularMessageField(value: &self._key) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._input) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._targets) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.batchSize) }()
       default: break
       }
     }
@@ -617,6 +770,9 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
     try { if let v = self._targets {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if self.batchSize != 0 {
+      try visitor.visitSingularInt32Field(value: self.batchSize, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -624,6 +780,7 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
     if lhs._key != rhs._key {return false}
     if lhs._input != rhs._input {return false}
     if lhs._targets != rhs._targets {return false}
+    if lhs.batchSize != rhs.batchSize {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -631,7 +788,7 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}loss\0\u{3}output_value\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}loss\0\u{3}output_value\0\u{1}correct\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -642,6 +799,7 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
       case 1: try { try decoder.decodeSingularMessageField(value: &self._output) }()
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._outputValue) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.correct) }()
       default: break
       }
     }
@@ -661,6 +819,9 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
     try { if let v = self._outputValue {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if self.correct != 0 {
+      try visitor.visitSingularInt64Field(value: self.correct, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -668,6 +829,7 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
     if lhs._output != rhs._output {return false}
     if lhs.loss != rhs.loss {return false}
     if lhs._outputValue != rhs._outputValue {return false}
+    if lhs.correct != rhs.correct {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -783,7 +945,7 @@ nonisolated extension Pipemesh_V1_CommitRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_CommitResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CommitResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}penalty\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -792,6 +954,7 @@ nonisolated extension Pipemesh_V1_CommitResponse: SwiftProtobuf.Message, SwiftPr
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.penalty) }()
       default: break
       }
     }
@@ -801,11 +964,15 @@ nonisolated extension Pipemesh_V1_CommitResponse: SwiftProtobuf.Message, SwiftPr
     if self.version != 0 {
       try visitor.visitSingularInt64Field(value: self.version, fieldNumber: 1)
     }
+    if self.penalty.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.penalty, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_CommitResponse, rhs: Pipemesh_V1_CommitResponse) -> Bool {
     if lhs.version != rhs.version {return false}
+    if lhs.penalty != rhs.penalty {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

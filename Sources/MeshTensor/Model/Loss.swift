@@ -24,6 +24,16 @@ public enum Loss {
         weights.reduce(Tensor(0)) { $0 + $1.squared().sum() } * (coefficient / 2)
     }
 
+    /// Rows of `logits` [..., classes] whose largest logit is the row's integer label.
+    public static func correctPredictions(logits: Tensor, labels: Tensor) -> Int {
+        let classes = logits.shape.last ?? 1
+        let scalars = logits.scalars
+        return zip(stride(from: 0, to: scalars.count, by: classes), labels.scalars).filter { start, label in
+            let row = scalars[start..<(start + classes)]
+            return row.indices.max { row[$0] < row[$1] }! - start == Int(label)
+        }.count
+    }
+
     /// The loss named by `spec`.
     public static func apply(_ spec: LossSpec, output: Tensor, target: Tensor) -> Tensor {
         switch spec {

@@ -102,6 +102,13 @@ public struct Sequential: Sendable {
         Loss.apply(spec.loss, output: output, target: target)
     }
 
+    /// (λ/2)·Σ‖w‖² over the regularised variables of layers `range` that those layers own.
+    public func penalty(variables: [String: Tensor], layers range: Range<Int>? = nil) -> Float {
+        guard spec.l2Penalty != 0 else { return 0 }
+        let owned = layers[range ?? layers.indices].flatMap(\.variableDeclarations).filter(\.regularized)
+        return withoutGradients { Loss.l2Penalty(owned.compactMap { variables[$0.name] }, coefficient: spec.l2Penalty).scalar }
+    }
+
     /// One training step's loss (including the L2 penalty) and gradients for every variable,
     /// computed as a single stage over all layers.
     public func lossAndGradients(
@@ -111,11 +118,7 @@ public struct Sequential: Sendable {
         let (loss, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) { outputs in
             self.loss(output: outputs[0], target: target)
         }
-        let penalty = spec.l2Penalty == 0 ? 0 : withoutGradients {
-            Loss.l2Penalty(variableDeclarations().filter(\.regularized).compactMap { variables[$0.name] },
-                           coefficient: spec.l2Penalty).scalar
-        }
-        return (loss.scalar + penalty, stage.backward(lossGradient[0]).variables)
+        return (loss.scalar + penalty(variables: variables), stage.backward(lossGradient[0]).variables)
     }
 }
 
@@ -131,14 +134,15 @@ public struct StageForward: Sendable {
     let inputGradient: Bool
 
     /// Given the gradient of the loss with respect to `output`, returns the gradients for the
-    /// stage input and for each variable (including λ·w for L2-regularised variables).
-    public func backward(_ upstream: Tensor) -> StageGradients {
+    /// stage input and for each variable, including λ·w for L2-regularised variables unless
+    /// `addingPenalty` is false (a stage that runs several micro-batches adds it once per step).
+    public func backward(_ upstream: Tensor, addingPenalty: Bool = true) -> StageGradients {
         let grads = backpropagator(upstream)
         let offset = inputGradient ? 1 : 0
         var variables: [String: Tensor] = [:]
         for (index, name) in variableNames.enumerated() {
             var gradient = grads[index + offset]
-            if let weight = penalized[name] {
+            if addingPenalty, let weight = penalized[name] {
                 withoutGradients { gradient.accumulate(weight.detached() * l2Penalty) }
             }
             variables[name] = gradient

@@ -1,0 +1,33 @@
+import MeshPS
+import MeshRPC
+
+/// The services a coordinator drives: ps tasks in shard order, and for each
+/// stage the partitions of its data-parallel replicas.
+public struct Cluster: Sendable {
+  public let parameterServers: [String]
+  /// `partitions[stage][replica]`.
+  public let partitions: [[String]]
+  public let transport: TransportConfiguration
+
+  public init(parameterServers: [String], partitions: [[String]], transport: TransportConfiguration = .init()) throws {
+    guard !parameterServers.isEmpty else { throw RPCError(.invalidArgument, "the cluster has no ps task") }
+    guard !partitions.isEmpty, partitions.allSatisfy({ !$0.isEmpty }) else {
+      throw RPCError(.invalidArgument, "every stage needs at least one partition")
+    }
+    guard Set(partitions.map(\.count)).count == 1 else {
+      throw RPCError(.invalidArgument, "every stage needs the same number of replicas, got \(partitions.map(\.count))")
+    }
+    self.parameterServers = parameterServers
+    self.partitions = partitions
+    self.transport = transport
+  }
+
+  public var stages: Int { partitions.count }
+  public var replicas: Int { partitions[0].count }
+
+  /// Parses `HOST:PORT,HOST:PORT;HOST:PORT`: stages separated by `;`,
+  /// replicas of a stage by `,`.
+  public static func parsePartitions(_ text: String) -> [[String]] {
+    text.split(separator: ";").map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+  }
+}

@@ -1,0 +1,237 @@
+import Foundation
+import MeshPipeline
+import MeshProto
+import MeshPS
+import MeshRPC
+import MeshTensor
+import MeshWire
+import Synchronization
+
+/// A training job: loads the stages on every partition, then runs epochs of
+/// pipelined steps on R replicas over disjoint shards of each epoch's
+/// shuffled data, evaluating on the held-out split at the end of each epoch.
+final class TrainingJob: Sendable {
+  let name: String
+  let request: Pipemesh_V1_TrainRequest
+  let model: Sequential
+  let plan: Planner.Plan
+  let schedule: PipelineSchedule
+  let cluster: Cluster
+  let trace = TraceRecorder()
+  private let status: Mutex<Pipemesh_V1_Job>
+  private let clients: [[RPCClient]]
+  private let train: (inputs: Tensor, targets: Tensor)
+  private let validation: (inputs: Tensor, targets: Tensor)?
+
+  /// Checks the request and the data against the model; nothing runs yet.
+  init(
+    name: String, request: Pipemesh_V1_TrainRequest, inputs: Tensor, targets: Tensor, cluster: Cluster,
+    clients: [[RPCClient]]
+  ) throws {
+    model = try makeModel(request.model)
+    plan = try Planner.plan(model, stages: cluster.stages, splitPoints: request.splitPoints.map { Int($0) })
+    let microBatches = max(1, Int(request.microBatches))
+    let batchSize = Int(request.batchSize)
+    guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }
+    guard batchSize >= microBatches else {
+      throw RPCError(.invalidArgument, "batch_size \(batchSize) must be at least the number of micro-batches (\(microBatches))")
+    }
+    guard request.validationFraction >= 0, request.validationFraction < 1 else {
+      throw RPCError(.invalidArgument, "validation_fraction must be in [0, 1)")
+    }
+    try model.checkInput(inputs, "the data does not fit the model")
+    try model.checkTarget(targets, batchSize: inputs.shape[0], "the targets do not fit the model")
+    let order = PortableRandom.permutation(inputs.shape[0], seed: request.shuffleSeed)
+    let held = Int(Double(inputs.shape[0]) * Double(request.validationFraction))
+    validation = held > 0 ? (inputs.rows(Array(order[..<held])), targets.rows(Array(order[..<held]))) : nil
+    train = (inputs.rows(Array(order[held...])), targets.rows(Array(order[held...])))
+    guard train.inputs.shape[0] >= batchSize * cluster.replicas else {
+      throw RPCError(
+        .invalidArgument,
+        "\(train.inputs.shape[0]) training examples are fewer than one step needs (batch_size \(batchSize) × \(cluster.replicas) replicas)")
+    }
+    schedule = PipelineSchedule(
+      kind: request.schedule == .scheduleOneFOneB ? .oneFOneB : .gpipe, stages: cluster.stages, microBatches: microBatches)
+    self.name = name
+    self.request = request
+    self.cluster = cluster
+    self.clients = clients
+    status = Mutex(.with {
+      $0.job = name
+      $0.state = .running
+    })
+  }
+
+  var snapshot: Pipemesh_V1_Job { status.withLock { $0 } }
+
+  var stepsPerEpoch: Int { train.inputs.shape[0] / (Int(request.batchSize) * cluster.replicas) }
+
+  /// Runs the job to its end, reporting progress; records how it ended.
+  func run(report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async {
+    do {
+      try await execute(report: report)
+      status.withLock { $0.state = .succeeded }
+    } catch is CancellationError {
+      status.withLock { $0.state = .cancelled }
+    } catch let error as RPCError where error.code == .cancelled && Task.isCancelled {
+      status.withLock { $0.state = .cancelled }
+    } catch {
+      status.withLock {
+        $0.state = .failed
+        $0.error = "\(error)"
+      }
+    }
+  }
+
+  private func execute(report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async throws {
+    try await loadStages()
+    let totalSteps = stepsPerEpoch * Int(request.epochs)
+    status.withLock { $0.totalSteps = Int64(totalSteps) }
+    let batchSize = Int(request.batchSize)
+    var step: Int64 = 0
+    for epoch in 1...Int(request.epochs) {
+      let order = PortableRandom.permutation(train.inputs.shape[0], seed: request.shuffleSeed &+ UInt64(epoch))
+      for index in 0..<stepsPerEpoch {
+        try Task.checkCancellation()
+        step += 1
+        let started = ContinuousClock.now
+        let shards = (0..<cluster.replicas).map { replica in
+          Array(order[((index * cluster.replicas + replica) * batchSize)..<((index * cluster.replicas + replica + 1) * batchSize)])
+        }
+        let outcomes = try await runStep(step, shards: shards)
+        let elapsed = ContinuousClock.now - started
+        var progress = Pipemesh_V1_TrainProgress()
+        progress.job = name
+        progress.epoch = Int32(epoch)
+        progress.step = step
+        progress.totalSteps = Int64(totalSteps)
+        progress.loss = outcomes.map(\.loss).reduce(0, +) / Double(outcomes.count)
+        progress.accuracy = Double(outcomes.map(\.correct).reduce(0, +)) / Double(batchSize * cluster.replicas)
+        progress.samplesPerSecond = Double(batchSize * cluster.replicas) / seconds(elapsed)
+        progress.stages = outcomes.enumerated().flatMap { replica, outcome in
+          outcome.busy.enumerated().map { stage, busy in
+            Pipemesh_V1_StageBusy.with {
+              $0.stage = Int32(stage)
+              $0.replica = Int32(replica)
+              $0.busySeconds = seconds(busy)
+            }
+          }
+        }
+        status.withLock {
+          $0.step = step
+          $0.loss = progress.loss
+        }
+        trace.keep(fromStep: step)
+        report(progress)
+        if request.checkpoint.everySteps > 0, step % request.checkpoint.everySteps == 0 {
+          _ = try await checkpoint()
+        }
+      }
+      if let validation {
+        let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets)
+        report(.with {
+          $0.job = name
+          $0.epoch = Int32(epoch)
+          $0.step = step
+          $0.totalSteps = Int64(totalSteps)
+          $0.evaluated = true
+          $0.validationLoss = loss
+          $0.validationAccuracy = accuracy
+        })
+      }
+    }
+    var last = Pipemesh_V1_TrainProgress()
+    last.job = name
+    last.step = step
+    last.totalSteps = Int64(totalSteps)
+    last.done = true
+    last.traceJson = trace.chromeTrace(step: step)
+    if request.checkpoint.atEnd { last.checkpoints = try await checkpoint() }
+    report(last)
+  }
+
+  private func loadStages() async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for stage in 0..<cluster.stages {
+        for replica in 0..<cluster.replicas {
+          let request = Pipemesh_V1_LoadStageRequest.with {
+            $0.job = name
+            $0.model = self.request.model
+            $0.stage = Int32(stage)
+            $0.firstLayer = Int32(plan.bounds[stage])
+            $0.endLayer = Int32(plan.bounds[stage + 1])
+            $0.parameterServers = cluster.parameterServers
+            $0.replica = Int32(replica)
+            $0.consistency = consistency
+            $0.optimizer = self.request.optimizer
+          }
+          group.addTask { _ = try await self.clients[stage][replica].call(PartitionMethods.loadStage, request) }
+        }
+      }
+      try await group.waitForAll()
+    }
+  }
+
+  /// The job's consistency: sync unless the request says otherwise; the
+  /// replica count is the cluster's.
+  var consistency: Pipemesh_V1_Consistency {
+    var consistency = request.consistency
+    if consistency.mode == nil { consistency.sync = .init() }
+    consistency.replicas = Int32(cluster.replicas)
+    return consistency
+  }
+
+  /// One step on every replica, then every stage commits.
+  private func runStep(_ step: Int64, shards: [[Int]]) async throws -> [PipelineRun.Outcome] {
+    let microBatches = schedule.microBatches
+    return try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome).self) { group in
+      for (replica, shard) in shards.enumerated() {
+        group.addTask {
+          let inputs = self.train.inputs.rows(shard)
+          let targets = self.train.targets.rows(shard)
+          let parts = evenRanges(shard.count, parts: microBatches).map { range in
+            (input: inputs.rows(Array(range)), target: targets.rows(Array(range)))
+          }
+          var outcome = try await PipelineRun(
+            job: self.name, step: step, replica: replica, schedule: self.schedule,
+            stages: self.clients.map { $0[replica] }, microBatches: parts, trace: self.trace
+          ).run()
+          let commits = try await withThrowingTaskGroup(of: Double.self) { commits in
+            for stage in 0..<self.cluster.stages {
+              commits.addTask {
+                try await self.clients[stage][replica].call(PartitionMethods.commit, .with {
+                  $0.job = self.name
+                  $0.step = step
+                }).penalty
+              }
+            }
+            return try await commits.reduce(0, +)
+          }
+          outcome.loss += commits
+          return (replica, outcome)
+        }
+      }
+      var outcomes = [PipelineRun.Outcome?](repeating: nil, count: shards.count)
+      for try await (replica, outcome) in group { outcomes[replica] = outcome }
+      return outcomes.map { $0! }
+    }
+  }
+
+  /// Loss and accuracy of the current variables on held-out data, through
+  /// replica 0's pipeline.
+  func evaluate(_ inputs: Tensor, _ targets: Tensor) async throws -> (loss: Double, accuracy: Double) {
+    let outputs = try await Inference.run(
+      inputs, job: name, stages: clients.map { $0[0] }, chunk: Int(request.batchSize))
+    let loss = withoutGradients { model.loss(output: outputs, target: targets).scalar }
+    let accuracy = model.spec.loss == .softmaxCrossEntropy ? Double(Loss.correctPredictions(logits: outputs, labels: targets)) / Double(inputs.shape[0]) : 0
+    return (Double(loss), accuracy)
+  }
+
+  private func checkpoint() async throws -> [String] {
+    try await ParameterServerClient(endpoints: cluster.parameterServers, transport: cluster.transport).checkpoint()
+  }
+}
+
+func seconds(_ duration: Duration) -> Double {
+  Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+}

@@ -1,0 +1,87 @@
+import Foundation
+import MeshPS
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshWire
+import Synchronization
+
+/// `pipemesh.v1.Partition`: serves one pipeline stage per job.
+public final class PartitionService: RPCService, Sendable {
+  public let dataPlane: DataPlane
+  private let transport: TransportConfiguration
+  private let stages = Mutex<[String: (request: Pipemesh_V1_LoadStageRequest, runner: StageRunner)]>([:])
+
+  /// `transport` is what the partition dials the ps and its peers with.
+  public init(dataPlane: DataPlane, transport: TransportConfiguration) {
+    self.dataPlane = dataPlane
+    self.transport = transport
+  }
+
+  public var serviceName: String { PartitionMethods.service }
+
+  /// Jobs loaded here, for status lines.
+  public var loadedJobs: [String] { stages.withLock { $0.keys.sorted() } }
+
+  private func runner(_ job: String) throws -> StageRunner {
+    guard let runner = stages.withLock({ $0[job]?.runner }) else {
+      throw RPCError(.failedPrecondition, "job \(job) has no stage loaded on this partition: call LoadStage first")
+    }
+    return runner
+  }
+
+  public func register(with router: inout RPCRouter) {
+    router.unary(PartitionMethods.loadStage) { [self] request, _ in try await load(request) }
+    router.unary(PartitionMethods.forward) { [self] request, _ in
+      try await runner(request.key.job).forward(request, training: true)
+    }
+    router.unary(PartitionMethods.infer) { [self] request, _ in
+      try await runner(request.key.job).forward(request, training: false)
+    }
+    router.unary(PartitionMethods.backward) { [self] request, _ in try await runner(request.key.job).backward(request) }
+    router.unary(PartitionMethods.commit) { [self] request, _ in try await runner(request.job).commit(step: request.step) }
+    router.unary(PartitionMethods.fetchTensor) { [self] request, _ in
+      Pipemesh_V1_Tensor(try dataPlane.take(request.key, release: request.release))
+    }
+    router.unary(PartitionMethods.unloadStage) { [self] request, _ in
+      stages.withLock { _ = $0.removeValue(forKey: request.job) }
+      dataPlane.drop(prefix: "\(request.job)/")
+      return .init()
+    }
+  }
+
+  private func load(_ request: Pipemesh_V1_LoadStageRequest) async throws -> Pipemesh_V1_LoadStageResponse {
+    guard !request.job.isEmpty, !request.job.contains("/") else {
+      throw RPCError(.invalidArgument, "job name '\(request.job)' must be non-empty and without '/'")
+    }
+    let model = try makeModel(request.model)
+    let layers = Int(request.firstLayer)..<Int(request.endLayer)
+    guard layers.lowerBound >= 0, layers.upperBound <= model.layers.count, !layers.isEmpty else {
+      throw RPCError(
+        .invalidArgument, "layers \(request.firstLayer)..<\(request.endLayer) are not a non-empty range of the model's \(model.layers.count) layers")
+    }
+    guard !request.parameterServers.isEmpty else { throw RPCError(.invalidArgument, "no ps endpoints given") }
+    if let existing = stages.withLock({ $0[request.job] }) {
+      guard existing.request == request else {
+        throw RPCError(.failedPrecondition, "job \(request.job) is loaded here with another stage or model: unload it first")
+      }
+      return response(model: model, layers: layers)
+    }
+    if request.blasThreads > 0 { BLAS.setThreadCount(Int(request.blasThreads)) }
+    let runner = StageRunner(
+      job: request.job, model: model, layers: layers, stage: Int(request.stage), replica: request.replica,
+      recompute: request.recomputeActivations, maxKeptBytes: Int(request.maxKeptBytes), optimizer: request.optimizer,
+      ps: try ParameterServerClient(endpoints: request.parameterServers, transport: transport), dataPlane: dataPlane)
+    try await runner.start(consistency: request.consistency)
+    stages.withLock { $0[request.job] = (request, runner) }
+    return response(model: model, layers: layers)
+  }
+
+  private func response(model: Sequential, layers: Range<Int>) -> Pipemesh_V1_LoadStageResponse {
+    .with {
+      $0.parameters = Int64(model.layers[layers].reduce(0) { $0 + $1.parameterCount })
+      $0.inputShape = model.activationShapes[layers.lowerBound].map { Int64($0) }
+      $0.outputShape = model.activationShapes[layers.upperBound].map { Int64($0) }
+    }
+  }
+}

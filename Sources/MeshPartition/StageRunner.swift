@@ -1,0 +1,214 @@
+import Foundation
+import MeshPS
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshWire
+
+/// One loaded stage of one job: layers `layers` of `model`, their variables
+/// (cached from the ps), what backward needs per micro-batch, and the
+/// gradients accumulated over the current step.
+///
+/// Requests are idempotent: a Forward, Backward or Commit repeated after a
+/// retry returns the first answer and computes nothing again.
+actor StageRunner {
+  let job: String
+  let model: Sequential
+  let layers: Range<Int>
+  let stage: Int
+  let replica: Int32
+  let recompute: Bool
+  let maxKeptBytes: Int
+  let definitions: [Pipemesh_V1_VariableDefinition]
+  private let ps: ParameterServerClient
+  private let dataPlane: DataPlane
+  private var variables: [String: Tensor] = [:]
+  private var versions: [String: Int64] = [:]
+  private var kept: [MicroBatch: Kept] = [:]
+  private var accumulated: [String: Tensor] = [:]
+  private var forwardAnswers: [MicroBatch: Pipemesh_V1_ForwardResponse] = [:]
+  private var backwardAnswers: [MicroBatch: Pipemesh_V1_BackwardResponse] = [:]
+  private var commitAnswers: [Int64: Pipemesh_V1_CommitResponse] = [:]
+
+  struct MicroBatch: Hashable {
+    let step: Int64
+    let index: Int32
+  }
+
+  /// What backward needs: the recorded forward (or only the input, to run
+  /// forward again), and on the last stage the loss gradient.
+  private struct Kept {
+    var forward: StageForward?
+    var input: Tensor?
+    var lossGradient: Tensor?
+    let bytes: Int
+    let seed: UInt64
+  }
+
+  var isFirst: Bool { layers.lowerBound == 0 }
+  var isLast: Bool { layers.upperBound == model.layers.count }
+  var user: String { "stage\(stage)" }
+
+  init(
+    job: String, model: Sequential, layers: Range<Int>, stage: Int, replica: Int32, recompute: Bool,
+    maxKeptBytes: Int, optimizer: Pipemesh_V1_OptimizerSpec, ps: ParameterServerClient, dataPlane: DataPlane
+  ) {
+    self.job = job
+    self.model = model
+    self.layers = layers
+    self.stage = stage
+    self.replica = replica
+    self.recompute = recompute
+    self.maxKeptBytes = maxKeptBytes
+    self.ps = ps
+    self.dataPlane = dataPlane
+    definitions = model.variableDeclarations(layers: layers).map { $0.definition(seed: model.spec.seed, optimizer: optimizer) }
+  }
+
+  /// Registers the stage's variables with the ps and pulls their values.
+  func start(consistency: Pipemesh_V1_Consistency) async throws {
+    try await ps.register(job: job, variables: definitions, consistency: consistency, user: user)
+    try await refresh()
+  }
+
+  private func refresh() async throws {
+    let names = definitions.map(\.name)
+    let pulled = try await ps.pull(job: job, names: names, newerThan: versions)
+    for (name, value) in pulled {
+      versions[name] = value.version
+      if let tensor = value.value { variables[name] = tensor }
+    }
+  }
+
+  private func key(_ microBatch: MicroBatch, _ what: String) -> String {
+    "\(job)/\(microBatch.step)/\(microBatch.index)/\(what)"
+  }
+
+  // MARK: - Forward
+
+  func forward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws -> Pipemesh_V1_ForwardResponse {
+    let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
+    if training, let answer = forwardAnswers[microBatch] { return answer }
+    let input = try await dataPlane.resolve(request.input, what: "input of stage \(stage)")
+    try model.checkInput(input, layers: layers, "stage \(stage) of job \(job)")
+    let batch = input.shape[0]
+    var target: Tensor?
+    if isLast, training {
+      target = try Tensor(wire: request.targets, what: "targets")
+      try model.checkTarget(target!, batchSize: batch, "targets of job \(job)")
+      guard request.batchSize >= batch else {
+        throw RPCError(.invalidArgument, "batch_size \(request.batchSize) is smaller than the micro-batch (\(batch) examples)")
+      }
+    }
+    let seed = UInt64(bitPattern: request.key.step) &* 1_000_003 &+ UInt64(request.key.microBatch)
+    var response = Pipemesh_V1_ForwardResponse()
+    guard training else {
+      let output = model(input, variables: variables, layers: layers)
+      if isLast {
+        response.outputValue = Pipemesh_V1_Tensor(output)
+      } else {
+        response.output = dataPlane.offer(output, key: key(microBatch, "inference"))
+      }
+      return response
+    }
+
+    let bytes = keptBytes(batch: batch)
+    let holding = kept.values.reduce(0) { $0 + $1.bytes }
+    guard maxKeptBytes == 0 || holding + bytes <= maxKeptBytes else {
+      throw RPCError(
+        .resourceExhausted,
+        "stage \(stage) would keep \(holding + bytes) bytes of activations, over its bound of \(maxKeptBytes): "
+          + "use more, smaller micro-batches, the 1F1B schedule, or activation recomputation")
+    }
+    let forward = runForward(input, seed: seed)
+    var entry = Kept(forward: recompute ? nil : forward, input: recompute ? input : nil, bytes: bytes, seed: seed)
+    if let target {
+      let share = Float(batch) / Float(request.batchSize)
+      let (loss, gradient) = Autodiff.valueWithGradient(at: [forward.output]) { outputs in
+        model.loss(output: outputs[0], target: target)
+      }
+      entry.lossGradient = gradient[0] * share
+      response.loss = Double(loss.scalar * share)
+      if model.spec.loss == .softmaxCrossEntropy { response.correct = Int64(Loss.correctPredictions(logits: forward.output, labels: target)) }
+    } else {
+      response.output = dataPlane.offer(forward.output, key: key(microBatch, "activation"))
+    }
+    kept[microBatch] = entry
+    forwardAnswers[microBatch] = response
+    return response
+  }
+
+  private func runForward(_ input: Tensor, seed: UInt64) -> StageForward {
+    model.forwardStage(
+      input, variables: variables, layers: layers, context: ForwardContext(training: true, seed: seed),
+      inputGradient: !isFirst)
+  }
+
+  /// Bytes kept for backward for a micro-batch of `batch` examples: the
+  /// activations at every layer boundary of the stage (only its input when
+  /// recomputing).
+  private func keptBytes(batch: Int) -> Int {
+    let boundaries = recompute ? [layers.lowerBound] : Array(layers.lowerBound...layers.upperBound)
+    return boundaries.reduce(0) { $0 + model.activationShapes[$1].reduce(1, *) } * batch * 4
+  }
+
+  // MARK: - Backward
+
+  func backward(_ request: Pipemesh_V1_BackwardRequest) async throws -> Pipemesh_V1_BackwardResponse {
+    let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
+    if let answer = backwardAnswers[microBatch] { return answer }
+    guard let entry = kept[microBatch] else {
+      throw RPCError(
+        .failedPrecondition,
+        "stage \(stage) of job \(job) has no forward of step \(microBatch.step) micro-batch \(microBatch.index) to run backward from")
+    }
+    let upstream: Tensor
+    if isLast {
+      upstream = entry.lossGradient!
+    } else {
+      upstream = try await dataPlane.resolve(request.outputGradient, what: "output gradient of stage \(stage)")
+    }
+    let forward = entry.forward ?? runForward(entry.input!, seed: entry.seed)
+    guard upstream.shape == forward.output.shape else {
+      throw RPCError(.invalidArgument, "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
+    }
+    // The L2 penalty's gradient belongs to the step, not to each micro-batch.
+    let gradients = forward.backward(upstream, addingPenalty: microBatch.index == 0)
+    for (name, gradient) in gradients.variables {
+      accumulated[name] = accumulated[name].map { $0 + gradient } ?? gradient
+    }
+    kept[microBatch] = nil
+    var response = Pipemesh_V1_BackwardResponse()
+    if let input = gradients.input {
+      response.inputGradient = dataPlane.offer(input, key: key(microBatch, "gradient"))
+    }
+    backwardAnswers[microBatch] = response
+    return response
+  }
+
+  // MARK: - Commit
+
+  /// Pushes the step's gradients to the ps (waiting there under sync
+  /// consistency) and pulls the updated variables.
+  func commit(step: Int64) async throws -> Pipemesh_V1_CommitResponse {
+    if let answer = commitAnswers[step] { return answer }
+    guard kept.isEmpty else {
+      throw RPCError(
+        .failedPrecondition, "stage \(stage) of job \(job) still has \(kept.count) micro-batches without backward at commit")
+    }
+    var response = Pipemesh_V1_CommitResponse()
+    response.penalty = Double(model.penalty(variables: variables, layers: layers))
+    if !accumulated.isEmpty {
+      let pushed = Dictionary(uniqueKeysWithValues: accumulated.map { ($0.key, ($0.value, versions[$0.key] ?? 0)) })
+      try await ps.push(job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed)
+      accumulated = [:]
+      try await refresh()
+    }
+    response.version = versions.values.min() ?? 0
+    commitAnswers = [step: response]
+    forwardAnswers = forwardAnswers.filter { $0.key.step > step }
+    backwardAnswers = backwardAnswers.filter { $0.key.step > step }
+    dataPlane.drop(prefix: "\(job)/\(step)/")
+    return response
+  }
+}

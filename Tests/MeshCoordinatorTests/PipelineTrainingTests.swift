@@ -1,0 +1,145 @@
+import Foundation
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshTestSupport
+import MeshWire
+import Testing
+
+/// Pipelined training over real processes (a ps, four partitions,
+/// coordinators) against single-process training of the same model.
+@Suite(.serialized) struct PipelineTrainingTests {
+  static let mesh = Task { try await LocalMesh(partitions: 4) }
+
+  /// An MLP of four Dense layers (one per stage at K = 4) with an L2 penalty.
+  static let mlp = Pipemesh_V1_ModelSpec.with {
+    $0.inputShape = [8]
+    $0.seed = 11
+    $0.layers = [16, 16, 16, 3].enumerated().map { index, units in
+      .with { $0.dense = .with { $0.units = Int64(units); $0.activation = index < 3 ? .tanh : .none } }
+    }
+    $0.loss = .with { $0.softmaxCrossEntropy = .init(); $0.l2 = 0.001 }
+  }
+
+  /// 64 examples of 8 features in 3 classes, drawn from a seed.
+  static func classification(count: Int = 64) -> (Tensor, Tensor) {
+    let inputs = Tensor.randomNormal([count, 8], seed: 5)
+    let labels = (0..<count).map { row -> Float in
+      let x = inputs.scalars[(row * 8)..<(row * 8 + 8)]
+      return Float((x.prefix(4).reduce(0, +) > 0 ? 1 : 0) + (x.suffix(4).reduce(0, +) > 0.5 ? 1 : 0))
+    }
+    return (inputs, Tensor(shape: [count], scalars: labels))
+  }
+
+  /// Trains on a coordinator and returns the per-step losses it reported.
+  static func train(
+    _ coordinator: RunningService, job: String, model: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor,
+    microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, consistency: Pipemesh_V1_Consistency = .init(),
+    epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0
+  ) async throws -> [Pipemesh_V1_TrainProgress] {
+    let client = try RPCClient(target: coordinator.endpoint)
+    var request = Pipemesh_V1_TrainRequest()
+    request.job = job
+    request.model = model
+    request.data.inline = .with {
+      $0.inputs = Pipemesh_V1_Tensor(inputs)
+      $0.targets = Pipemesh_V1_Tensor(targets)
+    }
+    request.epochs = Int32(epochs)
+    request.batchSize = Int32(batchSize)
+    request.microBatches = Int32(microBatches)
+    request.schedule = schedule
+    request.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = learningRate } }
+    request.consistency = consistency
+    request.shuffleSeed = 3
+    request.validationFraction = validation
+    var progress: [Pipemesh_V1_TrainProgress] = []
+    for try await update in client.stream(CoordinatorMethods.train, request, options: .init(timeout: .seconds(300))) {
+      progress.append(update)
+    }
+    return progress
+  }
+
+  static let configurations: [(stages: Int, microBatches: Int, schedule: Pipemesh_V1_ScheduleKind)] =
+    [1, 2, 4].flatMap { stages in
+      [1, 4].flatMap { microBatches in
+        [Pipemesh_V1_ScheduleKind.scheduleGpipe, .scheduleOneFOneB].map { (stages, microBatches, $0) }
+      }
+    }
+
+  @Test func syncPipelinedLossesMatchInProcessTraining() async throws {
+    let mesh = try await Self.mesh.value
+    let (inputs, targets) = Self.classification()
+    var reference = InProcessReference(model: try makeModel(Self.mlp), learningRate: 0.1)
+    let expected = reference.train(inputs: inputs, targets: targets, epochs: 2, batchSize: 16, seed: 3)
+    #expect(expected.count == 8)
+    var coordinators: [Int: RunningService] = [:]
+    for stages in [1, 2, 4] {
+      coordinators[stages] = try await mesh.coordinator((0..<stages).map { [$0] }, name: "k\(stages)")
+    }
+    for (stages, microBatches, schedule) in Self.configurations {
+      let job = "mlp-k\(stages)-m\(microBatches)-\(schedule == .scheduleGpipe ? "gpipe" : "1f1b")"
+      let progress = try await Self.train(
+        coordinators[stages]!, job: job, model: Self.mlp, inputs: inputs, targets: targets,
+        microBatches: microBatches, schedule: schedule)
+      let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
+      #expect(losses.count == expected.count, "\(job): \(losses.count) steps")
+      for (step, (got, want)) in zip(losses, expected).enumerated() {
+        #expect(abs(got - Double(want)) <= 1e-4 * abs(Double(want)), "\(job) step \(step + 1): \(got) vs \(want)")
+      }
+      #expect(progress.last?.done == true)
+      #expect(progress.last?.traceJson.contains("\"traceEvents\"") == true)
+    }
+  }
+
+  /// The first and last layers share one variable across two stages.
+  @Test func tiedWeightsAcrossStagesMatchInProcessTraining() async throws {
+    let mesh = try await Self.mesh.value
+    let model = Pipemesh_V1_ModelSpec.with {
+      $0.inputShape = [4]
+      $0.seed = 21
+      $0.layers = [
+        .with { $0.name = "embed"; $0.embedding = .with { $0.vocabularySize = 10; $0.dimension = 8 } },
+        .with { $0.dense = .with { $0.units = 8; $0.activation = .tanh } },
+        .with { $0.dense = .with { $0.units = 8; $0.activation = .tanh } },
+        .with { $0.dense = .with { $0.tiedTo = "embedding0" } },
+      ]
+      $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+    }
+    // Predict each token's successor.
+    let tokens = Tensor.randomUniform([48, 4], lowerBound: 0, upperBound: 10, seed: 9)
+    let inputs = Tensor(shape: [48, 4], scalars: tokens.scalars.map { Float(Int($0)) })
+    let targets = Tensor(shape: [48, 4], scalars: inputs.scalars.map { Float((Int($0) + 1) % 10) })
+    var reference = InProcessReference(model: try makeModel(model), learningRate: 0.5)
+    let expected = reference.train(inputs: inputs, targets: targets, epochs: 2, batchSize: 12, seed: 3)
+    let coordinator = try await mesh.coordinator([[0], [1]], name: "tied")
+    let progress = try await Self.train(
+      coordinator, job: "tied", model: model, inputs: inputs, targets: targets, microBatches: 3,
+      schedule: .scheduleOneFOneB, epochs: 2, batchSize: 12, learningRate: 0.5)
+    let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
+    #expect(losses.count == expected.count)
+    for (step, (got, want)) in zip(losses, expected).enumerated() {
+      #expect(abs(got - Double(want)) <= 1e-4 * abs(Double(want)), "step \(step + 1): \(got) vs \(want)")
+    }
+    #expect(losses.last! < losses.first!)
+  }
+
+  /// Two pipeline replicas on disjoint shards share variables through the
+  /// async ps, and the model still learns.
+  @Test func asyncReplicasConverge() async throws {
+    let mesh = try await Self.mesh.value
+    let (inputs, targets) = Self.classification(count: 256)
+    let coordinator = try await mesh.coordinator([[0, 1], [2, 3]], name: "async")
+    let progress = try await Self.train(
+      coordinator, job: "async-replicas", model: Self.mlp, inputs: inputs, targets: targets, microBatches: 2,
+      schedule: .scheduleOneFOneB, consistency: .with { $0.async = .init() }, epochs: 6, batchSize: 16,
+      learningRate: 0.2, validation: 0.25)
+    let steps = progress.filter { !$0.done && !$0.evaluated }
+    let evaluations = progress.filter(\.evaluated)
+    #expect(steps.count == 6 * (192 / 32))
+    let early = steps.prefix(3).map(\.loss).reduce(0, +) / 3
+    let late = steps.suffix(3).map(\.loss).reduce(0, +) / 3
+    #expect(late < early * 0.7, "loss went from \(early) to \(late)")
+    #expect(try #require(evaluations.last).validationAccuracy > 0.7, "\(evaluations.map(\.validationAccuracy))")
+  }
+}

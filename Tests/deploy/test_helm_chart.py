@@ -1,0 +1,399 @@
+"""The Helm chart, linted and rendered offline through helm-python-sdk
+(Helm's Go SDK in a shared library): with default values and with a bigger
+mesh (3 stages x 2 replicas, 2 ps tasks, TLS, custom resources), asserting on
+the rendered objects; and values.schema.json rejecting bad values."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import CHART
+
+helm = pytest.importorskip(
+    "helm_python", reason="helm-python-sdk is not installed (python3 -m pip install helm-python-sdk)")
+
+RELEASE = "demo"
+NAMESPACE = "ml"
+PS_PORT, PARTITION_PORT, COORDINATOR_PORT = 7100, 7200, 7000
+
+BIG = {
+    "ps": {"tasks": 2, "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}}},
+    "partition": {
+        "blasThreads": 4,
+        "maxKeptMiB": 2048,
+        "resources": {"requests": {"cpu": "4", "memory": "6Gi"}, "limits": {"memory": "12Gi"}},
+        "stages": [
+            {"replicas": 2},
+            {"replicas": 2, "blasThreads": 8, "resources": {"requests": {"cpu": "8", "memory": "10Gi"}}},
+            {"replicas": 2, "nodeSelector": {"pipemesh/pool": "gpu"}},
+        ],
+    },
+    "tls": {"enabled": True, "secretName": "pipemesh-tls"},
+    "metrics": {"enabled": True},
+    "image": {"repository": "registry.example/pipemesh", "tag": "1.2.3", "pullPolicy": "Always"},
+    "modelSpec": {"seed": 7, "layers": [{"dense": {"inputSize": 4, "outputSize": 2}}]},
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Any:
+    loaded = helm.Chart.load(CHART)
+    yield loaded
+    loaded.close()
+
+
+def render(chart: Any, values: dict[str, Any] | None = None, name: str = RELEASE) -> list[dict[str, Any]]:
+    manifests = chart.render(values, name=name, namespace=NAMESPACE, is_install=True)
+    objects = []
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(document for document in yaml.safe_load_all(text) if document)
+    return objects
+
+
+def notes(chart: Any, values: dict[str, Any] | None = None) -> str:
+    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {item["metadata"]["name"]: item for item in objects if item["kind"] == kind}
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def ps_name(task: int) -> str:
+    return f"{RELEASE}-pipemesh-ps-{task}.{RELEASE}-pipemesh-ps.{NAMESPACE}.svc.cluster.local:{PS_PORT}"
+
+
+def partition_name(stage: int, replica: int) -> str:
+    service = f"{RELEASE}-pipemesh-stage-{stage}"
+    return f"{service}-{replica}.{service}.{NAMESPACE}.svc.cluster.local:{PARTITION_PORT}"
+
+
+@pytest.fixture(scope="module")
+def default_objects(chart: Any) -> list[dict[str, Any]]:
+    return render(chart)
+
+
+@pytest.fixture(scope="module")
+def big_objects(chart: Any) -> list[dict[str, Any]]:
+    return render(chart, BIG)
+
+
+# Lint ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [None, BIG], ids=["default", "big"])
+def test_lint_is_clean(values: dict[str, Any] | None) -> None:
+    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
+    problems = [message for message in report["messages"] if message["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+def test_lint_reports_a_broken_template(tmp_path: Any) -> None:
+    """Lint can fail: the same chart with a template that does not parse."""
+    import shutil
+
+    copy_ = tmp_path / "pipemesh"
+    shutil.copytree(CHART, copy_)
+    (copy_ / "templates" / "broken.yaml").write_text("kind: {{ .Values.nothing.deeper }\n")
+    report = helm.lint(copy_, strict=True)
+    assert report["errors"] or any(message["severity"] == 3 for message in report["messages"]), report
+
+
+# Default values -----------------------------------------------------------------------------------
+
+
+def test_default_objects(default_objects: list[dict[str, Any]]) -> None:
+    kinds = Counter(item["kind"] for item in default_objects)
+    assert kinds == Counter({"StatefulSet": 3, "Service": 4, "Deployment": 1, "ConfigMap": 1})
+    statefulsets = by_kind(default_objects, "StatefulSet")
+    assert {name: item["spec"]["replicas"] for name, item in statefulsets.items()} == {
+        f"{RELEASE}-pipemesh-ps": 1, f"{RELEASE}-pipemesh-stage-0": 1, f"{RELEASE}-pipemesh-stage-1": 1}
+    assert all(item["metadata"]["namespace"] == NAMESPACE for item in default_objects)
+
+
+def test_every_object_carries_the_recommended_labels(default_objects: list[dict[str, Any]],
+                                                     big_objects: list[dict[str, Any]]) -> None:
+    for item in default_objects + big_objects:
+        labels = item["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "pipemesh"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/part-of"] == "pipemesh"
+        assert labels["app.kubernetes.io/component"] in {"ps", "partition", "coordinator"}
+        assert labels["helm.sh/chart"].startswith("pipemesh-")
+
+
+def test_ps_statefulset_claims_a_checkpoint_volume(default_objects: list[dict[str, Any]]) -> None:
+    ps = by_kind(default_objects, "StatefulSet")[f"{RELEASE}-pipemesh-ps"]
+    claims = ps["spec"]["volumeClaimTemplates"]
+    assert [claim["metadata"]["name"] for claim in claims] == ["checkpoints"]
+    assert claims[0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert claims[0]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    mounts = {mount["name"]: mount["mountPath"] for mount in container(ps)["volumeMounts"]}
+    assert flag(container(ps)["args"], "--checkpoint-dir") == mounts["checkpoints"]
+    assert ps["spec"]["serviceName"] == f"{RELEASE}-pipemesh-ps"
+
+
+def test_headless_services_select_their_pods(default_objects: list[dict[str, Any]],
+                                             big_objects: list[dict[str, Any]]) -> None:
+    for objects in (default_objects, big_objects):
+        services = by_kind(objects, "Service")
+        for name, statefulset in by_kind(objects, "StatefulSet").items():
+            service = services[statefulset["spec"]["serviceName"]]
+            assert service["spec"]["clusterIP"] == "None", name
+            pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+            assert service["spec"]["selector"].items() <= pod_labels.items(), name
+            assert statefulset["spec"]["selector"]["matchLabels"].items() <= pod_labels.items(), name
+        # No two workloads' pods match one another's selector.
+        selectors = [item["spec"]["selector"]["matchLabels"] for item in objects
+                     if item["kind"] in {"StatefulSet", "Deployment"}]
+        assert len({json.dumps(selector, sort_keys=True) for selector in selectors}) == len(selectors)
+
+
+def grpc_probes(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {kind: container(workload)[kind] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
+
+
+@pytest.mark.parametrize("workload,port,service", [
+    (f"{RELEASE}-pipemesh-ps", PS_PORT, "pipemesh.v1.ParameterServer"),
+    (f"{RELEASE}-pipemesh-stage-0", PARTITION_PORT, "pipemesh.v1.Partition"),
+    (f"{RELEASE}-pipemesh-stage-1", PARTITION_PORT, "pipemesh.v1.Partition"),
+    (f"{RELEASE}-pipemesh-coordinator", COORDINATOR_PORT, "pipemesh.v1.Coordinator"),
+])
+def test_probes_ask_grpc_health(default_objects: list[dict[str, Any]], workload: str, port: int, service: str) -> None:
+    workloads = by_kind(default_objects, "StatefulSet") | by_kind(default_objects, "Deployment")
+    probes = grpc_probes(workloads[workload])
+    assert probes["readinessProbe"]["grpc"] == {"port": port, "service": service}
+    assert probes["livenessProbe"]["grpc"] == {"port": port, "service": ""}
+    assert probes["startupProbe"]["grpc"] == {"port": port, "service": ""}
+    assert all("tcpSocket" not in probe for probe in probes.values())
+    ports = {entry["name"]: entry["containerPort"] for entry in container(workloads[workload])["ports"]}
+    assert ports == {"grpc": port}
+    assert flag(container(workloads[workload])["args"], "--listen") == f"0.0.0.0:{port}"
+
+
+def test_default_has_no_tls_and_no_metrics(default_objects: list[dict[str, Any]]) -> None:
+    for item in default_objects:
+        if item["kind"] not in {"StatefulSet", "Deployment"}:
+            continue
+        args = container(item)["args"]
+        assert not {"--tls-cert", "--tls-key", "--tls-ca", "--metrics-listen"} & set(args), item["metadata"]["name"]
+        volumes = item["spec"]["template"]["spec"]["volumes"]
+        assert all("secret" not in volume for volume in volumes)
+
+
+def test_coordinator_dials_every_task_and_partition_by_dns_name(default_objects: list[dict[str, Any]]) -> None:
+    coordinator = by_kind(default_objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"]
+    args = container(coordinator)["args"]
+    assert args[:2] == ["serve", "coordinator"]
+    assert flag(args, "--ps") == ps_name(0)
+    assert flag(args, "--partitions") == f"{partition_name(0, 0)};{partition_name(1, 0)}"
+    assert coordinator["spec"]["replicas"] == 1
+    assert coordinator["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_model_spec_config_map_is_mounted(chart: Any, default_objects: list[dict[str, Any]]) -> None:
+    config_map = by_kind(default_objects, "ConfigMap")[f"{RELEASE}-pipemesh-model"]
+    assert json.loads(config_map["data"]["model.json"]) == {}
+    coordinator = by_kind(default_objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"]
+    volumes = {volume["name"]: volume for volume in coordinator["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["model"]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert {"name": "model", "mountPath": "/etc/pipemesh/model", "readOnly": True} in container(coordinator)["volumeMounts"]
+
+
+def test_workloads_run_unprivileged(default_objects: list[dict[str, Any]]) -> None:
+    for item in default_objects:
+        if item["kind"] in {"StatefulSet", "Deployment"}:
+            pod = item["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            security = container(item)["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["capabilities"]["drop"] == ["ALL"]
+            assert container(item)["image"] == "pipemesh:0.1.0"
+            assert container(item)["command"] == ["/usr/local/bin/pipemesh"]
+
+
+# A bigger mesh ------------------------------------------------------------------------------------
+
+
+def test_big_mesh_objects(big_objects: list[dict[str, Any]]) -> None:
+    kinds = Counter(item["kind"] for item in big_objects)
+    assert kinds == Counter({"StatefulSet": 4, "Service": 5, "Deployment": 1, "ConfigMap": 1})
+    statefulsets = by_kind(big_objects, "StatefulSet")
+    assert {name: item["spec"]["replicas"] for name, item in statefulsets.items()} == {
+        f"{RELEASE}-pipemesh-ps": 2,
+        f"{RELEASE}-pipemesh-stage-0": 2, f"{RELEASE}-pipemesh-stage-1": 2, f"{RELEASE}-pipemesh-stage-2": 2}
+    for name, statefulset in statefulsets.items():
+        assert container(statefulset)["image"] == "registry.example/pipemesh:1.2.3", name
+        assert container(statefulset)["imagePullPolicy"] == "Always", name
+
+
+def test_big_mesh_coordinator_lists_everything_in_order(big_objects: list[dict[str, Any]]) -> None:
+    args = container(by_kind(big_objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"])["args"]
+    assert flag(args, "--ps") == f"{ps_name(0)},{ps_name(1)}"
+    stages = [f"{partition_name(stage, 0)},{partition_name(stage, 1)}" for stage in range(3)]
+    assert flag(args, "--partitions") == ";".join(stages)
+
+
+def test_big_mesh_resources_and_overrides(big_objects: list[dict[str, Any]]) -> None:
+    statefulsets = by_kind(big_objects, "StatefulSet")
+    assert container(statefulsets[f"{RELEASE}-pipemesh-ps"])["resources"] == BIG["ps"]["resources"]
+    stage = lambda index: statefulsets[f"{RELEASE}-pipemesh-stage-{index}"]  # noqa: E731
+    assert container(stage(0))["resources"] == BIG["partition"]["resources"]
+    assert container(stage(1))["resources"] == BIG["partition"]["stages"][1]["resources"]
+    assert [flag(container(stage(index))["args"], "--blas-threads") for index in range(3)] == ["4", "8", "4"]
+    assert all(flag(container(stage(index))["args"], "--max-kept-mib") == "2048" for index in range(3))
+    assert stage(2)["spec"]["template"]["spec"]["nodeSelector"] == {"pipemesh/pool": "gpu"}
+    assert "nodeSelector" not in stage(0)["spec"]["template"]["spec"]
+
+
+def test_big_mesh_mounts_tls_and_passes_its_flags(big_objects: list[dict[str, Any]]) -> None:
+    workloads = by_kind(big_objects, "StatefulSet") | by_kind(big_objects, "Deployment")
+    assert len(workloads) == 5
+    for name, workload in workloads.items():
+        volumes = {volume["name"]: volume for volume in workload["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["tls"]["secret"]["secretName"] == "pipemesh-tls", name
+        mounts = {mount["name"]: mount for mount in container(workload)["volumeMounts"]}
+        assert mounts["tls"]["readOnly"] is True, name
+        directory = mounts["tls"]["mountPath"]
+        args = container(workload)["args"]
+        assert flag(args, "--tls-cert") == f"{directory}/tls.crt", name
+        assert flag(args, "--tls-key") == f"{directory}/tls.key", name
+        assert flag(args, "--tls-ca") == f"{directory}/ca.crt", name
+        # Kubernetes' gRPC probes speak plaintext: with TLS they check the port.
+        for kind, probe in grpc_probes(workload).items():
+            assert "grpc" not in probe and probe["tcpSocket"] == {"port": "grpc"}, (name, kind)
+
+
+def test_big_mesh_serves_metrics(big_objects: list[dict[str, Any]]) -> None:
+    for item in big_objects:
+        if item["kind"] in {"StatefulSet", "Deployment"}:
+            assert flag(container(item)["args"], "--metrics-listen") == "0.0.0.0:9464"
+            assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container(item)["ports"]
+            assert item["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9464"
+
+
+def test_model_spec_lands_in_the_config_map_and_rolls_the_coordinator(
+        big_objects: list[dict[str, Any]], default_objects: list[dict[str, Any]]) -> None:
+    config_map = by_kind(big_objects, "ConfigMap")[f"{RELEASE}-pipemesh-model"]
+    assert json.loads(config_map["data"]["model.json"]) == BIG["modelSpec"]
+    checksum = lambda objects: by_kind(objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"][  # noqa: E731
+        "spec"]["template"]["metadata"]["annotations"]["pipemesh/model-spec-checksum"]
+    assert checksum(big_objects) != checksum(default_objects)
+
+
+def test_notes_name_what_tls_certificates_must_cover(chart: Any) -> None:
+    text = notes(chart, BIG)
+    assert f"*.{RELEASE}-pipemesh-ps.{NAMESPACE}.svc.cluster.local" in text
+    assert f"*.{RELEASE}-pipemesh-stage-2.{NAMESPACE}.svc.cluster.local" in text
+    assert "-plaintext" not in text
+    assert "grpcurl -plaintext" in notes(chart)
+
+
+def test_long_release_names_stay_within_kubernetes_limits(chart: Any) -> None:
+    name = "a-release-name-that-is-long-enough-to-hit-limits"[:53]
+    for item in render(chart, {"partition": {"stages": [{"replicas": 1}] * 12}}, name=name):
+        assert len(item["metadata"]["name"]) <= 63, item["metadata"]["name"]
+        if item["kind"] == "StatefulSet":
+            # Kubernetes appends "-<10-character hash>" for the controller-revision-hash label.
+            assert len(item["metadata"]["name"]) <= 52, item["metadata"]["name"]
+
+
+# Schema -------------------------------------------------------------------------------------------
+
+
+def test_schema_describes_every_default_value(chart: Any) -> None:
+    schema = chart.schema
+    assert schema is not None
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+        return node
+
+    def walk(values: Any, node: dict[str, Any], path: str) -> None:
+        node = resolve(node)
+        assert "type" in node, f"{path} has no type in values.schema.json"
+        if isinstance(values, dict) and "properties" in node:
+            for key, value in values.items():
+                assert key in node["properties"], f"{path}.{key} is not in values.schema.json"
+                walk(value, node["properties"][key], f"{path}.{key}")
+        elif isinstance(values, list) and isinstance(node.get("items"), dict):
+            for index, value in enumerate(values):
+                walk(value, node["items"], f"{path}[{index}]")
+
+    walk(chart.values, schema, "values")
+
+
+def with_value(path: str, value: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    keys = path.split(".")
+    node = values
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    return values
+
+
+BAD_VALUES = [
+    ("ps.tasks", -1, "minimum"),
+    ("ps.tasks", 0, "minimum"),
+    ("ps.port", "7100", "want integer"),
+    ("coordinator.service.port", 70000, "maximum"),
+    ("partition.stages", [{"replicas": -2}], "minimum"),
+    ("partition.stages", [], "minItems"),
+    ("partition.blasThreads", 1.5, "want integer"),
+    ("image.pullPolicy", "Sometimes", "one of"),
+    ("coordinator.service.type", "Ingress", "one of"),
+    ("tls", {"enabled": True}, "secretName"),
+    ("ps.persistence.size", "ten gigs", "pattern"),
+    ("ps.resources", {"requests": {"cpu": "lots"}}, "pattern"),
+    ("partition.replicas", 2, "additional properties"),
+]
+
+
+@pytest.mark.parametrize("path,value,complaint", BAD_VALUES, ids=[f"{path}={value!r}" for path, value, _ in BAD_VALUES])
+def test_schema_rejects_bad_values(chart: Any, path: str, value: Any, complaint: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as raised:
+        chart.render(with_value(path, value), name=RELEASE, namespace=NAMESPACE)
+    assert complaint in str(raised.value)
+    assert "/" + path.replace(".", "/").split("/")[0] in str(raised.value)
+
+
+GOOD_VALUES = [
+    ("ps.tasks", 3), ("ps.port", 7101), ("coordinator.service.port", 443),
+    ("partition.stages", [{"replicas": 2}]), ("partition.blasThreads", 2), ("image.pullPolicy", "Never"),
+    ("coordinator.service.type", "LoadBalancer"), ("tls", {"enabled": True, "secretName": "s"}),
+    ("ps.persistence.size", "500Gi"), ("ps.resources", {"requests": {"cpu": "250m"}}),
+]
+
+
+@pytest.mark.parametrize("path,value", GOOD_VALUES, ids=[f"{path}={value!r}" for path, value in GOOD_VALUES])
+def test_schema_accepts_good_values(chart: Any, path: str, value: Any) -> None:
+    """The other side of the rejections above: the same keys with sound values render."""
+    assert render(chart, with_value(path, value))
+
+
+def test_defaults_are_not_mutated_by_merging(chart: Any) -> None:
+    before = copy.deepcopy(chart.values)
+    render(chart, BIG)
+    assert chart.values == before
