@@ -101,6 +101,8 @@ let package = Package(
     .target(name: "MeshWire", dependencies: ["MeshTensor", "MeshProto", "MeshRPC"]),
     .target(name: "MeshCheckpoint", dependencies: ["MeshTensor"]),
     .target(name: "MeshPipeline"),
+    .systemLibrary(name: "CZlib", path: "CShims/CZlib"),
+    .target(name: "MeshData", dependencies: ["CZlib", "MeshTensor"]),
     .target(name: "MeshPartition", dependencies: ["MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPS"]),
     .target(
       name: "MeshCoordinator",
@@ -116,7 +118,7 @@ let package = Package(
     .executableTarget(
       name: "pipemesh",
       dependencies: [
-        "MeshRPC", "MeshPS", "MeshPartition", "MeshCoordinator", "MeshTensor",
+        "MeshRPC", "MeshPS", "MeshPartition", "MeshCoordinator", "MeshTensor", "MeshData",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
@@ -138,6 +140,7 @@ let package = Package(
     ),
     .testTarget(name: "MeshTensorTests", dependencies: ["MeshTensor"]),
     .testTarget(name: "MeshPipelineTests", dependencies: ["MeshPipeline"]),
+    .testTarget(name: "PipemeshCLITests", dependencies: ["MeshCheckpoint", "MeshTestSupport"]),
     .testTarget(
       name: "MeshCoordinatorTests",
       dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport"]

@@ -49,3 +49,8 @@ private final class SignalWaiter: Sendable {
     continuation?.resume()
   }
 }
+
+/// A line on stdout, unbuffered so it interleaves with progress bars.
+func say(_ line: String) {
+  FileHandle.standardOutput.write(Data("\(line)\n".utf8))
+}

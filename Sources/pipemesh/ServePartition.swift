@@ -65,7 +65,7 @@ struct ServeCoordinator: AsyncParsableCommand {
     let cluster = try Cluster(
       parameterServers: ps.split(separator: ",").map(String.init), partitions: Cluster.parsePartitions(partitions),
       transport: try service.clientTransport())
-    let coordinator = try CoordinatorService(cluster: cluster, loadDataset: loadDataset)
+    let coordinator = try CoordinatorService(cluster: cluster, loadDataset: loadTrainingData)
     let server = try RPCServer(
       address: service.listen, transport: try service.transport(),
       services: [coordinator, DiagnosticsService(role: "coordinator", services: [coordinator.serviceName])])

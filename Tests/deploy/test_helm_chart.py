@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections import Counter
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import CHART
+from conftest import CHART, REPOSITORY
 
 helm = pytest.importorskip(
     "helm_python", reason="helm-python-sdk is not installed (python3 -m pip install helm-python-sdk)")
@@ -75,6 +76,25 @@ def container(workload: dict[str, Any]) -> dict[str, Any]:
 
 def flag(args: list[str], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args else None
+
+
+def environment(workload: dict[str, Any]) -> dict[str, Any]:
+    """The container's env as name -> value (or valueFrom)."""
+    return {entry["name"]: entry.get("value", entry.get("valueFrom")) for entry in container(workload).get("env", [])}
+
+
+def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return by_kind(objects, "StatefulSet") | by_kind(objects, "Deployment")
+
+
+def declared_options() -> set[str]:
+    """Every --option the pipemesh executable declares (swift-argument-parser
+    turns `var blasThreads` into --blas-threads)."""
+    options = set()
+    for source in (REPOSITORY / "Sources" / "pipemesh").rglob("*.swift"):
+        for name in re.findall(r"@Option\((?:[^()]|\([^()]*\))*\)\s*var\s+(\w+)", source.read_text()):
+            options.add("--" + re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower())
+    return options
 
 
 def ps_name(task: int) -> str:
@@ -179,25 +199,54 @@ def grpc_probes(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
     (f"{RELEASE}-pipemesh-coordinator", COORDINATOR_PORT, "pipemesh.v1.Coordinator"),
 ])
 def test_probes_ask_grpc_health(default_objects: list[dict[str, Any]], workload: str, port: int, service: str) -> None:
-    workloads = by_kind(default_objects, "StatefulSet") | by_kind(default_objects, "Deployment")
-    probes = grpc_probes(workloads[workload])
+    probes = grpc_probes(workloads(default_objects)[workload])
     assert probes["readinessProbe"]["grpc"] == {"port": port, "service": service}
     assert probes["livenessProbe"]["grpc"] == {"port": port, "service": ""}
     assert probes["startupProbe"]["grpc"] == {"port": port, "service": ""}
     assert all("tcpSocket" not in probe for probe in probes.values())
-    ports = {entry["name"]: entry["containerPort"] for entry in container(workloads[workload])["ports"]}
+    ports = {entry["name"]: entry["containerPort"] for entry in container(workloads(default_objects)[workload])["ports"]}
     assert ports == {"grpc": port}
-    assert flag(container(workloads[workload])["args"], "--listen") == f"0.0.0.0:{port}"
+    assert flag(container(workloads(default_objects)[workload])["args"], "--listen") == f"0.0.0.0:{port}"
 
 
 def test_default_has_no_tls_and_no_metrics(default_objects: list[dict[str, Any]]) -> None:
-    for item in default_objects:
-        if item["kind"] not in {"StatefulSet", "Deployment"}:
-            continue
+    for name, item in workloads(default_objects).items():
         args = container(item)["args"]
-        assert not {"--tls-cert", "--tls-key", "--tls-ca", "--metrics-listen"} & set(args), item["metadata"]["name"]
+        assert not {"--tls-cert", "--tls-key", "--tls-ca", "--metrics-listen"} & set(args), name
+        assert "PIPEMESH_METRICS_LISTEN" not in environment(item), name
+        assert "metrics" not in {port["name"] for port in container(item)["ports"]}, name
         volumes = item["spec"]["template"]["spec"]["volumes"]
-        assert all("secret" not in volume for volume in volumes)
+        assert all("secret" not in volume for volume in volumes), name
+        assert all(mount["name"] != "tls" for mount in container(item)["volumeMounts"]), name
+
+
+@pytest.mark.parametrize("objects", ["default_objects", "big_objects"])
+def test_every_flag_passed_is_an_option_of_the_binary(request: pytest.FixtureRequest, objects: str) -> None:
+    """An option the binary does not declare stops it at start (exit 64), so
+    the chart passes only declared ones as flags; options still to come go as
+    PIPEMESH_* variables, which a binary without them ignores."""
+    declared = declared_options()
+    assert {"--listen", "--tls-cert", "--checkpoint-dir", "--ps", "--partitions"} <= declared, declared
+    for name, item in workloads(request.getfixturevalue(objects)).items():
+        passed = {arg for arg in container(item)["args"] if arg.startswith("--")}
+        assert passed <= declared, f"{name} passes options the binary lacks: {sorted(passed - declared)}"
+
+
+def test_partitions_advertise_the_names_the_coordinator_dials(default_objects: list[dict[str, Any]],
+                                                              big_objects: list[dict[str, Any]]) -> None:
+    for objects in (default_objects, big_objects):
+        coordinator = container(by_kind(objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"])
+        dialled = flag(coordinator["args"], "--partitions").replace(";", ",").split(",")
+        advertised = []
+        for name, statefulset in sorted(by_kind(objects, "StatefulSet").items()):
+            if "-stage-" not in name:
+                continue
+            assert environment(statefulset)["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+            template = flag(container(statefulset)["args"], "--advertise")
+            # Kubernetes expands $(POD_NAME) in args; pods are <statefulset>-<ordinal>.
+            advertised += [template.replace("$(POD_NAME)", f"{name}-{ordinal}")
+                           for ordinal in range(statefulset["spec"]["replicas"])]
+        assert advertised == dialled
 
 
 def test_coordinator_dials_every_task_and_partition_by_dns_name(default_objects: list[dict[str, Any]]) -> None:
@@ -208,6 +257,8 @@ def test_coordinator_dials_every_task_and_partition_by_dns_name(default_objects:
     assert flag(args, "--partitions") == f"{partition_name(0, 0)};{partition_name(1, 0)}"
     assert coordinator["spec"]["replicas"] == 1
     assert coordinator["spec"]["strategy"]["type"] == "Recreate"
+    mounts = {mount["name"]: mount["mountPath"] for mount in container(coordinator)["volumeMounts"]}
+    assert environment(coordinator)["PIPEMESH_RUN_DIR"] == mounts["run"]
 
 
 def test_model_spec_config_map_is_mounted(chart: Any, default_objects: list[dict[str, Any]]) -> None:
@@ -261,15 +312,14 @@ def test_big_mesh_resources_and_overrides(big_objects: list[dict[str, Any]]) -> 
     assert container(stage(0))["resources"] == BIG["partition"]["resources"]
     assert container(stage(1))["resources"] == BIG["partition"]["stages"][1]["resources"]
     assert [flag(container(stage(index))["args"], "--blas-threads") for index in range(3)] == ["4", "8", "4"]
-    assert all(flag(container(stage(index))["args"], "--max-kept-mib") == "2048" for index in range(3))
+    assert all(environment(stage(index))["PIPEMESH_MAX_KEPT_MIB"] == "2048" for index in range(3))
     assert stage(2)["spec"]["template"]["spec"]["nodeSelector"] == {"pipemesh/pool": "gpu"}
     assert "nodeSelector" not in stage(0)["spec"]["template"]["spec"]
 
 
 def test_big_mesh_mounts_tls_and_passes_its_flags(big_objects: list[dict[str, Any]]) -> None:
-    workloads = by_kind(big_objects, "StatefulSet") | by_kind(big_objects, "Deployment")
-    assert len(workloads) == 5
-    for name, workload in workloads.items():
+    assert len(workloads(big_objects)) == 5
+    for name, workload in workloads(big_objects).items():
         volumes = {volume["name"]: volume for volume in workload["spec"]["template"]["spec"]["volumes"]}
         assert volumes["tls"]["secret"]["secretName"] == "pipemesh-tls", name
         mounts = {mount["name"]: mount for mount in container(workload)["volumeMounts"]}
@@ -287,7 +337,7 @@ def test_big_mesh_mounts_tls_and_passes_its_flags(big_objects: list[dict[str, An
 def test_big_mesh_serves_metrics(big_objects: list[dict[str, Any]]) -> None:
     for item in big_objects:
         if item["kind"] in {"StatefulSet", "Deployment"}:
-            assert flag(container(item)["args"], "--metrics-listen") == "0.0.0.0:9464"
+            assert environment(item)["PIPEMESH_METRICS_LISTEN"] == "0.0.0.0:9464"
             assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container(item)["ports"]
             assert item["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9464"
 

@@ -34,7 +34,7 @@ COMMON_OPTIONS = {
 }
 ROLE_OPTIONS = {
     "ps": {"CHECKPOINT_DIR", "CHECKPOINT_SECONDS", "CHECKPOINT_KEEP"},
-    "partition": {"BLAS_THREADS", "MAX_KEPT_MIB"},
+    "partition": {"ADVERTISE", "BLAS_THREADS", "MAX_KEPT_MIB"},
     "coordinator": {"PS", "PARTITIONS", "RUN_DIR"},
 }
 
@@ -94,6 +94,7 @@ def test_service_notifies_systemd_and_restarts(name: str) -> None:
     assert value_of(service, "NotifyAccess") == "main"
     assert value_of(service, "WatchdogSec") == "30s"
     assert value_of(service, "Restart") == "on-failure"
+    assert value_of(service, "RestartPreventExitStatus") == "64"
     assert value_of(service, "ExecStart") == f"/usr/local/bin/pipemesh serve {ROLES[name]}"
 
 
@@ -179,6 +180,14 @@ def test_unit_defaults_listen_on_every_address(name: str) -> None:
     listen = environment_defaults(name)["PIPEMESH_LISTEN"]
     assert re.fullmatch(r"0\.0\.0\.0:\d+", listen), listen
     assert set(environment_defaults(name)) <= {f"PIPEMESH_{option}" for option in COMMON_OPTIONS | ROLE_OPTIONS[ROLES[name]]}
+
+
+def test_partition_advertises_the_port_it_listens_on() -> None:
+    defaults = environment_defaults("pipemesh-partition@.service")
+    port = defaults["PIPEMESH_LISTEN"].rsplit(":", 1)[1]
+    assert defaults["PIPEMESH_ADVERTISE"] == f"%H:{port}"
+    active, _ = parse_environment((SYSTEMD / "env" / "partition-0-0.env").read_text())
+    assert active["PIPEMESH_ADVERTISE"].rsplit(":", 1)[1] == active["PIPEMESH_LISTEN"].rsplit(":", 1)[1]
 
 
 ENVIRONMENT_FILES = {

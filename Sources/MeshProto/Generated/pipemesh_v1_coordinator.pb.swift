@@ -205,11 +205,16 @@ public nonisolated struct Pipemesh_V1_DatasetReference: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// A bundled dataset name or a path on the coordinator's host (CSV, .npy,
-  /// .npz or IDX).
+  /// A bundled dataset name ("digits"), or a file on the coordinator's host:
+  /// "data.csv" (or .csv.gz), "data.npz" (arrays x and y), or
+  /// "idx:IMAGES,LABELS" (the MNIST format, optionally .gz).
   public var uri: String = String()
 
+  /// The label column of a CSV file ("label" when empty).
   public var labelColumn: String = String()
+
+  /// Labels are real-valued targets rather than class indices.
+  public var regression: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -745,7 +750,7 @@ nonisolated extension Pipemesh_V1_DataSource: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DatasetReference"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}uri\0\u{3}label_column\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}uri\0\u{3}label_column\0\u{1}regression\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -755,6 +760,7 @@ nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, Swift
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.uri) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.labelColumn) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.regression) }()
       default: break
       }
     }
@@ -767,12 +773,16 @@ nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, Swift
     if !self.labelColumn.isEmpty {
       try visitor.visitSingularStringField(value: self.labelColumn, fieldNumber: 2)
     }
+    if self.regression != false {
+      try visitor.visitSingularBoolField(value: self.regression, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_DatasetReference, rhs: Pipemesh_V1_DatasetReference) -> Bool {
     if lhs.uri != rhs.uri {return false}
     if lhs.labelColumn != rhs.labelColumn {return false}
+    if lhs.regression != rhs.regression {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -116,10 +116,6 @@ headless Services, <pod>.<service>.<namespace>.svc.<clusterDomain>:<port>.
 - --tls-ca
 - /etc/pipemesh/tls/{{ $values.tls.caKey }}
 {{- end }}
-{{- if $values.metrics.enabled }}
-- --metrics-listen
-- {{ printf "%s:%d" $values.listenHost (int $values.metrics.port) | quote }}
-{{- end }}
 {{- end }}
 
 {{/* Container ports: (dict "root" $ "port" N). */}}
@@ -220,8 +216,21 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
+{{/*
+The container's environment: (dict "root" $ "env" (list ...)), the role's own
+variables first. Options the contract names but a binary may not have yet
+(--metrics-listen, --run-dir, --max-kept-mib) go as PIPEMESH_* variables, not
+flags: a binary without them ignores the variable, where an unknown flag
+would stop it from starting.
+*/}}
 {{- define "pipemesh.env" -}}
-{{- with .Values.extraEnv }}
+{{- $values := .root.Values }}
+{{- $env := .env | default list }}
+{{- if $values.metrics.enabled }}
+{{- $env = append $env (dict "name" "PIPEMESH_METRICS_LISTEN" "value" (printf "%s:%d" $values.listenHost (int $values.metrics.port))) }}
+{{- end }}
+{{- $env = concat $env $values.extraEnv }}
+{{- with $env }}
 env:
   {{- toYaml . | nindent 2 }}
 {{- end }}

@@ -1,0 +1,99 @@
+import Foundation
+import MeshProto
+
+/// What a run leaves behind: metrics as CSV and JSON, loss and accuracy
+/// curves as SVG, the pipeline trace, the model spec and the checkpoint.
+struct RunFolder {
+  let path: String
+
+  /// A new folder `<parent>/<UTC time>` (with a suffix if taken).
+  static func create(under parent: String) throws -> RunFolder {
+    let formatter = DateFormatter()
+    formatter.dateFormat = "yyyyMMdd-HHmmss"
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    let stamp = formatter.string(from: Date())
+    var path = (parent as NSString).appendingPathComponent(stamp)
+    var suffix = 2
+    while FileManager.default.fileExists(atPath: path) {
+      path = (parent as NSString).appendingPathComponent("\(stamp)-\(suffix)")
+      suffix += 1
+    }
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return RunFolder(path: path)
+  }
+
+  func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+
+  func write(_ text: String, to name: String) throws {
+    try text.write(toFile: file(name), atomically: true, encoding: .utf8)
+  }
+
+  /// Writes metrics.csv, metrics.json, loss.svg and accuracy.svg.
+  func writeMetrics(steps: [Pipemesh_V1_TrainProgress], evaluations: [Pipemesh_V1_TrainProgress]) throws {
+    var csv = "step,epoch,loss,accuracy,samples_per_second,validation_loss,validation_accuracy\n"
+    let evaluationsByStep = Dictionary(evaluations.map { ($0.step, $0) }) { $1 }
+    for step in steps {
+      let evaluation = evaluationsByStep[step.step]
+      csv += "\(step.step),\(step.epoch),\(step.loss),\(step.accuracy),\(step.samplesPerSecond),"
+        + "\(evaluation.map { "\($0.validationLoss)" } ?? ""),\(evaluation.map { "\($0.validationAccuracy)" } ?? "")\n"
+    }
+    try write(csv, to: "metrics.csv")
+    let json: [String: Any] = [
+      "steps": steps.map {
+        ["step": $0.step, "epoch": $0.epoch, "loss": $0.loss, "accuracy": $0.accuracy, "samples_per_second": $0.samplesPerSecond]
+      },
+      "evaluations": evaluations.map {
+        ["step": $0.step, "epoch": $0.epoch, "validation_loss": $0.validationLoss, "validation_accuracy": $0.validationAccuracy]
+      },
+    ]
+    try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: file("metrics.json")))
+    try write(
+      LineChart(title: "Loss", series: [
+        ("training", steps.map { (Double($0.step), $0.loss) }),
+        ("validation", evaluations.map { (Double($0.step), $0.validationLoss) }),
+      ]).svg, to: "loss.svg")
+    try write(
+      LineChart(title: "Accuracy", series: [
+        ("training", steps.map { (Double($0.step), $0.accuracy) }),
+        ("validation", evaluations.map { (Double($0.step), $0.validationAccuracy) }),
+      ]).svg, to: "accuracy.svg")
+  }
+}
+
+/// A small line chart over steps, as a standalone SVG document.
+struct LineChart {
+  let title: String
+  let series: [(name: String, points: [(x: Double, y: Double)])]
+
+  var svg: String {
+    let (width, height, margin) = (640.0, 360.0, 48.0)
+    let points = series.flatMap(\.points)
+    let xs = points.map(\.x), ys = points.map(\.y)
+    let (minX, maxX) = (xs.min() ?? 0, max(xs.max() ?? 1, (xs.min() ?? 0) + 1))
+    let (minY, maxY) = (min(ys.min() ?? 0, 0), max(ys.max() ?? 1, 1e-9))
+    func px(_ x: Double) -> Double { margin + (x - minX) / (maxX - minX) * (width - 2 * margin) }
+    func py(_ y: Double) -> Double { height - margin - (y - minY) / (maxY - minY) * (height - 2 * margin) }
+    let colors = ["#1f77b4", "#d62728"]
+    var body = """
+      <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))">
+      <rect width="100%" height="100%" fill="white"/>
+      <text x="\(Int(width / 2))" y="24" text-anchor="middle" font-family="sans-serif" font-size="16">\(title)</text>
+      <line x1="\(margin)" y1="\(height - margin)" x2="\(width - margin)" y2="\(height - margin)" stroke="black"/>
+      <line x1="\(margin)" y1="\(margin)" x2="\(margin)" y2="\(height - margin)" stroke="black"/>
+      <text x="\(Int(width / 2))" y="\(Int(height - 12))" text-anchor="middle" font-family="sans-serif" font-size="12">step</text>
+      <text x="\(margin - 6)" y="\(py(maxY) + 4)" text-anchor="end" font-family="sans-serif" font-size="11">\(String(format: "%.3g", maxY))</text>
+      <text x="\(margin - 6)" y="\(py(minY) + 4)" text-anchor="end" font-family="sans-serif" font-size="11">\(String(format: "%.3g", minY))</text>
+
+      """
+    for (index, line) in series.enumerated() where !line.points.isEmpty {
+      let color = colors[index % colors.count]
+      let path = line.points.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")
+      body += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(path)\"/>\n"
+      if line.points.count == 1 {
+        body += "<circle cx=\"\(px(line.points[0].x))\" cy=\"\(py(line.points[0].y))\" r=\"3\" fill=\"\(color)\"/>\n"
+      }
+      body += "<text x=\"\(Int(width - margin))\" y=\"\(Int(margin) + 16 * index)\" text-anchor=\"end\" font-family=\"sans-serif\" font-size=\"12\" fill=\"\(color)\">\(line.name)</text>\n"
+    }
+    return body + "</svg>\n"
+  }
+}

@@ -1,0 +1,57 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import MeshCheckpoint
+import MeshTestSupport
+import Testing
+
+/// `pipemesh up` end to end, as a user runs it: real child processes, the
+/// bundled dataset, a run folder.
+@Suite struct UpTests {
+  @Test func shortRunTrainsAndWritesACompleteRunFolder() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-up")
+    let up = try ChildProcess(
+      PipemeshBinary.path,
+      ["up", "--epochs", "2", "--stages", "2", "--micro-batches", "2", "--runs-dir", directory.file("runs")],
+      logPath: directory.file("up.log"), currentDirectory: directory.path)
+    let status = try await up.waitForExit(timeout: .seconds(240))
+    #expect(status == 0, "pipemesh up failed:\n\(up.log)")
+
+    let runs = try FileManager.default.contentsOfDirectory(atPath: directory.file("runs"))
+    let run = (directory.file("runs") as NSString).appendingPathComponent(try #require(runs.first))
+    func file(_ name: String) -> String { (run as NSString).appendingPathComponent(name) }
+    for name in ["metrics.csv", "metrics.json", "loss.svg", "accuracy.svg", "trace.json", "model.json", "checkpoint.safetensors"] {
+      #expect(FileManager.default.fileExists(atPath: file(name)), "\(name) is missing from the run folder")
+    }
+
+    // Ten classes: an untrained model is right about 10% of the time.
+    let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("metrics.json")))) as! [String: Any]
+    let evaluations = try #require(metrics["evaluations"] as? [[String: Any]])
+    #expect(evaluations.count == 2)
+    let accuracy = try #require((evaluations.last?["validation_accuracy"] as? NSNumber)?.doubleValue)
+    #expect(accuracy > 0.6, "validation accuracy \(accuracy)")
+    let steps = try #require(metrics["steps"] as? [[String: Any]])
+    #expect(!steps.isEmpty)
+
+    let csv = try String(contentsOfFile: file("metrics.csv"), encoding: .utf8).split(separator: "\n")
+    #expect(csv.first == "step,epoch,loss,accuracy,samples_per_second,validation_loss,validation_accuracy")
+    #expect(csv.count == steps.count + 1)
+    #expect(csv.dropFirst().allSatisfy { $0.split(separator: ",", omittingEmptySubsequences: false).count == 7 })
+
+    for chart in ["loss.svg", "accuracy.svg"] {
+      let parser = XMLParser(data: try Data(contentsOf: URL(fileURLWithPath: file(chart))))
+      #expect(parser.parse(), "\(chart) is not well-formed XML")
+      #expect(try String(contentsOfFile: file(chart), encoding: .utf8).contains("<polyline"))
+    }
+
+    let trace = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("trace.json")))) as! [String: Any]
+    let events = try #require(trace["traceEvents"] as? [[String: Any]]).filter { $0["ph"] as? String == "X" }
+    // One step of 2 micro-batches through 2 stages: 4 forwards and 4 backwards.
+    #expect(events.count == 8)
+
+    let checkpoint = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: file("checkpoint.safetensors"))))
+    #expect(checkpoint.tensors.keys.contains { $0.hasSuffix("/dense0/kernel") })
+    #expect(up.log.contains("done: validation accuracy"))
+  }
+}
