@@ -101,6 +101,8 @@ let package = Package(
     .target(name: "MeshWire", dependencies: ["MeshTensor", "MeshProto", "MeshRPC"]),
     .target(name: "MeshCheckpoint", dependencies: ["MeshTensor"]),
     .target(name: "MeshPipeline"),
+    .systemLibrary(name: "CSystemd", path: "CShims/CSystemd"),
+    .target(name: "MeshOps", dependencies: ["CSystemd", "MeshRPC"]),
     .systemLibrary(name: "CZlib", path: "CShims/CZlib"),
     .target(name: "MeshData", dependencies: ["CZlib", "MeshTensor"]),
     .target(name: "MeshPartition", dependencies: ["MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPS"]),
@@ -118,7 +120,7 @@ let package = Package(
     .executableTarget(
       name: "pipemesh",
       dependencies: [
-        "MeshRPC", "MeshPS", "MeshPartition", "MeshCoordinator", "MeshTensor", "MeshData",
+        "MeshRPC", "MeshPS", "MeshPartition", "MeshCoordinator", "MeshTensor", "MeshData", "MeshOps", "MeshProto",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
@@ -140,7 +142,8 @@ let package = Package(
     ),
     .testTarget(name: "MeshTensorTests", dependencies: ["MeshTensor"]),
     .testTarget(name: "MeshPipelineTests", dependencies: ["MeshPipeline"]),
-    .testTarget(name: "PipemeshCLITests", dependencies: ["MeshCheckpoint", "MeshTestSupport"]),
+    .testTarget(name: "MeshDataTests", dependencies: ["MeshData", "MeshTensor"]),
+    .testTarget(name: "PipemeshCLITests", dependencies: ["MeshCheckpoint", "MeshTestSupport", "MeshRPC", "MeshProto"]),
     .testTarget(
       name: "MeshCoordinatorTests",
       dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport"]

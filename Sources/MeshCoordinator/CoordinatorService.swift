@@ -25,6 +25,15 @@ public final class CoordinatorService: RPCService, Sendable {
 
   public var serviceName: String { CoordinatorMethods.service }
 
+  /// How many jobs are in each state ("running", "succeeded", …).
+  public var jobStates: [String: Int] {
+    let states = jobs.withLock { $0.values.map(\.job.snapshot.state) }
+    return Dictionary(states.map { (String(describing: $0), 1) }, uniquingKeysWith: +)
+  }
+
+  /// Training steps completed over all jobs.
+  public var stepsCompleted: Int64 { jobs.withLock { $0.values.reduce(0) { $0 + $1.job.snapshot.step } } }
+
   public func register(with router: inout RPCRouter) {
     router.unary(CoordinatorMethods.plan) { [self] request, _ in
       let model = try makeModel(request.model)

@@ -47,8 +47,8 @@ public final class ParameterStore: Sendable {
     jobs.withLock { $0[job.name] = job }
   }
 
-  /// Counters over one job, or all jobs when `name` is empty.
-  func stats(job name: String) throws -> Pipemesh_V1_StatsResponse {
+  /// Counters over one job, or all jobs when `name` is empty; NOT_FOUND for an unknown job.
+  public func stats(job name: String) throws -> Pipemesh_V1_StatsResponse {
     let selected = name.isEmpty ? allJobs : [try job(name)]
     var response = Pipemesh_V1_StatsResponse()
     for job in selected {

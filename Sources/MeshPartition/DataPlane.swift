@@ -52,7 +52,8 @@ public final class DataPlane: Sendable {
     }
   }
 
-  var heldBytes: Int { held.withLock { $0.values.reduce(0) { $0 + $1.scalarCount * 4 } } }
+  /// Bytes of tensors waiting to be fetched.
+  public var heldBytes: Int { held.withLock { $0.values.reduce(0) { $0 + $1.scalarCount * 4 } } }
 
   /// A tensor given inline or by reference; references to this partition are
   /// read locally, others fetched from the peer (and released there).

@@ -9,13 +9,18 @@ import Synchronization
 /// `pipemesh.v1.Partition`: serves one pipeline stage per job.
 public final class PartitionService: RPCService, Sendable {
   public let dataPlane: DataPlane
+  public let activity = PartitionActivity()
   private let transport: TransportConfiguration
+  private let defaultMaxKeptBytes: Int
   private let stages = Mutex<[String: (request: Pipemesh_V1_LoadStageRequest, runner: StageRunner)]>([:])
 
-  /// `transport` is what the partition dials the ps and its peers with.
-  public init(dataPlane: DataPlane, transport: TransportConfiguration) {
+  /// `transport` is what the partition dials the ps and its peers with;
+  /// `defaultMaxKeptBytes` bounds kept activations when LoadStage gives no
+  /// bound (0: none).
+  public init(dataPlane: DataPlane, transport: TransportConfiguration, defaultMaxKeptBytes: Int = 0) {
     self.dataPlane = dataPlane
     self.transport = transport
+    self.defaultMaxKeptBytes = defaultMaxKeptBytes
   }
 
   public var serviceName: String { PartitionMethods.service }
@@ -70,8 +75,10 @@ public final class PartitionService: RPCService, Sendable {
     if request.blasThreads > 0 { BLAS.setThreadCount(Int(request.blasThreads)) }
     let runner = StageRunner(
       job: request.job, model: model, layers: layers, stage: Int(request.stage), replica: request.replica,
-      recompute: request.recomputeActivations, maxKeptBytes: Int(request.maxKeptBytes), optimizer: request.optimizer,
-      ps: try ParameterServerClient(endpoints: request.parameterServers, transport: transport), dataPlane: dataPlane)
+      recompute: request.recomputeActivations,
+      maxKeptBytes: request.maxKeptBytes > 0 ? Int(request.maxKeptBytes) : defaultMaxKeptBytes, optimizer: request.optimizer,
+      ps: try ParameterServerClient(endpoints: request.parameterServers, transport: transport), dataPlane: dataPlane,
+      activity: activity)
     try await runner.start(consistency: request.consistency)
     stages.withLock { $0[request.job] = (request, runner) }
     return response(model: model, layers: layers)

@@ -22,6 +22,7 @@ actor StageRunner {
   let definitions: [Pipemesh_V1_VariableDefinition]
   private let ps: ParameterServerClient
   private let dataPlane: DataPlane
+  private let activity: PartitionActivity
   private var variables: [String: Tensor] = [:]
   private var versions: [String: Int64] = [:]
   private var kept: [MicroBatch: Kept] = [:]
@@ -51,8 +52,10 @@ actor StageRunner {
 
   init(
     job: String, model: Sequential, layers: Range<Int>, stage: Int, replica: Int32, recompute: Bool,
-    maxKeptBytes: Int, optimizer: Pipemesh_V1_OptimizerSpec, ps: ParameterServerClient, dataPlane: DataPlane
+    maxKeptBytes: Int, optimizer: Pipemesh_V1_OptimizerSpec, ps: ParameterServerClient, dataPlane: DataPlane,
+    activity: PartitionActivity
   ) {
+    self.activity = activity
     self.job = job
     self.model = model
     self.layers = layers
@@ -120,6 +123,7 @@ actor StageRunner {
         "stage \(stage) would keep \(holding + bytes) bytes of activations, over its bound of \(maxKeptBytes): "
           + "use more, smaller micro-batches, the 1F1B schedule, or activation recomputation")
     }
+    let computeStarted = ContinuousClock.now
     let forward = runForward(input, seed: seed)
     var entry = Kept(forward: recompute ? nil : forward, input: recompute ? input : nil, bytes: bytes, seed: seed)
     if let target {
@@ -135,6 +139,11 @@ actor StageRunner {
     }
     kept[microBatch] = entry
     forwardAnswers[microBatch] = response
+    activity.update {
+      $0.busySeconds += (ContinuousClock.now - computeStarted).seconds
+      $0.forwards += 1
+      $0.keptMicroBatches += 1
+    }
     return response
   }
 
@@ -168,6 +177,7 @@ actor StageRunner {
     } else {
       upstream = try await dataPlane.resolve(request.outputGradient, what: "output gradient of stage \(stage)")
     }
+    let computeStarted = ContinuousClock.now
     let forward = entry.forward ?? runForward(entry.input!, seed: entry.seed)
     guard upstream.shape == forward.output.shape else {
       throw RPCError(.invalidArgument, "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
@@ -178,6 +188,11 @@ actor StageRunner {
       accumulated[name] = accumulated[name].map { $0 + gradient } ?? gradient
     }
     kept[microBatch] = nil
+    activity.update {
+      $0.busySeconds += (ContinuousClock.now - computeStarted).seconds
+      $0.backwards += 1
+      $0.keptMicroBatches -= 1
+    }
     var response = Pipemesh_V1_BackwardResponse()
     if let input = gradients.input {
       response.inputGradient = dataPlane.offer(input, key: key(microBatch, "gradient"))
@@ -206,9 +221,14 @@ actor StageRunner {
     }
     response.version = versions.values.min() ?? 0
     commitAnswers = [step: response]
+    activity.update { $0.commits += 1 }
     forwardAnswers = forwardAnswers.filter { $0.key.step > step }
     backwardAnswers = backwardAnswers.filter { $0.key.step > step }
     dataPlane.drop(prefix: "\(job)/\(step)/")
     return response
   }
+}
+
+extension Duration {
+  var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }

@@ -64,12 +64,25 @@ final class RegisteredMethod: Sendable {
     self.run = run
   }
 
+}
+
+/// A registered method as a server serves it: the handler and who observes
+/// its calls. The shim calls `entryPoint` with one of these as context.
+final class ServedMethod: Sendable {
+  let method: RegisteredMethod
+  let observer: (any RPCObserver)?
+
+  init(_ method: RegisteredMethod, observer: (any RPCObserver)?) {
+    self.method = method
+    self.observer = observer
+  }
+
   /// The C entry point: starts a task for the call and returns at once, so
   /// no handler work runs on the gRPC thread.
   static let entryPoint: pm_server_handler = { context, call, request in
-    let method = Unmanaged<RegisteredMethod>.fromOpaque(context!).takeUnretainedValue()
-    let incoming = IncomingCall(pointer: call!, request: request)
-    let task = Task { await method.run(incoming) }
+    let served = Unmanaged<ServedMethod>.fromOpaque(context!).takeUnretainedValue()
+    let incoming = IncomingCall(pointer: call!, request: request, path: served.method.path, observer: served.observer)
+    let task = Task { await served.method.run(incoming) }
     incoming.cancelOnCallCancellation(task)
   }
 }

@@ -21,9 +21,11 @@ public final class RPCServer: Sendable {
 
   /// Starts serving `services` on `address` (`127.0.0.1:0` picks a free port).
   /// Every service is reported SERVING to health checks once this returns.
+  /// `observer` sees every finished call.
   public init(
     address: String = "127.0.0.1:0", transport: TransportConfiguration = .init(),
-    services: [any RPCService], reflection: Data? = MeshDescriptors.fileDescriptorSet
+    services: [any RPCService], reflection: Data? = MeshDescriptors.fileDescriptorSet,
+    observer: (any RPCObserver)? = nil
   ) throws {
     var router = RPCRouter()
     for service in services { service.register(with: &router) }
@@ -39,10 +41,11 @@ public final class RPCServer: Sendable {
       return pm_server_create(address, config, nil, 0, &error)
     }
     guard let pointer else { throw RPCError(error) }
-    handle = ServerHandle(pointer, methods: router.methods)
-    for method in router.methods {
+    let served = router.methods.map { ServedMethod($0, observer: observer) }
+    handle = ServerHandle(pointer, methods: served)
+    for method in served {
       pm_server_register(
-        pointer, method.path, method.kind, RegisteredMethod.entryPoint,
+        pointer, method.method.path, method.method.kind, ServedMethod.entryPoint,
         Unmanaged.passUnretained(method).toOpaque())
     }
     let port = pm_server_start(pointer, &error)
@@ -78,9 +81,9 @@ public final class RPCServer: Sendable {
 /// Owns the C server and the handlers it calls, which must outlive it.
 private final class ServerHandle: @unchecked Sendable {
   let pointer: OpaquePointer
-  private let methods: [RegisteredMethod]
+  private let methods: [ServedMethod]
 
-  init(_ pointer: OpaquePointer, methods: [RegisteredMethod]) {
+  init(_ pointer: OpaquePointer, methods: [ServedMethod]) {
     self.pointer = pointer
     self.methods = methods
   }

@@ -1,6 +1,7 @@
 import CGRPCShim
 import Foundation
 import SwiftProtobuf
+import Synchronization
 
 /// What a handler knows of the call it serves.
 public struct ServerContext: Sendable {
@@ -25,6 +26,7 @@ public struct ResponseWriter<Response: Message>: Sendable {
   /// Throws CANCELLED when the client has gone.
   public func write(_ response: Response) async throws {
     let bytes = try OutgoingBytes.serializing(response)
+    call.streamedBytes.withLock { $0 += bytes.count }
     let sent = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
       let box = Unmanaged.passRetained(Box(continuation)).toOpaque()
       pm_server_call_write(call.pointer, bytes.handOver(), { context, ok in
@@ -41,10 +43,22 @@ public struct ResponseWriter<Response: Message>: Sendable {
 final class IncomingCall: @unchecked Sendable {
   let pointer: OpaquePointer
   let request: Data
+  let path: String
+  private let observer: (any RPCObserver)?
+  private let started = ContinuousClock.now
+  /// Bytes written so far on a server stream.
+  let streamedBytes = Mutex(0)
 
-  init(pointer: OpaquePointer, request: pm_received_bytes) {
+  init(pointer: OpaquePointer, request: pm_received_bytes, path: String, observer: (any RPCObserver)?) {
     self.pointer = pointer
     self.request = request.takeData()
+    self.path = path
+    self.observer = observer
+  }
+
+  private func report(_ code: RPCError.Code?, responseBytes: Int) {
+    observer?.callFinished(
+      path: path, code: code, duration: .now - started, requestBytes: request.count, responseBytes: responseBytes)
   }
 
   deinit { pm_server_call_release(pointer) }
@@ -75,6 +89,7 @@ final class IncomingCall: @unchecked Sendable {
   func finish(with response: some Message) {
     do {
       let bytes = try OutgoingBytes.serializing(response)
+      report(nil, responseBytes: bytes.count)
       pm_server_call_finish(pointer, 0, nil, bytes.handOver())
     } catch {
       finish(with: RPCError(answering: error))
@@ -82,10 +97,12 @@ final class IncomingCall: @unchecked Sendable {
   }
 
   func finishStream() {
+    report(nil, responseBytes: streamedBytes.withLock { $0 })
     pm_server_call_finish(pointer, 0, nil, OutgoingBytes(repeating: 0, count: 0).handOver())
   }
 
   func finish(with error: RPCError) {
+    report(error.code, responseBytes: streamedBytes.withLock { $0 })
     pm_server_call_finish(
       pointer, Int32(error.code.rawValue), error.message,
       OutgoingBytes(repeating: 0, count: 0).handOver())

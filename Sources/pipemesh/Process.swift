@@ -7,11 +7,6 @@ func environment(_ name: String) -> String? {
   ProcessInfo.processInfo.environment["PIPEMESH_\(name)"]
 }
 
-/// A line on stderr, prefixed with the program's name.
-func log(_ message: String) {
-  FileHandle.standardError.write(Data("pipemesh: \(message)\n".utf8))
-}
-
 /// Tells whoever started the service where it listens: one line on stdout,
 /// `listening on HOST:PORT`, that scripts and tests wait for.
 func announceListening(_ server: RPCServer, role: String) {

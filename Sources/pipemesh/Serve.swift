@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MeshCoordinator
+import MeshOps
 import MeshPS
 import MeshRPC
 
@@ -22,6 +23,11 @@ struct ServiceOptions: ParsableArguments {
 
   @Option(help: "Largest message in MiB. [PIPEMESH_MAX_MESSAGE_MIB]")
   var maxMessageMib: Int = environment("MAX_MESSAGE_MIB").flatMap(Int.init) ?? 256
+
+  @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics; none when unset. [PIPEMESH_METRICS_LISTEN]")
+  var metricsListen: String?
+
+  var metricsAddress: String? { metricsListen ?? environment("METRICS_LISTEN") }
 
   /// What the service listens with.
   func transport() throws -> TransportConfiguration {
@@ -48,6 +54,8 @@ struct TLSOptions: ParsableArguments {
 
   @Option(help: "PEM CA bundle the peer must chain to; on a server it requires client certificates (mTLS). [PIPEMESH_TLS_CA]")
   var tlsCa: String?
+
+  var isEnabled: Bool { (tlsCert ?? environment("TLS_CERT")) != nil || (tlsCa ?? environment("TLS_CA")) != nil }
 
   func configuration(server: Bool) throws -> TLSConfiguration? {
     let tlsCert = tlsCert ?? environment("TLS_CERT")
@@ -84,27 +92,29 @@ struct ServePS: AsyncParsableCommand {
   var checkpointKeep: Int = environment("CHECKPOINT_KEEP").flatMap(Int.init) ?? 3
 
   func run() async throws {
+    let host = ServiceHost(role: "ps", options: service)
     let store = ParameterStore()
-    let checkpointer = try (checkpointDir ?? environment("CHECKPOINT_DIR")).map { try Checkpointer(directory: $0, store: store, keep: checkpointKeep) }
+    let checkpointer = try (checkpointDir ?? environment("CHECKPOINT_DIR")).map {
+      try Checkpointer(directory: $0, store: store, keep: checkpointKeep)
+    }
     if let checkpointer {
       let (path, skipped) = try await checkpointer.restoreLatest()
-      for problem in skipped { log("skipped unreadable checkpoint \(problem)") }
-      log(path.map { "restored \($0)" } ?? "no checkpoint in \(checkpointer.directory); starting empty")
+      for problem in skipped { host.log.log("skipped unreadable checkpoint \(problem)", priority: .warning) }
+      host.log.log(path.map { "restored \($0)" } ?? "no checkpoint in \(checkpointer.directory); starting empty")
     }
-    let server = try RPCServer(
-      address: service.listen, transport: try service.transport(),
-      services: [
-        ParameterServerService(store: store, checkpointer: checkpointer),
-        DiagnosticsService(role: "ps", services: [ParameterServerMethods.service]),
-      ])
+    ParameterServerMetrics.register(store: store, checkpointer: checkpointer, in: host.metrics)
     let periodic = Task {
       if let checkpointer, checkpointSeconds > 0 { await checkpointer.runPeriodically(every: .seconds(checkpointSeconds)) }
     }
-    announceListening(server, role: "ps")
-    await waitForTerminationSignal()
-    log("shutting down")
-    periodic.cancel()
-    await server.shutdown(gracePeriod: .seconds(service.graceSeconds))
-    if let checkpointer { log("final checkpoint \(try await checkpointer.write().path)") }
+    try await host.run(
+      [ParameterServerService(store: store, checkpointer: checkpointer)],
+      status: {
+        let stats = try? store.stats(job: "")
+        return "\(stats?.variables ?? 0) variables, \(stats?.pushesApplied ?? 0) pushes applied"
+      },
+      stopping: {
+        periodic.cancel()
+        if let checkpointer { host.log.log("final checkpoint \(try await checkpointer.write().path)") }
+      })
   }
 }

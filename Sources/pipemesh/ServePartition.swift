@@ -3,6 +3,7 @@ import Foundation
 import MeshCoordinator
 import MeshPartition
 import MeshTensor
+import MeshOps
 import MeshRPC
 
 struct ServePartition: AsyncParsableCommand {
@@ -24,23 +25,29 @@ struct ServePartition: AsyncParsableCommand {
   @Option(help: "OpenBLAS threads (give each partition on a host its share of the cores). [PIPEMESH_BLAS_THREADS]")
   var blasThreads: Int = environment("BLAS_THREADS").flatMap(Int.init) ?? 1
 
+  @Option(help: "Bound on activations kept for backward, in MiB, when a job sets none (0: no bound). [PIPEMESH_MAX_KEPT_MIB]")
+  var maxKeptMib: Int = environment("MAX_KEPT_MIB").flatMap(Int.init) ?? 0
+
   func run() async throws {
     BLAS.setThreadCount(max(1, blasThreads))
+    let host = ServiceHost(role: "partition", options: service)
     let clientTransport = try service.clientTransport()
     let dataPlane = DataPlane(transport: clientTransport)
-    let partition = PartitionService(dataPlane: dataPlane, transport: clientTransport)
-    let server = try RPCServer(
-      address: service.listen, transport: try service.transport(),
-      services: [partition, DiagnosticsService(role: "partition", services: [partition.serviceName])])
-    let advertised = advertise ?? environment("ADVERTISE") ?? server.endpoint
-    guard !advertised.hasPrefix("0.0.0.0:"), !advertised.hasPrefix("[::]:") else {
-      throw ValidationError("listening on all addresses: give --advertise HOST:PORT, the address other partitions dial")
-    }
-    dataPlane.endpoint = advertised
-    announceListening(server, role: "partition")
-    await waitForTerminationSignal()
-    log("shutting down")
-    await server.shutdown(gracePeriod: .seconds(service.graceSeconds))
+    let partition = PartitionService(dataPlane: dataPlane, transport: clientTransport, defaultMaxKeptBytes: maxKeptMib << 20)
+    PartitionMetrics.register(partition, in: host.metrics)
+    try await host.run(
+      [partition],
+      status: {
+        let counts = partition.activity.snapshot
+        return "jobs \(partition.loadedJobs.joined(separator: ", ")); \(counts.forwards) forwards, \(counts.backwards) backwards"
+      },
+      started: { server in
+        let advertised = advertise ?? environment("ADVERTISE") ?? server.endpoint
+        guard !advertised.hasPrefix("0.0.0.0:"), !advertised.hasPrefix("[::]:") else {
+          throw ValidationError("listening on all addresses: give --advertise HOST:PORT, the address other partitions dial")
+        }
+        dataPlane.endpoint = advertised
+      })
   }
 }
 
@@ -66,12 +73,13 @@ struct ServeCoordinator: AsyncParsableCommand {
       parameterServers: ps.split(separator: ",").map(String.init), partitions: Cluster.parsePartitions(partitions),
       transport: try service.clientTransport())
     let coordinator = try CoordinatorService(cluster: cluster, loadDataset: loadTrainingData)
-    let server = try RPCServer(
-      address: service.listen, transport: try service.transport(),
-      services: [coordinator, DiagnosticsService(role: "coordinator", services: [coordinator.serviceName])])
-    announceListening(server, role: "coordinator")
-    await waitForTerminationSignal()
-    log("shutting down")
-    await server.shutdown(gracePeriod: .seconds(service.graceSeconds))
+    let host = ServiceHost(role: "coordinator", options: service)
+    CoordinatorMetrics.register(coordinator, in: host.metrics)
+    try await host.run(
+      [coordinator],
+      status: {
+        let states = coordinator.jobStates
+        return "\(states["running"] ?? 0) jobs running, \(coordinator.stepsCompleted) steps done"
+      })
   }
 }

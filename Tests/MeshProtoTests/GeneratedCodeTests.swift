@@ -13,3 +13,14 @@ import Testing
       "protos/ changed since the Swift code was generated: run scripts/generate-protos and commit the result")
   }
 }
+
+/// docs/api.md is what scripts/api-reference makes of protos/.
+@Suite struct APIReferenceTests {
+  @Test func apiReferenceMatchesProtos() throws {
+    let python = try PythonInterop.findPython()
+    let generated = try run(python, [Repository.path("scripts/api-reference")])
+    let committed = try String(contentsOfFile: Repository.path("docs/api.md"), encoding: .utf8)
+    #expect(generated == committed, "docs/api.md is stale: run scripts/api-reference > docs/api.md")
+    #expect(committed.contains("| `Train` | `pipemesh.v1.TrainRequest` | stream `pipemesh.v1.TrainProgress` |"))
+  }
+}

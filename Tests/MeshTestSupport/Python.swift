@@ -10,10 +10,7 @@ public struct PythonInterop: Sendable {
   /// Finds python3 and generates the stubs; throws with a clear message when
   /// grpcio or grpcio-tools is missing (the README's test command installs them).
   public init() throws {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"
-    python = try path.split(separator: ":").map { "\($0)/python3" }
-      .first { FileManager.default.isExecutableFile(atPath: $0) }
-      ?? { throw ChildProcessError("python3 is not on PATH") }()
+    python = try Self.findPython()
     stubs = try TemporaryDirectory(prefix: "pipemesh-stubs")
     let protos = Repository.path("protos")
     // Only pipemesh/: grpcio ships grpc.health.v1 itself (grpcio-health-checking),
@@ -21,6 +18,14 @@ public struct PythonInterop: Sendable {
     let files = try FileManager.default.subpathsOfDirectory(atPath: protos)
       .filter { $0.hasPrefix("pipemesh/") && $0.hasSuffix(".proto") }.sorted()
     try run(python, ["-m", "grpc_tools.protoc", "-I", protos, "--python_out=\(stubs.path)", "--grpc_python_out=\(stubs.path)"] + files)
+  }
+
+  /// The python3 on PATH.
+  public static func findPython() throws -> String {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"
+    guard let python = path.split(separator: ":").map({ "\($0)/python3" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+    else { throw ChildProcessError("python3 is not on PATH") }
+    return python
   }
 
   /// Starts one of the scripts in Tests/interop with the stubs importable.

@@ -4,6 +4,8 @@ exists, and refuses bad arguments."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -95,3 +97,15 @@ def test_help_describes_usage() -> None:
     result = run(INSTALL_SYSTEMD, "--help")
     assert result.returncode == 0
     assert "--root DIR" in result.stderr and "--binary PATH" in result.stderr
+
+
+def test_installing_into_the_real_root_needs_root(stand_in_binary: Path) -> None:
+    """Without --root the script writes to / and so must refuse an ordinary
+    user before touching anything. As root, the test drops to nobody."""
+    command: list[str | Path] = [INSTALL_SYSTEMD, "--binary", stand_in_binary]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to run the script as an ordinary user"
+        command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    result = run(*command)
+    assert result.returncode == 1 and "needs root" in result.stderr, result.stderr

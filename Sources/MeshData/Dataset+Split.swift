@@ -7,14 +7,9 @@ enum Shuffle {
   /// A permutation of `0..<count` determined only by `seed`.
   static func permutation(count: Int, seed: UInt64) -> [Int] {
     var order = Array(0..<count)
-    var counter: UInt64 = 0
-    var index = count - 1
-    while index > 0 {
-      let bits = PortableRandom.bits(seed: seed, counter: counter)
-      counter += 1
-      let pick = Int(bits.multipliedFullWidth(by: UInt64(index + 1)).high)
-      order.swapAt(index, pick)
-      index -= 1
+    for (draw, index) in stride(from: count - 1, to: 0, by: -1).enumerated() {
+      let bits = PortableRandom.bits(seed: seed, counter: UInt64(draw))
+      order.swapAt(index, Int(bits.multipliedFullWidth(by: UInt64(index + 1)).high))
     }
     return order
   }

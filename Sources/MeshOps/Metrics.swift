@@ -1,0 +1,100 @@
+import Foundation
+import Synchronization
+
+/// Prometheus metrics of one process, in the text exposition format.
+/// Counters and histograms are updated as things happen; gauges are read
+/// when scraped.
+public final class MetricsRegistry: Sendable {
+  private struct Series {
+    var value: Double = 0
+    var buckets: [Double] = []
+    var sum: Double = 0
+    var count: Double = 0
+  }
+  private struct Family {
+    let help: String
+    let type: String
+    let bounds: [Double]
+    var series: [String: Series] = [:]
+  }
+  private let families = Mutex<[String: Family]>([:])
+  private let gauges = Mutex<[(name: String, help: String, read: @Sendable () -> [(labels: [String: String], value: Double)])]>([])
+
+  /// Latency buckets in seconds, 100 µs to 30 s.
+  public static let latencyBuckets: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+  public init() {}
+
+  /// Adds `amount` to a counter.
+  public func increment(_ name: String, help: String, labels: [String: String] = [:], by amount: Double = 1) {
+    update(name, help: help, type: "counter", bounds: [], labels: labels) { $0.value += amount }
+  }
+
+  /// Records one observation in a histogram.
+  public func observe(_ name: String, help: String, labels: [String: String] = [:], value: Double, buckets: [Double] = latencyBuckets) {
+    update(name, help: help, type: "histogram", bounds: buckets, labels: labels) { series in
+      if series.buckets.isEmpty { series.buckets = Array(repeating: 0, count: buckets.count) }
+      for (index, bound) in buckets.enumerated() where value <= bound { series.buckets[index] += 1 }
+      series.sum += value
+      series.count += 1
+    }
+  }
+
+  /// A gauge whose series `read` returns at every scrape.
+  public func gauge(_ name: String, help: String, read: @escaping @Sendable () -> [(labels: [String: String], value: Double)]) {
+    gauges.withLock { $0.append((name, help, read)) }
+  }
+
+  private func update(_ name: String, help: String, type: String, bounds: [Double], labels: [String: String], _ change: (inout Series) -> Void) {
+    let key = Self.render(labels)
+    families.withLock { families in
+      var family = families[name] ?? Family(help: help, type: type, bounds: bounds)
+      change(&family.series[key, default: Series()])
+      families[name] = family
+    }
+  }
+
+  /// The text exposition of every metric.
+  public func exposition() -> String {
+    var lines: [String] = []
+    for (name, family) in families.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
+      lines += ["# HELP \(name) \(family.help)", "# TYPE \(name) \(family.type)"]
+      for (labels, series) in family.series.sorted(by: { $0.key < $1.key }) {
+        guard family.type == "histogram" else {
+          lines.append("\(name)\(labels) \(Self.number(series.value))")
+          continue
+        }
+        for (bound, count) in zip(family.bounds, series.buckets) {
+          lines.append("\(name)_bucket\(Self.adding("le", Self.number(bound), to: labels)) \(Self.number(count))")
+        }
+        lines.append("\(name)_bucket\(Self.adding("le", "+Inf", to: labels)) \(Self.number(series.count))")
+        lines.append("\(name)_sum\(labels) \(Self.number(series.sum))")
+        lines.append("\(name)_count\(labels) \(Self.number(series.count))")
+      }
+    }
+    for gauge in gauges.withLock({ $0 }) {
+      lines += ["# HELP \(gauge.name) \(gauge.help)", "# TYPE \(gauge.name) gauge"]
+      for (labels, value) in gauge.read() { lines.append("\(gauge.name)\(Self.render(labels)) \(Self.number(value))") }
+    }
+    return lines.joined(separator: "\n") + "\n"
+  }
+
+  private static func render(_ labels: [String: String]) -> String {
+    guard !labels.isEmpty else { return "" }
+    let pairs = labels.sorted { $0.key < $1.key }.map { "\($0.key)=\"\(escape($0.value))\"" }
+    return "{\(pairs.joined(separator: ","))}"
+  }
+
+  private static func adding(_ key: String, _ value: String, to rendered: String) -> String {
+    rendered.isEmpty ? "{\(key)=\"\(value)\"}" : String(rendered.dropLast()) + ",\(key)=\"\(value)\"}"
+  }
+
+  private static func escape(_ value: String) -> String {
+    value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+      .replacingOccurrences(of: "\n", with: "\\n")
+  }
+
+  private static func number(_ value: Double) -> String {
+    value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+  }
+}

@@ -1,0 +1,43 @@
+import CSystemd
+import Foundation
+
+/// Tells systemd how a `Type=notify` service is doing (sd_notify): READY=1
+/// once it answers, STATUS= lines, STOPPING=1, and WATCHDOG=1 pings at half
+/// the unit's `WatchdogSec=`. Without `NOTIFY_SOCKET` (not under systemd)
+/// every call does nothing.
+public struct SystemdNotifier: Sendable {
+  public init() {}
+
+  /// Whether a service manager listens (NOTIFY_SOCKET is set).
+  public var isListening: Bool { ProcessInfo.processInfo.environment["NOTIFY_SOCKET"] != nil }
+
+  /// READY=1 with a status line.
+  public func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
+
+  /// A STATUS= line: what the service is doing, shown by `systemctl status`.
+  public func status(_ text: String) { send("STATUS=\(text)") }
+
+  public func stopping(status: String) { send("STOPPING=1\nSTATUS=\(status)") }
+
+  /// The interval the unit asks for pings at (half of WatchdogSec), if any.
+  public var watchdogInterval: Duration? {
+    var microseconds: UInt64 = 0
+    guard sd_watchdog_enabled(0, &microseconds) > 0, microseconds > 0 else { return nil }
+    return .microseconds(microseconds / 2)
+  }
+
+  /// Pings WATCHDOG=1 at `watchdogInterval` until the task is cancelled; does
+  /// nothing when the unit set no watchdog.
+  public func keepWatchdogFed() async {
+    guard let interval = watchdogInterval else { return }
+    while !Task.isCancelled {
+      send("WATCHDOG=1")
+      try? await Task.sleep(for: interval)
+    }
+  }
+
+  private func send(_ state: String) {
+    guard isListening else { return }
+    _ = sd_notify(0, state)
+  }
+}

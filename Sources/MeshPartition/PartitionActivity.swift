@@ -1,0 +1,22 @@
+import Synchronization
+
+/// What a partition has been doing, for metrics and status lines.
+public final class PartitionActivity: Sendable {
+  public struct Counts: Sendable {
+    /// Seconds spent computing forward and backward passes.
+    public var busySeconds: Double = 0
+    public var forwards = 0
+    public var backwards = 0
+    public var commits = 0
+    /// Micro-batches whose activations are kept for their backward pass.
+    public var keptMicroBatches = 0
+  }
+
+  private let counts = Mutex(Counts())
+
+  public init() {}
+
+  public var snapshot: Counts { counts.withLock { $0 } }
+
+  func update(_ change: (inout Counts) -> Void) { counts.withLock { change(&$0) } }
+}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import MeshOps
+import MeshProto
+import MeshRPC
+
+/// Runs one Pipemesh service the same way for every role: serve, check that
+/// the port answers, tell systemd READY=1 (and keep STATUS= and WATCHDOG=1
+/// going), serve metrics, log to the journal or stderr, and on SIGTERM or
+/// SIGINT drain calls and stop.
+struct ServiceHost {
+  let role: String
+  let options: ServiceOptions
+  let log: ServiceLog
+  let metrics = MetricsRegistry()
+  private let notifier = SystemdNotifier()
+
+  init(role: String, options: ServiceOptions) {
+    self.role = role
+    self.options = options
+    log = ServiceLog(role: role)
+  }
+
+  /// Serves `services` until a termination signal. `started` runs once the
+  /// server listens (before READY=1); `stopping` after calls drained.
+  func run(
+    _ services: [any RPCService], status: @escaping @Sendable () -> String,
+    started: (RPCServer) throws -> Void = { _ in }, stopping: () async throws -> Void = {}
+  ) async throws {
+    let diagnostics = DiagnosticsService(role: role, services: services.map(\.serviceName))
+    let server = try RPCServer(
+      address: options.listen, transport: try options.transport(), services: services + [diagnostics],
+      observer: RPCMetrics(registry: metrics))
+    try started(server)
+    let metricsServer = try options.metricsAddress.map { try MetricsServer(address: $0, registry: metrics) }
+    try await waitUntilAnswering(server)
+    announceListening(server, role: role)
+    log.log(
+      "listening on \(server.endpoint)" + (metricsServer.map { ", metrics on http://\($0.endpoint)/metrics" } ?? ""),
+      fields: ["PIPEMESH_ENDPOINT": server.endpoint])
+    notifier.ready(status: "serving on \(server.endpoint); \(status())")
+    let notifier = self.notifier
+    let watchdog = Task { await notifier.keepWatchdogFed() }
+    let statusLines = Task {
+      while !Task.isCancelled {
+        try? await Task.sleep(for: .seconds(10))
+        notifier.status(status())
+      }
+    }
+    await waitForTerminationSignal()
+    log.log("shutting down: draining calls for up to \(options.graceSeconds) s")
+    notifier.stopping(status: "draining calls")
+    statusLines.cancel()
+    await server.shutdown(gracePeriod: .seconds(options.graceSeconds))
+    try await stopping()
+    watchdog.cancel()
+    metricsServer?.stop()
+    log.log("stopped")
+  }
+
+  /// Waits until the server answers: a gRPC health check over plaintext, a
+  /// TCP connection when TLS is on (the certificate may not name 127.0.0.1).
+  private func waitUntilAnswering(_ server: RPCServer) async throws {
+    let local = "127.0.0.1:\(server.port)"
+    let deadline = ContinuousClock.now + .seconds(30)
+    let client = try RPCClient(target: local)
+    while ContinuousClock.now < deadline {
+      if options.tls.isEnabled {
+        if Self.acceptsConnections(port: server.port) { return }
+      } else if (try? await client.call(HealthMethods.check, .init(), options: .init(timeout: .seconds(2))))?.status == .serving {
+        return
+      }
+      try await Task.sleep(for: .milliseconds(50))
+    }
+    throw ValidationError("the \(role) service did not answer on \(local) within 30 s")
+  }
+
+  private static func acceptsConnections(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+  }
+}

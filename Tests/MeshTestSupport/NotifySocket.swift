@@ -1,0 +1,55 @@
+import Foundation
+
+/// A Unix datagram socket standing in for systemd's notification socket:
+/// give its path to a service as NOTIFY_SOCKET and read what it sends.
+public final class NotifySocket: Sendable {
+  public let path: String
+  private let fd: Int32
+
+  public init(directory: String) throws {
+    path = (directory as NSString).appendingPathComponent("notify.sock")
+    fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+    guard fd >= 0 else { throw ChildProcessError("cannot create a datagram socket") }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8CString)
+    withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+      for (index, byte) in bytes.prefix(buffer.count - 1).enumerated() { buffer[index] = UInt8(bitPattern: byte) }
+    }
+    let bound = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard bound == 0 else { throw ChildProcessError("cannot bind \(path): \(String(cString: strerror(errno)))") }
+    var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+  }
+
+  /// The next notification, or nil if none came within 100 ms.
+  public func receive() -> String? {
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    let count = recv(fd, &buffer, buffer.count, 0)
+    return count > 0 ? String(decoding: buffer[..<count], as: UTF8.self) : nil
+  }
+
+  /// Waits for a notification that contains `text`, collecting everything
+  /// received on the way (with arrival times) into `seen`.
+  public func waitFor(
+    _ text: String, timeout: Duration = .seconds(30), seen: inout [(message: String, at: ContinuousClock.Instant)]
+  ) async throws -> String {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+      if let message = receive() {
+        seen.append((message, .now))
+        if message.contains(text) { return message }
+      } else {
+        await Task.yield()
+      }
+    }
+    throw ChildProcessError("no notification with '\(text)' within \(timeout); got \(seen.map(\.message))")
+  }
+
+  deinit {
+    close(fd)
+    unlink(path)
+  }
+}
