@@ -30,12 +30,6 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(
   return grpc::SslCredentials(options);
 }
 
-int ClampToInt(int64_t value) {
-  return value > std::numeric_limits<int>::max()
-             ? std::numeric_limits<int>::max()
-             : static_cast<int>(value);
-}
-
 void Configure(grpc::ClientContext *context, const pm_call_options *options) {
   if (options == nullptr) return;
   if (options->timeout_ms > 0) {
@@ -182,7 +176,7 @@ pm_channel *pm_channel_create(const char *target,
     return nullptr;
   }
   grpc::ChannelArguments arguments;
-  int limit = ClampToInt(pipemesh::EffectiveMaxMessageBytes(transport));
+  int limit = pipemesh::ClampToInt(pipemesh::EffectiveMaxMessageBytes(transport));
   arguments.SetMaxReceiveMessageSize(limit);
   arguments.SetMaxSendMessageSize(limit);
   const pm_tls_config *tls = transport ? transport->tls : nullptr;
@@ -191,13 +185,13 @@ pm_channel *pm_channel_create(const char *target,
   }
   if (transport != nullptr && transport->keepalive_time_ms > 0) {
     arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
-                     ClampToInt(transport->keepalive_time_ms));
+                     pipemesh::ClampToInt(transport->keepalive_time_ms));
     arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     arguments.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   }
   if (transport != nullptr && transport->keepalive_timeout_ms > 0) {
     arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-                     ClampToInt(transport->keepalive_timeout_ms));
+                     pipemesh::ClampToInt(transport->keepalive_timeout_ms));
   }
   auto *channel = new pm_channel;
   channel->channel =

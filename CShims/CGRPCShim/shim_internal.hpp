@@ -7,6 +7,7 @@
 #include <grpcpp/support/byte_buffer.h>
 
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -36,8 +37,14 @@ int64_t MillisecondsUntil(std::chrono::system_clock::time_point deadline);
 
 std::chrono::system_clock::time_point DeadlineAfter(int64_t milliseconds);
 
-// Reads a PEM file's contents given as a string (NULL-safe).
+// A C string as std::string, "" for NULL.
 inline std::string OrEmpty(const char *text) { return text ? text : ""; }
+
+// A 64-bit size as the int grpc's settings take, saturating.
+inline int ClampToInt(int64_t value) {
+  return value > std::numeric_limits<int>::max() ? std::numeric_limits<int>::max()
+                                                 : static_cast<int>(value);
+}
 
 }  // namespace pipemesh
 

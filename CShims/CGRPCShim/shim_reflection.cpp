@@ -145,24 +145,37 @@ class ReflectionReactor final : public grpc::ServerGenericBidiReactor {
       return;
     }
     std::string response = Answer(ReadAll(request_));
+    bool read_more;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       pending_.push_back(std::move(response));
       MaybeWriteLocked();
+      // A client that sends without reading answers is not read further
+      // until it catches up.
+      read_more = pending_.size() < kMaxPending;
+      read_paused_ = !read_more;
     }
-    StartRead(&request_);
+    if (read_more) StartRead(&request_);
   }
 
   void OnWriteDone(bool ok) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    writing_ = false;
-    pending_.pop_front();
-    if (!ok) {
-      pending_.clear();
-      reads_done_ = true;
+    bool resume_reading = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      writing_ = false;
+      pending_.pop_front();
+      if (!ok) {
+        pending_.clear();
+        reads_done_ = true;
+      }
+      MaybeWriteLocked();
+      MaybeFinishLocked();
+      if (read_paused_ && !reads_done_ && pending_.size() < kMaxPending) {
+        read_paused_ = false;
+        resume_reading = true;
+      }
     }
-    MaybeWriteLocked();
-    MaybeFinishLocked();
+    if (resume_reading) StartRead(&request_);
   }
 
   void OnDone() override { delete this; }
@@ -280,7 +293,9 @@ class ReflectionReactor final : public grpc::ServerGenericBidiReactor {
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
   std::mutex mutex_;
+  static constexpr size_t kMaxPending = 8;
   std::deque<std::string> pending_;
+  bool read_paused_ = false;
   bool writing_ = false;
   bool reads_done_ = false;
   bool finished_ = false;

@@ -119,8 +119,17 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
     write_buffer_ = MakeByteBuffer(message);
     write_done_ = done;
     write_done_context_ = context;
+    // Until StartWrite has registered the write, a concurrent cancel must not
+    // Finish: with no operation pending, OnDone could free the stream first.
+    starting_write_ = true;
     lock.unlock();
     StartWrite(&write_buffer_);
+    lock.lock();
+    starting_write_ = false;
+    bool finish_now = deferred_finish_;
+    deferred_finish_ = false;
+    lock.unlock();
+    if (finish_now) Finish(deferred_status_);
   }
 
   void FinishWith(int code, const char *message, pm_outgoing_bytes response) {
@@ -131,14 +140,14 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
       DropOutgoingBytes(response);
       return;
     }
-    finished_ = true;
     if (!has_response) {
       lock.unlock();
       DropOutgoingBytes(response);
-      Finish(grpc::Status(static_cast<grpc::StatusCode>(code),
-                          message ? message : ""));
+      FinishOnce(grpc::Status(static_cast<grpc::StatusCode>(code),
+                              message ? message : ""));
       return;
     }
+    finished_ = true;
     response_ = MakeByteBuffer(response);
     lock.unlock();
     StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
@@ -165,6 +174,11 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
       std::lock_guard<std::mutex> lock(mutex_);
       if (finished_) return;
       finished_ = true;
+      if (starting_write_) {  // Write finishes once its StartWrite is in
+        deferred_finish_ = true;
+        deferred_status_ = std::move(status);
+        return;
+      }
     }
     Finish(std::move(status));
   }
@@ -185,6 +199,9 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
   void *cancel_context_ = nullptr;
   pm_write_done write_done_ = nullptr;
   void *write_done_context_ = nullptr;
+  bool starting_write_ = false;
+  bool deferred_finish_ = false;
+  grpc::Status deferred_status_;
 };
 
 namespace {
@@ -221,12 +238,6 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(
       {pipemesh::OrEmpty(tls->private_key_pem),
        pipemesh::OrEmpty(tls->certificate_chain_pem)});
   return grpc::SslServerCredentials(options);
-}
-
-int ClampToInt(int64_t value) {
-  return value > std::numeric_limits<int>::max()
-             ? std::numeric_limits<int>::max()
-             : static_cast<int>(value);
 }
 
 }  // namespace
@@ -283,18 +294,18 @@ int pm_server_start(pm_server *server, pm_error *error) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(server->address, server->credentials, &port);
-  int limit = ClampToInt(pipemesh::EffectiveMaxMessageBytes(&server->transport));
+  int limit = pipemesh::ClampToInt(pipemesh::EffectiveMaxMessageBytes(&server->transport));
   builder.SetMaxReceiveMessageSize(limit);
   builder.SetMaxSendMessageSize(limit);
   if (server->transport.keepalive_time_ms > 0) {
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
-                               ClampToInt(server->transport.keepalive_time_ms));
+                               pipemesh::ClampToInt(server->transport.keepalive_time_ms));
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   }
   if (server->transport.keepalive_timeout_ms > 0) {
     builder.AddChannelArgument(
         GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-        ClampToInt(server->transport.keepalive_timeout_ms));
+        pipemesh::ClampToInt(server->transport.keepalive_timeout_ms));
   }
   // Clients may ping as often as every 10 s without being sent GOAWAY.
   builder.AddChannelArgument(

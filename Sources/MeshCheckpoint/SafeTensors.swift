@@ -70,7 +70,7 @@ public enum SafeTensors {
       else { throw FormatError("entry \(name) lacks dtype, shape or data_offsets") }
       guard dtype == "F32" else { throw FormatError("tensor \(name) is \(dtype); only F32 is supported") }
       let (begin, end) = (offsets[0], offsets[1])
-      guard begin >= 0, begin <= end, dataStart + end <= data.endIndex else {
+      guard begin >= 0, begin <= end, end <= data.endIndex - dataStart else {
         throw FormatError("tensor \(name) has byte range \(begin)..<\(end) outside the data")
       }
       do {

@@ -38,21 +38,8 @@ public final class CoordinatorService: RPCService, Sendable {
     router.unary(CoordinatorMethods.plan) { [self] request, _ in
       let model = try makeModel(request.model)
       let stages = request.stages == 0 ? cluster.stages : Int(request.stages)
-      let plan = try Planner.plan(model, stages: stages, splitPoints: request.splitPoints.map { Int($0) })
-      let costs = model.layerCosts
-      return .with { response in
-        response.imbalance = plan.imbalance
-        response.stages = (0..<plan.stages).map { stage in
-          let layers = plan.layers(of: stage)
-          return .with {
-            $0.stage = Int32(stage)
-            $0.firstLayer = Int32(layers.lowerBound)
-            $0.endLayer = Int32(layers.upperBound)
-            $0.parameters = Int64(costs[layers].reduce(0) { $0 + $1.parameterCount })
-            $0.estimatedFlops = plan.costs[stage]
-          }
-        }
-      }
+      return try Planner.plan(model, stages: stages, splitPoints: request.splitPoints.map { Int($0) })
+        .response(costs: model.layerCosts)
     }
     router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, _ in
       let (job, updates) = try start(request)
@@ -66,7 +53,7 @@ public final class CoordinatorService: RPCService, Sendable {
       try job.model.checkInput(inputs, "inputs do not fit job \(request.job)'s model")
       let microBatches = max(1, Int(request.microBatches))
       let chunk = (inputs.shape[0] + microBatches - 1) / microBatches
-      let outputs = try await Inference.run(inputs, job: job.name, stages: clients.map { $0[0] }, chunk: chunk)
+      let outputs = try await Inference.run(inputs, job: job.runID, stages: clients.map { $0[0] }, chunk: chunk)
       return .with { $0.outputs = Pipemesh_V1_Tensor(outputs) }
     }
     router.unary(CoordinatorMethods.getJob) { [self] request, _ in try job(request.job).snapshot }
@@ -99,8 +86,9 @@ public final class CoordinatorService: RPCService, Sendable {
     let (inputs, targets) = try data(request.data)
     let job = try TrainingJob(name: name, request: request, inputs: inputs, targets: targets, cluster: cluster, clients: clients)
     let (updates, continuation) = AsyncStream.makeStream(of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
-    try jobs.withLock { jobs in
-      if let existing = jobs[name], existing.job.snapshot.state == .running {
+    let replaced = try jobs.withLock { jobs in
+      let existing = jobs[name]
+      if let existing, existing.job.snapshot.state == .running {
         throw RPCError(.alreadyExists, "job \(name) is running; pick another name or cancel it")
       }
       let task = Task {
@@ -108,7 +96,9 @@ public final class CoordinatorService: RPCService, Sendable {
         continuation.finish()
       }
       jobs[name] = (job, task)
+      return existing?.job
     }
+    if let replaced { Task { await replaced.unload() } }
     return (job, updates)
   }
 

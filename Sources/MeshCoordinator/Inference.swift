@@ -20,8 +20,11 @@ enum Inference {
     }
     let count = inputs.shape[0]
     let ranges = stride(from: 0, to: count, by: max(1, chunk)).map { $0..<min(count, $0 + max(1, chunk)) }
+    // One chunk per stage in flight (plus one) keeps every stage busy
+    // without flooding the partitions.
+    let window = stages.count + 1
     let outputs = try await withThrowingTaskGroup(of: (Int, Tensor).self) { group in
-      for (index, range) in ranges.enumerated() {
+      func start(_ index: Int) {
         group.addTask {
           var request = Pipemesh_V1_ForwardRequest()
           request.key = .with {
@@ -29,7 +32,7 @@ enum Inference {
             $0.step = step
             $0.microBatch = Int32(index)
           }
-          request.input.inline = Pipemesh_V1_Tensor(inputs.rows(Array(range)))
+          request.input.inline = Pipemesh_V1_Tensor(inputs.rows(Array(ranges[index])))
           for (stage, client) in stages.enumerated() {
             let response = try await client.call(PartitionMethods.infer, request)
             if stage == stages.count - 1 {
@@ -40,8 +43,19 @@ enum Inference {
           preconditionFailure("a pipeline has at least one stage")
         }
       }
+      var next = 0
+      while next < min(window, ranges.count) {
+        start(next)
+        next += 1
+      }
       var outputs = [Tensor?](repeating: nil, count: ranges.count)
-      for try await (index, output) in group { outputs[index] = output }
+      for try await (index, output) in group {
+        outputs[index] = output
+        if next < ranges.count {
+          start(next)
+          next += 1
+        }
+      }
       return outputs.map { $0! }
     }
     return outputs.count == 1 ? outputs[0] : Tensor.concatenate(outputs)

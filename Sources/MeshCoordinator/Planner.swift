@@ -12,6 +12,23 @@ public enum Planner {
 
     public var stages: Int { bounds.count - 1 }
     public func layers(of stage: Int) -> Range<Int> { bounds[stage]..<bounds[stage + 1] }
+    /// The plan as the Plan RPC answers it.
+    public func response(costs layerCosts: [LayerCost]) -> Pipemesh_V1_PlanResponse {
+      .with { response in
+        response.imbalance = imbalance
+        response.stages = (0..<stages).map { stage in
+          let layers = layers(of: stage)
+          return .with {
+            $0.stage = Int32(stage)
+            $0.firstLayer = Int32(layers.lowerBound)
+            $0.endLayer = Int32(layers.upperBound)
+            $0.parameters = Int64(layerCosts[layers].reduce(0) { $0 + $1.parameterCount })
+            $0.estimatedFlops = costs[stage]
+          }
+        }
+      }
+    }
+
     /// Largest stage cost over the mean: 1 is a perfect balance.
     public var imbalance: Double {
       let mean = costs.reduce(0, +) / Double(costs.count)

@@ -1,4 +1,5 @@
 import Foundation
+import MeshRPC
 import Synchronization
 
 /// Timelines of pipeline actions as Chrome trace events (open the JSON in
@@ -37,9 +38,7 @@ public final class TraceRecorder: Sendable {
   /// The events of `step` (all kept ones when nil) as Chrome trace JSON.
   public func chromeTrace(step: Int64? = nil) -> String {
     let selected = events.withLock { $0 }.filter { step == nil || $0.step == step }
-    func microseconds(_ duration: Duration) -> Double {
-      Double(duration.components.seconds) * 1e6 + Double(duration.components.attoseconds) * 1e-12
-    }
+    func microseconds(_ duration: Duration) -> Double { duration.seconds * 1e6 }
     var trace: [[String: Any]] = []
     for (replica, stage) in Set(selected.map { [$0.replica, $0.stage] }).map({ ($0[0], $0[1]) }).sorted(by: { ($0.0, $0.1) < ($1.0, $1.1) }) {
       trace.append(["name": "thread_name", "ph": "M", "pid": replica, "tid": stage, "args": ["name": "stage \(stage)"]])

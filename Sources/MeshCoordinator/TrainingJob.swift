@@ -12,6 +12,9 @@ import Synchronization
 /// shuffled data, evaluating on the held-out split at the end of each epoch.
 final class TrainingJob: Sendable {
   let name: String
+  /// The job's name on the partitions and the ps: the name plus a suffix of
+  /// its own, so a later run under the same name starts from fresh state.
+  let runID: String
   let request: Pipemesh_V1_TrainRequest
   let model: Sequential
   let plan: Planner.Plan
@@ -20,8 +23,13 @@ final class TrainingJob: Sendable {
   let trace = TraceRecorder()
   private let status: Mutex<Pipemesh_V1_Job>
   private let clients: [[RPCClient]]
-  private let train: (inputs: Tensor, targets: Tensor)
-  private let validation: (inputs: Tensor, targets: Tensor)?
+  private let data: Mutex<JobData?>
+
+  /// The examples a job trains and evaluates on, dropped when it ends.
+  private struct JobData {
+    let train: (inputs: Tensor, targets: Tensor)
+    let validation: (inputs: Tensor, targets: Tensor)?
+  }
 
   /// Checks the request and the data against the model; nothing runs yet.
   init(
@@ -39,20 +47,28 @@ final class TrainingJob: Sendable {
     guard request.validationFraction >= 0, request.validationFraction < 1 else {
       throw RPCError(.invalidArgument, "validation_fraction must be in [0, 1)")
     }
+    // Flat rows (a CSV's features) take the model's input shape when the sizes agree.
+    let inputShape = model.activationShapes[0]
+    let inputs = inputs.rank >= 1 && Array(inputs.shape.dropFirst()) != inputShape
+      && inputs.shape.dropFirst().reduce(1, *) == inputShape.reduce(1, *)
+      ? inputs.reshaped(to: [inputs.shape[0]] + inputShape) : inputs
     try model.checkInput(inputs, "the data does not fit the model")
     try model.checkTarget(targets, batchSize: inputs.shape[0], "the targets do not fit the model")
     let order = PortableRandom.permutation(inputs.shape[0], seed: request.shuffleSeed)
     let held = Int(Double(inputs.shape[0]) * Double(request.validationFraction))
-    validation = held > 0 ? (inputs.rows(Array(order[..<held])), targets.rows(Array(order[..<held]))) : nil
-    train = (inputs.rows(Array(order[held...])), targets.rows(Array(order[held...])))
+    let validation = held > 0 ? (inputs.rows(Array(order[..<held])), targets.rows(Array(order[..<held]))) : nil
+    let train = (inputs: inputs.rows(Array(order[held...])), targets: targets.rows(Array(order[held...])))
     guard train.inputs.shape[0] >= batchSize * cluster.replicas else {
       throw RPCError(
         .invalidArgument,
         "\(train.inputs.shape[0]) training examples are fewer than one step needs (batch_size \(batchSize) × \(cluster.replicas) replicas)")
     }
+    data = Mutex(JobData(train: train, validation: validation))
+    stepsPerEpoch = train.inputs.shape[0] / (batchSize * cluster.replicas)
     schedule = PipelineSchedule(
       kind: request.schedule == .scheduleOneFOneB ? .oneFOneB : .gpipe, stages: cluster.stages, microBatches: microBatches)
     self.name = name
+    runID = "\(name).\(String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16))"
     self.request = request
     self.cluster = cluster
     self.clients = clients
@@ -64,12 +80,15 @@ final class TrainingJob: Sendable {
 
   var snapshot: Pipemesh_V1_Job { status.withLock { $0 } }
 
-  var stepsPerEpoch: Int { train.inputs.shape[0] / (Int(request.batchSize) * cluster.replicas) }
+  let stepsPerEpoch: Int
 
   /// Runs the job to its end, reporting progress; records how it ended.
   func run(report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async {
+    // The job needs its examples only while it runs.
+    defer { data.withLock { $0 = nil } }
     do {
-      try await execute(report: report)
+      guard let data = data.withLock({ $0 }) else { preconditionFailure("job \(name) ran twice") }
+      try await execute(data, report: report)
       status.withLock { $0.state = .succeeded }
     } catch is CancellationError {
       status.withLock { $0.state = .cancelled }
@@ -83,7 +102,8 @@ final class TrainingJob: Sendable {
     }
   }
 
-  private func execute(report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async throws {
+  private func execute(_ data: JobData, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async throws {
+    let train = data.train
     try await loadStages()
     let totalSteps = stepsPerEpoch * Int(request.epochs)
     status.withLock { $0.totalSteps = Int64(totalSteps) }
@@ -98,7 +118,7 @@ final class TrainingJob: Sendable {
         let shards = (0..<cluster.replicas).map { replica in
           Array(order[((index * cluster.replicas + replica) * batchSize)..<((index * cluster.replicas + replica + 1) * batchSize)])
         }
-        let outcomes = try await runStep(step, shards: shards)
+        let outcomes = try await runStep(step, train: train, shards: shards)
         let elapsed = ContinuousClock.now - started
         var progress = Pipemesh_V1_TrainProgress()
         progress.job = name
@@ -107,13 +127,13 @@ final class TrainingJob: Sendable {
         progress.totalSteps = Int64(totalSteps)
         progress.loss = outcomes.map(\.loss).reduce(0, +) / Double(outcomes.count)
         progress.accuracy = Double(outcomes.map(\.correct).reduce(0, +)) / Double(batchSize * cluster.replicas)
-        progress.samplesPerSecond = Double(batchSize * cluster.replicas) / seconds(elapsed)
+        progress.samplesPerSecond = Double(batchSize * cluster.replicas) / elapsed.seconds
         progress.stages = outcomes.enumerated().flatMap { replica, outcome in
           outcome.busy.enumerated().map { stage, busy in
             Pipemesh_V1_StageBusy.with {
               $0.stage = Int32(stage)
               $0.replica = Int32(replica)
-              $0.busySeconds = seconds(busy)
+              $0.busySeconds = busy.seconds
             }
           }
         }
@@ -127,7 +147,7 @@ final class TrainingJob: Sendable {
           _ = try await checkpoint()
         }
       }
-      if let validation {
+      if let validation = data.validation {
         let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets)
         report(.with {
           $0.job = name
@@ -155,7 +175,7 @@ final class TrainingJob: Sendable {
       for stage in 0..<cluster.stages {
         for replica in 0..<cluster.replicas {
           let request = Pipemesh_V1_LoadStageRequest.with {
-            $0.job = name
+            $0.job = runID
             $0.model = self.request.model
             $0.stage = Int32(stage)
             $0.firstLayer = Int32(plan.bounds[stage])
@@ -182,25 +202,27 @@ final class TrainingJob: Sendable {
   }
 
   /// One step on every replica, then every stage commits.
-  private func runStep(_ step: Int64, shards: [[Int]]) async throws -> [PipelineRun.Outcome] {
+  private func runStep(
+    _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]]
+  ) async throws -> [PipelineRun.Outcome] {
     let microBatches = schedule.microBatches
     return try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome).self) { group in
       for (replica, shard) in shards.enumerated() {
         group.addTask {
-          let inputs = self.train.inputs.rows(shard)
-          let targets = self.train.targets.rows(shard)
+          let inputs = train.inputs.rows(shard)
+          let targets = train.targets.rows(shard)
           let parts = evenRanges(shard.count, parts: microBatches).map { range in
             (input: inputs.rows(Array(range)), target: targets.rows(Array(range)))
           }
           var outcome = try await PipelineRun(
-            job: self.name, step: step, replica: replica, schedule: self.schedule,
+            job: self.runID, step: step, replica: replica, schedule: self.schedule,
             stages: self.clients.map { $0[replica] }, microBatches: parts, trace: self.trace
           ).run()
           let commits = try await withThrowingTaskGroup(of: Double.self) { commits in
             for stage in 0..<self.cluster.stages {
               commits.addTask {
                 try await self.clients[stage][replica].call(PartitionMethods.commit, .with {
-                  $0.job = self.name
+                  $0.job = self.runID
                   $0.step = step
                 }).penalty
               }
@@ -221,17 +243,25 @@ final class TrainingJob: Sendable {
   /// replica 0's pipeline.
   func evaluate(_ inputs: Tensor, _ targets: Tensor) async throws -> (loss: Double, accuracy: Double) {
     let outputs = try await Inference.run(
-      inputs, job: name, stages: clients.map { $0[0] }, chunk: Int(request.batchSize))
+      inputs, job: runID, stages: clients.map { $0[0] }, chunk: Int(request.batchSize))
     let loss = withoutGradients { model.loss(output: outputs, target: targets).scalar }
     let accuracy = model.spec.loss == .softmaxCrossEntropy ? Double(Loss.correctPredictions(logits: outputs, labels: targets)) / Double(inputs.shape[0]) : 0
     return (Double(loss), accuracy)
   }
 
+  /// Frees the job's stages on every partition (best effort: a partition
+  /// that cannot be reached keeps them until it restarts).
+  func unload() async {
+    await withTaskGroup(of: Void.self) { group in
+      for stage in clients {
+        for client in stage {
+          group.addTask { _ = try? await client.call(PartitionMethods.unloadStage, .with { $0.job = self.runID }) }
+        }
+      }
+    }
+  }
+
   private func checkpoint() async throws -> [String] {
     try await ParameterServerClient(endpoints: cluster.parameterServers, transport: cluster.transport).checkpoint()
   }
-}
-
-func seconds(_ duration: Duration) -> Double {
-  Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
 }

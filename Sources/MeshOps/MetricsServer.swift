@@ -54,6 +54,9 @@ public final class MetricsServer: Sendable {
 
   private static func answer(_ connection: Int32, registry: MetricsRegistry) {
     defer { close(connection) }
+    // A client that connects and says nothing must not hold up other scrapes.
+    var timeout = timeval(tv_sec: 2, tv_usec: 0)
+    setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var request = [UInt8](repeating: 0, count: 4096)
     let count = read(connection, &request, request.count)
     guard count > 0 else { return }

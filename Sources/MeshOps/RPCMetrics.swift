@@ -12,8 +12,7 @@ public struct RPCMetrics: RPCObserver {
     registry.increment(
       "pipemesh_rpc_requests_total", help: "Calls served, by method and gRPC status code.",
       labels: ["method": path, "code": code?.description ?? "OK"])
-    let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
-    registry.observe("pipemesh_rpc_duration_seconds", help: "Time from request to answer, by method.", labels: method, value: seconds)
+    registry.observe("pipemesh_rpc_duration_seconds", help: "Time from request to answer, by method.", labels: method, value: duration.seconds)
     registry.increment("pipemesh_rpc_received_bytes_total", help: "Request message bytes, by method.", labels: method, by: Double(requestBytes))
     registry.increment("pipemesh_rpc_sent_bytes_total", help: "Response message bytes, by method.", labels: method, by: Double(responseBytes))
   }

@@ -26,6 +26,8 @@ public final class Checkpointer: Sendable {
     var lastVersions: Int64 = -1
   }
   private let state = Mutex(State())
+  /// One write at a time, so a later sequence number always holds later state.
+  private let writes = AsyncSerialQueue()
   private static let metadataKey = "pipemesh"
 
   public init(directory: String, store: ParameterStore, keep: Int = 3) throws {
@@ -53,6 +55,10 @@ public final class Checkpointer: Sendable {
   /// updates it holds.
   @discardableResult
   public func write() async throws -> (path: String, updates: Int64) {
+    try await writes.run { try await writeNow() }
+  }
+
+  private func writeNow() async throws -> (path: String, updates: Int64) {
     var contents = SafeTensors.Contents()
     var jobsMetadata: [String: Any] = [:]
     var updates: Int64 = 0
@@ -66,6 +72,7 @@ public final class Checkpointer: Sendable {
           "definition": try variable.definition.jsonString(),
           "initial_value_hash": String(variable.initialValueHash),
           "version": variable.version,
+          "sync_step": variable.syncStep,
           "users": variable.users.sorted(),
           "slots": variable.slots.keys.sorted(),
         ]
@@ -157,7 +164,8 @@ public final class Checkpointer: Sendable {
         }
         held[name] = try HeldVariable(
           definition: try Pipemesh_V1_VariableDefinition(jsonString: definitionJSON), initialValueHash: hash,
-          value: value, slots: slots, version: version, users: Set(users))
+          value: value, slots: slots, version: version,
+          syncStep: (entry["sync_step"] as? NSNumber)?.int64Value ?? 0, users: Set(users))
       }
       var lastSteps: [Pusher: Int64] = [:]
       for pusher in pushers {

@@ -15,8 +15,13 @@ struct HeldVariable: Sendable {
   var value: Tensor
   var slots: [String: Tensor]
   var version: Int64
+  /// Sync consistency: the last step applied (a push of it again is a retry).
+  var syncStep: Int64 = 0
   /// The stages that registered it; more than one for tied weights.
   var users: Set<String>
+
+  /// The largest variable one ps task holds, in scalars.
+  static let maxScalars = 1 << 30
 
   /// Validates a definition and draws the initial value.
   init(defining definition: Pipemesh_V1_VariableDefinition, user: String) throws {
@@ -28,6 +33,12 @@ struct HeldVariable: Sendable {
       throw RPCError(.invalidArgument, "variable \(definition.name) has shape \(definition.shape); every extent must be positive")
     }
     let shape = definition.shape.map { Int($0) }
+    guard let scalars = Tensor.checkedCount(of: shape), scalars <= Self.maxScalars else {
+      throw RPCError(
+        .resourceExhausted,
+        "variable \(definition.name) of shape \(definition.shape) is over the ps's limit of \(Self.maxScalars) scalars (4 GiB); "
+          + "let the client cut it into row blocks")
+    }
     if definition.hasInitialValue {
       guard !definition.hasInitializer else {
         throw RPCError(.invalidArgument, "variable \(definition.name) gives both an initializer and an initial value")
@@ -49,8 +60,9 @@ struct HeldVariable: Sendable {
   /// Restores a variable from a checkpoint.
   init(
     definition: Pipemesh_V1_VariableDefinition, initialValueHash: UInt64, value: Tensor, slots: [String: Tensor],
-    version: Int64, users: Set<String>
+    version: Int64, syncStep: Int64, users: Set<String>
   ) throws {
+    self.syncStep = syncStep
     self.definition = definition
     self.initialValueHash = initialValueHash
     optimizer = try makeOptimizer(definition.optimizer)
@@ -96,6 +108,9 @@ struct VariableSnapshot: Sendable {
 func decodeGradient(_ gradient: Pipemesh_V1_Gradient, for variable: HeldVariable?, job: String) throws -> Tensor {
   guard let variable else {
     throw RPCError(.notFound, "job \(job) has no variable \(gradient.name): register it first")
+  }
+  guard gradient.baseVersion >= 0 else {
+    throw RPCError(.invalidArgument, "gradient of \(gradient.name) gives base_version \(gradient.baseVersion); versions start at 0")
   }
   let tensor = try Tensor(wire: gradient.gradient, what: "gradient of \(gradient.name)")
   guard tensor.shape == variable.value.shape else {

@@ -15,10 +15,13 @@ struct JobConsistency: Equatable, Sendable {
 
   let mode: Mode
   let replicas: Int32
+  static let maxReplicas: Int32 = 4096
 
   init(_ proto: Pipemesh_V1_Consistency) throws {
     replicas = proto.replicas == 0 ? 1 : proto.replicas
-    guard replicas > 0 else { throw RPCError(.invalidArgument, "consistency replicas must be positive") }
+    guard replicas > 0, replicas <= Self.maxReplicas else {
+      throw RPCError(.invalidArgument, "consistency replicas must be in 1...\(Self.maxReplicas), got \(replicas)")
+    }
     switch proto.mode {
     case .sync: mode = .sync
     case .async, nil: mode = .async

@@ -10,6 +10,12 @@ struct Pusher: Hashable, Sendable {
   let replica: Int32
 }
 
+/// One pusher's push of one step.
+struct PushKey: Hashable, Sendable {
+  let pusher: Pusher
+  let step: Int64
+}
+
 /// Counters a job reports in Stats.
 struct JobCounters: Sendable {
   var pushesApplied: Int64 = 0
@@ -31,12 +37,13 @@ actor ParameterJob {
   private nonisolated let published = Mutex<[String: VariableSnapshot]>([:])
 
   private var variables: [String: HeldVariable] = [:]
-  /// The last step each pusher pushed: a push at or below it is a retry.
+  /// Async and bounded: the last step each pusher had applied; a push at or
+  /// below it is a retry. (Sync keeps this per variable: `syncStep`.)
   private var lastStep: [Pusher: Int64] = [:]
+  /// Bounded with wait: pushes waiting for the slowest replica.
+  private var pushesInFlight: Set<PushKey> = []
   /// Sync: gradients of steps not yet complete, per step and variable.
   private var pendingSteps: [Int64: [String: PendingGradient]] = [:]
-  /// Sync: the last step applied to each variable.
-  private var appliedStep: [String: Int64] = [:]
   /// Bounded with wait: the last step each replica reached.
   private var replicaProgress: [Int32: Int64] = [:]
   private var waiters: [UInt64: Waiter] = [:]
@@ -163,18 +170,24 @@ actor ParameterJob {
       throw RPCError(.invalidArgument, "a push names a variable twice")
     }
     let pusher = Pusher(user: request.user, replica: request.replica)
-    let isRetry = request.step <= lastStep[pusher, default: 0]
-    if isRetry { counters.withLock { $0.duplicates += 1 } }
+    let step = request.step
 
     switch consistency.mode {
     case .async:
-      if !isRetry { applyNow(gradients, pusher: pusher, step: request.step) }
+      if isRetry(pusher, step) { break }
+      applyNow(gradients, pusher: pusher, step: step)
     case .bounded(let maxStaleness, let wait):
-      if isRetry { break }
+      if isRetry(pusher, step) { break }
       if wait {
-        replicaProgress[request.replica] = max(replicaProgress[request.replica, default: 0], request.step)
+        // Marked in flight before waiting, so a retry that arrives meanwhile is not applied too.
+        let key = PushKey(pusher: pusher, step: step)
+        pushesInFlight.insert(key)
+        defer { pushesInFlight.remove(key) }
+        replicaProgress[request.replica] = max(replicaProgress[request.replica, default: 0], step)
         resumeReadyWaiters()
-        try await waitUntil { $0.slowestReplicaStep >= request.step - maxStaleness }
+        try await waitUntil { $0.slowestReplicaStep >= step - maxStaleness }
+        // The caller may have gone while this push was being resumed.
+        try Task.checkCancellation()
       } else if let stale = gradients.first(where: { variables[$0.name]!.version - $0.baseVersion > maxStaleness }) {
         counters.withLock { $0.refusedStale += 1 }
         let behind = variables[stale.name]!.version - stale.baseVersion
@@ -183,13 +196,21 @@ actor ParameterJob {
           "gradient of \(stale.name) was computed from version \(stale.baseVersion), \(behind) versions behind "
             + "(the limit is \(maxStaleness)): pull fresh values and compute it again")
       }
-      applyNow(gradients, pusher: pusher, step: request.step)
+      applyNow(gradients, pusher: pusher, step: step)
     case .sync:
-      if !isRetry { try accumulate(gradients, pusher: pusher, step: request.step) }
+      try accumulate(gradients, pusher: pusher, step: step)
       let names = gradients.map(\.name)
-      try await waitUntil { progress in names.allSatisfy { progress.appliedStep[$0, default: 0] >= request.step } }
+      try await waitUntil { progress in names.allSatisfy { progress.appliedStep[$0, default: 0] >= step } }
     }
     return gradients.map { versionOf($0.name) }
+  }
+
+  /// Async and bounded: whether this pusher's step was applied already, or is
+  /// waiting to be (a retry); counted in Stats.
+  private func isRetry(_ pusher: Pusher, _ step: Int64) -> Bool {
+    let retry = step <= lastStep[pusher, default: 0] || pushesInFlight.contains(PushKey(pusher: pusher, step: step))
+    if retry { counters.withLock { $0.duplicates += 1 } }
+    return retry
   }
 
   private func applyNow(_ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64) {
@@ -208,10 +229,15 @@ actor ParameterJob {
         .failedPrecondition,
         "user '\(pusher.user)' did not register \(gradient.name), so sync consistency does not expect its gradients")
     }
-    lastStep[pusher] = step
     let scale = 1 / Float(consistency.replicas)
     var completed: [String: Tensor] = [:]
+    var retried = false
     for gradient in gradients {
+      // A retry: the step is applied already, or this pusher's share is in.
+      if variables[gradient.name]!.syncStep >= step || pendingSteps[step]?[gradient.name]?.received.contains(pusher) == true {
+        retried = true
+        continue
+      }
       let share = consistency.replicas == 1 ? gradient.tensor : gradient.tensor * scale
       var pending = pendingSteps[step]?[gradient.name] ?? PendingGradient(sum: share, received: [])
       if !pending.received.isEmpty { pending.sum = pending.sum + share }
@@ -224,11 +250,12 @@ actor ParameterJob {
         pendingSteps[step, default: [:]][gradient.name] = pending
       }
     }
+    if retried { counters.withLock { $0.duplicates += 1 } }
     if pendingSteps[step]?.isEmpty == true { pendingSteps[step] = nil }
     guard !completed.isEmpty else { return }
     for (name, gradient) in clip(completed) {
       variables[name]!.apply(gradient)
-      appliedStep[name] = step
+      variables[name]!.syncStep = step
     }
     counters.withLock { $0.pushesApplied += 1 }
     publish(Array(completed.keys))
@@ -260,9 +287,9 @@ actor ParameterJob {
   // MARK: - Waiting
 
   private var progress: Progress {
-    let replicas = 0..<consistency.replicas
-    return Progress(
-      appliedStep: appliedStep, slowestReplicaStep: replicas.map { replicaProgress[$0, default: 0] }.min() ?? 0)
+    // Replicas that never pushed are at step 0.
+    let slowest = replicaProgress.count < Int(consistency.replicas) ? 0 : replicaProgress.values.min() ?? 0
+    return Progress(appliedStep: variables.mapValues(\.syncStep), slowestReplicaStep: slowest)
   }
 
   /// Suspends until `isReady` holds; cancelling the task (the caller's

@@ -108,7 +108,12 @@ public final class ParameterServerClient: Sendable {
     let values = Dictionary(responses.flatMap(\.variables).map { ($0.name, $0) }) { $1 }
     var pulled: [String: Pulled] = [:]
     for name in names {
-      let parts = parts(of: name).map { values[$0.name]! }
+      let parts = try parts(of: name).map { part in
+        guard let value = values[part.name] else {
+          throw RPCError(.dataLoss, "a ps task answered a pull without \(part.name)")
+        }
+        return value
+      }
       let tensors = try parts.map { $0.hasValue ? try Tensor(wire: $0.value, what: "pulled \($0.name)") : nil }
       let whole = tensors.allSatisfy { $0 != nil } ? (tensors.count == 1 ? tensors[0] : Tensor.concatenate(tensors.map { $0! })) : nil
       pulled[name] = Pulled(value: whole, version: parts.map(\.version).min() ?? 0)

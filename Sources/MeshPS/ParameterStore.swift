@@ -23,7 +23,7 @@ public final class ParameterStore: Sendable {
   func register(_ request: Pipemesh_V1_RegisterRequest) async throws -> Pipemesh_V1_RegisterResponse {
     try Names.checkJob(request.job)
     let consistency = try JobConsistency(request.consistency)
-    let job = try jobs.withLock { jobs in
+    let (job, created) = try jobs.withLock { jobs in
       if let existing = jobs[request.job] {
         guard existing.consistency == consistency else {
           throw RPCError(
@@ -31,14 +31,20 @@ public final class ParameterStore: Sendable {
             "job \(request.job) was registered with consistency \(existing.consistency.proto.textFormatString()) "
               + "and cannot change to \(consistency.proto.textFormatString())")
         }
-        return existing
+        return (existing, false)
       }
       let job = ParameterJob(name: request.job, consistency: consistency)
       jobs[request.job] = job
-      return job
+      return (job, true)
     }
     var response = Pipemesh_V1_RegisterResponse()
-    response.variables = try await job.register(request.variables, user: request.user)
+    do {
+      response.variables = try await job.register(request.variables, user: request.user)
+    } catch {
+      // A job whose first registration failed does not keep its consistency.
+      if created { jobs.withLock { if $0[request.job] === job, job.variableCount == 0 { $0[request.job] = nil } } }
+      throw error
+    }
     return response
   }
 

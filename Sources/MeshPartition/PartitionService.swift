@@ -60,11 +60,11 @@ public final class PartitionService: RPCService, Sendable {
       throw RPCError(.invalidArgument, "job name '\(request.job)' must be non-empty and without '/'")
     }
     let model = try makeModel(request.model)
-    let layers = Int(request.firstLayer)..<Int(request.endLayer)
-    guard layers.lowerBound >= 0, layers.upperBound <= model.layers.count, !layers.isEmpty else {
+    guard request.firstLayer >= 0, request.firstLayer < request.endLayer, Int(request.endLayer) <= model.layers.count else {
       throw RPCError(
         .invalidArgument, "layers \(request.firstLayer)..<\(request.endLayer) are not a non-empty range of the model's \(model.layers.count) layers")
     }
+    let layers = Int(request.firstLayer)..<Int(request.endLayer)
     guard !request.parameterServers.isEmpty else { throw RPCError(.invalidArgument, "no ps endpoints given") }
     if let existing = stages.withLock({ $0[request.job] }) {
       guard existing.request == request else {

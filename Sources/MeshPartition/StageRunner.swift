@@ -27,9 +27,11 @@ actor StageRunner {
   private var versions: [String: Int64] = [:]
   private var kept: [MicroBatch: Kept] = [:]
   private var accumulated: [String: Tensor] = [:]
-  private var forwardAnswers: [MicroBatch: Pipemesh_V1_ForwardResponse] = [:]
-  private var backwardAnswers: [MicroBatch: Pipemesh_V1_BackwardResponse] = [:]
-  private var commitAnswers: [Int64: Pipemesh_V1_CommitResponse] = [:]
+  // Calls by micro-batch (or step), running or done: a repeated request
+  // awaits the first one's answer, even while it is still running.
+  private var forwards = CallOnce<MicroBatch, Pipemesh_V1_ForwardResponse>()
+  private var backwards = CallOnce<MicroBatch, Pipemesh_V1_BackwardResponse>()
+  private var commits = CallOnce<Int64, Pipemesh_V1_CommitResponse>()
 
   struct MicroBatch: Hashable {
     let step: Int64
@@ -90,8 +92,17 @@ actor StageRunner {
   // MARK: - Forward
 
   func forward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws -> Pipemesh_V1_ForwardResponse {
+    guard training else { return try await computeForward(request, training: false) }
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
-    if training, let answer = forwardAnswers[microBatch] { return answer }
+    let call = forwards.call(microBatch) { try await self.computeForward(request, training: true) }
+    do { return try await call.value } catch {
+      forwards.forgetFailed(microBatch)
+      throw error
+    }
+  }
+
+  private func computeForward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws -> Pipemesh_V1_ForwardResponse {
+    let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
     let input = try await dataPlane.resolve(request.input, what: "input of stage \(stage)")
     try model.checkInput(input, layers: layers, "stage \(stage) of job \(job)")
     let batch = input.shape[0]
@@ -138,7 +149,6 @@ actor StageRunner {
       response.output = dataPlane.offer(forward.output, key: key(microBatch, "activation"))
     }
     kept[microBatch] = entry
-    forwardAnswers[microBatch] = response
     activity.update {
       $0.busySeconds += (ContinuousClock.now - computeStarted).seconds
       $0.forwards += 1
@@ -165,7 +175,14 @@ actor StageRunner {
 
   func backward(_ request: Pipemesh_V1_BackwardRequest) async throws -> Pipemesh_V1_BackwardResponse {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
-    if let answer = backwardAnswers[microBatch] { return answer }
+    let call = backwards.call(microBatch) { try await self.computeBackward(request, microBatch) }
+    do { return try await call.value } catch {
+      backwards.forgetFailed(microBatch)
+      throw error
+    }
+  }
+
+  private func computeBackward(_ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch) async throws -> Pipemesh_V1_BackwardResponse {
     guard let entry = kept[microBatch] else {
       throw RPCError(
         .failedPrecondition,
@@ -197,7 +214,6 @@ actor StageRunner {
     if let input = gradients.input {
       response.inputGradient = dataPlane.offer(input, key: key(microBatch, "gradient"))
     }
-    backwardAnswers[microBatch] = response
     return response
   }
 
@@ -206,7 +222,14 @@ actor StageRunner {
   /// Pushes the step's gradients to the ps (waiting there under sync
   /// consistency) and pulls the updated variables.
   func commit(step: Int64) async throws -> Pipemesh_V1_CommitResponse {
-    if let answer = commitAnswers[step] { return answer }
+    let call = commits.call(step) { try await self.computeCommit(step: step) }
+    do { return try await call.value } catch {
+      commits.forgetFailed(step)
+      throw error
+    }
+  }
+
+  private func computeCommit(step: Int64) async throws -> Pipemesh_V1_CommitResponse {
     guard kept.isEmpty else {
       throw RPCError(
         .failedPrecondition, "stage \(stage) of job \(job) still has \(kept.count) micro-batches without backward at commit")
@@ -220,15 +243,31 @@ actor StageRunner {
       try await refresh()
     }
     response.version = versions.values.min() ?? 0
-    commitAnswers = [step: response]
     activity.update { $0.commits += 1 }
-    forwardAnswers = forwardAnswers.filter { $0.key.step > step }
-    backwardAnswers = backwardAnswers.filter { $0.key.step > step }
+    forwards.forget { $0.step <= step }
+    backwards.forget { $0.step <= step }
+    commits.forget { $0 < step }
     dataPlane.drop(prefix: "\(job)/\(step)/")
     return response
   }
 }
 
-extension Duration {
-  var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+/// Runs each key's call once: the first request starts `compute`, and a
+/// repeated one (a retry, even while the first still runs) gets the same
+/// task. The caller forgets a failed call, so that a retry runs it again.
+struct CallOnce<Key: Hashable & Sendable, Value: Sendable> {
+  private var calls: [Key: Task<Value, any Error>] = [:]
+
+  mutating func call(_ key: Key, _ compute: @escaping @Sendable () async throws -> Value) -> Task<Value, any Error> {
+    if let running = calls[key] { return running }
+    let task = Task { try await compute() }
+    calls[key] = task
+    return task
+  }
+
+  mutating func forgetFailed(_ key: Key) { calls[key] = nil }
+
+  mutating func forget(where isDone: (Key) -> Bool) {
+    calls = calls.filter { !isDone($0.key) }
+  }
 }

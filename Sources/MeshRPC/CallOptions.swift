@@ -4,6 +4,7 @@ import CGRPCShim
 public struct CallOptions: Sendable {
   /// How long the call may take; none when nil.
   public var timeout: Duration?
+  /// Headers sent with the request.
   public var metadata: Metadata
 
   public init(timeout: Duration? = nil, metadata: Metadata = Metadata()) {

@@ -4,8 +4,9 @@ import MeshProto
 /// `pipemesh.v1.Diagnostics`: echo and describe, served by every Pipemesh
 /// process to check reachability, latency and bandwidth between hosts.
 public struct DiagnosticsService: RPCService {
-  /// The largest payload an echo may be asked to produce.
-  public static let maxResponseSize: UInt64 = 1 << 30
+  /// The largest payload an echo may be asked to produce (under the default
+  /// message limit, so a refusal never costs an allocation).
+  public static let maxResponseSize: UInt64 = 128 << 20
 
   public let role: String
   public let version: String

@@ -12,6 +12,7 @@ public struct UnaryMethod<Request: Message, Response: Message>: Sendable {
 }
 
 extension UnaryMethod {
+  /// The method's name, types and kind, untyped.
   public var methodDescription: RPCMethodDescription {
     RPCMethodDescription(path: path, request: Request.protoMessageName, response: Response.protoMessageName, serverStreaming: false)
   }
@@ -19,14 +20,17 @@ extension UnaryMethod {
 
 /// A server-streaming RPC: one request, a stream of responses.
 public struct ServerStreamingMethod<Request: Message, Response: Message>: Sendable {
+  /// The full method name, `/pipemesh.v1.Coordinator/Train`.
   public let path: String
 
+  /// A method of `service` (its full protobuf name) called `name`.
   public init(service: String, name: String) {
     path = "/\(service)/\(name)"
   }
 }
 
 extension ServerStreamingMethod {
+  /// The method's name, types and kind, untyped.
   public var methodDescription: RPCMethodDescription {
     RPCMethodDescription(path: path, request: Request.protoMessageName, response: Response.protoMessageName, serverStreaming: true)
   }
@@ -34,10 +38,12 @@ extension ServerStreamingMethod {
 
 /// A method's name, message types and kind, untyped: to list and check methods.
 public struct RPCMethodDescription: Sendable, Hashable {
+  /// The full method name, `/package.Service/Method`.
   public let path: String
   /// Full protobuf names of the request and response messages.
   public let request: String
   public let response: String
+  /// Whether the server answers with a stream.
   public let serverStreaming: Bool
 
   public init(path: String, request: String, response: String, serverStreaming: Bool) {

@@ -5,6 +5,7 @@ import SwiftProtobuf
 public protocol RPCService: Sendable {
   /// The full protobuf name, `pipemesh.v1.Diagnostics`: its health status key.
   var serviceName: String { get }
+  /// Adds a handler for each of the service's methods.
   func register(with router: inout RPCRouter)
 }
 

@@ -57,6 +57,7 @@ public struct TransportConfiguration: Sendable, Hashable {
   /// How long to wait for a ping's answer before closing the connection.
   public var keepaliveTimeout: Duration?
 
+  /// 256 MiB: room for a 64 MiB tensor several times over.
   public static let defaultMaxMessageBytes = 256 << 20
 
   public init(
@@ -103,6 +104,9 @@ private func withOptionalCString<R>(
 }
 
 extension Duration {
+  /// The duration in seconds.
+  public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+
   /// Whole milliseconds, rounded down.
   var milliseconds: Int64 {
     let (seconds, attoseconds) = components

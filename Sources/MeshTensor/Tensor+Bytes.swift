@@ -42,22 +42,13 @@ extension Tensor {
     /// Decodes the wire form: dtype, shape, and raw little-endian row-major bytes.
     /// Throws when the byte count does not match the shape or the shape is invalid.
     public init(dtype: DType, shape: [Int], littleEndianBytes bytes: some ContiguousBytes) throws {
-        guard shape.allSatisfy({ $0 >= 0 }) else {
-            throw TensorError(message: "shape \(shape) has a negative extent")
-        }
-        var count = 1
-        for extent in shape {
-            let (product, overflow) = count.multipliedReportingOverflow(by: extent)
-            guard !overflow, product <= Int.max / 4 else {
-                throw TensorError(message: "shape \(shape) has too many scalars")
-            }
-            count = product
+        // Check the size against the bytes before allocating: a small message must not be able
+        // to ask for a huge buffer.
+        let byteCount = bytes.withUnsafeBytes { $0.count }
+        guard let count = Tensor.checkedCount(of: shape), count.multipliedReportingOverflow(by: 4) == (byteCount, false) else {
+            throw TensorError(message: "\(dtype.rawValue) tensor of shape \(shape) does not fit the \(byteCount) bytes given (4 per scalar)")
         }
         let buffer = TensorBuffer(uninitializedCount: count)
-        let byteCount = bytes.withUnsafeBytes { $0.count }
-        guard byteCount == count * 4 else {
-            throw TensorError(message: "\(dtype.rawValue) tensor of shape \(shape) needs \(count * 4) bytes, got \(byteCount)")
-        }
         bytes.withUnsafeBytes { source in
             guard let base = source.baseAddress, count > 0 else { return }
             UnsafeMutableRawPointer(buffer.pointer).copyMemory(from: base, byteCount: count * 4)

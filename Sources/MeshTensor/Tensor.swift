@@ -89,6 +89,19 @@ public struct Tensor: Sendable {
     }
 
     /// The product of the extents of `shape` (1 for a scalar).
+    /// The number of scalars of `shape`, or nil when an extent is negative or the product
+    /// overflows (for sizes that come from outside).
+    public static func checkedCount(of shape: [Int]) -> Int? {
+        var total = 1
+        for extent in shape {
+            guard extent >= 0 else { return nil }
+            let (product, overflow) = total.multipliedReportingOverflow(by: extent)
+            guard !overflow else { return nil }
+            total = product
+        }
+        return total
+    }
+
     static func count(of shape: [Int]) -> Int {
         var total = 1
         for extent in shape {

@@ -7,23 +7,51 @@ import MeshTensor
 /// come from the shape flowing into the layer. Throws INVALID_ARGUMENT naming
 /// the layer when the spec cannot be built.
 public func makeModel(_ proto: Pipemesh_V1_ModelSpec) throws -> Sequential {
-  guard !proto.inputShape.isEmpty, proto.inputShape.allSatisfy({ $0 > 0 && $0 <= Int32.max }) else {
-    throw RPCError(.invalidArgument, "model input_shape \(proto.inputShape) must list positive extents")
+  guard !proto.inputShape.isEmpty, proto.inputShape.allSatisfy({ $0 > 0 }),
+    let inputSize = Tensor.checkedCount(of: proto.inputShape.map { Int(clamping: $0) }), inputSize <= ModelLimits.activation
+  else {
+    throw RPCError(
+      .invalidArgument, "model input_shape \(proto.inputShape) must list positive extents, at most \(ModelLimits.activation) scalars in all")
   }
-  guard !proto.layers.isEmpty else { throw RPCError(.invalidArgument, "the model has no layers") }
+  guard !proto.layers.isEmpty, proto.layers.count <= ModelLimits.layers else {
+    throw RPCError(.invalidArgument, "the model has \(proto.layers.count) layers; it needs 1 to \(ModelLimits.layers)")
+  }
   var spec = ModelSpec(
     inputShape: proto.inputShape.map { Int($0) }, layers: [], loss: try lossSpec(proto.loss),
     l2Penalty: proto.loss.l2, seed: proto.seed)
   guard proto.loss.l2 >= 0, proto.loss.l2.isFinite else {
     throw RPCError(.invalidArgument, "loss l2 must be a finite number >= 0, got \(proto.loss.l2)")
   }
-  var model = try build(spec)
+  var shape = spec.inputShape
   for (index, layer) in proto.layers.enumerated() {
-    let shape = model.activationShapes.last!
     spec.layers.append(try layerSpec(layer, index: index, inputShape: shape))
-    model = try build(spec)
+    let model = try build(spec)
+    shape = model.activationShapes.last!
+    guard let size = Tensor.checkedCount(of: shape), size <= ModelLimits.activation else {
+      throw RPCError(.invalidArgument, "layer \(index) outputs \(shape) per example, over \(ModelLimits.activation) scalars")
+    }
+    for declaration in model.layers[index].variableDeclarations {
+      guard let count = Tensor.checkedCount(of: declaration.shape), count <= ModelLimits.parameters else {
+        throw RPCError(.invalidArgument, "variable \(declaration.name) of shape \(declaration.shape) is over \(ModelLimits.parameters) scalars")
+      }
+    }
   }
-  return model
+  return try build(spec)
+}
+
+/// Bounds on what a model spec from outside may ask for, so that sizes and
+/// cost estimates stay far from overflow and a request cannot make a
+/// service allocate without limit.
+public enum ModelLimits {
+  public static let layers = 1024
+  /// Scalars in one example's activation at any layer boundary.
+  public static let activation = 1 << 26
+  /// Scalars in one variable.
+  public static let parameters = 1 << 30
+  /// Units, filters, vocabulary, dimensions, heads.
+  public static let size: Int64 = 1 << 20
+  /// Kernel size, stride, padding.
+  public static let window: Int64 = 64
 }
 
 private func build(_ spec: ModelSpec) throws -> Sequential {
@@ -53,9 +81,9 @@ private func activation(_ activation: Pipemesh_V1_Activation) throws -> Activati
 }
 
 private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [Int]) throws -> LayerSpec {
-  func positive(_ value: Int64, _ what: String) throws -> Int {
-    guard value > 0, value <= Int32.max else {
-      throw RPCError(.invalidArgument, "layer \(index): \(what) must be positive, got \(value)")
+  func positive(_ value: Int64, _ what: String, limit: Int64 = ModelLimits.size) throws -> Int {
+    guard value > 0, value <= limit else {
+      throw RPCError(.invalidArgument, "layer \(index): \(what) must be in 1...\(limit), got \(value)")
     }
     return Int(value)
   }
@@ -68,17 +96,21 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
     guard inputShape.count == 3 else {
       throw RPCError(.invalidArgument, "layer \(index): conv2d needs a [channels, height, width] input, got \(inputShape)")
     }
-    guard conv.padding >= 0 else { throw RPCError(.invalidArgument, "layer \(index): padding must not be negative") }
+    guard conv.padding >= 0, conv.padding <= ModelLimits.window else {
+      throw RPCError(.invalidArgument, "layer \(index): padding must be in 0...\(ModelLimits.window)")
+    }
+    let window = ModelLimits.window
     return .conv2d(
       inputChannels: inputShape[0], outputChannels: try positive(conv.filters, "filters"),
-      kernelSize: try positive(conv.kernelSize, "kernel_size"), stride: conv.stride == 0 ? 1 : try positive(conv.stride, "stride"),
+      kernelSize: try positive(conv.kernelSize, "kernel_size", limit: window),
+      stride: conv.stride == 0 ? 1 : try positive(conv.stride, "stride", limit: window),
       padding: Int(conv.padding), activation: try activation(conv.activation))
   case .maxPool2D(let pool):
-    let size = try positive(pool.size, "size")
-    return .maxPool2d(size: size, stride: pool.stride == 0 ? size : try positive(pool.stride, "stride"))
+    let size = try positive(pool.size, "size", limit: ModelLimits.window)
+    return .maxPool2d(size: size, stride: pool.stride == 0 ? size : try positive(pool.stride, "stride", limit: ModelLimits.window))
   case .avgPool2D(let pool):
-    let size = try positive(pool.size, "size")
-    return .avgPool2d(size: size, stride: pool.stride == 0 ? size : try positive(pool.stride, "stride"))
+    let size = try positive(pool.size, "size", limit: ModelLimits.window)
+    return .avgPool2d(size: size, stride: pool.stride == 0 ? size : try positive(pool.stride, "stride", limit: ModelLimits.window))
   case .flatten:
     return .flatten
   case .activation(let layer):

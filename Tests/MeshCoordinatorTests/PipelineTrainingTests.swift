@@ -143,3 +143,72 @@ import Testing
     #expect(try #require(evaluations.last).validationAccuracy > 0.7, "\(evaluations.map(\.validationAccuracy))")
   }
 }
+
+/// Requests that once crashed a partition or the coordinator, and job names
+/// used twice.
+@Suite(.serialized) struct CoordinatorRobustnessTests {
+  @Test func rerunningAJobNameStartsFromFreshState() async throws {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    let (inputs, targets) = PipelineTrainingTests.classification()
+    let coordinator = try await mesh.coordinator([[0], [1]], name: "rerun")
+    var runs: [[Double]] = []
+    for _ in 0..<2 {
+      let progress = try await PipelineTrainingTests.train(
+        coordinator, job: "same-name", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
+        microBatches: 2, schedule: .scheduleGpipe)
+      runs.append(progress.filter { !$0.done && !$0.evaluated }.map(\.loss))
+    }
+    // The second run trains again from the initial weights: the same losses.
+    #expect(runs[0].count == 8)
+    #expect(zip(runs[0], runs[1]).allSatisfy { abs($0 - $1) <= 1e-6 * abs($0) }, "\(runs)")
+  }
+
+  @Test func malformedStageAndInferenceRequestsAreRefused() async throws {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    let partition = try RPCClient(target: mesh.partitions[0].endpoint)
+    let reversed = await #expect(throws: RPCError.self) {
+      _ = try await partition.call(PartitionMethods.loadStage, .with {
+        $0.job = "reversed"
+        $0.model = PipelineTrainingTests.mlp
+        $0.firstLayer = 3
+        $0.endLayer = 1
+        $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+      })
+    }
+    #expect(reversed?.code == .invalidArgument)
+    let huge = await #expect(throws: RPCError.self) {
+      _ = try await partition.call(PartitionMethods.loadStage, .with {
+        $0.job = "huge"
+        $0.model = .with {
+          $0.inputShape = [Int64(Int32.max)]
+          $0.layers = [.with { $0.dense = .with { $0.units = Int64(Int32.max) } }]
+        }
+        $0.endLayer = 1
+        $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+      })
+    }
+    #expect(huge?.code == .invalidArgument)
+
+    let coordinator = try await mesh.coordinator([[0]], name: "robust")
+    let (inputs, targets) = PipelineTrainingTests.classification()
+    _ = try await PipelineTrainingTests.train(
+      coordinator, job: "to-infer", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
+      microBatches: 1, schedule: .scheduleGpipe, epochs: 1)
+    let client = try RPCClient(target: coordinator.endpoint)
+    let empty = await #expect(throws: RPCError.self) {
+      _ = try await client.call(CoordinatorMethods.infer, .with {
+        $0.job = "to-infer"
+        $0.inputs = Pipemesh_V1_Tensor(Tensor.zeros([0, 8]))
+      })
+    }
+    #expect(empty?.code == .invalidArgument)
+    let outputs = try await client.call(CoordinatorMethods.infer, .with {
+      $0.job = "to-infer"
+      $0.inputs = Pipemesh_V1_Tensor(inputs)
+      $0.microBatches = 7
+    })
+    #expect(outputs.outputs.shape == [64, 3])
+    let allRunning = mesh.partitions.allSatisfy { $0.process.isRunning }
+    #expect(allRunning)
+  }
+}

@@ -110,3 +110,57 @@ import Testing
     #expect(error?.code == .resourceExhausted)
   }
 }
+
+/// Small requests that ask for huge allocations or overflow sizes are
+/// refused, and the service stays up.
+@Suite struct HostileInputTests {
+  @Test func hugeShapesAndCountsAreRefused() async throws {
+    let logs = try TemporaryDirectory(prefix: "pipemesh-ps")
+    let ps = try await Fixtures.startPS(logs)
+    let client = try RPCClient(target: ps.endpoint)
+    _ = try await client.call(ParameterServerMethods.register, .with {
+      $0.job = "hostile"
+      $0.variables = [Fixtures.variable("w", shape: [2])]
+    })
+    var hugeGradient = Pipemesh_V1_Tensor()
+    hugeGradient.dtype = .float32
+    hugeGradient.shape = [1 << 30, 1 << 30]
+    hugeGradient.data = Data(count: 16)
+    var overflowing = hugeGradient
+    overflowing.shape = [Int64(Int32.max), Int64(Int32.max), Int64(Int32.max)]
+    for gradient in [hugeGradient, overflowing] {
+      let error = await #expect(throws: RPCError.self) {
+        _ = try await client.call(ParameterServerMethods.push, .with {
+          $0.job = "hostile"
+          $0.step = 1
+          $0.gradients = [.with { $0.name = "w"; $0.gradient = gradient }]
+        })
+      }
+      #expect(error?.code == .invalidArgument)
+    }
+    let cases: [(Pipemesh_V1_RegisterRequest, RPCError.Code)] = [
+      (.with { $0.job = "big"; $0.variables = [Fixtures.variable("v", shape: [1 << 20, 1 << 20])] }, .resourceExhausted),
+      (.with { $0.job = "overflow"; $0.variables = [Fixtures.variable("v", shape: [Int(Int32.max), Int(Int32.max), Int(Int32.max)])] }, .resourceExhausted),
+      (.with { $0.job = "replicas"; $0.consistency = Fixtures.consistency(.sync(.init()), replicas: .max) }, .invalidArgument),
+    ]
+    for (request, code) in cases {
+      let error = await #expect(throws: RPCError.self) { _ = try await client.call(ParameterServerMethods.register, request) }
+      #expect(error?.code == code, "\(request.job): \(String(describing: error))")
+    }
+    let stale = await #expect(throws: RPCError.self) {
+      _ = try await client.call(ParameterServerMethods.push, .with {
+        $0.job = "hostile"
+        $0.step = 1
+        $0.gradients = [.with { $0.name = "w"; $0.baseVersion = .min; $0.gradient = Pipemesh_V1_Tensor(Fixtures.filled([2], 1)) }]
+      })
+    }
+    #expect(stale?.code == .invalidArgument)
+    #expect(ps.process.isRunning)
+    // A failed first registration does not pin the job's consistency.
+    _ = try await client.call(ParameterServerMethods.register, .with {
+      $0.job = "big"
+      $0.consistency = Fixtures.consistency(.sync(.init()))
+      $0.variables = [Fixtures.variable("v", shape: [4])]
+    })
+  }
+}

@@ -14,6 +14,9 @@ extension Sequential {
         guard input.rank == expected.count + 1, Array(input.shape.dropFirst()) == expected else {
             throw TensorError(message: "input shape \(input.shape) must be [batch] + \(expected)")
         }
+        guard input.shape[0] > 0 else {
+            throw TensorError(message: "the batch is empty: input shape \(input.shape) needs at least one example")
+        }
         let scalars = input.scalars
         guard scalars.allSatisfy({ $0.isFinite }) else {
             throw TensorError(message: "input contains NaN or infinite values")

@@ -1,21 +1,26 @@
 import Foundation
 import MeshProto
+import MeshRPC
 
 /// Shows training progress: a live bar on a terminal, plain lines otherwise
 /// (logs, CI, pipes).
 struct ProgressDisplay {
   let live: Bool
+  /// Classification shows accuracy; regression only the loss.
+  let showsAccuracy: Bool
   private let started = ContinuousClock.now
   private var lastLine = ContinuousClock.now - .seconds(10)
 
-  init(live: Bool = isatty(STDOUT_FILENO) == 1) { self.live = live }
+  init(showsAccuracy: Bool, live: Bool = isatty(STDOUT_FILENO) == 1) {
+    self.showsAccuracy = showsAccuracy
+    self.live = live
+  }
 
   mutating func show(_ progress: Pipemesh_V1_TrainProgress) {
     if progress.evaluated {
       finishLine()
-      say(String(
-        format: "epoch %d  validation loss %.4f  accuracy %.1f%%", progress.epoch, progress.validationLoss,
-        progress.validationAccuracy * 100))
+      say(String(format: "epoch %d  validation loss %.4f", progress.epoch, progress.validationLoss)
+        + (showsAccuracy ? String(format: "  accuracy %.1f%%", progress.validationAccuracy * 100) : ""))
       return
     }
     guard !progress.done else {
@@ -24,11 +29,10 @@ struct ProgressDisplay {
     }
     let fraction = progress.totalSteps > 0 ? Double(progress.step) / Double(progress.totalSteps) : 0
     let elapsed = ContinuousClock.now - started
-    let remaining = fraction > 0 ? seconds(elapsed) * (1 - fraction) / fraction : 0
-    let status = String(
-      format: "epoch %d  step %lld/%lld  loss %.4f  acc %5.1f%%  %.0f samples/s  ETA %@",
-      progress.epoch, progress.step, progress.totalSteps, progress.loss, progress.accuracy * 100,
-      progress.samplesPerSecond, Self.clock(remaining) as NSString)
+    let remaining = fraction > 0 ? elapsed.seconds * (1 - fraction) / fraction : 0
+    let accuracy = showsAccuracy ? String(format: "  acc %5.1f%%", progress.accuracy * 100) : ""
+    let status = String(format: "epoch %d  step %lld/%lld  loss %.4f", progress.epoch, progress.step, progress.totalSteps, progress.loss)
+      + accuracy + String(format: "  %.0f samples/s  ETA ", progress.samplesPerSecond) + Self.clock(remaining)
     if live {
       let width = 24
       let filled = Int(fraction * Double(width))
@@ -48,8 +52,4 @@ struct ProgressDisplay {
     let total = Int(seconds.rounded())
     return String(format: "%d:%02d", total / 60, total % 60)
   }
-}
-
-func seconds(_ duration: Duration) -> Double {
-  Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
 }

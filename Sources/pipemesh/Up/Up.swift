@@ -17,14 +17,7 @@ struct Up: AsyncParsableCommand {
       stops the mesh cleanly.
       """)
 
-  @Option(help: "Model spec, protobuf JSON (see examples/); default: an MLP that fits the dataset.")
-  var model: String?
-
-  @Option(help: "Bundled dataset name or a file (.csv, .npy/.npz, IDX).")
-  var dataset: String = "digits"
-
-  @Option(help: "Label column of a CSV dataset.")
-  var labelColumn: String = "label"
+  @OptionGroup var training: TrainingOptions
 
   @Option(help: "Pipeline stages (one partition process each, per replica).")
   var stages: Int = 2
@@ -32,46 +25,19 @@ struct Up: AsyncParsableCommand {
   @Option(help: "Data-parallel replicas of the pipeline.")
   var replicas: Int = 1
 
-  @Option(help: "Micro-batches per mini-batch.")
-  var microBatches: Int = 4
-
-  @Option(help: "Pipeline schedule: gpipe or 1f1b.")
-  var schedule: String = "1f1b"
-
-  @Option(help: "Passes over the training split.")
-  var epochs: Int = 10
-
-  @Option(help: "Examples per step and replica.")
-  var batchSize: Int = 64
-
-  @Option(help: "Optimizer: sgd, momentum or adam.")
-  var optimizer: String = "adam"
-
-  @Option(help: "Learning rate.")
-  var learningRate: Float = 0.01
-
-  @Option(help: "Fraction of the data held out for evaluation.")
-  var validation: Float = 0.2
-
   @Option(help: "Where run folders go.")
   var runsDir: String = "runs"
 
   func validate() throws {
-    guard stages >= 1, replicas >= 1, microBatches >= 1, epochs >= 1, batchSize >= microBatches else {
-      throw ValidationError("stages, replicas, micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
-    }
-    guard ["gpipe", "1f1b"].contains(schedule) else { throw ValidationError("--schedule must be gpipe or 1f1b") }
-    guard ["sgd", "momentum", "adam"].contains(optimizer) else { throw ValidationError("--optimizer must be sgd, momentum or adam") }
-    guard validation >= 0, validation < 1 else { throw ValidationError("--validation must be in [0, 1)") }
+    guard stages >= 1, replicas >= 1 else { throw ValidationError("stages and replicas must be at least 1") }
   }
 
   func run() async throws {
     let run = try RunFolder.create(under: runsDir)
-    let data = try loadDataset(.with {
-      $0.uri = dataset
-      $0.labelColumn = labelColumn
-    })
-    let spec = try model.map(readModelSpec) ?? defaultModel(inputShape: Array(data.inputs.shape.dropFirst()), classes: max(data.classes, 1))
+    let data = try loadDataset(training.datasetReference)
+    let spec = try training.modelSpec() ?? defaultModel(
+      inputShape: Array(data.inputs.shape.dropFirst()),
+      outputs: training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1), regression: training.regression)
     try run.write(try spec.jsonString(), to: "model.json")
     say("run folder \(run.path)")
 
@@ -121,31 +87,9 @@ struct Up: AsyncParsableCommand {
   }
 
   private func stream(job: String, spec: Pipemesh_V1_ModelSpec, coordinator: RPCClient, run: RunFolder) async throws {
-    var request = Pipemesh_V1_TrainRequest()
-    request.job = job
-    request.model = spec
-    request.data.dataset = .with {
-      $0.uri = dataset
-      $0.labelColumn = labelColumn
-    }
-    request.epochs = Int32(epochs)
-    request.batchSize = Int32(batchSize)
-    request.microBatches = Int32(microBatches)
-    request.schedule = schedule == "gpipe" ? .scheduleGpipe : .scheduleOneFOneB
-    request.optimizer = .with {
-      switch optimizer {
-      case "sgd": $0.sgd = .init()
-      case "momentum": $0.momentum = .with { $0.momentum = 0.9 }
-      default: $0.adam = .init()
-      }
-      $0.learningRate = .with { $0.base = learningRate }
-    }
-    request.consistency = .with { $0.sync = .init() }
-    request.checkpoint = .with { $0.atEnd = true }
-    request.validationFraction = validation
-    request.shuffleSeed = 1
-
-    var display = ProgressDisplay()
+    var request = try training.request(job: job, spec: spec)
+    request.checkpoint.atEnd = true  // the run folder keeps the final checkpoint
+    var display = ProgressDisplay(showsAccuracy: !training.regression)
     var steps: [Pipemesh_V1_TrainProgress] = []
     var evaluations: [Pipemesh_V1_TrainProgress] = []
     var last: Pipemesh_V1_TrainProgress?
@@ -160,32 +104,10 @@ struct Up: AsyncParsableCommand {
       try FileManager.default.copyItem(atPath: checkpoint, toPath: run.file("checkpoint.safetensors"))
     }
     if let final = evaluations.last {
-      say(String(format: "done: validation accuracy %.1f%%, loss %.4f; run folder %@", final.validationAccuracy * 100, final.validationLoss, run.path as NSString))
+      let accuracy = training.regression ? "" : String(format: "validation accuracy %.1f%%, ", final.validationAccuracy * 100)
+      say("done: " + accuracy + String(format: "validation loss %.4f; run folder ", final.validationLoss) + run.path)
     } else {
       say("done: run folder \(run.path)")
-    }
-  }
-
-  private func readModelSpec(_ path: String) throws -> Pipemesh_V1_ModelSpec {
-    do {
-      return try Pipemesh_V1_ModelSpec(jsonString: String(contentsOfFile: path, encoding: .utf8))
-    } catch {
-      throw ValidationError("cannot read model spec \(path): \(error)")
-    }
-  }
-
-  /// An MLP sized for the dataset: flatten, two hidden ReLU layers, logits.
-  private func defaultModel(inputShape: [Int], classes: Int) -> Pipemesh_V1_ModelSpec {
-    .with {
-      $0.name = "mlp"
-      $0.inputShape = inputShape.map { Int64($0) }
-      $0.seed = 7
-      $0.layers = (inputShape.count > 1 ? [.with { $0.flatten = .init() }] : []) + [
-        .with { $0.dense = .with { $0.units = 128; $0.activation = .relu } },
-        .with { $0.dense = .with { $0.units = 64; $0.activation = .relu } },
-        .with { $0.dense = .with { $0.units = Int64(classes) } },
-      ]
-      $0.loss = .with { $0.softmaxCrossEntropy = .init() }
     }
   }
 }

@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import MeshRPC
+import SwiftProtobuf
+
+/// How the client commands reach a coordinator and print answers.
+struct ClientOptions: ParsableArguments {
+  @Option(help: "The coordinator, HOST:PORT. [PIPEMESH_COORDINATOR]")
+  var coordinator: String?
+
+  @OptionGroup var tls: TLSOptions
+
+  @Flag(help: "Print answers as JSON (one object per line), for scripts.")
+  var json = false
+
+  func client() throws -> RPCClient {
+    guard let target = coordinator ?? environment("COORDINATOR"), !target.isEmpty else {
+      throw ValidationError("give the coordinator with --coordinator HOST:PORT (or PIPEMESH_COORDINATOR)")
+    }
+    return try RPCClient(target: target, transport: .init(tls: try tls.configuration(server: false)))
+  }
+
+  /// Prints a message as one line of protobuf JSON.
+  func printJSON(_ message: some SwiftProtobuf.Message) throws {
+    var options = JSONEncodingOptions()
+    options.alwaysPrintEnumsAsInts = false
+    say(try message.jsonString(options: options))
+  }
+}
+
+/// Exit codes the client commands use, so scripts can tell failures apart.
+enum ClientExit {
+  /// The job failed or was cancelled.
+  static let jobFailed = ExitCode(1)
+  /// The request was refused as invalid (bad model, data, names).
+  static let invalidRequest = ExitCode(65)
+  /// The coordinator could not be reached or did not answer in time.
+  static let unavailable = ExitCode(69)
+
+  /// Reports an RPC error on stderr and gives its exit code.
+  static func exit(for error: RPCError) -> ExitCode {
+    FileHandle.standardError.write(Data("pipemesh: \(error)\n".utf8))
+    switch error.code {
+    case .unavailable, .deadlineExceeded: return unavailable
+    case .invalidArgument, .notFound, .failedPrecondition, .alreadyExists, .outOfRange, .resourceExhausted: return invalidRequest
+    default: return jobFailed
+    }
+  }
+}
+
+/// Runs a client call, turning RPC errors into the documented exit codes.
+func withExitCodes(_ body: () async throws -> Void) async throws {
+  do {
+    try await body()
+  } catch let error as RPCError {
+    throw ClientExit.exit(for: error)
+  }
+}

@@ -1,0 +1,207 @@
+import ArgumentParser
+import Foundation
+import MeshCoordinator
+import MeshData
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshWire
+
+struct Train: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Train a model on a running coordinator and follow its progress.",
+    discussion: """
+      The coordinator loads the dataset (a bundled name or a file on its host), plans the stages over
+      its partitions, and streams progress until the job ends. Exit codes: 0 done, 1 the job failed or
+      was cancelled, 64 bad usage, 65 the coordinator refused the request, 69 unreachable.
+      Example: pipemesh train --coordinator 10.0.0.5:7300 --model examples/mlp-digits.json --epochs 5
+      """)
+
+  @OptionGroup var client: ClientOptions
+  @OptionGroup var training: TrainingOptions
+
+  @Option(help: "Job name; default: a fresh one.")
+  var job: String?
+
+  func run() async throws {
+    try await withExitCodes {
+      let spec = try training.modelSpec() ?? defaultModel(
+        inputShape: try inputShape(), outputs: try outputCount(), regression: training.regression)
+      let request = try training.request(job: job ?? "job-\(Int(Date().timeIntervalSince1970))", spec: spec)
+      var display = ProgressDisplay(showsAccuracy: !training.regression)
+      for try await progress in try client.client().stream(CoordinatorMethods.train, request) {
+        if client.json { try client.printJSON(progress) } else { display.show(progress) }
+      }
+    }
+  }
+
+  /// The default model needs the data's shape, read here from the same dataset.
+  private func inputShape() throws -> [Int] { Array(try loadDataset(training.datasetReference).inputs.shape.dropFirst()) }
+
+  private func outputCount() throws -> Int {
+    let data = try loadDataset(training.datasetReference)
+    return training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1)
+  }
+}
+
+struct Infer: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Run inputs through a trained job's pipeline.",
+    discussion: """
+      Reads a NumPy .npy file of inputs ([N] + the model's input shape) and prints the outputs; for a
+      classifier, also the predicted class of each row.
+      Example: pipemesh infer --coordinator 127.0.0.1:7300 --job digits-1 --input batch.npy --json
+      """)
+
+  @OptionGroup var client: ClientOptions
+
+  @Option(help: "The trained job.")
+  var job: String
+
+  @Option(help: "A NumPy .npy file of inputs.")
+  var input: String
+
+  @Option(help: "Micro-batches to pipeline the inputs in.")
+  var microBatches: Int = 1
+
+  func run() async throws {
+    let inputs: Tensor
+    do {
+      inputs = try NumPy.readArray(at: URL(fileURLWithPath: input))
+    } catch let error as DatasetError {
+      throw ValidationError(error.message)
+    }
+    try await withExitCodes {
+      let response = try await client.client().call(CoordinatorMethods.infer, .with {
+        $0.job = job
+        $0.inputs = Pipemesh_V1_Tensor(inputs)
+        $0.microBatches = Int32(microBatches)
+      })
+      let outputs = try Tensor(wire: response.outputs, what: "outputs")
+      let width = outputs.shape.dropFirst().reduce(1, *)
+      let rows = (0..<outputs.shape[0]).map { Array(outputs.scalars[($0 * width)..<(($0 + 1) * width)]) }
+      let predictions = rows.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 }
+      if client.json {
+        let object: [String: Any] = ["shape": outputs.shape, "outputs": rows, "predictions": predictions]
+        say(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+      } else {
+        for (index, row) in rows.enumerated() {
+          say("\(index)\tclass \(predictions[index])\t" + row.map { String(format: "%.4f", $0) }.joined(separator: " "))
+        }
+      }
+    }
+  }
+}
+
+struct Plan: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Show how a model splits into pipeline stages.",
+    discussion: """
+      Without --coordinator the plan is computed here; with it, the coordinator computes it (over its
+      partitions when --stages is not given).
+      Example: pipemesh plan --model examples/cnn-digits.json --stages 3
+      """)
+
+  @Option(help: "Model spec, protobuf JSON.")
+  var model: String
+
+  @Option(help: "Stages to split into.")
+  var stages: Int = 2
+
+  @Option(parsing: .upToNextOption, help: "Explicit split points: the first layer of stages 1…K-1.")
+  var split: [Int] = []
+
+  @Option(help: "Ask this coordinator (HOST:PORT) instead of planning here.")
+  var coordinator: String?
+
+  @Flag(help: "Print the plan as JSON.")
+  var json = false
+
+  func run() async throws {
+    let spec = try TrainingOptions.parse(["--model", model]).modelSpec()!
+    var request = Pipemesh_V1_PlanRequest()
+    request.model = spec
+    request.stages = Int32(stages)
+    request.splitPoints = split.map { Int32($0) }
+    try await withExitCodes {
+      let response: Pipemesh_V1_PlanResponse
+      if let coordinator {
+        response = try await RPCClient(target: coordinator).call(CoordinatorMethods.plan, request)
+      } else {
+        response = try planLocally(request)
+      }
+      if json {
+        say(try response.jsonString())
+      } else {
+        for stage in response.stages {
+          say(String(
+            format: "stage %d  layers %d..<%d  %lld parameters  %.3g FLOPs/example", stage.stage, stage.firstLayer,
+            stage.endLayer, stage.parameters, stage.estimatedFlops))
+        }
+        say(String(format: "imbalance %.3f (largest stage over the mean; 1 is perfect)", response.imbalance))
+      }
+    }
+  }
+
+  private func planLocally(_ request: Pipemesh_V1_PlanRequest) throws -> Pipemesh_V1_PlanResponse {
+    let model = try makeModel(request.model)
+    let plan = try Planner.plan(model, stages: Int(request.stages), splitPoints: request.splitPoints.map { Int($0) })
+    return plan.response(costs: model.layerCosts)
+  }
+}
+
+struct Status: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Show a job's state, step and loss.")
+
+  @OptionGroup var client: ClientOptions
+
+  @Option(help: "The job.")
+  var job: String
+
+  func run() async throws {
+    try await withExitCodes {
+      let state = try await client.client().call(CoordinatorMethods.getJob, .with { $0.job = job })
+      if client.json { try client.printJSON(state) } else { say(describe(state)) }
+    }
+  }
+}
+
+struct Jobs: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "List the coordinator's jobs.")
+
+  @OptionGroup var client: ClientOptions
+
+  func run() async throws {
+    try await withExitCodes {
+      let list = try await client.client().call(CoordinatorMethods.listJobs, .init())
+      if client.json {
+        for job in list.jobs { try client.printJSON(job) }
+      } else {
+        for job in list.jobs { say(describe(job)) }
+      }
+    }
+  }
+}
+
+struct Cancel: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Cancel a running job; prints its final state.")
+
+  @OptionGroup var client: ClientOptions
+
+  @Option(help: "The job.")
+  var job: String
+
+  func run() async throws {
+    try await withExitCodes {
+      let state = try await client.client().call(CoordinatorMethods.cancelJob, .with { $0.job = job })
+      if client.json { try client.printJSON(state) } else { say(describe(state)) }
+    }
+  }
+}
+
+/// One line about a job.
+func describe(_ job: Pipemesh_V1_Job) -> String {
+  let state = String(describing: job.state)
+  return "\(job.job)\t\(state)\tstep \(job.step)/\(job.totalSteps)\tloss \(String(format: "%.4f", job.loss))"
+    + (job.error.isEmpty ? "" : "\t\(job.error)")
+}

@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import MeshProto
+import SwiftProtobuf
+
+/// What to train and how: shared by `pipemesh up` and `pipemesh train`.
+struct TrainingOptions: ParsableArguments {
+  @Option(help: "Model spec, protobuf JSON (see examples/); default: an MLP that fits the dataset.")
+  var model: String?
+
+  @Option(help: "Bundled dataset (digits, synthetic-parity, synthetic-reversal, synthetic-regression) or a file: .csv, .csv.gz, .npz (x, y), idx:IMAGES,LABELS.")
+  var dataset: String = "digits"
+
+  @Option(help: "Label column of a CSV dataset.")
+  var labelColumn: String = "label"
+
+  @Flag(help: "The labels are real-valued targets (regression), not class indices.")
+  var regression = false
+
+  @Option(help: "Micro-batches per mini-batch.")
+  var microBatches: Int = 4
+
+  @Option(help: "Pipeline schedule: gpipe or 1f1b.")
+  var schedule: String = "1f1b"
+
+  @Option(help: "Passes over the training split.")
+  var epochs: Int = 10
+
+  @Option(help: "Examples per step and replica.")
+  var batchSize: Int = 64
+
+  @Option(help: "Optimizer: sgd, momentum or adam.")
+  var optimizer: String = "adam"
+
+  @Option(help: "Learning rate.")
+  var learningRate: Float = 0.01
+
+  @Option(help: "Fraction of the data held out for evaluation.")
+  var validation: Float = 0.2
+
+  @Option(help: "Consistency of the variables: sync, async, or bounded:K.")
+  var consistency: String = "sync"
+
+  @Flag(help: "Have the ps tasks write a checkpoint when the job ends (they need --checkpoint-dir).")
+  var checkpointAtEnd = false
+
+  func validate() throws {
+    guard microBatches >= 1, epochs >= 1, batchSize >= microBatches else {
+      throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
+    }
+    guard ["gpipe", "1f1b"].contains(schedule) else { throw ValidationError("--schedule must be gpipe or 1f1b") }
+    guard ["sgd", "momentum", "adam"].contains(optimizer) else { throw ValidationError("--optimizer must be sgd, momentum or adam") }
+    guard validation >= 0, validation < 1 else { throw ValidationError("--validation must be in [0, 1)") }
+    _ = try consistencySpec()
+  }
+
+  var datasetReference: Pipemesh_V1_DatasetReference {
+    .with {
+      $0.uri = dataset
+      $0.labelColumn = labelColumn
+      $0.regression = regression
+    }
+  }
+
+  func consistencySpec() throws -> Pipemesh_V1_Consistency {
+    switch consistency {
+    case "sync": return .with { $0.sync = .init() }
+    case "async": return .with { $0.async = .init() }
+    case let text where text.hasPrefix("bounded:"):
+      guard let bound = Int64(text.dropFirst("bounded:".count)), bound >= 0 else {
+        throw ValidationError("--consistency bounded:K needs a whole number K >= 0")
+      }
+      return .with { $0.bounded = .with { $0.maxStaleness = bound } }
+    default:
+      throw ValidationError("--consistency must be sync, async or bounded:K")
+    }
+  }
+
+  /// The model from --model, or nil for the default.
+  func modelSpec() throws -> Pipemesh_V1_ModelSpec? {
+    try model.map { path in
+      do {
+        return try Pipemesh_V1_ModelSpec(jsonString: String(contentsOfFile: path, encoding: .utf8))
+      } catch {
+        throw ValidationError("cannot read model spec \(path): \(error)")
+      }
+    }
+  }
+
+  /// A Train request for `spec` under the name `job`.
+  func request(job: String, spec: Pipemesh_V1_ModelSpec) throws -> Pipemesh_V1_TrainRequest {
+    var request = Pipemesh_V1_TrainRequest()
+    request.job = job
+    request.model = spec
+    request.data.dataset = datasetReference
+    request.epochs = Int32(epochs)
+    request.batchSize = Int32(batchSize)
+    request.microBatches = Int32(microBatches)
+    request.schedule = schedule == "gpipe" ? .scheduleGpipe : .scheduleOneFOneB
+    request.optimizer = .with {
+      switch optimizer {
+      case "sgd": $0.sgd = .init()
+      case "momentum": $0.momentum = .with { $0.momentum = 0.9 }
+      default: $0.adam = .init()
+      }
+      $0.learningRate = .with { $0.base = learningRate }
+    }
+    request.consistency = try consistencySpec()
+    request.checkpoint = .with { $0.atEnd = checkpointAtEnd }
+    request.validationFraction = validation
+    request.shuffleSeed = 1
+    return request
+  }
+}
+
+/// An MLP sized for a dataset: flatten, two hidden ReLU layers, then logits
+/// (or one output per target for regression).
+func defaultModel(inputShape: [Int], outputs: Int, regression: Bool) -> Pipemesh_V1_ModelSpec {
+  .with {
+    $0.name = "mlp"
+    $0.inputShape = inputShape.map { Int64($0) }
+    $0.seed = 7
+    $0.layers = (inputShape.count > 1 ? [.with { $0.flatten = .init() }] : []) + [
+      .with { $0.dense = .with { $0.units = 128; $0.activation = .relu } },
+      .with { $0.dense = .with { $0.units = 64; $0.activation = .relu } },
+      .with { $0.dense = .with { $0.units = Int64(outputs) } },
+    ]
+    $0.loss = regression ? .with { $0.meanSquaredError = .init() } : .with { $0.softmaxCrossEntropy = .init() }
+  }
+}

@@ -1,0 +1,77 @@
+import Foundation
+import MeshTestSupport
+import Testing
+
+/// The client commands against a real coordinator, and their error paths and
+/// exit codes as scripts see them.
+@Suite(.serialized) struct ClientCommandTests {
+  static let mesh = Task { () throws -> (LocalMesh, RunningService) in
+    let mesh = try await LocalMesh(partitions: 2)
+    return (mesh, try await mesh.coordinator([[0], [1]], name: "cli"))
+  }
+
+  /// Runs `pipemesh <arguments>`; returns its exit status and output.
+  func pipemesh(_ arguments: [String], in directory: TemporaryDirectory) async throws -> (status: Int32, output: String) {
+    let log = directory.file("run-\(UUID().uuidString.prefix(6)).log")
+    let process = try ChildProcess(PipemeshBinary.path, arguments, logPath: log, currentDirectory: directory.path)
+    let status = try await process.waitForExit(timeout: .seconds(180))
+    return (status, process.log)
+  }
+
+  @Test func trainStatusJobsInferAndPlanWork() async throws {
+    let (_, coordinator) = try await Self.mesh.value
+    let directory = try TemporaryDirectory(prefix: "pipemesh-cli")
+    let examples = Repository.path("examples")
+    let train = try await pipemesh(
+      ["train", "--coordinator", coordinator.endpoint, "--job", "cli-mlp", "--model", "\(examples)/mlp-digits.json",
+       "--epochs", "1", "--micro-batches", "2", "--json"], in: directory)
+    #expect(train.status == 0, "\(train.output)")
+    let lines = train.output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    #expect(lines.contains { $0["done"] as? Bool == true }, "no final progress in \(train.output)")
+    #expect(lines.contains { $0["evaluated"] as? Bool == true })
+
+    let status = try await pipemesh(["status", "--coordinator", coordinator.endpoint, "--job", "cli-mlp", "--json"], in: directory)
+    #expect(status.status == 0)
+    let job = try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any]
+    #expect(job?["state"] as? String == "JOB_STATE_SUCCEEDED", "\(status.output)")
+
+    let jobs = try await pipemesh(["jobs", "--coordinator", coordinator.endpoint], in: directory)
+    #expect(jobs.status == 0 && jobs.output.contains("cli-mlp\tsucceeded"), "\(jobs.output)")
+
+    let python = try PythonInterop.findPython()
+    let inputs = directory.file("inputs.npy")
+    try run(python, ["-c", "import numpy as np; np.save('\(inputs)', np.random.default_rng(0).uniform(0, 16, (3, 64)).astype(np.float32))"])
+    let infer = try await pipemesh(
+      ["infer", "--coordinator", coordinator.endpoint, "--job", "cli-mlp", "--input", inputs, "--json"], in: directory)
+    #expect(infer.status == 0, "\(infer.output)")
+    let outputs = try JSONSerialization.jsonObject(with: Data(infer.output.utf8)) as? [String: Any]
+    #expect(outputs?["shape"] as? [Int] == [3, 10])
+    #expect((outputs?["predictions"] as? [Int])?.count == 3)
+
+    let plan = try await pipemesh(["plan", "--model", "\(examples)/cnn-digits.json", "--stages", "3", "--json"], in: directory)
+    #expect(plan.status == 0)
+    let stages = (try JSONSerialization.jsonObject(with: Data(plan.output.utf8)) as? [String: Any])?["stages"] as? [[String: Any]]
+    #expect(stages?.count == 3)
+  }
+
+  @Test func errorsHaveClearMessagesAndExitCodes() async throws {
+    let (_, coordinator) = try await Self.mesh.value
+    let directory = try TemporaryDirectory(prefix: "pipemesh-cli")
+    let cases: [(arguments: [String], status: Int32, says: String)] = [
+      (["status", "--job", "x"], 64, "give the coordinator"),
+      (["status", "--coordinator", coordinator.endpoint, "--job", "no-such-job"], 65, "no job named no-such-job"),
+      (["jobs", "--coordinator", "127.0.0.1:1"], 69, "UNAVAILABLE"),
+      (["train", "--coordinator", coordinator.endpoint, "--dataset", "nowhere.csv"], 65, "nowhere.csv"),
+      (["train", "--coordinator", coordinator.endpoint, "--model", "/nonexistent/spec.json"], 64, "cannot read model spec"),
+      (["train", "--coordinator", coordinator.endpoint, "--schedule", "zigzag"], 64, "--schedule must be gpipe or 1f1b"),
+      (["infer", "--coordinator", coordinator.endpoint, "--job", "x", "--input", "/nonexistent/in.npy"], 64, "in.npy"),
+      (["up", "--stages", "0"], 64, "stages and replicas must be at least 1"),
+      (["plan", "--model", Repository.path("examples/mlp-digits.json"), "--stages", "9"], 65, "cannot split 3 layers into 9 stages"),
+    ]
+    for (arguments, expected, message) in cases {
+      let result = try await pipemesh(arguments, in: directory)
+      #expect(result.status == expected, "pipemesh \(arguments.joined(separator: " ")) exited \(result.status): \(result.output)")
+      #expect(result.output.contains(message), "pipemesh \(arguments.joined(separator: " ")) said: \(result.output)")
+    }
+  }
+}
