@@ -130,6 +130,18 @@ let package = Package(
       path: "bench/tensor"
     ),
     .executableTarget(
+      name: "pipeline-bench",
+      dependencies: ["MeshOps", "MeshProto", "MeshRPC", "MeshTensor", "MeshWire"],
+      path: "bench/pipeline",
+      exclude: ["run"]
+    ),
+    .executableTarget(
+      name: "ps-bench",
+      dependencies: ["MeshPS", "MeshRPC", "MeshProto", "MeshTensor"],
+      path: "bench/ps",
+      exclude: ["run"]
+    ),
+    .executableTarget(
       name: "rpc-bench",
       dependencies: ["MeshRPC", "MeshProto"],
       path: "bench/rpc",
@@ -146,7 +158,7 @@ let package = Package(
     .testTarget(name: "PipemeshCLITests", dependencies: ["MeshCheckpoint", "MeshTestSupport", "MeshRPC", "MeshProto"]),
     .testTarget(
       name: "MeshCoordinatorTests",
-      dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport"]
+      dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport", "MeshData"]
     ),
     .testTarget(
       name: "MeshPSTests",

@@ -7,6 +7,8 @@ public struct DiagnosticsService: RPCService {
   /// The largest payload an echo may be asked to produce (under the default
   /// message limit, so a refusal never costs an allocation).
   public static let maxResponseSize: UInt64 = 128 << 20
+  /// Echoes up to this size answer inline, larger ones as a task.
+  static let inlinePayloadLimit = 64 << 10
 
   public let role: String
   public let version: String
@@ -22,12 +24,20 @@ public struct DiagnosticsService: RPCService {
   public var serviceName: String { DiagnosticsMethods.service }
 
   public func register(with router: inout RPCRouter) {
+    // Small echoes answer on the gRPC thread: they measure the transport.
     router.unary(DiagnosticsMethods.echo) { request, _ in
-      if request.delayMs > 0 { try await Task.sleep(for: .milliseconds(request.delayMs)) }
-      var response = Pipemesh_V1_EchoResponse()
-      response.payload =
-        request.responseSize > 0 ? try Self.payload(size: request.responseSize) : request.payload
-      return response
+      let echo = { @Sendable in
+        var response = Pipemesh_V1_EchoResponse()
+        response.payload = request.responseSize > 0 ? try Self.payload(size: request.responseSize) : request.payload
+        return response
+      }
+      guard request.delayMs == 0, request.payload.count <= Self.inlinePayloadLimit, request.responseSize <= Self.inlinePayloadLimit else {
+        return .later {
+          if request.delayMs > 0 { try await Task.sleep(for: .milliseconds(request.delayMs)) }
+          return try echo()
+        }
+      }
+      return .now(try echo())
     }
     router.serverStreaming(DiagnosticsMethods.echoStream) { request, writer, _ in
       let payload = try Self.payload(size: request.responseSize)
@@ -43,7 +53,7 @@ public struct DiagnosticsService: RPCService {
       }
     }
     let description = describe()
-    router.unary(DiagnosticsMethods.describe) { _, _ in description }
+    router.unary(DiagnosticsMethods.describe) { _, _ in .now(description) }
   }
 
   private func describe() -> Pipemesh_V1_DescribeResponse {

@@ -33,6 +33,34 @@ public struct RPCRouter: Sendable {
       })
   }
 
+  /// Handles a unary method whose answer is often immediate and cheap
+  /// (control-plane calls, diagnostics): `handler` runs on the gRPC thread
+  /// that received the call and returns `.now(response)`, or `.later { … }`
+  /// to do anything slow or blocking as a Swift task. Never compute a model
+  /// step or block in the inline part.
+  public mutating func unary<Request, Response>(
+    _ method: UnaryMethod<Request, Response>,
+    inline handler: @escaping @Sendable (Request, ServerContext) throws -> InlineAnswer<Response>
+  ) {
+    methods.append(
+      RegisteredMethod(path: method.path, kind: PM_METHOD_UNARY, inline: { call in
+        do {
+          switch try handler(try Request(wireBytes: call.request), call.context) {
+          case .now(let response):
+            call.finish(with: response)
+            return nil
+          case .later(let work):
+            return { @Sendable in
+              do { call.finish(with: try await work()) } catch { call.finish(with: RPCError(answering: error)) }
+            }
+          }
+        } catch {
+          call.finish(with: RPCError(answering: error))
+          return nil
+        }
+      }))
+  }
+
   /// Handles a server-streaming method; the handler writes responses through
   /// the writer and returns to end the stream with OK.
   public mutating func serverStreaming<Request, Response>(
@@ -52,17 +80,33 @@ public struct RPCRouter: Sendable {
   }
 }
 
-/// A handler as the shim calls it: `run` decodes, calls the typed handler and
-/// finishes the call.
+/// What an inline handler answers: the response now, or work to run as a task.
+public enum InlineAnswer<Response: Sendable>: Sendable {
+  case now(Response)
+  case later(@Sendable () async throws -> Response)
+}
+
+/// A handler as the shim calls it: it decodes, calls the typed handler and
+/// finishes the call, as a task (`run`) or first on the gRPC thread
+/// (`inline`, which returns the rest, if any, to run as a task).
 final class RegisteredMethod: Sendable {
   let path: String
   let kind: pm_method_kind
-  let run: @Sendable (IncomingCall) async -> Void
+  let run: (@Sendable (IncomingCall) async -> Void)?
+  let inline: (@Sendable (IncomingCall) -> (@Sendable () async -> Void)?)?
 
   init(path: String, kind: pm_method_kind, run: @escaping @Sendable (IncomingCall) async -> Void) {
     self.path = path
     self.kind = kind
     self.run = run
+    inline = nil
+  }
+
+  init(path: String, kind: pm_method_kind, inline: @escaping @Sendable (IncomingCall) -> (@Sendable () async -> Void)?) {
+    self.path = path
+    self.kind = kind
+    run = nil
+    self.inline = inline
   }
 
 }
@@ -83,7 +127,11 @@ final class ServedMethod: Sendable {
   static let entryPoint: pm_server_handler = { context, call, request in
     let served = Unmanaged<ServedMethod>.fromOpaque(context!).takeUnretainedValue()
     let incoming = IncomingCall(pointer: call!, request: request, path: served.method.path, observer: served.observer)
-    let task = Task { await served.method.run(incoming) }
-    incoming.cancelOnCallCancellation(task)
+    if let inline = served.method.inline {
+      guard let rest = inline(incoming) else { return }
+      incoming.cancelOnCallCancellation(Task { await rest() })
+    } else if let run = served.method.run {
+      incoming.cancelOnCallCancellation(Task { await run(incoming) })
+    }
   }
 }

@@ -13,34 +13,64 @@ func announceListening(_ server: RPCServer, role: String) {
   FileHandle.standardOutput.write(Data("\(role) listening on \(server.endpoint)\n".utf8))
 }
 
-/// Returns when the process receives SIGTERM or SIGINT.
+/// Returns when the process receives SIGTERM or SIGINT, or when the task is
+/// cancelled.
 func waitForTerminationSignal() async {
-  await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-    let waiter = SignalWaiter(continuation)
-    for signalNumber in [SIGTERM, SIGINT] {
-      signal(signalNumber, SIG_IGN)
-      let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-      source.setEventHandler { waiter.resume() }
-      source.resume()
-      waiter.keep(source)
+  let waiter = SignalWaiter()
+  await withTaskCancellationHandler {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      waiter.arm(continuation)
+      for signalNumber in [SIGTERM, SIGINT] {
+        signal(signalNumber, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler { waiter.fire() }
+        source.resume()
+        waiter.keep(source)
+      }
     }
+  } onCancel: {
+    waiter.fire()
   }
 }
 
-/// Resumes a continuation on the first signal, keeping the signal sources
-/// alive until then.
+/// Resumes a continuation once, on the first signal or cancellation, and
+/// keeps the signal sources alive until then.
 private final class SignalWaiter: Sendable {
-  private let state: Mutex<(continuation: CheckedContinuation<Void, Never>?, sources: [any DispatchSourceSignal])>
+  private struct State {
+    var continuation: CheckedContinuation<Void, Never>?
+    var fired = false
+    var sources: [SignalSource] = []
+  }
 
-  init(_ continuation: CheckedContinuation<Void, Never>) { state = Mutex((continuation, [])) }
+  /// A dispatch source; only `cancel` is called on it, which is thread-safe.
+  private struct SignalSource: @unchecked Sendable {
+    let source: any DispatchSourceSignal
+  }
+  private let state = Mutex(State())
 
-  func keep(_ source: any DispatchSourceSignal) { state.withLock { $0.sources.append(source) } }
-
-  func resume() {
-    let continuation = state.withLock { state in
-      defer { state = (nil, []) }
-      return state.continuation
+  func arm(_ continuation: CheckedContinuation<Void, Never>) {
+    let firedAlready = state.withLock { state in
+      if !state.fired { state.continuation = continuation }
+      return state.fired
     }
+    if firedAlready { continuation.resume() }
+  }
+
+  func keep(_ source: any DispatchSourceSignal) {
+    let kept = SignalSource(source: source)
+    state.withLock { $0.sources.append(kept) }
+  }
+
+  func fire() {
+    let (continuation, sources) = state.withLock { state in
+      state.fired = true
+      defer {
+        state.continuation = nil
+        state.sources = []
+      }
+      return (state.continuation, state.sources)
+    }
+    for kept in sources { kept.source.cancel() }
     continuation?.resume()
   }
 }

@@ -47,7 +47,7 @@ struct ServiceHost {
         notifier.status(status())
       }
     }
-    await waitForTerminationSignal()
+    await waitForTermination()
     log.log("shutting down: draining calls for up to \(options.graceSeconds) s")
     notifier.stopping(status: "draining calls")
     statusLines.cancel()
@@ -58,15 +58,35 @@ struct ServiceHost {
     log.log("stopped")
   }
 
+  /// Returns on SIGTERM or SIGINT, or, when PIPEMESH_EXIT_WITH_PARENT=1 (set
+  /// by `pipemesh up` and the tests for their children), once the process
+  /// that started this one is gone, so that no service outlives a crashed
+  /// parent.
+  private func waitForTermination() async {
+    guard environment("EXIT_WITH_PARENT") == "1" else { return await waitForTerminationSignal() }
+    let parent = getppid()
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await waitForTerminationSignal() }
+      group.addTask {
+        while getppid() == parent, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(250)) }
+      }
+      await group.next()
+      group.cancelAll()
+    }
+    if getppid() != parent { log.log("the parent process is gone: stopping") }
+  }
+
   /// Waits until the server answers: a gRPC health check over plaintext, a
   /// TCP connection when TLS is on (the certificate may not name 127.0.0.1).
   private func waitUntilAnswering(_ server: RPCServer) async throws {
-    let local = "127.0.0.1:\(server.port)"
+    let wildcard = ["", "0.0.0.0", "[::]", "::"].contains(server.host)
+    let host = wildcard ? "127.0.0.1" : server.host
+    let local = "\(host):\(server.port)"
     let deadline = ContinuousClock.now + .seconds(30)
     let client = try RPCClient(target: local)
     while ContinuousClock.now < deadline {
       if options.tls.isEnabled {
-        if Self.acceptsConnections(port: server.port) { return }
+        if Self.acceptsConnections(host: host, port: server.port) { return }
       } else if (try? await client.call(HealthMethods.check, .init(), options: .init(timeout: .seconds(2))))?.status == .serving {
         return
       }
@@ -75,14 +95,14 @@ struct ServiceHost {
     throw ValidationError("the \(role) service did not answer on \(local) within 30 s")
   }
 
-  private static func acceptsConnections(port: Int) -> Bool {
+  private static func acceptsConnections(host: String, port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = UInt16(port).bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_addr.s_addr = inet_addr(host)
     return withUnsafePointer(to: &address) {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     } == 0

@@ -20,9 +20,10 @@ struct InProcessReference {
   }
 
   /// Per-step losses of plain SGD over `epochs`, with the coordinator's
-  /// shuffles (seed, then seed + epoch) and no held-out split.
-  mutating func train(inputs: Tensor, targets: Tensor, epochs: Int, batchSize: Int, seed: UInt64) -> [Float] {
-    let order = PortableRandom.permutation(inputs.shape[0], seed: seed)
+  /// shuffles (seed, then seed + epoch) and held-out split (the first
+  /// `held` examples of the seed's permutation).
+  mutating func train(inputs: Tensor, targets: Tensor, epochs: Int, batchSize: Int, seed: UInt64, held: Int = 0) -> [Float] {
+    let order = Array(PortableRandom.permutation(inputs.shape[0], seed: seed)[held...])
     let trainInputs = Self.rows(inputs, order)
     let trainTargets = Self.rows(targets, order)
     let optimizer = SGD(learningRate: .constant(learningRate))
@@ -41,5 +42,14 @@ struct InProcessReference {
       }
     }
     return losses
+  }
+}
+
+extension InProcessReference {
+  /// Accuracy on the coordinator's held-out split.
+  func validationAccuracy(inputs: Tensor, targets: Tensor, seed: UInt64, held: Int) -> Double {
+    let order = Array(PortableRandom.permutation(inputs.shape[0], seed: seed)[..<held])
+    let logits = model(Self.rows(inputs, order), variables: variables)
+    return Double(Loss.correctPredictions(logits: logits, labels: Self.rows(targets, order))) / Double(held)
   }
 }

@@ -15,7 +15,9 @@ public final class ChildProcess: Sendable {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    // Services exit when the test process does, even if it crashes.
+    process.environment = ProcessInfo.processInfo.environment
+      .merging(["PIPEMESH_EXIT_WITH_PARENT": "1"]) { $1 }.merging(environment) { $1 }
     if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
     _ = FileManager.default.createFile(atPath: logPath, contents: nil)
     let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MeshCoordinator
+import MeshOps
 import MeshProto
 import MeshRPC
 import SwiftProtobuf
@@ -41,7 +42,7 @@ struct Up: AsyncParsableCommand {
     try run.write(try spec.jsonString(), to: "model.json")
     say("run folder \(run.path)")
 
-    let services = try ChildServices(logDirectory: run.file("logs"))
+    let services = try LocalServices(logDirectory: run.file("logs"))
     let outcome: Result<Void, any Error>
     do {
       outcome = .success(try await train(spec, services: services, run: run))
@@ -53,7 +54,7 @@ struct Up: AsyncParsableCommand {
     try outcome.get()
   }
 
-  private func train(_ spec: Pipemesh_V1_ModelSpec, services: ChildServices, run: RunFolder) async throws {
+  private func train(_ spec: Pipemesh_V1_ModelSpec, services: LocalServices, run: RunFolder) async throws {
     let ps = try await services.start("ps", name: "ps", ["--checkpoint-dir", run.file("ps-checkpoints"), "--checkpoint-seconds", "0"])
     var layout: [[String]] = []
     for stage in 0..<stages {
@@ -97,7 +98,7 @@ struct Up: AsyncParsableCommand {
       display.show(progress)
       if progress.done { last = progress } else if progress.evaluated { evaluations.append(progress) } else { steps.append(progress) }
     }
-    guard let last else { throw UpError("the coordinator ended the job without a final report") }
+    guard let last else { throw ValidationError("the coordinator ended the job without a final report") }
     try run.writeMetrics(steps: steps, evaluations: evaluations)
     try run.write(last.traceJson, to: "trace.json")
     if let checkpoint = last.checkpoints.first {

@@ -1,9 +1,10 @@
 import Foundation
 import Synchronization
 
-/// Services `pipemesh up` runs as child processes of its own binary, on free
-/// loopback ports. Each one's output goes to `<run>/logs/<name>.log`.
-final class ChildServices: Sendable {
+/// Pipemesh services run as child processes (`pipemesh serve …`) on free
+/// loopback ports, as `pipemesh up` and the benchmarks start a local mesh.
+/// Each one's output goes to `<logDirectory>/<name>.log`.
+public final class LocalServices: Sendable {
   private struct Child {
     let name: String
     let process: Process
@@ -11,23 +12,27 @@ final class ChildServices: Sendable {
   }
   private let children = Mutex<[Child]>([])
   private let logDirectory: String
+  private let executable: String
 
-  init(logDirectory: String) throws {
+  /// `executable` is the `pipemesh` binary (this process's own by default).
+  public init(logDirectory: String, executable: String? = nil) throws {
     self.logDirectory = logDirectory
+    self.executable = try executable ?? Self.ownExecutable()
     try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
   }
 
   /// Starts `pipemesh serve <role> …` and returns the endpoint it announces.
-  func start(_ role: String, name: String, _ arguments: [String]) async throws -> String {
+  public func start(_ role: String, name: String, _ arguments: [String]) async throws -> String {
     let log = (logDirectory as NSString).appendingPathComponent("\(name).log")
     _ = FileManager.default.createFile(atPath: log, contents: nil)
     let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: try Self.executable())
+    process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = ["serve", role, "--listen", "127.0.0.1:0"] + arguments
     process.standardOutput = handle
     process.standardError = handle
     process.standardInput = FileHandle.nullDevice
+    process.environment = ProcessInfo.processInfo.environment.merging(["PIPEMESH_EXIT_WITH_PARENT": "1"]) { $1 }
     try process.run()
     try handle.close()
     children.withLock { $0.append(Child(name: name, process: process, log: log)) }
@@ -39,16 +44,19 @@ final class ChildServices: Sendable {
         return String(line.dropFirst(prefix.count))
       }
       guard process.isRunning else {
-        throw UpError("\(name) exited before it listened (status \(process.terminationStatus)); its log, \(log):\n\(text)")
+        throw LocalServicesError("\(name) exited before it listened (status \(process.terminationStatus)); its log, \(log):\n\(text)")
       }
       try await Task.sleep(for: .milliseconds(20))
     }
-    throw UpError("\(name) did not listen within 60 s; see \(log)")
+    throw LocalServicesError("\(name) did not listen within 60 s; see \(log)")
   }
+
+  /// The process ids of the children by name (for CPU accounting).
+  public var processIDs: [String: Int32] { children.withLock { Dictionary(uniqueKeysWithValues: $0.map { ($0.name, $0.process.processIdentifier) }) } }
 
   /// Stops every child with SIGTERM (the ps writes its last checkpoint),
   /// then SIGKILL for any still running after `grace`.
-  func stopAll(grace: Duration = .seconds(15)) async {
+  public func stopAll(grace: Duration = .seconds(15)) async {
     let all = children.withLock { $0 }
     for child in all.reversed() where child.process.isRunning { child.process.terminate() }
     let deadline = ContinuousClock.now + grace
@@ -58,16 +66,16 @@ final class ChildServices: Sendable {
     for child in all where child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) }
   }
 
-  private static func executable() throws -> String {
+  private static func ownExecutable() throws -> String {
     guard let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else {
-      throw UpError("cannot find this executable to start the services with")
+      throw LocalServicesError("cannot find this executable to start the services with")
     }
     return path
   }
 }
 
-/// An error `pipemesh up` reports and exits with.
-struct UpError: Error, CustomStringConvertible {
-  let description: String
-  init(_ description: String) { self.description = description }
+/// A service that would not start, with its log.
+public struct LocalServicesError: Error, CustomStringConvertible {
+  public let description: String
+  public init(_ description: String) { self.description = description }
 }

@@ -1,0 +1,129 @@
+// bench/pipeline: training throughput through a real local mesh (a ps, K
+// partitions with one BLAS thread each, a coordinator) for a compute-balanced
+// MLP, K ∈ {1, 2} and M ∈ {1, 2, 4, 8} micro-batches under GPipe, next to the
+// GPipe ideal K·S₁·M/(M+K−1) where S₁ is single-process training measured in
+// the same run. Also per-stage busy fraction, the bubble, the coordinator's
+// CPU use, and the Chrome trace of one step.
+//
+//   pipeline-bench OUTPUT_DIR [--quick]
+import Foundation
+import MeshOps
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshWire
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 2 else {
+  FileHandle.standardError.write(Data("usage: pipeline-bench OUTPUT_DIR [--quick]\n".utf8))
+  exit(2)
+}
+let output = arguments[1]
+let quick = arguments.contains("--quick")
+let steps = quick ? 3 : 8
+let batch = 256
+let width = 1024
+
+/// Four equal Dense layers: any split into 1 or 2 stages balances compute.
+let spec = Pipemesh_V1_ModelSpec.with {
+  $0.inputShape = [Int64(width)]
+  $0.seed = 1
+  $0.layers = (0..<4).map { index in
+    .with { $0.dense = .with { $0.units = Int64(index == 3 ? 10 : width); $0.activation = index == 3 ? .none : .relu } }
+  }
+  $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+}
+let inputs = Tensor.randomNormal([batch * (steps + 1), width], seed: 2)
+let labels = Tensor(shape: [batch * (steps + 1)], scalars: (0..<(batch * (steps + 1))).map { Float($0 % 10) })
+
+/// Single-process training, one BLAS thread: samples per second.
+func singleProcess() throws -> Double {
+  BLAS.setThreadCount(1)
+  let model = try makeModel(spec)
+  var variables = model.initialVariables()
+  let optimizer = SGD(learningRate: .constant(0.01))
+  var elapsed = Duration.zero
+  for step in 0...steps {
+    let rows = (step * batch)..<((step + 1) * batch)
+    let x = inputs.slice(axis: 0, range: rows), y = labels.slice(axis: 0, range: rows)
+    let started = ContinuousClock.now
+    let (_, gradients) = model.lossAndGradients(input: x, target: y, variables: variables, context: ForwardContext(training: true))
+    for (name, gradient) in gradients {
+      variables[name] = optimizer.update(variable: variables[name]!, gradient: gradient, slots: [:], step: step + 1).variable
+    }
+    if step > 0 { elapsed += ContinuousClock.now - started }  // step 0 warms up
+  }
+  return Double(batch * steps) / elapsed.seconds
+}
+
+/// CPU seconds a process has used, from /proc.
+func cpuSeconds(_ pid: Int32) -> Double {
+  guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+    let close = stat.lastIndex(of: ")")
+  else { return 0 }
+  let fields = stat[stat.index(after: close)...].split(separator: " ")
+  let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)  // utime, stime
+  return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+struct Result: Codable {
+  let stages: Int
+  let microBatches: Int
+  let samplesPerSecond: Double
+  let ideal: Double
+  let busyFraction: [Double]
+  let coordinatorCPU: Double
+}
+
+try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+let single = try singleProcess()
+print(String(format: "{\"single_process_samples_per_second\":%.1f}", single))
+let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("pipemesh").path
+var results: [Result] = []
+for stages in [1, 2] {
+  let services = try LocalServices(logDirectory: "\(output)/logs-k\(stages)", executable: binary)
+  let ps = try await services.start("ps", name: "ps", [])
+  var partitions: [String] = []
+  for stage in 0..<stages {
+    partitions.append(try await services.start("partition", name: "partition\(stage)", ["--blas-threads", "1"]))
+  }
+  let coordinator = try await services.start(
+    "coordinator", name: "coordinator", ["--ps", ps, "--partitions", partitions.joined(separator: ";")])
+  let coordinatorPID = services.processIDs["coordinator"]!
+  let client = try RPCClient(target: coordinator, transport: .init(maxMessageBytes: 1 << 30))
+  for microBatches in [1, 2, 4, 8] {
+    var request = Pipemesh_V1_TrainRequest()
+    request.job = "k\(stages)-m\(microBatches)"
+    request.model = spec
+    request.data.inline = .with {
+      $0.inputs = Pipemesh_V1_Tensor(inputs)
+      $0.targets = Pipemesh_V1_Tensor(labels)
+    }
+    request.epochs = 1
+    request.batchSize = Int32(batch)
+    request.microBatches = Int32(microBatches)
+    request.schedule = .scheduleGpipe
+    request.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.01 } }
+    let cpuBefore = cpuSeconds(coordinatorPID)
+    var measured: [Pipemesh_V1_TrainProgress] = []
+    var trace = ""
+    for try await progress in client.stream(CoordinatorMethods.train, request) {
+      if progress.done { trace = progress.traceJson } else if progress.step > 1 { measured.append(progress) }
+    }
+    // Wall time of the measured steps from their samples/s; the coordinator's
+    // CPU is taken over the whole job, so it is an upper bound.
+    let wall = measured.reduce(0) { $0 + Double(batch) / $1.samplesPerSecond }
+    let samples = Double(batch * measured.count) / wall
+    let busy = (0..<stages).map { stage in
+      measured.reduce(0) { $0 + ($1.stages.first { $0.stage == Int32(stage) }?.busySeconds ?? 0) } / wall
+    }
+    let result = Result(
+      stages: stages, microBatches: microBatches, samplesPerSecond: samples,
+      ideal: Double(stages) * single * Double(microBatches) / Double(microBatches + stages - 1), busyFraction: busy,
+      coordinatorCPU: (cpuSeconds(coordinatorPID) - cpuBefore) / (wall * Double(measured.count + 1) / Double(measured.count)))
+    results.append(result)
+    print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
+    try trace.write(toFile: "\(output)/trace-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
+  }
+  await services.stopAll()
+}
