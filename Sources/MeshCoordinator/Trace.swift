@@ -46,7 +46,7 @@ public final class TraceRecorder: Sendable {
     }
     for event in selected {
       trace.append([
-        "name": event.name, "cat": event.name.contains("B") ? "backward" : "forward", "ph": "X",
+        "name": event.name, "cat": event.name == "commit" ? "commit" : event.name.contains("B") ? "backward" : "forward", "ph": "X",
         "ts": microseconds(event.start), "dur": microseconds(event.duration),
         "pid": event.replica, "tid": event.stage, "args": ["step": event.step],
       ])

@@ -221,10 +221,13 @@ final class TrainingJob: Sendable {
           let commits = try await withThrowingTaskGroup(of: Double.self) { commits in
             for stage in 0..<self.cluster.stages {
               commits.addTask {
-                try await self.clients[stage][replica].call(PartitionMethods.commit, .with {
-                  $0.job = self.runID
-                  $0.step = step
-                }).penalty
+                let (response, _) = try await self.trace.record("commit", stage: stage, replica: replica, step: step) {
+                  try await self.clients[stage][replica].call(PartitionMethods.commit, .with {
+                    $0.job = self.runID
+                    $0.step = step
+                  })
+                }
+                return response.penalty
               }
             }
             return try await commits.reduce(0, +)

@@ -25,8 +25,7 @@ struct Train: AsyncParsableCommand {
 
   func run() async throws {
     try await withExitCodes {
-      let spec = try training.modelSpec() ?? defaultModel(
-        inputShape: try inputShape(), outputs: try outputCount(), regression: training.regression)
+      let spec = try training.modelSpec() ?? defaultModelForDataset()
       let request = try training.request(job: job ?? "job-\(Int(Date().timeIntervalSince1970))", spec: spec)
       var display = ProgressDisplay(showsAccuracy: !training.regression)
       for try await progress in try client.client().stream(CoordinatorMethods.train, request) {
@@ -35,12 +34,13 @@ struct Train: AsyncParsableCommand {
     }
   }
 
-  /// The default model needs the data's shape, read here from the same dataset.
-  private func inputShape() throws -> [Int] { Array(try loadDataset(training.datasetReference).inputs.shape.dropFirst()) }
-
-  private func outputCount() throws -> Int {
+  /// The default model needs the data's shapes: read here from the same
+  /// dataset the coordinator will load.
+  private func defaultModelForDataset() throws -> Pipemesh_V1_ModelSpec {
     let data = try loadDataset(training.datasetReference)
-    return training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1)
+    return defaultModel(
+      inputShape: Array(data.inputs.shape.dropFirst()),
+      outputs: training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1), regression: training.regression)
   }
 }
 
@@ -160,8 +160,7 @@ struct Status: AsyncParsableCommand {
 
   func run() async throws {
     try await withExitCodes {
-      let state = try await client.client().call(CoordinatorMethods.getJob, .with { $0.job = job })
-      if client.json { try client.printJSON(state) } else { say(describe(state)) }
+      try client.show(try await client.client().call(CoordinatorMethods.getJob, .with { $0.job = job }))
     }
   }
 }
@@ -174,11 +173,7 @@ struct Jobs: AsyncParsableCommand {
   func run() async throws {
     try await withExitCodes {
       let list = try await client.client().call(CoordinatorMethods.listJobs, .init())
-      if client.json {
-        for job in list.jobs { try client.printJSON(job) }
-      } else {
-        for job in list.jobs { say(describe(job)) }
-      }
+      for job in list.jobs { try client.show(job) }
     }
   }
 }
@@ -193,15 +188,16 @@ struct Cancel: AsyncParsableCommand {
 
   func run() async throws {
     try await withExitCodes {
-      let state = try await client.client().call(CoordinatorMethods.cancelJob, .with { $0.job = job })
-      if client.json { try client.printJSON(state) } else { say(describe(state)) }
+      try client.show(try await client.client().call(CoordinatorMethods.cancelJob, .with { $0.job = job }))
     }
   }
 }
 
-/// One line about a job.
-func describe(_ job: Pipemesh_V1_Job) -> String {
-  let state = String(describing: job.state)
-  return "\(job.job)\t\(state)\tstep \(job.step)/\(job.totalSteps)\tloss \(String(format: "%.4f", job.loss))"
-    + (job.error.isEmpty ? "" : "\t\(job.error)")
+extension ClientOptions {
+  /// Prints a job as JSON, or as one tab-separated line.
+  func show(_ job: Pipemesh_V1_Job) throws {
+    guard !json else { return try printJSON(job) }
+    say("\(job.job)\t\(job.state)\tstep \(job.step)/\(job.totalSteps)\tloss \(String(format: "%.4f", job.loss))"
+      + (job.error.isEmpty ? "" : "\t\(job.error)"))
+  }
 }
