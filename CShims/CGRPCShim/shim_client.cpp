@@ -55,12 +55,20 @@ struct pm_client_call {
 
   virtual void RequestNext() {}
 
-  virtual void Cancel() { context.TryCancel(); }
+  // Cancels a call still running; a completed call is left alone (grpc is
+  // tearing it down on its own thread, and there is nothing to cancel).
+  virtual void Cancel() {
+    if (!completed_.load(std::memory_order_acquire)) context.TryCancel();
+  }
 
   grpc::ClientContext context;
 
+ protected:
+  void MarkCompleted() { completed_.store(true, std::memory_order_release); }
+
  private:
   std::atomic<int> references_{2};
+  std::atomic<bool> completed_{false};
 };
 
 namespace {
@@ -78,6 +86,7 @@ class UnaryCall final : public pm_client_call, public grpc::ClientUnaryReactor {
   }
 
   void OnDone(const grpc::Status &status) override {
+    MarkCompleted();
     pm_received_bytes response{nullptr, 0, nullptr};
     if (status.ok()) response = pipemesh::TakeReceivedBytes(response_);
     done_(context_, status.error_code(), status.error_message().c_str(),
@@ -119,13 +128,14 @@ class StreamCall final : public pm_client_call,
   }
 
   // Cancels and drains the stream, so that it ends even when the receiver
-  // asks for no more messages.
+  // asks for no more messages. A stream whose end was read is complete.
   void Cancel() override {
-    context.TryCancel();
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      if (ended_) return;
       cancelled_ = true;
     }
+    context.TryCancel();
     RequestNext();
   }
 
@@ -148,6 +158,7 @@ class StreamCall final : public pm_client_call,
   }
 
   void OnDone(const grpc::Status &status) override {
+    MarkCompleted();
     on_done_(context_, status.error_code(), status.error_message().c_str());
     Unreference();
   }
@@ -163,6 +174,36 @@ class StreamCall final : public pm_client_call,
   bool ended_ = false;
   bool cancelled_ = false;
 };
+
+// grpc++ 1.51 shares one callback completion queue among channels and tears
+// it down (joining its threads) when the last channel that used it is
+// destroyed. A call's ClientContext can hold that last channel reference and
+// release it on one of the queue's own threads, where the join fails
+// silently and the queue is freed under the running thread (a crash, later,
+// in grpc_cq_internal_unref). An anchor channel that is never destroyed, and
+// that made one callback call so that it holds the queue, keeps the queue
+// alive for the life of the process. Its target is a Unix socket path that
+// does not exist: the call fails at once and nothing is sent anywhere.
+void AnchorCallbackQueue() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    auto *channel = new std::shared_ptr<grpc::Channel>(
+        grpc::CreateChannel("unix:/nonexistent/pipemesh-anchor", grpc::InsecureChannelCredentials()));
+    auto *stub = new grpc::GenericStub(*channel);
+    auto *context = new grpc::ClientContext;
+    context->set_deadline(pipemesh::DeadlineAfter(1));
+    grpc::Slice empty;
+    auto *request = new grpc::ByteBuffer(&empty, 1);
+    auto *response = new grpc::ByteBuffer;
+    stub->UnaryCall(context, "/pipemesh.v1.Diagnostics/Describe", grpc::StubOptions(), request, response,
+                    [context, request, response](grpc::Status) {
+                      delete context;
+                      delete request;
+                      delete response;
+                    });
+    // The channel and stub stay: they are the anchor.
+  });
+}
 
 }  // namespace
 
@@ -193,6 +234,7 @@ pm_channel *pm_channel_create(const char *target,
     arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
                      pipemesh::ClampToInt(transport->keepalive_timeout_ms));
   }
+  AnchorCallbackQueue();
   auto *channel = new pm_channel;
   channel->channel =
       grpc::CreateCustomChannel(target, ChannelCredentials(tls), arguments);

@@ -118,7 +118,10 @@ final class TrainingJob: Sendable {
         let shards = (0..<cluster.replicas).map { replica in
           Array(order[((index * cluster.replicas + replica) * batchSize)..<((index * cluster.replicas + replica + 1) * batchSize)])
         }
-        let outcomes = try await runStep(step, train: train, shards: shards)
+        // The ps must hold the step before a checkpoint and at the end.
+        let checkpointDue = request.checkpoint.everySteps > 0 && step % request.checkpoint.everySteps == 0
+        let flush = checkpointDue || step == Int64(totalSteps)
+        let outcomes = try await runStep(step, train: train, shards: shards, flush: flush)
         let elapsed = ContinuousClock.now - started
         var progress = Pipemesh_V1_TrainProgress()
         progress.job = name
@@ -143,9 +146,7 @@ final class TrainingJob: Sendable {
         }
         trace.keep(fromStep: step)
         report(progress)
-        if request.checkpoint.everySteps > 0, step % request.checkpoint.everySteps == 0 {
-          _ = try await checkpoint()
-        }
+        if checkpointDue { _ = try await checkpoint() }
       }
       if let validation = data.validation {
         let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets)
@@ -203,7 +204,7 @@ final class TrainingJob: Sendable {
 
   /// One step on every replica, then every stage commits.
   private func runStep(
-    _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]]
+    _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]], flush: Bool
   ) async throws -> [PipelineRun.Outcome] {
     let microBatches = schedule.microBatches
     return try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome).self) { group in
@@ -225,6 +226,7 @@ final class TrainingJob: Sendable {
                   try await self.clients[stage][replica].call(PartitionMethods.commit, .with {
                     $0.job = self.runID
                     $0.step = step
+                    $0.flush = flush
                   })
                 }
                 return response.penalty

@@ -44,7 +44,9 @@ public final class PartitionService: RPCService, Sendable {
       try await runner(request.key.job).forward(request, training: false)
     }
     router.unary(PartitionMethods.backward) { [self] request, _ in try await runner(request.key.job).backward(request) }
-    router.unary(PartitionMethods.commit) { [self] request, _ in try await runner(request.job).commit(step: request.step) }
+    router.unary(PartitionMethods.commit) { [self] request, _ in
+      try await runner(request.job).commit(step: request.step, flush: request.flush)
+    }
     router.unary(PartitionMethods.fetchTensor) { [self] request, _ in
       Pipemesh_V1_Tensor(try dataPlane.take(request.key, release: request.release))
     }
@@ -79,7 +81,7 @@ public final class PartitionService: RPCService, Sendable {
       maxKeptBytes: request.maxKeptBytes > 0 ? Int(request.maxKeptBytes) : defaultMaxKeptBytes, optimizer: request.optimizer,
       ps: try ParameterServerClient(endpoints: request.parameterServers, transport: transport), dataPlane: dataPlane,
       activity: activity)
-    try await runner.start(consistency: request.consistency)
+    try await runner.start(consistency: request.consistency, optimizer: request.optimizer)
     stages.withLock { $0[request.job] = (request, runner) }
     return response(model: model, layers: layers)
   }

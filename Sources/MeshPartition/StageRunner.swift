@@ -25,6 +25,17 @@ actor StageRunner {
   private let activity: PartitionActivity
   private var variables: [String: Tensor] = [:]
   private var versions: [String: Int64] = [:]
+  /// Set when this stage is the only writer of its variables (see
+  /// `start`): it applies each update itself, bit for bit as the ps does,
+  /// and pushes to the ps in the background instead of pulling values back.
+  private var localUpdates: LocalUpdates?
+
+  private struct LocalUpdates {
+    let optimizer: any Optimizer
+    var slots: [String: [String: Tensor]] = [:]
+    /// The previous step's push, awaited before the next one is sent.
+    var pendingPush: Task<Void, any Error>?
+  }
   private var kept: [MicroBatch: Kept] = [:]
   private var accumulated: [String: Tensor] = [:]
   // Calls by micro-batch (or step), running or done: a repeated request
@@ -71,9 +82,23 @@ actor StageRunner {
   }
 
   /// Registers the stage's variables with the ps and pulls their values.
-  func start(consistency: Pipemesh_V1_Consistency) async throws {
+  ///
+  /// Under sync consistency with one replica, when none of the stage's
+  /// variables is shared with another stage, no gradient clipping is asked
+  /// for, and the variables are fresh (version 0, so no optimizer slots exist
+  /// yet), the ps would apply exactly the stage's own gradients with the same
+  /// rule: the stage then applies them itself and only pushes.
+  func start(consistency: Pipemesh_V1_Consistency, optimizer spec: Pipemesh_V1_OptimizerSpec) async throws {
     try await ps.register(job: job, variables: definitions, consistency: consistency, user: user)
     try await refresh()
+    let shared = Set(model.layers.flatMap(\.sharedVariables).map(\.name))
+    var isSync = false
+    if case .sync = consistency.mode { isSync = true }
+    if isSync, consistency.replicas <= 1, spec.clipGlobalNorm == 0, versions.values.allSatisfy({ $0 == 0 }),
+      definitions.allSatisfy({ !shared.contains($0.name) })
+    {
+      localUpdates = LocalUpdates(optimizer: try makeOptimizer(spec))
+    }
   }
 
   private func refresh() async throws {
@@ -221,15 +246,18 @@ actor StageRunner {
 
   /// Pushes the step's gradients to the ps (waiting there under sync
   /// consistency) and pulls the updated variables.
-  func commit(step: Int64) async throws -> Pipemesh_V1_CommitResponse {
-    let call = commits.call(step) { try await self.computeCommit(step: step) }
+  /// Ends a step: updates the variables from the step's gradients and
+  /// pushes them to the ps. With `flush`, returns only once the ps applied
+  /// them (before a checkpoint or at the end of a job).
+  func commit(step: Int64, flush: Bool) async throws -> Pipemesh_V1_CommitResponse {
+    let call = commits.call(step) { try await self.computeCommit(step: step, flush: flush) }
     do { return try await call.value } catch {
       commits.forgetFailed(step)
       throw error
     }
   }
 
-  private func computeCommit(step: Int64) async throws -> Pipemesh_V1_CommitResponse {
+  private func computeCommit(step: Int64, flush: Bool) async throws -> Pipemesh_V1_CommitResponse {
     guard kept.isEmpty else {
       throw RPCError(
         .failedPrecondition, "stage \(stage) of job \(job) still has \(kept.count) micro-batches without backward at commit")
@@ -238,9 +266,32 @@ actor StageRunner {
     response.penalty = Double(model.penalty(variables: variables, layers: layers))
     if !accumulated.isEmpty {
       let pushed = Dictionary(uniqueKeysWithValues: accumulated.map { ($0.key, ($0.value, versions[$0.key] ?? 0)) })
-      try await ps.push(job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed)
+      let gradients = accumulated
       accumulated = [:]
-      try await refresh()
+      if var local = localUpdates {
+        // The ps applies this push exactly as below; its answer is checked
+        // before the next push, and awaited now when the caller flushes.
+        try await local.pendingPush?.value
+        for (name, gradient) in gradients {
+          let version = versions[name] ?? 0
+          let updated = local.optimizer.update(
+            variable: variables[name]!, gradient: gradient, slots: local.slots[name] ?? [:], step: Int(version + 1))
+          variables[name] = updated.variable
+          local.slots[name] = updated.slots
+          versions[name] = version + 1
+        }
+        let (ps, job, user, replica) = (ps, job, user, replica)
+        let push = Task {
+          try await ps.push(job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed)
+          return ()
+        }
+        local.pendingPush = flush ? nil : push
+        localUpdates = local
+        if flush { try await push.value }
+      } else {
+        try await ps.push(job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed)
+        try await refresh()
+      }
     }
     response.version = versions.values.min() ?? 0
     activity.update { $0.commits += 1 }

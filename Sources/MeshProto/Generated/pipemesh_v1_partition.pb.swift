@@ -345,6 +345,11 @@ public nonisolated struct Pipemesh_V1_CommitRequest: Sendable {
 
   public var step: Int64 = 0
 
+  /// Return only once the ps has applied the step (before a checkpoint, at
+  /// the end of a job). Without it, a stage that applies its own updates
+  /// may still be pushing them to the ps when it answers.
+  public var flush: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -910,7 +915,7 @@ nonisolated extension Pipemesh_V1_BackwardResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CommitRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0\u{1}flush\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -920,6 +925,7 @@ nonisolated extension Pipemesh_V1_CommitRequest: SwiftProtobuf.Message, SwiftPro
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.flush) }()
       default: break
       }
     }
@@ -932,12 +938,16 @@ nonisolated extension Pipemesh_V1_CommitRequest: SwiftProtobuf.Message, SwiftPro
     if self.step != 0 {
       try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 2)
     }
+    if self.flush != false {
+      try visitor.visitSingularBoolField(value: self.flush, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_CommitRequest, rhs: Pipemesh_V1_CommitRequest) -> Bool {
     if lhs.job != rhs.job {return false}
     if lhs.step != rhs.step {return false}
+    if lhs.flush != rhs.flush {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
