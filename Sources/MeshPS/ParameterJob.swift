@@ -23,6 +23,11 @@ struct JobCounters: Sendable {
   var refusedNonFinite: Int64 = 0
   var duplicates: Int64 = 0
   var pulls: Int64 = 0
+  /// Over gradients of applied async and bounded pushes: current version
+  /// minus the version they were computed from.
+  var stalenessMax: Int64 = 0
+  var stalenessSum: Int64 = 0
+  var stalenessCount: Int64 = 0
 }
 
 /// The variables of one job and the rule that applies pushes to them.
@@ -215,6 +220,12 @@ actor ParameterJob {
 
   private func applyNow(_ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64) {
     lastStep[pusher] = step
+    let staleness = gradients.map { max(0, variables[$0.name]!.version - $0.baseVersion) }
+    counters.withLock { counters in
+      counters.stalenessMax = max(counters.stalenessMax, staleness.max() ?? 0)
+      counters.stalenessSum += staleness.reduce(0, +)
+      counters.stalenessCount += Int64(staleness.count)
+    }
     let clipped = clip(Dictionary(uniqueKeysWithValues: gradients.map { ($0.name, $0.tensor) }))
     for (name, gradient) in clipped { variables[name]!.apply(gradient) }
     counters.withLock { $0.pushesApplied += 1 }

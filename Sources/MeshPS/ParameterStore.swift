@@ -57,6 +57,7 @@ public final class ParameterStore: Sendable {
   public func stats(job name: String) throws -> Pipemesh_V1_StatsResponse {
     let selected = name.isEmpty ? allJobs : [try job(name)]
     var response = Pipemesh_V1_StatsResponse()
+    var (stalenessSum, stalenessCount): (Int64, Int64) = (0, 0)
     for job in selected {
       let counters = job.counters.withLock { $0 }
       response.variables += Int64(job.variableCount)
@@ -67,7 +68,11 @@ public final class ParameterStore: Sendable {
       response.pushesDuplicate += counters.duplicates
       response.pulls += counters.pulls
       response.maxVersion = max(response.maxVersion, job.maxVersion)
+      response.maxStaleness = max(response.maxStaleness, counters.stalenessMax)
+      stalenessSum += counters.stalenessSum
+      stalenessCount += counters.stalenessCount
     }
+    response.meanStaleness = stalenessCount == 0 ? 0 : Double(stalenessSum) / Double(stalenessCount)
     return response
   }
 

@@ -21,6 +21,12 @@ enum ParameterServerMetrics {
         (["outcome": "duplicate"], Double(current.pushesDuplicate)),
       ]
     }
+    registry.gauge("pipemesh_ps_staleness_max", help: "Most versions an applied async or bounded gradient was behind.") {
+      [([:], Double(stats().maxStaleness))]
+    }
+    registry.gauge("pipemesh_ps_staleness_mean", help: "Mean versions applied async or bounded gradients were behind.") {
+      [([:], stats().meanStaleness)]
+    }
     registry.gauge("pipemesh_ps_checkpoint_age_seconds", help: "Seconds since the last checkpoint; -1 before the first.") {
       [([:], checkpointer?.age.map { Double($0.components.seconds) } ?? -1)]
     }

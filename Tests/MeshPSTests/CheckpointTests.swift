@@ -104,14 +104,14 @@ import Testing
     try await trainAFewSteps(client, job: "numpy", steps: 3)
     let path = try await client.checkpoint()[0]
     let expected = try await pullWithSlots(ps.endpoint, job: "numpy")
-    let python = try PythonInterop()
+    let python = try await PythonInterop()
     let script = """
       import json, sys
       from safetensors.numpy import load_file
       tensors = load_file(sys.argv[1])
       print(json.dumps({name: {"shape": list(t.shape), "dtype": str(t.dtype), "values": t.ravel().tolist()} for name, t in tensors.items()}))
       """
-    let output = try run(python.python, ["-c", script, path])
+    let output = try await run(python.python, ["-c", script, path])
     let decoded = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: [String: Any]]
     #expect(Set(decoded.keys) == ["numpy/dense0/kernel", "numpy/dense0/kernel@m", "numpy/dense0/kernel@v"])
     let kernel = try #require(decoded["numpy/dense0/kernel"])

@@ -123,6 +123,9 @@ import Testing
     #expect(pulled.version == 6)
     let stats = try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .with { $0.job = "bounded" })
     #expect(stats.pushesRefusedStale == 1)
+    // The fast replica's pushes were current; the slow one's was 2 behind.
+    #expect(stats.maxStaleness == 2)
+    #expect(abs(stats.meanStaleness - 2.0 / 6.0) < 1e-9)
   }
 
   @Test func boundedWaitHoldsTheFastReplica() async throws {

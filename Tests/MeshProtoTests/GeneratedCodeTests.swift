@@ -5,8 +5,8 @@ import Testing
 
 /// The committed generated code matches protos/.
 @Suite struct GeneratedCodeTests {
-  @Test func embeddedDescriptorSetMatchesProtos() throws {
-    let current = try run("/bin/bash", [Repository.path("scripts/descriptor-set"), "--base64"])
+  @Test func embeddedDescriptorSetMatchesProtos() async throws {
+    let current = try await run("/bin/bash", [Repository.path("scripts/descriptor-set"), "--base64"])
     let embedded = MeshDescriptors.fileDescriptorSet.base64EncodedString()
     #expect(
       current == embedded,
@@ -16,9 +16,9 @@ import Testing
 
 /// docs/api.md is what scripts/api-reference makes of protos/.
 @Suite struct APIReferenceTests {
-  @Test func apiReferenceMatchesProtos() throws {
+  @Test func apiReferenceMatchesProtos() async throws {
     let python = try PythonInterop.findPython()
-    let generated = try run(python, [Repository.path("scripts/api-reference")])
+    let generated = try await run(python, [Repository.path("scripts/api-reference")])
     let committed = try String(contentsOfFile: Repository.path("docs/api.md"), encoding: .utf8)
     #expect(generated == committed, "docs/api.md is stale: run scripts/api-reference > docs/api.md")
     #expect(committed.contains("| `Train` | `pipemesh.v1.TrainRequest` | stream `pipemesh.v1.TrainProgress` |"))

@@ -7,7 +7,7 @@ import Testing
 /// Interop both ways with Python grpcio, stubs generated from protos/.
 @Suite(.serialized) struct InteropTests {
   @Test func pythonClientCallsSwiftServer() async throws {
-    let python = try PythonInterop()
+    let python = try await PythonInterop()
     let logs = try TemporaryDirectory()
     try await withServer([DiagnosticsService(role: "interop")]) { server, _ in
       let client = try python.start(script: "interop_client.py", arguments: [server.endpoint], log: logs.file("client.log"))
@@ -18,7 +18,7 @@ import Testing
   }
 
   @Test func swiftClientCallsPythonServer() async throws {
-    let python = try PythonInterop()
+    let python = try await PythonInterop()
     let logs = try TemporaryDirectory()
     let server = try python.start(script: "interop_server.py", arguments: [], log: logs.file("server.log"))
     let port = try await server.waitForLine(startingWith: "PORT ")

@@ -10,9 +10,9 @@ import Testing
   let certificates: TestCertificates
   let services: [any RPCService] = [DiagnosticsService(role: "test")]
 
-  init() throws {
+  init() async throws {
     directory = try TemporaryDirectory(prefix: "pipemesh-pki")
-    certificates = try TestCertificates(in: directory.path)
+    certificates = try await TestCertificates.make(in: directory.path)
   }
 
   func describe(_ client: RPCClient) async throws -> String {

@@ -88,9 +88,21 @@ private final class ProcessBox: @unchecked Sendable {
 }
 
 /// Runs a command to completion and returns its combined output; throws with
-/// the output when it fails.
+/// the output when it fails. The wait happens on a thread of its own: a test
+/// must not hold one of Swift's few executor threads while openssl or protoc
+/// runs, or other tests' tasks starve.
 @discardableResult
-public func run(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> String {
+public func run(_ executable: String, _ arguments: [String], in directory: String? = nil) async throws -> String {
+  try await withCheckedThrowingContinuation { continuation in
+    Thread.detachNewThread {
+      continuation.resume(with: Result { try runBlocking(executable, arguments, in: directory) })
+    }
+  }
+}
+
+/// `run`, blocking the calling thread: for quick commands in synchronous code.
+@discardableResult
+public func runBlocking(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> String {
   let process = Process()
   process.executableURL = URL(fileURLWithPath: executable)
   process.arguments = arguments

@@ -15,9 +15,9 @@ public final class TestNetwork: Sendable {
     guard let ip else { return "the ip command (iproute2) is not installed" }
     let probe = "pm-probe-\(getpid())"
     do {
-      try run(ip, ["netns", "add", probe])
-      defer { _ = try? run(ip, ["netns", "del", probe]) }
-      try run(ip, ["-n", probe, "link", "add", "br0", "type", "bridge"])
+      try runBlocking(ip, ["netns", "add", probe])
+      defer { _ = try? runBlocking(ip, ["netns", "del", probe]) }
+      try runBlocking(ip, ["-n", probe, "link", "add", "br0", "type", "bridge"])
       return nil
     } catch {
       return "the kernel refused a network namespace with a bridge: \(error)"
@@ -31,21 +31,21 @@ public final class TestNetwork: Sendable {
     switchNamespace = "pm-sw-\(tag)"
     var namespaces: [String: String] = [:]
     var hosts: [String: String] = [:]
-    try run(ip, ["netns", "add", switchNamespace])
-    try run(ip, ["-n", switchNamespace, "link", "add", "br0", "type", "bridge"])
-    try run(ip, ["-n", switchNamespace, "link", "set", "br0", "up"])
+    try runBlocking(ip, ["netns", "add", switchNamespace])
+    try runBlocking(ip, ["-n", switchNamespace, "link", "add", "br0", "type", "bridge"])
+    try runBlocking(ip, ["-n", switchNamespace, "link", "set", "br0", "up"])
     for (index, name) in names.enumerated() {
       let namespace = "pm-\(name)-\(tag)"
       let address = "10.213.0.\(index + 2)"
-      try run(ip, ["netns", "add", namespace])
+      try runBlocking(ip, ["netns", "add", namespace])
       namespaces[name] = namespace
       hosts[name] = address
       let port = "v\(index)-\(tag)"
-      try run(ip, ["-n", switchNamespace, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace])
-      try run(ip, ["-n", switchNamespace, "link", "set", port, "master", "br0", "up"])
-      try run(ip, ["-n", namespace, "addr", "add", "\(address)/24", "dev", "eth0"])
-      try run(ip, ["-n", namespace, "link", "set", "eth0", "up"])
-      try run(ip, ["-n", namespace, "link", "set", "lo", "up"])
+      try runBlocking(ip, ["-n", switchNamespace, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace])
+      try runBlocking(ip, ["-n", switchNamespace, "link", "set", port, "master", "br0", "up"])
+      try runBlocking(ip, ["-n", namespace, "addr", "add", "\(address)/24", "dev", "eth0"])
+      try runBlocking(ip, ["-n", namespace, "link", "set", "eth0", "up"])
+      try runBlocking(ip, ["-n", namespace, "link", "set", "lo", "up"])
     }
     self.namespaces = namespaces
     self.hosts = hosts
@@ -58,7 +58,7 @@ public final class TestNetwork: Sendable {
 
   deinit {
     guard let ip = Self.ip else { return }
-    for namespace in namespaces.values { _ = try? run(ip, ["netns", "del", namespace]) }
-    _ = try? run(ip, ["netns", "del", switchNamespace])
+    for namespace in namespaces.values { _ = try? runBlocking(ip, ["netns", "del", namespace]) }
+    _ = try? runBlocking(ip, ["netns", "del", switchNamespace])
   }
 }

@@ -9,7 +9,7 @@ public struct PythonInterop: Sendable {
 
   /// Finds python3 and generates the stubs; throws with a clear message when
   /// grpcio or grpcio-tools is missing (the README's test command installs them).
-  public init() throws {
+  public init() async throws {
     python = try Self.findPython()
     stubs = try TemporaryDirectory(prefix: "pipemesh-stubs")
     let protos = Repository.path("protos")
@@ -17,7 +17,7 @@ public struct PythonInterop: Sendable {
     // and a generated `grpc` package would shadow grpcio's.
     let files = try FileManager.default.subpathsOfDirectory(atPath: protos)
       .filter { $0.hasPrefix("pipemesh/") && $0.hasSuffix(".proto") }.sorted()
-    try run(python, ["-m", "grpc_tools.protoc", "-I", protos, "--python_out=\(stubs.path)", "--grpc_python_out=\(stubs.path)"] + files)
+    try await run(python, ["-m", "grpc_tools.protoc", "-I", protos, "--python_out=\(stubs.path)", "--grpc_python_out=\(stubs.path)"] + files)
   }
 
   /// The python3 on PATH.

@@ -1,3 +1,4 @@
+import Foundation
 import MeshRPC
 
 /// Starts a server on a free loopback port with `services`, opens a client to
@@ -20,11 +21,19 @@ public func withServer<R>(
 }
 
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-public func eventually(timeout: Duration = .seconds(10), _ condition: () -> Bool) async -> Bool {
+public func eventually(timeout: Duration = .seconds(30), _ condition: () -> Bool) async -> Bool {
   let deadline = ContinuousClock.now + timeout
   while !condition() {
     guard ContinuousClock.now < deadline else { return false }
     try? await Task.sleep(for: .milliseconds(10))
   }
   return true
+}
+
+/// Runs seconds of CPU work (reference training) on a thread of its own, so
+/// that it does not hold one of Swift's few executor threads.
+public func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+  try await withCheckedThrowingContinuation { continuation in
+    Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
+  }
 }

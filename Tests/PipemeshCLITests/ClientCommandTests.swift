@@ -40,7 +40,7 @@ import Testing
 
     let python = try PythonInterop.findPython()
     let inputs = directory.file("inputs.npy")
-    try run(python, ["-c", "import numpy as np; np.save('\(inputs)', np.random.default_rng(0).uniform(0, 16, (3, 64)).astype(np.float32))"])
+    try await run(python, ["-c", "import numpy as np; np.save('\(inputs)', np.random.default_rng(0).uniform(0, 16, (3, 64)).astype(np.float32))"])
     let infer = try await pipemesh(
       ["infer", "--coordinator", coordinator.endpoint, "--job", "cli-mlp", "--input", inputs, "--json"], in: directory)
     #expect(infer.status == 0, "\(infer.output)")

@@ -62,6 +62,7 @@ import Testing
     #expect(text.contains("pipemesh_rpc_duration_seconds_count{method=\"/pipemesh.v1.ParameterServer/Register\"} 1"))
     #expect(text.contains("pipemesh_ps_variables 1"))
     #expect(text.contains("pipemesh_ps_checkpoint_age_seconds -1"))
+    #expect(text.contains("pipemesh_ps_staleness_max 0"))
     #expect(text.contains("# TYPE pipemesh_rpc_duration_seconds histogram"))
   }
 }

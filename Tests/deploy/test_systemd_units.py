@@ -35,7 +35,7 @@ COMMON_OPTIONS = {
 ROLE_OPTIONS = {
     "ps": {"CHECKPOINT_DIR", "CHECKPOINT_SECONDS", "CHECKPOINT_KEEP"},
     "partition": {"ADVERTISE", "BLAS_THREADS", "MAX_KEPT_MIB"},
-    "coordinator": {"PS", "PARTITIONS", "RUN_DIR"},
+    "coordinator": {"PS", "PARTITIONS"},
 }
 
 
@@ -160,10 +160,9 @@ def test_ps_keeps_checkpoints_in_its_own_state_directory() -> None:
     assert environment_defaults("pipemesh-ps@.service")["PIPEMESH_CHECKPOINT_DIR"] == "%S/pipemesh/ps-%i"
 
 
-def test_coordinator_run_dir_is_its_state_directory() -> None:
+def test_coordinator_has_a_state_directory_for_datasets() -> None:
     service = unit("pipemesh-coordinator.service")["Service"]
     assert value_of(service, "StateDirectory") == "pipemesh/coordinator"
-    assert environment_defaults("pipemesh-coordinator.service")["PIPEMESH_RUN_DIR"] == "%S/pipemesh/coordinator"
 
 
 def test_templates_use_their_instance() -> None:

@@ -508,6 +508,12 @@ public nonisolated struct Pipemesh_V1_StatsResponse: Sendable {
   /// Highest version of any variable.
   public var maxVersion: Int64 = 0
 
+  /// Staleness of applied async and bounded pushes: versions between a
+  /// gradient's base version and its variable's version when applied.
+  public var maxStaleness: Int64 = 0
+
+  public var meanStaleness: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1457,7 +1463,7 @@ nonisolated extension Pipemesh_V1_StatsRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1474,6 +1480,8 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
       case 7: try { try decoder.decodeSingularDoubleField(value: &self.checkpointAgeSeconds) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.pushesDuplicate) }()
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.maxVersion) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.maxStaleness) }()
+      case 11: try { try decoder.decodeSingularDoubleField(value: &self.meanStaleness) }()
       default: break
       }
     }
@@ -1507,6 +1515,12 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
     if self.maxVersion != 0 {
       try visitor.visitSingularInt64Field(value: self.maxVersion, fieldNumber: 9)
     }
+    if self.maxStaleness != 0 {
+      try visitor.visitSingularInt64Field(value: self.maxStaleness, fieldNumber: 10)
+    }
+    if self.meanStaleness.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.meanStaleness, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1520,6 +1534,8 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
     if lhs.checkpointAgeSeconds != rhs.checkpointAgeSeconds {return false}
     if lhs.pushesDuplicate != rhs.pushesDuplicate {return false}
     if lhs.maxVersion != rhs.maxVersion {return false}
+    if lhs.maxStaleness != rhs.maxStaleness {return false}
+    if lhs.meanStaleness != rhs.meanStaleness {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -218,10 +218,8 @@ prometheus.io/path: /metrics
 
 {{/*
 The container's environment: (dict "root" $ "env" (list ...)), the role's own
-variables first. Options the contract names but a binary may not have yet
-(--metrics-listen, --run-dir, --max-kept-mib) go as PIPEMESH_* variables, not
-flags: a binary without them ignores the variable, where an unknown flag
-would stop it from starting.
+variables first. Optional settings (--metrics-listen, --max-kept-mib) go as
+PIPEMESH_* variables, which every service reads as the flag's default.
 */}}
 {{- define "pipemesh.env" -}}
 {{- $values := .root.Values }}
