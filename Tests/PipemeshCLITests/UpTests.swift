@@ -55,4 +55,25 @@ import Testing
     #expect(checkpoint.tensors.keys.contains { $0.hasSuffix("/dense0/kernel") })
     #expect(up.log.contains("done: validation accuracy"))
   }
+
+  @Test func ctrlCCancelsTheJobAndStopsTheMesh() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-up")
+    let up = try ChildProcess(
+      PipemeshBinary.path, ["up", "--epochs", "50", "--runs-dir", directory.file("runs")],
+      logPath: directory.file("up.log"), currentDirectory: directory.path)
+    _ = try await up.waitForLine(startingWith: "epoch 1")
+    up.signal(SIGINT)
+    #expect(try await up.waitForExit(timeout: .seconds(60)) == 130, "\(up.log)")
+    #expect(up.log.contains("interrupted: cancelling"))
+    // Every service of the mesh was told to stop and did.
+    let run = (directory.file("runs") as NSString).appendingPathComponent(
+      try #require(try FileManager.default.contentsOfDirectory(atPath: directory.file("runs")).first))
+    let logs = (run as NSString).appendingPathComponent("logs")
+    let names = try FileManager.default.contentsOfDirectory(atPath: logs)
+    #expect(names.count == 4)  // ps, two partitions, coordinator
+    for name in names {
+      let log = try String(contentsOfFile: (logs as NSString).appendingPathComponent(name), encoding: .utf8)
+      #expect(log.contains("stopped"), "\(name) did not stop cleanly:\n\(log)")
+    }
+  }
 }

@@ -5,6 +5,7 @@ import MeshOps
 import MeshProto
 import MeshRPC
 import SwiftProtobuf
+import Synchronization
 
 struct Up: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -72,8 +73,11 @@ struct Up: AsyncParsableCommand {
     let coordinator = try RPCClient(target: coordinatorEndpoint)
     let job = "up-\(Int(Date().timeIntervalSince1970))"
     let training = Task { try await stream(job: job, spec: spec, coordinator: coordinator, run: run) }
+    let wasInterrupted = Mutex(false)
     let interrupted = Task {
       await waitForTerminationSignal()
+      guard !Task.isCancelled else { return }  // the job ended first
+      wasInterrupted.withLock { $0 = true }
       say("\ninterrupted: cancelling \(job)")
       _ = try? await coordinator.call(CoordinatorMethods.cancelJob, .with { $0.job = job }, options: .init(timeout: .seconds(30)))
       training.cancel()
@@ -82,7 +86,8 @@ struct Up: AsyncParsableCommand {
     do {
       try await training.value
     } catch {
-      if training.isCancelled { throw ExitCode(130) }
+      // The stream may end with CANCELLED before the task notices.
+      if wasInterrupted.withLock({ $0 }) { throw ExitCode(130) }
       throw error
     }
   }
