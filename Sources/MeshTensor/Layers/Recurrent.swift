@@ -1,7 +1,7 @@
 /// Long short-term memory over [batch, time, features] input. Gates are ordered input, forget,
 /// cell, output in "kernel" [F, 4H], "recurrent_kernel" [H, 4H] and "bias" [4H].
 /// Returns [batch, time, H] or, without `returnSequences`, the last state [batch, H].
-public struct LSTM: Layer {
+public struct LSTM: GatedRecurrentLayer {
     public let name: String
     public let inputSize: Int
     public let hiddenSize: Int
@@ -14,19 +14,7 @@ public struct LSTM: Layer {
         self.returnSequences = returnSequences
     }
 
-    public var variableDeclarations: [VariableDeclaration] {
-        recurrentDeclarations(layer: self, inputSize: inputSize, hiddenSize: hiddenSize, gates: 4)
-    }
-
-    public func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int] {
-        try require(inputShape, rank: 2, last: inputSize)
-        guard inputShape[0] > 0 else { throw ModelSpecError("layer \(name) needs at least one time step, got \(inputShape)") }
-        return returnSequences ? [inputShape[0], hiddenSize] : [hiddenSize]
-    }
-
-    public func flops(forInput inputShape: [Int]) -> Int {
-        (inputShape.first ?? 0) * 4 * hiddenSize * (2 * (inputSize + hiddenSize) + 8)
-    }
+    public static let gateCount = 4
 
     public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
         let (batch, steps, h) = (input.shape[0], input.shape[1], hiddenSize)
@@ -53,7 +41,7 @@ public struct LSTM: Layer {
 /// Gated recurrent unit over [batch, time, features] input. Gates are ordered update, reset,
 /// candidate in "kernel" [F, 3H], "recurrent_kernel" [H, 3H] and "bias" [3H]; the reset gate
 /// multiplies the recurrent projection of the candidate (the cuDNN / PyTorch variant).
-public struct GRU: Layer {
+public struct GRU: GatedRecurrentLayer {
     public let name: String
     public let inputSize: Int
     public let hiddenSize: Int
@@ -66,19 +54,7 @@ public struct GRU: Layer {
         self.returnSequences = returnSequences
     }
 
-    public var variableDeclarations: [VariableDeclaration] {
-        recurrentDeclarations(layer: self, inputSize: inputSize, hiddenSize: hiddenSize, gates: 3)
-    }
-
-    public func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int] {
-        try require(inputShape, rank: 2, last: inputSize)
-        guard inputShape[0] > 0 else { throw ModelSpecError("layer \(name) needs at least one time step, got \(inputShape)") }
-        return returnSequences ? [inputShape[0], hiddenSize] : [hiddenSize]
-    }
-
-    public func flops(forInput inputShape: [Int]) -> Int {
-        (inputShape.first ?? 0) * 3 * hiddenSize * (2 * (inputSize + hiddenSize) + 8)
-    }
+    public static let gateCount = 3
 
     public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
         let (batch, steps, h) = (input.shape[0], input.shape[1], hiddenSize)
@@ -100,11 +76,31 @@ public struct GRU: Layer {
     }
 }
 
-/// The variables shared by the recurrent layers.
-private func recurrentDeclarations(layer: some Layer, inputSize: Int, hiddenSize: Int, gates: Int) -> [VariableDeclaration] {
-    [layer.declare("kernel", [inputSize, gates * hiddenSize],
-                   .glorotUniform(fanIn: inputSize, fanOut: gates * hiddenSize), regularized: true),
-     layer.declare("recurrent_kernel", [hiddenSize, gates * hiddenSize],
-                   .glorotUniform(fanIn: hiddenSize, fanOut: gates * hiddenSize), regularized: true),
-     layer.declare("bias", [gates * hiddenSize], .zeros, regularized: false)]
+/// What LSTM and GRU share: [batch, time, features] in, [batch, time, hidden] (or the last
+/// state) out, and "kernel" [F, G·H], "recurrent_kernel" [H, G·H], "bias" [G·H] for G gates.
+public protocol GatedRecurrentLayer: Layer {
+    var inputSize: Int { get }
+    var hiddenSize: Int { get }
+    var returnSequences: Bool { get }
+    /// Gates per hidden unit: 4 for LSTM, 3 for GRU.
+    static var gateCount: Int { get }
+}
+
+extension GatedRecurrentLayer {
+    public var variableDeclarations: [VariableDeclaration] {
+        let width = Self.gateCount * hiddenSize
+        return [declare("kernel", [inputSize, width], .glorotUniform(fanIn: inputSize, fanOut: width), regularized: true),
+                declare("recurrent_kernel", [hiddenSize, width], .glorotUniform(fanIn: hiddenSize, fanOut: width), regularized: true),
+                declare("bias", [width], .zeros, regularized: false)]
+    }
+
+    public func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int] {
+        try require(inputShape, rank: 2, last: inputSize)
+        guard inputShape[0] > 0 else { throw ModelSpecError("layer \(name) needs at least one time step, got \(inputShape)") }
+        return returnSequences ? [inputShape[0], hiddenSize] : [hiddenSize]
+    }
+
+    public func flops(forInput inputShape: [Int]) -> Int {
+        (inputShape.first ?? 0) * Self.gateCount * hiddenSize * (2 * (inputSize + hiddenSize) + 8)
+    }
 }
