@@ -104,14 +104,25 @@ for stages in [1, 2] {
     request.microBatches = Int32(microBatches)
     request.schedule = .scheduleGpipe
     request.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.01 } }
-    let cpuBefore = cpuSeconds(coordinatorPID)
     var measured: [Pipemesh_V1_TrainProgress] = []
     var trace = ""
+    // The coordinator's CPU over the measured steps: from the end of the
+    // warm-up step to the end of the last one (job setup excluded).
+    var cpuWindow: (start: Double, startedAt: ContinuousClock.Instant)?
+    var coordinatorCPU = 0.0
     for try await progress in client.stream(CoordinatorMethods.train, request) {
-      if progress.done { trace = progress.traceJson } else if progress.step > 1 { measured.append(progress) }
+      if progress.done {
+        trace = progress.traceJson
+      } else if progress.step == 1 {
+        cpuWindow = (cpuSeconds(coordinatorPID), .now)
+      } else {
+        measured.append(progress)
+        if let window = cpuWindow, progress.step == progress.totalSteps {
+          coordinatorCPU = (cpuSeconds(coordinatorPID) - window.start) / (ContinuousClock.now - window.startedAt).seconds
+        }
+      }
     }
-    // Wall time of the measured steps from their samples/s; the coordinator's
-    // CPU is taken over the whole job, so it is an upper bound.
+    // Wall time of the measured steps, from their samples/s.
     let wall = measured.reduce(0) { $0 + Double(batch) / $1.samplesPerSecond }
     let samples = Double(batch * measured.count) / wall
     let busy = (0..<stages).map { stage in
@@ -120,7 +131,7 @@ for stages in [1, 2] {
     let result = Result(
       stages: stages, microBatches: microBatches, samplesPerSecond: samples,
       ideal: Double(stages) * single * Double(microBatches) / Double(microBatches + stages - 1), busyFraction: busy,
-      coordinatorCPU: (cpuSeconds(coordinatorPID) - cpuBefore) / (wall * Double(measured.count + 1) / Double(measured.count)))
+      coordinatorCPU: coordinatorCPU)
     results.append(result)
     print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
     try trace.write(toFile: "\(output)/trace-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
