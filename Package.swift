@@ -158,7 +158,7 @@ let package = Package(
     .testTarget(name: "PipemeshCLITests", dependencies: ["MeshCheckpoint", "MeshTestSupport", "MeshRPC", "MeshProto"]),
     .testTarget(
       name: "MeshCoordinatorTests",
-      dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport", "MeshData"]
+      dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport", "MeshData", "MeshPS"]
     ),
     .testTarget(
       name: "MeshPSTests",

@@ -185,6 +185,8 @@ final class TrainingJob: Sendable {
             $0.replica = Int32(replica)
             $0.consistency = consistency
             $0.optimizer = self.request.optimizer
+            $0.recomputeActivations = self.request.recomputeActivations
+            $0.maxKeptBytes = self.request.maxKeptBytes
           }
           group.addTask { _ = try await self.clients[stage][replica].call(PartitionMethods.loadStage, request) }
         }

@@ -44,6 +44,9 @@ struct TrainingOptions: ParsableArguments {
   @Flag(help: "Have the ps tasks write a checkpoint when the job ends (they need --checkpoint-dir).")
   var checkpointAtEnd = false
 
+  @Flag(help: "Keep only each stage's input and recompute its activations in backward (less memory).")
+  var recomputeActivations = false
+
   func validate() throws {
     guard microBatches >= 1, epochs >= 1, batchSize >= microBatches else {
       throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
@@ -109,6 +112,7 @@ struct TrainingOptions: ParsableArguments {
     request.checkpoint = .with { $0.atEnd = checkpointAtEnd }
     request.validationFraction = validation
     request.shuffleSeed = 1
+    request.recomputeActivations = recomputeActivations
     return request
   }
 }

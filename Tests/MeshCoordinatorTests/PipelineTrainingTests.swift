@@ -3,6 +3,7 @@ import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshTestSupport
+import MeshPS
 import MeshWire
 import Testing
 
@@ -35,7 +36,8 @@ import Testing
   static func train(
     _ coordinator: RunningService, job: String, model: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor,
     microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, consistency: Pipemesh_V1_Consistency = .init(),
-    epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0
+    epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0,
+    recompute: Bool = false, maxKeptBytes: Int64 = 0
   ) async throws -> [Pipemesh_V1_TrainProgress] {
     let client = try RPCClient(target: coordinator.endpoint)
     var request = Pipemesh_V1_TrainRequest()
@@ -53,6 +55,8 @@ import Testing
     request.consistency = consistency
     request.shuffleSeed = 3
     request.validationFraction = validation
+    request.recomputeActivations = recompute
+    request.maxKeptBytes = maxKeptBytes
     var progress: [Pipemesh_V1_TrainProgress] = []
     for try await update in client.stream(CoordinatorMethods.train, request, options: .init(timeout: .seconds(300))) {
       progress.append(update)
@@ -60,12 +64,12 @@ import Testing
     return progress
   }
 
-  static let configurations: [(stages: Int, microBatches: Int, schedule: Pipemesh_V1_ScheduleKind)] =
+  static let configurations: [(stages: Int, microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, recompute: Bool)] =
     [1, 2, 4].flatMap { stages in
       [1, 4].flatMap { microBatches in
-        [Pipemesh_V1_ScheduleKind.scheduleGpipe, .scheduleOneFOneB].map { (stages, microBatches, $0) }
+        [Pipemesh_V1_ScheduleKind.scheduleGpipe, .scheduleOneFOneB].map { (stages, microBatches, $0, false) }
       }
-    }
+    } + [(2, 4, .scheduleOneFOneB, true), (4, 4, .scheduleGpipe, true)]
 
   @Test func syncPipelinedLossesMatchInProcessTraining() async throws {
     let mesh = try await Self.mesh.value
@@ -80,11 +84,11 @@ import Testing
     for stages in [1, 2, 4] {
       coordinators[stages] = try await mesh.coordinator((0..<stages).map { [$0] }, name: "k\(stages)")
     }
-    for (stages, microBatches, schedule) in Self.configurations {
-      let job = "mlp-k\(stages)-m\(microBatches)-\(schedule == .scheduleGpipe ? "gpipe" : "1f1b")"
+    for (stages, microBatches, schedule, recompute) in Self.configurations {
+      let job = "mlp-k\(stages)-m\(microBatches)-\(schedule == .scheduleGpipe ? "gpipe" : "1f1b")\(recompute ? "-recompute" : "")"
       let progress = try await Self.train(
         coordinators[stages]!, job: job, model: Self.mlp, inputs: inputs, targets: targets,
-        microBatches: microBatches, schedule: schedule)
+        microBatches: microBatches, schedule: schedule, recompute: recompute)
       let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
       #expect(losses.count == expected.count, "\(job): \(losses.count) steps")
       for (step, (got, want)) in zip(losses, expected).enumerated() {
@@ -219,5 +223,72 @@ import Testing
     #expect(outputs.outputs.shape == [64, 3])
     let allRunning = mesh.partitions.allSatisfy { $0.process.isRunning }
     #expect(allRunning)
+  }
+
+  /// One micro-batch of 16 keeps 3,776 bytes of activations through the
+  /// whole MLP, or only its 512-byte input with recomputation.
+  @Test func keptActivationBoundRefusesAndRecomputationFitsUnderIt() async throws {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    let (inputs, targets) = PipelineTrainingTests.classification()
+    let coordinator = try await mesh.coordinator([[0]], name: "bound")
+    let error = await #expect(throws: RPCError.self) {
+      _ = try await PipelineTrainingTests.train(
+        coordinator, job: "over-bound", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
+        microBatches: 1, schedule: .scheduleGpipe, epochs: 1, maxKeptBytes: 2000)
+    }
+    #expect(error?.message.contains("RESOURCE_EXHAUSTED") == true, "\(String(describing: error))")
+    #expect(error?.message.contains("recomputation") == true)
+    let progress = try await PipelineTrainingTests.train(
+      coordinator, job: "recomputed", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
+      microBatches: 1, schedule: .scheduleGpipe, epochs: 1, recompute: true, maxKeptBytes: 2000)
+    #expect(progress.last?.done == true)
+  }
+
+  /// Forward, Backward and Commit sent twice each, as after retries, change
+  /// the variables once: they end up equal to one step of SGD in-process.
+  @Test func retriedRequestsAreAppliedOnce() async throws {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    let partition = try RPCClient(target: mesh.partitions[3].endpoint)
+    let (allInputs, allTargets) = PipelineTrainingTests.classification()
+    let inputs = allInputs.slice(axis: 0, range: 0..<4)
+    let targets = allTargets.slice(axis: 0, range: 0..<4)
+    _ = try await partition.call(PartitionMethods.loadStage, .with {
+      $0.job = "retried"
+      $0.model = PipelineTrainingTests.mlp
+      $0.endLayer = 4
+      $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+      $0.consistency = .with { $0.sync = .init() }
+      $0.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.1 } }
+    })
+    let key = Pipemesh_V1_MicroBatchKey.with { $0.job = "retried"; $0.step = 1; $0.microBatch = 0 }
+    var losses: [Double] = []
+    for _ in 0..<2 {
+      losses.append(try await partition.call(PartitionMethods.forward, .with {
+        $0.key = key
+        $0.input.inline = Pipemesh_V1_Tensor(inputs)
+        $0.targets = Pipemesh_V1_Tensor(targets)
+        $0.batchSize = 4
+      }).loss)
+    }
+    #expect(losses[0] == losses[1])
+    for _ in 0..<2 { _ = try await partition.call(PartitionMethods.backward, .with { $0.key = key }) }
+    for _ in 0..<2 {
+      _ = try await partition.call(PartitionMethods.commit, .with { $0.job = "retried"; $0.step = 1; $0.flush = true })
+    }
+
+    let model = try makeModel(PipelineTrainingTests.mlp)
+    var variables = model.initialVariables()
+    let (_, gradients) = model.lossAndGradients(input: inputs, target: targets, variables: variables, context: ForwardContext(training: true))
+    for (name, gradient) in gradients {
+      variables[name] = SGD(learningRate: .constant(0.1)).update(variable: variables[name]!, gradient: gradient, slots: [:], step: 1).variable
+    }
+    let ps = try ParameterServerClient(endpoints: mesh.parameterServers.map(\.endpoint))
+    let pulled = try await ps.pull(job: "retried", names: variables.keys.sorted())
+    for (name, expected) in variables {
+      let value = try #require(pulled[name]?.value)
+      #expect(pulled[name]?.version == 1, "\(name) was updated \(pulled[name]?.version ?? -1) times")
+      let difference = zip(value.scalars, expected.scalars).map { abs($0 - $1) }.max() ?? 0
+      #expect(difference <= 1e-6, "\(name) differs by \(difference)")
+    }
   }
 }

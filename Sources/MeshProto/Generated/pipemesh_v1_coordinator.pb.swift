@@ -357,6 +357,20 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._shuffleSeed = newValue}
   }
 
+  /// Keep only each stage's input per micro-batch and run its forward pass
+  /// again in backward: less memory, more compute.
+  public var recomputeActivations: Bool {
+    get {_storage._recomputeActivations}
+    set {_uniqueStorage()._recomputeActivations = newValue}
+  }
+
+  /// Bound on the activations a stage keeps for backward, in bytes (0: the
+  /// partition's own bound); a step over it fails with RESOURCE_EXHAUSTED.
+  public var maxKeptBytes: Int64 {
+    get {_storage._maxKeptBytes}
+    set {_uniqueStorage()._maxKeptBytes = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -864,7 +878,7 @@ nonisolated extension Pipemesh_V1_CheckpointPolicy: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -880,6 +894,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _validationFraction: Float = 0
     var _splitPoints: [Int32] = []
     var _shuffleSeed: UInt64 = 0
+    var _recomputeActivations: Bool = false
+    var _maxKeptBytes: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -903,6 +919,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _validationFraction = source._validationFraction
       _splitPoints = source._splitPoints
       _shuffleSeed = source._shuffleSeed
+      _recomputeActivations = source._recomputeActivations
+      _maxKeptBytes = source._maxKeptBytes
     }
   }
 
@@ -934,6 +952,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 11: try { try decoder.decodeSingularFloatField(value: &_storage._validationFraction) }()
         case 12: try { try decoder.decodeRepeatedInt32Field(value: &_storage._splitPoints) }()
         case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._shuffleSeed) }()
+        case 14: try { try decoder.decodeSingularBoolField(value: &_storage._recomputeActivations) }()
+        case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._maxKeptBytes) }()
         default: break
         }
       }
@@ -985,6 +1005,12 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._shuffleSeed != 0 {
         try visitor.visitSingularUInt64Field(value: _storage._shuffleSeed, fieldNumber: 13)
       }
+      if _storage._recomputeActivations != false {
+        try visitor.visitSingularBoolField(value: _storage._recomputeActivations, fieldNumber: 14)
+      }
+      if _storage._maxKeptBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._maxKeptBytes, fieldNumber: 15)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1007,6 +1033,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._validationFraction != rhs_storage._validationFraction {return false}
         if _storage._splitPoints != rhs_storage._splitPoints {return false}
         if _storage._shuffleSeed != rhs_storage._shuffleSeed {return false}
+        if _storage._recomputeActivations != rhs_storage._recomputeActivations {return false}
+        if _storage._maxKeptBytes != rhs_storage._maxKeptBytes {return false}
         return true
       }
       if !storagesAreEqual {return false}
