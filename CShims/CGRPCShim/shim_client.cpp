@@ -1,13 +1,16 @@
-// Client side: long-lived channels and self-owning call reactors over
-// grpc::GenericStub. A call lives until both gRPC (OnDone) and the C caller
-// (pm_client_call_release) are done with it.
+// Client side: long-lived channels, and calls over grpc::GenericStub's
+// completion-queue API. A call lives until both its pending operations and
+// the C caller (pm_client_call_release) are done with it.
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
 
+#include <algorithm>
 #include <atomic>
 #include <limits>
 #include <mutex>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "shim_internal.hpp"
 
@@ -42,12 +45,53 @@ void Configure(grpc::ClientContext *context, const pm_call_options *options) {
   }
 }
 
+// Completion queues that every client call completes on, each polled by its
+// own thread for the life of the process; calls are spread over them in turn.
+// The thread that takes a response off the socket runs its completion.
+class ClientQueues {
+ public:
+  static ClientQueues &Shared() {
+    static auto *queues = new ClientQueues;  // never destroyed: its threads poll until exit
+    return *queues;
+  }
+
+  grpc::CompletionQueue *Next() {
+    return queues_[next_.fetch_add(1, std::memory_order_relaxed) % queues_.size()].get();
+  }
+
+ private:
+  ClientQueues() {
+    unsigned count = std::max(2u, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < count; ++i) {
+      queues_.push_back(std::make_unique<grpc::CompletionQueue>());
+      std::thread(Poll, queues_.back().get()).detach();
+    }
+  }
+
+  static void Poll(grpc::CompletionQueue *queue);
+
+  std::vector<std::unique_ptr<grpc::CompletionQueue>> queues_;
+  std::atomic<size_t> next_{0};
+};
+
 }  // namespace
 
-// Shared by both call kinds: the context, the reference count and the
-// outcome.
+// Shared by both call kinds: the context and the reference count (one for
+// the C caller until pm_client_call_release, one per pending operation).
 struct pm_client_call {
+  enum class Operation { kStart, kWrite, kRead, kFinish };
+
+  // The tag a completion queue returns for one of a call's operations.
+  struct Tag {
+    pm_client_call *call;
+    Operation operation;
+  };
+
   virtual ~pm_client_call() = default;
+
+  virtual void Complete(Operation operation, bool ok) = 0;
+
+  void Reference() { references_.fetch_add(1, std::memory_order_relaxed); }
 
   void Unreference() {
     if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
@@ -55,8 +99,7 @@ struct pm_client_call {
 
   virtual void RequestNext() {}
 
-  // Cancels a call still running; a completed call is left alone (grpc is
-  // tearing it down on its own thread, and there is nothing to cancel).
+  // Cancels a call still running; a completed call is left alone.
   virtual void Cancel() {
     if (!completed_.load(std::memory_order_acquire)) context.TryCancel();
   }
@@ -66,32 +109,46 @@ struct pm_client_call {
  protected:
   void MarkCompleted() { completed_.store(true, std::memory_order_release); }
 
+  Tag start_tag_{this, Operation::kStart};
+  Tag write_tag_{this, Operation::kWrite};
+  Tag read_tag_{this, Operation::kRead};
+  Tag finish_tag_{this, Operation::kFinish};
+
  private:
-  std::atomic<int> references_{2};
+  std::atomic<int> references_{1};
   std::atomic<bool> completed_{false};
 };
 
 namespace {
 
-class UnaryCall final : public pm_client_call, public grpc::ClientUnaryReactor {
+void ClientQueues::Poll(grpc::CompletionQueue *queue) {
+  void *tag;
+  bool ok;
+  while (queue->Next(&tag, &ok)) {
+    auto *operation = static_cast<pm_client_call::Tag *>(tag);
+    operation->call->Complete(operation->operation, ok);
+    operation->call->Unreference();
+  }
+}
+
+class UnaryCall final : public pm_client_call {
  public:
   UnaryCall(pm_unary_done done, void *context) : done_(done), context_(context) {}
 
   void Start(grpc::GenericStub *stub, const char *method,
-             const pm_outgoing_bytes &request) {
+             const pm_outgoing_bytes &request, grpc::CompletionQueue *queue) {
     request_ = pipemesh::MakeByteBuffer(request);
-    stub->PrepareUnaryCall(&context, method, grpc::StubOptions(), &request_,
-                           &response_, this);
-    StartCall();
+    reader_ = stub->PrepareUnaryCall(&context, method, request_, queue);
+    reader_->StartCall();
+    Reference();
+    reader_->Finish(&response_, &status_, &finish_tag_);
   }
 
-  void OnDone(const grpc::Status &status) override {
+  void Complete(Operation, bool) override {
     MarkCompleted();
     pm_received_bytes response{nullptr, 0, nullptr};
-    if (status.ok()) response = pipemesh::TakeReceivedBytes(response_);
-    done_(context_, status.error_code(), status.error_message().c_str(),
-          response);
-    Unreference();
+    if (status_.ok()) response = pipemesh::TakeReceivedBytes(response_);
+    done_(context_, status_.error_code(), status_.error_message().c_str(), response);
   }
 
  private:
@@ -99,32 +156,30 @@ class UnaryCall final : public pm_client_call, public grpc::ClientUnaryReactor {
   void *context_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
+  grpc::Status status_;
+  std::unique_ptr<grpc::GenericClientAsyncResponseReader> reader_;
 };
 
-// A server stream read one message per request from the receiver.
-class StreamCall final : public pm_client_call,
-                         public grpc::ClientBidiReactor<grpc::ByteBuffer,
-                                                        grpc::ByteBuffer> {
+// A server stream (a generic bidirectional call with one request), read one
+// message per request from the receiver.
+class StreamCall final : public pm_client_call {
  public:
   StreamCall(pm_stream_message on_message, pm_stream_done on_done,
              void *context)
       : on_message_(on_message), on_done_(on_done), context_(context) {}
 
   void Start(grpc::GenericStub *stub, const char *method,
-             const pm_outgoing_bytes &request) {
+             const pm_outgoing_bytes &request, grpc::CompletionQueue *queue) {
     request_ = pipemesh::MakeByteBuffer(request);
-    stub->PrepareBidiStreamingCall(&context, method, grpc::StubOptions(), this);
-    AddHold();  // held until the end of the stream has been read
-    StartWriteLast(&request_, grpc::WriteOptions());
-    StartCall();
+    stream_ = stub->PrepareCall(&context, method, queue);
+    Reference();
+    stream_->StartCall(&start_tag_);
   }
 
   void RequestNext() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!reading_ && !ended_) {
-      reading_ = true;
-      StartRead(&message_);
-    }
+    wants_message_ = true;
+    ReadIfWantedLocked();
   }
 
   // Cancels and drains the stream, so that it ends even when the receiver
@@ -139,71 +194,80 @@ class StreamCall final : public pm_client_call,
     RequestNext();
   }
 
-  void OnReadDone(bool ok) override {
+  void Complete(Operation operation, bool ok) override {
+    switch (operation) {
+      case Operation::kStart: {
+        std::lock_guard<std::mutex> lock(mutex_);
+        started_ = true;
+        if (!ok) {  // the call failed at once: only its status is left
+          EndLocked();
+          return;
+        }
+        Reference();
+        stream_->WriteLast(request_, grpc::WriteOptions(), &write_tag_);
+        ReadIfWantedLocked();
+        return;
+      }
+      case Operation::kWrite:
+        return;  // a failed write shows in the status
+      case Operation::kRead:
+        OnRead(ok);
+        return;
+      case Operation::kFinish:
+        MarkCompleted();
+        on_done_(context_, status_.error_code(), status_.error_message().c_str());
+        return;
+    }
+  }
+
+ private:
+  void OnRead(bool ok) {
     bool deliver;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       reading_ = false;
-      ended_ = !ok;
-      deliver = ok && !cancelled_;
+      if (!ok) {
+        EndLocked();
+        return;
+      }
+      deliver = !cancelled_;
+      if (!deliver) ReadIfWantedLocked();  // draining a cancelled stream
     }
-    if (!ok) {
-      RemoveHold();
-    } else if (deliver) {
+    if (deliver) {
       on_message_(context_, pipemesh::TakeReceivedBytes(message_));
     } else {
       message_.Clear();
-      RequestNext();
     }
   }
 
-  void OnDone(const grpc::Status &status) override {
-    MarkCompleted();
-    on_done_(context_, status.error_code(), status.error_message().c_str());
-    Unreference();
+  void ReadIfWantedLocked() {
+    if (!started_ || reading_ || ended_ || !(wants_message_ || cancelled_)) return;
+    wants_message_ = false;
+    reading_ = true;
+    Reference();
+    stream_->Read(&message_, &read_tag_);
   }
 
- private:
+  void EndLocked() {
+    ended_ = true;
+    Reference();
+    stream_->Finish(&status_, &finish_tag_);
+  }
+
   pm_stream_message on_message_;
   pm_stream_done on_done_;
   void *context_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer message_;
+  grpc::Status status_;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> stream_;
   std::mutex mutex_;
+  bool started_ = false;
+  bool wants_message_ = false;
   bool reading_ = false;
   bool ended_ = false;
   bool cancelled_ = false;
 };
-
-// grpc++ 1.51 shares one callback completion queue among channels and tears
-// it down (joining its threads) when the last channel that used it is
-// destroyed. A call's ClientContext can hold that last channel reference and
-// release it on one of the queue's own threads, where the join fails
-// silently and the queue is freed under the running thread (a crash, later,
-// in grpc_cq_internal_unref). An anchor channel that is never destroyed, and
-// that made one callback call so that it holds the queue, keeps the queue
-// alive for the life of the process. Its target is a Unix socket path that
-// does not exist: the call fails at once and nothing is sent anywhere.
-void AnchorCallbackQueue() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    auto *channel = new std::shared_ptr<grpc::Channel>(
-        grpc::CreateChannel("unix:/nonexistent/pipemesh-anchor", grpc::InsecureChannelCredentials()));
-    auto *stub = new grpc::GenericStub(*channel);
-    auto *context = new grpc::ClientContext;
-    context->set_deadline(pipemesh::DeadlineAfter(1));
-    grpc::Slice empty;
-    auto *request = new grpc::ByteBuffer(&empty, 1);
-    auto *response = new grpc::ByteBuffer;
-    stub->UnaryCall(context, "/pipemesh.v1.Diagnostics/Describe", grpc::StubOptions(), request, response,
-                    [context, request, response](grpc::Status) {
-                      delete context;
-                      delete request;
-                      delete response;
-                    });
-    // The channel and stub stay: they are the anchor.
-  });
-}
 
 }  // namespace
 
@@ -234,7 +298,6 @@ pm_channel *pm_channel_create(const char *target,
     arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
                      pipemesh::ClampToInt(transport->keepalive_timeout_ms));
   }
-  AnchorCallbackQueue();
   auto *channel = new pm_channel;
   channel->channel =
       grpc::CreateCustomChannel(target, ChannelCredentials(tls), arguments);
@@ -257,7 +320,7 @@ pm_client_call *pm_client_unary(pm_channel *channel, const char *method,
                                 pm_unary_done done, void *context) {
   auto *call = new UnaryCall(done, context);
   Configure(&call->context, options);
-  call->Start(channel->stub.get(), method, request);
+  call->Start(channel->stub.get(), method, request, ClientQueues::Shared().Next());
   return call;
 }
 
@@ -269,7 +332,7 @@ pm_client_call *pm_client_server_stream(pm_channel *channel,
                                         pm_stream_done on_done, void *context) {
   auto *call = new StreamCall(on_message, on_done, context);
   Configure(&call->context, options);
-  call->Start(channel->stub.get(), method, request);
+  call->Start(channel->stub.get(), method, request, ClientQueues::Shared().Next());
   return call;
 }
 

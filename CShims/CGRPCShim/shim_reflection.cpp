@@ -129,56 +129,47 @@ bool IsReflectionMethod(const std::string &method) {
 namespace {
 
 // Answers each request of the stream in order; one write in flight.
-class ReflectionReactor final : public grpc::ServerGenericBidiReactor {
+class ReflectionHandler final : public StreamHandler {
  public:
-  ReflectionReactor(std::shared_ptr<const ReflectionIndex> index,
+  ReflectionHandler(std::shared_ptr<const ReflectionIndex> index,
                     std::shared_ptr<const std::vector<std::string>> services)
-      : index_(std::move(index)), services_(std::move(services)) {
-    StartRead(&request_);
+      : index_(std::move(index)), services_(std::move(services)) {}
+
+  void OnStart(ServerStream &stream) override {
+    stream_ = &stream;
+    stream_->Read(&request_);
   }
 
-  void OnReadDone(bool ok) override {
+  void OnRead(bool ok) override {
+    std::lock_guard<std::mutex> lock(mutex_);
     if (!ok) {
-      std::lock_guard<std::mutex> lock(mutex_);
       reads_done_ = true;
       MaybeFinishLocked();
       return;
     }
-    std::string response = Answer(ReadAll(request_));
-    bool read_more;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      pending_.push_back(std::move(response));
-      MaybeWriteLocked();
-      // A client that sends without reading answers is not read further
-      // until it catches up.
-      read_more = pending_.size() < kMaxPending;
-      read_paused_ = !read_more;
-    }
-    if (read_more) StartRead(&request_);
+    pending_.push_back(Answer(ReadAll(request_)));
+    MaybeWriteLocked();
+    // A client that sends without reading answers is not read further
+    // until it catches up.
+    read_paused_ = pending_.size() >= kMaxPending;
+    if (!read_paused_) stream_->Read(&request_);
   }
 
-  void OnWriteDone(bool ok) override {
-    bool resume_reading = false;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      writing_ = false;
-      pending_.pop_front();
-      if (!ok) {
-        pending_.clear();
-        reads_done_ = true;
-      }
-      MaybeWriteLocked();
-      MaybeFinishLocked();
-      if (read_paused_ && !reads_done_ && pending_.size() < kMaxPending) {
-        read_paused_ = false;
-        resume_reading = true;
-      }
+  void OnWrite(bool ok) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    writing_ = false;
+    pending_.pop_front();
+    if (!ok) {
+      pending_.clear();
+      reads_done_ = true;
     }
-    if (resume_reading) StartRead(&request_);
+    MaybeWriteLocked();
+    MaybeFinishLocked();
+    if (read_paused_ && !reads_done_ && pending_.size() < kMaxPending) {
+      read_paused_ = false;
+      stream_->Read(&request_);
+    }
   }
-
-  void OnDone() override { delete this; }
 
  private:
   static std::string ReadAll(grpc::ByteBuffer &buffer) {
@@ -278,18 +269,19 @@ class ReflectionReactor final : public grpc::ServerGenericBidiReactor {
     writing_ = true;
     grpc::Slice slice(pending_.front());
     response_ = grpc::ByteBuffer(&slice, 1);
-    StartWrite(&response_);
+    stream_->Write(&response_);
   }
 
   void MaybeFinishLocked() {
     if (reads_done_ && !writing_ && pending_.empty() && !finished_) {
       finished_ = true;
-      Finish(grpc::Status::OK);
+      stream_->Finish(grpc::Status::OK);
     }
   }
 
   std::shared_ptr<const ReflectionIndex> index_;
   std::shared_ptr<const std::vector<std::string>> services_;
+  ServerStream *stream_ = nullptr;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
   std::mutex mutex_;
@@ -303,10 +295,10 @@ class ReflectionReactor final : public grpc::ServerGenericBidiReactor {
 
 }  // namespace
 
-grpc::ServerGenericBidiReactor *MakeReflectionReactor(
+std::unique_ptr<StreamHandler> MakeReflectionHandler(
     std::shared_ptr<const ReflectionIndex> index,
     std::shared_ptr<const std::vector<std::string>> services) {
-  return new ReflectionReactor(std::move(index), std::move(services));
+  return std::make_unique<ReflectionHandler>(std::move(index), std::move(services));
 }
 
 }  // namespace pipemesh

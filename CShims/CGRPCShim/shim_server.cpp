@@ -1,14 +1,14 @@
-// Server side: one generic callback service routes every call by its full
-// method name to a handler registered from C; each call is a self-owning
-// reactor that lives until both gRPC and the handler are done with it.
-#include <grpcpp/ext/health_check_service_server_builder_option.h>
-#include <grpcpp/health_check_service_interface.h>
+// Server side: one generic service routes every call by its full method name
+// to a handler registered from C. The server's own threads poll its
+// completion queues (see shim_server_internal.hpp); handlers answer from any
+// thread.
 #include <grpcpp/security/server_credentials.h>
 
-#include <atomic>
-#include <limits>
+#include <algorithm>
+#include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -16,7 +16,93 @@
 
 using pipemesh::DropOutgoingBytes;
 using pipemesh::MakeByteBuffer;
+using pipemesh::ServerStream;
 using pipemesh::SetError;
+using pipemesh::StreamHandler;
+
+namespace pipemesh {
+
+ServerStream::ServerStream(std::shared_ptr<ServerGate> gate) : gate_(std::move(gate)) {}
+
+void ServerStream::Accept(grpc::AsyncGenericService *service,
+                          grpc::ServerCompletionQueue *queue, AcceptHandler accepted,
+                          void *context) {
+  accepted_ = accepted;
+  accepted_context_ = context;
+  // Delivered once the call is over, but only for a call that was accepted.
+  this->context.AsyncNotifyWhenDone(&done_tag_);
+  bool started = gate_->Run(
+      [&] { service->RequestCall(&this->context, &stream_, queue, queue, &accept_tag_); });
+  if (!started) {
+    accepted(context, nullptr, false);
+    delete this;
+  }
+}
+
+void ServerStream::Start(std::unique_ptr<StreamHandler> handler) {
+  handler_ = std::move(handler);
+  handler_->OnStart(*this);
+}
+
+void ServerStream::Complete(Operation operation, bool ok) {
+  switch (operation) {
+    case Operation::kAccept:
+      if (!ok) {  // shutting down: no call, and no done notification follows
+        accepted_(accepted_context_, nullptr, false);
+        delete this;
+        return;
+      }
+      Reference();  // for the done notification
+      accepted_(accepted_context_, this, true);
+      return;
+    case Operation::kRead:
+      handler_->OnRead(ok);
+      break;
+    case Operation::kWrite:
+      handler_->OnWrite(ok);
+      break;
+    case Operation::kFinish:  // the handler hears of the end through kDone
+      break;
+    case Operation::kDone:
+      handler_->OnDone(context.IsCancelled());
+      break;
+  }
+  Unreference();
+}
+
+bool ServerStream::Read(grpc::ByteBuffer *message) {
+  return gate_->Run([&] {
+    Reference();
+    stream_.Read(message, &read_tag_);
+  });
+}
+
+bool ServerStream::Write(const grpc::ByteBuffer *message) {
+  return gate_->Run([&] {
+    Reference();
+    stream_.Write(*message, &write_tag_);
+  });
+}
+
+bool ServerStream::WriteAndFinish(const grpc::ByteBuffer *message) {
+  return gate_->Run([&] {
+    Reference();
+    stream_.WriteAndFinish(*message, grpc::WriteOptions(), grpc::Status::OK, &finish_tag_);
+  });
+}
+
+bool ServerStream::Finish(const grpc::Status &status) {
+  return gate_->Run([&] {
+    Reference();
+    stream_.Finish(status, &finish_tag_);
+  });
+}
+
+void ServerStream::Unreference() {
+  if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+}
+
+}  // namespace pipemesh
 
 namespace {
 
@@ -27,59 +113,79 @@ struct MethodHandler {
 };
 
 // Finishes at once with a fixed status (unknown methods).
-class FinishingReactor final : public grpc::ServerGenericBidiReactor {
+class FinishingHandler final : public StreamHandler {
  public:
-  explicit FinishingReactor(grpc::Status status) { Finish(std::move(status)); }
-  void OnDone() override { delete this; }
+  explicit FinishingHandler(grpc::Status status) : status_(std::move(status)) {}
+  void OnStart(ServerStream &stream) override { stream.Finish(status_); }
+
+ private:
+  grpc::Status status_;
 };
 
 }  // namespace
 
-// One incoming call. References: one held by gRPC until OnDone, one by the
-// handler from the moment it is called until pm_server_call_release. gRPC
-// frees the server context after OnDone, while the handler may still hold the
-// call: everything the handler can ask for is copied here at the start.
-struct pm_server_call final : public grpc::ServerGenericBidiReactor {
-  pm_server_call(grpc::GenericCallbackServerContext *context, MethodHandler handler)
-      : peer(context->peer()), deadline(context->deadline()), handler_(handler) {
-    for (const auto &entry : context->client_metadata()) {
+// One incoming call to a registered method. The C handler holds a reference
+// on the stream from the moment it is called until pm_server_call_release;
+// what it can ask for (metadata, deadline, peer) is copied at the start.
+struct pm_server_call final : public StreamHandler {
+  explicit pm_server_call(MethodHandler handler) : handler_(handler) {}
+
+  std::string peer;
+  std::chrono::system_clock::time_point deadline;
+  std::vector<std::pair<std::string, std::string>> metadata;
+
+  void OnStart(ServerStream &stream) override {
+    stream_ = &stream;
+    peer = stream.context.peer();
+    deadline = stream.context.deadline();
+    for (const auto &entry : stream.context.client_metadata()) {
       metadata.emplace_back(std::string(entry.first.data(), entry.first.size()),
                             std::string(entry.second.data(), entry.second.size()));
     }
-    StartRead(&request_);
+    stream.Read(&request_);
   }
 
-  const std::string peer;
-  const std::chrono::system_clock::time_point deadline;
-  std::vector<std::pair<std::string, std::string>> metadata;
-
-  void OnReadDone(bool ok) override {
+  void OnRead(bool ok) override {
     if (!ok) {
       FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                               "the call carried no request message"));
       return;
     }
-    references_.fetch_add(1, std::memory_order_relaxed);
-    handler_.function(handler_.context, this,
-                      pipemesh::TakeReceivedBytes(request_));
+    stream_->Reference();  // released by pm_server_call_release
+    handler_.function(handler_.context, this, pipemesh::TakeReceivedBytes(request_));
   }
 
-  void OnWriteDone(bool ok) override {
+  // A streamed write completed; a finish asked for meanwhile goes out now.
+  void OnWrite(bool ok) override {
     pm_write_done done;
     void *done_context;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       done = std::exchange(write_done_, nullptr);
       done_context = write_done_context_;
+      writing_ = false;
       write_buffer_.Clear();
+      if (std::exchange(deferred_finish_, false)) stream_->Finish(deferred_status_);
     }
     if (done != nullptr) done(done_context, ok ? 1 : 0);
   }
 
-  void OnCancel() override { Cancel("call cancelled"); }
+  void OnDone(bool cancelled) override {
+    if (!cancelled) return;
+    pm_server_cancel_handler handler;
+    void *handler_context;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cancelled_ = true;
+      finished_ = true;  // nothing more can be sent
+      handler = std::exchange(cancel_handler_, nullptr);
+      handler_context = cancel_context_;
+    }
+    if (handler != nullptr) handler(handler_context, 1);
+  }
 
-  // Ends the call with CANCELLED now, so that a slow handler cannot hold up
-  // shutdown (its later finish is ignored), and tells the handler.
+  // Ends the call with CANCELLED now (a later finish is ignored) and tells
+  // the handler.
   void Cancel(const char *reason) {
     pm_server_cancel_handler handler;
     void *handler_context;
@@ -92,8 +198,6 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
     FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, reason));
     if (handler != nullptr) handler(handler_context, 1);
   }
-
-  void OnDone() override { Unreference(); }
 
   void SetCancelHandler(pm_server_cancel_handler handler, void *context) {
     bool run_now;
@@ -110,7 +214,7 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
 
   void Write(pm_outgoing_bytes message, pm_write_done done, void *context) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (finished_ || cancelled_ || write_done_ != nullptr) {
+    if (finished_ || cancelled_ || writing_) {
       lock.unlock();
       DropOutgoingBytes(message);
       if (done != nullptr) done(context, 0);
@@ -119,38 +223,31 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
     write_buffer_ = MakeByteBuffer(message);
     write_done_ = done;
     write_done_context_ = context;
-    // Until StartWrite has registered the write, a concurrent cancel must not
-    // Finish: with no operation pending, OnDone could free the stream first.
-    starting_write_ = true;
-    lock.unlock();
-    StartWrite(&write_buffer_);
-    lock.lock();
-    starting_write_ = false;
-    bool finish_now = deferred_finish_;
-    deferred_finish_ = false;
-    lock.unlock();
-    if (finish_now) Finish(deferred_status_);
+    writing_ = true;
+    if (!stream_->Write(&write_buffer_)) {  // the server is gone
+      writing_ = false;
+      write_done_ = nullptr;
+      write_buffer_.Clear();
+      lock.unlock();
+      if (done != nullptr) done(context, 0);
+    }
   }
 
   void FinishWith(int code, const char *message, pm_outgoing_bytes response) {
     bool has_response = code == PM_STATUS_OK && handler_.kind == PM_METHOD_UNARY;
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (finished_) {
-      lock.unlock();
+    if (!has_response) {
       DropOutgoingBytes(response);
+      FinishOnce(grpc::Status(static_cast<grpc::StatusCode>(code), message ? message : ""));
       return;
     }
-    if (!has_response) {
-      lock.unlock();
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_) {
       DropOutgoingBytes(response);
-      FinishOnce(grpc::Status(static_cast<grpc::StatusCode>(code),
-                              message ? message : ""));
       return;
     }
     finished_ = true;
     response_ = MakeByteBuffer(response);
-    lock.unlock();
-    StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+    stream_->WriteAndFinish(&response_);
   }
 
   void Release() {
@@ -162,67 +259,95 @@ struct pm_server_call final : public grpc::ServerGenericBidiReactor {
       handler_context = cancel_context_;
     }
     if (handler != nullptr) handler(handler_context, 0);
-    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED,
-                            "the handler ended without an answer"));
-    Unreference();
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the handler ended without an answer"));
+    stream_->Unreference();
   }
-
 
  private:
+  // Sends `status` unless the call already finished; after a pending write.
   void FinishOnce(grpc::Status status) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (finished_) return;
-      finished_ = true;
-      if (starting_write_) {  // Write finishes once its StartWrite is in
-        deferred_finish_ = true;
-        deferred_status_ = std::move(status);
-        return;
-      }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_) return;
+    finished_ = true;
+    if (writing_) {
+      deferred_finish_ = true;
+      deferred_status_ = std::move(status);
+      return;
     }
-    Finish(std::move(status));
-  }
-
-  void Unreference() {
-    if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    stream_->Finish(status);
   }
 
   MethodHandler handler_;
+  ServerStream *stream_ = nullptr;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
   grpc::ByteBuffer write_buffer_;
-  std::atomic<int> references_{1};
   std::mutex mutex_;
   bool finished_ = false;
   bool cancelled_ = false;
+  bool writing_ = false;
   pm_server_cancel_handler cancel_handler_ = nullptr;
   void *cancel_context_ = nullptr;
   pm_write_done write_done_ = nullptr;
   void *write_done_context_ = nullptr;
-  bool starting_write_ = false;
   bool deferred_finish_ = false;
   grpc::Status deferred_status_;
 };
 
 namespace {
 
-class Router final : public grpc::CallbackGenericService {
+// Routes accepted calls by method name and keeps one accept pending per
+// completion queue.
+class Router {
  public:
   std::map<std::string, MethodHandler> handlers;
   std::shared_ptr<const pipemesh::ReflectionIndex> reflection;
   // The services behind `handlers`, and health; set when the server starts.
   std::shared_ptr<const std::vector<std::string>> services;
+  std::shared_ptr<pipemesh::HealthRegistry> health = std::make_shared<pipemesh::HealthRegistry>();
+  grpc::AsyncGenericService service;
+  std::shared_ptr<pipemesh::ServerGate> gate = std::make_shared<pipemesh::ServerGate>();
 
-  grpc::ServerGenericBidiReactor *CreateReactor(
-      grpc::GenericCallbackServerContext *context) override {
-    auto found = handlers.find(context->method());
-    if (found != handlers.end()) return new pm_server_call(context, found->second);
-    if (reflection && pipemesh::IsReflectionMethod(context->method())) {
-      return pipemesh::MakeReflectionReactor(reflection, services);
+  // Runs one completion queue until it is shut down and drained.
+  void Poll(grpc::ServerCompletionQueue *queue) {
+    for (int i = 0; i < kAcceptsPerQueue; ++i) AcceptNext(queue);
+    void *tag;
+    bool ok;
+    while (queue->Next(&tag, &ok)) {
+      auto *operation = static_cast<ServerStream::Tag *>(tag);
+      operation->stream->Complete(operation->operation, ok);
     }
-    return new FinishingReactor(grpc::Status(
-        grpc::StatusCode::UNIMPLEMENTED,
-        "unknown method " + context->method() + " on this server"));
+  }
+
+ private:
+  static constexpr int kAcceptsPerQueue = 4;
+
+  struct Acceptance {
+    Router *router;
+    grpc::ServerCompletionQueue *queue;
+  };
+
+  void AcceptNext(grpc::ServerCompletionQueue *queue) {
+    auto *acceptance = new Acceptance{this, queue};
+    (new ServerStream(gate))->Accept(&service, queue, &Accepted, acceptance);
+  }
+
+  static void Accepted(void *context, ServerStream *stream, bool ok) {
+    std::unique_ptr<Acceptance> acceptance(static_cast<Acceptance *>(context));
+    if (!ok) return;
+    acceptance->router->AcceptNext(acceptance->queue);
+    stream->Start(acceptance->router->HandlerFor(stream->context.method()));
+  }
+
+  std::unique_ptr<StreamHandler> HandlerFor(const std::string &method) const {
+    auto found = handlers.find(method);
+    if (found != handlers.end()) return std::make_unique<pm_server_call>(found->second);
+    if (auto health_handler = health->HandlerFor(method)) return health_handler;
+    if (reflection && pipemesh::IsReflectionMethod(method)) {
+      return pipemesh::MakeReflectionHandler(reflection, services);
+    }
+    return std::make_unique<FinishingHandler>(grpc::Status(
+        grpc::StatusCode::UNIMPLEMENTED, "unknown method " + method + " on this server"));
   }
 };
 
@@ -248,6 +373,9 @@ struct pm_server {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   Router router;
   std::unique_ptr<grpc::Server> server;
+  // One completion queue and one thread polling it per core (at least two).
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues;
+  std::vector<std::thread> pollers;
   std::mutex shutdown_mutex;
   bool shut_down = false;
 };
@@ -290,7 +418,6 @@ int pm_server_start(pm_server *server, pm_error *error) {
   }
   server->router.services = std::make_shared<const std::vector<std::string>>(
       services.begin(), services.end());
-  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(server->address, server->credentials, &port);
@@ -310,35 +437,47 @@ int pm_server_start(pm_server *server, pm_error *error) {
   // Clients may ping as often as every 10 s without being sent GOAWAY.
   builder.AddChannelArgument(
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
-  builder.RegisterCallbackGenericService(&server->router);
+  builder.RegisterAsyncGenericService(&server->router.service);
+  unsigned pollers = std::max(2u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < pollers; ++i) server->queues.push_back(builder.AddCompletionQueue());
   server->server = builder.BuildAndStart();
   if (!server->server || port == 0) {
     server->server.reset();
+    for (auto &queue : server->queues) {
+      queue->Shutdown();
+      void *tag;
+      bool ok;
+      while (queue->Next(&tag, &ok)) {
+      }
+    }
+    server->queues.clear();
     SetError(error, PM_STATUS_UNAVAILABLE,
              "cannot listen on " + server->address +
                  " (address in use, not local, or bad TLS key/certificate)");
     return -1;
+  }
+  for (auto &queue : server->queues) {
+    server->pollers.emplace_back([router = &server->router, queue = queue.get()] { router->Poll(queue); });
   }
   return port;
 }
 
 void pm_server_set_serving(pm_server *server, const char *service,
                            int serving) {
-  if (!server->server) return;
-  auto *health = server->server->GetHealthCheckService();
-  if (health != nullptr) {
-    health->SetServingStatus(pipemesh::OrEmpty(service), serving != 0);
-  }
+  server->router.health->Set(pipemesh::OrEmpty(service), serving != 0);
 }
 
 void pm_server_shutdown(pm_server *server, int64_t deadline_ms) {
   std::lock_guard<std::mutex> lock(server->shutdown_mutex);
   if (server->shut_down || !server->server) return;
   server->shut_down = true;
-  auto *health = server->server->GetHealthCheckService();
-  if (health != nullptr) health->Shutdown();
+  server->router.health->Shutdown();
   server->server->Shutdown(pipemesh::DeadlineAfter(deadline_ms));
   server->server->Wait();
+  // Every call is over now; what is still queued completes with ok = false.
+  server->router.gate->Close();
+  for (auto &queue : server->queues) queue->Shutdown();
+  for (auto &poller : server->pollers) poller.join();
 }
 
 void pm_server_destroy(pm_server *server) {

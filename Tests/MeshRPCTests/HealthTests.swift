@@ -43,4 +43,22 @@ import Testing
       #expect(error?.code == .notFound)
     }
   }
+
+  /// Shutting down reports NOT_SERVING to watchers and ends their streams,
+  /// so that an open Watch does not hold up a graceful shutdown.
+  @Test func shutdownEndsWatches() async throws {
+    try await withServer([DiagnosticsService(role: "test")]) { server, client in
+      var request = Grpc_Health_V1_HealthCheckRequest()
+      request.service = DiagnosticsMethods.service
+      var watch = client.stream(HealthMethods.watch, request).makeAsyncIterator()
+      let first = try await watch.next()?.status
+      #expect(first == .serving)
+      let shutdown = Task { await server.shutdown(gracePeriod: .seconds(60)) }
+      let last = try await watch.next()?.status
+      #expect(last == .notServing)
+      let error = await #expect(throws: RPCError.self) { _ = try await watch.next() }
+      #expect(error?.code == .unavailable)
+      await shutdown.value
+    }
+  }
 }

@@ -2,8 +2,9 @@
 // measures the plain grpc++ reference in the same run and prints ratios.
 //
 //   rpc-bench serve    prints "PORT <n>", serves Diagnostics until killed
-//   rpc-bench client HOST:PORT LATENCY_CALLS BYTES:IN_FLIGHT:CALLS...
-//                      runs the workloads, prints one JSON line each
+//   rpc-bench client HOST:PORT LATENCY_CALLS [BYTES:IN_FLIGHT:CALLS...]
+//                      runs the workloads (no latency workload for 0
+//                      calls), prints one JSON line each
 import Foundation
 import MeshProto
 import MeshRPC
@@ -41,22 +42,29 @@ func seconds(_ duration: Duration) -> Double {
   Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
 }
 
-func runClient(target: String, latencyCalls: Int, workloads: [ThroughputWorkload]) async throws {
-  let client = try RPCClient(target: target, transport: transport)
+/// p50 and p99 of sequential 64-byte echoes, printed as one JSON line.
+func measureLatency(_ client: RPCClient, calls: Int, workload: String) async throws {
   var small = Pipemesh_V1_EchoRequest()
   small.payload = Data(repeating: 0x78, count: 64)
-  for _ in 0..<(latencyCalls / 10) { try await echo(client, small) }
+  for _ in 0..<(calls / 10) { try await echo(client, small) }
   var latencies: [Double] = []
-  latencies.reserveCapacity(latencyCalls)
+  latencies.reserveCapacity(calls)
   let clock = ContinuousClock()
-  for _ in 0..<latencyCalls {
+  for _ in 0..<calls {
     let elapsed = try await clock.measure { try await echo(client, small) }
     latencies.append(seconds(elapsed) * 1e6)
   }
   latencies.sort()
-  print(String(
-    format: "{\"workload\":\"latency\",\"p50_us\":%.2f,\"p99_us\":%.2f}",
-    latencies[latencies.count / 2], latencies[latencies.count * 99 / 100]))
+  print("{\"workload\":\"\(workload)\"," + String(
+    format: "\"p50_us\":%.2f,\"p99_us\":%.2f}", latencies[latencies.count / 2], latencies[latencies.count * 99 / 100]))
+}
+
+func runClient(target: String, latencyCalls: Int, workloads: [ThroughputWorkload]) async throws {
+  let client = try RPCClient(target: target, transport: transport)
+  let clock = ContinuousClock()
+  if latencyCalls > 0 {
+    try await measureLatency(client, calls: latencyCalls, workload: "latency")
+  }
 
   for workload in workloads {
     let request = Pipemesh_V1_EchoRequest.with { $0.payload = Data(repeating: 0x79, count: workload.bytes) }

@@ -1,5 +1,5 @@
 /*
- * pipemesh_grpc.h — a thin C interface over grpc++'s generic callback API.
+ * pipemesh_grpc.h — a thin C interface over grpc++'s generic services and stubs.
  *
  * The shim knows nothing of Pipemesh's messages: requests and responses cross
  * it as bytes. Every function is thread-safe unless stated otherwise.
@@ -236,7 +236,7 @@ typedef void (*pm_stream_message)(void *context, pm_received_bytes message);
 typedef void (*pm_stream_done)(void *context, int status_code,
                                const char *status_message);
 
-/* Starts a unary call. `done` runs exactly once, on a gRPC thread. The handle
+/* Starts a unary call. `done` runs exactly once, on a shim thread. The handle
  * serves to cancel; release it once (before or after completion). */
 pm_client_call *pm_client_unary(pm_channel *channel, const char *method,
                                 pm_outgoing_bytes request,

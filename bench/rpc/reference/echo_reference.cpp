@@ -3,9 +3,10 @@
 // a C++ service would be written without Pipemesh.
 //
 //   echo_reference serve    prints "PORT <n>", serves until killed
-//   echo_reference client HOST:PORT LATENCY_CALLS BYTES:IN_FLIGHT:CALLS...
-//                           runs the workloads bench/rpc/run names, prints
-//                           one JSON line each
+//   echo_reference client HOST:PORT LATENCY_CALLS [BYTES:IN_FLIGHT:CALLS...]
+//                           runs the workloads bench/rpc/run names (no
+//                           latency workload for 0 calls), prints one JSON
+//                           line each
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -81,18 +82,20 @@ int Client(const std::string &target, int latency_calls,
   auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments);
   auto stub = Diagnostics::NewStub(channel);
 
-  EchoRequest small;
-  small.set_payload(std::string(kLatencyPayloadBytes, 'x'));
-  for (int i = 0; i < latency_calls / 10; ++i) Call(*stub, small);
-  std::vector<double> latencies;
-  for (int i = 0; i < latency_calls; ++i) {
-    auto start = std::chrono::steady_clock::now();
-    Call(*stub, small);
-    latencies.push_back(Seconds(std::chrono::steady_clock::now() - start) * 1e6);
+  if (latency_calls > 0) {
+    EchoRequest small;
+    small.set_payload(std::string(kLatencyPayloadBytes, 'x'));
+    for (int i = 0; i < latency_calls / 10; ++i) Call(*stub, small);
+    std::vector<double> latencies;
+    for (int i = 0; i < latency_calls; ++i) {
+      auto start = std::chrono::steady_clock::now();
+      Call(*stub, small);
+      latencies.push_back(Seconds(std::chrono::steady_clock::now() - start) * 1e6);
+    }
+    std::sort(latencies.begin(), latencies.end());
+    std::printf("{\"workload\":\"latency\",\"p50_us\":%.2f,\"p99_us\":%.2f}\n",
+                latencies[latencies.size() / 2], latencies[latencies.size() * 99 / 100]);
   }
-  std::sort(latencies.begin(), latencies.end());
-  std::printf("{\"workload\":\"latency\",\"p50_us\":%.2f,\"p99_us\":%.2f}\n",
-              latencies[latencies.size() / 2], latencies[latencies.size() * 99 / 100]);
 
   for (const auto &workload : workloads) {
     EchoRequest request;
