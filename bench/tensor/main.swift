@@ -69,14 +69,19 @@ func benchDense(threads: Int) throws {
           + "(\(format(flops / layer / 1e9)) GFLOP/s); its 3 sgemms alone \(format(raw * 1e3)) ms; ratio \(format(raw / layer, 3))")
 }
 
+/// inputSize-1024-1024-1024-10 with ReLU and softmax cross-entropy.
+func classifierMLP(inputSize: Int) throws -> Sequential {
+    try Sequential(spec: ModelSpec(
+        inputShape: [inputSize],
+        layers: [.dense(inputSize: inputSize, outputSize: 1024, activation: .relu), .dense(inputSize: 1024, outputSize: 1024, activation: .relu),
+                 .dense(inputSize: 1024, outputSize: 1024, activation: .relu), .dense(inputSize: 1024, outputSize: 10, activation: .linear)],
+        loss: .softmaxCrossEntropy, seed: 1))
+}
+
 /// A full training step (forward, softmax cross-entropy, backward, Adam) of 784-1024-1024-1024-10.
 func benchMLP(threads: Int) throws {
     BLAS.setThreadCount(threads)
-    let model = try Sequential(spec: ModelSpec(
-        inputShape: [784],
-        layers: [.dense(inputSize: 784, outputSize: 1024, activation: .relu), .dense(inputSize: 1024, outputSize: 1024, activation: .relu),
-                 .dense(inputSize: 1024, outputSize: 1024, activation: .relu), .dense(inputSize: 1024, outputSize: 10, activation: .linear)],
-        loss: .softmaxCrossEntropy, seed: 1))
+    let model = try classifierMLP(inputSize: 784)
     var variables = model.initialVariables()
     var slots: [String: [String: Tensor]] = [:]
     let optimizer = Adam(learningRate: .constant(1e-3))
@@ -114,6 +119,39 @@ func benchConv(threads: Int) throws {
           + "(\(format(3 * flops / both / 1e9)) GFLOP/s)")
 }
 
+/// The pipeline bench's MLP (1024-1024-1024-1024-10, batch 256, one BLAS thread): forward and backward of a whole
+/// step in M micro-batches with the gradients summed, in one process, so that the cost of smaller products is seen
+/// apart from any RPC.
+func benchMicroBatches() throws {
+    BLAS.setThreadCount(1)
+    let model = try classifierMLP(inputSize: 1024)
+    let variables = model.initialVariables()
+    let input = Tensor.randomUniform([256, 1024], seed: 3)
+    let labels = Tensor(shape: [256], scalars: (0..<256).map { Float($0 % 10) })
+    for microBatches in [1, 2, 4, 8] {
+        let rows = 256 / microBatches
+        let seconds = secondsPerCall(iterations: 3) {
+            var summed: [String: Tensor] = [:]
+            for index in 0..<microBatches {
+                let range = (index * rows)..<((index + 1) * rows)
+                let target = labels.slice(axis: 0, range: range)
+                let stage = model.forwardStage(input.slice(axis: 0, range: range), variables: variables, layers: 0..<4,
+                                               context: ForwardContext(training: true), inputGradient: false)
+                let (_, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) { model.loss(output: $0[0], target: target) }
+                for (name, gradient) in stage.backward(lossGradient[0]).variables {
+                    summed[name] = withoutGradients { summed[name].map { $0 + gradient } ?? gradient }
+                }
+            }
+        }
+        print("mlp 1024-1024-1024-1024-10 batch 256 as \(microBatches) micro-batches of \(rows) rows, forward+backward: \(format(seconds * 1e3)) ms")
+    }
+    for rows in [32, 256] {
+        let a = Tensor.randomUniform([rows, 1024], seed: 1), b = Tensor.randomUniform([1024, 1024], seed: 2)
+        let seconds = secondsPerCall(iterations: 20) { _ = withoutGradients { Tensor.matmul(a, b) } }
+        print("sgemm \(rows)x1024x1024 threads=1: \(format(2 * Double(rows) * 1024 * 1024 / seconds / 1e9)) GFLOP/s")
+    }
+}
+
 /// The host's 1-minute load average, to judge how much of the machine the figures had.
 func loadAverage() -> String {
     (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "unknown"
@@ -126,4 +164,5 @@ for threads in [1, 2] {
 for threads in [1, 2] { try benchDense(threads: threads) }
 for threads in [1, 2] { try benchMLP(threads: threads) }
 for threads in [1, 2] { try benchConv(threads: threads) }
+try benchMicroBatches()
 print("load average at end \(loadAverage())")
