@@ -29,12 +29,13 @@ void ServerStream::Accept(grpc::AsyncGenericService *service,
                           void *context) {
   accepted_ = accepted;
   accepted_context_ = context;
+  queue_ = queue;
   // Delivered once the call is over, but only for a call that was accepted.
   this->context.AsyncNotifyWhenDone(&done_tag_);
   bool started = gate_->Run(
       [&] { service->RequestCall(&this->context, &stream_, queue, queue, &accept_tag_); });
   if (!started) {
-    accepted(context, nullptr, false);
+    accepted(context, nullptr, queue, false);
     delete this;
   }
 }
@@ -48,12 +49,12 @@ void ServerStream::Complete(Operation operation, bool ok) {
   switch (operation) {
     case Operation::kAccept:
       if (!ok) {  // shutting down: no call, and no done notification follows
-        accepted_(accepted_context_, nullptr, false);
+        accepted_(accepted_context_, nullptr, queue_, false);
         delete this;
         return;
       }
       Reference();  // for the done notification
-      accepted_(accepted_context_, this, true);
+      accepted_(accepted_context_, this, queue_, true);
       return;
     case Operation::kRead:
       handler_->OnRead(ok);
@@ -322,21 +323,16 @@ class Router {
  private:
   static constexpr int kAcceptsPerQueue = 4;
 
-  struct Acceptance {
-    Router *router;
-    grpc::ServerCompletionQueue *queue;
-  };
-
   void AcceptNext(grpc::ServerCompletionQueue *queue) {
-    auto *acceptance = new Acceptance{this, queue};
-    (new ServerStream(gate))->Accept(&service, queue, &Accepted, acceptance);
+    (new ServerStream(gate))->Accept(&service, queue, &Accepted, this);
   }
 
-  static void Accepted(void *context, ServerStream *stream, bool ok) {
-    std::unique_ptr<Acceptance> acceptance(static_cast<Acceptance *>(context));
+  static void Accepted(void *context, ServerStream *stream, grpc::ServerCompletionQueue *queue,
+                       bool ok) {
     if (!ok) return;
-    acceptance->router->AcceptNext(acceptance->queue);
-    stream->Start(acceptance->router->HandlerFor(stream->context.method()));
+    auto *router = static_cast<Router *>(context);
+    router->AcceptNext(queue);
+    stream->Start(router->HandlerFor(stream->context.method()));
   }
 
   std::unique_ptr<StreamHandler> HandlerFor(const std::string &method) const {

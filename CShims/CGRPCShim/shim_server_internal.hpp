@@ -78,7 +78,8 @@ class ServerStream {
 
   // Called on a completion-queue thread when a stream was accepted (`ok`) or
   // will never be (the server is shutting down).
-  using AcceptHandler = void (*)(void *context, ServerStream *stream, bool ok);
+  using AcceptHandler = void (*)(void *context, ServerStream *stream,
+                                 grpc::ServerCompletionQueue *queue, bool ok);
 
   explicit ServerStream(std::shared_ptr<ServerGate> gate);
 
@@ -111,6 +112,7 @@ class ServerStream {
   std::atomic<int> references_{0};
   AcceptHandler accepted_ = nullptr;
   void *accepted_context_ = nullptr;
+  grpc::ServerCompletionQueue *queue_ = nullptr;
   Tag accept_tag_{this, Operation::kAccept};
   Tag read_tag_{this, Operation::kRead};
   Tag write_tag_{this, Operation::kWrite};
