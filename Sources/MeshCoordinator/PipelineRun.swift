@@ -9,6 +9,11 @@ import MeshWire
 /// list concurrently, each action once its dependencies posted their results.
 /// Only control messages, references and the step's inputs and targets cross
 /// the coordinator; activations and gradients go partition to partition.
+///
+/// A stage gets its next call while it still computes the previous one
+/// (`callsAhead`), so that the call's input travels meanwhile; each call
+/// carries its position in the stage's list, and the partition computes them
+/// in that order.
 struct PipelineRun {
   let job: String
   let step: Int64
@@ -19,63 +24,44 @@ struct PipelineRun {
   let microBatches: [(input: Tensor, target: Tensor)]
   let trace: TraceRecorder
 
+  /// Calls a stage has outstanding at most: one computing, one arriving.
+  static let callsAhead = 2
+
   struct Outcome {
     /// The mini-batch's mean loss (the micro-batches' shares added up).
     var loss: Double = 0
     var correct: Int64 = 0
-    /// Time each stage spent in its calls.
+    /// Time each stage's partition spent computing.
     var busy: [Duration]
+  }
+
+  /// What one call added to its stage's outcome.
+  private struct CallResult: Sendable {
+    var loss: Double = 0
+    var correct: Int64 = 0
+    var computeSeconds: Double
   }
 
   func run() async throws -> Outcome {
     let board = ActionBoard()
-    let batchSize = Int32(microBatches.reduce(0) { $0 + $1.input.shape[0] })
-    let last = stages.count - 1
     return try await withThrowingTaskGroup(of: (Int, Outcome).self) { group in
       for stage in stages.indices {
         group.addTask {
-          var outcome = Outcome(busy: [.zero])
-          for action in schedule.actions[stage] {
-            let key = Pipemesh_V1_MicroBatchKey.with {
-              $0.job = job
-              $0.step = step
-              $0.microBatch = Int32(action.microBatch)
+          try await withThrowingTaskGroup(of: CallResult.self) { calls in
+            var outcome = Outcome(busy: [.zero])
+            func add(_ result: CallResult) {
+              outcome.loss += result.loss
+              outcome.correct += result.correct
+              outcome.busy[0] += .seconds(result.computeSeconds)
             }
-            switch action.kind {
-            case .forward:
-              var request = Pipemesh_V1_ForwardRequest()
-              request.key = key
-              if stage == 0 {
-                request.input.inline = Pipemesh_V1_Tensor(microBatches[action.microBatch].input)
-              } else if case .forward(let previous) = try await board.result(of: .forward(stage - 1, action.microBatch)) {
-                request.input.reference = previous.output
-              }
-              if stage == last {
-                request.targets = Pipemesh_V1_Tensor(microBatches[action.microBatch].target)
-                request.batchSize = batchSize
-              }
-              let (response, duration) = try await trace.record(action.description, stage: stage, replica: replica, step: step) {
-                try await stages[stage].call(PartitionMethods.forward, request)
-              }
-              outcome.busy[0] += duration
-              outcome.loss += response.loss
-              outcome.correct += response.correct
-              await board.post(action, .forward(response))
-            case .backward:
-              var request = Pipemesh_V1_BackwardRequest()
-              request.key = key
-              _ = try await board.result(of: .forward(stage, action.microBatch))
-              if stage < last, case .backward(let next) = try await board.result(of: .backward(stage + 1, action.microBatch)) {
-                request.outputGradient.reference = next.inputGradient
-              }
-              let (response, duration) = try await trace.record(action.description, stage: stage, replica: replica, step: step) {
-                try await stages[stage].call(PartitionMethods.backward, request)
-              }
-              outcome.busy[0] += duration
-              await board.post(action, .backward(response))
+            for (index, action) in schedule.actions[stage].enumerated() {
+              if index >= Self.callsAhead, let done = try await calls.next() { add(done) }
+              let call = try await prepare(action, stage: stage, position: Int32(index + 1), board: board)
+              calls.addTask { try await perform(call, board: board) }
             }
+            for try await done in calls { add(done) }
+            return (stage, outcome)
           }
-          return (stage, outcome)
         }
       }
       var total = Outcome(busy: Array(repeating: .zero, count: stages.count))
@@ -85,6 +71,61 @@ struct PipelineRun {
         total.busy[stage] = outcome.busy[0]
       }
       return total
+    }
+  }
+
+  /// A call ready to send: its action's dependencies have posted results.
+  private enum Call: Sendable {
+    case forward(PipelineAction, stage: Int, Pipemesh_V1_ForwardRequest)
+    case backward(PipelineAction, stage: Int, Pipemesh_V1_BackwardRequest)
+  }
+
+  private func prepare(_ action: PipelineAction, stage: Int, position: Int32, board: ActionBoard) async throws -> Call {
+    let key = Pipemesh_V1_MicroBatchKey.with {
+      $0.job = job
+      $0.step = step
+      $0.microBatch = Int32(action.microBatch)
+    }
+    switch action.kind {
+    case .forward:
+      var request = Pipemesh_V1_ForwardRequest()
+      request.key = key
+      request.schedulePosition = position
+      if stage == 0 {
+        request.input.inline = Pipemesh_V1_Tensor(microBatches[action.microBatch].input)
+      } else if case .forward(let previous) = try await board.result(of: .forward(stage - 1, action.microBatch)) {
+        request.input.reference = previous.output
+      }
+      if stage == stages.count - 1 {
+        request.targets = Pipemesh_V1_Tensor(microBatches[action.microBatch].target)
+        request.batchSize = Int32(microBatches.reduce(0) { $0 + $1.input.shape[0] })
+      }
+      return .forward(action, stage: stage, request)
+    case .backward:
+      var request = Pipemesh_V1_BackwardRequest()
+      request.key = key
+      request.schedulePosition = position
+      if stage < stages.count - 1, case .backward(let next) = try await board.result(of: .backward(stage + 1, action.microBatch)) {
+        request.outputGradient.reference = next.inputGradient
+      }
+      return .backward(action, stage: stage, request)
+    }
+  }
+
+  /// Sends `call`, posts its answer and records the stage's compute time on
+  /// the trace (ending when the answer came).
+  private func perform(_ call: Call, board: ActionBoard) async throws -> CallResult {
+    switch call {
+    case .forward(let action, let stage, let request):
+      let response = try await stages[stage].call(PartitionMethods.forward, request)
+      trace.record(action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
+      await board.post(action, .forward(response))
+      return CallResult(loss: response.loss, correct: response.correct, computeSeconds: response.computeSeconds)
+    case .backward(let action, let stage, let request):
+      let response = try await stages[stage].call(PartitionMethods.backward, request)
+      trace.record(action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
+      await board.post(action, .backward(response))
+      return CallResult(computeSeconds: response.computeSeconds)
     }
   }
 }

@@ -7,7 +7,7 @@ public enum Planner {
   /// Stage boundaries: `bounds[s]..<bounds[s+1]` are stage s's layers.
   public struct Plan: Sendable, Equatable {
     public let bounds: [Int]
-    /// Estimated forward FLOPs per example of each stage.
+    /// Estimated training FLOPs (forward and backward) per example of each stage.
     public let costs: [Double]
 
     public var stages: Int { bounds.count - 1 }
@@ -36,11 +36,15 @@ public enum Planner {
     }
   }
 
-  /// The split that minimises the most expensive stage (by estimated FLOPs;
-  /// layers without compute count a little, so that each stage gets one), or
-  /// the given split points (first layer of stages 1…K-1).
+  /// The split that minimises the most expensive stage (by the estimated
+  /// FLOPs of a training step's forward and backward, so that the first
+  /// layer, which needs no input gradient, weighs less; layers without
+  /// compute count a little, so that each stage gets one), or the given split
+  /// points (first layer of stages 1…K-1).
   public static func plan(_ model: Sequential, stages: Int, splitPoints: [Int] = []) throws -> Plan {
-    let costs = model.layerCosts.map { Double(max($0.flops, 1)) }
+    let costs = model.layerCosts.enumerated().map { index, cost in
+      Double(max(cost.trainingFlops(computesInputGradient: index > 0), 1))
+    }
     let count = costs.count
     guard stages >= 1, stages <= count else {
       throw RPCError(.invalidArgument, "cannot split \(count) layers into \(stages) stages")

@@ -30,6 +30,17 @@ public final class TraceRecorder: Sendable {
     return (result, duration)
   }
 
+  /// Records a call that a partition answered just now after computing for
+  /// `computeSeconds`: the event is that computation, ending now (the answer's
+  /// transit is not subtracted).
+  func record(_ name: String, stage: Int, replica: Int, step: Int64, computeSeconds: Double) {
+    let duration = Duration.seconds(computeSeconds)
+    let end = ContinuousClock.now - origin
+    events.withLock {
+      $0.append(Event(name: name, stage: stage, replica: replica, step: step, start: end - duration, duration: duration))
+    }
+  }
+
   /// Drops events of steps before `step`, keeping the trace small.
   func keep(fromStep step: Int64) {
     events.withLock { $0.removeAll { $0.step < step } }

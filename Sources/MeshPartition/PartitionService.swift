@@ -51,7 +51,8 @@ public final class PartitionService: RPCService, Sendable {
       Pipemesh_V1_Tensor(try dataPlane.take(request.key, release: request.release))
     }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in
-      stages.withLock { _ = $0.removeValue(forKey: request.job) }
+      let unloaded = stages.withLock { $0.removeValue(forKey: request.job) }
+      await unloaded?.runner.close()
       dataPlane.drop(prefix: "\(request.job)/")
       return .init()
     }

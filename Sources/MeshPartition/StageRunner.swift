@@ -11,6 +11,10 @@ import MeshWire
 ///
 /// Requests are idempotent: a Forward, Backward or Commit repeated after a
 /// retry returns the first answer and computes nothing again.
+///
+/// The actor keeps the books; fetching inputs and computing run off it, so
+/// that a call sent ahead fetches its input while the previous one computes.
+/// Calls that carry a schedule position compute one at a time in that order.
 actor StageRunner {
   let job: String
   let model: Sequential
@@ -38,6 +42,7 @@ actor StageRunner {
   }
   private var kept: [MicroBatch: Kept] = [:]
   private var accumulated: [String: Tensor] = [:]
+  private var turns = ScheduleTurns()
   // Calls by micro-batch (or step), running or done: a repeated request
   // awaits the first one's answer, even while it is still running.
   private var forwards = CallOnce<MicroBatch, Pipemesh_V1_ForwardResponse>()
@@ -51,6 +56,7 @@ actor StageRunner {
 
   /// What backward needs: the recorded forward (or only the input, to run
   /// forward again), and on the last stage the loss gradient.
+  /// (Neither `forward` nor `input` while the forward is still running.)
   private struct Kept {
     var forward: StageForward?
     var input: Tensor?
@@ -128,21 +134,26 @@ actor StageRunner {
 
   private func computeForward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws -> Pipemesh_V1_ForwardResponse {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
-    let input = try await dataPlane.resolve(request.input, what: "input of stage \(stage)")
+    let (dataPlane, stage) = (dataPlane, stage)
+    let resolved = await capture { try await dataPlane.resolve(request.input, what: "input of stage \(stage)") }
+    let position = training ? request.schedulePosition : 0
+    try await takeTurn(step: microBatch.step, position: position)
+    defer { turns.finish(step: microBatch.step, position: position) }
+    let input = try resolved.get()
     try model.checkInput(input, layers: layers, "stage \(stage) of job \(job)")
     let batch = input.shape[0]
-    var target: Tensor?
-    if isLast, training {
-      target = try Tensor(wire: request.targets, what: "targets")
-      try model.checkTarget(target!, batchSize: batch, "targets of job \(job)")
+    let target = isLast && training ? try Tensor(wire: request.targets, what: "targets") : nil
+    if let target {
+      try model.checkTarget(target, batchSize: batch, "targets of job \(job)")
       guard request.batchSize >= batch else {
         throw RPCError(.invalidArgument, "batch_size \(request.batchSize) is smaller than the micro-batch (\(batch) examples)")
       }
     }
     let seed = UInt64(bitPattern: request.key.step) &* 1_000_003 &+ UInt64(request.key.microBatch)
     var response = Pipemesh_V1_ForwardResponse()
+    let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
     guard training else {
-      let output = model(input, variables: variables, layers: layers)
+      let output = await offActor { model(input, variables: variables, layers: layers) }
       if isLast {
         response.outputValue = Pipemesh_V1_Tensor(output)
       } else {
@@ -159,30 +170,39 @@ actor StageRunner {
         "stage \(stage) would keep \(holding + bytes) bytes of activations, over its bound of \(maxKeptBytes): "
           + "use more, smaller micro-batches, the 1F1B schedule, or activation recomputation")
     }
+    // Counted from here: a forward running off the actor still holds its bytes.
+    kept[microBatch] = Kept(bytes: bytes, seed: seed)
     let computeStarted = ContinuousClock.now
-    let forward = runForward(input, seed: seed)
-    var entry = Kept(forward: recompute ? nil : forward, input: recompute ? input : nil, bytes: bytes, seed: seed)
-    if let target {
-      let share = Float(batch) / Float(request.batchSize)
+    let share = Float(batch) / Float(max(request.batchSize, 1))
+    let (forward, loss) = await offActor { () -> (StageForward, (value: Float, gradient: Tensor, correct: Int)?) in
+      let forward = Self.runForward(model, input, variables: variables, layers: layers, seed: seed, isFirst: isFirst)
+      guard let target else { return (forward, nil) }
       let (loss, gradient) = Autodiff.valueWithGradient(at: [forward.output]) { outputs in
         model.loss(output: outputs[0], target: target)
       }
-      entry.lossGradient = gradient[0] * share
-      response.loss = Double(loss.scalar * share)
-      if model.spec.loss == .softmaxCrossEntropy { response.correct = Int64(Loss.correctPredictions(logits: forward.output, labels: target)) }
+      let correct = model.spec.loss == .softmaxCrossEntropy ? Loss.correctPredictions(logits: forward.output, labels: target) : 0
+      return (forward, (loss.scalar * share, gradient[0] * share, correct))
+    }
+    kept[microBatch] = Kept(forward: recompute ? nil : forward, input: recompute ? input : nil, lossGradient: loss?.gradient, bytes: bytes, seed: seed)
+    if let loss {
+      response.loss = Double(loss.value)
+      response.correct = Int64(loss.correct)
     } else {
       response.output = dataPlane.offer(forward.output, key: key(microBatch, "activation"))
     }
-    kept[microBatch] = entry
+    let computeSeconds = (ContinuousClock.now - computeStarted).seconds
+    response.computeSeconds = computeSeconds
     activity.update {
-      $0.busySeconds += (ContinuousClock.now - computeStarted).seconds
+      $0.busySeconds += computeSeconds
       $0.forwards += 1
       $0.keptMicroBatches += 1
     }
     return response
   }
 
-  private func runForward(_ input: Tensor, seed: UInt64) -> StageForward {
+  private static func runForward(
+    _ model: Sequential, _ input: Tensor, variables: [String: Tensor], layers: Range<Int>, seed: UInt64, isFirst: Bool
+  ) -> StageForward {
     model.forwardStage(
       input, variables: variables, layers: layers, context: ForwardContext(training: true, seed: seed),
       inputGradient: !isFirst)
@@ -208,47 +228,81 @@ actor StageRunner {
   }
 
   private func computeBackward(_ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch) async throws -> Pipemesh_V1_BackwardResponse {
-    guard let entry = kept[microBatch] else {
+    let (dataPlane, stage, isLast) = (dataPlane, stage, isLast)
+    let resolved = await capture { () async throws -> Tensor? in
+      isLast ? nil : try await dataPlane.resolve(request.outputGradient, what: "output gradient of stage \(stage)")
+    }
+    let position = request.schedulePosition
+    try await takeTurn(step: microBatch.step, position: position)
+    defer { turns.finish(step: microBatch.step, position: position) }
+    guard let entry = kept[microBatch], entry.forward != nil || entry.input != nil else {
       throw RPCError(
         .failedPrecondition,
-        "stage \(stage) of job \(job) has no forward of step \(microBatch.step) micro-batch \(microBatch.index) to run backward from")
+        "stage \(stage) of job \(job) has no finished forward of step \(microBatch.step) micro-batch \(microBatch.index) to run backward from")
     }
-    let upstream: Tensor
-    if isLast {
-      upstream = entry.lossGradient!
-    } else {
-      upstream = try await dataPlane.resolve(request.outputGradient, what: "output gradient of stage \(stage)")
-    }
-    let computeStarted = ContinuousClock.now
-    let forward = entry.forward ?? runForward(entry.input!, seed: entry.seed)
-    guard upstream.shape == forward.output.shape else {
-      throw RPCError(.invalidArgument, "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
-    }
-    // The L2 penalty's gradient belongs to the step, not to each micro-batch.
-    let gradients = forward.backward(upstream, addingPenalty: microBatch.index == 0)
-    for (name, gradient) in gradients.variables {
-      accumulated[name] = accumulated[name].map { $0 + gradient } ?? gradient
-    }
+    let upstream = try resolved.get() ?? entry.lossGradient!
+    // Taken now, so that a repeated Backward cannot run it twice.
     kept[microBatch] = nil
+    let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
+    let computeStarted = ContinuousClock.now
+    let gradients: StageGradients
+    do {
+      gradients = try await offActor {
+        let forward = entry.forward ?? Self.runForward(model, entry.input!, variables: variables, layers: layers, seed: entry.seed, isFirst: isFirst)
+        guard upstream.shape == forward.output.shape else {
+          throw RPCError(.invalidArgument, "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
+        }
+        // The L2 penalty's gradient belongs to the step, not to each micro-batch.
+        return forward.backward(upstream, addingPenalty: microBatch.index == 0)
+      }
+    } catch {
+      kept[microBatch] = entry
+      throw error
+    }
+    for (name, gradient) in gradients.variables {
+      // Summed in place: a new tensor per micro-batch cost a pass over
+      // every weight more.
+      if accumulated[name] == nil { accumulated[name] = gradient } else { accumulated[name]!.accumulate(gradient) }
+    }
+    let computeSeconds = (ContinuousClock.now - computeStarted).seconds
     activity.update {
-      $0.busySeconds += (ContinuousClock.now - computeStarted).seconds
+      $0.busySeconds += computeSeconds
       $0.backwards += 1
       $0.keptMicroBatches -= 1
     }
     var response = Pipemesh_V1_BackwardResponse()
+    response.computeSeconds = computeSeconds
     if let input = gradients.input {
       response.inputGradient = dataPlane.offer(input, key: key(microBatch, "gradient"))
     }
     return response
   }
 
+  // MARK: - Order
+
+  /// Waits until a step's calls before `position` have computed (returns at
+  /// once for position 0, which takes no turn).
+  private func takeTurn(step: Int64, position: Int32) async throws {
+    guard position > 0, !turns.isTurn(step: step, position: position) else { return }
+    guard !turns.isWaiting(step: step, position: position) else {
+      throw RPCError(.invalidArgument, "another call of step \(step) already waits at schedule position \(position)")
+    }
+    try await withCheckedThrowingContinuation { turns.wait(step: step, position: position, $0) }
+  }
+
+  /// Ends the calls still waiting for their turn (the job was unloaded).
+  func close() {
+    turns.abandon(through: .max, RPCError(.aborted, "job \(job) was unloaded from this partition"))
+  }
+
   // MARK: - Commit
 
-  /// Pushes the step's gradients to the ps (waiting there under sync
-  /// consistency) and pulls the updated variables.
-  /// Ends a step: updates the variables from the step's gradients and
-  /// pushes them to the ps. With `flush`, returns only once the ps applied
-  /// them (before a checkpoint or at the end of a job).
+  /// Ends a step with the step's summed gradients. A stage that is its
+  /// variables' only writer updates them itself and pushes the gradients to
+  /// the ps in the background; any other pushes them (the ps waits for every
+  /// replica under sync consistency) and pulls the new values. With `flush`,
+  /// returns only once the ps applied them (before a checkpoint or at the
+  /// end of a job).
   func commit(step: Int64, flush: Bool) async throws -> Pipemesh_V1_CommitResponse {
     let call = commits.call(step) { try await self.computeCommit(step: step, flush: flush) }
     do { return try await call.value } catch {
@@ -298,6 +352,7 @@ actor StageRunner {
     forwards.forget { $0.step <= step }
     backwards.forget { $0.step <= step }
     commits.forget { $0 < step }
+    turns.abandon(through: step, RPCError(.failedPrecondition, "step \(step) of job \(job) was committed before this call's turn"))
     dataPlane.drop(prefix: "\(job)/\(step)/")
     return response
   }
@@ -321,4 +376,46 @@ struct CallOnce<Key: Hashable & Sendable, Value: Sendable> {
   mutating func forget(where isDone: (Key) -> Bool) {
     calls = calls.filter { !isDone($0.key) }
   }
+}
+
+/// A step's calls in schedule-position order: position p computes once
+/// positions 1..<p have (a repeated position, a retry, goes at once).
+struct ScheduleTurns {
+  private var next: [Int64: Int32] = [:]
+  private var waiting: [Int64: [Int32: CheckedContinuation<Void, any Error>]] = [:]
+
+  func isTurn(step: Int64, position: Int32) -> Bool { position <= next[step, default: 1] }
+
+  func isWaiting(step: Int64, position: Int32) -> Bool { waiting[step]?[position] != nil }
+
+  mutating func wait(step: Int64, position: Int32, _ continuation: CheckedContinuation<Void, any Error>) {
+    waiting[step, default: [:]][position] = continuation
+  }
+
+  /// Passes the turn on from `position` (whether its call succeeded or not).
+  mutating func finish(step: Int64, position: Int32) {
+    guard position > 0 else { return }
+    let following = max(next[step, default: 1], position + 1)
+    next[step] = following
+    waiting[step]?.removeValue(forKey: following)?.resume()
+  }
+
+  /// Fails the calls of steps up to `step` still waiting, and forgets those steps.
+  mutating func abandon(through step: Int64, _ error: any Error) {
+    for (waitingStep, continuations) in waiting where waitingStep <= step {
+      for continuation in continuations.values { continuation.resume(throwing: error) }
+      waiting[waitingStep] = nil
+    }
+    next = next.filter { $0.key > step }
+  }
+}
+
+/// The outcome of `body`, thrown or returned, to be looked at later.
+private func capture<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
+  do { return .success(try await body()) } catch { return .failure(error) }
+}
+
+/// Runs `body` on the global executor, off the calling actor.
+@concurrent private func offActor<T: Sendable>(_ body: @Sendable () throws -> T) async rethrows -> T {
+  try body()
 }

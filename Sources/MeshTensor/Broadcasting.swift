@@ -146,7 +146,7 @@ extension Tensor {
     }
 
     /// Adds `other` (same shape) into this tensor's storage, copying first if it is shared.
-    mutating func accumulate(_ other: Tensor) {
+    public mutating func accumulate(_ other: Tensor) {
         precondition(shape == other.shape, "accumulating shape \(other.shape) into \(shape)")
         let source = other.buffer.pointer
         withUnsafeMutableBufferPointer { destination in

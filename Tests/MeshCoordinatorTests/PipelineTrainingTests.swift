@@ -248,18 +248,10 @@ import Testing
   /// the variables once: they end up equal to one step of SGD in-process.
   @Test func retriedRequestsAreAppliedOnce() async throws {
     let mesh = try await PipelineTrainingTests.mesh.value
-    let partition = try RPCClient(target: mesh.partitions[3].endpoint)
+    let partition = try await Self.loadWholeModel(job: "retried", mesh: mesh)
     let (allInputs, allTargets) = PipelineTrainingTests.classification()
     let inputs = allInputs.slice(axis: 0, range: 0..<4)
     let targets = allTargets.slice(axis: 0, range: 0..<4)
-    _ = try await partition.call(PartitionMethods.loadStage, .with {
-      $0.job = "retried"
-      $0.model = PipelineTrainingTests.mlp
-      $0.endLayer = 4
-      $0.parameterServers = mesh.parameterServers.map(\.endpoint)
-      $0.consistency = .with { $0.sync = .init() }
-      $0.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.1 } }
-    })
     let key = Pipemesh_V1_MicroBatchKey.with { $0.job = "retried"; $0.step = 1; $0.microBatch = 0 }
     var losses: [Double] = []
     for _ in 0..<2 {
@@ -276,6 +268,72 @@ import Testing
       _ = try await partition.call(PartitionMethods.commit, .with { $0.job = "retried"; $0.step = 1; $0.flush = true })
     }
 
+    try await Self.expectOneSGDStep(job: "retried", inputs: inputs, targets: targets, mesh: mesh)
+  }
+
+  /// Calls that arrive before their schedule position waits for the earlier
+  /// ones: a Backward sent first waits for its Forward (instead of failing),
+  /// and with room for one kept micro-batch, 1F1B's order F0 B0 F1 B1 fits
+  /// whatever order the calls arrive in.
+  @Test func callsSentAheadComputeInScheduleOrder() async throws {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    // Room for the activations at the stage's five layer boundaries
+    // (8+16+16+16+3 scalars) of one micro-batch of 4 examples.
+    let partition = try await Self.loadWholeModel(job: "ordered", mesh: mesh, maxKeptBytes: 59 * 4 * 4)
+    let (allInputs, allTargets) = PipelineTrainingTests.classification()
+    let inputs = allInputs.slice(axis: 0, range: 0..<8)
+    let targets = allTargets.slice(axis: 0, range: 0..<8)
+    func key(_ microBatch: Int32) -> Pipemesh_V1_MicroBatchKey {
+      .with { $0.job = "ordered"; $0.step = 1; $0.microBatch = microBatch }
+    }
+    func forward(_ microBatch: Int32, position: Int32) async throws -> Pipemesh_V1_ForwardResponse {
+      let rows = Int(microBatch) * 4..<Int(microBatch + 1) * 4
+      return try await partition.call(PartitionMethods.forward, .with {
+        $0.key = key(microBatch)
+        $0.input.inline = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: rows))
+        $0.targets = Pipemesh_V1_Tensor(targets.slice(axis: 0, range: rows))
+        $0.batchSize = 8
+        $0.schedulePosition = position
+      })
+    }
+    func backward(_ microBatch: Int32, position: Int32, timeout: Duration? = nil) async throws -> Pipemesh_V1_BackwardResponse {
+      try await partition.call(
+        PartitionMethods.backward, .with { $0.key = key(microBatch); $0.schedulePosition = position }, options: .init(timeout: timeout))
+    }
+
+    // Computed at once, B0 would fail: its forward has not run. It waits.
+    let early = await #expect(throws: RPCError.self) { _ = try await backward(0, position: 2, timeout: .milliseconds(300)) }
+    #expect(early?.code == .deadlineExceeded, "\(String(describing: early))")
+    // F1 and B1 sent before F0; F1 would not fit before B0 frees F0's bytes.
+    async let second = forward(1, position: 3)
+    async let secondBackward = backward(1, position: 4)
+    let first = try await forward(0, position: 1)
+    let firstBackward = try await backward(0, position: 2)  // the retry of the early call
+    let (secondForward, _) = try await (second, secondBackward)
+    #expect(first.computeSeconds > 0 && secondForward.computeSeconds > 0 && firstBackward.computeSeconds > 0)
+    _ = try await partition.call(PartitionMethods.commit, .with { $0.job = "ordered"; $0.step = 1; $0.flush = true })
+    try await Self.expectOneSGDStep(job: "ordered", inputs: inputs, targets: targets, mesh: mesh)
+  }
+
+  /// Loads all of the MLP as one stage of `job` (sync, SGD at rate 0.1) on
+  /// the mesh's last partition, and returns a client of that partition.
+  static func loadWholeModel(job: String, mesh: LocalMesh, maxKeptBytes: Int64 = 0) async throws -> RPCClient {
+    let partition = try RPCClient(target: mesh.partitions[3].endpoint)
+    _ = try await partition.call(PartitionMethods.loadStage, .with {
+      $0.job = job
+      $0.model = PipelineTrainingTests.mlp
+      $0.endLayer = 4
+      $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+      $0.consistency = .with { $0.sync = .init() }
+      $0.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.1 } }
+      $0.maxKeptBytes = maxKeptBytes
+    })
+    return partition
+  }
+
+  /// The ps holds, for `job`, the variables after one SGD step (rate 0.1) of
+  /// the MLP on `inputs` from its initial values, each updated once.
+  static func expectOneSGDStep(job: String, inputs: Tensor, targets: Tensor, mesh: LocalMesh) async throws {
     let model = try makeModel(PipelineTrainingTests.mlp)
     var variables = model.initialVariables()
     let (_, gradients) = model.lossAndGradients(input: inputs, target: targets, variables: variables, context: ForwardContext(training: true))
@@ -283,7 +341,7 @@ import Testing
       variables[name] = SGD(learningRate: .constant(0.1)).update(variable: variables[name]!, gradient: gradient, slots: [:], step: 1).variable
     }
     let ps = try ParameterServerClient(endpoints: mesh.parameterServers.map(\.endpoint))
-    let pulled = try await ps.pull(job: "retried", names: variables.keys.sorted())
+    let pulled = try await ps.pull(job: job, names: variables.keys.sorted())
     for (name, expected) in variables {
       let value = try #require(pulled[name]?.value)
       #expect(pulled[name]?.version == 1, "\(name) was updated \(pulled[name]?.version ?? -1) times")

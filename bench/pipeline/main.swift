@@ -5,7 +5,11 @@
 // the same run. Also per-stage busy fraction, the bubble, the coordinator's
 // CPU use, and the Chrome trace of one step.
 //
-//   pipeline-bench OUTPUT_DIR [--quick]
+// The batch (1,024 by default) is large enough that a micro-batch of an
+// eighth of it still multiplies at near the whole batch's sgemm speed, which
+// the ideal assumes; `--batch N` measures another.
+//
+//   pipeline-bench OUTPUT_DIR [--quick] [--batch N]
 import Foundation
 import MeshOps
 import MeshProto
@@ -15,25 +19,32 @@ import MeshWire
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 2 else {
-  FileHandle.standardError.write(Data("usage: pipeline-bench OUTPUT_DIR [--quick]\n".utf8))
+  FileHandle.standardError.write(Data("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N]\n".utf8))
   exit(2)
 }
 let output = arguments[1]
 let quick = arguments.contains("--quick")
 let steps = quick ? 3 : 8
-let batch = 256
+let batch = arguments.firstIndex(of: "--batch").map { arguments.indices.contains($0 + 1) ? Int(arguments[$0 + 1]) ?? 0 : 0 } ?? 1024
+guard batch > 0 else {
+  FileHandle.standardError.write(Data("--batch needs a positive number of examples\n".utf8))
+  exit(2)
+}
 let width = 1024
+let inputSize = width * 3 / 2
 
-/// Four equal Dense layers: any split into 1 or 2 stages balances compute.
+/// Four hidden Dense layers and a 10-class output: the planner splits them
+/// 2 | 3 with equal training compute (an input 1.5× the width makes the first
+/// layer's forward and weight gradient cost a hidden layer's three products).
 let spec = Pipemesh_V1_ModelSpec.with {
-  $0.inputShape = [Int64(width)]
+  $0.inputShape = [Int64(inputSize)]
   $0.seed = 1
-  $0.layers = (0..<4).map { index in
-    .with { $0.dense = .with { $0.units = Int64(index == 3 ? 10 : width); $0.activation = index == 3 ? .none : .relu } }
+  $0.layers = (0..<5).map { index in
+    .with { $0.dense = .with { $0.units = Int64(index == 4 ? 10 : width); $0.activation = index == 4 ? .none : .relu } }
   }
   $0.loss = .with { $0.softmaxCrossEntropy = .init() }
 }
-let inputs = Tensor.randomNormal([batch * (steps + 1), width], seed: 2)
+let inputs = Tensor.randomNormal([batch * (steps + 1), inputSize], seed: 2)
 let labels = Tensor(shape: [batch * (steps + 1)], scalars: (0..<(batch * (steps + 1))).map { Float($0 % 10) })
 
 /// Single-process training, one BLAS thread: samples per second.
@@ -73,11 +84,13 @@ struct Result: Codable {
   let ideal: Double
   let busyFraction: [Double]
   let coordinatorCPU: Double
+  /// Each service's CPU use over the measured steps, in cores, by name.
+  let cpu: [String: Double]
 }
 
 try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
 let single = try singleProcess()
-print(String(format: "{\"single_process_samples_per_second\":%.1f}", single))
+print(String(format: "{\"single_process_samples_per_second\":%.1f,\"batch\":%d}", single, batch))
 let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("pipemesh").path
 var results: [Result] = []
 for stages in [1, 2] {
@@ -89,7 +102,6 @@ for stages in [1, 2] {
   }
   let coordinator = try await services.start(
     "coordinator", name: "coordinator", ["--ps", ps, "--partitions", partitions.joined(separator: ";")])
-  let coordinatorPID = services.processIDs["coordinator"]!
   let client = try RPCClient(target: coordinator, transport: .init(maxMessageBytes: 1 << 30))
   for microBatches in [1, 2, 4, 8] {
     var request = Pipemesh_V1_TrainRequest()
@@ -108,17 +120,19 @@ for stages in [1, 2] {
     var trace = ""
     // The coordinator's CPU over the measured steps: from the end of the
     // warm-up step to the end of the last one (job setup excluded).
-    var cpuWindow: (start: Double, startedAt: ContinuousClock.Instant)?
-    var coordinatorCPU = 0.0
+    var cpuWindow: (start: [String: Double], startedAt: ContinuousClock.Instant)?
+    var cpu: [String: Double] = [:]
+    func cpuByService() -> [String: Double] { services.processIDs.mapValues(cpuSeconds) }
     for try await progress in client.stream(CoordinatorMethods.train, request) {
       if progress.done {
         trace = progress.traceJson
       } else if progress.step == 1 {
-        cpuWindow = (cpuSeconds(coordinatorPID), .now)
+        cpuWindow = (cpuByService(), .now)
       } else {
         measured.append(progress)
         if let window = cpuWindow, progress.step == progress.totalSteps {
-          coordinatorCPU = (cpuSeconds(coordinatorPID) - window.start) / (ContinuousClock.now - window.startedAt).seconds
+          let elapsed = (ContinuousClock.now - window.startedAt).seconds
+          cpu = cpuByService().mapValues { $0 / elapsed }.merging(window.start.mapValues { -$0 / elapsed }, uniquingKeysWith: +)
         }
       }
     }
@@ -131,7 +145,7 @@ for stages in [1, 2] {
     let result = Result(
       stages: stages, microBatches: microBatches, samplesPerSecond: samples,
       ideal: Double(stages) * single * Double(microBatches) / Double(microBatches + stages - 1), busyFraction: busy,
-      coordinatorCPU: coordinatorCPU)
+      coordinatorCPU: cpu["coordinator"] ?? 0, cpu: cpu)
     results.append(result)
     print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
     try trace.write(toFile: "\(output)/trace-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)

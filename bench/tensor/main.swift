@@ -70,11 +70,12 @@ func benchDense(threads: Int) throws {
 }
 
 /// inputSize-1024-1024-1024-10 with ReLU and softmax cross-entropy.
-func classifierMLP(inputSize: Int) throws -> Sequential {
-    try Sequential(spec: ModelSpec(
-        inputShape: [inputSize],
-        layers: [.dense(inputSize: inputSize, outputSize: 1024, activation: .relu), .dense(inputSize: 1024, outputSize: 1024, activation: .relu),
-                 .dense(inputSize: 1024, outputSize: 1024, activation: .relu), .dense(inputSize: 1024, outputSize: 10, activation: .linear)],
+func classifierMLP(inputSize: Int, hiddenLayers: Int = 3) throws -> Sequential {
+    let hidden = (0..<hiddenLayers).map { index in
+        LayerSpec.dense(inputSize: index == 0 ? inputSize : 1024, outputSize: 1024, activation: .relu)
+    }
+    return try Sequential(spec: ModelSpec(
+        inputShape: [inputSize], layers: hidden + [.dense(inputSize: 1024, outputSize: 10, activation: .linear)],
         loss: .softmaxCrossEntropy, seed: 1))
 }
 
@@ -119,33 +120,36 @@ func benchConv(threads: Int) throws {
           + "(\(format(3 * flops / both / 1e9)) GFLOP/s)")
 }
 
-/// The pipeline bench's MLP (1024-1024-1024-1024-10, batch 256, one BLAS thread): forward and backward of a whole
-/// step in M micro-batches with the gradients summed, in one process, so that the cost of smaller products is seen
-/// apart from any RPC.
+/// The pipeline bench's MLP (1536-1024-1024-1024-1024-10, one BLAS thread): forward and backward of a whole step
+/// of 256 or 1,024 examples in M micro-batches with the gradients summed, in one process, so that the cost of
+/// smaller products is seen apart from any RPC.
 func benchMicroBatches() throws {
     BLAS.setThreadCount(1)
-    let model = try classifierMLP(inputSize: 1024)
+    let model = try classifierMLP(inputSize: 1536, hiddenLayers: 4)
     let variables = model.initialVariables()
-    let input = Tensor.randomUniform([256, 1024], seed: 3)
-    let labels = Tensor(shape: [256], scalars: (0..<256).map { Float($0 % 10) })
-    for microBatches in [1, 2, 4, 8] {
-        let rows = 256 / microBatches
-        let seconds = secondsPerCall(iterations: 3) {
-            var summed: [String: Tensor] = [:]
-            for index in 0..<microBatches {
-                let range = (index * rows)..<((index + 1) * rows)
-                let target = labels.slice(axis: 0, range: range)
-                let stage = model.forwardStage(input.slice(axis: 0, range: range), variables: variables, layers: 0..<4,
-                                               context: ForwardContext(training: true), inputGradient: false)
-                let (_, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) { model.loss(output: $0[0], target: target) }
-                for (name, gradient) in stage.backward(lossGradient[0]).variables {
-                    summed[name] = withoutGradients { summed[name].map { $0 + gradient } ?? gradient }
+    for batch in [256, 1024] {
+        let input = Tensor.randomUniform([batch, 1536], seed: 3)
+        let labels = Tensor(shape: [batch], scalars: (0..<batch).map { Float($0 % 10) })
+        for microBatches in [1, 2, 4, 8] {
+            let rows = batch / microBatches
+            let seconds = secondsPerCall(iterations: 3) {
+                var summed: [String: Tensor] = [:]
+                for index in 0..<microBatches {
+                    let range = (index * rows)..<((index + 1) * rows)
+                    let target = labels.slice(axis: 0, range: range)
+                    let stage = model.forwardStage(input.slice(axis: 0, range: range), variables: variables, layers: 0..<5,
+                                                   context: ForwardContext(training: true), inputGradient: false)
+                    let (_, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) { model.loss(output: $0[0], target: target) }
+                    for (name, gradient) in stage.backward(lossGradient[0]).variables {
+                        if summed[name] == nil { summed[name] = gradient } else { summed[name]!.accumulate(gradient) }
+                    }
                 }
             }
+            print("mlp 1536-1024-1024-1024-1024-10 batch \(batch) as \(microBatches) micro-batches of \(rows) rows, "
+                  + "forward+backward: \(format(seconds * 1e3)) ms")
         }
-        print("mlp 1024-1024-1024-1024-10 batch 256 as \(microBatches) micro-batches of \(rows) rows, forward+backward: \(format(seconds * 1e3)) ms")
     }
-    for rows in [32, 256] {
+    for rows in [32, 64, 128, 256] {
         let a = Tensor.randomUniform([rows, 1024], seed: 1), b = Tensor.randomUniform([1024, 1024], seed: 2)
         let seconds = secondsPerCall(iterations: 20) { _ = withoutGradients { Tensor.matmul(a, b) } }
         print("sgemm \(rows)x1024x1024 threads=1: \(format(2 * Double(rows) * 1024 * 1024 / seconds / 1e9)) GFLOP/s")

@@ -143,6 +143,8 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
 
   public var parameters: Int64 = 0
 
+  /// Estimated FLOPs per example of a training step through the stage
+  /// (forward and backward).
   public var estimatedFlops: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -387,6 +389,7 @@ public nonisolated struct Pipemesh_V1_StageBusy: Sendable {
 
   public var replica: Int32 = 0
 
+  /// Seconds the stage's partition spent computing the step's micro-batches.
   public var busySeconds: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

@@ -233,6 +233,12 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   /// gradients) add up to the mini-batch's.
   public var batchSize: Int32 = 0
 
+  /// Position of this call among the stage's Forward and Backward calls of
+  /// the step, from 1 (0: no order). Calls may arrive early, so that their
+  /// inputs travel while the stage computes; the partition computes a step's
+  /// calls in this order, the schedule's.
+  public var schedulePosition: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -273,6 +279,10 @@ public nonisolated struct Pipemesh_V1_ForwardResponse: Sendable {
   /// classification).
   public var correct: Int64 = 0
 
+  /// Seconds the partition spent computing this call (not waiting for its
+  /// input or its turn).
+  public var computeSeconds: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -306,6 +316,12 @@ public nonisolated struct Pipemesh_V1_BackwardRequest: Sendable {
   /// Clears the value of `outputGradient`. Subsequent reads from it will return its default value.
   public mutating func clearOutputGradient() {self._outputGradient = nil}
 
+  /// Position of this call among the stage's Forward and Backward calls of
+  /// the step, from 1 (0: no order). Calls may arrive early, so that their
+  /// inputs travel while the stage computes; the partition computes a step's
+  /// calls in this order, the schedule's.
+  public var schedulePosition: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -328,6 +344,9 @@ public nonisolated struct Pipemesh_V1_BackwardResponse: Sendable {
   public var hasInputGradient: Bool {self._inputGradient != nil}
   /// Clears the value of `inputGradient`. Subsequent reads from it will return its default value.
   public mutating func clearInputGradient() {self._inputGradient = nil}
+
+  /// Seconds the partition spent computing this call.
+  public var computeSeconds: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -744,7 +763,7 @@ nonisolated extension Pipemesh_V1_LoadStageResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}input\0\u{1}targets\0\u{3}batch_size\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}input\0\u{1}targets\0\u{3}batch_size\0\u{3}schedule_position\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -756,6 +775,7 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
       case 2: try { try decoder.decodeSingularMessageField(value: &self._input) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._targets) }()
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.batchSize) }()
+      case 5: try { try decoder.decodeSingularInt32Field(value: &self.schedulePosition) }()
       default: break
       }
     }
@@ -778,6 +798,9 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
     if self.batchSize != 0 {
       try visitor.visitSingularInt32Field(value: self.batchSize, fieldNumber: 4)
     }
+    if self.schedulePosition != 0 {
+      try visitor.visitSingularInt32Field(value: self.schedulePosition, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -786,6 +809,7 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
     if lhs._input != rhs._input {return false}
     if lhs._targets != rhs._targets {return false}
     if lhs.batchSize != rhs.batchSize {return false}
+    if lhs.schedulePosition != rhs.schedulePosition {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -793,7 +817,7 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}loss\0\u{3}output_value\0\u{1}correct\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}loss\0\u{3}output_value\0\u{1}correct\0\u{3}compute_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -805,6 +829,7 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._outputValue) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.correct) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.computeSeconds) }()
       default: break
       }
     }
@@ -827,6 +852,9 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
     if self.correct != 0 {
       try visitor.visitSingularInt64Field(value: self.correct, fieldNumber: 4)
     }
+    if self.computeSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.computeSeconds, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -835,6 +863,7 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
     if lhs.loss != rhs.loss {return false}
     if lhs._outputValue != rhs._outputValue {return false}
     if lhs.correct != rhs.correct {return false}
+    if lhs.computeSeconds != rhs.computeSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -842,7 +871,7 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Pipemesh_V1_BackwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BackwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{3}output_gradient\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{3}output_gradient\0\u{3}schedule_position\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -852,6 +881,7 @@ nonisolated extension Pipemesh_V1_BackwardRequest: SwiftProtobuf.Message, SwiftP
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._key) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._outputGradient) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.schedulePosition) }()
       default: break
       }
     }
@@ -868,12 +898,16 @@ nonisolated extension Pipemesh_V1_BackwardRequest: SwiftProtobuf.Message, SwiftP
     try { if let v = self._outputGradient {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     } }()
+    if self.schedulePosition != 0 {
+      try visitor.visitSingularInt32Field(value: self.schedulePosition, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_BackwardRequest, rhs: Pipemesh_V1_BackwardRequest) -> Bool {
     if lhs._key != rhs._key {return false}
     if lhs._outputGradient != rhs._outputGradient {return false}
+    if lhs.schedulePosition != rhs.schedulePosition {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -881,7 +915,7 @@ nonisolated extension Pipemesh_V1_BackwardRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Pipemesh_V1_BackwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BackwardResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}input_gradient\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}input_gradient\0\u{3}compute_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -890,6 +924,7 @@ nonisolated extension Pipemesh_V1_BackwardResponse: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._inputGradient) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.computeSeconds) }()
       default: break
       }
     }
@@ -903,11 +938,15 @@ nonisolated extension Pipemesh_V1_BackwardResponse: SwiftProtobuf.Message, Swift
     try { if let v = self._inputGradient {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if self.computeSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.computeSeconds, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_BackwardResponse, rhs: Pipemesh_V1_BackwardResponse) -> Bool {
     if lhs._inputGradient != rhs._inputGradient {return false}
+    if lhs.computeSeconds != rhs.computeSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -109,4 +109,11 @@ public struct LayerCost: Sendable, Equatable {
     public let outputActivationSize: Int
     /// Estimated forward FLOPs for one sample.
     public let flops: Int
+
+    /// Estimated FLOPs for one sample's forward and backward pass in training. Backward costs
+    /// about one forward for the input gradient (which the model's first layer skips) and,
+    /// for a layer with parameters, one more for their gradient.
+    public func trainingFlops(computesInputGradient: Bool) -> Int {
+        flops * (1 + (computesInputGradient ? 1 : 0) + (parameterCount > 0 ? 1 : 0))
+    }
 }
