@@ -7,9 +7,10 @@
 //
 // The batch (1,024 by default) is large enough that a micro-batch of an
 // eighth of it still multiplies at near the whole batch's sgemm speed, which
-// the ideal assumes; `--batch N` measures another.
+// the ideal assumes; `--batch N` measures another. `--schedule 1f1b` runs
+// 1F1B instead of GPipe (same bubble, other order).
 //
-//   pipeline-bench OUTPUT_DIR [--quick] [--batch N]
+//   pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b]
 import Foundation
 import MeshOps
 import MeshProto
@@ -19,15 +20,21 @@ import MeshWire
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 2 else {
-  FileHandle.standardError.write(Data("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N]\n".utf8))
+  FileHandle.standardError.write(Data("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b]\n".utf8))
   exit(2)
 }
 let output = arguments[1]
 let quick = arguments.contains("--quick")
 let steps = quick ? 3 : 8
-let batch = arguments.firstIndex(of: "--batch").map { arguments.indices.contains($0 + 1) ? Int(arguments[$0 + 1]) ?? 0 : 0 } ?? 1024
-guard batch > 0 else {
-  FileHandle.standardError.write(Data("--batch needs a positive number of examples\n".utf8))
+/// The value after `flag`, "" when the flag has none, nil when it is absent.
+func option(_ flag: String) -> String? {
+  arguments.firstIndex(of: flag).map { arguments.indices.contains($0 + 1) ? arguments[$0 + 1] : "" }
+}
+let batch = option("--batch").map { Int($0) ?? 0 } ?? 1024
+let schedules: [String: Pipemesh_V1_ScheduleKind] = ["gpipe": .scheduleGpipe, "1f1b": .scheduleOneFOneB]
+let scheduleName = option("--schedule") ?? "gpipe"
+guard batch > 0, let schedule = schedules[scheduleName] else {
+  FileHandle.standardError.write(Data("--batch needs a positive number of examples, --schedule gpipe or 1f1b\n".utf8))
   exit(2)
 }
 let width = 1024
@@ -90,7 +97,7 @@ struct Result: Codable {
 
 try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
 let single = try singleProcess()
-print(String(format: "{\"single_process_samples_per_second\":%.1f,\"batch\":%d}", single, batch))
+print("{\"single_process_samples_per_second\":\(single),\"batch\":\(batch),\"schedule\":\"\(scheduleName)\"}")
 let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("pipemesh").path
 var results: [Result] = []
 for stages in [1, 2] {
@@ -114,7 +121,7 @@ for stages in [1, 2] {
     request.epochs = 1
     request.batchSize = Int32(batch)
     request.microBatches = Int32(microBatches)
-    request.schedule = .scheduleGpipe
+    request.schedule = schedule
     request.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.01 } }
     var measured: [Pipemesh_V1_TrainProgress] = []
     var trace = ""
