@@ -6,14 +6,17 @@ import MeshTensor
 import MeshWire
 
 /// One training step of one replica's pipeline: runs every stage's action
-/// list concurrently, each action once its dependencies posted their results.
-/// Only control messages, references and the step's inputs and targets cross
-/// the coordinator; activations and gradients go partition to partition.
+/// list concurrently. Only control messages, references and the step's
+/// inputs and targets cross the coordinator; activations and gradients go
+/// partition to partition.
 ///
-/// A stage gets its next call while it still computes the previous one
-/// (`callsAhead`), so that the call's input travels meanwhile; each call
-/// carries its position in the stage's list, and the partition computes them
-/// in that order.
+/// A call names its input by the key the neighbour will hold it under (see
+/// `DataPlaneKey`), so it need not wait for the neighbour's answer: the
+/// partition's fetch waits for the tensor, and the dependency costs one
+/// transfer between partitions, not a round trip through the coordinator. A
+/// stage gets its next call while it still computes the previous one
+/// (`callsAhead`); each call carries its position in the stage's list, and
+/// the partition computes them in that order.
 struct PipelineRun {
   let job: String
   let step: Int64
@@ -21,6 +24,8 @@ struct PipelineRun {
   let schedule: PipelineSchedule
   /// The partitions of this replica, by stage.
   let stages: [RPCClient]
+  /// Where each stage's tensors are fetched.
+  let dataPlane: [String]
   let microBatches: [(input: Tensor, target: Tensor)]
   let trace: TraceRecorder
 
@@ -43,8 +48,7 @@ struct PipelineRun {
   }
 
   func run() async throws -> Outcome {
-    let board = ActionBoard()
-    return try await withThrowingTaskGroup(of: (Int, Outcome).self) { group in
+    try await withThrowingTaskGroup(of: (Int, Outcome).self) { group in
       for stage in stages.indices {
         group.addTask {
           try await withThrowingTaskGroup(of: CallResult.self) { calls in
@@ -56,8 +60,8 @@ struct PipelineRun {
             }
             for (index, action) in schedule.actions[stage].enumerated() {
               if index >= Self.callsAhead, let done = try await calls.next() { add(done) }
-              let call = try await prepare(action, stage: stage, position: Int32(index + 1), board: board)
-              calls.addTask { try await perform(call, board: board) }
+              let call = prepare(action, stage: stage, position: Int32(index + 1))
+              calls.addTask { try await perform(call) }
             }
             for try await done in calls { add(done) }
             return (stage, outcome)
@@ -74,13 +78,13 @@ struct PipelineRun {
     }
   }
 
-  /// A call ready to send: its action's dependencies have posted results.
+  /// A call to send.
   private enum Call: Sendable {
     case forward(PipelineAction, stage: Int, Pipemesh_V1_ForwardRequest)
     case backward(PipelineAction, stage: Int, Pipemesh_V1_BackwardRequest)
   }
 
-  private func prepare(_ action: PipelineAction, stage: Int, position: Int32, board: ActionBoard) async throws -> Call {
+  private func prepare(_ action: PipelineAction, stage: Int, position: Int32) -> Call {
     let key = Pipemesh_V1_MicroBatchKey.with {
       $0.job = job
       $0.step = step
@@ -93,8 +97,11 @@ struct PipelineRun {
       request.schedulePosition = position
       if stage == 0 {
         request.input.inline = Pipemesh_V1_Tensor(microBatches[action.microBatch].input)
-      } else if case .forward(let previous) = try await board.result(of: .forward(stage - 1, action.microBatch)) {
-        request.input.reference = previous.output
+      } else {
+        request.input.reference = .with {
+          $0.endpoint = dataPlane[stage - 1]
+          $0.key = DataPlaneKey.activation(key)
+        }
       }
       if stage == stages.count - 1 {
         request.targets = Pipemesh_V1_Tensor(microBatches[action.microBatch].target)
@@ -105,26 +112,27 @@ struct PipelineRun {
       var request = Pipemesh_V1_BackwardRequest()
       request.key = key
       request.schedulePosition = position
-      if stage < stages.count - 1, case .backward(let next) = try await board.result(of: .backward(stage + 1, action.microBatch)) {
-        request.outputGradient.reference = next.inputGradient
+      if stage < stages.count - 1 {
+        request.outputGradient.reference = .with {
+          $0.endpoint = dataPlane[stage + 1]
+          $0.key = DataPlaneKey.inputGradient(key)
+        }
       }
       return .backward(action, stage: stage, request)
     }
   }
 
-  /// Sends `call`, posts its answer and records the stage's compute time on
-  /// the trace (ending when the answer came).
-  private func perform(_ call: Call, board: ActionBoard) async throws -> CallResult {
+  /// Sends `call` and records the stage's compute time on the trace (ending
+  /// when the answer came).
+  private func perform(_ call: Call) async throws -> CallResult {
     switch call {
     case .forward(let action, let stage, let request):
       let response = try await stages[stage].call(PartitionMethods.forward, request)
       trace.record(action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
-      await board.post(action, .forward(response))
       return CallResult(loss: response.loss, correct: response.correct, computeSeconds: response.computeSeconds)
     case .backward(let action, let stage, let request):
       let response = try await stages[stage].call(PartitionMethods.backward, request)
       trace.record(action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
-      await board.post(action, .backward(response))
       return CallResult(computeSeconds: response.computeSeconds)
     }
   }

@@ -104,7 +104,7 @@ final class TrainingJob: Sendable {
 
   private func execute(_ data: JobData, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async throws {
     let train = data.train
-    try await loadStages()
+    let dataPlane = try await loadStages()
     let totalSteps = stepsPerEpoch * Int(request.epochs)
     status.withLock { $0.totalSteps = Int64(totalSteps) }
     let batchSize = Int(request.batchSize)
@@ -121,7 +121,7 @@ final class TrainingJob: Sendable {
         // The ps must hold the step before a checkpoint and at the end.
         let checkpointDue = request.checkpoint.everySteps > 0 && step % request.checkpoint.everySteps == 0
         let flush = checkpointDue || step == Int64(totalSteps)
-        let outcomes = try await runStep(step, train: train, shards: shards, flush: flush)
+        let outcomes = try await runStep(step, train: train, shards: shards, flush: flush, dataPlane: dataPlane)
         let elapsed = ContinuousClock.now - started
         var progress = Pipemesh_V1_TrainProgress()
         progress.job = name
@@ -171,8 +171,10 @@ final class TrainingJob: Sendable {
     report(last)
   }
 
-  private func loadStages() async throws {
-    try await withThrowingTaskGroup(of: Void.self) { group in
+  /// Loads every stage; returns where each one's tensors are fetched, by
+  /// stage and replica.
+  private func loadStages() async throws -> [[String]] {
+    try await withThrowingTaskGroup(of: (Int, Int, String).self) { group in
       for stage in 0..<cluster.stages {
         for replica in 0..<cluster.replicas {
           let request = Pipemesh_V1_LoadStageRequest.with {
@@ -188,10 +190,19 @@ final class TrainingJob: Sendable {
             $0.recomputeActivations = self.request.recomputeActivations
             $0.maxKeptBytes = self.request.maxKeptBytes
           }
-          group.addTask { _ = try await self.clients[stage][replica].call(PartitionMethods.loadStage, request) }
+          group.addTask {
+            let client = self.clients[stage][replica]
+            let response = try await client.call(PartitionMethods.loadStage, request)
+            guard !response.dataPlaneEndpoint.isEmpty else {
+              throw RPCError(.failedPrecondition, "the partition at \(client.target) did not say where its tensors are fetched")
+            }
+            return (stage, replica, response.dataPlaneEndpoint)
+          }
         }
       }
-      try await group.waitForAll()
+      var endpoints = Array(repeating: Array(repeating: "", count: cluster.replicas), count: cluster.stages)
+      for try await (stage, replica, endpoint) in group { endpoints[stage][replica] = endpoint }
+      return endpoints
     }
   }
 
@@ -206,7 +217,7 @@ final class TrainingJob: Sendable {
 
   /// One step on every replica, then every stage commits.
   private func runStep(
-    _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]], flush: Bool
+    _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]], flush: Bool, dataPlane: [[String]]
   ) async throws -> [PipelineRun.Outcome] {
     let microBatches = schedule.microBatches
     return try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome).self) { group in
@@ -219,7 +230,8 @@ final class TrainingJob: Sendable {
           }
           var outcome = try await PipelineRun(
             job: self.runID, step: step, replica: replica, schedule: self.schedule,
-            stages: self.clients.map { $0[replica] }, microBatches: parts, trace: self.trace
+            stages: self.clients.map { $0[replica] }, dataPlane: dataPlane.map { $0[replica] }, microBatches: parts,
+            trace: self.trace
           ).run()
           let commits = try await withThrowingTaskGroup(of: Double.self) { commits in
             for stage in 0..<self.cluster.stages {

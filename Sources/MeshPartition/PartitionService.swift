@@ -48,12 +48,16 @@ public final class PartitionService: RPCService, Sendable {
       try await runner(request.job).commit(step: request.step, flush: request.flush)
     }
     router.unary(PartitionMethods.fetchTensor) { [self] request, _ in
-      Pipemesh_V1_Tensor(try dataPlane.take(request.key, release: request.release))
+      // A wait is ended when the job is unloaded: not begun after that.
+      if request.wait, let job = request.key.split(separator: "/").first, stages.withLock({ $0[String(job)] == nil }) {
+        throw RPCError(.failedPrecondition, "job \(job) is not loaded on this partition: its tensor \(request.key) will not be produced")
+      }
+      return Pipemesh_V1_Tensor(try await dataPlane.take(request.key, release: request.release, wait: request.wait))
     }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in
       let unloaded = stages.withLock { $0.removeValue(forKey: request.job) }
       await unloaded?.runner.close()
-      dataPlane.drop(prefix: "\(request.job)/")
+      dataPlane.drop(prefix: DataPlaneKey.job(request.job))
       return .init()
     }
   }
@@ -92,6 +96,7 @@ public final class PartitionService: RPCService, Sendable {
       $0.parameters = Int64(model.layers[layers].reduce(0) { $0 + $1.parameterCount })
       $0.inputShape = model.activationShapes[layers.lowerBound].map { Int64($0) }
       $0.outputShape = model.activationShapes[layers.upperBound].map { Int64($0) }
+      $0.dataPlaneEndpoint = dataPlane.endpoint
     }
   }
 }

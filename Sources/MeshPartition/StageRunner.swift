@@ -116,10 +116,6 @@ actor StageRunner {
     }
   }
 
-  private func key(_ microBatch: MicroBatch, _ what: String) -> String {
-    "\(job)/\(microBatch.step)/\(microBatch.index)/\(what)"
-  }
-
   // MARK: - Forward
 
   func forward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws -> Pipemesh_V1_ForwardResponse {
@@ -135,11 +131,16 @@ actor StageRunner {
   private func computeForward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws -> Pipemesh_V1_ForwardResponse {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
     let (dataPlane, stage) = (dataPlane, stage)
-    let resolved = await capture { try await dataPlane.resolve(request.input, what: "input of stage \(stage)") }
+    let resolved = await capture { try await dataPlane.resolve(request.input, wait: training, what: "input of stage \(stage)") }
     let position = training ? request.schedulePosition : 0
-    try await takeTurn(step: microBatch.step, position: position)
-    defer { turns.finish(step: microBatch.step, position: position) }
-    let input = try resolved.get()
+    return try await onTurn(step: microBatch.step, position: position) {
+      try await forwardOnTurn(request, microBatch, input: resolved.get(), training: training)
+    }
+  }
+
+  private func forwardOnTurn(
+    _ request: Pipemesh_V1_ForwardRequest, _ microBatch: MicroBatch, input: Tensor, training: Bool
+  ) async throws -> Pipemesh_V1_ForwardResponse {
     try model.checkInput(input, layers: layers, "stage \(stage) of job \(job)")
     let batch = input.shape[0]
     let target = isLast && training ? try Tensor(wire: request.targets, what: "targets") : nil
@@ -157,7 +158,7 @@ actor StageRunner {
       if isLast {
         response.outputValue = Pipemesh_V1_Tensor(output)
       } else {
-        response.output = dataPlane.offer(output, key: key(microBatch, "inference"))
+        response.output = dataPlane.offer(output, key: DataPlaneKey.inference(request.key))
       }
       return response
     }
@@ -188,7 +189,7 @@ actor StageRunner {
       response.loss = Double(loss.value)
       response.correct = Int64(loss.correct)
     } else {
-      response.output = dataPlane.offer(forward.output, key: key(microBatch, "activation"))
+      response.output = dataPlane.offer(forward.output, key: DataPlaneKey.activation(request.key))
     }
     let computeSeconds = (ContinuousClock.now - computeStarted).seconds
     response.computeSeconds = computeSeconds
@@ -230,17 +231,22 @@ actor StageRunner {
   private func computeBackward(_ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch) async throws -> Pipemesh_V1_BackwardResponse {
     let (dataPlane, stage, isLast) = (dataPlane, stage, isLast)
     let resolved = await capture { () async throws -> Tensor? in
-      isLast ? nil : try await dataPlane.resolve(request.outputGradient, what: "output gradient of stage \(stage)")
+      isLast ? nil : try await dataPlane.resolve(request.outputGradient, wait: true, what: "output gradient of stage \(stage)")
     }
-    let position = request.schedulePosition
-    try await takeTurn(step: microBatch.step, position: position)
-    defer { turns.finish(step: microBatch.step, position: position) }
+    return try await onTurn(step: microBatch.step, position: request.schedulePosition) {
+      try await backwardOnTurn(request, microBatch, outputGradient: resolved.get())
+    }
+  }
+
+  private func backwardOnTurn(
+    _ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch, outputGradient: Tensor?
+  ) async throws -> Pipemesh_V1_BackwardResponse {
     guard let entry = kept[microBatch], entry.forward != nil || entry.input != nil else {
       throw RPCError(
         .failedPrecondition,
         "stage \(stage) of job \(job) has no finished forward of step \(microBatch.step) micro-batch \(microBatch.index) to run backward from")
     }
-    let upstream = try resolved.get() ?? entry.lossGradient!
+    let upstream = outputGradient ?? entry.lossGradient!
     // Taken now, so that a repeated Backward cannot run it twice.
     kept[microBatch] = nil
     let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
@@ -273,21 +279,36 @@ actor StageRunner {
     var response = Pipemesh_V1_BackwardResponse()
     response.computeSeconds = computeSeconds
     if let input = gradients.input {
-      response.inputGradient = dataPlane.offer(input, key: key(microBatch, "gradient"))
+      response.inputGradient = dataPlane.offer(input, key: DataPlaneKey.inputGradient(request.key))
     }
     return response
   }
 
   // MARK: - Order
 
-  /// Waits until a step's calls before `position` have computed (returns at
-  /// once for position 0, which takes no turn).
-  private func takeTurn(step: Int64, position: Int32) async throws {
-    guard position > 0, !turns.isTurn(step: step, position: position) else { return }
-    guard !turns.isWaiting(step: step, position: position) else {
-      throw RPCError(.invalidArgument, "another call of step \(step) already waits at schedule position \(position)")
+  /// Runs `body` when the step's calls before `position` have run (at once
+  /// for position 0, which takes no turn), then passes the turn on. Once a
+  /// call of a step fails, the step's later calls fail with its error rather
+  /// than run on a broken step.
+  private func onTurn<R>(step: Int64, position: Int32, _ body: () async throws -> R) async throws -> R {
+    guard position > 0 else { return try await body() }
+    if !turns.isTurn(step: step, position: position) {
+      guard !turns.isWaiting(step: step, position: position) else {
+        throw RPCError(.invalidArgument, "another call of step \(step) already waits at schedule position \(position)")
+      }
+      try await withCheckedThrowingContinuation { turns.wait(step: step, position: position, $0) }
     }
-    try await withCheckedThrowingContinuation { turns.wait(step: step, position: position, $0) }
+    do {
+      if let (failed, error) = turns.failure(step: step, before: position) {
+        throw RPCError(error.code, "not run: the step's call at schedule position \(failed) failed first: \(error.message)")
+      }
+      let result = try await body()
+      turns.finish(step: step, position: position)
+      return result
+    } catch {
+      turns.finish(step: step, position: position, failure: error as? RPCError ?? RPCError(.internal, "\(error)"))
+      throw error
+    }
   }
 
   /// Ends the calls still waiting for their turn (the job was unloaded).
@@ -353,7 +374,7 @@ actor StageRunner {
     backwards.forget { $0.step <= step }
     commits.forget { $0 < step }
     turns.abandon(through: step, RPCError(.failedPrecondition, "step \(step) of job \(job) was committed before this call's turn"))
-    dataPlane.drop(prefix: "\(job)/\(step)/")
+    dataPlane.drop(prefix: DataPlaneKey.step(job: job, step: step))
     return response
   }
 }
@@ -383,6 +404,8 @@ struct CallOnce<Key: Hashable & Sendable, Value: Sendable> {
 struct ScheduleTurns {
   private var next: [Int64: Int32] = [:]
   private var waiting: [Int64: [Int32: CheckedContinuation<Void, any Error>]] = [:]
+  /// The first failed position of a step, and its error.
+  private var failures: [Int64: (position: Int32, error: RPCError)] = [:]
 
   func isTurn(step: Int64, position: Int32) -> Bool { position <= next[step, default: 1] }
 
@@ -392,9 +415,19 @@ struct ScheduleTurns {
     waiting[step, default: [:]][position] = continuation
   }
 
-  /// Passes the turn on from `position` (whether its call succeeded or not).
-  mutating func finish(step: Int64, position: Int32) {
+  /// The failure of a call of `step` before `position`, if any.
+  func failure(step: Int64, before position: Int32) -> (Int32, RPCError)? {
+    failures[step].flatMap { $0.position < position ? ($0.position, $0.error) : nil }
+  }
+
+  /// Passes the turn on from `position` (noting `failure` for the later calls).
+  mutating func finish(step: Int64, position: Int32, failure: RPCError? = nil) {
     guard position > 0 else { return }
+    if let failure {
+      if failures[step].map({ position < $0.position }) ?? true { failures[step] = (position, failure) }
+    } else if failures[step]?.position == position {
+      failures[step] = nil  // a retry of the failed call succeeded
+    }
     let following = max(next[step, default: 1], position + 1)
     next[step] = following
     waiting[step]?.removeValue(forKey: following)?.resume()
@@ -407,6 +440,7 @@ struct ScheduleTurns {
       waiting[waitingStep] = nil
     }
     next = next.filter { $0.key > step }
+    failures = failures.filter { $0.key > step }
   }
 }
 

@@ -315,6 +315,49 @@ import Testing
     try await Self.expectOneSGDStep(job: "ordered", inputs: inputs, targets: targets, mesh: mesh)
   }
 
+  /// A fetch may name a tensor before the stage produced it: with `wait` it
+  /// is answered once the Forward offers it, without it NOT_FOUND comes at
+  /// once, and a wait ends when the job is unloaded instead of hanging.
+  @Test func aFetchWaitsForTheTensorItNames() async throws {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    let partition = try RPCClient(target: mesh.partitions[2].endpoint)
+    let loaded = try await partition.call(PartitionMethods.loadStage, .with {
+      $0.job = "waited"
+      $0.model = PipelineTrainingTests.mlp
+      $0.endLayer = 2
+      $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+      $0.optimizer = .with { $0.sgd = .init() }
+    })
+    #expect(!loaded.dataPlaneEndpoint.isEmpty)
+    let dataPlane = try RPCClient(target: loaded.dataPlaneEndpoint)
+    func key(_ microBatch: Int32) -> Pipemesh_V1_MicroBatchKey {
+      .with { $0.job = "waited"; $0.step = 1; $0.microBatch = microBatch }
+    }
+    func fetch(_ microBatch: Int32, wait: Bool) async throws -> Pipemesh_V1_Tensor {
+      try await dataPlane.call(
+        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey.activation(key(microBatch)); $0.release = true; $0.wait = wait },
+        options: .init(timeout: .seconds(30)))
+    }
+
+    let notYet = await #expect(throws: RPCError.self) { _ = try await fetch(0, wait: false) }
+    #expect(notYet?.code == .notFound)
+    async let waited = fetch(0, wait: true)
+    let (inputs, _) = PipelineTrainingTests.classification()
+    let forward = try await partition.call(PartitionMethods.forward, .with {
+      $0.key = key(0)
+      $0.input.inline = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: 0..<4))
+      $0.schedulePosition = 1
+    })
+    #expect(forward.output.key == DataPlaneKey.activation(key(0)))
+    #expect(try await waited.shape == [4, 16])
+
+    let abandoned = Task { try await fetch(1, wait: true) }
+    _ = try await partition.call(PartitionMethods.unloadStage, .with { $0.job = "waited" })
+    // Ended by the unload (ABORTED), or refused after it (FAILED_PRECONDITION).
+    let ended = await #expect(throws: RPCError.self) { _ = try await abandoned.value }
+    #expect(ended?.code == .aborted || ended?.code == .failedPrecondition, "\(String(describing: ended))")
+  }
+
   /// Loads all of the MLP as one stage of `job` (sync, SGD at rate 0.1) on
   /// the mesh's last partition, and returns a client of that partition.
   static func loadWholeModel(job: String, mesh: LocalMesh, maxKeptBytes: Int64 = 0) async throws -> RPCClient {

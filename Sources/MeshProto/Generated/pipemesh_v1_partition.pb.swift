@@ -190,6 +190,9 @@ public nonisolated struct Pipemesh_V1_LoadStageResponse: Sendable {
 
   public var outputShape: [Int64] = []
 
+  /// host:port where neighbouring stages fetch this stage's tensors.
+  public var dataPlaneEndpoint: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -400,6 +403,10 @@ public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
 
   /// Release the tensor once sent.
   public var release: Bool = false
+
+  /// When the tensor is not produced yet, wait for it (until it is, the call
+  /// ends, or its step is dropped) instead of answering NOT_FOUND.
+  public var wait: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -723,7 +730,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_LoadStageResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadStageResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}parameters\0\u{3}input_shape\0\u{3}output_shape\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}parameters\0\u{3}input_shape\0\u{3}output_shape\0\u{3}data_plane_endpoint\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -734,6 +741,7 @@ nonisolated extension Pipemesh_V1_LoadStageResponse: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.parameters) }()
       case 2: try { try decoder.decodeRepeatedInt64Field(value: &self.inputShape) }()
       case 3: try { try decoder.decodeRepeatedInt64Field(value: &self.outputShape) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.dataPlaneEndpoint) }()
       default: break
       }
     }
@@ -749,6 +757,9 @@ nonisolated extension Pipemesh_V1_LoadStageResponse: SwiftProtobuf.Message, Swif
     if !self.outputShape.isEmpty {
       try visitor.visitPackedInt64Field(value: self.outputShape, fieldNumber: 3)
     }
+    if !self.dataPlaneEndpoint.isEmpty {
+      try visitor.visitSingularStringField(value: self.dataPlaneEndpoint, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -756,6 +767,7 @@ nonisolated extension Pipemesh_V1_LoadStageResponse: SwiftProtobuf.Message, Swif
     if lhs.parameters != rhs.parameters {return false}
     if lhs.inputShape != rhs.inputShape {return false}
     if lhs.outputShape != rhs.outputShape {return false}
+    if lhs.dataPlaneEndpoint != rhs.dataPlaneEndpoint {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1029,7 +1041,7 @@ nonisolated extension Pipemesh_V1_CommitResponse: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FetchTensorRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}release\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}release\0\u{1}wait\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1039,6 +1051,7 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.key) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.release) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.wait) }()
       default: break
       }
     }
@@ -1051,12 +1064,16 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
     if self.release != false {
       try visitor.visitSingularBoolField(value: self.release, fieldNumber: 2)
     }
+    if self.wait != false {
+      try visitor.visitSingularBoolField(value: self.wait, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_FetchTensorRequest, rhs: Pipemesh_V1_FetchTensorRequest) -> Bool {
     if lhs.key != rhs.key {return false}
     if lhs.release != rhs.release {return false}
+    if lhs.wait != rhs.wait {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
