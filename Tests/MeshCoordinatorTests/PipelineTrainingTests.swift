@@ -1,4 +1,5 @@
 import Foundation
+import MeshCoordinator
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -242,6 +243,34 @@ import Testing
       coordinator, job: "recomputed", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
       microBatches: 1, schedule: .scheduleGpipe, epochs: 1, recompute: true, maxKeptBytes: 2000)
     #expect(progress.last?.done == true)
+  }
+
+  /// With calls sent ahead, a stage still keeps what its schedule says: under
+  /// a bound of two micro-batches per stage, 1F1B on two stages (stage s
+  /// keeps at most 2 − s) trains, and GPipe (all four kept) is refused.
+  @Test func sentAheadCallsKeepOneFOneBsActivationBound() async throws {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    let (inputs, targets) = PipelineTrainingTests.classification()
+    let coordinator = try await mesh.coordinator([[0], [1]], name: "1f1b-bound")
+    let model = try makeModel(PipelineTrainingTests.mlp)
+    let plan = try Planner.plan(model, stages: 2)
+    // Bytes one micro-batch of 4 examples keeps: the activations at each of the
+    // stage's layer boundaries.
+    let perMicroBatch = (0..<2).map { stage -> Int in
+      let scalars = (plan.bounds[stage]...plan.bounds[stage + 1]).map { model.activationShapes[$0].reduce(1, *) }
+      return scalars.reduce(0, +) * 4 * 4
+    }
+    let bound = Int64(2 * perMicroBatch.max()!)
+    let progress = try await PipelineTrainingTests.train(
+      coordinator, job: "1f1b-bounded", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
+      microBatches: 4, schedule: .scheduleOneFOneB, epochs: 1, maxKeptBytes: bound)
+    #expect(progress.last?.done == true)
+    let refused = await #expect(throws: RPCError.self) {
+      _ = try await PipelineTrainingTests.train(
+        coordinator, job: "gpipe-bounded", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
+        microBatches: 4, schedule: .scheduleGpipe, epochs: 1, maxKeptBytes: bound)
+    }
+    #expect(refused?.message.contains("RESOURCE_EXHAUSTED") == true, "\(String(describing: refused))")
   }
 
   /// Forward, Backward and Commit sent twice each, as after retries, change
