@@ -49,6 +49,12 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     router.unary(CoordinatorMethods.infer) { [self] request, _ in
       let job = try job(request.job)
+      let state = job.snapshot.state
+      guard state != .failed, state != .cancelled else {
+        throw RPCError(
+          .failedPrecondition,
+          "job \(request.job) \(state == .failed ? "failed" : "was cancelled") and its stages were unloaded: train it again to infer")
+      }
       let inputs = try Tensor(wire: request.inputs, what: "inputs")
       try job.model.checkInput(inputs, "inputs do not fit job \(request.job)'s model")
       let microBatches = max(1, Int(request.microBatches))

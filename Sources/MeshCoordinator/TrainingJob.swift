@@ -82,7 +82,10 @@ final class TrainingJob: Sendable {
 
   let stepsPerEpoch: Int
 
-  /// Runs the job to its end, reporting progress; records how it ended.
+  /// Runs the job to its end, reporting progress; records how it ended. A
+  /// job that fails or is cancelled unloads its stages (its variables stay
+  /// on the ps): that ends the partitions' calls still waiting in its last
+  /// step, and frees their memory.
   func run(report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async {
     // The job needs its examples only while it runs.
     defer { data.withLock { $0 = nil } }
@@ -90,6 +93,7 @@ final class TrainingJob: Sendable {
       guard let data = data.withLock({ $0 }) else { preconditionFailure("job \(name) ran twice") }
       try await execute(data, report: report)
       status.withLock { $0.state = .succeeded }
+      return
     } catch is CancellationError {
       status.withLock { $0.state = .cancelled }
     } catch let error as RPCError where error.code == .cancelled && Task.isCancelled {
@@ -100,6 +104,8 @@ final class TrainingJob: Sendable {
         $0.error = "\(error)"
       }
     }
+    // Not cancelled with this task: the unload must reach the partitions.
+    await Task { await self.unload() }.value
   }
 
   private func execute(_ data: JobData, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async throws {

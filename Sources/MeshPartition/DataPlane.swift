@@ -12,20 +12,31 @@ import Synchronization
 /// wait for it to be offered.
 public final class DataPlane: Sendable {
   /// How long a stage's fetch waits for its neighbour to produce a tensor,
-  /// at most: a bound for a coordinator that vanished mid-step (a failed
-  /// step is dropped, which ends the wait at once).
-  static let fetchWaitLimit = Duration.seconds(600)
+  /// at most: a bound for a coordinator that vanished mid-step. (A committed
+  /// step or an unloaded job ends the wait at once; the coordinator unloads
+  /// a failed job.)
+  static let fetchWaitLimit = Duration.seconds(3600)
 
   private let advertised: Mutex<String>
   private let transport: TransportConfiguration
   private let held = Mutex(Held())
   private let peers = Mutex<[String: RPCClient]>([:])
 
-  /// Tensors by key, and the fetches waiting for keys not offered yet.
+  /// Tensors by key, the fetches waiting for keys not offered yet, and the
+  /// steps and jobs dropped (whose tensors will never come).
   private struct Held {
     var tensors: [String: Tensor] = [:]
     var waiting: [String: [Waiter]] = [:]
     var nextWaiter = 0
+    /// Training steps 1 through this one are dropped, by job.
+    var droppedThrough: [String: Int64] = [:]
+    /// Unloaded jobs (one short name per job run).
+    var droppedJobs: Set<String> = []
+
+    func isDropped(_ key: String) -> Bool {
+      guard let (job, step) = DataPlaneKey.jobAndStep(of: key) else { return false }
+      return droppedJobs.contains(job) || (step >= 1 && step <= droppedThrough[job, default: 0])
+    }
   }
 
   private struct Waiter {
@@ -79,12 +90,13 @@ public final class DataPlane: Sendable {
     }
     return try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Tensor, any Error>) in
-        enum Outcome { case found(Tensor), missing, cancelled, waiting }
+        enum Outcome { case found(Tensor), missing, dropped, cancelled, waiting }
         // Decided under the lock, which a cancellation also takes: a waiter
         // is either queued (and resumed by offer, drop or cancellation) or not.
         let outcome = held.withLock { held -> Outcome in
           if let tensor = release ? held.tensors.removeValue(forKey: key) : held.tensors[key] { return .found(tensor) }
           guard wait else { return .missing }
+          guard !held.isDropped(key) else { return .dropped }
           guard !Task.isCancelled else { return .cancelled }
           held.waiting[key, default: []].append(Waiter(id: id, release: release, continuation: continuation))
           return .waiting
@@ -93,6 +105,7 @@ public final class DataPlane: Sendable {
         case .found(let tensor): continuation.resume(returning: tensor)
         case .missing:
           continuation.resume(throwing: RPCError(.notFound, "this partition holds no tensor \(key) (never produced, or fetched already)"))
+        case .dropped: continuation.resume(throwing: Self.droppedError(key))
         case .cancelled: continuation.resume(throwing: CancellationError())
         case .waiting: break
         }
@@ -106,21 +119,39 @@ public final class DataPlane: Sendable {
     }
   }
 
-  /// Drops every held tensor whose key starts with `prefix` (a job or a
-  /// step), and ends the fetches waiting for such keys.
-  func drop(prefix: String) {
+  /// Drops the tensors of a job's training steps 1 through `step` (committed)
+  /// and ends the fetches waiting for them; later fetches of them fail at once.
+  func drop(job: String, throughStep step: Int64) {
+    drop { held in
+      held.droppedThrough[job] = max(held.droppedThrough[job, default: 0], step)
+    }
+  }
+
+  /// Drops every tensor of a job (unloaded) and ends the fetches waiting for
+  /// them; later fetches of them fail at once.
+  func drop(job: String) {
+    drop { held in
+      held.droppedJobs.insert(job)
+      held.droppedThrough[job] = nil
+    }
+  }
+
+  private func drop(_ mark: (inout Held) -> Void) {
     let ended = held.withLock { held -> [(String, Waiter)] in
-      for key in held.tensors.keys where key.hasPrefix(prefix) { held.tensors[key] = nil }
+      mark(&held)
+      for key in held.tensors.keys where held.isDropped(key) { held.tensors[key] = nil }
       var ended: [(String, Waiter)] = []
-      for (key, waiters) in held.waiting where key.hasPrefix(prefix) {
+      for (key, waiters) in held.waiting where held.isDropped(key) {
         ended += waiters.map { (key, $0) }
         held.waiting[key] = nil
       }
       return ended
     }
-    for (key, waiter) in ended {
-      waiter.continuation.resume(throwing: RPCError(.aborted, "tensor \(key) will not be produced: its step or job was dropped"))
-    }
+    for (key, waiter) in ended { waiter.continuation.resume(throwing: Self.droppedError(key)) }
+  }
+
+  private static func droppedError(_ key: String) -> RPCError {
+    RPCError(.aborted, "tensor \(key) will not be produced: its step was committed or its job unloaded")
   }
 
   /// Bytes of tensors waiting to be fetched.
@@ -137,14 +168,18 @@ public final class DataPlane: Sendable {
     case .reference(let reference):
       if reference.endpoint == endpoint { return try await take(reference.key, release: true, wait: wait) }
       let peer = try client(for: reference.endpoint)
-      let wire = try await peer.call(
-        PartitionMethods.fetchTensor,
-        .with {
-          $0.key = reference.key
-          $0.release = true
-          $0.wait = wait
-        }, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil))
-      return try Tensor(wire: wire, what: what)
+      do {
+        let wire = try await peer.call(
+          PartitionMethods.fetchTensor,
+          .with {
+            $0.key = reference.key
+            $0.release = true
+            $0.wait = wait
+          }, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil))
+        return try Tensor(wire: wire, what: what)
+      } catch let error as RPCError where error.code == .deadlineExceeded && wait {
+        throw RPCError(.deadlineExceeded, "\(what) (\(reference.key)) did not come from \(reference.endpoint) within \(Self.fetchWaitLimit)")
+      }
     case nil:
       throw RPCError(.invalidArgument, "\(what) is missing")
     }

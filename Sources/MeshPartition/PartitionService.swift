@@ -48,8 +48,8 @@ public final class PartitionService: RPCService, Sendable {
       try await runner(request.job).commit(step: request.step, flush: request.flush)
     }
     router.unary(PartitionMethods.fetchTensor) { [self] request, _ in
-      // A wait is ended when the job is unloaded: not begun after that.
-      if request.wait, let job = request.key.split(separator: "/").first, stages.withLock({ $0[String(job)] == nil }) {
+      // A tensor of a job not loaded here will not be produced here.
+      if request.wait, let (job, _) = DataPlaneKey.jobAndStep(of: request.key), stages.withLock({ $0[job] == nil }) {
         throw RPCError(.failedPrecondition, "job \(job) is not loaded on this partition: its tensor \(request.key) will not be produced")
       }
       return Pipemesh_V1_Tensor(try await dataPlane.take(request.key, release: request.release, wait: request.wait))
@@ -57,7 +57,7 @@ public final class PartitionService: RPCService, Sendable {
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in
       let unloaded = stages.withLock { $0.removeValue(forKey: request.job) }
       await unloaded?.runner.close()
-      dataPlane.drop(prefix: DataPlaneKey.job(request.job))
+      dataPlane.drop(job: request.job)
       return .init()
     }
   }

@@ -63,6 +63,9 @@ actor StageRunner {
     var lossGradient: Tensor?
     let bytes: Int
     let seed: UInt64
+    /// Set while its backward computes off the actor: still kept (and
+    /// counted), and a Commit meanwhile is refused.
+    var backwardRunning = false
   }
 
   var isFirst: Bool { layers.lowerBound == 0 }
@@ -121,9 +124,10 @@ actor StageRunner {
   func forward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws -> Pipemesh_V1_ForwardResponse {
     guard training else { return try await computeForward(request, training: false) }
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
+    try checkOpen(microBatch.step)
     let call = forwards.call(microBatch) { try await self.computeForward(request, training: true) }
     do { return try await call.value } catch {
-      forwards.forgetFailed(microBatch)
+      forwards.forgetFailed(microBatch, call)
       throw error
     }
   }
@@ -221,9 +225,10 @@ actor StageRunner {
 
   func backward(_ request: Pipemesh_V1_BackwardRequest) async throws -> Pipemesh_V1_BackwardResponse {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
+    try checkOpen(microBatch.step)
     let call = backwards.call(microBatch) { try await self.computeBackward(request, microBatch) }
     do { return try await call.value } catch {
-      backwards.forgetFailed(microBatch)
+      backwards.forgetFailed(microBatch, call)
       throw error
     }
   }
@@ -241,14 +246,13 @@ actor StageRunner {
   private func backwardOnTurn(
     _ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch, outputGradient: Tensor?
   ) async throws -> Pipemesh_V1_BackwardResponse {
-    guard let entry = kept[microBatch], entry.forward != nil || entry.input != nil else {
+    guard let entry = kept[microBatch], entry.forward != nil || entry.input != nil, !entry.backwardRunning else {
       throw RPCError(
         .failedPrecondition,
         "stage \(stage) of job \(job) has no finished forward of step \(microBatch.step) micro-batch \(microBatch.index) to run backward from")
     }
     let upstream = outputGradient ?? entry.lossGradient!
-    // Taken now, so that a repeated Backward cannot run it twice.
-    kept[microBatch] = nil
+    kept[microBatch]?.backwardRunning = true
     let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
     let computeStarted = ContinuousClock.now
     let gradients: StageGradients
@@ -262,9 +266,10 @@ actor StageRunner {
         return forward.backward(upstream, addingPenalty: microBatch.index == 0)
       }
     } catch {
-      kept[microBatch] = entry
+      kept[microBatch]?.backwardRunning = false
       throw error
     }
+    kept[microBatch] = nil
     for (name, gradient) in gradients.variables {
       // Summed in place: a new tensor per micro-batch cost a pass over
       // every weight more.
@@ -292,6 +297,7 @@ actor StageRunner {
   /// than run on a broken step.
   private func onTurn<R>(step: Int64, position: Int32, _ body: () async throws -> R) async throws -> R {
     guard position > 0 else { return try await body() }
+    if let closed = turns.closed(step: step) { throw closed }
     if !turns.isTurn(step: step, position: position) {
       guard !turns.isWaiting(step: step, position: position) else {
         throw RPCError(.invalidArgument, "another call of step \(step) already waits at schedule position \(position)")
@@ -300,7 +306,7 @@ actor StageRunner {
     }
     do {
       if let (failed, error) = turns.failure(step: step, before: position) {
-        throw RPCError(error.code, "not run: the step's call at schedule position \(failed) failed first: \(error.message)")
+        throw RPCError(.aborted, "not run: the step's call at schedule position \(failed) failed first with \(error)")
       }
       let result = try await body()
       turns.finish(step: step, position: position)
@@ -311,9 +317,15 @@ actor StageRunner {
     }
   }
 
-  /// Ends the calls still waiting for their turn (the job was unloaded).
+  /// Ends the calls still waiting for their turn, and refuses later ones
+  /// (the job was unloaded).
   func close() {
-    turns.abandon(through: .max, RPCError(.aborted, "job \(job) was unloaded from this partition"))
+    turns.close(RPCError(.aborted, "job \(job) was unloaded from this partition"))
+  }
+
+  /// Refuses a call of a step that is committed (or of an unloaded job).
+  private func checkOpen(_ step: Int64) throws {
+    if let closed = turns.closed(step: step) { throw closed }
   }
 
   // MARK: - Commit
@@ -327,7 +339,7 @@ actor StageRunner {
   func commit(step: Int64, flush: Bool) async throws -> Pipemesh_V1_CommitResponse {
     let call = commits.call(step) { try await self.computeCommit(step: step, flush: flush) }
     do { return try await call.value } catch {
-      commits.forgetFailed(step)
+      commits.forgetFailed(step, call)
       throw error
     }
   }
@@ -373,8 +385,8 @@ actor StageRunner {
     forwards.forget { $0.step <= step }
     backwards.forget { $0.step <= step }
     commits.forget { $0 < step }
-    turns.abandon(through: step, RPCError(.failedPrecondition, "step \(step) of job \(job) was committed before this call's turn"))
-    dataPlane.drop(prefix: DataPlaneKey.step(job: job, step: step))
+    turns.abandon(through: step, RPCError(.failedPrecondition, "step \(step) of job \(job) is already committed"))
+    dataPlane.drop(job: job, throughStep: step)
     return response
   }
 }
@@ -392,7 +404,10 @@ struct CallOnce<Key: Hashable & Sendable, Value: Sendable> {
     return task
   }
 
-  mutating func forgetFailed(_ key: Key) { calls[key] = nil }
+  /// Forgets `task`, the failed call of `key`, unless a retry replaced it.
+  mutating func forgetFailed(_ key: Key, _ task: Task<Value, any Error>) {
+    if calls[key] == task { calls[key] = nil }
+  }
 
   mutating func forget(where isDone: (Key) -> Bool) {
     calls = calls.filter { !isDone($0.key) }
@@ -401,11 +416,23 @@ struct CallOnce<Key: Hashable & Sendable, Value: Sendable> {
 
 /// A step's calls in schedule-position order: position p computes once
 /// positions 1..<p have (a repeated position, a retry, goes at once).
+/// Committed steps, and all steps once the job is unloaded, are closed:
+/// their waiting calls fail, and so do later ones.
 struct ScheduleTurns {
   private var next: [Int64: Int32] = [:]
   private var waiting: [Int64: [Int32: CheckedContinuation<Void, any Error>]] = [:]
   /// The first failed position of a step, and its error.
   private var failures: [Int64: (position: Int32, error: RPCError)] = [:]
+  /// Steps 1 through this one are committed.
+  private var closedThrough: Int64 = 0
+  private var closedThroughError: RPCError?
+  /// Set when the job is unloaded.
+  private var closedError: RPCError?
+
+  /// Why a call of `step` may not run any more, if so.
+  func closed(step: Int64) -> RPCError? {
+    closedError ?? (step >= 1 && step <= closedThrough ? closedThroughError : nil)
+  }
 
   func isTurn(step: Int64, position: Int32) -> Bool { position <= next[step, default: 1] }
 
@@ -422,7 +449,6 @@ struct ScheduleTurns {
 
   /// Passes the turn on from `position` (noting `failure` for the later calls).
   mutating func finish(step: Int64, position: Int32, failure: RPCError? = nil) {
-    guard position > 0 else { return }
     if let failure {
       if failures[step].map({ position < $0.position }) ?? true { failures[step] = (position, failure) }
     } else if failures[step]?.position == position {
@@ -433,14 +459,29 @@ struct ScheduleTurns {
     waiting[step]?.removeValue(forKey: following)?.resume()
   }
 
-  /// Fails the calls of steps up to `step` still waiting, and forgets those steps.
-  mutating func abandon(through step: Int64, _ error: any Error) {
-    for (waitingStep, continuations) in waiting where waitingStep <= step {
-      for continuation in continuations.values { continuation.resume(throwing: error) }
-      waiting[waitingStep] = nil
+  /// Closes steps 1 through `step` (committed): fails their waiting calls
+  /// with `error`, and later calls of those steps too.
+  mutating func abandon(through step: Int64, _ error: RPCError) {
+    if step > closedThrough {
+      closedThrough = step
+      closedThroughError = error
     }
-    next = next.filter { $0.key > step }
-    failures = failures.filter { $0.key > step }
+    end(with: error) { $0 <= step }
+  }
+
+  /// Closes every step (the job was unloaded).
+  mutating func close(_ error: RPCError) {
+    closedError = error
+    end(with: error) { _ in true }
+  }
+
+  private mutating func end(with error: RPCError, steps: (Int64) -> Bool) {
+    for (step, continuations) in waiting where steps(step) {
+      for continuation in continuations.values { continuation.resume(throwing: error) }
+      waiting[step] = nil
+    }
+    next = next.filter { !steps($0.key) }
+    failures = failures.filter { !steps($0.key) }
   }
 }
 

@@ -13,11 +13,12 @@ public enum DataPlaneKey {
   /// An inference Forward's output.
   public static func inference(_ key: Pipemesh_V1_MicroBatchKey) -> String { "\(step(key))\(key.microBatch)/inference" }
 
-  /// The prefix of every key of one step of a job.
-  public static func step(job: String, step: Int64) -> String { "\(job)/\(step)/" }
+  /// The job and step a key belongs to (nil for a key of another form).
+  public static func jobAndStep(of key: String) -> (job: String, step: Int64)? {
+    let parts = key.split(separator: "/", maxSplits: 2)
+    guard parts.count == 3, let step = Int64(parts[1]) else { return nil }
+    return (String(parts[0]), step)
+  }
 
-  /// The prefix of every key of a job.
-  public static func job(_ job: String) -> String { "\(job)/" }
-
-  private static func step(_ key: Pipemesh_V1_MicroBatchKey) -> String { step(job: key.job, step: key.step) }
+  private static func step(_ key: Pipemesh_V1_MicroBatchKey) -> String { "\(key.job)/\(key.step)/" }
 }

@@ -271,6 +271,14 @@ import Testing
         microBatches: 4, schedule: .scheduleGpipe, epochs: 1, maxKeptBytes: bound)
     }
     #expect(refused?.message.contains("RESOURCE_EXHAUSTED") == true, "\(String(describing: refused))")
+    // The failed job unloaded its stages (ending its calls still waiting there).
+    let afterFailure = await #expect(throws: RPCError.self) {
+      _ = try await RPCClient(target: coordinator.endpoint).call(CoordinatorMethods.infer, .with {
+        $0.job = "gpipe-bounded"
+        $0.inputs = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: 0..<2))
+      })
+    }
+    #expect(afterFailure?.code == .failedPrecondition && afterFailure?.message.contains("unloaded") == true)
   }
 
   /// Forward, Backward and Commit sent twice each, as after retries, change
@@ -296,6 +304,23 @@ import Testing
     for _ in 0..<2 {
       _ = try await partition.call(PartitionMethods.commit, .with { $0.job = "retried"; $0.step = 1; $0.flush = true })
     }
+    // After the commit, the step is closed: a late Forward is refused rather
+    // than computed again, and a wait for one of its tensors ends at once.
+    let late = await #expect(throws: RPCError.self) {
+      _ = try await partition.call(PartitionMethods.forward, .with {
+        $0.key = key
+        $0.input.inline = Pipemesh_V1_Tensor(inputs)
+        $0.targets = Pipemesh_V1_Tensor(targets)
+        $0.batchSize = 4
+      })
+    }
+    #expect(late?.code == .failedPrecondition && late?.message.contains("already committed") == true, "\(String(describing: late))")
+    let dropped = await #expect(throws: RPCError.self) {
+      _ = try await partition.call(
+        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey.activation(key); $0.release = true; $0.wait = true },
+        options: .init(timeout: .seconds(30)))
+    }
+    #expect(dropped?.code == .aborted, "\(String(describing: dropped))")
 
     try await Self.expectOneSGDStep(job: "retried", inputs: inputs, targets: targets, mesh: mesh)
   }
