@@ -254,27 +254,29 @@ actor StageRunner {
     let upstream = outputGradient ?? entry.lossGradient!
     kept[microBatch]?.backwardRunning = true
     let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
+    // The step's sums go with the computation, which adds its gradients
+    // straight into them; another backward meanwhile starts sums of its own,
+    // merged when both are back.
+    let sums = GradientSums(accumulated)
+    accumulated = [:]
     let computeStarted = ContinuousClock.now
-    let gradients: StageGradients
+    let inputGradient: Tensor?
     do {
-      gradients = try await offActor {
+      inputGradient = try await offActor {
         let forward = entry.forward ?? Self.runForward(model, entry.input!, variables: variables, layers: layers, seed: entry.seed, isFirst: isFirst)
         guard upstream.shape == forward.output.shape else {
           throw RPCError(.invalidArgument, "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
         }
         // The L2 penalty's gradient belongs to the step, not to each micro-batch.
-        return forward.backward(upstream, addingPenalty: microBatch.index == 0)
+        return forward.backward(upstream, addingPenalty: microBatch.index == 0, addingInto: &sums.values)
       }
     } catch {
+      merge(sums)
       kept[microBatch]?.backwardRunning = false
       throw error
     }
+    merge(sums)
     kept[microBatch] = nil
-    for (name, gradient) in gradients.variables {
-      // Summed in place: a new tensor per micro-batch cost a pass over
-      // every weight more.
-      if accumulated[name] == nil { accumulated[name] = gradient } else { accumulated[name]!.accumulate(gradient) }
-    }
     let computeSeconds = (ContinuousClock.now - computeStarted).seconds
     activity.update {
       $0.busySeconds += computeSeconds
@@ -283,10 +285,17 @@ actor StageRunner {
     }
     var response = Pipemesh_V1_BackwardResponse()
     response.computeSeconds = computeSeconds
-    if let input = gradients.input {
+    if let input = inputGradient {
       response.inputGradient = dataPlane.offer(input, key: DataPlaneKey.inputGradient(request.key))
     }
     return response
+  }
+
+  /// Adds sums lent to a backward back into the step's.
+  private func merge(_ sums: GradientSums) {
+    for (name, sum) in sums.values {
+      if accumulated[name] == nil { accumulated[name] = sum } else { accumulated[name]!.accumulate(sum) }
+    }
   }
 
   // MARK: - Order
@@ -483,6 +492,13 @@ struct ScheduleTurns {
     next = next.filter { !steps($0.key) }
     failures = failures.filter { !steps($0.key) }
   }
+}
+
+/// A stage's gradient sums lent to one backward computing off the actor:
+/// that computation alone touches them until it hands them back.
+private final class GradientSums: @unchecked Sendable {
+  var values: [String: Tensor]
+  init(_ values: [String: Tensor]) { self.values = values }
 }
 
 /// The outcome of `body`, thrown or returned, to be looked at later.

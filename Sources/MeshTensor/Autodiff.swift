@@ -87,38 +87,62 @@ public enum Autodiff {
     public static func backward(
         from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor]
     ) -> [Tensor] {
+        var none = [Tensor?](repeating: nil, count: variables.count)
+        return zip(backward(from: output, upstream: upstream, withRespectTo: variables, addingInto: &none), variables)
+            .map { $0 ?? Tensor.zeros($1.shape) }
+    }
+
+    /// Like `backward(from:upstream:withRespectTo:)`, but the gradient of each variable whose
+    /// entry in `sums` is set (to a tensor of its shape) is added into that entry instead of
+    /// being returned: a matrix product that yields it adds straight into the sum (sgemm with
+    /// beta = 1), which saves a pass over it and the product's own zeroing. This is how a stage
+    /// sums its weight gradients over micro-batches. Returns the other variables' gradients (nil
+    /// for one the output does not depend on) and nil for the summed ones.
+    public static func backward(
+        from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?]
+    ) -> [Tensor?] {
         precondition(upstream.shape == output.shape,
                      "upstream gradient shape \(upstream.shape) differs from output shape \(output.shape)")
-        for variable in variables {
+        precondition(sums.count == variables.count, "one sum (or nil) per variable")
+        var sinks: [ObjectIdentifier: GradientSink] = [:]
+        for (index, variable) in variables.enumerated() {
             precondition(variable.node != nil, "gradient requested for a tensor that is not tracking gradients")
+            guard sums[index] != nil else { continue }
+            precondition(sums[index]!.shape == variable.shape,
+                         "sum of shape \(sums[index]!.shape) for a variable of shape \(variable.shape)")
+            // Owned by `sums` alone from here, so that writing through its pointer is safe.
+            sums[index]!.withUnsafeMutableBufferPointer { _ in }
+            sinks[ObjectIdentifier(variable.node!)] = GradientSink(sums[index]!)
         }
-        guard let root = output.node else {
-            return variables.map { Tensor.zeros($0.shape) }
-        }
+        guard let root = output.node else { return variables.map { _ in nil } }
         let wanted = Set(variables.compactMap { $0.node.map(ObjectIdentifier.init) })
         var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): upstream.detached()]
         withoutGradients {
-            for node in reverseTopologicalOrder(from: root) {
-                let id = ObjectIdentifier(node)
-                guard let rule = node.rule, let gradient = grads[id] else { continue }
-                if !wanted.contains(id) { grads[id] = nil }
-                let parentGrads = rule(gradient)
-                for (index, parent) in node.parents.enumerated() {
-                    guard let parent, let parentGrad = parentGrads[index] else { continue }
-                    // The one place where broadcast gradients are summed back to the input's shape.
-                    let reduced = parentGrad.summedToShape(node.parentShapes[index])
-                    let parentID = ObjectIdentifier(parent)
-                    if var existing = grads[parentID] {
-                        grads[parentID] = nil
-                        existing.accumulate(reduced)
-                        grads[parentID] = existing
-                    } else {
-                        grads[parentID] = reduced
+            GradientSink.$current.withValue(sinks) {
+                for node in reverseTopologicalOrder(from: root) {
+                    let id = ObjectIdentifier(node)
+                    guard let rule = node.rule, let gradient = grads[id] else { continue }
+                    if !wanted.contains(id) { grads[id] = nil }
+                    let parentGrads = rule(gradient)
+                    for (index, parent) in node.parents.enumerated() {
+                        guard let parent, let parentGrad = parentGrads[index] else { continue }
+                        // The one place where broadcast gradients are summed back to the input's shape.
+                        let reduced = parentGrad.summedToShape(node.parentShapes[index])
+                        let parentID = ObjectIdentifier(parent)
+                        if let sink = sinks[parentID] {
+                            sink.add(reduced)
+                        } else if var existing = grads[parentID] {
+                            grads[parentID] = nil
+                            existing.accumulate(reduced)
+                            grads[parentID] = existing
+                        } else {
+                            grads[parentID] = reduced
+                        }
                     }
                 }
             }
         }
-        return variables.map { grads[ObjectIdentifier($0.node!)] ?? Tensor.zeros($0.shape) }
+        return variables.map { sinks[ObjectIdentifier($0.node!)] == nil ? grads[ObjectIdentifier($0.node!)] : nil }
     }
 
     /// Evaluates `body` at tracked copies of `inputs` and returns the result with a
@@ -161,6 +185,33 @@ public enum Autodiff {
     }
 }
 
+/// A sum that gradients of one leaf are added into during `Autodiff.backward(…addingInto:)`,
+/// by the engine or, for a matrix product, by the product itself. Valid only during that call,
+/// while the sum's tensor is owned by the caller's `sums` alone.
+struct GradientSink: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
+    let shape: [Int]
+
+    init(_ sum: Tensor) {
+        pointer = sum.buffer.pointer
+        shape = sum.shape
+    }
+
+    /// The sinks of the backward pass running in this task, by leaf node.
+    @TaskLocal static var current: [ObjectIdentifier: GradientSink] = [:]
+
+    /// The sink for `tensor`'s gradient, if it is a leaf being summed.
+    static func of(_ tensor: Tensor) -> GradientSink? {
+        tensor.node.flatMap { current[ObjectIdentifier($0)] }
+    }
+
+    func add(_ gradient: Tensor) {
+        precondition(gradient.shape == shape, "adding a gradient of shape \(gradient.shape) into \(shape)")
+        let source = gradient.buffer.pointer
+        for i in 0..<Tensor.count(of: shape) { pointer[i] += source[i] }
+    }
+}
+
 /// The recorded computation behind a forward result; call it (possibly much later, e.g. when a
 /// pipeline stage receives its output gradient) to get the input gradients.
 public struct Backpropagator: Sendable {
@@ -170,5 +221,10 @@ public struct Backpropagator: Sendable {
     /// Gradients with respect to the inputs, given the gradient with respect to the output.
     public func callAsFunction(_ upstream: Tensor) -> [Tensor] {
         Autodiff.backward(from: output, upstream: upstream, withRespectTo: inputs)
+    }
+
+    /// Adds the gradients of the inputs whose `sums` entry is set into it; returns the others'.
+    public func callAsFunction(_ upstream: Tensor, addingInto sums: inout [Tensor?]) -> [Tensor?] {
+        Autodiff.backward(from: output, upstream: upstream, withRespectTo: inputs, addingInto: &sums)
     }
 }

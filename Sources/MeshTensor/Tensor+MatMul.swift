@@ -36,29 +36,45 @@ extension Tensor {
         let result = matmulValues(a, b, transposeA: transposeA, transposeB: transposeB)
         return recorded(result, inputs: [a, b]) { g in
             let flattenB = b.rank == 2 && a.rank > 2
-            func leftGrad() -> Tensor {
+            // Each gradient as op(x) · op(y); added straight into its sum when one is set.
+            func leftGrad() -> Tensor? {
                 switch (transposeA, transposeB) {
-                case (false, false): return matmulValues(g, b, transposeB: true)
-                case (false, true): return matmulValues(g, b)
-                case (true, false): return matmulValues(b, g, transposeB: true)
-                case (true, true): return matmulValues(b, g, transposeA: true, transposeB: true)
+                case (false, false): return product(g, b, false, true, gradientOf: a)
+                case (false, true): return product(g, b, false, false, gradientOf: a)
+                case (true, false): return product(b, g, false, true, gradientOf: a)
+                case (true, true): return product(b, g, true, true, gradientOf: a)
                 }
             }
-            func rightGrad() -> Tensor {
+            func rightGrad() -> Tensor? {
                 // With a shared 2-D right operand, flatten the batch so one sgemm sums over it.
                 let (lhs, grad): (Tensor, Tensor) = flattenB && !transposeA
                     ? (a.reshapedValues(to: [count(of: Array(a.shape.dropLast())), a.shape[a.rank - 1]]),
                        g.reshapedValues(to: [count(of: Array(g.shape.dropLast())), g.shape[g.rank - 1]]))
                     : (a, g)
                 switch (transposeA, transposeB) {
-                case (false, false): return matmulValues(lhs, grad, transposeA: true)
-                case (false, true): return matmulValues(grad, lhs, transposeA: true)
-                case (true, false): return matmulValues(lhs, grad)
-                case (true, true): return matmulValues(grad, lhs, transposeA: true, transposeB: true)
+                case (false, false): return product(lhs, grad, true, false, gradientOf: b)
+                case (false, true): return product(grad, lhs, true, false, gradientOf: b)
+                case (true, false): return product(lhs, grad, false, false, gradientOf: b)
+                case (true, true): return product(grad, lhs, true, true, gradientOf: b)
                 }
             }
             return [a.isTrackingGradients ? leftGrad() : nil, b.isTrackingGradients ? rightGrad() : nil]
         }
+    }
+
+    /// op(x) · op(y), the gradient of `operand`: added into the operand's gradient sum and nil
+    /// when a backward pass is summing it (see `GradientSink`) and the shapes allow one sgemm.
+    private static func product(_ x: Tensor, _ y: Tensor, _ transposeX: Bool, _ transposeY: Bool, gradientOf operand: Tensor) -> Tensor? {
+        if let sink = GradientSink.of(operand), x.rank == 2, y.rank == 2 {
+            let (m, k) = transposeX ? (x.shape[1], x.shape[0]) : (x.shape[0], x.shape[1])
+            let n = transposeY ? y.shape[0] : y.shape[1]
+            if sink.shape == [m, n] {
+                BLAS.sgemm(transposeA: transposeX, transposeB: transposeY, m: m, n: n, k: k,
+                           a: x.buffer.pointer, b: y.buffer.pointer, beta: 1, c: sink.pointer)
+                return nil
+            }
+        }
+        return matmulValues(x, y, transposeA: transposeX, transposeB: transposeY)
     }
 
     /// The product without recording.

@@ -60,4 +60,32 @@ struct AutodiffTests {
         let expected = Foundation.pow(Double(Float(1.0001)), 100_000)
         #expect(abs(Double(gradient) - expected) <= 1e-2 * expected)
     }
+
+    /// A stage summing its gradients over micro-batches into one set of sums (weight gradients
+    /// added straight into them by sgemm) gets what adding each micro-batch's gradients gives,
+    /// L2 penalty included; its input gradients are unchanged.
+    @Test func summingGradientsIntoSumsMatchesAddingThem() throws {
+        let model = try Sequential(spec: ModelSpec(
+            inputShape: [6],
+            layers: [.dense(inputSize: 6, outputSize: 5, activation: .relu), .dense(inputSize: 5, outputSize: 3, activation: .linear)],
+            loss: .softmaxCrossEntropy, l2Penalty: 0.01, seed: 1))
+        let variables = model.initialVariables()
+        let inputs = sample([8, 6], seed: 2)
+        let labels = Tensor(shape: [8], scalars: (0..<8).map { Float($0 % 3) })
+        var added: [String: Tensor] = [:]
+        var summed: [String: Tensor] = [:]
+        for part in 0..<2 {
+            let rows = (part * 4)..<(part * 4 + 4)
+            let stage = model.forwardStage(inputs.slice(axis: 0, range: rows), variables: variables, layers: 0..<2,
+                                           context: ForwardContext(training: true), inputGradient: true)
+            let target = labels.slice(axis: 0, range: rows)
+            let (_, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) { model.loss(output: $0[0], target: target) }
+            let plain = stage.backward(lossGradient[0], addingPenalty: part == 0)
+            for (name, gradient) in plain.variables { added[name] = withoutGradients { added[name].map { $0 + gradient } ?? gradient } }
+            let input = stage.backward(lossGradient[0], addingPenalty: part == 0, addingInto: &summed)
+            expectClose(try #require(input), try #require(plain.input), tolerance: 0)
+        }
+        #expect(Set(summed.keys) == Set(added.keys) && summed.count == 4)
+        for (name, sum) in summed { expectClose(sum, added[name]!, tolerance: 1e-6) }
+    }
 }

@@ -121,8 +121,8 @@ func benchConv(threads: Int) throws {
 }
 
 /// The pipeline bench's MLP (1536-1024-1024-1024-1024-10, one BLAS thread): forward and backward of a whole step
-/// of 256 or 1,024 examples in M micro-batches with the gradients summed, in one process, so that the cost of
-/// smaller products is seen apart from any RPC.
+/// of 256 or 1,024 examples in M micro-batches with the gradients summed as a stage sums them, in one process, so
+/// that the cost of smaller products is seen apart from any RPC.
 func benchMicroBatches() throws {
     BLAS.setThreadCount(1)
     let model = try classifierMLP(inputSize: 1536, hiddenLayers: 4)
@@ -140,9 +140,7 @@ func benchMicroBatches() throws {
                     let stage = model.forwardStage(input.slice(axis: 0, range: range), variables: variables, layers: 0..<5,
                                                    context: ForwardContext(training: true), inputGradient: false)
                     let (_, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) { model.loss(output: $0[0], target: target) }
-                    for (name, gradient) in stage.backward(lossGradient[0]).variables {
-                        if summed[name] == nil { summed[name] = gradient } else { summed[name]!.accumulate(gradient) }
-                    }
+                    _ = stage.backward(lossGradient[0], addingInto: &summed)
                 }
             }
             print("mlp 1536-1024-1024-1024-1024-10 batch \(batch) as \(microBatches) micro-batches of \(rows) rows, "

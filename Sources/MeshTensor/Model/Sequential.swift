@@ -137,17 +137,27 @@ public struct StageForward: Sendable {
     /// stage input and for each variable, including λ·w for L2-regularised variables unless
     /// `addingPenalty` is false (a stage that runs several micro-batches adds it once per step).
     public func backward(_ upstream: Tensor, addingPenalty: Bool = true) -> StageGradients {
-        let grads = backpropagator(upstream)
+        var sums: [String: Tensor] = [:]
+        let input = backward(upstream, addingPenalty: addingPenalty, addingInto: &sums)
+        return StageGradients(input: input, variables: sums)
+    }
+
+    /// Like `backward(_:addingPenalty:)`, but adds each variable's gradient into its entry in
+    /// `sums` (set to the gradient when absent), the products straight into the sums: this is
+    /// how a stage sums its gradients over micro-batches. Returns the input gradient.
+    public func backward(_ upstream: Tensor, addingPenalty: Bool = true, addingInto sums: inout [String: Tensor]) -> Tensor? {
         let offset = inputGradient ? 1 : 0
-        var variables: [String: Tensor] = [:]
+        // Each sum moves into the engine's array, so that it is owned there alone.
+        var summed = [Tensor?](repeating: nil, count: offset) + variableNames.map { sums.removeValue(forKey: $0) }
+        let grads = backpropagator(upstream, addingInto: &summed)
         for (index, name) in variableNames.enumerated() {
-            var gradient = grads[index + offset]
+            var gradient = summed[index + offset].take() ?? grads[index + offset] ?? Tensor.zeros(backpropagator.inputs[index + offset].shape)
             if addingPenalty, let weight = penalized[name] {
                 withoutGradients { gradient.accumulate(weight.detached() * l2Penalty) }
             }
-            variables[name] = gradient
+            sums[name] = gradient
         }
-        return StageGradients(input: inputGradient ? grads[0] : nil, variables: variables)
+        return inputGradient ? grads[0] ?? Tensor.zeros(backpropagator.inputs[0].shape) : nil
     }
 }
 
