@@ -7,34 +7,19 @@ public struct LSTM: GatedRecurrentLayer {
     public let hiddenSize: Int
     public let returnSequences: Bool
 
-    public init(name: String, inputSize: Int, hiddenSize: Int, returnSequences: Bool = true) {
-        self.name = name
-        self.inputSize = inputSize
-        self.hiddenSize = hiddenSize
-        self.returnSequences = returnSequences
-    }
-
     public static let gateCount = 4
+    public static let carriedStates = 2
 
-    public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
-        let (batch, steps, h) = (input.shape[0], input.shape[1], hiddenSize)
-        // All input projections in one product: [B, T, 4H].
-        let projected = Tensor.matmul(input, variable("kernel", in: variables)) + variable("bias", in: variables)
-        let recurrent = variable("recurrent_kernel", in: variables)
-        var state = Tensor.zeros([batch, h]), cell = Tensor.zeros([batch, h])
-        var outputs: [Tensor] = []
-        for step in 0..<steps {
-            let z = projected.slice(axis: 1, range: step..<(step + 1)).reshaped(to: [batch, 4 * h])
-                + Tensor.matmul(state, recurrent)
-            let inputGate = z.slice(axis: 1, range: 0..<h).sigmoid()
-            let forgetGate = z.slice(axis: 1, range: h..<(2 * h)).sigmoid()
-            let candidate = z.slice(axis: 1, range: (2 * h)..<(3 * h)).tanh()
-            let outputGate = z.slice(axis: 1, range: (3 * h)..<(4 * h)).sigmoid()
-            cell = forgetGate * cell + inputGate * candidate
-            state = outputGate * cell.tanh()
-            if returnSequences { outputs.append(state.reshaped(to: [batch, 1, h])) }
-        }
-        return returnSequences ? Tensor.concatenate(outputs, alongAxis: 1) : state
+    /// z = x + h·R; c ← f⊙c + i⊙g; h ← o⊙tanh(c). `carry` is [h, c].
+    public func step(_ x: Tensor, recurrent: Tensor, carry: inout [Tensor]) {
+        let h = hiddenSize
+        let z = x + Tensor.matmul(carry[0], recurrent)
+        let inputGate = z.slice(axis: 1, range: 0..<h).sigmoid()
+        let forgetGate = z.slice(axis: 1, range: h..<(2 * h)).sigmoid()
+        let candidate = z.slice(axis: 1, range: (2 * h)..<(3 * h)).tanh()
+        let outputGate = z.slice(axis: 1, range: (3 * h)..<(4 * h)).sigmoid()
+        carry[1] = forgetGate * carry[1] + inputGate * candidate
+        carry[0] = outputGate * carry[1].tanh()
     }
 }
 
@@ -47,32 +32,18 @@ public struct GRU: GatedRecurrentLayer {
     public let hiddenSize: Int
     public let returnSequences: Bool
 
-    public init(name: String, inputSize: Int, hiddenSize: Int, returnSequences: Bool = true) {
-        self.name = name
-        self.inputSize = inputSize
-        self.hiddenSize = hiddenSize
-        self.returnSequences = returnSequences
-    }
-
     public static let gateCount = 3
+    public static let carriedStates = 1
 
-    public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
-        let (batch, steps, h) = (input.shape[0], input.shape[1], hiddenSize)
-        let projected = Tensor.matmul(input, variable("kernel", in: variables)) + variable("bias", in: variables)
-        let recurrent = variable("recurrent_kernel", in: variables)
-        var state = Tensor.zeros([batch, h])
-        var outputs: [Tensor] = []
-        for step in 0..<steps {
-            let x = projected.slice(axis: 1, range: step..<(step + 1)).reshaped(to: [batch, 3 * h])
-            let r = Tensor.matmul(state, recurrent)
-            let update = (x.slice(axis: 1, range: 0..<h) + r.slice(axis: 1, range: 0..<h)).sigmoid()
-            let reset = (x.slice(axis: 1, range: h..<(2 * h)) + r.slice(axis: 1, range: h..<(2 * h))).sigmoid()
-            let candidate = (x.slice(axis: 1, range: (2 * h)..<(3 * h))
-                + reset * r.slice(axis: 1, range: (2 * h)..<(3 * h))).tanh()
-            state = candidate + update * (state - candidate)
-            if returnSequences { outputs.append(state.reshaped(to: [batch, 1, h])) }
-        }
-        return returnSequences ? Tensor.concatenate(outputs, alongAxis: 1) : state
+    /// r = h·R; u, r̂ from x + r; n = tanh(x_n + r̂⊙r_n); h ← n + u⊙(h − n). `carry` is [h].
+    public func step(_ x: Tensor, recurrent: Tensor, carry: inout [Tensor]) {
+        let h = hiddenSize
+        let r = Tensor.matmul(carry[0], recurrent)
+        let update = (x.slice(axis: 1, range: 0..<h) + r.slice(axis: 1, range: 0..<h)).sigmoid()
+        let reset = (x.slice(axis: 1, range: h..<(2 * h)) + r.slice(axis: 1, range: h..<(2 * h))).sigmoid()
+        let candidate = (x.slice(axis: 1, range: (2 * h)..<(3 * h))
+            + reset * r.slice(axis: 1, range: (2 * h)..<(3 * h))).tanh()
+        carry[0] = candidate + update * (carry[0] - candidate)
     }
 }
 
@@ -84,9 +55,27 @@ public protocol GatedRecurrentLayer: Layer {
     var returnSequences: Bool { get }
     /// Gates per hidden unit: 4 for LSTM, 3 for GRU.
     static var gateCount: Int { get }
+    /// States carried from step to step, the hidden state first: 2 for LSTM (and its cell), 1 for GRU.
+    static var carriedStates: Int { get }
+    /// One time step: `x` is the step's input projection with bias, [batch, G·H]; updates `carry`.
+    func step(_ x: Tensor, recurrent: Tensor, carry: inout [Tensor])
 }
 
 extension GatedRecurrentLayer {
+    public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
+        let (batch, steps, width) = (input.shape[0], input.shape[1], Self.gateCount * hiddenSize)
+        // All input projections in one product: [B, T, G·H].
+        let projected = Tensor.matmul(input, variable("kernel", in: variables)) + variable("bias", in: variables)
+        let recurrent = variable("recurrent_kernel", in: variables)
+        var carry = Array(repeating: Tensor.zeros([batch, hiddenSize]), count: Self.carriedStates)
+        var outputs: [Tensor] = []
+        for time in 0..<steps {
+            step(projected.slice(axis: 1, range: time..<(time + 1)).reshaped(to: [batch, width]), recurrent: recurrent, carry: &carry)
+            if returnSequences { outputs.append(carry[0].reshaped(to: [batch, 1, hiddenSize])) }
+        }
+        return returnSequences ? Tensor.concatenate(outputs, alongAxis: 1) : carry[0]
+    }
+
     public var variableDeclarations: [VariableDeclaration] {
         let width = Self.gateCount * hiddenSize
         return [declare("kernel", [inputSize, width], .glorotUniform(fanIn: inputSize, fanOut: width), regularized: true),
