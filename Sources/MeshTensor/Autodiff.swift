@@ -207,8 +207,7 @@ struct GradientSink: @unchecked Sendable {
 
     func add(_ gradient: Tensor) {
         precondition(gradient.shape == shape, "adding a gradient of shape \(gradient.shape) into \(shape)")
-        let source = gradient.buffer.pointer
-        for i in 0..<Tensor.count(of: shape) { pointer[i] += source[i] }
+        gradient.add(into: pointer)
     }
 }
 

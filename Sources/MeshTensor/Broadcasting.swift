@@ -148,9 +148,12 @@ extension Tensor {
     /// Adds `other` (same shape) into this tensor's storage, copying first if it is shared.
     public mutating func accumulate(_ other: Tensor) {
         precondition(shape == other.shape, "accumulating shape \(other.shape) into \(shape)")
-        let source = other.buffer.pointer
-        withUnsafeMutableBufferPointer { destination in
-            for i in 0..<destination.count { destination[i] += source[i] }
-        }
+        withUnsafeMutableBufferPointer { other.add(into: $0.baseAddress!) }
+    }
+
+    /// Adds this tensor's scalars into the `scalarCount` floats at `destination`.
+    func add(into destination: UnsafeMutablePointer<Float>) {
+        let source = buffer.pointer
+        for i in 0..<scalarCount { destination[i] += source[i] }
     }
 }
