@@ -113,6 +113,7 @@ public final class DataPlane: Sendable {
     } onCancel: {
       let waiter = held.withLock { held -> Waiter? in
         guard let index = held.waiting[key]?.firstIndex(where: { $0.id == id }) else { return nil }
+        defer { if held.waiting[key]?.isEmpty == true { held.waiting[key] = nil } }
         return held.waiting[key]!.remove(at: index)
       }
       waiter?.continuation.resume(throwing: CancellationError())
