@@ -1,12 +1,11 @@
 // Client side: long-lived channels, and calls over grpc::GenericStub's
 // completion-queue API. A call lives until both its pending operations and
 // the C caller (pm_client_call_release) are done with it.
+#include <grpcpp/alarm.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
 
-#include <algorithm>
 #include <atomic>
-#include <limits>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -45,34 +44,78 @@ void Configure(grpc::ClientContext *context, const pm_call_options *options) {
   }
 }
 
-// Completion queues that every client call completes on, each polled by its
-// own thread for the life of the process; calls are spread over them in turn.
-// The thread that takes a response off the socket runs its completion.
-class ClientQueues {
+// The client loop: the completion queue that every client call completes on,
+// polled by one thread for the life of the process, which also runs the work
+// posted to it (pm_client_loop_post) between completions. One thread, because
+// grpc 1.51's epoll engine lets only one thread of a process wait for socket
+// events at a time: a second polling thread would take answers off the socket
+// and then have to wake the first.
+class ClientLoop {
  public:
-  static ClientQueues &Shared() {
-    static auto *queues = new ClientQueues;  // never destroyed: its threads poll until exit
-    return *queues;
+  static ClientLoop &Shared() {
+    static auto *loop = new ClientLoop;  // never destroyed: its thread polls until exit
+    return *loop;
   }
 
-  grpc::CompletionQueue *Next() {
-    return queues_[next_.fetch_add(1, std::memory_order_relaxed) % queues_.size()].get();
-  }
+  grpc::CompletionQueue *queue() { return &queue_; }
 
- private:
-  ClientQueues() {
-    unsigned count = std::max(2u, std::thread::hardware_concurrency());
-    for (unsigned i = 0; i < count; ++i) {
-      queues_.push_back(std::make_unique<grpc::CompletionQueue>());
-      std::thread(Poll, queues_.back().get()).detach();
+  // Whether the calling thread is the loop's.
+  static bool IsCurrent() { return is_current_; }
+
+  void Post(pm_loop_runner runner, void *runner_context, void *work) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    posted_.push_back({runner, runner_context, work});
+    // A loop that is handling a completion (or running work) looks at its
+    // list before it polls again; only one waiting in Next needs waking.
+    if (polling_ && !wake_pending_) {
+      wake_pending_ = true;
+      wake_.Set(&queue_, gpr_time_0(GPR_CLOCK_MONOTONIC), &wake_tag_);
     }
   }
 
-  static void Poll(grpc::CompletionQueue *queue);
+ private:
+  struct Work {
+    pm_loop_runner runner;
+    void *runner_context;
+    void *work;
+  };
 
-  std::vector<std::unique_ptr<grpc::CompletionQueue>> queues_;
-  std::atomic<size_t> next_{0};
+  ClientLoop() {
+    std::thread([this] { Run(); }).detach();
+  }
+
+  void Run();
+
+  // Runs posted work until none is left; returns with `polling_` set, so
+  // that later posts wake the loop.
+  void RunPosted() {
+    std::vector<Work> batch;
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (posted_.empty()) {
+          polling_ = true;
+          return;
+        }
+        batch.swap(posted_);
+      }
+      for (const Work &item : batch) item.runner(item.runner_context, item.work);
+      batch.clear();
+    }
+  }
+
+  static thread_local bool is_current_;
+
+  grpc::CompletionQueue queue_;
+  std::mutex mutex_;
+  std::vector<Work> posted_;
+  bool polling_ = false;       // the thread is (about to be) waiting in Next
+  bool wake_pending_ = false;  // wake_ is set and its tag not yet taken
+  grpc::Alarm wake_;
+  char wake_tag_ = 0;  // its address tells the wake-up from call tags
 };
+
+thread_local bool ClientLoop::is_current_ = false;
 
 }  // namespace
 
@@ -121,13 +164,23 @@ struct pm_client_call {
 
 namespace {
 
-void ClientQueues::Poll(grpc::CompletionQueue *queue) {
+void ClientLoop::Run() {
+  is_current_ = true;
+  RunPosted();
   void *tag;
   bool ok;
-  while (queue->Next(&tag, &ok)) {
-    auto *operation = static_cast<pm_client_call::Tag *>(tag);
-    operation->call->Complete(operation->operation, ok);
-    operation->call->Unreference();
+  while (queue_.Next(&tag, &ok)) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      polling_ = false;
+      if (tag == &wake_tag_) wake_pending_ = false;
+    }
+    if (tag != &wake_tag_) {
+      auto *operation = static_cast<pm_client_call::Tag *>(tag);
+      operation->call->Complete(operation->operation, ok);
+      operation->call->Unreference();
+    }
+    RunPosted();
   }
 }
 
@@ -320,7 +373,7 @@ pm_client_call *pm_client_unary(pm_channel *channel, const char *method,
                                 pm_unary_done done, void *context) {
   auto *call = new UnaryCall(done, context);
   Configure(&call->context, options);
-  call->Start(channel->stub.get(), method, request, ClientQueues::Shared().Next());
+  call->Start(channel->stub.get(), method, request, ClientLoop::Shared().queue());
   return call;
 }
 
@@ -332,7 +385,7 @@ pm_client_call *pm_client_server_stream(pm_channel *channel,
                                         pm_stream_done on_done, void *context) {
   auto *call = new StreamCall(on_message, on_done, context);
   Configure(&call->context, options);
-  call->Start(channel->stub.get(), method, request, ClientQueues::Shared().Next());
+  call->Start(channel->stub.get(), method, request, ClientLoop::Shared().queue());
   return call;
 }
 
@@ -341,5 +394,12 @@ void pm_client_call_request_next(pm_client_call *call) { call->RequestNext(); }
 void pm_client_call_cancel(pm_client_call *call) { call->Cancel(); }
 
 void pm_client_call_release(pm_client_call *call) { call->Unreference(); }
+
+int pm_client_loop_is_current(void) { return ClientLoop::IsCurrent() ? 1 : 0; }
+
+void pm_client_loop_post(pm_loop_runner runner, void *runner_context,
+                         void *work) {
+  ClientLoop::Shared().Post(runner, runner_context, work);
+}
 
 }  // extern "C"

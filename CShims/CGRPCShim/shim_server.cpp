@@ -1,10 +1,9 @@
 // Server side: one generic service routes every call by its full method name
-// to a handler registered from C. The server's own threads poll its
-// completion queues (see shim_server_internal.hpp); handlers answer from any
+// to a handler registered from C. The server's own thread polls its
+// completion queue (see shim_server_internal.hpp); handlers answer from any
 // thread.
 #include <grpcpp/security/server_credentials.h>
 
-#include <algorithm>
 #include <map>
 #include <mutex>
 #include <set>
@@ -297,8 +296,8 @@ struct pm_server_call final : public StreamHandler {
 
 namespace {
 
-// Routes accepted calls by method name and keeps one accept pending per
-// completion queue.
+// Routes accepted calls by method name and keeps a few accepts pending on
+// the server's completion queue.
 class Router {
  public:
   std::map<std::string, MethodHandler> handlers;
@@ -309,9 +308,9 @@ class Router {
   grpc::AsyncGenericService service;
   std::shared_ptr<pipemesh::ServerGate> gate = std::make_shared<pipemesh::ServerGate>();
 
-  // Runs one completion queue until it is shut down and drained.
+  // Runs the completion queue until it is shut down and drained.
   void Poll(grpc::ServerCompletionQueue *queue) {
-    for (int i = 0; i < kAcceptsPerQueue; ++i) AcceptNext(queue);
+    for (int i = 0; i < kPendingAccepts; ++i) AcceptNext(queue);
     void *tag;
     bool ok;
     while (queue->Next(&tag, &ok)) {
@@ -321,7 +320,7 @@ class Router {
   }
 
  private:
-  static constexpr int kAcceptsPerQueue = 4;
+  static constexpr int kPendingAccepts = 4;
 
   void AcceptNext(grpc::ServerCompletionQueue *queue) {
     (new ServerStream(gate))->Accept(&service, queue, &Accepted, this);
@@ -369,9 +368,11 @@ struct pm_server {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   Router router;
   std::unique_ptr<grpc::Server> server;
-  // One completion queue and one thread polling it per core (at least two).
-  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues;
-  std::vector<std::thread> pollers;
+  // One completion queue and the one thread that polls it: grpc 1.51's epoll
+  // engine lets one thread of a process wait for socket events at a time, so
+  // a second poller only adds a hand-off between threads to each call.
+  std::unique_ptr<grpc::ServerCompletionQueue> queue;
+  std::thread poller;
   std::mutex shutdown_mutex;
   bool shut_down = false;
 };
@@ -434,27 +435,22 @@ int pm_server_start(pm_server *server, pm_error *error) {
   builder.AddChannelArgument(
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.RegisterAsyncGenericService(&server->router.service);
-  unsigned pollers = std::max(2u, std::thread::hardware_concurrency());
-  for (unsigned i = 0; i < pollers; ++i) server->queues.push_back(builder.AddCompletionQueue());
+  server->queue = builder.AddCompletionQueue();
   server->server = builder.BuildAndStart();
   if (!server->server || port == 0) {
     server->server.reset();
-    for (auto &queue : server->queues) {
-      queue->Shutdown();
-      void *tag;
-      bool ok;
-      while (queue->Next(&tag, &ok)) {
-      }
+    server->queue->Shutdown();
+    void *tag;
+    bool ok;
+    while (server->queue->Next(&tag, &ok)) {
     }
-    server->queues.clear();
+    server->queue.reset();
     SetError(error, PM_STATUS_UNAVAILABLE,
              "cannot listen on " + server->address +
                  " (address in use, not local, or bad TLS key/certificate)");
     return -1;
   }
-  for (auto &queue : server->queues) {
-    server->pollers.emplace_back([router = &server->router, queue = queue.get()] { router->Poll(queue); });
-  }
+  server->poller = std::thread([router = &server->router, queue = server->queue.get()] { router->Poll(queue); });
   return port;
 }
 
@@ -472,8 +468,8 @@ void pm_server_shutdown(pm_server *server, int64_t deadline_ms) {
   server->server->Wait();
   // Every call is over now; what is still queued completes with ok = false.
   server->router.gate->Close();
-  for (auto &queue : server->queues) queue->Shutdown();
-  for (auto &poller : server->pollers) poller.join();
+  server->queue->Shutdown();
+  server->poller.join();
 }
 
 void pm_server_destroy(pm_server *server) {

@@ -1,9 +1,9 @@
 // The server's internals, shared by the server and its reflection service.
 //
-// Calls are driven by grpc++'s completion-queue API: each server runs its own
-// threads, each polling one completion queue, so a request is read, routed and
-// (for small inline answers) answered on the thread that took it off the
-// socket, with no hand-off to another thread on the way.
+// Calls are driven by grpc++'s completion-queue API: each server runs one
+// thread of its own polling one completion queue, so a request is read,
+// routed and (for small inline answers) answered on the thread that took it
+// off the socket, with no hand-off to another thread on the way.
 #ifndef PIPEMESH_SHIM_SERVER_INTERNAL_HPP
 #define PIPEMESH_SHIM_SERVER_INTERNAL_HPP
 

@@ -42,7 +42,9 @@ func seconds(_ duration: Duration) -> Double {
   Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
 }
 
-/// p50 and p99 of sequential 64-byte echoes, printed as one JSON line.
+/// p50 and p99 of sequential 64-byte echoes, printed as one JSON line. The
+/// caller runs them on the client loop (`ClientLoopExecutor`), as a task
+/// that waits on one call after another should.
 func measureLatency(_ client: RPCClient, calls: Int, workload: String) async throws {
   var small = Pipemesh_V1_EchoRequest()
   small.payload = Data(repeating: 0x78, count: 64)
@@ -63,7 +65,9 @@ func runClient(target: String, latencyCalls: Int, workloads: [ThroughputWorkload
   let client = try RPCClient(target: target, transport: transport)
   let clock = ContinuousClock()
   if latencyCalls > 0 {
-    try await measureLatency(client, calls: latencyCalls, workload: "latency")
+    try await withTaskExecutorPreference(ClientLoopExecutor.shared) {
+      try await measureLatency(client, calls: latencyCalls, workload: "latency")
+    }
   }
 
   for workload in workloads {

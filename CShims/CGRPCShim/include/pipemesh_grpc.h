@@ -261,6 +261,25 @@ void pm_client_call_cancel(pm_client_call *call);
 
 void pm_client_call_release(pm_client_call *call);
 
+/* ------------------------------------------------------------- client loop */
+
+/* Client calls complete on the shim's client loop: one thread that polls
+ * their completion queue and, between completions, runs work posted to it.
+ * Code that awaits calls can run there and be resumed by the very thread that
+ * took the answer off the socket. Work posted to the loop must be short and
+ * never block: it holds up every call's completion. */
+
+/* Runs one piece of posted work on the loop's thread. */
+typedef void (*pm_loop_runner)(void *runner_context, void *work);
+
+/* 1 when the calling thread is the client loop's, else 0. */
+int pm_client_loop_is_current(void);
+
+/* Has the loop call `runner(runner_context, work)` once, after what it is
+ * doing now, in posting order. Never blocks; any thread. */
+void pm_client_loop_post(pm_loop_runner runner, void *runner_context,
+                         void *work);
+
 #ifdef __cplusplus
 }
 #endif
