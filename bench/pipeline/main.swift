@@ -2,8 +2,13 @@
 // partitions with one BLAS thread each, a coordinator) for a compute-balanced
 // MLP, K ∈ {1, 2} and M ∈ {1, 2, 4, 8} micro-batches under GPipe, next to the
 // GPipe ideal K·S₁·M/(M+K−1) where S₁ is single-process training measured in
-// the same run. Also per-stage busy fraction, the bubble, the coordinator's
-// CPU use, and the Chrome trace of one step.
+// the same run, and next to the same arithmetic's ideal on this machine,
+// S_K(M)·M/(M+K−1), where S_K(M) is the samples/s of K single-process
+// trainings running at once, each splitting its steps into M micro-batches
+// (what K concurrent computations of that size get from this host's cores,
+// caches and memory).
+// Also per-stage busy fraction, the bubble, the coordinator's CPU use, and
+// the Chrome trace of one step.
 //
 // The batch (1,024 by default) is large enough that a micro-batch of an
 // eighth of it still multiplies at near the whole batch's sgemm speed, which
@@ -11,6 +16,8 @@
 // 1F1B instead of GPipe (same bubble, other order).
 //
 //   pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b]
+//   pipeline-bench --single-process [--quick] [--batch N] [--micro-batches M]
+//                  (one single-process training; prints its samples/s)
 import Foundation
 import MeshOps
 import MeshProto
@@ -19,8 +26,10 @@ import MeshTensor
 import MeshWire
 
 let arguments = CommandLine.arguments
+let onlySingleProcess = arguments.contains("--single-process")
 guard arguments.count >= 2 else {
-  FileHandle.standardError.write(Data("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b]\n".utf8))
+  FileHandle.standardError.write(Data(
+    "usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b] | --single-process [--quick] [--batch N] [--micro-batches M]\n".utf8))
   exit(2)
 }
 let output = arguments[1]
@@ -38,34 +47,47 @@ guard batch > 0, let schedule = schedules[scheduleName] else {
   exit(2)
 }
 let width = 1024
-let inputSize = width * 3 / 2
+let inputSize = 16
 
-/// Four hidden Dense layers and a 10-class output: the planner splits them
-/// 2 | 3 with equal training compute (an input 1.5× the width makes the first
-/// layer's forward and weight gradient cost a hidden layer's three products).
+/// Five hidden Dense layers 1,024 wide on 16 inputs and a 10-class output:
+/// the planner splits them 3 | 3, and the stages are balanced in each phase,
+/// not only over a step (forward 2.114 against 2.107 million multiply-adds
+/// per example, backward 4.211 against 4.215), which is what GPipe's ideal assumes:
+/// it runs all forwards, then all backwards, so each phase goes at its
+/// slower stage's pace. (The first layer computes no input gradient, so a
+/// model whose first layer is not negligible cannot balance both phases.)
 let spec = Pipemesh_V1_ModelSpec.with {
   $0.inputShape = [Int64(inputSize)]
   $0.seed = 1
-  $0.layers = (0..<5).map { index in
-    .with { $0.dense = .with { $0.units = Int64(index == 4 ? 10 : width); $0.activation = index == 4 ? .none : .relu } }
+  $0.layers = (0..<6).map { index in
+    .with { $0.dense = .with { $0.units = Int64(index == 5 ? 10 : width); $0.activation = index == 5 ? .none : .relu } }
   }
   $0.loss = .with { $0.softmaxCrossEntropy = .init() }
 }
 let inputs = Tensor.randomNormal([batch * (steps + 1), inputSize], seed: 2)
 let labels = Tensor(shape: [batch * (steps + 1)], scalars: (0..<(batch * (steps + 1))).map { Float($0 % 10) })
 
-/// Single-process training, one BLAS thread: samples per second.
-func singleProcess() throws -> Double {
+/// Single-process training, one BLAS thread: samples per second. With
+/// `microBatches` > 1 each step runs as that many micro-batches whose
+/// gradients are summed, as a stage sums them: the same arithmetic as the
+/// pipeline's, without the pipeline.
+func singleProcess(microBatches: Int) throws -> Double {
   BLAS.setThreadCount(1)
   let model = try makeModel(spec)
   var variables = model.initialVariables()
   let optimizer = SGD(learningRate: .constant(0.01))
   var elapsed = Duration.zero
   for step in 0...steps {
-    let rows = (step * batch)..<((step + 1) * batch)
-    let x = inputs.slice(axis: 0, range: rows), y = labels.slice(axis: 0, range: rows)
     let started = ContinuousClock.now
-    let (_, gradients) = model.lossAndGradients(input: x, target: y, variables: variables, context: ForwardContext(training: true))
+    var gradients: [String: Tensor] = [:]
+    for part in evenParts(batch, microBatches) {
+      let rows = (step * batch + part.lowerBound)..<(step * batch + part.upperBound)
+      let x = inputs.slice(axis: 0, range: rows), y = labels.slice(axis: 0, range: rows)
+      let forward = model.forwardStage(
+        x, variables: variables, layers: 0..<model.layers.count, context: ForwardContext(training: true), inputGradient: false)
+      let (_, lossGradient) = Autodiff.valueWithGradient(at: [forward.output]) { model.loss(output: $0[0], target: y) }
+      _ = forward.backward(lossGradient[0] * (Float(part.count) / Float(batch)), addingPenalty: part.lowerBound == 0, addingInto: &gradients)
+    }
     for (name, gradient) in gradients {
       variables[name] = optimizer.update(variable: variables[name]!, gradient: gradient, slots: [:], step: step + 1).variable
     }
@@ -89,15 +111,62 @@ struct Result: Codable {
   let microBatches: Int
   let samplesPerSecond: Double
   let ideal: Double
+  /// The ideal for the same arithmetic on this machine: S_K(M)·M/(M+K−1).
+  let machineIdeal: Double
   let busyFraction: [Double]
   let coordinatorCPU: Double
   /// Each service's CPU use over the measured steps, in cores, by name.
   let cpu: [String: Double]
 }
 
+/// `count` ranges that split `0..<total` as evenly as can be.
+func evenParts(_ total: Int, _ count: Int) -> [Range<Int>] {
+  (0..<count).map { (total * $0 / count)..<(total * ($0 + 1) / count) }
+}
+
+let microBatchCounts = [1, 2, 4, 8]
+if onlySingleProcess {
+  print(try singleProcess(microBatches: option("--micro-batches").flatMap { Int($0) } ?? 1))
+  exit(0)
+}
+
+/// Samples/s of `copies` single-process trainings with `microBatches`
+/// micro-batches run at once, each in a process of its own (this program
+/// with --single-process), added up.
+func concurrentSingleProcesses(_ copies: Int, microBatches: Int) throws -> Double {
+  let runs = try (0..<copies).map { _ in
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+    process.arguments = ["--single-process", "--batch", "\(batch)", "--micro-batches", "\(microBatches)"] + (quick ? ["--quick"] : [])
+    let standardOutput = Pipe()
+    process.standardOutput = standardOutput
+    try process.run()
+    return (process, standardOutput)
+  }
+  return try runs.reduce(0) { total, run in
+    let text = String(decoding: run.1.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    run.0.waitUntilExit()
+    guard run.0.terminationStatus == 0, let samples = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+      throw RPCError(.internal, "a single-process run failed (status \(run.0.terminationStatus)): \(text)")
+    }
+    return total + samples
+  }
+}
+
 try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-let single = try singleProcess()
-print("{\"single_process_samples_per_second\":\(single),\"batch\":\(batch),\"schedule\":\"\(scheduleName)\"}")
+/// S_K(M): samples/s of K single-process trainings at once, by [K][M].
+var concurrent: [Int: [Int: Double]] = [1: [:], 2: [:]]
+for microBatches in microBatchCounts {
+  for copies in [1, 2] { concurrent[copies]![microBatches] = try concurrentSingleProcesses(copies, microBatches: microBatches) }
+}
+let single = concurrent[1]![1]!
+let reference = try JSONSerialization.data(withJSONObject: [
+  "single_process_samples_per_second": single, "batch": batch, "schedule": scheduleName,
+  "concurrent_samples_per_second": concurrent.map { copies, byCount in
+    ["processes": copies, "by_micro_batches": Dictionary(uniqueKeysWithValues: byCount.map { ("\($0.key)", $0.value) })]
+  },
+])
+print(String(decoding: reference, as: UTF8.self))
 let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("pipemesh").path
 var results: [Result] = []
 for stages in [1, 2] {
@@ -110,7 +179,7 @@ for stages in [1, 2] {
   let coordinator = try await services.start(
     "coordinator", name: "coordinator", ["--ps", ps, "--partitions", partitions.joined(separator: ";")])
   let client = try RPCClient(target: coordinator, transport: .init(maxMessageBytes: 1 << 30))
-  for microBatches in [1, 2, 4, 8] {
+  for microBatches in microBatchCounts {
     var request = Pipemesh_V1_TrainRequest()
     request.job = "k\(stages)-m\(microBatches)"
     request.model = spec
@@ -151,7 +220,9 @@ for stages in [1, 2] {
     }
     let result = Result(
       stages: stages, microBatches: microBatches, samplesPerSecond: samples,
-      ideal: Double(stages) * single * Double(microBatches) / Double(microBatches + stages - 1), busyFraction: busy,
+      ideal: Double(stages) * single * Double(microBatches) / Double(microBatches + stages - 1),
+      machineIdeal: concurrent[stages]![microBatches]! * Double(microBatches) / Double(microBatches + stages - 1),
+      busyFraction: busy,
       coordinatorCPU: cpu["coordinator"] ?? 0, cpu: cpu)
     results.append(result)
     print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))

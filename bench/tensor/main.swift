@@ -120,7 +120,7 @@ func benchConv(threads: Int) throws {
           + "(\(format(3 * flops / both / 1e9)) GFLOP/s)")
 }
 
-/// The pipeline bench's MLP (1536-1024-1024-1024-1024-10, one BLAS thread): forward and backward of a whole step
+/// An MLP of four hidden layers (1536-1024-1024-1024-1024-10, one BLAS thread): forward and backward of a whole step
 /// of 256 or 1,024 examples in M micro-batches with the gradients summed as a stage sums them, in one process, so
 /// that the cost of smaller products is seen apart from any RPC.
 func benchMicroBatches() throws {
