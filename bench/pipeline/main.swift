@@ -6,7 +6,7 @@
 // S_K(M)·M/(M+K−1), where S_K(M) is the samples/s of K single-process
 // trainings running at once, each splitting its steps into M micro-batches
 // (what K concurrent computations of that size get from this host's cores,
-// caches and memory).
+// caches and memory), measured just before each configuration's mesh run.
 // Also per-stage busy fraction, the bubble, the coordinator's CPU use, and
 // the Chrome trace of one step.
 //
@@ -16,6 +16,9 @@
 // 1F1B instead of GPipe (same bubble, other order).
 //
 //   pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b]
+//                  [--stages K] [--micro-batches M] [--rounds N]
+//                  (only K stages, only M micro-batches; N rounds of each
+//                  configuration, each its reference then its mesh run)
 //   pipeline-bench --single-process [--quick] [--batch N] [--micro-batches M]
 //                  (one single-process training; prints its samples/s)
 import Foundation
@@ -29,7 +32,8 @@ let arguments = CommandLine.arguments
 let onlySingleProcess = arguments.contains("--single-process")
 guard arguments.count >= 2 else {
   FileHandle.standardError.write(Data(
-    "usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b] | --single-process [--quick] [--batch N] [--micro-batches M]\n".utf8))
+    ("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b] [--stages K] [--micro-batches M] [--rounds N]"
+      + " | --single-process [--quick] [--batch N] [--micro-batches M]\n").utf8))
   exit(2)
 }
 let output = arguments[1]
@@ -106,13 +110,18 @@ func cpuSeconds(_ pid: Int32) -> Double {
   return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
+/// One configuration's figures: medians over its rounds for samples/s and
+/// S_K(M); busy and CPU from the last round.
 struct Result: Codable {
   let stages: Int
   let microBatches: Int
+  let rounds: Int
   let samplesPerSecond: Double
   let ideal: Double
+  /// S_K(M), measured just before this configuration.
+  let sameArithmetic: Double
   /// The ideal for the same arithmetic on this machine: S_K(M)·M/(M+K−1).
-  let machineIdeal: Double
+  let sameArithmeticIdeal: Double
   let busyFraction: [Double]
   let coordinatorCPU: Double
   /// Each service's CPU use over the measured steps, in cores, by name.
@@ -124,11 +133,13 @@ func evenParts(_ total: Int, _ count: Int) -> [Range<Int>] {
   (0..<count).map { (total * $0 / count)..<(total * ($0 + 1) / count) }
 }
 
-let microBatchCounts = [1, 2, 4, 8]
 if onlySingleProcess {
   print(try singleProcess(microBatches: option("--micro-batches").flatMap { Int($0) } ?? 1))
   exit(0)
 }
+let stageCounts = option("--stages").flatMap { Int($0) }.map { [$0] } ?? [1, 2]
+let microBatchCounts = option("--micro-batches").flatMap { Int($0) }.map { [$0] } ?? [1, 2, 4, 8]
+let roundCount = max(1, option("--rounds").flatMap { Int($0) } ?? 1)
 
 /// Samples/s of `copies` single-process trainings with `microBatches`
 /// micro-batches run at once, each in a process of its own (this program
@@ -154,22 +165,66 @@ func concurrentSingleProcesses(_ copies: Int, microBatches: Int) throws -> Doubl
 }
 
 try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-/// S_K(M): samples/s of K single-process trainings at once, by [K][M].
-var concurrent: [Int: [Int: Double]] = [1: [:], 2: [:]]
-for microBatches in microBatchCounts {
-  for copies in [1, 2] { concurrent[copies]![microBatches] = try concurrentSingleProcesses(copies, microBatches: microBatches) }
-}
-let single = concurrent[1]![1]!
-let reference = try JSONSerialization.data(withJSONObject: [
-  "single_process_samples_per_second": single, "batch": batch, "schedule": scheduleName,
-  "concurrent_samples_per_second": concurrent.map { copies, byCount in
-    ["processes": copies, "by_micro_batches": Dictionary(uniqueKeysWithValues: byCount.map { ("\($0.key)", $0.value) })]
-  },
-])
-print(String(decoding: reference, as: UTF8.self))
+let single = try concurrentSingleProcesses(1, microBatches: 1)
+print("{\"single_process_samples_per_second\":\(single),\"batch\":\(batch),\"schedule\":\"\(scheduleName)\"}")
 let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("pipemesh").path
-var results: [Result] = []
-for stages in [1, 2] {
+/// One training job of one configuration on a running mesh.
+struct Round {
+  var samplesPerSecond: Double
+  var busyFraction: [Double]
+  var cpu: [String: Double]
+  var trace: String
+}
+
+func trainOnce(
+  _ client: RPCClient, services: LocalServices, job: String, stages: Int, microBatches: Int
+) async throws -> Round {
+  var request = Pipemesh_V1_TrainRequest()
+  request.job = job
+  request.model = spec
+  request.data.inline = .with {
+    $0.inputs = Pipemesh_V1_Tensor(inputs)
+    $0.targets = Pipemesh_V1_Tensor(labels)
+  }
+  request.epochs = 1
+  request.batchSize = Int32(batch)
+  request.microBatches = Int32(microBatches)
+  request.schedule = schedule
+  request.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.01 } }
+  var measured: [Pipemesh_V1_TrainProgress] = []
+  var trace = ""
+  // The services' CPU over the measured steps: from the end of the warm-up
+  // step to the end of the last one (job setup excluded).
+  var cpuWindow: (start: [String: Double], startedAt: ContinuousClock.Instant)?
+  var cpu: [String: Double] = [:]
+  func cpuByService() -> [String: Double] { services.processIDs.mapValues(cpuSeconds) }
+  for try await progress in client.stream(CoordinatorMethods.train, request) {
+    if progress.done {
+      trace = progress.traceJson
+    } else if progress.step == 1 {
+      cpuWindow = (cpuByService(), .now)
+    } else {
+      measured.append(progress)
+      if let window = cpuWindow, progress.step == progress.totalSteps {
+        let elapsed = (ContinuousClock.now - window.startedAt).seconds
+        cpu = cpuByService().mapValues { $0 / elapsed }.merging(window.start.mapValues { -$0 / elapsed }, uniquingKeysWith: +)
+      }
+    }
+  }
+  // Wall time of the measured steps, from their samples/s.
+  let wall = measured.reduce(0) { $0 + Double(batch) / $1.samplesPerSecond }
+  let busy = (0..<stages).map { stage in
+    measured.reduce(0) { $0 + ($1.stages.first { $0.stage == Int32(stage) }?.busySeconds ?? 0) } / wall
+  }
+  return Round(samplesPerSecond: Double(batch * measured.count) / wall, busyFraction: busy, cpu: cpu, trace: trace)
+}
+
+func median(_ values: [Double]) -> Double {
+  let sorted = values.sorted()
+  return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+}
+
+for stages in stageCounts {
   let services = try LocalServices(logDirectory: "\(output)/logs-k\(stages)", executable: binary)
   let ps = try await services.start("ps", name: "ps", [])
   var partitions: [String] = []
@@ -180,53 +235,25 @@ for stages in [1, 2] {
     "coordinator", name: "coordinator", ["--ps", ps, "--partitions", partitions.joined(separator: ";")])
   let client = try RPCClient(target: coordinator, transport: .init(maxMessageBytes: 1 << 30))
   for microBatches in microBatchCounts {
-    var request = Pipemesh_V1_TrainRequest()
-    request.job = "k\(stages)-m\(microBatches)"
-    request.model = spec
-    request.data.inline = .with {
-      $0.inputs = Pipemesh_V1_Tensor(inputs)
-      $0.targets = Pipemesh_V1_Tensor(labels)
+    // Each round measures the same arithmetic right before the mesh runs,
+    // so that both see the machine in the same state (its speed drifts).
+    var references: [Double] = []
+    var rounds: [Round] = []
+    for round in 1...roundCount {
+      references.append(try concurrentSingleProcesses(stages, microBatches: microBatches))
+      rounds.append(try await trainOnce(
+        client, services: services, job: "k\(stages)-m\(microBatches)-r\(round)", stages: stages, microBatches: microBatches))
     }
-    request.epochs = 1
-    request.batchSize = Int32(batch)
-    request.microBatches = Int32(microBatches)
-    request.schedule = schedule
-    request.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.01 } }
-    var measured: [Pipemesh_V1_TrainProgress] = []
-    var trace = ""
-    // The coordinator's CPU over the measured steps: from the end of the
-    // warm-up step to the end of the last one (job setup excluded).
-    var cpuWindow: (start: [String: Double], startedAt: ContinuousClock.Instant)?
-    var cpu: [String: Double] = [:]
-    func cpuByService() -> [String: Double] { services.processIDs.mapValues(cpuSeconds) }
-    for try await progress in client.stream(CoordinatorMethods.train, request) {
-      if progress.done {
-        trace = progress.traceJson
-      } else if progress.step == 1 {
-        cpuWindow = (cpuByService(), .now)
-      } else {
-        measured.append(progress)
-        if let window = cpuWindow, progress.step == progress.totalSteps {
-          let elapsed = (ContinuousClock.now - window.startedAt).seconds
-          cpu = cpuByService().mapValues { $0 / elapsed }.merging(window.start.mapValues { -$0 / elapsed }, uniquingKeysWith: +)
-        }
-      }
-    }
-    // Wall time of the measured steps, from their samples/s.
-    let wall = measured.reduce(0) { $0 + Double(batch) / $1.samplesPerSecond }
-    let samples = Double(batch * measured.count) / wall
-    let busy = (0..<stages).map { stage in
-      measured.reduce(0) { $0 + ($1.stages.first { $0.stage == Int32(stage) }?.busySeconds ?? 0) } / wall
-    }
+    let last = rounds.last!
+    let sameArithmetic = median(references)
     let result = Result(
-      stages: stages, microBatches: microBatches, samplesPerSecond: samples,
+      stages: stages, microBatches: microBatches, rounds: roundCount, samplesPerSecond: median(rounds.map(\.samplesPerSecond)),
       ideal: Double(stages) * single * Double(microBatches) / Double(microBatches + stages - 1),
-      machineIdeal: concurrent[stages]![microBatches]! * Double(microBatches) / Double(microBatches + stages - 1),
-      busyFraction: busy,
-      coordinatorCPU: cpu["coordinator"] ?? 0, cpu: cpu)
-    results.append(result)
+      sameArithmetic: sameArithmetic,
+      sameArithmeticIdeal: sameArithmetic * Double(microBatches) / Double(microBatches + stages - 1),
+      busyFraction: last.busyFraction, coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
     print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
-    try trace.write(toFile: "\(output)/trace-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
+    try last.trace.write(toFile: "\(output)/trace-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
   }
   await services.stopAll()
 }
