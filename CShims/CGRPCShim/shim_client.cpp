@@ -86,22 +86,19 @@ class ClientLoop {
 
   void Run();
 
-  // Runs posted work until none is left; returns with `polling_` set, so
-  // that later posts wake the loop.
-  void RunPosted() {
-    std::vector<Work> batch;
-    for (;;) {
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (posted_.empty()) {
-          polling_ = true;
-          return;
-        }
-        batch.swap(posted_);
-      }
-      for (const Work &item : batch) item.runner(item.runner_context, item.work);
-      batch.clear();
+  // Hands one tag from the queue to its call (or takes the wake-up).
+  void Handle(void *tag, bool ok);
+
+  // Takes the work posted so far into `batch`; when there is none, sets
+  // `polling_` (the caller then waits in Next, and later posts wake it).
+  bool TakePosted(std::vector<Work> &batch) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (posted_.empty()) {
+      polling_ = true;
+      return false;
     }
+    batch.swap(posted_);
+    return true;
   }
 
   static thread_local bool is_current_;
@@ -166,22 +163,40 @@ namespace {
 
 void ClientLoop::Run() {
   is_current_ = true;
-  RunPosted();
+  std::vector<Work> batch;
   void *tag;
   bool ok;
-  while (queue_.Next(&tag, &ok)) {
+  for (;;) {
+    if (TakePosted(batch)) {
+      for (const Work &item : batch) item.runner(item.runner_context, item.work);
+      batch.clear();
+      // Completions that are ready go before the work this batch posted, so
+      // that work which keeps posting more (a task that yields in a loop)
+      // cannot keep answers from ever being taken.
+      while (queue_.AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_MONOTONIC)) ==
+             grpc::CompletionQueue::GOT_EVENT) {
+        Handle(tag, ok);
+      }
+      continue;
+    }
+    if (!queue_.Next(&tag, &ok)) return;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       polling_ = false;
-      if (tag == &wake_tag_) wake_pending_ = false;
     }
-    if (tag != &wake_tag_) {
-      auto *operation = static_cast<pm_client_call::Tag *>(tag);
-      operation->call->Complete(operation->operation, ok);
-      operation->call->Unreference();
-    }
-    RunPosted();
+    Handle(tag, ok);
   }
+}
+
+void ClientLoop::Handle(void *tag, bool ok) {
+  if (tag == &wake_tag_) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    wake_pending_ = false;
+    return;
+  }
+  auto *operation = static_cast<pm_client_call::Tag *>(tag);
+  operation->call->Complete(operation->operation, ok);
+  operation->call->Unreference();
 }
 
 class UnaryCall final : public pm_client_call {

@@ -8,7 +8,9 @@ import CGRPCShim
 ///
 /// Use it for tasks that mostly make calls and wait (a control plane driving
 /// many small RPCs). Never run model compute or anything that blocks there:
-/// it holds up every call's completion in the process.
+/// it holds up every call's completion in the process. Answers that have
+/// arrived are taken between batches of work, so a task that yields in a
+/// loop delays them but cannot keep them out.
 ///
 ///     try await withTaskExecutorPreference(ClientLoopExecutor.shared) {
 ///       try await client.call(method, request)

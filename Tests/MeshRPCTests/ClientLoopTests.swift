@@ -2,6 +2,7 @@ import Foundation
 import MeshProto
 import MeshRPC
 import MeshTestSupport
+import Synchronization
 import Testing
 
 /// Tasks that prefer a client loop's executor run on the thread that
@@ -36,6 +37,33 @@ import Testing
     }
   }
 
+  /// A task that yields in a loop keeps posting work to the loop; answers
+  /// must still be taken between its turns, or it waits forever. (It gives
+  /// up after 20 s; its echo answers in well under one.)
+  @Test func aTaskYieldingInALoopDoesNotStarveAnswers() async throws {
+    let loop = ClientLoopExecutor.shared
+    try await withServer([diagnostics]) { _, client in
+      try await withTaskExecutorPreference(loop) {
+        let answered = Flag()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          group.addTask {
+            _ = try await client.call(DiagnosticsMethods.echo, echoRequest(16))
+            answered.set()
+          }
+          let giveUp = ContinuousClock.now + .seconds(20)
+          var turns = 0
+          while !answered.isSet, ContinuousClock.now < giveUp {
+            await Task.yield()
+            turns += 1
+          }
+          #expect(answered.isSet, "no answer while a task on the loop yielded \(turns) times")
+          #expect(turns > 0)
+          try await group.waitForAll()
+        }
+      }
+    }
+  }
+
   @Test func streamsAndConcurrentCallsOnTheLoop() async throws {
     let loop = ClientLoopExecutor.shared
     try await withServer([diagnostics]) { _, client in
@@ -64,4 +92,11 @@ import Testing
       }
     }
   }
+}
+
+/// Set by one task, read by another.
+private final class Flag: Sendable {
+  private let state = Mutex(false)
+  func set() { state.withLock { $0 = true } }
+  var isSet: Bool { state.withLock { $0 } }
 }
