@@ -131,7 +131,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "pipeline-bench",
-      dependencies: ["MeshOps", "MeshProto", "MeshRPC", "MeshTensor", "MeshWire"],
+      dependencies: ["MeshOps", "MeshPipeline", "MeshProto", "MeshRPC", "MeshTensor", "MeshWire"],
       path: "bench/pipeline",
       exclude: ["run"]
     ),

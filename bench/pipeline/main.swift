@@ -23,6 +23,7 @@
 //                  (one single-process training; prints its samples/s)
 import Foundation
 import MeshOps
+import MeshPipeline
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -84,7 +85,7 @@ func singleProcess(microBatches: Int) throws -> Double {
   for step in 0...steps {
     let started = ContinuousClock.now
     var gradients: [String: Tensor] = [:]
-    for part in evenParts(batch, microBatches) {
+    for part in evenRanges(batch, parts: microBatches) {
       let rows = (step * batch + part.lowerBound)..<(step * batch + part.upperBound)
       let x = inputs.slice(axis: 0, range: rows), y = labels.slice(axis: 0, range: rows)
       let forward = model.forwardStage(
@@ -126,11 +127,6 @@ struct Result: Codable {
   let coordinatorCPU: Double
   /// Each service's CPU use over the measured steps, in cores, by name.
   let cpu: [String: Double]
-}
-
-/// `count` ranges that split `0..<total` as evenly as can be.
-func evenParts(_ total: Int, _ count: Int) -> [Range<Int>] {
-  (0..<count).map { (total * $0 / count)..<(total * ($0 + 1) / count) }
 }
 
 if onlySingleProcess {
