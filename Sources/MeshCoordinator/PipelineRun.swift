@@ -6,7 +6,9 @@ import MeshTensor
 import MeshWire
 
 /// One training step of one replica's pipeline: runs every stage's action
-/// list concurrently. Only control messages, references and the step's
+/// list concurrently, and commits each stage as soon as its own calls are
+/// answered (a stage that finishes early updates its variables while the
+/// others still compute). Only control messages, references and the step's
 /// inputs and targets cross the coordinator; activations and gradients go
 /// partition to partition.
 ///
@@ -27,13 +29,16 @@ struct PipelineRun {
   /// Where each stage's tensors are fetched.
   let dataPlane: [String]
   let microBatches: [(input: Tensor, target: Tensor)]
+  /// Whether each stage's commit returns only once the ps holds the step.
+  let flush: Bool
   let trace: TraceRecorder
 
   /// Calls a stage has outstanding at most: one computing, one arriving.
   static let callsAhead = 2
 
   struct Outcome {
-    /// The mini-batch's mean loss (the micro-batches' shares added up).
+    /// The mini-batch's mean loss (the micro-batches' shares and the
+    /// stages' L2 penalties added up).
     var loss: Double = 0
     var correct: Int64 = 0
     /// Time each stage's partition spent computing.
@@ -64,6 +69,7 @@ struct PipelineRun {
               calls.addTask { try await perform(call) }
             }
             for try await done in calls { add(done) }
+            outcome.loss += try await commit(stage: stage)
             return (stage, outcome)
           }
         }
@@ -120,6 +126,18 @@ struct PipelineRun {
       }
       return .backward(action, stage: stage, request)
     }
+  }
+
+  /// Ends the step on `stage`; returns the L2 penalty of its variables.
+  private func commit(stage: Int) async throws -> Double {
+    let (response, _) = try await trace.record("commit", stage: stage, replica: replica, step: step) {
+      try await stages[stage].call(PartitionMethods.commit, .with {
+        $0.job = job
+        $0.step = step
+        $0.flush = flush
+      })
+    }
+    return response.penalty
   }
 
   /// Sends `call` and records the stage's compute time on the trace (ending

@@ -221,7 +221,7 @@ final class TrainingJob: Sendable {
     return consistency
   }
 
-  /// One step on every replica, then every stage commits.
+  /// One step on every replica (each stage commits when its calls are done).
   private func runStep(
     _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]], flush: Bool, dataPlane: [[String]]
   ) async throws -> [PipelineRun.Outcome] {
@@ -234,27 +234,11 @@ final class TrainingJob: Sendable {
           let parts = evenRanges(shard.count, parts: microBatches).map { range in
             (input: inputs.rows(Array(range)), target: targets.rows(Array(range)))
           }
-          var outcome = try await PipelineRun(
+          let outcome = try await PipelineRun(
             job: self.runID, step: step, replica: replica, schedule: self.schedule,
             stages: self.clients.map { $0[replica] }, dataPlane: dataPlane.map { $0[replica] }, microBatches: parts,
-            trace: self.trace
+            flush: flush, trace: self.trace
           ).run()
-          let commits = try await withThrowingTaskGroup(of: Double.self) { commits in
-            for stage in 0..<self.cluster.stages {
-              commits.addTask {
-                let (response, _) = try await self.trace.record("commit", stage: stage, replica: replica, step: step) {
-                  try await self.clients[stage][replica].call(PartitionMethods.commit, .with {
-                    $0.job = self.runID
-                    $0.step = step
-                    $0.flush = flush
-                  })
-                }
-                return response.penalty
-              }
-            }
-            return try await commits.reduce(0, +)
-          }
-          outcome.loss += commits
           return (replica, outcome)
         }
       }

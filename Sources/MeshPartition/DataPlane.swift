@@ -28,14 +28,25 @@ public final class DataPlane: Sendable {
     var tensors: [String: Tensor] = [:]
     var waiting: [String: [Waiter]] = [:]
     var nextWaiter = 0
-    /// Training steps 1 through this one are dropped, by job.
-    var droppedThrough: [String: Int64] = [:]
+    /// Training steps 1 through this one are committed here, by job.
+    var committedThrough: [String: Int64] = [:]
     /// Unloaded jobs (one short name per job run).
     var droppedJobs: Set<String> = []
 
-    func isDropped(_ key: String) -> Bool {
+    /// Whether no tensor will be offered under `key` any more: its job is
+    /// unloaded or its step committed (so a fetch waiting for it ends).
+    func isDropped(_ key: String) -> Bool { isCommitted(key, stepsBefore: 0) }
+
+    /// Whether a held tensor under `key` is dropped: its job is unloaded or
+    /// its step is older than the last committed one. The last committed
+    /// step's tensors stay until the next commit, because a stage commits as
+    /// soon as its own calls are answered, while a neighbour may still fetch
+    /// what it produced.
+    func isExpired(_ key: String) -> Bool { isCommitted(key, stepsBefore: 1) }
+
+    private func isCommitted(_ key: String, stepsBefore: Int64) -> Bool {
       guard let (job, step) = DataPlaneKey.jobAndStep(of: key) else { return false }
-      return droppedJobs.contains(job) || (step >= 1 && step <= droppedThrough[job, default: 0])
+      return droppedJobs.contains(job) || (step >= 1 && step <= committedThrough[job, default: 0] - stepsBefore)
     }
   }
 
@@ -120,11 +131,13 @@ public final class DataPlane: Sendable {
     }
   }
 
-  /// Drops the tensors of a job's training steps 1 through `step` (committed)
-  /// and ends the fetches waiting for them; later fetches of them fail at once.
+  /// Marks a job's training steps 1 through `step` committed: ends the
+  /// fetches waiting for their tensors (none will be offered any more) and
+  /// drops what is still held of the steps before `step`. Tensors of `step`
+  /// itself stay fetchable until the next commit.
   func drop(job: String, throughStep step: Int64) {
     drop { held in
-      held.droppedThrough[job] = max(held.droppedThrough[job, default: 0], step)
+      held.committedThrough[job] = max(held.committedThrough[job, default: 0], step)
     }
   }
 
@@ -133,14 +146,14 @@ public final class DataPlane: Sendable {
   func drop(job: String) {
     drop { held in
       held.droppedJobs.insert(job)
-      held.droppedThrough[job] = nil
+      held.committedThrough[job] = nil
     }
   }
 
   private func drop(_ mark: (inout Held) -> Void) {
     let ended = held.withLock { held -> [(String, Waiter)] in
       mark(&held)
-      for key in held.tensors.keys where held.isDropped(key) { held.tensors[key] = nil }
+      for key in held.tensors.keys where held.isExpired(key) { held.tensors[key] = nil }
       var ended: [(String, Waiter)] = []
       for (key, waiters) in held.waiting where held.isDropped(key) {
         ended += waiters.map { (key, $0) }

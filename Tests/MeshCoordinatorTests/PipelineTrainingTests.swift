@@ -373,17 +373,7 @@ import Testing
   /// is answered once the Forward offers it, without it NOT_FOUND comes at
   /// once, and a wait ends when the job is unloaded instead of hanging.
   @Test func aFetchWaitsForTheTensorItNames() async throws {
-    let mesh = try await PipelineTrainingTests.mesh.value
-    let partition = try RPCClient(target: mesh.partitions[2].endpoint)
-    let loaded = try await partition.call(PartitionMethods.loadStage, .with {
-      $0.job = "waited"
-      $0.model = PipelineTrainingTests.mlp
-      $0.endLayer = 2
-      $0.parameterServers = mesh.parameterServers.map(\.endpoint)
-      $0.optimizer = .with { $0.sgd = .init() }
-    })
-    #expect(!loaded.dataPlaneEndpoint.isEmpty)
-    let dataPlane = try RPCClient(target: loaded.dataPlaneEndpoint)
+    let (partition, dataPlane) = try await Self.loadFirstStage(job: "waited")
     func key(_ microBatch: Int32) -> Pipemesh_V1_MicroBatchKey {
       .with { $0.job = "waited"; $0.step = 1; $0.microBatch = microBatch }
     }
@@ -410,6 +400,63 @@ import Testing
     // Ended by the unload (ABORTED), or refused after it (FAILED_PRECONDITION).
     let ended = await #expect(throws: RPCError.self) { _ = try await abandoned.value }
     #expect(ended?.code == .aborted || ended?.code == .failedPrecondition, "\(String(describing: ended))")
+  }
+
+  /// A stage commits as soon as its own calls are answered, while its
+  /// neighbour may still be fetching the step's last tensor: what it
+  /// produced in a committed step stays fetchable until its next commit,
+  /// and a wait for a tensor the step never produced ends at once.
+  @Test func aCommittedStepsTensorsStayUntilTheNextCommit() async throws {
+    let (partition, dataPlane) = try await Self.loadFirstStage(job: "kept")
+    let (inputs, _) = PipelineTrainingTests.classification()
+    func key(step: Int64, _ microBatch: Int32 = 0) -> Pipemesh_V1_MicroBatchKey {
+      .with { $0.job = "kept"; $0.step = step; $0.microBatch = microBatch }
+    }
+    func fetch(_ key: Pipemesh_V1_MicroBatchKey, release: Bool) async throws -> Pipemesh_V1_Tensor {
+      try await dataPlane.call(
+        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey.activation(key); $0.release = release; $0.wait = true },
+        options: .init(timeout: .seconds(30)))
+    }
+    func runStep(_ step: Int64) async throws {
+      _ = try await partition.call(PartitionMethods.forward, .with {
+        $0.key = key(step: step)
+        $0.input.inline = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: 0..<4))
+        $0.schedulePosition = 1
+      })
+      _ = try await partition.call(PartitionMethods.backward, .with {
+        $0.key = key(step: step)
+        $0.outputGradient.inline = Pipemesh_V1_Tensor(Tensor(shape: [4, 16], repeating: 0.5))
+        $0.schedulePosition = 2
+      })
+      _ = try await partition.call(PartitionMethods.commit, .with { $0.job = "kept"; $0.step = step })
+    }
+
+    try await runStep(1)
+    #expect(try await fetch(key(step: 1), release: false).shape == [4, 16])
+    let never = await #expect(throws: RPCError.self) { _ = try await fetch(key(step: 1, 1), release: true) }
+    #expect(never?.code == .aborted, "\(String(describing: never))")
+    try await runStep(2)
+    let gone = await #expect(throws: RPCError.self) { _ = try await fetch(key(step: 1), release: true) }
+    #expect(gone?.code == .aborted, "\(String(describing: gone))")
+    #expect(try await fetch(key(step: 2), release: true).shape == [4, 16])
+    _ = try await partition.call(PartitionMethods.unloadStage, .with { $0.job = "kept" })
+  }
+
+  /// Loads the MLP's first two layers as the first stage of `job` on the
+  /// mesh's third partition; returns clients of the partition and of its
+  /// data plane.
+  static func loadFirstStage(job: String) async throws -> (partition: RPCClient, dataPlane: RPCClient) {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    let partition = try RPCClient(target: mesh.partitions[2].endpoint)
+    let loaded = try await partition.call(PartitionMethods.loadStage, .with {
+      $0.job = job
+      $0.model = PipelineTrainingTests.mlp
+      $0.endLayer = 2
+      $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+      $0.optimizer = .with { $0.sgd = .init() }
+    })
+    #expect(!loaded.dataPlaneEndpoint.isEmpty)
+    return (partition, try RPCClient(target: loaded.dataPlaneEndpoint))
   }
 
   /// Loads all of the MLP as one stage of `job` (sync, SGD at rate 0.1) on
