@@ -1,6 +1,7 @@
 // bench/pipeline: training throughput through a real local mesh (a ps, K
 // partitions with one BLAS thread each, a coordinator) for a compute-balanced
-// MLP, K ∈ {1, 2} and M ∈ {1, 2, 4, 8} micro-batches under GPipe, next to the
+// MLP, K ∈ {1, 2} and M ∈ {1, 2, 4, 8} micro-batches under GPipe and 1F1B
+// (both have the same bubble), next to the
 // GPipe ideal K·S₁·M/(M+K−1) where S₁ is single-process training measured in
 // the same run, and next to the same arithmetic's ideal on this machine,
 // S_K(M)·M/(M+K−1), where S_K(M) is the samples/s of K single-process
@@ -10,10 +11,11 @@
 // Also per-stage busy fraction, the bubble, the coordinator's CPU use, and
 // the Chrome trace of one step.
 //
-// The batch (1,024 by default) is large enough that a micro-batch of an
-// eighth of it still multiplies at near the whole batch's sgemm speed, which
-// the ideal assumes; `--batch N` measures another. `--schedule 1f1b` runs
-// 1F1B instead of GPipe (same bubble, other order).
+// The batch (2,048 by default) is large enough that a micro-batch of an
+// eighth of it multiplies at the whole batch's sgemm speed, which the ideal
+// assumes (on this project's reference machine 128 rows ran about 5% slower
+// than 1,024, 256 rows as fast as 2,048); `--batch N` measures another.
+// `--schedule gpipe` or `--schedule 1f1b` runs only one schedule.
 //
 //   pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b]
 //                  [--stages K] [--micro-batches M] [--rounds N]
@@ -44,10 +46,11 @@ let steps = quick ? 3 : 8
 func option(_ flag: String) -> String? {
   arguments.firstIndex(of: flag).map { arguments.indices.contains($0 + 1) ? arguments[$0 + 1] : "" }
 }
-let batch = option("--batch").map { Int($0) ?? 0 } ?? 1024
-let schedules: [String: Pipemesh_V1_ScheduleKind] = ["gpipe": .scheduleGpipe, "1f1b": .scheduleOneFOneB]
-let scheduleName = option("--schedule") ?? "gpipe"
-guard batch > 0, let schedule = schedules[scheduleName] else {
+let batch = option("--batch").map { Int($0) ?? 0 } ?? 2048
+let scheduleKinds: [String: Pipemesh_V1_ScheduleKind] = ["gpipe": .scheduleGpipe, "1f1b": .scheduleOneFOneB]
+/// The schedules measured, by name: both unless `--schedule` picks one.
+let schedules = option("--schedule").map { [$0] } ?? ["gpipe", "1f1b"]
+guard batch > 0, schedules.allSatisfy({ scheduleKinds[$0] != nil }) else {
   FileHandle.standardError.write(Data("--batch needs a positive number of examples, --schedule gpipe or 1f1b\n".utf8))
   exit(2)
 }
@@ -114,6 +117,7 @@ func cpuSeconds(_ pid: Int32) -> Double {
 /// One configuration's figures: medians over its rounds for samples/s and
 /// S_K(M); busy and CPU from the last round.
 struct Result: Codable {
+  let schedule: String
   let stages: Int
   let microBatches: Int
   let rounds: Int
@@ -162,7 +166,7 @@ func concurrentSingleProcesses(_ copies: Int, microBatches: Int) throws -> Doubl
 
 try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
 let single = try concurrentSingleProcesses(1, microBatches: 1)
-print("{\"single_process_samples_per_second\":\(single),\"batch\":\(batch),\"schedule\":\"\(scheduleName)\"}")
+print("{\"single_process_samples_per_second\":\(single),\"batch\":\(batch)}")
 let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("pipemesh").path
 /// One training job of one configuration on a running mesh.
 struct Round {
@@ -173,7 +177,7 @@ struct Round {
 }
 
 func trainOnce(
-  _ client: RPCClient, services: LocalServices, job: String, stages: Int, microBatches: Int
+  _ client: RPCClient, services: LocalServices, job: String, schedule: Pipemesh_V1_ScheduleKind, stages: Int, microBatches: Int
 ) async throws -> Round {
   var request = Pipemesh_V1_TrainRequest()
   request.job = job
@@ -231,25 +235,32 @@ for stages in stageCounts {
     "coordinator", name: "coordinator", ["--ps", ps, "--partitions", partitions.joined(separator: ";")])
   let client = try RPCClient(target: coordinator, transport: .init(maxMessageBytes: 1 << 30))
   for microBatches in microBatchCounts {
-    // Each round measures the same arithmetic right before the mesh runs,
-    // so that both see the machine in the same state (its speed drifts).
+    // Each round measures the same arithmetic right before the mesh runs
+    // each schedule, so that all see the machine in the same state (its
+    // speed drifts); the schedules take turns going first.
     var references: [Double] = []
-    var rounds: [Round] = []
+    var rounds: [String: [Round]] = [:]
     for round in 1...roundCount {
       references.append(try concurrentSingleProcesses(stages, microBatches: microBatches))
-      rounds.append(try await trainOnce(
-        client, services: services, job: "k\(stages)-m\(microBatches)-r\(round)", stages: stages, microBatches: microBatches))
+      for name in round % 2 == 1 ? schedules : schedules.reversed() {
+        rounds[name, default: []].append(try await trainOnce(
+          client, services: services, job: "\(name)-k\(stages)-m\(microBatches)-r\(round)", schedule: scheduleKinds[name]!,
+          stages: stages, microBatches: microBatches))
+      }
     }
-    let last = rounds.last!
     let sameArithmetic = median(references)
-    let result = Result(
-      stages: stages, microBatches: microBatches, rounds: roundCount, samplesPerSecond: median(rounds.map(\.samplesPerSecond)),
-      ideal: Double(stages) * single * Double(microBatches) / Double(microBatches + stages - 1),
-      sameArithmetic: sameArithmetic,
-      sameArithmeticIdeal: sameArithmetic * Double(microBatches) / Double(microBatches + stages - 1),
-      busyFraction: last.busyFraction, coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
-    print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
-    try last.trace.write(toFile: "\(output)/trace-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
+    for name in schedules {
+      let last = rounds[name]!.last!
+      let result = Result(
+        schedule: name, stages: stages, microBatches: microBatches, rounds: roundCount,
+        samplesPerSecond: median(rounds[name]!.map(\.samplesPerSecond)),
+        ideal: Double(stages) * single * Double(microBatches) / Double(microBatches + stages - 1),
+        sameArithmetic: sameArithmetic,
+        sameArithmeticIdeal: sameArithmetic * Double(microBatches) / Double(microBatches + stages - 1),
+        busyFraction: last.busyFraction, coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
+      print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
+      try last.trace.write(toFile: "\(output)/trace-\(name)-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
+    }
   }
   await services.stopAll()
 }
