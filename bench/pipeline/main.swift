@@ -2,8 +2,8 @@
 // partitions with one BLAS thread each, a coordinator) for a compute-balanced
 // MLP, K ∈ {1, 2} and M ∈ {1, 2, 4, 8} micro-batches under GPipe and 1F1B
 // (both have the same bubble), next to the
-// GPipe ideal K·S₁·M/(M+K−1) where S₁ is single-process training measured in
-// the same run, and next to the same arithmetic's ideal on this machine,
+// GPipe ideal K·S₁·M/(M+K−1) where S₁ is single-process training measured
+// in each round right before the mesh runs, and next to the same arithmetic's ideal on this machine,
 // S_K(M)·M/(M+K−1), where S_K(M) is the samples/s of K single-process
 // trainings running at once, each splitting its steps into M micro-batches
 // (what K concurrent computations of that size get from this host's cores,
@@ -122,6 +122,9 @@ struct Result: Codable {
   let microBatches: Int
   let rounds: Int
   let samplesPerSecond: Double
+  /// S₁, single-process training with whole batches, measured in each round.
+  let singleProcess: Double
+  /// The GPipe ideal K·S₁·M/(M+K−1).
   let ideal: Double
   /// S_K(M), measured just before this configuration.
   let sameArithmetic: Double
@@ -165,8 +168,7 @@ func concurrentSingleProcesses(_ copies: Int, microBatches: Int) throws -> Doubl
 }
 
 try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-let single = try concurrentSingleProcesses(1, microBatches: 1)
-print("{\"single_process_samples_per_second\":\(single),\"batch\":\(batch)}")
+print("{\"batch\":\(batch)}")
 let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("pipemesh").path
 /// One training job of one configuration on a running mesh.
 struct Round {
@@ -235,12 +237,14 @@ for stages in stageCounts {
     "coordinator", name: "coordinator", ["--ps", ps, "--partitions", partitions.joined(separator: ";")])
   let client = try RPCClient(target: coordinator, transport: .init(maxMessageBytes: 1 << 30))
   for microBatches in microBatchCounts {
-    // Each round measures the same arithmetic right before the mesh runs
-    // each schedule, so that all see the machine in the same state (its
-    // speed drifts); the schedules take turns going first.
+    // Each round measures both references right before the mesh runs each
+    // schedule, so that all see the machine in the same state (its speed
+    // drifts); the schedules take turns going first.
+    var singles: [Double] = []
     var references: [Double] = []
     var rounds: [String: [Round]] = [:]
     for round in 1...roundCount {
+      singles.append(try concurrentSingleProcesses(1, microBatches: 1))
       references.append(try concurrentSingleProcesses(stages, microBatches: microBatches))
       for name in round % 2 == 1 ? schedules : schedules.reversed() {
         rounds[name, default: []].append(try await trainOnce(
@@ -248,12 +252,13 @@ for stages in stageCounts {
           stages: stages, microBatches: microBatches))
       }
     }
+    let single = median(singles)
     let sameArithmetic = median(references)
     for name in schedules {
       let last = rounds[name]!.last!
       let result = Result(
         schedule: name, stages: stages, microBatches: microBatches, rounds: roundCount,
-        samplesPerSecond: median(rounds[name]!.map(\.samplesPerSecond)),
+        samplesPerSecond: median(rounds[name]!.map(\.samplesPerSecond)), singleProcess: single,
         ideal: Double(stages) * single * Double(microBatches) / Double(microBatches + stages - 1),
         sameArithmetic: sameArithmetic,
         sameArithmeticIdeal: sameArithmetic * Double(microBatches) / Double(microBatches + stages - 1),
