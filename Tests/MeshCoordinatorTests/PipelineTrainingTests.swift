@@ -41,18 +41,9 @@ import Testing
     recompute: Bool = false, maxKeptBytes: Int64 = 0
   ) async throws -> [Pipemesh_V1_TrainProgress] {
     let client = try RPCClient(target: coordinator.endpoint)
-    var request = Pipemesh_V1_TrainRequest()
-    request.job = job
-    request.model = model
-    request.data.inline = .with {
-      $0.inputs = Pipemesh_V1_Tensor(inputs)
-      $0.targets = Pipemesh_V1_Tensor(targets)
-    }
-    request.epochs = Int32(epochs)
-    request.batchSize = Int32(batchSize)
-    request.microBatches = Int32(microBatches)
-    request.schedule = schedule
-    request.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = learningRate } }
+    var request = Pipemesh_V1_TrainRequest.inline(
+      job: job, model: model, inputs: inputs, targets: targets, epochs: epochs, batchSize: batchSize,
+      microBatches: microBatches, schedule: schedule, learningRate: learningRate)
     request.consistency = consistency
     request.shuffleSeed = 3
     request.validationFraction = validation

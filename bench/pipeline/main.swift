@@ -181,18 +181,9 @@ struct Round {
 func trainOnce(
   _ client: RPCClient, services: LocalServices, job: String, schedule: Pipemesh_V1_ScheduleKind, stages: Int, microBatches: Int
 ) async throws -> Round {
-  var request = Pipemesh_V1_TrainRequest()
-  request.job = job
-  request.model = spec
-  request.data.inline = .with {
-    $0.inputs = Pipemesh_V1_Tensor(inputs)
-    $0.targets = Pipemesh_V1_Tensor(labels)
-  }
-  request.epochs = 1
-  request.batchSize = Int32(batch)
-  request.microBatches = Int32(microBatches)
-  request.schedule = schedule
-  request.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.01 } }
+  let request = Pipemesh_V1_TrainRequest.inline(
+    job: job, model: spec, inputs: inputs, targets: labels, epochs: 1, batchSize: batch, microBatches: microBatches,
+    schedule: schedule, learningRate: 0.01)
   var measured: [Pipemesh_V1_TrainProgress] = []
   var trace = ""
   // The services' CPU over the measured steps: from the end of the warm-up
