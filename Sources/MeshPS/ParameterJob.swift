@@ -122,12 +122,12 @@ actor ParameterJob {
       value.name = request.name
       value.version = snapshot.version
       if request.version == 0 || snapshot.version > request.version {
-        value.value = Pipemesh_V1_Tensor(snapshot.value)
+        value.value = Pipemesh_V1_Tensor(sharing: snapshot.value)
         if includeSlots {
           value.slots = snapshot.slots.keys.sorted().map { slot in
             Pipemesh_V1_NamedTensor.with {
               $0.name = slot
-              $0.tensor = Pipemesh_V1_Tensor(snapshot.slots[slot]!)
+              $0.tensor = Pipemesh_V1_Tensor(sharing: snapshot.slots[slot]!)
             }
           }
         }

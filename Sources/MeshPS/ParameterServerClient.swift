@@ -141,7 +141,7 @@ public final class ParameterServerClient: Sendable {
         }].gradients.append(.with {
           $0.name = part.name
           $0.baseVersion = baseVersion
-          $0.gradient = Pipemesh_V1_Tensor(slice)
+          $0.gradient = Pipemesh_V1_Tensor(sharing: slice)
         })
       }
     }

@@ -52,7 +52,7 @@ public final class PartitionService: RPCService, Sendable {
       if request.wait, let (job, _) = DataPlaneKey.jobAndStep(of: request.key), stages.withLock({ $0[job] == nil }) {
         throw RPCError(.failedPrecondition, "job \(job) is not loaded on this partition: its tensor \(request.key) will not be produced")
       }
-      return Pipemesh_V1_Tensor(try await dataPlane.take(request.key, release: request.release, wait: request.wait))
+      return Pipemesh_V1_Tensor(sharing: try await dataPlane.take(request.key, release: request.release, wait: request.wait))
     }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in
       let unloaded = stages.withLock { $0.removeValue(forKey: request.job) }

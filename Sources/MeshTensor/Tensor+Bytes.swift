@@ -30,6 +30,22 @@ extension Tensor {
         return data
     }
 
+    /// The scalars as raw little-endian row-major bytes in a `Data` that shares the tensor's
+    /// storage and keeps it alive (on a big-endian host, a swapped copy): for bytes that are sent
+    /// and dropped, such as a message field about to be serialized. Never mutate it in place: its
+    /// bytes are the tensor's own.
+    public var sharedLittleEndianData: Data {
+        #if _endian(big)
+        return littleEndianData
+        #else
+        guard scalarCount > 0 else { return Data() }
+        let buffer = self.buffer
+        return Data(
+            bytesNoCopy: buffer.pointer, count: scalarCount * 4,
+            deallocator: .custom { _, _ in withExtendedLifetime(buffer) {} })
+        #endif
+    }
+
     private func copyLittleEndian(into destination: UnsafeMutableRawBufferPointer) {
         guard let base = destination.baseAddress, scalarCount > 0 else { return }
         base.copyMemory(from: buffer.pointer, byteCount: scalarCount * 4)

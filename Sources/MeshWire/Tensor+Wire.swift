@@ -25,9 +25,20 @@ extension Tensor {
 extension Pipemesh_V1_Tensor {
   /// The wire form of a tensor: float32, its shape, its bytes in one copy.
   public init(_ tensor: Tensor) {
+    self.init(tensor, data: tensor.littleEndianData)
+  }
+
+  /// The wire form of a tensor whose `data` shares the tensor's storage (no
+  /// copy): for a message that is serialized and dropped, such as an RPC's
+  /// request or answer; its `data` must not be mutated in place.
+  public init(sharing tensor: Tensor) {
+    self.init(tensor, data: tensor.sharedLittleEndianData)
+  }
+
+  private init(_ tensor: Tensor, data: Data) {
     self.init()
     dtype = .float32
     shape = tensor.shape.map { Int64($0) }
-    data = tensor.littleEndianData
+    self.data = data
   }
 }

@@ -35,6 +35,31 @@ struct TensorTests {
         #expect(empty.scalarCount == 0)
     }
 
+    @Test func sharedBytesKeepTheirStorageAndDoNotSeeLaterWrites() throws {
+        let count = BufferPool.shared.minimumCount + 11  // a size no other test uses
+        let values = (0..<count).map(Float.init)
+        let shared: Data
+        do {
+            let tensor = Tensor(shape: [count], scalars: values)
+            shared = tensor.sharedLittleEndianData
+            #expect(shared == tensor.littleEndianData)
+            shared.withUnsafeBytes { #expect($0.baseAddress == UnsafeRawPointer(tensor.buffer.pointer), "no copy") }
+        }
+        // The tensor is gone but its storage is not back in the pool: a new
+        // tensor of its size gets other memory and leaves the bytes alone.
+        let next = Tensor.zeros([count])
+        #expect(try Tensor(dtype: .float32, shape: [count], littleEndianBytes: shared).scalars == values)
+        #expect(next.scalars.allSatisfy { $0 == 0 })
+
+        // A tensor written while its bytes are shared writes a copy.
+        var written = Tensor(shape: [count], scalars: values)
+        let before = written.sharedLittleEndianData
+        written.withUnsafeMutableBufferPointer { $0[0] = 42 }
+        #expect(try Tensor(dtype: .float32, shape: [count], littleEndianBytes: before).scalars == values)
+        #expect(written.scalars[0] == 42)
+        #expect(Tensor.zeros([0]).sharedLittleEndianData.isEmpty)
+    }
+
     @Test func wrongByteCountThrows() {
         #expect(throws: TensorError.self) {
             try Tensor(dtype: .float32, shape: [2], littleEndianBytes: [UInt8](repeating: 0, count: 7))
