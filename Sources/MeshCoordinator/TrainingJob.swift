@@ -115,6 +115,9 @@ final class TrainingJob: Sendable {
     status.withLock { $0.totalSteps = Int64(totalSteps) }
     let batchSize = Int(request.batchSize)
     var step: Int64 = 0
+    // The step the trace shows: the last one whose commits did not wait
+    // for the ps (a steady step's timeline), or 0 while every step did.
+    var tracedStep: Int64 = 0
     for epoch in 1...Int(request.epochs) {
       let order = PortableRandom.permutation(train.inputs.shape[0], seed: request.shuffleSeed &+ UInt64(epoch))
       for index in 0..<stepsPerEpoch {
@@ -150,7 +153,8 @@ final class TrainingJob: Sendable {
           $0.step = step
           $0.loss = progress.loss
         }
-        trace.keep(fromStep: step)
+        if !flush { tracedStep = step }
+        trace.keep(fromStep: tracedStep > 0 ? tracedStep : step)
         report(progress)
         if checkpointDue { _ = try await checkpoint() }
       }
@@ -172,7 +176,7 @@ final class TrainingJob: Sendable {
     last.step = step
     last.totalSteps = Int64(totalSteps)
     last.done = true
-    last.traceJson = trace.chromeTrace(step: step)
+    last.traceJson = trace.chromeTrace(step: tracedStep > 0 ? tracedStep : step)
     if request.checkpoint.atEnd { last.checkpoints = try await checkpoint() }
     report(last)
   }

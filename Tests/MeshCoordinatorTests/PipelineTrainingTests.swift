@@ -87,7 +87,20 @@ import Testing
         #expect(abs(got - Double(want)) <= 1e-4 * abs(Double(want)), "\(job) step \(step + 1): \(got) vs \(want)")
       }
       #expect(progress.last?.done == true)
-      #expect(progress.last?.traceJson.contains("\"traceEvents\"") == true)
+      // The trace shows the last step that did not flush to the ps (the
+      // last step flushes): every action of every stage, and its commit.
+      let events = try Self.traceEvents(progress.last?.traceJson ?? "")
+      #expect(Set(events.map(\.step)) == [Int64(expected.count - 1)], "\(job)")
+      #expect(events.count == stages * (2 * microBatches + 1), "\(job): \(events.map(\.name))")
+    }
+  }
+
+  /// The complete ("X") events of a Chrome trace: name and step.
+  static func traceEvents(_ json: String) throws -> [(name: String, step: Int64)] {
+    let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+    let events = try #require(object?["traceEvents"] as? [[String: Any]])
+    return events.filter { $0["ph"] as? String == "X" }.map { event in
+      (event["name"] as? String ?? "", ((event["args"] as? [String: Any])?["step"] as? NSNumber)?.int64Value ?? -1)
     }
   }
 

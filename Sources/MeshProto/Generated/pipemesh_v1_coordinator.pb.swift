@@ -423,8 +423,10 @@ public nonisolated struct Pipemesh_V1_TrainProgress: Sendable {
 
   public var done: Bool = false
 
-  /// On the last message: the last step's pipeline timeline as Chrome
-  /// trace-event JSON (opens in Perfetto).
+  /// On the last message: a step's pipeline timeline as Chrome trace-event
+  /// JSON (opens in Perfetto): the job's last step whose commits did not
+  /// wait for the ps (before a checkpoint, at the end), or its last step
+  /// when all did.
   public var traceJson: String = String()
 
   /// Fraction of the step's examples classified right (classification).

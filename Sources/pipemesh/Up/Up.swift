@@ -14,7 +14,7 @@ struct Up: AsyncParsableCommand {
       Starts a ps, the partitions (stages × replicas) and a coordinator as child processes on free
       loopback ports, trains (by default an MLP on the bundled UCI handwritten digits), evaluates on a
       held-out split after every epoch, and writes runs/<time>/: metrics.csv and metrics.json, loss.svg
-      and accuracy.svg, trace.json (the last step's pipeline timeline, for Perfetto), model.json (the
+      and accuracy.svg, trace.json (a steady step's pipeline timeline, for Perfetto), model.json (the
       spec used), checkpoint.safetensors (the trained variables) and logs/. Ctrl-C cancels the job and
       stops the mesh cleanly.
       """)
