@@ -115,8 +115,8 @@ final class TrainingJob: Sendable {
     status.withLock { $0.totalSteps = Int64(totalSteps) }
     let batchSize = Int(request.batchSize)
     var step: Int64 = 0
-    // The step the trace shows: the last one whose commits did not wait
-    // for the ps (a steady step's timeline), or 0 while every step did.
+    // The step the trace shows: the last one that did not flush to the ps
+    // (a steady step's timeline), or 0 while every step flushed.
     var tracedStep: Int64 = 0
     for epoch in 1...Int(request.epochs) {
       let order = PortableRandom.permutation(train.inputs.shape[0], seed: request.shuffleSeed &+ UInt64(epoch))

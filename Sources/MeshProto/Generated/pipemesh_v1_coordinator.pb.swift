@@ -424,9 +424,9 @@ public nonisolated struct Pipemesh_V1_TrainProgress: Sendable {
   public var done: Bool = false
 
   /// On the last message: a step's pipeline timeline as Chrome trace-event
-  /// JSON (opens in Perfetto): the job's last step whose commits did not
-  /// wait for the ps (before a checkpoint, at the end), or its last step
-  /// when all did.
+  /// JSON (opens in Perfetto): the job's last step that did not flush to the
+  /// ps (as steps before a checkpoint and the last step do), or its last
+  /// step when all did.
   public var traceJson: String = String()
 
   /// Fraction of the step's examples classified right (classification).
