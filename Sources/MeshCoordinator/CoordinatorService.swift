@@ -60,7 +60,7 @@ public final class CoordinatorService: RPCService, Sendable {
       let microBatches = max(1, Int(request.microBatches))
       let chunk = (inputs.shape[0] + microBatches - 1) / microBatches
       let outputs = try await Inference.run(inputs, job: job.runID, stages: clients.map { $0[0] }, chunk: chunk)
-      return .with { $0.outputs = Pipemesh_V1_Tensor(outputs) }
+      return .with { $0.outputs = Pipemesh_V1_Tensor(sharing: outputs) }
     }
     router.unary(CoordinatorMethods.getJob) { [self] request, _ in try job(request.job).snapshot }
     router.unary(CoordinatorMethods.listJobs) { [self] _, _ in

@@ -32,7 +32,7 @@ enum Inference {
             $0.step = step
             $0.microBatch = Int32(index)
           }
-          request.input.inline = Pipemesh_V1_Tensor(inputs.rows(Array(ranges[index])))
+          request.input.inline = Pipemesh_V1_Tensor(sharing: inputs.rows(Array(ranges[index])))
           for (stage, client) in stages.enumerated() {
             let response = try await client.call(PartitionMethods.infer, request)
             if stage == stages.count - 1 {

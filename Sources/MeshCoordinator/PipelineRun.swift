@@ -102,7 +102,7 @@ struct PipelineRun {
       request.key = key
       request.schedulePosition = position
       if stage == 0 {
-        request.input.inline = Pipemesh_V1_Tensor(microBatches[action.microBatch].input)
+        request.input.inline = Pipemesh_V1_Tensor(sharing: microBatches[action.microBatch].input)
       } else {
         request.input.reference = .with {
           $0.endpoint = dataPlane[stage - 1]
@@ -110,7 +110,7 @@ struct PipelineRun {
         }
       }
       if stage == stages.count - 1 {
-        request.targets = Pipemesh_V1_Tensor(microBatches[action.microBatch].target)
+        request.targets = Pipemesh_V1_Tensor(sharing: microBatches[action.microBatch].target)
         request.batchSize = Int32(microBatches.reduce(0) { $0 + $1.input.shape[0] })
       }
       return .forward(action, stage: stage, request)

@@ -160,7 +160,7 @@ actor StageRunner {
     guard training else {
       let output = await offActor { model(input, variables: variables, layers: layers) }
       if isLast {
-        response.outputValue = Pipemesh_V1_Tensor(output)
+        response.outputValue = Pipemesh_V1_Tensor(sharing: output)
       } else {
         response.output = dataPlane.offer(output, key: DataPlaneKey.inference(request.key))
       }
