@@ -259,16 +259,23 @@ actor StageRunner {
     // merged when both are back.
     let sums = GradientSums(accumulated)
     accumulated = [:]
+    let (dataPlane, inputGradientKey) = (dataPlane, DataPlaneKey.inputGradient(request.key))
     let computeStarted = ContinuousClock.now
-    let inputGradient: Tensor?
+    let offered: Pipemesh_V1_TensorReference?
     do {
-      inputGradient = try await offActor {
+      offered = try await offActor {
         let forward = entry.forward ?? Self.runForward(model, entry.input!, variables: variables, layers: layers, seed: entry.seed, isFirst: isFirst)
         guard upstream.shape == forward.output.shape else {
           throw RPCError(.invalidArgument, "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
         }
-        // The L2 penalty's gradient belongs to the step, not to each micro-batch.
-        return forward.backward(upstream, addingPenalty: microBatch.index == 0, addingInto: &sums.values)
+        // The input gradient goes out before the weight gradients are computed: the previous
+        // stage waits for it, not for them. The L2 penalty's gradient belongs to the step, not
+        // to each micro-batch.
+        var offered: Pipemesh_V1_TensorReference?
+        _ = forward.backward(upstream, addingPenalty: microBatch.index == 0, addingInto: &sums.values) { inputGradient in
+          offered = dataPlane.offer(inputGradient, key: inputGradientKey)
+        }
+        return offered
       }
     } catch {
       merge(sums)
@@ -285,9 +292,7 @@ actor StageRunner {
     }
     var response = Pipemesh_V1_BackwardResponse()
     response.computeSeconds = computeSeconds
-    if let input = inputGradient {
-      response.inputGradient = dataPlane.offer(input, key: DataPlaneKey.inputGradient(request.key))
-    }
+    if let offered { response.inputGradient = offered }
     return response
   }
 

@@ -98,8 +98,14 @@ public enum Autodiff {
     /// beta = 1), which saves a pass over it and the product's own zeroing. This is how a stage
     /// sums its weight gradients over micro-batches. Returns the other variables' gradients (nil
     /// for one the output does not depend on) and nil for the summed ones.
+    ///
+    /// With `othersReady`, those products wait until every other gradient is known:
+    /// `othersReady` gets the returned gradients first, then the products run. A pipeline stage
+    /// sends its input gradient on from there, so the previous stage does not wait for the weight
+    /// gradients.
     public static func backward(
-        from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?]
+        from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?],
+        othersReady: ((_ gradients: [Tensor?]) -> Void)? = nil
     ) -> [Tensor?] {
         precondition(upstream.shape == output.shape,
                      "upstream gradient shape \(upstream.shape) differs from output shape \(output.shape)")
@@ -114,35 +120,47 @@ public enum Autodiff {
             sums[index]!.withUnsafeMutableBufferPointer { _ in }
             sinks[ObjectIdentifier(variable.node!)] = GradientSink(sums[index]!)
         }
-        guard let root = output.node else { return variables.map { _ in nil } }
+        guard let root = output.node else {
+            let none = variables.map { _ -> Tensor? in nil }
+            othersReady?(none)
+            return none
+        }
         let wanted = Set(variables.compactMap { $0.node.map(ObjectIdentifier.init) })
         var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): upstream.detached()]
+        let deferred = othersReady == nil ? nil : DeferredSinkProducts()
         withoutGradients {
             GradientSink.$current.withValue(sinks) {
-                for node in reverseTopologicalOrder(from: root) {
-                    let id = ObjectIdentifier(node)
-                    guard let rule = node.rule, let gradient = grads[id] else { continue }
-                    if !wanted.contains(id) { grads[id] = nil }
-                    let parentGrads = rule(gradient)
-                    for (index, parent) in node.parents.enumerated() {
-                        guard let parent, let parentGrad = parentGrads[index] else { continue }
-                        // The one place where broadcast gradients are summed back to the input's shape.
-                        let reduced = parentGrad.summedToShape(node.parentShapes[index])
-                        let parentID = ObjectIdentifier(parent)
-                        if let sink = sinks[parentID] {
-                            sink.add(reduced)
-                        } else if var existing = grads[parentID] {
-                            grads[parentID] = nil
-                            existing.accumulate(reduced)
-                            grads[parentID] = existing
-                        } else {
-                            grads[parentID] = reduced
+                DeferredSinkProducts.$current.withValue(deferred) {
+                    for node in reverseTopologicalOrder(from: root) {
+                        let id = ObjectIdentifier(node)
+                        guard let rule = node.rule, let gradient = grads[id] else { continue }
+                        if !wanted.contains(id) { grads[id] = nil }
+                        let parentGrads = rule(gradient)
+                        for (index, parent) in node.parents.enumerated() {
+                            guard let parent, let parentGrad = parentGrads[index] else { continue }
+                            // The one place where broadcast gradients are summed back to the input's shape.
+                            let reduced = parentGrad.summedToShape(node.parentShapes[index])
+                            let parentID = ObjectIdentifier(parent)
+                            if let sink = sinks[parentID] {
+                                sink.add(reduced)
+                            } else if var existing = grads[parentID] {
+                                grads[parentID] = nil
+                                existing.accumulate(reduced)
+                                grads[parentID] = existing
+                            } else {
+                                grads[parentID] = reduced
+                            }
                         }
                     }
                 }
             }
         }
-        return variables.map { sinks[ObjectIdentifier($0.node!)] == nil ? grads[ObjectIdentifier($0.node!)] : nil }
+        let gradients = variables.map { sinks[ObjectIdentifier($0.node!)] == nil ? grads[ObjectIdentifier($0.node!)] : nil }
+        if let othersReady, let deferred {
+            othersReady(gradients)
+            deferred.run()
+        }
+        return gradients
     }
 
     /// Evaluates `body` at tracked copies of `inputs` and returns the result with a
@@ -211,6 +229,24 @@ struct GradientSink: @unchecked Sendable {
     }
 }
 
+/// Products that add into gradient sums, held back while `Autodiff.backward` computes the other
+/// gradients (see its `othersReady`). Used by the one backward pass that owns it, on its task.
+final class DeferredSinkProducts: @unchecked Sendable {
+    private var products: [@Sendable () -> Void] = []
+
+    /// The products of the backward pass running in this task are held here when set.
+    @TaskLocal static var current: DeferredSinkProducts?
+
+    func append(_ product: @escaping @Sendable () -> Void) { products.append(product) }
+
+    /// Runs the held products in the order they were held, once.
+    func run() {
+        let held = products
+        products = []
+        for product in held { product() }
+    }
+}
+
 /// The recorded computation behind a forward result; call it (possibly much later, e.g. when a
 /// pipeline stage receives its output gradient) to get the input gradients.
 public struct Backpropagator: Sendable {
@@ -222,8 +258,11 @@ public struct Backpropagator: Sendable {
         Autodiff.backward(from: output, upstream: upstream, withRespectTo: inputs)
     }
 
-    /// Adds the gradients of the inputs whose `sums` entry is set into it; returns the others'.
-    public func callAsFunction(_ upstream: Tensor, addingInto sums: inout [Tensor?]) -> [Tensor?] {
-        Autodiff.backward(from: output, upstream: upstream, withRespectTo: inputs, addingInto: &sums)
+    /// Adds the gradients of the inputs whose `sums` entry is set into it; returns the others'
+    /// (handed to `othersReady` first when given, before the products into the sums run).
+    public func callAsFunction(
+        _ upstream: Tensor, addingInto sums: inout [Tensor?], othersReady: (([Tensor?]) -> Void)? = nil
+    ) -> [Tensor?] {
+        Autodiff.backward(from: output, upstream: upstream, withRespectTo: inputs, addingInto: &sums, othersReady: othersReady)
     }
 }

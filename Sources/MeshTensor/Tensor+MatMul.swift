@@ -69,8 +69,11 @@ extension Tensor {
             let (m, k) = transposeX ? (x.shape[1], x.shape[0]) : (x.shape[0], x.shape[1])
             let n = transposeY ? y.shape[0] : y.shape[1]
             if sink.shape == [m, n] {
-                BLAS.sgemm(transposeA: transposeX, transposeB: transposeY, m: m, n: n, k: k,
-                           a: x.buffer.pointer, b: y.buffer.pointer, beta: 1, c: sink.pointer)
+                let addProduct: @Sendable () -> Void = {
+                    BLAS.sgemm(transposeA: transposeX, transposeB: transposeY, m: m, n: n, k: k,
+                               a: x.buffer.pointer, b: y.buffer.pointer, beta: 1, c: sink.pointer)
+                }
+                if let deferred = DeferredSinkProducts.current { deferred.append(addProduct) } else { addProduct() }
                 return nil
             }
         }

@@ -88,4 +88,45 @@ struct AutodiffTests {
         #expect(Set(summed.keys) == Set(added.keys) && summed.count == 4)
         for (name, sum) in summed { expectClose(sum, added[name]!, tolerance: 1e-6) }
     }
+
+    /// A stage hands its input gradient on before it computes the weight products: when
+    /// `inputGradientReady` runs, the kernels' sums do not hold this micro-batch yet; the input
+    /// gradient and the sums are those of a backward without it, bit for bit, also when the
+    /// sums start empty.
+    @Test func inputGradientIsReadyBeforeTheWeightProducts() throws {
+        let model = try Sequential(spec: ModelSpec(
+            inputShape: [6],
+            layers: [.dense(inputSize: 6, outputSize: 5, activation: .relu), .dense(inputSize: 5, outputSize: 3, activation: .linear)],
+            loss: .meanSquaredError, seed: 4))
+        let variables = model.initialVariables()
+        let stages = (0..<2).map { part in
+            model.forwardStage(sample([4, 6], seed: UInt64(10 + part)), variables: variables, layers: 0..<2,
+                               context: ForwardContext(training: true), inputGradient: true)
+        }
+        let upstream = sample([4, 3], seed: 12)
+        var reference: [String: Tensor] = [:], early: [String: Tensor] = [:]
+        _ = stages[0].backward(upstream, addingInto: &reference)
+        // With no sums yet, the stage makes them, so that this micro-batch's products can wait too.
+        _ = stages[0].backward(upstream, addingInto: &early) { _ in }
+        #expect(early.count == 4)
+        let referenceInput = try #require(stages[1].backward(upstream, addingPenalty: false, addingInto: &reference))
+
+        // The kernels' sums before this micro-batch, and where they are written (the engine
+        // writes into these very buffers; no copy of them is held, which would move the sums).
+        let before = early.filter { $0.value.rank == 2 }.mapValues(\.scalars)
+        let storage = early.filter { $0.value.rank == 2 }.mapValues { ($0.buffer.pointer, $0.scalarCount) }
+        #expect(before.count == 2)
+        var handedOn: Tensor?
+        var whenHandedOn: [String: [Float]] = [:]
+        let input = stages[1].backward(upstream, addingPenalty: false, addingInto: &early) { inputGradient in
+            handedOn = inputGradient
+            whenHandedOn = storage.mapValues { Array(UnsafeBufferPointer(start: $0.0, count: $0.1)) }
+        }
+        #expect(storage.allSatisfy { early[$0.key]!.buffer.pointer == $0.value.0 }, "the sums were moved; the check above read stale storage")
+        #expect(whenHandedOn == before)
+        #expect(early.filter { $0.value.rank == 2 }.mapValues(\.scalars) != before)
+        expectClose(try #require(handedOn), referenceInput, tolerance: 0)
+        expectClose(try #require(input), referenceInput, tolerance: 0)
+        for (name, sum) in early { expectClose(sum, reference[name]!, tolerance: 0) }
+    }
 }

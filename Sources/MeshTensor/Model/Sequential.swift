@@ -145,11 +145,26 @@ public struct StageForward: Sendable {
     /// Like `backward(_:addingPenalty:)`, but adds each variable's gradient into its entry in
     /// `sums` (set to the gradient when absent), the products straight into the sums: this is
     /// how a stage sums its gradients over micro-batches. Returns the input gradient.
-    public func backward(_ upstream: Tensor, addingPenalty: Bool = true, addingInto sums: inout [String: Tensor]) -> Tensor? {
+    ///
+    /// With `inputGradientReady`, the input gradient is handed to it as soon as it is known,
+    /// before the products into the sums are computed: the previous stage can go on with it
+    /// while this one computes its weight gradients.
+    public func backward(
+        _ upstream: Tensor, addingPenalty: Bool = true, addingInto sums: inout [String: Tensor],
+        inputGradientReady: ((Tensor) -> Void)? = nil
+    ) -> Tensor? {
         let offset = inputGradient ? 1 : 0
         // Each sum moves into the engine's array, so that it is owned there alone.
         var summed = [Tensor?](repeating: nil, count: offset) + variableNames.map { sums.removeValue(forKey: $0) }
-        let grads = backpropagator(upstream, addingInto: &summed)
+        var othersReady: (([Tensor?]) -> Void)?
+        if inputGradient, let inputGradientReady {
+            othersReady = { grads in inputGradientReady(gradientOfInput(grads)) }
+            // Products wait only when they add into a sum: give every variable one.
+            for index in summed.indices.dropFirst(offset) where summed[index] == nil {
+                summed[index] = Tensor.zeros(backpropagator.inputs[index].shape)
+            }
+        }
+        let grads = backpropagator(upstream, addingInto: &summed, othersReady: othersReady)
         for (index, name) in variableNames.enumerated() {
             var gradient = summed[index + offset].take() ?? grads[index + offset] ?? Tensor.zeros(backpropagator.inputs[index + offset].shape)
             if addingPenalty, let weight = penalized[name] {
@@ -157,7 +172,11 @@ public struct StageForward: Sendable {
             }
             sums[name] = gradient
         }
-        return inputGradient ? grads[0] ?? Tensor.zeros(backpropagator.inputs[0].shape) : nil
+        return inputGradient ? gradientOfInput(grads) : nil
+    }
+
+    private func gradientOfInput(_ grads: [Tensor?]) -> Tensor {
+        grads[0] ?? Tensor.zeros(backpropagator.inputs[0].shape)
     }
 }
 
