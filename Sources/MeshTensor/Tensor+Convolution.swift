@@ -85,9 +85,7 @@ extension Tensor {
         let positions = geometry.positions, patchSize = geometry.patchSize
         let outSize = outChannels * positions
         // Images are processed in chunks so each sgemm is wide while scratch memory stays bounded:
-        // forward batches up to 4 Mi patch scalars into one product; backward keeps its patch
-        // matrix within 256 Ki scalars (1 MiB), which measured faster because col2im and the
-        // weight-gradient product then work in cache.
+        // forward batches up to 4 Mi patch scalars into one product (backward: `Conv2DBackward`).
         func chunkSize(limit: Int) -> Int { Swift.max(1, Swift.min(batch, limit / Swift.max(1, patchSize * positions))) }
         let chunk = chunkSize(limit: 1 << 22)
         let out = Tensor(uninitializedShape: [batch, outChannels, geometry.outputHeight, geometry.outputWidth])
@@ -111,42 +109,91 @@ extension Tensor {
         }
         let backwardChunk = chunkSize(limit: 1 << 18)
         return recorded(out, inputs: [input, filter]) { g in
-            let chunk = backwardChunk
-            let dInput = Tensor.zeros(input.shape)
-            let dFilter = Tensor.zeros(filter.shape)
-            let columns = UnsafeMutablePointer<Float>.allocate(capacity: patchSize * chunk * positions)
-            let gradient = UnsafeMutablePointer<Float>.allocate(capacity: outChannels * chunk * positions)
-            defer { columns.deallocate(); gradient.deallocate() }
-            for first in Swift.stride(from: 0, to: batch, by: chunk) {
-                let count = Swift.min(chunk, batch - first), width = count * positions
-                // [count, outChannels, positions] → [outChannels, count · positions]
-                for i in 0..<count {
-                    for o in 0..<outChannels {
-                        (gradient + o * width + i * positions)
-                            .update(from: g.buffer.pointer + (first + i) * outSize + o * positions, count: positions)
-                    }
-                }
-                if filter.isTrackingGradients {
-                    // dW += dY · colsᵀ
-                    for i in 0..<count {
-                        geometry.im2col(input.buffer.pointer + (first + i) * imageSize, into: columns + i * positions, rowStride: width)
-                    }
-                    BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: patchSize, k: width,
-                               a: gradient, b: columns, beta: 1, c: dFilter.buffer.pointer)
-                }
-                if input.isTrackingGradients {
-                    // dCols = Wᵀ · dY, folded back onto each image.
-                    BLAS.sgemm(transposeA: true, transposeB: false, m: patchSize, n: width, k: outChannels,
-                               a: filter.buffer.pointer, b: gradient, c: columns)
-                    for i in 0..<count {
-                        geometry.col2imAdd(columns + i * positions, into: dInput.buffer.pointer + (first + i) * imageSize, rowStride: width)
-                    }
+            let backward = Conv2DBackward(input: input, filter: filter, outputGradient: g, geometry: geometry, chunk: backwardChunk)
+            var dFilter: Tensor?
+            if filter.isTrackingGradients {
+                // Added straight into the filter's sum when it has one (and held back with the
+                // other weight products while the input gradient is computed, when asked to).
+                if let sink = GradientSink.of(filter) {
+                    let addGradient: @Sendable () -> Void = { backward.addFilterGradient(into: sink.pointer) }
+                    if let deferred = DeferredSinkProducts.current { deferred.append(addGradient) } else { addGradient() }
+                } else {
+                    let sum = Tensor.zeros(filter.shape)
+                    backward.addFilterGradient(into: sum.buffer.pointer)
+                    dFilter = sum
                 }
             }
-            return [dInput, dFilter]
+            return [input.isTrackingGradients ? backward.inputGradient() : nil, dFilter]
+        }
+    }
+}
+
+/// The backward pass of one `conv2d`, a chunk of images at a time: each chunk's patch matrix stays
+/// within 256 Ki scalars (1 MiB), which measured faster because col2im and the filter-gradient
+/// product then work in cache.
+private struct Conv2DBackward: Sendable {
+    let input: Tensor
+    let filter: Tensor
+    let outputGradient: Tensor
+    let geometry: WindowGeometry
+    let chunk: Int
+
+    private var batch: Int { input.shape[0] }
+    private var outChannels: Int { filter.shape[0] }
+
+    /// Calls `body` for each chunk with its first image, its image count, and its output gradient
+    /// laid out as [outChannels, count · positions].
+    private func forEachChunk(_ body: (_ first: Int, _ count: Int, _ gradient: UnsafeMutablePointer<Float>) -> Void) {
+        let positions = geometry.positions, outSize = outChannels * positions
+        let gradient = UnsafeMutablePointer<Float>.allocate(capacity: outChannels * chunk * positions)
+        defer { gradient.deallocate() }
+        for first in Swift.stride(from: 0, to: batch, by: chunk) {
+            let count = Swift.min(chunk, batch - first), width = count * positions
+            // [count, outChannels, positions] → [outChannels, count · positions]
+            for i in 0..<count {
+                for o in 0..<outChannels {
+                    (gradient + o * width + i * positions)
+                        .update(from: outputGradient.buffer.pointer + (first + i) * outSize + o * positions, count: positions)
+                }
+            }
+            body(first, count, gradient)
         }
     }
 
+    /// dW += dY · colsᵀ, into the filter-shaped `sum`.
+    func addFilterGradient(into sum: UnsafeMutablePointer<Float>) {
+        let positions = geometry.positions, patchSize = geometry.patchSize, imageSize = geometry.channels * geometry.height * geometry.width
+        let columns = UnsafeMutablePointer<Float>.allocate(capacity: patchSize * chunk * positions)
+        defer { columns.deallocate() }
+        forEachChunk { first, count, gradient in
+            let width = count * positions
+            for i in 0..<count {
+                geometry.im2col(input.buffer.pointer + (first + i) * imageSize, into: columns + i * positions, rowStride: width)
+            }
+            BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: patchSize, k: width,
+                       a: gradient, b: columns, beta: 1, c: sum)
+        }
+    }
+
+    /// dCols = Wᵀ · dY, folded back onto each image.
+    func inputGradient() -> Tensor {
+        let positions = geometry.positions, patchSize = geometry.patchSize, imageSize = geometry.channels * geometry.height * geometry.width
+        let dInput = Tensor.zeros(input.shape)
+        let columns = UnsafeMutablePointer<Float>.allocate(capacity: patchSize * chunk * positions)
+        defer { columns.deallocate() }
+        forEachChunk { first, count, gradient in
+            let width = count * positions
+            BLAS.sgemm(transposeA: true, transposeB: false, m: patchSize, n: width, k: outChannels,
+                       a: filter.buffer.pointer, b: gradient, c: columns)
+            for i in 0..<count {
+                geometry.col2imAdd(columns + i * positions, into: dInput.buffer.pointer + (first + i) * imageSize, rowStride: width)
+            }
+        }
+        return dInput
+    }
+}
+
+extension Tensor {
     /// Max pooling of an NCHW tensor over `size`×`size` windows (no padding).
     public func maxPool2d(size: Int, stride: Int) -> Tensor {
         pool2d(size: size, stride: stride, averaging: false)

@@ -90,18 +90,26 @@ struct AutodiffTests {
     }
 
     /// A stage hands its input gradient on before it computes the weight products: when
-    /// `inputGradientReady` runs, the kernels' sums do not hold this micro-batch yet; the input
-    /// gradient and the sums are those of a backward without it, bit for bit, also when the
-    /// sums start empty.
-    @Test func inputGradientIsReadyBeforeTheWeightProducts() throws {
-        let model = try Sequential(spec: ModelSpec(
+    /// `inputGradientReady` runs, the weights' sums (kernels, filters) do not hold this
+    /// micro-batch yet; the input gradient and the sums are those of a backward without it, bit
+    /// for bit, also when the sums start empty.
+    @Test(arguments: [
+        ("dense", ModelSpec(
             inputShape: [6],
             layers: [.dense(inputSize: 6, outputSize: 5, activation: .relu), .dense(inputSize: 5, outputSize: 3, activation: .linear)],
-            loss: .meanSquaredError, seed: 4))
+            loss: .meanSquaredError, seed: 4)),
+        ("convolution", ModelSpec(
+            inputShape: [2, 5, 5],
+            layers: [.conv2d(inputChannels: 2, outputChannels: 3, kernelSize: 3, stride: 1, padding: 1, activation: .relu),
+                     .flatten, .dense(inputSize: 75, outputSize: 3, activation: .linear)],
+            loss: .meanSquaredError, seed: 5)),
+    ])
+    func inputGradientIsReadyBeforeTheWeightProducts(_ name: String, _ spec: ModelSpec) throws {
+        let model = try Sequential(spec: spec)
         let variables = model.initialVariables()
         let stages = (0..<2).map { part in
-            model.forwardStage(sample([4, 6], seed: UInt64(10 + part)), variables: variables, layers: 0..<2,
-                               context: ForwardContext(training: true), inputGradient: true)
+            model.forwardStage(sample([4] + spec.inputShape, seed: UInt64(10 + part)), variables: variables,
+                               layers: model.layers.indices, context: ForwardContext(training: true), inputGradient: true)
         }
         let upstream = sample([4, 3], seed: 12)
         var reference: [String: Tensor] = [:], early: [String: Tensor] = [:]
@@ -111,10 +119,11 @@ struct AutodiffTests {
         #expect(early.count == 4)
         let referenceInput = try #require(stages[1].backward(upstream, addingPenalty: false, addingInto: &reference))
 
-        // The kernels' sums before this micro-batch, and where they are written (the engine
+        // The weights' sums before this micro-batch, and where they are written (the engine
         // writes into these very buffers; no copy of them is held, which would move the sums).
-        let before = early.filter { $0.value.rank == 2 }.mapValues(\.scalars)
-        let storage = early.filter { $0.value.rank == 2 }.mapValues { ($0.buffer.pointer, $0.scalarCount) }
+        func isWeight(_ name: String) -> Bool { name.hasSuffix("/kernel") || name.hasSuffix("/filter") }
+        let before = early.filter { isWeight($0.key) }.mapValues(\.scalars)
+        let storage = early.filter { isWeight($0.key) }.mapValues { ($0.buffer.pointer, $0.scalarCount) }
         #expect(before.count == 2)
         var handedOn: Tensor?
         var whenHandedOn: [String: [Float]] = [:]
@@ -124,7 +133,7 @@ struct AutodiffTests {
         }
         #expect(storage.allSatisfy { early[$0.key]!.buffer.pointer == $0.value.0 }, "the sums were moved; the check above read stale storage")
         #expect(whenHandedOn == before)
-        #expect(early.filter { $0.value.rank == 2 }.mapValues(\.scalars) != before)
+        #expect(early.filter { isWeight($0.key) }.mapValues(\.scalars) != before)
         expectClose(try #require(handedOn), referenceInput, tolerance: 0)
         expectClose(try #require(input), referenceInput, tolerance: 0)
         for (name, sum) in early { expectClose(sum, reference[name]!, tolerance: 0) }
