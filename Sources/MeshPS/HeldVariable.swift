@@ -117,8 +117,7 @@ func decodeGradient(_ gradient: Pipemesh_V1_Gradient, for variable: HeldVariable
     throw RPCError(
       .invalidArgument, "gradient of \(gradient.name) has shape \(tensor.shape), the variable \(variable.value.shape)")
   }
-  let finite = tensor.withUnsafeBufferPointer { values in values.allSatisfy { $0.isFinite } }
-  guard finite else {
+  guard tensor.allFinite else {
     throw NonFiniteGradient(name: gradient.name)
   }
   return tensor

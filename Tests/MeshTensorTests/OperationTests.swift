@@ -85,6 +85,23 @@ struct OperationTests {
         #expect(x.argmaxLastAxis() == [1, 2])
     }
 
+    /// Every kind of non-finite value is found wherever it sits; every finite one passes,
+    /// the largest and the subnormals included.
+    @Test func allFiniteFindsEveryNonFiniteValue() {
+        let finite: [Float] = [0, -0, 1, -1, .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+                               .leastNonzeroMagnitude, -.leastNormalMagnitude]
+        #expect(Tensor(shape: [finite.count], scalars: finite).allFinite)
+        #expect(Tensor.zeros([0]).allFinite)
+        let large = 100_003
+        for bad: Float in [.infinity, -.infinity, .nan, -.nan, .signalingNaN, Float(bitPattern: 0x7F80_0001), Float(bitPattern: 0xFFFF_FFFF)] {
+            for position in [0, 1, large / 2, large - 1] {
+                var values = [Float](repeating: 0.5, count: large)
+                values[position] = bad
+                #expect(!Tensor(shape: [large], scalars: values).allFinite, "\(bad) at \(position)")
+            }
+        }
+    }
+
     @Test func shapeOperations() {
         let x = Tensor(shape: [2, 3], scalars: [0, 1, 2, 3, 4, 5])
         #expect(x.transposed().scalars == [0, 3, 1, 4, 2, 5])

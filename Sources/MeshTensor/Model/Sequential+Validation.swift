@@ -17,12 +17,11 @@ extension Sequential {
         guard input.shape[0] > 0 else {
             throw TensorError(message: "the batch is empty: input shape \(input.shape) needs at least one example")
         }
-        let scalars = input.scalars
-        guard scalars.allSatisfy({ $0.isFinite }) else {
+        guard input.allFinite else {
             throw TensorError(message: "input contains NaN or infinite values")
         }
         if range.lowerBound < layers.count, let embedding = layers[range.lowerBound] as? Embedding,
-           let bad = scalars.first(where: { $0 != $0.rounded() || $0 < 0 || Int($0) >= embedding.vocabularySize }) {
+           let bad = input.withUnsafeBufferPointer({ $0.first(where: { $0 != $0.rounded() || $0 < 0 || Int($0) >= embedding.vocabularySize }) }) {
             throw TensorError(message: "token id \(bad) is not an integer in 0..<\(embedding.vocabularySize) (layer \(embedding.name))")
         }
     }
