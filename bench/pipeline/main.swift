@@ -33,7 +33,8 @@ import MeshWire
 
 let arguments = CommandLine.arguments
 let onlySingleProcess = arguments.contains("--single-process")
-guard arguments.count >= 2 else {
+// The output directory comes first (a flag there is a mistake, or --help); --single-process needs none.
+guard arguments.count >= 2, onlySingleProcess || !arguments[1].hasPrefix("-") else {
   FileHandle.standardError.write(Data(
     ("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b] [--stages K] [--micro-batches M] [--rounds N]"
       + " | --single-process [--quick] [--batch N] [--micro-batches M]\n").utf8))
