@@ -195,4 +195,12 @@ struct ValidationTests {
         #expect(throws: TensorError.self) { try Self.model.validate(target: Tensor(shape: [2], scalars: [5, 0]), batchSize: 2) }
         #expect(throws: TensorError.self) { try Self.model.validate(target: Tensor(shape: [3], scalars: [1, 0, 0]), batchSize: 2) }
     }
+
+    /// Ids and labels too large for an integer, infinite or NaN are refused, not a crash.
+    @Test func rejectsIdsAndLabelsBeyondAnyIndex() {
+        for bad: Float in [1e19, -1e19, .infinity, -.infinity, .nan] {
+            #expect(throws: TensorError.self) { try Self.model.validate(target: Tensor(shape: [2], scalars: [bad, 0]), batchSize: 2) }
+            #expect(throws: TensorError.self) { try Self.model.validate(input: Tensor(shape: [1, 3], scalars: [0, bad, 1])) }
+        }
+    }
 }

@@ -21,7 +21,7 @@ extension Sequential {
             throw TensorError(message: "input contains NaN or infinite values")
         }
         if range.lowerBound < layers.count, let embedding = layers[range.lowerBound] as? Embedding,
-           let bad = input.withUnsafeBufferPointer({ $0.first(where: { $0 != $0.rounded() || $0 < 0 || Int($0) >= embedding.vocabularySize }) }) {
+           let bad = input.withUnsafeBufferPointer({ $0.first(where: { !isIndex($0, below: embedding.vocabularySize) }) }) {
             throw TensorError(message: "token id \(bad) is not an integer in 0..<\(embedding.vocabularySize) (layer \(embedding.name))")
         }
     }
@@ -37,7 +37,7 @@ extension Sequential {
                 throw TensorError(message: "labels shape \(target.shape) must be \(expected)")
             }
             let classes = output.last ?? 1
-            if let bad = target.scalars.first(where: { $0 != $0.rounded() || $0 < 0 || Int($0) >= classes }) {
+            if let bad = target.withUnsafeBufferPointer({ $0.first(where: { !isIndex($0, below: classes) }) }) {
                 throw TensorError(message: "label \(bad) is not an integer class in 0..<\(classes)")
             }
         case .meanSquaredError:
@@ -46,4 +46,10 @@ extension Sequential {
             }
         }
     }
+}
+
+/// Whether `value` is a whole number in 0..<count. Compared as floats: NaN, infinities and values
+/// beyond `Int`'s range are refused rather than trapping in a conversion.
+private func isIndex(_ value: Float, below count: Int) -> Bool {
+    value >= 0 && value < Float(count) && value == value.rounded()
 }
