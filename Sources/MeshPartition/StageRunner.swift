@@ -271,11 +271,11 @@ actor StageRunner {
         // The input gradient goes out before the weight gradients are computed: the previous
         // stage waits for it, not for them. The L2 penalty's gradient belongs to the step, not
         // to each micro-batch.
-        var offered: Pipemesh_V1_TensorReference?
+        var reference: Pipemesh_V1_TensorReference?
         _ = forward.backward(upstream, addingPenalty: microBatch.index == 0, addingInto: &sums.values) { inputGradient in
-          offered = dataPlane.offer(inputGradient, key: inputGradientKey)
+          reference = dataPlane.offer(inputGradient, key: inputGradientKey)
         }
-        return offered
+        return reference
       }
     } catch {
       merge(sums)

@@ -99,10 +99,12 @@ public enum Autodiff {
     /// sums its weight gradients over micro-batches. Returns the other variables' gradients (nil
     /// for one the output does not depend on) and nil for the summed ones.
     ///
-    /// With `othersReady`, those products wait until every other gradient is known:
-    /// `othersReady` gets the returned gradients first, then the products run. A pipeline stage
-    /// sends its input gradient on from there, so the previous stage does not wait for the weight
-    /// gradients.
+    /// With `othersReady`, those products (a matrix product's or a convolution's gradient of a
+    /// summed variable) wait until every other gradient is known: `othersReady` gets the returned
+    /// gradients first, then the products run. Other additions into the sums (a bias's row sums)
+    /// still happen as the engine reaches them. A pipeline stage sends its input gradient on from
+    /// there, so the previous stage does not wait for the weight-gradient products. Each waiting
+    /// product keeps the output gradient it multiplies alive until then.
     public static func backward(
         from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?],
         othersReady: ((_ gradients: [Tensor?]) -> Void)? = nil

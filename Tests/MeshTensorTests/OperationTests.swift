@@ -86,10 +86,10 @@ struct OperationTests {
     }
 
     /// Every kind of non-finite value is found wherever it sits; every finite one passes,
-    /// the largest and the subnormals included.
+    /// the largest and subnormals of either sign included.
     @Test func allFiniteFindsEveryNonFiniteValue() {
         let finite: [Float] = [0, -0, 1, -1, .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
-                               .leastNonzeroMagnitude, -.leastNormalMagnitude]
+                               .leastNonzeroMagnitude, -.leastNonzeroMagnitude, Float.leastNormalMagnitude.nextDown]
         #expect(Tensor(shape: [finite.count], scalars: finite).allFinite)
         #expect(Tensor.zeros([0]).allFinite)
         let large = 100_003

@@ -147,8 +147,9 @@ public struct StageForward: Sendable {
     /// how a stage sums its gradients over micro-batches. Returns the input gradient.
     ///
     /// With `inputGradientReady`, the input gradient is handed to it as soon as it is known,
-    /// before the products into the sums are computed: the previous stage can go on with it
-    /// while this one computes its weight gradients.
+    /// before the weight-gradient products into the sums are computed: the previous stage can go
+    /// on with it while this one computes them. A stage forwarded with `inputGradient: false` has
+    /// no input gradient, and `inputGradientReady` is not called.
     public func backward(
         _ upstream: Tensor, addingPenalty: Bool = true, addingInto sums: inout [String: Tensor],
         inputGradientReady: ((Tensor) -> Void)? = nil
