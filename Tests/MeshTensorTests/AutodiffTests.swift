@@ -92,26 +92,28 @@ struct AutodiffTests {
     /// A stage hands its input gradient on before it computes the weight products: when
     /// `inputGradientReady` runs, the weights' sums (kernels, filters) do not hold this
     /// micro-batch yet; the input gradient and the sums are those of a backward without it, bit
-    /// for bit, also when the sums start empty.
+    /// for bit, also when the sums start empty, and they add up to each micro-batch's own
+    /// gradients, and a micro-batch's to its halves'. The convolution's micro-batches (600 images)
+    /// span two of its backward's chunks; their halves fit one each.
     @Test(arguments: [
-        ("dense", ModelSpec(
+        ("dense", 4, ModelSpec(
             inputShape: [6],
             layers: [.dense(inputSize: 6, outputSize: 5, activation: .relu), .dense(inputSize: 5, outputSize: 3, activation: .linear)],
             loss: .meanSquaredError, seed: 4)),
-        ("convolution", ModelSpec(
+        ("convolution", 600, ModelSpec(
             inputShape: [2, 5, 5],
             layers: [.conv2d(inputChannels: 2, outputChannels: 3, kernelSize: 3, stride: 1, padding: 1, activation: .relu),
                      .flatten, .dense(inputSize: 75, outputSize: 3, activation: .linear)],
             loss: .meanSquaredError, seed: 5)),
     ])
-    func inputGradientIsReadyBeforeTheWeightProducts(_ name: String, _ spec: ModelSpec) throws {
+    func inputGradientIsReadyBeforeTheWeightProducts(_ name: String, _ batch: Int, _ spec: ModelSpec) throws {
         let model = try Sequential(spec: spec)
         let variables = model.initialVariables()
         let stages = (0..<2).map { part in
-            model.forwardStage(sample([4] + spec.inputShape, seed: UInt64(10 + part)), variables: variables,
+            model.forwardStage(sample([batch] + spec.inputShape, seed: UInt64(10 + part)), variables: variables,
                                layers: model.layers.indices, context: ForwardContext(training: true), inputGradient: true)
         }
-        let upstream = sample([4, 3], seed: 12)
+        let upstream = sample([batch, 3], seed: 12)
         var reference: [String: Tensor] = [:], early: [String: Tensor] = [:]
         _ = stages[0].backward(upstream, addingInto: &reference)
         // With no sums yet, the stage makes them, so that this micro-batch's products can wait too.
@@ -137,5 +139,15 @@ struct AutodiffTests {
         expectClose(try #require(handedOn), referenceInput, tolerance: 0)
         expectClose(try #require(input), referenceInput, tolerance: 0)
         for (name, sum) in early { expectClose(sum, reference[name]!, tolerance: 0) }
+        let separate = stages.map { $0.backward(upstream, addingPenalty: false).variables }
+        for (name, sum) in early { expectClose(sum, withoutGradients { separate[0][name]! + separate[1][name]! }, tolerance: 1e-4) }
+        // The first micro-batch's gradients from its two halves (one chunk each) agree too.
+        let firstInput = sample([batch] + spec.inputShape, seed: 10)
+        let halves = [0..<(batch / 2), (batch / 2)..<batch].map { rows in
+            model.forwardStage(firstInput.slice(axis: 0, range: rows), variables: variables, layers: model.layers.indices,
+                               context: ForwardContext(training: true), inputGradient: true)
+                .backward(upstream.slice(axis: 0, range: rows), addingPenalty: false).variables
+        }
+        for (name, whole) in separate[0] { expectClose(whole, withoutGradients { halves[0][name]! + halves[1][name]! }, tolerance: 1e-4) }
     }
 }
