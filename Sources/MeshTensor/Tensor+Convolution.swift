@@ -130,61 +130,70 @@ extension Tensor {
 
 /// The backward pass of one `conv2d`, a chunk of images at a time: each chunk's patch matrix stays
 /// within 256 Ki scalars (1 MiB), which measured faster because col2im and the filter-gradient
-/// product then work in cache.
+/// product then work in cache. The output gradient is laid out by channel once, for both passes.
 private struct Conv2DBackward: Sendable {
     let input: Tensor
     let filter: Tensor
-    let outputGradient: Tensor
     let geometry: WindowGeometry
     let chunk: Int
+    /// The output gradient as [outChannels, batch · positions]: a chunk of images is a block of
+    /// its columns.
+    private let gradientByChannel: Tensor
+
+    init(input: Tensor, filter: Tensor, outputGradient: Tensor, geometry: WindowGeometry, chunk: Int) {
+        self.input = input
+        self.filter = filter
+        self.geometry = geometry
+        self.chunk = chunk
+        let batch = input.shape[0], outChannels = filter.shape[0], positions = geometry.positions
+        let byChannel = Tensor(uninitializedShape: [outChannels, batch * positions])
+        // [batch, outChannels, positions] → [outChannels, batch · positions]
+        for i in 0..<batch {
+            for o in 0..<outChannels {
+                (byChannel.buffer.pointer + o * batch * positions + i * positions)
+                    .update(from: outputGradient.buffer.pointer + (i * outChannels + o) * positions, count: positions)
+            }
+        }
+        gradientByChannel = byChannel
+    }
 
     private var batch: Int { input.shape[0] }
     private var outChannels: Int { filter.shape[0] }
+    private var imageSize: Int { geometry.channels * geometry.height * geometry.width }
 
-    /// Calls `body` for each chunk with its first image, its image count, and its output gradient
-    /// laid out as [outChannels, count · positions].
-    private func forEachChunk(_ body: (_ first: Int, _ count: Int, _ gradient: UnsafeMutablePointer<Float>) -> Void) {
-        let positions = geometry.positions, outSize = outChannels * positions
-        let gradient = UnsafeMutablePointer<Float>.allocate(capacity: outChannels * chunk * positions)
-        defer { gradient.deallocate() }
+    /// Calls `body` for each chunk with its first image, its image count, and a patch-matrix
+    /// scratch buffer for it.
+    private func forEachChunk(_ body: (_ first: Int, _ count: Int, _ columns: UnsafeMutablePointer<Float>) -> Void) {
+        let columns = UnsafeMutablePointer<Float>.allocate(capacity: geometry.patchSize * chunk * geometry.positions)
+        defer { columns.deallocate() }
         for first in Swift.stride(from: 0, to: batch, by: chunk) {
-            let count = Swift.min(chunk, batch - first), width = count * positions
-            // [count, outChannels, positions] → [outChannels, count · positions]
-            for i in 0..<count {
-                for o in 0..<outChannels {
-                    (gradient + o * width + i * positions)
-                        .update(from: outputGradient.buffer.pointer + (first + i) * outSize + o * positions, count: positions)
-                }
-            }
-            body(first, count, gradient)
+            body(first, Swift.min(chunk, batch - first), columns)
         }
     }
 
     /// dW += dY · colsᵀ, into the filter-shaped `sum`.
     func addFilterGradient(into sum: UnsafeMutablePointer<Float>) {
-        let positions = geometry.positions, patchSize = geometry.patchSize, imageSize = geometry.channels * geometry.height * geometry.width
-        let columns = UnsafeMutablePointer<Float>.allocate(capacity: patchSize * chunk * positions)
-        defer { columns.deallocate() }
-        forEachChunk { first, count, gradient in
+        let positions = geometry.positions
+        forEachChunk { first, count, columns in
             let width = count * positions
             for i in 0..<count {
                 geometry.im2col(input.buffer.pointer + (first + i) * imageSize, into: columns + i * positions, rowStride: width)
             }
-            BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: patchSize, k: width,
-                       a: gradient, b: columns, beta: 1, c: sum)
+            BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: geometry.patchSize, k: width,
+                       a: gradientByChannel.buffer.pointer + first * positions, aRowStride: batch * positions,
+                       b: columns, beta: 1, c: sum)
         }
     }
 
     /// dCols = Wᵀ · dY, folded back onto each image.
     func inputGradient() -> Tensor {
-        let positions = geometry.positions, patchSize = geometry.patchSize, imageSize = geometry.channels * geometry.height * geometry.width
+        let positions = geometry.positions
         let dInput = Tensor.zeros(input.shape)
-        let columns = UnsafeMutablePointer<Float>.allocate(capacity: patchSize * chunk * positions)
-        defer { columns.deallocate() }
-        forEachChunk { first, count, gradient in
+        forEachChunk { first, count, columns in
             let width = count * positions
-            BLAS.sgemm(transposeA: true, transposeB: false, m: patchSize, n: width, k: outChannels,
-                       a: filter.buffer.pointer, b: gradient, c: columns)
+            BLAS.sgemm(transposeA: true, transposeB: false, m: geometry.patchSize, n: width, k: outChannels,
+                       a: filter.buffer.pointer,
+                       b: gradientByChannel.buffer.pointer + first * positions, bRowStride: batch * positions, c: columns)
             for i in 0..<count {
                 geometry.col2imAdd(columns + i * positions, into: dInput.buffer.pointer + (first + i) * imageSize, rowStride: width)
             }

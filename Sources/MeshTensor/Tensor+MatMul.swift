@@ -10,18 +10,20 @@ public enum BLAS {
     }
 
     /// C = alpha · op(A) · op(B) + beta · C for row-major matrices, where op(A) is m×k and op(B) is k×n.
+    /// A and B may be blocks of wider matrices: `aRowStride` and `bRowStride` are their rows'
+    /// distance (by default, the block's own width).
     @inline(__always)
     static func sgemm(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
-        alpha: Float = 1, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+        alpha: Float = 1, a: UnsafePointer<Float>, aRowStride: Int? = nil, b: UnsafePointer<Float>, bRowStride: Int? = nil,
         beta: Float = 0, c: UnsafeMutablePointer<Float>
     ) {
         cblas_sgemm(CblasRowMajor,
                     transposeA ? CblasTrans : CblasNoTrans,
                     transposeB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha,
-                    a, Int32(transposeA ? m : k),
-                    b, Int32(transposeB ? k : n),
+                    a, Int32(aRowStride ?? (transposeA ? m : k)),
+                    b, Int32(bRowStride ?? (transposeB ? k : n)),
                     beta, c, Int32(n))
     }
 }
