@@ -418,6 +418,9 @@ int pm_server_start(pm_server *server, pm_error *error) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(server->address, server->credentials, &port);
+  // grpc++ sets SO_REUSEPORT by default, so a second server on a taken port
+  // would share it silently; without it the bind fails and start reports it.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   int limit = pipemesh::ClampToInt(pipemesh::EffectiveMaxMessageBytes(&server->transport));
   builder.SetMaxReceiveMessageSize(limit);
   builder.SetMaxSendMessageSize(limit);

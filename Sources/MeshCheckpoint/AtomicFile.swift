@@ -45,6 +45,26 @@ public enum AtomicFile {
     }
   }
 
+  /// Removes temporary files that writes of `name`-prefixed files in
+  /// `directory` left behind when their process died mid-write (`kill -9`,
+  /// a stop past the grace period): those of processes no longer running,
+  /// and those of this process's pid, which a restarted container reuses and
+  /// which has written nothing yet. Call at start, before writing. Returns
+  /// the paths removed.
+  @discardableResult
+  public static func removeStaleTemporaries(in directory: String, for name: String) -> [String] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    var removed: [String] = []
+    for entry in names where entry.hasPrefix(temporaryPrefix + name) {
+      guard let dash = entry.lastIndex(of: "-"), let pid = pid_t(entry[entry.index(after: dash)...]) else { continue }
+      let running = pid != getpid() && (kill(pid, 0) == 0 || errno == EPERM)
+      guard !running else { continue }
+      let path = (directory as NSString).appendingPathComponent(entry)
+      if unlink(path) == 0 { removed.append(path) }
+    }
+    return removed
+  }
+
   private static func failure(_ what: String) -> WriteError {
     WriteError(description: "\(what): \(String(cString: strerror(errno)))")
   }

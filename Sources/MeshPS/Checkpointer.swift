@@ -35,7 +35,11 @@ public final class Checkpointer: Sendable {
     self.store = store
     self.keep = max(1, keep)
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    removedTemporaries = AtomicFile.removeStaleTemporaries(in: directory, for: "checkpoint-")
   }
+
+  /// Partial checkpoints that a write cut short left behind, removed at start.
+  public let removedTemporaries: [String]
 
   /// Seconds since the last checkpoint was written; nil when none was.
   public var age: Duration? { state.withLock { $0.lastWritten.map { .now - $0 } } }
@@ -174,7 +178,7 @@ public final class Checkpointer: Sendable {
         else { throw SafeTensors.FormatError("job \(jobName) has a malformed pusher entry") }
         lastSteps[Pusher(user: user, replica: replica)] = step
       }
-      let restored = ParameterJob(name: jobName, consistency: consistency)
+      let restored = ParameterJob(name: jobName, consistency: consistency, budget: store.budget)
       await restored.restore(held, lastSteps: lastSteps)
       restoredJobs.append(restored)
     }

@@ -19,26 +19,47 @@ struct HeldVariable: Sendable {
   var syncStep: Int64 = 0
   /// The stages that registered it; more than one for tied weights.
   var users: Set<String>
+  /// Bytes this variable takes from its ps's memory budget: its value and
+  /// every slot its optimizer keeps.
+  let reservedBytes: Int
 
-  /// The largest variable one ps task holds, in scalars.
-  static let maxScalars = 1 << 30
-
-  /// Validates a definition and draws the initial value.
-  init(defining definition: Pipemesh_V1_VariableDefinition, user: String) throws {
+  /// Validates a definition, reserves its bytes (value and optimizer slots)
+  /// in `budget`, and draws the initial value. Throws before allocating
+  /// anything when the definition is invalid or does not fit; the caller
+  /// releases `reservedBytes` when it drops the variable.
+  init(defining definition: Pipemesh_V1_VariableDefinition, user: String, budget: MemoryBudget) throws {
     try Names.checkVariable(definition.name)
     guard definition.dtype == .float32 || definition.dtype == .unspecified else {
       throw RPCError(.invalidArgument, "variable \(definition.name) has dtype \(definition.dtype); only DTYPE_FLOAT32 is held")
     }
     guard definition.shape.allSatisfy({ $0 > 0 && $0 <= Int32.max }) else {
-      throw RPCError(.invalidArgument, "variable \(definition.name) has shape \(definition.shape); every extent must be positive")
+      throw RPCError(
+        .invalidArgument, "variable \(definition.name) has shape \(definition.shape.description.echoed); every extent must be 1 to 2^31-1")
     }
     let shape = definition.shape.map { Int($0) }
-    guard let scalars = Tensor.checkedCount(of: shape), scalars <= Self.maxScalars else {
+    let valueBytes = Tensor.checkedCount(of: shape).flatMap { $0.multipliedReportingOverflow(by: 4).overflow ? nil : $0 * 4 }
+    guard let valueBytes, valueBytes <= budget.variableLimit else {
       throw RPCError(
         .resourceExhausted,
-        "variable \(definition.name) of shape \(definition.shape) is over the ps's limit of \(Self.maxScalars) scalars (4 GiB); "
-          + "let the client cut it into row blocks")
+        "variable \(definition.name) of shape \(definition.shape) is larger than this ps's limit of "
+          + "\(MemoryBudget.describe(budget.variableLimit)) for one variable (--max-variable-mib)")
     }
+    let optimizer = try makeOptimizer(definition.optimizer)
+    let reserved = valueBytes * (1 + optimizer.slotNames.count)
+    try budget.reserve(reserved, for: "variable \(definition.name) of shape \(definition.shape) with its optimizer slots")
+    do {
+      try self.init(validated: definition, shape: shape, optimizer: optimizer, user: user, reservedBytes: reserved)
+    } catch {
+      budget.release(reserved)
+      throw error
+    }
+  }
+
+  private init(
+    validated definition: Pipemesh_V1_VariableDefinition, shape: [Int], optimizer: any Optimizer, user: String, reservedBytes: Int
+  ) throws {
+    self.optimizer = optimizer
+    self.reservedBytes = reservedBytes
     if definition.hasInitialValue {
       guard !definition.hasInitializer else {
         throw RPCError(.invalidArgument, "variable \(definition.name) gives both an initializer and an initial value")
@@ -47,10 +68,12 @@ struct HeldVariable: Sendable {
       guard value.shape == shape else {
         throw RPCError(.invalidArgument, "initial value of \(definition.name) has shape \(value.shape), the variable \(shape)")
       }
+      guard value.allFinite else {
+        throw RPCError(.invalidArgument, "initial value of \(definition.name) holds NaN or infinity")
+      }
     } else {
       value = try definition.initializer.makeTensor(shape)
     }
-    optimizer = try makeOptimizer(definition.optimizer)
     (self.definition, initialValueHash) = Self.split(definition)
     slots = [:]
     version = 0
@@ -70,6 +93,7 @@ struct HeldVariable: Sendable {
     self.slots = slots
     self.version = version
     self.users = users
+    reservedBytes = value.scalarCount * 4 * (1 + optimizer.slotNames.count)
   }
 
   /// A definition without its initial value's bytes, and their hash.

@@ -49,17 +49,24 @@ struct JobConsistency: Equatable, Sendable {
   }
 }
 
+extension Pipemesh_V1_Consistency {
+  /// Throws INVALID_ARGUMENT when the ps would refuse this consistency.
+  public func validate() throws {
+    _ = try JobConsistency(self)
+  }
+}
+
 /// Names that become checkpoint keys: a job is `[A-Za-z0-9_.-]+`; a variable
 /// may also hold `/`, `#` and `:` (row blocks), never `@` (the slot separator).
 enum Names {
   static func checkJob(_ job: String) throws {
     guard !job.isEmpty, job.utf8.count <= 128, job.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) })
-    else { throw RPCError(.invalidArgument, "job name '\(job)' must be 1-128 characters of A-Z a-z 0-9 _ . -") }
+    else { throw RPCError(.invalidArgument, "job name '\(job.echoed)' must be 1-128 characters of A-Z a-z 0-9 _ . -") }
   }
 
   static func checkVariable(_ name: String) throws {
     guard !name.isEmpty, name.utf8.count <= 512,
       name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-/#:".contains($0)) })
-    else { throw RPCError(.invalidArgument, "variable name '\(name)' must be 1-512 characters of A-Z a-z 0-9 _ . - / # :") }
+    else { throw RPCError(.invalidArgument, "variable name '\(name.echoed)' must be 1-512 characters of A-Z a-z 0-9 _ . - / # :") }
   }
 }

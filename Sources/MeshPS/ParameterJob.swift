@@ -38,6 +38,8 @@ struct JobCounters: Sendable {
 actor ParameterJob {
   nonisolated let name: String
   nonisolated let consistency: JobConsistency
+  /// The ps task's budget, which this job's variables take bytes from.
+  nonisolated let budget: MemoryBudget
   nonisolated let counters = Mutex(JobCounters())
   private nonisolated let published = Mutex<[String: VariableSnapshot]>([:])
 
@@ -70,16 +72,33 @@ actor ParameterJob {
     let slowestReplicaStep: Int64
   }
 
-  init(name: String, consistency: JobConsistency) {
+  init(name: String, consistency: JobConsistency, budget: MemoryBudget) {
     self.name = name
     self.consistency = consistency
+    self.budget = budget
   }
 
   // MARK: - Registration
 
   /// Defines variables, or checks that they match their existing definitions.
+  /// All or nothing: when one definition is refused, none is added.
   func register(_ definitions: [Pipemesh_V1_VariableDefinition], user: String) throws -> [Pipemesh_V1_VariableVersion] {
     var added: [String: HeldVariable] = [:]
+    var created: [String] = []
+    do {
+      try define(definitions, user: user, into: &added, created: &created)
+    } catch {
+      for name in created { budget.release(added[name]!.reservedBytes) }
+      throw error
+    }
+    for (name, variable) in added { variables[name] = variable }
+    publish(Array(added.keys))
+    return definitions.map { versionOf($0.name) }
+  }
+
+  private func define(
+    _ definitions: [Pipemesh_V1_VariableDefinition], user: String, into added: inout [String: HeldVariable], created: inout [String]
+  ) throws {
     for definition in definitions {
       if var existing = variables[definition.name] ?? added[definition.name] {
         guard existing.isDefined(by: definition) else {
@@ -91,16 +110,15 @@ actor ParameterJob {
         existing.users.insert(user)
         added[definition.name] = existing
       } else {
-        added[definition.name] = try HeldVariable(defining: definition, user: user)
+        added[definition.name] = try HeldVariable(defining: definition, user: user, budget: budget)
+        created.append(definition.name)
       }
     }
-    for (name, variable) in added { variables[name] = variable }
-    publish(Array(added.keys))
-    return definitions.map { versionOf($0.name) }
   }
 
   /// Restores variables and retry state from a checkpoint.
   func restore(_ restored: [String: HeldVariable], lastSteps: [Pusher: Int64]) {
+    budget.account(restored.values.reduce(0) { $0 + $1.reservedBytes } - variables.values.reduce(0) { $0 + $1.reservedBytes })
     variables = restored
     lastStep = lastSteps
     publish(Array(restored.keys))

@@ -6,12 +6,16 @@ import Synchronization
 /// Every job's variables on one ps task.
 public final class ParameterStore: Sendable {
   private let jobs = Mutex<[String: ParameterJob]>([:])
+  /// What the variables of every job may take, and take now.
+  public let budget: MemoryBudget
 
-  public init() {}
+  public init(budget: MemoryBudget = MemoryBudget(limit: MemoryBudget.hostDefault(), variableLimit: 4 << 30)) {
+    self.budget = budget
+  }
 
   func job(_ name: String) throws -> ParameterJob {
     guard let job = jobs.withLock({ $0[name] }) else {
-      throw RPCError(.notFound, "this ps holds no job named \(name); register its variables first")
+      throw RPCError(.notFound, "this ps holds no job named '\(name.echoed)'; register its variables first")
     }
     return job
   }
@@ -33,7 +37,7 @@ public final class ParameterStore: Sendable {
         }
         return (existing, false)
       }
-      let job = ParameterJob(name: request.job, consistency: consistency)
+      let job = ParameterJob(name: request.job, consistency: consistency, budget: budget)
       jobs[request.job] = job
       return (job, true)
     }

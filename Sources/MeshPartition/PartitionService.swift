@@ -12,15 +12,18 @@ public final class PartitionService: RPCService, Sendable {
   public let activity = PartitionActivity()
   private let transport: TransportConfiguration
   private let defaultMaxKeptBytes: Int
+  private let blasThreads: Int
   private let stages = Mutex<[String: (request: Pipemesh_V1_LoadStageRequest, runner: StageRunner)]>([:])
 
   /// `transport` is what the partition dials the ps and its peers with;
   /// `defaultMaxKeptBytes` bounds kept activations when LoadStage gives no
-  /// bound (0: none).
-  public init(dataPlane: DataPlane, transport: TransportConfiguration, defaultMaxKeptBytes: Int = 0) {
+  /// bound (0: none); `blasThreads` is the OpenBLAS thread count the process
+  /// was given, the most a LoadStage may ask for.
+  public init(dataPlane: DataPlane, transport: TransportConfiguration, defaultMaxKeptBytes: Int = 0, blasThreads: Int = 1) {
     self.dataPlane = dataPlane
     self.transport = transport
     self.defaultMaxKeptBytes = defaultMaxKeptBytes
+    self.blasThreads = blasThreads
   }
 
   public var serviceName: String { PartitionMethods.service }
@@ -38,14 +41,24 @@ public final class PartitionService: RPCService, Sendable {
   public func register(with router: inout RPCRouter) {
     router.unary(PartitionMethods.loadStage) { [self] request, _ in try await load(request) }
     router.unary(PartitionMethods.forward) { [self] request, _ in
-      try await runner(request.key.job).forward(request, training: true)
+      try Self.check(request.key, training: true)
+      try Self.check(schedulePosition: request.schedulePosition)
+      return try await runner(request.key.job).forward(request, training: true)
     }
     router.unary(PartitionMethods.infer) { [self] request, _ in
-      try await runner(request.key.job).forward(request, training: false)
+      try Self.check(request.key, training: false)
+      return try await runner(request.key.job).forward(request, training: false)
     }
-    router.unary(PartitionMethods.backward) { [self] request, _ in try await runner(request.key.job).backward(request) }
+    router.unary(PartitionMethods.backward) { [self] request, _ in
+      try Self.check(request.key, training: true)
+      try Self.check(schedulePosition: request.schedulePosition)
+      return try await runner(request.key.job).backward(request)
+    }
     router.unary(PartitionMethods.commit) { [self] request, _ in
-      try await runner(request.job).commit(step: request.step, flush: request.flush)
+      guard request.step >= 1 else {
+        throw RPCError(.invalidArgument, "step is \(request.step); training steps count from 1")
+      }
+      return try await runner(request.job).commit(step: request.step, flush: request.flush)
     }
     router.unary(PartitionMethods.fetchTensor) { [self] request, _ in
       // A tensor of a job not loaded here will not be produced here.
@@ -62,9 +75,38 @@ public final class PartitionService: RPCService, Sendable {
     }
   }
 
+  /// Refuses a micro-batch key no coordinator sends: training steps count
+  /// from 1 (inference uses steps of its own, any number), micro-batches
+  /// from 0.
+  private static func check(_ key: Pipemesh_V1_MicroBatchKey, training: Bool) throws {
+    guard !training || key.step >= 1 else {
+      throw RPCError(.invalidArgument, "key.step is \(key.step); training steps count from 1")
+    }
+    guard key.microBatch >= 0 else {
+      throw RPCError(.invalidArgument, "key.micro_batch is \(key.microBatch); micro-batches count from 0")
+    }
+  }
+
+  private static func check(schedulePosition: Int32) throws {
+    guard schedulePosition >= 0 else {
+      throw RPCError(.invalidArgument, "schedule_position is \(schedulePosition); positions count from 1 (0: no order)")
+    }
+  }
+
   private func load(_ request: Pipemesh_V1_LoadStageRequest) async throws -> Pipemesh_V1_LoadStageResponse {
     guard !request.job.isEmpty, !request.job.contains("/") else {
-      throw RPCError(.invalidArgument, "job name '\(request.job)' must be non-empty and without '/'")
+      throw RPCError(.invalidArgument, "job name '\(request.job.echoed)' must be non-empty and without '/'")
+    }
+    guard request.stage >= 0 else { throw RPCError(.invalidArgument, "stage is \(request.stage); stages count from 0") }
+    guard request.replica >= 0 else { throw RPCError(.invalidArgument, "replica is \(request.replica); replicas count from 0") }
+    guard request.maxKeptBytes >= 0 else {
+      throw RPCError(.invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for no bound or a positive byte count")
+    }
+    guard request.blasThreads >= 0, request.blasThreads <= blasThreads else {
+      throw RPCError(
+        .invalidArgument,
+        "blas_threads is \(request.blasThreads); this partition was started with \(blasThreads) (--blas-threads), "
+          + "the most a stage may ask for (0 keeps it)")
     }
     let model = try makeModel(request.model)
     guard request.firstLayer >= 0, request.firstLayer < request.endLayer, Int(request.endLayer) <= model.layers.count else {

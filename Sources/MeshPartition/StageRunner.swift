@@ -154,7 +154,7 @@ actor StageRunner {
         throw RPCError(.invalidArgument, "batch_size \(request.batchSize) is smaller than the micro-batch (\(batch) examples)")
       }
     }
-    let seed = UInt64(bitPattern: request.key.step) &* 1_000_003 &+ UInt64(request.key.microBatch)
+    let seed = UInt64(bitPattern: request.key.step) &* 1_000_003 &+ UInt64(bitPattern: Int64(request.key.microBatch))
     var response = Pipemesh_V1_ForwardResponse()
     let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
     guard training else {

@@ -51,6 +51,12 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
 
   public var description: String { "\(code): \(message)" }
 
+  /// The longest status message a server sends, in UTF-8 bytes; a longer
+  /// one is cut and marked. gRPC carries the message percent-encoded in a
+  /// trailer, and a trailer over the peer's metadata limit (8 KiB by
+  /// default) would replace the real status with RESOURCE_EXHAUSTED.
+  public static let maxMessageBytes = 2048
+
   /// The status a handler's error is answered with: RPC errors as they are,
   /// cancellation as CANCELLED, anything else as INTERNAL naming the error.
   init(answering error: any Error) {

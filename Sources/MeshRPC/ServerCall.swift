@@ -104,7 +104,7 @@ final class IncomingCall: @unchecked Sendable {
   func finish(with error: RPCError) {
     report(error.code, responseBytes: streamedBytes.withLock { $0 })
     pm_server_call_finish(
-      pointer, Int32(error.code.rawValue), error.message,
+      pointer, Int32(error.code.rawValue), error.message.cut(toUTF8Bytes: RPCError.maxMessageBytes),
       OutgoingBytes(repeating: 0, count: 0).handOver())
   }
 

@@ -6,6 +6,15 @@ extension Pipemesh_V1_Initializer {
   /// Draws a tensor of `shape`; INVALID_ARGUMENT for parameters that cannot
   /// work. The same initializer and seed give the same bits everywhere.
   public func makeTensor(_ shape: [Int]) throws -> Tensor {
+    let tensor = try draw(shape)
+    // Parameters at the edge of Float's range can still draw infinities.
+    guard tensor.allFinite else {
+      throw RPCError(.invalidArgument, "initializer parameters draw values beyond Float's range; use smaller ones")
+    }
+    return tensor
+  }
+
+  private func draw(_ shape: [Int]) throws -> Tensor {
     switch kind {
     case .constant(let value):
       guard value.isFinite else { throw RPCError(.invalidArgument, "constant initializer must be finite") }
@@ -21,12 +30,14 @@ extension Pipemesh_V1_Initializer {
       }
       return .randomUniform(shape, lowerBound: uniform.minimum, upperBound: uniform.maximum, seed: seed)
     case .glorotUniform(let glorot):
-      guard glorot.fanIn > 0, glorot.fanOut > 0 else {
-        throw RPCError(.invalidArgument, "glorot_uniform needs fan_in and fan_out > 0")
+      guard glorot.fanIn > 0, glorot.fanOut > 0, glorot.fanIn <= Int32.max, glorot.fanOut <= Int32.max else {
+        throw RPCError(.invalidArgument, "glorot_uniform needs fan_in and fan_out from 1 to 2^31-1")
       }
       return .glorotUniform(shape, fanIn: Int(glorot.fanIn), fanOut: Int(glorot.fanOut), seed: seed)
     case .heNormal(let he):
-      guard he.fanIn > 0 else { throw RPCError(.invalidArgument, "he_normal needs fan_in > 0") }
+      guard he.fanIn > 0, he.fanIn <= Int32.max else {
+        throw RPCError(.invalidArgument, "he_normal needs fan_in from 1 to 2^31-1")
+      }
       return .heNormal(shape, fanIn: Int(he.fanIn), seed: seed)
     case nil:
       return .zeros(shape)

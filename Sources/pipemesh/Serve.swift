@@ -11,37 +11,53 @@ struct Serve: AsyncParsableCommand {
     subcommands: [ServePS.self, ServePartition.self, ServeCoordinator.self])
 }
 
-/// Options every service takes.
+/// Options every service takes. `resolved()` reads them, with their
+/// `PIPEMESH_*` variables and defaults, and checks each.
 struct ServiceOptions: ParsableArguments {
-  @Option(help: "Address to listen on; port 0 picks a free port. [PIPEMESH_LISTEN]")
-  var listen: String = environment("LISTEN") ?? "127.0.0.1:0"
+  @Option(help: "Address to listen on; port 0 picks a free port (default 127.0.0.1:0). [PIPEMESH_LISTEN]")
+  var listen: String?
 
-  @Option(help: "Seconds running calls get to finish on shutdown. [PIPEMESH_GRACE_SECONDS]")
-  var graceSeconds: Int = environment("GRACE_SECONDS").flatMap(Int.init) ?? 10
+  @Option(help: "Seconds running calls get to finish on shutdown (default 10). [PIPEMESH_GRACE_SECONDS]")
+  var graceSeconds: Int?
 
   @OptionGroup var tls: TLSOptions
 
-  @Option(help: "Largest message in MiB. [PIPEMESH_MAX_MESSAGE_MIB]")
-  var maxMessageMib: Int = environment("MAX_MESSAGE_MIB").flatMap(Int.init) ?? 256
+  @Option(help: "Largest message in MiB (default 256). [PIPEMESH_MAX_MESSAGE_MIB]")
+  var maxMessageMib: Int?
 
   @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics; none when unset. [PIPEMESH_METRICS_LISTEN]")
   var metricsListen: String?
 
-  var metricsAddress: String? { metricsListen ?? environment("METRICS_LISTEN") }
+  /// The settings, checked: a ValidationError (exit 64) names a bad one.
+  func resolved() throws -> ServiceSettings {
+    let listen = Settings.text(listen, option: "--listen") ?? "127.0.0.1:0"
+    try Settings.checkAddress(listen, option: "--listen")
+    let metrics = Settings.text(metricsListen, option: "--metrics-listen")
+    if let metrics { try Settings.checkAddress(metrics, option: "--metrics-listen") }
+    let maxMessageMiB = try Settings.integer(maxMessageMib, option: "--max-message-mib", in: 1...2047, default: 256)
+    let keepalive = (interval: Duration.seconds(30), timeout: Duration.seconds(20))
+    return ServiceSettings(
+      listen: listen,
+      graceSeconds: try Settings.integer(graceSeconds, option: "--grace-seconds", in: 0...3600, default: 10),
+      metricsAddress: metrics,
+      server: TransportConfiguration(
+        tls: try tls.configuration(server: true), maxMessageBytes: maxMessageMiB << 20,
+        keepaliveInterval: keepalive.interval, keepaliveTimeout: keepalive.timeout),
+      client: TransportConfiguration(
+        tls: try tls.configuration(server: false), maxMessageBytes: maxMessageMiB << 20,
+        keepaliveInterval: keepalive.interval, keepaliveTimeout: keepalive.timeout))
+  }
+}
 
+/// A service's checked settings.
+struct ServiceSettings {
+  let listen: String
+  let graceSeconds: Int
+  let metricsAddress: String?
   /// What the service listens with.
-  func transport() throws -> TransportConfiguration {
-    TransportConfiguration(
-      tls: try tls.configuration(server: true), maxMessageBytes: maxMessageMib << 20,
-      keepaliveInterval: .seconds(30), keepaliveTimeout: .seconds(20))
-  }
-
-  /// What the service dials other services with: the same certificate, key and CA.
-  func clientTransport() throws -> TransportConfiguration {
-    TransportConfiguration(
-      tls: try tls.configuration(server: false), maxMessageBytes: maxMessageMib << 20,
-      keepaliveInterval: .seconds(30), keepaliveTimeout: .seconds(20))
-  }
+  let server: TransportConfiguration
+  /// What it dials other services with: the same certificate, key and CA.
+  let client: TransportConfiguration
 }
 
 /// TLS from PEM files, for servers and clients alike.
@@ -55,16 +71,21 @@ struct TLSOptions: ParsableArguments {
   @Option(help: "PEM CA bundle the peer must chain to; on a server it requires client certificates (mTLS). [PIPEMESH_TLS_CA]")
   var tlsCa: String?
 
-  var isEnabled: Bool { (tlsCert ?? environment("TLS_CERT")) != nil || (tlsCa ?? environment("TLS_CA")) != nil }
+  var isEnabled: Bool { Settings.text(tlsCert, option: "--tls-cert") != nil || Settings.text(tlsCa, option: "--tls-ca") != nil }
 
+  /// TLS from the files given; nil when none is. A missing or unreadable
+  /// file is a ValidationError naming its option.
   func configuration(server: Bool) throws -> TLSConfiguration? {
-    let tlsCert = tlsCert ?? environment("TLS_CERT")
-    let tlsKey = tlsKey ?? environment("TLS_KEY")
-    let tlsCa = tlsCa ?? environment("TLS_CA")
+    let tlsCert = Settings.text(tlsCert, option: "--tls-cert")
+    let tlsKey = Settings.text(tlsKey, option: "--tls-key")
+    let tlsCa = Settings.text(tlsCa, option: "--tls-ca")
     if tlsCert == nil, tlsKey == nil, tlsCa == nil { return nil }
     if server, tlsCert == nil || tlsKey == nil {
-      throw ValidationError("a TLS server needs both --tls-cert and --tls-key")
+      throw ValidationError("a TLS server needs both --tls-cert and --tls-key (or PIPEMESH_TLS_CERT and PIPEMESH_TLS_KEY)")
     }
+    if let tlsCert { try Settings.checkReadableFile(tlsCert, option: "--tls-cert") }
+    if let tlsKey { try Settings.checkReadableFile(tlsKey, option: "--tls-key") }
+    if let tlsCa { try Settings.checkReadableFile(tlsCa, option: "--tls-ca") }
     return try TLSConfiguration(
       certificateFile: tlsCert, keyFile: tlsKey, caFile: tlsCa, requireClientCertificate: server && tlsCa != nil)
   }
@@ -85,23 +106,42 @@ struct ServePS: AsyncParsableCommand {
   @Option(help: "Directory for safetensors checkpoints; none when unset. [PIPEMESH_CHECKPOINT_DIR]")
   var checkpointDir: String?
 
-  @Option(help: "Seconds between periodic checkpoints; 0 disables them. [PIPEMESH_CHECKPOINT_SECONDS]")
-  var checkpointSeconds: Int = environment("CHECKPOINT_SECONDS").flatMap(Int.init) ?? 60
+  @Option(help: "Seconds between periodic checkpoints; 0 disables them (default 60). [PIPEMESH_CHECKPOINT_SECONDS]")
+  var checkpointSeconds: Int?
 
-  @Option(help: "Checkpoint files to keep. [PIPEMESH_CHECKPOINT_KEEP]")
-  var checkpointKeep: Int = environment("CHECKPOINT_KEEP").flatMap(Int.init) ?? 3
+  @Option(help: "Checkpoint files to keep (default 3). [PIPEMESH_CHECKPOINT_KEEP]")
+  var checkpointKeep: Int?
+
+  @Option(help: """
+    MiB the variables of all jobs and their optimizer slots may take; a registration beyond it is \
+    refused with RESOURCE_EXHAUSTED (default: half the host's or the cgroup's memory). [PIPEMESH_MEMORY_BUDGET_MIB]
+    """)
+  var memoryBudgetMib: Int?
+
+  @Option(help: "MiB one variable may take (default 4096, at most the budget). [PIPEMESH_MAX_VARIABLE_MIB]")
+  var maxVariableMib: Int?
 
   func run() async throws {
-    let host = ServiceHost(role: "ps", options: service)
-    let store = ParameterStore()
-    let checkpointer = try (checkpointDir ?? environment("CHECKPOINT_DIR")).map {
-      try Checkpointer(directory: $0, store: store, keep: checkpointKeep)
-    }
+    let settings = try service.resolved()
+    let checkpointDir = Settings.text(checkpointDir, option: "--checkpoint-dir")
+    if let checkpointDir { try Settings.checkWritableDirectory(checkpointDir, option: "--checkpoint-dir") }
+    let checkpointSeconds = try Settings.integer(checkpointSeconds, option: "--checkpoint-seconds", in: 0...86_400 * 365, default: 60)
+    let checkpointKeep = try Settings.integer(checkpointKeep, option: "--checkpoint-keep", in: 1...10_000, default: 3)
+    let budgetMiB = try Settings.integer(
+      memoryBudgetMib, option: "--memory-budget-mib", in: 1...(1 << 40), default: MemoryBudget.hostDefault() >> 20)
+    let variableMiB = try Settings.integer(maxVariableMib, option: "--max-variable-mib", in: 1...(1 << 40), default: 4096)
+    let budget = MemoryBudget(limit: budgetMiB << 20, variableLimit: min(variableMiB, budgetMiB) << 20)
+
+    let host = ServiceHost(role: "ps", settings: settings)
+    let store = ParameterStore(budget: budget)
+    let checkpointer = try checkpointDir.map { try Checkpointer(directory: $0, store: store, keep: checkpointKeep) }
     if let checkpointer {
+      for path in checkpointer.removedTemporaries { host.log.log("removed \(path), a checkpoint whose write was cut short") }
       let (path, skipped) = try await checkpointer.restoreLatest()
       for problem in skipped { host.log.log("skipped unreadable checkpoint \(problem)", priority: .warning) }
       host.log.log(path.map { "restored \($0)" } ?? "no checkpoint in \(checkpointer.directory); starting empty")
     }
+    host.log.log("memory budget \(MemoryBudget.describe(budget.limit)), \(MemoryBudget.describe(budget.inUse)) in use")
     ParameterServerMetrics.register(store: store, checkpointer: checkpointer, in: host.metrics)
     let periodic = Task {
       if let checkpointer, checkpointSeconds > 0 { await checkpointer.runPeriodically(every: .seconds(checkpointSeconds)) }

@@ -22,18 +22,23 @@ struct ServePartition: AsyncParsableCommand {
   @Option(help: "host:port other partitions reach this one at; default: the listen address. [PIPEMESH_ADVERTISE]")
   var advertise: String?
 
-  @Option(help: "OpenBLAS threads (give each partition on a host its share of the cores). [PIPEMESH_BLAS_THREADS]")
-  var blasThreads: Int = environment("BLAS_THREADS").flatMap(Int.init) ?? 1
+  @Option(help: "OpenBLAS threads (give each partition on a host its share of the cores; default 1). [PIPEMESH_BLAS_THREADS]")
+  var blasThreads: Int?
 
-  @Option(help: "Bound on activations kept for backward, in MiB, when a job sets none (0: no bound). [PIPEMESH_MAX_KEPT_MIB]")
-  var maxKeptMib: Int = environment("MAX_KEPT_MIB").flatMap(Int.init) ?? 0
+  @Option(help: "Bound on activations kept for backward, in MiB, when a job sets none (0: no bound, the default). [PIPEMESH_MAX_KEPT_MIB]")
+  var maxKeptMib: Int?
 
   func run() async throws {
-    BLAS.setThreadCount(max(1, blasThreads))
-    let host = ServiceHost(role: "partition", options: service)
-    let clientTransport = try service.clientTransport()
+    let settings = try service.resolved()
+    let blasThreads = try Settings.integer(blasThreads, option: "--blas-threads", in: 1...1024, default: 1)
+    let maxKeptMiB = try Settings.integer(maxKeptMib, option: "--max-kept-mib", in: 0...(1 << 30), default: 0)
+    let advertise = Settings.text(advertise, option: "--advertise")
+    if let advertise { try Settings.checkAddress(advertise, option: "--advertise") }
+    BLAS.setThreadCount(blasThreads)
+    let host = ServiceHost(role: "partition", settings: settings)
+    let clientTransport = settings.client
     let dataPlane = DataPlane(transport: clientTransport)
-    let partition = PartitionService(dataPlane: dataPlane, transport: clientTransport, defaultMaxKeptBytes: maxKeptMib << 20)
+    let partition = PartitionService(dataPlane: dataPlane, transport: clientTransport, defaultMaxKeptBytes: maxKeptMiB << 20, blasThreads: blasThreads)
     PartitionMetrics.register(partition, in: host.metrics)
     try await host.run(
       [partition],
@@ -42,7 +47,7 @@ struct ServePartition: AsyncParsableCommand {
         return "jobs \(partition.loadedJobs.joined(separator: ", ")); \(counts.forwards) forwards, \(counts.backwards) backwards"
       },
       started: { server in
-        let advertised = advertise ?? environment("ADVERTISE") ?? server.endpoint
+        let advertised = advertise ?? server.endpoint
         guard !advertised.hasPrefix("0.0.0.0:"), !advertised.hasPrefix("[::]:") else {
           throw ValidationError("listening on all addresses: give --advertise HOST:PORT, the address other partitions dial")
         }
@@ -65,15 +70,23 @@ struct ServeCoordinator: AsyncParsableCommand {
   var partitions: String?
 
   func run() async throws {
-    guard let ps = ps ?? environment("PS"), !ps.isEmpty else { throw ValidationError("give the ps tasks with --ps") }
-    guard let partitions = partitions ?? environment("PARTITIONS"), !partitions.isEmpty else {
-      throw ValidationError("give the partitions with --partitions")
+    let settings = try service.resolved()
+    guard let ps = Settings.text(ps, option: "--ps") else { throw ValidationError("give the ps tasks with --ps (or PIPEMESH_PS)") }
+    guard let partitions = Settings.text(partitions, option: "--partitions") else {
+      throw ValidationError("give the partitions with --partitions (or PIPEMESH_PARTITIONS)")
     }
-    let cluster = try Cluster(
-      parameterServers: ps.split(separator: ",").map(String.init), partitions: Cluster.parsePartitions(partitions),
-      transport: try service.clientTransport())
+    let parameterServers = ps.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    let stages = Cluster.parsePartitions(partitions)
+    for endpoint in parameterServers { try Settings.checkAddress(endpoint, option: "--ps") }
+    for endpoint in stages.joined() { try Settings.checkAddress(endpoint, option: "--partitions") }
+    let cluster: Cluster
+    do {
+      cluster = try Cluster(parameterServers: parameterServers, partitions: stages, transport: settings.client)
+    } catch let error as RPCError {
+      throw ValidationError("--partitions (or PIPEMESH_PARTITIONS) '\(partitions.echoed)': \(error.message)")
+    }
     let coordinator = try CoordinatorService(cluster: cluster, loadDataset: loadTrainingData)
-    let host = ServiceHost(role: "coordinator", options: service)
+    let host = ServiceHost(role: "coordinator", settings: settings)
     CoordinatorMetrics.register(coordinator, in: host.metrics)
     try await host.run(
       [coordinator],

@@ -10,14 +10,14 @@ import MeshRPC
 /// SIGINT drain calls and stop.
 struct ServiceHost {
   let role: String
-  let options: ServiceOptions
+  let settings: ServiceSettings
   let log: ServiceLog
   let metrics = MetricsRegistry()
   private let notifier = SystemdNotifier()
 
-  init(role: String, options: ServiceOptions) {
+  init(role: String, settings: ServiceSettings) {
     self.role = role
-    self.options = options
+    self.settings = settings
     log = ServiceLog(role: role)
   }
 
@@ -28,11 +28,24 @@ struct ServiceHost {
     started: (RPCServer) throws -> Void = { _ in }, stopping: () async throws -> Void = {}
   ) async throws {
     let diagnostics = DiagnosticsService(role: role, services: services.map(\.serviceName))
-    let server = try RPCServer(
-      address: options.listen, transport: try options.transport(), services: services + [diagnostics],
-      observer: RPCMetrics(registry: metrics))
+    // Failing to listen is a configuration error (a taken port, an address not
+    // on this host, an unusable key): exit 64, so that systemd does not
+    // restart the service in a loop.
+    let server: RPCServer
+    do {
+      server = try RPCServer(
+        address: settings.listen, transport: settings.server, services: services + [diagnostics],
+        observer: RPCMetrics(registry: metrics))
+    } catch let error as RPCError {
+      throw ValidationError("--listen (or PIPEMESH_LISTEN) \(settings.listen): \(error.message)")
+    }
     try started(server)
-    let metricsServer = try options.metricsAddress.map { try MetricsServer(address: $0, registry: metrics) }
+    let metricsServer: MetricsServer?
+    do {
+      metricsServer = try settings.metricsAddress.map { try MetricsServer(address: $0, registry: metrics) }
+    } catch {
+      throw ValidationError("--metrics-listen (or PIPEMESH_METRICS_LISTEN) \(settings.metricsAddress ?? ""): \(error)")
+    }
     try await waitUntilAnswering(server)
     announceListening(server, role: role)
     log.log(
@@ -48,10 +61,10 @@ struct ServiceHost {
       }
     }
     await waitForTermination()
-    log.log("shutting down: draining calls for up to \(options.graceSeconds) s")
+    log.log("shutting down: draining calls for up to \(settings.graceSeconds) s")
     notifier.stopping(status: "draining calls")
     statusLines.cancel()
-    await server.shutdown(gracePeriod: .seconds(options.graceSeconds))
+    await server.shutdown(gracePeriod: .seconds(settings.graceSeconds))
     try await stopping()
     watchdog.cancel()
     metricsServer?.stop()
@@ -85,7 +98,7 @@ struct ServiceHost {
     let deadline = ContinuousClock.now + .seconds(30)
     let client = try RPCClient(target: local)
     while ContinuousClock.now < deadline {
-      if options.tls.isEnabled {
+      if settings.server.tls != nil {
         if Self.acceptsConnections(host: host, port: server.port) { return }
       } else if (try? await client.call(HealthMethods.check, .init(), options: .init(timeout: .seconds(2))))?.status == .serving {
         return

@@ -230,6 +230,62 @@ import Testing
     #expect(allRunning)
   }
 
+  /// Keys and settings no coordinator sends are refused with the field's
+  /// name, and the partition lives on: a negative micro-batch once trapped
+  /// in the seed's conversion, and a request's blas_threads changed the
+  /// process's BLAS threads.
+  @Test func hostileKeysAndSettingsAreRefusedAndThePartitionLives() async throws {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    let partition = try await Self.loadWholeModel(job: "hostile", mesh: mesh)
+    let (inputs, targets) = PipelineTrainingTests.classification(count: 4)
+    func forward(_ method: UnaryMethod<Pipemesh_V1_ForwardRequest, Pipemesh_V1_ForwardResponse>, step: Int64, microBatch: Int32,
+      position: Int32 = 0) async throws
+    {
+      _ = try await partition.call(method, .with {
+        $0.key = .with { $0.job = "hostile"; $0.step = step; $0.microBatch = microBatch }
+        $0.input = .with { $0.inline = Pipemesh_V1_Tensor(inputs) }
+        $0.targets = Pipemesh_V1_Tensor(targets)
+        $0.batchSize = 4
+        $0.schedulePosition = position
+      })
+    }
+    func load(_ change: @Sendable (inout Pipemesh_V1_LoadStageRequest) -> Void) async throws {
+      var request = Pipemesh_V1_LoadStageRequest.with {
+        $0.job = "hostile-load"
+        $0.model = PipelineTrainingTests.mlp
+        $0.endLayer = 4
+        $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+      }
+      change(&request)
+      _ = try await partition.call(PartitionMethods.loadStage, request)
+    }
+    let cases: [(String, () async throws -> Void, String)] = [
+      ("Forward, micro_batch -1", { try await forward(PartitionMethods.forward, step: 1, microBatch: -1) }, "key.micro_batch"),
+      ("Forward, micro_batch Int32.min", { try await forward(PartitionMethods.forward, step: 1, microBatch: Int32.min) }, "key.micro_batch"),
+      ("Infer, micro_batch -1", { try await forward(PartitionMethods.infer, step: -5, microBatch: -1) }, "key.micro_batch"),
+      ("Forward, step 0", { try await forward(PartitionMethods.forward, step: 0, microBatch: 0) }, "key.step"),
+      ("Forward, step Int64.min", { try await forward(PartitionMethods.forward, step: Int64.min, microBatch: 0) }, "key.step"),
+      ("Forward, schedule_position -1", { try await forward(PartitionMethods.forward, step: 1, microBatch: 0, position: -1) },
+        "schedule_position"),
+      ("Commit, step -1", { _ = try await partition.call(PartitionMethods.commit, .with { $0.job = "hostile"; $0.step = -1 }) }, "step"),
+      ("LoadStage, blas_threads 2^31-1", { try await load { $0.blasThreads = .max } },
+        "blas_threads is 2147483647; this partition was started with 1"),
+      ("LoadStage, replica -1", { try await load { $0.replica = -1 } }, "replica is -1"),
+    ]
+    for (what, call, field) in cases {
+      let error = await #expect(throws: RPCError.self, "\(what)") { try await call() }
+      #expect(error?.code == .invalidArgument, "\(what): \(String(describing: error))")
+      #expect(error?.message.contains(field) == true, "\(what): \(String(describing: error))")
+    }
+    #expect(mesh.partitions[3].process.isRunning, "\(mesh.partitions[3].process.log)")
+    // The stage still trains: a whole step goes through.
+    try await forward(PartitionMethods.forward, step: 1, microBatch: 0)
+    _ = try await partition.call(PartitionMethods.backward, .with { $0.key = .with { $0.job = "hostile"; $0.step = 1 } })
+    let committed = try await partition.call(PartitionMethods.commit, .with { $0.job = "hostile"; $0.step = 1; $0.flush = true })
+    #expect(committed.version == 1)
+    _ = try await partition.call(PartitionMethods.unloadStage, .with { $0.job = "hostile" })
+  }
+
   /// One micro-batch of 16 keeps 3,776 bytes of activations through the
   /// whole MLP, or only its 512-byte input with recomputation.
   @Test func keptActivationBoundRefusesAndRecomputationFitsUnderIt() async throws {

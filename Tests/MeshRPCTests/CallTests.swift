@@ -173,3 +173,29 @@ import Testing
     #expect(error?.code == .unavailable || error?.code == .deadlineExceeded)
   }
 }
+
+/// A status message is cut to a size every peer accepts, so a handler that
+/// quotes a huge input still reaches the client with its own code.
+@Suite struct StatusMessageTests {
+  @Test(arguments: [100_000, 1_000_000])
+  func aLongMessageIsCutAndKeepsItsCode(length: Int) async throws {
+    try await withServer([ProbeService()]) { _, client in
+      // Three-byte characters: a cut in the middle of one would not be UTF-8.
+      let payload = Data(String(repeating: "€", count: length / 3).utf8)
+      let error = await #expect(throws: RPCError.self) {
+        _ = try await client.call(ProbeService.refuseQuoting, .with { $0.payload = payload })
+      }
+      #expect(error?.code == .invalidArgument, "\(String(describing: error))")
+      let message = error?.message ?? ""
+      #expect(message.utf8.count <= RPCError.maxMessageBytes)
+      #expect(message.hasPrefix("refused '€€€"))
+      #expect(message.hasSuffix("… (message cut)"))
+    }
+  }
+
+  @Test func echoedValuesAreShortAndSayHowLongTheyWere() {
+    #expect("short".echoed == "short")
+    let long = String(repeating: "a", count: 5_000)
+    #expect(long.echoed == String(repeating: "a", count: String.maxEchoedCharacters) + "… (cut; 5000 bytes in all)")
+  }
+}

@@ -14,6 +14,8 @@ final class ProbeService: RPCService, Sendable {
   static let slow = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(service: name, name: "Slow")
   static let streamForever = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
     service: name, name: "StreamForever")
+  /// Fails with INVALID_ARGUMENT and a message quoting the whole payload.
+  static let refuseQuoting = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(service: name, name: "RefuseQuoting")
 
   private let events = Mutex<[String]>([])
 
@@ -24,6 +26,9 @@ final class ProbeService: RPCService, Sendable {
   private func record(_ event: String) { events.withLock { $0.append(event) } }
 
   func register(with router: inout RPCRouter) {
+    router.unary(Self.refuseQuoting) { request, _ in
+      throw RPCError(.invalidArgument, "refused '\(String(decoding: request.payload, as: UTF8.self))'")
+    }
     router.unary(Self.metadata) { request, context in
       var response = Pipemesh_V1_EchoResponse()
       let headers = context.metadata.map { "\($0.key)=\($0.value)" }.joined(separator: ";")

@@ -34,6 +34,9 @@ public final class ChildProcess: Sendable {
 
   public var isRunning: Bool { process.value.isRunning }
 
+  /// The process id (while running, or the last one it had).
+  public var pid: Int32 { process.value.processIdentifier }
+
   /// Waits until the log has a line starting with `prefix` and returns the
   /// rest of that line. Throws if the process exits or `timeout` passes first.
   public func waitForLine(startingWith prefix: String, timeout: Duration = .seconds(60)) async throws -> String {

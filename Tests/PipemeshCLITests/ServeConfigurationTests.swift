@@ -1,0 +1,80 @@
+import Foundation
+import MeshTestSupport
+import Testing
+
+/// `pipemesh serve` refuses a bad configuration at start with exit status 64
+/// (which the units' `RestartPreventExitStatus=64` keeps systemd from
+/// restarting in a loop) and a message naming the setting and the value.
+@Suite struct ServeConfigurationTests {
+  /// One bad configuration: extra arguments and environment, and what the
+  /// message must say.
+  struct Case: CustomTestStringConvertible, Sendable {
+    let arguments: [String]
+    let environment: [String: String]
+    let expected: String
+    var testDescription: String { (environment.map { "\($0.key)=\($0.value)" }.sorted() + arguments).joined(separator: " ") }
+  }
+
+  /// Cases every role shares, with the arguments a role needs to start otherwise.
+  static let commonCases: [Case] = [
+    Case(arguments: [], environment: ["PIPEMESH_MAX_MESSAGE_MIB": "25x"], expected: "PIPEMESH_MAX_MESSAGE_MIB='25x' is not an integer"),
+    Case(arguments: ["--max-message-mib", "0"], environment: [:], expected: "--max-message-mib is 0"),
+    Case(arguments: [], environment: ["PIPEMESH_GRACE_SECONDS": "-1"], expected: "PIPEMESH_GRACE_SECONDS is -1"),
+    Case(arguments: ["--listen", "127.0.0.1"], environment: [:], expected: "expected HOST:PORT"),
+    Case(arguments: ["--listen", "192.0.2.1:0"], environment: [:], expected: "cannot listen on 192.0.2.1:0"),
+    Case(arguments: ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], environment: [:],
+      expected: "--tls-cert (or PIPEMESH_TLS_CERT) is '/nonexistent/cert.pem', which does not exist"),
+    Case(arguments: [], environment: ["PIPEMESH_TLS_CA": "/nonexistent/ca.pem"],
+      expected: "a TLS server needs both --tls-cert and --tls-key"),
+    Case(arguments: ["--metrics-listen", "127.0.0.1:99999"], environment: [:], expected: "--metrics-listen (or PIPEMESH_METRICS_LISTEN)"),
+  ]
+
+  static let roleArguments: [String: [String]] = [
+    "ps": [],
+    "partition": [],
+    "coordinator": ["--ps", "127.0.0.1:1", "--partitions", "127.0.0.1:2"],
+  ]
+
+  static let roleCases: [(role: String, case: Case)] = [
+    ("ps", Case(arguments: ["--checkpoint-dir", "/proc/pipemesh-checkpoints"], environment: [:], expected: "--checkpoint-dir")),
+    ("ps", Case(arguments: [], environment: ["PIPEMESH_CHECKPOINT_KEEP": "0"], expected: "PIPEMESH_CHECKPOINT_KEEP is 0")),
+    ("ps", Case(arguments: ["--memory-budget-mib", "0"], environment: [:], expected: "--memory-budget-mib is 0")),
+    ("partition", Case(arguments: ["--blas-threads", "2147483648"], environment: [:], expected: "--blas-threads is 2147483648")),
+    ("partition", Case(arguments: [], environment: ["PIPEMESH_MAX_KEPT_MIB": "lots"], expected: "PIPEMESH_MAX_KEPT_MIB='lots'")),
+    ("partition", Case(arguments: ["--advertise", "no-port"], environment: [:], expected: "--advertise (or PIPEMESH_ADVERTISE)")),
+    ("coordinator", Case(arguments: ["--partitions", "127.0.0.1:2"], environment: [:], expected: "give the ps tasks with --ps")),
+    ("coordinator", Case(arguments: ["--ps", "127.0.0.1:1", "--partitions", "127.0.0.1:2;127.0.0.1:3,127.0.0.1:4"], environment: [:],
+      expected: "every stage needs the same number of replicas")),
+    ("coordinator", Case(arguments: ["--ps", "nowhere", "--partitions", "127.0.0.1:2"], environment: [:], expected: "--ps (or PIPEMESH_PS)")),
+  ]
+
+  static var allCases: [(role: String, case: Case)] {
+    roleArguments.keys.sorted().flatMap { role in commonCases.map { (role, $0) } } + roleCases
+  }
+
+  @Test(arguments: allCases)
+  func badConfigurationExits64(role: String, case bad: Case) async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-config")
+    // Role-specific arguments come first, so a case's own --ps or --partitions wins.
+    let base = bad.arguments.contains(where: { ["--ps", "--partitions"].contains($0) }) ? [] : Self.roleArguments[role]!
+    let process = try ChildProcess(
+      PipemeshBinary.path, ["serve", role, "--listen", "127.0.0.1:0"] + base + bad.arguments,
+      logPath: directory.file("serve.log"), environment: bad.environment)
+    let status = try await process.waitForExit(timeout: .seconds(60))
+    #expect(status == 64, "pipemesh serve \(role) \(bad.testDescription) exited \(status): \(process.log)")
+    #expect(process.log.contains(bad.expected), "pipemesh serve \(role) \(bad.testDescription) said: \(process.log)")
+  }
+
+  @Test(arguments: ["ps", "partition", "coordinator"])
+  func aTakenPortIsRefusedNotShared(role: String) async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-port")
+    let first = try await RunningService.start(role, Self.roleArguments[role]!, log: directory.file("first.log"))
+    let second = try ChildProcess(
+      PipemeshBinary.path, ["serve", role, "--listen", first.endpoint] + Self.roleArguments[role]!,
+      logPath: directory.file("second.log"))
+    let status = try await second.waitForExit(timeout: .seconds(60))
+    #expect(status == 64, "a second \(role) on \(first.endpoint) exited \(status): \(second.log)")
+    #expect(second.log.contains("cannot listen on \(first.endpoint)"), "\(second.log)")
+    #expect(first.process.isRunning)
+  }
+}
