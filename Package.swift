@@ -154,8 +154,11 @@ let package = Package(
     ),
     .testTarget(name: "MeshTensorTests", dependencies: ["MeshTensor"]),
     .testTarget(name: "MeshPipelineTests", dependencies: ["MeshPipeline"]),
+    .testTarget(name: "MeshPartitionTests", dependencies: ["MeshPartition"]),
     .testTarget(name: "MeshDataTests", dependencies: ["MeshData", "MeshTensor"]),
-    .testTarget(name: "PipemeshCLITests", dependencies: ["MeshCheckpoint", "MeshTestSupport", "MeshRPC", "MeshProto"]),
+    .testTarget(
+      name: "PipemeshCLITests", dependencies: ["MeshCheckpoint", "MeshTestSupport", "MeshRPC", "MeshProto", "MeshTensor", "MeshWire"]
+    ),
     .testTarget(
       name: "MeshCoordinatorTests",
       dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport", "MeshData", "MeshPS"]

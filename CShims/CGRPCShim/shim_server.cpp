@@ -2,6 +2,8 @@
 // to a handler registered from C. The server's own thread polls its
 // completion queue (see shim_server_internal.hpp); handlers answer from any
 // thread.
+#include <grpc/grpc_security_constants.h>
+#include <grpcpp/security/auth_context.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include <map>
@@ -131,12 +133,22 @@ struct pm_server_call final : public StreamHandler {
   explicit pm_server_call(MethodHandler handler) : handler_(handler) {}
 
   std::string peer;
+  // The common name of the client's verified certificate; empty without one.
+  std::string peer_identity;
   std::chrono::system_clock::time_point deadline;
   std::vector<std::pair<std::string, std::string>> metadata;
 
   void OnStart(ServerStream &stream) override {
     stream_ = &stream;
     peer = stream.context.peer();
+    auto auth = stream.context.auth_context();
+    if (auth && auth->IsPeerAuthenticated()) {
+      auto names = auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
+      // A verified certificate without a name still says a peer was verified.
+      peer_identity = names.empty() || names.front().empty()
+                          ? "(no common name)"
+                          : std::string(names.front().data(), names.front().size());
+    }
     deadline = stream.context.deadline();
     for (const auto &entry : stream.context.client_metadata()) {
       metadata.emplace_back(std::string(entry.first.data(), entry.first.size()),
@@ -494,6 +506,10 @@ pm_metadata_entry pm_server_call_metadata(const pm_server_call *call,
 
 int64_t pm_server_call_remaining_ms(const pm_server_call *call) {
   return pipemesh::MillisecondsUntil(call->deadline);
+}
+
+const char *pm_server_call_peer_identity(const pm_server_call *call) {
+  return call->peer_identity.c_str();
 }
 
 const char *pm_server_call_peer(const pm_server_call *call) {

@@ -1,4 +1,5 @@
 import Foundation
+import MeshPS
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -16,10 +17,14 @@ public final class CoordinatorService: RPCService, Sendable {
   private let clients: [[RPCClient]]
   private let jobs = Mutex<[String: (job: TrainingJob, task: Task<Void, Never>)]>([:])
   private let jobCounter = Mutex(0)
+  /// Users and their tokens; nil authenticates no one (every caller is an
+  /// anonymous admin).
+  private let tokens: TokenFile?
 
-  public init(cluster: Cluster, loadDataset: DatasetLoader? = nil) throws {
+  public init(cluster: Cluster, loadDataset: DatasetLoader? = nil, tokens: TokenFile? = nil) throws {
     self.cluster = cluster
     self.loadDataset = loadDataset
+    self.tokens = tokens
     clients = try cluster.partitions.map { stage in try stage.map { try RPCClient(target: $0, transport: cluster.transport) } }
   }
 
@@ -35,20 +40,21 @@ public final class CoordinatorService: RPCService, Sendable {
   public var stepsCompleted: Int64 { jobs.withLock { $0.values.reduce(0) { $0 + $1.job.snapshot.step } } }
 
   public func register(with router: inout RPCRouter) {
-    router.unary(CoordinatorMethods.plan) { [self] request, _ in
+    router.unary(CoordinatorMethods.plan) { [self] request, context in
+      _ = try caller(context)
       let model = try makeModel(request.model)
       let stages = request.stages == 0 ? cluster.stages : Int(request.stages)
       return try Planner.plan(model, stages: stages, splitPoints: request.splitPoints.map { Int($0) })
         .response(costs: model.layerCosts)
     }
-    router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, _ in
-      let (job, updates) = try start(request)
+    router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, context in
+      let (job, updates) = try await start(request, owner: try caller(context))
       for await progress in updates { try await writer.write(progress) }
       if job.snapshot.state == .failed { throw RPCError(.aborted, "job \(job.name) failed: \(job.snapshot.error)") }
       if job.snapshot.state == .cancelled { throw RPCError(.cancelled, "job \(job.name) was cancelled") }
     }
-    router.unary(CoordinatorMethods.infer) { [self] request, _ in
-      let job = try job(request.job)
+    router.unary(CoordinatorMethods.infer) { [self] request, context in
+      let job = try job(request.job, for: try caller(context))
       let state = job.snapshot.state
       guard state != .failed, state != .cancelled else {
         throw RPCError(
@@ -62,38 +68,85 @@ public final class CoordinatorService: RPCService, Sendable {
       let outputs = try await Inference.run(inputs, job: job.runID, stages: clients.map { $0[0] }, chunk: chunk)
       return .with { $0.outputs = Pipemesh_V1_Tensor(sharing: outputs) }
     }
-    router.unary(CoordinatorMethods.getJob) { [self] request, _ in try job(request.job).snapshot }
-    router.unary(CoordinatorMethods.listJobs) { [self] _, _ in
-      .with { $0.jobs = jobs.withLock { $0.values.map(\.job.snapshot) }.sorted { $0.job < $1.job } }
+    router.unary(CoordinatorMethods.getJob) { [self] request, context in try job(request.job, for: try caller(context)).snapshot }
+    router.unary(CoordinatorMethods.listJobs) { [self] _, context in
+      let caller = try caller(context)
+      let visible = jobs.withLock { $0.values.map(\.job.snapshot) }.filter { caller.mayUse(jobOf: $0.owner) }
+      return .with { $0.jobs = visible.sorted { $0.job < $1.job } }
     }
-    router.unary(CoordinatorMethods.cancelJob) { [self] request, _ in
+    router.unary(CoordinatorMethods.cancelJob) { [self] request, context in
       let entry = jobs.withLock { $0[request.job] }
-      guard let entry else { throw RPCError(.notFound, "no job named \(request.job)") }
+      guard let entry else { throw RPCError(.notFound, "no job named '\(request.job.echoed)' on this coordinator") }
+      try Self.check(try caller(context), mayUse: entry.job, to: "cancel")
       entry.task.cancel()
       await entry.task.value
       return entry.job.snapshot
     }
   }
 
-  private func job(_ name: String) throws -> TrainingJob {
-    guard let job = jobs.withLock({ $0[name]?.job }) else {
-      throw RPCError(.notFound, "no job named \(name) on this coordinator")
+  /// Who a call comes from: the user its token names, else the user its
+  /// client certificate names (`client.NAME`, `admin.NAME`), else the
+  /// anonymous admin when this coordinator authenticates no one.
+  private func caller(_ context: ServerContext) throws -> Caller {
+    if let tokens, context.metadata["authorization"] != nil || context.peerIdentity == nil {
+      return try tokens.caller(context.metadata)
     }
+    guard let identity = context.peerIdentity else { return .anonymous }
+    switch MeshRole(commonName: identity) {
+    case .client(let name): return Caller(name: name, isAdmin: false)
+    case .admin(let name): return Caller(name: name, isAdmin: true)
+    default:
+      throw RPCError(
+        .permissionDenied, "the certificate '\(identity.echoed)' names no user: users present client.NAME or admin.NAME certificates")
+    }
+  }
+
+  /// The job `name`, when `caller` may use it.
+  private func job(_ name: String, for caller: Caller) throws -> TrainingJob {
+    guard let job = jobs.withLock({ $0[name]?.job }) else {
+      throw RPCError(.notFound, "no job named '\(name.echoed)' on this coordinator")
+    }
+    try Self.check(caller, mayUse: job, to: "use")
     return job
   }
 
+  private static func check(_ caller: Caller, mayUse job: TrainingJob, to action: String) throws {
+    guard caller.mayUse(jobOf: job.owner) else {
+      throw RPCError(.permissionDenied, "job \(job.name) belongs to \(job.owner); \(caller.name) may not \(action) it (admins may)")
+    }
+  }
+
+  /// The longest job name: the ps adds a run id of 9 characters and holds
+  /// names of up to 128.
+  static let maxJobName = 100
+
   /// Checks a Train request, starts its job and returns its progress stream.
   /// The job runs on if the caller goes away; CancelJob stops it.
-  private func start(_ request: Pipemesh_V1_TrainRequest) throws -> (TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>) {
+  private func start(
+    _ request: Pipemesh_V1_TrainRequest, owner: Caller
+  ) async throws -> (TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>) {
     let name = request.job.isEmpty ? "job-\(jobCounter.withLock { $0 += 1; return $0 })" : request.job
-    guard !name.contains("/"), name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) }) else {
-      throw RPCError(.invalidArgument, "job name '\(name)' must use only A-Z a-z 0-9 _ . -")
+    guard name.utf8.count <= Self.maxJobName, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) })
+    else {
+      throw RPCError(.invalidArgument, "job name '\(name.echoed)' must be 1-\(Self.maxJobName) characters of A-Z a-z 0-9 _ . -")
     }
     let (inputs, targets) = try data(request.data)
-    let job = try TrainingJob(name: name, request: request, inputs: inputs, targets: targets, cluster: cluster, clients: clients)
+    let job = try TrainingJob(
+      name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster, clients: clients)
+    if job.checkpoints {
+      let missing = try await ParameterServerClient(endpoints: cluster.parameterServers, transport: cluster.transport)
+        .tasksWithoutCheckpoints()
+      guard missing.isEmpty else {
+        throw RPCError(
+          .failedPrecondition,
+          "checkpoint.every_steps or checkpoint.at_end asks for checkpoints, but the ps at \(missing.joined(separator: ", ")) "
+            + "was started without --checkpoint-dir: give it one, or train without checkpoints")
+      }
+    }
     let (updates, continuation) = AsyncStream.makeStream(of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
     let replaced = try jobs.withLock { jobs in
       let existing = jobs[name]
+      if let existing { try Self.check(owner, mayUse: existing.job, to: "replace") }
       if let existing, existing.job.snapshot.state == .running {
         throw RPCError(.alreadyExists, "job \(name) is running; pick another name or cancel it")
       }

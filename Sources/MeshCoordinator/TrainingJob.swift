@@ -12,6 +12,8 @@ import Synchronization
 /// shuffled data, evaluating on the held-out split at the end of each epoch.
 final class TrainingJob: Sendable {
   let name: String
+  /// The user who started it ("" when the coordinator authenticates no one).
+  let owner: String
   /// The job's name on the partitions and the ps: the name plus a suffix of
   /// its own, so a later run under the same name starts from fresh state.
   let runID: String
@@ -33,9 +35,10 @@ final class TrainingJob: Sendable {
 
   /// Checks the request and the data against the model; nothing runs yet.
   init(
-    name: String, request: Pipemesh_V1_TrainRequest, inputs: Tensor, targets: Tensor, cluster: Cluster,
+    name: String, owner: String, request: Pipemesh_V1_TrainRequest, inputs: Tensor, targets: Tensor, cluster: Cluster,
     clients: [[RPCClient]]
   ) throws {
+    try Self.checkOptions(request)
     model = try makeModel(request.model)
     plan = try Planner.plan(model, stages: cluster.stages, splitPoints: request.splitPoints.map { Int($0) })
     let microBatches = max(1, Int(request.microBatches))
@@ -68,15 +71,53 @@ final class TrainingJob: Sendable {
     schedule = PipelineSchedule(
       kind: request.schedule == .scheduleOneFOneB ? .oneFOneB : .gpipe, stages: cluster.stages, microBatches: microBatches)
     self.name = name
+    self.owner = owner
     runID = "\(name).\(String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16))"
     self.request = request
     self.cluster = cluster
     self.clients = clients
     status = Mutex(.with {
       $0.job = name
+      $0.owner = owner
       $0.state = .running
     })
   }
+
+  /// The most micro-batches a step may be cut into.
+  static let maxMicroBatches: Int32 = 4096
+
+  /// Checks the options that the partitions and the ps would otherwise
+  /// refuse only once the job runs, so that a bad request creates nothing.
+  private static func checkOptions(_ request: Pipemesh_V1_TrainRequest) throws {
+    guard request.microBatches >= 0, request.microBatches <= maxMicroBatches else {
+      throw RPCError(.invalidArgument, "micro_batches is \(request.microBatches); give 1 to \(maxMicroBatches) (0: 1)")
+    }
+    switch request.schedule {
+    case .scheduleUnspecified, .scheduleGpipe, .scheduleOneFOneB: break
+    case .UNRECOGNIZED(let value):
+      throw RPCError(.invalidArgument, "schedule is \(value); give SCHEDULE_GPIPE (1) or SCHEDULE_ONE_F_ONE_B (2)")
+    }
+    do {
+      _ = try makeOptimizer(request.optimizer)
+    } catch let error as RPCError {
+      throw RPCError(.invalidArgument, "optimizer: \(error.message)")
+    }
+    do {
+      try request.consistency.validate()
+    } catch let error as RPCError {
+      throw RPCError(.invalidArgument, "consistency: \(error.message)")
+    }
+    guard request.checkpoint.everySteps >= 0 else {
+      throw RPCError(.invalidArgument, "checkpoint.every_steps is \(request.checkpoint.everySteps); give 0 (none) or a step count")
+    }
+    guard request.maxKeptBytes >= 0 else {
+      throw RPCError(.invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for the partitions' bound or a byte count")
+    }
+  }
+
+  /// Whether the job writes checkpoints, which needs every ps to have a
+  /// checkpoint directory.
+  var checkpoints: Bool { request.checkpoint.everySteps > 0 || request.checkpoint.atEnd }
 
   var snapshot: Pipemesh_V1_Job { status.withLock { $0 } }
 
@@ -184,7 +225,9 @@ final class TrainingJob: Sendable {
   /// Loads every stage; returns where each one's tensors are fetched, by
   /// stage and replica.
   private func loadStages() async throws -> [[String]] {
-    try await withThrowingTaskGroup(of: (Int, Int, String).self) { group in
+    // Every partition of the job, as the cluster names them: what each may fetch from.
+    let members = cluster.partitions.flatMap { $0 }
+    return try await withThrowingTaskGroup(of: (Int, Int, String).self) { group in
       for stage in 0..<cluster.stages {
         for replica in 0..<cluster.replicas {
           let request = Pipemesh_V1_LoadStageRequest.with {
@@ -199,12 +242,20 @@ final class TrainingJob: Sendable {
             $0.optimizer = self.request.optimizer
             $0.recomputeActivations = self.request.recomputeActivations
             $0.maxKeptBytes = self.request.maxKeptBytes
+            $0.peers = members
           }
           group.addTask {
             let client = self.clients[stage][replica]
             let response = try await client.call(PartitionMethods.loadStage, request)
             guard !response.dataPlaneEndpoint.isEmpty else {
               throw RPCError(.failedPrecondition, "the partition at \(client.target) did not say where its tensors are fetched")
+            }
+            // Its neighbours fetch from it only at an address they were given as a peer.
+            guard members.contains(response.dataPlaneEndpoint) else {
+              throw RPCError(
+                .failedPrecondition,
+                "the partition at \(client.target) advertises \(response.dataPlaneEndpoint.echoed): list it under that address "
+                  + "in the coordinator's --partitions, or start it with --advertise \(client.target)")
             }
             return (stage, replica, response.dataPlaneEndpoint)
           }

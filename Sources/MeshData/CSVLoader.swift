@@ -37,8 +37,8 @@ extension Datasets {
       guard let index = names.firstIndex(of: wanted) else {
         throw DatasetError(
           .malformedFile,
-          "\(file): line \(header.number): no column named '\(wanted)' in the header "
-            + "(\(names.joined(separator: ", "))); pass labelColumn: .named(...) or .last")
+          "\(file): line \(header.number): no column named '\(wanted.count > 200 ? wanted.prefix(200) + "… (cut)" : wanted)' "
+            + "among the header's \(names.count) columns; pass labelColumn: .named(...) or .last")
       }
       labelIndex = index
     }
@@ -58,9 +58,10 @@ extension Datasets {
           "\(file): line \(line.number) has \(row.count) cells but the header has \(names.count) columns")
       }
       for (column, cell) in row.enumerated() {
-        let location = "\(file): line \(line.number), column \(column + 1) ('\(names[column])')"
+        // Positions only: an error may reach a caller who must not read the file.
+        let location = "\(file): line \(line.number), column \(column + 1)"
         guard let value = Float(cell), value.isFinite else {
-          throw DatasetError(.malformedFile, "\(location): '\(cell)' is not a finite number")
+          throw DatasetError(.malformedFile, "\(location): the cell is not a finite number; expected a decimal such as 0.25")
         }
         if column != labelIndex {
           features.append(value)

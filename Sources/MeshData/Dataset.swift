@@ -105,7 +105,7 @@ public struct DatasetError: Error, Sendable, Equatable, CustomStringConvertible 
   public struct Code: Sendable, Hashable, CustomStringConvertible {
     private enum Value: String, Sendable, Hashable {
       case fileNotFound, unreadableFile, emptyFile, malformedFile, unsupportedFormat
-      case badLabel, shapeMismatch, invalidArgument, unknownDataset
+      case badLabel, shapeMismatch, invalidArgument, unknownDataset, outsideDataDirectory
     }
     private let value: Value
     private init(_ value: Value) { self.value = value }
@@ -128,6 +128,8 @@ public struct DatasetError: Error, Sendable, Equatable, CustomStringConvertible 
     public static let invalidArgument = Code(.invalidArgument)
     /// No bundled dataset has the requested name, or the bundled files cannot be found.
     public static let unknownDataset = Code(.unknownDataset)
+    /// The path resolves outside the data directory a service reads from, or is not a regular file.
+    public static let outsideDataDirectory = Code(.outsideDataDirectory)
 
     public var description: String { value.rawValue }
   }

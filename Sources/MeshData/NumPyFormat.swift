@@ -74,9 +74,8 @@ struct NumPyHeader {
   var shape: [Int] = []
 
   init(_ text: String, source: String) throws {
-    let shown = text.trimmingCharacters(in: .whitespacesAndNewlines)
     func malformed(_ detail: String) -> DatasetError {
-      DatasetError(.malformedFile, "\(source): bad .npy header (\(detail)): \(shown)")
+      DatasetError(.malformedFile, "\(source): bad .npy header (\(detail))")
     }
     guard let descr = NumPyHeader.value(of: "descr", in: text),
       let order = NumPyHeader.value(of: "fortran_order", in: text),

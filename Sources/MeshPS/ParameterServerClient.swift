@@ -154,6 +154,15 @@ public final class ParameterServerClient: Sendable {
     })
   }
 
+  /// The endpoints of the tasks that write no checkpoints (started
+  /// without a checkpoint directory).
+  public func tasksWithoutCheckpoints() async throws -> [String] {
+    let work = Dictionary(uniqueKeysWithValues: tasks.indices.map { ($0, ()) })
+    return try await onTasks(work) { client, _ in
+      try await client.call(ParameterServerMethods.stats, .init()).checkpointsEnabled ? nil : client.target
+    }.compactMap { $0 }.sorted()
+  }
+
   /// Asks every task to write a checkpoint now; returns the files written.
   public func checkpoint() async throws -> [String] {
     let work = Dictionary(uniqueKeysWithValues: tasks.indices.map { ($0, ()) })

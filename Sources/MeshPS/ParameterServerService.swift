@@ -1,5 +1,6 @@
 import MeshProto
 import MeshRPC
+import MeshWire
 
 /// `pipemesh.v1.ParameterServer` over a store, with on-demand checkpoints.
 public struct ParameterServerService: RPCService {
@@ -13,7 +14,13 @@ public struct ParameterServerService: RPCService {
 
   public var serviceName: String { ParameterServerMethods.service }
 
+  /// Only the mesh's own services may call a ps (when mutual TLS names
+  /// them).
   public func register(with router: inout RPCRouter) {
+    router.admitting({ path, context in try MeshRole.requireMember(context, for: path) }) { registerMethods(with: &$0) }
+  }
+
+  private func registerMethods(with router: inout RPCRouter) {
     let store = self.store
     let checkpointer = self.checkpointer
     router.unary(ParameterServerMethods.register) { request, _ in
@@ -32,6 +39,9 @@ public struct ParameterServerService: RPCService {
     router.unary(ParameterServerMethods.stats) { request, _ in
       var response = try store.stats(job: request.job)
       response.checkpointAgeSeconds = checkpointer?.age.map { Double($0.components.seconds) } ?? -1
+      response.checkpointsEnabled = checkpointer != nil
+      response.memoryBudgetBytes = Int64(store.budget.limit)
+      response.memoryInUseBytes = Int64(store.budget.inUse)
       return response
     }
     router.unary(ParameterServerMethods.checkpoint) { _, _ in

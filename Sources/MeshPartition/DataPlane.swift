@@ -174,13 +174,20 @@ public final class DataPlane: Sendable {
   /// A tensor given inline or by reference; references to this partition are
   /// read locally, others fetched from the peer (and released there). With
   /// `wait`, a reference may name a tensor the peer has not produced yet:
-  /// the fetch waits for it.
-  func resolve(_ source: Pipemesh_V1_TensorSource, wait: Bool, what: String) async throws -> Tensor {
+  /// the fetch waits for it. Other partitions are dialled only when
+  /// `allowed` lists them.
+  func resolve(_ source: Pipemesh_V1_TensorSource, wait: Bool, what: String, peers allowed: Set<String>) async throws -> Tensor {
     switch source.source {
     case .inline(let wire):
       return try Tensor(wire: wire, what: what)
     case .reference(let reference):
       if reference.endpoint == endpoint { return try await take(reference.key, release: true, wait: wait) }
+      guard allowed.contains(reference.endpoint) else {
+        throw RPCError(
+          .permissionDenied,
+          "\(what) is named at \(reference.endpoint.echoed), which is not one of the job's partitions: "
+            + "a stage fetches only from the peers its LoadStage named")
+      }
       let peer = try client(for: reference.endpoint)
       do {
         let wire = try await peer.call(

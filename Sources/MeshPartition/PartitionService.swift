@@ -13,16 +13,23 @@ public final class PartitionService: RPCService, Sendable {
   private let transport: TransportConfiguration
   private let defaultMaxKeptBytes: Int
   private let blasThreads: Int
+  private let dialPolicy: DialPolicy
   private let stages = Mutex<[String: (request: Pipemesh_V1_LoadStageRequest, runner: StageRunner)]>([:])
 
   /// `transport` is what the partition dials the ps and its peers with;
-  /// `defaultMaxKeptBytes` bounds kept activations when LoadStage gives no
-  /// bound (0: none); `blasThreads` is the OpenBLAS thread count the process
-  /// was given, the most a LoadStage may ask for.
-  public init(dataPlane: DataPlane, transport: TransportConfiguration, defaultMaxKeptBytes: Int = 0, blasThreads: Int = 1) {
+  /// `defaultMaxKeptBytes` bounds a stage's activations when LoadStage gives
+  /// none (0: the host's memory, more than any stage can hold);
+  /// `blasThreads` is the OpenBLAS thread count the process was given, the
+  /// most a LoadStage may ask for; `dialPolicy` says which ps tasks and
+  /// peers a LoadStage may name.
+  public init(
+    dataPlane: DataPlane, transport: TransportConfiguration, defaultMaxKeptBytes: Int = 0, blasThreads: Int = 1,
+    dialPolicy: DialPolicy = .loopback
+  ) {
+    self.dialPolicy = dialPolicy
     self.dataPlane = dataPlane
     self.transport = transport
-    self.defaultMaxKeptBytes = defaultMaxKeptBytes
+    self.defaultMaxKeptBytes = defaultMaxKeptBytes > 0 ? defaultMaxKeptBytes : Int(clamping: ProcessInfo.processInfo.physicalMemory)
     self.blasThreads = blasThreads
   }
 
@@ -38,7 +45,13 @@ public final class PartitionService: RPCService, Sendable {
     return runner
   }
 
+  /// Only the mesh's own services may call a partition (when mutual TLS
+  /// names them).
   public func register(with router: inout RPCRouter) {
+    router.admitting({ path, context in try MeshRole.requireMember(context, for: path) }) { registerMethods(with: &$0) }
+  }
+
+  private func registerMethods(with router: inout RPCRouter) {
     router.unary(PartitionMethods.loadStage) { [self] request, _ in try await load(request) }
     router.unary(PartitionMethods.forward) { [self] request, _ in
       try Self.check(request.key, training: true)
@@ -100,7 +113,7 @@ public final class PartitionService: RPCService, Sendable {
     guard request.stage >= 0 else { throw RPCError(.invalidArgument, "stage is \(request.stage); stages count from 0") }
     guard request.replica >= 0 else { throw RPCError(.invalidArgument, "replica is \(request.replica); replicas count from 0") }
     guard request.maxKeptBytes >= 0 else {
-      throw RPCError(.invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for no bound or a positive byte count")
+      throw RPCError(.invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for the partition's bound or a byte count")
     }
     guard request.blasThreads >= 0, request.blasThreads <= blasThreads else {
       throw RPCError(
@@ -114,7 +127,16 @@ public final class PartitionService: RPCService, Sendable {
         .invalidArgument, "layers \(request.firstLayer)..<\(request.endLayer) are not a non-empty range of the model's \(model.layers.count) layers")
     }
     let layers = Int(request.firstLayer)..<Int(request.endLayer)
-    guard !request.parameterServers.isEmpty else { throw RPCError(.invalidArgument, "no ps endpoints given") }
+    guard !request.parameterServers.isEmpty, request.parameterServers.count <= 1024 else {
+      throw RPCError(.invalidArgument, "parameter_servers lists \(request.parameterServers.count) endpoints; give 1 to 1024")
+    }
+    guard request.peers.count <= 65536 else { throw RPCError(.invalidArgument, "peers lists \(request.peers.count) endpoints; give at most 65536") }
+    for (field, endpoints) in [("parameter_servers", request.parameterServers), ("peers", request.peers)] {
+      if let refused = endpoints.first(where: { !dialPolicy.allows($0) }) {
+        throw RPCError(
+          .permissionDenied, "\(field) names \(refused.echoed); this partition dials \(dialPolicy.description)")
+      }
+    }
     if let existing = stages.withLock({ $0[request.job] }) {
       guard existing.request == request else {
         throw RPCError(.failedPrecondition, "job \(request.job) is loaded here with another stage or model: unload it first")
@@ -125,7 +147,8 @@ public final class PartitionService: RPCService, Sendable {
     let runner = StageRunner(
       job: request.job, model: model, layers: layers, stage: Int(request.stage), replica: request.replica,
       recompute: request.recomputeActivations,
-      maxKeptBytes: request.maxKeptBytes > 0 ? Int(request.maxKeptBytes) : defaultMaxKeptBytes, optimizer: request.optimizer,
+      maxKeptBytes: request.maxKeptBytes > 0 ? Int(request.maxKeptBytes) : defaultMaxKeptBytes, peers: Set(request.peers),
+      optimizer: request.optimizer,
       ps: try ParameterServerClient(endpoints: request.parameterServers, transport: transport), dataPlane: dataPlane,
       activity: activity)
     try await runner.start(consistency: request.consistency, optimizer: request.optimizer)

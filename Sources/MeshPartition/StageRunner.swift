@@ -22,7 +22,11 @@ actor StageRunner {
   let stage: Int
   let replica: Int32
   let recompute: Bool
+  /// The most bytes of activations the stage holds at once.
   let maxKeptBytes: Int
+  /// The data-plane endpoints of the job's other partitions: the only ones
+  /// this stage fetches tensors from.
+  let peers: Set<String>
   let definitions: [Pipemesh_V1_VariableDefinition]
   private let ps: ParameterServerClient
   private let dataPlane: DataPlane
@@ -74,10 +78,11 @@ actor StageRunner {
 
   init(
     job: String, model: Sequential, layers: Range<Int>, stage: Int, replica: Int32, recompute: Bool,
-    maxKeptBytes: Int, optimizer: Pipemesh_V1_OptimizerSpec, ps: ParameterServerClient, dataPlane: DataPlane,
-    activity: PartitionActivity
+    maxKeptBytes: Int, peers: Set<String>, optimizer: Pipemesh_V1_OptimizerSpec, ps: ParameterServerClient,
+    dataPlane: DataPlane, activity: PartitionActivity
   ) {
     self.activity = activity
+    self.peers = peers
     self.job = job
     self.model = model
     self.layers = layers
@@ -135,7 +140,10 @@ actor StageRunner {
   private func computeForward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws -> Pipemesh_V1_ForwardResponse {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
     let (dataPlane, stage) = (dataPlane, stage)
-    let resolved = await capture { try await dataPlane.resolve(request.input, wait: training, what: "input of stage \(stage)") }
+    let peers = self.peers
+    let resolved = await capture {
+      try await dataPlane.resolve(request.input, wait: training, what: "input of stage \(stage)", peers: peers)
+    }
     let position = training ? request.schedulePosition : 0
     return try await onTurn(step: microBatch.step, position: position) {
       try await forwardOnTurn(request, microBatch, input: resolved.get(), training: training)
@@ -158,6 +166,7 @@ actor StageRunner {
     var response = Pipemesh_V1_ForwardResponse()
     let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
     guard training else {
+      _ = try checkActivationBound(batch: batch, perExample: inferenceBytesPerExample, holding: 0, what: "an inference")
       let output = await offActor { model(input, variables: variables, layers: layers) }
       if isLast {
         response.outputValue = Pipemesh_V1_Tensor(sharing: output)
@@ -167,14 +176,8 @@ actor StageRunner {
       return response
     }
 
-    let bytes = keptBytes(batch: batch)
     let holding = kept.values.reduce(0) { $0 + $1.bytes }
-    guard maxKeptBytes == 0 || holding + bytes <= maxKeptBytes else {
-      throw RPCError(
-        .resourceExhausted,
-        "stage \(stage) would keep \(holding + bytes) bytes of activations, over its bound of \(maxKeptBytes): "
-          + "use more, smaller micro-batches, the 1F1B schedule, or activation recomputation")
-    }
+    let bytes = try checkActivationBound(batch: batch, perExample: keptBytesPerExample, holding: holding, what: "a micro-batch")
     // Counted from here: a forward running off the actor still holds its bytes.
     kept[microBatch] = Kept(bytes: bytes, seed: seed)
     let computeStarted = ContinuousClock.now
@@ -213,12 +216,34 @@ actor StageRunner {
       inputGradient: !isFirst)
   }
 
-  /// Bytes kept for backward for a micro-batch of `batch` examples: the
-  /// activations at every layer boundary of the stage (only its input when
-  /// recomputing).
-  private func keptBytes(batch: Int) -> Int {
-    let boundaries = recompute ? [layers.lowerBound] : Array(layers.lowerBound...layers.upperBound)
-    return boundaries.reduce(0) { $0 + model.activationShapes[$1].reduce(1, *) } * batch * 4
+  /// Bytes kept for backward per example: the stage's input and what each
+  /// of its layers keeps (only the input when recomputing).
+  private var keptBytesPerExample: Int {
+    let input = model.activationShapes[layers.lowerBound].reduce(1, *)
+    guard !recompute else { return input * 4 }
+    return layers.reduce(input) { $0 + model.layers[$1].keptScalars(forInput: model.activationShapes[$1]) } * 4
+  }
+
+  /// Bytes an inference of one example works with at once, at most: a
+  /// layer's input and what it keeps.
+  private var inferenceBytesPerExample: Int {
+    layers.map { model.activationShapes[$0].reduce(1, *) + model.layers[$0].keptScalars(forInput: model.activationShapes[$0]) }
+      .max()! * 4
+  }
+
+  /// Refuses a call of `batch` examples that would take the stage over its
+  /// bound on activation bytes, with `holding` bytes kept already; returns
+  /// the call's bytes.
+  private func checkActivationBound(batch: Int, perExample: Int, holding: Int, what: String) throws -> Int {
+    let (bytes, overflow) = batch.multipliedReportingOverflow(by: perExample)
+    guard !overflow, bytes <= maxKeptBytes - holding else {
+      throw RPCError(
+        .resourceExhausted,
+        "stage \(stage) would hold \(overflow ? "over \(Int.max)" : "\(holding + bytes)") bytes of activations for \(what) of "
+          + "\(batch) examples, over its bound of \(maxKeptBytes): use more, smaller micro-batches, the 1F1B schedule, "
+          + "or activation recomputation")
+    }
+    return bytes
   }
 
   // MARK: - Backward
@@ -234,9 +259,9 @@ actor StageRunner {
   }
 
   private func computeBackward(_ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch) async throws -> Pipemesh_V1_BackwardResponse {
-    let (dataPlane, stage, isLast) = (dataPlane, stage, isLast)
+    let (dataPlane, stage, isLast, peers) = (dataPlane, stage, isLast, peers)
     let resolved = await capture { () async throws -> Tensor? in
-      isLast ? nil : try await dataPlane.resolve(request.outputGradient, wait: true, what: "output gradient of stage \(stage)")
+      isLast ? nil : try await dataPlane.resolve(request.outputGradient, wait: true, what: "output gradient of stage \(stage)", peers: peers)
     }
     return try await onTurn(step: microBatch.step, position: request.schedulePosition) {
       try await backwardOnTurn(request, microBatch, outputGradient: resolved.get())
@@ -267,6 +292,11 @@ actor StageRunner {
         let forward = entry.forward ?? Self.runForward(model, entry.input!, variables: variables, layers: layers, seed: entry.seed, isFirst: isFirst)
         guard upstream.shape == forward.output.shape else {
           throw RPCError(.invalidArgument, "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
+        }
+        // A neighbour's gradient is checked here; the loss's own, when the
+        // loss overflows, reaches the sums and is refused at commit.
+        guard outputGradient?.allFinite ?? true else {
+          throw RPCError(.invalidArgument, "output gradient holds NaN or infinity; nothing was computed")
         }
         // The input gradient goes out before the weight gradients are computed: the previous
         // stage waits for it, not for them. The L2 penalty's gradient belongs to the step, not
@@ -373,6 +403,11 @@ actor StageRunner {
         // The ps applies this push exactly as below; its answer is checked
         // before the next push, and awaited now when the caller flushes.
         try await local.pendingPush?.value
+        // The ps refuses a non-finite gradient; so does the stage that
+        // applies its own (one rule on both paths).
+        if let name = gradients.keys.sorted().first(where: { !gradients[$0]!.allFinite }) {
+          throw RPCError(.invalidArgument, "gradient of \(name) holds NaN or infinity; nothing was applied")
+        }
         for (name, gradient) in gradients {
           let version = versions[name] ?? 0
           let updated = local.optimizer.update(

@@ -8,13 +8,16 @@ import SwiftProtobuf
 public final class RPCClient: Sendable {
   /// The address dialled, `127.0.0.1:7000`.
   public let target: String
+  /// Headers sent with every call (a bearer token), before each call's own.
+  public let metadata: Metadata
   private let channel: ChannelHandle
 
-  public init(target: String, transport: TransportConfiguration = .init()) throws {
+  public init(target: String, transport: TransportConfiguration = .init(), metadata: Metadata = Metadata()) throws {
     var error = pm_error()
     let pointer = transport.withCConfiguration { pm_channel_create(target, $0, &error) }
     guard let pointer else { throw RPCError(error) }
     self.target = target
+    self.metadata = metadata
     channel = ChannelHandle(pointer)
   }
 
@@ -48,7 +51,7 @@ public final class RPCClient: Sendable {
     return try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { continuation in
         let context = Unmanaged.passRetained(Box(continuation)).toOpaque()
-        let pointer = options.withCOptions { cOptions in
+        let pointer = withClientMetadata(options).withCOptions { cOptions in
           pm_client_unary(channel.pointer, path, request.handOver(), cOptions, { context, code, message, response in
             let continuation = Unmanaged<Box<CheckedContinuation<Data, any Error>>>.fromOpaque(context!)
               .takeRetainedValue().value
@@ -72,14 +75,23 @@ public final class RPCClient: Sendable {
   public func stream<Request, Response>(
     _ method: ServerStreamingMethod<Request, Response>, _ request: Request, options: CallOptions = .init()
   ) -> ResponseStream<Response> {
-    ResponseStream(channel: channel, path: method.path, request: { try .serializing(request) }, options: options)
+    ResponseStream(channel: channel, path: method.path, request: { try .serializing(request) }, options: withClientMetadata(options))
   }
 
   /// Calls a server-streaming method with request bytes as they are.
   public func stream<Response>(
     path: String, requestBytes: Data, responseType: Response.Type, options: CallOptions = .init()
   ) -> ResponseStream<Response> {
-    ResponseStream(channel: channel, path: path, request: { OutgoingBytes(requestBytes) }, options: options)
+    ResponseStream(channel: channel, path: path, request: { OutgoingBytes(requestBytes) }, options: withClientMetadata(options))
+  }
+
+  /// A call's options with this client's headers first.
+  private func withClientMetadata(_ options: CallOptions) -> CallOptions {
+    guard metadata.count > 0 else { return options }
+    var merged = options
+    merged.metadata = metadata
+    for (key, value) in options.metadata { merged.metadata.append(value, forKey: key) }
+    return merged
   }
 }
 

@@ -12,8 +12,23 @@ public protocol RPCService: Sendable {
 /// Collects typed handlers by full method name.
 public struct RPCRouter: Sendable {
   var methods: [RegisteredMethod] = []
+  /// Checked before each call of the methods registered while it is set.
+  private var admission: (@Sendable (String, ServerContext) throws -> Void)?
 
   public init() {}
+
+  /// Registers, in `body`, methods whose calls `check` sees first (with the
+  /// method's path): a thrown error is the call's status, and the request is
+  /// not even decoded. For rules a whole service shares, such as who may
+  /// call it.
+  public mutating func admitting(
+    _ check: @escaping @Sendable (_ path: String, ServerContext) throws -> Void, _ body: (inout RPCRouter) -> Void
+  ) {
+    let outer = admission
+    admission = check
+    body(&self)
+    admission = outer
+  }
 
   /// Handles a unary method. The handler runs as a Swift task, never on a gRPC
   /// thread; it is cancelled when the call is. Thrown `RPCError`s become the
@@ -23,8 +38,9 @@ public struct RPCRouter: Sendable {
     _ handler: @escaping @Sendable (Request, ServerContext) async throws -> Response
   ) {
     methods.append(
-      RegisteredMethod(path: method.path, kind: PM_METHOD_UNARY) { call in
+      RegisteredMethod(path: method.path, kind: PM_METHOD_UNARY) { [admission] call in
         do {
+          try admission?(method.path, call.context)
           let request = try Request(wireBytes: call.request)
           call.finish(with: try await handler(request, call.context))
         } catch {
@@ -43,8 +59,9 @@ public struct RPCRouter: Sendable {
     inline handler: @escaping @Sendable (Request, ServerContext) throws -> InlineAnswer<Response>
   ) {
     methods.append(
-      RegisteredMethod(path: method.path, kind: PM_METHOD_UNARY, inline: { call in
+      RegisteredMethod(path: method.path, kind: PM_METHOD_UNARY, inline: { [admission] call in
         do {
+          try admission?(method.path, call.context)
           switch try handler(try Request(wireBytes: call.request), call.context) {
           case .now(let response):
             call.finish(with: response)
@@ -68,8 +85,9 @@ public struct RPCRouter: Sendable {
     _ handler: @escaping @Sendable (Request, ResponseWriter<Response>, ServerContext) async throws -> Void
   ) {
     methods.append(
-      RegisteredMethod(path: method.path, kind: PM_METHOD_SERVER_STREAMING) { call in
+      RegisteredMethod(path: method.path, kind: PM_METHOD_SERVER_STREAMING) { [admission] call in
         do {
+          try admission?(method.path, call.context)
           let request = try Request(wireBytes: call.request)
           try await handler(request, call.writer(for: Response.self), call.context)
           call.finishStream()

@@ -9,6 +9,9 @@ public struct ServerContext: Sendable {
   public let metadata: Metadata
   /// The client's address, `ipv4:127.0.0.1:40312`.
   public let peer: String
+  /// The common name of the client's certificate when mutual TLS verified
+  /// it against the server's CA; nil when the client presented none.
+  public let peerIdentity: String?
   /// When the client stops waiting; nil when it set no deadline.
   public let deadline: ContinuousClock.Instant?
   fileprivate let call: IncomingCall
@@ -72,8 +75,9 @@ final class IncomingCall: @unchecked Sendable {
         forKey: String(decoding: UnsafeRawBufferPointer(start: entry.key, count: entry.key_length), as: UTF8.self))
     }
     let remaining = pm_server_call_remaining_ms(pointer)
+    let identity = String(cString: pm_server_call_peer_identity(pointer))
     return ServerContext(
-      metadata: metadata, peer: String(cString: pm_server_call_peer(pointer)),
+      metadata: metadata, peer: String(cString: pm_server_call_peer(pointer)), peerIdentity: identity.isEmpty ? nil : identity,
       deadline: remaining == .max ? nil : .now + .milliseconds(remaining), call: self)
   }
 

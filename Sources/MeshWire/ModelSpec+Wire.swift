@@ -7,11 +7,13 @@ import MeshTensor
 /// come from the shape flowing into the layer. Throws INVALID_ARGUMENT naming
 /// the layer when the spec cannot be built.
 public func makeModel(_ proto: Pipemesh_V1_ModelSpec) throws -> Sequential {
-  guard !proto.inputShape.isEmpty, proto.inputShape.allSatisfy({ $0 > 0 }),
+  guard !proto.inputShape.isEmpty, proto.inputShape.count <= ModelLimits.rank, proto.inputShape.allSatisfy({ $0 > 0 }),
     let inputSize = Tensor.checkedCount(of: proto.inputShape.map { Int(clamping: $0) }), inputSize <= ModelLimits.activation
   else {
     throw RPCError(
-      .invalidArgument, "model input_shape \(proto.inputShape) must list positive extents, at most \(ModelLimits.activation) scalars in all")
+      .invalidArgument,
+      "model input_shape \(proto.inputShape.description.echoed) must list 1 to \(ModelLimits.rank) positive extents, "
+        + "at most \(ModelLimits.activation) scalars in all")
   }
   guard !proto.layers.isEmpty, proto.layers.count <= ModelLimits.layers else {
     throw RPCError(.invalidArgument, "the model has \(proto.layers.count) layers; it needs 1 to \(ModelLimits.layers)")
@@ -23,6 +25,7 @@ public func makeModel(_ proto: Pipemesh_V1_ModelSpec) throws -> Sequential {
     throw RPCError(.invalidArgument, "loss l2 must be a finite number >= 0, got \(proto.loss.l2)")
   }
   var shape = spec.inputShape
+  var parameters = 0
   for (index, layer) in proto.layers.enumerated() {
     spec.layers.append(try layerSpec(layer, index: index, inputShape: shape))
     let model = try build(spec)
@@ -34,6 +37,11 @@ public func makeModel(_ proto: Pipemesh_V1_ModelSpec) throws -> Sequential {
       guard let count = Tensor.checkedCount(of: declaration.shape), count <= ModelLimits.parameters else {
         throw RPCError(.invalidArgument, "variable \(declaration.name) of shape \(declaration.shape) is over \(ModelLimits.parameters) scalars")
       }
+      parameters += count
+    }
+    guard parameters <= ModelLimits.totalParameters else {
+      throw RPCError(
+        .invalidArgument, "the model has over \(ModelLimits.totalParameters) parameters by layer \(index); Pipemesh holds at most that many")
     }
   }
   return try build(spec)
@@ -48,6 +56,10 @@ public enum ModelLimits {
   public static let activation = 1 << 26
   /// Scalars in one variable.
   public static let parameters = 1 << 30
+  /// Scalars in all of a model's variables (16 GiB in float32).
+  public static let totalParameters = 1 << 32
+  /// Extents in the model's input shape.
+  public static let rank = 8
   /// Units, filters, vocabulary, dimensions, heads.
   public static let size: Int64 = 1 << 20
   /// Kernel size, stride, padding.
@@ -120,6 +132,9 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
   case .layerNorm:
     return .layerNorm(size: features)
   case .embedding(let embedding):
+    guard index == 0 else {
+      throw RPCError(.invalidArgument, "layer \(index): an embedding reads token ids, so it must be the model's first layer")
+    }
     return .embedding(
       vocabularySize: try positive(embedding.vocabularySize, "vocabulary_size"),
       embeddingSize: try positive(embedding.dimension, "dimension"))
@@ -128,8 +143,17 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
   case .gru(let recurrent):
     return .gru(inputSize: features, hiddenSize: try positive(recurrent.units, "units"), returnSequences: recurrent.returnSequences)
   case .transformerBlock(let block):
+    // Attention keeps heads × steps² scores per example.
+    let heads = try positive(block.heads, "heads")
+    let steps = inputShape.count == 2 ? inputShape[0] : 0
+    // (Steps are at most 2^26 and heads 2^20: checking steps first keeps the product from overflowing.)
+    guard steps <= 1 << 13, steps * steps * heads <= ModelLimits.activation else {
+      throw RPCError(
+        .invalidArgument,
+        "layer \(index): attention over \(steps) steps with \(heads) heads keeps over \(ModelLimits.activation) scores per example")
+    }
     return .transformerBlock(
-      modelSize: features, headCount: try positive(block.heads, "heads"), mlpSize: try positive(block.mlpHidden, "mlp_hidden"))
+      modelSize: features, headCount: heads, mlpSize: try positive(block.mlpHidden, "mlp_hidden"))
   case nil:
     throw RPCError(.invalidArgument, "layer \(index) has no kind")
   }

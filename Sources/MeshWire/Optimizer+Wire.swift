@@ -6,6 +6,9 @@ import MeshTensor
 /// hyper-parameters that cannot work (a negative learning rate, β ≥ 1, …).
 public func makeOptimizer(_ spec: Pipemesh_V1_OptimizerSpec) throws -> any Optimizer {
   let schedule = try makeSchedule(spec.learningRate)
+  guard spec.clipGlobalNorm >= 0, spec.clipGlobalNorm.isFinite else {
+    throw RPCError(.invalidArgument, "clip_global_norm must be a finite number >= 0 (0: no clipping), got \(spec.clipGlobalNorm)")
+  }
   func fraction(_ value: Float, default fallback: Float, _ name: String) throws -> Float {
     let value = value == 0 ? fallback : value
     guard value >= 0, value < 1 else { throw RPCError(.invalidArgument, "\(name) must be in [0, 1), got \(value)") }
@@ -33,8 +36,8 @@ public func makeOptimizer(_ spec: Pipemesh_V1_OptimizerSpec) throws -> any Optim
       beta1: try fraction(adam.beta1, default: 0.9, "beta1"), beta2: try fraction(adam.beta2, default: 0.999, "beta2"),
       epsilon: try positive(adam.epsilon, default: 1e-8, "epsilon"))
   case .adagrad(let adagrad):
-    guard adagrad.initialAccumulator >= 0 else {
-      throw RPCError(.invalidArgument, "initial_accumulator must not be negative")
+    guard adagrad.initialAccumulator >= 0, adagrad.initialAccumulator.isFinite else {
+      throw RPCError(.invalidArgument, "initial_accumulator must be a finite number >= 0, got \(adagrad.initialAccumulator)")
     }
     return Adagrad(
       learningRate: schedule, epsilon: try positive(adagrad.epsilon, default: 1e-10, "epsilon"),
@@ -55,12 +58,24 @@ public func makeSchedule(_ spec: Pipemesh_V1_LearningRateSchedule) throws -> Lea
   case .constant, nil:
     schedule = .constant(base)
   case .step(let step):
-    guard step.stepSize > 0 else { throw RPCError(.invalidArgument, "step schedule needs step_size > 0") }
+    guard step.stepSize > 0, step.stepSize <= Int32.max else {
+      throw RPCError(.invalidArgument, "step schedule needs step_size from 1 to 2^31-1, got \(step.stepSize)")
+    }
+    guard step.gamma >= 0, step.gamma.isFinite else {
+      throw RPCError(.invalidArgument, "step schedule needs a finite gamma > 0 (0: 0.1), got \(step.gamma)")
+    }
     schedule = .step(initial: base, factor: step.gamma == 0 ? 0.1 : step.gamma, every: Int(step.stepSize))
   case .cosine(let cosine):
-    guard cosine.totalSteps > 0 else { throw RPCError(.invalidArgument, "cosine schedule needs total_steps > 0") }
+    guard cosine.totalSteps > 0, cosine.totalSteps <= Int32.max else {
+      throw RPCError(.invalidArgument, "cosine schedule needs total_steps from 1 to 2^31-1, got \(cosine.totalSteps)")
+    }
+    guard cosine.minimum >= 0, cosine.minimum <= base else {
+      throw RPCError(.invalidArgument, "cosine schedule needs minimum from 0 to the base rate \(base), got \(cosine.minimum)")
+    }
     schedule = .cosine(initial: base, minimum: cosine.minimum, totalSteps: Int(cosine.totalSteps))
   }
-  guard spec.warmupSteps >= 0 else { throw RPCError(.invalidArgument, "warmup_steps must not be negative") }
+  guard spec.warmupSteps >= 0, spec.warmupSteps <= Int32.max else {
+    throw RPCError(.invalidArgument, "warmup_steps must be from 0 to 2^31-1, got \(spec.warmupSteps)")
+  }
   return spec.warmupSteps > 0 ? .linearWarmup(steps: Int(spec.warmupSteps), then: schedule) : schedule
 }

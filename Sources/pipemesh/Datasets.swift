@@ -1,4 +1,5 @@
 import Foundation
+import MeshCoordinator
 import MeshData
 import MeshProto
 import MeshRPC
@@ -12,10 +13,33 @@ struct LoadedData {
   let classes: Int
 }
 
+/// Which files a dataset reference may name.
+enum DatasetFiles: Sendable {
+  /// Any file this process can read: the CLI's own, for the user who runs it.
+  case anywhere
+  /// Files inside a data directory only: a service's, for its callers.
+  case inside(DataDirectory)
+  /// None: a service without a data directory serves bundled datasets only.
+  case none
+
+  func url(_ path: String) throws -> URL {
+    switch self {
+    case .anywhere: return URL(fileURLWithPath: path)
+    case .inside(let directory): return try directory.resolve(path)
+    case .none:
+      throw RPCError(
+        .permissionDenied,
+        "this coordinator reads no dataset files (it has no --data-dir); name a bundled dataset "
+          + "(\((Datasets.bundledNames + syntheticNames).joined(separator: ", "))) or send the data inline")
+    }
+  }
+}
+
 /// Loads what a `DatasetReference` names: a bundled dataset, a CSV, an .npz
-/// archive, or an IDX image/label pair. Bad references and files are
-/// INVALID_ARGUMENT or NOT_FOUND with the loader's message.
-func loadDataset(_ reference: Pipemesh_V1_DatasetReference) throws -> LoadedData {
+/// archive, or an IDX image/label pair, from the files `files` allows. Bad
+/// references and files are INVALID_ARGUMENT or NOT_FOUND with the loader's
+/// message; a file outside what `files` allows is PERMISSION_DENIED.
+func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles = .anywhere) throws -> LoadedData {
   let task: LabelTask = reference.regression ? .regression : .classification()
   let uri = reference.uri
   let dataset: Dataset
@@ -25,23 +49,27 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference) throws -> LoadedData
     } else if let synthetic = try synthetic(uri) {
       dataset = synthetic
     } else if uri.hasPrefix("idx:") {
-      let files = uri.dropFirst(4).split(separator: ",").map { URL(fileURLWithPath: String($0)) }
-      guard files.count == 2 else { throw RPCError(.invalidArgument, "an IDX dataset is idx:IMAGES,LABELS, got \(uri)") }
-      dataset = try Datasets.idx(images: files[0], labels: files[1])
+      let paths = uri.dropFirst(4).split(separator: ",").map(String.init)
+      guard paths.count == 2 else { throw RPCError(.invalidArgument, "an IDX dataset is idx:IMAGES,LABELS, got \(uri.echoed)") }
+      dataset = try Datasets.idx(images: try files.url(paths[0]), labels: try files.url(paths[1]))
     } else if uri.hasSuffix(".npz") {
-      dataset = try Datasets.npz(at: URL(fileURLWithPath: uri), task: task)
+      dataset = try Datasets.npz(at: try files.url(uri), task: task)
     } else if uri.hasSuffix(".csv") || uri.hasSuffix(".csv.gz") {
       dataset = try Datasets.csv(
-        at: URL(fileURLWithPath: uri), labelColumn: .named(reference.labelColumn.isEmpty ? "label" : reference.labelColumn),
+        at: try files.url(uri), labelColumn: .named(reference.labelColumn.isEmpty ? "label" : reference.labelColumn),
         task: task)
     } else {
       throw RPCError(
         .invalidArgument,
-        "dataset '\(uri)' is neither a bundled dataset (\((Datasets.bundledNames + syntheticNames).joined(separator: ", "))) "
+        "dataset '\(uri.echoed)' is neither a bundled dataset (\((Datasets.bundledNames + syntheticNames).joined(separator: ", "))) "
           + "nor a .csv, .csv.gz, .npz or idx:IMAGES,LABELS file")
     }
   } catch let error as DatasetError {
-    throw RPCError(error.code == .fileNotFound ? .notFound : .invalidArgument, error.message)
+    switch error.code {
+    case .fileNotFound: throw RPCError(.notFound, error.message)
+    case .outsideDataDirectory: throw RPCError(.permissionDenied, error.message)
+    default: throw RPCError(.invalidArgument, error.message)
+    }
   }
   return LoadedData(inputs: dataset.inputs, targets: dataset.labels, classes: dataset.classCount ?? 0)
 }
@@ -58,8 +86,11 @@ private func synthetic(_ name: String) throws -> Dataset? {
   }
 }
 
-/// The coordinator's loader for Train requests that name a dataset.
-@Sendable func loadTrainingData(_ reference: Pipemesh_V1_DatasetReference) throws -> (inputs: Tensor, targets: Tensor) {
-  let data = try loadDataset(reference)
-  return (data.inputs, data.targets)
+/// The coordinator's loader for Train requests that name a dataset: files
+/// from `files` only.
+func trainingDataLoader(files: DatasetFiles) -> DatasetLoader {
+  { reference in
+    let data = try loadDataset(reference, files: files)
+    return (data.inputs, data.targets)
+  }
 }

@@ -13,5 +13,5 @@ struct Pipemesh: AsyncParsableCommand {
       (--checkpoint-dir is PIPEMESH_CHECKPOINT_DIR), as systemd units and the Helm chart do.
       """,
     version: pipemeshVersion,
-    subcommands: [Up.self, Serve.self, Train.self, Infer.self, Plan.self, Status.self, Jobs.self, Cancel.self])
+    subcommands: [Up.self, Serve.self, Train.self, Infer.self, Plan.self, Status.self, Jobs.self, Cancel.self, Certs.self])
 }

@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
 import MeshCoordinator
+import MeshData
 import MeshPartition
 import MeshTensor
 import MeshOps
+import MeshPS
 import MeshRPC
 
 struct ServePartition: AsyncParsableCommand {
@@ -25,20 +27,33 @@ struct ServePartition: AsyncParsableCommand {
   @Option(help: "OpenBLAS threads (give each partition on a host its share of the cores; default 1). [PIPEMESH_BLAS_THREADS]")
   var blasThreads: Int?
 
-  @Option(help: "Bound on activations kept for backward, in MiB, when a job sets none (0: no bound, the default). [PIPEMESH_MAX_KEPT_MIB]")
+  @Option(help: """
+    Bound on a stage's activations (kept for backward, or in flight in an inference), in MiB, when a job sets none \
+    (default: half the host's or the cgroup's memory). [PIPEMESH_MAX_KEPT_MIB]
+    """)
   var maxKeptMib: Int?
+
+  @Option(help: """
+    Hosts (or HOST:PORT) of the ps tasks and partitions this partition may dial, comma-separated; '*' for any. \
+    Default: any with mutual TLS (peers must present the mesh CA's certificates), else loopback only. [PIPEMESH_PEERS]
+    """)
+  var peers: String?
 
   func run() async throws {
     let settings = try service.resolved()
+    let dialPolicy = Settings.text(peers, option: "--peers").map {
+      DialPolicy(listing: $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+    } ?? (settings.server.tls?.requireClientCertificate == true ? .anywhere : .loopback)
     let blasThreads = try Settings.integer(blasThreads, option: "--blas-threads", in: 1...1024, default: 1)
-    let maxKeptMiB = try Settings.integer(maxKeptMib, option: "--max-kept-mib", in: 0...(1 << 30), default: 0)
+    let maxKeptMiB = try Settings.integer(maxKeptMib, option: "--max-kept-mib", in: 1...(1 << 30), default: MemoryBudget.hostDefault() >> 20)
     let advertise = Settings.text(advertise, option: "--advertise")
     if let advertise { try Settings.checkAddress(advertise, option: "--advertise") }
     BLAS.setThreadCount(blasThreads)
     let host = ServiceHost(role: "partition", settings: settings)
     let clientTransport = settings.client
     let dataPlane = DataPlane(transport: clientTransport)
-    let partition = PartitionService(dataPlane: dataPlane, transport: clientTransport, defaultMaxKeptBytes: maxKeptMiB << 20, blasThreads: blasThreads)
+    let partition = PartitionService(dataPlane: dataPlane, transport: clientTransport, defaultMaxKeptBytes: maxKeptMiB << 20, blasThreads: blasThreads,
+      dialPolicy: dialPolicy)
     PartitionMetrics.register(partition, in: host.metrics)
     try await host.run(
       [partition],
@@ -69,6 +84,18 @@ struct ServeCoordinator: AsyncParsableCommand {
   @Option(help: "Partitions: stages separated by ';', a stage's replicas by ','. [PIPEMESH_PARTITIONS]")
   var partitions: String?
 
+  @Option(help: """
+    Folder that Train requests may name dataset files in (relative to it; nothing outside it is read). \
+    Without it, only bundled datasets and inline data are served. [PIPEMESH_DATA_DIR]
+    """)
+  var dataDir: String?
+
+  @Option(help: """
+    File of users and their bearer tokens ('NAME admin|user TOKEN' per line, not readable by others); \
+    calls without a listed token are refused. Read again when it changes. [PIPEMESH_TOKENS_FILE]
+    """)
+  var tokensFile: String?
+
   func run() async throws {
     let settings = try service.resolved()
     guard let ps = Settings.text(ps, option: "--ps") else { throw ValidationError("give the ps tasks with --ps (or PIPEMESH_PS)") }
@@ -85,7 +112,21 @@ struct ServeCoordinator: AsyncParsableCommand {
     } catch let error as RPCError {
       throw ValidationError("--partitions (or PIPEMESH_PARTITIONS) '\(partitions.echoed)': \(error.message)")
     }
-    let coordinator = try CoordinatorService(cluster: cluster, loadDataset: loadTrainingData)
+    var files = DatasetFiles.none
+    if let dataDir = Settings.text(dataDir, option: "--data-dir") {
+      do {
+        files = .inside(try DataDirectory(dataDir))
+      } catch {
+        throw ValidationError("--data-dir (or PIPEMESH_DATA_DIR) is '\(dataDir.echoed)', which is not a folder")
+      }
+    }
+    let tokens: TokenFile?
+    do {
+      tokens = try Settings.text(tokensFile, option: "--tokens-file").map { try TokenFile(path: $0) }
+    } catch let error as TokenFileError {
+      throw ValidationError("--tokens-file (or PIPEMESH_TOKENS_FILE): \(error)")
+    }
+    let coordinator = try CoordinatorService(cluster: cluster, loadDataset: trainingDataLoader(files: files), tokens: tokens)
     let host = ServiceHost(role: "coordinator", settings: settings)
     CoordinatorMetrics.register(coordinator, in: host.metrics)
     try await host.run(

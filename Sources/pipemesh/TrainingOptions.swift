@@ -65,6 +65,26 @@ struct TrainingOptions: ParsableArguments {
     }
   }
 
+  /// For a mesh this command starts itself (`up`): the reference with its
+  /// files made absolute against the working directory, and the folder that
+  /// holds them all, the coordinator's data directory (nil for a bundled or
+  /// generated dataset).
+  var localDataset: (reference: Pipemesh_V1_DatasetReference, folder: String?) {
+    var reference = datasetReference
+    let idx = dataset.hasPrefix("idx:")
+    let names = idx ? dataset.dropFirst(4).split(separator: ",").map(String.init) : [dataset]
+    guard idx || [".csv", ".csv.gz", ".npz"].contains(where: dataset.hasSuffix) else { return (reference, nil) }
+    let paths = names.map { URL(fileURLWithPath: $0).standardized.path }
+    reference.uri = idx ? "idx:" + paths.joined(separator: ",") : paths[0]
+    var folder = paths.map { ($0 as NSString).deletingLastPathComponent }.reduce(nil as [String]?) { common, folder in
+      let parts = (folder as NSString).pathComponents
+      guard let common else { return parts }
+      return Array(zip(common, parts).prefix { $0 == $1 }.map(\.0))
+    } ?? ["/"]
+    if folder.isEmpty { folder = ["/"] }
+    return (reference, NSString.path(withComponents: folder))
+  }
+
   func consistencySpec() throws -> Pipemesh_V1_Consistency {
     switch consistency {
     case "sync": return .with { $0.sync = .init() }
@@ -90,12 +110,14 @@ struct TrainingOptions: ParsableArguments {
     }
   }
 
-  /// A Train request for `spec` under the name `job`.
-  func request(job: String, spec: Pipemesh_V1_ModelSpec) throws -> Pipemesh_V1_TrainRequest {
+  /// A Train request for `spec` under the name `job`, on `dataset`.
+  func request(
+    job: String, spec: Pipemesh_V1_ModelSpec, dataset: Pipemesh_V1_DatasetReference
+  ) throws -> Pipemesh_V1_TrainRequest {
     var request = Pipemesh_V1_TrainRequest()
     request.job = job
     request.model = spec
-    request.data.dataset = datasetReference
+    request.data.dataset = dataset
     request.epochs = Int32(epochs)
     request.batchSize = Int32(batchSize)
     request.microBatches = Int32(microBatches)

@@ -17,8 +17,10 @@ import Testing
       return process
     }
     let ps = try await serve("ps", "ps", ["--listen", "\(address["ps"]!):7100"])
+    // Without mutual TLS a partition dials loopback only, unless told the mesh's hosts.
+    let meshHosts = ["ps", "stage0", "stage1"].map { address[$0]! }.joined(separator: ",")
     let partitionArguments = { (host: String) in
-      ["--listen", "0.0.0.0:7200", "--advertise", "\(address[host]!):7200", "--metrics-listen", "127.0.0.1:9464"]
+      ["--listen", "0.0.0.0:7200", "--advertise", "\(address[host]!):7200", "--metrics-listen", "127.0.0.1:9464", "--peers", meshHosts]
     }
     let stage0 = try await serve("stage0", "partition", partitionArguments("stage0"))
     let stage1 = try await serve("stage1", "partition", partitionArguments("stage1"))

@@ -271,10 +271,19 @@ import Testing
       ("LoadStage, blas_threads 2^31-1", { try await load { $0.blasThreads = .max } },
         "blas_threads is 2147483647; this partition was started with 1"),
       ("LoadStage, replica -1", { try await load { $0.replica = -1 } }, "replica is -1"),
+      ("Forward, input at an endpoint outside the job", {
+        _ = try await partition.call(PartitionMethods.forward, .with {
+          $0.key = .with { $0.job = "hostile"; $0.step = 1 }
+          $0.input.reference = .with { $0.endpoint = "127.0.0.1:1"; $0.key = "hostile/1/0/activation" }
+          $0.targets = Pipemesh_V1_Tensor(targets)
+          $0.batchSize = 4
+        })
+      }, "not one of the job's partitions"),
     ]
     for (what, call, field) in cases {
       let error = await #expect(throws: RPCError.self, "\(what)") { try await call() }
-      #expect(error?.code == .invalidArgument, "\(what): \(String(describing: error))")
+      let expected: RPCError.Code = what.contains("outside the job") ? .permissionDenied : .invalidArgument
+      #expect(error?.code == expected, "\(what): \(String(describing: error))")
       #expect(error?.message.contains(field) == true, "\(what): \(String(describing: error))")
     }
     #expect(mesh.partitions[3].process.isRunning, "\(mesh.partitions[3].process.log)")
@@ -284,6 +293,140 @@ import Testing
     let committed = try await partition.call(PartitionMethods.commit, .with { $0.job = "hostile"; $0.step = 1; $0.flush = true })
     #expect(committed.version == 1)
     _ = try await partition.call(PartitionMethods.unloadStage, .with { $0.job = "hostile" })
+  }
+
+  /// Non-finite values stop at the stage, on either update path, and an
+  /// inference over the stage's activation bound is refused before it runs.
+  @Test func nonFiniteGradientsAndOversizedInferencesAreRefused() async throws {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    let (inputs, _) = PipelineTrainingTests.classification(count: 4)
+    let key = Pipemesh_V1_MicroBatchKey.with { $0.job = "non-finite"; $0.step = 1 }
+
+    // A middle stage: NaN in the output gradient it is sent.
+    let (first, _) = try await Self.loadFirstStage(job: "non-finite")
+    _ = try await first.call(PartitionMethods.forward, .with {
+      $0.key = key
+      $0.input.inline = Pipemesh_V1_Tensor(inputs)
+    })
+    var gradient = [Float](repeating: 0.5, count: 4 * 16)
+    gradient[17] = .nan
+    let nanGradient = await #expect(throws: RPCError.self) {
+      _ = try await first.call(PartitionMethods.backward, .with {
+        $0.key = key
+        $0.outputGradient.inline = Pipemesh_V1_Tensor(Tensor(shape: [4, 16], scalars: gradient))
+      })
+    }
+    #expect(nanGradient?.code == .invalidArgument)
+    #expect(nanGradient?.message.contains("output gradient holds NaN or infinity") == true, "\(String(describing: nanGradient))")
+    _ = try await first.call(PartitionMethods.unloadStage, .with { $0.job = "non-finite" })
+
+    // A sole writer that applies its own updates: a linear regression whose
+    // outputs, loss and gradients overflow on inputs at the edge of Float.
+    let linear = try RPCClient(target: mesh.partitions[3].endpoint)
+    _ = try await linear.call(PartitionMethods.loadStage, .with {
+      $0.job = "overflowing"
+      $0.model = .with {
+        $0.inputShape = [8]
+        $0.layers = [.with { $0.dense = .with { $0.units = 1 } }]
+        $0.loss = .with { $0.meanSquaredError = .init() }
+      }
+      $0.endLayer = 1
+      $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+      $0.consistency = .with { $0.sync = .init() }
+    })
+    _ = try await linear.call(PartitionMethods.forward, .with {
+      $0.key = .with { $0.job = "overflowing"; $0.step = 1 }
+      $0.input.inline = Pipemesh_V1_Tensor(Tensor.filled([4, 8], with: 3e38))
+      $0.targets = Pipemesh_V1_Tensor(Tensor.zeros([4, 1]))
+      $0.batchSize = 4
+    })
+    _ = try await linear.call(PartitionMethods.backward, .with { $0.key = .with { $0.job = "overflowing"; $0.step = 1 } })
+    let overflowed = await #expect(throws: RPCError.self) {
+      _ = try await linear.call(PartitionMethods.commit, .with { $0.job = "overflowing"; $0.step = 1; $0.flush = true })
+    }
+    #expect(overflowed?.code == .invalidArgument)
+    #expect(overflowed?.message.contains("holds NaN or infinity; nothing was applied") == true, "\(String(describing: overflowed))")
+    let stats = try await RPCClient(target: mesh.parameterServers[0].endpoint).call(ParameterServerMethods.stats, .init())
+    #expect(stats.pushesRefusedNonFinite == 0, "the stage refused it before pushing")
+    _ = try await linear.call(PartitionMethods.unloadStage, .with { $0.job = "overflowing" })
+
+    // 128 bytes per example at most in flight (a hidden layer's 16 inputs
+    // and 16 outputs): 7 examples fit a 944-byte bound, 8 do not.
+    let whole = try await Self.loadWholeModel(job: "bounded", mesh: mesh, maxKeptBytes: 59 * 4 * 4)
+    let (many, _) = PipelineTrainingTests.classification(count: 8)
+    let oversized = await #expect(throws: RPCError.self) {
+      _ = try await whole.call(PartitionMethods.infer, .with {
+        $0.key = .with { $0.job = "bounded"; $0.step = -1 }
+        $0.input.inline = Pipemesh_V1_Tensor(many)
+      })
+    }
+    #expect(oversized?.code == .resourceExhausted, "\(String(describing: oversized))")
+    let fits = try await whole.call(PartitionMethods.infer, .with {
+      $0.key = .with { $0.job = "bounded"; $0.step = -2 }
+      $0.input.inline = Pipemesh_V1_Tensor(many.slice(axis: 0, range: 0..<7))
+    })
+    #expect(fits.outputValue.shape == [7, 3])
+    _ = try await whole.call(PartitionMethods.unloadStage, .with { $0.job = "bounded" })
+  }
+
+  /// A Train request with an option the partitions or the ps would refuse
+  /// is refused before anything exists: no job record, no variables on the
+  /// ps, no stage on a partition.
+  @Test func badTrainOptionsAreRefusedBeforeAnythingIsCreated() async throws {
+    // A mesh of its own: other suites' jobs would change the ps's counts.
+    let mesh = try await LocalMesh(partitions: 2)
+    let coordinator = try await mesh.coordinator([[0], [1]], name: "up-front")
+    let client = try RPCClient(target: coordinator.endpoint)
+    let ps = try RPCClient(target: mesh.parameterServers[0].endpoint)
+    let (inputs, targets) = PipelineTrainingTests.classification()
+    let cases: [(String, (inout Pipemesh_V1_TrainRequest) -> Void, RPCError.Code, String)] = [
+      ("a negative learning rate", { $0.optimizer.learningRate.base = -1 }, .invalidArgument, "optimizer: learning rate"),
+      ("a NaN clip norm", { $0.optimizer.clipGlobalNorm = .nan }, .invalidArgument, "clip_global_norm"),
+      ("adam beta1 of 1", { $0.optimizer.adam = .with { $0.beta1 = 1 } }, .invalidArgument, "beta1"),
+      ("a cosine minimum above the base", {
+        $0.optimizer.learningRate.cosine = .with { $0.totalSteps = 10; $0.minimum = 5 }
+      }, .invalidArgument, "minimum"),
+      ("an unknown schedule", { $0.schedule = .UNRECOGNIZED(7) }, .invalidArgument, "schedule is 7"),
+      ("negative micro-batches", { $0.microBatches = -3 }, .invalidArgument, "micro_batches is -3"),
+      ("too many micro-batches", { $0.microBatches = .max }, .invalidArgument, "micro_batches is 2147483647"),
+      ("a negative staleness", { $0.consistency.bounded = .with { $0.maxStaleness = -1 } }, .invalidArgument,
+        "consistency: bounded consistency"),
+      ("negative checkpoint steps", { $0.checkpoint.everySteps = -1 }, .invalidArgument, "checkpoint.every_steps"),
+      ("negative kept bytes", { $0.maxKeptBytes = -1 }, .invalidArgument, "max_kept_bytes"),
+      ("a name over 100 characters", { $0.job = String(repeating: "n", count: 101) }, .invalidArgument, "1-100 characters"),
+      ("an embedding after another layer", {
+        $0.model.layers.insert(.with { $0.embedding = .with { $0.vocabularySize = 4; $0.dimension = 2 } }, at: 1)
+      }, .invalidArgument, "must be the model's first layer"),
+      ("attention over 16,384 steps", {
+        $0.model = .with {
+          $0.inputShape = [16384, 4]
+          $0.layers = [.with { $0.transformerBlock = .with { $0.heads = 1; $0.mlpHidden = 4 } }]
+        }
+      }, .invalidArgument, "attention over 16384 steps"),
+      ("over 2^32 parameters", {
+        $0.model = .with {
+          $0.inputShape = [1 << 15]
+          $0.layers = Array(repeating: .with { $0.dense = .with { $0.units = 1 << 15 } }, count: 5)
+        }
+      }, .invalidArgument, "parameters by layer 3"),
+      ("checkpoints from a ps without a directory", { $0.checkpoint.atEnd = true }, .failedPrecondition,
+        "was started without --checkpoint-dir"),
+    ]
+    for (what, change, code, phrase) in cases {
+      var request = Pipemesh_V1_TrainRequest.inline(
+        job: "refused", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets, epochs: 1, batchSize: 16,
+        microBatches: 2, schedule: .scheduleGpipe, learningRate: 0.1)
+      change(&request)
+      let error = await #expect(throws: RPCError.self, "\(what)") {
+        for try await _ in client.stream(CoordinatorMethods.train, request, options: .init(timeout: .seconds(60))) {}
+      }
+      #expect(error?.code == code, "\(what): \(String(describing: error))")
+      #expect(error?.message.contains(phrase) == true, "\(what): \(String(describing: error))")
+    }
+    let jobs = try await client.call(CoordinatorMethods.listJobs, .init())
+    #expect(jobs.jobs.isEmpty, "\(jobs.jobs.map(\.job))")
+    // Loading a stage registers its variables: none were.
+    #expect(try await ps.call(ParameterServerMethods.stats, .init()).variables == 0)
   }
 
   /// One micro-batch of 16 keeps 3,776 bytes of activations through the

@@ -92,7 +92,7 @@ import Testing
   @Test func aNonNumericCellNamesItsLineAndColumn() throws {
     let error = try loadError("a,b,label\n1,2,0\n3,x7,1\n")
     #expect(error.code == .malformedFile)
-    #expect(error.message == "bad.csv: line 3, column 2 ('b'): 'x7' is not a finite number")
+    #expect(error.message == "bad.csv: line 3, column 2: the cell is not a finite number; expected a decimal such as 0.25")
     let empty = try loadError("a,b,label\n1,,0\n")
     #expect(empty.message.contains("line 2, column 2"))
   }
@@ -100,7 +100,7 @@ import Testing
   @Test func aLabelThatIsNotAnIntegerIsRejectedForClassification() throws {
     let error = try loadError("a,label\n1,0\n2,1.5\n")
     #expect(error.code == .badLabel)
-    #expect(error.message.contains("line 3, column 2 ('label')"))
+    #expect(error.message.contains("line 3, column 2: label"))
     #expect(error.message.contains("1.5"))
     let negative = try loadError("a,label\n1,-1\n")
     #expect(negative.code == .badLabel)
@@ -109,14 +109,15 @@ import Testing
   @Test func aLabelOutOfRangeNamesTheClassCount() throws {
     let error = try loadError("a,label\n1,0\n2,3\n", task: .classification(classCount: 3))
     #expect(error.code == .badLabel)
-    #expect(error.message == "bad.csv: line 3, column 2 ('label'): label 3 is outside the 3 classes 0...2")
+    #expect(error.message == "bad.csv: line 3, column 2: label 3 is outside the 3 classes 0...2")
   }
 
-  @Test func aMissingLabelColumnListsTheHeader() throws {
+  /// The header's names are the file's text: counted, not quoted.
+  @Test func aMissingLabelColumnCountsTheHeader() throws {
     let error = try loadError("a,b,target\n1,2,3\n")
     #expect(error.code == .malformedFile)
-    #expect(error.message.contains("no column named 'label'"))
-    #expect(error.message.contains("a, b, target"))
+    #expect(error.message.contains("no column named 'label' among the header's 3 columns"))
+    #expect(!error.message.contains("target"))
   }
 
   @Test func aSingleColumnHasNoFeatures() throws {

@@ -21,10 +21,13 @@ public struct RunningService: Sendable {
   /// `127.0.0.1:port`, from the service's "listening on" line.
   public let endpoint: String
 
-  /// Starts `pipemesh serve <role> <arguments>` and waits until it listens.
-  public static func start(_ role: String, _ arguments: [String] = [], log: String) async throws -> RunningService {
+  /// Starts `pipemesh serve <role> <arguments>` (with more `environment`)
+  /// and waits until it listens.
+  public static func start(
+    _ role: String, _ arguments: [String] = [], log: String, environment: [String: String] = [:]
+  ) async throws -> RunningService {
     let process = try ChildProcess(
-      PipemeshBinary.path, ["serve", role, "--listen", "127.0.0.1:0"] + arguments, logPath: log)
+      PipemeshBinary.path, ["serve", role, "--listen", "127.0.0.1:0"] + arguments, logPath: log, environment: environment)
     let endpoint = try await process.waitForLine(startingWith: "\(role) listening on ")
     return RunningService(process: process, endpoint: endpoint)
   }
@@ -50,11 +53,11 @@ public final class LocalMesh: Sendable {
   }
 
   /// Starts a coordinator whose stage s has the partitions `layout[s]`
-  /// (indices into `partitions`, one per replica).
-  public func coordinator(_ layout: [[Int]], name: String) async throws -> RunningService {
+  /// (indices into `partitions`, one per replica), with more `arguments`.
+  public func coordinator(_ layout: [[Int]], name: String, arguments: [String] = []) async throws -> RunningService {
     let stages = layout.map { $0.map { partitions[$0].endpoint }.joined(separator: ",") }.joined(separator: ";")
     return try await RunningService.start(
-      "coordinator", ["--ps", parameterServers.map(\.endpoint).joined(separator: ","), "--partitions", stages],
+      "coordinator", ["--ps", parameterServers.map(\.endpoint).joined(separator: ","), "--partitions", stages] + arguments,
       log: logs.file("coordinator-\(name).log"))
   }
 

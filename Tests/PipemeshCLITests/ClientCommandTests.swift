@@ -59,7 +59,7 @@ import Testing
     let directory = try TemporaryDirectory(prefix: "pipemesh-cli")
     let cases: [(arguments: [String], status: Int32, says: String)] = [
       (["status", "--job", "x"], 64, "give the coordinator"),
-      (["status", "--coordinator", coordinator.endpoint, "--job", "no-such-job"], 65, "no job named no-such-job"),
+      (["status", "--coordinator", coordinator.endpoint, "--job", "no-such-job"], 65, "no job named 'no-such-job'"),
       (["jobs", "--coordinator", "127.0.0.1:1"], 69, "UNAVAILABLE"),
       (["train", "--coordinator", coordinator.endpoint, "--dataset", "nowhere.csv"], 65, "nowhere.csv"),
       (["train", "--coordinator", coordinator.endpoint, "--model", "/nonexistent/spec.json"], 64, "cannot read model spec"),

@@ -1,4 +1,6 @@
 import Foundation
+import MeshProto
+import MeshRPC
 import MeshTestSupport
 import Testing
 
@@ -76,5 +78,39 @@ import Testing
     #expect(status == 64, "a second \(role) on \(first.endpoint) exited \(status): \(second.log)")
     #expect(second.log.contains("cannot listen on \(first.endpoint)"), "\(second.log)")
     #expect(first.process.isRunning)
+  }
+}
+
+/// A partition dials only the hosts it may: a LoadStage naming any other ps
+/// or peer is refused before a connection is opened.
+@Suite struct PartitionDialTests {
+  @Test func aLoadStageNamingAHostOutsideThePeersIsRefused() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-dial")
+    let ps = try await RunningService.start("ps", log: directory.file("ps.log"))
+    let port = ps.endpoint.split(separator: ":").last!
+    // Listed by address: the same ps under another loopback address or name is not.
+    let partition = try await RunningService.start("partition", ["--peers", "127.0.0.1"], log: directory.file("partition.log"))
+    let client = try RPCClient(target: partition.endpoint)
+    func load(ps endpoint: String, peers: [String] = []) async throws {
+      _ = try await client.call(PartitionMethods.loadStage, .with {
+        $0.job = "dial"
+        $0.model = .with {
+          $0.inputShape = [2]
+          $0.layers = [.with { $0.dense = .with { $0.units = 2 } }]
+        }
+        $0.endLayer = 1
+        $0.parameterServers = [endpoint]
+        $0.peers = peers
+      })
+    }
+    for (ps, peers) in [("127.0.0.2:\(port)", []), ("localhost:\(port)", []), (ps.endpoint, ["127.0.0.3:7200"])] {
+      let error = await #expect(throws: RPCError.self, "\(ps) \(peers)") { try await load(ps: ps, peers: peers) }
+      #expect(error?.code == .permissionDenied, "\(String(describing: error))")
+      #expect(error?.message.contains("this partition dials the hosts given by --peers (127.0.0.1)") == true)
+    }
+    let stats = try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .init())
+    #expect(stats.variables == 0, "no refused load reached the ps")
+    try await load(ps: ps.endpoint, peers: ["127.0.0.1:7200"])
+    #expect(try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .init()).variables == 2)
   }
 }

@@ -175,6 +175,10 @@ int64_t pm_server_call_remaining_ms(const pm_server_call *call);
  * as the call handle. */
 const char *pm_server_call_peer(const pm_server_call *call);
 
+/* The common name of the client's certificate when TLS verified it (mutual
+ * TLS), else ""; NUL-terminated, lives as long as the call handle. */
+const char *pm_server_call_peer_identity(const pm_server_call *call);
+
 /* Sets the cancellation callback, once per call; if the call was cancelled
  * already, it runs at once on the calling thread. */
 void pm_server_call_on_cancel(pm_server_call *call,

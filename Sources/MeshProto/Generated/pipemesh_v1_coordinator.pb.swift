@@ -508,6 +508,11 @@ public nonisolated struct Pipemesh_V1_Job: Sendable {
 
   public var error: String = String()
 
+  /// The user who started the job (from the coordinator's tokens file); only
+  /// they and admins may read, cancel or infer with it. Empty when the
+  /// coordinator authenticates no one.
+  public var owner: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1264,7 +1269,7 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1278,6 +1283,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.totalSteps) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.owner) }()
       default: break
       }
     }
@@ -1302,6 +1308,9 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.error.isEmpty {
       try visitor.visitSingularStringField(value: self.error, fieldNumber: 6)
     }
+    if !self.owner.isEmpty {
+      try visitor.visitSingularStringField(value: self.owner, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1312,6 +1321,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.totalSteps != rhs.totalSteps {return false}
     if lhs.loss != rhs.loss {return false}
     if lhs.error != rhs.error {return false}
+    if lhs.owner != rhs.owner {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

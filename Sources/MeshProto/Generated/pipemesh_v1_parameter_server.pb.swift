@@ -514,6 +514,17 @@ public nonisolated struct Pipemesh_V1_StatsResponse: Sendable {
 
   public var meanStaleness: Double = 0
 
+  /// Whether this task writes checkpoints (it was started with a checkpoint
+  /// directory).
+  public var checkpointsEnabled: Bool = false
+
+  /// This task's memory budget for variables and optimizer slots (all jobs),
+  /// and what they take now, in bytes: a registration beyond the budget is
+  /// refused with RESOURCE_EXHAUSTED.
+  public var memoryBudgetBytes: Int64 = 0
+
+  public var memoryInUseBytes: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1463,7 +1474,7 @@ nonisolated extension Pipemesh_V1_StatsRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0\u{3}checkpoints_enabled\0\u{3}memory_budget_bytes\0\u{3}memory_in_use_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1482,6 +1493,9 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.maxVersion) }()
       case 10: try { try decoder.decodeSingularInt64Field(value: &self.maxStaleness) }()
       case 11: try { try decoder.decodeSingularDoubleField(value: &self.meanStaleness) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self.checkpointsEnabled) }()
+      case 13: try { try decoder.decodeSingularInt64Field(value: &self.memoryBudgetBytes) }()
+      case 14: try { try decoder.decodeSingularInt64Field(value: &self.memoryInUseBytes) }()
       default: break
       }
     }
@@ -1521,6 +1535,15 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
     if self.meanStaleness.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.meanStaleness, fieldNumber: 11)
     }
+    if self.checkpointsEnabled != false {
+      try visitor.visitSingularBoolField(value: self.checkpointsEnabled, fieldNumber: 12)
+    }
+    if self.memoryBudgetBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.memoryBudgetBytes, fieldNumber: 13)
+    }
+    if self.memoryInUseBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.memoryInUseBytes, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1536,6 +1559,9 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
     if lhs.maxVersion != rhs.maxVersion {return false}
     if lhs.maxStaleness != rhs.maxStaleness {return false}
     if lhs.meanStaleness != rhs.meanStaleness {return false}
+    if lhs.checkpointsEnabled != rhs.checkpointsEnabled {return false}
+    if lhs.memoryBudgetBytes != rhs.memoryBudgetBytes {return false}
+    if lhs.memoryInUseBytes != rhs.memoryInUseBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -133,8 +133,9 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
     set {_uniqueStorage()._recomputeActivations = newValue}
   }
 
-  /// Refuse a Forward with RESOURCE_EXHAUSTED beyond this many kept bytes;
-  /// 0 means no bound.
+  /// Refuse a Forward (or an Infer) with RESOURCE_EXHAUSTED that would take
+  /// the stage's activations beyond this many bytes; 0 means the partition's
+  /// own bound (--max-kept-mib).
   public var maxKeptBytes: Int64 {
     get {_storage._maxKeptBytes}
     set {_uniqueStorage()._maxKeptBytes = newValue}
@@ -170,6 +171,14 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
   public var hasOptimizer: Bool {_storage._optimizer != nil}
   /// Clears the value of `optimizer`. Subsequent reads from it will return its default value.
   public mutating func clearOptimizer() {_uniqueStorage()._optimizer = nil}
+
+  /// Data-plane endpoints (host:port) of the job's other partitions: the only
+  /// ones this stage fetches inputs and gradients from. A reference to any
+  /// other endpoint is refused with PERMISSION_DENIED.
+  public var peers: [String] {
+    get {_storage._peers}
+    set {_uniqueStorage()._peers = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -583,7 +592,7 @@ nonisolated extension Pipemesh_V1_TensorSource: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadStageRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0\u{1}peers\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -598,6 +607,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
     var _replica: Int32 = 0
     var _consistency: Pipemesh_V1_Consistency? = nil
     var _optimizer: Pipemesh_V1_OptimizerSpec? = nil
+    var _peers: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -620,6 +630,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
       _replica = source._replica
       _consistency = source._consistency
       _optimizer = source._optimizer
+      _peers = source._peers
     }
   }
 
@@ -650,6 +661,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
         case 10: try { try decoder.decodeSingularInt32Field(value: &_storage._replica) }()
         case 11: try { try decoder.decodeSingularMessageField(value: &_storage._consistency) }()
         case 12: try { try decoder.decodeSingularMessageField(value: &_storage._optimizer) }()
+        case 13: try { try decoder.decodeRepeatedStringField(value: &_storage._peers) }()
         default: break
         }
       }
@@ -698,6 +710,9 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
       try { if let v = _storage._optimizer {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
       } }()
+      if !_storage._peers.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._peers, fieldNumber: 13)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -719,6 +734,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
         if _storage._replica != rhs_storage._replica {return false}
         if _storage._consistency != rhs_storage._consistency {return false}
         if _storage._optimizer != rhs_storage._optimizer {return false}
+        if _storage._peers != rhs_storage._peers {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -48,12 +48,19 @@ public protocol Layer: Sendable {
     func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int]
     /// Estimated floating-point operations of one sample's forward pass (backward is about 2×).
     func flops(forInput inputShape: [Int]) -> Int
+    /// Scalars one sample keeps from its forward pass to its backward: the
+    /// output, and what the layer records inside (attention scores, gates).
+    func keptScalars(forInput inputShape: [Int]) -> Int
     /// Applies the layer to a batch.
     func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor
 }
 
 extension Layer {
     public var sharedVariables: [VariableDeclaration] { [] }
+
+    public func keptScalars(forInput inputShape: [Int]) -> Int {
+        ((try? outputShape(forInput: inputShape)) ?? []).reduce(1, *)
+    }
 
     /// Total number of trainable scalars.
     public var parameterCount: Int { variableDeclarations.reduce(0) { $0 + $1.scalarCount } }

@@ -92,4 +92,9 @@ extension GatedRecurrentLayer {
     public func flops(forInput inputShape: [Int]) -> Int {
         (inputShape.first ?? 0) * Self.gateCount * hiddenSize * (2 * (inputSize + hiddenSize) + 8)
     }
+
+    /// Every step's gates and carried states.
+    public func keptScalars(forInput inputShape: [Int]) -> Int {
+        (inputShape.first ?? 0) * hiddenSize * (Self.gateCount + Self.carriedStates)
+    }
 }

@@ -47,6 +47,13 @@ public struct TransformerBlock: Layer {
         return t * (2 * d * 3 * d + 2 * d * d + 4 * d * mlpSize) + 4 * t * t * d
     }
 
+    /// The output, the normalised inputs, queries, keys and values, the
+    /// attention's scores and weights per head, and the MLP's hidden layer.
+    public func keptScalars(forInput inputShape: [Int]) -> Int {
+        let t = inputShape.first ?? 0, d = modelSize
+        return t * d * 7 + 2 * headCount * t * t + 2 * t * mlpSize
+    }
+
     public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
         func v(_ suffix: String) -> Tensor { variable(suffix, in: variables) }
         let attended = input + attention(input.layerNormalized(gamma: v("ln1/gamma"), beta: v("ln1/beta")), v)

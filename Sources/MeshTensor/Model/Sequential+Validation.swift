@@ -44,6 +44,9 @@ extension Sequential {
             guard target.shape == [batchSize] + output else {
                 throw TensorError(message: "target shape \(target.shape) must be \([batchSize] + output)")
             }
+            guard target.allFinite else {
+                throw TensorError(message: "targets hold NaN or infinity")
+            }
         }
     }
 }

@@ -10,6 +10,9 @@ struct ClientOptions: ParsableArguments {
 
   @OptionGroup var tls: TLSOptions
 
+  @Option(help: "File holding the bearer token the coordinator knows you by; else PIPEMESH_TOKEN. [PIPEMESH_TOKEN_FILE]")
+  var tokenFile: String?
+
   @Flag(help: "Print answers as JSON (one object per line), for scripts.")
   var json = false
 
@@ -17,7 +20,25 @@ struct ClientOptions: ParsableArguments {
     guard let target = coordinator ?? environment("COORDINATOR"), !target.isEmpty else {
       throw ValidationError("give the coordinator with --coordinator HOST:PORT (or PIPEMESH_COORDINATOR)")
     }
-    return try RPCClient(target: target, transport: .init(tls: try tls.configuration(server: false)))
+    var metadata = Metadata()
+    if let token = try token() { metadata.append("Bearer \(token)", forKey: "authorization") }
+    return try RPCClient(target: target, transport: .init(tls: try tls.configuration(server: false)), metadata: metadata)
+  }
+
+  /// The token from --token-file (or PIPEMESH_TOKEN_FILE), else PIPEMESH_TOKEN; nil when none is given.
+  private func token() throws -> String? {
+    if let path = Settings.text(tokenFile, option: "--token-file") {
+      do {
+        let token = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !token.isEmpty else { throw ValidationError("--token-file \(path) is empty") }
+        return token
+      } catch let error as ValidationError {
+        throw error
+      } catch {
+        throw ValidationError("--token-file \(path) cannot be read: \(error.localizedDescription)")
+      }
+    }
+    return environment("TOKEN").flatMap { $0.isEmpty ? nil : $0 }
   }
 
   /// Prints a message as one line of protobuf JSON.
@@ -36,12 +57,15 @@ enum ClientExit {
   static let invalidRequest = ExitCode(65)
   /// The coordinator could not be reached or did not answer in time.
   static let unavailable = ExitCode(69)
+  /// No token, an unknown token, or another user's job (EX_NOPERM).
+  static let notPermitted = ExitCode(77)
 
   /// Reports an RPC error on stderr and gives its exit code.
   static func exit(for error: RPCError) -> ExitCode {
     FileHandle.standardError.write(Data("pipemesh: \(error)\n".utf8))
     switch error.code {
     case .unavailable, .deadlineExceeded: return unavailable
+    case .unauthenticated, .permissionDenied: return notPermitted
     case .invalidArgument, .notFound, .failedPrecondition, .alreadyExists, .outOfRange, .resourceExhausted: return invalidRequest
     default: return jobFailed
     }

@@ -26,7 +26,8 @@ struct Train: AsyncParsableCommand {
   func run() async throws {
     try await withExitCodes {
       let spec = try training.modelSpec() ?? defaultModelForDataset()
-      let request = try training.request(job: job ?? "job-\(Int(Date().timeIntervalSince1970))", spec: spec)
+      let request = try training.request(
+        job: job ?? "job-\(Int(Date().timeIntervalSince1970))", spec: spec, dataset: training.datasetReference)
       var display = ProgressDisplay(showsAccuracy: !training.regression)
       for try await progress in try client.client().stream(CoordinatorMethods.train, request) {
         if client.json { try client.printJSON(progress) } else { display.show(progress) }

@@ -67,7 +67,8 @@ struct Up: AsyncParsableCommand {
     }
     let coordinatorEndpoint = try await services.start(
       "coordinator", name: "coordinator",
-      ["--ps", ps, "--partitions", layout.map { $0.joined(separator: ",") }.joined(separator: ";")])
+      ["--ps", ps, "--partitions", layout.map { $0.joined(separator: ",") }.joined(separator: ";")]
+        + (training.localDataset.folder.map { ["--data-dir", $0] } ?? []))
     say("mesh up: ps \(ps), \(stages) stage(s) × \(replicas) replica(s), coordinator \(coordinatorEndpoint)")
 
     let coordinator = try RPCClient(target: coordinatorEndpoint)
@@ -93,7 +94,7 @@ struct Up: AsyncParsableCommand {
   }
 
   private func stream(job: String, spec: Pipemesh_V1_ModelSpec, coordinator: RPCClient, run: RunFolder) async throws {
-    var request = try training.request(job: job, spec: spec)
+    var request = try training.request(job: job, spec: spec, dataset: training.localDataset.reference)
     request.checkpoint.atEnd = true  // the run folder keeps the final checkpoint
     var display = ProgressDisplay(showsAccuracy: !training.regression)
     var steps: [Pipemesh_V1_TrainProgress] = []

@@ -1,0 +1,46 @@
+/// The hosts a partition may open connections to (the ps tasks and the
+/// partitions a LoadStage names), so that a caller cannot point it at any
+/// host:port on its network.
+public struct DialPolicy: Sendable, Equatable {
+  private enum Rule: Sendable, Equatable {
+    case anywhere
+    case loopback
+    case listed(Set<String>)
+  }
+  private let rule: Rule
+
+  /// Any host: for a partition whose callers are authenticated (mutual TLS
+  /// admits only the mesh's services, and the peers it dials must present
+  /// the mesh CA's certificates).
+  public static let anywhere = DialPolicy(rule: .anywhere)
+  /// Loopback addresses only: the default of a partition without mutual TLS.
+  public static let loopback = DialPolicy(rule: .loopback)
+
+  private init(rule: Rule) { self.rule = rule }
+
+  /// The hosts (`node-a`) or endpoints (`node-a:7200`) listed; `*` alone
+  /// allows any host.
+  public init(listing entries: [String]) {
+    rule = entries == ["*"] ? .anywhere : .listed(Set(entries.map { $0.lowercased() }))
+  }
+
+  /// Whether `endpoint` (`host:port`) may be dialled.
+  public func allows(_ endpoint: String) -> Bool {
+    guard let colon = endpoint.lastIndex(of: ":"), endpoint.count <= 255 else { return false }
+    let host = endpoint[..<colon].lowercased()
+    switch rule {
+    case .anywhere: return true
+    case .loopback: return host == "localhost" || host == "[::1]" || host.hasPrefix("127.")
+    case .listed(let entries): return entries.contains(host) || entries.contains(endpoint.lowercased())
+    }
+  }
+
+  /// What the policy allows, for a refusal's message.
+  public var description: String {
+    switch rule {
+    case .anywhere: return "any host"
+    case .loopback: return "loopback addresses only (no --peers and no mutual TLS)"
+    case .listed(let entries): return "the hosts given by --peers (\(entries.sorted().prefix(8).joined(separator: ", ")))"
+    }
+  }
+}

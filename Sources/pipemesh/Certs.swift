@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+
+/// `pipemesh certs`: a CA and a certificate for each role of the mesh, for
+/// mutual TLS between the services and for users.
+struct Certs: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Make a CA and certificates for the mesh's services and users (mutual TLS).",
+    discussion: """
+      Writes PEM files into --out: ca.crt and ca.key (kept when present, so running the command again
+      issues new certificates from the same CA), and a certificate and key per role, named for it:
+      coordinator, partition, ps (each valid as server and client, for --hosts), client.NAME for each
+      of --users and admin.NAME for each of --admins. A service knows its peers' roles by these names:
+      partitions and ps tasks serve only coordinator, partition and ps certificates; the coordinator
+      takes client.NAME and admin.NAME as users. Keys are written readable by their owner only.
+      Give each service --tls-cert ROLE.crt --tls-key ROLE.key --tls-ca ca.crt.
+      Uses the openssl command (Debian's openssl package): the files are standard PEM that any TLS
+      tool reads. Example: pipemesh certs --out /etc/pipemesh/tls --hosts localhost,127.0.0.1,node-a
+      """)
+
+  @Option(help: "Folder to write the files into.")
+  var out: String
+
+  @Option(help: "Host names and IP addresses the services' certificates are valid for, comma-separated.")
+  var hosts: String = "localhost,127.0.0.1"
+
+  @Option(help: "Users to issue client.NAME certificates for, comma-separated.")
+  var users: String = ""
+
+  @Option(help: "Users to issue admin.NAME certificates for, comma-separated.")
+  var admins: String = ""
+
+  @Option(help: "Days the certificates are valid.")
+  var days: Int = 365
+
+  @Option(help: "The openssl executable.")
+  var openssl: String = "/usr/bin/openssl"
+
+  func validate() throws {
+    guard days >= 1 else { throw ValidationError("--days must be at least 1") }
+    for name in list(users) + list(admins) {
+      guard name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-".contains($0)) }) else {
+        throw ValidationError("user name '\(name)' must be letters, digits, _ and -")
+      }
+    }
+    guard FileManager.default.isExecutableFile(atPath: openssl) else {
+      throw ValidationError("\(openssl) is not there: install Debian's openssl package or give --openssl")
+    }
+  }
+
+  func run() async throws {
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    if FileManager.default.fileExists(atPath: file("ca.crt")) {
+      say("using the CA in \(file("ca.crt"))")
+    } else {
+      try openssl([
+        "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-days", "\(days * 3)", "-subj", "/CN=pipemesh-ca",
+        "-keyout", file("ca.key"), "-out", file("ca.crt"),
+      ])
+      say("made a CA: \(file("ca.crt"))")
+    }
+    let addresses = list(hosts).map { host in host.allSatisfy({ $0.isNumber || $0 == "." || $0 == ":" }) ? "IP:\(host)" : "DNS:\(host)" }
+    let serviceExtensions = "subjectAltName=\(addresses.joined(separator: ","))\nextendedKeyUsage=serverAuth,clientAuth\n"
+    for role in ["coordinator", "partition", "ps"] { try issue(role, extensions: serviceExtensions) }
+    for user in list(users) { try issue("client.\(user)", extensions: "extendedKeyUsage=clientAuth\n") }
+    for admin in list(admins) { try issue("admin.\(admin)", extensions: "extendedKeyUsage=clientAuth\n") }
+  }
+
+  private func issue(_ name: String, extensions: String) throws {
+    let request = file("\(name).csr"), extensionsFile = file("\(name).ext")
+    defer {
+      try? FileManager.default.removeItem(atPath: request)
+      try? FileManager.default.removeItem(atPath: extensionsFile)
+    }
+    try openssl([
+      "req", "-new", "-newkey", "rsa:3072", "-nodes", "-subj", "/CN=\(name)", "-keyout", file("\(name).key"), "-out", request,
+    ])
+    try extensions.write(toFile: extensionsFile, atomically: true, encoding: .utf8)
+    try openssl([
+      "x509", "-req", "-in", request, "-CA", file("ca.crt"), "-CAkey", file("ca.key"), "-CAcreateserial", "-days", "\(days)",
+      "-extfile", extensionsFile, "-out", file("\(name).crt"),
+    ])
+    say("issued \(file("\(name).crt"))")
+  }
+
+  private func openssl(_ arguments: [String]) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: openssl)
+    process.arguments = arguments
+    let errors = Pipe()
+    process.standardError = errors
+    process.standardOutput = FileHandle.nullDevice
+    // Keys are written readable by their owner only.
+    let mask = umask(0o077)
+    defer { umask(mask) }
+    try process.run()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+      let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+      throw ValidationError("openssl \(arguments.first ?? "") failed: \(message)")
+    }
+  }
+
+  private func file(_ name: String) -> String { (out as NSString).appendingPathComponent(name) }
+
+  private func list(_ text: String) -> [String] {
+    text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+  }
+}
