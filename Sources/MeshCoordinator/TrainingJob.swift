@@ -17,6 +17,7 @@ final class TrainingJob: Sendable {
   /// The job's name on the partitions and the ps: the name plus a suffix of
   /// its own, so a later run under the same name starts from fresh state.
   let runID: String
+  /// The request without its data.
   let request: Pipemesh_V1_TrainRequest
   let model: Sequential
   let plan: Planner.Plan
@@ -73,7 +74,11 @@ final class TrainingJob: Sendable {
     self.name = name
     self.owner = owner
     runID = "\(name).\(String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16))"
-    self.request = request
+    // The examples are held in `data` while the job runs; the request keeps
+    // the rest, so a finished job holds no copy of them.
+    var options = request
+    options.data = .init()
+    self.request = options
     self.cluster = cluster
     self.clients = clients
     status = Mutex(.with {

@@ -81,8 +81,9 @@ public final class PartitionService: RPCService, Sendable {
       return Pipemesh_V1_Tensor(sharing: try await dataPlane.take(request.key, release: request.release, wait: request.wait))
     }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in
-      let unloaded = stages.withLock { $0.removeValue(forKey: request.job) }
-      await unloaded?.runner.close()
+      // Only a job loaded here leaves a mark: any other name changes nothing.
+      guard let unloaded = stages.withLock({ $0.removeValue(forKey: request.job) }) else { return .init() }
+      await unloaded.runner.close()
       dataPlane.drop(job: request.job)
       return .init()
     }

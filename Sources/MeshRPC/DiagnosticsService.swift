@@ -1,5 +1,6 @@
 import Foundation
 import MeshProto
+import Synchronization
 
 /// `pipemesh.v1.Diagnostics`: echo and describe, served by every Pipemesh
 /// process to check reachability, latency and bandwidth between hosts.
@@ -9,6 +10,13 @@ public struct DiagnosticsService: RPCService {
   public static let maxResponseSize: UInt64 = 128 << 20
   /// Echoes up to this size answer inline, larger ones as a task.
   static let inlinePayloadLimit = 64 << 10
+  /// The longest delay or interval an echo may ask for, in milliseconds.
+  public static let maxDelayMs: UInt32 = 60_000
+  /// Bytes of produced payloads all echoes of the process may hold at once;
+  /// beyond it an echo is RESOURCE_EXHAUSTED, so that many large echoes at
+  /// once cannot exhaust the process's memory.
+  public static let maxPayloadBytesInFlight = 256 << 20
+  private let inFlight = InFlightBytes()
 
   public let role: String
   public let version: String
@@ -24,11 +32,20 @@ public struct DiagnosticsService: RPCService {
   public var serviceName: String { DiagnosticsMethods.service }
 
   public func register(with router: inout RPCRouter) {
+    let inFlight = self.inFlight
     // Small echoes answer on the gRPC thread: they measure the transport.
     router.unary(DiagnosticsMethods.echo) { request, _ in
+      try Self.check(delayMs: request.delayMs, "delay_ms")
       let echo = { @Sendable in
         var response = Pipemesh_V1_EchoResponse()
-        response.payload = request.responseSize > 0 ? try Self.payload(size: request.responseSize) : request.payload
+        guard request.responseSize > 0 else {
+          response.payload = request.payload
+          return response
+        }
+        let size = try Self.checked(size: request.responseSize)
+        try inFlight.take(size)
+        defer { inFlight.give(size) }
+        response.payload = Data(count: size)
         return response
       }
       guard request.delayMs == 0, request.payload.count <= Self.inlinePayloadLimit, request.responseSize <= Self.inlinePayloadLimit else {
@@ -40,7 +57,11 @@ public struct DiagnosticsService: RPCService {
       return .now(try echo())
     }
     router.serverStreaming(DiagnosticsMethods.echoStream) { request, writer, _ in
-      let payload = try Self.payload(size: request.responseSize)
+      try Self.check(delayMs: request.intervalMs, "interval_ms")
+      let size = try Self.checked(size: request.responseSize)
+      try inFlight.take(size)
+      defer { inFlight.give(size) }
+      let payload = Data(count: size)
       for sequence in 0..<request.count {
         if sequence > 0, request.intervalMs > 0 {
           try await Task.sleep(for: .milliseconds(request.intervalMs))
@@ -64,12 +85,38 @@ public struct DiagnosticsService: RPCService {
     return response
   }
 
-  private static func payload(size: UInt64) throws -> Data {
+  private static func checked(size: UInt64) throws -> Int {
     guard size <= maxResponseSize else {
       throw RPCError(.invalidArgument, "response_size \(size) is over the limit of \(maxResponseSize) bytes")
     }
-    return Data(count: Int(size))
+    return Int(size)
   }
+
+  private static func check(delayMs: UInt32, _ field: String) throws {
+    guard delayMs <= maxDelayMs else {
+      throw RPCError(.invalidArgument, "\(field) \(delayMs) is over the limit of \(maxDelayMs) ms")
+    }
+  }
+}
+
+/// Payload bytes the echoes of a process hold now.
+private final class InFlightBytes: Sendable {
+  private let bytes = Mutex(0)
+
+  func take(_ count: Int) throws {
+    let taken = bytes.withLock { bytes in
+      guard count <= DiagnosticsService.maxPayloadBytesInFlight - bytes else { return false }
+      bytes += count
+      return true
+    }
+    guard taken else {
+      throw RPCError(
+        .resourceExhausted,
+        "echoes hold \(DiagnosticsService.maxPayloadBytesInFlight >> 20) MiB of payloads already; ask for less or try again")
+    }
+  }
+
+  func give(_ count: Int) { bytes.withLock { $0 -= count } }
 }
 
 /// This build's version.

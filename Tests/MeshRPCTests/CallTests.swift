@@ -199,3 +199,47 @@ import Testing
     #expect(long.echoed == String(repeating: "a", count: String.maxEchoedCharacters) + "… (cut; 5000 bytes in all)")
   }
 }
+
+/// Echo is on every server, so it must not be a way to hold a task for days
+/// or to make the process allocate without bound.
+@Suite struct EchoBoundsTests {
+  @Test func longDelaysAreRefused() async throws {
+    try await withServer([DiagnosticsService(role: "test")]) { _, client in
+      let delayed = await #expect(throws: RPCError.self) {
+        _ = try await client.call(DiagnosticsMethods.echo, .with { $0.delayMs = .max })
+      }
+      #expect(delayed?.code == .invalidArgument)
+      #expect(delayed?.message.contains("delay_ms") == true)
+      let stream = client.stream(DiagnosticsMethods.echoStream, .with { $0.count = 2; $0.intervalMs = 3_600_000 })
+      let interval = await #expect(throws: RPCError.self) { for try await _ in stream {} }
+      #expect(interval?.code == .invalidArgument)
+    }
+  }
+
+  @Test func payloadsInFlightAreBounded() async throws {
+    try await withServer([DiagnosticsService(role: "test")]) { _, client in
+      let half = UInt64(DiagnosticsService.maxPayloadBytesInFlight / 2)
+      // Two streams that each hold half the bound between their messages.
+      let streams = (0..<2).map { _ in
+        client.stream(DiagnosticsMethods.echoStream, .with { $0.count = 2; $0.responseSize = half; $0.intervalMs = 60_000 })
+          .makeAsyncIterator()
+      }
+      var held: [ResponseStream<Pipemesh_V1_EchoResponse>.Iterator] = []
+      for var stream in streams {
+        #expect(try await stream.next()?.payload.count == Int(half))
+        held.append(stream)
+      }
+      let over = await #expect(throws: RPCError.self) {
+        _ = try await client.call(DiagnosticsMethods.echo, .with { $0.responseSize = 1 })
+      }
+      #expect(over?.code == .resourceExhausted, "\(String(describing: over))")
+      held.removeAll()  // cancels both streams, which give their bytes back
+      var freed = false
+      for _ in 0..<200 where !freed {
+        freed = (try? await client.call(DiagnosticsMethods.echo, .with { $0.responseSize = 1 })) != nil
+        if !freed { try await Task.sleep(for: .milliseconds(50)) }
+      }
+      #expect(freed, "the cancelled streams gave their bytes back")
+    }
+  }
+}
