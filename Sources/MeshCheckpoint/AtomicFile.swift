@@ -12,28 +12,36 @@ public enum AtomicFile {
   }
 
   public static func write(_ data: Data, to path: String) throws {
+    try write(to: path) { write in try data.withUnsafeBytes(write) }
+  }
+
+  /// Writes the file from the byte spans `body` passes to its `write`
+  /// function, in order, without gathering them in memory first.
+  public static func write(to path: String, _ body: (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
     let directory = (path as NSString).deletingLastPathComponent
     let temporary = (directory as NSString).appendingPathComponent(
       "\(temporaryPrefix)\((path as NSString).lastPathComponent)-\(getpid())")
     let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw failure("cannot create \(temporary)") }
-    var written = 0
-    let ok = data.withUnsafeBytes { bytes -> Bool in
-      while written < bytes.count {
-        let result = Foundation.write(fd, bytes.baseAddress! + written, bytes.count - written)
-        if result < 0 {
-          if errno == EINTR { continue }
-          return false
+    do {
+      try body { bytes in
+        var written = 0
+        while written < bytes.count {
+          let result = Foundation.write(fd, bytes.baseAddress! + written, bytes.count - written)
+          if result < 0 {
+            if errno == EINTR { continue }
+            throw failure("cannot write \(temporary)")
+          }
+          written += result
         }
-        written += result
       }
-      return fsync(fd) == 0
+      guard fsync(fd) == 0 else { throw failure("cannot write \(temporary)") }
+    } catch {
+      close(fd)
+      unlink(temporary)
+      throw error
     }
     close(fd)
-    guard ok else {
-      unlink(temporary)
-      throw failure("cannot write \(temporary)")
-    }
     guard rename(temporary, path) == 0 else {
       unlink(temporary)
       throw failure("cannot rename \(temporary) to \(path)")

@@ -24,6 +24,20 @@ public enum SafeTensors {
 
   /// Encodes tensors (in name order) and metadata.
   public static func encode(_ contents: Contents) throws -> Data {
+    var data = Data()
+    try write(contents) { data.append(contentsOf: $0) }
+    return data
+  }
+
+  /// Writes `contents` to `path` atomically (see `AtomicFile`), each tensor
+  /// straight from its storage: no copy of the file is gathered in memory.
+  public static func write(_ contents: Contents, to path: String) throws {
+    try AtomicFile.write(to: path) { write in try Self.write(contents, write) }
+  }
+
+  /// Passes the file's bytes to `write`: the header's length, the header,
+  /// then each tensor's bytes in name order.
+  private static func write(_ contents: Contents, _ write: (UnsafeRawBufferPointer) throws -> Void) throws {
     let names = contents.tensors.keys.sorted()
     var header: [String: Any] = [:]
     if !contents.metadata.isEmpty { header["__metadata__"] = contents.metadata }
@@ -37,11 +51,9 @@ public enum SafeTensors {
     var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
     // Pad with spaces so the data starts 8-byte aligned, as the format suggests.
     json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - json.count % 8) % 8))
-    var data = Data(capacity: 8 + json.count + offset)
-    withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
-    data.append(json)
-    for name in names { data.append(contents.tensors[name]!.littleEndianData) }
-    return data
+    try withUnsafeBytes(of: UInt64(json.count).littleEndian, write)
+    try json.withUnsafeBytes(write)
+    for name in names { try contents.tensors[name]!.sharedLittleEndianData.withUnsafeBytes(write) }
   }
 
   /// Decodes a file, checking that every byte range lies inside the data and

@@ -90,7 +90,6 @@ public final class Checkpointer: Sendable {
     }
     let metadata = try JSONSerialization.data(withJSONObject: ["format": 1, "jobs": jobsMetadata], options: [.sortedKeys])
     contents.metadata[Self.metadataKey] = String(decoding: metadata, as: UTF8.self)
-    let data = try SafeTensors.encode(contents)
 
     let sequence = state.withLock { state in
       state.sequence = max(state.sequence, files().last?.sequence ?? 0) + 1
@@ -98,7 +97,7 @@ public final class Checkpointer: Sendable {
     }
     let path = (directory as NSString).appendingPathComponent("checkpoint-\(sequence).safetensors")
     do {
-      try AtomicFile.write(data, to: path)
+      try SafeTensors.write(contents, to: path)
     } catch {
       throw RPCError(.internal, "cannot write checkpoint \(path): \(error)")
     }
@@ -127,7 +126,8 @@ public final class Checkpointer: Sendable {
     var skipped: [String] = []
     for file in files().reversed() {
       do {
-        let contents = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: file.path)))
+        // Mapped, not read: the file is not held twice while its tensors are copied out.
+        let contents = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: file.path), options: .alwaysMapped))
         try await restore(contents)
         state.withLock {
           $0.sequence = file.sequence
