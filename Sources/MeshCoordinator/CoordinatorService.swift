@@ -63,6 +63,9 @@ public final class CoordinatorService: RPCService, Sendable {
       }
       let inputs = try Tensor(wire: request.inputs, what: "inputs")
       try job.model.checkInput(inputs, "inputs do not fit job \(request.job)'s model")
+      guard request.microBatches >= 0 else {
+        throw RPCError(.invalidArgument, "micro_batches is \(request.microBatches); give 1 or more (0: 1)")
+      }
       let microBatches = max(1, Int(request.microBatches))
       let chunk = (inputs.shape[0] + microBatches - 1) / microBatches
       let outputs = try await Inference.run(inputs, job: job.runID, stages: clients.map { $0[0] }, chunk: chunk)

@@ -194,6 +194,7 @@ actor ParameterJob {
     }
     let pusher = Pusher(user: request.user, replica: request.replica)
     let step = request.step
+    try checkNotAhead(pusher, step, names: gradients.map(\.name))
 
     switch consistency.mode {
     case .async:
@@ -226,6 +227,31 @@ actor ParameterJob {
       try await waitUntil { progress in names.allSatisfy { progress.appliedStep[$0, default: 0] >= step } }
     }
     return gradients.map { versionOf($0.name) }
+  }
+
+  /// The most steps an async or bounded push may run ahead of the job's
+  /// furthest pusher (stale or refused pushes leave gaps, so some are allowed).
+  static let maxStepsAhead: Int64 = 1000
+
+  /// Refuses a push of a step far beyond the job's progress: a pusher's
+  /// steps are retries up to its last one, so a step far ahead would make
+  /// every step before it look like a retry and never be applied. Sync steps
+  /// follow one another exactly; async and bounded ones within
+  /// `maxStepsAhead` of the furthest pusher.
+  private func checkNotAhead(_ pusher: Pusher, _ step: Int64, names: [String]) throws {
+    let limit: Int64
+    switch consistency.mode {
+    case .sync:
+      guard let applied = names.compactMap({ variables[$0]?.syncStep }).min() else { return }
+      limit = applied + 1
+    case .async, .bounded:
+      limit = (lastStep.values.max() ?? 0) + Self.maxStepsAhead
+    }
+    guard step <= limit else {
+      throw RPCError(
+        .failedPrecondition,
+        "push of step \(step) from \(pusher.user.echoed) replica \(pusher.replica) is ahead of the job: the latest step it may push is \(limit)")
+    }
   }
 
   /// Async and bounded: whether this pusher's step was applied already, or is

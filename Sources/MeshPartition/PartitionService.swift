@@ -148,7 +148,9 @@ public final class PartitionService: RPCService, Sendable {
     let runner = StageRunner(
       job: request.job, model: model, layers: layers, stage: Int(request.stage), replica: request.replica,
       recompute: request.recomputeActivations,
-      maxKeptBytes: request.maxKeptBytes > 0 ? Int(request.maxKeptBytes) : defaultMaxKeptBytes, peers: Set(request.peers),
+      // A job may ask for a tighter bound than the partition's, never a looser one.
+      maxKeptBytes: request.maxKeptBytes > 0 ? min(Int(request.maxKeptBytes), defaultMaxKeptBytes) : defaultMaxKeptBytes,
+      peers: Set(request.peers),
       optimizer: request.optimizer,
       ps: try ParameterServerClient(endpoints: request.parameterServers, transport: transport), dataPlane: dataPlane,
       activity: activity)

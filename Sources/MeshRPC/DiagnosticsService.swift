@@ -12,18 +12,20 @@ public struct DiagnosticsService: RPCService {
   static let inlinePayloadLimit = 64 << 10
   /// The longest delay or interval an echo may ask for, in milliseconds.
   public static let maxDelayMs: UInt32 = 60_000
-  /// Bytes of produced payloads all echoes of the process may hold at once;
-  /// beyond it an echo is RESOURCE_EXHAUSTED, so that many large echoes at
-  /// once cannot exhaust the process's memory.
-  public static let maxPayloadBytesInFlight = 256 << 20
-  private let inFlight = InFlightBytes()
+  /// Bytes of produced payloads the echoes of this service hold at once, at
+  /// most: beyond it an echo is RESOURCE_EXHAUSTED, so that many large echoes
+  /// at once cannot exhaust the process's memory.
+  public var maxPayloadBytesInFlight: Int { inFlight.limit }
+  private let inFlight: InFlightBytes
 
   public let role: String
   public let version: String
   /// The services of the process, reported by Describe.
   public let services: [String]
 
-  public init(role: String, version: String = pipemeshVersion, services: [String] = []) {
+  /// `maxPayloadBytesInFlight` bounds the payloads produced at once (256 MiB).
+  public init(role: String, version: String = pipemeshVersion, services: [String] = [], maxPayloadBytesInFlight: Int = 256 << 20) {
+    inFlight = InFlightBytes(limit: maxPayloadBytesInFlight)
     self.role = role
     self.version = version
     self.services = services
@@ -101,18 +103,19 @@ public struct DiagnosticsService: RPCService {
 
 /// Payload bytes the echoes of a process hold now.
 private final class InFlightBytes: Sendable {
+  let limit: Int
   private let bytes = Mutex(0)
+
+  init(limit: Int) { self.limit = limit }
 
   func take(_ count: Int) throws {
     let taken = bytes.withLock { bytes in
-      guard count <= DiagnosticsService.maxPayloadBytesInFlight - bytes else { return false }
+      guard count <= limit - bytes else { return false }
       bytes += count
       return true
     }
     guard taken else {
-      throw RPCError(
-        .resourceExhausted,
-        "echoes hold \(DiagnosticsService.maxPayloadBytesInFlight >> 20) MiB of payloads already; ask for less or try again")
+      throw RPCError(.resourceExhausted, "echoes hold \(limit) bytes of payloads at once at most; ask for less or try again")
     }
   }
 

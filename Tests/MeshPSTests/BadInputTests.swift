@@ -164,3 +164,41 @@ import Testing
     })
   }
 }
+
+/// A push far ahead of the job would make every step before it look like a
+/// retry and never be applied: it is refused, and the next step still applies.
+@Suite struct StepsAheadTests {
+  @Test(arguments: ["async", "sync"])
+  func aPushFarAheadOfTheJobIsRefused(mode: String) async throws {
+    let logs = try TemporaryDirectory(prefix: "pipemesh-ps")
+    let ps = try await Fixtures.startPS(logs)
+    let client = try RPCClient(target: ps.endpoint)
+    _ = try await client.call(ParameterServerMethods.register, .with {
+      $0.job = "steps"
+      $0.user = "stage0"
+      $0.variables = [Fixtures.variable("w", shape: [2], constant: 1)]
+      $0.consistency = Fixtures.consistency(mode == "sync" ? .sync(.init()) : .async(.init()))
+    })
+    func push(step: Int64) async throws {
+      _ = try await client.call(ParameterServerMethods.push, .with {
+        $0.job = "steps"
+        $0.user = "stage0"
+        $0.step = step
+        $0.gradients = [.with {
+          $0.name = "w"
+          $0.gradient = Pipemesh_V1_Tensor(Fixtures.filled([2], 1))
+        }]
+      }, options: .init(timeout: .seconds(10)))
+    }
+    try await push(step: 1)
+    let limit: Int64 = mode == "sync" ? 2 : 1001
+    for step in [limit + 1, Int64.max] {
+      let error = await #expect(throws: RPCError.self) { try await push(step: step) }
+      #expect(error?.code == .failedPrecondition, "\(String(describing: error))")
+      #expect(error?.message.contains("the latest step it may push is \(limit)") == true, "\(String(describing: error))")
+    }
+    try await push(step: 2)
+    let pulled = try await client.call(ParameterServerMethods.pull, .with { $0.job = "steps" })
+    #expect(pulled.variables.first?.version == 2, "steps 1 and 2 applied, nothing else")
+  }
+}

@@ -217,8 +217,10 @@ import Testing
   }
 
   @Test func payloadsInFlightAreBounded() async throws {
-    try await withServer([DiagnosticsService(role: "test")]) { _, client in
-      let half = UInt64(DiagnosticsService.maxPayloadBytesInFlight / 2)
+    let diagnostics = DiagnosticsService(role: "test", maxPayloadBytesInFlight: 1 << 20)
+    #expect(DiagnosticsService(role: "default").maxPayloadBytesInFlight == 256 << 20)
+    try await withServer([diagnostics]) { _, client in
+      let half = UInt64(diagnostics.maxPayloadBytesInFlight / 2)
       // Two streams that each hold half the bound between their messages.
       let streams = (0..<2).map { _ in
         client.stream(DiagnosticsMethods.echoStream, .with { $0.count = 2; $0.responseSize = half; $0.intervalMs = 60_000 })

@@ -109,6 +109,7 @@ public nonisolated struct Pipemesh_V1_PlanRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: see ModelSpec.
   public var model: Pipemesh_V1_ModelSpec {
     get {_model ?? Pipemesh_V1_ModelSpec()}
     set {_model = newValue}
@@ -118,9 +119,11 @@ public nonisolated struct Pipemesh_V1_PlanRequest: Sendable {
   /// Clears the value of `model`. Subsequent reads from it will return its default value.
   public mutating func clearModel() {self._model = nil}
 
+  /// Valid: 1 to the model's layer count; 0 means the coordinator's stage count.
   public var stages: Int32 = 0
 
   /// Explicit split points (first layer of stages 1..K-1); empty to balance.
+  /// Valid: empty, or stages - 1 strictly increasing layer indices in 1 to layers - 1.
   public var splitPoints: [Int32] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -175,6 +178,7 @@ public nonisolated struct Pipemesh_V1_DataSource: Sendable {
 
   public var source: Pipemesh_V1_DataSource.OneOf_Source? = nil
 
+  /// Valid: exactly one of `dataset` and `inline`; neither is INVALID_ARGUMENT.
   public var dataset: Pipemesh_V1_DatasetReference {
     get {
       if case .dataset(let v)? = source {return v}
@@ -183,6 +187,7 @@ public nonisolated struct Pipemesh_V1_DataSource: Sendable {
     set {source = .dataset(newValue)}
   }
 
+  /// Valid: see InlineData.
   public var inline: Pipemesh_V1_InlineData {
     get {
       if case .inline(let v)? = source {return v}
@@ -194,7 +199,9 @@ public nonisolated struct Pipemesh_V1_DataSource: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Source: Equatable, Sendable {
+    /// Valid: exactly one of `dataset` and `inline`; neither is INVALID_ARGUMENT.
     case dataset(Pipemesh_V1_DatasetReference)
+    /// Valid: see InlineData.
     case inline(Pipemesh_V1_InlineData)
 
   }
@@ -210,12 +217,16 @@ public nonisolated struct Pipemesh_V1_DatasetReference: Sendable {
   /// A bundled dataset name ("digits"), or a file on the coordinator's host:
   /// "data.csv" (or .csv.gz), "data.npz" (arrays x and y), or
   /// "idx:IMAGES,LABELS" (the MNIST format, optionally .gz).
+  /// Valid: a bundled or synthetic-* name, or a path inside the coordinator's --data-dir:
+  /// outside it (or without one) PERMISSION_DENIED, missing NOT_FOUND, other forms INVALID_ARGUMENT.
   public var uri: String = String()
 
   /// The label column of a CSV file ("label" when empty).
+  /// Valid: a column of the CSV's header (INVALID_ARGUMENT otherwise); ignored by other datasets.
   public var labelColumn: String = String()
 
   /// Labels are real-valued targets rather than class indices.
+  /// Valid: any; read for .csv and .npz files only (bundled, synthetic and IDX data ignore it).
   public var regression: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -228,6 +239,8 @@ public nonisolated struct Pipemesh_V1_InlineData: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: rank >= 1, one row per example: [rows] + the model's input_shape (or flat rows of
+  /// that size), finite; token ids for an Embedding are integers in 0 to vocabulary_size - 1.
   public var inputs: Pipemesh_V1_Tensor {
     get {_inputs ?? Pipemesh_V1_Tensor()}
     set {_inputs = newValue}
@@ -237,6 +250,8 @@ public nonisolated struct Pipemesh_V1_InlineData: Sendable {
   /// Clears the value of `inputs`. Subsequent reads from it will return its default value.
   public mutating func clearInputs() {self._inputs = nil}
 
+  /// Valid: as many rows as inputs: integer classes in 0 to outputs - 1, shaped as the output
+  /// without its last axis (cross-entropy), or the output's shape, finite (mean squared error).
   public var targets: Pipemesh_V1_Tensor {
     get {_targets ?? Pipemesh_V1_Tensor()}
     set {_targets = newValue}
@@ -259,8 +274,11 @@ public nonisolated struct Pipemesh_V1_CheckpointPolicy: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Checkpoint after every this many steps. Valid: 0 (none) or more.
   public var everySteps: Int64 = 0
 
+  /// Checkpoint when the job ends. Valid: any; either field asking for checkpoints needs every
+  /// ps started with --checkpoint-dir (FAILED_PRECONDITION otherwise).
   public var atEnd: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -273,11 +291,14 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 100 characters of A-Z a-z 0-9 _ . -; empty means "job-N". ALREADY_EXISTS while a
+  /// job of that name runs; PERMISSION_DENIED when another user's job has the name.
   public var job: String {
     get {_storage._job}
     set {_uniqueStorage()._job = newValue}
   }
 
+  /// Valid: see ModelSpec; it needs at least as many layers as the cluster has stages.
   public var model: Pipemesh_V1_ModelSpec {
     get {_storage._model ?? Pipemesh_V1_ModelSpec()}
     set {_uniqueStorage()._model = newValue}
@@ -287,6 +308,7 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// Clears the value of `model`. Subsequent reads from it will return its default value.
   public mutating func clearModel() {_uniqueStorage()._model = nil}
 
+  /// Valid: required; see DataSource.
   public var data: Pipemesh_V1_DataSource {
     get {_storage._data ?? Pipemesh_V1_DataSource()}
     set {_uniqueStorage()._data = newValue}
@@ -296,26 +318,32 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// Clears the value of `data`. Subsequent reads from it will return its default value.
   public mutating func clearData() {_uniqueStorage()._data = nil}
 
+  /// Valid: 1 to 2^31-1.
   public var epochs: Int32 {
     get {_storage._epochs}
     set {_uniqueStorage()._epochs = newValue}
   }
 
+  /// Examples per step and replica. Valid: max(1, micro_batches) to the training examples
+  /// (after validation_fraction) divided by the cluster's replicas; 0 is INVALID_ARGUMENT.
   public var batchSize: Int32 {
     get {_storage._batchSize}
     set {_uniqueStorage()._batchSize = newValue}
   }
 
+  /// Valid: 0 to 4096, at most batch_size; 0 means 1.
   public var microBatches: Int32 {
     get {_storage._microBatches}
     set {_uniqueStorage()._microBatches = newValue}
   }
 
+  /// Valid: a ScheduleKind; SCHEDULE_UNSPECIFIED means GPipe, unknown values INVALID_ARGUMENT.
   public var schedule: Pipemesh_V1_ScheduleKind {
     get {_storage._schedule}
     set {_uniqueStorage()._schedule = newValue}
   }
 
+  /// Valid: see OptimizerSpec; unset means SGD at a constant 0.01.
   public var optimizer: Pipemesh_V1_OptimizerSpec {
     get {_storage._optimizer ?? Pipemesh_V1_OptimizerSpec()}
     set {_uniqueStorage()._optimizer = newValue}
@@ -325,6 +353,8 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// Clears the value of `optimizer`. Subsequent reads from it will return its default value.
   public mutating func clearOptimizer() {_uniqueStorage()._optimizer = nil}
 
+  /// Valid: see Consistency; an unset mode means sync. `replicas` is checked (0 to 4096) but
+  /// replaced by the cluster's replica count.
   public var consistency: Pipemesh_V1_Consistency {
     get {_storage._consistency ?? Pipemesh_V1_Consistency()}
     set {_uniqueStorage()._consistency = newValue}
@@ -334,6 +364,7 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// Clears the value of `consistency`. Subsequent reads from it will return its default value.
   public mutating func clearConsistency() {_uniqueStorage()._consistency = nil}
 
+  /// Valid: see CheckpointPolicy; unset means no checkpoints.
   public var checkpoint: Pipemesh_V1_CheckpointPolicy {
     get {_storage._checkpoint ?? Pipemesh_V1_CheckpointPolicy()}
     set {_uniqueStorage()._checkpoint = newValue}
@@ -344,16 +375,20 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   public mutating func clearCheckpoint() {_uniqueStorage()._checkpoint = nil}
 
   /// Fraction of the data held out for evaluation.
+  /// Valid: 0 (none) up to, not including, 1; floor(examples * fraction) are held out.
   public var validationFraction: Float {
     get {_storage._validationFraction}
     set {_uniqueStorage()._validationFraction = newValue}
   }
 
+  /// Valid: empty to balance, or the cluster's stages - 1 strictly increasing layer indices in
+  /// 1 to layers - 1.
   public var splitPoints: [Int32] {
     get {_storage._splitPoints}
     set {_uniqueStorage()._splitPoints = newValue}
   }
 
+  /// Valid: any; seeds the held-out split and each epoch's order.
   public var shuffleSeed: UInt64 {
     get {_storage._shuffleSeed}
     set {_uniqueStorage()._shuffleSeed = newValue}
@@ -361,6 +396,7 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
 
   /// Keep only each stage's input per micro-batch and run its forward pass
   /// again in backward: less memory, more compute.
+  /// Valid: any.
   public var recomputeActivations: Bool {
     get {_storage._recomputeActivations}
     set {_uniqueStorage()._recomputeActivations = newValue}
@@ -368,6 +404,7 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
 
   /// Bound on the activations a stage keeps for backward, in bytes (0: the
   /// partition's own bound); a step over it fails with RESOURCE_EXHAUSTED.
+  /// Valid: 0 or more; a positive value tightens the partitions' bounds, never loosens them.
   public var maxKeptBytes: Int64 {
     get {_storage._maxKeptBytes}
     set {_uniqueStorage()._maxKeptBytes = newValue}
@@ -449,8 +486,12 @@ public nonisolated struct Pipemesh_V1_InferRequest: Sendable {
   // methods supported on all messages.
 
   /// A job trained (or training) on this coordinator.
+  /// Valid: a job the caller may use (NOT_FOUND, PERMISSION_DENIED otherwise); FAILED_PRECONDITION
+  /// once it failed or was cancelled.
   public var job: String = String()
 
+  /// Valid: [rows >= 1] + the model's input_shape, finite, token ids in range; a chunk over a
+  /// stage's activation bound is RESOURCE_EXHAUSTED.
   public var inputs: Pipemesh_V1_Tensor {
     get {_inputs ?? Pipemesh_V1_Tensor()}
     set {_inputs = newValue}
@@ -461,6 +502,7 @@ public nonisolated struct Pipemesh_V1_InferRequest: Sendable {
   public mutating func clearInputs() {self._inputs = nil}
 
   /// Micro-batches to pipeline the inputs in (1 when unset).
+  /// Valid: 0 or more; 0 means 1, more than the rows means one row each.
   public var microBatches: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -523,6 +565,8 @@ public nonisolated struct Pipemesh_V1_GetJobRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: a job on this coordinator (NOT_FOUND otherwise) that the caller started, or any job
+  /// for an admin (PERMISSION_DENIED otherwise).
   public var job: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -557,6 +601,7 @@ public nonisolated struct Pipemesh_V1_CancelJobRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: as GetJobRequest.job; a job that already ended is returned unchanged.
   public var job: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

@@ -30,12 +30,15 @@ public nonisolated struct Pipemesh_V1_EchoRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: any bytes within the server's message limit (--max-message-mib, 256 MiB by default).
   public var payload: Data = Data()
 
   /// When non-zero, the response carries this many bytes instead of the payload.
+  /// Valid: 0 to 134217728 (128 MiB); RESOURCE_EXHAUSTED while the process's echoes hold 256 MiB.
   public var responseSize: UInt64 = 0
 
   /// Server-side delay before answering, in milliseconds (deadline tests).
+  /// Valid: 0 to 60000.
   public var delayMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -63,11 +66,14 @@ public nonisolated struct Pipemesh_V1_EchoStreamRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: any; no upper bound (the caller's deadline or cancellation ends the stream).
   public var count: UInt64 = 0
 
+  /// Valid: 0 to 134217728 (128 MiB); RESOURCE_EXHAUSTED while the process's echoes hold 256 MiB.
   public var responseSize: UInt64 = 0
 
   /// Delay between two responses, in milliseconds.
+  /// Valid: 0 to 60000.
   public var intervalMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

@@ -73,13 +73,18 @@ public nonisolated struct Pipemesh_V1_ModelSpec: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: any; the services do not read it.
   public var name: String = String()
 
   /// Shape of one example, without the batch axis: [784] or [1, 28, 28].
+  /// Valid: 1 to 8 extents, each 1 or more, at most 2^26 scalars in all.
   public var inputShape: [Int64] = []
 
+  /// Valid: 1 to 1024 layers; each layer's output at most 2^26 scalars per example, each
+  /// variable at most 2^30 scalars, all variables at most 2^32.
   public var layers: [Pipemesh_V1_LayerSpec] = []
 
+  /// Valid: see LossSpec.
   public var loss: Pipemesh_V1_LossSpec {
     get {_loss ?? Pipemesh_V1_LossSpec()}
     set {_loss = newValue}
@@ -89,6 +94,7 @@ public nonisolated struct Pipemesh_V1_ModelSpec: Sendable {
   /// Clears the value of `loss`. Subsequent reads from it will return its default value.
   public mutating func clearLoss() {self._loss = nil}
 
+  /// Valid: any.
   public var seed: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -105,10 +111,12 @@ public nonisolated struct Pipemesh_V1_LayerSpec: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: any; ignored at present: layers are named by kind and position ("dense0").
   public var name: String = String()
 
   public var kind: Pipemesh_V1_LayerSpec.OneOf_Kind? = nil
 
+  /// Valid: exactly one kind; none is INVALID_ARGUMENT.
   public var dense: Pipemesh_V1_DenseLayer {
     get {
       if case .dense(let v)? = kind {return v}
@@ -208,6 +216,7 @@ public nonisolated struct Pipemesh_V1_LayerSpec: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// Valid: exactly one kind; none is INVALID_ARGUMENT.
     case dense(Pipemesh_V1_DenseLayer)
     case conv2D(Pipemesh_V1_Conv2DLayer)
     case maxPool2D(Pipemesh_V1_Pool2DLayer)
@@ -231,14 +240,19 @@ public nonisolated struct Pipemesh_V1_DenseLayer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 2^20 (1048576); ignored with tied_to.
   public var units: Int64 = 0
 
+  /// Valid: an Activation (NONE: linear); unknown values INVALID_ARGUMENT.
   public var activation: Pipemesh_V1_Activation = .none
 
+  /// Valid: any; ignored at present: the layer always has a bias.
   public var noBias: Bool = false
 
   /// Name of an Embedding layer whose table this layer uses, transposed, as
   /// its kernel (tied weights: one variable, gradients from both uses add up).
+  /// Valid: empty, or an earlier Embedding's generated name ("embedding0") whose dimension is
+  /// the input's last extent.
   public var tiedTo: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -251,14 +265,19 @@ public nonisolated struct Pipemesh_V1_Conv2DLayer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 2^20; the input must be [channels, height, width].
   public var filters: Int64 = 0
 
+  /// Valid: 1 to 64, fitting the padded input.
   public var kernelSize: Int64 = 0
 
+  /// Valid: 0 to 64; 0 means 1.
   public var stride: Int64 = 0
 
+  /// Valid: 0 to 64.
   public var padding: Int64 = 0
 
+  /// Valid: an Activation (NONE: linear); unknown values INVALID_ARGUMENT.
   public var activation: Pipemesh_V1_Activation = .none
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -271,8 +290,10 @@ public nonisolated struct Pipemesh_V1_Pool2DLayer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 64, at most the input's height and width (input [channels, height, width]).
   public var size: Int64 = 0
 
+  /// Valid: 0 to 64; 0 means `size`.
   public var stride: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -295,6 +316,7 @@ public nonisolated struct Pipemesh_V1_ActivationLayer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: an Activation (NONE: the identity); unknown values INVALID_ARGUMENT.
   public var activation: Pipemesh_V1_Activation = .none
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -307,6 +329,7 @@ public nonisolated struct Pipemesh_V1_DropoutLayer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 0 (none) up to, not including, 1.
   public var rate: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -319,6 +342,7 @@ public nonisolated struct Pipemesh_V1_LayerNormLayer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: any; ignored at present: the layer always uses 1e-5.
   public var epsilon: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -331,8 +355,11 @@ public nonisolated struct Pipemesh_V1_EmbeddingLayer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 2^20; only as the model's first layer, whose inputs are integer ids in
+  /// 0 to vocabulary_size - 1.
   public var vocabularySize: Int64 = 0
 
+  /// Valid: 1 to 2^20.
   public var dimension: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -345,9 +372,11 @@ public nonisolated struct Pipemesh_V1_RecurrentLayer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 2^20; the input must be [steps >= 1, features].
   public var units: Int64 = 0
 
   /// Emit every time step (true) or only the last one (false).
+  /// Valid: any.
   public var returnSequences: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -360,8 +389,11 @@ public nonisolated struct Pipemesh_V1_TransformerBlockLayer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 2^20, dividing the input's features; input [steps, features] with
+  /// steps <= 8192 and steps * steps * heads <= 2^26.
   public var heads: Int64 = 0
 
+  /// Valid: 1 to 2^20.
   public var mlpHidden: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -376,6 +408,7 @@ public nonisolated struct Pipemesh_V1_LossSpec: Sendable {
 
   public var kind: Pipemesh_V1_LossSpec.OneOf_Kind? = nil
 
+  /// Valid: at most one kind; none means softmax cross-entropy.
   public var softmaxCrossEntropy: Pipemesh_V1_SoftmaxCrossEntropyLoss {
     get {
       if case .softmaxCrossEntropy(let v)? = kind {return v}
@@ -384,6 +417,7 @@ public nonisolated struct Pipemesh_V1_LossSpec: Sendable {
     set {kind = .softmaxCrossEntropy(newValue)}
   }
 
+  /// Valid: empty; the targets then take the output's shape and must be finite.
   public var meanSquaredError: Pipemesh_V1_MeanSquaredErrorLoss {
     get {
       if case .meanSquaredError(let v)? = kind {return v}
@@ -394,12 +428,15 @@ public nonisolated struct Pipemesh_V1_LossSpec: Sendable {
 
   /// Weight of an L2 penalty on every kernel (ridge regression when the model
   /// is one Dense layer with mean squared error).
+  /// Valid: finite, 0 (none) or more.
   public var l2: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// Valid: at most one kind; none means softmax cross-entropy.
     case softmaxCrossEntropy(Pipemesh_V1_SoftmaxCrossEntropyLoss)
+    /// Valid: empty; the targets then take the output's shape and must be finite.
     case meanSquaredError(Pipemesh_V1_MeanSquaredErrorLoss)
 
   }

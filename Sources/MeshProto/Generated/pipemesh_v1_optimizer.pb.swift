@@ -29,6 +29,7 @@ public nonisolated struct Pipemesh_V1_OptimizerSpec: Sendable {
 
   public var kind: Pipemesh_V1_OptimizerSpec.OneOf_Kind? = nil
 
+  /// Valid: at most one kind; none means SGD.
   public var sgd: Pipemesh_V1_SgdOptimizer {
     get {
       if case .sgd(let v)? = kind {return v}
@@ -37,6 +38,7 @@ public nonisolated struct Pipemesh_V1_OptimizerSpec: Sendable {
     set {kind = .sgd(newValue)}
   }
 
+  /// Valid: see MomentumOptimizer.
   public var momentum: Pipemesh_V1_MomentumOptimizer {
     get {
       if case .momentum(let v)? = kind {return v}
@@ -45,6 +47,7 @@ public nonisolated struct Pipemesh_V1_OptimizerSpec: Sendable {
     set {kind = .momentum(newValue)}
   }
 
+  /// Valid: see AdamOptimizer.
   public var adam: Pipemesh_V1_AdamOptimizer {
     get {
       if case .adam(let v)? = kind {return v}
@@ -53,6 +56,7 @@ public nonisolated struct Pipemesh_V1_OptimizerSpec: Sendable {
     set {kind = .adam(newValue)}
   }
 
+  /// Valid: see AdamOptimizer.
   public var adamw: Pipemesh_V1_AdamOptimizer {
     get {
       if case .adamw(let v)? = kind {return v}
@@ -61,6 +65,7 @@ public nonisolated struct Pipemesh_V1_OptimizerSpec: Sendable {
     set {kind = .adamw(newValue)}
   }
 
+  /// Valid: see AdagradOptimizer.
   public var adagrad: Pipemesh_V1_AdagradOptimizer {
     get {
       if case .adagrad(let v)? = kind {return v}
@@ -69,6 +74,7 @@ public nonisolated struct Pipemesh_V1_OptimizerSpec: Sendable {
     set {kind = .adagrad(newValue)}
   }
 
+  /// Valid: see RmsPropOptimizer.
   public var rmsprop: Pipemesh_V1_RmsPropOptimizer {
     get {
       if case .rmsprop(let v)? = kind {return v}
@@ -77,6 +83,7 @@ public nonisolated struct Pipemesh_V1_OptimizerSpec: Sendable {
     set {kind = .rmsprop(newValue)}
   }
 
+  /// Valid: see LearningRateSchedule; unset means a constant 0.01.
   public var learningRate: Pipemesh_V1_LearningRateSchedule {
     get {_learningRate ?? Pipemesh_V1_LearningRateSchedule()}
     set {_learningRate = newValue}
@@ -87,16 +94,23 @@ public nonisolated struct Pipemesh_V1_OptimizerSpec: Sendable {
   public mutating func clearLearningRate() {self._learningRate = nil}
 
   /// Clip gradients to this global L2 norm; 0 disables clipping.
+  /// Valid: finite, 0 or more.
   public var clipGlobalNorm: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// Valid: at most one kind; none means SGD.
     case sgd(Pipemesh_V1_SgdOptimizer)
+    /// Valid: see MomentumOptimizer.
     case momentum(Pipemesh_V1_MomentumOptimizer)
+    /// Valid: see AdamOptimizer.
     case adam(Pipemesh_V1_AdamOptimizer)
+    /// Valid: see AdamOptimizer.
     case adamw(Pipemesh_V1_AdamOptimizer)
+    /// Valid: see AdagradOptimizer.
     case adagrad(Pipemesh_V1_AdagradOptimizer)
+    /// Valid: see RmsPropOptimizer.
     case rmsprop(Pipemesh_V1_RmsPropOptimizer)
 
   }
@@ -121,8 +135,10 @@ public nonisolated struct Pipemesh_V1_MomentumOptimizer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 0 up to, not including, 1; 0 means 0.9.
   public var momentum: Float = 0
 
+  /// Valid: any.
   public var nesterov: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -135,13 +151,17 @@ public nonisolated struct Pipemesh_V1_AdamOptimizer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 0 up to, not including, 1; 0 means 0.9.
   public var beta1: Float = 0
 
+  /// Valid: 0 up to, not including, 1; 0 means 0.999.
   public var beta2: Float = 0
 
+  /// Valid: finite, above 0; 0 means 1e-8.
   public var epsilon: Float = 0
 
   /// Decoupled weight decay (AdamW only).
+  /// Valid: 0 up to, not including, 1; 0 means 0.01 (adamw); adam ignores it.
   public var weightDecay: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -154,8 +174,10 @@ public nonisolated struct Pipemesh_V1_AdagradOptimizer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: finite, 0 or more.
   public var initialAccumulator: Float = 0
 
+  /// Valid: finite, above 0; 0 means 1e-10.
   public var epsilon: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -168,8 +190,10 @@ public nonisolated struct Pipemesh_V1_RmsPropOptimizer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 0 up to, not including, 1; 0 means 0.9.
   public var decay: Float = 0
 
+  /// Valid: finite, above 0; 0 means 1e-8.
   public var epsilon: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -182,10 +206,12 @@ public nonisolated struct Pipemesh_V1_LearningRateSchedule: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: finite, above 0; 0 means 0.01.
   public var base: Float = 0
 
   public var kind: Pipemesh_V1_LearningRateSchedule.OneOf_Kind? = nil
 
+  /// Valid: at most one kind; none means constant.
   public var constant: Pipemesh_V1_ConstantSchedule {
     get {
       if case .constant(let v)? = kind {return v}
@@ -194,6 +220,7 @@ public nonisolated struct Pipemesh_V1_LearningRateSchedule: Sendable {
     set {kind = .constant(newValue)}
   }
 
+  /// Valid: see StepSchedule.
   public var step: Pipemesh_V1_StepSchedule {
     get {
       if case .step(let v)? = kind {return v}
@@ -202,6 +229,7 @@ public nonisolated struct Pipemesh_V1_LearningRateSchedule: Sendable {
     set {kind = .step(newValue)}
   }
 
+  /// Valid: see CosineSchedule.
   public var cosine: Pipemesh_V1_CosineSchedule {
     get {
       if case .cosine(let v)? = kind {return v}
@@ -211,13 +239,17 @@ public nonisolated struct Pipemesh_V1_LearningRateSchedule: Sendable {
   }
 
   /// Linear warm-up from 0 to the scheduled rate over this many steps.
+  /// Valid: 0 to 2^31-1.
   public var warmupSteps: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// Valid: at most one kind; none means constant.
     case constant(Pipemesh_V1_ConstantSchedule)
+    /// Valid: see StepSchedule.
     case step(Pipemesh_V1_StepSchedule)
+    /// Valid: see CosineSchedule.
     case cosine(Pipemesh_V1_CosineSchedule)
 
   }
@@ -240,8 +272,10 @@ public nonisolated struct Pipemesh_V1_StepSchedule: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 2^31-1.
   public var stepSize: Int64 = 0
 
+  /// Valid: finite, above 0; 0 means 0.1.
   public var gamma: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -254,8 +288,10 @@ public nonisolated struct Pipemesh_V1_CosineSchedule: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 2^31-1.
   public var totalSteps: Int64 = 0
 
+  /// Valid: 0 to the base rate.
   public var minimum: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

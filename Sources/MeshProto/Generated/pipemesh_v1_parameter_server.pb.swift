@@ -40,6 +40,7 @@ public nonisolated struct Pipemesh_V1_Consistency: Sendable {
   }
 
   /// Apply every push at once, as it is.
+  /// Valid: at most one mode; the ps takes none as async (the coordinator sends sync).
   public var async: Pipemesh_V1_AsyncConsistency {
     get {
       if case .async(let v)? = mode {return v}
@@ -49,6 +50,7 @@ public nonisolated struct Pipemesh_V1_Consistency: Sendable {
   }
 
   /// Apply at once, within a staleness bound.
+  /// Valid: see BoundedConsistency.
   public var bounded: Pipemesh_V1_BoundedConsistency {
     get {
       if case .bounded(let v)? = mode {return v}
@@ -58,6 +60,7 @@ public nonisolated struct Pipemesh_V1_Consistency: Sendable {
   }
 
   /// Data-parallel replicas of each stage (1 when unset).
+  /// Valid: 0 to 4096.
   public var replicas: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -68,8 +71,10 @@ public nonisolated struct Pipemesh_V1_Consistency: Sendable {
     /// training.
     case sync(Pipemesh_V1_SyncConsistency)
     /// Apply every push at once, as it is.
+    /// Valid: at most one mode; the ps takes none as async (the coordinator sends sync).
     case async(Pipemesh_V1_AsyncConsistency)
     /// Apply at once, within a staleness bound.
+    /// Valid: see BoundedConsistency.
     case bounded(Pipemesh_V1_BoundedConsistency)
 
   }
@@ -104,11 +109,13 @@ public nonisolated struct Pipemesh_V1_BoundedConsistency: Sendable {
 
   /// Refuse (FAILED_PRECONDITION) a push computed from a version more than
   /// this many versions behind the variable's current one.
+  /// Valid: 0 to 2^63-1.
   public var maxStaleness: Int64 = 0
 
   /// Instead of refusing stale pushes, keep replicas within `max_staleness`
   /// steps of each other: a push from a replica that far ahead of the slowest
   /// waits until the slowest catches up (stale synchronous parallel).
+  /// Valid: any.
   public var wait: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -123,6 +130,7 @@ public nonisolated struct Pipemesh_V1_Initializer: Sendable {
 
   public var kind: Pipemesh_V1_Initializer.OneOf_Kind? = nil
 
+  /// Valid: at most one kind (none draws zeros); any finite value.
   public var constant: Float {
     get {
       if case .constant(let v)? = kind {return v}
@@ -131,6 +139,7 @@ public nonisolated struct Pipemesh_V1_Initializer: Sendable {
     set {kind = .constant(newValue)}
   }
 
+  /// Valid: see RandomNormal.
   public var normal: Pipemesh_V1_RandomNormal {
     get {
       if case .normal(let v)? = kind {return v}
@@ -139,6 +148,7 @@ public nonisolated struct Pipemesh_V1_Initializer: Sendable {
     set {kind = .normal(newValue)}
   }
 
+  /// Valid: see RandomUniform.
   public var uniform: Pipemesh_V1_RandomUniform {
     get {
       if case .uniform(let v)? = kind {return v}
@@ -147,6 +157,7 @@ public nonisolated struct Pipemesh_V1_Initializer: Sendable {
     set {kind = .uniform(newValue)}
   }
 
+  /// Valid: see GlorotUniform.
   public var glorotUniform: Pipemesh_V1_GlorotUniform {
     get {
       if case .glorotUniform(let v)? = kind {return v}
@@ -155,6 +166,7 @@ public nonisolated struct Pipemesh_V1_Initializer: Sendable {
     set {kind = .glorotUniform(newValue)}
   }
 
+  /// Valid: see HeNormal.
   public var heNormal: Pipemesh_V1_HeNormal {
     get {
       if case .heNormal(let v)? = kind {return v}
@@ -163,15 +175,21 @@ public nonisolated struct Pipemesh_V1_Initializer: Sendable {
     set {kind = .heNormal(newValue)}
   }
 
+  /// Valid: any. Parameters that draw values beyond float32's range are INVALID_ARGUMENT.
   public var seed: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// Valid: at most one kind (none draws zeros); any finite value.
     case constant(Float)
+    /// Valid: see RandomNormal.
     case normal(Pipemesh_V1_RandomNormal)
+    /// Valid: see RandomUniform.
     case uniform(Pipemesh_V1_RandomUniform)
+    /// Valid: see GlorotUniform.
     case glorotUniform(Pipemesh_V1_GlorotUniform)
+    /// Valid: see HeNormal.
     case heNormal(Pipemesh_V1_HeNormal)
 
   }
@@ -184,8 +202,10 @@ public nonisolated struct Pipemesh_V1_RandomNormal: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: finite.
   public var mean: Float = 0
 
+  /// Valid: finite, 0 or more.
   public var stddev: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -198,8 +218,10 @@ public nonisolated struct Pipemesh_V1_RandomUniform: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: finite, at most `maximum`.
   public var minimum: Float = 0
 
+  /// Valid: finite, at least `minimum`.
   public var maximum: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -213,8 +235,10 @@ public nonisolated struct Pipemesh_V1_GlorotUniform: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 2^31-1.
   public var fanIn: Int64 = 0
 
+  /// Valid: 1 to 2^31-1.
   public var fanOut: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -228,6 +252,7 @@ public nonisolated struct Pipemesh_V1_HeNormal: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 2^31-1.
   public var fanIn: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -240,22 +265,27 @@ public nonisolated struct Pipemesh_V1_VariableDefinition: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 512 characters of A-Z a-z 0-9 _ . - / # :.
   public var name: String {
     get {_storage._name}
     set {_uniqueStorage()._name = newValue}
   }
 
+  /// Valid: extents 1 to 2^31-1 (empty: a scalar). Over --max-variable-mib, or with its optimizer
+  /// slots over the ps's memory budget: RESOURCE_EXHAUSTED.
   public var shape: [Int64] {
     get {_storage._shape}
     set {_uniqueStorage()._shape = newValue}
   }
 
+  /// Valid: DTYPE_FLOAT32 or DTYPE_UNSPECIFIED (float32).
   public var dtype: Pipemesh_V1_DType {
     get {_storage._dtype}
     set {_uniqueStorage()._dtype = newValue}
   }
 
   /// Exactly one of `initializer` and `initial_value`.
+  /// Valid: see Initializer; both is INVALID_ARGUMENT, neither draws zeros.
   public var initializer: Pipemesh_V1_Initializer {
     get {_storage._initializer ?? Pipemesh_V1_Initializer()}
     set {_uniqueStorage()._initializer = newValue}
@@ -265,6 +295,7 @@ public nonisolated struct Pipemesh_V1_VariableDefinition: @unchecked Sendable {
   /// Clears the value of `initializer`. Subsequent reads from it will return its default value.
   public mutating func clearInitializer() {_uniqueStorage()._initializer = nil}
 
+  /// Valid: a tensor of exactly `shape`, finite.
   public var initialValue: Pipemesh_V1_Tensor {
     get {_storage._initialValue ?? Pipemesh_V1_Tensor()}
     set {_uniqueStorage()._initialValue = newValue}
@@ -274,6 +305,8 @@ public nonisolated struct Pipemesh_V1_VariableDefinition: @unchecked Sendable {
   /// Clears the value of `initialValue`. Subsequent reads from it will return its default value.
   public mutating func clearInitialValue() {_uniqueStorage()._initialValue = nil}
 
+  /// Valid: see OptimizerSpec. Registering a name again with any other definition is
+  /// FAILED_PRECONDITION.
   public var optimizer: Pipemesh_V1_OptimizerSpec {
     get {_storage._optimizer ?? Pipemesh_V1_OptimizerSpec()}
     set {_uniqueStorage()._optimizer = newValue}
@@ -295,11 +328,14 @@ public nonisolated struct Pipemesh_V1_RegisterRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: 1 to 128 characters of A-Z a-z 0-9 _ . -.
   public var job: String = String()
 
+  /// Valid: any number; all or none of them are added.
   public var variables: [Pipemesh_V1_VariableDefinition] = []
 
   /// The job's consistency; every Register of a job must give the same one.
+  /// Valid: see Consistency; a different one is FAILED_PRECONDITION.
   public var consistency: Pipemesh_V1_Consistency {
     get {_consistency ?? Pipemesh_V1_Consistency()}
     set {_consistency = newValue}
@@ -312,6 +348,7 @@ public nonisolated struct Pipemesh_V1_RegisterRequest: Sendable {
   /// Who pushes gradients for these variables, one name per pipeline stage
   /// ("stage0"). A variable registered by several users (tied weights) takes a
   /// push from each of them per step, and their gradients add up.
+  /// Valid: any string.
   public var user: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -352,11 +389,15 @@ public nonisolated struct Pipemesh_V1_PullRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: a registered job (NOT_FOUND otherwise).
   public var job: String = String()
 
   /// Variables to read; `version` > 0 returns the value only when newer.
+  /// Valid: empty for all; each name registered (NOT_FOUND otherwise); any version (<= 0 always
+  /// returns the value).
   public var variables: [Pipemesh_V1_VariableVersion] = []
 
+  /// Valid: any.
   public var includeSlots: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -409,11 +450,15 @@ public nonisolated struct Pipemesh_V1_Gradient: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: a registered variable of the job (NOT_FOUND otherwise), once per push.
   public var name: String = String()
 
   /// Version of the variable the gradient was computed from.
+  /// Valid: 0 or more; bounded consistency without wait refuses one more than max_staleness
+  /// behind with FAILED_PRECONDITION.
   public var baseVersion: Int64 = 0
 
+  /// Valid: the variable's shape, finite.
   public var gradient: Pipemesh_V1_Tensor {
     get {_gradient ?? Pipemesh_V1_Tensor()}
     set {_gradient = newValue}
@@ -435,22 +480,30 @@ public nonisolated struct Pipemesh_V1_PushRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: a registered job (NOT_FOUND otherwise).
   public var job: String = String()
 
   /// Names the pusher in stats and logs.
+  /// Valid: any (the ps does not read it at present).
   public var clientID: String = String()
 
   /// Training step the gradients belong to, from 1.
+  /// Valid: sync, 1 to one past its variables' last applied step; async and bounded, 1 to 1,000
+  /// past the furthest step any pusher of the job reached. A later step is FAILED_PRECONDITION; a
+  /// step the pusher pushed already is a retry, applied once.
   public var step: Int64 = 0
 
+  /// Valid: any number (see Gradient); one bad gradient refuses the whole push.
   public var gradients: [Pipemesh_V1_Gradient] = []
 
   /// The user (stage) and data-parallel replica pushing. In sync consistency a
   /// step is applied once every user of a variable has pushed it from every
   /// replica: the sum over users of the mean over replicas. A repeated push
   /// (same user, replica and step) is applied once.
+  /// Valid: any; under sync, a user that registered every variable pushed (FAILED_PRECONDITION).
   public var user: String = String()
 
+  /// Valid: 0 to the job's consistency.replicas - 1.
   public var replica: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -475,6 +528,7 @@ public nonisolated struct Pipemesh_V1_StatsRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: empty for every job, or a registered job (NOT_FOUND otherwise).
   public var job: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

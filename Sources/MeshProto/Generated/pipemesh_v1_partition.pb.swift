@@ -26,10 +26,14 @@ public nonisolated struct Pipemesh_V1_MicroBatchKey: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: a job loaded here by LoadStage (FAILED_PRECONDITION otherwise).
   public var job: String = String()
 
+  /// Valid: 1 or more and not yet committed (FAILED_PRECONDITION) for Forward and Backward; any
+  /// value for Infer.
   public var step: Int64 = 0
 
+  /// Valid: 0 to 2^31-1.
   public var microBatch: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -44,8 +48,12 @@ public nonisolated struct Pipemesh_V1_TensorReference: Sendable {
   // methods supported on all messages.
 
   /// host:port of the partition that holds it.
+  /// Valid: the reading partition's own data-plane endpoint or one of its LoadStage peers;
+  /// any other is PERMISSION_DENIED.
   public var endpoint: String = String()
 
+  /// Valid: any; a tensor not held is awaited in training (ABORTED once its step is committed or
+  /// its job unloaded, DEADLINE_EXCEEDED after an hour from a peer) and NOT_FOUND in Infer.
   public var key: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -60,6 +68,7 @@ public nonisolated struct Pipemesh_V1_TensorSource: Sendable {
 
   public var source: Pipemesh_V1_TensorSource.OneOf_Source? = nil
 
+  /// Valid: exactly one of `inline` and `reference`; neither is INVALID_ARGUMENT.
   public var inline: Pipemesh_V1_Tensor {
     get {
       if case .inline(let v)? = source {return v}
@@ -68,6 +77,7 @@ public nonisolated struct Pipemesh_V1_TensorSource: Sendable {
     set {source = .inline(newValue)}
   }
 
+  /// Valid: see TensorReference.
   public var reference: Pipemesh_V1_TensorReference {
     get {
       if case .reference(let v)? = source {return v}
@@ -79,7 +89,9 @@ public nonisolated struct Pipemesh_V1_TensorSource: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Source: Equatable, Sendable {
+    /// Valid: exactly one of `inline` and `reference`; neither is INVALID_ARGUMENT.
     case inline(Pipemesh_V1_Tensor)
+    /// Valid: see TensorReference.
     case reference(Pipemesh_V1_TensorReference)
 
   }
@@ -92,11 +104,14 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: non-empty, without '/'; the ps's Register needs 1 to 128 characters of
+  /// A-Z a-z 0-9 _ . -. Loading a loaded job with any other request is FAILED_PRECONDITION.
   public var job: String {
     get {_storage._job}
     set {_uniqueStorage()._job = newValue}
   }
 
+  /// Valid: see ModelSpec.
   public var model: Pipemesh_V1_ModelSpec {
     get {_storage._model ?? Pipemesh_V1_ModelSpec()}
     set {_uniqueStorage()._model = newValue}
@@ -106,28 +121,33 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
   /// Clears the value of `model`. Subsequent reads from it will return its default value.
   public mutating func clearModel() {_uniqueStorage()._model = nil}
 
+  /// Valid: 0 to 2^31-1; names the stage's ps user ("stage0" for 0).
   public var stage: Int32 {
     get {_storage._stage}
     set {_uniqueStorage()._stage = newValue}
   }
 
+  /// Valid: 0 to end_layer - 1.
   public var firstLayer: Int32 {
     get {_storage._firstLayer}
     set {_uniqueStorage()._firstLayer = newValue}
   }
 
+  /// Valid: first_layer + 1 to the model's layer count.
   public var endLayer: Int32 {
     get {_storage._endLayer}
     set {_uniqueStorage()._endLayer = newValue}
   }
 
   /// ps endpoints (host:port), in shard order.
+  /// Valid: 1 to 1024, each a host:port the partition may dial (PERMISSION_DENIED otherwise).
   public var parameterServers: [String] {
     get {_storage._parameterServers}
     set {_uniqueStorage()._parameterServers = newValue}
   }
 
   /// Keep only the stage's input and recompute activations in backward.
+  /// Valid: any.
   public var recomputeActivations: Bool {
     get {_storage._recomputeActivations}
     set {_uniqueStorage()._recomputeActivations = newValue}
@@ -136,24 +156,29 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
   /// Refuse a Forward (or an Infer) with RESOURCE_EXHAUSTED that would take
   /// the stage's activations beyond this many bytes; 0 means the partition's
   /// own bound (--max-kept-mib).
+  /// Valid: 0 or more; a positive value tightens that bound, never loosens it.
   public var maxKeptBytes: Int64 {
     get {_storage._maxKeptBytes}
     set {_uniqueStorage()._maxKeptBytes = newValue}
   }
 
   /// OpenBLAS threads for this process (0 leaves the setting alone).
+  /// Valid: 0 to the partition's --blas-threads.
   public var blasThreads: Int32 {
     get {_storage._blasThreads}
     set {_uniqueStorage()._blasThreads = newValue}
   }
 
   /// The data-parallel replica this partition serves (its pushes say so).
+  /// Valid: 0 to consistency.replicas - 1; a larger one is refused only by the ps at Commit.
   public var replica: Int32 {
     get {_storage._replica}
     set {_uniqueStorage()._replica = newValue}
   }
 
   /// How the job's variables are updated: registered with the ps.
+  /// Valid: see Consistency (an unset mode is async at the ps); the same for every Register of
+  /// the job (FAILED_PRECONDITION otherwise).
   public var consistency: Pipemesh_V1_Consistency {
     get {_storage._consistency ?? Pipemesh_V1_Consistency()}
     set {_uniqueStorage()._consistency = newValue}
@@ -163,6 +188,7 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
   /// Clears the value of `consistency`. Subsequent reads from it will return its default value.
   public mutating func clearConsistency() {_uniqueStorage()._consistency = nil}
 
+  /// Valid: see OptimizerSpec.
   public var optimizer: Pipemesh_V1_OptimizerSpec {
     get {_storage._optimizer ?? Pipemesh_V1_OptimizerSpec()}
     set {_uniqueStorage()._optimizer = newValue}
@@ -175,6 +201,7 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
   /// Data-plane endpoints (host:port) of the job's other partitions: the only
   /// ones this stage fetches inputs and gradients from. A reference to any
   /// other endpoint is refused with PERMISSION_DENIED.
+  /// Valid: at most 65536, each a host:port the partition may dial (PERMISSION_DENIED otherwise).
   public var peers: [String] {
     get {_storage._peers}
     set {_uniqueStorage()._peers = newValue}
@@ -212,6 +239,7 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: see MicroBatchKey.
   public var key: Pipemesh_V1_MicroBatchKey {
     get {_key ?? Pipemesh_V1_MicroBatchKey()}
     set {_key = newValue}
@@ -221,6 +249,8 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   /// Clears the value of `key`. Subsequent reads from it will return its default value.
   public mutating func clearKey() {self._key = nil}
 
+  /// Valid: required: [rows >= 1] + the stage's input shape, finite; beyond the stage's
+  /// activation bound RESOURCE_EXHAUSTED.
   public var input: Pipemesh_V1_TensorSource {
     get {_input ?? Pipemesh_V1_TensorSource()}
     set {_input = newValue}
@@ -231,6 +261,8 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   public mutating func clearInput() {self._input = nil}
 
   /// Targets for the loss, on the last stage only.
+  /// Valid: required there in training, as InlineData.targets for the input's rows; ignored
+  /// elsewhere.
   public var targets: Pipemesh_V1_Tensor {
     get {_targets ?? Pipemesh_V1_Tensor()}
     set {_targets = newValue}
@@ -243,12 +275,15 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   /// Examples in the whole mini-batch: the last stage weighs this
   /// micro-batch's mean loss by its share, so the micro-batches' losses (and
   /// gradients) add up to the mini-batch's.
+  /// Valid: on the last stage in training, at least the input's rows; ignored elsewhere.
   public var batchSize: Int32 = 0
 
   /// Position of this call among the stage's Forward and Backward calls of
   /// the step, from 1 (0: no order). Calls may arrive early, so that their
   /// inputs travel while the stage computes; the partition computes a step's
   /// calls in this order, the schedule's.
+  /// Valid: 0 to 2^31-1; a second call waiting at a step's position is INVALID_ARGUMENT. Infer
+  /// ignores it.
   public var schedulePosition: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -308,6 +343,7 @@ public nonisolated struct Pipemesh_V1_BackwardRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: see MicroBatchKey; its Forward must have finished (FAILED_PRECONDITION otherwise).
   public var key: Pipemesh_V1_MicroBatchKey {
     get {_key ?? Pipemesh_V1_MicroBatchKey()}
     set {_key = newValue}
@@ -319,6 +355,7 @@ public nonisolated struct Pipemesh_V1_BackwardRequest: Sendable {
 
   /// Gradient of the loss with respect to the stage's output; unset on the
   /// last stage, where it comes from the loss.
+  /// Valid: on other stages required, of the stage's output shape, finite; ignored on the last.
   public var outputGradient: Pipemesh_V1_TensorSource {
     get {_outputGradient ?? Pipemesh_V1_TensorSource()}
     set {_outputGradient = newValue}
@@ -332,6 +369,7 @@ public nonisolated struct Pipemesh_V1_BackwardRequest: Sendable {
   /// the step, from 1 (0: no order). Calls may arrive early, so that their
   /// inputs travel while the stage computes; the partition computes a step's
   /// calls in this order, the schedule's.
+  /// Valid: 0 to 2^31-1; a second call waiting at a step's position is INVALID_ARGUMENT.
   public var schedulePosition: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -372,13 +410,16 @@ public nonisolated struct Pipemesh_V1_CommitRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: a job loaded here (FAILED_PRECONDITION otherwise).
   public var job: String = String()
 
+  /// Valid: 1 or more; FAILED_PRECONDITION while a kept Forward has had no Backward.
   public var step: Int64 = 0
 
   /// Return only once the ps has applied the step (before a checkpoint, at
   /// the end of a job). Without it, a stage that applies its own updates
   /// may still be pushing them to the ps when it answers.
+  /// Valid: any.
   public var flush: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -408,13 +449,16 @@ public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: any; a tensor not held is NOT_FOUND without `wait`.
   public var key: String = String()
 
   /// Release the tensor once sent.
+  /// Valid: any.
   public var release: Bool = false
 
   /// When the tensor is not produced yet, wait for it (until it is, the call
   /// ends, or its step is dropped) instead of answering NOT_FOUND.
+  /// Valid: any; then a key of a job not loaded here is FAILED_PRECONDITION, a dropped step ABORTED.
   public var wait: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -427,6 +471,7 @@ public nonisolated struct Pipemesh_V1_UnloadStageRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: any; a job not loaded here changes nothing.
   public var job: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

@@ -76,10 +76,13 @@ public nonisolated struct Pipemesh_V1_Tensor: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Valid: DTYPE_FLOAT32; every other dtype in a request is INVALID_ARGUMENT.
   public var dtype: Pipemesh_V1_DType = .unspecified
 
+  /// Valid: extents 0 to 2^31-1; empty for a scalar.
   public var shape: [Int64] = []
 
+  /// Valid: exactly product(shape) * 4 bytes, within the server's message limit (--max-message-mib).
   public var data: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
