@@ -14,6 +14,7 @@ public final class PartitionService: RPCService, Sendable {
   private let defaultMaxKeptBytes: Int
   private let blasThreads: Int
   private let dialPolicy: DialPolicy
+  private let parameterBudget: Int
   private let stages = Mutex<[String: (request: Pipemesh_V1_LoadStageRequest, runner: StageRunner)]>([:])
 
   /// `transport` is what the partition dials the ps and its peers with;
@@ -21,12 +22,14 @@ public final class PartitionService: RPCService, Sendable {
   /// none (0: the host's memory, more than any stage can hold);
   /// `blasThreads` is the OpenBLAS thread count the process was given, the
   /// most a LoadStage may ask for; `dialPolicy` says which ps tasks and
-  /// peers a LoadStage may name.
+  /// peers a LoadStage may name; `parameterBudget` bounds the bytes a stage's
+  /// variables take with their gradients and optimizer slots.
   public init(
     dataPlane: DataPlane, transport: TransportConfiguration, defaultMaxKeptBytes: Int = 0, blasThreads: Int = 1,
-    dialPolicy: DialPolicy = .loopback
+    dialPolicy: DialPolicy = .loopback, parameterBudget: Int = MemoryBudget.hostDefault()
   ) {
     self.dialPolicy = dialPolicy
+    self.parameterBudget = parameterBudget
     self.dataPlane = dataPlane
     self.transport = transport
     self.defaultMaxKeptBytes = defaultMaxKeptBytes > 0 ? defaultMaxKeptBytes : Int(clamping: ProcessInfo.processInfo.physicalMemory)
@@ -128,6 +131,17 @@ public final class PartitionService: RPCService, Sendable {
         .invalidArgument, "layers \(request.firstLayer)..<\(request.endLayer) are not a non-empty range of the model's \(model.layers.count) layers")
     }
     let layers = Int(request.firstLayer)..<Int(request.endLayer)
+    // The stage holds each variable, its initial value while it registers,
+    // its gradient sum and, applying its own updates, up to two optimizer
+    // slots: five copies at most, checked before any is drawn.
+    let parameters = model.layers[layers].reduce(0) { $0 + $1.parameterCount }
+    guard parameters <= parameterBudget / 20 else {
+      throw RPCError(
+        .resourceExhausted,
+        "stage \(request.stage) has \(parameters) parameters, which with their gradients and optimizer slots need "
+          + "\(MemoryBudget.describe(parameters * 20)); this partition's budget is \(MemoryBudget.describe(parameterBudget)) "
+          + "(--memory-budget-mib): split the model over more stages")
+    }
     guard !request.parameterServers.isEmpty, request.parameterServers.count <= 1024 else {
       throw RPCError(.invalidArgument, "parameter_servers lists \(request.parameterServers.count) endpoints; give 1 to 1024")
     }

@@ -34,6 +34,12 @@ struct ServePartition: AsyncParsableCommand {
   var maxKeptMib: Int?
 
   @Option(help: """
+    MiB a stage's variables may take with their gradients and optimizer slots (five copies); a larger stage is \
+    refused with RESOURCE_EXHAUSTED (default: half the host's or the cgroup's memory). [PIPEMESH_MEMORY_BUDGET_MIB]
+    """)
+  var memoryBudgetMib: Int?
+
+  @Option(help: """
     Hosts (or HOST:PORT) of the ps tasks and partitions this partition may dial, comma-separated; '*' for any. \
     Default: any with mutual TLS (peers must present the mesh CA's certificates), else loopback only. [PIPEMESH_PEERS]
     """)
@@ -45,6 +51,8 @@ struct ServePartition: AsyncParsableCommand {
       DialPolicy(listing: $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
     } ?? (settings.server.tls?.requireClientCertificate == true ? .anywhere : .loopback)
     let blasThreads = try Settings.integer(blasThreads, option: "--blas-threads", in: 1...1024, default: 1)
+    let budgetMiB = try Settings.integer(
+      memoryBudgetMib, option: "--memory-budget-mib", in: 1...(1 << 40), default: MemoryBudget.hostDefault() >> 20)
     let maxKeptMiB = try Settings.integer(maxKeptMib, option: "--max-kept-mib", in: 1...(1 << 30), default: MemoryBudget.hostDefault() >> 20)
     let advertise = Settings.text(advertise, option: "--advertise")
     if let advertise { try Settings.checkAddress(advertise, option: "--advertise") }
@@ -53,7 +61,7 @@ struct ServePartition: AsyncParsableCommand {
     let clientTransport = settings.client
     let dataPlane = DataPlane(transport: clientTransport)
     let partition = PartitionService(dataPlane: dataPlane, transport: clientTransport, defaultMaxKeptBytes: maxKeptMiB << 20, blasThreads: blasThreads,
-      dialPolicy: dialPolicy)
+      dialPolicy: dialPolicy, parameterBudget: budgetMiB << 20)
     PartitionMetrics.register(partition, in: host.metrics)
     try await host.run(
       [partition],

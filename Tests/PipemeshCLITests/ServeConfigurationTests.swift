@@ -114,3 +114,31 @@ import Testing
     #expect(try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .init()).variables == 2)
   }
 }
+
+/// A partition refuses a stage whose variables would not fit its budget
+/// before drawing any of them.
+@Suite struct PartitionBudgetTests {
+  @Test func aStageOverTheBudgetIsRefusedBeforeAnythingIsDrawn() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-budget")
+    let ps = try await RunningService.start("ps", log: directory.file("ps.log"))
+    let partition = try await RunningService.start("partition", ["--memory-budget-mib", "1"], log: directory.file("partition.log"))
+    let client = try RPCClient(target: partition.endpoint)
+    func load(job: String, units: Int64) async throws {
+      _ = try await client.call(PartitionMethods.loadStage, .with {
+        $0.job = job
+        $0.model = .with {
+          $0.inputShape = [64]
+          $0.layers = [.with { $0.dense = .with { $0.units = units } }]
+        }
+        $0.endLayer = 1
+        $0.parameterServers = [ps.endpoint]
+      })
+    }
+    // 64 × 1024 + 1024 = 66,560 parameters need 1.3 MiB at five copies.
+    let error = await #expect(throws: RPCError.self) { try await load(job: "big", units: 1024) }
+    #expect(error?.code == .resourceExhausted, "\(String(describing: error))")
+    #expect(error?.message.contains("66560 parameters") == true, "\(String(describing: error))")
+    #expect(try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .init()).variables == 0)
+    try await load(job: "small", units: 512)
+  }
+}
