@@ -8,7 +8,8 @@ struct Certs: AsyncParsableCommand {
     abstract: "Make a CA and certificates for the mesh's services and users (mutual TLS).",
     discussion: """
       Writes PEM files into --out: ca.crt and ca.key (kept when present, so running the command again
-      issues new certificates from the same CA), and a certificate and key per role, named for it:
+      issues from the same CA), and a certificate and key per role, named for it (kept when present,
+      unless --renew):
       coordinator, partition, ps (each valid as server and client, for --hosts), client.NAME for each
       of --users and admin.NAME for each of --admins. A service knows its peers' roles by these names:
       partitions and ps tasks serve only coordinator, partition and ps certificates; the coordinator
@@ -35,6 +36,9 @@ struct Certs: AsyncParsableCommand {
 
   @Option(help: "The openssl executable.")
   var openssl: String = "/usr/bin/openssl"
+
+  @Flag(help: "Issue certificates that exist already again (new keys, from the same CA).")
+  var renew = false
 
   func validate() throws {
     guard days >= 1 else { throw ValidationError("--days must be at least 1") }
@@ -67,6 +71,10 @@ struct Certs: AsyncParsableCommand {
   }
 
   private func issue(_ name: String, extensions: String) throws {
+    guard renew || !FileManager.default.fileExists(atPath: file("\(name).crt")) else {
+      say("kept \(file("\(name).crt")) (--renew issues it again)")
+      return
+    }
     let request = file("\(name).csr"), extensionsFile = file("\(name).ext")
     defer {
       try? FileManager.default.removeItem(atPath: request)

@@ -21,6 +21,13 @@ import Testing
     func path(_ name: String) -> String { (tls as NSString).appendingPathComponent(name) }
     let keyMode = try FileManager.default.attributesOfItem(atPath: path("ps.key"))[.posixPermissions] as? Int
     #expect(keyMode == 0o600)
+    // Run again for a new user: the CA and the services' certificates stay.
+    let serviceCertificate = try Data(contentsOf: URL(fileURLWithPath: path("coordinator.crt")))
+    let more = try ChildProcess(
+      PipemeshBinary.path, ["certs", "--out", tls, "--users", "carol", "--days", "2"], logPath: directory.file("certs-more.log"))
+    #expect(try await more.waitForExit() == 0, "\(more.log)")
+    #expect(try Data(contentsOf: URL(fileURLWithPath: path("coordinator.crt"))) == serviceCertificate)
+    #expect(FileManager.default.fileExists(atPath: path("client.carol.crt")))
 
     /// `role` with TLS from options, or from PIPEMESH_TLS_* when `byEnvironment`.
     func start(_ role: String, _ arguments: [String] = [], byEnvironment: Bool, name: String) async throws -> RunningService {

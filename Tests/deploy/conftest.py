@@ -94,8 +94,10 @@ def write_stand_in_binary(path: Path) -> Path:
     return path
 
 
-def install_into(root: Path, binary: Path) -> subprocess.CompletedProcess[str]:
-    return run(INSTALL_SYSTEMD, "--root", root, "--binary", binary)
+def install_into(root: Path, binary: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """Installs with `binary`; a stand-in cannot make certificates, so
+    without options the install makes none (--no-tls)."""
+    return run(INSTALL_SYSTEMD, "--root", root, "--binary", binary, *(options or ("--no-tls",)), timeout=120)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ import shutil
 import stat
 from pathlib import Path
 
+import pytest
+
 from conftest import INSTALL_SYSTEMD, REPOSITORY, SYSTEMD, UNITS, install_into, run, write_stand_in_binary
 
 ENVIRONMENT_FILES = ["pipemesh.env", "coordinator.env", "ps-0.env", "partition-0-0.env"]
@@ -71,7 +73,7 @@ def test_keeps_existing_environment_files_and_updates_units(tmp_path: Path, stan
 
 
 def test_binary_as_positional_argument(tmp_path: Path, stand_in_binary: Path) -> None:
-    result = run(INSTALL_SYSTEMD, "--root", tmp_path, stand_in_binary)
+    result = run(INSTALL_SYSTEMD, "--root", tmp_path, "--no-tls", stand_in_binary)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "usr/local/bin/pipemesh").read_bytes() == stand_in_binary.read_bytes()
 
@@ -109,3 +111,36 @@ def test_installing_into_the_real_root_needs_root(stand_in_binary: Path) -> None
         command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
     result = run(*command)
     assert result.returncode == 1 and "needs root" in result.stderr, result.stderr
+
+
+def test_makes_certificates_for_every_role(tmp_path: Path) -> None:
+    """With the real binary (built before these tests run), the install
+    makes a CA and a certificate per role that the environment files name,
+    readable by the pipemesh group only; a second install keeps them."""
+    binary = REPOSITORY / ".build/debug/pipemesh"
+    if not binary.exists():
+        pytest.fail(f"{binary} is not built: scripts/test builds it before the deployment tests")
+    root = tmp_path / "root"
+    root.mkdir()
+    result = install_into(root, binary, "--tls-hosts", "localhost,127.0.0.1,node-a")
+    assert result.returncode == 0, result.stderr
+    tls = root / "etc/pipemesh/tls"
+    assert mode(tls) == 0o750
+    for role in ["coordinator", "partition", "ps"]:
+        assert mode(tls / f"{role}.key") == 0o640, role
+        verified = run("openssl", "verify", "-CAfile", tls / "ca.crt", tls / f"{role}.crt")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        subject = run("openssl", "x509", "-noout", "-subject", "-ext", "subjectAltName", "-in", tls / f"{role}.crt").stdout
+        assert f"CN = {role}" in subject and "DNS:node-a" in subject and "IP Address:127.0.0.1" in subject, subject
+    # Every role's environment file names its own certificate, and the CA is shared.
+    shared = (root / "etc/pipemesh/pipemesh.env").read_text()
+    assert "\nPIPEMESH_TLS_CA=/etc/pipemesh/tls/ca.crt\n" in shared
+    for file, role in [("coordinator.env", "coordinator"), ("ps-0.env", "ps"), ("partition-0-0.env", "partition")]:
+        text = (root / "etc/pipemesh" / file).read_text()
+        assert f"\nPIPEMESH_TLS_CERT=/etc/pipemesh/tls/{role}.crt\n" in text, file
+        assert f"\nPIPEMESH_TLS_KEY=/etc/pipemesh/tls/{role}.key\n" in text, file
+    ca = (tls / "ca.crt").read_bytes()
+    again = install_into(root, binary, "--tls-hosts", "localhost")
+    assert again.returncode == 0, again.stderr
+    assert "kept the certificates" in again.stdout
+    assert (tls / "ca.crt").read_bytes() == ca
