@@ -40,7 +40,17 @@ public final class ParameterServerClient: Sendable {
     _ work: [Int: Work], _ call: @escaping @Sendable (RPCClient, Work) async throws -> Result
   ) async throws -> [Result] {
     try await withThrowingTaskGroup(of: Result.self) { group in
-      for (task, item) in work { group.addTask { try await call(self.tasks[task], item) } }
+      for (task, item) in work {
+        group.addTask {
+          let client = self.tasks[task]
+          do {
+            return try await call(client, item)
+          } catch let error as RPCError where error.code == .unavailable {
+            // The caller is up: say that it is this ps task that is not.
+            throw RPCError(.unavailable, "the ps at \(client.target) does not answer: \(error.message)")
+          }
+        }
+      }
       return try await group.reduce(into: []) { $0.append($1) }
     }
   }

@@ -199,7 +199,10 @@ public final class DataPlane: Sendable {
           }, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil))
         return try Tensor(wire: wire, what: what)
       } catch let error as RPCError where error.code == .deadlineExceeded && wait {
-        throw RPCError(.deadlineExceeded, "\(what) (\(reference.key)) did not come from \(reference.endpoint) within \(Self.fetchWaitLimit)")
+        throw RPCError(.deadlineExceeded, "\(what) (\(reference.key.echoed)) did not come from \(reference.endpoint) within \(Self.fetchWaitLimit)")
+      } catch let error as RPCError where error.code == .unavailable {
+        // This partition is up: say that it is the peer that is not.
+        throw RPCError(.unavailable, "the partition at \(reference.endpoint) does not answer: \(error.message)")
       }
     case nil:
       throw RPCError(.invalidArgument, "\(what) is missing")

@@ -24,6 +24,15 @@ public struct DialPolicy: Sendable, Equatable {
     rule = entries == ["*"] ? .anywhere : .listed(Set(entries.map { $0.lowercased() }))
   }
 
+  /// Whether `endpoint` is `host:port` with a port from 1 to 65535 and at
+  /// most 255 characters: what can be dialled at all.
+  public static func isWellFormed(_ endpoint: String) -> Bool {
+    guard endpoint.utf8.count <= 255, let colon = endpoint.lastIndex(of: ":"), colon != endpoint.startIndex,
+      let port = Int(endpoint[endpoint.index(after: colon)...])
+    else { return false }
+    return (1...65535).contains(port)
+  }
+
   /// Whether `endpoint` (`host:port`) may be dialled.
   public func allows(_ endpoint: String) -> Bool {
     guard let colon = endpoint.lastIndex(of: ":"), endpoint.count <= 255 else { return false }

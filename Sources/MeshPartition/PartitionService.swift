@@ -147,6 +147,9 @@ public final class PartitionService: RPCService, Sendable {
     }
     guard request.peers.count <= 65536 else { throw RPCError(.invalidArgument, "peers lists \(request.peers.count) endpoints; give at most 65536") }
     for (field, endpoints) in [("parameter_servers", request.parameterServers), ("peers", request.peers)] {
+      if let malformed = endpoints.first(where: { !DialPolicy.isWellFormed($0) }) {
+        throw RPCError(.invalidArgument, "\(field) names '\(malformed.echoed)'; give HOST:PORT with a port from 1 to 65535")
+      }
       if let refused = endpoints.first(where: { !dialPolicy.allows($0) }) {
         throw RPCError(
           .permissionDenied, "\(field) names \(refused.echoed); this partition dials \(dialPolicy.description)")
