@@ -249,6 +249,16 @@ def test_partitions_advertise_the_names_the_coordinator_dials(default_objects: l
         assert advertised == dialled
 
 
+def test_partitions_dial_only_the_mesh(default_objects: list[dict[str, Any]], big_objects: list[dict[str, Any]]) -> None:
+    """A partition dials only the ps tasks and partitions the coordinator lists."""
+    for objects in (default_objects, big_objects):
+        coordinator = container(by_kind(objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"])
+        mesh = flag(coordinator["args"], "--ps").split(",") + flag(coordinator["args"], "--partitions").replace(";", ",").split(",")
+        for name, statefulset in by_kind(objects, "StatefulSet").items():
+            if "-stage-" in name:
+                assert flag(container(statefulset)["args"], "--peers").split(",") == mesh, name
+
+
 def test_coordinator_dials_every_task_and_partition_by_dns_name(default_objects: list[dict[str, Any]]) -> None:
     coordinator = by_kind(default_objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"]
     args = container(coordinator)["args"]
