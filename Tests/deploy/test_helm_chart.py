@@ -6,7 +6,9 @@ the rendered objects; and values.schema.json rejecting bad values."""
 from __future__ import annotations
 
 import copy
+import base64
 import json
+import subprocess
 import re
 from collections import Counter
 from typing import Any
@@ -112,6 +114,11 @@ def default_objects(chart: Any) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
+def plaintext_objects(chart: Any) -> list[dict[str, Any]]:
+    return render(chart, {"tls": {"enabled": False}})
+
+
+@pytest.fixture(scope="module")
 def big_objects(chart: Any) -> list[dict[str, Any]]:
     return render(chart, BIG)
 
@@ -142,7 +149,7 @@ def test_lint_reports_a_broken_template(tmp_path: Any) -> None:
 
 def test_default_objects(default_objects: list[dict[str, Any]]) -> None:
     kinds = Counter(item["kind"] for item in default_objects)
-    assert kinds == Counter({"StatefulSet": 3, "Service": 4, "Deployment": 1, "ConfigMap": 1})
+    assert kinds == Counter({"StatefulSet": 3, "Service": 4, "Deployment": 1, "ConfigMap": 1, "Secret": 1})
     statefulsets = by_kind(default_objects, "StatefulSet")
     assert {name: item["spec"]["replicas"] for name, item in statefulsets.items()} == {
         f"{RELEASE}-pipemesh-ps": 1, f"{RELEASE}-pipemesh-stage-0": 1, f"{RELEASE}-pipemesh-stage-1": 1}
@@ -157,7 +164,7 @@ def test_every_object_carries_the_recommended_labels(default_objects: list[dict[
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/part-of"] == "pipemesh"
-        assert labels["app.kubernetes.io/component"] in {"ps", "partition", "coordinator"}
+        assert labels["app.kubernetes.io/component"] in {"ps", "partition", "coordinator", "tls"}
         assert labels["helm.sh/chart"].startswith("pipemesh-")
 
 
@@ -198,7 +205,9 @@ def grpc_probes(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
     (f"{RELEASE}-pipemesh-stage-1", PARTITION_PORT, "pipemesh.v1.Partition"),
     (f"{RELEASE}-pipemesh-coordinator", COORDINATOR_PORT, "pipemesh.v1.Coordinator"),
 ])
-def test_probes_ask_grpc_health(default_objects: list[dict[str, Any]], workload: str, port: int, service: str) -> None:
+def test_plaintext_probes_ask_grpc_health(plaintext_objects: list[dict[str, Any]], workload: str, port: int,
+                                          service: str) -> None:
+    default_objects = plaintext_objects
     probes = grpc_probes(workloads(default_objects)[workload])
     assert probes["readinessProbe"]["grpc"] == {"port": port, "service": service}
     assert probes["livenessProbe"]["grpc"] == {"port": port, "service": ""}
@@ -209,15 +218,51 @@ def test_probes_ask_grpc_health(default_objects: list[dict[str, Any]], workload:
     assert flag(container(workloads(default_objects)[workload])["args"], "--listen") == f"0.0.0.0:{port}"
 
 
-def test_default_has_no_tls_and_no_metrics(default_objects: list[dict[str, Any]]) -> None:
-    for name, item in workloads(default_objects).items():
+def test_plaintext_has_no_tls_and_default_no_metrics(plaintext_objects: list[dict[str, Any]],
+                                                     default_objects: list[dict[str, Any]]) -> None:
+    assert "Secret" not in {item["kind"] for item in plaintext_objects}
+    for name, item in workloads(plaintext_objects).items():
         args = container(item)["args"]
         assert not {"--tls-cert", "--tls-key", "--tls-ca", "--metrics-listen"} & set(args), name
-        assert "PIPEMESH_METRICS_LISTEN" not in environment(item), name
-        assert "metrics" not in {port["name"] for port in container(item)["ports"]}, name
         volumes = item["spec"]["template"]["spec"]["volumes"]
         assert all("secret" not in volume for volume in volumes), name
         assert all(mount["name"] != "tls" for mount in container(item)["volumeMounts"]), name
+    for name, item in workloads(default_objects).items():
+        assert "--metrics-listen" not in container(item)["args"], name
+        assert "PIPEMESH_METRICS_LISTEN" not in environment(item), name
+        assert "metrics" not in {port["name"] for port in container(item)["ports"]}, name
+
+
+def test_default_runs_mutual_tls_with_a_certificate_per_role(default_objects: list[dict[str, Any]], tmp_path: Any) -> None:
+    """By default the chart makes a CA and a certificate per role, named for
+    it and valid for the names the services dial; each role presents its own."""
+    secret = by_kind(default_objects, "Secret")[f"{RELEASE}-pipemesh-tls"]
+    files = {key: base64.b64decode(value) for key, value in secret["data"].items()}
+    assert set(files) == {"ca.crt", "admin.admin.crt", "admin.admin.key"} | {
+        f"{role}.{kind}" for role in ("coordinator", "partition", "ps") for kind in ("crt", "key")}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    for role in ("coordinator", "partition", "ps", "admin.admin"):
+        verified = subprocess.run(["openssl", "verify", "-CAfile", tmp_path / "ca.crt", tmp_path / f"{role}.crt"],
+                                  capture_output=True, text=True)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-ext", "subjectAltName", "-in",
+                                  tmp_path / f"{role}.crt"], capture_output=True, text=True).stdout
+        assert f"CN = {role}" in subject, subject
+    services = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", tmp_path / "ps.crt"],
+                              capture_output=True, text=True).stdout
+    assert f"DNS:*.{RELEASE}-pipemesh-ps.{NAMESPACE}.svc.cluster.local" in services, services
+    assert f"DNS:*.{RELEASE}-pipemesh-stage-1.{NAMESPACE}.svc.cluster.local" in services, services
+    assert f"DNS:{RELEASE}-pipemesh-coordinator.{NAMESPACE}.svc.cluster.local" in services, services
+    for name, item in workloads(default_objects).items():
+        role = "coordinator" if "coordinator" in name else "partition" if "-stage-" in name else "ps"
+        args = container(item)["args"]
+        assert flag(args, "--tls-cert") == f"/etc/pipemesh/tls/{role}.crt", name
+        assert flag(args, "--tls-key") == f"/etc/pipemesh/tls/{role}.key", name
+        assert flag(args, "--tls-ca") == "/etc/pipemesh/tls/ca.crt", name
+        volumes = {volume["name"]: volume for volume in item["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["tls"]["secret"]["secretName"] == f"{RELEASE}-pipemesh-tls", name
+        assert all("grpc" not in probe and probe["tcpSocket"] == {"port": "grpc"} for probe in grpc_probes(item).values()), name
 
 
 @pytest.mark.parametrize("objects", ["default_objects", "big_objects"])
@@ -364,7 +409,9 @@ def test_notes_name_what_tls_certificates_must_cover(chart: Any) -> None:
     assert f"*.{RELEASE}-pipemesh-ps.{NAMESPACE}.svc.cluster.local" in text
     assert f"*.{RELEASE}-pipemesh-stage-2.{NAMESPACE}.svc.cluster.local" in text
     assert "-plaintext" not in text
-    assert "grpcurl -plaintext" in notes(chart)
+    made = notes(chart)
+    assert "-plaintext" not in made and f"get secret {RELEASE}-pipemesh-tls" in made and "admin.admin.crt" in made
+    assert "grpcurl -plaintext" in notes(chart, {"tls": {"enabled": False}})
 
 
 def test_long_release_names_stay_within_kubernetes_limits(chart: Any) -> None:
@@ -422,7 +469,6 @@ BAD_VALUES = [
     ("partition.blasThreads", 1.5, "want integer"),
     ("image.pullPolicy", "Sometimes", "one of"),
     ("coordinator.service.type", "Ingress", "one of"),
-    ("tls", {"enabled": True}, "secretName"),
     ("ps.persistence.size", "ten gigs", "pattern"),
     ("ps.resources", {"requests": {"cpu": "lots"}}, "pattern"),
     ("partition.replicas", 2, "additional properties"),

@@ -99,7 +99,7 @@ headless Services, <pod>.<service>.<namespace>.svc.<clusterDomain>:<port>.
 {{- join ";" $stages }}
 {{- end }}
 
-{{/* Arguments every service takes, after `serve <role>`: (dict "root" $ "port" N). */}}
+{{/* Arguments every service takes, after `serve <role>`: (dict "root" $ "port" N "role" "ps"). */}}
 {{- define "pipemesh.serviceArgs" -}}
 {{- $values := .root.Values }}
 - --listen
@@ -108,14 +108,26 @@ headless Services, <pod>.<service>.<namespace>.svc.<clusterDomain>:<port>.
 - {{ $values.graceSeconds | quote }}
 - --max-message-mib
 - {{ $values.maxMessageMiB | quote }}
-{{- if $values.tls.enabled }}
+{{- if and $values.tls.enabled $values.tls.secretName }}
 - --tls-cert
 - /etc/pipemesh/tls/{{ $values.tls.certKey }}
 - --tls-key
 - /etc/pipemesh/tls/{{ $values.tls.keyKey }}
 - --tls-ca
 - /etc/pipemesh/tls/{{ $values.tls.caKey }}
+{{- else if $values.tls.enabled }}
+- --tls-cert
+- /etc/pipemesh/tls/{{ .role }}.crt
+- --tls-key
+- /etc/pipemesh/tls/{{ .role }}.key
+- --tls-ca
+- /etc/pipemesh/tls/ca.crt
 {{- end }}
+{{- end }}
+
+{{/* The Secret of the TLS files: the one given, or the one the chart makes. */}}
+{{- define "pipemesh.tlsSecretName" -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "pipemesh.fullname" .)) -}}
 {{- end }}
 
 {{/* Container ports: (dict "root" $ "port" N). */}}
@@ -201,7 +213,7 @@ prometheus.io/path: /metrics
 {{- if .Values.tls.enabled }}
 - name: tls
   secret:
-    secretName: {{ required "tls.secretName is required when tls.enabled is true" .Values.tls.secretName }}
+    secretName: {{ include "pipemesh.tlsSecretName" . }}
     defaultMode: 0440
 {{- end }}
 {{- end }}
