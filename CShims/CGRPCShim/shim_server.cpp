@@ -145,9 +145,11 @@ struct pm_server_call final : public StreamHandler {
     if (auth && auth->IsPeerAuthenticated()) {
       auto names = auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
       // A verified certificate without a name still says a peer was verified.
-      peer_identity = names.empty() || names.front().empty()
-                          ? "(no common name)"
-                          : std::string(names.front().data(), names.front().size());
+      std::string name = names.empty() ? std::string() : std::string(names.front().data(), names.front().size());
+      // A name with a NUL would read as its prefix on the Swift side.
+      peer_identity = name.empty() ? "(no common name)"
+                      : name.find('\0') != std::string::npos ? "(invalid common name)"
+                                                              : name;
     }
     deadline = stream.context.deadline();
     for (const auto &entry : stream.context.client_metadata()) {

@@ -21,7 +21,8 @@ public enum AtomicFile {
     let directory = (path as NSString).deletingLastPathComponent
     let temporary = (directory as NSString).appendingPathComponent(
       "\(temporaryPrefix)\((path as NSString).lastPathComponent)-\(getpid())")
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    // Readable by the owner and its group (checkpoints hold a model's weights).
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
     guard fd >= 0 else { throw failure("cannot create \(temporary)") }
     do {
       try body { bytes in

@@ -182,6 +182,7 @@ public final class Checkpointer: Sendable {
       await restored.restore(held, lastSteps: lastSteps)
       restoredJobs.append(restored)
     }
-    for job in restoredJobs { store.adopt(job) }
+    // Only once every job of the file read back: a file that fails part way counts nothing.
+    await store.adopt(restoredJobs)
   }
 }

@@ -33,7 +33,8 @@ public final class MemoryBudget: Sendable {
       throw RPCError(
         .resourceExhausted,
         "\(what()) needs \(Self.describe(bytes)); this ps holds \(Self.describe(taken)) of its budget of "
-          + "\(Self.describe(limit)) (--memory-budget-mib): finish or delete other jobs, add ps tasks, or raise the budget")
+          + "\(Self.describe(limit)) (--memory-budget-mib): add ps tasks or raise the budget (the variables of ended jobs "
+          + "stay until the ps restarts without their checkpoint)")
     }
   }
 

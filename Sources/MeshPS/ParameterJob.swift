@@ -40,6 +40,9 @@ actor ParameterJob {
   nonisolated let consistency: JobConsistency
   /// The ps task's budget, which this job's variables take bytes from.
   nonisolated let budget: MemoryBudget
+  /// Registrations started and not yet finished: a job whose first one
+  /// failed is dropped only when no other is under way.
+  nonisolated let registrationsUnderWay = Mutex(0)
   nonisolated let counters = Mutex(JobCounters())
   private nonisolated let published = Mutex<[String: VariableSnapshot]>([:])
 
@@ -118,7 +121,6 @@ actor ParameterJob {
 
   /// Restores variables and retry state from a checkpoint.
   func restore(_ restored: [String: HeldVariable], lastSteps: [Pusher: Int64]) {
-    budget.account(restored.values.reduce(0) { $0 + $1.reservedBytes } - variables.values.reduce(0) { $0 + $1.reservedBytes })
     variables = restored
     lastStep = lastSteps
     publish(Array(restored.keys))
@@ -153,6 +155,9 @@ actor ParameterJob {
       return value
     }
   }
+
+  /// Bytes this job's variables take from the budget.
+  var reservedBytes: Int { variables.values.reduce(0) { $0 + $1.reservedBytes } }
 
   /// Every variable's definition, state and users, for a checkpoint.
   func checkpointState() -> (variables: [String: HeldVariable], lastSteps: [Pusher: Int64]) {

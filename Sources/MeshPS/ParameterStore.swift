@@ -27,7 +27,10 @@ public final class ParameterStore: Sendable {
   func register(_ request: Pipemesh_V1_RegisterRequest) async throws -> Pipemesh_V1_RegisterResponse {
     try Names.checkJob(request.job)
     let consistency = try JobConsistency(request.consistency)
-    let (job, created) = try jobs.withLock { jobs in
+    // Counted under the store's lock, as the removal below is: a failed
+    // first registration never drops a job that another one is joining.
+    let job = try jobs.withLock { jobs in
+      let job: ParameterJob
       if let existing = jobs[request.job] {
         guard existing.consistency == consistency else {
           throw RPCError(
@@ -35,26 +38,40 @@ public final class ParameterStore: Sendable {
             "job \(request.job) was registered with consistency \(existing.consistency.proto.textFormatString()) "
               + "and cannot change to \(consistency.proto.textFormatString())")
         }
-        return (existing, false)
+        job = existing
+      } else {
+        job = ParameterJob(name: request.job, consistency: consistency, budget: budget)
+        jobs[request.job] = job
       }
-      let job = ParameterJob(name: request.job, consistency: consistency, budget: budget)
-      jobs[request.job] = job
-      return (job, true)
+      job.registrationsUnderWay.withLock { $0 += 1 }
+      return job
     }
     var response = Pipemesh_V1_RegisterResponse()
     do {
       response.variables = try await job.register(request.variables, user: request.user)
+      job.registrationsUnderWay.withLock { $0 -= 1 }
     } catch {
-      // A job whose first registration failed does not keep its consistency.
-      if created { jobs.withLock { if $0[request.job] === job, job.variableCount == 0 { $0[request.job] = nil } } }
+      // A job whose registrations all failed does not keep its consistency.
+      jobs.withLock { jobs in
+        let others = job.registrationsUnderWay.withLock { count in
+          count -= 1
+          return count
+        }
+        if jobs[request.job] === job, others == 0, job.variableCount == 0 { jobs[request.job] = nil }
+      }
       throw error
     }
     return response
   }
 
-  /// Adds a job restored from a checkpoint.
-  func adopt(_ job: ParameterJob) {
-    jobs.withLock { $0[job.name] = job }
+  /// Adds jobs restored from a checkpoint, counting their bytes in the
+  /// budget (even over it: later registrations are refused until there is
+  /// room).
+  func adopt(_ restored: [ParameterJob]) async {
+    for job in restored { budget.account(await job.reservedBytes) }
+    jobs.withLock { jobs in
+      for job in restored { jobs[job.name] = job }
+    }
   }
 
   /// Counters over one job, or all jobs when `name` is empty; NOT_FOUND for an unknown job.

@@ -39,9 +39,17 @@ public struct DialPolicy: Sendable, Equatable {
     let host = endpoint[..<colon].lowercased()
     switch rule {
     case .anywhere: return true
-    case .loopback: return host == "localhost" || host == "[::1]" || host.hasPrefix("127.")
+    case .loopback: return host == "localhost" || host == "[::1]" || Self.isLoopbackIPv4(String(host))
     case .listed(let entries): return entries.contains(host) || entries.contains(endpoint.lowercased())
     }
+  }
+
+  /// Whether `host` is an IPv4 address literal in 127.0.0.0/8 (a name that
+  /// merely starts with "127." may resolve anywhere).
+  private static func isLoopbackIPv4(_ host: String) -> Bool {
+    let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+    guard parts.count == 4, parts[0] == "127" else { return false }
+    return parts.allSatisfy { part in part.count <= 3 && !part.isEmpty && part.allSatisfy(\.isASCII) && UInt8(part) != nil }
   }
 
   /// What the policy allows, for a refusal's message.

@@ -239,7 +239,7 @@ actor StageRunner {
     guard !overflow, bytes <= maxKeptBytes - holding else {
       throw RPCError(
         .resourceExhausted,
-        "stage \(stage) would hold \(overflow ? "over \(Int.max)" : "\(holding + bytes)") bytes of activations for \(what) of "
+        "stage \(stage) holds \(holding) bytes of activations and would need \(overflow ? "over \(Int.max)" : "\(bytes)") more for \(what) of "
           + "\(batch) examples, over its bound of \(maxKeptBytes): use more, smaller micro-batches, the 1F1B schedule, "
           + "or activation recomputation")
     }
@@ -396,6 +396,12 @@ actor StageRunner {
     var response = Pipemesh_V1_CommitResponse()
     response.penalty = Double(model.penalty(variables: variables, layers: layers))
     if !accumulated.isEmpty {
+      // The ps refuses a non-finite gradient; so does the stage that applies
+      // its own (one rule on both paths). The sums stay, so the refusal is
+      // the same on a retry.
+      if localUpdates != nil, let name = accumulated.keys.sorted().first(where: { !accumulated[$0]!.allFinite }) {
+        throw RPCError(.invalidArgument, "gradient of \(name) holds NaN or infinity; nothing was applied")
+      }
       let pushed = Dictionary(uniqueKeysWithValues: accumulated.map { ($0.key, ($0.value, versions[$0.key] ?? 0)) })
       let gradients = accumulated
       accumulated = [:]
@@ -403,11 +409,6 @@ actor StageRunner {
         // The ps applies this push exactly as below; its answer is checked
         // before the next push, and awaited now when the caller flushes.
         try await local.pendingPush?.value
-        // The ps refuses a non-finite gradient; so does the stage that
-        // applies its own (one rule on both paths).
-        if let name = gradients.keys.sorted().first(where: { !gradients[$0]!.allFinite }) {
-          throw RPCError(.invalidArgument, "gradient of \(name) holds NaN or infinity; nothing was applied")
-        }
         for (name, gradient) in gradients {
           let version = versions[name] ?? 0
           let updated = local.optimizer.update(

@@ -41,7 +41,7 @@ struct Certs: AsyncParsableCommand {
   var renew = false
 
   func validate() throws {
-    guard days >= 1 else { throw ValidationError("--days must be at least 1") }
+    guard (1...36500).contains(days) else { throw ValidationError("--days must be from 1 to 36500") }
     for name in list(users) + list(admins) {
       guard name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-".contains($0)) }) else {
         throw ValidationError("user name '\(name)' must be letters, digits, _ and -")
@@ -63,7 +63,7 @@ struct Certs: AsyncParsableCommand {
       ])
       say("made a CA: \(file("ca.crt"))")
     }
-    let addresses = list(hosts).map { host in host.allSatisfy({ $0.isNumber || $0 == "." || $0 == ":" }) ? "IP:\(host)" : "DNS:\(host)" }
+    let addresses = list(hosts).map { host in Self.isIPAddress(host) ? "IP:\(host)" : "DNS:\(host)" }
     let serviceExtensions = "subjectAltName=\(addresses.joined(separator: ","))\nextendedKeyUsage=serverAuth,clientAuth\n"
     for role in ["coordinator", "partition", "ps"] { try issue(role, extensions: serviceExtensions) }
     for user in list(users) { try issue("client.\(user)", extensions: "extendedKeyUsage=clientAuth\n") }
@@ -107,6 +107,11 @@ struct Certs: AsyncParsableCommand {
       let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
       throw ValidationError("openssl \(arguments.first ?? "") failed: \(message)")
     }
+  }
+
+  private static func isIPAddress(_ host: String) -> Bool {
+    var v4 = in_addr(), v6 = in6_addr()
+    return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
   }
 
   private func file(_ name: String) -> String { (out as NSString).appendingPathComponent(name) }

@@ -128,14 +128,17 @@ struct ServeCoordinator: AsyncParsableCommand {
         throw ValidationError("--data-dir (or PIPEMESH_DATA_DIR) is '\(dataDir.echoed)', which is not a folder")
       }
     }
+    let host = ServiceHost(role: "coordinator", settings: settings)
     let tokens: TokenFile?
     do {
-      tokens = try Settings.text(tokensFile, option: "--tokens-file").map { try TokenFile(path: $0) }
+      let log = host.log
+      tokens = try Settings.text(tokensFile, option: "--tokens-file").map {
+        try TokenFile(path: $0) { problem in log.log(problem, priority: .warning) }
+      }
     } catch let error as TokenFileError {
       throw ValidationError("--tokens-file (or PIPEMESH_TOKENS_FILE): \(error)")
     }
     let coordinator = try CoordinatorService(cluster: cluster, loadDataset: trainingDataLoader(files: files), tokens: tokens)
-    let host = ServiceHost(role: "coordinator", settings: settings)
     CoordinatorMetrics.register(coordinator, in: host.metrics)
     try await host.run(
       [coordinator],

@@ -115,6 +115,16 @@ import Testing
     }
     #expect(old?.code == .unauthenticated)
     _ = try await client(coordinator, token: rotated).call(CoordinatorMethods.listJobs, .init())
+
+    // A file that is gone revokes every token, until it is back.
+    try FileManager.default.removeItem(atPath: tokensFile)
+    let gone = await #expect(throws: RPCError.self) {
+      _ = try await client(coordinator, token: rotated).call(CoordinatorMethods.listJobs, .init())
+    }
+    #expect(gone?.code == .unauthenticated)
+    #expect(await eventually { coordinator.process.log.contains("is gone; refusing every call") }, "\(coordinator.process.log)")
+    _ = try Self.writeTokens(directory, bob: rotated)
+    _ = try await client(coordinator, token: rotated).call(CoordinatorMethods.listJobs, .init())
   }
 
   @Test func anUnsafeTokensFileIsAConfigurationError() async throws {

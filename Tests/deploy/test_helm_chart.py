@@ -149,7 +149,7 @@ def test_lint_reports_a_broken_template(tmp_path: Any) -> None:
 
 def test_default_objects(default_objects: list[dict[str, Any]]) -> None:
     kinds = Counter(item["kind"] for item in default_objects)
-    assert kinds == Counter({"StatefulSet": 3, "Service": 4, "Deployment": 1, "ConfigMap": 1, "Secret": 1})
+    assert kinds == Counter({"StatefulSet": 3, "Service": 4, "Deployment": 1, "ConfigMap": 1, "Secret": 2})
     statefulsets = by_kind(default_objects, "StatefulSet")
     assert {name: item["spec"]["replicas"] for name, item in statefulsets.items()} == {
         f"{RELEASE}-pipemesh-ps": 1, f"{RELEASE}-pipemesh-stage-0": 1, f"{RELEASE}-pipemesh-stage-1": 1}
@@ -236,10 +236,12 @@ def test_plaintext_has_no_tls_and_default_no_metrics(plaintext_objects: list[dic
 def test_default_runs_mutual_tls_with_a_certificate_per_role(default_objects: list[dict[str, Any]], tmp_path: Any) -> None:
     """By default the chart makes a CA and a certificate per role, named for
     it and valid for the names the services dial; each role presents its own."""
-    secret = by_kind(default_objects, "Secret")[f"{RELEASE}-pipemesh-tls"]
-    files = {key: base64.b64decode(value) for key, value in secret["data"].items()}
-    assert set(files) == {"ca.crt", "admin.admin.crt", "admin.admin.key"} | {
-        f"{role}.{kind}" for role in ("coordinator", "partition", "ps") for kind in ("crt", "key")}
+    secrets = by_kind(default_objects, "Secret")
+    files = {key: base64.b64decode(value) for key, value in secrets[f"{RELEASE}-pipemesh-tls"]["data"].items()}
+    assert set(files) == {"ca.crt"} | {f"{role}.{kind}" for role in ("coordinator", "partition", "ps") for kind in ("crt", "key")}
+    admin = {key: base64.b64decode(value) for key, value in secrets[f"{RELEASE}-pipemesh-admin"]["data"].items()}
+    assert set(admin) == {"ca.crt", "admin.admin.crt", "admin.admin.key"} and admin["ca.crt"] == files["ca.crt"]
+    files.update(admin)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     for role in ("coordinator", "partition", "ps", "admin.admin"):
@@ -262,6 +264,8 @@ def test_default_runs_mutual_tls_with_a_certificate_per_role(default_objects: li
         assert flag(args, "--tls-ca") == "/etc/pipemesh/tls/ca.crt", name
         volumes = {volume["name"]: volume for volume in item["spec"]["template"]["spec"]["volumes"]}
         assert volumes["tls"]["secret"]["secretName"] == f"{RELEASE}-pipemesh-tls", name
+        # A pod gets its own role's key and nobody else's.
+        assert {entry["path"] for entry in volumes["tls"]["secret"]["items"]} == {"ca.crt", f"{role}.crt", f"{role}.key"}, name
         assert all("grpc" not in probe and probe["tcpSocket"] == {"port": "grpc"} for probe in grpc_probes(item).values()), name
 
 
@@ -410,7 +414,7 @@ def test_notes_name_what_tls_certificates_must_cover(chart: Any) -> None:
     assert f"*.{RELEASE}-pipemesh-stage-2.{NAMESPACE}.svc.cluster.local" in text
     assert "-plaintext" not in text
     made = notes(chart)
-    assert "-plaintext" not in made and f"get secret {RELEASE}-pipemesh-tls" in made and "admin.admin.crt" in made
+    assert "-plaintext" not in made and f"get secret {RELEASE}-pipemesh-admin" in made and "admin.admin.crt" in made
     assert "grpcurl -plaintext" in notes(chart, {"tls": {"enabled": False}})
 
 

@@ -126,6 +126,7 @@ def test_makes_certificates_for_every_role(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     tls = root / "etc/pipemesh/tls"
     assert mode(tls) == 0o750
+    assert mode(tls / "ca.key") == 0o600, "the CA key is for root only"
     for role in ["coordinator", "partition", "ps"]:
         assert mode(tls / f"{role}.key") == 0o640, role
         verified = run("openssl", "verify", "-CAfile", tls / "ca.crt", tls / f"{role}.crt")

@@ -127,7 +127,12 @@ headless Services, <pod>.<service>.<namespace>.svc.<clusterDomain>:<port>.
 
 {{/* The Secret of the TLS files: the one given, or the one the chart makes. */}}
 {{- define "pipemesh.tlsSecretName" -}}
-{{- .Values.tls.secretName | default (printf "%s-tls" (include "pipemesh.fullname" .)) -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "pipemesh.fullname" . | trunc 59 | trimSuffix "-")) -}}
+{{- end }}
+
+{{/* The Secret of the admin user's certificate the chart makes. */}}
+{{- define "pipemesh.adminSecretName" -}}
+{{- printf "%s-admin" (include "pipemesh.fullname" . | trunc 57 | trimSuffix "-") -}}
 {{- end }}
 
 {{/* Container ports: (dict "root" $ "port" N). */}}
@@ -206,15 +211,29 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
-{{/* The TLS volume and /tmp, mounted in every container. */}}
+{{/*
+The TLS volume and /tmp, mounted in every container: (dict "root" $ "role" "ps").
+From the chart's own Secret a pod gets its role's certificate and key and the
+CA certificate, nothing else.
+*/}}
 {{- define "pipemesh.commonVolumes" -}}
+{{- $values := .root.Values }}
 - name: tmp
   emptyDir: {}
-{{- if .Values.tls.enabled }}
+{{- if $values.tls.enabled }}
 - name: tls
   secret:
-    secretName: {{ include "pipemesh.tlsSecretName" . }}
+    secretName: {{ include "pipemesh.tlsSecretName" .root }}
     defaultMode: 0440
+    {{- if not $values.tls.secretName }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+      - key: {{ .role }}.crt
+        path: {{ .role }}.crt
+      - key: {{ .role }}.key
+        path: {{ .role }}.key
+    {{- end }}
 {{- end }}
 {{- end }}
 
