@@ -60,13 +60,43 @@ public final class MemoryBudget: Sendable {
   /// MemoryMax=), whichever is smaller. The other half leaves room for the
   /// gradients in flight, checkpoint encoding and the runtime.
   public static func hostDefault() -> Int {
-    var available = physicalMemory()
-    if let text = try? String(contentsOfFile: "/sys/fs/cgroup/memory.max", encoding: .utf8),
-      let cgroupLimit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
-    {
-      available = min(available, cgroupLimit)
+    min(physicalMemory(), cgroupLimit() ?? .max) / 2
+  }
+
+  /// The smallest memory limit on the path from this process's cgroup up to
+  /// the root: cgroup v2's `memory.max`, or v1's `memory.limit_in_bytes`
+  /// (a systemd unit's or slice's MemoryMax=, a container's limit). Nil when
+  /// none is set.
+  static func cgroupLimit() -> Int? {
+    guard let membership = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
+    var limits: [Int] = []
+    for line in membership.split(separator: "\n") {
+      let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+      guard fields.count == 3 else { continue }
+      if fields[0] == "0", fields[1].isEmpty {
+        limits += limitsUp(from: String(fields[2]), root: "/sys/fs/cgroup", file: "memory.max")
+      } else if fields[1].split(separator: ",").contains("memory") {
+        limits += limitsUp(from: String(fields[2]), root: "/sys/fs/cgroup/memory", file: "memory.limit_in_bytes")
+      }
     }
-    return available / 2
+    return limits.min()
+  }
+
+  /// The limits in `file` of the cgroup at `path` under `root` and of its
+  /// parents ("max" and unreadable files count as none).
+  private static func limitsUp(from path: String, root: String, file: String) -> [Int] {
+    var path = path.isEmpty ? "/" : path
+    var limits: [Int] = []
+    while true {
+      let location = root + (path == "/" ? "" : path) + "/" + file
+      if let text = try? String(contentsOfFile: location, encoding: .utf8),
+        let limit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+      {
+        limits.append(limit)
+      }
+      guard path != "/" else { return limits }
+      path = (path as NSString).deletingLastPathComponent
+    }
   }
 
   private static func physicalMemory() -> Int {

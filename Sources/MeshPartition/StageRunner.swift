@@ -45,6 +45,8 @@ actor StageRunner {
     var pendingPush: Task<Void, any Error>?
   }
   private var kept: [MicroBatch: Kept] = [:]
+  /// Bytes the inferences running now work with.
+  private var inferenceBytes = 0
   private var accumulated: [String: Tensor] = [:]
   private var turns = ScheduleTurns()
   // Calls by micro-batch (or step), running or done: a repeated request
@@ -166,7 +168,11 @@ actor StageRunner {
     var response = Pipemesh_V1_ForwardResponse()
     let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
     guard training else {
-      _ = try checkActivationBound(batch: batch, perExample: inferenceBytesPerExample, holding: 0, what: "an inference")
+      // Inferences running at once share the bound with what training keeps.
+      let held = kept.values.reduce(0) { $0 + $1.bytes } + inferenceBytes
+      let bytes = try checkActivationBound(batch: batch, perExample: inferenceBytesPerExample, holding: held, what: "an inference")
+      inferenceBytes += bytes
+      defer { inferenceBytes -= bytes }
       let output = await offActor { model(input, variables: variables, layers: layers) }
       if isLast {
         response.outputValue = Pipemesh_V1_Tensor(sharing: output)
@@ -176,7 +182,7 @@ actor StageRunner {
       return response
     }
 
-    let holding = kept.values.reduce(0) { $0 + $1.bytes }
+    let holding = kept.values.reduce(0) { $0 + $1.bytes } + inferenceBytes
     let bytes = try checkActivationBound(batch: batch, perExample: keptBytesPerExample, holding: holding, what: "a micro-batch")
     // Counted from here: a forward running off the actor still holds its bytes.
     kept[microBatch] = Kept(bytes: bytes, seed: seed)
