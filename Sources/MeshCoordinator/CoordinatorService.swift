@@ -113,6 +113,19 @@ public final class CoordinatorService: RPCService, Sendable {
     return job
   }
 
+  /// Refuses a Train that would replace another user's job, or a running one.
+  private func checkReplaceable(_ name: String, by owner: Caller) throws {
+    try Self.checkReplaceable(jobs.withLock { $0[name]?.job }, by: owner)
+  }
+
+  private static func checkReplaceable(_ existing: TrainingJob?, by owner: Caller) throws {
+    guard let existing else { return }
+    try check(owner, mayUse: existing, to: "replace")
+    if existing.snapshot.state == .running {
+      throw RPCError(.alreadyExists, "job \(existing.name) is running; pick another name or cancel it")
+    }
+  }
+
   private static func check(_ caller: Caller, mayUse job: TrainingJob, to action: String) throws {
     guard caller.mayUse(jobOf: job.owner) else {
       throw RPCError(.permissionDenied, "job \(job.name) belongs to \(job.owner); \(caller.name) may not \(action) it (admins may)")
@@ -133,6 +146,8 @@ public final class CoordinatorService: RPCService, Sendable {
     else {
       throw RPCError(.invalidArgument, "job name '\(name.echoed)' must be 1-\(Self.maxJobName) characters of A-Z a-z 0-9 _ . -")
     }
+    // The cheap refusals before loading any data (checked again when the job is added).
+    try checkReplaceable(name, by: owner)
     let (inputs, targets) = try data(request.data)
     let job = try TrainingJob(
       name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster, clients: clients)
@@ -149,10 +164,7 @@ public final class CoordinatorService: RPCService, Sendable {
     let (updates, continuation) = AsyncStream.makeStream(of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
     let replaced = try jobs.withLock { jobs in
       let existing = jobs[name]
-      if let existing { try Self.check(owner, mayUse: existing.job, to: "replace") }
-      if let existing, existing.job.snapshot.state == .running {
-        throw RPCError(.alreadyExists, "job \(name) is running; pick another name or cancel it")
-      }
+      try Self.checkReplaceable(existing?.job, by: owner)
       let task = Task {
         await job.run { continuation.yield($0) }
         continuation.finish()

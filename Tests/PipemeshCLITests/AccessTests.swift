@@ -76,6 +76,14 @@ import Testing
         })
       }),
       ("replace", { try await train(carol, job: "bobs") }),
+      // Refused before the coordinator reads any data for it.
+      ("replace with data never read", {
+        let request = Pipemesh_V1_TrainRequest.with {
+          $0.job = "bobs"
+          $0.data.dataset = .with { $0.uri = "/nonexistent/huge.csv" }
+        }
+        for try await _ in carol.stream(CoordinatorMethods.train, request, options: .init(timeout: .seconds(30))) {}
+      }),
     ]
     for (what, call) in denied {
       let error = await #expect(throws: RPCError.self, "\(what)") { try await call() }
