@@ -92,6 +92,11 @@ public final class PartitionService: RPCService, Sendable {
     }
   }
 
+  /// Bytes a stage holds per parameter at most: the variable, its initial
+  /// value while it registers, its gradient sum and, applying its own
+  /// updates, up to two optimizer slots (five float32 copies).
+  static let bytesPerParameter = 5 * 4
+
   /// Refuses a micro-batch key no coordinator sends: training steps count
   /// from 1 (inference uses steps of its own, any number), micro-batches
   /// from 0.
@@ -131,15 +136,12 @@ public final class PartitionService: RPCService, Sendable {
         .invalidArgument, "layers \(request.firstLayer)..<\(request.endLayer) are not a non-empty range of the model's \(model.layers.count) layers")
     }
     let layers = Int(request.firstLayer)..<Int(request.endLayer)
-    // The stage holds each variable, its initial value while it registers,
-    // its gradient sum and, applying its own updates, up to two optimizer
-    // slots: five copies at most, checked before any is drawn.
     let parameters = model.layers[layers].reduce(0) { $0 + $1.parameterCount }
-    guard parameters <= parameterBudget / 20 else {
+    guard parameters <= parameterBudget / Self.bytesPerParameter else {
       throw RPCError(
         .resourceExhausted,
         "stage \(request.stage) has \(parameters) parameters, which with their gradients and optimizer slots need "
-          + "\(MemoryBudget.describe(parameters * 20)); this partition's budget is \(MemoryBudget.describe(parameterBudget)) "
+          + "\(MemoryBudget.describe(parameters * Self.bytesPerParameter)); this partition's budget is \(MemoryBudget.describe(parameterBudget)) "
           + "(--memory-budget-mib): split the model over more stages")
     }
     guard !request.parameterServers.isEmpty, request.parameterServers.count <= 1024 else {
