@@ -94,7 +94,6 @@ let package = Package(
       name: "MeshRPC",
       dependencies: [
         "CGRPCShim",
-        "MeshProto",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]
     ),
@@ -102,25 +101,26 @@ let package = Package(
     .target(name: "MeshCheckpoint", dependencies: ["MeshTensor"]),
     .target(name: "MeshPipeline"),
     .systemLibrary(name: "CSystemd", path: "CShims/CSystemd"),
-    .target(name: "MeshOps", dependencies: ["CSystemd", "MeshRPC"]),
+    .target(name: "MeshOps", dependencies: ["CSystemd", "MeshProto", "MeshRPC", "MeshWire"]),
     .systemLibrary(name: "CZlib", path: "CShims/CZlib"),
     .target(name: "MeshData", dependencies: ["CZlib", "MeshTensor"]),
-    .target(name: "MeshPartition", dependencies: ["MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPS"]),
+    .target(name: "MeshPartition", dependencies: ["MeshOps", "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient"]),
     .target(
       name: "MeshCoordinator",
-      dependencies: ["MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPS", "MeshPipeline"]
+      dependencies: ["MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient", "MeshPipeline"]
     ),
+    .target(name: "MeshPSClient", dependencies: ["MeshTensor", "MeshProto", "MeshRPC", "MeshWire"]),
     .target(
       name: "MeshPS",
       dependencies: [
-        "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshCheckpoint",
+        "MeshOps", "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient", "MeshCheckpoint",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]
     ),
     .executableTarget(
       name: "pipemesh",
       dependencies: [
-        "MeshRPC", "MeshPS", "MeshPartition", "MeshCoordinator", "MeshTensor", "MeshData", "MeshOps", "MeshProto",
+        "MeshRPC", "MeshPS", "MeshPSClient", "MeshPartition", "MeshCoordinator", "MeshTensor", "MeshData", "MeshOps", "MeshProto", "MeshWire",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
@@ -137,19 +137,19 @@ let package = Package(
     ),
     .executableTarget(
       name: "ps-bench",
-      dependencies: ["MeshPS", "MeshRPC", "MeshProto", "MeshTensor"],
+      dependencies: ["MeshPS", "MeshPSClient", "MeshRPC", "MeshProto", "MeshTensor", "MeshWire"],
       path: "bench/ps",
       exclude: ["run"]
     ),
     .executableTarget(
       name: "rpc-bench",
-      dependencies: ["MeshRPC", "MeshProto"],
+      dependencies: ["MeshOps", "MeshRPC", "MeshProto", "MeshWire"],
       path: "bench/rpc",
       exclude: ["reference", "run"]
     ),
     .target(
       name: "MeshTestSupport",
-      dependencies: ["MeshRPC"],
+      dependencies: ["MeshOps", "MeshProto", "MeshRPC", "MeshWire"],
       path: "Tests/MeshTestSupport"
     ),
     .testTarget(name: "MeshTensorTests", dependencies: ["MeshTensor"]),
@@ -157,24 +157,24 @@ let package = Package(
     .testTarget(name: "MeshPartitionTests", dependencies: ["MeshPartition"]),
     .testTarget(name: "MeshDataTests", dependencies: ["MeshData", "MeshTensor"]),
     .testTarget(
-      name: "PipemeshCLITests", dependencies: ["MeshCheckpoint", "MeshTestSupport", "MeshRPC", "MeshProto", "MeshTensor", "MeshWire"]
+      name: "PipemeshCLITests", dependencies: ["MeshCheckpoint", "MeshOps", "MeshTestSupport", "MeshRPC", "MeshProto", "MeshTensor", "MeshWire"]
     ),
     .testTarget(
       name: "MeshCoordinatorTests",
-      dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport", "MeshData", "MeshPS"]
+      dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport", "MeshData", "MeshOps", "MeshPS", "MeshPSClient"]
     ),
     .testTarget(
       name: "MeshPSTests",
-      dependencies: ["MeshPS", "MeshTensor", "MeshWire", "MeshCheckpoint", "MeshProto", "MeshRPC", "MeshTestSupport"]
+      dependencies: ["MeshPS", "MeshPSClient", "MeshTensor", "MeshWire", "MeshCheckpoint", "MeshProto", "MeshRPC", "MeshTestSupport"]
     ),
     .testTarget(
       name: "MeshProtoTests",
-      dependencies: ["MeshProto", "MeshTestSupport"]
+      dependencies: ["MeshProto", "MeshRPC", "MeshTestSupport", "MeshWire"]
     ),
     .testTarget(
       name: "MeshRPCTests",
       dependencies: [
-        "MeshRPC", "MeshProto", "MeshTestSupport",
+        "MeshRPC", "MeshProto", "MeshOps", "MeshTestSupport", "MeshWire",
         .product(name: "SwiftProtobufPluginLibrary", package: "swift-protobuf"),
       ]
     ),

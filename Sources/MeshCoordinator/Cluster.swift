@@ -1,4 +1,4 @@
-import MeshPS
+import MeshPSClient
 import MeshRPC
 
 /// The services a coordinator drives: ps tasks in shard order, and for each

@@ -1,5 +1,5 @@
 import Foundation
-import MeshPS
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -132,9 +132,9 @@ public final class CoordinatorService: RPCService, Sendable {
     }
   }
 
-  /// The longest job name: the ps adds a run id of 9 characters and holds
-  /// names of up to 128.
-  static let maxJobName = 100
+  /// The longest job name: the run id adds 9 characters (`.` and 8 hex
+  /// digits) and the ps and partitions hold names of `MeshNames.maxJobLength`.
+  static let maxJobName = MeshNames.maxJobLength - 9
 
   /// Checks a Train request, starts its job and returns its progress stream.
   /// The job runs on if the caller goes away; CancelJob stops it.
@@ -142,10 +142,7 @@ public final class CoordinatorService: RPCService, Sendable {
     _ request: Pipemesh_V1_TrainRequest, owner: Caller
   ) async throws -> (TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>) {
     let name = request.job.isEmpty ? "job-\(jobCounter.withLock { $0 += 1; return $0 })" : request.job
-    guard name.utf8.count <= Self.maxJobName, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) })
-    else {
-      throw RPCError(.invalidArgument, "job name '\(name.echoed)' must be 1-\(Self.maxJobName) characters of A-Z a-z 0-9 _ . -")
-    }
+    try MeshNames.checkJob(name, maxLength: Self.maxJobName)
     // The cheap refusals before loading any data (checked again when the job is added).
     try checkReplaceable(name, by: owner)
     let (inputs, targets) = try data(request.data)

@@ -106,7 +106,7 @@ struct PipelineRun {
       } else {
         request.input.reference = .with {
           $0.endpoint = dataPlane[stage - 1]
-          $0.key = DataPlaneKey.activation(key)
+          $0.key = DataPlaneKey(key, .activation).wire
         }
       }
       if stage == stages.count - 1 {
@@ -121,7 +121,7 @@ struct PipelineRun {
       if stage < stages.count - 1 {
         request.outputGradient.reference = .with {
           $0.endpoint = dataPlane[stage + 1]
-          $0.key = DataPlaneKey.inputGradient(key)
+          $0.key = DataPlaneKey(key, .gradient).wire
         }
       }
       return .backward(action, stage: stage, request)

@@ -1,7 +1,7 @@
 import Foundation
 import MeshPipeline
 import MeshProto
-import MeshPS
+import MeshPSClient
 import MeshRPC
 import MeshTensor
 import MeshWire
@@ -58,10 +58,10 @@ final class TrainingJob: Sendable {
       ? inputs.reshaped(to: [inputs.shape[0]] + inputShape) : inputs
     try model.checkInput(inputs, "the data does not fit the model")
     try model.checkTarget(targets, batchSize: inputs.shape[0], "the targets do not fit the model")
-    let order = PortableRandom.permutation(inputs.shape[0], seed: request.shuffleSeed)
-    let held = Int(Double(inputs.shape[0]) * Double(request.validationFraction))
-    let validation = held > 0 ? (inputs.rows(Array(order[..<held])), targets.rows(Array(order[..<held]))) : nil
-    let train = (inputs: inputs.rows(Array(order[held...])), targets: targets.rows(Array(order[held...])))
+    let split = PortableRandom.heldOutSplit(
+      count: inputs.shape[0], validationFraction: Double(request.validationFraction), seed: request.shuffleSeed)
+    let validation = split.validation.isEmpty ? nil : (inputs.rows(split.validation), targets.rows(split.validation))
+    let train = (inputs: inputs.rows(split.train), targets: targets.rows(split.train))
     guard train.inputs.shape[0] >= batchSize * cluster.replicas else {
       throw RPCError(
         .invalidArgument,
@@ -165,7 +165,8 @@ final class TrainingJob: Sendable {
     // (a steady step's timeline), or 0 while every step flushed.
     var tracedStep: Int64 = 0
     for epoch in 1...Int(request.epochs) {
-      let order = PortableRandom.permutation(train.inputs.shape[0], seed: request.shuffleSeed &+ UInt64(epoch))
+      let order = PortableRandom.permutation(
+        train.inputs.shape[0], seed: PortableRandom.epochSeed(request.shuffleSeed, epoch: epoch - 1))
       for index in 0..<stepsPerEpoch {
         try Task.checkCancellation()
         step += 1
@@ -272,11 +273,10 @@ final class TrainingJob: Sendable {
     }
   }
 
-  /// The job's consistency: sync unless the request says otherwise; the
-  /// replica count is the cluster's.
+  /// The job's consistency as the request gives it (read by `JobConsistency`
+  /// everywhere: no mode is sync), with the cluster's replica count.
   var consistency: Pipemesh_V1_Consistency {
     var consistency = request.consistency
-    if consistency.mode == nil { consistency.sync = .init() }
     consistency.replicas = Int32(cluster.replicas)
     return consistency
   }

@@ -1,22 +1,8 @@
 import MeshTensor
 
-/// Seeded permutations that are identical on every machine: a Fisher–Yates shuffle driven by
-/// MeshTensor's `PortableRandom` (SplitMix64 over a counter), with bounded draws taken from the
-/// high half of a 128-bit product so no platform random source or `%` bias is involved.
-enum Shuffle {
-  /// A permutation of `0..<count` determined only by `seed`.
-  static func permutation(count: Int, seed: UInt64) -> [Int] {
-    var order = Array(0..<count)
-    for (draw, index) in stride(from: count - 1, to: 0, by: -1).enumerated() {
-      let bits = PortableRandom.bits(seed: seed, counter: UInt64(draw))
-      order.swapAt(index, Int(bits.multipliedFullWidth(by: UInt64(index + 1)).high))
-    }
-    return order
-  }
-}
-
 extension Dataset {
-  /// Splits the examples into a training and a validation part after a seeded shuffle.
+  /// Splits the examples into a training and a validation part after a seeded shuffle, by
+  /// `PortableRandom.heldOutSplit` (the coordinator's rule).
   ///
   /// The validation part holds `round(validationFraction · count)` examples. The same seed gives
   /// the same split on every machine; the two parts are disjoint and together hold every example.
@@ -25,13 +11,8 @@ extension Dataset {
       throw DatasetError(
         .invalidArgument, "\(name): validationFraction must lie in 0...1, got \(validationFraction)")
     }
-    let order = Shuffle.permutation(count: count, seed: seed)
-    let validationCount = Int((validationFraction * Double(count)).rounded())
-    let trainCount = count - validationCount
-    return (
-      subset(Array(order[..<trainCount]), name: "\(name)/train"),
-      subset(Array(order[trainCount...]), name: "\(name)/validation")
-    )
+    let parts = PortableRandom.heldOutSplit(count: count, validationFraction: validationFraction, seed: seed)
+    return (subset(parts.train, name: "\(name)/train"), subset(parts.validation, name: "\(name)/validation"))
   }
 
   /// The mini-batches of one epoch: every example exactly once, in batches of `size` (the last
@@ -47,8 +28,7 @@ extension Dataset {
     }
     let order: [Int]
     if let shuffleSeed {
-      order = Shuffle.permutation(
-        count: count, seed: PortableRandom.derivedSeed(shuffleSeed, "epoch \(epoch)"))
+      order = PortableRandom.permutation(count, seed: PortableRandom.epochSeed(shuffleSeed, epoch: epoch))
     } else {
       order = Array(0..<count)
     }
@@ -88,8 +68,8 @@ extension Dataset {
         let indices = Array(batches.order[start..<end])
         start = end
         return Batch(
-          inputs: Dataset.gatherRows(batches.dataset.inputs, indices),
-          labels: Dataset.gatherRows(batches.dataset.labels, indices),
+          inputs: batches.dataset.inputs.rows(indices),
+          labels: batches.dataset.labels.rows(indices),
           indices: indices)
       }
     }

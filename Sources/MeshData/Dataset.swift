@@ -77,25 +77,7 @@ public struct Dataset: Sendable {
   /// The examples at `indices`, in that order, as a new dataset named `name`.
   func subset(_ indices: [Int], name: String) -> Dataset {
     Dataset(
-      unchecked: name, inputs: Dataset.gatherRows(inputs, indices),
-      labels: Dataset.gatherRows(labels, indices), classCount: classCount)
-  }
-
-  /// The rows (slices along axis 0) of `tensor` at `indices`.
-  static func gatherRows(_ tensor: Tensor, _ indices: [Int]) -> Tensor {
-    let rowSize = tensor.shape.dropFirst().reduce(1, *)
-    var scalars = [Float](repeating: 0, count: indices.count * rowSize)
-    tensor.withUnsafeBufferPointer { source in
-      scalars.withUnsafeMutableBufferPointer { destination in
-        for (position, row) in indices.enumerated() {
-          precondition(row >= 0 && row < tensor.shape[0], "row \(row) outside \(tensor.shape[0]) rows")
-          for offset in 0..<rowSize {
-            destination[position * rowSize + offset] = source[row * rowSize + offset]
-          }
-        }
-      }
-    }
-    return Tensor(shape: [indices.count] + tensor.shape.dropFirst(), scalars: scalars)
+      unchecked: name, inputs: inputs.rows(indices), labels: labels.rows(indices), classCount: classCount)
   }
 }
 

@@ -5,6 +5,7 @@ import MeshRPC
 import MeshTensor
 import Synchronization
 import SwiftProtobuf
+import MeshPSClient
 
 /// Writes the store's variables to safetensors files and restores the
 /// latest one.

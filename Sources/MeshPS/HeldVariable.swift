@@ -1,8 +1,10 @@
 import Foundation
+import MeshOps
 import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshWire
+import MeshPSClient
 
 /// A variable as the ps holds it: its definition, update rule, value,
 /// optimizer slots and version (the number of updates applied).
@@ -28,7 +30,7 @@ struct HeldVariable: Sendable {
   /// anything when the definition is invalid or does not fit; the caller
   /// releases `reservedBytes` when it drops the variable.
   init(defining definition: Pipemesh_V1_VariableDefinition, user: String, budget: MemoryBudget) throws {
-    try Names.checkVariable(definition.name)
+    try MeshNames.checkVariable(definition.name)
     guard definition.dtype == .float32 || definition.dtype == .unspecified else {
       throw RPCError(.invalidArgument, "variable \(definition.name) has dtype \(definition.dtype); only DTYPE_FLOAT32 is held")
     }
@@ -42,7 +44,7 @@ struct HeldVariable: Sendable {
       throw RPCError(
         .resourceExhausted,
         "variable \(definition.name) of shape \(definition.shape) is larger than this ps's limit of "
-          + "\(MemoryBudget.describe(budget.variableLimit)) for one variable (--max-variable-mib)")
+          + "\(HostMemory.describe(budget.variableLimit)) for one variable (--max-variable-mib)")
     }
     let optimizer = try makeOptimizer(definition.optimizer)
     let reserved = valueBytes * (1 + optimizer.slotNames.count)

@@ -1,4 +1,5 @@
 import Foundation
+import MeshOps
 import MeshRPC
 import Synchronization
 
@@ -32,8 +33,8 @@ public final class MemoryBudget: Sendable {
     if let taken {
       throw RPCError(
         .resourceExhausted,
-        "\(what()) needs \(Self.describe(bytes)); this ps holds \(Self.describe(taken)) of its budget of "
-          + "\(Self.describe(limit)) (--memory-budget-mib): add ps tasks or raise the budget (the variables of ended jobs "
+        "\(what()) needs \(HostMemory.describe(bytes)); this ps holds \(HostMemory.describe(taken)) of its budget of "
+          + "\(HostMemory.describe(limit)) (--memory-budget-mib): add ps tasks or raise the budget (the variables of ended jobs "
           + "stay until the ps restarts without their checkpoint)")
     }
   }
@@ -48,58 +49,5 @@ public final class MemoryBudget: Sendable {
   /// until enough is released.
   func account(_ bytes: Int) {
     used.withLock { $0 += bytes }
-  }
-
-  /// Bytes in MiB with one decimal, and exactly.
-  public static func describe(_ bytes: Int) -> String {
-    String(format: "%.1f MiB", Double(bytes) / 1_048_576) + " (\(bytes) bytes)"
-  }
-
-  /// Half the memory this process may use: the host's physical memory, or
-  /// the cgroup's limit when one is set (a container, a systemd unit's
-  /// MemoryMax=), whichever is smaller. The other half leaves room for the
-  /// gradients in flight, checkpoint encoding and the runtime.
-  public static func hostDefault() -> Int {
-    min(physicalMemory(), cgroupLimit() ?? .max) / 2
-  }
-
-  /// The smallest memory limit on the path from this process's cgroup up to
-  /// the root: cgroup v2's `memory.max`, or v1's `memory.limit_in_bytes`
-  /// (a systemd unit's or slice's MemoryMax=, a container's limit). Nil when
-  /// none is set.
-  static func cgroupLimit() -> Int? {
-    guard let membership = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
-    var limits: [Int] = []
-    for line in membership.split(separator: "\n") {
-      let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-      guard fields.count == 3 else { continue }
-      if fields[0] == "0", fields[1].isEmpty {
-        limits += limitsUp(from: String(fields[2]), root: "/sys/fs/cgroup", file: "memory.max")
-      } else if fields[1].split(separator: ",").contains("memory") {
-        limits += limitsUp(from: String(fields[2]), root: "/sys/fs/cgroup/memory", file: "memory.limit_in_bytes")
-      }
-    }
-    return limits.min()
-  }
-
-  /// The limits in `file` of the cgroup at `path` under `root` and of its
-  /// parents ("max" and unreadable files count as none).
-  private static func limitsUp(from path: String, root: String, file: String) -> [Int] {
-    var path = path.isEmpty ? "/" : path
-    var limits: [Int] = []
-    while true {
-      let location = root + (path == "/" ? "" : path) + "/" + file
-      if let text = try? String(contentsOfFile: location, encoding: .utf8),
-        let limit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
-      {
-        limits.append(limit)
-      }
-      guard path != "/" else { return limits }
-      path = (path as NSString).deletingLastPathComponent
-    }
-  }
-
-  private static func physicalMemory() -> Int {
-    Int(clamping: ProcessInfo.processInfo.physicalMemory)
   }
 }

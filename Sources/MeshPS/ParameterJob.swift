@@ -3,6 +3,7 @@ import MeshProto
 import MeshRPC
 import MeshTensor
 import Synchronization
+import MeshPSClient
 
 /// One pusher of gradients: a stage (user) in one data-parallel replica.
 struct Pusher: Hashable, Sendable {

@@ -1,7 +1,10 @@
 import Foundation
+import MeshOps
 import MeshProto
 import MeshRPC
+import MeshWire
 import Synchronization
+import MeshPSClient
 
 /// Every job's variables on one ps task.
 public final class ParameterStore: Sendable {
@@ -9,7 +12,7 @@ public final class ParameterStore: Sendable {
   /// What the variables of every job may take, and take now.
   public let budget: MemoryBudget
 
-  public init(budget: MemoryBudget = MemoryBudget(limit: MemoryBudget.hostDefault(), variableLimit: 4 << 30)) {
+  public init(budget: MemoryBudget = MemoryBudget(limit: HostMemory.defaultBudget(), variableLimit: 4 << 30)) {
     self.budget = budget
   }
 
@@ -25,7 +28,7 @@ public final class ParameterStore: Sendable {
   /// Creates a job on its first registration; later ones must name the same
   /// consistency.
   func register(_ request: Pipemesh_V1_RegisterRequest) async throws -> Pipemesh_V1_RegisterResponse {
-    try Names.checkJob(request.job)
+    try MeshNames.checkJob(request.job)
     let consistency = try JobConsistency(request.consistency)
     // Counted under the store's lock, as the removal below is: a failed
     // first registration never drops a job that another one is joining.

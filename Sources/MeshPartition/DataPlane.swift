@@ -25,8 +25,8 @@ public final class DataPlane: Sendable {
   /// Tensors by key, the fetches waiting for keys not offered yet, and the
   /// steps and jobs dropped (whose tensors will never come).
   private struct Held {
-    var tensors: [String: Tensor] = [:]
-    var waiting: [String: [Waiter]] = [:]
+    var tensors: [DataPlaneKey: Tensor] = [:]
+    var waiting: [DataPlaneKey: [Waiter]] = [:]
     var nextWaiter = 0
     /// Training steps 1 through this one are committed here, by job.
     var committedThrough: [String: Int64] = [:]
@@ -35,18 +35,17 @@ public final class DataPlane: Sendable {
 
     /// Whether no tensor will be offered under `key` any more: its job is
     /// unloaded or its step committed (so a fetch waiting for it ends).
-    func isDropped(_ key: String) -> Bool { isCommitted(key, stepsBefore: 0) }
+    func isDropped(_ key: DataPlaneKey) -> Bool { isCommitted(key, stepsBefore: 0) }
 
     /// Whether a held tensor under `key` is dropped: its job is unloaded or
     /// its step is older than the last committed one. The last committed
     /// step's tensors stay until the next commit, because a stage commits as
     /// soon as its own calls are answered, while a neighbour may still fetch
     /// what it produced.
-    func isExpired(_ key: String) -> Bool { isCommitted(key, stepsBefore: 1) }
+    func isExpired(_ key: DataPlaneKey) -> Bool { isCommitted(key, stepsBefore: 1) }
 
-    private func isCommitted(_ key: String, stepsBefore: Int64) -> Bool {
-      guard let (job, step) = DataPlaneKey.jobAndStep(of: key) else { return false }
-      return droppedJobs.contains(job) || (step >= 1 && step <= committedThrough[job, default: 0] - stepsBefore)
+    private func isCommitted(_ key: DataPlaneKey, stepsBefore: Int64) -> Bool {
+      droppedJobs.contains(key.job) || (key.step >= 1 && key.step <= committedThrough[key.job, default: 0] - stepsBefore)
     }
   }
 
@@ -70,7 +69,7 @@ public final class DataPlane: Sendable {
 
   /// Keeps a tensor for a neighbour (or hands it to the fetches already
   /// waiting for it) and returns the reference to pass on.
-  func offer(_ tensor: Tensor, key: String) -> Pipemesh_V1_TensorReference {
+  func offer(_ tensor: Tensor, key: DataPlaneKey) -> Pipemesh_V1_TensorReference {
     let served = held.withLock { held -> [Waiter] in
       let waiters = held.waiting.removeValue(forKey: key) ?? []
       // Every waiter that only reads gets it; the first that releases takes it.
@@ -87,14 +86,14 @@ public final class DataPlane: Sendable {
     for waiter in served { waiter.continuation.resume(returning: tensor) }
     return .with {
       $0.endpoint = endpoint
-      $0.key = key
+      $0.key = key.wire
     }
   }
 
   /// Hands out a held tensor (FetchTensor). With `wait`, a tensor not offered
   /// yet is awaited until it is, the task is cancelled, or its step is
   /// dropped; without, NOT_FOUND names the key.
-  func take(_ key: String, release: Bool, wait: Bool = false) async throws -> Tensor {
+  func take(_ key: DataPlaneKey, release: Bool, wait: Bool = false) async throws -> Tensor {
     let id = held.withLock { held -> Int in
       held.nextWaiter += 1
       return held.nextWaiter
@@ -151,10 +150,10 @@ public final class DataPlane: Sendable {
   }
 
   private func drop(_ mark: (inout Held) -> Void) {
-    let ended = held.withLock { held -> [(String, Waiter)] in
+    let ended = held.withLock { held -> [(DataPlaneKey, Waiter)] in
       mark(&held)
       for key in held.tensors.keys where held.isExpired(key) { held.tensors[key] = nil }
-      var ended: [(String, Waiter)] = []
+      var ended: [(DataPlaneKey, Waiter)] = []
       for (key, waiters) in held.waiting where held.isDropped(key) {
         ended += waiters.map { (key, $0) }
         held.waiting[key] = nil
@@ -164,7 +163,7 @@ public final class DataPlane: Sendable {
     for (key, waiter) in ended { waiter.continuation.resume(throwing: Self.droppedError(key)) }
   }
 
-  private static func droppedError(_ key: String) -> RPCError {
+  private static func droppedError(_ key: DataPlaneKey) -> RPCError {
     RPCError(.aborted, "tensor \(key) will not be produced: its step was committed or its job unloaded")
   }
 
@@ -181,7 +180,7 @@ public final class DataPlane: Sendable {
     case .inline(let wire):
       return try Tensor(wire: wire, what: what)
     case .reference(let reference):
-      if reference.endpoint == endpoint { return try await take(reference.key, release: true, wait: wait) }
+      if reference.endpoint == endpoint { return try await take(DataPlaneKey(wire: reference.key), release: true, wait: wait) }
       guard allowed.contains(reference.endpoint) else {
         throw RPCError(
           .permissionDenied,

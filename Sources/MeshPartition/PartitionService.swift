@@ -1,5 +1,6 @@
 import Foundation
-import MeshPS
+import MeshOps
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -26,7 +27,7 @@ public final class PartitionService: RPCService, Sendable {
   /// variables take with their gradients and optimizer slots.
   public init(
     dataPlane: DataPlane, transport: TransportConfiguration, defaultMaxKeptBytes: Int = 0, blasThreads: Int = 1,
-    dialPolicy: DialPolicy = .loopback, parameterBudget: Int = MemoryBudget.hostDefault()
+    dialPolicy: DialPolicy = .loopback, parameterBudget: Int = HostMemory.defaultBudget()
   ) {
     self.dialPolicy = dialPolicy
     self.parameterBudget = parameterBudget
@@ -78,10 +79,11 @@ public final class PartitionService: RPCService, Sendable {
     }
     router.unary(PartitionMethods.fetchTensor) { [self] request, _ in
       // A tensor of a job not loaded here will not be produced here.
-      if request.wait, let (job, _) = DataPlaneKey.jobAndStep(of: request.key), stages.withLock({ $0[job] == nil }) {
-        throw RPCError(.failedPrecondition, "job \(job) is not loaded on this partition: its tensor \(request.key) will not be produced")
+      let key = try DataPlaneKey(wire: request.key)
+      if request.wait, stages.withLock({ $0[key.job] == nil }) {
+        throw RPCError(.failedPrecondition, "job \(key.job) is not loaded on this partition: its tensor \(key) will not be produced")
       }
-      return Pipemesh_V1_Tensor(sharing: try await dataPlane.take(request.key, release: request.release, wait: request.wait))
+      return Pipemesh_V1_Tensor(sharing: try await dataPlane.take(key, release: request.release, wait: request.wait))
     }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in
       // Only a job loaded here leaves a mark: any other name changes nothing.
@@ -116,9 +118,7 @@ public final class PartitionService: RPCService, Sendable {
   }
 
   private func load(_ request: Pipemesh_V1_LoadStageRequest) async throws -> Pipemesh_V1_LoadStageResponse {
-    guard !request.job.isEmpty, !request.job.contains("/") else {
-      throw RPCError(.invalidArgument, "job name '\(request.job.echoed)' must be non-empty and without '/'")
-    }
+    try MeshNames.checkJob(request.job)
     guard request.stage >= 0 else { throw RPCError(.invalidArgument, "stage is \(request.stage); stages count from 0") }
     guard request.replica >= 0 else { throw RPCError(.invalidArgument, "replica is \(request.replica); replicas count from 0") }
     guard request.maxKeptBytes >= 0 else {
@@ -141,7 +141,7 @@ public final class PartitionService: RPCService, Sendable {
       throw RPCError(
         .resourceExhausted,
         "stage \(request.stage) has \(parameters) parameters, which with their gradients and optimizer slots need "
-          + "\(MemoryBudget.describe(parameters * Self.bytesPerParameter)); this partition's budget is \(MemoryBudget.describe(parameterBudget)) "
+          + "\(HostMemory.describe(parameters * Self.bytesPerParameter)); this partition's budget is \(HostMemory.describe(parameterBudget)) "
           + "(--memory-budget-mib): split the model over more stages")
     }
     guard !request.parameterServers.isEmpty, request.parameterServers.count <= 1024 else {

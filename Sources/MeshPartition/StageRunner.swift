@@ -1,5 +1,5 @@
 import Foundation
-import MeshPS
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -108,9 +108,8 @@ actor StageRunner {
     try await ps.register(job: job, variables: definitions, consistency: consistency, user: user)
     try await refresh()
     let shared = Set(model.layers.flatMap(\.sharedVariables).map(\.name))
-    var isSync = false
-    if case .sync = consistency.mode { isSync = true }
-    if isSync, consistency.replicas <= 1, spec.clipGlobalNorm == 0, versions.values.allSatisfy({ $0 == 0 }),
+    let rule = try JobConsistency(consistency)
+    if rule.mode == .sync, rule.replicas <= 1, spec.clipGlobalNorm == 0, versions.values.allSatisfy({ $0 == 0 }),
       definitions.allSatisfy({ !shared.contains($0.name) })
     {
       localUpdates = LocalUpdates(optimizer: try makeOptimizer(spec))
@@ -177,7 +176,7 @@ actor StageRunner {
       if isLast {
         response.outputValue = Pipemesh_V1_Tensor(sharing: output)
       } else {
-        response.output = dataPlane.offer(output, key: DataPlaneKey.inference(request.key))
+        response.output = dataPlane.offer(output, key: DataPlaneKey(request.key, .inference))
       }
       return response
     }
@@ -202,7 +201,7 @@ actor StageRunner {
       response.loss = Double(loss.value)
       response.correct = Int64(loss.correct)
     } else {
-      response.output = dataPlane.offer(forward.output, key: DataPlaneKey.activation(request.key))
+      response.output = dataPlane.offer(forward.output, key: DataPlaneKey(request.key, .activation))
     }
     let computeSeconds = (ContinuousClock.now - computeStarted).seconds
     response.computeSeconds = computeSeconds
@@ -290,7 +289,7 @@ actor StageRunner {
     // merged when both are back.
     let sums = GradientSums(accumulated)
     accumulated = [:]
-    let (dataPlane, inputGradientKey) = (dataPlane, DataPlaneKey.inputGradient(request.key))
+    let (dataPlane, inputGradientKey) = (dataPlane, DataPlaneKey(request.key, .gradient))
     let computeStarted = ContinuousClock.now
     let offered: Pipemesh_V1_TensorReference?
     do {

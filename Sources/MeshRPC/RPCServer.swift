@@ -1,12 +1,12 @@
 import CGRPCShim
 import Foundation
-import MeshProto
 
 /// A gRPC server: listens, routes calls to its services' handlers, answers
-/// `grpc.health.v1.Health` and server reflection.
+/// `grpc.health.v1.Health`, and server reflection from the descriptor set it
+/// is given (a `google.protobuf.FileDescriptorSet`; none: no reflection).
 ///
 /// ```swift
-/// let server = try RPCServer(services: [DiagnosticsService(role: "ps")])
+/// let server = try RPCServer(services: [myService])
 /// print(server.port)
 /// await server.shutdown(gracePeriod: .seconds(5))
 /// ```
@@ -24,7 +24,7 @@ public final class RPCServer: Sendable {
   /// `observer` sees every finished call.
   public init(
     address: String = "127.0.0.1:0", transport: TransportConfiguration = .init(),
-    services: [any RPCService], reflection: Data? = MeshDescriptors.fileDescriptorSet,
+    services: [any RPCService], reflection: Data? = nil,
     observer: (any RPCObserver)? = nil
   ) throws {
     var router = RPCRouter()

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A counter-based pseudo-random generator that gives the same bits on every machine: value `i`
 /// of stream `seed` is SplitMix64's finaliser applied to `seed + (i + 1) · γ`. Normals use
 /// Box–Muller with logarithm and sine/cosine written here from IEEE-exact operations (+, −, ×, ÷,
@@ -44,22 +46,37 @@ public enum PortableRandom {
         return (Float(radius * cosine), Float(radius * sine))
     }
 
-    /// A stable 64-bit seed for `name` under `seed` (FNV-1a of the UTF-8 bytes, then mixed).
-    /// A seeded permutation of 0..<count (Fisher–Yates): the same on every machine.
+    /// A seeded permutation of `0..<count` (Fisher–Yates), the same on every machine: draw k
+    /// (k = 0, 1, … for positions count − 1 down to 1) is value k of stream `seed`, bounded by
+    /// the high word of its 128-bit product with the position's range.
     public static func permutation(_ count: Int, seed: UInt64) -> [Int] {
-        var indices = Array(0..<count)
-        for i in stride(from: count - 1, to: 0, by: -1) {
-            indices.swapAt(i, Int(bits(seed: seed, counter: UInt64(i)) % UInt64(i + 1)))
+        var order = Array(0..<count)
+        for (draw, index) in stride(from: count - 1, to: 0, by: -1).enumerated() {
+            let value = bits(seed: seed, counter: UInt64(draw))
+            order.swapAt(index, Int(value.multipliedFullWidth(by: UInt64(index + 1)).high))
         }
-        return indices
+        return order
     }
 
+    /// The seed of epoch `epoch`'s example order (epochs counted from 0) in a run seeded with
+    /// `seed`.
+    public static func epochSeed(_ seed: UInt64, epoch: Int) -> UInt64 {
+        derivedSeed(seed, "epoch \(epoch)")
+    }
+
+    /// Examples `0..<count` split in two: after `permutation(count, seed:)`, the last
+    /// `round(validationFraction · count)` positions hold the validation examples and the others
+    /// the training examples, each in permuted order. `validationFraction` must be in 0...1.
+    public static func heldOutSplit(count: Int, validationFraction: Double, seed: UInt64) -> (train: [Int], validation: [Int]) {
+        precondition((0...1).contains(validationFraction), "validation fraction \(validationFraction) outside 0...1")
+        let order = permutation(count, seed: seed)
+        let trainCount = count - Int((validationFraction * Double(count)).rounded())
+        return (Array(order[..<trainCount]), Array(order[trainCount...]))
+    }
+
+    /// A stable 64-bit seed for `name` under `seed` (FNV-1a of the UTF-8 bytes, then mixed).
     public static func derivedSeed(_ seed: UInt64, _ name: String) -> UInt64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in name.utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
-        }
-        return mix(seed ^ hash)
+        mix(seed ^ fnv1a64(name.utf8))
     }
 
     /// Natural logarithm of a positive, normal `x` from its binary exponent and an atanh series.
@@ -107,4 +124,19 @@ public enum PortableRandom {
         default: return (-cosine, sine)
         }
     }
+}
+
+/// FNV-1a, 64-bit: a hash every machine computes alike (seeds, the ps's placement of variables,
+/// comparing initial values).
+public func fnv1a64(_ bytes: some Sequence<UInt8>) -> UInt64 {
+    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+    for byte in bytes {
+        hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+    }
+    return hash
+}
+
+/// FNV-1a, 64-bit, of `data`'s bytes.
+public func fnv1a64(_ data: Data) -> UInt64 {
+    data.withUnsafeBytes { fnv1a64($0) }
 }

@@ -93,7 +93,7 @@ public enum LinearRegression {
         var weights = Tensor.zeros([features, outputs]), bias = Tensor.zeros([outputs])
         var step = 0
         for epoch in 0..<epochs {
-            let order = mode == .batch ? Array(0..<samples) : shuffled(samples, seed: PortableRandom.derivedSeed(seed, "epoch\(epoch)"))
+            let order = mode == .batch ? Array(0..<samples) : PortableRandom.permutation(samples, seed: PortableRandom.epochSeed(seed, epoch: epoch))
             for start in stride(from: 0, to: samples, by: batchSize) {
                 let rows = Array(order[start..<Swift.min(start + batchSize, samples)])
                 let xb = x.gathering(indices: rows, indexShape: [rows.count]).detached()
@@ -119,15 +119,5 @@ public enum LinearRegression {
             let xMean = x.mean(alongAxes: [0], keepingDims: true), yMean = y.mean(alongAxes: [0], keepingDims: true)
             return (x - xMean, y - yMean, xMean, yMean)
         }
-    }
-
-    /// A seeded Fisher–Yates permutation of 0..<count.
-    private static func shuffled(_ count: Int, seed: UInt64) -> [Int] {
-        var order = Array(0..<count)
-        for i in stride(from: count - 1, to: 0, by: -1) {
-            let j = Int(PortableRandom.bits(seed: seed, counter: UInt64(i)) % UInt64(i + 1))
-            order.swapAt(i, j)
-        }
-        return order
     }
 }

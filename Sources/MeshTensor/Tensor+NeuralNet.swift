@@ -69,6 +69,11 @@ extension Tensor {
         }
     }
 
+    /// The rows (slices along axis 0) at `indices`, in that order: a batch of examples.
+    public func rows(_ indices: [Int]) -> Tensor {
+        gathering(indices: indices, indexShape: [indices.count])
+    }
+
     /// Rows of this table (axis 0) picked by `indices`; the result has shape
     /// `indexShape + shape[1...]`. This is an embedding lookup.
     public func gathering(indices: [Int], indexShape: [Int]) -> Tensor {

@@ -1,24 +1,53 @@
 import MeshProto
+import MeshRPC
 
-/// Keys under which a stage holds the tensors its neighbours fetch (see the
-/// Partition service in protos/): the coordinator names them in the
-/// neighbour's call before the stage has produced them.
-public enum DataPlaneKey {
-  /// A training Forward's output.
-  public static func activation(_ key: Pipemesh_V1_MicroBatchKey) -> String { "\(step(key))\(key.microBatch)/activation" }
-
-  /// A Backward's gradient with respect to the stage's input.
-  public static func inputGradient(_ key: Pipemesh_V1_MicroBatchKey) -> String { "\(step(key))\(key.microBatch)/gradient" }
-
-  /// An inference Forward's output.
-  public static func inference(_ key: Pipemesh_V1_MicroBatchKey) -> String { "\(step(key))\(key.microBatch)/inference" }
-
-  /// The job and step a key belongs to (nil for a key of another form).
-  public static func jobAndStep(of key: String) -> (job: String, step: Int64)? {
-    let parts = key.split(separator: "/", maxSplits: 2)
-    guard parts.count == 3, let step = Int64(parts[1]) else { return nil }
-    return (String(parts[0]), step)
+/// The name under which a stage holds a tensor its neighbours fetch (see the
+/// Partition service in protos/): the coordinator names it in the neighbour's
+/// call before the stage has produced it. On the wire it is the string
+/// `job/step/micro-batch/kind` (`TensorReference.key`).
+public struct DataPlaneKey: Hashable, Sendable, CustomStringConvertible {
+  /// What the tensor is.
+  public enum Kind: String, Sendable, CaseIterable {
+    /// A training Forward's output.
+    case activation
+    /// A Backward's gradient with respect to the stage's input.
+    case gradient
+    /// An inference Forward's output.
+    case inference
   }
 
-  private static func step(_ key: Pipemesh_V1_MicroBatchKey) -> String { "\(key.job)/\(key.step)/" }
+  public let job: String
+  public let step: Int64
+  public let microBatch: Int32
+  public let kind: Kind
+
+  /// The key of `kind` for the micro-batch `key` names.
+  public init(_ key: Pipemesh_V1_MicroBatchKey, _ kind: Kind) {
+    job = key.job
+    step = key.step
+    microBatch = key.microBatch
+    self.kind = kind
+  }
+
+  /// Reads a key in its wire form; throws INVALID_ARGUMENT naming the form
+  /// for any other string.
+  public init(wire: String) throws {
+    let parts = wire.split(separator: "/", omittingEmptySubsequences: false)
+    guard parts.count == 4, !parts[0].isEmpty, let step = Int64(parts[1]), let microBatch = Int32(parts[2]),
+      let kind = Kind(rawValue: String(parts[3]))
+    else {
+      throw RPCError(
+        .invalidArgument,
+        "key '\(wire.echoed)' is not a data-plane key: job/step/micro-batch/\(Kind.allCases.map(\.rawValue).joined(separator: "|"))")
+    }
+    job = String(parts[0])
+    self.step = step
+    self.microBatch = microBatch
+    self.kind = kind
+  }
+
+  /// The key as `TensorReference.key` carries it.
+  public var wire: String { "\(job)/\(step)/\(microBatch)/\(kind.rawValue)" }
+
+  public var description: String { wire }
 }

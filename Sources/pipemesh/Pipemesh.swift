@@ -1,5 +1,6 @@
 import ArgumentParser
 import MeshRPC
+import MeshOps
 
 @main
 struct Pipemesh: AsyncParsableCommand {

@@ -128,7 +128,7 @@ struct ServePS: AsyncParsableCommand {
     let checkpointSeconds = try Settings.integer(checkpointSeconds, option: "--checkpoint-seconds", in: 0...86_400 * 365, default: 60)
     let checkpointKeep = try Settings.integer(checkpointKeep, option: "--checkpoint-keep", in: 1...10_000, default: 3)
     let budgetMiB = try Settings.integer(
-      memoryBudgetMib, option: "--memory-budget-mib", in: 1...(1 << 40), default: MemoryBudget.hostDefault() >> 20)
+      memoryBudgetMib, option: "--memory-budget-mib", in: 1...(1 << 40), default: HostMemory.defaultBudget() >> 20)
     let variableMiB = try Settings.integer(maxVariableMib, option: "--max-variable-mib", in: 1...(1 << 40), default: 4096)
     let budget = MemoryBudget(limit: budgetMiB << 20, variableLimit: min(variableMiB, budgetMiB) << 20)
 
@@ -141,7 +141,7 @@ struct ServePS: AsyncParsableCommand {
       for problem in skipped { host.log.log("skipped unreadable checkpoint \(problem)", priority: .warning) }
       host.log.log(path.map { "restored \($0)" } ?? "no checkpoint in \(checkpointer.directory); starting empty")
     }
-    host.log.log("memory budget \(MemoryBudget.describe(budget.limit)), \(MemoryBudget.describe(budget.inUse)) in use")
+    host.log.log("memory budget \(HostMemory.describe(budget.limit)), \(HostMemory.describe(budget.inUse)) in use")
     ParameterServerMetrics.register(store: store, checkpointer: checkpointer, in: host.metrics)
     let periodic = Task {
       if let checkpointer, checkpointSeconds > 0 { await checkpointer.runPeriodically(every: .seconds(checkpointSeconds)) }

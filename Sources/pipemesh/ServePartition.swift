@@ -52,8 +52,8 @@ struct ServePartition: AsyncParsableCommand {
     } ?? (settings.server.tls?.requireClientCertificate == true ? .anywhere : .loopback)
     let blasThreads = try Settings.integer(blasThreads, option: "--blas-threads", in: 1...1024, default: 1)
     let budgetMiB = try Settings.integer(
-      memoryBudgetMib, option: "--memory-budget-mib", in: 1...(1 << 40), default: MemoryBudget.hostDefault() >> 20)
-    let maxKeptMiB = try Settings.integer(maxKeptMib, option: "--max-kept-mib", in: 1...(1 << 30), default: MemoryBudget.hostDefault() >> 20)
+      memoryBudgetMib, option: "--memory-budget-mib", in: 1...(1 << 40), default: HostMemory.defaultBudget() >> 20)
+    let maxKeptMiB = try Settings.integer(maxKeptMib, option: "--max-kept-mib", in: 1...(1 << 30), default: HostMemory.defaultBudget() >> 20)
     let advertise = Settings.text(advertise, option: "--advertise")
     if let advertise { try Settings.checkAddress(advertise, option: "--advertise") }
     BLAS.setThreadCount(blasThreads)

@@ -3,6 +3,7 @@ import Foundation
 import MeshOps
 import MeshProto
 import MeshRPC
+import MeshWire
 
 /// Runs one Pipemesh service the same way for every role: serve, check that
 /// the port answers, tell systemd READY=1 (and keep STATUS= and WATCHDOG=1
@@ -35,7 +36,7 @@ struct ServiceHost {
     do {
       server = try RPCServer(
         address: settings.listen, transport: settings.server, services: services + [diagnostics],
-        observer: RPCMetrics(registry: metrics))
+        reflection: MeshDescriptors.fileDescriptorSet, observer: RPCMetrics(registry: metrics))
     } catch let error as RPCError {
       throw ValidationError("--listen (or PIPEMESH_LISTEN) \(settings.listen): \(error.message)")
     }

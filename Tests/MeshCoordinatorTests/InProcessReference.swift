@@ -13,27 +13,23 @@ struct InProcessReference {
     self.learningRate = learningRate
   }
 
-  static func rows(_ tensor: Tensor, _ indices: [Int]) -> Tensor {
-    let rowShape = Array(tensor.shape.dropFirst())
-    return tensor.reshaped(to: [tensor.shape[0], rowShape.reduce(1, *)])
-      .gathering(indices: indices, indexShape: [indices.count]).reshaped(to: [indices.count] + rowShape)
-  }
-
   /// Per-step losses of plain SGD over `epochs`, with the coordinator's
-  /// shuffles (seed, then seed + epoch) and held-out split (the first
-  /// `held` examples of the seed's permutation).
-  mutating func train(inputs: Tensor, targets: Tensor, epochs: Int, batchSize: Int, seed: UInt64, held: Int = 0) -> [Float] {
-    let order = Array(PortableRandom.permutation(inputs.shape[0], seed: seed)[held...])
-    let trainInputs = Self.rows(inputs, order)
-    let trainTargets = Self.rows(targets, order)
+  /// held-out split and shuffles (`PortableRandom.heldOutSplit`, then a
+  /// permutation per epoch).
+  mutating func train(
+    inputs: Tensor, targets: Tensor, epochs: Int, batchSize: Int, seed: UInt64, validationFraction: Double = 0
+  ) -> [Float] {
+    let order = PortableRandom.heldOutSplit(count: inputs.shape[0], validationFraction: validationFraction, seed: seed).train
+    let trainInputs = inputs.rows(order)
+    let trainTargets = targets.rows(order)
     let optimizer = SGD(learningRate: .constant(learningRate))
     var losses: [Float] = []
     for epoch in 1...epochs {
-      let epochOrder = PortableRandom.permutation(trainInputs.shape[0], seed: seed &+ UInt64(epoch))
+      let epochOrder = PortableRandom.permutation(trainInputs.shape[0], seed: PortableRandom.epochSeed(seed, epoch: epoch - 1))
       for step in 0..<(trainInputs.shape[0] / batchSize) {
         let batch = Array(epochOrder[(step * batchSize)..<((step + 1) * batchSize)])
         let (loss, gradients) = model.lossAndGradients(
-          input: Self.rows(trainInputs, batch), target: Self.rows(trainTargets, batch), variables: variables,
+          input: trainInputs.rows(batch), target: trainTargets.rows(batch), variables: variables,
           context: ForwardContext(training: true))
         losses.append(loss)
         for (name, gradient) in gradients {
@@ -47,9 +43,9 @@ struct InProcessReference {
 
 extension InProcessReference {
   /// Accuracy on the coordinator's held-out split.
-  func validationAccuracy(inputs: Tensor, targets: Tensor, seed: UInt64, held: Int) -> Double {
-    let order = Array(PortableRandom.permutation(inputs.shape[0], seed: seed)[..<held])
-    let logits = model(Self.rows(inputs, order), variables: variables)
-    return Double(Loss.correctPredictions(logits: logits, labels: Self.rows(targets, order))) / Double(held)
+  func validationAccuracy(inputs: Tensor, targets: Tensor, seed: UInt64, validationFraction: Double) -> Double {
+    let order = PortableRandom.heldOutSplit(count: inputs.shape[0], validationFraction: validationFraction, seed: seed).validation
+    let logits = model(inputs.rows(order), variables: variables)
+    return Double(Loss.correctPredictions(logits: logits, labels: targets.rows(order))) / Double(order.count)
   }
 }

@@ -7,6 +7,7 @@ import MeshTestSupport
 import MeshPS
 import MeshWire
 import Testing
+import MeshPSClient
 
 /// Pipelined training over real processes (a ps, four partitions,
 /// coordinators) against single-process training of the same model.
@@ -393,7 +394,7 @@ import Testing
         "consistency: bounded consistency"),
       ("negative checkpoint steps", { $0.checkpoint.everySteps = -1 }, .invalidArgument, "checkpoint.every_steps"),
       ("negative kept bytes", { $0.maxKeptBytes = -1 }, .invalidArgument, "max_kept_bytes"),
-      ("a name over 100 characters", { $0.job = String(repeating: "n", count: 101) }, .invalidArgument, "1-100 characters"),
+      ("a name over 119 characters", { $0.job = String(repeating: "n", count: 120) }, .invalidArgument, "1-119 characters"),
       ("an embedding after another layer", {
         $0.model.layers.insert(.with { $0.embedding = .with { $0.vocabularySize = 4; $0.dimension = 2 } }, at: 1)
       }, .invalidArgument, "must be the model's first layer"),
@@ -520,7 +521,7 @@ import Testing
     #expect(late?.code == .failedPrecondition && late?.message.contains("already committed") == true, "\(String(describing: late))")
     let dropped = await #expect(throws: RPCError.self) {
       _ = try await partition.call(
-        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey.activation(key); $0.release = true; $0.wait = true },
+        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey(key, .activation).wire; $0.release = true; $0.wait = true },
         options: .init(timeout: .seconds(30)))
     }
     #expect(dropped?.code == .aborted, "\(String(describing: dropped))")
@@ -582,7 +583,7 @@ import Testing
     }
     func fetch(_ microBatch: Int32, wait: Bool) async throws -> Pipemesh_V1_Tensor {
       try await dataPlane.call(
-        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey.activation(key(microBatch)); $0.release = true; $0.wait = wait },
+        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey(key(microBatch), .activation).wire; $0.release = true; $0.wait = wait },
         options: .init(timeout: .seconds(30)))
     }
 
@@ -595,7 +596,7 @@ import Testing
       $0.input.inline = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: 0..<4))
       $0.schedulePosition = 1
     })
-    #expect(forward.output.key == DataPlaneKey.activation(key(0)))
+    #expect(forward.output.key == DataPlaneKey(key(0), .activation).wire)
     #expect(try await waited.shape == [4, 16])
 
     let abandoned = Task { try await fetch(1, wait: true) }
@@ -617,7 +618,7 @@ import Testing
     }
     func fetch(_ key: Pipemesh_V1_MicroBatchKey, release: Bool) async throws -> Pipemesh_V1_Tensor {
       try await dataPlane.call(
-        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey.activation(key); $0.release = release; $0.wait = true },
+        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey(key, .activation).wire; $0.release = release; $0.wait = true },
         options: .init(timeout: .seconds(30)))
     }
     func runStep(_ step: Int64) async throws {

@@ -21,7 +21,7 @@ import Testing
     let model = try Self.spec(example)
     let digits = try Datasets.bundled(named: "digits")
     let inputs = digits.inputs.reshaped(to: [digits.count] + model.inputShape.map { Int($0) })
-    let held = Int(Double(digits.count) * Double(Float(0.2)))
+    let held = Int((Double(Float(0.2)) * Double(digits.count)).rounded())
 
     var request = Pipemesh_V1_TrainRequest()
     request.job = example
@@ -44,8 +44,8 @@ import Testing
     let labels = digits.labels
     let inProcess = try await onOwnThread {
       var reference = InProcessReference(model: built, learningRate: 0.02)
-      _ = reference.train(inputs: inputs, targets: labels, epochs: 2, batchSize: 64, seed: 3, held: held)
-      return reference.validationAccuracy(inputs: inputs, targets: labels, seed: 3, held: held)
+      _ = reference.train(inputs: inputs, targets: labels, epochs: 2, batchSize: 64, seed: 3, validationFraction: Double(Float(0.2)))
+      return reference.validationAccuracy(inputs: inputs, targets: labels, seed: 3, validationFraction: Double(Float(0.2)))
     }
 
     #expect(pipelined > 0.8, "\(example) reached only \(pipelined)")

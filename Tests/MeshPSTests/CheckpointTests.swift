@@ -6,6 +6,8 @@ import MeshRPC
 import MeshTensor
 import MeshTestSupport
 import Testing
+import MeshPSClient
+import MeshWire
 
 /// Checkpoints across real restarts and crashes.
 @Suite(.serialized) struct CheckpointTests {

@@ -5,6 +5,8 @@ import MeshRPC
 import MeshTensor
 import MeshTestSupport
 import Testing
+import MeshPSClient
+import MeshWire
 
 /// Concurrent pushers against a real ps process: no update is lost, and each
 /// consistency rule gives the exact expected values.

@@ -3,6 +3,7 @@ import MeshCheckpoint
 import MeshPS
 import MeshTensor
 import Testing
+import MeshPSClient
 
 /// Pure pieces: the placement rule and the safetensors format.
 @Suite struct PlacementTests {

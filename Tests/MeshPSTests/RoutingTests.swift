@@ -5,6 +5,8 @@ import MeshRPC
 import MeshTensor
 import MeshTestSupport
 import Testing
+import MeshPSClient
+import MeshWire
 
 /// A cluster of three ps processes behind one client.
 @Suite struct RoutingTests {

@@ -3,6 +3,8 @@ import MeshProto
 import MeshRPC
 import MeshTestSupport
 import Testing
+import MeshWire
+import MeshOps
 
 /// Every call kind over real loopback sockets through the C++ shim.
 @Suite struct CallTests {

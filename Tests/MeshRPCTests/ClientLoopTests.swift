@@ -4,6 +4,8 @@ import MeshRPC
 import MeshTestSupport
 import Synchronization
 import Testing
+import MeshWire
+import MeshOps
 
 /// Tasks that prefer a client loop's executor run on the thread that
 /// completes their calls, whatever resumes them.

@@ -4,6 +4,8 @@ import MeshRPC
 import MeshTestSupport
 import SwiftProtobuf
 import Testing
+import MeshWire
+import MeshOps
 
 /// Random bytes sent to every registered method get INVALID_ARGUMENT, and the
 /// server keeps serving.

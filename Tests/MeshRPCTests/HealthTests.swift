@@ -3,6 +3,8 @@ import MeshProto
 import MeshRPC
 import MeshTestSupport
 import Testing
+import MeshWire
+import MeshOps
 
 /// The standard grpc.health.v1 service, driven from Swift.
 @Suite struct HealthTests {

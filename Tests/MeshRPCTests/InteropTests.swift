@@ -3,6 +3,8 @@ import MeshProto
 import MeshRPC
 import MeshTestSupport
 import Testing
+import MeshWire
+import MeshOps
 
 /// Interop both ways with Python grpcio, stubs generated from protos/.
 @Suite(.serialized) struct InteropTests {

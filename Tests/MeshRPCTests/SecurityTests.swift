@@ -3,6 +3,8 @@ import MeshProto
 import MeshRPC
 import MeshTestSupport
 import Testing
+import MeshWire
+import MeshOps
 
 /// TLS and mutual TLS with certificates made by openssl for the test.
 @Suite struct SecurityTests {

@@ -4,6 +4,7 @@ import MeshRPC
 import SwiftProtobuf
 import SwiftProtobufPluginLibrary
 import Testing
+import MeshWire
 
 /// The typed method tables agree with the services declared in protos/.
 @Suite struct ServiceMethodsTests {

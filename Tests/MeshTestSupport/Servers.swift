@@ -1,4 +1,5 @@
 import Foundation
+import MeshProto
 import MeshRPC
 
 /// Starts a server on a free loopback port with `services`, opens a client to
@@ -8,7 +9,7 @@ public func withServer<R>(
   client clientTransport: TransportConfiguration = .init(),
   _ body: (RPCServer, RPCClient) async throws -> R
 ) async throws -> R {
-  let server = try RPCServer(transport: serverTransport, services: services)
+  let server = try RPCServer(transport: serverTransport, services: services, reflection: MeshDescriptors.fileDescriptorSet)
   let result: Result<R, any Error>
   do {
     let client = try RPCClient(target: server.endpoint, transport: clientTransport)

@@ -3,6 +3,7 @@ import MeshProto
 import MeshRPC
 import MeshTestSupport
 import Testing
+import MeshWire
 
 /// A coordinator reads dataset files from its data directory only: paths
 /// that lead out of it (absolute, `..`, links) and files that are not

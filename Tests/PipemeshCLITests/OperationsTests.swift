@@ -6,6 +6,7 @@ import MeshProto
 import MeshRPC
 import MeshTestSupport
 import Testing
+import MeshWire
 
 /// The services as systemd and Prometheus see them, without systemd as PID 1.
 @Suite struct OperationsTests {

@@ -3,6 +3,7 @@ import MeshProto
 import MeshRPC
 import MeshTestSupport
 import Testing
+import MeshWire
 
 /// `pipemesh serve` refuses a bad configuration at start with exit status 64
 /// (which the units' `RestartPreventExitStatus=64` keeps systemd from

@@ -10,6 +10,8 @@ import MeshPS
 import MeshRPC
 import MeshTensor
 import Synchronization
+import MeshPSClient
+import MeshWire
 
 let transport = TransportConfiguration(maxMessageBytes: 256 << 20)
 

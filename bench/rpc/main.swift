@@ -9,6 +9,8 @@ import Foundation
 import MeshProto
 import MeshRPC
 import Synchronization
+import MeshWire
+import MeshOps
 
 let maxMessageBytes = 64 << 20
 let transport = TransportConfiguration(maxMessageBytes: maxMessageBytes)

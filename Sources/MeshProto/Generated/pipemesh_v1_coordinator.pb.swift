@@ -291,7 +291,7 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Valid: 1 to 100 characters of A-Z a-z 0-9 _ . -; empty means "job-N". ALREADY_EXISTS while a
+  /// Valid: 1 to 119 characters of A-Z a-z 0-9 _ . -; empty means "job-N". ALREADY_EXISTS while a
   /// job of that name runs; PERMISSION_DENIED when another user's job has the name.
   public var job: String {
     get {_storage._job}
@@ -375,7 +375,8 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   public mutating func clearCheckpoint() {_uniqueStorage()._checkpoint = nil}
 
   /// Fraction of the data held out for evaluation.
-  /// Valid: 0 (none) up to, not including, 1; floor(examples * fraction) are held out.
+  /// Valid: 0 (none) up to, not including, 1; round(examples * fraction) are held out, chosen
+  /// by a permutation seeded with shuffle_seed (the same on every machine).
   public var validationFraction: Float {
     get {_storage._validationFraction}
     set {_uniqueStorage()._validationFraction = newValue}

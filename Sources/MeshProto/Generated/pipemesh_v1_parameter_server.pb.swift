@@ -40,7 +40,7 @@ public nonisolated struct Pipemesh_V1_Consistency: Sendable {
   }
 
   /// Apply every push at once, as it is.
-  /// Valid: at most one mode; the ps takes none as async (the coordinator sends sync).
+  /// Valid: at most one mode; none is sync.
   public var async: Pipemesh_V1_AsyncConsistency {
     get {
       if case .async(let v)? = mode {return v}
@@ -71,7 +71,7 @@ public nonisolated struct Pipemesh_V1_Consistency: Sendable {
     /// training.
     case sync(Pipemesh_V1_SyncConsistency)
     /// Apply every push at once, as it is.
-    /// Valid: at most one mode; the ps takes none as async (the coordinator sends sync).
+    /// Valid: at most one mode; none is sync.
     case async(Pipemesh_V1_AsyncConsistency)
     /// Apply at once, within a staleness bound.
     /// Valid: see BoundedConsistency.

@@ -104,8 +104,8 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Valid: non-empty, without '/'; the ps's Register needs 1 to 128 characters of
-  /// A-Z a-z 0-9 _ . -. Loading a loaded job with any other request is FAILED_PRECONDITION.
+  /// Valid: 1 to 128 characters of A-Z a-z 0-9 _ . -, as the ps's Register needs. Loading a
+  /// loaded job with any other request is FAILED_PRECONDITION.
   public var job: String {
     get {_storage._job}
     set {_uniqueStorage()._job = newValue}
@@ -177,7 +177,7 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
   }
 
   /// How the job's variables are updated: registered with the ps.
-  /// Valid: see Consistency (an unset mode is async at the ps); the same for every Register of
+  /// Valid: see Consistency (an unset mode is sync); the same for every Register of
   /// the job (FAILED_PRECONDITION otherwise).
   public var consistency: Pipemesh_V1_Consistency {
     get {_storage._consistency ?? Pipemesh_V1_Consistency()}

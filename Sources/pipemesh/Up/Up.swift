@@ -6,6 +6,7 @@ import MeshProto
 import MeshRPC
 import SwiftProtobuf
 import Synchronization
+import MeshWire
 
 struct Up: AsyncParsableCommand {
   static let configuration = CommandConfiguration(

@@ -1,6 +1,8 @@
 import Foundation
 import MeshProto
+import MeshRPC
 import Synchronization
+import MeshWire
 
 /// `pipemesh.v1.Diagnostics`: echo and describe, served by every Pipemesh
 /// process to check reachability, latency and bandwidth between hosts.

@@ -1,19 +1,5 @@
 import Foundation
-
-/// FNV-1a, 64-bit: a hash every machine computes alike, for placement and
-/// for comparing initial values.
-func fnv1a64(_ bytes: some Sequence<UInt8>) -> UInt64 {
-  var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-  for byte in bytes {
-    hash ^= UInt64(byte)
-    hash &*= 0x0000_0100_0000_01b3
-  }
-  return hash
-}
-
-func fnv1a64(_ data: Data) -> UInt64 {
-  data.withUnsafeBytes { fnv1a64($0) }
-}
+import MeshTensor
 
 /// Where each variable lives in a cluster of ps tasks. The rule is stable
 /// (the same on every machine, for any order of registration): a variable's

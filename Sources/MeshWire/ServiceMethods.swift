@@ -1,3 +1,4 @@
+import MeshRPC
 import MeshProto
 
 // The methods of every service in protos/, typed. MeshProtoTests check this
