@@ -17,7 +17,9 @@ public enum AtomicFile {
 
   /// Writes the file from the byte spans `body` passes to its `write`
   /// function, in order, without gathering them in memory first.
-  public static func write(to path: String, _ body: (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+  public static func write(to path: String, _ body: (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void)
+    throws
+  {
     let directory = (path as NSString).deletingLastPathComponent
     let temporary = (directory as NSString).appendingPathComponent(
       "\(temporaryPrefix)\((path as NSString).lastPathComponent)-\(getpid())")

@@ -59,7 +59,9 @@ public enum SafeTensors {
   /// Decodes a file, checking that every byte range lies inside the data and
   /// that the ranges cover it exactly.
   public static func decode(_ data: Data) throws -> Contents {
-    guard data.count >= 8 else { throw FormatError("file is \(data.count) bytes, shorter than the 8-byte header length") }
+    guard data.count >= 8 else {
+      throw FormatError("file is \(data.count) bytes, shorter than the 8-byte header length")
+    }
     let headerLength = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
     guard headerLength <= UInt64(data.count - 8) else {
       throw FormatError("header length \(headerLength) runs past the end of the file (\(data.count) bytes)")

@@ -73,7 +73,8 @@ public final class TokenFile: Sendable {
     guard let header = metadata["authorization"], header.hasPrefix("Bearer ") else {
       throw RPCError(
         .unauthenticated,
-        "this coordinator needs a token: send the header 'authorization: Bearer <token>' (the CLI reads PIPEMESH_TOKEN or --token-file)")
+        "this coordinator needs a token: send the header 'authorization: Bearer <token>' (the CLI reads PIPEMESH_TOKEN or --token-file)"
+      )
     }
     guard let entries = currentEntries() else {
       throw RPCError(.unauthenticated, "this coordinator's tokens file cannot be used now; its operator has been told")
@@ -128,7 +129,9 @@ public final class TokenFile: Sendable {
     }
     let permissions = Int(status.st_mode) & 0o777
     guard permissions & 0o007 == 0 else {
-      throw TokenFileError("tokens file \(path) is readable or writable by other users (mode \(String(permissions, radix: 8))): chmod o-rwx it")
+      throw TokenFileError(
+        "tokens file \(path) is readable or writable by other users (mode \(String(permissions, radix: 8))): chmod o-rwx it"
+      )
     }
     var entries: [Entry] = []
     var names: Set<String> = []
@@ -137,14 +140,23 @@ public final class TokenFile: Sendable {
       let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
       guard let first = fields.first, !first.hasPrefix("#") else { continue }
       let place = "tokens file \(path), line \(index + 1)"
-      guard fields.count == 3 else { throw TokenFileError(contents: "\(place): expected 'NAME ROLE TOKEN', got \(fields.count) fields") }
-      let (name, role, token) = (String(fields[0]), fields[1], Array(fields[2].utf8))
-      guard ["admin", "user"].contains(role) else { throw TokenFileError(contents: "\(place): the role must be admin or user") }
-      guard token.count >= minimumTokenLength else {
-        throw TokenFileError(contents: "\(place): the token has \(token.count) characters; give at least \(minimumTokenLength)")
+      guard fields.count == 3 else {
+        throw TokenFileError(contents: "\(place): expected 'NAME ROLE TOKEN', got \(fields.count) fields")
       }
-      guard names.insert(name).inserted else { throw TokenFileError(contents: "\(place): user \(name) is listed twice") }
-      guard tokens.insert(token).inserted else { throw TokenFileError(contents: "\(place): the token is already another user's") }
+      let (name, role, token) = (String(fields[0]), fields[1], Array(fields[2].utf8))
+      guard ["admin", "user"].contains(role) else {
+        throw TokenFileError(contents: "\(place): the role must be admin or user")
+      }
+      guard token.count >= minimumTokenLength else {
+        throw TokenFileError(
+          contents: "\(place): the token has \(token.count) characters; give at least \(minimumTokenLength)")
+      }
+      guard names.insert(name).inserted else {
+        throw TokenFileError(contents: "\(place): user \(name) is listed twice")
+      }
+      guard tokens.insert(token).inserted else {
+        throw TokenFileError(contents: "\(place): the token is already another user's")
+      }
       entries.append(Entry(caller: Caller(name: name, isAdmin: role == "admin"), token: token))
     }
     return entries

@@ -25,7 +25,9 @@ public final class CoordinatorService: RPCService, Sendable {
     self.cluster = cluster
     self.loadDataset = loadDataset
     self.tokens = tokens
-    clients = try cluster.partitions.map { stage in try stage.map { try RPCClient(target: $0, transport: cluster.transport) } }
+    clients = try cluster.partitions.map { stage in
+      try stage.map { try RPCClient(target: $0, transport: cluster.transport) }
+    }
   }
 
   public var serviceName: String { CoordinatorMethods.service }
@@ -59,7 +61,8 @@ public final class CoordinatorService: RPCService, Sendable {
       guard state != .failed, state != .cancelled else {
         throw RPCError(
           .failedPrecondition,
-          "job \(request.job) \(state == .failed ? "failed" : "was cancelled") and its stages were unloaded: train it again to infer")
+          "job \(request.job) \(state == .failed ? "failed" : "was cancelled") and its stages were unloaded: train it again to infer"
+        )
       }
       let inputs = try Tensor(wire: request.inputs, what: "inputs")
       try job.model.checkInput(inputs, "inputs do not fit job \(request.job)'s model")
@@ -71,7 +74,9 @@ public final class CoordinatorService: RPCService, Sendable {
       let outputs = try await Inference.run(inputs, job: job.runID, stages: clients.map { $0[0] }, chunk: chunk)
       return .with { $0.outputs = Pipemesh_V1_Tensor(sharing: outputs) }
     }
-    router.unary(CoordinatorMethods.getJob) { [self] request, context in try job(request.job, for: try caller(context)).snapshot }
+    router.unary(CoordinatorMethods.getJob) { [self] request, context in
+      try job(request.job, for: try caller(context)).snapshot
+    }
     router.unary(CoordinatorMethods.listJobs) { [self] _, context in
       let caller = try caller(context)
       let visible = jobs.withLock { $0.values.map(\.job.snapshot) }.filter { caller.mayUse(jobOf: $0.owner) }
@@ -100,7 +105,8 @@ public final class CoordinatorService: RPCService, Sendable {
     case .admin(let name): return Caller(name: name, isAdmin: true)
     default:
       throw RPCError(
-        .permissionDenied, "the certificate '\(identity.echoed)' names no user: users present client.NAME or admin.NAME certificates")
+        .permissionDenied,
+        "the certificate '\(identity.echoed)' names no user: users present client.NAME or admin.NAME certificates")
     }
   }
 
@@ -128,7 +134,8 @@ public final class CoordinatorService: RPCService, Sendable {
 
   private static func check(_ caller: Caller, mayUse job: TrainingJob, to action: String) throws {
     guard caller.mayUse(jobOf: job.owner) else {
-      throw RPCError(.permissionDenied, "job \(job.name) belongs to \(job.owner); \(caller.name) may not \(action) it (admins may)")
+      throw RPCError(
+        .permissionDenied, "job \(job.name) belongs to \(job.owner); \(caller.name) may not \(action) it (admins may)")
     }
   }
 
@@ -141,13 +148,21 @@ public final class CoordinatorService: RPCService, Sendable {
   private func start(
     _ request: Pipemesh_V1_TrainRequest, owner: Caller
   ) async throws -> (TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>) {
-    let name = request.job.isEmpty ? "job-\(jobCounter.withLock { $0 += 1; return $0 })" : request.job
+    var name = request.job
+    if name.isEmpty {
+      let number = jobCounter.withLock { counter in
+        counter += 1
+        return counter
+      }
+      name = "job-\(number)"
+    }
     try MeshNames.checkJob(name, maxLength: Self.maxJobName)
     // The cheap refusals before loading any data (checked again when the job is added).
     try checkReplaceable(name, by: owner)
     let (inputs, targets) = try data(request.data)
     let job = try TrainingJob(
-      name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster, clients: clients)
+      name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster,
+      clients: clients)
     if job.checkpoints {
       let missing = try await ParameterServerClient(endpoints: cluster.parameterServers, transport: cluster.transport)
         .tasksWithoutCheckpoints()
@@ -158,7 +173,8 @@ public final class CoordinatorService: RPCService, Sendable {
             + "was started without --checkpoint-dir: give it one, or train without checkpoints")
       }
     }
-    let (updates, continuation) = AsyncStream.makeStream(of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
+    let (updates, continuation) = AsyncStream.makeStream(
+      of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
     let replaced = try jobs.withLock { jobs in
       let existing = jobs[name]
       try Self.checkReplaceable(existing?.job, by: owner)
@@ -179,11 +195,15 @@ public final class CoordinatorService: RPCService, Sendable {
       let inputs = try Tensor(wire: data.inputs, what: "inline inputs")
       let targets = try Tensor(wire: data.targets, what: "inline targets")
       guard inputs.rank >= 1, targets.rank >= 1, inputs.shape[0] == targets.shape[0] else {
-        throw RPCError(.invalidArgument, "inline inputs \(inputs.shape) and targets \(targets.shape) must have the same number of rows")
+        throw RPCError(
+          .invalidArgument,
+          "inline inputs \(inputs.shape) and targets \(targets.shape) must have the same number of rows")
       }
       return (inputs, targets)
     case .dataset(let reference):
-      guard let loadDataset else { throw RPCError(.unimplemented, "this coordinator cannot load datasets by reference") }
+      guard let loadDataset else {
+        throw RPCError(.unimplemented, "this coordinator cannot load datasets by reference")
+      }
       return try loadDataset(reference)
     case nil:
       throw RPCError(.invalidArgument, "the request names no training data")

@@ -131,11 +131,13 @@ struct PipelineRun {
   /// Ends the step on `stage`; returns the L2 penalty of its variables.
   private func commit(stage: Int) async throws -> Double {
     let (response, _) = try await trace.record("commit", stage: stage, replica: replica, step: step) {
-      try await stages[stage].call(PartitionMethods.commit, .with {
-        $0.job = job
-        $0.step = step
-        $0.flush = flush
-      })
+      try await stages[stage].call(
+        PartitionMethods.commit,
+        .with {
+          $0.job = job
+          $0.step = step
+          $0.flush = flush
+        })
     }
     return response.penalty
   }
@@ -146,11 +148,13 @@ struct PipelineRun {
     switch call {
     case .forward(let action, let stage, let request):
       let response = try await stages[stage].call(PartitionMethods.forward, request)
-      trace.record(action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
+      trace.record(
+        action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
       return CallResult(loss: response.loss, correct: response.correct, computeSeconds: response.computeSeconds)
     case .backward(let action, let stage, let request):
       let response = try await stages[stage].call(PartitionMethods.backward, request)
-      trace.record(action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
+      trace.record(
+        action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
       return CallResult(computeSeconds: response.computeSeconds)
     }
   }

@@ -54,7 +54,8 @@ public enum Planner {
       bounds = [0] + splitPoints + [count]
       guard splitPoints.count == stages - 1, zip(bounds, bounds.dropFirst()).allSatisfy({ $0 < $1 }) else {
         throw RPCError(
-          .invalidArgument, "split points \(splitPoints) must be \(stages - 1) increasing layer indices inside 1..<\(count)")
+          .invalidArgument,
+          "split points \(splitPoints) must be \(stages - 1) increasing layer indices inside 1..<\(count)")
       }
     } else {
       bounds = balanced(costs, stages: stages)

@@ -20,12 +20,15 @@ public final class TraceRecorder: Sendable {
   public init() {}
 
   /// Times `body` as the event `name` on `stage` of `replica`.
-  func record<R>(_ name: String, stage: Int, replica: Int, step: Int64, _ body: () async throws -> R) async rethrows -> (R, Duration) {
+  func record<R>(_ name: String, stage: Int, replica: Int, step: Int64, _ body: () async throws -> R) async rethrows
+    -> (R, Duration)
+  {
     let start = ContinuousClock.now
     let result = try await body()
     let duration = ContinuousClock.now - start
     events.withLock {
-      $0.append(Event(name: name, stage: stage, replica: replica, step: step, start: start - origin, duration: duration))
+      $0.append(
+        Event(name: name, stage: stage, replica: replica, step: step, start: start - origin, duration: duration))
     }
     return (result, duration)
   }
@@ -37,7 +40,8 @@ public final class TraceRecorder: Sendable {
     let duration = Duration.seconds(computeSeconds)
     let end = ContinuousClock.now - origin
     events.withLock {
-      $0.append(Event(name: name, stage: stage, replica: replica, step: step, start: end - duration, duration: duration))
+      $0.append(
+        Event(name: name, stage: stage, replica: replica, step: step, start: end - duration, duration: duration))
     }
   }
 
@@ -51,18 +55,25 @@ public final class TraceRecorder: Sendable {
     let selected = events.withLock { $0 }.filter { step == nil || $0.step == step }
     func microseconds(_ duration: Duration) -> Double { duration.seconds * 1e6 }
     var trace: [[String: Any]] = []
-    for (replica, stage) in Set(selected.map { [$0.replica, $0.stage] }).map({ ($0[0], $0[1]) }).sorted(by: { ($0.0, $0.1) < ($1.0, $1.1) }) {
+    for (replica, stage) in Set(selected.map { [$0.replica, $0.stage] }).map({ ($0[0], $0[1]) }).sorted(by: {
+      ($0.0, $0.1) < ($1.0, $1.1)
+    }) {
       trace.append(["name": "thread_name", "ph": "M", "pid": replica, "tid": stage, "args": ["name": "stage \(stage)"]])
-      trace.append(["name": "process_name", "ph": "M", "pid": replica, "tid": stage, "args": ["name": "replica \(replica)"]])
+      trace.append([
+        "name": "process_name", "ph": "M", "pid": replica, "tid": stage, "args": ["name": "replica \(replica)"],
+      ])
     }
     for event in selected {
       trace.append([
-        "name": event.name, "cat": event.name == "commit" ? "commit" : event.name.contains("B") ? "backward" : "forward", "ph": "X",
+        "name": event.name,
+        "cat": event.name == "commit" ? "commit" : event.name.contains("B") ? "backward" : "forward", "ph": "X",
         "ts": microseconds(event.start), "dur": microseconds(event.duration),
         "pid": event.replica, "tid": event.stage, "args": ["step": event.step],
       ])
     }
-    let data = (try? JSONSerialization.data(withJSONObject: ["traceEvents": trace, "displayTimeUnit": "ms"], options: [.sortedKeys])) ?? Data()
+    let data =
+      (try? JSONSerialization.data(
+        withJSONObject: ["traceEvents": trace, "displayTimeUnit": "ms"], options: [.sortedKeys])) ?? Data()
     return String(decoding: data, as: UTF8.self)
   }
 }

@@ -1,7 +1,7 @@
 import Foundation
+import MeshPSClient
 import MeshPipeline
 import MeshProto
-import MeshPSClient
 import MeshRPC
 import MeshTensor
 import MeshWire
@@ -46,15 +46,17 @@ final class TrainingJob: Sendable {
     let batchSize = Int(request.batchSize)
     guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }
     guard batchSize >= microBatches else {
-      throw RPCError(.invalidArgument, "batch_size \(batchSize) must be at least the number of micro-batches (\(microBatches))")
+      throw RPCError(
+        .invalidArgument, "batch_size \(batchSize) must be at least the number of micro-batches (\(microBatches))")
     }
     guard request.validationFraction >= 0, request.validationFraction < 1 else {
       throw RPCError(.invalidArgument, "validation_fraction must be in [0, 1)")
     }
     // Flat rows (a CSV's features) take the model's input shape when the sizes agree.
     let inputShape = model.activationShapes[0]
-    let inputs = inputs.rank >= 1 && Array(inputs.shape.dropFirst()) != inputShape
-      && inputs.shape.dropFirst().reduce(1, *) == inputShape.reduce(1, *)
+    let inputs =
+      inputs.rank >= 1 && Array(inputs.shape.dropFirst()) != inputShape
+        && inputs.shape.dropFirst().reduce(1, *) == inputShape.reduce(1, *)
       ? inputs.reshaped(to: [inputs.shape[0]] + inputShape) : inputs
     try model.checkInput(inputs, "the data does not fit the model")
     try model.checkTarget(targets, batchSize: inputs.shape[0], "the targets do not fit the model")
@@ -65,12 +67,14 @@ final class TrainingJob: Sendable {
     guard train.inputs.shape[0] >= batchSize * cluster.replicas else {
       throw RPCError(
         .invalidArgument,
-        "\(train.inputs.shape[0]) training examples are fewer than one step needs (batch_size \(batchSize) × \(cluster.replicas) replicas)")
+        "\(train.inputs.shape[0]) training examples are fewer than one step needs (batch_size \(batchSize) × \(cluster.replicas) replicas)"
+      )
     }
     data = Mutex(JobData(train: train, validation: validation))
     stepsPerEpoch = train.inputs.shape[0] / (batchSize * cluster.replicas)
     schedule = PipelineSchedule(
-      kind: request.schedule == .scheduleOneFOneB ? .oneFOneB : .gpipe, stages: cluster.stages, microBatches: microBatches)
+      kind: request.schedule == .scheduleOneFOneB ? .oneFOneB : .gpipe, stages: cluster.stages,
+      microBatches: microBatches)
     self.name = name
     self.owner = owner
     runID = "\(name).\(String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16))"
@@ -81,11 +85,12 @@ final class TrainingJob: Sendable {
     self.request = options
     self.cluster = cluster
     self.clients = clients
-    status = Mutex(.with {
-      $0.job = name
-      $0.owner = owner
-      $0.state = .running
-    })
+    status = Mutex(
+      .with {
+        $0.job = name
+        $0.owner = owner
+        $0.state = .running
+      })
   }
 
   /// The most micro-batches a step may be cut into.
@@ -113,10 +118,12 @@ final class TrainingJob: Sendable {
       throw RPCError(.invalidArgument, "consistency: \(error.message)")
     }
     guard request.checkpoint.everySteps >= 0 else {
-      throw RPCError(.invalidArgument, "checkpoint.every_steps is \(request.checkpoint.everySteps); give 0 (none) or a step count")
+      throw RPCError(
+        .invalidArgument, "checkpoint.every_steps is \(request.checkpoint.everySteps); give 0 (none) or a step count")
     }
     guard request.maxKeptBytes >= 0 else {
-      throw RPCError(.invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for the partitions' bound or a byte count")
+      throw RPCError(
+        .invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for the partitions' bound or a byte count")
     }
   }
 
@@ -172,7 +179,10 @@ final class TrainingJob: Sendable {
         step += 1
         let started = ContinuousClock.now
         let shards = (0..<cluster.replicas).map { replica in
-          Array(order[((index * cluster.replicas + replica) * batchSize)..<((index * cluster.replicas + replica + 1) * batchSize)])
+          Array(
+            order[
+              ((index * cluster.replicas + replica) * batchSize)..<((index * cluster.replicas + replica + 1) * batchSize)
+            ])
         }
         // The ps must hold the step before a checkpoint and at the end.
         let checkpointDue = request.checkpoint.everySteps > 0 && step % request.checkpoint.everySteps == 0
@@ -207,15 +217,16 @@ final class TrainingJob: Sendable {
       }
       if let validation = data.validation {
         let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets)
-        report(.with {
-          $0.job = name
-          $0.epoch = Int32(epoch)
-          $0.step = step
-          $0.totalSteps = Int64(totalSteps)
-          $0.evaluated = true
-          $0.validationLoss = loss
-          $0.validationAccuracy = accuracy
-        })
+        report(
+          .with {
+            $0.job = name
+            $0.epoch = Int32(epoch)
+            $0.step = step
+            $0.totalSteps = Int64(totalSteps)
+            $0.evaluated = true
+            $0.validationLoss = loss
+            $0.validationAccuracy = accuracy
+          })
       }
     }
     var last = Pipemesh_V1_TrainProgress()
@@ -254,7 +265,8 @@ final class TrainingJob: Sendable {
             let client = self.clients[stage][replica]
             let response = try await client.call(PartitionMethods.loadStage, request)
             guard !response.dataPlaneEndpoint.isEmpty else {
-              throw RPCError(.failedPrecondition, "the partition at \(client.target) did not say where its tensors are fetched")
+              throw RPCError(
+                .failedPrecondition, "the partition at \(client.target) did not say where its tensors are fetched")
             }
             // Its neighbours fetch from it only at an address they were given as a peer.
             guard members.contains(response.dataPlaneEndpoint) else {
@@ -314,7 +326,9 @@ final class TrainingJob: Sendable {
     let outputs = try await Inference.run(
       inputs, job: runID, stages: clients.map { $0[0] }, chunk: Int(request.batchSize))
     let loss = withoutGradients { model.loss(output: outputs, target: targets).scalar }
-    let accuracy = model.spec.loss == .softmaxCrossEntropy ? Double(Loss.correctPredictions(logits: outputs, labels: targets)) / Double(inputs.shape[0]) : 0
+    let accuracy =
+      model.spec.loss == .softmaxCrossEntropy
+      ? Double(Loss.correctPredictions(logits: outputs, labels: targets)) / Double(inputs.shape[0]) : 0
     return (Double(loss), accuracy)
   }
 

@@ -44,7 +44,8 @@ extension Datasets {
     }
     guard names.count >= 2 else {
       throw DatasetError(
-        .malformedFile, "\(file): line \(header.number): the header has \(names.count) column; "
+        .malformedFile,
+        "\(file): line \(header.number): the header has \(names.count) column; "
           + "expected at least one feature column and a label column")
     }
     var features: [Float] = []
@@ -61,7 +62,8 @@ extension Datasets {
         // Positions only: an error may reach a caller who must not read the file.
         let location = "\(file): line \(line.number), column \(column + 1)"
         guard let value = Float(cell), value.isFinite else {
-          throw DatasetError(.malformedFile, "\(location): the cell is not a finite number; expected a decimal such as 0.25")
+          throw DatasetError(
+            .malformedFile, "\(location): the cell is not a finite number; expected a decimal such as 0.25")
         }
         if column != labelIndex {
           features.append(value)

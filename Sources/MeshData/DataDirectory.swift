@@ -14,7 +14,8 @@ public struct DataDirectory: Sendable {
   /// Throws `.fileNotFound` when `path` is not a folder.
   public init(_ path: String) throws(DatasetError) {
     var isDirectory: ObjCBool = false
-    guard let resolved = Self.realPath(path), FileManager.default.fileExists(atPath: resolved, isDirectory: &isDirectory),
+    guard let resolved = Self.realPath(path),
+      FileManager.default.fileExists(atPath: resolved, isDirectory: &isDirectory),
       isDirectory.boolValue
     else { throw DatasetError(.fileNotFound, "data directory \(path) is not a folder") }
     root = resolved
@@ -33,7 +34,8 @@ public struct DataDirectory: Sendable {
     let lexical = URL(fileURLWithPath: joined).standardized.path
     guard Self.isInside(lexical, root) || Self.isInside(lexical, givenRoot) else { throw refusal }
     guard let resolved = Self.realPath(joined) else {
-      throw DatasetError(.fileNotFound, "dataset file '\(Self.shortened(path))' does not exist in this service's data directory")
+      throw DatasetError(
+        .fileNotFound, "dataset file '\(Self.shortened(path))' does not exist in this service's data directory")
     }
     guard Self.isInside(resolved, root) else { throw refusal }
     var status = stat()

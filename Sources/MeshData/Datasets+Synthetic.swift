@@ -59,7 +59,10 @@ extension Datasets {
     let bias = Tensor.randomNormal([outputs], seed: PortableRandom.derivedSeed(seed, "bias"))
     let errors = Tensor.randomNormal(
       [count, outputs], standardDeviation: noise, seed: PortableRandom.derivedSeed(seed, "noise"))
-    let x = inputs.scalars, w = weights.scalars, b = bias.scalars, e = errors.scalars
+    let x = inputs.scalars
+    let w = weights.scalars
+    let b = bias.scalars
+    let e = errors.scalars
     var targets = [Float](repeating: 0, count: count * outputs)
     for row in 0..<count {
       for output in 0..<outputs {

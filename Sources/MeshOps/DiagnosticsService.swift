@@ -1,8 +1,8 @@
 import Foundation
 import MeshProto
 import MeshRPC
-import Synchronization
 import MeshWire
+import Synchronization
 
 /// `pipemesh.v1.Diagnostics`: echo and describe, served by every Pipemesh
 /// process to check reachability, latency and bandwidth between hosts.
@@ -26,7 +26,9 @@ public struct DiagnosticsService: RPCService {
   public let services: [String]
 
   /// `maxPayloadBytesInFlight` bounds the payloads produced at once (256 MiB).
-  public init(role: String, version: String = pipemeshVersion, services: [String] = [], maxPayloadBytesInFlight: Int = 256 << 20) {
+  public init(
+    role: String, version: String = pipemeshVersion, services: [String] = [], maxPayloadBytesInFlight: Int = 256 << 20
+  ) {
     inFlight = InFlightBytes(limit: maxPayloadBytesInFlight)
     self.role = role
     self.version = version
@@ -52,7 +54,9 @@ public struct DiagnosticsService: RPCService {
         response.payload = Data(count: size)
         return response
       }
-      guard request.delayMs == 0, request.payload.count <= Self.inlinePayloadLimit, request.responseSize <= Self.inlinePayloadLimit else {
+      guard request.delayMs == 0, request.payload.count <= Self.inlinePayloadLimit,
+        request.responseSize <= Self.inlinePayloadLimit
+      else {
         return .later {
           if request.delayMs > 0 { try await Task.sleep(for: .milliseconds(request.delayMs)) }
           return try echo()
@@ -117,7 +121,8 @@ private final class InFlightBytes: Sendable {
       return true
     }
     guard taken else {
-      throw RPCError(.resourceExhausted, "echoes hold \(limit) bytes of payloads at once at most; ask for less or try again")
+      throw RPCError(
+        .resourceExhausted, "echoes hold \(limit) bytes of payloads at once at most; ask for less or try again")
     }
   }
 

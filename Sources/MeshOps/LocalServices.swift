@@ -44,7 +44,8 @@ public final class LocalServices: Sendable {
         return String(line.dropFirst(prefix.count))
       }
       guard process.isRunning else {
-        throw LocalServicesError("\(name) exited before it listened (status \(process.terminationStatus)); its log, \(log):\n\(text)")
+        throw LocalServicesError(
+          "\(name) exited before it listened (status \(process.terminationStatus)); its log, \(log):\n\(text)")
       }
       try await Task.sleep(for: .milliseconds(20))
     }
@@ -52,7 +53,9 @@ public final class LocalServices: Sendable {
   }
 
   /// The process ids of the children by name (for CPU accounting).
-  public var processIDs: [String: Int32] { children.withLock { Dictionary(uniqueKeysWithValues: $0.map { ($0.name, $0.process.processIdentifier) }) } }
+  public var processIDs: [String: Int32] {
+    children.withLock { Dictionary(uniqueKeysWithValues: $0.map { ($0.name, $0.process.processIdentifier) }) }
+  }
 
   /// Stops every child with SIGTERM (the ps writes its last checkpoint),
   /// then SIGKILL for any still running after `grace`.

@@ -18,10 +18,14 @@ public final class MetricsRegistry: Sendable {
     var series: [String: Series] = [:]
   }
   private let families = Mutex<[String: Family]>([:])
-  private let gauges = Mutex<[(name: String, help: String, read: @Sendable () -> [(labels: [String: String], value: Double)])]>([])
+  private let gauges = Mutex<
+    [(name: String, help: String, read: @Sendable () -> [(labels: [String: String], value: Double)])]
+  >([])
 
   /// Latency buckets in seconds, 100 µs to 30 s.
-  public static let latencyBuckets: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+  public static let latencyBuckets: [Double] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+  ]
 
   public init() {}
 
@@ -31,7 +35,9 @@ public final class MetricsRegistry: Sendable {
   }
 
   /// Records one observation in a histogram.
-  public func observe(_ name: String, help: String, labels: [String: String] = [:], value: Double, buckets: [Double] = latencyBuckets) {
+  public func observe(
+    _ name: String, help: String, labels: [String: String] = [:], value: Double, buckets: [Double] = latencyBuckets
+  ) {
     update(name, help: help, type: "histogram", bounds: buckets, labels: labels) { series in
       if series.buckets.isEmpty { series.buckets = Array(repeating: 0, count: buckets.count) }
       for (index, bound) in buckets.enumerated() where value <= bound { series.buckets[index] += 1 }
@@ -41,11 +47,16 @@ public final class MetricsRegistry: Sendable {
   }
 
   /// A gauge whose series `read` returns at every scrape.
-  public func gauge(_ name: String, help: String, read: @escaping @Sendable () -> [(labels: [String: String], value: Double)]) {
+  public func gauge(
+    _ name: String, help: String, read: @escaping @Sendable () -> [(labels: [String: String], value: Double)]
+  ) {
     gauges.withLock { $0.append((name, help, read)) }
   }
 
-  private func update(_ name: String, help: String, type: String, bounds: [Double], labels: [String: String], _ change: (inout Series) -> Void) {
+  private func update(
+    _ name: String, help: String, type: String, bounds: [Double], labels: [String: String],
+    _ change: (inout Series) -> Void
+  ) {
     let key = Self.render(labels)
     families.withLock { families in
       var family = families[name] ?? Family(help: help, type: type, bounds: bounds)

@@ -61,9 +61,11 @@ public final class MetricsServer: Sendable {
     let count = read(connection, &request, request.count)
     guard count > 0 else { return }
     let line = String(decoding: request[..<count], as: UTF8.self).split(separator: "\r\n").first ?? ""
-    let (status, body) = line.hasPrefix("GET /metrics ") || line == "GET /metrics"
+    let (status, body) =
+      line.hasPrefix("GET /metrics ") || line == "GET /metrics"
       ? ("200 OK", registry.exposition()) : ("404 Not Found", "only /metrics is served here\n")
-    let response = "HTTP/1.1 \(status)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+    let response =
+      "HTTP/1.1 \(status)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
     let bytes = Array(response.utf8)
     var sent = 0
     while sent < bytes.count {

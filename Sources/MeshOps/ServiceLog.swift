@@ -27,7 +27,9 @@ public struct ServiceLog: Sendable {
       FileHandle.standardError.write(Data("pipemesh \(role): \(message)\n".utf8))
       return
     }
-    var entries = ["MESSAGE=\(message)", "PRIORITY=\(priority.rawValue)", "SYSLOG_IDENTIFIER=pipemesh", "PIPEMESH_ROLE=\(role)"]
+    var entries = [
+      "MESSAGE=\(message)", "PRIORITY=\(priority.rawValue)", "SYSLOG_IDENTIFIER=pipemesh", "PIPEMESH_ROLE=\(role)",
+    ]
     entries += fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
     // All fields in one buffer; each iovec points at its slice.
     var bytes: [UInt8] = []

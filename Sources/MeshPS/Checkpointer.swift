@@ -1,11 +1,11 @@
 import Foundation
 import MeshCheckpoint
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshTensor
-import Synchronization
 import SwiftProtobuf
-import MeshPSClient
+import Synchronization
 
 /// Writes the store's variables to safetensors files and restores the
 /// latest one.
@@ -89,7 +89,8 @@ public final class Checkpointer: Sendable {
         "variables": variablesMetadata,
       ]
     }
-    let metadata = try JSONSerialization.data(withJSONObject: ["format": 1, "jobs": jobsMetadata], options: [.sortedKeys])
+    let metadata = try JSONSerialization.data(
+      withJSONObject: ["format": 1, "jobs": jobsMetadata], options: [.sortedKeys])
     contents.metadata[Self.metadataKey] = String(decoding: metadata, as: UTF8.self)
 
     let sequence = state.withLock { state in
@@ -128,7 +129,8 @@ public final class Checkpointer: Sendable {
     for file in files().reversed() {
       do {
         // Mapped, not read: the file is not held twice while its tensors are copied out.
-        let contents = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: file.path), options: .alwaysMapped))
+        let contents = try SafeTensors.decode(
+          try Data(contentsOf: URL(fileURLWithPath: file.path), options: .alwaysMapped))
         try await restore(contents)
         state.withLock {
           $0.sequence = file.sequence
@@ -149,13 +151,15 @@ public final class Checkpointer: Sendable {
     else { throw SafeTensors.FormatError("no pipemesh metadata") }
     var restoredJobs: [ParameterJob] = []
     for (jobName, job) in jobs {
-      guard let consistencyJSON = job["consistency"] as? String, let variables = job["variables"] as? [String: [String: Any]],
+      guard let consistencyJSON = job["consistency"] as? String,
+        let variables = job["variables"] as? [String: [String: Any]],
         let pushers = job["pushers"] as? [[String: Any]]
       else { throw SafeTensors.FormatError("job \(jobName) lacks consistency, variables or pushers") }
       let consistency = try JobConsistency(try Pipemesh_V1_Consistency(jsonString: consistencyJSON))
       var held: [String: HeldVariable] = [:]
       for (name, entry) in variables {
-        guard let definitionJSON = entry["definition"] as? String, let version = (entry["version"] as? NSNumber)?.int64Value,
+        guard let definitionJSON = entry["definition"] as? String,
+          let version = (entry["version"] as? NSNumber)?.int64Value,
           let users = entry["users"] as? [String], let slotNames = entry["slots"] as? [String],
           let hashText = entry["initial_value_hash"] as? String, let hash = UInt64(hashText),
           let value = contents.tensors["\(jobName)/\(name)"]

@@ -1,10 +1,10 @@
 import Foundation
 import MeshOps
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshWire
-import MeshPSClient
 
 /// A variable as the ps holds it: its definition, update rule, value,
 /// optimizer slots and version (the number of updates applied).
@@ -32,14 +32,19 @@ struct HeldVariable: Sendable {
   init(defining definition: Pipemesh_V1_VariableDefinition, user: String, budget: MemoryBudget) throws {
     try MeshNames.checkVariable(definition.name)
     guard definition.dtype == .float32 || definition.dtype == .unspecified else {
-      throw RPCError(.invalidArgument, "variable \(definition.name) has dtype \(definition.dtype); only DTYPE_FLOAT32 is held")
+      throw RPCError(
+        .invalidArgument, "variable \(definition.name) has dtype \(definition.dtype); only DTYPE_FLOAT32 is held")
     }
     guard definition.shape.allSatisfy({ $0 > 0 && $0 <= Int32.max }) else {
       throw RPCError(
-        .invalidArgument, "variable \(definition.name) has shape \(definition.shape.description.echoed); every extent must be 1 to 2^31-1")
+        .invalidArgument,
+        "variable \(definition.name) has shape \(definition.shape.description.echoed); every extent must be 1 to 2^31-1"
+      )
     }
     let shape = definition.shape.map { Int($0) }
-    let valueBytes = Tensor.checkedCount(of: shape).flatMap { $0.multipliedReportingOverflow(by: 4).overflow ? nil : $0 * 4 }
+    let valueBytes = Tensor.checkedCount(of: shape).flatMap {
+      $0.multipliedReportingOverflow(by: 4).overflow ? nil : $0 * 4
+    }
     guard let valueBytes, valueBytes <= budget.variableLimit else {
       throw RPCError(
         .resourceExhausted,
@@ -48,7 +53,8 @@ struct HeldVariable: Sendable {
     }
     let optimizer = try makeOptimizer(definition.optimizer)
     let reserved = valueBytes * (1 + optimizer.slotNames.count)
-    try budget.reserve(reserved, for: "variable \(definition.name) of shape \(definition.shape) with its optimizer slots")
+    try budget.reserve(
+      reserved, for: "variable \(definition.name) of shape \(definition.shape) with its optimizer slots")
     do {
       try self.init(validated: definition, shape: shape, optimizer: optimizer, user: user, reservedBytes: reserved)
     } catch {
@@ -58,7 +64,8 @@ struct HeldVariable: Sendable {
   }
 
   private init(
-    validated definition: Pipemesh_V1_VariableDefinition, shape: [Int], optimizer: any Optimizer, user: String, reservedBytes: Int
+    validated definition: Pipemesh_V1_VariableDefinition, shape: [Int], optimizer: any Optimizer, user: String,
+    reservedBytes: Int
   ) throws {
     self.optimizer = optimizer
     self.reservedBytes = reservedBytes
@@ -68,7 +75,8 @@ struct HeldVariable: Sendable {
       }
       value = try Tensor(wire: definition.initialValue, what: "initial value of \(definition.name)")
       guard value.shape == shape else {
-        throw RPCError(.invalidArgument, "initial value of \(definition.name) has shape \(value.shape), the variable \(shape)")
+        throw RPCError(
+          .invalidArgument, "initial value of \(definition.name) has shape \(value.shape), the variable \(shape)")
       }
       guard value.allFinite else {
         throw RPCError(.invalidArgument, "initial value of \(definition.name) holds NaN or infinity")
@@ -136,7 +144,8 @@ func decodeGradient(_ gradient: Pipemesh_V1_Gradient, for variable: HeldVariable
     throw RPCError(.notFound, "job \(job) has no variable \(gradient.name): register it first")
   }
   guard gradient.baseVersion >= 0 else {
-    throw RPCError(.invalidArgument, "gradient of \(gradient.name) gives base_version \(gradient.baseVersion); versions start at 0")
+    throw RPCError(
+      .invalidArgument, "gradient of \(gradient.name) gives base_version \(gradient.baseVersion); versions start at 0")
   }
   let tensor = try Tensor(wire: gradient.gradient, what: "gradient of \(gradient.name)")
   guard tensor.shape == variable.value.shape else {

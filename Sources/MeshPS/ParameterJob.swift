@@ -1,9 +1,9 @@
 import Foundation
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshTensor
 import Synchronization
-import MeshPSClient
 
 /// One pusher of gradients: a stage (user) in one data-parallel replica.
 struct Pusher: Hashable, Sendable {
@@ -101,7 +101,8 @@ actor ParameterJob {
   }
 
   private func define(
-    _ definitions: [Pipemesh_V1_VariableDefinition], user: String, into added: inout [String: HeldVariable], created: inout [String]
+    _ definitions: [Pipemesh_V1_VariableDefinition], user: String, into added: inout [String: HeldVariable],
+    created: inout [String]
   ) throws {
     for definition in definitions {
       if var existing = variables[definition.name] ?? added[definition.name] {
@@ -109,7 +110,8 @@ actor ParameterJob {
           throw RPCError(
             .failedPrecondition,
             "variable \(definition.name) of job \(name) is registered with a different definition "
-              + "(shape \(existing.definition.shape), initializer or optimizer); a job's variables cannot change: use a new job name")
+              + "(shape \(existing.definition.shape), initializer or optimizer); a job's variables cannot change: use a new job name"
+          )
         }
         existing.users.insert(user)
         added[definition.name] = existing
@@ -131,10 +133,14 @@ actor ParameterJob {
 
   /// Reads variables (all when `requests` is empty); a value is left out when
   /// it is not newer than the version asked for.
-  nonisolated func pull(_ requests: [Pipemesh_V1_VariableVersion], includeSlots: Bool) throws -> [Pipemesh_V1_VariableValue] {
+  nonisolated func pull(_ requests: [Pipemesh_V1_VariableVersion], includeSlots: Bool) throws
+    -> [Pipemesh_V1_VariableValue]
+  {
     counters.withLock { $0.pulls += 1 }
     let snapshots = published.withLock { $0 }
-    let wanted = requests.isEmpty ? snapshots.keys.sorted().map { name in Pipemesh_V1_VariableVersion.with { $0.name = name } } : requests
+    let wanted =
+      requests.isEmpty
+      ? snapshots.keys.sorted().map { name in Pipemesh_V1_VariableVersion.with { $0.name = name } } : requests
     return try wanted.map { request in
       guard let snapshot = snapshots[request.name] else {
         throw RPCError(.notFound, "job \(name) has no variable \(request.name)")
@@ -180,10 +186,13 @@ actor ParameterJob {
   /// Applies a push under the job's consistency rule and returns the new
   /// versions of its variables. Nothing is applied when any gradient is bad.
   func push(_ request: Pipemesh_V1_PushRequest) async throws -> [Pipemesh_V1_VariableVersion] {
-    guard request.step >= 1 else { throw RPCError(.invalidArgument, "push step must be 1 or more, got \(request.step)") }
+    guard request.step >= 1 else {
+      throw RPCError(.invalidArgument, "push step must be 1 or more, got \(request.step)")
+    }
     guard request.replica >= 0, request.replica < consistency.replicas else {
       throw RPCError(
-        .invalidArgument, "replica \(request.replica) is out of range: job \(name) has \(consistency.replicas) replicas")
+        .invalidArgument, "replica \(request.replica) is out of range: job \(name) has \(consistency.replicas) replicas"
+      )
     }
     var gradients: [(name: String, tensor: Tensor, baseVersion: Int64)] = []
     do {
@@ -256,7 +265,8 @@ actor ParameterJob {
     guard step <= limit else {
       throw RPCError(
         .failedPrecondition,
-        "push of step \(step) from \(pusher.user.echoed) replica \(pusher.replica) is ahead of the job: the latest step it may push is \(limit)")
+        "push of step \(step) from \(pusher.user.echoed) replica \(pusher.replica) is ahead of the job: the latest step it may push is \(limit)"
+      )
     }
   }
 
@@ -268,7 +278,8 @@ actor ParameterJob {
     return retry
   }
 
-  private func applyNow(_ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64) {
+  private func applyNow(_ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64)
+  {
     lastStep[pusher] = step
     let staleness = gradients.map { max(0, variables[$0.name]!.version - $0.baseVersion) }
     counters.withLock { counters in
@@ -284,7 +295,9 @@ actor ParameterJob {
 
   /// Sync: adds a push's gradients (divided by the replica count) to its
   /// step, and applies each variable whose step is complete.
-  private func accumulate(_ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64) throws {
+  private func accumulate(
+    _ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64
+  ) throws {
     for gradient in gradients where !variables[gradient.name]!.users.contains(pusher.user) {
       throw RPCError(
         .failedPrecondition,
@@ -295,7 +308,9 @@ actor ParameterJob {
     var retried = false
     for gradient in gradients {
       // A retry: the step is applied already, or this pusher's share is in.
-      if variables[gradient.name]!.syncStep >= step || pendingSteps[step]?[gradient.name]?.received.contains(pusher) == true {
+      if variables[gradient.name]!.syncStep >= step
+        || pendingSteps[step]?[gradient.name]?.received.contains(pusher) == true
+      {
         retried = true
         continue
       }

@@ -1,10 +1,10 @@
 import Foundation
 import MeshOps
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshWire
 import Synchronization
-import MeshPSClient
 
 /// Every job's variables on one ps task.
 public final class ParameterStore: Sendable {

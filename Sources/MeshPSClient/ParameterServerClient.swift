@@ -25,7 +25,10 @@ public final class ParameterServerClient: Sendable {
     public let version: Int64
   }
 
-  public init(endpoints: [String], transport: TransportConfiguration = .init(), rowBlockBytes: Int = Placement.defaultRowBlockBytes) throws {
+  public init(
+    endpoints: [String], transport: TransportConfiguration = .init(),
+    rowBlockBytes: Int = Placement.defaultRowBlockBytes
+  ) throws {
     guard !endpoints.isEmpty else { throw RPCError(.invalidArgument, "no ps endpoints given") }
     placement = Placement(tasks: endpoints.count, rowBlockBytes: rowBlockBytes)
     tasks = try endpoints.map { try RPCClient(target: $0, transport: transport) }
@@ -70,7 +73,8 @@ public final class ParameterServerClient: Sendable {
       if parts.count > 1 {
         // Row blocks get slices of the whole initial value, so that the
         // variable starts the same however it is cut.
-        let whole = definition.hasInitialValue
+        let whole =
+          definition.hasInitialValue
           ? try Tensor(wire: definition.initialValue, what: "initial value of \(definition.name)")
           : try definition.initializer.makeTensor(shape)
         partDefinitions = parts.map { part in
@@ -84,11 +88,14 @@ public final class ParameterServerClient: Sendable {
       }
       for partDefinition in partDefinitions {
         let task = placement.task(of: partDefinition.name)
-        requests[task, default: .with {
-          $0.job = job
-          $0.consistency = consistency
-          $0.user = user
-        }].variables.append(partDefinition)
+        requests[
+          task,
+          default: .with {
+            $0.job = job
+            $0.consistency = consistency
+            $0.user = user
+          }
+        ].variables.append(partDefinition)
       }
     }
     layout.withLock { $0.merge(registered) { $1 } }
@@ -105,11 +112,12 @@ public final class ParameterServerClient: Sendable {
     for name in names {
       let parts = parts(of: name)
       for part in parts {
-        requests[placement.task(of: part.name), default: .with { $0.job = job }].variables.append(.with {
-          $0.name = part.name
-          // Row blocks are always read whole, so the variable can be joined.
-          $0.version = parts.count == 1 ? newerThan[name] ?? 0 : 0
-        })
+        requests[placement.task(of: part.name), default: .with { $0.job = job }].variables.append(
+          .with {
+            $0.name = part.name
+            // Row blocks are always read whole, so the variable can be joined.
+            $0.version = parts.count == 1 ? newerThan[name] ?? 0 : 0
+          })
       }
     }
     let responses = try await onTasks(requests) { client, request in
@@ -125,7 +133,9 @@ public final class ParameterServerClient: Sendable {
         return value
       }
       let tensors = try parts.map { $0.hasValue ? try Tensor(wire: $0.value, what: "pulled \($0.name)") : nil }
-      let whole = tensors.allSatisfy { $0 != nil } ? (tensors.count == 1 ? tensors[0] : Tensor.concatenate(tensors.map { $0! })) : nil
+      let whole =
+        tensors.allSatisfy { $0 != nil }
+        ? (tensors.count == 1 ? tensors[0] : Tensor.concatenate(tensors.map { $0! })) : nil
       pulled[name] = Pulled(value: whole, version: parts.map(\.version).min() ?? 0)
     }
     return pulled
@@ -142,26 +152,31 @@ public final class ParameterServerClient: Sendable {
       let parts = parts(of: name)
       for part in parts {
         let slice = parts.count == 1 ? gradient : gradient.slice(axis: 0, range: part.rows)
-        requests[placement.task(of: part.name), default: .with {
-          $0.job = job
-          $0.step = step
-          $0.user = user
-          $0.replica = replica
-          $0.clientID = clientID
-        }].gradients.append(.with {
-          $0.name = part.name
-          $0.baseVersion = baseVersion
-          $0.gradient = Pipemesh_V1_Tensor(sharing: slice)
-        })
+        requests[
+          placement.task(of: part.name),
+          default: .with {
+            $0.job = job
+            $0.step = step
+            $0.user = user
+            $0.replica = replica
+            $0.clientID = clientID
+          }
+        ].gradients.append(
+          .with {
+            $0.name = part.name
+            $0.baseVersion = baseVersion
+            $0.gradient = Pipemesh_V1_Tensor(sharing: slice)
+          })
       }
     }
     let responses = try await onTasks(requests) { client, request in
       try await client.call(ParameterServerMethods.push, request)
     }
     let versions = Dictionary(responses.flatMap(\.variables).map { ($0.name, $0.version) }) { $1 }
-    return Dictionary(uniqueKeysWithValues: gradients.keys.map { name in
-      (name, parts(of: name).map { versions[$0.name] ?? 0 }.min() ?? 0)
-    })
+    return Dictionary(
+      uniqueKeysWithValues: gradients.keys.map { name in
+        (name, parts(of: name).map { versions[$0.name] ?? 0 }.min() ?? 0)
+      })
   }
 
   /// The endpoints of the tasks that write no checkpoints (started

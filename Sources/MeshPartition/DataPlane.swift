@@ -45,7 +45,8 @@ public final class DataPlane: Sendable {
     func isExpired(_ key: DataPlaneKey) -> Bool { isCommitted(key, stepsBefore: 1) }
 
     private func isCommitted(_ key: DataPlaneKey, stepsBefore: Int64) -> Bool {
-      droppedJobs.contains(key.job) || (key.step >= 1 && key.step <= committedThrough[key.job, default: 0] - stepsBefore)
+      droppedJobs.contains(key.job)
+        || (key.step >= 1 && key.step <= committedThrough[key.job, default: 0] - stepsBefore)
     }
   }
 
@@ -100,7 +101,10 @@ public final class DataPlane: Sendable {
     }
     return try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Tensor, any Error>) in
-        enum Outcome { case found(Tensor), missing, dropped, cancelled, waiting }
+        enum Outcome {
+          case found(Tensor)
+          case missing, dropped, cancelled, waiting
+        }
         // Decided under the lock, which a cancellation also takes: a waiter
         // is either queued (and resumed by offer, drop or cancellation) or not.
         let outcome = held.withLock { held -> Outcome in
@@ -114,7 +118,8 @@ public final class DataPlane: Sendable {
         switch outcome {
         case .found(let tensor): continuation.resume(returning: tensor)
         case .missing:
-          continuation.resume(throwing: RPCError(.notFound, "this partition holds no tensor \(key) (never produced, or fetched already)"))
+          continuation.resume(
+            throwing: RPCError(.notFound, "this partition holds no tensor \(key) (never produced, or fetched already)"))
         case .dropped: continuation.resume(throwing: Self.droppedError(key))
         case .cancelled: continuation.resume(throwing: CancellationError())
         case .waiting: break
@@ -175,12 +180,16 @@ public final class DataPlane: Sendable {
   /// `wait`, a reference may name a tensor the peer has not produced yet:
   /// the fetch waits for it. Other partitions are dialled only when
   /// `allowed` lists them.
-  func resolve(_ source: Pipemesh_V1_TensorSource, wait: Bool, what: String, peers allowed: Set<String>) async throws -> Tensor {
+  func resolve(_ source: Pipemesh_V1_TensorSource, wait: Bool, what: String, peers allowed: Set<String>) async throws
+    -> Tensor
+  {
     switch source.source {
     case .inline(let wire):
       return try Tensor(wire: wire, what: what)
     case .reference(let reference):
-      if reference.endpoint == endpoint { return try await take(DataPlaneKey(wire: reference.key), release: true, wait: wait) }
+      if reference.endpoint == endpoint {
+        return try await take(DataPlaneKey(wire: reference.key), release: true, wait: wait)
+      }
       guard allowed.contains(reference.endpoint) else {
         throw RPCError(
           .permissionDenied,
@@ -198,7 +207,9 @@ public final class DataPlane: Sendable {
           }, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil))
         return try Tensor(wire: wire, what: what)
       } catch let error as RPCError where error.code == .deadlineExceeded && wait {
-        throw RPCError(.deadlineExceeded, "\(what) (\(reference.key.echoed)) did not come from \(reference.endpoint) within \(Self.fetchWaitLimit)")
+        throw RPCError(
+          .deadlineExceeded,
+          "\(what) (\(reference.key.echoed)) did not come from \(reference.endpoint) within \(Self.fetchWaitLimit)")
       } catch let error as RPCError where error.code == .unavailable {
         // This partition is up: say that it is the peer that is not.
         throw RPCError(.unavailable, "the partition at \(reference.endpoint) does not answer: \(error.message)")

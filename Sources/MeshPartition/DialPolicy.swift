@@ -49,7 +49,9 @@ public struct DialPolicy: Sendable, Equatable {
   private static func isLoopbackIPv4(_ host: String) -> Bool {
     let parts = host.split(separator: ".", omittingEmptySubsequences: false)
     guard parts.count == 4, parts[0] == "127" else { return false }
-    return parts.allSatisfy { part in part.count <= 3 && !part.isEmpty && part.allSatisfy(\.isASCII) && UInt8(part) != nil }
+    return parts.allSatisfy { part in
+      part.count <= 3 && !part.isEmpty && part.allSatisfy(\.isASCII) && UInt8(part) != nil
+    }
   }
 
   /// What the policy allows, for a refusal's message.
@@ -57,7 +59,8 @@ public struct DialPolicy: Sendable, Equatable {
     switch rule {
     case .anywhere: return "any host"
     case .loopback: return "loopback addresses only (no --peers and no mutual TLS)"
-    case .listed(let entries): return "the hosts given by --peers (\(entries.sorted().prefix(8).joined(separator: ", ")))"
+    case .listed(let entries):
+      return "the hosts given by --peers (\(entries.sorted().prefix(8).joined(separator: ", ")))"
     }
   }
 }

@@ -33,7 +33,8 @@ public final class PartitionService: RPCService, Sendable {
     self.parameterBudget = parameterBudget
     self.dataPlane = dataPlane
     self.transport = transport
-    self.defaultMaxKeptBytes = defaultMaxKeptBytes > 0 ? defaultMaxKeptBytes : Int(clamping: ProcessInfo.processInfo.physicalMemory)
+    self.defaultMaxKeptBytes =
+      defaultMaxKeptBytes > 0 ? defaultMaxKeptBytes : Int(clamping: ProcessInfo.processInfo.physicalMemory)
     self.blasThreads = blasThreads
   }
 
@@ -81,7 +82,8 @@ public final class PartitionService: RPCService, Sendable {
       // A tensor of a job not loaded here will not be produced here.
       let key = try DataPlaneKey(wire: request.key)
       if request.wait, stages.withLock({ $0[key.job] == nil }) {
-        throw RPCError(.failedPrecondition, "job \(key.job) is not loaded on this partition: its tensor \(key) will not be produced")
+        throw RPCError(
+          .failedPrecondition, "job \(key.job) is not loaded on this partition: its tensor \(key) will not be produced")
       }
       return Pipemesh_V1_Tensor(sharing: try await dataPlane.take(key, release: request.release, wait: request.wait))
     }
@@ -120,9 +122,12 @@ public final class PartitionService: RPCService, Sendable {
   private func load(_ request: Pipemesh_V1_LoadStageRequest) async throws -> Pipemesh_V1_LoadStageResponse {
     try MeshNames.checkJob(request.job)
     guard request.stage >= 0 else { throw RPCError(.invalidArgument, "stage is \(request.stage); stages count from 0") }
-    guard request.replica >= 0 else { throw RPCError(.invalidArgument, "replica is \(request.replica); replicas count from 0") }
+    guard request.replica >= 0 else {
+      throw RPCError(.invalidArgument, "replica is \(request.replica); replicas count from 0")
+    }
     guard request.maxKeptBytes >= 0 else {
-      throw RPCError(.invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for the partition's bound or a byte count")
+      throw RPCError(
+        .invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for the partition's bound or a byte count")
     }
     guard request.blasThreads >= 0, request.blasThreads <= blasThreads else {
       throw RPCError(
@@ -131,9 +136,12 @@ public final class PartitionService: RPCService, Sendable {
           + "the most a stage may ask for (0 keeps it)")
     }
     let model = try makeModel(request.model)
-    guard request.firstLayer >= 0, request.firstLayer < request.endLayer, Int(request.endLayer) <= model.layers.count else {
+    guard request.firstLayer >= 0, request.firstLayer < request.endLayer, Int(request.endLayer) <= model.layers.count
+    else {
       throw RPCError(
-        .invalidArgument, "layers \(request.firstLayer)..<\(request.endLayer) are not a non-empty range of the model's \(model.layers.count) layers")
+        .invalidArgument,
+        "layers \(request.firstLayer)..<\(request.endLayer) are not a non-empty range of the model's \(model.layers.count) layers"
+      )
     }
     let layers = Int(request.firstLayer)..<Int(request.endLayer)
     let parameters = model.layers[layers].reduce(0) { $0 + $1.parameterCount }
@@ -145,12 +153,16 @@ public final class PartitionService: RPCService, Sendable {
           + "(--memory-budget-mib): split the model over more stages")
     }
     guard !request.parameterServers.isEmpty, request.parameterServers.count <= 1024 else {
-      throw RPCError(.invalidArgument, "parameter_servers lists \(request.parameterServers.count) endpoints; give 1 to 1024")
+      throw RPCError(
+        .invalidArgument, "parameter_servers lists \(request.parameterServers.count) endpoints; give 1 to 1024")
     }
-    guard request.peers.count <= 65536 else { throw RPCError(.invalidArgument, "peers lists \(request.peers.count) endpoints; give at most 65536") }
+    guard request.peers.count <= 65536 else {
+      throw RPCError(.invalidArgument, "peers lists \(request.peers.count) endpoints; give at most 65536")
+    }
     for (field, endpoints) in [("parameter_servers", request.parameterServers), ("peers", request.peers)] {
       if let malformed = endpoints.first(where: { !DialPolicy.isWellFormed($0) }) {
-        throw RPCError(.invalidArgument, "\(field) names '\(malformed.echoed)'; give HOST:PORT with a port from 1 to 65535")
+        throw RPCError(
+          .invalidArgument, "\(field) names '\(malformed.echoed)'; give HOST:PORT with a port from 1 to 65535")
       }
       if let refused = endpoints.first(where: { !dialPolicy.allows($0) }) {
         throw RPCError(
@@ -159,7 +171,8 @@ public final class PartitionService: RPCService, Sendable {
     }
     if let existing = stages.withLock({ $0[request.job] }) {
       guard existing.request == request else {
-        throw RPCError(.failedPrecondition, "job \(request.job) is loaded here with another stage or model: unload it first")
+        throw RPCError(
+          .failedPrecondition, "job \(request.job) is loaded here with another stage or model: unload it first")
       }
       return response(model: model, layers: layers)
     }
@@ -168,7 +181,8 @@ public final class PartitionService: RPCService, Sendable {
       job: request.job, model: model, layers: layers, stage: Int(request.stage), replica: request.replica,
       recompute: request.recomputeActivations,
       // A job may ask for a tighter bound than the partition's, never a looser one.
-      maxKeptBytes: request.maxKeptBytes > 0 ? min(Int(request.maxKeptBytes), defaultMaxKeptBytes) : defaultMaxKeptBytes,
+      maxKeptBytes: request.maxKeptBytes > 0
+        ? min(Int(request.maxKeptBytes), defaultMaxKeptBytes) : defaultMaxKeptBytes,
       peers: Set(request.peers),
       optimizer: request.optimizer,
       ps: try ParameterServerClient(endpoints: request.parameterServers, transport: transport), dataPlane: dataPlane,

@@ -94,7 +94,9 @@ actor StageRunner {
     self.maxKeptBytes = maxKeptBytes
     self.ps = ps
     self.dataPlane = dataPlane
-    definitions = model.variableDeclarations(layers: layers).map { $0.definition(seed: model.spec.seed, optimizer: optimizer) }
+    definitions = model.variableDeclarations(layers: layers).map {
+      $0.definition(seed: model.spec.seed, optimizer: optimizer)
+    }
   }
 
   /// Registers the stage's variables with the ps and pulls their values.
@@ -138,7 +140,9 @@ actor StageRunner {
     }
   }
 
-  private func computeForward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws -> Pipemesh_V1_ForwardResponse {
+  private func computeForward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws
+    -> Pipemesh_V1_ForwardResponse
+  {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
     let (dataPlane, stage) = (dataPlane, stage)
     let peers = self.peers
@@ -160,7 +164,8 @@ actor StageRunner {
     if let target {
       try model.checkTarget(target, batchSize: batch, "targets of job \(job)")
       guard request.batchSize >= batch else {
-        throw RPCError(.invalidArgument, "batch_size \(request.batchSize) is smaller than the micro-batch (\(batch) examples)")
+        throw RPCError(
+          .invalidArgument, "batch_size \(request.batchSize) is smaller than the micro-batch (\(batch) examples)")
       }
     }
     let seed = UInt64(bitPattern: request.key.step) &* 1_000_003 &+ UInt64(bitPattern: Int64(request.key.microBatch))
@@ -169,7 +174,8 @@ actor StageRunner {
     guard training else {
       // Inferences running at once share the bound with what training keeps.
       let held = kept.values.reduce(0) { $0 + $1.bytes } + inferenceBytes
-      let bytes = try checkActivationBound(batch: batch, perExample: inferenceBytesPerExample, holding: held, what: "an inference")
+      let bytes = try checkActivationBound(
+        batch: batch, perExample: inferenceBytesPerExample, holding: held, what: "an inference")
       inferenceBytes += bytes
       defer { inferenceBytes -= bytes }
       let output = await offActor { model(input, variables: variables, layers: layers) }
@@ -182,7 +188,8 @@ actor StageRunner {
     }
 
     let holding = kept.values.reduce(0) { $0 + $1.bytes } + inferenceBytes
-    let bytes = try checkActivationBound(batch: batch, perExample: keptBytesPerExample, holding: holding, what: "a micro-batch")
+    let bytes = try checkActivationBound(
+      batch: batch, perExample: keptBytesPerExample, holding: holding, what: "a micro-batch")
     // Counted from here: a forward running off the actor still holds its bytes.
     kept[microBatch] = Kept(bytes: bytes, seed: seed)
     let computeStarted = ContinuousClock.now
@@ -193,10 +200,13 @@ actor StageRunner {
       let (loss, gradient) = Autodiff.valueWithGradient(at: [forward.output]) { outputs in
         model.loss(output: outputs[0], target: target)
       }
-      let correct = model.spec.loss == .softmaxCrossEntropy ? Loss.correctPredictions(logits: forward.output, labels: target) : 0
+      let correct =
+        model.spec.loss == .softmaxCrossEntropy ? Loss.correctPredictions(logits: forward.output, labels: target) : 0
       return (forward, (loss.scalar * share, gradient[0] * share, correct))
     }
-    kept[microBatch] = Kept(forward: recompute ? nil : forward, input: recompute ? input : nil, lossGradient: loss?.gradient, bytes: bytes, seed: seed)
+    kept[microBatch] = Kept(
+      forward: recompute ? nil : forward, input: recompute ? input : nil, lossGradient: loss?.gradient, bytes: bytes,
+      seed: seed)
     if let loss {
       response.loss = Double(loss.value)
       response.correct = Int64(loss.correct)
@@ -232,8 +242,10 @@ actor StageRunner {
   /// Bytes an inference of one example works with at once, at most: a
   /// layer's input and what it keeps.
   private var inferenceBytesPerExample: Int {
-    layers.map { model.activationShapes[$0].reduce(1, *) + model.layers[$0].keptScalars(forInput: model.activationShapes[$0]) }
-      .max()! * 4
+    layers.map {
+      model.activationShapes[$0].reduce(1, *) + model.layers[$0].keptScalars(forInput: model.activationShapes[$0])
+    }
+    .max()! * 4
   }
 
   /// Refuses a call of `batch` examples that would take the stage over its
@@ -263,10 +275,15 @@ actor StageRunner {
     }
   }
 
-  private func computeBackward(_ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch) async throws -> Pipemesh_V1_BackwardResponse {
+  private func computeBackward(_ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch) async throws
+    -> Pipemesh_V1_BackwardResponse
+  {
     let (dataPlane, stage, isLast, peers) = (dataPlane, stage, isLast, peers)
     let resolved = await capture { () async throws -> Tensor? in
-      isLast ? nil : try await dataPlane.resolve(request.outputGradient, wait: true, what: "output gradient of stage \(stage)", peers: peers)
+      isLast
+        ? nil
+        : try await dataPlane.resolve(
+          request.outputGradient, wait: true, what: "output gradient of stage \(stage)", peers: peers)
     }
     return try await onTurn(step: microBatch.step, position: request.schedulePosition) {
       try await backwardOnTurn(request, microBatch, outputGradient: resolved.get())
@@ -279,7 +296,8 @@ actor StageRunner {
     guard let entry = kept[microBatch], entry.forward != nil || entry.input != nil, !entry.backwardRunning else {
       throw RPCError(
         .failedPrecondition,
-        "stage \(stage) of job \(job) has no finished forward of step \(microBatch.step) micro-batch \(microBatch.index) to run backward from")
+        "stage \(stage) of job \(job) has no finished forward of step \(microBatch.step) micro-batch \(microBatch.index) to run backward from"
+      )
     }
     let upstream = outputGradient ?? entry.lossGradient!
     kept[microBatch]?.backwardRunning = true
@@ -294,9 +312,13 @@ actor StageRunner {
     let offered: Pipemesh_V1_TensorReference?
     do {
       offered = try await offActor {
-        let forward = entry.forward ?? Self.runForward(model, entry.input!, variables: variables, layers: layers, seed: entry.seed, isFirst: isFirst)
+        let forward =
+          entry.forward
+          ?? Self.runForward(
+            model, entry.input!, variables: variables, layers: layers, seed: entry.seed, isFirst: isFirst)
         guard upstream.shape == forward.output.shape else {
-          throw RPCError(.invalidArgument, "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
+          throw RPCError(
+            .invalidArgument, "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
         }
         // A neighbour's gradient is checked here; the loss's own, when the
         // loss overflows, reaches the sums and is refused at commit.
@@ -307,7 +329,8 @@ actor StageRunner {
         // stage waits for it, not for them. The L2 penalty's gradient belongs to the step, not
         // to each micro-batch.
         var reference: Pipemesh_V1_TensorReference?
-        _ = forward.backward(upstream, addingPenalty: microBatch.index == 0, addingInto: &sums.values) { inputGradient in
+        _ = forward.backward(upstream, addingPenalty: microBatch.index == 0, addingInto: &sums.values) {
+          inputGradient in
           reference = dataPlane.offer(inputGradient, key: inputGradientKey)
         }
         return reference
@@ -396,7 +419,8 @@ actor StageRunner {
   private func computeCommit(step: Int64, flush: Bool) async throws -> Pipemesh_V1_CommitResponse {
     guard kept.isEmpty else {
       throw RPCError(
-        .failedPrecondition, "stage \(stage) of job \(job) still has \(kept.count) micro-batches without backward at commit")
+        .failedPrecondition,
+        "stage \(stage) of job \(job) still has \(kept.count) micro-batches without backward at commit")
     }
     var response = Pipemesh_V1_CommitResponse()
     response.penalty = Double(model.penalty(variables: variables, layers: layers))
@@ -424,14 +448,17 @@ actor StageRunner {
         }
         let (ps, job, user, replica) = (ps, job, user, replica)
         let push = Task {
-          try await ps.push(job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed)
+          try await ps.push(
+            job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed
+          )
           return ()
         }
         local.pendingPush = flush ? nil : push
         localUpdates = local
         if flush { try await push.value }
       } else {
-        try await ps.push(job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed)
+        try await ps.push(
+          job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed)
         try await refresh()
       }
     }

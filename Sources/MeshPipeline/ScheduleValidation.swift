@@ -38,7 +38,8 @@ extension PipelineSchedule {
         let stuck = (0..<stages).compactMap { next[$0] < actions[$0].count ? actions[$0][next[$0]] : nil }
         for action in stuck { grid[action.stage][tick] = action }  // shown marked where it stalls
         throw ScheduleError(
-          message: "deadlock at tick \(tick): \(stuck.map(\.description).joined(separator: ", ")) wait on actions that never run",
+          message:
+            "deadlock at tick \(tick): \(stuck.map(\.description).joined(separator: ", ")) wait on actions that never run",
           grid: Self.render(grid, marking: Set(stuck), stages: stages))
       }
       tick += 1
@@ -57,7 +58,8 @@ extension PipelineSchedule {
         let missing = expected.subtracting(list).map(\.description).sorted()
         let extra = Set(list).subtracting(expected).map(\.description).sorted()
         throw ScheduleError(
-          message: "stage \(stage) must run each of its forwards and backwards once; missing \(missing), foreign \(extra)"
+          message:
+            "stage \(stage) must run each of its forwards and backwards once; missing \(missing), foreign \(extra)"
             + (list.count == Set(list).count ? "" : ", some repeated"),
           grid: "")
       }
@@ -65,14 +67,17 @@ extension PipelineSchedule {
   }
 
   /// The grid as text, one row per stage, `[..]` around marked actions.
-  public static func render(_ grid: [[PipelineAction?]], marking marked: Set<PipelineAction> = [], stages: Int) -> String {
+  public static func render(_ grid: [[PipelineAction?]], marking marked: Set<PipelineAction> = [], stages: Int)
+    -> String
+  {
     let width = grid.map(\.count).max() ?? 0
     return (0..<stages).map { stage in
-      "stage \(stage) |" + (0..<width).map { tick in
-        guard tick < grid[stage].count, let action = grid[stage][tick] else { return "  .  " }
-        let text = marked.contains(action) ? "[\(action)]" : " \(action) "
-        return text + String(repeating: " ", count: max(0, 5 - text.count))
-      }.joined()
+      "stage \(stage) |"
+        + (0..<width).map { tick in
+          guard tick < grid[stage].count, let action = grid[stage][tick] else { return "  .  " }
+          let text = marked.contains(action) ? "[\(action)]" : " \(action) "
+          return text + String(repeating: " ", count: max(0, 5 - text.count))
+        }.joined()
     }.joined(separator: "\n")
   }
 

@@ -1,7 +1,7 @@
 import CGRPCShim
 import Foundation
-import Synchronization
 import SwiftProtobuf
+import Synchronization
 
 /// A long-lived channel to one server, and typed calls over it. Connects
 /// lazily and reconnects by itself; share one per peer.
@@ -52,15 +52,17 @@ public final class RPCClient: Sendable {
       try await withCheckedThrowingContinuation { continuation in
         let context = Unmanaged.passRetained(Box(continuation)).toOpaque()
         let pointer = withClientMetadata(options).withCOptions { cOptions in
-          pm_client_unary(channel.pointer, path, request.handOver(), cOptions, { context, code, message, response in
-            let continuation = Unmanaged<Box<CheckedContinuation<Data, any Error>>>.fromOpaque(context!)
-              .takeRetainedValue().value
-            if code == 0 {
-              continuation.resume(returning: response.takeData())
-            } else {
-              continuation.resume(throwing: RPCError(.init(rawValue: Int(code)), String(cString: message!)))
-            }
-          }, context)
+          pm_client_unary(
+            channel.pointer, path, request.handOver(), cOptions,
+            { context, code, message, response in
+              let continuation = Unmanaged<Box<CheckedContinuation<Data, any Error>>>.fromOpaque(context!)
+                .takeRetainedValue().value
+              if code == 0 {
+                continuation.resume(returning: response.takeData())
+              } else {
+                continuation.resume(throwing: RPCError(.init(rawValue: Int(code)), String(cString: message!)))
+              }
+            }, context)
         }
         call.started(pointer!)
       }
@@ -75,14 +77,16 @@ public final class RPCClient: Sendable {
   public func stream<Request, Response>(
     _ method: ServerStreamingMethod<Request, Response>, _ request: Request, options: CallOptions = .init()
   ) -> ResponseStream<Response> {
-    ResponseStream(channel: channel, path: method.path, request: { try .serializing(request) }, options: withClientMetadata(options))
+    ResponseStream(
+      channel: channel, path: method.path, request: { try .serializing(request) }, options: withClientMetadata(options))
   }
 
   /// Calls a server-streaming method with request bytes as they are.
   public func stream<Response>(
     path: String, requestBytes: Data, responseType: Response.Type, options: CallOptions = .init()
   ) -> ResponseStream<Response> {
-    ResponseStream(channel: channel, path: path, request: { OutgoingBytes(requestBytes) }, options: withClientMetadata(options))
+    ResponseStream(
+      channel: channel, path: path, request: { OutgoingBytes(requestBytes) }, options: withClientMetadata(options))
   }
 
   /// A call's options with this client's headers first.

@@ -14,7 +14,8 @@ public struct UnaryMethod<Request: Message, Response: Message>: Sendable {
 extension UnaryMethod {
   /// The method's name, types and kind, untyped.
   public var methodDescription: RPCMethodDescription {
-    RPCMethodDescription(path: path, request: Request.protoMessageName, response: Response.protoMessageName, serverStreaming: false)
+    RPCMethodDescription(
+      path: path, request: Request.protoMessageName, response: Response.protoMessageName, serverStreaming: false)
   }
 }
 
@@ -32,7 +33,8 @@ public struct ServerStreamingMethod<Request: Message, Response: Message>: Sendab
 extension ServerStreamingMethod {
   /// The method's name, types and kind, untyped.
   public var methodDescription: RPCMethodDescription {
-    RPCMethodDescription(path: path, request: Request.protoMessageName, response: Response.protoMessageName, serverStreaming: true)
+    RPCMethodDescription(
+      path: path, request: Request.protoMessageName, response: Response.protoMessageName, serverStreaming: true)
   }
 }
 

@@ -59,23 +59,25 @@ public struct RPCRouter: Sendable {
     inline handler: @escaping @Sendable (Request, ServerContext) throws -> InlineAnswer<Response>
   ) {
     methods.append(
-      RegisteredMethod(path: method.path, kind: PM_METHOD_UNARY, inline: { [admission] call in
-        do {
-          try admission?(method.path, call.context)
-          switch try handler(try Request(wireBytes: call.request), call.context) {
-          case .now(let response):
-            call.finish(with: response)
-            return nil
-          case .later(let work):
-            return { @Sendable in
-              do { call.finish(with: try await work()) } catch { call.finish(with: RPCError(answering: error)) }
+      RegisteredMethod(
+        path: method.path, kind: PM_METHOD_UNARY,
+        inline: { [admission] call in
+          do {
+            try admission?(method.path, call.context)
+            switch try handler(try Request(wireBytes: call.request), call.context) {
+            case .now(let response):
+              call.finish(with: response)
+              return nil
+            case .later(let work):
+              return { @Sendable in
+                do { call.finish(with: try await work()) } catch { call.finish(with: RPCError(answering: error)) }
+              }
             }
+          } catch {
+            call.finish(with: RPCError(answering: error))
+            return nil
           }
-        } catch {
-          call.finish(with: RPCError(answering: error))
-          return nil
-        }
-      }))
+        }))
   }
 
   /// Handles a server-streaming method; the handler writes responses through
@@ -120,7 +122,8 @@ final class RegisteredMethod: Sendable {
     inline = nil
   }
 
-  init(path: String, kind: pm_method_kind, inline: @escaping @Sendable (IncomingCall) -> (@Sendable () async -> Void)?) {
+  init(path: String, kind: pm_method_kind, inline: @escaping @Sendable (IncomingCall) -> (@Sendable () async -> Void)?)
+  {
     self.path = path
     self.kind = kind
     run = nil

@@ -1,7 +1,7 @@
 import CGRPCShim
 import Foundation
-import Synchronization
 import SwiftProtobuf
+import Synchronization
 
 /// The responses of a server-streaming call, as an async sequence that ends
 /// with the stream or throws its error status.

@@ -32,10 +32,12 @@ public struct ResponseWriter<Response: Message>: Sendable {
     call.streamedBytes.withLock { $0 += bytes.count }
     let sent = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
       let box = Unmanaged.passRetained(Box(continuation)).toOpaque()
-      pm_server_call_write(call.pointer, bytes.handOver(), { context, ok in
-        Unmanaged<Box<CheckedContinuation<Bool, Never>>>.fromOpaque(context!)
-          .takeRetainedValue().value.resume(returning: ok != 0)
-      }, box)
+      pm_server_call_write(
+        call.pointer, bytes.handOver(),
+        { context, ok in
+          Unmanaged<Box<CheckedContinuation<Bool, Never>>>.fromOpaque(context!)
+            .takeRetainedValue().value.resume(returning: ok != 0)
+        }, box)
     }
     if !sent { throw RPCError(.cancelled, "the client is no longer reading the stream") }
   }
@@ -77,17 +79,20 @@ final class IncomingCall: @unchecked Sendable {
     let remaining = pm_server_call_remaining_ms(pointer)
     let identity = String(cString: pm_server_call_peer_identity(pointer))
     return ServerContext(
-      metadata: metadata, peer: String(cString: pm_server_call_peer(pointer)), peerIdentity: identity.isEmpty ? nil : identity,
+      metadata: metadata, peer: String(cString: pm_server_call_peer(pointer)),
+      peerIdentity: identity.isEmpty ? nil : identity,
       deadline: remaining == .max ? nil : .now + .milliseconds(remaining), call: self)
   }
 
   /// Cancels `task` if the call is cancelled before it finishes.
   func cancelOnCallCancellation(_ task: Task<Void, Never>) {
     let box = Unmanaged.passRetained(Box(task)).toOpaque()
-    pm_server_call_on_cancel(pointer, { context, cancelled in
-      let task = Unmanaged<Box<Task<Void, Never>>>.fromOpaque(context!).takeRetainedValue().value
-      if cancelled != 0 { task.cancel() }
-    }, box)
+    pm_server_call_on_cancel(
+      pointer,
+      { context, cancelled in
+        let task = Unmanaged<Box<Task<Void, Never>>>.fromOpaque(context!).takeRetainedValue().value
+        if cancelled != 0 { task.cancel() }
+      }, box)
   }
 
   func finish(with response: some Message) {

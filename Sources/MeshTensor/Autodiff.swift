@@ -5,266 +5,271 @@
 /// The fields are written only by `deinit`, on nodes nobody else references, which is why the
 /// unchecked `Sendable` conformance is sound.
 final class GradNode: @unchecked Sendable {
-    private(set) var parents: [GradNode?]
-    let parentShapes: [[Int]]
-    private(set) var rule: (@Sendable (Tensor) -> [Tensor?])?
+  private(set) var parents: [GradNode?]
+  let parentShapes: [[Int]]
+  private(set) var rule: (@Sendable (Tensor) -> [Tensor?])?
 
-    init(parents: [GradNode?], parentShapes: [[Int]], rule: (@Sendable (Tensor) -> [Tensor?])?) {
-        self.parents = parents
-        self.parentShapes = parentShapes
-        self.rule = rule
-    }
+  init(parents: [GradNode?], parentShapes: [[Int]], rule: (@Sendable (Tensor) -> [Tensor?])?) {
+    self.parents = parents
+    self.parentShapes = parentShapes
+    self.rule = rule
+  }
 
-    /// Tears the graph down iteratively: releasing a long chain recursively (one frame per node)
-    /// overflowed the stack at about 10⁵ nodes. Rules only capture parent tensors, so dropping a
-    /// rule while its parents are held here frees nothing deep.
-    deinit {
-        var pending = parents.compactMap { $0 }
-        rule = nil
-        parents = []
-        while var node = pending.popLast() {
-            if isKnownUniquelyReferenced(&node) {
-                node.rule = nil
-                pending.append(contentsOf: node.parents.compactMap { $0 })
-                node.parents = []
-            }
-        }
+  /// Tears the graph down iteratively: releasing a long chain recursively (one frame per node)
+  /// overflowed the stack at about 10⁵ nodes. Rules only capture parent tensors, so dropping a
+  /// rule while its parents are held here frees nothing deep.
+  deinit {
+    var pending = parents.compactMap { $0 }
+    rule = nil
+    parents = []
+    while var node = pending.popLast() {
+      if isKnownUniquelyReferenced(&node) {
+        node.rule = nil
+        pending.append(contentsOf: node.parents.compactMap { $0 })
+        node.parents = []
+      }
     }
+  }
 }
 
 /// Whether operations on tracked tensors are recorded in the current task.
 enum GradientRecording {
-    @TaskLocal static var isEnabled = true
+  @TaskLocal static var isEnabled = true
 }
 
 /// Runs `body` without recording operations (inference, optimizer updates, gradient rules).
 public func withoutGradients<R>(_ body: () throws -> R) rethrows -> R {
-    try GradientRecording.$isEnabled.withValue(false) { try body() }
+  try GradientRecording.$isEnabled.withValue(false) { try body() }
 }
 
 extension Tensor {
-    /// Whether operations on this tensor are being recorded.
-    public var isTrackingGradients: Bool { node != nil }
+  /// Whether operations on this tensor are being recorded.
+  public var isTrackingGradients: Bool { node != nil }
 
-    /// The same values as a new leaf of the tape: gradients can be requested with respect to it.
-    public func trackingGradients() -> Tensor {
-        Tensor(shape: shape, buffer: buffer,
-               node: GradNode(parents: [], parentShapes: [], rule: nil))
-    }
+  /// The same values as a new leaf of the tape: gradients can be requested with respect to it.
+  public func trackingGradients() -> Tensor {
+    Tensor(
+      shape: shape, buffer: buffer,
+      node: GradNode(parents: [], parentShapes: [], rule: nil))
+  }
 
-    /// The same values without any recorded history.
-    public func detached() -> Tensor {
-        Tensor(shape: shape, buffer: buffer)
-    }
+  /// The same values without any recorded history.
+  public func detached() -> Tensor {
+    Tensor(shape: shape, buffer: buffer)
+  }
 
-    /// Attaches `rule` to `result` when recording is on and some input is tracked.
-    /// `rule` receives the gradient of `result` and returns one gradient per input, either in
-    /// the input's shape or in a shape that broadcasts to it (it is summed back in `backward`).
-    static func recorded(
-        _ result: Tensor, inputs: [Tensor], rule: @escaping @Sendable (Tensor) -> [Tensor?]
-    ) -> Tensor {
-        guard inputs.contains(where: { $0.node != nil }), GradientRecording.isEnabled else {
-            return result
-        }
-        var tracked = result
-        tracked.node = GradNode(parents: inputs.map(\.node), parentShapes: inputs.map(\.shape), rule: rule)
-        return tracked
+  /// Attaches `rule` to `result` when recording is on and some input is tracked.
+  /// `rule` receives the gradient of `result` and returns one gradient per input, either in
+  /// the input's shape or in a shape that broadcasts to it (it is summed back in `backward`).
+  static func recorded(
+    _ result: Tensor, inputs: [Tensor], rule: @escaping @Sendable (Tensor) -> [Tensor?]
+  ) -> Tensor {
+    guard inputs.contains(where: { $0.node != nil }), GradientRecording.isEnabled else {
+      return result
     }
+    var tracked = result
+    tracked.node = GradNode(parents: inputs.map(\.node), parentShapes: inputs.map(\.shape), rule: rule)
+    return tracked
+  }
 }
 
 /// Reverse-mode differentiation over the recorded operations.
 public enum Autodiff {
-    /// Gradients of the scalar `loss` with respect to each of `variables` (zeros for a variable
-    /// the loss does not depend on). Every variable must be tracking gradients.
-    public static func gradients(of loss: Tensor, withRespectTo variables: [Tensor]) -> [Tensor] {
-        precondition(loss.scalarCount == 1, "loss must have one scalar, has shape \(loss.shape)")
-        return backward(from: loss, upstream: Tensor(shape: loss.shape, repeating: 1), withRespectTo: variables)
-    }
+  /// Gradients of the scalar `loss` with respect to each of `variables` (zeros for a variable
+  /// the loss does not depend on). Every variable must be tracking gradients.
+  public static func gradients(of loss: Tensor, withRespectTo variables: [Tensor]) -> [Tensor] {
+    precondition(loss.scalarCount == 1, "loss must have one scalar, has shape \(loss.shape)")
+    return backward(from: loss, upstream: Tensor(shape: loss.shape, repeating: 1), withRespectTo: variables)
+  }
 
-    /// Vector-Jacobian product: given `upstream`, the gradient of some later quantity with respect
-    /// to `output`, returns the gradient of that quantity with respect to each of `variables`.
-    /// This is the backward step of a pipeline stage.
-    public static func backward(
-        from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor]
-    ) -> [Tensor] {
-        var none = [Tensor?](repeating: nil, count: variables.count)
-        return zip(backward(from: output, upstream: upstream, withRespectTo: variables, addingInto: &none), variables)
-            .map { $0 ?? Tensor.zeros($1.shape) }
-    }
+  /// Vector-Jacobian product: given `upstream`, the gradient of some later quantity with respect
+  /// to `output`, returns the gradient of that quantity with respect to each of `variables`.
+  /// This is the backward step of a pipeline stage.
+  public static func backward(
+    from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor]
+  ) -> [Tensor] {
+    var none = [Tensor?](repeating: nil, count: variables.count)
+    return zip(backward(from: output, upstream: upstream, withRespectTo: variables, addingInto: &none), variables)
+      .map { $0 ?? Tensor.zeros($1.shape) }
+  }
 
-    /// Like `backward(from:upstream:withRespectTo:)`, but the gradient of each variable whose
-    /// entry in `sums` is set (to a tensor of its shape) is added into that entry instead of
-    /// being returned: a matrix product that yields it adds straight into the sum (sgemm with
-    /// beta = 1), which saves a pass over it and the product's own zeroing. This is how a stage
-    /// sums its weight gradients over micro-batches. Returns the other variables' gradients (nil
-    /// for one the output does not depend on) and nil for the summed ones.
-    ///
-    /// With `othersReady`, those products (a matrix product's or a convolution's gradient of a
-    /// summed variable) wait until every other gradient is known: `othersReady` gets the returned
-    /// gradients first, then the products run. Other additions into the sums (a bias's row sums)
-    /// still happen as the engine reaches them. A pipeline stage sends its input gradient on from
-    /// there, so the previous stage does not wait for the weight-gradient products. Each waiting
-    /// product keeps the output gradient it multiplies alive until then.
-    public static func backward(
-        from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?],
-        othersReady: ((_ gradients: [Tensor?]) -> Void)? = nil
-    ) -> [Tensor?] {
-        precondition(upstream.shape == output.shape,
-                     "upstream gradient shape \(upstream.shape) differs from output shape \(output.shape)")
-        precondition(sums.count == variables.count, "one sum (or nil) per variable")
-        var sinks: [ObjectIdentifier: GradientSink] = [:]
-        for (index, variable) in variables.enumerated() {
-            precondition(variable.node != nil, "gradient requested for a tensor that is not tracking gradients")
-            guard sums[index] != nil else { continue }
-            precondition(sums[index]!.shape == variable.shape,
-                         "sum of shape \(sums[index]!.shape) for a variable of shape \(variable.shape)")
-            // Owned by `sums` alone from here, so that writing through its pointer is safe.
-            sums[index]!.withUnsafeMutableBufferPointer { _ in }
-            sinks[ObjectIdentifier(variable.node!)] = GradientSink(sums[index]!)
-        }
-        guard let root = output.node else {
-            let none = variables.map { _ -> Tensor? in nil }
-            othersReady?(none)
-            return none
-        }
-        let wanted = Set(variables.compactMap { $0.node.map(ObjectIdentifier.init) })
-        var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): upstream.detached()]
-        let deferred = othersReady == nil ? nil : DeferredSinkProducts()
-        withoutGradients {
-            GradientSink.$current.withValue(sinks) {
-                DeferredSinkProducts.$current.withValue(deferred) {
-                    for node in reverseTopologicalOrder(from: root) {
-                        let id = ObjectIdentifier(node)
-                        guard let rule = node.rule, let gradient = grads[id] else { continue }
-                        if !wanted.contains(id) { grads[id] = nil }
-                        let parentGrads = rule(gradient)
-                        for (index, parent) in node.parents.enumerated() {
-                            guard let parent, let parentGrad = parentGrads[index] else { continue }
-                            // The one place where broadcast gradients are summed back to the input's shape.
-                            let reduced = parentGrad.summedToShape(node.parentShapes[index])
-                            let parentID = ObjectIdentifier(parent)
-                            if let sink = sinks[parentID] {
-                                sink.add(reduced)
-                            } else if var existing = grads[parentID] {
-                                grads[parentID] = nil
-                                existing.accumulate(reduced)
-                                grads[parentID] = existing
-                            } else {
-                                grads[parentID] = reduced
-                            }
-                        }
-                    }
-                }
+  /// Like `backward(from:upstream:withRespectTo:)`, but the gradient of each variable whose
+  /// entry in `sums` is set (to a tensor of its shape) is added into that entry instead of
+  /// being returned: a matrix product that yields it adds straight into the sum (sgemm with
+  /// beta = 1), which saves a pass over it and the product's own zeroing. This is how a stage
+  /// sums its weight gradients over micro-batches. Returns the other variables' gradients (nil
+  /// for one the output does not depend on) and nil for the summed ones.
+  ///
+  /// With `othersReady`, those products (a matrix product's or a convolution's gradient of a
+  /// summed variable) wait until every other gradient is known: `othersReady` gets the returned
+  /// gradients first, then the products run. Other additions into the sums (a bias's row sums)
+  /// still happen as the engine reaches them. A pipeline stage sends its input gradient on from
+  /// there, so the previous stage does not wait for the weight-gradient products. Each waiting
+  /// product keeps the output gradient it multiplies alive until then.
+  public static func backward(
+    from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?],
+    othersReady: ((_ gradients: [Tensor?]) -> Void)? = nil
+  ) -> [Tensor?] {
+    precondition(
+      upstream.shape == output.shape,
+      "upstream gradient shape \(upstream.shape) differs from output shape \(output.shape)")
+    precondition(sums.count == variables.count, "one sum (or nil) per variable")
+    var sinks: [ObjectIdentifier: GradientSink] = [:]
+    for (index, variable) in variables.enumerated() {
+      precondition(variable.node != nil, "gradient requested for a tensor that is not tracking gradients")
+      guard sums[index] != nil else { continue }
+      precondition(
+        sums[index]!.shape == variable.shape,
+        "sum of shape \(sums[index]!.shape) for a variable of shape \(variable.shape)")
+      // Owned by `sums` alone from here, so that writing through its pointer is safe.
+      sums[index]!.withUnsafeMutableBufferPointer { _ in }
+      sinks[ObjectIdentifier(variable.node!)] = GradientSink(sums[index]!)
+    }
+    guard let root = output.node else {
+      let none = variables.map { _ -> Tensor? in nil }
+      othersReady?(none)
+      return none
+    }
+    let wanted = Set(variables.compactMap { $0.node.map(ObjectIdentifier.init) })
+    var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): upstream.detached()]
+    let deferred = othersReady == nil ? nil : DeferredSinkProducts()
+    withoutGradients {
+      GradientSink.$current.withValue(sinks) {
+        DeferredSinkProducts.$current.withValue(deferred) {
+          for node in reverseTopologicalOrder(from: root) {
+            let id = ObjectIdentifier(node)
+            guard let rule = node.rule, let gradient = grads[id] else { continue }
+            if !wanted.contains(id) { grads[id] = nil }
+            let parentGrads = rule(gradient)
+            for (index, parent) in node.parents.enumerated() {
+              guard let parent, let parentGrad = parentGrads[index] else { continue }
+              // The one place where broadcast gradients are summed back to the input's shape.
+              let reduced = parentGrad.summedToShape(node.parentShapes[index])
+              let parentID = ObjectIdentifier(parent)
+              if let sink = sinks[parentID] {
+                sink.add(reduced)
+              } else if var existing = grads[parentID] {
+                grads[parentID] = nil
+                existing.accumulate(reduced)
+                grads[parentID] = existing
+              } else {
+                grads[parentID] = reduced
+              }
             }
+          }
         }
-        let gradients = variables.map { sinks[ObjectIdentifier($0.node!)] == nil ? grads[ObjectIdentifier($0.node!)] : nil }
-        if let othersReady, let deferred {
-            othersReady(gradients)
-            deferred.run()
+      }
+    }
+    let gradients = variables.map { sinks[ObjectIdentifier($0.node!)] == nil ? grads[ObjectIdentifier($0.node!)] : nil }
+    if let othersReady, let deferred {
+      othersReady(gradients)
+      deferred.run()
+    }
+    return gradients
+  }
+
+  /// Evaluates `body` at tracked copies of `inputs` and returns the result with a
+  /// backpropagator that maps an upstream gradient to gradients for `inputs`.
+  public static func valueWithBackpropagator(
+    at inputs: [Tensor], _ body: ([Tensor]) -> Tensor
+  ) -> (value: Tensor, backpropagator: Backpropagator) {
+    let tracked = inputs.map { $0.trackingGradients() }
+    let output = body(tracked)
+    return (output.detached(), Backpropagator(output: output, inputs: tracked))
+  }
+
+  /// Evaluates the scalar `body` and its gradients with respect to `inputs`.
+  public static func valueWithGradient(
+    at inputs: [Tensor], _ body: ([Tensor]) -> Tensor
+  ) -> (value: Tensor, gradients: [Tensor]) {
+    let tracked = inputs.map { $0.trackingGradients() }
+    let output = body(tracked)
+    return (output.detached(), gradients(of: output, withRespectTo: tracked))
+  }
+
+  /// Nodes reachable from `root`, each after every node that consumes it.
+  static func reverseTopologicalOrder(from root: GradNode) -> [GradNode] {
+    var order: [GradNode] = []
+    var visited: Set<ObjectIdentifier> = [ObjectIdentifier(root)]
+    var stack: [(node: GradNode, nextParent: Int)] = [(root, 0)]
+    while let top = stack.last {
+      if top.nextParent < top.node.parents.count {
+        stack[stack.count - 1].nextParent += 1
+        if let parent = top.node.parents[top.nextParent],
+          visited.insert(ObjectIdentifier(parent)).inserted
+        {
+          stack.append((parent, 0))
         }
-        return gradients
+      } else {
+        order.append(top.node)
+        stack.removeLast()
+      }
     }
-
-    /// Evaluates `body` at tracked copies of `inputs` and returns the result with a
-    /// backpropagator that maps an upstream gradient to gradients for `inputs`.
-    public static func valueWithBackpropagator(
-        at inputs: [Tensor], _ body: ([Tensor]) -> Tensor
-    ) -> (value: Tensor, backpropagator: Backpropagator) {
-        let tracked = inputs.map { $0.trackingGradients() }
-        let output = body(tracked)
-        return (output.detached(), Backpropagator(output: output, inputs: tracked))
-    }
-
-    /// Evaluates the scalar `body` and its gradients with respect to `inputs`.
-    public static func valueWithGradient(
-        at inputs: [Tensor], _ body: ([Tensor]) -> Tensor
-    ) -> (value: Tensor, gradients: [Tensor]) {
-        let tracked = inputs.map { $0.trackingGradients() }
-        let output = body(tracked)
-        return (output.detached(), gradients(of: output, withRespectTo: tracked))
-    }
-
-    /// Nodes reachable from `root`, each after every node that consumes it.
-    static func reverseTopologicalOrder(from root: GradNode) -> [GradNode] {
-        var order: [GradNode] = []
-        var visited: Set<ObjectIdentifier> = [ObjectIdentifier(root)]
-        var stack: [(node: GradNode, nextParent: Int)] = [(root, 0)]
-        while let top = stack.last {
-            if top.nextParent < top.node.parents.count {
-                stack[stack.count - 1].nextParent += 1
-                if let parent = top.node.parents[top.nextParent],
-                   visited.insert(ObjectIdentifier(parent)).inserted {
-                    stack.append((parent, 0))
-                }
-            } else {
-                order.append(top.node)
-                stack.removeLast()
-            }
-        }
-        return order.reversed()
-    }
+    return order.reversed()
+  }
 }
 
 /// A sum that gradients of one leaf are added into during `Autodiff.backward(…addingInto:)`,
 /// by the engine or, for a matrix product, by the product itself. Valid only during that call,
 /// while the sum's tensor is owned by the caller's `sums` alone.
 struct GradientSink: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<Float>
-    let shape: [Int]
+  let pointer: UnsafeMutablePointer<Float>
+  let shape: [Int]
 
-    init(_ sum: Tensor) {
-        pointer = sum.buffer.pointer
-        shape = sum.shape
-    }
+  init(_ sum: Tensor) {
+    pointer = sum.buffer.pointer
+    shape = sum.shape
+  }
 
-    /// The sinks of the backward pass running in this task, by leaf node.
-    @TaskLocal static var current: [ObjectIdentifier: GradientSink] = [:]
+  /// The sinks of the backward pass running in this task, by leaf node.
+  @TaskLocal static var current: [ObjectIdentifier: GradientSink] = [:]
 
-    /// The sink for `tensor`'s gradient, if it is a leaf being summed.
-    static func of(_ tensor: Tensor) -> GradientSink? {
-        tensor.node.flatMap { current[ObjectIdentifier($0)] }
-    }
+  /// The sink for `tensor`'s gradient, if it is a leaf being summed.
+  static func of(_ tensor: Tensor) -> GradientSink? {
+    tensor.node.flatMap { current[ObjectIdentifier($0)] }
+  }
 
-    func add(_ gradient: Tensor) {
-        precondition(gradient.shape == shape, "adding a gradient of shape \(gradient.shape) into \(shape)")
-        gradient.add(into: pointer)
-    }
+  func add(_ gradient: Tensor) {
+    precondition(gradient.shape == shape, "adding a gradient of shape \(gradient.shape) into \(shape)")
+    gradient.add(into: pointer)
+  }
 }
 
 /// Products that add into gradient sums, held back while `Autodiff.backward` computes the other
 /// gradients (see its `othersReady`). Used by the one backward pass that owns it, on its task.
 final class DeferredSinkProducts: @unchecked Sendable {
-    private var products: [@Sendable () -> Void] = []
+  private var products: [@Sendable () -> Void] = []
 
-    /// The products of the backward pass running in this task are held here when set.
-    @TaskLocal static var current: DeferredSinkProducts?
+  /// The products of the backward pass running in this task are held here when set.
+  @TaskLocal static var current: DeferredSinkProducts?
 
-    func append(_ product: @escaping @Sendable () -> Void) { products.append(product) }
+  func append(_ product: @escaping @Sendable () -> Void) { products.append(product) }
 
-    /// Runs the held products in the order they were held, once.
-    func run() {
-        let held = products
-        products = []
-        for product in held { product() }
-    }
+  /// Runs the held products in the order they were held, once.
+  func run() {
+    let held = products
+    products = []
+    for product in held { product() }
+  }
 }
 
 /// The recorded computation behind a forward result; call it (possibly much later, e.g. when a
 /// pipeline stage receives its output gradient) to get the input gradients.
 public struct Backpropagator: Sendable {
-    let output: Tensor
-    let inputs: [Tensor]
+  let output: Tensor
+  let inputs: [Tensor]
 
-    /// Gradients with respect to the inputs, given the gradient with respect to the output.
-    public func callAsFunction(_ upstream: Tensor) -> [Tensor] {
-        Autodiff.backward(from: output, upstream: upstream, withRespectTo: inputs)
-    }
+  /// Gradients with respect to the inputs, given the gradient with respect to the output.
+  public func callAsFunction(_ upstream: Tensor) -> [Tensor] {
+    Autodiff.backward(from: output, upstream: upstream, withRespectTo: inputs)
+  }
 
-    /// Adds the gradients of the inputs whose `sums` entry is set into it; returns the others'
-    /// (handed to `othersReady` first when given, before the products into the sums run).
-    public func callAsFunction(
-        _ upstream: Tensor, addingInto sums: inout [Tensor?], othersReady: (([Tensor?]) -> Void)? = nil
-    ) -> [Tensor?] {
-        Autodiff.backward(from: output, upstream: upstream, withRespectTo: inputs, addingInto: &sums, othersReady: othersReady)
-    }
+  /// Adds the gradients of the inputs whose `sums` entry is set into it; returns the others'
+  /// (handed to `othersReady` first when given, before the products into the sums run).
+  public func callAsFunction(
+    _ upstream: Tensor, addingInto sums: inout [Tensor?], othersReady: (([Tensor?]) -> Void)? = nil
+  ) -> [Tensor?] {
+    Autodiff.backward(
+      from: output, upstream: upstream, withRespectTo: inputs, addingInto: &sums, othersReady: othersReady)
+  }
 }

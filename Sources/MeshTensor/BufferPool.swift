@@ -5,48 +5,48 @@ import Synchronization
 /// Dense forward+backward spent ~25% extra time in page faults). Blocks below `minimumCount`
 /// scalars go straight to malloc; at most `maximumBytes` are held, `maximumPerSize` per size.
 final class BufferPool: Sendable {
-    static let shared = BufferPool()
+  static let shared = BufferPool()
 
-    let minimumCount = 1 << 16
-    let maximumBytes = 256 << 20
-    let maximumPerSize = 16
+  let minimumCount = 1 << 16
+  let maximumBytes = 256 << 20
+  let maximumPerSize = 16
 
-    private struct State: ~Copyable {
-        /// Free block addresses (as integers, which are Sendable) by scalar count.
-        var free: [Int: [UInt]] = [:]
-        var bytes = 0
+  private struct State: ~Copyable {
+    /// Free block addresses (as integers, which are Sendable) by scalar count.
+    var free: [Int: [UInt]] = [:]
+    var bytes = 0
+  }
+
+  private let state = Mutex(State())
+
+  /// A block of `count` scalars: a recycled one if available, else a new allocation.
+  func take(count: Int) -> UnsafeMutablePointer<Float> {
+    if count >= minimumCount {
+      let recycled = state.withLock { state -> UInt? in
+        guard let address = state.free[count]?.popLast() else { return nil }
+        state.bytes -= count * MemoryLayout<Float>.stride
+        return address
+      }
+      if let recycled, let pointer = UnsafeMutablePointer<Float>(bitPattern: recycled) { return pointer }
     }
+    return .allocate(capacity: Swift.max(count, 1))
+  }
 
-    private let state = Mutex(State())
-
-    /// A block of `count` scalars: a recycled one if available, else a new allocation.
-    func take(count: Int) -> UnsafeMutablePointer<Float> {
-        if count >= minimumCount {
-            let recycled = state.withLock { state -> UInt? in
-                guard let address = state.free[count]?.popLast() else { return nil }
-                state.bytes -= count * MemoryLayout<Float>.stride
-                return address
-            }
-            if let recycled, let pointer = UnsafeMutablePointer<Float>(bitPattern: recycled) { return pointer }
+  /// Returns a block from `take(count:)`; it is kept for reuse or freed.
+  func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
+    if count >= minimumCount {
+      let address = UInt(bitPattern: pointer)
+      let kept = state.withLock { state -> Bool in
+        let size = count * MemoryLayout<Float>.stride
+        guard state.bytes + size <= maximumBytes, state.free[count, default: []].count < maximumPerSize else {
+          return false
         }
-        return .allocate(capacity: Swift.max(count, 1))
+        state.free[count, default: []].append(address)
+        state.bytes += size
+        return true
+      }
+      if kept { return }
     }
-
-    /// Returns a block from `take(count:)`; it is kept for reuse or freed.
-    func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
-        if count >= minimumCount {
-            let address = UInt(bitPattern: pointer)
-            let kept = state.withLock { state -> Bool in
-                let size = count * MemoryLayout<Float>.stride
-                guard state.bytes + size <= maximumBytes, state.free[count, default: []].count < maximumPerSize else {
-                    return false
-                }
-                state.free[count, default: []].append(address)
-                state.bytes += size
-                return true
-            }
-            if kept { return }
-        }
-        pointer.deallocate()
-    }
+    pointer.deallocate()
+  }
 }

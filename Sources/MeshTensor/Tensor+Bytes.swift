@@ -2,76 +2,78 @@ import Foundation
 
 /// Element types on the wire. MeshTensor computes in Float32 only.
 public enum DType: String, Codable, Sendable {
-    case float32
+  case float32
 }
 
 /// Errors from decoding caller-supplied tensor bytes.
 public struct TensorError: Error, Sendable, CustomStringConvertible {
-    /// What was wrong with the input, phrased so a person can fix it.
-    public let message: String
-    public var description: String { message }
+  /// What was wrong with the input, phrased so a person can fix it.
+  public let message: String
+  public var description: String { message }
 }
 
 extension Tensor {
-    /// The element type (always `.float32`).
-    public var dtype: DType { .float32 }
+  /// The element type (always `.float32`).
+  public var dtype: DType { .float32 }
 
-    /// The scalars as raw little-endian row-major bytes (4 per scalar), copied in one block.
-    public var littleEndianBytes: [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: scalarCount * 4)
-        bytes.withUnsafeMutableBytes { copyLittleEndian(into: $0) }
-        return bytes
-    }
+  /// The scalars as raw little-endian row-major bytes (4 per scalar), copied in one block.
+  public var littleEndianBytes: [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: scalarCount * 4)
+    bytes.withUnsafeMutableBytes { copyLittleEndian(into: $0) }
+    return bytes
+  }
 
-    /// The scalars as raw little-endian row-major bytes, as `Data`.
-    public var littleEndianData: Data {
-        var data = Data(count: scalarCount * 4)
-        data.withUnsafeMutableBytes { copyLittleEndian(into: $0) }
-        return data
-    }
+  /// The scalars as raw little-endian row-major bytes, as `Data`.
+  public var littleEndianData: Data {
+    var data = Data(count: scalarCount * 4)
+    data.withUnsafeMutableBytes { copyLittleEndian(into: $0) }
+    return data
+  }
 
-    /// The scalars as raw little-endian row-major bytes in a `Data` that shares the tensor's
-    /// storage and keeps it alive (on a big-endian host, a swapped copy): for bytes that are sent
-    /// and dropped, such as a message field about to be serialized. Never mutate it in place: its
-    /// bytes are the tensor's own.
-    public var sharedLittleEndianData: Data {
-        #if _endian(big)
-        return littleEndianData
-        #else
-        guard scalarCount > 0 else { return Data() }
-        let buffer = self.buffer
-        return Data(
-            bytesNoCopy: buffer.pointer, count: scalarCount * 4,
-            deallocator: .custom { _, _ in withExtendedLifetime(buffer) {} })
-        #endif
-    }
+  /// The scalars as raw little-endian row-major bytes in a `Data` that shares the tensor's
+  /// storage and keeps it alive (on a big-endian host, a swapped copy): for bytes that are sent
+  /// and dropped, such as a message field about to be serialized. Never mutate it in place: its
+  /// bytes are the tensor's own.
+  public var sharedLittleEndianData: Data {
+    #if _endian(big)
+      return littleEndianData
+    #else
+      guard scalarCount > 0 else { return Data() }
+      let buffer = self.buffer
+      return Data(
+        bytesNoCopy: buffer.pointer, count: scalarCount * 4,
+        deallocator: .custom { _, _ in withExtendedLifetime(buffer) {} })
+    #endif
+  }
 
-    private func copyLittleEndian(into destination: UnsafeMutableRawBufferPointer) {
-        guard let base = destination.baseAddress, scalarCount > 0 else { return }
-        base.copyMemory(from: buffer.pointer, byteCount: scalarCount * 4)
-        #if _endian(big)
-        let words = base.assumingMemoryBound(to: UInt32.self)
-        for i in 0..<scalarCount { words[i] = words[i].byteSwapped }
-        #endif
-    }
+  private func copyLittleEndian(into destination: UnsafeMutableRawBufferPointer) {
+    guard let base = destination.baseAddress, scalarCount > 0 else { return }
+    base.copyMemory(from: buffer.pointer, byteCount: scalarCount * 4)
+    #if _endian(big)
+      let words = base.assumingMemoryBound(to: UInt32.self)
+      for i in 0..<scalarCount { words[i] = words[i].byteSwapped }
+    #endif
+  }
 
-    /// Decodes the wire form: dtype, shape, and raw little-endian row-major bytes.
-    /// Throws when the byte count does not match the shape or the shape is invalid.
-    public init(dtype: DType, shape: [Int], littleEndianBytes bytes: some ContiguousBytes) throws {
-        // Check the size against the bytes before allocating: a small message must not be able
-        // to ask for a huge buffer.
-        let byteCount = bytes.withUnsafeBytes { $0.count }
-        guard let count = Tensor.checkedCount(of: shape), count.multipliedReportingOverflow(by: 4) == (byteCount, false) else {
-            throw TensorError(message: "\(dtype.rawValue) tensor of shape \(shape) does not fit the \(byteCount) bytes given (4 per scalar)")
-        }
-        let buffer = TensorBuffer(uninitializedCount: count)
-        bytes.withUnsafeBytes { source in
-            guard let base = source.baseAddress, count > 0 else { return }
-            UnsafeMutableRawPointer(buffer.pointer).copyMemory(from: base, byteCount: count * 4)
-        }
-        #if _endian(big)
-        for i in 0..<count { buffer.pointer[i] = Float(bitPattern: buffer.pointer[i].bitPattern.byteSwapped) }
-        #endif
-        self.init(shape: shape, buffer: buffer)
+  /// Decodes the wire form: dtype, shape, and raw little-endian row-major bytes.
+  /// Throws when the byte count does not match the shape or the shape is invalid.
+  public init(dtype: DType, shape: [Int], littleEndianBytes bytes: some ContiguousBytes) throws {
+    // Check the size against the bytes before allocating: a small message must not be able
+    // to ask for a huge buffer.
+    let byteCount = bytes.withUnsafeBytes { $0.count }
+    guard let count = Tensor.checkedCount(of: shape), count.multipliedReportingOverflow(by: 4) == (byteCount, false)
+    else {
+      throw TensorError(
+        message: "\(dtype.rawValue) tensor of shape \(shape) does not fit the \(byteCount) bytes given (4 per scalar)")
     }
+    let buffer = TensorBuffer(uninitializedCount: count)
+    bytes.withUnsafeBytes { source in
+      guard let base = source.baseAddress, count > 0 else { return }
+      UnsafeMutableRawPointer(buffer.pointer).copyMemory(from: base, byteCount: count * 4)
+    }
+    #if _endian(big)
+      for i in 0..<count { buffer.pointer[i] = Float(bitPattern: buffer.pointer[i].bitPattern.byteSwapped) }
+    #endif
+    self.init(shape: shape, buffer: buffer)
+  }
 }

@@ -4,110 +4,124 @@ import COpenBLAS
 
 /// Process-wide OpenBLAS settings.
 public enum BLAS {
-    /// Sets the number of threads OpenBLAS uses (each partition sets its own).
-    public static func setThreadCount(_ count: Int) {
-        openblas_set_num_threads(Int32(count))
-    }
+  /// Sets the number of threads OpenBLAS uses (each partition sets its own).
+  public static func setThreadCount(_ count: Int) {
+    openblas_set_num_threads(Int32(count))
+  }
 
-    /// C = alpha · op(A) · op(B) + beta · C for row-major matrices, where op(A) is m×k and op(B) is k×n.
-    /// A and B may be blocks of wider matrices: `aRowStride` and `bRowStride` are their rows'
-    /// distance (by default, the block's own width).
-    @inline(__always)
-    static func sgemm(
-        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
-        alpha: Float = 1, a: UnsafePointer<Float>, aRowStride: Int? = nil, b: UnsafePointer<Float>, bRowStride: Int? = nil,
-        beta: Float = 0, c: UnsafeMutablePointer<Float>
-    ) {
-        cblas_sgemm(CblasRowMajor,
-                    transposeA ? CblasTrans : CblasNoTrans,
-                    transposeB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha,
-                    a, Int32(aRowStride ?? (transposeA ? m : k)),
-                    b, Int32(bRowStride ?? (transposeB ? k : n)),
-                    beta, c, Int32(n))
-    }
+  /// C = alpha · op(A) · op(B) + beta · C for row-major matrices, where op(A) is m×k and op(B) is k×n.
+  /// A and B may be blocks of wider matrices: `aRowStride` and `bRowStride` are their rows'
+  /// distance (by default, the block's own width).
+  @inline(__always)
+  static func sgemm(
+    transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+    alpha: Float = 1, a: UnsafePointer<Float>, aRowStride: Int? = nil, b: UnsafePointer<Float>, bRowStride: Int? = nil,
+    beta: Float = 0, c: UnsafeMutablePointer<Float>
+  ) {
+    cblas_sgemm(
+      CblasRowMajor,
+      transposeA ? CblasTrans : CblasNoTrans,
+      transposeB ? CblasTrans : CblasNoTrans,
+      Int32(m), Int32(n), Int32(k), alpha,
+      a, Int32(aRowStride ?? (transposeA ? m : k)),
+      b, Int32(bRowStride ?? (transposeB ? k : n)),
+      beta, c, Int32(n))
+  }
 }
 
 extension Tensor {
-    /// Matrix product op(a) · op(b) where op transposes the last two axes when its flag is set.
-    ///
-    /// Rank 2 × rank 2 is one product. A rank ≥ 3 left side times a rank-2 right side is one
-    /// product over the flattened leading axes (when `a` is not transposed) or a product per
-    /// batch entry. Two batched operands must have equal leading axes.
-    public static func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
-        let result = matmulValues(a, b, transposeA: transposeA, transposeB: transposeB)
-        return recorded(result, inputs: [a, b]) { g in
-            let flattenB = b.rank == 2 && a.rank > 2
-            // Each gradient as op(x) · op(y); added straight into its sum when one is set.
-            func leftGrad() -> Tensor? {
-                switch (transposeA, transposeB) {
-                case (false, false): return product(g, b, false, true, gradientOf: a)
-                case (false, true): return product(g, b, false, false, gradientOf: a)
-                case (true, false): return product(b, g, false, true, gradientOf: a)
-                case (true, true): return product(b, g, true, true, gradientOf: a)
-                }
-            }
-            func rightGrad() -> Tensor? {
-                // With a shared 2-D right operand, flatten the batch so one sgemm sums over it.
-                let (lhs, grad): (Tensor, Tensor) = flattenB && !transposeA
-                    ? (a.reshapedValues(to: [count(of: Array(a.shape.dropLast())), a.shape[a.rank - 1]]),
-                       g.reshapedValues(to: [count(of: Array(g.shape.dropLast())), g.shape[g.rank - 1]]))
-                    : (a, g)
-                switch (transposeA, transposeB) {
-                case (false, false): return product(lhs, grad, true, false, gradientOf: b)
-                case (false, true): return product(grad, lhs, true, false, gradientOf: b)
-                case (true, false): return product(lhs, grad, false, false, gradientOf: b)
-                case (true, true): return product(grad, lhs, true, true, gradientOf: b)
-                }
-            }
-            return [a.isTrackingGradients ? leftGrad() : nil, b.isTrackingGradients ? rightGrad() : nil]
+  /// Matrix product op(a) · op(b) where op transposes the last two axes when its flag is set.
+  ///
+  /// Rank 2 × rank 2 is one product. A rank ≥ 3 left side times a rank-2 right side is one
+  /// product over the flattened leading axes (when `a` is not transposed) or a product per
+  /// batch entry. Two batched operands must have equal leading axes.
+  public static func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
+    let result = matmulValues(a, b, transposeA: transposeA, transposeB: transposeB)
+    return recorded(result, inputs: [a, b]) { g in
+      let flattenB = b.rank == 2 && a.rank > 2
+      // Each gradient as op(x) · op(y); added straight into its sum when one is set.
+      func leftGrad() -> Tensor? {
+        switch (transposeA, transposeB) {
+        case (false, false): return product(g, b, false, true, gradientOf: a)
+        case (false, true): return product(g, b, false, false, gradientOf: a)
+        case (true, false): return product(b, g, false, true, gradientOf: a)
+        case (true, true): return product(b, g, true, true, gradientOf: a)
         }
+      }
+      func rightGrad() -> Tensor? {
+        // With a shared 2-D right operand, flatten the batch so one sgemm sums over it.
+        let (lhs, grad): (Tensor, Tensor) =
+          flattenB && !transposeA
+          ? (
+            a.reshapedValues(to: [count(of: Array(a.shape.dropLast())), a.shape[a.rank - 1]]),
+            g.reshapedValues(to: [count(of: Array(g.shape.dropLast())), g.shape[g.rank - 1]])
+          )
+          : (a, g)
+        switch (transposeA, transposeB) {
+        case (false, false): return product(lhs, grad, true, false, gradientOf: b)
+        case (false, true): return product(grad, lhs, true, false, gradientOf: b)
+        case (true, false): return product(lhs, grad, false, false, gradientOf: b)
+        case (true, true): return product(grad, lhs, true, true, gradientOf: b)
+        }
+      }
+      return [a.isTrackingGradients ? leftGrad() : nil, b.isTrackingGradients ? rightGrad() : nil]
     }
+  }
 
-    /// op(x) · op(y), the gradient of `operand`: added into the operand's gradient sum and nil
-    /// when a backward pass is summing it (see `GradientSink`) and the shapes allow one sgemm.
-    private static func product(_ x: Tensor, _ y: Tensor, _ transposeX: Bool, _ transposeY: Bool, gradientOf operand: Tensor) -> Tensor? {
-        if let sink = GradientSink.of(operand), x.rank == 2, y.rank == 2 {
-            let (m, k) = transposeX ? (x.shape[1], x.shape[0]) : (x.shape[0], x.shape[1])
-            let n = transposeY ? y.shape[0] : y.shape[1]
-            if sink.shape == [m, n] {
-                let addProduct: @Sendable () -> Void = {
-                    BLAS.sgemm(transposeA: transposeX, transposeB: transposeY, m: m, n: n, k: k,
-                               a: x.buffer.pointer, b: y.buffer.pointer, beta: 1, c: sink.pointer)
-                }
-                if let deferred = DeferredSinkProducts.current { deferred.append(addProduct) } else { addProduct() }
-                return nil
-            }
+  /// op(x) · op(y), the gradient of `operand`: added into the operand's gradient sum and nil
+  /// when a backward pass is summing it (see `GradientSink`) and the shapes allow one sgemm.
+  private static func product(
+    _ x: Tensor, _ y: Tensor, _ transposeX: Bool, _ transposeY: Bool, gradientOf operand: Tensor
+  ) -> Tensor? {
+    if let sink = GradientSink.of(operand), x.rank == 2, y.rank == 2 {
+      let (m, k) = transposeX ? (x.shape[1], x.shape[0]) : (x.shape[0], x.shape[1])
+      let n = transposeY ? y.shape[0] : y.shape[1]
+      if sink.shape == [m, n] {
+        let addProduct: @Sendable () -> Void = {
+          BLAS.sgemm(
+            transposeA: transposeX, transposeB: transposeY, m: m, n: n, k: k,
+            a: x.buffer.pointer, b: y.buffer.pointer, beta: 1, c: sink.pointer)
         }
-        return matmulValues(x, y, transposeA: transposeX, transposeB: transposeY)
+        if let deferred = DeferredSinkProducts.current { deferred.append(addProduct) } else { addProduct() }
+        return nil
+      }
     }
+    return matmulValues(x, y, transposeA: transposeX, transposeB: transposeY)
+  }
 
-    /// The product without recording.
-    static func matmulValues(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
-        precondition(a.rank >= 2 && b.rank >= 2, "matmul needs rank >= 2, got \(a.shape) and \(b.shape)")
-        let (m, k) = transposeA ? (a.shape[a.rank - 1], a.shape[a.rank - 2]) : (a.shape[a.rank - 2], a.shape[a.rank - 1])
-        let (kb, n) = transposeB ? (b.shape[b.rank - 1], b.shape[b.rank - 2]) : (b.shape[b.rank - 2], b.shape[b.rank - 1])
-        precondition(k == kb, "matmul inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") × \(b.shape)\(transposeB ? "ᵀ" : "")")
-        let batchA = Array(a.shape.dropLast(2)), batchB = Array(b.shape.dropLast(2))
-        precondition(batchA.isEmpty || batchB.isEmpty || batchA == batchB,
-                     "matmul batch axes differ: \(a.shape) and \(b.shape)")
-        let batchShape = batchA.isEmpty ? batchB : batchA
-        if b.rank == 2 && !transposeA {
-            // One product over all leading rows of `a`.
-            let rows = count(of: Array(a.shape.dropLast()))
-            let out = Tensor(uninitializedShape: batchShape + [m, n])
-            BLAS.sgemm(transposeA: false, transposeB: transposeB, m: rows, n: n, k: k,
-                       a: a.buffer.pointer, b: b.buffer.pointer, c: out.buffer.pointer)
-            return out
-        }
-        let batch = count(of: batchShape)
-        let out = Tensor(uninitializedShape: batchShape + [m, n])
-        let strideA = batchA.isEmpty ? 0 : m * k, strideB = batchB.isEmpty ? 0 : k * n
-        for index in 0..<batch {
-            BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
-                       a: a.buffer.pointer + index * strideA, b: b.buffer.pointer + index * strideB,
-                       c: out.buffer.pointer + index * m * n)
-        }
-        return out
+  /// The product without recording.
+  static func matmulValues(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
+    precondition(a.rank >= 2 && b.rank >= 2, "matmul needs rank >= 2, got \(a.shape) and \(b.shape)")
+    let (m, k) = transposeA ? (a.shape[a.rank - 1], a.shape[a.rank - 2]) : (a.shape[a.rank - 2], a.shape[a.rank - 1])
+    let (kb, n) = transposeB ? (b.shape[b.rank - 1], b.shape[b.rank - 2]) : (b.shape[b.rank - 2], b.shape[b.rank - 1])
+    precondition(
+      k == kb, "matmul inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") × \(b.shape)\(transposeB ? "ᵀ" : "")"
+    )
+    let batchA = Array(a.shape.dropLast(2))
+    let batchB = Array(b.shape.dropLast(2))
+    precondition(
+      batchA.isEmpty || batchB.isEmpty || batchA == batchB,
+      "matmul batch axes differ: \(a.shape) and \(b.shape)")
+    let batchShape = batchA.isEmpty ? batchB : batchA
+    if b.rank == 2 && !transposeA {
+      // One product over all leading rows of `a`.
+      let rows = count(of: Array(a.shape.dropLast()))
+      let out = Tensor(uninitializedShape: batchShape + [m, n])
+      BLAS.sgemm(
+        transposeA: false, transposeB: transposeB, m: rows, n: n, k: k,
+        a: a.buffer.pointer, b: b.buffer.pointer, c: out.buffer.pointer)
+      return out
     }
+    let batch = count(of: batchShape)
+    let out = Tensor(uninitializedShape: batchShape + [m, n])
+    let strideA = batchA.isEmpty ? 0 : m * k
+    let strideB = batchB.isEmpty ? 0 : k * n
+    for index in 0..<batch {
+      BLAS.sgemm(
+        transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+        a: a.buffer.pointer + index * strideA, b: b.buffer.pointer + index * strideB,
+        c: out.buffer.pointer + index * m * n)
+    }
+    return out
+  }
 }

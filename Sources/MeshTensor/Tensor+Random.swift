@@ -1,65 +1,65 @@
 // Seeded initialisers: the same seed gives bit-identical tensors on every machine.
 
 extension Tensor {
-    /// Scalars drawn from N(mean, standardDeviation²).
-    public static func randomNormal(
-        _ shape: [Int], mean: Float = 0, standardDeviation: Float = 1, seed: UInt64
-    ) -> Tensor {
-        let out = Tensor(uninitializedShape: shape)
-        let p = out.buffer.pointer
-        for pair in 0..<(out.scalarCount + 1) / 2 {
-            let (first, second) = PortableRandom.normalPair(seed: seed, pair: UInt64(pair))
-            p[2 * pair] = mean + standardDeviation * first
-            if 2 * pair + 1 < out.scalarCount { p[2 * pair + 1] = mean + standardDeviation * second }
-        }
-        return out
+  /// Scalars drawn from N(mean, standardDeviation²).
+  public static func randomNormal(
+    _ shape: [Int], mean: Float = 0, standardDeviation: Float = 1, seed: UInt64
+  ) -> Tensor {
+    let out = Tensor(uninitializedShape: shape)
+    let p = out.buffer.pointer
+    for pair in 0..<(out.scalarCount + 1) / 2 {
+      let (first, second) = PortableRandom.normalPair(seed: seed, pair: UInt64(pair))
+      p[2 * pair] = mean + standardDeviation * first
+      if 2 * pair + 1 < out.scalarCount { p[2 * pair + 1] = mean + standardDeviation * second }
     }
+    return out
+  }
 
-    /// Scalars drawn uniformly from [lowerBound, upperBound).
-    public static func randomUniform(
-        _ shape: [Int], lowerBound: Float = 0, upperBound: Float = 1, seed: UInt64
-    ) -> Tensor {
-        let out = Tensor(uninitializedShape: shape)
-        let p = out.buffer.pointer
-        let width = upperBound - lowerBound
-        for i in 0..<out.scalarCount {
-            p[i] = lowerBound + width * PortableRandom.unitFloat(seed: seed, counter: UInt64(i))
-        }
-        return out
+  /// Scalars drawn uniformly from [lowerBound, upperBound).
+  public static func randomUniform(
+    _ shape: [Int], lowerBound: Float = 0, upperBound: Float = 1, seed: UInt64
+  ) -> Tensor {
+    let out = Tensor(uninitializedShape: shape)
+    let p = out.buffer.pointer
+    let width = upperBound - lowerBound
+    for i in 0..<out.scalarCount {
+      p[i] = lowerBound + width * PortableRandom.unitFloat(seed: seed, counter: UInt64(i))
     }
+    return out
+  }
 
-    /// Glorot (Xavier) uniform: U(−l, l) with l = √(6 / (fanIn + fanOut)).
-    public static func glorotUniform(_ shape: [Int], fanIn: Int, fanOut: Int, seed: UInt64) -> Tensor {
-        let limit = (6 / Float(fanIn + fanOut)).squareRoot()
-        return randomUniform(shape, lowerBound: -limit, upperBound: limit, seed: seed)
-    }
+  /// Glorot (Xavier) uniform: U(−l, l) with l = √(6 / (fanIn + fanOut)).
+  public static func glorotUniform(_ shape: [Int], fanIn: Int, fanOut: Int, seed: UInt64) -> Tensor {
+    let limit = (6 / Float(fanIn + fanOut)).squareRoot()
+    return randomUniform(shape, lowerBound: -limit, upperBound: limit, seed: seed)
+  }
 
-    /// He (Kaiming) normal: N(0, 2 / fanIn), suited to ReLU layers.
-    public static func heNormal(_ shape: [Int], fanIn: Int, seed: UInt64) -> Tensor {
-        randomNormal(shape, standardDeviation: (2 / Float(fanIn)).squareRoot(), seed: seed)
-    }
+  /// He (Kaiming) normal: N(0, 2 / fanIn), suited to ReLU layers.
+  public static func heNormal(_ shape: [Int], fanIn: Int, seed: UInt64) -> Tensor {
+    randomNormal(shape, standardDeviation: (2 / Float(fanIn)).squareRoot(), seed: seed)
+  }
 }
 
 /// How a variable's initial value is drawn; all variants are deterministic given a seed.
 public enum Initializer: Codable, Sendable, Equatable {
-    case zeros
-    case ones
-    case constant(Float)
-    case normal(standardDeviation: Float)
-    case uniform(limit: Float)
-    case glorotUniform(fanIn: Int, fanOut: Int)
-    case heNormal(fanIn: Int)
+  case zeros
+  case ones
+  case constant(Float)
+  case normal(standardDeviation: Float)
+  case uniform(limit: Float)
+  case glorotUniform(fanIn: Int, fanOut: Int)
+  case heNormal(fanIn: Int)
 
-    /// A tensor of `shape` drawn with `seed`.
-    public func makeTensor(_ shape: [Int], seed: UInt64) -> Tensor {
-        switch self {
-        case .zeros: return .zeros(shape)
-        case .ones: return .ones(shape)
-        case .constant(let value): return .filled(shape, with: value)
-        case .normal(let std): return .randomNormal(shape, standardDeviation: std, seed: seed)
-        case .uniform(let limit): return .randomUniform(shape, lowerBound: -limit, upperBound: limit, seed: seed)
-        case .glorotUniform(let fanIn, let fanOut): return .glorotUniform(shape, fanIn: fanIn, fanOut: fanOut, seed: seed)
-        case .heNormal(let fanIn): return .heNormal(shape, fanIn: fanIn, seed: seed)
-        }
+  /// A tensor of `shape` drawn with `seed`.
+  public func makeTensor(_ shape: [Int], seed: UInt64) -> Tensor {
+    switch self {
+    case .zeros: return .zeros(shape)
+    case .ones: return .ones(shape)
+    case .constant(let value): return .filled(shape, with: value)
+    case .normal(let std): return .randomNormal(shape, standardDeviation: std, seed: seed)
+    case .uniform(let limit): return .randomUniform(shape, lowerBound: -limit, upperBound: limit, seed: seed)
+    case .glorotUniform(let fanIn, let fanOut): return .glorotUniform(shape, fanIn: fanIn, fanOut: fanOut, seed: seed)
+    case .heNormal(let fanIn): return .heNormal(shape, fanIn: fanIn, seed: seed)
     }
+  }
 }

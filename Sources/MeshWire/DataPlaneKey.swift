@@ -38,7 +38,8 @@ public struct DataPlaneKey: Hashable, Sendable, CustomStringConvertible {
     else {
       throw RPCError(
         .invalidArgument,
-        "key '\(wire.echoed)' is not a data-plane key: job/step/micro-batch/\(Kind.allCases.map(\.rawValue).joined(separator: "|"))")
+        "key '\(wire.echoed)' is not a data-plane key: job/step/micro-batch/\(Kind.allCases.map(\.rawValue).joined(separator: "|"))"
+      )
     }
     job = String(parts[0])
     self.step = step

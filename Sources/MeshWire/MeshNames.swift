@@ -17,7 +17,8 @@ public enum MeshNames {
       job.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) })
     else {
       throw RPCError(
-        .invalidArgument, "job name '\(job.echoed)' must be 1-\(maxLength) characters of A-Z a-z 0-9 _ . - (not . or ..)")
+        .invalidArgument,
+        "job name '\(job.echoed)' must be 1-\(maxLength) characters of A-Z a-z 0-9 _ . - (not . or ..)")
     }
   }
 
@@ -28,7 +29,8 @@ public enum MeshNames {
       name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-/#:".contains($0)) })
     else {
       throw RPCError(
-        .invalidArgument, "variable name '\(name.echoed)' must be 1-\(maxVariableLength) characters of A-Z a-z 0-9 _ . - / # :")
+        .invalidArgument,
+        "variable name '\(name.echoed)' must be 1-\(maxVariableLength) characters of A-Z a-z 0-9 _ . - / # :")
     }
   }
 }

@@ -44,7 +44,8 @@ public enum MeshRole: Equatable, Sendable {
     guard let role = MeshRole(commonName: identity), role.isMember else {
       throw RPCError(
         .permissionDenied,
-        "\(what) is for the mesh's own services; the certificate '\(identity.echoed)' names no coordinator, partition or ps")
+        "\(what) is for the mesh's own services; the certificate '\(identity.echoed)' names no coordinator, partition or ps"
+      )
     }
   }
 }

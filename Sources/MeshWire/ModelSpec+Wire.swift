@@ -8,7 +8,8 @@ import MeshTensor
 /// the layer when the spec cannot be built.
 public func makeModel(_ proto: Pipemesh_V1_ModelSpec) throws -> Sequential {
   guard !proto.inputShape.isEmpty, proto.inputShape.count <= ModelLimits.rank, proto.inputShape.allSatisfy({ $0 > 0 }),
-    let inputSize = Tensor.checkedCount(of: proto.inputShape.map { Int(clamping: $0) }), inputSize <= ModelLimits.activation
+    let inputSize = Tensor.checkedCount(of: proto.inputShape.map { Int(clamping: $0) }),
+    inputSize <= ModelLimits.activation
   else {
     throw RPCError(
       .invalidArgument,
@@ -31,17 +32,22 @@ public func makeModel(_ proto: Pipemesh_V1_ModelSpec) throws -> Sequential {
     let model = try build(spec)
     shape = model.activationShapes.last!
     guard let size = Tensor.checkedCount(of: shape), size <= ModelLimits.activation else {
-      throw RPCError(.invalidArgument, "layer \(index) outputs \(shape) per example, over \(ModelLimits.activation) scalars")
+      throw RPCError(
+        .invalidArgument, "layer \(index) outputs \(shape) per example, over \(ModelLimits.activation) scalars")
     }
     for declaration in model.layers[index].variableDeclarations {
       guard let count = Tensor.checkedCount(of: declaration.shape), count <= ModelLimits.parameters else {
-        throw RPCError(.invalidArgument, "variable \(declaration.name) of shape \(declaration.shape) is over \(ModelLimits.parameters) scalars")
+        throw RPCError(
+          .invalidArgument,
+          "variable \(declaration.name) of shape \(declaration.shape) is over \(ModelLimits.parameters) scalars")
       }
       parameters += count
     }
     guard parameters <= ModelLimits.totalParameters else {
       throw RPCError(
-        .invalidArgument, "the model has over \(ModelLimits.totalParameters) parameters by layer \(index); Pipemesh holds at most that many")
+        .invalidArgument,
+        "the model has over \(ModelLimits.totalParameters) parameters by layer \(index); Pipemesh holds at most that many"
+      )
     }
   }
   return try build(spec)
@@ -102,11 +108,15 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
   let features = inputShape.last ?? 0
   switch layer.kind {
   case .dense(let dense):
-    if !dense.tiedTo.isEmpty { return .tiedDense(embedding: dense.tiedTo, activation: try activation(dense.activation)) }
-    return .dense(inputSize: features, outputSize: try positive(dense.units, "units"), activation: try activation(dense.activation))
+    if !dense.tiedTo.isEmpty {
+      return .tiedDense(embedding: dense.tiedTo, activation: try activation(dense.activation))
+    }
+    return .dense(
+      inputSize: features, outputSize: try positive(dense.units, "units"), activation: try activation(dense.activation))
   case .conv2D(let conv):
     guard inputShape.count == 3 else {
-      throw RPCError(.invalidArgument, "layer \(index): conv2d needs a [channels, height, width] input, got \(inputShape)")
+      throw RPCError(
+        .invalidArgument, "layer \(index): conv2d needs a [channels, height, width] input, got \(inputShape)")
     }
     guard conv.padding >= 0, conv.padding <= ModelLimits.window else {
       throw RPCError(.invalidArgument, "layer \(index): padding must be in 0...\(ModelLimits.window)")
@@ -119,10 +129,12 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
       padding: Int(conv.padding), activation: try activation(conv.activation))
   case .maxPool2D(let pool):
     let size = try positive(pool.size, "size", limit: ModelLimits.window)
-    return .maxPool2d(size: size, stride: pool.stride == 0 ? size : try positive(pool.stride, "stride", limit: ModelLimits.window))
+    return .maxPool2d(
+      size: size, stride: pool.stride == 0 ? size : try positive(pool.stride, "stride", limit: ModelLimits.window))
   case .avgPool2D(let pool):
     let size = try positive(pool.size, "size", limit: ModelLimits.window)
-    return .avgPool2d(size: size, stride: pool.stride == 0 ? size : try positive(pool.stride, "stride", limit: ModelLimits.window))
+    return .avgPool2d(
+      size: size, stride: pool.stride == 0 ? size : try positive(pool.stride, "stride", limit: ModelLimits.window))
   case .flatten:
     return .flatten
   case .activation(let layer):
@@ -133,15 +145,20 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
     return .layerNorm(size: features)
   case .embedding(let embedding):
     guard index == 0 else {
-      throw RPCError(.invalidArgument, "layer \(index): an embedding reads token ids, so it must be the model's first layer")
+      throw RPCError(
+        .invalidArgument, "layer \(index): an embedding reads token ids, so it must be the model's first layer")
     }
     return .embedding(
       vocabularySize: try positive(embedding.vocabularySize, "vocabulary_size"),
       embeddingSize: try positive(embedding.dimension, "dimension"))
   case .lstm(let recurrent):
-    return .lstm(inputSize: features, hiddenSize: try positive(recurrent.units, "units"), returnSequences: recurrent.returnSequences)
+    return .lstm(
+      inputSize: features, hiddenSize: try positive(recurrent.units, "units"),
+      returnSequences: recurrent.returnSequences)
   case .gru(let recurrent):
-    return .gru(inputSize: features, hiddenSize: try positive(recurrent.units, "units"), returnSequences: recurrent.returnSequences)
+    return .gru(
+      inputSize: features, hiddenSize: try positive(recurrent.units, "units"),
+      returnSequences: recurrent.returnSequences)
   case .transformerBlock(let block):
     // Attention keeps heads × steps² scores per example.
     let heads = try positive(block.heads, "heads")
@@ -150,7 +167,8 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
     guard steps <= 1 << 13, steps * steps * heads <= ModelLimits.activation else {
       throw RPCError(
         .invalidArgument,
-        "layer \(index): attention over \(steps) steps with \(heads) heads keeps over \(ModelLimits.activation) scores per example")
+        "layer \(index): attention over \(steps) steps with \(heads) heads keeps over \(ModelLimits.activation) scores per example"
+      )
     }
     return .transformerBlock(
       modelSize: features, headCount: heads, mlpSize: try positive(block.mlpHidden, "mlp_hidden"))

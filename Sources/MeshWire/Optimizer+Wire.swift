@@ -7,7 +7,8 @@ import MeshTensor
 public func makeOptimizer(_ spec: Pipemesh_V1_OptimizerSpec) throws -> any Optimizer {
   let schedule = try makeSchedule(spec.learningRate)
   guard spec.clipGlobalNorm >= 0, spec.clipGlobalNorm.isFinite else {
-    throw RPCError(.invalidArgument, "clip_global_norm must be a finite number >= 0 (0: no clipping), got \(spec.clipGlobalNorm)")
+    throw RPCError(
+      .invalidArgument, "clip_global_norm must be a finite number >= 0 (0: no clipping), got \(spec.clipGlobalNorm)")
   }
   func fraction(_ value: Float, default fallback: Float, _ name: String) throws -> Float {
     let value = value == 0 ? fallback : value
@@ -29,7 +30,8 @@ public func makeOptimizer(_ spec: Pipemesh_V1_OptimizerSpec) throws -> any Optim
   case .adam(let adam):
     return Adam(
       learningRate: schedule, beta1: try fraction(adam.beta1, default: 0.9, "beta1"),
-      beta2: try fraction(adam.beta2, default: 0.999, "beta2"), epsilon: try positive(adam.epsilon, default: 1e-8, "epsilon"))
+      beta2: try fraction(adam.beta2, default: 0.999, "beta2"),
+      epsilon: try positive(adam.epsilon, default: 1e-8, "epsilon"))
   case .adamw(let adam):
     return AdamW(
       learningRate: schedule, weightDecay: try fraction(adam.weightDecay, default: 0.01, "weight_decay"),
@@ -37,7 +39,8 @@ public func makeOptimizer(_ spec: Pipemesh_V1_OptimizerSpec) throws -> any Optim
       epsilon: try positive(adam.epsilon, default: 1e-8, "epsilon"))
   case .adagrad(let adagrad):
     guard adagrad.initialAccumulator >= 0, adagrad.initialAccumulator.isFinite else {
-      throw RPCError(.invalidArgument, "initial_accumulator must be a finite number >= 0, got \(adagrad.initialAccumulator)")
+      throw RPCError(
+        .invalidArgument, "initial_accumulator must be a finite number >= 0, got \(adagrad.initialAccumulator)")
     }
     return Adagrad(
       learningRate: schedule, epsilon: try positive(adagrad.epsilon, default: 1e-10, "epsilon"),
@@ -70,7 +73,8 @@ public func makeSchedule(_ spec: Pipemesh_V1_LearningRateSchedule) throws -> Lea
       throw RPCError(.invalidArgument, "cosine schedule needs total_steps from 1 to 2^31-1, got \(cosine.totalSteps)")
     }
     guard cosine.minimum >= 0, cosine.minimum <= base else {
-      throw RPCError(.invalidArgument, "cosine schedule needs minimum from 0 to the base rate \(base), got \(cosine.minimum)")
+      throw RPCError(
+        .invalidArgument, "cosine schedule needs minimum from 0 to the base rate \(base), got \(cosine.minimum)")
     }
     schedule = .cosine(initial: base, minimum: cosine.minimum, totalSteps: Int(cosine.totalSteps))
   }

@@ -1,5 +1,5 @@
-import MeshRPC
 import MeshProto
+import MeshRPC
 
 // The methods of every service in protos/, typed. MeshProtoTests check this
 // table against the descriptor set, so a method added to a .proto file without
@@ -10,7 +10,9 @@ public enum HealthMethods {
   public static let service = "grpc.health.v1.Health"
   public static let check = UnaryMethod<Grpc_Health_V1_HealthCheckRequest, Grpc_Health_V1_HealthCheckResponse>(
     service: service, name: "Check")
-  public static let watch = ServerStreamingMethod<Grpc_Health_V1_HealthCheckRequest, Grpc_Health_V1_HealthCheckResponse>(
+  public static let watch = ServerStreamingMethod<
+    Grpc_Health_V1_HealthCheckRequest, Grpc_Health_V1_HealthCheckResponse
+  >(
     service: service, name: "Watch")
 }
 

@@ -20,7 +20,10 @@ extension Pipemesh_V1_TrainRequest {
       $0.batchSize = Int32(batchSize)
       $0.microBatches = Int32(microBatches)
       $0.schedule = schedule
-      $0.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = learningRate } }
+      $0.optimizer = .with {
+        $0.sgd = .init()
+        $0.learningRate = .with { $0.base = learningRate }
+      }
     }
   }
 }

@@ -64,7 +64,8 @@ struct Certs: AsyncParsableCommand {
       say("made a CA: \(file("ca.crt"))")
     }
     let addresses = list(hosts).map { host in Self.isIPAddress(host) ? "IP:\(host)" : "DNS:\(host)" }
-    let serviceExtensions = "subjectAltName=\(addresses.joined(separator: ","))\nextendedKeyUsage=serverAuth,clientAuth\n"
+    let serviceExtensions =
+      "subjectAltName=\(addresses.joined(separator: ","))\nextendedKeyUsage=serverAuth,clientAuth\n"
     for role in ["coordinator", "partition", "ps"] { try issue(role, extensions: serviceExtensions) }
     for user in list(users) { try issue("client.\(user)", extensions: "extendedKeyUsage=clientAuth\n") }
     for admin in list(admins) { try issue("admin.\(admin)", extensions: "extendedKeyUsage=clientAuth\n") }
@@ -75,17 +76,20 @@ struct Certs: AsyncParsableCommand {
       say("kept \(file("\(name).crt")) (--renew issues it again)")
       return
     }
-    let request = file("\(name).csr"), extensionsFile = file("\(name).ext")
+    let request = file("\(name).csr")
+    let extensionsFile = file("\(name).ext")
     defer {
       try? FileManager.default.removeItem(atPath: request)
       try? FileManager.default.removeItem(atPath: extensionsFile)
     }
     try openssl([
-      "req", "-new", "-newkey", "rsa:3072", "-nodes", "-subj", "/CN=\(name)", "-keyout", file("\(name).key"), "-out", request,
+      "req", "-new", "-newkey", "rsa:3072", "-nodes", "-subj", "/CN=\(name)", "-keyout", file("\(name).key"), "-out",
+      request,
     ])
     try extensions.write(toFile: extensionsFile, atomically: true, encoding: .utf8)
     try openssl([
-      "x509", "-req", "-in", request, "-CA", file("ca.crt"), "-CAkey", file("ca.key"), "-CAcreateserial", "-days", "\(days)",
+      "x509", "-req", "-in", request, "-CA", file("ca.crt"), "-CAkey", file("ca.key"), "-CAcreateserial", "-days",
+      "\(days)",
       "-extfile", extensionsFile, "-out", file("\(name).crt"),
     ])
     say("issued \(file("\(name).crt"))")
@@ -110,7 +114,8 @@ struct Certs: AsyncParsableCommand {
   }
 
   private static func isIPAddress(_ host: String) -> Bool {
-    var v4 = in_addr(), v6 = in6_addr()
+    var v4 = in_addr()
+    var v6 = in6_addr()
     return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
   }
 

@@ -50,7 +50,9 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
       dataset = synthetic
     } else if uri.hasPrefix("idx:") {
       let paths = uri.dropFirst(4).split(separator: ",").map(String.init)
-      guard paths.count == 2 else { throw RPCError(.invalidArgument, "an IDX dataset is idx:IMAGES,LABELS, got \(uri.echoed)") }
+      guard paths.count == 2 else {
+        throw RPCError(.invalidArgument, "an IDX dataset is idx:IMAGES,LABELS, got \(uri.echoed)")
+      }
       dataset = try Datasets.idx(images: try files.url(paths[0]), labels: try files.url(paths[1]))
     } else if uri.hasSuffix(".npz") {
       dataset = try Datasets.npz(at: try files.url(uri), task: task)
@@ -81,7 +83,8 @@ private func synthetic(_ name: String) throws -> Dataset? {
   switch name {
   case "synthetic-parity": return try Datasets.syntheticSequences(count: 4000, length: 8, task: .parity, seed: 1)
   case "synthetic-reversal": return try Datasets.syntheticSequences(count: 4000, length: 8, task: .reversal, seed: 1)
-  case "synthetic-regression": return try Datasets.syntheticRegression(count: 2000, features: 8, outputs: 1, seed: 1).dataset
+  case "synthetic-regression":
+    return try Datasets.syntheticRegression(count: 2000, features: 8, outputs: 1, seed: 1).dataset
   default: return nil
   }
 }

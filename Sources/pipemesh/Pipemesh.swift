@@ -1,6 +1,6 @@
 import ArgumentParser
-import MeshRPC
 import MeshOps
+import MeshRPC
 
 @main
 struct Pipemesh: AsyncParsableCommand {
@@ -14,5 +14,7 @@ struct Pipemesh: AsyncParsableCommand {
       (--checkpoint-dir is PIPEMESH_CHECKPOINT_DIR), as systemd units and the Helm chart do.
       """,
     version: pipemeshVersion,
-    subcommands: [Up.self, Serve.self, Train.self, Infer.self, Plan.self, Status.self, Jobs.self, Cancel.self, Certs.self])
+    subcommands: [
+      Up.self, Serve.self, Train.self, Infer.self, Plan.self, Status.self, Jobs.self, Cancel.self, Certs.self,
+    ])
 }

@@ -68,10 +68,13 @@ struct TLSOptions: ParsableArguments {
   @Option(help: "PEM private key of --tls-cert. [PIPEMESH_TLS_KEY]")
   var tlsKey: String?
 
-  @Option(help: "PEM CA bundle the peer must chain to; on a server it requires client certificates (mTLS). [PIPEMESH_TLS_CA]")
+  @Option(
+    help: "PEM CA bundle the peer must chain to; on a server it requires client certificates (mTLS). [PIPEMESH_TLS_CA]")
   var tlsCa: String?
 
-  var isEnabled: Bool { Settings.text(tlsCert, option: "--tls-cert") != nil || Settings.text(tlsCa, option: "--tls-ca") != nil }
+  var isEnabled: Bool {
+    Settings.text(tlsCert, option: "--tls-cert") != nil || Settings.text(tlsCa, option: "--tls-ca") != nil
+  }
 
   /// TLS from the files given; nil when none is. A missing or unreadable
   /// file is a ValidationError naming its option.
@@ -81,7 +84,8 @@ struct TLSOptions: ParsableArguments {
     let tlsCa = Settings.text(tlsCa, option: "--tls-ca")
     if tlsCert == nil, tlsKey == nil, tlsCa == nil { return nil }
     if server, tlsCert == nil || tlsKey == nil {
-      throw ValidationError("a TLS server needs both --tls-cert and --tls-key (or PIPEMESH_TLS_CERT and PIPEMESH_TLS_KEY)")
+      throw ValidationError(
+        "a TLS server needs both --tls-cert and --tls-key (or PIPEMESH_TLS_CERT and PIPEMESH_TLS_KEY)")
     }
     if let tlsCert { try Settings.checkReadableFile(tlsCert, option: "--tls-cert") }
     if let tlsKey { try Settings.checkReadableFile(tlsKey, option: "--tls-key") }
@@ -112,10 +116,11 @@ struct ServePS: AsyncParsableCommand {
   @Option(help: "Checkpoint files to keep (default 3). [PIPEMESH_CHECKPOINT_KEEP]")
   var checkpointKeep: Int?
 
-  @Option(help: """
-    MiB the variables of all jobs and their optimizer slots may take; a registration beyond it is \
-    refused with RESOURCE_EXHAUSTED (default: half the host's or the cgroup's memory). [PIPEMESH_MEMORY_BUDGET_MIB]
-    """)
+  @Option(
+    help: """
+      MiB the variables of all jobs and their optimizer slots may take; a registration beyond it is \
+      refused with RESOURCE_EXHAUSTED (default: half the host's or the cgroup's memory). [PIPEMESH_MEMORY_BUDGET_MIB]
+      """)
   var memoryBudgetMib: Int?
 
   @Option(help: "MiB one variable may take (default 4096, at most the budget). [PIPEMESH_MAX_VARIABLE_MIB]")
@@ -125,18 +130,22 @@ struct ServePS: AsyncParsableCommand {
     let settings = try service.resolved()
     let checkpointDir = Settings.text(checkpointDir, option: "--checkpoint-dir")
     if let checkpointDir { try Settings.checkWritableDirectory(checkpointDir, option: "--checkpoint-dir") }
-    let checkpointSeconds = try Settings.integer(checkpointSeconds, option: "--checkpoint-seconds", in: 0...86_400 * 365, default: 60)
+    let checkpointSeconds = try Settings.integer(
+      checkpointSeconds, option: "--checkpoint-seconds", in: 0...86_400 * 365, default: 60)
     let checkpointKeep = try Settings.integer(checkpointKeep, option: "--checkpoint-keep", in: 1...10_000, default: 3)
     let budgetMiB = try Settings.integer(
       memoryBudgetMib, option: "--memory-budget-mib", in: 1...(1 << 40), default: HostMemory.defaultBudget() >> 20)
-    let variableMiB = try Settings.integer(maxVariableMib, option: "--max-variable-mib", in: 1...(1 << 40), default: 4096)
+    let variableMiB = try Settings.integer(
+      maxVariableMib, option: "--max-variable-mib", in: 1...(1 << 40), default: 4096)
     let budget = MemoryBudget(limit: budgetMiB << 20, variableLimit: min(variableMiB, budgetMiB) << 20)
 
     let host = ServiceHost(role: "ps", settings: settings)
     let store = ParameterStore(budget: budget)
     let checkpointer = try checkpointDir.map { try Checkpointer(directory: $0, store: store, keep: checkpointKeep) }
     if let checkpointer {
-      for path in checkpointer.removedTemporaries { host.log.log("removed \(path), a checkpoint whose write was cut short") }
+      for path in checkpointer.removedTemporaries {
+        host.log.log("removed \(path), a checkpoint whose write was cut short")
+      }
       let (path, skipped) = try await checkpointer.restoreLatest()
       for problem in skipped { host.log.log("skipped unreadable checkpoint \(problem)", priority: .warning) }
       host.log.log(path.map { "restored \($0)" } ?? "no checkpoint in \(checkpointer.directory); starting empty")
@@ -144,7 +153,9 @@ struct ServePS: AsyncParsableCommand {
     host.log.log("memory budget \(HostMemory.describe(budget.limit)), \(HostMemory.describe(budget.inUse)) in use")
     ParameterServerMetrics.register(store: store, checkpointer: checkpointer, in: host.metrics)
     let periodic = Task {
-      if let checkpointer, checkpointSeconds > 0 { await checkpointer.runPeriodically(every: .seconds(checkpointSeconds)) }
+      if let checkpointer, checkpointSeconds > 0 {
+        await checkpointer.runPeriodically(every: .seconds(checkpointSeconds))
+      }
     }
     try await host.run(
       [ParameterServerService(store: store, checkpointer: checkpointer)],

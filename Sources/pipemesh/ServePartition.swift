@@ -2,11 +2,11 @@ import ArgumentParser
 import Foundation
 import MeshCoordinator
 import MeshData
-import MeshPartition
-import MeshTensor
 import MeshOps
 import MeshPS
+import MeshPartition
 import MeshRPC
+import MeshTensor
 
 struct ServePartition: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -24,55 +24,64 @@ struct ServePartition: AsyncParsableCommand {
   @Option(help: "host:port other partitions reach this one at; default: the listen address. [PIPEMESH_ADVERTISE]")
   var advertise: String?
 
-  @Option(help: "OpenBLAS threads (give each partition on a host its share of the cores; default 1). [PIPEMESH_BLAS_THREADS]")
+  @Option(
+    help: "OpenBLAS threads (give each partition on a host its share of the cores; default 1). [PIPEMESH_BLAS_THREADS]")
   var blasThreads: Int?
 
-  @Option(help: """
-    Bound on a stage's activations (kept for backward, or in flight in an inference), in MiB, when a job sets none \
-    (default: half the host's or the cgroup's memory). [PIPEMESH_MAX_KEPT_MIB]
-    """)
+  @Option(
+    help: """
+      Bound on a stage's activations (kept for backward, or in flight in an inference), in MiB, when a job sets none \
+      (default: half the host's or the cgroup's memory). [PIPEMESH_MAX_KEPT_MIB]
+      """)
   var maxKeptMib: Int?
 
-  @Option(help: """
-    MiB a stage's variables may take with their gradients and optimizer slots (five copies); a larger stage is \
-    refused with RESOURCE_EXHAUSTED (default: half the host's or the cgroup's memory). [PIPEMESH_MEMORY_BUDGET_MIB]
-    """)
+  @Option(
+    help: """
+      MiB a stage's variables may take with their gradients and optimizer slots (five copies); a larger stage is \
+      refused with RESOURCE_EXHAUSTED (default: half the host's or the cgroup's memory). [PIPEMESH_MEMORY_BUDGET_MIB]
+      """)
   var memoryBudgetMib: Int?
 
-  @Option(help: """
-    Hosts (or HOST:PORT) of the ps tasks and partitions this partition may dial, comma-separated; '*' for any. \
-    Default: any with mutual TLS (peers must present the mesh CA's certificates), else loopback only. [PIPEMESH_PEERS]
-    """)
+  @Option(
+    help: """
+      Hosts (or HOST:PORT) of the ps tasks and partitions this partition may dial, comma-separated; '*' for any. \
+      Default: any with mutual TLS (peers must present the mesh CA's certificates), else loopback only. [PIPEMESH_PEERS]
+      """)
   var peers: String?
 
   func run() async throws {
     let settings = try service.resolved()
-    let dialPolicy = Settings.text(peers, option: "--peers").map {
-      DialPolicy(listing: $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-    } ?? (settings.server.tls?.requireClientCertificate == true ? .anywhere : .loopback)
+    let dialPolicy =
+      Settings.text(peers, option: "--peers").map {
+        DialPolicy(listing: $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+      } ?? (settings.server.tls?.requireClientCertificate == true ? .anywhere : .loopback)
     let blasThreads = try Settings.integer(blasThreads, option: "--blas-threads", in: 1...1024, default: 1)
     let budgetMiB = try Settings.integer(
       memoryBudgetMib, option: "--memory-budget-mib", in: 1...(1 << 40), default: HostMemory.defaultBudget() >> 20)
-    let maxKeptMiB = try Settings.integer(maxKeptMib, option: "--max-kept-mib", in: 1...(1 << 30), default: HostMemory.defaultBudget() >> 20)
+    let maxKeptMiB = try Settings.integer(
+      maxKeptMib, option: "--max-kept-mib", in: 1...(1 << 30), default: HostMemory.defaultBudget() >> 20)
     let advertise = Settings.text(advertise, option: "--advertise")
     if let advertise { try Settings.checkAddress(advertise, option: "--advertise") }
     BLAS.setThreadCount(blasThreads)
     let host = ServiceHost(role: "partition", settings: settings)
     let clientTransport = settings.client
     let dataPlane = DataPlane(transport: clientTransport)
-    let partition = PartitionService(dataPlane: dataPlane, transport: clientTransport, defaultMaxKeptBytes: maxKeptMiB << 20, blasThreads: blasThreads,
+    let partition = PartitionService(
+      dataPlane: dataPlane, transport: clientTransport, defaultMaxKeptBytes: maxKeptMiB << 20, blasThreads: blasThreads,
       dialPolicy: dialPolicy, parameterBudget: budgetMiB << 20)
     PartitionMetrics.register(partition, in: host.metrics)
     try await host.run(
       [partition],
       status: {
         let counts = partition.activity.snapshot
-        return "jobs \(partition.loadedJobs.joined(separator: ", ")); \(counts.forwards) forwards, \(counts.backwards) backwards"
+        return
+          "jobs \(partition.loadedJobs.joined(separator: ", ")); \(counts.forwards) forwards, \(counts.backwards) backwards"
       },
       started: { server in
         let advertised = advertise ?? server.endpoint
         guard !advertised.hasPrefix("0.0.0.0:"), !advertised.hasPrefix("[::]:") else {
-          throw ValidationError("listening on all addresses: give --advertise HOST:PORT, the address other partitions dial")
+          throw ValidationError(
+            "listening on all addresses: give --advertise HOST:PORT, the address other partitions dial")
         }
         dataPlane.endpoint = advertised
       })
@@ -92,21 +101,25 @@ struct ServeCoordinator: AsyncParsableCommand {
   @Option(help: "Partitions: stages separated by ';', a stage's replicas by ','. [PIPEMESH_PARTITIONS]")
   var partitions: String?
 
-  @Option(help: """
-    Folder that Train requests may name dataset files in (relative to it; nothing outside it is read). \
-    Without it, only bundled datasets and inline data are served. [PIPEMESH_DATA_DIR]
-    """)
+  @Option(
+    help: """
+      Folder that Train requests may name dataset files in (relative to it; nothing outside it is read). \
+      Without it, only bundled datasets and inline data are served. [PIPEMESH_DATA_DIR]
+      """)
   var dataDir: String?
 
-  @Option(help: """
-    File of users and their bearer tokens ('NAME admin|user TOKEN' per line, not readable by others); \
-    calls without a listed token are refused. Read again when it changes. [PIPEMESH_TOKENS_FILE]
-    """)
+  @Option(
+    help: """
+      File of users and their bearer tokens ('NAME admin|user TOKEN' per line, not readable by others); \
+      calls without a listed token are refused. Read again when it changes. [PIPEMESH_TOKENS_FILE]
+      """)
   var tokensFile: String?
 
   func run() async throws {
     let settings = try service.resolved()
-    guard let ps = Settings.text(ps, option: "--ps") else { throw ValidationError("give the ps tasks with --ps (or PIPEMESH_PS)") }
+    guard let ps = Settings.text(ps, option: "--ps") else {
+      throw ValidationError("give the ps tasks with --ps (or PIPEMESH_PS)")
+    }
     guard let partitions = Settings.text(partitions, option: "--partitions") else {
       throw ValidationError("give the partitions with --partitions (or PIPEMESH_PARTITIONS)")
     }
@@ -138,7 +151,8 @@ struct ServeCoordinator: AsyncParsableCommand {
     } catch let error as TokenFileError {
       throw ValidationError("--tokens-file (or PIPEMESH_TOKENS_FILE): \(error)")
     }
-    let coordinator = try CoordinatorService(cluster: cluster, loadDataset: trainingDataLoader(files: files), tokens: tokens)
+    let coordinator = try CoordinatorService(
+      cluster: cluster, loadDataset: trainingDataLoader(files: files), tokens: tokens)
     CoordinatorMetrics.register(coordinator, in: host.metrics)
     try await host.run(
       [coordinator],

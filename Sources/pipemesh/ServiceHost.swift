@@ -101,7 +101,9 @@ struct ServiceHost {
     while ContinuousClock.now < deadline {
       if settings.server.tls != nil {
         if Self.acceptsConnections(host: host, port: server.port) { return }
-      } else if (try? await client.call(HealthMethods.check, .init(), options: .init(timeout: .seconds(2))))?.status == .serving {
+      } else if (try? await client.call(HealthMethods.check, .init(), options: .init(timeout: .seconds(2))))?.status
+        == .serving
+      {
         return
       }
       try await Task.sleep(for: .milliseconds(50))
@@ -118,7 +120,9 @@ struct ServiceHost {
     address.sin_port = UInt16(port).bigEndian
     address.sin_addr.s_addr = inet_addr(host)
     return withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+      }
     } == 0
   }
 }

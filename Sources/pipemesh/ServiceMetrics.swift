@@ -8,7 +8,9 @@ enum ParameterServerMetrics {
   static func register(store: ParameterStore, checkpointer: Checkpointer?, in registry: MetricsRegistry) {
     let stats = { @Sendable in (try? store.stats(job: "")) ?? .init() }
     registry.gauge("pipemesh_ps_variables", help: "Variables held.") { [([:], Double(stats().variables))] }
-    registry.gauge("pipemesh_ps_bytes", help: "Bytes of values and optimizer slots held.") { [([:], Double(stats().bytes))] }
+    registry.gauge("pipemesh_ps_bytes", help: "Bytes of values and optimizer slots held.") {
+      [([:], Double(stats().bytes))]
+    }
     registry.gauge("pipemesh_ps_max_version", help: "Highest version of any variable (updates applied to it).") {
       [([:], Double(stats().maxVersion))]
     }
@@ -21,13 +23,17 @@ enum ParameterServerMetrics {
         (["outcome": "duplicate"], Double(current.pushesDuplicate)),
       ]
     }
-    registry.gauge("pipemesh_ps_staleness_max", help: "Most versions an applied async or bounded gradient was behind.") {
+    registry.gauge("pipemesh_ps_staleness_max", help: "Most versions an applied async or bounded gradient was behind.")
+    {
       [([:], Double(stats().maxStaleness))]
     }
-    registry.gauge("pipemesh_ps_staleness_mean", help: "Mean versions applied async or bounded gradients were behind.") {
+    registry.gauge("pipemesh_ps_staleness_mean", help: "Mean versions applied async or bounded gradients were behind.")
+    {
       [([:], stats().meanStaleness)]
     }
-    registry.gauge("pipemesh_ps_checkpoint_age_seconds", help: "Seconds since the last checkpoint; -1 before the first.") {
+    registry.gauge(
+      "pipemesh_ps_checkpoint_age_seconds", help: "Seconds since the last checkpoint; -1 before the first."
+    ) {
       [([:], checkpointer?.age.map { Double($0.components.seconds) } ?? -1)]
     }
   }
@@ -39,16 +45,22 @@ enum PartitionMetrics {
     registry.gauge("pipemesh_partition_busy_seconds", help: "Seconds spent computing forward and backward passes.") {
       [([:], activity.snapshot.busySeconds)]
     }
-    registry.gauge("pipemesh_partition_kept_micro_batches", help: "Micro-batches waiting for their backward pass (queue depth).") {
+    registry.gauge(
+      "pipemesh_partition_kept_micro_batches", help: "Micro-batches waiting for their backward pass (queue depth)."
+    ) {
       [([:], Double(activity.snapshot.keptMicroBatches))]
     }
     registry.gauge("pipemesh_partition_passes", help: "Forward and backward passes and commits run.") {
       let counts = activity.snapshot
-      return [(["kind": "forward"], Double(counts.forwards)), (["kind": "backward"], Double(counts.backwards)),
-              (["kind": "commit"], Double(counts.commits))]
+      return [
+        (["kind": "forward"], Double(counts.forwards)), (["kind": "backward"], Double(counts.backwards)),
+        (["kind": "commit"], Double(counts.commits)),
+      ]
     }
     let dataPlane = partition.dataPlane
-    registry.gauge("pipemesh_partition_data_plane_bytes", help: "Bytes of activations and gradients waiting to be fetched.") {
+    registry.gauge(
+      "pipemesh_partition_data_plane_bytes", help: "Bytes of activations and gradients waiting to be fetched."
+    ) {
       [([:], Double(dataPlane.heldBytes))]
     }
   }

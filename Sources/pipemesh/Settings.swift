@@ -47,7 +47,8 @@ enum Settings {
     guard let colon = address.lastIndex(of: ":"), colon != address.startIndex,
       let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port)
     else {
-      throw ValidationError("\(source) is '\(address.echoed)'; expected HOST:PORT with a port from 0 to 65535, such as 127.0.0.1:7100")
+      throw ValidationError(
+        "\(source) is '\(address.echoed)'; expected HOST:PORT with a port from 0 to 65535, such as 127.0.0.1:7100")
     }
   }
 
@@ -77,11 +78,13 @@ enum Settings {
       throw ValidationError("\(source) is '\(path.echoed)', which does not exist")
     }
     guard !isDirectory.boolValue, access(path, R_OK) == 0 else {
-      throw ValidationError("\(source) is '\(path.echoed)', which is not a file this process (uid \(getuid())) can read")
+      throw ValidationError(
+        "\(source) is '\(path.echoed)', which is not a file this process (uid \(getuid())) can read")
     }
   }
 
   private static func describe(_ range: ClosedRange<Int>) -> String {
-    range.upperBound == Int.max ? "an integer of at least \(range.lowerBound)" : "an integer from \(range.lowerBound) to \(range.upperBound)"
+    range.upperBound == Int.max
+      ? "an integer of at least \(range.lowerBound)" : "an integer from \(range.lowerBound) to \(range.upperBound)"
   }
 }

@@ -8,7 +8,10 @@ struct TrainingOptions: ParsableArguments {
   @Option(help: "Model spec, protobuf JSON (see examples/); default: an MLP that fits the dataset.")
   var model: String?
 
-  @Option(help: "Bundled dataset (digits, synthetic-parity, synthetic-reversal, synthetic-regression) or a file: .csv, .csv.gz, .npz (x, y), idx:IMAGES,LABELS.")
+  @Option(
+    help:
+      "Bundled dataset (digits, synthetic-parity, synthetic-reversal, synthetic-regression) or a file: .csv, .csv.gz, .npz (x, y), idx:IMAGES,LABELS."
+  )
   var dataset: String = "digits"
 
   @Option(help: "Label column of a CSV dataset.")
@@ -52,7 +55,9 @@ struct TrainingOptions: ParsableArguments {
       throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
     }
     guard ["gpipe", "1f1b"].contains(schedule) else { throw ValidationError("--schedule must be gpipe or 1f1b") }
-    guard ["sgd", "momentum", "adam"].contains(optimizer) else { throw ValidationError("--optimizer must be sgd, momentum or adam") }
+    guard ["sgd", "momentum", "adam"].contains(optimizer) else {
+      throw ValidationError("--optimizer must be sgd, momentum or adam")
+    }
     guard validation >= 0, validation < 1 else { throw ValidationError("--validation must be in [0, 1)") }
     _ = try consistencySpec()
   }
@@ -76,11 +81,12 @@ struct TrainingOptions: ParsableArguments {
     guard idx || [".csv", ".csv.gz", ".npz"].contains(where: dataset.hasSuffix) else { return (reference, nil) }
     let paths = names.map { URL(fileURLWithPath: $0).standardized.path }
     reference.uri = idx ? "idx:" + paths.joined(separator: ",") : paths[0]
-    var folder = paths.map { ($0 as NSString).deletingLastPathComponent }.reduce(nil as [String]?) { common, folder in
-      let parts = (folder as NSString).pathComponents
-      guard let common else { return parts }
-      return Array(zip(common, parts).prefix { $0 == $1 }.map(\.0))
-    } ?? ["/"]
+    var folder =
+      paths.map { ($0 as NSString).deletingLastPathComponent }.reduce(nil as [String]?) { common, folder in
+        let parts = (folder as NSString).pathComponents
+        guard let common else { return parts }
+        return Array(zip(common, parts).prefix { $0 == $1 }.map(\.0))
+      } ?? ["/"]
     if folder.isEmpty { folder = ["/"] }
     return (reference, NSString.path(withComponents: folder))
   }
@@ -146,11 +152,22 @@ func defaultModel(inputShape: [Int], outputs: Int, regression: Bool) -> Pipemesh
     $0.name = "mlp"
     $0.inputShape = inputShape.map { Int64($0) }
     $0.seed = 7
-    $0.layers = (inputShape.count > 1 ? [.with { $0.flatten = .init() }] : []) + [
-      .with { $0.dense = .with { $0.units = 128; $0.activation = .relu } },
-      .with { $0.dense = .with { $0.units = 64; $0.activation = .relu } },
-      .with { $0.dense = .with { $0.units = Int64(outputs) } },
-    ]
+    $0.layers =
+      (inputShape.count > 1 ? [.with { $0.flatten = .init() }] : []) + [
+        .with {
+          $0.dense = .with {
+            $0.units = 128
+            $0.activation = .relu
+          }
+        },
+        .with {
+          $0.dense = .with {
+            $0.units = 64
+            $0.activation = .relu
+          }
+        },
+        .with { $0.dense = .with { $0.units = Int64(outputs) } },
+      ]
     $0.loss = regression ? .with { $0.meanSquaredError = .init() } : .with { $0.softmaxCrossEntropy = .init() }
   }
 }

@@ -19,13 +19,15 @@ struct InProcessReference {
   mutating func train(
     inputs: Tensor, targets: Tensor, epochs: Int, batchSize: Int, seed: UInt64, validationFraction: Double = 0
   ) -> [Float] {
-    let order = PortableRandom.heldOutSplit(count: inputs.shape[0], validationFraction: validationFraction, seed: seed).train
+    let order = PortableRandom.heldOutSplit(count: inputs.shape[0], validationFraction: validationFraction, seed: seed)
+      .train
     let trainInputs = inputs.rows(order)
     let trainTargets = targets.rows(order)
     let optimizer = SGD(learningRate: .constant(learningRate))
     var losses: [Float] = []
     for epoch in 1...epochs {
-      let epochOrder = PortableRandom.permutation(trainInputs.shape[0], seed: PortableRandom.epochSeed(seed, epoch: epoch - 1))
+      let epochOrder = PortableRandom.permutation(
+        trainInputs.shape[0], seed: PortableRandom.epochSeed(seed, epoch: epoch - 1))
       for step in 0..<(trainInputs.shape[0] / batchSize) {
         let batch = Array(epochOrder[(step * batchSize)..<((step + 1) * batchSize)])
         let (loss, gradients) = model.lossAndGradients(
@@ -33,7 +35,8 @@ struct InProcessReference {
           context: ForwardContext(training: true))
         losses.append(loss)
         for (name, gradient) in gradients {
-          variables[name] = optimizer.update(variable: variables[name]!, gradient: gradient, slots: [:], step: losses.count).variable
+          variables[name] =
+            optimizer.update(variable: variables[name]!, gradient: gradient, slots: [:], step: losses.count).variable
         }
       }
     }
@@ -44,7 +47,8 @@ struct InProcessReference {
 extension InProcessReference {
   /// Accuracy on the coordinator's held-out split.
   func validationAccuracy(inputs: Tensor, targets: Tensor, seed: UInt64, validationFraction: Double) -> Double {
-    let order = PortableRandom.heldOutSplit(count: inputs.shape[0], validationFraction: validationFraction, seed: seed).validation
+    let order = PortableRandom.heldOutSplit(count: inputs.shape[0], validationFraction: validationFraction, seed: seed)
+      .validation
     let logits = model(inputs.rows(order), variables: variables)
     return Double(Loss.correctPredictions(logits: logits, labels: targets.rows(order))) / Double(order.count)
   }

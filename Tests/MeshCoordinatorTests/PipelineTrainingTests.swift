@@ -1,13 +1,13 @@
 import Foundation
 import MeshCoordinator
+import MeshPS
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshTestSupport
-import MeshPS
 import MeshWire
 import Testing
-import MeshPSClient
 
 /// Pipelined training over real processes (a ps, four partitions,
 /// coordinators) against single-process training of the same model.
@@ -19,9 +19,17 @@ import MeshPSClient
     $0.inputShape = [8]
     $0.seed = 11
     $0.layers = [16, 16, 16, 3].enumerated().map { index, units in
-      .with { $0.dense = .with { $0.units = Int64(units); $0.activation = index < 3 ? .tanh : .none } }
+      .with {
+        $0.dense = .with {
+          $0.units = Int64(units)
+          $0.activation = index < 3 ? .tanh : .none
+        }
+      }
     }
-    $0.loss = .with { $0.softmaxCrossEntropy = .init(); $0.l2 = 0.001 }
+    $0.loss = .with {
+      $0.softmaxCrossEntropy = .init()
+      $0.l2 = 0.001
+    }
   }
 
   /// 64 examples of 8 features in 3 classes, drawn from a seed.
@@ -78,7 +86,8 @@ import MeshPSClient
       coordinators[stages] = try await mesh.coordinator((0..<stages).map { [$0] }, name: "k\(stages)")
     }
     for (stages, microBatches, schedule, recompute) in Self.configurations {
-      let job = "mlp-k\(stages)-m\(microBatches)-\(schedule == .scheduleGpipe ? "gpipe" : "1f1b")\(recompute ? "-recompute" : "")"
+      let job =
+        "mlp-k\(stages)-m\(microBatches)-\(schedule == .scheduleGpipe ? "gpipe" : "1f1b")\(recompute ? "-recompute" : "")"
       let progress = try await Self.train(
         coordinators[stages]!, job: job, model: Self.mlp, inputs: inputs, targets: targets,
         microBatches: microBatches, schedule: schedule, recompute: recompute)
@@ -112,9 +121,25 @@ import MeshPSClient
       $0.inputShape = [4]
       $0.seed = 21
       $0.layers = [
-        .with { $0.name = "embed"; $0.embedding = .with { $0.vocabularySize = 10; $0.dimension = 8 } },
-        .with { $0.dense = .with { $0.units = 8; $0.activation = .tanh } },
-        .with { $0.dense = .with { $0.units = 8; $0.activation = .tanh } },
+        .with {
+          $0.name = "embed"
+          $0.embedding = .with {
+            $0.vocabularySize = 10
+            $0.dimension = 8
+          }
+        },
+        .with {
+          $0.dense = .with {
+            $0.units = 8
+            $0.activation = .tanh
+          }
+        },
+        .with {
+          $0.dense = .with {
+            $0.units = 8
+            $0.activation = .tanh
+          }
+        },
         .with { $0.dense = .with { $0.tiedTo = "embedding0" } },
       ]
       $0.loss = .with { $0.softmaxCrossEntropy = .init() }
@@ -186,25 +211,29 @@ import MeshPSClient
     let mesh = try await PipelineTrainingTests.mesh.value
     let partition = try RPCClient(target: mesh.partitions[0].endpoint)
     let reversed = await #expect(throws: RPCError.self) {
-      _ = try await partition.call(PartitionMethods.loadStage, .with {
-        $0.job = "reversed"
-        $0.model = PipelineTrainingTests.mlp
-        $0.firstLayer = 3
-        $0.endLayer = 1
-        $0.parameterServers = mesh.parameterServers.map(\.endpoint)
-      })
+      _ = try await partition.call(
+        PartitionMethods.loadStage,
+        .with {
+          $0.job = "reversed"
+          $0.model = PipelineTrainingTests.mlp
+          $0.firstLayer = 3
+          $0.endLayer = 1
+          $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+        })
     }
     #expect(reversed?.code == .invalidArgument)
     let huge = await #expect(throws: RPCError.self) {
-      _ = try await partition.call(PartitionMethods.loadStage, .with {
-        $0.job = "huge"
-        $0.model = .with {
-          $0.inputShape = [Int64(Int32.max)]
-          $0.layers = [.with { $0.dense = .with { $0.units = Int64(Int32.max) } }]
-        }
-        $0.endLayer = 1
-        $0.parameterServers = mesh.parameterServers.map(\.endpoint)
-      })
+      _ = try await partition.call(
+        PartitionMethods.loadStage,
+        .with {
+          $0.job = "huge"
+          $0.model = .with {
+            $0.inputShape = [Int64(Int32.max)]
+            $0.layers = [.with { $0.dense = .with { $0.units = Int64(Int32.max) } }]
+          }
+          $0.endLayer = 1
+          $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+        })
     }
     #expect(huge?.code == .invalidArgument)
 
@@ -215,17 +244,21 @@ import MeshPSClient
       microBatches: 1, schedule: .scheduleGpipe, epochs: 1)
     let client = try RPCClient(target: coordinator.endpoint)
     let empty = await #expect(throws: RPCError.self) {
-      _ = try await client.call(CoordinatorMethods.infer, .with {
-        $0.job = "to-infer"
-        $0.inputs = Pipemesh_V1_Tensor(Tensor.zeros([0, 8]))
-      })
+      _ = try await client.call(
+        CoordinatorMethods.infer,
+        .with {
+          $0.job = "to-infer"
+          $0.inputs = Pipemesh_V1_Tensor(Tensor.zeros([0, 8]))
+        })
     }
     #expect(empty?.code == .invalidArgument)
-    let outputs = try await client.call(CoordinatorMethods.infer, .with {
-      $0.job = "to-infer"
-      $0.inputs = Pipemesh_V1_Tensor(inputs)
-      $0.microBatches = 7
-    })
+    let outputs = try await client.call(
+      CoordinatorMethods.infer,
+      .with {
+        $0.job = "to-infer"
+        $0.inputs = Pipemesh_V1_Tensor(inputs)
+        $0.microBatches = 7
+      })
     #expect(outputs.outputs.shape == [64, 3])
     let allRunning = mesh.partitions.allSatisfy { $0.process.isRunning }
     #expect(allRunning)
@@ -239,16 +272,23 @@ import MeshPSClient
     let mesh = try await PipelineTrainingTests.mesh.value
     let partition = try await Self.loadWholeModel(job: "hostile", mesh: mesh)
     let (inputs, targets) = PipelineTrainingTests.classification(count: 4)
-    func forward(_ method: UnaryMethod<Pipemesh_V1_ForwardRequest, Pipemesh_V1_ForwardResponse>, step: Int64, microBatch: Int32,
-      position: Int32 = 0) async throws
-    {
-      _ = try await partition.call(method, .with {
-        $0.key = .with { $0.job = "hostile"; $0.step = step; $0.microBatch = microBatch }
-        $0.input = .with { $0.inline = Pipemesh_V1_Tensor(inputs) }
-        $0.targets = Pipemesh_V1_Tensor(targets)
-        $0.batchSize = 4
-        $0.schedulePosition = position
-      })
+    func forward(
+      _ method: UnaryMethod<Pipemesh_V1_ForwardRequest, Pipemesh_V1_ForwardResponse>, step: Int64, microBatch: Int32,
+      position: Int32 = 0
+    ) async throws {
+      _ = try await partition.call(
+        method,
+        .with {
+          $0.key = .with {
+            $0.job = "hostile"
+            $0.step = step
+            $0.microBatch = microBatch
+          }
+          $0.input = .with { $0.inline = Pipemesh_V1_Tensor(inputs) }
+          $0.targets = Pipemesh_V1_Tensor(targets)
+          $0.batchSize = 4
+          $0.schedulePosition = position
+        })
     }
     func load(_ change: @Sendable (inout Pipemesh_V1_LoadStageRequest) -> Void) async throws {
       var request = Pipemesh_V1_LoadStageRequest.with {
@@ -261,25 +301,63 @@ import MeshPSClient
       _ = try await partition.call(PartitionMethods.loadStage, request)
     }
     let cases: [(String, () async throws -> Void, String)] = [
-      ("Forward, micro_batch -1", { try await forward(PartitionMethods.forward, step: 1, microBatch: -1) }, "key.micro_batch"),
-      ("Forward, micro_batch Int32.min", { try await forward(PartitionMethods.forward, step: 1, microBatch: Int32.min) }, "key.micro_batch"),
-      ("Infer, micro_batch -1", { try await forward(PartitionMethods.infer, step: -5, microBatch: -1) }, "key.micro_batch"),
+      (
+        "Forward, micro_batch -1", { try await forward(PartitionMethods.forward, step: 1, microBatch: -1) },
+        "key.micro_batch"
+      ),
+      (
+        "Forward, micro_batch Int32.min",
+        { try await forward(PartitionMethods.forward, step: 1, microBatch: Int32.min) }, "key.micro_batch"
+      ),
+      (
+        "Infer, micro_batch -1", { try await forward(PartitionMethods.infer, step: -5, microBatch: -1) },
+        "key.micro_batch"
+      ),
       ("Forward, step 0", { try await forward(PartitionMethods.forward, step: 0, microBatch: 0) }, "key.step"),
-      ("Forward, step Int64.min", { try await forward(PartitionMethods.forward, step: Int64.min, microBatch: 0) }, "key.step"),
-      ("Forward, schedule_position -1", { try await forward(PartitionMethods.forward, step: 1, microBatch: 0, position: -1) },
-        "schedule_position"),
-      ("Commit, step -1", { _ = try await partition.call(PartitionMethods.commit, .with { $0.job = "hostile"; $0.step = -1 }) }, "step"),
-      ("LoadStage, blas_threads 2^31-1", { try await load { $0.blasThreads = .max } },
-        "blas_threads is 2147483647; this partition was started with 1"),
+      (
+        "Forward, step Int64.min", { try await forward(PartitionMethods.forward, step: Int64.min, microBatch: 0) },
+        "key.step"
+      ),
+      (
+        "Forward, schedule_position -1",
+        { try await forward(PartitionMethods.forward, step: 1, microBatch: 0, position: -1) },
+        "schedule_position"
+      ),
+      (
+        "Commit, step -1",
+        {
+          _ = try await partition.call(
+            PartitionMethods.commit,
+            .with {
+              $0.job = "hostile"
+              $0.step = -1
+            })
+        }, "step"
+      ),
+      (
+        "LoadStage, blas_threads 2^31-1", { try await load { $0.blasThreads = .max } },
+        "blas_threads is 2147483647; this partition was started with 1"
+      ),
       ("LoadStage, replica -1", { try await load { $0.replica = -1 } }, "replica is -1"),
-      ("Forward, input at an endpoint outside the job", {
-        _ = try await partition.call(PartitionMethods.forward, .with {
-          $0.key = .with { $0.job = "hostile"; $0.step = 1 }
-          $0.input.reference = .with { $0.endpoint = "127.0.0.1:1"; $0.key = "hostile/1/0/activation" }
-          $0.targets = Pipemesh_V1_Tensor(targets)
-          $0.batchSize = 4
-        })
-      }, "not one of the job's partitions"),
+      (
+        "Forward, input at an endpoint outside the job",
+        {
+          _ = try await partition.call(
+            PartitionMethods.forward,
+            .with {
+              $0.key = .with {
+                $0.job = "hostile"
+                $0.step = 1
+              }
+              $0.input.reference = .with {
+                $0.endpoint = "127.0.0.1:1"
+                $0.key = "hostile/1/0/activation"
+              }
+              $0.targets = Pipemesh_V1_Tensor(targets)
+              $0.batchSize = 4
+            })
+        }, "not one of the job's partitions"
+      ),
     ]
     for (what, call, field) in cases {
       let error = await #expect(throws: RPCError.self, "\(what)") { try await call() }
@@ -290,8 +368,21 @@ import MeshPSClient
     #expect(mesh.partitions[3].process.isRunning, "\(mesh.partitions[3].process.log)")
     // The stage still trains: a whole step goes through.
     try await forward(PartitionMethods.forward, step: 1, microBatch: 0)
-    _ = try await partition.call(PartitionMethods.backward, .with { $0.key = .with { $0.job = "hostile"; $0.step = 1 } })
-    let committed = try await partition.call(PartitionMethods.commit, .with { $0.job = "hostile"; $0.step = 1; $0.flush = true })
+    _ = try await partition.call(
+      PartitionMethods.backward,
+      .with {
+        $0.key = .with {
+          $0.job = "hostile"
+          $0.step = 1
+        }
+      })
+    let committed = try await partition.call(
+      PartitionMethods.commit,
+      .with {
+        $0.job = "hostile"
+        $0.step = 1
+        $0.flush = true
+      })
     #expect(committed.version == 1)
     _ = try await partition.call(PartitionMethods.unloadStage, .with { $0.job = "hostile" })
   }
@@ -301,53 +392,85 @@ import MeshPSClient
   @Test func nonFiniteGradientsAndOversizedInferencesAreRefused() async throws {
     let mesh = try await PipelineTrainingTests.mesh.value
     let (inputs, _) = PipelineTrainingTests.classification(count: 4)
-    let key = Pipemesh_V1_MicroBatchKey.with { $0.job = "non-finite"; $0.step = 1 }
+    let key = Pipemesh_V1_MicroBatchKey.with {
+      $0.job = "non-finite"
+      $0.step = 1
+    }
 
     // A middle stage: NaN in the output gradient it is sent.
     let (first, _) = try await Self.loadFirstStage(job: "non-finite")
-    _ = try await first.call(PartitionMethods.forward, .with {
-      $0.key = key
-      $0.input.inline = Pipemesh_V1_Tensor(inputs)
-    })
+    _ = try await first.call(
+      PartitionMethods.forward,
+      .with {
+        $0.key = key
+        $0.input.inline = Pipemesh_V1_Tensor(inputs)
+      })
     var gradient = [Float](repeating: 0.5, count: 4 * 16)
     gradient[17] = .nan
     let nanGradient = await #expect(throws: RPCError.self) {
-      _ = try await first.call(PartitionMethods.backward, .with {
-        $0.key = key
-        $0.outputGradient.inline = Pipemesh_V1_Tensor(Tensor(shape: [4, 16], scalars: gradient))
-      })
+      _ = try await first.call(
+        PartitionMethods.backward,
+        .with {
+          $0.key = key
+          $0.outputGradient.inline = Pipemesh_V1_Tensor(Tensor(shape: [4, 16], scalars: gradient))
+        })
     }
     #expect(nanGradient?.code == .invalidArgument)
-    #expect(nanGradient?.message.contains("output gradient holds NaN or infinity") == true, "\(String(describing: nanGradient))")
+    #expect(
+      nanGradient?.message.contains("output gradient holds NaN or infinity") == true,
+      "\(String(describing: nanGradient))")
     _ = try await first.call(PartitionMethods.unloadStage, .with { $0.job = "non-finite" })
 
     // A sole writer that applies its own updates: a linear regression whose
     // outputs, loss and gradients overflow on inputs at the edge of Float.
     let linear = try RPCClient(target: mesh.partitions[3].endpoint)
-    _ = try await linear.call(PartitionMethods.loadStage, .with {
-      $0.job = "overflowing"
-      $0.model = .with {
-        $0.inputShape = [8]
-        $0.layers = [.with { $0.dense = .with { $0.units = 1 } }]
-        $0.loss = .with { $0.meanSquaredError = .init() }
-      }
-      $0.endLayer = 1
-      $0.parameterServers = mesh.parameterServers.map(\.endpoint)
-      $0.consistency = .with { $0.sync = .init() }
-    })
-    _ = try await linear.call(PartitionMethods.forward, .with {
-      $0.key = .with { $0.job = "overflowing"; $0.step = 1 }
-      $0.input.inline = Pipemesh_V1_Tensor(Tensor.filled([4, 8], with: 3e38))
-      $0.targets = Pipemesh_V1_Tensor(Tensor.zeros([4, 1]))
-      $0.batchSize = 4
-    })
-    _ = try await linear.call(PartitionMethods.backward, .with { $0.key = .with { $0.job = "overflowing"; $0.step = 1 } })
+    _ = try await linear.call(
+      PartitionMethods.loadStage,
+      .with {
+        $0.job = "overflowing"
+        $0.model = .with {
+          $0.inputShape = [8]
+          $0.layers = [.with { $0.dense = .with { $0.units = 1 } }]
+          $0.loss = .with { $0.meanSquaredError = .init() }
+        }
+        $0.endLayer = 1
+        $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+        $0.consistency = .with { $0.sync = .init() }
+      })
+    _ = try await linear.call(
+      PartitionMethods.forward,
+      .with {
+        $0.key = .with {
+          $0.job = "overflowing"
+          $0.step = 1
+        }
+        $0.input.inline = Pipemesh_V1_Tensor(Tensor.filled([4, 8], with: 3e38))
+        $0.targets = Pipemesh_V1_Tensor(Tensor.zeros([4, 1]))
+        $0.batchSize = 4
+      })
+    _ = try await linear.call(
+      PartitionMethods.backward,
+      .with {
+        $0.key = .with {
+          $0.job = "overflowing"
+          $0.step = 1
+        }
+      })
     let overflowed = await #expect(throws: RPCError.self) {
-      _ = try await linear.call(PartitionMethods.commit, .with { $0.job = "overflowing"; $0.step = 1; $0.flush = true })
+      _ = try await linear.call(
+        PartitionMethods.commit,
+        .with {
+          $0.job = "overflowing"
+          $0.step = 1
+          $0.flush = true
+        })
     }
     #expect(overflowed?.code == .invalidArgument)
-    #expect(overflowed?.message.contains("holds NaN or infinity; nothing was applied") == true, "\(String(describing: overflowed))")
-    let stats = try await RPCClient(target: mesh.parameterServers[0].endpoint).call(ParameterServerMethods.stats, .init())
+    #expect(
+      overflowed?.message.contains("holds NaN or infinity; nothing was applied") == true,
+      "\(String(describing: overflowed))")
+    let stats = try await RPCClient(target: mesh.parameterServers[0].endpoint).call(
+      ParameterServerMethods.stats, .init())
     #expect(stats.pushesRefusedNonFinite == 0, "the stage refused it before pushing")
     _ = try await linear.call(PartitionMethods.unloadStage, .with { $0.job = "overflowing" })
 
@@ -356,16 +479,26 @@ import MeshPSClient
     let whole = try await Self.loadWholeModel(job: "bounded", mesh: mesh, maxKeptBytes: 59 * 4 * 4)
     let (many, _) = PipelineTrainingTests.classification(count: 8)
     let oversized = await #expect(throws: RPCError.self) {
-      _ = try await whole.call(PartitionMethods.infer, .with {
-        $0.key = .with { $0.job = "bounded"; $0.step = -1 }
-        $0.input.inline = Pipemesh_V1_Tensor(many)
-      })
+      _ = try await whole.call(
+        PartitionMethods.infer,
+        .with {
+          $0.key = .with {
+            $0.job = "bounded"
+            $0.step = -1
+          }
+          $0.input.inline = Pipemesh_V1_Tensor(many)
+        })
     }
     #expect(oversized?.code == .resourceExhausted, "\(String(describing: oversized))")
-    let fits = try await whole.call(PartitionMethods.infer, .with {
-      $0.key = .with { $0.job = "bounded"; $0.step = -2 }
-      $0.input.inline = Pipemesh_V1_Tensor(many.slice(axis: 0, range: 0..<7))
-    })
+    let fits = try await whole.call(
+      PartitionMethods.infer,
+      .with {
+        $0.key = .with {
+          $0.job = "bounded"
+          $0.step = -2
+        }
+        $0.input.inline = Pipemesh_V1_Tensor(many.slice(axis: 0, range: 0..<7))
+      })
     #expect(fits.outputValue.shape == [7, 3])
     _ = try await whole.call(PartitionMethods.unloadStage, .with { $0.job = "bounded" })
   }
@@ -381,37 +514,75 @@ import MeshPSClient
     let ps = try RPCClient(target: mesh.parameterServers[0].endpoint)
     let (inputs, targets) = PipelineTrainingTests.classification()
     let cases: [(String, (inout Pipemesh_V1_TrainRequest) -> Void, RPCError.Code, String)] = [
-      ("a negative learning rate", { $0.optimizer.learningRate.base = -1 }, .invalidArgument, "optimizer: learning rate"),
+      (
+        "a negative learning rate", { $0.optimizer.learningRate.base = -1 }, .invalidArgument,
+        "optimizer: learning rate"
+      ),
       ("a NaN clip norm", { $0.optimizer.clipGlobalNorm = .nan }, .invalidArgument, "clip_global_norm"),
       ("adam beta1 of 1", { $0.optimizer.adam = .with { $0.beta1 = 1 } }, .invalidArgument, "beta1"),
-      ("a cosine minimum above the base", {
-        $0.optimizer.learningRate.cosine = .with { $0.totalSteps = 10; $0.minimum = 5 }
-      }, .invalidArgument, "minimum"),
+      (
+        "a cosine minimum above the base",
+        {
+          $0.optimizer.learningRate.cosine = .with {
+            $0.totalSteps = 10
+            $0.minimum = 5
+          }
+        }, .invalidArgument, "minimum"
+      ),
       ("an unknown schedule", { $0.schedule = .UNRECOGNIZED(7) }, .invalidArgument, "schedule is 7"),
       ("negative micro-batches", { $0.microBatches = -3 }, .invalidArgument, "micro_batches is -3"),
       ("too many micro-batches", { $0.microBatches = .max }, .invalidArgument, "micro_batches is 2147483647"),
-      ("a negative staleness", { $0.consistency.bounded = .with { $0.maxStaleness = -1 } }, .invalidArgument,
-        "consistency: bounded consistency"),
+      (
+        "a negative staleness", { $0.consistency.bounded = .with { $0.maxStaleness = -1 } }, .invalidArgument,
+        "consistency: bounded consistency"
+      ),
       ("negative checkpoint steps", { $0.checkpoint.everySteps = -1 }, .invalidArgument, "checkpoint.every_steps"),
       ("negative kept bytes", { $0.maxKeptBytes = -1 }, .invalidArgument, "max_kept_bytes"),
-      ("a name over 119 characters", { $0.job = String(repeating: "n", count: 120) }, .invalidArgument, "1-119 characters"),
-      ("an embedding after another layer", {
-        $0.model.layers.insert(.with { $0.embedding = .with { $0.vocabularySize = 4; $0.dimension = 2 } }, at: 1)
-      }, .invalidArgument, "must be the model's first layer"),
-      ("attention over 16,384 steps", {
-        $0.model = .with {
-          $0.inputShape = [16384, 4]
-          $0.layers = [.with { $0.transformerBlock = .with { $0.heads = 1; $0.mlpHidden = 4 } }]
-        }
-      }, .invalidArgument, "attention over 16384 steps"),
-      ("over 2^32 parameters", {
-        $0.model = .with {
-          $0.inputShape = [1 << 15]
-          $0.layers = Array(repeating: .with { $0.dense = .with { $0.units = 1 << 15 } }, count: 5)
-        }
-      }, .invalidArgument, "parameters by layer 3"),
-      ("checkpoints from a ps without a directory", { $0.checkpoint.atEnd = true }, .failedPrecondition,
-        "was started without --checkpoint-dir"),
+      (
+        "a name over 119 characters", { $0.job = String(repeating: "n", count: 120) }, .invalidArgument,
+        "1-119 characters"
+      ),
+      (
+        "an embedding after another layer",
+        {
+          $0.model.layers.insert(
+            .with {
+              $0.embedding = .with {
+                $0.vocabularySize = 4
+                $0.dimension = 2
+              }
+            }, at: 1)
+        }, .invalidArgument, "must be the model's first layer"
+      ),
+      (
+        "attention over 16,384 steps",
+        {
+          $0.model = .with {
+            $0.inputShape = [16384, 4]
+            $0.layers = [
+              .with {
+                $0.transformerBlock = .with {
+                  $0.heads = 1
+                  $0.mlpHidden = 4
+                }
+              }
+            ]
+          }
+        }, .invalidArgument, "attention over 16384 steps"
+      ),
+      (
+        "over 2^32 parameters",
+        {
+          $0.model = .with {
+            $0.inputShape = [1 << 15]
+            $0.layers = Array(repeating: .with { $0.dense = .with { $0.units = 1 << 15 } }, count: 5)
+          }
+        }, .invalidArgument, "parameters by layer 3"
+      ),
+      (
+        "checkpoints from a ps without a directory", { $0.checkpoint.atEnd = true }, .failedPrecondition,
+        "was started without --checkpoint-dir"
+      ),
     ]
     for (what, change, code, phrase) in cases {
       var request = Pipemesh_V1_TrainRequest.inline(
@@ -477,10 +648,12 @@ import MeshPSClient
     #expect(refused?.message.contains("RESOURCE_EXHAUSTED") == true, "\(String(describing: refused))")
     // The failed job unloaded its stages (ending its calls still waiting there).
     let afterFailure = await #expect(throws: RPCError.self) {
-      _ = try await RPCClient(target: coordinator.endpoint).call(CoordinatorMethods.infer, .with {
-        $0.job = "gpipe-bounded"
-        $0.inputs = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: 0..<2))
-      })
+      _ = try await RPCClient(target: coordinator.endpoint).call(
+        CoordinatorMethods.infer,
+        .with {
+          $0.job = "gpipe-bounded"
+          $0.inputs = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: 0..<2))
+        })
     }
     #expect(afterFailure?.code == .failedPrecondition && afterFailure?.message.contains("unloaded") == true)
   }
@@ -493,35 +666,58 @@ import MeshPSClient
     let (allInputs, allTargets) = PipelineTrainingTests.classification()
     let inputs = allInputs.slice(axis: 0, range: 0..<4)
     let targets = allTargets.slice(axis: 0, range: 0..<4)
-    let key = Pipemesh_V1_MicroBatchKey.with { $0.job = "retried"; $0.step = 1; $0.microBatch = 0 }
+    let key = Pipemesh_V1_MicroBatchKey.with {
+      $0.job = "retried"
+      $0.step = 1
+      $0.microBatch = 0
+    }
     var losses: [Double] = []
     for _ in 0..<2 {
-      losses.append(try await partition.call(PartitionMethods.forward, .with {
-        $0.key = key
-        $0.input.inline = Pipemesh_V1_Tensor(inputs)
-        $0.targets = Pipemesh_V1_Tensor(targets)
-        $0.batchSize = 4
-      }).loss)
+      losses.append(
+        try await partition.call(
+          PartitionMethods.forward,
+          .with {
+            $0.key = key
+            $0.input.inline = Pipemesh_V1_Tensor(inputs)
+            $0.targets = Pipemesh_V1_Tensor(targets)
+            $0.batchSize = 4
+          }
+        ).loss)
     }
     #expect(losses[0] == losses[1])
     for _ in 0..<2 { _ = try await partition.call(PartitionMethods.backward, .with { $0.key = key }) }
     for _ in 0..<2 {
-      _ = try await partition.call(PartitionMethods.commit, .with { $0.job = "retried"; $0.step = 1; $0.flush = true })
+      _ = try await partition.call(
+        PartitionMethods.commit,
+        .with {
+          $0.job = "retried"
+          $0.step = 1
+          $0.flush = true
+        })
     }
     // After the commit, the step is closed: a late Forward is refused rather
     // than computed again, and a wait for one of its tensors ends at once.
     let late = await #expect(throws: RPCError.self) {
-      _ = try await partition.call(PartitionMethods.forward, .with {
-        $0.key = key
-        $0.input.inline = Pipemesh_V1_Tensor(inputs)
-        $0.targets = Pipemesh_V1_Tensor(targets)
-        $0.batchSize = 4
-      })
+      _ = try await partition.call(
+        PartitionMethods.forward,
+        .with {
+          $0.key = key
+          $0.input.inline = Pipemesh_V1_Tensor(inputs)
+          $0.targets = Pipemesh_V1_Tensor(targets)
+          $0.batchSize = 4
+        })
     }
-    #expect(late?.code == .failedPrecondition && late?.message.contains("already committed") == true, "\(String(describing: late))")
+    #expect(
+      late?.code == .failedPrecondition && late?.message.contains("already committed") == true,
+      "\(String(describing: late))")
     let dropped = await #expect(throws: RPCError.self) {
       _ = try await partition.call(
-        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey(key, .activation).wire; $0.release = true; $0.wait = true },
+        PartitionMethods.fetchTensor,
+        .with {
+          $0.key = DataPlaneKey(key, .activation).wire
+          $0.release = true
+          $0.wait = true
+        },
         options: .init(timeout: .seconds(30)))
     }
     #expect(dropped?.code == .aborted, "\(String(describing: dropped))")
@@ -542,25 +738,39 @@ import MeshPSClient
     let inputs = allInputs.slice(axis: 0, range: 0..<8)
     let targets = allTargets.slice(axis: 0, range: 0..<8)
     func key(_ microBatch: Int32) -> Pipemesh_V1_MicroBatchKey {
-      .with { $0.job = "ordered"; $0.step = 1; $0.microBatch = microBatch }
+      .with {
+        $0.job = "ordered"
+        $0.step = 1
+        $0.microBatch = microBatch
+      }
     }
     func forward(_ microBatch: Int32, position: Int32) async throws -> Pipemesh_V1_ForwardResponse {
       let rows = Int(microBatch) * 4..<Int(microBatch + 1) * 4
-      return try await partition.call(PartitionMethods.forward, .with {
-        $0.key = key(microBatch)
-        $0.input.inline = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: rows))
-        $0.targets = Pipemesh_V1_Tensor(targets.slice(axis: 0, range: rows))
-        $0.batchSize = 8
-        $0.schedulePosition = position
-      })
+      return try await partition.call(
+        PartitionMethods.forward,
+        .with {
+          $0.key = key(microBatch)
+          $0.input.inline = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: rows))
+          $0.targets = Pipemesh_V1_Tensor(targets.slice(axis: 0, range: rows))
+          $0.batchSize = 8
+          $0.schedulePosition = position
+        })
     }
-    func backward(_ microBatch: Int32, position: Int32, timeout: Duration? = nil) async throws -> Pipemesh_V1_BackwardResponse {
+    func backward(_ microBatch: Int32, position: Int32, timeout: Duration? = nil) async throws
+      -> Pipemesh_V1_BackwardResponse
+    {
       try await partition.call(
-        PartitionMethods.backward, .with { $0.key = key(microBatch); $0.schedulePosition = position }, options: .init(timeout: timeout))
+        PartitionMethods.backward,
+        .with {
+          $0.key = key(microBatch)
+          $0.schedulePosition = position
+        }, options: .init(timeout: timeout))
     }
 
     // Computed at once, B0 would fail: its forward has not run. It waits.
-    let early = await #expect(throws: RPCError.self) { _ = try await backward(0, position: 2, timeout: .milliseconds(300)) }
+    let early = await #expect(throws: RPCError.self) {
+      _ = try await backward(0, position: 2, timeout: .milliseconds(300))
+    }
     #expect(early?.code == .deadlineExceeded, "\(String(describing: early))")
     // F1 and B1 sent before F0; F1 would not fit before B0 frees F0's bytes.
     async let second = forward(1, position: 3)
@@ -569,7 +779,13 @@ import MeshPSClient
     let firstBackward = try await backward(0, position: 2)  // the retry of the early call
     let (secondForward, _) = try await (second, secondBackward)
     #expect(first.computeSeconds > 0 && secondForward.computeSeconds > 0 && firstBackward.computeSeconds > 0)
-    _ = try await partition.call(PartitionMethods.commit, .with { $0.job = "ordered"; $0.step = 1; $0.flush = true })
+    _ = try await partition.call(
+      PartitionMethods.commit,
+      .with {
+        $0.job = "ordered"
+        $0.step = 1
+        $0.flush = true
+      })
     try await Self.expectOneSGDStep(job: "ordered", inputs: inputs, targets: targets, mesh: mesh)
   }
 
@@ -579,11 +795,20 @@ import MeshPSClient
   @Test func aFetchWaitsForTheTensorItNames() async throws {
     let (partition, dataPlane) = try await Self.loadFirstStage(job: "waited")
     func key(_ microBatch: Int32) -> Pipemesh_V1_MicroBatchKey {
-      .with { $0.job = "waited"; $0.step = 1; $0.microBatch = microBatch }
+      .with {
+        $0.job = "waited"
+        $0.step = 1
+        $0.microBatch = microBatch
+      }
     }
     func fetch(_ microBatch: Int32, wait: Bool) async throws -> Pipemesh_V1_Tensor {
       try await dataPlane.call(
-        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey(key(microBatch), .activation).wire; $0.release = true; $0.wait = wait },
+        PartitionMethods.fetchTensor,
+        .with {
+          $0.key = DataPlaneKey(key(microBatch), .activation).wire
+          $0.release = true
+          $0.wait = wait
+        },
         options: .init(timeout: .seconds(30)))
     }
 
@@ -591,11 +816,13 @@ import MeshPSClient
     #expect(notYet?.code == .notFound)
     async let waited = fetch(0, wait: true)
     let (inputs, _) = PipelineTrainingTests.classification()
-    let forward = try await partition.call(PartitionMethods.forward, .with {
-      $0.key = key(0)
-      $0.input.inline = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: 0..<4))
-      $0.schedulePosition = 1
-    })
+    let forward = try await partition.call(
+      PartitionMethods.forward,
+      .with {
+        $0.key = key(0)
+        $0.input.inline = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: 0..<4))
+        $0.schedulePosition = 1
+      })
     #expect(forward.output.key == DataPlaneKey(key(0), .activation).wire)
     #expect(try await waited.shape == [4, 16])
 
@@ -614,25 +841,43 @@ import MeshPSClient
     let (partition, dataPlane) = try await Self.loadFirstStage(job: "kept")
     let (inputs, _) = PipelineTrainingTests.classification()
     func key(step: Int64, _ microBatch: Int32 = 0) -> Pipemesh_V1_MicroBatchKey {
-      .with { $0.job = "kept"; $0.step = step; $0.microBatch = microBatch }
+      .with {
+        $0.job = "kept"
+        $0.step = step
+        $0.microBatch = microBatch
+      }
     }
     func fetch(_ key: Pipemesh_V1_MicroBatchKey, release: Bool) async throws -> Pipemesh_V1_Tensor {
       try await dataPlane.call(
-        PartitionMethods.fetchTensor, .with { $0.key = DataPlaneKey(key, .activation).wire; $0.release = release; $0.wait = true },
+        PartitionMethods.fetchTensor,
+        .with {
+          $0.key = DataPlaneKey(key, .activation).wire
+          $0.release = release
+          $0.wait = true
+        },
         options: .init(timeout: .seconds(30)))
     }
     func runStep(_ step: Int64) async throws {
-      _ = try await partition.call(PartitionMethods.forward, .with {
-        $0.key = key(step: step)
-        $0.input.inline = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: 0..<4))
-        $0.schedulePosition = 1
-      })
-      _ = try await partition.call(PartitionMethods.backward, .with {
-        $0.key = key(step: step)
-        $0.outputGradient.inline = Pipemesh_V1_Tensor(Tensor(shape: [4, 16], repeating: 0.5))
-        $0.schedulePosition = 2
-      })
-      _ = try await partition.call(PartitionMethods.commit, .with { $0.job = "kept"; $0.step = step })
+      _ = try await partition.call(
+        PartitionMethods.forward,
+        .with {
+          $0.key = key(step: step)
+          $0.input.inline = Pipemesh_V1_Tensor(inputs.slice(axis: 0, range: 0..<4))
+          $0.schedulePosition = 1
+        })
+      _ = try await partition.call(
+        PartitionMethods.backward,
+        .with {
+          $0.key = key(step: step)
+          $0.outputGradient.inline = Pipemesh_V1_Tensor(Tensor(shape: [4, 16], repeating: 0.5))
+          $0.schedulePosition = 2
+        })
+      _ = try await partition.call(
+        PartitionMethods.commit,
+        .with {
+          $0.job = "kept"
+          $0.step = step
+        })
     }
 
     try await runStep(1)
@@ -652,13 +897,15 @@ import MeshPSClient
   static func loadFirstStage(job: String) async throws -> (partition: RPCClient, dataPlane: RPCClient) {
     let mesh = try await PipelineTrainingTests.mesh.value
     let partition = try RPCClient(target: mesh.partitions[2].endpoint)
-    let loaded = try await partition.call(PartitionMethods.loadStage, .with {
-      $0.job = job
-      $0.model = PipelineTrainingTests.mlp
-      $0.endLayer = 2
-      $0.parameterServers = mesh.parameterServers.map(\.endpoint)
-      $0.optimizer = .with { $0.sgd = .init() }
-    })
+    let loaded = try await partition.call(
+      PartitionMethods.loadStage,
+      .with {
+        $0.job = job
+        $0.model = PipelineTrainingTests.mlp
+        $0.endLayer = 2
+        $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+        $0.optimizer = .with { $0.sgd = .init() }
+      })
     #expect(!loaded.dataPlaneEndpoint.isEmpty)
     return (partition, try RPCClient(target: loaded.dataPlaneEndpoint))
   }
@@ -667,15 +914,20 @@ import MeshPSClient
   /// the mesh's last partition, and returns a client of that partition.
   static func loadWholeModel(job: String, mesh: LocalMesh, maxKeptBytes: Int64 = 0) async throws -> RPCClient {
     let partition = try RPCClient(target: mesh.partitions[3].endpoint)
-    _ = try await partition.call(PartitionMethods.loadStage, .with {
-      $0.job = job
-      $0.model = PipelineTrainingTests.mlp
-      $0.endLayer = 4
-      $0.parameterServers = mesh.parameterServers.map(\.endpoint)
-      $0.consistency = .with { $0.sync = .init() }
-      $0.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.1 } }
-      $0.maxKeptBytes = maxKeptBytes
-    })
+    _ = try await partition.call(
+      PartitionMethods.loadStage,
+      .with {
+        $0.job = job
+        $0.model = PipelineTrainingTests.mlp
+        $0.endLayer = 4
+        $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+        $0.consistency = .with { $0.sync = .init() }
+        $0.optimizer = .with {
+          $0.sgd = .init()
+          $0.learningRate = .with { $0.base = 0.1 }
+        }
+        $0.maxKeptBytes = maxKeptBytes
+      })
     return partition
   }
 
@@ -684,9 +936,12 @@ import MeshPSClient
   static func expectOneSGDStep(job: String, inputs: Tensor, targets: Tensor, mesh: LocalMesh) async throws {
     let model = try makeModel(PipelineTrainingTests.mlp)
     var variables = model.initialVariables()
-    let (_, gradients) = model.lossAndGradients(input: inputs, target: targets, variables: variables, context: ForwardContext(training: true))
+    let (_, gradients) = model.lossAndGradients(
+      input: inputs, target: targets, variables: variables, context: ForwardContext(training: true))
     for (name, gradient) in gradients {
-      variables[name] = SGD(learningRate: .constant(0.1)).update(variable: variables[name]!, gradient: gradient, slots: [:], step: 1).variable
+      variables[name] =
+        SGD(learningRate: .constant(0.1)).update(variable: variables[name]!, gradient: gradient, slots: [:], step: 1)
+        .variable
     }
     let ps = try ParameterServerClient(endpoints: mesh.parameterServers.map(\.endpoint))
     let pulled = try await ps.pull(job: job, names: variables.keys.sorted())

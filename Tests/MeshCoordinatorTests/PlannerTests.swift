@@ -11,7 +11,14 @@ import Testing
     .with {
       $0.inputShape = [Int64(inputSize)]
       $0.layers =
-        (0..<hidden).map { _ in .with { $0.dense = .with { $0.units = Int64(width); $0.activation = .relu } } }
+        (0..<hidden).map { _ in
+          .with {
+            $0.dense = .with {
+              $0.units = Int64(width)
+              $0.activation = .relu
+            }
+          }
+        }
         + [.with { $0.dense = .with { $0.units = Int64(classes) } }]
       $0.loss = .with { $0.softmaxCrossEntropy = .init() }
     }

@@ -11,7 +11,8 @@ import Testing
 /// through the mesh, reach the accuracy of the same models trained in-process.
 @Suite(.serialized) struct RealDatasetTests {
   static func spec(_ name: String) throws -> Pipemesh_V1_ModelSpec {
-    try Pipemesh_V1_ModelSpec(jsonString: String(contentsOfFile: Repository.path("examples/\(name).json"), encoding: .utf8))
+    try Pipemesh_V1_ModelSpec(
+      jsonString: String(contentsOfFile: Repository.path("examples/\(name).json"), encoding: .utf8))
   }
 
   @Test(arguments: ["mlp-digits", "cnn-digits"])
@@ -31,11 +32,15 @@ import Testing
     request.batchSize = 64
     request.microBatches = 4
     request.schedule = .scheduleOneFOneB
-    request.optimizer = .with { $0.sgd = .init(); $0.learningRate = .with { $0.base = 0.02 } }
+    request.optimizer = .with {
+      $0.sgd = .init()
+      $0.learningRate = .with { $0.base = 0.02 }
+    }
     request.validationFraction = 0.2
     request.shuffleSeed = 3
     var evaluations: [Pipemesh_V1_TrainProgress] = []
-    for try await progress in try RPCClient(target: coordinator.endpoint).stream(CoordinatorMethods.train, request) where progress.evaluated {
+    for try await progress in try RPCClient(target: coordinator.endpoint).stream(CoordinatorMethods.train, request)
+    where progress.evaluated {
       evaluations.append(progress)
     }
     let pipelined = try #require(evaluations.last).validationAccuracy
@@ -44,12 +49,15 @@ import Testing
     let labels = digits.labels
     let inProcess = try await onOwnThread {
       var reference = InProcessReference(model: built, learningRate: 0.02)
-      _ = reference.train(inputs: inputs, targets: labels, epochs: 2, batchSize: 64, seed: 3, validationFraction: Double(Float(0.2)))
-      return reference.validationAccuracy(inputs: inputs, targets: labels, seed: 3, validationFraction: Double(Float(0.2)))
+      _ = reference.train(
+        inputs: inputs, targets: labels, epochs: 2, batchSize: 64, seed: 3, validationFraction: Double(Float(0.2)))
+      return reference.validationAccuracy(
+        inputs: inputs, targets: labels, seed: 3, validationFraction: Double(Float(0.2)))
     }
 
     #expect(pipelined > 0.8, "\(example) reached only \(pipelined)")
     // The same arithmetic up to summation order: at most a couple of examples apart.
-    #expect(abs(pipelined - inProcess) <= 2.0 / Double(held), "\(example): pipelined \(pipelined), in-process \(inProcess)")
+    #expect(
+      abs(pipelined - inProcess) <= 2.0 / Double(held), "\(example): pipelined \(pipelined), in-process \(inProcess)")
   }
 }

@@ -1,7 +1,8 @@
 import Foundation
-@testable import MeshData
 import MeshTensor
 import Testing
+
+@testable import MeshData
 
 @Suite struct BundledDatasetTests {
   @Test func digitsHasTheUCIShapeLabelsAndValues() throws {

@@ -92,7 +92,8 @@ import Testing
   @Test func aNonNumericCellNamesItsLineAndColumn() throws {
     let error = try loadError("a,b,label\n1,2,0\n3,x7,1\n")
     #expect(error.code == .malformedFile)
-    #expect(error.message == "bad.csv: line 3, column 2: the cell is not a finite number; expected a decimal such as 0.25")
+    #expect(
+      error.message == "bad.csv: line 3, column 2: the cell is not a finite number; expected a decimal such as 0.25")
     let empty = try loadError("a,b,label\n1,,0\n")
     #expect(empty.message.contains("line 2, column 2"))
   }

@@ -107,8 +107,9 @@ import Testing
     try dataset.validate(featureShape: [2])
     let fixable = try #require(throws: DatasetError.self) { try dataset.validate(featureShape: [1, 2]) }
     #expect(fixable.code == .shapeMismatch)
-    #expect(fixable.message == "numbered: examples have shape [2] but the model expects [1, 2]; "
-      + "the sizes agree, so reshaped(featureShape: [1, 2]) fixes this")
+    #expect(
+      fixable.message == "numbered: examples have shape [2] but the model expects [1, 2]; "
+        + "the sizes agree, so reshaped(featureShape: [1, 2]) fixes this")
     let wrong = try #require(throws: DatasetError.self) { try dataset.validate(featureShape: [3]) }
     #expect(wrong.message == "numbered: examples have shape [2] but the model expects [3]")
     try dataset.validate(outputs: 3)

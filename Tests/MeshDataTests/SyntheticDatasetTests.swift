@@ -36,8 +36,10 @@ import Testing
     #expect(dataset.inputs.shape == [500, 3])
     #expect(dataset.labels.shape == [500, 2])
     #expect(problem.weights.shape == [3, 2])
-    let x = dataset.inputs.scalars, y = dataset.labels.scalars
-    let w = problem.weights.scalars, b = problem.bias.scalars
+    let x = dataset.inputs.scalars
+    let y = dataset.labels.scalars
+    let w = problem.weights.scalars
+    let b = problem.bias.scalars
     var squaredError: Float = 0
     for row in 0..<500 {
       for output in 0..<2 {

@@ -1,6 +1,6 @@
 import Foundation
-import MeshProto
 import MeshPS
+import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshTestSupport
@@ -13,25 +13,31 @@ import Testing
   init() throws { logs = try TemporaryDirectory(prefix: "pipemesh-ps") }
 
   func push(_ client: RPCClient, _ gradient: Pipemesh_V1_Tensor, name: String = "w", step: Int64 = 1) async throws {
-    _ = try await client.call(ParameterServerMethods.push, .with {
-      $0.job = "bad"
-      $0.step = step
-      $0.user = "stage0"
-      $0.gradients = [.with {
-        $0.name = name
-        $0.gradient = gradient
-      }]
-    })
+    _ = try await client.call(
+      ParameterServerMethods.push,
+      .with {
+        $0.job = "bad"
+        $0.step = step
+        $0.user = "stage0"
+        $0.gradients = [
+          .with {
+            $0.name = name
+            $0.gradient = gradient
+          }
+        ]
+      })
   }
 
   @Test func badPushesAreRefusedAndNothingIsApplied() async throws {
     let ps = try await Fixtures.startPS(logs)
     let client = try RPCClient(target: ps.endpoint)
-    _ = try await client.call(ParameterServerMethods.register, .with {
-      $0.job = "bad"
-      $0.user = "stage0"
-      $0.variables = [Fixtures.variable("w", shape: [2, 3], constant: 1)]
-    })
+    _ = try await client.call(
+      ParameterServerMethods.register,
+      .with {
+        $0.job = "bad"
+        $0.user = "stage0"
+        $0.variables = [Fixtures.variable("w", shape: [2, 3], constant: 1)]
+      })
     var cases: [(String, Pipemesh_V1_Tensor, String, RPCError.Code)] = []
     cases.append(("unknown variable", Pipemesh_V1_Tensor(Fixtures.filled([2, 3], 1)), "nope", .notFound))
     cases.append(("wrong shape", Pipemesh_V1_Tensor(Fixtures.filled([3, 2], 1)), "w", .invalidArgument))
@@ -44,7 +50,8 @@ import Testing
     for value in [Float.nan, .infinity, -.infinity] {
       var scalars = [Float](repeating: 1, count: 6)
       scalars[4] = value
-      cases.append(("\(value) in a gradient", Pipemesh_V1_Tensor(Tensor(shape: [2, 3], scalars: scalars)), "w", .invalidArgument))
+      cases.append(
+        ("\(value) in a gradient", Pipemesh_V1_Tensor(Tensor(shape: [2, 3], scalars: scalars)), "w", .invalidArgument))
     }
     for (what, gradient, name, code) in cases {
       let error = await #expect(throws: RPCError.self, "\(what)") { try await push(client, gradient, name: name) }
@@ -63,17 +70,21 @@ import Testing
     let ps = try await Fixtures.startPS(logs)
     let client = try RPCClient(target: ps.endpoint)
     let register = { (definition: Pipemesh_V1_VariableDefinition, consistency: Pipemesh_V1_Consistency) in
-      _ = try await client.call(ParameterServerMethods.register, .with {
-        $0.job = "defs"
-        $0.user = "stage0"
-        $0.variables = [definition]
-        $0.consistency = consistency
-      })
+      _ = try await client.call(
+        ParameterServerMethods.register,
+        .with {
+          $0.job = "defs"
+          $0.user = "stage0"
+          $0.variables = [definition]
+          $0.consistency = consistency
+        })
     }
     let definition = Fixtures.variable("w", shape: [4])
     try await register(definition, .init())
     try await register(definition, .init())
-    let changed = await #expect(throws: RPCError.self) { try await register(Fixtures.variable("w", shape: [5]), .init()) }
+    let changed = await #expect(throws: RPCError.self) {
+      try await register(Fixtures.variable("w", shape: [5]), .init())
+    }
     #expect(changed?.code == .failedPrecondition)
     let otherRule = await #expect(throws: RPCError.self) {
       try await register(definition, Fixtures.consistency(.sync(.init()), replicas: 2))
@@ -98,14 +109,18 @@ import Testing
     let ps = try await RunningService.start("ps", ["--max-message-mib", "1"], log: logs.file("ps.log"))
     let client = try RPCClient(target: ps.endpoint)
     let error = await #expect(throws: RPCError.self) {
-      _ = try await client.call(ParameterServerMethods.register, .with {
-        $0.job = "big"
-        $0.variables = [.with {
-          $0.name = "w"
-          $0.shape = [512 * 1024]
-          $0.initialValue = Pipemesh_V1_Tensor(Fixtures.filled([512 * 1024], 1))
-        }]
-      })
+      _ = try await client.call(
+        ParameterServerMethods.register,
+        .with {
+          $0.job = "big"
+          $0.variables = [
+            .with {
+              $0.name = "w"
+              $0.shape = [512 * 1024]
+              $0.initialValue = Pipemesh_V1_Tensor(Fixtures.filled([512 * 1024], 1))
+            }
+          ]
+        })
     }
     #expect(error?.code == .resourceExhausted)
   }
@@ -118,10 +133,12 @@ import Testing
     let logs = try TemporaryDirectory(prefix: "pipemesh-ps")
     let ps = try await Fixtures.startPS(logs)
     let client = try RPCClient(target: ps.endpoint)
-    _ = try await client.call(ParameterServerMethods.register, .with {
-      $0.job = "hostile"
-      $0.variables = [Fixtures.variable("w", shape: [2])]
-    })
+    _ = try await client.call(
+      ParameterServerMethods.register,
+      .with {
+        $0.job = "hostile"
+        $0.variables = [Fixtures.variable("w", shape: [2])]
+      })
     var hugeGradient = Pipemesh_V1_Tensor()
     hugeGradient.dtype = .float32
     hugeGradient.shape = [1 << 30, 1 << 30]
@@ -130,38 +147,72 @@ import Testing
     overflowing.shape = [Int64(Int32.max), Int64(Int32.max), Int64(Int32.max)]
     for gradient in [hugeGradient, overflowing] {
       let error = await #expect(throws: RPCError.self) {
-        _ = try await client.call(ParameterServerMethods.push, .with {
-          $0.job = "hostile"
-          $0.step = 1
-          $0.gradients = [.with { $0.name = "w"; $0.gradient = gradient }]
-        })
+        _ = try await client.call(
+          ParameterServerMethods.push,
+          .with {
+            $0.job = "hostile"
+            $0.step = 1
+            $0.gradients = [
+              .with {
+                $0.name = "w"
+                $0.gradient = gradient
+              }
+            ]
+          })
       }
       #expect(error?.code == .invalidArgument)
     }
     let cases: [(Pipemesh_V1_RegisterRequest, RPCError.Code)] = [
-      (.with { $0.job = "big"; $0.variables = [Fixtures.variable("v", shape: [1 << 20, 1 << 20])] }, .resourceExhausted),
-      (.with { $0.job = "overflow"; $0.variables = [Fixtures.variable("v", shape: [Int(Int32.max), Int(Int32.max), Int(Int32.max)])] }, .resourceExhausted),
-      (.with { $0.job = "replicas"; $0.consistency = Fixtures.consistency(.sync(.init()), replicas: .max) }, .invalidArgument),
+      (
+        .with {
+          $0.job = "big"
+          $0.variables = [Fixtures.variable("v", shape: [1 << 20, 1 << 20])]
+        }, .resourceExhausted
+      ),
+      (
+        .with {
+          $0.job = "overflow"
+          $0.variables = [Fixtures.variable("v", shape: [Int(Int32.max), Int(Int32.max), Int(Int32.max)])]
+        }, .resourceExhausted
+      ),
+      (
+        .with {
+          $0.job = "replicas"
+          $0.consistency = Fixtures.consistency(.sync(.init()), replicas: .max)
+        }, .invalidArgument
+      ),
     ]
     for (request, code) in cases {
-      let error = await #expect(throws: RPCError.self) { _ = try await client.call(ParameterServerMethods.register, request) }
+      let error = await #expect(throws: RPCError.self) {
+        _ = try await client.call(ParameterServerMethods.register, request)
+      }
       #expect(error?.code == code, "\(request.job): \(String(describing: error))")
     }
     let stale = await #expect(throws: RPCError.self) {
-      _ = try await client.call(ParameterServerMethods.push, .with {
-        $0.job = "hostile"
-        $0.step = 1
-        $0.gradients = [.with { $0.name = "w"; $0.baseVersion = .min; $0.gradient = Pipemesh_V1_Tensor(Fixtures.filled([2], 1)) }]
-      })
+      _ = try await client.call(
+        ParameterServerMethods.push,
+        .with {
+          $0.job = "hostile"
+          $0.step = 1
+          $0.gradients = [
+            .with {
+              $0.name = "w"
+              $0.baseVersion = .min
+              $0.gradient = Pipemesh_V1_Tensor(Fixtures.filled([2], 1))
+            }
+          ]
+        })
     }
     #expect(stale?.code == .invalidArgument)
     #expect(ps.process.isRunning)
     // A failed first registration does not pin the job's consistency.
-    _ = try await client.call(ParameterServerMethods.register, .with {
-      $0.job = "big"
-      $0.consistency = Fixtures.consistency(.sync(.init()))
-      $0.variables = [Fixtures.variable("v", shape: [4])]
-    })
+    _ = try await client.call(
+      ParameterServerMethods.register,
+      .with {
+        $0.job = "big"
+        $0.consistency = Fixtures.consistency(.sync(.init()))
+        $0.variables = [Fixtures.variable("v", shape: [4])]
+      })
   }
 }
 
@@ -173,29 +224,36 @@ import Testing
     let logs = try TemporaryDirectory(prefix: "pipemesh-ps")
     let ps = try await Fixtures.startPS(logs)
     let client = try RPCClient(target: ps.endpoint)
-    _ = try await client.call(ParameterServerMethods.register, .with {
-      $0.job = "steps"
-      $0.user = "stage0"
-      $0.variables = [Fixtures.variable("w", shape: [2], constant: 1)]
-      $0.consistency = Fixtures.consistency(mode == "sync" ? .sync(.init()) : .async(.init()))
-    })
-    func push(step: Int64) async throws {
-      _ = try await client.call(ParameterServerMethods.push, .with {
+    _ = try await client.call(
+      ParameterServerMethods.register,
+      .with {
         $0.job = "steps"
         $0.user = "stage0"
-        $0.step = step
-        $0.gradients = [.with {
-          $0.name = "w"
-          $0.gradient = Pipemesh_V1_Tensor(Fixtures.filled([2], 1))
-        }]
-      }, options: .init(timeout: .seconds(10)))
+        $0.variables = [Fixtures.variable("w", shape: [2], constant: 1)]
+        $0.consistency = Fixtures.consistency(mode == "sync" ? .sync(.init()) : .async(.init()))
+      })
+    func push(step: Int64) async throws {
+      _ = try await client.call(
+        ParameterServerMethods.push,
+        .with {
+          $0.job = "steps"
+          $0.user = "stage0"
+          $0.step = step
+          $0.gradients = [
+            .with {
+              $0.name = "w"
+              $0.gradient = Pipemesh_V1_Tensor(Fixtures.filled([2], 1))
+            }
+          ]
+        }, options: .init(timeout: .seconds(10)))
     }
     try await push(step: 1)
     let limit: Int64 = mode == "sync" ? 2 : 1001
     for step in [limit + 1, Int64.max] {
       let error = await #expect(throws: RPCError.self) { try await push(step: step) }
       #expect(error?.code == .failedPrecondition, "\(String(describing: error))")
-      #expect(error?.message.contains("the latest step it may push is \(limit)") == true, "\(String(describing: error))")
+      #expect(
+        error?.message.contains("the latest step it may push is \(limit)") == true, "\(String(describing: error))")
     }
     try await push(step: 2)
     let pulled = try await client.call(ParameterServerMethods.pull, .with { $0.job = "steps" })

@@ -1,13 +1,13 @@
 import Foundation
 import MeshCheckpoint
-import MeshProto
 import MeshPS
+import MeshPSClient
+import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshTestSupport
-import Testing
-import MeshPSClient
 import MeshWire
+import Testing
 
 /// Checkpoints across real restarts and crashes.
 @Suite(.serialized) struct CheckpointTests {
@@ -15,19 +15,23 @@ import MeshWire
   init() throws { logs = try TemporaryDirectory(prefix: "pipemesh-ckpt") }
 
   func trainAFewSteps(_ client: ParameterServerClient, job: String, steps: Int) async throws {
-    let adam = Fixtures.variable("dense0/kernel", shape: [8, 4], constant: 0.5, learningRate: 0.1, optimizer: .adam(.init()))
+    let adam = Fixtures.variable(
+      "dense0/kernel", shape: [8, 4], constant: 0.5, learningRate: 0.1, optimizer: .adam(.init()))
     try await client.register(job: job, variables: [adam], consistency: .init(), user: "stage0")
     for step in 1...steps {
       let gradient = Tensor(shape: [8, 4], scalars: (0..<32).map { Float($0 % 5) - 2 + Float(step) / 8 })
-      try await client.push(job: job, step: Int64(step), user: "stage0", clientID: "t", gradients: ["dense0/kernel": (gradient, 0)])
+      try await client.push(
+        job: job, step: Int64(step), user: "stage0", clientID: "t", gradients: ["dense0/kernel": (gradient, 0)])
     }
   }
 
   func pullWithSlots(_ endpoint: String, job: String) async throws -> Pipemesh_V1_VariableValue {
-    let response = try await RPCClient(target: endpoint).call(ParameterServerMethods.pull, .with {
-      $0.job = job
-      $0.includeSlots = true
-    })
+    let response = try await RPCClient(target: endpoint).call(
+      ParameterServerMethods.pull,
+      .with {
+        $0.job = job
+        $0.includeSlots = true
+      })
     return response.variables[0]
   }
 
@@ -49,10 +53,14 @@ import MeshWire
     // Training goes on from the restored state (Adam's step count included).
     let client = try ParameterServerClient(endpoints: [ps.endpoint])
     try await client.register(
-      job: "restart", variables: [Fixtures.variable("dense0/kernel", shape: [8, 4], constant: 0.5, learningRate: 0.1, optimizer: .adam(.init()))],
+      job: "restart",
+      variables: [
+        Fixtures.variable("dense0/kernel", shape: [8, 4], constant: 0.5, learningRate: 0.1, optimizer: .adam(.init()))
+      ],
       consistency: .init(), user: "stage0")
     let versions = try await client.push(
-      job: "restart", step: 6, user: "stage0", clientID: "t", gradients: ["dense0/kernel": (.filled([8, 4], with: 1), 5)])
+      job: "restart", step: 6, user: "stage0", clientID: "t",
+      gradients: ["dense0/kernel": (.filled([8, 4], with: 1), 5)])
     #expect(versions["dense0/kernel"] == 6)
   }
 
@@ -63,18 +71,23 @@ import MeshWire
     var ps = try await Fixtures.startPS(logs, name: "victim", checkpoints: directory)
     let client = try ParameterServerClient(endpoints: [ps.endpoint])
     // Big enough (4 × 48 MiB with slots) that writing takes a while.
-    let big = (0..<4).map { Fixtures.variable("layer\($0)/kernel", shape: [3072, 4096], constant: Float($0), learningRate: 0.5) }
+    let big = (0..<4).map {
+      Fixtures.variable("layer\($0)/kernel", shape: [3072, 4096], constant: Float($0), learningRate: 0.5)
+    }
     try await client.register(job: "crash", variables: big, consistency: .init(), user: "stage0")
     try await client.push(
       job: "crash", step: 1, user: "stage0", clientID: "t",
-      gradients: Dictionary(uniqueKeysWithValues: big.map { ($0.name, (Tensor.filled([3072, 4096], with: 2), Int64(0))) }))
+      gradients: Dictionary(
+        uniqueKeysWithValues: big.map { ($0.name, (Tensor.filled([3072, 4096], with: 2), Int64(0))) }))
     _ = try await client.checkpoint()  // one complete checkpoint to fall back on
 
     var killedMidWrite = 0
     for attempt in 0..<3 {
       let writing = Task { try? await client.checkpoint() }
       let sawTemporary = await eventually(timeout: .seconds(20)) {
-        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).contains { $0.hasPrefix(AtomicFile.temporaryPrefix) }
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).contains {
+          $0.hasPrefix(AtomicFile.temporaryPrefix)
+        }
       }
       ps.process.signal(SIGKILL)
       _ = try await ps.process.waitForExit()

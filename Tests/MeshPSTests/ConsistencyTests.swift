@@ -1,12 +1,12 @@
 import Foundation
-import MeshProto
 import MeshPS
+import MeshPSClient
+import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshTestSupport
-import Testing
-import MeshPSClient
 import MeshWire
+import Testing
 
 /// Concurrent pushers against a real ps process: no update is lost, and each
 /// consistency rule gives the exact expected values.
@@ -73,7 +73,8 @@ import MeshWire
       job: "retry", variables: [Fixtures.variable("w", shape: [4])],
       consistency: Fixtures.consistency(.async(.init())), user: "stage0")
     for _ in 0..<3 {
-      try await client.push(job: "retry", step: 1, user: "stage0", clientID: "c", gradients: ["w": (Fixtures.filled([4], 1), 0)])
+      try await client.push(
+        job: "retry", step: 1, user: "stage0", clientID: "c", gradients: ["w": (Fixtures.filled([4], 1), 0)])
     }
     let pulled = try await client.pull(job: "retry", names: ["w"])["w"]!
     #expect(pulled.version == 1)
@@ -91,10 +92,14 @@ import MeshWire
     let tied = Fixtures.variable("embedding", shape: [3, 2])
     try await client.register(job: "tied", variables: [tied], consistency: consistency, user: "stage0")
     try await client.register(job: "tied", variables: [tied], consistency: consistency, user: "stage3")
-    async let first: Void = { _ = try await client.push(
-      job: "tied", step: 1, user: "stage0", clientID: "s0", gradients: ["embedding": (Fixtures.filled([3, 2], 1), 0)]) }()
-    async let last: Void = { _ = try await client.push(
-      job: "tied", step: 1, user: "stage3", clientID: "s3", gradients: ["embedding": (Fixtures.filled([3, 2], 2), 0)]) }()
+    async let first: Void = {
+      _ = try await client.push(
+        job: "tied", step: 1, user: "stage0", clientID: "s0", gradients: ["embedding": (Fixtures.filled([3, 2], 1), 0)])
+    }()
+    async let last: Void = {
+      _ = try await client.push(
+        job: "tied", step: 1, user: "stage3", clientID: "s3", gradients: ["embedding": (Fixtures.filled([3, 2], 2), 0)])
+    }()
     _ = try await (first, last)
     let pulled = try await client.pull(job: "tied", names: ["embedding"])["embedding"]!
     #expect(pulled.version == 1)
@@ -114,16 +119,19 @@ import MeshWire
     }
     let error = await #expect(throws: RPCError.self) {
       try await client.push(
-        job: "bounded", step: 1, user: "stage0", replica: 1, clientID: "slow", gradients: ["w": (Fixtures.filled([2], 1), 2)])
+        job: "bounded", step: 1, user: "stage0", replica: 1, clientID: "slow",
+        gradients: ["w": (Fixtures.filled([2], 1), 2)])
     }
     #expect(error?.code == .failedPrecondition)
     #expect(error?.message.contains("3 versions behind") == true)
     // Within the bound it is applied.
     try await client.push(
-      job: "bounded", step: 2, user: "stage0", replica: 1, clientID: "slow", gradients: ["w": (Fixtures.filled([2], 1), 3)])
+      job: "bounded", step: 2, user: "stage0", replica: 1, clientID: "slow",
+      gradients: ["w": (Fixtures.filled([2], 1), 3)])
     let pulled = try await client.pull(job: "bounded", names: ["w"])["w"]!
     #expect(pulled.version == 6)
-    let stats = try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .with { $0.job = "bounded" })
+    let stats = try await RPCClient(target: ps.endpoint).call(
+      ParameterServerMethods.stats, .with { $0.job = "bounded" })
     #expect(stats.pushesRefusedStale == 1)
     // The fast replica's pushes were current; the slow one's was 2 behind.
     #expect(stats.maxStaleness == 2)
@@ -135,7 +143,12 @@ import MeshWire
     let client = try ParameterServerClient(endpoints: [ps.endpoint])
     try await client.register(
       job: "ssp", variables: [Fixtures.variable("w", shape: [2])],
-      consistency: Fixtures.consistency(.bounded(.with { $0.maxStaleness = 1; $0.wait = true }), replicas: 2),
+      consistency: Fixtures.consistency(
+        .bounded(
+          .with {
+            $0.maxStaleness = 1
+            $0.wait = true
+          }), replicas: 2),
       user: "stage0")
     let raw = try RPCClient(target: ps.endpoint)
     func push(replica: Int32, step: Int64, timeout: Duration = .seconds(30)) async throws {
@@ -144,15 +157,19 @@ import MeshWire
       request.step = step
       request.user = "stage0"
       request.replica = replica
-      request.gradients = [.with {
-        $0.name = "w"
-        $0.gradient = Pipemesh_V1_Tensor(Fixtures.filled([2], 1))
-      }]
+      request.gradients = [
+        .with {
+          $0.name = "w"
+          $0.gradient = Pipemesh_V1_Tensor(Fixtures.filled([2], 1))
+        }
+      ]
       _ = try await raw.call(ParameterServerMethods.push, request, options: .init(timeout: timeout))
     }
     try await push(replica: 0, step: 1)  // the slowest (replica 1, at 0) is within 1 step
     // Step 2 is 2 steps ahead of replica 1: it waits, here until its deadline.
-    let error = await #expect(throws: RPCError.self) { try await push(replica: 0, step: 2, timeout: .milliseconds(300)) }
+    let error = await #expect(throws: RPCError.self) {
+      try await push(replica: 0, step: 2, timeout: .milliseconds(300))
+    }
     #expect(error?.code == .deadlineExceeded)
     async let held: Void = push(replica: 0, step: 3)
     try await push(replica: 1, step: 1)

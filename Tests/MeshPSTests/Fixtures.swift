@@ -1,6 +1,6 @@
 import Foundation
-import MeshProto
 import MeshPS
+import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshTestSupport
@@ -34,7 +34,9 @@ enum Fixtures {
   static func filled(_ shape: [Int], _ value: Float) -> Tensor { .filled(shape, with: value) }
 
   /// Starts one ps process, optionally with a checkpoint directory.
-  static func startPS(_ logs: TemporaryDirectory, name: String = "ps", checkpoints: String? = nil) async throws -> RunningService {
+  static func startPS(_ logs: TemporaryDirectory, name: String = "ps", checkpoints: String? = nil) async throws
+    -> RunningService
+  {
     let arguments = checkpoints.map { ["--checkpoint-dir", $0, "--checkpoint-seconds", "0"] } ?? []
     return try await RunningService.start("ps", arguments, log: logs.file("\(name).log"))
   }

@@ -1,9 +1,9 @@
 import Foundation
 import MeshCheckpoint
 import MeshPS
+import MeshPSClient
 import MeshTensor
 import Testing
-import MeshPSClient
 
 /// Pure pieces: the placement rule and the safetensors format.
 @Suite struct PlacementTests {

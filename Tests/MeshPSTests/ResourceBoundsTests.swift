@@ -1,7 +1,7 @@
 import Foundation
 import MeshCheckpoint
-import MeshProto
 import MeshPS
+import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshTestSupport
@@ -16,11 +16,13 @@ import Testing
   init() throws { logs = try TemporaryDirectory(prefix: "pipemesh-ps-bounds") }
 
   func register(_ client: RPCClient, job: String, _ variables: [Pipemesh_V1_VariableDefinition]) async throws {
-    _ = try await client.call(ParameterServerMethods.register, .with {
-      $0.job = job
-      $0.user = "stage0"
-      $0.variables = variables
-    })
+    _ = try await client.call(
+      ParameterServerMethods.register,
+      .with {
+        $0.job = job
+        $0.user = "stage0"
+        $0.variables = variables
+      })
   }
 
   /// A variable of `mebibytes` MiB in float32.
@@ -35,16 +37,22 @@ import Testing
       "ps", ["--memory-budget-mib", "64", "--max-variable-mib", "32"], log: logs.file("ps.log"))
     let client = try RPCClient(target: ps.endpoint)
 
-    let tooBig = await #expect(throws: RPCError.self) { try await register(client, job: "big", [variable("w", mebibytes: 33)]) }
+    let tooBig = await #expect(throws: RPCError.self) {
+      try await register(client, job: "big", [variable("w", mebibytes: 33)])
+    }
     #expect(tooBig?.code == .resourceExhausted)
     #expect(tooBig?.message.contains("limit of 32.0 MiB") == true, "\(String(describing: tooBig))")
 
     // A new job each time, as a hostile caller would: four fit, the fifth does not.
     for index in 0..<4 { try await register(client, job: "job\(index)", [variable("w", mebibytes: 16)]) }
-    let over = await #expect(throws: RPCError.self) { try await register(client, job: "job4", [variable("w", mebibytes: 16)]) }
+    let over = await #expect(throws: RPCError.self) {
+      try await register(client, job: "job4", [variable("w", mebibytes: 16)])
+    }
     #expect(over?.code == .resourceExhausted)
     let message = over?.message ?? ""
-    #expect(message.contains("needs 16.0 MiB") && message.contains("holds 64.0 MiB") && message.contains("budget of 64.0 MiB"), "\(message)")
+    #expect(
+      message.contains("needs 16.0 MiB") && message.contains("holds 64.0 MiB")
+        && message.contains("budget of 64.0 MiB"), "\(message)")
     let refusedJob = await #expect(throws: RPCError.self) {
       _ = try await client.call(ParameterServerMethods.stats, .with { $0.job = "job4" })
     }
@@ -80,20 +88,37 @@ import Testing
     nonFinite.initialValue = Pipemesh_V1_Tensor(Tensor(shape: [2], scalars: [1, .nan]))
     nonFinite.clearInitializer()
     var wild = Fixtures.variable("wild", shape: [4])
-    wild.initializer = .with { $0.uniform = .with { $0.minimum = -Float.greatestFiniteMagnitude; $0.maximum = .greatestFiniteMagnitude } }
+    wild.initializer = .with {
+      $0.uniform = .with {
+        $0.minimum = -Float.greatestFiniteMagnitude
+        $0.maximum = .greatestFiniteMagnitude
+      }
+    }
     var fans = Fixtures.variable("fans", shape: [4])
-    fans.initializer = .with { $0.glorotUniform = .with { $0.fanIn = .max; $0.fanOut = .max } }
+    fans.initializer = .with {
+      $0.glorotUniform = .with {
+        $0.fanIn = .max
+        $0.fanOut = .max
+      }
+    }
     let cases: [(String, Pipemesh_V1_VariableDefinition, RPCError.Code)] = [
       ("a zero extent", Fixtures.variable("zero", shape: [0, 4]), .invalidArgument),
       ("a negative extent", Fixtures.variable("negative", shape: [-1, 4]), .invalidArgument),
-      ("a shape whose product overflows", Fixtures.variable("overflow", shape: [huge, huge, huge]), .resourceExhausted),
-      ("2^28 scalars over a smaller variable limit", Fixtures.variable("large", shape: [1 << 28, 8]), .resourceExhausted),
+      (
+        "a shape whose product overflows", Fixtures.variable("overflow", shape: [huge, huge, huge]), .resourceExhausted
+      ),
+      (
+        "2^28 scalars over a smaller variable limit", Fixtures.variable("large", shape: [1 << 28, 8]),
+        .resourceExhausted
+      ),
       ("NaN in the initial value", nonFinite, .invalidArgument),
       ("a uniform range beyond Float", wild, .invalidArgument),
       ("fans beyond Int32", fans, .invalidArgument),
     ]
     for (what, definition, code) in cases {
-      let error = await #expect(throws: RPCError.self, "\(what)") { try await register(client, job: "defs", [definition]) }
+      let error = await #expect(throws: RPCError.self, "\(what)") {
+        try await register(client, job: "defs", [definition])
+      }
       #expect(error?.code == code, "\(what): \(String(describing: error))")
     }
     #expect(ps.process.isRunning)
@@ -104,8 +129,12 @@ import Testing
     let ps = try await Fixtures.startPS(logs)
     let client = try RPCClient(target: ps.endpoint)
     let long = String(repeating: "j", count: 100_000) + "!"
-    let badJob = await #expect(throws: RPCError.self) { try await register(client, job: long, [Fixtures.variable("w", shape: [1])]) }
-    #expect(badJob?.code == .invalidArgument, "not RESOURCE_EXHAUSTED from an oversized status: \(String(describing: badJob))")
+    let badJob = await #expect(throws: RPCError.self) {
+      try await register(client, job: long, [Fixtures.variable("w", shape: [1])])
+    }
+    #expect(
+      badJob?.code == .invalidArgument, "not RESOURCE_EXHAUSTED from an oversized status: \(String(describing: badJob))"
+    )
     #expect((badJob?.message.utf8.count ?? .max) < 1000)
     #expect(badJob?.message.contains("cut; 100001 bytes in all") == true)
     let unknown = await #expect(throws: RPCError.self) {
@@ -135,7 +164,8 @@ import Testing
     #expect(!FileManager.default.fileExists(atPath: partial))
     #expect(restarted.process.log.contains("removed \(partial)"), "\(restarted.process.log)")
     #expect(restarted.process.log.contains("restored \(checkpoints.file(written))"), "\(restarted.process.log)")
-    let pulled = try await RPCClient(target: restarted.endpoint).call(ParameterServerMethods.pull, .with { $0.job = "kept" })
+    let pulled = try await RPCClient(target: restarted.endpoint).call(
+      ParameterServerMethods.pull, .with { $0.job = "kept" })
     #expect(try Tensor(wire: pulled.variables[0].value) == Fixtures.filled([3], 2))
   }
 

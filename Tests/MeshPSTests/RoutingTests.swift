@@ -1,12 +1,12 @@
 import Foundation
-import MeshProto
 import MeshPS
+import MeshPSClient
+import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshTestSupport
-import Testing
-import MeshPSClient
 import MeshWire
+import Testing
 
 /// A cluster of three ps processes behind one client.
 @Suite struct RoutingTests {
@@ -19,7 +19,10 @@ import MeshWire
     var definitions = (0..<24).map { Fixtures.variable("layer\($0)/bias", shape: [16], constant: Float($0)) }
     var embedding = Fixtures.variable("embedding/table", shape: [64, 32])
     embedding.initializer = .with {
-      $0.uniform = .with { $0.minimum = -1; $0.maximum = 1 }
+      $0.uniform = .with {
+        $0.minimum = -1
+        $0.maximum = 1
+      }
       $0.seed = 7
     }
     definitions.append(embedding)
@@ -30,7 +33,8 @@ import MeshWire
     let parts = definitions.flatMap { placement.parts(of: $0.name, shape: $0.shape.map { Int($0) }).map(\.name) }
     #expect(parts.count == 24 + 8)
     for (index, task) in tasks.enumerated() {
-      let stats = try await RPCClient(target: task.endpoint).call(ParameterServerMethods.stats, .with { $0.job = "spread" })
+      let stats = try await RPCClient(target: task.endpoint).call(
+        ParameterServerMethods.stats, .with { $0.job = "spread" })
       #expect(stats.variables == Int64(parts.filter { placement.task(of: $0) == index }.count))
       #expect(stats.variables > 0, "task \(index) holds nothing")
     }

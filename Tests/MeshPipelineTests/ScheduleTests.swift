@@ -4,7 +4,9 @@ import Testing
 /// Schedules are checked as data: the lists, their dependencies, the memory
 /// they need, with no network.
 @Suite struct ScheduleTests {
-  static let shapes: [(stages: Int, microBatches: Int)] = [(1, 1), (1, 4), (2, 1), (2, 4), (4, 1), (4, 4), (4, 8), (3, 7)]
+  static let shapes: [(stages: Int, microBatches: Int)] = [
+    (1, 1), (1, 4), (2, 1), (2, 4), (4, 1), (4, 4), (4, 8), (3, 7),
+  ]
 
   @Test func actionsPrintAndParse() {
     #expect(PipelineAction.forward(1, 0).description == "1F0")
@@ -15,20 +17,22 @@ import Testing
 
   @Test func gpipeListsForTwoStages() {
     let schedule = PipelineSchedule(kind: .gpipe, stages: 2, microBatches: 3)
-    #expect(schedule.actions.map { $0.map(\.description) } == [
-      ["0F0", "0F1", "0F2", "0B0", "0B1", "0B2"],
-      ["1F0", "1F1", "1F2", "1B0", "1B1", "1B2"],
-    ])
+    #expect(
+      schedule.actions.map { $0.map(\.description) } == [
+        ["0F0", "0F1", "0F2", "0B0", "0B1", "0B2"],
+        ["1F0", "1F1", "1F2", "1B0", "1B1", "1B2"],
+      ])
   }
 
   @Test func oneFOneBListsForFourStages() {
     let schedule = PipelineSchedule(kind: .oneFOneB, stages: 4, microBatches: 4)
-    #expect(schedule.actions.map { $0.map(\.description).joined(separator: " ") } == [
-      "0F0 0F1 0F2 0F3 0B0 0B1 0B2 0B3",
-      "1F0 1F1 1F2 1B0 1F3 1B1 1B2 1B3",
-      "2F0 2F1 2B0 2F2 2B1 2F3 2B2 2B3",
-      "3F0 3B0 3F1 3B1 3F2 3B2 3F3 3B3",
-    ])
+    #expect(
+      schedule.actions.map { $0.map(\.description).joined(separator: " ") } == [
+        "0F0 0F1 0F2 0F3 0B0 0B1 0B2 0B3",
+        "1F0 1F1 1F2 1B0 1F3 1B1 1B2 1B3",
+        "2F0 2F1 2B0 2F2 2B1 2F3 2B2 2B3",
+        "3F0 3B0 3F1 3B1 3F2 3B2 3F3 3B3",
+      ])
   }
 
   @Test(arguments: ScheduleKind.allCases, shapes)

@@ -1,10 +1,10 @@
 import Foundation
+import MeshOps
 import MeshProto
 import MeshRPC
 import MeshTestSupport
-import Testing
 import MeshWire
-import MeshOps
+import Testing
 
 /// Every call kind over real loopback sockets through the C++ shim.
 @Suite struct CallTests {
@@ -60,10 +60,12 @@ import MeshOps
     let probe = ProbeService()
     try await withServer([probe]) { _, client in
       let error = await #expect(throws: RPCError.self) {
-        _ = try await client.call(ProbeService.waitForCancel, echoRequest(Data()), options: .init(timeout: .milliseconds(200)))
+        _ = try await client.call(
+          ProbeService.waitForCancel, echoRequest(Data()), options: .init(timeout: .milliseconds(200)))
       }
       #expect(error?.code == .deadlineExceeded)
-      #expect(await eventually { probe.seen.contains("cancelled") }, "the handler's task was not cancelled at the deadline")
+      #expect(
+        await eventually { probe.seen.contains("cancelled") }, "the handler's task was not cancelled at the deadline")
     }
   }
 
@@ -110,7 +112,9 @@ import MeshOps
     try await withServer([diagnostics]) { _, client in
       var payload = Data(count: 64 << 20)
       payload.withUnsafeMutableBytes { bytes in
-        for index in stride(from: 0, to: bytes.count, by: 4096) { bytes[index] = UInt8(truncatingIfNeeded: index / 4096) }
+        for index in stride(from: 0, to: bytes.count, by: 4096) {
+          bytes[index] = UInt8(truncatingIfNeeded: index / 4096)
+        }
       }
       let response = try await client.call(DiagnosticsMethods.echo, echoRequest(payload))
       #expect(response.payload == payload)
@@ -212,7 +216,12 @@ import MeshOps
       }
       #expect(delayed?.code == .invalidArgument)
       #expect(delayed?.message.contains("delay_ms") == true)
-      let stream = client.stream(DiagnosticsMethods.echoStream, .with { $0.count = 2; $0.intervalMs = 3_600_000 })
+      let stream = client.stream(
+        DiagnosticsMethods.echoStream,
+        .with {
+          $0.count = 2
+          $0.intervalMs = 3_600_000
+        })
       let interval = await #expect(throws: RPCError.self) { for try await _ in stream {} }
       #expect(interval?.code == .invalidArgument)
     }
@@ -225,8 +234,15 @@ import MeshOps
       let half = UInt64(diagnostics.maxPayloadBytesInFlight / 2)
       // Two streams that each hold half the bound between their messages.
       let streams = (0..<2).map { _ in
-        client.stream(DiagnosticsMethods.echoStream, .with { $0.count = 2; $0.responseSize = half; $0.intervalMs = 60_000 })
-          .makeAsyncIterator()
+        client.stream(
+          DiagnosticsMethods.echoStream,
+          .with {
+            $0.count = 2
+            $0.responseSize = half
+            $0.intervalMs = 60_000
+          }
+        )
+        .makeAsyncIterator()
       }
       var held: [ResponseStream<Pipemesh_V1_EchoResponse>.Iterator] = []
       for var stream in streams {

@@ -1,11 +1,11 @@
 import Foundation
+import MeshOps
 import MeshProto
 import MeshRPC
 import MeshTestSupport
+import MeshWire
 import Synchronization
 import Testing
-import MeshWire
-import MeshOps
 
 /// Tasks that prefer a client loop's executor run on the thread that
 /// completes their calls, whatever resumes them.

@@ -1,11 +1,11 @@
 import Foundation
+import MeshOps
 import MeshProto
 import MeshRPC
 import MeshTestSupport
+import MeshWire
 import SwiftProtobuf
 import Testing
-import MeshWire
-import MeshOps
 
 /// Random bytes sent to every registered method get INVALID_ARGUMENT, and the
 /// server keeps serving.

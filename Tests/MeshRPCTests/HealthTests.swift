@@ -1,10 +1,10 @@
 import Foundation
+import MeshOps
 import MeshProto
 import MeshRPC
 import MeshTestSupport
-import Testing
 import MeshWire
-import MeshOps
+import Testing
 
 /// The standard grpc.health.v1 service, driven from Swift.
 @Suite struct HealthTests {

@@ -1,10 +1,10 @@
 import Foundation
+import MeshOps
 import MeshProto
 import MeshRPC
 import MeshTestSupport
-import Testing
 import MeshWire
-import MeshOps
+import Testing
 
 /// Interop both ways with Python grpcio, stubs generated from protos/.
 @Suite(.serialized) struct InteropTests {
@@ -12,7 +12,8 @@ import MeshOps
     let python = try await PythonInterop()
     let logs = try TemporaryDirectory()
     try await withServer([DiagnosticsService(role: "interop")]) { server, _ in
-      let client = try python.start(script: "interop_client.py", arguments: [server.endpoint], log: logs.file("client.log"))
+      let client = try python.start(
+        script: "interop_client.py", arguments: [server.endpoint], log: logs.file("client.log"))
       let status = try await client.waitForExit()
       #expect(status == 0, "python client failed:\n\(client.log)")
       #expect(client.log.contains("INTEROP OK 10"), "\(client.log)")

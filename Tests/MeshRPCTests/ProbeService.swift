@@ -15,7 +15,8 @@ final class ProbeService: RPCService, Sendable {
   static let streamForever = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
     service: name, name: "StreamForever")
   /// Fails with INVALID_ARGUMENT and a message quoting the whole payload.
-  static let refuseQuoting = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(service: name, name: "RefuseQuoting")
+  static let refuseQuoting = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(
+    service: name, name: "RefuseQuoting")
 
   private let events = Mutex<[String]>([])
 

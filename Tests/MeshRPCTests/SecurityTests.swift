@@ -1,10 +1,10 @@
 import Foundation
+import MeshOps
 import MeshProto
 import MeshRPC
 import MeshTestSupport
-import Testing
 import MeshWire
-import MeshOps
+import Testing
 
 /// TLS and mutual TLS with certificates made by openssl for the test.
 @Suite struct SecurityTests {

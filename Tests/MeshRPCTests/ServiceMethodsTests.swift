@@ -1,10 +1,10 @@
 import Foundation
 import MeshProto
 import MeshRPC
+import MeshWire
 import SwiftProtobuf
 import SwiftProtobufPluginLibrary
 import Testing
-import MeshWire
 
 /// The typed method tables agree with the services declared in protos/.
 @Suite struct ServiceMethodsTests {
@@ -24,7 +24,11 @@ import MeshWire
     }
     let tabled = Set(allServiceMethods)
     #expect(declared.count > 20)
-    #expect(declared.subtracting(tabled).isEmpty, "in protos/ but not in ServiceMethods.swift: \(declared.subtracting(tabled))")
-    #expect(tabled.subtracting(declared).isEmpty, "in ServiceMethods.swift but not in protos/: \(tabled.subtracting(declared))")
+    #expect(
+      declared.subtracting(tabled).isEmpty,
+      "in protos/ but not in ServiceMethods.swift: \(declared.subtracting(tabled))")
+    #expect(
+      tabled.subtracting(declared).isEmpty,
+      "in ServiceMethods.swift but not in protos/: \(tabled.subtracting(declared))")
   }
 }

@@ -1,153 +1,191 @@
 import Foundation
 import Testing
+
 @testable import MeshTensor
 
 @Suite("Reverse-mode differentiation")
 struct AutodiffTests {
-    @Test func gradientAccumulatesOverReuse() {
-        let x = Tensor(shape: [2], scalars: [3, -1])
-        let (value, gradients) = Autodiff.valueWithGradient(at: [x]) { v in (v[0] * v[0] + v[0]).sum() }
-        #expect(value.scalar == 12)
-        #expect(gradients[0].scalars == [7, -1])
-    }
+  @Test func gradientAccumulatesOverReuse() {
+    let x = Tensor(shape: [2], scalars: [3, -1])
+    let (value, gradients) = Autodiff.valueWithGradient(at: [x]) { v in (v[0] * v[0] + v[0]).sum() }
+    #expect(value.scalar == 12)
+    #expect(gradients[0].scalars == [7, -1])
+  }
 
-    @Test func backwardFromUpstreamEqualsWeightedLoss() {
-        let x = sample([3, 4], seed: 1), w = sample([4, 2], seed: 2), upstream = sample([3, 2], seed: 3)
-        let (output, backpropagator) = Autodiff.valueWithBackpropagator(at: [x, w]) { v in Tensor.matmul(v[0], v[1]).tanh() }
-        #expect(!output.isTrackingGradients)
-        let fromUpstream = backpropagator(upstream)
-        let (_, reference) = Autodiff.valueWithGradient(at: [x, w]) { v in (Tensor.matmul(v[0], v[1]).tanh() * upstream).sum() }
-        expectClose(fromUpstream[0], reference[0], tolerance: 1e-6)
-        expectClose(fromUpstream[1], reference[1], tolerance: 1e-6)
+  @Test func backwardFromUpstreamEqualsWeightedLoss() {
+    let x = sample([3, 4], seed: 1)
+    let w = sample([4, 2], seed: 2)
+    let upstream = sample([3, 2], seed: 3)
+    let (output, backpropagator) = Autodiff.valueWithBackpropagator(at: [x, w]) { v in Tensor.matmul(v[0], v[1]).tanh()
     }
-
-    @Test func backpropagatorsOfSeveralMicroBatchesRunLaterInAnyOrder() {
-        let w = sample([2, 2], seed: 4)
-        let microBatches = [sample([1, 2], seed: 5), sample([1, 2], seed: 6)]
-        let kept = microBatches.map { x in Autodiff.valueWithBackpropagator(at: [x, w]) { v in Tensor.matmul(v[0], v[1]).sigmoid() } }
-        let upstream = Tensor.ones([1, 2])
-        let late = kept.reversed().map { $0.backpropagator(upstream)[1] }
-        let direct = microBatches.reversed().map { x in
-            Autodiff.valueWithGradient(at: [w]) { v in Tensor.matmul(x, v[0]).sigmoid().sum() }.gradients[0]
-        }
-        for (a, b) in zip(late, direct) { expectClose(a, b, tolerance: 1e-6) }
+    #expect(!output.isTrackingGradients)
+    let fromUpstream = backpropagator(upstream)
+    let (_, reference) = Autodiff.valueWithGradient(at: [x, w]) { v in
+      (Tensor.matmul(v[0], v[1]).tanh() * upstream).sum()
     }
+    expectClose(fromUpstream[0], reference[0], tolerance: 1e-6)
+    expectClose(fromUpstream[1], reference[1], tolerance: 1e-6)
+  }
 
-    @Test func unusedAndUntrackedInputsGetZeroGradients() {
-        let x = Tensor(shape: [2], scalars: [1, 2]).trackingGradients()
-        let unused = Tensor.ones([3]).trackingGradients()
-        let gradients = Autodiff.gradients(of: (x * 2).sum(), withRespectTo: [x, unused])
-        #expect(gradients[0].scalars == [2, 2])
-        #expect(gradients[1].scalars == [0, 0, 0])
-        #expect(!withoutGradients { x * 2 }.isTrackingGradients)
+  @Test func backpropagatorsOfSeveralMicroBatchesRunLaterInAnyOrder() {
+    let w = sample([2, 2], seed: 4)
+    let microBatches = [sample([1, 2], seed: 5), sample([1, 2], seed: 6)]
+    let kept = microBatches.map { x in
+      Autodiff.valueWithBackpropagator(at: [x, w]) { v in Tensor.matmul(v[0], v[1]).sigmoid() }
     }
-
-    @Test func broadcastGradientIsSummedBackToShape() {
-        let bias = Tensor(shape: [3], scalars: [0, 0, 0])
-        let (_, gradients) = Autodiff.valueWithGradient(at: [bias]) { v in (Tensor.ones([4, 3]) + v[0]).sum() }
-        #expect(gradients[0].shape == [3])
-        #expect(gradients[0].scalars == [4, 4, 4])
+    let upstream = Tensor.ones([1, 2])
+    let late = kept.reversed().map { $0.backpropagator(upstream)[1] }
+    let direct = microBatches.reversed().map { x in
+      Autodiff.valueWithGradient(at: [w]) { v in Tensor.matmul(x, v[0]).sigmoid().sum() }.gradients[0]
     }
+    for (a, b) in zip(late, direct) { expectClose(a, b, tolerance: 1e-6) }
+  }
 
-    @Test func longTapeIsDifferentiatedAndReleasedWithoutDeepRecursion() async {
-        // 200 000 recorded operations in one chain, on a non-main thread (smaller stack).
-        let gradient = await Task.detached { () -> Float in
-            var x = Tensor.ones([2]).trackingGradients()
-            let leaf = x
-            for _ in 0..<100_000 { x = x * 1.0001 + 0 }
-            return Autodiff.gradients(of: x.sum(), withRespectTo: [leaf])[0].scalars[0]
-        }.value
-        let expected = Foundation.pow(Double(Float(1.0001)), 100_000)
-        #expect(abs(Double(gradient) - expected) <= 1e-2 * expected)
+  @Test func unusedAndUntrackedInputsGetZeroGradients() {
+    let x = Tensor(shape: [2], scalars: [1, 2]).trackingGradients()
+    let unused = Tensor.ones([3]).trackingGradients()
+    let gradients = Autodiff.gradients(of: (x * 2).sum(), withRespectTo: [x, unused])
+    #expect(gradients[0].scalars == [2, 2])
+    #expect(gradients[1].scalars == [0, 0, 0])
+    #expect(!withoutGradients { x * 2 }.isTrackingGradients)
+  }
+
+  @Test func broadcastGradientIsSummedBackToShape() {
+    let bias = Tensor(shape: [3], scalars: [0, 0, 0])
+    let (_, gradients) = Autodiff.valueWithGradient(at: [bias]) { v in (Tensor.ones([4, 3]) + v[0]).sum() }
+    #expect(gradients[0].shape == [3])
+    #expect(gradients[0].scalars == [4, 4, 4])
+  }
+
+  @Test func longTapeIsDifferentiatedAndReleasedWithoutDeepRecursion() async {
+    // 200 000 recorded operations in one chain, on a non-main thread (smaller stack).
+    let gradient = await Task.detached { () -> Float in
+      var x = Tensor.ones([2]).trackingGradients()
+      let leaf = x
+      for _ in 0..<100_000 { x = x * 1.0001 + 0 }
+      return Autodiff.gradients(of: x.sum(), withRespectTo: [leaf])[0].scalars[0]
+    }.value
+    let expected = Foundation.pow(Double(Float(1.0001)), 100_000)
+    #expect(abs(Double(gradient) - expected) <= 1e-2 * expected)
+  }
+
+  /// A stage summing its gradients over micro-batches into one set of sums (weight gradients
+  /// added straight into them by sgemm) gets what adding each micro-batch's gradients gives,
+  /// L2 penalty included; its input gradients are unchanged.
+  @Test func summingGradientsIntoSumsMatchesAddingThem() throws {
+    let model = try Sequential(
+      spec: ModelSpec(
+        inputShape: [6],
+        layers: [
+          .dense(inputSize: 6, outputSize: 5, activation: .relu),
+          .dense(inputSize: 5, outputSize: 3, activation: .linear),
+        ],
+        loss: .softmaxCrossEntropy, l2Penalty: 0.01, seed: 1))
+    let variables = model.initialVariables()
+    let inputs = sample([8, 6], seed: 2)
+    let labels = Tensor(shape: [8], scalars: (0..<8).map { Float($0 % 3) })
+    var added: [String: Tensor] = [:]
+    var summed: [String: Tensor] = [:]
+    for part in 0..<2 {
+      let rows = (part * 4)..<(part * 4 + 4)
+      let stage = model.forwardStage(
+        inputs.slice(axis: 0, range: rows), variables: variables, layers: 0..<2,
+        context: ForwardContext(training: true), inputGradient: true)
+      let target = labels.slice(axis: 0, range: rows)
+      let (_, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) {
+        model.loss(output: $0[0], target: target)
+      }
+      let plain = stage.backward(lossGradient[0], addingPenalty: part == 0)
+      for (name, gradient) in plain.variables {
+        added[name] = withoutGradients { added[name].map { $0 + gradient } ?? gradient }
+      }
+      let input = stage.backward(lossGradient[0], addingPenalty: part == 0, addingInto: &summed)
+      expectClose(try #require(input), try #require(plain.input), tolerance: 0)
     }
+    #expect(Set(summed.keys) == Set(added.keys) && summed.count == 4)
+    for (name, sum) in summed { expectClose(sum, added[name]!, tolerance: 1e-6) }
+  }
 
-    /// A stage summing its gradients over micro-batches into one set of sums (weight gradients
-    /// added straight into them by sgemm) gets what adding each micro-batch's gradients gives,
-    /// L2 penalty included; its input gradients are unchanged.
-    @Test func summingGradientsIntoSumsMatchesAddingThem() throws {
-        let model = try Sequential(spec: ModelSpec(
-            inputShape: [6],
-            layers: [.dense(inputSize: 6, outputSize: 5, activation: .relu), .dense(inputSize: 5, outputSize: 3, activation: .linear)],
-            loss: .softmaxCrossEntropy, l2Penalty: 0.01, seed: 1))
-        let variables = model.initialVariables()
-        let inputs = sample([8, 6], seed: 2)
-        let labels = Tensor(shape: [8], scalars: (0..<8).map { Float($0 % 3) })
-        var added: [String: Tensor] = [:]
-        var summed: [String: Tensor] = [:]
-        for part in 0..<2 {
-            let rows = (part * 4)..<(part * 4 + 4)
-            let stage = model.forwardStage(inputs.slice(axis: 0, range: rows), variables: variables, layers: 0..<2,
-                                           context: ForwardContext(training: true), inputGradient: true)
-            let target = labels.slice(axis: 0, range: rows)
-            let (_, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) { model.loss(output: $0[0], target: target) }
-            let plain = stage.backward(lossGradient[0], addingPenalty: part == 0)
-            for (name, gradient) in plain.variables { added[name] = withoutGradients { added[name].map { $0 + gradient } ?? gradient } }
-            let input = stage.backward(lossGradient[0], addingPenalty: part == 0, addingInto: &summed)
-            expectClose(try #require(input), try #require(plain.input), tolerance: 0)
-        }
-        #expect(Set(summed.keys) == Set(added.keys) && summed.count == 4)
-        for (name, sum) in summed { expectClose(sum, added[name]!, tolerance: 1e-6) }
+  /// A stage hands its input gradient on before it computes the weight products: when
+  /// `inputGradientReady` runs, the weights' sums (kernels, filters) do not hold this
+  /// micro-batch yet; the input gradient and the sums are those of a backward without it, bit
+  /// for bit, also when the sums start empty, and they add up to each micro-batch's own
+  /// gradients, and a micro-batch's to its halves'. The convolution's micro-batches (600 images)
+  /// span two of its backward's chunks; their halves fit one each.
+  @Test(arguments: [
+    (
+      "dense", 4,
+      ModelSpec(
+        inputShape: [6],
+        layers: [
+          .dense(inputSize: 6, outputSize: 5, activation: .relu),
+          .dense(inputSize: 5, outputSize: 3, activation: .linear),
+        ],
+        loss: .meanSquaredError, seed: 4)
+    ),
+    (
+      "convolution", 600,
+      ModelSpec(
+        inputShape: [2, 5, 5],
+        layers: [
+          .conv2d(inputChannels: 2, outputChannels: 3, kernelSize: 3, stride: 1, padding: 1, activation: .relu),
+          .flatten, .dense(inputSize: 75, outputSize: 3, activation: .linear),
+        ],
+        loss: .meanSquaredError, seed: 5)
+    ),
+  ])
+  func inputGradientIsReadyBeforeTheWeightProducts(_ name: String, _ batch: Int, _ spec: ModelSpec) throws {
+    let model = try Sequential(spec: spec)
+    let variables = model.initialVariables()
+    let stages = (0..<2).map { part in
+      model.forwardStage(
+        sample([batch] + spec.inputShape, seed: UInt64(10 + part)), variables: variables,
+        layers: model.layers.indices, context: ForwardContext(training: true), inputGradient: true)
     }
+    let upstream = sample([batch, 3], seed: 12)
+    var reference: [String: Tensor] = [:]
+    var early: [String: Tensor] = [:]
+    _ = stages[0].backward(upstream, addingInto: &reference)
+    // With no sums yet, the stage makes them, so that this micro-batch's products can wait too.
+    _ = stages[0].backward(upstream, addingInto: &early) { _ in }
+    #expect(early.count == 4)
+    let referenceInput = try #require(stages[1].backward(upstream, addingPenalty: false, addingInto: &reference))
 
-    /// A stage hands its input gradient on before it computes the weight products: when
-    /// `inputGradientReady` runs, the weights' sums (kernels, filters) do not hold this
-    /// micro-batch yet; the input gradient and the sums are those of a backward without it, bit
-    /// for bit, also when the sums start empty, and they add up to each micro-batch's own
-    /// gradients, and a micro-batch's to its halves'. The convolution's micro-batches (600 images)
-    /// span two of its backward's chunks; their halves fit one each.
-    @Test(arguments: [
-        ("dense", 4, ModelSpec(
-            inputShape: [6],
-            layers: [.dense(inputSize: 6, outputSize: 5, activation: .relu), .dense(inputSize: 5, outputSize: 3, activation: .linear)],
-            loss: .meanSquaredError, seed: 4)),
-        ("convolution", 600, ModelSpec(
-            inputShape: [2, 5, 5],
-            layers: [.conv2d(inputChannels: 2, outputChannels: 3, kernelSize: 3, stride: 1, padding: 1, activation: .relu),
-                     .flatten, .dense(inputSize: 75, outputSize: 3, activation: .linear)],
-            loss: .meanSquaredError, seed: 5)),
-    ])
-    func inputGradientIsReadyBeforeTheWeightProducts(_ name: String, _ batch: Int, _ spec: ModelSpec) throws {
-        let model = try Sequential(spec: spec)
-        let variables = model.initialVariables()
-        let stages = (0..<2).map { part in
-            model.forwardStage(sample([batch] + spec.inputShape, seed: UInt64(10 + part)), variables: variables,
-                               layers: model.layers.indices, context: ForwardContext(training: true), inputGradient: true)
-        }
-        let upstream = sample([batch, 3], seed: 12)
-        var reference: [String: Tensor] = [:], early: [String: Tensor] = [:]
-        _ = stages[0].backward(upstream, addingInto: &reference)
-        // With no sums yet, the stage makes them, so that this micro-batch's products can wait too.
-        _ = stages[0].backward(upstream, addingInto: &early) { _ in }
-        #expect(early.count == 4)
-        let referenceInput = try #require(stages[1].backward(upstream, addingPenalty: false, addingInto: &reference))
-
-        // The weights' sums before this micro-batch, and where they are written (the engine
-        // writes into these very buffers; no copy of them is held, which would move the sums).
-        func isWeight(_ name: String) -> Bool { name.hasSuffix("/kernel") || name.hasSuffix("/filter") }
-        let before = early.filter { isWeight($0.key) }.mapValues(\.scalars)
-        let storage = early.filter { isWeight($0.key) }.mapValues { ($0.buffer.pointer, $0.scalarCount) }
-        #expect(before.count == 2)
-        var handedOn: Tensor?
-        var whenHandedOn: [String: [Float]] = [:]
-        let input = stages[1].backward(upstream, addingPenalty: false, addingInto: &early) { inputGradient in
-            handedOn = inputGradient
-            whenHandedOn = storage.mapValues { Array(UnsafeBufferPointer(start: $0.0, count: $0.1)) }
-        }
-        #expect(storage.allSatisfy { early[$0.key]!.buffer.pointer == $0.value.0 }, "the sums were moved; the check above read stale storage")
-        #expect(whenHandedOn == before)
-        #expect(early.filter { isWeight($0.key) }.mapValues(\.scalars) != before)
-        expectClose(try #require(handedOn), referenceInput, tolerance: 0)
-        expectClose(try #require(input), referenceInput, tolerance: 0)
-        for (name, sum) in early { expectClose(sum, reference[name]!, tolerance: 0) }
-        let separate = stages.map { $0.backward(upstream, addingPenalty: false).variables }
-        for (name, sum) in early { expectClose(sum, withoutGradients { separate[0][name]! + separate[1][name]! }, tolerance: 1e-4) }
-        // The first micro-batch's gradients from its two halves (one chunk each) agree too.
-        let firstInput = sample([batch] + spec.inputShape, seed: 10)
-        let halves = [0..<(batch / 2), (batch / 2)..<batch].map { rows in
-            model.forwardStage(firstInput.slice(axis: 0, range: rows), variables: variables, layers: model.layers.indices,
-                               context: ForwardContext(training: true), inputGradient: true)
-                .backward(upstream.slice(axis: 0, range: rows), addingPenalty: false).variables
-        }
-        for (name, whole) in separate[0] { expectClose(whole, withoutGradients { halves[0][name]! + halves[1][name]! }, tolerance: 1e-4) }
+    // The weights' sums before this micro-batch, and where they are written (the engine
+    // writes into these very buffers; no copy of them is held, which would move the sums).
+    func isWeight(_ name: String) -> Bool { name.hasSuffix("/kernel") || name.hasSuffix("/filter") }
+    let before = early.filter { isWeight($0.key) }.mapValues(\.scalars)
+    let storage = early.filter { isWeight($0.key) }.mapValues { ($0.buffer.pointer, $0.scalarCount) }
+    #expect(before.count == 2)
+    var handedOn: Tensor?
+    var whenHandedOn: [String: [Float]] = [:]
+    let input = stages[1].backward(upstream, addingPenalty: false, addingInto: &early) { inputGradient in
+      handedOn = inputGradient
+      whenHandedOn = storage.mapValues { Array(UnsafeBufferPointer(start: $0.0, count: $0.1)) }
     }
+    #expect(
+      storage.allSatisfy { early[$0.key]!.buffer.pointer == $0.value.0 },
+      "the sums were moved; the check above read stale storage")
+    #expect(whenHandedOn == before)
+    #expect(early.filter { isWeight($0.key) }.mapValues(\.scalars) != before)
+    expectClose(try #require(handedOn), referenceInput, tolerance: 0)
+    expectClose(try #require(input), referenceInput, tolerance: 0)
+    for (name, sum) in early { expectClose(sum, reference[name]!, tolerance: 0) }
+    let separate = stages.map { $0.backward(upstream, addingPenalty: false).variables }
+    for (name, sum) in early {
+      expectClose(sum, withoutGradients { separate[0][name]! + separate[1][name]! }, tolerance: 1e-4)
+    }
+    // The first micro-batch's gradients from its two halves (one chunk each) agree too.
+    let firstInput = sample([batch] + spec.inputShape, seed: 10)
+    let halves = [0..<(batch / 2), (batch / 2)..<batch].map { rows in
+      model.forwardStage(
+        firstInput.slice(axis: 0, range: rows), variables: variables, layers: model.layers.indices,
+        context: ForwardContext(training: true), inputGradient: true
+      )
+      .backward(upstream.slice(axis: 0, range: rows), addingPenalty: false).variables
+    }
+    for (name, whole) in separate[0] {
+      expectClose(whole, withoutGradients { halves[0][name]! + halves[1][name]! }, tolerance: 1e-4)
+    }
+  }
 }

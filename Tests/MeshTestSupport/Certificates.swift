@@ -19,25 +19,32 @@ public struct TestCertificates: Sendable {
     let openssl = "/usr/bin/openssl"
     func file(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
     func makeCA(_ name: String) async throws {
-      try await run(openssl, [
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=\(name)",
-        "-keyout", file("\(name).key"), "-out", file("\(name).crt"),
-      ])
+      try await run(
+        openssl,
+        [
+          "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=\(name)",
+          "-keyout", file("\(name).key"), "-out", file("\(name).crt"),
+        ])
     }
     func issue(_ name: String, by ca: String, extensions: String) async throws {
-      try await run(openssl, [
-        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=\(name)",
-        "-keyout", file("\(name).key"), "-out", file("\(name).csr"),
-      ])
+      try await run(
+        openssl,
+        [
+          "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=\(name)",
+          "-keyout", file("\(name).key"), "-out", file("\(name).csr"),
+        ])
       try extensions.write(toFile: file("\(name).ext"), atomically: true, encoding: .utf8)
-      try await run(openssl, [
-        "x509", "-req", "-in", file("\(name).csr"), "-CA", file("\(ca).crt"), "-CAkey", file("\(ca).key"),
-        "-CAcreateserial", "-days", "2", "-extfile", file("\(name).ext"), "-out", file("\(name).crt"),
-      ])
+      try await run(
+        openssl,
+        [
+          "x509", "-req", "-in", file("\(name).csr"), "-CA", file("\(ca).crt"), "-CAkey", file("\(ca).key"),
+          "-CAcreateserial", "-days", "2", "-extfile", file("\(name).ext"), "-out", file("\(name).crt"),
+        ])
     }
     try await makeCA("ca")
     try await makeCA("other-ca")
-    try await issue("server", by: "ca", extensions: "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    try await issue(
+      "server", by: "ca", extensions: "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     try await issue("client", by: "ca", extensions: "extendedKeyUsage=clientAuth\n")
     try await issue("stranger", by: "other-ca", extensions: "extendedKeyUsage=clientAuth\n")
   }

@@ -46,7 +46,8 @@ public final class ChildProcess: Sendable {
         return String(line.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces)
       }
       guard isRunning else {
-        throw ChildProcessError("process exited (status \(process.value.terminationStatus)) before printing '\(prefix)'; log:\n\(log)")
+        throw ChildProcessError(
+          "process exited (status \(process.value.terminationStatus)) before printing '\(prefix)'; log:\n\(log)")
       }
       guard ContinuousClock.now < deadline else {
         throw ChildProcessError("no line '\(prefix)' within \(timeout); log:\n\(log)")
@@ -118,7 +119,8 @@ public func runBlocking(_ executable: String, _ arguments: [String], in director
   let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
   process.waitUntilExit()
   guard process.terminationStatus == 0 else {
-    throw ChildProcessError("\(executable) \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)):\n\(output)")
+    throw ChildProcessError(
+      "\(executable) \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)):\n\(output)")
   }
   return output
 }

@@ -8,7 +8,9 @@ public final class TestNetwork: Sendable {
   public let hosts: [String: String]
   private let switchNamespace: String
   private let namespaces: [String: String]
-  private static let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
+  private static let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].first {
+    FileManager.default.isExecutableFile(atPath: $0)
+  }
 
   /// Why namespaces cannot be made here, or nil when they can.
   public static var unavailableReason: String? {
@@ -41,7 +43,8 @@ public final class TestNetwork: Sendable {
       namespaces[name] = namespace
       hosts[name] = address
       let port = "v\(index)-\(tag)"
-      try runBlocking(ip, ["-n", switchNamespace, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace])
+      try runBlocking(
+        ip, ["-n", switchNamespace, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace])
       try runBlocking(ip, ["-n", switchNamespace, "link", "set", port, "master", "br0", "up"])
       try runBlocking(ip, ["-n", namespace, "addr", "add", "\(address)/24", "dev", "eth0"])
       try runBlocking(ip, ["-n", namespace, "link", "set", "eth0", "up"])
@@ -52,7 +55,9 @@ public final class TestNetwork: Sendable {
   }
 
   /// Runs `executable` inside a host's namespace, as a child process.
-  public func start(on host: String, _ executable: String, _ arguments: [String], logPath: String) throws -> ChildProcess {
+  public func start(on host: String, _ executable: String, _ arguments: [String], logPath: String) throws
+    -> ChildProcess
+  {
     try ChildProcess(Self.ip!, ["netns", "exec", namespaces[host]!, executable] + arguments, logPath: logPath)
   }
 

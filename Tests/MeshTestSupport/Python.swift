@@ -17,13 +17,19 @@ public struct PythonInterop: Sendable {
     // and a generated `grpc` package would shadow grpcio's.
     let files = try FileManager.default.subpathsOfDirectory(atPath: protos)
       .filter { $0.hasPrefix("pipemesh/") && $0.hasSuffix(".proto") }.sorted()
-    try await run(python, ["-m", "grpc_tools.protoc", "-I", protos, "--python_out=\(stubs.path)", "--grpc_python_out=\(stubs.path)"] + files)
+    try await run(
+      python,
+      ["-m", "grpc_tools.protoc", "-I", protos, "--python_out=\(stubs.path)", "--grpc_python_out=\(stubs.path)"] + files
+    )
   }
 
   /// The python3 on PATH.
   public static func findPython() throws -> String {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"
-    guard let python = path.split(separator: ":").map({ "\($0)/python3" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+    guard
+      let python = path.split(separator: ":").map({ "\($0)/python3" }).first(where: {
+        FileManager.default.isExecutableFile(atPath: $0)
+      })
     else { throw ChildProcessError("python3 is not on PATH") }
     return python
   }

@@ -9,7 +9,8 @@ public func withServer<R>(
   client clientTransport: TransportConfiguration = .init(),
   _ body: (RPCServer, RPCClient) async throws -> R
 ) async throws -> R {
-  let server = try RPCServer(transport: serverTransport, services: services, reflection: MeshDescriptors.fileDescriptorSet)
+  let server = try RPCServer(
+    transport: serverTransport, services: services, reflection: MeshDescriptors.fileDescriptorSet)
   let result: Result<R, any Error>
   do {
     let client = try RPCClient(target: server.endpoint, transport: clientTransport)

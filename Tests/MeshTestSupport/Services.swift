@@ -3,7 +3,8 @@ import Foundation
 /// The `pipemesh` executable built next to the test bundle.
 public enum PipemeshBinary {
   public static let path: String = {
-    let testBinary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    let testBinary =
+      (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     var directory = URL(fileURLWithPath: testBinary).deletingLastPathComponent()
     // The bundle may be a directory (pipemeshPackageTests.xctest/...) or a file beside the products.
     while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("pipemesh").path),
@@ -27,7 +28,8 @@ public struct RunningService: Sendable {
     _ role: String, _ arguments: [String] = [], log: String, environment: [String: String] = [:]
   ) async throws -> RunningService {
     let process = try ChildProcess(
-      PipemeshBinary.path, ["serve", role, "--listen", "127.0.0.1:0"] + arguments, logPath: log, environment: environment)
+      PipemeshBinary.path, ["serve", role, "--listen", "127.0.0.1:0"] + arguments, logPath: log,
+      environment: environment)
     let endpoint = try await process.waitForLine(startingWith: "\(role) listening on ")
     return RunningService(process: process, endpoint: endpoint)
   }
@@ -43,7 +45,9 @@ public final class LocalMesh: Sendable {
   public init(parameterServers: Int = 1, partitions: Int) async throws {
     logs = try TemporaryDirectory(prefix: "pipemesh-mesh")
     var ps: [RunningService] = []
-    for index in 0..<parameterServers { ps.append(try await RunningService.start("ps", log: logs.file("ps\(index).log"))) }
+    for index in 0..<parameterServers {
+      ps.append(try await RunningService.start("ps", log: logs.file("ps\(index).log")))
+    }
     var started: [RunningService] = []
     for index in 0..<partitions {
       started.append(try await RunningService.start("partition", log: logs.file("partition\(index).log")))
@@ -57,7 +61,8 @@ public final class LocalMesh: Sendable {
   public func coordinator(_ layout: [[Int]], name: String, arguments: [String] = []) async throws -> RunningService {
     let stages = layout.map { $0.map { partitions[$0].endpoint }.joined(separator: ",") }.joined(separator: ";")
     return try await RunningService.start(
-      "coordinator", ["--ps", parameterServers.map(\.endpoint).joined(separator: ","), "--partitions", stages] + arguments,
+      "coordinator",
+      ["--ps", parameterServers.map(\.endpoint).joined(separator: ","), "--partitions", stages] + arguments,
       log: logs.file("coordinator-\(name).log"))
   }
 

@@ -12,7 +12,8 @@ import Testing
 @Suite(.serialized) struct AccessTests {
   static let tokens = (
     alice: String(repeating: "a1", count: 20), bob: String(repeating: "b2", count: 20),
-    carol: String(repeating: "c3", count: 20))
+    carol: String(repeating: "c3", count: 20)
+  )
 
   static func writeTokens(_ directory: TemporaryDirectory, bob: String = tokens.bob) throws -> String {
     let path = directory.file("tokens")
@@ -38,7 +39,8 @@ import Testing
     let inputs = Tensor.randomNormal([32, 4], seed: 1)
     let targets = Tensor(shape: [32], scalars: (0..<32).map { Float($0 % 2) })
     let request = Pipemesh_V1_TrainRequest.inline(
-      job: job, model: .with {
+      job: job,
+      model: .with {
         $0.inputShape = [4]
         $0.layers = [.with { $0.dense = .with { $0.units = 2 } }]
       }, inputs: inputs, targets: targets, epochs: 1, batchSize: 8, microBatches: 1, schedule: .scheduleGpipe,
@@ -61,29 +63,39 @@ import Testing
 
     let (bob, carol, alice) = (
       try client(coordinator, token: Self.tokens.bob), try client(coordinator, token: Self.tokens.carol),
-      try client(coordinator, token: Self.tokens.alice))
+      try client(coordinator, token: Self.tokens.alice)
+    )
     try await train(bob, job: "bobs")
     #expect(try await bob.call(CoordinatorMethods.getJob, .with { $0.job = "bobs" }).owner == "bob")
     #expect(try await carol.call(CoordinatorMethods.listJobs, .init()).jobs.isEmpty, "carol sees only her own jobs")
-    #expect(try await alice.call(CoordinatorMethods.listJobs, .init()).jobs.map(\.job) == ["bobs"], "an admin sees every job")
+    #expect(
+      try await alice.call(CoordinatorMethods.listJobs, .init()).jobs.map(\.job) == ["bobs"], "an admin sees every job")
     let denied: [(String, () async throws -> Void)] = [
       ("cancel", { _ = try await carol.call(CoordinatorMethods.cancelJob, .with { $0.job = "bobs" }) }),
       ("get", { _ = try await carol.call(CoordinatorMethods.getJob, .with { $0.job = "bobs" }) }),
-      ("infer", {
-        _ = try await carol.call(CoordinatorMethods.infer, .with {
-          $0.job = "bobs"
-          $0.inputs = Pipemesh_V1_Tensor(Tensor.zeros([1, 4]))
-        })
-      }),
+      (
+        "infer",
+        {
+          _ = try await carol.call(
+            CoordinatorMethods.infer,
+            .with {
+              $0.job = "bobs"
+              $0.inputs = Pipemesh_V1_Tensor(Tensor.zeros([1, 4]))
+            })
+        }
+      ),
       ("replace", { try await train(carol, job: "bobs") }),
       // Refused before the coordinator reads any data for it.
-      ("replace with data never read", {
-        let request = Pipemesh_V1_TrainRequest.with {
-          $0.job = "bobs"
-          $0.data.dataset = .with { $0.uri = "/nonexistent/huge.csv" }
+      (
+        "replace with data never read",
+        {
+          let request = Pipemesh_V1_TrainRequest.with {
+            $0.job = "bobs"
+            $0.data.dataset = .with { $0.uri = "/nonexistent/huge.csv" }
+          }
+          for try await _ in carol.stream(CoordinatorMethods.train, request, options: .init(timeout: .seconds(30))) {}
         }
-        for try await _ in carol.stream(CoordinatorMethods.train, request, options: .init(timeout: .seconds(30))) {}
-      }),
+      ),
     ]
     for (what, call) in denied {
       let error = await #expect(throws: RPCError.self, "\(what)") { try await call() }
@@ -96,7 +108,10 @@ import Testing
     // The CLI sends PIPEMESH_TOKEN or --token-file; another user's job is exit 77.
     try Self.tokens.carol.write(toFile: directory.file("carol.token"), atomically: true, encoding: .utf8)
     let cancel = try ChildProcess(
-      PipemeshBinary.path, ["cancel", "--coordinator", coordinator.endpoint, "--job", "bobs", "--token-file", directory.file("carol.token")],
+      PipemeshBinary.path,
+      [
+        "cancel", "--coordinator", coordinator.endpoint, "--job", "bobs", "--token-file", directory.file("carol.token"),
+      ],
       logPath: directory.file("cancel.log"))
     #expect(try await cancel.waitForExit() == 77, "\(cancel.log)")
     #expect(cancel.log.contains("PERMISSION_DENIED"), "\(cancel.log)")
@@ -130,7 +145,9 @@ import Testing
       _ = try await client(coordinator, token: rotated).call(CoordinatorMethods.listJobs, .init())
     }
     #expect(gone?.code == .unauthenticated)
-    #expect(await eventually { coordinator.process.log.contains("is gone; refusing every call") }, "\(coordinator.process.log)")
+    #expect(
+      await eventually { coordinator.process.log.contains("is gone; refusing every call") },
+      "\(coordinator.process.log)")
     _ = try Self.writeTokens(directory, bob: rotated)
     _ = try await client(coordinator, token: rotated).call(CoordinatorMethods.listJobs, .init())
   }
@@ -142,10 +159,15 @@ import Testing
     let short = directory.file("short")
     try "dave user tooshort\n".write(toFile: short, atomically: true, encoding: .utf8)
     try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: short)
-    for (file, expected) in [(tokensFile, "readable or writable by other users"), (short, "line 1: the token has 8 characters")] {
+    for (file, expected) in [
+      (tokensFile, "readable or writable by other users"), (short, "line 1: the token has 8 characters"),
+    ] {
       let process = try ChildProcess(
         PipemeshBinary.path,
-        ["serve", "coordinator", "--listen", "127.0.0.1:0", "--ps", "127.0.0.1:1", "--partitions", "127.0.0.1:2", "--tokens-file", file],
+        [
+          "serve", "coordinator", "--listen", "127.0.0.1:0", "--ps", "127.0.0.1:1", "--partitions", "127.0.0.1:2",
+          "--tokens-file", file,
+        ],
         logPath: directory.file("serve.log"))
       #expect(try await process.waitForExit(timeout: .seconds(60)) == 64, "\(process.log)")
       #expect(process.log.contains(expected), "\(process.log)")

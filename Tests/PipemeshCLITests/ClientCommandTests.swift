@@ -11,7 +11,8 @@ import Testing
   }
 
   /// Runs `pipemesh <arguments>`; returns its exit status and output.
-  func pipemesh(_ arguments: [String], in directory: TemporaryDirectory) async throws -> (status: Int32, output: String) {
+  func pipemesh(_ arguments: [String], in directory: TemporaryDirectory) async throws -> (status: Int32, output: String)
+  {
     let log = directory.file("run-\(UUID().uuidString.prefix(6)).log")
     let process = try ChildProcess(PipemeshBinary.path, arguments, logPath: log, currentDirectory: directory.path)
     let status = try await process.waitForExit(timeout: .seconds(180))
@@ -23,14 +24,19 @@ import Testing
     let directory = try TemporaryDirectory(prefix: "pipemesh-cli")
     let examples = Repository.path("examples")
     let train = try await pipemesh(
-      ["train", "--coordinator", coordinator.endpoint, "--job", "cli-mlp", "--model", "\(examples)/mlp-digits.json",
-       "--epochs", "1", "--micro-batches", "2", "--json"], in: directory)
+      [
+        "train", "--coordinator", coordinator.endpoint, "--job", "cli-mlp", "--model", "\(examples)/mlp-digits.json",
+        "--epochs", "1", "--micro-batches", "2", "--json",
+      ], in: directory)
     #expect(train.status == 0, "\(train.output)")
-    let lines = train.output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    let lines = train.output.split(separator: "\n").compactMap {
+      try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+    }
     #expect(lines.contains { $0["done"] as? Bool == true }, "no final progress in \(train.output)")
     #expect(lines.contains { $0["evaluated"] as? Bool == true })
 
-    let status = try await pipemesh(["status", "--coordinator", coordinator.endpoint, "--job", "cli-mlp", "--json"], in: directory)
+    let status = try await pipemesh(
+      ["status", "--coordinator", coordinator.endpoint, "--job", "cli-mlp", "--json"], in: directory)
     #expect(status.status == 0)
     let job = try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any]
     #expect(job?["state"] as? String == "JOB_STATE_SUCCEEDED", "\(status.output)")
@@ -40,7 +46,12 @@ import Testing
 
     let python = try PythonInterop.findPython()
     let inputs = directory.file("inputs.npy")
-    try await run(python, ["-c", "import numpy as np; np.save('\(inputs)', np.random.default_rng(0).uniform(0, 16, (3, 64)).astype(np.float32))"])
+    try await run(
+      python,
+      [
+        "-c",
+        "import numpy as np; np.save('\(inputs)', np.random.default_rng(0).uniform(0, 16, (3, 64)).astype(np.float32))",
+      ])
     let infer = try await pipemesh(
       ["infer", "--coordinator", coordinator.endpoint, "--job", "cli-mlp", "--input", inputs, "--json"], in: directory)
     #expect(infer.status == 0, "\(infer.output)")
@@ -48,9 +59,11 @@ import Testing
     #expect(outputs?["shape"] as? [Int] == [3, 10])
     #expect((outputs?["predictions"] as? [Int])?.count == 3)
 
-    let plan = try await pipemesh(["plan", "--model", "\(examples)/cnn-digits.json", "--stages", "3", "--json"], in: directory)
+    let plan = try await pipemesh(
+      ["plan", "--model", "\(examples)/cnn-digits.json", "--stages", "3", "--json"], in: directory)
     #expect(plan.status == 0)
-    let stages = (try JSONSerialization.jsonObject(with: Data(plan.output.utf8)) as? [String: Any])?["stages"] as? [[String: Any]]
+    let stages =
+      (try JSONSerialization.jsonObject(with: Data(plan.output.utf8)) as? [String: Any])?["stages"] as? [[String: Any]]
     #expect(stages?.count == 3)
   }
 
@@ -62,15 +75,25 @@ import Testing
       (["status", "--coordinator", coordinator.endpoint, "--job", "no-such-job"], 65, "no job named 'no-such-job'"),
       (["jobs", "--coordinator", "127.0.0.1:1"], 69, "UNAVAILABLE"),
       (["train", "--coordinator", coordinator.endpoint, "--dataset", "nowhere.csv"], 65, "nowhere.csv"),
-      (["train", "--coordinator", coordinator.endpoint, "--model", "/nonexistent/spec.json"], 64, "cannot read model spec"),
-      (["train", "--coordinator", coordinator.endpoint, "--schedule", "zigzag"], 64, "--schedule must be gpipe or 1f1b"),
+      (
+        ["train", "--coordinator", coordinator.endpoint, "--model", "/nonexistent/spec.json"], 64,
+        "cannot read model spec"
+      ),
+      (
+        ["train", "--coordinator", coordinator.endpoint, "--schedule", "zigzag"], 64, "--schedule must be gpipe or 1f1b"
+      ),
       (["infer", "--coordinator", coordinator.endpoint, "--job", "x", "--input", "/nonexistent/in.npy"], 64, "in.npy"),
       (["up", "--stages", "0"], 64, "stages and replicas must be at least 1"),
-      (["plan", "--model", Repository.path("examples/mlp-digits.json"), "--stages", "9"], 65, "cannot split 3 layers into 9 stages"),
+      (
+        ["plan", "--model", Repository.path("examples/mlp-digits.json"), "--stages", "9"], 65,
+        "cannot split 3 layers into 9 stages"
+      ),
     ]
     for (arguments, expected, message) in cases {
       let result = try await pipemesh(arguments, in: directory)
-      #expect(result.status == expected, "pipemesh \(arguments.joined(separator: " ")) exited \(result.status): \(result.output)")
+      #expect(
+        result.status == expected,
+        "pipemesh \(arguments.joined(separator: " ")) exited \(result.status): \(result.output)")
       #expect(result.output.contains(message), "pipemesh \(arguments.joined(separator: " ")) said: \(result.output)")
     }
   }

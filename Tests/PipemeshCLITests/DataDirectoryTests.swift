@@ -2,8 +2,8 @@ import Foundation
 import MeshProto
 import MeshRPC
 import MeshTestSupport
-import Testing
 import MeshWire
+import Testing
 
 /// A coordinator reads dataset files from its data directory only: paths
 /// that lead out of it (absolute, `..`, links) and files that are not
@@ -37,8 +37,10 @@ import MeshWire
     let data = try TemporaryDirectory(prefix: "pipemesh-data")
     let outside = try TemporaryDirectory(prefix: "pipemesh-outside")
     try Self.csv().write(toFile: data.file("train.csv"), atomically: true, encoding: .utf8)
-    try Self.csv(secret: "TOP-SECRET,x,y\n").write(toFile: outside.file("secret.csv"), atomically: true, encoding: .utf8)
-    try FileManager.default.createSymbolicLink(atPath: data.file("escape.csv"), withDestinationPath: outside.file("secret.csv"))
+    try Self.csv(secret: "TOP-SECRET,x,y\n").write(
+      toFile: outside.file("secret.csv"), atomically: true, encoding: .utf8)
+    try FileManager.default.createSymbolicLink(
+      atPath: data.file("escape.csv"), withDestinationPath: outside.file("secret.csv"))
     try FileManager.default.createDirectory(atPath: data.file("folder.csv"), withIntermediateDirectories: false)
     let coordinator = try await mesh.coordinator([[0]], name: "data-dir", arguments: ["--data-dir", data.path])
 

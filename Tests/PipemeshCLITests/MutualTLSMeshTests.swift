@@ -24,17 +24,23 @@ import Testing
     // Run again for a new user: the CA and the services' certificates stay.
     let serviceCertificate = try Data(contentsOf: URL(fileURLWithPath: path("coordinator.crt")))
     let more = try ChildProcess(
-      PipemeshBinary.path, ["certs", "--out", tls, "--users", "carol", "--days", "2"], logPath: directory.file("certs-more.log"))
+      PipemeshBinary.path, ["certs", "--out", tls, "--users", "carol", "--days", "2"],
+      logPath: directory.file("certs-more.log"))
     #expect(try await more.waitForExit() == 0, "\(more.log)")
     #expect(try Data(contentsOf: URL(fileURLWithPath: path("coordinator.crt"))) == serviceCertificate)
     #expect(FileManager.default.fileExists(atPath: path("client.carol.crt")))
 
     /// `role` with TLS from options, or from PIPEMESH_TLS_* when `byEnvironment`.
-    func start(_ role: String, _ arguments: [String] = [], byEnvironment: Bool, name: String) async throws -> RunningService {
+    func start(_ role: String, _ arguments: [String] = [], byEnvironment: Bool, name: String) async throws
+      -> RunningService
+    {
       let files = (cert: path("\(role).crt"), key: path("\(role).key"), ca: path("ca.crt"))
       let options = byEnvironment ? [] : ["--tls-cert", files.cert, "--tls-key", files.key, "--tls-ca", files.ca]
-      let environment = byEnvironment ? ["PIPEMESH_TLS_CERT": files.cert, "PIPEMESH_TLS_KEY": files.key, "PIPEMESH_TLS_CA": files.ca] : [:]
-      return try await RunningService.start(role, options + arguments, log: directory.file("\(name).log"), environment: environment)
+      let environment =
+        byEnvironment
+        ? ["PIPEMESH_TLS_CERT": files.cert, "PIPEMESH_TLS_KEY": files.key, "PIPEMESH_TLS_CA": files.ca] : [:]
+      return try await RunningService.start(
+        role, options + arguments, log: directory.file("\(name).log"), environment: environment)
     }
     let ps = try await start("ps", byEnvironment: false, name: "ps")
     let first = try await start("partition", byEnvironment: true, name: "partition0")
@@ -46,15 +52,25 @@ import Testing
     func client(_ target: RunningService, as identity: String) throws -> RPCClient {
       try RPCClient(
         target: target.endpoint,
-        transport: .init(tls: try TLSConfiguration(certificateFile: path("\(identity).crt"), keyFile: path("\(identity).key"), caFile: path("ca.crt"))))
+        transport: .init(
+          tls: try TLSConfiguration(
+            certificateFile: path("\(identity).crt"), keyFile: path("\(identity).key"), caFile: path("ca.crt"))))
     }
     let bob = try client(coordinator, as: "client.bob")
     let inputs = Tensor.randomNormal([32, 4], seed: 2)
     let targets = Tensor(shape: [32], scalars: (0..<32).map { Float($0 % 2) })
     let request = Pipemesh_V1_TrainRequest.inline(
-      job: "over-mtls", model: .with {
+      job: "over-mtls",
+      model: .with {
         $0.inputShape = [4]
-        $0.layers = [.with { $0.dense = .with { $0.units = 8; $0.activation = .relu } }, .with { $0.dense = .with { $0.units = 2 } }]
+        $0.layers = [
+          .with {
+            $0.dense = .with {
+              $0.units = 8
+              $0.activation = .relu
+            }
+          }, .with { $0.dense = .with { $0.units = 2 } },
+        ]
       }, inputs: inputs, targets: targets, epochs: 2, batchSize: 8, microBatches: 2, schedule: .scheduleOneFOneB,
       learningRate: 0.1)
     var progress: [Pipemesh_V1_TrainProgress] = []
@@ -68,7 +84,12 @@ import Testing
     #expect(try await alice.call(CoordinatorMethods.listJobs, .init()).jobs.map(\.job) == ["over-mtls"])
 
     // A user's certificate is refused by the partitions and the ps; a member's is let in.
-    let forward = Pipemesh_V1_ForwardRequest.with { $0.key = .with { $0.job = "over-mtls"; $0.step = 1 } }
+    let forward = Pipemesh_V1_ForwardRequest.with {
+      $0.key = .with {
+        $0.job = "over-mtls"
+        $0.step = 1
+      }
+    }
     let userAtPartition = await #expect(throws: RPCError.self) {
       _ = try await client(first, as: "client.bob").call(PartitionMethods.forward, forward)
     }
@@ -85,7 +106,8 @@ import Testing
 
     // Plaintext reaches nothing.
     let plaintext = await #expect(throws: RPCError.self) {
-      _ = try await RPCClient(target: first.endpoint).call(PartitionMethods.forward, forward, options: .init(timeout: .seconds(5)))
+      _ = try await RPCClient(target: first.endpoint).call(
+        PartitionMethods.forward, forward, options: .init(timeout: .seconds(5)))
     }
     #expect(plaintext?.code == .unavailable, "\(String(describing: plaintext))")
     #expect([ps, first, second, coordinator].allSatisfy { $0.process.isRunning })

@@ -1,12 +1,13 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import MeshProto
 import MeshRPC
 import MeshTestSupport
-import Testing
 import MeshWire
+import Testing
+
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
 
 /// The services as systemd and Prometheus see them, without systemd as PID 1.
 @Suite struct OperationsTests {
@@ -22,9 +23,11 @@ import MeshWire
     let ready = try await socket.waitFor("READY=1", seen: &seen)
     #expect(seen.count == 1, "something came before READY=1: \(seen.map(\.message))")
     let status = try #require(ready.split(separator: "\n").first { $0.hasPrefix("STATUS=") })
-    let endpoint = try #require(status.split(separator: " ").first { $0.hasPrefix("127.0.0.1:") }).trimmingCharacters(in: .punctuationCharacters)
+    let endpoint = try #require(status.split(separator: " ").first { $0.hasPrefix("127.0.0.1:") }).trimmingCharacters(
+      in: .punctuationCharacters)
     // READY=1 means the port answers: the first health check must succeed.
-    let health = try await RPCClient(target: String(endpoint)).call(HealthMethods.check, .init(), options: .init(timeout: .seconds(5)))
+    let health = try await RPCClient(target: String(endpoint)).call(
+      HealthMethods.check, .init(), options: .init(timeout: .seconds(5)))
     #expect(health.status == .serving)
 
     // WatchdogSec=0.4 s: a ping every 0.2 s. Datagrams queue while this test
@@ -47,10 +50,17 @@ import MeshWire
     let logs = try TemporaryDirectory(prefix: "pipemesh-metrics")
     let ps = try await RunningService.start("ps", ["--metrics-listen", "127.0.0.1:0"], log: logs.file("ps.log"))
     let client = try RPCClient(target: ps.endpoint)
-    _ = try await client.call(ParameterServerMethods.register, .with {
-      $0.job = "scraped"
-      $0.variables = [.with { $0.name = "w"; $0.shape = [4] }]
-    })
+    _ = try await client.call(
+      ParameterServerMethods.register,
+      .with {
+        $0.job = "scraped"
+        $0.variables = [
+          .with {
+            $0.name = "w"
+            $0.shape = [4]
+          }
+        ]
+      })
     _ = try? await client.call(ParameterServerMethods.pull, .with { $0.job = "missing" })
 
     let line = try await ps.process.waitForLine(startingWith: "pipemesh ps: listening on ")
@@ -58,8 +68,11 @@ import MeshWire
     let (data, response) = try await URLSession.shared.data(from: url)
     #expect((response as? HTTPURLResponse)?.statusCode == 200)
     let text = String(decoding: data, as: UTF8.self)
-    #expect(text.contains("pipemesh_rpc_requests_total{code=\"OK\",method=\"/pipemesh.v1.ParameterServer/Register\"} 1"), "\(text)")
-    #expect(text.contains("pipemesh_rpc_requests_total{code=\"NOT_FOUND\",method=\"/pipemesh.v1.ParameterServer/Pull\"} 1"))
+    #expect(
+      text.contains("pipemesh_rpc_requests_total{code=\"OK\",method=\"/pipemesh.v1.ParameterServer/Register\"} 1"),
+      "\(text)")
+    #expect(
+      text.contains("pipemesh_rpc_requests_total{code=\"NOT_FOUND\",method=\"/pipemesh.v1.ParameterServer/Pull\"} 1"))
     #expect(text.contains("pipemesh_rpc_duration_seconds_count{method=\"/pipemesh.v1.ParameterServer/Register\"} 1"))
     #expect(text.contains("pipemesh_ps_variables 1"))
     #expect(text.contains("pipemesh_ps_checkpoint_age_seconds -1"))

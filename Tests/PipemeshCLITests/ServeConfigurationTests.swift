@@ -2,8 +2,8 @@ import Foundation
 import MeshProto
 import MeshRPC
 import MeshTestSupport
-import Testing
 import MeshWire
+import Testing
 
 /// `pipemesh serve` refuses a bad configuration at start with exit status 64
 /// (which the units' `RestartPreventExitStatus=64` keeps systemd from
@@ -15,21 +15,29 @@ import MeshWire
     let arguments: [String]
     let environment: [String: String]
     let expected: String
-    var testDescription: String { (environment.map { "\($0.key)=\($0.value)" }.sorted() + arguments).joined(separator: " ") }
+    var testDescription: String {
+      (environment.map { "\($0.key)=\($0.value)" }.sorted() + arguments).joined(separator: " ")
+    }
   }
 
   /// Cases every role shares, with the arguments a role needs to start otherwise.
   static let commonCases: [Case] = [
-    Case(arguments: [], environment: ["PIPEMESH_MAX_MESSAGE_MIB": "25x"], expected: "PIPEMESH_MAX_MESSAGE_MIB='25x' is not an integer"),
+    Case(
+      arguments: [], environment: ["PIPEMESH_MAX_MESSAGE_MIB": "25x"],
+      expected: "PIPEMESH_MAX_MESSAGE_MIB='25x' is not an integer"),
     Case(arguments: ["--max-message-mib", "0"], environment: [:], expected: "--max-message-mib is 0"),
     Case(arguments: [], environment: ["PIPEMESH_GRACE_SECONDS": "-1"], expected: "PIPEMESH_GRACE_SECONDS is -1"),
     Case(arguments: ["--listen", "127.0.0.1"], environment: [:], expected: "expected HOST:PORT"),
     Case(arguments: ["--listen", "192.0.2.1:0"], environment: [:], expected: "cannot listen on 192.0.2.1:0"),
-    Case(arguments: ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], environment: [:],
+    Case(
+      arguments: ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], environment: [:],
       expected: "--tls-cert (or PIPEMESH_TLS_CERT) is '/nonexistent/cert.pem', which does not exist"),
-    Case(arguments: [], environment: ["PIPEMESH_TLS_CA": "/nonexistent/ca.pem"],
+    Case(
+      arguments: [], environment: ["PIPEMESH_TLS_CA": "/nonexistent/ca.pem"],
       expected: "a TLS server needs both --tls-cert and --tls-key"),
-    Case(arguments: ["--metrics-listen", "127.0.0.1:99999"], environment: [:], expected: "--metrics-listen (or PIPEMESH_METRICS_LISTEN)"),
+    Case(
+      arguments: ["--metrics-listen", "127.0.0.1:99999"], environment: [:],
+      expected: "--metrics-listen (or PIPEMESH_METRICS_LISTEN)"),
   ]
 
   static let roleArguments: [String: [String]] = [
@@ -39,16 +47,44 @@ import MeshWire
   ]
 
   static let roleCases: [(role: String, case: Case)] = [
-    ("ps", Case(arguments: ["--checkpoint-dir", "/proc/pipemesh-checkpoints"], environment: [:], expected: "--checkpoint-dir")),
-    ("ps", Case(arguments: [], environment: ["PIPEMESH_CHECKPOINT_KEEP": "0"], expected: "PIPEMESH_CHECKPOINT_KEEP is 0")),
+    (
+      "ps",
+      Case(
+        arguments: ["--checkpoint-dir", "/proc/pipemesh-checkpoints"], environment: [:], expected: "--checkpoint-dir")
+    ),
+    (
+      "ps",
+      Case(arguments: [], environment: ["PIPEMESH_CHECKPOINT_KEEP": "0"], expected: "PIPEMESH_CHECKPOINT_KEEP is 0")
+    ),
     ("ps", Case(arguments: ["--memory-budget-mib", "0"], environment: [:], expected: "--memory-budget-mib is 0")),
-    ("partition", Case(arguments: ["--blas-threads", "2147483648"], environment: [:], expected: "--blas-threads is 2147483648")),
-    ("partition", Case(arguments: [], environment: ["PIPEMESH_MAX_KEPT_MIB": "lots"], expected: "PIPEMESH_MAX_KEPT_MIB='lots'")),
-    ("partition", Case(arguments: ["--advertise", "no-port"], environment: [:], expected: "--advertise (or PIPEMESH_ADVERTISE)")),
-    ("coordinator", Case(arguments: ["--partitions", "127.0.0.1:2"], environment: [:], expected: "give the ps tasks with --ps")),
-    ("coordinator", Case(arguments: ["--ps", "127.0.0.1:1", "--partitions", "127.0.0.1:2;127.0.0.1:3,127.0.0.1:4"], environment: [:],
-      expected: "every stage needs the same number of replicas")),
-    ("coordinator", Case(arguments: ["--ps", "nowhere", "--partitions", "127.0.0.1:2"], environment: [:], expected: "--ps (or PIPEMESH_PS)")),
+    (
+      "partition",
+      Case(arguments: ["--blas-threads", "2147483648"], environment: [:], expected: "--blas-threads is 2147483648")
+    ),
+    (
+      "partition",
+      Case(arguments: [], environment: ["PIPEMESH_MAX_KEPT_MIB": "lots"], expected: "PIPEMESH_MAX_KEPT_MIB='lots'")
+    ),
+    (
+      "partition",
+      Case(arguments: ["--advertise", "no-port"], environment: [:], expected: "--advertise (or PIPEMESH_ADVERTISE)")
+    ),
+    (
+      "coordinator",
+      Case(arguments: ["--partitions", "127.0.0.1:2"], environment: [:], expected: "give the ps tasks with --ps")
+    ),
+    (
+      "coordinator",
+      Case(
+        arguments: ["--ps", "127.0.0.1:1", "--partitions", "127.0.0.1:2;127.0.0.1:3,127.0.0.1:4"], environment: [:],
+        expected: "every stage needs the same number of replicas")
+    ),
+    (
+      "coordinator",
+      Case(
+        arguments: ["--ps", "nowhere", "--partitions", "127.0.0.1:2"], environment: [:],
+        expected: "--ps (or PIPEMESH_PS)")
+    ),
   ]
 
   static var allCases: [(role: String, case: Case)] {
@@ -59,7 +95,8 @@ import MeshWire
   func badConfigurationExits64(role: String, case bad: Case) async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-config")
     // Role-specific arguments come first, so a case's own --ps or --partitions wins.
-    let base = bad.arguments.contains(where: { ["--ps", "--partitions"].contains($0) }) ? [] : Self.roleArguments[role]!
+    let base =
+      bad.arguments.contains(where: { ["--ps", "--partitions"].contains($0) }) ? [] : Self.roleArguments[role]!
     let process = try ChildProcess(
       PipemeshBinary.path, ["serve", role, "--listen", "127.0.0.1:0"] + base + bad.arguments,
       logPath: directory.file("serve.log"), environment: bad.environment)
@@ -90,19 +127,22 @@ import MeshWire
     let ps = try await RunningService.start("ps", log: directory.file("ps.log"))
     let port = ps.endpoint.split(separator: ":").last!
     // Listed by address: the same ps under another loopback address or name is not.
-    let partition = try await RunningService.start("partition", ["--peers", "127.0.0.1"], log: directory.file("partition.log"))
+    let partition = try await RunningService.start(
+      "partition", ["--peers", "127.0.0.1"], log: directory.file("partition.log"))
     let client = try RPCClient(target: partition.endpoint)
     func load(ps endpoint: String, peers: [String] = []) async throws {
-      _ = try await client.call(PartitionMethods.loadStage, .with {
-        $0.job = "dial"
-        $0.model = .with {
-          $0.inputShape = [2]
-          $0.layers = [.with { $0.dense = .with { $0.units = 2 } }]
-        }
-        $0.endLayer = 1
-        $0.parameterServers = [endpoint]
-        $0.peers = peers
-      })
+      _ = try await client.call(
+        PartitionMethods.loadStage,
+        .with {
+          $0.job = "dial"
+          $0.model = .with {
+            $0.inputShape = [2]
+            $0.layers = [.with { $0.dense = .with { $0.units = 2 } }]
+          }
+          $0.endLayer = 1
+          $0.parameterServers = [endpoint]
+          $0.peers = peers
+        })
     }
     for (ps, peers) in [("127.0.0.2:\(port)", []), ("localhost:\(port)", []), (ps.endpoint, ["127.0.0.3:7200"])] {
       let error = await #expect(throws: RPCError.self, "\(ps) \(peers)") { try await load(ps: ps, peers: peers) }
@@ -122,18 +162,21 @@ import MeshWire
   @Test func aStageOverTheBudgetIsRefusedBeforeAnythingIsDrawn() async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-budget")
     let ps = try await RunningService.start("ps", log: directory.file("ps.log"))
-    let partition = try await RunningService.start("partition", ["--memory-budget-mib", "1"], log: directory.file("partition.log"))
+    let partition = try await RunningService.start(
+      "partition", ["--memory-budget-mib", "1"], log: directory.file("partition.log"))
     let client = try RPCClient(target: partition.endpoint)
     func load(job: String, units: Int64) async throws {
-      _ = try await client.call(PartitionMethods.loadStage, .with {
-        $0.job = job
-        $0.model = .with {
-          $0.inputShape = [64]
-          $0.layers = [.with { $0.dense = .with { $0.units = units } }]
-        }
-        $0.endLayer = 1
-        $0.parameterServers = [ps.endpoint]
-      })
+      _ = try await client.call(
+        PartitionMethods.loadStage,
+        .with {
+          $0.job = job
+          $0.model = .with {
+            $0.inputShape = [64]
+            $0.layers = [.with { $0.dense = .with { $0.units = units } }]
+          }
+          $0.endLayer = 1
+          $0.parameterServers = [ps.endpoint]
+        })
     }
     // 64 × 1024 + 1024 = 66,560 parameters need 1.3 MiB at five copies.
     let error = await #expect(throws: RPCError.self) { try await load(job: "big", units: 1024) }

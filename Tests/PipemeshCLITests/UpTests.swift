@@ -1,10 +1,11 @@
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import MeshCheckpoint
 import MeshTestSupport
 import Testing
+
+#if canImport(FoundationXML)
+  import FoundationXML
+#endif
 
 /// `pipemesh up` end to end, as a user runs it: real child processes, the
 /// bundled dataset, a run folder.
@@ -21,12 +22,16 @@ import Testing
     let runs = try FileManager.default.contentsOfDirectory(atPath: directory.file("runs"))
     let run = (directory.file("runs") as NSString).appendingPathComponent(try #require(runs.first))
     func file(_ name: String) -> String { (run as NSString).appendingPathComponent(name) }
-    for name in ["metrics.csv", "metrics.json", "loss.svg", "accuracy.svg", "trace.json", "model.json", "checkpoint.safetensors"] {
+    for name in [
+      "metrics.csv", "metrics.json", "loss.svg", "accuracy.svg", "trace.json", "model.json", "checkpoint.safetensors",
+    ] {
       #expect(FileManager.default.fileExists(atPath: file(name)), "\(name) is missing from the run folder")
     }
 
     // Ten classes: an untrained model is right about 10% of the time.
-    let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("metrics.json")))) as! [String: Any]
+    let metrics =
+      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("metrics.json"))))
+      as! [String: Any]
     let evaluations = try #require(metrics["evaluations"] as? [[String: Any]])
     #expect(evaluations.count == 2)
     let accuracy = try #require((evaluations.last?["validation_accuracy"] as? NSNumber)?.doubleValue)
@@ -45,7 +50,9 @@ import Testing
       #expect(try String(contentsOfFile: file(chart), encoding: .utf8).contains("<polyline"))
     }
 
-    let trace = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("trace.json")))) as! [String: Any]
+    let trace =
+      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("trace.json"))))
+      as! [String: Any]
     let events = try #require(trace["traceEvents"] as? [[String: Any]]).filter { $0["ph"] as? String == "X" }
     // One step of 2 micro-batches through 2 stages: 4 forwards, 4 backwards, 2 commits.
     #expect(events.count == 10)

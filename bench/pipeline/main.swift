@@ -35,9 +35,10 @@ let arguments = CommandLine.arguments
 let onlySingleProcess = arguments.contains("--single-process")
 // The output directory comes first (a flag there is a mistake, or --help); --single-process needs none.
 guard arguments.count >= 2, onlySingleProcess || !arguments[1].hasPrefix("-") else {
-  FileHandle.standardError.write(Data(
-    ("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b] [--stages K] [--micro-batches M] [--rounds N]"
-      + " | --single-process [--quick] [--batch N] [--micro-batches M]\n").utf8))
+  FileHandle.standardError.write(
+    Data(
+      ("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b] [--stages K] [--micro-batches M] [--rounds N]"
+        + " | --single-process [--quick] [--batch N] [--micro-batches M]\n").utf8))
   exit(2)
 }
 let output = arguments[1]
@@ -69,7 +70,12 @@ let spec = Pipemesh_V1_ModelSpec.with {
   $0.inputShape = [Int64(inputSize)]
   $0.seed = 1
   $0.layers = (0..<6).map { index in
-    .with { $0.dense = .with { $0.units = Int64(index == 5 ? 10 : width); $0.activation = index == 5 ? .none : .relu } }
+    .with {
+      $0.dense = .with {
+        $0.units = Int64(index == 5 ? 10 : width)
+        $0.activation = index == 5 ? .none : .relu
+      }
+    }
   }
   $0.loss = .with { $0.softmaxCrossEntropy = .init() }
 }
@@ -91,14 +97,19 @@ func singleProcess(microBatches: Int) throws -> Double {
     var gradients: [String: Tensor] = [:]
     for part in evenRanges(batch, parts: microBatches) {
       let rows = (step * batch + part.lowerBound)..<(step * batch + part.upperBound)
-      let x = inputs.slice(axis: 0, range: rows), y = labels.slice(axis: 0, range: rows)
+      let x = inputs.slice(axis: 0, range: rows)
+      let y = labels.slice(axis: 0, range: rows)
       let forward = model.forwardStage(
-        x, variables: variables, layers: 0..<model.layers.count, context: ForwardContext(training: true), inputGradient: false)
+        x, variables: variables, layers: 0..<model.layers.count, context: ForwardContext(training: true),
+        inputGradient: false)
       let (_, lossGradient) = Autodiff.valueWithGradient(at: [forward.output]) { model.loss(output: $0[0], target: y) }
-      _ = forward.backward(lossGradient[0] * (Float(part.count) / Float(batch)), addingPenalty: part.lowerBound == 0, addingInto: &gradients)
+      _ = forward.backward(
+        lossGradient[0] * (Float(part.count) / Float(batch)), addingPenalty: part.lowerBound == 0,
+        addingInto: &gradients)
     }
     for (name, gradient) in gradients {
-      variables[name] = optimizer.update(variable: variables[name]!, gradient: gradient, slots: [:], step: step + 1).variable
+      variables[name] =
+        optimizer.update(variable: variables[name]!, gradient: gradient, slots: [:], step: step + 1).variable
     }
     if step > 0 { elapsed += ContinuousClock.now - started }  // step 0 warms up
   }
@@ -152,7 +163,8 @@ func concurrentSingleProcesses(_ copies: Int, microBatches: Int) throws -> Doubl
   let runs = try (0..<copies).map { _ in
     let process = Process()
     process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-    process.arguments = ["--single-process", "--batch", "\(batch)", "--micro-batches", "\(microBatches)"] + (quick ? ["--quick"] : [])
+    process.arguments =
+      ["--single-process", "--batch", "\(batch)", "--micro-batches", "\(microBatches)"] + (quick ? ["--quick"] : [])
     let standardOutput = Pipe()
     process.standardOutput = standardOutput
     try process.run()
@@ -161,7 +173,8 @@ func concurrentSingleProcesses(_ copies: Int, microBatches: Int) throws -> Doubl
   return try runs.reduce(0) { total, run in
     let text = String(decoding: run.1.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     run.0.waitUntilExit()
-    guard run.0.terminationStatus == 0, let samples = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+    guard run.0.terminationStatus == 0, let samples = Double(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    else {
       throw RPCError(.internal, "a single-process run failed (status \(run.0.terminationStatus)): \(text)")
     }
     return total + samples
@@ -170,7 +183,9 @@ func concurrentSingleProcesses(_ copies: Int, microBatches: Int) throws -> Doubl
 
 try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
 print("{\"batch\":\(batch)}")
-let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("pipemesh").path
+let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+  "pipemesh"
+).path
 /// One training job of one configuration on a running mesh.
 struct Round {
   var samplesPerSecond: Double
@@ -180,7 +195,8 @@ struct Round {
 }
 
 func trainOnce(
-  _ client: RPCClient, services: LocalServices, job: String, schedule: Pipemesh_V1_ScheduleKind, stages: Int, microBatches: Int
+  _ client: RPCClient, services: LocalServices, job: String, schedule: Pipemesh_V1_ScheduleKind, stages: Int,
+  microBatches: Int
 ) async throws -> Round {
   let request = Pipemesh_V1_TrainRequest.inline(
     job: job, model: spec, inputs: inputs, targets: labels, epochs: 1, batchSize: batch, microBatches: microBatches,
@@ -201,7 +217,8 @@ func trainOnce(
       measured.append(progress)
       if let window = cpuWindow, progress.step == progress.totalSteps {
         let elapsed = (ContinuousClock.now - window.startedAt).seconds
-        cpu = cpuByService().mapValues { $0 / elapsed }.merging(window.start.mapValues { -$0 / elapsed }, uniquingKeysWith: +)
+        cpu = cpuByService().mapValues { $0 / elapsed }.merging(
+          window.start.mapValues { -$0 / elapsed }, uniquingKeysWith: +)
       }
     }
   }
@@ -215,7 +232,8 @@ func trainOnce(
 
 func median(_ values: [Double]) -> Double {
   let sorted = values.sorted()
-  return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+  return sorted.count % 2 == 1
+    ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
 }
 
 for stages in stageCounts {
@@ -239,9 +257,11 @@ for stages in stageCounts {
       singles.append(try concurrentSingleProcesses(1, microBatches: 1))
       references.append(try concurrentSingleProcesses(stages, microBatches: microBatches))
       for name in round % 2 == 1 ? schedules : schedules.reversed() {
-        rounds[name, default: []].append(try await trainOnce(
-          client, services: services, job: "\(name)-k\(stages)-m\(microBatches)-r\(round)", schedule: scheduleKinds[name]!,
-          stages: stages, microBatches: microBatches))
+        rounds[name, default: []].append(
+          try await trainOnce(
+            client, services: services, job: "\(name)-k\(stages)-m\(microBatches)-r\(round)",
+            schedule: scheduleKinds[name]!,
+            stages: stages, microBatches: microBatches))
       }
     }
     let single = median(singles)
@@ -256,7 +276,8 @@ for stages in stageCounts {
         sameArithmeticIdeal: sameArithmetic * Double(microBatches) / Double(microBatches + stages - 1),
         busyFraction: last.busyFraction, coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
       print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
-      try last.trace.write(toFile: "\(output)/trace-\(name)-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
+      try last.trace.write(
+        toFile: "\(output)/trace-\(name)-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
     }
   }
   await services.stopAll()

@@ -6,11 +6,11 @@
 //                      runs the workloads (no latency workload for 0
 //                      calls), prints one JSON line each
 import Foundation
+import MeshOps
 import MeshProto
 import MeshRPC
-import Synchronization
 import MeshWire
-import MeshOps
+import Synchronization
 
 let maxMessageBytes = 64 << 20
 let transport = TransportConfiguration(maxMessageBytes: maxMessageBytes)
@@ -59,8 +59,11 @@ func measureLatency(_ client: RPCClient, calls: Int, workload: String) async thr
     latencies.append(seconds(elapsed) * 1e6)
   }
   latencies.sort()
-  print("{\"workload\":\"\(workload)\"," + String(
-    format: "\"p50_us\":%.2f,\"p99_us\":%.2f}", latencies[latencies.count / 2], latencies[latencies.count * 99 / 100]))
+  print(
+    "{\"workload\":\"\(workload)\","
+      + String(
+        format: "\"p50_us\":%.2f,\"p99_us\":%.2f}", latencies[latencies.count / 2],
+        latencies[latencies.count * 99 / 100]))
 }
 
 func runClient(target: String, latencyCalls: Int, workloads: [ThroughputWorkload]) async throws {
@@ -87,9 +90,10 @@ func runClient(target: String, latencyCalls: Int, workloads: [ThroughputWorkload
       }
     }
     let mibPerSecond = 2.0 * Double(workload.bytes * workload.calls) / seconds(elapsed) / Double(1 << 20)
-    print(String(
-      format: "{\"workload\":\"throughput\",\"bytes\":%d,\"in_flight\":%d,\"mib_per_s\":%.1f}",
-      workload.bytes, workload.inFlight, mibPerSecond))
+    print(
+      String(
+        format: "{\"workload\":\"throughput\",\"bytes\":%d,\"in_flight\":%d,\"mib_per_s\":%.1f}",
+        workload.bytes, workload.inFlight, mibPerSecond))
   }
 }
 
@@ -107,6 +111,7 @@ case "client" where arguments.count >= 4:
   }
   try await runClient(target: arguments[2], latencyCalls: latencyCalls, workloads: workloads.map { $0! })
 default:
-  FileHandle.standardError.write(Data("usage: rpc-bench serve | client HOST:PORT LATENCY_CALLS BYTES:IN_FLIGHT:CALLS...\n".utf8))
+  FileHandle.standardError.write(
+    Data("usage: rpc-bench serve | client HOST:PORT LATENCY_CALLS BYTES:IN_FLIGHT:CALLS...\n".utf8))
   exit(2)
 }

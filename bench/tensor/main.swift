@@ -7,161 +7,186 @@ import MeshTensor
 
 /// Best-of-`repeats` seconds per call of `body`, after one warm-up call.
 func secondsPerCall(iterations: Int, repeats: Int = 5, _ body: () -> Void) -> Double {
-    body()
-    var best = Double.infinity
-    for _ in 0..<repeats {
-        let start = ContinuousClock.now
-        for _ in 0..<iterations { body() }
-        let elapsed = ContinuousClock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-        best = min(best, seconds / Double(iterations))
-    }
-    return best
+  body()
+  var best = Double.infinity
+  for _ in 0..<repeats {
+    let start = ContinuousClock.now
+    for _ in 0..<iterations { body() }
+    let elapsed = ContinuousClock.now - start
+    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+    best = min(best, seconds / Double(iterations))
+  }
+  return best
 }
 
 func format(_ value: Double, _ digits: Int = 2) -> String {
-    let scale = (0..<digits).reduce(1.0) { value, _ in value * 10 }
-    return "\((value * scale).rounded() / scale)"
+  let scale = (0..<digits).reduce(1.0) { value, _ in value * 10 }
+  return "\((value * scale).rounded() / scale)"
 }
 
 /// MeshTensor matmul versus cblas_sgemm into a preallocated buffer, square n×n.
 func benchSgemm(n: Int, threads: Int) {
-    BLAS.setThreadCount(threads)
-    let a = Tensor.randomUniform([n, n], seed: 1), b = Tensor.randomUniform([n, n], seed: 2)
-    let aScalars = a.scalars, bScalars = b.scalars
-    var c = [Float](repeating: 0, count: n * n)
-    let flops = 2 * Double(n * n * n)
-    let iterations = max(1, Int(2e9 / flops))
-    let direct = secondsPerCall(iterations: iterations) {
-        c.withUnsafeMutableBufferPointer { out in
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1,
-                        aScalars, Int32(n), bScalars, Int32(n), 0, out.baseAddress, Int32(n))
-        }
+  BLAS.setThreadCount(threads)
+  let a = Tensor.randomUniform([n, n], seed: 1)
+  let b = Tensor.randomUniform([n, n], seed: 2)
+  let aScalars = a.scalars
+  let bScalars = b.scalars
+  var c = [Float](repeating: 0, count: n * n)
+  let flops = 2 * Double(n * n * n)
+  let iterations = max(1, Int(2e9 / flops))
+  let direct = secondsPerCall(iterations: iterations) {
+    c.withUnsafeMutableBufferPointer { out in
+      cblas_sgemm(
+        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1,
+        aScalars, Int32(n), bScalars, Int32(n), 0, out.baseAddress, Int32(n))
     }
-    let mesh = secondsPerCall(iterations: iterations) {
-        _ = withoutGradients { Tensor.matmul(a, b) }
-    }
-    print("sgemm \(n)x\(n)x\(n) threads=\(threads): direct \(format(flops / direct / 1e9)) GFLOP/s, "
-          + "MeshTensor.matmul \(format(flops / mesh / 1e9)) GFLOP/s, ratio \(format(direct / mesh, 3))")
+  }
+  let mesh = secondsPerCall(iterations: iterations) {
+    _ = withoutGradients { Tensor.matmul(a, b) }
+  }
+  print(
+    "sgemm \(n)x\(n)x\(n) threads=\(threads): direct \(format(flops / direct / 1e9)) GFLOP/s, "
+      + "MeshTensor.matmul \(format(flops / mesh / 1e9)) GFLOP/s, ratio \(format(direct / mesh, 3))")
 }
 
 /// One Dense layer (1024→1024, ReLU) forward + backward at batch 256 versus its three sgemms.
 func benchDense(threads: Int) throws {
-    BLAS.setThreadCount(threads)
-    let model = try Sequential(spec: ModelSpec(inputShape: [1024], layers: [.dense(inputSize: 1024, outputSize: 1024, activation: .relu)],
-                                               loss: .meanSquaredError, seed: 1))
-    let variables = model.initialVariables()
-    let input = Tensor.randomUniform([256, 1024], lowerBound: -1, upperBound: 1, seed: 2)
-    let upstream = Tensor.ones([256, 1024])
-    let layer = secondsPerCall(iterations: 5) {
-        let stage = model.forwardStage(input, variables: variables, layers: 0..<1, context: .inference)
-        _ = stage.backward(upstream)
-    }
-    let x = input.scalars, w = variables["dense0/kernel"]!.scalars, g = upstream.scalars
-    var y = [Float](repeating: 0, count: 256 * 1024), dx = y, dw = [Float](repeating: 0, count: 1024 * 1024)
-    let raw = secondsPerCall(iterations: 5) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 256, 1024, 1024, 1, x, 1024, w, 1024, 0, &y, 1024)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 256, 1024, 1024, 1, g, 1024, w, 1024, 0, &dx, 1024)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 1024, 1024, 256, 1, x, 1024, g, 1024, 0, &dw, 1024)
-    }
-    let flops = 3 * 2 * 256.0 * 1024 * 1024
-    print("dense 1024x1024 batch 256 fwd+bwd threads=\(threads): \(format(layer * 1e3)) ms "
-          + "(\(format(flops / layer / 1e9)) GFLOP/s); its 3 sgemms alone \(format(raw * 1e3)) ms; ratio \(format(raw / layer, 3))")
+  BLAS.setThreadCount(threads)
+  let model = try Sequential(
+    spec: ModelSpec(
+      inputShape: [1024], layers: [.dense(inputSize: 1024, outputSize: 1024, activation: .relu)],
+      loss: .meanSquaredError, seed: 1))
+  let variables = model.initialVariables()
+  let input = Tensor.randomUniform([256, 1024], lowerBound: -1, upperBound: 1, seed: 2)
+  let upstream = Tensor.ones([256, 1024])
+  let layer = secondsPerCall(iterations: 5) {
+    let stage = model.forwardStage(input, variables: variables, layers: 0..<1, context: .inference)
+    _ = stage.backward(upstream)
+  }
+  let x = input.scalars
+  let w = variables["dense0/kernel"]!.scalars
+  let g = upstream.scalars
+  var y = [Float](repeating: 0, count: 256 * 1024)
+  var dx = y
+  var dw = [Float](repeating: 0, count: 1024 * 1024)
+  let raw = secondsPerCall(iterations: 5) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 256, 1024, 1024, 1, x, 1024, w, 1024, 0, &y, 1024)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 256, 1024, 1024, 1, g, 1024, w, 1024, 0, &dx, 1024)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 1024, 1024, 256, 1, x, 1024, g, 1024, 0, &dw, 1024)
+  }
+  let flops = 3 * 2 * 256.0 * 1024 * 1024
+  print(
+    "dense 1024x1024 batch 256 fwd+bwd threads=\(threads): \(format(layer * 1e3)) ms "
+      + "(\(format(flops / layer / 1e9)) GFLOP/s); its 3 sgemms alone \(format(raw * 1e3)) ms; ratio \(format(raw / layer, 3))"
+  )
 }
 
 /// inputSize-1024-1024-1024-10 with ReLU and softmax cross-entropy.
 func classifierMLP(inputSize: Int, hiddenLayers: Int = 3) throws -> Sequential {
-    let hidden = (0..<hiddenLayers).map { index in
-        LayerSpec.dense(inputSize: index == 0 ? inputSize : 1024, outputSize: 1024, activation: .relu)
-    }
-    return try Sequential(spec: ModelSpec(
-        inputShape: [inputSize], layers: hidden + [.dense(inputSize: 1024, outputSize: 10, activation: .linear)],
-        loss: .softmaxCrossEntropy, seed: 1))
+  let hidden = (0..<hiddenLayers).map { index in
+    LayerSpec.dense(inputSize: index == 0 ? inputSize : 1024, outputSize: 1024, activation: .relu)
+  }
+  return try Sequential(
+    spec: ModelSpec(
+      inputShape: [inputSize], layers: hidden + [.dense(inputSize: 1024, outputSize: 10, activation: .linear)],
+      loss: .softmaxCrossEntropy, seed: 1))
 }
 
 /// A full training step (forward, softmax cross-entropy, backward, Adam) of 784-1024-1024-1024-10.
 func benchMLP(threads: Int) throws {
-    BLAS.setThreadCount(threads)
-    let model = try classifierMLP(inputSize: 784)
-    var variables = model.initialVariables()
-    var slots: [String: [String: Tensor]] = [:]
-    let optimizer = Adam(learningRate: .constant(1e-3))
-    let input = Tensor.randomUniform([256, 784], seed: 3)
-    let labels = Tensor(shape: [256], scalars: (0..<256).map { Float($0 % 10) })
-    var step = 0
-    let seconds = secondsPerCall(iterations: 5) {
-        step += 1
-        let result = model.lossAndGradients(input: input, target: labels, variables: variables, context: ForwardContext(training: true))
-        optimizer.update(&variables, along: result.gradients, slots: &slots, step: step)
-    }
-    // Forward and weight-gradient products for every layer; no input gradient for the first layer.
-    let flops = 2 * 256.0 * Double(3 * (1024 * 1024 * 2 + 1024 * 10) + 2 * 784 * 1024)
-    print("mlp 784-1024-1024-1024-10 batch 256 train step (Adam) threads=\(threads): \(format(seconds * 1e3)) ms, "
-          + "\(format(256 / seconds, 0)) samples/s (\(format(flops / seconds / 1e9)) GFLOP/s in matmuls)")
+  BLAS.setThreadCount(threads)
+  let model = try classifierMLP(inputSize: 784)
+  var variables = model.initialVariables()
+  var slots: [String: [String: Tensor]] = [:]
+  let optimizer = Adam(learningRate: .constant(1e-3))
+  let input = Tensor.randomUniform([256, 784], seed: 3)
+  let labels = Tensor(shape: [256], scalars: (0..<256).map { Float($0 % 10) })
+  var step = 0
+  let seconds = secondsPerCall(iterations: 5) {
+    step += 1
+    let result = model.lossAndGradients(
+      input: input, target: labels, variables: variables, context: ForwardContext(training: true))
+    optimizer.update(&variables, along: result.gradients, slots: &slots, step: step)
+  }
+  // Forward and weight-gradient products for every layer; no input gradient for the first layer.
+  let flops = 2 * 256.0 * Double(3 * (1024 * 1024 * 2 + 1024 * 10) + 2 * 784 * 1024)
+  print(
+    "mlp 784-1024-1024-1024-10 batch 256 train step (Adam) threads=\(threads): \(format(seconds * 1e3)) ms, "
+      + "\(format(256 / seconds, 0)) samples/s (\(format(flops / seconds / 1e9)) GFLOP/s in matmuls)")
 }
 
 /// Conv2D (16→32 channels, 3×3, padding 1, ReLU) on 32×32 images, batch 32, forward + backward.
 func benchConv(threads: Int) throws {
-    BLAS.setThreadCount(threads)
-    let model = try Sequential(spec: ModelSpec(
-        inputShape: [16, 32, 32],
-        layers: [.conv2d(inputChannels: 16, outputChannels: 32, kernelSize: 3, stride: 1, padding: 1, activation: .relu)],
-        loss: .meanSquaredError, seed: 1))
-    let variables = model.initialVariables()
-    let input = Tensor.randomUniform([32, 16, 32, 32], seed: 2)
-    let upstream = Tensor.ones([32, 32, 32, 32])
-    let forward = secondsPerCall(iterations: 3) { _ = model(input, variables: variables) }
-    let both = secondsPerCall(iterations: 3) {
-        _ = model.forwardStage(input, variables: variables, layers: 0..<1, context: .inference).backward(upstream)
-    }
-    let flops = 2 * 32.0 * 32 * 32 * 32 * 16 * 9
-    print("conv2d 16->32 3x3 pad 1 on 32x32 batch 32 threads=\(threads): forward \(format(forward * 1e3)) ms "
-          + "(\(format(flops / forward / 1e9)) GFLOP/s), forward+backward \(format(both * 1e3)) ms "
-          + "(\(format(3 * flops / both / 1e9)) GFLOP/s)")
+  BLAS.setThreadCount(threads)
+  let model = try Sequential(
+    spec: ModelSpec(
+      inputShape: [16, 32, 32],
+      layers: [.conv2d(inputChannels: 16, outputChannels: 32, kernelSize: 3, stride: 1, padding: 1, activation: .relu)],
+      loss: .meanSquaredError, seed: 1))
+  let variables = model.initialVariables()
+  let input = Tensor.randomUniform([32, 16, 32, 32], seed: 2)
+  let upstream = Tensor.ones([32, 32, 32, 32])
+  let forward = secondsPerCall(iterations: 3) { _ = model(input, variables: variables) }
+  let both = secondsPerCall(iterations: 3) {
+    _ = model.forwardStage(input, variables: variables, layers: 0..<1, context: .inference).backward(upstream)
+  }
+  let flops = 2 * 32.0 * 32 * 32 * 32 * 16 * 9
+  print(
+    "conv2d 16->32 3x3 pad 1 on 32x32 batch 32 threads=\(threads): forward \(format(forward * 1e3)) ms "
+      + "(\(format(flops / forward / 1e9)) GFLOP/s), forward+backward \(format(both * 1e3)) ms "
+      + "(\(format(3 * flops / both / 1e9)) GFLOP/s)")
 }
 
 /// An MLP of four hidden layers (1536-1024-1024-1024-1024-10, one BLAS thread): forward and backward of a whole step
 /// of 256 or 1,024 examples in M micro-batches with the gradients summed as a stage sums them, in one process, so
 /// that the cost of smaller products is seen apart from any RPC.
 func benchMicroBatches() throws {
-    BLAS.setThreadCount(1)
-    let model = try classifierMLP(inputSize: 1536, hiddenLayers: 4)
-    let variables = model.initialVariables()
-    for batch in [256, 1024] {
-        let input = Tensor.randomUniform([batch, 1536], seed: 3)
-        let labels = Tensor(shape: [batch], scalars: (0..<batch).map { Float($0 % 10) })
-        for microBatches in [1, 2, 4, 8] {
-            let rows = batch / microBatches
-            let seconds = secondsPerCall(iterations: 3) {
-                var summed: [String: Tensor] = [:]
-                for index in 0..<microBatches {
-                    let range = (index * rows)..<((index + 1) * rows)
-                    let target = labels.slice(axis: 0, range: range)
-                    let stage = model.forwardStage(input.slice(axis: 0, range: range), variables: variables, layers: 0..<5,
-                                                   context: ForwardContext(training: true), inputGradient: false)
-                    let (_, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) { model.loss(output: $0[0], target: target) }
-                    _ = stage.backward(lossGradient[0], addingInto: &summed)
-                }
-            }
-            print("mlp 1536-1024-1024-1024-1024-10 batch \(batch) as \(microBatches) micro-batches of \(rows) rows, "
-                  + "forward+backward: \(format(seconds * 1e3)) ms")
+  BLAS.setThreadCount(1)
+  let model = try classifierMLP(inputSize: 1536, hiddenLayers: 4)
+  let variables = model.initialVariables()
+  for batch in [256, 1024] {
+    let input = Tensor.randomUniform([batch, 1536], seed: 3)
+    let labels = Tensor(shape: [batch], scalars: (0..<batch).map { Float($0 % 10) })
+    for microBatches in [1, 2, 4, 8] {
+      let rows = batch / microBatches
+      let seconds = secondsPerCall(iterations: 3) {
+        var summed: [String: Tensor] = [:]
+        for index in 0..<microBatches {
+          let range = (index * rows)..<((index + 1) * rows)
+          let target = labels.slice(axis: 0, range: range)
+          let stage = model.forwardStage(
+            input.slice(axis: 0, range: range), variables: variables, layers: 0..<5,
+            context: ForwardContext(training: true), inputGradient: false)
+          let (_, lossGradient) = Autodiff.valueWithGradient(at: [stage.output]) {
+            model.loss(output: $0[0], target: target)
+          }
+          _ = stage.backward(lossGradient[0], addingInto: &summed)
         }
+      }
+      print(
+        "mlp 1536-1024-1024-1024-1024-10 batch \(batch) as \(microBatches) micro-batches of \(rows) rows, "
+          + "forward+backward: \(format(seconds * 1e3)) ms")
     }
-    for rows in [32, 64, 128, 256] {
-        let a = Tensor.randomUniform([rows, 1024], seed: 1), b = Tensor.randomUniform([1024, 1024], seed: 2)
-        let seconds = secondsPerCall(iterations: 20) { _ = withoutGradients { Tensor.matmul(a, b) } }
-        print("sgemm \(rows)x1024x1024 threads=1: \(format(2 * Double(rows) * 1024 * 1024 / seconds / 1e9)) GFLOP/s")
-    }
+  }
+  for rows in [32, 64, 128, 256] {
+    let a = Tensor.randomUniform([rows, 1024], seed: 1)
+    let b = Tensor.randomUniform([1024, 1024], seed: 2)
+    let seconds = secondsPerCall(iterations: 20) { _ = withoutGradients { Tensor.matmul(a, b) } }
+    print("sgemm \(rows)x1024x1024 threads=1: \(format(2 * Double(rows) * 1024 * 1024 / seconds / 1e9)) GFLOP/s")
+  }
 }
 
 /// The host's 1-minute load average, to judge how much of the machine the figures had.
 func loadAverage() -> String {
-    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "unknown"
+  (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init)
+    ?? "unknown"
 }
 
-print("OpenBLAS \(String(cString: openblas_get_config())), \(ProcessInfo.processInfo.activeProcessorCount) cores, load average \(loadAverage())")
+print(
+  "OpenBLAS \(String(cString: openblas_get_config())), \(ProcessInfo.processInfo.activeProcessorCount) cores, load average \(loadAverage())"
+)
 for threads in [1, 2] {
-    for n in [256, 512, 1024] { benchSgemm(n: n, threads: threads) }
+  for n in [256, 512, 1024] { benchSgemm(n: n, threads: threads) }
 }
 for threads in [1, 2] { try benchDense(threads: threads) }
 for threads in [1, 2] { try benchMLP(threads: threads) }

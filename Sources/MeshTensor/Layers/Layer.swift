@@ -1,113 +1,114 @@
 /// Settings of one forward pass.
 public struct ForwardContext: Sendable {
-    /// Whether dropout is active.
-    public var training: Bool
-    /// Seed for stochastic layers; vary it per step and micro-batch. Each layer derives its own
-    /// stream from it and the layer name.
-    public var seed: UInt64
+  /// Whether dropout is active.
+  public var training: Bool
+  /// Seed for stochastic layers; vary it per step and micro-batch. Each layer derives its own
+  /// stream from it and the layer name.
+  public var seed: UInt64
 
-    public init(training: Bool, seed: UInt64 = 0) {
-        self.training = training
-        self.seed = seed
-    }
+  public init(training: Bool, seed: UInt64 = 0) {
+    self.training = training
+    self.seed = seed
+  }
 
-    /// Inference: no dropout.
-    public static let inference = ForwardContext(training: false)
+  /// Inference: no dropout.
+  public static let inference = ForwardContext(training: false)
 }
 
 /// A trainable variable a layer needs: its stable name (for example "dense0/kernel"), shape,
 /// initialiser, and whether the L2 penalty applies to it (weights yes, biases and norms no).
 public struct VariableDeclaration: Sendable, Equatable {
-    public let name: String
-    public let shape: [Int]
-    public let initializer: Initializer
-    public let regularized: Bool
+  public let name: String
+  public let shape: [Int]
+  public let initializer: Initializer
+  public let regularized: Bool
 
-    public init(name: String, shape: [Int], initializer: Initializer, regularized: Bool) {
-        self.name = name
-        self.shape = shape
-        self.initializer = initializer
-        self.regularized = regularized
-    }
+  public init(name: String, shape: [Int], initializer: Initializer, regularized: Bool) {
+    self.name = name
+    self.shape = shape
+    self.initializer = initializer
+    self.regularized = regularized
+  }
 
-    /// The number of scalars.
-    public var scalarCount: Int { shape.reduce(1, *) }
+  /// The number of scalars.
+  public var scalarCount: Int { shape.reduce(1, *) }
 }
 
 /// A model layer. Layers hold configuration only; variable values live in a `[String: Tensor]`
 /// keyed by `VariableDeclaration.name`, so a parameter server can own them.
 /// Shapes passed to and returned by the shape and cost functions exclude the batch axis.
 public protocol Layer: Sendable {
-    /// Unique, stable name within the model, e.g. "dense0"; variables are prefixed with it.
-    var name: String { get }
-    /// The variables this layer owns.
-    var variableDeclarations: [VariableDeclaration] { get }
-    /// Variables owned by another layer that this one reads too (tied weights).
-    var sharedVariables: [VariableDeclaration] { get }
-    /// Per-sample output shape for a per-sample input shape, or an error if the input does not fit.
-    func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int]
-    /// Estimated floating-point operations of one sample's forward pass (backward is about 2×).
-    func flops(forInput inputShape: [Int]) -> Int
-    /// Scalars one sample keeps from its forward pass to its backward: the
-    /// output, and what the layer records inside (attention scores, gates).
-    func keptScalars(forInput inputShape: [Int]) -> Int
-    /// Applies the layer to a batch.
-    func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor
+  /// Unique, stable name within the model, e.g. "dense0"; variables are prefixed with it.
+  var name: String { get }
+  /// The variables this layer owns.
+  var variableDeclarations: [VariableDeclaration] { get }
+  /// Variables owned by another layer that this one reads too (tied weights).
+  var sharedVariables: [VariableDeclaration] { get }
+  /// Per-sample output shape for a per-sample input shape, or an error if the input does not fit.
+  func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int]
+  /// Estimated floating-point operations of one sample's forward pass (backward is about 2×).
+  func flops(forInput inputShape: [Int]) -> Int
+  /// Scalars one sample keeps from its forward pass to its backward: the
+  /// output, and what the layer records inside (attention scores, gates).
+  func keptScalars(forInput inputShape: [Int]) -> Int
+  /// Applies the layer to a batch.
+  func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor
 }
 
 extension Layer {
-    public var sharedVariables: [VariableDeclaration] { [] }
+  public var sharedVariables: [VariableDeclaration] { [] }
 
-    public func keptScalars(forInput inputShape: [Int]) -> Int {
-        ((try? outputShape(forInput: inputShape)) ?? []).reduce(1, *)
+  public func keptScalars(forInput inputShape: [Int]) -> Int {
+    ((try? outputShape(forInput: inputShape)) ?? []).reduce(1, *)
+  }
+
+  /// Total number of trainable scalars.
+  public var parameterCount: Int { variableDeclarations.reduce(0) { $0 + $1.scalarCount } }
+
+  /// The value of this layer's variable `suffix` (e.g. "kernel") in `variables`.
+  func variable(_ suffix: String, in variables: [String: Tensor]) -> Tensor {
+    let key = "\(name)/\(suffix)"
+    guard let value = variables[key] else { preconditionFailure("variable \(key) is missing") }
+    return value
+  }
+
+  /// Declares variable `suffix` of this layer.
+  func declare(_ suffix: String, _ shape: [Int], _ initializer: Initializer, regularized: Bool) -> VariableDeclaration {
+    VariableDeclaration(name: "\(name)/\(suffix)", shape: shape, initializer: initializer, regularized: regularized)
+  }
+
+  /// Throws unless `inputShape` has `rank` axes and, when given, last extent `last`.
+  func require(_ inputShape: [Int], rank: Int, last: Int? = nil) throws(ModelSpecError) {
+    guard inputShape.count == rank, last == nil || inputShape.last == last else {
+      throw ModelSpecError(
+        "layer \(name) expects a per-sample input of rank \(rank)"
+          + (last.map { " with last extent \($0)" } ?? "") + ", got \(inputShape)")
     }
-
-    /// Total number of trainable scalars.
-    public var parameterCount: Int { variableDeclarations.reduce(0) { $0 + $1.scalarCount } }
-
-    /// The value of this layer's variable `suffix` (e.g. "kernel") in `variables`.
-    func variable(_ suffix: String, in variables: [String: Tensor]) -> Tensor {
-        let key = "\(name)/\(suffix)"
-        guard let value = variables[key] else { preconditionFailure("variable \(key) is missing") }
-        return value
-    }
-
-    /// Declares variable `suffix` of this layer.
-    func declare(_ suffix: String, _ shape: [Int], _ initializer: Initializer, regularized: Bool) -> VariableDeclaration {
-        VariableDeclaration(name: "\(name)/\(suffix)", shape: shape, initializer: initializer, regularized: regularized)
-    }
-
-    /// Throws unless `inputShape` has `rank` axes and, when given, last extent `last`.
-    func require(_ inputShape: [Int], rank: Int, last: Int? = nil) throws(ModelSpecError) {
-        guard inputShape.count == rank, last == nil || inputShape.last == last else {
-            throw ModelSpecError("layer \(name) expects a per-sample input of rank \(rank)"
-                + (last.map { " with last extent \($0)" } ?? "") + ", got \(inputShape)")
-        }
-    }
+  }
 }
 
 /// Element-wise activation functions.
 public enum Activation: String, Codable, Sendable, Equatable {
-    case linear, relu, tanh, sigmoid, gelu
+  case linear, relu, tanh, sigmoid, gelu
 
-    /// Applies the activation (GELU uses the tanh approximation).
-    public func apply(_ x: Tensor) -> Tensor {
-        switch self {
-        case .linear: return x
-        case .relu: return x.relu()
-        case .tanh: return x.tanh()
-        case .sigmoid: return x.sigmoid()
-        case .gelu: return x.gelu()
-        }
+  /// Applies the activation (GELU uses the tanh approximation).
+  public func apply(_ x: Tensor) -> Tensor {
+    switch self {
+    case .linear: return x
+    case .relu: return x.relu()
+    case .tanh: return x.tanh()
+    case .sigmoid: return x.sigmoid()
+    case .gelu: return x.gelu()
     }
+  }
 
-    /// Rough FLOPs per element, for cost estimates.
-    var flopsPerElement: Int {
-        switch self {
-        case .linear: return 0
-        case .relu: return 1
-        case .tanh, .sigmoid: return 4
-        case .gelu: return 8
-        }
+  /// Rough FLOPs per element, for cost estimates.
+  var flopsPerElement: Int {
+    switch self {
+    case .linear: return 0
+    case .relu: return 1
+    case .tanh, .sigmoid: return 4
+    case .gelu: return 8
     }
+  }
 }

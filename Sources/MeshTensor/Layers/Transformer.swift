@@ -4,79 +4,82 @@ import Foundation
 /// x + Attention(LayerNorm(x)), then x + MLP(LayerNorm(x)), with multi-head causal
 /// self-attention and a GELU (tanh approximation) MLP.
 public struct TransformerBlock: Layer {
-    public let name: String
-    public let modelSize: Int
-    public let headCount: Int
-    public let mlpSize: Int
+  public let name: String
+  public let modelSize: Int
+  public let headCount: Int
+  public let mlpSize: Int
 
-    public init(name: String, modelSize: Int, headCount: Int, mlpSize: Int) {
-        self.name = name
-        self.modelSize = modelSize
-        self.headCount = headCount
-        self.mlpSize = mlpSize
-    }
+  public init(name: String, modelSize: Int, headCount: Int, mlpSize: Int) {
+    self.name = name
+    self.modelSize = modelSize
+    self.headCount = headCount
+    self.mlpSize = mlpSize
+  }
 
-    public var variableDeclarations: [VariableDeclaration] {
-        let d = modelSize, m = mlpSize
-        return [
-            declare("ln1/gamma", [d], .ones, regularized: false),
-            declare("ln1/beta", [d], .zeros, regularized: false),
-            declare("attention/qkv_kernel", [d, 3 * d], .glorotUniform(fanIn: d, fanOut: 3 * d), regularized: true),
-            declare("attention/qkv_bias", [3 * d], .zeros, regularized: false),
-            declare("attention/output_kernel", [d, d], .glorotUniform(fanIn: d, fanOut: d), regularized: true),
-            declare("attention/output_bias", [d], .zeros, regularized: false),
-            declare("ln2/gamma", [d], .ones, regularized: false),
-            declare("ln2/beta", [d], .zeros, regularized: false),
-            declare("mlp/kernel1", [d, m], .glorotUniform(fanIn: d, fanOut: m), regularized: true),
-            declare("mlp/bias1", [m], .zeros, regularized: false),
-            declare("mlp/kernel2", [m, d], .glorotUniform(fanIn: m, fanOut: d), regularized: true),
-            declare("mlp/bias2", [d], .zeros, regularized: false),
-        ]
-    }
+  public var variableDeclarations: [VariableDeclaration] {
+    let d = modelSize
+    let m = mlpSize
+    return [
+      declare("ln1/gamma", [d], .ones, regularized: false),
+      declare("ln1/beta", [d], .zeros, regularized: false),
+      declare("attention/qkv_kernel", [d, 3 * d], .glorotUniform(fanIn: d, fanOut: 3 * d), regularized: true),
+      declare("attention/qkv_bias", [3 * d], .zeros, regularized: false),
+      declare("attention/output_kernel", [d, d], .glorotUniform(fanIn: d, fanOut: d), regularized: true),
+      declare("attention/output_bias", [d], .zeros, regularized: false),
+      declare("ln2/gamma", [d], .ones, regularized: false),
+      declare("ln2/beta", [d], .zeros, regularized: false),
+      declare("mlp/kernel1", [d, m], .glorotUniform(fanIn: d, fanOut: m), regularized: true),
+      declare("mlp/bias1", [m], .zeros, regularized: false),
+      declare("mlp/kernel2", [m, d], .glorotUniform(fanIn: m, fanOut: d), regularized: true),
+      declare("mlp/bias2", [d], .zeros, regularized: false),
+    ]
+  }
 
-    public func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int] {
-        try require(inputShape, rank: 2, last: modelSize)
-        guard headCount > 0, modelSize % headCount == 0 else {
-            throw ModelSpecError("layer \(name): model size \(modelSize) is not divisible by \(headCount) heads")
-        }
-        return inputShape
+  public func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int] {
+    try require(inputShape, rank: 2, last: modelSize)
+    guard headCount > 0, modelSize % headCount == 0 else {
+      throw ModelSpecError("layer \(name): model size \(modelSize) is not divisible by \(headCount) heads")
     }
+    return inputShape
+  }
 
-    public func flops(forInput inputShape: [Int]) -> Int {
-        let t = inputShape.first ?? 0, d = modelSize
-        return t * (2 * d * 3 * d + 2 * d * d + 4 * d * mlpSize) + 4 * t * t * d
-    }
+  public func flops(forInput inputShape: [Int]) -> Int {
+    let t = inputShape.first ?? 0
+    let d = modelSize
+    return t * (2 * d * 3 * d + 2 * d * d + 4 * d * mlpSize) + 4 * t * t * d
+  }
 
-    /// The output, the normalised inputs, queries, keys and values, the
-    /// attention's scores and weights per head, and the MLP's hidden layer.
-    public func keptScalars(forInput inputShape: [Int]) -> Int {
-        let t = inputShape.first ?? 0, d = modelSize
-        return t * d * 7 + 2 * headCount * t * t + 2 * t * mlpSize
-    }
+  /// The output, the normalised inputs, queries, keys and values, the
+  /// attention's scores and weights per head, and the MLP's hidden layer.
+  public func keptScalars(forInput inputShape: [Int]) -> Int {
+    let t = inputShape.first ?? 0
+    let d = modelSize
+    return t * d * 7 + 2 * headCount * t * t + 2 * t * mlpSize
+  }
 
-    public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
-        func v(_ suffix: String) -> Tensor { variable(suffix, in: variables) }
-        let attended = input + attention(input.layerNormalized(gamma: v("ln1/gamma"), beta: v("ln1/beta")), v)
-        let normalized = attended.layerNormalized(gamma: v("ln2/gamma"), beta: v("ln2/beta"))
-        let hidden = (Tensor.matmul(normalized, v("mlp/kernel1")) + v("mlp/bias1")).gelu()
-        return attended + Tensor.matmul(hidden, v("mlp/kernel2")) + v("mlp/bias2")
-    }
+  public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
+    func v(_ suffix: String) -> Tensor { variable(suffix, in: variables) }
+    let attended = input + attention(input.layerNormalized(gamma: v("ln1/gamma"), beta: v("ln1/beta")), v)
+    let normalized = attended.layerNormalized(gamma: v("ln2/gamma"), beta: v("ln2/beta"))
+    let hidden = (Tensor.matmul(normalized, v("mlp/kernel1")) + v("mlp/bias1")).gelu()
+    return attended + Tensor.matmul(hidden, v("mlp/kernel2")) + v("mlp/bias2")
+  }
 
-    /// Multi-head causal self-attention of normalised input x [B, T, D].
-    private func attention(_ x: Tensor, _ v: (String) -> Tensor) -> Tensor {
-        let (batch, steps, d) = (x.shape[0], x.shape[1], modelSize)
-        let headSize = d / headCount
-        let qkv = (Tensor.matmul(x, v("attention/qkv_kernel")) + v("attention/qkv_bias"))
-            .reshaped(to: [batch, steps, 3, headCount, headSize])
-            .permuted([2, 0, 3, 1, 4])  // [3, B, H, T, hs]
-        func part(_ index: Int) -> Tensor {
-            qkv.slice(axis: 0, range: index..<(index + 1)).reshaped(to: [batch, headCount, steps, headSize])
-        }
-        let scores = Tensor.matmul(part(0), part(1), transposeB: true) * (1 / Float(headSize).squareRoot())
-        let weights = scores.masked(where: Tensor.causalMask(size: steps), with: -1e9).softmax()
-        let heads = Tensor.matmul(weights, part(2))  // [B, H, T, hs]
-            .permuted([0, 2, 1, 3])
-            .reshaped(to: [batch, steps, d])
-        return Tensor.matmul(heads, v("attention/output_kernel")) + v("attention/output_bias")
+  /// Multi-head causal self-attention of normalised input x [B, T, D].
+  private func attention(_ x: Tensor, _ v: (String) -> Tensor) -> Tensor {
+    let (batch, steps, d) = (x.shape[0], x.shape[1], modelSize)
+    let headSize = d / headCount
+    let qkv = (Tensor.matmul(x, v("attention/qkv_kernel")) + v("attention/qkv_bias"))
+      .reshaped(to: [batch, steps, 3, headCount, headSize])
+      .permuted([2, 0, 3, 1, 4])  // [3, B, H, T, hs]
+    func part(_ index: Int) -> Tensor {
+      qkv.slice(axis: 0, range: index..<(index + 1)).reshaped(to: [batch, headCount, steps, headSize])
     }
+    let scores = Tensor.matmul(part(0), part(1), transposeB: true) * (1 / Float(headSize).squareRoot())
+    let weights = scores.masked(where: Tensor.causalMask(size: steps), with: -1e9).softmax()
+    let heads = Tensor.matmul(weights, part(2))  // [B, H, T, hs]
+      .permuted([0, 2, 1, 3])
+      .reshaped(to: [batch, steps, d])
+    return Tensor.matmul(heads, v("attention/output_kernel")) + v("attention/output_bias")
+  }
 }

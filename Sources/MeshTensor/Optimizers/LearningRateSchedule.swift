@@ -2,45 +2,47 @@ import Foundation
 
 /// Learning rate as a function of the 1-based step number.
 public indirect enum LearningRateSchedule: Codable, Sendable, Equatable {
-    /// The same rate every step.
-    case constant(Float)
-    /// `initial · factor^⌊(step − 1) / every⌋`.
-    case step(initial: Float, factor: Float, every: Int)
-    /// Cosine decay from `initial` to `minimum` over `totalSteps`, then `minimum`.
-    case cosine(initial: Float, minimum: Float, totalSteps: Int)
-    /// Rises linearly from rate/steps to the rate of `then` over `steps`, then follows `then`
-    /// (whose step count starts after the warm-up).
-    case linearWarmup(steps: Int, then: LearningRateSchedule)
+  /// The same rate every step.
+  case constant(Float)
+  /// `initial · factor^⌊(step − 1) / every⌋`.
+  case step(initial: Float, factor: Float, every: Int)
+  /// Cosine decay from `initial` to `minimum` over `totalSteps`, then `minimum`.
+  case cosine(initial: Float, minimum: Float, totalSteps: Int)
+  /// Rises linearly from rate/steps to the rate of `then` over `steps`, then follows `then`
+  /// (whose step count starts after the warm-up).
+  case linearWarmup(steps: Int, then: LearningRateSchedule)
 
-    /// The learning rate for `step` (1-based).
-    public func rate(atStep step: Int) -> Float {
-        precondition(step >= 1, "steps are 1-based, got \(step)")
-        switch self {
-        case .constant(let rate):
-            return rate
-        case let .step(initial, factor, every):
-            return initial * Foundation.pow(factor, Float((step - 1) / Swift.max(every, 1)))
-        case let .cosine(initial, minimum, totalSteps):
-            let progress = Swift.min(Float(step - 1) / Float(Swift.max(totalSteps, 1)), 1)
-            return minimum + (initial - minimum) * 0.5 * (1 + Foundation.cos(Float.pi * progress))
-        case let .linearWarmup(steps, then):
-            if step <= steps { return then.rate(atStep: 1) * Float(step) / Float(steps) }
-            return then.rate(atStep: step - steps)
-        }
+  /// The learning rate for `step` (1-based).
+  public func rate(atStep step: Int) -> Float {
+    precondition(step >= 1, "steps are 1-based, got \(step)")
+    switch self {
+    case .constant(let rate):
+      return rate
+    case .step(let initial, let factor, let every):
+      return initial * Foundation.pow(factor, Float((step - 1) / Swift.max(every, 1)))
+    case .cosine(let initial, let minimum, let totalSteps):
+      let progress = Swift.min(Float(step - 1) / Float(Swift.max(totalSteps, 1)), 1)
+      return minimum + (initial - minimum) * 0.5 * (1 + Foundation.cos(Float.pi * progress))
+    case .linearWarmup(let steps, let then):
+      if step <= steps { return then.rate(atStep: 1) * Float(step) / Float(steps) }
+      return then.rate(atStep: step - steps)
     }
+  }
 }
 
 /// Scales all gradients by min(1, maxNorm / globalNorm), where globalNorm is the Euclidean norm
 /// of all gradients together. Returns the clipped gradients and the norm before clipping.
-public func clipByGlobalNorm(_ gradients: [String: Tensor], maxNorm: Float) -> (gradients: [String: Tensor], globalNorm: Float) {
-    var sumOfSquares: Double = 0
-    for gradient in gradients.values {
-        gradient.withUnsafeBufferPointer { values in
-            for value in values { sumOfSquares += Double(value) * Double(value) }
-        }
+public func clipByGlobalNorm(_ gradients: [String: Tensor], maxNorm: Float) -> (
+  gradients: [String: Tensor], globalNorm: Float
+) {
+  var sumOfSquares: Double = 0
+  for gradient in gradients.values {
+    gradient.withUnsafeBufferPointer { values in
+      for value in values { sumOfSquares += Double(value) * Double(value) }
     }
-    let norm = Float(sumOfSquares.squareRoot())
-    guard norm > maxNorm, norm > 0 else { return (gradients, norm) }
-    let scale = maxNorm / norm
-    return (withoutGradients { gradients.mapValues { $0 * scale } }, norm)
+  }
+  let norm = Float(sumOfSquares.squareRoot())
+  guard norm > maxNorm, norm > 0 else { return (gradients, norm) }
+  let scale = maxNorm / norm
+  return (withoutGradients { gradients.mapValues { $0 * scale } }, norm)
 }

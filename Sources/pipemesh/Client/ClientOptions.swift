@@ -10,7 +10,8 @@ struct ClientOptions: ParsableArguments {
 
   @OptionGroup var tls: TLSOptions
 
-  @Option(help: "File holding the bearer token the coordinator knows you by; else PIPEMESH_TOKEN. [PIPEMESH_TOKEN_FILE]")
+  @Option(
+    help: "File holding the bearer token the coordinator knows you by; else PIPEMESH_TOKEN. [PIPEMESH_TOKEN_FILE]")
   var tokenFile: String?
 
   @Flag(help: "Print answers as JSON (one object per line), for scripts.")
@@ -22,7 +23,8 @@ struct ClientOptions: ParsableArguments {
     }
     var metadata = Metadata()
     if let token = try token() { metadata.append("Bearer \(token)", forKey: "authorization") }
-    return try RPCClient(target: target, transport: .init(tls: try tls.configuration(server: false)), metadata: metadata)
+    return try RPCClient(
+      target: target, transport: .init(tls: try tls.configuration(server: false)), metadata: metadata)
   }
 
   /// The token from --token-file (or PIPEMESH_TOKEN_FILE), else PIPEMESH_TOKEN; nil when none is given.
@@ -66,7 +68,8 @@ enum ClientExit {
     switch error.code {
     case .unavailable, .deadlineExceeded: return unavailable
     case .unauthenticated, .permissionDenied: return notPermitted
-    case .invalidArgument, .notFound, .failedPrecondition, .alreadyExists, .outOfRange, .resourceExhausted: return invalidRequest
+    case .invalidArgument, .notFound, .failedPrecondition, .alreadyExists, .outOfRange, .resourceExhausted:
+      return invalidRequest
     default: return jobFailed
     }
   }

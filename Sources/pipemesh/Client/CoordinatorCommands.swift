@@ -41,7 +41,8 @@ struct Train: AsyncParsableCommand {
     let data = try loadDataset(training.datasetReference)
     return defaultModel(
       inputShape: Array(data.inputs.shape.dropFirst()),
-      outputs: training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1), regression: training.regression)
+      outputs: training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1),
+      regression: training.regression)
   }
 }
 
@@ -73,11 +74,13 @@ struct Infer: AsyncParsableCommand {
       throw ValidationError(error.message)
     }
     try await withExitCodes {
-      let response = try await client.client().call(CoordinatorMethods.infer, .with {
-        $0.job = job
-        $0.inputs = Pipemesh_V1_Tensor(inputs)
-        $0.microBatches = Int32(microBatches)
-      })
+      let response = try await client.client().call(
+        CoordinatorMethods.infer,
+        .with {
+          $0.job = job
+          $0.inputs = Pipemesh_V1_Tensor(inputs)
+          $0.microBatches = Int32(microBatches)
+        })
       let outputs = try Tensor(wire: response.outputs, what: "outputs")
       let width = outputs.shape.dropFirst().reduce(1, *)
       let rows = (0..<outputs.shape[0]).map { Array(outputs.scalars[($0 * width)..<(($0 + 1) * width)]) }
@@ -135,9 +138,10 @@ struct Plan: AsyncParsableCommand {
         say(try response.jsonString())
       } else {
         for stage in response.stages {
-          say(String(
-            format: "stage %d  layers %d..<%d  %lld parameters  %.3g FLOPs/example", stage.stage, stage.firstLayer,
-            stage.endLayer, stage.parameters, stage.estimatedFlops))
+          say(
+            String(
+              format: "stage %d  layers %d..<%d  %lld parameters  %.3g FLOPs/example", stage.stage, stage.firstLayer,
+              stage.endLayer, stage.parameters, stage.estimatedFlops))
         }
         say(String(format: "imbalance %.3f (largest stage over the mean; 1 is perfect)", response.imbalance))
       }
@@ -198,7 +202,8 @@ extension ClientOptions {
   /// Prints a job as JSON, or as one tab-separated line.
   func show(_ job: Pipemesh_V1_Job) throws {
     guard !json else { return try printJSON(job) }
-    say("\(job.job)\t\(job.state)\tstep \(job.step)/\(job.totalSteps)\tloss \(String(format: "%.4f", job.loss))"
-      + (job.error.isEmpty ? "" : "\t\(job.error)"))
+    say(
+      "\(job.job)\t\(job.state)\tstep \(job.step)/\(job.totalSteps)\tloss \(String(format: "%.4f", job.loss))"
+        + (job.error.isEmpty ? "" : "\t\(job.error)"))
   }
 }

@@ -19,8 +19,9 @@ struct ProgressDisplay {
   mutating func show(_ progress: Pipemesh_V1_TrainProgress) {
     if progress.evaluated {
       finishLine()
-      say(String(format: "epoch %d  validation loss %.4f", progress.epoch, progress.validationLoss)
-        + (showsAccuracy ? String(format: "  accuracy %.1f%%", progress.validationAccuracy * 100) : ""))
+      say(
+        String(format: "epoch %d  validation loss %.4f", progress.epoch, progress.validationLoss)
+          + (showsAccuracy ? String(format: "  accuracy %.1f%%", progress.validationAccuracy * 100) : ""))
       return
     }
     guard !progress.done else {
@@ -31,7 +32,10 @@ struct ProgressDisplay {
     let elapsed = ContinuousClock.now - started
     let remaining = fraction > 0 ? elapsed.seconds * (1 - fraction) / fraction : 0
     let accuracy = showsAccuracy ? String(format: "  acc %5.1f%%", progress.accuracy * 100) : ""
-    let status = String(format: "epoch %d  step %lld/%lld  loss %.4f", progress.epoch, progress.step, progress.totalSteps, progress.loss)
+    let status =
+      String(
+        format: "epoch %d  step %lld/%lld  loss %.4f", progress.epoch, progress.step, progress.totalSteps, progress.loss
+      )
       + accuracy + String(format: "  %.0f samples/s  ETA ", progress.samplesPerSecond) + Self.clock(remaining)
     if live {
       let width = 24

@@ -34,29 +34,43 @@ struct RunFolder {
     let evaluationsByStep = Dictionary(evaluations.map { ($0.step, $0) }) { $1 }
     for step in steps {
       let evaluation = evaluationsByStep[step.step]
-      csv += "\(step.step),\(step.epoch),\(step.loss),\(step.accuracy),\(step.samplesPerSecond),"
+      csv +=
+        "\(step.step),\(step.epoch),\(step.loss),\(step.accuracy),\(step.samplesPerSecond),"
         + "\(evaluation.map { "\($0.validationLoss)" } ?? ""),\(evaluation.map { "\($0.validationAccuracy)" } ?? "")\n"
     }
     try write(csv, to: "metrics.csv")
     let json: [String: Any] = [
       "steps": steps.map {
-        ["step": $0.step, "epoch": $0.epoch, "loss": $0.loss, "accuracy": $0.accuracy, "samples_per_second": $0.samplesPerSecond]
+        [
+          "step": $0.step, "epoch": $0.epoch, "loss": $0.loss, "accuracy": $0.accuracy,
+          "samples_per_second": $0.samplesPerSecond,
+        ]
       },
       "evaluations": evaluations.map {
-        ["step": $0.step, "epoch": $0.epoch, "validation_loss": $0.validationLoss, "validation_accuracy": $0.validationAccuracy]
+        [
+          "step": $0.step, "epoch": $0.epoch, "validation_loss": $0.validationLoss,
+          "validation_accuracy": $0.validationAccuracy,
+        ]
       },
     ]
-    try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: file("metrics.json")))
+    try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys]).write(
+      to: URL(fileURLWithPath: file("metrics.json")))
     try write(
-      LineChart(title: "Loss", series: [
-        ("training", steps.map { (Double($0.step), $0.loss) }),
-        ("validation", evaluations.map { (Double($0.step), $0.validationLoss) }),
-      ]).svg, to: "loss.svg")
+      LineChart(
+        title: "Loss",
+        series: [
+          ("training", steps.map { (Double($0.step), $0.loss) }),
+          ("validation", evaluations.map { (Double($0.step), $0.validationLoss) }),
+        ]
+      ).svg, to: "loss.svg")
     try write(
-      LineChart(title: "Accuracy", series: [
-        ("training", steps.map { (Double($0.step), $0.accuracy) }),
-        ("validation", evaluations.map { (Double($0.step), $0.validationAccuracy) }),
-      ]).svg, to: "accuracy.svg")
+      LineChart(
+        title: "Accuracy",
+        series: [
+          ("training", steps.map { (Double($0.step), $0.accuracy) }),
+          ("validation", evaluations.map { (Double($0.step), $0.validationAccuracy) }),
+        ]
+      ).svg, to: "accuracy.svg")
   }
 }
 
@@ -68,7 +82,8 @@ struct LineChart {
   var svg: String {
     let (width, height, margin) = (640.0, 360.0, 48.0)
     let points = series.flatMap(\.points)
-    let xs = points.map(\.x), ys = points.map(\.y)
+    let xs = points.map(\.x)
+    let ys = points.map(\.y)
     let (minX, maxX) = (xs.min() ?? 0, max(xs.max() ?? 1, (xs.min() ?? 0) + 1))
     let (minY, maxY) = (min(ys.min() ?? 0, 0), max(ys.max() ?? 1, 1e-9))
     func px(_ x: Double) -> Double { margin + (x - minX) / (maxX - minX) * (width - 2 * margin) }
@@ -92,7 +107,8 @@ struct LineChart {
       if line.points.count == 1 {
         body += "<circle cx=\"\(px(line.points[0].x))\" cy=\"\(py(line.points[0].y))\" r=\"3\" fill=\"\(color)\"/>\n"
       }
-      body += "<text x=\"\(Int(width - margin))\" y=\"\(Int(margin) + 16 * index)\" text-anchor=\"end\" font-family=\"sans-serif\" font-size=\"12\" fill=\"\(color)\">\(line.name)</text>\n"
+      body +=
+        "<text x=\"\(Int(width - margin))\" y=\"\(Int(margin) + 16 * index)\" text-anchor=\"end\" font-family=\"sans-serif\" font-size=\"12\" fill=\"\(color)\">\(line.name)</text>\n"
     }
     return body + "</svg>\n"
   }

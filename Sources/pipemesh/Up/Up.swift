@@ -4,9 +4,9 @@ import MeshCoordinator
 import MeshOps
 import MeshProto
 import MeshRPC
+import MeshWire
 import SwiftProtobuf
 import Synchronization
-import MeshWire
 
 struct Up: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -38,9 +38,12 @@ struct Up: AsyncParsableCommand {
   func run() async throws {
     let run = try RunFolder.create(under: runsDir)
     let data = try loadDataset(training.datasetReference)
-    let spec = try training.modelSpec() ?? defaultModel(
-      inputShape: Array(data.inputs.shape.dropFirst()),
-      outputs: training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1), regression: training.regression)
+    let spec =
+      try training.modelSpec()
+      ?? defaultModel(
+        inputShape: Array(data.inputs.shape.dropFirst()),
+        outputs: training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1),
+        regression: training.regression)
     try run.write(try spec.jsonString(), to: "model.json")
     say("run folder \(run.path)")
 
@@ -57,12 +60,14 @@ struct Up: AsyncParsableCommand {
   }
 
   private func train(_ spec: Pipemesh_V1_ModelSpec, services: LocalServices, run: RunFolder) async throws {
-    let ps = try await services.start("ps", name: "ps", ["--checkpoint-dir", run.file("ps-checkpoints"), "--checkpoint-seconds", "0"])
+    let ps = try await services.start(
+      "ps", name: "ps", ["--checkpoint-dir", run.file("ps-checkpoints"), "--checkpoint-seconds", "0"])
     var layout: [[String]] = []
     for stage in 0..<stages {
       var replicaEndpoints: [String] = []
       for replica in 0..<replicas {
-        replicaEndpoints.append(try await services.start("partition", name: "partition-\(stage)-\(replica)", ["--blas-threads", "1"]))
+        replicaEndpoints.append(
+          try await services.start("partition", name: "partition-\(stage)-\(replica)", ["--blas-threads", "1"]))
       }
       layout.append(replicaEndpoints)
     }
@@ -81,7 +86,8 @@ struct Up: AsyncParsableCommand {
       guard !Task.isCancelled else { return }  // the job ended first
       wasInterrupted.withLock { $0 = true }
       say("\ninterrupted: cancelling \(job)")
-      _ = try? await coordinator.call(CoordinatorMethods.cancelJob, .with { $0.job = job }, options: .init(timeout: .seconds(30)))
+      _ = try? await coordinator.call(
+        CoordinatorMethods.cancelJob, .with { $0.job = job }, options: .init(timeout: .seconds(30)))
       training.cancel()
     }
     defer { interrupted.cancel() }
@@ -103,7 +109,13 @@ struct Up: AsyncParsableCommand {
     var last: Pipemesh_V1_TrainProgress?
     for try await progress in coordinator.stream(CoordinatorMethods.train, request) {
       display.show(progress)
-      if progress.done { last = progress } else if progress.evaluated { evaluations.append(progress) } else { steps.append(progress) }
+      if progress.done {
+        last = progress
+      } else if progress.evaluated {
+        evaluations.append(progress)
+      } else {
+        steps.append(progress)
+      }
     }
     guard let last else { throw ValidationError("the coordinator ended the job without a final report") }
     try run.writeMetrics(steps: steps, evaluations: evaluations)
@@ -112,7 +124,8 @@ struct Up: AsyncParsableCommand {
       try FileManager.default.copyItem(atPath: checkpoint, toPath: run.file("checkpoint.safetensors"))
     }
     if let final = evaluations.last {
-      let accuracy = training.regression ? "" : String(format: "validation accuracy %.1f%%, ", final.validationAccuracy * 100)
+      let accuracy =
+        training.regression ? "" : String(format: "validation accuracy %.1f%%, ", final.validationAccuracy * 100)
       say("done: " + accuracy + String(format: "validation loss %.4f; run folder ", final.validationLoss) + run.path)
     } else {
       say("done: run folder \(run.path)")
