@@ -77,6 +77,8 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
   ],
   targets: [
     .target(
@@ -101,7 +103,10 @@ let package = Package(
     .target(name: "MeshCheckpoint", dependencies: ["MeshTensor"]),
     .target(name: "MeshPipeline"),
     .systemLibrary(name: "CSystemd", path: "CShims/CSystemd"),
-    .target(name: "MeshOps", dependencies: ["CSystemd", "MeshProto", "MeshRPC", "MeshWire"]),
+    .target(
+      name: "MeshOps",
+      dependencies: ["CSystemd", "MeshProto", "MeshRPC", "MeshWire", .product(name: "Logging", package: "swift-log")]
+    ),
     .systemLibrary(name: "CZlib", path: "CShims/CZlib"),
     .target(name: "MeshData", dependencies: ["CZlib", "MeshTensor"]),
     .target(name: "MeshPartition", dependencies: ["MeshOps", "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient"]),
@@ -122,6 +127,8 @@ let package = Package(
       dependencies: [
         "MeshRPC", "MeshPS", "MeshPSClient", "MeshPartition", "MeshCoordinator", "MeshTensor", "MeshData", "MeshOps", "MeshProto", "MeshWire",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
       ]
     ),
     .executableTarget(
@@ -155,6 +162,17 @@ let package = Package(
     .testTarget(name: "MeshTensorTests", dependencies: ["MeshTensor"]),
     .testTarget(name: "MeshPipelineTests", dependencies: ["MeshPipeline"]),
     .testTarget(name: "MeshPartitionTests", dependencies: ["MeshPartition"]),
+    .testTarget(
+      name: "MeshWireTests",
+      dependencies: [
+        "MeshWire", "MeshProto", "MeshRPC", "MeshTensor",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "SwiftProtobufPluginLibrary", package: "swift-protobuf"),
+      ]
+    ),
+    .testTarget(name: "MeshOpsTests", dependencies: ["MeshOps", "MeshProto", "MeshRPC", "MeshWire", "MeshTestSupport"]),
+    .testTarget(name: "MeshCheckpointTests", dependencies: ["MeshCheckpoint", "MeshTensor"]),
+    .testTarget(name: "MeshPSClientTests", dependencies: ["MeshPSClient", "MeshProto", "MeshRPC", "MeshTensor", "MeshWire"]),
     .testTarget(name: "MeshDataTests", dependencies: ["MeshData", "MeshTensor"]),
     .testTarget(
       name: "PipemeshCLITests", dependencies: ["MeshCheckpoint", "MeshOps", "MeshTestSupport", "MeshRPC", "MeshProto", "MeshTensor", "MeshWire"]
@@ -175,7 +193,7 @@ let package = Package(
       name: "MeshRPCTests",
       dependencies: [
         "MeshRPC", "MeshProto", "MeshOps", "MeshTestSupport", "MeshWire",
-        .product(name: "SwiftProtobufPluginLibrary", package: "swift-protobuf"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]
     ),
   ],

@@ -16,7 +16,9 @@ public enum AtomicFile {
   }
 
   /// Writes the file from the byte spans `body` passes to its `write`
-  /// function, in order, without gathering them in memory first.
+  /// function, in order, without gathering them in memory first. Writes of
+  /// one path must not overlap in a process (its temporary is named by path
+  /// and pid): callers serialize them.
   public static func write(to path: String, _ body: (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void)
     throws
   {

@@ -96,7 +96,8 @@ public enum SafeTensors {
       ranges.append((begin, end))
       covered += end - begin
     }
-    ranges.sort { $0.0 < $1.0 }
+    // By start, then end: an empty tensor may start where the next one does.
+    ranges.sort { ($0.0, $0.1) < ($1.0, $1.1) }
     let contiguous = zip(ranges, ranges.dropFirst()).allSatisfy { $0.1 == $1.0 }
     guard contiguous, covered == data.endIndex - dataStart, ranges.first.map({ $0.0 == 0 }) ?? true else {
       throw FormatError("tensor byte ranges do not cover the data exactly")

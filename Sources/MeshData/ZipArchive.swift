@@ -1,5 +1,8 @@
 /// The entries of a zip archive (as `.npz` files are), read through the central directory.
 /// Stored and deflate entries are supported, including the zip64 size fields NumPy writes.
+/// Hand-written rather than ZIPFoundation 0.9.20: that package's `CZlib` module clashes with
+/// ours, its Linux CRC-32 is byte-at-a-time Swift, and it spins forever on a truncated deflate
+/// stream (a user's `.npz` must fail with a message instead).
 struct ZipArchive {
   /// One file inside the archive.
   struct Entry {

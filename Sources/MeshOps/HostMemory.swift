@@ -22,14 +22,21 @@ public enum HostMemory {
   /// none is set.
   static func cgroupLimit() -> Int? {
     guard let membership = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
+    return cgroupLimit(membership: membership, mountedAt: "/sys/fs/cgroup")
+  }
+
+  /// The smallest limit for a process whose `/proc/self/cgroup` reads
+  /// `membership`, with the cgroup file systems mounted at `root` (v2 at
+  /// `root`, v1's memory controller at `root/memory`).
+  static func cgroupLimit(membership: String, mountedAt root: String) -> Int? {
     var limits: [Int] = []
     for line in membership.split(separator: "\n") {
       let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
       guard fields.count == 3 else { continue }
       if fields[0] == "0", fields[1].isEmpty {
-        limits += limitsUp(from: String(fields[2]), root: "/sys/fs/cgroup", file: "memory.max")
+        limits += limitsUp(from: String(fields[2]), root: root, file: "memory.max")
       } else if fields[1].split(separator: ",").contains("memory") {
-        limits += limitsUp(from: String(fields[2]), root: "/sys/fs/cgroup/memory", file: "memory.limit_in_bytes")
+        limits += limitsUp(from: String(fields[2]), root: root + "/memory", file: "memory.limit_in_bytes")
       }
     }
     return limits.min()
@@ -39,6 +46,7 @@ public enum HostMemory {
   /// parents ("max" and unreadable files count as none).
   private static func limitsUp(from path: String, root: String, file: String) -> [Int] {
     var path = path.isEmpty ? "/" : path
+    guard path.hasPrefix("/") else { return [] }  // the kernel writes absolute paths
     var limits: [Int] = []
     while true {
       let location = root + (path == "/" ? "" : path) + "/" + file

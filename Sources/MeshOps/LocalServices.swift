@@ -3,7 +3,9 @@ import Synchronization
 
 /// Pipemesh services run as child processes (`pipemesh serve …`) on free
 /// loopback ports, as `pipemesh up` and the benchmarks start a local mesh.
-/// Each one's output goes to `<logDirectory>/<name>.log`.
+/// Each one's output goes to `<logDirectory>/<name>.log`. On Foundation's `Process` rather than
+/// swift-subprocess 1.0.2, whose children live only inside one closure: these outlive the call that
+/// starts them.
 public final class LocalServices: Sendable {
   private struct Child {
     let name: String

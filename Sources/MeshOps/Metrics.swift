@@ -3,7 +3,8 @@ import Synchronization
 
 /// Prometheus metrics of one process, in the text exposition format.
 /// Counters and histograms are updated as things happen; gauges are read
-/// when scraped.
+/// when scraped. Hand-written rather than swift-prometheus: that package has no gauges read at
+/// scrape time (every gauge here is one) and would add swift-atomics to remove ~60 lines.
 public final class MetricsRegistry: Sendable {
   private struct Series {
     var value: Double = 0
@@ -106,6 +107,8 @@ public final class MetricsRegistry: Sendable {
   }
 
   private static func number(_ value: Double) -> String {
-    value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+    if value.isNaN { return "NaN" }
+    if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
+    return value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
   }
 }

@@ -45,6 +45,11 @@ public struct DataPlaneKey: Hashable, Sendable, CustomStringConvertible {
     self.step = step
     self.microBatch = microBatch
     self.kind = kind
+    // One spelling per key ("+1" or "01" would name a tensor never offered).
+    guard self.wire == wire else {
+      throw RPCError(
+        .invalidArgument, "key '\(wire.echoed)' is not in canonical form; it would be '\(self.wire.echoed)'")
+    }
   }
 
   /// The key as `TensorReference.key` carries it.

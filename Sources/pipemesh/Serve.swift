@@ -144,13 +144,13 @@ struct ServePS: AsyncParsableCommand {
     let checkpointer = try checkpointDir.map { try Checkpointer(directory: $0, store: store, keep: checkpointKeep) }
     if let checkpointer {
       for path in checkpointer.removedTemporaries {
-        host.log.log("removed \(path), a checkpoint whose write was cut short")
+        host.log.info("removed \(path), a checkpoint whose write was cut short")
       }
       let (path, skipped) = try await checkpointer.restoreLatest()
-      for problem in skipped { host.log.log("skipped unreadable checkpoint \(problem)", priority: .warning) }
-      host.log.log(path.map { "restored \($0)" } ?? "no checkpoint in \(checkpointer.directory); starting empty")
+      for problem in skipped { host.log.warning("skipped unreadable checkpoint \(problem)") }
+      host.log.info("\(path.map { "restored \($0)" } ?? "no checkpoint in \(checkpointer.directory); starting empty")")
     }
-    host.log.log("memory budget \(HostMemory.describe(budget.limit)), \(HostMemory.describe(budget.inUse)) in use")
+    host.log.info("memory budget \(HostMemory.describe(budget.limit)), \(HostMemory.describe(budget.inUse)) in use")
     ParameterServerMetrics.register(store: store, checkpointer: checkpointer, in: host.metrics)
     let periodic = Task {
       if let checkpointer, checkpointSeconds > 0 {
@@ -165,7 +165,10 @@ struct ServePS: AsyncParsableCommand {
       },
       stopping: {
         periodic.cancel()
-        if let checkpointer { host.log.log("final checkpoint \(try await checkpointer.write().path)") }
+        if let checkpointer {
+          let written = try await checkpointer.write()
+          host.log.info("final checkpoint \(written.path)")
+        }
       })
   }
 }

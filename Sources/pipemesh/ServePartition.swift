@@ -146,7 +146,7 @@ struct ServeCoordinator: AsyncParsableCommand {
     do {
       let log = host.log
       tokens = try Settings.text(tokensFile, option: "--tokens-file").map {
-        try TokenFile(path: $0) { problem in log.log(problem, priority: .warning) }
+        try TokenFile(path: $0) { problem in log.warning("\(problem)") }
       }
     } catch let error as TokenFileError {
       throw ValidationError("--tokens-file (or PIPEMESH_TOKENS_FILE): \(error)")

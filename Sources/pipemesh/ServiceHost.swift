@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
+import Logging
 import MeshOps
 import MeshProto
 import MeshRPC
 import MeshWire
+import UnixSignals
 
 /// Runs one Pipemesh service the same way for every role: serve, check that
 /// the port answers, tell systemd READY=1 (and keep STATUS= and WATCHDOG=1
@@ -12,14 +14,14 @@ import MeshWire
 struct ServiceHost {
   let role: String
   let settings: ServiceSettings
-  let log: ServiceLog
+  let log: Logger
   let metrics = MetricsRegistry()
   private let notifier = SystemdNotifier()
 
   init(role: String, settings: ServiceSettings) {
     self.role = role
     self.settings = settings
-    log = ServiceLog(role: role)
+    log = Logger(label: "pipemesh.\(role)") { _ in ServiceLogHandler(role: role) }
   }
 
   /// Serves `services` until a termination signal. `started` runs once the
@@ -28,6 +30,8 @@ struct ServiceHost {
     _ services: [any RPCService], status: @escaping @Sendable () -> String,
     started: (RPCServer) throws -> Void = { _ in }, stopping: () async throws -> Void = {}
   ) async throws {
+    // Trapped before the port opens, so that a SIGTERM at any time drains.
+    let signals = await terminationSignals()
     let diagnostics = DiagnosticsService(role: role, services: services.map(\.serviceName))
     // Failing to listen is a configuration error (a taken port, an address not
     // on this host, an unusable key): exit 64, so that systemd does not
@@ -49,9 +53,9 @@ struct ServiceHost {
     }
     try await waitUntilAnswering(server)
     announceListening(server, role: role)
-    log.log(
-      "listening on \(server.endpoint)" + (metricsServer.map { ", metrics on http://\($0.endpoint)/metrics" } ?? ""),
-      fields: ["PIPEMESH_ENDPOINT": server.endpoint])
+    log.info(
+      "listening on \(server.endpoint)\(metricsServer.map { ", metrics on http://\($0.endpoint)/metrics" } ?? "")",
+      metadata: ["endpoint": "\(server.endpoint)"])
     notifier.ready(status: "serving on \(server.endpoint); \(status())")
     let notifier = self.notifier
     let watchdog = Task { await notifier.keepWatchdogFed() }
@@ -61,33 +65,33 @@ struct ServiceHost {
         notifier.status(status())
       }
     }
-    await waitForTermination()
-    log.log("shutting down: draining calls for up to \(settings.graceSeconds) s")
+    await waitForTermination(signals)
+    log.info("shutting down: draining calls for up to \(settings.graceSeconds) s")
     notifier.stopping(status: "draining calls")
     statusLines.cancel()
     await server.shutdown(gracePeriod: .seconds(settings.graceSeconds))
     try await stopping()
     watchdog.cancel()
     metricsServer?.stop()
-    log.log("stopped")
+    log.info("stopped")
   }
 
   /// Returns on SIGTERM or SIGINT, or, when PIPEMESH_EXIT_WITH_PARENT=1 (set
   /// by `pipemesh up` and the tests for their children), once the process
   /// that started this one is gone, so that no service outlives a crashed
   /// parent.
-  private func waitForTermination() async {
-    guard environment("EXIT_WITH_PARENT") == "1" else { return await waitForTerminationSignal() }
+  private func waitForTermination(_ signals: UnixSignalsSequence) async {
+    guard environment("EXIT_WITH_PARENT") == "1" else { return await signals.first() }
     let parent = getppid()
     await withTaskGroup(of: Void.self) { group in
-      group.addTask { await waitForTerminationSignal() }
+      group.addTask { await signals.first() }
       group.addTask {
         while getppid() == parent, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(250)) }
       }
       await group.next()
       group.cancelAll()
     }
-    if getppid() != parent { log.log("the parent process is gone: stopping") }
+    if getppid() != parent { log.info("the parent process is gone: stopping") }
   }
 
   /// Waits until the server answers: a gRPC health check over plaintext, a

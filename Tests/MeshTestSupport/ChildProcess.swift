@@ -2,7 +2,9 @@ import Foundation
 import Synchronization
 
 /// A process a test started: its output goes to a log file; it is killed when
-/// the value is dropped, so a failing test leaves nothing running.
+/// the value is dropped, so a failing test leaves nothing running. On Foundation's `Process`
+/// rather than swift-subprocess 1.0.2, whose children live only inside one closure: a test holds
+/// these across awaits, signals them (kill -9, SIGSTOP) and drops them in `deinit`.
 public final class ChildProcess: Sendable {
   public let logPath: String
   private let process: ProcessBox

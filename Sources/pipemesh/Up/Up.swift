@@ -7,6 +7,7 @@ import MeshRPC
 import MeshWire
 import SwiftProtobuf
 import Synchronization
+import UnixSignals
 
 struct Up: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -81,8 +82,9 @@ struct Up: AsyncParsableCommand {
     let job = "up-\(Int(Date().timeIntervalSince1970))"
     let training = Task { try await stream(job: job, spec: spec, coordinator: coordinator, run: run) }
     let wasInterrupted = Mutex(false)
+    let signals = await terminationSignals()
     let interrupted = Task {
-      await waitForTerminationSignal()
+      await signals.first()
       guard !Task.isCancelled else { return }  // the job ended first
       wasInterrupted.withLock { $0 = true }
       say("\ninterrupted: cancelling \(job)")

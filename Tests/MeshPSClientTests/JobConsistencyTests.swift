@@ -1,0 +1,86 @@
+import MeshPSClient
+import MeshProto
+import MeshRPC
+import Testing
+
+/// The one reading of a job's consistency request: defaults, the replica range, the staleness bound, and the
+/// proto it is sent back as.
+@Suite struct JobConsistencyTests {
+  static func consistency(_ mode: Pipemesh_V1_Consistency.OneOf_Mode?, replicas: Int32 = 0)
+    -> Pipemesh_V1_Consistency
+  {
+    var proto = Pipemesh_V1_Consistency()
+    proto.mode = mode
+    proto.replicas = replicas
+    return proto
+  }
+
+  static func bounded(maxStaleness: Int64, wait: Bool) -> Pipemesh_V1_Consistency.OneOf_Mode {
+    var bounded = Pipemesh_V1_BoundedConsistency()
+    bounded.maxStaleness = maxStaleness
+    bounded.wait = wait
+    return .bounded(bounded)
+  }
+
+  @Test func anUnsetModeReadsAsSyncWithOneReplica() throws {
+    let consistency = try JobConsistency(Pipemesh_V1_Consistency())
+    #expect(consistency.mode == .sync)
+    #expect(consistency.replicas == 1)
+  }
+
+  @Test func modesReadAsTheyAreNamed() throws {
+    #expect(try JobConsistency(Self.consistency(.sync(.init()))).mode == .sync)
+    #expect(try JobConsistency(Self.consistency(.async(.init()))).mode == .async)
+    #expect(
+      try JobConsistency(Self.consistency(Self.bounded(maxStaleness: 3, wait: true))).mode
+        == .bounded(maxStaleness: 3, wait: true))
+    #expect(
+      try JobConsistency(Self.consistency(Self.bounded(maxStaleness: 0, wait: false))).mode
+        == .bounded(maxStaleness: 0, wait: false))
+  }
+
+  @Test(arguments: [Int32(0), 1, 2, JobConsistency.maxReplicas])
+  func replicasInRangeAreKept(replicas: Int32) throws {
+    let consistency = try JobConsistency(Self.consistency(.async(.init()), replicas: replicas))
+    #expect(consistency.replicas == max(1, replicas))
+  }
+
+  @Test(arguments: [Int32(-1), JobConsistency.maxReplicas + 1, .min, .max])
+  func replicasOutOfRangeAreRefused(replicas: Int32) {
+    let proto = Self.consistency(.sync(.init()), replicas: replicas)
+    let error = #expect(throws: RPCError.self) { _ = try JobConsistency(proto) }
+    #expect(error?.code == .invalidArgument)
+    #expect(
+      error?.message == "consistency replicas must be in 1...4096, got \(replicas)", "\(String(describing: error))")
+    #expect(throws: RPCError.self) { try proto.validate() }
+  }
+
+  @Test func aNegativeStalenessBoundIsRefused() {
+    for wait in [false, true] {
+      let proto = Self.consistency(Self.bounded(maxStaleness: -1, wait: wait))
+      let error = #expect(throws: RPCError.self) { _ = try JobConsistency(proto) }
+      #expect(error?.code == .invalidArgument)
+      #expect(error?.message == "bounded consistency needs max_staleness >= 0", "\(String(describing: error))")
+      #expect(throws: RPCError.self) { try proto.validate() }
+    }
+  }
+
+  @Test(arguments: [
+    JobConsistencyTests.consistency(.sync(.init()), replicas: 1),
+    JobConsistencyTests.consistency(.async(.init()), replicas: 4),
+    JobConsistencyTests.consistency(JobConsistencyTests.bounded(maxStaleness: 2, wait: false), replicas: 2),
+    JobConsistencyTests.consistency(JobConsistencyTests.bounded(maxStaleness: 5, wait: true), replicas: 4096),
+  ])
+  func protoSurvivesTheRoundTrip(proto: Pipemesh_V1_Consistency) throws {
+    #expect(throws: Never.self) { try proto.validate() }
+    let consistency = try JobConsistency(proto)
+    #expect(consistency.proto == proto)
+    #expect(try JobConsistency(consistency.proto) == consistency)
+  }
+
+  @Test func theDefaultsAreSpelledOutInTheProto() throws {
+    let proto = try JobConsistency(Pipemesh_V1_Consistency()).proto
+    #expect(proto.replicas == 1)
+    #expect(proto.mode == .sync(.init()))
+  }
+}
