@@ -122,10 +122,11 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]
     ),
+    .target(name: "MeshInProcess", dependencies: ["MeshCoordinator", "MeshPS", "MeshPartition", "MeshRPC", "MeshWire"]),
     .executableTarget(
       name: "pipemesh",
       dependencies: [
-        "MeshRPC", "MeshPS", "MeshPSClient", "MeshPartition", "MeshCoordinator", "MeshTensor", "MeshData", "MeshOps", "MeshProto", "MeshWire",
+        "MeshRPC", "MeshPS", "MeshPSClient", "MeshPartition", "MeshCoordinator", "MeshInProcess", "MeshTensor", "MeshData", "MeshOps", "MeshProto", "MeshWire",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -179,7 +180,10 @@ let package = Package(
     ),
     .testTarget(
       name: "MeshCoordinatorTests",
-      dependencies: ["MeshCoordinator", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport", "MeshData", "MeshOps", "MeshPS", "MeshPSClient"]
+      dependencies: [
+        "MeshCoordinator", "MeshInProcess", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport", "MeshData",
+        "MeshOps", "MeshPS", "MeshPSClient",
+      ]
     ),
     .testTarget(
       name: "MeshPSTests",

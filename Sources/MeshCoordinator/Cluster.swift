@@ -7,9 +7,10 @@ public struct Cluster: Sendable {
   public let parameterServers: [String]
   /// `partitions[stage][replica]`.
   public let partitions: [[String]]
-  public let transport: TransportConfiguration
+  /// How the coordinator reaches the ps tasks and partitions.
+  public let dialer: any RPCDialer
 
-  public init(parameterServers: [String], partitions: [[String]], transport: TransportConfiguration = .init()) throws {
+  public init(parameterServers: [String], partitions: [[String]], dialer: any RPCDialer = GRPCDialer()) throws {
     guard !parameterServers.isEmpty else { throw RPCError(.invalidArgument, "the cluster has no ps task") }
     guard !partitions.isEmpty, partitions.allSatisfy({ !$0.isEmpty }) else {
       throw RPCError(.invalidArgument, "every stage needs at least one partition")
@@ -19,7 +20,7 @@ public struct Cluster: Sendable {
     }
     self.parameterServers = parameterServers
     self.partitions = partitions
-    self.transport = transport
+    self.dialer = dialer
   }
 
   public var stages: Int { partitions.count }

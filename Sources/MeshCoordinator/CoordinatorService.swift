@@ -14,7 +14,7 @@ public typealias DatasetLoader = @Sendable (Pipemesh_V1_DatasetReference) throws
 public final class CoordinatorService: RPCService, Sendable {
   public let cluster: Cluster
   private let loadDataset: DatasetLoader?
-  private let clients: [[RPCClient]]
+  private let clients: [[any RPCChannel]]
   private let jobs = Mutex<[String: (job: TrainingJob, task: Task<Void, Never>)]>([:])
   private let jobCounter = Mutex(0)
   /// Users and their tokens; nil authenticates no one (every caller is an
@@ -26,7 +26,7 @@ public final class CoordinatorService: RPCService, Sendable {
     self.loadDataset = loadDataset
     self.tokens = tokens
     clients = try cluster.partitions.map { stage in
-      try stage.map { try RPCClient(target: $0, transport: cluster.transport) }
+      try stage.map { try cluster.dialer.channel(to: $0) }
     }
   }
 
@@ -164,7 +164,7 @@ public final class CoordinatorService: RPCService, Sendable {
       name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster,
       clients: clients)
     if job.checkpoints {
-      let missing = try await ParameterServerClient(endpoints: cluster.parameterServers, transport: cluster.transport)
+      let missing = try await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
         .tasksWithoutCheckpoints()
       guard missing.isEmpty else {
         throw RPCError(

@@ -13,7 +13,7 @@ enum Inference {
   /// with training steps.
   private static let nextStep = Mutex<Int64>(-1)
 
-  static func run(_ inputs: Tensor, job: String, stages: [RPCClient], chunk: Int) async throws -> Tensor {
+  static func run(_ inputs: Tensor, job: String, stages: [any RPCChannel], chunk: Int) async throws -> Tensor {
     let step = nextStep.withLock { value in
       defer { value -= 1 }
       return value

@@ -25,7 +25,7 @@ struct PipelineRun {
   let replica: Int
   let schedule: PipelineSchedule
   /// The partitions of this replica, by stage.
-  let stages: [RPCClient]
+  let stages: [any RPCChannel]
   /// Where each stage's tensors are fetched.
   let dataPlane: [String]
   let microBatches: [(input: Tensor, target: Tensor)]

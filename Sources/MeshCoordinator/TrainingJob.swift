@@ -25,7 +25,7 @@ final class TrainingJob: Sendable {
   let cluster: Cluster
   let trace = TraceRecorder()
   private let status: Mutex<Pipemesh_V1_Job>
-  private let clients: [[RPCClient]]
+  private let clients: [[any RPCChannel]]
   private let data: Mutex<JobData?>
 
   /// The examples a job trains and evaluates on, dropped when it ends.
@@ -37,7 +37,7 @@ final class TrainingJob: Sendable {
   /// Checks the request and the data against the model; nothing runs yet.
   init(
     name: String, owner: String, request: Pipemesh_V1_TrainRequest, inputs: Tensor, targets: Tensor, cluster: Cluster,
-    clients: [[RPCClient]]
+    clients: [[any RPCChannel]]
   ) throws {
     try Self.checkOptions(request)
     model = try makeModel(request.model)
@@ -345,6 +345,6 @@ final class TrainingJob: Sendable {
   }
 
   private func checkpoint() async throws -> [String] {
-    try await ParameterServerClient(endpoints: cluster.parameterServers, transport: cluster.transport).checkpoint()
+    try await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer).checkpoint()
   }
 }

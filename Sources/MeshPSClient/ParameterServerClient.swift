@@ -15,7 +15,7 @@ import Synchronization
 /// register (idempotent) before using a variable from a new client.
 public final class ParameterServerClient: Sendable {
   public let placement: Placement
-  private let tasks: [RPCClient]
+  private let tasks: [any RPCChannel]
   /// The parts of each variable registered through this client.
   private let layout = Mutex<[String: [(name: String, rows: Range<Int>)]]>([:])
 
@@ -26,12 +26,12 @@ public final class ParameterServerClient: Sendable {
   }
 
   public init(
-    endpoints: [String], transport: TransportConfiguration = .init(),
+    endpoints: [String], dialer: any RPCDialer = GRPCDialer(),
     rowBlockBytes: Int = Placement.defaultRowBlockBytes
   ) throws {
     guard !endpoints.isEmpty else { throw RPCError(.invalidArgument, "no ps endpoints given") }
     placement = Placement(tasks: endpoints.count, rowBlockBytes: rowBlockBytes)
-    tasks = try endpoints.map { try RPCClient(target: $0, transport: transport) }
+    tasks = try endpoints.map { try dialer.channel(to: $0) }
   }
 
   private func parts(of name: String) -> [(name: String, rows: Range<Int>)] {
@@ -40,7 +40,7 @@ public final class ParameterServerClient: Sendable {
 
   /// Runs one call per task that has work, concurrently.
   private func onTasks<Work: Sendable, Result: Sendable>(
-    _ work: [Int: Work], _ call: @escaping @Sendable (RPCClient, Work) async throws -> Result
+    _ work: [Int: Work], _ call: @escaping @Sendable (any RPCChannel, Work) async throws -> Result
   ) async throws -> [Result] {
     try await withThrowingTaskGroup(of: Result.self) { group in
       for (task, item) in work {

@@ -18,9 +18,9 @@ public final class DataPlane: Sendable {
   static let fetchWaitLimit = Duration.seconds(3600)
 
   private let advertised: Mutex<String>
-  private let transport: TransportConfiguration
+  private let dialer: any RPCDialer
   private let held = Mutex(Held())
-  private let peers = Mutex<[String: RPCClient]>([:])
+  private let peers = Mutex<[String: any RPCChannel]>([:])
 
   /// Tensors by key, the fetches waiting for keys not offered yet, and the
   /// steps and jobs dropped (whose tensors will never come).
@@ -57,9 +57,9 @@ public final class DataPlane: Sendable {
   }
 
   /// `endpoint` may be set later, once the server knows its port.
-  public init(endpoint: String = "", transport: TransportConfiguration) {
+  public init(endpoint: String = "", dialer: any RPCDialer) {
     advertised = Mutex(endpoint)
-    self.transport = transport
+    self.dialer = dialer
   }
 
   /// `host:port` other partitions dial to fetch from this one.
@@ -219,9 +219,9 @@ public final class DataPlane: Sendable {
     }
   }
 
-  private func client(for endpoint: String) throws -> RPCClient {
+  private func client(for endpoint: String) throws -> any RPCChannel {
     if let client = peers.withLock({ $0[endpoint] }) { return client }
-    let client = try RPCClient(target: endpoint, transport: transport)
+    let client = try dialer.channel(to: endpoint)
     return peers.withLock { peers in
       if let existing = peers[endpoint] { return existing }
       peers[endpoint] = client

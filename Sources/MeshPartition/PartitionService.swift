@@ -11,14 +11,14 @@ import Synchronization
 public final class PartitionService: RPCService, Sendable {
   public let dataPlane: DataPlane
   public let activity = PartitionActivity()
-  private let transport: TransportConfiguration
+  private let dialer: any RPCDialer
   private let defaultMaxKeptBytes: Int
   private let blasThreads: Int
   private let dialPolicy: DialPolicy
   private let parameterBudget: Int
   private let stages = Mutex<[String: (request: Pipemesh_V1_LoadStageRequest, runner: StageRunner)]>([:])
 
-  /// `transport` is what the partition dials the ps and its peers with;
+  /// `dialer` is how the partition reaches the ps and its peers;
   /// `defaultMaxKeptBytes` bounds a stage's activations when LoadStage gives
   /// none (0: the host's memory, more than any stage can hold);
   /// `blasThreads` is the OpenBLAS thread count the process was given, the
@@ -26,13 +26,13 @@ public final class PartitionService: RPCService, Sendable {
   /// peers a LoadStage may name; `parameterBudget` bounds the bytes a stage's
   /// variables take with their gradients and optimizer slots.
   public init(
-    dataPlane: DataPlane, transport: TransportConfiguration, defaultMaxKeptBytes: Int = 0, blasThreads: Int = 1,
+    dataPlane: DataPlane, dialer: any RPCDialer, defaultMaxKeptBytes: Int = 0, blasThreads: Int = 1,
     dialPolicy: DialPolicy = .loopback, parameterBudget: Int = HostMemory.defaultBudget()
   ) {
     self.dialPolicy = dialPolicy
     self.parameterBudget = parameterBudget
     self.dataPlane = dataPlane
-    self.transport = transport
+    self.dialer = dialer
     self.defaultMaxKeptBytes =
       defaultMaxKeptBytes > 0 ? defaultMaxKeptBytes : Int(clamping: ProcessInfo.processInfo.physicalMemory)
     self.blasThreads = blasThreads
@@ -185,7 +185,7 @@ public final class PartitionService: RPCService, Sendable {
         ? min(Int(request.maxKeptBytes), defaultMaxKeptBytes) : defaultMaxKeptBytes,
       peers: Set(request.peers),
       optimizer: request.optimizer,
-      ps: try ParameterServerClient(endpoints: request.parameterServers, transport: transport), dataPlane: dataPlane,
+      ps: try ParameterServerClient(endpoints: request.parameterServers, dialer: dialer), dataPlane: dataPlane,
       activity: activity)
     try await runner.start(consistency: request.consistency, optimizer: request.optimizer)
     stages.withLock { $0[request.job] = (request, runner) }

@@ -3,9 +3,9 @@ import Foundation
 import SwiftProtobuf
 import Synchronization
 
-/// A long-lived channel to one server, and typed calls over it. Connects
-/// lazily and reconnects by itself; share one per peer.
-public final class RPCClient: Sendable {
+/// A long-lived gRPC channel to one server, and typed calls over it.
+/// Connects lazily and reconnects by itself; share one per peer.
+public final class RPCClient: RPCChannel {
   /// The address dialled, `127.0.0.1:7000`.
   public let target: String
   /// Headers sent with every call (a bearer token), before each call's own.
@@ -34,7 +34,7 @@ public final class RPCClient: Sendable {
   /// Calls a unary method. Throws `RPCError` with the call's status;
   /// cancelling the task cancels the call.
   public func call<Request, Response>(
-    _ method: UnaryMethod<Request, Response>, _ request: Request, options: CallOptions = .init()
+    _ method: UnaryMethod<Request, Response>, _ request: Request, options: CallOptions
   ) async throws -> Response {
     let response = try await unary(path: method.path, request: try OutgoingBytes.serializing(request), options: options)
     return try Response(wireBytes: response)
@@ -75,7 +75,7 @@ public final class RPCClient: Sendable {
   /// reads one response per iteration step (flow control); dropping the
   /// iterator early cancels it.
   public func stream<Request, Response>(
-    _ method: ServerStreamingMethod<Request, Response>, _ request: Request, options: CallOptions = .init()
+    _ method: ServerStreamingMethod<Request, Response>, _ request: Request, options: CallOptions
   ) -> ResponseStream<Response> {
     ResponseStream(
       channel: channel, path: method.path, request: { try .serializing(request) }, options: withClientMetadata(options))

@@ -91,7 +91,7 @@ public struct RPCRouter: Sendable {
         do {
           try admission?(method.path, call.context)
           let request = try Request(wireBytes: call.request)
-          try await handler(request, call.writer(for: Response.self), call.context)
+          try await handler(request, ResponseWriter<Response>(call: call), call.context)
           call.finishStream()
         } catch {
           call.finish(with: RPCError(answering: error))
@@ -106,24 +106,25 @@ public enum InlineAnswer<Response: Sendable>: Sendable {
   case later(@Sendable () async throws -> Response)
 }
 
-/// A handler as the shim calls it: it decodes, calls the typed handler and
-/// finishes the call, as a task (`run`) or first on the gRPC thread
-/// (`inline`, which returns the rest, if any, to run as a task).
+/// A handler as a transport calls it: it decodes, calls the typed handler
+/// and finishes the call, as a task (`run`) or first on the thread that took
+/// the call (`inline`, which returns the rest, if any, to run as a task).
 final class RegisteredMethod: Sendable {
   let path: String
   let kind: pm_method_kind
-  let run: (@Sendable (IncomingCall) async -> Void)?
-  let inline: (@Sendable (IncomingCall) -> (@Sendable () async -> Void)?)?
+  let run: (@Sendable (any ServerCall) async -> Void)?
+  let inline: (@Sendable (any ServerCall) -> (@Sendable () async -> Void)?)?
 
-  init(path: String, kind: pm_method_kind, run: @escaping @Sendable (IncomingCall) async -> Void) {
+  init(path: String, kind: pm_method_kind, run: @escaping @Sendable (any ServerCall) async -> Void) {
     self.path = path
     self.kind = kind
     self.run = run
     inline = nil
   }
 
-  init(path: String, kind: pm_method_kind, inline: @escaping @Sendable (IncomingCall) -> (@Sendable () async -> Void)?)
-  {
+  init(
+    path: String, kind: pm_method_kind, inline: @escaping @Sendable (any ServerCall) -> (@Sendable () async -> Void)?
+  ) {
     self.path = path
     self.kind = kind
     run = nil

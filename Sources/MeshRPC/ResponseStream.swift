@@ -6,24 +6,47 @@ import Synchronization
 /// The responses of a server-streaming call, as an async sequence that ends
 /// with the stream or throws its error status.
 public struct ResponseStream<Response: Message>: AsyncSequence, Sendable {
-  let channel: ChannelHandle
-  let path: String
-  /// Serializes the request when the call starts.
-  let request: @Sendable () throws -> OutgoingBytes
-  let options: CallOptions
+  private let source: Source
 
-  public func makeAsyncIterator() -> Iterator { Iterator(stream: self) }
+  /// Where the serialized responses come from.
+  enum Source: Sendable {
+    /// A gRPC call through the shim, started on the first `next()`.
+    case shim(
+      channel: ChannelHandle, path: String, request: @Sendable () throws -> OutgoingBytes, options: CallOptions)
+    /// A call in this process, started on the first `next()`.
+    case inProcess(@Sendable () -> InProcessStreamReader)
+  }
+
+  init(
+    channel: ChannelHandle, path: String, request: @escaping @Sendable () throws -> OutgoingBytes, options: CallOptions
+  ) {
+    source = .shim(channel: channel, path: path, request: request, options: options)
+  }
+
+  init(inProcess start: @escaping @Sendable () -> InProcessStreamReader) {
+    source = .inProcess(start)
+  }
+
+  public func makeAsyncIterator() -> Iterator { Iterator(source: source) }
 
   public struct Iterator: AsyncIteratorProtocol {
-    private let stream: ResponseStream
+    private let source: Source
     private var call: StreamCall?
+    private var reader: InProcessStreamReader?
 
-    init(stream: ResponseStream) { self.stream = stream }
+    init(source: Source) { self.source = source }
 
     public mutating func next() async throws -> Response? {
-      if call == nil { call = try StreamCall(stream) }
-      guard let bytes = try await call!.next() else { return nil }
-      return try Response(wireBytes: bytes)
+      let bytes: Data?
+      switch source {
+      case .shim(let channel, let path, let request, let options):
+        if call == nil { call = try StreamCall(channel: channel, path: path, request: request(), options: options) }
+        bytes = try await call?.next()
+      case .inProcess(let start):
+        if reader == nil { reader = start() }
+        bytes = try await reader?.next()
+      }
+      return try bytes.map { try Response(wireBytes: $0) }
     }
   }
 }
@@ -33,13 +56,12 @@ final class StreamCall: Sendable {
   private let receiver = StreamReceiver()
   private let pointer: PointerBox
 
-  init<Response>(_ stream: ResponseStream<Response>) throws {
-    let bytes = try stream.request()
+  init(channel: ChannelHandle, path: String, request bytes: OutgoingBytes, options: CallOptions) throws {
     // The shim holds a reference to the receiver until the stream ends.
     let context = Unmanaged.passRetained(receiver).toOpaque()
-    let pointer = stream.options.withCOptions { options in
+    let pointer = options.withCOptions { options in
       pm_client_server_stream(
-        stream.channel.pointer, stream.path, bytes.handOver(), options,
+        channel.pointer, path, bytes.handOver(), options,
         { context, message in
           Unmanaged<StreamReceiver>.fromOpaque(context!).takeUnretainedValue()
             .deliver(.message(message.takeData()))

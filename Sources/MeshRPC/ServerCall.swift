@@ -14,38 +14,45 @@ public struct ServerContext: Sendable {
   public let peerIdentity: String?
   /// When the client stops waiting; nil when it set no deadline.
   public let deadline: ContinuousClock.Instant?
-  fileprivate let call: IncomingCall
+  let cancel: @Sendable () -> Void
 
   /// Cancels the call from the server's side: the client sees CANCELLED, and
   /// the handler's task is cancelled.
-  public func cancelCall() { pm_server_call_cancel(call.pointer) }
+  public func cancelCall() { cancel() }
 }
 
 /// Streams responses of a server-streaming call, one at a time.
 public struct ResponseWriter<Response: Message>: Sendable {
-  fileprivate let call: IncomingCall
+  let call: any ServerCall
 
-  /// Sends one response; returns once gRPC has taken it (back-pressure).
-  /// Throws CANCELLED when the client has gone.
+  /// Sends one response; returns once the transport has taken it
+  /// (back-pressure). Throws CANCELLED when the client has gone.
   public func write(_ response: Response) async throws {
-    let bytes = try OutgoingBytes.serializing(response)
-    call.streamedBytes.withLock { $0 += bytes.count }
-    let sent = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-      let box = Unmanaged.passRetained(Box(continuation)).toOpaque()
-      pm_server_call_write(
-        call.pointer, bytes.handOver(),
-        { context, ok in
-          Unmanaged<Box<CheckedContinuation<Bool, Never>>>.fromOpaque(context!)
-            .takeRetainedValue().value.resume(returning: ok != 0)
-        }, box)
+    guard try await call.write(response) else {
+      throw RPCError(.cancelled, "the client is no longer reading the stream")
     }
-    if !sent { throw RPCError(.cancelled, "the client is no longer reading the stream") }
   }
+}
+
+/// One call a server answers, whichever transport carried it: the request,
+/// what the handler may know of the caller, and the ways to answer. Each
+/// call is finished exactly once.
+protocol ServerCall: AnyObject, Sendable {
+  var request: Data { get }
+  var context: ServerContext { get }
+  /// Answers with `response` (unary) and ends the call.
+  func finish(with response: some Message)
+  /// Ends the call with an error status.
+  func finish(with error: RPCError)
+  /// Ends a server stream with OK.
+  func finishStream()
+  /// Sends one response of a stream; false when the client has gone.
+  func write(_ response: some Message) async throws -> Bool
 }
 
 /// One call as the shim handed it over: the request bytes and the handle to
 /// answer through. Releases the handle when dropped.
-final class IncomingCall: @unchecked Sendable {
+final class IncomingCall: ServerCall, @unchecked Sendable {
   let pointer: OpaquePointer
   let request: Data
   let path: String
@@ -81,7 +88,8 @@ final class IncomingCall: @unchecked Sendable {
     return ServerContext(
       metadata: metadata, peer: String(cString: pm_server_call_peer(pointer)),
       peerIdentity: identity.isEmpty ? nil : identity,
-      deadline: remaining == .max ? nil : .now + .milliseconds(remaining), call: self)
+      deadline: remaining == .max ? nil : .now + .milliseconds(remaining),
+      cancel: { [self] in pm_server_call_cancel(pointer) })
   }
 
   /// Cancels `task` if the call is cancelled before it finishes.
@@ -117,8 +125,18 @@ final class IncomingCall: @unchecked Sendable {
       OutgoingBytes(repeating: 0, count: 0).handOver())
   }
 
-  func writer<Response: Message>(for: Response.Type) -> ResponseWriter<Response> {
-    ResponseWriter(call: self)
+  func write(_ response: some Message) async throws -> Bool {
+    let bytes = try OutgoingBytes.serializing(response)
+    streamedBytes.withLock { $0 += bytes.count }
+    return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+      let box = Unmanaged.passRetained(Box(continuation)).toOpaque()
+      pm_server_call_write(
+        pointer, bytes.handOver(),
+        { context, ok in
+          Unmanaged<Box<CheckedContinuation<Bool, Never>>>.fromOpaque(context!)
+            .takeRetainedValue().value.resume(returning: ok != 0)
+        }, box)
+    }
   }
 }
 

@@ -65,9 +65,10 @@ struct ServePartition: AsyncParsableCommand {
     BLAS.setThreadCount(blasThreads)
     let host = ServiceHost(role: "partition", settings: settings)
     let clientTransport = settings.client
-    let dataPlane = DataPlane(transport: clientTransport)
+    let dataPlane = DataPlane(dialer: GRPCDialer(transport: clientTransport))
     let partition = PartitionService(
-      dataPlane: dataPlane, transport: clientTransport, defaultMaxKeptBytes: maxKeptMiB << 20, blasThreads: blasThreads,
+      dataPlane: dataPlane, dialer: GRPCDialer(transport: clientTransport), defaultMaxKeptBytes: maxKeptMiB << 20,
+      blasThreads: blasThreads,
       dialPolicy: dialPolicy, parameterBudget: budgetMiB << 20)
     PartitionMetrics.register(partition, in: host.metrics)
     try await host.run(
@@ -129,7 +130,8 @@ struct ServeCoordinator: AsyncParsableCommand {
     for endpoint in stages.joined() { try Settings.checkAddress(endpoint, option: "--partitions") }
     let cluster: Cluster
     do {
-      cluster = try Cluster(parameterServers: parameterServers, partitions: stages, transport: settings.client)
+      cluster = try Cluster(
+        parameterServers: parameterServers, partitions: stages, dialer: GRPCDialer(transport: settings.client))
     } catch let error as RPCError {
       throw ValidationError("--partitions (or PIPEMESH_PARTITIONS) '\(partitions.echoed)': \(error.message)")
     }

@@ -49,7 +49,19 @@ import Testing
     epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0,
     recompute: Bool = false, maxKeptBytes: Int64 = 0
   ) async throws -> [Pipemesh_V1_TrainProgress] {
-    let client = try RPCClient(target: coordinator.endpoint)
+    try await train(
+      RPCClient(target: coordinator.endpoint), job: job, model: model, inputs: inputs, targets: targets,
+      microBatches: microBatches, schedule: schedule, consistency: consistency, epochs: epochs, batchSize: batchSize,
+      learningRate: learningRate, validation: validation, recompute: recompute, maxKeptBytes: maxKeptBytes)
+  }
+
+  /// Trains through `client`, a channel to a coordinator on any transport.
+  static func train(
+    _ client: any RPCChannel, job: String, model: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor,
+    microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, consistency: Pipemesh_V1_Consistency = .init(),
+    epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0,
+    recompute: Bool = false, maxKeptBytes: Int64 = 0
+  ) async throws -> [Pipemesh_V1_TrainProgress] {
     var request = Pipemesh_V1_TrainRequest.inline(
       job: job, model: model, inputs: inputs, targets: targets, epochs: epochs, batchSize: batchSize,
       microBatches: microBatches, schedule: schedule, learningRate: learningRate)
@@ -72,15 +84,17 @@ import Testing
       }
     } + [(2, 4, .scheduleOneFOneB, true), (4, 4, .scheduleGpipe, true)]
 
-  @Test func syncPipelinedLossesMatchInProcessTraining() async throws {
+  /// Every configuration trains the MLP as a NumPy reference (float64,
+  /// written apart from Pipemesh's code) does: the same loss at every step,
+  /// and the same weights at the end, seen through the logits the job infers.
+  /// The losses alone would not see the last step's update, nor an update
+  /// off by a little (a learning rate 0.1% off moves no loss by 1e-4).
+  @Test func syncPipelinedTrainingMatchesANumPyReference() async throws {
     let mesh = try await Self.mesh.value
     let (inputs, targets) = Self.classification()
-    let model = try makeModel(Self.mlp)
-    let expected = try await onOwnThread {
-      var reference = InProcessReference(model: model, learningRate: 0.1)
-      return reference.train(inputs: inputs, targets: targets, epochs: 2, batchSize: 16, seed: 3)
-    }
-    #expect(expected.count == 8)
+    let reference = try await Self.numPyReference(
+      Self.mlp, inputs: inputs, targets: targets, epochs: 2, batchSize: 16, learningRate: 0.1, seed: 3)
+    #expect(reference.losses.count == 8)
     var coordinators: [Int: RunningService] = [:]
     for stages in [1, 2, 4] {
       coordinators[stages] = try await mesh.coordinator((0..<stages).map { [$0] }, name: "k\(stages)")
@@ -88,21 +102,147 @@ import Testing
     for (stages, microBatches, schedule, recompute) in Self.configurations {
       let job =
         "mlp-k\(stages)-m\(microBatches)-\(schedule == .scheduleGpipe ? "gpipe" : "1f1b")\(recompute ? "-recompute" : "")"
+      let coordinator = try #require(coordinators[stages])
       let progress = try await Self.train(
-        coordinators[stages]!, job: job, model: Self.mlp, inputs: inputs, targets: targets,
+        coordinator, job: job, model: Self.mlp, inputs: inputs, targets: targets,
         microBatches: microBatches, schedule: schedule, recompute: recompute)
       let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
-      #expect(losses.count == expected.count, "\(job): \(losses.count) steps")
-      for (step, (got, want)) in zip(losses, expected).enumerated() {
-        #expect(abs(got - Double(want)) <= 1e-4 * abs(Double(want)), "\(job) step \(step + 1): \(got) vs \(want)")
+      #expect(losses.count == reference.losses.count, "\(job): \(losses.count) steps")
+      for (step, (got, want)) in zip(losses, reference.losses).enumerated() {
+        #expect(abs(got - want) <= 1e-4 * abs(want), "\(job) step \(step + 1): \(got) vs NumPy's \(want)")
       }
       #expect(progress.last?.done == true)
+
+      try await Self.expectFinalWeights(
+        of: job, on: RPCClient(target: coordinator.endpoint), inputs: inputs, reference: reference)
+
       // The trace shows the last step that did not flush to the ps (the
       // last step flushes): every action of every stage, and its commit.
       let events = try Self.traceEvents(progress.last?.traceJson ?? "")
-      #expect(Set(events.map(\.step)) == [Int64(expected.count - 1)], "\(job)")
+      #expect(Set(events.map(\.step)) == [Int64(reference.losses.count - 1)], "\(job)")
       #expect(events.count == stages * (2 * microBatches + 1), "\(job): \(events.map(\.name))")
     }
+  }
+
+  /// What Tests/reference/mlp_sgd.py reads and writes (its docstring
+  /// describes the fields).
+  enum NumPyReference {
+    struct Values: Codable {
+      var shape: [Int]
+      var values: [Double]
+
+      init(shape: [Int], values: [Double]) {
+        self.shape = shape
+        self.values = values
+      }
+
+      init(_ tensor: Tensor) { self.init(shape: tensor.shape, values: tensor.scalars.map(Double.init)) }
+    }
+
+    struct Layer: Codable {
+      var kernel: String
+      var bias: String
+      var activation: String
+    }
+
+    struct Input: Codable {
+      var inputs: Values
+      var labels: [Int]
+      var layers: [Layer]
+      var variables: [String: Values]
+      var learningRate: Double
+      var l2: Double
+      var steps: [[Int]]
+
+      enum CodingKeys: String, CodingKey {
+        case inputs, labels, layers, variables, l2, steps
+        case learningRate = "learning_rate"
+      }
+    }
+
+    struct Output: Codable {
+      var losses: [Double]
+      var variables: [String: Values]
+      var logits: Values
+    }
+  }
+
+  /// Trains `spec` (Dense layers, softmax cross-entropy) with plain SGD in
+  /// NumPy, by Tests/reference/mlp_sgd.py: from the initial values the mesh
+  /// starts from, on the examples in the coordinator's order.
+  static func numPyReference(
+    _ spec: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor, epochs: Int, batchSize: Int,
+    learningRate: Float, seed: UInt64
+  ) async throws -> NumPyReference.Output {
+    let model = try makeModel(spec)
+    let layers = try model.layers.map { layer in
+      let dense = try #require(layer as? Dense, "\(layer.name) is not a Dense layer")
+      let activation = try #require(
+        [Activation.tanh: "tanh", .linear: "none"][dense.activation], "\(dense.name) has \(dense.activation)")
+      return NumPyReference.Layer(kernel: "\(dense.name)/kernel", bias: "\(dense.name)/bias", activation: activation)
+    }
+    // A stage registers its variables with the ps with the initial values
+    // `VariableDeclaration.definition(seed:optimizer:)` draws: the
+    // declaration's initializer with the seed derived from the model's seed
+    // and the name, as `initialVariables()` draws them.
+    let variables = model.initialVariables()
+    for layer in layers {
+      #expect(variables[layer.kernel] != nil && variables[layer.bias] != nil, "\(layer)")
+    }
+    // The order of `TrainingJob` with one replica: the training split, then
+    // per epoch (1-based there) a permutation of it cut into batches.
+    let train = PortableRandom.heldOutSplit(count: inputs.shape[0], validationFraction: 0, seed: seed).train
+    var steps: [[Int]] = []
+    for epoch in 1...epochs {
+      let order = PortableRandom.permutation(train.count, seed: PortableRandom.epochSeed(seed, epoch: epoch - 1))
+      for step in 0..<(train.count / batchSize) {
+        steps.append(order[(step * batchSize)..<((step + 1) * batchSize)].map { train[$0] })
+      }
+    }
+    let input = NumPyReference.Input(
+      inputs: .init(inputs), labels: targets.scalars.map { Int($0) }, layers: layers,
+      variables: variables.mapValues { NumPyReference.Values($0) }, learningRate: Double(learningRate),
+      l2: Double(spec.loss.l2), steps: steps)
+
+    let directory = try TemporaryDirectory(prefix: "pipemesh-numpy")
+    try JSONEncoder().encode(input).write(to: URL(fileURLWithPath: directory.file("in.json")))
+    try await run(
+      try PythonInterop.findPython(),
+      [Repository.path("Tests/reference/mlp_sgd.py"), directory.file("in.json"), directory.file("out.json")])
+    return try JSONDecoder().decode(
+      NumPyReference.Output.self, from: Data(contentsOf: URL(fileURLWithPath: directory.file("out.json"))))
+  }
+
+  /// Checks `job`'s final weights against the NumPy reference's, through the
+  /// logits the job infers for `inputs`.
+  static func expectFinalWeights(
+    of job: String, on coordinator: any RPCChannel, inputs: Tensor, reference: NumPyReference.Output
+  ) async throws {
+    // The final weights, through the job's logits for all 64 inputs. In
+    // float32 against float64 they differ by a few float32 ulps: a float32
+    // copy of the reference (full batch, or 2, 4 or 16 micro-batches)
+    // ends at most 3.6e-7 from NumPy's logits (which reach 1.43), a fiftieth
+    // of this bound. A learning rate 0.1% off ends 6.3e-4 away, no L2
+    // 2.5e-3, and one example of the last step left out 3.8e-2.
+    let inferred = try await coordinator.call(
+      CoordinatorMethods.infer,
+      .with {
+        $0.job = job
+        $0.inputs = Pipemesh_V1_Tensor(inputs)
+      })
+    let logits = try Tensor(wire: inferred.outputs, what: "\(job)'s logits")
+    #expect(logits.shape == reference.logits.shape, "\(job)")
+    let differences = zip(logits.scalars, reference.logits.values).map { abs(Double($0) - $1) }
+    let outside = zip(differences, reference.logits.values).enumerated().filter { _, pair in
+      pair.0 > 1e-5 + 1e-5 * abs(pair.1)
+    }
+    let largest = differences.max() ?? 0
+    #expect(
+      outside.isEmpty,
+      """
+      \(job): \(outside.count) logits differ from NumPy's by more than 1e-5 + 1e-5·|logit|, at most by \
+      \(largest); first (index, (difference, NumPy)): \(outside.prefix(3))
+      """)
   }
 
   /// The complete ("X") events of a Chrome trace: name and step.

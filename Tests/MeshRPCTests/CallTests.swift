@@ -6,7 +6,8 @@ import MeshTestSupport
 import MeshWire
 import Testing
 
-/// Every call kind over real loopback sockets through the C++ shim.
+/// Every call kind, over real loopback sockets through the C++ shim and over
+/// the in-process transport: the contract both keep.
 @Suite struct CallTests {
   let diagnostics = DiagnosticsService(role: "test")
 
@@ -16,8 +17,9 @@ import Testing
     return request
   }
 
-  @Test func unaryRoundTrip() async throws {
-    try await withServer([diagnostics]) { server, client in
+  @Test(arguments: TestTransport.allCases)
+  func unaryRoundTrip(transport: TestTransport) async throws {
+    try await withChannel(transport, [diagnostics]) { client in
       let payload = Data("hello mesh".utf8)
       let response = try await client.call(DiagnosticsMethods.echo, echoRequest(payload))
       #expect(response.payload == payload)
@@ -27,23 +29,28 @@ import Testing
     }
   }
 
-  @Test func metadataDeadlineAndPeerReachTheHandler() async throws {
+  @Test(arguments: TestTransport.allCases)
+  func metadataDeadlineAndPeerReachTheHandler(transport: TestTransport) async throws {
     let probe = ProbeService()
-    try await withServer([probe]) { _, client in
+    try await withChannel(transport, [probe]) { client in
       var options = CallOptions(timeout: .seconds(30))
       options.metadata.append("job-7", forKey: "X-Pipemesh-Job")
       let response = try await client.call(ProbeService.metadata, echoRequest(Data()), options: options)
       let seen = String(decoding: response.payload, as: UTF8.self)
       #expect(seen.contains("x-pipemesh-job=job-7"))
-      #expect(seen.contains("|ipv4:127.0.0.1:") || seen.contains("|ipv6:"))
+      switch transport {
+      case .grpc: #expect(seen.contains("|ipv4:127.0.0.1:") || seen.contains("|ipv6:"))
+      case .inProcess: #expect(seen.contains("|in-process|"))
+      }
       #expect(seen.hasSuffix("|deadline"))
       let withoutDeadline = try await client.call(ProbeService.metadata, echoRequest(Data()))
       #expect(String(decoding: withoutDeadline.payload, as: UTF8.self).hasSuffix("|no-deadline"))
     }
   }
 
-  @Test func serverStreamingRoundTrip() async throws {
-    try await withServer([diagnostics]) { _, client in
+  @Test(arguments: TestTransport.allCases)
+  func serverStreamingRoundTrip(transport: TestTransport) async throws {
+    try await withChannel(transport, [diagnostics]) { client in
       var request = Pipemesh_V1_EchoStreamRequest()
       request.count = 25
       request.responseSize = 1000
@@ -56,9 +63,10 @@ import Testing
     }
   }
 
-  @Test func deadlineExceeded() async throws {
+  @Test(arguments: TestTransport.allCases)
+  func deadlineExceeded(transport: TestTransport) async throws {
     let probe = ProbeService()
-    try await withServer([probe]) { _, client in
+    try await withChannel(transport, [probe]) { client in
       let error = await #expect(throws: RPCError.self) {
         _ = try await client.call(
           ProbeService.waitForCancel, echoRequest(Data()), options: .init(timeout: .milliseconds(200)))
@@ -69,9 +77,10 @@ import Testing
     }
   }
 
-  @Test func clientCancellationCancelsTheHandler() async throws {
+  @Test(arguments: TestTransport.allCases)
+  func clientCancellationCancelsTheHandler(transport: TestTransport) async throws {
     let probe = ProbeService()
-    try await withServer([probe]) { _, client in
+    try await withChannel(transport, [probe]) { client in
       let call = Task { try await client.call(ProbeService.waitForCancel, echoRequest(Data())) }
       #expect(await eventually { probe.seen.contains("started") })
       call.cancel()
@@ -81,9 +90,10 @@ import Testing
     }
   }
 
-  @Test func serverCancellationEndsTheClientStream() async throws {
+  @Test(arguments: TestTransport.allCases)
+  func serverCancellationEndsTheClientStream(transport: TestTransport) async throws {
     let probe = ProbeService()
-    try await withServer([probe]) { _, client in
+    try await withChannel(transport, [probe]) { client in
       var request = Pipemesh_V1_EchoStreamRequest()
       request.count = 3
       var received = 0
@@ -95,9 +105,10 @@ import Testing
     }
   }
 
-  @Test func droppingAStreamCancelsTheServerSide() async throws {
+  @Test(arguments: TestTransport.allCases)
+  func droppingAStreamCancelsTheServerSide(transport: TestTransport) async throws {
     let probe = ProbeService()
-    try await withServer([probe]) { _, client in
+    try await withChannel(transport, [probe]) { client in
       var taken = 0
       for try await _ in client.stream(ProbeService.streamForever, .init()) {
         taken += 1
@@ -105,11 +116,16 @@ import Testing
       }
       #expect(taken == 5)
       #expect(await eventually { probe.seen.contains { $0.hasPrefix("stream ended after") } })
+      if transport == .inProcess {
+        // One message in flight: the handler wrote the sixth and waited for it to be read.
+        #expect(probe.seen.contains("stream ended after 5"), "\(probe.seen)")
+      }
     }
   }
 
-  @Test func sixtyFourMebibyteMessage() async throws {
-    try await withServer([diagnostics]) { _, client in
+  @Test(arguments: TestTransport.allCases)
+  func sixtyFourMebibyteMessage(transport: TestTransport) async throws {
+    try await withChannel(transport, [diagnostics]) { client in
       var payload = Data(count: 64 << 20)
       payload.withUnsafeMutableBytes { bytes in
         for index in stride(from: 0, to: bytes.count, by: 4096) {
@@ -139,8 +155,9 @@ import Testing
     }
   }
 
-  @Test func thousandConcurrentCalls() async throws {
-    try await withServer([diagnostics]) { _, client in
+  @Test(arguments: TestTransport.allCases)
+  func thousandConcurrentCalls(transport: TestTransport) async throws {
+    try await withChannel(transport, [diagnostics]) { client in
       let payloads = try await withThrowingTaskGroup(of: (Int, Data).self) { group in
         for index in 0..<1000 {
           group.addTask {
@@ -155,23 +172,25 @@ import Testing
     }
   }
 
-  @Test func unknownMethodIsUnimplemented() async throws {
-    try await withServer([diagnostics]) { _, client in
-      let error = await #expect(throws: RPCError.self) {
-        _ = try await client.call(path: "/pipemesh.v1.Nothing/Here", requestBytes: Data())
-      }
+  @Test(arguments: TestTransport.allCases)
+  func unknownMethodIsUnimplemented(transport: TestTransport) async throws {
+    let nowhere = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(
+      service: "pipemesh.v1.Nothing", name: "Here")
+    try await withChannel(transport, [diagnostics]) { client in
+      let error = await #expect(throws: RPCError.self) { _ = try await client.call(nowhere, echoRequest(Data())) }
       #expect(error?.code == .unimplemented)
       #expect(error?.message.contains("/pipemesh.v1.Nothing/Here") == true)
     }
   }
 
-  @Test func gracefulShutdownLetsRunningCallsFinish() async throws {
+  @Test(arguments: TestTransport.allCases)
+  func gracefulShutdownLetsRunningCallsFinish(transport: TestTransport) async throws {
     let probe = ProbeService()
-    let server = try RPCServer(services: [diagnostics, probe])
-    let client = try RPCClient(target: server.endpoint)
+    let server = try TestServer(transport, [diagnostics, probe])
+    let client = server.channel
     let running = Task { try await client.call(ProbeService.slow, echoRequest(Data("late".utf8))) }
     #expect(await eventually { probe.seen.contains("slow started") })
-    await server.shutdown(gracePeriod: .seconds(10))
+    await server.shutdown(.seconds(10))
     #expect(try await running.value.payload == Data("late".utf8))
     let error = await #expect(throws: RPCError.self) {
       _ = try await client.call(DiagnosticsMethods.echo, echoRequest(Data()), options: .init(timeout: .seconds(2)))
@@ -227,10 +246,11 @@ import Testing
     }
   }
 
-  @Test func payloadsInFlightAreBounded() async throws {
+  @Test(arguments: TestTransport.allCases)
+  func payloadsInFlightAreBounded(transport: TestTransport) async throws {
     let diagnostics = DiagnosticsService(role: "test", maxPayloadBytesInFlight: 1 << 20)
     #expect(DiagnosticsService(role: "default").maxPayloadBytesInFlight == 256 << 20)
-    try await withServer([diagnostics]) { _, client in
+    try await withChannel(transport, [diagnostics]) { client in
       let half = UInt64(diagnostics.maxPayloadBytesInFlight / 2)
       // Two streams that each hold half the bound between their messages.
       let streams = (0..<2).map { _ in

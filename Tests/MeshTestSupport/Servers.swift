@@ -39,3 +39,52 @@ public func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T)
     Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
   }
 }
+
+/// The transports a test can run a contract on: the same calls must behave
+/// the same over both.
+public enum TestTransport: String, CaseIterable, Sendable, CustomStringConvertible {
+  /// A server on a loopback port through the C++ shim.
+  case grpc
+  /// An `InProcessNetwork`, no sockets.
+  case inProcess
+
+  public var description: String { rawValue }
+}
+
+/// A server of a test on one transport: a channel to it, and how to stop it.
+public struct TestServer: Sendable {
+  public let channel: any RPCChannel
+  /// Stops taking calls and gives running ones the grace period.
+  public let shutdown: @Sendable (Duration) async -> Void
+
+  /// Serves `services` on `transport`.
+  public init(_ transport: TestTransport, _ services: [any RPCService]) throws {
+    switch transport {
+    case .grpc:
+      let server = try RPCServer(services: services, reflection: MeshDescriptors.fileDescriptorSet)
+      channel = try RPCClient(target: server.endpoint)
+      shutdown = { await server.shutdown(gracePeriod: $0) }
+    case .inProcess:
+      let network = InProcessNetwork()
+      let server = try network.serve(services, at: "test.in-process:1")
+      channel = network.channel(to: server.endpoint, identity: nil)
+      shutdown = { await server.shutdown(gracePeriod: $0) }
+    }
+  }
+}
+
+/// Serves `services` on `transport`, runs `body` with a channel to them, and
+/// stops the server whether `body` threw or not.
+public func withChannel<R>(
+  _ transport: TestTransport, _ services: [any RPCService], _ body: (any RPCChannel) async throws -> R
+) async throws -> R {
+  let server = try TestServer(transport, services)
+  let result: Result<R, any Error>
+  do {
+    result = .success(try await body(server.channel))
+  } catch {
+    result = .failure(error)
+  }
+  await server.shutdown(.zero)
+  return try result.get()
+}

@@ -7,14 +7,17 @@ import Testing
   import FoundationXML
 #endif
 
-/// `pipemesh up` end to end, as a user runs it: real child processes, the
-/// bundled dataset, a run folder.
+/// `pipemesh up` end to end, as a user runs it: real child processes (or, with
+/// --in-process, the whole mesh in the one process), the bundled dataset, a
+/// run folder.
 @Suite struct UpTests {
-  @Test func shortRunTrainsAndWritesACompleteRunFolder() async throws {
+  @Test(arguments: [false, true])
+  func shortRunTrainsAndWritesACompleteRunFolder(inProcess: Bool) async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-up")
     let up = try ChildProcess(
       PipemeshBinary.path,
-      ["up", "--epochs", "2", "--stages", "2", "--micro-batches", "2", "--runs-dir", directory.file("runs")],
+      ["up", "--epochs", "2", "--stages", "2", "--micro-batches", "2", "--runs-dir", directory.file("runs")]
+        + (inProcess ? ["--in-process"] : []),
       logPath: directory.file("up.log"), currentDirectory: directory.path)
     let status = try await up.waitForExit(timeout: .seconds(240))
     #expect(status == 0, "pipemesh up failed:\n\(up.log)")
@@ -22,6 +25,8 @@ import Testing
     let runs = try FileManager.default.contentsOfDirectory(atPath: directory.file("runs"))
     let run = (directory.file("runs") as NSString).appendingPathComponent(try #require(runs.first))
     func file(_ name: String) -> String { (run as NSString).appendingPathComponent(name) }
+    // Child processes log to logs/; a mesh in one process starts none.
+    #expect(FileManager.default.fileExists(atPath: file("logs")) == !inProcess)
     for name in [
       "metrics.csv", "metrics.json", "loss.svg", "accuracy.svg", "trace.json", "model.json", "checkpoint.safetensors",
     ] {
@@ -29,9 +34,9 @@ import Testing
     }
 
     // Ten classes: an untrained model is right about 10% of the time.
-    let metrics =
+    let metrics = try #require(
       try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("metrics.json"))))
-      as! [String: Any]
+        as? [String: Any])
     let evaluations = try #require(metrics["evaluations"] as? [[String: Any]])
     #expect(evaluations.count == 2)
     let accuracy = try #require((evaluations.last?["validation_accuracy"] as? NSNumber)?.doubleValue)
@@ -50,9 +55,9 @@ import Testing
       #expect(try String(contentsOfFile: file(chart), encoding: .utf8).contains("<polyline"))
     }
 
-    let trace =
+    let trace = try #require(
       try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("trace.json"))))
-      as! [String: Any]
+        as? [String: Any])
     let events = try #require(trace["traceEvents"] as? [[String: Any]]).filter { $0["ph"] as? String == "X" }
     // One step of 2 micro-batches through 2 stages: 4 forwards, 4 backwards, 2 commits.
     #expect(events.count == 10)
@@ -82,5 +87,17 @@ import Testing
       let log = try String(contentsOfFile: (logs as NSString).appendingPathComponent(name), encoding: .utf8)
       #expect(log.contains("stopped"), "\(name) did not stop cleanly:\n\(log)")
     }
+  }
+
+  @Test func ctrlCCancelsTheJobOfAMeshInOneProcess() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-up")
+    let up = try ChildProcess(
+      PipemeshBinary.path, ["up", "--in-process", "--epochs", "500", "--runs-dir", directory.file("runs")],
+      logPath: directory.file("up.log"), currentDirectory: directory.path)
+    _ = try await up.waitForLine(startingWith: "epoch 1")
+    up.signal(SIGINT)
+    #expect(try await up.waitForExit(timeout: .seconds(60)) == 130, "\(up.log)")
+    #expect(up.log.contains("interrupted: cancelling"))
+    #expect(up.log.contains("stopping the mesh"))
   }
 }

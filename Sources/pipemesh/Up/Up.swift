@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MeshCoordinator
+import MeshInProcess
 import MeshOps
 import MeshProto
 import MeshRPC
@@ -14,7 +15,7 @@ struct Up: AsyncParsableCommand {
     abstract: "Start a local mesh, train a model on a dataset, evaluate it, and write a run folder.",
     discussion: """
       Starts a ps, the partitions (stages × replicas) and a coordinator as child processes on free
-      loopback ports, trains (by default an MLP on the bundled UCI handwritten digits), evaluates on a
+      loopback ports (or, with --in-process, all in this process without sockets), trains (by default an MLP on the bundled UCI handwritten digits), evaluates on a
       held-out split after every epoch, and writes runs/<time>/: metrics.csv and metrics.json, loss.svg
       and accuracy.svg, trace.json (a steady step's pipeline timeline, for Perfetto), model.json (the
       spec used), checkpoint.safetensors (the trained variables) and logs/. Ctrl-C cancels the job and
@@ -28,6 +29,13 @@ struct Up: AsyncParsableCommand {
 
   @Option(help: "Data-parallel replicas of the pipeline.")
   var replicas: Int = 1
+
+  @Flag(
+    help: """
+      Run the ps, partitions and coordinator in this process over the in-process transport: the same \
+      services and arithmetic, no child processes or sockets.
+      """)
+  var inProcess = false
 
   @Option(help: "Where run folders go.")
   var runsDir: String = "runs"
@@ -48,19 +56,34 @@ struct Up: AsyncParsableCommand {
     try run.write(try spec.jsonString(), to: "model.json")
     say("run folder \(run.path)")
 
-    let services = try LocalServices(logDirectory: run.file("logs"))
     let outcome: Result<Void, any Error>
-    do {
-      outcome = .success(try await train(spec, services: services, run: run))
-    } catch {
-      outcome = .failure(error)
+    if inProcess {
+      let mesh = try InProcessMesh(
+        stages: stages, replicas: replicas, checkpointDirectory: run.file("ps-checkpoints"),
+        loadDataset: trainingDataLoader(files: .anywhere))
+      say("mesh up in this process: \(stages) stage(s) × \(replicas) replica(s)")
+      do {
+        outcome = .success(try await train(spec, coordinator: mesh.coordinatorChannel(), run: run))
+      } catch {
+        outcome = .failure(error)
+      }
+      say("stopping the mesh")
+      await mesh.shutdown()
+    } else {
+      let services = try LocalServices(logDirectory: run.file("logs"))
+      do {
+        outcome = .success(try await train(spec, coordinator: startProcesses(services, run: run), run: run))
+      } catch {
+        outcome = .failure(error)
+      }
+      say("stopping the mesh")
+      await services.stopAll()
     }
-    say("stopping the mesh")
-    await services.stopAll()
     try outcome.get()
   }
 
-  private func train(_ spec: Pipemesh_V1_ModelSpec, services: LocalServices, run: RunFolder) async throws {
+  /// Starts the mesh as child processes; returns a channel to its coordinator.
+  private func startProcesses(_ services: LocalServices, run: RunFolder) async throws -> any RPCChannel {
     let ps = try await services.start(
       "ps", name: "ps", ["--checkpoint-dir", run.file("ps-checkpoints"), "--checkpoint-seconds", "0"])
     var layout: [[String]] = []
@@ -78,7 +101,11 @@ struct Up: AsyncParsableCommand {
         + (training.localDataset.folder.map { ["--data-dir", $0] } ?? []))
     say("mesh up: ps \(ps), \(stages) stage(s) × \(replicas) replica(s), coordinator \(coordinatorEndpoint)")
 
-    let coordinator = try RPCClient(target: coordinatorEndpoint)
+    return try RPCClient(target: coordinatorEndpoint)
+  }
+
+  /// Trains on the mesh behind `coordinator`; Ctrl-C cancels the job.
+  private func train(_ spec: Pipemesh_V1_ModelSpec, coordinator: any RPCChannel, run: RunFolder) async throws {
     let job = "up-\(Int(Date().timeIntervalSince1970))"
     let training = Task { try await stream(job: job, spec: spec, coordinator: coordinator, run: run) }
     let wasInterrupted = Mutex(false)
@@ -102,7 +129,9 @@ struct Up: AsyncParsableCommand {
     }
   }
 
-  private func stream(job: String, spec: Pipemesh_V1_ModelSpec, coordinator: RPCClient, run: RunFolder) async throws {
+  private func stream(job: String, spec: Pipemesh_V1_ModelSpec, coordinator: any RPCChannel, run: RunFolder)
+    async throws
+  {
     var request = try training.request(job: job, spec: spec, dataset: training.localDataset.reference)
     request.checkpoint.atEnd = true  // the run folder keeps the final checkpoint
     var display = ProgressDisplay(showsAccuracy: !training.regression)

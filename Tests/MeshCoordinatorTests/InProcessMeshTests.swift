@@ -1,0 +1,74 @@
+import Foundation
+import MeshInProcess
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshWire
+import Testing
+
+/// The coordinator, partitions and ps in one process over the in-process
+/// transport: the same services and arithmetic as a mesh of processes, with
+/// no sockets, so logic is checked in milliseconds. (PipelineTrainingTests
+/// proves the same on real processes.)
+@Suite struct InProcessMeshTests {
+  @Test(arguments: [
+    (stages: 1, microBatches: 1, schedule: Pipemesh_V1_ScheduleKind.scheduleGpipe),
+    (stages: 2, microBatches: 4, schedule: .scheduleOneFOneB),
+    (stages: 4, microBatches: 2, schedule: .scheduleGpipe),
+  ])
+  func aMeshInOneProcessTrainsAsTheNumPyReferenceDoes(
+    stages: Int, microBatches: Int, schedule: Pipemesh_V1_ScheduleKind
+  ) async throws {
+    let mesh = try InProcessMesh(psTasks: 2, stages: stages)
+    let outcome = await Result(catching: {
+      let (inputs, targets) = PipelineTrainingTests.classification()
+      let reference = try await PipelineTrainingTests.numPyReference(
+        PipelineTrainingTests.mlp, inputs: inputs, targets: targets, epochs: 2, batchSize: 16, learningRate: 0.1,
+        seed: 3)
+      let job = "in-process-k\(stages)-m\(microBatches)"
+      let progress = try await PipelineTrainingTests.train(
+        mesh.coordinatorChannel(), job: job, model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
+        microBatches: microBatches, schedule: schedule)
+      let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
+      #expect(losses.count == reference.losses.count)
+      for (step, (got, want)) in zip(losses, reference.losses).enumerated() {
+        #expect(abs(got - want) <= 1e-4 * abs(want), "\(job) step \(step + 1): \(got) vs NumPy's \(want)")
+      }
+      #expect(progress.last?.done == true)
+      try await PipelineTrainingTests.expectFinalWeights(
+        of: job, on: mesh.coordinatorChannel(), inputs: inputs, reference: reference)
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+
+  /// The identity a caller carries reaches the services' admission checks,
+  /// as a certificate's name does over mutual TLS.
+  @Test func servicesAdmitByTheRoleTheCallerCarries() async throws {
+    let mesh = try InProcessMesh(stages: 1)
+    let outcome = await Result(catching: {
+      let ps = try #require(mesh.parameterServers.first)
+      let asUser = mesh.network.channel(to: ps, identity: "client.alice")
+      let refused = await #expect(throws: RPCError.self) {
+        _ = try await asUser.call(ParameterServerMethods.stats, .init())
+      }
+      #expect(refused?.code == .permissionDenied)
+      #expect(refused?.message.contains("client.alice") == true, "\(String(describing: refused))")
+      let asCoordinator = mesh.network.channel(to: ps, identity: "coordinator")
+      _ = try await asCoordinator.call(ParameterServerMethods.stats, .init())
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+}
+
+extension Result where Failure == any Error {
+  /// The outcome of `body`, so that a test can clean up before it rethrows.
+  init(catching body: () async throws -> Success) async {
+    do {
+      self = .success(try await body())
+    } catch {
+      self = .failure(error)
+    }
+  }
+}
