@@ -115,7 +115,9 @@ public final class InProcessServer: Sendable {
     guard let id else {
       return call.finish(with: RPCError(.unavailable, "\(endpoint) is shutting down"))
     }
-    call.observe(path: path, by: observer) { [weak self] in _ = self?.state.withLock { $0.running.removeValue(forKey: id) } }
+    call.observe(path: path, by: observer) { [weak self] in
+      _ = self?.state.withLock { $0.running.removeValue(forKey: id) }
+    }
     guard let method = methods[path] else {
       return call.finish(with: RPCError(.unimplemented, "\(endpoint) serves no method \(path)"))
     }
@@ -282,7 +284,8 @@ final class InProcessCall: ServerCall {
   /// answer; nil once a stream ended with OK; throws the call's error.
   func next() async throws -> Data? {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Data?, any Error>) in
-      let (taken, writer, ending) = state.withLock { state -> (Data?, CheckedContinuation<Bool, Never>?, Result<Data?, RPCError>?) in
+      let (taken, writer, ending) = state.withLock {
+        state -> (Data?, CheckedContinuation<Bool, Never>?, Result<Data?, RPCError>?) in
         if let message = state.message {
           state.message = nil
           defer { state.writer = nil }
@@ -290,7 +293,10 @@ final class InProcessCall: ServerCall {
         }
         if let ending = state.ending {
           // A unary answer is read once; after it the call reads as ended.
-          if case .success(let answer?) = ending { state.ending = .success(nil) ; return (nil, nil, .success(answer)) }
+          if case .success(let answer?) = ending {
+            state.ending = .success(nil)
+            return (nil, nil, .success(answer))
+          }
           return (nil, nil, ending)
         }
         state.reader = continuation
@@ -396,8 +402,12 @@ final class InProcessCall: ServerCall {
     ended.writer?.resume(returning: false)
     if let reader = ended.reader {
       // The reader waits only when no message is queued.
-      if case .success(let answer?) = ending { state.withLock { $0.ending = .success(nil) }; reader.resume(returning: answer) }
-      else { reader.resume(with: ending.mapError { $0 as any Error }) }
+      if case .success(let answer?) = ending {
+        state.withLock { $0.ending = .success(nil) }
+        reader.resume(returning: answer)
+      } else {
+        reader.resume(with: ending.mapError { $0 as any Error })
+      }
     }
     let code: RPCError.Code? = if case .failure(let error) = ending { error.code } else { nil }
     ended.observer?.callFinished(
