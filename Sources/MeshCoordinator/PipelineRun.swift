@@ -88,6 +88,7 @@ struct PipelineRun {
   private enum Call: Sendable {
     case forward(PipelineAction, stage: Int, Pipemesh_V1_ForwardRequest)
     case backward(PipelineAction, stage: Int, Pipemesh_V1_BackwardRequest)
+    case weights(PipelineAction, stage: Int, Pipemesh_V1_BackwardWeightsRequest)
   }
 
   private func prepare(_ action: PipelineAction, stage: Int, position: Int32) -> Call {
@@ -124,7 +125,15 @@ struct PipelineRun {
           $0.key = DataPlaneKey(key, .gradient).wire
         }
       }
+      request.weightsLater = schedule.splitsBackward(stage: stage, microBatch: action.microBatch)
       return .backward(action, stage: stage, request)
+    case .weights:
+      return .weights(
+        action, stage: stage,
+        .with {
+          $0.key = key
+          $0.schedulePosition = position
+        })
     }
   }
 
@@ -153,6 +162,11 @@ struct PipelineRun {
       return CallResult(loss: response.loss, correct: response.correct, computeSeconds: response.computeSeconds)
     case .backward(let action, let stage, let request):
       let response = try await stages[stage].call(PartitionMethods.backward, request)
+      trace.record(
+        action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
+      return CallResult(computeSeconds: response.computeSeconds)
+    case .weights(let action, let stage, let request):
+      let response = try await stages[stage].call(PartitionMethods.backwardWeights, request)
       trace.record(
         action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
       return CallResult(computeSeconds: response.computeSeconds)

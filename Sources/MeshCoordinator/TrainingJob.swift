@@ -73,7 +73,7 @@ final class TrainingJob: Sendable {
     data = Mutex(JobData(train: train, validation: validation))
     stepsPerEpoch = train.inputs.shape[0] / (batchSize * cluster.replicas)
     schedule = PipelineSchedule(
-      kind: request.schedule == .scheduleOneFOneB ? .oneFOneB : .gpipe, stages: cluster.stages,
+      kind: Self.scheduleKind(request.schedule), stages: cluster.stages,
       microBatches: microBatches)
     self.name = name
     self.owner = owner
@@ -96,6 +96,15 @@ final class TrainingJob: Sendable {
   /// The most micro-batches a step may be cut into.
   static let maxMicroBatches: Int32 = 4096
 
+  /// The schedule a request names (GPipe when it names none).
+  static func scheduleKind(_ kind: Pipemesh_V1_ScheduleKind) -> ScheduleKind {
+    switch kind {
+    case .scheduleOneFOneB: .oneFOneB
+    case .scheduleZeroBubbleH1: .zeroBubbleH1
+    case .scheduleUnspecified, .scheduleGpipe, .UNRECOGNIZED: .gpipe
+    }
+  }
+
   /// Checks the options that the partitions and the ps would otherwise
   /// refuse only once the job runs, so that a bad request creates nothing.
   private static func checkOptions(_ request: Pipemesh_V1_TrainRequest) throws {
@@ -103,9 +112,11 @@ final class TrainingJob: Sendable {
       throw RPCError(.invalidArgument, "micro_batches is \(request.microBatches); give 1 to \(maxMicroBatches) (0: 1)")
     }
     switch request.schedule {
-    case .scheduleUnspecified, .scheduleGpipe, .scheduleOneFOneB: break
+    case .scheduleUnspecified, .scheduleGpipe, .scheduleOneFOneB, .scheduleZeroBubbleH1: break
     case .UNRECOGNIZED(let value):
-      throw RPCError(.invalidArgument, "schedule is \(value); give SCHEDULE_GPIPE (1) or SCHEDULE_ONE_F_ONE_B (2)")
+      throw RPCError(
+        .invalidArgument,
+        "schedule is \(value); give SCHEDULE_GPIPE (1), SCHEDULE_ONE_F_ONE_B (2) or SCHEDULE_ZERO_BUBBLE_H1 (3)")
     }
     do {
       _ = try makeOptimizer(request.optimizer)

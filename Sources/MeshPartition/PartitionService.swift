@@ -72,6 +72,11 @@ public final class PartitionService: RPCService, Sendable {
       try Self.check(schedulePosition: request.schedulePosition)
       return try await runner(request.key.job).backward(request)
     }
+    router.unary(PartitionMethods.backwardWeights) { [self] request, _ in
+      try Self.check(request.key, training: true)
+      try Self.check(schedulePosition: request.schedulePosition)
+      return try await runner(request.key.job).backwardWeights(request)
+    }
     router.unary(PartitionMethods.commit) { [self] request, _ in
       guard request.step >= 1 else {
         throw RPCError(.invalidArgument, "step is \(request.step); training steps count from 1")

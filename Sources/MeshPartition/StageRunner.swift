@@ -53,6 +53,10 @@ actor StageRunner {
   // awaits the first one's answer, even while it is still running.
   private var forwards = CallOnce<MicroBatch, Pipemesh_V1_ForwardResponse>()
   private var backwards = CallOnce<MicroBatch, Pipemesh_V1_BackwardResponse>()
+  private var weightCalls = CallOnce<MicroBatch, Pipemesh_V1_BackwardWeightsResponse>()
+  /// Weight gradients a split backward held back, with the sums they add
+  /// into (lent until then) and the bytes the micro-batch still holds.
+  private var heldWeights: [MicroBatch: (weights: WeightGradients, sums: GradientSums, bytes: Int)] = [:]
   private var commits = CallOnce<Int64, Pipemesh_V1_CommitResponse>()
 
   struct MicroBatch: Hashable {
@@ -173,7 +177,7 @@ actor StageRunner {
     let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
     guard training else {
       // Inferences running at once share the bound with what training keeps.
-      let held = kept.values.reduce(0) { $0 + $1.bytes } + inferenceBytes
+      let held = heldBytes + inferenceBytes
       let bytes = try checkActivationBound(
         batch: batch, perExample: inferenceBytesPerExample, holding: held, what: "an inference")
       inferenceBytes += bytes
@@ -187,7 +191,7 @@ actor StageRunner {
       return response
     }
 
-    let holding = kept.values.reduce(0) { $0 + $1.bytes } + inferenceBytes
+    let holding = heldBytes + inferenceBytes
     let bytes = try checkActivationBound(
       batch: batch, perExample: keptBytesPerExample, holding: holding, what: "a micro-batch")
     // Counted from here: a forward running off the actor still holds its bytes.
@@ -263,6 +267,12 @@ actor StageRunner {
     return bytes
   }
 
+  /// Bytes of activations the step's micro-batches hold: kept for a
+  /// backward, or for weight gradients held back.
+  private var heldBytes: Int {
+    kept.values.reduce(0) { $0 + $1.bytes } + heldWeights.values.reduce(0) { $0 + $1.bytes }
+  }
+
   // MARK: - Backward
 
   func backward(_ request: Pipemesh_V1_BackwardRequest) async throws -> Pipemesh_V1_BackwardResponse {
@@ -308,10 +318,12 @@ actor StageRunner {
     let sums = GradientSums(accumulated)
     accumulated = [:]
     let (dataPlane, inputGradientKey) = (dataPlane, DataPlaneKey(request.key, .gradient))
+    let weightsLater = request.weightsLater
     let computeStarted = ContinuousClock.now
     let offered: Pipemesh_V1_TensorReference?
+    let held: WeightGradients?
     do {
-      offered = try await offActor {
+      (offered, held) = try await offActor {
         let forward =
           entry.forward
           ?? Self.runForward(
@@ -328,29 +340,73 @@ actor StageRunner {
         // The input gradient goes out before the weight gradients are computed: the previous
         // stage waits for it, not for them. The L2 penalty's gradient belongs to the step, not
         // to each micro-batch.
-        var reference: Pipemesh_V1_TensorReference?
-        _ = forward.backward(upstream, addingPenalty: microBatch.index == 0, addingInto: &sums.values) {
-          inputGradient in
-          reference = dataPlane.offer(inputGradient, key: inputGradientKey)
-        }
-        return reference
+        let (inputGradient, weights) = forward.splitBackward(
+          upstream, addingPenalty: microBatch.index == 0, addingInto: &sums.values)
+        let reference = inputGradient.map { dataPlane.offer($0, key: inputGradientKey) }
+        if weightsLater { return (reference, weights) }
+        weights.compute()
+        return (reference, nil)
       }
     } catch {
       merge(sums)
       kept[microBatch]?.backwardRunning = false
       throw error
     }
-    merge(sums)
+    if let held {
+      // The sums stay lent to the held products until BackwardWeights.
+      heldWeights[microBatch] = (held, sums, entry.bytes)
+    } else {
+      merge(sums)
+    }
     kept[microBatch] = nil
     let computeSeconds = (ContinuousClock.now - computeStarted).seconds
     activity.update {
       $0.busySeconds += computeSeconds
       $0.backwards += 1
-      $0.keptMicroBatches -= 1
+      if held == nil { $0.keptMicroBatches -= 1 }
     }
     var response = Pipemesh_V1_BackwardResponse()
     response.computeSeconds = computeSeconds
     if let offered { response.inputGradient = offered }
+    return response
+  }
+
+  /// Computes the weight gradients a split backward held back (the W of a
+  /// zero-bubble schedule), in the step's schedule order.
+  func backwardWeights(_ request: Pipemesh_V1_BackwardWeightsRequest) async throws
+    -> Pipemesh_V1_BackwardWeightsResponse
+  {
+    let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
+    try checkOpen(microBatch.step)
+    let call = weightCalls.call(microBatch) {
+      try await self.onTurn(step: microBatch.step, position: request.schedulePosition) {
+        try await self.computeWeights(microBatch)
+      }
+    }
+    do { return try await call.value } catch {
+      weightCalls.forgetFailed(microBatch, call)
+      throw error
+    }
+  }
+
+  private func computeWeights(_ microBatch: MicroBatch) async throws -> Pipemesh_V1_BackwardWeightsResponse {
+    guard let held = heldWeights.removeValue(forKey: microBatch) else {
+      throw RPCError(
+        .failedPrecondition,
+        "stage \(stage) of job \(job) holds no weight gradients of step \(microBatch.step) micro-batch "
+          + "\(microBatch.index): its Backward must run first, with weights_later")
+    }
+    let computeStarted = ContinuousClock.now
+    let weights = held.weights
+    await offActor { weights.compute() }
+    merge(held.sums)
+    let computeSeconds = (ContinuousClock.now - computeStarted).seconds
+    activity.update {
+      $0.busySeconds += computeSeconds
+      $0.keptMicroBatches -= 1
+    }
+    var response = Pipemesh_V1_BackwardWeightsResponse()
+    response.computeSeconds = computeSeconds
     return response
   }
 
@@ -422,6 +478,12 @@ actor StageRunner {
         .failedPrecondition,
         "stage \(stage) of job \(job) still has \(kept.count) micro-batches without backward at commit")
     }
+    guard heldWeights.isEmpty else {
+      throw RPCError(
+        .failedPrecondition,
+        "stage \(stage) of job \(job) still holds the weight gradients of \(heldWeights.count) micro-batches "
+          + "at commit: their BackwardWeights calls must come first")
+    }
     var response = Pipemesh_V1_CommitResponse()
     response.penalty = Double(model.penalty(variables: variables, layers: layers))
     if !accumulated.isEmpty {
@@ -466,6 +528,7 @@ actor StageRunner {
     activity.update { $0.commits += 1 }
     forwards.forget { $0.step <= step }
     backwards.forget { $0.step <= step }
+    weightCalls.forget { $0.step <= step }
     commits.forget { $0 < step }
     turns.abandon(through: step, RPCError(.failedPrecondition, "step \(step) of job \(job) is already committed"))
     dataPlane.drop(job: job, throughStep: step)

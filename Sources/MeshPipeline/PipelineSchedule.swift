@@ -6,6 +6,13 @@ public enum ScheduleKind: String, Sendable, CaseIterable {
   /// One forward, one backward in the steady state (PipeDream-flush 1F1B):
   /// the same bubble, stage s keeps at most K − s micro-batches in flight.
   case oneFOneB
+  /// 1F1B with each backward split in two (zero bubble, ZB-H1): stage s
+  /// computes a micro-batch's weight gradients s micro-batches after its
+  /// input gradient, so the last stages fill the time they would wait at the
+  /// end of the step with weight gradients. At most K micro-batches in flight
+  /// on any stage (1F1B's most, on stage 0), a third of 1F1B's bubble when
+  /// forward, input and weight gradients take equal time.
+  case zeroBubbleH1
 }
 
 /// A schedule as data: the ordered actions of every stage for one step of
@@ -35,8 +42,44 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
         }
         list += ((microBatches - warmUp)..<microBatches).map { .backward(stage, $0) }
         return list
+      case .zeroBubbleH1:
+        return Self.zeroBubbleH1(stage: stage, stages: stages, microBatches: microBatches)
       }
     }
+  }
+
+  /// Stage `stage`'s ZB-H1 list: 1F1B's forwards and backwards, each
+  /// backward followed by the weights of the micro-batch `stage` backwards
+  /// earlier, and the weights still held at the end.
+  private static func zeroBubbleH1(stage: Int, stages: Int, microBatches: Int) -> [PipelineAction] {
+    let warmUp = min(stages - 1 - stage, microBatches)
+    var list = (0..<warmUp).map { PipelineAction.forward(stage, $0) }
+    var nextForward = warmUp
+    var held: [Int] = []
+    for microBatch in 0..<microBatches {
+      if nextForward < microBatches {
+        list.append(.forward(stage, nextForward))
+        nextForward += 1
+      }
+      list.append(.backward(stage, microBatch))
+      held.append(microBatch)
+      if held.count > stage { list.append(.weights(stage, held.removeFirst())) }
+    }
+    return list + held.map { .weights(stage, $0) }
+  }
+
+  /// Whether micro-batch `microBatch`'s backward on `stage` is split (the
+  /// stage's list has a `W` for it): it then computes the input gradient
+  /// only, and the `W` the weight gradients.
+  public func splitsBackward(stage: Int, microBatch: Int) -> Bool {
+    actions[stage].contains(.weights(stage, microBatch))
+  }
+
+  /// How many ticks an action takes on the unit clock: a forward, a split
+  /// backward and a weights action one each, an unsplit backward two (input
+  /// and weight gradients).
+  public func ticks(of action: PipelineAction) -> Int {
+    action.kind == .backward && !splitsBackward(stage: action.stage, microBatch: action.microBatch) ? 2 : 1
   }
 
   /// Builds a schedule from explicit lists (for checking hand-written ones).
@@ -48,13 +91,17 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
   }
 
   /// The most micro-batches each stage holds at once (forwards done whose
-  /// backward is not): the activation memory it needs.
+  /// weight gradients are not): the activation memory it needs.
   public var peakInFlight: [Int] {
-    actions.map { list in
+    actions.enumerated().map { stage, list in
       var held = 0
       var peak = 0
       for action in list {
-        held += action.kind == .forward ? 1 : -1
+        switch action.kind {
+        case .forward: held += 1
+        case .backward: if !splitsBackward(stage: stage, microBatch: action.microBatch) { held -= 1 }
+        case .weights: held -= 1
+        }
         peak = max(peak, held)
       }
       return peak

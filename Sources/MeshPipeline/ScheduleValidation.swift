@@ -6,19 +6,29 @@ public struct ScheduleError: Error, Sendable, CustomStringConvertible {
 }
 
 extension PipelineSchedule {
-  /// Runs the schedule on a clock where every action takes one tick and
-  /// starts once its dependencies finished; returns the stage × time grid
-  /// (nil where a stage idles). Throws when the lists are incomplete or
-  /// would deadlock, showing the grid with the stuck actions marked.
+  /// Runs the schedule on a clock where an action takes `ticks(of:)` ticks
+  /// and starts once its dependencies finished and its stage is free;
+  /// returns the stage × time grid (the action in each tick it runs, nil
+  /// where a stage idles). Throws when the lists are incomplete or would
+  /// deadlock, showing the grid with the stuck actions marked.
   public func timeline() throws(ScheduleError) -> [[PipelineAction?]] {
     try checkCompleteness()
     var next = [Int](repeating: 0, count: stages)
+    /// The tick each started action ends in (its last tick).
     var finishedAt: [PipelineAction: Int] = [:]
+    var busyUntil = [Int](repeating: -1, count: stages)
     var grid: [[PipelineAction?]] = Array(repeating: [], count: stages)
     var tick = 0
-    while next.enumerated().contains(where: { $0.element < actions[$0.offset].count }) {
+    while next.enumerated().contains(where: { $0.element < actions[$0.offset].count })
+      || busyUntil.contains(where: { $0 >= tick })
+    {
       var progressed = false
       for stage in 0..<stages {
+        if busyUntil[stage] >= tick {
+          grid[stage].append(grid[stage].last ?? nil)
+          progressed = true
+          continue
+        }
         guard next[stage] < actions[stage].count else {
           grid[stage].append(nil)
           continue
@@ -27,7 +37,8 @@ extension PipelineSchedule {
         let ready = action.dependencies(stages: stages).allSatisfy { finishedAt[$0].map { $0 < tick } ?? false }
         if ready {
           grid[stage].append(action)
-          finishedAt[action] = tick
+          finishedAt[action] = tick + ticks(of: action) - 1
+          busyUntil[stage] = tick + ticks(of: action) - 1
           next[stage] += 1
           progressed = true
         } else {
@@ -47,20 +58,23 @@ extension PipelineSchedule {
     return grid
   }
 
-  /// Every stage runs exactly one forward and one backward per micro-batch, its own.
+  /// Every stage runs exactly one forward and one backward per micro-batch, its own, and at
+  /// most one weights action per micro-batch.
   private func checkCompleteness() throws(ScheduleError) {
     guard actions.count == stages else {
       throw ScheduleError(message: "\(actions.count) action lists for \(stages) stages", grid: "")
     }
     for (stage, list) in actions.enumerated() {
-      let expected = Set((0..<microBatches).flatMap { [PipelineAction.forward(stage, $0), .backward(stage, $0)] })
-      guard Set(list) == expected, list.count == expected.count else {
-        let missing = expected.subtracting(list).map(\.description).sorted()
-        let extra = Set(list).subtracting(expected).map(\.description).sorted()
+      let required = Set((0..<microBatches).flatMap { [PipelineAction.forward(stage, $0), .backward(stage, $0)] })
+      let allowed = required.union((0..<microBatches).map { PipelineAction.weights(stage, $0) })
+      let present = Set(list)
+      guard required.isSubset(of: present), present.isSubset(of: allowed), list.count == present.count else {
+        let missing = required.subtracting(present).map(\.description).sorted()
+        let extra = present.subtracting(allowed).map(\.description).sorted()
         throw ScheduleError(
           message:
-            "stage \(stage) must run each of its forwards and backwards once; missing \(missing), foreign \(extra)"
-            + (list.count == Set(list).count ? "" : ", some repeated"),
+            "stage \(stage) must run each of its forwards and backwards once (and weights at most once); "
+            + "missing \(missing), foreign \(extra)" + (list.count == present.count ? "" : ", some repeated"),
           grid: "")
       }
     }
@@ -82,7 +96,7 @@ extension PipelineSchedule {
   }
 
   /// Ticks from the first action to the last, and the fraction of stage
-  /// ticks spent idle (the bubble), on the unit-time clock.
+  /// ticks spent idle (the bubble), on the unit clock (`ticks(of:)`).
   public func bubble() throws(ScheduleError) -> (ticks: Int, idleFraction: Double) {
     let grid = try timeline()
     let ticks = grid.map(\.count).max() ?? 0

@@ -7,9 +7,9 @@
 final class GradNode: @unchecked Sendable {
   private(set) var parents: [GradNode?]
   let parentShapes: [[Int]]
-  private(set) var rule: (@Sendable (Tensor) -> [Tensor?])?
+  private(set) var rule: (@Sendable (Tensor, BackwardPass) -> [Tensor?])?
 
-  init(parents: [GradNode?], parentShapes: [[Int]], rule: (@Sendable (Tensor) -> [Tensor?])?) {
+  init(parents: [GradNode?], parentShapes: [[Int]], rule: (@Sendable (Tensor, BackwardPass) -> [Tensor?])?) {
     self.parents = parents
     self.parentShapes = parentShapes
     self.rule = rule
@@ -64,11 +64,19 @@ extension Tensor {
   static func recorded(
     _ result: Tensor, inputs: [Tensor], rule: @escaping @Sendable (Tensor) -> [Tensor?]
   ) -> Tensor {
+    recorded(result, inputs: inputs, passRule: { gradient, _ in rule(gradient) })
+  }
+
+  /// `recorded(_:inputs:rule:)` for a rule that adds into the pass's gradient sums itself
+  /// (a matrix product's, a convolution's): it also receives the `BackwardPass`.
+  static func recorded(
+    _ result: Tensor, inputs: [Tensor], passRule: @escaping @Sendable (Tensor, BackwardPass) -> [Tensor?]
+  ) -> Tensor {
     guard inputs.contains(where: { $0.node != nil }), GradientRecording.isEnabled else {
       return result
     }
     var tracked = result
-    tracked.node = GradNode(parents: inputs.map(\.node), parentShapes: inputs.map(\.shape), rule: rule)
+    tracked.node = GradNode(parents: inputs.map(\.node), parentShapes: inputs.map(\.shape), rule: passRule)
     return tracked
   }
 }
@@ -99,17 +107,31 @@ public enum Autodiff {
   /// beta = 1), which saves a pass over it and the product's own zeroing. This is how a stage
   /// sums its weight gradients over micro-batches. Returns the other variables' gradients (nil
   /// for one the output does not depend on) and nil for the summed ones.
-  ///
-  /// With `othersReady`, those products (a matrix product's or a convolution's gradient of a
-  /// summed variable) wait until every other gradient is known: `othersReady` gets the returned
-  /// gradients first, then the products run. Other additions into the sums (a bias's row sums)
-  /// still happen as the engine reaches them. A pipeline stage sends its input gradient on from
-  /// there, so the previous stage does not wait for the weight-gradient products. Each waiting
-  /// product keeps the output gradient it multiplies alive until then.
   public static func backward(
-    from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?],
-    othersReady: ((_ gradients: [Tensor?]) -> Void)? = nil
+    from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?]
   ) -> [Tensor?] {
+    let (gradients, weights) = splitBackward(
+      from: output, upstream: upstream, withRespectTo: variables, addingInto: &sums, holdingBack: false)
+    weights.compute()
+    return gradients
+  }
+
+  /// The backward pass in two halves, as zero-bubble schedules place them: returns the
+  /// gradients `backward(…addingInto:)` returns (the input gradient among them: the B half)
+  /// and, held back, the products that add into the sums (a matrix product's or a
+  /// convolution's gradient of a summed variable: the W half), to compute later. Other
+  /// additions into the sums (a bias's row sums) happen in the B half. The arithmetic is the
+  /// same as in one pass; each held product keeps the output gradient it multiplies alive.
+  public static func splitBackward(
+    from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?]
+  ) -> (gradients: [Tensor?], weights: WeightGradients) {
+    splitBackward(from: output, upstream: upstream, withRespectTo: variables, addingInto: &sums, holdingBack: true)
+  }
+
+  private static func splitBackward(
+    from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?],
+    holdingBack: Bool
+  ) -> (gradients: [Tensor?], weights: WeightGradients) {
     precondition(
       upstream.shape == output.shape,
       "upstream gradient shape \(upstream.shape) differs from output shape \(output.shape)")
@@ -126,46 +148,36 @@ public enum Autodiff {
       sinks[ObjectIdentifier(variable.node!)] = GradientSink(sums[index]!)
     }
     guard let root = output.node else {
-      let none = variables.map { _ -> Tensor? in nil }
-      othersReady?(none)
-      return none
+      return (variables.map { _ -> Tensor? in nil }, WeightGradients(products: []))
     }
     let wanted = Set(variables.compactMap { $0.node.map(ObjectIdentifier.init) })
     var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): upstream.detached()]
-    let deferred = othersReady == nil ? nil : DeferredSinkProducts()
+    let pass = BackwardPass(sinks: sinks, holdingBack: holdingBack)
     withoutGradients {
-      GradientSink.$current.withValue(sinks) {
-        DeferredSinkProducts.$current.withValue(deferred) {
-          for node in reverseTopologicalOrder(from: root) {
-            let id = ObjectIdentifier(node)
-            guard let rule = node.rule, let gradient = grads[id] else { continue }
-            if !wanted.contains(id) { grads[id] = nil }
-            let parentGrads = rule(gradient)
-            for (index, parent) in node.parents.enumerated() {
-              guard let parent, let parentGrad = parentGrads[index] else { continue }
-              // The one place where broadcast gradients are summed back to the input's shape.
-              let reduced = parentGrad.summedToShape(node.parentShapes[index])
-              let parentID = ObjectIdentifier(parent)
-              if let sink = sinks[parentID] {
-                sink.add(reduced)
-              } else if var existing = grads[parentID] {
-                grads[parentID] = nil
-                existing.accumulate(reduced)
-                grads[parentID] = existing
-              } else {
-                grads[parentID] = reduced
-              }
-            }
+      for node in reverseTopologicalOrder(from: root) {
+        let id = ObjectIdentifier(node)
+        guard let rule = node.rule, let gradient = grads[id] else { continue }
+        if !wanted.contains(id) { grads[id] = nil }
+        let parentGrads = rule(gradient, pass)
+        for (index, parent) in node.parents.enumerated() {
+          guard let parent, let parentGrad = parentGrads[index] else { continue }
+          // The one place where broadcast gradients are summed back to the input's shape.
+          let reduced = parentGrad.summedToShape(node.parentShapes[index])
+          let parentID = ObjectIdentifier(parent)
+          if let sink = sinks[parentID] {
+            sink.add(reduced)
+          } else if var existing = grads[parentID] {
+            grads[parentID] = nil
+            existing.accumulate(reduced)
+            grads[parentID] = existing
+          } else {
+            grads[parentID] = reduced
           }
         }
       }
     }
     let gradients = variables.map { sinks[ObjectIdentifier($0.node!)] == nil ? grads[ObjectIdentifier($0.node!)] : nil }
-    if let othersReady, let deferred {
-      othersReady(gradients)
-      deferred.run()
-    }
-    return gradients
+    return (gradients, WeightGradients(products: pass.heldProducts))
   }
 
   /// Evaluates `body` at tracked copies of `inputs` and returns the result with a
@@ -210,8 +222,8 @@ public enum Autodiff {
 }
 
 /// A sum that gradients of one leaf are added into during `Autodiff.backward(…addingInto:)`,
-/// by the engine or, for a matrix product, by the product itself. Valid only during that call,
-/// while the sum's tensor is owned by the caller's `sums` alone.
+/// by the engine or, for a matrix product, by the product itself. Valid while the sum's tensor
+/// is owned by the caller's `sums` alone: during that call, and until its `WeightGradients` ran.
 struct GradientSink: @unchecked Sendable {
   let pointer: UnsafeMutablePointer<Float>
   let shape: [Int]
@@ -221,35 +233,55 @@ struct GradientSink: @unchecked Sendable {
     shape = sum.shape
   }
 
-  /// The sinks of the backward pass running in this task, by leaf node.
-  @TaskLocal static var current: [ObjectIdentifier: GradientSink] = [:]
-
-  /// The sink for `tensor`'s gradient, if it is a leaf being summed.
-  static func of(_ tensor: Tensor) -> GradientSink? {
-    tensor.node.flatMap { current[ObjectIdentifier($0)] }
-  }
-
   func add(_ gradient: Tensor) {
     precondition(gradient.shape == shape, "adding a gradient of shape \(gradient.shape) into \(shape)")
     gradient.add(into: pointer)
   }
 }
 
-/// Products that add into gradient sums, held back while `Autodiff.backward` computes the other
-/// gradients (see its `othersReady`). Used by the one backward pass that owns it, on its task.
-final class DeferredSinkProducts: @unchecked Sendable {
-  private var products: [@Sendable () -> Void] = []
+/// What the gradient rules of one backward pass share, passed to each rule: the sums some
+/// leaves' gradients are added into, and the products into them that the pass holds back for
+/// its weight-gradient half. Used by that pass alone, on its task.
+final class BackwardPass: @unchecked Sendable {
+  private let sinks: [ObjectIdentifier: GradientSink]
+  private let holdingBack: Bool
+  private(set) var heldProducts: [@Sendable () -> Void] = []
 
-  /// The products of the backward pass running in this task are held here when set.
-  @TaskLocal static var current: DeferredSinkProducts?
+  init(sinks: [ObjectIdentifier: GradientSink], holdingBack: Bool) {
+    self.sinks = sinks
+    self.holdingBack = holdingBack
+  }
 
-  func append(_ product: @escaping @Sendable () -> Void) { products.append(product) }
+  /// The sum `tensor`'s gradient is added into, if it is a leaf being summed.
+  func sink(of tensor: Tensor) -> GradientSink? {
+    tensor.node.flatMap { sinks[ObjectIdentifier($0)] }
+  }
 
-  /// Runs the held products in the order they were held, once.
-  func run() {
-    let held = products
-    products = []
-    for product in held { product() }
+  /// Runs a product that adds into a sum now, or holds it for the weight-gradient half.
+  func addIntoSum(_ product: @escaping @Sendable () -> Void) {
+    if holdingBack { heldProducts.append(product) } else { product() }
+  }
+}
+
+/// The weight-gradient half of a backward pass (W in a zero-bubble schedule): the products
+/// into the gradient sums that `Autodiff.splitBackward` held back. Compute it once, while the
+/// sums it adds into are still owned by the caller alone.
+public struct WeightGradients: @unchecked Sendable {
+  private let products: [@Sendable () -> Void]
+
+  init(products: [@Sendable () -> Void]) { self.products = products }
+
+  /// Whether there is nothing to compute.
+  public var isEmpty: Bool { products.isEmpty }
+
+  /// Adds the held products into their sums, in the order the pass reached them.
+  public func compute() {
+    for product in products { product() }
+  }
+
+  /// These products, then `more`.
+  func followed(by more: [@Sendable () -> Void]) -> WeightGradients {
+    WeightGradients(products: products + more)
   }
 }
 
@@ -264,12 +296,16 @@ public struct Backpropagator: Sendable {
     Autodiff.backward(from: output, upstream: upstream, withRespectTo: inputs)
   }
 
-  /// Adds the gradients of the inputs whose `sums` entry is set into it; returns the others'
-  /// (handed to `othersReady` first when given, before the products into the sums run).
-  public func callAsFunction(
-    _ upstream: Tensor, addingInto sums: inout [Tensor?], othersReady: (([Tensor?]) -> Void)? = nil
-  ) -> [Tensor?] {
-    Autodiff.backward(
-      from: output, upstream: upstream, withRespectTo: inputs, addingInto: &sums, othersReady: othersReady)
+  /// Adds the gradients of the inputs whose `sums` entry is set into it; returns the others'.
+  public func callAsFunction(_ upstream: Tensor, addingInto sums: inout [Tensor?]) -> [Tensor?] {
+    Autodiff.backward(from: output, upstream: upstream, withRespectTo: inputs, addingInto: &sums)
+  }
+
+  /// The two halves of `callAsFunction(_:addingInto:)`: the gradients now, the products into
+  /// the sums held back (see `Autodiff.splitBackward`).
+  public func split(_ upstream: Tensor, addingInto sums: inout [Tensor?]) -> (
+    gradients: [Tensor?], weights: WeightGradients
+  ) {
+    Autodiff.splitBackward(from: output, upstream: upstream, withRespectTo: inputs, addingInto: &sums)
   }
 }

@@ -121,24 +121,25 @@ extension Tensor {
       }
     }
     let backwardChunk = chunkSize(limit: 1 << 18)
-    return recorded(out, inputs: [input, filter]) { g in
-      let backward = Conv2DBackward(
-        input: input, filter: filter, outputGradient: g, geometry: geometry, chunk: backwardChunk)
-      var dFilter: Tensor?
-      if filter.isTrackingGradients {
-        // Added straight into the filter's sum when it has one (and held back with the
-        // other weight products while the input gradient is computed, when asked to).
-        if let sink = GradientSink.of(filter) {
-          let addGradient: @Sendable () -> Void = { backward.addFilterGradient(into: sink.pointer) }
-          if let deferred = DeferredSinkProducts.current { deferred.append(addGradient) } else { addGradient() }
-        } else {
-          let sum = Tensor.zeros(filter.shape)
-          backward.addFilterGradient(into: sum.buffer.pointer)
-          dFilter = sum
+    return recorded(
+      out, inputs: [input, filter],
+      passRule: { g, pass in
+        let backward = Conv2DBackward(
+          input: input, filter: filter, outputGradient: g, geometry: geometry, chunk: backwardChunk)
+        var dFilter: Tensor?
+        if filter.isTrackingGradients {
+          // Added straight into the filter's sum when it has one (and held back with the
+          // other weight products while the input gradient is computed, when asked to).
+          if let sink = pass.sink(of: filter) {
+            pass.addIntoSum { backward.addFilterGradient(into: sink.pointer) }
+          } else {
+            let sum = Tensor.zeros(filter.shape)
+            backward.addFilterGradient(into: sum.buffer.pointer)
+            dFilter = sum
+          }
         }
-      }
-      return [input.isTrackingGradients ? backward.inputGradient() : nil, dFilter]
-    }
+        return [input.isTrackingGradients ? backward.inputGradient() : nil, dFilter]
+      })
   }
 }
 

@@ -37,43 +37,45 @@ extension Tensor {
   /// batch entry. Two batched operands must have equal leading axes.
   public static func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
     let result = matmulValues(a, b, transposeA: transposeA, transposeB: transposeB)
-    return recorded(result, inputs: [a, b]) { g in
-      let flattenB = b.rank == 2 && a.rank > 2
-      // Each gradient as op(x) · op(y); added straight into its sum when one is set.
-      func leftGrad() -> Tensor? {
-        switch (transposeA, transposeB) {
-        case (false, false): return product(g, b, false, true, gradientOf: a)
-        case (false, true): return product(g, b, false, false, gradientOf: a)
-        case (true, false): return product(b, g, false, true, gradientOf: a)
-        case (true, true): return product(b, g, true, true, gradientOf: a)
+    return recorded(
+      result, inputs: [a, b],
+      passRule: { g, pass in
+        let flattenB = b.rank == 2 && a.rank > 2
+        // Each gradient as op(x) · op(y); added straight into its sum when one is set.
+        func leftGrad() -> Tensor? {
+          switch (transposeA, transposeB) {
+          case (false, false): return product(g, b, false, true, gradientOf: a, in: pass)
+          case (false, true): return product(g, b, false, false, gradientOf: a, in: pass)
+          case (true, false): return product(b, g, false, true, gradientOf: a, in: pass)
+          case (true, true): return product(b, g, true, true, gradientOf: a, in: pass)
+          }
         }
-      }
-      func rightGrad() -> Tensor? {
-        // With a shared 2-D right operand, flatten the batch so one sgemm sums over it.
-        let (lhs, grad): (Tensor, Tensor) =
-          flattenB && !transposeA
-          ? (
-            a.reshapedValues(to: [count(of: Array(a.shape.dropLast())), a.shape[a.rank - 1]]),
-            g.reshapedValues(to: [count(of: Array(g.shape.dropLast())), g.shape[g.rank - 1]])
-          )
-          : (a, g)
-        switch (transposeA, transposeB) {
-        case (false, false): return product(lhs, grad, true, false, gradientOf: b)
-        case (false, true): return product(grad, lhs, true, false, gradientOf: b)
-        case (true, false): return product(lhs, grad, false, false, gradientOf: b)
-        case (true, true): return product(grad, lhs, true, true, gradientOf: b)
+        func rightGrad() -> Tensor? {
+          // With a shared 2-D right operand, flatten the batch so one sgemm sums over it.
+          let (lhs, grad): (Tensor, Tensor) =
+            flattenB && !transposeA
+            ? (
+              a.reshapedValues(to: [count(of: Array(a.shape.dropLast())), a.shape[a.rank - 1]]),
+              g.reshapedValues(to: [count(of: Array(g.shape.dropLast())), g.shape[g.rank - 1]])
+            )
+            : (a, g)
+          switch (transposeA, transposeB) {
+          case (false, false): return product(lhs, grad, true, false, gradientOf: b, in: pass)
+          case (false, true): return product(grad, lhs, true, false, gradientOf: b, in: pass)
+          case (true, false): return product(lhs, grad, false, false, gradientOf: b, in: pass)
+          case (true, true): return product(grad, lhs, true, true, gradientOf: b, in: pass)
+          }
         }
-      }
-      return [a.isTrackingGradients ? leftGrad() : nil, b.isTrackingGradients ? rightGrad() : nil]
-    }
+        return [a.isTrackingGradients ? leftGrad() : nil, b.isTrackingGradients ? rightGrad() : nil]
+      })
   }
 
   /// op(x) · op(y), the gradient of `operand`: added into the operand's gradient sum and nil
-  /// when a backward pass is summing it (see `GradientSink`) and the shapes allow one sgemm.
+  /// when the backward pass is summing it (see `GradientSink`) and the shapes allow one sgemm.
   private static func product(
-    _ x: Tensor, _ y: Tensor, _ transposeX: Bool, _ transposeY: Bool, gradientOf operand: Tensor
+    _ x: Tensor, _ y: Tensor, _ transposeX: Bool, _ transposeY: Bool, gradientOf operand: Tensor, in pass: BackwardPass
   ) -> Tensor? {
-    if let sink = GradientSink.of(operand), x.rank == 2, y.rank == 2 {
+    if let sink = pass.sink(of: operand), x.rank == 2, y.rank == 2 {
       let (m, k) = transposeX ? (x.shape[1], x.shape[0]) : (x.shape[0], x.shape[1])
       let n = transposeY ? y.shape[0] : y.shape[1]
       if sink.shape == [m, n] {
@@ -82,7 +84,7 @@ extension Tensor {
             transposeA: transposeX, transposeB: transposeY, m: m, n: n, k: k,
             a: x.buffer.pointer, b: y.buffer.pointer, beta: 1, c: sink.pointer)
         }
-        if let deferred = DeferredSinkProducts.current { deferred.append(addProduct) } else { addProduct() }
+        pass.addIntoSum(addProduct)
         return nil
       }
     }

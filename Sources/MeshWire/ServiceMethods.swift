@@ -51,6 +51,9 @@ public enum PartitionMethods {
     service: service, name: "Forward")
   public static let backward = UnaryMethod<Pipemesh_V1_BackwardRequest, Pipemesh_V1_BackwardResponse>(
     service: service, name: "Backward")
+  public static let backwardWeights = UnaryMethod<
+    Pipemesh_V1_BackwardWeightsRequest, Pipemesh_V1_BackwardWeightsResponse
+  >(service: service, name: "BackwardWeights")
   public static let commit = UnaryMethod<Pipemesh_V1_CommitRequest, Pipemesh_V1_CommitResponse>(
     service: service, name: "Commit")
   public static let infer = UnaryMethod<Pipemesh_V1_ForwardRequest, Pipemesh_V1_ForwardResponse>(
@@ -87,7 +90,8 @@ public let allServiceMethods: [RPCMethodDescription] = [
   ParameterServerMethods.push.methodDescription, ParameterServerMethods.stats.methodDescription,
   ParameterServerMethods.checkpoint.methodDescription,
   PartitionMethods.loadStage.methodDescription, PartitionMethods.forward.methodDescription,
-  PartitionMethods.backward.methodDescription, PartitionMethods.commit.methodDescription,
+  PartitionMethods.backward.methodDescription,
+  PartitionMethods.backwardWeights.methodDescription, PartitionMethods.commit.methodDescription,
   PartitionMethods.infer.methodDescription, PartitionMethods.fetchTensor.methodDescription,
   PartitionMethods.unloadStage.methodDescription,
   CoordinatorMethods.plan.methodDescription, CoordinatorMethods.train.methodDescription,

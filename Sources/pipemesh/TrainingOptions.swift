@@ -23,8 +23,13 @@ struct TrainingOptions: ParsableArguments {
   @Option(help: "Micro-batches per mini-batch.")
   var microBatches: Int = 4
 
-  @Option(help: "Pipeline schedule: gpipe or 1f1b.")
+  @Option(help: "Pipeline schedule: gpipe, 1f1b, or zb-h1 (1F1B with split backwards, zero bubble).")
   var schedule: String = "1f1b"
+
+  /// The schedules `--schedule` names.
+  static let schedules: [String: Pipemesh_V1_ScheduleKind] = [
+    "gpipe": .scheduleGpipe, "1f1b": .scheduleOneFOneB, "zb-h1": .scheduleZeroBubbleH1,
+  ]
 
   @Option(help: "Passes over the training split.")
   var epochs: Int = 10
@@ -54,7 +59,7 @@ struct TrainingOptions: ParsableArguments {
     guard microBatches >= 1, epochs >= 1, batchSize >= microBatches else {
       throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
     }
-    guard ["gpipe", "1f1b"].contains(schedule) else { throw ValidationError("--schedule must be gpipe or 1f1b") }
+    guard Self.schedules[schedule] != nil else { throw ValidationError("--schedule must be gpipe, 1f1b or zb-h1") }
     guard ["sgd", "momentum", "adam"].contains(optimizer) else {
       throw ValidationError("--optimizer must be sgd, momentum or adam")
     }
@@ -127,7 +132,7 @@ struct TrainingOptions: ParsableArguments {
     request.epochs = Int32(epochs)
     request.batchSize = Int32(batchSize)
     request.microBatches = Int32(microBatches)
-    request.schedule = schedule == "gpipe" ? .scheduleGpipe : .scheduleOneFOneB
+    request.schedule = Self.schedules[schedule] ?? .scheduleOneFOneB
     request.optimizer = .with {
       switch optimizer {
       case "sgd": $0.sgd = .init()

@@ -15,6 +15,7 @@ import Testing
     (stages: 1, microBatches: 1, schedule: Pipemesh_V1_ScheduleKind.scheduleGpipe),
     (stages: 2, microBatches: 4, schedule: .scheduleOneFOneB),
     (stages: 4, microBatches: 2, schedule: .scheduleGpipe),
+    (stages: 4, microBatches: 8, schedule: .scheduleZeroBubbleH1),
   ])
   func aMeshInOneProcessTrainsAsTheNumPyReferenceDoes(
     stages: Int, microBatches: Int, schedule: Pipemesh_V1_ScheduleKind

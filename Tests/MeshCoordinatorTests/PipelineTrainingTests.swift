@@ -83,6 +83,16 @@ import Testing
         [Pipemesh_V1_ScheduleKind.scheduleGpipe, .scheduleOneFOneB].map { (stages, microBatches, $0, false) }
       }
     } + [(2, 4, .scheduleOneFOneB, true), (4, 4, .scheduleGpipe, true)]
+    + [(2, 4, .scheduleZeroBubbleH1, false), (4, 4, .scheduleZeroBubbleH1, false), (4, 4, .scheduleZeroBubbleH1, true)]
+
+  /// A schedule's name in job names.
+  static func name(_ schedule: Pipemesh_V1_ScheduleKind) -> String {
+    switch schedule {
+    case .scheduleGpipe: "gpipe"
+    case .scheduleZeroBubbleH1: "zb-h1"
+    default: "1f1b"
+    }
+  }
 
   /// Every configuration trains the MLP as a NumPy reference (float64,
   /// written apart from Pipemesh's code) does: the same loss at every step,
@@ -101,7 +111,7 @@ import Testing
     }
     for (stages, microBatches, schedule, recompute) in Self.configurations {
       let job =
-        "mlp-k\(stages)-m\(microBatches)-\(schedule == .scheduleGpipe ? "gpipe" : "1f1b")\(recompute ? "-recompute" : "")"
+        "mlp-k\(stages)-m\(microBatches)-\(Self.name(schedule))\(recompute ? "-recompute" : "")"
       let coordinator = try #require(coordinators[stages])
       let progress = try await Self.train(
         coordinator, job: job, model: Self.mlp, inputs: inputs, targets: targets,
@@ -120,7 +130,9 @@ import Testing
       // last step flushes): every action of every stage, and its commit.
       let events = try Self.traceEvents(progress.last?.traceJson ?? "")
       #expect(Set(events.map(\.step)) == [Int64(reference.losses.count - 1)], "\(job)")
-      #expect(events.count == stages * (2 * microBatches + 1), "\(job): \(events.map(\.name))")
+      // A forward and a backward per micro-batch (and a weights action under ZB-H1), and a commit.
+      let actions = schedule == .scheduleZeroBubbleH1 ? 3 : 2
+      #expect(events.count == stages * (actions * microBatches + 1), "\(job): \(events.map(\.name))")
     }
   }
 
@@ -863,6 +875,53 @@ import Testing
     #expect(dropped?.code == .aborted, "\(String(describing: dropped))")
 
     try await Self.expectOneSGDStep(job: "retried", inputs: inputs, targets: targets, mesh: mesh)
+  }
+
+  /// A backward with weights_later holds the weight gradients until its
+  /// BackwardWeights call: a Commit before it is refused, a BackwardWeights
+  /// with nothing held is refused, a retried one is applied once, and the
+  /// step is then exactly one SGD step.
+  @Test func heldWeightGradientsWaitForTheirCallAndAreAppliedOnce() async throws {
+    let mesh = try await PipelineTrainingTests.mesh.value
+    let partition = try await Self.loadWholeModel(job: "split", mesh: mesh)
+    let (allInputs, allTargets) = PipelineTrainingTests.classification()
+    let inputs = allInputs.slice(axis: 0, range: 0..<4)
+    let targets = allTargets.slice(axis: 0, range: 0..<4)
+    let key = Pipemesh_V1_MicroBatchKey.with {
+      $0.job = "split"
+      $0.step = 1
+      $0.microBatch = 0
+    }
+    _ = try await partition.call(
+      PartitionMethods.forward,
+      .with {
+        $0.key = key
+        $0.input.inline = Pipemesh_V1_Tensor(inputs)
+        $0.targets = Pipemesh_V1_Tensor(targets)
+        $0.batchSize = 4
+      })
+    let nothingHeld = await #expect(throws: RPCError.self) {
+      _ = try await partition.call(PartitionMethods.backwardWeights, .with { $0.key = key })
+    }
+    #expect(nothingHeld?.code == .failedPrecondition, "\(String(describing: nothingHeld))")
+    _ = try await partition.call(
+      PartitionMethods.backward,
+      .with {
+        $0.key = key
+        $0.weightsLater = true
+      })
+    let commit = Pipemesh_V1_CommitRequest.with {
+      $0.job = "split"
+      $0.step = 1
+      $0.flush = true
+    }
+    let early = await #expect(throws: RPCError.self) { _ = try await partition.call(PartitionMethods.commit, commit) }
+    #expect(
+      early?.code == .failedPrecondition && early?.message.contains("BackwardWeights") == true,
+      "\(String(describing: early))")
+    for _ in 0..<2 { _ = try await partition.call(PartitionMethods.backwardWeights, .with { $0.key = key }) }
+    _ = try await partition.call(PartitionMethods.commit, commit)
+    try await Self.expectOneSGDStep(job: "split", inputs: inputs, targets: targets, mesh: mesh)
   }
 
   /// Calls that arrive before their schedule position waits for the earlier

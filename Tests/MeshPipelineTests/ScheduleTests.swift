@@ -11,6 +11,8 @@ import Testing
   @Test func actionsPrintAndParse() {
     #expect(PipelineAction.forward(1, 0).description == "1F0")
     #expect(PipelineAction("12B34") == .backward(12, 34))
+    #expect(PipelineAction("2W3") == .weights(2, 3))
+    #expect(PipelineAction.weights(2, 3).description == "2W3")
     #expect(PipelineAction("1X0") == nil)
     #expect(PipelineAction("F0") == nil)
   }
@@ -39,23 +41,69 @@ import Testing
   func everyScheduleRunsToCompletion(kind: ScheduleKind, shape: (stages: Int, microBatches: Int)) throws {
     let schedule = PipelineSchedule(kind: kind, stages: shape.stages, microBatches: shape.microBatches)
     let grid = try schedule.timeline()
-    // Each action runs after what it depends on.
+    // Each action starts after what it depends on finished.
+    var started: [PipelineAction: Int] = [:]
     var finished: [PipelineAction: Int] = [:]
     for (stage, row) in grid.enumerated() {
       for (tick, action) in row.enumerated() {
         guard let action else { continue }
         #expect(action.stage == stage)
+        started[action] = min(started[action] ?? tick, tick)
         finished[action] = tick
       }
     }
-    #expect(finished.count == 2 * shape.stages * shape.microBatches)
-    for (action, tick) in finished {
+    let split = kind == .zeroBubbleH1
+    #expect(finished.count == (split ? 3 : 2) * shape.stages * shape.microBatches)
+    for (action, tick) in started {
       for dependency in action.dependencies(stages: shape.stages) {
-        #expect(try #require(finished[dependency]) < tick, "\(action) ran before \(dependency)")
+        #expect(try #require(finished[dependency]) < tick, "\(action) started before \(dependency) finished")
       }
     }
-    // Forward then backward of M micro-batches through K stages takes 2(M + K - 1) ticks.
-    #expect(grid.map(\.count).max() == 2 * (shape.microBatches + shape.stages - 1))
+    // With a forward one tick and a backward two (or its halves one each), the critical path is
+    // a micro-batch's forwards and backwards through the stages plus the other micro-batches'
+    // work on one stage: 3(M + K − 1) ticks; ZB-H1 fills K − 1 ticks of each stage's idle time
+    // at the end with weight gradients once every stage has at least K micro-batches to overlap.
+    let (stages, microBatches) = (shape.stages, shape.microBatches)
+    let ticks = try #require(grid.map(\.count).max())
+    if split {
+      #expect(ticks <= 3 * (microBatches + stages - 1))
+      if microBatches >= stages { #expect(ticks == 3 * microBatches + stages - 1) }
+    } else {
+      #expect(ticks == 3 * (microBatches + stages - 1))
+    }
+  }
+
+  @Test func zeroBubbleListsForFourStages() {
+    let schedule = PipelineSchedule(kind: .zeroBubbleH1, stages: 4, microBatches: 4)
+    #expect(
+      schedule.actions.map { $0.map(\.description).joined(separator: " ") } == [
+        "0F0 0F1 0F2 0F3 0B0 0W0 0B1 0W1 0B2 0W2 0B3 0W3",
+        "1F0 1F1 1F2 1B0 1F3 1B1 1W0 1B2 1W1 1B3 1W2 1W3",
+        "2F0 2F1 2B0 2F2 2B1 2F3 2B2 2W0 2B3 2W1 2W2 2W3",
+        "3F0 3B0 3F1 3B1 3F2 3B2 3F3 3B3 3W0 3W1 3W2 3W3",
+      ])
+    #expect(schedule.splitsBackward(stage: 2, microBatch: 1))
+    #expect(!PipelineSchedule(kind: .oneFOneB, stages: 4, microBatches: 4).splitsBackward(stage: 2, microBatch: 1))
+  }
+
+  @Test(arguments: shapes)
+  func zeroBubbleKeepsAtMostKMicroBatchesAndAThirdOfTheIdleTime(shape: (stages: Int, microBatches: Int)) throws {
+    let (stages, microBatches) = (shape.stages, shape.microBatches)
+    let zeroBubble = PipelineSchedule(kind: .zeroBubbleH1, stages: stages, microBatches: microBatches)
+    let oneFOneB = PipelineSchedule(kind: .oneFOneB, stages: stages, microBatches: microBatches)
+    for stage in 0..<stages {
+      #expect(zeroBubble.peakInFlight[stage] <= min(stages, microBatches))
+    }
+    // Idle stage-ticks: the same work (3 ticks a micro-batch a stage) in fewer ticks.
+    func idle(_ schedule: PipelineSchedule) throws -> Int {
+      let (ticks, fraction) = try schedule.bubble()
+      return Int((fraction * Double(ticks * stages)).rounded())
+    }
+    if microBatches >= stages {
+      #expect(try idle(zeroBubble) * 3 == idle(oneFOneB))
+    } else {
+      #expect(try idle(zeroBubble) <= idle(oneFOneB))
+    }
   }
 
   @Test(arguments: shapes)

@@ -113,6 +113,7 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("Partition", "LoadStage", "LoadStageRequest"),
     Rpc("Partition", "Forward", "ForwardRequest"),
     Rpc("Partition", "Backward", "BackwardRequest"),
+    Rpc("Partition", "BackwardWeights", "BackwardWeightsRequest"),
     Rpc("Partition", "Commit", "CommitRequest"),
     Rpc("Partition", "Infer", "ForwardRequest"),
     Rpc("Partition", "FetchTensor", "FetchTensorRequest"),
@@ -863,10 +864,16 @@ class HostileGenerator:
     def _partition_backward(self, d: Draw) -> tuple[Message, int]:
         p = self.pb.partition
         stage = self.stage(d)
-        request = p.BackwardRequest(key=self.key(d, stage), schedule_position=d.int32("schedule_position", 0))
+        request = p.BackwardRequest(key=self.key(d, stage), schedule_position=d.int32("schedule_position", 0),
+                                    weights_later=d.flag("weights_later", False))
         if not stage.last or d.hostile(0.5):
             request.output_gradient.CopyFrom(self.source(d, stage, "output_gradient", stage.output_width, gradient=True))
         return request, stage.partition
+
+    def _partition_backwardweights(self, d: Draw) -> tuple[Message, int]:
+        stage = self.stage(d)
+        return self.pb.partition.BackwardWeightsRequest(
+            key=self.key(d, stage), schedule_position=d.int32("schedule_position", 0)), stage.partition
 
     def _partition_commit(self, d: Draw) -> tuple[Message, int]:
         stage = self.stage(d)

@@ -25,6 +25,10 @@ public nonisolated enum Pipemesh_V1_ScheduleKind: SwiftProtobuf.Enum, Swift.Case
   case scheduleUnspecified // = 0
   case scheduleGpipe // = 1
   case scheduleOneFOneB // = 2
+
+  /// 1F1B with each backward split into input and weight gradients, the
+  /// weight gradients filling the pipeline's idle time (ZB-H1).
+  case scheduleZeroBubbleH1 // = 3
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -36,6 +40,7 @@ public nonisolated enum Pipemesh_V1_ScheduleKind: SwiftProtobuf.Enum, Swift.Case
     case 0: self = .scheduleUnspecified
     case 1: self = .scheduleGpipe
     case 2: self = .scheduleOneFOneB
+    case 3: self = .scheduleZeroBubbleH1
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -45,6 +50,7 @@ public nonisolated enum Pipemesh_V1_ScheduleKind: SwiftProtobuf.Enum, Swift.Case
     case .scheduleUnspecified: return 0
     case .scheduleGpipe: return 1
     case .scheduleOneFOneB: return 2
+    case .scheduleZeroBubbleH1: return 3
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -54,6 +60,7 @@ public nonisolated enum Pipemesh_V1_ScheduleKind: SwiftProtobuf.Enum, Swift.Case
     .scheduleUnspecified,
     .scheduleGpipe,
     .scheduleOneFOneB,
+    .scheduleZeroBubbleH1,
   ]
 
 }
@@ -615,7 +622,7 @@ public nonisolated struct Pipemesh_V1_CancelJobRequest: Sendable {
 fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
 
 nonisolated extension Pipemesh_V1_ScheduleKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SCHEDULE_UNSPECIFIED\0\u{1}SCHEDULE_GPIPE\0\u{1}SCHEDULE_ONE_F_ONE_B\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SCHEDULE_UNSPECIFIED\0\u{1}SCHEDULE_GPIPE\0\u{1}SCHEDULE_ONE_F_ONE_B\0\u{1}SCHEDULE_ZERO_BUBBLE_H1\0")
 }
 
 nonisolated extension Pipemesh_V1_JobState: SwiftProtobuf._ProtoNameProviding {

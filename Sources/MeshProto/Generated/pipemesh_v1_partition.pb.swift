@@ -278,8 +278,8 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   /// Valid: on the last stage in training, at least the input's rows; ignored elsewhere.
   public var batchSize: Int32 = 0
 
-  /// Position of this call among the stage's Forward and Backward calls of
-  /// the step, from 1 (0: no order). Calls may arrive early, so that their
+  /// Position of this call among the stage's Forward, Backward and
+  /// BackwardWeights calls of the step, from 1 (0: no order). Calls may arrive early, so that their
   /// inputs travel while the stage computes; the partition computes a step's
   /// calls in this order, the schedule's.
   /// Valid: 0 to 2^31-1; a second call waiting at a step's position is INVALID_ARGUMENT. Infer
@@ -365,12 +365,19 @@ public nonisolated struct Pipemesh_V1_BackwardRequest: Sendable {
   /// Clears the value of `outputGradient`. Subsequent reads from it will return its default value.
   public mutating func clearOutputGradient() {self._outputGradient = nil}
 
-  /// Position of this call among the stage's Forward and Backward calls of
-  /// the step, from 1 (0: no order). Calls may arrive early, so that their
+  /// Position of this call among the stage's Forward, Backward and
+  /// BackwardWeights calls of the step, from 1 (0: no order). Calls may arrive early, so that their
   /// inputs travel while the stage computes; the partition computes a step's
   /// calls in this order, the schedule's.
   /// Valid: 0 to 2^31-1; a second call waiting at a step's position is INVALID_ARGUMENT.
   public var schedulePosition: Int32 = 0
+
+  /// Compute the input gradient only (B) and hold the weight gradients back
+  /// until this micro-batch's BackwardWeights call (W), which the schedule
+  /// places later; the micro-batch's activations are kept until then.
+  /// Valid: any; with it, the step's Commit is FAILED_PRECONDITION until
+  /// BackwardWeights ran.
+  public var weightsLater: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -403,6 +410,46 @@ public nonisolated struct Pipemesh_V1_BackwardResponse: Sendable {
   public init() {}
 
   fileprivate var _inputGradient: Pipemesh_V1_TensorReference? = nil
+}
+
+public nonisolated struct Pipemesh_V1_BackwardWeightsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Valid: see MicroBatchKey; its Backward must have run with weights_later
+  /// (FAILED_PRECONDITION otherwise).
+  public var key: Pipemesh_V1_MicroBatchKey {
+    get {_key ?? Pipemesh_V1_MicroBatchKey()}
+    set {_key = newValue}
+  }
+  /// Returns true if `key` has been explicitly set.
+  public var hasKey: Bool {self._key != nil}
+  /// Clears the value of `key`. Subsequent reads from it will return its default value.
+  public mutating func clearKey() {self._key = nil}
+
+  /// Position among the stage's calls of the step, as in BackwardRequest.
+  /// Valid: as BackwardRequest.schedule_position.
+  public var schedulePosition: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _key: Pipemesh_V1_MicroBatchKey? = nil
+}
+
+public nonisolated struct Pipemesh_V1_BackwardWeightsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Seconds the partition spent computing this call.
+  public var computeSeconds: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Pipemesh_V1_CommitRequest: Sendable {
@@ -944,7 +991,7 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Pipemesh_V1_BackwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BackwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{3}output_gradient\0\u{3}schedule_position\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{3}output_gradient\0\u{3}schedule_position\0\u{3}weights_later\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -955,6 +1002,7 @@ nonisolated extension Pipemesh_V1_BackwardRequest: SwiftProtobuf.Message, SwiftP
       case 1: try { try decoder.decodeSingularMessageField(value: &self._key) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._outputGradient) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.schedulePosition) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.weightsLater) }()
       default: break
       }
     }
@@ -974,6 +1022,9 @@ nonisolated extension Pipemesh_V1_BackwardRequest: SwiftProtobuf.Message, SwiftP
     if self.schedulePosition != 0 {
       try visitor.visitSingularInt32Field(value: self.schedulePosition, fieldNumber: 3)
     }
+    if self.weightsLater != false {
+      try visitor.visitSingularBoolField(value: self.weightsLater, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -981,6 +1032,7 @@ nonisolated extension Pipemesh_V1_BackwardRequest: SwiftProtobuf.Message, SwiftP
     if lhs._key != rhs._key {return false}
     if lhs._outputGradient != rhs._outputGradient {return false}
     if lhs.schedulePosition != rhs.schedulePosition {return false}
+    if lhs.weightsLater != rhs.weightsLater {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1019,6 +1071,75 @@ nonisolated extension Pipemesh_V1_BackwardResponse: SwiftProtobuf.Message, Swift
 
   public static func ==(lhs: Pipemesh_V1_BackwardResponse, rhs: Pipemesh_V1_BackwardResponse) -> Bool {
     if lhs._inputGradient != rhs._inputGradient {return false}
+    if lhs.computeSeconds != rhs.computeSeconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_BackwardWeightsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BackwardWeightsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{3}schedule_position\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._key) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.schedulePosition) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._key {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.schedulePosition != 0 {
+      try visitor.visitSingularInt32Field(value: self.schedulePosition, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_BackwardWeightsRequest, rhs: Pipemesh_V1_BackwardWeightsRequest) -> Bool {
+    if lhs._key != rhs._key {return false}
+    if lhs.schedulePosition != rhs.schedulePosition {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_BackwardWeightsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BackwardWeightsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}compute_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.computeSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.computeSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.computeSeconds, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_BackwardWeightsResponse, rhs: Pipemesh_V1_BackwardWeightsResponse) -> Bool {
     if lhs.computeSeconds != rhs.computeSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

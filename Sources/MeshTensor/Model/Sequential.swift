@@ -154,37 +154,41 @@ public struct StageForward: Sendable {
   /// Like `backward(_:addingPenalty:)`, but adds each variable's gradient into its entry in
   /// `sums` (set to the gradient when absent), the products straight into the sums: this is
   /// how a stage sums its gradients over micro-batches. Returns the input gradient.
-  ///
-  /// With `inputGradientReady`, the input gradient is handed to it as soon as it is known,
-  /// before the weight-gradient products into the sums are computed: the previous stage can go
-  /// on with it while this one computes them. A stage forwarded with `inputGradient: false` has
-  /// no input gradient, and `inputGradientReady` is not called.
   public func backward(
-    _ upstream: Tensor, addingPenalty: Bool = true, addingInto sums: inout [String: Tensor],
-    inputGradientReady: ((Tensor) -> Void)? = nil
+    _ upstream: Tensor, addingPenalty: Bool = true, addingInto sums: inout [String: Tensor]
   ) -> Tensor? {
+    let (input, weights) = splitBackward(upstream, addingPenalty: addingPenalty, addingInto: &sums)
+    weights.compute()
+    return input
+  }
+
+  /// `backward(_:addingPenalty:addingInto:)` in its two halves, as a zero-bubble schedule
+  /// places them: returns the input gradient (B) and, held back, the weight gradients' matrix
+  /// products and convolution filter gradients into `sums` and the L2 penalty's gradient (W).
+  /// Compute the W half once, before anything reads or replaces `sums`' tensors; computed at
+  /// once it gives the sums `backward(_:addingPenalty:addingInto:)` gives, bit for bit. A stage
+  /// forwarded with `inputGradient: false` has no input gradient (nil).
+  public func splitBackward(
+    _ upstream: Tensor, addingPenalty: Bool = true, addingInto sums: inout [String: Tensor]
+  ) -> (input: Tensor?, weights: WeightGradients) {
     let offset = inputGradient ? 1 : 0
-    // Each sum moves into the engine's array, so that it is owned there alone.
+    // Each sum moves into the engine's array, so that it is owned there alone; a variable
+    // without one gets one, since products are held back only when they add into a sum.
     var summed = [Tensor?](repeating: nil, count: offset) + variableNames.map { sums.removeValue(forKey: $0) }
-    var othersReady: (([Tensor?]) -> Void)?
-    if inputGradient, let inputGradientReady {
-      othersReady = { grads in inputGradientReady(gradientOfInput(grads)) }
-      // Products wait only when they add into a sum: give every variable one.
-      for index in summed.indices.dropFirst(offset) where summed[index] == nil {
-        summed[index] = Tensor.zeros(backpropagator.inputs[index].shape)
-      }
+    for index in summed.indices.dropFirst(offset) where summed[index] == nil {
+      summed[index] = Tensor.zeros(backpropagator.inputs[index].shape)
     }
-    let grads = backpropagator(upstream, addingInto: &summed, othersReady: othersReady)
+    let (grads, held) = backpropagator.split(upstream, addingInto: &summed)
+    var penalties: [@Sendable () -> Void] = []
     for (index, name) in variableNames.enumerated() {
-      var gradient =
-        summed[index + offset].take() ?? grads[index + offset]
-        ?? Tensor.zeros(backpropagator.inputs[index + offset].shape)
+      guard let sum = summed[index + offset].take() else { preconditionFailure("no sum for \(name)") }
       if addingPenalty, let weight = penalized[name] {
-        withoutGradients { gradient.accumulate(weight.detached() * l2Penalty) }
+        let (penalty, destination) = (withoutGradients { weight.detached() * l2Penalty }, GradientSink(sum))
+        penalties.append { destination.add(penalty) }
       }
-      sums[name] = gradient
+      sums[name] = sum
     }
-    return inputGradient ? gradientOfInput(grads) : nil
+    return (inputGradient ? gradientOfInput(grads) : nil, held.followed(by: penalties))
   }
 
   private func gradientOfInput(_ grads: [Tensor?]) -> Tensor {
