@@ -80,7 +80,8 @@ import Testing
         "cannot read model spec"
       ),
       (
-        ["train", "--coordinator", coordinator.endpoint, "--schedule", "zigzag"], 64, "--schedule must be gpipe, 1f1b or zb-h1"
+        ["train", "--coordinator", coordinator.endpoint, "--schedule", "zigzag"], 64,
+        "--schedule must be gpipe, 1f1b or zb-h1"
       ),
       (["infer", "--coordinator", coordinator.endpoint, "--job", "x", "--input", "/nonexistent/in.npy"], 64, "in.npy"),
       (["up", "--stages", "0"], 64, "stages and replicas must be at least 1"),
