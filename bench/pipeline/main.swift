@@ -15,9 +15,10 @@
 // eighth of it multiplies at the whole batch's sgemm speed, which the ideal
 // assumes (on this project's reference machine 128 rows ran about 5% slower
 // than 1,024, 256 rows as fast as 2,048); `--batch N` measures another.
-// `--schedule gpipe` or `--schedule 1f1b` runs only one schedule.
+// `--schedule gpipe`, `1f1b` or `zb-h1` runs only that schedule; a comma-separated list runs
+// those (`--schedule 1f1b,zb-h1`), taking turns.
 //
-//   pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b]
+//   pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b|zb-h1[,...]]
 //                  [--stages K] [--micro-batches M] [--rounds N]
 //                  (only K stages, only M micro-batches; N rounds of each
 //                  configuration, each its reference then its mesh run)
@@ -37,7 +38,7 @@ let onlySingleProcess = arguments.contains("--single-process")
 guard arguments.count >= 2, onlySingleProcess || !arguments[1].hasPrefix("-") else {
   FileHandle.standardError.write(
     Data(
-      ("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b] [--stages K] [--micro-batches M] [--rounds N]"
+      ("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b|zb-h1[,...]] [--stages K] [--micro-batches M] [--rounds N]"
         + " | --single-process [--quick] [--batch N] [--micro-batches M]\n").utf8))
   exit(2)
 }
@@ -49,11 +50,14 @@ func option(_ flag: String) -> String? {
   arguments.firstIndex(of: flag).map { arguments.indices.contains($0 + 1) ? arguments[$0 + 1] : "" }
 }
 let batch = option("--batch").map { Int($0) ?? 0 } ?? 2048
-let scheduleKinds: [String: Pipemesh_V1_ScheduleKind] = ["gpipe": .scheduleGpipe, "1f1b": .scheduleOneFOneB]
+let scheduleKinds: [String: Pipemesh_V1_ScheduleKind] = [
+  "gpipe": .scheduleGpipe, "1f1b": .scheduleOneFOneB, "zb-h1": .scheduleZeroBubbleH1,
+]
 /// The schedules measured, by name: both unless `--schedule` picks one.
-let schedules = option("--schedule").map { [$0] } ?? ["gpipe", "1f1b"]
+let schedules = option("--schedule").map { $0.split(separator: ",").map(String.init) } ?? ["gpipe", "1f1b"]
 guard batch > 0, schedules.allSatisfy({ scheduleKinds[$0] != nil }) else {
-  FileHandle.standardError.write(Data("--batch needs a positive number of examples, --schedule gpipe or 1f1b\n".utf8))
+  FileHandle.standardError.write(
+    Data("--batch needs a positive number of examples, --schedule gpipe, 1f1b or zb-h1 (or a list)\n".utf8))
   exit(2)
 }
 let width = 1024
