@@ -157,7 +157,7 @@ public struct StageForward: Sendable {
   public func backward(
     _ upstream: Tensor, addingPenalty: Bool = true, addingInto sums: inout [String: Tensor]
   ) -> Tensor? {
-    let (input, weights) = splitBackward(upstream, addingPenalty: addingPenalty, addingInto: &sums)
+    let (input, weights) = backward(upstream, addingPenalty: addingPenalty, addingInto: &sums, holdingBack: false)
     weights.compute()
     return input
   }
@@ -171,22 +171,42 @@ public struct StageForward: Sendable {
   public func splitBackward(
     _ upstream: Tensor, addingPenalty: Bool = true, addingInto sums: inout [String: Tensor]
   ) -> (input: Tensor?, weights: WeightGradients) {
+    backward(upstream, addingPenalty: addingPenalty, addingInto: &sums, holdingBack: true)
+  }
+
+  /// Both: holding back, every variable gets a sum (products wait only when they add into
+  /// one) and the penalty waits with them; not holding back, a variable without a sum gets
+  /// its gradient as computed, and the penalty is added at once.
+  private func backward(
+    _ upstream: Tensor, addingPenalty: Bool, addingInto sums: inout [String: Tensor], holdingBack: Bool
+  ) -> (input: Tensor?, weights: WeightGradients) {
     let offset = inputGradient ? 1 : 0
-    // Each sum moves into the engine's array, so that it is owned there alone; a variable
-    // without one gets one, since products are held back only when they add into a sum.
+    // Each sum moves into the engine's array, so that it is owned there alone.
     var summed = [Tensor?](repeating: nil, count: offset) + variableNames.map { sums.removeValue(forKey: $0) }
-    for index in summed.indices.dropFirst(offset) where summed[index] == nil {
-      summed[index] = Tensor.zeros(backpropagator.inputs[index].shape)
+    if holdingBack {
+      for index in summed.indices.dropFirst(offset) where summed[index] == nil {
+        summed[index] = Tensor.zeros(backpropagator.inputs[index].shape)
+      }
     }
-    let (grads, held) = backpropagator.split(upstream, addingInto: &summed)
+    let (grads, held) =
+      holdingBack
+      ? backpropagator.split(upstream, addingInto: &summed)
+      : (backpropagator(upstream, addingInto: &summed), WeightGradients(products: []))
     var penalties: [@Sendable () -> Void] = []
     for (index, name) in variableNames.enumerated() {
-      guard let sum = summed[index + offset].take() else { preconditionFailure("no sum for \(name)") }
+      var gradient =
+        summed[index + offset].take() ?? grads[index + offset]
+        ?? Tensor.zeros(backpropagator.inputs[index + offset].shape)
       if addingPenalty, let weight = penalized[name] {
-        let (penalty, destination) = (withoutGradients { weight.detached() * l2Penalty }, GradientSink(sum))
-        penalties.append { destination.add(penalty) }
+        let penalty = withoutGradients { weight.detached() * l2Penalty }
+        if holdingBack {
+          let destination = GradientSink(gradient)
+          penalties.append { destination.add(penalty) }
+        } else {
+          gradient.accumulate(penalty)
+        }
       }
-      sums[name] = sum
+      sums[name] = gradient
     }
     return (inputGradient ? gradientOfInput(grads) : nil, held.followed(by: penalties))
   }
