@@ -10,17 +10,29 @@ extension Tensor {
     return (width == 0 ? 0 : scalarCount / width, width)
   }
 
+  /// Calls `body` with each row of the last axis and the same row of a new tensor of this
+  /// shape, and returns that tensor.
+  private func mapRows(
+    _ body: (_ source: UnsafeMutablePointer<Float>, _ destination: UnsafeMutablePointer<Float>, _ width: Int) -> Void
+  ) -> Tensor {
+    let (rows, width) = lastAxisRows
+    let y = Tensor(uninitializedShape: shape)
+    for row in 0..<rows { body(buffer.pointer + row * width, y.buffer.pointer + row * width, width) }
+    return y
+  }
+
+  /// The largest of `count` floats at `values` (−∞ for none).
+  private static func maximum(_ values: UnsafeMutablePointer<Float>, count: Int) -> Float {
+    var maximum = -Float.infinity
+    for j in 0..<count where values[j] > maximum { maximum = values[j] }
+    return maximum
+  }
+
   /// Softmax over the last axis, computed after subtracting each row's maximum.
   public func softmax() -> Tensor {
     let (rows, width) = lastAxisRows
-    let y = Tensor(uninitializedShape: shape)
-    let x = buffer.pointer
-    let o = y.buffer.pointer
-    for row in 0..<rows {
-      let src = x + row * width
-      let dst = o + row * width
-      var maximum = -Float.infinity
-      for j in 0..<width where src[j] > maximum { maximum = src[j] }
+    let y = mapRows { src, dst, width in
+      let maximum = Tensor.maximum(src, count: width)
       var total: Float = 0
       for j in 0..<width {
         dst[j] = Foundation.exp(src[j] - maximum)
@@ -47,14 +59,8 @@ extension Tensor {
   /// Log-softmax over the last axis: x − max − log Σ exp(x − max).
   public func logSoftmax() -> Tensor {
     let (rows, width) = lastAxisRows
-    let y = Tensor(uninitializedShape: shape)
-    let x = buffer.pointer
-    let o = y.buffer.pointer
-    for row in 0..<rows {
-      let src = x + row * width
-      let dst = o + row * width
-      var maximum = -Float.infinity
-      for j in 0..<width where src[j] > maximum { maximum = src[j] }
+    let y = mapRows { src, dst, width in
+      let maximum = Tensor.maximum(src, count: width)
       var total: Float = 0
       for j in 0..<width { total += Foundation.exp(src[j] - maximum) }
       let shift = maximum + Foundation.log(total)

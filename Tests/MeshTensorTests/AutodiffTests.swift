@@ -103,7 +103,7 @@ struct AutodiffTests {
       expectClose(try #require(input), try #require(plain.input), tolerance: 0)
     }
     #expect(Set(summed.keys) == Set(added.keys) && summed.count == 4)
-    for (name, sum) in summed { expectClose(sum, added[name]!, tolerance: 1e-6) }
+    for (name, sum) in summed { expectClose(sum, try #require(added[name]), tolerance: 1e-6) }
   }
 
   /// A stage hands its input gradient on before it computes the weight products: when
@@ -170,7 +170,7 @@ struct AutodiffTests {
       "the sums were moved; the check above read stale storage")
     #expect(early.filter { isWeight($0.key) }.mapValues(\.scalars) != before)
     expectClose(try #require(input), referenceInput, tolerance: 0)
-    for (name, sum) in early { expectClose(sum, reference[name]!, tolerance: 0) }
+    for (name, sum) in early { expectClose(sum, try #require(reference[name]), tolerance: 0) }
     let separate = stages.map { $0.backward(upstream, addingPenalty: false).variables }
     for (name, sum) in early {
       expectClose(sum, withoutGradients { separate[0][name]! + separate[1][name]! }, tolerance: 1e-4)

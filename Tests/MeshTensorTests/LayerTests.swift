@@ -88,7 +88,9 @@ struct LayerTests {
     let a = try Sequential(spec: Self.mlpSpec).initialVariables()
     let b = try Sequential(spec: Self.mlpSpec).initialVariables()
     #expect(a.keys.sorted() == b.keys.sorted())
-    for (name, value) in a { #expect(value.scalars.map(\.bitPattern) == b[name]!.scalars.map(\.bitPattern)) }
+    for (name, value) in a {
+      #expect(value.scalars.map(\.bitPattern) == (try #require(b[name])).scalars.map(\.bitPattern))
+    }
     var reseeded = Self.mlpSpec
     reseeded.seed += 1
     #expect(try Sequential(spec: reseeded).initialVariables()["dense0/kernel"] != a["dense0/kernel"])
@@ -151,7 +153,7 @@ struct LayerTests {
     #expect(firstGradients.input?.shape == input.shape)
     let staged = firstGradients.variables.merging(secondGradients.variables) { a, _ in a }
     #expect(staged.keys.sorted() == full.gradients.keys.sorted())
-    for (name, gradient) in full.gradients { expectClose(staged[name]!, gradient, tolerance: 1e-6) }
+    for (name, gradient) in full.gradients { expectClose(try #require(staged[name]), gradient, tolerance: 1e-6) }
   }
 
   @Test func microBatchedPipelineMatchesFullBatchGradients() throws {
@@ -186,7 +188,7 @@ struct LayerTests {
         summed[name] = summed[name].map { $0 + gradient } ?? gradient
       }
     }
-    for (name, gradient) in full.gradients { expectClose(summed[name]!, gradient, tolerance: 1e-5) }
+    for (name, gradient) in full.gradients { expectClose(try #require(summed[name]), gradient, tolerance: 1e-5) }
   }
 
   @Test func sequenceLayersProduceDocumentedShapes() throws {

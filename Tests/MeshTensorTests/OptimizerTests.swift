@@ -48,7 +48,7 @@ struct OptimizerTests {
   }
 
   @Test(arguments: optimizerCases)
-  func vectorUpdateEqualsPerScalarUpdates(_ testCase: OptimizerCase) {
+  func vectorUpdateEqualsPerScalarUpdates(_ testCase: OptimizerCase) throws {
     // 19 scalars: Adam's eight-lane loop covers 16 of them and its scalar tail the rest.
     let w = sample([19], seed: 1)
     let g = sample([19], seed: 2)
@@ -63,7 +63,8 @@ struct OptimizerTests {
         slots: slots.mapValues { Tensor(shape: [1], scalars: [$0.scalars[i]]) }, step: 3)
       #expect(abs(whole.variable.scalars[i] - one.variable.scalar) <= 1e-6)
       for name in testCase.optimizer.slotNames {
-        #expect(abs(whole.slots[name]!.scalars[i] - one.slots[name]!.scalar) <= 1e-6)
+        let (wholeSlot, oneSlot) = (try #require(whole.slots[name]), try #require(one.slots[name]))
+        #expect(abs(wholeSlot.scalars[i] - oneSlot.scalar) <= 1e-6)
       }
     }
   }

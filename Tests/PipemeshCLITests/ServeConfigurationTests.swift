@@ -96,7 +96,8 @@ import Testing
     let directory = try TemporaryDirectory(prefix: "pipemesh-config")
     // Role-specific arguments come first, so a case's own --ps or --partitions wins.
     let base =
-      bad.arguments.contains(where: { ["--ps", "--partitions"].contains($0) }) ? [] : Self.roleArguments[role]!
+      bad.arguments.contains(where: { ["--ps", "--partitions"].contains($0) })
+      ? [] : try #require(Self.roleArguments[role])
     let process = try ChildProcess(
       PipemeshBinary.path, ["serve", role, "--listen", "127.0.0.1:0"] + base + bad.arguments,
       logPath: directory.file("serve.log"), environment: bad.environment)
@@ -108,9 +109,10 @@ import Testing
   @Test(arguments: ["ps", "partition", "coordinator"])
   func aTakenPortIsRefusedNotShared(role: String) async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-port")
-    let first = try await RunningService.start(role, Self.roleArguments[role]!, log: directory.file("first.log"))
+    let arguments = try #require(Self.roleArguments[role])
+    let first = try await RunningService.start(role, arguments, log: directory.file("first.log"))
     let second = try ChildProcess(
-      PipemeshBinary.path, ["serve", role, "--listen", first.endpoint] + Self.roleArguments[role]!,
+      PipemeshBinary.path, ["serve", role, "--listen", first.endpoint] + arguments,
       logPath: directory.file("second.log"))
     let status = try await second.waitForExit(timeout: .seconds(60))
     #expect(status == 64, "a second \(role) on \(first.endpoint) exited \(status): \(second.log)")

@@ -164,9 +164,7 @@ struct Status: AsyncParsableCommand {
   var job: String
 
   func run() async throws {
-    try await withExitCodes {
-      try client.show(try await client.client().call(CoordinatorMethods.getJob, .with { $0.job = job }))
-    }
+    try await client.showJob(CoordinatorMethods.getJob, .with { $0.job = job })
   }
 }
 
@@ -192,9 +190,7 @@ struct Cancel: AsyncParsableCommand {
   var job: String
 
   func run() async throws {
-    try await withExitCodes {
-      try client.show(try await client.client().call(CoordinatorMethods.cancelJob, .with { $0.job = job }))
-    }
+    try await client.showJob(CoordinatorMethods.cancelJob, .with { $0.job = job })
   }
 }
 
@@ -205,5 +201,12 @@ extension ClientOptions {
     say(
       "\(job.job)\t\(job.state)\tstep \(job.step)/\(job.totalSteps)\tloss \(String(format: "%.4f", job.loss))"
         + (job.error.isEmpty ? "" : "\t\(job.error)"))
+  }
+}
+
+extension ClientOptions {
+  /// Calls a method that answers with one job and shows the job.
+  func showJob<Request>(_ method: UnaryMethod<Request, Pipemesh_V1_Job>, _ request: Request) async throws {
+    try await withExitCodes { try show(try await client().call(method, request)) }
   }
 }
