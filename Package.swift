@@ -164,6 +164,9 @@ let package = Package(
     .testTarget(name: "MeshPipelineTests", dependencies: ["MeshPipeline"]),
     .testTarget(name: "MeshPartitionTests", dependencies: ["MeshPartition"]),
     .testTarget(
+      name: "MeshInProcessTests", dependencies: ["MeshInProcess", "MeshPartition", "MeshProto", "MeshRPC", "MeshWire"]
+    ),
+    .testTarget(
       name: "MeshWireTests",
       dependencies: [
         "MeshWire", "MeshProto", "MeshRPC", "MeshTensor",
