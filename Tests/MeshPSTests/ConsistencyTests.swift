@@ -8,17 +8,15 @@ import MeshTestSupport
 import MeshWire
 import Testing
 
-/// Concurrent pushers against a real ps process: no update is lost, and each
+/// Concurrent pushers against the ps service over the in-process transport
+/// (the same service and checks as a ps process; RoutingTests and
+/// CheckpointTests use real processes): no update is lost, and each
 /// consistency rule gives the exact expected values.
 @Suite struct ConsistencyTests {
-  let logs: TemporaryDirectory
-  init() throws { logs = try TemporaryDirectory(prefix: "pipemesh-ps") }
-
   /// Replica r pushes gradient r+1 at every step; sync applies the mean over
   /// replicas once per step: w = -lr · steps · mean(1…R).
   @Test(arguments: [1, 4]) func syncReplicasMatchSingleProcessTraining(replicas: Int32) async throws {
-    let ps = try await Fixtures.startPS(logs)
-    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let (client, ps) = try Fixtures.inProcessPS()
     let steps = 40
     try await client.register(
       job: "sync", variables: [Fixtures.variable("w", shape: [1000])],
@@ -44,8 +42,7 @@ import Testing
   }
 
   @Test func asyncAppliesEveryPush() async throws {
-    let ps = try await Fixtures.startPS(logs)
-    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let (client, ps) = try Fixtures.inProcessPS()
     try await client.register(
       job: "async", variables: [Fixtures.variable("w", shape: [256], learningRate: 0.25)],
       consistency: Fixtures.consistency(.async(.init()), replicas: 4), user: "stage0")
@@ -67,8 +64,7 @@ import Testing
   }
 
   @Test func retriedPushIsAppliedOnce() async throws {
-    let ps = try await Fixtures.startPS(logs)
-    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let (client, ps) = try Fixtures.inProcessPS()
     try await client.register(
       job: "retry", variables: [Fixtures.variable("w", shape: [4])],
       consistency: Fixtures.consistency(.async(.init())), user: "stage0")
@@ -79,15 +75,13 @@ import Testing
     let pulled = try await client.pull(job: "retry", names: ["w"])["w"]!
     #expect(pulled.version == 1)
     #expect(pulled.value == Fixtures.filled([4], -0.5))
-    let rpc = try RPCClient(target: ps.endpoint)
-    let stats = try await rpc.call(ParameterServerMethods.stats, .with { $0.job = "retry" })
+    let stats = try await ps.call(ParameterServerMethods.stats, .with { $0.job = "retry" })
     #expect(stats.pushesDuplicate == 2)
   }
 
   /// Two stages share one variable (tied weights): in sync their gradients add.
   @Test func tiedVariableGradientsAddUp() async throws {
-    let ps = try await Fixtures.startPS(logs)
-    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let (client, ps) = try Fixtures.inProcessPS()
     let consistency = Fixtures.consistency(.sync(.init()))
     let tied = Fixtures.variable("embedding", shape: [3, 2])
     try await client.register(job: "tied", variables: [tied], consistency: consistency, user: "stage0")
@@ -107,8 +101,7 @@ import Testing
   }
 
   @Test func boundedRefusesStalePushes() async throws {
-    let ps = try await Fixtures.startPS(logs)
-    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let (client, ps) = try Fixtures.inProcessPS()
     try await client.register(
       job: "bounded", variables: [Fixtures.variable("w", shape: [2])],
       consistency: Fixtures.consistency(.bounded(.with { $0.maxStaleness = 2 }), replicas: 2), user: "stage0")
@@ -130,8 +123,7 @@ import Testing
       gradients: ["w": (Fixtures.filled([2], 1), 3)])
     let pulled = try await client.pull(job: "bounded", names: ["w"])["w"]!
     #expect(pulled.version == 6)
-    let stats = try await RPCClient(target: ps.endpoint).call(
-      ParameterServerMethods.stats, .with { $0.job = "bounded" })
+    let stats = try await ps.call(ParameterServerMethods.stats, .with { $0.job = "bounded" })
     #expect(stats.pushesRefusedStale == 1)
     // The fast replica's pushes were current; the slow one's was 2 behind.
     #expect(stats.maxStaleness == 2)
@@ -139,8 +131,7 @@ import Testing
   }
 
   @Test func boundedWaitHoldsTheFastReplica() async throws {
-    let ps = try await Fixtures.startPS(logs)
-    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let (client, ps) = try Fixtures.inProcessPS()
     try await client.register(
       job: "ssp", variables: [Fixtures.variable("w", shape: [2])],
       consistency: Fixtures.consistency(
@@ -150,7 +141,6 @@ import Testing
             $0.wait = true
           }), replicas: 2),
       user: "stage0")
-    let raw = try RPCClient(target: ps.endpoint)
     func push(replica: Int32, step: Int64, timeout: Duration = .seconds(30)) async throws {
       var request = Pipemesh_V1_PushRequest()
       request.job = "ssp"
@@ -163,7 +153,7 @@ import Testing
           $0.gradient = Pipemesh_V1_Tensor(Fixtures.filled([2], 1))
         }
       ]
-      _ = try await raw.call(ParameterServerMethods.push, request, options: .init(timeout: timeout))
+      _ = try await ps.call(ParameterServerMethods.push, request, options: .init(timeout: timeout))
     }
     try await push(replica: 0, step: 1)  // the slowest (replica 1, at 0) is within 1 step
     // Step 2 is 2 steps ahead of replica 1: it waits, here until its deadline.

@@ -1,5 +1,6 @@
 import Foundation
 import MeshPS
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -32,6 +33,16 @@ enum Fixtures {
   }
 
   static func filled(_ shape: [Int], _ value: Float) -> Tensor { .filled(shape, with: value) }
+
+  /// A ps service in this process over the in-process transport, a client of
+  /// it as a partition holds one, and a channel to call it directly.
+  static func inProcessPS() throws -> (client: ParameterServerClient, channel: any RPCChannel) {
+    let network = InProcessNetwork()
+    let endpoint = "ps.in-process:1"
+    try network.serve([ParameterServerService(store: ParameterStore(), checkpointer: nil)], at: endpoint)
+    let dialer = network.dialer(identity: "partition")
+    return (try ParameterServerClient(endpoints: [endpoint], dialer: dialer), try dialer.channel(to: endpoint))
+  }
 
   /// Starts one ps process, optionally with a checkpoint directory.
   static func startPS(_ logs: TemporaryDirectory, name: String = "ps", checkpoints: String? = nil) async throws
