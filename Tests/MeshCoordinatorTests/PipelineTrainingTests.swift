@@ -1,5 +1,6 @@
 import Foundation
 import MeshCoordinator
+import MeshInProcess
 import MeshPS
 import MeshPSClient
 import MeshProto
@@ -813,7 +814,8 @@ import Testing
   /// Forward, Backward and Commit sent twice each, as after retries, change
   /// the variables once: they end up equal to one step of SGD in-process.
   @Test func retriedRequestsAreAppliedOnce() async throws {
-    let mesh = try await PipelineTrainingTests.mesh.value
+    // Partition logic: one process, no sockets.
+    let mesh = try InProcessMesh(stages: 1)
     let partition = try await Self.loadWholeModel(job: "retried", mesh: mesh)
     let (allInputs, allTargets) = PipelineTrainingTests.classification()
     let inputs = allInputs.slice(axis: 0, range: 0..<4)
@@ -882,7 +884,8 @@ import Testing
   /// with nothing held is refused, a retried one is applied once, and the
   /// step is then exactly one SGD step.
   @Test func heldWeightGradientsWaitForTheirCallAndAreAppliedOnce() async throws {
-    let mesh = try await PipelineTrainingTests.mesh.value
+    // Partition logic: one process, no sockets.
+    let mesh = try InProcessMesh(stages: 1)
     let partition = try await Self.loadWholeModel(job: "split", mesh: mesh)
     let (allInputs, allTargets) = PipelineTrainingTests.classification()
     let inputs = allInputs.slice(axis: 0, range: 0..<4)
@@ -1111,15 +1114,17 @@ import Testing
 
   /// Loads all of the MLP as one stage of `job` (sync, SGD at rate 0.1) on
   /// the mesh's last partition, and returns a client of that partition.
-  static func loadWholeModel(job: String, mesh: LocalMesh, maxKeptBytes: Int64 = 0) async throws -> RPCClient {
-    let partition = try RPCClient(target: mesh.partitions[3].endpoint)
+  static func loadWholeModel(job: String, mesh: some StageTestMesh, maxKeptBytes: Int64 = 0) async throws
+    -> any RPCChannel
+  {
+    let partition = try mesh.wholeModelPartition()
     _ = try await partition.call(
       PartitionMethods.loadStage,
       .with {
         $0.job = job
         $0.model = PipelineTrainingTests.mlp
         $0.endLayer = 4
-        $0.parameterServers = mesh.parameterServers.map(\.endpoint)
+        $0.parameterServers = mesh.parameterServerEndpoints
         $0.consistency = .with { $0.sync = .init() }
         $0.optimizer = .with {
           $0.sgd = .init()
@@ -1132,7 +1137,7 @@ import Testing
 
   /// The ps holds, for `job`, the variables after one SGD step (rate 0.1) of
   /// the MLP on `inputs` from its initial values, each updated once.
-  static func expectOneSGDStep(job: String, inputs: Tensor, targets: Tensor, mesh: LocalMesh) async throws {
+  static func expectOneSGDStep(job: String, inputs: Tensor, targets: Tensor, mesh: some StageTestMesh) async throws {
     let model = try makeModel(PipelineTrainingTests.mlp)
     var variables = model.initialVariables()
     let (_, gradients) = model.lossAndGradients(
@@ -1142,7 +1147,7 @@ import Testing
         SGD(learningRate: .constant(0.1)).update(variable: variables[name]!, gradient: gradient, slots: [:], step: 1)
         .variable
     }
-    let ps = try ParameterServerClient(endpoints: mesh.parameterServers.map(\.endpoint))
+    let ps = try ParameterServerClient(endpoints: mesh.parameterServerEndpoints, dialer: mesh.psDialer)
     let pulled = try await ps.pull(job: job, names: variables.keys.sorted())
     for (name, expected) in variables {
       let value = try #require(pulled[name]?.value)
@@ -1151,4 +1156,27 @@ import Testing
       #expect(difference <= 1e-6, "\(name) differs by \(difference)")
     }
   }
+}
+
+/// What the partition tests need of a mesh: a partition to load the whole
+/// model on, the ps tasks, and a way to reach them. Logic tests run on an
+/// `InProcessMesh`; the others on real processes.
+protocol StageTestMesh: Sendable {
+  func wholeModelPartition() throws -> any RPCChannel
+  var parameterServerEndpoints: [String] { get }
+  var psDialer: any RPCDialer { get }
+}
+
+extension LocalMesh: StageTestMesh {
+  func wholeModelPartition() throws -> any RPCChannel { try RPCClient(target: partitions[3].endpoint) }
+  var parameterServerEndpoints: [String] { parameterServers.map(\.endpoint) }
+  var psDialer: any RPCDialer { GRPCDialer() }
+}
+
+extension InProcessMesh: StageTestMesh {
+  func wholeModelPartition() throws -> any RPCChannel {
+    network.channel(to: partitions[0][0], identity: "coordinator")
+  }
+  var parameterServerEndpoints: [String] { parameterServers }
+  var psDialer: any RPCDialer { network.dialer(identity: "partition") }
 }
