@@ -932,7 +932,8 @@ import Testing
   /// and with room for one kept micro-batch, 1F1B's order F0 B0 F1 B1 fits
   /// whatever order the calls arrive in.
   @Test func callsSentAheadComputeInScheduleOrder() async throws {
-    let mesh = try await PipelineTrainingTests.mesh.value
+    // Partition logic: one process, no sockets.
+    let mesh = try InProcessMesh(stages: 1)
     // Room for the activations at the stage's five layer boundaries
     // (8+16+16+16+3 scalars) of one micro-batch of 4 examples.
     let partition = try await Self.loadWholeModel(job: "ordered", mesh: mesh, maxKeptBytes: 59 * 4 * 4)
