@@ -817,14 +817,7 @@ import Testing
     // Partition logic: one process, no sockets.
     let mesh = try InProcessMesh(stages: 1)
     let partition = try await Self.loadWholeModel(job: "retried", mesh: mesh)
-    let (allInputs, allTargets) = PipelineTrainingTests.classification()
-    let inputs = allInputs.slice(axis: 0, range: 0..<4)
-    let targets = allTargets.slice(axis: 0, range: 0..<4)
-    let key = Pipemesh_V1_MicroBatchKey.with {
-      $0.job = "retried"
-      $0.step = 1
-      $0.microBatch = 0
-    }
+    let (inputs, targets, key) = Self.firstMicroBatch(of: "retried")
     var losses: [Double] = []
     for _ in 0..<2 {
       losses.append(
@@ -887,14 +880,7 @@ import Testing
     // Partition logic: one process, no sockets.
     let mesh = try InProcessMesh(stages: 1)
     let partition = try await Self.loadWholeModel(job: "split", mesh: mesh)
-    let (allInputs, allTargets) = PipelineTrainingTests.classification()
-    let inputs = allInputs.slice(axis: 0, range: 0..<4)
-    let targets = allTargets.slice(axis: 0, range: 0..<4)
-    let key = Pipemesh_V1_MicroBatchKey.with {
-      $0.job = "split"
-      $0.step = 1
-      $0.microBatch = 0
-    }
+    let (inputs, targets, key) = Self.firstMicroBatch(of: "split")
     _ = try await partition.call(
       PartitionMethods.forward,
       .with {
@@ -1134,6 +1120,17 @@ import Testing
         $0.maxKeptBytes = maxKeptBytes
       })
     return partition
+  }
+
+  /// Four examples as micro-batch 0 of step 1 of `job`: its inputs, targets and key.
+  static func firstMicroBatch(of job: String) -> (inputs: Tensor, targets: Tensor, key: Pipemesh_V1_MicroBatchKey) {
+    let (allInputs, allTargets) = PipelineTrainingTests.classification()
+    let key = Pipemesh_V1_MicroBatchKey.with {
+      $0.job = job
+      $0.step = 1
+      $0.microBatch = 0
+    }
+    return (allInputs.slice(axis: 0, range: 0..<4), allTargets.slice(axis: 0, range: 0..<4), key)
   }
 
   /// The ps holds, for `job`, the variables after one SGD step (rate 0.1) of
