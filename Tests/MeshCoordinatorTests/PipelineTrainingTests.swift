@@ -823,12 +823,7 @@ import Testing
       losses.append(
         try await partition.call(
           PartitionMethods.forward,
-          .with {
-            $0.key = key
-            $0.input.inline = Pipemesh_V1_Tensor(inputs)
-            $0.targets = Pipemesh_V1_Tensor(targets)
-            $0.batchSize = 4
-          }
+          Self.forwardRequest(key, inputs, targets)
         ).loss)
     }
     #expect(losses[0] == losses[1])
@@ -847,12 +842,7 @@ import Testing
     let late = await #expect(throws: RPCError.self) {
       _ = try await partition.call(
         PartitionMethods.forward,
-        .with {
-          $0.key = key
-          $0.input.inline = Pipemesh_V1_Tensor(inputs)
-          $0.targets = Pipemesh_V1_Tensor(targets)
-          $0.batchSize = 4
-        })
+        Self.forwardRequest(key, inputs, targets))
     }
     #expect(
       late?.code == .failedPrecondition && late?.message.contains("already committed") == true,
@@ -883,12 +873,7 @@ import Testing
     let (inputs, targets, key) = Self.firstMicroBatch(of: "split")
     _ = try await partition.call(
       PartitionMethods.forward,
-      .with {
-        $0.key = key
-        $0.input.inline = Pipemesh_V1_Tensor(inputs)
-        $0.targets = Pipemesh_V1_Tensor(targets)
-        $0.batchSize = 4
-      })
+      Self.forwardRequest(key, inputs, targets))
     let nothingHeld = await #expect(throws: RPCError.self) {
       _ = try await partition.call(PartitionMethods.backwardWeights, .with { $0.key = key })
     }
@@ -1120,6 +1105,18 @@ import Testing
         $0.maxKeptBytes = maxKeptBytes
       })
     return partition
+  }
+
+  /// A training Forward of the whole model for `key` on `inputs`.
+  static func forwardRequest(_ key: Pipemesh_V1_MicroBatchKey, _ inputs: Tensor, _ targets: Tensor)
+    -> Pipemesh_V1_ForwardRequest
+  {
+    .with {
+      $0.key = key
+      $0.input.inline = Pipemesh_V1_Tensor(inputs)
+      $0.targets = Pipemesh_V1_Tensor(targets)
+      $0.batchSize = Int32(inputs.shape[0])
+    }
   }
 
   /// Four examples as micro-batch 0 of step 1 of `job`: its inputs, targets and key.
