@@ -162,7 +162,10 @@ let package = Package(
     ),
     .testTarget(name: "MeshTensorTests", dependencies: ["MeshTensor"]),
     .testTarget(name: "MeshPipelineTests", dependencies: ["MeshPipeline"]),
-    .testTarget(name: "MeshPartitionTests", dependencies: ["MeshPartition"]),
+    .testTarget(
+      name: "MeshPartitionTests",
+      dependencies: ["MeshPartition", "MeshProto", "MeshRPC", "MeshTensor", "MeshTestSupport", "MeshWire"]
+    ),
     .testTarget(
       name: "MeshInProcessTests", dependencies: ["MeshInProcess", "MeshPartition", "MeshProto", "MeshRPC", "MeshWire"]
     ),
@@ -185,7 +188,7 @@ let package = Package(
       name: "MeshCoordinatorTests",
       dependencies: [
         "MeshCoordinator", "MeshInProcess", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport", "MeshData",
-        "MeshOps", "MeshPS", "MeshPSClient",
+        "MeshOps", "MeshPS", "MeshPSClient", "MeshPartition",
       ]
     ),
     .testTarget(

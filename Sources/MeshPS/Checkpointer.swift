@@ -68,7 +68,7 @@ public final class Checkpointer: Sendable {
     var jobsMetadata: [String: Any] = [:]
     var updates: Int64 = 0
     for job in store.allJobs {
-      let (variables, lastSteps) = await job.checkpointState()
+      let variables = await job.checkpointState()
       var variablesMetadata: [String: Any] = [:]
       for (name, variable) in variables {
         contents.tensors["\(job.name)/\(name)"] = variable.value
@@ -78,6 +78,7 @@ public final class Checkpointer: Sendable {
           "initial_value_hash": String(variable.initialValueHash),
           "version": variable.version,
           "sync_step": variable.syncStep,
+          "pushers": Self.pushersMetadata(variable.lastSteps),
           "users": variable.users.sorted(),
           "slots": variable.slots.keys.sorted(),
         ]
@@ -85,12 +86,11 @@ public final class Checkpointer: Sendable {
       }
       jobsMetadata[job.name] = [
         "consistency": try job.consistency.proto.jsonString(),
-        "pushers": lastSteps.map { ["user": $0.key.user, "replica": $0.key.replica, "step": $0.value] },
         "variables": variablesMetadata,
       ]
     }
     let metadata = try JSONSerialization.data(
-      withJSONObject: ["format": 1, "jobs": jobsMetadata], options: [.sortedKeys])
+      withJSONObject: ["format": 2, "jobs": jobsMetadata], options: [.sortedKeys])
     contents.metadata[Self.metadataKey] = String(decoding: metadata, as: UTF8.self)
 
     let sequence = state.withLock { state in
@@ -152,9 +152,10 @@ public final class Checkpointer: Sendable {
     var restoredJobs: [ParameterJob] = []
     for (jobName, job) in jobs {
       guard let consistencyJSON = job["consistency"] as? String,
-        let variables = job["variables"] as? [String: [String: Any]],
-        let pushers = job["pushers"] as? [[String: Any]]
-      else { throw SafeTensors.FormatError("job \(jobName) lacks consistency, variables or pushers") }
+        let variables = job["variables"] as? [String: [String: Any]]
+      else { throw SafeTensors.FormatError("job \(jobName) lacks consistency or variables") }
+      // Format 1 kept each pusher's last step per job; it holds for each variable.
+      let jobLastSteps = try Self.lastSteps(job["pushers"], of: jobName)
       let consistency = try JobConsistency(try Pipemesh_V1_Consistency(jsonString: consistencyJSON))
       var held: [String: HeldVariable] = [:]
       for (name, entry) in variables {
@@ -174,20 +175,37 @@ public final class Checkpointer: Sendable {
         held[name] = try HeldVariable(
           definition: try Pipemesh_V1_VariableDefinition(jsonString: definitionJSON), initialValueHash: hash,
           value: value, slots: slots, version: version,
-          syncStep: (entry["sync_step"] as? NSNumber)?.int64Value ?? 0, users: Set(users))
-      }
-      var lastSteps: [Pusher: Int64] = [:]
-      for pusher in pushers {
-        guard let user = pusher["user"] as? String, let replica = (pusher["replica"] as? NSNumber)?.int32Value,
-          let step = (pusher["step"] as? NSNumber)?.int64Value
-        else { throw SafeTensors.FormatError("job \(jobName) has a malformed pusher entry") }
-        lastSteps[Pusher(user: user, replica: replica)] = step
+          syncStep: (entry["sync_step"] as? NSNumber)?.int64Value ?? 0,
+          lastSteps: entry["pushers"] == nil ? jobLastSteps : try Self.lastSteps(entry["pushers"], of: jobName),
+          users: Set(users))
       }
       let restored = ParameterJob(name: jobName, consistency: consistency, budget: store.budget)
-      await restored.restore(held, lastSteps: lastSteps)
+      await restored.restore(held)
       restoredJobs.append(restored)
     }
     // Only once every job of the file read back: a file that fails part way counts nothing.
     await store.adopt(restoredJobs)
+  }
+
+  private static func pushersMetadata(_ lastSteps: [Pusher: Int64]) -> [[String: Any]] {
+    lastSteps.sorted { ($0.key.user, $0.key.replica) < ($1.key.user, $1.key.replica) }.map {
+      ["user": $0.key.user, "replica": $0.key.replica, "step": $0.value]
+    }
+  }
+
+  /// Pushers' last steps as `pushersMetadata` wrote them (none when absent).
+  private static func lastSteps(_ entry: Any?, of job: String) throws -> [Pusher: Int64] {
+    guard let entry else { return [:] }
+    guard let pushers = entry as? [[String: Any]] else {
+      throw SafeTensors.FormatError("job \(job) has a malformed pushers list")
+    }
+    var lastSteps: [Pusher: Int64] = [:]
+    for pusher in pushers {
+      guard let user = pusher["user"] as? String, let replica = (pusher["replica"] as? NSNumber)?.int32Value,
+        let step = (pusher["step"] as? NSNumber)?.int64Value
+      else { throw SafeTensors.FormatError("job \(job) has a malformed pusher entry") }
+      lastSteps[Pusher(user: user, replica: replica)] = step
+    }
+    return lastSteps
   }
 }

@@ -19,6 +19,10 @@ struct HeldVariable: Sendable {
   var version: Int64
   /// Sync consistency: the last step applied (a push of it again is a retry).
   var syncStep: Int64 = 0
+  /// Async and bounded: the last step each pusher had applied to this
+  /// variable; a push of it at or below that is a retry. (Per variable, since
+  /// one step's push may come in several requests.)
+  var lastSteps: [Pusher: Int64] = [:]
   /// The stages that registered it; more than one for tied weights.
   var users: Set<String>
   /// Bytes this variable takes from its ps's memory budget: its value and
@@ -82,7 +86,12 @@ struct HeldVariable: Sendable {
         throw RPCError(.invalidArgument, "initial value of \(definition.name) holds NaN or infinity")
       }
     } else {
-      value = try definition.initializer.makeTensor(shape)
+      guard definition.initializerOffset >= 0, definition.initializerOffset <= 1 << 53 else {
+        throw RPCError(
+          .invalidArgument,
+          "variable \(definition.name) gives initializer_offset \(definition.initializerOffset); it must be 0 to 2^53")
+      }
+      value = try definition.initializer.makeTensor(shape, elementOffset: Int(definition.initializerOffset))
     }
     (self.definition, initialValueHash) = Self.split(definition)
     slots = [:]
@@ -93,9 +102,10 @@ struct HeldVariable: Sendable {
   /// Restores a variable from a checkpoint.
   init(
     definition: Pipemesh_V1_VariableDefinition, initialValueHash: UInt64, value: Tensor, slots: [String: Tensor],
-    version: Int64, syncStep: Int64, users: Set<String>
+    version: Int64, syncStep: Int64, lastSteps: [Pusher: Int64], users: Set<String>
   ) throws {
     self.syncStep = syncStep
+    self.lastSteps = lastSteps
     self.definition = definition
     self.initialValueHash = initialValueHash
     optimizer = try makeOptimizer(definition.optimizer)

@@ -11,10 +11,11 @@ struct Pusher: Hashable, Sendable {
   let replica: Int32
 }
 
-/// One pusher's push of one step.
+/// One pusher's gradient of one variable at one step.
 struct PushKey: Hashable, Sendable {
   let pusher: Pusher
   let step: Int64
+  let variable: String
 }
 
 /// Counters a job reports in Stats.
@@ -48,10 +49,9 @@ actor ParameterJob {
   private nonisolated let published = Mutex<[String: VariableSnapshot]>([:])
 
   private var variables: [String: HeldVariable] = [:]
-  /// Async and bounded: the last step each pusher had applied; a push at or
-  /// below it is a retry. (Sync keeps this per variable: `syncStep`.)
-  private var lastStep: [Pusher: Int64] = [:]
-  /// Bounded with wait: pushes waiting for the slowest replica.
+  /// Async and bounded: the furthest step any pusher applied.
+  private var furthestStep: Int64 = 0
+  /// Bounded with wait: gradients waiting for the slowest replica.
   private var pushesInFlight: Set<PushKey> = []
   /// Sync: gradients of steps not yet complete, per step and variable.
   private var pendingSteps: [Int64: [String: PendingGradient]] = [:]
@@ -122,10 +122,10 @@ actor ParameterJob {
     }
   }
 
-  /// Restores variables and retry state from a checkpoint.
-  func restore(_ restored: [String: HeldVariable], lastSteps: [Pusher: Int64]) {
+  /// Restores variables and their retry state from a checkpoint.
+  func restore(_ restored: [String: HeldVariable]) {
     variables = restored
-    lastStep = lastSteps
+    furthestStep = restored.values.flatMap(\.lastSteps.values).max() ?? 0
     publish(Array(restored.keys))
   }
 
@@ -166,10 +166,8 @@ actor ParameterJob {
   /// Bytes this job's variables take from the budget.
   var reservedBytes: Int { variables.values.reduce(0) { $0 + $1.reservedBytes } }
 
-  /// Every variable's definition, state and users, for a checkpoint.
-  func checkpointState() -> (variables: [String: HeldVariable], lastSteps: [Pusher: Int64]) {
-    (variables, lastStep)
-  }
+  /// Every variable's definition, state, users and retry state, for a checkpoint.
+  func checkpointState() -> [String: HeldVariable] { variables }
 
   nonisolated var variableCount: Int { published.withLock { $0.count } }
 
@@ -213,21 +211,23 @@ actor ParameterJob {
 
     switch consistency.mode {
     case .async:
-      if isRetry(pusher, step) { break }
-      applyNow(gradients, pusher: pusher, step: step)
+      let fresh = unapplied(gradients, pusher, step)
+      if fresh.isEmpty { break }
+      applyNow(fresh, pusher: pusher, step: step)
     case .bounded(let maxStaleness, let wait):
-      if isRetry(pusher, step) { break }
+      let fresh = unapplied(gradients, pusher, step)
+      if fresh.isEmpty { break }
       if wait {
         // Marked in flight before waiting, so a retry that arrives meanwhile is not applied too.
-        let key = PushKey(pusher: pusher, step: step)
-        pushesInFlight.insert(key)
-        defer { pushesInFlight.remove(key) }
+        let keys = Set(fresh.map { PushKey(pusher: pusher, step: step, variable: $0.name) })
+        pushesInFlight.formUnion(keys)
+        defer { pushesInFlight.subtract(keys) }
         replicaProgress[request.replica] = max(replicaProgress[request.replica, default: 0], step)
         resumeReadyWaiters()
         try await waitUntil { $0.slowestReplicaStep >= step - maxStaleness }
         // The caller may have gone while this push was being resumed.
         try Task.checkCancellation()
-      } else if let stale = gradients.first(where: { variables[$0.name]!.version - $0.baseVersion > maxStaleness }) {
+      } else if let stale = fresh.first(where: { variables[$0.name]!.version - $0.baseVersion > maxStaleness }) {
         counters.withLock { $0.refusedStale += 1 }
         let behind = variables[stale.name]!.version - stale.baseVersion
         throw RPCError(
@@ -235,7 +235,7 @@ actor ParameterJob {
           "gradient of \(stale.name) was computed from version \(stale.baseVersion), \(behind) versions behind "
             + "(the limit is \(maxStaleness)): pull fresh values and compute it again")
       }
-      applyNow(gradients, pusher: pusher, step: step)
+      applyNow(fresh, pusher: pusher, step: step)
     case .sync:
       try accumulate(gradients, pusher: pusher, step: step)
       let names = gradients.map(\.name)
@@ -260,7 +260,7 @@ actor ParameterJob {
       guard let applied = names.compactMap({ variables[$0]?.syncStep }).min() else { return }
       limit = applied + 1
     case .async, .bounded:
-      limit = (lastStep.values.max() ?? 0) + Self.maxStepsAhead
+      limit = furthestStep + Self.maxStepsAhead
     }
     guard step <= limit else {
       throw RPCError(
@@ -270,17 +270,24 @@ actor ParameterJob {
     }
   }
 
-  /// Async and bounded: whether this pusher's step was applied already, or is
-  /// waiting to be (a retry); counted in Stats.
-  private func isRetry(_ pusher: Pusher, _ step: Int64) -> Bool {
-    let retry = step <= lastStep[pusher, default: 0] || pushesInFlight.contains(PushKey(pusher: pusher, step: step))
-    if retry { counters.withLock { $0.duplicates += 1 } }
-    return retry
+  /// Async and bounded: the gradients of a push that this pusher's step has
+  /// not applied yet, nor is waiting to apply; a push that holds others is a
+  /// retry, counted in Stats.
+  private func unapplied(
+    _ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], _ pusher: Pusher, _ step: Int64
+  ) -> [(name: String, tensor: Tensor, baseVersion: Int64)] {
+    let fresh = gradients.filter { gradient in
+      step > variables[gradient.name]!.lastSteps[pusher, default: 0]
+        && !pushesInFlight.contains(PushKey(pusher: pusher, step: step, variable: gradient.name))
+    }
+    if fresh.count < gradients.count { counters.withLock { $0.duplicates += 1 } }
+    return fresh
   }
 
   private func applyNow(_ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64)
   {
-    lastStep[pusher] = step
+    for gradient in gradients { variables[gradient.name]!.lastSteps[pusher] = step }
+    furthestStep = max(furthestStep, step)
     let staleness = gradients.map { max(0, variables[$0.name]!.version - $0.baseVersion) }
     counters.withLock { counters in
       counters.stalenessMax = max(counters.stalenessMax, staleness.max() ?? 0)

@@ -6,18 +6,34 @@ import MeshWire
 import Synchronization
 
 /// The client partitions use to reach a cluster of ps tasks. It routes each
-/// variable to its task by `Placement`, cuts large variables into row blocks
-/// and joins them again, so callers see whole variables.
+/// variable to its task by `Placement`, cuts large variables into parts and
+/// joins them again, so callers see whole variables.
 ///
-/// Calls to different tasks run concurrently; a push that spans tasks is
-/// applied per task (each task applies its part atomically). Pulls and
-/// pushes find a variable's row blocks by the layout its registration gave:
-/// register (idempotent) before using a variable from a new client.
+/// No message grows with the model: every call is sent as requests that
+/// carry at most `transferBytes` of tensors (or one part, when a part is
+/// larger), one request at a time per task, the tasks concurrently. A pulled
+/// variable is assembled in place as its parts arrive, and a pushed one is
+/// sent from its own storage, so a transfer holds one request's bytes beyond
+/// the tensors themselves.
+///
+/// Each task applies each request atomically; a push that spans requests is
+/// applied per variable part (the ps takes each part's gradient of a step
+/// once). Requests go out in part-name order, so pushers that share a
+/// variable under sync consistency wait for one another in the same order.
+/// Pulls and pushes find a variable's parts by the layout its registration
+/// gave: register (idempotent) before using a variable from a new client.
 public final class ParameterServerClient: Sendable {
   public let placement: Placement
+  /// The most bytes of tensors one request or answer carries.
+  public let transferBytes: Int
   private let tasks: [any RPCChannel]
   /// The parts of each variable registered through this client.
-  private let layout = Mutex<[String: [(name: String, rows: Range<Int>)]]>([:])
+  private let layout = Mutex<[String: VariableLayout]>([:])
+
+  private struct VariableLayout: Sendable {
+    let shape: [Int]
+    let parts: [VariablePart]
+  }
 
   /// A variable as pulled: its value (nil when not newer than asked) and version.
   public struct Pulled: Sendable {
@@ -26,173 +42,290 @@ public final class ParameterServerClient: Sendable {
   }
 
   public init(
-    endpoints: [String], dialer: any RPCDialer = GRPCDialer(),
-    rowBlockBytes: Int = Placement.defaultRowBlockBytes
+    endpoints: [String], dialer: any RPCDialer = GRPCDialer(), blockBytes: Int = Placement.defaultBlockBytes,
+    transferBytes: Int = Placement.defaultBlockBytes
   ) throws {
     guard !endpoints.isEmpty else { throw RPCError(.invalidArgument, "no ps endpoints given") }
-    placement = Placement(tasks: endpoints.count, rowBlockBytes: rowBlockBytes)
+    placement = Placement(tasks: endpoints.count, blockBytes: blockBytes)
+    self.transferBytes = transferBytes
     tasks = try endpoints.map { try dialer.channel(to: $0) }
   }
 
-  private func parts(of name: String) -> [(name: String, rows: Range<Int>)] {
-    layout.withLock { $0[name] } ?? [(name, 0..<0)]
+  /// The parts of a variable registered through this client; an unknown one
+  /// is taken to be whole, of unknown size.
+  private func parts(of name: String) -> [VariablePart] {
+    layout.withLock { $0[name]?.parts } ?? [VariablePart(name: name, elements: 0..<0, shape: [])]
   }
 
-  /// Runs one call per task that has work, concurrently.
-  private func onTasks<Work: Sendable, Result: Sendable>(
-    _ work: [Int: Work], _ call: @escaping @Sendable (any RPCChannel, Work) async throws -> Result
-  ) async throws -> [Result] {
-    try await withThrowingTaskGroup(of: Result.self) { group in
-      for (task, item) in work {
+  /// One item of a call to a task and the bytes of tensors it carries (or,
+  /// for a pull, that its answer will).
+  private struct Item<Payload: Sendable>: Sendable {
+    let payload: Payload
+    let bytes: Int
+  }
+
+  /// Sends each task's items in requests of at most `transferBytes` (an
+  /// item larger than that goes alone), in name order, one request at a time
+  /// per task and the tasks concurrently; returns every answer.
+  private func send<Payload: Sendable, Answer: Sendable>(
+    _ work: [Int: [(name: String, item: Item<Payload>)]],
+    _ call: @escaping @Sendable (any RPCChannel, [Payload]) async throws -> Answer
+  ) async throws -> [Answer] {
+    try await withThrowingTaskGroup(of: [Answer].self) { group in
+      for (task, items) in work {
+        let batches = batch(items.sorted { $0.name < $1.name }.map(\.item))
         group.addTask {
           let client = self.tasks[task]
-          do {
-            return try await call(client, item)
-          } catch let error as RPCError where error.code == .unavailable {
-            // The caller is up: say that it is this ps task that is not.
-            throw RPCError(.unavailable, "the ps at \(client.target) does not answer: \(error.message)")
+          var answers: [Answer] = []
+          for batch in batches {
+            do {
+              answers.append(try await call(client, batch))
+            } catch let error as RPCError where error.code == .unavailable {
+              // The caller is up: say that it is this ps task that is not.
+              throw RPCError(.unavailable, "the ps at \(client.target) does not answer: \(error.message)")
+            }
           }
+          return answers
         }
       }
-      return try await group.reduce(into: []) { $0.append($1) }
+      return try await group.reduce(into: []) { $0 += $1 }
     }
   }
 
+  private func batch<Payload>(_ items: [Item<Payload>]) -> [[Payload]] {
+    var batches: [[Payload]] = []
+    var current: [Payload] = []
+    var bytes = 0
+    for item in items {
+      if !current.isEmpty, bytes + item.bytes > transferBytes {
+        batches.append(current)
+        (current, bytes) = ([], 0)
+      }
+      current.append(item.payload)
+      bytes += item.bytes
+    }
+    if !current.isEmpty { batches.append(current) }
+    return batches
+  }
+
   /// Registers variables for `user` (a stage); returns their versions.
+  ///
+  /// A partitioned variable's parts are defined with the whole one's
+  /// initializer and their offsets in its draw, so each task draws its
+  /// parts itself and they start exactly as the whole would; an initial
+  /// value is cut into the parts' bytes without a copy.
   @discardableResult
   public func register(
     job: String, variables: [Pipemesh_V1_VariableDefinition], consistency: Pipemesh_V1_Consistency, user: String
   ) async throws -> [String: Int64] {
-    var requests: [Int: Pipemesh_V1_RegisterRequest] = [:]
-    var registered: [String: [(name: String, rows: Range<Int>)]] = [:]
+    var work: [Int: [(name: String, item: Item<Pipemesh_V1_VariableDefinition>)]] = [:]
+    var registered: [String: VariableLayout] = [:]
     for definition in variables {
+      guard definition.shape.allSatisfy({ $0 > 0 && $0 <= Int32.max }),
+        let count = Tensor.checkedCount(of: definition.shape.map { Int($0) }), count <= Int.max / 4
+      else {
+        throw RPCError(
+          .invalidArgument,
+          "variable \(definition.name) has shape \(definition.shape); every extent must be 1 to 2^31-1")
+      }
       let shape = definition.shape.map { Int($0) }
       let parts = placement.parts(of: definition.name, shape: shape)
-      registered[definition.name] = parts
-      var partDefinitions = [definition]
-      if parts.count > 1 {
-        // Row blocks get slices of the whole initial value, so that the
-        // variable starts the same however it is cut.
-        let whole =
-          definition.hasInitialValue
-          ? try Tensor(wire: definition.initialValue, what: "initial value of \(definition.name)")
-          : try definition.initializer.makeTensor(shape)
-        partDefinitions = parts.map { part in
-          var partDefinition = definition
-          partDefinition.name = part.name
-          partDefinition.shape[0] = Int64(part.rows.count)
-          partDefinition.clearInitializer()
-          partDefinition.initialValue = Pipemesh_V1_Tensor(whole.slice(axis: 0, range: part.rows))
-          return partDefinition
-        }
+      registered[definition.name] = VariableLayout(shape: shape, parts: parts)
+      if definition.hasInitialValue, parts.count > 1, definition.initialValue.data.count != count * 4 {
+        throw RPCError(
+          .invalidArgument,
+          "initial value of \(definition.name) has \(definition.initialValue.data.count) bytes, "
+            + "its shape \(shape) needs \(count * 4)")
       }
-      for partDefinition in partDefinitions {
-        let task = placement.task(of: partDefinition.name)
-        requests[
-          task,
-          default: .with {
-            $0.job = job
-            $0.consistency = consistency
-            $0.user = user
+      for part in parts {
+        var partDefinition = definition
+        if parts.count > 1 {
+          partDefinition.name = part.name
+          partDefinition.shape = part.shape.map { Int64($0) }
+          if definition.hasInitialValue {
+            let bytes = (part.elements.lowerBound * 4)..<(part.elements.upperBound * 4)
+            partDefinition.initialValue.shape = partDefinition.shape
+            partDefinition.initialValue.data = definition.initialValue.data[bytes]
+          } else {
+            partDefinition.initializerOffset = definition.initializerOffset + Int64(part.elements.lowerBound)
           }
-        ].variables.append(partDefinition)
+        }
+        work[placement.task(of: part.name), default: []].append(
+          (part.name, Item(payload: partDefinition, bytes: partDefinition.initialValue.data.count)))
       }
     }
     layout.withLock { $0.merge(registered) { $1 } }
-    let responses = try await onTasks(requests) { client, request in
-      try await client.call(ParameterServerMethods.register, request)
+    let answers = try await send(work) { client, definitions in
+      try await client.call(
+        ParameterServerMethods.register,
+        .with {
+          $0.job = job
+          $0.consistency = consistency
+          $0.user = user
+          $0.variables = definitions
+        })
     }
-    let versions = Dictionary(responses.flatMap(\.variables).map { ($0.name, $0.version) }) { $1 }
-    return registered.mapValues { parts in parts.map { versions[$0.name] ?? 0 }.min() ?? 0 }
+    let versions = Dictionary(answers.flatMap(\.variables).map { ($0.name, $0.version) }) { $1 }
+    return registered.mapValues { layout in layout.parts.map { versions[$0.name] ?? 0 }.min() ?? 0 }
   }
 
   /// Pulls variables; `newerThan` leaves out values not newer than a version.
+  /// A partitioned variable is always read whole and assembled in place.
   public func pull(job: String, names: [String], newerThan: [String: Int64] = [:]) async throws -> [String: Pulled] {
-    var requests: [Int: Pipemesh_V1_PullRequest] = [:]
+    var work: [Int: [(name: String, item: Item<Pipemesh_V1_VariableVersion>)]] = [:]
+    var wanted: [String: (whole: String, part: VariablePart)] = [:]
+    var assembly = Assembly()
     for name in names {
-      let parts = parts(of: name)
+      let layout = layout.withLock { $0[name] }
+      let parts = layout?.parts ?? parts(of: name)
+      if let layout, parts.count > 1 { assembly.values[name] = .zeros(layout.shape) }
       for part in parts {
-        requests[placement.task(of: part.name), default: .with { $0.job = job }].variables.append(
-          .with {
-            $0.name = part.name
-            // Row blocks are always read whole, so the variable can be joined.
-            $0.version = parts.count == 1 ? newerThan[name] ?? 0 : 0
-          })
-      }
-    }
-    let responses = try await onTasks(requests) { client, request in
-      try await client.call(ParameterServerMethods.pull, request)
-    }
-    let values = Dictionary(responses.flatMap(\.variables).map { ($0.name, $0) }) { $1 }
-    var pulled: [String: Pulled] = [:]
-    for name in names {
-      let parts = try parts(of: name).map { part in
-        guard let value = values[part.name] else {
-          throw RPCError(.dataLoss, "a ps task answered a pull without \(part.name)")
+        wanted[part.name] = (name, part)
+        let version = parts.count == 1 ? newerThan[name] ?? 0 : 0
+        let request = Pipemesh_V1_VariableVersion.with {
+          $0.name = part.name
+          $0.version = version
         }
-        return value
+        work[placement.task(of: part.name), default: []].append(
+          (part.name, Item(payload: request, bytes: layout == nil ? transferBytes : part.byteCount)))
       }
-      let tensors = try parts.map { $0.hasValue ? try Tensor(wire: $0.value, what: "pulled \($0.name)") : nil }
-      let whole =
-        tensors.allSatisfy { $0 != nil }
-        ? (tensors.count == 1 ? tensors[0] : Tensor.concatenate(tensors.map { $0! })) : nil
-      pulled[name] = Pulled(value: whole, version: parts.map(\.version).min() ?? 0)
     }
-    return pulled
+    let assembled = Mutex(assembly)
+    let partsAsked = wanted
+    _ = try await send(work) { client, requests in
+      let answer = try await client.call(
+        ParameterServerMethods.pull,
+        .with {
+          $0.job = job
+          $0.variables = requests
+        })
+      try assembled.withLock { try $0.add(answer.variables, wanted: partsAsked) }
+    }
+    return try assembled.withLock { try $0.pulled(names, parts: { self.parts(of: $0) }) }
+  }
+
+  /// Pulled parts put together: whole values of partitioned variables filled
+  /// in as their parts arrive, and every part's version.
+  private struct Assembly: Sendable {
+    var values: [String: Tensor] = [:]
+    var versions: [String: Int64] = [:]
+    var missingValue: Set<String> = []
+
+    mutating func add(
+      _ answered: [Pipemesh_V1_VariableValue], wanted: [String: (whole: String, part: VariablePart)]
+    ) throws {
+      for value in answered {
+        guard let (whole, part) = wanted[value.name] else {
+          throw RPCError(.dataLoss, "a ps task answered a pull with \(value.name), which was not asked for")
+        }
+        versions[part.name] = value.version
+        guard value.hasValue else {
+          missingValue.insert(whole)
+          continue
+        }
+        guard part.name != whole else {
+          values[whole] = try Tensor(wire: value.value, what: "pulled \(value.name)")
+          continue
+        }
+        guard values[whole] != nil, value.value.shape == part.shape.map({ Int64($0) }) else {
+          throw RPCError(.dataLoss, "a ps task answered \(value.name) with shape \(value.value.shape)")
+        }
+        do {
+          try values[whole]!.overwrite(fromElement: part.elements.lowerBound, littleEndianBytes: value.value.data)
+        } catch {
+          throw RPCError(.dataLoss, "a ps task answered \(value.name) with \(value.value.data.count) bytes")
+        }
+      }
+    }
+
+    func pulled(_ names: [String], parts: (String) -> [VariablePart]) throws -> [String: Pulled] {
+      var pulled: [String: Pulled] = [:]
+      for name in names {
+        let parts = parts(name)
+        let partVersions = try parts.map { part in
+          guard let version = versions[part.name] else {
+            throw RPCError(.dataLoss, "a ps task answered a pull without \(part.name)")
+          }
+          return version
+        }
+        pulled[name] = Pulled(
+          value: missingValue.contains(name) ? nil : values[name], version: partVersions.min() ?? 0)
+      }
+      return pulled
+    }
   }
 
   /// Pushes the gradients of one step; returns the variables' new versions.
+  /// Each part's gradient is sent from the gradient's own storage.
   @discardableResult
   public func push(
     job: String, step: Int64, user: String, replica: Int32 = 0, clientID: String,
     gradients: [String: (gradient: Tensor, baseVersion: Int64)]
   ) async throws -> [String: Int64] {
-    var requests: [Int: Pipemesh_V1_PushRequest] = [:]
+    var work: [Int: [(name: String, item: Item<Pipemesh_V1_Gradient>)]] = [:]
     for (name, (gradient, baseVersion)) in gradients {
       let parts = parts(of: name)
       for part in parts {
-        let slice = parts.count == 1 ? gradient : gradient.slice(axis: 0, range: part.rows)
-        requests[
-          placement.task(of: part.name),
-          default: .with {
-            $0.job = job
-            $0.step = step
-            $0.user = user
-            $0.replica = replica
-            $0.clientID = clientID
-          }
-        ].gradients.append(
-          .with {
-            $0.name = part.name
-            $0.baseVersion = baseVersion
-            $0.gradient = Pipemesh_V1_Tensor(sharing: slice)
-          })
+        let wire =
+          parts.count == 1
+          ? Pipemesh_V1_Tensor(sharing: gradient) : Pipemesh_V1_Tensor(sharing: gradient, part: part)
+        let item = Pipemesh_V1_Gradient.with {
+          $0.name = part.name
+          $0.baseVersion = baseVersion
+          $0.gradient = wire
+        }
+        work[placement.task(of: part.name), default: []].append(
+          (part.name, Item(payload: item, bytes: wire.data.count)))
       }
     }
-    let responses = try await onTasks(requests) { client, request in
-      try await client.call(ParameterServerMethods.push, request)
+    let answers = try await send(work) { client, items in
+      try await client.call(
+        ParameterServerMethods.push,
+        .with {
+          $0.job = job
+          $0.step = step
+          $0.user = user
+          $0.replica = replica
+          $0.clientID = clientID
+          $0.gradients = items
+        })
     }
-    let versions = Dictionary(responses.flatMap(\.variables).map { ($0.name, $0.version) }) { $1 }
+    let versions = Dictionary(answers.flatMap(\.variables).map { ($0.name, $0.version) }) { $1 }
     return Dictionary(
       uniqueKeysWithValues: gradients.keys.map { name in
         (name, parts(of: name).map { versions[$0.name] ?? 0 }.min() ?? 0)
       })
   }
 
+  /// Runs one call on every task, concurrently.
+  private func onEveryTask<Answer: Sendable>(
+    _ call: @escaping @Sendable (any RPCChannel) async throws -> Answer
+  ) async throws -> [Answer] {
+    let work = Dictionary(
+      uniqueKeysWithValues: tasks.indices.map { ($0, [(name: "", item: Item(payload: 0, bytes: 0))]) })
+    return try await send(work) { client, _ in try await call(client) }
+  }
+
   /// The endpoints of the tasks that write no checkpoints (started
   /// without a checkpoint directory).
   public func tasksWithoutCheckpoints() async throws -> [String] {
-    let work = Dictionary(uniqueKeysWithValues: tasks.indices.map { ($0, ()) })
-    return try await onTasks(work) { client, _ in
+    try await onEveryTask { client in
       try await client.call(ParameterServerMethods.stats, .init()).checkpointsEnabled ? nil : client.target
     }.compactMap { $0 }.sorted()
   }
 
   /// Asks every task to write a checkpoint now; returns the files written.
   public func checkpoint() async throws -> [String] {
-    let work = Dictionary(uniqueKeysWithValues: tasks.indices.map { ($0, ()) })
-    return try await onTasks(work) { client, _ in
-      try await client.call(ParameterServerMethods.checkpoint, .init()).path
-    }
+    try await onEveryTask { client in try await client.call(ParameterServerMethods.checkpoint, .init()).path }
+  }
+}
+
+extension Pipemesh_V1_Tensor {
+  /// The wire form of one part of a tensor, sharing the tensor's storage.
+  init(sharing tensor: Tensor, part: VariablePart) {
+    self.init()
+    dtype = .float32
+    shape = part.shape.map { Int64($0) }
+    data = tensor.sharedLittleEndianData(elements: part.elements)
   }
 }

@@ -198,14 +198,13 @@ public final class DataPlane: Sendable {
       }
       let peer = try client(for: reference.endpoint)
       do {
-        let wire = try await peer.call(
-          PartitionMethods.fetchTensor,
+        return try await Self.fetch(
+          from: peer,
           .with {
             $0.key = reference.key
             $0.release = true
             $0.wait = wait
-          }, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil))
-        return try Tensor(wire: wire, what: what)
+          }, what: what, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil))
       } catch let error as RPCError where error.code == .deadlineExceeded && wait {
         throw RPCError(
           .deadlineExceeded,
@@ -217,6 +216,62 @@ public final class DataPlane: Sendable {
     case nil:
       throw RPCError(.invalidArgument, "\(what) is missing")
     }
+  }
+
+  /// The most bytes of a tensor one FetchTensor message carries.
+  static let chunkBytes = 4 << 20
+
+  /// Sends a tensor as FetchTensor answers it: chunks of at most
+  /// `chunkBytes`, straight from the tensor's storage.
+  static func send(_ tensor: Tensor, to writer: ResponseWriter<Pipemesh_V1_TensorChunk>) async throws {
+    let chunkScalars = chunkBytes / 4
+    var first = 0
+    repeat {
+      let elements = first..<min(tensor.scalarCount, first + chunkScalars)
+      var chunk = Pipemesh_V1_TensorChunk()
+      if first == 0 {
+        chunk.dtype = .float32
+        chunk.shape = tensor.shape.map { Int64($0) }
+      }
+      chunk.data = tensor.sharedLittleEndianData(elements: elements)
+      try await writer.write(chunk)
+      first = elements.upperBound
+    } while first < tensor.scalarCount
+  }
+
+  /// Fetches a tensor from a partition's data plane, putting its chunks
+  /// together as they arrive; DATA_LOSS when they do not make up the tensor
+  /// their first one announced.
+  public static func fetch(
+    from partition: any RPCChannel, _ request: Pipemesh_V1_FetchTensorRequest, what: String = "fetched tensor",
+    options: CallOptions = .init()
+  ) async throws -> Tensor {
+    var tensor: Tensor?
+    var received = 0
+    var expected = 0
+    for try await chunk in partition.stream(PartitionMethods.fetchTensor, request, options: options) {
+      if tensor == nil {
+        guard chunk.dtype == .float32, chunk.shape.allSatisfy({ $0 >= 0 && $0 <= Int32.max }),
+          let count = Tensor.checkedCount(of: chunk.shape.map { Int($0) }), count <= Int.max / 4
+        else {
+          throw RPCError(.dataLoss, "\(what): \(partition.target) announced \(chunk.dtype) of shape \(chunk.shape)")
+        }
+        expected = count * 4
+        tensor = .zeros(chunk.shape.map { Int($0) })
+      } else if !chunk.shape.isEmpty {
+        throw RPCError(.dataLoss, "\(what): \(partition.target) announced a second shape")
+      }
+      do {
+        try tensor!.overwrite(fromElement: received / 4, littleEndianBytes: chunk.data)
+      } catch {
+        throw RPCError(.dataLoss, "\(what): \(partition.target) sent more than the tensor it announced")
+      }
+      received += chunk.data.count
+    }
+    guard let tensor, received == expected else {
+      throw RPCError(.dataLoss, "\(what): \(partition.target) ended the fetch after \(received) of \(expected) bytes")
+    }
+    return tensor
   }
 
   private func client(for endpoint: String) throws -> any RPCChannel {

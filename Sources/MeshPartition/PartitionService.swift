@@ -83,14 +83,15 @@ public final class PartitionService: RPCService, Sendable {
       }
       return try await runner(request.job).commit(step: request.step, flush: request.flush)
     }
-    router.unary(PartitionMethods.fetchTensor) { [self] request, _ in
+    router.serverStreaming(PartitionMethods.fetchTensor) { [self] request, writer, _ in
       // A tensor of a job not loaded here will not be produced here.
       let key = try DataPlaneKey(wire: request.key)
       if request.wait, stages.withLock({ $0[key.job] == nil }) {
         throw RPCError(
           .failedPrecondition, "job \(key.job) is not loaded on this partition: its tensor \(key) will not be produced")
       }
-      return Pipemesh_V1_Tensor(sharing: try await dataPlane.take(key, release: request.release, wait: request.wait))
+      let tensor = try await dataPlane.take(key, release: request.release, wait: request.wait)
+      try await DataPlane.send(tensor, to: writer)
     }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in
       // Only a job loaded here leaves a mark: any other name changes nothing.

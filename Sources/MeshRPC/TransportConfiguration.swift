@@ -57,8 +57,10 @@ public struct TransportConfiguration: Sendable, Hashable {
   /// How long to wait for a ping's answer before closing the connection.
   public var keepaliveTimeout: Duration?
 
-  /// 256 MiB: room for a 64 MiB tensor several times over.
-  public static let defaultMaxMessageBytes = 256 << 20
+  /// 64 MiB: the mesh's own transfers are cut into parts of at most 16 MiB
+  /// (variables) and 4 MiB (data-plane tensors), so this bounds only what
+  /// callers send whole, such as inline datasets and inference batches.
+  public static let defaultMaxMessageBytes = 64 << 20
 
   public init(
     tls: TLSConfiguration? = nil, maxMessageBytes: Int = defaultMaxMessageBytes,

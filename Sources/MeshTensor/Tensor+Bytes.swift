@@ -34,16 +34,43 @@ extension Tensor {
   /// storage and keeps it alive (on a big-endian host, a swapped copy): for bytes that are sent
   /// and dropped, such as a message field about to be serialized. Never mutate it in place: its
   /// bytes are the tensor's own.
-  public var sharedLittleEndianData: Data {
+  public var sharedLittleEndianData: Data { sharedLittleEndianData(elements: 0..<scalarCount) }
+
+  /// The bytes of the row-major scalars `elements`, shared like `sharedLittleEndianData`:
+  /// a part of a tensor sent without copying it.
+  public func sharedLittleEndianData(elements: Range<Int>) -> Data {
+    precondition(elements.lowerBound >= 0 && elements.upperBound <= scalarCount, "elements \(elements) of \(shape)")
     #if _endian(big)
-      return littleEndianData
+      return littleEndianData[(elements.lowerBound * 4)..<(elements.upperBound * 4)]
     #else
-      guard scalarCount > 0 else { return Data() }
+      guard !elements.isEmpty else { return Data() }
       let buffer = self.buffer
       return Data(
-        bytesNoCopy: buffer.pointer, count: scalarCount * 4,
+        bytesNoCopy: buffer.pointer + elements.lowerBound, count: elements.count * 4,
         deallocator: .custom { _, _ in withExtendedLifetime(buffer) {} })
     #endif
+  }
+
+  /// Writes little-endian scalars into this tensor's storage from element `offset` on
+  /// (copying the storage first if it is shared): how a tensor is assembled from parts that
+  /// arrive one at a time. Throws when the bytes are not whole scalars or run past the end.
+  public mutating func overwrite(fromElement offset: Int, littleEndianBytes bytes: some ContiguousBytes) throws {
+    let byteCount = bytes.withUnsafeBytes { $0.count }
+    guard byteCount % 4 == 0, offset >= 0, offset <= scalarCount, byteCount / 4 <= scalarCount - offset else {
+      throw TensorError(
+        message: "\(byteCount) bytes from element \(offset) do not fit a tensor of \(scalarCount) scalars")
+    }
+    withUnsafeMutableBufferPointer { scalars in
+      bytes.withUnsafeBytes { source in
+        guard let base = source.baseAddress, byteCount > 0 else { return }
+        UnsafeMutableRawPointer(scalars.baseAddress! + offset).copyMemory(from: base, byteCount: byteCount)
+        #if _endian(big)
+          for i in offset..<(offset + byteCount / 4) {
+            scalars[i] = Float(bitPattern: scalars[i].bitPattern.byteSwapped)
+          }
+        #endif
+      }
+    }
   }
 
   private func copyLittleEndian(into destination: UnsafeMutableRawBufferPointer) {

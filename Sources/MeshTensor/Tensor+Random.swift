@@ -1,42 +1,56 @@
 // Seeded initialisers: the same seed gives bit-identical tensors on every machine.
 
 extension Tensor {
-  /// Scalars drawn from N(mean, standardDeviation²).
+  /// Scalars drawn from N(mean, standardDeviation²). With `elementOffset`, the scalars a
+  /// larger tensor drawn with the same seed holds from that element on (a part of a
+  /// partitioned variable starts exactly as the whole would).
   public static func randomNormal(
-    _ shape: [Int], mean: Float = 0, standardDeviation: Float = 1, seed: UInt64
+    _ shape: [Int], mean: Float = 0, standardDeviation: Float = 1, seed: UInt64, elementOffset: Int = 0
   ) -> Tensor {
     let out = Tensor(uninitializedShape: shape)
-    let p = out.buffer.pointer
-    for pair in 0..<(out.scalarCount + 1) / 2 {
-      let (first, second) = PortableRandom.normalPair(seed: seed, pair: UInt64(pair))
-      p[2 * pair] = mean + standardDeviation * first
-      if 2 * pair + 1 < out.scalarCount { p[2 * pair + 1] = mean + standardDeviation * second }
+    let p = out.buffer.pointer - elementOffset
+    let end = elementOffset + out.scalarCount
+    var element = elementOffset
+    // Scalars come in pairs; an odd offset starts with the second of a pair.
+    while element < end {
+      let (first, second) = PortableRandom.normalPair(seed: seed, pair: UInt64(element / 2))
+      if element % 2 == 0 {
+        p[element] = mean + standardDeviation * first
+        element += 1
+      }
+      if element < end {
+        p[element] = mean + standardDeviation * second
+        element += 1
+      }
     }
     return out
   }
 
-  /// Scalars drawn uniformly from [lowerBound, upperBound).
+  /// Scalars drawn uniformly from [lowerBound, upperBound), from element `elementOffset` of
+  /// the draw on (see `randomNormal`).
   public static func randomUniform(
-    _ shape: [Int], lowerBound: Float = 0, upperBound: Float = 1, seed: UInt64
+    _ shape: [Int], lowerBound: Float = 0, upperBound: Float = 1, seed: UInt64, elementOffset: Int = 0
   ) -> Tensor {
     let out = Tensor(uninitializedShape: shape)
     let p = out.buffer.pointer
     let width = upperBound - lowerBound
     for i in 0..<out.scalarCount {
-      p[i] = lowerBound + width * PortableRandom.unitFloat(seed: seed, counter: UInt64(i))
+      p[i] = lowerBound + width * PortableRandom.unitFloat(seed: seed, counter: UInt64(elementOffset + i))
     }
     return out
   }
 
   /// Glorot (Xavier) uniform: U(−l, l) with l = √(6 / (fanIn + fanOut)).
-  public static func glorotUniform(_ shape: [Int], fanIn: Int, fanOut: Int, seed: UInt64) -> Tensor {
+  public static func glorotUniform(
+    _ shape: [Int], fanIn: Int, fanOut: Int, seed: UInt64, elementOffset: Int = 0
+  ) -> Tensor {
     let limit = (6 / Float(fanIn + fanOut)).squareRoot()
-    return randomUniform(shape, lowerBound: -limit, upperBound: limit, seed: seed)
+    return randomUniform(shape, lowerBound: -limit, upperBound: limit, seed: seed, elementOffset: elementOffset)
   }
 
   /// He (Kaiming) normal: N(0, 2 / fanIn), suited to ReLU layers.
-  public static func heNormal(_ shape: [Int], fanIn: Int, seed: UInt64) -> Tensor {
-    randomNormal(shape, standardDeviation: (2 / Float(fanIn)).squareRoot(), seed: seed)
+  public static func heNormal(_ shape: [Int], fanIn: Int, seed: UInt64, elementOffset: Int = 0) -> Tensor {
+    randomNormal(shape, standardDeviation: (2 / Float(fanIn)).squareRoot(), seed: seed, elementOffset: elementOffset)
   }
 }
 

@@ -178,15 +178,15 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
 }
 
 extension VariableDeclaration {
-  /// The ps definition of this variable with its initial value drawn for the
-  /// model's seed (the same bits on every machine) and the job's optimizer.
+  /// The ps definition of this variable: its initializer with the seed
+  /// derived from the model's (the ps draws the same bits on every machine,
+  /// so no value travels) and the job's optimizer.
   public func definition(seed: UInt64, optimizer: Pipemesh_V1_OptimizerSpec) -> Pipemesh_V1_VariableDefinition {
     .with {
       $0.name = name
       $0.shape = shape.map { Int64($0) }
       $0.dtype = .float32
-      $0.initialValue = Pipemesh_V1_Tensor(
-        initializer.makeTensor(shape, seed: PortableRandom.derivedSeed(seed, name)))
+      $0.initializer = Pipemesh_V1_Initializer(initializer, seed: PortableRandom.derivedSeed(seed, name))
       $0.optimizer = optimizer
     }
   }

@@ -58,7 +58,7 @@ public enum PartitionMethods {
     service: service, name: "Commit")
   public static let infer = UnaryMethod<Pipemesh_V1_ForwardRequest, Pipemesh_V1_ForwardResponse>(
     service: service, name: "Infer")
-  public static let fetchTensor = UnaryMethod<Pipemesh_V1_FetchTensorRequest, Pipemesh_V1_Tensor>(
+  public static let fetchTensor = ServerStreamingMethod<Pipemesh_V1_FetchTensorRequest, Pipemesh_V1_TensorChunk>(
     service: service, name: "FetchTensor")
   public static let unloadStage = UnaryMethod<Pipemesh_V1_UnloadStageRequest, Pipemesh_V1_UnloadStageResponse>(
     service: service, name: "UnloadStage")

@@ -22,7 +22,10 @@ struct ServiceOptions: ParsableArguments {
 
   @OptionGroup var tls: TLSOptions
 
-  @Option(help: "Largest message in MiB (default 256). [PIPEMESH_MAX_MESSAGE_MIB]")
+  @Option(
+    help:
+      "Largest message in MiB (default 64). The mesh sends variables in parts of 16 MiB, so give ps tasks and partitions 32 or more. [PIPEMESH_MAX_MESSAGE_MIB]"
+  )
   var maxMessageMib: Int?
 
   @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics; none when unset. [PIPEMESH_METRICS_LISTEN]")
@@ -34,7 +37,9 @@ struct ServiceOptions: ParsableArguments {
     try Settings.checkAddress(listen, option: "--listen")
     let metrics = Settings.text(metricsListen, option: "--metrics-listen")
     if let metrics { try Settings.checkAddress(metrics, option: "--metrics-listen") }
-    let maxMessageMiB = try Settings.integer(maxMessageMib, option: "--max-message-mib", in: 1...2047, default: 256)
+    let maxMessageMiB = try Settings.integer(
+      maxMessageMib, option: "--max-message-mib", in: 1...2047,
+      default: TransportConfiguration.defaultMaxMessageBytes >> 20)
     let keepalive = (interval: Duration.seconds(30), timeout: Duration.seconds(20))
     return ServiceSettings(
       listen: listen,

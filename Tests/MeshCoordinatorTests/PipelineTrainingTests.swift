@@ -3,6 +3,7 @@ import MeshCoordinator
 import MeshInProcess
 import MeshPS
 import MeshPSClient
+import MeshPartition
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -848,8 +849,8 @@ import Testing
       late?.code == .failedPrecondition && late?.message.contains("already committed") == true,
       "\(String(describing: late))")
     let dropped = await #expect(throws: RPCError.self) {
-      _ = try await partition.call(
-        PartitionMethods.fetchTensor,
+      _ = try await DataPlane.fetch(
+        from: partition,
         .with {
           $0.key = DataPlaneKey(key, .activation).wire
           $0.release = true
@@ -975,9 +976,9 @@ import Testing
         $0.microBatch = microBatch
       }
     }
-    func fetch(_ microBatch: Int32, wait: Bool) async throws -> Pipemesh_V1_Tensor {
-      try await dataPlane.call(
-        PartitionMethods.fetchTensor,
+    func fetch(_ microBatch: Int32, wait: Bool) async throws -> Tensor {
+      try await DataPlane.fetch(
+        from: dataPlane,
         .with {
           $0.key = DataPlaneKey(key(microBatch), .activation).wire
           $0.release = true
@@ -1021,9 +1022,9 @@ import Testing
         $0.microBatch = microBatch
       }
     }
-    func fetch(_ key: Pipemesh_V1_MicroBatchKey, release: Bool) async throws -> Pipemesh_V1_Tensor {
-      try await dataPlane.call(
-        PartitionMethods.fetchTensor,
+    func fetch(_ key: Pipemesh_V1_MicroBatchKey, release: Bool) async throws -> Tensor {
+      try await DataPlane.fetch(
+        from: dataPlane,
         .with {
           $0.key = DataPlaneKey(key, .activation).wire
           $0.release = release

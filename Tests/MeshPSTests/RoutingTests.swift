@@ -15,7 +15,7 @@ import Testing
     var tasks: [RunningService] = []
     for index in 0..<3 { tasks.append(try await Fixtures.startPS(logs, name: "ps\(index)")) }
     // Row blocks of 1 KiB: the 64×32 embedding (128 bytes a row) becomes 8 blocks of 8 rows.
-    let client = try ParameterServerClient(endpoints: tasks.map(\.endpoint), rowBlockBytes: 1024)
+    let client = try ParameterServerClient(endpoints: tasks.map(\.endpoint), blockBytes: 1024)
     var definitions = (0..<24).map { Fixtures.variable("layer\($0)/bias", shape: [16], constant: Float($0)) }
     var embedding = Fixtures.variable("embedding/table", shape: [64, 32])
     embedding.initializer = .with {
@@ -29,7 +29,7 @@ import Testing
     try await client.register(job: "spread", variables: definitions, consistency: .init(), user: "stage0")
 
     // Every task holds exactly what the placement rule gives it.
-    let placement = Placement(tasks: 3, rowBlockBytes: 1024)
+    let placement = Placement(tasks: 3, blockBytes: 1024)
     let parts = definitions.flatMap { placement.parts(of: $0.name, shape: $0.shape.map { Int($0) }).map(\.name) }
     #expect(parts.count == 24 + 8)
     for (index, task) in tasks.enumerated() {
@@ -53,5 +53,50 @@ import Testing
     let updated = try await client.pull(job: "spread", names: ["embedding/table", "layer5/bias"])
     #expect(updated["embedding/table"]?.value == initial - gradient * 0.5)
     #expect(updated["layer5/bias"]?.value == .filled([16], with: 4))
+  }
+
+  /// A transfer far larger than one request: every request carries at most
+  /// `transferBytes`, one async step pushed in several requests is applied
+  /// whole (each part once), and parts drawn on the ps at odd offsets of a
+  /// normal draw match the whole.
+  @Test func transfersAreCutIntoBoundedRequests() async throws {
+    let logs = try TemporaryDirectory(prefix: "pipemesh-routing")
+    var tasks: [RunningService] = []
+    for index in 0..<2 { tasks.append(try await Fixtures.startPS(logs, name: "ps\(index)")) }
+    let client = try ParameterServerClient(endpoints: tasks.map(\.endpoint), blockBytes: 1024, transferBytes: 1024)
+    // 20 bytes a row: 51 rows a block, so the second block starts at element 255.
+    var kernel = Fixtures.variable("kernel", shape: [100, 5])
+    kernel.initializer = .with {
+      $0.normal = .with { $0.stddev = 1 }
+      $0.seed = 11
+    }
+    let biases = (0..<6).map { Fixtures.variable("bias\($0)", shape: [100], constant: 1) }
+    let consistency = Pipemesh_V1_Consistency.with { $0.async = .init() }
+    try await client.register(job: "chunks", variables: [kernel] + biases, consistency: consistency, user: "stage0")
+
+    let names = ["kernel"] + biases.map(\.name)
+    let pulled = try await client.pull(job: "chunks", names: names)
+    let initial = Tensor.randomNormal([100, 5], standardDeviation: 1, seed: 11)
+    #expect(pulled["kernel"]?.value == initial)
+    // 2 kernel blocks of ~1 KiB and 6 biases of 400 bytes: no request holds more than 1 KiB.
+    var pulls: Int64 = 0
+    for task in tasks {
+      pulls += try await RPCClient(target: task.endpoint).call(
+        ParameterServerMethods.stats, .with { $0.job = "chunks" }
+      )
+      .pulls
+    }
+    #expect(pulls >= 5, "\(pulls) pull requests carried 2 KiB of kernel and 2.4 KiB of biases")
+
+    let gradients = Dictionary(
+      uniqueKeysWithValues: names.map { name in (name, (Tensor.ones(name == "kernel" ? [100, 5] : [100]), Int64(0))) })
+    let versions = try await client.push(job: "chunks", step: 1, user: "stage0", clientID: "t", gradients: gradients)
+    #expect(versions == Dictionary(uniqueKeysWithValues: names.map { ($0, Int64(1)) }))
+    // The same step again is a retry: applied once.
+    let again = try await client.push(job: "chunks", step: 1, user: "stage0", clientID: "t", gradients: gradients)
+    #expect(again == versions)
+    let updated = try await client.pull(job: "chunks", names: names)
+    #expect(updated["kernel"]?.value == initial - Tensor.ones([100, 5]) * 0.5)
+    #expect(updated["bias5"]?.value == .filled([100], with: 0.5))
   }
 }

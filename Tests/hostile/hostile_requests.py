@@ -116,7 +116,7 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("Partition", "BackwardWeights", "BackwardWeightsRequest"),
     Rpc("Partition", "Commit", "CommitRequest"),
     Rpc("Partition", "Infer", "ForwardRequest"),
-    Rpc("Partition", "FetchTensor", "FetchTensorRequest"),
+    Rpc("Partition", "FetchTensor", "FetchTensorRequest", streaming=True),
     Rpc("Partition", "UnloadStage", "UnloadStageRequest"),
     Rpc("ParameterServer", "Register", "RegisterRequest"),
     Rpc("ParameterServer", "Pull", "PullRequest"),

@@ -59,7 +59,7 @@ let workloads = arguments.dropFirst(2).map { text -> Workload in
 
 let echoClient = try RPCClient(target: endpoint, transport: transport)
 let ps = try ParameterServerClient(
-  endpoints: [endpoint], dialer: GRPCDialer(transport: transport), rowBlockBytes: 1 << 30)
+  endpoints: [endpoint], dialer: GRPCDialer(transport: transport), blockBytes: 1 << 30, transferBytes: 1 << 30)
 for (index, workload) in workloads.enumerated() {
   let scalars = workload.bytes / 4
   let echo = Pipemesh_V1_EchoRequest.with { $0.payload = Data(count: workload.bytes) }

@@ -316,6 +316,15 @@ public nonisolated struct Pipemesh_V1_VariableDefinition: @unchecked Sendable {
   /// Clears the value of `optimizer`. Subsequent reads from it will return its default value.
   public mutating func clearOptimizer() {_uniqueStorage()._optimizer = nil}
 
+  /// Where this variable's values start in its initializer's draw, in elements: a part of a
+  /// larger variable (a row block) is drawn as the same elements of the whole would be, so the
+  /// whole starts the same however it is cut. Ignored with `initial_value`.
+  /// Valid: 0 to 2^53.
+  public var initializerOffset: Int64 {
+    get {_storage._initializerOffset}
+    set {_uniqueStorage()._initializerOffset = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -489,8 +498,9 @@ public nonisolated struct Pipemesh_V1_PushRequest: Sendable {
 
   /// Training step the gradients belong to, from 1.
   /// Valid: sync, 1 to one past its variables' last applied step; async and bounded, 1 to 1,000
-  /// past the furthest step any pusher of the job reached. A later step is FAILED_PRECONDITION; a
-  /// step the pusher pushed already is a retry, applied once.
+  /// past the furthest step any pusher of the job reached. A later step is FAILED_PRECONDITION. A
+  /// variable's gradient of a step the pusher pushed already is a retry, applied once (so one
+  /// step's push may come in several requests, each with some of the variables).
   public var step: Int64 = 0
 
   /// Valid: any number (see Gradient); one bad gradient refuses the whole push.
@@ -1031,7 +1041,7 @@ nonisolated extension Pipemesh_V1_HeNormal: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Pipemesh_V1_VariableDefinition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VariableDefinition"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}shape\0\u{1}dtype\0\u{1}initializer\0\u{3}initial_value\0\u{1}optimizer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}shape\0\u{1}dtype\0\u{1}initializer\0\u{3}initial_value\0\u{1}optimizer\0\u{3}initializer_offset\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1040,6 +1050,7 @@ nonisolated extension Pipemesh_V1_VariableDefinition: SwiftProtobuf.Message, Swi
     var _initializer: Pipemesh_V1_Initializer? = nil
     var _initialValue: Pipemesh_V1_Tensor? = nil
     var _optimizer: Pipemesh_V1_OptimizerSpec? = nil
+    var _initializerOffset: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1056,6 +1067,7 @@ nonisolated extension Pipemesh_V1_VariableDefinition: SwiftProtobuf.Message, Swi
       _initializer = source._initializer
       _initialValue = source._initialValue
       _optimizer = source._optimizer
+      _initializerOffset = source._initializerOffset
     }
   }
 
@@ -1080,6 +1092,7 @@ nonisolated extension Pipemesh_V1_VariableDefinition: SwiftProtobuf.Message, Swi
         case 4: try { try decoder.decodeSingularMessageField(value: &_storage._initializer) }()
         case 5: try { try decoder.decodeSingularMessageField(value: &_storage._initialValue) }()
         case 6: try { try decoder.decodeSingularMessageField(value: &_storage._optimizer) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._initializerOffset) }()
         default: break
         }
       }
@@ -1110,6 +1123,9 @@ nonisolated extension Pipemesh_V1_VariableDefinition: SwiftProtobuf.Message, Swi
       try { if let v = _storage._optimizer {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
       } }()
+      if _storage._initializerOffset != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._initializerOffset, fieldNumber: 7)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1125,6 +1141,7 @@ nonisolated extension Pipemesh_V1_VariableDefinition: SwiftProtobuf.Message, Swi
         if _storage._initializer != rhs_storage._initializer {return false}
         if _storage._initialValue != rhs_storage._initialValue {return false}
         if _storage._optimizer != rhs_storage._optimizer {return false}
+        if _storage._initializerOffset != rhs_storage._initializerOffset {return false}
         return true
       }
       if !storagesAreEqual {return false}

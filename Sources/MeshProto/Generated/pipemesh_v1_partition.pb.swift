@@ -8,6 +8,11 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -507,6 +512,25 @@ public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
   /// ends, or its step is dropped) instead of answering NOT_FOUND.
   /// Valid: any; then a key of a job not loaded here is FAILED_PRECONDITION, a dropped step ABORTED.
   public var wait: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One piece of a tensor fetched from the data plane: the first chunk gives
+/// the tensor's dtype and shape, and every chunk the next of its row-major
+/// bytes, until they are all sent.
+public nonisolated struct Pipemesh_V1_TensorChunk: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var dtype: Pipemesh_V1_DType = .unspecified
+
+  public var shape: [Int64] = []
+
+  public var data: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1256,6 +1280,46 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
     if lhs.key != rhs.key {return false}
     if lhs.release != rhs.release {return false}
     if lhs.wait != rhs.wait {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_TensorChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TensorChunk"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.dtype) }()
+      case 2: try { try decoder.decodeRepeatedInt64Field(value: &self.shape) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.dtype != .unspecified {
+      try visitor.visitSingularEnumField(value: self.dtype, fieldNumber: 1)
+    }
+    if !self.shape.isEmpty {
+      try visitor.visitPackedInt64Field(value: self.shape, fieldNumber: 2)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_TensorChunk, rhs: Pipemesh_V1_TensorChunk) -> Bool {
+    if lhs.dtype != rhs.dtype {return false}
+    if lhs.shape != rhs.shape {return false}
+    if lhs.data != rhs.data {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
