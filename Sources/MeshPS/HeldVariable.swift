@@ -131,9 +131,7 @@ struct HeldVariable: Sendable {
 
   /// Applies one gradient through the optimizer.
   mutating func apply(_ gradient: Tensor) {
-    let (value, slots) = optimizer.update(variable: value, gradient: gradient, slots: slots, step: Int(version + 1))
-    self.value = value
-    self.slots = slots
+    optimizer.update(variable: &value, gradient: gradient, slots: &slots, step: Int(version + 1))
     version += 1
   }
 

@@ -102,10 +102,10 @@ public final class PartitionService: RPCService, Sendable {
     }
   }
 
-  /// Bytes a stage holds per parameter at most: the variable, its initial
-  /// value while it registers, its gradient sum and, applying its own
-  /// updates, up to two optimizer slots (five float32 copies).
-  static let bytesPerParameter = 5 * 4
+  /// Bytes a stage holds per parameter at most: the variable, its gradient
+  /// sum and, applying its own updates, up to two optimizer slots (four
+  /// float32 copies; the ps draws initial values, and updates are in place).
+  static let bytesPerParameter = 4 * 4
 
   /// Refuses a micro-batch key no coordinator sends: training steps count
   /// from 1 (inference uses steps of its own, any number), micro-batches

@@ -501,11 +501,11 @@ actor StageRunner {
         // before the next push, and awaited now when the caller flushes.
         try await local.pendingPush?.value
         for (name, gradient) in gradients {
+          // In place: the stage's variables and slots are held once.
           let version = versions[name] ?? 0
-          let updated = local.optimizer.update(
-            variable: variables[name]!, gradient: gradient, slots: local.slots[name] ?? [:], step: Int(version + 1))
-          variables[name] = updated.variable
-          local.slots[name] = updated.slots
+          var slots = local.slots.removeValue(forKey: name) ?? [:]
+          local.optimizer.update(variable: &variables[name]!, gradient: gradient, slots: &slots, step: Int(version + 1))
+          local.slots[name] = slots
           versions[name] = version + 1
         }
         let (ps, job, user, replica) = (ps, job, user, replica)

@@ -78,6 +78,16 @@ public struct Tensor: Sendable {
     try body(UnsafeBufferPointer(start: buffer.pointer, count: buffer.count))
   }
 
+  /// This tensor's storage, made its own first (copied if shared) and detached from gradient
+  /// recording: for in-place updates within MeshTensor, valid until the tensor is next changed.
+  mutating func uniqueStorage() -> UnsafeMutablePointer<Float> {
+    if !isKnownUniquelyReferenced(&buffer) {
+      buffer = TensorBuffer(copying: buffer)
+    }
+    node = nil
+    return buffer.pointer
+  }
+
   /// Calls `body` with writable scalars, copying the storage first if it is shared.
   /// Writing detaches the tensor from gradient recording.
   public mutating func withUnsafeMutableBufferPointer<R>(

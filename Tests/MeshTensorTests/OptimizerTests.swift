@@ -69,6 +69,26 @@ struct OptimizerTests {
     }
   }
 
+  /// A variable and slots no other tensor shares are updated where they are
+  /// (no second copy of a big variable), to the same values as the pure form.
+  @Test(arguments: optimizerCases)
+  func inPlaceUpdatesWriteTheTensorsOwnStorage(_ testCase: OptimizerCase) {
+    var w = sample([19], seed: 1)
+    let g = sample([19], seed: 2)
+    var slots: [String: Tensor] = [:]
+    let expected = testCase.optimizer.update(variable: w, gradient: g, slots: slots, step: 1)
+    let storage = w.withUnsafeBufferPointer { $0.baseAddress }
+    testCase.optimizer.update(variable: &w, gradient: g, slots: &slots, step: 1)
+    #expect(w == expected.variable)
+    #expect(w.withUnsafeBufferPointer { $0.baseAddress } == storage)
+    let slotStorage = slots.mapValues { slot in slot.withUnsafeBufferPointer { $0.baseAddress } }
+    let second = testCase.optimizer.update(variable: w, gradient: g, slots: slots, step: 2)
+    testCase.optimizer.update(variable: &w, gradient: g, slots: &slots, step: 2)
+    #expect(w == second.variable && slots == second.slots)
+    #expect(w.withUnsafeBufferPointer { $0.baseAddress } == storage)
+    #expect(slots.mapValues { slot in slot.withUnsafeBufferPointer { $0.baseAddress } } == slotStorage)
+  }
+
   @Test func updatesEveryVariableOfAModel() {
     var variables = ["a": Tensor(shape: [2], scalars: [1, 2]), "b": Tensor(3)]
     var slots: [String: [String: Tensor]] = [:]

@@ -6,14 +6,11 @@ public struct SGD: Optimizer {
   public init(learningRate: LearningRateSchedule) { self.learningRate = learningRate }
   public var slotNames: [String] { [] }
 
-  public func update(variable: Tensor, gradient: Tensor, slots: [String: Tensor], step: Int) -> (
-    variable: Tensor, slots: [String: Tensor]
-  ) {
+  public func update(variable: inout Tensor, gradient: Tensor, slots: inout [String: Tensor], step: Int) {
     let lr = learningRate.rate(atStep: step)
-    let (w, _) = elementwiseUpdate(variable: variable, gradient: gradient, slots: []) { u in
+    elementwiseUpdate(&variable, gradient: gradient, slots: &slots, names: []) { u in
       for i in 0..<u.count { u.newW[i] = u.w[i] - lr * u.g[i] }
     }
-    return (w, [:])
   }
 }
 
@@ -29,15 +26,11 @@ public struct Momentum: Optimizer {
   }
   public var slotNames: [String] { ["velocity"] }
 
-  public func update(variable: Tensor, gradient: Tensor, slots: [String: Tensor], step: Int) -> (
-    variable: Tensor, slots: [String: Tensor]
-  ) {
+  public func update(variable: inout Tensor, gradient: Tensor, slots: inout [String: Tensor], step: Int) {
     let lr = learningRate.rate(atStep: step)
     let mu = momentum
     let nesterov = nesterov
-    let (w, s) = elementwiseUpdate(
-      variable: variable, gradient: gradient, slots: [slot("velocity", slots, like: variable)]
-    ) { u in
+    elementwiseUpdate(&variable, gradient: gradient, slots: &slots, names: slotNames) { u in
       let (v, newV) = (u.slots[0], u.newSlots[0])
       for i in 0..<u.count {
         let velocity = mu * v[i] + u.g[i]
@@ -45,7 +38,6 @@ public struct Momentum: Optimizer {
         u.newW[i] = u.w[i] - lr * (nesterov ? u.g[i] + mu * velocity : velocity)
       }
     }
-    return (w, ["velocity": s[0]])
   }
 }
 
@@ -70,16 +62,13 @@ public struct Adam: Optimizer {
   }
   public var slotNames: [String] { ["m", "v"] }
 
-  public func update(variable: Tensor, gradient: Tensor, slots: [String: Tensor], step: Int) -> (
-    variable: Tensor, slots: [String: Tensor]
-  ) {
+  public func update(variable: inout Tensor, gradient: Tensor, slots: inout [String: Tensor], step: Int) {
     let lr = learningRate.rate(atStep: step)
     let (b1, b2, eps, decay) = (beta1, beta2, epsilon, weightDecay)
     let inverseCorrection1 = 1 / (1 - Foundation.pow(b1, Float(step)))
     let inverseCorrection2 = 1 / (1 - Foundation.pow(b2, Float(step)))
     let keep = 1 - lr * decay
-    let current = [slot("m", slots, like: variable), slot("v", slots, like: variable)]
-    let (w, s) = elementwiseUpdate(variable: variable, gradient: gradient, slots: current) { u in
+    elementwiseUpdate(&variable, gradient: gradient, slots: &slots, names: slotNames) { u in
       // Eight lanes at a time (explicit SIMD: the compiler cannot prove the streams disjoint).
       typealias Lanes = SIMD8<Float>
       func load(_ p: UnsafePointer<Float>, _ i: Int) -> Lanes { UnsafeRawPointer(p + i).loadUnaligned(as: Lanes.self) }
@@ -107,7 +96,6 @@ public struct Adam: Optimizer {
         u.newW[i] = keep * u.w[i] - lr * (mi * inverseCorrection1) / ((vi * inverseCorrection2).squareRoot() + eps)
       }
     }
-    return (w, ["m": s[0], "v": s[1]])
   }
 }
 
@@ -123,10 +111,8 @@ public struct AdamW: Optimizer {
   public var learningRate: LearningRateSchedule { adam.learningRate }
   public var slotNames: [String] { adam.slotNames }
 
-  public func update(variable: Tensor, gradient: Tensor, slots: [String: Tensor], step: Int) -> (
-    variable: Tensor, slots: [String: Tensor]
-  ) {
-    adam.update(variable: variable, gradient: gradient, slots: slots, step: step)
+  public func update(variable: inout Tensor, gradient: Tensor, slots: inout [String: Tensor], step: Int) {
+    adam.update(variable: &variable, gradient: gradient, slots: &slots, step: step)
   }
 }
 
@@ -142,20 +128,17 @@ public struct Adagrad: Optimizer {
   }
   public var slotNames: [String] { ["accumulator"] }
 
-  public func update(variable: Tensor, gradient: Tensor, slots: [String: Tensor], step: Int) -> (
-    variable: Tensor, slots: [String: Tensor]
-  ) {
+  public func update(variable: inout Tensor, gradient: Tensor, slots: inout [String: Tensor], step: Int) {
     let lr = learningRate.rate(atStep: step)
     let eps = epsilon
-    let current = [slot("accumulator", slots, like: variable, initial: initialAccumulator)]
-    let (w, s) = elementwiseUpdate(variable: variable, gradient: gradient, slots: current) { u in
+    elementwiseUpdate(&variable, gradient: gradient, slots: &slots, names: slotNames, initial: initialAccumulator) {
+      u in
       for i in 0..<u.count {
         let accumulator = u.slots[0][i] + u.g[i] * u.g[i]
         u.newSlots[0][i] = accumulator
         u.newW[i] = u.w[i] - lr * u.g[i] / (accumulator.squareRoot() + eps)
       }
     }
-    return (w, ["accumulator": s[0]])
   }
 }
 
@@ -171,21 +154,16 @@ public struct RMSProp: Optimizer {
   }
   public var slotNames: [String] { ["mean_square"] }
 
-  public func update(variable: Tensor, gradient: Tensor, slots: [String: Tensor], step: Int) -> (
-    variable: Tensor, slots: [String: Tensor]
-  ) {
+  public func update(variable: inout Tensor, gradient: Tensor, slots: inout [String: Tensor], step: Int) {
     let lr = learningRate.rate(atStep: step)
     let rho = rho
     let eps = epsilon
-    let (w, s) = elementwiseUpdate(
-      variable: variable, gradient: gradient, slots: [slot("mean_square", slots, like: variable)]
-    ) { u in
+    elementwiseUpdate(&variable, gradient: gradient, slots: &slots, names: slotNames) { u in
       for i in 0..<u.count {
         let meanSquare = rho * u.slots[0][i] + (1 - rho) * u.g[i] * u.g[i]
         u.newSlots[0][i] = meanSquare
         u.newW[i] = u.w[i] - lr * u.g[i] / (meanSquare.squareRoot() + eps)
       }
     }
-    return (w, ["mean_square": s[0]])
   }
 }

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""bench/scale: a model too big for one message, on a local mesh against PyTorch in one process.
+
+Each round runs, one after the other: PyTorch with 1 thread, PyTorch with 2 threads, and Pipemesh
+(ps tasks, one partition per stage with 1 BLAS thread, a coordinator, `pipemesh train`), all on
+the same MLP, batch, optimizer and random data. It reports samples/s (medians over rounds, and the
+median of per-round ratios) and each process's peak resident memory (VmHWM) against the
+parameters it holds. Prints one JSON object per line, then a Markdown table.
+
+  bench/scale/run                          MLP 784-8192-8192-8192-10 (141 M parameters), 2 rounds
+  bench/scale/run --quick                  a smaller MLP, 1 round: checks that it works
+  bench/scale/run --layers 784,4096,4096,10 --stages 2 --ps 2 --rounds 3
+"""
+import argparse
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TORCH_RUN = r"""
+import json, resource, sys, time
+import torch
+layers, batch, steps, threads, lr = json.loads(sys.argv[1])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+mods = []
+for i, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
+    mods.append(torch.nn.Linear(a, b))
+    if i < len(layers) - 2:
+        mods.append(torch.nn.ReLU())
+model = torch.nn.Sequential(*mods)
+opt = torch.optim.SGD(model.parameters(), lr=lr)
+loss_fn = torch.nn.CrossEntropyLoss()
+x, y = torch.randn(batch, layers[0]), torch.randint(0, layers[-1], (batch,))
+def step():
+    opt.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).backward()
+    opt.step()
+step()
+started = time.perf_counter()
+for _ in range(steps):
+    step()
+elapsed = time.perf_counter() - started
+print(json.dumps({"samples_per_second": batch * steps / elapsed,
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def torch_run(python, layers, batch, steps, threads, lr):
+    out = subprocess.run([python, "-c", TORCH_RUN, json.dumps([layers, batch, steps, threads, lr])],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+class Service:
+    """One `pipemesh serve` process; its endpoint read from its 'listening on' line."""
+
+    def __init__(self, binary, role, args, log_dir, name, env=None):
+        self.name = name
+        self.log = open(os.path.join(log_dir, f"{name}.log"), "w")
+        self.process = subprocess.Popen([binary, "serve", role, "--listen", "127.0.0.1:0"] + args,
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                        env={**os.environ, **(env or {})})
+        prefix = f"{role} listening on "
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{name} exited before listening; see {self.log.name}")
+            if line.startswith(prefix):
+                self.endpoint = line[len(prefix):].strip()
+                return
+        raise RuntimeError(f"{name} did not listen within 60 s")
+
+    def peak_rss_bytes(self):
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def pipemesh_run(a, work, round_index, stage_parameters):
+    """Trains steps+1 batches on a fresh mesh; the first step is the warm-up."""
+    logs = os.path.join(work, f"logs-round{round_index}")
+    os.makedirs(logs, exist_ok=True)
+    services = []
+    try:
+        env = dict(pair.split("=", 1) for pair in a.service_env)
+        ps = [Service(a.pipemesh, "ps", [], logs, f"ps{i}", env) for i in range(a.ps)]
+        services += ps
+        partitions = [Service(a.pipemesh, "partition", ["--blas-threads", "1"], logs, f"partition{i}", env)
+                      for i in range(a.stages)]
+        services += partitions
+        coordinator = Service(a.pipemesh, "coordinator",
+                              ["--ps", ",".join(s.endpoint for s in ps),
+                               "--partitions", ";".join(s.endpoint for s in partitions), "--data-dir", work],
+                              logs, "coordinator")
+        services.append(coordinator)
+        train = subprocess.run(
+            [a.pipemesh, "train", "--coordinator", coordinator.endpoint, "--model", os.path.join(work, "model.json"),
+             "--dataset", "data.npz", "--epochs", "1", "--batch-size", str(a.batch),
+             "--micro-batches", str(a.micro_batches), "--schedule", a.schedule, "--optimizer", "sgd", "--learning-rate", str(a.lr),
+             "--validation", "0", "--job", f"scale{round_index}", "--json"],
+            capture_output=True, text=True, timeout=3600)
+        if train.returncode != 0:
+            raise RuntimeError(f"pipemesh train failed ({train.returncode}): {train.stderr[-2000:]}")
+        steps = [json.loads(line) for line in train.stdout.splitlines() if line.startswith("{")]
+        steps = [s for s in steps if s.get("samplesPerSecond") and not s.get("done") and not s.get("evaluated")]
+        measured = steps[1:]  # the first step includes the first pulls
+        seconds = sum(a.batch / s["samplesPerSecond"] for s in measured)
+        memory = {s.name: s.peak_rss_bytes() for s in services}
+        return {
+            "samples_per_second": a.batch * len(measured) / seconds,
+            "peak_rss_bytes": memory,
+            "parameter_bytes": {**{f"partition{i}": 4 * p for i, p in enumerate(stage_parameters)},
+                                **{f"ps{i}": 4 * sum(stage_parameters) / a.ps for i in range(a.ps)}},
+        }
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pipemesh", required=True)
+    parser.add_argument("--python", default=sys.executable, help="a Python with torch and numpy")
+    parser.add_argument("--layers", default="784,8192,8192,8192,10")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=6, help="measured steps per run, after one warm-up step")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--stages", type=int, default=2)
+    parser.add_argument("--ps", type=int, default=2)
+    parser.add_argument("--micro-batches", type=int, default=2)
+    parser.add_argument("--schedule", default="1f1b", help="gpipe, 1f1b or zb-h1")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the ps tasks and partitions (to try allocator settings)")
+    parser.add_argument("--quick", action="store_true")
+    a = parser.parse_args()
+    if a.quick:
+        a.layers, a.steps, a.rounds = "784,2048,2048,10", 3, 1
+    layers = [int(v) for v in a.layers.split(",")]
+    parameters = sum(x * y + y for x, y in zip(layers[:-1], layers[1:]))
+
+    import numpy as np
+    work = tempfile.mkdtemp(prefix="pipemesh-scale-")
+    spec = {"name": "scale", "inputShape": [str(layers[0])], "seed": "7",
+            "layers": [{"dense": {"units": str(u), **({"activation": "ACTIVATION_RELU"} if i < len(layers) - 2 else {})}}
+                       for i, u in enumerate(layers[1:])],
+            "loss": {"softmaxCrossEntropy": {}}}
+    with open(os.path.join(work, "model.json"), "w") as f:
+        json.dump(spec, f)
+    rng = np.random.default_rng(0)
+    examples = a.batch * (a.steps + 1)
+    np.savez(os.path.join(work, "data.npz"), x=rng.standard_normal((examples, layers[0]), dtype=np.float32),
+             y=rng.integers(0, layers[-1], examples).astype(np.int32))
+    plan = json.loads(subprocess.run([a.pipemesh, "plan", "--model", os.path.join(work, "model.json"),
+                                      "--stages", str(a.stages), "--json"], check=True, capture_output=True,
+                                     text=True).stdout)
+    stage_parameters = [int(s["parameters"]) for s in plan["stages"]]
+    print(json.dumps({"layers": layers, "parameters": parameters, "batch": a.batch, "stages": a.stages,
+                      "ps": a.ps, "microBatches": a.micro_batches, "schedule": a.schedule, "steps": a.steps, "rounds": a.rounds,
+                      "stageParameters": stage_parameters, "work": work}), flush=True)
+
+    rounds = []
+    for index in range(a.rounds):
+        row = {"round": index + 1}
+        # Alternate who goes first, so drift in the machine's speed does not favour one side.
+        order = ["torch1", "torch2", "pipemesh"] if index % 2 == 0 else ["pipemesh", "torch2", "torch1"]
+        for name in order:
+            if name == "pipemesh":
+                row[name] = pipemesh_run(a, work, index + 1, stage_parameters)
+            else:
+                row[name] = torch_run(a.python, layers, a.batch, a.steps, int(name[-1]), a.lr)
+        rounds.append(row)
+        print(json.dumps(row), flush=True)
+
+    def median(key):
+        return statistics.median(r[key]["samples_per_second"] for r in rounds)
+
+    def ratio(key):
+        return statistics.median(r["pipemesh"]["samples_per_second"] / r[key]["samples_per_second"] for r in rounds)
+
+    last = rounds[-1]["pipemesh"]
+    torch_rss = statistics.median(r["torch1"]["peak_rss_bytes"] for r in rounds)
+    mesh_rss = sum(last["peak_rss_bytes"].values())
+    gb = 1e9
+    print(f"\nMLP {'-'.join(map(str, layers))} ({parameters / 1e6:.1f} M parameters, {4 * parameters / gb:.2f} GB), "
+          f"batch {a.batch}, SGD; {a.stages} stages × {a.micro_batches} micro-batches ({a.schedule}), {a.ps} ps tasks; "
+          f"medians of {a.rounds} rounds of {a.steps} steps\n")
+    print("| | samples/s | Pipemesh ÷ it (median of per-round ratios) |")
+    print("| --- | --- | --- |")
+    print(f"| PyTorch, 1 thread | {median('torch1'):.1f} | {ratio('torch1'):.2f}× |")
+    print(f"| PyTorch, 2 threads | {median('torch2'):.1f} | {ratio('torch2'):.2f}× |")
+    print(f"| Pipemesh | {median('pipemesh'):.1f} | |")
+    print("\n| process | peak resident | parameters it holds | ratio |")
+    print("| --- | --- | --- | --- |")
+    for name, rss in sorted(last["peak_rss_bytes"].items()):
+        held = last["parameter_bytes"].get(name)
+        print(f"| {name} | {rss / gb:.2f} GB | {held / gb:.2f} GB | {rss / held:.2f}× |" if held
+              else f"| {name} | {rss / gb:.2f} GB | — | |")
+    print(f"| the whole mesh | {mesh_rss / gb:.2f} GB | {4 * parameters / gb:.2f} GB | "
+          f"{mesh_rss / torch_rss:.2f}× PyTorch's {torch_rss / gb:.2f} GB |")
+
+
+if __name__ == "__main__":
+    main()
