@@ -152,11 +152,16 @@ public final class PartitionService: RPCService, Sendable {
     let layers = Int(request.firstLayer)..<Int(request.endLayer)
     let parameters = model.layers[layers].reduce(0) { $0 + $1.parameterCount }
     guard parameters <= parameterBudget / Self.bytesPerParameter else {
+      // What would fit: the whole model over stages of this partition's size.
+      let perStage = max(1, parameterBudget / Self.bytesPerParameter)
+      let total = model.layers.reduce(0) { $0 + $1.parameterCount }
       throw RPCError(
         .resourceExhausted,
         "stage \(request.stage) has \(parameters) parameters, which with their gradients and optimizer slots need "
           + "\(HostMemory.describe(parameters * Self.bytesPerParameter)); this partition's budget is \(HostMemory.describe(parameterBudget)) "
-          + "(--memory-budget-mib): split the model over more stages")
+          + "(--memory-budget-mib), room for \(perStage) parameters: split the model's \(total) parameters over at least "
+          + "\((total + perStage - 1) / perStage) stages of partitions like this one (see docs/big-models.md), "
+          + "or give the partition a larger --memory-budget-mib")
     }
     guard !request.parameterServers.isEmpty, request.parameterServers.count <= 1024 else {
       throw RPCError(

@@ -180,10 +180,11 @@ import Testing
           $0.parameterServers = [ps.endpoint]
         })
     }
-    // 64 × 1024 + 1024 = 66,560 parameters need 1.3 MiB at five copies.
+    // 64 × 1024 + 1024 = 66,560 parameters need 1.02 MiB at four copies; 1 MiB holds 65,536.
     let error = await #expect(throws: RPCError.self) { try await load(job: "big", units: 1024) }
     #expect(error?.code == .resourceExhausted, "\(String(describing: error))")
     #expect(error?.message.contains("66560 parameters") == true, "\(String(describing: error))")
+    #expect(error?.message.contains("over at least 2 stages") == true, "\(String(describing: error))")
     #expect(try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .init()).variables == 0)
     try await load(job: "small", units: 512)
   }
