@@ -79,6 +79,7 @@ public final class Checkpointer: Sendable {
           "version": variable.version,
           "sync_step": variable.syncStep,
           "pushers": Self.pushersMetadata(variable.lastSteps),
+          "kept_by_writer": variable.value == nil,
           "users": variable.users.sorted(),
           "slots": variable.slots.keys.sorted(),
         ]
@@ -162,9 +163,13 @@ public final class Checkpointer: Sendable {
         guard let definitionJSON = entry["definition"] as? String,
           let version = (entry["version"] as? NSNumber)?.int64Value,
           let users = entry["users"] as? [String], let slotNames = entry["slots"] as? [String],
-          let hashText = entry["initial_value_hash"] as? String, let hash = UInt64(hashText),
-          let value = contents.tensors["\(jobName)/\(name)"]
+          let hashText = entry["initial_value_hash"] as? String, let hash = UInt64(hashText)
         else { throw SafeTensors.FormatError("variable \(jobName)/\(name) is incomplete") }
+        // A variable its writer kept has no value here, only its definition.
+        let value = contents.tensors["\(jobName)/\(name)"]
+        guard value != nil || (entry["kept_by_writer"] as? Bool) == true else {
+          throw SafeTensors.FormatError("variable \(jobName)/\(name) has no value")
+        }
         var slots: [String: Tensor] = [:]
         for slot in slotNames {
           guard let tensor = contents.tensors["\(jobName)/\(name)@\(slot)"] else {

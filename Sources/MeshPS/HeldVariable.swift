@@ -14,7 +14,10 @@ struct HeldVariable: Sendable {
   /// FNV-1a of the initial value's bytes: re-registering must give the same.
   let initialValueHash: UInt64
   let optimizer: any Optimizer
-  var value: Tensor
+  let shape: [Int]
+  /// Nil while the variable's writer keeps its values (see
+  /// `RegisterRequest.writer_keeps_values`), until it assigns them.
+  var value: Tensor?
   var slots: [String: Tensor]
   var version: Int64
   /// Sync consistency: the last step applied (a push of it again is a retry).
@@ -30,10 +33,13 @@ struct HeldVariable: Sendable {
   let reservedBytes: Int
 
   /// Validates a definition, reserves its bytes (value and optimizer slots)
-  /// in `budget`, and draws the initial value. Throws before allocating
-  /// anything when the definition is invalid or does not fit; the caller
-  /// releases `reservedBytes` when it drops the variable.
-  init(defining definition: Pipemesh_V1_VariableDefinition, user: String, budget: MemoryBudget) throws {
+  /// in `budget`, and draws the initial value, unless its writer keeps it.
+  /// Throws before allocating anything when the definition is invalid or
+  /// does not fit; the caller releases `reservedBytes` when it drops the
+  /// variable.
+  init(
+    defining definition: Pipemesh_V1_VariableDefinition, user: String, keptByWriter: Bool, budget: MemoryBudget
+  ) throws {
     try MeshNames.checkVariable(definition.name)
     guard definition.dtype == .float32 || definition.dtype == .unspecified else {
       throw RPCError(
@@ -60,7 +66,9 @@ struct HeldVariable: Sendable {
     try budget.reserve(
       reserved, for: "variable \(definition.name) of shape \(definition.shape) with its optimizer slots")
     do {
-      try self.init(validated: definition, shape: shape, optimizer: optimizer, user: user, reservedBytes: reserved)
+      try self.init(
+        validated: definition, shape: shape, optimizer: optimizer, user: user, keptByWriter: keptByWriter,
+        reservedBytes: reserved)
     } catch {
       budget.release(reserved)
       throw error
@@ -69,15 +77,18 @@ struct HeldVariable: Sendable {
 
   private init(
     validated definition: Pipemesh_V1_VariableDefinition, shape: [Int], optimizer: any Optimizer, user: String,
-    reservedBytes: Int
+    keptByWriter: Bool, reservedBytes: Int
   ) throws {
     self.optimizer = optimizer
+    self.shape = shape
     self.reservedBytes = reservedBytes
-    if definition.hasInitialValue {
-      guard !definition.hasInitializer else {
-        throw RPCError(.invalidArgument, "variable \(definition.name) gives both an initializer and an initial value")
-      }
-      value = try Tensor(wire: definition.initialValue, what: "initial value of \(definition.name)")
+    if definition.hasInitialValue, definition.hasInitializer {
+      throw RPCError(.invalidArgument, "variable \(definition.name) gives both an initializer and an initial value")
+    }
+    if keptByWriter {
+      value = nil
+    } else if definition.hasInitialValue {
+      let value = try Tensor(wire: definition.initialValue, what: "initial value of \(definition.name)")
       guard value.shape == shape else {
         throw RPCError(
           .invalidArgument, "initial value of \(definition.name) has shape \(value.shape), the variable \(shape)")
@@ -85,6 +96,7 @@ struct HeldVariable: Sendable {
       guard value.allFinite else {
         throw RPCError(.invalidArgument, "initial value of \(definition.name) holds NaN or infinity")
       }
+      self.value = value
     } else {
       guard definition.initializerOffset >= 0, definition.initializerOffset <= 1 << 53 else {
         throw RPCError(
@@ -101,7 +113,7 @@ struct HeldVariable: Sendable {
 
   /// Restores a variable from a checkpoint.
   init(
-    definition: Pipemesh_V1_VariableDefinition, initialValueHash: UInt64, value: Tensor, slots: [String: Tensor],
+    definition: Pipemesh_V1_VariableDefinition, initialValueHash: UInt64, value: Tensor?, slots: [String: Tensor],
     version: Int64, syncStep: Int64, lastSteps: [Pusher: Int64], users: Set<String>
   ) throws {
     self.syncStep = syncStep
@@ -109,11 +121,15 @@ struct HeldVariable: Sendable {
     self.definition = definition
     self.initialValueHash = initialValueHash
     optimizer = try makeOptimizer(definition.optimizer)
+    shape = definition.shape.map { Int($0) }
+    guard value == nil || value?.shape == shape else {
+      throw RPCError(.dataLoss, "variable \(definition.name) has a value of shape \(value!.shape), not \(shape)")
+    }
     self.value = value
     self.slots = slots
     self.version = version
     self.users = users
-    reservedBytes = value.scalarCount * 4 * (1 + optimizer.slotNames.count)
+    reservedBytes = shape.reduce(4, *) * (1 + optimizer.slotNames.count)
   }
 
   /// A definition without its initial value's bytes, and their hash.
@@ -129,18 +145,59 @@ struct HeldVariable: Sendable {
     return definition == self.definition && hash == initialValueHash
   }
 
-  /// Applies one gradient through the optimizer.
+  /// Applies one gradient through the optimizer (to a variable this task
+  /// holds: `decodeGradient` refuses the others).
   mutating func apply(_ gradient: Tensor) {
-    optimizer.update(variable: &value, gradient: gradient, slots: &slots, step: Int(version + 1))
+    optimizer.update(variable: &value!, gradient: gradient, slots: &slots, step: Int(version + 1))
     version += 1
+  }
+
+  /// Takes the state its writer kept: checked whole before anything changes.
+  mutating func assign(_ state: Pipemesh_V1_VariableState, user: String, job: String) throws {
+    let name = definition.name
+    guard users == [user] else {
+      throw RPCError(
+        .failedPrecondition,
+        "variable \(name) of job \(job) is registered by \(users.sorted()); only its sole writer assigns it")
+    }
+    guard state.version >= version else {
+      throw RPCError(
+        .failedPrecondition,
+        "assignment of \(name) at version \(state.version) is older than the version held, \(version)")
+    }
+    if state.version == version, value != nil { return }  // A retry.
+    let assigned = try Tensor(wire: state.value, what: "value of \(name)")
+    guard assigned.shape == shape, assigned.allFinite else {
+      throw RPCError(
+        .invalidArgument, "value of \(name) must be finite and of shape \(shape); it is of shape \(assigned.shape)")
+    }
+    // No slots: they start fresh, as an optimizer's missing slots do.
+    guard
+      state.slots.isEmpty
+        || (Set(state.slots.map(\.name)) == Set(optimizer.slotNames) && state.slots.count == optimizer.slotNames.count)
+    else {
+      throw RPCError(
+        .invalidArgument,
+        "slots of \(name) are \(state.slots.map(\.name).sorted()); its optimizer keeps \(optimizer.slotNames.sorted())")
+    }
+    var slots: [String: Tensor] = [:]
+    for slot in state.slots {
+      let tensor = try Tensor(wire: slot.tensor, what: "slot \(slot.name) of \(name)")
+      guard tensor.shape == shape, tensor.allFinite else {
+        throw RPCError(.invalidArgument, "slot \(slot.name) of \(name) must be finite and of shape \(shape)")
+      }
+      slots[slot.name] = tensor
+    }
+    (value, self.slots, version, syncStep) = (assigned, slots, state.version, max(syncStep, state.version))
   }
 
   var snapshot: VariableSnapshot { VariableSnapshot(value: value, slots: slots, version: version) }
 }
 
-/// What pulls read: a variable's latest applied state.
+/// What pulls read: a variable's latest applied state (no value while its
+/// writer keeps it).
 struct VariableSnapshot: Sendable {
-  let value: Tensor
+  let value: Tensor?
   let slots: [String: Tensor]
   let version: Int64
 }
@@ -151,14 +208,20 @@ func decodeGradient(_ gradient: Pipemesh_V1_Gradient, for variable: HeldVariable
   guard let variable else {
     throw RPCError(.notFound, "job \(job) has no variable \(gradient.name): register it first")
   }
+  guard variable.value != nil else {
+    throw RPCError(
+      .failedPrecondition,
+      "variable \(gradient.name) of job \(job) is kept by its writer, \(variable.users.sorted().joined()): "
+        + "it applies its own updates and assigns the values")
+  }
   guard gradient.baseVersion >= 0 else {
     throw RPCError(
       .invalidArgument, "gradient of \(gradient.name) gives base_version \(gradient.baseVersion); versions start at 0")
   }
   let tensor = try Tensor(wire: gradient.gradient, what: "gradient of \(gradient.name)")
-  guard tensor.shape == variable.value.shape else {
+  guard tensor.shape == variable.shape else {
     throw RPCError(
-      .invalidArgument, "gradient of \(gradient.name) has shape \(tensor.shape), the variable \(variable.value.shape)")
+      .invalidArgument, "gradient of \(gradient.name) has shape \(tensor.shape), the variable \(variable.shape)")
   }
   guard tensor.allFinite else {
     throw NonFiniteGradient(name: gradient.name)

@@ -85,12 +85,23 @@ actor ParameterJob {
   // MARK: - Registration
 
   /// Defines variables, or checks that they match their existing definitions.
-  /// All or nothing: when one definition is refused, none is added.
-  func register(_ definitions: [Pipemesh_V1_VariableDefinition], user: String) throws -> [Pipemesh_V1_VariableVersion] {
+  /// All or nothing: when one definition is refused, none is added. With
+  /// `writerKeepsValues`, the variables this creates hold no value until
+  /// `user` assigns one.
+  func register(_ definitions: [Pipemesh_V1_VariableDefinition], user: String, writerKeepsValues: Bool = false) throws
+    -> [Pipemesh_V1_VariableVersion]
+  {
+    if writerKeepsValues {
+      guard consistency.mode == .sync, consistency.replicas == 1 else {
+        throw RPCError(
+          .failedPrecondition,
+          "writer_keeps_values needs sync consistency with one replica; job \(name) has \(consistency.proto)")
+      }
+    }
     var added: [String: HeldVariable] = [:]
     var created: [String] = []
     do {
-      try define(definitions, user: user, into: &added, created: &created)
+      try define(definitions, user: user, keptByWriter: writerKeepsValues, into: &added, created: &created)
     } catch {
       for name in created { budget.release(added[name]!.reservedBytes) }
       throw error
@@ -101,8 +112,8 @@ actor ParameterJob {
   }
 
   private func define(
-    _ definitions: [Pipemesh_V1_VariableDefinition], user: String, into added: inout [String: HeldVariable],
-    created: inout [String]
+    _ definitions: [Pipemesh_V1_VariableDefinition], user: String, keptByWriter: Bool,
+    into added: inout [String: HeldVariable], created: inout [String]
   ) throws {
     for definition in definitions {
       if var existing = variables[definition.name] ?? added[definition.name] {
@@ -113,10 +124,17 @@ actor ParameterJob {
               + "(shape \(existing.definition.shape), initializer or optimizer); a job's variables cannot change: use a new job name"
           )
         }
+        guard existing.value != nil || existing.users == [user] else {
+          throw RPCError(
+            .failedPrecondition,
+            "variable \(definition.name) of job \(name) is kept by its writer, \(existing.users.sorted().joined()); "
+              + "a variable two stages share cannot be kept by one of them")
+        }
         existing.users.insert(user)
         added[definition.name] = existing
       } else {
-        added[definition.name] = try HeldVariable(defining: definition, user: user, budget: budget)
+        added[definition.name] = try HeldVariable(
+          defining: definition, user: user, keptByWriter: keptByWriter, budget: budget)
         created.append(definition.name)
       }
     }
@@ -145,11 +163,17 @@ actor ParameterJob {
       guard let snapshot = snapshots[request.name] else {
         throw RPCError(.notFound, "job \(name) has no variable \(request.name)")
       }
+      guard let held = snapshot.value else {
+        throw RPCError(
+          .failedPrecondition,
+          "variable \(request.name) of job \(name) is kept by the stage that writes it until it assigns it "
+            + "(before a checkpoint and at the end of the job)")
+      }
       var value = Pipemesh_V1_VariableValue()
       value.name = request.name
       value.version = snapshot.version
       if request.version == 0 || snapshot.version > request.version {
-        value.value = Pipemesh_V1_Tensor(sharing: snapshot.value)
+        value.value = Pipemesh_V1_Tensor(sharing: held)
         if includeSlots {
           value.slots = snapshot.slots.keys.sorted().map { slot in
             Pipemesh_V1_NamedTensor.with {
@@ -172,12 +196,36 @@ actor ParameterJob {
   nonisolated var variableCount: Int { published.withLock { $0.count } }
 
   nonisolated var heldBytes: Int64 {
-    published.withLock { $0.values.reduce(0) { $0 + Int64(($1.value.scalarCount * (1 + $1.slots.count)) * 4) } }
+    published.withLock {
+      $0.values.reduce(0) { $0 + Int64(($1.value?.scalarCount ?? 0) * (1 + $1.slots.count) * 4) }
+    }
   }
 
   nonisolated var maxVersion: Int64 { published.withLock { $0.values.map(\.version).max() ?? 0 } }
 
   nonisolated var totalVersions: Int64 { published.withLock { $0.values.reduce(0) { $0 + $1.version } } }
+
+  // MARK: - Assign
+
+  /// Takes the state of variables their writer kept: all of them, or none
+  /// when one is refused.
+  func assign(_ request: Pipemesh_V1_AssignRequest) throws -> [Pipemesh_V1_VariableVersion] {
+    guard Set(request.variables.map(\.name)).count == request.variables.count else {
+      throw RPCError(.invalidArgument, "an assignment names a variable twice")
+    }
+    var assigned: [String: HeldVariable] = [:]
+    for state in request.variables {
+      guard var variable = variables[state.name] else {
+        throw RPCError(.notFound, "job \(name) has no variable \(state.name): register it first")
+      }
+      try variable.assign(state, user: request.user, job: name)
+      assigned[state.name] = variable
+    }
+    for (name, variable) in assigned { variables[name] = variable }
+    publish(Array(assigned.keys))
+    resumeReadyWaiters()
+    return request.variables.map { versionOf($0.name) }
+  }
 
   // MARK: - Push
 
@@ -357,6 +405,7 @@ actor ParameterJob {
     .with {
       $0.name = name
       $0.version = variables[name]?.version ?? 0
+      $0.keptByWriter = variables[name].map { $0.value == nil } ?? false
     }
   }
 

@@ -36,6 +36,11 @@ public struct ParameterServerService: RPCService {
       response.variables = try await store.job(request.job).push(request)
       return response
     }
+    router.unary(ParameterServerMethods.assign) { request, _ in
+      var response = Pipemesh_V1_AssignResponse()
+      response.variables = try await store.job(request.job).assign(request)
+      return response
+    }
     router.unary(ParameterServerMethods.stats) { request, _ in
       var response = try store.stats(job: request.job)
       response.checkpointAgeSeconds = checkpointer?.age.map { Double($0.components.seconds) } ?? -1

@@ -51,7 +51,8 @@ public final class ParameterStore: Sendable {
     }
     var response = Pipemesh_V1_RegisterResponse()
     do {
-      response.variables = try await job.register(request.variables, user: request.user)
+      response.variables = try await job.register(
+        request.variables, user: request.user, writerKeepsValues: request.writerKeepsValues)
       job.registrationsUnderWay.withLock { $0 -= 1 }
     } catch {
       // A job whose registrations all failed does not keep its consistency.

@@ -41,6 +41,13 @@ public final class ParameterServerClient: Sendable {
     public let version: Int64
   }
 
+  /// A variable as registered: its version, and whether its writer keeps its
+  /// values (the ps holds none; see `register(…writerKeepsValues:)`).
+  public struct Registered: Sendable, Equatable {
+    public let version: Int64
+    public let keptByWriter: Bool
+  }
+
   public init(
     endpoints: [String], dialer: any RPCDialer = GRPCDialer(), blockBytes: Int = Placement.defaultBlockBytes,
     transferBytes: Int = Placement.defaultBlockBytes
@@ -113,11 +120,15 @@ public final class ParameterServerClient: Sendable {
   /// A partitioned variable's parts are defined with the whole one's
   /// initializer and their offsets in its draw, so each task draws its
   /// parts itself and they start exactly as the whole would; an initial
-  /// value is cut into the parts' bytes without a copy.
+  /// value is cut into the parts' bytes without a copy. With
+  /// `writerKeepsValues`, `user` is the variables' only writer and keeps
+  /// their master copy: the variables this creates hold no value on the ps
+  /// until `assign` sends one.
   @discardableResult
   public func register(
-    job: String, variables: [Pipemesh_V1_VariableDefinition], consistency: Pipemesh_V1_Consistency, user: String
-  ) async throws -> [String: Int64] {
+    job: String, variables: [Pipemesh_V1_VariableDefinition], consistency: Pipemesh_V1_Consistency, user: String,
+    writerKeepsValues: Bool = false
+  ) async throws -> [String: Registered] {
     var work: [Int: [(name: String, item: Item<Pipemesh_V1_VariableDefinition>)]] = [:]
     var registered: [String: VariableLayout] = [:]
     for definition in variables {
@@ -163,10 +174,63 @@ public final class ParameterServerClient: Sendable {
           $0.consistency = consistency
           $0.user = user
           $0.variables = definitions
+          $0.writerKeepsValues = writerKeepsValues
         })
     }
-    let versions = Dictionary(answers.flatMap(\.variables).map { ($0.name, $0.version) }) { $1 }
-    return registered.mapValues { layout in layout.parts.map { versions[$0.name] ?? 0 }.min() ?? 0 }
+    let answered = Dictionary(answers.flatMap(\.variables).map { ($0.name, $0) }) { $1 }
+    return registered.mapValues { layout in
+      let parts = layout.parts.compactMap { answered[$0.name] }
+      return Registered(
+        version: parts.map(\.version).min() ?? 0,
+        keptByWriter: parts.count == layout.parts.count && parts.allSatisfy(\.keptByWriter))
+    }
+  }
+
+  /// Sends the state of variables `user` kept (see `register`): each value,
+  /// its optimizer slots and its version, part by part from their storage.
+  @discardableResult
+  public func assign(
+    job: String, user: String, states: [String: (value: Tensor, slots: [String: Tensor], version: Int64)]
+  ) async throws -> [String: Int64] {
+    var work: [Int: [(name: String, item: Item<Pipemesh_V1_VariableState>)]] = [:]
+    for (name, state) in states {
+      let parts = parts(of: name)
+      for part in parts {
+        func wire(_ tensor: Tensor) -> Pipemesh_V1_Tensor {
+          parts.count == 1 ? Pipemesh_V1_Tensor(sharing: tensor) : Pipemesh_V1_Tensor(sharing: tensor, part: part)
+        }
+        let item = Pipemesh_V1_VariableState.with {
+          $0.name = part.name
+          $0.version = state.version
+          $0.value = wire(state.value)
+          $0.slots = state.slots.keys.sorted().map { slot in
+            .with {
+              $0.name = slot
+              $0.tensor = wire(state.slots[slot]!)
+            }
+          }
+        }
+        let bytes = item.value.data.count * (1 + state.slots.count)
+        work[placement.task(of: part.name), default: []].append((part.name, Item(payload: item, bytes: bytes)))
+      }
+    }
+    let answers = try await send(work) { client, items in
+      try await client.call(
+        ParameterServerMethods.assign,
+        .with {
+          $0.job = job
+          $0.user = user
+          $0.variables = items
+        })
+    }
+    return versions(of: Array(states.keys), answered: answers.flatMap(\.variables))
+  }
+
+  /// Each variable's version: the lowest of its parts' (0 for a part not answered).
+  private func versions(of names: [String], answered: [Pipemesh_V1_VariableVersion]) -> [String: Int64] {
+    let versions = Dictionary(answered.map { ($0.name, $0.version) }) { $1 }
+    return Dictionary(
+      uniqueKeysWithValues: names.map { name in (name, parts(of: name).map { versions[$0.name] ?? 0 }.min() ?? 0) })
   }
 
   /// Pulls variables; `newerThan` leaves out values not newer than a version.
@@ -290,11 +354,7 @@ public final class ParameterServerClient: Sendable {
           $0.gradients = items
         })
     }
-    let versions = Dictionary(answers.flatMap(\.variables).map { ($0.name, $0.version) }) { $1 }
-    return Dictionary(
-      uniqueKeysWithValues: gradients.keys.map { name in
-        (name, parts(of: name).map { versions[$0.name] ?? 0 }.min() ?? 0)
-      })
+    return versions(of: Array(gradients.keys), answered: answers.flatMap(\.variables))
   }
 
   /// Runs one call on every task, concurrently.

@@ -35,11 +35,15 @@ actor StageRunner {
   private var versions: [String: Int64] = [:]
   /// Set when this stage is the only writer of its variables (see
   /// `start`): it applies each update itself, bit for bit as the ps does,
-  /// and pushes to the ps in the background instead of pulling values back.
+  /// and either keeps the master copy (`kept`) or pushes to the ps in the
+  /// background instead of pulling values back.
   private var localUpdates: LocalUpdates?
 
   private struct LocalUpdates {
     let optimizer: any Optimizer
+    /// The variables whose master copy the stage keeps: the ps holds none
+    /// of their values until a flushing commit assigns them.
+    let kept: Set<String>
     var slots: [String: [String: Tensor]] = [:]
     /// The previous step's push, awaited before the next one is sent.
     var pendingPush: Task<Void, any Error>?
@@ -109,21 +113,42 @@ actor StageRunner {
   /// variables is shared with another stage, no gradient clipping is asked
   /// for, and the variables are fresh (version 0, so no optimizer slots exist
   /// yet), the ps would apply exactly the stage's own gradients with the same
-  /// rule: the stage then applies them itself and only pushes.
+  /// rule: the stage then applies them itself. When, moreover, no ps task
+  /// writes checkpoints (which would need the values every step), the stage
+  /// keeps the master copy: it draws the initial values itself, the ps holds
+  /// none, and a flushing commit (before a checkpoint, at the end of the
+  /// job) assigns them. Otherwise it pushes its gradients in the background.
   func start(consistency: Pipemesh_V1_Consistency, optimizer spec: Pipemesh_V1_OptimizerSpec) async throws {
-    try await ps.register(job: job, variables: definitions, consistency: consistency, user: user)
-    try await refresh()
     let shared = Set(model.layers.flatMap(\.sharedVariables).map(\.name))
     let rule = try JobConsistency(consistency)
-    if rule.mode == .sync, rule.replicas <= 1, spec.clipGlobalNorm == 0, versions.values.allSatisfy({ $0 == 0 }),
-      definitions.allSatisfy({ !shared.contains($0.name) })
-    {
-      localUpdates = LocalUpdates(optimizer: try makeOptimizer(spec))
+    let soleWriter =
+      rule.mode == .sync && rule.replicas <= 1 && spec.clipGlobalNorm == 0
+      && definitions.allSatisfy { !shared.contains($0.name) }
+    let keepValues = soleWriter ? try await ps.tasksWithoutCheckpoints().count == ps.placement.tasks : false
+    let registered = try await ps.register(
+      job: job, variables: definitions, consistency: consistency, user: user, writerKeepsValues: keepValues)
+    let kept = Set(registered.filter(\.value.keptByWriter).keys)
+    for definition in definitions where kept.contains(definition.name) {
+      let shape = definition.shape.map { Int($0) }
+      variables[definition.name] =
+        definition.hasInitialValue
+        ? try Tensor(wire: definition.initialValue, what: "initial value of \(definition.name)")
+        : try definition.initializer.makeTensor(shape, elementOffset: Int(definition.initializerOffset))
+      versions[definition.name] = 0
+    }
+    try await refresh(definitions.map(\.name).filter { !kept.contains($0) })
+    if soleWriter, versions.values.allSatisfy({ $0 == 0 }) {
+      localUpdates = LocalUpdates(optimizer: try makeOptimizer(spec), kept: kept)
+    } else if !kept.isEmpty {
+      throw RPCError(
+        .failedPrecondition,
+        "stage \(stage) of job \(job) keeps \(kept.count) variables but others were updated already: "
+          + "start the job under a new name")
     }
   }
 
-  private func refresh() async throws {
-    let names = definitions.map(\.name)
+  private func refresh(_ names: [String]) async throws {
+    guard !names.isEmpty else { return }
     let pulled = try await ps.pull(job: job, names: names, newerThan: versions)
     for (name, value) in pulled {
       versions[name] = value.version
@@ -509,19 +534,29 @@ actor StageRunner {
           versions[name] = version + 1
         }
         let (ps, job, user, replica) = (ps, job, user, replica)
+        let held = pushed.filter { !local.kept.contains($0.key) }
         let push = Task {
-          try await ps.push(
-            job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed
-          )
-          return ()
+          if !held.isEmpty {
+            try await ps.push(
+              job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: held
+            )
+          }
         }
         local.pendingPush = flush ? nil : push
         localUpdates = local
-        if flush { try await push.value }
+        if flush {
+          try await push.value
+          // The ps holds the kept variables from here: for a checkpoint, and for readers after the job.
+          let states = Dictionary(
+            uniqueKeysWithValues: local.kept.map { name in
+              (name, (value: variables[name]!, slots: local.slots[name] ?? [:], version: versions[name] ?? 0))
+            })
+          if !states.isEmpty { try await ps.assign(job: job, user: user, states: states) }
+        }
       } else {
         try await ps.push(
           job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed)
-        try await refresh()
+        try await refresh(definitions.map(\.name))
       }
     }
     response.version = versions.values.min() ?? 0

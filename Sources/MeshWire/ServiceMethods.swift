@@ -40,6 +40,8 @@ public enum ParameterServerMethods {
     service: service, name: "Stats")
   public static let checkpoint = UnaryMethod<Pipemesh_V1_CheckpointRequest, Pipemesh_V1_CheckpointResponse>(
     service: service, name: "Checkpoint")
+  public static let assign = UnaryMethod<Pipemesh_V1_AssignRequest, Pipemesh_V1_AssignResponse>(
+    service: service, name: "Assign")
 }
 
 /// `pipemesh.v1.Partition`.
@@ -88,7 +90,7 @@ public let allServiceMethods: [RPCMethodDescription] = [
   DiagnosticsMethods.describe.methodDescription,
   ParameterServerMethods.register.methodDescription, ParameterServerMethods.pull.methodDescription,
   ParameterServerMethods.push.methodDescription, ParameterServerMethods.stats.methodDescription,
-  ParameterServerMethods.checkpoint.methodDescription,
+  ParameterServerMethods.checkpoint.methodDescription, ParameterServerMethods.assign.methodDescription,
   PartitionMethods.loadStage.methodDescription, PartitionMethods.forward.methodDescription,
   PartitionMethods.backward.methodDescription,
   PartitionMethods.backwardWeights.methodDescription, PartitionMethods.commit.methodDescription,

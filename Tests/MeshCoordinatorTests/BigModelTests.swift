@@ -9,7 +9,8 @@ import MeshWire
 import Testing
 
 /// A model with a variable larger than any message, trained with the
-/// services' default options on 2 stages and 2 ps tasks.
+/// services' default options on 2 stages and 2 ps tasks; each stage keeps
+/// its master copy.
 @Suite struct BigModelTests {
   /// Dense 16 → 4,200 → 4,096 → 4: the middle kernel is 68.8 MB, over the
   /// default message limit, so it can only travel in parts.
@@ -55,11 +56,14 @@ import Testing
     }
 
     // The kernel's parts are spread over both ps tasks, which together hold
-    // the whole model once.
+    // the whole model once. Each stage kept its master copy (the ps tasks
+    // write no checkpoints): no gradient was pushed, and the final values
+    // were assigned at the end of the job.
     var heldBytes: Int64 = 0
     for ps in mesh.parameterServers {
       let stats = try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .init())
       #expect(stats.variables > 1, "\(ps.endpoint) holds \(stats.variables) variables")
+      #expect(stats.pushesApplied == 0, "\(ps.endpoint) applied \(stats.pushesApplied) pushes")
       heldBytes += stats.bytes
     }
     let parameters = 16 * 4200 + 4200 + 4200 * 4096 + 4096 + 4096 * 4 + 4

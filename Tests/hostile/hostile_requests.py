@@ -123,6 +123,7 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("ParameterServer", "Push", "PushRequest"),
     Rpc("ParameterServer", "Stats", "StatsRequest"),
     Rpc("ParameterServer", "Checkpoint", "CheckpointRequest", weight=1),
+    Rpc("ParameterServer", "Assign", "AssignRequest"),
 )
 
 
@@ -948,7 +949,8 @@ class HostileGenerator:
         ps = self.pb.parameter_server
         rng = d.rng
         job = d.string("job", rng.choice(("hostile-r0", "hostile-r1", "hostile-r2")))
-        request = ps.RegisterRequest(job=job, consistency=self.consistency(d), user=d.string("user", rng.choice(("stage0", "stage1"))))
+        request = ps.RegisterRequest(job=job, consistency=self.consistency(d), user=d.string("user", rng.choice(("stage0", "stage1"))),
+                                     writer_keeps_values=d.flag("writer_keeps_values", False))
         count = rng.choice((1, 1, 2, 3))
         if d.hostile(0.1):
             count = rng.choice((0, 2000))
@@ -974,6 +976,17 @@ class HostileGenerator:
             d.note("10000 unknown variables")
         return request, None
 
+    def _variable_tensors(self, d: Draw, job: str, what: str) -> list[tuple[PsVariable, Message]]:
+        """One or two of the job's variables, each with a tensor of its shape (or, hostile, of another)."""
+        picked = []
+        for v in d.rng.sample([v for v in self.ctx.variables if v.job == job], d.rng.randrange(1, 3)):
+            tensor = self.pb.tensor.Tensor(dtype=1, shape=v.shape, data=self.floats(d, v.shape))
+            if d.hostile():
+                width = v.shape[-1] if v.shape else 1
+                tensor = self.tensor(d, f"{what}[{v.name}]", width, rows=v.shape[0] if len(v.shape) == 2 else 1)
+            picked.append((v, tensor))
+        return picked
+
     def _parameterserver_push(self, d: Draw) -> tuple[Message, None]:
         ps = self.pb.parameter_server
         rng = d.rng
@@ -981,12 +994,7 @@ class HostileGenerator:
         request = ps.PushRequest(job=d.string("job", variable.job), client_id=d.string("client_id", "hostile"),
                                  step=d.int64("step", rng.choice((1, 2, 3, 100))), user=d.string("user", rng.choice(("stage0", "stage1"))),
                                  replica=d.int32("replica", 0))
-        for v in rng.sample([v for v in self.ctx.variables if v.job == variable.job], rng.randrange(1, 3)):
-            shape = v.shape
-            gradient = self.pb.tensor.Tensor(dtype=1, shape=shape, data=self.floats(d, shape))
-            if d.hostile():
-                width = shape[-1] if shape else 1
-                gradient = self.tensor(d, f"gradient[{v.name}]", width, rows=shape[0] if len(shape) == 2 else 1)
+        for v, gradient in self._variable_tensors(d, variable.job, "gradient"):
             request.gradients.append(ps.Gradient(name=d.string("gradient.name", v.name),
                                                  base_version=d.int64("base_version", rng.choice((0, 1, 5))), gradient=gradient))
         return request, None
@@ -996,6 +1004,19 @@ class HostileGenerator:
 
     def _parameterserver_checkpoint(self, d: Draw) -> tuple[Message, None]:
         return self.pb.parameter_server.CheckpointRequest(), None
+
+    def _parameterserver_assign(self, d: Draw) -> tuple[Message, None]:
+        ps = self.pb.parameter_server
+        rng = d.rng
+        variable = self._ps_variable(d)
+        request = ps.AssignRequest(job=d.string("job", variable.job), user=d.string("user", rng.choice(("stage0", "stage1"))))
+        for v, value in self._variable_tensors(d, variable.job, "value"):
+            state = ps.VariableState(name=d.string("variables.name", v.name), version=d.int64("version", rng.choice((0, 1, 5))),
+                                     value=value)
+            if d.hostile(0.2):
+                state.slots.append(self.pb.tensor.NamedTensor(name=d.string("slots.name", "m"), tensor=value))
+            request.variables.append(state)
+        return request, None
 
 
 def _poke(values: np.ndarray, rng: random.Random, value: float) -> bytes:

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 TORCH_RUN = r"""
@@ -77,12 +78,18 @@ class Service:
                 return
         raise RuntimeError(f"{name} did not listen within 60 s")
 
-    def peak_rss_bytes(self):
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+    def status_bytes(self, field):
+        try:
+            with open(f"/proc/{self.process.pid}/status") as status:
+                for line in status:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
         return 0
+
+    def peak_rss_bytes(self):
+        return self.status_bytes("VmHWM")
 
     def stop(self):
         if self.process.poll() is None:
@@ -93,6 +100,24 @@ class Service:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+
+
+class MeshMemory:
+    """Samples the services' summed resident memory every 20 ms: the mesh's peak at one moment."""
+
+    def __init__(self, services):
+        self.services, self.peak, self.stopped = services, 0, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopped.wait(0.02):
+            self.peak = max(self.peak, sum(s.status_bytes("VmRSS") for s in self.services))
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join()
+        return self.peak
 
 
 def pipemesh_run(a, work, round_index, stage_parameters):
@@ -112,12 +137,14 @@ def pipemesh_run(a, work, round_index, stage_parameters):
                                "--partitions", ";".join(s.endpoint for s in partitions), "--data-dir", work],
                               logs, "coordinator")
         services.append(coordinator)
+        sampler = MeshMemory(list(services))
         train = subprocess.run(
             [a.pipemesh, "train", "--coordinator", coordinator.endpoint, "--model", os.path.join(work, "model.json"),
              "--dataset", "data.npz", "--epochs", "1", "--batch-size", str(a.batch),
              "--micro-batches", str(a.micro_batches), "--schedule", a.schedule, "--optimizer", "sgd", "--learning-rate", str(a.lr),
              "--validation", "0", "--job", f"scale{round_index}", "--json"],
             capture_output=True, text=True, timeout=3600)
+        mesh_peak = sampler.stop()
         if train.returncode != 0:
             raise RuntimeError(f"pipemesh train failed ({train.returncode}): {train.stderr[-2000:]}")
         steps = [json.loads(line) for line in train.stdout.splitlines() if line.startswith("{")]
@@ -128,6 +155,7 @@ def pipemesh_run(a, work, round_index, stage_parameters):
         return {
             "samples_per_second": a.batch * len(measured) / seconds,
             "peak_rss_bytes": memory,
+            "mesh_peak_rss_bytes": mesh_peak,
             "parameter_bytes": {**{f"partition{i}": 4 * p for i, p in enumerate(stage_parameters)},
                                 **{f"ps{i}": 4 * sum(stage_parameters) / a.ps for i in range(a.ps)}},
         }
@@ -200,6 +228,7 @@ def main():
     last = rounds[-1]["pipemesh"]
     torch_rss = statistics.median(r["torch1"]["peak_rss_bytes"] for r in rounds)
     mesh_rss = sum(last["peak_rss_bytes"].values())
+    mesh_peak = last["mesh_peak_rss_bytes"]
     gb = 1e9
     print(f"\nMLP {'-'.join(map(str, layers))} ({parameters / 1e6:.1f} M parameters, {4 * parameters / gb:.2f} GB), "
           f"batch {a.batch}, SGD; {a.stages} stages × {a.micro_batches} micro-batches ({a.schedule}), {a.ps} ps tasks; "
@@ -215,8 +244,10 @@ def main():
         held = last["parameter_bytes"].get(name)
         print(f"| {name} | {rss / gb:.2f} GB | {held / gb:.2f} GB | {rss / held:.2f}× |" if held
               else f"| {name} | {rss / gb:.2f} GB | — | |")
-    print(f"| the whole mesh | {mesh_rss / gb:.2f} GB | {4 * parameters / gb:.2f} GB | "
+    print(f"| the whole mesh, sum of the peaks | {mesh_rss / gb:.2f} GB | {4 * parameters / gb:.2f} GB | "
           f"{mesh_rss / torch_rss:.2f}× PyTorch's {torch_rss / gb:.2f} GB |")
+    print(f"| the whole mesh at its peak (sampled every 20 ms) | {mesh_peak / gb:.2f} GB | "
+          f"{4 * parameters / gb:.2f} GB | {mesh_peak / torch_rss:.2f}× PyTorch's |")
 
 
 if __name__ == "__main__":

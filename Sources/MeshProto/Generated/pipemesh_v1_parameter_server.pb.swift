@@ -360,6 +360,16 @@ public nonisolated struct Pipemesh_V1_RegisterRequest: Sendable {
   /// Valid: any string.
   public var user: String = String()
 
+  /// The registering stage is these variables' only writer and keeps their
+  /// master copy itself: a variable this call creates is drawn by the stage,
+  /// not here, and holds no value until the stage assigns one (Assign, before
+  /// a checkpoint and at the end of its job). Meanwhile this task reserves its
+  /// memory but holds none of it; pulls of it and pushes to it are
+  /// FAILED_PRECONDITION. Variables that exist already keep their state.
+  /// Valid: only under sync consistency with one replica, and not for a variable another user
+  /// registered (FAILED_PRECONDITION).
+  public var writerKeepsValues: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -387,6 +397,10 @@ public nonisolated struct Pipemesh_V1_VariableVersion: Sendable {
   public var name: String = String()
 
   public var version: Int64 = 0
+
+  /// In a RegisterResponse: the variable's writer keeps its values, and this
+  /// task holds none (see RegisterRequest.writer_keeps_values).
+  public var keptByWriter: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -588,6 +602,72 @@ public nonisolated struct Pipemesh_V1_StatsResponse: Sendable {
   public var memoryBudgetBytes: Int64 = 0
 
   public var memoryInUseBytes: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_AssignRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Valid: a registered job (NOT_FOUND otherwise).
+  public var job: String = String()
+
+  /// The writer that registered the variables.
+  /// Valid: their only user (FAILED_PRECONDITION otherwise).
+  public var user: String = String()
+
+  /// Valid: any number; each a registered variable of the job, once; all or none are taken.
+  public var variables: [Pipemesh_V1_VariableState] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A variable's state as its writer kept it.
+public nonisolated struct Pipemesh_V1_VariableState: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// Updates applied to it.
+  /// Valid: at least the version this task holds (FAILED_PRECONDITION otherwise; the same
+  /// version again is a retry and changes nothing).
+  public var version: Int64 = 0
+
+  /// Valid: the variable's shape, finite.
+  public var value: Pipemesh_V1_Tensor {
+    get {_value ?? Pipemesh_V1_Tensor()}
+    set {_value = newValue}
+  }
+  /// Returns true if `value` has been explicitly set.
+  public var hasValue: Bool {self._value != nil}
+  /// Clears the value of `value`. Subsequent reads from it will return its default value.
+  public mutating func clearValue() {self._value = nil}
+
+  /// Valid: none (they start fresh) or exactly its optimizer's slots, each of the variable's shape,
+  /// finite.
+  public var slots: [Pipemesh_V1_NamedTensor] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _value: Pipemesh_V1_Tensor? = nil
+}
+
+public nonisolated struct Pipemesh_V1_AssignResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var variables: [Pipemesh_V1_VariableVersion] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1153,7 +1233,7 @@ nonisolated extension Pipemesh_V1_VariableDefinition: SwiftProtobuf.Message, Swi
 
 nonisolated extension Pipemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}variables\0\u{1}consistency\0\u{1}user\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}variables\0\u{1}consistency\0\u{1}user\0\u{3}writer_keeps_values\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1165,6 +1245,7 @@ nonisolated extension Pipemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.variables) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._consistency) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.user) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.writerKeepsValues) }()
       default: break
       }
     }
@@ -1187,6 +1268,9 @@ nonisolated extension Pipemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftP
     if !self.user.isEmpty {
       try visitor.visitSingularStringField(value: self.user, fieldNumber: 4)
     }
+    if self.writerKeepsValues != false {
+      try visitor.visitSingularBoolField(value: self.writerKeepsValues, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1195,6 +1279,7 @@ nonisolated extension Pipemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftP
     if lhs.variables != rhs.variables {return false}
     if lhs._consistency != rhs._consistency {return false}
     if lhs.user != rhs.user {return false}
+    if lhs.writerKeepsValues != rhs.writerKeepsValues {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1232,7 +1317,7 @@ nonisolated extension Pipemesh_V1_RegisterResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_VariableVersion: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VariableVersion"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}kept_by_writer\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1242,6 +1327,7 @@ nonisolated extension Pipemesh_V1_VariableVersion: SwiftProtobuf.Message, SwiftP
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.keptByWriter) }()
       default: break
       }
     }
@@ -1254,12 +1340,16 @@ nonisolated extension Pipemesh_V1_VariableVersion: SwiftProtobuf.Message, SwiftP
     if self.version != 0 {
       try visitor.visitSingularInt64Field(value: self.version, fieldNumber: 2)
     }
+    if self.keptByWriter != false {
+      try visitor.visitSingularBoolField(value: self.keptByWriter, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_VariableVersion, rhs: Pipemesh_V1_VariableVersion) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.version != rhs.version {return false}
+    if lhs.keptByWriter != rhs.keptByWriter {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1633,6 +1723,125 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
     if lhs.checkpointsEnabled != rhs.checkpointsEnabled {return false}
     if lhs.memoryBudgetBytes != rhs.memoryBudgetBytes {return false}
     if lhs.memoryInUseBytes != rhs.memoryInUseBytes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_AssignRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AssignRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}user\0\u{1}variables\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.user) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.variables) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.job.isEmpty {
+      try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
+    }
+    if !self.user.isEmpty {
+      try visitor.visitSingularStringField(value: self.user, fieldNumber: 2)
+    }
+    if !self.variables.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.variables, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_AssignRequest, rhs: Pipemesh_V1_AssignRequest) -> Bool {
+    if lhs.job != rhs.job {return false}
+    if lhs.user != rhs.user {return false}
+    if lhs.variables != rhs.variables {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_VariableState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VariableState"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}value\0\u{1}slots\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._value) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.slots) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularInt64Field(value: self.version, fieldNumber: 2)
+    }
+    try { if let v = self._value {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.slots.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.slots, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_VariableState, rhs: Pipemesh_V1_VariableState) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs._value != rhs._value {return false}
+    if lhs.slots != rhs.slots {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_AssignResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AssignResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.variables) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.variables.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.variables, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_AssignResponse, rhs: Pipemesh_V1_AssignResponse) -> Bool {
+    if lhs.variables != rhs.variables {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
