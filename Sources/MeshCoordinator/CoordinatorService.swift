@@ -45,9 +45,12 @@ public final class CoordinatorService: RPCService, Sendable {
     router.unary(CoordinatorMethods.plan) { [self] request, context in
       _ = try caller(context)
       let model = try makeModel(request.model)
-      let stages = request.stages == 0 ? cluster.stages : Int(request.stages)
-      return try Planner.plan(model, stages: stages, splitPoints: request.splitPoints.map { Int($0) })
-        .response(costs: model.layerCosts)
+      // Over this coordinator's partitions, the plan must fit their memory.
+      let overPartitions = request.stages == 0 || Int(request.stages) == cluster.stages
+      return try Planner.plan(
+        model, stages: overPartitions ? cluster.stages : Int(request.stages),
+        splitPoints: request.splitPoints.map { Int($0) }, budgets: overPartitions ? await stageBudgets() : []
+      ).response
     }
     router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, context in
       let (job, updates) = try await start(request, owner: try caller(context))
@@ -145,6 +148,28 @@ public final class CoordinatorService: RPCService, Sendable {
 
   /// Checks a Train request, starts its job and returns its progress stream.
   /// The job runs on if the caller goes away; CancelJob stops it.
+  /// Each stage's memory budget for parameters: the least any of its
+  /// partitions reports (Describe), nil where none answers with one (the job
+  /// then meets the partition's own refusal at LoadStage).
+  private func stageBudgets() async -> [Int?] {
+    await withTaskGroup(of: (Int, Int?).self) { group in
+      for (stage, replicas) in clients.enumerated() {
+        group.addTask {
+          var budgets: [Int] = []
+          for partition in replicas {
+            let described = try? await partition.call(
+              DiagnosticsMethods.describe, .init(), options: CallOptions(timeout: .seconds(5)))
+            if let bytes = described?.memoryBudgetBytes, bytes > 0 { budgets.append(Int(bytes)) }
+          }
+          return (stage, budgets.min())
+        }
+      }
+      var budgets = [Int?](repeating: nil, count: clients.count)
+      for await (stage, budget) in group { budgets[stage] = budget }
+      return budgets
+    }
+  }
+
   private func start(
     _ request: Pipemesh_V1_TrainRequest, owner: Caller
   ) async throws -> (TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>) {
@@ -162,7 +187,7 @@ public final class CoordinatorService: RPCService, Sendable {
     let (inputs, targets) = try data(request.data)
     let job = try TrainingJob(
       name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster,
-      clients: clients)
+      clients: clients, budgets: await stageBudgets())
     if job.checkpoints {
       let missing = try await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
         .tasksWithoutCheckpoints()

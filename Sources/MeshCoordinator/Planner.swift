@@ -1,6 +1,7 @@
 import MeshProto
 import MeshRPC
 import MeshTensor
+import MeshWire
 
 /// Splits a model's layers into K contiguous stages.
 public enum Planner {
@@ -9,11 +10,15 @@ public enum Planner {
     public let bounds: [Int]
     /// Estimated training FLOPs (forward and backward) per example of each stage.
     public let costs: [Double]
+    /// Each stage's parameters.
+    public let parameters: [Int]
+    /// The memory budget of the partitions each stage would run on, when known.
+    public let budgets: [Int?]
 
     public var stages: Int { bounds.count - 1 }
     public func layers(of stage: Int) -> Range<Int> { bounds[stage]..<bounds[stage + 1] }
     /// The plan as the Plan RPC answers it.
-    public func response(costs layerCosts: [LayerCost]) -> Pipemesh_V1_PlanResponse {
+    public var response: Pipemesh_V1_PlanResponse {
       .with { response in
         response.imbalance = imbalance
         response.stages = (0..<stages).map { stage in
@@ -22,8 +27,10 @@ public enum Planner {
             $0.stage = Int32(stage)
             $0.firstLayer = Int32(layers.lowerBound)
             $0.endLayer = Int32(layers.upperBound)
-            $0.parameters = Int64(layerCosts[layers].reduce(0) { $0 + $1.parameterCount })
+            $0.parameters = Int64(parameters[stage])
             $0.estimatedFlops = costs[stage]
+            $0.parameterBytes = Int64(parameters[stage] * StageMemory.bytesPerParameter)
+            $0.memoryBudgetBytes = Int64(budgets[stage] ?? 0)
           }
         }
       }
@@ -41,14 +48,25 @@ public enum Planner {
   /// layer, which needs no input gradient, weighs less; layers without
   /// compute count a little, so that each stage gets one), or the given split
   /// points (first layer of stages 1…K-1).
-  public static func plan(_ model: Sequential, stages: Int, splitPoints: [Int] = []) throws -> Plan {
+  ///
+  /// With `budgets` (bytes, one per stage, nil where unknown), a stage may
+  /// hold only the parameters its partitions admit (`StageMemory`): the plan
+  /// is the fastest split that fits, and RESOURCE_EXHAUSTED says what would
+  /// fit when none does.
+  public static func plan(_ model: Sequential, stages: Int, splitPoints: [Int] = [], budgets: [Int?] = []) throws
+    -> Plan
+  {
     let costs = model.layerCosts.enumerated().map { index, cost in
       Double(max(cost.trainingFlops(computesInputGradient: index > 0), 1))
     }
+    let parameters = model.layerCosts.map(\.parameterCount)
     let count = costs.count
     guard stages >= 1, stages <= count else {
       throw RPCError(.invalidArgument, "cannot split \(count) layers into \(stages) stages")
     }
+    let budgets = budgets.isEmpty ? [Int?](repeating: nil, count: stages) : budgets
+    precondition(budgets.count == stages, "one budget (or nil) per stage")
+    let room = budgets.map { $0.map(StageMemory.room(within:)) }
     let bounds: [Int]
     if !splitPoints.isEmpty {
       bounds = [0] + splitPoints + [count]
@@ -57,25 +75,57 @@ public enum Planner {
           .invalidArgument,
           "split points \(splitPoints) must be \(stages - 1) increasing layer indices inside 1..<\(count)")
       }
+      for stage in 0..<stages {
+        let held = parameters[bounds[stage]..<bounds[stage + 1]].reduce(0, +)
+        if let room = room[stage], held > room {
+          throw RPCError(
+            .resourceExhausted,
+            "stage \(stage) of split points \(splitPoints) has \(held) parameters; its partitions have room for "
+              + "\(room) (--memory-budget-mib, \(StageMemory.bytesPerParameter) bytes a parameter): "
+              + StageMemory.advice(layers: parameters, room: room))
+        }
+      }
     } else {
-      bounds = balanced(costs, stages: stages)
+      guard let fitting = balanced(costs, stages: stages, parameters: parameters, room: room) else {
+        throw refusal(parameters: parameters, room: room)
+      }
+      bounds = fitting
     }
-    let stageCosts = zip(bounds, bounds.dropFirst()).map { costs[$0..<$1].reduce(0, +) }
-    return Plan(bounds: bounds, costs: stageCosts)
+    let ranges = zip(bounds, bounds.dropFirst()).map { $0..<$1 }
+    return Plan(
+      bounds: bounds, costs: ranges.map { costs[$0].reduce(0, +) },
+      parameters: ranges.map { parameters[$0].reduce(0, +) }, budgets: budgets)
+  }
+
+  /// Why no split fits the partitions' memory, and what would.
+  private static func refusal(parameters: [Int], room: [Int?]) -> RPCError {
+    RPCError(
+      .resourceExhausted,
+      "the model's \(parameters.reduce(0, +)) parameters do not fit \(room.count) stages: their partitions have room "
+        + "for \(room.map { $0.map(String.init) ?? "any number of" }.joined(separator: ", ")) parameters "
+        + "(--memory-budget-mib, \(StageMemory.bytesPerParameter) bytes a parameter): "
+        + StageMemory.advice(layers: parameters, room: room.compactMap { $0 }.min() ?? 0))
   }
 
   /// Dynamic programming over prefix sums: best[k][i] is the smallest
-  /// possible largest stage when the first i layers form k stages.
-  static func balanced(_ costs: [Double], stages: Int) -> [Int] {
+  /// possible largest stage when the first i layers form k stages, each
+  /// within its room; nil when no split fits.
+  static func balanced(_ costs: [Double], stages: Int, parameters: [Int] = [], room: [Int?] = []) -> [Int]? {
     let count = costs.count
     var prefix = [0.0]
     for cost in costs { prefix.append(prefix.last! + cost) }
+    var held = [0]
+    for index in 0..<count { held.append(held.last! + (parameters.isEmpty ? 0 : parameters[index])) }
+    func fits(_ stage: Int, _ layers: Range<Int>) -> Bool {
+      guard stage < room.count, let room = room[stage] else { return true }
+      return held[layers.upperBound] - held[layers.lowerBound] <= room
+    }
     var best = Array(repeating: Array(repeating: Double.infinity, count: count + 1), count: stages + 1)
     var cut = Array(repeating: Array(repeating: 0, count: count + 1), count: stages + 1)
     best[0][0] = 0
     for k in 1...stages {
       for i in k...count {
-        for j in (k - 1)..<i where best[k - 1][j] < .infinity {
+        for j in (k - 1)..<i where best[k - 1][j] < .infinity && fits(k - 1, j..<i) {
           let worst = max(best[k - 1][j], prefix[i] - prefix[j])
           if worst < best[k][i] {
             best[k][i] = worst
@@ -84,6 +134,7 @@ public enum Planner {
         }
       }
     }
+    guard best[stages][count] < .infinity else { return nil }
     var bounds = [count]
     var i = count
     for k in stride(from: stages, to: 0, by: -1) {

@@ -37,11 +37,12 @@ final class TrainingJob: Sendable {
   /// Checks the request and the data against the model; nothing runs yet.
   init(
     name: String, owner: String, request: Pipemesh_V1_TrainRequest, inputs: Tensor, targets: Tensor, cluster: Cluster,
-    clients: [[any RPCChannel]]
+    clients: [[any RPCChannel]], budgets: [Int?] = []
   ) throws {
     try Self.checkOptions(request)
     model = try makeModel(request.model)
-    plan = try Planner.plan(model, stages: cluster.stages, splitPoints: request.splitPoints.map { Int($0) })
+    plan = try Planner.plan(
+      model, stages: cluster.stages, splitPoints: request.splitPoints.map { Int($0) }, budgets: budgets)
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)
     guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }

@@ -26,13 +26,18 @@ public struct DiagnosticsService: RPCService {
   public let services: [String]
 
   /// `maxPayloadBytesInFlight` bounds the payloads produced at once (256 MiB).
+  /// The most bytes this process gives to a model's parameters (0: none).
+  public let memoryBudgetBytes: Int
+
   public init(
-    role: String, version: String = pipemeshVersion, services: [String] = [], maxPayloadBytesInFlight: Int = 256 << 20
+    role: String, version: String = pipemeshVersion, services: [String] = [], memoryBudgetBytes: Int = 0,
+    maxPayloadBytesInFlight: Int = 256 << 20
   ) {
     inFlight = InFlightBytes(limit: maxPayloadBytesInFlight)
     self.role = role
     self.version = version
     self.services = services
+    self.memoryBudgetBytes = memoryBudgetBytes
   }
 
   public var serviceName: String { DiagnosticsMethods.service }
@@ -90,6 +95,7 @@ public struct DiagnosticsService: RPCService {
     response.role = role
     response.version = version
     response.services = services + [serviceName]
+    response.memoryBudgetBytes = Int64(memoryBudgetBytes)
     return response
   }
 

@@ -102,11 +102,6 @@ public final class PartitionService: RPCService, Sendable {
     }
   }
 
-  /// Bytes a stage holds per parameter at most: the variable, its gradient
-  /// sum and, applying its own updates, up to two optimizer slots (four
-  /// float32 copies; the ps draws initial values, and updates are in place).
-  static let bytesPerParameter = 4 * 4
-
   /// Refuses a micro-batch key no coordinator sends: training steps count
   /// from 1 (inference uses steps of its own, any number), micro-batches
   /// from 0.
@@ -151,17 +146,14 @@ public final class PartitionService: RPCService, Sendable {
     }
     let layers = Int(request.firstLayer)..<Int(request.endLayer)
     let parameters = model.layers[layers].reduce(0) { $0 + $1.parameterCount }
-    guard parameters <= parameterBudget / Self.bytesPerParameter else {
-      // What would fit: the whole model over stages of this partition's size.
-      let perStage = max(1, parameterBudget / Self.bytesPerParameter)
-      let total = model.layers.reduce(0) { $0 + $1.parameterCount }
+    let room = StageMemory.room(within: parameterBudget)
+    guard parameters <= room else {
       throw RPCError(
         .resourceExhausted,
         "stage \(request.stage) has \(parameters) parameters, which with their gradients and optimizer slots need "
-          + "\(HostMemory.describe(parameters * Self.bytesPerParameter)); this partition's budget is \(HostMemory.describe(parameterBudget)) "
-          + "(--memory-budget-mib), room for \(perStage) parameters: split the model's \(total) parameters over at least "
-          + "\((total + perStage - 1) / perStage) stages of partitions like this one (see docs/big-models.md), "
-          + "or give the partition a larger --memory-budget-mib")
+          + "\(HostMemory.describe(parameters * StageMemory.bytesPerParameter)); this partition's budget is "
+          + "\(HostMemory.describe(parameterBudget)) (--memory-budget-mib), room for \(room) parameters: "
+          + StageMemory.advice(layers: model.layers.map(\.parameterCount), room: room))
     }
     guard !request.parameterServers.isEmpty, request.parameterServers.count <= 1024 else {
       throw RPCError(

@@ -144,7 +144,7 @@ struct ServePS: AsyncParsableCommand {
       maxVariableMib, option: "--max-variable-mib", in: 1...(1 << 40), default: 4096)
     let budget = MemoryBudget(limit: budgetMiB << 20, variableLimit: min(variableMiB, budgetMiB) << 20)
 
-    let host = ServiceHost(role: "ps", settings: settings)
+    let host = ServiceHost(role: "ps", settings: settings, memoryBudget: budgetMiB << 20)
     let store = ParameterStore(budget: budget)
     let checkpointer = try checkpointDir.map { try Checkpointer(directory: $0, store: store, keep: checkpointKeep) }
     if let checkpointer {

@@ -63,7 +63,7 @@ struct ServePartition: AsyncParsableCommand {
     let advertise = Settings.text(advertise, option: "--advertise")
     if let advertise { try Settings.checkAddress(advertise, option: "--advertise") }
     BLAS.setThreadCount(blasThreads)
-    let host = ServiceHost(role: "partition", settings: settings)
+    let host = ServiceHost(role: "partition", settings: settings, memoryBudget: budgetMiB << 20)
     let clientTransport = settings.client
     let dataPlane = DataPlane(dialer: GRPCDialer(transport: clientTransport))
     let partition = PartitionService(

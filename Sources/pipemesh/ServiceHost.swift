@@ -14,13 +14,17 @@ import UnixSignals
 struct ServiceHost {
   let role: String
   let settings: ServiceSettings
+  let memoryBudget: Int
   let log: Logger
   let metrics = MetricsRegistry()
   private let notifier = SystemdNotifier()
 
-  init(role: String, settings: ServiceSettings) {
+  /// `memoryBudget`: the bytes the service gives to a model's parameters,
+  /// which Describe reports (0: none).
+  init(role: String, settings: ServiceSettings, memoryBudget: Int = 0) {
     self.role = role
     self.settings = settings
+    self.memoryBudget = memoryBudget
     log = Logger(label: "pipemesh.\(role)") { _ in ServiceLogHandler(role: role) }
   }
 
@@ -32,7 +36,8 @@ struct ServiceHost {
   ) async throws {
     // Trapped before the port opens, so that a SIGTERM at any time drains.
     let signals = await terminationSignals()
-    let diagnostics = DiagnosticsService(role: role, services: services.map(\.serviceName))
+    let diagnostics = DiagnosticsService(
+      role: role, services: services.map(\.serviceName), memoryBudgetBytes: memoryBudget)
     // Failing to listen is a configuration error (a taken port, an address not
     // on this host, an unusable key): exit 64, so that systemd does not
     // restart the service in a loop.

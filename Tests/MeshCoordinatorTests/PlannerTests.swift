@@ -50,4 +50,33 @@ import Testing
     #expect(throws: RPCError.self) { try Planner.plan(model, stages: 3, splitPoints: [4, 1]) }
     #expect(throws: RPCError.self) { try Planner.plan(model, stages: 6) }
   }
+
+  /// The partitions' memory budgets bound what a stage may hold: the plan is
+  /// the fastest split that fits, and none fitting says what would.
+  @Test func stagesFitTheirPartitionsMemory() throws {
+    // Five equal layers of 4,160 parameters (66,560 bytes at 16 a parameter); time alone splits 3|2.
+    let model = try makeModel(try mlp(inputSize: 64, hidden: 4, classes: 64))
+    let layer = 64 * 64 + 64
+    let bytes = StageMemory.bytesPerParameter * layer
+    #expect(try Planner.plan(model, stages: 2, budgets: [3 * bytes, 3 * bytes]).bounds == [0, 3, 5])
+    // Room for two layers on the first partition: the time-balanced 3|2 does not fit, 2|3 does.
+    let fitting = try Planner.plan(model, stages: 2, budgets: [2 * bytes, nil])
+    #expect(fitting.bounds == [0, 2, 5])
+    #expect(fitting.response.stages.map(\.parameterBytes) == [Int64(2 * bytes), Int64(3 * bytes)])
+    #expect(fitting.response.stages.map(\.memoryBudgetBytes) == [Int64(2 * bytes), 0])
+    // Room for two layers on each: five layers need three stages.
+    let refused = #expect(throws: RPCError.self) {
+      try Planner.plan(model, stages: 2, budgets: [2 * bytes, 2 * bytes])
+    }
+    #expect(refused?.code == .resourceExhausted)
+    #expect(refused?.message.contains("over at least 3 stages") == true, "\(String(describing: refused))")
+    // A layer larger than any partition's room is named.
+    let tooBig = #expect(throws: RPCError.self) { try Planner.plan(model, stages: 2, budgets: [bytes / 2, bytes / 2]) }
+    #expect(tooBig?.message.contains("alone has \(layer)") == true, "\(String(describing: tooBig))")
+    // Explicit split points are checked too.
+    let split = #expect(throws: RPCError.self) {
+      try Planner.plan(model, stages: 2, splitPoints: [4], budgets: [3 * bytes, nil])
+    }
+    #expect(split?.code == .resourceExhausted && split?.message.contains("stage 0") == true)
+  }
 }

@@ -184,8 +184,42 @@ import Testing
     let error = await #expect(throws: RPCError.self) { try await load(job: "big", units: 1024) }
     #expect(error?.code == .resourceExhausted, "\(String(describing: error))")
     #expect(error?.message.contains("66560 parameters") == true, "\(String(describing: error))")
-    #expect(error?.message.contains("over at least 2 stages") == true, "\(String(describing: error))")
+    #expect(error?.message.contains("layer 0 alone has 66560") == true, "\(String(describing: error))")
     #expect(try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .init()).variables == 0)
     try await load(job: "small", units: 512)
+  }
+
+  /// A coordinator plans over its partitions' memory budgets (from their
+  /// Describe): a model whose layer cannot fit any of them is refused before
+  /// anything is loaded, with what would fit.
+  @Test func theCoordinatorPlansWithinItsPartitionsMemory() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-plan-budget")
+    let ps = try await RunningService.start("ps", log: directory.file("ps.log"))
+    var partitions: [RunningService] = []
+    for index in 0..<2 {
+      partitions.append(
+        try await RunningService.start(
+          "partition", ["--memory-budget-mib", "1"], log: directory.file("partition\(index).log")))
+    }
+    let coordinator = try await RunningService.start(
+      "coordinator", ["--ps", ps.endpoint, "--partitions", partitions.map(\.endpoint).joined(separator: ";")],
+      log: directory.file("coordinator.log"))
+    let client = try RPCClient(target: coordinator.endpoint)
+    func model(_ widths: [Int64]) -> Pipemesh_V1_ModelSpec {
+      .with {
+        $0.inputShape = [64]
+        $0.layers = widths.map { units in .with { $0.dense = .with { $0.units = units } } }
+        $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+      }
+    }
+    let plan = try await client.call(CoordinatorMethods.plan, .with { $0.model = model([128, 10]) })
+    #expect(plan.stages.map(\.memoryBudgetBytes) == [1 << 20, 1 << 20])
+    #expect(plan.stages.map(\.parameterBytes) == [Int64(16 * (64 * 128 + 128)), Int64(16 * (128 * 10 + 10))])
+    // 512 × 128 + 128 = 65,664 parameters: over the 65,536 a 1 MiB partition holds.
+    let refused = await #expect(throws: RPCError.self) {
+      _ = try await client.call(CoordinatorMethods.plan, .with { $0.model = model([512, 128, 10]) })
+    }
+    #expect(refused?.code == .resourceExhausted, "\(String(describing: refused))")
+    #expect(refused?.message.contains("layer 1 alone has 65664") == true, "\(String(describing: refused))")
   }
 }

@@ -157,6 +157,15 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
   /// (forward and backward).
   public var estimatedFlops: Double = 0
 
+  /// What a partition admits the stage's parameters at: 16 bytes each (the
+  /// weights, their gradient sum, two optimizer slots; see docs/big-models.md).
+  public var parameterBytes: Int64 = 0
+
+  /// The least memory budget (--memory-budget-mib) among the partitions that
+  /// would run the stage; 0 when the plan is not over the coordinator's
+  /// partitions or they do not say.
+  public var memoryBudgetBytes: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -675,7 +684,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StagePlan"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{1}parameters\0\u{3}estimated_flops\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{1}parameters\0\u{3}estimated_flops\0\u{3}parameter_bytes\0\u{3}memory_budget_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -688,6 +697,8 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.endLayer) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.parameters) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.estimatedFlops) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.parameterBytes) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.memoryBudgetBytes) }()
       default: break
       }
     }
@@ -709,6 +720,12 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
     if self.estimatedFlops.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.estimatedFlops, fieldNumber: 5)
     }
+    if self.parameterBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.parameterBytes, fieldNumber: 6)
+    }
+    if self.memoryBudgetBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.memoryBudgetBytes, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -718,6 +735,8 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
     if lhs.endLayer != rhs.endLayer {return false}
     if lhs.parameters != rhs.parameters {return false}
     if lhs.estimatedFlops != rhs.estimatedFlops {return false}
+    if lhs.parameterBytes != rhs.parameterBytes {return false}
+    if lhs.memoryBudgetBytes != rhs.memoryBudgetBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

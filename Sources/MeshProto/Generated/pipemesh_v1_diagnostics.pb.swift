@@ -103,6 +103,10 @@ public nonisolated struct Pipemesh_V1_DescribeResponse: Sendable {
 
   public var services: [String] = []
 
+  /// The most bytes this process gives to a model's parameters (a partition's
+  /// or a ps's --memory-budget-mib); 0 for a role that holds none.
+  public var memoryBudgetBytes: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -248,7 +252,7 @@ nonisolated extension Pipemesh_V1_DescribeRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Pipemesh_V1_DescribeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DescribeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}version\0\u{1}services\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}version\0\u{1}services\0\u{3}memory_budget_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -259,6 +263,7 @@ nonisolated extension Pipemesh_V1_DescribeResponse: SwiftProtobuf.Message, Swift
       case 1: try { try decoder.decodeSingularStringField(value: &self.role) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.services) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.memoryBudgetBytes) }()
       default: break
       }
     }
@@ -274,6 +279,9 @@ nonisolated extension Pipemesh_V1_DescribeResponse: SwiftProtobuf.Message, Swift
     if !self.services.isEmpty {
       try visitor.visitRepeatedStringField(value: self.services, fieldNumber: 3)
     }
+    if self.memoryBudgetBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.memoryBudgetBytes, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -281,6 +289,7 @@ nonisolated extension Pipemesh_V1_DescribeResponse: SwiftProtobuf.Message, Swift
     if lhs.role != rhs.role {return false}
     if lhs.version != rhs.version {return false}
     if lhs.services != rhs.services {return false}
+    if lhs.memoryBudgetBytes != rhs.memoryBudgetBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

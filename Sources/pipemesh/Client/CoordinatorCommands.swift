@@ -138,10 +138,14 @@ struct Plan: AsyncParsableCommand {
         say(try response.jsonString())
       } else {
         for stage in response.stages {
+          let memory =
+            String(format: "%.1f MiB", Double(stage.parameterBytes) / 1_048_576)
+            + (stage.memoryBudgetBytes > 0
+              ? String(format: " of the partitions' %.0f MiB", Double(stage.memoryBudgetBytes) / 1_048_576) : "")
           say(
             String(
-              format: "stage %d  layers %d..<%d  %lld parameters  %.3g FLOPs/example", stage.stage, stage.firstLayer,
-              stage.endLayer, stage.parameters, stage.estimatedFlops))
+              format: "stage %d  layers %d..<%d  %lld parameters", stage.stage, stage.firstLayer, stage.endLayer,
+              stage.parameters) + " (\(memory))" + String(format: "  %.3g FLOPs/example", stage.estimatedFlops))
         }
         say(String(format: "imbalance %.3f (largest stage over the mean; 1 is perfect)", response.imbalance))
       }
@@ -151,7 +155,7 @@ struct Plan: AsyncParsableCommand {
   private func planLocally(_ request: Pipemesh_V1_PlanRequest) throws -> Pipemesh_V1_PlanResponse {
     let model = try makeModel(request.model)
     let plan = try Planner.plan(model, stages: Int(request.stages), splitPoints: request.splitPoints.map { Int($0) })
-    return plan.response(costs: model.layerCosts)
+    return plan.response
   }
 }
 

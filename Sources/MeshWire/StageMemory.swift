@@ -1,0 +1,34 @@
+/// What a stage's parameters take on a partition: the rule a partition admits
+/// a stage by, and the planner plans with (see docs/big-models.md).
+public enum StageMemory {
+  /// Bytes a stage holds per parameter at most: the variable, its gradient
+  /// sum and, applying its own updates, up to two optimizer slots (four
+  /// float32 copies; the ps draws initial values, and updates are in place).
+  public static let bytesPerParameter = 4 * 4
+
+  /// The most parameters one stage may have on a partition of `budget` bytes.
+  public static func room(within budget: Int) -> Int { max(0, budget) / bytesPerParameter }
+
+  /// What would fit instead, for a model whose layers have `layers`
+  /// parameters: the least number of stages of `room` parameters each that
+  /// hold its layers (whole, in order), or the budget its largest layer needs.
+  public static func advice(layers: [Int], room: Int) -> String {
+    let total = layers.reduce(0, +)
+    if let largest = layers.indices.max(by: { layers[$0] < layers[$1] }), layers[largest] > room {
+      let mebibytes = (layers[largest] * bytesPerParameter + (1 << 20) - 1) >> 20
+      return "layer \(largest) alone has \(layers[largest]) parameters, more than a partition of room \(room) holds: "
+        + "give the partitions a --memory-budget-mib of at least \(mebibytes) (see docs/big-models.md)"
+    }
+    var stages = 1
+    var filled = 0
+    for layer in layers {
+      if filled + layer > room {
+        stages += 1
+        filled = 0
+      }
+      filled += layer
+    }
+    return "split the model's \(total) parameters over at least \(stages) stages of partitions this size "
+      + "(see docs/big-models.md), or give the partitions a larger --memory-budget-mib"
+  }
+}
