@@ -49,7 +49,8 @@ public final class CoordinatorService: RPCService, Sendable {
       let overPartitions = request.stages == 0 || Int(request.stages) == cluster.stages
       return try Planner.plan(
         model, stages: overPartitions ? cluster.stages : Int(request.stages),
-        splitPoints: request.splitPoints.map { Int($0) }, budgets: overPartitions ? await stageBudgets() : []
+        splitPoints: request.splitPoints.map { Int($0) }, budgets: overPartitions ? await stageBudgets() : [],
+        memory: request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots
       ).response
     }
     router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, context in
@@ -78,7 +79,10 @@ public final class CoordinatorService: RPCService, Sendable {
       return .with { $0.outputs = Pipemesh_V1_Tensor(sharing: outputs) }
     }
     router.unary(CoordinatorMethods.getJob) { [self] request, context in
-      try job(request.job, for: try caller(context)).snapshot
+      let job = try job(request.job, for: try caller(context))
+      var snapshot = job.snapshot
+      snapshot.memory += await parameterServerMemory(of: job.runID)
+      return snapshot
     }
     router.unary(CoordinatorMethods.listJobs) { [self] _, context in
       let caller = try caller(context)
@@ -148,6 +152,27 @@ public final class CoordinatorService: RPCService, Sendable {
 
   /// Checks a Train request, starts its job and returns its progress stream.
   /// The job runs on if the caller goes away; CancelJob stops it.
+  /// Each ps task's memory and what `runID` holds of it, for the tasks
+  /// that answer within 5 s.
+  private func parameterServerMemory(of runID: String) async -> [Pipemesh_V1_MemberMemory] {
+    await withTaskGroup(of: Pipemesh_V1_MemberMemory?.self) { group in
+      for (index, endpoint) in cluster.parameterServers.enumerated() {
+        group.addTask { [cluster] in
+          guard let task = try? cluster.dialer.channel(to: endpoint),
+            let stats = try? await task.call(
+              ParameterServerMethods.stats, .with { $0.job = runID }, options: CallOptions(timeout: .seconds(5)))
+          else { return nil }
+          return .with {
+            $0.member = "ps \(index)"
+            $0.endpoint = endpoint
+            $0.memory = stats.memory
+          }
+        }
+      }
+      return await group.compactMap { $0 }.reduce(into: []) { $0.append($1) }.sorted { $0.member < $1.member }
+    }
+  }
+
   /// Each stage's memory budget for parameters: the least any of its
   /// partitions reports (Describe), nil where none answers with one (the job
   /// then meets the partition's own refusal at LoadStage).

@@ -43,6 +43,8 @@ struct PipelineRun {
     var correct: Int64 = 0
     /// Time each stage's partition spent computing.
     var busy: [Duration]
+    /// Each stage's partition's memory, as its commit reported it.
+    var memory: [Pipemesh_V1_ProcessMemory] = []
   }
 
   /// What one call added to its stage's outcome.
@@ -69,16 +71,20 @@ struct PipelineRun {
               calls.addTask { try await perform(call) }
             }
             for try await done in calls { add(done) }
-            outcome.loss += try await commit(stage: stage)
+            let committed = try await commit(stage: stage)
+            outcome.loss += committed.penalty
+            outcome.memory = [committed.memory]
             return (stage, outcome)
           }
         }
       }
-      var total = Outcome(busy: Array(repeating: .zero, count: stages.count))
+      var total = Outcome(
+        busy: Array(repeating: .zero, count: stages.count), memory: Array(repeating: .init(), count: stages.count))
       for try await (stage, outcome) in group {
         total.loss += outcome.loss
         total.correct += outcome.correct
         total.busy[stage] = outcome.busy[0]
+        total.memory[stage] = outcome.memory[0]
       }
       return total
     }
@@ -137,8 +143,9 @@ struct PipelineRun {
     }
   }
 
-  /// Ends the step on `stage`; returns the L2 penalty of its variables.
-  private func commit(stage: Int) async throws -> Double {
+  /// Ends the step on `stage`; returns the L2 penalty of its variables and
+  /// the partition's memory.
+  private func commit(stage: Int) async throws -> Pipemesh_V1_CommitResponse {
     let (response, _) = try await trace.record("commit", stage: stage, replica: replica, step: step) {
       try await stages[stage].call(
         PartitionMethods.commit,
@@ -148,7 +155,7 @@ struct PipelineRun {
           $0.flush = flush
         })
     }
-    return response.penalty
+    return response
   }
 
   /// Sends `call` and records the stage's compute time on the trace (ending

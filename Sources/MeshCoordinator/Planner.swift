@@ -14,6 +14,8 @@ public enum Planner {
     public let parameters: [Int]
     /// The memory budget of the partitions each stage would run on, when known.
     public let budgets: [Int?]
+    /// The rule the stages' memory was planned with.
+    public let memory: StageMemory
 
     public var stages: Int { bounds.count - 1 }
     public func layers(of stage: Int) -> Range<Int> { bounds[stage]..<bounds[stage + 1] }
@@ -29,7 +31,7 @@ public enum Planner {
             $0.endLayer = Int32(layers.upperBound)
             $0.parameters = Int64(parameters[stage])
             $0.estimatedFlops = costs[stage]
-            $0.parameterBytes = Int64(parameters[stage] * StageMemory.bytesPerParameter)
+            $0.parameterBytes = Int64(parameters[stage] * memory.bytesPerParameter)
             $0.memoryBudgetBytes = Int64(budgets[stage] ?? 0)
           }
         }
@@ -50,12 +52,13 @@ public enum Planner {
   /// points (first layer of stages 1…K-1).
   ///
   /// With `budgets` (bytes, one per stage, nil where unknown), a stage may
-  /// hold only the parameters its partitions admit (`StageMemory`): the plan
-  /// is the fastest split that fits, and RESOURCE_EXHAUSTED says what would
-  /// fit when none does.
-  public static func plan(_ model: Sequential, stages: Int, splitPoints: [Int] = [], budgets: [Int?] = []) throws
-    -> Plan
-  {
+  /// hold only the parameters its partitions admit by `memory`: the plan is
+  /// the fastest split that fits, and RESOURCE_EXHAUSTED says what would fit
+  /// when none does.
+  public static func plan(
+    _ model: Sequential, stages: Int, splitPoints: [Int] = [], budgets: [Int?] = [],
+    memory: StageMemory = .mostSlots
+  ) throws -> Plan {
     let costs = model.layerCosts.enumerated().map { index, cost in
       Double(max(cost.trainingFlops(computesInputGradient: index > 0), 1))
     }
@@ -66,7 +69,7 @@ public enum Planner {
     }
     let budgets = budgets.isEmpty ? [Int?](repeating: nil, count: stages) : budgets
     precondition(budgets.count == stages, "one budget (or nil) per stage")
-    let room = budgets.map { $0.map(StageMemory.room(within:)) }
+    let room = budgets.map { $0.map(memory.room(within:)) }
     let bounds: [Int]
     if !splitPoints.isEmpty {
       bounds = [0] + splitPoints + [count]
@@ -81,30 +84,30 @@ public enum Planner {
           throw RPCError(
             .resourceExhausted,
             "stage \(stage) of split points \(splitPoints) has \(held) parameters; its partitions have room for "
-              + "\(room) (--memory-budget-mib, \(StageMemory.bytesPerParameter) bytes a parameter): "
-              + StageMemory.advice(layers: parameters, room: room))
+              + "\(room) (--memory-budget-mib, \(memory.bytesPerParameter) bytes a parameter): "
+              + memory.advice(layers: parameters, room: room))
         }
       }
     } else {
       guard let fitting = balanced(costs, stages: stages, parameters: parameters, room: room) else {
-        throw refusal(parameters: parameters, room: room)
+        throw refusal(parameters: parameters, room: room, memory: memory)
       }
       bounds = fitting
     }
     let ranges = zip(bounds, bounds.dropFirst()).map { $0..<$1 }
     return Plan(
       bounds: bounds, costs: ranges.map { costs[$0].reduce(0, +) },
-      parameters: ranges.map { parameters[$0].reduce(0, +) }, budgets: budgets)
+      parameters: ranges.map { parameters[$0].reduce(0, +) }, budgets: budgets, memory: memory)
   }
 
   /// Why no split fits the partitions' memory, and what would.
-  private static func refusal(parameters: [Int], room: [Int?]) -> RPCError {
+  private static func refusal(parameters: [Int], room: [Int?], memory: StageMemory) -> RPCError {
     RPCError(
       .resourceExhausted,
       "the model's \(parameters.reduce(0, +)) parameters do not fit \(room.count) stages: their partitions have room "
         + "for \(room.map { $0.map(String.init) ?? "any number of" }.joined(separator: ", ")) parameters "
-        + "(--memory-budget-mib, \(StageMemory.bytesPerParameter) bytes a parameter): "
-        + StageMemory.advice(layers: parameters, room: room.compactMap { $0 }.min() ?? 0))
+        + "(--memory-budget-mib, \(memory.bytesPerParameter) bytes a parameter): "
+        + memory.advice(layers: parameters, room: room.compactMap { $0 }.min() ?? 0))
   }
 
   /// Dynamic programming over prefix sums: best[k][i] is the smallest

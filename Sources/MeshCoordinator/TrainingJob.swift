@@ -42,7 +42,8 @@ final class TrainingJob: Sendable {
     try Self.checkOptions(request)
     model = try makeModel(request.model)
     plan = try Planner.plan(
-      model, stages: cluster.stages, splitPoints: request.splitPoints.map { Int($0) }, budgets: budgets)
+      model, stages: cluster.stages, splitPoints: request.splitPoints.map { Int($0) }, budgets: budgets,
+      memory: try StageMemory(optimizer: request.optimizer))
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)
     guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }
@@ -218,9 +219,19 @@ final class TrainingJob: Sendable {
             }
           }
         }
+        let memory = outcomes.enumerated().flatMap { replica, outcome in
+          outcome.memory.enumerated().map { stage, memory in
+            Pipemesh_V1_MemberMemory.with {
+              $0.member = "stage \(stage) replica \(replica)"
+              $0.endpoint = cluster.partitions[stage][replica]
+              $0.memory = memory
+            }
+          }
+        }
         status.withLock {
           $0.step = step
           $0.loss = progress.loss
+          $0.memory = memory
         }
         if !flush { tracedStep = step }
         trace.keep(fromStep: tracedStep > 0 ? tracedStep : step)

@@ -63,4 +63,19 @@ public enum HostMemory {
   private static func physicalMemory() -> Int {
     Int(clamping: ProcessInfo.processInfo.physicalMemory)
   }
+
+  /// This process's resident memory now and at its peak (VmRSS and VmHWM
+  /// from /proc/self/status; zeros where that file is missing).
+  public static func resident() -> (now: Int, peak: Int) {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
+    return (field("VmRSS:", of: status), field("VmHWM:", of: status))
+  }
+
+  /// A "Name:  123 kB" line of /proc/self/status, in bytes.
+  static func field(_ name: String, of status: String) -> Int {
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
+      let kibibytes = line.dropFirst(name.count).split(whereSeparator: \.isWhitespace).first.flatMap({ Int($0) })
+    else { return 0 }
+    return kibibytes * 1024
+  }
 }

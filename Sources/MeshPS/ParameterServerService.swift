@@ -47,6 +47,7 @@ public struct ParameterServerService: RPCService {
       response.checkpointsEnabled = checkpointer != nil
       response.memoryBudgetBytes = Int64(store.budget.limit)
       response.memoryInUseBytes = Int64(store.budget.inUse)
+      response.memory = .current(jobBytes: Int(response.bytes))
       return response
     }
     router.unary(ParameterServerMethods.checkpoint) { _, _ in

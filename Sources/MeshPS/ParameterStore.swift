@@ -25,6 +25,11 @@ public final class ParameterStore: Sendable {
 
   var allJobs: [ParameterJob] { jobs.withLock { Array($0.values) } }
 
+  /// Bytes of values and optimizer slots each job holds, by job name.
+  public var bytesByJob: [String: Int64] {
+    Dictionary(allJobs.map { ($0.name, $0.heldBytes) }) { $0 + $1 }
+  }
+
   /// Creates a job on its first registration; later ones must name the same
   /// consistency.
   func register(_ request: Pipemesh_V1_RegisterRequest) async throws -> Pipemesh_V1_RegisterResponse {

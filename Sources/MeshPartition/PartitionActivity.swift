@@ -10,6 +10,9 @@ public final class PartitionActivity: Sendable {
     public var commits = 0
     /// Micro-batches whose activations are kept for their backward pass.
     public var keptMicroBatches = 0
+    /// What each loaded job's stage held at its last commit: its variables,
+    /// their slots and the step's gradient sums, in bytes.
+    public var jobBytes: [String: Int] = [:]
   }
 
   private let counts = Mutex(Counts())

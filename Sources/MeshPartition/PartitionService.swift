@@ -146,14 +146,15 @@ public final class PartitionService: RPCService, Sendable {
     }
     let layers = Int(request.firstLayer)..<Int(request.endLayer)
     let parameters = model.layers[layers].reduce(0) { $0 + $1.parameterCount }
-    let room = StageMemory.room(within: parameterBudget)
+    let memory = try StageMemory(optimizer: request.optimizer)
+    let room = memory.room(within: parameterBudget)
     guard parameters <= room else {
       throw RPCError(
         .resourceExhausted,
         "stage \(request.stage) has \(parameters) parameters, which with their gradients and optimizer slots need "
-          + "\(HostMemory.describe(parameters * StageMemory.bytesPerParameter)); this partition's budget is "
+          + "\(HostMemory.describe(parameters * memory.bytesPerParameter)); this partition's budget is "
           + "\(HostMemory.describe(parameterBudget)) (--memory-budget-mib), room for \(room) parameters: "
-          + StageMemory.advice(layers: model.layers.map(\.parameterCount), room: room))
+          + memory.advice(layers: model.layers.map(\.parameterCount), room: room))
     }
     guard !request.parameterServers.isEmpty, request.parameterServers.count <= 1024 else {
       throw RPCError(

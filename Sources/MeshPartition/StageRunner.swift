@@ -474,6 +474,7 @@ actor StageRunner {
   /// (the job was unloaded).
   func close() {
     turns.close(RPCError(.aborted, "job \(job) was unloaded from this partition"))
+    activity.update { $0.jobBytes[job] = nil }
   }
 
   /// Refuses a call of a step that is committed (or of an unloaded job).
@@ -511,6 +512,11 @@ actor StageRunner {
     }
     var response = Pipemesh_V1_CommitResponse()
     response.penalty = Double(model.penalty(variables: variables, layers: layers))
+    // What the stage holds at its fullest: its variables, their slots and the step's gradient sums.
+    let heldTensors =
+      Array(variables.values) + accumulated.values + (localUpdates?.slots.values.flatMap(\.values) ?? [])
+    let jobBytes = heldTensors.reduce(0) { $0 + $1.scalarCount * 4 }
+    response.memory = .current(jobBytes: jobBytes)
     if !accumulated.isEmpty {
       // The ps refuses a non-finite gradient; so does the stage that applies
       // its own (one rule on both paths). The sums stay, so the refusal is
@@ -560,7 +566,10 @@ actor StageRunner {
       }
     }
     response.version = versions.values.min() ?? 0
-    activity.update { $0.commits += 1 }
+    activity.update {
+      $0.commits += 1
+      $0.jobBytes[job] = jobBytes
+    }
     forwards.forget { $0.step <= step }
     backwards.forget { $0.step <= step }
     weightCalls.forget { $0.step <= step }

@@ -1,18 +1,35 @@
+import MeshProto
+import MeshTensor
+
 /// What a stage's parameters take on a partition: the rule a partition admits
 /// a stage by, and the planner plans with (see docs/big-models.md).
-public enum StageMemory {
+public struct StageMemory: Sendable, Equatable {
+  /// Optimizer slots per parameter that the stage may keep.
+  public let slots: Int
+
+  /// For a job's optimizer: its slots (0 for SGD, 1 for momentum, Adagrad
+  /// and RMSProp, 2 for Adam and AdamW).
+  public init(optimizer: Pipemesh_V1_OptimizerSpec) throws {
+    slots = try makeOptimizer(optimizer).slotNames.count
+  }
+
+  /// For an optimizer not known yet: the most any keeps (two).
+  public static let mostSlots = StageMemory(slots: 2)
+
+  init(slots: Int) { self.slots = slots }
+
   /// Bytes a stage holds per parameter at most: the variable, its gradient
-  /// sum and, applying its own updates, up to two optimizer slots (four
-  /// float32 copies; the ps draws initial values, and updates are in place).
-  public static let bytesPerParameter = 4 * 4
+  /// sum and, applying its own updates, its optimizer's slots (float32 each;
+  /// the ps draws initial values, and updates are in place).
+  public var bytesPerParameter: Int { 4 * (2 + slots) }
 
   /// The most parameters one stage may have on a partition of `budget` bytes.
-  public static func room(within budget: Int) -> Int { max(0, budget) / bytesPerParameter }
+  public func room(within budget: Int) -> Int { max(0, budget) / bytesPerParameter }
 
   /// What would fit instead, for a model whose layers have `layers`
   /// parameters: the least number of stages of `room` parameters each that
   /// hold its layers (whole, in order), or the budget its largest layer needs.
-  public static func advice(layers: [Int], room: Int) -> String {
+  public func advice(layers: [Int], room: Int) -> String {
     let total = layers.reduce(0, +)
     if let largest = layers.indices.max(by: { layers[$0] < layers[$1] }), layers[largest] > room {
       let mebibytes = (layers[largest] * bytesPerParameter + (1 << 20) - 1) >> 20

@@ -36,6 +36,10 @@ struct ServiceHost {
   ) async throws {
     // Trapped before the port opens, so that a SIGTERM at any time drains.
     let signals = await terminationSignals()
+    metrics.gauge("pipemesh_process_resident_bytes", help: "Resident memory of this process, now and at its peak.") {
+      let resident = HostMemory.resident()
+      return [(["at": "now"], Double(resident.now)), (["at": "peak"], Double(resident.peak))]
+    }
     let diagnostics = DiagnosticsService(
       role: role, services: services.map(\.serviceName), memoryBudgetBytes: memoryBudget)
     // Failing to listen is a configuration error (a taken port, an address not

@@ -11,6 +11,9 @@ enum ParameterServerMetrics {
     registry.gauge("pipemesh_ps_bytes", help: "Bytes of values and optimizer slots held.") {
       [([:], Double(stats().bytes))]
     }
+    registry.gauge("pipemesh_ps_job_bytes", help: "Bytes of values and optimizer slots each job holds.") {
+      store.bytesByJob.map { (["job": $0.key], Double($0.value)) }
+    }
     registry.gauge("pipemesh_ps_max_version", help: "Highest version of any variable (updates applied to it).") {
       [([:], Double(stats().maxVersion))]
     }
@@ -49,6 +52,12 @@ enum PartitionMetrics {
       "pipemesh_partition_kept_micro_batches", help: "Micro-batches waiting for their backward pass (queue depth)."
     ) {
       [([:], Double(activity.snapshot.keptMicroBatches))]
+    }
+    registry.gauge(
+      "pipemesh_partition_job_bytes",
+      help: "Bytes each loaded job's stage held at its last commit: variables, optimizer slots, gradient sums."
+    ) {
+      activity.snapshot.jobBytes.map { (["job": $0.key], Double($0.value)) }
     }
     registry.gauge("pipemesh_partition_passes", help: "Forward and backward passes and commits run.") {
       let counts = activity.snapshot

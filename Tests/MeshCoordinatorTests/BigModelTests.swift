@@ -69,6 +69,20 @@ import Testing
     let parameters = 16 * 4200 + 4200 + 4200 * 4096 + 4096 + 4096 * 4 + 4
     #expect(heldBytes == Int64(parameters * 4))
 
+    // The job's memory on each process: each partition held its stage's
+    // weights and gradient sums at its last commit (SGD keeps no slots), and
+    // each ps task its share of the model once the stages assigned it.
+    let job = try await RPCClient(target: coordinator.endpoint).call(
+      CoordinatorMethods.getJob, .with { $0.job = "big" })
+    let partitionMemory = job.memory.filter { $0.member.hasPrefix("stage") }
+    #expect(partitionMemory.count == 2 && job.memory.count == 4, "\(job.memory)")
+    #expect(partitionMemory.map(\.memory.jobBytes).reduce(0, +) == Int64(2 * 4 * parameters))
+    for member in job.memory {
+      #expect(member.memory.peakResidentBytes >= member.memory.jobBytes, "\(member)")
+    }
+    #expect(
+      job.memory.filter { $0.member.hasPrefix("ps") }.map(\.memory.jobBytes).reduce(0, +) == Int64(4 * parameters))
+
     // The trained weights, through inference on all 32 inputs.
     let inferred = try await RPCClient(target: coordinator.endpoint).call(
       CoordinatorMethods.infer,

@@ -57,7 +57,7 @@ import Testing
     // Five equal layers of 4,160 parameters (66,560 bytes at 16 a parameter); time alone splits 3|2.
     let model = try makeModel(try mlp(inputSize: 64, hidden: 4, classes: 64))
     let layer = 64 * 64 + 64
-    let bytes = StageMemory.bytesPerParameter * layer
+    let bytes = StageMemory.mostSlots.bytesPerParameter * layer
     #expect(try Planner.plan(model, stages: 2, budgets: [3 * bytes, 3 * bytes]).bounds == [0, 3, 5])
     // Room for two layers on the first partition: the time-balanced 3|2 does not fit, 2|3 does.
     let fitting = try Planner.plan(model, stages: 2, budgets: [2 * bytes, nil])
@@ -70,6 +70,10 @@ import Testing
     }
     #expect(refused?.code == .resourceExhausted)
     #expect(refused?.message.contains("over at least 3 stages") == true, "\(String(describing: refused))")
+    // With SGD a stage keeps no slots: 8 bytes a parameter, so the same partitions hold four layers each.
+    let sgd = try StageMemory(optimizer: .with { $0.sgd = .init() })
+    #expect(sgd.bytesPerParameter == 8)
+    #expect(try Planner.plan(model, stages: 2, budgets: [2 * bytes, 2 * bytes], memory: sgd).bounds == [0, 3, 5])
     // A layer larger than any partition's room is named.
     let tooBig = #expect(throws: RPCError.self) { try Planner.plan(model, stages: 2, budgets: [bytes / 2, bytes / 2]) }
     #expect(tooBig?.message.contains("alone has \(layer)") == true, "\(String(describing: tooBig))")

@@ -133,6 +133,16 @@ private struct CgroupTree {
     #expect(HostMemory.describe(4 << 30) == "4096.0 MiB (4294967296 bytes)")
   }
 
+  @Test func residentMemoryIsReadFromProcStatus() {
+    let status = "Name:\tpipemesh\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\nThreads:\t9\n"
+    #expect(HostMemory.field("VmRSS:", of: status) == 100 << 20)
+    #expect(HostMemory.field("VmHWM:", of: status) == 200 << 20)
+    #expect(HostMemory.field("VmSwap:", of: status) == 0)
+    // This process: something resident, and a peak at least as high.
+    let resident = HostMemory.resident()
+    #expect(resident.now > 0 && resident.peak >= resident.now)
+  }
+
   @Test func defaultBudgetIsAtMostHalfThePhysicalMemory() {
     let budget = HostMemory.defaultBudget()
     #expect(budget > 0)

@@ -40,6 +40,12 @@ import Testing
     #expect(status.status == 0)
     let job = try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any]
     #expect(job?["state"] as? String == "JOB_STATE_SUCCEEDED", "\(status.output)")
+    // Without --json: the job's line, then one line per process it ran on with its memory.
+    let memory = try await pipemesh(
+      ["status", "--coordinator", coordinator.endpoint, "--job", "cli-mlp"], in: directory)
+    let memberLines = memory.output.split(separator: "\n").filter { $0.hasPrefix("  ") }
+    #expect(memberLines.contains { $0.contains("stage 0 replica 0") && $0.contains("resident ") }, "\(memory.output)")
+    #expect(memberLines.contains { $0.hasPrefix("  ps 0") && $0.contains("this job ") }, "\(memory.output)")
 
     let jobs = try await pipemesh(["jobs", "--coordinator", coordinator.endpoint], in: directory)
     #expect(jobs.status == 0 && jobs.output.contains("cli-mlp\tsucceeded"), "\(jobs.output)")

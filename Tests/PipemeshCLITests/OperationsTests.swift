@@ -77,6 +77,10 @@ import Testing
     #expect(text.contains("pipemesh_ps_variables 1"))
     #expect(text.contains("pipemesh_ps_checkpoint_age_seconds -1"))
     #expect(text.contains("pipemesh_ps_staleness_max 0"))
+    // The job's 4 float32 values, and the process's resident memory.
+    #expect(text.contains("pipemesh_ps_job_bytes{job=\"scraped\"} 16"), "\(text)")
+    let resident = text.split(separator: "\n").first { $0.hasPrefix("pipemesh_process_resident_bytes{at=\"now\"} ") }
+    #expect((resident?.split(separator: " ").last.flatMap { Double($0) } ?? 0) > 1_000_000, "\(text)")
     #expect(text.contains("# TYPE pipemesh_rpc_duration_seconds histogram"))
   }
 }

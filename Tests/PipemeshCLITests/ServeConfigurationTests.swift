@@ -178,9 +178,10 @@ import Testing
           }
           $0.endLayer = 1
           $0.parameterServers = [ps.endpoint]
+          $0.optimizer = .with { $0.adam = .init() }
         })
     }
-    // 64 × 1024 + 1024 = 66,560 parameters need 1.02 MiB at four copies; 1 MiB holds 65,536.
+    // With Adam, 64 × 1024 + 1024 = 66,560 parameters need 1.02 MiB at four copies; 1 MiB holds 65,536.
     let error = await #expect(throws: RPCError.self) { try await load(job: "big", units: 1024) }
     #expect(error?.code == .resourceExhausted, "\(String(describing: error))")
     #expect(error?.message.contains("66560 parameters") == true, "\(String(describing: error))")

@@ -133,11 +133,25 @@ public nonisolated struct Pipemesh_V1_PlanRequest: Sendable {
   /// Valid: empty, or stages - 1 strictly increasing layer indices in 1 to layers - 1.
   public var splitPoints: [Int32] = []
 
+  /// The optimizer the job would train with: a stage that applies its own
+  /// updates keeps its slots, so they count in its memory. Unset counts two
+  /// slots a parameter, the most any optimizer keeps.
+  /// Valid: see OptimizerSpec.
+  public var optimizer: Pipemesh_V1_OptimizerSpec {
+    get {_optimizer ?? Pipemesh_V1_OptimizerSpec()}
+    set {_optimizer = newValue}
+  }
+  /// Returns true if `optimizer` has been explicitly set.
+  public var hasOptimizer: Bool {self._optimizer != nil}
+  /// Clears the value of `optimizer`. Subsequent reads from it will return its default value.
+  public mutating func clearOptimizer() {self._optimizer = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _model: Pipemesh_V1_ModelSpec? = nil
+  fileprivate var _optimizer: Pipemesh_V1_OptimizerSpec? = nil
 }
 
 public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
@@ -157,8 +171,9 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
   /// (forward and backward).
   public var estimatedFlops: Double = 0
 
-  /// What a partition admits the stage's parameters at: 16 bytes each (the
-  /// weights, their gradient sum, two optimizer slots; see docs/big-models.md).
+  /// What a partition admits the stage's parameters at: 4 bytes each for the
+  /// weights, their gradient sum and each optimizer slot (8 a parameter with
+  /// SGD, 16 with Adam; see docs/big-models.md).
   public var parameterBytes: Int64 = 0
 
   /// The least memory budget (--memory-budget-mib) among the partitions that
@@ -572,9 +587,39 @@ public nonisolated struct Pipemesh_V1_Job: Sendable {
   /// coordinator authenticates no one.
   public var owner: String = String()
 
+  /// The memory of each process the job runs on: its partitions as of their
+  /// last commit, its ps tasks when the job is read.
+  public var memory: [Pipemesh_V1_MemberMemory] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_MemberMemory: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "stage 0 replica 0", "ps 1".
+  public var member: String = String()
+
+  public var endpoint: String = String()
+
+  public var memory: Pipemesh_V1_ProcessMemory {
+    get {_memory ?? Pipemesh_V1_ProcessMemory()}
+    set {_memory = newValue}
+  }
+  /// Returns true if `memory` has been explicitly set.
+  public var hasMemory: Bool {self._memory != nil}
+  /// Clears the value of `memory`. Subsequent reads from it will return its default value.
+  public mutating func clearMemory() {self._memory = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _memory: Pipemesh_V1_ProcessMemory? = nil
 }
 
 public nonisolated struct Pipemesh_V1_GetJobRequest: Sendable {
@@ -640,7 +685,7 @@ nonisolated extension Pipemesh_V1_JobState: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -651,6 +696,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
       case 1: try { try decoder.decodeSingularMessageField(value: &self._model) }()
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.stages) }()
       case 3: try { try decoder.decodeRepeatedInt32Field(value: &self.splitPoints) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._optimizer) }()
       default: break
       }
     }
@@ -670,6 +716,9 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
     if !self.splitPoints.isEmpty {
       try visitor.visitPackedInt32Field(value: self.splitPoints, fieldNumber: 3)
     }
+    try { if let v = self._optimizer {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -677,6 +726,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
     if lhs._model != rhs._model {return false}
     if lhs.stages != rhs.stages {return false}
     if lhs.splitPoints != rhs.splitPoints {return false}
+    if lhs._optimizer != rhs._optimizer {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1341,7 +1391,7 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1356,6 +1406,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.owner) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.memory) }()
       default: break
       }
     }
@@ -1383,6 +1434,9 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.owner.isEmpty {
       try visitor.visitSingularStringField(value: self.owner, fieldNumber: 7)
     }
+    if !self.memory.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.memory, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1394,6 +1448,51 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.loss != rhs.loss {return false}
     if lhs.error != rhs.error {return false}
     if lhs.owner != rhs.owner {return false}
+    if lhs.memory != rhs.memory {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_MemberMemory: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MemberMemory"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}member\0\u{1}endpoint\0\u{1}memory\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.member) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._memory) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.member.isEmpty {
+      try visitor.visitSingularStringField(value: self.member, fieldNumber: 1)
+    }
+    if !self.endpoint.isEmpty {
+      try visitor.visitSingularStringField(value: self.endpoint, fieldNumber: 2)
+    }
+    try { if let v = self._memory {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_MemberMemory, rhs: Pipemesh_V1_MemberMemory) -> Bool {
+    if lhs.member != rhs.member {return false}
+    if lhs.endpoint != rhs.endpoint {return false}
+    if lhs._memory != rhs._memory {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -560,52 +560,106 @@ public nonisolated struct Pipemesh_V1_StatsRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Pipemesh_V1_StatsResponse: Sendable {
+public nonisolated struct Pipemesh_V1_StatsResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Over the jobs asked for (all jobs when `job` is empty).
-  public var variables: Int64 = 0
+  public var variables: Int64 {
+    get {_storage._variables}
+    set {_uniqueStorage()._variables = newValue}
+  }
 
-  public var bytes: Int64 = 0
+  public var bytes: Int64 {
+    get {_storage._bytes}
+    set {_uniqueStorage()._bytes = newValue}
+  }
 
-  public var pushesApplied: Int64 = 0
+  public var pushesApplied: Int64 {
+    get {_storage._pushesApplied}
+    set {_uniqueStorage()._pushesApplied = newValue}
+  }
 
-  public var pushesRefusedStale: Int64 = 0
+  public var pushesRefusedStale: Int64 {
+    get {_storage._pushesRefusedStale}
+    set {_uniqueStorage()._pushesRefusedStale = newValue}
+  }
 
-  public var pushesRefusedNonFinite: Int64 = 0
+  public var pushesRefusedNonFinite: Int64 {
+    get {_storage._pushesRefusedNonFinite}
+    set {_uniqueStorage()._pushesRefusedNonFinite = newValue}
+  }
 
-  public var pulls: Int64 = 0
+  public var pulls: Int64 {
+    get {_storage._pulls}
+    set {_uniqueStorage()._pulls = newValue}
+  }
 
   /// Seconds since the last checkpoint was written; -1 when none.
-  public var checkpointAgeSeconds: Double = 0
+  public var checkpointAgeSeconds: Double {
+    get {_storage._checkpointAgeSeconds}
+    set {_uniqueStorage()._checkpointAgeSeconds = newValue}
+  }
 
-  public var pushesDuplicate: Int64 = 0
+  public var pushesDuplicate: Int64 {
+    get {_storage._pushesDuplicate}
+    set {_uniqueStorage()._pushesDuplicate = newValue}
+  }
 
   /// Highest version of any variable.
-  public var maxVersion: Int64 = 0
+  public var maxVersion: Int64 {
+    get {_storage._maxVersion}
+    set {_uniqueStorage()._maxVersion = newValue}
+  }
 
   /// Staleness of applied async and bounded pushes: versions between a
   /// gradient's base version and its variable's version when applied.
-  public var maxStaleness: Int64 = 0
+  public var maxStaleness: Int64 {
+    get {_storage._maxStaleness}
+    set {_uniqueStorage()._maxStaleness = newValue}
+  }
 
-  public var meanStaleness: Double = 0
+  public var meanStaleness: Double {
+    get {_storage._meanStaleness}
+    set {_uniqueStorage()._meanStaleness = newValue}
+  }
 
   /// Whether this task writes checkpoints (it was started with a checkpoint
   /// directory).
-  public var checkpointsEnabled: Bool = false
+  public var checkpointsEnabled: Bool {
+    get {_storage._checkpointsEnabled}
+    set {_uniqueStorage()._checkpointsEnabled = newValue}
+  }
 
   /// This task's memory budget for variables and optimizer slots (all jobs),
   /// and what they take now, in bytes: a registration beyond the budget is
   /// refused with RESOURCE_EXHAUSTED.
-  public var memoryBudgetBytes: Int64 = 0
+  public var memoryBudgetBytes: Int64 {
+    get {_storage._memoryBudgetBytes}
+    set {_uniqueStorage()._memoryBudgetBytes = newValue}
+  }
 
-  public var memoryInUseBytes: Int64 = 0
+  public var memoryInUseBytes: Int64 {
+    get {_storage._memoryInUseBytes}
+    set {_uniqueStorage()._memoryInUseBytes = newValue}
+  }
+
+  /// This process's resident memory, and the bytes the jobs asked for hold.
+  public var memory: Pipemesh_V1_ProcessMemory {
+    get {_storage._memory ?? Pipemesh_V1_ProcessMemory()}
+    set {_uniqueStorage()._memory = newValue}
+  }
+  /// Returns true if `memory` has been explicitly set.
+  public var hasMemory: Bool {_storage._memory != nil}
+  /// Clears the value of `memory`. Subsequent reads from it will return its default value.
+  public mutating func clearMemory() {_uniqueStorage()._memory = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Pipemesh_V1_AssignRequest: Sendable {
@@ -668,6 +722,28 @@ public nonisolated struct Pipemesh_V1_AssignResponse: Sendable {
   // methods supported on all messages.
 
   public var variables: [Pipemesh_V1_VariableVersion] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A process's memory, and what one job takes of it.
+public nonisolated struct Pipemesh_V1_ProcessMemory: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Resident memory now, and at its peak since the process started (Linux
+  /// VmRSS and VmHWM).
+  public var residentBytes: Int64 = 0
+
+  public var peakResidentBytes: Int64 = 0
+
+  /// What the job holds in it: on a partition, its stage's variables,
+  /// optimizer slots and the step's gradient sums; on a ps task, the job's
+  /// values and slots (Stats.bytes).
+  public var jobBytes: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1635,94 +1711,167 @@ nonisolated extension Pipemesh_V1_StatsRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0\u{3}checkpoints_enabled\0\u{3}memory_budget_bytes\0\u{3}memory_in_use_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0\u{3}checkpoints_enabled\0\u{3}memory_budget_bytes\0\u{3}memory_in_use_bytes\0\u{1}memory\0")
+
+  fileprivate class _StorageClass {
+    var _variables: Int64 = 0
+    var _bytes: Int64 = 0
+    var _pushesApplied: Int64 = 0
+    var _pushesRefusedStale: Int64 = 0
+    var _pushesRefusedNonFinite: Int64 = 0
+    var _pulls: Int64 = 0
+    var _checkpointAgeSeconds: Double = 0
+    var _pushesDuplicate: Int64 = 0
+    var _maxVersion: Int64 = 0
+    var _maxStaleness: Int64 = 0
+    var _meanStaleness: Double = 0
+    var _checkpointsEnabled: Bool = false
+    var _memoryBudgetBytes: Int64 = 0
+    var _memoryInUseBytes: Int64 = 0
+    var _memory: Pipemesh_V1_ProcessMemory? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _variables = source._variables
+      _bytes = source._bytes
+      _pushesApplied = source._pushesApplied
+      _pushesRefusedStale = source._pushesRefusedStale
+      _pushesRefusedNonFinite = source._pushesRefusedNonFinite
+      _pulls = source._pulls
+      _checkpointAgeSeconds = source._checkpointAgeSeconds
+      _pushesDuplicate = source._pushesDuplicate
+      _maxVersion = source._maxVersion
+      _maxStaleness = source._maxStaleness
+      _meanStaleness = source._meanStaleness
+      _checkpointsEnabled = source._checkpointsEnabled
+      _memoryBudgetBytes = source._memoryBudgetBytes
+      _memoryInUseBytes = source._memoryInUseBytes
+      _memory = source._memory
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularInt64Field(value: &self.variables) }()
-      case 2: try { try decoder.decodeSingularInt64Field(value: &self.bytes) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.pushesApplied) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.pushesRefusedStale) }()
-      case 5: try { try decoder.decodeSingularInt64Field(value: &self.pushesRefusedNonFinite) }()
-      case 6: try { try decoder.decodeSingularInt64Field(value: &self.pulls) }()
-      case 7: try { try decoder.decodeSingularDoubleField(value: &self.checkpointAgeSeconds) }()
-      case 8: try { try decoder.decodeSingularInt64Field(value: &self.pushesDuplicate) }()
-      case 9: try { try decoder.decodeSingularInt64Field(value: &self.maxVersion) }()
-      case 10: try { try decoder.decodeSingularInt64Field(value: &self.maxStaleness) }()
-      case 11: try { try decoder.decodeSingularDoubleField(value: &self.meanStaleness) }()
-      case 12: try { try decoder.decodeSingularBoolField(value: &self.checkpointsEnabled) }()
-      case 13: try { try decoder.decodeSingularInt64Field(value: &self.memoryBudgetBytes) }()
-      case 14: try { try decoder.decodeSingularInt64Field(value: &self.memoryInUseBytes) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularInt64Field(value: &_storage._variables) }()
+        case 2: try { try decoder.decodeSingularInt64Field(value: &_storage._bytes) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._pushesApplied) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._pushesRefusedStale) }()
+        case 5: try { try decoder.decodeSingularInt64Field(value: &_storage._pushesRefusedNonFinite) }()
+        case 6: try { try decoder.decodeSingularInt64Field(value: &_storage._pulls) }()
+        case 7: try { try decoder.decodeSingularDoubleField(value: &_storage._checkpointAgeSeconds) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._pushesDuplicate) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._maxVersion) }()
+        case 10: try { try decoder.decodeSingularInt64Field(value: &_storage._maxStaleness) }()
+        case 11: try { try decoder.decodeSingularDoubleField(value: &_storage._meanStaleness) }()
+        case 12: try { try decoder.decodeSingularBoolField(value: &_storage._checkpointsEnabled) }()
+        case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._memoryBudgetBytes) }()
+        case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._memoryInUseBytes) }()
+        case 15: try { try decoder.decodeSingularMessageField(value: &_storage._memory) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.variables != 0 {
-      try visitor.visitSingularInt64Field(value: self.variables, fieldNumber: 1)
-    }
-    if self.bytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.bytes, fieldNumber: 2)
-    }
-    if self.pushesApplied != 0 {
-      try visitor.visitSingularInt64Field(value: self.pushesApplied, fieldNumber: 3)
-    }
-    if self.pushesRefusedStale != 0 {
-      try visitor.visitSingularInt64Field(value: self.pushesRefusedStale, fieldNumber: 4)
-    }
-    if self.pushesRefusedNonFinite != 0 {
-      try visitor.visitSingularInt64Field(value: self.pushesRefusedNonFinite, fieldNumber: 5)
-    }
-    if self.pulls != 0 {
-      try visitor.visitSingularInt64Field(value: self.pulls, fieldNumber: 6)
-    }
-    if self.checkpointAgeSeconds.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.checkpointAgeSeconds, fieldNumber: 7)
-    }
-    if self.pushesDuplicate != 0 {
-      try visitor.visitSingularInt64Field(value: self.pushesDuplicate, fieldNumber: 8)
-    }
-    if self.maxVersion != 0 {
-      try visitor.visitSingularInt64Field(value: self.maxVersion, fieldNumber: 9)
-    }
-    if self.maxStaleness != 0 {
-      try visitor.visitSingularInt64Field(value: self.maxStaleness, fieldNumber: 10)
-    }
-    if self.meanStaleness.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.meanStaleness, fieldNumber: 11)
-    }
-    if self.checkpointsEnabled != false {
-      try visitor.visitSingularBoolField(value: self.checkpointsEnabled, fieldNumber: 12)
-    }
-    if self.memoryBudgetBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.memoryBudgetBytes, fieldNumber: 13)
-    }
-    if self.memoryInUseBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.memoryInUseBytes, fieldNumber: 14)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._variables != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._variables, fieldNumber: 1)
+      }
+      if _storage._bytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._bytes, fieldNumber: 2)
+      }
+      if _storage._pushesApplied != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._pushesApplied, fieldNumber: 3)
+      }
+      if _storage._pushesRefusedStale != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._pushesRefusedStale, fieldNumber: 4)
+      }
+      if _storage._pushesRefusedNonFinite != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._pushesRefusedNonFinite, fieldNumber: 5)
+      }
+      if _storage._pulls != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._pulls, fieldNumber: 6)
+      }
+      if _storage._checkpointAgeSeconds.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._checkpointAgeSeconds, fieldNumber: 7)
+      }
+      if _storage._pushesDuplicate != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._pushesDuplicate, fieldNumber: 8)
+      }
+      if _storage._maxVersion != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._maxVersion, fieldNumber: 9)
+      }
+      if _storage._maxStaleness != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._maxStaleness, fieldNumber: 10)
+      }
+      if _storage._meanStaleness.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._meanStaleness, fieldNumber: 11)
+      }
+      if _storage._checkpointsEnabled != false {
+        try visitor.visitSingularBoolField(value: _storage._checkpointsEnabled, fieldNumber: 12)
+      }
+      if _storage._memoryBudgetBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._memoryBudgetBytes, fieldNumber: 13)
+      }
+      if _storage._memoryInUseBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._memoryInUseBytes, fieldNumber: 14)
+      }
+      try { if let v = _storage._memory {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_StatsResponse, rhs: Pipemesh_V1_StatsResponse) -> Bool {
-    if lhs.variables != rhs.variables {return false}
-    if lhs.bytes != rhs.bytes {return false}
-    if lhs.pushesApplied != rhs.pushesApplied {return false}
-    if lhs.pushesRefusedStale != rhs.pushesRefusedStale {return false}
-    if lhs.pushesRefusedNonFinite != rhs.pushesRefusedNonFinite {return false}
-    if lhs.pulls != rhs.pulls {return false}
-    if lhs.checkpointAgeSeconds != rhs.checkpointAgeSeconds {return false}
-    if lhs.pushesDuplicate != rhs.pushesDuplicate {return false}
-    if lhs.maxVersion != rhs.maxVersion {return false}
-    if lhs.maxStaleness != rhs.maxStaleness {return false}
-    if lhs.meanStaleness != rhs.meanStaleness {return false}
-    if lhs.checkpointsEnabled != rhs.checkpointsEnabled {return false}
-    if lhs.memoryBudgetBytes != rhs.memoryBudgetBytes {return false}
-    if lhs.memoryInUseBytes != rhs.memoryInUseBytes {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._variables != rhs_storage._variables {return false}
+        if _storage._bytes != rhs_storage._bytes {return false}
+        if _storage._pushesApplied != rhs_storage._pushesApplied {return false}
+        if _storage._pushesRefusedStale != rhs_storage._pushesRefusedStale {return false}
+        if _storage._pushesRefusedNonFinite != rhs_storage._pushesRefusedNonFinite {return false}
+        if _storage._pulls != rhs_storage._pulls {return false}
+        if _storage._checkpointAgeSeconds != rhs_storage._checkpointAgeSeconds {return false}
+        if _storage._pushesDuplicate != rhs_storage._pushesDuplicate {return false}
+        if _storage._maxVersion != rhs_storage._maxVersion {return false}
+        if _storage._maxStaleness != rhs_storage._maxStaleness {return false}
+        if _storage._meanStaleness != rhs_storage._meanStaleness {return false}
+        if _storage._checkpointsEnabled != rhs_storage._checkpointsEnabled {return false}
+        if _storage._memoryBudgetBytes != rhs_storage._memoryBudgetBytes {return false}
+        if _storage._memoryInUseBytes != rhs_storage._memoryInUseBytes {return false}
+        if _storage._memory != rhs_storage._memory {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1842,6 +1991,46 @@ nonisolated extension Pipemesh_V1_AssignResponse: SwiftProtobuf.Message, SwiftPr
 
   public static func ==(lhs: Pipemesh_V1_AssignResponse, rhs: Pipemesh_V1_AssignResponse) -> Bool {
     if lhs.variables != rhs.variables {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_ProcessMemory: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProcessMemory"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}resident_bytes\0\u{3}peak_resident_bytes\0\u{3}job_bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.residentBytes) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.peakResidentBytes) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.jobBytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.residentBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.residentBytes, fieldNumber: 1)
+    }
+    if self.peakResidentBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.peakResidentBytes, fieldNumber: 2)
+    }
+    if self.jobBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.jobBytes, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_ProcessMemory, rhs: Pipemesh_V1_ProcessMemory) -> Bool {
+    if lhs.residentBytes != rhs.residentBytes {return false}
+    if lhs.peakResidentBytes != rhs.peakResidentBytes {return false}
+    if lhs.jobBytes != rhs.jobBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

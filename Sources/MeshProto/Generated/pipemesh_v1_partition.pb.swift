@@ -491,9 +491,21 @@ public nonisolated struct Pipemesh_V1_CommitResponse: Sendable {
   /// the update: the stage's part of the step's L2 penalty.
   public var penalty: Double = 0
 
+  /// The partition's memory, and what this job's stage holds of it.
+  public var memory: Pipemesh_V1_ProcessMemory {
+    get {_memory ?? Pipemesh_V1_ProcessMemory()}
+    set {_memory = newValue}
+  }
+  /// Returns true if `memory` has been explicitly set.
+  public var hasMemory: Bool {self._memory != nil}
+  /// Clears the value of `memory`. Subsequent reads from it will return its default value.
+  public mutating func clearMemory() {self._memory = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _memory: Pipemesh_V1_ProcessMemory? = nil
 }
 
 public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
@@ -1212,7 +1224,7 @@ nonisolated extension Pipemesh_V1_CommitRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_CommitResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CommitResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}penalty\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}penalty\0\u{1}memory\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1222,24 +1234,33 @@ nonisolated extension Pipemesh_V1_CommitResponse: SwiftProtobuf.Message, SwiftPr
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.penalty) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._memory) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.version != 0 {
       try visitor.visitSingularInt64Field(value: self.version, fieldNumber: 1)
     }
     if self.penalty.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.penalty, fieldNumber: 2)
     }
+    try { if let v = self._memory {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_CommitResponse, rhs: Pipemesh_V1_CommitResponse) -> Bool {
     if lhs.version != rhs.version {return false}
     if lhs.penalty != rhs.penalty {return false}
+    if lhs._memory != rhs._memory {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -154,13 +154,16 @@ struct Plan: AsyncParsableCommand {
 
   private func planLocally(_ request: Pipemesh_V1_PlanRequest) throws -> Pipemesh_V1_PlanResponse {
     let model = try makeModel(request.model)
-    let plan = try Planner.plan(model, stages: Int(request.stages), splitPoints: request.splitPoints.map { Int($0) })
+    let plan = try Planner.plan(
+      model, stages: Int(request.stages), splitPoints: request.splitPoints.map { Int($0) },
+      memory: request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots)
     return plan.response
   }
 }
 
 struct Status: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Show a job's state, step and loss.")
+  static let configuration = CommandConfiguration(
+    abstract: "Show a job's state, step and loss, and the memory of each process it runs on.")
 
   @OptionGroup var client: ClientOptions
 
@@ -168,7 +171,7 @@ struct Status: AsyncParsableCommand {
   var job: String
 
   func run() async throws {
-    try await client.showJob(CoordinatorMethods.getJob, .with { $0.job = job })
+    try await client.showJob(CoordinatorMethods.getJob, .with { $0.job = job }, withMemory: true)
   }
 }
 
@@ -199,18 +202,28 @@ struct Cancel: AsyncParsableCommand {
 }
 
 extension ClientOptions {
-  /// Prints a job as JSON, or as one tab-separated line.
-  func show(_ job: Pipemesh_V1_Job) throws {
+  /// Prints a job as JSON, or as one tab-separated line (and, `withMemory`,
+  /// a line for each process it runs on).
+  func show(_ job: Pipemesh_V1_Job, withMemory: Bool = false) throws {
     guard !json else { return try printJSON(job) }
     say(
       "\(job.job)\t\(job.state)\tstep \(job.step)/\(job.totalSteps)\tloss \(String(format: "%.4f", job.loss))"
         + (job.error.isEmpty ? "" : "\t\(job.error)"))
+    guard withMemory else { return }
+    func gigabytes(_ bytes: Int64) -> String { String(format: "%.2f GB", Double(bytes) / 1e9) }
+    for member in job.memory {
+      say(
+        "  \(member.member)\t\(member.endpoint)\tresident \(gigabytes(member.memory.residentBytes)) "
+          + "(peak \(gigabytes(member.memory.peakResidentBytes)))\tthis job \(gigabytes(member.memory.jobBytes))")
+    }
   }
 }
 
 extension ClientOptions {
   /// Calls a method that answers with one job and shows the job.
-  func showJob<Request>(_ method: UnaryMethod<Request, Pipemesh_V1_Job>, _ request: Request) async throws {
-    try await withExitCodes { try show(try await client().call(method, request)) }
+  func showJob<Request>(
+    _ method: UnaryMethod<Request, Pipemesh_V1_Job>, _ request: Request, withMemory: Bool = false
+  ) async throws {
+    try await withExitCodes { try show(try await client().call(method, request), withMemory: withMemory) }
   }
 }
