@@ -10,6 +10,12 @@ parameters it holds. Prints one JSON object per line, then a Markdown table.
   bench/scale/run                          MLP 784-8192-8192-8192-10 (141 M parameters), 2 rounds
   bench/scale/run --quick                  a smaller MLP, 1 round: checks that it works
   bench/scale/run --layers 784,4096,4096,10 --stages 2 --ps 2 --rounds 3
+  bench/scale/run --bigger                 MLP 784-12288-12288-12288-10 (312 M parameters), every
+                                           process limited to 2 GiB: PyTorch does not fit, the mesh does
+
+--memory-limit-mib runs each process (PyTorch, each ps task and partition) in a memory cgroup of its
+own with that limit (cgroup v2, or v1's memory controller; needs root), so a process over it is
+killed as the kernel would kill it in a container.
 """
 import argparse
 import json
@@ -52,20 +58,63 @@ print(json.dumps({"samples_per_second": batch * steps / elapsed,
 """
 
 
-def torch_run(python, layers, batch, steps, threads, lr):
-    out = subprocess.run([python, "-c", TORCH_RUN, json.dumps([layers, batch, steps, threads, lr])],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+class MemoryLimit:
+    """A memory cgroup with a limit, which a command starts in (so everything it allocates counts)."""
+
+    def __init__(self, name, limit_bytes):
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            self.path, files = f"/sys/fs/cgroup/pipemesh-scale-{name}", ["memory.max", "memory.swap.max"]
+        else:
+            self.path, files = f"/sys/fs/cgroup/memory/pipemesh-scale-{name}", ["memory.limit_in_bytes",
+                                                                              "memory.memsw.limit_in_bytes"]
+        os.makedirs(self.path, exist_ok=True)
+        for index, file in enumerate(files):
+            target = os.path.join(self.path, file)
+            if os.path.exists(target):  # no swap either: over the limit is killed, not paged out
+                with open(target, "w") as f:
+                    f.write(str(limit_bytes) if index == 0 or "memsw" in file else "0")
+
+    def command(self, argv):
+        return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', self.path] + argv
+
+    def remove(self):
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass
+
+
+def limited(a, name, argv):
+    """argv in a cgroup of its own when the run limits memory; returns the command and the cgroup."""
+    if not a.memory_limit_mib:
+        return argv, None
+    limit = MemoryLimit(name, a.memory_limit_mib << 20)
+    return limit.command(argv), limit
+
+
+def torch_run(a, layers, threads):
+    argv, limit = limited(a, f"torch{threads}", [a.python, "-c", TORCH_RUN,
+                                                 json.dumps([layers, a.batch, a.steps, threads, a.lr])])
+    try:
+        run = subprocess.run(argv, capture_output=True, text=True)
+    finally:
+        if limit:
+            limit.remove()
+    if run.returncode in (-9, 137) and a.memory_limit_mib:
+        return {"samples_per_second": None, "killed": f"killed at the {a.memory_limit_mib} MiB limit"}
+    if run.returncode != 0:
+        raise RuntimeError(f"PyTorch failed ({run.returncode}): {run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 class Service:
     """One `pipemesh serve` process; its endpoint read from its 'listening on' line."""
 
-    def __init__(self, binary, role, args, log_dir, name, env=None):
+    def __init__(self, a, role, args, log_dir, name, env=None):
         self.name = name
         self.log = open(os.path.join(log_dir, f"{name}.log"), "w")
-        self.process = subprocess.Popen([binary, "serve", role, "--listen", "127.0.0.1:0"] + args,
-                                        stdout=subprocess.PIPE, stderr=self.log, text=True,
+        argv, self.limit = limited(a, name, [a.pipemesh, "serve", role, "--listen", "127.0.0.1:0"] + args)
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                         env={**os.environ, **(env or {})})
         prefix = f"{role} listening on "
         deadline = time.monotonic() + 60
@@ -100,6 +149,8 @@ class Service:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+        if self.limit:
+            self.limit.remove()
 
 
 class MeshMemory:
@@ -127,12 +178,13 @@ def pipemesh_run(a, work, round_index, stage_parameters):
     services = []
     try:
         env = dict(pair.split("=", 1) for pair in a.service_env)
-        ps = [Service(a.pipemesh, "ps", [], logs, f"ps{i}", env) for i in range(a.ps)]
+        ps = [Service(a, "ps", [], logs, f"ps{i}", env) for i in range(a.ps)]
         services += ps
-        partitions = [Service(a.pipemesh, "partition", ["--blas-threads", "1"], logs, f"partition{i}", env)
+        budget = ["--memory-budget-mib", str(a.partition_budget_mib)] if a.partition_budget_mib else []
+        partitions = [Service(a, "partition", ["--blas-threads", "1"] + budget, logs, f"partition{i}", env)
                       for i in range(a.stages)]
         services += partitions
-        coordinator = Service(a.pipemesh, "coordinator",
+        coordinator = Service(a, "coordinator",
                               ["--ps", ",".join(s.endpoint for s in ps),
                                "--partitions", ";".join(s.endpoint for s in partitions), "--data-dir", work],
                               logs, "coordinator")
@@ -179,10 +231,18 @@ def main():
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the ps tasks and partitions (to try allocator settings)")
+    parser.add_argument("--memory-limit-mib", type=int, default=0,
+                        help="run each process in a memory cgroup with this limit (0: none)")
+    parser.add_argument("--partition-budget-mib", type=int, default=0,
+                        help="--memory-budget-mib for the partitions (0: their default, half their memory)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--bigger", action="store_true")
     a = parser.parse_args()
     if a.quick:
         a.layers, a.steps, a.rounds = "784,2048,2048,10", 3, 1
+    if a.bigger:
+        a.layers, a.steps, a.rounds = "784,12288,12288,12288,10", 3, 1
+        a.memory_limit_mib, a.partition_budget_mib = a.memory_limit_mib or 2048, a.partition_budget_mib or 1900
     layers = [int(v) for v in a.layers.split(",")]
     parameters = sum(x * y + y for x, y in zip(layers[:-1], layers[1:]))
 
@@ -215,39 +275,49 @@ def main():
             if name == "pipemesh":
                 row[name] = pipemesh_run(a, work, index + 1, stage_parameters)
             else:
-                row[name] = torch_run(a.python, layers, a.batch, a.steps, int(name[-1]), a.lr)
+                row[name] = torch_run(a, layers, int(name[-1]))
         rounds.append(row)
         print(json.dumps(row), flush=True)
 
+    def fitted(key):
+        return [r for r in rounds if r[key]["samples_per_second"]]
+
     def median(key):
-        return statistics.median(r[key]["samples_per_second"] for r in rounds)
+        return statistics.median(r[key]["samples_per_second"] for r in fitted(key)) if fitted(key) else None
 
     def ratio(key):
-        return statistics.median(r["pipemesh"]["samples_per_second"] / r[key]["samples_per_second"] for r in rounds)
+        pairs = [r for r in fitted(key) if r["pipemesh"]["samples_per_second"]]
+        return statistics.median(r["pipemesh"]["samples_per_second"] / r[key]["samples_per_second"] for r in pairs)
+
+    def row(label, key):
+        if not fitted(key):
+            return f"| {label} | does not fit: {rounds[-1][key]['killed']} | |"
+        return f"| {label} | {median(key):.1f} | {ratio(key):.2f}× |" if key != "pipemesh" else f"| {label} | {median(key):.1f} | |"
 
     last = rounds[-1]["pipemesh"]
-    torch_rss = statistics.median(r["torch1"]["peak_rss_bytes"] for r in rounds)
+    torch_rss = statistics.median(r["torch1"]["peak_rss_bytes"] for r in fitted("torch1")) if fitted("torch1") else None
     mesh_rss = sum(last["peak_rss_bytes"].values())
     mesh_peak = last["mesh_peak_rss_bytes"]
     gb = 1e9
+    limit = f"; every process limited to {a.memory_limit_mib} MiB" if a.memory_limit_mib else ""
     print(f"\nMLP {'-'.join(map(str, layers))} ({parameters / 1e6:.1f} M parameters, {4 * parameters / gb:.2f} GB), "
           f"batch {a.batch}, SGD; {a.stages} stages × {a.micro_batches} micro-batches ({a.schedule}), {a.ps} ps tasks; "
-          f"medians of {a.rounds} rounds of {a.steps} steps\n")
+          f"medians of {a.rounds} rounds of {a.steps} steps{limit}\n")
     print("| | samples/s | Pipemesh ÷ it (median of per-round ratios) |")
     print("| --- | --- | --- |")
-    print(f"| PyTorch, 1 thread | {median('torch1'):.1f} | {ratio('torch1'):.2f}× |")
-    print(f"| PyTorch, 2 threads | {median('torch2'):.1f} | {ratio('torch2'):.2f}× |")
-    print(f"| Pipemesh | {median('pipemesh'):.1f} | |")
+    print(row("PyTorch, 1 thread", "torch1"))
+    print(row("PyTorch, 2 threads", "torch2"))
+    print(row("Pipemesh", "pipemesh"))
     print("\n| process | peak resident | parameters it holds | ratio |")
     print("| --- | --- | --- | --- |")
     for name, rss in sorted(last["peak_rss_bytes"].items()):
         held = last["parameter_bytes"].get(name)
         print(f"| {name} | {rss / gb:.2f} GB | {held / gb:.2f} GB | {rss / held:.2f}× |" if held
               else f"| {name} | {rss / gb:.2f} GB | — | |")
-    print(f"| the whole mesh, sum of the peaks | {mesh_rss / gb:.2f} GB | {4 * parameters / gb:.2f} GB | "
-          f"{mesh_rss / torch_rss:.2f}× PyTorch's {torch_rss / gb:.2f} GB |")
+    against = (lambda v: f"{v / torch_rss:.2f}× PyTorch's {torch_rss / gb:.2f} GB") if torch_rss else (lambda v: "")
+    print(f"| the whole mesh, sum of the peaks | {mesh_rss / gb:.2f} GB | {4 * parameters / gb:.2f} GB | {against(mesh_rss)} |")
     print(f"| the whole mesh at its peak (sampled every 20 ms) | {mesh_peak / gb:.2f} GB | "
-          f"{4 * parameters / gb:.2f} GB | {mesh_peak / torch_rss:.2f}× PyTorch's |")
+          f"{4 * parameters / gb:.2f} GB | {against(mesh_peak)} |")
 
 
 if __name__ == "__main__":
