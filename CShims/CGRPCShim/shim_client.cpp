@@ -5,6 +5,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -37,6 +38,7 @@ void Configure(grpc::ClientContext *context, const pm_call_options *options) {
   if (options->timeout_ms > 0) {
     context->set_deadline(pipemesh::DeadlineAfter(options->timeout_ms));
   }
+  if (options->wait_for_ready != 0) context->set_wait_for_ready(true);
   for (size_t i = 0; i < options->metadata_count; ++i) {
     const pm_metadata_entry &entry = options->metadata[i];
     context->AddMetadata(std::string(entry.key, entry.key_length),
@@ -365,6 +367,12 @@ pm_channel *pm_channel_create(const char *target,
   if (transport != nullptr && transport->keepalive_timeout_ms > 0) {
     arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
                      pipemesh::ClampToInt(transport->keepalive_timeout_ms));
+  }
+  if (transport != nullptr && transport->max_reconnect_backoff_ms > 0) {
+    int backoff = pipemesh::ClampToInt(transport->max_reconnect_backoff_ms);
+    arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, backoff);
+    arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                     std::min(backoff, 1000));
   }
   auto *channel = new pm_channel;
   channel->channel =

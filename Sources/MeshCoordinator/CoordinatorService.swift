@@ -49,7 +49,8 @@ public final class CoordinatorService: RPCService, Sendable {
       let overPartitions = request.stages == 0 || Int(request.stages) == cluster.stages
       return try Planner.plan(
         model, stages: overPartitions ? cluster.stages : Int(request.stages),
-        splitPoints: request.splitPoints.map { Int($0) }, budgets: overPartitions ? await stageBudgets() : [],
+        splitPoints: request.splitPoints.map { Int($0) },
+        budgets: overPartitions ? try await checkMembers(requireAll: false) : [],
         memory: request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots
       ).response
     }
@@ -173,26 +174,63 @@ public final class CoordinatorService: RPCService, Sendable {
     }
   }
 
-  /// Each stage's memory budget for parameters: the least any of its
-  /// partitions reports (Describe), nil where none answers with one (the job
-  /// then meets the partition's own refusal at LoadStage).
-  private func stageBudgets() async -> [Int?] {
-    await withTaskGroup(of: (Int, Int?).self) { group in
+  /// How long the checks before a job wait for a member that is starting
+  /// or restarting.
+  static let memberWait = Duration.seconds(10)
+
+  /// Asks every partition (Describe) and ps task (Stats) of the mesh,
+  /// waiting up to `memberWait` for one that is (re)starting, and returns
+  /// each stage's memory budget for parameters: the least its partitions
+  /// report. With `requireAll`, UNAVAILABLE names every member that does not
+  /// answer; without, such a stage's budget is nil (unknown).
+  private func checkMembers(requireAll: Bool) async throws -> [Int?] {
+    let options = CallOptions(timeout: Self.memberWait, waitForReady: true)
+    let answers = await withTaskGroup(of: (stage: Int?, member: String, budget: Int?, error: String?).self) { group in
       for (stage, replicas) in clients.enumerated() {
-        group.addTask {
-          var budgets: [Int] = []
-          for partition in replicas {
-            let described = try? await partition.call(
-              DiagnosticsMethods.describe, .init(), options: CallOptions(timeout: .seconds(5)))
-            if let bytes = described?.memoryBudgetBytes, bytes > 0 { budgets.append(Int(bytes)) }
+        for partition in replicas {
+          group.addTask {
+            do {
+              let described = try await partition.call(DiagnosticsMethods.describe, .init(), options: options)
+              return (
+                stage, partition.target, described.memoryBudgetBytes > 0 ? Int(described.memoryBudgetBytes) : nil, nil
+              )
+            } catch let error as RPCError where error.code == .unimplemented {
+              // It answers, without diagnostics (a mesh in one process): its budget is unknown.
+              return (stage, partition.target, nil, nil)
+            } catch {
+              return (stage, "the partition at \(partition.target) (stage \(stage))", nil, "\(error)")
+            }
           }
-          return (stage, budgets.min())
         }
       }
-      var budgets = [Int?](repeating: nil, count: clients.count)
-      for await (stage, budget) in group { budgets[stage] = budget }
-      return budgets
+      if requireAll {
+        for endpoint in cluster.parameterServers {
+          group.addTask { [cluster] in
+            do {
+              _ = try await cluster.dialer.channel(to: endpoint).call(
+                ParameterServerMethods.stats, .init(), options: options)
+              return (nil, endpoint, nil, nil)
+            } catch {
+              return (nil, "the ps at \(endpoint)", nil, "\(error)")
+            }
+          }
+        }
+      }
+      return await group.reduce(into: []) { $0.append($1) }
     }
+    let silent = answers.compactMap { answer in answer.error.map { "\(answer.member): \($0)" } }.sorted()
+    if requireAll, !silent.isEmpty {
+      throw RPCError(
+        .unavailable,
+        "\(silent.count) of the mesh's members did not answer within \(Self.memberWait): "
+          + silent.joined(separator: "; "))
+    }
+    var budgets = [Int?](repeating: nil, count: clients.count)
+    for answer in answers {
+      guard let stage = answer.stage, let budget = answer.budget else { continue }
+      budgets[stage] = min(budgets[stage] ?? .max, budget)
+    }
+    return budgets
   }
 
   private func start(
@@ -212,7 +250,7 @@ public final class CoordinatorService: RPCService, Sendable {
     let (inputs, targets) = try data(request.data)
     let job = try TrainingJob(
       name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster,
-      clients: clients, budgets: await stageBudgets())
+      clients: clients, budgets: try await checkMembers(requireAll: true))
     if job.checkpoints {
       let missing = try await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
         .tasksWithoutCheckpoints()

@@ -58,6 +58,10 @@ public final class ParameterServerClient: Sendable {
     tasks = try endpoints.map { try dialer.channel(to: $0) }
   }
 
+  /// A job's first call to a ps task waits for a task that is (re)starting,
+  /// a while, instead of failing at once while the channel backs off.
+  static let firstCallOptions = CallOptions(timeout: .seconds(120), waitForReady: true)
+
   /// The parts of a variable registered through this client; an unknown one
   /// is taken to be whole, of unknown size.
   private func parts(of name: String) -> [VariablePart] {
@@ -175,7 +179,7 @@ public final class ParameterServerClient: Sendable {
           $0.user = user
           $0.variables = definitions
           $0.writerKeepsValues = writerKeepsValues
-        })
+        }, options: Self.firstCallOptions)
     }
     let answered = Dictionary(answers.flatMap(\.variables).map { ($0.name, $0) }) { $1 }
     return registered.mapValues { layout in

@@ -6,10 +6,16 @@ public struct CallOptions: Sendable {
   public var timeout: Duration?
   /// Headers sent with the request.
   public var metadata: Metadata
+  /// While the channel is connecting, or backing off after its server went
+  /// away (a restarted service), wait for it up to `timeout` instead of
+  /// failing at once with UNAVAILABLE (gRPC's wait-for-ready). For calls
+  /// that may wait: give a timeout.
+  public var waitForReady: Bool
 
-  public init(timeout: Duration? = nil, metadata: Metadata = Metadata()) {
+  public init(timeout: Duration? = nil, metadata: Metadata = Metadata(), waitForReady: Bool = false) {
     self.timeout = timeout
     self.metadata = metadata
+    self.waitForReady = waitForReady
   }
 
   /// Runs `body` with the C form of these options, valid only inside it.
@@ -33,7 +39,7 @@ public struct CallOptions: Sendable {
       return entries.withUnsafeBufferPointer { entries in
         var options = pm_call_options(
           timeout_ms: timeout.map { max(1, $0.milliseconds) } ?? 0,
-          metadata: entries.baseAddress, metadata_count: entries.count)
+          metadata: entries.baseAddress, metadata_count: entries.count, wait_for_ready: waitForReady ? 1 : 0)
         return body(&options)
       }
     }

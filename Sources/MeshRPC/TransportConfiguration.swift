@@ -56,6 +56,10 @@ public struct TransportConfiguration: Sendable, Hashable {
   public var keepaliveInterval: Duration?
   /// How long to wait for a ping's answer before closing the connection.
   public var keepaliveTimeout: Duration?
+  /// Longest wait between a client channel's attempts to reconnect to a
+  /// server that went away (gRPC's 120 s when nil): a restarted service is
+  /// found again within this.
+  public var maxReconnectBackoff: Duration?
 
   /// 64 MiB: the mesh's own transfers are cut into parts of at most 16 MiB
   /// (variables) and 4 MiB (data-plane tensors), so this bounds only what
@@ -64,12 +68,13 @@ public struct TransportConfiguration: Sendable, Hashable {
 
   public init(
     tls: TLSConfiguration? = nil, maxMessageBytes: Int = defaultMaxMessageBytes,
-    keepaliveInterval: Duration? = nil, keepaliveTimeout: Duration? = nil
+    keepaliveInterval: Duration? = nil, keepaliveTimeout: Duration? = nil, maxReconnectBackoff: Duration? = nil
   ) {
     self.tls = tls
     self.maxMessageBytes = maxMessageBytes
     self.keepaliveInterval = keepaliveInterval
     self.keepaliveTimeout = keepaliveTimeout
+    self.maxReconnectBackoff = maxReconnectBackoff
   }
 
   /// Runs `body` with the C form of this configuration, valid only inside it.
@@ -77,7 +82,8 @@ public struct TransportConfiguration: Sendable, Hashable {
     var config = pm_transport_config(
       tls: nil, max_message_bytes: Int64(maxMessageBytes),
       keepalive_time_ms: keepaliveInterval?.milliseconds ?? 0,
-      keepalive_timeout_ms: keepaliveTimeout?.milliseconds ?? 0)
+      keepalive_timeout_ms: keepaliveTimeout?.milliseconds ?? 0,
+      max_reconnect_backoff_ms: maxReconnectBackoff?.milliseconds ?? 0)
     guard let tls else { return try body(&config) }
     return try withOptionalCString(tls.certificateChainPEM) { chain in
       try withOptionalCString(tls.privateKeyPEM) { key in

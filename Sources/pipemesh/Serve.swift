@@ -48,9 +48,11 @@ struct ServiceOptions: ParsableArguments {
       server: TransportConfiguration(
         tls: try tls.configuration(server: true), maxMessageBytes: maxMessageMiB << 20,
         keepaliveInterval: keepalive.interval, keepaliveTimeout: keepalive.timeout),
+      // Members restart within seconds (systemd, Kubernetes): look for them again every 2 s at most.
       client: TransportConfiguration(
         tls: try tls.configuration(server: false), maxMessageBytes: maxMessageMiB << 20,
-        keepaliveInterval: keepalive.interval, keepaliveTimeout: keepalive.timeout))
+        keepaliveInterval: keepalive.interval, keepaliveTimeout: keepalive.timeout,
+        maxReconnectBackoff: .seconds(2)))
   }
 }
 

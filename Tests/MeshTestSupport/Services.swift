@@ -23,12 +23,14 @@ public struct RunningService: Sendable {
   public let endpoint: String
 
   /// Starts `pipemesh serve <role> <arguments>` (with more `environment`)
-  /// and waits until it listens.
+  /// and waits until it listens: on a free port, or on `listen` (a restart
+  /// at the address of a service that was killed).
   public static func start(
-    _ role: String, _ arguments: [String] = [], log: String, environment: [String: String] = [:]
+    _ role: String, _ arguments: [String] = [], log: String, environment: [String: String] = [:],
+    listen: String = "127.0.0.1:0"
   ) async throws -> RunningService {
     let process = try ChildProcess(
-      PipemeshBinary.path, ["serve", role, "--listen", "127.0.0.1:0"] + arguments, logPath: log,
+      PipemeshBinary.path, ["serve", role, "--listen", listen] + arguments, logPath: log,
       environment: environment)
     let endpoint = try await process.waitForLine(startingWith: "\(role) listening on ")
     return RunningService(process: process, endpoint: endpoint)

@@ -106,6 +106,9 @@ typedef struct pm_transport_config {
   int64_t keepalive_time_ms;
   /* How long to wait for a keepalive ack; default 20 s. */
   int64_t keepalive_timeout_ms;
+  /* Longest wait between attempts to reconnect a channel whose server went
+   * away; default: gRPC's (120 s). Ignored by servers. */
+  int64_t max_reconnect_backoff_ms;
 } pm_transport_config;
 
 /* ------------------------------------------------------------------ server */
@@ -226,6 +229,10 @@ typedef struct pm_call_options {
   int64_t timeout_ms;
   const pm_metadata_entry *metadata;
   size_t metadata_count;
+  /* Non-zero: while the channel connects (or backs off after losing its
+   * server), wait for it, up to the deadline, instead of failing at once
+   * with UNAVAILABLE (gRPC's wait-for-ready). */
+  int wait_for_ready;
 } pm_call_options;
 
 /* A unary call's completion: a response (status OK) or an error status. */
