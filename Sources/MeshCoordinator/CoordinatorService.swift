@@ -178,46 +178,65 @@ public final class CoordinatorService: RPCService, Sendable {
   /// or restarting.
   static let memberWait = Duration.seconds(10)
 
-  /// Asks every partition (Describe) and ps task (Stats) of the mesh,
-  /// waiting up to `memberWait` for one that is (re)starting, and returns
-  /// each stage's memory budget for parameters: the least its partitions
-  /// report. With `requireAll`, UNAVAILABLE names every member that does not
-  /// answer; without, such a stage's budget is nil (unknown).
-  private func checkMembers(requireAll: Bool) async throws -> [Int?] {
-    let options = CallOptions(timeout: Self.memberWait, waitForReady: true)
-    let answers = await withTaskGroup(of: (stage: Int?, member: String, budget: Int?, error: String?).self) { group in
+  /// What one member of the mesh answered: its memory budget (partitions),
+  /// or why it did not answer.
+  private struct MemberAnswer: Sendable {
+    let stage: Int?
+    let member: String
+    var budget: Int? = nil
+    var error: String? = nil
+  }
+
+  /// Asks every partition (Describe) and ps task (Stats) of the mesh once.
+  private func askMembers(_ options: CallOptions) async -> [MemberAnswer] {
+    await withTaskGroup(of: MemberAnswer.self) { group in
       for (stage, replicas) in clients.enumerated() {
         for partition in replicas {
+          let member = "the partition at \(partition.target) (stage \(stage))"
           group.addTask {
             do {
               let described = try await partition.call(DiagnosticsMethods.describe, .init(), options: options)
-              return (
-                stage, partition.target, described.memoryBudgetBytes > 0 ? Int(described.memoryBudgetBytes) : nil, nil
-              )
+              let budget = described.memoryBudgetBytes > 0 ? Int(described.memoryBudgetBytes) : nil
+              return MemberAnswer(stage: stage, member: member, budget: budget)
             } catch let error as RPCError where error.code == .unimplemented {
               // It answers, without diagnostics (a mesh in one process): its budget is unknown.
-              return (stage, partition.target, nil, nil)
+              return MemberAnswer(stage: stage, member: member)
             } catch {
-              return (stage, "the partition at \(partition.target) (stage \(stage))", nil, "\(error)")
+              return MemberAnswer(stage: stage, member: member, error: "\(error)")
             }
           }
         }
       }
-      if requireAll {
-        for endpoint in cluster.parameterServers {
-          group.addTask { [cluster] in
-            do {
-              _ = try await cluster.dialer.channel(to: endpoint).call(
-                ParameterServerMethods.stats, .init(), options: options)
-              return (nil, endpoint, nil, nil)
-            } catch {
-              return (nil, "the ps at \(endpoint)", nil, "\(error)")
-            }
+      for endpoint in cluster.parameterServers {
+        group.addTask { [cluster] in
+          do {
+            _ = try await cluster.dialer.channel(to: endpoint).call(
+              ParameterServerMethods.stats, .init(), options: options)
+            return MemberAnswer(stage: nil, member: "the ps at \(endpoint)")
+          } catch {
+            return MemberAnswer(stage: nil, member: "the ps at \(endpoint)", error: "\(error)")
           }
         }
       }
       return await group.reduce(into: []) { $0.append($1) }
     }
+  }
+
+  /// The members of the mesh that do not answer now (within 2 s), each with
+  /// the reason: what a coordinator logs when it starts.
+  public func unansweredMembers() async -> [String] {
+    await askMembers(CallOptions(timeout: .seconds(2))).compactMap { answer in
+      answer.error.map { "\(answer.member) does not answer: \($0)" }
+    }.sorted()
+  }
+
+  /// Asks every member, waiting up to `memberWait` for one that is
+  /// (re)starting, and returns each stage's memory budget for parameters:
+  /// the least its partitions report. With `requireAll`, UNAVAILABLE names
+  /// every member that does not answer; without, such a stage's budget is
+  /// nil (unknown).
+  private func checkMembers(requireAll: Bool) async throws -> [Int?] {
+    let answers = await askMembers(CallOptions(timeout: Self.memberWait, waitForReady: true))
     let silent = answers.compactMap { answer in answer.error.map { "\(answer.member): \($0)" } }.sorted()
     if requireAll, !silent.isEmpty {
       throw RPCError(

@@ -156,11 +156,18 @@ struct ServeCoordinator: AsyncParsableCommand {
     let coordinator = try CoordinatorService(
       cluster: cluster, loadDataset: trainingDataLoader(files: files), tokens: tokens)
     CoordinatorMetrics.register(coordinator, in: host.metrics)
+    let log = host.log
     try await host.run(
       [coordinator],
       status: {
         let states = coordinator.jobStates
         return "\(states["running"] ?? 0) jobs running, \(coordinator.stepsCompleted) steps done"
+      },
+      started: { _ in
+        // A wrong address shows now, not when the first job fails (members may also still be starting).
+        Task {
+          for problem in await coordinator.unansweredMembers() { log.warning("\(problem)") }
+        }
       })
   }
 }

@@ -223,4 +223,19 @@ import Testing
     #expect(refused?.code == .resourceExhausted, "\(String(describing: refused))")
     #expect(refused?.message.contains("layer 1 alone has 65664") == true, "\(String(describing: refused))")
   }
+
+  /// A coordinator whose partition address answers nothing says so when it
+  /// starts, not only when a job fails.
+  @Test func aCoordinatorLogsMembersThatDoNotAnswerWhenItStarts() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-members")
+    let ps = try await RunningService.start("ps", log: directory.file("ps.log"))
+    // Nothing listens on port 1 of the loopback address: connections are refused at once.
+    let coordinator = try await RunningService.start(
+      "coordinator", ["--ps", ps.endpoint, "--partitions", "127.0.0.1:1"], log: directory.file("coordinator.log"))
+    let warning = try await coordinator.process.waitForLine(
+      startingWith: "pipemesh coordinator: the partition at 127.0.0.1:1 (stage 0) does not answer:",
+      timeout: .seconds(30))
+    #expect(warning.contains("UNAVAILABLE"), "\(coordinator.process.log)")
+    #expect(!coordinator.process.log.contains("the ps at \(ps.endpoint) does not answer"), "\(coordinator.process.log)")
+  }
 }

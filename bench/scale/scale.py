@@ -181,7 +181,8 @@ def pipemesh_run(a, work, round_index, stage_parameters):
         ps = [Service(a, "ps", [], logs, f"ps{i}", env) for i in range(a.ps)]
         services += ps
         budget = ["--memory-budget-mib", str(a.partition_budget_mib)] if a.partition_budget_mib else []
-        partitions = [Service(a, "partition", ["--blas-threads", "1"] + budget, logs, f"partition{i}", env)
+        threads = ["--blas-threads", str(a.blas_threads)]
+        partitions = [Service(a, "partition", threads + budget, logs, f"partition{i}", env)
                       for i in range(a.stages)]
         services += partitions
         coordinator = Service(a, "coordinator",
@@ -228,6 +229,7 @@ def main():
     parser.add_argument("--ps", type=int, default=2)
     parser.add_argument("--micro-batches", type=int, default=2)
     parser.add_argument("--schedule", default="1f1b", help="gpipe, 1f1b or zb-h1")
+    parser.add_argument("--blas-threads", type=int, default=1, help="OpenBLAS threads per partition")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the ps tasks and partitions (to try allocator settings)")
@@ -301,7 +303,8 @@ def main():
     gb = 1e9
     limit = f"; every process limited to {a.memory_limit_mib} MiB" if a.memory_limit_mib else ""
     print(f"\nMLP {'-'.join(map(str, layers))} ({parameters / 1e6:.1f} M parameters, {4 * parameters / gb:.2f} GB), "
-          f"batch {a.batch}, SGD; {a.stages} stages × {a.micro_batches} micro-batches ({a.schedule}), {a.ps} ps tasks; "
+          f"batch {a.batch}, SGD; {a.stages} stages × {a.micro_batches} micro-batches ({a.schedule}), "
+          f"{a.blas_threads} BLAS thread(s) per partition, {a.ps} ps tasks; "
           f"medians of {a.rounds} rounds of {a.steps} steps{limit}\n")
     print("| | samples/s | Pipemesh ÷ it (median of per-round ratios) |")
     print("| --- | --- | --- |")
