@@ -512,10 +512,12 @@ actor StageRunner {
     }
     var response = Pipemesh_V1_CommitResponse()
     response.penalty = Double(model.penalty(variables: variables, layers: layers))
-    // What the stage holds at its fullest: its variables, their slots and the step's gradient sums.
-    let heldTensors =
-      Array(variables.values) + accumulated.values + (localUpdates?.slots.values.flatMap(\.values) ?? [])
-    let jobBytes = heldTensors.reduce(0) { $0 + $1.scalarCount * 4 }
+    // What the stage holds at its fullest: its variables, their slots and the step's gradient sums
+    // (counted without holding on to them, which would make the update below copy them).
+    func bytes(_ tensors: Dictionary<String, Tensor>.Values) -> Int { tensors.reduce(0) { $0 + $1.scalarCount * 4 } }
+    let jobBytes =
+      bytes(variables.values) + bytes(accumulated.values)
+      + (localUpdates?.slots.values.reduce(0) { $0 + bytes($1.values) } ?? 0)
     response.memory = .current(jobBytes: jobBytes)
     if !accumulated.isEmpty {
       // The ps refuses a non-finite gradient; so does the stage that applies
@@ -531,6 +533,9 @@ actor StageRunner {
         // The ps applies this push exactly as below; its answer is checked
         // before the next push, and awaited now when the caller flushes.
         try await local.pendingPush?.value
+        // Moved out until it is put back below (no suspension in between), so
+        // that the optimizer slots it holds are updated in place, not copied.
+        localUpdates = nil
         for (name, gradient) in gradients {
           // In place: the stage's variables and slots are held once.
           let version = versions[name] ?? 0

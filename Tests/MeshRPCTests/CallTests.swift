@@ -67,11 +67,13 @@ import Testing
   func deadlineExceeded(transport: TestTransport) async throws {
     let probe = ProbeService()
     try await withChannel(transport, [probe]) { client in
+      // Long enough for the call to reach its handler on a loaded machine: a
+      // deadline that passes in transit ends the call before any handler runs.
       let error = await #expect(throws: RPCError.self) {
-        _ = try await client.call(
-          ProbeService.waitForCancel, echoRequest(Data()), options: .init(timeout: .milliseconds(200)))
+        _ = try await client.call(ProbeService.waitForCancel, echoRequest(Data()), options: .init(timeout: .seconds(2)))
       }
       #expect(error?.code == .deadlineExceeded)
+      #expect(probe.seen.contains("started"), "the call did not reach its handler within its 2 s deadline")
       #expect(
         await eventually { probe.seen.contains("cancelled") }, "the handler's task was not cancelled at the deadline")
     }

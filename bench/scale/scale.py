@@ -32,7 +32,7 @@ import time
 TORCH_RUN = r"""
 import json, resource, sys, time
 import torch
-layers, batch, steps, threads, lr = json.loads(sys.argv[1])
+layers, batch, steps, threads, lr, optimizer = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 mods = []
@@ -41,7 +41,7 @@ for i, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
     if i < len(layers) - 2:
         mods.append(torch.nn.ReLU())
 model = torch.nn.Sequential(*mods)
-opt = torch.optim.SGD(model.parameters(), lr=lr)
+opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
 loss_fn = torch.nn.CrossEntropyLoss()
 x, y = torch.randn(batch, layers[0]), torch.randint(0, layers[-1], (batch,))
 def step():
@@ -94,7 +94,7 @@ def limited(a, name, argv):
 
 def torch_run(a, layers, threads):
     argv, limit = limited(a, f"torch{threads}", [a.python, "-c", TORCH_RUN,
-                                                 json.dumps([layers, a.batch, a.steps, threads, a.lr])])
+                                                 json.dumps([layers, a.batch, a.steps, threads, a.lr, a.optimizer])])
     try:
         run = subprocess.run(argv, capture_output=True, text=True)
     finally:
@@ -194,7 +194,7 @@ def pipemesh_run(a, work, round_index, stage_parameters):
         train = subprocess.run(
             [a.pipemesh, "train", "--coordinator", coordinator.endpoint, "--model", os.path.join(work, "model.json"),
              "--dataset", "data.npz", "--epochs", "1", "--batch-size", str(a.batch),
-             "--micro-batches", str(a.micro_batches), "--schedule", a.schedule, "--optimizer", "sgd", "--learning-rate", str(a.lr),
+             "--micro-batches", str(a.micro_batches), "--schedule", a.schedule, "--optimizer", a.optimizer, "--learning-rate", str(a.lr),
              "--validation", "0", "--job", f"scale{round_index}", "--json"],
             capture_output=True, text=True, timeout=3600)
         mesh_peak = sampler.stop()
@@ -231,6 +231,7 @@ def main():
     parser.add_argument("--schedule", default="1f1b", help="gpipe, 1f1b or zb-h1")
     parser.add_argument("--blas-threads", type=int, default=1, help="OpenBLAS threads per partition")
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="the same on both sides")
     parser.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the ps tasks and partitions (to try allocator settings)")
     parser.add_argument("--memory-limit-mib", type=int, default=0,
@@ -303,7 +304,7 @@ def main():
     gb = 1e9
     limit = f"; every process limited to {a.memory_limit_mib} MiB" if a.memory_limit_mib else ""
     print(f"\nMLP {'-'.join(map(str, layers))} ({parameters / 1e6:.1f} M parameters, {4 * parameters / gb:.2f} GB), "
-          f"batch {a.batch}, SGD; {a.stages} stages × {a.micro_batches} micro-batches ({a.schedule}), "
+          f"batch {a.batch}, {a.optimizer}; {a.stages} stages × {a.micro_batches} micro-batches ({a.schedule}), "
           f"{a.blas_threads} BLAS thread(s) per partition, {a.ps} ps tasks; "
           f"medians of {a.rounds} rounds of {a.steps} steps{limit}\n")
     print("| | samples/s | Pipemesh ÷ it (median of per-round ratios) |")
