@@ -152,6 +152,10 @@ struct HeldVariable: Sendable {
     version += 1
   }
 
+  /// The highest version an assignment may give (far beyond any number of
+  /// steps, and far from overflowing the step arithmetic).
+  static let maxVersion: Int64 = 1 << 53
+
   /// Takes the state its writer kept: checked whole before anything changes.
   mutating func assign(_ state: Pipemesh_V1_VariableState, user: String, job: String) throws {
     let name = definition.name
@@ -159,6 +163,10 @@ struct HeldVariable: Sendable {
       throw RPCError(
         .failedPrecondition,
         "variable \(name) of job \(job) is registered by \(users.sorted()); only its sole writer assigns it")
+    }
+    guard state.version >= 0, state.version <= Self.maxVersion else {
+      throw RPCError(
+        .invalidArgument, "assignment of \(name) gives version \(state.version); versions are 0 to 2^53")
     }
     guard state.version >= version else {
       throw RPCError(

@@ -56,6 +56,12 @@ import Testing
       try await client.assign(job: "kept", user: "stage0", states: ["w": (value, [:], 6)])
     }
     #expect(older?.code == .failedPrecondition)
+    for version: Int64 in [-1, Int64.max] {
+      let outOfRange = await #expect(throws: RPCError.self) {
+        try await client.assign(job: "kept", user: "stage0", states: ["w": (value, [:], version)])
+      }
+      #expect(outOfRange?.code == .invalidArgument, "version \(version): \(String(describing: outOfRange))")
+    }
     let wrongShape = await #expect(throws: RPCError.self) {
       try await client.assign(job: "kept", user: "stage0", states: ["w": (.ones([12]), [:], 8)])
     }

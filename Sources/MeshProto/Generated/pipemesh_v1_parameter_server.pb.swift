@@ -691,8 +691,8 @@ public nonisolated struct Pipemesh_V1_VariableState: Sendable {
   public var name: String = String()
 
   /// Updates applied to it.
-  /// Valid: at least the version this task holds (FAILED_PRECONDITION otherwise; the same
-  /// version again is a retry and changes nothing).
+  /// Valid: 0 to 2^53 (INVALID_ARGUMENT otherwise), and at least the version this task holds
+  /// (FAILED_PRECONDITION otherwise; the same version again is a retry and changes nothing).
   public var version: Int64 = 0
 
   /// Valid: the variable's shape, finite.
