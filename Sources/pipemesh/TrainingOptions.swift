@@ -46,6 +46,9 @@ struct TrainingOptions: ParsableArguments {
   @Option(help: "Fraction of the data held out for evaluation.")
   var validation: Float = 0.2
 
+  @Option(help: "Seed of the held-out split and of each epoch's order: the same seed gives the same run.")
+  var seed: UInt64 = 1
+
   @Option(help: "Consistency of the variables: sync, async, or bounded:K.")
   var consistency: String = "sync"
 
@@ -144,7 +147,7 @@ struct TrainingOptions: ParsableArguments {
     request.consistency = try consistencySpec()
     request.checkpoint = .with { $0.atEnd = checkpointAtEnd }
     request.validationFraction = validation
-    request.shuffleSeed = 1
+    request.shuffleSeed = seed
     request.recomputeActivations = recomputeActivations
     return request
   }

@@ -11,6 +11,36 @@ import Testing
 /// --in-process, the whole mesh in the one process), the bundled dataset, a
 /// run folder.
 @Suite struct UpTests {
+  /// `--seed` picks the held-out split and the order of the examples: the
+  /// same seed trains the same steps, another seed other ones.
+  @Test func theSeedChoosesTheRun() async throws {
+    func losses(seed: Int) async throws -> [Substring] {
+      let directory = try TemporaryDirectory(prefix: "pipemesh-seed")
+      let up = try ChildProcess(
+        PipemeshBinary.path,
+        [
+          "up", "--in-process", "--epochs", "1", "--micro-batches", "2", "--seed", "\(seed)", "--runs-dir",
+          directory.file("runs"),
+        ],
+        logPath: directory.file("up.log"), currentDirectory: directory.path)
+      let status = try await up.waitForExit(timeout: .seconds(240))
+      #expect(status == 0, "pipemesh up --seed \(seed) failed:\n\(up.log)")
+      let runs = try FileManager.default.contentsOfDirectory(atPath: directory.file("runs"))
+      let csv = try String(
+        contentsOfFile: ((directory.file("runs") as NSString).appendingPathComponent(try #require(runs.first))
+          as NSString)
+          .appendingPathComponent("metrics.csv"), encoding: .utf8)
+      // The loss column of each step.
+      return csv.split(separator: "\n").dropFirst().map {
+        $0.split(separator: ",", omittingEmptySubsequences: false)[2]
+      }
+    }
+    let first = try await losses(seed: 5)
+    #expect(!first.isEmpty)
+    #expect(try await losses(seed: 5) == first)
+    #expect(try await losses(seed: 6) != first)
+  }
+
   @Test(arguments: [false, true])
   func shortRunTrainsAndWritesACompleteRunFolder(inProcess: Bool) async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-up")
