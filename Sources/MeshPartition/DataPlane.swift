@@ -241,37 +241,44 @@ public final class DataPlane: Sendable {
 
   /// Fetches a tensor from a partition's data plane, putting its chunks
   /// together as they arrive; DATA_LOSS when they do not make up the tensor
-  /// their first one announced.
+  /// their first one announced. Memory grows with the bytes received, never
+  /// with the size a peer announces.
   public static func fetch(
     from partition: any RPCChannel, _ request: Pipemesh_V1_FetchTensorRequest, what: String = "fetched tensor",
     options: CallOptions = .init()
   ) async throws -> Tensor {
-    var tensor: Tensor?
-    var received = 0
-    var expected = 0
+    var announced: (dtype: Pipemesh_V1_DType, shape: [Int64], bytes: Int)?
+    var data = Data()
     for try await chunk in partition.stream(PartitionMethods.fetchTensor, request, options: options) {
-      if tensor == nil {
+      if announced == nil {
         guard chunk.dtype == .float32, chunk.shape.allSatisfy({ $0 >= 0 && $0 <= Int32.max }),
           let count = Tensor.checkedCount(of: chunk.shape.map { Int($0) }), count <= Int.max / 4
         else {
           throw RPCError(.dataLoss, "\(what): \(partition.target) announced \(chunk.dtype) of shape \(chunk.shape)")
         }
-        expected = count * 4
-        tensor = .zeros(chunk.shape.map { Int($0) })
-      } else if !chunk.shape.isEmpty {
-        throw RPCError(.dataLoss, "\(what): \(partition.target) announced a second shape")
+        announced = (chunk.dtype, chunk.shape, count * 4)
+        data = chunk.data
+      } else {
+        guard chunk.shape.isEmpty else {
+          throw RPCError(.dataLoss, "\(what): \(partition.target) announced a second shape")
+        }
+        data.append(chunk.data)
       }
-      do {
-        try tensor!.overwrite(fromElement: received / 4, littleEndianBytes: chunk.data)
-      } catch {
+      guard data.count <= announced!.bytes else {
         throw RPCError(.dataLoss, "\(what): \(partition.target) sent more than the tensor it announced")
       }
-      received += chunk.data.count
     }
-    guard let tensor, received == expected else {
-      throw RPCError(.dataLoss, "\(what): \(partition.target) ended the fetch after \(received) of \(expected) bytes")
+    guard let announced, data.count == announced.bytes else {
+      throw RPCError(
+        .dataLoss,
+        "\(what): \(partition.target) ended the fetch after \(data.count) of \(announced?.bytes ?? 0) bytes")
     }
-    return tensor
+    return try Tensor(
+      wire: .with {
+        $0.dtype = announced.dtype
+        $0.shape = announced.shape
+        $0.data = data
+      }, what: what)
   }
 
   private func client(for endpoint: String) throws -> any RPCChannel {
