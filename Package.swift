@@ -79,6 +79,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
   ],
   targets: [
     .target(
@@ -112,7 +113,10 @@ let package = Package(
     .target(name: "MeshPartition", dependencies: ["MeshOps", "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient"]),
     .target(
       name: "MeshCoordinator",
-      dependencies: ["MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient", "MeshPipeline"]
+      dependencies: [
+        "MeshCheckpoint", "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient", "MeshPipeline",
+        .product(name: "GRDB", package: "GRDB.swift"),
+      ]
     ),
     .target(name: "MeshPSClient", dependencies: ["MeshTensor", "MeshProto", "MeshRPC", "MeshWire"]),
     .target(

@@ -10,33 +10,50 @@ import Synchronization
 public typealias DatasetLoader = @Sendable (Pipemesh_V1_DatasetReference) throws -> (inputs: Tensor, targets: Tensor)
 
 /// `pipemesh.v1.Coordinator`: plans splits, runs training jobs over the
-/// cluster's partitions and answers inference.
+/// cluster's partitions, keeps their records and the models they trained in
+/// its store, and answers inference.
 public final class CoordinatorService: RPCService, Sendable {
   public let cluster: Cluster
+  /// Jobs and models, durable when the store has a directory.
+  public let store: CoordinatorStore
+  /// Jobs the store held as running when this coordinator started: they
+  /// are marked interrupted.
+  public let interruptedJobs: [String]
   private let loadDataset: DatasetLoader?
   private let clients: [[any RPCChannel]]
+  private let registry: ModelRegistry
+  /// The jobs this process started: their runs, and their stages while loaded.
   private let jobs = Mutex<[String: (job: TrainingJob, task: Task<Void, Never>)]>([:])
-  private let jobCounter = Mutex(0)
   /// Users and their tokens; nil authenticates no one (every caller is an
   /// anonymous admin).
   private let tokens: TokenFile?
 
-  public init(cluster: Cluster, loadDataset: DatasetLoader? = nil, tokens: TokenFile? = nil) throws {
+  /// A coordinator over `cluster`; `store` defaults to one in memory.
+  public init(
+    cluster: Cluster, loadDataset: DatasetLoader? = nil, tokens: TokenFile? = nil, store: CoordinatorStore? = nil
+  ) throws {
     self.cluster = cluster
     self.loadDataset = loadDataset
     self.tokens = tokens
-    clients = try cluster.partitions.map { stage in
+    let store = try store ?? CoordinatorStore(directory: nil)
+    self.store = store
+    let clients = try cluster.partitions.map { stage in
       try stage.map { try cluster.dialer.channel(to: $0) }
+    }
+    self.clients = clients
+    registry = ModelRegistry(store: store, cluster: cluster, clients: clients)
+    let interrupted = try store.interruptRunningJobs(at: Date().timeIntervalSince1970)
+    interruptedJobs = interrupted.map(\.record.job)
+    // Their stages may still be loaded on partitions that outlived the coordinator.
+    Task {
+      for job in interrupted { await StageLoading.unload(runID: job.runID, clients: clients) }
     }
   }
 
   public var serviceName: String { CoordinatorMethods.service }
 
   /// How many jobs are in each state ("running", "succeeded", …).
-  public var jobStates: [String: Int] {
-    let states = jobs.withLock { $0.values.map(\.job.snapshot.state) }
-    return Dictionary(states.map { (String(describing: $0), 1) }, uniquingKeysWith: +)
-  }
+  public var jobStates: [String: Int] { (try? store.jobCounts()) ?? [:] }
 
   /// Training steps completed over all jobs.
   public var stepsCompleted: Int64 { jobs.withLock { $0.values.reduce(0) { $0 + $1.job.snapshot.step } } }
@@ -61,44 +78,94 @@ public final class CoordinatorService: RPCService, Sendable {
       if job.snapshot.state == .cancelled { throw RPCError(.cancelled, "job \(job.name) was cancelled") }
     }
     router.unary(CoordinatorMethods.infer) { [self] request, context in
-      let job = try job(request.job, for: try caller(context))
-      let state = job.snapshot.state
-      guard state != .failed, state != .cancelled else {
-        throw RPCError(
-          .failedPrecondition,
-          "job \(request.job) \(state == .failed ? "failed" : "was cancelled") and its stages were unloaded: train it again to infer"
-        )
-      }
+      let (runID, model) = try await inferenceTarget(request, for: try caller(context))
       let inputs = try Tensor(wire: request.inputs, what: "inputs")
-      try job.model.checkInput(inputs, "inputs do not fit job \(request.job)'s model")
+      try model.checkInput(inputs, "inputs do not fit the model")
       guard request.microBatches >= 0 else {
         throw RPCError(.invalidArgument, "micro_batches is \(request.microBatches); give 1 or more (0: 1)")
       }
       let microBatches = max(1, Int(request.microBatches))
       let chunk = (inputs.shape[0] + microBatches - 1) / microBatches
-      let outputs = try await Inference.run(inputs, job: job.runID, stages: clients.map { $0[0] }, chunk: chunk)
+      let outputs = try await Inference.run(inputs, job: runID, stages: clients.map { $0[0] }, chunk: chunk)
       return .with { $0.outputs = Pipemesh_V1_Tensor(sharing: outputs) }
     }
     router.unary(CoordinatorMethods.getJob) { [self] request, context in
-      let job = try job(request.job, for: try caller(context))
-      var snapshot = job.snapshot
-      snapshot.memory += await parameterServerMemory(of: job.runID)
-      return snapshot
-    }
-    router.unary(CoordinatorMethods.listJobs) { [self] _, context in
       let caller = try caller(context)
-      let visible = jobs.withLock { $0.values.map(\.job.snapshot) }.filter { caller.mayUse(jobOf: $0.owner) }
-      return .with { $0.jobs = visible.sorted { $0.job < $1.job } }
+      if let job = liveJob(request.job) {
+        try Self.check(caller, mayUse: job.owner, of: "job \(job.name)", to: "use")
+        var snapshot = job.snapshot
+        snapshot.memory += await parameterServerMemory(of: job.runID)
+        return snapshot
+      }
+      return try storedJob(request.job, for: caller, to: "use").record
+    }
+    router.unary(CoordinatorMethods.listJobs) { [self] request, context in
+      try listJobs(request, for: try caller(context))
     }
     router.unary(CoordinatorMethods.cancelJob) { [self] request, context in
-      let entry = jobs.withLock { $0[request.job] }
-      guard let entry else { throw RPCError(.notFound, "no job named '\(request.job.echoed)' on this coordinator") }
-      try Self.check(try caller(context), mayUse: entry.job, to: "cancel")
+      let caller = try caller(context)
+      guard let entry = jobs.withLock({ $0[request.job] }) else {
+        // A job of an earlier coordinator has ended: returned unchanged.
+        return try storedJob(request.job, for: caller, to: "cancel").record
+      }
+      try Self.check(caller, mayUse: entry.job.owner, of: "job \(entry.job.name)", to: "cancel")
       entry.task.cancel()
       await entry.task.value
       return entry.job.snapshot
     }
+    router.unary(CoordinatorMethods.deleteJob) { [self] request, context in
+      try await deleteJob(request.job, for: try caller(context))
+    }
+    router.unary(CoordinatorMethods.listModels) { [self] request, context in
+      let caller = try caller(context)
+      if !request.name.isEmpty { _ = try ModelReference(parsing: request.name, field: "name") }
+      let visible = try store.models(named: request.name).filter { caller.mayUse(jobOf: $0.record.owner) }
+      return .with { $0.models = visible.map(\.record) }
+    }
+    router.unary(CoordinatorMethods.getModel) { [self] request, context in
+      try storedModel(request.model, field: "model", for: try caller(context), to: "use").record
+    }
+    router.unary(CoordinatorMethods.deleteModel) { [self] request, context in
+      let caller = try caller(context)
+      let reference = try ModelReference(parsing: request.model, field: "model")
+      let versions =
+        try (reference.version == nil ? store.models(named: reference.name) : store.model(reference).map { [$0] } ?? [])
+      guard !versions.isEmpty else {
+        throw RPCError(.notFound, "no model '\(request.model.echoed)' on this coordinator")
+      }
+      for version in versions {
+        try Self.check(caller, mayUse: version.record.owner, of: "model \(version.reference)", to: "delete")
+      }
+      await registry.unload(versions)
+      try store.deleteModels(versions)
+      return .with { $0.models = versions.map(\.record) }
+    }
+    router.serverStreaming(CoordinatorMethods.exportModel) { [self] request, writer, context in
+      let model = try storedModel(request.model, field: "model", for: try caller(context), to: "export")
+      let file: FileHandle
+      do {
+        file = try FileHandle(forReadingFrom: URL(fileURLWithPath: store.weightsPath(model)))
+      } catch {
+        throw RPCError(.dataLoss, "the weights of model \(model.reference) cannot be read: \(error)")
+      }
+      defer { try? file.close() }
+      var first = true
+      while true {
+        let data = try file.read(upToCount: Self.exportChunkBytes) ?? Data()
+        guard first || !data.isEmpty else { break }
+        try await writer.write(
+          .with {
+            if first { $0.model = model.record }
+            $0.data = data
+          })
+        first = false
+        if data.count < Self.exportChunkBytes { break }
+      }
+    }
   }
+
+  /// The bytes of a weights file an ExportModel message carries.
+  static let exportChunkBytes = 4 << 20
 
   /// Who a call comes from: the user its token names, else the user its
   /// client certificate names (`client.NAME`, `admin.NAME`), else the
@@ -118,32 +185,160 @@ public final class CoordinatorService: RPCService, Sendable {
     }
   }
 
-  /// The job `name`, when `caller` may use it.
-  private func job(_ name: String, for caller: Caller) throws -> TrainingJob {
-    guard let job = jobs.withLock({ $0[name]?.job }) else {
+  /// The job `name` when this process runs or ran it.
+  private func liveJob(_ name: String) -> TrainingJob? { jobs.withLock { $0[name]?.job } }
+
+  /// The stored record of job `name`, when `caller` may `action` it.
+  private func storedJob(_ name: String, for caller: Caller, to action: String) throws -> CoordinatorStore.StoredJob {
+    guard var stored = try store.job(name) else {
       throw RPCError(.notFound, "no job named '\(name.echoed)' on this coordinator")
     }
-    try Self.check(caller, mayUse: job, to: "use")
-    return job
+    try Self.check(caller, mayUse: stored.record.owner, of: "job \(name)", to: action)
+    // A job this process runs has fresher figures than its last save.
+    if let live = liveJob(name) { stored.record = live.snapshot }
+    return stored
   }
 
-  /// Refuses a Train that would replace another user's job, or a running one.
-  private func checkReplaceable(_ name: String, by owner: Caller) throws {
-    try Self.checkReplaceable(jobs.withLock { $0[name]?.job }, by: owner)
+  /// The model version `text` names, when `caller` may `action` it.
+  private func storedModel(_ text: String, field: String, for caller: Caller, to action: String) throws
+    -> CoordinatorStore.StoredModel
+  {
+    let reference = try ModelReference(parsing: text, field: field)
+    guard let model = try store.model(reference) else {
+      throw RPCError(.notFound, "no model '\(text.echoed)' on this coordinator")
+    }
+    try Self.check(caller, mayUse: model.record.owner, of: "model \(model.reference)", to: action)
+    return model
   }
 
-  private static func checkReplaceable(_ existing: TrainingJob?, by owner: Caller) throws {
-    guard let existing else { return }
-    try check(owner, mayUse: existing, to: "replace")
-    if existing.snapshot.state == .running {
-      throw RPCError(.alreadyExists, "job \(existing.name) is running; pick another name or cancel it")
+  /// Where an Infer runs: the run id of the stages and their model.
+  private func inferenceTarget(_ request: Pipemesh_V1_InferRequest, for caller: Caller) async throws -> (
+    String, Sequential
+  ) {
+    guard request.job.isEmpty != request.model.isEmpty else {
+      throw RPCError(.invalidArgument, "give exactly one of job and model (a job's name, or NAME or NAME:vN)")
+    }
+    if !request.model.isEmpty {
+      let loaded = try await registry.load(try storedModel(request.model, field: "model", for: caller, to: "use"))
+      return (loaded.runID, loaded.model)
+    }
+    let stored = try storedJob(request.job, for: caller, to: "use")
+    if let job = liveJob(request.job), job.snapshot.state == .running || job.snapshot.state == .succeeded {
+      return (job.runID, job.model)
+    }
+    switch stored.record.state {
+    case .succeeded where !stored.record.model.isEmpty:
+      let model = try storedModel(stored.record.model, field: "the job's model", for: caller, to: "use")
+      let loaded = try await registry.load(model)
+      return (loaded.runID, loaded.model)
+    case .succeeded:
+      throw RPCError(
+        .failedPrecondition, "job \(request.job) registered no model (\(stored.record.error)): train it again to infer")
+    default:
+      throw RPCError(
+        .failedPrecondition,
+        "job \(request.job) \(Self.describe(stored.record.state)) and its stages were unloaded: train it again to infer"
+      )
     }
   }
 
-  private static func check(_ caller: Caller, mayUse job: TrainingJob, to action: String) throws {
-    guard caller.mayUse(jobOf: job.owner) else {
+  private static func describe(_ state: Pipemesh_V1_JobState) -> String {
+    switch state {
+    case .failed: "failed"
+    case .cancelled: "was cancelled"
+    case .interrupted: "was interrupted (the coordinator stopped while it ran)"
+    case .succeeded: "succeeded"
+    default: "is \(state)"
+    }
+  }
+
+  /// The longest page ListJobs answers.
+  static let maxPageSize: Int32 = 1000
+
+  private func listJobs(_ request: Pipemesh_V1_ListJobsRequest, for caller: Caller) throws
+    -> Pipemesh_V1_ListJobsResponse
+  {
+    if case .UNRECOGNIZED(let value) = request.state {
+      throw RPCError(.invalidArgument, "state is \(value); give a JobState (0 for every state)")
+    }
+    guard request.pageSize >= 0, request.pageSize <= Self.maxPageSize else {
+      throw RPCError(.invalidArgument, "page_size is \(request.pageSize); give 0 (100) to \(Self.maxPageSize)")
+    }
+    let after: String
+    if request.pageToken.isEmpty {
+      after = ""
+    } else if let data = Data(base64Encoded: request.pageToken), let name = String(data: data, encoding: .utf8) {
+      after = name
+    } else {
+      throw RPCError(.invalidArgument, "page_token is not one ListJobs gave; start again with an empty one")
+    }
+    let pageSize = request.pageSize == 0 ? 100 : Int(request.pageSize)
+    let state = request.state == .unspecified ? nil : request.state
+    var jobs: [Pipemesh_V1_Job] = []
+    var last = after
+    var more = false
+    // Jobs the caller may not see are skipped; a page fills from the next ones.
+    fetching: while true {
+      let batch = try store.jobs(state: state, after: last, limit: pageSize)
+      for stored in batch {
+        if caller.mayUse(jobOf: stored.record.owner) {
+          if jobs.count == pageSize {
+            more = true
+            break fetching
+          }
+          jobs.append(liveJob(stored.record.job)?.snapshot ?? stored.record)
+        }
+        last = stored.record.job
+      }
+      if batch.count < pageSize { break }
+    }
+    return .with {
+      $0.jobs = jobs
+      if more { $0.nextPageToken = Data(last.utf8).base64EncodedString() }
+    }
+  }
+
+  /// Forgets a job that is not running: its stages, its ps variables, its record.
+  private func deleteJob(_ name: String, for caller: Caller) async throws -> Pipemesh_V1_DeleteJobResponse {
+    let stored = try storedJob(name, for: caller, to: "delete")
+    guard stored.record.state != .running else {
+      throw RPCError(.failedPrecondition, "job \(name) is running; cancel it before deleting it")
+    }
+    await registry.forgetStages(of: stored.runID)
+    await StageLoading.unload(runID: stored.runID, clients: clients)
+    let freed = try await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
+      .drop(job: stored.runID)
+    try store.deleteJob(name)
+    jobs.withLock { jobs in
+      if jobs[name]?.job.runID == stored.runID { jobs[name] = nil }
+    }
+    return .with { $0.parameterServerBytesFreed = freed }
+  }
+
+  /// Refuses a Train whose name is taken, unless it asks to replace a job
+  /// of the caller's that is not running. Returns the job it replaces.
+  /// `live` is the job of that name this process runs or ran.
+  private func checkNameFree(
+    _ name: String, replace: Bool, by owner: Caller, live: TrainingJob?
+  ) throws -> CoordinatorStore.StoredJob? {
+    guard let existing = try store.job(name) else { return nil }
+    try Self.check(owner, mayUse: existing.record.owner, of: "job \(name)", to: "replace")
+    let state = live?.snapshot.state ?? existing.record.state
+    if state == .running {
+      throw RPCError(.alreadyExists, "job \(name) is running; pick another name or cancel it")
+    }
+    guard replace else {
       throw RPCError(
-        .permissionDenied, "job \(job.name) belongs to \(job.owner); \(caller.name) may not \(action) it (admins may)")
+        .alreadyExists,
+        "job \(name) exists (\(Self.describe(state))); pick another name, delete it, or set replace to train it again")
+    }
+    return existing
+  }
+
+  private static func check(_ caller: Caller, mayUse owner: String, of what: String, to action: String) throws {
+    guard caller.mayUse(jobOf: owner) else {
+      throw RPCError(
+        .permissionDenied, "\(what) belongs to \(owner); \(caller.name) may not \(action) it (admins may)")
     }
   }
 
@@ -255,21 +450,14 @@ public final class CoordinatorService: RPCService, Sendable {
   private func start(
     _ request: Pipemesh_V1_TrainRequest, owner: Caller
   ) async throws -> (TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>) {
-    var name = request.job
-    if name.isEmpty {
-      let number = jobCounter.withLock { counter in
-        counter += 1
-        return counter
-      }
-      name = "job-\(number)"
-    }
+    let name = request.job.isEmpty ? try unusedJobName() : request.job
     try MeshNames.checkJob(name, maxLength: Self.maxJobName)
     // The cheap refusals before loading any data (checked again when the job is added).
-    try checkReplaceable(name, by: owner)
+    _ = try checkNameFree(name, replace: request.replace, by: owner, live: liveJob(name))
     let (inputs, targets) = try data(request.data)
     let job = try TrainingJob(
       name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster,
-      clients: clients, budgets: try await checkMembers(requireAll: true))
+      clients: clients, store: store, budgets: try await checkMembers(requireAll: true))
     if job.checkpoints {
       let missing = try await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
         .tasksWithoutCheckpoints()
@@ -283,17 +471,45 @@ public final class CoordinatorService: RPCService, Sendable {
     let (updates, continuation) = AsyncStream.makeStream(
       of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
     let replaced = try jobs.withLock { jobs in
-      let existing = jobs[name]
-      try Self.checkReplaceable(existing?.job, by: owner)
+      let replaced = try checkNameFree(name, replace: request.replace, by: owner, live: jobs[name]?.job)
+      // Recorded before it runs, so that a second Train of the name sees it.
+      try job.save()
       let task = Task {
         await job.run { continuation.yield($0) }
+        if job.snapshot.state == .succeeded { await registerModel(of: job) }
         continuation.finish()
       }
       jobs[name] = (job, task)
-      return existing?.job
+      return replaced
     }
-    if let replaced { Task { await replaced.unload() } }
+    if let replaced { Task { await release(replaced) } }
     return (job, updates)
+  }
+
+  /// "job-N" for the lowest N from the count of stored jobs on that no job has.
+  private func unusedJobName() throws -> String {
+    var number = (try store.jobCounts().values.reduce(0, +)) + 1
+    while try store.job("job-\(number)") != nil { number += 1 }
+    return "job-\(number)"
+  }
+
+  /// Registers a job's weights as its model's next version; a job whose
+  /// weights cannot be registered keeps its state and says why.
+  private func registerModel(of job: TrainingJob) async {
+    do {
+      let model = try await registry.register(job)
+      job.registered("\(model.reference)")
+    } catch {
+      job.finish(.succeeded, error: "its model could not be registered: \(error)")
+    }
+  }
+
+  /// Frees what a replaced job held: its stages and its variables on the ps.
+  private func release(_ replaced: CoordinatorStore.StoredJob) async {
+    await registry.forgetStages(of: replaced.runID)
+    await StageLoading.unload(runID: replaced.runID, clients: clients)
+    _ = try? await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
+      .drop(job: replaced.runID)
   }
 
   private func data(_ source: Pipemesh_V1_DataSource) throws -> (Tensor, Tensor) {

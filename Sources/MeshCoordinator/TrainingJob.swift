@@ -24,7 +24,11 @@ final class TrainingJob: Sendable {
   let schedule: PipelineSchedule
   let cluster: Cluster
   let trace = TraceRecorder()
+  /// Where the job's record is kept as it runs.
+  private let store: CoordinatorStore
   private let status: Mutex<Pipemesh_V1_Job>
+  /// When the record was last written while steps ran.
+  private let savedAt = Mutex(ContinuousClock.now)
   private let clients: [[any RPCChannel]]
   private let data: Mutex<JobData?>
 
@@ -37,7 +41,7 @@ final class TrainingJob: Sendable {
   /// Checks the request and the data against the model; nothing runs yet.
   init(
     name: String, owner: String, request: Pipemesh_V1_TrainRequest, inputs: Tensor, targets: Tensor, cluster: Cluster,
-    clients: [[any RPCChannel]], budgets: [Int?] = []
+    clients: [[any RPCChannel]], store: CoordinatorStore, budgets: [Int?] = []
   ) throws {
     try Self.checkOptions(request)
     model = try makeModel(request.model)
@@ -84,14 +88,26 @@ final class TrainingJob: Sendable {
     // the rest, so a finished job holds no copy of them.
     var options = request
     options.data = .init()
+    options.job = name
+    options.microBatches = Int32(microBatches)
+    options.splitPoints = plan.bounds.dropFirst().dropLast().map { Int32($0) }
+    if options.schedule == .scheduleUnspecified { options.schedule = .scheduleGpipe }
+    if options.consistency.mode == nil { options.consistency.sync = .init() }
+    options.consistency.replicas = Int32(cluster.replicas)
+    if options.optimizer.kind == nil { options.optimizer.sgd = .init() }
+    if options.optimizer.learningRate.base == 0 { options.optimizer.learningRate.base = 0.01 }
+    if options.optimizer.learningRate.kind == nil { options.optimizer.learningRate.constant = .init() }
     self.request = options
     self.cluster = cluster
     self.clients = clients
+    self.store = store
     status = Mutex(
       .with {
         $0.job = name
         $0.owner = owner
         $0.state = .running
+        $0.createdUnixSeconds = Date().timeIntervalSince1970
+        $0.options = options
       })
   }
 
@@ -146,6 +162,37 @@ final class TrainingJob: Sendable {
 
   var snapshot: Pipemesh_V1_Job { status.withLock { $0 } }
 
+  /// Writes the job's record; while steps run (`throttled`), at most every
+  /// two seconds.
+  func save(throttled: Bool = false) throws {
+    if throttled {
+      let now = ContinuousClock.now
+      let due = savedAt.withLock { savedAt in
+        guard now - savedAt >= .seconds(2) else { return false }
+        savedAt = now
+        return true
+      }
+      guard due else { return }
+    }
+    try store.save(CoordinatorStore.StoredJob(record: snapshot, runID: runID))
+  }
+
+  /// Records how the job ended (with `error` when it failed) and saves it.
+  func finish(_ state: Pipemesh_V1_JobState, error: String = "") {
+    status.withLock {
+      $0.state = state
+      $0.error = error
+      $0.endedUnixSeconds = Date().timeIntervalSince1970
+    }
+    try? save()
+  }
+
+  /// Records the model version the job registered.
+  func registered(_ model: String) {
+    status.withLock { $0.model = model }
+    try? save()
+  }
+
   let stepsPerEpoch: Int
 
   /// Runs the job to its end, reporting progress; records how it ended. A
@@ -157,18 +204,16 @@ final class TrainingJob: Sendable {
     defer { data.withLock { $0 = nil } }
     do {
       guard let data = data.withLock({ $0 }) else { preconditionFailure("job \(name) ran twice") }
+      try save()
       try await execute(data, report: report)
-      status.withLock { $0.state = .succeeded }
+      finish(.succeeded)
       return
     } catch is CancellationError {
-      status.withLock { $0.state = .cancelled }
+      finish(.cancelled)
     } catch let error as RPCError where error.code == .cancelled && Task.isCancelled {
-      status.withLock { $0.state = .cancelled }
+      finish(.cancelled)
     } catch {
-      status.withLock {
-        $0.state = .failed
-        $0.error = "\(error)"
-      }
+      finish(.failed, error: "\(error)")
     }
     // Not cancelled with this task: the unload must reach the partitions.
     await Task { await self.unload() }.value
@@ -181,6 +226,7 @@ final class TrainingJob: Sendable {
     status.withLock { $0.totalSteps = Int64(totalSteps) }
     let batchSize = Int(request.batchSize)
     var step: Int64 = 0
+    var epochLosses: [Double] = []
     // The step the trace shows: the last one that did not flush to the ps
     // (a steady step's timeline), or 0 while every step flushed.
     var tracedStep: Int64 = 0
@@ -233,13 +279,23 @@ final class TrainingJob: Sendable {
           $0.loss = progress.loss
           $0.memory = memory
         }
+        epochLosses.append(progress.loss)
+        try save(throttled: true)
         if !flush { tracedStep = step }
         trace.keep(fromStep: tracedStep > 0 ? tracedStep : step)
         report(progress)
         if checkpointDue { _ = try await checkpoint() }
       }
+      var metrics = Pipemesh_V1_EpochMetrics.with {
+        $0.epoch = Int32(epoch)
+        $0.step = step
+        $0.loss = epochLosses.reduce(0, +) / Double(max(1, epochLosses.count))
+      }
+      epochLosses = []
       if let validation = data.validation {
         let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets)
+        metrics.validationLoss = loss
+        metrics.validationAccuracy = accuracy
         report(
           .with {
             $0.job = name
@@ -251,6 +307,8 @@ final class TrainingJob: Sendable {
             $0.validationAccuracy = accuracy
           })
       }
+      status.withLock { $0.epochs.append(metrics) }
+      try save()
     }
     var last = Pipemesh_V1_TrainProgress()
     last.job = name
@@ -262,50 +320,15 @@ final class TrainingJob: Sendable {
     report(last)
   }
 
-  /// Loads every stage; returns where each one's tensors are fetched, by
-  /// stage and replica.
+  /// Loads every stage on every replica; returns where each one's tensors
+  /// are fetched, by stage and replica.
   private func loadStages() async throws -> [[String]] {
-    // Every partition of the job, as the cluster names them: what each may fetch from.
-    let members = cluster.partitions.flatMap { $0 }
-    return try await withThrowingTaskGroup(of: (Int, Int, String).self) { group in
-      for stage in 0..<cluster.stages {
-        for replica in 0..<cluster.replicas {
-          let request = Pipemesh_V1_LoadStageRequest.with {
-            $0.job = runID
-            $0.model = self.request.model
-            $0.stage = Int32(stage)
-            $0.firstLayer = Int32(plan.bounds[stage])
-            $0.endLayer = Int32(plan.bounds[stage + 1])
-            $0.parameterServers = cluster.parameterServers
-            $0.replica = Int32(replica)
-            $0.consistency = consistency
-            $0.optimizer = self.request.optimizer
-            $0.recomputeActivations = self.request.recomputeActivations
-            $0.maxKeptBytes = self.request.maxKeptBytes
-            $0.peers = members
-          }
-          group.addTask {
-            let client = self.clients[stage][replica]
-            let response = try await client.call(PartitionMethods.loadStage, request)
-            guard !response.dataPlaneEndpoint.isEmpty else {
-              throw RPCError(
-                .failedPrecondition, "the partition at \(client.target) did not say where its tensors are fetched")
-            }
-            // Its neighbours fetch from it only at an address they were given as a peer.
-            guard members.contains(response.dataPlaneEndpoint) else {
-              throw RPCError(
-                .failedPrecondition,
-                "the partition at \(client.target) advertises \(response.dataPlaneEndpoint.echoed): list it under that address "
-                  + "in the coordinator's --partitions, or start it with --advertise \(client.target)")
-            }
-            return (stage, replica, response.dataPlaneEndpoint)
-          }
-        }
-      }
-      var endpoints = Array(repeating: Array(repeating: "", count: cluster.replicas), count: cluster.stages)
-      for try await (stage, replica, endpoint) in group { endpoints[stage][replica] = endpoint }
-      return endpoints
-    }
+    try await StageLoading(
+      runID: runID, model: request.model, bounds: plan.bounds, cluster: cluster, clients: clients,
+      consistency: consistency, optimizer: request.optimizer
+    ).load(
+      replicas: 0..<cluster.replicas, recomputeActivations: request.recomputeActivations,
+      maxKeptBytes: request.maxKeptBytes)
   }
 
   /// The job's consistency as the request gives it (read by `JobConsistency`
@@ -358,13 +381,7 @@ final class TrainingJob: Sendable {
   /// Frees the job's stages on every partition (best effort: a partition
   /// that cannot be reached keeps them until it restarts).
   func unload() async {
-    await withTaskGroup(of: Void.self) { group in
-      for stage in clients {
-        for client in stage {
-          group.addTask { _ = try? await client.call(PartitionMethods.unloadStage, .with { $0.job = self.runID }) }
-        }
-      }
-    }
+    await StageLoading.unload(runID: runID, clients: clients)
   }
 
   private func checkpoint() async throws -> [String] {

@@ -424,6 +424,22 @@ actor ParameterJob {
     return Progress(appliedStep: variables.mapValues(\.syncStep), slowestReplicaStep: slowest)
   }
 
+  /// Forgets every variable (the store dropped the job): pushes waiting in
+  /// it fail with ABORTED. Returns the parts and the budget's bytes freed.
+  func drop() -> (variables: Int, bytes: Int) {
+    let freed = (variables: variables.count, bytes: reservedBytes)
+    for waiter in waiters.values {
+      waiter.continuation.resume(
+        throwing: RPCError(.aborted, "job \(name) was dropped from this ps while the push waited"))
+    }
+    waiters = [:]
+    variables = [:]
+    pendingSteps = [:]
+    pushesInFlight = []
+    published.withLock { $0 = [:] }
+    return freed
+  }
+
   /// Suspends until `isReady` holds; cancelling the task (the caller's
   /// deadline) stops the wait.
   private func waitUntil(_ isReady: @escaping @Sendable (Progress) -> Bool) async throws {

@@ -41,6 +41,9 @@ public struct ParameterServerService: RPCService {
       response.variables = try await store.job(request.job).assign(request)
       return response
     }
+    router.unary(ParameterServerMethods.dropJob) { request, _ in
+      try await store.drop(job: request.job)
+    }
     router.unary(ParameterServerMethods.stats) { request, _ in
       var response = try store.stats(job: request.job)
       response.checkpointAgeSeconds = checkpointer?.age.map { Double($0.components.seconds) } ?? -1

@@ -83,6 +83,23 @@ public final class ParameterStore: Sendable {
     }
   }
 
+  /// Forgets a job and gives its bytes back to the budget; NOT_FOUND for an
+  /// unknown job.
+  public func drop(job name: String) async throws -> Pipemesh_V1_DropJobResponse {
+    let job = try jobs.withLock { jobs in
+      guard let job = jobs.removeValue(forKey: name) else {
+        throw RPCError(.notFound, "this ps holds no job named '\(name.echoed)'")
+      }
+      return job
+    }
+    let freed = await job.drop()
+    budget.release(freed.bytes)
+    return .with {
+      $0.variables = Int64(freed.variables)
+      $0.bytes = Int64(freed.bytes)
+    }
+  }
+
   /// Counters over one job, or all jobs when `name` is empty; NOT_FOUND for an unknown job.
   public func stats(job name: String) throws -> Pipemesh_V1_StatsResponse {
     let selected = name.isEmpty ? allJobs : [try job(name)]

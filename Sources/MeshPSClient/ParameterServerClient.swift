@@ -190,6 +190,32 @@ public final class ParameterServerClient: Sendable {
     }
   }
 
+  /// Learns where the parts of variables registered elsewhere lie (their
+  /// placement follows from their names and shapes), so that this client
+  /// can pull them whole without registering.
+  public func expect(variables: [(name: String, shape: [Int])]) {
+    let layouts = variables.map {
+      ($0.name, VariableLayout(shape: $0.shape, parts: placement.parts(of: $0.name, shape: $0.shape)))
+    }
+    layout.withLock { $0.merge(layouts) { $1 } }
+  }
+
+  /// Forgets a job on every task that holds it; returns the bytes freed.
+  public func drop(job: String) async throws -> Int64 {
+    try await withThrowingTaskGroup(of: Int64.self) { group in
+      for task in tasks {
+        group.addTask {
+          do {
+            return try await task.call(ParameterServerMethods.dropJob, .with { $0.job = job }).bytes
+          } catch let error as RPCError where error.code == .notFound {
+            return 0
+          }
+        }
+      }
+      return try await group.reduce(0, +)
+    }
+  }
+
   /// Sends the state of variables `user` kept (see `register`): each value,
   /// its optimizer slots and its version, part by part from their storage.
   @discardableResult

@@ -42,6 +42,8 @@ public enum ParameterServerMethods {
     service: service, name: "Checkpoint")
   public static let assign = UnaryMethod<Pipemesh_V1_AssignRequest, Pipemesh_V1_AssignResponse>(
     service: service, name: "Assign")
+  public static let dropJob = UnaryMethod<Pipemesh_V1_DropJobRequest, Pipemesh_V1_DropJobResponse>(
+    service: service, name: "DropJob")
 }
 
 /// `pipemesh.v1.Partition`.
@@ -81,6 +83,16 @@ public enum CoordinatorMethods {
     service: service, name: "ListJobs")
   public static let cancelJob = UnaryMethod<Pipemesh_V1_CancelJobRequest, Pipemesh_V1_Job>(
     service: service, name: "CancelJob")
+  public static let deleteJob = UnaryMethod<Pipemesh_V1_DeleteJobRequest, Pipemesh_V1_DeleteJobResponse>(
+    service: service, name: "DeleteJob")
+  public static let listModels = UnaryMethod<Pipemesh_V1_ListModelsRequest, Pipemesh_V1_ListModelsResponse>(
+    service: service, name: "ListModels")
+  public static let getModel = UnaryMethod<Pipemesh_V1_GetModelRequest, Pipemesh_V1_Model>(
+    service: service, name: "GetModel")
+  public static let deleteModel = UnaryMethod<Pipemesh_V1_DeleteModelRequest, Pipemesh_V1_DeleteModelResponse>(
+    service: service, name: "DeleteModel")
+  public static let exportModel = ServerStreamingMethod<Pipemesh_V1_ExportModelRequest, Pipemesh_V1_ModelChunk>(
+    service: service, name: "ExportModel")
 }
 
 /// Every method in the tables above.
@@ -91,6 +103,7 @@ public let allServiceMethods: [RPCMethodDescription] = [
   ParameterServerMethods.register.methodDescription, ParameterServerMethods.pull.methodDescription,
   ParameterServerMethods.push.methodDescription, ParameterServerMethods.stats.methodDescription,
   ParameterServerMethods.checkpoint.methodDescription, ParameterServerMethods.assign.methodDescription,
+  ParameterServerMethods.dropJob.methodDescription,
   PartitionMethods.loadStage.methodDescription, PartitionMethods.forward.methodDescription,
   PartitionMethods.backward.methodDescription,
   PartitionMethods.backwardWeights.methodDescription, PartitionMethods.commit.methodDescription,
@@ -99,4 +112,7 @@ public let allServiceMethods: [RPCMethodDescription] = [
   CoordinatorMethods.plan.methodDescription, CoordinatorMethods.train.methodDescription,
   CoordinatorMethods.infer.methodDescription, CoordinatorMethods.getJob.methodDescription,
   CoordinatorMethods.listJobs.methodDescription, CoordinatorMethods.cancelJob.methodDescription,
+  CoordinatorMethods.deleteJob.methodDescription, CoordinatorMethods.listModels.methodDescription,
+  CoordinatorMethods.getModel.methodDescription, CoordinatorMethods.deleteModel.methodDescription,
+  CoordinatorMethods.exportModel.methodDescription,
 ]

@@ -15,6 +15,7 @@ struct Pipemesh: AsyncParsableCommand {
       """,
     version: pipemeshVersion,
     subcommands: [
-      Up.self, Serve.self, Train.self, Infer.self, Plan.self, Status.self, Jobs.self, Cancel.self, Certs.self,
+      Up.self, Serve.self, Train.self, Infer.self, Plan.self, Status.self, Jobs.self, Cancel.self, Models.self,
+      Certs.self,
     ])
 }

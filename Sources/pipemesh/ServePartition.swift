@@ -116,8 +116,17 @@ struct ServeCoordinator: AsyncParsableCommand {
       """)
   var tokensFile: String?
 
+  @Option(
+    help: """
+      Folder of the coordinator's durable state: its database of jobs and models (coordinator.sqlite) \
+      and the models' weights. Without it, jobs and models end with the process. [PIPEMESH_STATE_DIR]
+      """)
+  var stateDir: String?
+
   func run() async throws {
     let settings = try service.resolved()
+    let stateDir = Settings.text(stateDir, option: "--state-dir")
+    if let stateDir { try Settings.checkWritableDirectory(stateDir, option: "--state-dir") }
     guard let ps = Settings.text(ps, option: "--ps") else {
       throw ValidationError("give the ps tasks with --ps (or PIPEMESH_PS)")
     }
@@ -153,10 +162,24 @@ struct ServeCoordinator: AsyncParsableCommand {
     } catch let error as TokenFileError {
       throw ValidationError("--tokens-file (or PIPEMESH_TOKENS_FILE): \(error)")
     }
+    let store: CoordinatorStore
+    do {
+      store = try CoordinatorStore(directory: stateDir)
+    } catch let error as RPCError {
+      throw ValidationError("--state-dir (or PIPEMESH_STATE_DIR): \(error.message)")
+    }
     let coordinator = try CoordinatorService(
-      cluster: cluster, loadDataset: trainingDataLoader(files: files), tokens: tokens)
+      cluster: cluster, loadDataset: trainingDataLoader(files: files), tokens: tokens, store: store)
     CoordinatorMetrics.register(coordinator, in: host.metrics)
     let log = host.log
+    if let stateDir {
+      log.info("state in \(stateDir)")
+    } else {
+      log.warning("no --state-dir: jobs and models are kept in memory and end with this process")
+    }
+    for job in coordinator.interruptedJobs {
+      log.warning("job \(job) was running when the coordinator stopped; it is marked interrupted")
+    }
     try await host.run(
       [coordinator],
       status: {

@@ -49,12 +49,13 @@ import Testing
     _ coordinator: RunningService, job: String, model: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor,
     microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, consistency: Pipemesh_V1_Consistency = .init(),
     epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0,
-    recompute: Bool = false, maxKeptBytes: Int64 = 0
+    recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false
   ) async throws -> [Pipemesh_V1_TrainProgress] {
     try await train(
       RPCClient(target: coordinator.endpoint), job: job, model: model, inputs: inputs, targets: targets,
       microBatches: microBatches, schedule: schedule, consistency: consistency, epochs: epochs, batchSize: batchSize,
-      learningRate: learningRate, validation: validation, recompute: recompute, maxKeptBytes: maxKeptBytes)
+      learningRate: learningRate, validation: validation, recompute: recompute, maxKeptBytes: maxKeptBytes,
+      replace: replace)
   }
 
   /// Trains through `client`, a channel to a coordinator on any transport.
@@ -62,7 +63,7 @@ import Testing
     _ client: any RPCChannel, job: String, model: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor,
     microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, consistency: Pipemesh_V1_Consistency = .init(),
     epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0,
-    recompute: Bool = false, maxKeptBytes: Int64 = 0
+    recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false
   ) async throws -> [Pipemesh_V1_TrainProgress] {
     var request = Pipemesh_V1_TrainRequest.inline(
       job: job, model: model, inputs: inputs, targets: targets, epochs: epochs, batchSize: batchSize,
@@ -72,6 +73,7 @@ import Testing
     request.validationFraction = validation
     request.recomputeActivations = recompute
     request.maxKeptBytes = maxKeptBytes
+    request.replace = replace
     var progress: [Pipemesh_V1_TrainProgress] = []
     for try await update in client.stream(CoordinatorMethods.train, request, options: .init(timeout: .seconds(300))) {
       progress.append(update)
@@ -345,20 +347,24 @@ import Testing
 /// Requests that once crashed a partition or the coordinator, and job names
 /// used twice.
 @Suite(.serialized) struct CoordinatorRobustnessTests {
-  @Test func rerunningAJobNameStartsFromFreshState() async throws {
+  @Test func aJobNameIsTakenUntilReplaced() async throws {
     let mesh = try await PipelineTrainingTests.mesh.value
     let (inputs, targets) = PipelineTrainingTests.classification()
     let coordinator = try await mesh.coordinator([[0], [1]], name: "rerun")
-    var runs: [[Double]] = []
-    for _ in 0..<2 {
-      let progress = try await PipelineTrainingTests.train(
+    func train(replace: Bool) async throws -> [Double] {
+      try await PipelineTrainingTests.train(
         coordinator, job: "same-name", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
-        microBatches: 2, schedule: .scheduleGpipe)
-      runs.append(progress.filter { !$0.done && !$0.evaluated }.map(\.loss))
+        microBatches: 2, schedule: .scheduleGpipe, replace: replace
+      ).filter { !$0.done && !$0.evaluated }.map(\.loss)
     }
-    // The second run trains again from the initial weights: the same losses.
-    #expect(runs[0].count == 8)
-    #expect(zip(runs[0], runs[1]).allSatisfy { abs($0 - $1) <= 1e-6 * abs($0) }, "\(runs)")
+    let first = try await train(replace: false)
+    let taken = await #expect(throws: RPCError.self) { _ = try await train(replace: false) }
+    #expect(taken?.code == .alreadyExists)
+    #expect(taken?.message.contains("replace") == true, "\(String(describing: taken))")
+    // Replaced, it trains again from the initial weights: the same losses.
+    let second = try await train(replace: true)
+    #expect(first.count == 8)
+    #expect(zip(first, second).allSatisfy { abs($0 - $1) <= 1e-6 * abs($0) }, "\(first) \(second)")
   }
 
   @Test func malformedStageAndInferenceRequestsAreRefused() async throws {

@@ -16,6 +16,17 @@ public enum PipemeshBinary {
   }()
 }
 
+/// Runs `pipemesh <arguments>` in `directory` as a user would; returns its
+/// exit status and output (stdout and stderr).
+public func pipemesh(_ arguments: [String], in directory: TemporaryDirectory) async throws -> (
+  status: Int32, output: String
+) {
+  let log = directory.file("run-\(UUID().uuidString.prefix(6)).log")
+  let process = try ChildProcess(PipemeshBinary.path, arguments, logPath: log, currentDirectory: directory.path)
+  let status = try await process.waitForExit(timeout: .seconds(180))
+  return (status, process.log)
+}
+
 /// A `pipemesh serve …` process on a free loopback port.
 public struct RunningService: Sendable {
   public let process: ChildProcess

@@ -10,15 +10,6 @@ import Testing
     return (mesh, try await mesh.coordinator([[0], [1]], name: "cli"))
   }
 
-  /// Runs `pipemesh <arguments>`; returns its exit status and output.
-  func pipemesh(_ arguments: [String], in directory: TemporaryDirectory) async throws -> (status: Int32, output: String)
-  {
-    let log = directory.file("run-\(UUID().uuidString.prefix(6)).log")
-    let process = try ChildProcess(PipemeshBinary.path, arguments, logPath: log, currentDirectory: directory.path)
-    let status = try await process.waitForExit(timeout: .seconds(180))
-    return (status, process.log)
-  }
-
   @Test func trainStatusJobsInferAndPlanWork() async throws {
     let (_, coordinator) = try await Self.mesh.value
     let directory = try TemporaryDirectory(prefix: "pipemesh-cli")

@@ -86,7 +86,7 @@ def environment(workload: dict[str, Any]) -> dict[str, Any]:
 
 
 def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return by_kind(objects, "StatefulSet") | by_kind(objects, "Deployment")
+    return by_kind(objects, "StatefulSet")
 
 
 def declared_options() -> set[str]:
@@ -149,10 +149,11 @@ def test_lint_reports_a_broken_template(tmp_path: Any) -> None:
 
 def test_default_objects(default_objects: list[dict[str, Any]]) -> None:
     kinds = Counter(item["kind"] for item in default_objects)
-    assert kinds == Counter({"StatefulSet": 3, "Service": 4, "Deployment": 1, "ConfigMap": 1, "Secret": 2})
+    assert kinds == Counter({"StatefulSet": 4, "Service": 4, "ConfigMap": 1, "Secret": 2})
     statefulsets = by_kind(default_objects, "StatefulSet")
     assert {name: item["spec"]["replicas"] for name, item in statefulsets.items()} == {
-        f"{RELEASE}-pipemesh-ps": 1, f"{RELEASE}-pipemesh-stage-0": 1, f"{RELEASE}-pipemesh-stage-1": 1}
+        f"{RELEASE}-pipemesh-ps": 1, f"{RELEASE}-pipemesh-stage-0": 1, f"{RELEASE}-pipemesh-stage-1": 1,
+        f"{RELEASE}-pipemesh-coordinator": 1}
     assert all(item["metadata"]["namespace"] == NAMESPACE for item in default_objects)
 
 
@@ -179,19 +180,41 @@ def test_ps_statefulset_claims_a_checkpoint_volume(default_objects: list[dict[st
     assert ps["spec"]["serviceName"] == f"{RELEASE}-pipemesh-ps"
 
 
+def test_coordinator_statefulset_claims_a_state_volume(chart: Any, default_objects: list[dict[str, Any]]) -> None:
+    """The coordinator keeps its jobs, model registry and model weights on its
+    claim, mounted where --state-dir points; the claim follows coordinator.persistence."""
+    coordinator = by_kind(default_objects, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"]
+    claims = coordinator["spec"]["volumeClaimTemplates"]
+    assert [claim["metadata"]["name"] for claim in claims] == ["state"]
+    persistence = chart.values["coordinator"]["persistence"]
+    assert claims[0]["spec"]["resources"]["requests"]["storage"] == persistence["size"] == "5Gi"
+    assert claims[0]["spec"]["accessModes"] == persistence["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in claims[0]["spec"]
+    assert claims[0]["metadata"]["labels"]["app.kubernetes.io/component"] == "coordinator"
+    mounts = {mount["name"]: mount["mountPath"] for mount in container(coordinator)["volumeMounts"]}
+    assert flag(container(coordinator)["args"], "--state-dir") == mounts["state"] == "/var/lib/pipemesh/state"
+    overridden = render(chart, {"coordinator": {"persistence": {"size": "50Gi", "storageClassName": "fast-ssd"}}})
+    claim = by_kind(overridden, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"]["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
 def test_headless_services_select_their_pods(default_objects: list[dict[str, Any]],
                                              big_objects: list[dict[str, Any]]) -> None:
     for objects in (default_objects, big_objects):
         services = by_kind(objects, "Service")
         for name, statefulset in by_kind(objects, "StatefulSet").items():
             service = services[statefulset["spec"]["serviceName"]]
-            assert service["spec"]["clusterIP"] == "None", name
+            # The coordinator's Service is the one users call, not a headless one.
+            if not name.endswith("-coordinator"):
+                assert service["spec"]["clusterIP"] == "None", name
             pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
             assert service["spec"]["selector"].items() <= pod_labels.items(), name
             assert statefulset["spec"]["selector"]["matchLabels"].items() <= pod_labels.items(), name
         # No two workloads' pods match one another's selector.
         selectors = [item["spec"]["selector"]["matchLabels"] for item in objects
-                     if item["kind"] in {"StatefulSet", "Deployment"}]
+                     if item["kind"] == "StatefulSet"]
         assert len({json.dumps(selector, sort_keys=True) for selector in selectors}) == len(selectors)
 
 
@@ -284,7 +307,7 @@ def test_every_flag_passed_is_an_option_of_the_binary(request: pytest.FixtureReq
 def test_partitions_advertise_the_names_the_coordinator_dials(default_objects: list[dict[str, Any]],
                                                               big_objects: list[dict[str, Any]]) -> None:
     for objects in (default_objects, big_objects):
-        coordinator = container(by_kind(objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"])
+        coordinator = container(by_kind(objects, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"])
         dialled = flag(coordinator["args"], "--partitions").replace(";", ",").split(",")
         advertised = []
         for name, statefulset in sorted(by_kind(objects, "StatefulSet").items()):
@@ -301,7 +324,7 @@ def test_partitions_advertise_the_names_the_coordinator_dials(default_objects: l
 def test_partitions_dial_only_the_mesh(default_objects: list[dict[str, Any]], big_objects: list[dict[str, Any]]) -> None:
     """A partition dials only the ps tasks and partitions the coordinator lists."""
     for objects in (default_objects, big_objects):
-        coordinator = container(by_kind(objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"])
+        coordinator = container(by_kind(objects, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"])
         mesh = flag(coordinator["args"], "--ps").split(",") + flag(coordinator["args"], "--partitions").replace(";", ",").split(",")
         for name, statefulset in by_kind(objects, "StatefulSet").items():
             if "-stage-" in name:
@@ -309,19 +332,20 @@ def test_partitions_dial_only_the_mesh(default_objects: list[dict[str, Any]], bi
 
 
 def test_coordinator_dials_every_task_and_partition_by_dns_name(default_objects: list[dict[str, Any]]) -> None:
-    coordinator = by_kind(default_objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"]
+    coordinator = by_kind(default_objects, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"]
     args = container(coordinator)["args"]
     assert args[:2] == ["serve", "coordinator"]
     assert flag(args, "--ps") == ps_name(0)
     assert flag(args, "--partitions") == f"{partition_name(0, 0)};{partition_name(1, 0)}"
     assert coordinator["spec"]["replicas"] == 1
-    assert coordinator["spec"]["strategy"]["type"] == "Recreate"
+    assert coordinator["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    assert coordinator["spec"]["serviceName"] == f"{RELEASE}-pipemesh-coordinator"
 
 
 def test_model_spec_config_map_is_mounted(chart: Any, default_objects: list[dict[str, Any]]) -> None:
     config_map = by_kind(default_objects, "ConfigMap")[f"{RELEASE}-pipemesh-model"]
     assert json.loads(config_map["data"]["model.json"]) == {}
-    coordinator = by_kind(default_objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"]
+    coordinator = by_kind(default_objects, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"]
     volumes = {volume["name"]: volume for volume in coordinator["spec"]["template"]["spec"]["volumes"]}
     assert volumes["model"]["configMap"]["name"] == config_map["metadata"]["name"]
     assert {"name": "model", "mountPath": "/etc/pipemesh/model", "readOnly": True} in container(coordinator)["volumeMounts"]
@@ -329,7 +353,7 @@ def test_model_spec_config_map_is_mounted(chart: Any, default_objects: list[dict
 
 def test_workloads_run_unprivileged(default_objects: list[dict[str, Any]]) -> None:
     for item in default_objects:
-        if item["kind"] in {"StatefulSet", "Deployment"}:
+        if item["kind"] == "StatefulSet":
             pod = item["spec"]["template"]["spec"]
             assert pod["securityContext"]["runAsNonRoot"] is True
             security = container(item)["securityContext"]
@@ -345,18 +369,19 @@ def test_workloads_run_unprivileged(default_objects: list[dict[str, Any]]) -> No
 
 def test_big_mesh_objects(big_objects: list[dict[str, Any]]) -> None:
     kinds = Counter(item["kind"] for item in big_objects)
-    assert kinds == Counter({"StatefulSet": 4, "Service": 5, "Deployment": 1, "ConfigMap": 1})
+    assert kinds == Counter({"StatefulSet": 5, "Service": 5, "ConfigMap": 1})
     statefulsets = by_kind(big_objects, "StatefulSet")
     assert {name: item["spec"]["replicas"] for name, item in statefulsets.items()} == {
         f"{RELEASE}-pipemesh-ps": 2,
-        f"{RELEASE}-pipemesh-stage-0": 2, f"{RELEASE}-pipemesh-stage-1": 2, f"{RELEASE}-pipemesh-stage-2": 2}
+        f"{RELEASE}-pipemesh-stage-0": 2, f"{RELEASE}-pipemesh-stage-1": 2, f"{RELEASE}-pipemesh-stage-2": 2,
+        f"{RELEASE}-pipemesh-coordinator": 1}
     for name, statefulset in statefulsets.items():
         assert container(statefulset)["image"] == "registry.example/pipemesh:1.2.3", name
         assert container(statefulset)["imagePullPolicy"] == "Always", name
 
 
 def test_big_mesh_coordinator_lists_everything_in_order(big_objects: list[dict[str, Any]]) -> None:
-    args = container(by_kind(big_objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"])["args"]
+    args = container(by_kind(big_objects, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"])["args"]
     assert flag(args, "--ps") == f"{ps_name(0)},{ps_name(1)}"
     stages = [f"{partition_name(stage, 0)},{partition_name(stage, 1)}" for stage in range(3)]
     assert flag(args, "--partitions") == ";".join(stages)
@@ -393,7 +418,7 @@ def test_big_mesh_mounts_tls_and_passes_its_flags(big_objects: list[dict[str, An
 
 def test_big_mesh_serves_metrics(big_objects: list[dict[str, Any]]) -> None:
     for item in big_objects:
-        if item["kind"] in {"StatefulSet", "Deployment"}:
+        if item["kind"] == "StatefulSet":
             assert environment(item)["PIPEMESH_METRICS_LISTEN"] == "0.0.0.0:9464"
             assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container(item)["ports"]
             assert item["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9464"
@@ -403,7 +428,7 @@ def test_model_spec_lands_in_the_config_map_and_rolls_the_coordinator(
         big_objects: list[dict[str, Any]], default_objects: list[dict[str, Any]]) -> None:
     config_map = by_kind(big_objects, "ConfigMap")[f"{RELEASE}-pipemesh-model"]
     assert json.loads(config_map["data"]["model.json"]) == BIG["modelSpec"]
-    checksum = lambda objects: by_kind(objects, "Deployment")[f"{RELEASE}-pipemesh-coordinator"][  # noqa: E731
+    checksum = lambda objects: by_kind(objects, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"][  # noqa: E731
         "spec"]["template"]["metadata"]["annotations"]["pipemesh/model-spec-checksum"]
     assert checksum(big_objects) != checksum(default_objects)
 

@@ -20,6 +20,7 @@ Endpoints inside requests (ps addresses, tensor references) are only ever
 
 from __future__ import annotations
 
+import base64
 import math
 import random
 from dataclasses import dataclass, replace
@@ -80,8 +81,23 @@ class MeshContext:
 
     @property
     def protected_jobs(self) -> frozenset[str]:
-        """Jobs no destructive request (LoadStage, UnloadStage, CancelJob, Train) names."""
-        return frozenset({self.trained_job, *(stage.job for stage in self.stages)})
+        """Jobs no destructive request (LoadStage, UnloadStage, CancelJob, Train, DeleteJob,
+        DeleteModel, DropJob) names: the trained job (and its model), the loaded stages'
+        jobs, and every job holding the ps variables that Pull, Push and Assign aim at."""
+        return frozenset({self.trained_job, *(stage.job for stage in self.stages), *(v.job for v in self.variables)})
+
+    def is_protected_ps_job(self, job: str) -> bool:
+        """Whether a ps job is, or belongs to, a protected job: the ps holds a
+        coordinator's job under its run id "<job>.<8 hex>"."""
+        protected = self.protected_jobs
+        return job in protected or any(job.startswith(name + ".") for name in protected)
+
+    def is_protected_model(self, reference: str) -> bool:
+        """Whether a model reference ("NAME" or "NAME:vN") names a protected
+        job's model: its name part (before the first ":", as the coordinator
+        splits it, or before the last one) is a protected job."""
+        protected = self.protected_jobs
+        return reference.split(":", 1)[0] in protected or reference.rsplit(":", 1)[0] in protected
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,11 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("Coordinator", "GetJob", "GetJobRequest"),
     Rpc("Coordinator", "ListJobs", "ListJobsRequest", weight=2),
     Rpc("Coordinator", "CancelJob", "CancelJobRequest"),
+    Rpc("Coordinator", "DeleteJob", "DeleteJobRequest", weight=2),  # destructive: never a protected job
+    Rpc("Coordinator", "ListModels", "ListModelsRequest", weight=2),
+    Rpc("Coordinator", "GetModel", "GetModelRequest", weight=3),
+    Rpc("Coordinator", "DeleteModel", "DeleteModelRequest", weight=2),  # destructive: never a protected job's model
+    Rpc("Coordinator", "ExportModel", "ExportModelRequest", streaming=True, weight=2),
     Rpc("Partition", "LoadStage", "LoadStageRequest"),
     Rpc("Partition", "Forward", "ForwardRequest"),
     Rpc("Partition", "Backward", "BackwardRequest"),
@@ -124,6 +145,7 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("ParameterServer", "Stats", "StatsRequest"),
     Rpc("ParameterServer", "Checkpoint", "CheckpointRequest", weight=1),
     Rpc("ParameterServer", "Assign", "AssignRequest"),
+    Rpc("ParameterServer", "DropJob", "DropJobRequest", weight=2),  # destructive: never a protected job or its run ids
 )
 
 
@@ -496,12 +518,19 @@ class HostileGenerator:
     def _safe(self, case: Case) -> bool:
         """Whether the request, as the server would parse it, names only
         127.0.0.1 endpoints and no job of the realism run in a destructive call."""
-        if case.rpc.service == "ParameterServer" or case.rpc.method in ("Plan", "GetJob", "ListJobs", "FetchTensor", "Commit"):
+        if case.rpc.name == "ParameterServer.DropJob":
+            message = self._parse(case)
+            return message is None or not self.ctx.is_protected_ps_job(message.job)
+        if case.rpc.service == "ParameterServer" or case.rpc.method in (
+                "Plan", "GetJob", "ListJobs", "FetchTensor", "Commit", "ListModels", "GetModel", "ExportModel"):
             return True
         message = self._parse(case)
         if message is None:
             return True
-        if case.rpc.method in ("UnloadStage", "CancelJob", "LoadStage", "Train") and message.job in self.ctx.protected_jobs:
+        # Train with or without `replace`: a protected name is refused either way.
+        if case.rpc.method in ("UnloadStage", "CancelJob", "LoadStage", "Train", "DeleteJob") and message.job in self.ctx.protected_jobs:
+            return False
+        if case.rpc.method == "DeleteModel" and self.ctx.is_protected_model(message.model):
             return False
         endpoints: list[str] = []
         if case.rpc.method == "LoadStage":
@@ -783,6 +812,11 @@ class HostileGenerator:
             validation_fraction=d.float("validation_fraction", rng.choice((0.0, 0.2))),
             shuffle_seed=d.uint64("shuffle_seed", 1), recompute_activations=d.flag("recompute_activations", False),
             max_kept_bytes=d.int64("max_kept_bytes", 0))
+        # An existing name is ALREADY_EXISTS without `replace`: half the calls replace, so
+        # that the hostile-t* jobs keep training. Never a protected job (see _job and _safe).
+        if rng.random() < 0.5:
+            request.replace = True
+            d.note("replace")
         if d.hostile():
             request.checkpoint.CopyFrom(c.CheckpointPolicy(every_steps=d.int64("checkpoint.every_steps", 0), at_end=rng.random() < 0.5))
         if d.hostile():
@@ -807,18 +841,97 @@ class HostileGenerator:
 
     def _coordinator_infer(self, d: Draw) -> tuple[Message, None]:
         c = self.pb.coordinator
-        job = d.string("job", self.ctx.trained_job)
-        return c.InferRequest(job=job, inputs=self.tensor(d, "inputs", 64, rows=d.rng.choice((1, 5, 16))),
-                              micro_batches=d.int32("micro_batches", d.rng.choice((0, 1, 2)))), None
+        rng = d.rng
+        request = c.InferRequest(inputs=self.tensor(d, "inputs", 64, rows=rng.choice((1, 5, 16))),
+                                 micro_batches=d.int32("micro_batches", rng.choice((0, 1, 2))))
+        target = rng.random()  # exactly one of job and model is valid
+        if target < 0.55:
+            request.job = d.string("job", self.ctx.trained_job)
+        elif target < 0.9:
+            # mostly the trained job's model ("NAME" or "NAME:v1"), which the coordinator loads on first use
+            request.model = self._model_ref(d, realistic=rng.random() < 0.7)
+            d.note("by model")
+        elif target < 0.97:
+            request.job = d.string("job", self.ctx.trained_job)
+            request.model = self._model_ref(d, realistic=True)
+            d.note("both job and model")
+        else:
+            d.note("neither job nor model")
+        return request, None
 
     def _coordinator_getjob(self, d: Draw) -> tuple[Message, None]:
         return self.pb.coordinator.GetJobRequest(job=d.string("job", d.rng.choice((self.ctx.trained_job, "hostile-t0", "none")))), None
 
     def _coordinator_listjobs(self, d: Draw) -> tuple[Message, None]:
-        return self.pb.coordinator.ListJobsRequest(), None
+        rng = d.rng
+        request = self.pb.coordinator.ListJobsRequest(
+            state=d.enum("state", rng.choice((0, 0, 1, 2, 3, 4, 5)), 6),  # JobState: 0..5
+            page_size=d.int32("page_size", rng.choice((0, 0, 1, 2, 10, 100, 1000))))
+        token = rng.random()
+        if token < 0.5:
+            value = ""
+        elif token < 0.8:  # a next_page_token as the coordinator makes them: the base64 of the last name
+            name = rng.choice((self.ctx.trained_job, "hostile-t0", "hostile-t3", "a", "zzzz", "", "x" * 200))
+            value = base64.b64encode(name.encode()).decode()
+        else:
+            value, label = rng.choice((
+                ("!!!!", "not base64"), ("abc", "base64 without padding"), ("=", "only padding"),
+                (base64.b64encode(b"\xff\xfe\x00").decode(), "base64 of bytes that are not UTF-8"),
+                (base64.b64encode(b"y" * (64 * KiB)).decode(), "base64 of a 64KB name"),
+                (base64.urlsafe_b64encode(b"\xfb\xff\xbf").decode(), "url-safe base64")))
+            d.note(f"page_token: {label}")
+        request.page_token = d.string("page_token", value)
+        return request, None
 
     def _coordinator_canceljob(self, d: Draw) -> tuple[Message, None]:
         return self.pb.coordinator.CancelJobRequest(job=self._job(d, ("hostile-t0", "hostile-t1", "none", "hostile-l0"))), None
+
+    def _coordinator_deletejob(self, d: Draw) -> tuple[Message, None]:
+        # hostile-t* jobs come and go with the Train calls (running ones are FAILED_PRECONDITION)
+        return self.pb.coordinator.DeleteJobRequest(
+            job=self._job(d, ("hostile-t0", "hostile-t1", "hostile-t2", "hostile-t3", "none", "hostile-l0"))), None
+
+    # model references: well-formed, malformed, and those of jobs the Train calls may register
+    _MODEL_REFS = ("hostile-t0", "hostile-t0:v1", "hostile-t1:v2", "hostile-t2:v1", "none", "none:v1", "x:v0", "x:v", "x:v-1",
+                   "x:V1", "x:v1 ", "x:v99999999999", f"x:v{INT32_MAX}", f"x:v{2**31}", "x:", ":v1", ":", "a:b:c", "x:v1:v2",
+                   "x:v01", "x:1", "x::v1")
+
+    def _model_ref(self, d: Draw, realistic: bool = False, destructive: bool = False) -> str:
+        """A model reference: the trained job's model ("NAME", "NAME:v1"; not when
+        `destructive`), another well-formed or malformed one, or a hostile string.
+        A destructive one never names a protected job's model."""
+        rng = d.rng
+        trained = self.ctx.trained_job
+        if destructive:
+            pool = self._MODEL_REFS
+        elif realistic:
+            pool = (trained, f"{trained}:v1")
+        else:
+            pool = (trained, f"{trained}:v1", f"{trained}:v2", f"{trained}:v0", f"{trained}:v{INT32_MAX}", f"{trained}:",
+                    f"{trained}:v1:v1") + self._MODEL_REFS
+        value = rng.choice(pool)
+        if d.hostile(0.3):
+            name, label = hostile_string(rng)
+            value = f"{name}:v{rng.choice((1, 2))}"
+            d.note(f"model=<{label}>:vN")
+        else:
+            value = d.string("model", value)
+        if destructive and self.ctx.is_protected_model(value):
+            return pool[0]
+        return value
+
+    def _coordinator_listmodels(self, d: Draw) -> tuple[Message, None]:
+        name = d.string("name", d.rng.choice(("", "", self.ctx.trained_job, "hostile-t0", "none", "x:v1", ":v1", "a:b:c")))
+        return self.pb.coordinator.ListModelsRequest(name=name), None
+
+    def _coordinator_getmodel(self, d: Draw) -> tuple[Message, None]:
+        return self.pb.coordinator.GetModelRequest(model=self._model_ref(d, realistic=d.rng.random() < 0.4)), None
+
+    def _coordinator_deletemodel(self, d: Draw) -> tuple[Message, None]:
+        return self.pb.coordinator.DeleteModelRequest(model=self._model_ref(d, destructive=True)), None
+
+    def _coordinator_exportmodel(self, d: Draw) -> tuple[Message, None]:
+        return self.pb.coordinator.ExportModelRequest(model=self._model_ref(d, realistic=d.rng.random() < 0.5)), None
 
     # -- Partition -------------------------------------------------------------------------
 
@@ -1017,6 +1130,17 @@ class HostileGenerator:
                 state.slots.append(self.pb.tensor.NamedTensor(name=d.string("slots.name", "m"), tensor=value))
             request.variables.append(state)
         return request, None
+
+    def _parameterserver_dropjob(self, d: Draw) -> tuple[Message, None]:
+        """Drops a job the hostile calls made (Register, LoadStage, a Train's run
+        id) or none; never a protected job nor one of its run ids "<job>.<8 hex>"."""
+        rng = d.rng
+        pool = ("hostile-r0", "hostile-r1", "hostile-r2", "hostile-l0", "hostile-l1", "hostile-l2", "hostile-l3", "none",
+                f"hostile-t{rng.randrange(4)}.{rng.getrandbits(32):08x}", "hostile-t0.", "")
+        job = d.string("job", rng.choice(pool))
+        if self.ctx.is_protected_ps_job(job):
+            job = pool[0]
+        return self.pb.parameter_server.DropJobRequest(job=job), None
 
 
 def _poke(values: np.ndarray, rng: random.Random, value: float) -> bytes:

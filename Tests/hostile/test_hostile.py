@@ -122,9 +122,17 @@ class Caller:
     def cancel_jobs(self, coordinator: str, pb: SimpleNamespace, protected: str) -> None:
         """Cancels every running job but the protected one, so hostile Train calls do not pile up."""
         channel = self.channel(coordinator)
+        c = pb.coordinator
         try:
-            jobs = pb.coordinator.ListJobsResponse.FromString(
-                channel.unary_unary("/pipemesh.v1.Coordinator/ListJobs")(b"", timeout=5)).jobs
+            # ListJobs answers a page (100 by default): ask for the running ones, every page.
+            jobs, token = [], ""
+            for _ in range(100):
+                page = c.ListJobsResponse.FromString(channel.unary_unary("/pipemesh.v1.Coordinator/ListJobs")(
+                    c.ListJobsRequest(state=c.JOB_STATE_RUNNING, page_size=1000, page_token=token).SerializeToString(), timeout=5))
+                jobs += page.jobs
+                token = page.next_page_token
+                if not token:
+                    break
             for job in jobs:
                 if job.state == pb.coordinator.JOB_STATE_RUNNING and job.job != protected:
                     channel.unary_unary("/pipemesh.v1.Coordinator/CancelJob")(

@@ -8,6 +8,11 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -72,6 +77,10 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
   case succeeded // = 2
   case failed // = 3
   case cancelled // = 4
+
+  /// The coordinator stopped while the job ran (found so when it started
+  /// again): its stages were unloaded; train it again with `replace`.
+  case interrupted // = 5
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -85,6 +94,7 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
     case 2: self = .succeeded
     case 3: self = .failed
     case 4: self = .cancelled
+    case 5: self = .interrupted
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -96,6 +106,7 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
     case .succeeded: return 2
     case .failed: return 3
     case .cancelled: return 4
+    case .interrupted: return 5
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -107,6 +118,7 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
     .succeeded,
     .failed,
     .cancelled,
+    .interrupted,
   ]
 
 }
@@ -442,6 +454,15 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._maxKeptBytes = newValue}
   }
 
+  /// Start the job even when a job of that name exists (and is not running):
+  /// the old job's record, stages and variables are replaced. Without it, an
+  /// existing name is ALREADY_EXISTS.
+  /// Valid: any; PERMISSION_DENIED when the existing job is another user's.
+  public var replace: Bool {
+    get {_storage._replace}
+    set {_uniqueStorage()._replace = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -517,10 +538,18 @@ public nonisolated struct Pipemesh_V1_InferRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// A job trained (or training) on this coordinator.
-  /// Valid: a job the caller may use (NOT_FOUND, PERMISSION_DENIED otherwise); FAILED_PRECONDITION
-  /// once it failed or was cancelled.
+  /// A job trained (or training) on this coordinator: a job that succeeded
+  /// answers with its registered model once its stages are gone (after a
+  /// restart).
+  /// Valid: exactly one of `job` and `model` (INVALID_ARGUMENT otherwise); a job the caller may use
+  /// (NOT_FOUND, PERMISSION_DENIED otherwise); FAILED_PRECONDITION once it failed, was cancelled or
+  /// was interrupted.
   public var job: String = String()
+
+  /// A registered model: "NAME" (its newest version) or "NAME:vN". The
+  /// coordinator loads it onto the partitions on first use and keeps it there.
+  /// Valid: as `job`; a model the caller may use (NOT_FOUND, PERMISSION_DENIED otherwise).
+  public var model: String = String()
 
   /// Valid: [rows >= 1] + the model's input_shape, finite, token ids in range; a chunk over a
   /// stage's activation bound is RESOURCE_EXHAUSTED.
@@ -591,6 +620,54 @@ public nonisolated struct Pipemesh_V1_Job: Sendable {
   /// last commit, its ps tasks when the job is read.
   public var memory: [Pipemesh_V1_MemberMemory] = []
 
+  /// When the job was created and when it ended (0 while it runs), in
+  /// seconds since the Unix epoch.
+  public var createdUnixSeconds: Double = 0
+
+  public var endedUnixSeconds: Double = 0
+
+  /// The request as the job runs it (without its data): every default is
+  /// filled in.
+  public var options: Pipemesh_V1_TrainRequest {
+    get {_options ?? Pipemesh_V1_TrainRequest()}
+    set {_options = newValue}
+  }
+  /// Returns true if `options` has been explicitly set.
+  public var hasOptions: Bool {self._options != nil}
+  /// Clears the value of `options`. Subsequent reads from it will return its default value.
+  public mutating func clearOptions() {self._options = nil}
+
+  /// What each epoch ended with.
+  public var epochs: [Pipemesh_V1_EpochMetrics] = []
+
+  /// The model version the job registered when it succeeded ("NAME:vN").
+  public var model: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _options: Pipemesh_V1_TrainRequest? = nil
+}
+
+public nonisolated struct Pipemesh_V1_EpochMetrics: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var epoch: Int32 = 0
+
+  /// The step the epoch ended at.
+  public var step: Int64 = 0
+
+  /// Mean training loss over the epoch's steps.
+  public var loss: Double = 0
+
+  /// On the held-out split (0 without one).
+  public var validationLoss: Double = 0
+
+  public var validationAccuracy: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -641,6 +718,16 @@ public nonisolated struct Pipemesh_V1_ListJobsRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Only jobs in this state; JOB_STATE_UNSPECIFIED for all.
+  /// Valid: a JobState (INVALID_ARGUMENT otherwise).
+  public var state: Pipemesh_V1_JobState = .unspecified
+
+  /// Valid: 0 to 1000; 0 means 100.
+  public var pageSize: Int32 = 0
+
+  /// Valid: empty for the first page, else a next_page_token of the same listing.
+  public var pageToken: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -651,7 +738,11 @@ public nonisolated struct Pipemesh_V1_ListJobsResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// In name order.
   public var jobs: [Pipemesh_V1_Job] = []
+
+  /// Pass as page_token for the next page; empty on the last one.
+  public var nextPageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -671,6 +762,192 @@ public nonisolated struct Pipemesh_V1_CancelJobRequest: Sendable {
   public init() {}
 }
 
+public nonisolated struct Pipemesh_V1_DeleteJobRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Valid: as GetJobRequest.job; FAILED_PRECONDITION while the job runs (cancel it first).
+  public var job: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_DeleteJobResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Bytes of variables and optimizer slots the ps tasks freed.
+  public var parameterServerBytesFreed: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A trained model: a job's weights at its end (or imported), under the
+/// job's name and a version number counted per name.
+public nonisolated struct Pipemesh_V1_Model: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var version: Int32 = 0
+
+  /// The user who owns it (the job's owner); empty without authentication.
+  public var owner: String = String()
+
+  /// The job that trained it.
+  public var job: String = String()
+
+  public var spec: Pipemesh_V1_ModelSpec {
+    get {_spec ?? Pipemesh_V1_ModelSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  /// Where the job split it (the first layer of stages 1..K-1).
+  public var splitPoints: [Int32] = []
+
+  public var createdUnixSeconds: Double = 0
+
+  public var parameters: Int64 = 0
+
+  /// Size of its safetensors file.
+  public var weightsBytes: Int64 = 0
+
+  /// The job's last training loss, and its last held-out metrics.
+  public var loss: Double = 0
+
+  public var validationLoss: Double = 0
+
+  public var validationAccuracy: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Pipemesh_V1_ModelSpec? = nil
+}
+
+public nonisolated struct Pipemesh_V1_ListModelsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only versions of this name; empty for every model.
+  /// Valid: empty or a model name.
+  public var name: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_ListModelsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// By name, newest version first.
+  public var models: [Pipemesh_V1_Model] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_GetModelRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "NAME" (its newest version) or "NAME:vN".
+  /// Valid: a model the caller may use (NOT_FOUND, PERMISSION_DENIED otherwise).
+  public var model: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_DeleteModelRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "NAME:vN" deletes one version, "NAME" every version.
+  /// Valid: as GetModelRequest.model.
+  public var model: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_DeleteModelResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The versions deleted.
+  public var models: [Pipemesh_V1_Model] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_ExportModelRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Valid: as GetModelRequest.model.
+  public var model: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_ModelChunk: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// On the first chunk only.
+  public var model: Pipemesh_V1_Model {
+    get {_storage._model ?? Pipemesh_V1_Model()}
+    set {_uniqueStorage()._model = newValue}
+  }
+  /// Returns true if `model` has been explicitly set.
+  public var hasModel: Bool {_storage._model != nil}
+  /// Clears the value of `model`. Subsequent reads from it will return its default value.
+  public mutating func clearModel() {_uniqueStorage()._model = nil}
+
+  /// The next bytes of the safetensors file (at most 4 MiB a chunk); tensor
+  /// names are the model's variables ("dense_0/kernel"), whole.
+  public var data: Data {
+    get {_storage._data}
+    set {_uniqueStorage()._data = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
@@ -680,7 +957,7 @@ nonisolated extension Pipemesh_V1_ScheduleKind: SwiftProtobuf._ProtoNameProvidin
 }
 
 nonisolated extension Pipemesh_V1_JobState: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0JOB_STATE_UNSPECIFIED\0\u{1}JOB_STATE_RUNNING\0\u{1}JOB_STATE_SUCCEEDED\0\u{1}JOB_STATE_FAILED\0\u{1}JOB_STATE_CANCELLED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0JOB_STATE_UNSPECIFIED\0\u{1}JOB_STATE_RUNNING\0\u{1}JOB_STATE_SUCCEEDED\0\u{1}JOB_STATE_FAILED\0\u{1}JOB_STATE_CANCELLED\0\u{1}JOB_STATE_INTERRUPTED\0")
 }
 
 nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1010,7 +1287,7 @@ nonisolated extension Pipemesh_V1_CheckpointPolicy: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -1028,6 +1305,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _shuffleSeed: UInt64 = 0
     var _recomputeActivations: Bool = false
     var _maxKeptBytes: Int64 = 0
+    var _replace: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1053,6 +1331,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _shuffleSeed = source._shuffleSeed
       _recomputeActivations = source._recomputeActivations
       _maxKeptBytes = source._maxKeptBytes
+      _replace = source._replace
     }
   }
 
@@ -1086,6 +1365,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._shuffleSeed) }()
         case 14: try { try decoder.decodeSingularBoolField(value: &_storage._recomputeActivations) }()
         case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._maxKeptBytes) }()
+        case 16: try { try decoder.decodeSingularBoolField(value: &_storage._replace) }()
         default: break
         }
       }
@@ -1143,6 +1423,9 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._maxKeptBytes != 0 {
         try visitor.visitSingularInt64Field(value: _storage._maxKeptBytes, fieldNumber: 15)
       }
+      if _storage._replace != false {
+        try visitor.visitSingularBoolField(value: _storage._replace, fieldNumber: 16)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1167,6 +1450,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._shuffleSeed != rhs_storage._shuffleSeed {return false}
         if _storage._recomputeActivations != rhs_storage._recomputeActivations {return false}
         if _storage._maxKeptBytes != rhs_storage._maxKeptBytes {return false}
+        if _storage._replace != rhs_storage._replace {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1313,7 +1597,7 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_InferRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InferRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}inputs\0\u{3}micro_batches\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}inputs\0\u{3}micro_batches\0\u{1}model\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1324,6 +1608,7 @@ nonisolated extension Pipemesh_V1_InferRequest: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._inputs) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.microBatches) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.model) }()
       default: break
       }
     }
@@ -1343,11 +1628,15 @@ nonisolated extension Pipemesh_V1_InferRequest: SwiftProtobuf.Message, SwiftProt
     if self.microBatches != 0 {
       try visitor.visitSingularInt32Field(value: self.microBatches, fieldNumber: 3)
     }
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_InferRequest, rhs: Pipemesh_V1_InferRequest) -> Bool {
     if lhs.job != rhs.job {return false}
+    if lhs.model != rhs.model {return false}
     if lhs._inputs != rhs._inputs {return false}
     if lhs.microBatches != rhs.microBatches {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -1391,7 +1680,7 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1407,12 +1696,21 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 6: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.owner) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.memory) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.createdUnixSeconds) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.endedUnixSeconds) }()
+      case 11: try { try decoder.decodeSingularMessageField(value: &self._options) }()
+      case 12: try { try decoder.decodeRepeatedMessageField(value: &self.epochs) }()
+      case 13: try { try decoder.decodeSingularStringField(value: &self.model) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.job.isEmpty {
       try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
     }
@@ -1437,6 +1735,21 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.memory.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.memory, fieldNumber: 8)
     }
+    if self.createdUnixSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.createdUnixSeconds, fieldNumber: 9)
+    }
+    if self.endedUnixSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.endedUnixSeconds, fieldNumber: 10)
+    }
+    try { if let v = self._options {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    } }()
+    if !self.epochs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.epochs, fieldNumber: 12)
+    }
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1449,6 +1762,61 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.error != rhs.error {return false}
     if lhs.owner != rhs.owner {return false}
     if lhs.memory != rhs.memory {return false}
+    if lhs.createdUnixSeconds != rhs.createdUnixSeconds {return false}
+    if lhs.endedUnixSeconds != rhs.endedUnixSeconds {return false}
+    if lhs._options != rhs._options {return false}
+    if lhs.epochs != rhs.epochs {return false}
+    if lhs.model != rhs.model {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_EpochMetrics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EpochMetrics"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}epoch\0\u{1}step\0\u{1}loss\0\u{3}validation_loss\0\u{3}validation_accuracy\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.epoch) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.validationLoss) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.validationAccuracy) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.epoch != 0 {
+      try visitor.visitSingularInt32Field(value: self.epoch, fieldNumber: 1)
+    }
+    if self.step != 0 {
+      try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 2)
+    }
+    if self.loss.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.loss, fieldNumber: 3)
+    }
+    if self.validationLoss.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.validationLoss, fieldNumber: 4)
+    }
+    if self.validationAccuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.validationAccuracy, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_EpochMetrics, rhs: Pipemesh_V1_EpochMetrics) -> Bool {
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.step != rhs.step {return false}
+    if lhs.loss != rhs.loss {return false}
+    if lhs.validationLoss != rhs.validationLoss {return false}
+    if lhs.validationAccuracy != rhs.validationAccuracy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1530,18 +1898,39 @@ nonisolated extension Pipemesh_V1_GetJobRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_ListJobsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListJobsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}page_size\0\u{3}page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.pageSize) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.state != .unspecified {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 1)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularInt32Field(value: self.pageSize, fieldNumber: 2)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_ListJobsRequest, rhs: Pipemesh_V1_ListJobsRequest) -> Bool {
+    if lhs.state != rhs.state {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1549,7 +1938,7 @@ nonisolated extension Pipemesh_V1_ListJobsRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Pipemesh_V1_ListJobsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListJobsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{3}next_page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1558,6 +1947,7 @@ nonisolated extension Pipemesh_V1_ListJobsResponse: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.jobs) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
       default: break
       }
     }
@@ -1567,11 +1957,15 @@ nonisolated extension Pipemesh_V1_ListJobsResponse: SwiftProtobuf.Message, Swift
     if !self.jobs.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.jobs, fieldNumber: 1)
     }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_ListJobsResponse, rhs: Pipemesh_V1_ListJobsResponse) -> Bool {
     if lhs.jobs != rhs.jobs {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1602,6 +1996,412 @@ nonisolated extension Pipemesh_V1_CancelJobRequest: SwiftProtobuf.Message, Swift
 
   public static func ==(lhs: Pipemesh_V1_CancelJobRequest, rhs: Pipemesh_V1_CancelJobRequest) -> Bool {
     if lhs.job != rhs.job {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_DeleteJobRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeleteJobRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.job.isEmpty {
+      try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_DeleteJobRequest, rhs: Pipemesh_V1_DeleteJobRequest) -> Bool {
+    if lhs.job != rhs.job {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_DeleteJobResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeleteJobResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}parameter_server_bytes_freed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.parameterServerBytesFreed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.parameterServerBytesFreed != 0 {
+      try visitor.visitSingularInt64Field(value: self.parameterServerBytesFreed, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_DeleteJobResponse, rhs: Pipemesh_V1_DeleteJobResponse) -> Bool {
+    if lhs.parameterServerBytesFreed != rhs.parameterServerBytesFreed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_Model: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Model"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}owner\0\u{1}job\0\u{1}spec\0\u{3}split_points\0\u{3}created_unix_seconds\0\u{1}parameters\0\u{3}weights_bytes\0\u{1}loss\0\u{3}validation_loss\0\u{3}validation_accuracy\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.owner) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.job) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 6: try { try decoder.decodeRepeatedInt32Field(value: &self.splitPoints) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.createdUnixSeconds) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.parameters) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.weightsBytes) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
+      case 11: try { try decoder.decodeSingularDoubleField(value: &self.validationLoss) }()
+      case 12: try { try decoder.decodeSingularDoubleField(value: &self.validationAccuracy) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularInt32Field(value: self.version, fieldNumber: 2)
+    }
+    if !self.owner.isEmpty {
+      try visitor.visitSingularStringField(value: self.owner, fieldNumber: 3)
+    }
+    if !self.job.isEmpty {
+      try visitor.visitSingularStringField(value: self.job, fieldNumber: 4)
+    }
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if !self.splitPoints.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.splitPoints, fieldNumber: 6)
+    }
+    if self.createdUnixSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.createdUnixSeconds, fieldNumber: 7)
+    }
+    if self.parameters != 0 {
+      try visitor.visitSingularInt64Field(value: self.parameters, fieldNumber: 8)
+    }
+    if self.weightsBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.weightsBytes, fieldNumber: 9)
+    }
+    if self.loss.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.loss, fieldNumber: 10)
+    }
+    if self.validationLoss.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.validationLoss, fieldNumber: 11)
+    }
+    if self.validationAccuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.validationAccuracy, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_Model, rhs: Pipemesh_V1_Model) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.owner != rhs.owner {return false}
+    if lhs.job != rhs.job {return false}
+    if lhs._spec != rhs._spec {return false}
+    if lhs.splitPoints != rhs.splitPoints {return false}
+    if lhs.createdUnixSeconds != rhs.createdUnixSeconds {return false}
+    if lhs.parameters != rhs.parameters {return false}
+    if lhs.weightsBytes != rhs.weightsBytes {return false}
+    if lhs.loss != rhs.loss {return false}
+    if lhs.validationLoss != rhs.validationLoss {return false}
+    if lhs.validationAccuracy != rhs.validationAccuracy {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_ListModelsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListModelsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_ListModelsRequest, rhs: Pipemesh_V1_ListModelsRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_ListModelsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListModelsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}models\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.models) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.models.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.models, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_ListModelsResponse, rhs: Pipemesh_V1_ListModelsResponse) -> Bool {
+    if lhs.models != rhs.models {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_GetModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetModelRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.model) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_GetModelRequest, rhs: Pipemesh_V1_GetModelRequest) -> Bool {
+    if lhs.model != rhs.model {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_DeleteModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeleteModelRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.model) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_DeleteModelRequest, rhs: Pipemesh_V1_DeleteModelRequest) -> Bool {
+    if lhs.model != rhs.model {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_DeleteModelResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeleteModelResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}models\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.models) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.models.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.models, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_DeleteModelResponse, rhs: Pipemesh_V1_DeleteModelResponse) -> Bool {
+    if lhs.models != rhs.models {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_ExportModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExportModelRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.model) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_ExportModelRequest, rhs: Pipemesh_V1_ExportModelRequest) -> Bool {
+    if lhs.model != rhs.model {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_ModelChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelChunk"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}data\0")
+
+  fileprivate class _StorageClass {
+    var _model: Pipemesh_V1_Model? = nil
+    var _data: Data = Data()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _model = source._model
+      _data = source._data
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._model) }()
+        case 2: try { try decoder.decodeSingularBytesField(value: &_storage._data) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._model {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if !_storage._data.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._data, fieldNumber: 2)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_ModelChunk, rhs: Pipemesh_V1_ModelChunk) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._model != rhs_storage._model {return false}
+        if _storage._data != rhs_storage._data {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -23,11 +23,15 @@ struct Train: AsyncParsableCommand {
   @Option(help: "Job name; default: a fresh one.")
   var job: String?
 
+  @Flag(help: "Train again under the name of a job that has ended, replacing it (its model keeps its versions).")
+  var replace = false
+
   func run() async throws {
     try await withExitCodes {
       let spec = try training.modelSpec() ?? defaultModelForDataset()
-      let request = try training.request(
+      var request = try training.request(
         job: job ?? "job-\(Int(Date().timeIntervalSince1970))", spec: spec, dataset: training.datasetReference)
+      request.replace = replace
       var display = ProgressDisplay(showsAccuracy: !training.regression)
       for try await progress in try client.client().stream(CoordinatorMethods.train, request) {
         if client.json { try client.printJSON(progress) } else { display.show(progress) }
@@ -57,14 +61,21 @@ struct Infer: AsyncParsableCommand {
 
   @OptionGroup var client: ClientOptions
 
-  @Option(help: "The trained job.")
-  var job: String
+  @Option(help: "A trained job.")
+  var job: String?
+
+  @Option(help: "A registered model instead of a job: NAME (its newest version) or NAME:vN.")
+  var model: String?
 
   @Option(help: "A NumPy .npy file of inputs.")
   var input: String
 
   @Option(help: "Micro-batches to pipeline the inputs in.")
   var microBatches: Int = 1
+
+  func validate() throws {
+    guard (job == nil) != (model == nil) else { throw ValidationError("give exactly one of --job and --model") }
+  }
 
   func run() async throws {
     let inputs: Tensor
@@ -77,7 +88,8 @@ struct Infer: AsyncParsableCommand {
       let response = try await client.client().call(
         CoordinatorMethods.infer,
         .with {
-          $0.job = job
+          $0.job = job ?? ""
+          $0.model = model ?? ""
           $0.inputs = Pipemesh_V1_Tensor(inputs)
           $0.microBatches = Int32(microBatches)
         })
@@ -176,14 +188,79 @@ struct Status: AsyncParsableCommand {
 }
 
 struct Jobs: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "List the coordinator's jobs.")
+  static let configuration = CommandConfiguration(
+    abstract: "List, show and delete the coordinator's jobs (running and past).",
+    subcommands: [List.self, Show.self, Delete.self], defaultSubcommand: List.self)
 
-  @OptionGroup var client: ClientOptions
+  struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List jobs in name order.")
 
-  func run() async throws {
-    try await withExitCodes {
-      let list = try await client.client().call(CoordinatorMethods.listJobs, .init())
-      for job in list.jobs { try client.show(job) }
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "Only jobs in this state: running, succeeded, failed, cancelled, interrupted.")
+    var state: String?
+
+    func run() async throws {
+      let states: [String: Pipemesh_V1_JobState] = [
+        "running": .running, "succeeded": .succeeded, "failed": .failed, "cancelled": .cancelled,
+        "interrupted": .interrupted,
+      ]
+      guard state == nil || states[state!] != nil else {
+        throw ValidationError("--state is '\(state!)'; give one of \(states.keys.sorted().joined(separator: ", "))")
+      }
+      try await withExitCodes {
+        var request = Pipemesh_V1_ListJobsRequest.with { $0.state = state.flatMap { states[$0] } ?? .unspecified }
+        repeat {
+          let page = try await client.client().call(CoordinatorMethods.listJobs, request)
+          for job in page.jobs { try client.show(job) }
+          request.pageToken = page.nextPageToken
+        } while !request.pageToken.isEmpty
+      }
+    }
+  }
+
+  struct Show: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Show a job: its state, each epoch's metrics and the options it runs with (every default filled in).")
+
+    @OptionGroup var client: ClientOptions
+
+    @Argument(help: "The job.")
+    var job: String
+
+    func run() async throws {
+      try await withExitCodes {
+        let record = try await client.client().call(CoordinatorMethods.getJob, .with { $0.job = job })
+        if client.json { return try client.printJSON(record) }
+        try client.show(record, withMemory: true)
+        if !record.model.isEmpty { say("model \(record.model)") }
+        for epoch in record.epochs {
+          say(
+            String(format: "epoch %d\tstep %lld\tloss %.4f", epoch.epoch, epoch.step, epoch.loss)
+              + (epoch.validationLoss > 0
+                ? String(format: "\tvalidation loss %.4f accuracy %.4f", epoch.validationLoss, epoch.validationAccuracy)
+                : ""))
+        }
+        say("options \(try record.options.jsonString())")
+      }
+    }
+  }
+
+  struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Delete a job that is not running: its record, its stages and its variables on the ps.")
+
+    @OptionGroup var client: ClientOptions
+
+    @Argument(help: "The job.")
+    var job: String
+
+    func run() async throws {
+      try await withExitCodes {
+        let response = try await client.client().call(CoordinatorMethods.deleteJob, .with { $0.job = job })
+        if client.json { return try client.printJSON(response) }
+        say("deleted \(job); the ps freed \(response.parameterServerBytesFreed) bytes")
+      }
     }
   }
 }

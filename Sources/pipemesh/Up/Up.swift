@@ -98,6 +98,7 @@ struct Up: AsyncParsableCommand {
     let coordinatorEndpoint = try await services.start(
       "coordinator", name: "coordinator",
       ["--ps", ps, "--partitions", layout.map { $0.joined(separator: ",") }.joined(separator: ";")]
+        + ["--state-dir", run.file("coordinator-state")]
         + (training.localDataset.folder.map { ["--data-dir", $0] } ?? []))
     say("mesh up: ps \(ps), \(stages) stage(s) × \(replicas) replica(s), coordinator \(coordinatorEndpoint)")
 

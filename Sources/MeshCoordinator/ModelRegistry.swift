@@ -1,0 +1,177 @@
+import Foundation
+import MeshCheckpoint
+import MeshPSClient
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshWire
+import Synchronization
+
+/// Trained models by name and version: a job that succeeds registers its
+/// weights (pulled from the ps) as the next version of its name, in a
+/// safetensors file beside the coordinator's database. Inference of a
+/// version runs on the stages of the job that trained it while they are
+/// loaded; otherwise the registry loads the version onto the partitions on
+/// first use (its values assigned on the ps under a run id of its own) and
+/// keeps it there until it is deleted.
+final class ModelRegistry: Sendable {
+  let store: CoordinatorStore
+  private let cluster: Cluster
+  private let clients: [[any RPCChannel]]
+  /// Where each version's stages are loaded, or are being loaded.
+  private let loaded = Mutex<[ModelReference: Task<LoadedModel, any Error>]>([:])
+
+  /// A version whose stages are on the partitions, under `runID`.
+  struct LoadedModel: Sendable {
+    let runID: String
+    let model: Sequential
+    /// Whether the registry loaded it (and unloads it when it is deleted),
+    /// rather than a job whose stages it borrows.
+    let ownsStages: Bool
+  }
+
+  /// The user the registry assigns stored values as on the ps.
+  private static let writer = "model-registry"
+
+  init(store: CoordinatorStore, cluster: Cluster, clients: [[any RPCChannel]]) {
+    self.store = store
+    self.cluster = cluster
+    self.clients = clients
+  }
+
+  /// Registers the weights of a job that succeeded as the next version of
+  /// its name, and serves that version from the job's stages for now.
+  func register(_ job: TrainingJob) async throws -> CoordinatorStore.StoredModel {
+    let declarations = job.model.variableDeclarations()
+    let ps = try ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
+    ps.expect(variables: declarations.map { ($0.name, $0.shape) })
+    let pulled = try await ps.pull(job: job.runID, names: declarations.map(\.name))
+    var tensors: [String: Tensor] = [:]
+    for declaration in declarations {
+      guard let value = pulled[declaration.name]?.value else {
+        throw RPCError(.dataLoss, "the ps holds no value of \(declaration.name) for job \(job.name)")
+      }
+      tensors[declaration.name] = value
+    }
+    let snapshot = job.snapshot
+    let record = Pipemesh_V1_Model.with {
+      $0.name = job.name
+      $0.owner = job.owner
+      $0.job = job.name
+      $0.spec = job.request.model
+      $0.splitPoints = job.request.splitPoints
+      $0.createdUnixSeconds = Date().timeIntervalSince1970
+      $0.parameters = Int64(tensors.values.reduce(0) { $0 + $1.scalarCount })
+      $0.loss = snapshot.loss
+      if let last = snapshot.epochs.last {
+        $0.validationLoss = last.validationLoss
+        $0.validationAccuracy = last.validationAccuracy
+      }
+    }
+    let model = try store.addModel(record) { path in
+      try SafeTensors.write(SafeTensors.Contents(tensors: tensors, metadata: try Self.metadata(of: record)), to: path)
+      return (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
+    }
+    let borrowed = LoadedModel(runID: job.runID, model: job.model, ownsStages: false)
+    loaded.withLock { $0[model.reference] = Task { borrowed } }
+    return model
+  }
+
+  /// What a weights file says of its model, for readers outside Pipemesh.
+  static func metadata(of record: Pipemesh_V1_Model) throws -> [String: String] {
+    [
+      "format": "pt", "pipemesh.model": "\(record.name):v\(record.version)",
+      "pipemesh.spec": try record.spec.jsonString(),
+    ]
+  }
+
+  /// Stops serving any version from a job's stages (they are being unloaded).
+  func forgetStages(of runID: String) async {
+    for (reference, task) in loaded.withLock({ $0 }) {
+      guard let model = try? await task.value, model.runID == runID else { continue }
+      loaded.withLock { loaded in
+        if loaded[reference] == task { loaded[reference] = nil }
+      }
+    }
+  }
+
+  /// The version's stages on the partitions, loading them on first use.
+  func load(_ model: CoordinatorStore.StoredModel) async throws -> LoadedModel {
+    let reference = model.reference
+    let task = loaded.withLock { loaded in
+      if let task = loaded[reference] { return task }
+      let task = Task { try await self.loadStages(of: model) }
+      loaded[reference] = task
+      return task
+    }
+    do {
+      return try await task.value
+    } catch {
+      // A load that failed is tried again by the next call.
+      loaded.withLock { loaded in
+        if loaded[reference] == task { loaded[reference] = nil }
+      }
+      throw error
+    }
+  }
+
+  /// Assigns the stored weights on the ps under a fresh run id and loads
+  /// the stages on the first replica's partitions.
+  private func loadStages(of stored: CoordinatorStore.StoredModel) async throws -> LoadedModel {
+    let record = stored.record
+    let model = try makeModel(record.spec)
+    let weights: SafeTensors.Contents
+    do {
+      weights = try SafeTensors.decode(
+        try Data(contentsOf: URL(fileURLWithPath: store.weightsPath(stored)), options: .alwaysMapped))
+    } catch {
+      throw RPCError(.dataLoss, "the weights of model \(stored.reference) cannot be read: \(error)")
+    }
+    let runID = "\(record.name).\(String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16))"
+    let consistency = Pipemesh_V1_Consistency.with {
+      $0.sync = .init()
+      $0.replicas = 1
+    }
+    let optimizer = Pipemesh_V1_OptimizerSpec()
+    let declarations = model.variableDeclarations()
+    var states: [String: (value: Tensor, slots: [String: Tensor], version: Int64)] = [:]
+    for declaration in declarations {
+      guard let value = weights.tensors[declaration.name], value.shape == declaration.shape else {
+        throw RPCError(
+          .dataLoss,
+          "the weights of model \(stored.reference) have no \(declaration.name) of shape \(declaration.shape)")
+      }
+      states[declaration.name] = (value, [:], 0)
+    }
+    let ps = try ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
+    try await ps.register(
+      job: runID, variables: declarations.map { $0.definition(seed: record.spec.seed, optimizer: optimizer) },
+      consistency: consistency, user: Self.writer, writerKeepsValues: true)
+    try await ps.assign(job: runID, user: Self.writer, states: states)
+    // The split the job trained with, when this coordinator has as many stages.
+    let splitPoints = record.splitPoints.count == cluster.stages - 1 ? record.splitPoints.map { Int($0) } : []
+    let plan = try Planner.plan(model, stages: cluster.stages, splitPoints: splitPoints)
+    do {
+      _ = try await StageLoading(
+        runID: runID, model: record.spec, bounds: plan.bounds, cluster: cluster, clients: clients,
+        consistency: consistency, optimizer: optimizer
+      ).load(replicas: 0..<1)
+    } catch {
+      await StageLoading.unload(runID: runID, clients: clients)
+      _ = try? await ps.drop(job: runID)
+      throw error
+    }
+    return LoadedModel(runID: runID, model: model, ownsStages: true)
+  }
+
+  /// Unloads versions the registry loaded and frees their values on the ps.
+  func unload(_ models: [CoordinatorStore.StoredModel]) async {
+    let tasks = loaded.withLock { loaded in models.compactMap { loaded.removeValue(forKey: $0.reference) } }
+    for task in tasks {
+      guard let model = try? await task.value, model.ownsStages else { continue }
+      await StageLoading.unload(runID: model.runID, clients: clients)
+      _ = try? await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
+        .drop(job: model.runID)
+    }
+  }
+}

@@ -1,0 +1,76 @@
+import MeshProto
+import MeshRPC
+import MeshWire
+
+/// Loads a model's stages onto the cluster's partitions under one run id:
+/// each partition registers its stage's variables with the ps and pulls them.
+struct StageLoading: Sendable {
+  /// The name the partitions and the ps know the stages by.
+  let runID: String
+  let model: Pipemesh_V1_ModelSpec
+  /// The first layer of each stage, then the layer count.
+  let bounds: [Int]
+  let cluster: Cluster
+  let clients: [[any RPCChannel]]
+  let consistency: Pipemesh_V1_Consistency
+  let optimizer: Pipemesh_V1_OptimizerSpec
+
+  /// Loads every stage on the partitions of `replicas`; returns where each
+  /// one's tensors are fetched, by stage and replica (indexed from the
+  /// first of `replicas`).
+  func load(replicas: Range<Int>, recomputeActivations: Bool = false, maxKeptBytes: Int64 = 0) async throws
+    -> [[String]]
+  {
+    // Every partition of the job, as the cluster names them: what each may fetch from.
+    let members = replicas.flatMap { replica in cluster.partitions.map { $0[replica] } }
+    return try await withThrowingTaskGroup(of: (Int, Int, String).self) { group in
+      for stage in 0..<cluster.stages {
+        for replica in replicas {
+          let request = Pipemesh_V1_LoadStageRequest.with {
+            $0.job = runID
+            $0.model = model
+            $0.stage = Int32(stage)
+            $0.firstLayer = Int32(bounds[stage])
+            $0.endLayer = Int32(bounds[stage + 1])
+            $0.parameterServers = cluster.parameterServers
+            $0.replica = Int32(replica)
+            $0.consistency = consistency
+            $0.optimizer = optimizer
+            $0.recomputeActivations = recomputeActivations
+            $0.maxKeptBytes = maxKeptBytes
+            $0.peers = members
+          }
+          group.addTask {
+            let client = clients[stage][replica]
+            let response = try await client.call(PartitionMethods.loadStage, request)
+            guard !response.dataPlaneEndpoint.isEmpty else {
+              throw RPCError(
+                .failedPrecondition, "the partition at \(client.target) did not say where its tensors are fetched")
+            }
+            // Its neighbours fetch from it only at an address they were given as a peer.
+            guard members.contains(response.dataPlaneEndpoint) else {
+              throw RPCError(
+                .failedPrecondition,
+                "the partition at \(client.target) advertises \(response.dataPlaneEndpoint.echoed): list it under that address "
+                  + "in the coordinator's --partitions, or start it with --advertise \(client.target)")
+            }
+            return (stage, replica, response.dataPlaneEndpoint)
+          }
+        }
+      }
+      var endpoints = Array(repeating: Array(repeating: "", count: replicas.count), count: cluster.stages)
+      for try await (stage, replica, endpoint) in group { endpoints[stage][replica - replicas.lowerBound] = endpoint }
+      return endpoints
+    }
+  }
+
+  /// Frees the stages on the partitions of every replica (best effort: a
+  /// partition that cannot be reached keeps them until it restarts).
+  static func unload(runID: String, clients: [[any RPCChannel]]) async {
+    await withTaskGroup(of: Void.self) { group in
+      for client in clients.joined() {
+        group.addTask { _ = try? await client.call(PartitionMethods.unloadStage, .with { $0.job = runID }) }
+      }
+    }
+  }
+}

@@ -1,0 +1,213 @@
+import Foundation
+import MeshTestSupport
+import Testing
+
+/// Jobs and models that outlive the processes: a coordinator with a state
+/// directory, killed with `kill -9` and started again as systemd would, and
+/// every service of the mesh restarted, driven through the `pipemesh`
+/// commands as a user would.
+@Suite(.serialized) struct DurableStateTests {
+  /// A ps, two partitions and a coordinator keeping its state in `state`.
+  final class Mesh: Sendable {
+    let directory: TemporaryDirectory
+    let state: String
+    let ps: RunningService
+    let partitions: [RunningService]
+    let coordinator: RunningService
+
+    init() async throws {
+      directory = try TemporaryDirectory(prefix: "pipemesh-state")
+      state = directory.file("coordinator-state")
+      ps = try await RunningService.start("ps", log: directory.file("ps.log"))
+      partitions = [
+        try await RunningService.start("partition", log: directory.file("partition0.log")),
+        try await RunningService.start("partition", log: directory.file("partition1.log")),
+      ]
+      coordinator = try await Self.startCoordinator(
+        ps: ps.endpoint, partitions: partitions.map(\.endpoint), state: state, log: directory.file("coordinator.log"))
+    }
+
+    private init(
+      directory: TemporaryDirectory, state: String, ps: RunningService, partitions: [RunningService],
+      coordinator: RunningService
+    ) {
+      self.directory = directory
+      self.state = state
+      self.ps = ps
+      self.partitions = partitions
+      self.coordinator = coordinator
+    }
+
+    static func startCoordinator(
+      ps: String, partitions: [String], state: String, log: String, listen: String = "127.0.0.1:0"
+    ) async throws -> RunningService {
+      try await RunningService.start(
+        "coordinator", ["--ps", ps, "--partitions", partitions.joined(separator: ";"), "--state-dir", state], log: log,
+        listen: listen)
+    }
+
+    /// Kills the coordinator with SIGKILL and starts it again at its address
+    /// on the same state directory (and, `everything`, every other service too).
+    func restarted(everything: Bool = false) async throws -> Mesh {
+      var services = [coordinator]
+      if everything { services += [ps] + partitions }
+      for service in services { service.process.signal(SIGKILL) }
+      for service in services { _ = try await service.process.waitForExit() }
+      let suffix = UUID().uuidString.prefix(4)
+      func again(_ service: RunningService, _ role: String) async throws -> RunningService {
+        try await RunningService.start(role, log: directory.file("\(role)-\(suffix).log"), listen: service.endpoint)
+      }
+      let ps = everything ? try await again(self.ps, "ps") : self.ps
+      var partitions = self.partitions
+      if everything {
+        partitions = [try await again(partitions[0], "partition"), try await again(partitions[1], "partition")]
+      }
+      let coordinator = try await Self.startCoordinator(
+        ps: ps.endpoint, partitions: partitions.map(\.endpoint), state: state,
+        log: directory.file("coordinator-\(suffix).log"), listen: self.coordinator.endpoint)
+      return Mesh(directory: directory, state: state, ps: ps, partitions: partitions, coordinator: coordinator)
+    }
+
+    func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+      try await pipemesh(arguments + ["--coordinator", coordinator.endpoint], in: directory)
+    }
+
+    /// `pipemesh … --json`, each output line as a JSON object.
+    func json(_ arguments: [String]) async throws -> [[String: Any]] {
+      let result = try await run(arguments + ["--json"])
+      #expect(result.status == 0, "pipemesh \(arguments.joined(separator: " ")): \(result.output)")
+      return result.output.split(separator: "\n").compactMap {
+        try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+      }
+    }
+  }
+
+  static let model = Repository.path("examples/mlp-digits.json")
+
+  /// Random inputs for the digits MLP, as a .npy file.
+  static func inputs(in directory: TemporaryDirectory) async throws -> String {
+    let path = directory.file("inputs.npy")
+    _ = try await run(
+      try PythonInterop.findPython(),
+      [
+        "-c",
+        "import numpy as np; np.save('\(path)', np.random.default_rng(1).uniform(0, 16, (5, 64)).astype(np.float32))",
+      ])
+    return path
+  }
+
+  @Test func jobsAndModelsOutliveEveryServiceAndExportToSafetensors() async throws {
+    var mesh = try await Mesh()
+    let trained = try await mesh.json(
+      [
+        "train", "--job", "digits", "--model", Self.model, "--epochs", "2", "--micro-batches", "2", "--validation",
+        "0.2",
+      ])
+    #expect(trained.contains { $0["done"] as? Bool == true }, "\(trained)")
+    let inputs = try await Self.inputs(in: mesh.directory)
+    let before = try await mesh.json(["infer", "--model", "digits", "--input", inputs])
+    let byJob = try await mesh.json(["infer", "--job", "digits", "--input", inputs])
+    let outputs = try #require(before.first?["outputs"] as? [[Double]], "\(before)")
+    #expect(byJob.first?["outputs"] as? [[Double]] == outputs)
+
+    // The coordinator dies mid-life and comes back on its state directory.
+    mesh = try await mesh.restarted()
+    let listed = try await mesh.run(["jobs"])
+    #expect(listed.status == 0 && listed.output.contains("digits\tsucceeded"), "\(listed.output)")
+    let shown = try #require(try await mesh.json(["jobs", "show", "digits"]).first)
+    #expect(shown["model"] as? String == "digits:v1", "\(shown)")
+    let epochs = try #require(shown["epochs"] as? [[String: Any]])
+    #expect(epochs.count == 2 && epochs.allSatisfy { ($0["validationLoss"] as? Double ?? 0) > 0 }, "\(epochs)")
+    // Every default is written out: the learning rate the job used, its schedule, its split.
+    let options = try #require(shown["options"] as? [String: Any])
+    let optimizer = try #require(options["optimizer"] as? [String: Any])
+    #expect((optimizer["learningRate"] as? [String: Any])?["base"] as? Double != nil, "\(options)")
+    #expect(options["microBatches"] as? Int == 2 && (options["splitPoints"] as? [Int])?.count == 1, "\(options)")
+
+    // Every service restarted: the model loads from its stored weights and answers exactly as before.
+    mesh = try await mesh.restarted(everything: true)
+    let after = try await mesh.json(["infer", "--model", "digits:v1", "--input", inputs])
+    #expect(after.first?["outputs"] as? [[Double]] == outputs, "before \(outputs), after \(after)")
+    let afterByJob = try await mesh.json(["infer", "--job", "digits", "--input", inputs])
+    #expect(afterByJob.first?["outputs"] as? [[Double]] == outputs)
+
+    // Exported, the weights are a safetensors file NumPy computes the same logits from.
+    let exportDirectory = mesh.directory.file("exported")
+    let exported = try await mesh.run(["models", "export", "digits", "--out", exportDirectory])
+    #expect(exported.status == 0, "\(exported.output)")
+    let check = """
+      import json, re, sys, numpy as np
+      from safetensors.numpy import load_file
+      w = load_file(sys.argv[1])
+      record = json.load(open(sys.argv[2]))
+      x = np.load(sys.argv[3]).astype(np.float64)
+      names = sorted(w)
+      layers = sorted({n.split('/')[0] for n in names}, key=lambda n: int(re.search(r'(\\d+)$', n).group(1)))
+      for i, layer in enumerate(layers):
+          x = x @ w[layer + '/kernel'].astype(np.float64) + w[layer + '/bias'].astype(np.float64)
+          if i < len(layers) - 1:
+              x = np.maximum(x, 0)
+      print(json.dumps({"names": names, "model": record["name"] + ":v" + str(record["version"]), "logits": x.tolist()}))
+      """
+    let script = mesh.directory.file("check.py")
+    try check.write(toFile: script, atomically: true, encoding: .utf8)
+    let answer = try await run(
+      try PythonInterop.findPython(),
+      [script, "\(exportDirectory)/digits-v1.safetensors", "\(exportDirectory)/digits-v1.json", inputs])
+    let read = try #require(
+      try JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [String: Any], "python said: \(answer)")
+    #expect(read["model"] as? String == "digits:v1")
+    #expect((read["names"] as? [String])?.count == 6, "\(read)")
+    let logits = try #require(read["logits"] as? [[Double]])
+    for (row, expected) in zip(logits, outputs) {
+      for (value, want) in zip(row, expected) {
+        #expect(abs(value - want) <= 1e-4 * max(1, abs(want)), "\(row) \(expected)")
+      }
+    }
+
+    // The name is taken until the job is replaced; the new run is the model's next version.
+    let again = try await mesh.run(["train", "--job", "digits", "--model", Self.model, "--epochs", "1"])
+    #expect(again.status == 65 && again.output.contains("ALREADY_EXISTS"), "\(again.output)")
+    let replaced = try await mesh.run(["train", "--job", "digits", "--model", Self.model, "--epochs", "1", "--replace"])
+    #expect(replaced.status == 0, "\(replaced.output)")
+    let versions = try await mesh.json(["models", "list", "digits"])
+    #expect(versions.map { $0["version"] as? Int } == [2, 1], "\(versions)")
+
+    // Deleting the job frees its variables on the ps; its model versions stay.
+    let psBefore = try await mesh.json(["jobs", "show", "digits"])
+    #expect(psBefore.first?["state"] as? String == "JOB_STATE_SUCCEEDED")
+    let deleted = try #require(try await mesh.json(["jobs", "delete", "digits"]).first)
+    #expect(Int(deleted["parameterServerBytesFreed"] as? String ?? "0") ?? 0 >= 4 * 13_002, "\(deleted)")
+    let gone = try await mesh.run(["jobs", "show", "digits"])
+    #expect(gone.status == 65 && gone.output.contains("no job named 'digits'"), "\(gone.output)")
+    let stillServed = try await mesh.json(["infer", "--model", "digits:v1", "--input", inputs])
+    #expect(stillServed.first?["outputs"] as? [[Double]] == outputs)
+    let removed = try await mesh.json(["models", "delete", "digits:v1"])
+    #expect(removed.map { $0["version"] as? Int } == [1])
+    #expect(!FileManager.default.fileExists(atPath: "\(mesh.state)/models/digits/v1.safetensors"))
+    let missing = try await mesh.run(["infer", "--model", "digits:v1", "--input", inputs])
+    #expect(missing.status == 65 && missing.output.contains("NOT_FOUND"), "\(missing.output)")
+  }
+
+  @Test func aJobRunningWhenTheCoordinatorIsKilledIsInterrupted() async throws {
+    var mesh = try await Mesh()
+    let training = try ChildProcess(
+      PipemeshBinary.path,
+      [
+        "train", "--coordinator", mesh.coordinator.endpoint, "--job", "long", "--model", Self.model, "--epochs",
+        "1000", "--json",
+      ], logPath: mesh.directory.file("long.log"))
+    _ = try await training.waitForLine(startingWith: "{\"job\":\"long\"")
+    mesh = try await mesh.restarted()
+    #expect(try await training.waitForExit() != 0)
+    let jobs = try await mesh.json(["jobs", "--state", "interrupted"])
+    #expect(jobs.map { $0["job"] as? String } == ["long"], "\(jobs)")
+    #expect((jobs.first?["error"] as? String)?.contains("coordinator stopped") == true)
+    let inputs = try await Self.inputs(in: mesh.directory)
+    let refused = try await mesh.run(["infer", "--job", "long", "--input", inputs])
+    #expect(refused.status == 65 && refused.output.contains("interrupted"), "\(refused.output)")
+    // The name is free again only with --replace.
+    let renamed = try await mesh.run(["train", "--job", "long", "--model", Self.model, "--epochs", "1", "--replace"])
+    #expect(renamed.status == 0, "\(renamed.output)")
+  }
+}
