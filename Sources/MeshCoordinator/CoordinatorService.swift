@@ -516,7 +516,7 @@ public final class CoordinatorService: RPCService, Sendable {
     switch source.source {
     case .inline(let data):
       let inputs = try Tensor(wire: data.inputs, what: "inline inputs")
-      let targets = try Tensor(wire: data.targets, what: "inline targets")
+      let targets = try Tensor(targets: data.targets, what: "inline targets")
       guard inputs.rank >= 1, targets.rank >= 1, inputs.shape[0] == targets.shape[0] else {
         throw RPCError(
           .invalidArgument,

@@ -65,6 +65,10 @@ final class TrainingJob: Sendable {
         && inputs.shape.dropFirst().reduce(1, *) == inputShape.reduce(1, *)
       ? inputs.reshaped(to: [inputs.shape[0]] + inputShape) : inputs
     try model.checkInput(inputs, "the data does not fit the model")
+    // One regression target per example may come as [N]: the model's output is [N, 1].
+    let targets =
+      model.spec.loss == .meanSquaredError && targets.rank == 1 && model.activationShapes.last == [1]
+      ? targets.reshaped(to: [targets.shape[0], 1]) : targets
     try model.checkTarget(targets, batchSize: inputs.shape[0], "the targets do not fit the model")
     let split = PortableRandom.heldOutSplit(
       count: inputs.shape[0], validationFraction: Double(request.validationFraction), seed: request.shuffleSeed)
@@ -94,9 +98,7 @@ final class TrainingJob: Sendable {
     if options.schedule == .scheduleUnspecified { options.schedule = .scheduleGpipe }
     if options.consistency.mode == nil { options.consistency.sync = .init() }
     options.consistency.replicas = Int32(cluster.replicas)
-    if options.optimizer.kind == nil { options.optimizer.sgd = .init() }
-    if options.optimizer.learningRate.base == 0 { options.optimizer.learningRate.base = 0.01 }
-    if options.optimizer.learningRate.kind == nil { options.optimizer.learningRate.constant = .init() }
+    options.optimizer = try request.optimizer.resolved()
     self.request = options
     self.cluster = cluster
     self.clients = clients

@@ -67,7 +67,8 @@ public enum Datasets {
         throw DatasetError(
           .malformedFile,
           "\(url.lastPathComponent): has no array named '\(key)'; it holds "
-            + "\(arrays.keys.sorted().map { "'\($0)'" }.joined(separator: ", ")); pass inputsKey:/labelsKey:")
+            + "\(arrays.keys.sorted().map { "'\($0)'" }.joined(separator: ", ")); name the arrays with inputs_key and labels_key"
+        )
       }
       return array
     }

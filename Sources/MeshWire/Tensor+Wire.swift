@@ -22,6 +22,49 @@ extension Tensor {
   }
 }
 
+extension Tensor {
+  /// Decodes training targets: float32 as they are, or DTYPE_INT32 and
+  /// DTYPE_INT64 integers (class labels, integer targets) as float32, which
+  /// holds each exactly up to ±2^24; INVALID_ARGUMENT naming `what` beyond.
+  public init(targets wire: Pipemesh_V1_Tensor, what: @autoclosure () -> String) throws {
+    let width: Int
+    switch wire.dtype {
+    case .int32: width = 4
+    case .int64: width = 8
+    default:
+      try self.init(wire: wire, what: what())
+      return
+    }
+    guard wire.shape.allSatisfy({ $0 >= 0 && $0 <= Int32.max }),
+      let count = Tensor.checkedCount(of: wire.shape.map { Int($0) }),
+      count.multipliedReportingOverflow(by: width)
+        == (wire.data.count, false)
+    else {
+      throw RPCError(
+        .invalidArgument,
+        "\(what()) of dtype \(wire.dtype) and shape \(wire.shape) needs \(width) bytes an element; it has \(wire.data.count) bytes"
+      )
+    }
+    let exact: Int64 = 1 << 24
+    var scalars = [Float](repeating: 0, count: count)
+    try wire.data.withUnsafeBytes { bytes in
+      for index in 0..<count {
+        let value =
+          width == 4
+          ? Int64(Int32(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 4, as: Int32.self)))
+          : Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 8, as: Int64.self))
+        guard value >= -exact, value <= exact else {
+          throw RPCError(
+            .invalidArgument,
+            "\(what()) holds \(value) at element \(index); integer targets are exact in float32 only within ±2^24")
+        }
+        scalars[index] = Float(value)
+      }
+    }
+    self.init(shape: wire.shape.map { Int($0) }, scalars: scalars)
+  }
+}
+
 extension Pipemesh_V1_Tensor {
   /// The wire form of a tensor: float32, its shape, its bytes in one copy.
   public init(_ tensor: Tensor) {

@@ -55,7 +55,11 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
       }
       dataset = try Datasets.idx(images: try files.url(paths[0]), labels: try files.url(paths[1]))
     } else if uri.hasSuffix(".npz") {
-      dataset = try Datasets.npz(at: try files.url(uri), task: task)
+      dataset = try Datasets.npz(
+        at: try files.url(uri), inputsKey: reference.inputsKey.isEmpty ? "x" : reference.inputsKey,
+        labelsKey: reference.labelsKey.isEmpty ? "y" : reference.labelsKey, task: task)
+    } else if let pair = npyPair(uri) {
+      dataset = try Datasets.npy(inputs: try files.url(pair.inputs), labels: try files.url(pair.labels), task: task)
     } else if uri.hasSuffix(".csv") || uri.hasSuffix(".csv.gz") {
       dataset = try Datasets.csv(
         at: try files.url(uri), labelColumn: .named(reference.labelColumn.isEmpty ? "label" : reference.labelColumn),
@@ -64,7 +68,7 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
       throw RPCError(
         .invalidArgument,
         "dataset '\(uri.echoed)' is neither a bundled dataset (\((Datasets.bundledNames + syntheticNames).joined(separator: ", "))) "
-          + "nor a .csv, .csv.gz, .npz or idx:IMAGES,LABELS file")
+          + "nor a .csv, .csv.gz, .npz, INPUTS.npy,LABELS.npy or idx:IMAGES,LABELS file")
     }
   } catch let error as DatasetError {
     switch error.code {
@@ -74,6 +78,13 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
     }
   }
   return LoadedData(inputs: dataset.inputs, targets: dataset.labels, classes: dataset.classCount ?? 0)
+}
+
+/// The two files of an "INPUTS.npy,LABELS.npy" reference.
+private func npyPair(_ uri: String) -> (inputs: String, labels: String)? {
+  let paths = uri.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+  guard paths.count == 2, paths.allSatisfy({ $0.hasSuffix(".npy") }) else { return nil }
+  return (paths[0], paths[1])
 }
 
 /// Generated datasets for examples, the same on every machine.

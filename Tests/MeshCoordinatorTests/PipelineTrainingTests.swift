@@ -676,8 +676,13 @@ import Testing
     let cases: [(String, (inout Pipemesh_V1_TrainRequest) -> Void, RPCError.Code, String)] = [
       (
         "a negative learning rate", { $0.optimizer.learningRate.base = -1 }, .invalidArgument,
-        "optimizer: learning rate"
+        "optimizer: learning_rate.base must be a finite rate above 0, got -1"
       ),
+      (
+        "a zero learning rate", { $0.optimizer.learningRate.base = 0 }, .invalidArgument,
+        "a zero rate trains nothing; leave it unset for 0.01"
+      ),
+      ("a zero adam epsilon", { $0.optimizer.adam = .with { $0.epsilon = 0 } }, .invalidArgument, "adam.epsilon"),
       ("a NaN clip norm", { $0.optimizer.clipGlobalNorm = .nan }, .invalidArgument, "clip_global_norm"),
       ("adam beta1 of 1", { $0.optimizer.adam = .with { $0.beta1 = 1 } }, .invalidArgument, "beta1"),
       (

@@ -105,7 +105,9 @@ import Testing
       let error = try #require(throws: DatasetError.self) {
         try Datasets.npz(at: folder.appendingPathComponent("k.npz"), task: .regression)
       }
-      #expect(error.message == "k.npz: has no array named 'x'; it holds 'a', 'b'; pass inputsKey:/labelsKey:")
+      #expect(
+        error.message
+          == "k.npz: has no array named 'x'; it holds 'a', 'b'; name the arrays with inputs_key and labels_key")
     }
   }
 

@@ -17,7 +17,7 @@ import Testing
     "a,b,label\n" + (0..<40).map { "\($0 % 7).5,\($0 % 3).25,\($0 % 2)" }.joined(separator: "\n") + "\n" + secret
   }
 
-  func train(_ coordinator: RunningService, uri: String) async throws {
+  func train(_ coordinator: RunningService, uri: String, keys: (inputs: String, labels: String)? = nil) async throws {
     let client = try RPCClient(target: coordinator.endpoint)
     let request = Pipemesh_V1_TrainRequest.with {
       $0.job = "data-\(UUID().uuidString.prefix(6))"
@@ -25,7 +25,11 @@ import Testing
         $0.inputShape = [2]
         $0.layers = [.with { $0.dense = .with { $0.units = 2 } }]
       }
-      $0.data.dataset = .with { $0.uri = uri }
+      $0.data.dataset = .with {
+        $0.uri = uri
+        $0.inputsKey = keys?.inputs ?? ""
+        $0.labelsKey = keys?.labels ?? ""
+      }
       $0.epochs = 1
       $0.batchSize = 8
     }
@@ -60,6 +64,34 @@ import Testing
     let missing = await #expect(throws: RPCError.self) { try await train(coordinator, uri: "missing.csv") }
     #expect(missing?.code == .notFound, "\(String(describing: missing))")
     #expect(coordinator.process.isRunning)
+  }
+
+  @Test func numPyPairsAndNamedArchiveArraysAreRead() async throws {
+    let mesh = try await Self.mesh.value
+    let data = try TemporaryDirectory(prefix: "pipemesh-data")
+    _ = try await run(
+      try PythonInterop.findPython(),
+      [
+        "-c",
+        """
+        import numpy as np
+        x = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
+        y = (np.arange(40) % 2).astype(np.int64)
+        np.save('x.npy', x); np.save('y.npy', y)
+        np.savez('named.npz', features=x, classes=y)
+        """,
+      ], in: data.path)
+    let coordinator = try await mesh.coordinator([[0]], name: "numpy-files", arguments: ["--data-dir", data.path])
+    try await train(coordinator, uri: "x.npy,y.npy")
+    try await train(coordinator, uri: "named.npz", keys: ("features", "classes"))
+    let unnamed = await #expect(throws: RPCError.self) { try await train(coordinator, uri: "named.npz") }
+    #expect(unnamed?.code == .invalidArgument)
+    #expect(
+      unnamed?.message.contains("it holds 'classes', 'features'; name the arrays with inputs_key and labels_key")
+        == true,
+      "\(String(describing: unnamed))")
+    let escaping = await #expect(throws: RPCError.self) { try await train(coordinator, uri: "x.npy,../y.npy") }
+    #expect(escaping?.code == .permissionDenied, "\(String(describing: escaping))")
   }
 
   @Test func withoutADataDirectoryOnlyBundledDataIsRead() async throws {

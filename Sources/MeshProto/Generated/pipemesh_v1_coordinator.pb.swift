@@ -258,7 +258,8 @@ public nonisolated struct Pipemesh_V1_DatasetReference: Sendable {
   // methods supported on all messages.
 
   /// A bundled dataset name ("digits"), or a file on the coordinator's host:
-  /// "data.csv" (or .csv.gz), "data.npz" (arrays x and y), or
+  /// "data.csv" (or .csv.gz), "data.npz" (arrays x and y, or as named below),
+  /// "x.npy,y.npy" (inputs and labels in two NumPy files), or
   /// "idx:IMAGES,LABELS" (the MNIST format, optionally .gz).
   /// Valid: a bundled or synthetic-* name, or a path inside the coordinator's --data-dir:
   /// outside it (or without one) PERMISSION_DENIED, missing NOT_FOUND, other forms INVALID_ARGUMENT.
@@ -269,8 +270,16 @@ public nonisolated struct Pipemesh_V1_DatasetReference: Sendable {
   public var labelColumn: String = String()
 
   /// Labels are real-valued targets rather than class indices.
-  /// Valid: any; read for .csv and .npz files only (bundled, synthetic and IDX data ignore it).
+  /// Valid: any; read for .csv, .npz and .npy files only (bundled, synthetic and IDX data ignore it).
   public var regression: Bool = false
+
+  /// The arrays of an .npz file holding the inputs and the labels ("x" and
+  /// "y" when empty).
+  /// Valid: arrays of the file (INVALID_ARGUMENT naming the arrays it holds otherwise); ignored by
+  /// other datasets.
+  public var inputsKey: String = String()
+
+  public var labelsKey: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -294,7 +303,9 @@ public nonisolated struct Pipemesh_V1_InlineData: Sendable {
   public mutating func clearInputs() {self._inputs = nil}
 
   /// Valid: as many rows as inputs: integer classes in 0 to outputs - 1, shaped as the output
-  /// without its last axis (cross-entropy), or the output's shape, finite (mean squared error).
+  /// without its last axis (cross-entropy), or the output's shape, finite (mean squared error; [N]
+  /// for a model with one output). DTYPE_FLOAT32, or DTYPE_INT32 / DTYPE_INT64 integers within
+  /// ±2^24 (converted to float32 exactly).
   public var targets: Pipemesh_V1_Tensor {
     get {_targets ?? Pipemesh_V1_Tensor()}
     set {_targets = newValue}
@@ -1173,7 +1184,7 @@ nonisolated extension Pipemesh_V1_DataSource: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DatasetReference"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}uri\0\u{3}label_column\0\u{1}regression\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}uri\0\u{3}label_column\0\u{1}regression\0\u{3}inputs_key\0\u{3}labels_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1184,6 +1195,8 @@ nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, Swift
       case 1: try { try decoder.decodeSingularStringField(value: &self.uri) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.labelColumn) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.regression) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.inputsKey) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.labelsKey) }()
       default: break
       }
     }
@@ -1199,6 +1212,12 @@ nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, Swift
     if self.regression != false {
       try visitor.visitSingularBoolField(value: self.regression, fieldNumber: 3)
     }
+    if !self.inputsKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.inputsKey, fieldNumber: 4)
+    }
+    if !self.labelsKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.labelsKey, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1206,6 +1225,8 @@ nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, Swift
     if lhs.uri != rhs.uri {return false}
     if lhs.labelColumn != rhs.labelColumn {return false}
     if lhs.regression != rhs.regression {return false}
+    if lhs.inputsKey != rhs.inputsKey {return false}
+    if lhs.labelsKey != rhs.labelsKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

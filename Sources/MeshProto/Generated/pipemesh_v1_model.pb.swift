@@ -426,8 +426,10 @@ public nonisolated struct Pipemesh_V1_LossSpec: Sendable {
     set {kind = .meanSquaredError(newValue)}
   }
 
-  /// Weight of an L2 penalty on every kernel (ridge regression when the model
-  /// is one Dense layer with mean squared error).
+  /// Weight λ of an L2 penalty (λ/2)·Σw² on every weight matrix and table —
+  /// dense, recurrent and transformer kernels, convolution filters, embedding
+  /// tables — not on biases or normalisation scales (ridge regression when the
+  /// model is one Dense layer with mean squared error). See docs/tensor.md.
   /// Valid: finite, 0 (none) or more.
   public var l2: Float = 0
 

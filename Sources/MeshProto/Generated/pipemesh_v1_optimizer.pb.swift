@@ -135,8 +135,15 @@ public nonisolated struct Pipemesh_V1_MomentumOptimizer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Valid: 0 up to, not including, 1; 0 means 0.9.
-  public var momentum: Float = 0
+  /// Valid: 0 up to, not including, 1; unset means 0.9.
+  public var momentum: Float {
+    get {_momentum ?? 0}
+    set {_momentum = newValue}
+  }
+  /// Returns true if `momentum` has been explicitly set.
+  public var hasMomentum: Bool {self._momentum != nil}
+  /// Clears the value of `momentum`. Subsequent reads from it will return its default value.
+  public mutating func clearMomentum() {self._momentum = nil}
 
   /// Valid: any.
   public var nesterov: Bool = false
@@ -144,6 +151,8 @@ public nonisolated struct Pipemesh_V1_MomentumOptimizer: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _momentum: Float? = nil
 }
 
 public nonisolated struct Pipemesh_V1_AdamOptimizer: Sendable {
@@ -151,22 +160,55 @@ public nonisolated struct Pipemesh_V1_AdamOptimizer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Valid: 0 up to, not including, 1; 0 means 0.9.
-  public var beta1: Float = 0
+  /// Valid: 0 up to, not including, 1; unset means 0.9.
+  public var beta1: Float {
+    get {_beta1 ?? 0}
+    set {_beta1 = newValue}
+  }
+  /// Returns true if `beta1` has been explicitly set.
+  public var hasBeta1: Bool {self._beta1 != nil}
+  /// Clears the value of `beta1`. Subsequent reads from it will return its default value.
+  public mutating func clearBeta1() {self._beta1 = nil}
 
-  /// Valid: 0 up to, not including, 1; 0 means 0.999.
-  public var beta2: Float = 0
+  /// Valid: 0 up to, not including, 1; unset means 0.999.
+  public var beta2: Float {
+    get {_beta2 ?? 0}
+    set {_beta2 = newValue}
+  }
+  /// Returns true if `beta2` has been explicitly set.
+  public var hasBeta2: Bool {self._beta2 != nil}
+  /// Clears the value of `beta2`. Subsequent reads from it will return its default value.
+  public mutating func clearBeta2() {self._beta2 = nil}
 
-  /// Valid: finite, above 0; 0 means 1e-8.
-  public var epsilon: Float = 0
+  /// Valid: finite, above 0; unset means 1e-8.
+  public var epsilon: Float {
+    get {_epsilon ?? 0}
+    set {_epsilon = newValue}
+  }
+  /// Returns true if `epsilon` has been explicitly set.
+  public var hasEpsilon: Bool {self._epsilon != nil}
+  /// Clears the value of `epsilon`. Subsequent reads from it will return its default value.
+  public mutating func clearEpsilon() {self._epsilon = nil}
 
   /// Decoupled weight decay (AdamW only).
-  /// Valid: 0 up to, not including, 1; 0 means 0.01 (adamw); adam ignores it.
-  public var weightDecay: Float = 0
+  /// Valid: 0 up to, not including, 1; unset means 0.01 (adamw); adam ignores it.
+  public var weightDecay: Float {
+    get {_weightDecay ?? 0}
+    set {_weightDecay = newValue}
+  }
+  /// Returns true if `weightDecay` has been explicitly set.
+  public var hasWeightDecay: Bool {self._weightDecay != nil}
+  /// Clears the value of `weightDecay`. Subsequent reads from it will return its default value.
+  public mutating func clearWeightDecay() {self._weightDecay = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _beta1: Float? = nil
+  fileprivate var _beta2: Float? = nil
+  fileprivate var _epsilon: Float? = nil
+  fileprivate var _weightDecay: Float? = nil
 }
 
 public nonisolated struct Pipemesh_V1_AdagradOptimizer: Sendable {
@@ -177,12 +219,21 @@ public nonisolated struct Pipemesh_V1_AdagradOptimizer: Sendable {
   /// Valid: finite, 0 or more.
   public var initialAccumulator: Float = 0
 
-  /// Valid: finite, above 0; 0 means 1e-10.
-  public var epsilon: Float = 0
+  /// Valid: finite, above 0; unset means 1e-10.
+  public var epsilon: Float {
+    get {_epsilon ?? 0}
+    set {_epsilon = newValue}
+  }
+  /// Returns true if `epsilon` has been explicitly set.
+  public var hasEpsilon: Bool {self._epsilon != nil}
+  /// Clears the value of `epsilon`. Subsequent reads from it will return its default value.
+  public mutating func clearEpsilon() {self._epsilon = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _epsilon: Float? = nil
 }
 
 public nonisolated struct Pipemesh_V1_RmsPropOptimizer: Sendable {
@@ -190,15 +241,32 @@ public nonisolated struct Pipemesh_V1_RmsPropOptimizer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Valid: 0 up to, not including, 1; 0 means 0.9.
-  public var decay: Float = 0
+  /// Valid: 0 up to, not including, 1; unset means 0.9.
+  public var decay: Float {
+    get {_decay ?? 0}
+    set {_decay = newValue}
+  }
+  /// Returns true if `decay` has been explicitly set.
+  public var hasDecay: Bool {self._decay != nil}
+  /// Clears the value of `decay`. Subsequent reads from it will return its default value.
+  public mutating func clearDecay() {self._decay = nil}
 
-  /// Valid: finite, above 0; 0 means 1e-8.
-  public var epsilon: Float = 0
+  /// Valid: finite, above 0; unset means 1e-8.
+  public var epsilon: Float {
+    get {_epsilon ?? 0}
+    set {_epsilon = newValue}
+  }
+  /// Returns true if `epsilon` has been explicitly set.
+  public var hasEpsilon: Bool {self._epsilon != nil}
+  /// Clears the value of `epsilon`. Subsequent reads from it will return its default value.
+  public mutating func clearEpsilon() {self._epsilon = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _decay: Float? = nil
+  fileprivate var _epsilon: Float? = nil
 }
 
 public nonisolated struct Pipemesh_V1_LearningRateSchedule: Sendable {
@@ -206,8 +274,15 @@ public nonisolated struct Pipemesh_V1_LearningRateSchedule: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Valid: finite, above 0; 0 means 0.01.
-  public var base: Float = 0
+  /// Valid: finite, above 0 (0 is INVALID_ARGUMENT: it would train nothing); unset means 0.01.
+  public var base: Float {
+    get {_base ?? 0}
+    set {_base = newValue}
+  }
+  /// Returns true if `base` has been explicitly set.
+  public var hasBase: Bool {self._base != nil}
+  /// Clears the value of `base`. Subsequent reads from it will return its default value.
+  public mutating func clearBase() {self._base = nil}
 
   public var kind: Pipemesh_V1_LearningRateSchedule.OneOf_Kind? = nil
 
@@ -255,6 +330,8 @@ public nonisolated struct Pipemesh_V1_LearningRateSchedule: Sendable {
   }
 
   public init() {}
+
+  fileprivate var _base: Float? = nil
 }
 
 public nonisolated struct Pipemesh_V1_ConstantSchedule: Sendable {
@@ -275,12 +352,21 @@ public nonisolated struct Pipemesh_V1_StepSchedule: Sendable {
   /// Valid: 1 to 2^31-1.
   public var stepSize: Int64 = 0
 
-  /// Valid: finite, above 0; 0 means 0.1.
-  public var gamma: Float = 0
+  /// Valid: finite, above 0; unset means 0.1.
+  public var gamma: Float {
+    get {_gamma ?? 0}
+    set {_gamma = newValue}
+  }
+  /// Returns true if `gamma` has been explicitly set.
+  public var hasGamma: Bool {self._gamma != nil}
+  /// Clears the value of `gamma`. Subsequent reads from it will return its default value.
+  public mutating func clearGamma() {self._gamma = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _gamma: Float? = nil
 }
 
 public nonisolated struct Pipemesh_V1_CosineSchedule: Sendable {
@@ -477,7 +563,7 @@ nonisolated extension Pipemesh_V1_MomentumOptimizer: SwiftProtobuf.Message, Swif
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularFloatField(value: &self.momentum) }()
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._momentum) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.nesterov) }()
       default: break
       }
@@ -485,9 +571,13 @@ nonisolated extension Pipemesh_V1_MomentumOptimizer: SwiftProtobuf.Message, Swif
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.momentum.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.momentum, fieldNumber: 1)
-    }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._momentum {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
     if self.nesterov != false {
       try visitor.visitSingularBoolField(value: self.nesterov, fieldNumber: 2)
     }
@@ -495,7 +585,7 @@ nonisolated extension Pipemesh_V1_MomentumOptimizer: SwiftProtobuf.Message, Swif
   }
 
   public static func ==(lhs: Pipemesh_V1_MomentumOptimizer, rhs: Pipemesh_V1_MomentumOptimizer) -> Bool {
-    if lhs.momentum != rhs.momentum {return false}
+    if lhs._momentum != rhs._momentum {return false}
     if lhs.nesterov != rhs.nesterov {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -512,36 +602,40 @@ nonisolated extension Pipemesh_V1_AdamOptimizer: SwiftProtobuf.Message, SwiftPro
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularFloatField(value: &self.beta1) }()
-      case 2: try { try decoder.decodeSingularFloatField(value: &self.beta2) }()
-      case 3: try { try decoder.decodeSingularFloatField(value: &self.epsilon) }()
-      case 4: try { try decoder.decodeSingularFloatField(value: &self.weightDecay) }()
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._beta1) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._beta2) }()
+      case 3: try { try decoder.decodeSingularFloatField(value: &self._epsilon) }()
+      case 4: try { try decoder.decodeSingularFloatField(value: &self._weightDecay) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.beta1.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.beta1, fieldNumber: 1)
-    }
-    if self.beta2.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.beta2, fieldNumber: 2)
-    }
-    if self.epsilon.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.epsilon, fieldNumber: 3)
-    }
-    if self.weightDecay.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.weightDecay, fieldNumber: 4)
-    }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._beta1 {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._beta2 {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._epsilon {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._weightDecay {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_AdamOptimizer, rhs: Pipemesh_V1_AdamOptimizer) -> Bool {
-    if lhs.beta1 != rhs.beta1 {return false}
-    if lhs.beta2 != rhs.beta2 {return false}
-    if lhs.epsilon != rhs.epsilon {return false}
-    if lhs.weightDecay != rhs.weightDecay {return false}
+    if lhs._beta1 != rhs._beta1 {return false}
+    if lhs._beta2 != rhs._beta2 {return false}
+    if lhs._epsilon != rhs._epsilon {return false}
+    if lhs._weightDecay != rhs._weightDecay {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -558,25 +652,29 @@ nonisolated extension Pipemesh_V1_AdagradOptimizer: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularFloatField(value: &self.initialAccumulator) }()
-      case 2: try { try decoder.decodeSingularFloatField(value: &self.epsilon) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._epsilon) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.initialAccumulator.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.initialAccumulator, fieldNumber: 1)
     }
-    if self.epsilon.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.epsilon, fieldNumber: 2)
-    }
+    try { if let v = self._epsilon {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_AdagradOptimizer, rhs: Pipemesh_V1_AdagradOptimizer) -> Bool {
     if lhs.initialAccumulator != rhs.initialAccumulator {return false}
-    if lhs.epsilon != rhs.epsilon {return false}
+    if lhs._epsilon != rhs._epsilon {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -592,26 +690,30 @@ nonisolated extension Pipemesh_V1_RmsPropOptimizer: SwiftProtobuf.Message, Swift
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularFloatField(value: &self.decay) }()
-      case 2: try { try decoder.decodeSingularFloatField(value: &self.epsilon) }()
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._decay) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._epsilon) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.decay.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.decay, fieldNumber: 1)
-    }
-    if self.epsilon.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.epsilon, fieldNumber: 2)
-    }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._decay {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._epsilon {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_RmsPropOptimizer, rhs: Pipemesh_V1_RmsPropOptimizer) -> Bool {
-    if lhs.decay != rhs.decay {return false}
-    if lhs.epsilon != rhs.epsilon {return false}
+    if lhs._decay != rhs._decay {return false}
+    if lhs._epsilon != rhs._epsilon {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -627,7 +729,7 @@ nonisolated extension Pipemesh_V1_LearningRateSchedule: SwiftProtobuf.Message, S
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularFloatField(value: &self.base) }()
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._base) }()
       case 2: try {
         var v: Pipemesh_V1_ConstantSchedule?
         var hadOneofValue = false
@@ -678,9 +780,9 @@ nonisolated extension Pipemesh_V1_LearningRateSchedule: SwiftProtobuf.Message, S
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
-    if self.base.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.base, fieldNumber: 1)
-    }
+    try { if let v = self._base {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
     switch self.kind {
     case .constant?: try {
       guard case .constant(let v)? = self.kind else { preconditionFailure() }
@@ -703,7 +805,7 @@ nonisolated extension Pipemesh_V1_LearningRateSchedule: SwiftProtobuf.Message, S
   }
 
   public static func ==(lhs: Pipemesh_V1_LearningRateSchedule, rhs: Pipemesh_V1_LearningRateSchedule) -> Bool {
-    if lhs.base != rhs.base {return false}
+    if lhs._base != rhs._base {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.warmupSteps != rhs.warmupSteps {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -741,25 +843,29 @@ nonisolated extension Pipemesh_V1_StepSchedule: SwiftProtobuf.Message, SwiftProt
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.stepSize) }()
-      case 2: try { try decoder.decodeSingularFloatField(value: &self.gamma) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._gamma) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.stepSize != 0 {
       try visitor.visitSingularInt64Field(value: self.stepSize, fieldNumber: 1)
     }
-    if self.gamma.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.gamma, fieldNumber: 2)
-    }
+    try { if let v = self._gamma {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_StepSchedule, rhs: Pipemesh_V1_StepSchedule) -> Bool {
     if lhs.stepSize != rhs.stepSize {return false}
-    if lhs.gamma != rhs.gamma {return false}
+    if lhs._gamma != rhs._gamma {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
