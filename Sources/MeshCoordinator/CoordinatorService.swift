@@ -9,6 +9,10 @@ import Synchronization
 /// Loads training data a `DatasetReference` names.
 public typealias DatasetLoader = @Sendable (Pipemesh_V1_DatasetReference) throws -> (inputs: Tensor, targets: Tensor)
 
+/// The file a request names in the coordinator's data directory;
+/// PERMISSION_DENIED outside it, NOT_FOUND when missing.
+public typealias DataFileResolver = @Sendable (String) throws -> URL
+
 /// `pipemesh.v1.Coordinator`: plans splits, runs training jobs over the
 /// cluster's partitions, keeps their records and the models they trained in
 /// its store, and answers inference.
@@ -20,6 +24,7 @@ public final class CoordinatorService: RPCService, Sendable {
   /// are marked interrupted.
   public let interruptedJobs: [String]
   private let loadDataset: DatasetLoader?
+  private let resolveDataFile: DataFileResolver?
   private let clients: [[any RPCChannel]]
   private let registry: ModelRegistry
   /// The jobs this process started: their runs, and their stages while loaded.
@@ -30,10 +35,12 @@ public final class CoordinatorService: RPCService, Sendable {
 
   /// A coordinator over `cluster`; `store` defaults to one in memory.
   public init(
-    cluster: Cluster, loadDataset: DatasetLoader? = nil, tokens: TokenFile? = nil, store: CoordinatorStore? = nil
+    cluster: Cluster, loadDataset: DatasetLoader? = nil, resolveDataFile: DataFileResolver? = nil,
+    tokens: TokenFile? = nil, store: CoordinatorStore? = nil
   ) throws {
     self.cluster = cluster
     self.loadDataset = loadDataset
+    self.resolveDataFile = resolveDataFile
     self.tokens = tokens
     let store = try store ?? CoordinatorStore(directory: nil)
     self.store = store
@@ -139,6 +146,25 @@ public final class CoordinatorService: RPCService, Sendable {
       await registry.unload(versions)
       try store.deleteModels(versions)
       return .with { $0.models = versions.map(\.record) }
+    }
+    router.unary(CoordinatorMethods.importModel) { [self] request, context in
+      let caller = try caller(context)
+      let reference = try ModelReference(parsing: request.name, field: "name")
+      guard reference.version == nil else {
+        throw RPCError(.invalidArgument, "name '\(request.name.echoed)' names a version; give the model's name only")
+      }
+      if let existing = try store.model(reference) {
+        try Self.check(caller, mayUse: existing.record.owner, of: "model \(reference.name)", to: "add a version to")
+      }
+      guard let resolveDataFile else {
+        throw RPCError(
+          .permissionDenied,
+          "this coordinator reads no files (it has no --data-dir); put the weights in its data directory")
+      }
+      let file = try resolveDataFile(request.uri)
+      return try await registry.importWeights(
+        at: file, as: reference.name, spec: request.spec, splitPoints: request.splitPoints, owner: caller.name
+      ).record
     }
     router.serverStreaming(CoordinatorMethods.exportModel) { [self] request, writer, context in
       let model = try storedModel(request.model, field: "model", for: try caller(context), to: "export")

@@ -186,9 +186,10 @@ public final class CoordinatorStore: Sendable {
 
   /// Registers a new version of `record.name`: numbers it (one past the
   /// newest, v1 first), lets `writeWeights` write its weights to the path
-  /// given, and records it only once they are written.
+  /// given (for that version; it returns their size), and records it only
+  /// once they are written.
   func addModel(
-    _ record: Pipemesh_V1_Model, writeWeights: (String) throws -> Int64
+    _ record: Pipemesh_V1_Model, writeWeights: (_ path: String, _ version: Int32) throws -> Int64
   ) throws -> StoredModel {
     // One registration at a time: the version is counted and taken together.
     try write { db in
@@ -198,7 +199,7 @@ public final class CoordinatorStore: Sendable {
       model.weightsFile = "\(record.name)/v\(model.record.version).safetensors"
       try FileManager.default.createDirectory(
         atPath: "\(modelsDirectory)/\(record.name)", withIntermediateDirectories: true)
-      model.record.weightsBytes = try writeWeights(weightsPath(model))
+      model.record.weightsBytes = try writeWeights(weightsPath(model), model.record.version)
       try ModelRow(
         name: record.name, version: Int(model.record.version), owner: record.owner, job: record.job,
         createdAt: record.createdUnixSeconds, weightsFile: model.weightsFile, record: try model.record.serializedData()

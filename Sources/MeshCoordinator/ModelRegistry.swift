@@ -54,27 +54,82 @@ final class ModelRegistry: Sendable {
       tensors[declaration.name] = value
     }
     let snapshot = job.snapshot
-    let record = Pipemesh_V1_Model.with {
-      $0.name = job.name
-      $0.owner = job.owner
-      $0.job = job.name
-      $0.spec = job.request.model
-      $0.splitPoints = job.request.splitPoints
-      $0.createdUnixSeconds = Date().timeIntervalSince1970
-      $0.parameters = Int64(tensors.values.reduce(0) { $0 + $1.scalarCount })
-      $0.loss = snapshot.loss
-      if let last = snapshot.epochs.last {
-        $0.validationLoss = last.validationLoss
-        $0.validationAccuracy = last.validationAccuracy
-      }
-    }
-    let model = try store.addModel(record) { path in
-      try SafeTensors.write(SafeTensors.Contents(tensors: tensors, metadata: try Self.metadata(of: record)), to: path)
-      return (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
-    }
+    let model = try add(
+      .with {
+        $0.name = job.name
+        $0.owner = job.owner
+        $0.job = job.name
+        $0.spec = job.request.model
+        $0.splitPoints = job.request.splitPoints
+        $0.loss = snapshot.loss
+        if let last = snapshot.epochs.last {
+          $0.validationLoss = last.validationLoss
+          $0.validationAccuracy = last.validationAccuracy
+        }
+      }, tensors: tensors)
     let borrowed = LoadedModel(runID: job.runID, model: job.model, ownsStages: false)
     loaded.withLock { $0[model.reference] = Task { borrowed } }
     return model
+  }
+
+  /// Registers weights trained elsewhere (a safetensors file holding exactly
+  /// the spec's variables, each of its shape and finite) as the next
+  /// version of `name`.
+  func importWeights(
+    at file: URL, as name: String, spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32], owner: String
+  ) async throws -> CoordinatorStore.StoredModel {
+    let model = try makeModel(spec)
+    _ = try Planner.plan(model, stages: cluster.stages, splitPoints: splitPoints.map { Int($0) })
+    let contents: SafeTensors.Contents
+    do {
+      contents = try SafeTensors.decode(try Data(contentsOf: file, options: .alwaysMapped))
+    } catch {
+      throw RPCError(.invalidArgument, "\(file.lastPathComponent) is not a safetensors file Pipemesh reads: \(error)")
+    }
+    let declarations = model.variableDeclarations()
+    var tensors: [String: Tensor] = [:]
+    for declaration in declarations {
+      guard let tensor = contents.tensors[declaration.name] else {
+        throw RPCError(
+          .invalidArgument,
+          "\(file.lastPathComponent) has no tensor \(declaration.name), which the spec declares with shape \(declaration.shape)"
+        )
+      }
+      guard tensor.shape == declaration.shape, tensor.allFinite else {
+        throw RPCError(
+          .invalidArgument,
+          "tensor \(declaration.name) in \(file.lastPathComponent) must be finite and of shape \(declaration.shape); "
+            + "it is of shape \(tensor.shape)")
+      }
+      tensors[declaration.name] = tensor
+    }
+    let unknown = Set(contents.tensors.keys).subtracting(tensors.keys).sorted()
+    guard unknown.isEmpty else {
+      throw RPCError(
+        .invalidArgument,
+        "\(file.lastPathComponent) holds tensors the spec does not declare: \(unknown.prefix(5).joined(separator: ", "))"
+      )
+    }
+    return try add(
+      .with {
+        $0.name = name
+        $0.owner = owner
+        $0.spec = spec
+        $0.splitPoints = splitPoints
+      }, tensors: tensors)
+  }
+
+  /// Records `record` as the next version of its name, its weights `tensors`.
+  private func add(_ record: Pipemesh_V1_Model, tensors: [String: Tensor]) throws -> CoordinatorStore.StoredModel {
+    var record = record
+    record.createdUnixSeconds = Date().timeIntervalSince1970
+    record.parameters = Int64(tensors.values.reduce(0) { $0 + $1.scalarCount })
+    return try store.addModel(record) { path, version in
+      var metadata = record
+      metadata.version = version
+      try SafeTensors.write(SafeTensors.Contents(tensors: tensors, metadata: try Self.metadata(of: metadata)), to: path)
+      return (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
+    }
   }
 
   /// What a weights file says of its model, for readers outside Pipemesh.

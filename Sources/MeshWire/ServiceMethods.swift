@@ -93,6 +93,8 @@ public enum CoordinatorMethods {
     service: service, name: "DeleteModel")
   public static let exportModel = ServerStreamingMethod<Pipemesh_V1_ExportModelRequest, Pipemesh_V1_ModelChunk>(
     service: service, name: "ExportModel")
+  public static let importModel = UnaryMethod<Pipemesh_V1_ImportModelRequest, Pipemesh_V1_Model>(
+    service: service, name: "ImportModel")
 }
 
 /// Every method in the tables above.
@@ -114,5 +116,5 @@ public let allServiceMethods: [RPCMethodDescription] = [
   CoordinatorMethods.listJobs.methodDescription, CoordinatorMethods.cancelJob.methodDescription,
   CoordinatorMethods.deleteJob.methodDescription, CoordinatorMethods.listModels.methodDescription,
   CoordinatorMethods.getModel.methodDescription, CoordinatorMethods.deleteModel.methodDescription,
-  CoordinatorMethods.exportModel.methodDescription,
+  CoordinatorMethods.exportModel.methodDescription, CoordinatorMethods.importModel.methodDescription,
 ]

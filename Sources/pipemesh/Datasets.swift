@@ -71,11 +71,7 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
           + "nor a .csv, .csv.gz, .npz, INPUTS.npy,LABELS.npy or idx:IMAGES,LABELS file")
     }
   } catch let error as DatasetError {
-    switch error.code {
-    case .fileNotFound: throw RPCError(.notFound, error.message)
-    case .outsideDataDirectory: throw RPCError(.permissionDenied, error.message)
-    default: throw RPCError(.invalidArgument, error.message)
-    }
+    throw error.rpcError
   }
   return LoadedData(inputs: dataset.inputs, targets: dataset.labels, classes: dataset.classCount ?? 0)
 }
@@ -85,6 +81,26 @@ private func npyPair(_ uri: String) -> (inputs: String, labels: String)? {
   let paths = uri.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
   guard paths.count == 2, paths.allSatisfy({ $0.hasSuffix(".npy") }) else { return nil }
   return (paths[0], paths[1])
+}
+
+extension DatasetError {
+  /// The status a caller gets: NOT_FOUND for a missing file, PERMISSION_DENIED
+  /// for one outside the data directory, INVALID_ARGUMENT otherwise.
+  var rpcError: RPCError {
+    switch code {
+    case .fileNotFound: RPCError(.notFound, message)
+    case .outsideDataDirectory: RPCError(.permissionDenied, message)
+    default: RPCError(.invalidArgument, message)
+    }
+  }
+}
+
+/// The files a coordinator's requests may name besides datasets (model
+/// weights to import), by the same rule.
+func dataFileResolver(files: DatasetFiles) -> DataFileResolver {
+  { path in
+    do { return try files.url(path) } catch let error as DatasetError { throw error.rpcError }
+  }
 }
 
 /// Generated datasets for examples, the same on every machine.

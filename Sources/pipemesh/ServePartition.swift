@@ -169,7 +169,8 @@ struct ServeCoordinator: AsyncParsableCommand {
       throw ValidationError("--state-dir (or PIPEMESH_STATE_DIR): \(error.message)")
     }
     let coordinator = try CoordinatorService(
-      cluster: cluster, loadDataset: trainingDataLoader(files: files), tokens: tokens, store: store)
+      cluster: cluster, loadDataset: trainingDataLoader(files: files), resolveDataFile: dataFileResolver(files: files),
+      tokens: tokens, store: store)
     CoordinatorMetrics.register(coordinator, in: host.metrics)
     let log = host.log
     if let stateDir {

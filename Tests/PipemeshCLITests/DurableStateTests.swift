@@ -41,9 +41,13 @@ import Testing
     static func startCoordinator(
       ps: String, partitions: [String], state: String, log: String, listen: String = "127.0.0.1:0"
     ) async throws -> RunningService {
-      try await RunningService.start(
-        "coordinator", ["--ps", ps, "--partitions", partitions.joined(separator: ";"), "--state-dir", state], log: log,
-        listen: listen)
+      // Its data directory, where weights to import are put: beside the state.
+      let data = (state as NSString).deletingLastPathComponent + "/data"
+      try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+      return try await RunningService.start(
+        "coordinator",
+        ["--ps", ps, "--partitions", partitions.joined(separator: ";"), "--state-dir", state, "--data-dir", data],
+        log: log, listen: listen)
     }
 
     /// Kills the coordinator with SIGKILL and starts it again at its address
@@ -132,7 +136,7 @@ import Testing
     #expect(afterByJob.first?["outputs"] as? [[Double]] == outputs)
 
     // Exported, the weights are a safetensors file NumPy computes the same logits from.
-    let exportDirectory = mesh.directory.file("exported")
+    let exportDirectory = mesh.directory.file("data")
     let exported = try await mesh.run(["models", "export", "digits", "--out", exportDirectory])
     #expect(exported.status == 0, "\(exported.output)")
     let check = """
@@ -164,6 +168,29 @@ import Testing
         #expect(abs(value - want) <= 1e-4 * max(1, abs(want)), "\(row) \(expected)")
       }
     }
+
+    // Imported under another name from the coordinator's data directory, the weights answer alike.
+    let imported = try #require(
+      try await mesh.json([
+        "models", "import", "digits-copy", "--spec", Self.model, "--weights", "digits-v1.safetensors",
+      ])
+      .first)
+    #expect(imported["name"] as? String == "digits-copy" && imported["version"] as? Int == 1, "\(imported)")
+    let copy = try await mesh.json(["infer", "--model", "digits-copy", "--input", inputs])
+    #expect(copy.first?["outputs"] as? [[Double]] == outputs)
+    // Weights that do not fit the spec are refused, naming the tensor.
+    let wider = mesh.directory.file("wider.json")
+    try String(contentsOfFile: Self.model, encoding: .utf8).replacingOccurrences(of: "\"128\"", with: "\"129\"")
+      .write(toFile: wider, atomically: true, encoding: .utf8)
+    let misfit = try await mesh.run(
+      ["models", "import", "digits-wide", "--spec", wider, "--weights", "digits-v1.safetensors"])
+    #expect(
+      misfit.status == 65
+        && misfit.output.contains("tensor dense0/kernel in digits-v1.safetensors must be finite and of shape [64, 129]"),
+      "\(misfit.output)")
+    let outside = try await mesh.run(
+      ["models", "import", "digits-etc", "--spec", Self.model, "--weights", "/etc/passwd"])
+    #expect(outside.status == 77 && outside.output.contains("PERMISSION_DENIED"), "\(outside.output)")
 
     // The name is taken until the job is replaced; the new run is the model's next version.
     let again = try await mesh.run(["train", "--job", "digits", "--model", Self.model, "--epochs", "1"])

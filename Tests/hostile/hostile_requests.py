@@ -130,6 +130,7 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("Coordinator", "ListModels", "ListModelsRequest", weight=2),
     Rpc("Coordinator", "GetModel", "GetModelRequest", weight=3),
     Rpc("Coordinator", "DeleteModel", "DeleteModelRequest", weight=2),  # destructive: never a protected job's model
+    Rpc("Coordinator", "ImportModel", "ImportModelRequest", weight=2),  # adds a version: never to a protected model
     Rpc("Coordinator", "ExportModel", "ExportModelRequest", streaming=True, weight=2),
     Rpc("Partition", "LoadStage", "LoadStageRequest"),
     Rpc("Partition", "Forward", "ForwardRequest"),
@@ -532,6 +533,8 @@ class HostileGenerator:
             return False
         if case.rpc.method == "DeleteModel" and self.ctx.is_protected_model(message.model):
             return False
+        if case.rpc.method == "ImportModel" and self.ctx.is_protected_model(message.name):
+            return False
         endpoints: list[str] = []
         if case.rpc.method == "LoadStage":
             endpoints += list(message.parameter_servers)
@@ -929,6 +932,14 @@ class HostileGenerator:
 
     def _coordinator_deletemodel(self, d: Draw) -> tuple[Message, None]:
         return self.pb.coordinator.DeleteModelRequest(model=self._model_ref(d, destructive=True)), None
+
+    def _coordinator_importmodel(self, d: Draw) -> tuple[Message, None]:
+        spec = self.pb.model.ModelSpec()
+        spec.CopyFrom(self.model_spec)
+        uri = d.string("uri", d.rng.choice(("weights.safetensors", "/etc/passwd", "../x.safetensors", "", "missing.safetensors")))
+        return self.pb.coordinator.ImportModelRequest(
+            name=self._model_ref(d, destructive=True), spec=spec, uri=uri,
+            split_points=[d.int32("split_points", 1)] if d.rng.random() < 0.3 else []), None
 
     def _coordinator_exportmodel(self, d: Draw) -> tuple[Message, None]:
         return self.pb.coordinator.ExportModelRequest(model=self._model_ref(d, realistic=d.rng.random() < 0.5)), None

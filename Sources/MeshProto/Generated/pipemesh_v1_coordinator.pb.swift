@@ -959,6 +959,42 @@ public nonisolated struct Pipemesh_V1_ModelChunk: @unchecked Sendable {
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
+public nonisolated struct Pipemesh_V1_ImportModelRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The model to add a version to.
+  /// Valid: 1 to 119 characters of A-Z a-z 0-9 _ . -; PERMISSION_DENIED when another user owns it.
+  public var name: String = String()
+
+  /// Valid: see ModelSpec.
+  public var spec: Pipemesh_V1_ModelSpec {
+    get {_spec ?? Pipemesh_V1_ModelSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  /// A safetensors file inside the coordinator's --data-dir (as DatasetReference.uri).
+  /// Valid: a file there (PERMISSION_DENIED outside it or without a data directory, NOT_FOUND
+  /// missing) holding exactly the spec's variables, float32, each of its shape and finite
+  /// (INVALID_ARGUMENT naming the tensor otherwise).
+  public var uri: String = String()
+
+  /// Where to split it over the coordinator's stages; empty to balance.
+  /// Valid: as TrainRequest.split_points.
+  public var splitPoints: [Int32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Pipemesh_V1_ModelSpec? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
@@ -2423,6 +2459,55 @@ nonisolated extension Pipemesh_V1_ModelChunk: SwiftProtobuf.Message, SwiftProtob
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_ImportModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ImportModelRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}spec\0\u{1}uri\0\u{3}split_points\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.uri) }()
+      case 4: try { try decoder.decodeRepeatedInt32Field(value: &self.splitPoints) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if !self.uri.isEmpty {
+      try visitor.visitSingularStringField(value: self.uri, fieldNumber: 3)
+    }
+    if !self.splitPoints.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.splitPoints, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_ImportModelRequest, rhs: Pipemesh_V1_ImportModelRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs._spec != rhs._spec {return false}
+    if lhs.uri != rhs.uri {return false}
+    if lhs.splitPoints != rhs.splitPoints {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

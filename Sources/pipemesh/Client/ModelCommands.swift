@@ -12,7 +12,7 @@ struct Models: AsyncParsableCommand {
       (NAME:v1, NAME:v2, …). Name a model as NAME (its newest version) or NAME:vN.
       Example: pipemesh models export digits:v2 --coordinator 127.0.0.1:7000 --out exported/
       """,
-    subcommands: [List.self, Show.self, Export.self, Delete.self],
+    subcommands: [List.self, Show.self, Export.self, Import.self, Delete.self],
     defaultSubcommand: List.self)
 
   struct List: AsyncParsableCommand {
@@ -95,6 +95,42 @@ struct Models: AsyncParsableCommand {
         } else {
           say("wrote \(weightsPath) and \(recordPath)")
         }
+      }
+    }
+  }
+
+  struct Import: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Register weights trained elsewhere as the next version of a model.",
+      discussion: """
+        The weights are a safetensors file in the coordinator's data directory (--data-dir), with
+        exactly the spec's variables, float32 (as `models export` writes them). The path is taken
+        relative to that directory.
+        Example: pipemesh models import digits-ft --spec examples/mlp-digits.json --weights digits-v1.safetensors
+        """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Argument(help: "The model to add a version to.")
+    var name: String
+
+    @Option(help: "Model spec, protobuf JSON (read here).")
+    var spec: String
+
+    @Option(help: "The safetensors file, in the coordinator's data directory.")
+    var weights: String
+
+    func run() async throws {
+      let spec = try TrainingOptions.parse(["--model", spec]).modelSpec()!
+      try await withExitCodes {
+        let record = try await client.client().call(
+          CoordinatorMethods.importModel,
+          .with {
+            $0.name = name
+            $0.spec = spec
+            $0.uri = weights
+          })
+        try client.show(record)
       }
     }
   }
