@@ -334,7 +334,7 @@ public final class CoordinatorService: RPCService, Sendable {
     await StageLoading.unload(runID: stored.runID, clients: clients)
     let freed = try await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
       .drop(job: stored.runID)
-    try store.deleteJob(name)
+    try store.deleteJob(name, runID: stored.runID)
     jobs.withLock { jobs in
       if jobs[name]?.job.runID == stored.runID { jobs[name] = nil }
     }
@@ -347,6 +347,10 @@ public final class CoordinatorService: RPCService, Sendable {
   private func checkNameFree(
     _ name: String, replace: Bool, by owner: Caller, live: TrainingJob?
   ) throws -> CoordinatorStore.StoredJob? {
+    // The job registers its model under its name: the name's versions must be the caller's to add to.
+    if let model = try store.model(ModelReference(name: name, version: nil)) {
+      try Self.check(owner, mayUse: model.record.owner, of: "model \(name)", to: "add a version to")
+    }
     guard let existing = try store.job(name) else { return nil }
     try Self.check(owner, mayUse: existing.record.owner, of: "job \(name)", to: "replace")
     let state = live?.snapshot.state ?? existing.record.state
@@ -501,8 +505,9 @@ public final class CoordinatorService: RPCService, Sendable {
       // Recorded before it runs, so that a second Train of the name sees it.
       try job.save()
       let task = Task {
-        await job.run { continuation.yield($0) }
-        if job.snapshot.state == .succeeded { await registerModel(of: job) }
+        await job.run(report: { continuation.yield($0) }) { [registry] job in
+          "\(try await registry.register(job).reference)"
+        }
         continuation.finish()
       }
       jobs[name] = (job, task)
@@ -517,17 +522,6 @@ public final class CoordinatorService: RPCService, Sendable {
     var number = (try store.jobCounts().values.reduce(0, +)) + 1
     while try store.job("job-\(number)") != nil { number += 1 }
     return "job-\(number)"
-  }
-
-  /// Registers a job's weights as its model's next version; a job whose
-  /// weights cannot be registered keeps its state and says why.
-  private func registerModel(of job: TrainingJob) async {
-    do {
-      let model = try await registry.register(job)
-      job.registered("\(model.reference)")
-    } catch {
-      job.finish(.succeeded, error: "its model could not be registered: \(error)")
-    }
   }
 
   /// Frees what a replaced job held: its stages and its variables on the ps.

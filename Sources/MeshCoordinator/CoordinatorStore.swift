@@ -132,9 +132,12 @@ public final class CoordinatorStore: Sendable {
     }
   }
 
-  /// Forgets a job's record.
-  func deleteJob(_ name: String) throws {
-    _ = try write { db in try JobRow.deleteOne(db, key: name) }
+  /// Forgets a job's record, unless a job of that name with another run id
+  /// replaced it meanwhile.
+  func deleteJob(_ name: String, runID: String) throws {
+    _ = try write { db in
+      try JobRow.filter(Column("name") == name && Column("run_id") == runID).deleteAll(db)
+    }
   }
 
   /// Marks the jobs stored as running interrupted (the coordinator that ran

@@ -198,15 +198,15 @@ final class ModelRegistry: Sendable {
       }
       states[declaration.name] = (value, [:], 0)
     }
-    let ps = try ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
-    try await ps.register(
-      job: runID, variables: declarations.map { $0.definition(seed: record.spec.seed, optimizer: optimizer) },
-      consistency: consistency, user: Self.writer, writerKeepsValues: true)
-    try await ps.assign(job: runID, user: Self.writer, states: states)
     // The split the job trained with, when this coordinator has as many stages.
     let splitPoints = record.splitPoints.count == cluster.stages - 1 ? record.splitPoints.map { Int($0) } : []
     let plan = try Planner.plan(model, stages: cluster.stages, splitPoints: splitPoints)
+    let ps = try ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
     do {
+      try await ps.register(
+        job: runID, variables: declarations.map { $0.definition(seed: record.spec.seed, optimizer: optimizer) },
+        consistency: consistency, user: Self.writer, writerKeepsValues: true)
+      try await ps.assign(job: runID, user: Self.writer, states: states)
       _ = try await StageLoading(
         runID: runID, model: record.spec, bounds: plan.bounds, cluster: cluster, clients: clients,
         consistency: consistency, optimizer: optimizer

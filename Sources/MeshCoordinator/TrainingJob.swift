@@ -189,26 +189,31 @@ final class TrainingJob: Sendable {
     try? save()
   }
 
-  /// Records the model version the job registered.
-  func registered(_ model: String) {
-    status.withLock { $0.model = model }
-    try? save()
-  }
-
   let stepsPerEpoch: Int
 
   /// Runs the job to its end, reporting progress; records how it ended. A
   /// job that fails or is cancelled unloads its stages (its variables stay
   /// on the ps): that ends the partitions' calls still waiting in its last
   /// step, and frees their memory.
-  func run(report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async {
+  /// The job runs (and counts as running: it cannot be replaced or
+  /// deleted) until `register` has recorded its model; a job whose model
+  /// cannot be registered succeeds and says why.
+  func run(
+    report: @Sendable (Pipemesh_V1_TrainProgress) -> Void, register: @Sendable (TrainingJob) async throws -> String
+  ) async {
     // The job needs its examples only while it runs.
     defer { data.withLock { $0 = nil } }
     do {
       guard let data = data.withLock({ $0 }) else { preconditionFailure("job \(name) ran twice") }
       try save()
       try await execute(data, report: report)
-      finish(.succeeded)
+      do {
+        let model = try await register(self)
+        status.withLock { $0.model = model }
+        finish(.succeeded)
+      } catch let error where !(error is CancellationError) && !Task.isCancelled {
+        finish(.succeeded, error: "its model could not be registered: \(error)")
+      }
       return
     } catch is CancellationError {
       finish(.cancelled)
