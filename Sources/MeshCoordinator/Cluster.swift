@@ -24,6 +24,11 @@ public struct Cluster: Sendable {
   }
 
   public var stages: Int { partitions.count }
+
+  /// A client of the ps tasks.
+  func parameterServerClient() throws -> ParameterServerClient {
+    try ParameterServerClient(endpoints: parameterServers, dialer: dialer)
+  }
   public var replicas: Int { partitions[0].count }
 
   /// Parses `HOST:PORT,HOST:PORT;HOST:PORT`: stages separated by `;`,

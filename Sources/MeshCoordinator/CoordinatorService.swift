@@ -29,6 +29,8 @@ public final class CoordinatorService: RPCService, Sendable {
   private let registry: ModelRegistry
   /// The jobs this process started: their runs, and their stages while loaded.
   private let jobs = Mutex<[String: (job: TrainingJob, task: Task<Void, Never>)]>([:])
+  /// The last N given to an unnamed job ("job-N").
+  private let jobNumbers = Mutex<Int?>(nil)
   /// Users and their tokens; nil authenticates no one (every caller is an
   /// anonymous admin).
   private let tokens: TokenFile?
@@ -85,12 +87,23 @@ public final class CoordinatorService: RPCService, Sendable {
       if job.snapshot.state == .cancelled { throw RPCError(.cancelled, "job \(job.name) was cancelled") }
     }
     router.unary(CoordinatorMethods.infer) { [self] request, context in
-      let (runID, model) = try await inferenceTarget(request, for: try caller(context))
+      let target = try await inferenceTarget(request, for: try caller(context))
+      let model =
+        switch target {
+        case .job(let job): job.model
+        case .model(let stored): try makeModel(stored.record.spec)
+        }
+      // The request is checked before a model is loaded for it.
       let inputs = try Tensor(wire: request.inputs, what: "inputs")
       try model.checkInput(inputs, "inputs do not fit the model")
       guard request.microBatches >= 0 else {
         throw RPCError(.invalidArgument, "micro_batches is \(request.microBatches); give 1 or more (0: 1)")
       }
+      let runID =
+        switch target {
+        case .job(let job): job.runID
+        case .model(let stored): try await registry.load(stored).runID
+        }
       let microBatches = max(1, Int(request.microBatches))
       let chunk = (inputs.shape[0] + microBatches - 1) / microBatches
       let outputs = try await Inference.run(inputs, job: runID, stages: clients.map { $0[0] }, chunk: chunk)
@@ -104,16 +117,16 @@ public final class CoordinatorService: RPCService, Sendable {
         snapshot.memory += await parameterServerMemory(of: job.runID)
         return snapshot
       }
-      return try storedJob(request.job, for: caller, to: "use").record
+      return try await storedJob(request.job, for: caller, to: "use").record
     }
     router.unary(CoordinatorMethods.listJobs) { [self] request, context in
-      try listJobs(request, for: try caller(context))
+      try await listJobs(request, for: try caller(context))
     }
     router.unary(CoordinatorMethods.cancelJob) { [self] request, context in
       let caller = try caller(context)
       guard let entry = jobs.withLock({ $0[request.job] }) else {
         // A job of an earlier coordinator has ended: returned unchanged.
-        return try storedJob(request.job, for: caller, to: "cancel").record
+        return try await storedJob(request.job, for: caller, to: "cancel").record
       }
       try Self.check(caller, mayUse: entry.job.owner, of: "job \(entry.job.name)", to: "cancel")
       entry.task.cancel()
@@ -125,26 +138,30 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     router.unary(CoordinatorMethods.listModels) { [self] request, context in
       let caller = try caller(context)
-      if !request.name.isEmpty { _ = try ModelReference(parsing: request.name, field: "name") }
-      let visible = try store.models(named: request.name).filter { caller.mayUse(jobOf: $0.record.owner) }
+      if !request.name.isEmpty, try ModelReference(parsing: request.name, field: "name").version != nil {
+        throw RPCError(.invalidArgument, "name '\(request.name.echoed)' names a version; give the model's name only")
+      }
+      let visible = try await store.models(named: request.name).filter { caller.mayUse(jobOf: $0.record.owner) }
       return .with { $0.models = visible.map(\.record) }
     }
     router.unary(CoordinatorMethods.getModel) { [self] request, context in
-      try storedModel(request.model, field: "model", for: try caller(context), to: "use").record
+      try await storedModel(request.model, field: "model", for: try caller(context), to: "use").record
     }
     router.unary(CoordinatorMethods.deleteModel) { [self] request, context in
       let caller = try caller(context)
       let reference = try ModelReference(parsing: request.model, field: "model")
       let versions =
-        try (reference.version == nil ? store.models(named: reference.name) : store.model(reference).map { [$0] } ?? [])
+        try await reference.version == nil
+        ? store.models(named: reference.name) : store.model(reference).map { [$0] } ?? []
       guard !versions.isEmpty else {
         throw RPCError(.notFound, "no model '\(request.model.echoed)' on this coordinator")
       }
       for version in versions {
         try Self.check(caller, mayUse: version.record.owner, of: "model \(version.reference)", to: "delete")
       }
+      // Gone from the store first: no Infer finds them while they are unloaded.
+      try await store.deleteModels(versions)
       await registry.unload(versions)
-      try store.deleteModels(versions)
       return .with { $0.models = versions.map(\.record) }
     }
     router.unary(CoordinatorMethods.importModel) { [self] request, context in
@@ -153,21 +170,19 @@ public final class CoordinatorService: RPCService, Sendable {
       guard reference.version == nil else {
         throw RPCError(.invalidArgument, "name '\(request.name.echoed)' names a version; give the model's name only")
       }
-      if let existing = try store.model(reference) {
-        try Self.check(caller, mayUse: existing.record.owner, of: "model \(reference.name)", to: "add a version to")
-      }
       guard let resolveDataFile else {
         throw RPCError(
-          .permissionDenied,
-          "this coordinator reads no files (it has no --data-dir); put the weights in its data directory")
+          .failedPrecondition,
+          "this coordinator reads no files (it has no --data-dir); start it with one and put the weights there")
       }
       let file = try resolveDataFile(request.uri)
       return try await registry.importWeights(
-        at: file, as: reference.name, spec: request.spec, splitPoints: request.splitPoints, owner: caller.name
+        at: file, as: reference.name, spec: request.spec, splitPoints: request.splitPoints, owner: caller.name,
+        admit: Self.versionAdmission(reference.name, by: caller)
       ).record
     }
     router.serverStreaming(CoordinatorMethods.exportModel) { [self] request, writer, context in
-      let model = try storedModel(request.model, field: "model", for: try caller(context), to: "export")
+      let model = try await storedModel(request.model, field: "model", for: try caller(context), to: "export")
       let file: FileHandle
       do {
         file = try FileHandle(forReadingFrom: URL(fileURLWithPath: store.weightsPath(model)))
@@ -215,8 +230,10 @@ public final class CoordinatorService: RPCService, Sendable {
   private func liveJob(_ name: String) -> TrainingJob? { jobs.withLock { $0[name]?.job } }
 
   /// The stored record of job `name`, when `caller` may `action` it.
-  private func storedJob(_ name: String, for caller: Caller, to action: String) throws -> CoordinatorStore.StoredJob {
-    guard var stored = try store.job(name) else {
+  private func storedJob(_ name: String, for caller: Caller, to action: String) async throws
+    -> CoordinatorStore.StoredJob
+  {
+    guard var stored = try await store.job(name) else {
       throw RPCError(.notFound, "no job named '\(name.echoed)' on this coordinator")
     }
     try Self.check(caller, mayUse: stored.record.owner, of: "job \(name)", to: action)
@@ -226,37 +243,40 @@ public final class CoordinatorService: RPCService, Sendable {
   }
 
   /// The model version `text` names, when `caller` may `action` it.
-  private func storedModel(_ text: String, field: String, for caller: Caller, to action: String) throws
+  private func storedModel(_ text: String, field: String, for caller: Caller, to action: String) async throws
     -> CoordinatorStore.StoredModel
   {
     let reference = try ModelReference(parsing: text, field: field)
-    guard let model = try store.model(reference) else {
+    guard let model = try await store.model(reference) else {
       throw RPCError(.notFound, "no model '\(text.echoed)' on this coordinator")
     }
     try Self.check(caller, mayUse: model.record.owner, of: "model \(model.reference)", to: action)
     return model
   }
 
-  /// Where an Infer runs: the run id of the stages and their model.
-  private func inferenceTarget(_ request: Pipemesh_V1_InferRequest, for caller: Caller) async throws -> (
-    String, Sequential
-  ) {
+  /// What an Infer runs on: the stages of a job this process runs or ran,
+  /// or a model version (loaded on first use).
+  private enum InferenceTarget {
+    case job(TrainingJob)
+    case model(CoordinatorStore.StoredModel)
+  }
+
+  private func inferenceTarget(_ request: Pipemesh_V1_InferRequest, for caller: Caller) async throws
+    -> InferenceTarget
+  {
     guard request.job.isEmpty != request.model.isEmpty else {
       throw RPCError(.invalidArgument, "give exactly one of job and model (a job's name, or NAME or NAME:vN)")
     }
     if !request.model.isEmpty {
-      let loaded = try await registry.load(try storedModel(request.model, field: "model", for: caller, to: "use"))
-      return (loaded.runID, loaded.model)
+      return .model(try await storedModel(request.model, field: "model", for: caller, to: "use"))
     }
-    let stored = try storedJob(request.job, for: caller, to: "use")
+    let stored = try await storedJob(request.job, for: caller, to: "use")
     if let job = liveJob(request.job), job.snapshot.state == .running || job.snapshot.state == .succeeded {
-      return (job.runID, job.model)
+      return .job(job)
     }
     switch stored.record.state {
     case .succeeded where !stored.record.model.isEmpty:
-      let model = try storedModel(stored.record.model, field: "the job's model", for: caller, to: "use")
-      let loaded = try await registry.load(model)
-      return (loaded.runID, loaded.model)
+      return .model(try await storedModel(stored.record.model, field: "the job's model", for: caller, to: "use"))
     case .succeeded:
       throw RPCError(
         .failedPrecondition, "job \(request.job) registered no model (\(stored.record.error)): train it again to infer")
@@ -281,7 +301,7 @@ public final class CoordinatorService: RPCService, Sendable {
   /// The longest page ListJobs answers.
   static let maxPageSize: Int32 = 1000
 
-  private func listJobs(_ request: Pipemesh_V1_ListJobsRequest, for caller: Caller) throws
+  private func listJobs(_ request: Pipemesh_V1_ListJobsRequest, for caller: Caller) async throws
     -> Pipemesh_V1_ListJobsResponse
   {
     if case .UNRECOGNIZED(let value) = request.state {
@@ -305,7 +325,7 @@ public final class CoordinatorService: RPCService, Sendable {
     var more = false
     // Jobs the caller may not see are skipped; a page fills from the next ones.
     fetching: while true {
-      let batch = try store.jobs(state: state, after: last, limit: pageSize)
+      let batch = try await store.jobs(state: state, after: last, limit: pageSize)
       for stored in batch {
         if caller.mayUse(jobOf: stored.record.owner) {
           if jobs.count == pageSize {
@@ -326,43 +346,46 @@ public final class CoordinatorService: RPCService, Sendable {
 
   /// Forgets a job that is not running: its stages, its ps variables, its record.
   private func deleteJob(_ name: String, for caller: Caller) async throws -> Pipemesh_V1_DeleteJobResponse {
-    let stored = try storedJob(name, for: caller, to: "delete")
+    let stored = try await storedJob(name, for: caller, to: "delete")
     guard stored.record.state != .running else {
       throw RPCError(.failedPrecondition, "job \(name) is running; cancel it before deleting it")
     }
-    await registry.forgetStages(of: stored.runID)
-    await StageLoading.unload(runID: stored.runID, clients: clients)
-    let freed = try await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
-      .drop(job: stored.runID)
-    try store.deleteJob(name, runID: stored.runID)
+    registry.forgetStages(of: stored.runID)
+    let freed = try await StageLoading.discard(runID: stored.runID, cluster: cluster, clients: clients)
+    try await store.deleteJob(name, runID: stored.runID)
     jobs.withLock { jobs in
       if jobs[name]?.job.runID == stored.runID { jobs[name] = nil }
     }
     return .with { $0.parameterServerBytesFreed = freed }
   }
 
-  /// Refuses a Train whose name is taken, unless it asks to replace a job
-  /// of the caller's that is not running. Returns the job it replaces.
-  /// `live` is the job of that name this process runs or ran.
-  private func checkNameFree(
-    _ name: String, replace: Bool, by owner: Caller, live: TrainingJob?
-  ) throws -> CoordinatorStore.StoredJob? {
-    // The job registers its model under its name: the name's versions must be the caller's to add to.
-    if let model = try store.model(ModelReference(name: name, version: nil)) {
-      try Self.check(owner, mayUse: model.record.owner, of: "model \(name)", to: "add a version to")
+  /// Admits a Train of job `name` by `caller` when the name is free, or
+  /// (with `replace`) holds a job of the caller's that is not running; and
+  /// when the model of that name, which the job will add a version to, is
+  /// the caller's (or new).
+  private static func jobAdmission(_ name: String, replace: Bool, by caller: Caller) -> CoordinatorStore.JobAdmission {
+    { existing, modelOwner in
+      if let modelOwner { try versionAdmission(name, by: caller)(modelOwner) }
+      guard let existing else { return }
+      try check(caller, mayUse: existing.record.owner, of: "job \(name)", to: "replace")
+      if existing.record.state == .running {
+        throw RPCError(.alreadyExists, "job \(name) is running; pick another name or cancel it")
+      }
+      guard replace else {
+        throw RPCError(
+          .alreadyExists,
+          "job \(name) exists (\(describe(existing.record.state))); pick another name, delete it, "
+            + "or set replace to train it again")
+      }
     }
-    guard let existing = try store.job(name) else { return nil }
-    try Self.check(owner, mayUse: existing.record.owner, of: "job \(name)", to: "replace")
-    let state = live?.snapshot.state ?? existing.record.state
-    if state == .running {
-      throw RPCError(.alreadyExists, "job \(name) is running; pick another name or cancel it")
+  }
+
+  /// Admits a new version of model `name` by `caller` when the name is new
+  /// or the caller's.
+  private static func versionAdmission(_ name: String, by caller: Caller) -> ModelRegistry.Admission {
+    { owner in
+      if let owner { try check(caller, mayUse: owner, of: "model \(name)", to: "add a version to") }
     }
-    guard replace else {
-      throw RPCError(
-        .alreadyExists,
-        "job \(name) exists (\(Self.describe(state))); pick another name, delete it, or set replace to train it again")
-    }
-    return existing
   }
 
   private static func check(_ caller: Caller, mayUse owner: String, of what: String, to action: String) throws {
@@ -480,17 +503,17 @@ public final class CoordinatorService: RPCService, Sendable {
   private func start(
     _ request: Pipemesh_V1_TrainRequest, owner: Caller
   ) async throws -> (TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>) {
-    let name = request.job.isEmpty ? try unusedJobName() : request.job
+    let name = request.job.isEmpty ? try await unusedJobName() : request.job
     try MeshNames.checkJob(name, maxLength: Self.maxJobName)
+    let admission = Self.jobAdmission(name, replace: request.replace, by: owner)
     // The cheap refusals before loading any data (checked again when the job is added).
-    _ = try checkNameFree(name, replace: request.replace, by: owner, live: liveJob(name))
+    try await store.checkJobName(name, admit: admission)
     let (inputs, targets) = try data(request.data)
     let job = try TrainingJob(
       name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster,
       clients: clients, store: store, budgets: try await checkMembers(requireAll: true))
     if job.checkpoints {
-      let missing = try await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
-        .tasksWithoutCheckpoints()
+      let missing = try await cluster.parameterServerClient().tasksWithoutCheckpoints()
       guard missing.isEmpty else {
         throw RPCError(
           .failedPrecondition,
@@ -500,36 +523,39 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     let (updates, continuation) = AsyncStream.makeStream(
       of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
-    let replaced = try jobs.withLock { jobs in
-      let replaced = try checkNameFree(name, replace: request.replace, by: owner, live: jobs[name]?.job)
-      // Recorded before it runs, so that a second Train of the name sees it.
-      try job.save()
-      let task = Task {
-        await job.run(report: { continuation.yield($0) }) { [registry] job in
-          "\(try await registry.register(job).reference)"
+    // Recorded as running before it runs, in one transaction with the
+    // checks: a second Train of the name sees it.
+    let replaced = try await store.insertJob(job.stored, admit: admission)
+    jobs.withLock { jobs in
+      let task = Task { [registry] in
+        await job.run(report: { continuation.yield($0) }) { job in
+          "\(try await registry.register(job, admit: Self.versionAdmission(name, by: owner)).reference)"
         }
         continuation.finish()
       }
       jobs[name] = (job, task)
-      return replaced
     }
     if let replaced { Task { await release(replaced) } }
     return (job, updates)
   }
 
-  /// "job-N" for the lowest N from the count of stored jobs on that no job has.
-  private func unusedJobName() throws -> String {
-    var number = (try store.jobCounts().values.reduce(0, +)) + 1
-    while try store.job("job-\(number)") != nil { number += 1 }
-    return "job-\(number)"
+  /// "job-N" for the next N no job has: each call takes its own N, counted
+  /// on from the number of stored jobs.
+  private func unusedJobName() async throws -> String {
+    while true {
+      let number = try jobNumbers.withLock { last in
+        let next = try (last ?? store.jobCounts().values.reduce(0, +)) + 1
+        last = next
+        return next
+      }
+      if try await store.job("job-\(number)") == nil { return "job-\(number)" }
+    }
   }
 
   /// Frees what a replaced job held: its stages and its variables on the ps.
   private func release(_ replaced: CoordinatorStore.StoredJob) async {
-    await registry.forgetStages(of: replaced.runID)
-    await StageLoading.unload(runID: replaced.runID, clients: clients)
-    _ = try? await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
-      .drop(job: replaced.runID)
+    registry.forgetStages(of: replaced.runID)
+    _ = try? await StageLoading.discard(runID: replaced.runID, cluster: cluster, clients: clients)
   }
 
   private func data(_ source: Pipemesh_V1_DataSource) throws -> (Tensor, Tensor) {

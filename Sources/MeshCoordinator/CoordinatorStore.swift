@@ -11,7 +11,8 @@ import MeshWire
 /// Rows keep the fields they are looked up by in columns and the rest as a
 /// protobuf message (`record`), which later versions read with the fields
 /// they add left unset. Schema changes are migrations, applied in order
-/// when the store opens.
+/// when the store opens. Calls from requests use GRDB's asynchronous
+/// access, so no request thread waits on the disk.
 public final class CoordinatorStore: Sendable {
   /// Where the database and weights live; nil for a store in memory.
   public let directory: String?
@@ -35,6 +36,12 @@ public final class CoordinatorStore: Sendable {
       }
       try FileManager.default.createDirectory(atPath: modelsDirectory, withIntermediateDirectories: true)
       try Self.migrator.migrate(database)
+      // Weights of a registration a crash cut short: never recorded, so no one's.
+      let modelsDirectory = modelsDirectory
+      for file in (try? FileManager.default.contentsOfDirectory(atPath: modelsDirectory)) ?? []
+      where file.hasPrefix("incoming-") {
+        try? FileManager.default.removeItem(atPath: "\(modelsDirectory)/\(file)")
+      }
     } catch let error as DatabaseError {
       throw RPCError(.internal, "the coordinator's state in \(directory ?? "memory") cannot be opened: \(error)")
     }
@@ -65,6 +72,17 @@ public final class CoordinatorStore: Sendable {
         table.column("record", .blob).notNull()
         table.primaryKey(["name", "version"])
       }
+    }
+    // A name's owner and the next version it gives: versions are never
+    // reused, so "NAME:vN" always means the same weights.
+    migrator.registerMigration("2: model names") { db in
+      try db.create(table: "model_name") { table in
+        table.primaryKey("name", .text)
+        table.column("owner", .text).notNull()
+        table.column("next_version", .integer).notNull()
+      }
+      try db.execute(
+        sql: "INSERT INTO model_name SELECT name, owner, MAX(version) + 1 FROM model GROUP BY name")
     }
     return migrator
   }
@@ -105,28 +123,57 @@ public final class CoordinatorStore: Sendable {
     }
   }
 
-  /// Adds a job's record, replacing the one of that name.
-  func save(_ job: StoredJob) throws {
-    try write { db in try JobRow(job).save(db) }
+  /// Decides whether a job may take a name: given the job stored under it
+  /// and the owner of the model of that name (nil when none), it throws to
+  /// refuse.
+  typealias JobAdmission = @Sendable (_ existing: StoredJob?, _ modelOwner: String?) throws -> Void
+
+  /// Asks `admit` about the name now (a cheap check before a job is built).
+  func checkJobName(_ name: String, admit: @escaping JobAdmission) async throws {
+    try await read { db in try admit(try JobRow.fetchOne(db, key: name)?.stored(), try Self.owner(ofModel: name, db)) }
+  }
+
+  /// Records a new job under its name when `admit` allows it, in one
+  /// transaction (two Trains of a name cannot both pass); returns the job
+  /// it replaced.
+  func insertJob(_ job: StoredJob, admit: @escaping JobAdmission) async throws -> StoredJob? {
+    try await write { db in
+      let existing = try JobRow.fetchOne(db, key: job.record.job)?.stored()
+      try admit(existing, try Self.owner(ofModel: job.record.job, db))
+      try JobRow(job).save(db)
+      return existing
+    }
+  }
+
+  /// Writes a job's record, as long as the name still holds that job (a
+  /// job that was replaced or deleted writes nothing).
+  func update(_ job: StoredJob) async throws {
+    let row = try JobRow(job)
+    try await write { db in
+      try db.execute(
+        sql: "UPDATE job SET state = ?, record = ? WHERE name = ? AND run_id = ?",
+        arguments: [row.state, row.record, row.name, row.runId])
+    }
   }
 
   /// The job of that name.
-  func job(_ name: String) throws -> StoredJob? {
-    try read { db in try JobRow.fetchOne(db, key: name)?.stored() }
+  func job(_ name: String) async throws -> StoredJob? {
+    try await read { db in try JobRow.fetchOne(db, key: name)?.stored() }
   }
 
   /// Jobs in name order after `after`, at most `limit`, optionally in one state.
-  func jobs(state: Pipemesh_V1_JobState?, after: String, limit: Int) throws -> [StoredJob] {
-    try read { db in
+  func jobs(state: Pipemesh_V1_JobState?, after: String, limit: Int) async throws -> [StoredJob] {
+    try await read { db in
       var request = JobRow.filter(Column("name") > after)
       if let state { request = request.filter(Column("state") == "\(state)") }
       return try request.order(Column("name")).limit(limit).fetchAll(db).map { try $0.stored() }
     }
   }
 
-  /// How many jobs are in each state ("running", "succeeded", …).
+  /// How many jobs are in each state ("running", "succeeded", …): for
+  /// metrics and status lines, outside requests.
   func jobCounts() throws -> [String: Int] {
-    try read { db in
+    try readNow { db in
       let rows = try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS count FROM job GROUP BY state")
       return Dictionary(uniqueKeysWithValues: rows.map { ($0["state"] as String, $0["count"] as Int) })
     }
@@ -134,16 +181,16 @@ public final class CoordinatorStore: Sendable {
 
   /// Forgets a job's record, unless a job of that name with another run id
   /// replaced it meanwhile.
-  func deleteJob(_ name: String, runID: String) throws {
-    _ = try write { db in
+  func deleteJob(_ name: String, runID: String) async throws {
+    _ = try await write { db in
       try JobRow.filter(Column("name") == name && Column("run_id") == runID).deleteAll(db)
     }
   }
 
   /// Marks the jobs stored as running interrupted (the coordinator that ran
-  /// them stopped) and returns them.
+  /// them stopped) and returns them; called once, when the store opens.
   func interruptRunningJobs(at time: Double) throws -> [StoredJob] {
-    try write { db in
+    try writeNow { db in
       let running = try JobRow.filter(Column("state") == "\(Pipemesh_V1_JobState.running)").fetchAll(db)
       return try running.map { row in
         var job = try row.stored()
@@ -187,33 +234,57 @@ public final class CoordinatorStore: Sendable {
   /// The path of a model's weights file.
   func weightsPath(_ model: StoredModel) -> String { "\(modelsDirectory)/\(model.weightsFile)" }
 
-  /// Registers a new version of `record.name`: numbers it (one past the
-  /// newest, v1 first), lets `writeWeights` write its weights to the path
-  /// given (for that version; it returns their size), and records it only
-  /// once they are written.
+  /// Where a new version's weights are written before `addModel` takes
+  /// them (beside their final place, so that taking them is a rename).
+  func incomingWeightsPath() -> String { "\(modelsDirectory)/incoming-\(UUID().uuidString).safetensors" }
+
+  /// Registers the weights written at `incoming` as a new version of
+  /// `record.name` when `admit` allows it (given the name's owner, nil for
+  /// a new name): numbers it one past the name's last version ever (v1
+  /// first; numbers are never reused), moves the file into place and
+  /// records it, in one transaction.
   func addModel(
-    _ record: Pipemesh_V1_Model, writeWeights: (_ path: String, _ version: Int32) throws -> Int64
-  ) throws -> StoredModel {
-    // One registration at a time: the version is counted and taken together.
-    try write { db in
-      let newest = try Int.fetchOne(db, sql: "SELECT MAX(version) FROM model WHERE name = ?", arguments: [record.name])
-      var model = StoredModel(record: record, weightsFile: "")
-      model.record.version = Int32((newest ?? 0) + 1)
-      model.weightsFile = "\(record.name)/v\(model.record.version).safetensors"
-      try FileManager.default.createDirectory(
-        atPath: "\(modelsDirectory)/\(record.name)", withIntermediateDirectories: true)
-      model.record.weightsBytes = try writeWeights(weightsPath(model), model.record.version)
-      try ModelRow(
-        name: record.name, version: Int(model.record.version), owner: record.owner, job: record.job,
-        createdAt: record.createdUnixSeconds, weightsFile: model.weightsFile, record: try model.record.serializedData()
-      ).insert(db)
-      return model
+    _ record: Pipemesh_V1_Model, weights incoming: String, admit: @escaping @Sendable (_ owner: String?) throws -> Void
+  ) async throws -> StoredModel {
+    let modelsDirectory = modelsDirectory
+    let size = (try? FileManager.default.attributesOfItem(atPath: incoming)[.size] as? NSNumber)?.int64Value ?? 0
+    do {
+      return try await write { db in
+        let owner = try Self.owner(ofModel: record.name, db)
+        try admit(owner)
+        let next =
+          try Int.fetchOne(db, sql: "SELECT next_version FROM model_name WHERE name = ?", arguments: [record.name]) ?? 1
+        var model = StoredModel(record: record, weightsFile: "\(record.name)/v\(next).safetensors")
+        model.record.version = Int32(next)
+        model.record.weightsBytes = size
+        try db.execute(
+          sql: """
+            INSERT INTO model_name (name, owner, next_version) VALUES (?, ?, ?)
+            ON CONFLICT (name) DO UPDATE SET next_version = excluded.next_version
+            """, arguments: [record.name, owner ?? record.owner, next + 1])
+        try ModelRow(
+          name: record.name, version: next, owner: record.owner, job: record.job, createdAt: record.createdUnixSeconds,
+          weightsFile: model.weightsFile, record: try model.record.serializedData()
+        ).insert(db)
+        try FileManager.default.createDirectory(
+          atPath: "\(modelsDirectory)/\(record.name)", withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: incoming, toPath: "\(modelsDirectory)/\(model.weightsFile)")
+        return model
+      }
+    } catch {
+      try? FileManager.default.removeItem(atPath: incoming)
+      throw error
     }
   }
 
+  /// The owner of the model `name`, nil when it has never had a version.
+  private static func owner(ofModel name: String, _ db: Database) throws -> String? {
+    try String.fetchOne(db, sql: "SELECT owner FROM model_name WHERE name = ?", arguments: [name])
+  }
+
   /// The version a reference names (the newest without a version).
-  func model(_ reference: ModelReference) throws -> StoredModel? {
-    try read { db in
+  func model(_ reference: ModelReference) async throws -> StoredModel? {
+    try await read { db in
       var request = ModelRow.filter(Column("name") == reference.name)
       if let version = reference.version { request = request.filter(Column("version") == version) }
       return try request.order(Column("version").desc).fetchOne(db)?.model()
@@ -221,16 +292,16 @@ public final class CoordinatorStore: Sendable {
   }
 
   /// Every version of `name` (of every model when empty), by name, newest first.
-  func models(named name: String) throws -> [StoredModel] {
-    try read { db in
+  func models(named name: String) async throws -> [StoredModel] {
+    try await read { db in
       let request = name.isEmpty ? ModelRow.all() : ModelRow.filter(Column("name") == name)
       return try request.order(Column("name"), Column("version").desc).fetchAll(db).map { try $0.model() }
     }
   }
 
   /// Forgets model versions and removes their weight files.
-  func deleteModels(_ models: [StoredModel]) throws {
-    try write { db in
+  func deleteModels(_ models: [StoredModel]) async throws {
+    try await write { db in
       for model in models {
         _ = try ModelRow.deleteOne(db, key: ["name": model.record.name, "version": Int(model.record.version)])
       }
@@ -240,11 +311,20 @@ public final class CoordinatorStore: Sendable {
 
   // MARK: - Access
 
-  private func read<T>(_ body: (Database) throws -> T) throws -> T {
+  private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    do { return try await database.read(body) } catch let error as DatabaseError { throw storeError(error) }
+  }
+
+  private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    do { return try await database.write(body) } catch let error as DatabaseError { throw storeError(error) }
+  }
+
+  /// Blocking access, for the few calls outside requests.
+  private func readNow<T>(_ body: (Database) throws -> T) throws -> T {
     do { return try database.read(body) } catch let error as DatabaseError { throw storeError(error) }
   }
 
-  private func write<T>(_ body: (Database) throws -> T) throws -> T {
+  private func writeNow<T>(_ body: (Database) throws -> T) throws -> T {
     do { return try database.write(body) } catch let error as DatabaseError { throw storeError(error) }
   }
 

@@ -18,17 +18,28 @@ final class ModelRegistry: Sendable {
   let store: CoordinatorStore
   private let cluster: Cluster
   private let clients: [[any RPCChannel]]
-  /// Where each version's stages are loaded, or are being loaded.
-  private let loaded = Mutex<[ModelReference: Task<LoadedModel, any Error>]>([:])
+  private let state = Mutex(State())
+
+  private struct State {
+    /// Versions served from the stages of the job that trained them, while
+    /// that job's stages are loaded.
+    var borrowed: [ModelReference: LoadedModel] = [:]
+    /// Versions the registry loads, or has loaded, onto the partitions.
+    var owned: [ModelReference: Task<LoadedModel, any Error>] = [:]
+    /// Versions deleted while this process runs: never loaded again (their
+    /// numbers are never reused).
+    var deleted: Set<ModelReference> = []
+  }
 
   /// A version whose stages are on the partitions, under `runID`.
   struct LoadedModel: Sendable {
     let runID: String
     let model: Sequential
-    /// Whether the registry loaded it (and unloads it when it is deleted),
-    /// rather than a job whose stages it borrows.
-    let ownsStages: Bool
   }
+
+  /// Decides whether a version may be added to a name, given its owner (nil
+  /// for a new name); throws to refuse.
+  typealias Admission = @Sendable (_ owner: String?) throws -> Void
 
   /// The user the registry assigns stored values as on the ps.
   private static let writer = "model-registry"
@@ -41,9 +52,9 @@ final class ModelRegistry: Sendable {
 
   /// Registers the weights of a job that succeeded as the next version of
   /// its name, and serves that version from the job's stages for now.
-  func register(_ job: TrainingJob) async throws -> CoordinatorStore.StoredModel {
+  func register(_ job: TrainingJob, admit: @escaping Admission) async throws -> CoordinatorStore.StoredModel {
     let declarations = job.model.variableDeclarations()
-    let ps = try ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
+    let ps = try cluster.parameterServerClient()
     ps.expect(variables: declarations.map { ($0.name, $0.shape) })
     let pulled = try await ps.pull(job: job.runID, names: declarations.map(\.name))
     var tensors: [String: Tensor] = [:]
@@ -54,7 +65,7 @@ final class ModelRegistry: Sendable {
       tensors[declaration.name] = value
     }
     let snapshot = job.snapshot
-    let model = try add(
+    let model = try await add(
       .with {
         $0.name = job.name
         $0.owner = job.owner
@@ -66,9 +77,8 @@ final class ModelRegistry: Sendable {
           $0.validationLoss = last.validationLoss
           $0.validationAccuracy = last.validationAccuracy
         }
-      }, tensors: tensors)
-    let borrowed = LoadedModel(runID: job.runID, model: job.model, ownsStages: false)
-    loaded.withLock { $0[model.reference] = Task { borrowed } }
+      }, tensors: tensors, admit: admit)
+    state.withLock { $0.borrowed[model.reference] = LoadedModel(runID: job.runID, model: job.model) }
     return model
   }
 
@@ -76,13 +86,15 @@ final class ModelRegistry: Sendable {
   /// the spec's variables, each of its shape and finite) as the next
   /// version of `name`.
   func importWeights(
-    at file: URL, as name: String, spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32], owner: String
+    at file: URL, as name: String, spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32], owner: String,
+    admit: @escaping Admission
   ) async throws -> CoordinatorStore.StoredModel {
     let model = try makeModel(spec)
     _ = try Planner.plan(model, stages: cluster.stages, splitPoints: splitPoints.map { Int($0) })
     let contents: SafeTensors.Contents
     do {
-      contents = try SafeTensors.decode(try Data(contentsOf: file, options: .alwaysMapped))
+      // Read, not mapped: the file is a user's, and may change while it is read.
+      contents = try SafeTensors.decode(try Data(contentsOf: file))
     } catch {
       throw RPCError(.invalidArgument, "\(file.lastPathComponent) is not a safetensors file Pipemesh reads: \(error)")
     }
@@ -110,61 +122,63 @@ final class ModelRegistry: Sendable {
         "\(file.lastPathComponent) holds tensors the spec does not declare: \(unknown.prefix(5).joined(separator: ", "))"
       )
     }
-    return try add(
+    return try await add(
       .with {
         $0.name = name
         $0.owner = owner
         $0.spec = spec
         $0.splitPoints = splitPoints
-      }, tensors: tensors)
+      }, tensors: tensors, admit: admit)
   }
 
   /// Records `record` as the next version of its name, its weights `tensors`.
-  private func add(_ record: Pipemesh_V1_Model, tensors: [String: Tensor]) throws -> CoordinatorStore.StoredModel {
+  private func add(_ record: Pipemesh_V1_Model, tensors: [String: Tensor], admit: @escaping Admission) async throws
+    -> CoordinatorStore.StoredModel
+  {
     var record = record
     record.createdUnixSeconds = Date().timeIntervalSince1970
     record.parameters = Int64(tensors.values.reduce(0) { $0 + $1.scalarCount })
-    return try store.addModel(record) { path, version in
-      var metadata = record
-      metadata.version = version
-      try SafeTensors.write(SafeTensors.Contents(tensors: tensors, metadata: try Self.metadata(of: metadata)), to: path)
-      return (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
-    }
-  }
-
-  /// What a weights file says of its model, for readers outside Pipemesh.
-  static func metadata(of record: Pipemesh_V1_Model) throws -> [String: String] {
-    [
-      "format": "pt", "pipemesh.model": "\(record.name):v\(record.version)",
-      "pipemesh.spec": try record.spec.jsonString(),
-    ]
+    // Written before the version is numbered, outside the database's transaction.
+    let incoming = store.incomingWeightsPath()
+    let metadata = ["format": "pt", "pipemesh.model": record.name, "pipemesh.spec": try record.spec.jsonString()]
+    try SafeTensors.write(SafeTensors.Contents(tensors: tensors, metadata: metadata), to: incoming)
+    return try await store.addModel(record, weights: incoming, admit: admit)
   }
 
   /// Stops serving any version from a job's stages (they are being unloaded).
-  func forgetStages(of runID: String) async {
-    for (reference, task) in loaded.withLock({ $0 }) {
-      guard let model = try? await task.value, model.runID == runID else { continue }
-      loaded.withLock { loaded in
-        if loaded[reference] == task { loaded[reference] = nil }
-      }
-    }
+  func forgetStages(of runID: String) {
+    state.withLock { $0.borrowed = $0.borrowed.filter { $0.value.runID != runID } }
+  }
+
+  /// A version's stages: ready on a job's partitions, or the registry's load.
+  private enum Lookup {
+    case ready(LoadedModel)
+    case loading(Task<LoadedModel, any Error>)
   }
 
   /// The version's stages on the partitions, loading them on first use.
   func load(_ model: CoordinatorStore.StoredModel) async throws -> LoadedModel {
     let reference = model.reference
-    let task = loaded.withLock { loaded in
-      if let task = loaded[reference] { return task }
+    // One look under the lock: a version deleted meanwhile is never loaded again.
+    let found = try state.withLock { state -> Lookup in
+      if let borrowed = state.borrowed[reference] { return .ready(borrowed) }
+      guard !state.deleted.contains(reference) else { throw RPCError(.notFound, "model \(reference) was deleted") }
+      if let task = state.owned[reference] { return .loading(task) }
       let task = Task { try await self.loadStages(of: model) }
-      loaded[reference] = task
-      return task
+      state.owned[reference] = task
+      return .loading(task)
+    }
+    let task: Task<LoadedModel, any Error>
+    switch found {
+    case .ready(let model): return model
+    case .loading(let loading): task = loading
     }
     do {
       return try await task.value
     } catch {
       // A load that failed is tried again by the next call.
-      loaded.withLock { loaded in
-        if loaded[reference] == task { loaded[reference] = nil }
+      state.withLock { state in
+        if state.owned[reference] == task { state.owned[reference] = nil }
       }
       throw error
     }
@@ -201,7 +215,7 @@ final class ModelRegistry: Sendable {
     // The split the job trained with, when this coordinator has as many stages.
     let splitPoints = record.splitPoints.count == cluster.stages - 1 ? record.splitPoints.map { Int($0) } : []
     let plan = try Planner.plan(model, stages: cluster.stages, splitPoints: splitPoints)
-    let ps = try ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
+    let ps = try cluster.parameterServerClient()
     do {
       try await ps.register(
         job: runID, variables: declarations.map { $0.definition(seed: record.spec.seed, optimizer: optimizer) },
@@ -212,21 +226,25 @@ final class ModelRegistry: Sendable {
         consistency: consistency, optimizer: optimizer
       ).load(replicas: 0..<1)
     } catch {
-      await StageLoading.unload(runID: runID, clients: clients)
-      _ = try? await ps.drop(job: runID)
+      _ = try? await StageLoading.discard(runID: runID, cluster: cluster, clients: clients)
       throw error
     }
-    return LoadedModel(runID: runID, model: model, ownsStages: true)
+    return LoadedModel(runID: runID, model: model)
   }
 
-  /// Unloads versions the registry loaded and frees their values on the ps.
+  /// Forgets deleted versions: unloads those the registry loaded (once a
+  /// load under way ends) and frees their values on the ps.
   func unload(_ models: [CoordinatorStore.StoredModel]) async {
-    let tasks = loaded.withLock { loaded in models.compactMap { loaded.removeValue(forKey: $0.reference) } }
+    let tasks = state.withLock { state in
+      models.compactMap { model in
+        state.deleted.insert(model.reference)
+        state.borrowed[model.reference] = nil
+        return state.owned.removeValue(forKey: model.reference)
+      }
+    }
     for task in tasks {
-      guard let model = try? await task.value, model.ownsStages else { continue }
-      await StageLoading.unload(runID: model.runID, clients: clients)
-      _ = try? await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer)
-        .drop(job: model.runID)
+      guard let model = try? await task.value else { continue }
+      _ = try? await StageLoading.discard(runID: model.runID, cluster: cluster, clients: clients)
     }
   }
 }

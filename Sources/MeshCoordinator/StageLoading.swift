@@ -64,6 +64,14 @@ struct StageLoading: Sendable {
     }
   }
 
+  /// Frees everything a run id holds: its stages (see `unload`), then its
+  /// variables on every ps task; returns the bytes the ps freed.
+  @discardableResult
+  static func discard(runID: String, cluster: Cluster, clients: [[any RPCChannel]]) async throws -> Int64 {
+    await unload(runID: runID, clients: clients)
+    return try await cluster.parameterServerClient().drop(job: runID)
+  }
+
   /// Frees the stages on the partitions of every replica (best effort: a
   /// partition that cannot be reached keeps them until it restarts).
   static func unload(runID: String, clients: [[any RPCChannel]]) async {

@@ -164,9 +164,12 @@ final class TrainingJob: Sendable {
 
   var snapshot: Pipemesh_V1_Job { status.withLock { $0 } }
 
+  /// The job as its record stores it.
+  var stored: CoordinatorStore.StoredJob { CoordinatorStore.StoredJob(record: snapshot, runID: runID) }
+
   /// Writes the job's record; while steps run (`throttled`), at most every
   /// two seconds.
-  func save(throttled: Bool = false) throws {
+  private func save(throttled: Bool = false) async throws {
     if throttled {
       let now = ContinuousClock.now
       let due = savedAt.withLock { savedAt in
@@ -176,17 +179,19 @@ final class TrainingJob: Sendable {
       }
       guard due else { return }
     }
-    try store.save(CoordinatorStore.StoredJob(record: snapshot, runID: runID))
+    try await store.update(stored)
   }
 
   /// Records how the job ended (with `error` when it failed) and saves it.
-  func finish(_ state: Pipemesh_V1_JobState, error: String = "") {
+  private func finish(_ state: Pipemesh_V1_JobState, error: String = "") async {
     status.withLock {
       $0.state = state
       $0.error = error
       $0.endedUnixSeconds = Date().timeIntervalSince1970
     }
-    try? save()
+    // Not cancelled with the job's task: the record must be written.
+    let stored = stored
+    await Task { [store] in try? await store.update(stored) }.value
   }
 
   let stepsPerEpoch: Int
@@ -194,8 +199,7 @@ final class TrainingJob: Sendable {
   /// Runs the job to its end, reporting progress; records how it ended. A
   /// job that fails or is cancelled unloads its stages (its variables stay
   /// on the ps): that ends the partitions' calls still waiting in its last
-  /// step, and frees their memory.
-  /// The job runs (and counts as running: it cannot be replaced or
+  /// step, and frees their memory. The job runs (and counts as running: it cannot be replaced or
   /// deleted) until `register` has recorded its model; a job whose model
   /// cannot be registered succeeds and says why.
   func run(
@@ -205,22 +209,21 @@ final class TrainingJob: Sendable {
     defer { data.withLock { $0 = nil } }
     do {
       guard let data = data.withLock({ $0 }) else { preconditionFailure("job \(name) ran twice") }
-      try save()
       try await execute(data, report: report)
       do {
         let model = try await register(self)
         status.withLock { $0.model = model }
-        finish(.succeeded)
+        await finish(.succeeded)
       } catch let error where !(error is CancellationError) && !Task.isCancelled {
-        finish(.succeeded, error: "its model could not be registered: \(error)")
+        await finish(.succeeded, error: "its model could not be registered: \(error)")
       }
       return
     } catch is CancellationError {
-      finish(.cancelled)
+      await finish(.cancelled)
     } catch let error as RPCError where error.code == .cancelled && Task.isCancelled {
-      finish(.cancelled)
+      await finish(.cancelled)
     } catch {
-      finish(.failed, error: "\(error)")
+      await finish(.failed, error: "\(error)")
     }
     // Not cancelled with this task: the unload must reach the partitions.
     await Task { await self.unload() }.value
@@ -287,7 +290,7 @@ final class TrainingJob: Sendable {
           $0.memory = memory
         }
         epochLosses.append(progress.loss)
-        try save(throttled: true)
+        try await save(throttled: true)
         if !flush { tracedStep = step }
         trace.keep(fromStep: tracedStep > 0 ? tracedStep : step)
         report(progress)
@@ -315,7 +318,7 @@ final class TrainingJob: Sendable {
           })
       }
       status.withLock { $0.epochs.append(metrics) }
-      try save()
+      try await save()
     }
     var last = Pipemesh_V1_TrainProgress()
     last.job = name
@@ -392,6 +395,6 @@ final class TrainingJob: Sendable {
   }
 
   private func checkpoint() async throws -> [String] {
-    try await ParameterServerClient(endpoints: cluster.parameterServers, dialer: cluster.dialer).checkpoint()
+    try await cluster.parameterServerClient().checkpoint()
   }
 }

@@ -25,6 +25,9 @@ struct JobCounters: Sendable {
   var refusedNonFinite: Int64 = 0
   var duplicates: Int64 = 0
   var pulls: Int64 = 0
+  /// Pushes waiting now: for the other pushers of their step (sync), or
+  /// for the slowest replica (bounded with wait).
+  var waiting: Int64 = 0
   /// Over gradients of applied async and bounded pushes: current version
   /// minus the version they were computed from.
   var stalenessMax: Int64 = 0
@@ -58,6 +61,8 @@ actor ParameterJob {
   /// Bounded with wait: the last step each replica reached.
   private var replicaProgress: [Int32: Int64] = [:]
   private var waiters: [UInt64: Waiter] = [:]
+  /// The store dropped the job: nothing is registered in it any more.
+  private var dropped = false
   private var nextWaiterID: UInt64 = 0
 
   private struct PendingGradient {
@@ -91,6 +96,8 @@ actor ParameterJob {
   func register(_ definitions: [Pipemesh_V1_VariableDefinition], user: String, writerKeepsValues: Bool = false) throws
     -> [Pipemesh_V1_VariableVersion]
   {
+    // A registration that took the job before it was dropped takes no memory.
+    guard !dropped else { throw RPCError(.aborted, "job \(name) was dropped from this ps while it registered") }
     if writerKeepsValues {
       guard consistency.mode == .sync, consistency.replicas == 1 else {
         throw RPCError(
@@ -427,6 +434,7 @@ actor ParameterJob {
   /// Forgets every variable (the store dropped the job): pushes waiting in
   /// it fail with ABORTED. Returns the parts and the budget's bytes freed.
   func drop() -> (variables: Int, bytes: Int) {
+    dropped = true
     let freed = (variables: variables.count, bytes: reservedBytes)
     for waiter in waiters.values {
       waiter.continuation.resume(
@@ -446,6 +454,8 @@ actor ParameterJob {
     if isReady(progress) { return }
     let id = nextWaiterID
     nextWaiterID += 1
+    counters.withLock { $0.waiting += 1 }
+    defer { counters.withLock { $0.waiting -= 1 } }
     try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { continuation in
         waiters[id] = Waiter(isReady: isReady, continuation: continuation)

@@ -114,6 +114,7 @@ public final class ParameterStore: Sendable {
       response.pushesRefusedNonFinite += counters.refusedNonFinite
       response.pushesDuplicate += counters.duplicates
       response.pulls += counters.pulls
+      response.pushesWaiting += counters.waiting
       response.maxVersion = max(response.maxVersion, job.maxVersion)
       response.maxStaleness = max(response.maxStaleness, counters.stalenessMax)
       stalenessSum += counters.stalenessSum

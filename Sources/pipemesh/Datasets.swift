@@ -56,8 +56,8 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
       dataset = try Datasets.idx(images: try files.url(paths[0]), labels: try files.url(paths[1]))
     } else if uri.hasSuffix(".npz") {
       dataset = try Datasets.npz(
-        at: try files.url(uri), inputsKey: reference.inputsKey.isEmpty ? "x" : reference.inputsKey,
-        labelsKey: reference.labelsKey.isEmpty ? "y" : reference.labelsKey, task: task)
+        at: try files.url(uri), inputsKey: try arrayName(reference.inputsKey, default: "x", field: "inputs_key"),
+        labelsKey: try arrayName(reference.labelsKey, default: "y", field: "labels_key"), task: task)
     } else if let pair = npyPair(uri) {
       dataset = try Datasets.npy(inputs: try files.url(pair.inputs), labels: try files.url(pair.labels), task: task)
     } else if uri.hasSuffix(".csv") || uri.hasSuffix(".csv.gz") {
@@ -74,6 +74,18 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
     throw error.rpcError
   }
   return LoadedData(inputs: dataset.inputs, targets: dataset.labels, classes: dataset.classCount ?? 0)
+}
+
+/// The array of an .npz archive a reference names (`fallback` when empty):
+/// at most 255 characters, none of them control characters.
+private func arrayName(_ name: String, default fallback: String, field: String) throws -> String {
+  guard !name.isEmpty else { return fallback }
+  guard name.count <= 255, !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+    throw RPCError(
+      .invalidArgument,
+      "\(field) '\(name.echoed)' is not an array name: give up to 255 characters, no control characters")
+  }
+  return name
 }
 
 /// The two files of an "INPUTS.npy,LABELS.npy" reference.

@@ -26,6 +26,12 @@ enum ParameterServerMetrics {
         (["outcome": "duplicate"], Double(current.pushesDuplicate)),
       ]
     }
+    registry.gauge(
+      "pipemesh_ps_pushes_waiting",
+      help: "Pushes waiting for the other pushers of their step (sync) or the slowest replica (bounded)."
+    ) {
+      [([:], Double(stats().pushesWaiting))]
+    }
     registry.gauge("pipemesh_ps_staleness_max", help: "Most versions an applied async or bounded gradient was behind.")
     {
       [([:], Double(stats().maxStaleness))]

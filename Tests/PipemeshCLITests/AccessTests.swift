@@ -121,6 +121,25 @@ import Testing
     #expect(try await jobs.waitForExit() == 0, "\(jobs.log)")
     #expect(jobs.log.contains("bobs"), "\(jobs.log)")
     #expect(!coordinator.process.log.contains(Self.tokens.bob), "a token reached the log")
+
+    // The model bob's job registered is his too, and stays his once the job is deleted:
+    // another user may neither read it nor add a version to it by training under its name.
+    #expect(try await alice.call(CoordinatorMethods.listModels, .init()).models.map(\.name) == ["bobs"])
+    #expect(try await carol.call(CoordinatorMethods.listModels, .init()).models.isEmpty)
+    _ = try await bob.call(CoordinatorMethods.deleteJob, .with { $0.job = "bobs" })
+    let modelDenied: [(String, () async throws -> Void)] = [
+      ("get model", { _ = try await carol.call(CoordinatorMethods.getModel, .with { $0.model = "bobs:v1" }) }),
+      ("delete model", { _ = try await carol.call(CoordinatorMethods.deleteModel, .with { $0.model = "bobs" }) }),
+      ("train under the model's name", { try await train(carol, job: "bobs") }),
+    ]
+    for (what, call) in modelDenied {
+      let error = await #expect(throws: RPCError.self, "\(what)") { try await call() }
+      #expect(error?.code == .permissionDenied, "\(what): \(String(describing: error))")
+      #expect(error?.message.contains("model bobs") == true, "\(what): \(String(describing: error))")
+    }
+    try await train(bob, job: "bobs")
+    #expect(
+      try await bob.call(CoordinatorMethods.listModels, .with { $0.name = "bobs" }).models.map(\.version) == [2, 1])
   }
 
   @Test func aRotatedTokenTakesEffectWithoutARestart() async throws {

@@ -90,6 +90,10 @@ import Testing
       unnamed?.message.contains("it holds 'classes', 'features'; name the arrays with inputs_key and labels_key")
         == true,
       "\(String(describing: unnamed))")
+    let control = await #expect(throws: RPCError.self) {
+      try await train(coordinator, uri: "named.npz", keys: ("features\u{7}", "classes"))
+    }
+    #expect(control?.code == .invalidArgument && control?.message.hasPrefix("inputs_key") == true)
     let escaping = await #expect(throws: RPCError.self) { try await train(coordinator, uri: "x.npy,../y.npy") }
     #expect(escaping?.code == .permissionDenied, "\(String(describing: escaping))")
   }

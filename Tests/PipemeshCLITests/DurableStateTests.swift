@@ -214,6 +214,12 @@ import Testing
     #expect(!FileManager.default.fileExists(atPath: "\(mesh.state)/models/digits/v1.safetensors"))
     let missing = try await mesh.run(["infer", "--model", "digits:v1", "--input", inputs])
     #expect(missing.status == 65 && missing.output.contains("NOT_FOUND"), "\(missing.output)")
+    // Version numbers are never reused: with every version deleted, the next one is v3.
+    _ = try await mesh.json(["models", "delete", "digits"])
+    let reimported = try #require(
+      try await mesh.json(["models", "import", "digits", "--spec", Self.model, "--weights", "digits-v1.safetensors"])
+        .first)
+    #expect(reimported["version"] as? Int == 3, "\(reimported)")
   }
 
   @Test func aJobRunningWhenTheCoordinatorIsKilledIsInterrupted() async throws {

@@ -655,6 +655,13 @@ public nonisolated struct Pipemesh_V1_StatsResponse: @unchecked Sendable {
   /// Clears the value of `memory`. Subsequent reads from it will return its default value.
   public mutating func clearMemory() {_uniqueStorage()._memory = nil}
 
+  /// Pushes waiting now: for the other pushers of their step (sync), or for
+  /// the slowest replica (bounded with wait).
+  public var pushesWaiting: Int64 {
+    get {_storage._pushesWaiting}
+    set {_uniqueStorage()._pushesWaiting = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1739,7 +1746,7 @@ nonisolated extension Pipemesh_V1_StatsRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0\u{3}checkpoints_enabled\0\u{3}memory_budget_bytes\0\u{3}memory_in_use_bytes\0\u{1}memory\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0\u{3}checkpoints_enabled\0\u{3}memory_budget_bytes\0\u{3}memory_in_use_bytes\0\u{1}memory\0\u{3}pushes_waiting\0")
 
   fileprivate class _StorageClass {
     var _variables: Int64 = 0
@@ -1757,6 +1764,7 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
     var _memoryBudgetBytes: Int64 = 0
     var _memoryInUseBytes: Int64 = 0
     var _memory: Pipemesh_V1_ProcessMemory? = nil
+    var _pushesWaiting: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1782,6 +1790,7 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
       _memoryBudgetBytes = source._memoryBudgetBytes
       _memoryInUseBytes = source._memoryInUseBytes
       _memory = source._memory
+      _pushesWaiting = source._pushesWaiting
     }
   }
 
@@ -1815,6 +1824,7 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
         case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._memoryBudgetBytes) }()
         case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._memoryInUseBytes) }()
         case 15: try { try decoder.decodeSingularMessageField(value: &_storage._memory) }()
+        case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._pushesWaiting) }()
         default: break
         }
       }
@@ -1872,6 +1882,9 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
       try { if let v = _storage._memory {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
       } }()
+      if _storage._pushesWaiting != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._pushesWaiting, fieldNumber: 16)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1896,6 +1909,7 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
         if _storage._memoryBudgetBytes != rhs_storage._memoryBudgetBytes {return false}
         if _storage._memoryInUseBytes != rhs_storage._memoryInUseBytes {return false}
         if _storage._memory != rhs_storage._memory {return false}
+        if _storage._pushesWaiting != rhs_storage._pushesWaiting {return false}
         return true
       }
       if !storagesAreEqual {return false}
