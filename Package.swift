@@ -191,7 +191,8 @@ let package = Package(
     .testTarget(
       name: "MeshCoordinatorTests",
       dependencies: [
-        "MeshCoordinator", "MeshInProcess", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC", "MeshTestSupport", "MeshData",
+        "MeshCheckpoint", "MeshCoordinator", "MeshInProcess", "MeshTensor", "MeshWire", "MeshProto", "MeshRPC",
+        "MeshTestSupport", "MeshData",
         "MeshOps", "MeshPS", "MeshPSClient", "MeshPartition",
       ]
     ),

@@ -112,6 +112,55 @@ import Testing
     #expect(killedMidWrite >= 1, "no kill landed while a checkpoint was being written")
   }
 
+  /// The checkpoint files in `directory`, by their sequence number.
+  func checkpointNumbers(_ directory: String) -> [Int] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).compactMap { name in
+      guard name.hasPrefix("checkpoint-"), name.hasSuffix(".safetensors") else { return nil }
+      return Int(name.dropFirst("checkpoint-".count).dropLast(".safetensors".count))
+    }.sorted()
+  }
+
+  /// The value of `tensor` in the newest checkpoint in `directory`.
+  func newestCheckpointValue(_ directory: String, tensor: String) -> Tensor? {
+    guard let newest = checkpointNumbers(directory).last,
+      let data = try? Data(contentsOf: URL(fileURLWithPath: "\(directory)/checkpoint-\(newest).safetensors"))
+    else { return nil }
+    return try? SafeTensors.decode(data).tensors[tensor]
+  }
+
+  /// Periodic checkpoints (every second here) follow the updates, only the
+  /// newest `--checkpoint-keep` stay, and a ps killed with `kill -9` comes
+  /// back from the newest with every update it held.
+  @Test func periodicCheckpointsKeepTheNewestAndSurviveKill9() async throws {
+    let directory = logs.file("checkpoints")
+    var ps = try await Fixtures.startPS(logs, name: "periodic", checkpoints: directory, seconds: 1, keep: 2)
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let variable = Fixtures.variable("w", shape: [64], constant: 1, learningRate: 0.5)
+    try await client.register(job: "periodic", variables: [variable], consistency: .init(), user: "stage0")
+    for step in 1...4 {
+      try await client.push(
+        job: "periodic", step: Int64(step), user: "stage0", clientID: "t", gradients: ["w": (.filled([64], with: 1), 0)]
+      )
+      // Ready when the newest file holds the step (no sleep): the timer writes it within about a second.
+      let expected = Tensor.filled([64], with: 1 - Float(step) * 0.5)
+      #expect(
+        await eventually { newestCheckpointValue(directory, tensor: "periodic/w") == expected },
+        "no checkpoint holds step \(step)")
+    }
+    let kept = checkpointNumbers(directory)
+    #expect(kept.count == 2, "\(kept)")
+    #expect((kept.last ?? 0) >= 4, "\(kept)")
+
+    ps.process.signal(SIGKILL)
+    _ = try await ps.process.waitForExit()
+    ps = try await Fixtures.startPS(logs, name: "periodic-restarted", checkpoints: directory, listen: ps.endpoint)
+    let restarted = try ParameterServerClient(endpoints: [ps.endpoint])
+    try await restarted.register(job: "periodic", variables: [variable], consistency: .init(), user: "stage0")
+    let restored = try await restarted.pull(job: "periodic", names: ["w"])
+    #expect(restored["w"]?.version == 4)
+    #expect(restored["w"]?.value == Tensor.filled([64], with: -1))
+  }
+
   @Test func numpyReadsTheCheckpoint() async throws {
     let directory = logs.file("checkpoints")
     let ps = try await Fixtures.startPS(logs, checkpoints: directory)

@@ -44,11 +44,17 @@ enum Fixtures {
     return (try ParameterServerClient(endpoints: [endpoint], dialer: dialer), try dialer.channel(to: endpoint))
   }
 
-  /// Starts one ps process, optionally with a checkpoint directory.
-  static func startPS(_ logs: TemporaryDirectory, name: String = "ps", checkpoints: String? = nil) async throws
-    -> RunningService
-  {
-    let arguments = checkpoints.map { ["--checkpoint-dir", $0, "--checkpoint-seconds", "0"] } ?? []
-    return try await RunningService.start("ps", arguments, log: logs.file("\(name).log"))
+  /// Starts one ps process, optionally with a checkpoint directory (and
+  /// then periodic checkpoints every `seconds`, 0 for none, keeping `keep`).
+  static func startPS(
+    _ logs: TemporaryDirectory, name: String = "ps", checkpoints: String? = nil, seconds: Int = 0, keep: Int = 3,
+    listen: String = "127.0.0.1:0"
+  ) async throws -> RunningService {
+    let arguments =
+      checkpoints.map {
+        ["--checkpoint-dir", $0, "--checkpoint-seconds", "\(seconds)", "--checkpoint-keep", "\(keep)"]
+      }
+      ?? []
+    return try await RunningService.start("ps", arguments, log: logs.file("\(name).log"), listen: listen)
   }
 }
