@@ -23,6 +23,9 @@ public final class CoordinatorService: RPCService, Sendable {
   /// Jobs the store held as running when this coordinator started: they
   /// are marked interrupted.
   public let interruptedJobs: [String]
+  /// Unloads the interrupted jobs' stages that partitions may still hold;
+  /// a resume waits for it.
+  private let interruptedCleanup: Task<Void, Never>
   private let loadDataset: DatasetLoader?
   private let resolveDataFile: DataFileResolver?
   private let clients: [[any RPCChannel]]
@@ -54,7 +57,7 @@ public final class CoordinatorService: RPCService, Sendable {
     let interrupted = try store.interruptRunningJobs(at: Date().timeIntervalSince1970)
     interruptedJobs = interrupted.map(\.record.job)
     // Their stages may still be loaded on partitions that outlived the coordinator.
-    Task {
+    interruptedCleanup = Task {
       for job in interrupted { await StageLoading.unload(runID: job.runID, clients: clients) }
     }
   }
@@ -82,9 +85,11 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, context in
       let (job, updates) = try await start(request, owner: try caller(context))
-      for await progress in updates { try await writer.write(progress) }
-      if job.snapshot.state == .failed { throw RPCError(.aborted, "job \(job.name) failed: \(job.snapshot.error)") }
-      if job.snapshot.state == .cancelled { throw RPCError(.cancelled, "job \(job.name) was cancelled") }
+      try await Self.follow(job, updates, writer)
+    }
+    router.serverStreaming(CoordinatorMethods.resumeJob) { [self] request, writer, context in
+      let (job, updates) = try await resume(request.job, by: try caller(context))
+      try await Self.follow(job, updates, writer)
     }
     router.unary(CoordinatorMethods.infer) { [self] request, context in
       let target = try await inferenceTarget(request, for: try caller(context))
@@ -351,7 +356,11 @@ public final class CoordinatorService: RPCService, Sendable {
       throw RPCError(.failedPrecondition, "job \(name) is running; cancel it before deleting it")
     }
     registry.forgetStages(of: stored.runID)
-    let freed = try await StageLoading.discard(runID: stored.runID, cluster: cluster, clients: clients)
+    var freed = try await StageLoading.discard(runID: stored.runID, cluster: cluster, clients: clients)
+    if !stored.checkpointRunID.isEmpty, stored.checkpointRunID != stored.runID {
+      freed += try await StageLoading.discard(runID: stored.checkpointRunID, cluster: cluster, clients: clients)
+    }
+    store.removeData(of: stored.runID)
     try await store.deleteJob(name, runID: stored.runID)
     jobs.withLock { jobs in
       if jobs[name]?.job.runID == stored.runID { jobs[name] = nil }
@@ -521,22 +530,110 @@ public final class CoordinatorService: RPCService, Sendable {
             + "was started without --checkpoint-dir: give it one, or train without checkpoints")
       }
     }
-    let (updates, continuation) = AsyncStream.makeStream(
-      of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
+    // A job sent its examples inline keeps them if it may resume.
+    if case .inline = request.data.source, request.checkpoint.everySteps > 0 {
+      try store.saveData(of: job.runID, inputs: inputs, targets: targets)
+    }
     // Recorded as running before it runs, in one transaction with the
     // checks: a second Train of the name sees it.
     let replaced = try await store.insertJob(job.stored, admit: admission)
+    if let replaced { Task { await release(replaced) } }
+    return (job, launch(job, owner: owner))
+  }
+
+  /// Runs a job in a task of its own (it runs on if its caller goes away);
+  /// returns its progress.
+  private func launch(_ job: TrainingJob, owner: Caller) -> AsyncStream<Pipemesh_V1_TrainProgress> {
+    let (updates, continuation) = AsyncStream.makeStream(
+      of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
+    let admission = Self.versionAdmission(job.name, by: owner)
     jobs.withLock { jobs in
-      let task = Task { [registry] in
+      let task = Task { [registry, store] in
         await job.run(report: { continuation.yield($0) }) { job in
-          "\(try await registry.register(job, admit: Self.versionAdmission(name, by: owner)).reference)"
+          "\(try await registry.register(job, admit: admission).reference)"
         }
+        // Examples kept for a resume are needed no more.
+        if job.snapshot.state == .succeeded { store.removeData(of: job.runID) }
         continuation.finish()
       }
-      jobs[name] = (job, task)
+      jobs[job.name] = (job, task)
     }
-    if let replaced { Task { await release(replaced) } }
-    return (job, updates)
+    return updates
+  }
+
+  /// Streams a job's progress to a caller; the call fails as the job does.
+  private static func follow(
+    _ job: TrainingJob, _ updates: AsyncStream<Pipemesh_V1_TrainProgress>,
+    _ writer: ResponseWriter<Pipemesh_V1_TrainProgress>
+  ) async throws {
+    for await progress in updates { try await writer.write(progress) }
+    if job.snapshot.state == .failed { throw RPCError(.aborted, "job \(job.name) failed: \(job.snapshot.error)") }
+    if job.snapshot.state == .cancelled { throw RPCError(.cancelled, "job \(job.name) was cancelled") }
+  }
+
+  /// Runs a job that was interrupted, failed or was cancelled on from its
+  /// newest checkpoint, under its run id and record.
+  private func resume(_ name: String, by caller: Caller) async throws -> (
+    TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>
+  ) {
+    await interruptedCleanup.value
+    let stored = try await storedJob(name, for: caller, to: "resume")
+    let resumable: Set<Pipemesh_V1_JobState> = [.interrupted, .failed, .cancelled]
+    guard resumable.contains(stored.record.state) else {
+      throw RPCError(
+        .failedPrecondition,
+        "job \(name) \(Self.describe(stored.record.state)); only a job that stopped part way resumes")
+    }
+    guard stored.record.checkpointStep > 0 else {
+      throw RPCError(
+        .failedPrecondition,
+        "job \(name) wrote no checkpoint to resume from (checkpoint.every_steps); train it again with replace")
+    }
+    let (inputs, targets): (Tensor, Tensor)
+    if case .dataset = stored.record.options.data.source {
+      (inputs, targets) = try data(stored.record.options.data)
+    } else if let kept = try store.data(of: stored.runID) {
+      (inputs, targets) = kept
+    } else if let kept = try store.data(of: stored.checkpointRunID) {
+      (inputs, targets) = kept
+    } else {
+      throw RPCError(
+        .failedPrecondition, "the examples job \(name) was sent inline were not kept; train it again with replace")
+    }
+    let owner = Caller(name: stored.record.owner, isAdmin: false)
+    let job = try TrainingJob(
+      name: name, owner: owner.name, request: stored.record.options, inputs: inputs, targets: targets, cluster: cluster,
+      clients: clients, store: store, budgets: try await checkMembers(requireAll: true), resuming: stored)
+    if case .inline = stored.record.options.data.source {
+      try store.saveData(of: job.runID, inputs: inputs, targets: targets)
+    }
+    // Only the run that stopped, and only once: another resume or a replace meanwhile is refused.
+    _ = try await store.insertJob(job.stored) { existing, _ in
+      guard let existing, existing.runID == stored.runID, resumable.contains(existing.record.state) else {
+        throw RPCError(.failedPrecondition, "job \(name) changed while it was being resumed; look at it again")
+      }
+    }
+    // What the stopped run held: its stages and data; its variables stay until the new run checkpoints.
+    store.removeData(of: stored.runID)
+    if stored.runID != stored.checkpointRunID {
+      _ = try? await StageLoading.discard(runID: stored.runID, cluster: cluster, clients: clients)
+    }
+    return (job, launch(job, owner: owner))
+  }
+
+  /// Resumes every job this coordinator found interrupted when it started
+  /// and that can go on from a checkpoint; returns each one's outcome ("" when it runs).
+  public func resumeInterruptedJobs() async -> [(job: String, problem: String)] {
+    var outcomes: [(String, String)] = []
+    for name in interruptedJobs {
+      do {
+        _ = try await resume(name, by: .anonymous)
+        outcomes.append((name, ""))
+      } catch {
+        outcomes.append((name, "\(error)"))
+      }
+    }
+    return outcomes
   }
 
   /// "job-N" for the next N no job has: each call takes its own N, counted
@@ -555,7 +652,10 @@ public final class CoordinatorService: RPCService, Sendable {
   /// Frees what a replaced job held: its stages and its variables on the ps.
   private func release(_ replaced: CoordinatorStore.StoredJob) async {
     registry.forgetStages(of: replaced.runID)
-    _ = try? await StageLoading.discard(runID: replaced.runID, cluster: cluster, clients: clients)
+    for run in Set([replaced.runID, replaced.checkpointRunID]) where !run.isEmpty {
+      _ = try? await StageLoading.discard(runID: run, cluster: cluster, clients: clients)
+    }
+    store.removeData(of: replaced.runID)
   }
 
   private func data(_ source: Pipemesh_V1_DataSource) throws -> (Tensor, Tensor) {

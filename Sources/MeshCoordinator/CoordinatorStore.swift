@@ -1,12 +1,16 @@
 import Foundation
 import GRDB
+import MeshCheckpoint
 import MeshProto
 import MeshRPC
+import MeshTensor
 import MeshWire
 
 /// The coordinator's durable state: every job's record and the model
 /// registry, in one SQLite database (`coordinator.sqlite`, write-ahead
-/// logged) beside the models' weight files (`models/NAME/vN.safetensors`).
+/// logged) beside the models' weight files (`models/NAME/vN.safetensors`)
+/// and the examples of jobs sent inline that may resume
+/// (`job-data/RUN.safetensors`).
 ///
 /// Rows keep the fields they are looked up by in columns and the rest as a
 /// protobuf message (`record`), which later versions read with the fields
@@ -16,9 +20,13 @@ import MeshWire
 public final class CoordinatorStore: Sendable {
   /// Where the database and weights live; nil for a store in memory.
   public let directory: String?
-  /// Where model weights are written: under `directory`, or a temporary
-  /// folder removed with the store when it lives in memory.
+  /// Where files are written: `directory`, or a temporary folder removed
+  /// with the store when it lives in memory.
+  private let files: String
+  /// Where model weights are written.
   let modelsDirectory: String
+  /// Where the examples of resumable jobs sent inline are kept.
+  private let dataDirectory: String
   private let database: any DatabaseWriter
 
   /// Opens (creating and migrating) the state under `directory`, or a store
@@ -29,12 +37,16 @@ public final class CoordinatorStore: Sendable {
       if let directory {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         database = try DatabasePool(path: "\(directory)/coordinator.sqlite")
-        modelsDirectory = "\(directory)/models"
+        files = directory
       } else {
         database = try DatabaseQueue()
-        modelsDirectory = NSTemporaryDirectory() + "pipemesh-models-\(UUID().uuidString)"
+        files = NSTemporaryDirectory() + "pipemesh-coordinator-\(UUID().uuidString)"
       }
-      try FileManager.default.createDirectory(atPath: modelsDirectory, withIntermediateDirectories: true)
+      modelsDirectory = "\(files)/models"
+      dataDirectory = "\(files)/job-data"
+      for folder in [modelsDirectory, dataDirectory] {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+      }
       try Self.migrator.migrate(database)
       // Weights of a registration a crash cut short: never recorded, so no one's.
       let modelsDirectory = modelsDirectory
@@ -48,7 +60,7 @@ public final class CoordinatorStore: Sendable {
   }
 
   deinit {
-    if directory == nil { try? FileManager.default.removeItem(atPath: modelsDirectory) }
+    if directory == nil { try? FileManager.default.removeItem(atPath: files) }
   }
 
   private static var migrator: DatabaseMigrator {
@@ -84,6 +96,11 @@ public final class CoordinatorStore: Sendable {
       try db.execute(
         sql: "INSERT INTO model_name SELECT name, owner, MAX(version) + 1 FROM model GROUP BY name")
     }
+    // The run whose checkpoints hold a job's newest one (a resumed job runs
+    // under a run id of its own until it writes a checkpoint).
+    migrator.registerMigration("3: checkpoint runs") { db in
+      try db.alter(table: "job") { table in table.add(column: "checkpoint_run", .text).notNull().defaults(to: "") }
+    }
     return migrator
   }
 
@@ -94,6 +111,9 @@ public final class CoordinatorStore: Sendable {
     var record: Pipemesh_V1_Job
     /// The job's name on the partitions and the ps.
     var runID: String
+    /// The run whose checkpoints on the ps hold the newest one
+    /// (`record.checkpointStep`); empty before the first.
+    var checkpointRunID = ""
   }
 
   private struct JobRow: Codable, FetchableRecord, PersistableRecord {
@@ -106,6 +126,7 @@ public final class CoordinatorStore: Sendable {
     var runId: String
     var createdAt: Double
     var record: Data
+    var checkpointRun: String
 
     init(_ job: StoredJob) throws {
       var record = job.record
@@ -116,10 +137,11 @@ public final class CoordinatorStore: Sendable {
       runId = job.runID
       createdAt = record.createdUnixSeconds
       self.record = try record.serializedData()
+      checkpointRun = job.checkpointRunID
     }
 
     func stored() throws -> StoredJob {
-      StoredJob(record: try Pipemesh_V1_Job(serializedBytes: record), runID: runId)
+      StoredJob(record: try Pipemesh_V1_Job(serializedBytes: record), runID: runId, checkpointRunID: checkpointRun)
     }
   }
 
@@ -151,8 +173,8 @@ public final class CoordinatorStore: Sendable {
     let row = try JobRow(job)
     try await write { db in
       try db.execute(
-        sql: "UPDATE job SET state = ?, record = ? WHERE name = ? AND run_id = ?",
-        arguments: [row.state, row.record, row.name, row.runId])
+        sql: "UPDATE job SET state = ?, record = ?, checkpoint_run = ? WHERE name = ? AND run_id = ?",
+        arguments: [row.state, row.record, row.checkpointRun, row.name, row.runId])
     }
   }
 
@@ -177,6 +199,36 @@ public final class CoordinatorStore: Sendable {
       let rows = try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS count FROM job GROUP BY state")
       return Dictionary(uniqueKeysWithValues: rows.map { ($0["state"] as String, $0["count"] as Int) })
     }
+  }
+
+  // MARK: - Examples of resumable jobs
+
+  private func dataPath(_ runID: String) -> String { "\(dataDirectory)/\(runID).safetensors" }
+
+  /// Keeps the examples a job was sent inline, so that it can resume.
+  func saveData(of runID: String, inputs: Tensor, targets: Tensor) throws {
+    do {
+      try SafeTensors.write(.init(tensors: ["inputs": inputs, "targets": targets]), to: dataPath(runID))
+    } catch {
+      throw RPCError(.internal, "the examples of \(runID) cannot be kept in \(dataDirectory): \(error)")
+    }
+  }
+
+  /// The examples kept for a job; nil when none were.
+  func data(of runID: String) throws -> (inputs: Tensor, targets: Tensor)? {
+    guard let bytes = try? Data(contentsOf: URL(fileURLWithPath: dataPath(runID)), options: .alwaysMapped) else {
+      return nil
+    }
+    let contents = try SafeTensors.decode(bytes)
+    guard let inputs = contents.tensors["inputs"], let targets = contents.tensors["targets"] else {
+      throw RPCError(.dataLoss, "the examples kept for \(runID) are incomplete")
+    }
+    return (inputs, targets)
+  }
+
+  /// Removes the examples kept for a job.
+  func removeData(of runID: String) {
+    try? FileManager.default.removeItem(atPath: dataPath(runID))
   }
 
   /// Forgets a job's record, unless a job of that name with another run id

@@ -15,8 +15,13 @@ final class TrainingJob: Sendable {
   /// The user who started it ("" when the coordinator authenticates no one).
   let owner: String
   /// The job's name on the partitions and the ps: the name plus a suffix of
-  /// its own, so a later run under the same name starts from fresh state.
+  /// its own, so a later run under the same name starts from fresh state
+  /// (and a resumed run from its checkpoint, never from what a partition
+  /// kept of the run it resumes).
   let runID: String
+  /// The run whose checkpoints hold the job's newest one: an earlier run
+  /// it resumes, until this one writes its own.
+  private let checkpointRun: Mutex<String>
   /// The request without its data.
   let request: Pipemesh_V1_TrainRequest
   let model: Sequential
@@ -39,9 +44,12 @@ final class TrainingJob: Sendable {
   }
 
   /// Checks the request and the data against the model; nothing runs yet.
+  /// Resuming `stored` (its options as `request`), the job keeps its record
+  /// and goes on from its newest checkpoint under a new run id.
   init(
     name: String, owner: String, request: Pipemesh_V1_TrainRequest, inputs: Tensor, targets: Tensor, cluster: Cluster,
-    clients: [[any RPCChannel]], store: CoordinatorStore, budgets: [Int?] = []
+    clients: [[any RPCChannel]], store: CoordinatorStore, budgets: [Int?] = [],
+    resuming stored: CoordinatorStore.StoredJob? = nil
   ) throws {
     try Self.checkOptions(request)
     model = try makeModel(request.model)
@@ -88,10 +96,12 @@ final class TrainingJob: Sendable {
     self.name = name
     self.owner = owner
     runID = "\(name).\(String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16))"
+    checkpointRun = Mutex(stored?.checkpointRunID ?? "")
     // The examples are held in `data` while the job runs; the request keeps
-    // the rest, so a finished job holds no copy of them.
+    // the rest (a dataset's reference, not examples sent inline), so a
+    // finished job holds no copy of them.
     var options = request
-    options.data = .init()
+    if case .inline = options.data.source { options.data = .init() }
     options.job = name
     options.microBatches = Int32(microBatches)
     options.splitPoints = plan.bounds.dropFirst().dropLast().map { Int32($0) }
@@ -103,14 +113,19 @@ final class TrainingJob: Sendable {
     self.cluster = cluster
     self.clients = clients
     self.store = store
-    status = Mutex(
-      .with {
+    var record =
+      stored?.record
+      ?? .with {
         $0.job = name
         $0.owner = owner
-        $0.state = .running
         $0.createdUnixSeconds = Date().timeIntervalSince1970
         $0.options = options
-      })
+      }
+    record.state = .running
+    record.error = ""
+    record.endedUnixSeconds = 0
+    if stored != nil { record.resumes += 1 }
+    status = Mutex(record)
   }
 
   /// The most micro-batches a step may be cut into.
@@ -165,7 +180,9 @@ final class TrainingJob: Sendable {
   var snapshot: Pipemesh_V1_Job { status.withLock { $0 } }
 
   /// The job as its record stores it.
-  var stored: CoordinatorStore.StoredJob { CoordinatorStore.StoredJob(record: snapshot, runID: runID) }
+  var stored: CoordinatorStore.StoredJob {
+    CoordinatorStore.StoredJob(record: snapshot, runID: runID, checkpointRunID: checkpointRun.withLock { $0 })
+  }
 
   /// Writes the job's record; while steps run (`throttled`), at most every
   /// two seconds.
@@ -231,19 +248,57 @@ final class TrainingJob: Sendable {
 
   private func execute(_ data: JobData, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async throws {
     let train = data.train
+    // A resumed job goes on after the step of its newest checkpoint, every
+    // ps task put back as that checkpoint holds it.
+    let (resumedStep, recordedEpochs) = status.withLock { ($0.checkpointStep, $0.epochs.count) }
+    if resumedStep > 0 {
+      try await cluster.parameterServerClient().restore(
+        job: runID, from: checkpointRun.withLock { $0 }, step: resumedStep)
+    }
     let dataPlane = try await loadStages()
     let totalSteps = stepsPerEpoch * Int(request.epochs)
     status.withLock { $0.totalSteps = Int64(totalSteps) }
     let batchSize = Int(request.batchSize)
-    var step: Int64 = 0
+    var step = resumedStep
     var epochLosses: [Double] = []
     // The step the trace shows: the last one that did not flush to the ps
     // (a steady step's timeline), or 0 while every step flushed.
     var tracedStep: Int64 = 0
-    for epoch in 1...Int(request.epochs) {
+    /// Records an epoch's metrics, evaluating on the held-out split.
+    func endEpoch(_ epoch: Int) async throws {
+      var metrics = Pipemesh_V1_EpochMetrics.with {
+        $0.epoch = Int32(epoch)
+        $0.step = step
+        $0.loss = epochLosses.reduce(0, +) / Double(max(1, epochLosses.count))
+      }
+      epochLosses = []
+      if let validation = data.validation {
+        let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets)
+        metrics.validationLoss = loss
+        metrics.validationAccuracy = accuracy
+        report(
+          .with {
+            $0.job = name
+            $0.epoch = Int32(epoch)
+            $0.step = step
+            $0.totalSteps = Int64(totalSteps)
+            $0.evaluated = true
+            $0.validationLoss = loss
+            $0.validationAccuracy = accuracy
+          })
+      }
+      status.withLock { $0.epochs.append(metrics) }
+      try await save()
+    }
+    let firstEpoch = Int(resumedStep) / stepsPerEpoch + 1
+    // Stopped right after an epoch's last step, before its metrics were recorded.
+    if resumedStep > 0, Int(resumedStep) % stepsPerEpoch == 0, recordedEpochs < firstEpoch - 1 {
+      try await endEpoch(firstEpoch - 1)
+    }
+    for epoch in firstEpoch..<(Int(request.epochs) + 1) {
       let order = PortableRandom.permutation(
         train.inputs.shape[0], seed: PortableRandom.epochSeed(request.shuffleSeed, epoch: epoch - 1))
-      for index in 0..<stepsPerEpoch {
+      for index in (epoch == firstEpoch ? Int(resumedStep) % stepsPerEpoch : 0)..<stepsPerEpoch {
         try Task.checkCancellation()
         step += 1
         let started = ContinuousClock.now
@@ -294,31 +349,9 @@ final class TrainingJob: Sendable {
         if !flush { tracedStep = step }
         trace.keep(fromStep: tracedStep > 0 ? tracedStep : step)
         report(progress)
-        if checkpointDue { _ = try await checkpoint() }
+        if checkpointDue { _ = try await checkpoint(at: step) }
       }
-      var metrics = Pipemesh_V1_EpochMetrics.with {
-        $0.epoch = Int32(epoch)
-        $0.step = step
-        $0.loss = epochLosses.reduce(0, +) / Double(max(1, epochLosses.count))
-      }
-      epochLosses = []
-      if let validation = data.validation {
-        let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets)
-        metrics.validationLoss = loss
-        metrics.validationAccuracy = accuracy
-        report(
-          .with {
-            $0.job = name
-            $0.epoch = Int32(epoch)
-            $0.step = step
-            $0.totalSteps = Int64(totalSteps)
-            $0.evaluated = true
-            $0.validationLoss = loss
-            $0.validationAccuracy = accuracy
-          })
-      }
-      status.withLock { $0.epochs.append(metrics) }
-      try await save()
+      try await endEpoch(epoch)
     }
     var last = Pipemesh_V1_TrainProgress()
     last.job = name
@@ -326,7 +359,10 @@ final class TrainingJob: Sendable {
     last.totalSteps = Int64(totalSteps)
     last.done = true
     last.traceJson = trace.chromeTrace(step: tracedStep > 0 ? tracedStep : step)
-    if request.checkpoint.atEnd { last.checkpoints = try await checkpoint() }
+    if request.checkpoint.atEnd { last.checkpoints = try await checkpoint(at: step) }
+    // A resumed run that ended before a checkpoint of its own no longer needs the run it resumed.
+    let resumedRun = checkpointRun.withLock { $0 }
+    if !resumedRun.isEmpty, resumedRun != runID { _ = try? await cluster.parameterServerClient().drop(job: resumedRun) }
     report(last)
   }
 
@@ -394,7 +430,19 @@ final class TrainingJob: Sendable {
     await StageLoading.unload(runID: runID, clients: clients)
   }
 
-  private func checkpoint() async throws -> [String] {
-    try await cluster.parameterServerClient().checkpoint()
+  /// Has every ps task write the job's own checkpoint after `step` (the ps
+  /// holds the step: it flushed) and records it as where the job resumes.
+  private func checkpoint(at step: Int64) async throws -> [String] {
+    let ps = try cluster.parameterServerClient()
+    let files = try await ps.checkpoint(job: runID, step: step)
+    status.withLock { $0.checkpointStep = step }
+    let previous = checkpointRun.withLock { run in
+      defer { run = runID }
+      return run
+    }
+    try await save()
+    // The run this one resumed is needed no more: its variables and checkpoints go.
+    if !previous.isEmpty, previous != runID { _ = try? await ps.drop(job: previous) }
+    return files
   }
 }

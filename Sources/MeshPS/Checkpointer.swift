@@ -13,7 +13,9 @@ import Synchronization
 /// Each checkpoint is a new file, `checkpoint-<sequence>.safetensors`,
 /// written atomically (temporary file, fsync, rename), so a crash at any
 /// moment leaves the previous checkpoints intact and never a partial one
-/// under that name. Values are stored as `<job>/<variable>`, optimizer slots
+/// under that name. A job's own checkpoints, taken at its step boundaries,
+/// are `jobs/<job>/step-<step>.safetensors` in the same format, holding that
+/// job only. Values are stored as `<job>/<variable>`, optimizer slots
 /// as `<job>/<variable>@<slot>`; the metadata entry `pipemesh` holds the
 /// definitions, versions, users and retry state as JSON.
 public final class Checkpointer: Sendable {
@@ -64,10 +66,98 @@ public final class Checkpointer: Sendable {
   }
 
   private func writeNow() async throws -> (path: String, updates: Int64) {
+    let (contents, updates) = try await Self.encode(store.allJobs)
+    let sequence = state.withLock { state in
+      state.sequence = max(state.sequence, files().last?.sequence ?? 0) + 1
+      return state.sequence
+    }
+    let path = (directory as NSString).appendingPathComponent("checkpoint-\(sequence).safetensors")
+    do {
+      try SafeTensors.write(contents, to: path)
+    } catch {
+      throw RPCError(.internal, "cannot write checkpoint \(path): \(error)")
+    }
+    state.withLock {
+      $0.lastWritten = .now
+      $0.lastVersions = max($0.lastVersions, updates)
+    }
+    for old in files().dropLast(keep) { try? FileManager.default.removeItem(atPath: old.path) }
+    return (path, updates)
+  }
+
+  /// The folder of a job's own checkpoints.
+  private func jobDirectory(_ job: String) -> String { "\(directory)/jobs/\(job)" }
+
+  /// The steps a job's own checkpoints are at, oldest first.
+  public func jobSteps(_ job: String) -> [Int64] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: jobDirectory(job))) ?? []
+    return names.compactMap { name in
+      guard name.hasPrefix("step-"), name.hasSuffix(".safetensors") else { return nil }
+      return Int64(name.dropFirst("step-".count).dropLast(".safetensors".count))
+    }.sorted()
+  }
+
+  /// Writes a checkpoint of job `name`, taken after its step `step`: of
+  /// `job`, or of nothing when this task holds none of it (restoring that
+  /// leaves the task holding none). Keeps the job's newest `keep`; returns
+  /// the file's path.
+  func write(jobNamed name: String, job: ParameterJob?, step: Int64) async throws -> String {
+    try await writes.run {
+      let (contents, _) = try await Self.encode(job.map { [$0] } ?? [])
+      let folder = self.jobDirectory(name)
+      let path = "\(folder)/step-\(step).safetensors"
+      do {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try SafeTensors.write(contents, to: path)
+      } catch {
+        throw RPCError(.internal, "cannot write checkpoint \(path): \(error)")
+      }
+      for old in self.jobSteps(name).dropLast(self.keep) {
+        try? FileManager.default.removeItem(atPath: "\(folder)/step-\(old).safetensors")
+      }
+      return path
+    }
+  }
+
+  /// The job as its own checkpoint at `step` holds it (nil: this task held
+  /// none of it), named `name`; NOT_FOUND, naming the steps there are, when
+  /// there is none.
+  func readJob(_ job: String, step: Int64, as name: String) throws -> ParameterJob? {
+    let path = "\(jobDirectory(job))/step-\(step).safetensors"
+    guard FileManager.default.fileExists(atPath: path) else {
+      let steps = jobSteps(job)
+      throw RPCError(
+        .notFound,
+        "this ps holds no checkpoint of job \(job) at step \(step)"
+          + (steps.isEmpty ? "" : "; it holds steps \(steps.map(String.init).joined(separator: ", "))"))
+    }
+    do {
+      let contents = try SafeTensors.decode(
+        try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped))
+      let jobs = try decode(contents, renaming: [job: name])
+      guard jobs.allSatisfy({ $0.name == name }), jobs.count <= 1 else {
+        throw SafeTensors.FormatError("it holds jobs \(jobs.map(\.name).sorted()), not \(job) alone")
+      }
+      return jobs.first
+    } catch let error as RPCError {
+      throw error
+    } catch {
+      throw RPCError(.dataLoss, "the checkpoint \(path) cannot be read: \(error)")
+    }
+  }
+
+  /// Removes a job's own checkpoints (it was dropped).
+  public func removeCheckpoints(of job: String) {
+    try? FileManager.default.removeItem(atPath: jobDirectory(job))
+  }
+
+  /// Every job's variables as a checkpoint's tensors and metadata, and the
+  /// updates they hold.
+  private static func encode(_ jobs: [ParameterJob]) async throws -> (SafeTensors.Contents, Int64) {
     var contents = SafeTensors.Contents()
     var jobsMetadata: [String: Any] = [:]
     var updates: Int64 = 0
-    for job in store.allJobs {
+    for job in jobs {
       let variables = await job.checkpointState()
       var variablesMetadata: [String: Any] = [:]
       for (name, variable) in variables {
@@ -92,24 +182,8 @@ public final class Checkpointer: Sendable {
     }
     let metadata = try JSONSerialization.data(
       withJSONObject: ["format": 2, "jobs": jobsMetadata], options: [.sortedKeys])
-    contents.metadata[Self.metadataKey] = String(decoding: metadata, as: UTF8.self)
-
-    let sequence = state.withLock { state in
-      state.sequence = max(state.sequence, files().last?.sequence ?? 0) + 1
-      return state.sequence
-    }
-    let path = (directory as NSString).appendingPathComponent("checkpoint-\(sequence).safetensors")
-    do {
-      try SafeTensors.write(contents, to: path)
-    } catch {
-      throw RPCError(.internal, "cannot write checkpoint \(path): \(error)")
-    }
-    state.withLock {
-      $0.lastWritten = .now
-      $0.lastVersions = max($0.lastVersions, updates)
-    }
-    for old in files().dropLast(keep) { try? FileManager.default.removeItem(atPath: old.path) }
-    return (path, updates)
+    contents.metadata[metadataKey] = String(decoding: metadata, as: UTF8.self)
+    return (contents, updates)
   }
 
   /// Writes a checkpoint every `interval` while variables changed since the
@@ -145,7 +219,15 @@ public final class Checkpointer: Sendable {
     return (nil, skipped)
   }
 
+  /// Adds every job of a checkpoint to the store, or none when one does not read back.
   private func restore(_ contents: SafeTensors.Contents) async throws {
+    await store.adopt(try decode(contents))
+  }
+
+  /// The jobs a checkpoint holds.
+  private func decode(_ contents: SafeTensors.Contents, renaming names: [String: String] = [:]) throws
+    -> [ParameterJob]
+  {
     guard let text = contents.metadata[Self.metadataKey],
       let root = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
       let jobs = root["jobs"] as? [String: [String: Any]]
@@ -184,12 +266,11 @@ public final class Checkpointer: Sendable {
           lastSteps: entry["pushers"] == nil ? jobLastSteps : try Self.lastSteps(entry["pushers"], of: jobName),
           users: Set(users))
       }
-      let restored = ParameterJob(name: jobName, consistency: consistency, budget: store.budget)
-      await restored.restore(held)
-      restoredJobs.append(restored)
+      restoredJobs.append(
+        ParameterJob(
+          restoring: held, name: names[jobName] ?? jobName, consistency: consistency, budget: store.budget))
     }
-    // Only once every job of the file read back: a file that fails part way counts nothing.
-    await store.adopt(restoredJobs)
+    return restoredJobs
   }
 
   private static func pushersMetadata(_ lastSteps: [Pusher: Int64]) -> [[String: Any]] {

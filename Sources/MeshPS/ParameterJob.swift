@@ -87,6 +87,18 @@ actor ParameterJob {
     self.budget = budget
   }
 
+  /// A job as a checkpoint holds it: its variables and their retry state.
+  init(restoring restored: [String: HeldVariable], name: String, consistency: JobConsistency, budget: MemoryBudget) {
+    self.name = name
+    self.consistency = consistency
+    self.budget = budget
+    variables = restored
+    furthestStep = restored.values.flatMap(\.lastSteps.values).max() ?? 0
+    published.withLock { published in
+      for (name, variable) in restored { published[name] = variable.snapshot }
+    }
+  }
+
   // MARK: - Registration
 
   /// Defines variables, or checks that they match their existing definitions.
@@ -145,13 +157,6 @@ actor ParameterJob {
         created.append(definition.name)
       }
     }
-  }
-
-  /// Restores variables and their retry state from a checkpoint.
-  func restore(_ restored: [String: HeldVariable]) {
-    variables = restored
-    furthestStep = restored.values.flatMap(\.lastSteps.values).max() ?? 0
-    publish(Array(restored.keys))
   }
 
   // MARK: - Pull

@@ -42,7 +42,23 @@ public struct ParameterServerService: RPCService {
       return response
     }
     router.unary(ParameterServerMethods.dropJob) { request, _ in
-      try await store.drop(job: request.job)
+      let dropped = try await store.drop(job: request.job)
+      checkpointer?.removeCheckpoints(of: request.job)
+      return dropped
+    }
+    router.unary(ParameterServerMethods.restoreJob) { request, _ in
+      try MeshNames.checkJob(request.job)
+      let source = request.fromJob.isEmpty ? request.job : request.fromJob
+      try MeshNames.checkJob(source)
+      guard let checkpointer else {
+        throw RPCError(.failedPrecondition, "this ps was started without a checkpoint directory")
+      }
+      let restored = await store.replace(
+        request.job, with: try checkpointer.readJob(source, step: request.step, as: request.job))
+      return .with {
+        $0.variables = Int64(restored.variables)
+        $0.bytes = Int64(restored.bytes)
+      }
     }
     router.unary(ParameterServerMethods.stats) { request, _ in
       var response = try store.stats(job: request.job)
@@ -53,14 +69,30 @@ public struct ParameterServerService: RPCService {
       response.memory = .current(jobBytes: Int(response.bytes))
       return response
     }
-    router.unary(ParameterServerMethods.checkpoint) { _, _ in
+    router.unary(ParameterServerMethods.checkpoint) { request, _ in
       guard let checkpointer else {
         throw RPCError(.failedPrecondition, "this ps was started without a checkpoint directory")
       }
-      let (path, updates) = try await checkpointer.write()
+      guard !request.job.isEmpty else {
+        guard request.step == 0 else {
+          throw RPCError(.invalidArgument, "step is \(request.step) without a job; name the job or give 0")
+        }
+        let (path, updates) = try await checkpointer.write()
+        return .with {
+          $0.path = path
+          $0.updates = updates
+        }
+      }
+      guard request.step >= 0, request.step <= HeldVariable.maxVersion else {
+        throw RPCError(.invalidArgument, "step is \(request.step); give 0 to 2^53")
+      }
+      try MeshNames.checkJob(request.job)
+      // A task that holds none of the job records that, too.
+      let job = try? store.job(request.job)
+      let path = try await checkpointer.write(jobNamed: request.job, job: job, step: request.step)
       return .with {
         $0.path = path
-        $0.updates = updates
+        $0.updates = job?.totalVersions ?? 0
       }
     }
   }

@@ -100,6 +100,16 @@ public final class ParameterStore: Sendable {
     }
   }
 
+  /// Puts `restored` in place of job `name` (dropped first, if held; nil
+  /// leaves none); returns the parts and bytes restored.
+  func replace(_ name: String, with restored: ParameterJob?) async -> (variables: Int, bytes: Int) {
+    let existing = jobs.withLock { $0.removeValue(forKey: name) }
+    if let existing { budget.release(await existing.drop().bytes) }
+    guard let restored else { return (0, 0) }
+    await adopt([restored])
+    return (restored.variableCount, await restored.reservedBytes)
+  }
+
   /// Counters over one job, or all jobs when `name` is empty; NOT_FOUND for an unknown job.
   public func stats(job name: String) throws -> Pipemesh_V1_StatsResponse {
     let selected = name.isEmpty ? allJobs : [try job(name)]

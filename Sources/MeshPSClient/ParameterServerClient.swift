@@ -408,6 +408,35 @@ public final class ParameterServerClient: Sendable {
   public func checkpoint() async throws -> [String] {
     try await onEveryTask { client in try await client.call(ParameterServerMethods.checkpoint, .init()).path }
   }
+
+  /// Asks every task to write a checkpoint of `job` after its step `step`
+  /// (call it at a step boundary, when the job's updates are all applied);
+  /// returns the files written.
+  public func checkpoint(job: String, step: Int64) async throws -> [String] {
+    try await onEveryTask { client in
+      try await client.call(
+        ParameterServerMethods.checkpoint,
+        .with {
+          $0.job = job
+          $0.step = step
+        }
+      ).path
+    }
+  }
+
+  /// Puts `job` on every task as the checkpoint of `source` (an earlier run
+  /// of it) at `step` holds it.
+  public func restore(job: String, from source: String, step: Int64) async throws {
+    _ = try await onEveryTask { client in
+      try await client.call(
+        ParameterServerMethods.restoreJob,
+        .with {
+          $0.job = job
+          $0.fromJob = source
+          $0.step = step
+        })
+    }
+  }
 }
 
 extension Pipemesh_V1_Tensor {

@@ -44,6 +44,8 @@ public enum ParameterServerMethods {
     service: service, name: "Assign")
   public static let dropJob = UnaryMethod<Pipemesh_V1_DropJobRequest, Pipemesh_V1_DropJobResponse>(
     service: service, name: "DropJob")
+  public static let restoreJob = UnaryMethod<Pipemesh_V1_RestoreJobRequest, Pipemesh_V1_RestoreJobResponse>(
+    service: service, name: "RestoreJob")
 }
 
 /// `pipemesh.v1.Partition`.
@@ -83,6 +85,8 @@ public enum CoordinatorMethods {
     service: service, name: "ListJobs")
   public static let cancelJob = UnaryMethod<Pipemesh_V1_CancelJobRequest, Pipemesh_V1_Job>(
     service: service, name: "CancelJob")
+  public static let resumeJob = ServerStreamingMethod<Pipemesh_V1_ResumeJobRequest, Pipemesh_V1_TrainProgress>(
+    service: service, name: "ResumeJob")
   public static let deleteJob = UnaryMethod<Pipemesh_V1_DeleteJobRequest, Pipemesh_V1_DeleteJobResponse>(
     service: service, name: "DeleteJob")
   public static let listModels = UnaryMethod<Pipemesh_V1_ListModelsRequest, Pipemesh_V1_ListModelsResponse>(
@@ -105,7 +109,7 @@ public let allServiceMethods: [RPCMethodDescription] = [
   ParameterServerMethods.register.methodDescription, ParameterServerMethods.pull.methodDescription,
   ParameterServerMethods.push.methodDescription, ParameterServerMethods.stats.methodDescription,
   ParameterServerMethods.checkpoint.methodDescription, ParameterServerMethods.assign.methodDescription,
-  ParameterServerMethods.dropJob.methodDescription,
+  ParameterServerMethods.dropJob.methodDescription, ParameterServerMethods.restoreJob.methodDescription,
   PartitionMethods.loadStage.methodDescription, PartitionMethods.forward.methodDescription,
   PartitionMethods.backward.methodDescription,
   PartitionMethods.backwardWeights.methodDescription, PartitionMethods.commit.methodDescription,
@@ -114,7 +118,8 @@ public let allServiceMethods: [RPCMethodDescription] = [
   CoordinatorMethods.plan.methodDescription, CoordinatorMethods.train.methodDescription,
   CoordinatorMethods.infer.methodDescription, CoordinatorMethods.getJob.methodDescription,
   CoordinatorMethods.listJobs.methodDescription, CoordinatorMethods.cancelJob.methodDescription,
-  CoordinatorMethods.deleteJob.methodDescription, CoordinatorMethods.listModels.methodDescription,
+  CoordinatorMethods.resumeJob.methodDescription, CoordinatorMethods.deleteJob.methodDescription,
+  CoordinatorMethods.listModels.methodDescription,
   CoordinatorMethods.getModel.methodDescription, CoordinatorMethods.deleteModel.methodDescription,
   CoordinatorMethods.exportModel.methodDescription, CoordinatorMethods.importModel.methodDescription,
 ]

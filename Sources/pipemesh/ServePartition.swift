@@ -179,7 +179,7 @@ struct ServeCoordinator: AsyncParsableCommand {
       log.warning("no --state-dir: jobs and models are kept in memory and end with this process")
     }
     for job in coordinator.interruptedJobs {
-      log.warning("job \(job) was running when the coordinator stopped; it is marked interrupted")
+      log.warning("job \(job) was running when the coordinator stopped; it is marked interrupted and resumes if it can")
     }
     try await host.run(
       [coordinator],
@@ -191,6 +191,13 @@ struct ServeCoordinator: AsyncParsableCommand {
         // A wrong address shows now, not when the first job fails (members may also still be starting).
         Task {
           for problem in await coordinator.unansweredMembers() { log.warning("\(problem)") }
+          for (job, problem) in await coordinator.resumeInterruptedJobs() {
+            if problem.isEmpty {
+              log.info("job \(job) resumed from its newest checkpoint")
+            } else {
+              log.warning("job \(job) stays interrupted: \(problem)")
+            }
+          }
         }
       })
   }

@@ -55,6 +55,10 @@ struct TrainingOptions: ParsableArguments {
   @Flag(help: "Have the ps tasks write a checkpoint when the job ends (they need --checkpoint-dir).")
   var checkpointAtEnd = false
 
+  @Option(
+    help: "Checkpoint the job every N steps (the ps tasks need --checkpoint-dir): it can resume from the newest.")
+  var checkpointEvery: Int = 0
+
   @Flag(help: "Keep only each stage's input and recompute its activations in backward (less memory).")
   var recomputeActivations = false
 
@@ -62,6 +66,7 @@ struct TrainingOptions: ParsableArguments {
     guard microBatches >= 1, epochs >= 1, batchSize >= microBatches else {
       throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
     }
+    guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must be 0 (none) or a step count") }
     guard Self.schedules[schedule] != nil else { throw ValidationError("--schedule must be gpipe, 1f1b or zb-h1") }
     guard ["sgd", "momentum", "adam"].contains(optimizer) else {
       throw ValidationError("--optimizer must be sgd, momentum or adam")
@@ -145,7 +150,10 @@ struct TrainingOptions: ParsableArguments {
       $0.learningRate = .with { $0.base = learningRate }
     }
     request.consistency = try consistencySpec()
-    request.checkpoint = .with { $0.atEnd = checkpointAtEnd }
+    request.checkpoint = .with {
+      $0.atEnd = checkpointAtEnd
+      $0.everySteps = Int64(checkpointEvery)
+    }
     request.validationFraction = validation
     request.shuffleSeed = seed
     request.recomputeActivations = recomputeActivations

@@ -9,8 +9,8 @@ import MeshWire
 import Testing
 
 /// A job's own checkpoints: every N steps and at its end, each written at a
-/// step boundary, the ps keeping the newest few; the last one holds exactly
-/// the weights the job registered as its model.
+/// step boundary, the ps keeping the job's newest few; the last one holds
+/// exactly the weights the job registered as its model.
 @Suite struct JobCheckpointTests {
   @Test func checkpointsEveryNStepsHoldTheRegisteredWeightsAtTheEnd() async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-job-checkpoints")
@@ -29,10 +29,14 @@ import Testing
       #expect(last.done && last.step == 8)
       #expect(last.checkpoints.count == 1, "\(last.checkpoints)")
 
-      // Steps 2, 4, 6, 8 and the end wrote five; the ps keeps its newest three.
-      let files = try FileManager.default.contentsOfDirectory(atPath: directory.file("ps-0"))
-        .filter { $0.hasPrefix("checkpoint-") }
-      #expect(files.count == 3, "\(files)")
+      // The job's own checkpoints, at steps 2, 4, 6 and 8 (the end's is step 8's again); the
+      // ps keeps the job's newest three.
+      let runs = try FileManager.default.contentsOfDirectory(atPath: directory.file("ps-0/jobs"))
+      #expect(runs.count == 1 && runs[0].hasPrefix("every-2."), "\(runs)")
+      let files = try FileManager.default.contentsOfDirectory(atPath: directory.file("ps-0/jobs/\(runs[0])")).sorted()
+      #expect(files == ["step-4.safetensors", "step-6.safetensors", "step-8.safetensors"], "\(files)")
+      let record = try await mesh.coordinatorChannel().call(CoordinatorMethods.getJob, .with { $0.job = "every-2" })
+      #expect(record.checkpointStep == 8)
       let newest = try #require(last.checkpoints.first)
       let checkpoint = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: newest)))
 
@@ -47,6 +51,85 @@ import Testing
       for (name, tensor) in model.tensors {
         let stored = checkpoint.tensors.first { key, _ in key.hasPrefix("every-2.") && key.hasSuffix("/\(name)") }
         #expect(stored?.value == tensor, "\(name) in \(newest)")
+      }
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+
+  /// The weights a job registered, read back through ExportModel.
+  static func weights(_ model: String, on mesh: InProcessMesh) async throws -> [String: Tensor] {
+    var bytes = Data()
+    for try await chunk in mesh.coordinatorChannel().stream(CoordinatorMethods.exportModel, .with { $0.model = model })
+    {
+      bytes.append(chunk.data)
+    }
+    return try SafeTensors.decode(bytes).tensors
+  }
+
+  /// A job cancelled after a checkpoint, its examples sent inline, resumes by
+  /// hand (ResumeJob) and ends with the weights of a run never stopped; jobs
+  /// that cannot resume are refused, saying why.
+  @Test func aCancelledJobResumesByHandFromItsKeptExamples() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-resume")
+    let mesh = try InProcessMesh(stages: 2, checkpointDirectory: directory.path)
+    let outcome = await Result(catching: {
+      let channel = mesh.coordinatorChannel()
+      let (inputs, targets) = PipelineTrainingTests.classification(count: 128)
+      func request(_ job: String, everySteps: Int64 = 2) -> Pipemesh_V1_TrainRequest {
+        var request = Pipemesh_V1_TrainRequest.inline(
+          job: job, model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets, epochs: 200, batchSize: 16,
+          microBatches: 2, schedule: .scheduleOneFOneB, learningRate: 0.1)
+        request.checkpoint.everySteps = everySteps
+        return request
+      }
+      for try await _ in channel.stream(CoordinatorMethods.train, request("straight")) {}
+
+      let stopped = Task { for try await _ in channel.stream(CoordinatorMethods.train, request("stopped")) {} }
+      let deadline = ContinuousClock.now + .seconds(60)
+      while (try? await channel.call(CoordinatorMethods.getJob, .with { $0.job = "stopped" }))?.checkpointStep ?? 0 < 10
+      {
+        try #require(ContinuousClock.now < deadline, "no checkpoint in a minute")
+        await Task.yield()
+      }
+      let cancelled = try await channel.call(CoordinatorMethods.cancelJob, .with { $0.job = "stopped" })
+      _ = await stopped.result
+      try #require(cancelled.state == .cancelled && cancelled.step < 1600, "\(cancelled)")
+
+      var last = Pipemesh_V1_TrainProgress()
+      for try await progress in channel.stream(CoordinatorMethods.resumeJob, .with { $0.job = "stopped" }) {
+        last = progress
+      }
+      #expect(last.done && last.step == 1600)
+      let resumed = try await channel.call(CoordinatorMethods.getJob, .with { $0.job = "stopped" })
+      #expect(resumed.state == .succeeded && resumed.resumes == 1, "\(resumed)")
+      let expected = try await Self.weights("straight", on: mesh)
+      let got = try await Self.weights("stopped", on: mesh)
+      for (name, tensor) in expected {
+        let difference = zip(tensor.scalars, got[name]?.scalars ?? []).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(difference <= 1e-6, "\(name) differs by \(difference)")
+      }
+
+      // Refused: a job that ended, one that never checkpointed, one that does not exist.
+      let unsaved = Task {
+        for try await _ in channel.stream(CoordinatorMethods.train, request("unsaved", everySteps: 0)) {}
+      }
+      while (try? await channel.call(CoordinatorMethods.getJob, .with { $0.job = "unsaved" }))?.step ?? 0 < 2 {
+        try #require(ContinuousClock.now < deadline + .seconds(60), "the job never started")
+        await Task.yield()
+      }
+      _ = try await channel.call(CoordinatorMethods.cancelJob, .with { $0.job = "unsaved" })
+      _ = await unsaved.result
+      let refusals: [(String, RPCError.Code, String)] = [
+        ("straight", .failedPrecondition, "only a job that stopped part way resumes"),
+        ("unsaved", .failedPrecondition, "wrote no checkpoint to resume from"),
+        ("no-such-job", .notFound, "no job named"),
+      ]
+      for (job, code, says) in refusals {
+        let refused = await #expect(throws: RPCError.self) {
+          for try await _ in channel.stream(CoordinatorMethods.resumeJob, .with { $0.job = job }) {}
+        }
+        #expect(refused?.code == code && refused?.message.contains(says) == true, "\(String(describing: refused))")
       }
     })
     await mesh.shutdown(gracePeriod: .zero)

@@ -161,6 +161,69 @@ import Testing
     #expect(restored["w"]?.value == Tensor.filled([64], with: -1))
   }
 
+  /// A job's own checkpoints: one file per step taken, read back into the
+  /// job itself or into another (a new run of it), bad names refused, and
+  /// gone when the job is dropped.
+  @Test func aJobsOwnCheckpointsRestoreItOrANewRunOfIt() async throws {
+    let directory = logs.file("checkpoints")
+    let ps = try await Fixtures.startPS(logs, name: "own", checkpoints: directory)
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let channel = try RPCClient(target: ps.endpoint)
+    try await trainAFewSteps(client, job: "own", steps: 2)
+    let atTwo = try await pullWithSlots(ps.endpoint, job: "own")
+    let files = try await client.checkpoint(job: "own", step: 2)
+    #expect(files == ["\(directory)/jobs/own/step-2.safetensors"])
+    try await client.push(
+      job: "own", step: 3, user: "stage0", clientID: "t", gradients: ["dense0/kernel": (.filled([8, 4], with: 1), 2)])
+    #expect(try await pullWithSlots(ps.endpoint, job: "own").version == 3)
+
+    // Back to step 2, in place and as a new run.
+    try await client.restore(job: "own", from: "", step: 2)
+    #expect(try await pullWithSlots(ps.endpoint, job: "own") == atTwo)
+    try await client.restore(job: "own.next", from: "own", step: 2)
+    #expect(try await pullWithSlots(ps.endpoint, job: "own.next") == atTwo)
+
+    let refusals: [(Pipemesh_V1_RestoreJobRequest, RPCError.Code, String)] = [
+      (
+        .with {
+          $0.job = ".."
+          $0.step = 2
+        }, .invalidArgument, "job name"
+      ),
+      (
+        .with {
+          $0.job = "x"
+          $0.fromJob = "../own"
+          $0.step = 2
+        }, .invalidArgument, "job name"
+      ),
+      (
+        .with {
+          $0.job = "own"
+          $0.step = 7
+        }, .notFound, "it holds steps 2"
+      ),
+    ]
+    for (request, code, message) in refusals {
+      let error = await #expect(throws: RPCError.self) {
+        _ = try await channel.call(ParameterServerMethods.restoreJob, request)
+      }
+      #expect(error?.code == code && error?.message.contains(message) == true, "\(String(describing: error))")
+    }
+    let badStep = await #expect(throws: RPCError.self) {
+      _ = try await channel.call(
+        ParameterServerMethods.checkpoint,
+        .with {
+          $0.job = "own"
+          $0.step = -1
+        })
+    }
+    #expect(badStep?.code == .invalidArgument)
+
+    _ = try await channel.call(ParameterServerMethods.dropJob, .with { $0.job = "own" })
+    #expect(!FileManager.default.fileExists(atPath: "\(directory)/jobs/own"))
+  }
+
   @Test func numpyReadsTheCheckpoint() async throws {
     let directory = logs.file("checkpoints")
     let ps = try await Fixtures.startPS(logs, checkpoints: directory)

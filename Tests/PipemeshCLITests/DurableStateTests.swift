@@ -1,4 +1,6 @@
 import Foundation
+import MeshCheckpoint
+import MeshTensor
 import MeshTestSupport
 import Testing
 
@@ -11,14 +13,18 @@ import Testing
   final class Mesh: Sendable {
     let directory: TemporaryDirectory
     let state: String
+    /// The ps's options: a checkpoint directory, when asked for.
+    let psArguments: [String]
     let ps: RunningService
     let partitions: [RunningService]
     let coordinator: RunningService
 
-    init() async throws {
+    init(psCheckpoints: Bool = false) async throws {
       directory = try TemporaryDirectory(prefix: "pipemesh-state")
       state = directory.file("coordinator-state")
-      ps = try await RunningService.start("ps", log: directory.file("ps.log"))
+      psArguments =
+        psCheckpoints ? ["--checkpoint-dir", directory.file("ps-checkpoints"), "--checkpoint-seconds", "0"] : []
+      ps = try await RunningService.start("ps", psArguments, log: directory.file("ps.log"))
       partitions = [
         try await RunningService.start("partition", log: directory.file("partition0.log")),
         try await RunningService.start("partition", log: directory.file("partition1.log")),
@@ -28,11 +34,12 @@ import Testing
     }
 
     private init(
-      directory: TemporaryDirectory, state: String, ps: RunningService, partitions: [RunningService],
-      coordinator: RunningService
+      directory: TemporaryDirectory, state: String, psArguments: [String], ps: RunningService,
+      partitions: [RunningService], coordinator: RunningService
     ) {
       self.directory = directory
       self.state = state
+      self.psArguments = psArguments
       self.ps = ps
       self.partitions = partitions
       self.coordinator = coordinator
@@ -51,17 +58,20 @@ import Testing
     }
 
     /// Kills the coordinator with SIGKILL and starts it again at its address
-    /// on the same state directory (and, `everything`, every other service too).
-    func restarted(everything: Bool = false) async throws -> Mesh {
+    /// on the same state directory (and the ps, `psToo`; every other service,
+    /// `everything`), as systemd would.
+    func restarted(everything: Bool = false, psToo: Bool = false) async throws -> Mesh {
       var services = [coordinator]
-      if everything { services += [ps] + partitions }
+      if everything || psToo { services.append(ps) }
+      if everything { services += partitions }
       for service in services { service.process.signal(SIGKILL) }
       for service in services { _ = try await service.process.waitForExit() }
       let suffix = UUID().uuidString.prefix(4)
-      func again(_ service: RunningService, _ role: String) async throws -> RunningService {
-        try await RunningService.start(role, log: directory.file("\(role)-\(suffix).log"), listen: service.endpoint)
+      func again(_ service: RunningService, _ role: String, _ arguments: [String] = []) async throws -> RunningService {
+        try await RunningService.start(
+          role, arguments, log: directory.file("\(role)-\(suffix).log"), listen: service.endpoint)
       }
-      let ps = everything ? try await again(self.ps, "ps") : self.ps
+      let ps = everything || psToo ? try await again(self.ps, "ps", psArguments) : self.ps
       var partitions = self.partitions
       if everything {
         partitions = [try await again(partitions[0], "partition"), try await again(partitions[1], "partition")]
@@ -69,7 +79,9 @@ import Testing
       let coordinator = try await Self.startCoordinator(
         ps: ps.endpoint, partitions: partitions.map(\.endpoint), state: state,
         log: directory.file("coordinator-\(suffix).log"), listen: self.coordinator.endpoint)
-      return Mesh(directory: directory, state: state, ps: ps, partitions: partitions, coordinator: coordinator)
+      return Mesh(
+        directory: directory, state: state, psArguments: psArguments, ps: ps, partitions: partitions,
+        coordinator: coordinator)
     }
 
     func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
@@ -220,6 +232,78 @@ import Testing
       try await mesh.json(["models", "import", "digits", "--spec", Self.model, "--weights", "digits-v1.safetensors"])
         .first)
     #expect(reimported["version"] as? Int == 3, "\(reimported)")
+  }
+
+  /// The job's record as `pipemesh jobs show --json` prints it.
+  static func record(_ job: String, on mesh: Mesh) async throws -> [String: Any] {
+    try #require(try await mesh.json(["jobs", "show", job]).first)
+  }
+
+  /// Waits until a job's record satisfies `condition` (polling the CLI, no sleep).
+  static func waitFor(
+    _ job: String, on mesh: Mesh, timeout: Duration = .seconds(180), _ condition: ([String: Any]) -> Bool
+  ) async throws -> [String: Any] {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+      // NOT_FOUND until the job is created.
+      let shown = try await mesh.run(["jobs", "show", job, "--json"])
+      let record = (try? JSONSerialization.jsonObject(with: Data(shown.output.utf8))) as? [String: Any] ?? [:]
+      if shown.status == 0, condition(record) { return record }
+      try #require(ContinuousClock.now < deadline, "job \(job) never got there: \(shown.output)")
+    }
+  }
+
+  /// A model's weights, exported through the CLI.
+  static func weights(_ model: String, on mesh: Mesh) async throws -> [String: Tensor] {
+    let folder = mesh.directory.file("export-\(UUID().uuidString.prefix(6))")
+    let exported = try await mesh.run(["models", "export", model, "--out", folder])
+    try #require(exported.status == 0, "\(exported.output)")
+    let file = try #require(
+      try FileManager.default.contentsOfDirectory(atPath: folder).first { $0.hasSuffix(".safetensors") })
+    return try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(file)"))).tensors
+  }
+
+  /// `kill -9` of the coordinator and the ps in the middle of a sync job that
+  /// checkpoints: the restarted coordinator resumes it from its newest
+  /// checkpoint, and it ends with the weights of a run never interrupted.
+  @Test func aJobKilledMidRunResumesAndEndsWithTheSameWeights() async throws {
+    var mesh = try await Mesh(psCheckpoints: true)
+    let options = [
+      "--model", Self.model, "--epochs", "20", "--micro-batches", "2", "--validation", "0.2", "--checkpoint-every", "5",
+    ]
+    let straight = try await mesh.run(["train", "--job", "straight"] + options)
+    try #require(straight.status == 0, "\(straight.output)")
+
+    let training = try ChildProcess(
+      PipemeshBinary.path, ["train", "--coordinator", mesh.coordinator.endpoint, "--job", "resumed"] + options,
+      logPath: mesh.directory.file("resumed.log"))
+    let checkpointed = try await Self.waitFor("resumed", on: mesh) {
+      Int($0["checkpointStep"] as? String ?? "0") ?? 0 >= 10
+    }
+    try #require(checkpointed["state"] as? String == "JOB_STATE_RUNNING", "it ended before the kill: \(checkpointed)")
+    mesh = try await mesh.restarted(psToo: true)
+    #expect(try await training.waitForExit() != 0)
+
+    // The restarted coordinator says what became of the job it found interrupted.
+    let coordinator = mesh.coordinator.process
+    #expect(
+      await eventually(timeout: .seconds(60)) {
+        coordinator.log.contains("job resumed resumed") || coordinator.log.contains("job resumed stays interrupted")
+      })
+    try #require(coordinator.log.contains("job resumed resumed from its newest checkpoint"), "\(coordinator.log)")
+    let ended = try await Self.waitFor("resumed", on: mesh) { $0["state"] as? String != "JOB_STATE_RUNNING" }
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)\n\(coordinator.log)")
+    #expect(ended["resumes"] as? Int == 1, "\(ended)")
+    #expect((ended["epochs"] as? [[String: Any]])?.count == 20, "\(ended)")
+
+    let expected = try await Self.weights("straight", on: mesh)
+    let resumed = try await Self.weights("resumed", on: mesh)
+    #expect(expected.count == 6 && Set(resumed.keys) == Set(expected.keys))
+    for (name, tensor) in expected {
+      let other = try #require(resumed[name])
+      let difference = zip(tensor.scalars, other.scalars).map { abs($0 - $1) }.max() ?? 0
+      #expect(difference <= 1e-6, "\(name) differs by \(difference)")
+    }
   }
 
   @Test func aJobRunningWhenTheCoordinatorIsKilledIsInterrupted() async throws {

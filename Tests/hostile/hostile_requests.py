@@ -147,6 +147,8 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("ParameterServer", "Checkpoint", "CheckpointRequest", weight=1),
     Rpc("ParameterServer", "Assign", "AssignRequest"),
     Rpc("ParameterServer", "DropJob", "DropJobRequest", weight=2),  # destructive: never a protected job or its run ids
+    Rpc("ParameterServer", "RestoreJob", "RestoreJobRequest", weight=2),  # destructive: as DropJob
+    Rpc("Coordinator", "ResumeJob", "ResumeJobRequest", streaming=True, weight=2),  # never a protected job
 )
 
 
@@ -519,7 +521,7 @@ class HostileGenerator:
     def _safe(self, case: Case) -> bool:
         """Whether the request, as the server would parse it, names only
         127.0.0.1 endpoints and no job of the realism run in a destructive call."""
-        if case.rpc.name == "ParameterServer.DropJob":
+        if case.rpc.name in ("ParameterServer.DropJob", "ParameterServer.RestoreJob"):
             message = self._parse(case)
             return message is None or not self.ctx.is_protected_ps_job(message.job)
         if case.rpc.service == "ParameterServer" or case.rpc.method in (
@@ -529,7 +531,8 @@ class HostileGenerator:
         if message is None:
             return True
         # Train with or without `replace`: a protected name is refused either way.
-        if case.rpc.method in ("UnloadStage", "CancelJob", "LoadStage", "Train", "DeleteJob") and message.job in self.ctx.protected_jobs:
+        if case.rpc.method in ("UnloadStage", "CancelJob", "LoadStage", "Train", "DeleteJob", "ResumeJob") \
+                and message.job in self.ctx.protected_jobs:
             return False
         if case.rpc.method == "DeleteModel" and self.ctx.is_protected_model(message.model):
             return False
@@ -889,6 +892,9 @@ class HostileGenerator:
     def _coordinator_canceljob(self, d: Draw) -> tuple[Message, None]:
         return self.pb.coordinator.CancelJobRequest(job=self._job(d, ("hostile-t0", "hostile-t1", "none", "hostile-l0"))), None
 
+    def _coordinator_resumejob(self, d: Draw) -> tuple[Message, None]:
+        return self.pb.coordinator.ResumeJobRequest(job=self._job(d, ("hostile-t0", "hostile-t1", "none"))), None
+
     def _coordinator_deletejob(self, d: Draw) -> tuple[Message, None]:
         # hostile-t* jobs come and go with the Train calls (running ones are FAILED_PRECONDITION)
         return self.pb.coordinator.DeleteJobRequest(
@@ -1127,7 +1133,22 @@ class HostileGenerator:
         return self.pb.parameter_server.StatsRequest(job=d.string("job", d.rng.choice(("", self._ps_variable(d).job)))), None
 
     def _parameterserver_checkpoint(self, d: Draw) -> tuple[Message, None]:
-        return self.pb.parameter_server.CheckpointRequest(), None
+        request = self.pb.parameter_server.CheckpointRequest()
+        if d.rng.random() < 0.5:  # one job's own checkpoint, at a step
+            request.job = d.string("job", d.rng.choice(("hostile-r0", "hostile-r1", "none", "..", "a/b")))
+            request.step = d.int64("step", d.rng.choice((1, 5, 100)))
+        return request, None
+
+    def _parameterserver_restorejob(self, d: Draw) -> tuple[Message, None]:
+        """Restores a job the hostile calls made, from its own checkpoints or another's; never a protected job."""
+        rng = d.rng
+        pool = ("hostile-r0", "hostile-r1", "hostile-r2", "none", "..", "a/../b", "")
+        job = d.string("job", rng.choice(pool))
+        if self.ctx.is_protected_ps_job(job):
+            job = pool[0]
+        return self.pb.parameter_server.RestoreJobRequest(
+            job=job, step=d.int64("step", rng.choice((1, 5, 100))),
+            from_job=d.string("from_job", rng.choice(("", "hostile-r1", "../etc", "none")))), None
 
     def _parameterserver_assign(self, d: Draw) -> tuple[Message, None]:
         ps = self.pb.parameter_server

@@ -79,7 +79,9 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
   case cancelled // = 4
 
   /// The coordinator stopped while the job ran (found so when it started
-  /// again): its stages were unloaded; train it again with `replace`.
+  /// again): its stages were unloaded. A job with a checkpoint resumes from
+  /// it (the coordinator does so when it starts; ResumeJob by hand); one
+  /// without is trained again with `replace`.
   case interrupted // = 5
   case UNRECOGNIZED(Int)
 
@@ -328,7 +330,9 @@ public nonisolated struct Pipemesh_V1_CheckpointPolicy: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Checkpoint after every this many steps. Valid: 0 (none) or more.
+  /// Checkpoint the job after every this many steps: every ps task writes the
+  /// job's own checkpoint at the step boundary, which ResumeJob goes on from.
+  /// Valid: 0 (none) or more.
   public var everySteps: Int64 = 0
 
   /// Checkpoint when the job ends. Valid: any; either field asking for checkpoints needs every
@@ -654,6 +658,13 @@ public nonisolated struct Pipemesh_V1_Job: Sendable {
   /// The model version the job registered when it succeeded ("NAME:vN").
   public var model: String = String()
 
+  /// The step of the job's newest checkpoint on every ps task (0: none):
+  /// where ResumeJob goes on from.
+  public var checkpointStep: Int64 = 0
+
+  /// Times the job was resumed.
+  public var resumes: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -766,6 +777,21 @@ public nonisolated struct Pipemesh_V1_CancelJobRequest: Sendable {
   // methods supported on all messages.
 
   /// Valid: as GetJobRequest.job; a job that already ended is returned unchanged.
+  public var job: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_ResumeJobRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Valid: as GetJobRequest.job; FAILED_PRECONDITION unless the job was interrupted, failed or was
+  /// cancelled after a checkpoint (checkpoint.every_steps), with its data still at hand (a dataset
+  /// the coordinator reads, or examples sent inline to a coordinator that kept them).
   public var job: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1737,7 +1763,7 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1758,6 +1784,8 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 11: try { try decoder.decodeSingularMessageField(value: &self._options) }()
       case 12: try { try decoder.decodeRepeatedMessageField(value: &self.epochs) }()
       case 13: try { try decoder.decodeSingularStringField(value: &self.model) }()
+      case 14: try { try decoder.decodeSingularInt64Field(value: &self.checkpointStep) }()
+      case 15: try { try decoder.decodeSingularInt32Field(value: &self.resumes) }()
       default: break
       }
     }
@@ -1807,6 +1835,12 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.model.isEmpty {
       try visitor.visitSingularStringField(value: self.model, fieldNumber: 13)
     }
+    if self.checkpointStep != 0 {
+      try visitor.visitSingularInt64Field(value: self.checkpointStep, fieldNumber: 14)
+    }
+    if self.resumes != 0 {
+      try visitor.visitSingularInt32Field(value: self.resumes, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1824,6 +1858,8 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs._options != rhs._options {return false}
     if lhs.epochs != rhs.epochs {return false}
     if lhs.model != rhs.model {return false}
+    if lhs.checkpointStep != rhs.checkpointStep {return false}
+    if lhs.resumes != rhs.resumes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2052,6 +2088,36 @@ nonisolated extension Pipemesh_V1_CancelJobRequest: SwiftProtobuf.Message, Swift
   }
 
   public static func ==(lhs: Pipemesh_V1_CancelJobRequest, rhs: Pipemesh_V1_CancelJobRequest) -> Bool {
+    if lhs.job != rhs.job {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_ResumeJobRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResumeJobRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.job.isEmpty {
+      try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_ResumeJobRequest, rhs: Pipemesh_V1_ResumeJobRequest) -> Bool {
     if lhs.job != rhs.job {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

@@ -762,6 +762,18 @@ public nonisolated struct Pipemesh_V1_CheckpointRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Empty: a checkpoint of every job (checkpoint-N.safetensors, the newest
+  /// --checkpoint-keep kept). A job: only its variables, in a file of its own
+  /// for `step`, jobs/JOB/step-STEP.safetensors, the newest --checkpoint-keep
+  /// of the job kept; RestoreJob reads it back.
+  /// Valid: empty or a job name (INVALID_ARGUMENT otherwise); a task that holds none of the job
+  /// writes a file that says so.
+  public var job: String = String()
+
+  /// The job's step the checkpoint is taken at (after it).
+  /// Valid: with a job, 0 to 2^53 (INVALID_ARGUMENT otherwise); without one, 0.
+  public var step: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -790,6 +802,43 @@ public nonisolated struct Pipemesh_V1_DropJobRequest: Sendable {
 
   /// Valid: a job name (NOT_FOUND when this task holds no such job).
   public var job: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_RestoreJobRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Valid: a job name (INVALID_ARGUMENT otherwise).
+  public var job: String = String()
+
+  /// Valid: a step this task holds a checkpoint of `from_job` at (NOT_FOUND otherwise, naming the
+  /// steps it holds).
+  public var step: Int64 = 0
+
+  /// The job whose checkpoint to read, when another (an earlier run of the
+  /// same training job); empty for `job` itself.
+  /// Valid: empty or a job name.
+  public var fromJob: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_RestoreJobResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Variables (parts) and bytes of values and slots restored.
+  public var variables: Int64 = 0
+
+  public var bytes: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2080,18 +2129,34 @@ nonisolated extension Pipemesh_V1_ProcessMemory: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_CheckpointRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.job.isEmpty {
+      try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
+    }
+    if self.step != 0 {
+      try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_CheckpointRequest, rhs: Pipemesh_V1_CheckpointRequest) -> Bool {
+    if lhs.job != rhs.job {return false}
+    if lhs.step != rhs.step {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2157,6 +2222,81 @@ nonisolated extension Pipemesh_V1_DropJobRequest: SwiftProtobuf.Message, SwiftPr
 
   public static func ==(lhs: Pipemesh_V1_DropJobRequest, rhs: Pipemesh_V1_DropJobRequest) -> Bool {
     if lhs.job != rhs.job {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_RestoreJobRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RestoreJobRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0\u{3}from_job\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.fromJob) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.job.isEmpty {
+      try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
+    }
+    if self.step != 0 {
+      try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 2)
+    }
+    if !self.fromJob.isEmpty {
+      try visitor.visitSingularStringField(value: self.fromJob, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_RestoreJobRequest, rhs: Pipemesh_V1_RestoreJobRequest) -> Bool {
+    if lhs.job != rhs.job {return false}
+    if lhs.step != rhs.step {return false}
+    if lhs.fromJob != rhs.fromJob {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_RestoreJobResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RestoreJobResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.variables) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.bytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.variables != 0 {
+      try visitor.visitSingularInt64Field(value: self.variables, fieldNumber: 1)
+    }
+    if self.bytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.bytes, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_RestoreJobResponse, rhs: Pipemesh_V1_RestoreJobResponse) -> Bool {
+    if lhs.variables != rhs.variables {return false}
+    if lhs.bytes != rhs.bytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -190,7 +190,7 @@ struct Status: AsyncParsableCommand {
 struct Jobs: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "List, show and delete the coordinator's jobs (running and past).",
-    subcommands: [List.self, Show.self, Delete.self], defaultSubcommand: List.self)
+    subcommands: [List.self, Show.self, Resume.self, Delete.self], defaultSubcommand: List.self)
 
   struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List jobs in name order.")
@@ -242,6 +242,29 @@ struct Jobs: AsyncParsableCommand {
                 : ""))
         }
         say("options \(try record.options.jsonString())")
+      }
+    }
+  }
+
+  struct Resume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Run an interrupted, failed or cancelled job on from its newest checkpoint and follow it.",
+      discussion: """
+        The job must have written checkpoints (train --checkpoint-every N). A coordinator resumes the
+        jobs it finds interrupted when it starts; this does it by hand. Exit codes as for train.
+        """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Argument(help: "The job.")
+    var job: String
+
+    func run() async throws {
+      try await withExitCodes {
+        var display = ProgressDisplay(showsAccuracy: true)
+        for try await progress in try client.client().stream(CoordinatorMethods.resumeJob, .with { $0.job = job }) {
+          if client.json { try client.printJSON(progress) } else { display.show(progress) }
+        }
       }
     }
   }
