@@ -85,11 +85,11 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, context in
       let (job, updates) = try await start(request, owner: try caller(context))
-      try await Self.follow(job, updates, writer)
+      try await follow(job, updates, writer)
     }
     router.serverStreaming(CoordinatorMethods.resumeJob) { [self] request, writer, context in
       let (job, updates) = try await resume(request.job, by: try caller(context))
-      try await Self.follow(job, updates, writer)
+      try await follow(job, updates, writer)
     }
     router.unary(CoordinatorMethods.infer) { [self] request, context in
       let target = try await inferenceTarget(request, for: try caller(context))
@@ -531,7 +531,7 @@ public final class CoordinatorService: RPCService, Sendable {
       }
     }
     // A job sent its examples inline keeps them if it may resume.
-    if case .inline = request.data.source, request.checkpoint.everySteps > 0 {
+    if case .inline = request.data.source, request.checkpoint.everySteps > 0 || request.maxRestarts > 0 {
       try store.saveData(of: job.runID, inputs: inputs, targets: targets)
     }
     // Recorded as running before it runs, in one transaction with the
@@ -548,9 +548,18 @@ public final class CoordinatorService: RPCService, Sendable {
       of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
     let admission = Self.versionAdmission(job.name, by: owner)
     jobs.withLock { jobs in
-      let task = Task { [registry, store] in
-        await job.run(report: { continuation.yield($0) }) { job in
-          "\(try await registry.register(job, admit: admission).reference)"
+      let task = Task { [self] in
+        var job = job
+        while true {
+          let failure = await job.run(report: { continuation.yield($0) }) { [registry] job in
+            "\(try await registry.register(job, admit: admission).reference)"
+          }
+          // A member that failed under the job: run it on, while it may restart.
+          guard let failure, Self.isMemberFailure(failure), job.snapshot.resumes < job.request.maxRestarts,
+            let next = await restart(job)
+          else { break }
+          job = next
+          self.jobs.withLock { $0[next.name]?.job = next }
         }
         // Examples kept for a resume are needed no more.
         if job.snapshot.state == .succeeded { store.removeData(of: job.runID) }
@@ -561,21 +570,62 @@ public final class CoordinatorService: RPCService, Sendable {
     return updates
   }
 
-  /// Streams a job's progress to a caller; the call fails as the job does.
-  private static func follow(
+  /// Whether a job's failure is a member of the mesh failing under it (a
+  /// partition or ps task that died, restarted or stopped answering), which
+  /// a restart from a checkpoint can cure.
+  private static func isMemberFailure(_ error: any Error) -> Bool {
+    guard let error = error as? RPCError else { return false }
+    return [.unavailable, .deadlineExceeded, .aborted].contains(error.code)
+  }
+
+  /// How many times a restart waits for the members to answer (each wait up
+  /// to `memberWait`) before the job stays failed.
+  static let restartWaits = 6
+
+  /// Prepares a failed job to run on from its newest checkpoint (or from the
+  /// start), once its members answer again; nil when they do not, or it
+  /// cannot (the job's record says why).
+  private func restart(_ failed: TrainingJob) async -> TrainingJob? {
+    var problem: any Error = RPCError(.unavailable, "the mesh's members did not answer")
+    for _ in 0..<Self.restartWaits {
+      do {
+        return try await prepareResume(failed.name, by: .anonymous, fromStart: true)
+      } catch let error as RPCError where error.code == .unavailable {
+        problem = error
+      } catch {
+        problem = error
+        break
+      }
+    }
+    await failed.noteRestartFailure(problem)
+    return nil
+  }
+
+  /// Streams a job's progress to a caller; the call fails as the job (or the
+  /// run that restarted it) does.
+  private func follow(
     _ job: TrainingJob, _ updates: AsyncStream<Pipemesh_V1_TrainProgress>,
     _ writer: ResponseWriter<Pipemesh_V1_TrainProgress>
   ) async throws {
     for await progress in updates { try await writer.write(progress) }
-    if job.snapshot.state == .failed { throw RPCError(.aborted, "job \(job.name) failed: \(job.snapshot.error)") }
-    if job.snapshot.state == .cancelled { throw RPCError(.cancelled, "job \(job.name) was cancelled") }
+    let last = liveJob(job.name)?.snapshot ?? job.snapshot
+    if last.state == .failed { throw RPCError(.aborted, "job \(job.name) failed: \(last.error)") }
+    if last.state == .cancelled { throw RPCError(.cancelled, "job \(job.name) was cancelled") }
   }
 
   /// Runs a job that was interrupted, failed or was cancelled on from its
-  /// newest checkpoint, under its run id and record.
+  /// newest checkpoint.
   private func resume(_ name: String, by caller: Caller) async throws -> (
     TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>
   ) {
+    let job = try await prepareResume(name, by: caller, fromStart: false)
+    return (job, launch(job, owner: Caller(name: job.owner, isAdmin: false)))
+  }
+
+  /// A stopped job, ready to run on from its newest checkpoint (`fromStart`:
+  /// from step 0 when it has none) under a new run id, and recorded as
+  /// running; not started yet.
+  private func prepareResume(_ name: String, by caller: Caller, fromStart: Bool) async throws -> TrainingJob {
     await interruptedCleanup.value
     let stored = try await storedJob(name, for: caller, to: "resume")
     let resumable: Set<Pipemesh_V1_JobState> = [.interrupted, .failed, .cancelled]
@@ -584,7 +634,7 @@ public final class CoordinatorService: RPCService, Sendable {
         .failedPrecondition,
         "job \(name) \(Self.describe(stored.record.state)); only a job that stopped part way resumes")
     }
-    guard stored.record.checkpointStep > 0 else {
+    guard stored.record.checkpointStep > 0 || fromStart else {
       throw RPCError(
         .failedPrecondition,
         "job \(name) wrote no checkpoint to resume from (checkpoint.every_steps); train it again with replace")
@@ -600,13 +650,12 @@ public final class CoordinatorService: RPCService, Sendable {
       throw RPCError(
         .failedPrecondition, "the examples job \(name) was sent inline were not kept; train it again with replace")
     }
-    let owner = Caller(name: stored.record.owner, isAdmin: false)
     let job = try TrainingJob(
-      name: name, owner: owner.name, request: stored.record.options, inputs: inputs, targets: targets, cluster: cluster,
+      name: name, owner: stored.record.owner, request: stored.record.options, inputs: inputs, targets: targets,
+      cluster: cluster,
       clients: clients, store: store, budgets: try await checkMembers(requireAll: true), resuming: stored)
-    if case .inline = stored.record.options.data.source {
-      try store.saveData(of: job.runID, inputs: inputs, targets: targets)
-    }
+    // Examples that were sent inline are kept for the new run.
+    if stored.record.options.data.source == nil { try store.saveData(of: job.runID, inputs: inputs, targets: targets) }
     // Only the run that stopped, and only once: another resume or a replace meanwhile is refused.
     _ = try await store.insertJob(job.stored) { existing, _ in
       guard let existing, existing.runID == stored.runID, resumable.contains(existing.record.state) else {
@@ -618,7 +667,7 @@ public final class CoordinatorService: RPCService, Sendable {
     if stored.runID != stored.checkpointRunID {
       _ = try? await StageLoading.discard(runID: stored.runID, cluster: cluster, clients: clients)
     }
-    return (job, launch(job, owner: owner))
+    return job
   }
 
   /// Resumes every job this coordinator found interrupted when it started

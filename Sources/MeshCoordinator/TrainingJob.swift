@@ -121,15 +121,29 @@ final class TrainingJob: Sendable {
         $0.createdUnixSeconds = Date().timeIntervalSince1970
         $0.options = options
       }
+    if let stopped = stored?.record {
+      record.faults.append(
+        .with {
+          $0.step = stopped.step
+          $0.state = stopped.state
+          $0.error = stopped.error
+          $0.unixSeconds = stopped.endedUnixSeconds
+        })
+      record.resumes += 1
+      // Epochs after the checkpoint are run again.
+      record.epochs.removeAll { $0.step > stopped.checkpointStep }
+    }
     record.state = .running
     record.error = ""
     record.endedUnixSeconds = 0
-    if stored != nil { record.resumes += 1 }
     status = Mutex(record)
   }
 
   /// The most micro-batches a step may be cut into.
   static let maxMicroBatches: Int32 = 4096
+
+  /// The most restarts a job may ask for.
+  static let maxRestarts: Int32 = 100
 
   /// The schedule a request names (GPipe when it names none).
   static func scheduleKind(_ kind: Pipemesh_V1_ScheduleKind) -> ScheduleKind {
@@ -167,6 +181,9 @@ final class TrainingJob: Sendable {
       throw RPCError(
         .invalidArgument, "checkpoint.every_steps is \(request.checkpoint.everySteps); give 0 (none) or a step count")
     }
+    guard request.maxRestarts >= 0, request.maxRestarts <= maxRestarts else {
+      throw RPCError(.invalidArgument, "max_restarts is \(request.maxRestarts); give 0 to \(maxRestarts)")
+    }
     guard request.maxKeptBytes >= 0 else {
       throw RPCError(
         .invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for the partitions' bound or a byte count")
@@ -199,6 +216,16 @@ final class TrainingJob: Sendable {
     try await store.update(stored)
   }
 
+  /// Adds to a failed job's error why it was not restarted.
+  func noteRestartFailure(_ problem: any Error) async {
+    let stored = status.withLock { status in
+      status.error += "; it was not restarted: \(problem)"
+      return CoordinatorStore.StoredJob(
+        record: status, runID: runID, checkpointRunID: checkpointRun.withLock { $0 })
+    }
+    try? await store.update(stored)
+  }
+
   /// Records how the job ended (with `error` when it failed) and saves it.
   private func finish(_ state: Pipemesh_V1_JobState, error: String = "") async {
     status.withLock {
@@ -218,12 +245,15 @@ final class TrainingJob: Sendable {
   /// on the ps): that ends the partitions' calls still waiting in its last
   /// step, and frees their memory. The job runs (and counts as running: it cannot be replaced or
   /// deleted) until `register` has recorded its model; a job whose model
-  /// cannot be registered succeeds and says why.
+  /// cannot be registered succeeds and says why. Returns why it failed
+  /// (nil when it did not).
+  @discardableResult
   func run(
     report: @Sendable (Pipemesh_V1_TrainProgress) -> Void, register: @Sendable (TrainingJob) async throws -> String
-  ) async {
+  ) async -> (any Error)? {
     // The job needs its examples only while it runs.
     defer { data.withLock { $0 = nil } }
+    let failure: (any Error)?
     do {
       guard let data = data.withLock({ $0 }) else { preconditionFailure("job \(name) ran twice") }
       try await execute(data, report: report)
@@ -234,16 +264,20 @@ final class TrainingJob: Sendable {
       } catch let error where !(error is CancellationError) && !Task.isCancelled {
         await finish(.succeeded, error: "its model could not be registered: \(error)")
       }
-      return
+      return nil
     } catch is CancellationError {
       await finish(.cancelled)
+      failure = nil
     } catch let error as RPCError where error.code == .cancelled && Task.isCancelled {
       await finish(.cancelled)
+      failure = nil
     } catch {
       await finish(.failed, error: "\(error)")
+      failure = error
     }
     // Not cancelled with this task: the unload must reach the partitions.
     await Task { await self.unload() }.value
+    return failure
   }
 
   private func execute(_ data: JobData, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async throws {

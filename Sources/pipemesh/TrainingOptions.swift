@@ -59,6 +59,13 @@ struct TrainingOptions: ParsableArguments {
     help: "Checkpoint the job every N steps (the ps tasks need --checkpoint-dir): it can resume from the newest.")
   var checkpointEvery: Int = 0
 
+  @Option(
+    help: """
+      Times the coordinator may run the job on from its newest checkpoint after a partition or ps task \
+      fails under it (it waits for the member to come back).
+      """)
+  var maxRestarts: Int = 0
+
   @Flag(help: "Keep only each stage's input and recompute its activations in backward (less memory).")
   var recomputeActivations = false
 
@@ -67,6 +74,7 @@ struct TrainingOptions: ParsableArguments {
       throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
     }
     guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must be 0 (none) or a step count") }
+    guard (0...100).contains(maxRestarts) else { throw ValidationError("--max-restarts must be 0 to 100") }
     guard Self.schedules[schedule] != nil else { throw ValidationError("--schedule must be gpipe, 1f1b or zb-h1") }
     guard ["sgd", "momentum", "adam"].contains(optimizer) else {
       throw ValidationError("--optimizer must be sgd, momentum or adam")
@@ -154,6 +162,7 @@ struct TrainingOptions: ParsableArguments {
       $0.atEnd = checkpointAtEnd
       $0.everySteps = Int64(checkpointEvery)
     }
+    request.maxRestarts = Int32(clamping: maxRestarts)
     request.validationFraction = validation
     request.shuffleSeed = seed
     request.recomputeActivations = recomputeActivations

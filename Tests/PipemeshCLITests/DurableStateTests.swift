@@ -57,13 +57,17 @@ import Testing
         log: log, listen: listen)
     }
 
-    /// Kills the coordinator with SIGKILL and starts it again at its address
-    /// on the same state directory (and the ps, `psToo`; every other service,
-    /// `everything`), as systemd would.
-    func restarted(everything: Bool = false, psToo: Bool = false) async throws -> Mesh {
-      var services = [coordinator]
-      if everything || psToo { services.append(ps) }
-      if everything { services += partitions }
+    /// Kills services with SIGKILL — the coordinator (it starts again on the
+    /// same state directory), the ps, partitions by index — and starts them
+    /// again at their addresses, as systemd would.
+    func restarted(
+      coordinator restartsCoordinator: Bool = true, ps restartsPS: Bool = false, partitions indices: [Int] = []
+    )
+      async throws -> Mesh
+    {
+      var services = indices.map { self.partitions[$0] }
+      if restartsCoordinator { services.append(self.coordinator) }
+      if restartsPS { services.append(self.ps) }
       for service in services { service.process.signal(SIGKILL) }
       for service in services { _ = try await service.process.waitForExit() }
       let suffix = UUID().uuidString.prefix(4)
@@ -71,14 +75,14 @@ import Testing
         try await RunningService.start(
           role, arguments, log: directory.file("\(role)-\(suffix).log"), listen: service.endpoint)
       }
-      let ps = everything || psToo ? try await again(self.ps, "ps", psArguments) : self.ps
+      let ps = restartsPS ? try await again(self.ps, "ps", psArguments) : self.ps
       var partitions = self.partitions
-      if everything {
-        partitions = [try await again(partitions[0], "partition"), try await again(partitions[1], "partition")]
-      }
-      let coordinator = try await Self.startCoordinator(
-        ps: ps.endpoint, partitions: partitions.map(\.endpoint), state: state,
-        log: directory.file("coordinator-\(suffix).log"), listen: self.coordinator.endpoint)
+      for index in indices { partitions[index] = try await again(partitions[index], "partition") }
+      let coordinator =
+        restartsCoordinator
+        ? try await Self.startCoordinator(
+          ps: ps.endpoint, partitions: partitions.map(\.endpoint), state: state,
+          log: directory.file("coordinator-\(suffix).log"), listen: self.coordinator.endpoint) : self.coordinator
       return Mesh(
         directory: directory, state: state, psArguments: psArguments, ps: ps, partitions: partitions,
         coordinator: coordinator)
@@ -141,7 +145,7 @@ import Testing
     #expect(options["microBatches"] as? Int == 2 && (options["splitPoints"] as? [Int])?.count == 1, "\(options)")
 
     // Every service restarted: the model loads from its stored weights and answers exactly as before.
-    mesh = try await mesh.restarted(everything: true)
+    mesh = try await mesh.restarted(ps: true, partitions: [0, 1])
     let after = try await mesh.json(["infer", "--model", "digits:v1", "--input", inputs])
     #expect(after.first?["outputs"] as? [[Double]] == outputs, "before \(outputs), after \(after)")
     let afterByJob = try await mesh.json(["infer", "--job", "digits", "--input", inputs])
@@ -263,6 +267,32 @@ import Testing
     return try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(file)"))).tensors
   }
 
+  /// Trains job "straight" with `options` to its end, then starts `job` with
+  /// them in a `pipemesh train` of its own and returns once it has written
+  /// its step-10 checkpoint and still runs.
+  static func trainStraightThenStart(_ job: String, options: [String], on mesh: Mesh) async throws -> ChildProcess {
+    let straight = try await mesh.run(["train", "--job", "straight"] + options.filter { $0 != "--json" })
+    try #require(straight.status == 0, "\(straight.output)")
+    let training = try ChildProcess(
+      PipemeshBinary.path, ["train", "--coordinator", mesh.coordinator.endpoint, "--job", job] + options,
+      logPath: mesh.directory.file("\(job).log"))
+    let checkpointed = try await waitFor(job, on: mesh) { Int($0["checkpointStep"] as? String ?? "0") ?? 0 >= 10 }
+    try #require(checkpointed["state"] as? String == "JOB_STATE_RUNNING", "it ended before the kill: \(checkpointed)")
+    return training
+  }
+
+  /// Expects model `name`'s weights to equal `reference`'s within 1e-6 (the six tensors of the digits MLP).
+  static func expectSameWeights(_ name: String, as reference: String, on mesh: Mesh) async throws {
+    let expected = try await weights(reference, on: mesh)
+    let got = try await weights(name, on: mesh)
+    #expect(expected.count == 6 && Set(got.keys) == Set(expected.keys))
+    for (variable, tensor) in expected {
+      let other = try #require(got[variable])
+      let difference = zip(tensor.scalars, other.scalars).map { abs($0 - $1) }.max() ?? 0
+      #expect(difference <= 1e-6, "\(variable) of \(name) differs by \(difference)")
+    }
+  }
+
   /// `kill -9` of the coordinator and the ps in the middle of a sync job that
   /// checkpoints: the restarted coordinator resumes it from its newest
   /// checkpoint, and it ends with the weights of a run never interrupted.
@@ -271,17 +301,8 @@ import Testing
     let options = [
       "--model", Self.model, "--epochs", "20", "--micro-batches", "2", "--validation", "0.2", "--checkpoint-every", "5",
     ]
-    let straight = try await mesh.run(["train", "--job", "straight"] + options)
-    try #require(straight.status == 0, "\(straight.output)")
-
-    let training = try ChildProcess(
-      PipemeshBinary.path, ["train", "--coordinator", mesh.coordinator.endpoint, "--job", "resumed"] + options,
-      logPath: mesh.directory.file("resumed.log"))
-    let checkpointed = try await Self.waitFor("resumed", on: mesh) {
-      Int($0["checkpointStep"] as? String ?? "0") ?? 0 >= 10
-    }
-    try #require(checkpointed["state"] as? String == "JOB_STATE_RUNNING", "it ended before the kill: \(checkpointed)")
-    mesh = try await mesh.restarted(psToo: true)
+    let training = try await Self.trainStraightThenStart("resumed", options: options, on: mesh)
+    mesh = try await mesh.restarted(ps: true)
     #expect(try await training.waitForExit() != 0)
 
     // The restarted coordinator says what became of the job it found interrupted.
@@ -296,14 +317,31 @@ import Testing
     #expect(ended["resumes"] as? Int == 1, "\(ended)")
     #expect((ended["epochs"] as? [[String: Any]])?.count == 20, "\(ended)")
 
-    let expected = try await Self.weights("straight", on: mesh)
-    let resumed = try await Self.weights("resumed", on: mesh)
-    #expect(expected.count == 6 && Set(resumed.keys) == Set(expected.keys))
-    for (name, tensor) in expected {
-      let other = try #require(resumed[name])
-      let difference = zip(tensor.scalars, other.scalars).map { abs($0 - $1) }.max() ?? 0
-      #expect(difference <= 1e-6, "\(name) differs by \(difference)")
-    }
+    try await Self.expectSameWeights("resumed", as: "straight", on: mesh)
+  }
+
+  /// `kill -9` of a partition in the middle of a sync job allowed restarts,
+  /// the partition started again as systemd would: the coordinator waits for
+  /// it, runs the job on from its newest checkpoint, and it ends with the
+  /// weights of a run never interrupted; the fault is in its record.
+  @Test func aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights() async throws {
+    var mesh = try await Mesh(psCheckpoints: true)
+    let options = [
+      "--model", Self.model, "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "2",
+    ]
+    let training = try await Self.trainStraightThenStart("survivor", options: options + ["--json"], on: mesh)
+    mesh = try await mesh.restarted(coordinator: false, partitions: [1])
+    // The user's train command follows the job through the restart to its end.
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+    #expect(training.log.contains("\"done\":true"), "\(training.log)")
+
+    let ended = try await Self.record("survivor", on: mesh)
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)")
+    #expect(ended["resumes"] as? Int == 1, "\(ended)")
+    let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
+    #expect(fault["state"] as? String == "JOB_STATE_FAILED", "\(fault)")
+
+    try await Self.expectSameWeights("survivor", as: "straight", on: mesh)
   }
 
   @Test func aJobRunningWhenTheCoordinatorIsKilledIsInterrupted() async throws {

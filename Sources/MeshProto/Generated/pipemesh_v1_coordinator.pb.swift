@@ -478,6 +478,18 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._replace = newValue}
   }
 
+  /// How many times the coordinator may run the job on after a member of the
+  /// mesh fails under it (a call UNAVAILABLE, past its deadline or ABORTED:
+  /// a partition or ps task that died or restarted): it waits for the members
+  /// to answer again and resumes from the job's newest checkpoint (from the
+  /// start before the first), as ResumeJob does. Past that the job fails;
+  /// each stop is in Job.faults.
+  /// Valid: 0 to 100.
+  public var maxRestarts: Int32 {
+    get {_storage._maxRestarts}
+    set {_uniqueStorage()._maxRestarts = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -665,11 +677,33 @@ public nonisolated struct Pipemesh_V1_Job: Sendable {
   /// Times the job was resumed.
   public var resumes: Int32 = 0
 
+  /// Why the job stopped each time before it was resumed, oldest first.
+  public var faults: [Pipemesh_V1_JobFault] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _options: Pipemesh_V1_TrainRequest? = nil
+}
+
+public nonisolated struct Pipemesh_V1_JobFault: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The step the job had reached, and how it stopped.
+  public var step: Int64 = 0
+
+  public var state: Pipemesh_V1_JobState = .unspecified
+
+  public var error: String = String()
+
+  public var unixSeconds: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Pipemesh_V1_EpochMetrics: Sendable {
@@ -1370,7 +1404,7 @@ nonisolated extension Pipemesh_V1_CheckpointPolicy: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -1389,6 +1423,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _recomputeActivations: Bool = false
     var _maxKeptBytes: Int64 = 0
     var _replace: Bool = false
+    var _maxRestarts: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1415,6 +1450,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _recomputeActivations = source._recomputeActivations
       _maxKeptBytes = source._maxKeptBytes
       _replace = source._replace
+      _maxRestarts = source._maxRestarts
     }
   }
 
@@ -1449,6 +1485,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 14: try { try decoder.decodeSingularBoolField(value: &_storage._recomputeActivations) }()
         case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._maxKeptBytes) }()
         case 16: try { try decoder.decodeSingularBoolField(value: &_storage._replace) }()
+        case 17: try { try decoder.decodeSingularInt32Field(value: &_storage._maxRestarts) }()
         default: break
         }
       }
@@ -1509,6 +1546,9 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._replace != false {
         try visitor.visitSingularBoolField(value: _storage._replace, fieldNumber: 16)
       }
+      if _storage._maxRestarts != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._maxRestarts, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1534,6 +1574,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._recomputeActivations != rhs_storage._recomputeActivations {return false}
         if _storage._maxKeptBytes != rhs_storage._maxKeptBytes {return false}
         if _storage._replace != rhs_storage._replace {return false}
+        if _storage._maxRestarts != rhs_storage._maxRestarts {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1763,7 +1804,7 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1786,6 +1827,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 13: try { try decoder.decodeSingularStringField(value: &self.model) }()
       case 14: try { try decoder.decodeSingularInt64Field(value: &self.checkpointStep) }()
       case 15: try { try decoder.decodeSingularInt32Field(value: &self.resumes) }()
+      case 16: try { try decoder.decodeRepeatedMessageField(value: &self.faults) }()
       default: break
       }
     }
@@ -1841,6 +1883,9 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.resumes != 0 {
       try visitor.visitSingularInt32Field(value: self.resumes, fieldNumber: 15)
     }
+    if !self.faults.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.faults, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1860,6 +1905,52 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.model != rhs.model {return false}
     if lhs.checkpointStep != rhs.checkpointStep {return false}
     if lhs.resumes != rhs.resumes {return false}
+    if lhs.faults != rhs.faults {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_JobFault: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".JobFault"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}step\0\u{1}state\0\u{1}error\0\u{3}unix_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.unixSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.step != 0 {
+      try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 1)
+    }
+    if self.state != .unspecified {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 2)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 3)
+    }
+    if self.unixSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.unixSeconds, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_JobFault, rhs: Pipemesh_V1_JobFault) -> Bool {
+    if lhs.step != rhs.step {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.unixSeconds != rhs.unixSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
