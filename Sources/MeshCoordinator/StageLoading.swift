@@ -73,12 +73,19 @@ struct StageLoading: Sendable {
   }
 
   /// Frees the stages on the partitions of every replica (best effort: a
-  /// partition that cannot be reached keeps them until it restarts).
+  /// partition that cannot be reached, or does not answer within
+  /// `unloadWait`, keeps them until it restarts).
   static func unload(runID: String, clients: [[any RPCChannel]]) async {
     await withTaskGroup(of: Void.self) { group in
       for client in clients.joined() {
-        group.addTask { _ = try? await client.call(PartitionMethods.unloadStage, .with { $0.job = runID }) }
+        group.addTask {
+          _ = try? await client.call(
+            PartitionMethods.unloadStage, .with { $0.job = runID }, options: CallOptions(timeout: unloadWait))
+        }
       }
     }
   }
+
+  /// How long an unload waits for a partition.
+  static let unloadWait = Duration.seconds(10)
 }

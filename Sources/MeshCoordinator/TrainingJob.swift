@@ -145,6 +145,23 @@ final class TrainingJob: Sendable {
   /// The most restarts a job may ask for.
   static let maxRestarts: Int32 = 100
 
+  /// A step that runs past `stepDeadlineFactor` times the slowest of the
+  /// job's recent steps (at least `stepDeadlineFloor`; `firstStepsDeadline`
+  /// before there are any) fails with DEADLINE_EXCEEDED: a member that hangs
+  /// (a stopped process, a host that froze) is found in seconds, not when a
+  /// connection's keepalive gives up.
+  static let stepDeadlineFactor = 10
+  static let stepDeadlineFloor = Duration.seconds(10)
+  static let firstStepsDeadline = Duration.seconds(120)
+  /// How many recent steps the deadline looks at.
+  static let recentStepsCounted = 16
+
+  /// The deadline of the next step, after steps that took `recent`.
+  static func stepDeadline(after recent: [Duration]) -> Duration {
+    guard let slowest = recent.max() else { return firstStepsDeadline }
+    return max(stepDeadlineFloor, slowest * stepDeadlineFactor)
+  }
+
   /// The schedule a request names (GPipe when it names none).
   static func scheduleKind(_ kind: Pipemesh_V1_ScheduleKind) -> ScheduleKind {
     switch kind {
@@ -295,6 +312,7 @@ final class TrainingJob: Sendable {
     let batchSize = Int(request.batchSize)
     var step = resumedStep
     var epochLosses: [Double] = []
+    var recentSteps: [Duration] = []
     // The step the trace shows: the last one that did not flush to the ps
     // (a steady step's timeline), or 0 while every step flushed.
     var tracedStep: Int64 = 0
@@ -345,8 +363,11 @@ final class TrainingJob: Sendable {
         // The ps must hold the step before a checkpoint and at the end.
         let checkpointDue = request.checkpoint.everySteps > 0 && step % request.checkpoint.everySteps == 0
         let flush = checkpointDue || step == Int64(totalSteps)
-        let outcomes = try await runStep(step, train: train, shards: shards, flush: flush, dataPlane: dataPlane)
+        let outcomes = try await runStep(
+          step, train: train, shards: shards, flush: flush, dataPlane: dataPlane,
+          deadline: Self.stepDeadline(after: recentSteps))
         let elapsed = ContinuousClock.now - started
+        recentSteps = Array((recentSteps + [elapsed]).suffix(Self.recentStepsCounted))
         var progress = Pipemesh_V1_TrainProgress()
         progress.job = name
         progress.epoch = Int32(epoch)
@@ -421,10 +442,11 @@ final class TrainingJob: Sendable {
 
   /// One step on every replica (each stage commits when its calls are done).
   private func runStep(
-    _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]], flush: Bool, dataPlane: [[String]]
+    _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]], flush: Bool, dataPlane: [[String]],
+    deadline: Duration
   ) async throws -> [PipelineRun.Outcome] {
     let microBatches = schedule.microBatches
-    return try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome).self) { group in
+    return try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome)?.self) { group in
       for (replica, shard) in shards.enumerated() {
         group.addTask {
           let inputs = train.inputs.rows(shard)
@@ -440,8 +462,22 @@ final class TrainingJob: Sendable {
           return (replica, outcome)
         }
       }
+      group.addTask {
+        try await Task.sleep(for: deadline)
+        throw RPCError(
+          .deadlineExceeded,
+          "step \(step) ran past \(deadline) (\(Self.stepDeadlineFactor)× the slowest recent step, at least "
+            + "\(Self.stepDeadlineFloor)): a partition or ps task of the job may hang")
+      }
       var outcomes = [PipelineRun.Outcome?](repeating: nil, count: shards.count)
-      for try await (replica, outcome) in group { outcomes[replica] = outcome }
+      var done = 0
+      for try await case (let replica, let outcome)? in group {
+        outcomes[replica] = outcome
+        done += 1
+        if done == shards.count { break }
+      }
+      // The deadline's task ends with the step.
+      group.cancelAll()
       return outcomes.map { $0! }
     }
   }

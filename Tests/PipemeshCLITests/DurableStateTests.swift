@@ -344,6 +344,37 @@ import Testing
     try await Self.expectSameWeights("survivor", as: "straight", on: mesh)
   }
 
+  /// SIGSTOP of a partition (a host that froze) in the middle of a job that
+  /// allows restarts: the step's own deadline ends it (not a connection's
+  /// keepalive), the coordinator waits for the member, and once it is
+  /// continued the job runs on from its checkpoint to the uninterrupted weights.
+  @Test func aJobWhosePartitionHangsStopsAtTheStepDeadlineAndRunsOn() async throws {
+    let mesh = try await Mesh(psCheckpoints: true)
+    let options = [
+      "--model", Self.model, "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "2",
+    ]
+    let training = try await Self.trainStraightThenStart("frozen", options: options, on: mesh)
+    let partition = mesh.partitions[0].process
+    partition.signal(SIGSTOP)
+    // Continued whatever the wait finds, so the mesh is never left stopped.
+    let stopped: [String: Any]
+    do {
+      stopped = try await Self.waitFor("frozen", on: mesh) { $0["state"] as? String == "JOB_STATE_FAILED" }
+      partition.signal(SIGCONT)
+    } catch {
+      partition.signal(SIGCONT)
+      throw error
+    }
+    #expect((stopped["error"] as? String)?.contains("ran past") == true, "\(stopped)")
+
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+    let ended = try await Self.record("frozen", on: mesh)
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED" && ended["resumes"] as? Int == 1, "\(ended)")
+    let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
+    #expect((fault["error"] as? String)?.contains("DEADLINE_EXCEEDED") == true, "\(fault)")
+    try await Self.expectSameWeights("frozen", as: "straight", on: mesh)
+  }
+
   @Test func aJobRunningWhenTheCoordinatorIsKilledIsInterrupted() async throws {
     var mesh = try await Mesh()
     let training = try ChildProcess(
