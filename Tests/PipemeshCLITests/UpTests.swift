@@ -126,8 +126,20 @@ import Testing
       logPath: directory.file("up.log"), currentDirectory: directory.path)
     _ = try await up.waitForLine(startingWith: "epoch 1")
     up.signal(SIGINT)
-    #expect(try await up.waitForExit(timeout: .seconds(60)) == 130, "\(up.log)")
+    do {
+      #expect(try await up.waitForExit(timeout: .seconds(60)) == 130, "\(up.log)")
+    } catch {
+      // A process that does not stop: where each of its threads is, for whoever looks into it.
+      Issue.record("\(error)\n\(Self.threadDump(of: up.pid))")
+    }
     #expect(up.log.contains("interrupted: cancelling"))
     #expect(up.log.contains("stopping the mesh"))
+  }
+
+  /// Every thread's stack of a running process, when gdb is installed.
+  static func threadDump(of pid: Int32) -> String {
+    guard FileManager.default.isExecutableFile(atPath: "/usr/bin/gdb") else { return "(no gdb for a thread dump)" }
+    return (try? runBlocking("/usr/bin/gdb", ["-p", "\(pid)", "-batch", "-ex", "thread apply all bt 20"]))
+      ?? "(gdb failed)"
   }
 }

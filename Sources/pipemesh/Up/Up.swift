@@ -5,6 +5,7 @@ import MeshInProcess
 import MeshOps
 import MeshProto
 import MeshRPC
+import MeshTensor
 import MeshWire
 import SwiftProtobuf
 import Synchronization
@@ -58,6 +59,9 @@ struct Up: AsyncParsableCommand {
 
     let outcome: Result<Void, any Error>
     if inProcess {
+      // Every stage computes on one OpenBLAS thread, as each partition process of `up` does: the
+      // stages call sgemm concurrently, and OpenBLAS's own thread pool is not theirs to share.
+      BLAS.setThreadCount(1)
       let mesh = try InProcessMesh(
         stages: stages, replicas: replicas, checkpointDirectory: run.file("ps-checkpoints"),
         loadDataset: trainingDataLoader(files: .anywhere))
