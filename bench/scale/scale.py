@@ -110,10 +110,10 @@ def torch_run(a, layers, threads):
 class Service:
     """One `pipemesh serve` process; its endpoint read from its 'listening on' line."""
 
-    def __init__(self, a, role, args, log_dir, name, env=None):
+    def __init__(self, a, role, args, log_dir, name, env=None, listen="127.0.0.1:0"):
         self.name = name
-        self.log = open(os.path.join(log_dir, f"{name}.log"), "w")
-        argv, self.limit = limited(a, name, [a.pipemesh, "serve", role, "--listen", "127.0.0.1:0"] + args)
+        self.log = open(os.path.join(log_dir, f"{name}.log"), "a")
+        argv, self.limit = limited(a, name, [a.pipemesh, "serve", role, "--listen", listen] + args)
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                         env={**os.environ, **(env or {})})
         prefix = f"{role} listening on "

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""bench/chaos: what a fault costs a training job on a local mesh (see bench/chaos/run).
+
+One mesh — a ps with a checkpoint directory, two partitions, a coordinator with a state
+directory — runs rounds of: the job undisturbed ("clean"), the job with a partition killed
+(kill -9) at a step and started again at its address after --restart-delay seconds ("kill"), and
+the job with a partition stopped (SIGSTOP) at a step and continued after --stop-seconds ("stop").
+Every job checkpoints every --checkpoint-every steps and may restart. For each faulted run it
+reports: wall time over the clean run's of the same round, seconds from the fault to the first
+step after it, steps run twice (the fault's step minus the checkpoint it resumed from), and
+whether its final weights equal the clean run's (max abs difference). One JSON object per line,
+then a Markdown table of medians.
+"""
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scale"))
+from scale import Service  # noqa: E402  (one definition of a bench's service process)
+
+MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "mlp-digits.json")
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pipemesh", required=True)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--fault-step", type=int, default=255, help="the step the fault comes at")
+    p.add_argument("--restart-delay", type=float, default=2.0)
+    p.add_argument("--stop-seconds", type=float, default=15.0, help="past the 10 s step deadline")
+    a = p.parse_args()
+    a.memory_limit_mib = None  # Service's option: no memory cgroups here
+    return a
+
+
+def main():
+    a = parse()
+    with tempfile.TemporaryDirectory(prefix="pipemesh-chaos-") as work:
+        logs = os.path.join(work, "logs")
+        os.makedirs(logs)
+        ps = Service(a, "ps", ["--checkpoint-dir", os.path.join(work, "ps"), "--checkpoint-seconds", "0"], logs, "ps")
+        partitions = [Service(a, "partition", ["--blas-threads", "1"], logs, f"partition{i}") for i in range(2)]
+        coordinator = Service(a, "coordinator",
+                              ["--ps", ps.endpoint, "--partitions", ";".join(p.endpoint for p in partitions),
+                               "--state-dir", os.path.join(work, "state")], logs, "coordinator")
+        results = []
+        try:
+            for round_ in range(a.rounds):
+                clean = train(a, coordinator, f"clean-{round_}", partitions, None)
+                for fault in ("kill", "stop"):
+                    run = train(a, coordinator, f"{fault}-{round_}", partitions, fault)
+                    run["round"] = round_
+                    run["wall_ratio"] = run["seconds"] / clean["seconds"]
+                    run["max_weight_difference"] = weight_difference(a, coordinator, work, clean["job"], run["job"])
+                    print(json.dumps(run), flush=True)
+                    results.append(run)
+                print(json.dumps({"round": round_, "fault": None, **clean}), flush=True)
+        finally:
+            for service in [ps, coordinator] + partitions:  # partitions as restarted
+                service.stop()
+    table(a, results)
+
+
+def train(a, coordinator, job, partitions, fault):
+    """Runs `pipemesh train` for `job`, bringing on `fault` at --fault-step; returns its figures."""
+    argv = [a.pipemesh, "train", "--coordinator", coordinator.endpoint, "--job", job, "--json", "--model", MODEL,
+            "--epochs", str(a.epochs), "--micro-batches", "2", "--checkpoint-every", str(a.checkpoint_every),
+            "--max-restarts", "3"]
+    started = time.monotonic()
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    faulted_at, recovered_at = None, None
+    for line in process.stdout:
+        progress = json.loads(line)
+        step = int(progress.get("step", 0))
+        if fault and faulted_at is None and step >= a.fault_step and not progress.get("evaluated"):
+            faulted_at = time.monotonic()
+            bring_on(a, fault, partitions)
+        elif faulted_at is not None and recovered_at is None and not progress.get("evaluated"):
+            recovered_at = time.monotonic()
+    process.wait()
+    if process.returncode != 0:
+        raise RuntimeError(f"{job} failed: {process.stderr.read()[-2000:]}")
+    seconds = time.monotonic() - started
+    record = json.loads(subprocess.run(
+        [a.pipemesh, "jobs", "show", job, "--coordinator", coordinator.endpoint, "--json"],
+        check=True, capture_output=True, text=True).stdout)
+    result = {"job": job, "fault": fault, "seconds": seconds, "resumes": record.get("resumes", 0)}
+    if fault:
+        faults = record.get("faults", [])
+        if not faults:
+            raise RuntimeError(f"{job}: the fault did not stop the job: {record}")
+        step = int(faults[0]["step"])
+        result["recovery_seconds"] = (recovered_at or time.monotonic()) - faulted_at
+        result["fault_step"] = step
+        # The job resumed from its newest checkpoint at or before the step it had reached.
+        result["steps_redone"] = step % a.checkpoint_every
+    return result
+
+
+def bring_on(a, fault, partitions):
+    """kill -9 of partition 1, started again after the delay; or SIGSTOP, continued after a while."""
+    victim = partitions[1]
+    if fault == "kill":
+        victim.process.kill()
+        victim.process.wait()
+        time.sleep(a.restart_delay)  # systemd's RestartSec: the fault being measured, not a wait for readiness
+        partitions[1] = Service(a, "partition", ["--blas-threads", "1"], os.path.dirname(victim.log.name),
+                                "partition1", listen=victim.endpoint)
+    else:
+        victim.process.send_signal(signal.SIGSTOP)
+        time.sleep(a.stop_seconds)  # the length of the hang being measured
+        victim.process.send_signal(signal.SIGCONT)
+
+
+def weight_difference(a, coordinator, work, clean, faulted):
+    """Largest absolute difference between two jobs' registered weights."""
+    folder = os.path.join(work, "export")
+    for job in (clean, faulted):
+        subprocess.run([a.pipemesh, "models", "export", job, "--coordinator", coordinator.endpoint, "--out", folder],
+                       check=True, capture_output=True)
+    from safetensors.numpy import load_file
+    x, y = load_file(f"{folder}/{clean}-v1.safetensors"), load_file(f"{folder}/{faulted}-v1.safetensors")
+    return float(max(abs(x[name] - y[name]).max() for name in x))
+
+
+def table(a, results):
+    print(f"\n{a.rounds} rounds, digits MLP, {a.epochs} epochs, checkpoint every {a.checkpoint_every} steps, "
+          f"fault at step {a.fault_step}; medians")
+    print("| fault | wall time / clean | fault → stepping again (s) | steps run twice | max weight difference |")
+    print("| --- | --- | --- | --- | --- |")
+    for fault, label in (("kill", f"kill -9 of a partition, back after {a.restart_delay:g} s"),
+                         ("stop", f"SIGSTOP of a partition for {a.stop_seconds:g} s")):
+        runs = [r for r in results if r["fault"] == fault]
+        print(f"| {label} | {statistics.median(r['wall_ratio'] for r in runs):.2f}× "
+              f"| {statistics.median(r['recovery_seconds'] for r in runs):.1f} "
+              f"| {statistics.median(r['steps_redone'] for r in runs):.0f} "
+              f"| {max(r['max_weight_difference'] for r in runs):.1e} |")
+
+
+if __name__ == "__main__":
+    main()
