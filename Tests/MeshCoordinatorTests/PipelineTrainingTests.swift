@@ -703,6 +703,8 @@ import Testing
       ),
       ("negative checkpoint steps", { $0.checkpoint.everySteps = -1 }, .invalidArgument, "checkpoint.every_steps"),
       ("negative kept bytes", { $0.maxKeptBytes = -1 }, .invalidArgument, "max_kept_bytes"),
+      ("negative restarts", { $0.maxRestarts = -1 }, .invalidArgument, "max_restarts is -1; give 0 to 100"),
+      ("too many restarts", { $0.maxRestarts = 101 }, .invalidArgument, "max_restarts is 101"),
       (
         "a name over 119 characters", { $0.job = String(repeating: "n", count: 120) }, .invalidArgument,
         "1-119 characters"

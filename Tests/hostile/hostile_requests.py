@@ -826,6 +826,8 @@ class HostileGenerator:
         if d.hostile():
             request.checkpoint.CopyFrom(c.CheckpointPolicy(every_steps=d.int64("checkpoint.every_steps", 0), at_end=rng.random() < 0.5))
         if d.hostile():
+            request.max_restarts = d.int32("max_restarts", 1)
+        if d.hostile():
             points = rng.choice(([1], [2], [0], [-1], [INT32_MAX], [1, 1], [2, 1]))
             request.split_points.extend(points)
             d.note(f"split_points={points}")
