@@ -13,9 +13,10 @@ public typealias DatasetLoader = @Sendable (Pipemesh_V1_DatasetReference) throws
 /// PERMISSION_DENIED outside it, NOT_FOUND when missing.
 public typealias DataFileResolver = @Sendable (String) throws -> URL
 
-/// `pipemesh.v1.Coordinator`: plans splits, runs training jobs over the
-/// cluster's partitions, keeps their records and the models they trained in
-/// its store, and answers inference.
+/// `pipemesh.v1.Coordinator`: plans splits, runs training jobs on partitions
+/// of its pool (each job on its own, queued while too few are free), keeps
+/// their records and the models they trained in its store, and answers
+/// inference.
 public final class CoordinatorService: RPCService, Sendable {
   public let cluster: Cluster
   /// Jobs and models, durable when the store has a directory.
@@ -28,7 +29,10 @@ public final class CoordinatorService: RPCService, Sendable {
   private let interruptedCleanup: Task<Void, Never>
   private let loadDataset: DatasetLoader?
   private let resolveDataFile: DataFileResolver?
-  private let clients: [[any RPCChannel]]
+  /// The partitions jobs are placed on.
+  private let pool: PartitionPool
+  /// Asks the pool's members how they are, every few seconds.
+  private let poolWatch: Task<Void, Never>
   private let registry: ModelRegistry
   /// The jobs this process started: their runs, and their stages while loaded.
   private let jobs = Mutex<[String: (job: TrainingJob, task: Task<Void, Never>)]>([:])
@@ -49,18 +53,23 @@ public final class CoordinatorService: RPCService, Sendable {
     self.tokens = tokens
     let store = try store ?? CoordinatorStore(directory: nil)
     self.store = store
-    let clients = try cluster.partitions.map { stage in
-      try stage.map { try cluster.dialer.channel(to: $0) }
-    }
-    self.clients = clients
-    registry = ModelRegistry(store: store, cluster: cluster, clients: clients)
+    let pool = PartitionPool(
+      members: try cluster.partitions.joined().map { .init(endpoint: $0, client: try cluster.dialer.channel(to: $0)) })
+    self.pool = pool
+    poolWatch = Task { await pool.watch(every: Self.poolWatchPeriod, timeout: .seconds(2)) }
+    registry = ModelRegistry(store: store, cluster: cluster, pool: pool)
     let interrupted = try store.interruptRunningJobs(at: Date().timeIntervalSince1970)
     interruptedJobs = interrupted.map(\.record.job)
     // Their stages may still be loaded on partitions that outlived the coordinator.
     interruptedCleanup = Task {
-      for job in interrupted { await StageLoading.unload(runID: job.runID, clients: clients) }
+      for job in interrupted { await StageLoading.unload(runID: job.runID, clients: pool.everyClient) }
     }
   }
+
+  deinit { poolWatch.cancel() }
+
+  /// How often the pool's members are asked how they are.
+  static let poolWatchPeriod = Duration.seconds(5)
 
   public var serviceName: String { CoordinatorMethods.service }
 
@@ -74,12 +83,13 @@ public final class CoordinatorService: RPCService, Sendable {
     router.unary(CoordinatorMethods.plan) { [self] request, context in
       _ = try caller(context)
       let model = try makeModel(request.model)
-      // Over this coordinator's partitions, the plan must fit their memory.
-      let overPartitions = request.stages == 0 || Int(request.stages) == cluster.stages
+      let stages = request.stages == 0 ? cluster.stages : Int(request.stages)
+      // A plan this coordinator's pool can run must fit its partitions' memory.
+      let poolCanRun = (1...pool.members.count).contains(stages)
+      let budget = poolCanRun ? Self.leastBudget(await pool.ask(CallOptions(timeout: .seconds(2)))) : nil
       return try Planner.plan(
-        model, stages: overPartitions ? cluster.stages : Int(request.stages),
-        splitPoints: request.splitPoints.map { Int($0) },
-        budgets: overPartitions ? try await checkMembers(requireAll: false) : [],
+        model, stages: stages, splitPoints: request.splitPoints.map { Int($0) },
+        budgets: poolCanRun ? Array(repeating: budget, count: stages) : [],
         memory: request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots
       ).response
     }
@@ -95,7 +105,7 @@ public final class CoordinatorService: RPCService, Sendable {
       let target = try await inferenceTarget(request, for: try caller(context))
       let model =
         switch target {
-        case .job(let job): job.model
+        case .job(let job, _): job.model
         case .model(let stored): try makeModel(stored.record.spec)
         }
       // The request is checked before a model is loaded for it.
@@ -104,14 +114,17 @@ public final class CoordinatorService: RPCService, Sendable {
       guard request.microBatches >= 0 else {
         throw RPCError(.invalidArgument, "micro_batches is \(request.microBatches); give 1 or more (0: 1)")
       }
-      let runID =
-        switch target {
-        case .job(let job): job.runID
-        case .model(let stored): try await registry.load(stored).runID
-        }
+      let runID: String
+      let stages: [any RPCChannel]
+      switch target {
+      case .job(let job, let placement): (runID, stages) = (job.runID, placement.firstReplica)
+      case .model(let stored):
+        let loaded = try await registry.load(stored)
+        (runID, stages) = (loaded.runID, loaded.stages)
+      }
       let microBatches = max(1, Int(request.microBatches))
       let chunk = (inputs.shape[0] + microBatches - 1) / microBatches
-      let outputs = try await Inference.run(inputs, job: runID, stages: clients.map { $0[0] }, chunk: chunk)
+      let outputs = try await Inference.run(inputs, job: runID, stages: stages, chunk: chunk)
       return .with { $0.outputs = Pipemesh_V1_Tensor(sharing: outputs) }
     }
     router.unary(CoordinatorMethods.getJob) { [self] request, context in
@@ -259,10 +272,10 @@ public final class CoordinatorService: RPCService, Sendable {
     return model
   }
 
-  /// What an Infer runs on: the stages of a job this process runs or ran,
-  /// or a model version (loaded on first use).
+  /// What an Infer runs on: the stages of a job this process runs or ran
+  /// (where they are placed), or a model version (loaded on first use).
   private enum InferenceTarget {
-    case job(TrainingJob)
+    case job(TrainingJob, Placement)
     case model(CoordinatorStore.StoredModel)
   }
 
@@ -276,10 +289,15 @@ public final class CoordinatorService: RPCService, Sendable {
       return .model(try await storedModel(request.model, field: "model", for: caller, to: "use"))
     }
     let stored = try await storedJob(request.job, for: caller, to: "use")
-    if let job = liveJob(request.job), job.snapshot.state == .running || job.snapshot.state == .succeeded {
-      return .job(job)
+    if let job = liveJob(request.job), job.snapshot.state == .running || job.snapshot.state == .succeeded,
+      let placement = job.placement
+    {
+      return .job(job, placement)
     }
     switch stored.record.state {
+    case .queued, .running:
+      throw RPCError(
+        .failedPrecondition, "job \(request.job) is queued for partitions and has no stages yet: infer once it runs")
     case .succeeded where !stored.record.model.isEmpty:
       return .model(try await storedModel(stored.record.model, field: "the job's model", for: caller, to: "use"))
     case .succeeded:
@@ -298,6 +316,7 @@ public final class CoordinatorService: RPCService, Sendable {
     case .failed: "failed"
     case .cancelled: "was cancelled"
     case .interrupted: "was interrupted (the coordinator stopped while it ran)"
+    case .queued: "is queued"
     case .succeeded: "succeeded"
     default: "is \(state)"
     }
@@ -352,13 +371,15 @@ public final class CoordinatorService: RPCService, Sendable {
   /// Forgets a job that is not running: its stages, its ps variables, its record.
   private func deleteJob(_ name: String, for caller: Caller) async throws -> Pipemesh_V1_DeleteJobResponse {
     let stored = try await storedJob(name, for: caller, to: "delete")
-    guard stored.record.state != .running else {
-      throw RPCError(.failedPrecondition, "job \(name) is running; cancel it before deleting it")
+    guard !Self.active(stored.record.state) else {
+      throw RPCError(
+        .failedPrecondition, "job \(name) \(Self.describe(stored.record.state)); cancel it before deleting it")
     }
     registry.forgetStages(of: stored.runID)
-    var freed = try await StageLoading.discard(runID: stored.runID, cluster: cluster, clients: clients)
+    var freed = try await StageLoading.discard(runID: stored.runID, cluster: cluster, clients: pool.everyClient)
     if !stored.checkpointRunID.isEmpty, stored.checkpointRunID != stored.runID {
-      freed += try await StageLoading.discard(runID: stored.checkpointRunID, cluster: cluster, clients: clients)
+      freed += try await StageLoading.discard(
+        runID: stored.checkpointRunID, cluster: cluster, clients: pool.everyClient)
     }
     store.removeData(of: stored.runID)
     try await store.deleteJob(name, runID: stored.runID)
@@ -377,8 +398,9 @@ public final class CoordinatorService: RPCService, Sendable {
       if let modelOwner { try versionAdmission(name, by: caller)(modelOwner) }
       guard let existing else { return }
       try check(caller, mayUse: existing.record.owner, of: "job \(name)", to: "replace")
-      if existing.record.state == .running {
-        throw RPCError(.alreadyExists, "job \(name) is running; pick another name or cancel it")
+      if active(existing.record.state) {
+        throw RPCError(
+          .alreadyExists, "job \(name) \(describe(existing.record.state)); pick another name or cancel it")
       }
       guard replace else {
         throw RPCError(
@@ -388,6 +410,10 @@ public final class CoordinatorService: RPCService, Sendable {
       }
     }
   }
+
+  /// Whether a job in `state` holds (or waits for) partitions: it may not be
+  /// replaced or deleted.
+  private static func active(_ state: Pipemesh_V1_JobState) -> Bool { state == .running || state == .queued }
 
   /// Admits a new version of model `name` by `caller` when the name is new
   /// or the caller's.
@@ -408,8 +434,6 @@ public final class CoordinatorService: RPCService, Sendable {
   /// digits) and the ps and partitions hold names of `MeshNames.maxJobLength`.
   static let maxJobName = MeshNames.maxJobLength - 9
 
-  /// Checks a Train request, starts its job and returns its progress stream.
-  /// The job runs on if the caller goes away; CancelJob stops it.
   /// Each ps task's memory and what `runID` holds of it, for the tasks
   /// that answer within 5 s.
   private func parameterServerMemory(of runID: String) async -> [Pipemesh_V1_MemberMemory] {
@@ -435,92 +459,109 @@ public final class CoordinatorService: RPCService, Sendable {
   /// or restarting.
   static let memberWait = Duration.seconds(10)
 
-  /// What one member of the mesh answered: its memory budget (partitions),
-  /// or why it did not answer.
-  private struct MemberAnswer: Sendable {
-    let stage: Int?
-    let member: String
-    var budget: Int? = nil
-    var error: String? = nil
+  /// The least memory budget the partitions that answered report (nil when
+  /// none reports one).
+  private static func leastBudget(_ answers: [PartitionPool.Answer]) -> Int? {
+    answers.filter { $0.error == nil }.compactMap(\.budget).min()
   }
 
-  /// Asks every partition (Describe) and ps task (Stats) of the mesh once.
-  private func askMembers(_ options: CallOptions) async -> [MemberAnswer] {
-    await withTaskGroup(of: MemberAnswer.self) { group in
-      for (stage, replicas) in clients.enumerated() {
-        for partition in replicas {
-          let member = "the partition at \(partition.target) (stage \(stage))"
-          group.addTask {
-            do {
-              let described = try await partition.call(DiagnosticsMethods.describe, .init(), options: options)
-              let budget = described.memoryBudgetBytes > 0 ? Int(described.memoryBudgetBytes) : nil
-              return MemberAnswer(stage: stage, member: member, budget: budget)
-            } catch let error as RPCError where error.code == .unimplemented {
-              // It answers, without diagnostics (a mesh in one process): its budget is unknown.
-              return MemberAnswer(stage: stage, member: member)
-            } catch {
-              return MemberAnswer(stage: stage, member: member, error: "\(error)")
-            }
-          }
-        }
-      }
+  /// Asks every ps task (Stats) once; returns the ones that did not answer,
+  /// each with the reason.
+  private func silentParameterServers(_ options: CallOptions) async -> [(endpoint: String, error: String)] {
+    await withTaskGroup(of: (String, String)?.self) { group in
       for endpoint in cluster.parameterServers {
         group.addTask { [cluster] in
           do {
             _ = try await cluster.dialer.channel(to: endpoint).call(
               ParameterServerMethods.stats, .init(), options: options)
-            return MemberAnswer(stage: nil, member: "the ps at \(endpoint)")
+            return nil
           } catch {
-            return MemberAnswer(stage: nil, member: "the ps at \(endpoint)", error: "\(error)")
+            return (endpoint, "\(error)")
           }
         }
       }
-      return await group.reduce(into: []) { $0.append($1) }
+      return await group.compactMap { $0 }.reduce(into: []) { $0.append($1) }
     }
   }
 
   /// The members of the mesh that do not answer now (within 2 s), each with
   /// the reason: what a coordinator logs when it starts.
   public func unansweredMembers() async -> [String] {
-    await askMembers(CallOptions(timeout: .seconds(2))).compactMap { answer in
-      answer.error.map { "\(answer.member) does not answer: \($0)" }
-    }.sorted()
+    let options = CallOptions(timeout: .seconds(2))
+    let partitions = await pool.ask(options).compactMap { answer in
+      answer.error.map { "the partition at \(answer.member.endpoint) does not answer: \($0)" }
+    }
+    let parameterServers = await silentParameterServers(options).map {
+      "the ps at \($0.endpoint) does not answer: \($0.error)"
+    }
+    return (partitions + parameterServers).sorted()
   }
 
-  /// Asks every member, waiting up to `memberWait` for one that is
-  /// (re)starting, and returns each stage's memory budget for parameters:
-  /// the least its partitions report. With `requireAll`, UNAVAILABLE names
-  /// every member that does not answer; without, such a stage's budget is
-  /// nil (unknown).
-  private func checkMembers(requireAll: Bool) async throws -> [Int?] {
-    let answers = await askMembers(CallOptions(timeout: Self.memberWait, waitForReady: true))
-    let silent = answers.compactMap { answer in answer.error.map { "\(answer.member): \($0)" } }.sorted()
-    if requireAll, !silent.isEmpty {
+  /// Checks that every ps task answers and that `needed` partitions of the
+  /// pool do (those that do not are asked again, waiting up to `memberWait`
+  /// for one that is restarting); returns the least memory budget among
+  /// them. UNAVAILABLE names every member that was needed and did not answer.
+  private func checkMembers(needed: Int) async throws -> Int? {
+    var answers = await pool.ask(CallOptions(timeout: .seconds(2)))
+    let patient = CallOptions(timeout: Self.memberWait, waitForReady: true)
+    var silentPS = await silentParameterServers(CallOptions(timeout: .seconds(2)))
+    if !silentPS.isEmpty { silentPS = await silentParameterServers(patient) }
+    let silent = Set(answers.filter { $0.error != nil }.map(\.member.endpoint))
+    if answers.count - silent.count < needed {
+      answers = answers.filter { $0.error == nil } + (await pool.ask(patient, only: silent))
+    }
+    let missing = answers.compactMap { answer in
+      answer.error.map { "the partition at \(answer.member.endpoint): \($0)" }
+    }
+    let answering = answers.count - missing.count
+    guard silentPS.isEmpty, answering >= needed else {
+      let partitions = answering >= needed ? [] : missing
+      let silentPS = silentPS.map { "the ps at \($0.endpoint): \($0.error)" }
       throw RPCError(
         .unavailable,
-        "\(silent.count) of the mesh's members did not answer within \(Self.memberWait): "
-          + silent.joined(separator: "; "))
+        "the job needs \(needed) of the pool's \(pool.members.count) partitions and the mesh's ps tasks; "
+          + "\(partitions.count + silentPS.count) member(s) did not answer within \(Self.memberWait): "
+          + (partitions + silentPS).sorted().joined(separator: "; "))
     }
-    var budgets = [Int?](repeating: nil, count: clients.count)
-    for answer in answers {
-      guard let stage = answer.stage, let budget = answer.budget else { continue }
-      budgets[stage] = min(budgets[stage] ?? .max, budget)
-    }
-    return budgets
+    return Self.leastBudget(answers)
   }
 
+  /// A Train request's stages and replicas, 0 read as the coordinator's
+  /// layout; INVALID_ARGUMENT when the pool cannot hold them.
+  private func shape(of request: Pipemesh_V1_TrainRequest) throws -> (stages: Int32, replicas: Int32) {
+    guard request.stages >= 0, request.replicas >= 0 else {
+      throw RPCError(
+        .invalidArgument,
+        "stages \(request.stages) and replicas \(request.replicas) must be 0 (the coordinator's layout) or more")
+    }
+    let stages = request.stages == 0 ? Int32(cluster.stages) : request.stages
+    let replicas = request.replicas == 0 ? Int32(cluster.replicas) : request.replicas
+    guard Int(stages) * Int(replicas) <= pool.members.count else {
+      throw RPCError(
+        .invalidArgument,
+        "stages \(stages) × replicas \(replicas) needs \(Int(stages) * Int(replicas)) partitions; "
+          + "this coordinator's pool has \(pool.members.count)")
+    }
+    return (stages, replicas)
+  }
+
+  /// Checks a Train request and records its job, queued; the job runs (on
+  /// if the caller goes away) once the pool has partitions for it;
+  /// CancelJob stops it. Returns its progress stream.
   private func start(
     _ request: Pipemesh_V1_TrainRequest, owner: Caller
   ) async throws -> (TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>) {
     let name = request.job.isEmpty ? try await unusedJobName() : request.job
     try MeshNames.checkJob(name, maxLength: Self.maxJobName)
+    var request = request
+    (request.stages, request.replicas) = try shape(of: request)
     let admission = Self.jobAdmission(name, replace: request.replace, by: owner)
     // The cheap refusals before loading any data (checked again when the job is added).
     try await store.checkJobName(name, admit: admission)
     let (inputs, targets) = try data(request.data)
     let job = try TrainingJob(
       name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster,
-      clients: clients, store: store, budgets: try await checkMembers(requireAll: true))
+      store: store, budget: try await checkMembers(needed: Int(request.stages * request.replicas)))
     if job.checkpoints {
       let missing = try await cluster.parameterServerClient().tasksWithoutCheckpoints()
       guard missing.isEmpty else {
@@ -530,19 +571,24 @@ public final class CoordinatorService: RPCService, Sendable {
             + "was started without --checkpoint-dir: give it one, or train without checkpoints")
       }
     }
-    // A job sent its examples inline keeps them if it may resume.
-    if case .inline = request.data.source, request.checkpoint.everySteps > 0 || request.maxRestarts > 0 {
+    // A job sent its examples inline keeps them if it may resume, or waits
+    // in the queue (a coordinator that restarts meanwhile starts it then).
+    if case .inline = request.data.source,
+      request.checkpoint.everySteps > 0 || request.maxRestarts > 0 || pool.wouldWait(job.stages * job.replicas)
+    {
       try store.saveData(of: job.runID, inputs: inputs, targets: targets)
     }
-    // Recorded as running before it runs, in one transaction with the
+    // Recorded (queued) before it runs, in one transaction with the
     // checks: a second Train of the name sees it.
     let replaced = try await store.insertJob(job.stored, admit: admission)
     if let replaced { Task { await release(replaced) } }
     return (job, launch(job, owner: owner))
   }
 
-  /// Runs a job in a task of its own (it runs on if its caller goes away);
-  /// returns its progress.
+  /// Runs a job in a task of its own (it runs on if its caller goes away):
+  /// waits for partitions of the pool, runs on them, gives them back, and
+  /// after a member failed under it (while it may restart) waits again,
+  /// ahead of the jobs in line. Returns its progress.
   private func launch(_ job: TrainingJob, owner: Caller) -> AsyncStream<Pipemesh_V1_TrainProgress> {
     let (updates, continuation) = AsyncStream.makeStream(
       of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
@@ -550,15 +596,34 @@ public final class CoordinatorService: RPCService, Sendable {
     jobs.withLock { jobs in
       let task = Task { [self] in
         var job = job
+        var restarted = false
         while true {
-          let failure = await job.run(report: { continuation.yield($0) }) { [registry] job in
+          let placement: Placement
+          do {
+            let name = job.name
+            placement = try await pool.acquire(
+              stages: job.stages, replicas: job.replicas, for: job.runID, first: restarted
+            ) { position in
+              continuation.yield(
+                .with {
+                  $0.job = name
+                  $0.queuePosition = Int32(position)
+                })
+            }
+          } catch {
+            await job.endQueued(error)
+            break
+          }
+          let failure = await job.run(on: placement, report: { continuation.yield($0) }) { [registry] job in
             "\(try await registry.register(job, admit: admission).reference)"
           }
+          pool.release(job.runID)
           // A member that failed under the job: run it on, while it may restart.
           guard let failure, Self.isMemberFailure(failure), job.snapshot.resumes < job.request.maxRestarts,
             let next = await restart(job)
           else { break }
           job = next
+          restarted = true
           self.jobs.withLock { $0[next.name]?.job = next }
         }
         // Examples kept for a resume are needed no more.
@@ -583,8 +648,9 @@ public final class CoordinatorService: RPCService, Sendable {
   static let restartWaits = 6
 
   /// Prepares a failed job to run on from its newest checkpoint (or from the
-  /// start), once its members answer again; nil when they do not, or it
-  /// cannot (the job's record says why).
+  /// start), once the ps tasks and enough partitions of the pool answer: a
+  /// spare in place of the one that was lost, or the lost one back. Nil when
+  /// they do not, or it cannot (the job's record says why).
   private func restart(_ failed: TrainingJob) async -> TrainingJob? {
     var problem: any Error = RPCError(.unavailable, "the mesh's members did not answer")
     for _ in 0..<Self.restartWaits {
@@ -634,7 +700,9 @@ public final class CoordinatorService: RPCService, Sendable {
         .failedPrecondition,
         "job \(name) \(Self.describe(stored.record.state)); only a job that stopped part way resumes")
     }
-    guard stored.record.checkpointStep > 0 || fromStart else {
+    // A job that stopped while it was queued loses nothing by starting.
+    let neverRan = stored.record.startedUnixSeconds == 0 && stored.record.step == 0
+    guard stored.record.checkpointStep > 0 || fromStart || neverRan else {
       throw RPCError(
         .failedPrecondition,
         "job \(name) wrote no checkpoint to resume from (checkpoint.every_steps); train it again with replace")
@@ -650,10 +718,11 @@ public final class CoordinatorService: RPCService, Sendable {
       throw RPCError(
         .failedPrecondition, "the examples job \(name) was sent inline were not kept; train it again with replace")
     }
+    var options = stored.record.options
+    (options.stages, options.replicas) = try shape(of: options)
     let job = try TrainingJob(
-      name: name, owner: stored.record.owner, request: stored.record.options, inputs: inputs, targets: targets,
-      cluster: cluster,
-      clients: clients, store: store, budgets: try await checkMembers(requireAll: true), resuming: stored)
+      name: name, owner: stored.record.owner, request: options, inputs: inputs, targets: targets, cluster: cluster,
+      store: store, budget: try await checkMembers(needed: Int(options.stages * options.replicas)), resuming: stored)
     // Examples that were sent inline are kept for the new run.
     if stored.record.options.data.source == nil { try store.saveData(of: job.runID, inputs: inputs, targets: targets) }
     // Only the run that stopped, and only once: another resume or a replace meanwhile is refused.
@@ -665,7 +734,7 @@ public final class CoordinatorService: RPCService, Sendable {
     // What the stopped run held: its stages and data; its variables stay until the new run checkpoints.
     store.removeData(of: stored.runID)
     if stored.runID != stored.checkpointRunID {
-      _ = try? await StageLoading.discard(runID: stored.runID, cluster: cluster, clients: clients)
+      _ = try? await StageLoading.discard(runID: stored.runID, cluster: cluster, clients: pool.everyClient)
     }
     return job
   }
@@ -702,7 +771,7 @@ public final class CoordinatorService: RPCService, Sendable {
   private func release(_ replaced: CoordinatorStore.StoredJob) async {
     registry.forgetStages(of: replaced.runID)
     for run in Set([replaced.runID, replaced.checkpointRunID]) where !run.isEmpty {
-      _ = try? await StageLoading.discard(runID: run, cluster: cluster, clients: clients)
+      _ = try? await StageLoading.discard(runID: run, cluster: cluster, clients: pool.everyClient)
     }
     store.removeData(of: replaced.runID)
   }

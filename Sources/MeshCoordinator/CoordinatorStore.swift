@@ -239,19 +239,26 @@ public final class CoordinatorStore: Sendable {
     }
   }
 
-  /// Marks the jobs stored as running interrupted (the coordinator that ran
-  /// them stopped) and returns them; called once, when the store opens.
+  /// Marks the jobs stored as running or queued interrupted (the
+  /// coordinator that ran them stopped) and returns them, oldest first;
+  /// called once, when the store opens.
   func interruptRunningJobs(at time: Double) throws -> [StoredJob] {
     try writeNow { db in
-      let running = try JobRow.filter(Column("state") == "\(Pipemesh_V1_JobState.running)").fetchAll(db)
+      let states = [Pipemesh_V1_JobState.running, .queued].map { "\($0)" }
+      let running = try JobRow.filter(states.contains(Column("state"))).fetchAll(db)
       return try running.map { row in
         var job = try row.stored()
+        job.record.error =
+          job.record.state == .queued
+          ? "the coordinator stopped while the job was queued"
+          : "the coordinator stopped while the job ran, at step \(job.record.step)"
         job.record.state = .interrupted
         job.record.endedUnixSeconds = time
-        job.record.error = "the coordinator stopped while the job ran, at step \(job.record.step)"
         try JobRow(job).update(db)
         return job
       }
+      // In the order they came: queued jobs keep their places.
+      .sorted { $0.record.createdUnixSeconds < $1.record.createdUnixSeconds }
     }
   }
 

@@ -11,13 +11,14 @@ import Synchronization
 /// weights (pulled from the ps) as the next version of its name, in a
 /// safetensors file beside the coordinator's database. Inference of a
 /// version runs on the stages of the job that trained it while they are
-/// loaded; otherwise the registry loads the version onto the partitions on
-/// first use (its values assigned on the ps under a run id of its own) and
-/// keeps it there until it is deleted.
+/// loaded; otherwise the registry loads the version onto partitions of the
+/// pool on first use (its values assigned on the ps under a run id of its
+/// own; inference holds no partition, training goes on beside it) and keeps
+/// it there until it is deleted.
 final class ModelRegistry: Sendable {
   let store: CoordinatorStore
   private let cluster: Cluster
-  private let clients: [[any RPCChannel]]
+  private let pool: PartitionPool
   private let state = Mutex(State())
 
   private struct State {
@@ -31,10 +32,11 @@ final class ModelRegistry: Sendable {
     var deleted: Set<ModelReference> = []
   }
 
-  /// A version whose stages are on the partitions, under `runID`.
+  /// A version whose stages are on the partitions `stages`, under `runID`.
   struct LoadedModel: Sendable {
     let runID: String
     let model: Sequential
+    let stages: [any RPCChannel]
   }
 
   /// Decides whether a version may be added to a name, given its owner (nil
@@ -44,10 +46,10 @@ final class ModelRegistry: Sendable {
   /// The user the registry assigns stored values as on the ps.
   private static let writer = "model-registry"
 
-  init(store: CoordinatorStore, cluster: Cluster, clients: [[any RPCChannel]]) {
+  init(store: CoordinatorStore, cluster: Cluster, pool: PartitionPool) {
     self.store = store
     self.cluster = cluster
-    self.clients = clients
+    self.pool = pool
   }
 
   /// Registers the weights of a job that succeeded as the next version of
@@ -78,7 +80,10 @@ final class ModelRegistry: Sendable {
           $0.validationAccuracy = last.validationAccuracy
         }
       }, tensors: tensors, admit: admit)
-    state.withLock { $0.borrowed[model.reference] = LoadedModel(runID: job.runID, model: job.model) }
+    if let placement = job.placement {
+      let loaded = LoadedModel(runID: job.runID, model: job.model, stages: placement.firstReplica)
+      state.withLock { $0.borrowed[model.reference] = loaded }
+    }
     return model
   }
 
@@ -90,7 +95,7 @@ final class ModelRegistry: Sendable {
     admit: @escaping Admission
   ) async throws -> CoordinatorStore.StoredModel {
     let model = try makeModel(spec)
-    _ = try Planner.plan(model, stages: cluster.stages, splitPoints: splitPoints.map { Int($0) })
+    _ = try Planner.plan(model, stages: stages(splitPoints), splitPoints: splitPoints.map { Int($0) })
     let contents: SafeTensors.Contents
     do {
       // Read, not mapped: the file is a user's, and may change while it is read.
@@ -212,9 +217,11 @@ final class ModelRegistry: Sendable {
       }
       states[declaration.name] = (value, [:], 0)
     }
-    // The split the job trained with, when this coordinator has as many stages.
-    let splitPoints = record.splitPoints.count == cluster.stages - 1 ? record.splitPoints.map { Int($0) } : []
-    let plan = try Planner.plan(model, stages: cluster.stages, splitPoints: splitPoints)
+    // The split the job trained with, when the pool has as many partitions.
+    let splitPoints = stages(record.splitPoints) <= pool.members.count ? record.splitPoints.map { Int($0) } : []
+    let plan = try Planner.plan(
+      model, stages: splitPoints.isEmpty ? cluster.stages : splitPoints.count + 1, splitPoints: splitPoints)
+    let placement = try pool.sharedPlacement(stages: plan.bounds.count - 1)
     let ps = try cluster.parameterServerClient()
     do {
       try await ps.register(
@@ -222,14 +229,19 @@ final class ModelRegistry: Sendable {
         consistency: consistency, user: Self.writer, writerKeepsValues: true)
       try await ps.assign(job: runID, user: Self.writer, states: states)
       _ = try await StageLoading(
-        runID: runID, model: record.spec, bounds: plan.bounds, cluster: cluster, clients: clients,
-        consistency: consistency, optimizer: optimizer
+        runID: runID, model: record.spec, bounds: plan.bounds, parameterServers: cluster.parameterServers,
+        placement: placement, consistency: consistency, optimizer: optimizer
       ).load(replicas: 0..<1)
     } catch {
-      _ = try? await StageLoading.discard(runID: runID, cluster: cluster, clients: clients)
+      _ = try? await StageLoading.discard(runID: runID, cluster: cluster, clients: placement.clients)
       throw error
     }
-    return LoadedModel(runID: runID, model: model)
+    return LoadedModel(runID: runID, model: model, stages: placement.firstReplica)
+  }
+
+  /// The stages a version's split points make (none: the coordinator's layout).
+  private func stages(_ splitPoints: [Int32]) -> Int {
+    splitPoints.isEmpty ? cluster.stages : splitPoints.count + 1
   }
 
   /// Forgets deleted versions: unloads those the registry loaded (once a
@@ -244,7 +256,7 @@ final class ModelRegistry: Sendable {
     }
     for task in tasks {
       guard let model = try? await task.value else { continue }
-      _ = try? await StageLoading.discard(runID: model.runID, cluster: cluster, clients: clients)
+      _ = try? await StageLoading.discard(runID: model.runID, cluster: cluster, clients: [model.stages])
     }
   }
 }

@@ -2,16 +2,18 @@ import MeshProto
 import MeshRPC
 import MeshWire
 
-/// Loads a model's stages onto the cluster's partitions under one run id:
-/// each partition registers its stage's variables with the ps and pulls them.
+/// Loads a model's stages onto the partitions of a placement under one run
+/// id: each partition registers its stage's variables with the ps and pulls
+/// them.
 struct StageLoading: Sendable {
   /// The name the partitions and the ps know the stages by.
   let runID: String
   let model: Pipemesh_V1_ModelSpec
   /// The first layer of each stage, then the layer count.
   let bounds: [Int]
-  let cluster: Cluster
-  let clients: [[any RPCChannel]]
+  /// The mesh's ps tasks, in shard order.
+  let parameterServers: [String]
+  let placement: Placement
   let consistency: Pipemesh_V1_Consistency
   let optimizer: Pipemesh_V1_OptimizerSpec
 
@@ -21,10 +23,10 @@ struct StageLoading: Sendable {
   func load(replicas: Range<Int>, recomputeActivations: Bool = false, maxKeptBytes: Int64 = 0) async throws
     -> [[String]]
   {
-    // Every partition of the job, as the cluster names them: what each may fetch from.
-    let members = replicas.flatMap { replica in cluster.partitions.map { $0[replica] } }
+    // Every partition of the job, as the coordinator names them: what each may fetch from.
+    let members = replicas.flatMap { replica in placement.partitions.map { $0[replica] } }
     return try await withThrowingTaskGroup(of: (Int, Int, String).self) { group in
-      for stage in 0..<cluster.stages {
+      for stage in 0..<placement.stages {
         for replica in replicas {
           let request = Pipemesh_V1_LoadStageRequest.with {
             $0.job = runID
@@ -32,7 +34,7 @@ struct StageLoading: Sendable {
             $0.stage = Int32(stage)
             $0.firstLayer = Int32(bounds[stage])
             $0.endLayer = Int32(bounds[stage + 1])
-            $0.parameterServers = cluster.parameterServers
+            $0.parameterServers = parameterServers
             $0.replica = Int32(replica)
             $0.consistency = consistency
             $0.optimizer = optimizer
@@ -41,7 +43,7 @@ struct StageLoading: Sendable {
             $0.peers = members
           }
           group.addTask {
-            let client = clients[stage][replica]
+            let client = placement.clients[stage][replica]
             let response = try await client.call(PartitionMethods.loadStage, request)
             guard !response.dataPlaneEndpoint.isEmpty else {
               throw RPCError(
@@ -58,7 +60,7 @@ struct StageLoading: Sendable {
           }
         }
       }
-      var endpoints = Array(repeating: Array(repeating: "", count: replicas.count), count: cluster.stages)
+      var endpoints = Array(repeating: Array(repeating: "", count: replicas.count), count: placement.stages)
       for try await (stage, replica, endpoint) in group { endpoints[stage][replica - replicas.lowerBound] = endpoint }
       return endpoints
     }

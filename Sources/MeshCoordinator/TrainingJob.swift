@@ -7,9 +7,10 @@ import MeshTensor
 import MeshWire
 import Synchronization
 
-/// A training job: loads the stages on every partition, then runs epochs of
-/// pipelined steps on R replicas over disjoint shards of each epoch's
-/// shuffled data, evaluating on the held-out split at the end of each epoch.
+/// A training job: waits QUEUED until it is placed on partitions of its own,
+/// loads the stages on them, then runs epochs of pipelined steps on R
+/// replicas over disjoint shards of each epoch's shuffled data, evaluating on
+/// the held-out split at the end of each epoch.
 final class TrainingJob: Sendable {
   let name: String
   /// The user who started it ("" when the coordinator authenticates no one).
@@ -27,6 +28,10 @@ final class TrainingJob: Sendable {
   let model: Sequential
   let plan: Planner.Plan
   let schedule: PipelineSchedule
+  /// Pipeline stages, and data-parallel replicas of each.
+  let stages: Int
+  let replicas: Int
+  /// The mesh's ps tasks (the job's partitions are its placement).
   let cluster: Cluster
   let trace = TraceRecorder()
   /// Where the job's record is kept as it runs.
@@ -34,7 +39,8 @@ final class TrainingJob: Sendable {
   private let status: Mutex<Pipemesh_V1_Job>
   /// When the record was last written while steps ran.
   private let savedAt = Mutex(ContinuousClock.now)
-  private let clients: [[any RPCChannel]]
+  /// The partitions the job runs on, once it has left the queue.
+  private let placed = Mutex<Placement?>(nil)
   private let data: Mutex<JobData?>
 
   /// The examples a job trains and evaluates on, dropped when it ends.
@@ -43,18 +49,23 @@ final class TrainingJob: Sendable {
     let validation: (inputs: Tensor, targets: Tensor)?
   }
 
-  /// Checks the request and the data against the model; nothing runs yet.
-  /// Resuming `stored` (its options as `request`), the job keeps its record
-  /// and goes on from its newest checkpoint under a new run id.
+  /// Checks the request (its `stages` and `replicas` given) and the data
+  /// against the model, with `budget` the memory of the least partition it
+  /// may be placed on; nothing runs yet. Resuming `stored` (its options as
+  /// `request`), the job keeps its record and goes on from its newest
+  /// checkpoint under a new run id.
   init(
     name: String, owner: String, request: Pipemesh_V1_TrainRequest, inputs: Tensor, targets: Tensor, cluster: Cluster,
-    clients: [[any RPCChannel]], store: CoordinatorStore, budgets: [Int?] = [],
-    resuming stored: CoordinatorStore.StoredJob? = nil
+    store: CoordinatorStore, budget: Int? = nil, resuming stored: CoordinatorStore.StoredJob? = nil
   ) throws {
     try Self.checkOptions(request)
+    stages = Int(request.stages)
+    replicas = Int(request.replicas)
+    precondition(stages >= 1 && replicas >= 1, "the coordinator gives every job its stages and replicas")
     model = try makeModel(request.model)
     plan = try Planner.plan(
-      model, stages: cluster.stages, splitPoints: request.splitPoints.map { Int($0) }, budgets: budgets,
+      model, stages: stages, splitPoints: request.splitPoints.map { Int($0) },
+      budgets: Array(repeating: budget, count: stages),
       memory: try StageMemory(optimizer: request.optimizer))
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)
@@ -82,16 +93,16 @@ final class TrainingJob: Sendable {
       count: inputs.shape[0], validationFraction: Double(request.validationFraction), seed: request.shuffleSeed)
     let validation = split.validation.isEmpty ? nil : (inputs.rows(split.validation), targets.rows(split.validation))
     let train = (inputs: inputs.rows(split.train), targets: targets.rows(split.train))
-    guard train.inputs.shape[0] >= batchSize * cluster.replicas else {
+    guard train.inputs.shape[0] >= batchSize * replicas else {
       throw RPCError(
         .invalidArgument,
-        "\(train.inputs.shape[0]) training examples are fewer than one step needs (batch_size \(batchSize) × \(cluster.replicas) replicas)"
+        "\(train.inputs.shape[0]) training examples are fewer than one step needs (batch_size \(batchSize) × \(replicas) replicas)"
       )
     }
     data = Mutex(JobData(train: train, validation: validation))
-    stepsPerEpoch = train.inputs.shape[0] / (batchSize * cluster.replicas)
+    stepsPerEpoch = train.inputs.shape[0] / (batchSize * replicas)
     schedule = PipelineSchedule(
-      kind: Self.scheduleKind(request.schedule), stages: cluster.stages,
+      kind: Self.scheduleKind(request.schedule), stages: stages,
       microBatches: microBatches)
     self.name = name
     self.owner = owner
@@ -107,11 +118,10 @@ final class TrainingJob: Sendable {
     options.splitPoints = plan.bounds.dropFirst().dropLast().map { Int32($0) }
     if options.schedule == .scheduleUnspecified { options.schedule = .scheduleGpipe }
     if options.consistency.mode == nil { options.consistency.sync = .init() }
-    options.consistency.replicas = Int32(cluster.replicas)
+    options.consistency.replicas = Int32(replicas)
     options.optimizer = try request.optimizer.resolved()
     self.request = options
     self.cluster = cluster
-    self.clients = clients
     self.store = store
     var record =
       stored?.record
@@ -133,9 +143,11 @@ final class TrainingJob: Sendable {
       // Epochs after the checkpoint are run again.
       record.epochs.removeAll { $0.step > stopped.checkpointStep }
     }
-    record.state = .running
+    record.state = .queued
     record.error = ""
     record.endedUnixSeconds = 0
+    record.startedUnixSeconds = 0
+    record.partitions = []
     status = Mutex(record)
   }
 
@@ -257,23 +269,55 @@ final class TrainingJob: Sendable {
 
   let stepsPerEpoch: Int
 
-  /// Runs the job to its end, reporting progress; records how it ended. A
-  /// job that fails or is cancelled unloads its stages (its variables stay
-  /// on the ps): that ends the partitions' calls still waiting in its last
-  /// step, and frees their memory. The job runs (and counts as running: it cannot be replaced or
-  /// deleted) until `register` has recorded its model; a job whose model
-  /// cannot be registered succeeds and says why. Returns why it failed
-  /// (nil when it did not).
+  /// The partitions the job runs (or ran) on; nil while it is queued.
+  var placement: Placement? { placed.withLock { $0 } }
+
+  /// Records that the job waits for partitions (it had none, or lost one).
+  func queue() async {
+    status.withLock {
+      $0.state = .queued
+      $0.startedUnixSeconds = 0
+    }
+    try? await save()
+  }
+
+  /// Records that a job stopped before it left the queue (cancelled, or its
+  /// wait failed).
+  func endQueued(_ error: any Error) async {
+    if error is CancellationError || Task.isCancelled {
+      await finish(.cancelled)
+    } else {
+      await finish(.failed, error: "\(error)")
+    }
+    data.withLock { $0 = nil }
+  }
+
+  /// Runs the job to its end on `placement`, reporting progress; records
+  /// how it ended. A job that fails or is cancelled unloads its stages (its
+  /// variables stay on the ps): that ends the partitions' calls still
+  /// waiting in its last step, and frees their memory. The job runs (and
+  /// counts as running: it cannot be replaced or deleted) until `register`
+  /// has recorded its model; a job whose model cannot be registered succeeds
+  /// and says why. Returns why it failed (nil when it did not).
   @discardableResult
   func run(
-    report: @Sendable (Pipemesh_V1_TrainProgress) -> Void, register: @Sendable (TrainingJob) async throws -> String
+    on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void,
+    register: @Sendable (TrainingJob) async throws -> String
   ) async -> (any Error)? {
+    precondition(placement.stages == stages && placement.replicas == replicas, "a job runs on the shape it asked for")
     // The job needs its examples only while it runs.
     defer { data.withLock { $0 = nil } }
+    placed.withLock { $0 = placement }
+    status.withLock {
+      $0.state = .running
+      $0.startedUnixSeconds = Date().timeIntervalSince1970
+      $0.partitions = placement.partitions.joined().map { $0 }
+    }
     let failure: (any Error)?
     do {
       guard let data = data.withLock({ $0 }) else { preconditionFailure("job \(name) ran twice") }
-      try await execute(data, report: report)
+      try await save()
+      try await execute(data, on: placement, report: report)
       do {
         let model = try await register(self)
         status.withLock { $0.model = model }
@@ -293,11 +337,13 @@ final class TrainingJob: Sendable {
       failure = error
     }
     // Not cancelled with this task: the unload must reach the partitions.
-    await Task { await self.unload() }.value
+    await Task { await StageLoading.unload(runID: self.runID, clients: placement.clients) }.value
     return failure
   }
 
-  private func execute(_ data: JobData, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void) async throws {
+  private func execute(
+    _ data: JobData, on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void
+  ) async throws {
     let train = data.train
     // A resumed job goes on after the step of its newest checkpoint, every
     // ps task put back as that checkpoint holds it.
@@ -306,7 +352,7 @@ final class TrainingJob: Sendable {
       try await cluster.parameterServerClient().restore(
         job: runID, from: checkpointRun.withLock { $0 }, step: resumedStep)
     }
-    let dataPlane = try await loadStages()
+    let dataPlane = try await loadStages(on: placement)
     let totalSteps = stepsPerEpoch * Int(request.epochs)
     status.withLock { $0.totalSteps = Int64(totalSteps) }
     let batchSize = Int(request.batchSize)
@@ -325,7 +371,7 @@ final class TrainingJob: Sendable {
       }
       epochLosses = []
       if let validation = data.validation {
-        let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets)
+        let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets, on: placement)
         metrics.validationLoss = loss
         metrics.validationAccuracy = accuracy
         report(
@@ -354,17 +400,17 @@ final class TrainingJob: Sendable {
         try Task.checkCancellation()
         step += 1
         let started = ContinuousClock.now
-        let shards = (0..<cluster.replicas).map { replica in
+        let shards = (0..<replicas).map { replica in
           Array(
             order[
-              ((index * cluster.replicas + replica) * batchSize)..<((index * cluster.replicas + replica + 1) * batchSize)
+              ((index * replicas + replica) * batchSize)..<((index * replicas + replica + 1) * batchSize)
             ])
         }
         // The ps must hold the step before a checkpoint and at the end.
         let checkpointDue = request.checkpoint.everySteps > 0 && step % request.checkpoint.everySteps == 0
         let flush = checkpointDue || step == Int64(totalSteps)
         let outcomes = try await runStep(
-          step, train: train, shards: shards, flush: flush, dataPlane: dataPlane,
+          step, train: train, shards: shards, flush: flush, on: placement, dataPlane: dataPlane,
           deadline: Self.stepDeadline(after: recentSteps))
         let elapsed = ContinuousClock.now - started
         recentSteps = Array((recentSteps + [elapsed]).suffix(Self.recentStepsCounted))
@@ -374,8 +420,8 @@ final class TrainingJob: Sendable {
         progress.step = step
         progress.totalSteps = Int64(totalSteps)
         progress.loss = outcomes.map(\.loss).reduce(0, +) / Double(outcomes.count)
-        progress.accuracy = Double(outcomes.map(\.correct).reduce(0, +)) / Double(batchSize * cluster.replicas)
-        progress.samplesPerSecond = Double(batchSize * cluster.replicas) / elapsed.seconds
+        progress.accuracy = Double(outcomes.map(\.correct).reduce(0, +)) / Double(batchSize * replicas)
+        progress.samplesPerSecond = Double(batchSize * replicas) / elapsed.seconds
         progress.stages = outcomes.enumerated().flatMap { replica, outcome in
           outcome.busy.enumerated().map { stage, busy in
             Pipemesh_V1_StageBusy.with {
@@ -389,7 +435,7 @@ final class TrainingJob: Sendable {
           outcome.memory.enumerated().map { stage, memory in
             Pipemesh_V1_MemberMemory.with {
               $0.member = "stage \(stage) replica \(replica)"
-              $0.endpoint = cluster.partitions[stage][replica]
+              $0.endpoint = placement.partitions[stage][replica]
               $0.memory = memory
             }
           }
@@ -423,12 +469,13 @@ final class TrainingJob: Sendable {
 
   /// Loads every stage on every replica; returns where each one's tensors
   /// are fetched, by stage and replica.
-  private func loadStages() async throws -> [[String]] {
+  private func loadStages(on placement: Placement) async throws -> [[String]] {
     try await StageLoading(
-      runID: runID, model: request.model, bounds: plan.bounds, cluster: cluster, clients: clients,
+      runID: runID, model: request.model, bounds: plan.bounds, parameterServers: cluster.parameterServers,
+      placement: placement,
       consistency: consistency, optimizer: request.optimizer
     ).load(
-      replicas: 0..<cluster.replicas, recomputeActivations: request.recomputeActivations,
+      replicas: 0..<replicas, recomputeActivations: request.recomputeActivations,
       maxKeptBytes: request.maxKeptBytes)
   }
 
@@ -436,14 +483,14 @@ final class TrainingJob: Sendable {
   /// everywhere: no mode is sync), with the cluster's replica count.
   var consistency: Pipemesh_V1_Consistency {
     var consistency = request.consistency
-    consistency.replicas = Int32(cluster.replicas)
+    consistency.replicas = Int32(replicas)
     return consistency
   }
 
   /// One step on every replica (each stage commits when its calls are done).
   private func runStep(
-    _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]], flush: Bool, dataPlane: [[String]],
-    deadline: Duration
+    _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]], flush: Bool, on placement: Placement,
+    dataPlane: [[String]], deadline: Duration
   ) async throws -> [PipelineRun.Outcome] {
     let microBatches = schedule.microBatches
     return try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome)?.self) { group in
@@ -456,7 +503,8 @@ final class TrainingJob: Sendable {
           }
           let outcome = try await PipelineRun(
             job: self.runID, step: step, replica: replica, schedule: self.schedule,
-            stages: self.clients.map { $0[replica] }, dataPlane: dataPlane.map { $0[replica] }, microBatches: parts,
+            stages: placement.clients.map { $0[replica] }, dataPlane: dataPlane.map { $0[replica] },
+            microBatches: parts,
             flush: flush, trace: self.trace
           ).run()
           return (replica, outcome)
@@ -484,20 +532,16 @@ final class TrainingJob: Sendable {
 
   /// Loss and accuracy of the current variables on held-out data, through
   /// replica 0's pipeline.
-  func evaluate(_ inputs: Tensor, _ targets: Tensor) async throws -> (loss: Double, accuracy: Double) {
+  private func evaluate(_ inputs: Tensor, _ targets: Tensor, on placement: Placement) async throws -> (
+    loss: Double, accuracy: Double
+  ) {
     let outputs = try await Inference.run(
-      inputs, job: runID, stages: clients.map { $0[0] }, chunk: Int(request.batchSize))
+      inputs, job: runID, stages: placement.firstReplica, chunk: Int(request.batchSize))
     let loss = withoutGradients { model.loss(output: outputs, target: targets).scalar }
     let accuracy =
       model.spec.loss == .softmaxCrossEntropy
       ? Double(Loss.correctPredictions(logits: outputs, labels: targets)) / Double(inputs.shape[0]) : 0
     return (Double(loss), accuracy)
-  }
-
-  /// Frees the job's stages on every partition (best effort: a partition
-  /// that cannot be reached keeps them until it restarts).
-  func unload() async {
-    await StageLoading.unload(runID: runID, clients: clients)
   }
 
   /// Has every ps task write the job's own checkpoint after `step` (the ps

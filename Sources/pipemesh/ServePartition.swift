@@ -99,7 +99,11 @@ struct ServeCoordinator: AsyncParsableCommand {
   @Option(help: "ps tasks, in shard order: HOST:PORT,HOST:PORT. [PIPEMESH_PS]")
   var ps: String?
 
-  @Option(help: "Partitions: stages separated by ';', a stage's replicas by ','. [PIPEMESH_PARTITIONS]")
+  @Option(
+    help: """
+      The pool of partitions jobs are placed on, as a layout: stages separated by ';', a stage's replicas \
+      by ','; a job that does not set its stages and replicas takes this shape. [PIPEMESH_PARTITIONS]
+      """)
   var partitions: String?
 
   @Option(

@@ -9,7 +9,8 @@ import Testing
 /// every service of the mesh restarted, driven through the `pipemesh`
 /// commands as a user would.
 @Suite(.serialized) struct DurableStateTests {
-  /// A ps, two partitions and a coordinator keeping its state in `state`.
+  /// A ps, partitions (two unless told) and a coordinator keeping its state
+  /// in `state`, its layout one stage per partition.
   final class Mesh: Sendable {
     let directory: TemporaryDirectory
     let state: String
@@ -19,16 +20,17 @@ import Testing
     let partitions: [RunningService]
     let coordinator: RunningService
 
-    init(psCheckpoints: Bool = false) async throws {
+    init(psCheckpoints: Bool = false, partitions count: Int = 2) async throws {
       directory = try TemporaryDirectory(prefix: "pipemesh-state")
       state = directory.file("coordinator-state")
       psArguments =
         psCheckpoints ? ["--checkpoint-dir", directory.file("ps-checkpoints"), "--checkpoint-seconds", "0"] : []
       ps = try await RunningService.start("ps", psArguments, log: directory.file("ps.log"))
-      partitions = [
-        try await RunningService.start("partition", log: directory.file("partition0.log")),
-        try await RunningService.start("partition", log: directory.file("partition1.log")),
-      ]
+      var partitions: [RunningService] = []
+      for index in 0..<count {
+        partitions.append(try await RunningService.start("partition", log: directory.file("partition\(index).log")))
+      }
+      self.partitions = partitions
       coordinator = try await Self.startCoordinator(
         ps: ps.endpoint, partitions: partitions.map(\.endpoint), state: state, log: directory.file("coordinator.log"))
     }

@@ -233,7 +233,7 @@ import Testing
     let coordinator = try await RunningService.start(
       "coordinator", ["--ps", ps.endpoint, "--partitions", "127.0.0.1:1"], log: directory.file("coordinator.log"))
     let warning = try await coordinator.process.waitForLine(
-      startingWith: "pipemesh coordinator: the partition at 127.0.0.1:1 (stage 0) does not answer:",
+      startingWith: "pipemesh coordinator: the partition at 127.0.0.1:1 does not answer:",
       timeout: .seconds(30))
     #expect(warning.contains("UNAVAILABLE"), "\(coordinator.process.log)")
     #expect(!coordinator.process.log.contains("the ps at \(ps.endpoint) does not answer"), "\(coordinator.process.log)")

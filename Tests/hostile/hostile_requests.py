@@ -817,7 +817,7 @@ class HostileGenerator:
             schedule=d.enum("schedule", rng.choice((0, 1, 2)), 3), optimizer=self.optimizer(d), consistency=self.consistency(d),
             validation_fraction=d.float("validation_fraction", rng.choice((0.0, 0.2))),
             shuffle_seed=d.uint64("shuffle_seed", 1), recompute_activations=d.flag("recompute_activations", False),
-            max_kept_bytes=d.int64("max_kept_bytes", 0))
+            max_kept_bytes=d.int64("max_kept_bytes", 0), stages=d.int32("stages", 0), replicas=d.int32("replicas", 0))
         # An existing name is ALREADY_EXISTS without `replace`: half the calls replace, so
         # that the hostile-t* jobs keep training. Never a protected job (see _job and _safe).
         if rng.random() < 0.5:

@@ -83,6 +83,10 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
   /// it (the coordinator does so when it starts; ResumeJob by hand); one
   /// without is trained again with `replace`.
   case interrupted // = 5
+
+  /// Waiting for partitions of the pool to be free (jobs run in the order
+  /// they came). Cancel ends the wait.
+  case queued // = 6
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -97,6 +101,7 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
     case 3: self = .failed
     case 4: self = .cancelled
     case 5: self = .interrupted
+    case 6: self = .queued
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -109,6 +114,7 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
     case .failed: return 3
     case .cancelled: return 4
     case .interrupted: return 5
+    case .queued: return 6
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -121,6 +127,7 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
     .failed,
     .cancelled,
     .interrupted,
+    .queued,
   ]
 
 }
@@ -490,6 +497,22 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._maxRestarts = newValue}
   }
 
+  /// Pipeline stages and data-parallel replicas of each: the job holds
+  /// stages × replicas partitions of the coordinator's pool for as long as it
+  /// runs, and waits QUEUED, in the order jobs came, while too few are free.
+  /// 0 takes the coordinator's layout (its --partitions: stages separated by
+  /// ';', a stage's replicas by ',').
+  /// Valid: 0 or more; stages × replicas at most the pool's partitions.
+  public var stages: Int32 {
+    get {_storage._stages}
+    set {_uniqueStorage()._stages = newValue}
+  }
+
+  public var replicas: Int32 {
+    get {_storage._replicas}
+    set {_uniqueStorage()._replicas = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -554,6 +577,10 @@ public nonisolated struct Pipemesh_V1_TrainProgress: Sendable {
 
   /// True on evaluation events.
   public var evaluated: Bool = false
+
+  /// While the job waits for partitions (QUEUED): its place in line, 1 for
+  /// the next to run; sent when it changes. 0 once the job runs.
+  public var queuePosition: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -621,70 +648,128 @@ public nonisolated struct Pipemesh_V1_InferResponse: Sendable {
   fileprivate var _outputs: Pipemesh_V1_Tensor? = nil
 }
 
-public nonisolated struct Pipemesh_V1_Job: Sendable {
+public nonisolated struct Pipemesh_V1_Job: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var job: String = String()
+  public var job: String {
+    get {_storage._job}
+    set {_uniqueStorage()._job = newValue}
+  }
 
-  public var state: Pipemesh_V1_JobState = .unspecified
+  public var state: Pipemesh_V1_JobState {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
-  public var step: Int64 = 0
+  public var step: Int64 {
+    get {_storage._step}
+    set {_uniqueStorage()._step = newValue}
+  }
 
-  public var totalSteps: Int64 = 0
+  public var totalSteps: Int64 {
+    get {_storage._totalSteps}
+    set {_uniqueStorage()._totalSteps = newValue}
+  }
 
-  public var loss: Double = 0
+  public var loss: Double {
+    get {_storage._loss}
+    set {_uniqueStorage()._loss = newValue}
+  }
 
-  public var error: String = String()
+  public var error: String {
+    get {_storage._error}
+    set {_uniqueStorage()._error = newValue}
+  }
 
   /// The user who started the job (from the coordinator's tokens file); only
   /// they and admins may read, cancel or infer with it. Empty when the
   /// coordinator authenticates no one.
-  public var owner: String = String()
+  public var owner: String {
+    get {_storage._owner}
+    set {_uniqueStorage()._owner = newValue}
+  }
 
   /// The memory of each process the job runs on: its partitions as of their
   /// last commit, its ps tasks when the job is read.
-  public var memory: [Pipemesh_V1_MemberMemory] = []
+  public var memory: [Pipemesh_V1_MemberMemory] {
+    get {_storage._memory}
+    set {_uniqueStorage()._memory = newValue}
+  }
 
   /// When the job was created and when it ended (0 while it runs), in
   /// seconds since the Unix epoch.
-  public var createdUnixSeconds: Double = 0
+  public var createdUnixSeconds: Double {
+    get {_storage._createdUnixSeconds}
+    set {_uniqueStorage()._createdUnixSeconds = newValue}
+  }
 
-  public var endedUnixSeconds: Double = 0
+  public var endedUnixSeconds: Double {
+    get {_storage._endedUnixSeconds}
+    set {_uniqueStorage()._endedUnixSeconds = newValue}
+  }
 
   /// The request as the job runs it (without its data): every default is
   /// filled in.
   public var options: Pipemesh_V1_TrainRequest {
-    get {_options ?? Pipemesh_V1_TrainRequest()}
-    set {_options = newValue}
+    get {_storage._options ?? Pipemesh_V1_TrainRequest()}
+    set {_uniqueStorage()._options = newValue}
   }
   /// Returns true if `options` has been explicitly set.
-  public var hasOptions: Bool {self._options != nil}
+  public var hasOptions: Bool {_storage._options != nil}
   /// Clears the value of `options`. Subsequent reads from it will return its default value.
-  public mutating func clearOptions() {self._options = nil}
+  public mutating func clearOptions() {_uniqueStorage()._options = nil}
 
   /// What each epoch ended with.
-  public var epochs: [Pipemesh_V1_EpochMetrics] = []
+  public var epochs: [Pipemesh_V1_EpochMetrics] {
+    get {_storage._epochs}
+    set {_uniqueStorage()._epochs = newValue}
+  }
 
   /// The model version the job registered when it succeeded ("NAME:vN").
-  public var model: String = String()
+  public var model: String {
+    get {_storage._model}
+    set {_uniqueStorage()._model = newValue}
+  }
 
   /// The step of the job's newest checkpoint on every ps task (0: none):
   /// where ResumeJob goes on from.
-  public var checkpointStep: Int64 = 0
+  public var checkpointStep: Int64 {
+    get {_storage._checkpointStep}
+    set {_uniqueStorage()._checkpointStep = newValue}
+  }
 
   /// Times the job was resumed.
-  public var resumes: Int32 = 0
+  public var resumes: Int32 {
+    get {_storage._resumes}
+    set {_uniqueStorage()._resumes = newValue}
+  }
 
   /// Why the job stopped each time before it was resumed, oldest first.
-  public var faults: [Pipemesh_V1_JobFault] = []
+  public var faults: [Pipemesh_V1_JobFault] {
+    get {_storage._faults}
+    set {_uniqueStorage()._faults = newValue}
+  }
+
+  /// The partitions the job runs (or last ran) on, stage by stage, a stage's
+  /// replicas in order: `partitions[stage * replicas + replica]`.
+  public var partitions: [String] {
+    get {_storage._partitions}
+    set {_uniqueStorage()._partitions = newValue}
+  }
+
+  /// When the job last left the queue and started to run (0 while queued).
+  public var startedUnixSeconds: Double {
+    get {_storage._startedUnixSeconds}
+    set {_uniqueStorage()._startedUnixSeconds = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _options: Pipemesh_V1_TrainRequest? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Pipemesh_V1_JobFault: Sendable {
@@ -1064,7 +1149,7 @@ nonisolated extension Pipemesh_V1_ScheduleKind: SwiftProtobuf._ProtoNameProvidin
 }
 
 nonisolated extension Pipemesh_V1_JobState: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0JOB_STATE_UNSPECIFIED\0\u{1}JOB_STATE_RUNNING\0\u{1}JOB_STATE_SUCCEEDED\0\u{1}JOB_STATE_FAILED\0\u{1}JOB_STATE_CANCELLED\0\u{1}JOB_STATE_INTERRUPTED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0JOB_STATE_UNSPECIFIED\0\u{1}JOB_STATE_RUNNING\0\u{1}JOB_STATE_SUCCEEDED\0\u{1}JOB_STATE_FAILED\0\u{1}JOB_STATE_CANCELLED\0\u{1}JOB_STATE_INTERRUPTED\0\u{1}JOB_STATE_QUEUED\0")
 }
 
 nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1404,7 +1489,7 @@ nonisolated extension Pipemesh_V1_CheckpointPolicy: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -1424,6 +1509,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _maxKeptBytes: Int64 = 0
     var _replace: Bool = false
     var _maxRestarts: Int32 = 0
+    var _stages: Int32 = 0
+    var _replicas: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1451,6 +1538,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _maxKeptBytes = source._maxKeptBytes
       _replace = source._replace
       _maxRestarts = source._maxRestarts
+      _stages = source._stages
+      _replicas = source._replicas
     }
   }
 
@@ -1486,6 +1575,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._maxKeptBytes) }()
         case 16: try { try decoder.decodeSingularBoolField(value: &_storage._replace) }()
         case 17: try { try decoder.decodeSingularInt32Field(value: &_storage._maxRestarts) }()
+        case 18: try { try decoder.decodeSingularInt32Field(value: &_storage._stages) }()
+        case 19: try { try decoder.decodeSingularInt32Field(value: &_storage._replicas) }()
         default: break
         }
       }
@@ -1549,6 +1640,12 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._maxRestarts != 0 {
         try visitor.visitSingularInt32Field(value: _storage._maxRestarts, fieldNumber: 17)
       }
+      if _storage._stages != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._stages, fieldNumber: 18)
+      }
+      if _storage._replicas != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._replicas, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1575,6 +1672,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._maxKeptBytes != rhs_storage._maxKeptBytes {return false}
         if _storage._replace != rhs_storage._replace {return false}
         if _storage._maxRestarts != rhs_storage._maxRestarts {return false}
+        if _storage._stages != rhs_storage._stages {return false}
+        if _storage._replicas != rhs_storage._replicas {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1626,7 +1725,7 @@ nonisolated extension Pipemesh_V1_StageBusy: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainProgress"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}epoch\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{3}samples_per_second\0\u{1}stages\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}done\0\u{3}trace_json\0\u{1}accuracy\0\u{1}checkpoints\0\u{1}evaluated\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}epoch\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{3}samples_per_second\0\u{1}stages\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}done\0\u{3}trace_json\0\u{1}accuracy\0\u{1}checkpoints\0\u{1}evaluated\0\u{3}queue_position\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1648,6 +1747,7 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
       case 12: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
       case 13: try { try decoder.decodeRepeatedStringField(value: &self.checkpoints) }()
       case 14: try { try decoder.decodeSingularBoolField(value: &self.evaluated) }()
+      case 15: try { try decoder.decodeSingularInt32Field(value: &self.queuePosition) }()
       default: break
       }
     }
@@ -1696,6 +1796,9 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
     if self.evaluated != false {
       try visitor.visitSingularBoolField(value: self.evaluated, fieldNumber: 14)
     }
+    if self.queuePosition != 0 {
+      try visitor.visitSingularInt32Field(value: self.queuePosition, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1714,6 +1817,7 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
     if lhs.accuracy != rhs.accuracy {return false}
     if lhs.checkpoints != rhs.checkpoints {return false}
     if lhs.evaluated != rhs.evaluated {return false}
+    if lhs.queuePosition != rhs.queuePosition {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1804,108 +1908,188 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0\u{1}partitions\0\u{3}started_unix_seconds\0")
+
+  fileprivate class _StorageClass {
+    var _job: String = String()
+    var _state: Pipemesh_V1_JobState = .unspecified
+    var _step: Int64 = 0
+    var _totalSteps: Int64 = 0
+    var _loss: Double = 0
+    var _error: String = String()
+    var _owner: String = String()
+    var _memory: [Pipemesh_V1_MemberMemory] = []
+    var _createdUnixSeconds: Double = 0
+    var _endedUnixSeconds: Double = 0
+    var _options: Pipemesh_V1_TrainRequest? = nil
+    var _epochs: [Pipemesh_V1_EpochMetrics] = []
+    var _model: String = String()
+    var _checkpointStep: Int64 = 0
+    var _resumes: Int32 = 0
+    var _faults: [Pipemesh_V1_JobFault] = []
+    var _partitions: [String] = []
+    var _startedUnixSeconds: Double = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _job = source._job
+      _state = source._state
+      _step = source._step
+      _totalSteps = source._totalSteps
+      _loss = source._loss
+      _error = source._error
+      _owner = source._owner
+      _memory = source._memory
+      _createdUnixSeconds = source._createdUnixSeconds
+      _endedUnixSeconds = source._endedUnixSeconds
+      _options = source._options
+      _epochs = source._epochs
+      _model = source._model
+      _checkpointStep = source._checkpointStep
+      _resumes = source._resumes
+      _faults = source._faults
+      _partitions = source._partitions
+      _startedUnixSeconds = source._startedUnixSeconds
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.state) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.totalSteps) }()
-      case 5: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.error) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.owner) }()
-      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.memory) }()
-      case 9: try { try decoder.decodeSingularDoubleField(value: &self.createdUnixSeconds) }()
-      case 10: try { try decoder.decodeSingularDoubleField(value: &self.endedUnixSeconds) }()
-      case 11: try { try decoder.decodeSingularMessageField(value: &self._options) }()
-      case 12: try { try decoder.decodeRepeatedMessageField(value: &self.epochs) }()
-      case 13: try { try decoder.decodeSingularStringField(value: &self.model) }()
-      case 14: try { try decoder.decodeSingularInt64Field(value: &self.checkpointStep) }()
-      case 15: try { try decoder.decodeSingularInt32Field(value: &self.resumes) }()
-      case 16: try { try decoder.decodeRepeatedMessageField(value: &self.faults) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._job) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._state) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._step) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._totalSteps) }()
+        case 5: try { try decoder.decodeSingularDoubleField(value: &_storage._loss) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._error) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._owner) }()
+        case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._memory) }()
+        case 9: try { try decoder.decodeSingularDoubleField(value: &_storage._createdUnixSeconds) }()
+        case 10: try { try decoder.decodeSingularDoubleField(value: &_storage._endedUnixSeconds) }()
+        case 11: try { try decoder.decodeSingularMessageField(value: &_storage._options) }()
+        case 12: try { try decoder.decodeRepeatedMessageField(value: &_storage._epochs) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._model) }()
+        case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._checkpointStep) }()
+        case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._resumes) }()
+        case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._faults) }()
+        case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._partitions) }()
+        case 18: try { try decoder.decodeSingularDoubleField(value: &_storage._startedUnixSeconds) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.job.isEmpty {
-      try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
-    }
-    if self.state != .unspecified {
-      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 2)
-    }
-    if self.step != 0 {
-      try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 3)
-    }
-    if self.totalSteps != 0 {
-      try visitor.visitSingularInt64Field(value: self.totalSteps, fieldNumber: 4)
-    }
-    if self.loss.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.loss, fieldNumber: 5)
-    }
-    if !self.error.isEmpty {
-      try visitor.visitSingularStringField(value: self.error, fieldNumber: 6)
-    }
-    if !self.owner.isEmpty {
-      try visitor.visitSingularStringField(value: self.owner, fieldNumber: 7)
-    }
-    if !self.memory.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.memory, fieldNumber: 8)
-    }
-    if self.createdUnixSeconds.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.createdUnixSeconds, fieldNumber: 9)
-    }
-    if self.endedUnixSeconds.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.endedUnixSeconds, fieldNumber: 10)
-    }
-    try { if let v = self._options {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-    } }()
-    if !self.epochs.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.epochs, fieldNumber: 12)
-    }
-    if !self.model.isEmpty {
-      try visitor.visitSingularStringField(value: self.model, fieldNumber: 13)
-    }
-    if self.checkpointStep != 0 {
-      try visitor.visitSingularInt64Field(value: self.checkpointStep, fieldNumber: 14)
-    }
-    if self.resumes != 0 {
-      try visitor.visitSingularInt32Field(value: self.resumes, fieldNumber: 15)
-    }
-    if !self.faults.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.faults, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._job.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._job, fieldNumber: 1)
+      }
+      if _storage._state != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._state, fieldNumber: 2)
+      }
+      if _storage._step != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._step, fieldNumber: 3)
+      }
+      if _storage._totalSteps != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._totalSteps, fieldNumber: 4)
+      }
+      if _storage._loss.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._loss, fieldNumber: 5)
+      }
+      if !_storage._error.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._error, fieldNumber: 6)
+      }
+      if !_storage._owner.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._owner, fieldNumber: 7)
+      }
+      if !_storage._memory.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._memory, fieldNumber: 8)
+      }
+      if _storage._createdUnixSeconds.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._createdUnixSeconds, fieldNumber: 9)
+      }
+      if _storage._endedUnixSeconds.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._endedUnixSeconds, fieldNumber: 10)
+      }
+      try { if let v = _storage._options {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      } }()
+      if !_storage._epochs.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._epochs, fieldNumber: 12)
+      }
+      if !_storage._model.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._model, fieldNumber: 13)
+      }
+      if _storage._checkpointStep != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._checkpointStep, fieldNumber: 14)
+      }
+      if _storage._resumes != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._resumes, fieldNumber: 15)
+      }
+      if !_storage._faults.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._faults, fieldNumber: 16)
+      }
+      if !_storage._partitions.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._partitions, fieldNumber: 17)
+      }
+      if _storage._startedUnixSeconds.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._startedUnixSeconds, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_Job, rhs: Pipemesh_V1_Job) -> Bool {
-    if lhs.job != rhs.job {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.step != rhs.step {return false}
-    if lhs.totalSteps != rhs.totalSteps {return false}
-    if lhs.loss != rhs.loss {return false}
-    if lhs.error != rhs.error {return false}
-    if lhs.owner != rhs.owner {return false}
-    if lhs.memory != rhs.memory {return false}
-    if lhs.createdUnixSeconds != rhs.createdUnixSeconds {return false}
-    if lhs.endedUnixSeconds != rhs.endedUnixSeconds {return false}
-    if lhs._options != rhs._options {return false}
-    if lhs.epochs != rhs.epochs {return false}
-    if lhs.model != rhs.model {return false}
-    if lhs.checkpointStep != rhs.checkpointStep {return false}
-    if lhs.resumes != rhs.resumes {return false}
-    if lhs.faults != rhs.faults {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._job != rhs_storage._job {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._step != rhs_storage._step {return false}
+        if _storage._totalSteps != rhs_storage._totalSteps {return false}
+        if _storage._loss != rhs_storage._loss {return false}
+        if _storage._error != rhs_storage._error {return false}
+        if _storage._owner != rhs_storage._owner {return false}
+        if _storage._memory != rhs_storage._memory {return false}
+        if _storage._createdUnixSeconds != rhs_storage._createdUnixSeconds {return false}
+        if _storage._endedUnixSeconds != rhs_storage._endedUnixSeconds {return false}
+        if _storage._options != rhs_storage._options {return false}
+        if _storage._epochs != rhs_storage._epochs {return false}
+        if _storage._model != rhs_storage._model {return false}
+        if _storage._checkpointStep != rhs_storage._checkpointStep {return false}
+        if _storage._resumes != rhs_storage._resumes {return false}
+        if _storage._faults != rhs_storage._faults {return false}
+        if _storage._partitions != rhs_storage._partitions {return false}
+        if _storage._startedUnixSeconds != rhs_storage._startedUnixSeconds {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -11,8 +11,9 @@ struct Train: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Train a model on a running coordinator and follow its progress.",
     discussion: """
-      The coordinator loads the dataset (a bundled name or a file on its host), plans the stages over
-      its partitions, and streams progress until the job ends. Exit codes: 0 done, 1 the job failed or
+      The coordinator loads the dataset (a bundled name or a file on its host), plans the stages, places
+      the job on partitions of its pool (it waits, queued, while too few are free) and streams progress
+      until the job ends. Exit codes: 0 done, 1 the job failed or
       was cancelled, 64 bad usage, 65 the coordinator refused the request, 69 unreachable.
       Example: pipemesh train --coordinator 10.0.0.5:7300 --model examples/mlp-digits.json --epochs 5
       """)
@@ -26,12 +27,24 @@ struct Train: AsyncParsableCommand {
   @Flag(help: "Train again under the name of a job that has ended, replacing it (its model keeps its versions).")
   var replace = false
 
+  @Option(help: "Pipeline stages; default: the coordinator's layout.")
+  var stages: Int = 0
+
+  @Option(help: "Data-parallel replicas of the pipeline; default: the coordinator's layout.")
+  var replicas: Int = 0
+
+  func validate() throws {
+    guard stages >= 0, replicas >= 0 else { throw ValidationError("--stages and --replicas must be 1 or more") }
+  }
+
   func run() async throws {
     try await withExitCodes {
       let spec = try training.modelSpec() ?? defaultModelForDataset()
       var request = try training.request(
         job: job ?? "job-\(Int(Date().timeIntervalSince1970))", spec: spec, dataset: training.datasetReference)
       request.replace = replace
+      request.stages = Int32(clamping: stages)
+      request.replicas = Int32(clamping: replicas)
       var display = ProgressDisplay(showsAccuracy: !training.regression)
       for try await progress in try client.client().stream(CoordinatorMethods.train, request) {
         if client.json { try client.printJSON(progress) } else { display.show(progress) }
@@ -197,12 +210,12 @@ struct Jobs: AsyncParsableCommand {
 
     @OptionGroup var client: ClientOptions
 
-    @Option(help: "Only jobs in this state: running, succeeded, failed, cancelled, interrupted.")
+    @Option(help: "Only jobs in this state: queued, running, succeeded, failed, cancelled, interrupted.")
     var state: String?
 
     func run() async throws {
       let states: [String: Pipemesh_V1_JobState] = [
-        "running": .running, "succeeded": .succeeded, "failed": .failed, "cancelled": .cancelled,
+        "queued": .queued, "running": .running, "succeeded": .succeeded, "failed": .failed, "cancelled": .cancelled,
         "interrupted": .interrupted,
       ]
       guard state == nil || states[state!] != nil else {
@@ -310,6 +323,11 @@ extension ClientOptions {
       "\(job.job)\t\(job.state)\tstep \(job.step)/\(job.totalSteps)\tloss \(String(format: "%.4f", job.loss))"
         + (job.error.isEmpty ? "" : "\t\(job.error)"))
     guard withMemory else { return }
+    if !job.partitions.isEmpty {
+      say(
+        "  stages \(job.options.stages) × replicas \(job.options.replicas) on \(job.partitions.joined(separator: ", "))"
+      )
+    }
     func gigabytes(_ bytes: Int64) -> String { String(format: "%.2f GB", Double(bytes) / 1e9) }
     for member in job.memory {
       say(

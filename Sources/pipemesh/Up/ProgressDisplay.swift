@@ -17,6 +17,14 @@ struct ProgressDisplay {
   }
 
   mutating func show(_ progress: Pipemesh_V1_TrainProgress) {
+    if progress.queuePosition > 0 {
+      finishLine()
+      let ahead = progress.queuePosition - 1
+      say(
+        "queued for partitions: "
+          + (ahead == 0 ? "next to run" : "\(ahead) job\(ahead == 1 ? "" : "s") ahead"))
+      return
+    }
     if progress.evaluated {
       finishLine()
       say(

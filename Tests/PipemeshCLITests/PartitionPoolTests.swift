@@ -1,0 +1,100 @@
+import Foundation
+import MeshTestSupport
+import Testing
+
+/// A coordinator's partitions as a pool: each job holds stages × replicas
+/// partitions of its own, jobs of different shapes run at once, the rest
+/// wait in order, and a spare takes the place of a partition that dies.
+/// Real processes, driven through the `pipemesh` commands.
+@Suite(.serialized) struct PartitionPoolTests {
+  typealias Mesh = DurableStateTests.Mesh
+
+  /// `pipemesh train` of `job` with `options`, followed in a process of its own.
+  static func startTraining(_ job: String, _ options: [String], on mesh: Mesh) throws -> ChildProcess {
+    try ChildProcess(
+      PipemeshBinary.path,
+      ["train", "--coordinator", mesh.coordinator.endpoint, "--job", job, "--model", DurableStateTests.model, "--json"]
+        + options, logPath: mesh.directory.file("\(job).log"))
+  }
+
+  static func partitions(of record: [String: Any]) -> [String] { record["partitions"] as? [String] ?? [] }
+
+  @Test func jobsOfDifferentShapesShareThePoolAndTheRestWaitInOrder() async throws {
+    let mesh = try await Mesh(partitions: 3)
+    let wide = try Self.startTraining("wide", ["--stages", "2", "--epochs", "1000"], on: mesh)
+    let wideRecord = try await DurableStateTests.waitFor("wide", on: mesh) {
+      $0["state"] as? String == "JOB_STATE_RUNNING"
+    }
+    #expect(Self.partitions(of: wideRecord).count == 2, "\(wideRecord)")
+
+    // A one-stage job runs to its end beside it, on the third partition.
+    let narrow = try await mesh.run([
+      "train", "--job", "narrow", "--model", DurableStateTests.model, "--stages", "1", "--epochs", "1",
+    ])
+    #expect(narrow.status == 0, "\(narrow.output)")
+    let narrowRecord = try await DurableStateTests.record("narrow", on: mesh)
+    #expect(narrowRecord["state"] as? String == "JOB_STATE_SUCCEEDED", "\(narrowRecord)")
+    #expect(Self.partitions(of: narrowRecord).count == 1, "\(narrowRecord)")
+    #expect(Set(Self.partitions(of: narrowRecord)).isDisjoint(with: Self.partitions(of: wideRecord)))
+    #expect(try await DurableStateTests.record("wide", on: mesh)["state"] as? String == "JOB_STATE_RUNNING")
+
+    // Its model answers from its partition while "wide" trains.
+    let inputs = try await DurableStateTests.inputs(in: mesh.directory)
+    let inferred = try await mesh.run(["infer", "--model", "narrow", "--input", inputs])
+    #expect(inferred.status == 0, "\(inferred.output)")
+
+    // Two partitions are not free: "waiting" is queued, first in line; "later"
+    // needs only the free one but does not pass it.
+    let waiting = try Self.startTraining("waiting", ["--stages", "2", "--epochs", "1"], on: mesh)
+    _ = try await waiting.waitForLine(startingWith: "{\"job\":\"waiting\",\"queuePosition\":1")
+    let later = try Self.startTraining("later", ["--stages", "1", "--epochs", "1"], on: mesh)
+    _ = try await later.waitForLine(startingWith: "{\"job\":\"later\",\"queuePosition\":2")
+    let queued = try await mesh.json(["jobs", "list", "--state", "queued"])
+    #expect(queued.compactMap { $0["job"] as? String } == ["later", "waiting"], "\(queued)")
+
+    // A queued job cancelled never runs.
+    let cancelled = try await mesh.json(["cancel", "--job", "later"])
+    #expect(cancelled.first?["state"] as? String == "JOB_STATE_CANCELLED", "\(cancelled)")
+    #expect(try await later.waitForExit() != 0)
+    #expect(Self.partitions(of: try await DurableStateTests.record("later", on: mesh)).isEmpty)
+
+    // When "wide" ends, "waiting" gets its partitions and runs to its end.
+    _ = try await mesh.json(["cancel", "--job", "wide"])
+    #expect(try await wide.waitForExit() != 0)
+    #expect(try await waiting.waitForExit() == 0, "\(waiting.log)")
+    let ran = try await DurableStateTests.record("waiting", on: mesh)
+    #expect(ran["state"] as? String == "JOB_STATE_SUCCEEDED" && Self.partitions(of: ran).count == 2, "\(ran)")
+
+    // A shape the pool can never hold is refused, naming the fields.
+    let tooBig = try await mesh.run([
+      "train", "--job", "too-big", "--model", DurableStateTests.model, "--stages", "2", "--replicas", "2",
+    ])
+    #expect(tooBig.status == 65, "\(tooBig.output)")
+    #expect(tooBig.output.contains("stages 2 × replicas 2 needs 4 partitions; this coordinator's pool has 3"))
+  }
+
+  /// `kill -9` of a partition under a sync job that checkpoints and may
+  /// restart, on a pool with a spare: the job runs on at once on the spare
+  /// (the dead partition stays down) and ends with the weights of a run
+  /// never interrupted.
+  @Test func aSparePartitionTakesTheStagesOfOneThatDies() async throws {
+    let mesh = try await Mesh(psCheckpoints: true, partitions: 3)
+    let options = [
+      "--model", DurableStateTests.model, "--stages", "2", "--epochs", "20", "--micro-batches", "2",
+      "--checkpoint-every", "5", "--max-restarts", "1", "--json",
+    ]
+    let training = try await DurableStateTests.trainStraightThenStart("survivor", options: options, on: mesh)
+    let before = Self.partitions(of: try await DurableStateTests.record("survivor", on: mesh))
+    try #require(before.count == 2)
+    let lost = try #require(mesh.partitions.first { $0.endpoint == before[1] })
+    lost.process.signal(SIGKILL)
+    _ = try await lost.process.waitForExit()
+
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+    let ended = try await DurableStateTests.record("survivor", on: mesh)
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED" && ended["resumes"] as? Int == 1, "\(ended)")
+    let after = Self.partitions(of: ended)
+    #expect(after.count == 2 && !after.contains(lost.endpoint), "\(ended)")
+    try await DurableStateTests.expectSameWeights("survivor", as: "straight", on: mesh)
+  }
+}
