@@ -1,8 +1,10 @@
 import MeshPSClient
 import MeshRPC
 
-/// The services a coordinator drives: ps tasks in shard order, and for each
-/// stage the partitions of its data-parallel replicas.
+/// The services a coordinator drives: ps tasks in shard order, and the
+/// partitions it was started with, as a layout — for each stage the
+/// partitions of its data-parallel replicas — that gives a job its shape
+/// when the job names none (empty when partitions only join the pool).
 public struct Cluster: Sendable {
   public let parameterServers: [String]
   /// `partitions[stage][replica]`.
@@ -12,10 +14,10 @@ public struct Cluster: Sendable {
 
   public init(parameterServers: [String], partitions: [[String]], dialer: any RPCDialer = GRPCDialer()) throws {
     guard !parameterServers.isEmpty else { throw RPCError(.invalidArgument, "the cluster has no ps task") }
-    guard !partitions.isEmpty, partitions.allSatisfy({ !$0.isEmpty }) else {
+    guard partitions.allSatisfy({ !$0.isEmpty }) else {
       throw RPCError(.invalidArgument, "every stage needs at least one partition")
     }
-    guard Set(partitions.map(\.count)).count == 1 else {
+    guard Set(partitions.map(\.count)).count <= 1 else {
       throw RPCError(.invalidArgument, "every stage needs the same number of replicas, got \(partitions.map(\.count))")
     }
     self.parameterServers = parameterServers
@@ -23,13 +25,15 @@ public struct Cluster: Sendable {
     self.dialer = dialer
   }
 
+  /// The layout's stages (0 without one).
   public var stages: Int { partitions.count }
 
   /// A client of the ps tasks.
   func parameterServerClient() throws -> ParameterServerClient {
     try ParameterServerClient(endpoints: parameterServers, dialer: dialer)
   }
-  public var replicas: Int { partitions[0].count }
+  /// The layout's replicas (0 without one).
+  public var replicas: Int { partitions.first?.count ?? 0 }
 
   /// Parses `HOST:PORT,HOST:PORT;HOST:PORT`: stages separated by `;`,
   /// replicas of a stage by `,`.

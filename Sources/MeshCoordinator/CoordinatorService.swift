@@ -30,7 +30,7 @@ public final class CoordinatorService: RPCService, Sendable {
   private let loadDataset: DatasetLoader?
   private let resolveDataFile: DataFileResolver?
   /// The partitions jobs are placed on.
-  private let pool: PartitionPool
+  let pool: PartitionPool
   /// Asks the pool's members how they are, every few seconds.
   private let poolWatch: Task<Void, Never>
   private let registry: ModelRegistry
@@ -40,7 +40,7 @@ public final class CoordinatorService: RPCService, Sendable {
   private let jobNumbers = Mutex<Int?>(nil)
   /// Users and their tokens; nil authenticates no one (every caller is an
   /// anonymous admin).
-  private let tokens: TokenFile?
+  let tokens: TokenFile?
 
   /// A coordinator over `cluster`; `store` defaults to one in memory.
   public init(
@@ -56,7 +56,13 @@ public final class CoordinatorService: RPCService, Sendable {
     let pool = PartitionPool(
       members: try cluster.partitions.joined().map { .init(endpoint: $0, client: try cluster.dialer.channel(to: $0)) })
     self.pool = pool
-    poolWatch = Task { await pool.watch(every: Self.poolWatchPeriod, timeout: .seconds(2)) }
+    // Members that joined before a restart: each has a lease's time to renew.
+    for endpoint in try store.poolMembers() {
+      pool.join(.init(endpoint: endpoint, client: try cluster.dialer.channel(to: endpoint)), lease: Self.memberLease)
+    }
+    poolWatch = Task {
+      await pool.watch(every: Self.poolWatchPeriod, timeout: .seconds(2)) { try? await store.removePoolMember($0) }
+    }
     registry = ModelRegistry(store: store, cluster: cluster, pool: pool)
     let interrupted = try store.interruptRunningJobs(at: Date().timeIntervalSince1970)
     interruptedJobs = interrupted.map(\.record.job)
@@ -83,14 +89,17 @@ public final class CoordinatorService: RPCService, Sendable {
     router.unary(CoordinatorMethods.plan) { [self] request, context in
       _ = try caller(context)
       let model = try makeModel(request.model)
-      let stages = request.stages == 0 ? cluster.stages : Int(request.stages)
+      let memory = request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : StageMemory.mostSlots
+      let budget = Self.leastBudget(await pool.ask(CallOptions(timeout: .seconds(2))))
+      let splitPoints = request.splitPoints.map { Int($0) }
+      let stages =
+        request.stages != 0
+        ? Int(request.stages) : defaultStages(model, splitPoints: splitPoints, budget: budget, memory: memory)
       // A plan this coordinator's pool can run must fit its partitions' memory.
-      let poolCanRun = (1...pool.members.count).contains(stages)
-      let budget = poolCanRun ? Self.leastBudget(await pool.ask(CallOptions(timeout: .seconds(2)))) : nil
+      let poolCanRun = (1...max(1, pool.members.count)).contains(stages)
       return try Planner.plan(
-        model, stages: stages, splitPoints: request.splitPoints.map { Int($0) },
-        budgets: poolCanRun ? Array(repeating: budget, count: stages) : [],
-        memory: request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots
+        model, stages: stages, splitPoints: splitPoints,
+        budgets: poolCanRun ? Array(repeating: budget, count: stages) : [], memory: memory
       ).response
     }
     router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, context in
@@ -154,6 +163,7 @@ public final class CoordinatorService: RPCService, Sendable {
     router.unary(CoordinatorMethods.deleteJob) { [self] request, context in
       try await deleteJob(request.job, for: try caller(context))
     }
+    registerPool(with: &router)
     router.unary(CoordinatorMethods.listModels) { [self] request, context in
       let caller = try caller(context)
       if !request.name.isEmpty, try ModelReference(parsing: request.name, field: "name").version != nil {
@@ -229,7 +239,7 @@ public final class CoordinatorService: RPCService, Sendable {
   /// Who a call comes from: the user its token names, else the user its
   /// client certificate names (`client.NAME`, `admin.NAME`), else the
   /// anonymous admin when this coordinator authenticates no one.
-  private func caller(_ context: ServerContext) throws -> Caller {
+  func caller(_ context: ServerContext) throws -> Caller {
     if let tokens, context.metadata["authorization"] != nil || context.peerIdentity == nil {
       return try tokens.caller(context.metadata)
     }
@@ -526,16 +536,40 @@ public final class CoordinatorService: RPCService, Sendable {
     return Self.leastBudget(answers)
   }
 
+  /// The stages of a job that names none: the coordinator's layout, else
+  /// as many as the split points make, else the fewest whose plan fits the
+  /// partitions' `budget` (leaving the rest of the pool to other jobs).
+  private func defaultStages(_ model: Sequential, splitPoints: [Int], budget: Int?, memory: StageMemory) -> Int {
+    if cluster.stages > 0 { return cluster.stages }
+    if !splitPoints.isEmpty { return splitPoints.count + 1 }
+    let most = max(1, min(pool.members.count, model.layers.count))
+    return (1...most).first { stages in
+      (try? Planner.plan(model, stages: stages, budgets: Array(repeating: budget, count: stages), memory: memory))
+        != nil
+    } ?? most
+  }
+
   /// A Train request's stages and replicas, 0 read as the coordinator's
-  /// layout; INVALID_ARGUMENT when the pool cannot hold them.
-  private func shape(of request: Pipemesh_V1_TrainRequest) throws -> (stages: Int32, replicas: Int32) {
+  /// layout (`defaultStages` and one replica without one); INVALID_ARGUMENT
+  /// when the pool cannot hold them.
+  private func shape(of request: Pipemesh_V1_TrainRequest) async throws -> (stages: Int32, replicas: Int32) {
     guard request.stages >= 0, request.replicas >= 0 else {
       throw RPCError(
         .invalidArgument,
         "stages \(request.stages) and replicas \(request.replicas) must be 0 (the coordinator's layout) or more")
     }
-    let stages = request.stages == 0 ? Int32(cluster.stages) : request.stages
-    let replicas = request.replicas == 0 ? Int32(cluster.replicas) : request.replicas
+    var stages = request.stages
+    if stages == 0, cluster.stages > 0 {
+      stages = Int32(cluster.stages)
+    } else if stages == 0 {
+      let model = try makeModel(request.model)
+      let budget = Self.leastBudget(await pool.ask(CallOptions(timeout: .seconds(2))))
+      stages = Int32(
+        defaultStages(
+          model, splitPoints: request.splitPoints.map { Int($0) }, budget: budget,
+          memory: try StageMemory(optimizer: request.optimizer)))
+    }
+    let replicas = request.replicas == 0 ? Int32(max(1, cluster.replicas)) : request.replicas
     guard Int(stages) * Int(replicas) <= pool.members.count else {
       throw RPCError(
         .invalidArgument,
@@ -553,11 +587,11 @@ public final class CoordinatorService: RPCService, Sendable {
   ) async throws -> (TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>) {
     let name = request.job.isEmpty ? try await unusedJobName() : request.job
     try MeshNames.checkJob(name, maxLength: Self.maxJobName)
-    var request = request
-    (request.stages, request.replicas) = try shape(of: request)
     let admission = Self.jobAdmission(name, replace: request.replace, by: owner)
     // The cheap refusals before loading any data (checked again when the job is added).
     try await store.checkJobName(name, admit: admission)
+    var request = request
+    (request.stages, request.replicas) = try await shape(of: request)
     let (inputs, targets) = try data(request.data)
     let job = try TrainingJob(
       name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster,
@@ -614,12 +648,19 @@ public final class CoordinatorService: RPCService, Sendable {
             await job.endQueued(error)
             break
           }
-          let failure = await job.run(on: placement, report: { continuation.yield($0) }) { [registry] job in
+          let endpoints = Set(placement.partitions.joined())
+          let failure = await job.run(
+            on: placement, report: { continuation.yield($0) }, leaving: { [pool] in pool.leaving(among: endpoints) }
+          ) { [registry] job in
             "\(try await registry.register(job, admit: admission).reference)"
           }
           pool.release(job.runID)
-          // A member that failed under the job: run it on, while it may restart.
-          guard let failure, Self.isMemberFailure(failure), job.snapshot.resumes < job.request.maxRestarts,
+          // Moved off a partition that leaves the pool, or a member failed
+          // under the job while it may restart (moves and coordinator
+          // restarts spend none of its restarts): run it on.
+          let restarts = job.snapshot.faults.filter { $0.state == .failed }.count
+          guard let failure,
+            failure is TrainingJob.Move || (Self.isMemberFailure(failure) && restarts < job.request.maxRestarts),
             let next = await restart(job)
           else { break }
           job = next
@@ -719,7 +760,7 @@ public final class CoordinatorService: RPCService, Sendable {
         .failedPrecondition, "the examples job \(name) was sent inline were not kept; train it again with replace")
     }
     var options = stored.record.options
-    (options.stages, options.replicas) = try shape(of: options)
+    (options.stages, options.replicas) = try await shape(of: options)
     let job = try TrainingJob(
       name: name, owner: stored.record.owner, request: options, inputs: inputs, targets: targets, cluster: cluster,
       store: store, budget: try await checkMembers(needed: Int(options.stages * options.replicas)), resuming: stored)

@@ -101,7 +101,38 @@ public final class CoordinatorStore: Sendable {
     migrator.registerMigration("3: checkpoint runs") { db in
       try db.alter(table: "job") { table in table.add(column: "checkpoint_run", .text).notNull().defaults(to: "") }
     }
+    // Partitions that joined the pool: a coordinator that restarts takes
+    // them back (each with a fresh lease to renew).
+    migrator.registerMigration("4: pool members") { db in
+      try db.create(table: "pool_member") { table in
+        table.primaryKey("endpoint", .text)
+        table.column("joined_at", .double).notNull()
+      }
+    }
     return migrator
+  }
+
+  // MARK: - Pool members
+
+  /// The partitions that joined the pool and have not left it, oldest first.
+  func poolMembers() throws -> [String] {
+    try readNow { db in
+      try String.fetchAll(db, sql: "SELECT endpoint FROM pool_member ORDER BY joined_at, endpoint")
+    }
+  }
+
+  /// Records that `endpoint` joined the pool (again: no change).
+  func addPoolMember(_ endpoint: String, at time: Double) async throws {
+    try await write { db in
+      try db.execute(
+        sql: "INSERT INTO pool_member (endpoint, joined_at) VALUES (?, ?) ON CONFLICT(endpoint) DO NOTHING",
+        arguments: [endpoint, time])
+    }
+  }
+
+  /// Records that `endpoint` left the pool (its lease lapsed).
+  func removePoolMember(_ endpoint: String) async throws {
+    try await write { db in try db.execute(sql: "DELETE FROM pool_member WHERE endpoint = ?", arguments: [endpoint]) }
   }
 
   // MARK: - Jobs

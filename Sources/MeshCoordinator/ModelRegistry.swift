@@ -220,7 +220,7 @@ final class ModelRegistry: Sendable {
     // The split the job trained with, when the pool has as many partitions.
     let splitPoints = stages(record.splitPoints) <= pool.members.count ? record.splitPoints.map { Int($0) } : []
     let plan = try Planner.plan(
-      model, stages: splitPoints.isEmpty ? cluster.stages : splitPoints.count + 1, splitPoints: splitPoints)
+      model, stages: stages(splitPoints.map { Int32($0) }), splitPoints: splitPoints)
     let placement = try pool.sharedPlacement(stages: plan.bounds.count - 1)
     let ps = try cluster.parameterServerClient()
     do {
@@ -239,9 +239,10 @@ final class ModelRegistry: Sendable {
     return LoadedModel(runID: runID, model: model, stages: placement.firstReplica)
   }
 
-  /// The stages a version's split points make (none: the coordinator's layout).
+  /// The stages a version's split points make (none: the coordinator's
+  /// layout, or one stage without a layout).
   private func stages(_ splitPoints: [Int32]) -> Int {
-    splitPoints.isEmpty ? cluster.stages : splitPoints.count + 1
+    splitPoints.isEmpty ? max(1, cluster.stages) : splitPoints.count + 1
   }
 
   /// Forgets deleted versions: unloads those the registry loaded (once a

@@ -22,12 +22,14 @@ struct Placement: Sendable {
   }
 }
 
-/// The partitions a coordinator trains on, and the job that holds each. A
-/// training job holds stages × replicas partitions of its own while it
-/// runs; jobs that find too few free wait in the order they came (a job
-/// never passes one that waits before it, so a big job is not starved). A
-/// partition that did not answer when last asked is not given out.
-/// Inference shares partitions with training and holds none.
+/// The partitions a coordinator trains on, and the job that holds each: the
+/// coordinator's `--partitions`, and partitions that joined (JoinPool) and
+/// keep their lease. A training job holds stages × replicas partitions of
+/// its own while it runs; jobs that find too few free wait in the order they
+/// came (a job never passes one that waits before it, so a big job is not
+/// starved). A partition that did not answer when last asked, or that is
+/// leaving, is not given out. Inference shares partitions with training and
+/// holds none.
 final class PartitionPool: Sendable {
   /// One partition of the pool.
   struct Member: Sendable {
@@ -35,11 +37,23 @@ final class PartitionPool: Sendable {
     let client: any RPCChannel
   }
 
-  /// In the order they are given out: the coordinator's layout, stage by stage.
-  let members: [Member]
-  private let state = Mutex(State())
+  private let state: Mutex<State>
+
+  /// A member and how it stands.
+  private struct Entry {
+    let member: Member
+    /// When a joined member's lease lapses; nil for a listed one.
+    var lease: ContinuousClock.Instant?
+    /// Leaving the pool (LeavePool): given to no job.
+    var leaving = false
+    /// What it admits a stage's parameters at, when it said.
+    var budget: Int?
+  }
 
   private struct State {
+    /// In the order members are given out: the coordinator's layout stage
+    /// by stage, then the joined ones in the order they came.
+    var entries: [Entry]
     /// The run that holds each member, by endpoint.
     var holders: [String: String] = [:]
     /// Members that did not answer when last asked.
@@ -60,9 +74,13 @@ final class PartitionPool: Sendable {
     var told = 0
   }
 
+  /// A pool of the coordinator's listed partitions.
   init(members: [Member]) {
-    self.members = members
+    state = Mutex(State(entries: members.map { Entry(member: $0) }))
   }
+
+  /// Every member, in the order they are given out.
+  var members: [Member] { state.withLock { $0.entries.map(\.member) } }
 
   /// Every member's client, for calls that must reach wherever a run may
   /// have been loaded (unloads).
@@ -70,15 +88,82 @@ final class PartitionPool: Sendable {
 
   /// Whether a job of `count` partitions would wait now.
   func wouldWait(_ count: Int) -> Bool {
-    state.withLock { state in !state.waiting.isEmpty || Self.free(in: state, of: members).count < count }
+    state.withLock { state in !state.waiting.isEmpty || Self.free(in: state).count < count }
   }
 
-  /// What each member is doing: the run that holds it (nil when free), and
-  /// whether it answered when last asked.
-  var holders: [(member: Member, run: String?, answering: Bool)] {
-    state.withLock { state in
-      members.map { ($0, state.holders[$0.endpoint], !state.silent.contains($0.endpoint)) }
+  /// Adds a partition that joined, or renews its lease (and takes it back
+  /// if it was leaving); returns whether it is new to the pool.
+  @discardableResult
+  func join(_ member: Member, lease: Duration) -> Bool {
+    let (new, notices) = state.withLock { state -> (Bool, [() -> Void]) in
+      let expiry = ContinuousClock.now + lease
+      if let index = state.entries.firstIndex(where: { $0.member.endpoint == member.endpoint }) {
+        if state.entries[index].lease != nil { state.entries[index].lease = expiry }
+        state.entries[index].leaving = false
+        return (false, grant(&state))
+      }
+      state.entries.append(Entry(member: member, lease: expiry))
+      return (true, grant(&state))
     }
+    for notice in notices { notice() }
+    return new
+  }
+
+  /// Marks a member as leaving: no job is placed on it any more. Returns the
+  /// run that still holds it (nil when none); NOT_FOUND for no member.
+  func leave(_ endpoint: String) throws -> String? {
+    try state.withLock { state in
+      guard let index = state.entries.firstIndex(where: { $0.member.endpoint == endpoint }) else {
+        throw RPCError(.notFound, "no partition \(endpoint.echoed) in this coordinator's pool")
+      }
+      state.entries[index].leaving = true
+      return state.holders[endpoint]
+    }
+  }
+
+  /// The first of `endpoints` that is leaving the pool, if any.
+  func leaving(among endpoints: Set<String>) -> String? {
+    state.withLock { state in
+      state.entries.first { $0.leaving && endpoints.contains($0.member.endpoint) }?.member.endpoint
+    }
+  }
+
+  /// Removes the joined members whose lease has lapsed; returns their endpoints.
+  func expireLeases() -> [String] {
+    let now = ContinuousClock.now
+    return state.withLock { state in
+      let lapsed = state.entries.filter { $0.lease.map { $0 < now } ?? false }.map(\.member.endpoint)
+      state.entries.removeAll { lapsed.contains($0.member.endpoint) }
+      state.silent.subtract(lapsed)
+      return lapsed
+    }
+  }
+
+  /// Every member as GetPool shows it.
+  var status: [Pipemesh_V1_PoolMember] {
+    let now = ContinuousClock.now
+    return state.withLock { state in
+      state.entries.map { entry in
+        let endpoint = entry.member.endpoint
+        return .with {
+          $0.endpoint = endpoint
+          $0.job = state.holders[endpoint].map { Self.jobName(ofRun: $0) } ?? ""
+          $0.state =
+            entry.leaving
+            ? .leaving
+            : state.silent.contains(endpoint) ? .silent : state.holders[endpoint] != nil ? .busy : .free
+          $0.joined = entry.lease != nil
+          $0.leaseSecondsLeft = entry.lease.map { max(0, ($0 - now).seconds) } ?? 0
+          $0.memoryBudgetBytes = Int64(entry.budget ?? 0)
+        }
+      }
+    }
+  }
+
+  /// A job's name from its run id (`NAME.8HEX`).
+  static func jobName(ofRun run: String) -> String {
+    guard let dot = run.lastIndex(of: ".") else { return run }
+    return String(run[..<dot])
   }
 
   /// Waits for `stages × replicas` free partitions, in line behind the jobs
@@ -90,10 +175,11 @@ final class PartitionPool: Sendable {
     stages: Int, replicas: Int, for run: String, first: Bool = false,
     onPosition: @escaping @Sendable (Int) -> Void
   ) async throws -> Placement {
-    guard stages * replicas <= members.count else {
+    let size = members.count
+    guard stages * replicas <= size else {
       throw RPCError(
         .invalidArgument,
-        "stages \(stages) × replicas \(replicas) needs \(stages * replicas) partitions; the pool has \(members.count)")
+        "stages \(stages) × replicas \(replicas) needs \(stages * replicas) partitions; the pool has \(size)")
     }
     let ticket = state.withLock { state in
       defer { state.nextTicket += 1 }
@@ -132,16 +218,17 @@ final class PartitionPool: Sendable {
   /// `stages` partitions to load a model for inference on, held by no one:
   /// free ones first, then ones that train (inference shares them).
   func sharedPlacement(stages: Int) throws -> Placement {
-    let (free, held) = state.withLock { state in
-      let answering = members.filter { !state.silent.contains($0.endpoint) }
+    let (free, held, size) = state.withLock { state in
+      let answering = state.entries.map(\.member).filter { !state.silent.contains($0.endpoint) }
       return (
-        answering.filter { state.holders[$0.endpoint] == nil }, answering.filter { state.holders[$0.endpoint] != nil }
+        answering.filter { state.holders[$0.endpoint] == nil }, answering.filter { state.holders[$0.endpoint] != nil },
+        state.entries.count
       )
     }
     guard free.count + held.count >= stages else {
       throw RPCError(
-        .unavailable,
-        "the model needs \(stages) partitions and \(free.count + held.count) of the pool's \(members.count) answer")
+        .unavailable, "the model needs \(stages) partitions and \(free.count + held.count) of the pool's \(size) answer"
+      )
     }
     return Placement(Array((free + held).prefix(stages)), replicas: 1)
   }
@@ -182,6 +269,9 @@ final class PartitionPool: Sendable {
         group.addTask {
           do {
             let described = try await member.client.call(DiagnosticsMethods.describe, .init(), options: options)
+            guard described.services.contains(PartitionMethods.service) else {
+              return Answer(member: member, error: "it serves no partition (it is a \(described.role.echoed))")
+            }
             return Answer(
               member: member, budget: described.memoryBudgetBytes > 0 ? Int(described.memoryBudgetBytes) : nil)
           } catch let error as RPCError where error.code == .unimplemented {
@@ -194,25 +284,38 @@ final class PartitionPool: Sendable {
       }
       return await group.reduce(into: []) { $0.append($1) }
     }
+    state.withLock { state in
+      for answer in answers where answer.error == nil {
+        guard let index = state.entries.firstIndex(where: { $0.member.endpoint == answer.member.endpoint }) else {
+          continue
+        }
+        state.entries[index].budget = answer.budget
+      }
+    }
     note(
       answering: Set(answers.filter { $0.error == nil }.map(\.member.endpoint)),
       silent: Set(answers.filter { $0.error != nil }.map(\.member.endpoint)))
     return answers
   }
 
-  /// Asks every member each `period` (each within `timeout`) until the task
-  /// is cancelled, so that a member that stopped is not given out and one
-  /// that came back is.
-  func watch(every period: Duration, timeout: Duration) async {
+  /// Each `period` until the task is cancelled: drops the joined members
+  /// whose lease lapsed (telling `lapsed`), and asks the others (each within
+  /// `timeout`), so that a member that stopped is not given out and one that
+  /// came back is.
+  func watch(every period: Duration, timeout: Duration, lapsed: @Sendable (String) async -> Void) async {
     while !Task.isCancelled {
+      for endpoint in expireLeases() { await lapsed(endpoint) }
       _ = await ask(CallOptions(timeout: timeout))
       try? await Task.sleep(for: period)
     }
   }
 
-  /// Members neither held nor silent, in pool order.
-  private static func free(in state: State, of members: [Member]) -> [Member] {
-    members.filter { state.holders[$0.endpoint] == nil && !state.silent.contains($0.endpoint) }
+  /// Members neither held, silent nor leaving, in pool order.
+  private static func free(in state: State) -> [Member] {
+    state.entries.filter {
+      !$0.leaving && state.holders[$0.member.endpoint] == nil && !state.silent.contains($0.member.endpoint)
+    }
+    .map(\.member)
   }
 
   /// Gives free members to the waiters at the head of the line, in order;
@@ -220,7 +323,7 @@ final class PartitionPool: Sendable {
   private func grant(_ state: inout State) -> [() -> Void] {
     var notices: [() -> Void] = []
     while let head = state.waiting.first {
-      let free = Self.free(in: state, of: members)
+      let free = Self.free(in: state)
       guard free.count >= head.count else { break }
       let granted = Array(free.prefix(head.count))
       for member in granted { state.holders[member.endpoint] = head.run }

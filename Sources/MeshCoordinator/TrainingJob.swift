@@ -292,17 +292,31 @@ final class TrainingJob: Sendable {
     data.withLock { $0 = nil }
   }
 
+  /// A job that stopped at a step boundary, after a checkpoint there,
+  /// because a partition it runs on is leaving the pool: it goes on from
+  /// that checkpoint elsewhere, without a failed step.
+  struct Move: Error, CustomStringConvertible {
+    let partition: String
+    let step: Int64
+    var description: String {
+      "the partition at \(partition) is leaving the pool: the job moved off it after step \(step), from a checkpoint there"
+    }
+  }
+
   /// Runs the job to its end on `placement`, reporting progress; records
   /// how it ended. A job that fails or is cancelled unloads its stages (its
   /// variables stay on the ps): that ends the partitions' calls still
-  /// waiting in its last step, and frees their memory. The job runs (and
-  /// counts as running: it cannot be replaced or deleted) until `register`
-  /// has recorded its model; a job whose model cannot be registered succeeds
-  /// and says why. Returns why it failed (nil when it did not).
+  /// waiting in its last step, and frees their memory. When `leaving` names
+  /// a partition of the placement after a step and the ps tasks write
+  /// checkpoints, the job checkpoints and stops there, interrupted, with a
+  /// `Move`. The job runs (and counts as running: it cannot be replaced or
+  /// deleted) until `register` has recorded its model; a job whose model
+  /// cannot be registered succeeds and says why. Returns why it failed
+  /// (nil when it did not).
   @discardableResult
   func run(
     on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void,
-    register: @Sendable (TrainingJob) async throws -> String
+    leaving: @Sendable () -> String? = { nil }, register: @Sendable (TrainingJob) async throws -> String
   ) async -> (any Error)? {
     precondition(placement.stages == stages && placement.replicas == replicas, "a job runs on the shape it asked for")
     // The job needs its examples only while it runs.
@@ -317,7 +331,7 @@ final class TrainingJob: Sendable {
     do {
       guard let data = data.withLock({ $0 }) else { preconditionFailure("job \(name) ran twice") }
       try await save()
-      try await execute(data, on: placement, report: report)
+      try await execute(data, on: placement, report: report, leaving: leaving)
       do {
         let model = try await register(self)
         status.withLock { $0.model = model }
@@ -332,6 +346,9 @@ final class TrainingJob: Sendable {
     } catch let error as RPCError where error.code == .cancelled && Task.isCancelled {
       await finish(.cancelled)
       failure = nil
+    } catch let move as Move {
+      await finish(.interrupted, error: "\(move)")
+      failure = move
     } catch {
       await finish(.failed, error: "\(error)")
       failure = error
@@ -342,8 +359,11 @@ final class TrainingJob: Sendable {
   }
 
   private func execute(
-    _ data: JobData, on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void
+    _ data: JobData, on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void,
+    leaving: @Sendable () -> String?
   ) async throws {
+    // A job moves off a leaving partition through a checkpoint, which needs every ps task's directory.
+    let mayMove = try await cluster.parameterServerClient().tasksWithoutCheckpoints().isEmpty
     let train = data.train
     // A resumed job goes on after the step of its newest checkpoint, every
     // ps task put back as that checkpoint holds it.
@@ -406,9 +426,11 @@ final class TrainingJob: Sendable {
               ((index * replicas + replica) * batchSize)..<((index * replicas + replica + 1) * batchSize)
             ])
         }
+        // A partition leaving the pool: the job checkpoints after this step and moves.
+        let moving = mayMove && step < Int64(totalSteps) ? leaving() : nil
         // The ps must hold the step before a checkpoint and at the end.
         let checkpointDue = request.checkpoint.everySteps > 0 && step % request.checkpoint.everySteps == 0
-        let flush = checkpointDue || step == Int64(totalSteps)
+        let flush = checkpointDue || moving != nil || step == Int64(totalSteps)
         let outcomes = try await runStep(
           step, train: train, shards: shards, flush: flush, on: placement, dataPlane: dataPlane,
           deadline: Self.stepDeadline(after: recentSteps))
@@ -450,7 +472,8 @@ final class TrainingJob: Sendable {
         if !flush { tracedStep = step }
         trace.keep(fromStep: tracedStep > 0 ? tracedStep : step)
         report(progress)
-        if checkpointDue { _ = try await checkpoint(at: step) }
+        if checkpointDue || moving != nil { _ = try await checkpoint(at: step) }
+        if let moving { throw Move(partition: moving, step: step) }
       }
       try await endEpoch(epoch)
     }

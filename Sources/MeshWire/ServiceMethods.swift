@@ -99,6 +99,12 @@ public enum CoordinatorMethods {
     service: service, name: "ExportModel")
   public static let importModel = UnaryMethod<Pipemesh_V1_ImportModelRequest, Pipemesh_V1_Model>(
     service: service, name: "ImportModel")
+  public static let joinPool = UnaryMethod<Pipemesh_V1_JoinPoolRequest, Pipemesh_V1_JoinPoolResponse>(
+    service: service, name: "JoinPool")
+  public static let leavePool = UnaryMethod<Pipemesh_V1_LeavePoolRequest, Pipemesh_V1_LeavePoolResponse>(
+    service: service, name: "LeavePool")
+  public static let getPool = UnaryMethod<Pipemesh_V1_GetPoolRequest, Pipemesh_V1_Pool>(
+    service: service, name: "GetPool")
 }
 
 /// Every method in the tables above.
@@ -122,4 +128,6 @@ public let allServiceMethods: [RPCMethodDescription] = [
   CoordinatorMethods.listModels.methodDescription,
   CoordinatorMethods.getModel.methodDescription, CoordinatorMethods.deleteModel.methodDescription,
   CoordinatorMethods.exportModel.methodDescription, CoordinatorMethods.importModel.methodDescription,
+  CoordinatorMethods.joinPool.methodDescription, CoordinatorMethods.leavePool.methodDescription,
+  CoordinatorMethods.getPool.methodDescription,
 ]

@@ -7,6 +7,7 @@ import MeshPS
 import MeshPartition
 import MeshRPC
 import MeshTensor
+import Synchronization
 
 struct ServePartition: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -49,6 +50,14 @@ struct ServePartition: AsyncParsableCommand {
       """)
   var peers: String?
 
+  @Option(
+    help: """
+      Coordinator (HOST:PORT) whose pool this partition joins, keeping its lease while it runs; on SIGTERM it \
+      leaves the pool and waits (up to 60 s) until no job runs on it. A coordinator with tokens needs an admin's \
+      token in PIPEMESH_TOKEN. [PIPEMESH_JOIN]
+      """)
+  var join: String?
+
   func run() async throws {
     let settings = try service.resolved()
     let dialPolicy =
@@ -62,6 +71,8 @@ struct ServePartition: AsyncParsableCommand {
       maxKeptMib, option: "--max-kept-mib", in: 1...(1 << 30), default: HostMemory.defaultBudget() >> 20)
     let advertise = Settings.text(advertise, option: "--advertise")
     if let advertise { try Settings.checkAddress(advertise, option: "--advertise") }
+    let join = Settings.text(join, option: "--join")
+    if let join { try Settings.checkAddress(join, option: "--join") }
     BLAS.setThreadCount(blasThreads)
     let host = ServiceHost(role: "partition", settings: settings, memoryBudget: budgetMiB << 20)
     let clientTransport = settings.client
@@ -71,6 +82,7 @@ struct ServePartition: AsyncParsableCommand {
       blasThreads: blasThreads,
       dialPolicy: dialPolicy, parameterBudget: budgetMiB << 20)
     PartitionMetrics.register(partition, in: host.metrics)
+    let membership = Mutex<(PoolMembership, Task<Void, Never>)?>(nil)
     try await host.run(
       [partition],
       status: {
@@ -85,6 +97,16 @@ struct ServePartition: AsyncParsableCommand {
             "listening on all addresses: give --advertise HOST:PORT, the address other partitions dial")
         }
         dataPlane.endpoint = advertised
+        if let join {
+          let member = try PoolMembership(
+            coordinator: join, transport: clientTransport, endpoint: advertised, log: host.log)
+          membership.withLock { $0 = (member, Task { await member.keepJoined() }) }
+        }
+      },
+      leaving: {
+        guard let (member, renewals) = membership.withLock({ $0 }) else { return }
+        renewals.cancel()
+        await member.leave(within: .seconds(60))
       })
   }
 }
@@ -101,8 +123,9 @@ struct ServeCoordinator: AsyncParsableCommand {
 
   @Option(
     help: """
-      The pool of partitions jobs are placed on, as a layout: stages separated by ';', a stage's replicas \
-      by ','; a job that does not set its stages and replicas takes this shape. [PIPEMESH_PARTITIONS]
+      Partitions of the pool jobs are placed on, as a layout: stages separated by ';', a stage's replicas \
+      by ','; a job that does not set its stages and replicas takes this shape. Partitions started with \
+      --join add themselves. [PIPEMESH_PARTITIONS]
       """)
   var partitions: String?
 
@@ -134,9 +157,7 @@ struct ServeCoordinator: AsyncParsableCommand {
     guard let ps = Settings.text(ps, option: "--ps") else {
       throw ValidationError("give the ps tasks with --ps (or PIPEMESH_PS)")
     }
-    guard let partitions = Settings.text(partitions, option: "--partitions") else {
-      throw ValidationError("give the partitions with --partitions (or PIPEMESH_PARTITIONS)")
-    }
+    let partitions = Settings.text(partitions, option: "--partitions") ?? ""
     let parameterServers = ps.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
     let stages = Cluster.parsePartitions(partitions)
     for endpoint in parameterServers { try Settings.checkAddress(endpoint, option: "--ps") }
@@ -181,6 +202,9 @@ struct ServeCoordinator: AsyncParsableCommand {
       log.info("state in \(stateDir)")
     } else {
       log.warning("no --state-dir: jobs and models are kept in memory and end with this process")
+    }
+    if stages.isEmpty {
+      log.notice("no --partitions: jobs wait for partitions to join (pipemesh serve partition --join)")
     }
     for job in coordinator.interruptedJobs {
       log.warning("job \(job) was running when the coordinator stopped; it is marked interrupted and resumes if it can")

@@ -29,10 +29,12 @@ struct ServiceHost {
   }
 
   /// Serves `services` until a termination signal. `started` runs once the
-  /// server listens (before READY=1); `stopping` after calls drained.
+  /// server listens (before READY=1); `leaving` on the signal, while calls
+  /// are still served; `stopping` after calls drained.
   func run(
     _ services: [any RPCService], status: @escaping @Sendable () -> String,
-    started: (RPCServer) throws -> Void = { _ in }, stopping: () async throws -> Void = {}
+    started: (RPCServer) throws -> Void = { _ in }, leaving: () async -> Void = {},
+    stopping: () async throws -> Void = {}
   ) async throws {
     // Trapped before the port opens, so that a SIGTERM at any time drains.
     let signals = await terminationSignals()
@@ -75,6 +77,8 @@ struct ServiceHost {
       }
     }
     await waitForTermination(signals)
+    notifier.stopping(status: "leaving")
+    await leaving()
     log.info("shutting down: draining calls for up to \(settings.graceSeconds) s")
     notifier.stopping(status: "draining calls")
     statusLines.cancel()

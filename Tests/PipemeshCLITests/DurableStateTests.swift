@@ -11,7 +11,7 @@ import Testing
 @Suite(.serialized) struct DurableStateTests {
   /// A ps, partitions (two unless told) and a coordinator keeping its state
   /// in `state`, its layout one stage per partition.
-  final class Mesh: Sendable {
+  final class Mesh: CommandMesh {
     let directory: TemporaryDirectory
     let state: String
     /// The ps's options: a checkpoint directory, when asked for.
@@ -90,18 +90,6 @@ import Testing
         coordinator: coordinator)
     }
 
-    func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-      try await pipemesh(arguments + ["--coordinator", coordinator.endpoint], in: directory)
-    }
-
-    /// `pipemesh … --json`, each output line as a JSON object.
-    func json(_ arguments: [String]) async throws -> [[String: Any]] {
-      let result = try await run(arguments + ["--json"])
-      #expect(result.status == 0, "pipemesh \(arguments.joined(separator: " ")): \(result.output)")
-      return result.output.split(separator: "\n").compactMap {
-        try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-      }
-    }
   }
 
   static let model = Repository.path("examples/mlp-digits.json")
@@ -241,13 +229,13 @@ import Testing
   }
 
   /// The job's record as `pipemesh jobs show --json` prints it.
-  static func record(_ job: String, on mesh: Mesh) async throws -> [String: Any] {
+  static func record(_ job: String, on mesh: some CommandMesh) async throws -> [String: Any] {
     try #require(try await mesh.json(["jobs", "show", job]).first)
   }
 
   /// Waits until a job's record satisfies `condition` (polling the CLI, no sleep).
   static func waitFor(
-    _ job: String, on mesh: Mesh, timeout: Duration = .seconds(180), _ condition: ([String: Any]) -> Bool
+    _ job: String, on mesh: some CommandMesh, timeout: Duration = .seconds(180), _ condition: ([String: Any]) -> Bool
   ) async throws -> [String: Any] {
     let deadline = ContinuousClock.now + timeout
     while true {
@@ -260,7 +248,7 @@ import Testing
   }
 
   /// A model's weights, exported through the CLI.
-  static func weights(_ model: String, on mesh: Mesh) async throws -> [String: Tensor] {
+  static func weights(_ model: String, on mesh: some CommandMesh) async throws -> [String: Tensor] {
     let folder = mesh.directory.file("export-\(UUID().uuidString.prefix(6))")
     let exported = try await mesh.run(["models", "export", model, "--out", folder])
     try #require(exported.status == 0, "\(exported.output)")
@@ -272,7 +260,9 @@ import Testing
   /// Trains job "straight" with `options` to its end, then starts `job` with
   /// them in a `pipemesh train` of its own and returns once it has written
   /// its step-10 checkpoint and still runs.
-  static func trainStraightThenStart(_ job: String, options: [String], on mesh: Mesh) async throws -> ChildProcess {
+  static func trainStraightThenStart(_ job: String, options: [String], on mesh: some CommandMesh) async throws
+    -> ChildProcess
+  {
     let straight = try await mesh.run(["train", "--job", "straight"] + options.filter { $0 != "--json" })
     try #require(straight.status == 0, "\(straight.output)")
     let training = try ChildProcess(
@@ -284,7 +274,7 @@ import Testing
   }
 
   /// Expects model `name`'s weights to equal `reference`'s within 1e-6 (the six tensors of the digits MLP).
-  static func expectSameWeights(_ name: String, as reference: String, on mesh: Mesh) async throws {
+  static func expectSameWeights(_ name: String, as reference: String, on mesh: some CommandMesh) async throws {
     let expected = try await weights(reference, on: mesh)
     let got = try await weights(name, on: mesh)
     #expect(expected.count == 6 && Set(got.keys) == Set(expected.keys))
@@ -397,5 +387,27 @@ import Testing
     // The name is free again only with --replace.
     let renamed = try await mesh.run(["train", "--job", "long", "--model", Self.model, "--epochs", "1", "--replace"])
     #expect(renamed.status == 0, "\(renamed.output)")
+  }
+}
+
+/// A mesh the `pipemesh` commands drive: its coordinator, and a folder for
+/// what they read and write.
+protocol CommandMesh: Sendable {
+  var directory: TemporaryDirectory { get }
+  var coordinator: RunningService { get }
+}
+
+extension CommandMesh {
+  func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+    try await pipemesh(arguments + ["--coordinator", coordinator.endpoint], in: directory)
+  }
+
+  /// `pipemesh … --json`, each output line as a JSON object.
+  func json(_ arguments: [String]) async throws -> [[String: Any]] {
+    let result = try await run(arguments + ["--json"])
+    #expect(result.status == 0, "pipemesh \(arguments.joined(separator: " ")): \(result.output)")
+    return result.output.split(separator: "\n").compactMap {
+      try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+    }
   }
 }

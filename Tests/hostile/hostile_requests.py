@@ -149,6 +149,9 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("ParameterServer", "DropJob", "DropJobRequest", weight=2),  # destructive: never a protected job or its run ids
     Rpc("ParameterServer", "RestoreJob", "RestoreJobRequest", weight=2),  # destructive: as DropJob
     Rpc("Coordinator", "ResumeJob", "ResumeJobRequest", streaming=True, weight=2),  # never a protected job
+    Rpc("Coordinator", "JoinPool", "JoinPoolRequest"),
+    Rpc("Coordinator", "LeavePool", "LeavePoolRequest"),  # never one of the mesh's partitions
+    Rpc("Coordinator", "GetPool", "GetPoolRequest"),
 )
 
 
@@ -537,6 +540,8 @@ class HostileGenerator:
         if case.rpc.method == "DeleteModel" and self.ctx.is_protected_model(message.model):
             return False
         if case.rpc.method == "ImportModel" and self.ctx.is_protected_model(message.name):
+            return False
+        if case.rpc.method == "LeavePool" and message.endpoint in self.ctx.partitions:
             return False
         endpoints: list[str] = []
         if case.rpc.method == "LoadStage":
@@ -951,6 +956,18 @@ class HostileGenerator:
 
     def _coordinator_exportmodel(self, d: Draw) -> tuple[Message, None]:
         return self.pb.coordinator.ExportModelRequest(model=self._model_ref(d, realistic=d.rng.random() < 0.5)), None
+
+    def _coordinator_joinpool(self, d: Draw) -> tuple[Message, None]:
+        # Valid: a partition of the mesh, already a member (a renewal changes nothing).
+        return self.pb.coordinator.JoinPoolRequest(endpoint=self.endpoint(d, "endpoint", self.ctx.partitions[-1])), None
+
+    def _coordinator_leavepool(self, d: Draw) -> tuple[Message, None]:
+        # Never one of the mesh's partitions (see _safe): no job could be placed on it after.
+        endpoint = d.string("endpoint", d.rng.choice(("127.0.0.1:1", "10.0.0.1:7100", "", "no-port")))
+        return self.pb.coordinator.LeavePoolRequest(endpoint=endpoint), None
+
+    def _coordinator_getpool(self, d: Draw) -> tuple[Message, None]:
+        return self.pb.coordinator.GetPoolRequest(), None
 
     # -- Partition -------------------------------------------------------------------------
 

@@ -188,15 +188,34 @@ struct Plan: AsyncParsableCommand {
 
 struct Status: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Show a job's state, step and loss, and the memory of each process it runs on.")
+    abstract: "Show the coordinator's pool of partitions, or a job: its state, step, loss and memory.",
+    discussion: """
+      Without --job: a line per partition of the pool — its address, FREE, BUSY (and the job), SILENT \
+      (did not answer when last asked) or LEAVING, whether it joined (and its lease) or was listed, \
+      and what it admits a stage's parameters at.
+      """)
 
   @OptionGroup var client: ClientOptions
 
   @Option(help: "The job.")
-  var job: String
+  var job: String?
 
   func run() async throws {
-    try await client.showJob(CoordinatorMethods.getJob, .with { $0.job = job }, withMemory: true)
+    if let job {
+      return try await client.showJob(CoordinatorMethods.getJob, .with { $0.job = job }, withMemory: true)
+    }
+    try await withExitCodes {
+      let pool = try await client.client().call(CoordinatorMethods.getPool, .init())
+      if client.json { return try client.printJSON(pool) }
+      if pool.members.isEmpty { say("the pool has no partitions (start them with --join)") }
+      for member in pool.members {
+        let state = "\(member.state)".uppercased()
+        let origin = member.joined ? String(format: "joined, lease %.0f s", member.leaseSecondsLeft) : "listed"
+        let budget =
+          member.memoryBudgetBytes > 0 ? String(format: "\tbudget %.2f GB", Double(member.memoryBudgetBytes) / 1e9) : ""
+        say("\(member.endpoint)\t\(state)\(member.job.isEmpty ? "" : " \(member.job)")\t\(origin)\(budget)")
+      }
+    }
   }
 }
 
