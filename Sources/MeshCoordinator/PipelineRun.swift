@@ -19,6 +19,12 @@ import MeshWire
 /// stage gets its next call while it still computes the previous one
 /// (`callsAhead`); each call carries its position in the stage's list, and
 /// the partition computes them in that order.
+///
+/// A call that fails with UNAVAILABLE (a dropped connection: the request may
+/// or may not have arrived, the answer was lost) is sent again, up to
+/// `callAttempts` times: a partition answers a repeated Forward, Backward,
+/// BackwardWeights or Commit of a micro-batch or step from what it computed
+/// (or is computing), never computing or applying it twice.
 struct PipelineRun {
   let job: String
   let step: Int64
@@ -35,6 +41,25 @@ struct PipelineRun {
 
   /// Calls a stage has outstanding at most: one computing, one arriving.
   static let callsAhead = 2
+
+  /// How many times a call is sent before its UNAVAILABLE fails the step,
+  /// and the pause before the second (doubling for each after it).
+  static let callAttempts = 3
+  static let firstRetryPause = Duration.milliseconds(100)
+
+  /// `send`, again after an UNAVAILABLE while attempts are left.
+  private func retrying<Response>(_ send: () async throws -> Response) async throws -> Response {
+    var pause = Self.firstRetryPause
+    for _ in 1..<Self.callAttempts {
+      do {
+        return try await send()
+      } catch let error as RPCError where error.code == .unavailable {
+        try await Task.sleep(for: pause)
+        pause *= 2
+      }
+    }
+    return try await send()
+  }
 
   struct Outcome {
     /// The mini-batch's mean loss (the micro-batches' shares and the
@@ -147,13 +172,15 @@ struct PipelineRun {
   /// the partition's memory.
   private func commit(stage: Int) async throws -> Pipemesh_V1_CommitResponse {
     let (response, _) = try await trace.record("commit", stage: stage, replica: replica, step: step) {
-      try await stages[stage].call(
-        PartitionMethods.commit,
-        .with {
-          $0.job = job
-          $0.step = step
-          $0.flush = flush
-        })
+      try await retrying {
+        try await stages[stage].call(
+          PartitionMethods.commit,
+          .with {
+            $0.job = job
+            $0.step = step
+            $0.flush = flush
+          })
+      }
     }
     return response
   }
@@ -163,17 +190,17 @@ struct PipelineRun {
   private func perform(_ call: Call) async throws -> CallResult {
     switch call {
     case .forward(let action, let stage, let request):
-      let response = try await stages[stage].call(PartitionMethods.forward, request)
+      let response = try await retrying { try await stages[stage].call(PartitionMethods.forward, request) }
       trace.record(
         action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
       return CallResult(loss: response.loss, correct: response.correct, computeSeconds: response.computeSeconds)
     case .backward(let action, let stage, let request):
-      let response = try await stages[stage].call(PartitionMethods.backward, request)
+      let response = try await retrying { try await stages[stage].call(PartitionMethods.backward, request) }
       trace.record(
         action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
       return CallResult(computeSeconds: response.computeSeconds)
     case .weights(let action, let stage, let request):
-      let response = try await stages[stage].call(PartitionMethods.backwardWeights, request)
+      let response = try await retrying { try await stages[stage].call(PartitionMethods.backwardWeights, request) }
       trace.record(
         action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
       return CallResult(computeSeconds: response.computeSeconds)
