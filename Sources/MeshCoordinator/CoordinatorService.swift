@@ -82,6 +82,26 @@ public final class CoordinatorService: RPCService, Sendable {
   /// How many jobs are in each state ("running", "succeeded", …).
   public var jobStates: [String: Int] { (try? store.jobCounts()) ?? [:] }
 
+  /// The stops of the jobs this process runs or ran, by how they stopped
+  /// (`failed`, `interrupted`, `cancelled`): how many, the steps run again,
+  /// and the seconds to the first step after each (for those that went on).
+  public var jobStops: [String: (count: Int, stepsRedone: Int64, recoverySeconds: Double)] {
+    let faults = jobs.withLock { $0.values.flatMap { $0.job.snapshot.faults } }
+    return faults.reduce(into: [:]) { stops, fault in
+      let reason = "\(fault.state)"
+      var entry = stops[reason] ?? (0, 0, 0)
+      entry.count += 1
+      entry.stepsRedone += fault.stepsRedone
+      entry.recoverySeconds += fault.recoverySeconds
+      stops[reason] = entry
+    }
+  }
+
+  /// How many partitions of the pool are in each state ("free", "busy", …).
+  public var poolStates: [String: Int] {
+    pool.status.reduce(into: [:]) { counts, member in counts["\(member.state)", default: 0] += 1 }
+  }
+
   /// Training steps completed over all jobs.
   public var stepsCompleted: Int64 { jobs.withLock { $0.values.reduce(0) { $0 + $1.job.snapshot.step } } }
 

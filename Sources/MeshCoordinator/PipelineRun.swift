@@ -20,11 +20,12 @@ import MeshWire
 /// (`callsAhead`); each call carries its position in the stage's list, and
 /// the partition computes them in that order.
 ///
-/// A call that fails with UNAVAILABLE (a dropped connection: the request may
-/// or may not have arrived, the answer was lost) is sent again, up to
-/// `callAttempts` times: a partition answers a repeated Forward, Backward,
-/// BackwardWeights or Commit of a micro-batch or step from what it computed
-/// (or is computing), never computing or applying it twice.
+/// A Forward, Backward or BackwardWeights that fails with UNAVAILABLE (a
+/// dropped connection: the request may or may not have arrived, the answer
+/// was lost) is sent again, up to `callAttempts` times: a partition answers a
+/// repeated call of a micro-batch from what it computed (or is computing),
+/// never computing it twice. A Commit is not sent again (it pushes to the ps
+/// tasks): one that fails fails the step.
 struct PipelineRun {
   let job: String
   let step: Int64
@@ -47,18 +48,25 @@ struct PipelineRun {
   static let callAttempts = 3
   static let firstRetryPause = Duration.milliseconds(100)
 
-  /// `send`, again after an UNAVAILABLE while attempts are left.
+  /// `send`, again after an UNAVAILABLE while attempts are left. A repeat
+  /// that fails otherwise (a partition that restarted meanwhile no longer
+  /// holds the job's stage) fails as UNAVAILABLE: the member failed under
+  /// the job, which a restart from a checkpoint cures.
   private func retrying<Response>(_ send: () async throws -> Response) async throws -> Response {
     var pause = Self.firstRetryPause
-    for _ in 1..<Self.callAttempts {
+    var lost: RPCError?
+    for attempt in 1...Self.callAttempts {
       do {
         return try await send()
-      } catch let error as RPCError where error.code == .unavailable {
+      } catch let error as RPCError where error.code == .unavailable && attempt < Self.callAttempts {
+        lost = lost ?? error
         try await Task.sleep(for: pause)
         pause *= 2
+      } catch let error as RPCError where lost != nil && error.code != .cancelled {
+        throw RPCError(.unavailable, "\(lost!.message); sent again, the partition answered \(error)")
       }
     }
-    return try await send()
+    preconditionFailure("the last attempt returns or throws")
   }
 
   struct Outcome {
@@ -172,15 +180,13 @@ struct PipelineRun {
   /// the partition's memory.
   private func commit(stage: Int) async throws -> Pipemesh_V1_CommitResponse {
     let (response, _) = try await trace.record("commit", stage: stage, replica: replica, step: step) {
-      try await retrying {
-        try await stages[stage].call(
-          PartitionMethods.commit,
-          .with {
-            $0.job = job
-            $0.step = step
-            $0.flush = flush
-          })
-      }
+      try await stages[stage].call(
+        PartitionMethods.commit,
+        .with {
+          $0.job = job
+          $0.step = step
+          $0.flush = flush
+        })
     }
     return response
   }

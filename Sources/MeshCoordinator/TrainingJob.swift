@@ -138,6 +138,7 @@ final class TrainingJob: Sendable {
           $0.state = stopped.state
           $0.error = stopped.error
           $0.unixSeconds = stopped.endedUnixSeconds
+          $0.stepsRedone = max(0, stopped.step - stopped.checkpointStep)
         })
       record.resumes += 1
       // Epochs after the checkpoint are run again.
@@ -466,6 +467,10 @@ final class TrainingJob: Sendable {
           $0.step = step
           $0.loss = progress.loss
           $0.memory = memory
+          // The first step after a stop: what going on cost.
+          if let last = $0.faults.indices.last, $0.faults[last].recoverySeconds == 0 {
+            $0.faults[last].recoverySeconds = max(0, Date().timeIntervalSince1970 - $0.faults[last].unixSeconds)
+          }
         }
         epochLosses.append(progress.loss)
         try await save(throttled: true)

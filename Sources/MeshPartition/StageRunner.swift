@@ -477,6 +477,19 @@ actor StageRunner {
     activity.update { $0.jobBytes[job] = nil }
   }
 
+  /// Runs a call to the ps tasks of a job this stage registered. A task that
+  /// answers NOT_FOUND has lost the job (it restarted without its state):
+  /// that is UNAVAILABLE, a member failing under the job, which the
+  /// coordinator cures by running the job on from its newest checkpoint.
+  private func psCall<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+      return try await body()
+    } catch let error as RPCError where error.code == .notFound {
+      throw RPCError(
+        .unavailable, "a ps task no longer holds job \(job) (it restarted without its state): \(error.message)")
+    }
+  }
+
   /// Refuses a call of a step that is committed (or of an unloaded job).
   private func checkOpen(_ step: Int64) throws {
     if let closed = turns.closed(step: step) { throw closed }
@@ -532,7 +545,7 @@ actor StageRunner {
       if var local = localUpdates {
         // The ps applies this push exactly as below; its answer is checked
         // before the next push, and awaited now when the caller flushes.
-        try await local.pendingPush?.value
+        try await psCall { try await local.pendingPush?.value }
         // Moved out until it is put back below (no suspension in between), so
         // that the optimizer slots it holds are updated in place, not copied.
         localUpdates = nil
@@ -556,18 +569,21 @@ actor StageRunner {
         local.pendingPush = flush ? nil : push
         localUpdates = local
         if flush {
-          try await push.value
+          try await psCall { try await push.value }
           // The ps holds the kept variables from here: for a checkpoint, and for readers after the job.
           let states = Dictionary(
             uniqueKeysWithValues: local.kept.map { name in
               (name, (value: variables[name]!, slots: local.slots[name] ?? [:], version: versions[name] ?? 0))
             })
-          if !states.isEmpty { try await ps.assign(job: job, user: user, states: states) }
+          if !states.isEmpty { try await psCall { try await ps.assign(job: job, user: user, states: states) } }
         }
       } else {
-        try await ps.push(
-          job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed)
-        try await refresh(definitions.map(\.name))
+        try await psCall {
+          try await ps.push(
+            job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed
+          )
+          try await refresh(definitions.map(\.name))
+        }
       }
     }
     response.version = versions.values.min() ?? 0

@@ -89,5 +89,19 @@ enum CoordinatorMetrics {
     registry.gauge("pipemesh_coordinator_steps", help: "Training steps completed over all jobs.") {
       [([:], Double(coordinator.stepsCompleted))]
     }
+    registry.gauge(
+      "pipemesh_coordinator_job_stops",
+      help: "Times the jobs run here stopped and went on, by how (failed, interrupted, cancelled)."
+    ) { coordinator.jobStops.map { (["how": $0.key], Double($0.value.count)) } }
+    registry.gauge("pipemesh_coordinator_steps_redone", help: "Steps run again after those stops, by how.") {
+      coordinator.jobStops.map { (["how": $0.key], Double($0.value.stepsRedone)) }
+    }
+    registry.gauge(
+      "pipemesh_coordinator_recovery_seconds",
+      help: "Seconds from those stops to the first step after each, added up, by how."
+    ) { coordinator.jobStops.map { (["how": $0.key], $0.value.recoverySeconds) } }
+    registry.gauge("pipemesh_coordinator_pool_partitions", help: "Partitions of the pool by state.") {
+      coordinator.poolStates.map { (["state": $0.key], Double($0.value)) }
+    }
   }
 }

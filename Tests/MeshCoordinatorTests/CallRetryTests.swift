@@ -9,18 +9,17 @@ import SwiftProtobuf
 import Synchronization
 import Testing
 
-/// A coordinator whose every pipeline call loses its first answer — the
+/// A coordinator whose every pipeline computation call loses its first answer — the
 /// request reaches the partition, the coordinator sees UNAVAILABLE, as when
 /// a connection drops — sends each again, and the partitions (real
 /// processes) answer the repeats from what they computed: the job trains
 /// exactly as one whose answers all arrived.
 @Suite struct CallRetryTests {
-  /// Dials real gRPC channels whose Forward, Backward, BackwardWeights and
-  /// Commit calls each lose their first answer.
+  /// Dials real gRPC channels whose Forward, Backward and BackwardWeights
+  /// calls each lose their first answer.
   final class AnswerLosingDialer: RPCDialer {
     static let lossy: Set<String> = [
       PartitionMethods.forward.path, PartitionMethods.backward.path, PartitionMethods.backwardWeights.path,
-      PartitionMethods.commit.path,
     ]
     /// The calls whose answer was lost once: target, method and request bytes.
     let lost = Mutex<Set<Data>>([])

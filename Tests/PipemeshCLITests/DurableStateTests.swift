@@ -9,67 +9,81 @@ import Testing
 /// every service of the mesh restarted, driven through the `pipemesh`
 /// commands as a user would.
 @Suite(.serialized) struct DurableStateTests {
-  /// A ps, partitions (two unless told) and a coordinator keeping its state
-  /// in `state`, its layout one stage per partition.
+  /// ps tasks (one unless told), partitions (two unless told) and a
+  /// coordinator keeping its state in `state`, its layout one stage per
+  /// partition.
   final class Mesh: CommandMesh {
     let directory: TemporaryDirectory
     let state: String
-    /// The ps's options: a checkpoint directory, when asked for.
-    let psArguments: [String]
-    let ps: RunningService
+    /// Each ps task's options: a checkpoint directory of its own, when asked for.
+    let psArguments: [[String]]
+    let parameterServers: [RunningService]
     let partitions: [RunningService]
     let coordinator: RunningService
 
-    init(psCheckpoints: Bool = false, partitions count: Int = 2) async throws {
-      directory = try TemporaryDirectory(prefix: "pipemesh-state")
+    init(psCheckpoints: Bool = false, parameterServers psCount: Int = 1, partitions count: Int = 2) async throws {
+      let directory = try TemporaryDirectory(prefix: "pipemesh-state")
+      self.directory = directory
       state = directory.file("coordinator-state")
-      psArguments =
-        psCheckpoints ? ["--checkpoint-dir", directory.file("ps-checkpoints"), "--checkpoint-seconds", "0"] : []
-      ps = try await RunningService.start("ps", psArguments, log: directory.file("ps.log"))
+      psArguments = (0..<psCount).map { task in
+        psCheckpoints
+          ? ["--checkpoint-dir", directory.file("ps\(task)-checkpoints"), "--checkpoint-seconds", "0"] : []
+      }
+      var parameterServers: [RunningService] = []
+      for (task, arguments) in psArguments.enumerated() {
+        parameterServers.append(try await RunningService.start("ps", arguments, log: directory.file("ps\(task).log")))
+      }
+      self.parameterServers = parameterServers
       var partitions: [RunningService] = []
       for index in 0..<count {
         partitions.append(try await RunningService.start("partition", log: directory.file("partition\(index).log")))
       }
       self.partitions = partitions
       coordinator = try await Self.startCoordinator(
-        ps: ps.endpoint, partitions: partitions.map(\.endpoint), state: state, log: directory.file("coordinator.log"))
+        ps: parameterServers.map(\.endpoint), partitions: partitions.map(\.endpoint), state: state,
+        log: directory.file("coordinator.log"))
     }
 
     private init(
-      directory: TemporaryDirectory, state: String, psArguments: [String], ps: RunningService,
+      directory: TemporaryDirectory, state: String, psArguments: [[String]], parameterServers: [RunningService],
       partitions: [RunningService], coordinator: RunningService
     ) {
       self.directory = directory
       self.state = state
       self.psArguments = psArguments
-      self.ps = ps
+      self.parameterServers = parameterServers
       self.partitions = partitions
       self.coordinator = coordinator
     }
 
     static func startCoordinator(
-      ps: String, partitions: [String], state: String, log: String, listen: String = "127.0.0.1:0"
+      ps: [String], partitions: [String], state: String, log: String, listen: String = "127.0.0.1:0"
     ) async throws -> RunningService {
       // Its data directory, where weights to import are put: beside the state.
       let data = (state as NSString).deletingLastPathComponent + "/data"
       try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
       return try await RunningService.start(
         "coordinator",
-        ["--ps", ps, "--partitions", partitions.joined(separator: ";"), "--state-dir", state, "--data-dir", data],
+        [
+          "--ps", ps.joined(separator: ","), "--partitions", partitions.joined(separator: ";"), "--state-dir", state,
+          "--data-dir", data,
+        ],
         log: log, listen: listen)
     }
 
     /// Kills services with SIGKILL — the coordinator (it starts again on the
-    /// same state directory), the ps, partitions by index — and starts them
-    /// again at their addresses, as systemd would.
+    /// same state directory), every ps task (`ps`) or ps tasks by index,
+    /// partitions by index — and starts them again at their addresses, as
+    /// systemd would.
     func restarted(
-      coordinator restartsCoordinator: Bool = true, ps restartsPS: Bool = false, partitions indices: [Int] = []
+      coordinator restartsCoordinator: Bool = true, ps restartsPS: Bool = false, psTasks: [Int] = [],
+      partitions indices: [Int] = []
     )
       async throws -> Mesh
     {
-      var services = indices.map { self.partitions[$0] }
+      let tasks = restartsPS ? Array(parameterServers.indices) : psTasks
+      var services = indices.map { self.partitions[$0] } + tasks.map { self.parameterServers[$0] }
       if restartsCoordinator { services.append(self.coordinator) }
-      if restartsPS { services.append(self.ps) }
       for service in services { service.process.signal(SIGKILL) }
       for service in services { _ = try await service.process.waitForExit() }
       let suffix = UUID().uuidString.prefix(4)
@@ -77,19 +91,19 @@ import Testing
         try await RunningService.start(
           role, arguments, log: directory.file("\(role)-\(suffix).log"), listen: service.endpoint)
       }
-      let ps = restartsPS ? try await again(self.ps, "ps", psArguments) : self.ps
+      var parameterServers = self.parameterServers
+      for task in tasks { parameterServers[task] = try await again(parameterServers[task], "ps", psArguments[task]) }
       var partitions = self.partitions
       for index in indices { partitions[index] = try await again(partitions[index], "partition") }
       let coordinator =
         restartsCoordinator
         ? try await Self.startCoordinator(
-          ps: ps.endpoint, partitions: partitions.map(\.endpoint), state: state,
+          ps: parameterServers.map(\.endpoint), partitions: partitions.map(\.endpoint), state: state,
           log: directory.file("coordinator-\(suffix).log"), listen: self.coordinator.endpoint) : self.coordinator
       return Mesh(
-        directory: directory, state: state, psArguments: psArguments, ps: ps, partitions: partitions,
-        coordinator: coordinator)
+        directory: directory, state: state, psArguments: psArguments, parameterServers: parameterServers,
+        partitions: partitions, coordinator: coordinator)
     }
-
   }
 
   static let model = Repository.path("examples/mlp-digits.json")

@@ -95,6 +95,12 @@ import Testing
     #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED" && ended["resumes"] as? Int == 1, "\(ended)")
     let after = Self.partitions(of: ended)
     #expect(after.count == 2 && !after.contains(lost.endpoint), "\(ended)")
+    // What the fault cost is in the record.
+    let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
+    #expect((fault["recoverySeconds"] as? Double ?? 0) > 0, "\(fault)")
+    print(
+      "spare: stepping again \(fault["recoverySeconds"] ?? 0) s after the kill, \(fault["stepsRedone"] ?? "0") steps redone"
+    )
     try await DurableStateTests.expectSameWeights("survivor", as: "straight", on: mesh)
   }
 }

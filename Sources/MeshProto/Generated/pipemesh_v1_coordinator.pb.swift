@@ -831,7 +831,9 @@ public nonisolated struct Pipemesh_V1_JobFault: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The step the job had reached, and how it stopped.
+  /// The step the job had reached, and how it stopped (FAILED: a member
+  /// failed under it; INTERRUPTED: the coordinator stopped, or the job moved
+  /// off a partition leaving the pool; CANCELLED).
   public var step: Int64 = 0
 
   public var state: Pipemesh_V1_JobState = .unspecified
@@ -839,6 +841,13 @@ public nonisolated struct Pipemesh_V1_JobFault: Sendable {
   public var error: String = String()
 
   public var unixSeconds: Double = 0
+
+  /// What going on cost: the steps run again (from the checkpoint it went on
+  /// from to `step`), and the seconds from the stop to the end of the first
+  /// step after it (0 until then).
+  public var stepsRedone: Int64 = 0
+
+  public var recoverySeconds: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2260,7 +2269,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Pipemesh_V1_JobFault: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobFault"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}step\0\u{1}state\0\u{1}error\0\u{3}unix_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}step\0\u{1}state\0\u{1}error\0\u{3}unix_seconds\0\u{3}steps_redone\0\u{3}recovery_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2272,6 +2281,8 @@ nonisolated extension Pipemesh_V1_JobFault: SwiftProtobuf.Message, SwiftProtobuf
       case 2: try { try decoder.decodeSingularEnumField(value: &self.state) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.unixSeconds) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.stepsRedone) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.recoverySeconds) }()
       default: break
       }
     }
@@ -2290,6 +2301,12 @@ nonisolated extension Pipemesh_V1_JobFault: SwiftProtobuf.Message, SwiftProtobuf
     if self.unixSeconds.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.unixSeconds, fieldNumber: 4)
     }
+    if self.stepsRedone != 0 {
+      try visitor.visitSingularInt64Field(value: self.stepsRedone, fieldNumber: 5)
+    }
+    if self.recoverySeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.recoverySeconds, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2298,6 +2315,8 @@ nonisolated extension Pipemesh_V1_JobFault: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.state != rhs.state {return false}
     if lhs.error != rhs.error {return false}
     if lhs.unixSeconds != rhs.unixSeconds {return false}
+    if lhs.stepsRedone != rhs.stepsRedone {return false}
+    if lhs.recoverySeconds != rhs.recoverySeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

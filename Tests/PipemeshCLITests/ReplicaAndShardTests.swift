@@ -1,0 +1,90 @@
+import Foundation
+import MeshTestSupport
+import Testing
+
+/// Paths beyond one pipeline and one ps task, through the `pipemesh`
+/// commands on real processes: data-parallel replicas in sync, and faults of
+/// a replica and of one ps shard under a job that may restart.
+@Suite(.serialized) struct ReplicaAndShardTests {
+  typealias Mesh = DurableStateTests.Mesh
+
+  /// Two sync replicas of batch 32 take the steps one replica of batch 64
+  /// takes: each step's examples are the same 64, and the ps applies the
+  /// mean of the replicas' gradients. (Equal up to the order floats are
+  /// added in; a small learning rate keeps the raw digits from amplifying it.)
+  @Test func syncReplicasTrainAsOneBigBatch() async throws {
+    let mesh = try await Mesh(parameterServers: 2)
+    let common = [
+      "--model", DurableStateTests.model, "--stages", "1", "--epochs", "1", "--optimizer", "sgd", "--learning-rate",
+      "0.001", "--micro-batches", "2", "--json",
+    ]
+    func losses(_ output: String) -> [Double] {
+      output.split(separator: "\n").compactMap {
+        let progress = try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        return progress?["evaluated"] == nil ? progress?["loss"] as? Double : nil
+      }
+    }
+    let two = try await mesh.run(["train", "--job", "two", "--replicas", "2", "--batch-size", "32"] + common)
+    #expect(two.status == 0, "\(two.output)")
+    let one = try await mesh.run(["train", "--job", "one", "--replicas", "1", "--batch-size", "64"] + common)
+    #expect(one.status == 0, "\(one.output)")
+    #expect((try await DurableStateTests.record("two", on: mesh)["partitions"] as? [String])?.count == 2)
+
+    let (replicatedLosses, singleLosses) = (losses(two.output), losses(one.output))
+    #expect(replicatedLosses.count == 22 && replicatedLosses.count == singleLosses.count)
+    for (step, (got, want)) in zip(replicatedLosses, singleLosses).enumerated() {
+      #expect(abs(got - want) <= 1e-5 * abs(want), "step \(step + 1): \(got) with two replicas, \(want) with one")
+    }
+    let replicated = try await DurableStateTests.weights("two", on: mesh)
+    let single = try await DurableStateTests.weights("one", on: mesh)
+    #expect(replicated.count == 6 && Set(replicated.keys) == Set(single.keys))
+    for (name, tensor) in single {
+      let other = try #require(replicated[name])
+      let difference = zip(tensor.scalars, other.scalars).map { abs($0 - $1) }.max() ?? 0
+      #expect(difference <= 1e-5, "\(name) differs by \(difference)")
+    }
+  }
+
+  /// `kill -9` of one of a sync job's two replicas, with a spare partition
+  /// in the pool: the job restarts from its checkpoint with the spare in
+  /// the lost replica's place and ends with the weights of a run never
+  /// interrupted.
+  @Test func aKilledReplicaIsReplacedFromThePool() async throws {
+    let mesh = try await Mesh(psCheckpoints: true, partitions: 3)
+    let options = [
+      "--model", DurableStateTests.model, "--stages", "1", "--replicas", "2", "--batch-size", "32", "--epochs", "20",
+      "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "1", "--json",
+    ]
+    let training = try await DurableStateTests.trainStraightThenStart("replicated", options: options, on: mesh)
+    let before = try await DurableStateTests.record("replicated", on: mesh)["partitions"] as? [String] ?? []
+    let lost = try #require(mesh.partitions.first { $0.endpoint == before.last })
+    lost.process.signal(SIGKILL)
+    _ = try await lost.process.waitForExit()
+
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+    let ended = try await DurableStateTests.record("replicated", on: mesh)
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED" && ended["resumes"] as? Int == 1, "\(ended)")
+    let after = ended["partitions"] as? [String] ?? []
+    #expect(after.count == 2 && !after.contains(lost.endpoint), "\(ended)")
+    try await DurableStateTests.expectSameWeights("replicated", as: "straight", on: mesh)
+  }
+
+  /// `kill -9` of one of two ps shards in the middle of a job that may
+  /// restart, the shard started again as systemd would (empty: it keeps no
+  /// periodic checkpoint here): the coordinator puts every shard back to the
+  /// job's newest checkpoint, consistent across them, and the job ends with
+  /// the weights of a run never interrupted.
+  @Test func aJobWhosePsShardDiesRestartsAndEndsWithTheSameWeights() async throws {
+    var mesh = try await Mesh(psCheckpoints: true, parameterServers: 2)
+    let options = [
+      "--model", DurableStateTests.model, "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5",
+      "--max-restarts", "2", "--json",
+    ]
+    let training = try await DurableStateTests.trainStraightThenStart("sharded", options: options, on: mesh)
+    mesh = try await mesh.restarted(coordinator: false, psTasks: [1])
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+    let ended = try await DurableStateTests.record("sharded", on: mesh)
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED" && (ended["resumes"] as? Int ?? 0) >= 1, "\(ended)")
+    try await DurableStateTests.expectSameWeights("sharded", as: "straight", on: mesh)
+  }
+}
