@@ -378,7 +378,10 @@ final class TrainingJob: Sendable {
     status.withLock { $0.totalSteps = Int64(totalSteps) }
     let batchSize = Int(request.batchSize)
     var step = resumedStep
-    var epochLosses: [Double] = []
+    // The current epoch's step losses: a resumed job starts from those up to its checkpoint.
+    var (epochLossSum, epochSteps) = status.withLock {
+      $0.checkpointStep > 0 ? ($0.checkpointEpochLossSum, Int($0.checkpointEpochSteps)) : (0, 0)
+    }
     var recentSteps: [Duration] = []
     // The step the trace shows: the last one that did not flush to the ps
     // (a steady step's timeline), or 0 while every step flushed.
@@ -388,9 +391,9 @@ final class TrainingJob: Sendable {
       var metrics = Pipemesh_V1_EpochMetrics.with {
         $0.epoch = Int32(epoch)
         $0.step = step
-        $0.loss = epochLosses.reduce(0, +) / Double(max(1, epochLosses.count))
+        $0.loss = epochLossSum / Double(max(1, epochSteps))
       }
-      epochLosses = []
+      (epochLossSum, epochSteps) = (0, 0)
       if let validation = data.validation {
         let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets, on: placement)
         metrics.validationLoss = loss
@@ -414,6 +417,8 @@ final class TrainingJob: Sendable {
     if resumedStep > 0, Int(resumedStep) % stepsPerEpoch == 0, recordedEpochs < firstEpoch - 1 {
       try await endEpoch(firstEpoch - 1)
     }
+    // Resumed at an epoch's end: the next epoch starts afresh.
+    if Int(resumedStep) % stepsPerEpoch == 0 { (epochLossSum, epochSteps) = (0, 0) }
     for epoch in firstEpoch..<(Int(request.epochs) + 1) {
       let order = PortableRandom.permutation(
         train.inputs.shape[0], seed: PortableRandom.epochSeed(request.shuffleSeed, epoch: epoch - 1))
@@ -472,12 +477,19 @@ final class TrainingJob: Sendable {
             $0.faults[last].recoverySeconds = max(0, Date().timeIntervalSince1970 - $0.faults[last].unixSeconds)
           }
         }
-        epochLosses.append(progress.loss)
+        epochLossSum += progress.loss
+        epochSteps += 1
         try await save(throttled: true)
         if !flush { tracedStep = step }
         trace.keep(fromStep: tracedStep > 0 ? tracedStep : step)
         report(progress)
-        if checkpointDue || moving != nil { _ = try await checkpoint(at: step) }
+        if checkpointDue || moving != nil {
+          status.withLock {
+            $0.checkpointEpochLossSum = epochLossSum
+            $0.checkpointEpochSteps = Int64(epochSteps)
+          }
+          _ = try await checkpoint(at: step)
+        }
         if let moving { throw Move(partition: moving, step: step) }
       }
       try await endEpoch(epoch)

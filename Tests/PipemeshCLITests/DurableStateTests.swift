@@ -287,15 +287,31 @@ import Testing
     return training
   }
 
-  /// Expects model `name`'s weights to equal `reference`'s within 1e-6 (the six tensors of the digits MLP).
-  static func expectSameWeights(_ name: String, as reference: String, on mesh: some CommandMesh) async throws {
+  /// Expects job `name`'s per-epoch mean training losses to equal
+  /// `reference`'s (a resumed epoch counts the steps before its checkpoint).
+  static func expectSameEpochLosses(_ name: String, as reference: String, on mesh: some CommandMesh) async throws {
+    func losses(_ job: String) async throws -> [Double] {
+      (try await record(job, on: mesh)["epochs"] as? [[String: Any]] ?? []).map { $0["loss"] as? Double ?? 0 }
+    }
+    let (got, expected) = (try await losses(name), try await losses(reference))
+    #expect(got.count == expected.count && !got.isEmpty, "\(got) against \(expected)")
+    for (epoch, (loss, wanted)) in zip(got, expected).enumerated() {
+      #expect(abs(loss - wanted) <= 1e-6 * abs(wanted), "epoch \(epoch + 1) of \(name): \(loss), not \(wanted)")
+    }
+  }
+
+  /// Expects model `name`'s weights to equal `reference`'s within
+  /// `tolerance` (the six tensors of the digits MLP).
+  static func expectSameWeights(
+    _ name: String, as reference: String, on mesh: some CommandMesh, within tolerance: Float = 1e-6
+  ) async throws {
     let expected = try await weights(reference, on: mesh)
     let got = try await weights(name, on: mesh)
     #expect(expected.count == 6 && Set(got.keys) == Set(expected.keys))
     for (variable, tensor) in expected {
       let other = try #require(got[variable])
       let difference = zip(tensor.scalars, other.scalars).map { abs($0 - $1) }.max() ?? 0
-      #expect(difference <= 1e-6, "\(variable) of \(name) differs by \(difference)")
+      #expect(difference <= tolerance, "\(variable) of \(name) differs by \(difference)")
     }
   }
 
@@ -348,6 +364,7 @@ import Testing
     #expect(fault["state"] as? String == "JOB_STATE_FAILED", "\(fault)")
 
     try await Self.expectSameWeights("survivor", as: "straight", on: mesh)
+    try await Self.expectSameEpochLosses("survivor", as: "straight", on: mesh)
   }
 
   /// SIGSTOP of a partition (a host that froze) in the middle of a job that

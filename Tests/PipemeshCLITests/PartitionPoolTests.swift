@@ -102,5 +102,6 @@ import Testing
       "spare: stepping again \(fault["recoverySeconds"] ?? 0) s after the kill, \(fault["stepsRedone"] ?? "0") steps redone"
     )
     try await DurableStateTests.expectSameWeights("survivor", as: "straight", on: mesh)
+    try await DurableStateTests.expectSameEpochLosses("survivor", as: "straight", on: mesh)
   }
 }

@@ -146,6 +146,7 @@ import Testing
     let after = ended["partitions"] as? [String] ?? []
     #expect(after.count == 2 && !after.contains(leaving.endpoint), "\(ended)")
     try await DurableStateTests.expectSameWeights("drained", as: "straight", on: mesh)
+    try await DurableStateTests.expectSameEpochLosses("drained", as: "straight", on: mesh)
   }
 
   /// Without mutual TLS, a caller may add to the pool only its own address.

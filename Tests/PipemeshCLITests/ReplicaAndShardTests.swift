@@ -35,14 +35,7 @@ import Testing
     for (step, (got, want)) in zip(replicatedLosses, singleLosses).enumerated() {
       #expect(abs(got - want) <= 1e-5 * abs(want), "step \(step + 1): \(got) with two replicas, \(want) with one")
     }
-    let replicated = try await DurableStateTests.weights("two", on: mesh)
-    let single = try await DurableStateTests.weights("one", on: mesh)
-    #expect(replicated.count == 6 && Set(replicated.keys) == Set(single.keys))
-    for (name, tensor) in single {
-      let other = try #require(replicated[name])
-      let difference = zip(tensor.scalars, other.scalars).map { abs($0 - $1) }.max() ?? 0
-      #expect(difference <= 1e-5, "\(name) differs by \(difference)")
-    }
+    try await DurableStateTests.expectSameWeights("two", as: "one", on: mesh, within: 1e-5)
   }
 
   /// `kill -9` of one of a sync job's two replicas, with a spare partition

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """bench/chaos: what a fault costs a training job on a local mesh (see bench/chaos/run).
 
-One mesh — a ps with a checkpoint directory, two partitions, a coordinator with a state
-directory — runs rounds of: the job undisturbed ("clean"), the job with a partition killed
-(kill -9) at a step and started again at its address after --restart-delay seconds ("kill"), and
-the job with a partition stopped (SIGSTOP) at a step and continued after --stop-seconds ("stop").
-Every job checkpoints every --checkpoint-every steps and may restart. For each faulted run it
-reports: wall time over the clean run's of the same round, seconds from the fault to the first
-step after it, steps run twice (the fault's step minus the checkpoint it resumed from), and
-whether its final weights equal the clean run's (max abs difference). One JSON object per line,
-then a Markdown table of medians.
+One mesh — a ps with a checkpoint directory, a coordinator with a state directory and a pool of
+three partitions that join it (`--join`) — runs rounds of a 2-stage job: undisturbed ("clean"),
+then with a fault at a step on one of the job's two partitions: killed (kill -9) and started
+again at its address after --restart-delay seconds ("kill"); stopped (SIGSTOP) and continued after
+--stop-seconds ("stop"); killed for good, the third partition being free ("spare"); and stopped
+gracefully (SIGTERM), leaving the pool ("drain"). After a spare or drain run the partition is
+started again and rejoins. Every job checkpoints every --checkpoint-every steps and may restart.
+For each faulted run it reports: wall time over the clean run's of the same round, seconds from
+the fault to the first step after it, steps run twice (from the job's record), and whether its
+final weights equal the clean run's (max abs difference). One JSON object per line, then a
+Markdown table of medians.
 """
 import argparse
 import json
@@ -41,21 +43,24 @@ def parse():
     return a
 
 
+FAULTS = ("kill", "stop", "spare", "drain")
+
+
 def main():
     a = parse()
     with tempfile.TemporaryDirectory(prefix="pipemesh-chaos-") as work:
         logs = os.path.join(work, "logs")
         os.makedirs(logs)
         ps = Service(a, "ps", ["--checkpoint-dir", os.path.join(work, "ps"), "--checkpoint-seconds", "0"], logs, "ps")
-        partitions = [Service(a, "partition", ["--blas-threads", "1"], logs, f"partition{i}") for i in range(2)]
-        coordinator = Service(a, "coordinator",
-                              ["--ps", ps.endpoint, "--partitions", ";".join(p.endpoint for p in partitions),
-                               "--state-dir", os.path.join(work, "state")], logs, "coordinator")
+        coordinator = Service(a, "coordinator", ["--ps", ps.endpoint, "--state-dir", os.path.join(work, "state")],
+                              logs, "coordinator")
+        partitions = [partition(a, coordinator, logs, f"partition{i}") for i in range(3)]
+        wait_for_pool(a, coordinator, 3)
         results = []
         try:
             for round_ in range(a.rounds):
                 clean = train(a, coordinator, f"clean-{round_}", partitions, None)
-                for fault in ("kill", "stop"):
+                for fault in FAULTS:
                     run = train(a, coordinator, f"{fault}-{round_}", partitions, fault)
                     run["round"] = round_
                     run["wall_ratio"] = run["seconds"] / clean["seconds"]
@@ -64,28 +69,50 @@ def main():
                     results.append(run)
                 print(json.dumps({"round": round_, "fault": None, **clean}), flush=True)
         finally:
-            for service in [ps, coordinator] + partitions:  # partitions as restarted
+            for service in partitions + [coordinator, ps]:  # partitions as restarted
                 service.stop()
     table(a, results)
+
+
+def partition(a, coordinator, logs, name, listen="127.0.0.1:0"):
+    """A partition that joins the coordinator's pool."""
+    return Service(a, "partition", ["--blas-threads", "1", "--join", coordinator.endpoint], logs, name, listen=listen)
+
+
+def wait_for_pool(a, coordinator, count):
+    """Waits until `count` partitions of the pool are free."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pool = json.loads(subprocess.run([a.pipemesh, "status", "--coordinator", coordinator.endpoint, "--json"],
+                                         check=True, capture_output=True, text=True).stdout)
+        if sum(m.get("state") == "MEMBER_STATE_FREE" for m in pool.get("members", [])) == count:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the pool never had {count} free partitions")
 
 
 def train(a, coordinator, job, partitions, fault):
     """Runs `pipemesh train` for `job`, bringing on `fault` at --fault-step; returns its figures."""
     argv = [a.pipemesh, "train", "--coordinator", coordinator.endpoint, "--job", job, "--json", "--model", MODEL,
-            "--epochs", str(a.epochs), "--micro-batches", "2", "--checkpoint-every", str(a.checkpoint_every),
-            "--max-restarts", "3"]
+            "--stages", "2", "--epochs", str(a.epochs), "--micro-batches", "2",
+            "--checkpoint-every", str(a.checkpoint_every), "--max-restarts", "3"]
     started = time.monotonic()
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    faulted_at, recovered_at = None, None
+    faulted_at, recovered_at, victim = None, None, None
     for line in process.stdout:
         progress = json.loads(line)
         step = int(progress.get("step", 0))
         if fault and faulted_at is None and step >= a.fault_step and not progress.get("evaluated"):
             faulted_at = time.monotonic()
-            bring_on(a, fault, partitions)
-        elif faulted_at is not None and recovered_at is None and not progress.get("evaluated"):
+            victim = bring_on(a, fault, coordinator, job, partitions)
+        elif faulted_at is not None and recovered_at is None and step > 0 and not progress.get("evaluated"):
             recovered_at = time.monotonic()
     process.wait()
+    if fault in ("spare", "drain"):  # back in the pool for the next run
+        victim.process.wait()
+        partitions[partitions.index(victim)] = partition(
+            a, coordinator, os.path.dirname(victim.log.name), victim.name, listen=victim.endpoint)
+        wait_for_pool(a, coordinator, 3)
     if process.returncode != 0:
         raise RuntimeError(f"{job} failed: {process.stderr.read()[-2000:]}")
     seconds = time.monotonic() - started
@@ -97,27 +124,33 @@ def train(a, coordinator, job, partitions, fault):
         faults = record.get("faults", [])
         if not faults:
             raise RuntimeError(f"{job}: the fault did not stop the job: {record}")
-        step = int(faults[0]["step"])
         result["recovery_seconds"] = (recovered_at or time.monotonic()) - faulted_at
-        result["fault_step"] = step
-        # The job resumed from its newest checkpoint at or before the step it had reached.
-        result["steps_redone"] = step % a.checkpoint_every
+        result["fault_step"] = int(faults[0]["step"])
+        result["steps_redone"] = int(faults[0].get("stepsRedone", 0))
+        result["moved_to_spare"] = victim.endpoint not in record.get("partitions", [])
     return result
 
 
-def bring_on(a, fault, partitions):
-    """kill -9 of partition 1, started again after the delay; or SIGSTOP, continued after a while."""
-    victim = partitions[1]
-    if fault == "kill":
+def bring_on(a, fault, coordinator, job, partitions):
+    """Brings `fault` on the job's second partition; returns it."""
+    record = json.loads(subprocess.run(
+        [a.pipemesh, "jobs", "show", job, "--coordinator", coordinator.endpoint, "--json"],
+        check=True, capture_output=True, text=True).stdout)
+    victim = next(p for p in partitions if p.endpoint == record["partitions"][-1])
+    if fault in ("kill", "spare"):
         victim.process.kill()
         victim.process.wait()
-        time.sleep(a.restart_delay)  # systemd's RestartSec: the fault being measured, not a wait for readiness
-        partitions[1] = Service(a, "partition", ["--blas-threads", "1"], os.path.dirname(victim.log.name),
-                                "partition1", listen=victim.endpoint)
+        if fault == "kill":
+            time.sleep(a.restart_delay)  # systemd's RestartSec: the fault being measured, not a wait for readiness
+            partitions[partitions.index(victim)] = partition(
+                a, coordinator, os.path.dirname(victim.log.name), victim.name, listen=victim.endpoint)
+    elif fault == "drain":
+        victim.process.send_signal(signal.SIGTERM)
     else:
         victim.process.send_signal(signal.SIGSTOP)
         time.sleep(a.stop_seconds)  # the length of the hang being measured
         victim.process.send_signal(signal.SIGCONT)
+    return victim
 
 
 def weight_difference(a, coordinator, work, clean, faulted):
@@ -137,7 +170,9 @@ def table(a, results):
     print("| fault | wall time / clean | fault → stepping again (s) | steps run twice | max weight difference |")
     print("| --- | --- | --- | --- | --- |")
     for fault, label in (("kill", f"kill -9 of a partition, back after {a.restart_delay:g} s"),
-                         ("stop", f"SIGSTOP of a partition for {a.stop_seconds:g} s")):
+                         ("stop", f"SIGSTOP of a partition for {a.stop_seconds:g} s"),
+                         ("spare", "kill -9 of a partition that stays down, a spare free"),
+                         ("drain", "SIGTERM of a partition (leaves the pool), a spare free")):
         runs = [r for r in results if r["fault"] == fault]
         print(f"| {label} | {statistics.median(r['wall_ratio'] for r in runs):.2f}× "
               f"| {statistics.median(r['recovery_seconds'] for r in runs):.1f} "

@@ -819,6 +819,19 @@ public nonisolated struct Pipemesh_V1_Job: @unchecked Sendable {
     set {_uniqueStorage()._startedUnixSeconds = newValue}
   }
 
+  /// The training losses of the steps of the current epoch up to the newest
+  /// checkpoint, added up, and how many: a job resumed part way through an
+  /// epoch counts them in that epoch's mean loss.
+  public var checkpointEpochLossSum: Double {
+    get {_storage._checkpointEpochLossSum}
+    set {_uniqueStorage()._checkpointEpochLossSum = newValue}
+  }
+
+  public var checkpointEpochSteps: Int64 {
+    get {_storage._checkpointEpochSteps}
+    set {_uniqueStorage()._checkpointEpochSteps = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2080,7 +2093,7 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0\u{1}partitions\0\u{3}started_unix_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0\u{1}partitions\0\u{3}started_unix_seconds\0\u{3}checkpoint_epoch_loss_sum\0\u{3}checkpoint_epoch_steps\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -2101,6 +2114,8 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     var _faults: [Pipemesh_V1_JobFault] = []
     var _partitions: [String] = []
     var _startedUnixSeconds: Double = 0
+    var _checkpointEpochLossSum: Double = 0
+    var _checkpointEpochSteps: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2129,6 +2144,8 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       _faults = source._faults
       _partitions = source._partitions
       _startedUnixSeconds = source._startedUnixSeconds
+      _checkpointEpochLossSum = source._checkpointEpochLossSum
+      _checkpointEpochSteps = source._checkpointEpochSteps
     }
   }
 
@@ -2165,6 +2182,8 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
         case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._faults) }()
         case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._partitions) }()
         case 18: try { try decoder.decodeSingularDoubleField(value: &_storage._startedUnixSeconds) }()
+        case 19: try { try decoder.decodeSingularDoubleField(value: &_storage._checkpointEpochLossSum) }()
+        case 20: try { try decoder.decodeSingularInt64Field(value: &_storage._checkpointEpochSteps) }()
         default: break
         }
       }
@@ -2231,6 +2250,12 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       if _storage._startedUnixSeconds.bitPattern != 0 {
         try visitor.visitSingularDoubleField(value: _storage._startedUnixSeconds, fieldNumber: 18)
       }
+      if _storage._checkpointEpochLossSum.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._checkpointEpochLossSum, fieldNumber: 19)
+      }
+      if _storage._checkpointEpochSteps != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._checkpointEpochSteps, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2258,6 +2283,8 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
         if _storage._faults != rhs_storage._faults {return false}
         if _storage._partitions != rhs_storage._partitions {return false}
         if _storage._startedUnixSeconds != rhs_storage._startedUnixSeconds {return false}
+        if _storage._checkpointEpochLossSum != rhs_storage._checkpointEpochLossSum {return false}
+        if _storage._checkpointEpochSteps != rhs_storage._checkpointEpochSteps {return false}
         return true
       }
       if !storagesAreEqual {return false}
