@@ -13,7 +13,12 @@ enum Inference {
   /// with training steps.
   private static let nextStep = Mutex<Int64>(-1)
 
-  static func run(_ inputs: Tensor, job: String, stages: [any RPCChannel], chunk: Int) async throws -> Tensor {
+  /// Runs `inputs` through `stages` in chunks of `chunk` rows; with
+  /// `callTimeout`, a partition that does not answer a chunk within it fails
+  /// the run with DEADLINE_EXCEEDED (a member that hangs).
+  static func run(
+    _ inputs: Tensor, job: String, stages: [any RPCChannel], chunk: Int, callTimeout: Duration? = nil
+  ) async throws -> Tensor {
     let step = nextStep.withLock { value in
       defer { value -= 1 }
       return value
@@ -34,7 +39,8 @@ enum Inference {
           }
           request.input.inline = Pipemesh_V1_Tensor(sharing: inputs.rows(Array(ranges[index])))
           for (stage, client) in stages.enumerated() {
-            let response = try await client.call(PartitionMethods.infer, request)
+            let response = try await client.call(
+              PartitionMethods.infer, request, options: CallOptions(timeout: callTimeout))
             if stage == stages.count - 1 {
               return (index, try Tensor(wire: response.outputValue, what: "inference output"))
             }

@@ -355,7 +355,10 @@ final class TrainingJob: Sendable {
       failure = error
     }
     // Not cancelled with this task: the unload must reach the partitions.
-    await Task { await StageLoading.unload(runID: self.runID, clients: placement.clients) }.value
+    let unload = Task { await StageLoading.unload(runID: self.runID, clients: placement.clients) }
+    // A failed run does not wait for it: the member that failed may hang, and the
+    // job may go on at once elsewhere under a new run id.
+    if failure == nil { await unload.value }
     return failure
   }
 
@@ -395,7 +398,9 @@ final class TrainingJob: Sendable {
       }
       (epochLossSum, epochSteps) = (0, 0)
       if let validation = data.validation {
-        let (loss, accuracy) = try await evaluate(validation.inputs, validation.targets, on: placement)
+        // Each chunk within a step's deadline: a partition that hangs is found as in a step.
+        let (loss, accuracy) = try await evaluate(
+          validation.inputs, validation.targets, on: placement, callTimeout: Self.stepDeadline(after: recentSteps))
         metrics.validationLoss = loss
         metrics.validationAccuracy = accuracy
         report(
@@ -533,50 +538,59 @@ final class TrainingJob: Sendable {
     dataPlane: [[String]], deadline: Duration
   ) async throws -> [PipelineRun.Outcome] {
     let microBatches = schedule.microBatches
-    return try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome)?.self) { group in
-      for (replica, shard) in shards.enumerated() {
-        group.addTask {
-          let inputs = train.inputs.rows(shard)
-          let targets = train.targets.rows(shard)
-          let parts = evenRanges(shard.count, parts: microBatches).map { range in
-            (input: inputs.rows(Array(range)), target: targets.rows(Array(range)))
+    return try await Self.within(deadline, "step \(step)") {
+      try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome).self) { group in
+        for (replica, shard) in shards.enumerated() {
+          group.addTask {
+            let inputs = train.inputs.rows(shard)
+            let targets = train.targets.rows(shard)
+            let parts = evenRanges(shard.count, parts: microBatches).map { range in
+              (input: inputs.rows(Array(range)), target: targets.rows(Array(range)))
+            }
+            let outcome = try await PipelineRun(
+              job: self.runID, step: step, replica: replica, schedule: self.schedule,
+              stages: placement.clients.map { $0[replica] }, dataPlane: dataPlane.map { $0[replica] },
+              microBatches: parts,
+              flush: flush, trace: self.trace
+            ).run()
+            return (replica, outcome)
           }
-          let outcome = try await PipelineRun(
-            job: self.runID, step: step, replica: replica, schedule: self.schedule,
-            stages: placement.clients.map { $0[replica] }, dataPlane: dataPlane.map { $0[replica] },
-            microBatches: parts,
-            flush: flush, trace: self.trace
-          ).run()
-          return (replica, outcome)
         }
+        var outcomes = [PipelineRun.Outcome?](repeating: nil, count: shards.count)
+        for try await (replica, outcome) in group { outcomes[replica] = outcome }
+        return outcomes.map { $0! }
       }
+    }
+  }
+
+  /// `body`, or DEADLINE_EXCEEDED naming `what` once it runs past `deadline`
+  /// (a member that hangs: a stopped process, a host that froze).
+  private static func within<T: Sendable>(
+    _ deadline: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
+  ) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+      group.addTask { try await body() }
       group.addTask {
         try await Task.sleep(for: deadline)
         throw RPCError(
           .deadlineExceeded,
-          "step \(step) ran past \(deadline) (\(Self.stepDeadlineFactor)× the slowest recent step, at least "
-            + "\(Self.stepDeadlineFloor)): a partition or ps task of the job may hang")
+          "\(what) ran past \(deadline) (\(stepDeadlineFactor)× the slowest recent step, at least "
+            + "\(stepDeadlineFloor)): a partition or ps task of the job may hang")
       }
-      var outcomes = [PipelineRun.Outcome?](repeating: nil, count: shards.count)
-      var done = 0
-      for try await case (let replica, let outcome)? in group {
-        outcomes[replica] = outcome
-        done += 1
-        if done == shards.count { break }
-      }
-      // The deadline's task ends with the step.
-      group.cancelAll()
-      return outcomes.map { $0! }
+      // The first to end decides; the other is cancelled.
+      defer { group.cancelAll() }
+      guard let result = try await group.next(), let value = result else { throw CancellationError() }
+      return value
     }
   }
 
   /// Loss and accuracy of the current variables on held-out data, through
   /// replica 0's pipeline.
-  private func evaluate(_ inputs: Tensor, _ targets: Tensor, on placement: Placement) async throws -> (
-    loss: Double, accuracy: Double
-  ) {
+  private func evaluate(
+    _ inputs: Tensor, _ targets: Tensor, on placement: Placement, callTimeout: Duration
+  ) async throws -> (loss: Double, accuracy: Double) {
     let outputs = try await Inference.run(
-      inputs, job: runID, stages: placement.firstReplica, chunk: Int(request.batchSize))
+      inputs, job: runID, stages: placement.firstReplica, chunk: Int(request.batchSize), callTimeout: callTimeout)
     let loss = withoutGradients { model.loss(output: outputs, target: targets).scalar }
     let accuracy =
       model.spec.loss == .softmaxCrossEntropy

@@ -98,16 +98,15 @@ def train(a, coordinator, job, partitions, fault):
             "--checkpoint-every", str(a.checkpoint_every), "--max-restarts", "3"]
     started = time.monotonic()
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    faulted_at, recovered_at, victim = None, None, None
+    faulted_at, victim = None, None
     for line in process.stdout:
         progress = json.loads(line)
         step = int(progress.get("step", 0))
         if fault and faulted_at is None and step >= a.fault_step and not progress.get("evaluated"):
-            faulted_at = time.monotonic()
+            faulted_at = time.time()
             victim = bring_on(a, fault, coordinator, job, partitions)
-        elif faulted_at is not None and recovered_at is None and step > 0 and not progress.get("evaluated"):
-            recovered_at = time.monotonic()
     process.wait()
+    seconds = time.monotonic() - started
     if fault in ("spare", "drain"):  # back in the pool for the next run
         victim.process.wait()
         partitions[partitions.index(victim)] = partition(
@@ -115,7 +114,6 @@ def train(a, coordinator, job, partitions, fault):
         wait_for_pool(a, coordinator, 3)
     if process.returncode != 0:
         raise RuntimeError(f"{job} failed: {process.stderr.read()[-2000:]}")
-    seconds = time.monotonic() - started
     record = json.loads(subprocess.run(
         [a.pipemesh, "jobs", "show", job, "--coordinator", coordinator.endpoint, "--json"],
         check=True, capture_output=True, text=True).stdout)
@@ -124,7 +122,10 @@ def train(a, coordinator, job, partitions, fault):
         faults = record.get("faults", [])
         if not faults:
             raise RuntimeError(f"{job}: the fault did not stop the job: {record}")
-        result["recovery_seconds"] = (recovered_at or time.monotonic()) - faulted_at
+        # From the fault to the end of the job's first step after it, by the coordinator's record
+        # (lines already in the pipe when the fault came would read as stepping again).
+        result["recovery_seconds"] = faults[0]["unixSeconds"] + faults[0].get("recoverySeconds", 0) - faulted_at
+        result["stop_detected_seconds"] = faults[0]["unixSeconds"] - faulted_at
         result["fault_step"] = int(faults[0]["step"])
         result["steps_redone"] = int(faults[0].get("stepsRedone", 0))
         result["moved_to_spare"] = victim.endpoint not in record.get("partitions", [])
