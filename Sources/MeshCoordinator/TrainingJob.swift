@@ -453,7 +453,9 @@ final class TrainingJob: Sendable {
         progress.step = step
         progress.totalSteps = Int64(totalSteps)
         progress.loss = outcomes.map(\.loss).reduce(0, +) / Double(outcomes.count)
-        progress.accuracy = Double(outcomes.map(\.correct).reduce(0, +)) / Double(batchSize * replicas)
+        // Of the step's labels: one per example, or one per position of a sequence output.
+        let labels = batchSize * replicas * (train.targets.scalarCount / max(1, train.targets.shape[0]))
+        progress.accuracy = Double(outcomes.map(\.correct).reduce(0, +)) / Double(max(1, labels))
         progress.samplesPerSecond = Double(batchSize * replicas) / elapsed.seconds
         progress.stages = outcomes.enumerated().flatMap { replica, outcome in
           outcome.busy.enumerated().map { stage, busy in
@@ -594,7 +596,7 @@ final class TrainingJob: Sendable {
     let loss = withoutGradients { model.loss(output: outputs, target: targets).scalar }
     let accuracy =
       model.spec.loss == .softmaxCrossEntropy
-      ? Double(Loss.correctPredictions(logits: outputs, labels: targets)) / Double(inputs.shape[0]) : 0
+      ? Double(Loss.correctPredictions(logits: outputs, labels: targets)) / Double(max(1, targets.scalarCount)) : 0
     return (Double(loss), accuracy)
   }
 

@@ -43,6 +43,42 @@ import Testing
     try outcome.get()
   }
 
+  /// Accuracy counts labels, not examples: a model with an output per
+  /// position of a sequence (copying each token) reports fractions of its
+  /// positions, never more than 1, and learns the copy.
+  @Test func accuracyOfSequenceOutputsCountsEveryPosition() async throws {
+    let mesh = try InProcessMesh(stages: 2)
+    let outcome = await Result(catching: {
+      let count = 256
+      let tokens = (0..<(count * 8)).map { Float(($0 * 7 + $0 / 8) % 4) }
+      let inputs = Tensor(shape: [count, 8], scalars: tokens)
+      let model = Pipemesh_V1_ModelSpec.with {
+        $0.inputShape = [8]
+        $0.seed = 3
+        $0.layers = [
+          .with {
+            $0.embedding = .with {
+              $0.vocabularySize = 4
+              $0.dimension = 8
+            }
+          },
+          .with { $0.dense = .with { $0.units = 4 } },
+        ]
+        $0.loss.softmaxCrossEntropy = .init()
+      }
+      let progress = try await PipelineTrainingTests.train(
+        mesh.coordinatorChannel(), job: "copy", model: model, inputs: inputs, targets: inputs, microBatches: 2,
+        schedule: .scheduleGpipe, epochs: 4, batchSize: 32, learningRate: 0.5, validation: 0.25)
+      let steps = progress.filter { !$0.done && !$0.evaluated }
+      #expect(!steps.isEmpty && steps.allSatisfy { $0.accuracy >= 0 && $0.accuracy <= 1 }, "\(steps.map(\.accuracy))")
+      let evaluated = progress.filter(\.evaluated).map(\.validationAccuracy)
+      #expect(evaluated.count == 4 && evaluated.allSatisfy { $0 <= 1 }, "\(evaluated)")
+      #expect((evaluated.last ?? 0) > 0.9, "the copy was not learned: \(evaluated)")
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+
   /// The identity a caller carries reaches the services' admission checks,
   /// as a certificate's name does over mutual TLS.
   @Test func servicesAdmitByTheRoleTheCallerCarries() async throws {

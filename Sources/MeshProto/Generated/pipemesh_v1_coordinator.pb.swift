@@ -623,7 +623,8 @@ public nonisolated struct Pipemesh_V1_TrainProgress: Sendable {
   /// step when all did.
   public var traceJson: String = String()
 
-  /// Fraction of the step's examples classified right (classification).
+  /// Fraction of the step's labels predicted right (classification): one
+  /// label per example, or one per position of a sequence output.
   public var accuracy: Double = 0
 
   /// On the last message: the checkpoint files the ps tasks wrote at the end.
