@@ -101,6 +101,10 @@ import Testing
     print(
       "spare: stepping again \(fault["recoverySeconds"] ?? 0) s after the kill, \(fault["stepsRedone"] ?? "0") steps redone"
     )
+    // And in what `pipemesh jobs show` prints.
+    let shown = try await mesh.run(["jobs", "show", "survivor"])
+    #expect(shown.output.contains("stopped at step \(fault["step"] as? String ?? "?") (failed)"), "\(shown.output)")
+    #expect(shown.output.contains("steps run again"), "\(shown.output)")
     try await DurableStateTests.expectSameWeights("survivor", as: "straight", on: mesh)
     try await DurableStateTests.expectSameEpochLosses("survivor", as: "straight", on: mesh)
   }

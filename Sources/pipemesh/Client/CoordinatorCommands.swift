@@ -266,6 +266,13 @@ struct Jobs: AsyncParsableCommand {
         if client.json { return try client.printJSON(record) }
         try client.show(record, withMemory: true)
         if !record.model.isEmpty { say("model \(record.model)") }
+        for fault in record.faults {
+          let cost =
+            fault.recoverySeconds > 0
+            ? String(format: "; went on %.1f s later, %lld steps run again", fault.recoverySeconds, fault.stepsRedone)
+            : ""
+          say("stopped at step \(fault.step) (\(fault.state)): \(fault.error)\(cost)")
+        }
         for epoch in record.epochs {
           say(
             String(format: "epoch %d\tstep %lld\tloss %.4f", epoch.epoch, epoch.step, epoch.loss)
