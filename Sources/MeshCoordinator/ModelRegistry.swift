@@ -218,9 +218,11 @@ final class ModelRegistry: Sendable {
       states[declaration.name] = (value, [:], 0)
     }
     // The split the job trained with, when the pool has as many partitions.
-    let splitPoints = stages(record.splitPoints) <= pool.members.count ? record.splitPoints.map { Int($0) } : []
-    let plan = try Planner.plan(
-      model, stages: stages(splitPoints.map { Int32($0) }), splitPoints: splitPoints)
+    let trained = stages(record.splitPoints)
+    let plan =
+      trained <= pool.members.count
+      ? try Planner.plan(model, stages: trained, splitPoints: record.splitPoints.map { Int($0) })
+      : try Planner.plan(model, stages: max(1, cluster.stages))
     let placement = try pool.sharedPlacement(stages: plan.bounds.count - 1)
     let ps = try cluster.parameterServerClient()
     do {

@@ -266,21 +266,7 @@ final class PartitionPool: Sendable {
   func ask(_ options: CallOptions, only endpoints: Set<String>? = nil) async -> [Answer] {
     let answers = await withTaskGroup(of: Answer.self) { group in
       for member in members where endpoints?.contains(member.endpoint) ?? true {
-        group.addTask {
-          do {
-            let described = try await member.client.call(DiagnosticsMethods.describe, .init(), options: options)
-            guard described.services.contains(PartitionMethods.service) else {
-              return Answer(member: member, error: "it serves no partition (it is a \(described.role.echoed))")
-            }
-            return Answer(
-              member: member, budget: described.memoryBudgetBytes > 0 ? Int(described.memoryBudgetBytes) : nil)
-          } catch let error as RPCError where error.code == .unimplemented {
-            // It answers, without diagnostics (a mesh in one process): its budget is unknown.
-            return Answer(member: member)
-          } catch {
-            return Answer(member: member, error: "\(error)")
-          }
-        }
+        group.addTask { await Self.ask(member, options) }
       }
       return await group.reduce(into: []) { $0.append($1) }
     }
@@ -296,6 +282,22 @@ final class PartitionPool: Sendable {
       answering: Set(answers.filter { $0.error == nil }.map(\.member.endpoint)),
       silent: Set(answers.filter { $0.error != nil }.map(\.member.endpoint)))
     return answers
+  }
+
+  /// Asks one partition, member or not, to describe itself.
+  static func ask(_ member: Member, _ options: CallOptions) async -> Answer {
+    do {
+      let described = try await member.client.call(DiagnosticsMethods.describe, .init(), options: options)
+      guard described.services.contains(PartitionMethods.service) else {
+        return Answer(member: member, error: "it serves no partition (it is a \(described.role.echoed))")
+      }
+      return Answer(member: member, budget: described.memoryBudgetBytes > 0 ? Int(described.memoryBudgetBytes) : nil)
+    } catch let error as RPCError where error.code == .unimplemented {
+      // It answers, without diagnostics (a mesh in one process): its budget is unknown.
+      return Answer(member: member)
+    } catch {
+      return Answer(member: member, error: "\(error)")
+    }
   }
 
   /// Each `period` until the task is cancelled: drops the joined members

@@ -12,13 +12,12 @@ extension CoordinatorService {
 
   func registerPool(with router: inout RPCRouter) {
     router.unary(CoordinatorMethods.joinPool) { [self] request, context in
-      try checkMember(request.endpoint, context)
+      try await checkMember(request.endpoint, context)
       let member = PartitionPool.Member(
         endpoint: request.endpoint, client: try cluster.dialer.channel(to: request.endpoint))
       if !pool.members.contains(where: { $0.endpoint == request.endpoint }) {
         // A member the coordinator cannot reach would only fail the jobs placed on it.
-        let answer = await PartitionPool(members: [member]).ask(CallOptions(timeout: .seconds(2)))
-        if let error = answer.first?.error {
+        if let error = await PartitionPool.ask(member, CallOptions(timeout: .seconds(2))).error {
           throw RPCError(
             .failedPrecondition,
             "the coordinator cannot reach the partition at \(request.endpoint.echoed) (\(error)): "
@@ -32,7 +31,7 @@ extension CoordinatorService {
       return .with { $0.leaseSeconds = Self.memberLease.seconds }
     }
     router.unary(CoordinatorMethods.leavePool) { [self] request, context in
-      try checkMember(request.endpoint, context)
+      try await checkMember(request.endpoint, context)
       let run = try pool.leave(request.endpoint)
       return .with { $0.job = run.map { PartitionPool.jobName(ofRun: $0) } ?? "" }
     }
@@ -46,7 +45,7 @@ extension CoordinatorService {
   /// partition's certificate; otherwise from an admin (when the coordinator
   /// has tokens) or anyone (when it authenticates no one), and only about
   /// the caller's own address: a partition joins and leaves only itself.
-  private func checkMember(_ endpoint: String, _ context: ServerContext) throws {
+  private func checkMember(_ endpoint: String, _ context: ServerContext) async throws {
     guard endpoint.utf8.count <= 255, let colon = endpoint.lastIndex(of: ":"), colon != endpoint.startIndex,
       let port = Int(endpoint[endpoint.index(after: colon)...]), (1...65535).contains(port)
     else {
@@ -72,7 +71,7 @@ extension CoordinatorService {
       }
     }
     let host = String(endpoint[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-    guard let caller = Self.address(ofPeer: context.peer), Self.addresses(of: host).contains(caller) else {
+    guard let caller = Self.address(ofPeer: context.peer), await Self.resolve(host).contains(caller) else {
       throw RPCError(
         .permissionDenied,
         "endpoint \(endpoint.echoed) is not the caller's own address (\(context.peer.echoed)): "
@@ -87,6 +86,14 @@ extension CoordinatorService {
       return nil
     }
     return canonical(parts[1][..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]")))
+  }
+
+  /// `addresses(of:)` on a thread of its own: a name lookup may block for
+  /// seconds, which no executor thread of the service should.
+  static func resolve(_ host: String) async -> Set<String> {
+    await withCheckedContinuation { continuation in
+      Thread.detachNewThread { continuation.resume(returning: addresses(of: host)) }
+    }
   }
 
   /// The numeric addresses `host` names (a literal, or resolved).

@@ -73,6 +73,28 @@ import Testing
     #expect(tooBig.output.contains("stages 2 × replicas 2 needs 4 partitions; this coordinator's pool has 3"))
   }
 
+  /// `kill -9` of the coordinator while one job runs and another waits in
+  /// the queue: started again on its state directory, the coordinator
+  /// starts the queued job (it had not begun: nothing to lose) and it runs
+  /// to its end; the running one, without a checkpoint, stays interrupted.
+  @Test func aQueuedJobOutlivesAKilledCoordinator() async throws {
+    var mesh = try await Mesh(partitions: 2)
+    let holder = try Self.startTraining("holder", ["--stages", "2", "--epochs", "1000"], on: mesh)
+    _ = try await DurableStateTests.waitFor("holder", on: mesh) { $0["state"] as? String == "JOB_STATE_RUNNING" }
+    let waiting = try Self.startTraining("waiting", ["--stages", "2", "--epochs", "1"], on: mesh)
+    _ = try await waiting.waitForLine(startingWith: "{\"job\":\"waiting\",\"queuePosition\":1")
+
+    mesh = try await mesh.restarted()
+    #expect(try await holder.waitForExit() != 0)
+    #expect(try await waiting.waitForExit() != 0)
+    let ran = try await DurableStateTests.waitFor("waiting", on: mesh) {
+      $0["state"] as? String == "JOB_STATE_SUCCEEDED"
+    }
+    #expect(Self.partitions(of: ran).count == 2 && ran["resumes"] as? Int == 1, "\(ran)")
+    let held = try await DurableStateTests.record("holder", on: mesh)
+    #expect(held["state"] as? String == "JOB_STATE_INTERRUPTED", "\(held)")
+  }
+
   /// `kill -9` of a partition under a sync job that checkpoints and may
   /// restart, on a pool with a spare: the job runs on at once on the spare
   /// (the dead partition stays down) and ends with the weights of a run
