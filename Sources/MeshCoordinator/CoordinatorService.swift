@@ -613,9 +613,13 @@ public final class CoordinatorService: RPCService, Sendable {
     var request = request
     (request.stages, request.replicas) = try await shape(of: request)
     let (inputs, targets) = try data(request.data)
+    let budget = try await checkMembers(needed: Int(request.stages * request.replicas))
+    // A job that may grow starts on as many replicas as the free partitions hold, if no job waits.
+    let vacancy = pool.vacancy
+    let fitting = vacancy.waiting == nil ? TrainingJob.replicas(of: request, fittingIn: vacancy.free) : 0
     let job = try TrainingJob(
-      name: name, owner: owner.name, request: request, inputs: inputs, targets: targets, cluster: cluster,
-      store: store, budget: try await checkMembers(needed: Int(request.stages * request.replicas)))
+      name: name, owner: owner.name, request: request, running: max(Int(request.replicas), fitting), inputs: inputs,
+      targets: targets, cluster: cluster, store: store, budget: budget)
     if job.checkpoints {
       let missing = try await cluster.parameterServerClient().tasksWithoutCheckpoints()
       guard missing.isEmpty else {
@@ -668,9 +672,8 @@ public final class CoordinatorService: RPCService, Sendable {
             await job.endQueued(error)
             break
           }
-          let endpoints = Set(placement.partitions.joined())
           let failure = await job.run(
-            on: placement, report: { continuation.yield($0) }, leaving: { [pool] in pool.leaving(among: endpoints) }
+            on: placement, report: { continuation.yield($0) }, move: { [pool, job] in Self.move(job, placement, pool) }
           ) { [registry] job in
             "\(try await registry.register(job, admit: admission).reference)"
           }
@@ -694,6 +697,21 @@ public final class CoordinatorService: RPCService, Sendable {
       jobs[job.name] = (job, task)
     }
     return updates
+  }
+
+  /// Why `job`, running on `placement`, should go on on another placement
+  /// after its current step: a partition of it is leaving the pool, or the
+  /// job grows onto free partitions or gives back replicas to a waiting job
+  /// (`TrainingJob.replicasToRun`). Nil to run on.
+  private static func move(_ job: TrainingJob, _ placement: Placement, _ pool: PartitionPool) -> String? {
+    if let leaving = pool.leaving(among: Set(placement.partitions.joined())) {
+      return "the partition at \(leaving) is leaving the pool"
+    }
+    let vacancy = pool.vacancy
+    guard let replicas = job.replicasToRun(free: vacancy.free, waiting: vacancy.waiting) else { return nil }
+    return replicas > job.replicas
+      ? "\(vacancy.free) partitions of the pool are free: the job grows from \(job.replicas) to \(replicas) replicas"
+      : "a job waits for partitions: the job gives back the replicas past the \(replicas) it asked for"
   }
 
   /// Whether a job's failure is a member of the mesh failing under it (a
@@ -781,9 +799,17 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     var options = stored.record.options
     (options.stages, options.replicas) = try await shape(of: options)
+    // One replica's partitions must answer: a job that lost a replica goes on
+    // with the others, on as many as the free partitions hold (no more than
+    // it asked for while a job waits), and grows back later.
+    let budget = try await checkMembers(needed: Int(options.stages))
+    let vacancy = pool.vacancy
+    let running = TrainingJob.replicas(
+      of: options, fittingIn: max(vacancy.free, Int(options.stages)),
+      limit: vacancy.waiting == nil ? nil : Int(options.replicas))
     let job = try TrainingJob(
-      name: name, owner: stored.record.owner, request: options, inputs: inputs, targets: targets, cluster: cluster,
-      store: store, budget: try await checkMembers(needed: Int(options.stages * options.replicas)), resuming: stored)
+      name: name, owner: stored.record.owner, request: options, running: running, inputs: inputs, targets: targets,
+      cluster: cluster, store: store, budget: budget, resuming: stored)
     // Examples that were sent inline are kept for the new run.
     if stored.record.options.data.source == nil { try store.saveData(of: job.runID, inputs: inputs, targets: targets) }
     // Only the run that stopped, and only once: another resume or a replace meanwhile is refused.

@@ -86,6 +86,12 @@ final class PartitionPool: Sendable {
   /// have been loaded (unloads).
   var everyClient: [[any RPCChannel]] { [members.map(\.client)] }
 
+  /// The partitions free now (neither held, silent nor leaving), and how
+  /// many the first job in line waits for (nil: none waits).
+  var vacancy: (free: Int, waiting: Int?) {
+    state.withLock { state in (Self.free(in: state).count, state.waiting.first?.count) }
+  }
+
   /// Whether a job of `count` partitions would wait now.
   func wouldWait(_ count: Int) -> Bool {
     state.withLock { state in !state.waiting.isEmpty || Self.free(in: state).count < count }

@@ -10,7 +10,9 @@ import Synchronization
 /// A training job: waits QUEUED until it is placed on partitions of its own,
 /// loads the stages on them, then runs epochs of pipelined steps on R
 /// replicas over disjoint shards of each epoch's shuffled data, evaluating on
-/// the held-out split at the end of each epoch.
+/// the held-out split at the end of each epoch. A step's examples are the
+/// same however many replicas run it (`stepExamples`, split evenly), so a
+/// job may go on with fewer replicas or grow onto more between runs.
 final class TrainingJob: Sendable {
   let name: String
   /// The user who started it ("" when the coordinator authenticates no one).
@@ -28,9 +30,12 @@ final class TrainingJob: Sendable {
   let model: Sequential
   let plan: Planner.Plan
   let schedule: PipelineSchedule
-  /// Pipeline stages, and data-parallel replicas of each.
+  /// Pipeline stages, and the data-parallel replicas of each that this run
+  /// runs on (the request's `replicas` are what the job asked for).
   let stages: Int
   let replicas: Int
+  /// The examples of one step: batch_size × the replicas the job asked for.
+  let stepExamples: Int
   /// The mesh's ps tasks (the job's partitions are its placement).
   let cluster: Cluster
   let trace = TraceRecorder()
@@ -51,17 +56,20 @@ final class TrainingJob: Sendable {
 
   /// Checks the request (its `stages` and `replicas` given) and the data
   /// against the model, with `budget` the memory of the least partition it
-  /// may be placed on; nothing runs yet. Resuming `stored` (its options as
-  /// `request`), the job keeps its record and goes on from its newest
-  /// checkpoint under a new run id.
+  /// may be placed on; nothing runs yet. The run runs on `running` replicas
+  /// (the request's when nil; see `replicas(of:fittingIn:)`). Resuming
+  /// `stored` (its options as `request`), the job keeps its record and goes
+  /// on from its newest checkpoint under a new run id.
   init(
-    name: String, owner: String, request: Pipemesh_V1_TrainRequest, inputs: Tensor, targets: Tensor, cluster: Cluster,
-    store: CoordinatorStore, budget: Int? = nil, resuming stored: CoordinatorStore.StoredJob? = nil
+    name: String, owner: String, request: Pipemesh_V1_TrainRequest, running: Int? = nil, inputs: Tensor,
+    targets: Tensor, cluster: Cluster, store: CoordinatorStore, budget: Int? = nil,
+    resuming stored: CoordinatorStore.StoredJob? = nil
   ) throws {
     try Self.checkOptions(request)
     stages = Int(request.stages)
-    replicas = Int(request.replicas)
-    precondition(stages >= 1 && replicas >= 1, "the coordinator gives every job its stages and replicas")
+    replicas = running ?? Int(request.replicas)
+    precondition(stages >= 1 && request.replicas >= 1, "the coordinator gives every job its stages and replicas")
+    stepExamples = Int(request.batchSize) * Int(request.replicas)
     model = try makeModel(request.model)
     plan = try Planner.plan(
       model, stages: stages, splitPoints: request.splitPoints.map { Int($0) },
@@ -73,6 +81,12 @@ final class TrainingJob: Sendable {
     guard batchSize >= microBatches else {
       throw RPCError(
         .invalidArgument, "batch_size \(batchSize) must be at least the number of micro-batches (\(microBatches))")
+    }
+    guard replicas >= 1, stepExamples % replicas == 0, stepExamples / replicas >= microBatches else {
+      throw RPCError(
+        .invalidArgument,
+        "\(replicas) replicas do not split a step's \(stepExamples) examples evenly into \(microBatches) micro-batches each"
+      )
     }
     guard request.validationFraction >= 0, request.validationFraction < 1 else {
       throw RPCError(.invalidArgument, "validation_fraction must be in [0, 1)")
@@ -93,14 +107,14 @@ final class TrainingJob: Sendable {
       count: inputs.shape[0], validationFraction: Double(request.validationFraction), seed: request.shuffleSeed)
     let validation = split.validation.isEmpty ? nil : (inputs.rows(split.validation), targets.rows(split.validation))
     let train = (inputs: inputs.rows(split.train), targets: targets.rows(split.train))
-    guard train.inputs.shape[0] >= batchSize * replicas else {
+    guard train.inputs.shape[0] >= stepExamples else {
       throw RPCError(
         .invalidArgument,
-        "\(train.inputs.shape[0]) training examples are fewer than one step needs (batch_size \(batchSize) × \(replicas) replicas)"
+        "\(train.inputs.shape[0]) training examples are fewer than one step needs (batch_size \(batchSize) × \(request.replicas) replicas)"
       )
     }
     data = Mutex(JobData(train: train, validation: validation))
-    stepsPerEpoch = train.inputs.shape[0] / (batchSize * replicas)
+    stepsPerEpoch = train.inputs.shape[0] / stepExamples
     schedule = PipelineSchedule(
       kind: Self.scheduleKind(request.schedule), stages: stages,
       microBatches: microBatches)
@@ -149,7 +163,40 @@ final class TrainingJob: Sendable {
     record.endedUnixSeconds = 0
     record.startedUnixSeconds = 0
     record.partitions = []
+    record.runningReplicas = 0
     status = Mutex(record)
+  }
+
+  /// The most replicas a job of `request` (its stages and replicas given)
+  /// runs on in `partitions` partitions, at most `limit` (its max_replicas
+  /// when nil): a count that splits a step's examples evenly, at least one
+  /// example per micro-batch each. 0 when the partitions hold no replica.
+  static func replicas(of request: Pipemesh_V1_TrainRequest, fittingIn partitions: Int, limit: Int? = nil) -> Int {
+    let stepExamples = Int(request.batchSize) * Int(request.replicas)
+    let most = min(limit ?? mostReplicas(request), partitions / max(1, Int(request.stages)))
+    return stride(from: most, through: 1, by: -1).first {
+      stepExamples % $0 == 0 && stepExamples / $0 >= max(1, Int(request.microBatches))
+    } ?? 0
+  }
+
+  /// The most replicas a job of `request` grows to.
+  static func mostReplicas(_ request: Pipemesh_V1_TrainRequest) -> Int {
+    Int(max(request.replicas, request.maxReplicas))
+  }
+
+  /// The replicas the job should run on after this step, when it should
+  /// change, with `free` partitions of the pool free and `waiting` the
+  /// partitions the first job in the queue waits for (nil: none waits): it
+  /// grows onto free partitions while no job waits, and gives back the
+  /// replicas past those it asked for when that lets the first waiting job
+  /// start. Nil to run on as it is.
+  func replicasToRun(free: Int, waiting: Int?) -> Int? {
+    let asked = Int(request.replicas)
+    guard let waiting else {
+      let target = Self.replicas(of: request, fittingIn: stages * replicas + free)
+      return target > replicas ? target : nil
+    }
+    return replicas > asked && waiting <= free + (replicas - asked) * stages ? asked : nil
   }
 
   /// The most micro-batches a step may be cut into.
@@ -213,6 +260,11 @@ final class TrainingJob: Sendable {
     }
     guard request.maxRestarts >= 0, request.maxRestarts <= maxRestarts else {
       throw RPCError(.invalidArgument, "max_restarts is \(request.maxRestarts); give 0 to \(maxRestarts)")
+    }
+    guard request.maxReplicas == 0 || (request.maxReplicas >= request.replicas && request.maxReplicas <= 4096) else {
+      throw RPCError(
+        .invalidArgument,
+        "max_replicas is \(request.maxReplicas); give 0 (replicas) or \(request.replicas) (replicas) to 4096")
     }
     guard request.maxKeptBytes >= 0 else {
       throw RPCError(
@@ -278,6 +330,7 @@ final class TrainingJob: Sendable {
     status.withLock {
       $0.state = .queued
       $0.startedUnixSeconds = 0
+      $0.runningReplicas = 0
     }
     try? await save()
   }
@@ -293,22 +346,23 @@ final class TrainingJob: Sendable {
     data.withLock { $0 = nil }
   }
 
-  /// A job that stopped at a step boundary, after a checkpoint there,
-  /// because a partition it runs on is leaving the pool: it goes on from
-  /// that checkpoint elsewhere, without a failed step.
+  /// A job that stopped at a step boundary, after a checkpoint there, to go
+  /// on from it on another placement without a failed step: a partition it
+  /// runs on is leaving the pool, or it grows or gives back replicas.
   struct Move: Error, CustomStringConvertible {
-    let partition: String
+    /// Why, as the coordinator put it ("the partition at … is leaving the pool").
+    let reason: String
     let step: Int64
     var description: String {
-      "the partition at \(partition) is leaving the pool: the job moved off it after step \(step), from a checkpoint there"
+      "\(reason): the job stopped after step \(step), at a checkpoint there, to go on on another placement"
     }
   }
 
   /// Runs the job to its end on `placement`, reporting progress; records
   /// how it ended. A job that fails or is cancelled unloads its stages (its
   /// variables stay on the ps): that ends the partitions' calls still
-  /// waiting in its last step, and frees their memory. When `leaving` names
-  /// a partition of the placement after a step and the ps tasks write
+  /// waiting in its last step, and frees their memory. When `move` gives a
+  /// reason to go on elsewhere after a step and the ps tasks write
   /// checkpoints, the job checkpoints and stops there, interrupted, with a
   /// `Move`. The job runs (and counts as running: it cannot be replaced or
   /// deleted) until `register` has recorded its model; a job whose model
@@ -317,9 +371,9 @@ final class TrainingJob: Sendable {
   @discardableResult
   func run(
     on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void,
-    leaving: @Sendable () -> String? = { nil }, register: @Sendable (TrainingJob) async throws -> String
+    move: @Sendable () -> String? = { nil }, register: @Sendable (TrainingJob) async throws -> String
   ) async -> (any Error)? {
-    precondition(placement.stages == stages && placement.replicas == replicas, "a job runs on the shape it asked for")
+    precondition(placement.stages == stages && placement.replicas == replicas, "a job runs on the shape it was given")
     // The job needs its examples only while it runs.
     defer { data.withLock { $0 = nil } }
     placed.withLock { $0 = placement }
@@ -327,12 +381,13 @@ final class TrainingJob: Sendable {
       $0.state = .running
       $0.startedUnixSeconds = Date().timeIntervalSince1970
       $0.partitions = placement.partitions.joined().map { $0 }
+      $0.runningReplicas = Int32(replicas)
     }
     let failure: (any Error)?
     do {
       guard let data = data.withLock({ $0 }) else { preconditionFailure("job \(name) ran twice") }
       try await save()
-      try await execute(data, on: placement, report: report, leaving: leaving)
+      try await execute(data, on: placement, report: report, move: move)
       do {
         let model = try await register(self)
         status.withLock { $0.model = model }
@@ -364,9 +419,9 @@ final class TrainingJob: Sendable {
 
   private func execute(
     _ data: JobData, on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void,
-    leaving: @Sendable () -> String?
+    move: @Sendable () -> String?
   ) async throws {
-    // A job moves off a leaving partition through a checkpoint, which needs every ps task's directory.
+    // A job moves through a checkpoint, which needs every ps task's directory.
     let mayMove = try await cluster.parameterServerClient().tasksWithoutCheckpoints().isEmpty
     let train = data.train
     // A resumed job goes on after the step of its newest checkpoint, every
@@ -374,12 +429,11 @@ final class TrainingJob: Sendable {
     let (resumedStep, recordedEpochs) = status.withLock { ($0.checkpointStep, $0.epochs.count) }
     if resumedStep > 0 {
       try await cluster.parameterServerClient().restore(
-        job: runID, from: checkpointRun.withLock { $0 }, step: resumedStep)
+        job: runID, from: checkpointRun.withLock { $0 }, step: resumedStep, replicas: Int32(replicas))
     }
     let dataPlane = try await loadStages(on: placement)
     let totalSteps = stepsPerEpoch * Int(request.epochs)
     status.withLock { $0.totalSteps = Int64(totalSteps) }
-    let batchSize = Int(request.batchSize)
     var step = resumedStep
     // The current epoch's step losses: a resumed job starts from those up to its checkpoint.
     var (epochLossSum, epochSteps) = status.withLock {
@@ -431,14 +485,13 @@ final class TrainingJob: Sendable {
         try Task.checkCancellation()
         step += 1
         let started = ContinuousClock.now
+        // The step's examples, split evenly among the replicas that run it.
+        let share = stepExamples / replicas
         let shards = (0..<replicas).map { replica in
-          Array(
-            order[
-              ((index * replicas + replica) * batchSize)..<((index * replicas + replica + 1) * batchSize)
-            ])
+          Array(order[(index * stepExamples + replica * share)..<(index * stepExamples + (replica + 1) * share)])
         }
-        // A partition leaving the pool: the job checkpoints after this step and moves.
-        let moving = mayMove && step < Int64(totalSteps) ? leaving() : nil
+        // A reason to go on elsewhere: the job checkpoints after this step and moves.
+        let moving = mayMove && step < Int64(totalSteps) ? move() : nil
         // The ps must hold the step before a checkpoint and at the end.
         let checkpointDue = request.checkpoint.everySteps > 0 && step % request.checkpoint.everySteps == 0
         let flush = checkpointDue || moving != nil || step == Int64(totalSteps)
@@ -454,9 +507,9 @@ final class TrainingJob: Sendable {
         progress.totalSteps = Int64(totalSteps)
         progress.loss = outcomes.map(\.loss).reduce(0, +) / Double(outcomes.count)
         // Of the step's labels: one per example, or one per position of a sequence output.
-        let labels = batchSize * replicas * (train.targets.scalarCount / max(1, train.targets.shape[0]))
+        let labels = stepExamples * (train.targets.scalarCount / max(1, train.targets.shape[0]))
         progress.accuracy = Double(outcomes.map(\.correct).reduce(0, +)) / Double(max(1, labels))
-        progress.samplesPerSecond = Double(batchSize * replicas) / elapsed.seconds
+        progress.samplesPerSecond = Double(stepExamples) / elapsed.seconds
         progress.stages = outcomes.enumerated().flatMap { replica, outcome in
           outcome.busy.enumerated().map { stage, busy in
             Pipemesh_V1_StageBusy.with {
@@ -497,7 +550,7 @@ final class TrainingJob: Sendable {
           }
           _ = try await checkpoint(at: step)
         }
-        if let moving { throw Move(partition: moving, step: step) }
+        if let moving { throw Move(reason: moving, step: step) }
       }
       try await endEpoch(epoch)
     }

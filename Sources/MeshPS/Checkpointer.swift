@@ -122,7 +122,7 @@ public final class Checkpointer: Sendable {
   /// The job as its own checkpoint at `step` holds it (nil: this task held
   /// none of it), named `name`; NOT_FOUND, naming the steps there are, when
   /// there is none.
-  func readJob(_ job: String, step: Int64, as name: String) throws -> ParameterJob? {
+  func readJob(_ job: String, step: Int64, as name: String, replicas: Int32? = nil) throws -> ParameterJob? {
     let path = "\(jobDirectory(job))/step-\(step).safetensors"
     guard FileManager.default.fileExists(atPath: path) else {
       let steps = jobSteps(job)
@@ -134,7 +134,7 @@ public final class Checkpointer: Sendable {
     do {
       let contents = try SafeTensors.decode(
         try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped))
-      let jobs = try decode(contents, renaming: [job: name])
+      let jobs = try decode(contents, renaming: [job: name], replicas: replicas)
       guard jobs.allSatisfy({ $0.name == name }), jobs.count <= 1 else {
         throw SafeTensors.FormatError("it holds jobs \(jobs.map(\.name).sorted()), not \(job) alone")
       }
@@ -224,10 +224,10 @@ public final class Checkpointer: Sendable {
     await store.adopt(try decode(contents))
   }
 
-  /// The jobs a checkpoint holds.
-  private func decode(_ contents: SafeTensors.Contents, renaming names: [String: String] = [:]) throws
-    -> [ParameterJob]
-  {
+  /// The jobs a checkpoint holds (with `replicas` in place of their own, when given).
+  private func decode(
+    _ contents: SafeTensors.Contents, renaming names: [String: String] = [:], replicas: Int32? = nil
+  ) throws -> [ParameterJob] {
     guard let text = contents.metadata[Self.metadataKey],
       let root = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
       let jobs = root["jobs"] as? [String: [String: Any]]
@@ -239,7 +239,9 @@ public final class Checkpointer: Sendable {
       else { throw SafeTensors.FormatError("job \(jobName) lacks consistency or variables") }
       // Format 1 kept each pusher's last step per job; it holds for each variable.
       let jobLastSteps = try Self.lastSteps(job["pushers"], of: jobName)
-      let consistency = try JobConsistency(try Pipemesh_V1_Consistency(jsonString: consistencyJSON))
+      var stored = try Pipemesh_V1_Consistency(jsonString: consistencyJSON)
+      if let replicas { stored.replicas = replicas }
+      let consistency = try JobConsistency(stored)
       var held: [String: HeldVariable] = [:]
       for (name, entry) in variables {
         guard let definitionJSON = entry["definition"] as? String,

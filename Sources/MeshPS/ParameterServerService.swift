@@ -1,3 +1,4 @@
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshWire
@@ -53,8 +54,15 @@ public struct ParameterServerService: RPCService {
       guard let checkpointer else {
         throw RPCError(.failedPrecondition, "this ps was started without a checkpoint directory")
       }
+      guard request.replicas >= 0, request.replicas <= JobConsistency.maxReplicas else {
+        throw RPCError(
+          .invalidArgument,
+          "replicas is \(request.replicas); give 0 (the checkpoint's) to \(JobConsistency.maxReplicas)")
+      }
       let restored = await store.replace(
-        request.job, with: try checkpointer.readJob(source, step: request.step, as: request.job))
+        request.job,
+        with: try checkpointer.readJob(
+          source, step: request.step, as: request.job, replicas: request.replicas == 0 ? nil : request.replicas))
       return .with {
         $0.variables = Int64(restored.variables)
         $0.bytes = Int64(restored.bytes)

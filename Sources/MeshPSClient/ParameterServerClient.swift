@@ -425,8 +425,9 @@ public final class ParameterServerClient: Sendable {
   }
 
   /// Puts `job` on every task as the checkpoint of `source` (an earlier run
-  /// of it) at `step` holds it.
-  public func restore(job: String, from source: String, step: Int64) async throws {
+  /// of it) at `step` holds it, run by `replicas` data-parallel replicas
+  /// (0: as many as the checkpoint's).
+  public func restore(job: String, from source: String, step: Int64, replicas: Int32 = 0) async throws {
     _ = try await onEveryTask { client in
       try await client.call(
         ParameterServerMethods.restoreJob,
@@ -434,6 +435,7 @@ public final class ParameterServerClient: Sendable {
           $0.job = job
           $0.fromJob = source
           $0.step = step
+          $0.replicas = replicas
         })
     }
   }

@@ -705,6 +705,8 @@ import Testing
       ("negative kept bytes", { $0.maxKeptBytes = -1 }, .invalidArgument, "max_kept_bytes"),
       ("negative restarts", { $0.maxRestarts = -1 }, .invalidArgument, "max_restarts is -1; give 0 to 100"),
       ("too many restarts", { $0.maxRestarts = 101 }, .invalidArgument, "max_restarts is 101"),
+      ("negative max replicas", { $0.maxReplicas = -1 }, .invalidArgument, "max_replicas is -1; give 0 (replicas)"),
+      ("too many max replicas", { $0.maxReplicas = 4097 }, .invalidArgument, "max_replicas is 4097"),
       (
         "a name over 119 characters", { $0.job = String(repeating: "n", count: 120) }, .invalidArgument,
         "1-119 characters"

@@ -183,6 +183,17 @@ import Testing
     #expect(try await pullWithSlots(ps.endpoint, job: "own") == atTwo)
     try await client.restore(job: "own.next", from: "own", step: 2)
     #expect(try await pullWithSlots(ps.endpoint, job: "own.next") == atTwo)
+    // A new run on two replicas (a job that grew): it is registered as such, as the checkpoint's one no more.
+    try await client.restore(job: "own.wide", from: "own", step: 2, replicas: 2)
+    #expect(try await pullWithSlots(ps.endpoint, job: "own.wide") == atTwo)
+    let adam = Fixtures.variable(
+      "dense0/kernel", shape: [8, 4], constant: 0.5, learningRate: 0.1, optimizer: .adam(.init()))
+    try await client.register(
+      job: "own.wide", variables: [adam], consistency: .with { $0.replicas = 2 }, user: "stage0")
+    let narrow = await #expect(throws: RPCError.self) {
+      try await client.register(job: "own.wide", variables: [adam], consistency: .init(), user: "stage0")
+    }
+    #expect(narrow?.message.contains("cannot change") == true, "\(String(describing: narrow))")
 
     let refusals: [(Pipemesh_V1_RestoreJobRequest, RPCError.Code, String)] = [
       (
@@ -203,6 +214,13 @@ import Testing
           $0.job = "own"
           $0.step = 7
         }, .notFound, "it holds steps 2"
+      ),
+      (
+        .with {
+          $0.job = "own"
+          $0.step = 2
+          $0.replicas = -1
+        }, .invalidArgument, "replicas is -1"
       ),
     ]
     for (request, code, message) in refusals {

@@ -288,15 +288,18 @@ import Testing
   }
 
   /// Expects job `name`'s per-epoch mean training losses to equal
-  /// `reference`'s (a resumed epoch counts the steps before its checkpoint).
-  static func expectSameEpochLosses(_ name: String, as reference: String, on mesh: some CommandMesh) async throws {
+  /// `reference`'s (a resumed epoch counts the steps before its checkpoint),
+  /// within `tolerance` of each.
+  static func expectSameEpochLosses(
+    _ name: String, as reference: String, on mesh: some CommandMesh, within tolerance: Double = 1e-6
+  ) async throws {
     func losses(_ job: String) async throws -> [Double] {
       (try await record(job, on: mesh)["epochs"] as? [[String: Any]] ?? []).map { $0["loss"] as? Double ?? 0 }
     }
     let (got, expected) = (try await losses(name), try await losses(reference))
     #expect(got.count == expected.count && !got.isEmpty, "\(got) against \(expected)")
     for (epoch, (loss, wanted)) in zip(got, expected).enumerated() {
-      #expect(abs(loss - wanted) <= 1e-6 * abs(wanted), "epoch \(epoch + 1) of \(name): \(loss), not \(wanted)")
+      #expect(abs(loss - wanted) <= tolerance * abs(wanted), "epoch \(epoch + 1) of \(name): \(loss), not \(wanted)")
     }
   }
 

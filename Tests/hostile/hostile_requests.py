@@ -833,6 +833,8 @@ class HostileGenerator:
         if d.hostile():
             request.max_restarts = d.int32("max_restarts", 1)
         if d.hostile():
+            request.max_replicas = d.int32("max_replicas", rng.choice((0, 2)))
+        if d.hostile():
             points = rng.choice(([1], [2], [0], [-1], [INT32_MAX], [1, 1], [2, 1]))
             request.split_points.extend(points)
             d.note(f"split_points={points}")
@@ -1167,7 +1169,8 @@ class HostileGenerator:
             job = pool[0]
         return self.pb.parameter_server.RestoreJobRequest(
             job=job, step=d.int64("step", rng.choice((1, 5, 100))),
-            from_job=d.string("from_job", rng.choice(("", "hostile-r1", "../etc", "none")))), None
+            from_job=d.string("from_job", rng.choice(("", "hostile-r1", "../etc", "none"))),
+            replicas=d.int32("replicas", rng.choice((0, 1, 2)))), None
 
     def _parameterserver_assign(self, d: Draw) -> tuple[Message, None]:
         ps = self.pb.parameter_server

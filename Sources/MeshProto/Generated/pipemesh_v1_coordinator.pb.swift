@@ -443,8 +443,9 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._epochs = newValue}
   }
 
-  /// Examples per step and replica. Valid: max(1, micro_batches) to the training examples
-  /// (after validation_fraction) divided by the cluster's replicas; 0 is INVALID_ARGUMENT.
+  /// Examples per step and replica: a step trains on batch_size × replicas examples however many
+  /// replicas run it (see max_replicas). Valid: max(1, micro_batches) to the training examples
+  /// (after validation_fraction) divided by the job's replicas; 0 is INVALID_ARGUMENT.
   public var batchSize: Int32 {
     get {_storage._batchSize}
     set {_uniqueStorage()._batchSize = newValue}
@@ -565,6 +566,20 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   public var replicas: Int32 {
     get {_storage._replicas}
     set {_uniqueStorage()._replicas = newValue}
+  }
+
+  /// The most data-parallel replicas the job runs on: while no job waits in the queue and the
+  /// pool has a stage's worth of partitions free, the job grows onto them at a step boundary
+  /// (through a checkpoint, so every ps needs --checkpoint-dir), and gives back the replicas past
+  /// `replicas` when a job comes to wait. A job that loses a replica with no spare free goes on
+  /// with the others at once (with max_restarts) and grows back when partitions are free again.
+  /// However many run, a step trains on the same batch_size × replicas examples split evenly
+  /// among them (a count that does not split them evenly is not used), so in sync mode the
+  /// weights do not depend on it beyond the order gradients are added in.
+  /// Valid: 0 (replicas) or replicas to 4096.
+  public var maxReplicas: Int32 {
+    get {_storage._maxReplicas}
+    set {_uniqueStorage()._maxReplicas = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -833,6 +848,14 @@ public nonisolated struct Pipemesh_V1_Job: @unchecked Sendable {
     set {_uniqueStorage()._checkpointEpochSteps = newValue}
   }
 
+  /// The data-parallel replicas the job runs on now (0 while it is queued):
+  /// fewer than options.replicas after it lost one, more when it grew
+  /// towards options.max_replicas.
+  public var runningReplicas: Int32 {
+    get {_storage._runningReplicas}
+    set {_uniqueStorage()._runningReplicas = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -846,8 +869,9 @@ public nonisolated struct Pipemesh_V1_JobFault: Sendable {
   // methods supported on all messages.
 
   /// The step the job had reached, and how it stopped (FAILED: a member
-  /// failed under it; INTERRUPTED: the coordinator stopped, or the job moved
-  /// off a partition leaving the pool; CANCELLED).
+  /// failed under it; INTERRUPTED: the coordinator stopped, the job moved
+  /// off a partition leaving the pool, or it grew or gave back replicas;
+  /// CANCELLED).
   public var step: Int64 = 0
 
   public var state: Pipemesh_V1_JobState = .unspecified
@@ -1675,7 +1699,7 @@ nonisolated extension Pipemesh_V1_CheckpointPolicy: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -1697,6 +1721,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _maxRestarts: Int32 = 0
     var _stages: Int32 = 0
     var _replicas: Int32 = 0
+    var _maxReplicas: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1726,6 +1751,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _maxRestarts = source._maxRestarts
       _stages = source._stages
       _replicas = source._replicas
+      _maxReplicas = source._maxReplicas
     }
   }
 
@@ -1763,6 +1789,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 17: try { try decoder.decodeSingularInt32Field(value: &_storage._maxRestarts) }()
         case 18: try { try decoder.decodeSingularInt32Field(value: &_storage._stages) }()
         case 19: try { try decoder.decodeSingularInt32Field(value: &_storage._replicas) }()
+        case 20: try { try decoder.decodeSingularInt32Field(value: &_storage._maxReplicas) }()
         default: break
         }
       }
@@ -1832,6 +1859,9 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._replicas != 0 {
         try visitor.visitSingularInt32Field(value: _storage._replicas, fieldNumber: 19)
       }
+      if _storage._maxReplicas != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._maxReplicas, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1860,6 +1890,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._maxRestarts != rhs_storage._maxRestarts {return false}
         if _storage._stages != rhs_storage._stages {return false}
         if _storage._replicas != rhs_storage._replicas {return false}
+        if _storage._maxReplicas != rhs_storage._maxReplicas {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2094,7 +2125,7 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0\u{1}partitions\0\u{3}started_unix_seconds\0\u{3}checkpoint_epoch_loss_sum\0\u{3}checkpoint_epoch_steps\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0\u{1}partitions\0\u{3}started_unix_seconds\0\u{3}checkpoint_epoch_loss_sum\0\u{3}checkpoint_epoch_steps\0\u{3}running_replicas\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -2117,6 +2148,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     var _startedUnixSeconds: Double = 0
     var _checkpointEpochLossSum: Double = 0
     var _checkpointEpochSteps: Int64 = 0
+    var _runningReplicas: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2147,6 +2179,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       _startedUnixSeconds = source._startedUnixSeconds
       _checkpointEpochLossSum = source._checkpointEpochLossSum
       _checkpointEpochSteps = source._checkpointEpochSteps
+      _runningReplicas = source._runningReplicas
     }
   }
 
@@ -2185,6 +2218,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
         case 18: try { try decoder.decodeSingularDoubleField(value: &_storage._startedUnixSeconds) }()
         case 19: try { try decoder.decodeSingularDoubleField(value: &_storage._checkpointEpochLossSum) }()
         case 20: try { try decoder.decodeSingularInt64Field(value: &_storage._checkpointEpochSteps) }()
+        case 21: try { try decoder.decodeSingularInt32Field(value: &_storage._runningReplicas) }()
         default: break
         }
       }
@@ -2257,6 +2291,9 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       if _storage._checkpointEpochSteps != 0 {
         try visitor.visitSingularInt64Field(value: _storage._checkpointEpochSteps, fieldNumber: 20)
       }
+      if _storage._runningReplicas != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._runningReplicas, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2286,6 +2323,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
         if _storage._startedUnixSeconds != rhs_storage._startedUnixSeconds {return false}
         if _storage._checkpointEpochLossSum != rhs_storage._checkpointEpochLossSum {return false}
         if _storage._checkpointEpochSteps != rhs_storage._checkpointEpochSteps {return false}
+        if _storage._runningReplicas != rhs_storage._runningReplicas {return false}
         return true
       }
       if !storagesAreEqual {return false}

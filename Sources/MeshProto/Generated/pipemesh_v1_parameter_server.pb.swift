@@ -825,6 +825,11 @@ public nonisolated struct Pipemesh_V1_RestoreJobRequest: Sendable {
   /// Valid: empty or a job name.
   public var fromJob: String = String()
 
+  /// The data-parallel replicas the restored job runs with, when they are not
+  /// the checkpoint's (a job that lost or gained a replica); 0 keeps them.
+  /// Valid: 0 to 4096.
+  public var replicas: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2229,7 +2234,7 @@ nonisolated extension Pipemesh_V1_DropJobRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Pipemesh_V1_RestoreJobRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RestoreJobRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0\u{3}from_job\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0\u{3}from_job\0\u{1}replicas\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2240,6 +2245,7 @@ nonisolated extension Pipemesh_V1_RestoreJobRequest: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.fromJob) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.replicas) }()
       default: break
       }
     }
@@ -2255,6 +2261,9 @@ nonisolated extension Pipemesh_V1_RestoreJobRequest: SwiftProtobuf.Message, Swif
     if !self.fromJob.isEmpty {
       try visitor.visitSingularStringField(value: self.fromJob, fieldNumber: 3)
     }
+    if self.replicas != 0 {
+      try visitor.visitSingularInt32Field(value: self.replicas, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2262,6 +2271,7 @@ nonisolated extension Pipemesh_V1_RestoreJobRequest: SwiftProtobuf.Message, Swif
     if lhs.job != rhs.job {return false}
     if lhs.step != rhs.step {return false}
     if lhs.fromJob != rhs.fromJob {return false}
+    if lhs.replicas != rhs.replicas {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

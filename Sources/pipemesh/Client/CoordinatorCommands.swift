@@ -33,8 +33,17 @@ struct Train: AsyncParsableCommand {
   @Option(help: "Data-parallel replicas of the pipeline; default: the coordinator's layout.")
   var replicas: Int = 0
 
+  @Option(
+    help: """
+      The most replicas the job grows to onto free partitions of the pool (at step boundaries, through \
+      a checkpoint); a step's examples stay batch-size × replicas. Default: --replicas.
+      """)
+  var maxReplicas: Int = 0
+
   func validate() throws {
-    guard stages >= 0, replicas >= 0 else { throw ValidationError("--stages and --replicas must be 1 or more") }
+    guard stages >= 0, replicas >= 0, maxReplicas >= 0 else {
+      throw ValidationError("--stages, --replicas and --max-replicas must be 1 or more")
+    }
   }
 
   func run() async throws {
@@ -45,6 +54,7 @@ struct Train: AsyncParsableCommand {
       request.replace = replace
       request.stages = Int32(clamping: stages)
       request.replicas = Int32(clamping: replicas)
+      request.maxReplicas = Int32(clamping: maxReplicas)
       var display = ProgressDisplay(showsAccuracy: !training.regression)
       for try await progress in try client.client().stream(CoordinatorMethods.train, request) {
         if client.json { try client.printJSON(progress) } else { display.show(progress) }
@@ -351,7 +361,8 @@ extension ClientOptions {
     guard withMemory else { return }
     if !job.partitions.isEmpty {
       say(
-        "  stages \(job.options.stages) × replicas \(job.options.replicas) on \(job.partitions.joined(separator: ", "))"
+        "  stages \(job.options.stages) × replicas \(job.runningReplicas) on \(job.partitions.joined(separator: ", "))"
+          + (job.runningReplicas != job.options.replicas ? " (it asked for \(job.options.replicas))" : "")
       )
     }
     func gigabytes(_ bytes: Int64) -> String { String(format: "%.2f GB", Double(bytes) / 1e9) }

@@ -1,0 +1,99 @@
+import Foundation
+import MeshTestSupport
+import Testing
+
+/// Data-parallel jobs whose replicas change while they run, through the
+/// `pipemesh` commands on real processes: a job goes on without a replica
+/// it lost and grows back, grows onto partitions that join the pool, and
+/// gives back what it grew onto when another job waits. A step's examples
+/// are the same however many replicas run it, so each ends with the weights
+/// of a run that never changed (within 1e-5: the replicas' gradients are
+/// added in another order).
+@Suite(.serialized) struct ElasticReplicaTests {
+  static func runningReplicas(_ record: [String: Any]) -> Int { record["runningReplicas"] as? Int ?? 0 }
+  static func step(_ record: [String: Any]) -> Int { Int(record["step"] as? String ?? "0") ?? 0 }
+  static func running(_ record: [String: Any]) -> Bool { record["state"] as? String == "JOB_STATE_RUNNING" }
+
+  /// `kill -9` of one of a sync job's two replicas with no spare in the
+  /// pool: the survivor goes on at once from the checkpoint with the whole
+  /// step's examples, and once the partition is back (as systemd restarts
+  /// it) the job grows back to two replicas at a step boundary.
+  @Test func aJobGoesOnWithoutALostReplicaAndGrowsBackWhenItReturns() async throws {
+    let mesh = try await DurableStateTests.Mesh(psCheckpoints: true, partitions: 2)
+    let options = [
+      "--model", DurableStateTests.model, "--stages", "1", "--replicas", "2", "--batch-size", "32", "--epochs", "40",
+      "--micro-batches", "2", "--optimizer", "sgd", "--learning-rate", "0.001", "--checkpoint-every", "5",
+      "--max-restarts", "1", "--json",
+    ]
+    let training = try await DurableStateTests.trainStraightThenStart("elastic", options: options, on: mesh)
+    let before = try await DurableStateTests.record("elastic", on: mesh)
+    #expect(Self.runningReplicas(before) == 2, "\(before)")
+    let lost = try #require(mesh.partitions.first { $0.endpoint == (before["partitions"] as? [String])?.last })
+    lost.process.signal(SIGKILL)
+    _ = try await lost.process.waitForExit()
+
+    // Without a spare, the survivor runs the job alone, past the step it stopped at.
+    let shrunk = try await DurableStateTests.waitFor("elastic", on: mesh) {
+      Self.running($0) && Self.runningReplicas($0) == 1 && Self.step($0) > Self.step(before) + 5
+    }
+    #expect(shrunk["partitions"] as? [String] == mesh.partitions.map(\.endpoint).filter { $0 != lost.endpoint })
+    let back = try await RunningService.start(
+      "partition", log: mesh.directory.file("partition-back.log"), listen: lost.endpoint)
+    let grown = try await DurableStateTests.waitFor("elastic", on: mesh) { Self.runningReplicas($0) == 2 }
+    #expect(Self.running(grown), "the job ended before it grew back: \(grown)")
+
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+    let ended = try await DurableStateTests.record("elastic", on: mesh)
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)")
+    let faults = ended["faults"] as? [[String: Any]] ?? []
+    #expect(faults.map { $0["state"] as? String } == ["JOB_STATE_FAILED", "JOB_STATE_INTERRUPTED"], "\(faults)")
+    #expect((faults.last?["error"] as? String)?.contains("grows from 1 to 2 replicas") == true, "\(faults)")
+    print(
+      "replica lost: stepping again on one replica \(faults.first?["recoverySeconds"] ?? 0) s after the stop; "
+        + "grown back \(faults.last?["recoverySeconds"] ?? 0) s after its move")
+    #expect(Set(ended["partitions"] as? [String] ?? []) == Set([back.endpoint] + mesh.partitions.map(\.endpoint)))
+    try await DurableStateTests.expectSameWeights("elastic", as: "straight", on: mesh, within: 1e-5)
+  }
+
+  /// A job that may grow (`--max-replicas 2`) starts on the one partition
+  /// of the pool, grows onto a second that joins, and gives it back when
+  /// another job comes to wait for a partition; both end, and the grown job
+  /// with the weights of a run on one replica throughout.
+  @Test func aJobGrowsOntoAJoinedPartitionAndGivesItBackToAWaitingJob() async throws {
+    let mesh = try await PoolMembershipTests.Mesh(psCheckpoints: true)
+    let first = try await mesh.partition("first")
+    try await mesh.waitForPool { $0 == [first.endpoint: "MEMBER_STATE_FREE"] }
+    let options = [
+      "--model", DurableStateTests.model, "--stages", "1", "--replicas", "1", "--max-replicas", "2", "--batch-size",
+      "64", "--epochs", "40", "--micro-batches", "2", "--optimizer", "sgd", "--learning-rate", "0.001",
+      "--checkpoint-every", "5", "--json",
+    ]
+    let training = try await DurableStateTests.trainStraightThenStart("growing", options: options, on: mesh)
+    #expect(Self.runningReplicas(try await DurableStateTests.record("growing", on: mesh)) == 1)
+
+    let second = try await mesh.partition("second")
+    let grown = try await DurableStateTests.waitFor("growing", on: mesh) { Self.runningReplicas($0) == 2 }
+    #expect(Self.running(grown) && Set(grown["partitions"] as? [String] ?? []) == [first.endpoint, second.endpoint])
+
+    // Another job waits for a partition: the grown job gives one back.
+    let other = try ChildProcess(
+      PipemeshBinary.path,
+      [
+        "train", "--coordinator", mesh.coordinator.endpoint, "--job", "other", "--model", DurableStateTests.model,
+        "--stages", "1", "--epochs", "1",
+      ],
+      logPath: mesh.directory.file("other.log"))
+    let shrunk = try await DurableStateTests.waitFor("growing", on: mesh) { Self.runningReplicas($0) == 1 }
+    #expect(Self.running(shrunk), "the job ended before it gave a partition back: \(shrunk)")
+    #expect(try await other.waitForExit() == 0, "\(other.log)")
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+
+    let ended = try await DurableStateTests.record("growing", on: mesh)
+    let reasons = (ended["faults"] as? [[String: Any]] ?? []).map { $0["error"] as? String ?? "" }
+    #expect(reasons.first?.contains("grows from 1 to 2 replicas") == true, "\(reasons)")
+    #expect(reasons.contains { $0.contains("gives back the replicas past the 1 it asked for") }, "\(reasons)")
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED" && ended["resumes"] as? Int == reasons.count)
+    try await DurableStateTests.expectSameWeights("growing", as: "straight", on: mesh, within: 1e-5)
+    try await DurableStateTests.expectSameEpochLosses("growing", as: "straight", on: mesh, within: 1e-5)
+  }
+}
