@@ -710,7 +710,7 @@ public final class CoordinatorService: RPCService, Sendable {
     let vacancy = pool.vacancy
     guard let replicas = job.replicasToRun(free: vacancy.free, waiting: vacancy.waiting) else { return nil }
     return replicas > job.replicas
-      ? "\(vacancy.free) partitions of the pool are free: the job grows from \(job.replicas) to \(replicas) replicas"
+      ? "partitions of the pool are free (\(vacancy.free)): the job grows from \(job.replicas) to \(replicas) replicas"
       : "a job waits for partitions: the job gives back the replicas past the \(replicas) it asked for"
   }
 
@@ -799,14 +799,15 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     var options = stored.record.options
     (options.stages, options.replicas) = try await shape(of: options)
-    // One replica's partitions must answer: a job that lost a replica goes on
-    // with the others, on as many as the free partitions hold (no more than
-    // it asked for while a job waits), and grows back later.
-    let budget = try await checkMembers(needed: Int(options.stages))
+    // An elastic job needs one replica's partitions to answer: one that lost
+    // a replica goes on with the others, on as many as the free partitions
+    // hold (no more than it asked for while a job waits), and grows back later.
+    let elastic = TrainingJob.isElastic(options)
+    let budget = try await checkMembers(needed: Int(options.stages) * (elastic ? 1 : Int(options.replicas)))
     let vacancy = pool.vacancy
-    let running = TrainingJob.replicas(
-      of: options, fittingIn: max(vacancy.free, Int(options.stages)),
-      limit: vacancy.waiting == nil ? nil : Int(options.replicas))
+    let fitting = TrainingJob.replicas(
+      of: options, fittingIn: vacancy.free, limit: vacancy.waiting == nil ? nil : Int(options.replicas))
+    let running = fitting > 0 ? fitting : elastic ? 1 : Int(options.replicas)
     let job = try TrainingJob(
       name: name, owner: stored.record.owner, request: options, running: running, inputs: inputs, targets: targets,
       cluster: cluster, store: store, budget: budget, resuming: stored)

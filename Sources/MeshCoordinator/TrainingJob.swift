@@ -167,11 +167,26 @@ final class TrainingJob: Sendable {
     status = Mutex(record)
   }
 
+  /// Whether a job of `request` may run on another number of replicas than
+  /// it asked for: in sync mode a step is the same whoever runs it; an async
+  /// or bounded job's replicas each apply updates of their own, so their
+  /// number is part of how it trains.
+  static func isElastic(_ request: Pipemesh_V1_TrainRequest) -> Bool {
+    switch request.consistency.mode {
+    case .sync, nil: true
+    case .async, .bounded: false
+    }
+  }
+
   /// The most replicas a job of `request` (its stages and replicas given)
   /// runs on in `partitions` partitions, at most `limit` (its max_replicas
   /// when nil): a count that splits a step's examples evenly, at least one
-  /// example per micro-batch each. 0 when the partitions hold no replica.
+  /// example per micro-batch each; for a job that is not elastic, its own
+  /// replicas or none. 0 when the partitions hold no replica.
   static func replicas(of request: Pipemesh_V1_TrainRequest, fittingIn partitions: Int, limit: Int? = nil) -> Int {
+    guard isElastic(request) else {
+      return partitions >= Int(request.stages) * Int(request.replicas) ? Int(request.replicas) : 0
+    }
     let stepExamples = Int(request.batchSize) * Int(request.replicas)
     let most = min(limit ?? mostReplicas(request), partitions / max(1, Int(request.stages)))
     return stride(from: most, through: 1, by: -1).first {
@@ -191,6 +206,7 @@ final class TrainingJob: Sendable {
   /// replicas past those it asked for when that lets the first waiting job
   /// start. Nil to run on as it is.
   func replicasToRun(free: Int, waiting: Int?) -> Int? {
+    guard Self.isElastic(request) else { return nil }
     let asked = Int(request.replicas)
     guard let waiting else {
       let target = Self.replicas(of: request, fittingIn: stages * replicas + free)
@@ -265,6 +281,12 @@ final class TrainingJob: Sendable {
       throw RPCError(
         .invalidArgument,
         "max_replicas is \(request.maxReplicas); give 0 (replicas) or \(request.replicas) (replicas) to 4096")
+    }
+    guard request.maxReplicas <= request.replicas || isElastic(request) else {
+      throw RPCError(
+        .invalidArgument,
+        "max_replicas \(request.maxReplicas) needs sync consistency: each replica of an async or bounded job "
+          + "applies updates of its own, so their number is part of how it trains")
     }
     guard request.maxKeptBytes >= 0 else {
       throw RPCError(

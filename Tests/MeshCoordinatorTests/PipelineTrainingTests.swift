@@ -708,6 +708,13 @@ import Testing
       ("negative max replicas", { $0.maxReplicas = -1 }, .invalidArgument, "max_replicas is -1; give 0 (replicas)"),
       ("too many max replicas", { $0.maxReplicas = 4097 }, .invalidArgument, "max_replicas is 4097"),
       (
+        "max replicas of an async job",
+        {
+          $0.maxReplicas = 2
+          $0.consistency.async = .init()
+        }, .invalidArgument, "max_replicas 2 needs sync consistency"
+      ),
+      (
         "a name over 119 characters", { $0.job = String(repeating: "n", count: 120) }, .invalidArgument,
         "1-119 characters"
       ),

@@ -47,7 +47,7 @@ import Testing
     #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)")
     let faults = ended["faults"] as? [[String: Any]] ?? []
     #expect(faults.map { $0["state"] as? String } == ["JOB_STATE_FAILED", "JOB_STATE_INTERRUPTED"], "\(faults)")
-    #expect((faults.last?["error"] as? String)?.contains("grows from 1 to 2 replicas") == true, "\(faults)")
+    #expect((faults.last?["error"] as? String)?.contains("the job grows from 1 to 2 replicas") == true, "\(faults)")
     print(
       "replica lost: stepping again on one replica \(faults.first?["recoverySeconds"] ?? 0) s after the stop; "
         + "grown back \(faults.last?["recoverySeconds"] ?? 0) s after its move")
@@ -90,7 +90,7 @@ import Testing
 
     let ended = try await DurableStateTests.record("growing", on: mesh)
     let reasons = (ended["faults"] as? [[String: Any]] ?? []).map { $0["error"] as? String ?? "" }
-    #expect(reasons.first?.contains("grows from 1 to 2 replicas") == true, "\(reasons)")
+    #expect(reasons.first?.contains("the job grows from 1 to 2 replicas") == true, "\(reasons)")
     #expect(reasons.contains { $0.contains("gives back the replicas past the 1 it asked for") }, "\(reasons)")
     #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED" && ended["resumes"] as? Int == reasons.count)
     try await DurableStateTests.expectSameWeights("growing", as: "straight", on: mesh, within: 1e-5)

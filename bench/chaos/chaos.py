@@ -29,18 +29,23 @@ from scale import Service  # noqa: E402  (one definition of a bench's service pr
 MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "mlp-digits.json")
 
 
-def parse():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(description, rounds, epochs, checkpoint_every):
+    """The options every chaos bench takes, with its own defaults."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipemesh", required=True)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--checkpoint-every", type=int, default=checkpoint_every)
+    p.add_argument("--restart-delay", type=float, default=2.0, help="systemd's RestartSec")
+    p.set_defaults(memory_limit_mib=None)  # Service's option: no memory cgroups here
+    return p
+
+
+def parse():
+    p = parser(__doc__, rounds=2, epochs=30, checkpoint_every=10)
     p.add_argument("--fault-step", type=int, default=255, help="the step the fault comes at")
-    p.add_argument("--restart-delay", type=float, default=2.0)
     p.add_argument("--stop-seconds", type=float, default=15.0, help="past the 10 s step deadline")
-    a = p.parse_args()
-    a.memory_limit_mib = None  # Service's option: no memory cgroups here
-    return a
+    return p.parse_args()
 
 
 FAULTS = ("kill", "stop", "spare", "drain")
