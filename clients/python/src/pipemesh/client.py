@@ -1,0 +1,292 @@
+"""A coordinator's API from Python: train and follow jobs, infer, manage jobs and models.
+
+Arrays go in and come out as NumPy; requests and answers that hold no tensors are the API's own
+messages (`pipemesh.v1.coordinator_pb2`), documented in protos/ and docs/api.md. Every failed call
+raises a typed `pipemesh.errors.PipemeshError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from pipemesh.errors import from_rpc_error
+from pipemesh.tensors import from_tensor, to_tensor
+from pipemesh.v1 import coordinator_pb2 as pb
+from pipemesh.v1 import coordinator_pb2_grpc, model_pb2, optimizer_pb2
+from pipemesh.v1 import parameter_server_pb2 as ps
+
+#: A model: its spec, the spec as a dict (the JSON form of examples/*.json), or a path to such a file.
+ModelLike = Union[model_pb2.ModelSpec, Mapping, str, Path]
+
+_SCHEDULES = {"gpipe": pb.SCHEDULE_GPIPE, "1f1b": pb.SCHEDULE_ONE_F_ONE_B, "zb-h1": pb.SCHEDULE_ZERO_BUBBLE_H1}
+_ENDED = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED, pb.JOB_STATE_INTERRUPTED}
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS to the coordinator: the CA its certificate chains to, and (for mutual TLS) this client's
+    certificate and key, all PEM files. `server_name` overrides the name checked in its certificate."""
+
+    ca: str | Path
+    cert: str | Path | None = None
+    key: str | Path | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path):
+            return Path(path).read_bytes() if path else None
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("TLS needs both cert and key for a client certificate, or neither")
+        return grpc.ssl_channel_credentials(read(self.ca), read(self.key), read(self.cert))
+
+
+class Client:
+    """A connection to a coordinator.
+
+    `target` is HOST:PORT (PIPEMESH_COORDINATOR when None); `token` the bearer token the coordinator
+    knows you by (PIPEMESH_TOKEN when None; none without either); `tls` for a coordinator that serves
+    TLS. Calls wait up to `timeout` seconds (None: no deadline; training streams never have one).
+    Use it as a context manager, or call close().
+    """
+
+    def __init__(self, target: str | None = None, *, token: str | None = None, tls: TLS | None = None,
+                 timeout: float | None = 60.0):
+        target = target or os.environ.get("PIPEMESH_COORDINATOR", "")
+        if not target:
+            raise ValueError("give the coordinator as Client('HOST:PORT') or PIPEMESH_COORDINATOR")
+        token = token if token is not None else os.environ.get("PIPEMESH_TOKEN")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [("grpc.max_receive_message_length", (1 << 31) - 1), ("grpc.max_send_message_length", (1 << 31) - 1)]
+        if tls:
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            self._channel = grpc.secure_channel(target, tls.credentials(), options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # Calls
+
+    def _call(self, method: str, request, timeout: float | None = -1.0):
+        try:
+            return getattr(self._stub, method)(request, metadata=self._metadata,
+                                               timeout=self.timeout if timeout == -1.0 else timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def _stream(self, method: str, request) -> Iterator:
+        call = getattr(self._stub, method)(request, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()  # a caller that stops early ends the stream (the job runs on)
+
+    # Training
+
+    def train(self, model: ModelLike, inputs=None, targets=None, *, dataset: str | Mapping | None = None,
+              job: str = "", epochs: int = 10, batch_size: int = 64, micro_batches: int = 4,
+              schedule: str | None = None, optimizer: str | Mapping | optimizer_pb2.OptimizerSpec | None = None,
+              learning_rate: float | None = None, consistency: str = "sync", validation: float = 0.2,
+              seed: int = 1, stages: int = 0, replicas: int = 0, max_replicas: int = 0,
+              split_points: Sequence[int] = (), checkpoint_every: int = 0, checkpoint_at_end: bool = False,
+              max_restarts: int = 0, recompute_activations: bool = False,
+              replace: bool = False) -> Iterator[pb.TrainProgress]:
+        """Starts a training job and yields its progress (`pb.TrainProgress`) until it ends: one per
+        step, one per epoch's evaluation (`evaluated`), and a last one with `done` and a step's
+        pipeline trace. Raises when the job fails (`Aborted`, its error in the message) or is
+        cancelled (`Cancelled`).
+
+        The data is either `inputs` and `targets` (NumPy arrays, sent inline: one row per example;
+        integer class labels, or real targets for a regression) or `dataset`: a bundled name
+        ("digits"), a file on the coordinator's host inside its data directory ("data.csv",
+        "x.npy,y.npy", "idx:IMAGES,LABELS"), or a dict of DatasetReference fields (uri,
+        label_column, regression, inputs_key, labels_key).
+
+        `schedule` is "gpipe", "1f1b" or "zb-h1" (None: the coordinator's default, GPipe);
+        `optimizer` "sgd", "momentum", "adam" or an OptimizerSpec (as a dict or message; None: SGD),
+        with `learning_rate`; `consistency` "sync", "async" or "bounded:K". `stages` and `replicas`
+        (0: the coordinator's layout), `max_replicas` to let a sync job grow onto free partitions.
+        The other options are TrainRequest's (docs/api.md). Stopping the iteration leaves the job
+        running: cancel_job() stops it.
+        """
+        request = pb.TrainRequest(
+            job=job, model=model_spec(model), epochs=epochs, batch_size=batch_size, micro_batches=micro_batches,
+            validation_fraction=validation, shuffle_seed=seed, stages=stages, replicas=replicas,
+            max_replicas=max_replicas, split_points=list(split_points), max_restarts=max_restarts,
+            recompute_activations=recompute_activations, replace=replace,
+            consistency=_consistency(consistency),
+            checkpoint=pb.CheckpointPolicy(every_steps=checkpoint_every, at_end=checkpoint_at_end))
+        if schedule is not None:
+            if schedule not in _SCHEDULES:
+                raise ValueError(f"schedule is {schedule!r}; give one of {', '.join(_SCHEDULES)}")
+            request.schedule = _SCHEDULES[schedule]
+        if optimizer is not None or learning_rate is not None:
+            request.optimizer.CopyFrom(_optimizer(optimizer or "sgd", learning_rate))
+        request.data.CopyFrom(_data(inputs, targets, dataset))
+        return self._stream("Train", request)
+
+    def resume_job(self, job: str) -> Iterator[pb.TrainProgress]:
+        """Runs a job that was interrupted, failed or was cancelled on from its newest checkpoint;
+        yields its progress as train() does."""
+        return self._stream("ResumeJob", pb.ResumeJobRequest(job=job))
+
+    def plan(self, model: ModelLike, stages: int = 0, split_points: Sequence[int] = ()) -> pb.PlanResponse:
+        """How the coordinator would split `model` into stages (0: over its pool's partitions)."""
+        return self._call("Plan", pb.PlanRequest(model=model_spec(model), stages=stages,
+                                                 split_points=list(split_points)))
+
+    # Inference
+
+    def infer(self, inputs, *, job: str = "", model: str = "", micro_batches: int = 0) -> np.ndarray:
+        """The outputs (logits, or regression values) of a trained job's model (`job`) or a registered
+        model ("NAME" or "NAME:vN") for `inputs`, one row per example."""
+        if bool(job) == bool(model):
+            raise ValueError("give exactly one of job= and model=")
+        answer = self._call("Infer", pb.InferRequest(job=job, model=model, inputs=to_tensor(inputs, integers=True),
+                                                     micro_batches=micro_batches))
+        return from_tensor(answer.outputs)
+
+    def predict(self, inputs, **where) -> tuple[np.ndarray, np.ndarray]:
+        """Classes and their probabilities (softmax of the logits) for `inputs`; `where` as infer()'s."""
+        logits = self.infer(inputs, **where)
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
+        return probabilities.argmax(axis=-1), probabilities
+
+    # Jobs
+
+    def get_job(self, job: str) -> pb.Job:
+        return self._call("GetJob", pb.GetJobRequest(job=job))
+
+    def list_jobs(self, state: int = pb.JOB_STATE_UNSPECIFIED) -> list[pb.Job]:
+        """Every job the caller may see (only those in `state`, a pb.JOB_STATE_*), in name order."""
+        jobs, token = [], ""
+        while True:
+            page = self._call("ListJobs", pb.ListJobsRequest(state=state, page_size=1000, page_token=token))
+            jobs.extend(page.jobs)
+            token = page.next_page_token
+            if not token:
+                return jobs
+
+    def cancel_job(self, job: str) -> pb.Job:
+        return self._call("CancelJob", pb.CancelJobRequest(job=job))
+
+    def delete_job(self, job: str) -> pb.DeleteJobResponse:
+        """Deletes a job that is not running: its record, stages and variables."""
+        return self._call("DeleteJob", pb.DeleteJobRequest(job=job))
+
+    @staticmethod
+    def has_ended(job: pb.Job) -> bool:
+        """Whether a job's record is final (succeeded, failed, cancelled or interrupted)."""
+        return job.state in _ENDED
+
+    # Models and the pool
+
+    def list_models(self, name: str = "") -> list[pb.Model]:
+        return list(self._call("ListModels", pb.ListModelsRequest(name=name)).models)
+
+    def get_model(self, model: str) -> pb.Model:
+        return self._call("GetModel", pb.GetModelRequest(model=model))
+
+    def delete_model(self, model: str) -> list[pb.Model]:
+        """Deletes one version ("NAME:vN") or every version ("NAME"); returns what was deleted."""
+        return list(self._call("DeleteModel", pb.DeleteModelRequest(model=model)).models)
+
+    def export_model(self, model: str, path: str | Path | None = None) -> tuple[pb.Model, dict[str, np.ndarray]]:
+        """A registered model's record and weights (variable name to array); with `path`, also
+        writes the safetensors file there."""
+        record, data = None, bytearray()
+        for chunk in self._stream("ExportModel", pb.ExportModelRequest(model=model)):
+            if chunk.HasField("model"):
+                record = chunk.model
+            data += chunk.data
+        if path is not None:
+            Path(path).write_bytes(data)
+        from safetensors.numpy import load
+        return record, load(bytes(data))
+
+    def import_model(self, name: str, model: ModelLike, uri: str, split_points: Sequence[int] = ()) -> pb.Model:
+        """Adds a version of model `name` from a safetensors file inside the coordinator's data
+        directory (`uri`, as a dataset path), split at `split_points` when it serves."""
+        return self._call("ImportModel", pb.ImportModelRequest(name=name, spec=model_spec(model), uri=uri,
+                                                               split_points=list(split_points)))
+
+    def pool(self) -> pb.Pool:
+        """The coordinator's partitions: each one's address, state and job."""
+        return self._call("GetPool", pb.GetPoolRequest())
+
+
+def model_spec(model: ModelLike) -> model_pb2.ModelSpec:
+    """A ModelSpec from a message, a dict in its JSON form, or a JSON file's path."""
+    if isinstance(model, model_pb2.ModelSpec):
+        return model
+    if isinstance(model, (str, Path)):
+        with open(model) as f:
+            model = json.load(f)
+    try:
+        return json_format.ParseDict(model, model_pb2.ModelSpec())
+    except json_format.ParseError as error:
+        raise ValueError(f"the model is not a ModelSpec: {error}") from None
+
+
+def _optimizer(optimizer, learning_rate: float | None) -> optimizer_pb2.OptimizerSpec:
+    if isinstance(optimizer, optimizer_pb2.OptimizerSpec):
+        spec = optimizer
+    elif isinstance(optimizer, Mapping):
+        spec = json_format.ParseDict(optimizer, optimizer_pb2.OptimizerSpec())
+    elif optimizer == "sgd":
+        spec = optimizer_pb2.OptimizerSpec(sgd=optimizer_pb2.SgdOptimizer())
+    elif optimizer == "momentum":
+        spec = optimizer_pb2.OptimizerSpec(momentum=optimizer_pb2.MomentumOptimizer(momentum=0.9))
+    elif optimizer == "adam":
+        spec = optimizer_pb2.OptimizerSpec(adam=optimizer_pb2.AdamOptimizer())
+    else:
+        raise ValueError(f"optimizer is {optimizer!r}; give sgd, momentum, adam or an OptimizerSpec")
+    if learning_rate is not None:
+        spec.learning_rate.base = learning_rate
+    return spec
+
+
+def _consistency(consistency: str) -> ps.Consistency:
+    if consistency == "sync":
+        return ps.Consistency(sync=ps.SyncConsistency())
+    if consistency == "async":
+        return ps.Consistency(**{"async": ps.AsyncConsistency()})
+    if consistency.startswith("bounded:") and consistency[len("bounded:"):].isdigit():
+        return ps.Consistency(bounded=ps.BoundedConsistency(max_staleness=int(consistency[len("bounded:"):])))
+    raise ValueError(f"consistency is {consistency!r}; give sync, async or bounded:K")
+
+
+def _data(inputs, targets, dataset) -> pb.DataSource:
+    if dataset is not None:
+        if inputs is not None or targets is not None:
+            raise ValueError("give either inputs and targets, or dataset")
+        reference = pb.DatasetReference(uri=dataset) if isinstance(dataset, str) else pb.DatasetReference(**dataset)
+        return pb.DataSource(dataset=reference)
+    if inputs is None or targets is None:
+        raise ValueError("give inputs and targets (NumPy arrays), or dataset")
+    if len(inputs) != len(targets):
+        raise ValueError(f"inputs hold {len(inputs)} rows and targets {len(targets)}: give one target row per input")
+    return pb.DataSource(inline=pb.InlineData(inputs=to_tensor(inputs, integers=True),
+                                              targets=to_tensor(targets, integers=True)))

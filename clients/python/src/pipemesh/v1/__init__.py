@@ -1,0 +1,1 @@
+"""Stubs generated from protos/pipemesh/v1 by scripts/generate-python-client: the API as it is."""
