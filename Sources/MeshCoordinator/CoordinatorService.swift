@@ -41,13 +41,17 @@ public final class CoordinatorService: RPCService, Sendable {
   /// Users and their tokens; nil authenticates no one (every caller is an
   /// anonymous admin).
   let tokens: TokenFile?
+  /// Told what the jobs do (the metrics).
+  private let events: (any TrainingEvents)?
 
-  /// A coordinator over `cluster`; `store` defaults to one in memory.
+  /// A coordinator over `cluster`; `store` defaults to one in memory;
+  /// `events` hears what its jobs do.
   public init(
     cluster: Cluster, loadDataset: DatasetLoader? = nil, resolveDataFile: DataFileResolver? = nil,
-    tokens: TokenFile? = nil, store: CoordinatorStore? = nil
+    tokens: TokenFile? = nil, store: CoordinatorStore? = nil, events: (any TrainingEvents)? = nil
   ) throws {
     self.cluster = cluster
+    self.events = events
     self.loadDataset = loadDataset
     self.resolveDataFile = resolveDataFile
     self.tokens = tokens
@@ -81,21 +85,6 @@ public final class CoordinatorService: RPCService, Sendable {
 
   /// How many jobs are in each state ("running", "succeeded", …).
   public var jobStates: [String: Int] { (try? store.jobCounts()) ?? [:] }
-
-  /// The stops of the jobs this process runs or ran, by how they stopped
-  /// (`failed`, `interrupted`, `cancelled`): how many, the steps run again,
-  /// and the seconds to the first step after each (for those that went on).
-  public var jobStops: [String: (count: Int, stepsRedone: Int64, recoverySeconds: Double)] {
-    let faults = jobs.withLock { $0.values.flatMap { $0.job.snapshot.faults } }
-    return faults.reduce(into: [:]) { stops, fault in
-      let reason = "\(fault.state)"
-      var entry = stops[reason] ?? (0, 0, 0)
-      entry.count += 1
-      entry.stepsRedone += fault.stepsRedone
-      entry.recoverySeconds += fault.recoverySeconds
-      stops[reason] = entry
-    }
-  }
 
   /// How many partitions of the pool are in each state ("free", "busy", …).
   public var poolStates: [String: Int] {
@@ -619,7 +608,7 @@ public final class CoordinatorService: RPCService, Sendable {
     let fitting = vacancy.waiting == nil ? TrainingJob.replicas(of: request, fittingIn: vacancy.free) : 0
     let job = try TrainingJob(
       name: name, owner: owner.name, request: request, running: max(Int(request.replicas), fitting), inputs: inputs,
-      targets: targets, cluster: cluster, store: store, budget: budget)
+      targets: targets, cluster: cluster, store: store, events: events, budget: budget)
     if job.checkpoints {
       let missing = try await cluster.parameterServerClient().tasksWithoutCheckpoints()
       guard missing.isEmpty else {
@@ -810,7 +799,7 @@ public final class CoordinatorService: RPCService, Sendable {
     let running = fitting > 0 ? fitting : elastic ? 1 : Int(options.replicas)
     let job = try TrainingJob(
       name: name, owner: stored.record.owner, request: options, running: running, inputs: inputs, targets: targets,
-      cluster: cluster, store: store, budget: budget, resuming: stored)
+      cluster: cluster, store: store, events: events, budget: budget, resuming: stored)
     // Examples that were sent inline are kept for the new run.
     if stored.record.options.data.source == nil { try store.saveData(of: job.runID, inputs: inputs, targets: targets) }
     // Only the run that stopped, and only once: another resume or a replace meanwhile is refused.
@@ -819,6 +808,7 @@ public final class CoordinatorService: RPCService, Sendable {
         throw RPCError(.failedPrecondition, "job \(name) changed while it was being resumed; look at it again")
       }
     }
+    if let stop = job.snapshot.faults.last { events?.stopped(name, stop) }
     // What the stopped run held: its stages and data; its variables stay until the new run checkpoints.
     store.removeData(of: stored.runID)
     if stored.runID != stored.checkpointRunID {

@@ -39,6 +39,8 @@ final class TrainingJob: Sendable {
   /// The mesh's ps tasks (the job's partitions are its placement).
   let cluster: Cluster
   let trace = TraceRecorder()
+  /// Told of every step, evaluation and end (the coordinator's metrics).
+  private let events: (any TrainingEvents)?
   /// Where the job's record is kept as it runs.
   private let store: CoordinatorStore
   private let status: Mutex<Pipemesh_V1_Job>
@@ -62,7 +64,7 @@ final class TrainingJob: Sendable {
   /// on from its newest checkpoint under a new run id.
   init(
     name: String, owner: String, request: Pipemesh_V1_TrainRequest, running: Int? = nil, inputs: Tensor,
-    targets: Tensor, cluster: Cluster, store: CoordinatorStore, budget: Int? = nil,
+    targets: Tensor, cluster: Cluster, store: CoordinatorStore, events: (any TrainingEvents)? = nil, budget: Int? = nil,
     resuming stored: CoordinatorStore.StoredJob? = nil
   ) throws {
     try Self.checkOptions(request)
@@ -137,6 +139,7 @@ final class TrainingJob: Sendable {
     self.request = options
     self.cluster = cluster
     self.store = store
+    self.events = events
     var record =
       stored?.record
       ?? .with {
@@ -337,6 +340,7 @@ final class TrainingJob: Sendable {
       $0.error = error
       $0.endedUnixSeconds = Date().timeIntervalSince1970
     }
+    events?.ended(name, state)
     // Not cancelled with the job's task: the record must be written.
     let stored = stored
     await Task { [store] in try? await store.update(stored) }.value
@@ -479,16 +483,17 @@ final class TrainingJob: Sendable {
           validation.inputs, validation.targets, on: placement, callTimeout: Self.stepDeadline(after: recentSteps))
         metrics.validationLoss = loss
         metrics.validationAccuracy = accuracy
-        report(
-          .with {
-            $0.job = name
-            $0.epoch = Int32(epoch)
-            $0.step = step
-            $0.totalSteps = Int64(totalSteps)
-            $0.evaluated = true
-            $0.validationLoss = loss
-            $0.validationAccuracy = accuracy
-          })
+        let evaluated = Pipemesh_V1_TrainProgress.with {
+          $0.job = name
+          $0.epoch = Int32(epoch)
+          $0.step = step
+          $0.totalSteps = Int64(totalSteps)
+          $0.evaluated = true
+          $0.validationLoss = loss
+          $0.validationAccuracy = accuracy
+        }
+        events?.evaluated(name, evaluated)
+        report(evaluated)
       }
       status.withLock { $0.epochs.append(metrics) }
       try await save()
@@ -550,15 +555,17 @@ final class TrainingJob: Sendable {
             }
           }
         }
-        status.withLock {
-          $0.step = step
-          $0.loss = progress.loss
-          $0.memory = memory
+        let recovered = status.withLock { status -> Pipemesh_V1_JobFault? in
+          status.step = step
+          status.loss = progress.loss
+          status.memory = memory
           // The first step after a stop: what going on cost.
-          if let last = $0.faults.indices.last, $0.faults[last].recoverySeconds == 0 {
-            $0.faults[last].recoverySeconds = max(0, Date().timeIntervalSince1970 - $0.faults[last].unixSeconds)
-          }
+          guard let last = status.faults.indices.last, status.faults[last].recoverySeconds == 0 else { return nil }
+          status.faults[last].recoverySeconds = max(0, Date().timeIntervalSince1970 - status.faults[last].unixSeconds)
+          return status.faults[last]
         }
+        if let recovered { events?.recovered(name, how: recovered.state, seconds: recovered.recoverySeconds) }
+        events?.stepped(name, progress, seconds: elapsed.seconds, replicas: replicas)
         epochLossSum += progress.loss
         epochSteps += 1
         try await save(throttled: true)

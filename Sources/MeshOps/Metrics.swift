@@ -2,11 +2,13 @@ import Foundation
 import Synchronization
 
 /// Prometheus metrics of one process, in the text exposition format.
-/// Counters and histograms are updated as things happen; gauges are read
-/// when scraped. Hand-written rather than swift-prometheus: that package has no gauges read at
-/// scrape time (every gauge here is one) and would add swift-atomics to remove ~60 lines.
+/// Counters and histograms are updated as things happen, or read when
+/// scraped from a count the service keeps; gauges are read when scraped.
+/// Hand-written rather than swift-prometheus: that package has no series read at scrape time
+/// (most here are) and would add swift-atomics to remove ~60 lines.
 public final class MetricsRegistry: Sendable {
   private struct Series {
+    let labels: [String: String]
     var value: Double = 0
     var buckets: [Double] = []
     var sum: Double = 0
@@ -19,8 +21,8 @@ public final class MetricsRegistry: Sendable {
     var series: [String: Series] = [:]
   }
   private let families = Mutex<[String: Family]>([:])
-  private let gauges = Mutex<
-    [(name: String, help: String, read: @Sendable () -> [(labels: [String: String], value: Double)])]
+  private let scraped = Mutex<
+    [(name: String, help: String, type: String, read: @Sendable () -> [(labels: [String: String], value: Double)])]
   >([])
 
   /// Latency buckets in seconds, 100 µs to 30 s.
@@ -51,7 +53,24 @@ public final class MetricsRegistry: Sendable {
   public func gauge(
     _ name: String, help: String, read: @escaping @Sendable () -> [(labels: [String: String], value: Double)]
   ) {
-    gauges.withLock { $0.append((name, help, read)) }
+    scraped.withLock { $0.append((name, help, "gauge", read)) }
+  }
+
+  /// A counter whose series `read` returns at every scrape: counts the
+  /// service keeps, which only grow while it runs.
+  public func counter(
+    _ name: String, help: String, read: @escaping @Sendable () -> [(labels: [String: String], value: Double)]
+  ) {
+    scraped.withLock { $0.append((name, help, "counter", read)) }
+  }
+
+  /// Drops the series of every counter and histogram whose `label` is
+  /// `value` (a job that ended: its series would otherwise stay for the
+  /// life of the process).
+  public func forget(_ label: String, _ value: String) {
+    families.withLock { families in
+      for name in families.keys { families[name]!.series = families[name]!.series.filter { $1.labels[label] != value } }
+    }
   }
 
   private func update(
@@ -61,7 +80,7 @@ public final class MetricsRegistry: Sendable {
     let key = Self.render(labels)
     families.withLock { families in
       var family = families[name] ?? Family(help: help, type: type, bounds: bounds)
-      change(&family.series[key, default: Series()])
+      change(&family.series[key, default: Series(labels: labels)])
       families[name] = family
     }
   }
@@ -69,7 +88,7 @@ public final class MetricsRegistry: Sendable {
   /// The text exposition of every metric.
   public func exposition() -> String {
     var lines: [String] = []
-    for (name, family) in families.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
+    for (name, family) in families.withLock({ $0 }).sorted(by: { $0.key < $1.key }) where !family.series.isEmpty {
       lines += ["# HELP \(name) \(family.help)", "# TYPE \(name) \(family.type)"]
       for (labels, series) in family.series.sorted(by: { $0.key < $1.key }) {
         guard family.type == "histogram" else {
@@ -84,9 +103,11 @@ public final class MetricsRegistry: Sendable {
         lines.append("\(name)_count\(labels) \(Self.number(series.count))")
       }
     }
-    for gauge in gauges.withLock({ $0 }) {
-      lines += ["# HELP \(gauge.name) \(gauge.help)", "# TYPE \(gauge.name) gauge"]
-      for (labels, value) in gauge.read() { lines.append("\(gauge.name)\(Self.render(labels)) \(Self.number(value))") }
+    for metric in scraped.withLock({ $0 }) {
+      lines += ["# HELP \(metric.name) \(metric.help)", "# TYPE \(metric.name) \(metric.type)"]
+      for (labels, value) in metric.read() {
+        lines.append("\(metric.name)\(Self.render(labels)) \(Self.number(value))")
+      }
     }
     return lines.joined(separator: "\n") + "\n"
   }

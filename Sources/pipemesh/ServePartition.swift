@@ -193,10 +193,11 @@ struct ServeCoordinator: AsyncParsableCommand {
     } catch let error as RPCError {
       throw ValidationError("--state-dir (or PIPEMESH_STATE_DIR): \(error.message)")
     }
+    let metrics = CoordinatorMetrics(registry: host.metrics)
     let coordinator = try CoordinatorService(
       cluster: cluster, loadDataset: trainingDataLoader(files: files), resolveDataFile: dataFileResolver(files: files),
-      tokens: tokens, store: store)
-    CoordinatorMetrics.register(coordinator, in: host.metrics)
+      tokens: tokens, store: store, events: metrics)
+    metrics.register(coordinator)
     let log = host.log
     if let stateDir {
       log.info("state in \(stateDir)")

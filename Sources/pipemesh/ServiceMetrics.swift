@@ -2,6 +2,8 @@ import MeshCoordinator
 import MeshOps
 import MeshPS
 import MeshPartition
+import MeshProto
+import Synchronization
 
 /// The gauges each role adds to its metrics, read at every scrape.
 enum ParameterServerMetrics {
@@ -17,7 +19,7 @@ enum ParameterServerMetrics {
     registry.gauge("pipemesh_ps_max_version", help: "Highest version of any variable (updates applied to it).") {
       [([:], Double(stats().maxVersion))]
     }
-    registry.gauge("pipemesh_ps_pushes", help: "Pushes by outcome.") {
+    registry.counter("pipemesh_ps_pushes_total", help: "Pushes by outcome.") {
       let current = stats()
       return [
         (["outcome": "applied"], Double(current.pushesApplied)),
@@ -51,7 +53,9 @@ enum ParameterServerMetrics {
 enum PartitionMetrics {
   static func register(_ partition: PartitionService, in registry: MetricsRegistry) {
     let activity = partition.activity
-    registry.gauge("pipemesh_partition_busy_seconds", help: "Seconds spent computing forward and backward passes.") {
+    registry.counter(
+      "pipemesh_partition_busy_seconds_total", help: "Seconds spent computing forward and backward passes."
+    ) {
       [([:], activity.snapshot.busySeconds)]
     }
     registry.gauge(
@@ -65,7 +69,7 @@ enum PartitionMetrics {
     ) {
       activity.snapshot.jobBytes.map { (["job": $0.key], Double($0.value)) }
     }
-    registry.gauge("pipemesh_partition_passes", help: "Forward and backward passes and commits run.") {
+    registry.counter("pipemesh_partition_passes_total", help: "Forward and backward passes and commits run.") {
       let counts = activity.snapshot
       return [
         (["kind": "forward"], Double(counts.forwards)), (["kind": "backward"], Double(counts.backwards)),
@@ -81,27 +85,127 @@ enum PartitionMetrics {
   }
 }
 
-enum CoordinatorMetrics {
-  static func register(_ coordinator: CoordinatorService, in registry: MetricsRegistry) {
+/// The coordinator's metrics: its jobs by state and its pool, counted as
+/// steps and stops happen, and each running job's figures (labelled `job`)
+/// until its run ends.
+final class CoordinatorMetrics: TrainingEvents {
+  private let registry: MetricsRegistry
+  /// The latest figures of each running job.
+  private let running = Mutex<[String: JobFigures]>([:])
+
+  private struct JobFigures {
+    var step: Int64 = 0
+    var loss: Double = 0
+    var accuracy: Double = 0
+    var samplesPerSecond: Double = 0
+    var bubble: Double = 0
+    var replicas = 0
+    var validation: (loss: Double, accuracy: Double)?
+    /// Busy seconds over the step's seconds, by stage and replica.
+    var busy: [(stage: Int32, replica: Int32, fraction: Double)] = []
+  }
+
+  init(registry: MetricsRegistry) {
+    self.registry = registry
+  }
+
+  /// Adds the gauges read from `coordinator` and from the running jobs.
+  func register(_ coordinator: CoordinatorService) {
     registry.gauge("pipemesh_coordinator_jobs", help: "Jobs by state.") {
       coordinator.jobStates.map { (["state": $0.key], Double($0.value)) }
     }
-    registry.gauge("pipemesh_coordinator_steps", help: "Training steps completed over all jobs.") {
-      [([:], Double(coordinator.stepsCompleted))]
-    }
-    registry.gauge(
-      "pipemesh_coordinator_job_stops",
-      help: "Times the jobs run here stopped and went on, by how (failed, interrupted, cancelled)."
-    ) { coordinator.jobStops.map { (["how": $0.key], Double($0.value.count)) } }
-    registry.gauge("pipemesh_coordinator_steps_redone", help: "Steps run again after those stops, by how.") {
-      coordinator.jobStops.map { (["how": $0.key], Double($0.value.stepsRedone)) }
-    }
-    registry.gauge(
-      "pipemesh_coordinator_recovery_seconds",
-      help: "Seconds from those stops to the first step after each, added up, by how."
-    ) { coordinator.jobStops.map { (["how": $0.key], $0.value.recoverySeconds) } }
     registry.gauge("pipemesh_coordinator_pool_partitions", help: "Partitions of the pool by state.") {
       coordinator.poolStates.map { (["state": $0.key], Double($0.value)) }
+    }
+    func perJob(_ name: String, _ help: String, _ value: @escaping @Sendable (JobFigures) -> Double?) {
+      registry.gauge(name, help: help) { [self] in
+        running.withLock { $0.compactMap { job, figures in value(figures).map { (["job": job], $0) } } }
+      }
+    }
+    perJob("pipemesh_job_step", "The step each running job has reached.") { Double($0.step) }
+    perJob("pipemesh_job_loss", "Each running job's training loss at its last step.") { $0.loss }
+    perJob("pipemesh_job_accuracy", "Each running job's training accuracy at its last step (classification).") {
+      $0.accuracy
+    }
+    perJob("pipemesh_job_validation_loss", "Each running job's loss on its held-out split at its last epoch.") {
+      $0.validation?.loss
+    }
+    perJob("pipemesh_job_validation_accuracy", "Each running job's accuracy on its held-out split at its last epoch.") {
+      $0.validation?.accuracy
+    }
+    perJob("pipemesh_job_samples_per_second", "Examples each running job trained on per second at its last step.") {
+      $0.samplesPerSecond
+    }
+    perJob(
+      "pipemesh_job_bubble_fraction",
+      "Share of its partitions' time in its last step that each running job's stages sat idle (the pipeline bubble)."
+    ) { $0.bubble }
+    perJob("pipemesh_job_replicas", "Data-parallel replicas each running job runs on.") { Double($0.replicas) }
+    registry.gauge(
+      "pipemesh_job_stage_busy_fraction", help: "Share of each running job's last step each stage spent computing."
+    ) { [self] in
+      running.withLock { jobs in
+        jobs.flatMap { job, figures in
+          figures.busy.map { (["job": job, "stage": "\($0.stage)", "replica": "\($0.replica)"], $0.fraction) }
+        }
+      }
+    }
+  }
+
+  func stepped(_ job: String, _ progress: Pipemesh_V1_TrainProgress, seconds: Double, replicas: Int) {
+    registry.increment("pipemesh_coordinator_steps_total", help: "Training steps completed, over all jobs.")
+    registry.observe(
+      "pipemesh_job_step_seconds", help: "How long each running job's steps take.", labels: ["job": job],
+      value: seconds)
+    let busy = progress.stages.map { ($0.stage, $0.replica, seconds > 0 ? min(1, $0.busySeconds / seconds) : 0) }
+    running.withLock { running in
+      var figures = running[job] ?? JobFigures()
+      figures.step = progress.step
+      figures.loss = progress.loss
+      figures.accuracy = progress.accuracy
+      figures.samplesPerSecond = progress.samplesPerSecond
+      figures.replicas = replicas
+      figures.busy = busy
+      figures.bubble = busy.isEmpty ? 0 : 1 - busy.map(\.2).reduce(0, +) / Double(busy.count)
+      running[job] = figures
+    }
+  }
+
+  func evaluated(_ job: String, _ progress: Pipemesh_V1_TrainProgress) {
+    running.withLock {
+      $0[job, default: JobFigures()].validation = (progress.validationLoss, progress.validationAccuracy)
+    }
+  }
+
+  func stopped(_ job: String, _ fault: Pipemesh_V1_JobFault) {
+    let how = Self.how(fault.state)
+    registry.increment(
+      "pipemesh_coordinator_job_stops_total",
+      help: "Times jobs stopped and went on, by how (failed: a member failed under it; interrupted: a coordinator "
+        + "restart, a move or a change of replicas; cancelled).", labels: ["how": how])
+    registry.increment(
+      "pipemesh_coordinator_steps_redone_total", help: "Steps run again after those stops, by how.",
+      labels: ["how": how], by: Double(fault.stepsRedone))
+  }
+
+  func recovered(_ job: String, how: Pipemesh_V1_JobState, seconds: Double) {
+    registry.observe(
+      "pipemesh_coordinator_recovery_seconds", help: "Seconds from a stop to the first step after it, by how.",
+      labels: ["how": Self.how(how)], value: seconds)
+  }
+
+  func ended(_ job: String, _ state: Pipemesh_V1_JobState) {
+    running.withLock { _ = $0.removeValue(forKey: job) }
+    registry.forget("job", job)
+  }
+
+  /// "failed", "interrupted", "cancelled".
+  private static func how(_ state: Pipemesh_V1_JobState) -> String {
+    switch state {
+    case .failed: "failed"
+    case .interrupted: "interrupted"
+    case .cancelled: "cancelled"
+    default: "\(state)"
     }
   }
 }

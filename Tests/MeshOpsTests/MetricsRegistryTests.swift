@@ -35,6 +35,28 @@ private final class GaugeSource: Sendable {
         """)
   }
 
+  @Test func scrapedCountersAreTypedAsCountersAndAnEndedJobsSeriesAreForgotten() {
+    let registry = MetricsRegistry()
+    registry.counter("pipemesh_passes_total", help: "Passes run.") { [(["kind": "forward"], 7)] }
+    registry.observe("pipemesh_step_seconds", help: "Steps.", labels: ["job": "a"], value: 0.5, buckets: [1])
+    registry.observe("pipemesh_step_seconds", help: "Steps.", labels: ["job": "b"], value: 2, buckets: [1])
+    registry.increment("pipemesh_steps_total", help: "Steps.", labels: ["job": "a", "stage": "0"])
+    registry.forget("job", "a")
+    #expect(
+      registry.exposition() == """
+        # HELP pipemesh_step_seconds Steps.
+        # TYPE pipemesh_step_seconds histogram
+        pipemesh_step_seconds_bucket{job="b",le="1"} 0
+        pipemesh_step_seconds_bucket{job="b",le="+Inf"} 1
+        pipemesh_step_seconds_sum{job="b"} 2
+        pipemesh_step_seconds_count{job="b"} 1
+        # HELP pipemesh_passes_total Passes run.
+        # TYPE pipemesh_passes_total counter
+        pipemesh_passes_total{kind="forward"} 7
+
+        """)
+  }
+
   @Test func labelValuesAreEscaped() {
     let registry = MetricsRegistry()
     registry.increment("escapes_total", help: "Escaping.", labels: ["path": "a\"b\\c\nd"])

@@ -96,26 +96,3 @@ import Testing
     }
   }
 }
-
-/// The README's Python example, as written there, against a real coordinator.
-@Suite struct ReadmeExampleTests {
-  @Test func pythonExampleInTheReadmeTrainsAJob() async throws {
-    let (_, coordinator) = try await ClientCommandTests.mesh.value
-    let readme = try String(contentsOfFile: Repository.path("README.md"), encoding: .utf8)
-    let section = try #require(readme.range(of: "## Calling the coordinator from Python"))
-    let blocks = readme[section.upperBound...].components(separatedBy: "```python\n")
-    let example = try #require(blocks.dropFirst().first?.components(separatedBy: "```").first)
-    #expect(example.contains("127.0.0.1:7300"))
-    let python = try PythonInterop.findPython()
-    let interop = try await PythonInterop()  // generates the stubs the example imports
-    let directory = try TemporaryDirectory(prefix: "pipemesh-readme")
-    let script = directory.file("example.py")
-    try example.replacingOccurrences(of: "127.0.0.1:7300", with: coordinator.endpoint)
-      .replacingOccurrences(of: "\"examples/", with: "\"\(Repository.path("examples"))/")
-      .write(toFile: script, atomically: true, encoding: .utf8)
-    let process = try ChildProcess(
-      python, [script], logPath: directory.file("example.log"), environment: ["PYTHONPATH": interop.stubs.path])
-    #expect(try await process.waitForExit(timeout: .seconds(180)) == 0, "\(process.log)")
-    #expect(process.log.contains("JOB_STATE_SUCCEEDED"), "\(process.log)")
-  }
-}

@@ -83,4 +83,88 @@ import Testing
     #expect((resident?.split(separator: " ").last.flatMap { Double($0) } ?? 0) > 1_000_000, "\(text)")
     #expect(text.contains("# TYPE pipemesh_rpc_duration_seconds histogram"))
   }
+
+  /// The coordinator's metrics follow a job as it trains (its step, loss,
+  /// speed, bubble and step times, labelled with the job), count the stop a
+  /// `kill -9` of a partition costs it and the recovery, and drop the job's
+  /// series when it ends; the partitions' counts are counters.
+  @Test func aCoordinatorsMetricsFollowItsJobsAndTheirStops() async throws {
+    let logs = try TemporaryDirectory(prefix: "pipemesh-job-metrics")
+    let ps = try await RunningService.start(
+      "ps", ["--checkpoint-dir", logs.file("ps"), "--checkpoint-seconds", "0"], log: logs.file("ps.log"))
+    let metrics = ["--metrics-listen", "127.0.0.1:0"]
+    let first = try await RunningService.start("partition", metrics, log: logs.file("partition0.log"))
+    let second = try await RunningService.start("partition", log: logs.file("partition1.log"))
+    let coordinator = try await RunningService.start(
+      "coordinator", ["--ps", ps.endpoint, "--partitions", "\(first.endpoint);\(second.endpoint)"] + metrics,
+      log: logs.file("coordinator.log"))
+    let coordinatorMetrics = try await Self.metricsURL(of: coordinator, "coordinator")
+    let partitionMetrics = try await Self.metricsURL(of: first, "partition")
+    let training = try ChildProcess(
+      PipemeshBinary.path,
+      [
+        "train", "--coordinator", coordinator.endpoint, "--job", "watched", "--model", DurableStateTests.model,
+        "--stages", "2", "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "1",
+        "--json",
+      ], logPath: logs.file("train.log"))
+
+    let deadline = ContinuousClock.now + .seconds(120)
+    var text = ""
+    while Self.value(in: text, "pipemesh_job_step{job=\"watched\"}") ?? 0 < 10 {
+      try #require(ContinuousClock.now < deadline, "the job's step never showed: \(text)")
+      text = try await Self.scrape(coordinatorMetrics)
+    }
+    #expect((Self.value(in: text, "pipemesh_job_loss{job=\"watched\"}") ?? 0) > 0, "\(text)")
+    #expect((Self.value(in: text, "pipemesh_job_samples_per_second{job=\"watched\"}") ?? 0) > 0)
+    let bubble = try #require(Self.value(in: text, "pipemesh_job_bubble_fraction{job=\"watched\"}"), "\(text)")
+    #expect(bubble >= 0 && bubble < 1)
+    #expect(Self.value(in: text, "pipemesh_job_replicas{job=\"watched\"}") == 1)
+    for stage in 0..<2 {
+      let busy = Self.value(
+        in: text, "pipemesh_job_stage_busy_fraction{job=\"watched\",replica=\"0\",stage=\"\(stage)\"}")
+      #expect(busy.map { $0 > 0 && $0 <= 1 } == true, "stage \(stage): \(text)")
+    }
+    #expect((Self.value(in: text, "pipemesh_job_step_seconds_count{job=\"watched\"}") ?? 0) >= 10)
+    #expect(text.contains("# TYPE pipemesh_coordinator_steps_total counter"))
+
+    second.process.signal(SIGKILL)
+    _ = try await second.process.waitForExit()
+    let back = try await RunningService.start(
+      "partition", log: logs.file("partition1-back.log"), listen: second.endpoint)
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+    #expect(back.process.isRunning)
+
+    text = try await Self.scrape(coordinatorMetrics)
+    #expect(!text.contains("job=\"watched\""), "the ended job's series stayed: \(text)")
+    #expect(Self.value(in: text, "pipemesh_coordinator_job_stops_total{how=\"failed\"}") == 1, "\(text)")
+    #expect(Self.value(in: text, "pipemesh_coordinator_recovery_seconds_count{how=\"failed\"}") == 1, "\(text)")
+    let shown = try await pipemesh(
+      ["jobs", "show", "watched", "--json", "--coordinator", coordinator.endpoint], in: logs)
+    let record = try #require(
+      try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any], "\(shown.output)")
+    let redone = Double((record["faults"] as? [[String: Any]])?.first?["stepsRedone"] as? String ?? "0") ?? 0
+    let total = Double(record["totalSteps"] as? String ?? "0") ?? 0
+    #expect(Self.value(in: text, "pipemesh_coordinator_steps_redone_total{how=\"failed\"}") == redone)
+    // Every step run counts, the ones run again too.
+    #expect(Self.value(in: text, "pipemesh_coordinator_steps_total") == total + redone, "\(record)")
+
+    let partitionText = try await Self.scrape(partitionMetrics)
+    #expect(partitionText.contains("# TYPE pipemesh_partition_passes_total counter"), "\(partitionText)")
+    #expect((Self.value(in: partitionText, "pipemesh_partition_passes_total{kind=\"forward\"}") ?? 0) > 0)
+  }
+
+  /// A service's metrics address, from its "listening on http://…" line.
+  static func metricsURL(of service: RunningService, _ role: String) async throws -> URL {
+    let line = try await service.process.waitForLine(startingWith: "pipemesh \(role): listening on ")
+    return try #require(line.split(separator: " ").last.flatMap { URL(string: String($0)) })
+  }
+
+  static func scrape(_ url: URL) async throws -> String {
+    String(decoding: try await URLSession.shared.data(from: url).0, as: UTF8.self)
+  }
+
+  /// The value of the series `series` (name and labels as exposed), if present.
+  static func value(in text: String, _ series: String) -> Double? {
+    text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+  }
 }

@@ -22,6 +22,7 @@ helm = pytest.importorskip(
     "helm_python", reason="helm-python-sdk is not installed (python3 -m pip install helm-python-sdk)")
 
 RELEASE = "demo"
+DASHBOARD = CHART / "dashboards" / "pipemesh.json"
 NAMESPACE = "ml"
 PS_PORT, PARTITION_PORT, COORDINATOR_PORT = 7100, 7200, 7000
 
@@ -422,6 +423,29 @@ def test_big_mesh_serves_metrics(big_objects: list[dict[str, Any]]) -> None:
             assert environment(item)["PIPEMESH_METRICS_LISTEN"] == "0.0.0.0:9464"
             assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container(item)["ports"]
             assert item["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9464"
+
+
+def test_the_grafana_dashboard_is_a_config_map_only_when_asked(chart: Any, big_objects: list[dict[str, Any]]) -> None:
+    assert f"{RELEASE}-pipemesh-dashboard" not in by_kind(big_objects, "ConfigMap")
+    objects = render(chart, {**BIG, "metrics": {"enabled": True, "grafanaDashboard": True}})
+    config_map = by_kind(objects, "ConfigMap")[f"{RELEASE}-pipemesh-dashboard"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config_map["data"]["pipemesh.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_the_dashboard_asks_only_for_documented_metrics() -> None:
+    """Every series the dashboard queries is in docs/operations.md's table of what the services expose
+    (and OperationsTests checks the coordinator's against a live one)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queried = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            queried |= {re.sub(r"_(bucket|sum|count)$", "", name)
+                        for name in re.findall(r"\b(pipemesh_[a-z_]+)", target["expr"])}
+    documented = set(re.findall(r"`(pipemesh_[a-z_]+)", (REPOSITORY / "docs" / "operations.md").read_text()))
+    assert queried and queried <= documented, sorted(queried - documented)
+    assert {"pipemesh_job_loss", "pipemesh_job_step_seconds", "pipemesh_job_bubble_fraction"} <= queried
 
 
 def test_model_spec_lands_in_the_config_map_and_rolls_the_coordinator(

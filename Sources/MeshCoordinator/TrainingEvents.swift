@@ -1,0 +1,16 @@
+import MeshProto
+
+/// What the coordinator's training jobs do, told as it happens (the
+/// coordinator's metrics listen). Each method returns at once.
+public protocol TrainingEvents: Sendable {
+  /// A step of `job` ended `seconds` after it began; `progress` is what its caller was sent.
+  func stepped(_ job: String, _ progress: Pipemesh_V1_TrainProgress, seconds: Double, replicas: Int)
+  /// An epoch of `job` was evaluated on its held-out split.
+  func evaluated(_ job: String, _ progress: Pipemesh_V1_TrainProgress)
+  /// `job` stopped and goes on in a new run, as `fault` records.
+  func stopped(_ job: String, _ fault: Pipemesh_V1_JobFault)
+  /// The first step of `job` after a stop that ended `how`, `seconds` after it.
+  func recovered(_ job: String, how: Pipemesh_V1_JobState, seconds: Double)
+  /// A run of `job` ended in `state` (a later run may go on with the job).
+  func ended(_ job: String, _ state: Pipemesh_V1_JobState)
+}
