@@ -36,6 +36,10 @@ public final class CoordinatorService: RPCService, Sendable {
   private let registry: ModelRegistry
   /// The jobs this process started: their runs, and their stages while loaded.
   private let jobs = Mutex<[String: (job: TrainingJob, task: Task<Void, Never>)]>([:])
+  /// The callers following each job whose run this process drives
+  /// (FollowJob), by job name: an entry exists while the job is queued or runs.
+  private let followers = Mutex<[String: [UInt64: AsyncStream<Pipemesh_V1_TrainProgress>.Continuation]]>([:])
+  private let lastFollower = Mutex<UInt64>(0)
   /// The last N given to an unnamed job ("job-N").
   private let jobNumbers = Mutex<Int?>(nil)
   /// Users and their tokens; nil authenticates no one (every caller is an
@@ -117,6 +121,24 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     router.serverStreaming(CoordinatorMethods.resumeJob) { [self] request, writer, context in
       let (job, updates) = try await resume(request.job, by: try caller(context))
+      try await follow(job, updates, writer)
+    }
+    router.serverStreaming(CoordinatorMethods.followJob) { [self] request, writer, context in
+      let name = try await storedJob(request.job, for: try caller(context), to: "follow").record.job
+      let (updates, continuation) = AsyncStream.makeStream(
+        of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
+      let id = lastFollower.withLock {
+        $0 += 1
+        return $0
+      }
+      let following = followers.withLock { followers in
+        guard followers[name] != nil else { return false }
+        followers[name]![id] = continuation
+        return true
+      }
+      // Not queued or running: nothing to follow.
+      guard following, let job = liveJob(name) else { return }
+      defer { followers.withLock { _ = $0[name]?.removeValue(forKey: id) } }
       try await follow(job, updates, writer)
     }
     router.unary(CoordinatorMethods.infer) { [self] request, context in
@@ -640,6 +662,13 @@ public final class CoordinatorService: RPCService, Sendable {
     let (updates, continuation) = AsyncStream.makeStream(
       of: Pipemesh_V1_TrainProgress.self, bufferingPolicy: .bufferingNewest(64))
     let admission = Self.versionAdmission(job.name, by: owner)
+    let name = job.name
+    followers.withLock { $0[name] = $0[name] ?? [:] }
+    /// To the caller that started the run, and to every caller following the job.
+    let tell: @Sendable (Pipemesh_V1_TrainProgress) -> Void = { [self] progress in
+      continuation.yield(progress)
+      for follower in followers.withLock({ $0[name].map { Array($0.values) } ?? [] }) { follower.yield(progress) }
+    }
     jobs.withLock { jobs in
       let task = Task { [self] in
         var job = job
@@ -647,11 +676,10 @@ public final class CoordinatorService: RPCService, Sendable {
         while true {
           let placement: Placement
           do {
-            let name = job.name
             placement = try await pool.acquire(
               stages: job.stages, replicas: job.replicas, for: job.runID, first: restarted
             ) { position in
-              continuation.yield(
+              tell(
                 .with {
                   $0.job = name
                   $0.queuePosition = Int32(position)
@@ -662,7 +690,7 @@ public final class CoordinatorService: RPCService, Sendable {
             break
           }
           let failure = await job.run(
-            on: placement, report: { continuation.yield($0) }, move: { [pool, job] in Self.move(job, placement, pool) }
+            on: placement, report: tell, move: { [pool, job] in Self.move(job, placement, pool) }
           ) { [registry] job in
             "\(try await registry.register(job, admit: admission).reference)"
           }
@@ -682,6 +710,9 @@ public final class CoordinatorService: RPCService, Sendable {
         // Examples kept for a resume are needed no more.
         if job.snapshot.state == .succeeded { store.removeData(of: job.runID) }
         continuation.finish()
+        for follower in followers.withLock({ $0.removeValue(forKey: name)?.values.map { $0 } ?? [] }) {
+          follower.finish()
+        }
       }
       jobs[job.name] = (job, task)
     }

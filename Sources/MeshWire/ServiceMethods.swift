@@ -87,6 +87,8 @@ public enum CoordinatorMethods {
     service: service, name: "CancelJob")
   public static let resumeJob = ServerStreamingMethod<Pipemesh_V1_ResumeJobRequest, Pipemesh_V1_TrainProgress>(
     service: service, name: "ResumeJob")
+  public static let followJob = ServerStreamingMethod<Pipemesh_V1_FollowJobRequest, Pipemesh_V1_TrainProgress>(
+    service: service, name: "FollowJob")
   public static let deleteJob = UnaryMethod<Pipemesh_V1_DeleteJobRequest, Pipemesh_V1_DeleteJobResponse>(
     service: service, name: "DeleteJob")
   public static let listModels = UnaryMethod<Pipemesh_V1_ListModelsRequest, Pipemesh_V1_ListModelsResponse>(
@@ -124,7 +126,8 @@ public let allServiceMethods: [RPCMethodDescription] = [
   CoordinatorMethods.plan.methodDescription, CoordinatorMethods.train.methodDescription,
   CoordinatorMethods.infer.methodDescription, CoordinatorMethods.getJob.methodDescription,
   CoordinatorMethods.listJobs.methodDescription, CoordinatorMethods.cancelJob.methodDescription,
-  CoordinatorMethods.resumeJob.methodDescription, CoordinatorMethods.deleteJob.methodDescription,
+  CoordinatorMethods.resumeJob.methodDescription, CoordinatorMethods.followJob.methodDescription,
+  CoordinatorMethods.deleteJob.methodDescription,
   CoordinatorMethods.listModels.methodDescription,
   CoordinatorMethods.getModel.methodDescription, CoordinatorMethods.deleteModel.methodDescription,
   CoordinatorMethods.exportModel.methodDescription, CoordinatorMethods.importModel.methodDescription,

@@ -128,13 +128,7 @@ struct TrainingOptions: ParsableArguments {
 
   /// The model from --model, or nil for the default.
   func modelSpec() throws -> Pipemesh_V1_ModelSpec? {
-    try model.map { path in
-      do {
-        return try Pipemesh_V1_ModelSpec(jsonString: String(contentsOfFile: path, encoding: .utf8))
-      } catch {
-        throw ValidationError("cannot read model spec \(path): \(error)")
-      }
-    }
+    try model.map(ModelSpecFile.read)
   }
 
   /// A Train request for `spec` under the name `job`, on `dataset`.

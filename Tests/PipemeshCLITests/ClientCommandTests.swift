@@ -56,16 +56,68 @@ import Testing
     #expect(outputs?["shape"] as? [Int] == [3, 10])
     #expect((outputs?["predictions"] as? [Int])?.count == 3)
 
+    // Another train without --job: the coordinator names each one afresh.
+    let named = try await pipemesh(
+      [
+        "train", "--coordinator", coordinator.endpoint, "--model", "\(examples)/mlp-digits.json", "--epochs", "1",
+        "--micro-batches", "2",
+      ], in: directory)
+    let name = try #require(
+      named.output.split(separator: "\n").first { $0.hasPrefix("job job-") }?.dropFirst("job ".count), "\(named.output)"
+    )
+    let again = try await pipemesh(
+      ["jobs", "show", String(name), "--coordinator", coordinator.endpoint], in: directory)
+    #expect(again.status == 0 && again.output.contains("\(name)\tsucceeded"), "\(again.output)")
+
     let plan = try await pipemesh(
       ["plan", "--model", "\(examples)/cnn-digits.json", "--stages", "3", "--json"], in: directory)
     #expect(plan.status == 0)
     let stages =
       (try JSONSerialization.jsonObject(with: Data(plan.output.utf8)) as? [String: Any])?["stages"] as? [[String: Any]]
     #expect(stages?.count == 3)
+    // 64-bit integers are JSON numbers, not strings.
+    #expect(stages?.first?["parameters"] is NSNumber, "\(plan.output)")
+  }
+
+  /// Ctrl-C on `pipemesh train` stops following the job, which runs on and
+  /// says how to follow or cancel it; `pipemesh jobs follow` picks it up and
+  /// follows it to its end.
+  @Test func aJobLeftByCtrlCIsFollowedAgain() async throws {
+    let (_, coordinator) = try await Self.mesh.value
+    let directory = try TemporaryDirectory(prefix: "pipemesh-follow")
+    let train = try ChildProcess(
+      PipemeshBinary.path,
+      [
+        "train", "--coordinator", coordinator.endpoint, "--job", "followed", "--model",
+        Repository.path("examples/mlp-digits.json"), "--epochs", "30", "--micro-batches", "2",
+      ], logPath: directory.file("train.log"))
+    _ = try await train.waitForLine(startingWith: "job followed")
+    train.signal(SIGINT)
+    #expect(try await train.waitForExit() == 130, "\(train.log)")
+    #expect(train.log.contains("it runs on. Follow it again: pipemesh jobs follow followed"), "\(train.log)")
+    let shown = try await pipemesh(["jobs", "show", "followed", "--coordinator", coordinator.endpoint], in: directory)
+    #expect(shown.output.contains("followed\trunning") || shown.output.contains("followed\tqueued"), "\(shown.output)")
+
+    let follow = try await pipemesh(
+      ["jobs", "follow", "followed", "--coordinator", coordinator.endpoint, "--json"], in: directory)
+    #expect(follow.status == 0, "\(follow.output)")
+    let lines = follow.output.split(separator: "\n").compactMap {
+      try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+    }
+    #expect(lines.contains { $0["done"] as? Bool == true }, "\(follow.output)")
+    #expect(lines.last?["state"] as? String == "JOB_STATE_SUCCEEDED", "\(follow.output)")
+    // A job that ended: follow says how at once.
+    let ended = try await pipemesh(
+      ["jobs", "follow", "followed", "--coordinator", coordinator.endpoint], in: directory)
+    #expect(ended.status == 0 && ended.output.contains("followed\tsucceeded"), "\(ended.output)")
   }
 
   @Test func errorsHaveClearMessagesAndExitCodes() async throws {
     let (_, coordinator) = try await Self.mesh.value
+    let specs = try TemporaryDirectory(prefix: "pipemesh-spec")
+    let misspelt = specs.file("misspelt.json")
+    try #"{"inputShape": [4], "layers": [{"dense": {"unitz": 3}}]}"#.write(
+      toFile: misspelt, atomically: true, encoding: .utf8)
     let directory = try TemporaryDirectory(prefix: "pipemesh-cli")
     let cases: [(arguments: [String], status: Int32, says: String)] = [
       (["status", "--job", "x"], 64, "give the coordinator"),
@@ -74,8 +126,9 @@ import Testing
       (["train", "--coordinator", coordinator.endpoint, "--dataset", "nowhere.csv"], 65, "nowhere.csv"),
       (
         ["train", "--coordinator", coordinator.endpoint, "--model", "/nonexistent/spec.json"], 64,
-        "cannot read model spec"
+        "cannot read model spec /nonexistent/spec.json: no such file"
       ),
+      (["plan", "--model", misspelt], 64, "unknown field 'unitz'; did you mean 'units'?"),
       (
         ["train", "--coordinator", coordinator.endpoint, "--schedule", "zigzag"], 64,
         "--schedule must be gpipe, 1f1b or zb-h1"

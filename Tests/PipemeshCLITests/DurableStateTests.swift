@@ -224,7 +224,7 @@ import Testing
     let psBefore = try await mesh.json(["jobs", "show", "digits"])
     #expect(psBefore.first?["state"] as? String == "JOB_STATE_SUCCEEDED")
     let deleted = try #require(try await mesh.json(["jobs", "delete", "digits"]).first)
-    #expect(Int(deleted["parameterServerBytesFreed"] as? String ?? "0") ?? 0 >= 4 * 13_002, "\(deleted)")
+    #expect(deleted["parameterServerBytesFreed"] as? Int ?? 0 >= 4 * 13_002, "\(deleted)")
     let gone = try await mesh.run(["jobs", "show", "digits"])
     #expect(gone.status == 65 && gone.output.contains("no job named 'digits'"), "\(gone.output)")
     let stillServed = try await mesh.json(["infer", "--model", "digits:v1", "--input", inputs])
@@ -282,7 +282,7 @@ import Testing
     let training = try ChildProcess(
       PipemeshBinary.path, ["train", "--coordinator", mesh.coordinator.endpoint, "--job", job] + options,
       logPath: mesh.directory.file("\(job).log"))
-    let checkpointed = try await waitFor(job, on: mesh) { Int($0["checkpointStep"] as? String ?? "0") ?? 0 >= 10 }
+    let checkpointed = try await waitFor(job, on: mesh) { $0["checkpointStep"] as? Int ?? 0 >= 10 }
     try #require(checkpointed["state"] as? String == "JOB_STATE_RUNNING", "it ended before the kill: \(checkpointed)")
     return training
   }

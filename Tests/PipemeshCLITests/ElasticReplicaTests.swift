@@ -11,7 +11,7 @@ import Testing
 /// added in another order).
 @Suite(.serialized) struct ElasticReplicaTests {
   static func runningReplicas(_ record: [String: Any]) -> Int { record["runningReplicas"] as? Int ?? 0 }
-  static func step(_ record: [String: Any]) -> Int { Int(record["step"] as? String ?? "0") ?? 0 }
+  static func step(_ record: [String: Any]) -> Int { record["step"] as? Int ?? 0 }
   static func running(_ record: [String: Any]) -> Bool { record["state"] as? String == "JOB_STATE_RUNNING" }
 
   /// `kill -9` of one of a sync job's two replicas with no spare in the

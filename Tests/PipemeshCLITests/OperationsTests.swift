@@ -142,8 +142,8 @@ import Testing
       ["jobs", "show", "watched", "--json", "--coordinator", coordinator.endpoint], in: logs)
     let record = try #require(
       try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any], "\(shown.output)")
-    let redone = Double((record["faults"] as? [[String: Any]])?.first?["stepsRedone"] as? String ?? "0") ?? 0
-    let total = Double(record["totalSteps"] as? String ?? "0") ?? 0
+    let redone = (record["faults"] as? [[String: Any]])?.first?["stepsRedone"] as? Double ?? 0
+    let total = record["totalSteps"] as? Double ?? 0
     #expect(Self.value(in: text, "pipemesh_coordinator_steps_redone_total{how=\"failed\"}") == redone)
     // Every step run counts, the ones run again too.
     #expect(Self.value(in: text, "pipemesh_coordinator_steps_total") == total + redone, "\(record)")

@@ -149,6 +149,7 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("ParameterServer", "DropJob", "DropJobRequest", weight=2),  # destructive: never a protected job or its run ids
     Rpc("ParameterServer", "RestoreJob", "RestoreJobRequest", weight=2),  # destructive: as DropJob
     Rpc("Coordinator", "ResumeJob", "ResumeJobRequest", streaming=True, weight=2),  # never a protected job
+    Rpc("Coordinator", "FollowJob", "FollowJobRequest", streaming=True),
     Rpc("Coordinator", "JoinPool", "JoinPoolRequest"),
     Rpc("Coordinator", "LeavePool", "LeavePoolRequest"),  # never one of the mesh's partitions
     Rpc("Coordinator", "GetPool", "GetPoolRequest"),
@@ -900,6 +901,9 @@ class HostileGenerator:
 
     def _coordinator_canceljob(self, d: Draw) -> tuple[Message, None]:
         return self.pb.coordinator.CancelJobRequest(job=self._job(d, ("hostile-t0", "hostile-t1", "none", "hostile-l0"))), None
+
+    def _coordinator_followjob(self, d: Draw) -> tuple[Message, None]:
+        return self.pb.coordinator.FollowJobRequest(job=self._job(d, ("hostile-t0", "hostile-t1", "none", ""))), None
 
     def _coordinator_resumejob(self, d: Draw) -> tuple[Message, None]:
         return self.pb.coordinator.ResumeJobRequest(job=self._job(d, ("hostile-t0", "hostile-t1", "none"))), None

@@ -45,10 +45,16 @@ struct ClientOptions: ParsableArguments {
 
   /// Prints a message as one line of protobuf JSON.
   func printJSON(_ message: some SwiftProtobuf.Message) throws {
-    var options = JSONEncodingOptions()
-    options.alwaysPrintEnumsAsInts = false
-    say(try message.jsonString(options: options))
+    say(try jsonLine(message))
   }
+}
+
+/// `message` as one line of JSON for scripts: protobuf's JSON mapping, with
+/// 64-bit integers as numbers (not strings) and enums by name.
+func jsonLine(_ message: some SwiftProtobuf.Message) throws -> String {
+  var options = JSONEncodingOptions()
+  options.alwaysPrintInt64sAsNumbers = true
+  return try message.jsonString(options: options)
 }
 
 /// Exit codes the client commands use, so scripts can tell failures apart.

@@ -49,14 +49,19 @@ struct Train: AsyncParsableCommand {
   func run() async throws {
     try await withExitCodes {
       let spec = try training.modelSpec() ?? defaultModelForDataset()
-      var request = try training.request(
-        job: job ?? "job-\(Int(Date().timeIntervalSince1970))", spec: spec, dataset: training.datasetReference)
+      // Without --job the coordinator names it ("job-N", a name no job has).
+      var request = try training.request(job: job ?? "", spec: spec, dataset: training.datasetReference)
       request.replace = replace
       request.stages = Int32(clamping: stages)
       request.replicas = Int32(clamping: replicas)
       request.maxReplicas = Int32(clamping: maxReplicas)
       var display = ProgressDisplay(showsAccuracy: !training.regression)
-      for try await progress in try client.client().stream(CoordinatorMethods.train, request) {
+      let coordinator = try client.client()
+      let interruption = ControlC.detaches { name in
+        _ = try await coordinator.call(CoordinatorMethods.cancelJob, .with { $0.job = name })
+      }
+      for try await progress in try coordinator.stream(CoordinatorMethods.train, request) {
+        interruption.follows(progress.job)
         if client.json { try client.printJSON(progress) } else { display.show(progress) }
       }
     }
@@ -157,7 +162,7 @@ struct Plan: AsyncParsableCommand {
   var json = false
 
   func run() async throws {
-    let spec = try TrainingOptions.parse(["--model", model]).modelSpec()!
+    let spec = try ModelSpecFile.read(model)
     var request = Pipemesh_V1_PlanRequest()
     request.model = spec
     request.stages = Int32(stages)
@@ -170,7 +175,7 @@ struct Plan: AsyncParsableCommand {
         response = try planLocally(request)
       }
       if json {
-        say(try response.jsonString())
+        say(try jsonLine(response))
       } else {
         for stage in response.stages {
           let memory =
@@ -232,7 +237,7 @@ struct Status: AsyncParsableCommand {
 struct Jobs: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "List, show and delete the coordinator's jobs (running and past).",
-    subcommands: [List.self, Show.self, Resume.self, Delete.self], defaultSubcommand: List.self)
+    subcommands: [List.self, Show.self, Follow.self, Resume.self, Delete.self], defaultSubcommand: List.self)
 
   struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List jobs in name order.")
@@ -291,6 +296,37 @@ struct Jobs: AsyncParsableCommand {
                 : ""))
         }
         say("options \(try record.options.jsonString())")
+      }
+    }
+  }
+
+  struct Follow: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Follow a queued or running job's progress until it ends (after its train was stopped, say).",
+      discussion: """
+        Ends at once for a job that is not running. Prints how the job ended; exit codes as for train
+        (1 when it failed or was cancelled).
+        """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Argument(help: "The job.")
+    var job: String
+
+    func run() async throws {
+      try await withExitCodes {
+        let coordinator = try client.client()
+        var display = ProgressDisplay(showsAccuracy: true)
+        do {
+          for try await progress in try coordinator.stream(CoordinatorMethods.followJob, .with { $0.job = job }) {
+            if client.json { try client.printJSON(progress) } else { display.show(progress) }
+          }
+        } catch let error as RPCError where error.code == .aborted || error.code == .cancelled {
+          // How it ended is shown below.
+        }
+        let record = try await coordinator.call(CoordinatorMethods.getJob, .with { $0.job = job })
+        try client.show(record)
+        if record.state == .failed || record.state == .cancelled { throw ClientExit.jobFailed }
       }
     }
   }

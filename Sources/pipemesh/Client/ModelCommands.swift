@@ -121,7 +121,7 @@ struct Models: AsyncParsableCommand {
     var weights: String
 
     func run() async throws {
-      let spec = try TrainingOptions.parse(["--model", spec]).modelSpec()!
+      let spec = try ModelSpecFile.read(spec)
       try await withExitCodes {
         let record = try await client.client().call(
           CoordinatorMethods.importModel,

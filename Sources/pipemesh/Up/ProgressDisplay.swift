@@ -10,13 +10,22 @@ struct ProgressDisplay {
   let showsAccuracy: Bool
   private let started = ContinuousClock.now
   private var lastLine = ContinuousClock.now - .seconds(10)
+  /// Whether the job's name was printed.
+  private var named = false
 
   init(showsAccuracy: Bool, live: Bool = isatty(STDOUT_FILENO) == 1) {
     self.showsAccuracy = showsAccuracy
     self.live = live
   }
 
+  /// Steps before an ETA is shown.
+  static let stepsBeforeETA: Int64 = 5
+
   mutating func show(_ progress: Pipemesh_V1_TrainProgress) {
+    if !named, !progress.job.isEmpty {
+      named = true
+      say("job \(progress.job)")
+    }
     if progress.queuePosition > 0 {
       finishLine()
       let ahead = progress.queuePosition - 1
@@ -38,13 +47,15 @@ struct ProgressDisplay {
     }
     let fraction = progress.totalSteps > 0 ? Double(progress.step) / Double(progress.totalSteps) : 0
     let elapsed = ContinuousClock.now - started
-    let remaining = fraction > 0 ? elapsed.seconds * (1 - fraction) / fraction : 0
+    // An estimate from the first steps says little (they load stages and warm up).
+    let remaining = progress.step >= Self.stepsBeforeETA ? elapsed.seconds * (1 - fraction) / fraction : nil
     let accuracy = showsAccuracy ? String(format: "  acc %5.1f%%", progress.accuracy * 100) : ""
     let status =
       String(
         format: "epoch %d  step %lld/%lld  loss %.4f", progress.epoch, progress.step, progress.totalSteps, progress.loss
       )
-      + accuracy + String(format: "  %.0f samples/s  ETA ", progress.samplesPerSecond) + Self.clock(remaining)
+      + accuracy + String(format: "  %.0f samples/s  ETA ", progress.samplesPerSecond)
+      + (remaining.map(Self.clock) ?? "--:--")
     if live {
       let width = 24
       let filled = Int(fraction * Double(width))

@@ -70,6 +70,11 @@ class CoordinatorStub:
                 request_serializer=pipemesh_dot_v1_dot_coordinator__pb2.ResumeJobRequest.SerializeToString,
                 response_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.TrainProgress.FromString,
                 _registered_method=True)
+        self.FollowJob = channel.unary_stream(
+                '/pipemesh.v1.Coordinator/FollowJob',
+                request_serializer=pipemesh_dot_v1_dot_coordinator__pb2.FollowJobRequest.SerializeToString,
+                response_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.TrainProgress.FromString,
+                _registered_method=True)
         self.DeleteJob = channel.unary_unary(
                 '/pipemesh.v1.Coordinator/DeleteJob',
                 request_serializer=pipemesh_dot_v1_dot_coordinator__pb2.DeleteJobRequest.SerializeToString,
@@ -167,6 +172,17 @@ class CoordinatorServicer:
         """Runs an interrupted, failed or cancelled job on from its newest
         checkpoint and streams its progress until it ends (a coordinator resumes
         the jobs it finds interrupted when it starts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FollowJob(self, request, context):
+        """Streams the progress of a job that is queued or running, from now until
+        it ends (through restarts and moves), as Train does for the caller that
+        started it: a caller that went away follows it again. The stream fails
+        as Train's does (ABORTED when the job failed, CANCELLED); it ends at once
+        for a job that is not running (GetJob shows how it ended).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -279,6 +295,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'ResumeJob': grpc.unary_stream_rpc_method_handler(
                     servicer.ResumeJob,
                     request_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.ResumeJobRequest.FromString,
+                    response_serializer=pipemesh_dot_v1_dot_coordinator__pb2.TrainProgress.SerializeToString,
+            ),
+            'FollowJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowJob,
+                    request_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.FollowJobRequest.FromString,
                     response_serializer=pipemesh_dot_v1_dot_coordinator__pb2.TrainProgress.SerializeToString,
             ),
             'DeleteJob': grpc.unary_unary_rpc_method_handler(
@@ -516,6 +537,33 @@ class Coordinator:
             target,
             '/pipemesh.v1.Coordinator/ResumeJob',
             pipemesh_dot_v1_dot_coordinator__pb2.ResumeJobRequest.SerializeToString,
+            pipemesh_dot_v1_dot_coordinator__pb2.TrainProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pipemesh.v1.Coordinator/FollowJob',
+            pipemesh_dot_v1_dot_coordinator__pb2.FollowJobRequest.SerializeToString,
             pipemesh_dot_v1_dot_coordinator__pb2.TrainProgress.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,67 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// Ctrl-C while a command follows a job it started: the job is the
+/// coordinator's and runs on. The command says how to follow or cancel it
+/// and exits 130; on a terminal it first asks whether to cancel the job.
+final class ControlC: Sendable {
+  private let job = Mutex("")
+  private let cancel: @Sendable (String) async throws -> Void
+  private nonisolated(unsafe) let source: any DispatchSourceSignal
+
+  private init(cancel: @escaping @Sendable (String) async throws -> Void) {
+    self.cancel = cancel
+    signal(SIGINT, SIG_IGN)
+    source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+  }
+
+  /// Handles Ctrl-C from now on; `cancel` cancels the job when the user says so.
+  static func detaches(cancel: @escaping @Sendable (String) async throws -> Void) -> ControlC {
+    let handler = ControlC(cancel: cancel)
+    handler.source.setEventHandler { handler.interrupted() }
+    handler.source.resume()
+    return handler
+  }
+
+  /// The job being followed, once the coordinator has named it.
+  func follows(_ name: String) {
+    guard !name.isEmpty else { return }
+    job.withLock { $0 = name }
+  }
+
+  private func interrupted() {
+    let name = job.withLock { $0 }
+    guard !name.isEmpty else {
+      Self.write("\nstopped; if the job was created, `pipemesh jobs list` shows it\n")
+      exit(130)
+    }
+    if isatty(STDIN_FILENO) == 1 {
+      Self.write("\ncancel job \(name) too? [y/N] ")
+      if readLine()?.lowercased().hasPrefix("y") == true {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<String>("")
+        Task {
+          do {
+            try await cancel(name)
+            outcome.withLock { $0 = "cancelled job \(name)\n" }
+          } catch {
+            outcome.withLock { $0 = "could not cancel job \(name): \(error)\n" }
+          }
+          done.signal()
+        }
+        done.wait()
+        Self.write(outcome.withLock { $0 })
+        exit(130)
+      }
+    }
+    Self.write(
+      "\nstopped following job \(name); it runs on. Follow it again: pipemesh jobs follow \(name); "
+        + "stop it: pipemesh cancel --job \(name)\n")
+    exit(130)
+  }
+
+  private static func write(_ text: String) {
+    FileHandle.standardError.write(Data(text.utf8))
+  }
+}
