@@ -41,7 +41,7 @@ BIG = {
     "tls": {"enabled": True, "secretName": "pipemesh-tls"},
     "metrics": {"enabled": True},
     "image": {"repository": "registry.example/pipemesh", "tag": "1.2.3", "pullPolicy": "Always"},
-    "modelSpec": {"seed": 7, "layers": [{"dense": {"inputSize": 4, "outputSize": 2}}]},
+    "coordinator": {"datasetsDir": "/opt/pipemesh/datasets"},
 }
 
 
@@ -150,7 +150,7 @@ def test_lint_reports_a_broken_template(tmp_path: Any) -> None:
 
 def test_default_objects(default_objects: list[dict[str, Any]]) -> None:
     kinds = Counter(item["kind"] for item in default_objects)
-    assert kinds == Counter({"StatefulSet": 4, "Service": 4, "ConfigMap": 1, "Secret": 2})
+    assert kinds == Counter({"StatefulSet": 4, "Service": 4, "Secret": 2})
     statefulsets = by_kind(default_objects, "StatefulSet")
     assert {name: item["spec"]["replicas"] for name, item in statefulsets.items()} == {
         f"{RELEASE}-pipemesh-ps": 1, f"{RELEASE}-pipemesh-stage-0": 1, f"{RELEASE}-pipemesh-stage-1": 1,
@@ -343,13 +343,17 @@ def test_coordinator_dials_every_task_and_partition_by_dns_name(default_objects:
     assert coordinator["spec"]["serviceName"] == f"{RELEASE}-pipemesh-coordinator"
 
 
-def test_model_spec_config_map_is_mounted(chart: Any, default_objects: list[dict[str, Any]]) -> None:
-    config_map = by_kind(default_objects, "ConfigMap")[f"{RELEASE}-pipemesh-model"]
-    assert json.loads(config_map["data"]["model.json"]) == {}
+def test_coordinator_finds_the_bundled_datasets_and_mounts_no_model(
+        default_objects: list[dict[str, Any]], big_objects: list[dict[str, Any]]) -> None:
+    """PIPEMESH_DATASETS points where the image holds datasets/ (docs/operations.md's image puts them
+    in /usr/share/pipemesh/datasets); nothing mounts a model spec no process reads."""
     coordinator = by_kind(default_objects, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"]
-    volumes = {volume["name"]: volume for volume in coordinator["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["model"]["configMap"]["name"] == config_map["metadata"]["name"]
-    assert {"name": "model", "mountPath": "/etc/pipemesh/model", "readOnly": True} in container(coordinator)["volumeMounts"]
+    assert environment(coordinator)["PIPEMESH_DATASETS"] == "/usr/share/pipemesh/datasets"
+    assert "ENV PIPEMESH_DATASETS=/usr/share/pipemesh/datasets" in (REPOSITORY / "docs" / "operations.md").read_text()
+    big = by_kind(big_objects, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"]
+    assert environment(big)["PIPEMESH_DATASETS"] == "/opt/pipemesh/datasets"
+    assert all("model" not in mount["name"] for mount in container(coordinator)["volumeMounts"])
+    assert not by_kind(default_objects, "ConfigMap")
 
 
 def test_workloads_run_unprivileged(default_objects: list[dict[str, Any]]) -> None:
@@ -370,7 +374,7 @@ def test_workloads_run_unprivileged(default_objects: list[dict[str, Any]]) -> No
 
 def test_big_mesh_objects(big_objects: list[dict[str, Any]]) -> None:
     kinds = Counter(item["kind"] for item in big_objects)
-    assert kinds == Counter({"StatefulSet": 5, "Service": 5, "ConfigMap": 1})
+    assert kinds == Counter({"StatefulSet": 5, "Service": 5})
     statefulsets = by_kind(big_objects, "StatefulSet")
     assert {name: item["spec"]["replicas"] for name, item in statefulsets.items()} == {
         f"{RELEASE}-pipemesh-ps": 2,
@@ -446,15 +450,6 @@ def test_the_dashboard_asks_only_for_documented_metrics() -> None:
     documented = set(re.findall(r"`(pipemesh_[a-z_]+)", (REPOSITORY / "docs" / "operations.md").read_text()))
     assert queried and queried <= documented, sorted(queried - documented)
     assert {"pipemesh_job_loss", "pipemesh_job_step_seconds", "pipemesh_job_bubble_fraction"} <= queried
-
-
-def test_model_spec_lands_in_the_config_map_and_rolls_the_coordinator(
-        big_objects: list[dict[str, Any]], default_objects: list[dict[str, Any]]) -> None:
-    config_map = by_kind(big_objects, "ConfigMap")[f"{RELEASE}-pipemesh-model"]
-    assert json.loads(config_map["data"]["model.json"]) == BIG["modelSpec"]
-    checksum = lambda objects: by_kind(objects, "StatefulSet")[f"{RELEASE}-pipemesh-coordinator"][  # noqa: E731
-        "spec"]["template"]["metadata"]["annotations"]["pipemesh/model-spec-checksum"]
-    assert checksum(big_objects) != checksum(default_objects)
 
 
 def test_notes_name_what_tls_certificates_must_cover(chart: Any) -> None:

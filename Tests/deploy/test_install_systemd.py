@@ -41,6 +41,12 @@ def test_installs_every_file(tmp_path: Path, stand_in_binary: Path) -> None:
         assert mode(installed) == 0o640, name
     if (REPOSITORY / "docs/operations.md").exists():
         assert (root / "usr/local/share/doc/pipemesh/operations.md").exists()
+    # The bundled datasets, where the coordinator's unit tells it to look.
+    datasets = root / "usr/local/share/pipemesh/datasets"
+    assert (datasets / "digits/digits.csv").read_bytes() == (REPOSITORY / "datasets/digits/digits.csv").read_bytes()
+    assert mode(datasets / "digits/digits.csv") == 0o644
+    unit_text = (root / "etc/systemd/system/pipemesh-coordinator.service").read_text()
+    assert "Environment=PIPEMESH_DATASETS=/usr/local/share/pipemesh/datasets" in unit_text
     # Nothing outside the root: no user created, systemd not reloaded.
     assert "systemd not reloaded" in result.stdout
     leftovers = [path for path in root.rglob(".*install-*")]

@@ -37,6 +37,8 @@ ROLE_OPTIONS = {
     "partition": {"ADVERTISE", "BLAS_THREADS", "MAX_KEPT_MIB", "PEERS", "MEMORY_BUDGET_MIB", "JOIN"},
     "coordinator": {"PS", "PARTITIONS", "DATA_DIR", "TOKENS_FILE", "STATE_DIR"},
 }
+# Read from the environment only (no option): where the bundled datasets are.
+ENVIRONMENT_ONLY = {"DATASETS"}
 
 
 def unit(name: str) -> dict[str, list[tuple[str, str]]]:
@@ -160,9 +162,12 @@ def test_ps_keeps_checkpoints_in_its_own_state_directory() -> None:
     assert environment_defaults("pipemesh-ps@.service")["PIPEMESH_CHECKPOINT_DIR"] == "%S/pipemesh/ps-%i"
 
 
-def test_coordinator_has_a_state_directory_for_datasets() -> None:
+def test_coordinator_has_a_state_directory_and_finds_the_bundled_datasets() -> None:
     service = unit("pipemesh-coordinator.service")["Service"]
     assert value_of(service, "StateDirectory") == "pipemesh/coordinator"
+    # Where scripts/install-systemd puts datasets/ (checked by test_install_systemd).
+    assert environment_defaults("pipemesh-coordinator.service")["PIPEMESH_DATASETS"] == \
+        "/usr/local/share/pipemesh/datasets"
 
 
 def test_templates_use_their_instance() -> None:
@@ -178,7 +183,8 @@ def test_templates_use_their_instance() -> None:
 def test_unit_defaults_listen_on_every_address(name: str) -> None:
     listen = environment_defaults(name)["PIPEMESH_LISTEN"]
     assert re.fullmatch(r"0\.0\.0\.0:\d+", listen), listen
-    assert set(environment_defaults(name)) <= {f"PIPEMESH_{option}" for option in COMMON_OPTIONS | ROLE_OPTIONS[ROLES[name]]}
+    known = COMMON_OPTIONS | ROLE_OPTIONS[ROLES[name]] | ENVIRONMENT_ONLY
+    assert set(environment_defaults(name)) <= {f"PIPEMESH_{option}" for option in known}
 
 
 def test_partition_advertises_the_port_it_listens_on() -> None:

@@ -36,9 +36,6 @@ controller-revision-hash suffix Kubernetes appends stays within 63 characters.
 {{- printf "%s-coordinator" (include "pipemesh.base" .) }}
 {{- end }}
 
-{{- define "pipemesh.modelName" -}}
-{{- printf "%s-model" (include "pipemesh.base" .) }}
-{{- end }}
 
 {{- define "pipemesh.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
