@@ -358,6 +358,7 @@ public final class CoordinatorService: RPCService, Sendable {
     case .cancelled: "was cancelled"
     case .interrupted: "was interrupted (the coordinator stopped while it ran)"
     case .queued: "is queued"
+    case .restarting: "is restarting (a member failed under it)"
     case .succeeded: "succeeded"
     default: "is \(state)"
     }
@@ -454,7 +455,9 @@ public final class CoordinatorService: RPCService, Sendable {
 
   /// Whether a job in `state` holds (or waits for) partitions: it may not be
   /// replaced or deleted.
-  private static func active(_ state: Pipemesh_V1_JobState) -> Bool { state == .running || state == .queued }
+  private static func active(_ state: Pipemesh_V1_JobState) -> Bool {
+    state == .running || state == .queued || state == .restarting
+  }
 
   /// Admits a new version of model `name` by `caller` when the name is new
   /// or the caller's.
@@ -689,18 +692,19 @@ public final class CoordinatorService: RPCService, Sendable {
             await job.endQueued(error)
             break
           }
+          // Moves and coordinator restarts spend none of its restarts.
+          let restarts = job.snapshot.faults.filter { $0.state == .failed || $0.state == .restarting }.count
+          let mayRestart = restarts < job.request.maxRestarts
           let failure = await job.run(
-            on: placement, report: tell, move: { [pool, job] in Self.move(job, placement, pool) }
+            on: placement, report: tell, move: { [pool, job] in Self.move(job, placement, pool) },
+            restarts: { mayRestart && Self.isMemberFailure($0) }
           ) { [registry] job in
             "\(try await registry.register(job, admit: admission).reference)"
           }
           pool.release(job.runID)
           // Moved off a partition that leaves the pool, or a member failed
-          // under the job while it may restart (moves and coordinator
-          // restarts spend none of its restarts): run it on.
-          let restarts = job.snapshot.faults.filter { $0.state == .failed }.count
-          guard let failure,
-            failure is TrainingJob.Move || (Self.isMemberFailure(failure) && restarts < job.request.maxRestarts),
+          // under the job while it may restart: run it on.
+          guard let failure, failure is TrainingJob.Move || job.snapshot.state == .restarting,
             let next = await restart(job)
           else { break }
           job = next
@@ -762,7 +766,12 @@ public final class CoordinatorService: RPCService, Sendable {
         break
       }
     }
-    await failed.noteRestartFailure(problem)
+    if Task.isCancelled {
+      // Cancelled while it waited to go on.
+      await failed.endQueued(CancellationError())
+    } else {
+      await failed.noteRestartFailure(problem)
+    }
     return nil
   }
 
@@ -793,7 +802,7 @@ public final class CoordinatorService: RPCService, Sendable {
   private func prepareResume(_ name: String, by caller: Caller, fromStart: Bool) async throws -> TrainingJob {
     await interruptedCleanup.value
     let stored = try await storedJob(name, for: caller, to: "resume")
-    let resumable: Set<Pipemesh_V1_JobState> = [.interrupted, .failed, .cancelled]
+    let resumable: Set<Pipemesh_V1_JobState> = [.interrupted, .failed, .cancelled, .restarting]
     guard resumable.contains(stored.record.state) else {
       throw RPCError(
         .failedPrecondition,

@@ -275,14 +275,16 @@ public final class CoordinatorStore: Sendable {
   /// called once, when the store opens.
   func interruptRunningJobs(at time: Double) throws -> [StoredJob] {
     try writeNow { db in
-      let states = [Pipemesh_V1_JobState.running, .queued].map { "\($0)" }
+      let states = [Pipemesh_V1_JobState.running, .queued, .restarting].map { "\($0)" }
       let running = try JobRow.filter(states.contains(Column("state"))).fetchAll(db)
       return try running.map { row in
         var job = try row.stored()
-        job.record.error =
-          job.record.state == .queued
-          ? "the coordinator stopped while the job was queued"
-          : "the coordinator stopped while the job ran, at step \(job.record.step)"
+        switch job.record.state {
+        case .queued: job.record.error = "the coordinator stopped while the job was queued"
+        case .restarting:
+          job.record.error = "the coordinator stopped while the job restarted after: \(job.record.error)"
+        default: job.record.error = "the coordinator stopped while the job ran, at step \(job.record.step)"
+        }
         job.record.state = .interrupted
         job.record.endedUnixSeconds = time
         try JobRow(job).update(db)

@@ -3,6 +3,8 @@ import MeshProto
 /// What the coordinator's training jobs do, told as it happens (the
 /// coordinator's metrics listen). Each method returns at once.
 public protocol TrainingEvents: Sendable {
+  /// A run of `job` left the queue and starts on `partitions` (stage by stage, a stage's replicas in turn).
+  func started(_ job: String, stages: Int, replicas: Int, partitions: [String], fromStep step: Int64)
   /// A step of `job` ended `seconds` after it began; `progress` is what its caller was sent.
   func stepped(_ job: String, _ progress: Pipemesh_V1_TrainProgress, seconds: Double, replicas: Int)
   /// An epoch of `job` was evaluated on its held-out split.
@@ -11,6 +13,7 @@ public protocol TrainingEvents: Sendable {
   func stopped(_ job: String, _ fault: Pipemesh_V1_JobFault)
   /// The first step of `job` after a stop that ended `how`, `seconds` after it.
   func recovered(_ job: String, how: Pipemesh_V1_JobState, seconds: Double)
-  /// A run of `job` ended in `state` (a later run may go on with the job).
-  func ended(_ job: String, _ state: Pipemesh_V1_JobState)
+  /// A run of `job` ended in `state`, with `error` when it did not succeed
+  /// cleanly (a later run may go on with the job).
+  func ended(_ job: String, _ state: Pipemesh_V1_JobState, error: String)
 }

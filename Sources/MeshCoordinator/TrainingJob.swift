@@ -323,9 +323,11 @@ final class TrainingJob: Sendable {
     try await store.update(stored)
   }
 
-  /// Adds to a failed job's error why it was not restarted.
+  /// Adds to a stopped job's error why it was not run on; one that was
+  /// restarting has failed.
   func noteRestartFailure(_ problem: any Error) async {
     let stored = status.withLock { status in
+      if status.state == .restarting { status.state = .failed }
       status.error += "; it was not restarted: \(problem)"
       return CoordinatorStore.StoredJob(
         record: status, runID: runID, checkpointRunID: checkpointRun.withLock { $0 })
@@ -340,7 +342,7 @@ final class TrainingJob: Sendable {
       $0.error = error
       $0.endedUnixSeconds = Date().timeIntervalSince1970
     }
-    events?.ended(name, state)
+    events?.ended(name, state, error: error)
     // Not cancelled with the job's task: the record must be written.
     let stored = stored
     await Task { [store] in try? await store.update(stored) }.value
@@ -390,19 +392,24 @@ final class TrainingJob: Sendable {
   /// waiting in its last step, and frees their memory. When `move` gives a
   /// reason to go on elsewhere after a step and the ps tasks write
   /// checkpoints, the job checkpoints and stops there, interrupted, with a
-  /// `Move`. The job runs (and counts as running: it cannot be replaced or
+  /// `Move`. A failure that `restarts` accepts leaves the job RESTARTING
+  /// (its caller runs it on), any other FAILED. The job runs (and counts as running: it cannot be replaced or
   /// deleted) until `register` has recorded its model; a job whose model
   /// cannot be registered succeeds and says why. Returns why it failed
   /// (nil when it did not).
   @discardableResult
   func run(
     on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void,
-    move: @Sendable () -> String? = { nil }, register: @Sendable (TrainingJob) async throws -> String
+    move: @Sendable () -> String? = { nil }, restarts: @Sendable (any Error) -> Bool = { _ in false },
+    register: @Sendable (TrainingJob) async throws -> String
   ) async -> (any Error)? {
     precondition(placement.stages == stages && placement.replicas == replicas, "a job runs on the shape it was given")
     // The job needs its examples only while it runs.
     defer { data.withLock { $0 = nil } }
     placed.withLock { $0 = placement }
+    events?.started(
+      name, stages: stages, replicas: replicas, partitions: placement.partitions.joined().map { $0 },
+      fromStep: status.withLock { $0.checkpointStep })
     status.withLock {
       $0.state = .running
       $0.startedUnixSeconds = Date().timeIntervalSince1970
@@ -432,7 +439,7 @@ final class TrainingJob: Sendable {
       await finish(.interrupted, error: "\(move)")
       failure = move
     } catch {
-      await finish(.failed, error: "\(error)")
+      await finish(restarts(error) ? .restarting : .failed, error: "\(error)")
       failure = error
     }
     // Not cancelled with this task: the unload must reach the partitions.

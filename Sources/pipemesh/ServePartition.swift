@@ -196,7 +196,7 @@ struct ServeCoordinator: AsyncParsableCommand {
     let metrics = CoordinatorMetrics(registry: host.metrics)
     let coordinator = try CoordinatorService(
       cluster: cluster, loadDataset: trainingDataLoader(files: files), resolveDataFile: dataFileResolver(files: files),
-      tokens: tokens, store: store, events: metrics)
+      tokens: tokens, store: store, events: LoggedTrainingEvents(log: host.log, next: metrics))
     metrics.register(coordinator)
     let log = host.log
     if let stateDir {

@@ -63,9 +63,10 @@ struct ServiceHost {
       throw ValidationError("--metrics-listen (or PIPEMESH_METRICS_LISTEN) \(settings.metricsAddress ?? ""): \(error)")
     }
     try await waitUntilAnswering(server)
+    // Scripts read where it listens from stdout; the log says it is ready (and where metrics are).
     announceListening(server, role: role)
     log.info(
-      "listening on \(server.endpoint)\(metricsServer.map { ", metrics on http://\($0.endpoint)/metrics" } ?? "")",
+      "ready on \(server.endpoint)\(metricsServer.map { ", metrics on http://\($0.endpoint)/metrics" } ?? "")",
       metadata: ["endpoint": "\(server.endpoint)"])
     notifier.ready(status: "serving on \(server.endpoint); \(status())")
     let notifier = self.notifier

@@ -1,3 +1,4 @@
+import Logging
 import MeshCoordinator
 import MeshOps
 import MeshPS
@@ -109,6 +110,8 @@ final class CoordinatorMetrics: TrainingEvents {
     self.registry = registry
   }
 
+  func started(_ job: String, stages: Int, replicas: Int, partitions: [String], fromStep step: Int64) {}
+
   /// Adds the gauges read from `coordinator` and from the running jobs.
   func register(_ coordinator: CoordinatorService) {
     registry.gauge("pipemesh_coordinator_jobs", help: "Jobs by state.") {
@@ -194,7 +197,7 @@ final class CoordinatorMetrics: TrainingEvents {
       labels: ["how": Self.how(how)], value: seconds)
   }
 
-  func ended(_ job: String, _ state: Pipemesh_V1_JobState) {
+  func ended(_ job: String, _ state: Pipemesh_V1_JobState, error: String) {
     running.withLock { _ = $0.removeValue(forKey: job) }
     registry.forget("job", job)
   }
@@ -202,10 +205,58 @@ final class CoordinatorMetrics: TrainingEvents {
   /// "failed", "interrupted", "cancelled".
   private static func how(_ state: Pipemesh_V1_JobState) -> String {
     switch state {
-    case .failed: "failed"
+    case .failed, .restarting: "failed"
     case .interrupted: "interrupted"
     case .cancelled: "cancelled"
     default: "\(state)"
     }
+  }
+}
+
+/// The coordinator's log of its jobs: each run that starts and ends, each
+/// epoch's evaluation, each stop and how soon the job went on; then the
+/// metrics hear the same.
+struct LoggedTrainingEvents: TrainingEvents {
+  let log: Logger
+  let next: any TrainingEvents
+
+  func started(_ job: String, stages: Int, replicas: Int, partitions: [String], fromStep step: Int64) {
+    let from = step > 0 ? " from step \(step)" : ""
+    log.info(
+      "job \(job) starts\(from) on \(stages) stages × \(replicas) replicas: \(partitions.joined(separator: ", "))")
+    next.started(job, stages: stages, replicas: replicas, partitions: partitions, fromStep: step)
+  }
+
+  func stepped(_ job: String, _ progress: Pipemesh_V1_TrainProgress, seconds: Double, replicas: Int) {
+    next.stepped(job, progress, seconds: seconds, replicas: replicas)
+  }
+
+  func evaluated(_ job: String, _ progress: Pipemesh_V1_TrainProgress) {
+    let figures = String(format: "%.4f, accuracy %.4f", progress.validationLoss, progress.validationAccuracy)
+    log.info(
+      "job \(job) epoch \(progress.epoch) (step \(progress.step)/\(progress.totalSteps)): validation loss \(figures)")
+    next.evaluated(job, progress)
+  }
+
+  func stopped(_ job: String, _ fault: Pipemesh_V1_JobFault) {
+    log.warning(
+      "job \(job) stopped at step \(fault.step) (\(fault.state)) and goes on, \(fault.stepsRedone) steps to run again: \(fault.error)"
+    )
+    next.stopped(job, fault)
+  }
+
+  func recovered(_ job: String, how: Pipemesh_V1_JobState, seconds: Double) {
+    log.info("job \(job) steps again \(String(format: "%.1f", seconds)) s after it stopped (\(how))")
+    next.recovered(job, how: how, seconds: seconds)
+  }
+
+  func ended(_ job: String, _ state: Pipemesh_V1_JobState, error: String) {
+    let why = error.isEmpty ? "" : ": \(error)"
+    switch state {
+    case .succeeded: log.notice("job \(job) succeeded\(why)")
+    case .failed: log.error("job \(job) failed\(why)")
+    default: log.notice("job \(job) stopped (\(state))\(why)")
+    }
+    next.ended(job, state, error: error)
   }
 }

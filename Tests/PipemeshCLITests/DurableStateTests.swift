@@ -364,7 +364,7 @@ import Testing
     #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)")
     #expect(ended["resumes"] as? Int == 1, "\(ended)")
     let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
-    #expect(fault["state"] as? String == "JOB_STATE_FAILED", "\(fault)")
+    #expect(fault["state"] as? String == "JOB_STATE_RESTARTING", "\(fault)")
 
     try await Self.expectSameWeights("survivor", as: "straight", on: mesh)
     try await Self.expectSameEpochLosses("survivor", as: "straight", on: mesh)
@@ -385,7 +385,7 @@ import Testing
     // Continued whatever the wait finds, so the mesh is never left stopped.
     let stopped: [String: Any]
     do {
-      stopped = try await Self.waitFor("frozen", on: mesh) { $0["state"] as? String == "JOB_STATE_FAILED" }
+      stopped = try await Self.waitFor("frozen", on: mesh) { $0["state"] as? String == "JOB_STATE_RESTARTING" }
       partition.signal(SIGCONT)
     } catch {
       partition.signal(SIGCONT)
@@ -399,6 +399,32 @@ import Testing
     let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
     #expect((fault["error"] as? String)?.contains("DEADLINE_EXCEEDED") == true, "\(fault)")
     try await Self.expectSameWeights("frozen", as: "straight", on: mesh)
+  }
+
+  /// `kill -9` of the coordinator while a job waits to restart (its
+  /// partition died and has not come back): the restarted coordinator finds
+  /// it RESTARTING, resumes it once the partition is back, and it ends with
+  /// the weights of a run never interrupted.
+  @Test func aJobRestartingWhenTheCoordinatorIsKilledGoesOnWithTheNextCoordinator() async throws {
+    var mesh = try await Mesh(psCheckpoints: true)
+    let options = [
+      "--model", Self.model, "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "2",
+    ]
+    let training = try await Self.trainStraightThenStart("orphan", options: options, on: mesh)
+    mesh.partitions[1].process.signal(SIGKILL)
+    _ = try await mesh.partitions[1].process.waitForExit()
+    // No spare: the job waits for the partition, restarting.
+    let restarting = try await Self.waitFor("orphan", on: mesh) { $0["state"] as? String == "JOB_STATE_RESTARTING" }
+    #expect((restarting["error"] as? String)?.contains("UNAVAILABLE") == true, "\(restarting)")
+    mesh = try await mesh.restarted(partitions: [1])
+    _ = try await training.waitForExit()  // its coordinator died
+
+    let ended = try await Self.waitFor("orphan", on: mesh) { $0["state"] as? String == "JOB_STATE_SUCCEEDED" }
+    let faults = (ended["faults"] as? [[String: Any]] ?? []).map { $0["state"] as? String ?? "" }
+    #expect(faults == ["JOB_STATE_INTERRUPTED"], "\(ended)")
+    let first = (ended["faults"] as? [[String: Any]])?.first?["error"] as? String ?? ""
+    #expect(first.contains("the coordinator stopped while the job restarted after"), "\(ended)")
+    try await Self.expectSameWeights("orphan", as: "straight", on: mesh)
   }
 
   @Test func aJobRunningWhenTheCoordinatorIsKilledIsInterrupted() async throws {

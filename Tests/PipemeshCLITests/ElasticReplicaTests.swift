@@ -46,7 +46,7 @@ import Testing
     let ended = try await DurableStateTests.record("elastic", on: mesh)
     #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)")
     let faults = ended["faults"] as? [[String: Any]] ?? []
-    #expect(faults.map { $0["state"] as? String } == ["JOB_STATE_FAILED", "JOB_STATE_INTERRUPTED"], "\(faults)")
+    #expect(faults.map { $0["state"] as? String } == ["JOB_STATE_RESTARTING", "JOB_STATE_INTERRUPTED"], "\(faults)")
     #expect((faults.last?["error"] as? String)?.contains("the job grows from 1 to 2 replicas") == true, "\(faults)")
     print(
       "replica lost: stepping again on one replica \(faults.first?["recoverySeconds"] ?? 0) s after the stop; "

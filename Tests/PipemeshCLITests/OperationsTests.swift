@@ -63,7 +63,7 @@ import Testing
       })
     _ = try? await client.call(ParameterServerMethods.pull, .with { $0.job = "missing" })
 
-    let line = try await ps.process.waitForLine(startingWith: "pipemesh ps: listening on ")
+    let line = try await ps.process.waitForLine(startingWith: "pipemesh ps: ready on ")
     let url = try #require(line.split(separator: " ").last.flatMap { URL(string: String($0)) })
     let (data, response) = try await URLSession.shared.data(from: url)
     #expect((response as? HTTPURLResponse)?.statusCode == 200)
@@ -87,7 +87,8 @@ import Testing
   /// The coordinator's metrics follow a job as it trains (its step, loss,
   /// speed, bubble and step times, labelled with the job), count the stop a
   /// `kill -9` of a partition costs it and the recovery, and drop the job's
-  /// series when it ends; the partitions' counts are counters.
+  /// series when it ends; its log tells the same story; the partitions'
+  /// counts are counters.
   @Test func aCoordinatorsMetricsFollowItsJobsAndTheirStops() async throws {
     let logs = try TemporaryDirectory(prefix: "pipemesh-job-metrics")
     let ps = try await RunningService.start(
@@ -148,14 +149,23 @@ import Testing
     // Every step run counts, the ones run again too.
     #expect(Self.value(in: text, "pipemesh_coordinator_steps_total") == total + redone, "\(record)")
 
+    // The coordinator's log tells the job's story.
+    let log = coordinator.process.log
+    for line in [
+      "job watched starts on 2 stages × 1 replicas", "job watched epoch 1 (step", "job watched stopped at step",
+      "job watched starts from step", "job watched steps again", "job watched succeeded",
+    ] {
+      #expect(log.contains(line), "no '\(line)' in the coordinator's log: \(log)")
+    }
+
     let partitionText = try await Self.scrape(partitionMetrics)
     #expect(partitionText.contains("# TYPE pipemesh_partition_passes_total counter"), "\(partitionText)")
     #expect((Self.value(in: partitionText, "pipemesh_partition_passes_total{kind=\"forward\"}") ?? 0) > 0)
   }
 
-  /// A service's metrics address, from its "listening on http://…" line.
+  /// A service's metrics address, from its "ready on …, metrics on http://…" line.
   static func metricsURL(of service: RunningService, _ role: String) async throws -> URL {
-    let line = try await service.process.waitForLine(startingWith: "pipemesh \(role): listening on ")
+    let line = try await service.process.waitForLine(startingWith: "pipemesh \(role): ready on ")
     return try #require(line.split(separator: " ").last.flatMap { URL(string: String($0)) })
   }
 

@@ -45,7 +45,7 @@ MODES = ("clean", "pipemesh", "restart-all")
 
 
 def parse():
-    p = parser(__doc__, rounds=1, epochs=120, checkpoint_every=50)
+    p = parser(__doc__, rounds=1, epochs=300, checkpoint_every=50)
     p.add_argument("--min-gap", type=float, default=30.0, help="least seconds between two kills")
     p.add_argument("--max-gap", type=float, default=60.0, help="most seconds between two kills")
     p.add_argument("--seed", type=int, default=1, help="seeds the gaps and the victims")
@@ -123,7 +123,7 @@ def run(a, mode, round_, gaps, victims):
                     "--checkpoint-every", str(a.checkpoint_every), "--max-restarts", "100"]
             started = time.time()
             train = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            kills, restarts = 0, []
+            kills, restarts, kill_times = 0, [], []
             next_fault = started + gaps[0] if mode != "clean" else None
             while True:
                 record = mesh.record(job)
@@ -133,6 +133,7 @@ def run(a, mode, round_, gaps, victims):
                 if next_fault and time.time() >= next_fault and state == "JOB_STATE_RUNNING":
                     held = [p for p in mesh.partitions if p.endpoint in record.get("partitions", [])]
                     victim = held[victims[kills] % len(held)]
+                    kill_times.append(time.time())
                     if mode == "pipemesh":
                         victim.process.kill()
                         victim.process.wait()
@@ -156,10 +157,13 @@ def run(a, mode, round_, gaps, victims):
             steps = int(record["totalSteps"])
             examples = steps * 64  # batch-size 64, one replica
             faults = record.get("faults", [])
+            # Each kill's stop, in order: from the kill to the job stepping again.
+            stepping_again = [round(f["unixSeconds"] + f.get("recoverySeconds", 0) - killed, 2)
+                              for killed, f in zip(kill_times, faults)]
             return {"mode": mode, "round": round_, "seconds": seconds, "kills": kills, "steps": steps,
                     "goodput": examples / seconds,
                     "steps_redone": sum(int(f.get("stepsRedone", 0)) for f in faults),
-                    "recovery_seconds": [round(f.get("recoverySeconds", 0), 2) for f in faults]}
+                    "kill_to_stepping_seconds": stepping_again}
         finally:
             mesh.stop()
 

@@ -87,6 +87,13 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
   /// Waiting for partitions of the pool to be free (jobs run in the order
   /// they came). Cancel ends the wait.
   case queued // = 6
+
+  /// A member of the mesh failed under the job (`error` says how) and the
+  /// coordinator runs it on from its newest checkpoint (max_restarts): it
+  /// waits for enough members to answer, then starts ahead of the queue. A
+  /// coordinator that stops meanwhile resumes the job when it starts. FAILED
+  /// when the members do not come back.
+  case restarting // = 7
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -102,6 +109,7 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
     case 4: self = .cancelled
     case 5: self = .interrupted
     case 6: self = .queued
+    case 7: self = .restarting
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -115,6 +123,7 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
     case .cancelled: return 4
     case .interrupted: return 5
     case .queued: return 6
+    case .restarting: return 7
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -128,6 +137,7 @@ public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIter
     .cancelled,
     .interrupted,
     .queued,
+    .restarting,
   ]
 
 }
@@ -1370,7 +1380,7 @@ nonisolated extension Pipemesh_V1_ScheduleKind: SwiftProtobuf._ProtoNameProvidin
 }
 
 nonisolated extension Pipemesh_V1_JobState: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0JOB_STATE_UNSPECIFIED\0\u{1}JOB_STATE_RUNNING\0\u{1}JOB_STATE_SUCCEEDED\0\u{1}JOB_STATE_FAILED\0\u{1}JOB_STATE_CANCELLED\0\u{1}JOB_STATE_INTERRUPTED\0\u{1}JOB_STATE_QUEUED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0JOB_STATE_UNSPECIFIED\0\u{1}JOB_STATE_RUNNING\0\u{1}JOB_STATE_SUCCEEDED\0\u{1}JOB_STATE_FAILED\0\u{1}JOB_STATE_CANCELLED\0\u{1}JOB_STATE_INTERRUPTED\0\u{1}JOB_STATE_QUEUED\0\u{1}JOB_STATE_RESTARTING\0")
 }
 
 nonisolated extension Pipemesh_V1_MemberState: SwiftProtobuf._ProtoNameProviding {

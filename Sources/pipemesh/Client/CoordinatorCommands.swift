@@ -244,13 +244,13 @@ struct Jobs: AsyncParsableCommand {
 
     @OptionGroup var client: ClientOptions
 
-    @Option(help: "Only jobs in this state: queued, running, succeeded, failed, cancelled, interrupted.")
+    @Option(help: "Only jobs in this state: queued, running, succeeded, failed, cancelled, interrupted, restarting.")
     var state: String?
 
     func run() async throws {
       let states: [String: Pipemesh_V1_JobState] = [
         "queued": .queued, "running": .running, "succeeded": .succeeded, "failed": .failed, "cancelled": .cancelled,
-        "interrupted": .interrupted,
+        "interrupted": .interrupted, "restarting": .restarting,
       ]
       guard state == nil || states[state!] != nil else {
         throw ValidationError("--state is '\(state!)'; give one of \(states.keys.sorted().joined(separator: ", "))")

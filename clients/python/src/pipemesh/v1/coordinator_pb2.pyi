@@ -27,6 +27,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_CANCELLED: _ClassVar[JobState]
     JOB_STATE_INTERRUPTED: _ClassVar[JobState]
     JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RESTARTING: _ClassVar[JobState]
 
 class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 JOB_STATE_INTERRUPTED: JobState
 JOB_STATE_QUEUED: JobState
+JOB_STATE_RESTARTING: JobState
 MEMBER_STATE_UNSPECIFIED: MemberState
 MEMBER_STATE_FREE: MemberState
 MEMBER_STATE_BUSY: MemberState
