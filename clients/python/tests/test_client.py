@@ -65,6 +65,9 @@ def test_inference_answers_arrays_for_the_job_and_its_registered_model(mesh, tra
         assert (classes == labels[:100]).mean() > 0.95
         registered = client.infer(inputs[:100], model="blobs:v1")
         assert np.allclose(registered, logits, atol=1e-5)
+        # Integer rows (token ids, pixel counts) go as float32: the mesh takes no other inputs.
+        whole = np.rint(inputs[:10]).astype(np.int64)
+        assert np.allclose(client.infer(whole, job="blobs"), client.infer(whole.astype(np.float32), job="blobs"))
 
 
 def test_jobs_and_models_are_listed_shown_and_exported(mesh, trained, tmp_path):

@@ -163,7 +163,7 @@ class Client:
         model ("NAME" or "NAME:vN") for `inputs`, one row per example."""
         if bool(job) == bool(model):
             raise ValueError("give exactly one of job= and model=")
-        answer = self._call("Infer", pb.InferRequest(job=job, model=model, inputs=to_tensor(inputs, integers=True),
+        answer = self._call("Infer", pb.InferRequest(job=job, model=model, inputs=to_tensor(inputs),
                                                      micro_batches=micro_batches))
         return from_tensor(answer.outputs)
 
@@ -288,5 +288,6 @@ def _data(inputs, targets, dataset) -> pb.DataSource:
         raise ValueError("give inputs and targets (NumPy arrays), or dataset")
     if len(inputs) != len(targets):
         raise ValueError(f"inputs hold {len(inputs)} rows and targets {len(targets)}: give one target row per input")
-    return pb.DataSource(inline=pb.InlineData(inputs=to_tensor(inputs, integers=True),
+    # Inputs travel as float32 (token ids too); integer targets as integers, converted exactly.
+    return pb.DataSource(inline=pb.InlineData(inputs=to_tensor(inputs),
                                               targets=to_tensor(targets, integers=True)))
