@@ -2,6 +2,7 @@
 // completion-queue API. A call lives until both its pending operations and
 // the C caller (pm_client_call_release) are done with it.
 #include <grpcpp/alarm.h>
+#include <grpcpp/channel.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
 
@@ -386,6 +387,10 @@ int pm_channel_wait_connected(pm_channel *channel, int64_t timeout_ms) {
              pipemesh::DeadlineAfter(timeout_ms))
              ? 1
              : 0;
+}
+
+void pm_channel_reset_connect_backoff(pm_channel *channel) {
+  grpc::experimental::ChannelResetConnectionBackoff(channel->channel.get());
 }
 
 void pm_channel_destroy(pm_channel *channel) { delete channel; }

@@ -281,6 +281,17 @@ public final class DataPlane: Sendable {
       }, what: what)
   }
 
+  /// Reconnects the channels to `endpoints` at once, waiting up to
+  /// `timeout` for them: a coordinator loads a stage only once its peers
+  /// answer, so a channel still waiting out a failed connection (to a peer
+  /// that restarted) would fail the job's first fetches for nothing.
+  func reconnect(to endpoints: [String], timeout: Duration) async {
+    let channels = peers.withLock { peers in endpoints.compactMap { peers[$0] } }
+    await withTaskGroup(of: Void.self) { group in
+      for channel in channels { group.addTask { _ = await channel.reconnect(timeout: timeout) } }
+    }
+  }
+
   private func client(for endpoint: String) throws -> any RPCChannel {
     if let client = peers.withLock({ $0[endpoint] }) { return client }
     let client = try dialer.channel(to: endpoint)

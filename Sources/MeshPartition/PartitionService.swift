@@ -173,6 +173,7 @@ public final class PartitionService: RPCService, Sendable {
           .permissionDenied, "\(field) names \(refused.echoed); this partition dials \(dialPolicy.description)")
       }
     }
+    await dataPlane.reconnect(to: request.peers, timeout: .seconds(5))
     if let existing = stages.withLock({ $0[request.job] }) {
       guard existing.request == request else {
         throw RPCError(

@@ -165,6 +165,9 @@ public struct InProcessChannel: RPCChannel {
     return try Response(wireBytes: bytes)
   }
 
+  /// True at once: an in-process channel has no connection to retry.
+  public func reconnect(timeout: Duration) async -> Bool { true }
+
   public func stream<Request, Response>(
     _ method: ServerStreamingMethod<Request, Response>, _ request: Request, options: CallOptions
   ) -> ResponseStream<Response> {

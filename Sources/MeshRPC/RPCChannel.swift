@@ -18,6 +18,12 @@ public protocol RPCChannel: Sendable {
   func stream<Request, Response>(
     _ method: ServerStreamingMethod<Request, Response>, _ request: Request, options: CallOptions
   ) -> ResponseStream<Response>
+
+  /// Connects again at once if the channel is waiting to retry a failed
+  /// connection, and waits until it is connected (false when `timeout`
+  /// passed first): calls to a peer known to be back then reach it instead
+  /// of failing fast until the wait would have ended.
+  func reconnect(timeout: Duration) async -> Bool
 }
 
 extension RPCChannel {

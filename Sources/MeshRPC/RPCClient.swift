@@ -31,6 +31,11 @@ public final class RPCClient: RPCChannel {
     }
   }
 
+  public func reconnect(timeout: Duration) async -> Bool {
+    pm_channel_reset_connect_backoff(channel.pointer)
+    return await waitForConnection(timeout: timeout)
+  }
+
   /// Calls a unary method. Throws `RPCError` with the call's status;
   /// cancelling the task cancels the call.
   public func call<Request, Response>(

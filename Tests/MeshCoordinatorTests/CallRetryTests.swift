@@ -53,6 +53,8 @@ import Testing
       ) -> ResponseStream<Response> {
         inner.stream(method, request, options: options)
       }
+
+      func reconnect(timeout: Duration) async -> Bool { await inner.reconnect(timeout: timeout) }
     }
   }
 

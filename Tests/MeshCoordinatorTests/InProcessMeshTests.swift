@@ -98,14 +98,3 @@ import Testing
     try outcome.get()
   }
 }
-
-extension Result where Failure == any Error {
-  /// The outcome of `body`, so that a test can clean up before it rethrows.
-  init(catching body: () async throws -> Success) async {
-    do {
-      self = .success(try await body())
-    } catch {
-      self = .failure(error)
-    }
-  }
-}

@@ -140,6 +140,29 @@ import Testing
     }
   }
 
+  /// A channel that failed to connect waits before trying again (fast
+  /// failures meanwhile); reconnecting ends the wait and reaches a server that came back
+  /// at once — what a partition does for the peers a stage names.
+  @Test func aReconnectedChannelReachesAServerThatCameBackAtOnce() async throws {
+    // A second at least before the next attempt: without reconnecting, the
+    // call below fails at once.
+    let patient = TransportConfiguration(maxReconnectBackoff: .seconds(60))
+    let first = try RPCServer(services: [diagnostics])
+    let endpoint = first.endpoint
+    await first.shutdown(gracePeriod: .zero)
+    let client = try RPCClient(target: endpoint, transport: patient)
+    let refused = await #expect(throws: RPCError.self) {
+      _ = try await client.call(DiagnosticsMethods.describe, .init())
+    }
+    #expect(refused?.code == .unavailable)
+
+    let again = try RPCServer(address: endpoint, services: [diagnostics])
+    #expect(await client.reconnect(timeout: .seconds(30)))
+    let answer = await Result(catching: { try await client.call(DiagnosticsMethods.describe, .init()) })
+    await again.shutdown(gracePeriod: .zero)
+    #expect(try answer.get().role == "test")
+  }
+
   @Test func oversizeMessagesAreRefused() async throws {
     let small = TransportConfiguration(maxMessageBytes: 1 << 20)
     try await withServer([diagnostics], server: small) { _, client in

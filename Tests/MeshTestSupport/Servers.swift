@@ -88,3 +88,14 @@ public func withChannel<R>(
   await server.shutdown(.zero)
   return try result.get()
 }
+
+extension Result where Failure == any Error {
+  /// The outcome of `body`, so that a test can clean up before it rethrows.
+  public init(catching body: () async throws -> Success) async {
+    do {
+      self = .success(try await body())
+    } catch {
+      self = .failure(error)
+    }
+  }
+}

@@ -222,6 +222,11 @@ pm_channel *pm_channel_create(const char *target,
  * connected. Blocks. */
 int pm_channel_wait_connected(pm_channel *channel, int64_t timeout_ms);
 
+/* Ends the wait between reconnection attempts: a channel that failed to
+ * connect tries again at once instead of failing calls fast until its
+ * backoff ends (for a peer known to be back). */
+void pm_channel_reset_connect_backoff(pm_channel *channel);
+
 void pm_channel_destroy(pm_channel *channel);
 
 /* Options of one call. `timeout_ms` <= 0 means no deadline. */
