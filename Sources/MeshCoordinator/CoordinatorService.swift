@@ -47,15 +47,21 @@ public final class CoordinatorService: RPCService, Sendable {
   let tokens: TokenFile?
   /// Told what the jobs do (the metrics).
   private let events: (any TrainingEvents)?
+  /// Small inferences of one model, batched while its pipeline is full.
+  private let batching: InferenceBatching
 
   /// A coordinator over `cluster`; `store` defaults to one in memory;
-  /// `events` hears what its jobs do.
+  /// `events` hears what its jobs do. Concurrent inferences of up to
+  /// `maxInferenceBatchRows` rows are batched together up to that many rows
+  /// (0: each runs alone); `inferenceEvents` hears of each batch.
   public init(
     cluster: Cluster, loadDataset: DatasetLoader? = nil, resolveDataFile: DataFileResolver? = nil,
-    tokens: TokenFile? = nil, store: CoordinatorStore? = nil, events: (any TrainingEvents)? = nil
+    tokens: TokenFile? = nil, store: CoordinatorStore? = nil, events: (any TrainingEvents)? = nil,
+    maxInferenceBatchRows: Int = 256, inferenceEvents: (any InferenceEvents)? = nil
   ) throws {
     self.cluster = cluster
     self.events = events
+    batching = InferenceBatching(maxRows: maxInferenceBatchRows, events: inferenceEvents)
     self.loadDataset = loadDataset
     self.resolveDataFile = resolveDataFile
     self.tokens = tokens
@@ -89,6 +95,10 @@ public final class CoordinatorService: RPCService, Sendable {
 
   /// How many jobs are in each state ("running", "succeeded", …).
   public var jobStates: [String: Int] { (try? store.jobCounts()) ?? [:] }
+
+  /// Infer requests waiting for room in their model's pipeline, to leave in
+  /// the next batch.
+  public var waitingInferences: Int { batching.waitingRequests }
 
   /// How many partitions of the pool are in each state ("free", "busy", …).
   public var poolStates: [String: Int] {
@@ -163,8 +173,13 @@ public final class CoordinatorService: RPCService, Sendable {
         (runID, stages) = (loaded.runID, loaded.stages)
       }
       let microBatches = max(1, Int(request.microBatches))
-      let chunk = (inputs.shape[0] + microBatches - 1) / microBatches
-      let outputs = try await Inference.run(inputs, job: runID, stages: stages, chunk: chunk)
+      let outputs: Tensor
+      if microBatches == 1, inputs.shape[0] < batching.maxRows {
+        outputs = try await batching.infer(inputs, runID: runID, stages: stages)
+      } else {
+        let chunk = (inputs.shape[0] + microBatches - 1) / microBatches
+        outputs = try await Inference.run(inputs, job: runID, stages: stages, chunk: chunk)
+      }
       return .with { $0.outputs = Pipemesh_V1_Tensor(sharing: outputs) }
     }
     router.unary(CoordinatorMethods.getJob) { [self] request, context in
@@ -329,12 +344,13 @@ public final class CoordinatorService: RPCService, Sendable {
     if !request.model.isEmpty {
       return .model(try await storedModel(request.model, field: "model", for: caller, to: "use"))
     }
-    let stored = try await storedJob(request.job, for: caller, to: "use")
-    if let job = liveJob(request.job), job.snapshot.state == .running || job.snapshot.state == .succeeded,
-      let placement = job.placement
-    {
-      return .job(job, placement)
+    // A job this process runs or ran needs no read of the store.
+    if let job = liveJob(request.job) {
+      try Self.check(caller, mayUse: job.owner, of: "job \(job.name)", to: "use")
+      let state = job.snapshot.state
+      if state == .running || state == .succeeded, let placement = job.placement { return .job(job, placement) }
     }
+    let stored = try await storedJob(request.job, for: caller, to: "use")
     switch stored.record.state {
     case .queued, .running:
       throw RPCError(

@@ -6,7 +6,8 @@ import MeshWire
 import Synchronization
 
 /// Forward-only pipelining: chunks of the input run through the stages
-/// concurrently, each chunk's activations going partition to partition.
+/// concurrently, each chunk's activations going partition to partition (or,
+/// when small, through the coordinator in the answers).
 enum Inference {
   /// A fresh negative step number per inference, so that concurrent
   /// inferences of one job never share data-plane keys with each other or
@@ -44,7 +45,13 @@ enum Inference {
             if stage == stages.count - 1 {
               return (index, try Tensor(wire: response.outputValue, what: "inference output"))
             }
-            request.input.reference = response.output
+            // Small activations come back inline and go on inline; large
+            // ones go partition to partition.
+            if response.hasOutputValue {
+              request.input.inline = response.outputValue
+            } else {
+              request.input.reference = response.output
+            }
           }
           preconditionFailure("a pipeline has at least one stage")
         }

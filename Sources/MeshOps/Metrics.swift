@@ -122,9 +122,22 @@ public final class MetricsRegistry: Sendable {
     rendered.isEmpty ? "{\(key)=\"\(value)\"}" : String(rendered.dropLast()) + ",\(key)=\"\(value)\"}"
   }
 
+  /// `value` with backslashes, quotes and newlines escaped (updates run on
+  /// every call: a value with none of them is returned as it is).
   private static func escape(_ value: String) -> String {
-    value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-      .replacingOccurrences(of: "\n", with: "\\n")
+    guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == 10 }) else {
+      return value
+    }
+    var escaped = ""
+    for scalar in value.unicodeScalars {
+      switch scalar {
+      case "\\": escaped += "\\\\"
+      case "\"": escaped += "\\\""
+      case "\n": escaped += "\\n"
+      default: escaped.unicodeScalars.append(scalar)
+      }
+    }
+    return escaped
   }
 
   private static func number(_ value: Double) -> String {

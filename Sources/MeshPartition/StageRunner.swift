@@ -49,6 +49,9 @@ actor StageRunner {
     var pendingPush: Task<Void, any Error>?
   }
   private var kept: [MicroBatch: Kept] = [:]
+  /// Inference outputs up to this size go back in the answer, for the
+  /// caller to pass on: cheaper than the next stage's fetch round trip.
+  static let inlineInferenceBytes = 256 << 10
   /// Bytes the inferences running now work with.
   private var inferenceBytes = 0
   private var accumulated: [String: Tensor] = [:]
@@ -208,7 +211,7 @@ actor StageRunner {
       inferenceBytes += bytes
       defer { inferenceBytes -= bytes }
       let output = await offActor { model(input, variables: variables, layers: layers) }
-      if isLast {
+      if isLast || output.scalarCount * MemoryLayout<Float>.size <= Self.inlineInferenceBytes {
         response.outputValue = Pipemesh_V1_Tensor(sharing: output)
       } else {
         response.output = dataPlane.offer(output, key: DataPlaneKey(request.key, .inference))

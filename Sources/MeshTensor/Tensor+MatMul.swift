@@ -1,6 +1,7 @@
 import COpenBLAS
 
-// Matrix products. Every product goes through cblas_sgemm; transposes are passed as flags.
+// Matrix products. Every product goes through cblas_sgemm (cblas_sgemv for a single row);
+// transposes are passed as flags.
 
 /// Process-wide OpenBLAS settings.
 public enum BLAS {
@@ -12,12 +13,24 @@ public enum BLAS {
   /// C = alpha · op(A) · op(B) + beta · C for row-major matrices, where op(A) is m×k and op(B) is k×n.
   /// A and B may be blocks of wider matrices: `aRowStride` and `bRowStride` are their rows'
   /// distance (by default, the block's own width).
+  ///
+  /// A single row (m = 1, a one-example inference) is a matrix-vector product: sgemm would copy
+  /// all of B into its packed layout for it, which costs as much as the product.
   @inline(__always)
   static func sgemm(
     transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
     alpha: Float = 1, a: UnsafePointer<Float>, aRowStride: Int? = nil, b: UnsafePointer<Float>, bRowStride: Int? = nil,
     beta: Float = 0, c: UnsafeMutablePointer<Float>
   ) {
+    if m == 1 {
+      // c = alpha · op(B)ᵀ · a + beta · c, with a's k values spaced by its row stride when transposed.
+      let bRows = transposeB ? n : k
+      let bColumns = transposeB ? k : n
+      cblas_sgemv(
+        CblasRowMajor, transposeB ? CblasNoTrans : CblasTrans, Int32(bRows), Int32(bColumns), alpha,
+        b, Int32(bRowStride ?? bColumns), a, Int32(transposeA ? (aRowStride ?? 1) : 1), beta, c, 1)
+      return
+    }
     cblas_sgemm(
       CblasRowMajor,
       transposeA ? CblasTrans : CblasNoTrans,

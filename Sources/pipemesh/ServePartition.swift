@@ -150,8 +150,18 @@ struct ServeCoordinator: AsyncParsableCommand {
       """)
   var stateDir: String?
 
+  @Option(
+    help: """
+      Rows an inference batch gathers: concurrent Infer requests of fewer rows for the same model (and one \
+      micro-batch) wait while its pipeline is full and leave together, up to this many rows; 0 runs each \
+      request alone (default 256). [PIPEMESH_MAX_INFERENCE_BATCH]
+      """)
+  var maxInferenceBatch: Int?
+
   func run() async throws {
     let settings = try service.resolved()
+    let maxInferenceBatch = try Settings.integer(
+      maxInferenceBatch, option: "--max-inference-batch", in: 0...65536, default: 256)
     let stateDir = Settings.text(stateDir, option: "--state-dir")
     if let stateDir { try Settings.checkWritableDirectory(stateDir, option: "--state-dir") }
     guard let ps = Settings.text(ps, option: "--ps") else {
@@ -196,7 +206,8 @@ struct ServeCoordinator: AsyncParsableCommand {
     let metrics = CoordinatorMetrics(registry: host.metrics)
     let coordinator = try CoordinatorService(
       cluster: cluster, loadDataset: trainingDataLoader(files: files), resolveDataFile: dataFileResolver(files: files),
-      tokens: tokens, store: store, events: LoggedTrainingEvents(log: host.log, next: metrics))
+      tokens: tokens, store: store, events: LoggedTrainingEvents(log: host.log, next: metrics),
+      maxInferenceBatchRows: maxInferenceBatch, inferenceEvents: metrics)
     metrics.register(coordinator)
     let log = host.log
     if let stateDir {

@@ -89,7 +89,7 @@ enum PartitionMetrics {
 /// The coordinator's metrics: its jobs by state and its pool, counted as
 /// steps and stops happen, and each running job's figures (labelled `job`)
 /// until its run ends.
-final class CoordinatorMetrics: TrainingEvents {
+final class CoordinatorMetrics: TrainingEvents, InferenceEvents {
   private let registry: MetricsRegistry
   /// The latest figures of each running job.
   private let running = Mutex<[String: JobFigures]>([:])
@@ -112,6 +112,17 @@ final class CoordinatorMetrics: TrainingEvents {
 
   func started(_ job: String, stages: Int, replicas: Int, partitions: [String], fromStep step: Int64) {}
 
+  /// Rows per inference batch: powers of two up to 65,536.
+  private static let batchRowBuckets = (0...16).map { Double(1 << $0) }
+
+  func inferenceBatchStarted(rows: Int, requests: Int) {
+    registry.observe(
+      "pipemesh_inference_batch_rows", help: "Rows of each inference batch sent through the stages.",
+      value: Double(rows), buckets: Self.batchRowBuckets)
+    registry.increment(
+      "pipemesh_inference_batched_requests_total", help: "Infer requests answered by a batch.", by: Double(requests))
+  }
+
   /// Adds the gauges read from `coordinator` and from the running jobs.
   func register(_ coordinator: CoordinatorService) {
     registry.gauge("pipemesh_coordinator_jobs", help: "Jobs by state.") {
@@ -120,6 +131,9 @@ final class CoordinatorMetrics: TrainingEvents {
     registry.gauge("pipemesh_coordinator_pool_partitions", help: "Partitions of the pool by state.") {
       coordinator.poolStates.map { (["state": $0.key], Double($0.value)) }
     }
+    registry.gauge(
+      "pipemesh_inference_waiting_requests", help: "Infer requests waiting for the next batch of their model."
+    ) { [([:], Double(coordinator.waitingInferences))] }
     func perJob(_ name: String, _ help: String, _ value: @escaping @Sendable (JobFigures) -> Double?) {
       registry.gauge(name, help: help) { [self] in
         running.withLock { $0.compactMap { job, figures in value(figures).map { (["job": job], $0) } } }

@@ -321,6 +321,39 @@ import Testing
     #expect(losses.last! < losses.first!)
   }
 
+  /// Inference activations of up to 256 KiB come back to the coordinator and
+  /// go on inline; larger ones go partition to partition. Both give the same
+  /// outputs: 4,200 rows at once (16 floats a row at the split, 268,800
+  /// bytes) against the same rows 100 at a time.
+  @Test func largeAndSmallInferencesTakeTheirOwnPathsToTheSameOutputs() async throws {
+    let mesh = try await Self.mesh.value
+    let (inputs, targets) = Self.classification()
+    let coordinator = try await mesh.coordinator([[0], [1]], name: "paths")
+    _ = try await Self.train(
+      coordinator, job: "paths", model: Self.mlp, inputs: inputs, targets: targets, microBatches: 2,
+      schedule: .scheduleOneFOneB, epochs: 1)
+    let client = try RPCClient(target: coordinator.endpoint)
+    let many = Tensor.randomNormal([4200, 8], seed: 9)
+    func infer(_ rows: Tensor) async throws -> Tensor {
+      let answer = try await client.call(
+        CoordinatorMethods.infer,
+        .with {
+          $0.job = "paths"
+          $0.inputs = Pipemesh_V1_Tensor(rows)
+        })
+      return try Tensor(wire: answer.outputs, what: "outputs")
+    }
+    let whole = try await infer(many)
+    var pieces: [Tensor] = []
+    for first in stride(from: 0, to: 4200, by: 100) {
+      pieces.append(try await infer(many.slice(axis: 0, range: first..<(first + 100))))
+    }
+    let inPieces = Tensor.concatenate(pieces)
+    #expect(whole.shape == [4200, 3] && inPieces.shape == [4200, 3])
+    let largest = zip(whole.scalars, inPieces.scalars).map { abs($0 - $1) }.max() ?? .infinity
+    #expect(largest < 1e-5, "largest difference \(largest)")
+  }
+
   /// Two pipeline replicas on disjoint shards share variables through the
   /// async ps, and the model still learns.
   @Test func asyncReplicasConverge() async throws {

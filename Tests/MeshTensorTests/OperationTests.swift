@@ -22,9 +22,10 @@ func naiveMatmul(_ a: [Float], _ b: [Float], m: Int, n: Int, k: Int, transposeA:
 
 @Suite("Operations against references")
 struct OperationTests {
-  @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
-  func matmulMatchesNaiveProduct(_ flags: (Bool, Bool)) {
-    let (m, n, k) = (5, 3, 4)
+  /// Five rows (sgemm) and one row (a matrix-vector product), each way of transposing.
+  @Test(arguments: [(false, false), (true, false), (false, true), (true, true)], [5, 1])
+  func matmulMatchesNaiveProduct(_ flags: (Bool, Bool), rows m: Int) {
+    let (n, k) = (3, 4)
     let a = sample(flags.0 ? [k, m] : [m, k], seed: 1)
     let b = sample(flags.1 ? [n, k] : [k, n], seed: 2)
     let product = Tensor.matmul(a, b, transposeA: flags.0, transposeB: flags.1)

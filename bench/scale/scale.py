@@ -29,18 +29,24 @@ import tempfile
 import threading
 import time
 
-TORCH_RUN = r"""
-import json, resource, sys, time
+# PyTorch's MLP of `layers` (Linear, ReLU between): the start of the benches' PyTorch scripts.
+TORCH_MLP = r"""
 import torch
+def torch_mlp(layers):
+    torch.manual_seed(0)
+    mods = []
+    for i, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
+        mods.append(torch.nn.Linear(a, b))
+        if i < len(layers) - 2:
+            mods.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*mods)
+"""
+
+TORCH_RUN = TORCH_MLP + r"""
+import json, resource, sys, time
 layers, batch, steps, threads, lr, optimizer = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
-torch.manual_seed(0)
-mods = []
-for i, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
-    mods.append(torch.nn.Linear(a, b))
-    if i < len(layers) - 2:
-        mods.append(torch.nn.ReLU())
-model = torch.nn.Sequential(*mods)
+model = torch_mlp(layers)
 opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
 loss_fn = torch.nn.CrossEntropyLoss()
 x, y = torch.randn(batch, layers[0]), torch.randint(0, layers[-1], (batch,))

@@ -317,7 +317,9 @@ public nonisolated struct Pipemesh_V1_ForwardResponse: Sendable {
   /// This micro-batch's share of the mini-batch's mean loss (last stage).
   public var loss: Double = 0
 
-  /// Set when the output is returned inline (inference on the last stage).
+  /// Set when the output is returned inline: Infer on the last stage, and Infer elsewhere when the
+  /// output is at most 256 KiB (the caller passes it on inline, cheaper than the next stage's
+  /// fetch); `output` is unset then.
   public var outputValue: Pipemesh_V1_Tensor {
     get {_outputValue ?? Pipemesh_V1_Tensor()}
     set {_outputValue = newValue}
