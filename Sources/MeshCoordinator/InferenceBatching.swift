@@ -116,7 +116,8 @@ final class InferenceBatching: Sendable {
     var isIdle: Bool { inFlight == 0 && waiting.isEmpty }
 
     /// The oldest waiting requests, up to `maxRows` rows, when the pipeline
-    /// has room for another batch (one per stage, and one more).
+    /// has room for another batch (one per stage, and one more: fewer
+    /// batches in flight make larger ones, which cost less per row).
     mutating func nextBatch(maxRows: Int) -> Batch? {
       guard !waiting.isEmpty, inFlight < stages.count + 1 else { return nil }
       var rows = 0

@@ -10,9 +10,10 @@ Each round runs, one after the other:
   one step, called through the Python client as users call it:
   - batch 256 with 1, 2 and 4 micro-batches: samples/s;
   - one row at a time from one client: latency p50 and p99;
-  - one-row requests from 1, 4, 16 and 64 concurrent clients for --seconds: requests/s, p50, p99
-    and errors; and the coordinator's Echo of the same bytes from the same clients (the RPC
-    layer's ceiling with this load generator, which shares the machine's cores with the mesh).
+  - one-row requests from 1, 4, 16 and 64 concurrent clients for --seconds: requests/s, p50, p99,
+    errors, and the CPU the mesh's processes spent per request (a figure the load generator, which
+    shares the machine's cores with the mesh, does not bound); and the coordinator's Echo of the
+    same bytes from the same clients (the RPC layer's ceiling with this load generator).
 
 Prints one JSON object per measurement, then Markdown tables of medians over rounds.
 
@@ -127,8 +128,19 @@ def load_worker(target, kind, threads, start_at, seconds, results):
     results.put((latencies, errors[0]))
 
 
-def load(target, kind, clients, seconds):
-    """Requests/s, p50 and p99 (ms) and errors of `clients` concurrent one-row callers."""
+def cpu_seconds(services):
+    """User and system CPU seconds the services' processes have used."""
+    total = 0.0
+    for service in services:
+        with open(f"/proc/{service.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def load(target, kind, clients, seconds, services):
+    """Requests/s, p50 and p99 (ms), errors, and the services' CPU milliseconds per request of
+    `clients` concurrent one-row callers."""
     context = multiprocessing.get_context("spawn")
     processes = min(clients, 4)
     results = context.Queue()
@@ -137,6 +149,10 @@ def load(target, kind, clients, seconds):
                                                          results)) for _ in range(processes)]
     for process in spawned:
         process.start()
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu_before = cpu_seconds(services)
+    time.sleep(seconds)
+    cpu_used = cpu_seconds(services) - cpu_before
     latencies, errors = [], 0
     for _ in spawned:
         mine, failed = results.get(timeout=seconds + 120)
@@ -146,7 +162,8 @@ def load(target, kind, clients, seconds):
         process.join()
     latencies.sort()
     return {"requests_per_second": len(latencies) / seconds, "p50_ms": percentile(latencies, 0.5) * 1e3,
-            "p99_ms": percentile(latencies, 0.99) * 1e3, "errors": errors}
+            "p99_ms": percentile(latencies, 0.99) * 1e3, "errors": errors,
+            "mesh_cpu_ms_per_request": cpu_used * 1e3 / max(1, len(latencies))}
 
 
 def pipemesh_run(a, work, round_index, batching):
@@ -195,8 +212,8 @@ def pipemesh_run(a, work, round_index, batching):
             result["one_row_p50_ms"] = percentile(latencies, 0.5) * 1e3
             result["one_row_p99_ms"] = percentile(latencies, 0.99) * 1e3
         for clients in CLIENTS:
-            result[f"load_{clients}"] = load(coordinator.endpoint, "infer", clients, a.seconds)
-            result[f"echo_{clients}"] = load(coordinator.endpoint, "echo", clients, a.seconds)
+            result[f"load_{clients}"] = load(coordinator.endpoint, "infer", clients, a.seconds, services)
+            result[f"echo_{clients}"] = load(coordinator.endpoint, "echo", clients, a.seconds, services)
         return result
     finally:
         for service in reversed(services):
@@ -263,8 +280,8 @@ def table(a, results):
                                   ("Pipemesh, batching on", batched, "one_row_p50_ms", "one_row_p99_ms")):
         print(f"| {label} | {median(rows, lambda r: r[p50]):.2f} | {median(rows, lambda r: r[p99]):.2f} |")
     print("\n| clients | batching off: requests/s, p50, p99 ms | batching on: requests/s, p50, p99 ms "
-          "| on ÷ off | Echo of the same bytes: requests/s | errors |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          "| on ÷ off | mesh CPU ms per request, off / on | Echo of the same bytes: requests/s | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for clients in CLIENTS:
         key = f"load_{clients}"
         figures = [f"{median(rows, lambda r: r[key]['requests_per_second']):.0f}, "
@@ -274,7 +291,8 @@ def table(a, results):
                        lambda r: r[key]["requests_per_second"])
         echo = median(batched, lambda r: r[f"echo_{clients}"]["requests_per_second"])
         errors = sum(r[key]["errors"] for r in alone + batched)
-        print(f"| {clients} | {figures[0]} | {figures[1]} | {on_off:.2f}× | {echo:.0f} | {errors} |")
+        cpu = " / ".join(f"{median(rows, lambda r: r[key]['mesh_cpu_ms_per_request']):.2f}" for rows in (alone, batched))
+        print(f"| {clients} | {figures[0]} | {figures[1]} | {on_off:.2f}× | {cpu} | {echo:.0f} | {errors} |")
 
 
 if __name__ == "__main__":
