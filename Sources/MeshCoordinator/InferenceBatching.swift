@@ -40,19 +40,33 @@ final class InferenceBatching: Sendable {
           return batch
         }
         if let batch { run(batch, key: key) }
+        // Cancelled before the handler below was in place: it found nothing to take out.
+        if Task.isCancelled { cancel(id, key: key) }
       }
     } onCancel: {
-      // A request that has not left yet is taken out; one in a running
-      // batch is answered now, and its rows dropped when the batch ends.
-      let continuation = lanes.withLock { $0[key]?.remove(id) }
-      continuation?.resume(throwing: CancellationError())
+      cancel(id, key: key)
     }
+  }
+
+  /// Answers request `id` with CancellationError if it is not answered yet:
+  /// a waiting request leaves the queue; one in a running batch leaves its
+  /// rows to be dropped, and a batch left with no request is cancelled (its
+  /// calls too), so that a stage that hangs holds no room for nobody.
+  private func cancel(_ id: Lane.RequestID, key: Lane.Key) {
+    let (continuation, abandoned) = lanes.withLock {
+      lanes -> (CheckedContinuation<Tensor, any Error>?, Task<Void, Never>?) in
+      guard var lane = lanes[key] else { return (nil, nil) }
+      defer { lanes[key] = lane.isIdle ? nil : lane }
+      return lane.cancel(id)
+    }
+    continuation?.resume(throwing: CancellationError())
+    abandoned?.cancel()
   }
 
   /// Runs `batch` in a task of its own (no request's cancellation stops the
   /// others'), answers its requests, and starts the lane's next batch.
   private func run(_ batch: Lane.Batch, key: Lane.Key) {
-    Task {
+    let task = Task {
       events?.inferenceBatchStarted(rows: batch.rows, requests: batch.requests.count)
       let inputs =
         batch.requests.count == 1 ? batch.requests[0].inputs : Tensor.concatenate(batch.requests.map(\.inputs))
@@ -73,8 +87,10 @@ final class InferenceBatching: Sendable {
       let (continuations, next) = lanes.withLock { lanes in
         // A lane stays while a batch of it is in flight.
         var lane = lanes[key]!
-        let continuations = answers.compactMap { id, answer in lane.remove(id).map { ($0, answer) } }
-        lane.inFlight -= 1
+        let continuations = answers.compactMap { id, answer in
+          lane.continuations.removeValue(forKey: id).map { ($0, answer) }
+        }
+        lane.running[batch.id] = nil
         let next = lane.nextBatch(maxRows: maxRows)
         lanes[key] = lane.isIdle ? nil : lane
         return (continuations, next)
@@ -82,6 +98,13 @@ final class InferenceBatching: Sendable {
       for (continuation, answer) in continuations { continuation.resume(with: answer) }
       if let next { run(next, key: key) }
     }
+    // Every request of the batch may have gone before its task existed.
+    let abandoned = lanes.withLock { lanes -> Bool in
+      guard lanes[key]?.running[batch.id] != nil else { return false }
+      lanes[key]!.running[batch.id]!.task = task
+      return lanes[key]!.running[batch.id]!.live.isEmpty
+    }
+    if abandoned { task.cancel() }
   }
 
   /// The requests for one run's stages: waiting, and the batches in flight.
@@ -99,9 +122,15 @@ final class InferenceBatching: Sendable {
       let inputs: Tensor
     }
     struct Batch {
+      let id: Int
       let requests: [Request]
       let stages: [any RPCChannel]
       var rows: Int { requests.reduce(0) { $0 + $1.inputs.shape[0] } }
+    }
+    /// A batch in flight: its requests not answered or gone yet, and its task.
+    struct Running {
+      var live: Set<RequestID>
+      var task: Task<Void, Never>?
     }
 
     let stages: [any RPCChannel]
@@ -109,33 +138,42 @@ final class InferenceBatching: Sendable {
     var waiting: [Request] = []
     /// Every request not answered yet, waiting or in a running batch.
     var continuations: [RequestID: CheckedContinuation<Tensor, any Error>] = [:]
-    var inFlight = 0
+    /// The batches in flight, by id.
+    var running: [Int: Running] = [:]
+    var lastBatch = 0
 
     init(stages: [any RPCChannel]) { self.stages = stages }
 
-    var isIdle: Bool { inFlight == 0 && waiting.isEmpty }
+    var isIdle: Bool { running.isEmpty && waiting.isEmpty }
 
     /// The oldest waiting requests, up to `maxRows` rows, when the pipeline
     /// has room for another batch (one per stage, and one more: fewer
     /// batches in flight make larger ones, which cost less per row).
     mutating func nextBatch(maxRows: Int) -> Batch? {
-      guard !waiting.isEmpty, inFlight < stages.count + 1 else { return nil }
+      guard !waiting.isEmpty, running.count < stages.count + 1 else { return nil }
       var rows = 0
       var taken = 0
       while taken < waiting.count, taken == 0 || rows + waiting[taken].inputs.shape[0] <= maxRows {
         rows += waiting[taken].inputs.shape[0]
         taken += 1
       }
-      inFlight += 1
-      defer { waiting.removeFirst(taken) }
-      return Batch(requests: Array(waiting.prefix(taken)), stages: stages)
+      let requests = Array(waiting.prefix(taken))
+      waiting.removeFirst(taken)
+      lastBatch += 1
+      running[lastBatch] = Running(live: Set(requests.map(\.id)))
+      return Batch(id: lastBatch, requests: requests, stages: stages)
     }
 
-    /// Forgets request `id`, waiting or in flight; its continuation when it
-    /// had not been answered.
-    mutating func remove(_ id: RequestID) -> CheckedContinuation<Tensor, any Error>? {
+    /// Takes request `id` out: its continuation when it was not answered
+    /// yet, and the task of a batch it leaves with no request.
+    mutating func cancel(_ id: RequestID) -> (CheckedContinuation<Tensor, any Error>?, Task<Void, Never>?) {
       waiting.removeAll { $0.id == id }
-      return continuations.removeValue(forKey: id)
+      var abandoned: Task<Void, Never>?
+      for (batch, var entry) in running where entry.live.remove(id) != nil {
+        running[batch] = entry
+        if entry.live.isEmpty { abandoned = entry.task }
+      }
+      return (continuations.removeValue(forKey: id), abandoned)
     }
   }
 }

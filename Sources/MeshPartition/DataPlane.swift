@@ -286,7 +286,7 @@ public final class DataPlane: Sendable {
   /// answer, so a channel still waiting out a failed connection (to a peer
   /// that restarted) would fail the job's first fetches for nothing.
   func reconnect(to endpoints: [String], timeout: Duration) async {
-    let channels = peers.withLock { peers in endpoints.compactMap { peers[$0] } }
+    let channels = peers.withLock { peers in Set(endpoints).compactMap { peers[$0] } }
     await withTaskGroup(of: Void.self) { group in
       for channel in channels { group.addTask { _ = await channel.reconnect(timeout: timeout) } }
     }

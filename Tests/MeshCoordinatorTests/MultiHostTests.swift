@@ -30,7 +30,7 @@ import Testing
     let coordinator = try await serve(
       "coordinator", "coordinator",
       [
-        "--listen", "\(address["coordinator"]!):7300", "--ps", "\(address["ps"]!):7100",
+        "--listen", "\(address["coordinator"]!):7000", "--ps", "\(address["ps"]!):7100",
         "--partitions", "\(address["stage0"]!):7200;\(address["stage1"]!):7200",
       ])
 
@@ -38,7 +38,7 @@ import Testing
     let train = try network.start(
       on: "coordinator", binary,
       [
-        "train", "--coordinator", "\(address["coordinator"]!):7300", "--model",
+        "train", "--coordinator", "\(address["coordinator"]!):7000", "--model",
         Repository.path("examples/mlp-digits.json"),
         "--epochs", "1", "--micro-batches", "2", "--json",
       ],

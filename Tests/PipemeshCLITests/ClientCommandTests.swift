@@ -56,6 +56,17 @@ import Testing
     #expect(outputs?["shape"] as? [Int] == [3, 10])
     #expect((outputs?["predictions"] as? [Int])?.count == 3)
 
+    let probabilities = try #require(outputs?["probabilities"] as? [[Double]], "\(infer.output)")
+    let logits = try #require(outputs?["outputs"] as? [[Double]])
+    for (row, (chances, values)) in zip(probabilities, logits).enumerated() {
+      #expect(abs(chances.reduce(0, +) - 1) < 1e-4, "row \(row): \(chances)")
+      let predicted = (outputs?["predictions"] as? [Int])?[row]
+      #expect(predicted == values.indices.max { values[$0] < values[$1] }, "row \(row)")
+    }
+    let text = try await pipemesh(
+      ["infer", "--coordinator", coordinator.endpoint, "--job", "cli-mlp", "--input", inputs], in: directory)
+    #expect(text.output.split(separator: "\n").first?.contains(/^0\tclass \d \(0\.\d{3}\)\t/) == true, "\(text.output)")
+
     // Another train without --job: the coordinator names each one afresh.
     let named = try await pipemesh(
       [
@@ -82,6 +93,47 @@ import Testing
   /// Ctrl-C on `pipemesh train` stops following the job, which runs on and
   /// says how to follow or cancel it; `pipemesh jobs follow` picks it up and
   /// follows it to its end.
+  /// `infer` takes rows of flattened values (or one example alone) for a
+  /// model whose input has more axes; `plan --coordinator` without
+  /// `--stages` leaves the stages to the coordinator (its pool's 2 here).
+  @Test func inferReshapesFlatRowsAndPlanAsksThePool() async throws {
+    let (_, coordinator) = try await Self.mesh.value
+    let directory = try TemporaryDirectory(prefix: "pipemesh-cli-cnn")
+    let model = Repository.path("examples/cnn-digits.json")
+    let train = try await pipemesh(
+      ["train", "--coordinator", coordinator.endpoint, "--job", "cli-cnn", "--model", model, "--epochs", "1"],
+      in: directory)
+    #expect(train.status == 0, "\(train.output)")
+    let flat = directory.file("flat.npy")
+    let one = directory.file("one.npy")
+    try await run(
+      try PythonInterop.findPython(),
+      [
+        "-c",
+        "import numpy as np; x = np.random.default_rng(0).uniform(0, 16, (4, 64)).astype(np.float32); "
+          + "np.save('\(flat)', x); np.save('\(one)', x[1].reshape(1, 8, 8))",
+      ])
+    func infer(_ file: String) async throws -> [String: Any] {
+      let result = try await pipemesh(
+        ["infer", "--coordinator", coordinator.endpoint, "--job", "cli-cnn", "--input", file, "--json"], in: directory)
+      #expect(result.status == 0, "\(result.output)")
+      return try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
+    }
+    let rows = try await infer(flat)
+    #expect(rows["shape"] as? [Int] == [4, 10], "\(rows)")
+    let alone = try await infer(one)
+    #expect(alone["shape"] as? [Int] == [1, 10], "\(alone)")
+    let batched = try #require((rows["outputs"] as? [[Double]])?[1])
+    let single = try #require((alone["outputs"] as? [[Double]])?.first)
+    #expect(zip(batched, single).allSatisfy { abs($0 - $1) < 1e-4 }, "row 1: \(batched) alone: \(single)")
+
+    let plan = try await pipemesh(
+      ["plan", "--coordinator", coordinator.endpoint, "--model", model, "--json"], in: directory)
+    #expect(plan.status == 0, "\(plan.output)")
+    let stages = (try JSONSerialization.jsonObject(with: Data(plan.output.utf8)) as? [String: Any])?["stages"]
+    #expect((stages as? [[String: Any]])?.count == 2, "\(plan.output)")
+  }
+
   @Test func aJobLeftByCtrlCIsFollowedAgain() async throws {
     let (_, coordinator) = try await Self.mesh.value
     let directory = try TemporaryDirectory(prefix: "pipemesh-follow")

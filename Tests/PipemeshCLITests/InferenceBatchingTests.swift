@@ -8,27 +8,38 @@ import Testing
 
 /// The coordinator's inference batching on a real 2-stage mesh: requests
 /// that come while their model's pipeline is full wait, leave together as
-/// one batch, and each gets its own rows' outputs.
+/// one batch, and each gets its own rows' outputs; requests that give up
+/// leave, and free the pipeline of a stage that hangs.
 @Suite struct InferenceBatchingTests {
-  @Test func requestsThatComeWhileThePipelineIsFullLeaveAsOneBatch() async throws {
-    let mesh = try await LocalMesh(partitions: 2)
-    let coordinator = try await RunningService.start(
-      "coordinator",
-      [
-        "--ps", mesh.parameterServers[0].endpoint, "--partitions",
-        mesh.partitions.map(\.endpoint).joined(separator: ";"), "--metrics-listen", "127.0.0.1:0",
-      ], log: mesh.logs.file("coordinator.log"))
-    let metrics = try await OperationsTests.metricsURL(of: coordinator, "coordinator")
-    let trained = try await pipemesh(
-      [
-        "train", "--coordinator", coordinator.endpoint, "--job", "served", "--model", DurableStateTests.model,
-        "--epochs", "1",
-      ], in: mesh.logs)
-    #expect(trained.status == 0, "\(trained.output)")
-
-    let client = try RPCClient(target: coordinator.endpoint)
+  /// A 2-stage mesh whose coordinator serves metrics, with a job trained on
+  /// digits to infer on.
+  struct Served {
+    let mesh: LocalMesh
+    let coordinator: RunningService
+    let metrics: URL
+    let client: RPCClient
     let rows = Tensor.randomNormal([24, 64], seed: 3)
-    @Sendable func infer(_ row: Int, timeout: Duration? = nil) async throws -> Tensor {
+
+    init() async throws {
+      mesh = try await LocalMesh(partitions: 2)
+      coordinator = try await RunningService.start(
+        "coordinator",
+        [
+          "--ps", mesh.parameterServers[0].endpoint, "--partitions",
+          mesh.partitions.map(\.endpoint).joined(separator: ";"), "--metrics-listen", "127.0.0.1:0",
+        ], log: mesh.logs.file("coordinator.log"))
+      metrics = try await OperationsTests.metricsURL(of: coordinator, "coordinator")
+      let trained = try await pipemesh(
+        [
+          "train", "--coordinator", coordinator.endpoint, "--job", "served", "--model", DurableStateTests.model,
+          "--epochs", "1",
+        ], in: mesh.logs)
+      #expect(trained.status == 0, "\(trained.output)")
+      client = try RPCClient(target: coordinator.endpoint)
+    }
+
+    /// The outputs for row `row` of `rows`, alone in its request.
+    func infer(_ row: Int, timeout: Duration? = nil) async throws -> Tensor {
       let answer = try await client.call(
         CoordinatorMethods.infer,
         .with {
@@ -37,6 +48,8 @@ import Testing
         }, options: CallOptions(timeout: timeout))
       return try Tensor(wire: answer.outputs, what: "outputs")
     }
+
+    /// Batches sent, rows in them, and requests waiting, from the metrics.
     func figures() async throws -> (batches: Double, rows: Double, waiting: Double) {
       let text = try await OperationsTests.scrape(metrics)
       return (
@@ -45,45 +58,63 @@ import Testing
         OperationsTests.value(in: text, "pipemesh_inference_waiting_requests") ?? -1
       )
     }
-    func waitUntil(_ what: String, _ condition: () async throws -> Bool) async throws {
-      let deadline = ContinuousClock.now + .seconds(60)
+
+    func waitUntil(_ what: String, within limit: Duration = .seconds(60), _ condition: () async throws -> Bool)
+      async throws
+    {
+      let deadline = ContinuousClock.now + limit
       while try await !condition() {
-        guard ContinuousClock.now < deadline else { throw RPCError(.deadlineExceeded, "\(what) within 60 s") }
+        guard ContinuousClock.now < deadline else { throw RPCError(.deadlineExceeded, "\(what) within \(limit)") }
         try await Task.sleep(for: .milliseconds(20))
       }
     }
 
+    /// Runs `body` with the last stage stopped (SIGSTOP), continuing it
+    /// after `body` whether it threw or not.
+    func withLastStageStopped<R>(_ body: () async throws -> R) async throws -> R {
+      let lastStage = mesh.partitions[1].process
+      lastStage.signal(SIGSTOP)
+      do {
+        let result = try await body()
+        lastStage.signal(SIGCONT)
+        return result
+      } catch {
+        lastStage.signal(SIGCONT)
+        throw error
+      }
+    }
+  }
+
+  @Test func requestsThatComeWhileThePipelineIsFullLeaveAsOneBatch() async throws {
+    let served = try await Served()
     // One at a time, each request is a batch of its own.
     var alone: [Tensor] = []
-    for row in 0..<24 { alone.append(try await infer(row)) }
-    let before = try await figures()
+    for row in 0..<24 { alone.append(try await served.infer(row)) }
+    let before = try await served.figures()
     #expect(before.batches == 24 && before.rows == 24 && before.waiting == 0, "\(before)")
 
     // The last stage frozen: three batches fill the pipeline (one per stage
     // and one more), and the requests after them wait.
-    let lastStage = mesh.partitions[1].process
-    lastStage.signal(SIGSTOP)
-    let answers: [Tensor]
-    do {
-      let filling = (0..<3).map { row in Task { try await infer(row) } }
-      try await waitUntil("three batches in flight") { try await figures().batches == before.batches + 3 }
-      let waiting = (3..<24).map { row in Task { try await infer(row) } }
+    let (filling, waiting) = try await served.withLastStageStopped {
+      let filling = (0..<3).map { row in Task { try await served.infer(row) } }
+      try await served.waitUntil("three batches in flight") {
+        try await served.figures().batches == before.batches + 3
+      }
+      let waiting = (3..<24).map { row in Task { try await served.infer(row) } }
       // One more that gives up while it waits: it leaves the queue.
-      let abandoned = Task { try await infer(0, timeout: .seconds(5)) }
-      try await waitUntil("22 requests waiting") { try await figures().waiting == 22 }
+      let abandoned = Task { try await served.infer(0, timeout: .seconds(5)) }
+      try await served.waitUntil("22 requests waiting") { try await served.figures().waiting == 22 }
       let error = await #expect(throws: RPCError.self) { try await abandoned.value }
       #expect(error?.code == .deadlineExceeded, "\(String(describing: error))")
-      try await waitUntil("the abandoned request gone from the queue") { try await figures().waiting == 21 }
-      lastStage.signal(SIGCONT)
-      var collected: [Tensor] = []
-      for task in filling + waiting { collected.append(try await task.value) }
-      answers = collected
-    } catch {
-      lastStage.signal(SIGCONT)
-      throw error
+      try await served.waitUntil("the abandoned request gone from the queue") {
+        try await served.figures().waiting == 21
+      }
+      return (filling, waiting)
     }
+    var answers: [Tensor] = []
+    for task in filling + waiting { answers.append(try await task.value) }
 
-    let after = try await figures()
+    let after = try await served.figures()
     #expect(after.batches == before.batches + 4, "the 21 waiting requests left as one batch: \(after)")
     #expect(after.rows == before.rows + 24 && after.waiting == 0, "\(after)")
     for (row, (batched, single)) in zip(answers, alone).enumerated() {
@@ -91,5 +122,30 @@ import Testing
       let differences = zip(batched.scalars, single.scalars).map { abs($0 - $1) / (1 + abs($1)) }
       #expect(differences.allSatisfy { $0 < 1e-5 }, "row \(row): \(batched.scalars) alone: \(single.scalars)")
     }
+  }
+
+  /// Batches whose callers all gave up are cancelled, so a stage that hangs
+  /// does not keep the pipeline full for the requests after them.
+  @Test func batchesNobodyWaitsForFreeThePipeline() async throws {
+    let served = try await Served()
+    let expected = try await served.infer(5)
+    let before = try await served.figures()
+    let answer = try await served.withLastStageStopped {
+      for row in 0..<3 {
+        let error = await #expect(throws: RPCError.self) { try await served.infer(row, timeout: .seconds(2)) }
+        #expect(error?.code == .deadlineExceeded, "\(String(describing: error))")
+      }
+      // Their batches were cancelled: a new request starts one at once (not
+      // once the connection's keepalive gives up on the stopped stage, 30 s
+      // and more later).
+      let next = Task { try await served.infer(5) }
+      try await served.waitUntil("a fourth batch", within: .seconds(10)) {
+        try await served.figures().batches == before.batches + 4
+      }
+      #expect(try await served.figures().waiting == 0)
+      return next
+    }
+    let output = try await answer.value
+    #expect(zip(output.scalars, expected.scalars).allSatisfy { abs($0 - $1) < 1e-5 }, "\(output) \(expected)")
   }
 }

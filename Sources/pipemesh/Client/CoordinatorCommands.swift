@@ -15,7 +15,7 @@ struct Train: AsyncParsableCommand {
       the job on partitions of its pool (it waits, queued, while too few are free) and streams progress
       until the job ends. Exit codes: 0 done, 1 the job failed or
       was cancelled, 64 bad usage, 65 the coordinator refused the request, 69 unreachable.
-      Example: pipemesh train --coordinator 10.0.0.5:7300 --model examples/mlp-digits.json --epochs 5
+      Example: pipemesh train --coordinator 10.0.0.5:7000 --model examples/mlp-digits.json --epochs 5
       """)
 
   @OptionGroup var client: ClientOptions
@@ -82,9 +82,11 @@ struct Infer: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run inputs through a trained job's pipeline.",
     discussion: """
-      Reads a NumPy .npy file of inputs ([N] + the model's input shape) and prints the outputs; for a
-      classifier, also the predicted class of each row.
-      Example: pipemesh infer --coordinator 127.0.0.1:7300 --job digits-1 --input batch.npy --json
+      Reads a NumPy .npy file of inputs, one example a row: [N] + the model's input shape, or rows of
+      as many values flattened ([N, 784] for a [1, 28, 28] input), or one example alone. Prints each
+      row's outputs; for a classifier, also its class and that class's probability (softmax of the
+      logits; --json adds every probability).
+      Example: pipemesh infer --coordinator 127.0.0.1:7000 --job digits-1 --input batch.npy --json
       """)
 
   @OptionGroup var client: ClientOptions
@@ -106,14 +108,22 @@ struct Infer: AsyncParsableCommand {
   }
 
   func run() async throws {
-    let inputs: Tensor
+    var inputs: Tensor
     do {
       inputs = try NumPy.readArray(at: URL(fileURLWithPath: input))
     } catch let error as DatasetError {
       throw ValidationError(error.message)
     }
     try await withExitCodes {
-      let response = try await client.client().call(
+      let coordinator = try client.client()
+      let spec =
+        if let job {
+          try await coordinator.call(CoordinatorMethods.getJob, .with { $0.job = job }).options.model
+        } else {
+          try await coordinator.call(CoordinatorMethods.getModel, .with { $0.model = model ?? "" }).spec
+        }
+      inputs = Self.examples(inputs, inputShape: spec.inputShape.map { Int($0) })
+      let response = try await coordinator.call(
         CoordinatorMethods.infer,
         .with {
           $0.job = job ?? ""
@@ -122,18 +132,68 @@ struct Infer: AsyncParsableCommand {
           $0.microBatches = Int32(microBatches)
         })
       let outputs = try Tensor(wire: response.outputs, what: "outputs")
-      let width = outputs.shape.dropFirst().reduce(1, *)
-      let rows = (0..<outputs.shape[0]).map { Array(outputs.scalars[($0 * width)..<(($0 + 1) * width)]) }
-      let predictions = rows.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 }
+      let rows = Self.rows(of: outputs)
+      if case .meanSquaredError = spec.loss.kind {
+        if client.json {
+          say(try Self.json(["shape": outputs.shape, "outputs": rows]))
+        } else {
+          for (index, row) in rows.enumerated() {
+            say("\(index)\t" + row.map { String(format: "%.4f", $0) }.joined(separator: " "))
+          }
+        }
+        return
+      }
+      // A classifier: softmax over the last axis (a sequence model classifies each position).
+      let probabilities = Self.rows(of: outputs.softmax())
+      let classes = outputs.shape.last ?? 1
+      let predictions = probabilities.map { row in
+        stride(from: 0, to: row.count, by: classes).map { start in
+          (start..<(start + classes)).max { row[$0] < row[$1] }! - start
+        }
+      }
+      let single = outputs.rank == 2
       if client.json {
-        let object: [String: Any] = ["shape": outputs.shape, "outputs": rows, "predictions": predictions]
-        say(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+        let predicted: Any = single ? predictions.map { $0[0] } : predictions
+        say(
+          try Self.json([
+            "shape": outputs.shape, "outputs": rows, "predictions": predicted, "probabilities": probabilities,
+          ]))
       } else {
         for (index, row) in rows.enumerated() {
-          say("\(index)\tclass \(predictions[index])\t" + row.map { String(format: "%.4f", $0) }.joined(separator: " "))
+          let values = row.map { String(format: "%.4f", $0) }.joined(separator: " ")
+          if single {
+            let predicted = predictions[index][0]
+            let probability = String(format: "%.3f", probabilities[index][predicted])
+            say("\(index)\tclass \(predicted) (\(probability))\t\(values)")
+          } else {
+            say("\(index)\tclasses \(predictions[index].map(String.init).joined(separator: " "))\t\(values)")
+          }
         }
       }
     }
+  }
+
+  /// `inputs` as a batch of the model's examples: rows of flattened values
+  /// (or one example alone) take the input shape; any other shape is sent
+  /// as it is, for the coordinator to explain.
+  static func examples(_ inputs: Tensor, inputShape: [Int]) -> Tensor {
+    let perExample = inputShape.reduce(1, *)
+    guard !inputShape.isEmpty, perExample > 0, Array(inputs.shape.dropFirst()) != inputShape else { return inputs }
+    if inputs.shape == inputShape { return inputs.reshaped(to: [1] + inputShape) }
+    if inputs.rank >= 1, inputs.shape.dropFirst().reduce(1, *) == perExample {
+      return inputs.reshaped(to: [inputs.shape[0]] + inputShape)
+    }
+    return inputs
+  }
+
+  /// Each row's values, flattened.
+  private static func rows(of tensor: Tensor) -> [[Float]] {
+    let width = tensor.shape.dropFirst().reduce(1, *)
+    return (0..<tensor.shape[0]).map { Array(tensor.scalars[($0 * width)..<(($0 + 1) * width)]) }
+  }
+
+  private static func json(_ object: [String: Any]) throws -> String {
+    String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
   }
 }
 
@@ -141,16 +201,16 @@ struct Plan: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Show how a model splits into pipeline stages.",
     discussion: """
-      Without --coordinator the plan is computed here; with it, the coordinator computes it (over its
-      partitions when --stages is not given).
+      Without --coordinator the plan is computed here (2 stages unless --stages says); with it, the
+      coordinator computes it (over its pool's partitions when --stages is not given).
       Example: pipemesh plan --model examples/cnn-digits.json --stages 3
       """)
 
   @Option(help: "Model spec, protobuf JSON.")
   var model: String
 
-  @Option(help: "Stages to split into.")
-  var stages: Int = 2
+  @Option(help: "Stages to split into (default: 2 here; the coordinator's pool with --coordinator).")
+  var stages: Int?
 
   @Option(parsing: .upToNextOption, help: "Explicit split points: the first layer of stages 1…K-1.")
   var split: [Int] = []
@@ -165,7 +225,7 @@ struct Plan: AsyncParsableCommand {
     let spec = try ModelSpecFile.read(model)
     var request = Pipemesh_V1_PlanRequest()
     request.model = spec
-    request.stages = Int32(stages)
+    request.stages = Int32(stages ?? (coordinator == nil ? 2 : 0))
     request.splitPoints = split.map { Int32($0) }
     try await withExitCodes {
       let response: Pipemesh_V1_PlanResponse

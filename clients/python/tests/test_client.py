@@ -212,11 +212,11 @@ def test_pip_installs_the_package(tmp_path):
 
 @pytest.mark.parametrize("readme, job", [("README.md", "from-python"), ("clients/python/README.md", "quarters")])
 def test_the_readmes_python_session_runs_as_written(mesh, readme, job, tmp_path, monkeypatch):
-    """The first Python block of each README, against a live mesh in place of 127.0.0.1:7300."""
+    """The first Python block of each README, against a live mesh in place of 127.0.0.1:7000."""
     import re
     block = re.search(r"```python\n(.*?)```", (REPOSITORY / readme).read_text(), re.S).group(1)
     monkeypatch.chdir(REPOSITORY)  # the blocks name examples/ as the README's reader would, from the root
-    block = block.replace("127.0.0.1:7300", mesh.coordinator.endpoint).replace(
+    block = block.replace("127.0.0.1:7000", mesh.coordinator.endpoint).replace(
         '"quarters.safetensors"', repr(str(tmp_path / "quarters.safetensors")))
     exec(compile(block, readme, "exec"), {})
     with pipemesh.Client(mesh.coordinator.endpoint) as client:

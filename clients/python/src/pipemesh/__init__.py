@@ -1,7 +1,7 @@
 """Pipemesh from Python: a client of a mesh's coordinator, NumPy in and out.
 
     from pipemesh import Client
-    with Client("127.0.0.1:7300") as mesh:
+    with Client("127.0.0.1:7000") as mesh:
         for progress in mesh.train("examples/mlp-digits.json", dataset="digits", job="digits", epochs=5):
             print(progress.step, progress.loss)
         classes, probabilities = mesh.predict(rows, job="digits")
