@@ -132,7 +132,7 @@ final class TrainingJob: Sendable {
     options.job = name
     options.microBatches = Int32(microBatches)
     options.splitPoints = plan.bounds.dropFirst().dropLast().map { Int32($0) }
-    if options.schedule == .scheduleUnspecified { options.schedule = .scheduleGpipe }
+    if options.schedule == .scheduleUnspecified { options.schedule = .scheduleOneFOneB }
     if options.consistency.mode == nil { options.consistency.sync = .init() }
     options.consistency.replicas = Int32(replicas)
     options.optimizer = try request.optimizer.resolved()
@@ -241,12 +241,13 @@ final class TrainingJob: Sendable {
     return max(stepDeadlineFloor, slowest * stepDeadlineFactor)
   }
 
-  /// The schedule a request names (GPipe when it names none).
+  /// The schedule a request names (1F1B when it names none: GPipe's
+  /// throughput, holding at most K micro-batches' activations per stage).
   static func scheduleKind(_ kind: Pipemesh_V1_ScheduleKind) -> ScheduleKind {
     switch kind {
-    case .scheduleOneFOneB: .oneFOneB
+    case .scheduleUnspecified, .scheduleOneFOneB: .oneFOneB
     case .scheduleZeroBubbleH1: .zeroBubbleH1
-    case .scheduleUnspecified, .scheduleGpipe, .UNRECOGNIZED: .gpipe
+    case .scheduleGpipe, .UNRECOGNIZED: .gpipe
     }
   }
 

@@ -467,7 +467,8 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._microBatches = newValue}
   }
 
-  /// Valid: a ScheduleKind; SCHEDULE_UNSPECIFIED means GPipe, unknown values INVALID_ARGUMENT.
+  /// Valid: a ScheduleKind; SCHEDULE_UNSPECIFIED means 1F1B (the CLI's default too), unknown values
+  /// INVALID_ARGUMENT.
   public var schedule: Pipemesh_V1_ScheduleKind {
     get {_storage._schedule}
     set {_uniqueStorage()._schedule = newValue}

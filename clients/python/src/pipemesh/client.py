@@ -123,7 +123,7 @@ class Client:
         "x.npy,y.npy", "idx:IMAGES,LABELS"), or a dict of DatasetReference fields (uri,
         label_column, regression, inputs_key, labels_key).
 
-        `schedule` is "gpipe", "1f1b" or "zb-h1" (None: the coordinator's default, GPipe);
+        `schedule` is "gpipe", "1f1b" or "zb-h1" (None: the coordinator's default, 1F1B);
         `optimizer` "sgd", "momentum", "adam" or an OptimizerSpec (as a dict or message; None: SGD),
         with `learning_rate`; `consistency` "sync", "async" or "bounded:K". `stages` and `replicas`
         (0: the coordinator's layout), `max_replicas` to let a sync job grow onto free partitions.
