@@ -41,6 +41,57 @@ import Testing
     #expect(try await losses(seed: 6) != first)
   }
 
+  /// A run folder records every setting and prints the command that runs it
+  /// again (with the folder's model.json): that command trains the same
+  /// steps. A run that cannot start leaves no folder.
+  @Test func aRunFolderSaysHowToRunItAgain() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-again")
+    let runs = directory.file("runs")
+    func up(_ command: String) async throws -> ChildProcess {
+      let up = try ChildProcess(
+        "/bin/sh", ["-c", command], logPath: directory.file("up-\(UUID().uuidString.prefix(4)).log"),
+        currentDirectory: directory.path)
+      #expect(try await up.waitForExit(timeout: .seconds(240)) == 0, "\(command):\n\(up.log)")
+      return up
+    }
+    func lossColumn(_ run: String) throws -> [Substring] {
+      let csv = try String(contentsOfFile: (run as NSString).appendingPathComponent("metrics.csv"), encoding: .utf8)
+      return csv.split(separator: "\n").dropFirst().map {
+        $0.split(separator: ",", omittingEmptySubsequences: false)[2]
+      }
+    }
+    let first = try await up(
+      "'\(PipemeshBinary.path)' up --in-process --epochs 1 --micro-batches 2 --seed 9 --runs-dir '\(runs)'")
+    let reproduce = try #require(
+      first.log.split(separator: "\n").first { $0.hasPrefix("reproduce with: pipemesh ") }?
+        .dropFirst("reproduce with: pipemesh ".count), "\(first.log)")
+    let firstRun = (runs as NSString).appendingPathComponent(
+      try #require(try FileManager.default.contentsOfDirectory(atPath: runs).first))
+    let options = try #require(
+      try JSONSerialization.jsonObject(
+        with: Data(contentsOf: URL(fileURLWithPath: (firstRun as NSString).appendingPathComponent("options.json"))))
+        as? [String: Any])
+    #expect(options["stages"] as? Int == 2 && options["in_process"] as? Bool == true, "\(options)")
+    let request = try #require(options["train_request"] as? [String: Any])
+    #expect(request["epochs"] as? Int == 1 && request["shuffleSeed"] as? String == "9", "\(request)")
+    #expect(options["reproduce"] as? String == "pipemesh \(reproduce)")
+
+    _ = try await up("'\(PipemeshBinary.path)' \(reproduce)")
+    let folders = try FileManager.default.contentsOfDirectory(atPath: runs).sorted()
+    #expect(folders.count == 2, "\(folders)")
+    let again = try #require(folders.map { (runs as NSString).appendingPathComponent($0) }.first { $0 != firstRun })
+    let losses = try lossColumn(firstRun)
+    let lossesAgain = try lossColumn(again)
+    #expect(!losses.isEmpty && lossesAgain == losses)
+
+    // A dataset that is not there: no run, no folder.
+    let failed = try ChildProcess(
+      PipemeshBinary.path, ["up", "--dataset", directory.file("missing.csv"), "--runs-dir", directory.file("none")],
+      logPath: directory.file("failed.log"), currentDirectory: directory.path)
+    #expect(try await failed.waitForExit(timeout: .seconds(60)) != 0)
+    #expect(!FileManager.default.fileExists(atPath: directory.file("none")), "\(failed.log)")
+  }
+
   @Test(arguments: [false, true])
   func shortRunTrainsAndWritesACompleteRunFolder(inProcess: Bool) async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-up")
@@ -58,7 +109,8 @@ import Testing
     // Child processes log to logs/; a mesh in one process starts none.
     #expect(FileManager.default.fileExists(atPath: file("logs")) == !inProcess)
     for name in [
-      "metrics.csv", "metrics.json", "loss.svg", "accuracy.svg", "trace.json", "model.json", "checkpoint.safetensors",
+      "options.json", "metrics.csv", "metrics.json", "loss.svg", "accuracy.svg", "trace.json", "model.json",
+      "checkpoint.safetensors",
     ] {
       #expect(FileManager.default.fileExists(atPath: file(name)), "\(name) is missing from the run folder")
     }
@@ -110,6 +162,9 @@ import Testing
     // Every service of the mesh was told to stop and did.
     let run = (directory.file("runs") as NSString).appendingPathComponent(
       try #require(try FileManager.default.contentsOfDirectory(atPath: directory.file("runs")).first))
+    // The steps it reported before the interruption are in metrics.csv.
+    let csv = try String(contentsOfFile: (run as NSString).appendingPathComponent("metrics.csv"), encoding: .utf8)
+    #expect(csv.split(separator: "\n").count >= 2, "\(csv)")
     let logs = (run as NSString).appendingPathComponent("logs")
     let names = try FileManager.default.contentsOfDirectory(atPath: logs)
     #expect(names.count == 4)  // ps, two partitions, coordinator

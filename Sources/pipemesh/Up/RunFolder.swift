@@ -28,17 +28,16 @@ struct RunFolder {
     try text.write(toFile: file(name), atomically: true, encoding: .utf8)
   }
 
-  /// Writes metrics.csv, metrics.json, loss.svg and accuracy.svg.
+  /// Writes `options` as options.json: every effective setting of the run,
+  /// and the command that runs it again.
+  func writeOptions(_ options: [String: Any]) throws {
+    try JSONSerialization.data(withJSONObject: options, options: [.prettyPrinted, .sortedKeys]).write(
+      to: URL(fileURLWithPath: file("options.json")))
+  }
+
+  /// Writes metrics.json, loss.svg and accuracy.svg (metrics.csv grows as
+  /// the run goes: `MetricsCSV`).
   func writeMetrics(steps: [Pipemesh_V1_TrainProgress], evaluations: [Pipemesh_V1_TrainProgress]) throws {
-    var csv = "step,epoch,loss,accuracy,samples_per_second,validation_loss,validation_accuracy\n"
-    let evaluationsByStep = Dictionary(evaluations.map { ($0.step, $0) }) { $1 }
-    for step in steps {
-      let evaluation = evaluationsByStep[step.step]
-      csv +=
-        "\(step.step),\(step.epoch),\(step.loss),\(step.accuracy),\(step.samplesPerSecond),"
-        + "\(evaluation.map { "\($0.validationLoss)" } ?? ""),\(evaluation.map { "\($0.validationAccuracy)" } ?? "")\n"
-    }
-    try write(csv, to: "metrics.csv")
     let json: [String: Any] = [
       "steps": steps.map {
         [
@@ -71,6 +70,47 @@ struct RunFolder {
           ("validation", evaluations.map { (Double($0.step), $0.validationAccuracy) }),
         ]
       ).svg, to: "accuracy.svg")
+  }
+}
+
+/// metrics.csv of a run, a row per step written as the run goes (a step's
+/// row waits for its evaluation, which comes right after it, if any), so an
+/// interrupted run keeps every step it reported.
+struct MetricsCSV {
+  private let handle: FileHandle
+  private var pending: Pipemesh_V1_TrainProgress?
+
+  init(path: String) throws {
+    FileManager.default.createFile(
+      atPath: path,
+      contents: Data("step,epoch,loss,accuracy,samples_per_second,validation_loss,validation_accuracy\n".utf8))
+    handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    try handle.seekToEnd()
+  }
+
+  /// Records a step's progress, or the evaluation after it.
+  mutating func record(_ progress: Pipemesh_V1_TrainProgress) throws {
+    if progress.evaluated {
+      guard let step = pending, step.step == progress.step else { return }
+      pending = nil
+      try write(step, evaluation: progress)
+    } else {
+      try flush()
+      pending = progress
+    }
+  }
+
+  /// Writes the step still waiting for an evaluation.
+  mutating func flush() throws {
+    if let step = pending { try write(step, evaluation: nil) }
+    pending = nil
+  }
+
+  private func write(_ step: Pipemesh_V1_TrainProgress, evaluation: Pipemesh_V1_TrainProgress?) throws {
+    let validation = evaluation.map { "\($0.validationLoss),\($0.validationAccuracy)" } ?? ","
+    try handle.write(
+      contentsOf: Data(
+        "\(step.step),\(step.epoch),\(step.loss),\(step.accuracy),\(step.samplesPerSecond),\(validation)\n".utf8))
   }
 }
 

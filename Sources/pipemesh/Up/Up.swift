@@ -17,10 +17,12 @@ struct Up: AsyncParsableCommand {
     discussion: """
       Starts a ps, the partitions (stages × replicas) and a coordinator as child processes on free
       loopback ports (or, with --in-process, all in this process without sockets), trains (by default an MLP on the bundled UCI handwritten digits), evaluates on a
-      held-out split after every epoch, and writes runs/<time>/: metrics.csv and metrics.json, loss.svg
-      and accuracy.svg, trace.json (a steady step's pipeline timeline, for Perfetto), model.json (the
-      spec used), checkpoint.safetensors (the trained variables) and logs/. Ctrl-C cancels the job and
-      stops the mesh cleanly.
+      held-out split after every epoch, and writes runs/<time>/: options.json (every setting, and the
+      command that runs it again), metrics.csv (a row per step, written as the run goes) and
+      metrics.json, loss.svg and accuracy.svg, trace.json (a steady step's pipeline timeline, for
+      Perfetto), model.json (the spec used), checkpoint.safetensors (the trained variables),
+      ps-checkpoints/ (the ps task's own checkpoints) and logs/. Ctrl-C cancels the job and stops the
+      mesh cleanly; the folder keeps what the run reported until then.
       """)
 
   @OptionGroup var training: TrainingOptions
@@ -46,7 +48,7 @@ struct Up: AsyncParsableCommand {
   }
 
   func run() async throws {
-    let run = try RunFolder.create(under: runsDir)
+    // Everything the run needs is read before its folder exists: a run that cannot start leaves none.
     let data = try loadDataset(training.datasetReference)
     let spec =
       try training.modelSpec()
@@ -54,8 +56,19 @@ struct Up: AsyncParsableCommand {
         inputShape: Array(data.inputs.shape.dropFirst()),
         outputs: training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1),
         regression: training.regression)
+    let job = "up-\(Int(Date().timeIntervalSince1970))"
+    var request = try training.request(job: job, spec: spec, dataset: training.localDataset.reference)
+    request.checkpoint.atEnd = true  // the run folder keeps the final checkpoint
+    let run = try RunFolder.create(under: runsDir)
     try run.write(try spec.jsonString(), to: "model.json")
+    let reproduce = Self.command(reproducing: run)
+    try run.writeOptions([
+      "command": Array(CommandLine.arguments.dropFirst()), "reproduce": reproduce, "stages": stages,
+      "replicas": replicas, "in_process": inProcess,
+      "train_request": try JSONSerialization.jsonObject(with: Data(try request.jsonString().utf8)),
+    ])
     say("run folder \(run.path)")
+    say("reproduce with: \(reproduce)")
 
     let outcome: Result<Void, any Error>
     if inProcess {
@@ -67,7 +80,7 @@ struct Up: AsyncParsableCommand {
         loadDataset: trainingDataLoader(files: .anywhere))
       say("mesh up in this process: \(stages) stage(s) × \(replicas) replica(s)")
       do {
-        outcome = .success(try await train(spec, coordinator: mesh.coordinatorChannel(), run: run))
+        outcome = .success(try await train(request, coordinator: mesh.coordinatorChannel(), run: run))
       } catch {
         outcome = .failure(error)
       }
@@ -76,7 +89,7 @@ struct Up: AsyncParsableCommand {
     } else {
       let services = try LocalServices(logDirectory: run.file("logs"))
       do {
-        outcome = .success(try await train(spec, coordinator: startProcesses(services, run: run), run: run))
+        outcome = .success(try await train(request, coordinator: startProcesses(services, run: run), run: run))
       } catch {
         outcome = .failure(error)
       }
@@ -109,10 +122,28 @@ struct Up: AsyncParsableCommand {
     return try RPCClient(target: coordinatorEndpoint)
   }
 
+  /// This command again, with the run's model.json for the model: the same run.
+  static func command(reproducing run: RunFolder) -> String {
+    var arguments = Array(CommandLine.arguments.dropFirst())
+    if let index = arguments.firstIndex(of: "--model"), arguments.indices.contains(index + 1) {
+      arguments[index + 1] = run.file("model.json")
+    } else if let index = arguments.firstIndex(where: { $0.hasPrefix("--model=") }) {
+      arguments[index] = "--model=\(run.file("model.json"))"
+    } else {
+      arguments += ["--model", run.file("model.json")]
+    }
+    let safe = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,@%+")
+    let quoted = arguments.map { argument in
+      argument.allSatisfy(safe.contains) && !argument.isEmpty
+        ? argument : "'" + argument.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+    return (["pipemesh"] + quoted).joined(separator: " ")
+  }
+
   /// Trains on the mesh behind `coordinator`; Ctrl-C cancels the job.
-  private func train(_ spec: Pipemesh_V1_ModelSpec, coordinator: any RPCChannel, run: RunFolder) async throws {
-    let job = "up-\(Int(Date().timeIntervalSince1970))"
-    let training = Task { try await stream(job: job, spec: spec, coordinator: coordinator, run: run) }
+  private func train(_ request: Pipemesh_V1_TrainRequest, coordinator: any RPCChannel, run: RunFolder) async throws {
+    let job = request.job
+    let training = Task { try await stream(request, coordinator: coordinator, run: run) }
     let wasInterrupted = Mutex(false)
     let signals = await terminationSignals()
     let interrupted = Task {
@@ -134,25 +165,29 @@ struct Up: AsyncParsableCommand {
     }
   }
 
-  private func stream(job: String, spec: Pipemesh_V1_ModelSpec, coordinator: any RPCChannel, run: RunFolder)
-    async throws
-  {
-    var request = try training.request(job: job, spec: spec, dataset: training.localDataset.reference)
-    request.checkpoint.atEnd = true  // the run folder keeps the final checkpoint
+  private func stream(_ request: Pipemesh_V1_TrainRequest, coordinator: any RPCChannel, run: RunFolder) async throws {
     var display = ProgressDisplay(showsAccuracy: !training.regression)
+    var csv = try MetricsCSV(path: run.file("metrics.csv"))
     var steps: [Pipemesh_V1_TrainProgress] = []
     var evaluations: [Pipemesh_V1_TrainProgress] = []
     var last: Pipemesh_V1_TrainProgress?
-    for try await progress in coordinator.stream(CoordinatorMethods.train, request) {
-      display.show(progress)
-      if progress.done {
-        last = progress
-      } else if progress.evaluated {
-        evaluations.append(progress)
-      } else {
-        steps.append(progress)
+    do {
+      for try await progress in coordinator.stream(CoordinatorMethods.train, request) {
+        display.show(progress)
+        if progress.done {
+          last = progress
+        } else {
+          try csv.record(progress)
+          if progress.evaluated { evaluations.append(progress) } else { steps.append(progress) }
+        }
       }
+    } catch {
+      // An interrupted or failed run keeps what it trained so far.
+      try? csv.flush()
+      try? run.writeMetrics(steps: steps, evaluations: evaluations)
+      throw error
     }
+    try csv.flush()
     guard let last else { throw ValidationError("the coordinator ended the job without a final report") }
     try run.writeMetrics(steps: steps, evaluations: evaluations)
     try run.write(last.traceJson, to: "trace.json")
