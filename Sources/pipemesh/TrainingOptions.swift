@@ -9,9 +9,11 @@ struct TrainingOptions: ParsableArguments {
   var model: String?
 
   @Option(
-    help:
-      "Bundled dataset (digits, synthetic-parity, synthetic-reversal, synthetic-regression) or a file: .csv, .csv.gz, .npz (x, y), idx:IMAGES,LABELS."
-  )
+    help: """
+      Bundled dataset (digits, synthetic-parity, synthetic-reversal, synthetic-regression) or a file: .csv, \
+      .csv.gz, .npz (x, y), idx:IMAGES,LABELS. `up` reads a file relative to the working directory (its \
+      coordinator's --data-dir is the file's folder); `train` names it relative to the coordinator's --data-dir.
+      """)
   var dataset: String = "digits"
 
   @Option(help: "Label column of a CSV dataset.")
