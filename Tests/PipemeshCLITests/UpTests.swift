@@ -134,8 +134,20 @@ import Testing
     for chart in ["loss.svg", "accuracy.svg"] {
       let parser = XMLParser(data: try Data(contentsOf: URL(fileURLWithPath: file(chart))))
       #expect(parser.parse(), "\(chart) is not well-formed XML")
-      #expect(try String(contentsOfFile: file(chart), encoding: .utf8).contains("<polyline"))
+      let svg = try String(contentsOfFile: file(chart), encoding: .utf8)
+      #expect(svg.contains("<polyline"))
+      // Both axes carry round ticks: evenly spaced numbers, three or more each.
+      let numbers = svg.matches(of: /font-size="11">([-0-9.e+]+)</).compactMap { Double($0.1) }
+      #expect(numbers.count >= 6, "\(chart): tick labels \(numbers)")
     }
+    let accuracyTicks = try String(contentsOfFile: file("accuracy.svg"), encoding: .utf8)
+      .matches(of: /text-anchor="end" font-family="sans-serif" font-size="11">([-0-9.e+]+)</).compactMap {
+        Double($0.1)
+      }
+    // From 0 to at least the validation accuracy (over 0.6), evenly spaced.
+    #expect(accuracyTicks.first == 0 && (accuracyTicks.last ?? 0) >= accuracy, "\(accuracyTicks)")
+    let gaps = zip(accuracyTicks.dropFirst(), accuracyTicks).map { $0 - $1 }
+    #expect(gaps.allSatisfy { abs($0 - gaps[0]) < 1e-9 }, "evenly spaced: \(accuracyTicks)")
 
     let trace = try #require(
       try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("trace.json"))))

@@ -120,24 +120,41 @@ struct LineChart {
   let series: [(name: String, points: [(x: Double, y: Double)])]
 
   var svg: String {
-    let (width, height, margin) = (640.0, 360.0, 48.0)
+    let (width, height, margin) = (640.0, 360.0, 56.0)
+    // A diverged run's infinite or NaN losses have no place on the axes.
+    let series = series.map { line in (name: line.name, points: line.points.filter { $0.x.isFinite && $0.y.isFinite }) }
     let points = series.flatMap(\.points)
     let xs = points.map(\.x)
     let ys = points.map(\.y)
-    let (minX, maxX) = (xs.min() ?? 0, max(xs.max() ?? 1, (xs.min() ?? 0) + 1))
-    let (minY, maxY) = (min(ys.min() ?? 0, 0), max(ys.max() ?? 1, 1e-9))
+    let xTicks = Self.ticks(from: xs.min() ?? 0, to: max(xs.max() ?? 1, (xs.min() ?? 0) + 1))
+    let yTicks = Self.ticks(from: min(ys.min() ?? 0, 0), to: max(ys.max() ?? 1, 1e-9))
+    // The axes run from tick to tick, so that every tick labels a line.
+    let (minX, maxX) = (xTicks.first!, xTicks.last!)
+    let (minY, maxY) = (yTicks.first!, yTicks.last!)
     func px(_ x: Double) -> Double { margin + (x - minX) / (maxX - minX) * (width - 2 * margin) }
     func py(_ y: Double) -> Double { height - margin - (y - minY) / (maxY - minY) * (height - 2 * margin) }
     let colors = ["#1f77b4", "#d62728"]
+    let font = "font-family=\"sans-serif\" font-size=\"11\""
     var body = """
       <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))">
       <rect width="100%" height="100%" fill="white"/>
       <text x="\(Int(width / 2))" y="24" text-anchor="middle" font-family="sans-serif" font-size="16">\(title)</text>
+
+      """
+    for x in xTicks {
+      let at = String(format: "%.1f", px(x))
+      body += "<line x1=\"\(at)\" y1=\"\(margin)\" x2=\"\(at)\" y2=\"\(height - margin + 4)\" stroke=\"#e0e0e0\"/>\n"
+      body += "<text x=\"\(at)\" y=\"\(height - margin + 16)\" text-anchor=\"middle\" \(font)>\(Self.label(x))</text>\n"
+    }
+    for y in yTicks {
+      let at = String(format: "%.1f", py(y))
+      body += "<line x1=\"\(margin - 4)\" y1=\"\(at)\" x2=\"\(width - margin)\" y2=\"\(at)\" stroke=\"#e0e0e0\"/>\n"
+      body += "<text x=\"\(margin - 8)\" y=\"\(py(y) + 4)\" text-anchor=\"end\" \(font)>\(Self.label(y))</text>\n"
+    }
+    body += """
       <line x1="\(margin)" y1="\(height - margin)" x2="\(width - margin)" y2="\(height - margin)" stroke="black"/>
       <line x1="\(margin)" y1="\(margin)" x2="\(margin)" y2="\(height - margin)" stroke="black"/>
       <text x="\(Int(width / 2))" y="\(Int(height - 12))" text-anchor="middle" font-family="sans-serif" font-size="12">step</text>
-      <text x="\(margin - 6)" y="\(py(maxY) + 4)" text-anchor="end" font-family="sans-serif" font-size="11">\(String(format: "%.3g", maxY))</text>
-      <text x="\(margin - 6)" y="\(py(minY) + 4)" text-anchor="end" font-family="sans-serif" font-size="11">\(String(format: "%.3g", minY))</text>
 
       """
     for (index, line) in series.enumerated() where !line.points.isEmpty {
@@ -151,5 +168,21 @@ struct LineChart {
         "<text x=\"\(Int(width - margin))\" y=\"\(Int(margin) + 16 * index)\" text-anchor=\"end\" font-family=\"sans-serif\" font-size=\"12\" fill=\"\(color)\">\(line.name)</text>\n"
     }
     return body + "</svg>\n"
+  }
+
+  /// Round values from at most `low` to at least `high`, 1, 2 or 5 times a
+  /// power of ten apart, about five of them.
+  static func ticks(from low: Double, to high: Double) -> [Double] {
+    let span = max(high - low, 1e-12)
+    let magnitude = pow(10, floor(log10(span / 5)))
+    let step = [1.0, 2, 5, 10].map { $0 * magnitude }.first { span / $0 <= 6 } ?? 10 * magnitude
+    let first = floor(low / step)
+    let last = ceil(high / step)
+    return stride(from: first, through: last, by: 1).map { $0 * step }
+  }
+
+  /// A tick's label: short, without float noise (0.30000000000000004 is 0.3).
+  static func label(_ value: Double) -> String {
+    String(format: "%g", (value * 1e9).rounded() / 1e9)
   }
 }
