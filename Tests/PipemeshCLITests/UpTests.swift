@@ -92,6 +92,22 @@ import Testing
     #expect(!FileManager.default.fileExists(atPath: directory.file("none")), "\(failed.log)")
   }
 
+  /// A regression's run folder plots its loss and no accuracy (it has none).
+  @Test func aRegressionRunPlotsItsLossOnly() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-regression")
+    let up = try ChildProcess(
+      PipemeshBinary.path,
+      [
+        "up", "--in-process", "--dataset", "synthetic-regression", "--regression", "--epochs", "1", "--runs-dir",
+        directory.file("runs"),
+      ], logPath: directory.file("up.log"), currentDirectory: directory.path)
+    #expect(try await up.waitForExit(timeout: .seconds(240)) == 0, "\(up.log)")
+    let run = (directory.file("runs") as NSString).appendingPathComponent(
+      try #require(try FileManager.default.contentsOfDirectory(atPath: directory.file("runs")).first))
+    let files = try FileManager.default.contentsOfDirectory(atPath: run)
+    #expect(files.contains("loss.svg") && !files.contains("accuracy.svg"), "\(files)")
+  }
+
   @Test(arguments: [false, true])
   func shortRunTrainsAndWritesACompleteRunFolder(inProcess: Bool) async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-up")

@@ -35,9 +35,11 @@ struct RunFolder {
       to: URL(fileURLWithPath: file("options.json")))
   }
 
-  /// Writes metrics.json, loss.svg and accuracy.svg (metrics.csv grows as
-  /// the run goes: `MetricsCSV`).
-  func writeMetrics(steps: [Pipemesh_V1_TrainProgress], evaluations: [Pipemesh_V1_TrainProgress]) throws {
+  /// Writes metrics.json, loss.svg and, for a classifier, accuracy.svg
+  /// (metrics.csv grows as the run goes: `MetricsCSV`).
+  func writeMetrics(
+    steps: [Pipemesh_V1_TrainProgress], evaluations: [Pipemesh_V1_TrainProgress], classifies: Bool
+  ) throws {
     let json: [String: Any] = [
       "steps": steps.map {
         [
@@ -62,6 +64,8 @@ struct RunFolder {
           ("validation", evaluations.map { (Double($0.step), $0.validationLoss) }),
         ]
       ).svg, to: "loss.svg")
+    // A regression has no accuracy: its loss is the metric.
+    guard classifies else { return }
     try write(
       LineChart(
         title: "Accuracy",

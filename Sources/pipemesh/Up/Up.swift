@@ -19,7 +19,7 @@ struct Up: AsyncParsableCommand {
       loopback ports (or, with --in-process, all in this process without sockets), trains (by default an MLP on the bundled UCI handwritten digits), evaluates on a
       held-out split after every epoch, and writes runs/<time>/: options.json (every setting, and the
       command that runs it again), metrics.csv (a row per step, written as the run goes) and
-      metrics.json, loss.svg and accuracy.svg, trace.json (a steady step's pipeline timeline, for
+      metrics.json, loss.svg and accuracy.svg (a classifier's), trace.json (a steady step's pipeline timeline, for
       Perfetto), model.json (the spec used), checkpoint.safetensors (the trained variables),
       ps-checkpoints/ (the ps task's own checkpoints) and logs/. Ctrl-C cancels the job and stops the
       mesh cleanly; the folder keeps what the run reported until then.
@@ -184,12 +184,12 @@ struct Up: AsyncParsableCommand {
     } catch {
       // An interrupted or failed run keeps what it trained so far.
       try? csv.flush()
-      try? run.writeMetrics(steps: steps, evaluations: evaluations)
+      try? run.writeMetrics(steps: steps, evaluations: evaluations, classifies: !training.regression)
       throw error
     }
     try csv.flush()
     guard let last else { throw ValidationError("the coordinator ended the job without a final report") }
-    try run.writeMetrics(steps: steps, evaluations: evaluations)
+    try run.writeMetrics(steps: steps, evaluations: evaluations, classifies: !training.regression)
     try run.write(last.traceJson, to: "trace.json")
     if let checkpoint = last.checkpoints.first {
       try FileManager.default.copyItem(atPath: checkpoint, toPath: run.file("checkpoint.safetensors"))
