@@ -38,7 +38,9 @@ enum Inference {
             $0.step = step
             $0.microBatch = Int32(index)
           }
-          request.input.inline = Pipemesh_V1_Tensor(sharing: inputs.rows(Array(ranges[index])))
+          // One chunk of every row is the inputs themselves, not a gathered copy.
+          let chunk = ranges.count == 1 ? inputs : inputs.rows(Array(ranges[index]))
+          request.input.inline = Pipemesh_V1_Tensor(sharing: chunk)
           for (stage, client) in stages.enumerated() {
             let response = try await client.call(
               PartitionMethods.infer, request, options: CallOptions(timeout: callTimeout))

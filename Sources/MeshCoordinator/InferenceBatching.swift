@@ -81,7 +81,9 @@ final class InferenceBatching: Sendable {
       var answers: [(Lane.RequestID, Result<Tensor, any Error>)] = []
       for request in batch.requests {
         let rows = request.inputs.shape[0]
-        answers.append((request.id, outcome.map { $0.slice(axis: 0, range: row..<(row + rows)) }))
+        // A request alone in its batch takes the outputs as they are, without a copy.
+        let whole = batch.requests.count == 1
+        answers.append((request.id, outcome.map { whole ? $0 : $0.slice(axis: 0, range: row..<(row + rows)) }))
         row += rows
       }
       let (continuations, next) = lanes.withLock { lanes in

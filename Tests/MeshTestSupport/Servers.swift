@@ -32,6 +32,17 @@ public func eventually(timeout: Duration = .seconds(30), _ condition: () -> Bool
   return true
 }
 
+/// Polls `condition` (which may call services) until it holds or `timeout`
+/// passes; returns whether it held.
+public func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
+  let deadline = ContinuousClock.now + timeout
+  while try await !condition() {
+    guard ContinuousClock.now < deadline else { return false }
+    try? await Task.sleep(for: .milliseconds(20))
+  }
+  return true
+}
+
 /// Runs seconds of CPU work (reference training) on a thread of its own, so
 /// that it does not hold one of Swift's few executor threads.
 public func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {

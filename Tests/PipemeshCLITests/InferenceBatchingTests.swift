@@ -59,14 +59,15 @@ import Testing
       )
     }
 
-    func waitUntil(_ what: String, within limit: Duration = .seconds(60), _ condition: () async throws -> Bool)
-      async throws
-    {
-      let deadline = ContinuousClock.now + limit
-      while try await !condition() {
-        guard ContinuousClock.now < deadline else { throw RPCError(.deadlineExceeded, "\(what) within \(limit)") }
-        try await Task.sleep(for: .milliseconds(20))
-      }
+    /// Sends rows 0, 1 and 2 alone and waits until they are in flight as
+    /// three batches (`batches` sent before): with the last stage stopped,
+    /// they fill the pipeline (one batch per stage, and one more).
+    func fillPipeline(after batches: Double) async throws -> [Task<Tensor, any Error>] {
+      let filling = (0..<3).map { row in Task { try await infer(row) } }
+      try #require(
+        try await eventually(timeout: .seconds(60)) { try await figures().batches == batches + 3 },
+        "three batches in flight")
+      return filling
     }
 
     /// Runs `body` with the last stage stopped (SIGSTOP), continuing it
@@ -96,19 +97,17 @@ import Testing
     // The last stage frozen: three batches fill the pipeline (one per stage
     // and one more), and the requests after them wait.
     let (filling, waiting) = try await served.withLastStageStopped {
-      let filling = (0..<3).map { row in Task { try await served.infer(row) } }
-      try await served.waitUntil("three batches in flight") {
-        try await served.figures().batches == before.batches + 3
-      }
+      let filling = try await served.fillPipeline(after: before.batches)
       let waiting = (3..<24).map { row in Task { try await served.infer(row) } }
       // One more that gives up while it waits: it leaves the queue.
       let abandoned = Task { try await served.infer(0, timeout: .seconds(5)) }
-      try await served.waitUntil("22 requests waiting") { try await served.figures().waiting == 22 }
+      try #require(
+        try await eventually(timeout: .seconds(60)) { try await served.figures().waiting == 22 }, "22 requests waiting")
       let error = await #expect(throws: RPCError.self) { try await abandoned.value }
       #expect(error?.code == .deadlineExceeded, "\(String(describing: error))")
-      try await served.waitUntil("the abandoned request gone from the queue") {
-        try await served.figures().waiting == 21
-      }
+      try #require(
+        try await eventually(timeout: .seconds(60)) { try await served.figures().waiting == 21 },
+        "the abandoned request gone from the queue")
       return (filling, waiting)
     }
     var answers: [Tensor] = []
@@ -139,13 +138,35 @@ import Testing
       // once the connection's keepalive gives up on the stopped stage, 30 s
       // and more later).
       let next = Task { try await served.infer(5) }
-      try await served.waitUntil("a fourth batch", within: .seconds(10)) {
-        try await served.figures().batches == before.batches + 4
-      }
+      try #require(
+        try await eventually(timeout: .seconds(10)) { try await served.figures().batches == before.batches + 4 },
+        "a fourth batch")
       #expect(try await served.figures().waiting == 0)
       return next
     }
     let output = try await answer.value
     #expect(zip(output.scalars, expected.scalars).allSatisfy { abs($0 - $1) < 1e-5 }, "\(output) \(expected)")
+  }
+
+  /// kill -9 of the last stage with batches in flight and requests waiting:
+  /// every request gets an answer (an error naming the stage), none hangs,
+  /// and nothing is left waiting.
+  @Test func aStageKilledUnderBatchesAnswersEveryRequest() async throws {
+    let served = try await Served()
+    let before = try await served.figures()
+    let (tasks, killed) = try await served.withLastStageStopped {
+      let filling = try await served.fillPipeline(after: before.batches)
+      let waiting = (3..<8).map { row in Task { try await served.infer(row) } }
+      try #require(
+        try await eventually(timeout: .seconds(60)) { try await served.figures().waiting == 5 }, "5 requests waiting")
+      served.mesh.partitions[1].process.signal(SIGKILL)
+      return (filling + waiting, try await served.mesh.partitions[1].process.waitForExit())
+    }
+    #expect(killed != 0)
+    for (row, task) in tasks.enumerated() {
+      let error = await #expect(throws: RPCError.self, "row \(row)") { try await task.value }
+      #expect(error?.code == .unavailable || error?.code == .aborted, "row \(row): \(String(describing: error))")
+    }
+    #expect(try await served.figures().waiting == 0)
   }
 }
