@@ -179,7 +179,7 @@ struct PipelineRun {
   /// Ends the step on `stage`; returns the L2 penalty of its variables and
   /// the partition's memory.
   private func commit(stage: Int) async throws -> Pipemesh_V1_CommitResponse {
-    let (response, _) = try await trace.record("commit", stage: stage, replica: replica, step: step) {
+    try await trace.record(nil, stage: stage, replica: replica, step: step, partition: stages[stage].target) {
       try await stages[stage].call(
         PartitionMethods.commit,
         .with {
@@ -188,28 +188,28 @@ struct PipelineRun {
           $0.flush = flush
         })
     }
-    return response
   }
 
-  /// Sends `call` and records the stage's compute time on the trace (ending
-  /// when the answer came).
+  /// Sends `call` (again after a lost answer), noting its timing on the trace.
   private func perform(_ call: Call) async throws -> CallResult {
+    func send<Request, Response: TimedResponse>(
+      _ method: UnaryMethod<Request, Response>, _ request: Request, _ action: PipelineAction, stage: Int
+    ) async throws -> Response {
+      try await trace.record(action, stage: stage, replica: replica, step: step, partition: stages[stage].target) {
+        try await retrying { try await stages[stage].call(method, request) }
+      }
+    }
     switch call {
     case .forward(let action, let stage, let request):
-      let response = try await retrying { try await stages[stage].call(PartitionMethods.forward, request) }
-      trace.record(
-        action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
-      return CallResult(loss: response.loss, correct: response.correct, computeSeconds: response.computeSeconds)
+      let response = try await send(PartitionMethods.forward, request, action, stage: stage)
+      return CallResult(
+        loss: response.loss, correct: response.correct, computeSeconds: response.timing.computeSeconds)
     case .backward(let action, let stage, let request):
-      let response = try await retrying { try await stages[stage].call(PartitionMethods.backward, request) }
-      trace.record(
-        action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
-      return CallResult(computeSeconds: response.computeSeconds)
+      let response = try await send(PartitionMethods.backward, request, action, stage: stage)
+      return CallResult(computeSeconds: response.timing.computeSeconds)
     case .weights(let action, let stage, let request):
-      let response = try await retrying { try await stages[stage].call(PartitionMethods.backwardWeights, request) }
-      trace.record(
-        action.description, stage: stage, replica: replica, step: step, computeSeconds: response.computeSeconds)
-      return CallResult(computeSeconds: response.computeSeconds)
+      let response = try await send(PartitionMethods.backwardWeights, request, action, stage: stage)
+      return CallResult(computeSeconds: response.timing.computeSeconds)
     }
   }
 }

@@ -1,79 +1,228 @@
 import Foundation
-import MeshRPC
+import MeshPipeline
+import MeshProto
+import MeshWire
 import Synchronization
 
-/// Timelines of pipeline actions as Chrome trace events (open the JSON in
-/// Perfetto or chrome://tracing): one row per stage, one process per replica.
+/// A step's pipeline timeline as the partitions lived it, as Chrome trace
+/// events (open the JSON in Perfetto or chrome://tracing).
+///
+/// Each partition tells, by its own clock, when it received each call, when
+/// its input arrived from the neighbouring stage, when it computed and when
+/// it offered its output (`CallTiming`). The coordinator notes when it sent
+/// each call and had the answer, by its clock, estimates each partition's
+/// clock offset from these (`ClockOffsets`) and draws every stage's work on
+/// one timeline: per replica, a track per stage with its computations and
+/// commit, and beside it the transfers of its inputs from the neighbouring
+/// stages (as many tracks as transfers overlap).
 public final class TraceRecorder: Sendable {
-  public struct Event: Sendable {
-    let name: String
+  /// One call the coordinator sent and the partition answered.
+  struct Call: Sendable {
+    /// The pipeline action, or nil for a commit.
+    let action: PipelineAction?
     let stage: Int
     let replica: Int
     let step: Int64
-    let start: Duration
-    let duration: Duration
+    let partition: String
+    /// By the coordinator's clock.
+    let sent: Int64
+    let answered: Int64
+    let timing: Pipemesh_V1_CallTiming
   }
 
-  private let origin = ContinuousClock.now
-  private let events = Mutex<[Event]>([])
+  private let calls = Mutex<[Call]>([])
 
   public init() {}
 
-  /// Times `body` as the event `name` on `stage` of `replica`.
-  func record<R>(_ name: String, stage: Int, replica: Int, step: Int64, _ body: () async throws -> R) async rethrows
-    -> (R, Duration)
-  {
-    let start = ContinuousClock.now
-    let result = try await body()
-    let duration = ContinuousClock.now - start
-    events.withLock {
+  /// Sends `call` to `partition` (the action `action`, or the stage's commit
+  /// when nil) and notes when it went, came back, and what the partition
+  /// said of its timing.
+  func record<Response: TimedResponse>(
+    _ action: PipelineAction?, stage: Int, replica: Int, step: Int64, partition: String,
+    _ call: () async throws -> Response
+  ) async rethrows -> Response {
+    let sent = WallClock.nanos
+    let response = try await call()
+    let answered = WallClock.nanos
+    calls.withLock {
       $0.append(
-        Event(name: name, stage: stage, replica: replica, step: step, start: start - origin, duration: duration))
+        Call(
+          action: action, stage: stage, replica: replica, step: step, partition: partition, sent: sent,
+          answered: answered, timing: response.timing))
     }
-    return (result, duration)
+    return response
   }
 
-  /// Records a call that a partition answered just now after computing for
-  /// `computeSeconds`: the event is that computation, ending now (the answer's
-  /// transit is not subtracted).
-  func record(_ name: String, stage: Int, replica: Int, step: Int64, computeSeconds: Double) {
-    let duration = Duration.seconds(computeSeconds)
-    let end = ContinuousClock.now - origin
-    events.withLock {
-      $0.append(
-        Event(name: name, stage: stage, replica: replica, step: step, start: end - duration, duration: duration))
-    }
-  }
-
-  /// Drops events of steps before `step`, keeping the trace small.
+  /// Drops calls of steps before `step`, keeping the trace small.
   func keep(fromStep step: Int64) {
-    events.withLock { $0.removeAll { $0.step < step } }
+    calls.withLock { $0.removeAll { $0.step < step } }
   }
 
-  /// The events of `step` (all kept ones when nil) as Chrome trace JSON.
+  /// The timeline of `step` (all kept steps when nil) as Chrome trace JSON.
   public func chromeTrace(step: Int64? = nil) -> String {
-    let selected = events.withLock { $0 }.filter { step == nil || $0.step == step }
-    func microseconds(_ duration: Duration) -> Double { duration.seconds * 1e6 }
-    var trace: [[String: Any]] = []
-    for (replica, stage) in Set(selected.map { [$0.replica, $0.stage] }).map({ ($0[0], $0[1]) }).sorted(by: {
-      ($0.0, $0.1) < ($1.0, $1.1)
-    }) {
-      trace.append(["name": "thread_name", "ph": "M", "pid": replica, "tid": stage, "args": ["name": "stage \(stage)"]])
-      trace.append([
-        "name": "process_name", "ph": "M", "pid": replica, "tid": stage, "args": ["name": "replica \(replica)"],
-      ])
-    }
-    for event in selected {
-      trace.append([
-        "name": event.name,
-        "cat": event.name == "commit" ? "commit" : event.name.contains("B") ? "backward" : "forward", "ph": "X",
-        "ts": microseconds(event.start), "dur": microseconds(event.duration),
-        "pid": event.replica, "tid": event.stage, "args": ["step": event.step],
-      ])
-    }
+    let selected = calls.withLock { $0 }.filter { step == nil || $0.step == step }
+    let timeline = Timeline(selected)
     let data =
       (try? JSONSerialization.data(
-        withJSONObject: ["traceEvents": trace, "displayTimeUnit": "ms"], options: [.sortedKeys])) ?? Data()
+        withJSONObject: [
+          "traceEvents": timeline.events, "displayTimeUnit": "ms",
+          "otherData": ["clock_offsets_us": timeline.offsets.offsets.mapValues { Double($0) / 1e3 }],
+        ], options: [.sortedKeys])) ?? Data()
     return String(decoding: data, as: UTF8.self)
   }
+}
+
+/// The calls of a step laid out on the coordinator's clock, as trace events.
+private struct Timeline {
+  let offsets: ClockOffsets
+  private(set) var events: [[String: Any]] = []
+  /// The earliest time drawn, the trace's zero.
+  private let origin: Int64
+
+  /// A track of one replica: its stage's computations (lane 0) or the
+  /// transfers into it (lanes 1 and on).
+  private struct Track: Hashable, Comparable {
+    let replica: Int
+    let stage: Int
+    let lane: Int
+
+    static func < (a: Track, b: Track) -> Bool { (a.replica, a.stage, a.lane) < (b.replica, b.stage, b.lane) }
+    /// Perfetto's thread: stages in order, each one's transfer lanes after it.
+    var thread: Int { stage * 100 + lane }
+    var name: String { lane == 0 ? "stage \(stage)" : lane == 1 ? "stage \(stage) in" : "stage \(stage) in (\(lane))" }
+  }
+
+  private struct Slice {
+    let name: String
+    let category: String
+    let start: Int64
+    let end: Int64
+    let args: [String: Any]
+  }
+
+  init(_ calls: [TraceRecorder.Call]) {
+    // Who offered each tensor a call fetched: the neighbour's call of the
+    // same micro-batch (the previous stage's forward, the next stage's
+    // backward).
+    var byAction: [Key: TraceRecorder.Call] = [:]
+    for call in calls { if let action = call.action { byAction[Key(call, action)] = call } }
+    func producer(of call: TraceRecorder.Call) -> TraceRecorder.Call? {
+      guard let action = call.action, call.timing.inputReceivedUnixNanos > 0 else { return nil }
+      let neighbour: PipelineAction
+      switch action.kind {
+      case .forward: neighbour = .forward(action.stage - 1, action.microBatch)
+      case .backward: neighbour = .backward(action.stage + 1, action.microBatch)
+      case .weights: return nil
+      }
+      return byAction[Key(replica: call.replica, step: call.step, action: neighbour)].flatMap {
+        $0.timing.outputOfferedUnixNanos > 0 ? $0 : nil
+      }
+    }
+    offsets = ClockOffsets(
+      exchanges: calls.filter { $0.timing.receivedUnixNanos > 0 && $0.timing.answeredUnixNanos > 0 }.map {
+        .init(
+          partition: $0.partition, sent: $0.sent, received: $0.timing.receivedUnixNanos,
+          replied: $0.timing.answeredUnixNanos, answered: $0.answered)
+      },
+      handoffs: calls.compactMap { call in
+        producer(of: call).map {
+          .init(
+            sender: $0.partition, receiver: call.partition, offered: $0.timing.outputOfferedUnixNanos,
+            received: call.timing.inputReceivedUnixNanos)
+        }
+      })
+
+    var computations: [Track: [Slice]] = [:]
+    var transfers: [(replica: Int, stage: Int, slice: Slice)] = []
+    for call in calls {
+      let offset = offsets[call.partition]
+      func local(_ time: Int64) -> Int64 { time - offset }
+      let track = Track(replica: call.replica, stage: call.stage, lane: 0)
+      let timing = call.timing
+      var args: [String: Any] = ["step": call.step, "stage": call.stage, "partition": call.partition]
+      guard let action = call.action else {
+        computations[track, default: []].append(
+          Slice(
+            name: "commit", category: "commit", start: local(timing.receivedUnixNanos),
+            end: local(timing.answeredUnixNanos), args: args))
+        continue
+      }
+      args["micro_batch"] = action.microBatch
+      let name = "\(action.kind.rawValue)\(action.microBatch)"
+      computations[track, default: []].append(
+        Slice(
+          name: name, category: Self.category(action.kind), start: local(timing.computeStartedUnixNanos),
+          end: local(timing.computeEndedUnixNanos), args: args))
+      guard timing.inputReceivedUnixNanos > 0 else { continue }
+      // From when the tensor was both offered and asked for, to its arrival.
+      var start = local(timing.inputRequestedUnixNanos)
+      if let producer = producer(of: call) {
+        start = max(start, producer.timing.outputOfferedUnixNanos - offsets[producer.partition])
+        args["from"] = producer.partition
+      }
+      transfers.append(
+        (
+          call.replica, call.stage,
+          Slice(
+            name: action.kind == .forward ? "\(name) input" : "\(name) gradient", category: "transfer",
+            start: start, end: max(start, local(timing.inputReceivedUnixNanos)), args: args)
+        ))
+    }
+    // Transfers that overlap go on separate lanes.
+    var lanes: [Track: [Slice]] = [:]
+    var laneEnds: [[Int]: [Int64]] = [:]
+    for (replica, stage, slice) in transfers.sorted(by: { $0.slice.start < $1.slice.start }) {
+      var ends = laneEnds[[replica, stage], default: []]
+      let lane = ends.firstIndex { $0 <= slice.start } ?? ends.count
+      if lane == ends.count { ends.append(slice.end) } else { ends[lane] = slice.end }
+      laneEnds[[replica, stage]] = ends
+      lanes[Track(replica: replica, stage: stage, lane: lane + 1), default: []].append(slice)
+    }
+    let tracks = computations.merging(lanes) { $0 + $1 }
+    origin = tracks.values.joined().map(\.start).min() ?? 0
+    for replica in Set(tracks.keys.map(\.replica)).sorted() {
+      events.append(["name": "process_name", "ph": "M", "pid": replica, "args": ["name": "replica \(replica)"]])
+    }
+    for (track, slices) in tracks.sorted(by: { $0.key < $1.key }) {
+      events.append([
+        "name": "thread_name", "ph": "M", "pid": track.replica, "tid": track.thread, "args": ["name": track.name],
+      ])
+      events.append([
+        "name": "thread_sort_index", "ph": "M", "pid": track.replica, "tid": track.thread,
+        "args": ["sort_index": track.thread],
+      ])
+      for slice in slices.sorted(by: { $0.start < $1.start }) {
+        events.append([
+          "name": slice.name, "cat": slice.category, "ph": "X", "pid": track.replica, "tid": track.thread,
+          "ts": microseconds(slice.start - origin), "dur": microseconds(slice.end - slice.start), "args": slice.args,
+        ])
+      }
+    }
+  }
+
+  private struct Key: Hashable {
+    let replica: Int
+    let step: Int64
+    let action: PipelineAction
+
+    init(replica: Int, step: Int64, action: PipelineAction) {
+      self.replica = replica
+      self.step = step
+      self.action = action
+    }
+
+    init(_ call: TraceRecorder.Call, _ action: PipelineAction) {
+      self.init(replica: call.replica, step: call.step, action: action)
+    }
+  }
+
+  private static func category(_ kind: PipelineAction.Kind) -> String {
+    switch kind {
+    case .forward: "forward"
+    case .backward: "backward"
+    case .weights: "weights"
+    }
+  }
+
+  private func microseconds(_ nanoseconds: Int64) -> Double { Double(nanoseconds) / 1e3 }
 }

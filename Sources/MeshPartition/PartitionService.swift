@@ -59,29 +59,39 @@ public final class PartitionService: RPCService, Sendable {
   private func registerMethods(with router: inout RPCRouter) {
     router.unary(PartitionMethods.loadStage) { [self] request, _ in try await load(request) }
     router.unary(PartitionMethods.forward) { [self] request, _ in
-      try Self.check(request.key, training: true)
-      try Self.check(schedulePosition: request.schedulePosition)
-      return try await runner(request.key.job).forward(request, training: true)
+      try await Self.timed {
+        try Self.check(request.key, training: true)
+        try Self.check(schedulePosition: request.schedulePosition)
+        return try await runner(request.key.job).forward(request, training: true)
+      }
     }
     router.unary(PartitionMethods.infer) { [self] request, _ in
-      try Self.check(request.key, training: false)
-      return try await runner(request.key.job).forward(request, training: false)
+      try await Self.timed {
+        try Self.check(request.key, training: false)
+        return try await runner(request.key.job).forward(request, training: false)
+      }
     }
     router.unary(PartitionMethods.backward) { [self] request, _ in
-      try Self.check(request.key, training: true)
-      try Self.check(schedulePosition: request.schedulePosition)
-      return try await runner(request.key.job).backward(request)
+      try await Self.timed {
+        try Self.check(request.key, training: true)
+        try Self.check(schedulePosition: request.schedulePosition)
+        return try await runner(request.key.job).backward(request)
+      }
     }
     router.unary(PartitionMethods.backwardWeights) { [self] request, _ in
-      try Self.check(request.key, training: true)
-      try Self.check(schedulePosition: request.schedulePosition)
-      return try await runner(request.key.job).backwardWeights(request)
+      try await Self.timed {
+        try Self.check(request.key, training: true)
+        try Self.check(schedulePosition: request.schedulePosition)
+        return try await runner(request.key.job).backwardWeights(request)
+      }
     }
     router.unary(PartitionMethods.commit) { [self] request, _ in
-      guard request.step >= 1 else {
-        throw RPCError(.invalidArgument, "step is \(request.step); training steps count from 1")
+      try await Self.timed {
+        guard request.step >= 1 else {
+          throw RPCError(.invalidArgument, "step is \(request.step); training steps count from 1")
+        }
+        return try await runner(request.job).commit(step: request.step, flush: request.flush)
       }
-      return try await runner(request.job).commit(step: request.step, flush: request.flush)
     }
     router.serverStreaming(PartitionMethods.fetchTensor) { [self] request, writer, _ in
       // A tensor of a job not loaded here will not be produced here.
@@ -100,6 +110,17 @@ public final class PartitionService: RPCService, Sendable {
       dataPlane.drop(job: request.job)
       return .init()
     }
+  }
+
+  /// The answer of `call`, stamped with when this call came and when its
+  /// answer was ready (a repeated call's own times, with the first call's
+  /// work).
+  private static func timed<Response: TimedResponse>(_ call: () async throws -> Response) async throws -> Response {
+    let received = WallClock.nanos
+    var response = try await call()
+    response.timing.receivedUnixNanos = received
+    response.timing.answeredUnixNanos = WallClock.nanos
+    return response
   }
 
   /// Refuses a micro-batch key no coordinator sends: training steps count

@@ -178,17 +178,19 @@ actor StageRunner {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
     let (dataPlane, stage) = (dataPlane, stage)
     let peers = self.peers
-    let resolved = await capture {
+    var timing = Pipemesh_V1_CallTiming()
+    let resolved = await timing.fetchingInput(request.input) {
       try await dataPlane.resolve(request.input, wait: training, what: "input of stage \(stage)", peers: peers)
     }
     let position = training ? request.schedulePosition : 0
     return try await onTurn(step: microBatch.step, position: position) {
-      try await forwardOnTurn(request, microBatch, input: resolved.get(), training: training)
+      try await forwardOnTurn(request, microBatch, input: resolved.get(), training: training, timing: timing)
     }
   }
 
   private func forwardOnTurn(
-    _ request: Pipemesh_V1_ForwardRequest, _ microBatch: MicroBatch, input: Tensor, training: Bool
+    _ request: Pipemesh_V1_ForwardRequest, _ microBatch: MicroBatch, input: Tensor, training: Bool,
+    timing: Pipemesh_V1_CallTiming
   ) async throws -> Pipemesh_V1_ForwardResponse {
     try model.checkInput(input, layers: layers, "stage \(stage) of job \(job)")
     let batch = input.shape[0]
@@ -202,6 +204,7 @@ actor StageRunner {
     }
     let seed = UInt64(bitPattern: request.key.step) &* 1_000_003 &+ UInt64(bitPattern: Int64(request.key.microBatch))
     var response = Pipemesh_V1_ForwardResponse()
+    response.timing = timing
     let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
     guard training else {
       // Inferences running at once share the bound with what training keeps.
@@ -210,7 +213,9 @@ actor StageRunner {
         batch: batch, perExample: inferenceBytesPerExample, holding: held, what: "an inference")
       inferenceBytes += bytes
       defer { inferenceBytes -= bytes }
+      response.timing.computeStartedUnixNanos = WallClock.nanos
       let output = await offActor { model(input, variables: variables, layers: layers) }
+      response.timing.computeEndedUnixNanos = WallClock.nanos
       if isLast || output.scalarCount * MemoryLayout<Float>.size <= Self.inlineInferenceBytes {
         response.outputValue = Pipemesh_V1_Tensor(sharing: output)
       } else {
@@ -224,7 +229,7 @@ actor StageRunner {
       batch: batch, perExample: keptBytesPerExample, holding: holding, what: "a micro-batch")
     // Counted from here: a forward running off the actor still holds its bytes.
     kept[microBatch] = Kept(bytes: bytes, seed: seed)
-    let computeStarted = ContinuousClock.now
+    response.timing.computeStartedUnixNanos = WallClock.nanos
     let share = Float(batch) / Float(max(request.batchSize, 1))
     let (forward, loss) = await offActor { () -> (StageForward, (value: Float, gradient: Tensor, correct: Int)?) in
       let forward = Self.runForward(model, input, variables: variables, layers: layers, seed: seed, isFirst: isFirst)
@@ -236,6 +241,7 @@ actor StageRunner {
         model.spec.loss == .softmaxCrossEntropy ? Loss.correctPredictions(logits: forward.output, labels: target) : 0
       return (forward, (loss.scalar * share, gradient[0] * share, correct))
     }
+    response.timing.computeEndedUnixNanos = WallClock.nanos
     kept[microBatch] = Kept(
       forward: recompute ? nil : forward, input: recompute ? input : nil, lossGradient: loss?.gradient, bytes: bytes,
       seed: seed)
@@ -243,12 +249,12 @@ actor StageRunner {
       response.loss = Double(loss.value)
       response.correct = Int64(loss.correct)
     } else {
+      // Read before the offer: the neighbour may have the tensor before this task runs again.
+      response.timing.outputOfferedUnixNanos = WallClock.nanos
       response.output = dataPlane.offer(forward.output, key: DataPlaneKey(request.key, .activation))
     }
-    let computeSeconds = (ContinuousClock.now - computeStarted).seconds
-    response.computeSeconds = computeSeconds
     activity.update {
-      $0.busySeconds += computeSeconds
+      $0.busySeconds += response.timing.computeSeconds
       $0.forwards += 1
       $0.keptMicroBatches += 1
     }
@@ -317,19 +323,21 @@ actor StageRunner {
     -> Pipemesh_V1_BackwardResponse
   {
     let (dataPlane, stage, isLast, peers) = (dataPlane, stage, isLast, peers)
-    let resolved = await capture { () async throws -> Tensor? in
+    var timing = Pipemesh_V1_CallTiming()
+    let resolved = await timing.fetchingInput(isLast ? nil : request.outputGradient) { () async throws -> Tensor? in
       isLast
         ? nil
         : try await dataPlane.resolve(
           request.outputGradient, wait: true, what: "output gradient of stage \(stage)", peers: peers)
     }
     return try await onTurn(step: microBatch.step, position: request.schedulePosition) {
-      try await backwardOnTurn(request, microBatch, outputGradient: resolved.get())
+      try await backwardOnTurn(request, microBatch, outputGradient: resolved.get(), timing: timing)
     }
   }
 
   private func backwardOnTurn(
-    _ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch, outputGradient: Tensor?
+    _ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch, outputGradient: Tensor?,
+    timing: Pipemesh_V1_CallTiming
   ) async throws -> Pipemesh_V1_BackwardResponse {
     guard let entry = kept[microBatch], entry.forward != nil || entry.input != nil, !entry.backwardRunning else {
       throw RPCError(
@@ -347,8 +355,10 @@ actor StageRunner {
     accumulated = [:]
     let (dataPlane, inputGradientKey) = (dataPlane, DataPlaneKey(request.key, .gradient))
     let weightsLater = request.weightsLater
-    let computeStarted = ContinuousClock.now
-    let offered: Pipemesh_V1_TensorReference?
+    var response = Pipemesh_V1_BackwardResponse()
+    response.timing = timing
+    response.timing.computeStartedUnixNanos = WallClock.nanos
+    let offered: (reference: Pipemesh_V1_TensorReference, at: Int64)?
     let held: WeightGradients?
     do {
       (offered, held) = try await offActor {
@@ -370,10 +380,13 @@ actor StageRunner {
         // to each micro-batch.
         let (inputGradient, weights) = forward.splitBackward(
           upstream, addingPenalty: microBatch.index == 0, addingInto: &sums.values)
-        let reference = inputGradient.map { dataPlane.offer($0, key: inputGradientKey) }
-        if weightsLater { return (reference, weights) }
+        let offered = inputGradient.map { gradient in
+          let at = WallClock.nanos  // before the offer, as in forward
+          return (dataPlane.offer(gradient, key: inputGradientKey), at)
+        }
+        if weightsLater { return (offered, weights) }
         weights.compute()
-        return (reference, nil)
+        return (offered, nil)
       }
     } catch {
       merge(sums)
@@ -387,15 +400,16 @@ actor StageRunner {
       merge(sums)
     }
     kept[microBatch] = nil
-    let computeSeconds = (ContinuousClock.now - computeStarted).seconds
+    response.timing.computeEndedUnixNanos = WallClock.nanos
+    if let offered {
+      response.inputGradient = offered.reference
+      response.timing.outputOfferedUnixNanos = offered.at
+    }
     activity.update {
-      $0.busySeconds += computeSeconds
+      $0.busySeconds += response.timing.computeSeconds
       $0.backwards += 1
       if held == nil { $0.keptMicroBatches -= 1 }
     }
-    var response = Pipemesh_V1_BackwardResponse()
-    response.computeSeconds = computeSeconds
-    if let offered { response.inputGradient = offered }
     return response
   }
 
@@ -424,17 +438,16 @@ actor StageRunner {
         "stage \(stage) of job \(job) holds no weight gradients of step \(microBatch.step) micro-batch "
           + "\(microBatch.index): its Backward must run first, with weights_later")
     }
-    let computeStarted = ContinuousClock.now
+    var response = Pipemesh_V1_BackwardWeightsResponse()
+    response.timing.computeStartedUnixNanos = WallClock.nanos
     let weights = held.weights
     await offActor { weights.compute() }
     merge(held.sums)
-    let computeSeconds = (ContinuousClock.now - computeStarted).seconds
+    response.timing.computeEndedUnixNanos = WallClock.nanos
     activity.update {
-      $0.busySeconds += computeSeconds
+      $0.busySeconds += response.timing.computeSeconds
       $0.keptMicroBatches -= 1
     }
-    var response = Pipemesh_V1_BackwardWeightsResponse()
-    response.computeSeconds = computeSeconds
     return response
   }
 
@@ -705,9 +718,22 @@ private final class GradientSums: @unchecked Sendable {
   init(_ values: [String: Tensor]) { self.values = values }
 }
 
-/// The outcome of `body`, thrown or returned, to be looked at later.
-private func capture<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
-  do { return .success(try await body()) } catch { return .failure(error) }
+extension Pipemesh_V1_CallTiming {
+  /// Captures the outcome of `fetch`, which resolves `source`; notes when
+  /// the input was asked for and when it came if `source` names a
+  /// neighbour's tensor.
+  fileprivate mutating func fetchingInput<T>(
+    _ source: Pipemesh_V1_TensorSource?, _ fetch: () async throws -> T
+  ) async -> Result<T, any Error> {
+    let requested = WallClock.nanos
+    let result: Result<T, any Error>
+    do { result = .success(try await fetch()) } catch { result = .failure(error) }
+    if case .reference = source?.source {
+      inputRequestedUnixNanos = requested
+      inputReceivedUnixNanos = WallClock.nanos
+    }
+    return result
+  }
 }
 
 /// Runs `body` on the global executor, off the calling actor.

@@ -136,7 +136,46 @@ import Testing
       #expect(Set(events.map(\.step)) == [Int64(reference.losses.count - 1)], "\(job)")
       // A forward and a backward per micro-batch (and a weights action under ZB-H1), and a commit.
       let actions = schedule == .scheduleZeroBubbleH1 ? 3 : 2
-      #expect(events.count == stages * (actions * microBatches + 1), "\(job): \(events.map(\.name))")
+      let computations = events.filter { $0.category != "transfer" }
+      #expect(computations.count == stages * (actions * microBatches + 1), "\(job): \(events.map(\.name))")
+      Self.expectCausalTimeline(events, stages: stages, microBatches: microBatches, job: job)
+    }
+  }
+
+  /// The merged timeline of a step is one that could have happened: no two
+  /// slices overlap on a track; a micro-batch's forward on stage k+1 starts
+  /// after it ended on stage k, with the activation's transfer in between;
+  /// a backward starts after its gradient came from stage k+1.
+  static func expectCausalTimeline(_ events: [TraceEvent], stages: Int, microBatches: Int, job: String) {
+    for track in Dictionary(grouping: events, by: { [$0.replica, $0.thread] }).values {
+      let slices = track.sorted { $0.start < $1.start }
+      for (earlier, later) in zip(slices, slices.dropFirst()) {
+        // Microseconds from nanoseconds: equal ends and starts may differ by rounding.
+        #expect(earlier.end <= later.start + 1e-3, "\(job): \(earlier) overlaps \(later)")
+      }
+    }
+    func slice(_ name: String, stage: Int, _ category: String) -> TraceEvent? {
+      let found = events.filter { $0.name == name && $0.stage == stage && $0.category == category }
+      #expect(found.count == 1, "\(job): \(found.count) slices \(name) (\(category)) on stage \(stage)")
+      return found.first
+    }
+    for microBatch in 0..<microBatches {
+      for stage in 1..<max(stages, 1) {
+        guard let before = slice("F\(microBatch)", stage: stage - 1, "forward"),
+          let after = slice("F\(microBatch)", stage: stage, "forward"),
+          let transfer = slice("F\(microBatch) input", stage: stage, "transfer")
+        else { continue }
+        #expect(
+          before.end <= transfer.start + 1e-3 && transfer.end <= after.start + 1e-3,
+          "\(job): \(before) \(transfer) \(after)")
+        guard let upstream = slice("B\(microBatch)", stage: stage, "backward"),
+          let gradient = slice("B\(microBatch) gradient", stage: stage - 1, "transfer"),
+          let backward = slice("B\(microBatch)", stage: stage - 1, "backward")
+        else { continue }
+        #expect(
+          upstream.start <= gradient.start + 1e-3 && gradient.end <= backward.start + 1e-3,
+          "\(job): \(upstream) \(gradient) \(backward)")
+      }
     }
   }
 
@@ -261,12 +300,32 @@ import Testing
       """)
   }
 
-  /// The complete ("X") events of a Chrome trace: name and step.
-  static func traceEvents(_ json: String) throws -> [(name: String, step: Int64)] {
+  /// A slice of a trace's timeline (times in microseconds).
+  struct TraceEvent: CustomStringConvertible {
+    let name: String
+    let category: String
+    let replica: Int
+    let thread: Int
+    let stage: Int
+    let step: Int64
+    let start: Double
+    let end: Double
+
+    var description: String { "\(name)@stage\(stage)[\(start)–\(end)]" }
+  }
+
+  /// The complete ("X") events of a Chrome trace.
+  static func traceEvents(_ json: String) throws -> [TraceEvent] {
     let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
     let events = try #require(object?["traceEvents"] as? [[String: Any]])
     return events.filter { $0["ph"] as? String == "X" }.map { event in
-      (event["name"] as? String ?? "", ((event["args"] as? [String: Any])?["step"] as? NSNumber)?.int64Value ?? -1)
+      let args = event["args"] as? [String: Any]
+      func number(_ value: Any?) -> Double { (value as? NSNumber)?.doubleValue ?? -1 }
+      let start = number(event["ts"])
+      return TraceEvent(
+        name: event["name"] as? String ?? "", category: event["cat"] as? String ?? "",
+        replica: Int(number(event["pid"])), thread: Int(number(event["tid"])), stage: Int(number(args?["stage"])),
+        step: Int64(number(args?["step"])), start: start, end: start + number(event["dur"]))
     }
   }
 
@@ -1007,8 +1066,18 @@ import Testing
     async let secondBackward = backward(1, position: 4)
     let first = try await forward(0, position: 1)
     let firstBackward = try await backward(0, position: 2)  // the retry of the early call
-    let (secondForward, _) = try await (second, secondBackward)
-    #expect(first.computeSeconds > 0 && secondForward.computeSeconds > 0 && firstBackward.computeSeconds > 0)
+    let (secondForward, secondBackwardAnswer) = try await (second, secondBackward)
+    // Computed in schedule order, each before it was answered, as the partition's own timings
+    // tell; after its call came, but for the repeated B0, which may report the first call's work.
+    let timings = [first.timing, firstBackward.timing, secondForward.timing, secondBackwardAnswer.timing]
+    for (index, timing) in timings.enumerated() {
+      #expect(timing.computeSeconds > 0)
+      #expect(index == 1 || timing.receivedUnixNanos <= timing.computeStartedUnixNanos)
+      #expect(timing.computeEndedUnixNanos <= timing.answeredUnixNanos)
+    }
+    for (earlier, later) in zip(timings, timings.dropFirst()) {
+      #expect(earlier.computeEndedUnixNanos <= later.computeStartedUnixNanos, "\(timings)")
+    }
     _ = try await partition.call(
       PartitionMethods.commit,
       .with {

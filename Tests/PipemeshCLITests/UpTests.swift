@@ -169,8 +169,10 @@ import Testing
       try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("trace.json"))))
         as? [String: Any])
     let events = try #require(trace["traceEvents"] as? [[String: Any]]).filter { $0["ph"] as? String == "X" }
-    // One step of 2 micro-batches through 2 stages: 4 forwards, 4 backwards, 2 commits.
-    #expect(events.count == 10)
+    // One step of 2 micro-batches through 2 stages: 4 forwards, 4 backwards, 2 commits, and the
+    // transfers between the stages: 2 activations, 2 gradients.
+    #expect(events.filter { $0["cat"] as? String != "transfer" }.count == 10)
+    #expect(events.filter { $0["cat"] as? String == "transfer" }.count == 4)
     #expect(events.filter { $0["name"] as? String == "commit" }.count == 2)
 
     let checkpoint = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: file("checkpoint.safetensors"))))

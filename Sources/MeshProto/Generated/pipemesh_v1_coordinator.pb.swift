@@ -648,7 +648,9 @@ public nonisolated struct Pipemesh_V1_TrainProgress: Sendable {
   /// On the last message: a step's pipeline timeline as Chrome trace-event
   /// JSON (opens in Perfetto): the job's last step that did not flush to the
   /// ps (as steps before a checkpoint and the last step do), or its last
-  /// step when all did.
+  /// step when all did. Drawn from the partitions' own timings of each call
+  /// (clock offsets estimated and corrected): per replica, a track per stage
+  /// with its computations and commit, and tracks of the transfers into it.
   public var traceJson: String = String()
 
   /// Fraction of the step's labels predicted right (classification): one

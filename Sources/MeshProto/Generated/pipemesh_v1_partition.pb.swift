@@ -333,9 +333,15 @@ public nonisolated struct Pipemesh_V1_ForwardResponse: Sendable {
   /// classification).
   public var correct: Int64 = 0
 
-  /// Seconds the partition spent computing this call (not waiting for its
-  /// input or its turn).
-  public var computeSeconds: Double = 0
+  /// When the partition received, computed and answered this call.
+  public var timing: Pipemesh_V1_CallTiming {
+    get {_timing ?? Pipemesh_V1_CallTiming()}
+    set {_timing = newValue}
+  }
+  /// Returns true if `timing` has been explicitly set.
+  public var hasTiming: Bool {self._timing != nil}
+  /// Clears the value of `timing`. Subsequent reads from it will return its default value.
+  public mutating func clearTiming() {self._timing = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -343,6 +349,7 @@ public nonisolated struct Pipemesh_V1_ForwardResponse: Sendable {
 
   fileprivate var _output: Pipemesh_V1_TensorReference? = nil
   fileprivate var _outputValue: Pipemesh_V1_Tensor? = nil
+  fileprivate var _timing: Pipemesh_V1_CallTiming? = nil
 }
 
 public nonisolated struct Pipemesh_V1_BackwardRequest: Sendable {
@@ -409,14 +416,22 @@ public nonisolated struct Pipemesh_V1_BackwardResponse: Sendable {
   /// Clears the value of `inputGradient`. Subsequent reads from it will return its default value.
   public mutating func clearInputGradient() {self._inputGradient = nil}
 
-  /// Seconds the partition spent computing this call.
-  public var computeSeconds: Double = 0
+  /// When the partition received, computed and answered this call.
+  public var timing: Pipemesh_V1_CallTiming {
+    get {_timing ?? Pipemesh_V1_CallTiming()}
+    set {_timing = newValue}
+  }
+  /// Returns true if `timing` has been explicitly set.
+  public var hasTiming: Bool {self._timing != nil}
+  /// Clears the value of `timing`. Subsequent reads from it will return its default value.
+  public mutating func clearTiming() {self._timing = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _inputGradient: Pipemesh_V1_TensorReference? = nil
+  fileprivate var _timing: Pipemesh_V1_CallTiming? = nil
 }
 
 public nonisolated struct Pipemesh_V1_BackwardWeightsRequest: Sendable {
@@ -451,12 +466,21 @@ public nonisolated struct Pipemesh_V1_BackwardWeightsResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Seconds the partition spent computing this call.
-  public var computeSeconds: Double = 0
+  /// When the partition received, computed and answered this call.
+  public var timing: Pipemesh_V1_CallTiming {
+    get {_timing ?? Pipemesh_V1_CallTiming()}
+    set {_timing = newValue}
+  }
+  /// Returns true if `timing` has been explicitly set.
+  public var hasTiming: Bool {self._timing != nil}
+  /// Clears the value of `timing`. Subsequent reads from it will return its default value.
+  public mutating func clearTiming() {self._timing = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _timing: Pipemesh_V1_CallTiming? = nil
 }
 
 public nonisolated struct Pipemesh_V1_CommitRequest: Sendable {
@@ -503,11 +527,62 @@ public nonisolated struct Pipemesh_V1_CommitResponse: Sendable {
   /// Clears the value of `memory`. Subsequent reads from it will return its default value.
   public mutating func clearMemory() {self._memory = nil}
 
+  /// When the partition received and answered this call (and applied the
+  /// step's update: compute).
+  public var timing: Pipemesh_V1_CallTiming {
+    get {_timing ?? Pipemesh_V1_CallTiming()}
+    set {_timing = newValue}
+  }
+  /// Returns true if `timing` has been explicitly set.
+  public var hasTiming: Bool {self._timing != nil}
+  /// Clears the value of `timing`. Subsequent reads from it will return its default value.
+  public mutating func clearTiming() {self._timing = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _memory: Pipemesh_V1_ProcessMemory? = nil
+  fileprivate var _timing: Pipemesh_V1_CallTiming? = nil
+}
+
+/// When a partition did the work of one call, by its own clock, in
+/// nanoseconds since the Unix epoch (0: did not happen). The coordinator
+/// bounds each partition's clock offset by the received and answered times
+/// of the calls it sent (a call is received after it was sent and answered
+/// before its answer came) and by the tensors partitions pass each other
+/// (received after they were offered), and draws a step's true timeline from
+/// them: the run's trace.json.
+public nonisolated struct Pipemesh_V1_CallTiming: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The call reached the partition's handler.
+  public var receivedUnixNanos: Int64 = 0
+
+  /// Its answer was ready.
+  public var answeredUnixNanos: Int64 = 0
+
+  /// The input (Forward) or output gradient (Backward) was asked of the
+  /// neighbouring partition that produces it, and had arrived; both 0 when
+  /// it came inline or from this partition.
+  public var inputRequestedUnixNanos: Int64 = 0
+
+  public var inputReceivedUnixNanos: Int64 = 0
+
+  /// The computation, after the input and the call's turn.
+  public var computeStartedUnixNanos: Int64 = 0
+
+  public var computeEndedUnixNanos: Int64 = 0
+
+  /// The output (Forward) or input gradient (Backward) was offered to the
+  /// neighbour that fetches it; 0 when there is none.
+  public var outputOfferedUnixNanos: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
@@ -975,7 +1050,7 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}loss\0\u{3}output_value\0\u{1}correct\0\u{3}compute_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}loss\0\u{3}output_value\0\u{1}correct\0\u{2}\u{2}timing\0\u{b}compute_seconds\0\u{c}\u{5}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -987,7 +1062,7 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._outputValue) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.correct) }()
-      case 5: try { try decoder.decodeSingularDoubleField(value: &self.computeSeconds) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._timing) }()
       default: break
       }
     }
@@ -1010,9 +1085,9 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
     if self.correct != 0 {
       try visitor.visitSingularInt64Field(value: self.correct, fieldNumber: 4)
     }
-    if self.computeSeconds.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.computeSeconds, fieldNumber: 5)
-    }
+    try { if let v = self._timing {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1021,7 +1096,7 @@ nonisolated extension Pipemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftP
     if lhs.loss != rhs.loss {return false}
     if lhs._outputValue != rhs._outputValue {return false}
     if lhs.correct != rhs.correct {return false}
-    if lhs.computeSeconds != rhs.computeSeconds {return false}
+    if lhs._timing != rhs._timing {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1078,7 +1153,7 @@ nonisolated extension Pipemesh_V1_BackwardRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Pipemesh_V1_BackwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BackwardResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}input_gradient\0\u{3}compute_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}input_gradient\0\u{2}\u{2}timing\0\u{b}compute_seconds\0\u{c}\u{2}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1087,7 +1162,7 @@ nonisolated extension Pipemesh_V1_BackwardResponse: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._inputGradient) }()
-      case 2: try { try decoder.decodeSingularDoubleField(value: &self.computeSeconds) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._timing) }()
       default: break
       }
     }
@@ -1101,15 +1176,15 @@ nonisolated extension Pipemesh_V1_BackwardResponse: SwiftProtobuf.Message, Swift
     try { if let v = self._inputGradient {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
-    if self.computeSeconds.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.computeSeconds, fieldNumber: 2)
-    }
+    try { if let v = self._timing {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_BackwardResponse, rhs: Pipemesh_V1_BackwardResponse) -> Bool {
     if lhs._inputGradient != rhs._inputGradient {return false}
-    if lhs.computeSeconds != rhs.computeSeconds {return false}
+    if lhs._timing != rhs._timing {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1156,7 +1231,7 @@ nonisolated extension Pipemesh_V1_BackwardWeightsRequest: SwiftProtobuf.Message,
 
 nonisolated extension Pipemesh_V1_BackwardWeightsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BackwardWeightsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}compute_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}timing\0\u{b}compute_seconds\0\u{c}\u{1}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1164,21 +1239,25 @@ nonisolated extension Pipemesh_V1_BackwardWeightsResponse: SwiftProtobuf.Message
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularDoubleField(value: &self.computeSeconds) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._timing) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.computeSeconds.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.computeSeconds, fieldNumber: 1)
-    }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._timing {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_BackwardWeightsResponse, rhs: Pipemesh_V1_BackwardWeightsResponse) -> Bool {
-    if lhs.computeSeconds != rhs.computeSeconds {return false}
+    if lhs._timing != rhs._timing {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1226,7 +1305,7 @@ nonisolated extension Pipemesh_V1_CommitRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_CommitResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CommitResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}penalty\0\u{1}memory\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}penalty\0\u{1}memory\0\u{1}timing\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1237,6 +1316,7 @@ nonisolated extension Pipemesh_V1_CommitResponse: SwiftProtobuf.Message, SwiftPr
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.penalty) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._memory) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._timing) }()
       default: break
       }
     }
@@ -1256,6 +1336,9 @@ nonisolated extension Pipemesh_V1_CommitResponse: SwiftProtobuf.Message, SwiftPr
     try { if let v = self._memory {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    try { if let v = self._timing {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1263,6 +1346,67 @@ nonisolated extension Pipemesh_V1_CommitResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.version != rhs.version {return false}
     if lhs.penalty != rhs.penalty {return false}
     if lhs._memory != rhs._memory {return false}
+    if lhs._timing != rhs._timing {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_CallTiming: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CallTiming"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}received_unix_nanos\0\u{3}answered_unix_nanos\0\u{3}input_requested_unix_nanos\0\u{3}input_received_unix_nanos\0\u{3}compute_started_unix_nanos\0\u{3}compute_ended_unix_nanos\0\u{3}output_offered_unix_nanos\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.receivedUnixNanos) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.answeredUnixNanos) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.inputRequestedUnixNanos) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.inputReceivedUnixNanos) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.computeStartedUnixNanos) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.computeEndedUnixNanos) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.outputOfferedUnixNanos) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.receivedUnixNanos != 0 {
+      try visitor.visitSingularInt64Field(value: self.receivedUnixNanos, fieldNumber: 1)
+    }
+    if self.answeredUnixNanos != 0 {
+      try visitor.visitSingularInt64Field(value: self.answeredUnixNanos, fieldNumber: 2)
+    }
+    if self.inputRequestedUnixNanos != 0 {
+      try visitor.visitSingularInt64Field(value: self.inputRequestedUnixNanos, fieldNumber: 3)
+    }
+    if self.inputReceivedUnixNanos != 0 {
+      try visitor.visitSingularInt64Field(value: self.inputReceivedUnixNanos, fieldNumber: 4)
+    }
+    if self.computeStartedUnixNanos != 0 {
+      try visitor.visitSingularInt64Field(value: self.computeStartedUnixNanos, fieldNumber: 5)
+    }
+    if self.computeEndedUnixNanos != 0 {
+      try visitor.visitSingularInt64Field(value: self.computeEndedUnixNanos, fieldNumber: 6)
+    }
+    if self.outputOfferedUnixNanos != 0 {
+      try visitor.visitSingularInt64Field(value: self.outputOfferedUnixNanos, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_CallTiming, rhs: Pipemesh_V1_CallTiming) -> Bool {
+    if lhs.receivedUnixNanos != rhs.receivedUnixNanos {return false}
+    if lhs.answeredUnixNanos != rhs.answeredUnixNanos {return false}
+    if lhs.inputRequestedUnixNanos != rhs.inputRequestedUnixNanos {return false}
+    if lhs.inputReceivedUnixNanos != rhs.inputReceivedUnixNanos {return false}
+    if lhs.computeStartedUnixNanos != rhs.computeStartedUnixNanos {return false}
+    if lhs.computeEndedUnixNanos != rhs.computeEndedUnixNanos {return false}
+    if lhs.outputOfferedUnixNanos != rhs.outputOfferedUnixNanos {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

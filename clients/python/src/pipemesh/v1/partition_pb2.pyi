@@ -93,18 +93,18 @@ class ForwardRequest(_message.Message):
     def __init__(self, key: _Optional[_Union[MicroBatchKey, _Mapping]] = ..., input: _Optional[_Union[TensorSource, _Mapping]] = ..., targets: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., batch_size: _Optional[int] = ..., schedule_position: _Optional[int] = ...) -> None: ...
 
 class ForwardResponse(_message.Message):
-    __slots__ = ("output", "loss", "output_value", "correct", "compute_seconds")
+    __slots__ = ("output", "loss", "output_value", "correct", "timing")
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_VALUE_FIELD_NUMBER: _ClassVar[int]
     CORRECT_FIELD_NUMBER: _ClassVar[int]
-    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
     output: TensorReference
     loss: float
     output_value: _tensor_pb2.Tensor
     correct: int
-    compute_seconds: float
-    def __init__(self, output: _Optional[_Union[TensorReference, _Mapping]] = ..., loss: _Optional[float] = ..., output_value: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., correct: _Optional[int] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+    timing: CallTiming
+    def __init__(self, output: _Optional[_Union[TensorReference, _Mapping]] = ..., loss: _Optional[float] = ..., output_value: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., correct: _Optional[int] = ..., timing: _Optional[_Union[CallTiming, _Mapping]] = ...) -> None: ...
 
 class BackwardRequest(_message.Message):
     __slots__ = ("key", "output_gradient", "schedule_position", "weights_later")
@@ -119,12 +119,12 @@ class BackwardRequest(_message.Message):
     def __init__(self, key: _Optional[_Union[MicroBatchKey, _Mapping]] = ..., output_gradient: _Optional[_Union[TensorSource, _Mapping]] = ..., schedule_position: _Optional[int] = ..., weights_later: _Optional[bool] = ...) -> None: ...
 
 class BackwardResponse(_message.Message):
-    __slots__ = ("input_gradient", "compute_seconds")
+    __slots__ = ("input_gradient", "timing")
     INPUT_GRADIENT_FIELD_NUMBER: _ClassVar[int]
-    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
     input_gradient: TensorReference
-    compute_seconds: float
-    def __init__(self, input_gradient: _Optional[_Union[TensorReference, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+    timing: CallTiming
+    def __init__(self, input_gradient: _Optional[_Union[TensorReference, _Mapping]] = ..., timing: _Optional[_Union[CallTiming, _Mapping]] = ...) -> None: ...
 
 class BackwardWeightsRequest(_message.Message):
     __slots__ = ("key", "schedule_position")
@@ -135,10 +135,10 @@ class BackwardWeightsRequest(_message.Message):
     def __init__(self, key: _Optional[_Union[MicroBatchKey, _Mapping]] = ..., schedule_position: _Optional[int] = ...) -> None: ...
 
 class BackwardWeightsResponse(_message.Message):
-    __slots__ = ("compute_seconds",)
-    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    compute_seconds: float
-    def __init__(self, compute_seconds: _Optional[float] = ...) -> None: ...
+    __slots__ = ("timing",)
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    timing: CallTiming
+    def __init__(self, timing: _Optional[_Union[CallTiming, _Mapping]] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("job", "step", "flush")
@@ -151,14 +151,34 @@ class CommitRequest(_message.Message):
     def __init__(self, job: _Optional[str] = ..., step: _Optional[int] = ..., flush: _Optional[bool] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
-    __slots__ = ("version", "penalty", "memory")
+    __slots__ = ("version", "penalty", "memory", "timing")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PENALTY_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
     version: int
     penalty: float
     memory: _parameter_server_pb2.ProcessMemory
-    def __init__(self, version: _Optional[int] = ..., penalty: _Optional[float] = ..., memory: _Optional[_Union[_parameter_server_pb2.ProcessMemory, _Mapping]] = ...) -> None: ...
+    timing: CallTiming
+    def __init__(self, version: _Optional[int] = ..., penalty: _Optional[float] = ..., memory: _Optional[_Union[_parameter_server_pb2.ProcessMemory, _Mapping]] = ..., timing: _Optional[_Union[CallTiming, _Mapping]] = ...) -> None: ...
+
+class CallTiming(_message.Message):
+    __slots__ = ("received_unix_nanos", "answered_unix_nanos", "input_requested_unix_nanos", "input_received_unix_nanos", "compute_started_unix_nanos", "compute_ended_unix_nanos", "output_offered_unix_nanos")
+    RECEIVED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_REQUESTED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_RECEIVED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_STARTED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_ENDED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_OFFERED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    received_unix_nanos: int
+    answered_unix_nanos: int
+    input_requested_unix_nanos: int
+    input_received_unix_nanos: int
+    compute_started_unix_nanos: int
+    compute_ended_unix_nanos: int
+    output_offered_unix_nanos: int
+    def __init__(self, received_unix_nanos: _Optional[int] = ..., answered_unix_nanos: _Optional[int] = ..., input_requested_unix_nanos: _Optional[int] = ..., input_received_unix_nanos: _Optional[int] = ..., compute_started_unix_nanos: _Optional[int] = ..., compute_ended_unix_nanos: _Optional[int] = ..., output_offered_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class FetchTensorRequest(_message.Message):
     __slots__ = ("key", "release", "wait")

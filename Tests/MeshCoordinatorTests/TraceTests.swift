@@ -1,0 +1,137 @@
+import Foundation
+import MeshPipeline
+import MeshProto
+import MeshWire
+import Testing
+
+@testable import MeshCoordinator
+
+/// The merged trace: clock offsets from what happened in order, and a
+/// timeline of partitions whose clocks are far apart that still reads in
+/// the order things happened.
+@Suite struct TraceTests {
+  typealias Exchange = ClockOffsets.Exchange
+
+  /// An exchange with a partition whose clock is `offset` ahead, the call
+  /// taking `there` and the answer `back` nanoseconds on the wire.
+  static func exchange(_ partition: String, offset: Int64, at sent: Int64, there: Int64, back: Int64) -> Exchange {
+    let received = sent + there + offset
+    let replied = received + 1_000_000
+    return Exchange(
+      partition: partition, sent: sent, received: received, replied: replied, answered: replied - offset + back)
+  }
+
+  @Test func offsetsOfClocksSecondsApartAreFoundWithinTheirQuickestRoundTrips() {
+    let truth: [String: Int64] = ["a:1": 5_000_000_000, "b:2": -3_000_000_000]
+    var exchanges: [Exchange] = []
+    var generator = SystemRandomNumberGenerator()
+    var quickest: [String: (there: Int64, back: Int64)] = [:]
+    for (index, (partition, offset)) in truth.sorted(by: { $0.key < $1.key }).enumerated() {
+      for call in 0..<20 {
+        let there = Int64.random(in: 50_000...400_000, using: &generator)
+        let back = Int64.random(in: 50_000...400_000, using: &generator)
+        exchanges.append(
+          Self.exchange(partition, offset: offset, at: Int64(1000 * call + index) * 1_000_000, there: there, back: back)
+        )
+        quickest[partition] = (
+          min(quickest[partition]?.there ?? .max, there), min(quickest[partition]?.back ?? .max, back)
+        )
+      }
+    }
+    let offsets = ClockOffsets(exchanges: exchanges, handoffs: [])
+    for (partition, offset) in truth {
+      // The true offset lies within [offset - quickest back, offset + quickest there]; the
+      // estimate is its midpoint.
+      let (there, back) = quickest[partition]!
+      #expect(abs(offsets[partition] - offset) <= max(there, back), "\(partition): \(offsets[partition]) vs \(offset)")
+    }
+  }
+
+  /// Each exchange alone leaves a partition's offset loose when its calls
+  /// take long one way; a tensor it handed on bounds it further, and the
+  /// estimate then never shows the tensor arriving before it was offered.
+  @Test func handoffsKeepATensorFromArrivingBeforeItWasOffered() {
+    // Both clocks agree; the sender's calls came quickly and answered slowly.
+    let exchanges = [
+      Self.exchange("sender", offset: 0, at: 0, there: 10_000, back: 500_000),
+      Self.exchange("receiver", offset: 0, at: 0, there: 10_000, back: 10_000),
+    ]
+    let handoff = ClockOffsets.Handoff(
+      sender: "sender", receiver: "receiver", offered: 2_000_000, received: 2_020_000)
+    func arrivesAfterOffer(_ offsets: ClockOffsets) -> Bool {
+      handoff.received - offsets["receiver"] >= handoff.offered - offsets["sender"]
+    }
+    // Without the handoff, the sender's clock is taken to be 245 µs behind: the tensor seems to
+    // arrive before it was offered.
+    #expect(!arrivesAfterOffer(ClockOffsets(exchanges: exchanges, handoffs: [])))
+    let offsets = ClockOffsets(exchanges: exchanges, handoffs: [handoff])
+    #expect(arrivesAfterOffer(offsets))
+    #expect(abs(offsets["sender"]) <= 20_000 && abs(offsets["receiver"]) <= 10_000, "\(offsets.offsets)")
+  }
+
+  /// Facts that contradict each other (a clock stepped between two calls)
+  /// fall back to NTP's reading of the quickest exchange.
+  @Test func contradictoryFactsFallBackToTheQuickestRoundTrip() {
+    let exchanges = [
+      Self.exchange("stepped", offset: 0, at: 0, there: 100_000, back: 100_000),
+      Self.exchange("stepped", offset: 2_000_000_000, at: 10_000_000, there: 300_000, back: 300_000),
+    ]
+    let offsets = ClockOffsets(exchanges: exchanges, handoffs: [])
+    #expect(offsets["stepped"] == 0)
+    #expect(offsets["unknown"] == 0)
+  }
+
+  /// Two stages on partitions whose clocks are 2 s ahead and 1 s behind
+  /// the coordinator's: the merged timeline puts each micro-batch's
+  /// forward on stage 1 after its forward on stage 0 and the transfer
+  /// between them, and spans the step's real length, not seconds.
+  @Test func aTimelineOfSkewedClocksReadsInTheOrderThingsHappened() async throws {
+    let trace = TraceRecorder()
+    let skew = ["stage0:1": Int64(2_000_000_000), "stage1:2": -1_000_000_000]
+    let began = WallClock.nanos
+    /// A call that computes for `milliseconds` on `partition`, its input
+    /// (when `fetched`) arriving first; times by that partition's clock.
+    func call(
+      _ action: PipelineAction?, on partition: String, fetched: Bool = false, offersOutput: Bool = false,
+      milliseconds: Int = 2
+    ) async throws {
+      _ = try await trace.record(action, stage: action?.stage ?? 0, replica: 0, step: 1, partition: partition) {
+        let clock = { WallClock.nanos + skew[partition]! }
+        var response = Pipemesh_V1_ForwardResponse()
+        try await Task.sleep(for: .microseconds(200))
+        response.timing.receivedUnixNanos = clock()
+        if fetched {
+          response.timing.inputRequestedUnixNanos = clock()
+          try await Task.sleep(for: .microseconds(300))
+          response.timing.inputReceivedUnixNanos = clock()
+        }
+        response.timing.computeStartedUnixNanos = clock()
+        try await Task.sleep(for: .milliseconds(milliseconds))
+        response.timing.computeEndedUnixNanos = clock()
+        if offersOutput { response.timing.outputOfferedUnixNanos = clock() }
+        response.timing.answeredUnixNanos = clock()
+        try await Task.sleep(for: .microseconds(200))
+        return response
+      }
+    }
+    for microBatch in 0..<2 {
+      try await call(.forward(0, microBatch), on: "stage0:1", offersOutput: true)
+      try await call(.forward(1, microBatch), on: "stage1:2", fetched: true)
+    }
+    for microBatch in 0..<2 {
+      try await call(.backward(1, microBatch), on: "stage1:2", offersOutput: true)
+      try await call(.backward(0, microBatch), on: "stage0:1", fetched: true)
+    }
+    try await call(nil, on: "stage0:1")
+    let elapsed = Double(WallClock.nanos - began) / 1e3
+
+    let events = try PipelineTrainingTests.traceEvents(trace.chromeTrace(step: 1))
+    #expect(events.filter { $0.category == "transfer" }.count == 4)
+    #expect(events.allSatisfy { $0.start >= 0 && $0.end <= elapsed }, "\(events) within \(elapsed) µs")
+    PipelineTrainingTests.expectCausalTimeline(events, stages: 2, microBatches: 2, job: "skewed")
+    // Slices keep their lengths: 2 ms computations.
+    for event in events where event.category == "forward" {
+      #expect(event.end - event.start >= 2000, "\(event)")
+    }
+  }
+}
