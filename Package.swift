@@ -80,6 +80,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
   ],
   targets: [
     .target(
@@ -126,11 +127,18 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]
     ),
+    .target(
+      name: "MeshDashboard",
+      dependencies: [
+        "MeshProto", "MeshRPC", "MeshWire", .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]
+    ),
     .target(name: "MeshInProcess", dependencies: ["MeshCoordinator", "MeshPS", "MeshPartition", "MeshRPC", "MeshWire"]),
     .executableTarget(
       name: "pipemesh",
       dependencies: [
-        "MeshRPC", "MeshPS", "MeshPSClient", "MeshPartition", "MeshCoordinator", "MeshInProcess", "MeshTensor", "MeshData", "MeshOps", "MeshProto", "MeshWire",
+        "MeshRPC", "MeshPS", "MeshPSClient", "MeshPartition", "MeshCoordinator", "MeshDashboard", "MeshInProcess", "MeshTensor", "MeshData", "MeshOps", "MeshProto", "MeshWire",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),

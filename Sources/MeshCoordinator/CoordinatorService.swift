@@ -40,6 +40,8 @@ public final class CoordinatorService: RPCService, Sendable {
   /// (FollowJob), by job name: an entry exists while the job is queued or runs.
   private let followers = Mutex<[String: [UInt64: AsyncStream<Pipemesh_V1_TrainProgress>.Continuation]]>([:])
   private let lastFollower = Mutex<UInt64>(0)
+  /// The steps of each job this process ran, by job name (GetJob's history).
+  private let histories = Mutex<[String: StepHistory]>([:])
   /// The last N given to an unnamed job ("job-N").
   private let jobNumbers = Mutex<Int?>(nil)
   /// Users and their tokens; nil authenticates no one (every caller is an
@@ -184,13 +186,25 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     router.unary(CoordinatorMethods.getJob) { [self] request, context in
       let caller = try caller(context)
-      if let job = liveJob(request.job) {
-        try Self.check(caller, mayUse: job.owner, of: "job \(job.name)", to: "use")
-        var snapshot = job.snapshot
-        snapshot.memory += await parameterServerMemory(of: job.runID)
-        return snapshot
+      var record: Pipemesh_V1_Job
+      let live = liveJob(request.job)
+      if let live {
+        try Self.check(caller, mayUse: live.owner, of: "job \(live.name)", to: "use")
+        record = live.snapshot
+        record.memory += await parameterServerMemory(of: live.runID)
+      } else {
+        record = try await storedJob(request.job, for: caller, to: "use").record
       }
-      return try await storedJob(request.job, for: caller, to: "use").record
+      if request.history, let history = histories.withLock({ $0[request.job] }) {
+        record.steps = history.steps
+        // A running job's newest steady step; a finished one's last.
+        if let live, live.snapshot.state == .running {
+          record.traceJson = live.trace.chromeTrace()
+        } else {
+          record.traceJson = history.traceJson
+        }
+      }
+      return record
     }
     router.unary(CoordinatorMethods.listJobs) { [self] request, context in
       try await listJobs(request, for: try caller(context))
@@ -444,6 +458,7 @@ public final class CoordinatorService: RPCService, Sendable {
     jobs.withLock { jobs in
       if jobs[name]?.job.runID == stored.runID { jobs[name] = nil }
     }
+    histories.withLock { $0[name] = nil }
     return .with { $0.parameterServerBytesFreed = freed }
   }
 
@@ -685,6 +700,7 @@ public final class CoordinatorService: RPCService, Sendable {
     followers.withLock { $0[name] = $0[name] ?? [:] }
     /// To the caller that started the run, and to every caller following the job.
     let tell: @Sendable (Pipemesh_V1_TrainProgress) -> Void = { [self] progress in
+      histories.withLock { $0[name, default: StepHistory()].record(progress) }
       continuation.yield(progress)
       for follower in followers.withLock({ $0[name].map { Array($0.values) } ?? [] }) { follower.yield(progress) }
     }

@@ -31,6 +31,8 @@ public final class TraceRecorder: Sendable {
   }
 
   private let calls = Mutex<[Call]>([])
+  /// The step `chromeTrace()` draws.
+  private let shownStep = Mutex<Int64>(0)
 
   public init() {}
 
@@ -53,14 +55,19 @@ public final class TraceRecorder: Sendable {
     return response
   }
 
-  /// Drops calls of steps before `step`, keeping the trace small.
-  func keep(fromStep step: Int64) {
+  /// Makes `step` the one `chromeTrace()` draws, and drops the calls of
+  /// steps before it (keeping those of later ones, still running).
+  func show(step: Int64) {
+    shownStep.withLock { $0 = step }
     calls.withLock { $0.removeAll { $0.step < step } }
   }
 
-  /// The timeline of `step` (all kept steps when nil) as Chrome trace JSON.
+  /// The timeline of `step` (by default the one shown) as Chrome trace
+  /// JSON; empty when no call of it was recorded.
   public func chromeTrace(step: Int64? = nil) -> String {
-    let selected = calls.withLock { $0 }.filter { step == nil || $0.step == step }
+    let step = step ?? shownStep.withLock { $0 }
+    let selected = calls.withLock { $0 }.filter { $0.step == step }
+    guard !selected.isEmpty else { return "" }
     let timeline = Timeline(selected)
     let data =
       (try? JSONSerialization.data(

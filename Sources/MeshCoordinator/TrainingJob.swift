@@ -578,7 +578,7 @@ final class TrainingJob: Sendable {
         epochSteps += 1
         try await save(throttled: true)
         if !flush { tracedStep = step }
-        trace.keep(fromStep: tracedStep > 0 ? tracedStep : step)
+        trace.show(step: tracedStep > 0 ? tracedStep : step)
         report(progress)
         if checkpointDue || moving != nil {
           status.withLock {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MeshCoordinator
+import MeshDashboard
 import MeshData
 import MeshOps
 import MeshPS
@@ -158,6 +159,15 @@ struct ServeCoordinator: AsyncParsableCommand {
       """)
   var maxInferenceBatch: Int?
 
+  @Option(
+    help: """
+      Serve the web dashboard (jobs with live curves and pipeline timelines, members, models) at \
+      http://HOST:PORT/; none when unset. It reads through the coordinator's API with the browser's token, and \
+      serves plain HTTP: with --tokens-file, only on a loopback address (reach it through an SSH tunnel, \
+      kubectl port-forward or a TLS proxy). [PIPEMESH_DASHBOARD_LISTEN]
+      """)
+  var dashboardListen: String?
+
   func run() async throws {
     let settings = try service.resolved()
     let maxInferenceBatch = try Settings.integer(
@@ -203,6 +213,21 @@ struct ServeCoordinator: AsyncParsableCommand {
     } catch let error as RPCError {
       throw ValidationError("--state-dir (or PIPEMESH_STATE_DIR): \(error.message)")
     }
+    let dashboardAddress = Settings.text(dashboardListen, option: "--dashboard-listen")
+    if let dashboardAddress {
+      try Settings.checkAddress(dashboardAddress, option: "--dashboard-listen")
+      if tokens == nil, settings.server.tls?.requireClientCertificate == true {
+        throw ValidationError(
+          "--dashboard-listen: the dashboard knows users by their bearer tokens, and this coordinator knows them by "
+            + "client certificates: give it a --tokens-file as well, or leave the dashboard off")
+      }
+      if tokens != nil, !Dashboard.isLoopback(dashboardAddress) {
+        throw ValidationError(
+          "--dashboard-listen \(dashboardAddress): the dashboard serves plain HTTP, so users' tokens would cross the "
+            + "network in the clear: listen on 127.0.0.1 and reach it through an SSH tunnel, kubectl port-forward or "
+            + "a TLS proxy on this host")
+      }
+    }
     let metrics = CoordinatorMetrics(registry: host.metrics)
     let coordinator = try CoordinatorService(
       cluster: cluster, loadDataset: trainingDataLoader(files: files), resolveDataFile: dataFileResolver(files: files),
@@ -220,6 +245,19 @@ struct ServeCoordinator: AsyncParsableCommand {
     }
     for job in coordinator.interruptedJobs {
       log.warning("job \(job) was running when the coordinator stopped; it is marked interrupted and resumes if it can")
+    }
+    // The dashboard calls the coordinator in this process, as a remote caller would.
+    var dashboard: Dashboard?
+    if let dashboardAddress {
+      let network = InProcessNetwork()
+      try network.serve([coordinator], at: "coordinator.dashboard:1")
+      do {
+        dashboard = try await Dashboard.start(
+          address: dashboardAddress, coordinator: network.channel(to: "coordinator.dashboard:1"), logger: log)
+      } catch let error as DashboardError {
+        throw ValidationError("--dashboard-listen (or PIPEMESH_DASHBOARD_LISTEN): \(error)")
+      }
+      log.info("dashboard on http://\(dashboard!.endpoint)/")
     }
     try await host.run(
       [coordinator],
@@ -240,5 +278,6 @@ struct ServeCoordinator: AsyncParsableCommand {
           }
         }
       })
+    await dashboard?.stop()
   }
 }

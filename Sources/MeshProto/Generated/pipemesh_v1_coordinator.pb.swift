@@ -871,11 +871,51 @@ public nonisolated struct Pipemesh_V1_Job: @unchecked Sendable {
     set {_uniqueStorage()._runningReplicas = newValue}
   }
 
+  /// With GetJobRequest.history: the job's steps as this coordinator saw them
+  /// run (since it started or restarted), oldest first; a long job's are
+  /// thinned to at most 1,024, evenly spaced, the newest always kept.
+  public var steps: [Pipemesh_V1_StepMetrics] {
+    get {_storage._steps}
+    set {_uniqueStorage()._steps = newValue}
+  }
+
+  /// With GetJobRequest.history: the pipeline timeline of a recent steady
+  /// step, as TrainProgress.trace_json (empty before one ran here).
+  public var traceJson: String {
+    get {_storage._traceJson}
+    set {_uniqueStorage()._traceJson = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Pipemesh_V1_StepMetrics: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var step: Int64 = 0
+
+  public var epoch: Int32 = 0
+
+  /// The step's mean training loss, and the fraction of its labels predicted
+  /// right (classification).
+  public var loss: Double = 0
+
+  public var accuracy: Double = 0
+
+  public var samplesPerSecond: Double = 0
+
+  /// When the step ended, in seconds since the Unix epoch.
+  public var unixSeconds: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Pipemesh_V1_JobFault: Sendable {
@@ -964,6 +1004,11 @@ public nonisolated struct Pipemesh_V1_GetJobRequest: Sendable {
   /// Valid: a job on this coordinator (NOT_FOUND otherwise) that the caller started, or any job
   /// for an admin (PERMISSION_DENIED otherwise).
   public var job: String = String()
+
+  /// Also return the job's steps and a recent step's timeline (Job.steps,
+  /// Job.trace_json): what a dashboard draws.
+  /// Valid: any.
+  public var history: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2153,7 +2198,7 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0\u{1}partitions\0\u{3}started_unix_seconds\0\u{3}checkpoint_epoch_loss_sum\0\u{3}checkpoint_epoch_steps\0\u{3}running_replicas\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0\u{1}partitions\0\u{3}started_unix_seconds\0\u{3}checkpoint_epoch_loss_sum\0\u{3}checkpoint_epoch_steps\0\u{3}running_replicas\0\u{1}steps\0\u{3}trace_json\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -2177,6 +2222,8 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     var _checkpointEpochLossSum: Double = 0
     var _checkpointEpochSteps: Int64 = 0
     var _runningReplicas: Int32 = 0
+    var _steps: [Pipemesh_V1_StepMetrics] = []
+    var _traceJson: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2208,6 +2255,8 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       _checkpointEpochLossSum = source._checkpointEpochLossSum
       _checkpointEpochSteps = source._checkpointEpochSteps
       _runningReplicas = source._runningReplicas
+      _steps = source._steps
+      _traceJson = source._traceJson
     }
   }
 
@@ -2247,6 +2296,8 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
         case 19: try { try decoder.decodeSingularDoubleField(value: &_storage._checkpointEpochLossSum) }()
         case 20: try { try decoder.decodeSingularInt64Field(value: &_storage._checkpointEpochSteps) }()
         case 21: try { try decoder.decodeSingularInt32Field(value: &_storage._runningReplicas) }()
+        case 22: try { try decoder.decodeRepeatedMessageField(value: &_storage._steps) }()
+        case 23: try { try decoder.decodeSingularStringField(value: &_storage._traceJson) }()
         default: break
         }
       }
@@ -2322,6 +2373,12 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       if _storage._runningReplicas != 0 {
         try visitor.visitSingularInt32Field(value: _storage._runningReplicas, fieldNumber: 21)
       }
+      if !_storage._steps.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._steps, fieldNumber: 22)
+      }
+      if !_storage._traceJson.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._traceJson, fieldNumber: 23)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2352,10 +2409,67 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
         if _storage._checkpointEpochLossSum != rhs_storage._checkpointEpochLossSum {return false}
         if _storage._checkpointEpochSteps != rhs_storage._checkpointEpochSteps {return false}
         if _storage._runningReplicas != rhs_storage._runningReplicas {return false}
+        if _storage._steps != rhs_storage._steps {return false}
+        if _storage._traceJson != rhs_storage._traceJson {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_StepMetrics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StepMetrics"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}step\0\u{1}epoch\0\u{1}loss\0\u{1}accuracy\0\u{3}samples_per_second\0\u{3}unix_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.epoch) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.samplesPerSecond) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.unixSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.step != 0 {
+      try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 1)
+    }
+    if self.epoch != 0 {
+      try visitor.visitSingularInt32Field(value: self.epoch, fieldNumber: 2)
+    }
+    if self.loss.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.loss, fieldNumber: 3)
+    }
+    if self.accuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.accuracy, fieldNumber: 4)
+    }
+    if self.samplesPerSecond.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.samplesPerSecond, fieldNumber: 5)
+    }
+    if self.unixSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.unixSeconds, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_StepMetrics, rhs: Pipemesh_V1_StepMetrics) -> Bool {
+    if lhs.step != rhs.step {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.loss != rhs.loss {return false}
+    if lhs.accuracy != rhs.accuracy {return false}
+    if lhs.samplesPerSecond != rhs.samplesPerSecond {return false}
+    if lhs.unixSeconds != rhs.unixSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2512,7 +2626,7 @@ nonisolated extension Pipemesh_V1_MemberMemory: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_GetJobRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetJobRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}history\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2521,6 +2635,7 @@ nonisolated extension Pipemesh_V1_GetJobRequest: SwiftProtobuf.Message, SwiftPro
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.history) }()
       default: break
       }
     }
@@ -2530,11 +2645,15 @@ nonisolated extension Pipemesh_V1_GetJobRequest: SwiftProtobuf.Message, SwiftPro
     if !self.job.isEmpty {
       try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
     }
+    if self.history != false {
+      try visitor.visitSingularBoolField(value: self.history, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_GetJobRequest, rhs: Pipemesh_V1_GetJobRequest) -> Bool {
     if lhs.job != rhs.job {return false}
+    if lhs.history != rhs.history {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import Logging
 import MeshCoordinator
+import MeshDashboard
 import MeshInProcess
 import MeshOps
 import MeshProto
@@ -43,8 +45,18 @@ struct Up: AsyncParsableCommand {
   @Option(help: "Where run folders go.")
   var runsDir: String = "runs"
 
+  @Option(
+    help: """
+      Serve the web dashboard at http://127.0.0.1:PORT/ while the run goes (0 picks a free port): the job's \
+      curves and pipeline timeline, the mesh's members.
+      """)
+  var dashboard: Int?
+
   func validate() throws {
     guard stages >= 1, replicas >= 1 else { throw ValidationError("stages and replicas must be at least 1") }
+    if let dashboard, !(0...65535).contains(dashboard) {
+      throw ValidationError("--dashboard is \(dashboard); give a port from 1 to 65535, or 0 to pick a free one")
+    }
   }
 
   func run() async throws {
@@ -143,7 +155,15 @@ struct Up: AsyncParsableCommand {
   /// Trains on the mesh behind `coordinator`; Ctrl-C cancels the job.
   private func train(_ request: Pipemesh_V1_TrainRequest, coordinator: any RPCChannel, run: RunFolder) async throws {
     let job = request.job
+    var logger = Logger(label: "pipemesh.up.dashboard")
+    logger.logLevel = .warning
+    var dashboard: Dashboard?
+    if let port = self.dashboard {
+      dashboard = try await Dashboard.start(address: "127.0.0.1:\(port)", coordinator: coordinator, logger: logger)
+      say("dashboard on http://\(dashboard!.endpoint)/")
+    }
     let training = Task { try await stream(request, coordinator: coordinator, run: run) }
+    defer { if let dashboard { Task { await dashboard.stop() } } }
     let wasInterrupted = Mutex(false)
     let signals = await terminationSignals()
     let interrupted = Task {

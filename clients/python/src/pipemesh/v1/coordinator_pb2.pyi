@@ -237,7 +237,7 @@ class InferResponse(_message.Message):
     def __init__(self, outputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job", "state", "step", "total_steps", "loss", "error", "owner", "memory", "created_unix_seconds", "ended_unix_seconds", "options", "epochs", "model", "checkpoint_step", "resumes", "faults", "partitions", "started_unix_seconds", "checkpoint_epoch_loss_sum", "checkpoint_epoch_steps", "running_replicas")
+    __slots__ = ("job", "state", "step", "total_steps", "loss", "error", "owner", "memory", "created_unix_seconds", "ended_unix_seconds", "options", "epochs", "model", "checkpoint_step", "resumes", "faults", "partitions", "started_unix_seconds", "checkpoint_epoch_loss_sum", "checkpoint_epoch_steps", "running_replicas", "steps", "trace_json")
     JOB_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +259,8 @@ class Job(_message.Message):
     CHECKPOINT_EPOCH_LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_EPOCH_STEPS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_JSON_FIELD_NUMBER: _ClassVar[int]
     job: str
     state: JobState
     step: int
@@ -280,7 +282,25 @@ class Job(_message.Message):
     checkpoint_epoch_loss_sum: float
     checkpoint_epoch_steps: int
     running_replicas: int
-    def __init__(self, job: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., error: _Optional[str] = ..., owner: _Optional[str] = ..., memory: _Optional[_Iterable[_Union[MemberMemory, _Mapping]]] = ..., created_unix_seconds: _Optional[float] = ..., ended_unix_seconds: _Optional[float] = ..., options: _Optional[_Union[TrainRequest, _Mapping]] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., model: _Optional[str] = ..., checkpoint_step: _Optional[int] = ..., resumes: _Optional[int] = ..., faults: _Optional[_Iterable[_Union[JobFault, _Mapping]]] = ..., partitions: _Optional[_Iterable[str]] = ..., started_unix_seconds: _Optional[float] = ..., checkpoint_epoch_loss_sum: _Optional[float] = ..., checkpoint_epoch_steps: _Optional[int] = ..., running_replicas: _Optional[int] = ...) -> None: ...
+    steps: _containers.RepeatedCompositeFieldContainer[StepMetrics]
+    trace_json: str
+    def __init__(self, job: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., error: _Optional[str] = ..., owner: _Optional[str] = ..., memory: _Optional[_Iterable[_Union[MemberMemory, _Mapping]]] = ..., created_unix_seconds: _Optional[float] = ..., ended_unix_seconds: _Optional[float] = ..., options: _Optional[_Union[TrainRequest, _Mapping]] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., model: _Optional[str] = ..., checkpoint_step: _Optional[int] = ..., resumes: _Optional[int] = ..., faults: _Optional[_Iterable[_Union[JobFault, _Mapping]]] = ..., partitions: _Optional[_Iterable[str]] = ..., started_unix_seconds: _Optional[float] = ..., checkpoint_epoch_loss_sum: _Optional[float] = ..., checkpoint_epoch_steps: _Optional[int] = ..., running_replicas: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[StepMetrics, _Mapping]]] = ..., trace_json: _Optional[str] = ...) -> None: ...
+
+class StepMetrics(_message.Message):
+    __slots__ = ("step", "epoch", "loss", "accuracy", "samples_per_second", "unix_seconds")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    UNIX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    epoch: int
+    loss: float
+    accuracy: float
+    samples_per_second: float
+    unix_seconds: float
+    def __init__(self, step: _Optional[int] = ..., epoch: _Optional[int] = ..., loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., samples_per_second: _Optional[float] = ..., unix_seconds: _Optional[float] = ...) -> None: ...
 
 class JobFault(_message.Message):
     __slots__ = ("step", "state", "error", "unix_seconds", "steps_redone", "recovery_seconds")
@@ -323,10 +343,12 @@ class MemberMemory(_message.Message):
     def __init__(self, member: _Optional[str] = ..., endpoint: _Optional[str] = ..., memory: _Optional[_Union[_parameter_server_pb2.ProcessMemory, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
-    __slots__ = ("job",)
+    __slots__ = ("job", "history")
     JOB_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     job: str
-    def __init__(self, job: _Optional[str] = ...) -> None: ...
+    history: bool
+    def __init__(self, job: _Optional[str] = ..., history: _Optional[bool] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("state", "page_size", "page_token")
