@@ -199,7 +199,7 @@ public final class CoordinatorService: RPCService, Sendable {
         record.steps = history.steps
         // A running job's newest steady step; a finished one's last.
         if let live, live.snapshot.state == .running {
-          record.traceJson = live.trace.chromeTrace()
+          record.traceJson = live.trace.chromeTrace(faults: record.faults)
         } else {
           record.traceJson = history.traceJson
         }

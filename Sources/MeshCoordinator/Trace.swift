@@ -63,12 +63,13 @@ public final class TraceRecorder: Sendable {
   }
 
   /// The timeline of `step` (by default the one shown) as Chrome trace
-  /// JSON; empty when no call of it was recorded.
-  public func chromeTrace(step: Int64? = nil) -> String {
+  /// JSON, with the job's `faults` at their times on a track of their own;
+  /// empty when no call of the step was recorded.
+  public func chromeTrace(step: Int64? = nil, faults: [Pipemesh_V1_JobFault] = []) -> String {
     let step = step ?? shownStep.withLock { $0 }
     let selected = calls.withLock { $0 }.filter { $0.step == step }
     guard !selected.isEmpty else { return "" }
-    let timeline = Timeline(selected)
+    let timeline = Timeline(selected, faults: faults)
     let data =
       (try? JSONSerialization.data(
         withJSONObject: [
@@ -107,7 +108,7 @@ private struct Timeline {
     let args: [String: Any]
   }
 
-  init(_ calls: [TraceRecorder.Call]) {
+  init(_ calls: [TraceRecorder.Call], faults: [Pipemesh_V1_JobFault]) {
     // Who offered each tensor a call fetched: the neighbour's call of the
     // same micro-batch (the previous stage's forward, the next stage's
     // backward).
@@ -186,7 +187,33 @@ private struct Timeline {
       lanes[Track(replica: replica, stage: stage, lane: lane + 1), default: []].append(slice)
     }
     let tracks = computations.merging(lanes) { $0 + $1 }
-    origin = tracks.values.joined().map(\.start).min() ?? 0
+    // Each stop of the job, from when it stopped to the end of the first step after it, by the
+    // coordinator's clock.
+    let stops = faults.map { fault in
+      let stopped = Int64(fault.unixSeconds * 1e9)
+      return Slice(
+        name: "\(Self.describe(fault.state)) at step \(fault.step)", category: "fault", start: stopped,
+        end: stopped + Int64(fault.recoverySeconds * 1e9),
+        args: [
+          "step": fault.step, "error": fault.error, "steps_redone": fault.stepsRedone,
+          "recovery_seconds": fault.recoverySeconds,
+        ])
+    }
+    origin = (tracks.values.joined().map(\.start) + stops.map(\.start)).min() ?? 0
+    if !stops.isEmpty {
+      // Below the replicas' processes.
+      let faultProcess = (tracks.keys.map(\.replica).max() ?? 0) + 1
+      events.append(["name": "process_name", "ph": "M", "pid": faultProcess, "args": ["name": "job"]])
+      events.append([
+        "name": "thread_name", "ph": "M", "pid": faultProcess, "tid": 0, "args": ["name": "stops and recoveries"],
+      ])
+      for stop in stops {
+        events.append([
+          "name": stop.name, "cat": stop.category, "ph": "X", "pid": faultProcess, "tid": 0,
+          "ts": microseconds(stop.start - origin), "dur": microseconds(stop.end - stop.start), "args": stop.args,
+        ])
+      }
+    }
     for replica in Set(tracks.keys.map(\.replica)).sorted() {
       events.append(["name": "process_name", "ph": "M", "pid": replica, "args": ["name": "replica \(replica)"]])
     }
@@ -220,6 +247,15 @@ private struct Timeline {
 
     init(_ call: TraceRecorder.Call, _ action: PipelineAction) {
       self.init(replica: call.replica, step: call.step, action: action)
+    }
+  }
+
+  private static func describe(_ state: Pipemesh_V1_JobState) -> String {
+    switch state {
+    case .failed, .restarting: "failed"
+    case .interrupted: "interrupted"
+    case .cancelled: "cancelled"
+    default: "stopped"
     }
   }
 

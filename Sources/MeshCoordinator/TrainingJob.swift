@@ -596,7 +596,7 @@ final class TrainingJob: Sendable {
     last.step = step
     last.totalSteps = Int64(totalSteps)
     last.done = true
-    last.traceJson = trace.chromeTrace(step: tracedStep > 0 ? tracedStep : step)
+    last.traceJson = trace.chromeTrace(step: tracedStep > 0 ? tracedStep : step, faults: snapshot.faults)
     if request.checkpoint.atEnd { last.checkpoints = try await checkpoint(at: step) }
     // A resumed run that ended before a checkpoint of its own no longer needs the run it resumed.
     let resumedRun = checkpointRun.withLock { $0 }

@@ -39,13 +39,12 @@ public final class Dashboard: Sendable {
       logger: logger)
     let server = Task { try await application.run() }
     // A server that fails to bind ends before it runs.
-    let ended = Task {
+    Task {
       let outcome = await server.result
       listening.resume(with: .failure(DashboardError(outcome.failureDescription ?? "the dashboard stopped at once")))
     }
     do {
       let bound = try await listening.port()
-      _ = ended
       return Dashboard(endpoint: "\(host.isEmpty ? "0.0.0.0" : host):\(bound)", server: server)
     } catch {
       server.cancel()

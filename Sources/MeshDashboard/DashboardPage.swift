@@ -201,6 +201,16 @@ enum DashboardPage {
       heading.append(stateBadge(job.state));
       const children = [heading, figures, charts];
       if (job.error) children.push(element("p", { class: "error" }, job.error));
+      const faults = job.faults || [];
+      if (faults.length) {
+        const list = element("ul", { class: "faults", "data-faults": faults.length });
+        for (const fault of faults) {
+          const back = fault.recovery_seconds ? `, stepping again ${number(fault.recovery_seconds, 2)} s later` : "";
+          list.append(element("li", {}, `${(fault.state || "").replace("JOB_STATE_", "").toLowerCase()} at step ` +
+            `${fault.step || 0}: ${fault.error || ""} (${fault.steps_redone || 0} steps redone${back})`));
+        }
+        children.push(element("h3", {}, "Stops"), list);
+      }
       section.replaceChildren(...children);
       showTimeline(job.trace_json || "");
     }
@@ -213,7 +223,10 @@ enum DashboardPage {
       link.href = view.traceURL || "#";
       if (!traceJSON) { holder.replaceChildren(element("p", { class: "muted" }, "No step traced yet.")); return; }
       const events = JSON.parse(traceJSON).traceEvents || [];
-      const slices = events.filter(e => e.ph === "X");
+      // The job's stops are listed with the job, not drawn at their distant times.
+      const slices = events.filter(e => e.ph === "X" && e.cat !== "fault");
+      const start = Math.min(...slices.map(e => e.ts));
+      for (const slice of slices) slice.ts -= start;
       const replicas = new Set(slices.map(e => e.pid)).size;
       const names = new Map(events.filter(e => e.ph === "M" && e.name === "thread_name")
         .map(e => [`${e.pid}/${e.tid}`, (replicas > 1 ? `replica ${e.pid} ` : "") + e.args.name]));

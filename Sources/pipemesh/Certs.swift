@@ -7,15 +7,15 @@ struct Certs: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Make a CA and certificates for the mesh's services and users (mutual TLS).",
     discussion: """
-      Writes PEM files into --out: ca.crt and ca.key (kept when present, so running the command again
-      issues from the same CA), and a certificate and key per role, named for it (kept when present,
-      unless --renew):
-      coordinator, partition, ps (each valid as server and client, for --hosts), client.NAME for each
-      of --users and admin.NAME for each of --admins. A service knows its peers' roles by these names:
-      partitions and ps tasks serve only coordinator, partition and ps certificates; the coordinator
-      takes client.NAME and admin.NAME as users. Keys are written readable by their owner only.
-      Give each service --tls-cert ROLE.crt --tls-key ROLE.key --tls-ca ca.crt.
-      Uses the openssl command (Debian's openssl package): the files are standard PEM that any TLS
+      Writes PEM files into --out: ca.crt and ca.key (kept when present, so running the command again \
+      issues from the same CA), and a certificate and key per role, named for it (kept when present, \
+      unless --renew): \
+      coordinator, partition, ps (each valid as server and client, for --hosts), client.NAME for each \
+      of --users and admin.NAME for each of --admins. A service knows its peers' roles by these names: \
+      partitions and ps tasks serve only coordinator, partition and ps certificates; the coordinator \
+      takes client.NAME and admin.NAME as users. Keys are written readable by their owner only. \
+      Give each service --tls-cert ROLE.crt --tls-key ROLE.key --tls-ca ca.crt. \
+      Uses the openssl command (Debian's openssl package): the files are standard PEM that any TLS \
       tool reads. Example: pipemesh certs --out /etc/pipemesh/tls --hosts localhost,127.0.0.1,node-a
       """)
 

@@ -8,9 +8,9 @@ struct Pipemesh: AsyncParsableCommand {
     commandName: "pipemesh",
     abstract: "Train and serve neural networks split across machines.",
     discussion: """
-      A mesh of gRPC services: parameter servers (ps) hold the variables, partitions each hold one
-      pipeline stage, a coordinator pipelines micro-batches through them. Every option of a service
-      can also be set by an environment variable, PIPEMESH_ and the option's name in capitals
+      A mesh of gRPC services: parameter servers (ps) hold the variables, partitions each hold one \
+      pipeline stage, a coordinator pipelines micro-batches through them. Every option of a service \
+      can also be set by an environment variable, PIPEMESH_ and the option's name in capitals \
       (--checkpoint-dir is PIPEMESH_CHECKPOINT_DIR), as systemd units and the Helm chart do.
       """,
     version: pipemeshVersion,

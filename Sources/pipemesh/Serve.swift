@@ -107,8 +107,8 @@ struct ServePS: AsyncParsableCommand {
     commandName: "ps",
     abstract: "Run a parameter server task: holds variables, applies pushed gradients, writes checkpoints.",
     discussion: """
-      With --checkpoint-dir the task restores the newest readable checkpoint at start, writes one
-      every --checkpoint-seconds while variables change, on a Checkpoint call, and on shutdown. A crash
+      With --checkpoint-dir the task restores the newest readable checkpoint at start, writes one \
+      every --checkpoint-seconds while variables change, on a Checkpoint call, and on shutdown. A crash \
       loses at most the updates applied since the last checkpoint.
       """)
 

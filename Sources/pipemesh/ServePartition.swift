@@ -15,9 +15,9 @@ struct ServePartition: AsyncParsableCommand {
     commandName: "partition",
     abstract: "Run a partition: holds one pipeline stage per job and runs its micro-batches forward and backward.",
     discussion: """
-      The coordinator loads a stage with LoadStage; the partition pulls the stage's variables from the
-      ps, fetches its inputs and output gradients directly from the neighbouring partitions, and pushes
-      its gradients to the ps on Commit. Run several on one host with different ports (the
+      The coordinator loads a stage with LoadStage; the partition pulls the stage's variables from the \
+      ps, fetches its inputs and output gradients directly from the neighbouring partitions, and pushes \
+      its gradients to the ps on Commit. Run several on one host with different ports (the \
       pipemesh-partition@ systemd template does).
       """)
 

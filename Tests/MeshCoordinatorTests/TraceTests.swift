@@ -81,6 +81,40 @@ import Testing
     #expect(offsets["unknown"] == 0)
   }
 
+  /// A job's stops go on a track of their own at their times: from the
+  /// stop to the end of the first step after it, before the traced step.
+  @Test func aJobsStopsAreOnTheirOwnTrackAtTheirTimes() async throws {
+    let trace = TraceRecorder()
+    _ = try await trace.record(.forward(0, 0), stage: 0, replica: 0, step: 7, partition: "p:1") {
+      var response = Pipemesh_V1_ForwardResponse()
+      response.timing.receivedUnixNanos = WallClock.nanos
+      response.timing.computeStartedUnixNanos = WallClock.nanos
+      try await Task.sleep(for: .milliseconds(1))
+      response.timing.computeEndedUnixNanos = WallClock.nanos
+      response.timing.answeredUnixNanos = WallClock.nanos
+      return response
+    }
+    let stop = Pipemesh_V1_JobFault.with {
+      $0.step = 4
+      $0.state = .failed
+      $0.error = "partition p:2 does not answer"
+      $0.unixSeconds = Date().timeIntervalSince1970 - 3
+      $0.stepsRedone = 2
+      $0.recoverySeconds = 1.5
+    }
+    let json = trace.chromeTrace(step: 7, faults: [stop])
+    let events = try PipelineTrainingTests.traceEvents(json)
+    let stops = events.filter { $0.category == "fault" }
+    try #require(stops.count == 1, "\(events)")
+    #expect(stops[0].name == "failed at step 4")
+    #expect(stops[0].start == 0 && abs(stops[0].end - 1.5e6) < 1, "\(stops[0])")
+    let forward = try #require(events.first { $0.category == "forward" })
+    #expect(forward.start > 2.9e6 && forward.start < 3.5e6, "\(forward)")
+    // Its own track, not a stage's.
+    #expect(stops[0].replica != forward.replica)
+    #expect(json.contains("\"steps_redone\":2") && json.contains("does not answer"))
+  }
+
   /// Two stages on partitions whose clocks are 2 s ahead and 1 s behind
   /// the coordinator's: the merged timeline puts each micro-batch's
   /// forward on stage 1 after its forward on stage 0 and the transfer

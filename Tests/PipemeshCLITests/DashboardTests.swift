@@ -61,7 +61,11 @@ import Testing
       request.setValue("Bearer \(AccessTests.tokens.alice)", forHTTPHeaderField: "Authorization")
       let job =
         try JSONSerialization.jsonObject(with: try await URLSession.shared.data(for: request).0) as? [String: Any]
-      return ((job?["steps"] as? [Any])?.count ?? 0) >= 20 && !((job?["trace_json"] as? String) ?? "").isEmpty
+      if ((job?["steps"] as? [Any])?.count ?? 0) >= 20 && !((job?["trace_json"] as? String) ?? "").isEmpty {
+        return true
+      }
+      try await Task.sleep(for: .milliseconds(250))  // each read draws the trace: leave the job its CPU
+      return false
     }
     try #require(trained, "job watched never showed 20 steps and a trace: \(watched.log)")
 

@@ -1,5 +1,7 @@
 import Foundation
+import MeshRPC
 import MeshTestSupport
+import MeshWire
 import Testing
 
 /// A coordinator's partitions as a pool: each job holds stages × replicas
@@ -127,6 +129,18 @@ import Testing
     let shown = try await mesh.run(["jobs", "show", "survivor"])
     #expect(shown.output.contains("stopped at step \(fault["step"] as? Int ?? -1) (restarting)"), "\(shown.output)")
     #expect(shown.output.contains("steps run again"), "\(shown.output)")
+    // And in the run's trace, on a track of its own.
+    let traced = try await RPCClient(target: mesh.coordinator.endpoint).call(
+      CoordinatorMethods.getJob,
+      .with {
+        $0.job = "survivor"
+        $0.history = true
+      })
+    let stops = try JSONSerialization.jsonObject(with: Data(traced.traceJson.utf8)) as? [String: Any]
+    let stopEvents = (stops?["traceEvents"] as? [[String: Any]] ?? []).filter { $0["cat"] as? String == "fault" }
+    #expect(
+      stopEvents.map { $0["name"] as? String } == ["failed at step \(fault["step"] as? Int ?? -1)"],
+      "\(traced.traceJson)")
     try await DurableStateTests.expectSameWeights("survivor", as: "straight", on: mesh)
     try await DurableStateTests.expectSameEpochLosses("survivor", as: "straight", on: mesh)
   }

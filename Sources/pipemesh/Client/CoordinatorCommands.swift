@@ -11,10 +11,11 @@ struct Train: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Train a model on a running coordinator and follow its progress.",
     discussion: """
-      The coordinator loads the dataset (a bundled name or a file on its host), plans the stages, places
-      the job on partitions of its pool (it waits, queued, while too few are free) and streams progress
-      until the job ends. Exit codes: 0 done, 1 the job failed or
+      The coordinator loads the dataset (a bundled name or a file on its host), plans the stages, places \
+      the job on partitions of its pool (it waits, queued, while too few are free) and streams progress \
+      until the job ends. Exit codes: 0 done, 1 the job failed or \
       was cancelled, 64 bad usage, 65 the coordinator refused the request, 69 unreachable.
+
       Example: pipemesh train --coordinator 10.0.0.5:7000 --model examples/mlp-digits.json --epochs 5
       """)
 
@@ -82,10 +83,11 @@ struct Infer: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run inputs through a trained job's pipeline.",
     discussion: """
-      Reads a NumPy .npy file of inputs, one example a row: [N] + the model's input shape, or rows of
-      as many values flattened ([N, 784] for a [1, 28, 28] input), or one example alone. Prints each
-      row's outputs; for a classifier, also its class and that class's probability (softmax of the
+      Reads a NumPy .npy file of inputs, one example a row: [N] + the model's input shape, or rows of \
+      as many values flattened ([N, 784] for a [1, 28, 28] input), or one example alone. Prints each \
+      row's outputs; for a classifier, also its class and that class's probability (softmax of the \
       logits; --json adds every probability).
+
       Example: pipemesh infer --coordinator 127.0.0.1:7000 --job digits-1 --input batch.npy --json
       """)
 
@@ -201,8 +203,9 @@ struct Plan: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Show how a model splits into pipeline stages.",
     discussion: """
-      Without --coordinator the plan is computed here (2 stages unless --stages says); with it, the
+      Without --coordinator the plan is computed here (2 stages unless --stages says); with it, the \
       coordinator computes it (over its pool's partitions when --stages is not given).
+
       Example: pipemesh plan --model examples/cnn-digits.json --stages 3
       """)
 
@@ -364,7 +367,7 @@ struct Jobs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Follow a queued or running job's progress until it ends (after its train was stopped, say).",
       discussion: """
-        Ends at once for a job that is not running. Prints how the job ended; exit codes as for train
+        Ends at once for a job that is not running. Prints how the job ended; exit codes as for train \
         (1 when it failed or was cancelled).
         """)
 
@@ -395,7 +398,7 @@ struct Jobs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Run an interrupted, failed or cancelled job on from its newest checkpoint and follow it.",
       discussion: """
-        The job must have written checkpoints (train --checkpoint-every N). A coordinator resumes the
+        The job must have written checkpoints (train --checkpoint-every N). A coordinator resumes the \
         jobs it finds interrupted when it starts; this does it by hand. Exit codes as for train.
         """)
 

@@ -8,8 +8,9 @@ struct Models: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "List, show, export and delete the coordinator's registered models.",
     discussion: """
-      A job that succeeds registers its weights as the next version of a model named after it
+      A job that succeeds registers its weights as the next version of a model named after it \
       (NAME:v1, NAME:v2, …). Name a model as NAME (its newest version) or NAME:vN.
+
       Example: pipemesh models export digits:v2 --coordinator 127.0.0.1:7000 --out exported/
       """,
     subcommands: [List.self, Show.self, Export.self, Import.self, Delete.self],
@@ -53,7 +54,7 @@ struct Models: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Write a model version's weights (safetensors) and its record (JSON) to a folder.",
       discussion: """
-        Writes NAME-vN.safetensors (float32 tensors named by variable, readable by the safetensors
+        Writes NAME-vN.safetensors (float32 tensors named by variable, readable by the safetensors \
         package and NumPy) and NAME-vN.json (the model's record: spec, split, metrics).
         """)
 
@@ -103,9 +104,10 @@ struct Models: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Register weights trained elsewhere as the next version of a model.",
       discussion: """
-        The weights are a safetensors file in the coordinator's data directory (--data-dir), with
-        exactly the spec's variables, float32 (as `models export` writes them). The path is taken
+        The weights are a safetensors file in the coordinator's data directory (--data-dir), with \
+        exactly the spec's variables, float32 (as `models export` writes them). The path is taken \
         relative to that directory.
+
         Example: pipemesh models import digits-ft --spec examples/mlp-digits.json --weights digits-v1.safetensors
         """)
 

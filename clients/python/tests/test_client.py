@@ -74,6 +74,11 @@ def test_jobs_and_models_are_listed_shown_and_exported(mesh, trained, tmp_path):
     with pipemesh.Client(mesh.coordinator.endpoint) as client:
         job = client.get_job("blobs")
         assert job.state == api.JOB_STATE_SUCCEEDED and client.has_ended(job) and job.model == "blobs:v1"
+        assert not job.steps and not job.trace_json
+        history = client.get_job("blobs", history=True)
+        assert [s.step for s in history.steps] == list(range(1, job.total_steps + 1))
+        assert history.steps[-1].loss < history.steps[0].loss and history.steps[-1].samples_per_second > 0
+        assert history.trace_json.startswith("{")
         assert "blobs" in [j.job for j in client.list_jobs(state=api.JOB_STATE_SUCCEEDED)]
         assert [m.version for m in client.list_models("blobs")] == [1]
         record, weights = client.export_model("blobs", tmp_path / "blobs.safetensors")

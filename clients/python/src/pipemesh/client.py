@@ -176,8 +176,10 @@ class Client:
 
     # Jobs
 
-    def get_job(self, job: str) -> pb.Job:
-        return self._call("GetJob", pb.GetJobRequest(job=job))
+    def get_job(self, job: str, history: bool = False) -> pb.Job:
+        """A job's record; with `history`, also its steps as the coordinator saw them (`steps`:
+        step, loss, accuracy, samples/s) and a recent step's pipeline timeline (`trace_json`)."""
+        return self._call("GetJob", pb.GetJobRequest(job=job, history=history))
 
     def list_jobs(self, state: int = pb.JOB_STATE_UNSPECIFIED) -> list[pb.Job]:
         """Every job the caller may see (only those in `state`, a pb.JOB_STATE_*), in name order."""
