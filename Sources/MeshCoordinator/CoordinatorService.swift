@@ -154,6 +154,7 @@ public final class CoordinatorService: RPCService, Sendable {
       try await follow(job, updates, writer)
     }
     router.unary(CoordinatorMethods.infer) { [self] request, context in
+      let received = WallClock.nanos
       let target = try await inferenceTarget(request, for: try caller(context))
       let model =
         switch target {
@@ -176,13 +177,24 @@ public final class CoordinatorService: RPCService, Sendable {
       }
       let microBatches = max(1, Int(request.microBatches))
       let outputs: Tensor
+      var trace: TraceRecorder?
       if microBatches == 1, inputs.shape[0] < batching.maxRows {
-        outputs = try await batching.infer(inputs, runID: runID, stages: stages)
+        (outputs, trace) = try await batching.infer(inputs, runID: runID, stages: stages, traced: request.trace)
       } else {
         let chunk = (inputs.shape[0] + microBatches - 1) / microBatches
-        outputs = try await Inference.run(inputs, job: runID, stages: stages, chunk: chunk)
+        trace = request.trace ? TraceRecorder() : nil
+        outputs = try await Inference.run(inputs, job: runID, stages: stages, chunk: chunk, trace: trace)
       }
-      return .with { $0.outputs = Pipemesh_V1_Tensor(sharing: outputs) }
+      var response = Pipemesh_V1_InferResponse()
+      response.outputs = Pipemesh_V1_Tensor(sharing: outputs)
+      if let trace {
+        response.traceJson = trace.chromeTrace(more: [
+          .init(
+            track: "requests", name: "Infer of \(inputs.shape[0]) rows", category: "request", start: received,
+            end: WallClock.nanos)
+        ])
+      }
+      return response
     }
     router.unary(CoordinatorMethods.getJob) { [self] request, context in
       let caller = try caller(context)
@@ -698,6 +710,8 @@ public final class CoordinatorService: RPCService, Sendable {
     let admission = Self.versionAdmission(job.name, by: owner)
     let name = job.name
     followers.withLock { $0[name] = $0[name] ?? [:] }
+    // A new job of a name (one replaced) starts a history of its own; a resumed one goes on with it.
+    if job.snapshot.step == 0 { histories.withLock { $0[name] = nil } }
     /// To the caller that started the run, and to every caller following the job.
     let tell: @Sendable (Pipemesh_V1_TrainProgress) -> Void = { [self] progress in
       histories.withLock { $0[name, default: StepHistory()].record(progress) }

@@ -16,14 +16,17 @@ enum Inference {
 
   /// Runs `inputs` through `stages` in chunks of `chunk` rows; with
   /// `callTimeout`, a partition that does not answer a chunk within it fails
-  /// the run with DEADLINE_EXCEEDED (a member that hangs).
+  /// the run with DEADLINE_EXCEEDED (a member that hangs). `trace` notes
+  /// every call (and shows this run).
   static func run(
-    _ inputs: Tensor, job: String, stages: [any RPCChannel], chunk: Int, callTimeout: Duration? = nil
+    _ inputs: Tensor, job: String, stages: [any RPCChannel], chunk: Int, callTimeout: Duration? = nil,
+    trace: TraceRecorder? = nil
   ) async throws -> Tensor {
     let step = nextStep.withLock { value in
       defer { value -= 1 }
       return value
     }
+    trace?.show(step: step)
     let count = inputs.shape[0]
     let ranges = stride(from: 0, to: count, by: max(1, chunk)).map { $0..<min(count, $0 + max(1, chunk)) }
     // One chunk per stage in flight (plus one) keeps every stage busy
@@ -42,8 +45,16 @@ enum Inference {
           let chunk = ranges.count == 1 ? inputs : inputs.rows(Array(ranges[index]))
           request.input.inline = Pipemesh_V1_Tensor(sharing: chunk)
           for (stage, client) in stages.enumerated() {
-            let response = try await client.call(
-              PartitionMethods.infer, request, options: CallOptions(timeout: callTimeout))
+            let call = { [request] in
+              try await client.call(PartitionMethods.infer, request, options: CallOptions(timeout: callTimeout))
+            }
+            let response =
+              if let trace {
+                try await trace.record(
+                  .forward(stage, index), stage: stage, replica: 0, step: step, partition: client.target, call)
+              } else {
+                try await call()
+              }
             if stage == stages.count - 1 {
               return (index, try Tensor(wire: response.outputValue, what: "inference output"))
             }

@@ -1,5 +1,6 @@
 import MeshRPC
 import MeshTensor
+import MeshWire
 import Synchronization
 
 /// Batches concurrent small inferences of one model, as inference servers
@@ -23,9 +24,14 @@ final class InferenceBatching: Sendable {
   /// Requests waiting for room in their pipeline, in every lane.
   var waitingRequests: Int { lanes.withLock { $0.values.reduce(0) { $0 + $1.waiting.count } } }
 
+  /// The outputs of one request, and the timeline of the batch it ran in
+  /// when it asked for one.
+  typealias Answer = (outputs: Tensor, trace: TraceRecorder?)
+
   /// The outputs for `inputs` (at most `maxRows` rows) through the stages of
-  /// `runID`; with requests for the same stages that arrive meanwhile.
-  func infer(_ inputs: Tensor, runID: String, stages: [any RPCChannel]) async throws -> Tensor {
+  /// `runID`; with requests for the same stages that arrive meanwhile. With
+  /// `traced`, the batch's calls are noted on a trace that comes with them.
+  func infer(_ inputs: Tensor, runID: String, stages: [any RPCChannel], traced: Bool = false) async throws -> Answer {
     let key = Lane.Key(runID: runID, endpoints: stages.map(\.target))
     let id = Lane.RequestID()
     try Task.checkCancellation()
@@ -34,7 +40,7 @@ final class InferenceBatching: Sendable {
         let batch = lanes.withLock { lanes -> Lane.Batch? in
           var lane = lanes[key] ?? Lane(stages: stages)
           lane.continuations[id] = continuation
-          lane.waiting.append(Lane.Request(id: id, inputs: inputs))
+          lane.waiting.append(Lane.Request(id: id, inputs: inputs, traced: traced))
           let batch = lane.nextBatch(maxRows: maxRows)
           lanes[key] = lane
           return batch
@@ -54,7 +60,7 @@ final class InferenceBatching: Sendable {
   /// calls too), so that a stage that hangs holds no room for nobody.
   private func cancel(_ id: Lane.RequestID, key: Lane.Key) {
     let (continuation, abandoned) = lanes.withLock {
-      lanes -> (CheckedContinuation<Tensor, any Error>?, Task<Void, Never>?) in
+      lanes -> (CheckedContinuation<Answer, any Error>?, Task<Void, Never>?) in
       guard var lane = lanes[key] else { return (nil, nil) }
       defer { lanes[key] = lane.isIdle ? nil : lane }
       return lane.cancel(id)
@@ -70,20 +76,27 @@ final class InferenceBatching: Sendable {
       events?.inferenceBatchStarted(rows: batch.rows, requests: batch.requests.count)
       let inputs =
         batch.requests.count == 1 ? batch.requests[0].inputs : Tensor.concatenate(batch.requests.map(\.inputs))
+      let trace = batch.requests.contains(where: \.traced) ? TraceRecorder() : nil
+      let started = WallClock.nanos
       let outcome: Result<Tensor, any Error>
       do {
         outcome = .success(
-          try await Inference.run(inputs, job: key.runID, stages: batch.stages, chunk: inputs.shape[0]))
+          try await Inference.run(inputs, job: key.runID, stages: batch.stages, chunk: inputs.shape[0], trace: trace))
       } catch {
         outcome = .failure(error)
       }
+      trace?.record(
+        .init(
+          track: "batches", name: "batch of \(batch.rows) rows", category: "batch", start: started,
+          end: WallClock.nanos, args: ["requests": batch.requests.count, "rows": batch.rows]))
       var row = 0
-      var answers: [(Lane.RequestID, Result<Tensor, any Error>)] = []
+      var answers: [(Lane.RequestID, Result<Answer, any Error>)] = []
       for request in batch.requests {
         let rows = request.inputs.shape[0]
         // A request alone in its batch takes the outputs as they are, without a copy.
         let whole = batch.requests.count == 1
-        answers.append((request.id, outcome.map { whole ? $0 : $0.slice(axis: 0, range: row..<(row + rows)) }))
+        answers.append(
+          (request.id, outcome.map { (whole ? $0 : $0.slice(axis: 0, range: row..<(row + rows)), trace) }))
         row += rows
       }
       let (continuations, next) = lanes.withLock { lanes in
@@ -122,6 +135,7 @@ final class InferenceBatching: Sendable {
     struct Request {
       let id: RequestID
       let inputs: Tensor
+      let traced: Bool
     }
     struct Batch {
       let id: Int
@@ -139,7 +153,7 @@ final class InferenceBatching: Sendable {
     /// Requests not in a batch yet, oldest first.
     var waiting: [Request] = []
     /// Every request not answered yet, waiting or in a running batch.
-    var continuations: [RequestID: CheckedContinuation<Tensor, any Error>] = [:]
+    var continuations: [RequestID: CheckedContinuation<Answer, any Error>] = [:]
     /// The batches in flight, by id.
     var running: [Int: Running] = [:]
     var lastBatch = 0
@@ -168,7 +182,7 @@ final class InferenceBatching: Sendable {
 
     /// Takes request `id` out: its continuation when it was not answered
     /// yet, and the task of a batch it leaves with no request.
-    mutating func cancel(_ id: RequestID) -> (CheckedContinuation<Tensor, any Error>?, Task<Void, Never>?) {
+    mutating func cancel(_ id: RequestID) -> (CheckedContinuation<Answer, any Error>?, Task<Void, Never>?) {
       waiting.removeAll { $0.id == id }
       var abandoned: Task<Void, Never>?
       for (batch, var entry) in running where entry.live.remove(id) != nil {

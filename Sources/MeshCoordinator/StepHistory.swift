@@ -23,6 +23,7 @@ struct StepHistory {
     }
     guard !progress.evaluated, progress.step > 0 else { return }
     if let index = steps.firstIndex(where: { $0.step >= progress.step }) { steps.removeSubrange(index...) }
+    if steps.isEmpty { stride = 1 }
     // The newest step was kept for being the newest only: the next one takes its place.
     if let last = steps.last, last.step % stride != 0 { steps.removeLast() }
     steps.append(

@@ -30,7 +30,19 @@ public final class TraceRecorder: Sendable {
     let timing: Pipemesh_V1_CallTiming
   }
 
+  /// A span of the coordinator's own work, by its clock, on a track of the
+  /// coordinator's (`track`): a request, a batch, a job's stop.
+  struct Span: Sendable {
+    let track: String
+    let name: String
+    let category: String
+    let start: Int64
+    let end: Int64
+    var args: [String: any Sendable] = [:]
+  }
+
   private let calls = Mutex<[Call]>([])
+  private let spans = Mutex<[Span]>([])
   /// The step `chromeTrace()` draws.
   private let shownStep = Mutex<Int64>(0)
 
@@ -55,6 +67,21 @@ public final class TraceRecorder: Sendable {
     return response
   }
 
+  /// How a stop is named on the trace.
+  private static func describe(_ state: Pipemesh_V1_JobState) -> String {
+    switch state {
+    case .failed, .restarting: "failed"
+    case .interrupted: "interrupted"
+    case .cancelled: "cancelled"
+    default: "stopped"
+    }
+  }
+
+  /// Notes a span of the coordinator's own.
+  func record(_ span: Span) {
+    spans.withLock { $0.append(span) }
+  }
+
   /// Makes `step` the one `chromeTrace()` draws, and drops the calls of
   /// steps before it (keeping those of later ones, still running).
   func show(step: Int64) {
@@ -63,13 +90,27 @@ public final class TraceRecorder: Sendable {
   }
 
   /// The timeline of `step` (by default the one shown) as Chrome trace
-  /// JSON, with the job's `faults` at their times on a track of their own;
-  /// empty when no call of the step was recorded.
-  public func chromeTrace(step: Int64? = nil, faults: [Pipemesh_V1_JobFault] = []) -> String {
+  /// JSON, with the coordinator's spans (those recorded, and `more`) and
+  /// the job's `faults` at their times on tracks of their own; empty when
+  /// no call of the step was recorded.
+  func chromeTrace(
+    step: Int64? = nil, faults: [Pipemesh_V1_JobFault] = [], more: [Span] = []
+  ) -> String {
     let step = step ?? shownStep.withLock { $0 }
     let selected = calls.withLock { $0 }.filter { $0.step == step }
     guard !selected.isEmpty else { return "" }
-    let timeline = Timeline(selected, faults: faults)
+    // Each stop of the job, from when it stopped to the end of the first step after it.
+    let stops = faults.map { fault in
+      let stopped = Int64(fault.unixSeconds * 1e9)
+      return Span(
+        track: "stops and recoveries", name: "\(Self.describe(fault.state)) at step \(fault.step)",
+        category: "fault", start: stopped, end: stopped + Int64(fault.recoverySeconds * 1e9),
+        args: [
+          "step": fault.step, "error": fault.error, "steps_redone": fault.stepsRedone,
+          "recovery_seconds": fault.recoverySeconds,
+        ])
+    }
+    let timeline = Timeline(selected, spans: spans.withLock { $0 } + more + stops)
     let data =
       (try? JSONSerialization.data(
         withJSONObject: [
@@ -108,7 +149,7 @@ private struct Timeline {
     let args: [String: Any]
   }
 
-  init(_ calls: [TraceRecorder.Call], faults: [Pipemesh_V1_JobFault]) {
+  init(_ calls: [TraceRecorder.Call], spans: [TraceRecorder.Span]) {
     // Who offered each tensor a call fetched: the neighbour's call of the
     // same micro-batch (the previous stage's forward, the next stage's
     // backward).
@@ -187,30 +228,20 @@ private struct Timeline {
       lanes[Track(replica: replica, stage: stage, lane: lane + 1), default: []].append(slice)
     }
     let tracks = computations.merging(lanes) { $0 + $1 }
-    // Each stop of the job, from when it stopped to the end of the first step after it, by the
-    // coordinator's clock.
-    let stops = faults.map { fault in
-      let stopped = Int64(fault.unixSeconds * 1e9)
-      return Slice(
-        name: "\(Self.describe(fault.state)) at step \(fault.step)", category: "fault", start: stopped,
-        end: stopped + Int64(fault.recoverySeconds * 1e9),
-        args: [
-          "step": fault.step, "error": fault.error, "steps_redone": fault.stepsRedone,
-          "recovery_seconds": fault.recoverySeconds,
-        ])
+    origin = (tracks.values.joined().map(\.start) + spans.map(\.start)).min() ?? 0
+    // The coordinator's tracks, below the replicas' processes.
+    let coordinator = (tracks.keys.map(\.replica).max() ?? 0) + 1
+    let coordinatorTracks = spans.reduce(into: [String]()) { if !$0.contains($1.track) { $0.append($1.track) } }
+    if !spans.isEmpty {
+      events.append(["name": "process_name", "ph": "M", "pid": coordinator, "args": ["name": "coordinator"]])
     }
-    origin = (tracks.values.joined().map(\.start) + stops.map(\.start)).min() ?? 0
-    if !stops.isEmpty {
-      // Below the replicas' processes.
-      let faultProcess = (tracks.keys.map(\.replica).max() ?? 0) + 1
-      events.append(["name": "process_name", "ph": "M", "pid": faultProcess, "args": ["name": "job"]])
-      events.append([
-        "name": "thread_name", "ph": "M", "pid": faultProcess, "tid": 0, "args": ["name": "stops and recoveries"],
-      ])
-      for stop in stops {
+    for (thread, track) in coordinatorTracks.enumerated() {
+      events.append(["name": "thread_name", "ph": "M", "pid": coordinator, "tid": thread, "args": ["name": track]])
+      for span in spans where span.track == track {
         events.append([
-          "name": stop.name, "cat": stop.category, "ph": "X", "pid": faultProcess, "tid": 0,
-          "ts": microseconds(stop.start - origin), "dur": microseconds(stop.end - stop.start), "args": stop.args,
+          "name": span.name, "cat": span.category, "ph": "X", "pid": coordinator, "tid": thread,
+          "ts": microseconds(span.start - origin), "dur": microseconds(span.end - span.start),
+          "args": span.args.mapValues { $0 as Any },
         ])
       }
     }
@@ -247,15 +278,6 @@ private struct Timeline {
 
     init(_ call: TraceRecorder.Call, _ action: PipelineAction) {
       self.init(replica: call.replica, step: call.step, action: action)
-    }
-  }
-
-  private static func describe(_ state: Pipemesh_V1_JobState) -> String {
-    switch state {
-    case .failed, .restarting: "failed"
-    case .interrupted: "interrupted"
-    case .cancelled: "cancelled"
-    default: "stopped"
     }
   }
 

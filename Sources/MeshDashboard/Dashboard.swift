@@ -33,8 +33,9 @@ public final class Dashboard: Sendable {
     let host = String(address[..<colon])
     let listening = Listening()
     let application = Application(
-      router: router(coordinator),
-      configuration: .init(address: .hostname(host.isEmpty ? "0.0.0.0" : host, port: port), serverName: nil),
+      router: router(coordinator, loopbackOnly: isLoopback(address)),
+      configuration: .init(
+        address: .hostname(host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port: port), serverName: nil),
       onServerRunning: { channel in listening.resume(with: .success(channel.localAddress?.port ?? port)) },
       logger: logger)
     let server = Task { try await application.run() }
@@ -45,7 +46,7 @@ public final class Dashboard: Sendable {
     }
     do {
       let bound = try await listening.port()
-      return Dashboard(endpoint: "\(host.isEmpty ? "0.0.0.0" : host):\(bound)", server: server)
+      return Dashboard(endpoint: "\(host):\(bound)", server: server)
     } catch {
       server.cancel()
       throw DashboardError("cannot serve the dashboard on \(address): \(error)")
@@ -67,8 +68,12 @@ public final class Dashboard: Sendable {
     _ = await server.result
   }
 
-  private static func router(_ coordinator: any RPCChannel) -> Router<BasicRequestContext> {
+  /// The routes; a dashboard on loopback answers only requests that name
+  /// a loopback host, so that a web page elsewhere cannot reach it through a
+  /// name it rebinds to 127.0.0.1 (DNS rebinding).
+  private static func router(_ coordinator: any RPCChannel, loopbackOnly: Bool) -> Router<BasicRequestContext> {
     let router = Router()
+    router.middlewares.add(HostCheck(loopbackOnly: loopbackOnly))
     router.get("/") { _, _ in page(DashboardPage.html, type: "text/html; charset=utf-8") }
     router.get("/dashboard.js") { _, _ in page(DashboardPage.script, type: "text/javascript; charset=utf-8") }
     let api = CoordinatorReads(coordinator: coordinator)
@@ -113,6 +118,25 @@ public final class Dashboard: Sendable {
     .init("Referrer-Policy")!: "no-referrer",
     .cacheControl: "no-store",
   ]
+}
+
+/// Refuses a request whose Host is not a loopback name, when the dashboard
+/// listens on loopback.
+private struct HostCheck: RouterMiddleware {
+  typealias Context = BasicRequestContext
+  let loopbackOnly: Bool
+
+  func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    -> Response
+  {
+    guard loopbackOnly, let authority = request.head.authority else { return try await next(request, context) }
+    // HOST, HOST:PORT, [::1] or [::1]:PORT.
+    let withPort = authority.hasSuffix("]") || !authority.contains(":") ? authority + ":0" : authority
+    if Dashboard.isLoopback(withPort) { return try await next(request, context) }
+    return Response(
+      status: .forbidden, headers: Dashboard.securityHeaders,
+      body: .init(byteBuffer: ByteBuffer(string: "this dashboard answers requests for 127.0.0.1 or localhost only\n")))
+  }
 }
 
 /// Calls to the coordinator on behalf of a browser, answered as JSON.

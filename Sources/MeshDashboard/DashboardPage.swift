@@ -191,11 +191,13 @@ enum DashboardPage {
         const div = element("div"); div.append(element("span", {}, label), document.createTextNode(value)); figures.append(div);
       }
       const charts = element("div", { class: "charts" });
+      // Epochs without a held-out split have no validation figures.
+      const validated = epochs.filter(e => e.validation_loss !== undefined);
       charts.append(chart("loss-chart", "loss (line: steps, dots: validation)",
-        steps.map(s => [s.step || 0, s.loss || 0]), epochs.map(e => [e.step || 0, e.validation_loss || 0])));
+        steps.map(s => [s.step || 0, s.loss || 0]), validated.map(e => [e.step || 0, e.validation_loss])));
       if (classifier) {
         charts.append(chart("accuracy-chart", "accuracy (line: steps, dots: validation)",
-          steps.map(s => [s.step || 0, s.accuracy || 0]), epochs.map(e => [e.step || 0, e.validation_accuracy || 0])));
+          steps.map(s => [s.step || 0, s.accuracy || 0]), validated.map(e => [e.step || 0, e.validation_accuracy || 0])));
       }
       const heading = element("h2", { "data-job": job.job }, "Job " + job.job + " ");
       heading.append(stateBadge(job.state));
@@ -255,10 +257,15 @@ enum DashboardPage {
       holder.replaceChildren(svg);
     }
 
+    /// Only the newest refresh draws: an older one that ends later (a click meanwhile) is dropped.
+    let refreshes = 0;
+
     async function refresh() {
       const problem = document.getElementById("problem"), login = document.getElementById("login");
+      const mine = ++refreshes;
       try {
         const [jobs, pool, models] = await Promise.all([api("/api/jobs"), api("/api/pool"), api("/api/models")]);
+        if (mine !== refreshes) return;
         problem.style.display = "none";
         login.style.display = "none";
         const list = jobs.jobs || [];
@@ -274,10 +281,15 @@ enum DashboardPage {
           bytes(m.memory_budget_bytes)], m => ({ "data-endpoint": m.endpoint, "data-state": m.state }));
         fillTable("models", models.models || [], m => [m.name, "v" + (m.version || 0), m.job || "–", m.owner || "–"],
           m => ({ "data-model": m.name }));
-        if (view.job) showJob(await api("/api/jobs/" + encodeURIComponent(view.job)));
+        if (view.job) {
+          const job = await api("/api/jobs/" + encodeURIComponent(view.job));
+          if (mine !== refreshes) return;
+          showJob(job);
+        }
         document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
         document.body.dataset.loaded = "true";
       } catch (error) {
+        if (mine !== refreshes) return;
         problem.style.display = "block";
         problem.textContent = error.message;
         problem.dataset.status = error.status || 0;

@@ -132,7 +132,7 @@ import Testing
 
       // The trace shows the last step that did not flush to the ps (the
       // last step flushes): every action of every stage, and its commit.
-      let events = try Self.traceEvents(progress.last?.traceJson ?? "")
+      let events = try traceEvents(progress.last?.traceJson ?? "")
       #expect(Set(events.map(\.step)) == [Int64(reference.losses.count - 1)], "\(job)")
       // A forward and a backward per micro-batch (and a weights action under ZB-H1), and a commit.
       let actions = schedule == .scheduleZeroBubbleH1 ? 3 : 2
@@ -298,35 +298,6 @@ import Testing
       \(job): \(outside.count) logits differ from NumPy's by more than 1e-5 + 1e-5·|logit|, at most by \
       \(largest); first (index, (difference, NumPy)): \(outside.prefix(3))
       """)
-  }
-
-  /// A slice of a trace's timeline (times in microseconds).
-  struct TraceEvent: CustomStringConvertible {
-    let name: String
-    let category: String
-    let replica: Int
-    let thread: Int
-    let stage: Int
-    let step: Int64
-    let start: Double
-    let end: Double
-
-    var description: String { "\(name)@stage\(stage)[\(start)–\(end)]" }
-  }
-
-  /// The complete ("X") events of a Chrome trace.
-  static func traceEvents(_ json: String) throws -> [TraceEvent] {
-    let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
-    let events = try #require(object?["traceEvents"] as? [[String: Any]])
-    return events.filter { $0["ph"] as? String == "X" }.map { event in
-      let args = event["args"] as? [String: Any]
-      func number(_ value: Any?) -> Double { (value as? NSNumber)?.doubleValue ?? -1 }
-      let start = number(event["ts"])
-      return TraceEvent(
-        name: event["name"] as? String ?? "", category: event["cat"] as? String ?? "",
-        replica: Int(number(event["pid"])), thread: Int(number(event["tid"])), stage: Int(number(args?["stage"])),
-        step: Int64(number(args?["step"])), start: start, end: start + number(event["dur"]))
-    }
   }
 
   /// The first and last layers share one variable across two stages.

@@ -1,6 +1,7 @@
 import Foundation
 import MeshPipeline
 import MeshProto
+import MeshTestSupport
 import MeshWire
 import Testing
 
@@ -85,6 +86,8 @@ import Testing
   /// stop to the end of the first step after it, before the traced step.
   @Test func aJobsStopsAreOnTheirOwnTrackAtTheirTimes() async throws {
     let trace = TraceRecorder()
+    // Three seconds before the step began.
+    let stopped = Double(WallClock.nanos) / 1e9 - 3
     _ = try await trace.record(.forward(0, 0), stage: 0, replica: 0, step: 7, partition: "p:1") {
       var response = Pipemesh_V1_ForwardResponse()
       response.timing.receivedUnixNanos = WallClock.nanos
@@ -98,18 +101,19 @@ import Testing
       $0.step = 4
       $0.state = .failed
       $0.error = "partition p:2 does not answer"
-      $0.unixSeconds = Date().timeIntervalSince1970 - 3
+      $0.unixSeconds = stopped
       $0.stepsRedone = 2
       $0.recoverySeconds = 1.5
     }
     let json = trace.chromeTrace(step: 7, faults: [stop])
-    let events = try PipelineTrainingTests.traceEvents(json)
+    let events = try traceEvents(json)
     let stops = events.filter { $0.category == "fault" }
     try #require(stops.count == 1, "\(events)")
     #expect(stops[0].name == "failed at step 4")
     #expect(stops[0].start == 0 && abs(stops[0].end - 1.5e6) < 1, "\(stops[0])")
     let forward = try #require(events.first { $0.category == "forward" })
-    #expect(forward.start > 2.9e6 && forward.start < 3.5e6, "\(forward)")
+    // (Less the error of the partition's clock offset: a part of one round trip.)
+    #expect(forward.start > 2.9e6, "\(forward)")
     // Its own track, not a stage's.
     #expect(stops[0].replica != forward.replica)
     #expect(json.contains("\"steps_redone\":2") && json.contains("does not answer"))
@@ -159,7 +163,7 @@ import Testing
     try await call(nil, on: "stage0:1")
     let elapsed = Double(WallClock.nanos - began) / 1e3
 
-    let events = try PipelineTrainingTests.traceEvents(trace.chromeTrace(step: 1))
+    let events = try traceEvents(trace.chromeTrace(step: 1))
     #expect(events.filter { $0.category == "transfer" }.count == 4)
     #expect(events.allSatisfy { $0.start >= 0 && $0.end <= elapsed }, "\(events) within \(elapsed) µs")
     PipelineTrainingTests.expectCausalTimeline(events, stages: 2, microBatches: 2, job: "skewed")

@@ -86,6 +86,57 @@ import Testing
     }
   }
 
+  /// A traced request's timeline: its span on the coordinator, the batch
+  /// it ran in, and each stage's computation of each chunk as the
+  /// partitions timed it, every one inside the request's span and each
+  /// chunk on stage 1 after stage 0 computed it; untraced requests carry
+  /// none. Through `pipemesh infer --trace` too.
+  @Test func aTracedInferenceShowsItsPathThroughTheMesh() async throws {
+    let served = try await Served()
+    func infer(rows: Range<Int>, microBatches: Int32, trace: Bool) async throws -> Pipemesh_V1_InferResponse {
+      try await served.client.call(
+        CoordinatorMethods.infer,
+        .with {
+          $0.job = "served"
+          $0.inputs = Pipemesh_V1_Tensor(served.rows.slice(axis: 0, range: rows))
+          $0.microBatches = microBatches
+          $0.trace = trace
+        })
+    }
+    #expect(try await infer(rows: 0..<4, microBatches: 1, trace: false).traceJson.isEmpty)
+    for (microBatches, category) in [(Int32(1), "batch"), (4, nil)] {
+      let answer = try await infer(rows: 0..<8, microBatches: microBatches, trace: true)
+      let events = try traceEvents(answer.traceJson)
+      let request = try #require(events.first { $0.category == "request" }, "\(answer.traceJson)")
+      #expect(request.name == "Infer of 8 rows")
+      #expect(events.contains { $0.category == "batch" } == (category != nil), "\(events)")
+      let forwards = events.filter { $0.category == "forward" }
+      // A chunk of 8 rows through two stages, or 4 chunks of 2.
+      #expect(forwards.count == 2 * Int(microBatches), "\(forwards)")
+      for forward in forwards {
+        #expect(forward.start >= request.start - 1e-3 && forward.end <= request.end + 1e-3, "\(forward) \(request)")
+      }
+      for chunk in 0..<Int(microBatches) {
+        let first = try #require(forwards.first { $0.stage == 0 && $0.name == "F\(chunk)" })
+        let second = try #require(forwards.first { $0.stage == 1 && $0.name == "F\(chunk)" })
+        #expect(first.end <= second.start + 1e-3, "\(first) \(second)")
+      }
+    }
+    let inputs = served.mesh.logs.file("rows.npy")
+    try await run(
+      try PythonInterop.findPython(),
+      ["-c", "import numpy as np; np.save('\(inputs)', np.ones((3, 64), dtype=np.float32))"],
+      in: served.mesh.logs.path)
+    let traced = try await pipemesh(
+      [
+        "infer", "--coordinator", served.coordinator.endpoint, "--job", "served", "--input", inputs, "--trace",
+        served.mesh.logs.file("infer-trace.json"),
+      ], in: served.mesh.logs)
+    #expect(traced.status == 0, "\(traced.output)")
+    let written = try String(contentsOfFile: served.mesh.logs.file("infer-trace.json"), encoding: .utf8)
+    #expect(try traceEvents(written).contains { $0.name == "Infer of 3 rows" }, "\(written)")
+  }
+
   @Test func requestsThatComeWhileThePipelineIsFullLeaveAsOneBatch() async throws {
     let served = try await Served()
     // One at a time, each request is a batch of its own.

@@ -549,3 +549,14 @@ def test_defaults_are_not_mutated_by_merging(chart: Any) -> None:
     before = copy.deepcopy(chart.values)
     render(chart, BIG)
     assert chart.values == before
+
+
+def test_the_dashboard_listens_on_the_pods_loopback_and_only_without_tls(chart: Any) -> None:
+    coordinator = container(workloads(render(chart, {"tls": {"enabled": False}, "coordinator": {"dashboardPort": 7080}}))[
+        f"{RELEASE}-pipemesh-coordinator"])
+    assert flag(coordinator["args"], "--dashboard-listen") == "127.0.0.1:7080"
+    assert flag(container(workloads(render(chart, {"tls": {"enabled": False}}))[f"{RELEASE}-pipemesh-coordinator"])["args"],
+                "--dashboard-listen") is None
+    with pytest.raises(Exception) as raised:
+        render(chart, {"coordinator": {"dashboardPort": 7080}})
+    assert "tls.enabled=false" in str(raised.value)

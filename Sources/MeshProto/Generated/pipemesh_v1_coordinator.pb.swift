@@ -705,6 +705,10 @@ public nonisolated struct Pipemesh_V1_InferRequest: Sendable {
   /// Valid: 0 or more; 0 means 1, more than the rows means one row each.
   public var microBatches: Int32 = 0
 
+  /// Return the request's timeline (InferResponse.trace_json).
+  /// Valid: any.
+  public var trace: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -725,6 +729,12 @@ public nonisolated struct Pipemesh_V1_InferResponse: Sendable {
   public var hasOutputs: Bool {self._outputs != nil}
   /// Clears the value of `outputs`. Subsequent reads from it will return its default value.
   public mutating func clearOutputs() {self._outputs = nil}
+
+  /// With InferRequest.trace: the request's path through the mesh as Chrome
+  /// trace-event JSON (opens in Perfetto), drawn as a training step's is:
+  /// the coordinator's span of the request and of the batch it ran in, and
+  /// each stage's computation of each chunk as its partition timed it.
+  public var traceJson: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2115,7 +2125,7 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_InferRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InferRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}inputs\0\u{3}micro_batches\0\u{1}model\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}inputs\0\u{3}micro_batches\0\u{1}model\0\u{1}trace\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2127,6 +2137,7 @@ nonisolated extension Pipemesh_V1_InferRequest: SwiftProtobuf.Message, SwiftProt
       case 2: try { try decoder.decodeSingularMessageField(value: &self._inputs) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.microBatches) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.model) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.trace) }()
       default: break
       }
     }
@@ -2149,6 +2160,9 @@ nonisolated extension Pipemesh_V1_InferRequest: SwiftProtobuf.Message, SwiftProt
     if !self.model.isEmpty {
       try visitor.visitSingularStringField(value: self.model, fieldNumber: 4)
     }
+    if self.trace != false {
+      try visitor.visitSingularBoolField(value: self.trace, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2157,6 +2171,7 @@ nonisolated extension Pipemesh_V1_InferRequest: SwiftProtobuf.Message, SwiftProt
     if lhs.model != rhs.model {return false}
     if lhs._inputs != rhs._inputs {return false}
     if lhs.microBatches != rhs.microBatches {return false}
+    if lhs.trace != rhs.trace {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2164,7 +2179,7 @@ nonisolated extension Pipemesh_V1_InferRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InferResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outputs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outputs\0\u{3}trace_json\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2173,6 +2188,7 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._outputs) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.traceJson) }()
       default: break
       }
     }
@@ -2186,11 +2202,15 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
     try { if let v = self._outputs {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if !self.traceJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.traceJson, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_InferResponse, rhs: Pipemesh_V1_InferResponse) -> Bool {
     if lhs._outputs != rhs._outputs {return false}
+    if lhs.traceJson != rhs.traceJson {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

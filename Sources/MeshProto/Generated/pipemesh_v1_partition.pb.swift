@@ -527,8 +527,8 @@ public nonisolated struct Pipemesh_V1_CommitResponse: Sendable {
   /// Clears the value of `memory`. Subsequent reads from it will return its default value.
   public mutating func clearMemory() {self._memory = nil}
 
-  /// When the partition received and answered this call (and applied the
-  /// step's update: compute).
+  /// When the partition received and answered this call (its compute times
+  /// are not set: the commit's slice on the trace is the whole call).
   public var timing: Pipemesh_V1_CallTiming {
     get {_timing ?? Pipemesh_V1_CallTiming()}
     set {_timing = newValue}
@@ -565,8 +565,8 @@ public nonisolated struct Pipemesh_V1_CallTiming: Sendable {
   public var answeredUnixNanos: Int64 = 0
 
   /// The input (Forward) or output gradient (Backward) was asked of the
-  /// neighbouring partition that produces it, and had arrived; both 0 when
-  /// it came inline or from this partition.
+  /// neighbouring stage that produces it (on another partition or this one),
+  /// and had arrived; both 0 when it came inline.
   public var inputRequestedUnixNanos: Int64 = 0
 
   public var inputReceivedUnixNanos: Int64 = 0

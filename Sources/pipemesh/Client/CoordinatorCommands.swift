@@ -105,6 +105,13 @@ struct Infer: AsyncParsableCommand {
   @Option(help: "Micro-batches to pipeline the inputs in.")
   var microBatches: Int = 1
 
+  @Option(
+    help: """
+      Write the request's path through the mesh to this file as Chrome trace JSON (open it in Perfetto): \
+      the coordinator's spans and each stage's computation, as the partitions timed it.
+      """)
+  var trace: String?
+
   func validate() throws {
     guard (job == nil) != (model == nil) else { throw ValidationError("give exactly one of --job and --model") }
   }
@@ -132,7 +139,15 @@ struct Infer: AsyncParsableCommand {
           $0.model = model ?? ""
           $0.inputs = Pipemesh_V1_Tensor(inputs)
           $0.microBatches = Int32(microBatches)
+          $0.trace = trace != nil
         })
+      if let trace {
+        do {
+          try response.traceJson.write(toFile: trace, atomically: true, encoding: .utf8)
+        } catch {
+          throw ValidationError("--trace \(trace): cannot write the file: \(error.localizedDescription)")
+        }
+      }
       let outputs = try Tensor(wire: response.outputs, what: "outputs")
       let rows = Self.rows(of: outputs)
       if case .meanSquaredError = spec.loss.kind {

@@ -219,22 +219,26 @@ class TrainProgress(_message.Message):
     def __init__(self, job: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., samples_per_second: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageBusy, _Mapping]]] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., done: _Optional[bool] = ..., trace_json: _Optional[str] = ..., accuracy: _Optional[float] = ..., checkpoints: _Optional[_Iterable[str]] = ..., evaluated: _Optional[bool] = ..., queue_position: _Optional[int] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("job", "model", "inputs", "micro_batches")
+    __slots__ = ("job", "model", "inputs", "micro_batches", "trace")
     JOB_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     job: str
     model: str
     inputs: _tensor_pb2.Tensor
     micro_batches: int
-    def __init__(self, job: _Optional[str] = ..., model: _Optional[str] = ..., inputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., micro_batches: _Optional[int] = ...) -> None: ...
+    trace: bool
+    def __init__(self, job: _Optional[str] = ..., model: _Optional[str] = ..., inputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., micro_batches: _Optional[int] = ..., trace: _Optional[bool] = ...) -> None: ...
 
 class InferResponse(_message.Message):
-    __slots__ = ("outputs",)
+    __slots__ = ("outputs", "trace_json")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_JSON_FIELD_NUMBER: _ClassVar[int]
     outputs: _tensor_pb2.Tensor
-    def __init__(self, outputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    trace_json: str
+    def __init__(self, outputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., trace_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job", "state", "step", "total_steps", "loss", "error", "owner", "memory", "created_unix_seconds", "ended_unix_seconds", "options", "epochs", "model", "checkpoint_step", "resumes", "faults", "partitions", "started_unix_seconds", "checkpoint_epoch_loss_sum", "checkpoint_epoch_steps", "running_replicas", "steps", "trace_json")
