@@ -42,17 +42,37 @@ public final class ChildProcess: Sendable {
   /// Waits until the log has a line starting with `prefix` and returns the
   /// rest of that line. Throws if the process exits or `timeout` passes first.
   public func waitForLine(startingWith prefix: String, timeout: Duration = .seconds(60)) async throws -> String {
+    try await waitForLog(timeout: timeout, what: "a line '\(prefix)'") { line in
+      line.hasPrefix(prefix) ? String(line.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces) : nil
+    }
+  }
+
+  /// Waits until the log has a line of JSON (as `--json` prints) whose
+  /// object satisfies `matches`, and returns that object. Throws if the
+  /// process exits or `timeout` passes first.
+  public func waitForJSONLine(
+    timeout: Duration = .seconds(60), where matches: ([String: Any]) -> Bool
+  ) async throws -> [String: Any] {
+    try await waitForLog(timeout: timeout, what: "the JSON line looked for") { line in
+      guard line.hasPrefix("{"),
+        let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], matches(object)
+      else { return nil }
+      return object
+    }
+  }
+
+  /// What `find` makes of the log's first line it makes something of, once
+  /// there is one.
+  private func waitForLog<T>(timeout: Duration, what: String, _ find: (Substring) -> T?) async throws -> T {
     let deadline = ContinuousClock.now + timeout
     while true {
-      if let line = log.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) {
-        return String(line.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces)
-      }
+      if let found = log.split(separator: "\n").lazy.compactMap(find).first { return found }
       guard isRunning else {
         throw ChildProcessError(
-          "process exited (status \(process.value.terminationStatus)) before printing '\(prefix)'; log:\n\(log)")
+          "process exited (status \(process.value.terminationStatus)) before printing \(what); log:\n\(log)")
       }
       guard ContinuousClock.now < deadline else {
-        throw ChildProcessError("no line '\(prefix)' within \(timeout); log:\n\(log)")
+        throw ChildProcessError("no \(what) within \(timeout); log:\n\(log)")
       }
       try await Task.sleep(for: .milliseconds(20))
     }

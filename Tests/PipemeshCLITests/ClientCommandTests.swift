@@ -86,8 +86,20 @@ import Testing
     let stages =
       (try JSONSerialization.jsonObject(with: Data(plan.output.utf8)) as? [String: Any])?["stages"] as? [[String: Any]]
     #expect(stages?.count == 3)
-    // 64-bit integers are JSON numbers, not strings.
+    // 64-bit integers are JSON numbers, not strings; fields at their defaults are there: stage 0
+    // starts at layer 0.
     #expect(stages?.first?["parameters"] is NSNumber, "\(plan.output)")
+    #expect(stages?.first?["stage"] as? Int == 0 && stages?.first?["firstLayer"] as? Int == 0, "\(plan.output)")
+
+    // An empty list is a line too: the list, empty.
+    let none = try await pipemesh(
+      ["jobs", "--coordinator", coordinator.endpoint, "--state", "interrupted", "--json"], in: directory)
+    #expect(none.status == 0)
+    let empty = try JSONSerialization.jsonObject(with: Data(none.output.utf8)) as? [String: Any]
+    #expect((empty?["jobs"] as? [Any])?.isEmpty == true, "\(none.output)")
+    let models = try await pipemesh(["models", "--coordinator", coordinator.endpoint, "--json"], in: directory)
+    let listed = try JSONSerialization.jsonObject(with: Data(models.output.utf8)) as? [String: Any]
+    #expect((listed?["models"] as? [[String: Any]])?.contains { $0["name"] as? String == "cli-mlp" } == true)
   }
 
   /// Ctrl-C on `pipemesh train` stops following the job, which runs on and

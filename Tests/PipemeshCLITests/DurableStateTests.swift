@@ -217,7 +217,7 @@ import Testing
     #expect(again.status == 65 && again.output.contains("ALREADY_EXISTS"), "\(again.output)")
     let replaced = try await mesh.run(["train", "--job", "digits", "--model", Self.model, "--epochs", "1", "--replace"])
     #expect(replaced.status == 0, "\(replaced.output)")
-    let versions = try await mesh.json(["models", "list", "digits"])
+    let versions = try await mesh.json(["models", "list", "digits"]).first?["models"] as? [[String: Any]] ?? []
     #expect(versions.map { $0["version"] as? Int } == [2, 1], "\(versions)")
 
     // Deleting the job frees its variables on the ps; its model versions stay.
@@ -229,7 +229,7 @@ import Testing
     #expect(gone.status == 65 && gone.output.contains("no job named 'digits'"), "\(gone.output)")
     let stillServed = try await mesh.json(["infer", "--model", "digits:v1", "--input", inputs])
     #expect(stillServed.first?["outputs"] as? [[Double]] == outputs)
-    let removed = try await mesh.json(["models", "delete", "digits:v1"])
+    let removed = try await mesh.json(["models", "delete", "digits:v1"]).first?["models"] as? [[String: Any]] ?? []
     #expect(removed.map { $0["version"] as? Int } == [1])
     #expect(!FileManager.default.fileExists(atPath: "\(mesh.state)/models/digits/v1.safetensors"))
     let missing = try await mesh.run(["infer", "--model", "digits:v1", "--input", inputs])
@@ -435,10 +435,10 @@ import Testing
         "train", "--coordinator", mesh.coordinator.endpoint, "--job", "long", "--model", Self.model, "--epochs",
         "1000", "--json",
       ], logPath: mesh.directory.file("long.log"))
-    _ = try await training.waitForLine(startingWith: "{\"job\":\"long\"")
+    _ = try await training.waitForJSONLine { $0["job"] as? String == "long" }
     mesh = try await mesh.restarted()
     #expect(try await training.waitForExit() != 0)
-    let jobs = try await mesh.json(["jobs", "--state", "interrupted"])
+    let jobs = try await mesh.json(["jobs", "--state", "interrupted"]).first?["jobs"] as? [[String: Any]] ?? []
     #expect(jobs.map { $0["job"] as? String } == ["long"], "\(jobs)")
     #expect((jobs.first?["error"] as? String)?.contains("coordinator stopped") == true)
     let inputs = try await Self.inputs(in: mesh.directory)

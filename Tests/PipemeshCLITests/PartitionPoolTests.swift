@@ -48,10 +48,10 @@ import Testing
     // Two partitions are not free: "waiting" is queued, first in line; "later"
     // needs only the free one but does not pass it.
     let waiting = try Self.startTraining("waiting", ["--stages", "2", "--epochs", "1"], on: mesh)
-    _ = try await waiting.waitForLine(startingWith: "{\"job\":\"waiting\",\"queuePosition\":1")
+    _ = try await waiting.waitForJSONLine { $0["job"] as? String == "waiting" && $0["queuePosition"] as? Int == 1 }
     let later = try Self.startTraining("later", ["--stages", "1", "--epochs", "1"], on: mesh)
-    _ = try await later.waitForLine(startingWith: "{\"job\":\"later\",\"queuePosition\":2")
-    let queued = try await mesh.json(["jobs", "list", "--state", "queued"])
+    _ = try await later.waitForJSONLine { $0["job"] as? String == "later" && $0["queuePosition"] as? Int == 2 }
+    let queued = try await mesh.json(["jobs", "list", "--state", "queued"]).first?["jobs"] as? [[String: Any]] ?? []
     #expect(queued.compactMap { $0["job"] as? String } == ["later", "waiting"], "\(queued)")
 
     // A queued job cancelled never runs.
@@ -84,7 +84,7 @@ import Testing
     let holder = try Self.startTraining("holder", ["--stages", "2", "--epochs", "1000"], on: mesh)
     _ = try await DurableStateTests.waitFor("holder", on: mesh) { $0["state"] as? String == "JOB_STATE_RUNNING" }
     let waiting = try Self.startTraining("waiting", ["--stages", "2", "--epochs", "1"], on: mesh)
-    _ = try await waiting.waitForLine(startingWith: "{\"job\":\"waiting\",\"queuePosition\":1")
+    _ = try await waiting.waitForJSONLine { $0["job"] as? String == "waiting" && $0["queuePosition"] as? Int == 1 }
 
     mesh = try await mesh.restarted()
     #expect(try await holder.waitForExit() != 0)

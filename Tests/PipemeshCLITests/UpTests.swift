@@ -106,6 +106,9 @@ import Testing
       try #require(try FileManager.default.contentsOfDirectory(atPath: directory.file("runs")).first))
     let files = try FileManager.default.contentsOfDirectory(atPath: run)
     #expect(files.contains("loss.svg") && !files.contains("accuracy.svg"), "\(files)")
+    // Its loss is the metric that fits: the mean squared error.
+    let loss = try String(contentsOfFile: (run as NSString).appendingPathComponent("loss.svg"), encoding: .utf8)
+    #expect(loss.contains(">mean squared error</text>"), "\(loss)")
   }
 
   @Test(arguments: [false, true])
@@ -152,9 +155,13 @@ import Testing
       #expect(parser.parse(), "\(chart) is not well-formed XML")
       let svg = try String(contentsOfFile: file(chart), encoding: .utf8)
       #expect(svg.contains("<polyline"))
-      // Both axes carry round ticks: evenly spaced numbers, three or more each.
-      let numbers = svg.matches(of: /font-size="11">([-0-9.e+]+)</).compactMap { Double($0.1) }
-      #expect(numbers.count >= 6, "\(chart): tick labels \(numbers)")
+      // Both axes carry round ticks, three or more each, and say what they measure.
+      let xTicks = svg.matches(of: /text-anchor="middle" font-family="sans-serif" font-size="11">([-0-9.e+]+)</)
+      let yTicks = svg.matches(of: /text-anchor="end" font-family="sans-serif" font-size="11">([-0-9.e+]+)</)
+      #expect(xTicks.count >= 3 && yTicks.count >= 3, "\(chart): \(xTicks.count) x ticks, \(yTicks.count) y ticks")
+      #expect(svg.contains(">step</text>"), "\(chart)")
+      let yLabel = chart == "loss.svg" ? "cross-entropy" : "fraction predicted right"
+      #expect(svg.contains("class=\"y-label\"") && svg.contains(">\(yLabel)</text>"), "\(chart)")
     }
     let accuracyTicks = try String(contentsOfFile: file("accuracy.svg"), encoding: .utf8)
       .matches(of: /text-anchor="end" font-family="sans-serif" font-size="11">([-0-9.e+]+)</).compactMap {

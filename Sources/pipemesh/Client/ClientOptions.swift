@@ -49,14 +49,6 @@ struct ClientOptions: ParsableArguments {
   }
 }
 
-/// `message` as one line of JSON for scripts: protobuf's JSON mapping, with
-/// 64-bit integers as numbers (not strings) and enums by name.
-func jsonLine(_ message: some SwiftProtobuf.Message) throws -> String {
-  var options = JSONEncodingOptions()
-  options.alwaysPrintInt64sAsNumbers = true
-  return try message.jsonString(options: options)
-}
-
 /// Exit codes the client commands use, so scripts can tell failures apart.
 enum ClientExit {
   /// The job failed or was cancelled.

@@ -335,11 +335,14 @@ struct Jobs: AsyncParsableCommand {
       }
       try await withExitCodes {
         var request = Pipemesh_V1_ListJobsRequest.with { $0.state = state.flatMap { states[$0] } ?? .unspecified }
+        // With --json, the whole list as one line (`{"jobs": []}` when there are none).
+        var listed = Pipemesh_V1_ListJobsResponse()
         repeat {
           let page = try await client.client().call(CoordinatorMethods.listJobs, request)
-          for job in page.jobs { try client.show(job) }
+          if client.json { listed.jobs += page.jobs } else { for job in page.jobs { try client.show(job) } }
           request.pageToken = page.nextPageToken
         } while !request.pageToken.isEmpty
+        if client.json { try client.printJSON(listed) }
       }
     }
   }

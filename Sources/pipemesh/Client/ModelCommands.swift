@@ -27,6 +27,8 @@ struct Models: AsyncParsableCommand {
     func run() async throws {
       try await withExitCodes {
         let list = try await client.client().call(CoordinatorMethods.listModels, .with { $0.name = name ?? "" })
+        // With --json, the whole list as one line (`{"models": []}` when there are none).
+        if client.json { return try client.printJSON(list) }
         for model in list.models { try client.show(model) }
       }
     }
@@ -149,6 +151,7 @@ struct Models: AsyncParsableCommand {
     func run() async throws {
       try await withExitCodes {
         let deleted = try await client.client().call(CoordinatorMethods.deleteModel, .with { $0.model = model })
+        if client.json { return try client.printJSON(deleted) }
         for record in deleted.models { try client.show(record) }
       }
     }

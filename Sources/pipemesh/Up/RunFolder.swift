@@ -58,7 +58,7 @@ struct RunFolder {
       to: URL(fileURLWithPath: file("metrics.json")))
     try write(
       LineChart(
-        title: "Loss",
+        title: "Loss", yLabel: classifies ? "cross-entropy" : "mean squared error",
         series: [
           ("training", steps.map { (Double($0.step), $0.loss) }),
           ("validation", evaluations.map { (Double($0.step), $0.validationLoss) }),
@@ -68,7 +68,7 @@ struct RunFolder {
     guard classifies else { return }
     try write(
       LineChart(
-        title: "Accuracy",
+        title: "Accuracy", yLabel: "fraction predicted right",
         series: [
           ("training", steps.map { (Double($0.step), $0.accuracy) }),
           ("validation", evaluations.map { (Double($0.step), $0.validationAccuracy) }),
@@ -121,6 +121,8 @@ struct MetricsCSV {
 /// A small line chart over steps, as a standalone SVG document.
 struct LineChart {
   let title: String
+  /// What the y axis measures.
+  let yLabel: String
   let series: [(name: String, points: [(x: Double, y: Double)])]
 
   var svg: String {
@@ -159,6 +161,7 @@ struct LineChart {
       <line x1="\(margin)" y1="\(height - margin)" x2="\(width - margin)" y2="\(height - margin)" stroke="black"/>
       <line x1="\(margin)" y1="\(margin)" x2="\(margin)" y2="\(height - margin)" stroke="black"/>
       <text x="\(Int(width / 2))" y="\(Int(height - 12))" text-anchor="middle" font-family="sans-serif" font-size="12">step</text>
+      <text class="y-label" transform="rotate(-90)" x="\(-Int(height / 2))" y="16" text-anchor="middle" font-family="sans-serif" font-size="12">\(yLabel)</text>
 
       """
     for (index, line) in series.enumerated() where !line.points.isEmpty {
