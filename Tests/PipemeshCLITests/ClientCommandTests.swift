@@ -176,6 +176,33 @@ import Testing
     #expect(ended.status == 0 && ended.output.contains("followed\tsucceeded"), "\(ended.output)")
   }
 
+  /// On a terminal, Ctrl-C asks whether to cancel the job too: yes cancels
+  /// it, no leaves it running. The progress line shows no ETA before a few
+  /// steps have run.
+  @Test(arguments: ["y", "n"]) func ctrlCOnATerminalAsksWhetherToCancel(answer: String) async throws {
+    let (_, coordinator) = try await Self.mesh.value
+    let directory = try TemporaryDirectory(prefix: "pipemesh-terminal")
+    let job = "asked-\(answer)"
+    let terminal = try await run(
+      try PythonInterop.findPython(),
+      [
+        Repository.path("Tests/interop/terminal_ctrl_c.py"), PipemeshBinary.path, answer, "train", "--coordinator",
+        coordinator.endpoint, "--job", job, "--model", Repository.path("examples/mlp-digits.json"), "--epochs", "50",
+      ], in: directory.path)
+    #expect(terminal.contains("EXIT 130"), "\(terminal)")
+    #expect(terminal.contains("cancel job \(job) too? [y/N]"), "\(terminal)")
+    #expect(terminal.contains("ETA --:--"), "the first steps show no estimate: \(terminal)")
+    let shown = try await pipemesh(["jobs", "show", job, "--coordinator", coordinator.endpoint], in: directory)
+    if answer == "y" {
+      #expect(terminal.contains("cancelled job \(job)"), "\(terminal)")
+      #expect(shown.output.contains("\(job)\tcancelled"), "\(shown.output)")
+    } else {
+      #expect(terminal.contains("it runs on"), "\(terminal)")
+      #expect(shown.output.contains("\(job)\trunning") || shown.output.contains("\(job)\tqueued"), "\(shown.output)")
+      _ = try await pipemesh(["cancel", "--job", job, "--coordinator", coordinator.endpoint], in: directory)
+    }
+  }
+
   @Test func errorsHaveClearMessagesAndExitCodes() async throws {
     let (_, coordinator) = try await Self.mesh.value
     let specs = try TemporaryDirectory(prefix: "pipemesh-spec")

@@ -21,7 +21,11 @@ import Testing
     func losses(_ output: String) -> [Double] {
       output.split(separator: "\n").compactMap {
         let progress = try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-        return progress?["evaluated"] == nil ? progress?["loss"] as? Double : nil
+        // A step's progress: not an evaluation, not the last message, not a place in the queue.
+        guard let progress, progress["evaluated"] as? Bool == false, progress["done"] as? Bool == false,
+          progress["step"] as? Int ?? 0 > 0
+        else { return nil }
+        return progress["loss"] as? Double
       }
     }
     let two = try await mesh.run(["train", "--job", "two", "--replicas", "2", "--batch-size", "32"] + common)

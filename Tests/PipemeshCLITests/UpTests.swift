@@ -73,7 +73,9 @@ import Testing
         as? [String: Any])
     #expect(options["stages"] as? Int == 2 && options["in_process"] as? Bool == true, "\(options)")
     let request = try #require(options["train_request"] as? [String: Any])
-    #expect(request["epochs"] as? Int == 1 && request["shuffleSeed"] as? String == "9", "\(request)")
+    #expect(request["epochs"] as? Int == 1 && request["shuffleSeed"] as? Int == 9, "\(request)")
+    // Every option, those left at their defaults too.
+    #expect(request["recomputeActivations"] as? Bool == false && request["replace"] as? Bool == false, "\(request)")
     #expect(options["reproduce"] as? String == "pipemesh \(reproduce)")
 
     _ = try await up("'\(PipemeshBinary.path)' \(reproduce)")

@@ -7,6 +7,8 @@ import Synchronization
 /// and exits 130; on a terminal it first asks whether to cancel the job.
 final class ControlC: Sendable {
   private let job = Mutex("")
+  /// Set once Ctrl-C was pressed: the handler asks and answers from here on.
+  private let pressed = Mutex(false)
   private let cancel: @Sendable (String) async throws -> Void
   private nonisolated(unsafe) let source: any DispatchSourceSignal
 
@@ -30,7 +32,23 @@ final class ControlC: Sendable {
     job.withLock { $0 = name }
   }
 
+  /// Whether Ctrl-C was pressed: progress is not shown while the question
+  /// waits for its answer.
+  var wasPressed: Bool { pressed.withLock { $0 } }
+
+  /// Runs `body`, which follows the job. An end it comes to after Ctrl-C
+  /// (the job cancelled on the user's word) is the handler's to report: it
+  /// says so and exits 130.
+  func following(_ body: () async throws -> Void) async throws {
+    do {
+      try await body()
+    } catch  where wasPressed {
+      while true { try? await Task.sleep(for: .seconds(60)) }
+    }
+  }
+
   private func interrupted() {
+    pressed.withLock { $0 = true }
     let name = job.withLock { $0 }
     guard !name.isEmpty else {
       Self.write("\nstopped; if the job was created, `pipemesh jobs list` shows it\n")

@@ -61,9 +61,12 @@ struct Train: AsyncParsableCommand {
       let interruption = ControlC.detaches { name in
         _ = try await coordinator.call(CoordinatorMethods.cancelJob, .with { $0.job = name })
       }
-      for try await progress in try coordinator.stream(CoordinatorMethods.train, request) {
-        interruption.follows(progress.job)
-        if client.json { try client.printJSON(progress) } else { display.show(progress) }
+      try await interruption.following {
+        for try await progress in try coordinator.stream(CoordinatorMethods.train, request) {
+          interruption.follows(progress.job)
+          guard !interruption.wasPressed else { continue }
+          if client.json { try client.printJSON(progress) } else { display.show(progress) }
+        }
       }
     }
   }

@@ -77,7 +77,8 @@ struct Up: AsyncParsableCommand {
     try run.writeOptions([
       "command": Array(CommandLine.arguments.dropFirst()), "reproduce": reproduce, "stages": stages,
       "replicas": replicas, "in_process": inProcess,
-      "train_request": try JSONSerialization.jsonObject(with: Data(try request.jsonString().utf8)),
+      // Every field, defaults too: what the run was asked for, in full.
+      "train_request": try JSONSerialization.jsonObject(with: Data(try jsonLine(request).utf8)),
     ])
     say("run folder \(run.path)")
     say("reproduce with: \(reproduce)")

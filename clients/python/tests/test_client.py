@@ -226,3 +226,29 @@ def test_the_readmes_python_session_runs_as_written(mesh, readme, job, tmp_path,
     exec(compile(block, readme, "exec"), {})
     with pipemesh.Client(mesh.coordinator.endpoint) as client:
         assert client.get_job(job).state == api.JOB_STATE_SUCCEEDED
+
+
+def test_a_dataset_on_the_coordinators_data_directory_is_named_not_sent(folder):
+    """`dataset=` names files in the coordinator's --data-dir: NumPy files as "x.npy,y.npy", or
+    arrays of an archive by key; nothing outside the folder is read."""
+    data = folder / "data"
+    data.mkdir()
+    inputs, labels = blobs(rows=256, seed=4)
+    np.save(data / "x.npy", inputs)
+    np.save(data / "y.npy", labels)
+    np.savez(data / "blobs.npz", features=inputs, classes=labels)
+    mesh = Mesh(folder / "data-mesh", coordinator_arguments=["--data-dir", str(data)])
+    try:
+        with pipemesh.Client(mesh.coordinator.endpoint) as client:
+            for job, dataset in [("from-files", "x.npy,y.npy"),
+                                 ("from-archive", {"uri": "blobs.npz", "inputs_key": "features",
+                                                   "labels_key": "classes"})]:
+                progress = list(client.train(MODEL, dataset=dataset, job=job, epochs=4, batch_size=32,
+                                             optimizer="adam", learning_rate=0.01, stages=2))
+                assert progress[-1].done
+                evaluations = [p for p in progress if p.evaluated]
+                assert evaluations[-1].validation_accuracy > 0.9, evaluations[-1]
+            with pytest.raises(pipemesh.PermissionDenied):
+                list(client.train(MODEL, dataset="x.npy,../y.npy", job="escaping", epochs=1))
+    finally:
+        mesh.stop()
