@@ -75,20 +75,26 @@ import Testing
       #expect(error?.code == .deadlineExceeded)
       #expect(probe.seen.contains("started"), "the call did not reach its handler within its 2 s deadline")
       #expect(
-        await eventually { probe.seen.contains("cancelled") }, "the handler's task was not cancelled at the deadline")
+        await eventually(timeout: Self.patience) { probe.seen.contains("cancelled") },
+        "the handler's task was not cancelled at the deadline")
     }
   }
+
+  /// How long a handler may take to start or see its cancellation: the
+  /// test process's few executor threads are shared with CPU-bound tests
+  /// that start at the same moment, which can hold them for tens of seconds.
+  static let patience = Duration.seconds(120)
 
   @Test(arguments: TestTransport.allCases)
   func clientCancellationCancelsTheHandler(transport: TestTransport) async throws {
     let probe = ProbeService()
     try await withChannel(transport, [probe]) { client in
       let call = Task { try await client.call(ProbeService.waitForCancel, echoRequest(Data())) }
-      #expect(await eventually { probe.seen.contains("started") })
+      #expect(await eventually(timeout: Self.patience) { probe.seen.contains("started") })
       call.cancel()
       let error = await #expect(throws: RPCError.self) { _ = try await call.value }
       #expect(error?.code == .cancelled)
-      #expect(await eventually { probe.seen.contains("cancelled") })
+      #expect(await eventually(timeout: Self.patience) { probe.seen.contains("cancelled") })
     }
   }
 
@@ -117,7 +123,7 @@ import Testing
         if taken == 5 { break }
       }
       #expect(taken == 5)
-      #expect(await eventually { probe.seen.contains { $0.hasPrefix("stream ended after") } })
+      #expect(await eventually(timeout: Self.patience) { probe.seen.contains { $0.hasPrefix("stream ended after") } })
       if transport == .inProcess {
         // One message in flight: the handler wrote the sixth and waited for it to be read.
         #expect(probe.seen.contains("stream ended after 5"), "\(probe.seen)")
@@ -215,7 +221,7 @@ import Testing
     let server = try TestServer(transport, [diagnostics, probe])
     let client = server.channel
     let running = Task { try await client.call(ProbeService.slow, echoRequest(Data("late".utf8))) }
-    #expect(await eventually { probe.seen.contains("slow started") })
+    #expect(await eventually(timeout: Self.patience) { probe.seen.contains("slow started") })
     await server.shutdown(.seconds(10))
     #expect(try await running.value.payload == Data("late".utf8))
     let error = await #expect(throws: RPCError.self) {
