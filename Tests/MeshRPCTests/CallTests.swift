@@ -33,7 +33,7 @@ import Testing
   func metadataDeadlineAndPeerReachTheHandler(transport: TestTransport) async throws {
     let probe = ProbeService()
     try await withChannel(transport, [probe]) { client in
-      var options = CallOptions(timeout: .seconds(30))
+      var options = CallOptions(timeout: Self.patience)
       options.metadata.append("job-7", forKey: "X-Pipemesh-Job")
       let response = try await client.call(ProbeService.metadata, echoRequest(Data()), options: options)
       let seen = String(decoding: response.payload, as: UTF8.self)
@@ -70,10 +70,11 @@ import Testing
       // Long enough for the call to reach its handler on a loaded machine: a
       // deadline that passes in transit ends the call before any handler runs.
       let error = await #expect(throws: RPCError.self) {
-        _ = try await client.call(ProbeService.waitForCancel, echoRequest(Data()), options: .init(timeout: .seconds(2)))
+        _ = try await client.call(
+          ProbeService.waitForCancel, echoRequest(Data()), options: .init(timeout: .seconds(10)))
       }
       #expect(error?.code == .deadlineExceeded)
-      #expect(probe.seen.contains("started"), "the call did not reach its handler within its 2 s deadline")
+      #expect(probe.seen.contains("started"), "the call did not reach its handler within its 10 s deadline")
       #expect(
         await eventually(timeout: Self.patience) { probe.seen.contains("cancelled") },
         "the handler's task was not cancelled at the deadline")
@@ -163,7 +164,7 @@ import Testing
     #expect(refused?.code == .unavailable)
 
     let again = try RPCServer(address: endpoint, services: [diagnostics])
-    #expect(await client.reconnect(timeout: .seconds(30)))
+    #expect(await client.reconnect(timeout: Self.patience))
     let answer = await Result(catching: { try await client.call(DiagnosticsMethods.describe, .init()) })
     await again.shutdown(gracePeriod: .zero)
     #expect(try answer.get().role == "test")

@@ -48,7 +48,7 @@ import Testing
             #expect(error?.code == .invalidArgument, "\(path) answered \(String(describing: error))")
           } else {
             let error = await #expect(throws: RPCError.self) {
-              _ = try await client.call(path: path, requestBytes: bytes, options: .init(timeout: .seconds(10)))
+              _ = try await client.call(path: path, requestBytes: bytes, options: .init(timeout: .seconds(60)))
             }
             #expect(error?.code == .invalidArgument, "\(path) answered \(String(describing: error))")
             #expect(error?.message.contains("not a valid") == true)

@@ -18,7 +18,7 @@ import Testing
   }
 
   func describe(_ client: RPCClient) async throws -> String {
-    try await client.call(DiagnosticsMethods.describe, .init(), options: .init(timeout: .seconds(10))).role
+    try await client.call(DiagnosticsMethods.describe, .init(), options: .init(timeout: .seconds(60))).role
   }
 
   @Test func tlsServerAcceptsClientsThatTrustItsCA() async throws {
