@@ -62,7 +62,7 @@ public final class TraceRecorder: Sendable {
       $0.append(
         Call(
           action: action, stage: stage, replica: replica, step: step, partition: partition, sent: sent,
-          answered: answered, timing: response.timing))
+          answered: answered, timing: response.timing.sanitized))
     }
     return response
   }

@@ -12,8 +12,27 @@ public enum WallClock {
 }
 
 extension Pipemesh_V1_CallTiming {
-  /// Seconds the call computed.
-  public var computeSeconds: Double { Double(computeEndedUnixNanos - computeStartedUnixNanos) / 1e9 }
+  /// Seconds the call computed; 0 for times that make no sense (a
+  /// partition's answer is read, not trusted).
+  public var computeSeconds: Double {
+    let seconds = (Double(computeEndedUnixNanos) - Double(computeStartedUnixNanos)) / 1e9
+    return seconds >= 0 && seconds < 365 * 86_400 ? seconds : 0
+  }
+
+  /// These timings with every time outside 0 ..< 2^62 ns (before 1970, or
+  /// after 2116) taken as not given: differences of the rest cannot overflow.
+  public var sanitized: Self {
+    func kept(_ nanos: Int64) -> Int64 { (0..<(1 << 62)).contains(nanos) ? nanos : 0 }
+    var timing = Self()
+    timing.receivedUnixNanos = kept(receivedUnixNanos)
+    timing.answeredUnixNanos = kept(answeredUnixNanos)
+    timing.inputRequestedUnixNanos = kept(inputRequestedUnixNanos)
+    timing.inputReceivedUnixNanos = kept(inputReceivedUnixNanos)
+    timing.computeStartedUnixNanos = kept(computeStartedUnixNanos)
+    timing.computeEndedUnixNanos = kept(computeEndedUnixNanos)
+    timing.outputOfferedUnixNanos = kept(outputOfferedUnixNanos)
+    return timing
+  }
 }
 
 /// A partition's answer that says when the partition did the call's work.

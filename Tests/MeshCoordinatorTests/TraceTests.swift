@@ -119,6 +119,31 @@ import Testing
     #expect(json.contains("\"steps_redone\":2") && json.contains("does not answer"))
   }
 
+  /// A partition that answers with absurd times (a bug, or a hostile
+  /// member) costs the coordinator nothing: no arithmetic on them traps,
+  /// they count as no computing, and the trace still draws.
+  @Test func absurdTimingsAreReadNotTrusted() async throws {
+    let trace = TraceRecorder()
+    for (stage, (low, high)) in [(0, (Int64.min, Int64.max)), (1, (Int64.max, Int64.min))] {
+      let response = try await trace.record(
+        .forward(stage, 0), stage: stage, replica: 0, step: 1, partition: "p:\(stage)"
+      ) {
+        var response = Pipemesh_V1_ForwardResponse()
+        response.timing.receivedUnixNanos = low
+        response.timing.answeredUnixNanos = high
+        response.timing.inputRequestedUnixNanos = low
+        response.timing.inputReceivedUnixNanos = high
+        response.timing.computeStartedUnixNanos = low
+        response.timing.computeEndedUnixNanos = high
+        response.timing.outputOfferedUnixNanos = low
+        return response
+      }
+      #expect(response.timing.computeSeconds == 0)
+    }
+    let events = try traceEvents(trace.chromeTrace(step: 1))
+    #expect(events.filter { $0.category == "forward" }.count == 2, "\(events)")
+  }
+
   /// Two stages on partitions whose clocks are 2 s ahead and 1 s behind
   /// the coordinator's: the merged timeline puts each micro-batch's
   /// forward on stage 1 after its forward on stage 0 and the transfer
