@@ -1,8 +1,9 @@
 import MeshTensor
 
 /// Examples for supervised learning: `inputs` of shape `[N] + featureShape` and `labels` that are
-/// either class indices (shape `[N]`, `classCount` set) or regression targets (shape `[N, k]`,
-/// `classCount` nil). All values are Float32.
+/// either class indices (shape `[N]`, or `[N, steps]` for a class per position of a sequence;
+/// `classCount` set) or regression targets (shape `[N, k]`, `classCount` nil). All values are
+/// Float32.
 public struct Dataset: Sendable {
   /// A short name used in messages, such as "digits" or the file name it was loaded from.
   public var name: String
@@ -23,9 +24,9 @@ public struct Dataset: Sendable {
       guard classCount >= 1 else {
         throw DatasetError(.invalidArgument, "\(name): classCount must be at least 1, got \(classCount)")
       }
-      guard labels.rank == 1 else {
+      guard labels.rank >= 1 else {
         throw DatasetError(
-          .shapeMismatch, "\(name): class labels must have shape [N], got \(labels.shape)")
+          .shapeMismatch, "\(name): class labels must have shape [N] (or [N, steps]), got \(labels.shape)")
       }
       for (row, label) in labels.scalars.enumerated() {
         if let problem = Dataset.classLabelProblem(label, classCount: classCount) {

@@ -2,26 +2,36 @@ import Foundation
 
 extension Datasets {
   /// A dataset shipped in the repository's `datasets/` folder.
-  struct BundledDataset {
-    let file: String
-    let classCount: Int
+  enum BundledDataset {
+    /// A CSV of features and a "label" column.
+    case table(file: String, classCount: Int)
+    /// A text, read in windows of bytes (`text(_:name:sequenceLength:)`).
+    case text(file: String)
   }
 
   /// The bundled datasets by name.
   static let bundledDatasets: [String: BundledDataset] = [
-    "digits": BundledDataset(file: "digits.csv", classCount: 10)
+    "digits": .table(file: "digits.csv", classCount: 10),
+    "shakespeare": .text(file: "tragedies.txt"),
   ]
 
-  /// The names `bundled(named:)` accepts.
+  /// The names `bundled(named:sequenceLength:)` accepts.
   public static var bundledNames: [String] { bundledDatasets.keys.sorted() }
 
-  /// Loads a dataset shipped with Pipemesh, such as "digits" (the UCI 8×8 handwritten digits:
-  /// 1,797 examples, 64 features with values 0–16, 10 classes).
+  /// Whether the bundled dataset `name` is a text (it needs a sequence length).
+  public static func isBundledText(_ name: String) -> Bool {
+    if case .text = bundledDatasets[name] { return true }
+    return false
+  }
+
+  /// Loads a dataset shipped with Pipemesh: "digits" (the UCI 8×8 handwritten digits: 1,797
+  /// examples, 64 features with values 0–16, 10 classes) or "shakespeare" (six tragedies, 841,791
+  /// bytes of text, read in windows of `sequenceLength` bytes, which a text needs).
   ///
   /// The `datasets/` folder is found as described in `locateBundledFolder`: the
   /// `PIPEMESH_DATASETS` environment variable first, else the nearest ancestor of the running
   /// executable, else of this source file, that holds `datasets/<name>/`.
-  public static func bundled(named name: String) throws -> Dataset {
+  public static func bundled(named name: String, sequenceLength: Int? = nil) throws -> Dataset {
     guard let entry = bundledDatasets[name] else {
       throw DatasetError(
         .unknownDataset,
@@ -30,9 +40,19 @@ extension Datasets {
     let folder = try locateBundledFolder(
       named: name, environment: ProcessInfo.processInfo.environment,
       executable: Bundle.main.executableURL, sourceFile: #filePath)
-    var dataset = try csv(
-      at: folder.appendingPathComponent(entry.file), labelColumn: .named("label"),
-      task: .classification(classCount: entry.classCount))
+    var dataset: Dataset
+    switch entry {
+    case .table(let file, let classCount):
+      dataset = try csv(
+        at: folder.appendingPathComponent(file), labelColumn: .named("label"),
+        task: .classification(classCount: classCount))
+    case .text(let file):
+      guard let sequenceLength else {
+        throw DatasetError(
+          .invalidArgument, "\(name) is a text, read in windows of bytes: give a sequence length")
+      }
+      dataset = try text(at: folder.appendingPathComponent(file), sequenceLength: sequenceLength)
+    }
     dataset.name = name
     return dataset
   }

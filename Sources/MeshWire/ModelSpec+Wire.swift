@@ -148,9 +148,17 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
       throw RPCError(
         .invalidArgument, "layer \(index): an embedding reads token ids, so it must be the model's first layer")
     }
+    let positions: PositionEncoding
+    switch embedding.positions {
+    case .none: positions = .none
+    case .sinusoidal: positions = .sinusoidal
+    case .learned: positions = .learned(steps: inputShape.last ?? 1)
+    case .UNRECOGNIZED(let value):
+      throw RPCError(.invalidArgument, "layer \(index): unknown embedding positions \(value)")
+    }
     return .embedding(
       vocabularySize: try positive(embedding.vocabularySize, "vocabulary_size"),
-      embeddingSize: try positive(embedding.dimension, "dimension"))
+      embeddingSize: try positive(embedding.dimension, "dimension"), positions: positions)
   case .lstm(let recurrent):
     return .lstm(
       inputSize: features, hiddenSize: try positive(recurrent.units, "units"),

@@ -45,7 +45,8 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
   let dataset: Dataset
   do {
     if Datasets.bundledNames.contains(uri) {
-      dataset = try Datasets.bundled(named: uri)
+      dataset = try Datasets.bundled(
+        named: uri, sequenceLength: Datasets.isBundledText(uri) ? try sequenceLength(of: reference) : nil)
     } else if let synthetic = try synthetic(uri) {
       dataset = synthetic
     } else if uri.hasPrefix("idx:") {
@@ -60,6 +61,8 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
         labelsKey: try arrayName(reference.labelsKey, default: "y", field: "labels_key"), task: task)
     } else if let pair = npyPair(uri) {
       dataset = try Datasets.npy(inputs: try files.url(pair.inputs), labels: try files.url(pair.labels), task: task)
+    } else if Datasets.isTextFile(uri) {
+      dataset = try Datasets.text(at: try files.url(uri), sequenceLength: try sequenceLength(of: reference))
     } else if uri.hasSuffix(".csv") || uri.hasSuffix(".csv.gz") {
       dataset = try Datasets.csv(
         at: try files.url(uri), labelColumn: .named(reference.labelColumn.isEmpty ? "label" : reference.labelColumn),
@@ -68,12 +71,25 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
       throw RPCError(
         .invalidArgument,
         "dataset '\(uri.echoed)' is neither a bundled dataset (\((Datasets.bundledNames + syntheticNames).joined(separator: ", "))) "
-          + "nor a .csv, .csv.gz, .npz, INPUTS.npy,LABELS.npy or idx:IMAGES,LABELS file")
+          + "nor a .csv, .csv.gz, .npz, INPUTS.npy,LABELS.npy, idx:IMAGES,LABELS, .txt or .txt.gz file")
     }
   } catch let error as DatasetError {
     throw error.rpcError
   }
   return LoadedData(inputs: dataset.inputs, targets: dataset.labels, classes: dataset.classCount ?? 0)
+}
+
+/// The window a text dataset is read in: the reference's sequence_length,
+/// which a text needs.
+private func sequenceLength(of reference: Pipemesh_V1_DatasetReference) throws -> Int {
+  let length = reference.sequenceLength
+  guard length >= 1, length <= Datasets.maxSequenceLength else {
+    throw RPCError(
+      .invalidArgument,
+      "dataset '\(reference.uri.echoed)' is a text, read in windows of bytes: sequence_length must be 1 to "
+        + "\(Datasets.maxSequenceLength) (the model's input length), got \(length)")
+  }
+  return Int(length)
 }
 
 /// The array of an .npz archive a reference names (`fallback` when empty):

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MeshData
 import MeshProto
 import SwiftProtobuf
 
@@ -10,11 +11,19 @@ struct TrainingOptions: ParsableArguments {
 
   @Option(
     help: """
-      Bundled dataset (digits, synthetic-parity, synthetic-reversal, synthetic-regression) or a file: .csv, \
-      .csv.gz, .npz (x, y), idx:IMAGES,LABELS. `up` reads a file relative to the working directory (its \
-      coordinator's --data-dir is the file's folder); `train` names it relative to the coordinator's --data-dir.
+      Bundled dataset (digits, shakespeare, synthetic-parity, synthetic-reversal, synthetic-regression) or a \
+      file: .csv, .csv.gz, .npz (x, y), idx:IMAGES,LABELS, or a text (.txt, .txt.gz) read in windows of bytes \
+      for a language model. `up` reads a file relative to the working directory (its coordinator's --data-dir \
+      is the file's folder); `train` names it relative to the coordinator's --data-dir.
       """)
   var dataset: String = "digits"
+
+  @Option(
+    help: """
+      Bytes per window of a text dataset (shakespeare, .txt): default the model's input length, or 64 \
+      without --model.
+      """)
+  var sequenceLength: Int?
 
   @Option(help: "Label column of a CSV dataset.")
   var labelColumn: String = "label"
@@ -82,6 +91,9 @@ struct TrainingOptions: ParsableArguments {
       throw ValidationError("--optimizer must be sgd, momentum or adam")
     }
     guard validation >= 0, validation < 1 else { throw ValidationError("--validation must be in [0, 1)") }
+    if let sequenceLength, !(1...Datasets.maxSequenceLength).contains(sequenceLength) {
+      throw ValidationError("--sequence-length must be 1 to \(Datasets.maxSequenceLength)")
+    }
     _ = try consistencySpec()
   }
 
@@ -90,7 +102,19 @@ struct TrainingOptions: ParsableArguments {
       $0.uri = dataset
       $0.labelColumn = labelColumn
       $0.regression = regression
+      if isText { $0.sequenceLength = Int64(textWindow) }
     }
+  }
+
+  /// Whether --dataset names a text, which is read in windows of bytes.
+  var isText: Bool { Datasets.isBundledText(dataset) || Datasets.isTextFile(dataset) }
+
+  /// A text's window: --sequence-length, else the input length of a --model
+  /// that reads sequences, else 64.
+  private var textWindow: Int {
+    if let sequenceLength { return sequenceLength }
+    if let spec = try? modelSpec(), spec.inputShape.count == 1 { return Int(clamping: spec.inputShape[0]) }
+    return 64
   }
 
   /// For a mesh this command starts itself (`up`): the reference with its
@@ -101,7 +125,9 @@ struct TrainingOptions: ParsableArguments {
     var reference = datasetReference
     let idx = dataset.hasPrefix("idx:")
     let names = idx ? dataset.dropFirst(4).split(separator: ",").map(String.init) : [dataset]
-    guard idx || [".csv", ".csv.gz", ".npz"].contains(where: dataset.hasSuffix) else { return (reference, nil) }
+    guard idx || [".csv", ".csv.gz", ".npz", ".txt", ".txt.gz"].contains(where: dataset.hasSuffix) else {
+      return (reference, nil)
+    }
     let paths = names.map { URL(fileURLWithPath: $0).standardized.path }
     reference.uri = idx ? "idx:" + paths.joined(separator: ",") : paths[0]
     var folder =
@@ -164,6 +190,20 @@ struct TrainingOptions: ParsableArguments {
     request.recomputeActivations = recomputeActivations
     return request
   }
+}
+
+/// The model `up` and `train` train when no --model is given: an MLP sized
+/// for `data` (`defaultModel(inputShape:outputs:regression:)`). Data with a
+/// class per position (a text) needs a sequence model, which the user names.
+func defaultModel(for data: LoadedData, regression: Bool) throws -> Pipemesh_V1_ModelSpec {
+  guard regression || data.targets.rank == 1 else {
+    throw ValidationError(
+      "the dataset has a class per position (labels \(Array(data.targets.shape.dropFirst())) per example): "
+        + "give a sequence model with --model, such as examples/char-lm.json for a text")
+  }
+  return defaultModel(
+    inputShape: Array(data.inputs.shape.dropFirst()),
+    outputs: regression ? data.targets.shape.last ?? 1 : max(data.classes, 1), regression: regression)
 }
 
 /// An MLP sized for a dataset: flatten, two hidden ReLU layers, then logits

@@ -41,7 +41,7 @@ import Testing
   @Test func anUnknownNameListsTheBundledDatasets() throws {
     let error = try #require(throws: DatasetError.self) { try Datasets.bundled(named: "mnist") }
     #expect(error.code == .unknownDataset)
-    #expect(error.message == "no bundled dataset named 'mnist'; available: digits")
+    #expect(error.message == "no bundled dataset named 'mnist'; available: digits, shakespeare")
   }
 
   @Test func theEnvironmentVariableWinsAndIsCheckedWhenSet() throws {

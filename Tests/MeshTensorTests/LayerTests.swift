@@ -39,6 +39,9 @@ let layerCases: [GradientCase] = [
     "embedding", .embedding(vocabularySize: 5, embeddingSize: 3),
     input: Tensor(shape: [2, 2], scalars: [4, 0, 4, 2]), differentiableInput: false),
   layerCase(
+    "embedding with learned positions", .embedding(vocabularySize: 5, embeddingSize: 3, positions: .learned(steps: 2)),
+    input: Tensor(shape: [3, 2], scalars: [4, 0, 4, 2, 1, 1]), differentiableInput: false),
+  layerCase(
     "lstm sequences", .lstm(inputSize: 2, hiddenSize: 3, returnSequences: true), input: sample([2, 3, 2], seed: 5)),
   layerCase(
     "lstm last state", .lstm(inputSize: 2, hiddenSize: 2, returnSequences: false), input: sample([1, 3, 2], seed: 6)),
@@ -221,6 +224,56 @@ struct LayerTests {
     let b = model(future, variables: variables)
     expectClose(a.slice(axis: 1, range: 0..<3), b.slice(axis: 1, range: 0..<3), tolerance: 1e-6)
     #expect(maxAbsDifference(a.slice(axis: 1, range: 3..<4), b.slice(axis: 1, range: 3..<4)) > 1e-3)
+  }
+
+  /// Attention alone cannot see order: at the last position, a Transformer's output is the same
+  /// for any order of the tokens before it. Positions added by the embedding make it differ.
+  @Test(arguments: [PositionEncoding.none, .sinusoidal, .learned(steps: 5)])
+  func positionsLetATransformerSeeOrder(_ positions: PositionEncoding) throws {
+    let model = try Sequential(
+      spec: ModelSpec(
+        inputShape: [5],
+        layers: [
+          .embedding(vocabularySize: 6, embeddingSize: 8, positions: positions),
+          .transformerBlock(modelSize: 8, headCount: 2, mlpSize: 16),
+        ],
+        loss: .meanSquaredError, seed: 4))
+    var variables = model.initialVariables()
+    if case .learned = positions {
+      // Rows as far apart as sinusoids (the initial table is small, 0.02).
+      variables["embedding0/positions"] = variables["embedding0/positions"]! * 50
+    }
+    let ordered = model(Tensor(shape: [1, 5], scalars: [1, 2, 3, 4, 5]), variables: variables)
+    let shuffled = model(Tensor(shape: [1, 5], scalars: [3, 1, 4, 2, 5]), variables: variables)
+    let lastDifference = maxAbsDifference(
+      ordered.slice(axis: 1, range: 4..<5), shuffled.slice(axis: 1, range: 4..<5))
+    if positions == .none {
+      #expect(lastDifference < 1e-5)
+    } else {
+      #expect(lastDifference > 1e-3)
+    }
+  }
+
+  @Test func sinusoidsFollowTheirFormula() {
+    let table = Embedding.sinusoids(steps: 7, size: 6)
+    #expect(table.shape == [7, 6])
+    let values = table.scalars
+    for position in 0..<7 {
+      for pair in 0..<3 {
+        let angle = Double(position) / pow(10_000, Double(2 * pair) / 6)
+        #expect(abs(Double(values[position * 6 + 2 * pair]) - sin(angle)) < 1e-6)
+        #expect(abs(Double(values[position * 6 + 2 * pair + 1]) - cos(angle)) < 1e-6)
+      }
+    }
+  }
+
+  @Test func learnedPositionsNeedTheirNumberOfSteps() {
+    #expect(throws: ModelSpecError.self) {
+      try Sequential(
+        spec: ModelSpec(
+          inputShape: [4], layers: [.embedding(vocabularySize: 3, embeddingSize: 2, positions: .learned(steps: 5))],
+          loss: .meanSquaredError, seed: 1))
+    }
   }
 }
 

@@ -330,10 +330,11 @@ public nonisolated struct Pipemesh_V1_DatasetReference: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// A bundled dataset name ("digits"), or a file on the coordinator's host:
-  /// "data.csv" (or .csv.gz), "data.npz" (arrays x and y, or as named below),
-  /// "x.npy,y.npy" (inputs and labels in two NumPy files), or
-  /// "idx:IMAGES,LABELS" (the MNIST format, optionally .gz).
+  /// A bundled dataset name ("digits", or "shakespeare", a text), or a file on the coordinator's
+  /// host: "data.csv" (or .csv.gz), "data.npz" (arrays x and y, or as named below),
+  /// "x.npy,y.npy" (inputs and labels in two NumPy files), "idx:IMAGES,LABELS" (the MNIST
+  /// format, optionally .gz), or "text.txt" (or .txt.gz): a text read in windows of
+  /// sequence_length bytes, each labelled with the bytes that follow its positions (256 classes).
   /// Valid: a bundled or synthetic-* name, or a path inside the coordinator's --data-dir:
   /// outside it (or without one) PERMISSION_DENIED, missing NOT_FOUND, other forms INVALID_ARGUMENT.
   public var uri: String = String()
@@ -353,6 +354,11 @@ public nonisolated struct Pipemesh_V1_DatasetReference: Sendable {
   public var inputsKey: String = String()
 
   public var labelsKey: String = String()
+
+  /// The window of a text dataset: its inputs are [N, sequence_length] bytes, its labels the
+  /// same windows one byte on; the model's input shape is [sequence_length].
+  /// Valid: 1 to 8192 for a text (0 is INVALID_ARGUMENT there); ignored by other datasets.
+  public var sequenceLength: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1658,7 +1664,7 @@ nonisolated extension Pipemesh_V1_DataSource: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DatasetReference"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}uri\0\u{3}label_column\0\u{1}regression\0\u{3}inputs_key\0\u{3}labels_key\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}uri\0\u{3}label_column\0\u{1}regression\0\u{3}inputs_key\0\u{3}labels_key\0\u{3}sequence_length\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1671,6 +1677,7 @@ nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, Swift
       case 3: try { try decoder.decodeSingularBoolField(value: &self.regression) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.inputsKey) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.labelsKey) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.sequenceLength) }()
       default: break
       }
     }
@@ -1692,6 +1699,9 @@ nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, Swift
     if !self.labelsKey.isEmpty {
       try visitor.visitSingularStringField(value: self.labelsKey, fieldNumber: 5)
     }
+    if self.sequenceLength != 0 {
+      try visitor.visitSingularInt64Field(value: self.sequenceLength, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1701,6 +1711,7 @@ nonisolated extension Pipemesh_V1_DatasetReference: SwiftProtobuf.Message, Swift
     if lhs.regression != rhs.regression {return false}
     if lhs.inputsKey != rhs.inputsKey {return false}
     if lhs.labelsKey != rhs.labelsKey {return false}
+    if lhs.sequenceLength != rhs.sequenceLength {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -66,6 +66,50 @@ public nonisolated enum Pipemesh_V1_Activation: SwiftProtobuf.Enum, Swift.CaseIt
 
 }
 
+public nonisolated enum Pipemesh_V1_PositionEncoding: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Nothing: a token's embedding is the same at every position.
+  case none // = 0
+
+  /// Fixed sines and cosines of the position (Vaswani et al., 2017); no variables.
+  case sinusoidal // = 1
+
+  /// A learned table, one row per position ("embedding0/positions").
+  case learned // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .none
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .none
+    case 1: self = .sinusoidal
+    case 2: self = .learned
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .none: return 0
+    case .sinusoidal: return 1
+    case .learned: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Pipemesh_V1_PositionEncoding] = [
+    .none,
+    .sinusoidal,
+    .learned,
+  ]
+
+}
+
 /// A sequential model as data (JSON on disk through the protobuf JSON mapping).
 /// The same spec and seed give the same initial weights on every machine.
 public nonisolated struct Pipemesh_V1_ModelSpec: Sendable {
@@ -362,6 +406,12 @@ public nonisolated struct Pipemesh_V1_EmbeddingLayer: Sendable {
   /// Valid: 1 to 2^20.
   public var dimension: Int64 = 0
 
+  /// What the embedding adds to tell the positions of the input's last axis apart (a Transformer
+  /// block sees no order otherwise).
+  /// Valid: a PositionEncoding; LEARNED adds a [steps, dimension] table for the input's last axis
+  /// of steps positions, counted in the model's parameters; unknown values INVALID_ARGUMENT.
+  public var positions: Pipemesh_V1_PositionEncoding = .none
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -473,6 +523,10 @@ fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
 
 nonisolated extension Pipemesh_V1_Activation: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACTIVATION_NONE\0\u{1}ACTIVATION_RELU\0\u{1}ACTIVATION_TANH\0\u{1}ACTIVATION_SIGMOID\0\u{1}ACTIVATION_GELU\0")
+}
+
+nonisolated extension Pipemesh_V1_PositionEncoding: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0POSITION_ENCODING_NONE\0\u{1}POSITION_ENCODING_SINUSOIDAL\0\u{1}POSITION_ENCODING_LEARNED\0")
 }
 
 nonisolated extension Pipemesh_V1_ModelSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1012,7 +1066,7 @@ nonisolated extension Pipemesh_V1_LayerNormLayer: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Pipemesh_V1_EmbeddingLayer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EmbeddingLayer"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}vocabulary_size\0\u{1}dimension\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}vocabulary_size\0\u{1}dimension\0\u{1}positions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1022,6 +1076,7 @@ nonisolated extension Pipemesh_V1_EmbeddingLayer: SwiftProtobuf.Message, SwiftPr
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.vocabularySize) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.dimension) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.positions) }()
       default: break
       }
     }
@@ -1034,12 +1089,16 @@ nonisolated extension Pipemesh_V1_EmbeddingLayer: SwiftProtobuf.Message, SwiftPr
     if self.dimension != 0 {
       try visitor.visitSingularInt64Field(value: self.dimension, fieldNumber: 2)
     }
+    if self.positions != .none {
+      try visitor.visitSingularEnumField(value: self.positions, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_EmbeddingLayer, rhs: Pipemesh_V1_EmbeddingLayer) -> Bool {
     if lhs.vocabularySize != rhs.vocabularySize {return false}
     if lhs.dimension != rhs.dimension {return false}
+    if lhs.positions != rhs.positions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

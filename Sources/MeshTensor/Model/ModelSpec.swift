@@ -37,7 +37,7 @@ public enum LayerSpec: Codable, Sendable, Equatable {
   case activation(Activation)
   case dropout(rate: Float)
   case layerNorm(size: Int)
-  case embedding(vocabularySize: Int, embeddingSize: Int)
+  case embedding(vocabularySize: Int, embeddingSize: Int, positions: PositionEncoding = .none)
   case lstm(inputSize: Int, hiddenSize: Int, returnSequences: Bool)
   case gru(inputSize: Int, hiddenSize: Int, returnSequences: Bool)
   case transformerBlock(modelSize: Int, headCount: Int, mlpSize: Int)
@@ -79,8 +79,9 @@ public enum LayerSpec: Codable, Sendable, Equatable {
     case .activation(let activation): return ActivationLayer(name: name, activation: activation)
     case .dropout(let rate): return Dropout(name: name, rate: rate)
     case .layerNorm(let size): return LayerNorm(name: name, size: size)
-    case .embedding(let vocabularySize, let embeddingSize):
-      return Embedding(name: name, vocabularySize: vocabularySize, embeddingSize: embeddingSize)
+    case .embedding(let vocabularySize, let embeddingSize, let positions):
+      return Embedding(
+        name: name, vocabularySize: vocabularySize, embeddingSize: embeddingSize, positions: positions)
     case .lstm(let inputSize, let hiddenSize, let returnSequences):
       return LSTM(name: name, inputSize: inputSize, hiddenSize: hiddenSize, returnSequences: returnSequences)
     case .gru(let inputSize, let hiddenSize, let returnSequences):

@@ -56,7 +56,7 @@ struct Train: AsyncParsableCommand {
       request.stages = Int32(clamping: stages)
       request.replicas = Int32(clamping: replicas)
       request.maxReplicas = Int32(clamping: maxReplicas)
-      var display = ProgressDisplay(showsAccuracy: !training.regression)
+      var display = ProgressDisplay(showsAccuracy: !training.regression, showsBits: training.isText)
       let coordinator = try client.client()
       let interruption = ControlC.detaches { name in
         _ = try await coordinator.call(CoordinatorMethods.cancelJob, .with { $0.job = name })
@@ -74,11 +74,7 @@ struct Train: AsyncParsableCommand {
   /// The default model needs the data's shapes: read here from the same
   /// dataset the coordinator will load.
   private func defaultModelForDataset() throws -> Pipemesh_V1_ModelSpec {
-    let data = try loadDataset(training.datasetReference)
-    return defaultModel(
-      inputShape: Array(data.inputs.shape.dropFirst()),
-      outputs: training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1),
-      regression: training.regression)
+    try defaultModel(for: loadDataset(training.datasetReference), regression: training.regression)
   }
 }
 
@@ -128,12 +124,7 @@ struct Infer: AsyncParsableCommand {
     }
     try await withExitCodes {
       let coordinator = try client.client()
-      let spec =
-        if let job {
-          try await coordinator.call(CoordinatorMethods.getJob, .with { $0.job = job }).options.model
-        } else {
-          try await coordinator.call(CoordinatorMethods.getModel, .with { $0.model = model ?? "" }).spec
-        }
+      let spec = try await Self.spec(job: job, model: model, coordinator: coordinator)
       inputs = Self.examples(inputs, inputShape: spec.inputShape.map { Int($0) })
       let response = try await coordinator.call(
         CoordinatorMethods.infer,
@@ -191,6 +182,14 @@ struct Infer: AsyncParsableCommand {
         }
       }
     }
+  }
+
+  /// The model spec of a job or a registered model, whichever is named.
+  static func spec(job: String?, model: String?, coordinator: RPCClient) async throws -> Pipemesh_V1_ModelSpec {
+    if let job {
+      return try await coordinator.call(CoordinatorMethods.getJob, .with { $0.job = job }).options.model
+    }
+    return try await coordinator.call(CoordinatorMethods.getModel, .with { $0.model = model ?? "" }).spec
   }
 
   /// `inputs` as a batch of the model's examples: rows of flattened values

@@ -10,13 +10,19 @@ struct ProgressDisplay {
   let showsAccuracy: Bool
   private let started = ContinuousClock.now
   private var lastLine = ContinuousClock.now - .seconds(10)
+  /// A language model on text also shows its validation loss in bits per byte.
+  let showsBits: Bool
   /// Whether the job's name was printed.
   private var named = false
 
-  init(showsAccuracy: Bool, live: Bool = isatty(STDOUT_FILENO) == 1) {
+  init(showsAccuracy: Bool, showsBits: Bool = false, live: Bool = isatty(STDOUT_FILENO) == 1) {
     self.showsAccuracy = showsAccuracy
+    self.showsBits = showsBits
     self.live = live
   }
+
+  /// A cross-entropy in nats, in bits per byte (a character, for ASCII text).
+  static func bits(_ nats: Double) -> String { String(format: " (%.3f bits/byte)", nats / M_LN2) }
 
   /// Steps before an ETA is shown.
   static let stepsBeforeETA: Int64 = 5
@@ -38,6 +44,7 @@ struct ProgressDisplay {
       finishLine()
       say(
         String(format: "epoch %d  validation loss %.4f", progress.epoch, progress.validationLoss)
+          + (showsBits ? Self.bits(progress.validationLoss) : "")
           + (showsAccuracy ? String(format: "  accuracy %.1f%%", progress.validationAccuracy * 100) : ""))
       return
     }

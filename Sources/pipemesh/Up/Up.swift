@@ -62,12 +62,7 @@ struct Up: AsyncParsableCommand {
   func run() async throws {
     // Everything the run needs is read before its folder exists: a run that cannot start leaves none.
     let data = try loadDataset(training.datasetReference)
-    let spec =
-      try training.modelSpec()
-      ?? defaultModel(
-        inputShape: Array(data.inputs.shape.dropFirst()),
-        outputs: training.regression ? data.targets.shape.last ?? 1 : max(data.classes, 1),
-        regression: training.regression)
+    let spec = try training.modelSpec() ?? defaultModel(for: data, regression: training.regression)
     let job = "up-\(Int(Date().timeIntervalSince1970))"
     var request = try training.request(job: job, spec: spec, dataset: training.localDataset.reference)
     request.checkpoint.atEnd = true  // the run folder keeps the final checkpoint
@@ -187,7 +182,7 @@ struct Up: AsyncParsableCommand {
   }
 
   private func stream(_ request: Pipemesh_V1_TrainRequest, coordinator: any RPCChannel, run: RunFolder) async throws {
-    var display = ProgressDisplay(showsAccuracy: !training.regression)
+    var display = ProgressDisplay(showsAccuracy: !training.regression, showsBits: training.isText)
     var csv = try MetricsCSV(path: run.file("metrics.csv"))
     var steps: [Pipemesh_V1_TrainProgress] = []
     var evaluations: [Pipemesh_V1_TrainProgress] = []
@@ -218,7 +213,10 @@ struct Up: AsyncParsableCommand {
     if let final = evaluations.last {
       let accuracy =
         training.regression ? "" : String(format: "validation accuracy %.1f%%, ", final.validationAccuracy * 100)
-      say("done: " + accuracy + String(format: "validation loss %.4f; run folder ", final.validationLoss) + run.path)
+      let bits = training.isText ? ProgressDisplay.bits(final.validationLoss) : ""
+      say(
+        "done: " + accuracy + String(format: "validation loss %.4f", final.validationLoss) + bits + "; run folder "
+          + run.path)
     } else {
       say("done: run folder \(run.path)")
     }

@@ -121,7 +121,8 @@ class Client:
         integer class labels, or real targets for a regression) or `dataset`: a bundled name
         ("digits"), a file on the coordinator's host inside its data directory ("data.csv",
         "x.npy,y.npy", "idx:IMAGES,LABELS"), or a dict of DatasetReference fields (uri,
-        label_column, regression, inputs_key, labels_key).
+        label_column, regression, inputs_key, labels_key, sequence_length: a text such as
+        {"uri": "shakespeare", "sequence_length": 64} is read in windows of that many bytes).
 
         `schedule` is "gpipe", "1f1b" or "zb-h1" (None: the coordinator's default, 1F1B);
         `optimizer` "sgd", "momentum", "adam" or an OptimizerSpec (as a dict or message; None: SGD),

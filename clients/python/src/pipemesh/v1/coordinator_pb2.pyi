@@ -101,18 +101,20 @@ class DataSource(_message.Message):
     def __init__(self, dataset: _Optional[_Union[DatasetReference, _Mapping]] = ..., inline: _Optional[_Union[InlineData, _Mapping]] = ...) -> None: ...
 
 class DatasetReference(_message.Message):
-    __slots__ = ("uri", "label_column", "regression", "inputs_key", "labels_key")
+    __slots__ = ("uri", "label_column", "regression", "inputs_key", "labels_key", "sequence_length")
     URI_FIELD_NUMBER: _ClassVar[int]
     LABEL_COLUMN_FIELD_NUMBER: _ClassVar[int]
     REGRESSION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_KEY_FIELD_NUMBER: _ClassVar[int]
     LABELS_KEY_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     uri: str
     label_column: str
     regression: bool
     inputs_key: str
     labels_key: str
-    def __init__(self, uri: _Optional[str] = ..., label_column: _Optional[str] = ..., regression: _Optional[bool] = ..., inputs_key: _Optional[str] = ..., labels_key: _Optional[str] = ...) -> None: ...
+    sequence_length: int
+    def __init__(self, uri: _Optional[str] = ..., label_column: _Optional[str] = ..., regression: _Optional[bool] = ..., inputs_key: _Optional[str] = ..., labels_key: _Optional[str] = ..., sequence_length: _Optional[int] = ...) -> None: ...
 
 class InlineData(_message.Message):
     __slots__ = ("inputs", "targets")

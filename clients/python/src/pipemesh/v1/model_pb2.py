@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pipemesh/v1/model.proto\x12\x0bpipemesh.v1\"\x89\x01\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12&\n\x06layers\x18\x03 \x03(\x0b\x32\x16.pipemesh.v1.LayerSpec\x12#\n\x04loss\x18\x04 \x01(\x0b\x32\x15.pipemesh.v1.LossSpec\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\xe6\x04\n\tLayerSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05\x64\x65nse\x18\n \x01(\x0b\x32\x17.pipemesh.v1.DenseLayerH\x00\x12*\n\x06\x63onv2d\x18\x0b \x01(\x0b\x32\x18.pipemesh.v1.Conv2DLayerH\x00\x12.\n\nmax_pool2d\x18\x0c \x01(\x0b\x32\x18.pipemesh.v1.Pool2DLayerH\x00\x12.\n\navg_pool2d\x18\r \x01(\x0b\x32\x18.pipemesh.v1.Pool2DLayerH\x00\x12,\n\x07\x66latten\x18\x0e \x01(\x0b\x32\x19.pipemesh.v1.FlattenLayerH\x00\x12\x32\n\nactivation\x18\x0f \x01(\x0b\x32\x1c.pipemesh.v1.ActivationLayerH\x00\x12,\n\x07\x64ropout\x18\x10 \x01(\x0b\x32\x19.pipemesh.v1.DropoutLayerH\x00\x12\x31\n\nlayer_norm\x18\x11 \x01(\x0b\x32\x1b.pipemesh.v1.LayerNormLayerH\x00\x12\x30\n\tembedding\x18\x12 \x01(\x0b\x32\x1b.pipemesh.v1.EmbeddingLayerH\x00\x12+\n\x04lstm\x18\x13 \x01(\x0b\x32\x1b.pipemesh.v1.RecurrentLayerH\x00\x12*\n\x03gru\x18\x14 \x01(\x0b\x32\x1b.pipemesh.v1.RecurrentLayerH\x00\x12?\n\x11transformer_block\x18\x15 \x01(\x0b\x32\".pipemesh.v1.TransformerBlockLayerH\x00\x42\x06\n\x04kind\"j\n\nDenseLayer\x12\r\n\x05units\x18\x01 \x01(\x03\x12+\n\nactivation\x18\x02 \x01(\x0e\x32\x17.pipemesh.v1.Activation\x12\x0f\n\x07no_bias\x18\x03 \x01(\x08\x12\x0f\n\x07tied_to\x18\x04 \x01(\t\"\x81\x01\n\x0b\x43onv2DLayer\x12\x0f\n\x07\x66ilters\x18\x01 \x01(\x03\x12\x13\n\x0bkernel_size\x18\x02 \x01(\x03\x12\x0e\n\x06stride\x18\x03 \x01(\x03\x12\x0f\n\x07padding\x18\x04 \x01(\x03\x12+\n\nactivation\x18\x05 \x01(\x0e\x32\x17.pipemesh.v1.Activation\"+\n\x0bPool2DLayer\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0e\n\x06stride\x18\x02 \x01(\x03\"\x0e\n\x0c\x46lattenLayer\">\n\x0f\x41\x63tivationLayer\x12+\n\nactivation\x18\x01 \x01(\x0e\x32\x17.pipemesh.v1.Activation\"\x1c\n\x0c\x44ropoutLayer\x12\x0c\n\x04rate\x18\x01 \x01(\x02\"!\n\x0eLayerNormLayer\x12\x0f\n\x07\x65psilon\x18\x01 \x01(\x02\"<\n\x0e\x45mbeddingLayer\x12\x17\n\x0fvocabulary_size\x18\x01 \x01(\x03\x12\x11\n\tdimension\x18\x02 \x01(\x03\"9\n\x0eRecurrentLayer\x12\r\n\x05units\x18\x01 \x01(\x03\x12\x18\n\x10return_sequences\x18\x02 \x01(\x08\":\n\x15TransformerBlockLayer\x12\r\n\x05heads\x18\x01 \x01(\x03\x12\x12\n\nmlp_hidden\x18\x02 \x01(\x03\"\xa6\x01\n\x08LossSpec\x12\x45\n\x15softmax_cross_entropy\x18\x01 \x01(\x0b\x32$.pipemesh.v1.SoftmaxCrossEntropyLossH\x00\x12?\n\x12mean_squared_error\x18\x02 \x01(\x0b\x32!.pipemesh.v1.MeanSquaredErrorLossH\x00\x12\n\n\x02l2\x18\n \x01(\x02\x42\x06\n\x04kind\"\x19\n\x17SoftmaxCrossEntropyLoss\"\x16\n\x14MeanSquaredErrorLoss*x\n\nActivation\x12\x13\n\x0f\x41\x43TIVATION_NONE\x10\x00\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_TANH\x10\x02\x12\x16\n\x12\x41\x43TIVATION_SIGMOID\x10\x03\x12\x13\n\x0f\x41\x43TIVATION_GELU\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pipemesh/v1/model.proto\x12\x0bpipemesh.v1\"\x89\x01\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12&\n\x06layers\x18\x03 \x03(\x0b\x32\x16.pipemesh.v1.LayerSpec\x12#\n\x04loss\x18\x04 \x01(\x0b\x32\x15.pipemesh.v1.LossSpec\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\xe6\x04\n\tLayerSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05\x64\x65nse\x18\n \x01(\x0b\x32\x17.pipemesh.v1.DenseLayerH\x00\x12*\n\x06\x63onv2d\x18\x0b \x01(\x0b\x32\x18.pipemesh.v1.Conv2DLayerH\x00\x12.\n\nmax_pool2d\x18\x0c \x01(\x0b\x32\x18.pipemesh.v1.Pool2DLayerH\x00\x12.\n\navg_pool2d\x18\r \x01(\x0b\x32\x18.pipemesh.v1.Pool2DLayerH\x00\x12,\n\x07\x66latten\x18\x0e \x01(\x0b\x32\x19.pipemesh.v1.FlattenLayerH\x00\x12\x32\n\nactivation\x18\x0f \x01(\x0b\x32\x1c.pipemesh.v1.ActivationLayerH\x00\x12,\n\x07\x64ropout\x18\x10 \x01(\x0b\x32\x19.pipemesh.v1.DropoutLayerH\x00\x12\x31\n\nlayer_norm\x18\x11 \x01(\x0b\x32\x1b.pipemesh.v1.LayerNormLayerH\x00\x12\x30\n\tembedding\x18\x12 \x01(\x0b\x32\x1b.pipemesh.v1.EmbeddingLayerH\x00\x12+\n\x04lstm\x18\x13 \x01(\x0b\x32\x1b.pipemesh.v1.RecurrentLayerH\x00\x12*\n\x03gru\x18\x14 \x01(\x0b\x32\x1b.pipemesh.v1.RecurrentLayerH\x00\x12?\n\x11transformer_block\x18\x15 \x01(\x0b\x32\".pipemesh.v1.TransformerBlockLayerH\x00\x42\x06\n\x04kind\"j\n\nDenseLayer\x12\r\n\x05units\x18\x01 \x01(\x03\x12+\n\nactivation\x18\x02 \x01(\x0e\x32\x17.pipemesh.v1.Activation\x12\x0f\n\x07no_bias\x18\x03 \x01(\x08\x12\x0f\n\x07tied_to\x18\x04 \x01(\t\"\x81\x01\n\x0b\x43onv2DLayer\x12\x0f\n\x07\x66ilters\x18\x01 \x01(\x03\x12\x13\n\x0bkernel_size\x18\x02 \x01(\x03\x12\x0e\n\x06stride\x18\x03 \x01(\x03\x12\x0f\n\x07padding\x18\x04 \x01(\x03\x12+\n\nactivation\x18\x05 \x01(\x0e\x32\x17.pipemesh.v1.Activation\"+\n\x0bPool2DLayer\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0e\n\x06stride\x18\x02 \x01(\x03\"\x0e\n\x0c\x46lattenLayer\">\n\x0f\x41\x63tivationLayer\x12+\n\nactivation\x18\x01 \x01(\x0e\x32\x17.pipemesh.v1.Activation\"\x1c\n\x0c\x44ropoutLayer\x12\x0c\n\x04rate\x18\x01 \x01(\x02\"!\n\x0eLayerNormLayer\x12\x0f\n\x07\x65psilon\x18\x01 \x01(\x02\"n\n\x0e\x45mbeddingLayer\x12\x17\n\x0fvocabulary_size\x18\x01 \x01(\x03\x12\x11\n\tdimension\x18\x02 \x01(\x03\x12\x30\n\tpositions\x18\x03 \x01(\x0e\x32\x1d.pipemesh.v1.PositionEncoding\"9\n\x0eRecurrentLayer\x12\r\n\x05units\x18\x01 \x01(\x03\x12\x18\n\x10return_sequences\x18\x02 \x01(\x08\":\n\x15TransformerBlockLayer\x12\r\n\x05heads\x18\x01 \x01(\x03\x12\x12\n\nmlp_hidden\x18\x02 \x01(\x03\"\xa6\x01\n\x08LossSpec\x12\x45\n\x15softmax_cross_entropy\x18\x01 \x01(\x0b\x32$.pipemesh.v1.SoftmaxCrossEntropyLossH\x00\x12?\n\x12mean_squared_error\x18\x02 \x01(\x0b\x32!.pipemesh.v1.MeanSquaredErrorLossH\x00\x12\n\n\x02l2\x18\n \x01(\x02\x42\x06\n\x04kind\"\x19\n\x17SoftmaxCrossEntropyLoss\"\x16\n\x14MeanSquaredErrorLoss*x\n\nActivation\x12\x13\n\x0f\x41\x43TIVATION_NONE\x10\x00\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_TANH\x10\x02\x12\x16\n\x12\x41\x43TIVATION_SIGMOID\x10\x03\x12\x13\n\x0f\x41\x43TIVATION_GELU\x10\x04*o\n\x10PositionEncoding\x12\x1a\n\x16POSITION_ENCODING_NONE\x10\x00\x12 \n\x1cPOSITION_ENCODING_SINUSOIDAL\x10\x01\x12\x1d\n\x19POSITION_ENCODING_LEARNED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pipemesh.v1.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTIVATION']._serialized_start=1628
-  _globals['_ACTIVATION']._serialized_end=1748
+  _globals['_ACTIVATION']._serialized_start=1678
+  _globals['_ACTIVATION']._serialized_end=1798
+  _globals['_POSITIONENCODING']._serialized_start=1800
+  _globals['_POSITIONENCODING']._serialized_end=1911
   _globals['_MODELSPEC']._serialized_start=41
   _globals['_MODELSPEC']._serialized_end=178
   _globals['_LAYERSPEC']._serialized_start=181
@@ -52,15 +54,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LAYERNORMLAYER']._serialized_start=1192
   _globals['_LAYERNORMLAYER']._serialized_end=1225
   _globals['_EMBEDDINGLAYER']._serialized_start=1227
-  _globals['_EMBEDDINGLAYER']._serialized_end=1287
-  _globals['_RECURRENTLAYER']._serialized_start=1289
-  _globals['_RECURRENTLAYER']._serialized_end=1346
-  _globals['_TRANSFORMERBLOCKLAYER']._serialized_start=1348
-  _globals['_TRANSFORMERBLOCKLAYER']._serialized_end=1406
-  _globals['_LOSSSPEC']._serialized_start=1409
-  _globals['_LOSSSPEC']._serialized_end=1575
-  _globals['_SOFTMAXCROSSENTROPYLOSS']._serialized_start=1577
-  _globals['_SOFTMAXCROSSENTROPYLOSS']._serialized_end=1602
-  _globals['_MEANSQUAREDERRORLOSS']._serialized_start=1604
-  _globals['_MEANSQUAREDERRORLOSS']._serialized_end=1626
+  _globals['_EMBEDDINGLAYER']._serialized_end=1337
+  _globals['_RECURRENTLAYER']._serialized_start=1339
+  _globals['_RECURRENTLAYER']._serialized_end=1396
+  _globals['_TRANSFORMERBLOCKLAYER']._serialized_start=1398
+  _globals['_TRANSFORMERBLOCKLAYER']._serialized_end=1456
+  _globals['_LOSSSPEC']._serialized_start=1459
+  _globals['_LOSSSPEC']._serialized_end=1625
+  _globals['_SOFTMAXCROSSENTROPYLOSS']._serialized_start=1627
+  _globals['_SOFTMAXCROSSENTROPYLOSS']._serialized_end=1652
+  _globals['_MEANSQUAREDERRORLOSS']._serialized_start=1654
+  _globals['_MEANSQUAREDERRORLOSS']._serialized_end=1676
 # @@protoc_insertion_point(module_scope)

@@ -14,11 +14,20 @@ class Activation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTIVATION_TANH: _ClassVar[Activation]
     ACTIVATION_SIGMOID: _ClassVar[Activation]
     ACTIVATION_GELU: _ClassVar[Activation]
+
+class PositionEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POSITION_ENCODING_NONE: _ClassVar[PositionEncoding]
+    POSITION_ENCODING_SINUSOIDAL: _ClassVar[PositionEncoding]
+    POSITION_ENCODING_LEARNED: _ClassVar[PositionEncoding]
 ACTIVATION_NONE: Activation
 ACTIVATION_RELU: Activation
 ACTIVATION_TANH: Activation
 ACTIVATION_SIGMOID: Activation
 ACTIVATION_GELU: Activation
+POSITION_ENCODING_NONE: PositionEncoding
+POSITION_ENCODING_SINUSOIDAL: PositionEncoding
+POSITION_ENCODING_LEARNED: PositionEncoding
 
 class ModelSpec(_message.Message):
     __slots__ = ("name", "input_shape", "layers", "loss", "seed")
@@ -121,12 +130,14 @@ class LayerNormLayer(_message.Message):
     def __init__(self, epsilon: _Optional[float] = ...) -> None: ...
 
 class EmbeddingLayer(_message.Message):
-    __slots__ = ("vocabulary_size", "dimension")
+    __slots__ = ("vocabulary_size", "dimension", "positions")
     VOCABULARY_SIZE_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
     vocabulary_size: int
     dimension: int
-    def __init__(self, vocabulary_size: _Optional[int] = ..., dimension: _Optional[int] = ...) -> None: ...
+    positions: PositionEncoding
+    def __init__(self, vocabulary_size: _Optional[int] = ..., dimension: _Optional[int] = ..., positions: _Optional[_Union[PositionEncoding, str]] = ...) -> None: ...
 
 class RecurrentLayer(_message.Message):
     __slots__ = ("units", "return_sequences")
