@@ -162,8 +162,19 @@ public final class CoordinatorService: RPCService, Sendable {
         case .model(let stored): try makeModel(stored.record.spec)
         }
       // The request is checked before a model is loaded for it.
-      let inputs = try Tensor(wire: request.inputs, what: "inputs")
+      var inputs = try Tensor(wire: request.inputs, what: "inputs")
       try model.checkInput(inputs, "inputs do not fit the model")
+      // Rescaled as the model's training examples were.
+      let normalization =
+        switch target {
+        case .job(let job, _): job.request.normalization
+        case .model(let stored): stored.record.normalization
+        }
+      if let normalizer = try normalization.normalizer(
+        features: model.activationShapes[0].reduce(1, *), field: "the model's normalization")
+      {
+        inputs = normalizer.apply(to: inputs)
+      }
       guard request.microBatches >= 0 else {
         throw RPCError(.invalidArgument, "micro_batches is \(request.microBatches); give 1 or more (0: 1)")
       }
@@ -277,7 +288,8 @@ public final class CoordinatorService: RPCService, Sendable {
       }
       let file = try resolveDataFile(request.uri)
       return try await registry.importWeights(
-        at: file, as: reference.name, spec: request.spec, splitPoints: request.splitPoints, owner: caller.name,
+        at: file, as: reference.name, spec: request.spec, splitPoints: request.splitPoints,
+        normalization: request.normalization, owner: caller.name,
         admit: Self.versionAdmission(reference.name, by: caller)
       ).record
     }
@@ -664,6 +676,12 @@ public final class CoordinatorService: RPCService, Sendable {
   ) async throws -> (TrainingJob, AsyncStream<Pipemesh_V1_TrainProgress>) {
     let name = request.job.isEmpty ? try await unusedJobName() : request.job
     try MeshNames.checkJob(name, maxLength: Self.maxJobName)
+    guard request.normalization.offset.isEmpty, request.normalization.scale.isEmpty else {
+      throw RPCError(
+        .invalidArgument,
+        "normalization.offset and normalization.scale are fitted by the coordinator on the training split: "
+          + "give the method alone")
+    }
     let admission = Self.jobAdmission(name, replace: request.replace, by: owner)
     // The cheap refusals before loading any data (checked again when the job is added).
     try await store.checkJobName(name, admit: admission)

@@ -74,6 +74,7 @@ final class ModelRegistry: Sendable {
         $0.job = job.name
         $0.spec = job.request.model
         $0.splitPoints = job.request.splitPoints
+        $0.normalization = job.request.normalization
         $0.loss = snapshot.loss
         if let last = snapshot.epochs.last {
           $0.validationLoss = last.validationLoss
@@ -91,10 +92,17 @@ final class ModelRegistry: Sendable {
   /// the spec's variables, each of its shape and finite) as the next
   /// version of `name`.
   func importWeights(
-    at file: URL, as name: String, spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32], owner: String,
-    admit: @escaping Admission
+    at file: URL, as name: String, spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32],
+    normalization: Pipemesh_V1_InputNormalization, owner: String, admit: @escaping Admission
   ) async throws -> CoordinatorStore.StoredModel {
     let model = try makeModel(spec)
+    let rescales = try normalization.normalizer(
+      features: model.activationShapes[0].reduce(1, *), field: "normalization")
+    guard (rescales == nil) == (normalization.method == .none) else {
+      throw RPCError(
+        .invalidArgument,
+        "normalization: give a method with its offsets and scales (as an exported record has them), or neither")
+    }
     _ = try Planner.plan(model, stages: stages(splitPoints), splitPoints: splitPoints.map { Int($0) })
     let contents: SafeTensors.Contents
     do {
@@ -133,6 +141,7 @@ final class ModelRegistry: Sendable {
         $0.owner = owner
         $0.spec = spec
         $0.splitPoints = splitPoints
+        $0.normalization = normalization
       }, tensors: tensors, admit: admit)
   }
 

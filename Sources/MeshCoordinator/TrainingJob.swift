@@ -93,6 +93,18 @@ final class TrainingJob: Sendable {
     guard request.validationFraction >= 0, request.validationFraction < 1 else {
       throw RPCError(.invalidArgument, "validation_fraction must be in [0, 1)")
     }
+    let stopping = request.earlyStopping
+    guard (0...10_000).contains(stopping.patience), stopping.minDelta.isFinite, stopping.minDelta >= 0 else {
+      throw RPCError(
+        .invalidArgument,
+        "early_stopping: patience must be 0 to 10000 epochs and min_delta a finite number >= 0, got "
+          + "\(stopping.patience) and \(stopping.minDelta)")
+    }
+    guard stopping.patience == 0 || request.validationFraction > 0 else {
+      throw RPCError(
+        .invalidArgument,
+        "early_stopping watches the validation loss: give validation_fraction above 0 (it holds out that much data)")
+    }
     // Flat rows (a CSV's features) take the model's input shape when the sizes agree.
     let inputShape = model.activationShapes[0]
     let inputs =
@@ -107,8 +119,16 @@ final class TrainingJob: Sendable {
     try model.checkTarget(targets, batchSize: inputs.shape[0], "the targets do not fit the model")
     let split = PortableRandom.heldOutSplit(
       count: inputs.shape[0], validationFraction: Double(request.validationFraction), seed: request.shuffleSeed)
-    let validation = split.validation.isEmpty ? nil : (inputs.rows(split.validation), targets.rows(split.validation))
-    let train = (inputs: inputs.rows(split.train), targets: targets.rows(split.train))
+    // Rescaling fitted on the training split alone, then the same for the held-out examples.
+    let training = inputs.rows(split.train)
+    let normalization = try Pipemesh_V1_InputNormalization.fitted(
+      request.normalization.method, on: training, model: model, field: "normalization")
+    let normalizer = try normalization.normalizer(
+      features: training.scalarCount / max(1, training.shape[0]), field: "normalization")
+    func rescaled(_ inputs: Tensor) -> Tensor { normalizer?.apply(to: inputs) ?? inputs }
+    let validation =
+      split.validation.isEmpty ? nil : (rescaled(inputs.rows(split.validation)), targets.rows(split.validation))
+    let train = (inputs: rescaled(training), targets: targets.rows(split.train))
     guard train.inputs.shape[0] >= stepExamples else {
       throw RPCError(
         .invalidArgument,
@@ -136,6 +156,7 @@ final class TrainingJob: Sendable {
     if options.consistency.mode == nil { options.consistency.sync = .init() }
     options.consistency.replicas = Int32(replicas)
     options.optimizer = try request.optimizer.resolved()
+    options.normalization = normalization
     self.request = options
     self.cluster = cluster
     self.store = store
@@ -529,7 +550,9 @@ final class TrainingJob: Sendable {
         let moving = mayMove && step < Int64(totalSteps) ? move() : nil
         // The ps must hold the step before a checkpoint and at the end.
         let checkpointDue = request.checkpoint.everySteps > 0 && step % request.checkpoint.everySteps == 0
-        let flush = checkpointDue || moving != nil || step == Int64(totalSteps)
+        // A job that may stop early after this epoch leaves its variables on the ps at the epoch's end.
+        let mayStopHere = stopsEarly && index == stepsPerEpoch - 1
+        let flush = checkpointDue || moving != nil || step == Int64(totalSteps) || mayStopHere
         let outcomes = try await runStep(
           step, train: train, shards: shards, flush: flush, on: placement, dataPlane: dataPlane,
           deadline: Self.stepDeadline(after: recentSteps))
@@ -590,18 +613,37 @@ final class TrainingJob: Sendable {
         if let moving { throw Move(reason: moving, step: step) }
       }
       try await endEpoch(epoch)
+      if stopsEarly, Self.stopsEarly(after: snapshot.epochs, request.earlyStopping) {
+        status.withLock { $0.stoppedEarlyEpoch = Int32(epoch) }
+        try await save()
+        break
+      }
     }
     var last = Pipemesh_V1_TrainProgress()
     last.job = name
     last.step = step
     last.totalSteps = Int64(totalSteps)
     last.done = true
+    last.stoppedEarlyEpoch = snapshot.stoppedEarlyEpoch
     last.traceJson = trace.chromeTrace(step: tracedStep > 0 ? tracedStep : step, faults: snapshot.faults)
     if request.checkpoint.atEnd { last.checkpoints = try await checkpoint(at: step) }
     // A resumed run that ended before a checkpoint of its own no longer needs the run it resumed.
     let resumedRun = checkpointRun.withLock { $0 }
     if !resumedRun.isEmpty, resumedRun != runID { _ = try? await cluster.parameterServerClient().drop(job: resumedRun) }
     report(last)
+  }
+
+  /// Whether the job watches its validation loss to stop before its last epoch.
+  private var stopsEarly: Bool { request.earlyStopping.patience > 0 }
+
+  /// Whether `epochs` (oldest first, each with its validation loss) end with
+  /// `patience` epochs in a row whose loss fell no more than `min_delta`
+  /// below the best of the epochs before it.
+  static func stopsEarly(after epochs: [Pipemesh_V1_EpochMetrics], _ rule: Pipemesh_V1_EarlyStopping) -> Bool {
+    let patience = Int(rule.patience)
+    guard patience > 0, epochs.count > patience else { return false }
+    let best = epochs.dropLast(patience).map(\.validationLoss).min() ?? .infinity
+    return epochs.suffix(patience).allSatisfy { $0.validationLoss > best - Double(rule.minDelta) }
   }
 
   /// Loads every stage on every replica; returns where each one's tensors

@@ -48,60 +48,10 @@ extension Dataset {
   }
 }
 
-/// An affine rescaling of input features, `(x − offset) / scale`, whose parameters are computed
-/// on one dataset (the training part) and then applied unchanged to others (validation, test).
-public struct Normalizer: Sendable, Equatable {
-  /// How the parameters are computed.
-  public enum Method: Sendable, Equatable {
-    /// Maps each feature's training minimum to 0 and maximum to 1.
-    case minMax
-    /// Subtracts the training mean and divides by the training standard deviation.
-    case standardize
-  }
-
-  /// Subtracted from each feature, one value per feature.
-  public let offset: [Float]
-  /// Then divided into each feature, one value per feature; never zero.
-  public let scale: [Float]
-
-  /// Computes parameters from `dataset`'s inputs. With `perFeature` each feature gets its own
-  /// statistics; without, one statistic over all scalars (right for pixels sharing a range).
-  /// A constant feature gets scale 1, so it maps to 0 rather than to a division by zero.
+extension Normalizer {
+  /// Fits parameters on `dataset`'s inputs (see `init(_:fittedOn:perFeature:)` on a tensor).
   public init(_ method: Method, fittedOn dataset: Dataset, perFeature: Bool = true) {
-    let features = dataset.featureCount
-    let groups = perFeature ? features : 1
-    var low = [Double](repeating: .infinity, count: groups)
-    var high = [Double](repeating: -.infinity, count: groups)
-    var sum = [Double](repeating: 0, count: groups)
-    var sumOfSquares = [Double](repeating: 0, count: groups)
-    var samples = [Double](repeating: 0, count: groups)
-    dataset.inputs.withUnsafeBufferPointer { values in
-      for (index, value) in values.enumerated() {
-        let group = perFeature ? index % features : 0
-        let x = Double(value)
-        low[group] = Swift.min(low[group], x)
-        high[group] = Swift.max(high[group], x)
-        sum[group] += x
-        sumOfSquares[group] += x * x
-        samples[group] += 1
-      }
-    }
-    var offsets = [Float](repeating: 0, count: groups)
-    var scales = [Float](repeating: 1, count: groups)
-    for group in 0..<groups where samples[group] > 0 {
-      switch method {
-      case .minMax:
-        offsets[group] = Float(low[group])
-        scales[group] = Float(high[group] - low[group])
-      case .standardize:
-        let mean = sum[group] / samples[group]
-        offsets[group] = Float(mean)
-        scales[group] = Float(Swift.max(0, sumOfSquares[group] / samples[group] - mean * mean).squareRoot())
-      }
-      if !(scales[group] > 0) { scales[group] = 1 }
-    }
-    self.offset = perFeature ? offsets : Array(repeating: offsets[0], count: features)
-    self.scale = perFeature ? scales : Array(repeating: scales[0], count: features)
+    self.init(method, fittedOn: dataset.inputs, perFeature: perFeature)
   }
 
   /// `dataset` with every input feature rescaled; labels are unchanged.
@@ -112,16 +62,8 @@ public struct Normalizer: Sendable, Equatable {
         "\(dataset.name): has \(dataset.featureCount) features per example but the normalizer "
           + "was fitted on \(offset.count)")
     }
-    var inputs = dataset.inputs
-    let features = offset.count
-    inputs.withUnsafeMutableBufferPointer { values in
-      for index in values.indices {
-        let feature = index % features
-        values[index] = (values[index] - offset[feature]) / scale[feature]
-      }
-    }
     return Dataset(
-      unchecked: dataset.name, inputs: inputs, labels: dataset.labels,
+      unchecked: dataset.name, inputs: apply(to: dataset.inputs), labels: dataset.labels,
       classCount: dataset.classCount)
   }
 }

@@ -63,6 +63,16 @@ struct TrainingOptions: ParsableArguments {
   @Option(help: "Consistency of the variables: sync, async, or bounded:K.")
   var consistency: String = "sync"
 
+  @Option(
+    help: """
+      Stop early once the validation loss has not fallen below its best (by more than --min-delta) for this \
+      many epochs in a row; 0 runs every epoch.
+      """)
+  var patience: Int = 0
+
+  @Option(help: "The least fall of the validation loss that --patience counts as an improvement.")
+  var minDelta: Float = 0
+
   @Flag(help: "Have the ps tasks write a checkpoint when the job ends (they need --checkpoint-dir).")
   var checkpointAtEnd = false
 
@@ -80,13 +90,35 @@ struct TrainingOptions: ParsableArguments {
   @Flag(help: "Keep only each stage's input and recompute its activations in backward (less memory).")
   var recomputeActivations = false
 
+  @Option(
+    help: """
+      Rescaling of the input features, fitted on the training split and kept with the model for inference: \
+      standardize (mean 0, deviation 1), min-max (0 to 1) or none. Default: standardize, or none for a \
+      model that reads token ids (an embedding first).
+      """)
+  var normalize: String?
+
+  /// The methods `--normalize` names.
+  static let normalizations: [String: Pipemesh_V1_NormalizationMethod] = [
+    "standardize": .standardize, "min-max": .minMax, "none": .none,
+  ]
+
   func validate() throws {
     guard microBatches >= 1, epochs >= 1, batchSize >= microBatches else {
       throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
     }
     guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must be 0 (none) or a step count") }
     guard (0...100).contains(maxRestarts) else { throw ValidationError("--max-restarts must be 0 to 100") }
+    guard (0...10_000).contains(patience), minDelta >= 0, minDelta.isFinite else {
+      throw ValidationError("--patience must be 0 to 10000 epochs and --min-delta 0 or more")
+    }
+    guard patience == 0 || validation > 0 else {
+      throw ValidationError("--patience watches the validation loss: give --validation above 0")
+    }
     guard Self.schedules[schedule] != nil else { throw ValidationError("--schedule must be gpipe, 1f1b or zb-h1") }
+    if let normalize, Self.normalizations[normalize] == nil {
+      throw ValidationError("--normalize must be standardize, min-max or none")
+    }
     guard ["sgd", "momentum", "adam"].contains(optimizer) else {
       throw ValidationError("--optimizer must be sgd, momentum or adam")
     }
@@ -188,6 +220,12 @@ struct TrainingOptions: ParsableArguments {
     request.validationFraction = validation
     request.shuffleSeed = seed
     request.recomputeActivations = recomputeActivations
+    request.earlyStopping = .with {
+      $0.patience = Int32(patience)
+      $0.minDelta = minDelta
+    }
+    let readsTokens = spec.layers.first.map { if case .embedding = $0.kind { true } else { false } } ?? false
+    request.normalization.method = normalize.flatMap { Self.normalizations[$0] } ?? (readsTokens ? .none : .standardize)
     return request
   }
 }

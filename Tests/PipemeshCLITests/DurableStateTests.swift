@@ -165,6 +165,9 @@ import Testing
       w = load_file(sys.argv[1])
       record = json.load(open(sys.argv[2]))
       x = np.load(sys.argv[3]).astype(np.float64)
+      # The CLI standardised the inputs; the record holds how.
+      scaling = record["normalization"]
+      x = (x - np.array(scaling["offset"])) / np.array(scaling["scale"])
       names = sorted(w)
       layers = sorted({n.split('/')[0] for n in names}, key=lambda n: int(re.search(r'(\\d+)$', n).group(1)))
       for i, layer in enumerate(layers):
@@ -189,15 +192,26 @@ import Testing
       }
     }
 
-    // Imported under another name from the coordinator's data directory, the weights answer alike.
+    // Imported under another name with its record (spec, split, the inputs' rescaling) from the
+    // coordinator's data directory, the weights answer alike; with the spec alone, they are given
+    // the inputs as they are, which the model was not trained on.
     let imported = try #require(
       try await mesh.json([
-        "models", "import", "digits-copy", "--spec", Self.model, "--weights", "digits-v1.safetensors",
+        "models", "import", "digits-copy", "--record", "\(exportDirectory)/digits-v1.json", "--weights",
+        "digits-v1.safetensors",
       ])
       .first)
     #expect(imported["name"] as? String == "digits-copy" && imported["version"] as? Int == 1, "\(imported)")
+    let scaling = try #require(imported["normalization"] as? [String: Any], "\(imported)")
+    #expect(scaling["method"] as? String == "NORMALIZATION_METHOD_STANDARDIZE")
+    #expect((scaling["offset"] as? [Double])?.count == 64 && (scaling["scale"] as? [Double])?.count == 64)
     let copy = try await mesh.json(["infer", "--model", "digits-copy", "--input", inputs])
     #expect(copy.first?["outputs"] as? [[Double]] == outputs)
+    _ = try await mesh.json([
+      "models", "import", "digits-unscaled", "--spec", Self.model, "--weights", "digits-v1.safetensors",
+    ])
+    let unscaled = try await mesh.json(["infer", "--model", "digits-unscaled", "--input", inputs])
+    #expect(unscaled.first?["outputs"] as? [[Double]] != outputs)
     // Weights that do not fit the spec are refused, naming the tensor.
     let wider = mesh.directory.file("wider.json")
     try String(contentsOfFile: Self.model, encoding: .utf8).replacingOccurrences(of: "\"128\"", with: "\"129\"")

@@ -258,6 +258,9 @@ URIS: tuple[tuple[str, str], ...] = (
     ("/etc/passwd.csv.gz", "missing gz"),
     ("digits" + "x" * (100 * KiB), "100KB"),
     ("\x00", "NUL"),
+    ("shakespeare", "text"),
+    ("/etc/passwd.txt", "missing text"),
+    ("../../../../etc/hostname.txt.gz", "text traversal"),
 )
 
 
@@ -839,6 +842,13 @@ class HostileGenerator:
             points = rng.choice(([1], [2], [0], [-1], [INT32_MAX], [1, 1], [2, 1]))
             request.split_points.extend(points)
             d.note(f"split_points={points}")
+        request.normalization.method = d.enum("normalization.method", rng.choice((0, 1, 2)), 3)
+        if d.hostile():
+            # The coordinator fits these: any given is refused, whatever the values.
+            values = rng.choice(([1.0] * 64, [float("nan")] * 64, [0.0], [float("inf")] * 100_000))
+            request.normalization.offset.extend(values)
+            request.normalization.scale.extend(values)
+            d.note(f"normalization offset/scale of {len(values)}")
         data = rng.random()  # mostly small inline data: a digits epoch costs the mesh ~1 s of CPU
         if data < 0.3:
             uri = "digits"
@@ -846,7 +856,8 @@ class HostileGenerator:
                 uri, label = rng.choice(URIS)
                 d.note(f"data.uri={label}")
             request.data.dataset.CopyFrom(c.DatasetReference(uri=uri, label_column=d.string("label_column", ""),
-                                                            regression=d.flag("regression", False)))
+                                                            regression=d.flag("regression", False),
+                                                            sequence_length=d.int64("sequence_length", 0)))
         elif data < 0.95 or not d.hostile():
             rows = rng.choice((16, 64))
             request.data.inline.inputs.CopyFrom(self.tensor(d, "inline.inputs", 64, rows=rows))

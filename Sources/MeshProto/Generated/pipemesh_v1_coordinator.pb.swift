@@ -70,6 +70,51 @@ public nonisolated enum Pipemesh_V1_ScheduleKind: SwiftProtobuf.Enum, Swift.Case
 
 }
 
+public nonisolated enum Pipemesh_V1_NormalizationMethod: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// The inputs as they are.
+  case none // = 0
+
+  /// Mean 0 and standard deviation 1 per feature over the training split (a constant feature
+  /// keeps scale 1).
+  case standardize // = 1
+
+  /// Each feature's training minimum to 0 and maximum to 1 (a constant feature keeps scale 1).
+  case minMax // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .none
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .none
+    case 1: self = .standardize
+    case 2: self = .minMax
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .none: return 0
+    case .standardize: return 1
+    case .minMax: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Pipemesh_V1_NormalizationMethod] = [
+    .none,
+    .standardize,
+    .minMax,
+  ]
+
+}
+
 public nonisolated enum Pipemesh_V1_JobState: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -601,11 +646,80 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._maxReplicas = newValue}
   }
 
+  /// How the inputs are rescaled before the first stage: fitted on the training split, then the
+  /// same for the held-out split, Infer of the job and its registered model. Unset is none (the
+  /// CLI standardises unless the model reads token ids).
+  /// Valid: see InputNormalization.
+  public var normalization: Pipemesh_V1_InputNormalization {
+    get {_storage._normalization ?? Pipemesh_V1_InputNormalization()}
+    set {_uniqueStorage()._normalization = newValue}
+  }
+  /// Returns true if `normalization` has been explicitly set.
+  public var hasNormalization: Bool {_storage._normalization != nil}
+  /// Clears the value of `normalization`. Subsequent reads from it will return its default value.
+  public mutating func clearNormalization() {_uniqueStorage()._normalization = nil}
+
+  /// Ends the job before its last epoch when the held-out loss stops falling.
+  /// Valid: see EarlyStopping.
+  public var earlyStopping: Pipemesh_V1_EarlyStopping {
+    get {_storage._earlyStopping ?? Pipemesh_V1_EarlyStopping()}
+    set {_uniqueStorage()._earlyStopping = newValue}
+  }
+  /// Returns true if `earlyStopping` has been explicitly set.
+  public var hasEarlyStopping: Bool {_storage._earlyStopping != nil}
+  /// Clears the value of `earlyStopping`. Subsequent reads from it will return its default value.
+  public mutating func clearEarlyStopping() {_uniqueStorage()._earlyStopping = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Stops a job once its validation loss has not fallen below its best by more than min_delta
+/// for `patience` epochs in a row. The job then ends as succeeded after that epoch (its last
+/// step flushed to the ps, its model registered); Job.stopped_early_epoch says when.
+public nonisolated struct Pipemesh_V1_EarlyStopping: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Epochs without improvement to allow; 0: never stop early.
+  /// Valid: 0 to 10,000; above 0 only with validation_fraction above 0 (INVALID_ARGUMENT).
+  public var patience: Int32 = 0
+
+  /// The least fall of the validation loss that counts as an improvement.
+  /// Valid: finite, 0 or more.
+  public var minDelta: Float = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An affine rescaling of each input feature, (x − offset) / scale, per scalar of a flattened
+/// example. A Train request names the method; the coordinator fits offset and scale on the
+/// training split and records them in the job's options and its model.
+public nonisolated struct Pipemesh_V1_InputNormalization: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Valid: a NormalizationMethod (unknown values INVALID_ARGUMENT); NONE for a model whose first
+  /// layer is an embedding, since its inputs are token ids (INVALID_ARGUMENT otherwise).
+  public var method: Pipemesh_V1_NormalizationMethod = .none
+
+  /// One per scalar of a flattened example; the coordinator fills them.
+  /// Valid in a Train request: empty (INVALID_ARGUMENT otherwise). In ImportModel: as many as an
+  /// example's scalars, finite, each scale above 0; or both empty for none.
+  public var offset: [Float] = []
+
+  public var scale: [Float] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Pipemesh_V1_StageBusy: Sendable {
@@ -672,6 +786,10 @@ public nonisolated struct Pipemesh_V1_TrainProgress: Sendable {
   /// While the job waits for partitions (QUEUED): its place in line, 1 for
   /// the next to run; sent when it changes. 0 once the job runs.
   public var queuePosition: Int32 = 0
+
+  /// On the last message: the epoch after which early stopping ended the job (0: it ran every
+  /// epoch).
+  public var stoppedEarlyEpoch: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -900,6 +1018,12 @@ public nonisolated struct Pipemesh_V1_Job: @unchecked Sendable {
   public var traceJson: String {
     get {_storage._traceJson}
     set {_uniqueStorage()._traceJson = newValue}
+  }
+
+  /// The epoch after which early stopping ended the job; 0 if it did not.
+  public var stoppedEarlyEpoch: Int32 {
+    get {_storage._stoppedEarlyEpoch}
+    set {_uniqueStorage()._stoppedEarlyEpoch = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1136,52 +1260,96 @@ public nonisolated struct Pipemesh_V1_DeleteJobResponse: Sendable {
 
 /// A trained model: a job's weights at its end (or imported), under the
 /// job's name and a version number counted per name.
-public nonisolated struct Pipemesh_V1_Model: Sendable {
+public nonisolated struct Pipemesh_V1_Model: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
-  public var version: Int32 = 0
+  public var version: Int32 {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
   /// The user who owns it (the job's owner); empty without authentication.
-  public var owner: String = String()
+  public var owner: String {
+    get {_storage._owner}
+    set {_uniqueStorage()._owner = newValue}
+  }
 
   /// The job that trained it.
-  public var job: String = String()
+  public var job: String {
+    get {_storage._job}
+    set {_uniqueStorage()._job = newValue}
+  }
 
   public var spec: Pipemesh_V1_ModelSpec {
-    get {_spec ?? Pipemesh_V1_ModelSpec()}
-    set {_spec = newValue}
+    get {_storage._spec ?? Pipemesh_V1_ModelSpec()}
+    set {_uniqueStorage()._spec = newValue}
   }
   /// Returns true if `spec` has been explicitly set.
-  public var hasSpec: Bool {self._spec != nil}
+  public var hasSpec: Bool {_storage._spec != nil}
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
-  public mutating func clearSpec() {self._spec = nil}
+  public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
   /// Where the job split it (the first layer of stages 1..K-1).
-  public var splitPoints: [Int32] = []
+  public var splitPoints: [Int32] {
+    get {_storage._splitPoints}
+    set {_uniqueStorage()._splitPoints = newValue}
+  }
 
-  public var createdUnixSeconds: Double = 0
+  public var createdUnixSeconds: Double {
+    get {_storage._createdUnixSeconds}
+    set {_uniqueStorage()._createdUnixSeconds = newValue}
+  }
 
-  public var parameters: Int64 = 0
+  public var parameters: Int64 {
+    get {_storage._parameters}
+    set {_uniqueStorage()._parameters = newValue}
+  }
 
   /// Size of its safetensors file.
-  public var weightsBytes: Int64 = 0
+  public var weightsBytes: Int64 {
+    get {_storage._weightsBytes}
+    set {_uniqueStorage()._weightsBytes = newValue}
+  }
 
   /// The job's last training loss, and its last held-out metrics.
-  public var loss: Double = 0
+  public var loss: Double {
+    get {_storage._loss}
+    set {_uniqueStorage()._loss = newValue}
+  }
 
-  public var validationLoss: Double = 0
+  public var validationLoss: Double {
+    get {_storage._validationLoss}
+    set {_uniqueStorage()._validationLoss = newValue}
+  }
 
-  public var validationAccuracy: Double = 0
+  public var validationAccuracy: Double {
+    get {_storage._validationAccuracy}
+    set {_uniqueStorage()._validationAccuracy = newValue}
+  }
+
+  /// How its inputs are rescaled before the first stage (the job's, fitted on its training
+  /// split); Infer of the model applies it to the inputs it is sent.
+  public var normalization: Pipemesh_V1_InputNormalization {
+    get {_storage._normalization ?? Pipemesh_V1_InputNormalization()}
+    set {_uniqueStorage()._normalization = newValue}
+  }
+  /// Returns true if `normalization` has been explicitly set.
+  public var hasNormalization: Bool {_storage._normalization != nil}
+  /// Clears the value of `normalization`. Subsequent reads from it will return its default value.
+  public mutating func clearNormalization() {_uniqueStorage()._normalization = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _spec: Pipemesh_V1_ModelSpec? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Pipemesh_V1_ListModelsRequest: Sendable {
@@ -1265,33 +1433,30 @@ public nonisolated struct Pipemesh_V1_ExportModelRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Pipemesh_V1_ModelChunk: @unchecked Sendable {
+public nonisolated struct Pipemesh_V1_ModelChunk: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// On the first chunk only.
   public var model: Pipemesh_V1_Model {
-    get {_storage._model ?? Pipemesh_V1_Model()}
-    set {_uniqueStorage()._model = newValue}
+    get {_model ?? Pipemesh_V1_Model()}
+    set {_model = newValue}
   }
   /// Returns true if `model` has been explicitly set.
-  public var hasModel: Bool {_storage._model != nil}
+  public var hasModel: Bool {self._model != nil}
   /// Clears the value of `model`. Subsequent reads from it will return its default value.
-  public mutating func clearModel() {_uniqueStorage()._model = nil}
+  public mutating func clearModel() {self._model = nil}
 
   /// The next bytes of the safetensors file (at most 4 MiB a chunk); tensor
   /// names are the model's variables ("dense_0/kernel"), whole.
-  public var data: Data {
-    get {_storage._data}
-    set {_uniqueStorage()._data = newValue}
-  }
+  public var data: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _model: Pipemesh_V1_Model? = nil
 }
 
 public nonisolated struct Pipemesh_V1_ImportModelRequest: Sendable {
@@ -1323,11 +1488,23 @@ public nonisolated struct Pipemesh_V1_ImportModelRequest: Sendable {
   /// Valid: as TrainRequest.split_points.
   public var splitPoints: [Int32] = []
 
+  /// The rescaling of its inputs that the weights were trained with, if any (an exported
+  /// model's record carries it). Valid: see InputNormalization.
+  public var normalization: Pipemesh_V1_InputNormalization {
+    get {_normalization ?? Pipemesh_V1_InputNormalization()}
+    set {_normalization = newValue}
+  }
+  /// Returns true if `normalization` has been explicitly set.
+  public var hasNormalization: Bool {self._normalization != nil}
+  /// Clears the value of `normalization`. Subsequent reads from it will return its default value.
+  public mutating func clearNormalization() {self._normalization = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _spec: Pipemesh_V1_ModelSpec? = nil
+  fileprivate var _normalization: Pipemesh_V1_InputNormalization? = nil
 }
 
 public nonisolated struct Pipemesh_V1_JoinPoolRequest: Sendable {
@@ -1441,6 +1618,10 @@ fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
 
 nonisolated extension Pipemesh_V1_ScheduleKind: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SCHEDULE_UNSPECIFIED\0\u{1}SCHEDULE_GPIPE\0\u{1}SCHEDULE_ONE_F_ONE_B\0\u{1}SCHEDULE_ZERO_BUBBLE_H1\0")
+}
+
+nonisolated extension Pipemesh_V1_NormalizationMethod: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NORMALIZATION_METHOD_NONE\0\u{1}NORMALIZATION_METHOD_STANDARDIZE\0\u{1}NORMALIZATION_METHOD_MIN_MAX\0")
 }
 
 nonisolated extension Pipemesh_V1_JobState: SwiftProtobuf._ProtoNameProviding {
@@ -1793,7 +1974,7 @@ nonisolated extension Pipemesh_V1_CheckpointPolicy: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0\u{1}normalization\0\u{3}early_stopping\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -1816,6 +1997,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _stages: Int32 = 0
     var _replicas: Int32 = 0
     var _maxReplicas: Int32 = 0
+    var _normalization: Pipemesh_V1_InputNormalization? = nil
+    var _earlyStopping: Pipemesh_V1_EarlyStopping? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1846,6 +2029,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _stages = source._stages
       _replicas = source._replicas
       _maxReplicas = source._maxReplicas
+      _normalization = source._normalization
+      _earlyStopping = source._earlyStopping
     }
   }
 
@@ -1884,6 +2069,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 18: try { try decoder.decodeSingularInt32Field(value: &_storage._stages) }()
         case 19: try { try decoder.decodeSingularInt32Field(value: &_storage._replicas) }()
         case 20: try { try decoder.decodeSingularInt32Field(value: &_storage._maxReplicas) }()
+        case 21: try { try decoder.decodeSingularMessageField(value: &_storage._normalization) }()
+        case 22: try { try decoder.decodeSingularMessageField(value: &_storage._earlyStopping) }()
         default: break
         }
       }
@@ -1956,6 +2143,12 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._maxReplicas != 0 {
         try visitor.visitSingularInt32Field(value: _storage._maxReplicas, fieldNumber: 20)
       }
+      try { if let v = _storage._normalization {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+      } }()
+      try { if let v = _storage._earlyStopping {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1985,10 +2178,87 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._stages != rhs_storage._stages {return false}
         if _storage._replicas != rhs_storage._replicas {return false}
         if _storage._maxReplicas != rhs_storage._maxReplicas {return false}
+        if _storage._normalization != rhs_storage._normalization {return false}
+        if _storage._earlyStopping != rhs_storage._earlyStopping {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_EarlyStopping: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EarlyStopping"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}patience\0\u{3}min_delta\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.patience) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self.minDelta) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.patience != 0 {
+      try visitor.visitSingularInt32Field(value: self.patience, fieldNumber: 1)
+    }
+    if self.minDelta.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.minDelta, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_EarlyStopping, rhs: Pipemesh_V1_EarlyStopping) -> Bool {
+    if lhs.patience != rhs.patience {return false}
+    if lhs.minDelta != rhs.minDelta {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_InputNormalization: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".InputNormalization"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}method\0\u{1}offset\0\u{1}scale\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.method) }()
+      case 2: try { try decoder.decodeRepeatedFloatField(value: &self.offset) }()
+      case 3: try { try decoder.decodeRepeatedFloatField(value: &self.scale) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.method != .none {
+      try visitor.visitSingularEnumField(value: self.method, fieldNumber: 1)
+    }
+    if !self.offset.isEmpty {
+      try visitor.visitPackedFloatField(value: self.offset, fieldNumber: 2)
+    }
+    if !self.scale.isEmpty {
+      try visitor.visitPackedFloatField(value: self.scale, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_InputNormalization, rhs: Pipemesh_V1_InputNormalization) -> Bool {
+    if lhs.method != rhs.method {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.scale != rhs.scale {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2036,7 +2306,7 @@ nonisolated extension Pipemesh_V1_StageBusy: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainProgress"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}epoch\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{3}samples_per_second\0\u{1}stages\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}done\0\u{3}trace_json\0\u{1}accuracy\0\u{1}checkpoints\0\u{1}evaluated\0\u{3}queue_position\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}epoch\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{3}samples_per_second\0\u{1}stages\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}done\0\u{3}trace_json\0\u{1}accuracy\0\u{1}checkpoints\0\u{1}evaluated\0\u{3}queue_position\0\u{3}stopped_early_epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2059,6 +2329,7 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
       case 13: try { try decoder.decodeRepeatedStringField(value: &self.checkpoints) }()
       case 14: try { try decoder.decodeSingularBoolField(value: &self.evaluated) }()
       case 15: try { try decoder.decodeSingularInt32Field(value: &self.queuePosition) }()
+      case 16: try { try decoder.decodeSingularInt32Field(value: &self.stoppedEarlyEpoch) }()
       default: break
       }
     }
@@ -2110,6 +2381,9 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
     if self.queuePosition != 0 {
       try visitor.visitSingularInt32Field(value: self.queuePosition, fieldNumber: 15)
     }
+    if self.stoppedEarlyEpoch != 0 {
+      try visitor.visitSingularInt32Field(value: self.stoppedEarlyEpoch, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2129,6 +2403,7 @@ nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftPro
     if lhs.checkpoints != rhs.checkpoints {return false}
     if lhs.evaluated != rhs.evaluated {return false}
     if lhs.queuePosition != rhs.queuePosition {return false}
+    if lhs.stoppedEarlyEpoch != rhs.stoppedEarlyEpoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2229,7 +2504,7 @@ nonisolated extension Pipemesh_V1_InferResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0\u{1}partitions\0\u{3}started_unix_seconds\0\u{3}checkpoint_epoch_loss_sum\0\u{3}checkpoint_epoch_steps\0\u{3}running_replicas\0\u{1}steps\0\u{3}trace_json\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}state\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{1}error\0\u{1}owner\0\u{1}memory\0\u{3}created_unix_seconds\0\u{3}ended_unix_seconds\0\u{1}options\0\u{1}epochs\0\u{1}model\0\u{3}checkpoint_step\0\u{1}resumes\0\u{1}faults\0\u{1}partitions\0\u{3}started_unix_seconds\0\u{3}checkpoint_epoch_loss_sum\0\u{3}checkpoint_epoch_steps\0\u{3}running_replicas\0\u{1}steps\0\u{3}trace_json\0\u{3}stopped_early_epoch\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -2255,6 +2530,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
     var _runningReplicas: Int32 = 0
     var _steps: [Pipemesh_V1_StepMetrics] = []
     var _traceJson: String = String()
+    var _stoppedEarlyEpoch: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2288,6 +2564,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       _runningReplicas = source._runningReplicas
       _steps = source._steps
       _traceJson = source._traceJson
+      _stoppedEarlyEpoch = source._stoppedEarlyEpoch
     }
   }
 
@@ -2329,6 +2606,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
         case 21: try { try decoder.decodeSingularInt32Field(value: &_storage._runningReplicas) }()
         case 22: try { try decoder.decodeRepeatedMessageField(value: &_storage._steps) }()
         case 23: try { try decoder.decodeSingularStringField(value: &_storage._traceJson) }()
+        case 24: try { try decoder.decodeSingularInt32Field(value: &_storage._stoppedEarlyEpoch) }()
         default: break
         }
       }
@@ -2410,6 +2688,9 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
       if !_storage._traceJson.isEmpty {
         try visitor.visitSingularStringField(value: _storage._traceJson, fieldNumber: 23)
       }
+      if _storage._stoppedEarlyEpoch != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._stoppedEarlyEpoch, fieldNumber: 24)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2442,6 +2723,7 @@ nonisolated extension Pipemesh_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._Mes
         if _storage._runningReplicas != rhs_storage._runningReplicas {return false}
         if _storage._steps != rhs_storage._steps {return false}
         if _storage._traceJson != rhs_storage._traceJson {return false}
+        if _storage._stoppedEarlyEpoch != rhs_storage._stoppedEarlyEpoch {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2917,88 +3199,153 @@ nonisolated extension Pipemesh_V1_DeleteJobResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Pipemesh_V1_Model: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Model"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}owner\0\u{1}job\0\u{1}spec\0\u{3}split_points\0\u{3}created_unix_seconds\0\u{1}parameters\0\u{3}weights_bytes\0\u{1}loss\0\u{3}validation_loss\0\u{3}validation_accuracy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}owner\0\u{1}job\0\u{1}spec\0\u{3}split_points\0\u{3}created_unix_seconds\0\u{1}parameters\0\u{3}weights_bytes\0\u{1}loss\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}normalization\0")
+
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _version: Int32 = 0
+    var _owner: String = String()
+    var _job: String = String()
+    var _spec: Pipemesh_V1_ModelSpec? = nil
+    var _splitPoints: [Int32] = []
+    var _createdUnixSeconds: Double = 0
+    var _parameters: Int64 = 0
+    var _weightsBytes: Int64 = 0
+    var _loss: Double = 0
+    var _validationLoss: Double = 0
+    var _validationAccuracy: Double = 0
+    var _normalization: Pipemesh_V1_InputNormalization? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _version = source._version
+      _owner = source._owner
+      _job = source._job
+      _spec = source._spec
+      _splitPoints = source._splitPoints
+      _createdUnixSeconds = source._createdUnixSeconds
+      _parameters = source._parameters
+      _weightsBytes = source._weightsBytes
+      _loss = source._loss
+      _validationLoss = source._validationLoss
+      _validationAccuracy = source._validationAccuracy
+      _normalization = source._normalization
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 2: try { try decoder.decodeSingularInt32Field(value: &self.version) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.owner) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.job) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
-      case 6: try { try decoder.decodeRepeatedInt32Field(value: &self.splitPoints) }()
-      case 7: try { try decoder.decodeSingularDoubleField(value: &self.createdUnixSeconds) }()
-      case 8: try { try decoder.decodeSingularInt64Field(value: &self.parameters) }()
-      case 9: try { try decoder.decodeSingularInt64Field(value: &self.weightsBytes) }()
-      case 10: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
-      case 11: try { try decoder.decodeSingularDoubleField(value: &self.validationLoss) }()
-      case 12: try { try decoder.decodeSingularDoubleField(value: &self.validationAccuracy) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularInt32Field(value: &_storage._version) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._owner) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._job) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
+        case 6: try { try decoder.decodeRepeatedInt32Field(value: &_storage._splitPoints) }()
+        case 7: try { try decoder.decodeSingularDoubleField(value: &_storage._createdUnixSeconds) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._parameters) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._weightsBytes) }()
+        case 10: try { try decoder.decodeSingularDoubleField(value: &_storage._loss) }()
+        case 11: try { try decoder.decodeSingularDoubleField(value: &_storage._validationLoss) }()
+        case 12: try { try decoder.decodeSingularDoubleField(value: &_storage._validationAccuracy) }()
+        case 13: try { try decoder.decodeSingularMessageField(value: &_storage._normalization) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
-    }
-    if self.version != 0 {
-      try visitor.visitSingularInt32Field(value: self.version, fieldNumber: 2)
-    }
-    if !self.owner.isEmpty {
-      try visitor.visitSingularStringField(value: self.owner, fieldNumber: 3)
-    }
-    if !self.job.isEmpty {
-      try visitor.visitSingularStringField(value: self.job, fieldNumber: 4)
-    }
-    try { if let v = self._spec {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
-    if !self.splitPoints.isEmpty {
-      try visitor.visitPackedInt32Field(value: self.splitPoints, fieldNumber: 6)
-    }
-    if self.createdUnixSeconds.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.createdUnixSeconds, fieldNumber: 7)
-    }
-    if self.parameters != 0 {
-      try visitor.visitSingularInt64Field(value: self.parameters, fieldNumber: 8)
-    }
-    if self.weightsBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.weightsBytes, fieldNumber: 9)
-    }
-    if self.loss.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.loss, fieldNumber: 10)
-    }
-    if self.validationLoss.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.validationLoss, fieldNumber: 11)
-    }
-    if self.validationAccuracy.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.validationAccuracy, fieldNumber: 12)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      if _storage._version != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._version, fieldNumber: 2)
+      }
+      if !_storage._owner.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._owner, fieldNumber: 3)
+      }
+      if !_storage._job.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._job, fieldNumber: 4)
+      }
+      try { if let v = _storage._spec {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if !_storage._splitPoints.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._splitPoints, fieldNumber: 6)
+      }
+      if _storage._createdUnixSeconds.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._createdUnixSeconds, fieldNumber: 7)
+      }
+      if _storage._parameters != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._parameters, fieldNumber: 8)
+      }
+      if _storage._weightsBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._weightsBytes, fieldNumber: 9)
+      }
+      if _storage._loss.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._loss, fieldNumber: 10)
+      }
+      if _storage._validationLoss.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._validationLoss, fieldNumber: 11)
+      }
+      if _storage._validationAccuracy.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._validationAccuracy, fieldNumber: 12)
+      }
+      try { if let v = _storage._normalization {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_Model, rhs: Pipemesh_V1_Model) -> Bool {
-    if lhs.name != rhs.name {return false}
-    if lhs.version != rhs.version {return false}
-    if lhs.owner != rhs.owner {return false}
-    if lhs.job != rhs.job {return false}
-    if lhs._spec != rhs._spec {return false}
-    if lhs.splitPoints != rhs.splitPoints {return false}
-    if lhs.createdUnixSeconds != rhs.createdUnixSeconds {return false}
-    if lhs.parameters != rhs.parameters {return false}
-    if lhs.weightsBytes != rhs.weightsBytes {return false}
-    if lhs.loss != rhs.loss {return false}
-    if lhs.validationLoss != rhs.validationLoss {return false}
-    if lhs.validationAccuracy != rhs.validationAccuracy {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._owner != rhs_storage._owner {return false}
+        if _storage._job != rhs_storage._job {return false}
+        if _storage._spec != rhs_storage._spec {return false}
+        if _storage._splitPoints != rhs_storage._splitPoints {return false}
+        if _storage._createdUnixSeconds != rhs_storage._createdUnixSeconds {return false}
+        if _storage._parameters != rhs_storage._parameters {return false}
+        if _storage._weightsBytes != rhs_storage._weightsBytes {return false}
+        if _storage._loss != rhs_storage._loss {return false}
+        if _storage._validationLoss != rhs_storage._validationLoss {return false}
+        if _storage._validationAccuracy != rhs_storage._validationAccuracy {return false}
+        if _storage._normalization != rhs_storage._normalization {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3188,74 +3535,36 @@ nonisolated extension Pipemesh_V1_ModelChunk: SwiftProtobuf.Message, SwiftProtob
   public static let protoMessageName: String = _protobuf_package + ".ModelChunk"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}data\0")
 
-  fileprivate class _StorageClass {
-    var _model: Pipemesh_V1_Model? = nil
-    var _data: Data = Data()
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _model = source._model
-      _data = source._data
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._model) }()
-        case 2: try { try decoder.decodeSingularBytesField(value: &_storage._data) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._model) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      try { if let v = _storage._model {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-      } }()
-      if !_storage._data.isEmpty {
-        try visitor.visitSingularBytesField(value: _storage._data, fieldNumber: 2)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._model {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 2)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_ModelChunk, rhs: Pipemesh_V1_ModelChunk) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._model != rhs_storage._model {return false}
-        if _storage._data != rhs_storage._data {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs._model != rhs._model {return false}
+    if lhs.data != rhs.data {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3263,7 +3572,7 @@ nonisolated extension Pipemesh_V1_ModelChunk: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Pipemesh_V1_ImportModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ImportModelRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}spec\0\u{1}uri\0\u{3}split_points\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}spec\0\u{1}uri\0\u{3}split_points\0\u{1}normalization\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3275,6 +3584,7 @@ nonisolated extension Pipemesh_V1_ImportModelRequest: SwiftProtobuf.Message, Swi
       case 2: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.uri) }()
       case 4: try { try decoder.decodeRepeatedInt32Field(value: &self.splitPoints) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._normalization) }()
       default: break
       }
     }
@@ -3297,6 +3607,9 @@ nonisolated extension Pipemesh_V1_ImportModelRequest: SwiftProtobuf.Message, Swi
     if !self.splitPoints.isEmpty {
       try visitor.visitPackedInt32Field(value: self.splitPoints, fieldNumber: 4)
     }
+    try { if let v = self._normalization {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3305,6 +3618,7 @@ nonisolated extension Pipemesh_V1_ImportModelRequest: SwiftProtobuf.Message, Swi
     if lhs._spec != rhs._spec {return false}
     if lhs.uri != rhs.uri {return false}
     if lhs.splitPoints != rhs.splitPoints {return false}
+    if lhs._normalization != rhs._normalization {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -108,9 +108,10 @@ struct Models: AsyncParsableCommand {
       discussion: """
         The weights are a safetensors file in the coordinator's data directory (--data-dir), with \
         exactly the spec's variables, float32 (as `models export` writes them). The path is taken \
-        relative to that directory.
+        relative to that directory. The model is a spec (--spec), or the record `models export` wrote \
+        (--record: its spec, split and the rescaling of its inputs).
 
-        Example: pipemesh models import digits-ft --spec examples/mlp-digits.json --weights digits-v1.safetensors
+        Example: pipemesh models import digits-ft --record digits-v1.json --weights digits-v1.safetensors
         """)
 
     @OptionGroup var client: ClientOptions
@@ -119,22 +120,36 @@ struct Models: AsyncParsableCommand {
     var name: String
 
     @Option(help: "Model spec, protobuf JSON (read here).")
-    var spec: String
+    var spec: String?
+
+    @Option(help: "A model's record as `models export` writes it, NAME-vN.json (read here).")
+    var record: String?
 
     @Option(help: "The safetensors file, in the coordinator's data directory.")
     var weights: String
 
+    func validate() throws {
+      guard (spec == nil) != (record == nil) else { throw ValidationError("give exactly one of --spec and --record") }
+    }
+
     func run() async throws {
-      let spec = try ModelSpecFile.read(spec)
+      var request = Pipemesh_V1_ImportModelRequest()
+      request.name = name
+      request.uri = weights
+      if let spec { request.spec = try ModelSpecFile.read(spec) }
+      if let record {
+        let exported: Pipemesh_V1_Model
+        do {
+          exported = try Pipemesh_V1_Model(jsonString: try String(contentsOfFile: record, encoding: .utf8))
+        } catch {
+          throw ValidationError("--record \(record) is not a model's record as `models export` writes it: \(error)")
+        }
+        request.spec = exported.spec
+        request.splitPoints = exported.splitPoints
+        request.normalization = exported.normalization
+      }
       try await withExitCodes {
-        let record = try await client.client().call(
-          CoordinatorMethods.importModel,
-          .with {
-            $0.name = name
-            $0.spec = spec
-            $0.uri = weights
-          })
-        try client.show(record)
+        try client.show(try await client.client().call(CoordinatorMethods.importModel, request))
       }
     }
   }

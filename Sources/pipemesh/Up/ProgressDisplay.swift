@@ -50,6 +50,9 @@ struct ProgressDisplay {
     }
     guard !progress.done else {
       finishLine()
+      if progress.stoppedEarlyEpoch > 0 {
+        say("stopped early after epoch \(progress.stoppedEarlyEpoch): the validation loss stopped falling")
+      }
       return
     }
     let fraction = progress.totalSteps > 0 ? Double(progress.step) / Double(progress.totalSteps) : 0

@@ -70,6 +70,24 @@ def test_inference_answers_arrays_for_the_job_and_its_registered_model(mesh, tra
         assert np.allclose(client.infer(whole, job="blobs"), client.infer(whole.astype(np.float32), job="blobs"))
 
 
+def test_inputs_rescaled_in_training_are_rescaled_in_inference(mesh):
+    inputs, labels = blobs(seed=4)
+    raw = inputs * 100 + 1000
+    with pipemesh.Client(mesh.coordinator.endpoint) as client:
+        with pytest.raises(ValueError, match="normalize"):
+            client.train(MODEL, raw, labels, normalize="z-score")
+        list(client.train(MODEL, raw, labels, job="blobs-scaled", epochs=6, batch_size=32, optimizer="adam",
+                          learning_rate=0.01, normalize="min-max"))
+        scaling = client.get_job("blobs-scaled").options.normalization
+        assert scaling.method == api.NORMALIZATION_METHOD_MIN_MAX
+        # The training split's minimum and range, per feature: inside the whole data's.
+        offset, scale = np.array(scaling.offset), np.array(scaling.scale)
+        assert offset.shape == scale.shape == (8,) and (scale > 0).all()
+        assert (offset >= raw.min(axis=0) - 1e-3).all() and (offset + scale <= raw.max(axis=0) + 1e-3).all()
+        classes, _ = client.predict(raw[:100], job="blobs-scaled")
+        assert (classes == labels[:100]).mean() > 0.95
+
+
 def test_jobs_and_models_are_listed_shown_and_exported(mesh, trained, tmp_path):
     with pipemesh.Client(mesh.coordinator.endpoint) as client:
         job = client.get_job("blobs")

@@ -28,6 +28,8 @@ from pipemesh.v1 import parameter_server_pb2 as ps
 ModelLike = Union[model_pb2.ModelSpec, Mapping, str, Path]
 
 _SCHEDULES = {"gpipe": pb.SCHEDULE_GPIPE, "1f1b": pb.SCHEDULE_ONE_F_ONE_B, "zb-h1": pb.SCHEDULE_ZERO_BUBBLE_H1}
+_NORMALIZATIONS = {"none": pb.NORMALIZATION_METHOD_NONE, "standardize": pb.NORMALIZATION_METHOD_STANDARDIZE,
+                   "min-max": pb.NORMALIZATION_METHOD_MIN_MAX}
 _ENDED = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED, pb.JOB_STATE_INTERRUPTED}
 
 
@@ -110,8 +112,8 @@ class Client:
               learning_rate: float | None = None, consistency: str = "sync", validation: float = 0.2,
               seed: int = 1, stages: int = 0, replicas: int = 0, max_replicas: int = 0,
               split_points: Sequence[int] = (), checkpoint_every: int = 0, checkpoint_at_end: bool = False,
-              max_restarts: int = 0, recompute_activations: bool = False,
-              replace: bool = False) -> Iterator[pb.TrainProgress]:
+              max_restarts: int = 0, recompute_activations: bool = False, normalize: str = "none",
+              patience: int = 0, min_delta: float = 0.0, replace: bool = False) -> Iterator[pb.TrainProgress]:
         """Starts a training job and yields its progress (`pb.TrainProgress`) until it ends: one per
         step, one per epoch's evaluation (`evaluated`), and a last one with `done` and a step's
         pipeline trace. Raises when the job fails (`Aborted`, its error in the message) or is
@@ -128,6 +130,10 @@ class Client:
         `optimizer` "sgd", "momentum", "adam" or an OptimizerSpec (as a dict or message; None: SGD),
         with `learning_rate`; `consistency` "sync", "async" or "bounded:K". `stages` and `replicas`
         (0: the coordinator's layout), `max_replicas` to let a sync job grow onto free partitions.
+        `normalize` is "none", "standardize" or "min-max": the inputs' rescaling, fitted on the
+        training split and applied by infer() on the job and its model too. `patience` > 0 stops
+        the job once its validation loss has not fallen (by more than `min_delta`) for that many
+        epochs.
         The other options are TrainRequest's (docs/api.md). Stopping the iteration leaves the job
         running: cancel_job() stops it.
         """
@@ -144,6 +150,10 @@ class Client:
             request.schedule = _SCHEDULES[schedule]
         if optimizer is not None or learning_rate is not None:
             request.optimizer.CopyFrom(_optimizer(optimizer or "sgd", learning_rate))
+        if normalize not in _NORMALIZATIONS:
+            raise ValueError(f"normalize is {normalize!r}; give one of {', '.join(_NORMALIZATIONS)}")
+        request.normalization.method = _NORMALIZATIONS[normalize]
+        request.early_stopping.CopyFrom(pb.EarlyStopping(patience=patience, min_delta=min_delta))
         request.data.CopyFrom(_data(inputs, targets, dataset))
         return self._stream("Train", request)
 

@@ -18,6 +18,12 @@ class ScheduleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCHEDULE_ONE_F_ONE_B: _ClassVar[ScheduleKind]
     SCHEDULE_ZERO_BUBBLE_H1: _ClassVar[ScheduleKind]
 
+class NormalizationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NORMALIZATION_METHOD_NONE: _ClassVar[NormalizationMethod]
+    NORMALIZATION_METHOD_STANDARDIZE: _ClassVar[NormalizationMethod]
+    NORMALIZATION_METHOD_MIN_MAX: _ClassVar[NormalizationMethod]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -40,6 +46,9 @@ SCHEDULE_UNSPECIFIED: ScheduleKind
 SCHEDULE_GPIPE: ScheduleKind
 SCHEDULE_ONE_F_ONE_B: ScheduleKind
 SCHEDULE_ZERO_BUBBLE_H1: ScheduleKind
+NORMALIZATION_METHOD_NONE: NormalizationMethod
+NORMALIZATION_METHOD_STANDARDIZE: NormalizationMethod
+NORMALIZATION_METHOD_MIN_MAX: NormalizationMethod
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_SUCCEEDED: JobState
@@ -133,7 +142,7 @@ class CheckpointPolicy(_message.Message):
     def __init__(self, every_steps: _Optional[int] = ..., at_end: _Optional[bool] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("job", "model", "data", "epochs", "batch_size", "micro_batches", "schedule", "optimizer", "consistency", "checkpoint", "validation_fraction", "split_points", "shuffle_seed", "recompute_activations", "max_kept_bytes", "replace", "max_restarts", "stages", "replicas", "max_replicas")
+    __slots__ = ("job", "model", "data", "epochs", "batch_size", "micro_batches", "schedule", "optimizer", "consistency", "checkpoint", "validation_fraction", "split_points", "shuffle_seed", "recompute_activations", "max_kept_bytes", "replace", "max_restarts", "stages", "replicas", "max_replicas", "normalization", "early_stopping")
     JOB_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +163,8 @@ class TrainRequest(_message.Message):
     STAGES_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_FIELD_NUMBER: _ClassVar[int]
     job: str
     model: _model_pb2.ModelSpec
     data: DataSource
@@ -174,7 +185,27 @@ class TrainRequest(_message.Message):
     stages: int
     replicas: int
     max_replicas: int
-    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSource, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointPolicy, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., split_points: _Optional[_Iterable[int]] = ..., shuffle_seed: _Optional[int] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., replace: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., stages: _Optional[int] = ..., replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ...) -> None: ...
+    normalization: InputNormalization
+    early_stopping: EarlyStopping
+    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSource, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointPolicy, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., split_points: _Optional[_Iterable[int]] = ..., shuffle_seed: _Optional[int] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., replace: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., stages: _Optional[int] = ..., replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ...) -> None: ...
+
+class EarlyStopping(_message.Message):
+    __slots__ = ("patience", "min_delta")
+    PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_DELTA_FIELD_NUMBER: _ClassVar[int]
+    patience: int
+    min_delta: float
+    def __init__(self, patience: _Optional[int] = ..., min_delta: _Optional[float] = ...) -> None: ...
+
+class InputNormalization(_message.Message):
+    __slots__ = ("method", "offset", "scale")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    method: NormalizationMethod
+    offset: _containers.RepeatedScalarFieldContainer[float]
+    scale: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, method: _Optional[_Union[NormalizationMethod, str]] = ..., offset: _Optional[_Iterable[float]] = ..., scale: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class StageBusy(_message.Message):
     __slots__ = ("stage", "replica", "busy_seconds")
@@ -187,7 +218,7 @@ class StageBusy(_message.Message):
     def __init__(self, stage: _Optional[int] = ..., replica: _Optional[int] = ..., busy_seconds: _Optional[float] = ...) -> None: ...
 
 class TrainProgress(_message.Message):
-    __slots__ = ("job", "epoch", "step", "total_steps", "loss", "samples_per_second", "stages", "validation_loss", "validation_accuracy", "done", "trace_json", "accuracy", "checkpoints", "evaluated", "queue_position")
+    __slots__ = ("job", "epoch", "step", "total_steps", "loss", "samples_per_second", "stages", "validation_loss", "validation_accuracy", "done", "trace_json", "accuracy", "checkpoints", "evaluated", "queue_position", "stopped_early_epoch")
     JOB_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +234,7 @@ class TrainProgress(_message.Message):
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     EVALUATED_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_EARLY_EPOCH_FIELD_NUMBER: _ClassVar[int]
     job: str
     epoch: int
     step: int
@@ -218,7 +250,8 @@ class TrainProgress(_message.Message):
     checkpoints: _containers.RepeatedScalarFieldContainer[str]
     evaluated: bool
     queue_position: int
-    def __init__(self, job: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., samples_per_second: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageBusy, _Mapping]]] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., done: _Optional[bool] = ..., trace_json: _Optional[str] = ..., accuracy: _Optional[float] = ..., checkpoints: _Optional[_Iterable[str]] = ..., evaluated: _Optional[bool] = ..., queue_position: _Optional[int] = ...) -> None: ...
+    stopped_early_epoch: int
+    def __init__(self, job: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., samples_per_second: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageBusy, _Mapping]]] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., done: _Optional[bool] = ..., trace_json: _Optional[str] = ..., accuracy: _Optional[float] = ..., checkpoints: _Optional[_Iterable[str]] = ..., evaluated: _Optional[bool] = ..., queue_position: _Optional[int] = ..., stopped_early_epoch: _Optional[int] = ...) -> None: ...
 
 class InferRequest(_message.Message):
     __slots__ = ("job", "model", "inputs", "micro_batches", "trace")
@@ -243,7 +276,7 @@ class InferResponse(_message.Message):
     def __init__(self, outputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., trace_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job", "state", "step", "total_steps", "loss", "error", "owner", "memory", "created_unix_seconds", "ended_unix_seconds", "options", "epochs", "model", "checkpoint_step", "resumes", "faults", "partitions", "started_unix_seconds", "checkpoint_epoch_loss_sum", "checkpoint_epoch_steps", "running_replicas", "steps", "trace_json")
+    __slots__ = ("job", "state", "step", "total_steps", "loss", "error", "owner", "memory", "created_unix_seconds", "ended_unix_seconds", "options", "epochs", "model", "checkpoint_step", "resumes", "faults", "partitions", "started_unix_seconds", "checkpoint_epoch_loss_sum", "checkpoint_epoch_steps", "running_replicas", "steps", "trace_json", "stopped_early_epoch")
     JOB_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +300,7 @@ class Job(_message.Message):
     RUNNING_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TRACE_JSON_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_EARLY_EPOCH_FIELD_NUMBER: _ClassVar[int]
     job: str
     state: JobState
     step: int
@@ -290,7 +324,8 @@ class Job(_message.Message):
     running_replicas: int
     steps: _containers.RepeatedCompositeFieldContainer[StepMetrics]
     trace_json: str
-    def __init__(self, job: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., error: _Optional[str] = ..., owner: _Optional[str] = ..., memory: _Optional[_Iterable[_Union[MemberMemory, _Mapping]]] = ..., created_unix_seconds: _Optional[float] = ..., ended_unix_seconds: _Optional[float] = ..., options: _Optional[_Union[TrainRequest, _Mapping]] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., model: _Optional[str] = ..., checkpoint_step: _Optional[int] = ..., resumes: _Optional[int] = ..., faults: _Optional[_Iterable[_Union[JobFault, _Mapping]]] = ..., partitions: _Optional[_Iterable[str]] = ..., started_unix_seconds: _Optional[float] = ..., checkpoint_epoch_loss_sum: _Optional[float] = ..., checkpoint_epoch_steps: _Optional[int] = ..., running_replicas: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[StepMetrics, _Mapping]]] = ..., trace_json: _Optional[str] = ...) -> None: ...
+    stopped_early_epoch: int
+    def __init__(self, job: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., error: _Optional[str] = ..., owner: _Optional[str] = ..., memory: _Optional[_Iterable[_Union[MemberMemory, _Mapping]]] = ..., created_unix_seconds: _Optional[float] = ..., ended_unix_seconds: _Optional[float] = ..., options: _Optional[_Union[TrainRequest, _Mapping]] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., model: _Optional[str] = ..., checkpoint_step: _Optional[int] = ..., resumes: _Optional[int] = ..., faults: _Optional[_Iterable[_Union[JobFault, _Mapping]]] = ..., partitions: _Optional[_Iterable[str]] = ..., started_unix_seconds: _Optional[float] = ..., checkpoint_epoch_loss_sum: _Optional[float] = ..., checkpoint_epoch_steps: _Optional[int] = ..., running_replicas: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[StepMetrics, _Mapping]]] = ..., trace_json: _Optional[str] = ..., stopped_early_epoch: _Optional[int] = ...) -> None: ...
 
 class StepMetrics(_message.Message):
     __slots__ = ("step", "epoch", "loss", "accuracy", "samples_per_second", "unix_seconds")
@@ -405,7 +440,7 @@ class DeleteJobResponse(_message.Message):
     def __init__(self, parameter_server_bytes_freed: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "version", "owner", "job", "spec", "split_points", "created_unix_seconds", "parameters", "weights_bytes", "loss", "validation_loss", "validation_accuracy")
+    __slots__ = ("name", "version", "owner", "job", "spec", "split_points", "created_unix_seconds", "parameters", "weights_bytes", "loss", "validation_loss", "validation_accuracy", "normalization")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
@@ -418,6 +453,7 @@ class Model(_message.Message):
     LOSS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_LOSS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     owner: str
@@ -430,7 +466,8 @@ class Model(_message.Message):
     loss: float
     validation_loss: float
     validation_accuracy: float
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., owner: _Optional[str] = ..., job: _Optional[str] = ..., spec: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., split_points: _Optional[_Iterable[int]] = ..., created_unix_seconds: _Optional[float] = ..., parameters: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ...) -> None: ...
+    normalization: InputNormalization
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., owner: _Optional[str] = ..., job: _Optional[str] = ..., spec: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., split_points: _Optional[_Iterable[int]] = ..., created_unix_seconds: _Optional[float] = ..., parameters: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name",)
@@ -477,16 +514,18 @@ class ModelChunk(_message.Message):
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ImportModelRequest(_message.Message):
-    __slots__ = ("name", "spec", "uri", "split_points")
+    __slots__ = ("name", "spec", "uri", "split_points", "normalization")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINTS_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     spec: _model_pb2.ModelSpec
     uri: str
     split_points: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., uri: _Optional[str] = ..., split_points: _Optional[_Iterable[int]] = ...) -> None: ...
+    normalization: InputNormalization
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., uri: _Optional[str] = ..., split_points: _Optional[_Iterable[int]] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ...) -> None: ...
 
 class JoinPoolRequest(_message.Message):
     __slots__ = ("endpoint",)

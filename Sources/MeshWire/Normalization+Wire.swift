@@ -1,0 +1,51 @@
+import MeshProto
+import MeshRPC
+import MeshTensor
+
+extension Pipemesh_V1_InputNormalization {
+  /// `method` fitted on `inputs` (examples along the first axis): the method
+  /// with its offset and scale per feature, or none. A model whose first
+  /// layer is an embedding reads token ids, which are not rescaled: a method
+  /// other than none for it is INVALID_ARGUMENT naming `field`.
+  public static func fitted(
+    _ method: Pipemesh_V1_NormalizationMethod, on inputs: Tensor, model: Sequential, field: String
+  ) throws -> Self {
+    let kind: Normalizer.Method
+    switch method {
+    case .none: return Self()
+    case .standardize: kind = .standardize
+    case .minMax: kind = .minMax
+    case .UNRECOGNIZED(let value):
+      throw RPCError(.invalidArgument, "\(field).method is \(value); give a NormalizationMethod")
+    }
+    if let first = model.layers.first as? Embedding {
+      throw RPCError(
+        .invalidArgument,
+        "\(field): the model's first layer (\(first.name)) reads token ids, which are not rescaled: "
+          + "give NORMALIZATION_NONE")
+    }
+    let normalizer = Normalizer(kind, fittedOn: inputs)
+    return .with {
+      $0.method = method
+      $0.offset = normalizer.offset
+      $0.scale = normalizer.scale
+    }
+  }
+
+  /// The rescaling recorded here for examples of `features` scalars, or nil
+  /// for none. Parameters that do not fit (another count, not finite, a
+  /// scale of 0 or less) are INVALID_ARGUMENT naming `field`.
+  public func normalizer(features: Int, field: String) throws -> Normalizer? {
+    if offset.isEmpty, scale.isEmpty { return nil }
+    guard offset.count == features, scale.count == features else {
+      throw RPCError(
+        .invalidArgument,
+        "\(field) has \(offset.count) offsets and \(scale.count) scales; the model's examples have \(features) "
+          + "scalars: give one of each per scalar, or none")
+    }
+    guard offset.allSatisfy(\.isFinite), scale.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+      throw RPCError(.invalidArgument, "\(field): offsets must be finite and scales finite and above 0")
+    }
+    return Normalizer(offset: offset, scale: scale)
+  }
+}
