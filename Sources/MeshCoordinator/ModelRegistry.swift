@@ -96,13 +96,7 @@ final class ModelRegistry: Sendable {
     normalization: Pipemesh_V1_InputNormalization, owner: String, admit: @escaping Admission
   ) async throws -> CoordinatorStore.StoredModel {
     let model = try makeModel(spec)
-    let rescales = try normalization.normalizer(
-      features: model.activationShapes[0].reduce(1, *), field: "normalization")
-    guard (rescales == nil) == (normalization.method == .none) else {
-      throw RPCError(
-        .invalidArgument,
-        "normalization: give a method with its offsets and scales (as an exported record has them), or neither")
-    }
+    _ = try normalization.checked(for: model, field: "normalization")
     _ = try Planner.plan(model, stages: stages(splitPoints), splitPoints: splitPoints.map { Int($0) })
     let contents: SafeTensors.Contents
     do {

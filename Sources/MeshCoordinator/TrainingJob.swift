@@ -100,10 +100,10 @@ final class TrainingJob: Sendable {
         "early_stopping: patience must be 0 to 10000 epochs and min_delta a finite number >= 0, got "
           + "\(stopping.patience) and \(stopping.minDelta)")
     }
-    guard stopping.patience == 0 || request.validationFraction > 0 else {
+    guard stopping.patience == 0 || request.validationFraction > 0 || request.fold.folds > 0 else {
       throw RPCError(
         .invalidArgument,
-        "early_stopping watches the validation loss: give validation_fraction above 0 (it holds out that much data)")
+        "early_stopping watches the validation loss: give validation_fraction above 0 or a fold (held-out data)")
     }
     // Flat rows (a CSV's features) take the model's input shape when the sizes agree.
     let inputShape = model.activationShapes[0]
@@ -117,14 +117,40 @@ final class TrainingJob: Sendable {
       model.spec.loss == .meanSquaredError && targets.rank == 1 && model.activationShapes.last == [1]
       ? targets.reshaped(to: [targets.shape[0], 1]) : targets
     try model.checkTarget(targets, batchSize: inputs.shape[0], "the targets do not fit the model")
-    let split = PortableRandom.heldOutSplit(
-      count: inputs.shape[0], validationFraction: Double(request.validationFraction), seed: request.shuffleSeed)
+    let folds = request.fold
+    guard folds.folds == 0 || ((2...1000).contains(folds.folds) && (0..<folds.folds).contains(folds.fold)) else {
+      throw RPCError(
+        .invalidArgument,
+        "fold: folds must be 0 or 2 to 1000 and fold 0 to folds - 1, got fold \(folds.fold) of \(folds.folds)")
+    }
+    guard folds.folds == 0 || request.validationFraction == 0 else {
+      throw RPCError(.invalidArgument, "give fold or validation_fraction, not both: a fold is the held-out data")
+    }
+    let split =
+      folds.folds > 0
+      ? PortableRandom.foldSplit(
+        count: inputs.shape[0], folds: Int(folds.folds), fold: Int(folds.fold), seed: request.shuffleSeed)
+      : PortableRandom.heldOutSplit(
+        count: inputs.shape[0], validationFraction: Double(request.validationFraction), seed: request.shuffleSeed)
     // Rescaling fitted on the training split alone, then the same for the held-out examples.
     let training = inputs.rows(split.train)
-    let normalization = try Pipemesh_V1_InputNormalization.fitted(
-      request.normalization.method, on: training, model: model, field: "normalization")
-    let normalizer = try normalization.normalizer(
-      features: training.scalarCount / max(1, training.shape[0]), field: "normalization")
+    // A job that goes on (resumed, restarted, moved) keeps the rescaling its weights were trained with.
+    let features = inputShape.reduce(1, *)
+    let kept = stored?.record.options.normalization
+    let normalization =
+      if let kept, kept.method == request.normalization.method, kept.method != .none, kept.offset.count == features {
+        kept
+      } else {
+        try Pipemesh_V1_InputNormalization.fitted(
+          request.normalization.method, on: training, model: model, field: "normalization")
+      }
+    let normalizer = try normalization.normalizer(features: features, field: "normalization")
+    guard request.earlyStopping.patience == 0 || !split.validation.isEmpty else {
+      throw RPCError(
+        .invalidArgument,
+        "early_stopping watches the validation loss, but validation_fraction \(request.validationFraction) of "
+          + "\(inputs.shape[0]) examples holds out none: hold out more")
+    }
     func rescaled(_ inputs: Tensor) -> Tensor { normalizer?.apply(to: inputs) ?? inputs }
     let validation =
       split.validation.isEmpty ? nil : (rescaled(inputs.rows(split.validation)), targets.rows(split.validation))
@@ -169,6 +195,7 @@ final class TrainingJob: Sendable {
         $0.createdUnixSeconds = Date().timeIntervalSince1970
         $0.options = options
       }
+    record.stoppedEarlyEpoch = 0
     if let stopped = stored?.record {
       record.faults.append(
         .with {
@@ -529,12 +556,23 @@ final class TrainingJob: Sendable {
     }
     let firstEpoch = Int(resumedStep) / stepsPerEpoch + 1
     // Stopped right after an epoch's last step, before its metrics were recorded.
+    /// Whether the job stops early after `epoch` (recorded when it does).
+    func stoppedEarly(after epoch: Int) async throws -> Bool {
+      guard stopsEarly, epoch < request.epochs, Self.stopsEarly(after: snapshot.epochs, request.earlyStopping) else {
+        return false
+      }
+      status.withLock { $0.stoppedEarlyEpoch = Int32(epoch) }
+      try await save()
+      return true
+    }
+    var stopped = false
     if resumedStep > 0, Int(resumedStep) % stepsPerEpoch == 0, recordedEpochs < firstEpoch - 1 {
       try await endEpoch(firstEpoch - 1)
+      stopped = try await stoppedEarly(after: firstEpoch - 1)
     }
     // Resumed at an epoch's end: the next epoch starts afresh.
     if Int(resumedStep) % stepsPerEpoch == 0 { (epochLossSum, epochSteps) = (0, 0) }
-    for epoch in firstEpoch..<(Int(request.epochs) + 1) {
+    for epoch in firstEpoch..<(Int(request.epochs) + 1) where !stopped {
       let order = PortableRandom.permutation(
         train.inputs.shape[0], seed: PortableRandom.epochSeed(request.shuffleSeed, epoch: epoch - 1))
       for index in (epoch == firstEpoch ? Int(resumedStep) % stepsPerEpoch : 0)..<stepsPerEpoch {
@@ -613,11 +651,7 @@ final class TrainingJob: Sendable {
         if let moving { throw Move(reason: moving, step: step) }
       }
       try await endEpoch(epoch)
-      if stopsEarly, Self.stopsEarly(after: snapshot.epochs, request.earlyStopping) {
-        status.withLock { $0.stoppedEarlyEpoch = Int32(epoch) }
-        try await save()
-        break
-      }
+      if try await stoppedEarly(after: epoch) { break }
     }
     var last = Pipemesh_V1_TrainProgress()
     last.job = name
@@ -642,8 +676,9 @@ final class TrainingJob: Sendable {
   static func stopsEarly(after epochs: [Pipemesh_V1_EpochMetrics], _ rule: Pipemesh_V1_EarlyStopping) -> Bool {
     let patience = Int(rule.patience)
     guard patience > 0, epochs.count > patience else { return false }
-    let best = epochs.dropLast(patience).map(\.validationLoss).min() ?? .infinity
-    return epochs.suffix(patience).allSatisfy { $0.validationLoss > best - Double(rule.minDelta) }
+    // A loss that is not a number (a diverged job) improves on nothing.
+    let best = epochs.dropLast(patience).map(\.validationLoss).filter(\.isFinite).min() ?? .infinity
+    return epochs.suffix(patience).allSatisfy { !($0.validationLoss <= best - Double(rule.minDelta)) }
   }
 
   /// Loads every stage on every replica; returns where each one's tensors
@@ -723,14 +758,30 @@ final class TrainingJob: Sendable {
   private func evaluate(
     _ inputs: Tensor, _ targets: Tensor, on placement: Placement, callTimeout: Duration
   ) async throws -> (loss: Double, accuracy: Double) {
-    let outputs = try await Inference.run(
-      inputs, job: runID, stages: placement.firstReplica, chunk: Int(request.batchSize), callTimeout: callTimeout)
-    let loss = withoutGradients { model.loss(output: outputs, target: targets).scalar }
-    let accuracy =
-      model.spec.loss == .softmaxCrossEntropy
-      ? Double(Loss.correctPredictions(logits: outputs, labels: targets)) / Double(max(1, targets.scalarCount)) : 0
-    return (Double(loss), accuracy)
+    // In parts of at most `Self.evaluatedScalars` outputs, each part's mean loss weighted by its
+    // rows: a language model's held-out text gives 256 logits a byte, too many to hold at once.
+    let rows = inputs.shape[0]
+    let outputScalars = max(1, model.activationShapes[model.activationShapes.count - 1].reduce(1, *))
+    let part = max(1, Self.evaluatedScalars / outputScalars)
+    var (lossSum, correct) = (0.0, 0)
+    for start in stride(from: 0, to: rows, by: part) {
+      let range = Array(start..<min(rows, start + part))
+      let (partInputs, partTargets) =
+        range.count == rows ? (inputs, targets) : (inputs.rows(range), targets.rows(range))
+      let outputs = try await Inference.run(
+        partInputs, job: runID, stages: placement.firstReplica, chunk: Int(request.batchSize), callTimeout: callTimeout)
+      lossSum +=
+        Double(withoutGradients { model.loss(output: outputs, target: partTargets).scalar }) * Double(range.count)
+      if model.spec.loss == .softmaxCrossEntropy {
+        correct += Loss.correctPredictions(logits: outputs, labels: partTargets)
+      }
+    }
+    let accuracy = model.spec.loss == .softmaxCrossEntropy ? Double(correct) / Double(max(1, targets.scalarCount)) : 0
+    return (lossSum / Double(max(1, rows)), accuracy)
   }
+
+  /// The most outputs an evaluation holds at once (64 MiB of float32).
+  static let evaluatedScalars = 16 << 20
 
   /// Has every ps task write the job's own checkpoint after `step` (the ps
   /// holds the step: it flushed) and records it as where the job resumes.

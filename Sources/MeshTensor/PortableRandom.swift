@@ -76,6 +76,20 @@ public enum PortableRandom {
     return (Array(order[..<trainCount]), Array(order[trainCount...]))
   }
 
+  /// Examples `0..<count` split for fold `fold` of `folds`-fold cross-validation: after
+  /// `permutation(count, seed:)`, the positions are cut into `folds` runs of near-equal length
+  /// (the first `count % folds` one longer); run `fold` holds the validation examples and the
+  /// others, in order, the training examples. Each example is held out by exactly one fold.
+  public static func foldSplit(count: Int, folds: Int, fold: Int, seed: UInt64) -> (
+    train: [Int], validation: [Int]
+  ) {
+    precondition(folds >= 2 && (0..<folds).contains(fold), "fold \(fold) of \(folds)")
+    let order = permutation(count, seed: seed)
+    func start(_ index: Int) -> Int { index * (count / folds) + Swift.min(index, count % folds) }
+    let held = start(fold)..<start(fold + 1)
+    return (Array(order[..<held.lowerBound] + order[held.upperBound...]), Array(order[held]))
+  }
+
   /// A stable 64-bit seed for `name` under `seed` (FNV-1a of the UTF-8 bytes, then mixed).
   public static func derivedSeed(_ seed: UInt64, _ name: String) -> UInt64 {
     mix(seed ^ fnv1a64(name.utf8))

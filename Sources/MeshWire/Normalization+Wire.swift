@@ -10,9 +10,39 @@ extension Pipemesh_V1_InputNormalization {
   public static func fitted(
     _ method: Pipemesh_V1_NormalizationMethod, on inputs: Tensor, model: Sequential, field: String
   ) throws -> Self {
+    guard let kind = try Self.kind(of: method, model: model, field: field) else { return Self() }
+    let normalizer = Normalizer(kind, fittedOn: inputs)
+    return .with {
+      $0.method = method
+      $0.offset = normalizer.offset
+      $0.scale = normalizer.scale
+    }
+  }
+
+  /// The rescaling recorded here (a model's, given back by ImportModel) for
+  /// `model`: nil for none. A method without parameters, parameters without a
+  /// method, or any method for a model that reads token ids are
+  /// INVALID_ARGUMENT naming `field`.
+  public func checked(for model: Sequential, field: String) throws -> Normalizer? {
+    let kind = try Self.kind(of: method, model: model, field: field)
+    let normalizer = try normalizer(features: model.activationShapes[0].reduce(1, *), field: field)
+    guard (kind == nil) == (normalizer == nil) else {
+      throw RPCError(
+        .invalidArgument,
+        "\(field): give a method with its offsets and scales (as an exported record has them), or neither")
+    }
+    return normalizer
+  }
+
+  /// The method's kind, or nil for none; refuses an unknown method, and any
+  /// method for a model whose first layer is an embedding (token ids are
+  /// not rescaled).
+  private static func kind(
+    of method: Pipemesh_V1_NormalizationMethod, model: Sequential, field: String
+  ) throws -> Normalizer.Method? {
     let kind: Normalizer.Method
     switch method {
-    case .none: return Self()
+    case .none: return nil
     case .standardize: kind = .standardize
     case .minMax: kind = .minMax
     case .UNRECOGNIZED(let value):
@@ -22,14 +52,9 @@ extension Pipemesh_V1_InputNormalization {
       throw RPCError(
         .invalidArgument,
         "\(field): the model's first layer (\(first.name)) reads token ids, which are not rescaled: "
-          + "give NORMALIZATION_NONE")
+          + "give NORMALIZATION_METHOD_NONE")
     }
-    let normalizer = Normalizer(kind, fittedOn: inputs)
-    return .with {
-      $0.method = method
-      $0.offset = normalizer.offset
-      $0.scale = normalizer.scale
-    }
+    return kind
   }
 
   /// The rescaling recorded here for examples of `features` scalars, or nil

@@ -1,12 +1,13 @@
 import Foundation
 import MeshCheckpoint
-import MeshCoordinator
 import MeshInProcess
 import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshWire
 import Testing
+
+@testable import MeshCoordinator
 
 /// Early stopping: a job whose validation loss stops falling ends after
 /// `patience` epochs without improvement, with its weights on the ps.
@@ -83,6 +84,32 @@ import Testing
     })
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()
+  }
+
+  /// The rule on recorded losses: `patience` epochs in a row none below the best before them
+  /// by more than min_delta; a diverged (NaN) epoch improves on nothing.
+  @Test func theRuleReadsTheRecordedLosses() {
+    func stops(_ losses: [Double], patience: Int32 = 2, minDelta: Float = 0) -> Bool {
+      TrainingJob.stopsEarly(
+        after: losses.enumerated().map { index, loss in
+          .with {
+            $0.epoch = Int32(index + 1)
+            $0.validationLoss = loss
+          }
+        },
+        .with {
+          $0.patience = patience
+          $0.minDelta = minDelta
+        })
+    }
+    #expect(!stops([1.0, 0.9]))  // no more epochs than the patience
+    #expect(!stops([1.0, 0.9, 0.8]))
+    #expect(stops([1.0, 0.9, 0.95, 0.91]))
+    #expect(!stops([1.0, 0.9, 0.95, 0.89]))
+    #expect(stops([1.0, 0.9, 0.95, 0.89], minDelta: 0.05))
+    #expect(stops([1.0, 0.9, .nan, .nan]))
+    #expect(stops([.nan, 0.9, 1.0, 1.0]))
+    #expect(!stops([1.0, 0.9, 0.95, 0.89], patience: 0))
   }
 
   @Test func earlyStoppingNeedsHeldOutDataAndSaneBounds() async throws {

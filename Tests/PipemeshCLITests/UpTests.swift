@@ -131,10 +131,17 @@ import Testing
     #expect(FileManager.default.fileExists(atPath: file("logs")) == !inProcess)
     for name in [
       "options.json", "metrics.csv", "metrics.json", "loss.svg", "accuracy.svg", "trace.json", "model.json",
-      "checkpoint.safetensors",
+      "job.json", "checkpoint.safetensors",
     ] {
       #expect(FileManager.default.fileExists(atPath: file(name)), "\(name) is missing from the run folder")
     }
+    // The job's record holds the inputs' rescaling that `up` asked for by default, as fitted.
+    let job = try #require(
+      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file("job.json")))) as? [String: Any]
+    )
+    let scaling = try #require((job["options"] as? [String: Any])?["normalization"] as? [String: Any], "\(job)")
+    #expect(scaling["method"] as? String == "NORMALIZATION_METHOD_STANDARDIZE")
+    #expect((scaling["scale"] as? [Double])?.count == 64, "\(scaling)")
 
     // Ten classes: an untrained model is right about 10% of the time.
     let metrics = try #require(

@@ -1,4 +1,4 @@
-"""The shell blocks of README.md and docs/operations.md against the code, so
+"""The shell blocks of README.md, docs/operations.md and docs/models.md against the code, so
 that they cannot drift from it again: each block parses as bash; every
 `pipemesh` command names subcommands the binary has and only options they
 declare; every repository path a block names exists (scripts executable, with
@@ -26,7 +26,7 @@ import yaml
 
 from conftest import CHART, REPOSITORY, SYSTEMD
 
-DOCUMENTS = ["README.md", "docs/operations.md"]
+DOCUMENTS = ["README.md", "docs/operations.md", "docs/models.md"]
 SEPARATORS = {";", "|", "&&", "||", "&", "(", ")"}
 # Folders of the repository a command may name files in.
 REPOSITORY_FOLDERS = ("examples/", "scripts/", "helm/", "clients/", "systemd/", "docs/", "datasets/")
@@ -215,7 +215,7 @@ def test_what_this_machine_can_run_runs_as_written(pipemesh: Path, tmp_path: Pat
                 folders = set((tmp_path / "runs").iterdir()) - before
                 assert len(folders) == 1, f"{where}: {folders}"
                 written = {path.name for path in folders.pop().iterdir()}
-                expected = {"options.json", "metrics.csv", "metrics.json", "loss.svg", "trace.json", "model.json",
+                expected = {"options.json", "metrics.csv", "metrics.json", "loss.svg", "trace.json", "model.json", "job.json",
                             "checkpoint.safetensors", "ps-checkpoints"}
                 assert expected <= written, f"{where} wrote {sorted(written)}"
             ran.append(words[1])

@@ -849,6 +849,12 @@ class HostileGenerator:
             request.normalization.offset.extend(values)
             request.normalization.scale.extend(values)
             d.note(f"normalization offset/scale of {len(values)}")
+        if d.hostile():
+            request.early_stopping.patience = d.int32("early_stopping.patience", 1)
+            request.early_stopping.min_delta = d.float("early_stopping.min_delta", 0.0)
+        if d.hostile():
+            request.fold.folds = d.int32("fold.folds", 2)
+            request.fold.fold = d.int32("fold.fold", 1)
         data = rng.random()  # mostly small inline data: a digits epoch costs the mesh ~1 s of CPU
         if data < 0.3:
             uri = "digits"

@@ -670,11 +670,43 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// Clears the value of `earlyStopping`. Subsequent reads from it will return its default value.
   public mutating func clearEarlyStopping() {_uniqueStorage()._earlyStopping = nil}
 
+  /// Holds out fold `fold` of `folds` instead of validation_fraction: one job per fold trains on
+  /// the others and validates on it (`pipemesh sweep --folds`).
+  /// Valid: see CrossValidationFold.
+  public var fold: Pipemesh_V1_CrossValidationFold {
+    get {_storage._fold ?? Pipemesh_V1_CrossValidationFold()}
+    set {_uniqueStorage()._fold = newValue}
+  }
+  /// Returns true if `fold` has been explicitly set.
+  public var hasFold: Bool {_storage._fold != nil}
+  /// Clears the value of `fold`. Subsequent reads from it will return its default value.
+  public mutating func clearFold() {_uniqueStorage()._fold = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// One fold of k-fold cross-validation: the examples, permuted by shuffle_seed, are cut into
+/// `folds` runs of near-equal length (the first examples % folds one longer); run `fold` is held
+/// out. Each example is held out by exactly one fold.
+public nonisolated struct Pipemesh_V1_CrossValidationFold: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Valid: 0 (no folds: validation_fraction holds out), or 2 to 1,000 with validation_fraction 0
+  /// (INVALID_ARGUMENT otherwise).
+  public var folds: Int32 = 0
+
+  /// Valid: 0 to folds - 1.
+  public var fold: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// Stops a job once its validation loss has not fallen below its best by more than min_delta
@@ -1974,7 +2006,7 @@ nonisolated extension Pipemesh_V1_CheckpointPolicy: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0\u{1}normalization\0\u{3}early_stopping\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0\u{1}normalization\0\u{3}early_stopping\0\u{1}fold\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -1999,6 +2031,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _maxReplicas: Int32 = 0
     var _normalization: Pipemesh_V1_InputNormalization? = nil
     var _earlyStopping: Pipemesh_V1_EarlyStopping? = nil
+    var _fold: Pipemesh_V1_CrossValidationFold? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2031,6 +2064,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _maxReplicas = source._maxReplicas
       _normalization = source._normalization
       _earlyStopping = source._earlyStopping
+      _fold = source._fold
     }
   }
 
@@ -2071,6 +2105,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 20: try { try decoder.decodeSingularInt32Field(value: &_storage._maxReplicas) }()
         case 21: try { try decoder.decodeSingularMessageField(value: &_storage._normalization) }()
         case 22: try { try decoder.decodeSingularMessageField(value: &_storage._earlyStopping) }()
+        case 23: try { try decoder.decodeSingularMessageField(value: &_storage._fold) }()
         default: break
         }
       }
@@ -2149,6 +2184,9 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       try { if let v = _storage._earlyStopping {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
       } }()
+      try { if let v = _storage._fold {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2180,10 +2218,46 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._maxReplicas != rhs_storage._maxReplicas {return false}
         if _storage._normalization != rhs_storage._normalization {return false}
         if _storage._earlyStopping != rhs_storage._earlyStopping {return false}
+        if _storage._fold != rhs_storage._fold {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_CrossValidationFold: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CrossValidationFold"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}folds\0\u{1}fold\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.folds) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.fold) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.folds != 0 {
+      try visitor.visitSingularInt32Field(value: self.folds, fieldNumber: 1)
+    }
+    if self.fold != 0 {
+      try visitor.visitSingularInt32Field(value: self.fold, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_CrossValidationFold, rhs: Pipemesh_V1_CrossValidationFold) -> Bool {
+    if lhs.folds != rhs.folds {return false}
+    if lhs.fold != rhs.fold {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

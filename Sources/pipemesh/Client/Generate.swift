@@ -143,6 +143,8 @@ struct RunFolderModel: LanguageModel {
   let network: Sequential
   let variables: [String: Tensor]
   let window: Int
+  /// The rescaling of the inputs the job trained with (its job.json), if any.
+  let normalizer: Normalizer?
 
   init(folder: String) throws {
     let spec = try ModelSpecFile.read((folder as NSString).appendingPathComponent("model.json"))
@@ -171,10 +173,26 @@ struct RunFolderModel: LanguageModel {
       variables[declaration.name] = value
     }
     self.variables = variables
+    let record = (folder as NSString).appendingPathComponent("job.json")
+    if let text = try? String(contentsOfFile: record, encoding: .utf8) {
+      do {
+        normalizer = try Pipemesh_V1_Job(jsonString: text).options.normalization.checked(
+          for: network, field: "\(record): normalization")
+      } catch {
+        throw ValidationError("--run: cannot read \(record): \(error)")
+      }
+    } else {
+      normalizer = nil
+    }
   }
 
   func logits(_ windows: Tensor) async throws -> Tensor {
-    network(windows, variables: variables)
+    do {
+      try network.validate(input: windows)
+    } catch {
+      throw ValidationError("--run: the model cannot read this text: \(error.message)")
+    }
+    return network(normalizer?.apply(to: windows) ?? windows, variables: variables)
   }
 }
 

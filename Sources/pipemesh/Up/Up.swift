@@ -22,7 +22,8 @@ struct Up: AsyncParsableCommand {
       held-out split after every epoch, and writes runs/<time>/: options.json (every setting, and the \
       command that runs it again), metrics.csv (a row per step, written as the run goes) and \
       metrics.json, loss.svg and accuracy.svg (a classifier's), trace.json (a steady step's pipeline timeline as the \
-      partitions timed it, for Perfetto), model.json (the spec used), checkpoint.safetensors (the trained variables), \
+      partitions timed it, for Perfetto), model.json (the spec used), job.json (the job's record: every \
+      option and the inputs' fitted rescaling), checkpoint.safetensors (the trained variables), \
       ps-checkpoints/ (the ps task's own checkpoints) and logs/. Ctrl-C cancels the job and stops the \
       mesh cleanly; the folder keeps what the run reported until then.
       """)
@@ -207,6 +208,10 @@ struct Up: AsyncParsableCommand {
     guard let last else { throw ValidationError("the coordinator ended the job without a final report") }
     try run.writeMetrics(steps: steps, evaluations: evaluations, classifies: !training.regression)
     try run.write(last.traceJson, to: "trace.json")
+    // The job as the coordinator recorded it: its effective options, the inputs' rescaling
+    // (which inference of checkpoint.safetensors needs), its epochs.
+    let job = try await coordinator.call(CoordinatorMethods.getJob, .with { $0.job = request.job })
+    try run.write(try job.jsonString(), to: "job.json")
     if let checkpoint = last.checkpoints.first {
       try FileManager.default.copyItem(atPath: checkpoint, toPath: run.file("checkpoint.safetensors"))
     }

@@ -142,7 +142,7 @@ class CheckpointPolicy(_message.Message):
     def __init__(self, every_steps: _Optional[int] = ..., at_end: _Optional[bool] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("job", "model", "data", "epochs", "batch_size", "micro_batches", "schedule", "optimizer", "consistency", "checkpoint", "validation_fraction", "split_points", "shuffle_seed", "recompute_activations", "max_kept_bytes", "replace", "max_restarts", "stages", "replicas", "max_replicas", "normalization", "early_stopping")
+    __slots__ = ("job", "model", "data", "epochs", "batch_size", "micro_batches", "schedule", "optimizer", "consistency", "checkpoint", "validation_fraction", "split_points", "shuffle_seed", "recompute_activations", "max_kept_bytes", "replace", "max_restarts", "stages", "replicas", "max_replicas", "normalization", "early_stopping", "fold")
     JOB_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +165,7 @@ class TrainRequest(_message.Message):
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     EARLY_STOPPING_FIELD_NUMBER: _ClassVar[int]
+    FOLD_FIELD_NUMBER: _ClassVar[int]
     job: str
     model: _model_pb2.ModelSpec
     data: DataSource
@@ -187,7 +188,16 @@ class TrainRequest(_message.Message):
     max_replicas: int
     normalization: InputNormalization
     early_stopping: EarlyStopping
-    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSource, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointPolicy, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., split_points: _Optional[_Iterable[int]] = ..., shuffle_seed: _Optional[int] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., replace: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., stages: _Optional[int] = ..., replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ...) -> None: ...
+    fold: CrossValidationFold
+    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSource, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointPolicy, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., split_points: _Optional[_Iterable[int]] = ..., shuffle_seed: _Optional[int] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., replace: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., stages: _Optional[int] = ..., replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., fold: _Optional[_Union[CrossValidationFold, _Mapping]] = ...) -> None: ...
+
+class CrossValidationFold(_message.Message):
+    __slots__ = ("folds", "fold")
+    FOLDS_FIELD_NUMBER: _ClassVar[int]
+    FOLD_FIELD_NUMBER: _ClassVar[int]
+    folds: int
+    fold: int
+    def __init__(self, folds: _Optional[int] = ..., fold: _Optional[int] = ...) -> None: ...
 
 class EarlyStopping(_message.Message):
     __slots__ = ("patience", "min_delta")

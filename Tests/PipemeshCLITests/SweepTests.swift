@@ -1,0 +1,72 @@
+import Foundation
+import MeshTestSupport
+import Testing
+
+/// `pipemesh sweep` on a pool of four partitions: trials and folds as jobs
+/// side by side, a table of held-out figures, the best trained again.
+@Suite(.serialized) struct SweepTests {
+  typealias Mesh = DurableStateTests.Mesh
+
+  /// The [start, end] wall times of the jobs named `prefix…`.
+  static func runTimes(_ prefix: String, on mesh: Mesh) async throws -> [(Double, Double)] {
+    let listed = try #require(try await mesh.json(["jobs"]).first?["jobs"] as? [[String: Any]])
+    return listed.filter { ($0["job"] as? String ?? "").hasPrefix(prefix) }.map {
+      ($0["startedUnixSeconds"] as? Double ?? 0, $0["endedUnixSeconds"] as? Double ?? 0)
+    }
+  }
+
+  /// Whether two of the intervals overlap: jobs that ran side by side.
+  static func overlap(_ times: [(Double, Double)]) -> Bool {
+    times.indices.contains { i in
+      times.indices.contains { j in i < j && times[i].0 < times[j].1 && times[j].0 < times[i].1 }
+    }
+  }
+
+  @Test func aGridOfFourTrialsRunsSideBySideAndTheBestIsTrainedAgain() async throws {
+    let mesh = try await Mesh(partitions: 4)
+    let sweep = try await mesh.run([
+      "sweep", "--model", DurableStateTests.model, "--learning-rates", "0.01,0.0001", "--batch-sizes", "32,64",
+      "--epochs", "2", "--stages", "1", "--prefix", "grid", "--name", "grid-best",
+    ])
+    #expect(sweep.status == 0, "\(sweep.output)")
+    let lines = sweep.output.split(separator: "\n").map(String.init)
+    let header = try #require(lines.firstIndex { $0.hasPrefix("trial  settings") }, "\(sweep.output)")
+    let rows = lines[(header + 1)...].prefix { $0.first?.isNumber == true || $0.first == " " }.filter {
+      $0.contains("±")
+    }
+    #expect(rows.count == 4, "\(sweep.output)")
+    // Best first: a learning rate of 1e-4 for two epochs learns far less than 0.01.
+    #expect(rows.first?.contains("lr 0.01 ") == true, "\(rows)")
+    #expect(rows.suffix(2).allSatisfy { $0.contains("lr 0.0001") }, "\(rows)")
+    #expect(sweep.output.contains("best: trial") && sweep.output.contains("training it as job grid-best"))
+    #expect(Self.overlap(try await Self.runTimes("grid-t", on: mesh)), "the trials ran one after another")
+    let best = try await DurableStateTests.record("grid-best", on: mesh)
+    #expect(best["state"] as? String == "JOB_STATE_SUCCEEDED" && best["model"] as? String == "grid-best:v1", "\(best)")
+    let options = try #require(best["options"] as? [String: Any])
+    #expect(
+      (options["optimizer"] as? [String: Any]).flatMap { ($0["learningRate"] as? [String: Any])?["base"] as? Double }
+        == 0.01)
+  }
+
+  @Test func fiveFoldCrossValidationHoldsOutEachExampleOnce() async throws {
+    let mesh = try await Mesh(partitions: 4)
+    let sweep = try await mesh.json([
+      "sweep", "--model", DurableStateTests.model, "--folds", "5", "--epochs", "2", "--stages", "1", "--prefix", "cv",
+    ])
+    let trials = try #require(sweep.last?["trials"] as? [[String: Any]], "\(sweep)")
+    #expect(trials.count == 1)
+    let trial = try #require(trials.first)
+    #expect((trial["jobs"] as? [String]) == (0..<5).map { "cv-t0-f\($0)" }, "\(trial)")
+    #expect((trial["validation_accuracy_mean"] as? Double ?? 0) > 0.85, "\(trial)")
+    #expect((trial["validation_accuracy_std"] as? Double ?? 1) < 0.1, "\(trial)")
+    #expect(Self.overlap(try await Self.runTimes("cv-t0", on: mesh)), "the folds ran one after another")
+    // Each fold's job records its fold and holds out nothing else.
+    for fold in 0..<5 {
+      let record = try await DurableStateTests.record("cv-t0-f\(fold)", on: mesh)
+      let options = try #require(record["options"] as? [String: Any])
+      let recorded = try #require(options["fold"] as? [String: Any], "\(options)")
+      #expect(recorded["folds"] as? Int == 5 && (recorded["fold"] as? Int ?? 0) == fold)
+      #expect(options["validationFraction"] as? Double == 0)
+    }
+  }
+}
