@@ -535,10 +535,11 @@ final class TrainingJob: Sendable {
       (epochLossSum, epochSteps) = (0, 0)
       if let validation = data.validation {
         // Each chunk within a step's deadline: a partition that hangs is found as in a step.
-        let (loss, accuracy) = try await evaluate(
+        let (loss, accuracy, r2) = try await evaluate(
           validation.inputs, validation.targets, on: placement, callTimeout: Self.stepDeadline(after: recentSteps))
         metrics.validationLoss = loss
         metrics.validationAccuracy = accuracy
+        metrics.validationR2 = r2
         let evaluated = Pipemesh_V1_TrainProgress.with {
           $0.job = name
           $0.epoch = Int32(epoch)
@@ -547,6 +548,7 @@ final class TrainingJob: Sendable {
           $0.evaluated = true
           $0.validationLoss = loss
           $0.validationAccuracy = accuracy
+          $0.validationR2 = r2
         }
         events?.evaluated(name, evaluated)
         report(evaluated)
@@ -757,13 +759,13 @@ final class TrainingJob: Sendable {
   /// replica 0's pipeline.
   private func evaluate(
     _ inputs: Tensor, _ targets: Tensor, on placement: Placement, callTimeout: Duration
-  ) async throws -> (loss: Double, accuracy: Double) {
+  ) async throws -> (loss: Double, accuracy: Double, r2: Double) {
     // In parts of at most `Self.evaluatedScalars` outputs, each part's mean loss weighted by its
     // rows: a language model's held-out text gives 256 logits a byte, too many to hold at once.
     let rows = inputs.shape[0]
     let outputScalars = max(1, model.activationShapes[model.activationShapes.count - 1].reduce(1, *))
     let part = max(1, Self.evaluatedScalars / outputScalars)
-    var (lossSum, correct) = (0.0, 0)
+    var (lossSum, correct, squaredErrors) = (0.0, 0, 0.0)
     for start in stride(from: 0, to: rows, by: part) {
       let range = Array(start..<min(rows, start + part))
       let (partInputs, partTargets) =
@@ -772,12 +774,36 @@ final class TrainingJob: Sendable {
         partInputs, job: runID, stages: placement.firstReplica, chunk: Int(request.batchSize), callTimeout: callTimeout)
       lossSum +=
         Double(withoutGradients { model.loss(output: outputs, target: partTargets).scalar }) * Double(range.count)
-      if model.spec.loss == .softmaxCrossEntropy {
-        correct += Loss.correctPredictions(logits: outputs, labels: partTargets)
+      switch model.spec.loss {
+      case .softmaxCrossEntropy: correct += Loss.correctPredictions(logits: outputs, labels: partTargets)
+      case .meanSquaredError:
+        squaredErrors += zip(outputs.scalars, partTargets.scalars).reduce(0) {
+          $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1))
+        }
       }
     }
-    let accuracy = model.spec.loss == .softmaxCrossEntropy ? Double(correct) / Double(max(1, targets.scalarCount)) : 0
-    return (lossSum / Double(max(1, rows)), accuracy)
+    switch model.spec.loss {
+    case .softmaxCrossEntropy:
+      return (lossSum / Double(max(1, rows)), Double(correct) / Double(max(1, targets.scalarCount)), 0)
+    case .meanSquaredError:
+      return (lossSum / Double(max(1, rows)), 0, Self.determination(squaredErrors: squaredErrors, targets: targets))
+    }
+  }
+
+  /// 1 − `squaredErrors` / Σ(y − ȳ)² over `targets` [N, outputs…], ȳ each
+  /// output's mean; 0 when the targets do not vary.
+  static func determination(squaredErrors: Double, targets: Tensor) -> Double {
+    let outputs = max(1, targets.scalarCount / max(1, targets.shape[0]))
+    let values = targets.scalars
+    var means = [Double](repeating: 0, count: outputs)
+    for (index, value) in values.enumerated() { means[index % outputs] += Double(value) }
+    let rows = Double(max(1, targets.shape[0]))
+    means = means.map { $0 / rows }
+    let total = values.enumerated().reduce(0.0) { sum, item in
+      let deviation = Double(item.element) - means[item.offset % outputs]
+      return sum + deviation * deviation
+    }
+    return total > 0 ? 1 - squaredErrors / total : 0
   }
 
   /// The most outputs an evaluation holds at once (64 MiB of float32).

@@ -48,6 +48,26 @@ import Testing
         == 0.01)
   }
 
+  @Test func aTrialThatFailsIsARowOfTheTableNotTheEndOfTheSweep() async throws {
+    let mesh = try await Mesh(partitions: 2)
+    let sweep = try await mesh.run([
+      "sweep", "--model", DurableStateTests.model, "--batch-sizes", "32,5000", "--epochs", "1", "--prefix", "mixed",
+    ])
+    #expect(sweep.status == 0, "\(sweep.output)")
+    // Each job's line as it ends; the one with a batch larger than the data is refused.
+    #expect(sweep.output.contains("mixed-t0-f0  trial 0 fold 0: validation loss "), "\(sweep.output)")
+    #expect(
+      sweep.output.contains("mixed-t1-f0  trial 1 fold 0: failed: INVALID_ARGUMENT")
+        && sweep.output.contains("fewer than one step needs"), "\(sweep.output)")
+    let rows = sweep.output.split(separator: "\n").filter { $0.contains("±") }
+    #expect(
+      rows.count == 2 && rows.first?.contains("batch 32 ") == true && rows.last?.contains("nan") == true, "\(rows)")
+    let failed = try await mesh.run([
+      "sweep", "--model", DurableStateTests.model, "--batch-sizes", "5000", "--prefix", "none",
+    ])
+    #expect(failed.status == 1 && failed.output.contains("no trial ended with a validation loss"), "\(failed.output)")
+  }
+
   @Test func fiveFoldCrossValidationHoldsOutEachExampleOnce() async throws {
     let mesh = try await Mesh(partitions: 4)
     let sweep = try await mesh.json([

@@ -95,7 +95,7 @@ import Testing
   }
 
   /// A regression's run folder plots its loss and no accuracy (it has none).
-  @Test func aRegressionRunPlotsItsLossOnly() async throws {
+  @Test func aRegressionRunPlotsItsLossAndR2() async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-regression")
     let up = try ChildProcess(
       PipemeshBinary.path,
@@ -107,10 +107,22 @@ import Testing
     let run = (directory.file("runs") as NSString).appendingPathComponent(
       try #require(try FileManager.default.contentsOfDirectory(atPath: directory.file("runs")).first))
     let files = try FileManager.default.contentsOfDirectory(atPath: run)
-    #expect(files.contains("loss.svg") && !files.contains("accuracy.svg"), "\(files)")
-    // Its loss is the metric that fits: the mean squared error.
+    #expect(files.contains("loss.svg") && files.contains("r2.svg") && !files.contains("accuracy.svg"), "\(files)")
+    // Its loss is the metric that fits: the mean squared error; and the variance it explains.
     let loss = try String(contentsOfFile: (run as NSString).appendingPathComponent("loss.svg"), encoding: .utf8)
     #expect(loss.contains(">mean squared error</text>"), "\(loss)")
+    let r2 = try String(contentsOfFile: (run as NSString).appendingPathComponent("r2.svg"), encoding: .utf8)
+    #expect(r2.contains(">variance explained (1 is a perfect fit)</text>"), "\(r2)")
+    // The synthetic targets are a linear map plus noise of deviation 0.1 (their variance about 9):
+    // one epoch explains most of it.
+    #expect(up.log.contains("R² 0.9"), "\(up.log)")
+    let metrics = try #require(
+      try JSONSerialization.jsonObject(
+        with: Data(contentsOf: URL(fileURLWithPath: (run as NSString).appendingPathComponent("metrics.json"))))
+        as? [String: Any])
+    let evaluation = try #require((metrics["evaluations"] as? [[String: Any]])?.last)
+    let determination = try #require(evaluation["validation_r2"] as? Double)
+    #expect(determination > 0.9 && determination <= 1, "\(evaluation)")
   }
 
   @Test(arguments: [false, true])
@@ -155,9 +167,10 @@ import Testing
     #expect(!steps.isEmpty)
 
     let csv = try String(contentsOfFile: file("metrics.csv"), encoding: .utf8).split(separator: "\n")
-    #expect(csv.first == "step,epoch,loss,accuracy,samples_per_second,validation_loss,validation_accuracy")
+    #expect(
+      csv.first == "step,epoch,loss,accuracy,samples_per_second,validation_loss,validation_accuracy,validation_r2")
     #expect(csv.count == steps.count + 1)
-    #expect(csv.dropFirst().allSatisfy { $0.split(separator: ",", omittingEmptySubsequences: false).count == 7 })
+    #expect(csv.dropFirst().allSatisfy { $0.split(separator: ",", omittingEmptySubsequences: false).count == 8 })
 
     for chart in ["loss.svg", "accuracy.svg"] {
       let parser = XMLParser(data: try Data(contentsOf: URL(fileURLWithPath: file(chart))))

@@ -771,31 +771,61 @@ public nonisolated struct Pipemesh_V1_StageBusy: Sendable {
   public init() {}
 }
 
-public nonisolated struct Pipemesh_V1_TrainProgress: Sendable {
+public nonisolated struct Pipemesh_V1_TrainProgress: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var job: String = String()
+  public var job: String {
+    get {_storage._job}
+    set {_uniqueStorage()._job = newValue}
+  }
 
-  public var epoch: Int32 = 0
+  public var epoch: Int32 {
+    get {_storage._epoch}
+    set {_uniqueStorage()._epoch = newValue}
+  }
 
-  public var step: Int64 = 0
+  public var step: Int64 {
+    get {_storage._step}
+    set {_uniqueStorage()._step = newValue}
+  }
 
-  public var totalSteps: Int64 = 0
+  public var totalSteps: Int64 {
+    get {_storage._totalSteps}
+    set {_uniqueStorage()._totalSteps = newValue}
+  }
 
-  public var loss: Double = 0
+  public var loss: Double {
+    get {_storage._loss}
+    set {_uniqueStorage()._loss = newValue}
+  }
 
-  public var samplesPerSecond: Double = 0
+  public var samplesPerSecond: Double {
+    get {_storage._samplesPerSecond}
+    set {_uniqueStorage()._samplesPerSecond = newValue}
+  }
 
-  public var stages: [Pipemesh_V1_StageBusy] = []
+  public var stages: [Pipemesh_V1_StageBusy] {
+    get {_storage._stages}
+    set {_uniqueStorage()._stages = newValue}
+  }
 
   /// Set on evaluation events (end of epoch).
-  public var validationLoss: Double = 0
+  public var validationLoss: Double {
+    get {_storage._validationLoss}
+    set {_uniqueStorage()._validationLoss = newValue}
+  }
 
-  public var validationAccuracy: Double = 0
+  public var validationAccuracy: Double {
+    get {_storage._validationAccuracy}
+    set {_uniqueStorage()._validationAccuracy = newValue}
+  }
 
-  public var done: Bool = false
+  public var done: Bool {
+    get {_storage._done}
+    set {_uniqueStorage()._done = newValue}
+  }
 
   /// On the last message: a step's pipeline timeline as Chrome trace-event
   /// JSON (opens in Perfetto): the job's last step that did not flush to the
@@ -803,29 +833,57 @@ public nonisolated struct Pipemesh_V1_TrainProgress: Sendable {
   /// step when all did. Drawn from the partitions' own timings of each call
   /// (clock offsets estimated and corrected): per replica, a track per stage
   /// with its computations and commit, and tracks of the transfers into it.
-  public var traceJson: String = String()
+  public var traceJson: String {
+    get {_storage._traceJson}
+    set {_uniqueStorage()._traceJson = newValue}
+  }
 
   /// Fraction of the step's labels predicted right (classification): one
   /// label per example, or one per position of a sequence output.
-  public var accuracy: Double = 0
+  public var accuracy: Double {
+    get {_storage._accuracy}
+    set {_uniqueStorage()._accuracy = newValue}
+  }
 
   /// On the last message: the checkpoint files the ps tasks wrote at the end.
-  public var checkpoints: [String] = []
+  public var checkpoints: [String] {
+    get {_storage._checkpoints}
+    set {_uniqueStorage()._checkpoints = newValue}
+  }
 
   /// True on evaluation events.
-  public var evaluated: Bool = false
+  public var evaluated: Bool {
+    get {_storage._evaluated}
+    set {_uniqueStorage()._evaluated = newValue}
+  }
 
   /// While the job waits for partitions (QUEUED): its place in line, 1 for
   /// the next to run; sent when it changes. 0 once the job runs.
-  public var queuePosition: Int32 = 0
+  public var queuePosition: Int32 {
+    get {_storage._queuePosition}
+    set {_uniqueStorage()._queuePosition = newValue}
+  }
 
   /// On the last message: the epoch after which early stopping ended the job (0: it ran every
   /// epoch).
-  public var stoppedEarlyEpoch: Int32 = 0
+  public var stoppedEarlyEpoch: Int32 {
+    get {_storage._stoppedEarlyEpoch}
+    set {_uniqueStorage()._stoppedEarlyEpoch = newValue}
+  }
+
+  /// On evaluation events of a regression (mean squared error): the held-out split's
+  /// coefficient of determination, 1 − Σ(y − ŷ)² / Σ(y − ȳ)² over every target (ȳ each
+  /// output's mean over the split); 1 is a perfect fit, 0 no better than the mean. 0 otherwise.
+  public var validationR2: Double {
+    get {_storage._validationR2}
+    set {_uniqueStorage()._validationR2 = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Pipemesh_V1_InferRequest: Sendable {
@@ -1136,6 +1194,9 @@ public nonisolated struct Pipemesh_V1_EpochMetrics: Sendable {
   public var validationLoss: Double = 0
 
   public var validationAccuracy: Double = 0
+
+  /// A regression's, as TrainProgress.validation_r2.
+  public var validationR2: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2380,104 +2441,177 @@ nonisolated extension Pipemesh_V1_StageBusy: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Pipemesh_V1_TrainProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainProgress"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}epoch\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{3}samples_per_second\0\u{1}stages\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}done\0\u{3}trace_json\0\u{1}accuracy\0\u{1}checkpoints\0\u{1}evaluated\0\u{3}queue_position\0\u{3}stopped_early_epoch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}epoch\0\u{1}step\0\u{3}total_steps\0\u{1}loss\0\u{3}samples_per_second\0\u{1}stages\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}done\0\u{3}trace_json\0\u{1}accuracy\0\u{1}checkpoints\0\u{1}evaluated\0\u{3}queue_position\0\u{3}stopped_early_epoch\0\u{3}validation_r2\0")
+
+  fileprivate class _StorageClass {
+    var _job: String = String()
+    var _epoch: Int32 = 0
+    var _step: Int64 = 0
+    var _totalSteps: Int64 = 0
+    var _loss: Double = 0
+    var _samplesPerSecond: Double = 0
+    var _stages: [Pipemesh_V1_StageBusy] = []
+    var _validationLoss: Double = 0
+    var _validationAccuracy: Double = 0
+    var _done: Bool = false
+    var _traceJson: String = String()
+    var _accuracy: Double = 0
+    var _checkpoints: [String] = []
+    var _evaluated: Bool = false
+    var _queuePosition: Int32 = 0
+    var _stoppedEarlyEpoch: Int32 = 0
+    var _validationR2: Double = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _job = source._job
+      _epoch = source._epoch
+      _step = source._step
+      _totalSteps = source._totalSteps
+      _loss = source._loss
+      _samplesPerSecond = source._samplesPerSecond
+      _stages = source._stages
+      _validationLoss = source._validationLoss
+      _validationAccuracy = source._validationAccuracy
+      _done = source._done
+      _traceJson = source._traceJson
+      _accuracy = source._accuracy
+      _checkpoints = source._checkpoints
+      _evaluated = source._evaluated
+      _queuePosition = source._queuePosition
+      _stoppedEarlyEpoch = source._stoppedEarlyEpoch
+      _validationR2 = source._validationR2
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
-      case 2: try { try decoder.decodeSingularInt32Field(value: &self.epoch) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.totalSteps) }()
-      case 5: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
-      case 6: try { try decoder.decodeSingularDoubleField(value: &self.samplesPerSecond) }()
-      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.stages) }()
-      case 8: try { try decoder.decodeSingularDoubleField(value: &self.validationLoss) }()
-      case 9: try { try decoder.decodeSingularDoubleField(value: &self.validationAccuracy) }()
-      case 10: try { try decoder.decodeSingularBoolField(value: &self.done) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.traceJson) }()
-      case 12: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
-      case 13: try { try decoder.decodeRepeatedStringField(value: &self.checkpoints) }()
-      case 14: try { try decoder.decodeSingularBoolField(value: &self.evaluated) }()
-      case 15: try { try decoder.decodeSingularInt32Field(value: &self.queuePosition) }()
-      case 16: try { try decoder.decodeSingularInt32Field(value: &self.stoppedEarlyEpoch) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._job) }()
+        case 2: try { try decoder.decodeSingularInt32Field(value: &_storage._epoch) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._step) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._totalSteps) }()
+        case 5: try { try decoder.decodeSingularDoubleField(value: &_storage._loss) }()
+        case 6: try { try decoder.decodeSingularDoubleField(value: &_storage._samplesPerSecond) }()
+        case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._stages) }()
+        case 8: try { try decoder.decodeSingularDoubleField(value: &_storage._validationLoss) }()
+        case 9: try { try decoder.decodeSingularDoubleField(value: &_storage._validationAccuracy) }()
+        case 10: try { try decoder.decodeSingularBoolField(value: &_storage._done) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._traceJson) }()
+        case 12: try { try decoder.decodeSingularDoubleField(value: &_storage._accuracy) }()
+        case 13: try { try decoder.decodeRepeatedStringField(value: &_storage._checkpoints) }()
+        case 14: try { try decoder.decodeSingularBoolField(value: &_storage._evaluated) }()
+        case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._queuePosition) }()
+        case 16: try { try decoder.decodeSingularInt32Field(value: &_storage._stoppedEarlyEpoch) }()
+        case 17: try { try decoder.decodeSingularDoubleField(value: &_storage._validationR2) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.job.isEmpty {
-      try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
-    }
-    if self.epoch != 0 {
-      try visitor.visitSingularInt32Field(value: self.epoch, fieldNumber: 2)
-    }
-    if self.step != 0 {
-      try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 3)
-    }
-    if self.totalSteps != 0 {
-      try visitor.visitSingularInt64Field(value: self.totalSteps, fieldNumber: 4)
-    }
-    if self.loss.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.loss, fieldNumber: 5)
-    }
-    if self.samplesPerSecond.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.samplesPerSecond, fieldNumber: 6)
-    }
-    if !self.stages.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.stages, fieldNumber: 7)
-    }
-    if self.validationLoss.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.validationLoss, fieldNumber: 8)
-    }
-    if self.validationAccuracy.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.validationAccuracy, fieldNumber: 9)
-    }
-    if self.done != false {
-      try visitor.visitSingularBoolField(value: self.done, fieldNumber: 10)
-    }
-    if !self.traceJson.isEmpty {
-      try visitor.visitSingularStringField(value: self.traceJson, fieldNumber: 11)
-    }
-    if self.accuracy.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.accuracy, fieldNumber: 12)
-    }
-    if !self.checkpoints.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.checkpoints, fieldNumber: 13)
-    }
-    if self.evaluated != false {
-      try visitor.visitSingularBoolField(value: self.evaluated, fieldNumber: 14)
-    }
-    if self.queuePosition != 0 {
-      try visitor.visitSingularInt32Field(value: self.queuePosition, fieldNumber: 15)
-    }
-    if self.stoppedEarlyEpoch != 0 {
-      try visitor.visitSingularInt32Field(value: self.stoppedEarlyEpoch, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._job.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._job, fieldNumber: 1)
+      }
+      if _storage._epoch != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._epoch, fieldNumber: 2)
+      }
+      if _storage._step != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._step, fieldNumber: 3)
+      }
+      if _storage._totalSteps != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._totalSteps, fieldNumber: 4)
+      }
+      if _storage._loss.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._loss, fieldNumber: 5)
+      }
+      if _storage._samplesPerSecond.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._samplesPerSecond, fieldNumber: 6)
+      }
+      if !_storage._stages.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._stages, fieldNumber: 7)
+      }
+      if _storage._validationLoss.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._validationLoss, fieldNumber: 8)
+      }
+      if _storage._validationAccuracy.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._validationAccuracy, fieldNumber: 9)
+      }
+      if _storage._done != false {
+        try visitor.visitSingularBoolField(value: _storage._done, fieldNumber: 10)
+      }
+      if !_storage._traceJson.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._traceJson, fieldNumber: 11)
+      }
+      if _storage._accuracy.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._accuracy, fieldNumber: 12)
+      }
+      if !_storage._checkpoints.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._checkpoints, fieldNumber: 13)
+      }
+      if _storage._evaluated != false {
+        try visitor.visitSingularBoolField(value: _storage._evaluated, fieldNumber: 14)
+      }
+      if _storage._queuePosition != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._queuePosition, fieldNumber: 15)
+      }
+      if _storage._stoppedEarlyEpoch != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._stoppedEarlyEpoch, fieldNumber: 16)
+      }
+      if _storage._validationR2.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._validationR2, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_TrainProgress, rhs: Pipemesh_V1_TrainProgress) -> Bool {
-    if lhs.job != rhs.job {return false}
-    if lhs.epoch != rhs.epoch {return false}
-    if lhs.step != rhs.step {return false}
-    if lhs.totalSteps != rhs.totalSteps {return false}
-    if lhs.loss != rhs.loss {return false}
-    if lhs.samplesPerSecond != rhs.samplesPerSecond {return false}
-    if lhs.stages != rhs.stages {return false}
-    if lhs.validationLoss != rhs.validationLoss {return false}
-    if lhs.validationAccuracy != rhs.validationAccuracy {return false}
-    if lhs.done != rhs.done {return false}
-    if lhs.traceJson != rhs.traceJson {return false}
-    if lhs.accuracy != rhs.accuracy {return false}
-    if lhs.checkpoints != rhs.checkpoints {return false}
-    if lhs.evaluated != rhs.evaluated {return false}
-    if lhs.queuePosition != rhs.queuePosition {return false}
-    if lhs.stoppedEarlyEpoch != rhs.stoppedEarlyEpoch {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._job != rhs_storage._job {return false}
+        if _storage._epoch != rhs_storage._epoch {return false}
+        if _storage._step != rhs_storage._step {return false}
+        if _storage._totalSteps != rhs_storage._totalSteps {return false}
+        if _storage._loss != rhs_storage._loss {return false}
+        if _storage._samplesPerSecond != rhs_storage._samplesPerSecond {return false}
+        if _storage._stages != rhs_storage._stages {return false}
+        if _storage._validationLoss != rhs_storage._validationLoss {return false}
+        if _storage._validationAccuracy != rhs_storage._validationAccuracy {return false}
+        if _storage._done != rhs_storage._done {return false}
+        if _storage._traceJson != rhs_storage._traceJson {return false}
+        if _storage._accuracy != rhs_storage._accuracy {return false}
+        if _storage._checkpoints != rhs_storage._checkpoints {return false}
+        if _storage._evaluated != rhs_storage._evaluated {return false}
+        if _storage._queuePosition != rhs_storage._queuePosition {return false}
+        if _storage._stoppedEarlyEpoch != rhs_storage._stoppedEarlyEpoch {return false}
+        if _storage._validationR2 != rhs_storage._validationR2 {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2919,7 +3053,7 @@ nonisolated extension Pipemesh_V1_JobFault: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Pipemesh_V1_EpochMetrics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EpochMetrics"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}epoch\0\u{1}step\0\u{1}loss\0\u{3}validation_loss\0\u{3}validation_accuracy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}epoch\0\u{1}step\0\u{1}loss\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{3}validation_r2\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2932,6 +3066,7 @@ nonisolated extension Pipemesh_V1_EpochMetrics: SwiftProtobuf.Message, SwiftProt
       case 3: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.validationLoss) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.validationAccuracy) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.validationR2) }()
       default: break
       }
     }
@@ -2953,6 +3088,9 @@ nonisolated extension Pipemesh_V1_EpochMetrics: SwiftProtobuf.Message, SwiftProt
     if self.validationAccuracy.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.validationAccuracy, fieldNumber: 5)
     }
+    if self.validationR2.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.validationR2, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2962,6 +3100,7 @@ nonisolated extension Pipemesh_V1_EpochMetrics: SwiftProtobuf.Message, SwiftProt
     if lhs.loss != rhs.loss {return false}
     if lhs.validationLoss != rhs.validationLoss {return false}
     if lhs.validationAccuracy != rhs.validationAccuracy {return false}
+    if lhs.validationR2 != rhs.validationR2 {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

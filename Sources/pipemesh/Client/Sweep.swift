@@ -111,6 +111,8 @@ struct Sweep: AsyncParsableCommand {
     let job: String
     let loss: Double
     let accuracy: Double
+    /// Why the job did not end well, if it did not.
+    var failure: String? = nil
   }
 
   func run() async throws {
@@ -148,9 +150,15 @@ struct Sweep: AsyncParsableCommand {
         for (trial, fold, request) in requests {
           group.addTask {
             var last: Pipemesh_V1_TrainProgress?
-            for try await progress in try coordinator.stream(CoordinatorMethods.train, request)
-            where progress.evaluated {
-              last = progress
+            do {
+              for try await progress in try coordinator.stream(CoordinatorMethods.train, request)
+              where progress.evaluated {
+                last = progress
+              }
+            } catch let error as RPCError {
+              // A trial that fails is a row of the table, not the end of the sweep.
+              return Outcome(
+                trial: trial, fold: fold, job: request.job, loss: .nan, accuracy: .nan, failure: "\(error)")
             }
             return Outcome(
               trial: trial, fold: fold, job: request.job, loss: last?.validationLoss ?? .nan,
@@ -160,11 +168,13 @@ struct Sweep: AsyncParsableCommand {
         var outcomes: [Outcome] = []
         for try await outcome in group {
           outcomes.append(outcome)
-          if !client.json {
+          guard !client.json else { continue }
+          let ended = "\(outcome.job)  trial \(outcome.trial) fold \(outcome.fold): "
+          if let failure = outcome.failure {
+            say(ended + "failed: \(failure)")
+          } else {
             say(
-              String(
-                format: "%@  trial %d fold %d: validation loss %.4f", outcome.job, outcome.trial, outcome.fold,
-                outcome.loss)
+              ended + String(format: "validation loss %.4f", outcome.loss)
                 + (training.regression ? "" : String(format: "  accuracy %.1f%%", outcome.accuracy * 100)))
           }
         }
@@ -172,7 +182,7 @@ struct Sweep: AsyncParsableCommand {
       }
       let rows = trials.indices.map { index in
         (index, outcomes.filter { $0.trial == index })
-      }.sorted { mean($0.1.map(\.loss)) < mean($1.1.map(\.loss)) }
+      }.sorted { rank($0.1) < rank($1.1) }
       if client.json {
         let object: [String: Any] = [
           "trials": rows.map { index, results in
@@ -183,6 +193,7 @@ struct Sweep: AsyncParsableCommand {
               "validation_accuracy_mean": mean(results.map(\.accuracy)),
               "validation_accuracy_std": deviation(results.map(\.accuracy)),
               "jobs": results.sorted { $0.fold < $1.fold }.map(\.job),
+              "failures": results.compactMap(\.failure),
             ] as [String: Any]
           }
         ]
@@ -201,7 +212,11 @@ struct Sweep: AsyncParsableCommand {
                 ? "" : String(format: "   %.1f%% ± %.1f", mean(accuracies), deviation(accuracies))))
         }
       }
-      guard let name, let best = rows.first else { return }
+      guard let best = rows.first, rank(best.1).isFinite else {
+        FileHandle.standardError.write(Data("pipemesh: no trial ended with a validation loss\n".utf8))
+        throw ClientExit.jobFailed
+      }
+      guard let name else { return }
       say("best: trial \(best.0) (\(trials[best.0].summary)); training it as job \(name)")
       var request = try self.request(for: trials[best.0], job: name, defaultSpec: defaultSpec)
       request.replace = true
@@ -227,6 +242,12 @@ struct Sweep: AsyncParsableCommand {
     request.replicas = 1
     return request
   }
+}
+
+/// A trial's place in the table: its mean validation loss; failed trials last.
+private func rank(_ outcomes: [Sweep.Outcome]) -> Double {
+  let loss = mean(outcomes.map(\.loss))
+  return loss.isNaN ? .infinity : loss
 }
 
 private func mean(_ values: [Double]) -> Double { values.isEmpty ? .nan : values.reduce(0, +) / Double(values.count) }

@@ -45,7 +45,9 @@ struct ProgressDisplay {
       say(
         String(format: "epoch %d  validation loss %.4f", progress.epoch, progress.validationLoss)
           + (showsBits ? Self.bits(progress.validationLoss) : "")
-          + (showsAccuracy ? String(format: "  accuracy %.1f%%", progress.validationAccuracy * 100) : ""))
+          + (showsAccuracy
+            ? String(format: "  accuracy %.1f%%", progress.validationAccuracy * 100)
+            : String(format: "  R² %.4f", progress.validationR2)))
       return
     }
     guard !progress.done else {

@@ -35,7 +35,7 @@ struct RunFolder {
       to: URL(fileURLWithPath: file("options.json")))
   }
 
-  /// Writes metrics.json, loss.svg and, for a classifier, accuracy.svg
+  /// Writes metrics.json, loss.svg and accuracy.svg (a classifier's) or r2.svg (a regression's)
   /// (metrics.csv grows as the run goes: `MetricsCSV`).
   func writeMetrics(
     steps: [Pipemesh_V1_TrainProgress], evaluations: [Pipemesh_V1_TrainProgress], classifies: Bool
@@ -50,7 +50,7 @@ struct RunFolder {
       "evaluations": evaluations.map {
         [
           "step": $0.step, "epoch": $0.epoch, "validation_loss": $0.validationLoss,
-          "validation_accuracy": $0.validationAccuracy,
+          "validation_accuracy": $0.validationAccuracy, "validation_r2": $0.validationR2,
         ]
       },
     ]
@@ -64,8 +64,14 @@ struct RunFolder {
           ("validation", evaluations.map { (Double($0.step), $0.validationLoss) }),
         ]
       ).svg, to: "loss.svg")
-    // A regression has no accuracy: its loss is the metric.
-    guard classifies else { return }
+    // A regression has no accuracy: how much of the targets' variance it explains instead.
+    guard classifies else {
+      return try write(
+        LineChart(
+          title: "R²", yLabel: "variance explained (1 is a perfect fit)",
+          series: [("validation", evaluations.map { (Double($0.step), $0.validationR2) })]
+        ).svg, to: "r2.svg")
+    }
     try write(
       LineChart(
         title: "Accuracy", yLabel: "fraction predicted right",
@@ -87,7 +93,8 @@ struct MetricsCSV {
   init(path: String) throws {
     FileManager.default.createFile(
       atPath: path,
-      contents: Data("step,epoch,loss,accuracy,samples_per_second,validation_loss,validation_accuracy\n".utf8))
+      contents: Data(
+        "step,epoch,loss,accuracy,samples_per_second,validation_loss,validation_accuracy,validation_r2\n".utf8))
     handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
     try handle.seekToEnd()
   }
@@ -111,7 +118,7 @@ struct MetricsCSV {
   }
 
   private func write(_ step: Pipemesh_V1_TrainProgress, evaluation: Pipemesh_V1_TrainProgress?) throws {
-    let validation = evaluation.map { "\($0.validationLoss),\($0.validationAccuracy)" } ?? ","
+    let validation = evaluation.map { "\($0.validationLoss),\($0.validationAccuracy),\($0.validationR2)" } ?? ",,"
     try handle.write(
       contentsOf: Data(
         "\(step.step),\(step.epoch),\(step.loss),\(step.accuracy),\(step.samplesPerSecond),\(validation)\n".utf8))

@@ -18,14 +18,15 @@ struct Up: AsyncParsableCommand {
     abstract: "Start a local mesh, train a model on a dataset, evaluate it, and write a run folder.",
     discussion: """
       Starts a ps, the partitions (stages × replicas) and a coordinator as child processes on free \
-      loopback ports (or, with --in-process, all in this process without sockets), trains (by default an MLP on the bundled UCI handwritten digits), evaluates on a \
-      held-out split after every epoch, and writes runs/<time>/: options.json (every setting, and the \
-      command that runs it again), metrics.csv (a row per step, written as the run goes) and \
-      metrics.json, loss.svg and accuracy.svg (a classifier's), trace.json (a steady step's pipeline timeline as the \
-      partitions timed it, for Perfetto), model.json (the spec used), job.json (the job's record: every \
-      option and the inputs' fitted rescaling), checkpoint.safetensors (the trained variables), \
-      ps-checkpoints/ (the ps task's own checkpoints) and logs/. Ctrl-C cancels the job and stops the \
-      mesh cleanly; the folder keeps what the run reported until then.
+      loopback ports (or, with --in-process, all in this process without sockets), trains (by default an MLP \
+      on the bundled UCI handwritten digits), evaluates on a held-out split after every epoch, and writes \
+      runs/<time>/: options.json (every setting, and the command that runs it again), metrics.csv (a row per \
+      step, written as the run goes) and metrics.json, loss.svg and accuracy.svg (a classifier's) or r2.svg \
+      (a regression's R²), trace.json (a steady step's pipeline timeline as the partitions timed it, for \
+      Perfetto), model.json (the spec used), job.json (the job's record: every option and the inputs' fitted \
+      rescaling), checkpoint.safetensors (the trained variables), ps-checkpoints/ (the ps task's own \
+      checkpoints) and logs/. Ctrl-C cancels the job and stops the mesh cleanly; the folder keeps what the \
+      run reported until then.
       """)
 
   @OptionGroup var training: TrainingOptions
@@ -217,7 +218,9 @@ struct Up: AsyncParsableCommand {
     }
     if let final = evaluations.last {
       let accuracy =
-        training.regression ? "" : String(format: "validation accuracy %.1f%%, ", final.validationAccuracy * 100)
+        training.regression
+        ? String(format: "validation R² %.4f, ", final.validationR2)
+        : String(format: "validation accuracy %.1f%%, ", final.validationAccuracy * 100)
       let bits = training.isText ? ProgressDisplay.bits(final.validationLoss) : ""
       say(
         "done: " + accuracy + String(format: "validation loss %.4f", final.validationLoss) + bits + "; run folder "

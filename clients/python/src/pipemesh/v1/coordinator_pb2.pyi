@@ -228,7 +228,7 @@ class StageBusy(_message.Message):
     def __init__(self, stage: _Optional[int] = ..., replica: _Optional[int] = ..., busy_seconds: _Optional[float] = ...) -> None: ...
 
 class TrainProgress(_message.Message):
-    __slots__ = ("job", "epoch", "step", "total_steps", "loss", "samples_per_second", "stages", "validation_loss", "validation_accuracy", "done", "trace_json", "accuracy", "checkpoints", "evaluated", "queue_position", "stopped_early_epoch")
+    __slots__ = ("job", "epoch", "step", "total_steps", "loss", "samples_per_second", "stages", "validation_loss", "validation_accuracy", "done", "trace_json", "accuracy", "checkpoints", "evaluated", "queue_position", "stopped_early_epoch", "validation_r2")
     JOB_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +245,7 @@ class TrainProgress(_message.Message):
     EVALUATED_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     STOPPED_EARLY_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_R2_FIELD_NUMBER: _ClassVar[int]
     job: str
     epoch: int
     step: int
@@ -261,7 +262,8 @@ class TrainProgress(_message.Message):
     evaluated: bool
     queue_position: int
     stopped_early_epoch: int
-    def __init__(self, job: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., samples_per_second: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageBusy, _Mapping]]] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., done: _Optional[bool] = ..., trace_json: _Optional[str] = ..., accuracy: _Optional[float] = ..., checkpoints: _Optional[_Iterable[str]] = ..., evaluated: _Optional[bool] = ..., queue_position: _Optional[int] = ..., stopped_early_epoch: _Optional[int] = ...) -> None: ...
+    validation_r2: float
+    def __init__(self, job: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., samples_per_second: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageBusy, _Mapping]]] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., done: _Optional[bool] = ..., trace_json: _Optional[str] = ..., accuracy: _Optional[float] = ..., checkpoints: _Optional[_Iterable[str]] = ..., evaluated: _Optional[bool] = ..., queue_position: _Optional[int] = ..., stopped_early_epoch: _Optional[int] = ..., validation_r2: _Optional[float] = ...) -> None: ...
 
 class InferRequest(_message.Message):
     __slots__ = ("job", "model", "inputs", "micro_batches", "trace")
@@ -370,18 +372,20 @@ class JobFault(_message.Message):
     def __init__(self, step: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[str] = ..., unix_seconds: _Optional[float] = ..., steps_redone: _Optional[int] = ..., recovery_seconds: _Optional[float] = ...) -> None: ...
 
 class EpochMetrics(_message.Message):
-    __slots__ = ("epoch", "step", "loss", "validation_loss", "validation_accuracy")
+    __slots__ = ("epoch", "step", "loss", "validation_loss", "validation_accuracy", "validation_r2")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_LOSS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_R2_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     step: int
     loss: float
     validation_loss: float
     validation_accuracy: float
-    def __init__(self, epoch: _Optional[int] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ...) -> None: ...
+    validation_r2: float
+    def __init__(self, epoch: _Optional[int] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., validation_r2: _Optional[float] = ...) -> None: ...
 
 class MemberMemory(_message.Message):
     __slots__ = ("member", "endpoint", "memory")
