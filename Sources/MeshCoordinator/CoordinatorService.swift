@@ -293,6 +293,33 @@ public final class CoordinatorService: RPCService, Sendable {
         admit: Self.versionAdmission(reference.name, by: caller)
       ).record
     }
+    router.unary(CoordinatorMethods.solve) { [self] request, context in
+      let caller = try caller(context)
+      let reference = request.name.isEmpty ? nil : try ModelReference(parsing: request.name, field: "name")
+      guard reference?.version == nil else {
+        throw RPCError(.invalidArgument, "name '\(request.name.echoed)' names a version; give the model's name only")
+      }
+      let model = try makeModel(request.model)
+      let (inputs, targets) = try data(request.data)
+      let solution = try ClosedForm.solve(request, model: model, inputs: inputs, targets: targets)
+      var response = Pipemesh_V1_SolveResponse.with {
+        $0.kernel = Pipemesh_V1_Tensor(solution.kernel)
+        $0.bias = Pipemesh_V1_Tensor(solution.bias)
+        $0.trainingLoss = solution.trainingLoss
+        $0.validationLoss = solution.validationLoss
+        $0.validationR2 = solution.validationR2
+        $0.normalization = solution.normalization
+      }
+      if let reference {
+        let layer = model.layers[0].name
+        response.model = try await registry.registerFitted(
+          ["\(layer)/kernel": solution.kernel, "\(layer)/bias": solution.bias], as: reference.name,
+          spec: request.model, normalization: solution.normalization, owner: caller.name,
+          admit: Self.versionAdmission(reference.name, by: caller)
+        ).record
+      }
+      return response
+    }
     router.serverStreaming(CoordinatorMethods.exportModel) { [self] request, writer, context in
       let model = try await storedModel(request.model, field: "model", for: try caller(context), to: "export")
       let file: FileHandle

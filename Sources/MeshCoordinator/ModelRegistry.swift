@@ -97,7 +97,8 @@ final class ModelRegistry: Sendable {
   ) async throws -> CoordinatorStore.StoredModel {
     let model = try makeModel(spec)
     _ = try normalization.checked(for: model, field: "normalization")
-    _ = try Planner.plan(model, stages: stages(splitPoints), splitPoints: splitPoints.map { Int($0) })
+    _ = try Planner.plan(
+      model, stages: stages(splitPoints, layers: model.layers.count), splitPoints: splitPoints.map { Int($0) })
     let contents: SafeTensors.Contents
     do {
       // Read, not mapped: the file is a user's, and may change while it is read.
@@ -135,6 +136,21 @@ final class ModelRegistry: Sendable {
         $0.owner = owner
         $0.spec = spec
         $0.splitPoints = splitPoints
+        $0.normalization = normalization
+      }, tensors: tensors, admit: admit)
+  }
+
+  /// Registers weights fitted here (a closed-form solution) as the next
+  /// version of `name`.
+  func registerFitted(
+    _ tensors: [String: Tensor], as name: String, spec: Pipemesh_V1_ModelSpec,
+    normalization: Pipemesh_V1_InputNormalization, owner: String, admit: @escaping Admission
+  ) async throws -> CoordinatorStore.StoredModel {
+    try await add(
+      .with {
+        $0.name = name
+        $0.owner = owner
+        $0.spec = spec
         $0.normalization = normalization
       }, tensors: tensors, admit: admit)
   }
@@ -221,11 +237,11 @@ final class ModelRegistry: Sendable {
       states[declaration.name] = (value, [:], 0)
     }
     // The split the job trained with, when the pool has as many partitions.
-    let trained = stages(record.splitPoints)
+    let trained = stages(record.splitPoints, layers: model.layers.count)
     let plan =
       trained <= pool.members.count
       ? try Planner.plan(model, stages: trained, splitPoints: record.splitPoints.map { Int($0) })
-      : try Planner.plan(model, stages: max(1, cluster.stages))
+      : try Planner.plan(model, stages: stages([], layers: model.layers.count))
     let placement = try pool.sharedPlacement(stages: plan.bounds.count - 1)
     let ps = try cluster.parameterServerClient()
     do {
@@ -246,8 +262,10 @@ final class ModelRegistry: Sendable {
 
   /// The stages a version's split points make (none: the coordinator's
   /// layout, or one stage without a layout).
-  private func stages(_ splitPoints: [Int32]) -> Int {
-    splitPoints.isEmpty ? max(1, cluster.stages) : splitPoints.count + 1
+  /// The stages a model of `layers` layers is served on: its split's, or the
+  /// cluster's, but no more than it has layers.
+  private func stages(_ splitPoints: [Int32], layers: Int) -> Int {
+    splitPoints.isEmpty ? min(max(1, cluster.stages), max(1, layers)) : splitPoints.count + 1
   }
 
   /// Forgets deleted versions: unloads those the registry loaded (once a

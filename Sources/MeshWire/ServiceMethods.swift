@@ -101,6 +101,8 @@ public enum CoordinatorMethods {
     service: service, name: "ExportModel")
   public static let importModel = UnaryMethod<Pipemesh_V1_ImportModelRequest, Pipemesh_V1_Model>(
     service: service, name: "ImportModel")
+  public static let solve = UnaryMethod<Pipemesh_V1_SolveRequest, Pipemesh_V1_SolveResponse>(
+    service: service, name: "Solve")
   public static let joinPool = UnaryMethod<Pipemesh_V1_JoinPoolRequest, Pipemesh_V1_JoinPoolResponse>(
     service: service, name: "JoinPool")
   public static let leavePool = UnaryMethod<Pipemesh_V1_LeavePoolRequest, Pipemesh_V1_LeavePoolResponse>(
@@ -131,6 +133,7 @@ public let allServiceMethods: [RPCMethodDescription] = [
   CoordinatorMethods.listModels.methodDescription,
   CoordinatorMethods.getModel.methodDescription, CoordinatorMethods.deleteModel.methodDescription,
   CoordinatorMethods.exportModel.methodDescription, CoordinatorMethods.importModel.methodDescription,
+  CoordinatorMethods.solve.methodDescription,
   CoordinatorMethods.joinPool.methodDescription, CoordinatorMethods.leavePool.methodDescription,
   CoordinatorMethods.getPool.methodDescription,
 ]

@@ -125,6 +125,32 @@ import Testing
     #expect(determination > 0.9 && determination <= 1, "\(evaluation)")
   }
 
+  /// A linear regression's run puts the closed-form solution beside the one gradient descent
+  /// reached, on the same split and objective.
+  @Test func aLinearRegressionRunShowsTheClosedFormBesideGradientDescent() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-ridge")
+    let up = try ChildProcess(
+      PipemeshBinary.path,
+      [
+        "up", "--in-process", "--model", Repository.path("examples/ridge-regression.json"), "--dataset",
+        "synthetic-regression", "--regression", "--stages", "1", "--optimizer", "sgd", "--learning-rate", "0.05",
+        "--runs-dir", directory.file("runs"),
+      ], logPath: directory.file("up.log"), currentDirectory: directory.path)
+    #expect(try await up.waitForExit(timeout: .seconds(240)) == 0, "\(up.log)")
+    #expect(up.log.contains("closed form beside gradient descent"), "\(up.log)")
+    // Ten epochs of SGD end within a few thousandths of the closed form on every parameter.
+    let largest = try #require(
+      up.log.firstMatch(of: /largest difference of a parameter: ([0-9.e-]+)/).flatMap { Double($0.1) }, "\(up.log)")
+    #expect(largest < 0.02, "\(up.log)")
+    let run = (directory.file("runs") as NSString).appendingPathComponent(
+      try #require(try FileManager.default.contentsOfDirectory(atPath: directory.file("runs")).first))
+    let solved = try #require(
+      try JSONSerialization.jsonObject(
+        with: Data(contentsOf: URL(fileURLWithPath: (run as NSString).appendingPathComponent("closed-form.json"))))
+        as? [String: Any])
+    #expect((solved["validationR2"] as? Double ?? 0) > 0.99, "\(solved)")
+  }
+
   @Test(arguments: [false, true])
   func shortRunTrainsAndWritesACompleteRunFolder(inProcess: Bool) async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-up")

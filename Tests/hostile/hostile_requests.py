@@ -977,6 +977,28 @@ class HostileGenerator:
             name=self._model_ref(d, destructive=True), spec=spec, uri=uri,
             split_points=[d.int32("split_points", 1)] if d.rng.random() < 0.3 else []), None
 
+    def _coordinator_solve(self, d: Draw) -> tuple[Message, None]:
+        c = self.pb.coordinator
+        rng = d.rng
+        features = rng.choice((64, 64, 5000))
+        model = self.pb.model.ModelSpec(input_shape=[d.int64("input_shape", features)])
+        dense = model.layers.add().dense
+        dense.units = d.int64("units", 1)
+        dense.activation = d.enum("activation", 0, 5)
+        model.loss.mean_squared_error.SetInParent()
+        model.loss.l2 = d.float("l2", rng.choice((0.0, 0.1)))
+        if d.hostile():
+            model.layers.add().dense.units = 1
+            d.note("two layers")
+        request = c.SolveRequest(model=model, validation_fraction=d.float("validation_fraction", 0.2),
+                                 shuffle_seed=d.uint64("shuffle_seed", 1),
+                                 name=d.string("name", rng.choice(("", "hostile-solved"))))
+        request.normalization.method = d.enum("normalization.method", rng.choice((0, 1)), 3)
+        rows = rng.choice((16, 64))
+        request.data.inline.inputs.CopyFrom(self.tensor(d, "inline.inputs", features, rows=rows))
+        request.data.inline.targets.CopyFrom(self.tensor(d, "inline.targets", 1, rows=rows))
+        return request, None
+
     def _coordinator_exportmodel(self, d: Draw) -> tuple[Message, None]:
         return self.pb.coordinator.ExportModelRequest(model=self._model_ref(d, realistic=d.rng.random() < 0.5)), None
 

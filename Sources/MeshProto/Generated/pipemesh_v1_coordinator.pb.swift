@@ -1705,6 +1705,129 @@ public nonisolated struct Pipemesh_V1_PoolMember: Sendable {
   public init() {}
 }
 
+public nonisolated struct Pipemesh_V1_SolveRequest: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The model to register the solution as; empty: none.
+  /// Valid: empty, or as ImportModelRequest.name.
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
+
+  /// Valid: one Dense layer without activation (NONE), mean squared error, input_shape of one
+  /// axis of at most 4,096 features; other models INVALID_ARGUMENT.
+  public var model: Pipemesh_V1_ModelSpec {
+    get {_storage._model ?? Pipemesh_V1_ModelSpec()}
+    set {_uniqueStorage()._model = newValue}
+  }
+  /// Returns true if `model` has been explicitly set.
+  public var hasModel: Bool {_storage._model != nil}
+  /// Clears the value of `model`. Subsequent reads from it will return its default value.
+  public mutating func clearModel() {_uniqueStorage()._model = nil}
+
+  /// Valid: as TrainRequest.data (targets [N] or [N, outputs]).
+  public var data: Pipemesh_V1_DataSource {
+    get {_storage._data ?? Pipemesh_V1_DataSource()}
+    set {_uniqueStorage()._data = newValue}
+  }
+  /// Returns true if `data` has been explicitly set.
+  public var hasData: Bool {_storage._data != nil}
+  /// Clears the value of `data`. Subsequent reads from it will return its default value.
+  public mutating func clearData() {_uniqueStorage()._data = nil}
+
+  /// Valid: as in TrainRequest.
+  public var validationFraction: Float {
+    get {_storage._validationFraction}
+    set {_uniqueStorage()._validationFraction = newValue}
+  }
+
+  public var shuffleSeed: UInt64 {
+    get {_storage._shuffleSeed}
+    set {_uniqueStorage()._shuffleSeed = newValue}
+  }
+
+  /// Valid: as TrainRequest.normalization (fitted on the training split here too).
+  public var normalization: Pipemesh_V1_InputNormalization {
+    get {_storage._normalization ?? Pipemesh_V1_InputNormalization()}
+    set {_uniqueStorage()._normalization = newValue}
+  }
+  /// Returns true if `normalization` has been explicitly set.
+  public var hasNormalization: Bool {_storage._normalization != nil}
+  /// Clears the value of `normalization`. Subsequent reads from it will return its default value.
+  public mutating func clearNormalization() {_uniqueStorage()._normalization = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Pipemesh_V1_SolveResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The solution: the layer's kernel [features, outputs] and bias [outputs] ("dense0/…").
+  public var kernel: Pipemesh_V1_Tensor {
+    get {_kernel ?? Pipemesh_V1_Tensor()}
+    set {_kernel = newValue}
+  }
+  /// Returns true if `kernel` has been explicitly set.
+  public var hasKernel: Bool {self._kernel != nil}
+  /// Clears the value of `kernel`. Subsequent reads from it will return its default value.
+  public mutating func clearKernel() {self._kernel = nil}
+
+  public var bias: Pipemesh_V1_Tensor {
+    get {_bias ?? Pipemesh_V1_Tensor()}
+    set {_bias = newValue}
+  }
+  /// Returns true if `bias` has been explicitly set.
+  public var hasBias: Bool {self._bias != nil}
+  /// Clears the value of `bias`. Subsequent reads from it will return its default value.
+  public mutating func clearBias() {self._bias = nil}
+
+  /// The objective on the training split: mean squared error plus (l2 / 2)·Σ kernel².
+  public var trainingLoss: Double = 0
+
+  /// On the held-out split (0 without one): mean squared error and R² (as TrainProgress).
+  public var validationLoss: Double = 0
+
+  public var validationR2: Double = 0
+
+  /// The registered version, with `name`.
+  public var model: Pipemesh_V1_Model {
+    get {_model ?? Pipemesh_V1_Model()}
+    set {_model = newValue}
+  }
+  /// Returns true if `model` has been explicitly set.
+  public var hasModel: Bool {self._model != nil}
+  /// Clears the value of `model`. Subsequent reads from it will return its default value.
+  public mutating func clearModel() {self._model = nil}
+
+  /// The rescaling fitted and applied before solving.
+  public var normalization: Pipemesh_V1_InputNormalization {
+    get {_normalization ?? Pipemesh_V1_InputNormalization()}
+    set {_normalization = newValue}
+  }
+  /// Returns true if `normalization` has been explicitly set.
+  public var hasNormalization: Bool {self._normalization != nil}
+  /// Clears the value of `normalization`. Subsequent reads from it will return its default value.
+  public mutating func clearNormalization() {self._normalization = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _kernel: Pipemesh_V1_Tensor? = nil
+  fileprivate var _bias: Pipemesh_V1_Tensor? = nil
+  fileprivate var _model: Pipemesh_V1_Model? = nil
+  fileprivate var _normalization: Pipemesh_V1_InputNormalization? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
@@ -4056,6 +4179,175 @@ nonisolated extension Pipemesh_V1_PoolMember: SwiftProtobuf.Message, SwiftProtob
     if lhs.joined != rhs.joined {return false}
     if lhs.leaseSecondsLeft != rhs.leaseSecondsLeft {return false}
     if lhs.memoryBudgetBytes != rhs.memoryBudgetBytes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_SolveRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SolveRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}model\0\u{1}data\0\u{3}validation_fraction\0\u{3}shuffle_seed\0\u{1}normalization\0")
+
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _model: Pipemesh_V1_ModelSpec? = nil
+    var _data: Pipemesh_V1_DataSource? = nil
+    var _validationFraction: Float = 0
+    var _shuffleSeed: UInt64 = 0
+    var _normalization: Pipemesh_V1_InputNormalization? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _model = source._model
+      _data = source._data
+      _validationFraction = source._validationFraction
+      _shuffleSeed = source._shuffleSeed
+      _normalization = source._normalization
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._model) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._data) }()
+        case 4: try { try decoder.decodeSingularFloatField(value: &_storage._validationFraction) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._shuffleSeed) }()
+        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._normalization) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      try { if let v = _storage._model {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._data {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      if _storage._validationFraction.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._validationFraction, fieldNumber: 4)
+      }
+      if _storage._shuffleSeed != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._shuffleSeed, fieldNumber: 5)
+      }
+      try { if let v = _storage._normalization {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_SolveRequest, rhs: Pipemesh_V1_SolveRequest) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._model != rhs_storage._model {return false}
+        if _storage._data != rhs_storage._data {return false}
+        if _storage._validationFraction != rhs_storage._validationFraction {return false}
+        if _storage._shuffleSeed != rhs_storage._shuffleSeed {return false}
+        if _storage._normalization != rhs_storage._normalization {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_SolveResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SolveResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kernel\0\u{1}bias\0\u{3}training_loss\0\u{3}validation_loss\0\u{3}validation_r2\0\u{1}model\0\u{1}normalization\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._kernel) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._bias) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.trainingLoss) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.validationLoss) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.validationR2) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._model) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._normalization) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._kernel {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._bias {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.trainingLoss.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.trainingLoss, fieldNumber: 3)
+    }
+    if self.validationLoss.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.validationLoss, fieldNumber: 4)
+    }
+    if self.validationR2.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.validationR2, fieldNumber: 5)
+    }
+    try { if let v = self._model {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._normalization {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_SolveResponse, rhs: Pipemesh_V1_SolveResponse) -> Bool {
+    if lhs._kernel != rhs._kernel {return false}
+    if lhs._bias != rhs._bias {return false}
+    if lhs.trainingLoss != rhs.trainingLoss {return false}
+    if lhs.validationLoss != rhs.validationLoss {return false}
+    if lhs.validationR2 != rhs.validationR2 {return false}
+    if lhs._model != rhs._model {return false}
+    if lhs._normalization != rhs._normalization {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

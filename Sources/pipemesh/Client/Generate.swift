@@ -151,17 +151,11 @@ struct RunFolderModel: LanguageModel {
     window = try Generate.window(of: spec)
     network = try makeModel(spec)
     let path = (folder as NSString).appendingPathComponent("checkpoint.safetensors")
-    let checkpoint: SafeTensors.Contents
+    let byName: [String: Tensor]
     do {
-      checkpoint = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped))
+      byName = try checkpointVariables(at: path)
     } catch {
       throw ValidationError("--run: cannot read \(path): \(error)")
-    }
-    // The checkpoint names a variable "RUN-ID/NAME" (and its optimizer slots "…@m").
-    var byName: [String: Tensor] = [:]
-    for (key, tensor) in checkpoint.tensors {
-      guard let slash = key.firstIndex(of: "/") else { continue }
-      byName[String(key[key.index(after: slash)...])] = tensor
     }
     var variables: [String: Tensor] = [:]
     for declaration in network.variableDeclarations() {

@@ -1,5 +1,7 @@
 import Foundation
+import MeshCheckpoint
 import MeshProto
+import MeshTensor
 
 /// What a run leaves behind: metrics as CSV and JSON, loss and accuracy
 /// curves as SVG, the pipeline trace, the model spec and the checkpoint.
@@ -199,4 +201,17 @@ struct LineChart {
   static func label(_ value: Double) -> String {
     String(format: "%g", (value * 1e9).rounded() / 1e9)
   }
+}
+
+/// The variables in a run folder's checkpoint.safetensors by name: the ps
+/// task's checkpoint names each "RUN-ID/NAME" (and its optimizer slots
+/// "NAME@m"), one job's.
+func checkpointVariables(at path: String) throws -> [String: Tensor] {
+  let checkpoint = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped))
+  var variables: [String: Tensor] = [:]
+  for (key, tensor) in checkpoint.tensors {
+    guard let slash = key.firstIndex(of: "/") else { continue }
+    variables[String(key[key.index(after: slash)...])] = tensor
+  }
+  return variables
 }

@@ -215,6 +215,9 @@ struct Up: AsyncParsableCommand {
     try run.write(try job.jsonString(), to: "job.json")
     if let checkpoint = last.checkpoints.first {
       try FileManager.default.copyItem(atPath: checkpoint, toPath: run.file("checkpoint.safetensors"))
+      if ClosedFormComparison.applies(to: request.model) {
+        try await ClosedFormComparison.compare(request, final: evaluations.last, coordinator: coordinator, run: run)
+      }
     }
     if let final = evaluations.last {
       let accuracy =

@@ -88,6 +88,21 @@ def test_inputs_rescaled_in_training_are_rescaled_in_inference(mesh):
         assert (classes == labels[:100]).mean() > 0.95
 
 
+def test_linear_regression_in_closed_form(mesh):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    truth = np.array([[2.0], [-1.0], [0.5], [0.0]], dtype=np.float32)
+    y = (x @ truth + 0.25 + rng.normal(0, 0.01, size=(300, 1))).astype(np.float32)
+    linear = {"inputShape": ["4"], "layers": [{"dense": {"units": "1"}}], "loss": {"meanSquaredError": {}}}
+    with pipemesh.Client(mesh.coordinator.endpoint) as client:
+        solved = client.solve(linear, x, y[:, 0], name="closed-form")
+        kernel = pipemesh.from_tensor(solved.kernel)
+        assert kernel.shape == (4, 1) and np.allclose(kernel, truth, atol=0.01), kernel
+        assert solved.validation_r2 > 0.999 and solved.model.name == "closed-form"
+        assert np.allclose(client.infer(x[:5], model="closed-form"), x[:5] @ kernel + pipemesh.from_tensor(solved.bias),
+                           atol=1e-4)
+
+
 def test_jobs_and_models_are_listed_shown_and_exported(mesh, trained, tmp_path):
     with pipemesh.Client(mesh.coordinator.endpoint) as client:
         job = client.get_job("blobs")

@@ -162,6 +162,20 @@ class Client:
         yields its progress as train() does."""
         return self._stream("ResumeJob", pb.ResumeJobRequest(job=job))
 
+    def solve(self, model: ModelLike, inputs=None, targets=None, *, dataset=None, name: str = "",
+              validation: float = 0.2, seed: int = 1, normalize: str = "none") -> pb.SolveResponse:
+        """Linear or ridge regression in closed form (a model of one Dense layer without activation,
+        mean squared error, its loss's l2 the ridge penalty), on the split train() would use: the
+        kernel, bias, training objective and held-out MSE and R²; with `name`, registered as that
+        model's next version."""
+        if normalize not in _NORMALIZATIONS:
+            raise ValueError(f"normalize is {normalize!r}; give one of {', '.join(_NORMALIZATIONS)}")
+        request = pb.SolveRequest(name=name, model=model_spec(model), validation_fraction=validation,
+                                  shuffle_seed=seed)
+        request.normalization.method = _NORMALIZATIONS[normalize]
+        request.data.CopyFrom(_data(inputs, targets, dataset))
+        return self._call("Solve", request)
+
     def plan(self, model: ModelLike, stages: int = 0, split_points: Sequence[int] = ()) -> pb.PlanResponse:
         """How the coordinator would split `model` into stages (0: over its pool's partitions)."""
         return self._call("Plan", pb.PlanRequest(model=model_spec(model), stages=stages,

@@ -590,3 +590,37 @@ class PoolMember(_message.Message):
     lease_seconds_left: float
     memory_budget_bytes: int
     def __init__(self, endpoint: _Optional[str] = ..., state: _Optional[_Union[MemberState, str]] = ..., job: _Optional[str] = ..., joined: _Optional[bool] = ..., lease_seconds_left: _Optional[float] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
+
+class SolveRequest(_message.Message):
+    __slots__ = ("name", "model", "data", "validation_fraction", "shuffle_seed", "normalization")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    SHUFFLE_SEED_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: _model_pb2.ModelSpec
+    data: DataSource
+    validation_fraction: float
+    shuffle_seed: int
+    normalization: InputNormalization
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSource, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., shuffle_seed: _Optional[int] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ...) -> None: ...
+
+class SolveResponse(_message.Message):
+    __slots__ = ("kernel", "bias", "training_loss", "validation_loss", "validation_r2", "model", "normalization")
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_LOSS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_LOSS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_R2_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    kernel: _tensor_pb2.Tensor
+    bias: _tensor_pb2.Tensor
+    training_loss: float
+    validation_loss: float
+    validation_r2: float
+    model: Model
+    normalization: InputNormalization
+    def __init__(self, kernel: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., bias: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., training_loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_r2: _Optional[float] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ...) -> None: ...

@@ -105,6 +105,11 @@ class CoordinatorStub:
                 request_serializer=pipemesh_dot_v1_dot_coordinator__pb2.ImportModelRequest.SerializeToString,
                 response_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.Model.FromString,
                 _registered_method=True)
+        self.Solve = channel.unary_unary(
+                '/pipemesh.v1.Coordinator/Solve',
+                request_serializer=pipemesh_dot_v1_dot_coordinator__pb2.SolveRequest.SerializeToString,
+                response_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.SolveResponse.FromString,
+                _registered_method=True)
         self.JoinPool = channel.unary_unary(
                 '/pipemesh.v1.Coordinator/JoinPool',
                 request_serializer=pipemesh_dot_v1_dot_coordinator__pb2.JoinPoolRequest.SerializeToString,
@@ -234,6 +239,16 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Solve(self, request, context):
+        """Fits a linear model — one Dense layer without activation, mean squared error: linear
+        regression, or ridge regression with the loss's l2 — in closed form, on the training split a
+        Train of the same data, validation_fraction and shuffle_seed would use, minimising the same
+        objective gradient descent does; with `name`, registers it as that model's next version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def JoinPool(self, request, context):
         """A partition joins the coordinator's pool (`pipemesh serve partition
         --join`), or renews its lease: it calls again every third of the lease
@@ -331,6 +346,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ImportModel,
                     request_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.ImportModelRequest.FromString,
                     response_serializer=pipemesh_dot_v1_dot_coordinator__pb2.Model.SerializeToString,
+            ),
+            'Solve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Solve,
+                    request_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.SolveRequest.FromString,
+                    response_serializer=pipemesh_dot_v1_dot_coordinator__pb2.SolveResponse.SerializeToString,
             ),
             'JoinPool': grpc.unary_unary_rpc_method_handler(
                     servicer.JoinPool,
@@ -727,6 +747,33 @@ class Coordinator:
             '/pipemesh.v1.Coordinator/ImportModel',
             pipemesh_dot_v1_dot_coordinator__pb2.ImportModelRequest.SerializeToString,
             pipemesh_dot_v1_dot_coordinator__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Solve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipemesh.v1.Coordinator/Solve',
+            pipemesh_dot_v1_dot_coordinator__pb2.SolveRequest.SerializeToString,
+            pipemesh_dot_v1_dot_coordinator__pb2.SolveResponse.FromString,
             options,
             channel_credentials,
             insecure,
