@@ -7,8 +7,9 @@ import MeshWire
 /// minimum of the objective gradient descent minimises for a one-layer
 /// linear model, on the split a Train of the same data would use.
 enum ClosedForm {
-  /// The most input features a Solve takes (its normal equations hold
-  /// features² scalars: 64 MiB at this bound).
+  /// The most input features, and outputs, a Solve takes (its normal
+  /// equations hold features² and features × outputs scalars: 64 MiB each at
+  /// this bound).
   static let maxFeatures = 4096
 
   struct Solution {
@@ -33,11 +34,13 @@ enum ClosedForm {
         "model: Solve fits one Dense layer without activation under mean squared error (linear or ridge "
           + "regression); train other models with Train")
     }
-    guard model.activationShapes[0].count == 1, dense.inputSize <= maxFeatures else {
+    guard model.activationShapes[0].count == 1, dense.inputSize <= maxFeatures,
+      dense.outputSize <= maxFeatures
+    else {
       throw RPCError(
         .invalidArgument,
-        "model input_shape \(model.activationShapes[0]): Solve takes examples of one axis of at most "
-          + "\(maxFeatures) features")
+        "model input_shape \(model.activationShapes[0]) and units \(dense.outputSize): Solve takes examples of "
+          + "one axis of at most \(maxFeatures) features and at most \(maxFeatures) outputs")
     }
     guard request.validationFraction >= 0, request.validationFraction < 1 else {
       throw RPCError(.invalidArgument, "validation_fraction must be in [0, 1)")

@@ -138,6 +138,13 @@ import Testing
         $0.data.inline.targets = Pipemesh_V1_Tensor(Tensor(shape: [2], repeating: 1))
       }
       #expect(wide?.code == .invalidArgument && wide?.message.contains("4096") == true)
+      // A million outputs would ask the coordinator for a 16 GiB right-hand side.
+      let manyOutputs = await refusal {
+        $0.model.layers[0].dense.units = 1 << 20
+        $0.data.inline.targets = Pipemesh_V1_Tensor(Tensor(shape: [1, 1 << 20], repeating: 1))
+        $0.data.inline.inputs = Pipemesh_V1_Tensor(Tensor(shape: [1, 5], repeating: 1))
+      }
+      #expect(manyOutputs?.code == .invalidArgument && manyOutputs?.message.contains("4096 outputs") == true)
     })
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()
