@@ -340,6 +340,13 @@ final class TrainingJob: Sendable {
         "max_replicas \(request.maxReplicas) needs sync consistency: each replica of an async or bounded job "
           + "applies updates of its own, so their number is part of how it trains")
     }
+    if case .bounded(let bounded) = request.consistency.mode, !bounded.wait, request.replicas > 1 {
+      throw RPCError(
+        .invalidArgument,
+        "consistency.bounded.wait is false with \(request.replicas) replicas: the replicas run apart, and a push "
+          + "refused as stale would fail the job; set wait (each replica stays within max_staleness "
+          + "\(bounded.maxStaleness) steps of the slowest), or use async")
+    }
     guard request.maxKeptBytes >= 0 else {
       throw RPCError(
         .invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for the partitions' bound or a byte count")
@@ -574,82 +581,130 @@ final class TrainingJob: Sendable {
     }
     // Resumed at an epoch's end: the next epoch starts afresh.
     if Int(resumedStep) % stepsPerEpoch == 0 { (epochLossSum, epochSteps) = (0, 0) }
+    /// Records a step every replica ran (in `elapsed` since the one before):
+    /// the job's progress, its record and the report.
+    func record(_ outcomes: [PipelineRun.Outcome], epoch: Int, elapsed: Duration, flushed: Bool) async throws {
+      recentSteps = Array((recentSteps + [elapsed]).suffix(Self.recentStepsCounted))
+      var progress = Pipemesh_V1_TrainProgress()
+      progress.job = name
+      progress.epoch = Int32(epoch)
+      progress.step = step
+      progress.totalSteps = Int64(totalSteps)
+      progress.loss = outcomes.map(\.loss).reduce(0, +) / Double(outcomes.count)
+      // Of the step's labels: one per example, or one per position of a sequence output.
+      let labels = stepExamples * (train.targets.scalarCount / max(1, train.targets.shape[0]))
+      progress.accuracy = Double(outcomes.map(\.correct).reduce(0, +)) / Double(max(1, labels))
+      progress.samplesPerSecond = Double(stepExamples) / elapsed.seconds
+      progress.stages = outcomes.enumerated().flatMap { replica, outcome in
+        outcome.busy.enumerated().map { stage, busy in
+          Pipemesh_V1_StageBusy.with {
+            $0.stage = Int32(stage)
+            $0.replica = Int32(replica)
+            $0.busySeconds = busy.seconds
+          }
+        }
+      }
+      let memory = outcomes.enumerated().flatMap { replica, outcome in
+        outcome.memory.enumerated().map { stage, memory in
+          Pipemesh_V1_MemberMemory.with {
+            $0.member = "stage \(stage) replica \(replica)"
+            $0.endpoint = placement.partitions[stage][replica]
+            $0.memory = memory
+          }
+        }
+      }
+      let recovered = status.withLock { status -> Pipemesh_V1_JobFault? in
+        status.step = step
+        status.loss = progress.loss
+        status.memory = memory
+        // The first step after a stop: what going on cost.
+        guard let last = status.faults.indices.last, status.faults[last].recoverySeconds == 0 else { return nil }
+        status.faults[last].recoverySeconds = max(0, Date().timeIntervalSince1970 - status.faults[last].unixSeconds)
+        return status.faults[last]
+      }
+      if let recovered { events?.recovered(name, how: recovered.state, seconds: recovered.recoverySeconds) }
+      events?.stepped(name, progress, seconds: elapsed.seconds, replicas: replicas)
+      epochLossSum += progress.loss
+      epochSteps += 1
+      try await save(throttled: true)
+      if !flushed { tracedStep = step }
+      trace.show(step: tracedStep > 0 ? tracedStep : step)
+      report(progress)
+    }
+    /// Writes the job's checkpoint at the current step, with the epoch's losses so far.
+    func checkpointHere() async throws {
+      status.withLock {
+        $0.checkpointEpochLossSum = epochLossSum
+        $0.checkpointEpochSteps = Int64(epochSteps)
+      }
+      _ = try await checkpoint(at: step)
+    }
+    let checkpointEvery = request.checkpoint.everySteps
     for epoch in firstEpoch..<(Int(request.epochs) + 1) where !stopped {
       let order = PortableRandom.permutation(
         train.inputs.shape[0], seed: PortableRandom.epochSeed(request.shuffleSeed, epoch: epoch - 1))
-      for index in (epoch == firstEpoch ? Int(resumedStep) % stepsPerEpoch : 0)..<stepsPerEpoch {
+      /// The examples replica `replica` trains on in the epoch's step `index`:
+      /// its even share of the step's examples.
+      @Sendable func shard(_ index: Int, replica: Int) -> [Int] {
+        let share = stepExamples / replicas
+        return Array(order[(index * stepExamples + replica * share)..<(index * stepExamples + (replica + 1) * share)])
+      }
+      var index = epoch == firstEpoch ? Int(resumedStep) % stepsPerEpoch : 0
+      while index < stepsPerEpoch {
         try Task.checkCancellation()
+        if replicasRunApart {
+          // Up to the next step every replica must end together: a checkpoint's or the epoch's last.
+          let firstStep = step + 1
+          let lastIndex =
+            (index..<stepsPerEpoch).first { candidate in
+              let candidateStep = firstStep + Int64(candidate - index)
+              return checkpointEvery > 0 && candidateStep % checkpointEvery == 0
+            } ?? stepsPerEpoch - 1
+          var moving: String?
+          try await runApart(
+            steps: firstStep...(firstStep + Int64(lastIndex - index)), firstIndex: index, shard: shard, train: train,
+            on: placement, dataPlane: dataPlane, deadline: Self.stepDeadline(after: recentSteps)
+          ) { outcomes, elapsed in
+            step += 1
+            index += 1
+            try await record(outcomes, epoch: epoch, elapsed: elapsed, flushed: false)
+            // A reason to go on elsewhere: every replica stops at the furthest step one of them began.
+            guard moving == nil, mayMove, step < Int64(totalSteps) else { return true }
+            moving = move()
+            return moving == nil
+          }
+          if (checkpointEvery > 0 && step % checkpointEvery == 0) || moving != nil { try await checkpointHere() }
+          if let moving { throw Move(reason: moving, step: step) }
+          continue
+        }
         step += 1
         let started = ContinuousClock.now
-        // The step's examples, split evenly among the replicas that run it.
-        let share = stepExamples / replicas
-        let shards = (0..<replicas).map { replica in
-          Array(order[(index * stepExamples + replica * share)..<(index * stepExamples + (replica + 1) * share)])
-        }
         // A reason to go on elsewhere: the job checkpoints after this step and moves.
         let moving = mayMove && step < Int64(totalSteps) ? move() : nil
         // The ps must hold the step before a checkpoint and at the end.
-        let checkpointDue = request.checkpoint.everySteps > 0 && step % request.checkpoint.everySteps == 0
+        let checkpointDue = checkpointEvery > 0 && step % checkpointEvery == 0
         // A job that may stop early after this epoch leaves its variables on the ps at the epoch's end.
         let mayStopHere = stopsEarly && index == stepsPerEpoch - 1
         let flush = checkpointDue || moving != nil || step == Int64(totalSteps) || mayStopHere
-        let outcomes = try await runStep(
-          step, train: train, shards: shards, flush: flush, on: placement, dataPlane: dataPlane,
-          deadline: Self.stepDeadline(after: recentSteps))
-        let elapsed = ContinuousClock.now - started
-        recentSteps = Array((recentSteps + [elapsed]).suffix(Self.recentStepsCounted))
-        var progress = Pipemesh_V1_TrainProgress()
-        progress.job = name
-        progress.epoch = Int32(epoch)
-        progress.step = step
-        progress.totalSteps = Int64(totalSteps)
-        progress.loss = outcomes.map(\.loss).reduce(0, +) / Double(outcomes.count)
-        // Of the step's labels: one per example, or one per position of a sequence output.
-        let labels = stepExamples * (train.targets.scalarCount / max(1, train.targets.shape[0]))
-        progress.accuracy = Double(outcomes.map(\.correct).reduce(0, +)) / Double(max(1, labels))
-        progress.samplesPerSecond = Double(stepExamples) / elapsed.seconds
-        progress.stages = outcomes.enumerated().flatMap { replica, outcome in
-          outcome.busy.enumerated().map { stage, busy in
-            Pipemesh_V1_StageBusy.with {
-              $0.stage = Int32(stage)
-              $0.replica = Int32(replica)
-              $0.busySeconds = busy.seconds
+        let (deadline, thisStep, thisIndex) = (Self.stepDeadline(after: recentSteps), step, index)
+        let outcomes = try await Self.within(deadline, "step \(thisStep)") {
+          try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome).self) { group in
+            for replica in 0..<self.replicas {
+              group.addTask {
+                let outcome = try await self.runReplica(
+                  thisStep, replica: replica, examples: shard(thisIndex, replica: replica), train: train, flush: flush,
+                  on: placement, dataPlane: dataPlane)
+                return (replica, outcome)
+              }
             }
+            var outcomes = [PipelineRun.Outcome?](repeating: nil, count: self.replicas)
+            for try await (replica, outcome) in group { outcomes[replica] = outcome }
+            return outcomes.map { $0! }
           }
         }
-        let memory = outcomes.enumerated().flatMap { replica, outcome in
-          outcome.memory.enumerated().map { stage, memory in
-            Pipemesh_V1_MemberMemory.with {
-              $0.member = "stage \(stage) replica \(replica)"
-              $0.endpoint = placement.partitions[stage][replica]
-              $0.memory = memory
-            }
-          }
-        }
-        let recovered = status.withLock { status -> Pipemesh_V1_JobFault? in
-          status.step = step
-          status.loss = progress.loss
-          status.memory = memory
-          // The first step after a stop: what going on cost.
-          guard let last = status.faults.indices.last, status.faults[last].recoverySeconds == 0 else { return nil }
-          status.faults[last].recoverySeconds = max(0, Date().timeIntervalSince1970 - status.faults[last].unixSeconds)
-          return status.faults[last]
-        }
-        if let recovered { events?.recovered(name, how: recovered.state, seconds: recovered.recoverySeconds) }
-        events?.stepped(name, progress, seconds: elapsed.seconds, replicas: replicas)
-        epochLossSum += progress.loss
-        epochSteps += 1
-        try await save(throttled: true)
-        if !flush { tracedStep = step }
-        trace.show(step: tracedStep > 0 ? tracedStep : step)
-        report(progress)
-        if checkpointDue || moving != nil {
-          status.withLock {
-            $0.checkpointEpochLossSum = epochLossSum
-            $0.checkpointEpochSteps = Int64(epochSteps)
-          }
-          _ = try await checkpoint(at: step)
-        }
+        index += 1
+        try await record(outcomes, epoch: epoch, elapsed: ContinuousClock.now - started, flushed: flush)
+        if checkpointDue || moving != nil { try await checkpointHere() }
         if let moving { throw Move(reason: moving, step: step) }
       }
       try await endEpoch(epoch)
@@ -703,35 +758,112 @@ final class TrainingJob: Sendable {
     return consistency
   }
 
-  /// One step on every replica (each stage commits when its calls are done).
-  private func runStep(
-    _ step: Int64, train: (inputs: Tensor, targets: Tensor), shards: [[Int]], flush: Bool, on placement: Placement,
-    dataPlane: [[String]], deadline: Duration
-  ) async throws -> [PipelineRun.Outcome] {
-    let microBatches = schedule.microBatches
-    return try await Self.within(deadline, "step \(step)") {
-      try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome).self) { group in
-        for (replica, shard) in shards.enumerated() {
-          group.addTask {
-            let inputs = train.inputs.rows(shard)
-            let targets = train.targets.rows(shard)
-            let parts = evenRanges(shard.count, parts: microBatches).map { range in
-              (input: inputs.rows(Array(range)), target: targets.rows(Array(range)))
+  /// Whether the job's replicas run their steps apart, each going on to its
+  /// next step without waiting for the others: async and bounded jobs of more
+  /// than one replica (a bounded job's ps holds the replicas within its
+  /// bound: stale-synchronous parallel). Sync replicas meet at every step.
+  private var replicasRunApart: Bool {
+    guard replicas > 1 else { return false }
+    switch request.consistency.mode {
+    case .async, .bounded: return true
+    case .sync, nil: return false
+    }
+  }
+
+  /// One replica's pipeline through one step on `examples` (each stage
+  /// commits when its calls are done).
+  private func runReplica(
+    _ step: Int64, replica: Int, examples: [Int], train: (inputs: Tensor, targets: Tensor), flush: Bool,
+    on placement: Placement, dataPlane: [[String]]
+  ) async throws -> PipelineRun.Outcome {
+    let inputs = train.inputs.rows(examples)
+    let targets = train.targets.rows(examples)
+    let parts = evenRanges(examples.count, parts: schedule.microBatches).map { range in
+      (input: inputs.rows(Array(range)), target: targets.rows(Array(range)))
+    }
+    return try await PipelineRun(
+      job: runID, step: step, replica: replica, schedule: schedule, stages: placement.clients.map { $0[replica] },
+      dataPlane: dataPlane.map { $0[replica] }, microBatches: parts, flush: flush, trace: trace
+    ).run()
+  }
+
+  /// Runs `steps` with every replica going through them on its own (the
+  /// epoch's `firstIndex` onwards, `shard` giving each replica's examples),
+  /// each replica's step within `deadline`. Once every replica ran a step,
+  /// `stepped` gets its outcomes by replica and the time since the step
+  /// before ended; when it returns false, the replicas stop after the
+  /// furthest step one of them began, and the run returns once every
+  /// replica ran it. The last of `steps` flushes.
+  private func runApart(
+    steps: ClosedRange<Int64>, firstIndex: Int, shard: @escaping @Sendable (Int, _ replica: Int) -> [Int],
+    train: (inputs: Tensor, targets: Tensor), on placement: Placement, dataPlane: [[String]], deadline: Duration,
+    stepped: ([PipelineRun.Outcome], Duration) async throws -> Bool
+  ) async throws {
+    let bounds = ApartSteps(last: steps.upperBound, furthestBegun: steps.lowerBound - 1)
+    let (ran, ranSink) = AsyncThrowingStream.makeStream(
+      of: (step: Int64, replica: Int, outcome: PipelineRun.Outcome?).self)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for replica in 0..<replicas {
+        group.addTask {
+          do {
+            var step = steps.lowerBound
+            while bounds.begin(step) {
+              let (thisStep, examples) = (step, shard(firstIndex + Int(step - steps.lowerBound), replica))
+              let outcome = try await Self.within(deadline, "step \(thisStep) of replica \(replica)") {
+                try await self.runReplica(
+                  thisStep, replica: replica, examples: examples, train: train, flush: thisStep == steps.upperBound,
+                  on: placement, dataPlane: dataPlane)
+              }
+              ranSink.yield((step, replica, outcome))
+              step += 1
             }
-            let outcome = try await PipelineRun(
-              job: self.runID, step: step, replica: replica, schedule: self.schedule,
-              stages: placement.clients.map { $0[replica] }, dataPlane: dataPlane.map { $0[replica] },
-              microBatches: parts,
-              flush: flush, trace: self.trace
-            ).run()
-            return (replica, outcome)
+            ranSink.yield((step, replica, nil))
+          } catch {
+            ranSink.finish(throwing: error)
+            throw error
           }
         }
-        var outcomes = [PipelineRun.Outcome?](repeating: nil, count: shards.count)
-        for try await (replica, outcome) in group { outcomes[replica] = outcome }
-        return outcomes.map { $0! }
+      }
+      var waiting: [Int64: [Int: PipelineRun.Outcome]] = [:]
+      var nextStep = steps.lowerBound
+      var replicasDone = 0
+      var lastEnded = ContinuousClock.now
+      for try await result in ran {
+        guard let outcome = result.outcome else {
+          replicasDone += 1
+          if replicasDone == replicas { break }
+          continue
+        }
+        waiting[result.step, default: [:]][result.replica] = outcome
+        while let outcomes = waiting[nextStep], outcomes.count == replicas {
+          waiting[nextStep] = nil
+          nextStep += 1
+          let now = ContinuousClock.now
+          let goOn = try await stepped((0..<replicas).map { outcomes[$0]! }, now - lastEnded)
+          lastEnded = now
+          if !goOn { bounds.stopAtFurthestBegun() }
+        }
       }
     }
+  }
+
+  /// How far replicas running apart go: the last step, lowered to the
+  /// furthest one begun when they are to stop early.
+  private final class ApartSteps: Sendable {
+    private let state: Mutex<(last: Int64, furthestBegun: Int64)>
+
+    init(last: Int64, furthestBegun: Int64) { state = Mutex((last, furthestBegun)) }
+
+    /// Whether a replica may begin `step` (noting that it did).
+    func begin(_ step: Int64) -> Bool {
+      state.withLock { state in
+        guard step <= state.last else { return false }
+        state.furthestBegun = max(state.furthestBegun, step)
+        return true
+      }
+    }
+
+    func stopAtFurthestBegun() { state.withLock { $0.last = $0.furthestBegun } }
   }
 
   /// `body`, or DEADLINE_EXCEEDED naming `what` once it runs past `deadline`

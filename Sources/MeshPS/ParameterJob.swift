@@ -33,6 +33,11 @@ struct JobCounters: Sendable {
   var stalenessMax: Int64 = 0
   var stalenessSum: Int64 = 0
   var stalenessCount: Int64 = 0
+  /// Async and bounded: the most steps an applied push was ahead of the
+  /// slowest replica's last push.
+  var replicaLeadMax: Int64 = 0
+  /// Bounded with wait: pushes that waited for the slowest replica.
+  var waited: Int64 = 0
 }
 
 /// The variables of one job and the rule that applies pushes to them.
@@ -58,7 +63,7 @@ actor ParameterJob {
   private var pushesInFlight: Set<PushKey> = []
   /// Sync: gradients of steps not yet complete, per step and variable.
   private var pendingSteps: [Int64: [String: PendingGradient]] = [:]
-  /// Bounded with wait: the last step each replica reached.
+  /// Async and bounded: the last step each replica pushed.
   private var replicaProgress: [Int32: Int64] = [:]
   private var waiters: [UInt64: Waiter] = [:]
   /// The store dropped the job: nothing is registered in it any more.
@@ -73,11 +78,16 @@ actor ParameterJob {
   private struct Waiter {
     let isReady: @Sendable (ParameterJob.Progress) -> Bool
     let continuation: CheckedContinuation<Void, any Error>
+    /// Ends the wait when it runs out of time.
+    let timer: Task<Void, Never>?
   }
 
   /// What waiters look at.
   struct Progress: Sendable {
     let appliedStep: [String: Int64]
+    /// The replica furthest behind (the lowest-numbered of those equally
+    /// behind) and the last step it pushed (0 before its first push).
+    let slowestReplica: Int32
     let slowestReplicaStep: Int64
   }
 
@@ -94,6 +104,10 @@ actor ParameterJob {
     self.budget = budget
     variables = restored
     furthestStep = restored.values.flatMap(\.lastSteps.values).max() ?? 0
+    // A checkpoint is written with every replica at the same step.
+    for (pusher, step) in restored.values.flatMap(\.lastSteps) {
+      replicaProgress[pusher.replica] = max(replicaProgress[pusher.replica, default: 0], step)
+    }
     published.withLock { published in
       for (name, variable) in restored { published[name] = variable.snapshot }
     }
@@ -273,18 +287,26 @@ actor ParameterJob {
     case .async:
       let fresh = unapplied(gradients, pusher, step)
       if fresh.isEmpty { break }
+      reached(step, by: request.replica)
       applyNow(fresh, pusher: pusher, step: step)
     case .bounded(let maxStaleness, let wait):
       let fresh = unapplied(gradients, pusher, step)
       if fresh.isEmpty { break }
-      if wait {
+      reached(step, by: request.replica)
+      if let wait {
         // Marked in flight before waiting, so a retry that arrives meanwhile is not applied too.
         let keys = Set(fresh.map { PushKey(pusher: pusher, step: step, variable: $0.name) })
         pushesInFlight.formUnion(keys)
         defer { pushesInFlight.subtract(keys) }
-        replicaProgress[request.replica] = max(replicaProgress[request.replica, default: 0], step)
-        resumeReadyWaiters()
-        try await waitUntil { $0.slowestReplicaStep >= step - maxStaleness }
+        let isReady: @Sendable (Progress) -> Bool = { $0.slowestReplicaStep >= step - maxStaleness }
+        if !isReady(progress) { counters.withLock { $0.waited += 1 } }
+        try await waitUntil(isReady, timeout: wait) { progress in
+          RPCError(
+            .deadlineExceeded,
+            "push of step \(step) from \(pusher.user.echoed) replica \(pusher.replica) waited \(wait) for replica "
+              + "\(progress.slowestReplica), whose last push is of step \(progress.slowestReplicaStep), to come within "
+              + "\(maxStaleness) steps (bounded consistency): that replica may hang or run far slower than the others")
+        }
         // The caller may have gone while this push was being resumed.
         try Task.checkCancellation()
       } else if let stale = fresh.first(where: { variables[$0.name]!.version - $0.baseVersion > maxStaleness }) {
@@ -344,12 +366,21 @@ actor ParameterJob {
     return fresh
   }
 
+  /// Async and bounded: notes that `replica` pushed `step`, which may let
+  /// pushes waiting for it go on.
+  private func reached(_ step: Int64, by replica: Int32) {
+    replicaProgress[replica] = max(replicaProgress[replica, default: 0], step)
+    resumeReadyWaiters()
+  }
+
   private func applyNow(_ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64)
   {
     for gradient in gradients { variables[gradient.name]!.lastSteps[pusher] = step }
     furthestStep = max(furthestStep, step)
     let staleness = gradients.map { max(0, variables[$0.name]!.version - $0.baseVersion) }
+    let lead = max(0, step - slowestReplica.step)
     counters.withLock { counters in
+      counters.replicaLeadMax = max(counters.replicaLeadMax, lead)
       counters.stalenessMax = max(counters.stalenessMax, staleness.max() ?? 0)
       counters.stalenessSum += staleness.reduce(0, +)
       counters.stalenessCount += Int64(staleness.count)
@@ -431,9 +462,15 @@ actor ParameterJob {
   // MARK: - Waiting
 
   private var progress: Progress {
-    // Replicas that never pushed are at step 0.
-    let slowest = replicaProgress.count < Int(consistency.replicas) ? 0 : replicaProgress.values.min() ?? 0
-    return Progress(appliedStep: variables.mapValues(\.syncStep), slowestReplicaStep: slowest)
+    let slowest = slowestReplica
+    return Progress(
+      appliedStep: variables.mapValues(\.syncStep), slowestReplica: slowest.replica, slowestReplicaStep: slowest.step)
+  }
+
+  /// The replica furthest behind and the last step it pushed; replicas that
+  /// never pushed are at step 0.
+  private var slowestReplica: (replica: Int32, step: Int64) {
+    (0..<consistency.replicas).map { ($0, replicaProgress[$0, default: 0]) }.min { $0.1 < $1.1 } ?? (0, 0)
   }
 
   /// Forgets every variable (the store dropped the job): pushes waiting in
@@ -442,6 +479,7 @@ actor ParameterJob {
     dropped = true
     let freed = (variables: variables.count, bytes: reservedBytes)
     for waiter in waiters.values {
+      waiter.timer?.cancel()
       waiter.continuation.resume(
         throwing: RPCError(.aborted, "job \(name) was dropped from this ps while the push waited"))
     }
@@ -455,7 +493,12 @@ actor ParameterJob {
 
   /// Suspends until `isReady` holds; cancelling the task (the caller's
   /// deadline) stops the wait.
-  private func waitUntil(_ isReady: @escaping @Sendable (Progress) -> Bool) async throws {
+  /// Returns once `isReady`; with a `timeout`, fails with what `expired`
+  /// makes of the progress when it runs out.
+  private func waitUntil(
+    _ isReady: @escaping @Sendable (Progress) -> Bool, timeout: Duration? = nil,
+    expired: @escaping @Sendable (Progress) -> RPCError = { _ in RPCError(.deadlineExceeded, "the wait ran out") }
+  ) async throws {
     if isReady(progress) { return }
     let id = nextWaiterID
     nextWaiterID += 1
@@ -463,7 +506,13 @@ actor ParameterJob {
     defer { counters.withLock { $0.waiting -= 1 } }
     try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { continuation in
-        waiters[id] = Waiter(isReady: isReady, continuation: continuation)
+        let timer = timeout.map { timeout in
+          Task {
+            guard (try? await Task.sleep(for: timeout)) != nil else { return }
+            await self.endWait(id) { expired($0) }
+          }
+        }
+        waiters[id] = Waiter(isReady: isReady, continuation: continuation, timer: timer)
         if Task.isCancelled { cancelWaiter(id) }
       }
     } onCancel: {
@@ -472,14 +521,21 @@ actor ParameterJob {
   }
 
   private func cancelWaiter(_ id: UInt64) {
-    waiters.removeValue(forKey: id)?.continuation.resume(
-      throwing: RPCError(.cancelled, "the push was cancelled while waiting for the other replicas"))
+    endWait(id) { _ in RPCError(.cancelled, "the push was cancelled while waiting for the other replicas") }
+  }
+
+  /// Ends a wait with the error `reason` makes of the current progress.
+  private func endWait(_ id: UInt64, _ reason: (Progress) -> RPCError) {
+    guard let waiter = waiters.removeValue(forKey: id) else { return }
+    waiter.timer?.cancel()
+    waiter.continuation.resume(throwing: reason(progress))
   }
 
   private func resumeReadyWaiters() {
     let current = progress
     for (id, waiter) in waiters where waiter.isReady(current) {
       waiters[id] = nil
+      waiter.timer?.cancel()
       waiter.continuation.resume()
     }
   }

@@ -125,6 +125,8 @@ public final class ParameterStore: Sendable {
       response.pushesDuplicate += counters.duplicates
       response.pulls += counters.pulls
       response.pushesWaiting += counters.waiting
+      response.pushesWaited += counters.waited
+      response.maxReplicaLead = max(response.maxReplicaLead, counters.replicaLeadMax)
       response.maxVersion = max(response.maxVersion, job.maxVersion)
       response.maxStaleness = max(response.maxStaleness, counters.stalenessMax)
       stalenessSum += counters.stalenessSum

@@ -10,14 +10,19 @@ public struct JobConsistency: Equatable, Sendable {
     case sync
     /// Every push is applied at once, as it is.
     case async
-    /// Applied at once; refuse pushes more than `maxStaleness` versions behind,
-    /// or with `wait`, hold replicas within `maxStaleness` steps of each other.
-    case bounded(maxStaleness: Int64, wait: Bool)
+    /// Applied at once; refuse pushes more than `maxStaleness` versions
+    /// behind, or with a `wait`, hold replicas within `maxStaleness` steps of
+    /// each other, a push waiting at most that long for the slowest replica.
+    case bounded(maxStaleness: Int64, wait: Duration?)
   }
 
   public let mode: Mode
   public let replicas: Int32
   public static let maxReplicas: Int32 = 4096
+  /// How long a bounded push waits for the slowest replica when the request
+  /// gives no time, and the most it may give.
+  public static let defaultWaitTimeout = Duration.seconds(60)
+  public static let maxWaitTimeoutSeconds: Int32 = 86_400
 
   public init(_ proto: Pipemesh_V1_Consistency) throws {
     replicas = proto.replicas == 0 ? 1 : proto.replicas
@@ -31,7 +36,14 @@ public struct JobConsistency: Equatable, Sendable {
       guard bounded.maxStaleness >= 0 else {
         throw RPCError(.invalidArgument, "bounded consistency needs max_staleness >= 0")
       }
-      mode = .bounded(maxStaleness: bounded.maxStaleness, wait: bounded.wait)
+      guard bounded.waitTimeoutSeconds >= 0, bounded.waitTimeoutSeconds <= Self.maxWaitTimeoutSeconds else {
+        throw RPCError(
+          .invalidArgument,
+          "bounded consistency wait_timeout_seconds is \(bounded.waitTimeoutSeconds); give 0 (60 seconds) to \(Self.maxWaitTimeoutSeconds)"
+        )
+      }
+      let timeout = bounded.waitTimeoutSeconds == 0 ? Self.defaultWaitTimeout : .seconds(bounded.waitTimeoutSeconds)
+      mode = .bounded(maxStaleness: bounded.maxStaleness, wait: bounded.wait ? timeout : nil)
     }
   }
 
@@ -44,7 +56,8 @@ public struct JobConsistency: Equatable, Sendable {
     case .bounded(let maxStaleness, let wait):
       proto.bounded = .with {
         $0.maxStaleness = maxStaleness
-        $0.wait = wait
+        $0.wait = wait != nil
+        $0.waitTimeoutSeconds = Int32(wait?.components.seconds ?? 0)
       }
     }
     return proto

@@ -44,6 +44,17 @@ enum ParameterServerMetrics {
       [([:], stats().meanStaleness)]
     }
     registry.gauge(
+      "pipemesh_ps_replica_lead_max",
+      help: "Most steps an applied async or bounded push was ahead of the slowest replica."
+    ) {
+      [([:], Double(stats().maxReplicaLead))]
+    }
+    registry.counter(
+      "pipemesh_ps_pushes_waited_total", help: "Bounded pushes that waited for the slowest replica to come near."
+    ) {
+      [([:], Double(stats().pushesWaited))]
+    }
+    registry.gauge(
       "pipemesh_ps_checkpoint_age_seconds", help: "Seconds since the last checkpoint; -1 before the first."
     ) {
       [([:], checkpointer?.age.map { Double($0.components.seconds) } ?? -1)]

@@ -60,7 +60,10 @@ struct TrainingOptions: ParsableArguments {
   @Option(help: "Seed of the held-out split and of each epoch's order: the same seed gives the same run.")
   var seed: UInt64 = 1
 
-  @Option(help: "Consistency of the variables: sync, async, or bounded:K.")
+  @Option(
+    help:
+      "Consistency of the variables: sync, async, or bounded:K (replicas run apart, each within K steps of the slowest: stale-synchronous parallel)."
+  )
   var consistency: String = "sync"
 
   @Option(
@@ -180,7 +183,12 @@ struct TrainingOptions: ParsableArguments {
       guard let bound = Int64(text.dropFirst("bounded:".count)), bound >= 0 else {
         throw ValidationError("--consistency bounded:K needs a whole number K >= 0")
       }
-      return .with { $0.bounded = .with { $0.maxStaleness = bound } }
+      return .with {
+        $0.bounded = .with {
+          $0.maxStaleness = bound
+          $0.wait = true
+        }
+      }
     default:
       throw ValidationError("--consistency must be sync, async or bounded:K")
     }

@@ -771,6 +771,22 @@ import Testing
       ("negative max replicas", { $0.maxReplicas = -1 }, .invalidArgument, "max_replicas is -1; give 0 (replicas)"),
       ("too many max replicas", { $0.maxReplicas = 4097 }, .invalidArgument, "max_replicas is 4097"),
       (
+        "bounded replicas that would not wait",
+        {
+          ($0.stages, $0.replicas) = (1, 2)
+          $0.consistency.bounded = .with { $0.maxStaleness = 1 }
+        }, .invalidArgument, "consistency.bounded.wait is false with 2 replicas"
+      ),
+      (
+        "a bounded wait of over a day",
+        {
+          $0.consistency.bounded = .with {
+            $0.wait = true
+            $0.waitTimeoutSeconds = 86_401
+          }
+        }, .invalidArgument, "wait_timeout_seconds is 86401"
+      ),
+      (
         "max replicas of an async job",
         {
           $0.maxReplicas = 2

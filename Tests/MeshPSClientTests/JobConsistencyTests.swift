@@ -15,10 +15,12 @@ import Testing
     return proto
   }
 
-  static func bounded(maxStaleness: Int64, wait: Bool) -> Pipemesh_V1_Consistency.OneOf_Mode {
+  static func bounded(maxStaleness: Int64, wait: Bool, timeoutSeconds: Int32 = 0) -> Pipemesh_V1_Consistency.OneOf_Mode
+  {
     var bounded = Pipemesh_V1_BoundedConsistency()
     bounded.maxStaleness = maxStaleness
     bounded.wait = wait
+    bounded.waitTimeoutSeconds = timeoutSeconds
     return .bounded(bounded)
   }
 
@@ -33,10 +35,21 @@ import Testing
     #expect(try JobConsistency(Self.consistency(.async(.init()))).mode == .async)
     #expect(
       try JobConsistency(Self.consistency(Self.bounded(maxStaleness: 3, wait: true))).mode
-        == .bounded(maxStaleness: 3, wait: true))
+        == .bounded(maxStaleness: 3, wait: .seconds(60)))
     #expect(
       try JobConsistency(Self.consistency(Self.bounded(maxStaleness: 0, wait: false))).mode
-        == .bounded(maxStaleness: 0, wait: false))
+        == .bounded(maxStaleness: 0, wait: nil))
+    #expect(
+      try JobConsistency(Self.consistency(Self.bounded(maxStaleness: 1, wait: true, timeoutSeconds: 5))).mode
+        == .bounded(maxStaleness: 1, wait: .seconds(5)))
+  }
+
+  @Test(arguments: [Int32(-1), JobConsistency.maxWaitTimeoutSeconds + 1, .min, .max])
+  func aWaitTimeoutOutOfRangeIsRefused(seconds: Int32) {
+    let proto = Self.consistency(Self.bounded(maxStaleness: 1, wait: true, timeoutSeconds: seconds))
+    let error = #expect(throws: RPCError.self) { _ = try JobConsistency(proto) }
+    #expect(error?.code == .invalidArgument)
+    #expect(error?.message.contains("wait_timeout_seconds is \(seconds)") == true, "\(String(describing: error))")
   }
 
   @Test(arguments: [Int32(0), 1, 2, JobConsistency.maxReplicas])
@@ -69,7 +82,8 @@ import Testing
     JobConsistencyTests.consistency(.sync(.init()), replicas: 1),
     JobConsistencyTests.consistency(.async(.init()), replicas: 4),
     JobConsistencyTests.consistency(JobConsistencyTests.bounded(maxStaleness: 2, wait: false), replicas: 2),
-    JobConsistencyTests.consistency(JobConsistencyTests.bounded(maxStaleness: 5, wait: true), replicas: 4096),
+    JobConsistencyTests.consistency(
+      JobConsistencyTests.bounded(maxStaleness: 5, wait: true, timeoutSeconds: 60), replicas: 4096),
   ])
   func protoSurvivesTheRoundTrip(proto: Pipemesh_V1_Consistency) throws {
     #expect(throws: Never.self) { try proto.validate() }

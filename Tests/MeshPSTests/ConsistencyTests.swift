@@ -130,7 +130,12 @@ import Testing
     #expect(abs(stats.meanStaleness - 2.0 / 6.0) < 1e-9)
   }
 
-  @Test func boundedWaitHoldsTheFastReplica() async throws {
+  /// A ps in this process holding job "ssp": variable `w` of shape [2],
+  /// pushed by "stage0" of `replicas` replicas held within 1 step of each
+  /// other, a push waiting at most `timeoutSeconds` (0: the default).
+  static func staleSynchronousJob(replicas: Int32, timeoutSeconds: Int32 = 0) async throws -> (
+    client: ParameterServerClient, ps: any RPCChannel
+  ) {
     let (client, ps) = try Fixtures.inProcessPS()
     try await client.register(
       job: "ssp", variables: [Fixtures.variable("w", shape: [2])],
@@ -139,8 +144,14 @@ import Testing
           .with {
             $0.maxStaleness = 1
             $0.wait = true
-          }), replicas: 2),
+            $0.waitTimeoutSeconds = timeoutSeconds
+          }), replicas: replicas),
       user: "stage0")
+    return (client, ps)
+  }
+
+  @Test func boundedWaitHoldsTheFastReplica() async throws {
+    let (client, ps) = try await Self.staleSynchronousJob(replicas: 2)
     func push(replica: Int32, step: Int64, timeout: Duration = .seconds(30)) async throws {
       var request = Pipemesh_V1_PushRequest()
       request.job = "ssp"
@@ -167,5 +178,31 @@ import Testing
     try await held
     let pulled = try await client.pull(job: "ssp", names: ["w"])["w"]!
     #expect(pulled.version == 4)
+    let stats = try await ps.call(ParameterServerMethods.stats, .with { $0.job = "ssp" })
+    // Step 3 of replica 0 waited for replica 1's step 2; none was applied more than 1 step ahead.
+    #expect(stats.pushesWaited >= 1 && stats.maxReplicaLead == 1, "\(stats)")
+  }
+
+  /// A bounded push that waits longer than the job's wait timeout (replica
+  /// 1 never pushes, replica 0 goes 2 steps ahead of it) fails
+  /// with DEADLINE_EXCEEDED naming the replica it waited for, and is not
+  /// applied.
+  @Test func aBoundedWaitEndsAtItsTimeoutNamingTheSlowReplica() async throws {
+    let (client, _) = try await Self.staleSynchronousJob(replicas: 3, timeoutSeconds: 1)
+    for replica: Int32 in [0, 2] {
+      _ = try await client.push(
+        job: "ssp", step: 1, user: "stage0", replica: replica, clientID: "r\(replica)",
+        gradients: ["w": (Fixtures.filled([2], 1), 0)])
+    }
+    let error = await #expect(throws: RPCError.self) {
+      try await client.push(
+        job: "ssp", step: 2, user: "stage0", replica: 0, clientID: "r0", gradients: ["w": (Fixtures.filled([2], 1), 0)])
+    }
+    #expect(error?.code == .deadlineExceeded)
+    #expect(
+      error?.message.contains("waited 1.0 seconds for replica 1, whose last push is of step 0") == true,
+      "\(String(describing: error))")
+    // Step 1 of replicas 0 and 2 only.
+    #expect(try await client.pull(job: "ssp", names: ["w"])["w"]!.version == 2)
   }
 }

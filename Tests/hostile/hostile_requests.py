@@ -766,7 +766,9 @@ class HostileGenerator:
         elif mode == 1:
             getattr(c, "async").SetInParent()
         elif mode == 2:
-            c.bounded.CopyFrom(ps.BoundedConsistency(max_staleness=d.int64("bounded.max_staleness", 2), wait=rng.random() < 0.5))
+            c.bounded.CopyFrom(ps.BoundedConsistency(
+                max_staleness=d.int64("bounded.max_staleness", 2), wait=rng.random() < 0.5,
+                wait_timeout_seconds=d.int32("bounded.wait_timeout_seconds", 0)))
         c.replicas = d.int32("consistency.replicas", rng.choice((0, 1)))
         d.note(f"consistency mode {('sync', 'async', 'bounded', 'unset')[mode]}")
         return c

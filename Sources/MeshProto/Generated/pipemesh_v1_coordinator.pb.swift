@@ -535,8 +535,11 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// Clears the value of `optimizer`. Subsequent reads from it will return its default value.
   public mutating func clearOptimizer() {_uniqueStorage()._optimizer = nil}
 
-  /// Valid: see Consistency; an unset mode means sync. `replicas` is checked (0 to 4096) but
-  /// replaced by the cluster's replica count.
+  /// Sync replicas meet at every step; async and bounded replicas run their steps apart, meeting
+  /// at checkpoints and at each epoch's end, a bounded job's ps holding each within max_staleness
+  /// steps of the slowest (stale-synchronous parallel).
+  /// Valid: see Consistency; an unset mode means sync; bounded with more than one replica needs
+  /// wait. `replicas` is checked (0 to 4096) but replaced by the cluster's replica count.
   public var consistency: Pipemesh_V1_Consistency {
     get {_storage._consistency ?? Pipemesh_V1_Consistency()}
     set {_uniqueStorage()._consistency = newValue}

@@ -118,6 +118,11 @@ public nonisolated struct Pipemesh_V1_BoundedConsistency: Sendable {
   /// Valid: any.
   public var wait: Bool = false
 
+  /// With `wait`: how long a push waits for the slowest replica before it
+  /// fails with DEADLINE_EXCEEDED naming that replica and its step.
+  /// Valid: 0 (60 seconds) to 86,400.
+  public var waitTimeoutSeconds: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -662,6 +667,20 @@ public nonisolated struct Pipemesh_V1_StatsResponse: @unchecked Sendable {
     set {_uniqueStorage()._pushesWaiting = newValue}
   }
 
+  /// Async and bounded: the most steps a replica's push was ahead of the
+  /// slowest replica's last push when it was applied (bounded with wait keeps
+  /// it at max_staleness or less).
+  public var maxReplicaLead: Int64 {
+    get {_storage._maxReplicaLead}
+    set {_uniqueStorage()._maxReplicaLead = newValue}
+  }
+
+  /// Bounded with wait: pushes that waited for the slowest replica, in all.
+  public var pushesWaited: Int64 {
+    get {_storage._pushesWaited}
+    set {_uniqueStorage()._pushesWaited = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -998,7 +1017,7 @@ nonisolated extension Pipemesh_V1_AsyncConsistency: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_BoundedConsistency: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BoundedConsistency"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_staleness\0\u{1}wait\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_staleness\0\u{1}wait\0\u{3}wait_timeout_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1008,6 +1027,7 @@ nonisolated extension Pipemesh_V1_BoundedConsistency: SwiftProtobuf.Message, Swi
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.maxStaleness) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.wait) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.waitTimeoutSeconds) }()
       default: break
       }
     }
@@ -1020,12 +1040,16 @@ nonisolated extension Pipemesh_V1_BoundedConsistency: SwiftProtobuf.Message, Swi
     if self.wait != false {
       try visitor.visitSingularBoolField(value: self.wait, fieldNumber: 2)
     }
+    if self.waitTimeoutSeconds != 0 {
+      try visitor.visitSingularInt32Field(value: self.waitTimeoutSeconds, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_BoundedConsistency, rhs: Pipemesh_V1_BoundedConsistency) -> Bool {
     if lhs.maxStaleness != rhs.maxStaleness {return false}
     if lhs.wait != rhs.wait {return false}
+    if lhs.waitTimeoutSeconds != rhs.waitTimeoutSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1800,7 +1824,7 @@ nonisolated extension Pipemesh_V1_StatsRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0\u{3}checkpoints_enabled\0\u{3}memory_budget_bytes\0\u{3}memory_in_use_bytes\0\u{1}memory\0\u{3}pushes_waiting\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0\u{3}checkpoints_enabled\0\u{3}memory_budget_bytes\0\u{3}memory_in_use_bytes\0\u{1}memory\0\u{3}pushes_waiting\0\u{3}max_replica_lead\0\u{3}pushes_waited\0")
 
   fileprivate class _StorageClass {
     var _variables: Int64 = 0
@@ -1819,6 +1843,8 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
     var _memoryInUseBytes: Int64 = 0
     var _memory: Pipemesh_V1_ProcessMemory? = nil
     var _pushesWaiting: Int64 = 0
+    var _maxReplicaLead: Int64 = 0
+    var _pushesWaited: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1845,6 +1871,8 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
       _memoryInUseBytes = source._memoryInUseBytes
       _memory = source._memory
       _pushesWaiting = source._pushesWaiting
+      _maxReplicaLead = source._maxReplicaLead
+      _pushesWaited = source._pushesWaited
     }
   }
 
@@ -1879,6 +1907,8 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
         case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._memoryInUseBytes) }()
         case 15: try { try decoder.decodeSingularMessageField(value: &_storage._memory) }()
         case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._pushesWaiting) }()
+        case 17: try { try decoder.decodeSingularInt64Field(value: &_storage._maxReplicaLead) }()
+        case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._pushesWaited) }()
         default: break
         }
       }
@@ -1939,6 +1969,12 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
       if _storage._pushesWaiting != 0 {
         try visitor.visitSingularInt64Field(value: _storage._pushesWaiting, fieldNumber: 16)
       }
+      if _storage._maxReplicaLead != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._maxReplicaLead, fieldNumber: 17)
+      }
+      if _storage._pushesWaited != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._pushesWaited, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1964,6 +2000,8 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
         if _storage._memoryInUseBytes != rhs_storage._memoryInUseBytes {return false}
         if _storage._memory != rhs_storage._memory {return false}
         if _storage._pushesWaiting != rhs_storage._pushesWaiting {return false}
+        if _storage._maxReplicaLead != rhs_storage._maxReplicaLead {return false}
+        if _storage._pushesWaited != rhs_storage._pushesWaited {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -301,7 +301,8 @@ def _consistency(consistency: str) -> ps.Consistency:
     if consistency == "async":
         return ps.Consistency(**{"async": ps.AsyncConsistency()})
     if consistency.startswith("bounded:") and consistency[len("bounded:"):].isdigit():
-        return ps.Consistency(bounded=ps.BoundedConsistency(max_staleness=int(consistency[len("bounded:"):])))
+        return ps.Consistency(
+            bounded=ps.BoundedConsistency(max_staleness=int(consistency[len("bounded:"):]), wait=True))
     raise ValueError(f"consistency is {consistency!r}; give sync, async or bounded:K")
 
 

@@ -28,12 +28,14 @@ class AsyncConsistency(_message.Message):
     def __init__(self) -> None: ...
 
 class BoundedConsistency(_message.Message):
-    __slots__ = ("max_staleness", "wait")
+    __slots__ = ("max_staleness", "wait", "wait_timeout_seconds")
     MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
+    WAIT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     max_staleness: int
     wait: bool
-    def __init__(self, max_staleness: _Optional[int] = ..., wait: _Optional[bool] = ...) -> None: ...
+    wait_timeout_seconds: int
+    def __init__(self, max_staleness: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_seconds: _Optional[int] = ...) -> None: ...
 
 class Initializer(_message.Message):
     __slots__ = ("constant", "normal", "uniform", "glorot_uniform", "he_normal", "seed")
@@ -196,7 +198,7 @@ class StatsRequest(_message.Message):
     def __init__(self, job: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("variables", "bytes", "pushes_applied", "pushes_refused_stale", "pushes_refused_non_finite", "pulls", "checkpoint_age_seconds", "pushes_duplicate", "max_version", "max_staleness", "mean_staleness", "checkpoints_enabled", "memory_budget_bytes", "memory_in_use_bytes", "memory", "pushes_waiting")
+    __slots__ = ("variables", "bytes", "pushes_applied", "pushes_refused_stale", "pushes_refused_non_finite", "pulls", "checkpoint_age_seconds", "pushes_duplicate", "max_version", "max_staleness", "mean_staleness", "checkpoints_enabled", "memory_budget_bytes", "memory_in_use_bytes", "memory", "pushes_waiting", "max_replica_lead", "pushes_waited")
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     PUSHES_APPLIED_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +215,8 @@ class StatsResponse(_message.Message):
     MEMORY_IN_USE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     PUSHES_WAITING_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLICA_LEAD_FIELD_NUMBER: _ClassVar[int]
+    PUSHES_WAITED_FIELD_NUMBER: _ClassVar[int]
     variables: int
     bytes: int
     pushes_applied: int
@@ -229,7 +233,9 @@ class StatsResponse(_message.Message):
     memory_in_use_bytes: int
     memory: ProcessMemory
     pushes_waiting: int
-    def __init__(self, variables: _Optional[int] = ..., bytes: _Optional[int] = ..., pushes_applied: _Optional[int] = ..., pushes_refused_stale: _Optional[int] = ..., pushes_refused_non_finite: _Optional[int] = ..., pulls: _Optional[int] = ..., checkpoint_age_seconds: _Optional[float] = ..., pushes_duplicate: _Optional[int] = ..., max_version: _Optional[int] = ..., max_staleness: _Optional[int] = ..., mean_staleness: _Optional[float] = ..., checkpoints_enabled: _Optional[bool] = ..., memory_budget_bytes: _Optional[int] = ..., memory_in_use_bytes: _Optional[int] = ..., memory: _Optional[_Union[ProcessMemory, _Mapping]] = ..., pushes_waiting: _Optional[int] = ...) -> None: ...
+    max_replica_lead: int
+    pushes_waited: int
+    def __init__(self, variables: _Optional[int] = ..., bytes: _Optional[int] = ..., pushes_applied: _Optional[int] = ..., pushes_refused_stale: _Optional[int] = ..., pushes_refused_non_finite: _Optional[int] = ..., pulls: _Optional[int] = ..., checkpoint_age_seconds: _Optional[float] = ..., pushes_duplicate: _Optional[int] = ..., max_version: _Optional[int] = ..., max_staleness: _Optional[int] = ..., mean_staleness: _Optional[float] = ..., checkpoints_enabled: _Optional[bool] = ..., memory_budget_bytes: _Optional[int] = ..., memory_in_use_bytes: _Optional[int] = ..., memory: _Optional[_Union[ProcessMemory, _Mapping]] = ..., pushes_waiting: _Optional[int] = ..., max_replica_lead: _Optional[int] = ..., pushes_waited: _Optional[int] = ...) -> None: ...
 
 class AssignRequest(_message.Message):
     __slots__ = ("job", "user", "variables")
