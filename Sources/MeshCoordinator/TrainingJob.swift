@@ -46,6 +46,8 @@ final class TrainingJob: Sendable {
   private let status: Mutex<Pipemesh_V1_Job>
   /// When the record was last written while steps ran.
   private let savedAt = Mutex(ContinuousClock.now)
+  /// The deadline of the next step (`stepDeadline(after:)` the recent ones).
+  private let stepDeadline = Mutex(TrainingJob.firstStepsDeadline)
   /// The partitions the job runs on, once it has left the queue.
   private let placed = Mutex<Placement?>(nil)
   private let data: Mutex<JobData?>
@@ -67,6 +69,12 @@ final class TrainingJob: Sendable {
     targets: Tensor, cluster: Cluster, store: CoordinatorStore, events: (any TrainingEvents)? = nil, budget: Int? = nil,
     resuming stored: CoordinatorStore.StoredJob? = nil
   ) throws {
+    var request = request
+    // Bounded jobs stored before replicas ran apart did not wait; they do now.
+    if stored != nil, case .bounded(var bounded) = request.consistency.mode, !bounded.wait {
+      bounded.wait = true
+      request.consistency.bounded = bounded
+    }
     try Self.checkOptions(request)
     stages = Int(request.stages)
     replicas = running ?? Int(request.replicas)
@@ -585,6 +593,7 @@ final class TrainingJob: Sendable {
     /// the job's progress, its record and the report.
     func record(_ outcomes: [PipelineRun.Outcome], epoch: Int, elapsed: Duration, flushed: Bool) async throws {
       recentSteps = Array((recentSteps + [elapsed]).suffix(Self.recentStepsCounted))
+      stepDeadline.withLock { $0 = Self.stepDeadline(after: recentSteps) }
       var progress = Pipemesh_V1_TrainProgress()
       progress.job = name
       progress.epoch = Int32(epoch)
@@ -653,17 +662,18 @@ final class TrainingJob: Sendable {
       while index < stepsPerEpoch {
         try Task.checkCancellation()
         if replicasRunApart {
-          // Up to the next step every replica must end together: a checkpoint's or the epoch's last.
+          // Up to the next step every replica must end together: a checkpoint's, the epoch's last,
+          // or `maxStepsApart` on.
           let firstStep = step + 1
           let lastIndex =
-            (index..<stepsPerEpoch).first { candidate in
+            (index..<min(stepsPerEpoch, index + Self.maxStepsApart)).first { candidate in
               let candidateStep = firstStep + Int64(candidate - index)
               return checkpointEvery > 0 && candidateStep % checkpointEvery == 0
-            } ?? stepsPerEpoch - 1
+            } ?? min(stepsPerEpoch, index + Self.maxStepsApart) - 1
           var moving: String?
           try await runApart(
             steps: firstStep...(firstStep + Int64(lastIndex - index)), firstIndex: index, shard: shard, train: train,
-            on: placement, dataPlane: dataPlane, deadline: Self.stepDeadline(after: recentSteps)
+            on: placement, dataPlane: dataPlane
           ) { outcomes, elapsed in
             step += 1
             index += 1
@@ -673,6 +683,8 @@ final class TrainingJob: Sendable {
             moving = move()
             return moving == nil
           }
+          // Stopped at the job's last step, it has nothing left to move.
+          if step >= Int64(totalSteps) { moving = nil }
           if (checkpointEvery > 0 && step % checkpointEvery == 0) || moving != nil { try await checkpointHere() }
           if let moving { throw Move(reason: moving, step: step) }
           continue
@@ -755,6 +767,12 @@ final class TrainingJob: Sendable {
   var consistency: Pipemesh_V1_Consistency {
     var consistency = request.consistency
     consistency.replicas = Int32(replicas)
+    // Unless the request bounds it, a push waits as long as the step's deadline lets it: that
+    // deadline finds a replica that hangs, and names it.
+    if case .bounded(var bounded) = consistency.mode, bounded.wait, bounded.waitTimeoutSeconds == 0 {
+      bounded.waitTimeoutSeconds = JobConsistency.maxWaitTimeoutSeconds
+      consistency.bounded = bounded
+    }
     return consistency
   }
 
@@ -787,16 +805,23 @@ final class TrainingJob: Sendable {
     ).run()
   }
 
+  /// The most steps replicas running apart take before they meet: it bounds
+  /// how far an async job's fastest replica runs ahead (what a move or a
+  /// checkpoint waits for, and the calls the trace keeps).
+  static let maxStepsApart = 16
+
   /// Runs `steps` with every replica going through them on its own (the
   /// epoch's `firstIndex` onwards, `shard` giving each replica's examples),
-  /// each replica's step within `deadline`. Once every replica ran a step,
-  /// `stepped` gets its outcomes by replica and the time since the step
-  /// before ended; when it returns false, the replicas stop after the
-  /// furthest step one of them began, and the run returns once every
-  /// replica ran it. The last of `steps` flushes.
+  /// each replica's step within the step deadline as it stands when the
+  /// step begins. Once every replica ran a step, `stepped` gets its outcomes
+  /// by replica and the time since the step before ended; when it returns
+  /// false, the replicas stop after the furthest step one of them began,
+  /// and the run returns once every replica ran it. Stages flush at the last
+  /// of `steps` (which matters only to a stage that applies its own updates,
+  /// never one of several replicas).
   private func runApart(
     steps: ClosedRange<Int64>, firstIndex: Int, shard: @escaping @Sendable (Int, _ replica: Int) -> [Int],
-    train: (inputs: Tensor, targets: Tensor), on placement: Placement, dataPlane: [[String]], deadline: Duration,
+    train: (inputs: Tensor, targets: Tensor), on placement: Placement, dataPlane: [[String]],
     stepped: ([PipelineRun.Outcome], Duration) async throws -> Bool
   ) async throws {
     let bounds = ApartSteps(last: steps.upperBound, furthestBegun: steps.lowerBound - 1)
@@ -809,6 +834,7 @@ final class TrainingJob: Sendable {
             var step = steps.lowerBound
             while bounds.begin(step) {
               let (thisStep, examples) = (step, shard(firstIndex + Int(step - steps.lowerBound), replica))
+              let deadline = self.stepDeadline.withLock { $0 }
               let outcome = try await Self.within(deadline, "step \(thisStep) of replica \(replica)") {
                 try await self.runReplica(
                   thisStep, replica: replica, examples: examples, train: train, flush: thisStep == steps.upperBound,
@@ -844,6 +870,9 @@ final class TrainingJob: Sendable {
           if !goOn { bounds.stopAtFurthestBegun() }
         }
       }
+      // A cancelled job's stream ends early: no replica may be left past the recorded step.
+      try Task.checkCancellation()
+      guard replicasDone == replicas else { throw CancellationError() }
     }
   }
 

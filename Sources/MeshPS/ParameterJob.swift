@@ -104,7 +104,7 @@ actor ParameterJob {
     self.budget = budget
     variables = restored
     furthestStep = restored.values.flatMap(\.lastSteps.values).max() ?? 0
-    // A checkpoint is written with every replica at the same step.
+    // Each replica as far as its furthest push the checkpoint holds.
     for (pusher, step) in restored.values.flatMap(\.lastSteps) {
       replicaProgress[pusher.replica] = max(replicaProgress[pusher.replica, default: 0], step)
     }
@@ -532,6 +532,7 @@ actor ParameterJob {
   }
 
   private func resumeReadyWaiters() {
+    guard !waiters.isEmpty else { return }
     let current = progress
     for (id, waiter) in waiters where waiter.isReady(current) {
       waiters[id] = nil

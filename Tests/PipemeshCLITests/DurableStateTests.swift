@@ -74,10 +74,10 @@ import Testing
     /// Kills services with SIGKILL — the coordinator (it starts again on the
     /// same state directory), every ps task (`ps`) or ps tasks by index,
     /// partitions by index — and starts them again at their addresses, as
-    /// systemd would.
+    /// systemd would, `after` a pause.
     func restarted(
       coordinator restartsCoordinator: Bool = true, ps restartsPS: Bool = false, psTasks: [Int] = [],
-      partitions indices: [Int] = []
+      partitions indices: [Int] = [], after pause: Duration = .zero
     )
       async throws -> Mesh
     {
@@ -86,6 +86,7 @@ import Testing
       if restartsCoordinator { services.append(self.coordinator) }
       for service in services { service.process.signal(SIGKILL) }
       for service in services { _ = try await service.process.waitForExit() }
+      if pause > .zero { try await Task.sleep(for: pause) }
       let suffix = UUID().uuidString.prefix(4)
       func again(_ service: RunningService, _ role: String, _ arguments: [String] = []) async throws -> RunningService {
         try await RunningService.start(

@@ -119,7 +119,9 @@ public nonisolated struct Pipemesh_V1_BoundedConsistency: Sendable {
   public var wait: Bool = false
 
   /// With `wait`: how long a push waits for the slowest replica before it
-  /// fails with DEADLINE_EXCEEDED naming that replica and its step.
+  /// fails with DEADLINE_EXCEEDED naming that replica and its step. A job the
+  /// coordinator runs waits a day when this is 0: its step deadline (10× the
+  /// slowest recent step, at least 10 s) finds a replica that hangs first.
   /// Valid: 0 (60 seconds) to 86,400.
   public var waitTimeoutSeconds: Int32 = 0
 
