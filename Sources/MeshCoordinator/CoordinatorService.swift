@@ -51,6 +51,8 @@ public final class CoordinatorService: RPCService, Sendable {
   private let events: (any TrainingEvents)?
   /// Small inferences of one model, batched while its pipeline is full.
   private let batching: InferenceBatching
+  /// Layer times measured on the pool's partitions, for the planner.
+  private let layerTimings = LayerTimings()
 
   /// A coordinator over `cluster`; `store` defaults to one in memory;
   /// `events` hears what its jobs do. Concurrent inferences of up to
@@ -122,10 +124,29 @@ public final class CoordinatorService: RPCService, Sendable {
         ? Int(request.stages) : defaultStages(model, splitPoints: splitPoints, budget: budget, memory: memory)
       // A plan this coordinator's pool can run must fit its partitions' memory.
       let poolCanRun = (1...max(1, pool.members.count)).contains(stages)
-      return try Planner.plan(
+      guard (0...4096).contains(request.microBatchRows), (0...4096).contains(request.microBatches) else {
+        throw RPCError(
+          .invalidArgument,
+          "micro_batch_rows is \(request.microBatchRows) and micro_batches \(request.microBatches); give 0 to 4096 each"
+        )
+      }
+      let measured =
+        request.estimate
+        ? nil
+        : await layerTimings.times(
+          of: request.model, model: model,
+          rows: request.microBatchRows == 0 ? LayerTimings.defaultRows : Int(request.microBatchRows), pool: pool)
+      let plan = try Planner.plan(
         model, stages: stages, splitPoints: splitPoints,
-        budgets: poolCanRun ? Array(repeating: budget, count: stages) : [], memory: memory
-      ).response
+        budgets: poolCanRun ? Array(repeating: budget, count: stages) : [], memory: memory, measured: measured?.layers)
+      var response = plan.response
+      if let measured {
+        response.measuredOn = measured.partition
+        response.measuredRows = Int32(measured.rows)
+        response.predictedStepSeconds =
+          plan.predictedStepSeconds(microBatches: request.microBatches == 0 ? 4 : Int(request.microBatches)) ?? 0
+      }
+      return response
     }
     router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, context in
       let (job, updates) = try await start(request, owner: try caller(context))
@@ -719,9 +740,17 @@ public final class CoordinatorService: RPCService, Sendable {
     // A job that may grow starts on as many replicas as the free partitions hold, if no job waits.
     let vacancy = pool.vacancy
     let fitting = vacancy.waiting == nil ? TrainingJob.replicas(of: request, fittingIn: vacancy.free) : 0
+    // Stages split where the layers' measured times balance (the split is kept with the job, so
+    // a resumed run splits the same way).
+    let measured =
+      request.stages > 1 && request.splitPoints.isEmpty
+      ? await layerTimings.times(
+        of: request.model, model: try makeModel(request.model),
+        rows: Int(request.batchSize) / max(1, Int(request.microBatches)), pool: pool) : nil
     let job = try TrainingJob(
       name: name, owner: owner.name, request: request, running: max(Int(request.replicas), fitting), inputs: inputs,
-      targets: targets, cluster: cluster, store: store, events: events, budget: budget)
+      targets: targets, cluster: cluster, store: store, events: events, budget: budget,
+      layerTimes: measured?.layers)
     if job.checkpoints {
       let missing = try await cluster.parameterServerClient().tasksWithoutCheckpoints()
       guard missing.isEmpty else {

@@ -8,8 +8,14 @@ public enum Planner {
   /// Stage boundaries: `bounds[s]..<bounds[s+1]` are stage s's layers.
   public struct Plan: Sendable, Equatable {
     public let bounds: [Int]
-    /// Estimated training FLOPs (forward and backward) per example of each stage.
+    /// What the split balanced, per stage: measured seconds of a
+    /// micro-batch's forward and backward when `times` are known, else
+    /// estimated training FLOPs per example.
     public let costs: [Double]
+    /// Estimated training FLOPs (forward and backward) per example of each stage.
+    public let flops: [Double]
+    /// Measured on a partition, per stage: a micro-batch's forward and backward.
+    public let times: [LayerTiming]?
     /// Each stage's parameters.
     public let parameters: [Int]
     /// The memory budget of the partitions each stage would run on, when known.
@@ -30,12 +36,23 @@ public enum Planner {
             $0.firstLayer = Int32(layers.lowerBound)
             $0.endLayer = Int32(layers.upperBound)
             $0.parameters = Int64(parameters[stage])
-            $0.estimatedFlops = costs[stage]
+            $0.estimatedFlops = flops[stage]
             $0.parameterBytes = Int64(parameters[stage] * memory.bytesPerParameter)
             $0.memoryBudgetBytes = Int64(budgets[stage] ?? 0)
+            $0.forwardSeconds = times?[stage].forward.seconds ?? 0
+            $0.backwardSeconds = times?[stage].backward.seconds ?? 0
           }
         }
       }
+    }
+
+    /// With measured times, a step of `microBatches` micro-batches: (M − 1)
+    /// × the slowest stage plus every stage once (the pipeline's fill and
+    /// drain), without the transfers between stages.
+    public func predictedStepSeconds(microBatches: Int) -> Double? {
+      guard let times else { return nil }
+      let stageSeconds = times.map(\.total.seconds)
+      return Double(max(0, microBatches - 1)) * (stageSeconds.max() ?? 0) + stageSeconds.reduce(0, +)
     }
 
     /// Largest stage cost over the mean: 1 is a perfect balance.
@@ -54,14 +71,18 @@ public enum Planner {
   /// With `budgets` (bytes, one per stage, nil where unknown), a stage may
   /// hold only the parameters its partitions admit by `memory`: the plan is
   /// the fastest split that fits, and RESOURCE_EXHAUSTED says what would fit
-  /// when none does.
+  /// when none does. With `measured` (one per layer, as a partition timed
+  /// them), the split balances those times instead of the FLOP estimate.
   public static func plan(
     _ model: Sequential, stages: Int, splitPoints: [Int] = [], budgets: [Int?] = [],
-    memory: StageMemory = .mostSlots
+    memory: StageMemory = .mostSlots, measured: [LayerTiming]? = nil
   ) throws -> Plan {
-    let costs = model.layerCosts.enumerated().map { index, cost in
+    precondition(measured == nil || measured?.count == model.layers.count, "one time per layer")
+    let flops = model.layerCosts.enumerated().map { index, cost in
       Double(max(cost.trainingFlops(computesInputGradient: index > 0), 1))
     }
+    // A layer that takes no measurable time still counts a little, so that each stage gets one.
+    let costs = measured.map { $0.map { max($0.total.seconds, 1e-9) } } ?? flops
     let parameters = model.layerCosts.map(\.parameterCount)
     let count = costs.count
     guard stages >= 1, stages <= count else {
@@ -96,7 +117,14 @@ public enum Planner {
     }
     let ranges = zip(bounds, bounds.dropFirst()).map { $0..<$1 }
     return Plan(
-      bounds: bounds, costs: ranges.map { costs[$0].reduce(0, +) },
+      bounds: bounds, costs: ranges.map { costs[$0].reduce(0, +) }, flops: ranges.map { flops[$0].reduce(0, +) },
+      times: measured.map { times in
+        ranges.map { range in
+          LayerTiming(
+            forward: times[range].reduce(.zero) { $0 + $1.forward },
+            backward: times[range].reduce(.zero) { $0 + $1.backward })
+        }
+      },
       parameters: ranges.map { parameters[$0].reduce(0, +) }, budgets: budgets, memory: memory)
   }
 

@@ -63,11 +63,12 @@ final class TrainingJob: Sendable {
   /// may be placed on; nothing runs yet. The run runs on `running` replicas
   /// (the request's when nil; see `replicas(of:fittingIn:)`). Resuming
   /// `stored` (its options as `request`), the job keeps its record and goes
-  /// on from its newest checkpoint under a new run id.
+  /// on from its newest checkpoint under a new run id. With `layerTimes`
+  /// (measured per layer on a partition) the stages balance those times.
   init(
     name: String, owner: String, request: Pipemesh_V1_TrainRequest, running: Int? = nil, inputs: Tensor,
     targets: Tensor, cluster: Cluster, store: CoordinatorStore, events: (any TrainingEvents)? = nil, budget: Int? = nil,
-    resuming stored: CoordinatorStore.StoredJob? = nil
+    resuming stored: CoordinatorStore.StoredJob? = nil, layerTimes: [LayerTiming]? = nil
   ) throws {
     var request = request
     // Bounded jobs stored before replicas ran apart did not wait; they do now.
@@ -84,7 +85,7 @@ final class TrainingJob: Sendable {
     plan = try Planner.plan(
       model, stages: stages, splitPoints: request.splitPoints.map { Int($0) },
       budgets: Array(repeating: budget, count: stages),
-      memory: try StageMemory(optimizer: request.optimizer))
+      memory: try StageMemory(optimizer: request.optimizer), measured: layerTimes)
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)
     guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }

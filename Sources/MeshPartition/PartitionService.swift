@@ -103,6 +103,7 @@ public final class PartitionService: RPCService, Sendable {
       let tensor = try await dataPlane.take(key, release: request.release, wait: request.wait)
       try await DataPlane.send(tensor, to: writer)
     }
+    router.unary(PartitionMethods.timeLayers) { [self] request, _ in try timeLayers(request) }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in
       // Only a job loaded here leaves a mark: any other name changes nothing.
       guard let unloaded = stages.withLock({ $0.removeValue(forKey: request.job) }) else { return .init() }
@@ -216,6 +217,49 @@ public final class PartitionService: RPCService, Sendable {
     try await runner.start(consistency: request.consistency, optimizer: request.optimizer)
     stages.withLock { $0[request.job] = (request, runner) }
     return response(model: model, layers: layers)
+  }
+
+  /// The most rows, and training FLOPs in all, a TimeLayers may ask for.
+  static let maxTimedRows: Int32 = 4096
+  static let maxTimedFlops = 2e11
+
+  /// Times each layer of the request's model here, within the bounds
+  /// TimeLayersRequest states.
+  private func timeLayers(_ request: Pipemesh_V1_TimeLayersRequest) throws -> Pipemesh_V1_TimeLayersResponse {
+    let model = try makeModel(request.model)
+    guard (1...Self.maxTimedRows).contains(request.rows) else {
+      throw RPCError(.invalidArgument, "rows is \(request.rows); give 1 to \(Self.maxTimedRows)")
+    }
+    guard (0...10).contains(request.repeats) else {
+      throw RPCError(.invalidArgument, "repeats is \(request.repeats); give 0 (3) to 10")
+    }
+    let repeats = request.repeats == 0 ? 3 : Int(request.repeats)
+    let largest = model.layers.map(\.parameterCount).max() ?? 0
+    let room = StageMemory.mostSlots.room(within: parameterBudget)
+    guard largest <= room else {
+      throw RPCError(
+        .resourceExhausted,
+        "the model's largest layer has \(largest) parameters; this partition's budget "
+          + "(\(HostMemory.describe(parameterBudget)), --memory-budget-mib) has room for \(room)")
+    }
+    let flops = model.trainingFlopsPerExample * Double(request.rows) * Double(repeats + 1)
+    guard flops <= Self.maxTimedFlops else {
+      throw RPCError(
+        .resourceExhausted,
+        "timing \(request.rows) rows \(repeats + 1) times takes \(String(format: "%.3g", flops)) FLOPs; "
+          + "the most a partition spends on it is \(String(format: "%.3g", Self.maxTimedFlops)): ask for fewer rows")
+    }
+    let times = model.timeLayers(rows: Int(request.rows), repeats: repeats)
+    return .with {
+      $0.layers = zip(model.layers, times).enumerated().map { index, timed in
+        .with {
+          $0.layer = Int32(index)
+          $0.name = timed.0.name
+          $0.forwardSeconds = timed.1.forward.seconds
+          $0.backwardSeconds = timed.1.backward.seconds
+        }
+      }
+    }
   }
 
   private func response(model: Sequential, layers: Range<Int>) -> Pipemesh_V1_LoadStageResponse {

@@ -68,6 +68,8 @@ public enum PartitionMethods {
     service: service, name: "FetchTensor")
   public static let unloadStage = UnaryMethod<Pipemesh_V1_UnloadStageRequest, Pipemesh_V1_UnloadStageResponse>(
     service: service, name: "UnloadStage")
+  public static let timeLayers = UnaryMethod<Pipemesh_V1_TimeLayersRequest, Pipemesh_V1_TimeLayersResponse>(
+    service: service, name: "TimeLayers")
 }
 
 /// `pipemesh.v1.Coordinator`.
@@ -124,7 +126,7 @@ public let allServiceMethods: [RPCMethodDescription] = [
   PartitionMethods.backward.methodDescription,
   PartitionMethods.backwardWeights.methodDescription, PartitionMethods.commit.methodDescription,
   PartitionMethods.infer.methodDescription, PartitionMethods.fetchTensor.methodDescription,
-  PartitionMethods.unloadStage.methodDescription,
+  PartitionMethods.unloadStage.methodDescription, PartitionMethods.timeLayers.methodDescription,
   CoordinatorMethods.plan.methodDescription, CoordinatorMethods.train.methodDescription,
   CoordinatorMethods.infer.methodDescription, CoordinatorMethods.getJob.methodDescription,
   CoordinatorMethods.listJobs.methodDescription, CoordinatorMethods.cancelJob.methodDescription,

@@ -1,6 +1,7 @@
 import MeshCoordinator
 import MeshProto
 import MeshRPC
+import MeshTensor
 import MeshWire
 import Testing
 
@@ -42,6 +43,30 @@ import Testing
     let plan = try Planner.plan(model, stages: 2)
     #expect(plan.bounds == [0, 2, 5])
     #expect(plan.imbalance < 1.05)
+  }
+
+  /// Measured layer times take the estimate's place: five layers the FLOPs
+  /// split 3|2 split 1|4 when the first takes as long as the rest together,
+  /// and the plan predicts a step from the stages' times.
+  @Test func measuredTimesDecideTheSplit() throws {
+    let model = try makeModel(try mlp(inputSize: 64, hidden: 4, classes: 64))
+    let milliseconds = [8, 2, 2, 2, 2].map {
+      LayerTiming(forward: .milliseconds($0 / 2), backward: .milliseconds($0 / 2))
+    }
+    let plan = try Planner.plan(model, stages: 2, measured: milliseconds)
+    #expect(plan.bounds == [0, 1, 5])
+    #expect(plan.costs == [0.008, 0.008] && plan.imbalance == 1)
+    #expect(
+      plan.times == Array(repeating: LayerTiming(forward: .milliseconds(4), backward: .milliseconds(4)), count: 2))
+    // Four micro-batches: three more through the slowest stage after one through both.
+    #expect(abs((plan.predictedStepSeconds(microBatches: 4) ?? 0) - 0.040) < 1e-12)
+    let response = plan.response
+    #expect(response.stages.map(\.forwardSeconds) == [0.004, 0.004])
+    #expect(response.stages.map(\.estimatedFlops) == plan.flops)
+    // Without times the plan balances FLOPs and predicts nothing.
+    let estimated = try Planner.plan(model, stages: 2)
+    #expect(estimated.bounds == [0, 3, 5] && estimated.times == nil)
+    #expect(estimated.predictedStepSeconds(microBatches: 4) == nil)
   }
 
   @Test func explicitSplitPointsAreKeptAndChecked() throws {

@@ -1,5 +1,8 @@
 import Foundation
+import MeshProto
+import MeshRPC
 import MeshTestSupport
+import MeshWire
 import Testing
 
 /// The client commands against a real coordinator, and their error paths and
@@ -145,6 +148,76 @@ import Testing
     #expect(plan.status == 0, "\(plan.output)")
     let stages = (try JSONSerialization.jsonObject(with: Data(plan.output.utf8)) as? [String: Any])?["stages"]
     #expect((stages as? [[String: Any]])?.count == 2, "\(plan.output)")
+  }
+
+  /// `pipemesh plan --coordinator` balances each layer's forward and
+  /// backward as a partition of the pool timed them (`--estimate`: the FLOP
+  /// estimate), and gives each stage's time and a step's; a partition
+  /// refuses a timing it should not spend its time or memory on.
+  @Test func plansBalanceTimesMeasuredOnAPartition() async throws {
+    let (mesh, coordinator) = try await Self.mesh.value
+    let directory = try TemporaryDirectory(prefix: "pipemesh-plan")
+    func plan(_ extra: [String]) async throws -> [String: Any] {
+      let planned = try await pipemesh(
+        [
+          "plan", "--coordinator", coordinator.endpoint, "--model", Repository.path("examples/cnn-digits.json"),
+          "--stages", "2", "--micro-batch-rows", "16", "--json",
+        ] + extra, in: directory)
+      #expect(planned.status == 0, "\(planned.output)")
+      return try #require(try JSONSerialization.jsonObject(with: Data(planned.output.utf8)) as? [String: Any])
+    }
+    let measured = try await plan([])
+    #expect(mesh.partitions.map(\.endpoint).contains(measured["measuredOn"] as? String ?? ""), "\(measured)")
+    #expect(measured["measuredRows"] as? Int == 16, "\(measured)")
+    let stages = measured["stages"] as? [[String: Any]] ?? []
+    let times = stages.map { ($0["forwardSeconds"] as? Double ?? 0) + ($0["backwardSeconds"] as? Double ?? 0) }
+    #expect(times.count == 2 && times.allSatisfy { $0 > 0 }, "\(measured)")
+    let imbalance = (times.max() ?? 0) / (times.reduce(0, +) / Double(max(1, times.count)))
+    #expect(abs((measured["imbalance"] as? Double ?? 0) - imbalance) < 1e-9, "\(measured)")
+    // Four micro-batches (the default): three more through the slowest stage after one through both.
+    let step = 3 * (times.max() ?? 0) + times.reduce(0, +)
+    #expect(abs((measured["predictedStepSeconds"] as? Double ?? 0) - step) < 1e-9, "\(measured)")
+
+    let estimated = try await plan(["--estimate"])
+    #expect(estimated["measuredOn"] == nil || estimated["measuredOn"] as? String == "", "\(estimated)")
+    let estimatedStages = estimated["stages"] as? [[String: Any]] ?? []
+    #expect(estimatedStages.allSatisfy { $0["forwardSeconds"] as? Double ?? 0 == 0 }, "\(estimated)")
+
+    let partition = try RPCClient(target: mesh.partitions[0].endpoint)
+    let wide = Pipemesh_V1_ModelSpec.with {
+      $0.inputShape = [4096]
+      $0.layers = [.with { $0.dense = .with { $0.units = 4096 } }]
+      $0.loss = .with { $0.meanSquaredError = .init() }
+    }
+    for (request, code, phrase) in [
+      (Pipemesh_V1_TimeLayersRequest.with { $0.model = wide }, RPCError.Code.invalidArgument, "rows is 0"),
+      (
+        .with {
+          $0.model = wide
+          $0.rows = 8
+          $0.repeats = 11
+        }, .invalidArgument, "repeats is 11"
+      ),
+      (
+        .with {
+          $0.model = wide
+          $0.rows = 4096
+        }, .resourceExhausted, "ask for fewer rows"
+      ),
+    ] {
+      let error = await #expect(throws: RPCError.self) {
+        _ = try await partition.call(PartitionMethods.timeLayers, request)
+      }
+      #expect(error?.code == code && error?.message.contains(phrase) == true, "\(String(describing: error))")
+    }
+    let timed = try await partition.call(
+      PartitionMethods.timeLayers,
+      .with {
+        $0.model = wide
+        $0.rows = 2
+        $0.repeats = 1
+      })
+    #expect(timed.layers.map(\.name) == ["dense0"] && timed.layers[0].backwardSeconds > 0, "\(timed)")
   }
 
   @Test func aJobLeftByCtrlCIsFollowedAgain() async throws {

@@ -140,6 +140,7 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("Partition", "Infer", "ForwardRequest"),
     Rpc("Partition", "FetchTensor", "FetchTensorRequest", streaming=True),
     Rpc("Partition", "UnloadStage", "UnloadStageRequest"),
+    Rpc("Partition", "TimeLayers", "TimeLayersRequest"),
     Rpc("ParameterServer", "Register", "RegisterRequest"),
     Rpc("ParameterServer", "Pull", "PullRequest"),
     Rpc("ParameterServer", "Push", "PushRequest"),
@@ -153,6 +154,7 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("Coordinator", "JoinPool", "JoinPoolRequest"),
     Rpc("Coordinator", "LeavePool", "LeavePoolRequest"),  # never one of the mesh's partitions
     Rpc("Coordinator", "GetPool", "GetPoolRequest"),
+    Rpc("Coordinator", "Solve", "SolveRequest"),
 )
 
 
@@ -811,7 +813,10 @@ class HostileGenerator:
     def _coordinator_plan(self, d: Draw) -> tuple[Message, None]:
         c = self.pb.coordinator
         rng = d.rng
-        request = c.PlanRequest(model=self.model(d), stages=d.int32("stages", rng.choice((0, 1, 2, 3))))
+        request = c.PlanRequest(
+            model=self.model(d), stages=d.int32("stages", rng.choice((0, 1, 2, 3))),
+            micro_batch_rows=d.int32("micro_batch_rows", rng.choice((0, 8))),
+            micro_batches=d.int32("micro_batches", rng.choice((0, 2))), estimate=d.flag("estimate", False))
         if d.hostile():
             points = rng.choice(([1], [2], [2, 1], [0], [-1], [INT32_MAX], [1] * 1000, list(range(1, 10_000))))
             request.split_points.extend(points)
@@ -1051,6 +1056,12 @@ class HostileGenerator:
             request.ClearField("input")
             d.note("no input")
         return request, stage.partition
+
+    def _partition_timelayers(self, d: Draw) -> tuple[Message, int]:
+        rng = d.rng
+        request = self.pb.partition.TimeLayersRequest(
+            model=self.model(d), rows=d.int32("rows", rng.choice((1, 8, 32))), repeats=d.int32("repeats", rng.choice((0, 1))))
+        return request, rng.randrange(len(self.ctx.partitions))
 
     def _partition_forward(self, d: Draw) -> tuple[Message, int]:
         return self._forward(d, training=True)

@@ -241,47 +241,74 @@ public nonisolated enum Pipemesh_V1_MemberState: SwiftProtobuf.Enum, Swift.CaseI
 
 }
 
-public nonisolated struct Pipemesh_V1_PlanRequest: Sendable {
+public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Valid: see ModelSpec.
   public var model: Pipemesh_V1_ModelSpec {
-    get {_model ?? Pipemesh_V1_ModelSpec()}
-    set {_model = newValue}
+    get {_storage._model ?? Pipemesh_V1_ModelSpec()}
+    set {_uniqueStorage()._model = newValue}
   }
   /// Returns true if `model` has been explicitly set.
-  public var hasModel: Bool {self._model != nil}
+  public var hasModel: Bool {_storage._model != nil}
   /// Clears the value of `model`. Subsequent reads from it will return its default value.
-  public mutating func clearModel() {self._model = nil}
+  public mutating func clearModel() {_uniqueStorage()._model = nil}
 
   /// Valid: 1 to the model's layer count; 0 means the coordinator's stage count.
-  public var stages: Int32 = 0
+  public var stages: Int32 {
+    get {_storage._stages}
+    set {_uniqueStorage()._stages = newValue}
+  }
 
   /// Explicit split points (first layer of stages 1..K-1); empty to balance.
   /// Valid: empty, or stages - 1 strictly increasing layer indices in 1 to layers - 1.
-  public var splitPoints: [Int32] = []
+  public var splitPoints: [Int32] {
+    get {_storage._splitPoints}
+    set {_uniqueStorage()._splitPoints = newValue}
+  }
 
   /// The optimizer the job would train with: a stage that applies its own
   /// updates keeps its slots, so they count in its memory. Unset counts two
   /// slots a parameter, the most any optimizer keeps.
   /// Valid: see OptimizerSpec.
   public var optimizer: Pipemesh_V1_OptimizerSpec {
-    get {_optimizer ?? Pipemesh_V1_OptimizerSpec()}
-    set {_optimizer = newValue}
+    get {_storage._optimizer ?? Pipemesh_V1_OptimizerSpec()}
+    set {_uniqueStorage()._optimizer = newValue}
   }
   /// Returns true if `optimizer` has been explicitly set.
-  public var hasOptimizer: Bool {self._optimizer != nil}
+  public var hasOptimizer: Bool {_storage._optimizer != nil}
   /// Clears the value of `optimizer`. Subsequent reads from it will return its default value.
-  public mutating func clearOptimizer() {self._optimizer = nil}
+  public mutating func clearOptimizer() {_uniqueStorage()._optimizer = nil}
+
+  /// The examples of a micro-batch the layers are timed on (0: 32; fewer when that many would
+  /// take too long to time, see TimeLayersRequest), and the micro-batches of a step the predicted
+  /// step time counts (0: 4).
+  /// Valid: 0 to 4,096 each.
+  public var microBatchRows: Int32 {
+    get {_storage._microBatchRows}
+    set {_uniqueStorage()._microBatchRows = newValue}
+  }
+
+  public var microBatches: Int32 {
+    get {_storage._microBatches}
+    set {_uniqueStorage()._microBatches = newValue}
+  }
+
+  /// Balance the FLOP estimate instead of layer times measured on a partition of the pool (which
+  /// the coordinator asks for, free partitions first, and keeps per model and micro-batch size; a
+  /// pool where no partition answers gets the estimate).
+  public var estimate: Bool {
+    get {_storage._estimate}
+    set {_uniqueStorage()._estimate = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _model: Pipemesh_V1_ModelSpec? = nil
-  fileprivate var _optimizer: Pipemesh_V1_OptimizerSpec? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
@@ -311,6 +338,12 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
   /// partitions or they do not say.
   public var memoryBudgetBytes: Int64 = 0
 
+  /// Measured on a partition: a micro-batch's training forward and backward
+  /// through the stage's layers (0 when the plan balanced the FLOP estimate).
+  public var forwardSeconds: Double = 0
+
+  public var backwardSeconds: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -323,8 +356,20 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
 
   public var stages: [Pipemesh_V1_StagePlan] = []
 
-  /// Largest stage cost over mean stage cost (1.0 is perfect balance).
+  /// Largest stage cost over mean stage cost (1.0 is perfect balance): of the measured times, or
+  /// of the FLOP estimate.
   public var imbalance: Double = 0
+
+  /// The partition that timed the layers, and the micro-batch rows it timed; empty and 0 when the
+  /// plan balanced the FLOP estimate.
+  public var measuredOn: String = String()
+
+  public var measuredRows: Int32 = 0
+
+  /// With measured times: a step of micro_batches micro-batches through the pipeline, (M − 1) ×
+  /// the slowest stage's forward and backward plus every stage's once (GPipe's and 1F1B's fill
+  /// and drain), without the transfers between stages.
+  public var predictedStepSeconds: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1853,48 +1898,111 @@ nonisolated extension Pipemesh_V1_MemberState: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0\u{3}micro_batch_rows\0\u{3}micro_batches\0\u{1}estimate\0")
+
+  fileprivate class _StorageClass {
+    var _model: Pipemesh_V1_ModelSpec? = nil
+    var _stages: Int32 = 0
+    var _splitPoints: [Int32] = []
+    var _optimizer: Pipemesh_V1_OptimizerSpec? = nil
+    var _microBatchRows: Int32 = 0
+    var _microBatches: Int32 = 0
+    var _estimate: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _model = source._model
+      _stages = source._stages
+      _splitPoints = source._splitPoints
+      _optimizer = source._optimizer
+      _microBatchRows = source._microBatchRows
+      _microBatches = source._microBatches
+      _estimate = source._estimate
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._model) }()
-      case 2: try { try decoder.decodeSingularInt32Field(value: &self.stages) }()
-      case 3: try { try decoder.decodeRepeatedInt32Field(value: &self.splitPoints) }()
-      case 4: try { try decoder.decodeSingularMessageField(value: &self._optimizer) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._model) }()
+        case 2: try { try decoder.decodeSingularInt32Field(value: &_storage._stages) }()
+        case 3: try { try decoder.decodeRepeatedInt32Field(value: &_storage._splitPoints) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._optimizer) }()
+        case 5: try { try decoder.decodeSingularInt32Field(value: &_storage._microBatchRows) }()
+        case 6: try { try decoder.decodeSingularInt32Field(value: &_storage._microBatches) }()
+        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._estimate) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._model {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    if self.stages != 0 {
-      try visitor.visitSingularInt32Field(value: self.stages, fieldNumber: 2)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._model {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if _storage._stages != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._stages, fieldNumber: 2)
+      }
+      if !_storage._splitPoints.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._splitPoints, fieldNumber: 3)
+      }
+      try { if let v = _storage._optimizer {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      if _storage._microBatchRows != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._microBatchRows, fieldNumber: 5)
+      }
+      if _storage._microBatches != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._microBatches, fieldNumber: 6)
+      }
+      if _storage._estimate != false {
+        try visitor.visitSingularBoolField(value: _storage._estimate, fieldNumber: 7)
+      }
     }
-    if !self.splitPoints.isEmpty {
-      try visitor.visitPackedInt32Field(value: self.splitPoints, fieldNumber: 3)
-    }
-    try { if let v = self._optimizer {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_PlanRequest, rhs: Pipemesh_V1_PlanRequest) -> Bool {
-    if lhs._model != rhs._model {return false}
-    if lhs.stages != rhs.stages {return false}
-    if lhs.splitPoints != rhs.splitPoints {return false}
-    if lhs._optimizer != rhs._optimizer {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._model != rhs_storage._model {return false}
+        if _storage._stages != rhs_storage._stages {return false}
+        if _storage._splitPoints != rhs_storage._splitPoints {return false}
+        if _storage._optimizer != rhs_storage._optimizer {return false}
+        if _storage._microBatchRows != rhs_storage._microBatchRows {return false}
+        if _storage._microBatches != rhs_storage._microBatches {return false}
+        if _storage._estimate != rhs_storage._estimate {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1902,7 +2010,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StagePlan"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{1}parameters\0\u{3}estimated_flops\0\u{3}parameter_bytes\0\u{3}memory_budget_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{1}parameters\0\u{3}estimated_flops\0\u{3}parameter_bytes\0\u{3}memory_budget_bytes\0\u{3}forward_seconds\0\u{3}backward_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1917,6 +2025,8 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.estimatedFlops) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.parameterBytes) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.memoryBudgetBytes) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self.forwardSeconds) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.backwardSeconds) }()
       default: break
       }
     }
@@ -1944,6 +2054,12 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
     if self.memoryBudgetBytes != 0 {
       try visitor.visitSingularInt64Field(value: self.memoryBudgetBytes, fieldNumber: 7)
     }
+    if self.forwardSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.forwardSeconds, fieldNumber: 8)
+    }
+    if self.backwardSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.backwardSeconds, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1955,6 +2071,8 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
     if lhs.estimatedFlops != rhs.estimatedFlops {return false}
     if lhs.parameterBytes != rhs.parameterBytes {return false}
     if lhs.memoryBudgetBytes != rhs.memoryBudgetBytes {return false}
+    if lhs.forwardSeconds != rhs.forwardSeconds {return false}
+    if lhs.backwardSeconds != rhs.backwardSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1962,7 +2080,7 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stages\0\u{1}imbalance\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stages\0\u{1}imbalance\0\u{3}measured_on\0\u{3}measured_rows\0\u{3}predicted_step_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1972,6 +2090,9 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.stages) }()
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.imbalance) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.measuredOn) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.measuredRows) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.predictedStepSeconds) }()
       default: break
       }
     }
@@ -1984,12 +2105,24 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
     if self.imbalance.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.imbalance, fieldNumber: 2)
     }
+    if !self.measuredOn.isEmpty {
+      try visitor.visitSingularStringField(value: self.measuredOn, fieldNumber: 3)
+    }
+    if self.measuredRows != 0 {
+      try visitor.visitSingularInt32Field(value: self.measuredRows, fieldNumber: 4)
+    }
+    if self.predictedStepSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.predictedStepSeconds, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_PlanResponse, rhs: Pipemesh_V1_PlanResponse) -> Bool {
     if lhs.stages != rhs.stages {return false}
     if lhs.imbalance != rhs.imbalance {return false}
+    if lhs.measuredOn != rhs.measuredOn {return false}
+    if lhs.measuredRows != rhs.measuredRows {return false}
+    if lhs.predictedStepSeconds != rhs.predictedStepSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -649,6 +649,71 @@ public nonisolated struct Pipemesh_V1_UnloadStageResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Pipemesh_V1_TimeLayersRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Valid: see ModelSpec; its largest layer's parameters within this partition's memory budget
+  /// (RESOURCE_EXHAUSTED otherwise).
+  public var model: Pipemesh_V1_ModelSpec {
+    get {_model ?? Pipemesh_V1_ModelSpec()}
+    set {_model = newValue}
+  }
+  /// Returns true if `model` has been explicitly set.
+  public var hasModel: Bool {self._model != nil}
+  /// Clears the value of `model`. Subsequent reads from it will return its default value.
+  public mutating func clearModel() {self._model = nil}
+
+  /// Examples in the micro-batch each layer is timed on.
+  /// Valid: 1 to 4,096, and rows × the model's training FLOPs per example × (repeats + 1) at most
+  /// 2·10^11 (about a few seconds of compute; RESOURCE_EXHAUSTED otherwise).
+  public var rows: Int32 = 0
+
+  /// Timed runs of each layer after one untimed; the median is reported.
+  /// Valid: 0 (3) to 10.
+  public var repeats: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _model: Pipemesh_V1_ModelSpec? = nil
+}
+
+public nonisolated struct Pipemesh_V1_LayerTime: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var layer: Int32 = 0
+
+  /// The layer's name in the model ("dense0", "lstm1", …).
+  public var name: String = String()
+
+  /// The training forward (with what backward needs kept), and the backward: the input gradient
+  /// (none for the first layer) and the weight gradients.
+  public var forwardSeconds: Double = 0
+
+  public var backwardSeconds: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_TimeLayersResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var layers: [Pipemesh_V1_LayerTime] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
@@ -1536,6 +1601,125 @@ nonisolated extension Pipemesh_V1_UnloadStageResponse: SwiftProtobuf.Message, Sw
   }
 
   public static func ==(lhs: Pipemesh_V1_UnloadStageResponse, rhs: Pipemesh_V1_UnloadStageResponse) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_TimeLayersRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TimeLayersRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}rows\0\u{1}repeats\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._model) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.rows) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.repeats) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._model {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.rows != 0 {
+      try visitor.visitSingularInt32Field(value: self.rows, fieldNumber: 2)
+    }
+    if self.repeats != 0 {
+      try visitor.visitSingularInt32Field(value: self.repeats, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_TimeLayersRequest, rhs: Pipemesh_V1_TimeLayersRequest) -> Bool {
+    if lhs._model != rhs._model {return false}
+    if lhs.rows != rhs.rows {return false}
+    if lhs.repeats != rhs.repeats {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_LayerTime: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LayerTime"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}name\0\u{3}forward_seconds\0\u{3}backward_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.layer) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.forwardSeconds) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.backwardSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.layer != 0 {
+      try visitor.visitSingularInt32Field(value: self.layer, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if self.forwardSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.forwardSeconds, fieldNumber: 3)
+    }
+    if self.backwardSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.backwardSeconds, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_LayerTime, rhs: Pipemesh_V1_LayerTime) -> Bool {
+    if lhs.layer != rhs.layer {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.forwardSeconds != rhs.forwardSeconds {return false}
+    if lhs.backwardSeconds != rhs.backwardSeconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_TimeLayersResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TimeLayersResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layers\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.layers) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.layers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.layers, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_TimeLayersResponse, rhs: Pipemesh_V1_TimeLayersResponse) -> Bool {
+    if lhs.layers != rhs.layers {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -221,7 +221,11 @@ struct Plan: AsyncParsableCommand {
     abstract: "Show how a model splits into pipeline stages.",
     discussion: """
       Without --coordinator the plan is computed here (2 stages unless --stages says); with it, the \
-      coordinator computes it (over its pool's partitions when --stages is not given).
+      coordinator computes it (over its pool's partitions when --stages is not given). The split balances \
+      each layer's training forward and backward as timed on a micro-batch of --micro-batch-rows examples \
+      (here, or on a partition of the coordinator's pool, which keeps the times), and the plan gives each \
+      stage's time and a step's time through the pipeline for --micro-batches; --estimate balances the \
+      FLOP estimate instead, without timing anything.
 
       Example: pipemesh plan --model examples/cnn-digits.json --stages 3
       """)
@@ -238,6 +242,21 @@ struct Plan: AsyncParsableCommand {
   @Option(help: "Ask this coordinator (HOST:PORT) instead of planning here.")
   var coordinator: String?
 
+  @Option(help: "Examples in the micro-batch the layers are timed on.")
+  var microBatchRows: Int = 32
+
+  @Option(help: "Micro-batches of a step, for the predicted step time.")
+  var microBatches: Int = 4
+
+  @Flag(help: "Balance the estimated FLOPs instead of timing the layers.")
+  var estimate = false
+
+  func validate() throws {
+    guard (1...4096).contains(microBatchRows), (1...4096).contains(microBatches) else {
+      throw ValidationError("--micro-batch-rows and --micro-batches must be 1 to 4096")
+    }
+  }
+
   @Flag(help: "Print the plan as JSON.")
   var json = false
 
@@ -247,6 +266,9 @@ struct Plan: AsyncParsableCommand {
     request.model = spec
     request.stages = Int32(stages ?? (coordinator == nil ? 2 : 0))
     request.splitPoints = split.map { Int32($0) }
+    request.microBatchRows = Int32(microBatchRows)
+    request.microBatches = Int32(microBatches)
+    request.estimate = estimate
     try await withExitCodes {
       let response: Pipemesh_V1_PlanResponse
       if let coordinator {
@@ -262,22 +284,47 @@ struct Plan: AsyncParsableCommand {
             String(format: "%.1f MiB", Double(stage.parameterBytes) / 1_048_576)
             + (stage.memoryBudgetBytes > 0
               ? String(format: " of the partitions' %.0f MiB", Double(stage.memoryBudgetBytes) / 1_048_576) : "")
+          let time =
+            response.measuredOn.isEmpty
+            ? "" : String(format: "  %.3f + %.3f ms", stage.forwardSeconds * 1000, stage.backwardSeconds * 1000)
           say(
             String(
               format: "stage %d  layers %d..<%d  %lld parameters", stage.stage, stage.firstLayer, stage.endLayer,
-              stage.parameters) + " (\(memory))" + String(format: "  %.3g FLOPs/example", stage.estimatedFlops))
+              stage.parameters) + " (\(memory))" + String(format: "  %.3g FLOPs/example", stage.estimatedFlops) + time)
         }
-        say(String(format: "imbalance %.3f (largest stage over the mean; 1 is perfect)", response.imbalance))
+        let balanced = response.measuredOn.isEmpty ? "estimated FLOPs" : "measured times"
+        say(
+          String(format: "imbalance %.3f", response.imbalance)
+            + " (largest stage over the mean of the \(balanced); 1 is perfect)")
+        if !response.measuredOn.isEmpty {
+          say(
+            "times: forward + backward of a micro-batch of \(response.measuredRows) examples, on \(response.measuredOn); "
+              + String(
+                format: "a step of %d micro-batches %.3f ms through the pipeline (without transfers)", microBatches,
+                response.predictedStepSeconds * 1000))
+        }
       }
     }
   }
 
   private func planLocally(_ request: Pipemesh_V1_PlanRequest) throws -> Pipemesh_V1_PlanResponse {
     let model = try makeModel(request.model)
+    let rows =
+      request.estimate
+      ? nil
+      : model.rowsToTime(
+        wanted: Int(request.microBatchRows), repeats: LayerTimings.repeats, within: LayerTimings.flopBound)
+    let measured = rows.map { model.timeLayers(rows: $0, repeats: LayerTimings.repeats) }
     let plan = try Planner.plan(
       model, stages: Int(request.stages), splitPoints: request.splitPoints.map { Int($0) },
-      memory: request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots)
-    return plan.response
+      memory: request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots, measured: measured)
+    var response = plan.response
+    if let rows {
+      response.measuredOn = "this machine"
+      response.measuredRows = Int32(rows)
+      response.predictedStepSeconds = plan.predictedStepSeconds(microBatches: Int(request.microBatches)) ?? 0
+    }
+    return response
   }
 }
 

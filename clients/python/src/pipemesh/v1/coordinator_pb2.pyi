@@ -64,19 +64,25 @@ MEMBER_STATE_SILENT: MemberState
 MEMBER_STATE_LEAVING: MemberState
 
 class PlanRequest(_message.Message):
-    __slots__ = ("model", "stages", "split_points", "optimizer")
+    __slots__ = ("model", "stages", "split_points", "optimizer", "micro_batch_rows", "micro_batches", "estimate")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINTS_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     model: _model_pb2.ModelSpec
     stages: int
     split_points: _containers.RepeatedScalarFieldContainer[int]
     optimizer: _optimizer_pb2.OptimizerSpec
-    def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stages: _Optional[int] = ..., split_points: _Optional[_Iterable[int]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ...) -> None: ...
+    micro_batch_rows: int
+    micro_batches: int
+    estimate: bool
+    def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stages: _Optional[int] = ..., split_points: _Optional[_Iterable[int]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., micro_batch_rows: _Optional[int] = ..., micro_batches: _Optional[int] = ..., estimate: _Optional[bool] = ...) -> None: ...
 
 class StagePlan(_message.Message):
-    __slots__ = ("stage", "first_layer", "end_layer", "parameters", "estimated_flops", "parameter_bytes", "memory_budget_bytes")
+    __slots__ = ("stage", "first_layer", "end_layer", "parameters", "estimated_flops", "parameter_bytes", "memory_budget_bytes", "forward_seconds", "backward_seconds")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     FIRST_LAYER_FIELD_NUMBER: _ClassVar[int]
     END_LAYER_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +90,8 @@ class StagePlan(_message.Message):
     ESTIMATED_FLOPS_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     stage: int
     first_layer: int
     end_layer: int
@@ -91,15 +99,23 @@ class StagePlan(_message.Message):
     estimated_flops: float
     parameter_bytes: int
     memory_budget_bytes: int
-    def __init__(self, stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., end_layer: _Optional[int] = ..., parameters: _Optional[int] = ..., estimated_flops: _Optional[float] = ..., parameter_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
+    forward_seconds: float
+    backward_seconds: float
+    def __init__(self, stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., end_layer: _Optional[int] = ..., parameters: _Optional[int] = ..., estimated_flops: _Optional[float] = ..., parameter_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., forward_seconds: _Optional[float] = ..., backward_seconds: _Optional[float] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("stages", "imbalance")
+    __slots__ = ("stages", "imbalance", "measured_on", "measured_rows", "predicted_step_seconds")
     STAGES_FIELD_NUMBER: _ClassVar[int]
     IMBALANCE_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_ON_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_STEP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     stages: _containers.RepeatedCompositeFieldContainer[StagePlan]
     imbalance: float
-    def __init__(self, stages: _Optional[_Iterable[_Union[StagePlan, _Mapping]]] = ..., imbalance: _Optional[float] = ...) -> None: ...
+    measured_on: str
+    measured_rows: int
+    predicted_step_seconds: float
+    def __init__(self, stages: _Optional[_Iterable[_Union[StagePlan, _Mapping]]] = ..., imbalance: _Optional[float] = ..., measured_on: _Optional[str] = ..., measured_rows: _Optional[int] = ..., predicted_step_seconds: _Optional[float] = ...) -> None: ...
 
 class DataSource(_message.Message):
     __slots__ = ("dataset", "inline")

@@ -80,6 +80,11 @@ class PartitionStub:
                 request_serializer=pipemesh_dot_v1_dot_partition__pb2.UnloadStageRequest.SerializeToString,
                 response_deserializer=pipemesh_dot_v1_dot_partition__pb2.UnloadStageResponse.FromString,
                 _registered_method=True)
+        self.TimeLayers = channel.unary_unary(
+                '/pipemesh.v1.Partition/TimeLayers',
+                request_serializer=pipemesh_dot_v1_dot_partition__pb2.TimeLayersRequest.SerializeToString,
+                response_deserializer=pipemesh_dot_v1_dot_partition__pb2.TimeLayersResponse.FromString,
+                _registered_method=True)
 
 
 class PartitionServicer:
@@ -151,6 +156,15 @@ class PartitionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TimeLayers(self, request, context):
+        """Times each layer of a model's training forward and backward on this
+        partition's hardware, one layer at a time (its variables drawn, an input
+        of zeros), for the coordinator's planner to balance measured costs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartitionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +207,11 @@ def add_PartitionServicer_to_server(servicer, server):
                     servicer.UnloadStage,
                     request_deserializer=pipemesh_dot_v1_dot_partition__pb2.UnloadStageRequest.FromString,
                     response_serializer=pipemesh_dot_v1_dot_partition__pb2.UnloadStageResponse.SerializeToString,
+            ),
+            'TimeLayers': grpc.unary_unary_rpc_method_handler(
+                    servicer.TimeLayers,
+                    request_deserializer=pipemesh_dot_v1_dot_partition__pb2.TimeLayersRequest.FromString,
+                    response_serializer=pipemesh_dot_v1_dot_partition__pb2.TimeLayersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -417,6 +436,33 @@ class Partition:
             '/pipemesh.v1.Partition/UnloadStage',
             pipemesh_dot_v1_dot_partition__pb2.UnloadStageRequest.SerializeToString,
             pipemesh_dot_v1_dot_partition__pb2.UnloadStageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TimeLayers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipemesh.v1.Partition/TimeLayers',
+            pipemesh_dot_v1_dot_partition__pb2.TimeLayersRequest.SerializeToString,
+            pipemesh_dot_v1_dot_partition__pb2.TimeLayersResponse.FromString,
             options,
             channel_credentials,
             insecure,
