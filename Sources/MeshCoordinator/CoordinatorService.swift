@@ -141,6 +141,7 @@ public final class CoordinatorService: RPCService, Sendable {
         budgets: poolCanRun ? Array(repeating: budget, count: stages) : [], memory: memory, measured: measured?.layers)
       var response = plan.response
       if let measured {
+        response.layerTimes = measured.layers.wire(of: model)
         response.measuredOn = measured.partition
         response.measuredRows = Int32(measured.rows)
         response.predictedStepSeconds =

@@ -250,16 +250,7 @@ public final class PartitionService: RPCService, Sendable {
           + "the most a partition spends on it is \(String(format: "%.3g", Self.maxTimedFlops)): ask for fewer rows")
     }
     let times = model.timeLayers(rows: Int(request.rows), repeats: repeats)
-    return .with {
-      $0.layers = zip(model.layers, times).enumerated().map { index, timed in
-        .with {
-          $0.layer = Int32(index)
-          $0.name = timed.0.name
-          $0.forwardSeconds = timed.1.forward.seconds
-          $0.backwardSeconds = timed.1.backward.seconds
-        }
-      }
-    }
+    return .with { $0.layers = times.wire(of: model) }
   }
 
   private func response(model: Sequential, layers: Range<Int>) -> Pipemesh_V1_LoadStageResponse {

@@ -39,7 +39,7 @@ import Testing
     // Two stages, a spare partition, two ps shards that checkpoint.
     var mesh = try await DurableStateTests.Mesh(psCheckpoints: true, parameterServers: 2, partitions: 3)
     let options = [
-      "--model", DurableStateTests.model, "--stages", "2", "--epochs", "60", "--micro-batches", "2",
+      "--model", DurableStateTests.model, "--stages", "2", "--epochs", "30", "--micro-batches", "2",
       "--checkpoint-every", "5", "--max-restarts", "20",
     ]
     let training = try await DurableStateTests.trainStraightThenStart("chaos", options: options, on: mesh)
@@ -55,8 +55,8 @@ import Testing
       }
       guard before["state"] as? String == "JOB_STATE_RUNNING" else { break }
       stepAtLastFault = before["step"] as? Int ?? 0
-      try await Task.sleep(for: .milliseconds(Int.random(in: 200...2000, using: &draws)))
-      let pause = Duration.milliseconds(Int.random(in: 0...2000, using: &draws))
+      try await Task.sleep(for: .milliseconds(Int.random(in: 200...1000, using: &draws)))
+      let pause = Duration.milliseconds(Int.random(in: 0...1000, using: &draws))
       // One of the partitions the job runs on.
       let running = before["partitions"] as? [String] ?? []
       let candidates = mesh.partitions.indices.filter { running.contains(mesh.partitions[$0].endpoint) }
@@ -67,7 +67,7 @@ import Testing
         injected.append("\(fault.rawValue) (\(partition)), back after \(pause)")
       case .stopPartition:
         // Past the step deadline's 10 s floor, or within it.
-        let stopped = Duration.milliseconds(Int.random(in: 1000...14000, using: &draws))
+        let stopped = Duration.milliseconds(Int.random(in: 1000...12000, using: &draws))
         let process = mesh.partitions[partition].process
         process.signal(SIGSTOP)
         try? await Task.sleep(for: stopped)

@@ -172,6 +172,11 @@ import Testing
     let stages = measured["stages"] as? [[String: Any]] ?? []
     let times = stages.map { ($0["forwardSeconds"] as? Double ?? 0) + ($0["backwardSeconds"] as? Double ?? 0) }
     #expect(times.count == 2 && times.allSatisfy { $0 > 0 }, "\(measured)")
+    // The stages' times are their layers' (the CNN's six), as the partition timed them.
+    let layers = (measured["layerTimes"] as? [[String: Any]] ?? []).map {
+      ($0["forwardSeconds"] as? Double ?? 0) + ($0["backwardSeconds"] as? Double ?? 0)
+    }
+    #expect(layers.count == 6 && abs(layers.reduce(0, +) - times.reduce(0, +)) < 1e-9, "\(measured)")
     let imbalance = (times.max() ?? 0) / (times.reduce(0, +) / Double(max(1, times.count)))
     #expect(abs((measured["imbalance"] as? Double ?? 0) - imbalance) < 1e-9, "\(measured)")
     // Four micro-batches (the default): three more through the slowest stage after one through both.

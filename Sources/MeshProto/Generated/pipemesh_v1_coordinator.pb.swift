@@ -371,6 +371,9 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
   /// and drain), without the transfers between stages.
   public var predictedStepSeconds: Double = 0
 
+  /// With measured times: each layer's, as the partition timed them.
+  public var layerTimes: [Pipemesh_V1_LayerTime] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2080,7 +2083,7 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stages\0\u{1}imbalance\0\u{3}measured_on\0\u{3}measured_rows\0\u{3}predicted_step_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stages\0\u{1}imbalance\0\u{3}measured_on\0\u{3}measured_rows\0\u{3}predicted_step_seconds\0\u{3}layer_times\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2093,6 +2096,7 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
       case 3: try { try decoder.decodeSingularStringField(value: &self.measuredOn) }()
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.measuredRows) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.predictedStepSeconds) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.layerTimes) }()
       default: break
       }
     }
@@ -2114,6 +2118,9 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
     if self.predictedStepSeconds.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.predictedStepSeconds, fieldNumber: 5)
     }
+    if !self.layerTimes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.layerTimes, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2123,6 +2130,7 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
     if lhs.measuredOn != rhs.measuredOn {return false}
     if lhs.measuredRows != rhs.measuredRows {return false}
     if lhs.predictedStepSeconds != rhs.predictedStepSeconds {return false}
+    if lhs.layerTimes != rhs.layerTimes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -517,6 +517,28 @@ public nonisolated struct Pipemesh_V1_MeanSquaredErrorLoss: Sendable {
   public init() {}
 }
 
+/// How long one layer of a model takes to train on a micro-batch, as a partition timed it.
+public nonisolated struct Pipemesh_V1_LayerTime: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var layer: Int32 = 0
+
+  /// The layer's name in the model ("dense0", "lstm1", …).
+  public var name: String = String()
+
+  /// The training forward (with what backward needs kept), and the backward: the input gradient
+  /// (none for the first layer) and the weight gradients.
+  public var forwardSeconds: Double = 0
+
+  public var backwardSeconds: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
@@ -1279,6 +1301,51 @@ nonisolated extension Pipemesh_V1_MeanSquaredErrorLoss: SwiftProtobuf.Message, S
   }
 
   public static func ==(lhs: Pipemesh_V1_MeanSquaredErrorLoss, rhs: Pipemesh_V1_MeanSquaredErrorLoss) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_LayerTime: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LayerTime"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}name\0\u{3}forward_seconds\0\u{3}backward_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.layer) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.forwardSeconds) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.backwardSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.layer != 0 {
+      try visitor.visitSingularInt32Field(value: self.layer, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if self.forwardSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.forwardSeconds, fieldNumber: 3)
+    }
+    if self.backwardSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.backwardSeconds, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_LayerTime, rhs: Pipemesh_V1_LayerTime) -> Bool {
+    if lhs.layer != rhs.layer {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.forwardSeconds != rhs.forwardSeconds {return false}
+    if lhs.backwardSeconds != rhs.backwardSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -319,7 +319,8 @@ struct Plan: AsyncParsableCommand {
       model, stages: Int(request.stages), splitPoints: request.splitPoints.map { Int($0) },
       memory: request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots, measured: measured)
     var response = plan.response
-    if let rows {
+    if let rows, let measured {
+      response.layerTimes = measured.wire(of: model)
       response.measuredOn = "this machine"
       response.measuredRows = Int32(rows)
       response.predictedStepSeconds = plan.predictedStepSeconds(microBatches: Int(request.microBatches)) ?? 0

@@ -104,18 +104,20 @@ class StagePlan(_message.Message):
     def __init__(self, stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., end_layer: _Optional[int] = ..., parameters: _Optional[int] = ..., estimated_flops: _Optional[float] = ..., parameter_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., forward_seconds: _Optional[float] = ..., backward_seconds: _Optional[float] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("stages", "imbalance", "measured_on", "measured_rows", "predicted_step_seconds")
+    __slots__ = ("stages", "imbalance", "measured_on", "measured_rows", "predicted_step_seconds", "layer_times")
     STAGES_FIELD_NUMBER: _ClassVar[int]
     IMBALANCE_FIELD_NUMBER: _ClassVar[int]
     MEASURED_ON_FIELD_NUMBER: _ClassVar[int]
     MEASURED_ROWS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_STEP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LAYER_TIMES_FIELD_NUMBER: _ClassVar[int]
     stages: _containers.RepeatedCompositeFieldContainer[StagePlan]
     imbalance: float
     measured_on: str
     measured_rows: int
     predicted_step_seconds: float
-    def __init__(self, stages: _Optional[_Iterable[_Union[StagePlan, _Mapping]]] = ..., imbalance: _Optional[float] = ..., measured_on: _Optional[str] = ..., measured_rows: _Optional[int] = ..., predicted_step_seconds: _Optional[float] = ...) -> None: ...
+    layer_times: _containers.RepeatedCompositeFieldContainer[_model_pb2.LayerTime]
+    def __init__(self, stages: _Optional[_Iterable[_Union[StagePlan, _Mapping]]] = ..., imbalance: _Optional[float] = ..., measured_on: _Optional[str] = ..., measured_rows: _Optional[int] = ..., predicted_step_seconds: _Optional[float] = ..., layer_times: _Optional[_Iterable[_Union[_model_pb2.LayerTime, _Mapping]]] = ...) -> None: ...
 
 class DataSource(_message.Message):
     __slots__ = ("dataset", "inline")

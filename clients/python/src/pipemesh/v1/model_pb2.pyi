@@ -172,3 +172,15 @@ class SoftmaxCrossEntropyLoss(_message.Message):
 class MeanSquaredErrorLoss(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class LayerTime(_message.Message):
+    __slots__ = ("layer", "name", "forward_seconds", "backward_seconds")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    layer: int
+    name: str
+    forward_seconds: float
+    backward_seconds: float
+    def __init__(self, layer: _Optional[int] = ..., name: _Optional[str] = ..., forward_seconds: _Optional[float] = ..., backward_seconds: _Optional[float] = ...) -> None: ...

@@ -220,20 +220,8 @@ class TimeLayersRequest(_message.Message):
     repeats: int
     def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., rows: _Optional[int] = ..., repeats: _Optional[int] = ...) -> None: ...
 
-class LayerTime(_message.Message):
-    __slots__ = ("layer", "name", "forward_seconds", "backward_seconds")
-    LAYER_FIELD_NUMBER: _ClassVar[int]
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    FORWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    BACKWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    layer: int
-    name: str
-    forward_seconds: float
-    backward_seconds: float
-    def __init__(self, layer: _Optional[int] = ..., name: _Optional[str] = ..., forward_seconds: _Optional[float] = ..., backward_seconds: _Optional[float] = ...) -> None: ...
-
 class TimeLayersResponse(_message.Message):
     __slots__ = ("layers",)
     LAYERS_FIELD_NUMBER: _ClassVar[int]
-    layers: _containers.RepeatedCompositeFieldContainer[LayerTime]
-    def __init__(self, layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ...) -> None: ...
+    layers: _containers.RepeatedCompositeFieldContainer[_model_pb2.LayerTime]
+    def __init__(self, layers: _Optional[_Iterable[_Union[_model_pb2.LayerTime, _Mapping]]] = ...) -> None: ...
