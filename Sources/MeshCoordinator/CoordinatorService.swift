@@ -130,6 +130,9 @@ public final class CoordinatorService: RPCService, Sendable {
           "micro_batch_rows is \(request.microBatchRows) and micro_batches \(request.microBatches); give 0 to 4096 each"
         )
       }
+      let budgets = poolCanRun ? Array(repeating: budget, count: stages) : []
+      // Checked before anything is timed.
+      _ = try Planner.plan(model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory)
       let measured =
         request.estimate
         ? nil
@@ -137,8 +140,7 @@ public final class CoordinatorService: RPCService, Sendable {
           of: request.model, model: model,
           rows: request.microBatchRows == 0 ? LayerTimings.defaultRows : Int(request.microBatchRows), pool: pool)
       let plan = try Planner.plan(
-        model, stages: stages, splitPoints: splitPoints,
-        budgets: poolCanRun ? Array(repeating: budget, count: stages) : [], memory: memory, measured: measured?.layers)
+        model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory, measured: measured?.layers)
       var response = plan.response
       if let measured {
         response.layerTimes = measured.layers.wire(of: model)
@@ -743,6 +745,8 @@ public final class CoordinatorService: RPCService, Sendable {
     let fitting = vacancy.waiting == nil ? TrainingJob.replicas(of: request, fittingIn: vacancy.free) : 0
     // Stages split where the layers' measured times balance (the split is kept with the job, so
     // a resumed run splits the same way).
+    // The request's options checked first: a request refused costs no timing.
+    try TrainingJob.checkOptions(request)
     let measured =
       request.stages > 1 && request.splitPoints.isEmpty
       ? await layerTimings.times(

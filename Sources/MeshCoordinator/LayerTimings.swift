@@ -5,9 +5,9 @@ import MeshTensor
 import MeshWire
 import Synchronization
 
-/// Measured layer costs, asked of a partition of the pool (a free one
-/// first) and kept per model spec and micro-batch size: what the planner
-/// balances, in place of the FLOP estimate, once a partition measured them.
+/// Measured layer costs, asked of a free partition of the pool and kept per
+/// model and micro-batch size: what the planner balances, in place of the
+/// FLOP estimate, once a partition measured them.
 public final class LayerTimings: Sendable {
   /// Layer times of one model at one micro-batch size, and where they were measured.
   struct Measured: Sendable {
@@ -16,35 +16,71 @@ public final class LayerTimings: Sendable {
     let partition: String
   }
 
-  private struct Key: Hashable {
-    let spec: Data
-    let rows: Int
+  /// What is known of a model at a micro-batch size: its times, or that
+  /// no partition measured them (asked again after `retryAfter`).
+  private enum Known {
+    case measured(Measured)
+    case unmeasured(since: ContinuousClock.Instant)
   }
 
-  private let measured = Mutex<[Key: Measured]>([:])
+  private struct Cache {
+    var known: [Data: Known] = [:]
+    /// Keys oldest first, to forget the oldest past `capacity`.
+    var order: [Data] = []
+  }
+
+  private let cache = Mutex(Cache())
 
   /// Timed runs of each layer (the median counts).
   public static let repeats = 3
-  /// The most FLOPs one measurement may take (as TimeLayersRequest bounds it).
-  public static let flopBound = 2e11
   /// The micro-batch size timed when the caller names none.
   public static let defaultRows = 32
-  /// How long a measurement may take before the planner estimates instead.
-  static let timeout = Duration.seconds(60)
+  /// Models (at a micro-batch size) remembered, and the largest spec kept.
+  static let capacity = 256
+  static let largestKey = 1 << 16
+  /// How long a measurement may take in all before the planner estimates
+  /// instead, how many free partitions are asked, and when a model no
+  /// partition measured is asked about again.
+  static let deadline = Duration.seconds(40)
+  static let partitionsAsked = 2
+  static let retryAfter = Duration.seconds(60)
+  /// The most seconds a layer's time may say (a partition answering more, or
+  /// not a number, is not believed).
+  static let longestLayer = 3600.0
 
   /// `model`'s layer times on micro-batches of `rows` examples, measured on
-  /// a partition of `pool` that answers (free ones first), or as measured
-  /// before; nil when none measures them (the planner then estimates FLOPs).
+  /// a free partition of `pool`, or as measured before; nil when none
+  /// measures them (the planner then estimates FLOPs).
   func times(
     of spec: Pipemesh_V1_ModelSpec, model: Sequential, rows wanted: Int, pool: PartitionPool
   ) async -> Measured? {
-    guard let rows = model.rowsToTime(wanted: wanted, repeats: Self.repeats, within: Self.flopBound),
-      let key = (try? spec.serializedData()).map({ Key(spec: $0, rows: rows) })
+    guard case .success(let rows) = model.rowsToTime(wanted: wanted, repeats: Self.repeats, within: .planning)
     else { return nil }
-    if let known = measured.withLock({ $0[key] }) { return known }
+    // The same layers whatever the names and seed: those do not change a layer's time.
+    var normalized = spec
+    normalized.name = ""
+    normalized.seed = 0
+    for index in normalized.layers.indices { normalized.layers[index].name = "" }
+    normalized.unknownFields = .init()
+    guard var key = try? normalized.serializedData(), key.count <= Self.largestKey else { return nil }
+    withUnsafeBytes(of: Int64(rows)) { key.append(contentsOf: $0) }
+    switch cache.withLock({ $0.known[key] }) {
+    case .measured(let measured): return measured
+    case .unmeasured(let since) where ContinuousClock.now < since + Self.retryAfter: return nil
+    default: break
+    }
+    let measured = await measure(spec, model: model, rows: rows, pool: pool)
+    remember(measured.map(Known.measured) ?? .unmeasured(since: .now), under: key)
+    return measured
+  }
+
+  private func measure(_ spec: Pipemesh_V1_ModelSpec, model: Sequential, rows: Int, pool: PartitionPool) async
+    -> Measured?
+  {
     let free = Set(pool.status.filter { $0.state == .free }.map(\.endpoint))
-    let members = pool.members.sorted { free.contains($0.endpoint) && !free.contains($1.endpoint) }
-    for member in members {
+    let deadline = ContinuousClock.now + Self.deadline
+    for member in pool.members.filter({ free.contains($0.endpoint) }).prefix(Self.partitionsAsked) {
+      guard !Task.isCancelled, ContinuousClock.now < deadline else { return nil }
       do {
         let response = try await member.client.call(
           PartitionMethods.timeLayers,
@@ -52,18 +88,29 @@ public final class LayerTimings: Sendable {
             $0.model = spec
             $0.rows = Int32(rows)
             $0.repeats = Int32(Self.repeats)
-          }, options: CallOptions(timeout: Self.timeout))
-        guard response.layers.count == model.layers.count else { continue }
+          }, options: CallOptions(timeout: deadline - ContinuousClock.now))
+        let seconds = response.layers.flatMap { [$0.forwardSeconds, $0.backwardSeconds] }
+        guard response.layers.count == model.layers.count,
+          seconds.allSatisfy({ $0.isFinite && $0 >= 0 && $0 <= Self.longestLayer })
+        else { continue }
         let layers = response.layers.map {
           LayerTiming(forward: .seconds($0.forwardSeconds), backward: .seconds($0.backwardSeconds))
         }
-        let found = Measured(layers: layers, rows: rows, partition: member.endpoint)
-        measured.withLock { $0[key] = found }
-        return found
+        return Measured(layers: layers, rows: rows, partition: member.endpoint)
+      } catch let error as RPCError where [.invalidArgument, .resourceExhausted].contains(error.code) {
+        // Another partition would refuse the model the same way.
+        return nil
       } catch {
         continue
       }
     }
     return nil
+  }
+
+  private func remember(_ known: Known, under key: Data) {
+    cache.withLock { cache in
+      if cache.known.updateValue(known, forKey: key) == nil { cache.order.append(key) }
+      while cache.order.count > Self.capacity { cache.known[cache.order.removeFirst()] = nil }
+    }
   }
 }

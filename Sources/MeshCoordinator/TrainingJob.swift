@@ -310,7 +310,7 @@ final class TrainingJob: Sendable {
 
   /// Checks the options that the partitions and the ps would otherwise
   /// refuse only once the job runs, so that a bad request creates nothing.
-  private static func checkOptions(_ request: Pipemesh_V1_TrainRequest) throws {
+  static func checkOptions(_ request: Pipemesh_V1_TrainRequest) throws {
     guard request.microBatches >= 0, request.microBatches <= maxMicroBatches else {
       throw RPCError(.invalidArgument, "micro_batches is \(request.microBatches); give 1 to \(maxMicroBatches) (0: 1)")
     }

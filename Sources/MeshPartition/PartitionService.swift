@@ -17,6 +17,8 @@ public final class PartitionService: RPCService, Sendable {
   private let dialPolicy: DialPolicy
   private let parameterBudget: Int
   private let stages = Mutex<[String: (request: Pipemesh_V1_LoadStageRequest, runner: StageRunner)]>([:])
+  /// Whether a TimeLayers is running (one at a time).
+  private let timingUnderWay = Mutex(false)
 
   /// `dialer` is how the partition reaches the ps and its peers;
   /// `defaultMaxKeptBytes` bounds a stage's activations when LoadStage gives
@@ -103,7 +105,7 @@ public final class PartitionService: RPCService, Sendable {
       let tensor = try await dataPlane.take(key, release: request.release, wait: request.wait)
       try await DataPlane.send(tensor, to: writer)
     }
-    router.unary(PartitionMethods.timeLayers) { [self] request, _ in try timeLayers(request) }
+    router.unary(PartitionMethods.timeLayers) { [self] request, _ in try await timeLayers(request) }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in
       // Only a job loaded here leaves a mark: any other name changes nothing.
       guard let unloaded = stages.withLock({ $0.removeValue(forKey: request.job) }) else { return .init() }
@@ -219,16 +221,17 @@ public final class PartitionService: RPCService, Sendable {
     return response(model: model, layers: layers)
   }
 
-  /// The most rows, and training FLOPs in all, a TimeLayers may ask for.
-  static let maxTimedRows: Int32 = 4096
-  static let maxTimedFlops = 2e11
+  /// How long one TimeLayers may run before it stops with DEADLINE_EXCEEDED.
+  static let timingDeadline = Duration.seconds(30)
 
   /// Times each layer of the request's model here, within the bounds
-  /// TimeLayersRequest states.
-  private func timeLayers(_ request: Pipemesh_V1_TimeLayersRequest) throws -> Pipemesh_V1_TimeLayersResponse {
+  /// TimeLayersRequest states: one timing at a time, on a thread of its own
+  /// (never one of the threads that serve the partition's other calls).
+  private func timeLayers(_ request: Pipemesh_V1_TimeLayersRequest) async throws -> Pipemesh_V1_TimeLayersResponse {
     let model = try makeModel(request.model)
-    guard (1...Self.maxTimedRows).contains(request.rows) else {
-      throw RPCError(.invalidArgument, "rows is \(request.rows); give 1 to \(Self.maxTimedRows)")
+    let limits = Sequential.TimingLimits.planning
+    guard (1...Int32(limits.rows)).contains(request.rows) else {
+      throw RPCError(.invalidArgument, "rows is \(request.rows); give 1 to \(limits.rows)")
     }
     guard (0...10).contains(request.repeats) else {
       throw RPCError(.invalidArgument, "repeats is \(request.repeats); give 0 (3) to 10")
@@ -242,16 +245,41 @@ public final class PartitionService: RPCService, Sendable {
         "the model's largest layer has \(largest) parameters; this partition's budget "
           + "(\(HostMemory.describe(parameterBudget)), --memory-budget-mib) has room for \(room)")
     }
-    let flops = model.trainingFlopsPerExample * Double(request.rows) * Double(repeats + 1)
-    guard flops <= Self.maxTimedFlops else {
+    switch model.rowsToTime(wanted: Int(request.rows), repeats: repeats, within: limits) {
+    case .failure(let refusal): throw RPCError(.resourceExhausted, "\(refusal)")
+    case .success(let most) where most < request.rows:
       throw RPCError(
         .resourceExhausted,
-        "timing \(request.rows) rows \(repeats + 1) times takes \(String(format: "%.3g", flops)) FLOPs; "
-          + "the most a partition spends on it is \(String(format: "%.3g", Self.maxTimedFlops)): ask for fewer rows")
+        "timing \(request.rows) rows would take too long or too much memory: ask for \(most) or fewer")
+    case .success: break
     }
-    let times = model.timeLayers(rows: Int(request.rows), repeats: repeats)
+    guard
+      timingUnderWay.withLock({ busy in
+        defer { busy = true }
+        return !busy
+      })
+    else {
+      throw RPCError(.resourceExhausted, "this partition is timing another model: ask again once it is done")
+    }
+    let deadline = ContinuousClock.now + Self.timingDeadline
+    let times = try await withCheckedThrowingContinuation { continuation in
+      Self.timingQueue.async { [self] in
+        defer { timingUnderWay.withLock { $0 = false } }
+        continuation.resume(
+          with: Result {
+            do {
+              return try model.timeLayers(rows: Int(request.rows), repeats: repeats) { ContinuousClock.now < deadline }
+            } catch {
+              throw RPCError(.deadlineExceeded, "\(error) after \(Self.timingDeadline), the most a timing may take")
+            }
+          })
+      }
+    }
     return .with { $0.layers = times.wire(of: model) }
   }
+
+  /// Where models are timed, away from the cooperative threads.
+  private static let timingQueue = DispatchQueue(label: "pipemesh.partition.time-layers", qos: .utility)
 
   private func response(model: Sequential, layers: Range<Int>) -> Pipemesh_V1_LoadStageResponse {
     .with {

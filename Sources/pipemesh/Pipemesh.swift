@@ -15,7 +15,8 @@ struct Pipemesh: AsyncParsableCommand {
       """,
     version: pipemeshVersion,
     subcommands: [
-      Up.self, Serve.self, Train.self, Sweep.self, Infer.self, Generate.self, Plan.self, Status.self, Jobs.self,
+      Up.self, Serve.self, Train.self, Sweep.self, Solve.self, Infer.self, Generate.self, Plan.self, Status.self,
+      Jobs.self,
       Cancel.self,
       Models.self,
       Certs.self,

@@ -4,32 +4,9 @@ import MeshData
 import MeshProto
 import SwiftProtobuf
 
-/// What to train and how: shared by `pipemesh up` and `pipemesh train`.
+/// What to train and how: shared by `pipemesh up`, `pipemesh train` and `pipemesh sweep`.
 struct TrainingOptions: ParsableArguments {
-  @Option(help: "Model spec, protobuf JSON (see examples/); default: an MLP that fits the dataset.")
-  var model: String?
-
-  @Option(
-    help: """
-      Bundled dataset (digits, shakespeare, synthetic-parity, synthetic-reversal, synthetic-regression) or a \
-      file: .csv, .csv.gz, .npz (x, y), idx:IMAGES,LABELS, or a text (.txt, .txt.gz) read in windows of bytes \
-      for a language model. `up` reads a file relative to the working directory (its coordinator's --data-dir \
-      is the file's folder); `train` names it relative to the coordinator's --data-dir.
-      """)
-  var dataset: String = "digits"
-
-  @Option(
-    help: """
-      Bytes per window of a text dataset (shakespeare, .txt): default the model's input length, or 64 \
-      without --model.
-      """)
-  var sequenceLength: Int?
-
-  @Option(help: "Label column of a CSV dataset.")
-  var labelColumn: String = "label"
-
-  @Flag(help: "The labels are real-valued targets (regression), not class indices.")
-  var regression = false
+  @OptionGroup var data: DataOptions
 
   @Option(help: "Micro-batches per mini-batch.")
   var microBatches: Int = 4
@@ -53,12 +30,6 @@ struct TrainingOptions: ParsableArguments {
 
   @Option(help: "Learning rate.")
   var learningRate: Float = 0.01
-
-  @Option(help: "Fraction of the data held out for evaluation.")
-  var validation: Float = 0.2
-
-  @Option(help: "Seed of the held-out split and of each epoch's order: the same seed gives the same run.")
-  var seed: UInt64 = 1
 
   @Option(
     help:
@@ -93,19 +64,6 @@ struct TrainingOptions: ParsableArguments {
   @Flag(help: "Keep only each stage's input and recompute its activations in backward (less memory).")
   var recomputeActivations = false
 
-  @Option(
-    help: """
-      Rescaling of the input features, fitted on the training split and kept with the model for inference: \
-      standardize (mean 0, deviation 1), min-max (0 to 1) or none. Default: standardize, or none for a \
-      model that reads token ids (an embedding first).
-      """)
-  var normalize: String?
-
-  /// The methods `--normalize` names.
-  static let normalizations: [String: Pipemesh_V1_NormalizationMethod] = [
-    "standardize": .standardize, "min-max": .minMax, "none": .none,
-  ]
-
   func validate() throws {
     guard microBatches >= 1, epochs >= 1, batchSize >= microBatches else {
       throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
@@ -115,64 +73,14 @@ struct TrainingOptions: ParsableArguments {
     guard (0...10_000).contains(patience), minDelta >= 0, minDelta.isFinite else {
       throw ValidationError("--patience must be 0 to 10000 epochs and --min-delta 0 or more")
     }
-    guard patience == 0 || validation > 0 else {
+    guard patience == 0 || data.validation > 0 else {
       throw ValidationError("--patience watches the validation loss: give --validation above 0")
     }
     guard Self.schedules[schedule] != nil else { throw ValidationError("--schedule must be gpipe, 1f1b or zb-h1") }
-    if let normalize, Self.normalizations[normalize] == nil {
-      throw ValidationError("--normalize must be standardize, min-max or none")
-    }
     guard ["sgd", "momentum", "adam"].contains(optimizer) else {
       throw ValidationError("--optimizer must be sgd, momentum or adam")
     }
-    guard validation >= 0, validation < 1 else { throw ValidationError("--validation must be in [0, 1)") }
-    if let sequenceLength, !(1...Datasets.maxSequenceLength).contains(sequenceLength) {
-      throw ValidationError("--sequence-length must be 1 to \(Datasets.maxSequenceLength)")
-    }
     _ = try consistencySpec()
-  }
-
-  var datasetReference: Pipemesh_V1_DatasetReference {
-    .with {
-      $0.uri = dataset
-      $0.labelColumn = labelColumn
-      $0.regression = regression
-      if isText { $0.sequenceLength = Int64(textWindow) }
-    }
-  }
-
-  /// Whether --dataset names a text, which is read in windows of bytes.
-  var isText: Bool { Datasets.isBundledText(dataset) || Datasets.isTextFile(dataset) }
-
-  /// A text's window: --sequence-length, else the input length of a --model
-  /// that reads sequences, else 64.
-  private var textWindow: Int {
-    if let sequenceLength { return sequenceLength }
-    if let spec = try? modelSpec(), spec.inputShape.count == 1 { return Int(clamping: spec.inputShape[0]) }
-    return 64
-  }
-
-  /// For a mesh this command starts itself (`up`): the reference with its
-  /// files made absolute against the working directory, and the folder that
-  /// holds them all, the coordinator's data directory (nil for a bundled or
-  /// generated dataset).
-  var localDataset: (reference: Pipemesh_V1_DatasetReference, folder: String?) {
-    var reference = datasetReference
-    let idx = dataset.hasPrefix("idx:")
-    let names = idx ? dataset.dropFirst(4).split(separator: ",").map(String.init) : [dataset]
-    guard idx || [".csv", ".csv.gz", ".npz", ".txt", ".txt.gz"].contains(where: dataset.hasSuffix) else {
-      return (reference, nil)
-    }
-    let paths = names.map { URL(fileURLWithPath: $0).standardized.path }
-    reference.uri = idx ? "idx:" + paths.joined(separator: ",") : paths[0]
-    var folder =
-      paths.map { ($0 as NSString).deletingLastPathComponent }.reduce(nil as [String]?) { common, folder in
-        let parts = (folder as NSString).pathComponents
-        guard let common else { return parts }
-        return Array(zip(common, parts).prefix { $0 == $1 }.map(\.0))
-      } ?? ["/"]
-    if folder.isEmpty { folder = ["/"] }
-    return (reference, NSString.path(withComponents: folder))
   }
 
   func consistencySpec() throws -> Pipemesh_V1_Consistency {
@@ -192,11 +100,6 @@ struct TrainingOptions: ParsableArguments {
     default:
       throw ValidationError("--consistency must be sync, async or bounded:K")
     }
-  }
-
-  /// The model from --model, or nil for the default.
-  func modelSpec() throws -> Pipemesh_V1_ModelSpec? {
-    try model.map(ModelSpecFile.read)
   }
 
   /// A Train request for `spec` under the name `job`, on `dataset`.
@@ -225,15 +128,14 @@ struct TrainingOptions: ParsableArguments {
       $0.everySteps = Int64(checkpointEvery)
     }
     request.maxRestarts = Int32(clamping: maxRestarts)
-    request.validationFraction = validation
-    request.shuffleSeed = seed
+    request.validationFraction = data.validation
+    request.shuffleSeed = data.seed
     request.recomputeActivations = recomputeActivations
     request.earlyStopping = .with {
       $0.patience = Int32(patience)
       $0.minDelta = minDelta
     }
-    let readsTokens = spec.layers.first.map { if case .embedding = $0.kind { true } else { false } } ?? false
-    request.normalization.method = normalize.flatMap { Self.normalizations[$0] } ?? (readsTokens ? .none : .standardize)
+    request.normalization.method = data.normalization(for: spec)
     return request
   }
 }

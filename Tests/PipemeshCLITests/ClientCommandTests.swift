@@ -207,7 +207,7 @@ import Testing
         .with {
           $0.model = wide
           $0.rows = 4096
-        }, .resourceExhausted, "ask for fewer rows"
+        }, .resourceExhausted, "or fewer"
       ),
     ] {
       let error = await #expect(throws: RPCError.self) {
@@ -223,6 +223,36 @@ import Testing
         $0.repeats = 1
       })
     #expect(timed.layers.map(\.name) == ["dense0"] && timed.layers[0].backwardSeconds > 0, "\(timed)")
+  }
+
+  /// `pipemesh solve` fits the ridge example in closed form on the
+  /// coordinator, prints the weights beside the objective and the held-out
+  /// figures, and registers the solution as a model.
+  @Test func solveFitsRidgeRegressionInClosedFormAndRegistersIt() async throws {
+    let (_, coordinator) = try await Self.mesh.value
+    let directory = try TemporaryDirectory(prefix: "pipemesh-solve")
+    let common = [
+      "solve", "--coordinator", coordinator.endpoint, "--model", Repository.path("examples/ridge-regression.json"),
+      "--dataset", "synthetic-regression", "--regression",
+    ]
+    let printed = try await pipemesh(common + ["--name", "cli-ridge"], in: directory)
+    #expect(printed.status == 0, "\(printed.output)")
+    for line in ["kernel[0]", "bias[0]", "training objective", "validation MSE", "validation R²"] {
+      #expect(printed.output.contains(line), "\(line): \(printed.output)")
+    }
+    #expect(printed.output.contains("registered model cli-ridge version 1"), "\(printed.output)")
+    let answer = try await pipemesh(common + ["--json"], in: directory)
+    #expect(answer.status == 0, "\(answer.output)")
+    let solved = try #require(try JSONSerialization.jsonObject(with: Data(answer.output.utf8)) as? [String: Any])
+    // The synthetic targets are a linear function of the features plus a little noise.
+    #expect((solved["validationR2"] as? Double ?? 0) > 0.9, "\(solved)")
+    #expect(solved["model"] == nil, "registered without --name: \(solved)")
+    let models = try await pipemesh(["models", "--coordinator", coordinator.endpoint], in: directory)
+    #expect(models.output.contains("cli-ridge"), "\(models.output)")
+
+    let unnamed = try await pipemesh(
+      ["solve", "--coordinator", coordinator.endpoint, "--dataset", "synthetic-regression"], in: directory)
+    #expect(unnamed.status == 64 && unnamed.output.contains("give the linear model with --model"), "\(unnamed.output)")
   }
 
   @Test func aJobLeftByCtrlCIsFollowedAgain() async throws {

@@ -666,8 +666,11 @@ public nonisolated struct Pipemesh_V1_TimeLayersRequest: Sendable {
   public mutating func clearModel() {self._model = nil}
 
   /// Examples in the micro-batch each layer is timed on.
-  /// Valid: 1 to 4,096, and rows × the model's training FLOPs per example × (repeats + 1) at most
-  /// 2·10^11 (about a few seconds of compute; RESOURCE_EXHAUSTED otherwise).
+  /// Valid: 1 to 4,096, within what a timing may take: at most 256 MiB of tensors in a layer
+  /// (its input and output, or half its training FLOPs for products over buffers of their own,
+  /// four times over), 5·10^10 FLOPs in all over the runs, and recurrent layers of at most 4,096
+  /// steps (RESOURCE_EXHAUSTED naming the rows that fit otherwise). A partition times one model at
+  /// a time (RESOURCE_EXHAUSTED while it times another) and stops one at 30 s (DEADLINE_EXCEEDED).
   public var rows: Int32 = 0
 
   /// Timed runs of each layer after one untimed; the median is reported.

@@ -21,12 +21,57 @@ extension Sequential {
     }
   }
 
-  /// The rows `timeLayers(rows:repeats:)` may time within `flops` in all:
-  /// `wanted`, fewer when that many would take more (nil when even one would).
-  public func rowsToTime(wanted: Int, repeats: Int, within flops: Double) -> Int? {
-    let perRow = trainingFlopsPerExample * Double(repeats + 1)
-    let most = Int(min(Double(max(1, wanted)), flops / max(perRow, 1)))
-    return most >= 1 ? most : nil
+  /// How much timing a model's layers may take: scalars one layer holds at
+  /// once, FLOPs in all, and the time steps of a recurrent layer (whose
+  /// cost is one small product per step more than its FLOPs).
+  public struct TimingLimits: Sendable {
+    public var scalars: Double
+    public var flops: Double
+    public var recurrentSteps: Int
+    public var rows: Int
+
+    /// What a partition spends on timing a model for the planner: 256 MiB
+    /// of tensors, 5·10^10 FLOPs (seconds on a core), 4,096 steps, 4,096 rows.
+    public static let planning = TimingLimits(scalars: 64 * 1_048_576, flops: 5e10, recurrentSteps: 4096, rows: 4096)
+  }
+
+  /// The most scalars one example holds at once in layer `index` while it is
+  /// timed: its input and output, four times over for the copies autodiff
+  /// keeps; for layers whose products run over buffers of their own (a
+  /// convolution's patches, attention's scores, a recurrent layer's gates
+  /// at every step), half their training FLOPs if that is more.
+  private func timingScalarsPerExample(_ index: Int) -> Double {
+    let boundary = Double(activationShapes[index].reduce(1, *) + activationShapes[index + 1].reduce(1, *))
+    let layer = layers[index]
+    guard layer is Conv2D || layer is TransformerBlock || layer is any GatedRecurrentLayer else { return 4 * boundary }
+    let flops = Double(layerCosts[index].trainingFlops(computesInputGradient: index > 0))
+    return 4 * max(boundary, flops / 2)
+  }
+
+  /// The rows `timeLayers(rows:repeats:)` may time within `limits`: `wanted`,
+  /// fewer when that many would go past them; a refusal saying why when
+  /// even one would.
+  public func rowsToTime(wanted: Int, repeats: Int, within limits: TimingLimits) -> Result<Int, TimingRefusal> {
+    for (index, layer) in layers.enumerated() where layer is any GatedRecurrentLayer {
+      let steps = activationShapes[index].first ?? 1
+      guard steps <= limits.recurrentSteps else {
+        return .failure(
+          TimingRefusal(
+            "layer \(index) (\(layer.name)) runs \(steps) steps; timing runs at most \(limits.recurrentSteps)"))
+      }
+    }
+    let scalars = layers.indices.map(timingScalarsPerExample).max() ?? 0
+    let flops = trainingFlopsPerExample * Double(repeats + 1)
+    let most = min(
+      Double(min(max(1, wanted), limits.rows)), limits.scalars / max(scalars, 1), limits.flops / max(flops, 1))
+    guard most >= 1 else {
+      return .failure(
+        TimingRefusal(
+          String(
+            format: "one example takes %.3g scalars in a layer and %.3g FLOPs to time; the most timing takes is "
+              + "%.3g and %.3g", scalars, flops, limits.scalars, limits.flops)))
+    }
+    return .success(Int(most))
   }
 
   /// Times each layer's training forward and backward on a micro-batch of
@@ -34,11 +79,13 @@ extension Sequential {
   /// layer's variables and activations are held): its variables drawn as a
   /// job draws them, an input of zeros of the layer's shape (a valid token
   /// for an embedding), an output gradient of ones. Each time is the median
-  /// of `repeats` runs after one untimed.
-  public func timeLayers(rows: Int, repeats: Int) -> [LayerTiming] {
+  /// of `repeats` runs after one untimed. `goOn` is asked before each run:
+  /// once it says no, timing stops with `TimingRefusal` (a deadline passed).
+  public func timeLayers(rows: Int, repeats: Int, goOn: () -> Bool = { true }) throws(TimingRefusal) -> [LayerTiming] {
     precondition(rows >= 1 && repeats >= 1, "at least one row and one run")
     let clock = ContinuousClock()
-    return layers.indices.map { index in
+    var timings: [LayerTiming] = []
+    for index in layers.indices {
       let range = index..<(index + 1)
       let variables = initialVariables(layers: range)
       let input = Tensor.zeros([rows] + activationShapes[index])
@@ -46,6 +93,7 @@ extension Sequential {
       var forwards: [Duration] = []
       var backwards: [Duration] = []
       for run in 0...repeats {
+        guard goOn() else { throw TimingRefusal("timing stopped at layer \(index) (\(layers[index].name))") }
         var stage: StageForward?
         let forward = clock.measure {
           stage = forwardStage(input, variables: variables, layers: range, context: context, inputGradient: index > 0)
@@ -58,8 +106,15 @@ extension Sequential {
           backwards.append(backward)
         }
       }
-      return LayerTiming(
-        forward: forwards.sorted()[forwards.count / 2], backward: backwards.sorted()[backwards.count / 2])
+      timings.append(
+        LayerTiming(forward: forwards.sorted()[forwards.count / 2], backward: backwards.sorted()[backwards.count / 2]))
     }
+    return timings
   }
+}
+
+/// Why a model's layers are not timed.
+public struct TimingRefusal: Error, Sendable, CustomStringConvertible {
+  public let description: String
+  public init(_ description: String) { self.description = description }
 }

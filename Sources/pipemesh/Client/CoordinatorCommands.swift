@@ -49,14 +49,14 @@ struct Train: AsyncParsableCommand {
 
   func run() async throws {
     try await withExitCodes {
-      let spec = try training.modelSpec() ?? defaultModelForDataset()
+      let spec = try training.data.modelSpec() ?? defaultModelForDataset()
       // Without --job the coordinator names it ("job-N", a name no job has).
-      var request = try training.request(job: job ?? "", spec: spec, dataset: training.datasetReference)
+      var request = try training.request(job: job ?? "", spec: spec, dataset: training.data.datasetReference)
       request.replace = replace
       request.stages = Int32(clamping: stages)
       request.replicas = Int32(clamping: replicas)
       request.maxReplicas = Int32(clamping: maxReplicas)
-      var display = ProgressDisplay(showsAccuracy: !training.regression, showsBits: training.isText)
+      var display = ProgressDisplay(showsAccuracy: !training.data.regression, showsBits: training.data.isText)
       let coordinator = try client.client()
       let interruption = ControlC.detaches { name in
         _ = try await coordinator.call(CoordinatorMethods.cancelJob, .with { $0.job = name })
@@ -74,7 +74,7 @@ struct Train: AsyncParsableCommand {
   /// The default model needs the data's shapes: read here from the same
   /// dataset the coordinator will load.
   private func defaultModelForDataset() throws -> Pipemesh_V1_ModelSpec {
-    try defaultModel(for: loadDataset(training.datasetReference), regression: training.regression)
+    try defaultModel(for: loadDataset(training.data.datasetReference), regression: training.data.regression)
   }
 }
 
@@ -309,24 +309,35 @@ struct Plan: AsyncParsableCommand {
 
   private func planLocally(_ request: Pipemesh_V1_PlanRequest) throws -> Pipemesh_V1_PlanResponse {
     let model = try makeModel(request.model)
-    let rows =
-      request.estimate
-      ? nil
-      : model.rowsToTime(
-        wanted: Int(request.microBatchRows), repeats: LayerTimings.repeats, within: LayerTimings.flopBound)
-    let measured = rows.map { model.timeLayers(rows: $0, repeats: LayerTimings.repeats) }
+    let memory = request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots
+    let splitPoints = request.splitPoints.map { Int($0) }
+    // Checked before anything is timed.
+    _ = try Planner.plan(model, stages: Int(request.stages), splitPoints: splitPoints, memory: memory)
+    var measured: (rows: Int, times: [LayerTiming])?
+    if !request.estimate {
+      switch model.rowsToTime(wanted: Int(request.microBatchRows), repeats: LayerTimings.repeats, within: .planning) {
+      case .success(let rows):
+        let deadline = ContinuousClock.now + Self.timingDeadline
+        measured = (rows, try model.timeLayers(rows: rows, repeats: LayerTimings.repeats) { .now < deadline })
+      case .failure(let refusal):
+        FileHandle.standardError.write(
+          Data("pipemesh: the layers are not timed (\(refusal)): the plan balances estimated FLOPs\n".utf8))
+      }
+    }
     let plan = try Planner.plan(
-      model, stages: Int(request.stages), splitPoints: request.splitPoints.map { Int($0) },
-      memory: request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots, measured: measured)
+      model, stages: Int(request.stages), splitPoints: splitPoints, memory: memory, measured: measured?.times)
     var response = plan.response
-    if let rows, let measured {
-      response.layerTimes = measured.wire(of: model)
+    if let measured {
+      response.layerTimes = measured.times.wire(of: model)
       response.measuredOn = "this machine"
-      response.measuredRows = Int32(rows)
+      response.measuredRows = Int32(measured.rows)
       response.predictedStepSeconds = plan.predictedStepSeconds(microBatches: Int(request.microBatches)) ?? 0
     }
     return response
   }
+
+  /// The longest `pipemesh plan` times the layers here.
+  static let timingDeadline = Duration.seconds(60)
 }
 
 struct Status: AsyncParsableCommand {

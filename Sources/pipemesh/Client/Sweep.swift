@@ -57,7 +57,7 @@ struct Sweep: AsyncParsableCommand {
     guard random >= 0 else { throw ValidationError("--random must be 0 (the grid) or a number of trials") }
     guard folds == 0 || (2...1000).contains(folds) else { throw ValidationError("--folds must be 0 or 2 to 1000") }
     guard stages >= 1 else { throw ValidationError("--stages must be 1 or more") }
-    guard folds > 0 || training.validation > 0 else {
+    guard folds > 0 || training.data.validation > 0 else {
       throw ValidationError("a sweep compares held-out figures: give --validation above 0 or --folds")
     }
     _ = try grid()
@@ -94,7 +94,7 @@ struct Sweep: AsyncParsableCommand {
       batchSizes, training.batchSize, { Int($0).flatMap { $0 >= training.microBatches ? $0 : nil } }, "--batch-sizes")
     let kinds = try list(
       optimizers, training.optimizer, { ["sgd", "momentum", "adam"].contains($0) ? $0 : nil }, "--optimizers")
-    let specs: [String?] = try list(models, training.model, { Optional($0) }, "--models")
+    let specs: [String?] = try list(models, training.data.model, { Optional($0) }, "--models")
     return specs.flatMap { model in
       kinds.flatMap { optimizer in
         batches.flatMap { batch in
@@ -118,7 +118,7 @@ struct Sweep: AsyncParsableCommand {
   func run() async throws {
     var trials = try grid()
     if random > 0, random < trials.count {
-      let order = PortableRandom.permutation(trials.count, seed: training.seed)
+      let order = PortableRandom.permutation(trials.count, seed: training.data.seed)
       trials = order.prefix(random).sorted().map { trials[$0] }
     }
     let prefix = prefix ?? "sweep-\(Int(Date().timeIntervalSince1970))"
@@ -129,7 +129,7 @@ struct Sweep: AsyncParsableCommand {
     // The default model follows from the data's shapes: read once, here.
     let defaultSpec =
       trials.contains { $0.model == nil }
-      ? try defaultModel(for: loadDataset(training.datasetReference), regression: training.regression) : nil
+      ? try defaultModel(for: loadDataset(training.data.datasetReference), regression: training.data.regression) : nil
     try await withExitCodes {
       let coordinator = try client.client()
       var requests: [(trial: Int, fold: Int, request: Pipemesh_V1_TrainRequest)] = []
@@ -175,7 +175,7 @@ struct Sweep: AsyncParsableCommand {
           } else {
             say(
               ended + String(format: "validation loss %.4f", outcome.loss)
-                + (training.regression ? "" : String(format: "  accuracy %.1f%%", outcome.accuracy * 100)))
+                + (training.data.regression ? "" : String(format: "  accuracy %.1f%%", outcome.accuracy * 100)))
           }
         }
         return outcomes
@@ -208,7 +208,7 @@ struct Sweep: AsyncParsableCommand {
           say(
             String(format: "%5d  ", index) + settings
               + String(format: "%.4f ± %.4f", mean(losses), deviation(losses))
-              + (training.regression
+              + (training.data.regression
                 ? "" : String(format: "   %.1f%% ± %.1f", mean(accuracies), deviation(accuracies))))
         }
       }
@@ -220,7 +220,7 @@ struct Sweep: AsyncParsableCommand {
       say("best: trial \(best.0) (\(trials[best.0].summary)); training it as job \(name)")
       var request = try self.request(for: trials[best.0], job: name, defaultSpec: defaultSpec)
       request.replace = true
-      var display = ProgressDisplay(showsAccuracy: !training.regression, showsBits: training.isText)
+      var display = ProgressDisplay(showsAccuracy: !training.data.regression, showsBits: training.data.isText)
       for try await progress in try coordinator.stream(CoordinatorMethods.train, request) {
         if client.json { try client.printJSON(progress) } else { display.show(progress) }
       }
@@ -232,12 +232,12 @@ struct Sweep: AsyncParsableCommand {
     for trial: Trial, job: String, defaultSpec: Pipemesh_V1_ModelSpec?
   ) throws -> Pipemesh_V1_TrainRequest {
     var options = training
-    options.model = trial.model
+    options.data.model = trial.model
     options.learningRate = trial.learningRate
     options.batchSize = trial.batchSize
     options.optimizer = trial.optimizer
-    guard let spec = try options.modelSpec() ?? defaultSpec else { preconditionFailure("a trial without a model") }
-    var request = try options.request(job: job, spec: spec, dataset: options.datasetReference)
+    guard let spec = try options.data.modelSpec() ?? defaultSpec else { preconditionFailure("a trial without a model") }
+    var request = try options.request(job: job, spec: spec, dataset: options.data.datasetReference)
     request.stages = Int32(stages)
     request.replicas = 1
     return request

@@ -63,10 +63,10 @@ struct Up: AsyncParsableCommand {
 
   func run() async throws {
     // Everything the run needs is read before its folder exists: a run that cannot start leaves none.
-    let data = try loadDataset(training.datasetReference)
-    let spec = try training.modelSpec() ?? defaultModel(for: data, regression: training.regression)
+    let data = try loadDataset(training.data.datasetReference)
+    let spec = try training.data.modelSpec() ?? defaultModel(for: data, regression: training.data.regression)
     let job = "up-\(Int(Date().timeIntervalSince1970))"
-    var request = try training.request(job: job, spec: spec, dataset: training.localDataset.reference)
+    var request = try training.request(job: job, spec: spec, dataset: training.data.localDataset.reference)
     request.checkpoint.atEnd = true  // the run folder keeps the final checkpoint
     let run = try RunFolder.create(under: runsDir)
     try run.write(try spec.jsonString(), to: "model.json")
@@ -126,7 +126,7 @@ struct Up: AsyncParsableCommand {
       "coordinator", name: "coordinator",
       ["--ps", ps, "--partitions", layout.map { $0.joined(separator: ",") }.joined(separator: ";")]
         + ["--state-dir", run.file("coordinator-state")]
-        + (training.localDataset.folder.map { ["--data-dir", $0] } ?? []))
+        + (training.data.localDataset.folder.map { ["--data-dir", $0] } ?? []))
     say("mesh up: ps \(ps), \(stages) stage(s) × \(replicas) replica(s), coordinator \(coordinatorEndpoint)")
 
     return try RPCClient(target: coordinatorEndpoint)
@@ -184,7 +184,7 @@ struct Up: AsyncParsableCommand {
   }
 
   private func stream(_ request: Pipemesh_V1_TrainRequest, coordinator: any RPCChannel, run: RunFolder) async throws {
-    var display = ProgressDisplay(showsAccuracy: !training.regression, showsBits: training.isText)
+    var display = ProgressDisplay(showsAccuracy: !training.data.regression, showsBits: training.data.isText)
     var csv = try MetricsCSV(path: run.file("metrics.csv"))
     var steps: [Pipemesh_V1_TrainProgress] = []
     var evaluations: [Pipemesh_V1_TrainProgress] = []
@@ -202,12 +202,12 @@ struct Up: AsyncParsableCommand {
     } catch {
       // An interrupted or failed run keeps what it trained so far.
       try? csv.flush()
-      try? run.writeMetrics(steps: steps, evaluations: evaluations, classifies: !training.regression)
+      try? run.writeMetrics(steps: steps, evaluations: evaluations, classifies: !training.data.regression)
       throw error
     }
     try csv.flush()
     guard let last else { throw ValidationError("the coordinator ended the job without a final report") }
-    try run.writeMetrics(steps: steps, evaluations: evaluations, classifies: !training.regression)
+    try run.writeMetrics(steps: steps, evaluations: evaluations, classifies: !training.data.regression)
     try run.write(last.traceJson, to: "trace.json")
     // The job as the coordinator recorded it: its effective options, the inputs' rescaling
     // (which inference of checkpoint.safetensors needs), its epochs.
@@ -221,10 +221,10 @@ struct Up: AsyncParsableCommand {
     }
     if let final = evaluations.last {
       let accuracy =
-        training.regression
+        training.data.regression
         ? String(format: "validation R² %.4f, ", final.validationR2)
         : String(format: "validation accuracy %.1f%%, ", final.validationAccuracy * 100)
-      let bits = training.isText ? ProgressDisplay.bits(final.validationLoss) : ""
+      let bits = training.data.isText ? ProgressDisplay.bits(final.validationLoss) : ""
       say(
         "done: " + accuracy + String(format: "validation loss %.4f", final.validationLoss) + bits + "; run folder "
           + run.path)
