@@ -1768,8 +1768,8 @@ public nonisolated struct Pipemesh_V1_SolveRequest: @unchecked Sendable {
     set {_uniqueStorage()._name = newValue}
   }
 
-  /// Valid: one Dense layer without activation (NONE), mean squared error, input_shape of one
-  /// axis of at most 4,096 features; other models INVALID_ARGUMENT.
+  /// Valid: one Dense layer without activation (NONE) of at most 4,096 units, mean squared error,
+  /// input_shape of one axis of at most 4,096 features; other models INVALID_ARGUMENT.
   public var model: Pipemesh_V1_ModelSpec {
     get {_storage._model ?? Pipemesh_V1_ModelSpec()}
     set {_uniqueStorage()._model = newValue}
