@@ -2,8 +2,8 @@ import CSystemd
 import Foundation
 
 /// Tells systemd how a `Type=notify` service is doing (sd_notify): READY=1
-/// once it answers, STATUS= lines, STOPPING=1, and WATCHDOG=1 pings at half
-/// the unit's `WatchdogSec=`. Without `NOTIFY_SOCKET` (not under systemd)
+/// once it answers, STATUS= lines, STOPPING=1, and WATCHDOG=1 pings at a
+/// third of the unit's `WatchdogSec=`. Without `NOTIFY_SOCKET` (not under systemd)
 /// every call does nothing.
 public struct SystemdNotifier: Sendable {
   public init() {}
@@ -19,11 +19,13 @@ public struct SystemdNotifier: Sendable {
 
   public func stopping(status: String) { send("STOPPING=1\nSTATUS=\(status)") }
 
-  /// The interval the unit asks for pings at (half of WatchdogSec), if any.
+  /// The interval pings go at, if the unit set a watchdog: a third of
+  /// WatchdogSec (systemd asks for half; a third leaves a ping to spare when
+  /// a busy host delays one).
   public var watchdogInterval: Duration? {
     var microseconds: UInt64 = 0
     guard sd_watchdog_enabled(0, &microseconds) > 0, microseconds > 0 else { return nil }
-    return .microseconds(microseconds / 2)
+    return .microseconds(microseconds / 3)
   }
 
   /// Pings WATCHDOG=1 at `watchdogInterval` until the task is cancelled; does
