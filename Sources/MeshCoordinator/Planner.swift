@@ -78,9 +78,7 @@ public enum Planner {
     memory: StageMemory = .mostSlots, measured: [LayerTiming]? = nil
   ) throws -> Plan {
     precondition(measured == nil || measured?.count == model.layers.count, "one time per layer")
-    let flops = model.layerCosts.enumerated().map { index, cost in
-      Double(max(cost.trainingFlops(computesInputGradient: index > 0), 1))
-    }
+    let flops = model.trainingFlopsPerLayer.map { Double(max($0, 1)) }
     // A layer that takes no measurable time still counts a little, so that each stage gets one.
     let costs = measured.map { $0.map { max($0.total.seconds, 1e-9) } } ?? flops
     let parameters = model.layerCosts.map(\.parameterCount)

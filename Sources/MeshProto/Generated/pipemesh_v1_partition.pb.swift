@@ -667,8 +667,9 @@ public nonisolated struct Pipemesh_V1_TimeLayersRequest: Sendable {
 
   /// Examples in the micro-batch each layer is timed on.
   /// Valid: 1 to 4,096, within what a timing may take: at most 256 MiB of tensors in a layer
-  /// (its input and output, or half its training FLOPs for products over buffers of their own,
-  /// four times over), 5·10^10 FLOPs in all over the runs, and recurrent layers of at most 4,096
+  /// (its input and output, or what it builds of its own: a convolution's patches, attention's
+  /// scores and MLP, a recurrent layer's gates at every step; four times over), 5·10^10 FLOPs in
+  /// all over the runs, and recurrent layers of at most 4,096
   /// steps (RESOURCE_EXHAUSTED naming the rows that fit otherwise). A partition times one model at
   /// a time (RESOURCE_EXHAUSTED while it times another) and stops one at 30 s (DEADLINE_EXCEEDED).
   public var rows: Int32 = 0

@@ -13,13 +13,14 @@ public struct LayerTiming: Sendable, Equatable {
 }
 
 extension Sequential {
-  /// Estimated FLOPs of one example's training forward and backward
-  /// through every layer (the first computes no input gradient).
-  public var trainingFlopsPerExample: Double {
-    layerCosts.enumerated().reduce(0) { sum, layer in
-      sum + Double(layer.element.trainingFlops(computesInputGradient: layer.offset > 0))
-    }
+  /// Estimated FLOPs of one example's training forward and backward through
+  /// each layer (the first computes no input gradient).
+  public var trainingFlopsPerLayer: [Int] {
+    layerCosts.enumerated().map { $0.element.trainingFlops(computesInputGradient: $0.offset > 0) }
   }
+
+  /// `trainingFlopsPerLayer` summed: one example through the whole model.
+  public var trainingFlopsPerExample: Double { trainingFlopsPerLayer.reduce(0) { $0 + Double($1) } }
 
   /// How much timing a model's layers may take: scalars one layer holds at
   /// once, FLOPs in all, and the time steps of a recurrent layer (whose
@@ -36,16 +37,27 @@ extension Sequential {
   }
 
   /// The most scalars one example holds at once in layer `index` while it is
-  /// timed: its input and output, four times over for the copies autodiff
-  /// keeps; for layers whose products run over buffers of their own (a
-  /// convolution's patches, attention's scores, a recurrent layer's gates
-  /// at every step), half their training FLOPs if that is more.
+  /// timed, four times over for the copies autodiff keeps: its input and
+  /// output, or what the layer builds of its own when that is more (a
+  /// convolution's patches, attention's scores and MLP, a recurrent layer's
+  /// gates at every step).
   private func timingScalarsPerExample(_ index: Int) -> Double {
-    let boundary = Double(activationShapes[index].reduce(1, *) + activationShapes[index + 1].reduce(1, *))
-    let layer = layers[index]
-    guard layer is Conv2D || layer is TransformerBlock || layer is any GatedRecurrentLayer else { return 4 * boundary }
-    let flops = Double(layerCosts[index].trainingFlops(computesInputGradient: index > 0))
-    return 4 * max(boundary, flops / 2)
+    let input = activationShapes[index]
+    let output = activationShapes[index + 1]
+    let boundary = input.reduce(1, *) + output.reduce(1, *)
+    let steps = input.first ?? 1
+    let own: Int
+    switch layers[index] {
+    case let conv as Conv2D:
+      own = conv.inputChannels * conv.kernelSize * conv.kernelSize * (output.reduce(1, *) / max(1, conv.outputChannels))
+    case let block as TransformerBlock:
+      own = 3 * block.headCount * steps * steps + steps * (block.mlpSize + 4 * block.modelSize)
+    case let recurrent as any GatedRecurrentLayer:
+      own = steps * (2 * type(of: recurrent).gateCount * recurrent.hiddenSize + recurrent.inputSize)
+    default:
+      own = 0
+    }
+    return 4 * Double(max(boundary, own))
   }
 
   /// The rows `timeLayers(rows:repeats:)` may time within `limits`: `wanted`,
@@ -92,13 +104,13 @@ extension Sequential {
       let context = ForwardContext(training: true, seed: spec.seed)
       var forwards: [Duration] = []
       var backwards: [Duration] = []
+      let upstream = Tensor.filled([rows] + activationShapes[index + 1], with: 1)
       for run in 0...repeats {
         guard goOn() else { throw TimingRefusal("timing stopped at layer \(index) (\(layers[index].name))") }
         var stage: StageForward?
         let forward = clock.measure {
           stage = forwardStage(input, variables: variables, layers: range, context: context, inputGradient: index > 0)
         }
-        let upstream = Tensor.filled([rows] + activationShapes[index + 1], with: 1)
         let backward = clock.measure { _ = stage!.backward(upstream) }
         // The first run warms the caches and the buffer pool.
         if run > 0 {
