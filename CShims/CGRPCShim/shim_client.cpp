@@ -122,7 +122,7 @@ thread_local bool ClientLoop::is_current_ = false;
 // Shared by both call kinds: the context and the reference count (one for
 // the C caller until pm_client_call_release, one per pending operation).
 struct pm_client_call {
-  enum class Operation { kStart, kWrite, kRead, kFinish };
+  enum class Operation { kStart, kWrite, kWritesDone, kRead, kFinish };
 
   // The tag a completion queue returns for one of a call's operations.
   struct Tag {
@@ -142,6 +142,13 @@ struct pm_client_call {
 
   virtual void RequestNext() {}
 
+  // Client streams only: other calls refuse the message.
+  virtual void Write(pm_outgoing_bytes message, pm_write_done done, void *context) {
+    pipemesh::DropOutgoingBytes(message);
+    if (done != nullptr) done(context, 0);
+  }
+  virtual void WritesDone() {}
+
   // Cancels a call still running; a completed call is left alone.
   virtual void Cancel() {
     if (!completed_.load(std::memory_order_acquire)) context.TryCancel();
@@ -154,6 +161,7 @@ struct pm_client_call {
 
   Tag start_tag_{this, Operation::kStart};
   Tag write_tag_{this, Operation::kWrite};
+  Tag writes_done_tag_{this, Operation::kWritesDone};
   Tag read_tag_{this, Operation::kRead};
   Tag finish_tag_{this, Operation::kFinish};
 
@@ -340,6 +348,137 @@ class StreamCall final : public pm_client_call {
   bool cancelled_ = false;
 };
 
+// A client stream (a generic bidirectional call with one response): the
+// caller writes one message at a time, then ends its messages; the answer is
+// read from the start, so a server that fails early ends the call at once.
+class ClientStreamCall final : public pm_client_call {
+ public:
+  ClientStreamCall(pm_unary_done done, void *context) : done_(done), context_(context) {}
+
+  void Start(grpc::GenericStub *stub, const char *method, grpc::CompletionQueue *queue) {
+    stream_ = stub->PrepareCall(&context, method, queue);
+    Reference();
+    stream_->StartCall(&start_tag_);
+  }
+
+  void Write(pm_outgoing_bytes message, pm_write_done done, void *context) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (ended_ || writing_ || writes_done_) {
+      lock.unlock();
+      pipemesh::DropOutgoingBytes(message);
+      if (done != nullptr) done(context, 0);
+      return;
+    }
+    message_ = pipemesh::MakeByteBuffer(message);
+    write_done_ = done;
+    write_context_ = context;
+    writing_ = true;
+    if (started_) WriteLocked();  // else once the call has started
+  }
+
+  void WritesDone() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (writes_done_) return;
+    writes_done_ = true;
+    if (started_ && !writing_ && !ended_) CloseLocked();
+  }
+
+  void Complete(Operation operation, bool ok) override {
+    switch (operation) {
+      case Operation::kStart: {
+        std::lock_guard<std::mutex> lock(mutex_);
+        started_ = true;
+        if (!ok) {  // the call failed at once: only its status is left
+          EndLocked();
+          return;
+        }
+        Reference();
+        stream_->Read(&response_, &read_tag_);
+        if (writing_) {
+          WriteLocked();
+        } else if (writes_done_) {
+          CloseLocked();
+        }
+        return;
+      }
+      case Operation::kWrite: {
+        pm_write_done done;
+        void *context;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          writing_ = false;
+          message_.Clear();
+          done = std::exchange(write_done_, nullptr);
+          context = write_context_;
+          if (ok && writes_done_ && !ended_) CloseLocked();
+        }
+        if (done != nullptr) done(context, ok ? 1 : 0);  // a failed write shows in the status
+        return;
+      }
+      case Operation::kWritesDone:
+        return;
+      case Operation::kRead: {
+        std::lock_guard<std::mutex> lock(mutex_);
+        has_response_ = ok;
+        EndLocked();
+        return;
+      }
+      case Operation::kFinish: {
+        MarkCompleted();
+        pm_received_bytes response{nullptr, 0, nullptr};
+        if (status_.ok() && has_response_) response = pipemesh::TakeReceivedBytes(response_);
+        // OK without an answer breaks the method's contract.
+        if (status_.ok() && !has_response_) {
+          done_(context_, PM_STATUS_INTERNAL, "the server ended the call without an answer", response);
+          return;
+        }
+        done_(context_, status_.error_code(), status_.error_message().c_str(), response);
+        return;
+      }
+    }
+  }
+
+ private:
+  void WriteLocked() {
+    if (ended_) {  // the answer came first: the write cannot be delivered
+      writing_ = false;
+      message_.Clear();
+      pm_write_done done = std::exchange(write_done_, nullptr);
+      if (done != nullptr) done(write_context_, 0);
+      return;
+    }
+    Reference();
+    stream_->Write(message_, &write_tag_);
+  }
+
+  void CloseLocked() {
+    Reference();
+    stream_->WritesDone(&writes_done_tag_);
+  }
+
+  void EndLocked() {
+    if (ended_) return;
+    ended_ = true;
+    Reference();
+    stream_->Finish(&status_, &finish_tag_);
+  }
+
+  pm_unary_done done_;
+  void *context_;
+  grpc::ByteBuffer message_;
+  grpc::ByteBuffer response_;
+  grpc::Status status_;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> stream_;
+  std::mutex mutex_;
+  pm_write_done write_done_ = nullptr;
+  void *write_context_ = nullptr;
+  bool started_ = false;
+  bool writing_ = false;
+  bool writes_done_ = false;
+  bool has_response_ = false;
+  bool ended_ = false;
+};
+
 }  // namespace
 
 extern "C" {
@@ -416,6 +555,23 @@ pm_client_call *pm_client_server_stream(pm_channel *channel,
   call->Start(channel->stub.get(), method, request, ClientLoop::Shared().queue());
   return call;
 }
+
+pm_client_call *pm_client_client_stream(pm_channel *channel,
+                                        const char *method,
+                                        const pm_call_options *options,
+                                        pm_unary_done done, void *context) {
+  auto *call = new ClientStreamCall(done, context);
+  Configure(&call->context, options);
+  call->Start(channel->stub.get(), method, ClientLoop::Shared().queue());
+  return call;
+}
+
+void pm_client_call_write(pm_client_call *call, pm_outgoing_bytes message,
+                          pm_write_done done, void *done_context) {
+  call->Write(message, done, done_context);
+}
+
+void pm_client_call_writes_done(pm_client_call *call) { call->WritesDone(); }
 
 void pm_client_call_request_next(pm_client_call *call) { call->RequestNext(); }
 

@@ -160,13 +160,48 @@ struct pm_server_call final : public StreamHandler {
   }
 
   void OnRead(bool ok) override {
-    if (!ok) {
-      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                              "the call carried no request message"));
+    if (!handed_over_) {
+      if (!ok) {
+        FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "the call carried no request message"));
+        return;
+      }
+      handed_over_ = true;
+      stream_->Reference();  // released by pm_server_call_release
+      handler_.function(handler_.context, this, pipemesh::TakeReceivedBytes(request_));
       return;
     }
-    stream_->Reference();  // released by pm_server_call_release
-    handler_.function(handler_.context, this, pipemesh::TakeReceivedBytes(request_));
+    // A later message of a client stream, or its end.
+    pm_read_done done;
+    void *done_context;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done = std::exchange(read_done_, nullptr);
+      done_context = read_done_context_;
+      reading_ = false;
+      if (!ok) input_ended_ = true;
+    }
+    pm_received_bytes message{nullptr, 0, nullptr};
+    if (ok) message = pipemesh::TakeReceivedBytes(request_);
+    if (done != nullptr) done(done_context, ok ? 1 : 0, message);
+  }
+
+  // Reads the next message of a client stream; a call that is over, or whose
+  // stream ended, reads the end at once.
+  void Read(pm_read_done done, void *context) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    bool over = handler_.kind != PM_METHOD_CLIENT_STREAMING || finished_ || cancelled_ ||
+                reading_ || input_ended_;
+    if (!over) {
+      read_done_ = done;
+      read_done_context_ = context;
+      reading_ = true;
+      if (stream_->Read(&request_)) return;
+      reading_ = false;  // the server is gone
+      read_done_ = nullptr;
+    }
+    lock.unlock();
+    if (done != nullptr) done(context, 0, pm_received_bytes{nullptr, 0, nullptr});
   }
 
   // A streamed write completed; a finish asked for meanwhile goes out now.
@@ -248,7 +283,7 @@ struct pm_server_call final : public StreamHandler {
   }
 
   void FinishWith(int code, const char *message, pm_outgoing_bytes response) {
-    bool has_response = code == PM_STATUS_OK && handler_.kind == PM_METHOD_UNARY;
+    bool has_response = code == PM_STATUS_OK && handler_.kind != PM_METHOD_SERVER_STREAMING;
     if (!has_response) {
       DropOutgoingBytes(response);
       FinishOnce(grpc::Status(static_cast<grpc::StatusCode>(code), message ? message : ""));
@@ -293,7 +328,10 @@ struct pm_server_call final : public StreamHandler {
 
   MethodHandler handler_;
   ServerStream *stream_ = nullptr;
+  // The message being read: the request, then a client stream's later ones.
   grpc::ByteBuffer request_;
+  // The first message went to the handler; later reads are the handler's.
+  bool handed_over_ = false;
   grpc::ByteBuffer response_;
   grpc::ByteBuffer write_buffer_;
   std::mutex mutex_;
@@ -304,6 +342,10 @@ struct pm_server_call final : public StreamHandler {
   void *cancel_context_ = nullptr;
   pm_write_done write_done_ = nullptr;
   void *write_done_context_ = nullptr;
+  bool reading_ = false;
+  bool input_ended_ = false;
+  pm_read_done read_done_ = nullptr;
+  void *read_done_context_ = nullptr;
   bool deferred_finish_ = false;
   grpc::Status deferred_status_;
 };
@@ -526,6 +568,11 @@ void pm_server_call_on_cancel(pm_server_call *call,
 void pm_server_call_write(pm_server_call *call, pm_outgoing_bytes message,
                           pm_write_done done, void *done_context) {
   call->Write(message, done, done_context);
+}
+
+void pm_server_call_read(pm_server_call *call, pm_read_done done,
+                         void *done_context) {
+  call->Read(done, done_context);
 }
 
 void pm_server_call_finish(pm_server_call *call, int status_code,

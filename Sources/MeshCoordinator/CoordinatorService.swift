@@ -53,6 +53,8 @@ public final class CoordinatorService: RPCService, Sendable {
   private let batching: InferenceBatching
   /// Layer times measured on the pool's partitions, for the planner.
   private let layerTimings = LayerTimings()
+  /// The bytes of model uploads being received.
+  private let uploads = UploadBudget()
 
   /// A coordinator over `cluster`; `store` defaults to one in memory;
   /// `events` hears what its jobs do. Concurrent inferences of up to
@@ -301,21 +303,35 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     router.unary(CoordinatorMethods.importModel) { [self] request, context in
       let caller = try caller(context)
-      let reference = try ModelReference(parsing: request.name, field: "name")
-      guard reference.version == nil else {
-        throw RPCError(.invalidArgument, "name '\(request.name.echoed)' names a version; give the model's name only")
-      }
+      let name = try Self.importedName(request, field: "name")
       guard let resolveDataFile else {
         throw RPCError(
           .failedPrecondition,
-          "this coordinator reads no files (it has no --data-dir); start it with one and put the weights there")
+          "this coordinator reads no files (it has no --data-dir); start it with one and put the weights there, "
+            + "or send them with UploadModel")
       }
       let file = try resolveDataFile(request.uri)
-      return try await registry.importWeights(
-        at: file, as: reference.name, spec: request.spec, splitPoints: request.splitPoints,
-        normalization: request.normalization, owner: caller.name,
-        admit: Self.versionAdmission(reference.name, by: caller)
-      ).record
+      // Read, not mapped: the file is a user's, and may change while it is read.
+      let contents: Data
+      do {
+        contents = try Data(contentsOf: file)
+      } catch {
+        throw RPCError(.notFound, "cannot read \(file.lastPathComponent) in the data directory: \(error)")
+      }
+      return try await importWeights(contents, from: file.lastPathComponent, request, name: name, by: caller)
+    }
+    router.clientStreaming(CoordinatorMethods.uploadModel) { [self] requests, context in
+      let caller = try caller(context)
+      let upload = try await ModelUpload.receive(requests, budget: uploads) { [self] request in
+        let name = try Self.importedName(request, field: "model.name")
+        if let owner = try await store.models(named: name).first?.record.owner {
+          try Self.check(caller, mayUse: owner, of: "model \(name)", to: "add a version to")
+        }
+        return try registry.checkedImport(
+          spec: request.spec, splitPoints: request.splitPoints, normalization: request.normalization)
+      }
+      let name = try Self.importedName(upload.request, field: "model.name")
+      return try await importWeights(upload.file, from: "the uploaded file", upload.request, name: name, by: caller)
     }
     router.unary(CoordinatorMethods.solve) { [self] request, context in
       let caller = try caller(context)
@@ -563,6 +579,27 @@ public final class CoordinatorService: RPCService, Sendable {
   /// replaced or deleted.
   private static func active(_ state: Pipemesh_V1_JobState) -> Bool {
     state == .running || state == .queued || state == .restarting
+  }
+
+  /// The model name an import adds a version to; `field` is where the
+  /// request carries it.
+  private static func importedName(_ request: Pipemesh_V1_ImportModelRequest, field: String) throws -> String {
+    let reference = try ModelReference(parsing: request.name, field: field)
+    guard reference.version == nil else {
+      throw RPCError(.invalidArgument, "\(field) '\(request.name.echoed)' names a version; give the model's name only")
+    }
+    return reference.name
+  }
+
+  /// Registers an imported or uploaded safetensors file as the next version
+  /// of `name`, as `request` describes it.
+  private func importWeights(
+    _ file: Data, from source: String, _ request: Pipemesh_V1_ImportModelRequest, name: String, by caller: Caller
+  ) async throws -> Pipemesh_V1_Model {
+    try await registry.importWeights(
+      file, from: source, as: name, spec: request.spec, splitPoints: request.splitPoints,
+      normalization: request.normalization, owner: caller.name, admit: Self.versionAdmission(name, by: caller)
+    ).record
   }
 
   /// Admits a new version of model `name` by `caller` when the name is new

@@ -90,21 +90,17 @@ final class ModelRegistry: Sendable {
 
   /// Registers weights trained elsewhere (a safetensors file holding exactly
   /// the spec's variables, each of its shape and finite) as the next
-  /// version of `name`.
+  /// version of `name`; `source` names the file in refusals.
   func importWeights(
-    at file: URL, as name: String, spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32],
+    _ file: Data, from source: String, as name: String, spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32],
     normalization: Pipemesh_V1_InputNormalization, owner: String, admit: @escaping Admission
   ) async throws -> CoordinatorStore.StoredModel {
-    let model = try makeModel(spec)
-    _ = try normalization.checked(for: model, field: "normalization")
-    _ = try Planner.plan(
-      model, stages: stages(splitPoints, layers: model.layers.count), splitPoints: splitPoints.map { Int($0) })
+    let model = try checkedImport(spec: spec, splitPoints: splitPoints, normalization: normalization)
     let contents: SafeTensors.Contents
     do {
-      // Read, not mapped: the file is a user's, and may change while it is read.
-      contents = try SafeTensors.decode(try Data(contentsOf: file))
+      contents = try SafeTensors.decode(file)
     } catch {
-      throw RPCError(.invalidArgument, "\(file.lastPathComponent) is not a safetensors file Pipemesh reads: \(error)")
+      throw RPCError(.invalidArgument, "\(source) is not a safetensors file Pipemesh reads: \(error)")
     }
     let declarations = model.variableDeclarations()
     var tensors: [String: Tensor] = [:]
@@ -112,13 +108,13 @@ final class ModelRegistry: Sendable {
       guard let tensor = contents.tensors[declaration.name] else {
         throw RPCError(
           .invalidArgument,
-          "\(file.lastPathComponent) has no tensor \(declaration.name), which the spec declares with shape \(declaration.shape)"
+          "\(source) has no tensor \(declaration.name), which the spec declares with shape \(declaration.shape)"
         )
       }
       guard tensor.shape == declaration.shape, tensor.allFinite else {
         throw RPCError(
           .invalidArgument,
-          "tensor \(declaration.name) in \(file.lastPathComponent) must be finite and of shape \(declaration.shape); "
+          "tensor \(declaration.name) in \(source) must be finite and of shape \(declaration.shape); "
             + "it is of shape \(tensor.shape)")
       }
       tensors[declaration.name] = tensor
@@ -127,7 +123,7 @@ final class ModelRegistry: Sendable {
     guard unknown.isEmpty else {
       throw RPCError(
         .invalidArgument,
-        "\(file.lastPathComponent) holds tensors the spec does not declare: \(unknown.prefix(5).joined(separator: ", "))"
+        "\(source) holds tensors the spec does not declare: \(unknown.prefix(5).joined(separator: ", "))"
       )
     }
     return try await add(
@@ -138,6 +134,18 @@ final class ModelRegistry: Sendable {
         $0.splitPoints = splitPoints
         $0.normalization = normalization
       }, tensors: tensors, admit: admit)
+  }
+
+  /// The model an import describes, once its spec, split and rescaling
+  /// are found valid; throws INVALID_ARGUMENT naming what is not.
+  func checkedImport(
+    spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32], normalization: Pipemesh_V1_InputNormalization
+  ) throws -> Sequential {
+    let model = try makeModel(spec)
+    _ = try normalization.checked(for: model, field: "normalization")
+    _ = try Planner.plan(
+      model, stages: stages(splitPoints, layers: model.layers.count), splitPoints: splitPoints.map { Int($0) })
+    return model
   }
 
   /// Registers weights fitted here (a closed-form solution) as the next
@@ -260,8 +268,6 @@ final class ModelRegistry: Sendable {
     return LoadedModel(runID: runID, model: model, stages: placement.firstReplica)
   }
 
-  /// The stages a version's split points make (none: the coordinator's
-  /// layout, or one stage without a layout).
   /// The stages a model of `layers` layers is served on: its split's, or the
   /// cluster's, but no more than it has layers.
   private func stages(_ splitPoints: [Int32], layers: Int) -> Int {

@@ -105,7 +105,7 @@ public final class InProcessServer: Sendable {
   }
 
   /// Runs `call`'s handler, as the shim's entry point does for a gRPC call.
-  func start(_ call: InProcessCall, path: String, streaming: Bool) {
+  func start(_ call: InProcessCall, path: String, kind: pm_method_kind) {
     let id = state.withLock { state -> Int? in
       guard state.accepting else { return nil }
       state.nextCall += 1
@@ -121,14 +121,25 @@ public final class InProcessServer: Sendable {
     guard let method = methods[path] else {
       return call.finish(with: RPCError(.unimplemented, "\(endpoint) serves no method \(path)"))
     }
-    guard (method.kind == PM_METHOD_SERVER_STREAMING) == streaming else {
+    guard method.kind == kind else {
       return call.finish(
-        with: RPCError(.internal, "\(path) is \(streaming ? "unary" : "server-streaming"); it was called as the other"))
+        with: RPCError(
+          .internal, "\(path) is \(Self.describe(method.kind)); it was called as \(Self.describe(kind))"))
     }
     if let inline = method.inline {
       if let rest = inline(call) { call.runHandler { await rest() } }
     } else if let run = method.run {
       call.runHandler { await run(call) }
+    }
+  }
+}
+
+extension InProcessServer {
+  static func describe(_ kind: pm_method_kind) -> String {
+    switch kind {
+    case PM_METHOD_SERVER_STREAMING: "server-streaming"
+    case PM_METHOD_CLIENT_STREAMING: "client-streaming"
+    default: "unary"
     }
   }
 }
@@ -155,7 +166,7 @@ public struct InProcessChannel: RPCChannel {
     _ method: UnaryMethod<Request, Response>, _ request: Request, options: CallOptions
   ) async throws -> Response {
     let call = try makeCall(request, options: options)
-    start(call, path: method.path, streaming: false)
+    start(call, path: method.path, kind: PM_METHOD_UNARY)
     let bytes = try await withTaskCancellationHandler {
       try await call.next()
     } onCancel: {
@@ -178,25 +189,72 @@ public struct InProcessChannel: RPCChannel {
       } catch {
         return InProcessStreamReader(failed: error)
       }
-      start(call, path: method.path, streaming: true)
+      start(call, path: method.path, kind: PM_METHOD_SERVER_STREAMING)
       return InProcessStreamReader(call: call)
     })
   }
 
+  /// The call starts with the first request written; each later one waits
+  /// until the handler takes it.
+  public func clientStream<Request, Response>(
+    _ method: ClientStreamingMethod<Request, Response>, options: CallOptions,
+    requests: @Sendable (RequestWriter<Request>) async throws -> Void
+  ) async throws -> Response {
+    let answer = OneAnswer()
+    let started = Mutex<InProcessCall?>(nil)
+    let writer = RequestWriter<Request> { bytes in
+      if let call = started.withLock({ $0 }) { return await call.send(bytes) }
+      let call = makeCall(bytes: bytes, options: options)
+      started.withLock { $0 = call }
+      start(call, path: method.path, kind: PM_METHOD_CLIENT_STREAMING)
+      // The call always ends (answered, cancelled, past its deadline or shut down).
+      Task {
+        do {
+          let bytes = try await call.next()
+          answer.deliver(
+            bytes.map { .success($0) } ?? .failure(RPCError(.internal, "\(method.path) ended without an answer")))
+        } catch {
+          answer.deliver(.failure(RPCError(answering: error)))
+        }
+      }
+      return true
+    }
+    let bytes = try await withTaskCancellationHandler {
+      try await runClientStream(
+        requests, writer: writer,
+        endRequests: {
+          guard let call = started.withLock({ $0 }) else {
+            return answer.deliver(.failure(RPCError(.invalidArgument, "the call carried no request message")))
+          }
+          call.endRequests()
+        },
+        cancel: {
+          started.withLock { $0 }?.cancelFromClient()
+          answer.deliver(.failure(RPCError(.cancelled, "the client cancelled the call")))
+        }, answer: answer)
+    } onCancel: {
+      started.withLock { $0 }?.cancelFromClient()
+    }
+    return try Response(wireBytes: bytes)
+  }
+
   private func makeCall(_ request: some Message, options: CallOptions) throws -> InProcessCall {
+    makeCall(bytes: try request.serializedData(), options: options)
+  }
+
+  private func makeCall(bytes: Data, options: CallOptions) -> InProcessCall {
     var headers = metadata
     for (key, value) in options.metadata { headers.append(value, forKey: key) }
     return InProcessCall(
-      request: try request.serializedData(), metadata: headers, identity: identity,
-      deadline: options.timeout.map { .now + $0 })
+      request: bytes, metadata: headers, identity: identity, deadline: options.timeout.map { .now + $0 })
   }
 
-  private func start(_ call: InProcessCall, path: String, streaming: Bool) {
+  private func start(_ call: InProcessCall, path: String, kind: pm_method_kind) {
     guard let server = network.server(at: target) else {
       return call.finish(with: RPCError(.unavailable, "nothing serves \(target) in this process"))
     }
     call.expireAtDeadline()
-    server.start(call, path: path, streaming: streaming)
+    server.start(call, path: path, kind: kind)
   }
 }
 
@@ -244,16 +302,16 @@ final class InProcessCall: ServerCall {
   private struct State {
     /// How the call ended (an answer, nil for a stream's OK, or an error).
     var ending: Result<Data?, RPCError>?
-    /// A message written and not yet read.
-    var message: Data?
-    var writer: CheckedContinuation<Bool, Never>?
-    var reader: CheckedContinuation<Data?, any Error>?
+    /// The server's stream of responses to the client.
+    var responses = Handoff()
     var handler: Task<Void, Never>?
     var cancelledBeforeHandler = false
-    var streamedBytes = 0
     var observer: (any RPCObserver)?
     var path = ""
     var onEnd: (@Sendable () -> Void)?
+    /// A client stream's requests after the first, to the handler.
+    var requests = Handoff()
+    var requestsEnded = false
   }
 
   init(request: Data, metadata: Metadata, identity: String?, deadline: ContinuousClock.Instant?) {
@@ -289,10 +347,8 @@ final class InProcessCall: ServerCall {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Data?, any Error>) in
       let (taken, writer, ending) = state.withLock {
         state -> (Data?, CheckedContinuation<Bool, Never>?, Result<Data?, RPCError>?) in
-        if let message = state.message {
-          state.message = nil
-          defer { state.writer = nil }
-          return (message, state.writer, nil)
+        if let message = state.responses.message.take() {
+          return (message, state.responses.writer.take(), nil)
         }
         if let ending = state.ending {
           // A unary answer is read once; after it the call reads as ended.
@@ -302,7 +358,7 @@ final class InProcessCall: ServerCall {
           }
           return (nil, nil, ending)
         }
-        state.reader = continuation
+        state.responses.reader = continuation
         return (nil, nil, nil)
       }
       if let taken {
@@ -311,6 +367,56 @@ final class InProcessCall: ServerCall {
       } else if let ending {
         continuation.resume(with: ending.mapError { $0 as any Error })
       }
+    }
+  }
+
+  /// The client's side of a client stream: hands one request to the
+  /// handler and returns once it took it (as gRPC's flow control would make
+  /// a sender wait); false when the call is over.
+  func send(_ bytes: Data) async -> Bool {
+    await hand(bytes, through: \.requests) { $0.ending == nil && !$0.requestsEnded }
+  }
+
+  /// Hands `bytes` through one of the call's handoffs while `open` holds:
+  /// to its reader if one waits, else it waits for one; false when the call
+  /// (or that direction) is over.
+  private func hand(
+    _ bytes: Data, through handoff: WritableKeyPath<State, Handoff>, while open: (State) -> Bool
+  ) async -> Bool {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+      let (reader, accepted) = state.withLock { state -> (CheckedContinuation<Data?, any Error>?, Bool) in
+        guard open(state), state[keyPath: handoff].message == nil else { return (nil, false) }
+        return (state[keyPath: handoff].offer(bytes, from: continuation), true)
+      }
+      if let reader {
+        reader.resume(returning: bytes)
+        continuation.resume(returning: true)
+      } else if !accepted {
+        continuation.resume(returning: false)
+      }
+    }
+  }
+
+  /// The client's side: it sends no more requests.
+  func endRequests() {
+    let reader = state.withLock { state in
+      state.requestsEnded = true
+      return state.requests.reader.take()
+    }
+    reader?.resume(returning: nil)
+  }
+
+  func readRequest() async -> Data? {
+    // Never thrown: the reader of requests is resumed with a message or nil.
+    try? await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Data?, any Error>) in
+      let (ready, sender, over) = state.withLock { state -> (Data?, CheckedContinuation<Bool, Never>?, Bool) in
+        if let request = state.requests.message.take() { return (request, state.requests.writer.take(), false) }
+        if state.requestsEnded || state.ending != nil { return (nil, nil, true) }
+        state.requests.reader = continuation
+        return (nil, nil, false)
+      }
+      sender?.resume(returning: true)
+      if ready != nil || over { continuation.resume(returning: ready) }
     }
   }
 
@@ -366,26 +472,7 @@ final class InProcessCall: ServerCall {
   }
 
   func write(_ response: some Message) async throws -> Bool {
-    let bytes = try response.serializedData()
-    return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-      let (reader, accepted) = state.withLock { state -> (CheckedContinuation<Data?, any Error>?, Bool) in
-        guard state.ending == nil else { return (nil, false) }
-        state.streamedBytes += bytes.count
-        if let reader = state.reader {
-          state.reader = nil
-          return (reader, true)
-        }
-        state.message = bytes
-        state.writer = continuation
-        return (nil, true)
-      }
-      if let reader {
-        reader.resume(returning: bytes)
-        continuation.resume(returning: true)
-      } else if !accepted {
-        continuation.resume(returning: false)
-      }
-    }
+    await hand(try response.serializedData(), through: \.responses) { $0.ending == nil }
   }
 
   /// Ends the call once: wakes the reader and a waiting writer, and reports
@@ -395,15 +482,18 @@ final class InProcessCall: ServerCall {
       guard state.ending == nil else { return nil }
       state.ending = ending
       let ended = state
-      state.reader = nil
-      state.writer = nil
+      state.responses.reader = nil
+      state.responses.writer = nil
       state.onEnd = nil
-      if state.message != nil, case .failure = ending { state.message = nil }
+      state.requests = Handoff(bytes: state.requests.bytes)
+      if case .failure = ending { state.responses.message = nil }
       return ended
     }
     guard let ended else { return }
-    ended.writer?.resume(returning: false)
-    if let reader = ended.reader {
+    ended.responses.writer?.resume(returning: false)
+    ended.requests.reader?.resume(returning: nil)
+    ended.requests.writer?.resume(returning: false)
+    if let reader = ended.responses.reader {
       // The reader waits only when no message is queued.
       if case .success(let answer?) = ending {
         state.withLock { $0.ending = .success(nil) }
@@ -414,8 +504,31 @@ final class InProcessCall: ServerCall {
     }
     let code: RPCError.Code? = if case .failure(let error) = ending { error.code } else { nil }
     ended.observer?.callFinished(
-      path: ended.path, code: code, duration: .now - started, requestBytes: request.count,
-      responseBytes: responseBytes ?? ended.streamedBytes)
+      path: ended.path, code: code, duration: .now - started, requestBytes: request.count + ended.requests.bytes,
+      responseBytes: responseBytes ?? ended.responses.bytes)
     ended.onEnd?()
+  }
+}
+
+/// One direction of an in-process stream: at most one message in flight,
+/// its writer waiting until the reader takes it (as gRPC's flow control
+/// makes a sender wait).
+struct Handoff {
+  var message: Data?
+  var writer: CheckedContinuation<Bool, Never>?
+  var reader: CheckedContinuation<Data?, any Error>?
+  /// Bytes handed over so far.
+  var bytes = 0
+
+  /// Takes `bytes` from `writer`: returns the waiting reader to give them
+  /// to (the writer goes on), or keeps both until a reader comes.
+  mutating func offer(_ bytes: Data, from writer: CheckedContinuation<Bool, Never>)
+    -> CheckedContinuation<Data?, any Error>?
+  {
+    self.bytes += bytes.count
+    if let reader = reader.take() { return reader }
+    message = bytes
+    self.writer = writer
+    return nil
   }
 }

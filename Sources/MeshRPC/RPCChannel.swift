@@ -19,6 +19,15 @@ public protocol RPCChannel: Sendable {
     _ method: ServerStreamingMethod<Request, Response>, _ request: Request, options: CallOptions
   ) -> ResponseStream<Response>
 
+  /// Calls a client-streaming method: `requests` writes the requests, the
+  /// stream ends when it returns, and the call answers the response. A
+  /// server that answers early (an error) ends the call: the writes throw
+  /// and the call throws the server's status.
+  func clientStream<Request, Response>(
+    _ method: ClientStreamingMethod<Request, Response>, options: CallOptions,
+    requests: @Sendable (RequestWriter<Request>) async throws -> Void
+  ) async throws -> Response
+
   /// Connects again at once if the channel is waiting to retry a failed
   /// connection, and waits until it is connected (false when `timeout`
   /// passed first): calls to a peer known to be back then reach it instead

@@ -10,7 +10,7 @@ public final class RPCClient: RPCChannel {
   public let target: String
   /// Headers sent with every call (a bearer token), before each call's own.
   public let metadata: Metadata
-  private let channel: ChannelHandle
+  let channel: ChannelHandle
 
   public init(target: String, transport: TransportConfiguration = .init(), metadata: Metadata = Metadata()) throws {
     var error = pm_error()
@@ -95,7 +95,7 @@ public final class RPCClient: RPCChannel {
   }
 
   /// A call's options with this client's headers first.
-  private func withClientMetadata(_ options: CallOptions) -> CallOptions {
+  func withClientMetadata(_ options: CallOptions) -> CallOptions {
     guard metadata.count > 0 else { return options }
     var merged = options
     merged.metadata = metadata

@@ -100,6 +100,25 @@ public struct RPCRouter: Sendable {
   }
 }
 
+extension RPCRouter {
+  /// Handles a client-streaming method: the handler reads the requests (the
+  /// first is there when it starts) and returns the response.
+  public mutating func clientStreaming<Request, Response>(
+    _ method: ClientStreamingMethod<Request, Response>,
+    _ handler: @escaping @Sendable (RequestStream<Request>, ServerContext) async throws -> Response
+  ) {
+    methods.append(
+      RegisteredMethod(path: method.path, kind: PM_METHOD_CLIENT_STREAMING) { [admission] call in
+        do {
+          try admission?(method.path, call.context)
+          call.finish(with: try await handler(RequestStream(call: call), call.context))
+        } catch {
+          call.finish(with: RPCError(answering: error))
+        }
+      })
+  }
+}
+
 /// What an inline handler answers: the response now, or work to run as a task.
 public enum InlineAnswer<Response: Sendable>: Sendable {
   case now(Response)

@@ -48,6 +48,9 @@ protocol ServerCall: AnyObject, Sendable {
   func finishStream()
   /// Sends one response of a stream; false when the client has gone.
   func write(_ response: some Message) async throws -> Bool
+  /// The next request of a client stream after the first; nil at its end
+  /// or when the call is over.
+  func readRequest() async -> Data?
 }
 
 /// One call as the shim handed it over: the request bytes and the handle to
@@ -60,6 +63,8 @@ final class IncomingCall: ServerCall, @unchecked Sendable {
   private let started = ContinuousClock.now
   /// Bytes written so far on a server stream.
   let streamedBytes = Mutex(0)
+  /// Bytes read so far on a client stream, after the first request.
+  private let readBytes = Mutex(0)
 
   init(pointer: OpaquePointer, request: pm_received_bytes, path: String, observer: (any RPCObserver)?) {
     self.pointer = pointer
@@ -70,7 +75,8 @@ final class IncomingCall: ServerCall, @unchecked Sendable {
 
   private func report(_ code: RPCError.Code?, responseBytes: Int) {
     observer?.callFinished(
-      path: path, code: code, duration: .now - started, requestBytes: request.count, responseBytes: responseBytes)
+      path: path, code: code, duration: .now - started, requestBytes: request.count + readBytes.withLock { $0 },
+      responseBytes: responseBytes)
   }
 
   deinit { pm_server_call_release(pointer) }
@@ -123,6 +129,20 @@ final class IncomingCall: ServerCall, @unchecked Sendable {
     pm_server_call_finish(
       pointer, Int32(error.code.rawValue), error.message.cut(toUTF8Bytes: RPCError.maxMessageBytes),
       OutgoingBytes(repeating: 0, count: 0).handOver())
+  }
+
+  func readRequest() async -> Data? {
+    let message = await withCheckedContinuation { (continuation: CheckedContinuation<Data?, Never>) in
+      let box = Unmanaged.passRetained(Box(continuation)).toOpaque()
+      pm_server_call_read(
+        pointer,
+        { context, hasMessage, message in
+          Unmanaged<Box<CheckedContinuation<Data?, Never>>>.fromOpaque(context!)
+            .takeRetainedValue().value.resume(returning: hasMessage != 0 ? message.takeData() : nil)
+        }, box)
+    }
+    if let message { readBytes.withLock { $0 += message.count } }
+    return message
   }
 
   func write(_ response: some Message) async throws -> Bool {

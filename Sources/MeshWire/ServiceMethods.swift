@@ -103,6 +103,8 @@ public enum CoordinatorMethods {
     service: service, name: "ExportModel")
   public static let importModel = UnaryMethod<Pipemesh_V1_ImportModelRequest, Pipemesh_V1_Model>(
     service: service, name: "ImportModel")
+  public static let uploadModel = ClientStreamingMethod<Pipemesh_V1_UploadModelRequest, Pipemesh_V1_Model>(
+    service: service, name: "UploadModel")
   public static let solve = UnaryMethod<Pipemesh_V1_SolveRequest, Pipemesh_V1_SolveResponse>(
     service: service, name: "Solve")
   public static let joinPool = UnaryMethod<Pipemesh_V1_JoinPoolRequest, Pipemesh_V1_JoinPoolResponse>(
@@ -135,7 +137,7 @@ public let allServiceMethods: [RPCMethodDescription] = [
   CoordinatorMethods.listModels.methodDescription,
   CoordinatorMethods.getModel.methodDescription, CoordinatorMethods.deleteModel.methodDescription,
   CoordinatorMethods.exportModel.methodDescription, CoordinatorMethods.importModel.methodDescription,
-  CoordinatorMethods.solve.methodDescription,
+  CoordinatorMethods.uploadModel.methodDescription, CoordinatorMethods.solve.methodDescription,
   CoordinatorMethods.joinPool.methodDescription, CoordinatorMethods.leavePool.methodDescription,
   CoordinatorMethods.getPool.methodDescription,
 ]

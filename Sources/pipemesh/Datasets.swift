@@ -124,9 +124,10 @@ extension DatasetError {
 }
 
 /// The files a coordinator's requests may name besides datasets (model
-/// weights to import), by the same rule.
-func dataFileResolver(files: DatasetFiles) -> DataFileResolver {
-  { path in
+/// weights to import), by the same rule; nil when it may name none.
+func dataFileResolver(files: DatasetFiles) -> DataFileResolver? {
+  if case .none = files { return nil }
+  return { path in
     do { return try files.url(path) } catch let error as DatasetError { throw error.rpcError }
   }
 }

@@ -54,6 +54,13 @@ import Testing
         inner.stream(method, request, options: options)
       }
 
+      func clientStream<Request, Response>(
+        _ method: ClientStreamingMethod<Request, Response>, options: CallOptions,
+        requests: @Sendable (RequestWriter<Request>) async throws -> Void
+      ) async throws -> Response {
+        try await inner.clientStream(method, options: options, requests: requests)
+      }
+
       func reconnect(timeout: Duration) async -> Bool { await inner.reconnect(timeout: timeout) }
     }
   }

@@ -4,6 +4,7 @@ import MeshProto
 import MeshRPC
 import MeshTestSupport
 import MeshWire
+import Synchronization
 import Testing
 
 /// Every call kind, over real loopback sockets through the C++ shim and over
@@ -60,6 +61,88 @@ import Testing
         sequences.append(response.sequence)
       }
       #expect(sequences == Array(0..<25))
+    }
+  }
+
+  @Test(arguments: TestTransport.allCases)
+  func clientStreamingRoundTrip(transport: TestTransport) async throws {
+    let probe = ProbeService()
+    try await withChannel(transport, [probe]) { client in
+      let pieces = (0..<40).map { index in Data(repeating: UInt8(index), count: 10_000 + index) }
+      let response = try await client.clientStream(ProbeService.collect, options: .init()) { writer in
+        for piece in pieces { try await writer.write(echoRequest(piece)) }
+      }
+      #expect(response.sequence == 40)
+      #expect(response.payload == pieces.reduce(Data(), +))
+    }
+  }
+
+  @Test(arguments: TestTransport.allCases)
+  func aServerThatAnswersEarlyEndsTheClientStream(transport: TestTransport) async throws {
+    let probe = ProbeService()
+    try await withChannel(transport, [probe]) { client in
+      let written = Mutex(0)
+      let error = await #expect(throws: RPCError.self) {
+        _ = try await client.clientStream(ProbeService.collect, options: .init()) { writer in
+          try await writer.write(echoRequest(Data("a".utf8)))
+          try await writer.write(echoRequest(Data("stop".utf8)))
+          // The refusal ends the call: a write after it throws, long before these are all sent.
+          for _ in 0..<100_000 {
+            try await writer.write(echoRequest(Data(count: 1000)))
+            written.withLock { $0 += 1 }
+          }
+        }
+      }
+      #expect(error?.code == .invalidArgument)
+      #expect(error?.message == "stopped at request 1", "\(String(describing: error))")
+      #expect(written.withLock { $0 } < 100_000)
+    }
+  }
+
+  @Test(arguments: TestTransport.allCases)
+  func aClientStreamThatStallsIsEndedByItsServer(transport: TestTransport) async throws {
+    let probe = ProbeService()
+    try await withChannel(transport, [probe]) { client in
+      let prompt = try await client.clientStream(ProbeService.collectPatiently, options: .init()) { writer in
+        for piece in ["a", "b", "c"] { try await writer.write(echoRequest(Data(piece.utf8))) }
+      }
+      #expect(prompt.payload == Data("abc".utf8))
+      let error = await #expect(throws: RPCError.self) {
+        _ = try await client.clientStream(ProbeService.collectPatiently, options: .init()) { writer in
+          try await writer.write(echoRequest(Data("a".utf8)))
+          try await writer.write(echoRequest(Data("b".utf8)))
+          try await Task.sleep(for: .seconds(120))
+          try await writer.write(echoRequest(Data("c".utf8)))
+        }
+      }
+      #expect(error?.code == .deadlineExceeded, "\(String(describing: error))")
+      #expect(error?.message.contains("no message came for") == true, "\(String(describing: error))")
+    }
+  }
+
+  @Test(arguments: TestTransport.allCases)
+  func cancellingAClientStreamCancelsTheHandler(transport: TestTransport) async throws {
+    let probe = ProbeService()
+    try await withChannel(transport, [probe]) { client in
+      let call = Task {
+        try await client.clientStream(ProbeService.collect, options: .init()) { writer in
+          try await writer.write(echoRequest(Data("first".utf8)))
+          try await writer.write(echoRequest(Data("second".utf8)))
+          try await Task.sleep(for: .seconds(600))
+        }
+      }
+      #expect(await eventually(timeout: Self.patience) { probe.seen.contains("collect started") })
+      call.cancel()
+      let error = await #expect(throws: (any Error).self) { _ = try await call.value }
+      #expect(error is CancellationError || (error as? RPCError)?.code == .cancelled, "\(String(describing: error))")
+      // The handler read both requests and then stopped waiting: in process it reads the
+      // cancellation; over gRPC, whose server learns that a call was cancelled only after
+      // the failed read, it may read the stream's end first (RequestStream says so).
+      #expect(
+        await eventually(timeout: Self.patience) {
+          probe.seen.contains("collect cancelled after 2") || probe.seen.contains("collect ended after 2")
+        }, "\(probe.seen)")
+      if transport == .inProcess { #expect(probe.seen.contains("collect cancelled after 2"), "\(probe.seen)") }
     }
   }
 

@@ -18,6 +18,16 @@ final class ProbeService: RPCService, Sendable {
   static let refuseQuoting = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(
     service: name, name: "RefuseQuoting")
 
+  /// Answers the payloads of every request, joined, and their count as its
+  /// sequence; refuses at once a request whose payload is "stop".
+  static let collect = ClientStreamingMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(
+    service: name, name: "Collect")
+
+  /// As `collect`, waiting at most half a second for each request after
+  /// the first.
+  static let collectPatiently = ClientStreamingMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(
+    service: name, name: "CollectPatiently")
+
   private let events = Mutex<[String]>([])
 
   var seen: [String] { events.withLock { $0 } }
@@ -52,6 +62,33 @@ final class ProbeService: RPCService, Sendable {
       try await Task.sleep(for: .milliseconds(300))
       var response = Pipemesh_V1_EchoResponse()
       response.payload = request.payload
+      return response
+    }
+    router.clientStreaming(Self.collect) { [self] requests, _ in
+      record("collect started")
+      var response = Pipemesh_V1_EchoResponse()
+      do {
+        for try await request in requests {
+          guard request.payload != Data("stop".utf8) else {
+            throw RPCError(.invalidArgument, "stopped at request \(response.sequence)")
+          }
+          response.payload += request.payload
+          response.sequence += 1
+        }
+      } catch is CancellationError {
+        record("collect cancelled after \(response.sequence)")
+        throw CancellationError()
+      }
+      record("collect ended after \(response.sequence)")
+      return response
+    }
+    router.clientStreaming(Self.collectPatiently) { requests, _ in
+      var response = Pipemesh_V1_EchoResponse()
+      var iterator = requests.makeAsyncIterator()
+      while let request = try await iterator.next(within: .milliseconds(500)) {
+        response.payload += request.payload
+        response.sequence += 1
+      }
       return response
     }
     router.serverStreaming(Self.streamThenCancel) { request, writer, context in

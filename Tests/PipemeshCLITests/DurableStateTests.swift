@@ -193,13 +193,15 @@ import Testing
       }
     }
 
-    // Imported under another name with its record (spec, split, the inputs' rescaling) from the
-    // coordinator's data directory, the weights answer alike; with the spec alone, they are given
-    // the inputs as they are, which the model was not trained on.
+    // Uploaded from a file of the client's own, outside the coordinator's data directory, under
+    // another name with its record (spec, split, the inputs' rescaling), the weights answer alike;
+    // imported from the data directory with the spec alone, they are given the inputs as they
+    // are, which the model was not trained on.
+    let elsewhere = mesh.directory.file("client-side.safetensors")
+    try FileManager.default.copyItem(atPath: "\(exportDirectory)/digits-v1.safetensors", toPath: elsewhere)
     let imported = try #require(
       try await mesh.json([
-        "models", "import", "digits-copy", "--record", "\(exportDirectory)/digits-v1.json", "--weights",
-        "digits-v1.safetensors",
+        "models", "import", "digits-copy", "--record", "\(exportDirectory)/digits-v1.json", "--weights", elsewhere,
       ])
       .first)
     #expect(imported["name"] as? String == "digits-copy" && imported["version"] as? Int == 1, "\(imported)")
@@ -209,7 +211,7 @@ import Testing
     let copy = try await mesh.json(["infer", "--model", "digits-copy", "--input", inputs])
     #expect(copy.first?["outputs"] as? [[Double]] == outputs)
     _ = try await mesh.json([
-      "models", "import", "digits-unscaled", "--spec", Self.model, "--weights", "digits-v1.safetensors",
+      "models", "import", "digits-unscaled", "--spec", Self.model, "--data-dir-weights", "digits-v1.safetensors",
     ])
     let unscaled = try await mesh.json(["infer", "--model", "digits-unscaled", "--input", inputs])
     #expect(unscaled.first?["outputs"] as? [[Double]] != outputs)
@@ -218,14 +220,28 @@ import Testing
     try String(contentsOfFile: Self.model, encoding: .utf8).replacingOccurrences(of: "\"128\"", with: "\"129\"")
       .write(toFile: wider, atomically: true, encoding: .utf8)
     let misfit = try await mesh.run(
-      ["models", "import", "digits-wide", "--spec", wider, "--weights", "digits-v1.safetensors"])
+      ["models", "import", "digits-wide", "--spec", wider, "--data-dir-weights", "digits-v1.safetensors"])
     #expect(
       misfit.status == 65
         && misfit.output.contains("tensor dense0/kernel in digits-v1.safetensors must be finite and of shape [64, 129]"),
       "\(misfit.output)")
+    let uploadedMisfit = try await mesh.run(
+      ["models", "import", "digits-wide", "--spec", wider, "--weights", elsewhere])
+    #expect(
+      uploadedMisfit.status == 65
+        && uploadedMisfit.output.contains(
+          "tensor dense0/kernel in the uploaded file must be finite and of shape [64, 129]"),
+      "\(uploadedMisfit.output)")
     let outside = try await mesh.run(
-      ["models", "import", "digits-etc", "--spec", Self.model, "--weights", "/etc/passwd"])
+      ["models", "import", "digits-etc", "--spec", Self.model, "--data-dir-weights", "/etc/passwd"])
     #expect(outside.status == 77 && outside.output.contains("PERMISSION_DENIED"), "\(outside.output)")
+    let notWeights = try await mesh.run(["models", "import", "digits-etc", "--spec", Self.model, "--weights", inputs])
+    #expect(
+      notWeights.status == 65 && notWeights.output.contains("the uploaded file is not a safetensors file"),
+      "\(notWeights.output)")
+    #expect((try await mesh.json(["models", "list", "digits-etc"]).first?["models"] as? [[String: Any]] ?? []).isEmpty)
+    #expect(
+      (try await mesh.json(["models", "list", "digits-wide"]).first?["models"] as? [[String: Any]] ?? []).isEmpty)
 
     // The name is taken until the job is replaced; the new run is the model's next version.
     let again = try await mesh.run(["train", "--job", "digits", "--model", Self.model, "--epochs", "1"])
@@ -252,8 +268,10 @@ import Testing
     // Version numbers are never reused: with every version deleted, the next one is v3.
     _ = try await mesh.json(["models", "delete", "digits"])
     let reimported = try #require(
-      try await mesh.json(["models", "import", "digits", "--spec", Self.model, "--weights", "digits-v1.safetensors"])
-        .first)
+      try await mesh.json([
+        "models", "import", "digits", "--spec", Self.model, "--data-dir-weights", "digits-v1.safetensors",
+      ])
+      .first)
     #expect(reimported["version"] as? Int == 3, "\(reimported)")
   }
 

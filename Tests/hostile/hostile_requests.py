@@ -21,6 +21,7 @@ Endpoints inside requests (ps addresses, tensor references) are only ever
 from __future__ import annotations
 
 import base64
+import json
 import math
 import random
 from dataclasses import dataclass, replace
@@ -107,7 +108,8 @@ class Rpc:
     service: str  # "Coordinator", "Partition" or "ParameterServer"
     method: str  # "Forward"
     request: str  # request message name
-    streaming: bool = False
+    streaming: bool = False  # the server answers a stream
+    client_streaming: bool = False  # the client sends a stream: the body, then the case's `rest`
     weight: int = 4  # share of the requests; less for the RPCs with (almost) nothing to vary
 
     @property
@@ -132,6 +134,7 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("Coordinator", "DeleteModel", "DeleteModelRequest", weight=2),  # destructive: never a protected job's model
     Rpc("Coordinator", "ImportModel", "ImportModelRequest", weight=2),  # adds a version: never to a protected model
     Rpc("Coordinator", "ExportModel", "ExportModelRequest", streaming=True, weight=2),
+    Rpc("Coordinator", "UploadModel", "UploadModelRequest", client_streaming=True, weight=2),  # as ImportModel
     Rpc("Partition", "LoadStage", "LoadStageRequest"),
     Rpc("Partition", "Forward", "ForwardRequest"),
     Rpc("Partition", "Backward", "BackwardRequest"),
@@ -156,6 +159,18 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("Coordinator", "GetPool", "GetPoolRequest"),
     Rpc("Coordinator", "Solve", "SolveRequest"),
 )
+
+
+def safetensors_bytes(tensors: dict[str, np.ndarray]) -> bytes:
+    """A safetensors file of float32 tensors, in name order."""
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        raw = tensors[name].astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
 
 
 def rotation(rpcs: tuple[Rpc, ...]) -> tuple[Rpc, ...]:
@@ -186,15 +201,16 @@ class Case:
     body: bytes
     description: str
     train_job: str | None = None  # a Train that may start a job: its name ("" when the coordinator names it)
-    size: int = -1  # bytes of the body (kept when the body is dropped)
+    size: int = -1  # bytes of the body and the rest (kept when they are dropped)
+    rest: tuple[bytes, ...] = ()  # a client stream's messages after the body
 
     def __post_init__(self) -> None:
         if self.size < 0:
-            object.__setattr__(self, "size", len(self.body))
+            object.__setattr__(self, "size", len(self.body) + sum(map(len, self.rest)))
 
     def without_body(self) -> "Case":
         """The case without its bytes, to keep in memory (it can be regenerated)."""
-        return replace(self, body=b"")
+        return replace(self, body=b"", rest=())
 
 
 # -- value pools ---------------------------------------------------------------------------
@@ -337,6 +353,7 @@ class Draw:
         self.rng = rng
         self.p = rng.choice((0.05, 0.15, 0.3, 0.6))
         self.notes: list[str] = []
+        self.rest: list[bytes] = []  # a client stream's messages after the first
 
     def hostile(self, scale: float = 1.0) -> bool:
         return self.rng.random() < self.p * scale
@@ -510,7 +527,7 @@ class HostileGenerator:
         train_job = None
         if rpc.method == "Train" and rpc.service == "Coordinator":
             train_job = self._train_job_name(body)
-        return Case(index, rpc, endpoint, body, description[:300], train_job)
+        return Case(index, rpc, endpoint, body, description[:300], train_job, rest=tuple(d.rest))
 
     def _default_endpoint(self, rpc: Rpc, rng: random.Random) -> str:
         if rpc.service == "Coordinator":
@@ -546,6 +563,8 @@ class HostileGenerator:
         if case.rpc.method == "DeleteModel" and self.ctx.is_protected_model(message.model):
             return False
         if case.rpc.method == "ImportModel" and self.ctx.is_protected_model(message.name):
+            return False
+        if case.rpc.method == "UploadModel" and self.ctx.is_protected_model(message.model.name):
             return False
         if case.rpc.method == "LeavePool" and message.endpoint in self.ctx.partitions:
             return False
@@ -977,12 +996,51 @@ class HostileGenerator:
         return self.pb.coordinator.DeleteModelRequest(model=self._model_ref(d, destructive=True)), None
 
     def _coordinator_importmodel(self, d: Draw) -> tuple[Message, None]:
+        uri = d.string("uri", d.rng.choice(("weights.safetensors", "/etc/passwd", "../x.safetensors", "", "missing.safetensors")))
+        return self._import_request(d, uri), None
+
+    def _import_request(self, d: Draw, uri: str) -> Message:
+        """What ImportModel asks, and the header of an UploadModel."""
         spec = self.pb.model.ModelSpec()
         spec.CopyFrom(self.model_spec)
-        uri = d.string("uri", d.rng.choice(("weights.safetensors", "/etc/passwd", "../x.safetensors", "", "missing.safetensors")))
         return self.pb.coordinator.ImportModelRequest(
             name=self._model_ref(d, destructive=True), spec=spec, uri=uri,
-            split_points=[d.int32("split_points", 1)] if d.rng.random() < 0.3 else []), None
+            split_points=[d.int32("split_points", 1)] if d.rng.random() < 0.3 else [])
+
+    def _coordinator_uploadmodel(self, d: Draw) -> tuple[Message, None]:
+        """A header, then the weights of the trained job's variables as a safetensors file in
+        pieces; hostile: the declared size, the pieces (a 5 MiB one, bytes past or short of the
+        size, a second header), NaN values, a uri."""
+        c = self.pb.coordinator
+        rng = d.rng
+        header = self._import_request(d, d.string("uri", "") if d.hostile(0.3) else "")
+        shapes = {v.name: v.shape for v in self.ctx.variables}
+        values = {name: np.asarray(np.random.default_rng(rng.randrange(2**32)).normal(size=shape), dtype="<f4")
+                  for name, shape in shapes.items()}
+        if values and d.hostile(0.3):
+            next(iter(values.values())).flat[0] = np.nan
+            d.note("a NaN weight")
+        file = safetensors_bytes(values) if values else bytes(rng.randrange(256) for _ in range(64))
+        size = d.int64("size_bytes", len(file))
+        pieces = []
+        while len(file) > 0:
+            cut = rng.randint(1, max(1, len(file) // rng.choice((1, 2, 8))))
+            pieces.append(file[:cut])
+            file = file[cut:]
+        if d.hostile(0.5):
+            pieces.append(bytes(5 << 20))
+            d.note("a 5 MiB piece")
+        if d.hostile(0.5):
+            pieces.append(b"past the size")
+            d.note("bytes past the size")
+        if pieces and d.hostile(0.5):
+            pieces.pop()
+            d.note("the last piece missing")
+        d.rest = [c.UploadModelRequest(data=piece).SerializeToString() for piece in pieces]
+        if d.hostile(0.3):
+            d.rest.insert(rng.randint(0, len(d.rest)), c.UploadModelRequest(model=header, size_bytes=9).SerializeToString())
+            d.note("a second header")
+        return c.UploadModelRequest(model=header, size_bytes=size), None
 
     def _coordinator_solve(self, d: Draw) -> tuple[Message, None]:
         c = self.pb.coordinator

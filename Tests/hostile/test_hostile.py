@@ -105,7 +105,9 @@ class Caller:
         channel = self.channel(case.endpoint)
         code, details = S.OK, ""
         try:
-            if case.rpc.streaming:
+            if case.rpc.client_streaming:
+                channel.stream_unary(case.rpc.path)(iter((case.body, *case.rest)), timeout=self.deadline)
+            elif case.rpc.streaming:
                 stream = channel.unary_stream(case.rpc.path)(case.body, timeout=self.deadline)
                 for count, _ in enumerate(stream, 1):
                     if count >= STREAM_MESSAGES:

@@ -118,11 +118,14 @@ typedef struct pm_server_call pm_server_call;
 
 typedef enum pm_method_kind {
   PM_METHOD_UNARY = 0,
-  PM_METHOD_SERVER_STREAMING = 1
+  PM_METHOD_SERVER_STREAMING = 1,
+  /* The client sends a stream of messages, the server answers one. */
+  PM_METHOD_CLIENT_STREAMING = 2
 } pm_method_kind;
 
 /* Called once per incoming call to a registered method, on a gRPC thread,
- * with the request message. The receiver owns `call` (answer with
+ * with the request message (a client stream's first; the handler reads the
+ * rest with `pm_server_call_read`). The receiver owns `call` (answer with
  * `pm_server_call_finish`, then `pm_server_call_release`) and `request`. */
 typedef void (*pm_server_handler)(void *handler_context, pm_server_call *call,
                                   pm_received_bytes request);
@@ -135,6 +138,12 @@ typedef void (*pm_server_cancel_handler)(void *context, int cancelled);
 
 /* Called when a streamed write completed (`ok` 0: the call is gone). */
 typedef void (*pm_write_done)(void *context, int ok);
+
+/* Called when a read of a client stream completed: with `has_message` 1 and
+ * the message (the receiver owns it), or 0 at the stream's end, which is also
+ * what a finished or cancelled call reads. */
+typedef void (*pm_read_done)(void *context, int has_message,
+                             pm_received_bytes message);
 
 /* Creates a server that will listen on `address` ("127.0.0.1:0" picks a
  * port). `descriptor_set` (a serialized google.protobuf.FileDescriptorSet, may
@@ -192,7 +201,12 @@ void pm_server_call_on_cancel(pm_server_call *call,
 void pm_server_call_write(pm_server_call *call, pm_outgoing_bytes message,
                           pm_write_done done, void *done_context);
 
-/* Ends the call: with `response` (unary, status OK; pass length 0 and NULL
+/* Reads the next message of a client stream (client-streaming methods). One
+ * read in flight at a time: wait for `done` before the next. */
+void pm_server_call_read(pm_server_call *call, pm_read_done done,
+                         void *done_context);
+
+/* Ends the call: with `response` (unary or client-streaming, status OK; pass length 0 and NULL
  * data for streams) or with an error status and message. Once per call; a
  * call already cancelled ignores the response. */
 void pm_server_call_finish(pm_server_call *call, int status_code,
@@ -268,6 +282,23 @@ pm_client_call *pm_client_server_stream(pm_channel *channel,
                                         const pm_call_options *options,
                                         pm_stream_message on_message,
                                         pm_stream_done on_done, void *context);
+
+/* Starts a client-streaming call: send its messages with
+ * `pm_client_call_write`, end them with `pm_client_call_writes_done`; `done`
+ * runs exactly once with the server's answer or an error status (possibly
+ * before the client has sent everything: then writes fail). */
+pm_client_call *pm_client_client_stream(pm_channel *channel,
+                                        const char *method,
+                                        const pm_call_options *options,
+                                        pm_unary_done done, void *context);
+
+/* Sends one message of a client stream; one write in flight at a time: wait
+ * for `done` (`ok` 0: the call is over, the answer says why). */
+void pm_client_call_write(pm_client_call *call, pm_outgoing_bytes message,
+                          pm_write_done done, void *done_context);
+
+/* Ends a client stream's messages (after the last write completed). */
+void pm_client_call_writes_done(pm_client_call *call);
 
 /* Asks for the next message of a server stream. */
 void pm_client_call_request_next(pm_client_call *call);

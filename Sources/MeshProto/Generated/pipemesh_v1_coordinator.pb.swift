@@ -1651,6 +1651,41 @@ public nonisolated struct Pipemesh_V1_ImportModelRequest: Sendable {
   fileprivate var _normalization: Pipemesh_V1_InputNormalization? = nil
 }
 
+public nonisolated struct Pipemesh_V1_UploadModelRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// In the first message only: the model to add a version to, its spec, split and the
+  /// rescaling of its inputs (as ImportModelRequest; its uri must be empty).
+  /// Valid: as ImportModelRequest, uri empty; INVALID_ARGUMENT when missing from the first
+  /// message or present in a later one.
+  public var model: Pipemesh_V1_ImportModelRequest {
+    get {_model ?? Pipemesh_V1_ImportModelRequest()}
+    set {_model = newValue}
+  }
+  /// Returns true if `model` has been explicitly set.
+  public var hasModel: Bool {self._model != nil}
+  /// Clears the value of `model`. Subsequent reads from it will return its default value.
+  public mutating func clearModel() {self._model = nil}
+
+  /// In the first message only: the size of the safetensors file the messages carry.
+  /// Valid: 9 bytes up to the file the spec's variables make (8 + its header + 4 bytes per
+  /// float32); INVALID_ARGUMENT when the messages carry fewer or more bytes, or the
+  /// stream ends early (a cancelled upload registers nothing).
+  public var sizeBytes: Int64 = 0
+
+  /// The next bytes of the file, in order; the first message may carry some too.
+  /// Valid: at most 4 MiB a message.
+  public var data: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _model: Pipemesh_V1_ImportModelRequest? = nil
+}
+
 public nonisolated struct Pipemesh_V1_JoinPoolRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -4099,6 +4134,50 @@ nonisolated extension Pipemesh_V1_ImportModelRequest: SwiftProtobuf.Message, Swi
     if lhs.uri != rhs.uri {return false}
     if lhs.splitPoints != rhs.splitPoints {return false}
     if lhs._normalization != rhs._normalization {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_UploadModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UploadModelRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}size_bytes\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._model) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.sizeBytes) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._model {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.sizeBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.sizeBytes, fieldNumber: 2)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_UploadModelRequest, rhs: Pipemesh_V1_UploadModelRequest) -> Bool {
+    if lhs._model != rhs._model {return false}
+    if lhs.sizeBytes != rhs.sizeBytes {return false}
+    if lhs.data != rhs.data {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -106,10 +106,11 @@ struct Models: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Register weights trained elsewhere as the next version of a model.",
       discussion: """
-        The weights are a safetensors file in the coordinator's data directory (--data-dir), with \
-        exactly the spec's variables, float32 (as `models export` writes them). The path is taken \
-        relative to that directory. The model is a spec (--spec), or the record `models export` wrote \
-        (--record: its spec, split and the rescaling of its inputs).
+        The weights are a safetensors file with exactly the spec's variables, float32 (as `models \
+        export` writes them): a file here, sent to the coordinator (--weights), or one already in \
+        the coordinator's data directory, read there (--data-dir-weights, a path relative to it). \
+        The model is a spec (--spec), or the record `models export` wrote (--record: its spec, split \
+        and the rescaling of its inputs).
 
         Example: pipemesh models import digits-ft --record digits-v1.json --weights digits-v1.safetensors
         """)
@@ -125,17 +126,22 @@ struct Models: AsyncParsableCommand {
     @Option(help: "A model's record as `models export` writes it, NAME-vN.json (read here).")
     var record: String?
 
-    @Option(help: "The safetensors file, in the coordinator's data directory.")
-    var weights: String
+    @Option(help: "The safetensors file, read here and sent to the coordinator.")
+    var weights: String?
+
+    @Option(help: "The safetensors file, in the coordinator's data directory (read there).")
+    var dataDirWeights: String?
 
     func validate() throws {
       guard (spec == nil) != (record == nil) else { throw ValidationError("give exactly one of --spec and --record") }
+      guard (weights == nil) != (dataDirWeights == nil) else {
+        throw ValidationError("give exactly one of --weights and --data-dir-weights")
+      }
     }
 
     func run() async throws {
       var request = Pipemesh_V1_ImportModelRequest()
       request.name = name
-      request.uri = weights
       if let spec { request.spec = try ModelSpecFile.read(spec) }
       if let record {
         let exported: Pipemesh_V1_Model
@@ -148,8 +154,15 @@ struct Models: AsyncParsableCommand {
         request.splitPoints = exported.splitPoints
         request.normalization = exported.normalization
       }
+      if let dataDirWeights {
+        request.uri = dataDirWeights
+        return try await withExitCodes {
+          try client.show(try await client.client().call(CoordinatorMethods.importModel, request))
+        }
+      }
+      let file = try WeightsFile(path: weights!)
       try await withExitCodes {
-        try client.show(try await client.client().call(CoordinatorMethods.importModel, request))
+        try client.show(try await file.upload(as: request, to: try client.client()))
       }
     }
   }

@@ -123,6 +123,28 @@ def test_jobs_and_models_are_listed_shown_and_exported(mesh, trained, tmp_path):
         assert {m.state for m in client.pool().members} <= {api.MEMBER_STATE_FREE, api.MEMBER_STATE_BUSY}
 
 
+def test_weights_from_the_callers_hands_are_uploaded(mesh, trained, tmp_path):
+    _, inputs, _ = trained
+    with pipemesh.Client(mesh.coordinator.endpoint) as client:
+        record, weights = client.export_model("blobs", tmp_path / "exported.safetensors")
+        expected = client.infer(inputs[:16], model="blobs")
+        # A file of the caller's, and the arrays themselves (as weights trained elsewhere would be).
+        from_file = client.upload_model("blobs-file", record.spec, tmp_path / "exported.safetensors",
+                                        split_points=record.split_points, normalization=record.normalization)
+        assert (from_file.name, from_file.version, from_file.parameters) == ("blobs-file", 1, record.parameters)
+        from_arrays = client.upload_model("blobs-arrays", record.spec, weights, normalization=record.normalization)
+        assert from_arrays.version == 1
+        for name in ("blobs-file", "blobs-arrays"):
+            assert np.array_equal(client.infer(inputs[:16], model=name), expected), name
+        # Arrays that do not fit the spec are refused, naming the tensor, and register nothing.
+        wrong = dict(weights)
+        kernel = next(key for key in wrong if key.endswith("kernel"))
+        wrong[kernel] = wrong[kernel][:, :-1]
+        with pytest.raises(pipemesh.InvalidArgument, match=f"tensor {kernel} in the uploaded file"):
+            client.upload_model("blobs-wrong", record.spec, wrong)
+        assert client.list_models("blobs-wrong") == []
+
+
 def test_a_job_left_running_is_cancelled(mesh):
     inputs, labels = blobs(rows=2048)
     with pipemesh.Client(mesh.coordinator.endpoint) as client:

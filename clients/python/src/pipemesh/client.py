@@ -7,6 +7,7 @@ raises a typed `pipemesh.errors.PipemeshError`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -258,6 +259,34 @@ class Client:
         directory (`uri`, as a dataset path), split at `split_points` when it serves."""
         return self._call("ImportModel", pb.ImportModelRequest(name=name, spec=model_spec(model), uri=uri,
                                                                split_points=list(split_points)))
+
+    UPLOAD_CHUNK_BYTES = 1 << 20
+
+    def upload_model(self, name: str, model: ModelLike, weights: str | Path | bytes | Mapping[str, np.ndarray],
+                     split_points: Sequence[int] = (), normalization: pb.InputNormalization | None = None,
+                     ) -> pb.Model:
+        """Adds a version of model `name` from weights the caller has: a safetensors file's path or
+        bytes, or the variables themselves ("dense_0/kernel" to a float32 array, e.g. trained in
+        PyTorch or NumPy), sent to the coordinator in pieces. `normalization` is the rescaling of
+        the inputs they were trained with, if any (an exported model's record carries it)."""
+        if isinstance(weights, Mapping):
+            from safetensors.numpy import save
+            weights = save({key: np.ascontiguousarray(value, dtype=np.float32) for key, value in weights.items()})
+        if isinstance(weights, (str, Path)):
+            size, source = Path(weights).stat().st_size, open(weights, "rb")
+        else:
+            size, source = len(weights), io.BytesIO(bytes(weights))
+        header = pb.ImportModelRequest(name=name, spec=model_spec(model), split_points=list(split_points))
+        if normalization is not None:
+            header.normalization.CopyFrom(normalization)
+
+        def messages() -> Iterator[pb.UploadModelRequest]:
+            with source:
+                yield pb.UploadModelRequest(model=header, size_bytes=size)
+                while piece := source.read(self.UPLOAD_CHUNK_BYTES):
+                    yield pb.UploadModelRequest(data=piece)
+
+        return self._call("UploadModel", messages(), timeout=None)
 
     def pool(self) -> pb.Pool:
         """The coordinator's partitions: each one's address, state and job."""

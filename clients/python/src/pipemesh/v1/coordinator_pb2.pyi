@@ -559,6 +559,16 @@ class ImportModelRequest(_message.Message):
     normalization: InputNormalization
     def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., uri: _Optional[str] = ..., split_points: _Optional[_Iterable[int]] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ...) -> None: ...
 
+class UploadModelRequest(_message.Message):
+    __slots__ = ("model", "size_bytes", "data")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    model: ImportModelRequest
+    size_bytes: int
+    data: bytes
+    def __init__(self, model: _Optional[_Union[ImportModelRequest, _Mapping]] = ..., size_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class JoinPoolRequest(_message.Message):
     __slots__ = ("endpoint",)
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]

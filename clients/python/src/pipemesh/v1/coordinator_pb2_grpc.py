@@ -105,6 +105,11 @@ class CoordinatorStub:
                 request_serializer=pipemesh_dot_v1_dot_coordinator__pb2.ImportModelRequest.SerializeToString,
                 response_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.Model.FromString,
                 _registered_method=True)
+        self.UploadModel = channel.stream_unary(
+                '/pipemesh.v1.Coordinator/UploadModel',
+                request_serializer=pipemesh_dot_v1_dot_coordinator__pb2.UploadModelRequest.SerializeToString,
+                response_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.Model.FromString,
+                _registered_method=True)
         self.Solve = channel.unary_unary(
                 '/pipemesh.v1.Coordinator/Solve',
                 request_serializer=pipemesh_dot_v1_dot_coordinator__pb2.SolveRequest.SerializeToString,
@@ -239,6 +244,16 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadModel(self, request_iterator, context):
+        """Registers weights sent by the caller — a safetensors file as ExportModel
+        writes it, from anywhere the client can read — as the next version of a
+        model: the first message says what they are and how many bytes follow,
+        the messages carry the file's bytes in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Solve(self, request, context):
         """Fits a linear model — one Dense layer without activation, mean squared error: linear
         regression, or ridge regression with the loss's l2 — in closed form, on the training split a
@@ -345,6 +360,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'ImportModel': grpc.unary_unary_rpc_method_handler(
                     servicer.ImportModel,
                     request_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.ImportModelRequest.FromString,
+                    response_serializer=pipemesh_dot_v1_dot_coordinator__pb2.Model.SerializeToString,
+            ),
+            'UploadModel': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadModel,
+                    request_deserializer=pipemesh_dot_v1_dot_coordinator__pb2.UploadModelRequest.FromString,
                     response_serializer=pipemesh_dot_v1_dot_coordinator__pb2.Model.SerializeToString,
             ),
             'Solve': grpc.unary_unary_rpc_method_handler(
@@ -746,6 +766,33 @@ class Coordinator:
             target,
             '/pipemesh.v1.Coordinator/ImportModel',
             pipemesh_dot_v1_dot_coordinator__pb2.ImportModelRequest.SerializeToString,
+            pipemesh_dot_v1_dot_coordinator__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadModel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/pipemesh.v1.Coordinator/UploadModel',
+            pipemesh_dot_v1_dot_coordinator__pb2.UploadModelRequest.SerializeToString,
             pipemesh_dot_v1_dot_coordinator__pb2.Model.FromString,
             options,
             channel_credentials,

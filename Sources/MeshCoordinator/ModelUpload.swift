@@ -1,0 +1,121 @@
+import Foundation
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshWire
+import Synchronization
+
+/// Receives the safetensors file of an UploadModel call: the first message
+/// says what the weights are and how many bytes follow; the bytes are taken
+/// only up to that size, which must fit the spec's variables, and only while
+/// the coordinator's budget for uploads in flight has room. A stream that
+/// ends short (a client that went away), runs long or stalls registers
+/// nothing.
+struct ModelUpload {
+  /// The largest piece of the file one message may carry.
+  static let maxChunkBytes = 4 << 20
+  /// How long the coordinator waits for the next message of an upload.
+  static let idleLimit = Duration.seconds(60)
+
+  /// What the first message asked for, and the file.
+  let request: Pipemesh_V1_ImportModelRequest
+  let file: Data
+
+  /// Reads an upload whole, holding `size_bytes` of `budget` while it does.
+  /// `admit` sees the first message's request before any byte of the file
+  /// is taken, and throws to refuse it (a bad name, spec or owner): the
+  /// client learns at once instead of after sending the file.
+  static func receive(
+    _ requests: RequestStream<Pipemesh_V1_UploadModelRequest>, budget: UploadBudget,
+    admit: (Pipemesh_V1_ImportModelRequest) async throws -> Sequential
+  ) async throws -> ModelUpload {
+    var messages = requests.makeAsyncIterator()
+    guard let first = try await messages.next(), first.hasModel else {
+      throw RPCError(
+        .invalidArgument, "the first message of an upload must carry model (the name and spec of the weights)")
+    }
+    let request = first.model
+    guard request.uri.isEmpty else {
+      throw RPCError(
+        .invalidArgument,
+        "model.uri must be empty in an upload: the weights are the bytes sent (ImportModel reads a file in the data directory)"
+      )
+    }
+    let model = try await admit(request)
+    let largest = largestFile(of: model)
+    guard (9...largest).contains(first.sizeBytes) else {
+      throw RPCError(
+        .invalidArgument,
+        "size_bytes \(first.sizeBytes) cannot be a safetensors file of this spec's variables: it is between 9 and "
+          + "\(largest) bytes")
+    }
+    let size = Int(first.sizeBytes)
+    try budget.reserve(size)
+    defer { budget.release(size) }
+    var file = Data(capacity: size)
+    var message = first
+    while true {
+      guard message.data.count <= maxChunkBytes else {
+        throw RPCError(
+          .invalidArgument, "a message carries \(message.data.count) bytes of data; at most \(maxChunkBytes) a message")
+      }
+      guard file.count + message.data.count <= size else {
+        throw RPCError(.invalidArgument, "the messages carry more than the \(size) bytes size_bytes declared")
+      }
+      file.append(message.data)
+      guard let next = try await messages.next(within: idleLimit) else { break }
+      guard !next.hasModel, next.sizeBytes == 0 else {
+        throw RPCError(.invalidArgument, "model and size_bytes belong in the first message of an upload only")
+      }
+      message = next
+    }
+    guard file.count == size else {
+      throw RPCError(
+        .invalidArgument,
+        "the upload ended after \(file.count) of the \(size) bytes size_bytes declared; nothing was registered")
+    }
+    return ModelUpload(request: request, file: file)
+  }
+
+  /// The largest safetensors file of `model`'s variables in float32: its
+  /// 8-byte length, a header with room for each variable's entry and some
+  /// metadata, and the values.
+  static func largestFile(of model: Sequential) -> Int64 {
+    model.variableDeclarations().reduce(8 + 65_536) { total, declaration in
+      total + 256 + Int64(declaration.name.utf8.count) + 4 * Int64(declaration.shape.reduce(1, *))
+    }
+  }
+}
+
+/// The bytes of uploads a coordinator holds at once: each upload reserves
+/// its declared size before it is read, so concurrent uploads cannot take
+/// more memory than this.
+final class UploadBudget: Sendable {
+  /// Bytes at most in flight across every upload.
+  let limit: Int
+  private let inFlight = Mutex(0)
+
+  init(limit: Int = 4 << 30) { self.limit = limit }
+
+  func reserve(_ bytes: Int) throws {
+    try inFlight.withLock { inFlight in
+      guard bytes <= limit else {
+        throw RPCError(
+          .resourceExhausted,
+          "an upload of \(bytes) bytes is over the \(limit) bytes this coordinator takes at once; put the file in its "
+            + "data directory and call ImportModel")
+      }
+      guard inFlight + bytes <= limit else {
+        throw RPCError(
+          .resourceExhausted,
+          "uploads of \(inFlight) bytes are in flight; this one's \(bytes) would pass the coordinator's \(limit); "
+            + "try again when they end")
+      }
+      inFlight += bytes
+    }
+  }
+
+  func release(_ bytes: Int) {
+    inFlight.withLock { $0 -= bytes }
+  }
+}

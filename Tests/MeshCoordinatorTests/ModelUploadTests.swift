@@ -1,0 +1,176 @@
+import Foundation
+import MeshCheckpoint
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshTestSupport
+import MeshWire
+import Synchronization
+import Testing
+
+@testable import MeshCoordinator
+
+/// UploadModel on a real coordinator process without a data directory: the
+/// weights come from the caller, in pieces; anything but a whole, declared
+/// file of the spec's variables registers nothing.
+@Suite struct ModelUploadTests {
+  /// Dense 4 → 3, no activation: its logits are x·W + b.
+  static let spec = Pipemesh_V1_ModelSpec.with {
+    $0.inputShape = [4]
+    $0.seed = 5
+    $0.layers = [.with { $0.dense = .with { $0.units = 3 } }]
+    $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+  }
+
+  static func weights() throws -> (kernel: Tensor, bias: Tensor, file: Data) {
+    let declarations = try makeModel(spec).variableDeclarations()
+    #expect(declarations.count == 2)
+    let kernel = Tensor(shape: [4, 3], scalars: (0..<12).map { Float($0) * 0.25 - 1 })
+    let bias = Tensor(shape: [3], scalars: [0.5, -0.5, 2])
+    let names = declarations.map(\.name)
+    let file = try SafeTensors.encode(
+      .init(
+        tensors: [names.first { $0.hasSuffix("kernel") }!: kernel, names.first { $0.hasSuffix("bias") }!: bias],
+        metadata: ["format": "pt"]))
+    return (kernel, bias, file)
+  }
+
+  /// Sends `messages` as one upload and returns its answer.
+  static func upload(_ messages: [Pipemesh_V1_UploadModelRequest], to coordinator: RPCClient) async throws
+    -> Pipemesh_V1_Model
+  {
+    try await coordinator.clientStream(CoordinatorMethods.uploadModel, options: .init(timeout: .seconds(120))) {
+      writer in
+      for message in messages { try await writer.write(message) }
+    }
+  }
+
+  /// The header message of an upload of `name`, declaring `size` bytes.
+  static func header(_ name: String, size: Int, uri: String = "") -> Pipemesh_V1_UploadModelRequest {
+    .with {
+      $0.model = .with {
+        $0.name = name
+        $0.spec = spec
+        $0.uri = uri
+      }
+      $0.sizeBytes = Int64(size)
+    }
+  }
+
+  static func data(_ bytes: Data) -> Pipemesh_V1_UploadModelRequest { .with { $0.data = bytes } }
+
+  @Test func weightsSentInPiecesAnswerInferenceAndBadUploadsRegisterNothing() async throws {
+    let mesh = try await LocalMesh(partitions: 1)
+    let server = try await mesh.coordinator([[0]], name: "upload")
+    let coordinator = try RPCClient(target: server.endpoint)
+    let (kernel, bias, file) = try Self.weights()
+    let pieces = stride(from: 0, to: file.count, by: 100).map { file[$0..<min($0 + 100, file.count)] }
+
+    // Without a data directory the coordinator reads no files, and says how to send them instead.
+    let noFiles = await #expect(throws: RPCError.self) {
+      _ = try await coordinator.call(
+        CoordinatorMethods.importModel,
+        .with {
+          $0.name = "linear"
+          $0.spec = Self.spec
+          $0.uri = "w.safetensors"
+        })
+    }
+    #expect(
+      noFiles?.code == .failedPrecondition && noFiles?.message.contains("UploadModel") == true,
+      "\(String(describing: noFiles))")
+
+    let model = try await Self.upload(
+      [Self.header("linear", size: file.count)] + pieces.map { Self.data(Data($0)) }, to: coordinator)
+    #expect(model.name == "linear" && model.version == 1 && model.parameters == 15, "\(model)")
+    let inputs = Tensor(shape: [2, 4], scalars: [1, 2, 3, 4, -1, 0, 0.5, 2])
+    let inferred = try await coordinator.call(
+      CoordinatorMethods.infer,
+      .with {
+        $0.model = "linear"
+        $0.inputs = Pipemesh_V1_Tensor(inputs)
+      })
+    let logits = try Tensor(wire: inferred.outputs, what: "logits")
+    for row in 0..<2 {
+      for column in 0..<3 {
+        let want = (0..<4).reduce(bias.scalars[column]) {
+          $0 + inputs.scalars[row * 4 + $1] * kernel.scalars[$1 * 3 + column]
+        }
+        #expect(abs(logits.scalars[row * 3 + column] - want) <= 1e-5, "row \(row) column \(column)")
+      }
+    }
+
+    // Each refusal names what is wrong.
+    let half = Data(file.prefix(file.count / 2))
+    let refusals: [(String, [Pipemesh_V1_UploadModelRequest], String)] = [
+      ("no header", [Self.data(file)], "the first message of an upload must carry model"),
+      ("a uri", [Self.header("linear", size: file.count, uri: "w.safetensors")], "model.uri must be empty"),
+      ("no size", [Self.header("linear", size: 0)], "size_bytes 0 cannot be a safetensors file"),
+      ("an impossible size", [Self.header("linear", size: 1 << 30)], "size_bytes 1073741824 cannot be"),
+      ("a stream cut short", [Self.header("linear", size: file.count), Self.data(half)], "ended after"),
+      (
+        "more than declared", [Self.header("linear", size: file.count), Self.data(file), Self.data(Data([1]))],
+        "more than the \(file.count) bytes"
+      ),
+      (
+        "a second header", [Self.header("linear", size: file.count), Self.data(half), Self.header("linear", size: 9)],
+        "belong in the first message"
+      ),
+      (
+        "a huge message", [Self.header("linear", size: file.count), Self.data(Data(count: 5 << 20))],
+        "at most 4194304 a message"
+      ),
+      (
+        "a name with a version", [Self.header("linear:v1", size: file.count), Self.data(file)],
+        "model.name 'linear:v1' names a version"
+      ),
+      (
+        "bytes that are no safetensors file",
+        [Self.header("linear", size: 64), Self.data(Data(repeating: 7, count: 64))],
+        "the uploaded file is not a safetensors file"
+      ),
+    ]
+    for (what, messages, expected) in refusals {
+      let error = await #expect(throws: RPCError.self, "\(what)") {
+        _ = try await Self.upload(messages, to: coordinator)
+      }
+      #expect(error?.code == .invalidArgument, "\(what): \(String(describing: error))")
+      #expect(error?.message.contains(expected) == true, "\(what): \(String(describing: error))")
+    }
+
+    // A client that goes away mid-upload leaves nothing behind either, and its bytes are given back.
+    let abandoned = Task {
+      try await coordinator.clientStream(CoordinatorMethods.uploadModel, options: .init()) { writer in
+        try await writer.write(Self.header("linear", size: file.count))
+        try await writer.write(Self.data(half))
+        try await Task.sleep(for: .seconds(600))
+      }
+    }
+    try await Task.sleep(for: .milliseconds(300))
+    abandoned.cancel()
+    _ = await abandoned.result
+    let versions = try await coordinator.call(CoordinatorMethods.listModels, .with { $0.name = "linear" })
+    #expect(versions.models.map(\.version) == [1], "\(versions.models)")
+    let again = try await Self.upload([Self.header("linear", size: file.count), Self.data(file)], to: coordinator)
+    #expect(again.version == 2)
+  }
+
+  @Test func theBudgetBoundsUploadsInFlight() throws {
+    let budget = UploadBudget(limit: 1000)
+    try budget.reserve(600)
+    let over = #expect(throws: RPCError.self) { try budget.reserve(500) }
+    #expect(over?.code == .resourceExhausted && over?.message.contains("try again when they end") == true)
+    let alone = #expect(throws: RPCError.self) { try budget.reserve(1001) }
+    #expect(alone?.message.contains("call ImportModel") == true)
+    budget.release(600)
+    try budget.reserve(1000)
+  }
+
+  @Test func theLargestFileOfASpecHoldsItsValuesAndHeader() throws {
+    let model = try makeModel(Self.spec)
+    let (_, _, file) = try Self.weights()
+    let largest = ModelUpload.largestFile(of: model)
+    #expect(Int64(file.count) <= largest)
+    #expect(largest >= 4 * 15 && largest < 4 * 15 + 70_000)
+  }
+}
