@@ -386,19 +386,30 @@ class ClientStreamCall final : public pm_client_call {
   void Complete(Operation operation, bool ok) override {
     switch (operation) {
       case Operation::kStart: {
-        std::lock_guard<std::mutex> lock(mutex_);
-        started_ = true;
-        if (!ok) {  // the call failed at once: only its status is left
-          EndLocked();
-          return;
+        pm_write_done failed = nullptr;
+        void *failed_context = nullptr;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          started_ = true;
+          if (!ok) {  // the call failed at once: a write waiting for the start fails
+            if (writing_) {
+              writing_ = false;
+              message_.Clear();
+              failed = std::exchange(write_done_, nullptr);
+              failed_context = write_context_;
+            }
+            EndLocked();
+          } else {
+            Reference();
+            stream_->Read(&response_, &read_tag_);
+            if (writing_) {
+              WriteLocked();
+            } else if (writes_done_) {
+              CloseLocked();
+            }
+          }
         }
-        Reference();
-        stream_->Read(&response_, &read_tag_);
-        if (writing_) {
-          WriteLocked();
-        } else if (writes_done_) {
-          CloseLocked();
-        }
+        if (failed != nullptr) failed(failed_context, 0);
         return;
       }
       case Operation::kWrite: {
@@ -439,14 +450,8 @@ class ClientStreamCall final : public pm_client_call {
   }
 
  private:
+  // Starts the write `Write` took; the call has started and not ended.
   void WriteLocked() {
-    if (ended_) {  // the answer came first: the write cannot be delivered
-      writing_ = false;
-      message_.Clear();
-      pm_write_done done = std::exchange(write_done_, nullptr);
-      if (done != nullptr) done(write_context_, 0);
-      return;
-    }
     Reference();
     stream_->Write(message_, &write_tag_);
   }

@@ -53,6 +53,9 @@ public final class CoordinatorService: RPCService, Sendable {
   private let batching: InferenceBatching
   /// Layer times measured on the pool's partitions, for the planner.
   private let layerTimings = LayerTimings()
+  /// Where closed-form solutions are computed, away from the cooperative
+  /// threads that serve calls.
+  private let solving = ComputeLane(label: "pipemesh.coordinator.solve", width: 2)
   /// The bytes of model uploads being received.
   private let uploads = UploadBudget()
 
@@ -132,6 +135,9 @@ public final class CoordinatorService: RPCService, Sendable {
           "micro_batch_rows is \(request.microBatchRows) and micro_batches \(request.microBatches); give 0 to 4096 each"
         )
       }
+      if case .UNRECOGNIZED(let value) = request.schedule {
+        throw RPCError(.invalidArgument, "schedule \(value) is no ScheduleKind; give one of those TrainRequest takes")
+      }
       let budgets = poolCanRun ? Array(repeating: budget, count: stages) : []
       // Checked before anything is timed.
       _ = try Planner.plan(model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory)
@@ -148,8 +154,7 @@ public final class CoordinatorService: RPCService, Sendable {
         response.layerTimes = measured.layers.wire(of: model)
         response.measuredOn = measured.partition
         response.measuredRows = Int32(measured.rows)
-        response.predictedStepSeconds =
-          plan.predictedStepSeconds(microBatches: request.microBatches == 0 ? 4 : Int(request.microBatches)) ?? 0
+        response.predictedStepSeconds = plan.predictedStepSeconds(for: request) ?? 0
       }
       return response
     }
@@ -312,26 +317,30 @@ public final class CoordinatorService: RPCService, Sendable {
       }
       let file = try resolveDataFile(request.uri)
       // Read, not mapped: the file is a user's, and may change while it is read.
-      let contents: Data
-      do {
-        contents = try Data(contentsOf: file)
-      } catch {
-        throw RPCError(.notFound, "cannot read \(file.lastPathComponent) in the data directory: \(error)")
+      guard FileManager.default.fileExists(atPath: file.path) else {
+        throw RPCError(.notFound, "no file \(request.uri.echoed) in the coordinator's data directory")
+      }
+      guard let contents = FileManager.default.contents(atPath: file.path) else {
+        throw RPCError(.permissionDenied, "the coordinator may not read \(request.uri.echoed) in its data directory")
       }
       return try await importWeights(contents, from: file.lastPathComponent, request, name: name, by: caller)
     }
     router.clientStreaming(CoordinatorMethods.uploadModel) { [self] requests, context in
       let caller = try caller(context)
-      let upload = try await ModelUpload.receive(requests, budget: uploads) { [self] request in
-        let name = try Self.importedName(request, field: "model.name")
-        if let owner = try await store.models(named: name).first?.record.owner {
-          try Self.check(caller, mayUse: owner, of: "model \(name)", to: "add a version to")
-        }
-        return try registry.checkedImport(
-          spec: request.spec, splitPoints: request.splitPoints, normalization: request.normalization)
-      }
-      let name = try Self.importedName(upload.request, field: "model.name")
-      return try await importWeights(upload.file, from: "the uploaded file", upload.request, name: name, by: caller)
+      return try await ModelUpload.receive(
+        requests, budget: uploads,
+        admit: { [self] request in
+          let name = try Self.importedName(request, field: "model.name")
+          if let owner = try await store.models(named: name).first?.record.owner {
+            try Self.check(caller, mayUse: owner, of: "model \(name)", to: "add a version to")
+          }
+          return try registry.checkedImport(
+            spec: request.spec, splitPoints: request.splitPoints, normalization: request.normalization)
+        },
+        register: { [self] request, file in
+          let name = try Self.importedName(request, field: "model.name")
+          return try await importWeights(file, from: "the uploaded file", request, name: name, by: caller)
+        })
     }
     router.unary(CoordinatorMethods.solve) { [self] request, context in
       let caller = try caller(context)
@@ -340,8 +349,13 @@ public final class CoordinatorService: RPCService, Sendable {
         throw RPCError(.invalidArgument, "name '\(request.name.echoed)' names a version; give the model's name only")
       }
       let model = try makeModel(request.model)
-      let (inputs, targets) = try data(request.data)
-      let solution = try ClosedForm.solve(request, model: model, inputs: inputs, targets: targets)
+      let solution = try await solving.run(
+        orThrow: RPCError(
+          .resourceExhausted, "the coordinator is solving \(solving.width) models already: ask again once one is done")
+      ) { [self] in
+        let (inputs, targets) = try data(request.data)
+        return try ClosedForm.solve(request, model: model, inputs: inputs, targets: targets)
+      }
       var response = Pipemesh_V1_SolveResponse.with {
         $0.kernel = Pipemesh_V1_Tensor(solution.kernel)
         $0.bias = Pipemesh_V1_Tensor(solution.bias)

@@ -8,27 +8,26 @@ import Synchronization
 /// Receives the safetensors file of an UploadModel call: the first message
 /// says what the weights are and how many bytes follow; the bytes are taken
 /// only up to that size, which must fit the spec's variables, and only while
-/// the coordinator's budget for uploads in flight has room. A stream that
-/// ends short (a client that went away), runs long or stalls registers
-/// nothing.
-struct ModelUpload {
+/// the coordinator's budget for uploads has room. A stream that ends short
+/// (a client that went away), runs long, stalls or crawls registers nothing.
+enum ModelUpload {
   /// The largest piece of the file one message may carry.
   static let maxChunkBytes = 4 << 20
   /// How long the coordinator waits for the next message of an upload.
   static let idleLimit = Duration.seconds(60)
+  /// The slowest an upload may come, past its first minute.
+  static let slowestBytesPerSecond = 1 << 20
 
-  /// What the first message asked for, and the file.
-  let request: Pipemesh_V1_ImportModelRequest
-  let file: Data
-
-  /// Reads an upload whole, holding `size_bytes` of `budget` while it does.
-  /// `admit` sees the first message's request before any byte of the file
-  /// is taken, and throws to refuse it (a bad name, spec or owner): the
-  /// client learns at once instead of after sending the file.
-  static func receive(
+  /// Reads an upload whole and registers it with `register`, holding
+  /// `size_bytes` of `budget` until that returns. `admit` sees the first
+  /// message's request before any byte of the file is taken, and throws to
+  /// refuse it (a bad name, spec or owner): the client learns at once
+  /// instead of after sending the file.
+  static func receive<Registered>(
     _ requests: RequestStream<Pipemesh_V1_UploadModelRequest>, budget: UploadBudget,
-    admit: (Pipemesh_V1_ImportModelRequest) async throws -> Sequential
-  ) async throws -> ModelUpload {
+    admit: (Pipemesh_V1_ImportModelRequest) async throws -> Sequential,
+    register: (Pipemesh_V1_ImportModelRequest, Data) async throws -> Registered
+  ) async throws -> Registered {
     var messages = requests.makeAsyncIterator()
     guard let first = try await messages.next(), first.hasModel else {
       throw RPCError(
@@ -52,7 +51,9 @@ struct ModelUpload {
     let size = Int(first.sizeBytes)
     try budget.reserve(size)
     defer { budget.release(size) }
-    var file = Data(capacity: size)
+    let deadline = ContinuousClock.now + idleLimit + .seconds(Double(size) / Double(slowestBytesPerSecond))
+    // Grown as bytes come, so a declared size holds no memory until it is sent.
+    var file = Data()
     var message = first
     while true {
       guard message.data.count <= maxChunkBytes else {
@@ -63,9 +64,18 @@ struct ModelUpload {
         throw RPCError(.invalidArgument, "the messages carry more than the \(size) bytes size_bytes declared")
       }
       file.append(message.data)
+      guard ContinuousClock.now < deadline else {
+        throw RPCError(
+          .deadlineExceeded,
+          "the upload came slower than \(slowestBytesPerSecond >> 20) MiB/s after its first minute "
+            + "(\(file.count) of \(size) bytes); nothing was registered")
+      }
       guard let next = try await messages.next(within: idleLimit) else { break }
       guard !next.hasModel, next.sizeBytes == 0 else {
         throw RPCError(.invalidArgument, "model and size_bytes belong in the first message of an upload only")
+      }
+      guard !next.data.isEmpty else {
+        throw RPCError(.invalidArgument, "a message after the first carries no data; each must carry some")
       }
       message = next
     }
@@ -74,7 +84,7 @@ struct ModelUpload {
         .invalidArgument,
         "the upload ended after \(file.count) of the \(size) bytes size_bytes declared; nothing was registered")
     }
-    return ModelUpload(request: request, file: file)
+    return try await register(request, file)
   }
 
   /// The largest safetensors file of `model`'s variables in float32: its
@@ -88,8 +98,10 @@ struct ModelUpload {
 }
 
 /// The bytes of uploads a coordinator holds at once: each upload reserves
-/// its declared size before it is read, so concurrent uploads cannot take
-/// more memory than this.
+/// its declared size before it is read and keeps it until it is registered,
+/// so the files of concurrent uploads never add up to more than this (an
+/// upload being registered holds about three times its size for a moment:
+/// the file, its tensors and the copy written to disk).
 final class UploadBudget: Sendable {
   /// Bytes at most in flight across every upload.
   let limit: Int

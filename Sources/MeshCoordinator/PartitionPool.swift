@@ -224,17 +224,19 @@ final class PartitionPool: Sendable {
   /// `stages` partitions to load a model for inference on, held by no one:
   /// free ones first, then ones that train (inference shares them).
   func sharedPlacement(stages: Int) throws -> Placement {
-    let (free, held, size) = state.withLock { state in
-      let answering = state.entries.map(\.member).filter { !state.silent.contains($0.endpoint) }
+    let (free, held, silent) = state.withLock { state in
+      let members = state.entries.map(\.member)
+      let answering = members.filter { !state.silent.contains($0.endpoint) }
       return (
         answering.filter { state.holders[$0.endpoint] == nil }, answering.filter { state.holders[$0.endpoint] != nil },
-        state.entries.count
+        members.map(\.endpoint).filter { state.silent.contains($0) }
       )
     }
     guard free.count + held.count >= stages else {
-      throw RPCError(
-        .unavailable, "the model needs \(stages) partitions and \(free.count + held.count) of the pool's \(size) answer"
-      )
+      let size = free.count + held.count + silent.count
+      let needs = "the model needs \(stages) partitions and \(free.count + held.count) of the pool's \(size) answer"
+      guard !silent.isEmpty else { throw RPCError(.failedPrecondition, needs) }
+      throw RPCError(.unavailable, "the partitions at \(silent.joined(separator: ", ")) do not answer: \(needs)")
     }
     return Placement(Array((free + held).prefix(stages)), replicas: 1)
   }

@@ -1,3 +1,4 @@
+import MeshPipeline
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -46,13 +47,22 @@ public enum Planner {
       }
     }
 
-    /// With measured times, a step of `microBatches` micro-batches: (M − 1)
-    /// × the slowest stage plus every stage once (the pipeline's fill and
-    /// drain), without the transfers between stages.
-    public func predictedStepSeconds(microBatches: Int) -> Double? {
-      guard let times else { return nil }
-      let stageSeconds = times.map(\.total.seconds)
-      return Double(max(0, microBatches - 1)) * (stageSeconds.max() ?? 0) + stageSeconds.reduce(0, +)
+    /// With measured times, a step of `microBatches` micro-batches run by
+    /// `schedule`, simulated on the stages' times (each backward split
+    /// evenly into input and weight gradients), without transfers.
+    public func predictedStepSeconds(microBatches: Int, schedule: ScheduleKind) -> Double? {
+      guard let times, microBatches > 0 else { return nil }
+      let costs = times.map { StageCosts(forward: $0.forward.seconds, backward: $0.backward.seconds) }
+      return try? PipelineSchedule(kind: schedule, stages: stages, microBatches: microBatches)
+        .simulate(costs: costs, link: .instant, activationBytes: Array(repeating: 0, count: stages)).seconds
+    }
+
+    /// With measured times, the step a PlanRequest asks about (its
+    /// micro-batches, 4 when unset, and schedule, 1F1B when unset).
+    public func predictedStepSeconds(for request: Pipemesh_V1_PlanRequest) -> Double? {
+      predictedStepSeconds(
+        microBatches: request.microBatches == 0 ? 4 : Int(request.microBatches),
+        schedule: TrainingJob.scheduleKind(request.schedule))
     }
 
     /// Largest stage cost over the mean: 1 is a perfect balance.

@@ -17,8 +17,8 @@ public final class PartitionService: RPCService, Sendable {
   private let dialPolicy: DialPolicy
   private let parameterBudget: Int
   private let stages = Mutex<[String: (request: Pipemesh_V1_LoadStageRequest, runner: StageRunner)]>([:])
-  /// Whether a TimeLayers is running (one at a time).
-  private let timingUnderWay = Mutex(false)
+  /// Where models are timed, one at a time, away from the cooperative threads.
+  private let timing = ComputeLane(label: "pipemesh.partition.time-layers")
 
   /// `dialer` is how the partition reaches the ps and its peers;
   /// `defaultMaxKeptBytes` bounds a stage's activations when LoadStage gives
@@ -253,33 +253,18 @@ public final class PartitionService: RPCService, Sendable {
         "timing \(request.rows) rows would take too long or too much memory: ask for \(most) or fewer")
     case .success: break
     }
-    guard
-      timingUnderWay.withLock({ busy in
-        defer { busy = true }
-        return !busy
-      })
-    else {
-      throw RPCError(.resourceExhausted, "this partition is timing another model: ask again once it is done")
-    }
     let deadline = ContinuousClock.now + Self.timingDeadline
-    let times = try await withCheckedThrowingContinuation { continuation in
-      Self.timingQueue.async { [self] in
-        defer { timingUnderWay.withLock { $0 = false } }
-        continuation.resume(
-          with: Result {
-            do {
-              return try model.timeLayers(rows: Int(request.rows), repeats: repeats) { ContinuousClock.now < deadline }
-            } catch {
-              throw RPCError(.deadlineExceeded, "\(error) after \(Self.timingDeadline), the most a timing may take")
-            }
-          })
+    let times = try await timing.run(
+      orThrow: RPCError(.resourceExhausted, "this partition is timing another model: ask again once it is done")
+    ) {
+      do {
+        return try model.timeLayers(rows: Int(request.rows), repeats: repeats) { ContinuousClock.now < deadline }
+      } catch {
+        throw RPCError(.deadlineExceeded, "\(error) after \(Self.timingDeadline), the most a timing may take")
       }
     }
     return .with { $0.layers = times.wire(of: model) }
   }
-
-  /// Where models are timed, away from the cooperative threads.
-  private static let timingQueue = DispatchQueue(label: "pipemesh.partition.time-layers", qos: .utility)
 
   private func response(model: Sequential, layers: Range<Int>) -> Pipemesh_V1_LoadStageResponse {
     .with {

@@ -23,7 +23,8 @@ public struct RequestStream<Request: Message>: AsyncSequence, Sendable {
     init(call: any ServerCall) { self.call = call }
 
     /// The next request; throws INVALID_ARGUMENT for bytes that are not one,
-    /// CANCELLED when the call was cancelled rather than ended.
+    /// and CancellationError when the handler's task was cancelled before
+    /// the read ended (see above for when a cancellation reads as the end).
     public mutating func next() async throws -> Request? {
       let bytes: Data?
       if tookFirst {

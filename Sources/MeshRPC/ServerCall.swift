@@ -73,7 +73,15 @@ final class IncomingCall: ServerCall, @unchecked Sendable {
     self.observer = observer
   }
 
+  /// Whether the call's end was reported (once, whichever finish came first).
+  private let reported = Mutex(false)
+
   private func report(_ code: RPCError.Code?, responseBytes: Int) {
+    let first = reported.withLock { reported in
+      defer { reported = true }
+      return !reported
+    }
+    guard first else { return }
     observer?.callFinished(
       path: path, code: code, duration: .now - started, requestBytes: request.count + readBytes.withLock { $0 },
       responseBytes: responseBytes)

@@ -121,6 +121,10 @@ import Testing
         "at most 4194304 a message"
       ),
       (
+        "an empty message", [Self.header("linear", size: file.count), Self.data(half), Self.data(Data())],
+        "carries no data"
+      ),
+      (
         "a name with a version", [Self.header("linear:v1", size: file.count), Self.data(file)],
         "model.name 'linear:v1' names a version"
       ),

@@ -58,15 +58,19 @@ import Testing
     #expect(plan.costs == [0.008, 0.008] && plan.imbalance == 1)
     #expect(
       plan.times == Array(repeating: LayerTiming(forward: .milliseconds(4), backward: .milliseconds(4)), count: 2))
-    // Four micro-batches: three more through the slowest stage after one through both.
-    #expect(abs((plan.predictedStepSeconds(microBatches: 4) ?? 0) - 0.040) < 1e-12)
+    // Four micro-batches by 1F1B: three more through the slowest stage after one through both;
+    // ZB-H1 fills some of that with weight gradients, but no stage computes less than its 4.
+    #expect(abs((plan.predictedStepSeconds(microBatches: 4, schedule: .oneFOneB) ?? 0) - 0.040) < 1e-12)
+    let zeroBubble = try #require(plan.predictedStepSeconds(microBatches: 4, schedule: .zeroBubbleH1))
+    #expect(zeroBubble < 0.040 - 1e-6 && zeroBubble >= 0.032, "\(zeroBubble)")
+    #expect(abs((plan.predictedStepSeconds(for: .with { $0.schedule = .scheduleOneFOneB }) ?? 0) - 0.040) < 1e-12)
     let response = plan.response
     #expect(response.stages.map(\.forwardSeconds) == [0.004, 0.004])
     #expect(response.stages.map(\.estimatedFlops) == plan.flops)
     // Without times the plan balances FLOPs and predicts nothing.
     let estimated = try Planner.plan(model, stages: 2)
     #expect(estimated.bounds == [0, 3, 5] && estimated.times == nil)
-    #expect(estimated.predictedStepSeconds(microBatches: 4) == nil)
+    #expect(estimated.predictedStepSeconds(microBatches: 4, schedule: .oneFOneB) == nil)
   }
 
   @Test func explicitSplitPointsAreKeptAndChecked() throws {

@@ -179,9 +179,11 @@ import Testing
     #expect(layers.count == 6 && abs(layers.reduce(0, +) - times.reduce(0, +)) < 1e-9, "\(measured)")
     let imbalance = (times.max() ?? 0) / (times.reduce(0, +) / Double(max(1, times.count)))
     #expect(abs((measured["imbalance"] as? Double ?? 0) - imbalance) < 1e-9, "\(measured)")
-    // Four micro-batches (the default): three more through the slowest stage after one through both.
-    let step = 3 * (times.max() ?? 0) + times.reduce(0, +)
-    #expect(abs((measured["predictedStepSeconds"] as? Double ?? 0) - step) < 1e-9, "\(measured)")
+    // Four micro-batches by 1F1B (the defaults): no less than the slowest stage's four, no more
+    // than three through the slowest stage after one through both (the fill and drain).
+    let predicted = measured["predictedStepSeconds"] as? Double ?? 0
+    #expect(predicted >= 4 * (times.max() ?? 0) - 1e-9, "\(measured)")
+    #expect(predicted <= 3 * (times.max() ?? 0) + times.reduce(0, +) + 1e-9, "\(measured)")
 
     let estimated = try await plan(["--estimate"])
     #expect(estimated["measuredOn"] == nil || estimated["measuredOn"] as? String == "", "\(estimated)")

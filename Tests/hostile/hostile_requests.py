@@ -1027,15 +1027,18 @@ class HostileGenerator:
             cut = rng.randint(1, max(1, len(file) // rng.choice((1, 2, 8))))
             pieces.append(file[:cut])
             file = file[cut:]
+        if pieces and d.hostile(0.5):
+            pieces.pop()
+            d.note("the last piece missing")
         if d.hostile(0.5):
             pieces.append(bytes(5 << 20))
             d.note("a 5 MiB piece")
         if d.hostile(0.5):
             pieces.append(b"past the size")
             d.note("bytes past the size")
-        if pieces and d.hostile(0.5):
-            pieces.pop()
-            d.note("the last piece missing")
+        if d.hostile(0.3):
+            pieces.insert(rng.randint(0, len(pieces)), b"")
+            d.note("an empty piece")
         d.rest = [c.UploadModelRequest(data=piece).SerializeToString() for piece in pieces]
         if d.hostile(0.3):
             d.rest.insert(rng.randint(0, len(d.rest)), c.UploadModelRequest(model=header, size_bytes=9).SerializeToString())

@@ -159,9 +159,9 @@ class Caller:
 def judge(outcome: Outcome) -> str | None:
     """Why an answer breaks the contract, or None when it keeps it."""
     code, details = outcome.code, outcome.details
-    # A live service answers UNAVAILABLE only for a peer that a request named
-    # and that does not answer, and says so.
-    if code == S.UNAVAILABLE and not details.startswith(("the ps at ", "the partition at ")):
+    # A live service answers UNAVAILABLE only for a peer that does not answer
+    # (one a request named, or the pool's partitions a model needs), and names it.
+    if code == S.UNAVAILABLE and not details.startswith(("the ps at ", "the partition at ", "the partitions at ")):
         return "UNAVAILABLE from a live service"
     if code not in ALLOWED:
         return f"status {code.name} is not in the documented set"

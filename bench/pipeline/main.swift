@@ -8,8 +8,9 @@
 // trainings running at once, each splitting its steps into M micro-batches
 // (what K concurrent computations of that size get from this host's cores,
 // caches and memory), measured just before each configuration's mesh run.
-// Also per-stage busy fraction, the bubble, the coordinator's CPU use, and
-// the Chrome trace of one step.
+// Also per-stage busy fraction, the bubble, the coordinator's CPU use, the
+// Chrome trace of one step, and the step the schedule simulator predicts from
+// that trace's stage, transfer and commit times.
 //
 // The batch (2,048 by default) is large enough that a micro-batch of an
 // eighth of it multiplies at the whole batch's sgemm speed, which the ideal
@@ -147,6 +148,8 @@ struct Result: Codable {
   /// The ideal for the same arithmetic on this machine: S_K(M)·M/(M+K−1).
   let sameArithmeticIdeal: Double
   let busyFraction: [Double]
+  /// What the schedule simulator predicts from the last round's trace.
+  let simulated: Double
   let coordinatorCPU: Double
   /// Each service's CPU use over the measured steps, in cores, by name.
   let cpu: [String: Double]
@@ -234,6 +237,45 @@ func trainOnce(
   return Round(samplesPerSecond: Double(batch * measured.count) / wall, busyFraction: busy, cpu: cpu, trace: trace)
 }
 
+/// The step the schedule simulator predicts from one step's trace: each
+/// stage's mean forward, backward (and weights) and commit as they were
+/// timed, and the mean transfer as the link's latency; samples/s of `batch`.
+func simulatedSamplesPerSecond(trace: String, schedule: Pipemesh_V1_ScheduleKind, stages: Int, microBatches: Int)
+  throws -> Double
+{
+  guard let root = try JSONSerialization.jsonObject(with: Data(trace.utf8)) as? [String: Any],
+    let events = root["traceEvents"] as? [[String: Any]]
+  else { return 0 }
+  var durations: [String: [Double]] = [:]
+  for event in events where event["ph"] as? String == "X" {
+    guard let category = event["cat"] as? String, let seconds = (event["dur"] as? Double).map({ $0 / 1e6 }),
+      let stage = (event["args"] as? [String: Any])?["stage"] as? Int
+    else { continue }
+    durations[category == "transfer" ? "transfer" : "\(category)\(stage)", default: []].append(seconds)
+  }
+  func mean(_ key: String) -> Double {
+    let values = durations[key] ?? []
+    return values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
+  }
+  let kind: ScheduleKind =
+    switch schedule {
+    case .scheduleGpipe: .gpipe
+    case .scheduleZeroBubbleH1: .zeroBubbleH1
+    default: .oneFOneB
+    }
+  let costs = (0..<stages).map { stage in
+    durations["weights\(stage)"] == nil
+      ? StageCosts(forward: mean("forward\(stage)"), backward: mean("backward\(stage)"), commit: mean("commit\(stage)"))
+      : StageCosts(
+        forward: mean("forward\(stage)"), inputGradient: mean("backward\(stage)"),
+        weightGradient: mean("weights\(stage)"), commit: mean("commit\(stage)"))
+  }
+  let step = try PipelineSchedule(kind: kind, stages: stages, microBatches: microBatches).simulate(
+    costs: costs, link: LinkModel(latency: mean("transfer"), bytesPerSecond: .infinity),
+    activationBytes: Array(repeating: 0, count: stages))
+  return Double(batch) / step.seconds
+}
+
 func median(_ values: [Double]) -> Double {
   let sorted = values.sorted()
   return sorted.count % 2 == 1
@@ -278,7 +320,10 @@ for stages in stageCounts {
         ideal: Double(stages) * single * Double(microBatches) / Double(microBatches + stages - 1),
         sameArithmetic: sameArithmetic,
         sameArithmeticIdeal: sameArithmetic * Double(microBatches) / Double(microBatches + stages - 1),
-        busyFraction: last.busyFraction, coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
+        busyFraction: last.busyFraction,
+        simulated: try simulatedSamplesPerSecond(
+          trace: last.trace, schedule: scheduleKinds[name]!, stages: stages, microBatches: microBatches),
+        coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
       print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
       try last.trace.write(
         toFile: "\(output)/trace-\(name)-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)

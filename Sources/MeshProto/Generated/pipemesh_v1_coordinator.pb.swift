@@ -304,6 +304,13 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
     set {_uniqueStorage()._estimate = newValue}
   }
 
+  /// The schedule the predicted step runs (unspecified: 1F1B, as training's default).
+  /// Valid: a known ScheduleKind (INVALID_ARGUMENT otherwise).
+  public var schedule: Pipemesh_V1_ScheduleKind {
+    get {_storage._schedule}
+    set {_uniqueStorage()._schedule = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -366,9 +373,10 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
 
   public var measuredRows: Int32 = 0
 
-  /// With measured times: a step of micro_batches micro-batches through the pipeline, (M − 1) ×
-  /// the slowest stage's forward and backward plus every stage's once (GPipe's and 1F1B's fill
-  /// and drain), without the transfers between stages.
+  /// With measured times: a step of micro_batches micro-batches through the pipeline, simulated
+  /// by running the schedule's actions on the stages' measured forward and backward times (each
+  /// backward split evenly into its input and weight gradients where the schedule splits it),
+  /// without the transfers between stages or the ps.
   public var predictedStepSeconds: Double = 0
 
   /// With measured times: each layer's, as the partition timed them.
@@ -1671,12 +1679,15 @@ public nonisolated struct Pipemesh_V1_UploadModelRequest: Sendable {
 
   /// In the first message only: the size of the safetensors file the messages carry.
   /// Valid: 9 bytes up to the file the spec's variables make (8 + its header + 4 bytes per
-  /// float32); INVALID_ARGUMENT when the messages carry fewer or more bytes, or the
-  /// stream ends early (a cancelled upload registers nothing).
+  /// float32); INVALID_ARGUMENT when the messages carry fewer or more bytes (a stream cut
+  /// short registers nothing); RESOURCE_EXHAUSTED past what the coordinator holds of uploads
+  /// at once (4 GiB).
   public var sizeBytes: Int64 = 0
 
   /// The next bytes of the file, in order; the first message may carry some too.
-  /// Valid: at most 4 MiB a message.
+  /// Valid: at most 4 MiB a message, at least 1 byte in each message after the first;
+  /// DEADLINE_EXCEEDED when nothing comes for 60 s, or the whole upload takes longer than a
+  /// minute plus a second per MiB.
   public var data: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1936,7 +1947,7 @@ nonisolated extension Pipemesh_V1_MemberState: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0\u{3}micro_batch_rows\0\u{3}micro_batches\0\u{1}estimate\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0\u{3}micro_batch_rows\0\u{3}micro_batches\0\u{1}estimate\0\u{1}schedule\0")
 
   fileprivate class _StorageClass {
     var _model: Pipemesh_V1_ModelSpec? = nil
@@ -1946,6 +1957,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
     var _microBatchRows: Int32 = 0
     var _microBatches: Int32 = 0
     var _estimate: Bool = false
+    var _schedule: Pipemesh_V1_ScheduleKind = .scheduleUnspecified
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1963,6 +1975,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
       _microBatchRows = source._microBatchRows
       _microBatches = source._microBatches
       _estimate = source._estimate
+      _schedule = source._schedule
     }
   }
 
@@ -1988,6 +2001,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
         case 5: try { try decoder.decodeSingularInt32Field(value: &_storage._microBatchRows) }()
         case 6: try { try decoder.decodeSingularInt32Field(value: &_storage._microBatches) }()
         case 7: try { try decoder.decodeSingularBoolField(value: &_storage._estimate) }()
+        case 8: try { try decoder.decodeSingularEnumField(value: &_storage._schedule) }()
         default: break
         }
       }
@@ -2021,6 +2035,9 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
       if _storage._estimate != false {
         try visitor.visitSingularBoolField(value: _storage._estimate, fieldNumber: 7)
       }
+      if _storage._schedule != .scheduleUnspecified {
+        try visitor.visitSingularEnumField(value: _storage._schedule, fieldNumber: 8)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2037,6 +2054,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
         if _storage._microBatchRows != rhs_storage._microBatchRows {return false}
         if _storage._microBatches != rhs_storage._microBatches {return false}
         if _storage._estimate != rhs_storage._estimate {return false}
+        if _storage._schedule != rhs_storage._schedule {return false}
         return true
       }
       if !storagesAreEqual {return false}

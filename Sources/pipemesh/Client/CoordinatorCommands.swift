@@ -248,12 +248,18 @@ struct Plan: AsyncParsableCommand {
   @Option(help: "Micro-batches of a step, for the predicted step time.")
   var microBatches: Int = 4
 
+  @Option(help: "The schedule of the predicted step: gpipe, 1f1b or zb-h1.")
+  var schedule: String = "1f1b"
+
   @Flag(help: "Balance the estimated FLOPs instead of timing the layers.")
   var estimate = false
 
   func validate() throws {
     guard (1...4096).contains(microBatchRows), (1...4096).contains(microBatches) else {
       throw ValidationError("--micro-batch-rows and --micro-batches must be 1 to 4096")
+    }
+    guard TrainingOptions.schedules[schedule] != nil else {
+      throw ValidationError("--schedule is one of \(TrainingOptions.schedules.keys.sorted().joined(separator: ", "))")
     }
   }
 
@@ -269,6 +275,7 @@ struct Plan: AsyncParsableCommand {
     request.microBatchRows = Int32(microBatchRows)
     request.microBatches = Int32(microBatches)
     request.estimate = estimate
+    request.schedule = TrainingOptions.schedules[schedule]!
     try await withExitCodes {
       let response: Pipemesh_V1_PlanResponse
       if let coordinator {
@@ -300,8 +307,8 @@ struct Plan: AsyncParsableCommand {
           say(
             "times: forward + backward of a micro-batch of \(response.measuredRows) examples, on \(response.measuredOn); "
               + String(
-                format: "a step of %d micro-batches %.3f ms through the pipeline (without transfers)", microBatches,
-                response.predictedStepSeconds * 1000))
+                format: "a step of %d micro-batches %.3f ms through the pipeline", microBatches,
+                response.predictedStepSeconds * 1000) + " by \(schedule) (simulated, without transfers)")
         }
       }
     }
@@ -331,7 +338,7 @@ struct Plan: AsyncParsableCommand {
       response.layerTimes = measured.times.wire(of: model)
       response.measuredOn = "this machine"
       response.measuredRows = Int32(measured.rows)
-      response.predictedStepSeconds = plan.predictedStepSeconds(microBatches: Int(request.microBatches)) ?? 0
+      response.predictedStepSeconds = plan.predictedStepSeconds(for: request) ?? 0
     }
     return response
   }

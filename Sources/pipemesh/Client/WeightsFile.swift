@@ -40,11 +40,12 @@ struct WeightsFile {
     return try await coordinator.clientStream(CoordinatorMethods.uploadModel, options: .init()) { writer in
       try await writer.write(header)
       var sent: Int64 = 0
-      while sent < size, let data = try handle.read(upToCount: chunk), !data.isEmpty {
+      while sent < size, let data = try handle.read(upToCount: Int(min(Int64(chunk), size - sent))), !data.isEmpty {
         try await writer.write(.with { $0.data = data })
         sent += Int64(data.count)
       }
-      // A file that shrank while it was read: the coordinator refuses the short upload.
+      // A file that shrank while it was read: the coordinator refuses the short upload (one that
+      // grew is sent as it was when it was measured).
     }
   }
 }

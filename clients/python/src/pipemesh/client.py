@@ -273,17 +273,21 @@ class Client:
             from safetensors.numpy import save
             weights = save({key: np.ascontiguousarray(value, dtype=np.float32) for key, value in weights.items()})
         if isinstance(weights, (str, Path)):
-            size, source = Path(weights).stat().st_size, open(weights, "rb")
+            size, path = Path(weights).stat().st_size, weights
+            source = lambda: open(path, "rb")  # noqa: E731 - opened only while the call reads it
         else:
-            size, source = len(weights), io.BytesIO(bytes(weights))
+            size, data = len(weights), bytes(weights)
+            source = lambda: io.BytesIO(data)  # noqa: E731
         header = pb.ImportModelRequest(name=name, spec=model_spec(model), split_points=list(split_points))
         if normalization is not None:
             header.normalization.CopyFrom(normalization)
 
         def messages() -> Iterator[pb.UploadModelRequest]:
-            with source:
-                yield pb.UploadModelRequest(model=header, size_bytes=size)
-                while piece := source.read(self.UPLOAD_CHUNK_BYTES):
+            yield pb.UploadModelRequest(model=header, size_bytes=size)
+            with source() as file:
+                sent = 0
+                while sent < size and (piece := file.read(min(self.UPLOAD_CHUNK_BYTES, size - sent))):
+                    sent += len(piece)
                     yield pb.UploadModelRequest(data=piece)
 
         return self._call("UploadModel", messages(), timeout=None)

@@ -64,7 +64,7 @@ MEMBER_STATE_SILENT: MemberState
 MEMBER_STATE_LEAVING: MemberState
 
 class PlanRequest(_message.Message):
-    __slots__ = ("model", "stages", "split_points", "optimizer", "micro_batch_rows", "micro_batches", "estimate")
+    __slots__ = ("model", "stages", "split_points", "optimizer", "micro_batch_rows", "micro_batches", "estimate", "schedule")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINTS_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class PlanRequest(_message.Message):
     MICRO_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
     MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     model: _model_pb2.ModelSpec
     stages: int
     split_points: _containers.RepeatedScalarFieldContainer[int]
@@ -79,7 +80,8 @@ class PlanRequest(_message.Message):
     micro_batch_rows: int
     micro_batches: int
     estimate: bool
-    def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stages: _Optional[int] = ..., split_points: _Optional[_Iterable[int]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., micro_batch_rows: _Optional[int] = ..., micro_batches: _Optional[int] = ..., estimate: _Optional[bool] = ...) -> None: ...
+    schedule: ScheduleKind
+    def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stages: _Optional[int] = ..., split_points: _Optional[_Iterable[int]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., micro_batch_rows: _Optional[int] = ..., micro_batches: _Optional[int] = ..., estimate: _Optional[bool] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ...) -> None: ...
 
 class StagePlan(_message.Message):
     __slots__ = ("stage", "first_layer", "end_layer", "parameters", "estimated_flops", "parameter_bytes", "memory_budget_bytes", "forward_seconds", "backward_seconds")

@@ -1,0 +1,136 @@
+/// What one stage's work on a micro-batch costs, in seconds.
+public struct StageCosts: Sendable, Equatable {
+  public var forward: Double
+  /// The backward's input-gradient half (B of a split backward).
+  public var inputGradient: Double
+  /// The backward's weight-gradient half (W).
+  public var weightGradient: Double
+  /// After the stage's last action of a step: the step's end on that stage
+  /// (pushing its gradients to the ps and pulling the new weights).
+  public var commit: Double
+
+  public init(forward: Double, inputGradient: Double, weightGradient: Double, commit: Double = 0) {
+    self.forward = forward
+    self.inputGradient = inputGradient
+    self.weightGradient = weightGradient
+    self.commit = commit
+  }
+
+  /// A stage whose whole backward takes `backward`, split evenly between its
+  /// input and weight gradients (a Dense layer's two products are the same
+  /// size).
+  public init(forward: Double, backward: Double, commit: Double = 0) {
+    self.init(forward: forward, inputGradient: backward / 2, weightGradient: backward / 2, commit: commit)
+  }
+}
+
+/// The link between neighbouring stages: a micro-batch's activations (or
+/// their gradient) of `bytes` arrive `latency + bytes / bytesPerSecond`
+/// after they were computed; each direction of a link carries one tensor at
+/// a time.
+public struct LinkModel: Sendable, Equatable {
+  public var latency: Double
+  public var bytesPerSecond: Double
+
+  public init(latency: Double, bytesPerSecond: Double) {
+    self.latency = latency
+    self.bytesPerSecond = bytesPerSecond
+  }
+
+  /// A link of `gigabits` Gbit/s with `latency` seconds per transfer.
+  public static func gigabits(_ gigabits: Double, latency: Double) -> LinkModel {
+    LinkModel(latency: latency, bytesPerSecond: gigabits * 1e9 / 8)
+  }
+
+  /// Transfers that take no time.
+  public static let instant = LinkModel(latency: 0, bytesPerSecond: .infinity)
+}
+
+/// One step of a schedule as a simulation ran it.
+public struct SimulatedStep: Sendable {
+  /// From the first action's start to the last stage's commit.
+  public let seconds: Double
+  /// Each stage's compute (its actions, not its commit or idle time).
+  public let busy: [Double]
+  /// When each action started and ended.
+  public let spans: [PipelineAction: ClosedRange<Double>]
+
+  /// The share of the stages' time spent computing: 1 without a bubble.
+  public var efficiency: Double {
+    seconds == 0 ? 1 : busy.reduce(0, +) / (seconds * Double(busy.count))
+  }
+}
+
+extension PipelineSchedule {
+  /// Runs one step of the schedule on stages of these `costs` joined by
+  /// `link`, where `activationBytes[s]` travel from stage s to s + 1 per
+  /// micro-batch (and as many bytes of gradient back): each stage runs its
+  /// list in order, an action starts once its stage is free and its inputs
+  /// have arrived. An unsplit backward costs both halves. Throws when the
+  /// lists are incomplete or would deadlock.
+  public func simulate(costs: [StageCosts], link: LinkModel, activationBytes: [Int]) throws(ScheduleError)
+    -> SimulatedStep
+  {
+    precondition(costs.count == stages, "one cost per stage")
+    precondition(activationBytes.count >= stages - 1, "bytes for each link between stages")
+    _ = try timeline()  // complete and deadlock-free, or the error shows where it stalls
+    var next = [Int](repeating: 0, count: stages)
+    var free = [Double](repeating: 0, count: stages)
+    var busy = [Double](repeating: 0, count: stages)
+    var spans: [PipelineAction: ClosedRange<Double>] = [:]
+    // When each direction of each link is next free: forward sends on s → s + 1, gradients back.
+    var forwardLinkFree = [Double](repeating: 0, count: stages)
+    var backwardLinkFree = [Double](repeating: 0, count: stages)
+    var remaining = actions.reduce(0) { $0 + $1.count }
+    while remaining > 0 {
+      for stage in 0..<stages where next[stage] < actions[stage].count {
+        let action = actions[stage][next[stage]]
+        let dependencies = action.dependencies(stages: stages)
+        guard dependencies.allSatisfy({ spans[$0] != nil }) else { continue }
+        var ready = free[stage]
+        for dependency in dependencies {
+          let done = spans[dependency]!.upperBound
+          guard dependency.stage != stage else {
+            ready = max(ready, done)
+            continue
+          }
+          // A tensor from a neighbour: over the link between them, in its direction.
+          let lower = min(stage, dependency.stage)
+          let bytes = Double(activationBytes[lower])
+          let sendTime = bytes / link.bytesPerSecond
+          let arrival: Double
+          if dependency.stage < stage {
+            let start = max(done, forwardLinkFree[lower])
+            forwardLinkFree[lower] = start + sendTime
+            arrival = start + sendTime + link.latency
+          } else {
+            let start = max(done, backwardLinkFree[lower])
+            backwardLinkFree[lower] = start + sendTime
+            arrival = start + sendTime + link.latency
+          }
+          ready = max(ready, arrival)
+        }
+        let duration = seconds(of: action, costs: costs[stage])
+        spans[action] = ready...(ready + duration)
+        free[stage] = ready + duration
+        busy[stage] += duration
+        next[stage] += 1
+        remaining -= 1
+      }
+    }
+    let end = (0..<stages).map { free[$0] + costs[$0].commit }.max() ?? 0
+    return SimulatedStep(seconds: end, busy: busy, spans: spans)
+  }
+
+  /// What `action` costs on a stage of `costs`: a backward without a `W`
+  /// of its own computes both gradients.
+  private func seconds(of action: PipelineAction, costs: StageCosts) -> Double {
+    switch action.kind {
+    case .forward: costs.forward
+    case .weights: costs.weightGradient
+    case .backward:
+      splitsBackward(stage: action.stage, microBatch: action.microBatch)
+        ? costs.inputGradient : costs.inputGradient + costs.weightGradient
+    }
+  }
+}

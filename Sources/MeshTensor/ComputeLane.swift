@@ -1,0 +1,38 @@
+import Dispatch
+import Synchronization
+
+/// Runs CPU-bound work (timing a model, solving normal equations) on
+/// dispatch threads of its own rather than on Swift's cooperative threads,
+/// which must stay free to serve calls; at most `width` pieces at once, and
+/// more are refused rather than queued, so callers cannot pile work up.
+public final class ComputeLane: Sendable {
+  /// Pieces of work that may run at once.
+  public let width: Int
+  private let queue: DispatchQueue
+  private let running = Mutex(0)
+
+  public init(label: String, width: Int = 1) {
+    precondition(width >= 1, "a lane runs at least one piece of work")
+    self.width = width
+    queue = DispatchQueue(label: label, qos: .utility, attributes: width > 1 ? .concurrent : [])
+  }
+
+  /// Runs `work` on the lane and returns its result; throws `busy` at once
+  /// when `width` pieces run already.
+  public func run<Result: Sendable>(
+    orThrow busy: @autoclosure () -> any Error, _ work: @escaping @Sendable () throws -> Result
+  ) async throws -> Result {
+    let admitted = running.withLock { running in
+      guard running < width else { return false }
+      running += 1
+      return true
+    }
+    guard admitted else { throw busy() }
+    return try await withCheckedThrowingContinuation { continuation in
+      queue.async { [self] in
+        defer { running.withLock { $0 -= 1 } }
+        continuation.resume(with: Swift.Result { try work() })
+      }
+    }
+  }
+}
