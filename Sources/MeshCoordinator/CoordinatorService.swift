@@ -122,13 +122,6 @@ public final class CoordinatorService: RPCService, Sendable {
       _ = try caller(context)
       let model = try makeModel(request.model)
       let memory = request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : StageMemory.mostSlots
-      let budget = Self.leastBudget(await pool.ask(CallOptions(timeout: .seconds(2))))
-      let splitPoints = request.splitPoints.map { Int($0) }
-      let stages =
-        request.stages != 0
-        ? Int(request.stages) : defaultStages(model, splitPoints: splitPoints, budget: budget, memory: memory)
-      // A plan this coordinator's pool can run must fit its partitions' memory.
-      let poolCanRun = (1...max(1, pool.members.count)).contains(stages)
       guard (0...4096).contains(request.microBatchRows), (0...4096).contains(request.microBatches) else {
         throw RPCError(
           .invalidArgument,
@@ -138,6 +131,13 @@ public final class CoordinatorService: RPCService, Sendable {
       if case .UNRECOGNIZED(let value) = request.schedule {
         throw RPCError(.invalidArgument, "schedule \(value) is no ScheduleKind; give one of those TrainRequest takes")
       }
+      let budget = Self.leastBudget(await pool.ask(CallOptions(timeout: .seconds(2))))
+      let splitPoints = request.splitPoints.map { Int($0) }
+      let stages =
+        request.stages != 0
+        ? Int(request.stages) : defaultStages(model, splitPoints: splitPoints, budget: budget, memory: memory)
+      // A plan this coordinator's pool can run must fit its partitions' memory.
+      let poolCanRun = (1...max(1, pool.members.count)).contains(stages)
       let budgets = poolCanRun ? Array(repeating: budget, count: stages) : []
       // Checked before anything is timed.
       _ = try Planner.plan(model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory)
@@ -317,8 +317,12 @@ public final class CoordinatorService: RPCService, Sendable {
       }
       let file = try resolveDataFile(request.uri)
       // Read, not mapped: the file is a user's, and may change while it is read.
-      guard FileManager.default.fileExists(atPath: file.path) else {
+      var isDirectory: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: file.path, isDirectory: &isDirectory) else {
         throw RPCError(.notFound, "no file \(request.uri.echoed) in the coordinator's data directory")
+      }
+      guard !isDirectory.boolValue else {
+        throw RPCError(.invalidArgument, "\(request.uri.echoed) is a directory, not a safetensors file")
       }
       guard let contents = FileManager.default.contents(atPath: file.path) else {
         throw RPCError(.permissionDenied, "the coordinator may not read \(request.uri.echoed) in its data directory")

@@ -64,13 +64,17 @@ enum ModelUpload {
         throw RPCError(.invalidArgument, "the messages carry more than the \(size) bytes size_bytes declared")
       }
       file.append(message.data)
-      guard ContinuousClock.now < deadline else {
+      let left = deadline - ContinuousClock.now
+      guard file.count == size || left > .zero else {
         throw RPCError(
           .deadlineExceeded,
           "the upload came slower than \(slowestBytesPerSecond >> 20) MiB/s after its first minute "
             + "(\(file.count) of \(size) bytes); nothing was registered")
       }
-      guard let next = try await messages.next(within: idleLimit) else { break }
+      // Once the bytes are all here, only the stream's end is awaited.
+      guard let next = try await messages.next(within: file.count == size ? idleLimit : min(idleLimit, left)) else {
+        break
+      }
       guard !next.hasModel, next.sizeBytes == 0 else {
         throw RPCError(.invalidArgument, "model and size_bytes belong in the first message of an upload only")
       }

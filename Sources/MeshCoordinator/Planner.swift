@@ -60,7 +60,8 @@ public enum Planner {
     /// With measured times, the step a PlanRequest asks about (its
     /// micro-batches, 4 when unset, and schedule, 1F1B when unset).
     public func predictedStepSeconds(for request: Pipemesh_V1_PlanRequest) -> Double? {
-      predictedStepSeconds(
+      if case .UNRECOGNIZED = request.schedule { return nil }
+      return predictedStepSeconds(
         microBatches: request.microBatches == 0 ? 4 : Int(request.microBatches),
         schedule: TrainingJob.scheduleKind(request.schedule))
     }

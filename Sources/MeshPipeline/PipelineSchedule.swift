@@ -24,13 +24,15 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
   public let microBatches: Int
   /// `actions[s]` is stage s's list, in the order it runs them.
   public let actions: [[PipelineAction]]
+  /// The weights actions of every stage: each marks its backward as split.
+  private let weightsActions: Set<PipelineAction>
 
   public init(kind: ScheduleKind, stages: Int, microBatches: Int) {
     precondition(stages > 0 && microBatches > 0, "a schedule needs stages and micro-batches")
     self.kind = kind
     self.stages = stages
     self.microBatches = microBatches
-    actions = (0..<stages).map { stage in
+    let actions: [[PipelineAction]] = (0..<stages).map { stage in
       switch kind {
       case .gpipe:
         return (0..<microBatches).map { .forward(stage, $0) } + (0..<microBatches).map { .backward(stage, $0) }
@@ -46,6 +48,12 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
         return Self.zeroBubbleH1(stage: stage, stages: stages, microBatches: microBatches)
       }
     }
+    self.actions = actions
+    weightsActions = Self.weightsActions(of: actions)
+  }
+
+  private static func weightsActions(of actions: [[PipelineAction]]) -> Set<PipelineAction> {
+    Set(actions.joined().filter { $0.kind == .weights })
   }
 
   /// Stage `stage`'s ZB-H1 list: 1F1B's forwards and backwards, each
@@ -72,7 +80,7 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
   /// stage's list has a `W` for it): it then computes the input gradient
   /// only, and the `W` the weight gradients.
   public func splitsBackward(stage: Int, microBatch: Int) -> Bool {
-    actions[stage].contains(.weights(stage, microBatch))
+    weightsActions.contains(.weights(stage, microBatch))
   }
 
   /// How many ticks an action takes on the unit clock: a forward, a split
@@ -88,6 +96,7 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
     self.stages = stages
     self.microBatches = microBatches
     self.actions = actions
+    weightsActions = Self.weightsActions(of: actions)
   }
 
   /// The most micro-batches each stage holds at once (forwards done whose

@@ -27,7 +27,7 @@ public struct StageCosts: Sendable, Equatable {
 /// The link between neighbouring stages: a micro-batch's activations (or
 /// their gradient) of `bytes` arrive `latency + bytes / bytesPerSecond`
 /// after they were computed; each direction of a link carries one tensor at
-/// a time.
+/// a time, in the order the receiving stage's list takes them.
 public struct LinkModel: Sendable, Equatable {
   public var latency: Double
   public var bytesPerSecond: Double
@@ -55,7 +55,8 @@ public struct SimulatedStep: Sendable {
   /// When each action started and ended.
   public let spans: [PipelineAction: ClosedRange<Double>]
 
-  /// The share of the stages' time spent computing: 1 without a bubble.
+  /// The share of the stages' time spent computing: 1 without a bubble
+  /// (and without commits, which count as time not computing).
   public var efficiency: Double {
     seconds == 0 ? 1 : busy.reduce(0, +) / (seconds * Double(busy.count))
   }
@@ -66,13 +67,20 @@ extension PipelineSchedule {
   /// `link`, where `activationBytes[s]` travel from stage s to s + 1 per
   /// micro-batch (and as many bytes of gradient back): each stage runs its
   /// list in order, an action starts once its stage is free and its inputs
-  /// have arrived. An unsplit backward costs both halves. Throws when the
-  /// lists are incomplete or would deadlock.
+  /// have arrived. An unsplit backward costs both halves and, as a stage
+  /// runs it, sends its input gradient on before it computes its weight
+  /// gradients. Throws when the lists are incomplete or would deadlock.
   public func simulate(costs: [StageCosts], link: LinkModel, activationBytes: [Int]) throws(ScheduleError)
     -> SimulatedStep
   {
     precondition(costs.count == stages, "one cost per stage")
-    precondition(activationBytes.count >= stages - 1, "bytes for each link between stages")
+    precondition(
+      costs.allSatisfy {
+        [$0.forward, $0.inputGradient, $0.weightGradient, $0.commit].allSatisfy { $0.isFinite && $0 >= 0 }
+      },
+      "costs are finite seconds, none negative")
+    precondition(link.bytesPerSecond > 0 && link.latency.isFinite && link.latency >= 0, "a link moves bytes")
+    precondition(activationBytes.count >= stages - 1 && activationBytes.allSatisfy { $0 >= 0 }, "bytes for each link")
     _ = try timeline()  // complete and deadlock-free, or the error shows where it stalls
     var next = [Int](repeating: 0, count: stages)
     var free = [Double](repeating: 0, count: stages)
@@ -89,11 +97,14 @@ extension PipelineSchedule {
         guard dependencies.allSatisfy({ spans[$0] != nil }) else { continue }
         var ready = free[stage]
         for dependency in dependencies {
-          let done = spans[dependency]!.upperBound
+          let span = spans[dependency]!
           guard dependency.stage != stage else {
-            ready = max(ready, done)
+            ready = max(ready, span.upperBound)
             continue
           }
+          // A backward hands its input gradient on before it computes its weight gradients.
+          let done =
+            dependency.kind == .backward ? span.lowerBound + costs[dependency.stage].inputGradient : span.upperBound
           // A tensor from a neighbour: over the link between them, in its direction.
           let lower = min(stage, dependency.stage)
           let bytes = Double(activationBytes[lower])

@@ -30,8 +30,10 @@ public final class ComputeLane: Sendable {
     guard admitted else { throw busy() }
     return try await withCheckedThrowingContinuation { continuation in
       queue.async { [self] in
-        defer { running.withLock { $0 -= 1 } }
-        continuation.resume(with: Swift.Result { try work() })
+        let result = Swift.Result { try work() }
+        // Free before the caller resumes, so that it may run again at once.
+        running.withLock { $0 -= 1 }
+        continuation.resume(with: result)
       }
     }
   }

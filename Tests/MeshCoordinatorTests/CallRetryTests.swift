@@ -96,7 +96,14 @@ import Testing
       let progress = try await train(client, "repeated")
       #expect(progress.last?.done == true, "\(mesh.logText)")
       let losses = progress.filter { $0.step > 0 && !$0.evaluated && !$0.done }.map(\.loss)
-      #expect(losses == expected.filter { $0.step > 0 && !$0.evaluated && !$0.done }.map(\.loss))
+      // How each job ran (its split, planned from times measured then), for a failure to tell.
+      let options = [
+        try await referenceClient.call(CoordinatorMethods.getJob, .with { $0.job = "answered" }).options,
+        try await client.call(CoordinatorMethods.getJob, .with { $0.job = "repeated" }).options,
+      ]
+      #expect(
+        losses == expected.filter { $0.step > 0 && !$0.evaluated && !$0.done }.map(\.loss),
+        "split points \(options.map(\.splitPoints)), stages \(options.map(\.stages))")
       #expect(try await infer(client, "repeated").scalars == expectedOutputs.scalars)
     }
     // Every call was sent twice: its first answer lost, the repeat answered.

@@ -118,10 +118,7 @@ import Testing
   func aClientStreamThatStallsIsEndedByItsServer(transport: TestTransport) async throws {
     let probe = ProbeService()
     try await withChannel(transport, [probe]) { client in
-      let prompt = try await client.clientStream(ProbeService.collectPatiently, options: .init()) { writer in
-        for piece in ["a", "b", "c"] { try await writer.write(echoRequest(Data(piece.utf8))) }
-      }
-      #expect(prompt.payload == Data("abc".utf8))
+      // (ModelUploadTests shows requests read within the limit.)
       let error = await #expect(throws: RPCError.self) {
         _ = try await client.clientStream(ProbeService.collectPatiently, options: .init()) { writer in
           try await writer.write(echoRequest(Data("a".utf8)))

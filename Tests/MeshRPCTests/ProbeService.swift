@@ -23,8 +23,8 @@ final class ProbeService: RPCService, Sendable {
   static let collect = ClientStreamingMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(
     service: name, name: "Collect")
 
-  /// As `collect`, waiting at most half a second for each request after
-  /// the first.
+  /// As `collect`, waiting at most 2 seconds for each request after the
+  /// first.
   static let collectPatiently = ClientStreamingMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(
     service: name, name: "CollectPatiently")
 
@@ -85,7 +85,7 @@ final class ProbeService: RPCService, Sendable {
     router.clientStreaming(Self.collectPatiently) { requests, _ in
       var response = Pipemesh_V1_EchoResponse()
       var iterator = requests.makeAsyncIterator()
-      while let request = try await iterator.next(within: .milliseconds(500)) {
+      while let request = try await iterator.next(within: .seconds(2)) {
         response.payload += request.payload
         response.sequence += 1
       }

@@ -25,6 +25,8 @@
 //                  configuration, each its reference then its mesh run)
 //   pipeline-bench --single-process [--quick] [--batch N] [--micro-batches M]
 //                  (one single-process training; prints its samples/s)
+//   pipeline-bench --simulate
+//                  (the simulator's table for K = 4…64 stages; see Simulation.swift)
 import Foundation
 import MeshOps
 import MeshPipeline
@@ -34,6 +36,10 @@ import MeshTensor
 import MeshWire
 
 let arguments = CommandLine.arguments
+if arguments.contains("--simulate") {
+  try printSimulationTable()
+  exit(0)
+}
 let onlySingleProcess = arguments.contains("--single-process")
 // The output directory comes first (a flag there is a mistake, or --help); --single-process needs none.
 guard arguments.count >= 2, onlySingleProcess || !arguments[1].hasPrefix("-") else {
@@ -148,8 +154,8 @@ struct Result: Codable {
   /// The ideal for the same arithmetic on this machine: S_K(M)·M/(M+K−1).
   let sameArithmeticIdeal: Double
   let busyFraction: [Double]
-  /// What the schedule simulator predicts from the last round's trace.
-  let simulated: Double
+  /// What the schedule simulator predicts from the last round's trace (nil without one).
+  let simulated: Double?
   let coordinatorCPU: Double
   /// Each service's CPU use over the measured steps, in cores, by name.
   let cpu: [String: Double]
@@ -240,12 +246,13 @@ func trainOnce(
 /// The step the schedule simulator predicts from one step's trace: each
 /// stage's mean forward, backward (and weights) and commit as they were
 /// timed, and the mean transfer as the link's latency; samples/s of `batch`.
+/// Nil without a trace.
 func simulatedSamplesPerSecond(trace: String, schedule: Pipemesh_V1_ScheduleKind, stages: Int, microBatches: Int)
-  throws -> Double
+  throws -> Double?
 {
-  guard let root = try JSONSerialization.jsonObject(with: Data(trace.utf8)) as? [String: Any],
+  guard let root = try? JSONSerialization.jsonObject(with: Data(trace.utf8)) as? [String: Any],
     let events = root["traceEvents"] as? [[String: Any]]
-  else { return 0 }
+  else { return nil }
   var durations: [String: [Double]] = [:]
   for event in events where event["ph"] as? String == "X" {
     guard let category = event["cat"] as? String, let seconds = (event["dur"] as? Double).map({ $0 / 1e6 }),
@@ -273,7 +280,7 @@ func simulatedSamplesPerSecond(trace: String, schedule: Pipemesh_V1_ScheduleKind
   let step = try PipelineSchedule(kind: kind, stages: stages, microBatches: microBatches).simulate(
     costs: costs, link: LinkModel(latency: mean("transfer"), bytesPerSecond: .infinity),
     activationBytes: Array(repeating: 0, count: stages))
-  return Double(batch) / step.seconds
+  return step.seconds > 0 ? Double(batch) / step.seconds : nil
 }
 
 func median(_ values: [Double]) -> Double {

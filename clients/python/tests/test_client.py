@@ -120,6 +120,13 @@ def test_jobs_and_models_are_listed_shown_and_exported(mesh, trained, tmp_path):
         assert (tmp_path / "blobs.safetensors").stat().st_size == record.weights_bytes
         plan = client.plan(MODEL, stages=2)
         assert len(plan.stages) == 2
+        one_f_one_b = client.plan(MODEL, stages=2, micro_batches=8, schedule="1f1b")
+        zero_bubble = client.plan(MODEL, stages=2, micro_batches=8, schedule="zb-h1")
+        if one_f_one_b.measured_on:  # the pool's partitions timed the model
+            assert 0 < zero_bubble.predicted_step_seconds
+            assert one_f_one_b.predicted_step_seconds > 0
+        with pytest.raises(ValueError, match="schedule"):
+            client.plan(MODEL, stages=2, schedule="interleaved")
         assert {m.state for m in client.pool().members} <= {api.MEMBER_STATE_FREE, api.MEMBER_STATE_BUSY}
 
 

@@ -177,10 +177,18 @@ class Client:
         request.data.CopyFrom(_data(inputs, targets, dataset))
         return self._call("Solve", request)
 
-    def plan(self, model: ModelLike, stages: int = 0, split_points: Sequence[int] = ()) -> pb.PlanResponse:
-        """How the coordinator would split `model` into stages (0: over its pool's partitions)."""
-        return self._call("Plan", pb.PlanRequest(model=model_spec(model), stages=stages,
-                                                 split_points=list(split_points)))
+    def plan(self, model: ModelLike, stages: int = 0, split_points: Sequence[int] = (), *, micro_batches: int = 0,
+             schedule: str | None = None, estimate: bool = False) -> pb.PlanResponse:
+        """How the coordinator would split `model` into stages (0: over its pool's partitions): with
+        times measured on a partition (unless `estimate`), each stage's and the step of
+        `micro_batches` (0: 4) the `schedule` ("gpipe", "1f1b", "zb-h1"; None: 1F1B) would take."""
+        request = pb.PlanRequest(model=model_spec(model), stages=stages, split_points=list(split_points),
+                                 micro_batches=micro_batches, estimate=estimate)
+        if schedule is not None:
+            if schedule not in _SCHEDULES:
+                raise ValueError(f"schedule is {schedule!r}; give one of {', '.join(_SCHEDULES)}")
+            request.schedule = _SCHEDULES[schedule]
+        return self._call("Plan", request)
 
     # Inference
 

@@ -259,6 +259,7 @@ class CoordinatorServicer:
         regression, or ridge regression with the loss's l2 — in closed form, on the training split a
         Train of the same data, validation_fraction and shuffle_seed would use, minimising the same
         objective gradient descent does; with `name`, registers it as that model's next version.
+        RESOURCE_EXHAUSTED while the coordinator solves 2 others (ask again once one is done).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
