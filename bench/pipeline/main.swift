@@ -10,7 +10,7 @@
 // caches and memory), measured just before each configuration's mesh run.
 // Also per-stage busy fraction, the bubble, the coordinator's CPU use, the
 // Chrome trace of one step, and the step the schedule simulator predicts from
-// that trace's stage, transfer and commit times.
+// the stage, transfer and commit times of the measured steps' traces.
 //
 // The batch (2,048 by default) is large enough that a micro-batch of an
 // eighth of it multiplies at the whole batch's sgemm speed, which the ideal
@@ -154,7 +154,7 @@ struct Result: Codable {
   /// The ideal for the same arithmetic on this machine: S_K(M)·M/(M+K−1).
   let sameArithmeticIdeal: Double
   let busyFraction: [Double]
-  /// What the schedule simulator predicts from the last round's trace (nil without one).
+  /// What the schedule simulator predicts from the traces of the last round's steps (nil without one).
   let simulated: Double?
   let coordinatorCPU: Double
   /// Each service's CPU use over the measured steps, in cores, by name.
@@ -205,6 +205,8 @@ struct Round {
   var busyFraction: [Double]
   var cpu: [String: Double]
   var trace: String
+  /// The traces of the measured steps, as GetJob gave them while the job ran.
+  var stepTraces: [String]
 }
 
 func trainOnce(
@@ -216,6 +218,7 @@ func trainOnce(
     schedule: schedule, learningRate: 0.01)
   var measured: [Pipemesh_V1_TrainProgress] = []
   var trace = ""
+  var stepTraces: [String] = []
   // The services' CPU over the measured steps: from the end of the warm-up
   // step to the end of the last one (job setup excluded).
   var cpuWindow: (start: [String: Double], startedAt: ContinuousClock.Instant)?
@@ -228,6 +231,14 @@ func trainOnce(
       cpuWindow = (cpuByService(), .now)
     } else {
       measured.append(progress)
+      // The newest steady step's trace, while the job runs.
+      let live = try await client.call(
+        CoordinatorMethods.getJob,
+        .with {
+          $0.job = job
+          $0.history = true
+        })
+      if !live.traceJson.isEmpty, live.traceJson != stepTraces.last { stepTraces.append(live.traceJson) }
       if let window = cpuWindow, progress.step == progress.totalSteps {
         let elapsed = (ContinuousClock.now - window.startedAt).seconds
         cpu = cpuByService().mapValues { $0 / elapsed }.merging(
@@ -240,19 +251,23 @@ func trainOnce(
   let busy = (0..<stages).map { stage in
     measured.reduce(0) { $0 + ($1.stages.first { $0.stage == Int32(stage) }?.busySeconds ?? 0) } / wall
   }
-  return Round(samplesPerSecond: Double(batch * measured.count) / wall, busyFraction: busy, cpu: cpu, trace: trace)
+  return Round(
+    samplesPerSecond: Double(batch * measured.count) / wall, busyFraction: busy, cpu: cpu, trace: trace,
+    stepTraces: stepTraces)
 }
 
-/// The step the schedule simulator predicts from one step's trace: each
-/// stage's mean forward, backward (and weights) and commit as they were
-/// timed, and the mean transfer as the link's latency; samples/s of `batch`.
-/// Nil without a trace.
-func simulatedSamplesPerSecond(trace: String, schedule: Pipemesh_V1_ScheduleKind, stages: Int, microBatches: Int)
+/// The step the schedule simulator predicts from the traces of a run's
+/// steps: each stage's mean forward, backward (and weights) and commit as
+/// they were timed, and the mean transfer as the link's latency; samples/s
+/// of `batch`. Nil without a trace.
+func simulatedSamplesPerSecond(traces: [String], schedule: Pipemesh_V1_ScheduleKind, stages: Int, microBatches: Int)
   throws -> Double?
 {
-  guard let root = try? JSONSerialization.jsonObject(with: Data(trace.utf8)) as? [String: Any],
-    let events = root["traceEvents"] as? [[String: Any]]
-  else { return nil }
+  let events = traces.flatMap { trace in
+    ((try? JSONSerialization.jsonObject(with: Data(trace.utf8)) as? [String: Any])?["traceEvents"] as? [[String: Any]])
+      ?? []
+  }
+  guard !events.isEmpty else { return nil }
   var durations: [String: [Double]] = [:]
   for event in events where event["ph"] as? String == "X" {
     guard let category = event["cat"] as? String, let seconds = (event["dur"] as? Double).map({ $0 / 1e6 }),
@@ -329,7 +344,8 @@ for stages in stageCounts {
         sameArithmeticIdeal: sameArithmetic * Double(microBatches) / Double(microBatches + stages - 1),
         busyFraction: last.busyFraction,
         simulated: try simulatedSamplesPerSecond(
-          trace: last.trace, schedule: scheduleKinds[name]!, stages: stages, microBatches: microBatches),
+          traces: last.stepTraces.isEmpty ? [last.trace] : last.stepTraces, schedule: scheduleKinds[name]!,
+          stages: stages, microBatches: microBatches),
         coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
       print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
       try last.trace.write(
