@@ -156,6 +156,8 @@ struct Result: Codable {
   let busyFraction: [Double]
   /// What the schedule simulator predicts from the traces of the last round's steps (nil without one).
   let simulated: Double?
+  /// What `pipemesh plan` predicts, from layer times alone (nil when it predicts nothing).
+  let planned: Double?
   let coordinatorCPU: Double
   /// Each service's CPU use over the measured steps, in cores, by name.
   let cpu: [String: Double]
@@ -336,6 +338,20 @@ for stages in stageCounts {
     let sameArithmetic = median(references)
     for name in schedules {
       let last = rounds[name]!.last!
+      // What `pipemesh plan` predicts for this configuration: layer times a partition measures
+      // (for fewer rows when a micro-batch is too big to time), no transfers, no commits.
+      let plan = try await client.call(
+        CoordinatorMethods.plan,
+        .with {
+          $0.model = spec
+          $0.stages = Int32(stages)
+          $0.microBatchRows = Int32(min(4096, batch / microBatches))
+          $0.microBatches = Int32(microBatches)
+          $0.schedule = scheduleKinds[name]!
+        })
+      let planned =
+        plan.predictedStepSeconds > 0
+        ? Double(Int(plan.measuredRows) * microBatches) / plan.predictedStepSeconds : nil
       let result = Result(
         schedule: name, stages: stages, microBatches: microBatches, rounds: roundCount,
         samplesPerSecond: median(rounds[name]!.map(\.samplesPerSecond)), singleProcess: single,
@@ -346,7 +362,7 @@ for stages in stageCounts {
         simulated: try simulatedSamplesPerSecond(
           traces: last.stepTraces.isEmpty ? [last.trace] : last.stepTraces, schedule: scheduleKinds[name]!,
           stages: stages, microBatches: microBatches),
-        coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
+        planned: planned, coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
       print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
       try last.trace.write(
         toFile: "\(output)/trace-\(name)-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
