@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-/// Libraries behind `pkg-config --libs-only-l grpc++ protobuf` on Debian 12,
+/// Libraries behind `pkg-config --libs-only-l grpc++` on Debian 12,
 /// de-duplicated. Listed by name: SwiftPM's pkgConfig expansion of absl's
 /// graph overflows the linker's argument list.
 let grpcLibraries: [String] = [
@@ -62,7 +62,7 @@ let grpcLibraries: [String] = [
     "absl_time_zone",
     "absl_bad_variant_access",
     "absl_log_severity",
-    "protobuf",]
+]
 
 let package = Package(
   name: "pipemesh",

@@ -8,7 +8,6 @@
 
 #include <map>
 #include <mutex>
-#include <set>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -162,8 +161,11 @@ struct pm_server_call final : public StreamHandler {
   void OnRead(bool ok) override {
     if (!handed_over_) {
       if (!ok) {
-        FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                "the call carried no request message"));
+        // A bidirectional stream may be empty; any other call needs a request.
+        FinishOnce(handler_.kind == PM_METHOD_BIDI_STREAMING
+                       ? grpc::Status::OK
+                       : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                      "the call carried no request message"));
         return;
       }
       handed_over_ = true;
@@ -190,8 +192,9 @@ struct pm_server_call final : public StreamHandler {
   // stream ended, reads the end at once.
   void Read(pm_read_done done, void *context) {
     std::unique_lock<std::mutex> lock(mutex_);
-    bool over = handler_.kind != PM_METHOD_CLIENT_STREAMING || finished_ || cancelled_ ||
-                reading_ || input_ended_;
+    bool streams_in = handler_.kind == PM_METHOD_CLIENT_STREAMING ||
+                      handler_.kind == PM_METHOD_BIDI_STREAMING;
+    bool over = !streams_in || finished_ || cancelled_ || reading_ || input_ended_;
     if (!over) {
       read_done_ = done;
       read_done_context_ = context;
@@ -283,7 +286,8 @@ struct pm_server_call final : public StreamHandler {
   }
 
   void FinishWith(int code, const char *message, pm_outgoing_bytes response) {
-    bool has_response = code == PM_STATUS_OK && handler_.kind != PM_METHOD_SERVER_STREAMING;
+    bool has_response = code == PM_STATUS_OK && (handler_.kind == PM_METHOD_UNARY ||
+                                                 handler_.kind == PM_METHOD_CLIENT_STREAMING);
     if (!has_response) {
       DropOutgoingBytes(response);
       FinishOnce(grpc::Status(static_cast<grpc::StatusCode>(code), message ? message : ""));
@@ -357,10 +361,6 @@ namespace {
 class Router {
  public:
   std::map<std::string, MethodHandler> handlers;
-  std::shared_ptr<const pipemesh::ReflectionIndex> reflection;
-  // The services behind `handlers`, and health; set when the server starts.
-  std::shared_ptr<const std::vector<std::string>> services;
-  std::shared_ptr<pipemesh::HealthRegistry> health = std::make_shared<pipemesh::HealthRegistry>();
   grpc::AsyncGenericService service;
   std::shared_ptr<pipemesh::ServerGate> gate = std::make_shared<pipemesh::ServerGate>();
 
@@ -393,10 +393,6 @@ class Router {
   std::unique_ptr<StreamHandler> HandlerFor(const std::string &method) const {
     auto found = handlers.find(method);
     if (found != handlers.end()) return std::make_unique<pm_server_call>(found->second);
-    if (auto health_handler = health->HandlerFor(method)) return health_handler;
-    if (reflection && pipemesh::IsReflectionMethod(method)) {
-      return pipemesh::MakeReflectionHandler(reflection, services);
-    }
     return std::make_unique<FinishingHandler>(grpc::Status(
         grpc::StatusCode::UNIMPLEMENTED, "unknown method " + method + " on this server"));
   }
@@ -437,23 +433,13 @@ extern "C" {
 
 pm_server *pm_server_create(const char *address,
                             const pm_transport_config *transport,
-                            const uint8_t *descriptor_set,
-                            size_t descriptor_set_length, pm_error *error) {
+                            pm_error *error) {
   auto server = std::make_unique<pm_server>();
   server->address = pipemesh::OrEmpty(address);
   if (transport != nullptr) server->transport = *transport;
   server->transport.tls = nullptr;  // not kept: credentials are built now
   server->credentials = ServerCredentials(transport ? transport->tls : nullptr);
-  if (descriptor_set != nullptr && descriptor_set_length > 0) {
-    std::string reason;
-    server->router.reflection = pipemesh::BuildReflectionIndex(
-        descriptor_set, descriptor_set_length, &reason);
-    if (!server->router.reflection) {
-      SetError(error, PM_STATUS_INVALID_ARGUMENT,
-               "the descriptor set for reflection is invalid: " + reason);
-      return nullptr;
-    }
-  }
+  (void)error;  // nothing can fail before the server starts
   return server.release();
 }
 
@@ -464,13 +450,6 @@ void pm_server_register(pm_server *server, const char *method,
 }
 
 int pm_server_start(pm_server *server, pm_error *error) {
-  std::set<std::string> services{"grpc.health.v1.Health"};
-  for (const auto &entry : server->router.handlers) {
-    // "/package.Service/Method" -> "package.Service"
-    services.insert(entry.first.substr(1, entry.first.rfind('/') - 1));
-  }
-  server->router.services = std::make_shared<const std::vector<std::string>>(
-      services.begin(), services.end());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(server->address, server->credentials, &port);
@@ -513,16 +492,10 @@ int pm_server_start(pm_server *server, pm_error *error) {
   return port;
 }
 
-void pm_server_set_serving(pm_server *server, const char *service,
-                           int serving) {
-  server->router.health->Set(pipemesh::OrEmpty(service), serving != 0);
-}
-
 void pm_server_shutdown(pm_server *server, int64_t deadline_ms) {
   std::lock_guard<std::mutex> lock(server->shutdown_mutex);
   if (server->shut_down || !server->server) return;
   server->shut_down = true;
-  server->router.health->Shutdown();
   server->server->Shutdown(pipemesh::DeadlineAfter(deadline_ms));
   server->server->Wait();
   // Every call is over now; what is still queued completes with ok = false.

@@ -1,4 +1,4 @@
-// The server's internals, shared by the server and its reflection service.
+// The server's internals: a call's stream and the handlers it drives.
 //
 // Calls are driven by grpc++'s completion-queue API: each server runs one
 // thread of its own polling one completion queue, so a request is read,
@@ -10,10 +10,7 @@
 #include <grpcpp/generic/async_generic_service.h>
 
 #include <atomic>
-#include <map>
 #include <memory>
-#include <mutex>
-#include <set>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -119,53 +116,6 @@ class ServerStream {
   Tag finish_tag_{this, Operation::kFinish};
   Tag done_tag_{this, Operation::kDone};
 };
-
-class HealthWatch;
-
-// The grpc.health.v1.Health statuses of one server ("" is the whole server,
-// SERVING from the start) and the Check and Watch calls that report them.
-class HealthRegistry : public std::enable_shared_from_this<HealthRegistry> {
- public:
-  HealthRegistry();
-
-  void Set(const std::string &service, bool serving);
-  // Reports every service NOT_SERVING, ends the watches, ignores later Sets.
-  void Shutdown();
-
-  // The handler for a Health method; NULL for any other method.
-  std::unique_ptr<StreamHandler> HandlerFor(const std::string &method);
-
- private:
-  friend class HealthWatch;
-  friend class CheckHandler;
-  static constexpr int kServing = 1;
-  static constexpr int kNotServing = 2;
-
-  int Status(const std::string &service);
-  void AddWatch(HealthWatch *watch);
-  void RemoveWatch(HealthWatch *watch);
-
-  std::mutex mutex_;
-  std::map<std::string, int> statuses_;
-  std::set<HealthWatch *> watches_;
-  bool shut_down_ = false;
-};
-
-class ReflectionIndex;
-
-// Answers grpc.reflection.v1 and v1alpha ServerReflectionInfo calls from the
-// descriptor set the server was given, listing `services` (those the server
-// serves) and the reflection services themselves.
-std::unique_ptr<StreamHandler> MakeReflectionHandler(
-    std::shared_ptr<const ReflectionIndex> index,
-    std::shared_ptr<const std::vector<std::string>> services);
-
-// Builds the lookup tables from a serialized FileDescriptorSet; NULL when the
-// bytes do not parse (the error says why).
-std::shared_ptr<const ReflectionIndex> BuildReflectionIndex(
-    const uint8_t *bytes, size_t length, std::string *error);
-
-bool IsReflectionMethod(const std::string &method);
 
 }  // namespace pipemesh
 

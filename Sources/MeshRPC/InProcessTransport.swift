@@ -139,6 +139,7 @@ extension InProcessServer {
     switch kind {
     case PM_METHOD_SERVER_STREAMING: "server-streaming"
     case PM_METHOD_CLIENT_STREAMING: "client-streaming"
+    case PM_METHOD_BIDI_STREAMING: "bidirectional-streaming"
     default: "unary"
     }
   }

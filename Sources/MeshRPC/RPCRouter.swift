@@ -119,6 +119,28 @@ extension RPCRouter {
   }
 }
 
+extension RPCRouter {
+  /// Handles a bidirectional-streaming method: the handler reads the requests
+  /// (the first is there when it starts) and writes responses as it goes;
+  /// returning ends the call with OK.
+  public mutating func bidiStreaming<Request, Response>(
+    _ method: BidiStreamingMethod<Request, Response>,
+    _ handler:
+      @escaping @Sendable (RequestStream<Request>, ResponseWriter<Response>, ServerContext) async throws -> Void
+  ) {
+    methods.append(
+      RegisteredMethod(path: method.path, kind: PM_METHOD_BIDI_STREAMING) { [admission] call in
+        do {
+          try admission?(method.path, call.context)
+          try await handler(RequestStream(call: call), ResponseWriter(call: call), call.context)
+          call.finishStream()
+        } catch {
+          call.finish(with: RPCError(answering: error))
+        }
+      })
+  }
+}
+
 /// What an inline handler answers: the response now, or work to run as a task.
 public enum InlineAnswer<Response: Sendable>: Sendable {
   case now(Response)

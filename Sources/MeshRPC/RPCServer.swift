@@ -2,8 +2,9 @@ import CGRPCShim
 import Foundation
 
 /// A gRPC server: listens, routes calls to its services' handlers, answers
-/// `grpc.health.v1.Health`, and server reflection from the descriptor set it
-/// is given (a `google.protobuf.FileDescriptorSet`; none: no reflection).
+/// `grpc.health.v1.Health` (`HealthService`), and server reflection
+/// (`ReflectionService`) from the descriptor set it is given (a
+/// `google.protobuf.FileDescriptorSet`; none: no reflection).
 ///
 /// ```swift
 /// let server = try RPCServer(services: [myService])
@@ -15,9 +16,10 @@ public final class RPCServer: Sendable {
   public let port: Int
   /// The host part of the address the server listens on.
   public let host: String
-  /// The full names of the methods the server's services registered.
+  /// The full names of the methods it serves: its services', health's and reflection's.
   public let methodPaths: [String]
   private let handle: ServerHandle
+  private let health: HealthService
 
   /// Starts serving `services` on `address` (`127.0.0.1:0` picks a free port).
   /// Every service is reported SERVING to health checks once this returns.
@@ -27,19 +29,18 @@ public final class RPCServer: Sendable {
     services: [any RPCService], reflection: Data? = nil,
     observer: (any RPCObserver)? = nil
   ) throws {
+    let names = services.map(\.serviceName)
+    health = HealthService(serving: names)
+    var standard: [any RPCService] = [health]
+    if let reflection {
+      standard.append(try ReflectionService(descriptorSet: reflection, services: names + [HealthMethods.service]))
+    }
     var router = RPCRouter()
-    for service in services { service.register(with: &router) }
+    for service in services + standard { service.register(with: &router) }
     methodPaths = router.methods.map(\.path)
 
     var error = pm_error()
-    let pointer: OpaquePointer? = transport.withCConfiguration { config in
-      if let reflection {
-        return reflection.withUnsafeBytes {
-          pm_server_create(address, config, $0.bindMemory(to: UInt8.self).baseAddress, $0.count, &error)
-        }
-      }
-      return pm_server_create(address, config, nil, 0, &error)
-    }
+    let pointer: OpaquePointer? = transport.withCConfiguration { pm_server_create(address, $0, &error) }
     guard let pointer else { throw RPCError(error) }
     let served = router.methods.map { ServedMethod($0, observer: observer) }
     handle = ServerHandle(pointer, methods: served)
@@ -52,7 +53,6 @@ public final class RPCServer: Sendable {
     guard port > 0 else { throw RPCError(error) }
     self.port = Int(port)
     host = String(address[..<(address.lastIndex(of: ":") ?? address.endIndex)])
-    for service in services { setServing(true, service: service.serviceName) }
   }
 
   /// `host:port` as clients dial it.
@@ -60,12 +60,13 @@ public final class RPCServer: Sendable {
 
   /// Sets what health checks report for `service` ("" is the whole server).
   public func setServing(_ serving: Bool, service: String = "") {
-    pm_server_set_serving(handle.pointer, service, serving ? 1 : 0)
+    health.setServing(serving, service: service)
   }
 
   /// Stops taking calls, gives running calls `gracePeriod` to finish, then
   /// cancels the rest. Health checks report NOT_SERVING from the start.
   public func shutdown(gracePeriod: Duration = .seconds(5)) async {
+    health.shutdown()
     let handle = self.handle
     let milliseconds = gracePeriod.milliseconds
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

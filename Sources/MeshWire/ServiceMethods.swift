@@ -1,20 +1,10 @@
 import MeshProto
 import MeshRPC
 
-// The methods of every service in protos/, typed. MeshProtoTests check this
-// table against the descriptor set, so a method added to a .proto file without
-// an entry here fails the tests.
-
-/// `grpc.health.v1.Health`, answered by every server.
-public enum HealthMethods {
-  public static let service = "grpc.health.v1.Health"
-  public static let check = UnaryMethod<Grpc_Health_V1_HealthCheckRequest, Grpc_Health_V1_HealthCheckResponse>(
-    service: service, name: "Check")
-  public static let watch = ServerStreamingMethod<
-    Grpc_Health_V1_HealthCheckRequest, Grpc_Health_V1_HealthCheckResponse
-  >(
-    service: service, name: "Watch")
-}
+// The methods of every service in protos/, typed (the standard gRPC ones,
+// HealthMethods and ReflectionMethods, are MeshRPC's, which serves them).
+// MeshWireTests check this table against the descriptor set, so a method
+// added to a .proto file without an entry here fails the tests.
 
 /// `pipemesh.v1.Diagnostics`, served by every Pipemesh process.
 public enum DiagnosticsMethods {
@@ -118,6 +108,7 @@ public enum CoordinatorMethods {
 /// Every method in the tables above.
 public let allServiceMethods: [RPCMethodDescription] = [
   HealthMethods.check.methodDescription, HealthMethods.watch.methodDescription,
+  ReflectionMethods.info.methodDescription,
   DiagnosticsMethods.echo.methodDescription, DiagnosticsMethods.echoStream.methodDescription,
   DiagnosticsMethods.describe.methodDescription,
   ParameterServerMethods.register.methodDescription, ParameterServerMethods.pull.methodDescription,

@@ -46,6 +46,21 @@ import Testing
     }
   }
 
+  /// A watch of a service the server does not know says so, and follows it
+  /// once the server reports it.
+  @Test func aWatchOfAnUnknownServiceFollowsIt() async throws {
+    try await withServer([DiagnosticsService(role: "test")]) { server, client in
+      var request = Grpc_Health_V1_HealthCheckRequest()
+      request.service = "pipemesh.v1.Later"
+      var watch = client.stream(HealthMethods.watch, request).makeAsyncIterator()
+      let first = try await watch.next()?.status
+      #expect(first == .serviceUnknown)
+      server.setServing(true, service: "pipemesh.v1.Later")
+      let second = try await watch.next()?.status
+      #expect(second == .serving)
+    }
+  }
+
   /// Shutting down reports NOT_SERVING to watchers and ends their streams,
   /// so that an open Watch does not hold up a graceful shutdown.
   @Test func shutdownEndsWatches() async throws {

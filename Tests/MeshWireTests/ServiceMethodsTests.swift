@@ -14,9 +14,6 @@ import Testing
     for file in DescriptorSet(proto: set).files {
       for service in file.services {
         for method in service.methods {
-          #expect(
-            !(method.clientStreaming && method.serverStreaming),
-            "\(service.fullName).\(method.name): bidirectional streaming is not supported")
           declared.insert(
             RPCMethodDescription(
               path: "/\(service.fullName)/\(method.name)", request: method.inputType.fullName,

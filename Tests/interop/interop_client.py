@@ -7,8 +7,9 @@ on the first failed check.
 import sys
 
 import grpc
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -80,6 +81,34 @@ def main(target):
     check(echo.input_type.full_name == "pipemesh.v1.EchoRequest", "reflection describes Echo's request type")
     tensor = pool.FindMessageTypeByName("pipemesh.v1.Tensor")
     check([f.name for f in tensor.fields] == ["dtype", "shape", "data"], "reflection describes pipemesh.v1.Tensor")
+
+    # grpc.reflection.v1 has v1alpha's messages: several requests on one stream, answered in order.
+    info = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                 request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                 response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    answers = list(info(iter([
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="pipemesh.v1.Diagnostics.Echo"),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="pipemesh.v1.Nope"),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
+    ]), timeout=PATIENCE))
+    check(len(answers) == 3, f"v1 reflection answers each request of a stream ({len(answers)})")
+    names = [descriptor_pb2.FileDescriptorProto.FromString(raw).name
+             for raw in answers[0].file_descriptor_response.file_descriptor_proto]
+    check(names[-1] == "pipemesh/v1/diagnostics.proto" and answers[0].original_request.file_containing_symbol
+          == "pipemesh.v1.Diagnostics.Echo", f"v1 reflection finds a method's file, imports first ({names})")
+    check(answers[1].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0],
+          "an unknown symbol is a NOT_FOUND error response, and the stream goes on")
+    check(any(descriptor_pb2.FileDescriptorProto.FromString(raw).name == "grpc/reflection/v1/reflection.proto"
+              for raw in answers[2].file_descriptor_response.file_descriptor_proto),
+          "reflection describes itself")
+    garbage = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+    try:
+        list(garbage(iter([b"\xff\xff\xff"]), timeout=PATIENCE))
+        check(False, "garbage sent to reflection is refused")
+    except grpc.RpcError as error:
+        check(error.code() == grpc.StatusCode.INVALID_ARGUMENT, f"garbage sent to reflection is INVALID_ARGUMENT "
+              f"({error.code()}: {error.details()})")
+    check(list(garbage(iter([]), timeout=PATIENCE)) == [], "an empty reflection stream ends with OK")
 
     print(f"INTEROP OK {checks}", flush=True)
 

@@ -120,12 +120,15 @@ typedef enum pm_method_kind {
   PM_METHOD_UNARY = 0,
   PM_METHOD_SERVER_STREAMING = 1,
   /* The client sends a stream of messages, the server answers one. */
-  PM_METHOD_CLIENT_STREAMING = 2
+  PM_METHOD_CLIENT_STREAMING = 2,
+  /* Both send streams: the server reads and writes at the same time. */
+  PM_METHOD_BIDI_STREAMING = 3
 } pm_method_kind;
 
 /* Called once per incoming call to a registered method, on a gRPC thread,
  * with the request message (a client stream's first; the handler reads the
- * rest with `pm_server_call_read`). The receiver owns `call` (answer with
+ * rest with `pm_server_call_read`). A bidirectional call whose client sends
+ * nothing ends with OK without calling the handler. The receiver owns `call` (answer with
  * `pm_server_call_finish`, then `pm_server_call_release`) and `request`. */
 typedef void (*pm_server_handler)(void *handler_context, pm_server_call *call,
                                   pm_received_bytes request);
@@ -146,13 +149,12 @@ typedef void (*pm_read_done)(void *context, int has_message,
                              pm_received_bytes message);
 
 /* Creates a server that will listen on `address` ("127.0.0.1:0" picks a
- * port). `descriptor_set` (a serialized google.protobuf.FileDescriptorSet, may
- * be NULL) is what server reflection describes. Returns NULL and fills `error`
- * on failure. Destroy with `pm_server_destroy`. */
+ * port). It answers only the methods registered on it: health and reflection
+ * are services like any other. Returns NULL and fills `error` on failure.
+ * Destroy with `pm_server_destroy`. */
 pm_server *pm_server_create(const char *address,
                             const pm_transport_config *transport,
-                            const uint8_t *descriptor_set,
-                            size_t descriptor_set_length, pm_error *error);
+                            pm_error *error);
 
 /* Registers a handler for a full method name ("/pkg.Service/Method"). Only
  * before `pm_server_start`. `handler_context` must outlive the server. */
@@ -162,10 +164,6 @@ void pm_server_register(pm_server *server, const char *method,
 
 /* Binds and starts serving. Returns the bound port, or -1 with `error`. */
 int pm_server_start(pm_server *server, pm_error *error);
-
-/* Sets the grpc.health.v1 status of `service` ("" is the whole server). */
-void pm_server_set_serving(pm_server *server, const char *service,
-                           int serving);
 
 /* Stops accepting calls, lets running calls finish until `deadline_ms` from
  * now, then cancels the rest. Blocks: never call it on a gRPC thread. */
@@ -196,18 +194,19 @@ const char *pm_server_call_peer_identity(const pm_server_call *call);
 void pm_server_call_on_cancel(pm_server_call *call,
                               pm_server_cancel_handler handler, void *context);
 
-/* Streams one response (server-streaming methods). One write in flight at a
+/* Streams one response (server- and bidirectional-streaming methods). One write in flight at a
  * time: wait for `done` before the next. */
 void pm_server_call_write(pm_server_call *call, pm_outgoing_bytes message,
                           pm_write_done done, void *done_context);
 
-/* Reads the next message of a client stream (client-streaming methods). One
- * read in flight at a time: wait for `done` before the next. */
+/* Reads the next message of a client stream (client- and
+ * bidirectional-streaming methods). One read in flight at a time: wait for
+ * `done` before the next; a read and a write may be in flight together. */
 void pm_server_call_read(pm_server_call *call, pm_read_done done,
                          void *done_context);
 
-/* Ends the call: with `response` (unary or client-streaming, status OK; pass length 0 and NULL
- * data for streams) or with an error status and message. Once per call; a
+/* Ends the call: with `response` (unary or client-streaming, status OK; pass
+ * length 0 and NULL data when the server streams) or with an error status and message. Once per call; a
  * call already cancelled ignores the response. */
 void pm_server_call_finish(pm_server_call *call, int status_code,
                            const char *status_message,
