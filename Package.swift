@@ -141,6 +141,7 @@ let package = Package(
         "MeshRPC", "MeshPS", "MeshPSClient", "MeshPartition", "MeshCoordinator", "MeshDashboard", "MeshInProcess", "MeshTensor", "MeshData", "MeshOps", "MeshProto", "MeshWire",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
       ]
     ),

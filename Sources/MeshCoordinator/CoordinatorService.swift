@@ -471,7 +471,9 @@ public final class CoordinatorService: RPCService, Sendable {
     if let job = liveJob(request.job) {
       try Self.check(caller, mayUse: job.owner, of: "job \(job.name)", to: "use")
       let state = job.snapshot.state
-      if state == .running || state == .succeeded, let placement = job.placement { return .job(job, placement) }
+      if state == .running || (state == .succeeded && !job.request.discardModel), let placement = job.placement {
+        return .job(job, placement)
+      }
     }
     let stored = try await storedJob(request.job, for: caller, to: "use")
     switch stored.record.state {
@@ -481,8 +483,8 @@ public final class CoordinatorService: RPCService, Sendable {
     case .succeeded where !stored.record.model.isEmpty:
       return .model(try await storedModel(stored.record.model, field: "the job's model", for: caller, to: "use"))
     case .succeeded:
-      throw RPCError(
-        .failedPrecondition, "job \(request.job) registered no model (\(stored.record.error)): train it again to infer")
+      let why = stored.record.error.isEmpty ? "it was trained with discard_model" : stored.record.error
+      throw RPCError(.failedPrecondition, "job \(request.job) registered no model (\(why)): train it again to infer")
     default:
       throw RPCError(
         .failedPrecondition,
@@ -878,8 +880,14 @@ public final class CoordinatorService: RPCService, Sendable {
           let failure = await job.run(
             on: placement, report: tell, move: { [pool, job] in Self.move(job, placement, pool) },
             restarts: { mayRestart && Self.isMemberFailure($0) }
-          ) { [registry] job in
-            "\(try await registry.register(job, admit: admission).reference)"
+          ) { [registry, cluster] job in
+            guard !job.request.discardModel else {
+              // Only the job's figures were wanted: free its stages and variables now (best
+              // effort, as when a job is replaced).
+              _ = try? await StageLoading.discard(runID: job.runID, cluster: cluster, clients: placement.clients)
+              return ""
+            }
+            return "\(try await registry.register(job, admit: admission).reference)"
           }
           pool.release(job.runID)
           // Moved off a partition that leaves the pool, or a member failed

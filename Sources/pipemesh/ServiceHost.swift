@@ -5,7 +5,7 @@ import MeshOps
 import MeshProto
 import MeshRPC
 import MeshWire
-import UnixSignals
+import ServiceLifecycle
 
 /// Runs one Pipemesh service the same way for every role: serve, check that
 /// the port answers, tell systemd READY=1 (and keep STATUS= and WATCHDOG=1
@@ -17,7 +17,7 @@ struct ServiceHost {
   let memoryBudget: Int
   let log: Logger
   let metrics = MetricsRegistry()
-  private let notifier = SystemdNotifier()
+  fileprivate let notifier = SystemdNotifier()
 
   /// `memoryBudget`: the bytes the service gives to a model's parameters,
   /// which Describe reports (0: none).
@@ -31,86 +31,135 @@ struct ServiceHost {
   /// Serves `services` until a termination signal. `started` runs once the
   /// server listens (before READY=1); `leaving` on the signal, while calls
   /// are still served; `stopping` after calls drained.
+  ///
+  /// The pieces run as a ServiceGroup (swift-service-lifecycle), which traps
+  /// SIGTERM and SIGINT before any of them starts, so a signal at any time
+  /// drains: the server, and beside it the systemd keepalive (WATCHDOG=1 and
+  /// STATUS=), which the group stops only after the server has drained.
   func run(
     _ services: [any RPCService], status: @escaping @Sendable () -> String,
-    started: (RPCServer) throws -> Void = { _ in }, leaving: () async -> Void = {},
-    stopping: () async throws -> Void = {}
+    started: @escaping @Sendable (RPCServer) throws -> Void = { _ in },
+    leaving: @escaping @Sendable () async -> Void = {},
+    stopping: @escaping @Sendable () async throws -> Void = {}
   ) async throws {
-    // Trapped before the port opens, so that a SIGTERM at any time drains.
-    let signals = await terminationSignals()
     metrics.gauge("pipemesh_process_resident_bytes", help: "Resident memory of this process, now and at its peak.") {
       let resident = HostMemory.resident()
       return [(["at": "now"], Double(resident.now)), (["at": "peak"], Double(resident.peak))]
     }
     let diagnostics = DiagnosticsService(
       role: role, services: services.map(\.serviceName), memoryBudgetBytes: memoryBudget)
-    // Failing to listen is a configuration error (a taken port, an address not
-    // on this host, an unusable key): exit 64, so that systemd does not
-    // restart the service in a loop.
-    let server: RPCServer
-    do {
-      server = try RPCServer(
-        address: settings.listen, transport: settings.server, services: services + [diagnostics],
-        reflection: MeshDescriptors.fileDescriptorSet, observer: RPCMetrics(registry: metrics))
-    } catch let error as RPCError {
-      throw ValidationError("--listen (or PIPEMESH_LISTEN) \(settings.listen): \(error.message)")
+    let (ready, markReady) = AsyncStream<Void>.makeStream()
+    let serving = ServingLifecycle(
+      host: self, services: services + [diagnostics], status: status, started: started, leaving: leaving,
+      stopping: stopping, ready: markReady)
+    var lifecycle: [ServiceGroupConfiguration.ServiceConfiguration] = [
+      .init(service: SystemdKeepalive(notifier: notifier, status: status, ready: ready)),
+      .init(service: serving, successTerminationBehavior: .gracefullyShutdownGroup),
+    ]
+    // Set by `pipemesh up` and the tests for their children, so that no
+    // service outlives a crashed parent.
+    if environment("EXIT_WITH_PARENT") == "1" {
+      lifecycle.append(.init(service: ParentWatch(log: log), successTerminationBehavior: .gracefullyShutdownGroup))
     }
-    try started(server)
-    let metricsServer: MetricsServer?
-    do {
-      metricsServer = try settings.metricsAddress.map { try MetricsServer(address: $0, registry: metrics) }
-    } catch {
-      throw ValidationError("--metrics-listen (or PIPEMESH_METRICS_LISTEN) \(settings.metricsAddress ?? ""): \(error)")
-    }
-    try await waitUntilAnswering(server)
-    // Scripts read where it listens from stdout; the log says it is ready (and where metrics are).
-    announceListening(server, role: role)
-    log.info(
-      "ready on \(server.endpoint)\(metricsServer.map { ", metrics on http://\($0.endpoint)/metrics" } ?? "")",
-      metadata: ["endpoint": "\(server.endpoint)"])
-    notifier.ready(status: "serving on \(server.endpoint); \(status())")
-    let notifier = self.notifier
-    let watchdog = Task { await notifier.keepWatchdogFed() }
-    let statusLines = Task {
-      while !Task.isCancelled {
-        try? await Task.sleep(for: .seconds(10))
-        notifier.status(status())
-      }
-    }
-    await waitForTermination(signals)
-    notifier.stopping(status: "leaving")
-    await leaving()
-    log.info("shutting down: draining calls for up to \(settings.graceSeconds) s")
-    notifier.stopping(status: "draining calls")
-    statusLines.cancel()
-    await server.shutdown(gracePeriod: .seconds(settings.graceSeconds))
-    try await stopping()
-    watchdog.cancel()
-    metricsServer?.stop()
-    log.info("stopped")
+    try await ServiceGroup(
+      configuration: .init(services: lifecycle, gracefulShutdownSignals: [.sigterm, .sigint], logger: log)
+    ).run()
   }
 
-  /// Returns on SIGTERM or SIGINT, or, when PIPEMESH_EXIT_WITH_PARENT=1 (set
-  /// by `pipemesh up` and the tests for their children), once the process
-  /// that started this one is gone, so that no service outlives a crashed
-  /// parent.
-  private func waitForTermination(_ signals: UnixSignalsSequence) async {
-    guard environment("EXIT_WITH_PARENT") == "1" else { return await signals.first() }
-    let parent = getppid()
-    await withTaskGroup(of: Void.self) { group in
-      group.addTask { await signals.first() }
-      group.addTask {
+  /// Serves until the group shuts down, then leaves, drains and stops.
+  private struct ServingLifecycle: Service {
+    let host: ServiceHost
+    let services: [any RPCService]
+    let status: @Sendable () -> String
+    let started: @Sendable (RPCServer) throws -> Void
+    let leaving: @Sendable () async -> Void
+    let stopping: @Sendable () async throws -> Void
+    /// Told once systemd has heard READY=1.
+    let ready: AsyncStream<Void>.Continuation
+
+    func run() async throws {
+      let (settings, log, notifier) = (host.settings, host.log, host.notifier)
+      // Failing to listen is a configuration error (a taken port, an address not
+      // on this host, an unusable key): exit 64, so that systemd does not
+      // restart the service in a loop.
+      let server: RPCServer
+      do {
+        server = try RPCServer(
+          address: settings.listen, transport: settings.server, services: services,
+          reflection: MeshDescriptors.fileDescriptorSet, observer: RPCMetrics(registry: host.metrics))
+      } catch let error as RPCError {
+        throw ValidationError("--listen (or PIPEMESH_LISTEN) \(settings.listen): \(error.message)")
+      }
+      try started(server)
+      let metricsServer: MetricsServer?
+      do {
+        metricsServer = try settings.metricsAddress.map { try MetricsServer(address: $0, registry: host.metrics) }
+      } catch {
+        throw ValidationError(
+          "--metrics-listen (or PIPEMESH_METRICS_LISTEN) \(settings.metricsAddress ?? ""): \(error)")
+      }
+      try await host.waitUntilAnswering(server)
+      // Scripts read where it listens from stdout; the log says it is ready (and where metrics are).
+      announceListening(server, role: host.role)
+      log.info(
+        "ready on \(server.endpoint)\(metricsServer.map { ", metrics on http://\($0.endpoint)/metrics" } ?? "")",
+        metadata: ["endpoint": "\(server.endpoint)"])
+      notifier.ready(status: "serving on \(server.endpoint); \(status())")
+      ready.yield()
+      // Cancelled (another piece failed) rather than shut down: drain all the same.
+      try? await gracefulShutdown()
+      notifier.stopping(status: "leaving")
+      await leaving()
+      log.info("shutting down: draining calls for up to \(settings.graceSeconds) s")
+      notifier.stopping(status: "draining calls")
+      await server.shutdown(gracePeriod: .seconds(settings.graceSeconds))
+      try await stopping()
+      metricsServer?.stop()
+      log.info("stopped")
+    }
+  }
+
+  /// From READY=1, pings systemd's watchdog and refreshes STATUS= every
+  /// 10 s until the group stops it, after the server drained.
+  private struct SystemdKeepalive: Service {
+    let notifier: SystemdNotifier
+    let status: @Sendable () -> String
+    let ready: AsyncStream<Void>
+
+    func run() async throws {
+      await cancelWhenGracefulShutdown {
+        var serving = ready.makeAsyncIterator()
+        guard await serving.next() != nil, !Task.isCancelled else { return }
+        await withDiscardingTaskGroup { group in
+          group.addTask { await notifier.keepWatchdogFed() }
+          group.addTask {
+            while !Task.isCancelled {
+              try? await Task.sleep(for: .seconds(10))
+              notifier.status(status())
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// Returns once the process that started this one is gone, which shuts the
+  /// group down.
+  private struct ParentWatch: Service {
+    let log: Logger
+
+    func run() async throws {
+      let parent = getppid()
+      await cancelWhenGracefulShutdown {
         while getppid() == parent, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(250)) }
       }
-      await group.next()
-      group.cancelAll()
+      if getppid() != parent { log.info("the parent process is gone: stopping") }
     }
-    if getppid() != parent { log.info("the parent process is gone: stopping") }
   }
 
   /// Waits until the server answers: a gRPC health check over plaintext, a
   /// TCP connection when TLS is on (the certificate may not name 127.0.0.1).
-  private func waitUntilAnswering(_ server: RPCServer) async throws {
+  fileprivate func waitUntilAnswering(_ server: RPCServer) async throws {
     let wildcard = ["", "0.0.0.0", "[::]", "::"].contains(server.host)
     let host = wildcard ? "127.0.0.1" : server.host
     let local = "\(host):\(server.port)"

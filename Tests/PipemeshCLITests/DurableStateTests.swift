@@ -359,23 +359,60 @@ import Testing
     let options = [
       "--model", Self.model, "--epochs", "20", "--micro-batches", "2", "--validation", "0.2", "--checkpoint-every", "5",
     ]
-    let training = try await Self.trainStraightThenStart("resumed", options: options, on: mesh)
+    let ended = try await Self.killedAndResumed("resumed", options: options, mesh: &mesh)
+    #expect((ended["epochs"] as? [[String: Any]])?.count == 20, "\(ended)")
+    try await Self.expectSameWeights("resumed", as: "straight", on: mesh)
+  }
+
+  /// Trains "straight" with `options`, then starts `job` with them and kills
+  /// the coordinator and the ps (kill -9) once it checkpointed; restarts them
+  /// and expects the new coordinator to resume the job to success from its
+  /// newest checkpoint. Returns the job's record.
+  static func killedAndResumed(_ job: String, options: [String], mesh: inout Mesh) async throws -> [String: Any] {
+    let training = try await trainStraightThenStart(job, options: options, on: mesh)
     mesh = try await mesh.restarted(ps: true)
     #expect(try await training.waitForExit() != 0)
-
     // The restarted coordinator says what became of the job it found interrupted.
     let coordinator = mesh.coordinator.process
     #expect(
       await eventually(timeout: .seconds(60)) {
-        coordinator.log.contains("job resumed resumed") || coordinator.log.contains("job resumed stays interrupted")
+        coordinator.log.contains("job \(job) resumed") || coordinator.log.contains("job \(job) stays interrupted")
       })
-    try #require(coordinator.log.contains("job resumed resumed from its newest checkpoint"), "\(coordinator.log)")
-    let ended = try await Self.waitFor("resumed", on: mesh) { $0["state"] as? String != "JOB_STATE_RUNNING" }
+    try #require(coordinator.log.contains("job \(job) resumed from its newest checkpoint"), "\(coordinator.log)")
+    let ended = try await waitFor(job, on: mesh) { $0["state"] as? String != "JOB_STATE_RUNNING" }
     #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)\n\(coordinator.log)")
     #expect(ended["resumes"] as? Int == 1, "\(ended)")
-    #expect((ended["epochs"] as? [[String: Any]])?.count == 20, "\(ended)")
+    return ended
+  }
 
-    try await Self.expectSameWeights("resumed", as: "straight", on: mesh)
+  /// The same with a job that rescales its inputs (min-max, fitted on its
+  /// training split) and stops early: the resumed run keeps the rescaling
+  /// and the count of epochs without improvement, so it stops at the same
+  /// epoch with the same weights and epoch losses as a run never interrupted.
+  @Test func aJobThatRescalesAndStopsEarlyResumesToTheSameEnd() async throws {
+    var mesh = try await Mesh(psCheckpoints: true)
+    let options = [
+      "--model", Self.model, "--epochs", "60", "--micro-batches", "2", "--validation", "0.2", "--checkpoint-every", "5",
+      "--normalize", "min-max", "--patience", "2", "--min-delta", "0.02",
+    ]
+    let ended = try await Self.killedAndResumed("patient", options: options, mesh: &mesh)
+    let straight = try await Self.record("straight", on: mesh)
+    let stopped = straight["stoppedEarlyEpoch"] as? Int ?? 0
+    #expect(stopped > 2 && stopped < 60, "the reference did not stop early: \(straight)")
+    #expect(ended["stoppedEarlyEpoch"] as? Int == stopped, "\(ended)")
+    #expect((ended["epochs"] as? [[String: Any]])?.count == stopped, "\(ended)")
+    try await Self.expectSameWeights("patient", as: "straight", on: mesh)
+    try await Self.expectSameEpochLosses("patient", as: "straight", on: mesh)
+    // The rescaling travels with the model: raw inputs give the same outputs.
+    let inputs = try await Self.inputs(in: mesh.directory)
+    let resumed = try await mesh.json(["infer", "--model", "patient", "--input", inputs])
+    let reference = try await mesh.json(["infer", "--model", "straight", "--input", inputs])
+    let got = try #require(resumed.first?["outputs"] as? [[Double]], "\(resumed)")
+    let wanted = try #require(reference.first?["outputs"] as? [[Double]], "\(reference)")
+    #expect(got.count == wanted.count && !got.isEmpty)
+    for (row, expected) in zip(got, wanted) {
+      #expect(zip(row, expected).allSatisfy { abs($0 - $1) <= 1e-4 }, "\(row) against \(expected)")
+    }
   }
 
   /// `kill -9` of a partition in the middle of a sync job allowed restarts,

@@ -46,6 +46,17 @@ import Testing
     #expect(
       (options["optimizer"] as? [String: Any]).flatMap { ($0["learningRate"] as? [String: Any])?["base"] as? Double }
         == 0.01)
+    // The trials registered no models: only the best, trained again, is one.
+    let models = try #require(try await mesh.json(["models", "list"]).first?["models"] as? [[String: Any]])
+    #expect(models.compactMap { $0["name"] as? String } == ["grid-best"], "\(models)")
+    let trial = try await DurableStateTests.record("grid-t0-f0", on: mesh)
+    #expect(trial["state"] as? String == "JOB_STATE_SUCCEEDED" && (trial["model"] as? String ?? "").isEmpty, "\(trial)")
+    #expect((trial["options"] as? [String: Any])?["discardModel"] as? Bool == true, "\(trial)")
+    let inputs = try await DurableStateTests.inputs(in: mesh.directory)
+    let refused = try await mesh.run(["infer", "--job", "grid-t0-f0", "--input", inputs])
+    #expect(
+      refused.status != 0 && refused.output.contains("FAILED_PRECONDITION")
+        && refused.output.contains("trained with discard_model"), "\(refused.output)")
   }
 
   @Test func aTrialThatFailsIsARowOfTheTableNotTheEndOfTheSweep() async throws {

@@ -741,6 +741,14 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// Clears the value of `fold`. Subsequent reads from it will return its default value.
   public mutating func clearFold() {_uniqueStorage()._fold = nil}
 
+  /// A job that succeeds registers no model: its stages and its variables on the ps are freed as
+  /// it ends, and Job.model stays empty. For jobs whose figures are all that is wanted, such as
+  /// the trials of a search (`pipemesh sweep`); unset, a job registers model `job`.
+  public var discardModel: Bool {
+    get {_storage._discardModel}
+    set {_uniqueStorage()._discardModel = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2387,7 +2395,7 @@ nonisolated extension Pipemesh_V1_CheckpointPolicy: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0\u{1}normalization\0\u{3}early_stopping\0\u{1}fold\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0\u{1}normalization\0\u{3}early_stopping\0\u{1}fold\0\u{3}discard_model\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -2413,6 +2421,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _normalization: Pipemesh_V1_InputNormalization? = nil
     var _earlyStopping: Pipemesh_V1_EarlyStopping? = nil
     var _fold: Pipemesh_V1_CrossValidationFold? = nil
+    var _discardModel: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2446,6 +2455,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _normalization = source._normalization
       _earlyStopping = source._earlyStopping
       _fold = source._fold
+      _discardModel = source._discardModel
     }
   }
 
@@ -2487,6 +2497,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 21: try { try decoder.decodeSingularMessageField(value: &_storage._normalization) }()
         case 22: try { try decoder.decodeSingularMessageField(value: &_storage._earlyStopping) }()
         case 23: try { try decoder.decodeSingularMessageField(value: &_storage._fold) }()
+        case 24: try { try decoder.decodeSingularBoolField(value: &_storage._discardModel) }()
         default: break
         }
       }
@@ -2568,6 +2579,9 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       try { if let v = _storage._fold {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
       } }()
+      if _storage._discardModel != false {
+        try visitor.visitSingularBoolField(value: _storage._discardModel, fieldNumber: 24)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2600,6 +2614,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._normalization != rhs_storage._normalization {return false}
         if _storage._earlyStopping != rhs_storage._earlyStopping {return false}
         if _storage._fold != rhs_storage._fold {return false}
+        if _storage._discardModel != rhs_storage._discardModel {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -15,7 +15,7 @@ struct Sweep: AsyncParsableCommand {
       or --random N of them drawn with --seed. Each trial is a job per fold with --folds N (N-fold \
       cross-validation: every example is held out once), else one job holding out --validation. All jobs are \
       sent at once: the coordinator runs as many side by side as its pool has partitions for (--stages each) \
-      and queues the rest. A table gives each trial's validation loss and accuracy, the mean ± standard \
+      and queues the rest; trials register no models. A table gives each trial's validation loss and accuracy, the mean ± standard \
       deviation over folds, best first. With --name, the best trial's settings train once more on the data \
       holding out --validation, as job NAME, which registers model NAME.
 
@@ -136,6 +136,8 @@ struct Sweep: AsyncParsableCommand {
       for (index, trial) in trials.enumerated() {
         for fold in 0..<foldCount {
           var request = try self.request(for: trial, job: "\(prefix)-t\(index)-f\(fold)", defaultSpec: defaultSpec)
+          // A trial's weights are not kept: only the best settings are, trained once more with --name.
+          request.discardModel = true
           if folds > 0 {
             request.validationFraction = 0
             request.fold = .with {

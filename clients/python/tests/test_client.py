@@ -70,6 +70,19 @@ def test_inference_answers_arrays_for_the_job_and_its_registered_model(mesh, tra
         assert np.allclose(client.infer(whole, job="blobs"), client.infer(whole.astype(np.float32), job="blobs"))
 
 
+def test_a_job_that_discards_its_model_registers_none(mesh):
+    inputs, labels = blobs(seed=7)
+    with pipemesh.Client(mesh.coordinator.endpoint) as client:
+        progress = list(client.train(MODEL, inputs, labels, job="blobs-trial", epochs=2, batch_size=32,
+                                     discard_model=True))
+        assert progress[-1].done
+        job = client.get_job("blobs-trial")
+        assert job.state == api.JOB_STATE_SUCCEEDED and job.model == "" and job.options.discard_model
+        assert "blobs-trial" not in {m.name for m in client.list_models()}
+        with pytest.raises(pipemesh.FailedPrecondition, match="discard_model"):
+            client.infer(inputs[:4], job="blobs-trial")
+
+
 def test_inputs_rescaled_in_training_are_rescaled_in_inference(mesh):
     inputs, labels = blobs(seed=4)
     raw = inputs * 100 + 1000

@@ -114,7 +114,8 @@ class Client:
               seed: int = 1, stages: int = 0, replicas: int = 0, max_replicas: int = 0,
               split_points: Sequence[int] = (), checkpoint_every: int = 0, checkpoint_at_end: bool = False,
               max_restarts: int = 0, recompute_activations: bool = False, normalize: str = "none",
-              patience: int = 0, min_delta: float = 0.0, replace: bool = False) -> Iterator[pb.TrainProgress]:
+              patience: int = 0, min_delta: float = 0.0, replace: bool = False,
+              discard_model: bool = False) -> Iterator[pb.TrainProgress]:
         """Starts a training job and yields its progress (`pb.TrainProgress`) until it ends: one per
         step, one per epoch's evaluation (`evaluated`), and a last one with `done` and a step's
         pipeline trace. Raises when the job fails (`Aborted`, its error in the message) or is
@@ -134,7 +135,8 @@ class Client:
         `normalize` is "none", "standardize" or "min-max": the inputs' rescaling, fitted on the
         training split and applied by infer() on the job and its model too. `patience` > 0 stops
         the job once its validation loss has not fallen (by more than `min_delta`) for that many
-        epochs.
+        epochs. `discard_model` registers no model when the job succeeds (its figures are all that
+        is kept: a search's trials).
         The other options are TrainRequest's (docs/api.md). Stopping the iteration leaves the job
         running: cancel_job() stops it.
         """
@@ -142,7 +144,7 @@ class Client:
             job=job, model=model_spec(model), epochs=epochs, batch_size=batch_size, micro_batches=micro_batches,
             validation_fraction=validation, shuffle_seed=seed, stages=stages, replicas=replicas,
             max_replicas=max_replicas, split_points=list(split_points), max_restarts=max_restarts,
-            recompute_activations=recompute_activations, replace=replace,
+            recompute_activations=recompute_activations, replace=replace, discard_model=discard_model,
             consistency=_consistency(consistency),
             checkpoint=pb.CheckpointPolicy(every_steps=checkpoint_every, at_end=checkpoint_at_end))
         if schedule is not None:
