@@ -325,6 +325,9 @@ struct pm_server_call final : public StreamHandler {
     if (writing_) {
       deferred_finish_ = true;
       deferred_status_ = std::move(status);
+      // A write the client does not read may never complete: an error ends the call now (the
+      // client then sees CANCELLED), rather than once the client reads or gives up.
+      if (!deferred_status_.ok()) stream_->context.TryCancel();
       return;
     }
     stream_->Finish(status);

@@ -880,14 +880,16 @@ public final class CoordinatorService: RPCService, Sendable {
           let failure = await job.run(
             on: placement, report: tell, move: { [pool, job] in Self.move(job, placement, pool) },
             restarts: { mayRestart && Self.isMemberFailure($0) }
-          ) { [registry, cluster] job in
-            guard !job.request.discardModel else {
-              // Only the job's figures were wanted: free its stages and variables now (best
-              // effort, as when a job is replaced).
-              _ = try? await StageLoading.discard(runID: job.runID, cluster: cluster, clients: placement.clients)
-              return ""
-            }
-            return "\(try await registry.register(job, admit: admission).reference)"
+          ) { [registry] job in
+            // A job whose figures are all that is wanted registers nothing: it is freed below.
+            job.request.discardModel ? "" : "\(try await registry.register(job, admit: admission).reference)"
+          }
+          if job.snapshot.state == .succeeded, job.request.discardModel {
+            // Freed once its success is saved (the ps drops its checkpoints too, which a resume
+            // after a coordinator restart would need), whether or not its caller is still there.
+            // Best effort, as when a job is replaced: DeleteJob frees what a failure here leaves.
+            let (runID, cluster, clients) = (job.runID, cluster, placement.clients)
+            _ = await Task { try await StageLoading.discard(runID: runID, cluster: cluster, clients: clients) }.result
           }
           pool.release(job.runID)
           // Moved off a partition that leaves the pool, or a member failed

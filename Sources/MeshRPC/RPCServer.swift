@@ -32,12 +32,15 @@ public final class RPCServer: Sendable {
     let names = services.map(\.serviceName)
     health = HealthService(serving: names)
     var standard: [any RPCService] = [health]
-    if let reflection {
+    if let reflection, !reflection.isEmpty {
       standard.append(try ReflectionService(descriptorSet: reflection, services: names + [HealthMethods.service]))
     }
     var router = RPCRouter()
     for service in services + standard { service.register(with: &router) }
     methodPaths = router.methods.map(\.path)
+    if let twice = Dictionary(grouping: methodPaths, by: { $0 }).first(where: { $0.value.count > 1 })?.key {
+      throw RPCError(.invalidArgument, "two handlers for \(twice): each method is served once per server")
+    }
 
     var error = pm_error()
     let pointer: OpaquePointer? = transport.withCConfiguration { pm_server_create(address, $0, &error) }

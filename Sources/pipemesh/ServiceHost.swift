@@ -6,6 +6,7 @@ import MeshProto
 import MeshRPC
 import MeshWire
 import ServiceLifecycle
+import Synchronization
 
 /// Runs one Pipemesh service the same way for every role: serve, check that
 /// the port answers, tell systemd READY=1 (and keep STATUS= and WATCHDOG=1
@@ -49,11 +50,12 @@ struct ServiceHost {
     let diagnostics = DiagnosticsService(
       role: role, services: services.map(\.serviceName), memoryBudgetBytes: memoryBudget)
     let (ready, markReady) = AsyncStream<Void>.makeStream()
+    let phase = ServingPhase()
     let serving = ServingLifecycle(
       host: self, services: services + [diagnostics], status: status, started: started, leaving: leaving,
-      stopping: stopping, ready: markReady)
+      stopping: stopping, ready: markReady, phase: phase)
     var lifecycle: [ServiceGroupConfiguration.ServiceConfiguration] = [
-      .init(service: SystemdKeepalive(notifier: notifier, status: status, ready: ready)),
+      .init(service: SystemdKeepalive(notifier: notifier, status: status, ready: ready, phase: phase)),
       .init(service: serving, successTerminationBehavior: .gracefullyShutdownGroup),
     ]
     // Set by `pipemesh up` and the tests for their children, so that no
@@ -76,6 +78,7 @@ struct ServiceHost {
     let stopping: @Sendable () async throws -> Void
     /// Told once systemd has heard READY=1.
     let ready: AsyncStream<Void>.Continuation
+    let phase: ServingPhase
 
     func run() async throws {
       let (settings, log, notifier) = (host.settings, host.log, host.notifier)
@@ -108,6 +111,7 @@ struct ServiceHost {
       ready.yield()
       // Cancelled (another piece failed) rather than shut down: drain all the same.
       try? await gracefulShutdown()
+      phase.leave()
       notifier.stopping(status: "leaving")
       await leaving()
       log.info("shutting down: draining calls for up to \(settings.graceSeconds) s")
@@ -125,6 +129,7 @@ struct ServiceHost {
     let notifier: SystemdNotifier
     let status: @Sendable () -> String
     let ready: AsyncStream<Void>
+    let phase: ServingPhase
 
     func run() async throws {
       await cancelWhenGracefulShutdown {
@@ -135,12 +140,21 @@ struct ServiceHost {
           group.addTask {
             while !Task.isCancelled {
               try? await Task.sleep(for: .seconds(10))
+              // Once leaving, STATUS= says so ("leaving", "draining calls") until the end.
+              guard !phase.isLeaving else { return }
               notifier.status(status())
             }
           }
         }
       }
     }
+  }
+
+  /// Whether the server has begun to leave.
+  private final class ServingPhase: Sendable {
+    private let leaving = Mutex(false)
+    var isLeaving: Bool { leaving.withLock { $0 } }
+    func leave() { leaving.withLock { $0 = true } }
   }
 
   /// Returns once the process that started this one is gone, which shuts the

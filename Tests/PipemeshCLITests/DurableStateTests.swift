@@ -307,15 +307,19 @@ import Testing
   /// Trains job "straight" with `options` to its end, then starts `job` with
   /// them in a `pipemesh train` of its own and returns once it has written
   /// its step-10 checkpoint and still runs.
-  static func trainStraightThenStart(_ job: String, options: [String], on mesh: some CommandMesh) async throws
-    -> ChildProcess
-  {
+  static func trainStraightThenStart(
+    _ job: String, options: [String], on mesh: some CommandMesh,
+    until ready: @escaping (_ straight: [String: Any], _ job: [String: Any]) -> Bool = {
+      $1["checkpointStep"] as? Int ?? 0 >= 10
+    }
+  ) async throws -> ChildProcess {
     let straight = try await mesh.run(["train", "--job", "straight"] + options.filter { $0 != "--json" })
     try #require(straight.status == 0, "\(straight.output)")
+    let reference = try await record("straight", on: mesh)
     let training = try ChildProcess(
       PipemeshBinary.path, ["train", "--coordinator", mesh.coordinator.endpoint, "--job", job] + options,
       logPath: mesh.directory.file("\(job).log"))
-    let checkpointed = try await waitFor(job, on: mesh) { $0["checkpointStep"] as? Int ?? 0 >= 10 }
+    let checkpointed = try await waitFor(job, on: mesh) { ready(reference, $0) }
     try #require(checkpointed["state"] as? String == "JOB_STATE_RUNNING", "it ended before the kill: \(checkpointed)")
     return training
   }
@@ -368,8 +372,13 @@ import Testing
   /// the coordinator and the ps (kill -9) once it checkpointed; restarts them
   /// and expects the new coordinator to resume the job to success from its
   /// newest checkpoint. Returns the job's record.
-  static func killedAndResumed(_ job: String, options: [String], mesh: inout Mesh) async throws -> [String: Any] {
-    let training = try await trainStraightThenStart(job, options: options, on: mesh)
+  static func killedAndResumed(
+    _ job: String, options: [String], mesh: inout Mesh,
+    until ready: @escaping (_ straight: [String: Any], _ job: [String: Any]) -> Bool = {
+      $1["checkpointStep"] as? Int ?? 0 >= 10
+    }
+  ) async throws -> [String: Any] {
+    let training = try await trainStraightThenStart(job, options: options, on: mesh, until: ready)
     mesh = try await mesh.restarted(ps: true)
     #expect(try await training.waitForExit() != 0)
     // The restarted coordinator says what became of the job it found interrupted.
@@ -392,10 +401,18 @@ import Testing
   @Test func aJobThatRescalesAndStopsEarlyResumesToTheSameEnd() async throws {
     var mesh = try await Mesh(psCheckpoints: true)
     let options = [
-      "--model", Self.model, "--epochs", "60", "--micro-batches", "2", "--validation", "0.2", "--checkpoint-every", "5",
-      "--normalize", "min-max", "--patience", "2", "--min-delta", "0.02",
+      "--model", Self.model, "--epochs", "60", "--batch-size", "16", "--micro-batches", "2", "--validation", "0.2",
+      "--checkpoint-every", "5", "--normalize", "min-max", "--patience", "3", "--min-delta", "0.02",
     ]
-    let ended = try await Self.killedAndResumed("patient", options: options, mesh: &mesh)
+    // Killed once it is on a plateau: after the first epoch whose validation loss the
+    // reference did not count as an improvement, and a checkpoint after that epoch's end.
+    let ended = try await Self.killedAndResumed("patient", options: options, mesh: &mesh) { straight, job in
+      let losses = (straight["epochs"] as? [[String: Any]] ?? []).map { $0["validationLoss"] as? Double ?? 0 }
+      let plateau = losses.indices.dropFirst().first { epoch in losses[epoch] > losses[..<epoch].min()! - 0.02 } ?? 1
+      let steps = (job["epochs"] as? [[String: Any]] ?? []).last?["step"] as? Int ?? .max
+      return (job["epochs"] as? [[String: Any]] ?? []).count >= plateau + 1
+        && job["checkpointStep"] as? Int ?? 0 > steps
+    }
     let straight = try await Self.record("straight", on: mesh)
     let stopped = straight["stoppedEarlyEpoch"] as? Int ?? 0
     #expect(stopped > 2 && stopped < 60, "the reference did not stop early: \(straight)")

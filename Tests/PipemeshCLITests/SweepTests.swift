@@ -52,6 +52,12 @@ import Testing
     let trial = try await DurableStateTests.record("grid-t0-f0", on: mesh)
     #expect(trial["state"] as? String == "JOB_STATE_SUCCEEDED" && (trial["model"] as? String ?? "").isEmpty, "\(trial)")
     #expect((trial["options"] as? [String: Any])?["discardModel"] as? Bool == true, "\(trial)")
+    // The ps holds nothing of the trial any more; it holds the registered job's variables.
+    func psMemory(_ record: [String: Any]) -> [[String: Any]] {
+      (record["memory"] as? [[String: Any]] ?? []).filter { ($0["member"] as? String ?? "").hasPrefix("ps") }
+    }
+    #expect(psMemory(trial).isEmpty, "\(trial)")
+    #expect(!psMemory(best).isEmpty, "\(best)")
     let inputs = try await DurableStateTests.inputs(in: mesh.directory)
     let refused = try await mesh.run(["infer", "--job", "grid-t0-f0", "--input", inputs])
     #expect(

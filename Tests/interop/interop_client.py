@@ -94,8 +94,8 @@ def main(target):
     check(len(answers) == 3, f"v1 reflection answers each request of a stream ({len(answers)})")
     names = [descriptor_pb2.FileDescriptorProto.FromString(raw).name
              for raw in answers[0].file_descriptor_response.file_descriptor_proto]
-    check(names[-1] == "pipemesh/v1/diagnostics.proto" and answers[0].original_request.file_containing_symbol
-          == "pipemesh.v1.Diagnostics.Echo", f"v1 reflection finds a method's file, imports first ({names})")
+    check(names[0] == "pipemesh/v1/diagnostics.proto" and answers[0].original_request.file_containing_symbol
+          == "pipemesh.v1.Diagnostics.Echo", f"v1 reflection finds a method's file, sent first ({names})")
     check(answers[1].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0],
           "an unknown symbol is a NOT_FOUND error response, and the stream goes on")
     check(any(descriptor_pb2.FileDescriptorProto.FromString(raw).name == "grpc/reflection/v1/reflection.proto"

@@ -64,13 +64,13 @@ public struct ReflectionService: RPCService {
     case .listServices:
       response.listServicesResponse.service = services.map { name in .with { $0.name = name } }
     case .fileByFilename(let name):
-      files(index.files[name] == nil ? nil : name, missing: "no file named \(name)")
+      files(index.files[name] == nil ? nil : name, missing: "no file named \(Self.echoed(name))")
     case .fileContainingSymbol(let symbol):
-      files(index.fileOfSymbol[symbol], missing: "no symbol named \(symbol)")
+      files(index.fileOfSymbol[symbol], missing: "no symbol named \(Self.echoed(symbol))")
     case .fileContainingExtension(let request):
       files(
         index.extensions[request.containingType]?[request.extensionNumber],
-        missing: "no extension \(request.extensionNumber) of \(request.containingType)")
+        missing: "no extension \(request.extensionNumber) of \(Self.echoed(request.containingType))")
     case .allExtensionNumbersOfType(let type):
       if index.messages.contains(type) {
         response.allExtensionNumbersResponse = .with {
@@ -78,7 +78,7 @@ public struct ReflectionService: RPCService {
           $0.extensionNumber = (index.extensions[type]?.keys).map { $0.sorted() } ?? []
         }
       } else {
-        files(nil, missing: "no message named \(type)")
+        files(nil, missing: "no message named \(Self.echoed(type))")
       }
     case nil:
       response.errorResponse = .with {
@@ -88,14 +88,23 @@ public struct ReflectionService: RPCService {
     }
     return response
   }
+
+  /// A name from a request, cut short for an error message (the request
+  /// itself goes back whole, as the protocol has it).
+  private static func echoed(_ name: String) -> String {
+    name.count <= 200 ? name : name.prefix(200) + "…"
+  }
 }
 
 /// Where each symbol of a descriptor set is declared.
 struct DescriptorIndex: Sendable {
   /// Each file by name.
   private(set) var files: [String: Google_Protobuf_FileDescriptorProto] = [:]
-  /// The file declaring each fully qualified name (no leading dot): messages,
-  /// fields, oneofs, enums, enum values, services, methods, extensions.
+  /// Each file serialized, as answers carry it.
+  private var serialized: [String: Data] = [:]
+  /// The file declaring each fully qualified name (no leading dot): packages
+  /// (their first file), messages, fields, oneofs, enums, enum values,
+  /// services, methods, extensions.
   private(set) var fileOfSymbol: [String: String] = [:]
   /// Fully qualified message names.
   private(set) var messages: Set<String> = []
@@ -105,6 +114,8 @@ struct DescriptorIndex: Sendable {
   init(_ set: Google_Protobuf_FileDescriptorSet) {
     for file in set.file {
       files[file.name] = file
+      serialized[file.name] = try? file.serializedData()
+      if !file.package.isEmpty, fileOfSymbol[file.package] == nil { fileOfSymbol[file.package] = file.name }
       let scope = file.package.isEmpty ? "" : file.package + "."
       for message in file.messageType { add(message, scope: scope, file: file.name) }
       for enumeration in file.enumType { add(enumeration, scope: scope, file: file.name) }
@@ -117,15 +128,16 @@ struct DescriptorIndex: Sendable {
     }
   }
 
-  /// The file's serialized descriptor after those of everything it imports,
-  /// each once, as reflection clients expect.
+  /// The file's serialized descriptor, then those of everything it imports
+  /// (directly or not), each once: the file asked for comes first, as the
+  /// reference servers send it and some clients read it.
   func fileWithImports(_ name: String) -> [Data] {
     var seen: Set<String> = []
     var out: [Data] = []
     func visit(_ name: String) {
       guard let file = files[name], seen.insert(name).inserted else { return }
+      if let bytes = serialized[name] { out.append(bytes) }
       for dependency in file.dependency { visit(dependency) }
-      if let bytes = try? file.serializedData() { out.append(bytes) }
     }
     visit(name)
     return out
