@@ -35,8 +35,9 @@ struct InProcessReference {
           context: ForwardContext(training: true))
         losses.append(loss)
         for (name, gradient) in gradients {
+          guard let variable = variables[name] else { preconditionFailure("a gradient of no variable: \(name)") }
           variables[name] =
-            optimizer.update(variable: variables[name]!, gradient: gradient, slots: [:], step: losses.count).variable
+            optimizer.update(variable: variable, gradient: gradient, slots: [:], step: losses.count).variable
         }
       }
     }

@@ -9,19 +9,21 @@ import Testing
   func trainsAcrossHostsInNetworkNamespaces() async throws {
     let logs = try TemporaryDirectory(prefix: "pipemesh-hosts")
     let network = try TestNetwork(hosts: ["ps", "stage0", "stage1", "coordinator"])
-    let address = network.hosts
+    let addresses = network.hosts
+    /// A host's address in the test's network.
+    func address(_ host: String) throws -> String { try #require(addresses[host], "no host \(host)") }
     let binary = PipemeshBinary.path
     func serve(_ host: String, _ role: String, _ arguments: [String]) async throws -> ChildProcess {
       let process = try network.start(on: host, binary, ["serve", role] + arguments, logPath: logs.file("\(host).log"))
       _ = try await process.waitForLine(startingWith: "\(role) listening on ")
       return process
     }
-    let ps = try await serve("ps", "ps", ["--listen", "\(address["ps"]!):7100"])
+    let ps = try await serve("ps", "ps", ["--listen", "\(try address("ps")):7100"])
     // Without mutual TLS a partition dials loopback only, unless told the mesh's hosts.
-    let meshHosts = ["ps", "stage0", "stage1"].map { address[$0]! }.joined(separator: ",")
+    let meshHosts = try ["ps", "stage0", "stage1"].map { try address($0) }.joined(separator: ",")
     let partitionArguments = { (host: String) in
       [
-        "--listen", "0.0.0.0:7200", "--advertise", "\(address[host]!):7200", "--metrics-listen", "127.0.0.1:9464",
+        "--listen", "0.0.0.0:7200", "--advertise", "\(try address(host)):7200", "--metrics-listen", "127.0.0.1:9464",
         "--peers", meshHosts,
       ]
     }
@@ -30,15 +32,15 @@ import Testing
     let coordinator = try await serve(
       "coordinator", "coordinator",
       [
-        "--listen", "\(address["coordinator"]!):7000", "--ps", "\(address["ps"]!):7100",
-        "--partitions", "\(address["stage0"]!):7200;\(address["stage1"]!):7200",
+        "--listen", "\(try address("coordinator")):7000", "--ps", "\(try address("ps")):7100",
+        "--partitions", "\(try address("stage0")):7200;\(try address("stage1")):7200",
       ])
 
     // The client runs on the coordinator's host.
     let train = try network.start(
       on: "coordinator", binary,
       [
-        "train", "--coordinator", "\(address["coordinator"]!):7000", "--model",
+        "train", "--coordinator", "\(try address("coordinator")):7000", "--model",
         Repository.path("examples/mlp-digits.json"),
         "--epochs", "1", "--micro-batches", "2", "--json",
       ],

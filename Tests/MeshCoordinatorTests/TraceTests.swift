@@ -22,7 +22,7 @@ import Testing
       partition: partition, sent: sent, received: received, replied: replied, answered: replied - offset + back)
   }
 
-  @Test func offsetsOfClocksSecondsApartAreFoundWithinTheirQuickestRoundTrips() {
+  @Test func offsetsOfClocksSecondsApartAreFoundWithinTheirQuickestRoundTrips() throws {
     let truth: [String: Int64] = ["a:1": 5_000_000_000, "b:2": -3_000_000_000]
     var exchanges: [Exchange] = []
     var generator = SystemRandomNumberGenerator()
@@ -43,7 +43,7 @@ import Testing
     for (partition, offset) in truth {
       // The true offset lies within [offset - quickest back, offset + quickest there]; the
       // estimate is its midpoint.
-      let (there, back) = quickest[partition]!
+      let (there, back) = try #require(quickest[partition])
       #expect(abs(offsets[partition] - offset) <= max(there, back), "\(partition): \(offsets[partition]) vs \(offset)")
     }
   }
