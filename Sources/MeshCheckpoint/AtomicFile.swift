@@ -22,39 +22,75 @@ public enum AtomicFile {
   public static func write(to path: String, _ body: (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void)
     throws
   {
-    let directory = (path as NSString).deletingLastPathComponent
-    let temporary = (directory as NSString).appendingPathComponent(
-      "\(temporaryPrefix)\((path as NSString).lastPathComponent)-\(getpid())")
-    // Readable by the owner and its group (checkpoints hold a model's weights).
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-    guard fd >= 0 else { throw failure("cannot create \(temporary)") }
+    let file = try Pending(replacing: path)
+    var offset = 0
     do {
       try body { bytes in
-        var written = 0
-        while written < bytes.count {
-          let result = Foundation.write(fd, bytes.baseAddress! + written, bytes.count - written)
-          if result < 0 {
-            if errno == EINTR { continue }
-            throw failure("cannot write \(temporary)")
-          }
-          written += result
-        }
+        try file.write(bytes, at: offset)
+        offset += bytes.count
       }
-      guard fsync(fd) == 0 else { throw failure("cannot write \(temporary)") }
     } catch {
-      close(fd)
-      unlink(temporary)
+      file.discard()
       throw error
     }
-    close(fd)
-    guard rename(temporary, path) == 0 else {
-      unlink(temporary)
-      throw failure("cannot rename \(temporary) to \(path)")
+    try file.commit()
+  }
+
+  /// A file being written under a temporary name beside `path`, at any
+  /// offsets and from any thread, then moved into place whole by `commit`
+  /// (or removed by `discard`): readers see the old file or the new one,
+  /// never a part.
+  public final class Pending: Sendable {
+    private let fd: Int32
+    private let temporary: String
+    private let path: String
+
+    public init(replacing path: String) throws {
+      self.path = path
+      let directory = (path as NSString).deletingLastPathComponent
+      temporary = (directory as NSString).appendingPathComponent(
+        "\(temporaryPrefix)\((path as NSString).lastPathComponent)-\(getpid())")
+      // Readable by the owner and its group (checkpoints hold a model's weights).
+      fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+      guard fd >= 0 else { throw AtomicFile.failure("cannot create \(temporary)") }
     }
-    let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if directoryFD >= 0 {
-      fsync(directoryFD)
-      close(directoryFD)
+
+    /// Writes `bytes` at byte `offset` of the file.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+      var written = 0
+      while written < bytes.count {
+        let result = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(offset + written))
+        if result < 0 {
+          if errno == EINTR { continue }
+          throw AtomicFile.failure("cannot write \(temporary)")
+        }
+        written += result
+      }
+    }
+
+    /// Syncs the file and renames it to its path (removing it when that fails).
+    public func commit() throws {
+      guard fsync(fd) == 0 else {
+        discard()
+        throw AtomicFile.failure("cannot write \(temporary)")
+      }
+      close(fd)
+      guard rename(temporary, path) == 0 else {
+        unlink(temporary)
+        throw AtomicFile.failure("cannot rename \(temporary) to \(path)")
+      }
+      let directory = (path as NSString).deletingLastPathComponent
+      let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+      if directoryFD >= 0 {
+        fsync(directoryFD)
+        close(directoryFD)
+      }
+    }
+
+    /// Closes and removes the temporary file.
+    public func discard() {
+      close(fd)
+      unlink(temporary)
     }
   }
 

@@ -38,22 +38,69 @@ public enum SafeTensors {
   /// Passes the file's bytes to `write`: the header's length, the header,
   /// then each tensor's bytes in name order.
   private static func write(_ contents: Contents, _ write: (UnsafeRawBufferPointer) throws -> Void) throws {
-    let names = contents.tensors.keys.sorted()
-    var header: [String: Any] = [:]
-    if !contents.metadata.isEmpty { header["__metadata__"] = contents.metadata }
-    var offset = 0
-    for name in names {
-      let tensor = contents.tensors[name]!
-      let size = tensor.scalarCount * 4
-      header[name] = ["dtype": "F32", "shape": tensor.shape, "data_offsets": [offset, offset + size]]
-      offset += size
+    let layout = try Layout(shapes: contents.tensors.mapValues(\.shape), metadata: contents.metadata)
+    try layout.header.withUnsafeBytes(write)
+    for name in layout.names { try contents.tensors[name]!.sharedLittleEndianData.withUnsafeBytes(write) }
+  }
+
+  /// Writes a file of float32 tensors of `shapes` whose bytes `fill` puts in
+  /// pieces, in any order and from any task: `put(name, element, bytes)`
+  /// writes little-endian scalars from row-major element `element` of
+  /// tensor `name`. Nothing is gathered in memory; the file appears at
+  /// `path` whole once `fill` returns, or not at all. The caller must put
+  /// every byte of every tensor (a byte not put reads as zero).
+  public static func write(
+    shapes: [String: [Int]], metadata: [String: String] = [:], to path: String,
+    _ fill: (
+      _ put: @escaping @Sendable (_ name: String, _ element: Int, _ bytes: UnsafeRawBufferPointer) throws -> Void
+    )
+      async throws -> Void
+  ) async throws {
+    let layout = try Layout(shapes: shapes, metadata: metadata)
+    let file = try AtomicFile.Pending(replacing: path)
+    do {
+      try layout.header.withUnsafeBytes { try file.write($0, at: 0) }
+      try await fill { name, element, bytes in
+        guard let range = layout.ranges[name], element >= 0, element * 4 + bytes.count <= range.count else {
+          throw FormatError("\(bytes.count) bytes from element \(element) do not fit tensor \(name)")
+        }
+        try file.write(bytes, at: range.lowerBound + element * 4)
+      }
+    } catch {
+      file.discard()
+      throw error
     }
-    var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-    // Pad with spaces so the data starts 8-byte aligned, as the format suggests.
-    json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - json.count % 8) % 8))
-    try withUnsafeBytes(of: UInt64(json.count).littleEndian, write)
-    try json.withUnsafeBytes(write)
-    for name in names { try contents.tensors[name]!.sharedLittleEndianData.withUnsafeBytes(write) }
+    try file.commit()
+  }
+
+  /// Where a file's parts go: its header (length and JSON, padded), and
+  /// each tensor's bytes in the file, in name order after the header.
+  private struct Layout {
+    let header: Data
+    let names: [String]
+    let ranges: [String: Range<Int>]
+
+    init(shapes: [String: [Int]], metadata: [String: String]) throws {
+      names = shapes.keys.sorted()
+      var header: [String: Any] = [:]
+      if !metadata.isEmpty { header["__metadata__"] = metadata }
+      var offset = 0
+      var ranges: [String: Range<Int>] = [:]
+      for name in names {
+        let size = shapes[name]!.reduce(1, *) * 4
+        header[name] = ["dtype": "F32", "shape": shapes[name]!, "data_offsets": [offset, offset + size]]
+        ranges[name] = offset..<(offset + size)
+        offset += size
+      }
+      var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+      // Pad with spaces so the data starts 8-byte aligned, as the format suggests.
+      json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - json.count % 8) % 8))
+      var bytes = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Data($0) }
+      bytes.append(json)
+      self.header = bytes
+      let start = bytes.count
+      self.ranges = ranges.mapValues { ($0.lowerBound + start)..<($0.upperBound + start) }
+    }
   }
 
   /// Decodes a file, checking that every byte range lies inside the data and

@@ -54,18 +54,12 @@ final class ModelRegistry: Sendable {
 
   /// Registers the weights of a job that succeeded as the next version of
   /// its name, and serves that version from the job's stages for now.
+  /// The weights go from the ps to the model's file part by part, never
+  /// whole in the coordinator's memory.
   func register(_ job: TrainingJob, admit: @escaping Admission) async throws -> CoordinatorStore.StoredModel {
     let declarations = job.model.variableDeclarations()
     let ps = try cluster.parameterServerClient()
     ps.expect(variables: declarations.map { ($0.name, $0.shape) })
-    let pulled = try await ps.pull(job: job.runID, names: declarations.map(\.name))
-    var tensors: [String: Tensor] = [:]
-    for declaration in declarations {
-      guard let value = pulled[declaration.name]?.value else {
-        throw RPCError(.dataLoss, "the ps holds no value of \(declaration.name) for job \(job.name)")
-      }
-      tensors[declaration.name] = value
-    }
     let snapshot = job.snapshot
     let model = try await add(
       .with {
@@ -80,7 +74,12 @@ final class ModelRegistry: Sendable {
           $0.validationLoss = last.validationLoss
           $0.validationAccuracy = last.validationAccuracy
         }
-      }, tensors: tensors, admit: admit)
+      }, shapes: Dictionary(uniqueKeysWithValues: declarations.map { ($0.name, $0.shape) }), admit: admit
+    ) { put in
+      try await ps.pull(job: job.runID, names: declarations.map(\.name)) { name, element, bytes in
+        try bytes.withUnsafeBytes { try put(name, element, $0) }
+      }
+    }
     if let placement = job.placement {
       let loaded = LoadedModel(runID: job.runID, model: job.model, stages: placement.firstReplica)
       state.withLock { $0.borrowed[model.reference] = loaded }
@@ -167,13 +166,24 @@ final class ModelRegistry: Sendable {
   private func add(_ record: Pipemesh_V1_Model, tensors: [String: Tensor], admit: @escaping Admission) async throws
     -> CoordinatorStore.StoredModel
   {
+    try await add(record, shapes: tensors.mapValues(\.shape), admit: admit) { put in
+      for (name, tensor) in tensors { try tensor.sharedLittleEndianData.withUnsafeBytes { try put(name, 0, $0) } }
+    }
+  }
+
+  /// Records `record` as the next version of its name, its weights the
+  /// tensors of `shapes` whose bytes `fill` puts (see `SafeTensors.write`).
+  private func add(
+    _ record: Pipemesh_V1_Model, shapes: [String: [Int]], admit: @escaping Admission,
+    fill: (_ put: @escaping @Sendable (String, Int, UnsafeRawBufferPointer) throws -> Void) async throws -> Void
+  ) async throws -> CoordinatorStore.StoredModel {
     var record = record
     record.createdUnixSeconds = Date().timeIntervalSince1970
-    record.parameters = Int64(tensors.values.reduce(0) { $0 + $1.scalarCount })
+    record.parameters = Int64(shapes.values.reduce(0) { $0 + $1.reduce(1, *) })
     // Written before the version is numbered, outside the database's transaction.
     let incoming = store.incomingWeightsPath()
     let metadata = ["format": "pt", "pipemesh.model": record.name, "pipemesh.spec": try record.spec.jsonString()]
-    try SafeTensors.write(SafeTensors.Contents(tensors: tensors, metadata: metadata), to: incoming)
+    try await SafeTensors.write(shapes: shapes, metadata: metadata, to: incoming, fill)
     return try await store.addModel(record, weights: incoming, admit: admit)
   }
 

@@ -266,13 +266,83 @@ public final class ParameterServerClient: Sendable {
   /// Pulls variables; `newerThan` leaves out values not newer than a version.
   /// A partitioned variable is always read whole and assembled in place.
   public func pull(job: String, names: [String], newerThan: [String: Int64] = [:]) async throws -> [String: Pulled] {
+    let (work, wanted) = pullRequests(names: names, newerThan: newerThan)
+    let assembled = Mutex(Assembly())
+    // Made inside the lock, so that no other reference makes the first part's write copy them.
+    for name in names {
+      guard let layout = layout.withLock({ $0[name] }), layout.parts.count > 1 else { continue }
+      assembled.withLock { $0.values[name] = .zeros(layout.shape) }
+    }
+    try await sendPulls(work, job: job) { answered in
+      try assembled.withLock { try $0.add(answered, wanted: wanted) }
+    }
+    return try assembled.withLock { try $0.pulled(names, parts: { self.parts(of: $0) }) }
+  }
+
+  /// Pulls the current values of variables without putting them together:
+  /// `receive(name, element, bytes)` gets each part's little-endian scalars
+  /// from row-major element `element` of variable `name` as it arrives (from
+  /// any task), so no more than a request's answer is held at once. Throws
+  /// DATA_LOSS when the ps holds no value of a part, or answers one of
+  /// another shape or not at all.
+  public func pull(
+    job: String, names: [String],
+    into receive: @escaping @Sendable (_ name: String, _ element: Int, _ bytes: Data) throws -> Void
+  ) async throws {
+    let (work, wanted) = pullRequests(names: names, newerThan: [:])
+    let received = Mutex(Set<String>())
+    try await sendPulls(work, job: job) { answered in
+      for value in answered {
+        guard let (whole, part) = wanted[value.name], received.withLock({ $0.insert(value.name).inserted }) else {
+          throw RPCError(.dataLoss, "a ps task answered a pull with \(value.name), which was not asked for")
+        }
+        guard value.hasValue else { throw RPCError(.dataLoss, "the ps holds no value of \(value.name)") }
+        let shape: [Int]? = part.name == whole ? self.layout.withLock { $0[whole]?.shape } : part.shape
+        guard shape.map({ value.value.shape == $0.map(Int64.init) }) ?? true,
+          value.value.data.count == value.value.shape.reduce(1, *) * 4
+        else {
+          throw RPCError(
+            .dataLoss,
+            "a ps task answered \(value.name) with shape \(value.value.shape) and \(value.value.data.count) bytes")
+        }
+        try receive(whole, part.elements.lowerBound, value.value.data)
+      }
+    }
+    let missing = Set(wanted.keys).subtracting(received.withLock { $0 })
+    guard missing.isEmpty else {
+      throw RPCError(
+        .dataLoss, "a ps task answered a pull without \(missing.sorted().prefix(3).joined(separator: ", "))")
+    }
+  }
+
+  /// Sends `work`'s Pull requests of `job` and hands each answer's values to `take`.
+  private func sendPulls(
+    _ work: [Int: [(name: String, item: Item<Pipemesh_V1_VariableVersion>)]], job: String,
+    _ take: @escaping @Sendable ([Pipemesh_V1_VariableValue]) throws -> Void
+  ) async throws {
+    _ = try await send(work) { client, requests in
+      try take(
+        try await client.call(
+          ParameterServerMethods.pull,
+          .with {
+            $0.job = job
+            $0.variables = requests
+          }
+        ).variables)
+    }
+  }
+
+  /// The Pull requests of `names`' parts, by ps task, and which variable
+  /// and part each requested name is.
+  private func pullRequests(names: [String], newerThan: [String: Int64]) -> (
+    work: [Int: [(name: String, item: Item<Pipemesh_V1_VariableVersion>)]],
+    wanted: [String: (whole: String, part: VariablePart)]
+  ) {
     var work: [Int: [(name: String, item: Item<Pipemesh_V1_VariableVersion>)]] = [:]
     var wanted: [String: (whole: String, part: VariablePart)] = [:]
-    var assembly = Assembly()
     for name in names {
       let layout = layout.withLock { $0[name] }
       let parts = layout?.parts ?? parts(of: name)
-      if let layout, parts.count > 1 { assembly.values[name] = .zeros(layout.shape) }
       for part in parts {
         wanted[part.name] = (name, part)
         let version = parts.count == 1 ? newerThan[name] ?? 0 : 0
@@ -284,18 +354,7 @@ public final class ParameterServerClient: Sendable {
           (part.name, Item(payload: request, bytes: layout == nil ? transferBytes : part.byteCount)))
       }
     }
-    let assembled = Mutex(assembly)
-    let partsAsked = wanted
-    _ = try await send(work) { client, requests in
-      let answer = try await client.call(
-        ParameterServerMethods.pull,
-        .with {
-          $0.job = job
-          $0.variables = requests
-        })
-      try assembled.withLock { try $0.add(answer.variables, wanted: partsAsked) }
-    }
-    return try assembled.withLock { try $0.pulled(names, parts: { self.parts(of: $0) }) }
+    return (work, wanted)
   }
 
   /// Pulled parts put together: whole values of partitioned variables filled

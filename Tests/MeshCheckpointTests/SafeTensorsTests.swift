@@ -57,6 +57,45 @@ import Testing
     #expect(try SafeTensors.decode(data).tensors == Self.contents.tensors)
   }
 
+  /// A file written in pieces, out of order and from several tasks, is the
+  /// file written whole; a piece that does not fit fails the write and
+  /// leaves no file.
+  @Test func aFileWrittenInPiecesIsTheFileWrittenWhole() async throws {
+    let directory = (NSTemporaryDirectory() as NSString).appendingPathComponent("pipemesh-safetensors-\(UUID())")
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let path = (directory as NSString).appendingPathComponent("model.safetensors")
+    let tensors = Self.contents.tensors
+    try await SafeTensors.write(shapes: tensors.mapValues(\.shape), metadata: Self.contents.metadata, to: path) {
+      put in
+      // One scalar at a time, the last first, each from a task of its own.
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for (name, tensor) in tensors {
+          for element in (0..<tensor.scalarCount).reversed() {
+            group.addTask {
+              try tensor.sharedLittleEndianData(elements: element..<(element + 1)).withUnsafeBytes {
+                try put(name, element, $0)
+              }
+            }
+          }
+        }
+        try await group.waitForAll()
+      }
+    }
+    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+    #expect(data == (try SafeTensors.encode(Self.contents)))
+
+    let other = (directory as NSString).appendingPathComponent("other.safetensors")
+    let error = await #expect(throws: SafeTensors.FormatError.self) {
+      try await SafeTensors.write(shapes: ["a": [2]], to: other) { put in
+        try Data(count: 12).withUnsafeBytes { try put("a", 0, $0) }
+      }
+    }
+    #expect(error?.description.contains("do not fit tensor a") == true)
+    #expect(!FileManager.default.fileExists(atPath: other))
+    #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["model.safetensors"])
+  }
+
   @Test func truncatedFilesAreRefused() throws {
     let data = try SafeTensors.encode(Self.contents)
     // "a" holds bytes 0..<16 and "b/c" 16..<28 of the data; the cut removes the last scalar of "b/c".

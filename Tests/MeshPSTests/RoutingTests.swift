@@ -6,6 +6,7 @@ import MeshRPC
 import MeshTensor
 import MeshTestSupport
 import MeshWire
+import Synchronization
 import Testing
 
 /// A cluster of three ps processes behind one client.
@@ -53,6 +54,26 @@ import Testing
     let updated = try await client.pull(job: "spread", names: ["embedding/table", "layer5/bias"])
     #expect(updated["embedding/table"]?.value == initial - gradient * 0.5)
     #expect(updated["layer5/bias"]?.value == .filled([16], with: 4))
+
+    // Pulled part by part, never whole: each piece lands where it belongs, and together they
+    // are the values pulled whole.
+    let pieces = Mutex<[String: Tensor]>([
+      "embedding/table": .zeros([64, 32]), "layer5/bias": .zeros([16]),
+    ])
+    let counted = Mutex(0)
+    try await client.pull(job: "spread", names: ["embedding/table", "layer5/bias"]) { name, element, bytes in
+      // A name not asked for finds an empty tensor, which refuses the bytes.
+      try pieces.withLock {
+        try $0[name, default: .zeros([0])].overwrite(fromElement: element, littleEndianBytes: bytes)
+      }
+      counted.withLock { $0 += 1 }
+    }
+    #expect(pieces.withLock { $0 } == updated.compactMapValues(\.value))
+    #expect(counted.withLock { $0 } == 8 + 1, "one piece per row block and one for the bias")
+    let unknown = await #expect(throws: RPCError.self) {
+      try await client.pull(job: "spread", names: ["nope"]) { _, _, _ in }
+    }
+    #expect(unknown?.code == .notFound, "\(String(describing: unknown))")
   }
 
   /// A transfer far larger than one request: every request carries at most
