@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Writes files so that a crash at any moment leaves either the old file or
 /// the complete new one: write a temporary file beside it, fsync it, rename it
@@ -38,10 +39,11 @@ public enum AtomicFile {
 
   /// A file being written under a temporary name beside `path`, at any
   /// offsets and from any thread, then moved into place whole by `commit`
-  /// (or removed by `discard`): readers see the old file or the new one,
-  /// never a part.
+  /// (or removed by `discard`, or when dropped uncommitted): readers see the
+  /// old file or the new one, never a part.
   public final class Pending: Sendable {
-    private let fd: Int32
+    /// The open temporary; nil once committed or discarded.
+    private let fd: Mutex<Int32?>
     private let temporary: String
     private let path: String
 
@@ -51,12 +53,27 @@ public enum AtomicFile {
       temporary = (directory as NSString).appendingPathComponent(
         "\(temporaryPrefix)\((path as NSString).lastPathComponent)-\(getpid())")
       // Readable by the owner and its group (checkpoints hold a model's weights).
-      fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+      let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
       guard fd >= 0 else { throw AtomicFile.failure("cannot create \(temporary)") }
+      self.fd = Mutex(fd)
+    }
+
+    deinit { discard() }
+
+    /// The open descriptor, or a failure once the file is committed or discarded.
+    private func descriptor() throws -> Int32 {
+      guard let fd = fd.withLock({ $0 }) else { throw WriteError(description: "\(temporary) is closed") }
+      return fd
+    }
+
+    /// Sets the file's length to `bytes` (what is not written reads as zeros).
+    public func resize(to bytes: Int) throws {
+      guard ftruncate(try descriptor(), off_t(bytes)) == 0 else { throw AtomicFile.failure("cannot size \(temporary)") }
     }
 
     /// Writes `bytes` at byte `offset` of the file.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+      let fd = try descriptor()
       var written = 0
       while written < bytes.count {
         let result = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(offset + written))
@@ -70,14 +87,18 @@ public enum AtomicFile {
 
     /// Syncs the file and renames it to its path (removing it when that fails).
     public func commit() throws {
+      guard let fd = fd.withLock({ $0.take() }) else { throw WriteError(description: "\(temporary) is closed") }
       guard fsync(fd) == 0 else {
-        discard()
-        throw AtomicFile.failure("cannot write \(temporary)")
+        let error = AtomicFile.failure("cannot write \(temporary)")
+        close(fd)
+        unlink(temporary)
+        throw error
       }
       close(fd)
       guard rename(temporary, path) == 0 else {
+        let error = AtomicFile.failure("cannot rename \(temporary) to \(path)")
         unlink(temporary)
-        throw AtomicFile.failure("cannot rename \(temporary) to \(path)")
+        throw error
       }
       let directory = (path as NSString).deletingLastPathComponent
       let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -87,8 +108,9 @@ public enum AtomicFile {
       }
     }
 
-    /// Closes and removes the temporary file.
+    /// Closes and removes the temporary file; nothing once committed.
     public func discard() {
+      guard let fd = fd.withLock({ $0.take() }) else { return }
       close(fd)
       unlink(temporary)
     }

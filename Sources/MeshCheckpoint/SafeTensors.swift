@@ -1,5 +1,6 @@
 import Foundation
 import MeshTensor
+import Synchronization
 
 /// The safetensors format (the ML field's common checkpoint format, readable
 /// by NumPy and PyTorch): an 8-byte little-endian header length, a JSON header
@@ -47,8 +48,9 @@ public enum SafeTensors {
   /// pieces, in any order and from any task: `put(name, element, bytes)`
   /// writes little-endian scalars from row-major element `element` of
   /// tensor `name`. Nothing is gathered in memory; the file appears at
-  /// `path` whole once `fill` returns, or not at all. The caller must put
-  /// every byte of every tensor (a byte not put reads as zero).
+  /// `path` whole once `fill` returns, or not at all. Every byte of every
+  /// tensor must be put exactly once: a file whose pieces add up to less or
+  /// more is refused, and `put` must not be called once `fill` returned.
   public static func write(
     shapes: [String: [Int]], metadata: [String: String] = [:], to path: String,
     _ fill: (
@@ -58,13 +60,22 @@ public enum SafeTensors {
   ) async throws {
     let layout = try Layout(shapes: shapes, metadata: metadata)
     let file = try AtomicFile.Pending(replacing: path)
+    let bytesPut = Mutex(0)
     do {
+      try file.resize(to: layout.header.count + layout.dataBytes)
       try layout.header.withUnsafeBytes { try file.write($0, at: 0) }
       try await fill { name, element, bytes in
-        guard let range = layout.ranges[name], element >= 0, element * 4 + bytes.count <= range.count else {
+        guard let range = layout.ranges[name], element >= 0, element <= range.count / 4,
+          bytes.count <= range.count - element * 4
+        else {
           throw FormatError("\(bytes.count) bytes from element \(element) do not fit tensor \(name)")
         }
         try file.write(bytes, at: range.lowerBound + element * 4)
+        bytesPut.withLock { $0 += bytes.count }
+      }
+      let total = bytesPut.withLock { $0 }
+      guard total == layout.dataBytes else {
+        throw FormatError("\(total) bytes of tensors were put, where the file holds \(layout.dataBytes)")
       }
     } catch {
       file.discard()
@@ -79,6 +90,8 @@ public enum SafeTensors {
     let header: Data
     let names: [String]
     let ranges: [String: Range<Int>]
+    /// The bytes of all tensors.
+    let dataBytes: Int
 
     init(shapes: [String: [Int]], metadata: [String: String]) throws {
       names = shapes.keys.sorted()
@@ -87,7 +100,10 @@ public enum SafeTensors {
       var offset = 0
       var ranges: [String: Range<Int>] = [:]
       for name in names {
-        let size = shapes[name]!.reduce(1, *) * 4
+        guard let count = shapes[name].flatMap(Tensor.checkedCount(of:)) else {
+          throw FormatError("tensor \(name) has shape \(shapes[name] ?? []), which holds no number of scalars")
+        }
+        let size = count * 4
         header[name] = ["dtype": "F32", "shape": shapes[name]!, "data_offsets": [offset, offset + size]]
         ranges[name] = offset..<(offset + size)
         offset += size
@@ -98,6 +114,7 @@ public enum SafeTensors {
       var bytes = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Data($0) }
       bytes.append(json)
       self.header = bytes
+      dataBytes = offset
       let start = bytes.count
       self.ranges = ranges.mapValues { ($0.lowerBound + start)..<($0.upperBound + start) }
     }

@@ -54,6 +54,8 @@ public final class CoordinatorStore: Sendable {
       where file.hasPrefix("incoming-") {
         try? FileManager.default.removeItem(atPath: "\(modelsDirectory)/\(file)")
       }
+      // And the temporaries of files still being written then (a registration pulls for seconds).
+      AtomicFile.removeStaleTemporaries(in: modelsDirectory, for: "incoming-")
     } catch let error as DatabaseError {
       throw RPCError(.internal, "the coordinator's state in \(directory ?? "memory") cannot be opened: \(error)")
     }

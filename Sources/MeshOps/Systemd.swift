@@ -1,5 +1,6 @@
 import CSystemd
 import Foundation
+import Synchronization
 
 /// Tells systemd how a `Type=notify` service is doing (sd_notify): READY=1
 /// once it answers, STATUS= lines, STOPPING=1, and WATCHDOG=1 pings at a
@@ -29,13 +30,31 @@ public struct SystemdNotifier: Sendable {
   }
 
   /// Pings WATCHDOG=1 at `watchdogInterval` until the task is cancelled; does
-  /// nothing when the unit set no watchdog.
+  /// nothing when the unit set no watchdog. The pings come from a thread of
+  /// their own: on a busy host each waits only for a core, not also for a
+  /// timer and a free executor thread (systemd stops a service that misses
+  /// one WatchdogSec).
   public func keepWatchdogFed() async {
     guard let interval = watchdogInterval else { return }
-    while !Task.isCancelled {
-      send("WATCHDOG=1")
-      try? await Task.sleep(for: interval)
+    let pinging = Pinging()
+    let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) * 1e-18
+    let thread = Thread { [self] in
+      while pinging.goesOn {
+        send("WATCHDOG=1")
+        Thread.sleep(forTimeInterval: seconds)
+      }
     }
+    thread.name = "watchdog"
+    thread.start()
+    while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+    pinging.stop()
+  }
+
+  /// Whether the watchdog thread goes on pinging.
+  private final class Pinging: Sendable {
+    private let running = Mutex(true)
+    var goesOn: Bool { running.withLock { $0 } }
+    func stop() { running.withLock { $0 = false } }
   }
 
   private func send(_ state: String) {

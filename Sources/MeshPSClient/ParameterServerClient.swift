@@ -282,24 +282,31 @@ public final class ParameterServerClient: Sendable {
   /// Pulls the current values of variables without putting them together:
   /// `receive(name, element, bytes)` gets each part's little-endian scalars
   /// from row-major element `element` of variable `name` as it arrives (from
-  /// any task), so no more than a request's answer is held at once. Throws
-  /// DATA_LOSS when the ps holds no value of a part, or answers one of
-  /// another shape or not at all.
+  /// any task), so no more than a request's answer is held at once. The
+  /// variables' layouts must be known (`register` or `expect` first;
+  /// FAILED_PRECONDITION otherwise). Throws DATA_LOSS when the ps holds no
+  /// value of a part, or answers one not of its float32 shape and bytes, or
+  /// twice, or not at all.
   public func pull(
     job: String, names: [String],
     into receive: @escaping @Sendable (_ name: String, _ element: Int, _ bytes: Data) throws -> Void
   ) async throws {
+    if let unknown = layout.withLock({ layout in names.first { layout[$0] == nil } }) {
+      throw RPCError(.failedPrecondition, "variable \(unknown) has no known layout: register or expect it first")
+    }
     let (work, wanted) = pullRequests(names: names, newerThan: [:])
     let received = Mutex(Set<String>())
     try await sendPulls(work, job: job) { answered in
       for value in answered {
-        guard let (whole, part) = wanted[value.name], received.withLock({ $0.insert(value.name).inserted }) else {
+        guard let (whole, part) = wanted[value.name] else {
           throw RPCError(.dataLoss, "a ps task answered a pull with \(value.name), which was not asked for")
         }
+        guard received.withLock({ $0.insert(value.name).inserted }) else {
+          throw RPCError(.dataLoss, "a ps task answered a pull with \(value.name) twice")
+        }
         guard value.hasValue else { throw RPCError(.dataLoss, "the ps holds no value of \(value.name)") }
-        let shape: [Int]? = part.name == whole ? self.layout.withLock { $0[whole]?.shape } : part.shape
-        guard shape.map({ value.value.shape == $0.map(Int64.init) }) ?? true,
-          value.value.data.count == value.value.shape.reduce(1, *) * 4
+        guard value.value.dtype == .float32, value.value.shape == part.shape.map(Int64.init),
+          value.value.data.count == part.byteCount
         else {
           throw RPCError(
             .dataLoss,

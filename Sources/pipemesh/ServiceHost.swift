@@ -111,8 +111,7 @@ struct ServiceHost {
       ready.yield()
       // Cancelled (another piece failed) rather than shut down: drain all the same.
       try? await gracefulShutdown()
-      phase.leave()
-      notifier.stopping(status: "leaving")
+      phase.leave(notifier)
       await leaving()
       log.info("shutting down: draining calls for up to \(settings.graceSeconds) s")
       notifier.stopping(status: "draining calls")
@@ -141,8 +140,7 @@ struct ServiceHost {
             while !Task.isCancelled {
               try? await Task.sleep(for: .seconds(10))
               // Once leaving, STATUS= says so ("leaving", "draining calls") until the end.
-              guard !phase.isLeaving else { return }
-              notifier.status(status())
+              guard phase.report(status, to: notifier) else { return }
             }
           }
         }
@@ -150,11 +148,25 @@ struct ServiceHost {
     }
   }
 
-  /// Whether the server has begun to leave.
+  /// Whether the server has begun to leave; what systemd hears of it is
+  /// told under the same lock, so a status line cannot follow "leaving".
   private final class ServingPhase: Sendable {
     private let leaving = Mutex(false)
-    var isLeaving: Bool { leaving.withLock { $0 } }
-    func leave() { leaving.withLock { $0 = true } }
+
+    /// Tells systemd `status()` while serving; returns false once leaving.
+    func report(_ status: () -> String, to notifier: SystemdNotifier) -> Bool {
+      leaving.withLock { leaving in
+        if !leaving { notifier.status(status()) }
+        return !leaving
+      }
+    }
+
+    func leave(_ notifier: SystemdNotifier) {
+      leaving.withLock { leaving in
+        leaving = true
+        notifier.stopping(status: "leaving")
+      }
+    }
   }
 
   /// Returns once the process that started this one is gone, which shuts the

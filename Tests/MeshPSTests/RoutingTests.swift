@@ -62,7 +62,7 @@ import Testing
     ])
     let counted = Mutex(0)
     try await client.pull(job: "spread", names: ["embedding/table", "layer5/bias"]) { name, element, bytes in
-      // A name not asked for finds an empty tensor, which refuses the bytes.
+      // An unexpected name would find an empty tensor, which refuses the bytes.
       try pieces.withLock {
         try $0[name, default: .zeros([0])].overwrite(fromElement: element, littleEndianBytes: bytes)
       }
@@ -73,7 +73,10 @@ import Testing
     let unknown = await #expect(throws: RPCError.self) {
       try await client.pull(job: "spread", names: ["nope"]) { _, _, _ in }
     }
-    #expect(unknown?.code == .notFound, "\(String(describing: unknown))")
+    // A variable whose parts this client does not know is refused before anything is asked.
+    #expect(
+      unknown?.code == .failedPrecondition && unknown?.message.contains("register or expect") == true,
+      "\(String(describing: unknown))")
   }
 
   /// A transfer far larger than one request: every request carries at most
