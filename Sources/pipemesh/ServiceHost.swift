@@ -55,7 +55,10 @@ struct ServiceHost {
       host: self, services: services + [diagnostics], status: status, started: started, leaving: leaving,
       stopping: stopping, ready: markReady, phase: phase)
     var lifecycle: [ServiceGroupConfiguration.ServiceConfiguration] = [
-      .init(service: SystemdKeepalive(notifier: notifier, status: status, ready: ready, phase: phase)),
+      // Stopped by the group after the server drained; should it end sooner, the server goes on.
+      .init(
+        service: SystemdKeepalive(notifier: notifier, status: status, ready: ready, phase: phase),
+        successTerminationBehavior: .ignore),
       .init(service: serving, successTerminationBehavior: .gracefullyShutdownGroup),
     ]
     // Set by `pipemesh up` and the tests for their children, so that no
@@ -139,8 +142,9 @@ struct ServiceHost {
           group.addTask {
             while !Task.isCancelled {
               try? await Task.sleep(for: .seconds(10))
-              // Once leaving, STATUS= says so ("leaving", "draining calls") until the end.
-              guard phase.report(status, to: notifier) else { return }
+              // Once leaving, STATUS= says so ("leaving", "draining calls") until the end; the
+              // loop goes on until the group stops it (a piece that ends would end the group).
+              phase.report(status, to: notifier)
             }
           }
         }
@@ -153,11 +157,10 @@ struct ServiceHost {
   private final class ServingPhase: Sendable {
     private let leaving = Mutex(false)
 
-    /// Tells systemd `status()` while serving; returns false once leaving.
-    func report(_ status: () -> String, to notifier: SystemdNotifier) -> Bool {
+    /// Tells systemd `status()` while serving, nothing once leaving.
+    func report(_ status: () -> String, to notifier: SystemdNotifier) {
       leaving.withLock { leaving in
         if !leaving { notifier.status(status()) }
-        return !leaving
       }
     }
 
