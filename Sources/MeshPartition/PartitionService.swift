@@ -237,12 +237,12 @@ public final class PartitionService: RPCService, Sendable {
       throw RPCError(.invalidArgument, "repeats is \(request.repeats); give 0 (3) to 10")
     }
     let repeats = request.repeats == 0 ? 3 : Int(request.repeats)
-    let largest = model.layers.map(\.parameterCount).max() ?? 0
+    let largest = model.largestTimedLayerParameters
     let room = StageMemory.mostSlots.room(within: parameterBudget)
     guard largest <= room else {
       throw RPCError(
         .resourceExhausted,
-        "the model's largest layer has \(largest) parameters; this partition's budget "
+        "timing the model's largest layer holds \(largest) parameters; this partition's budget "
           + "(\(HostMemory.describe(parameterBudget)), --memory-budget-mib) has room for \(room)")
     }
     switch model.rowsToTime(wanted: Int(request.rows), repeats: repeats, within: limits) {

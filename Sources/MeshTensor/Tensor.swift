@@ -100,7 +100,17 @@ public struct Tensor: Sendable {
     return try body(UnsafeMutableBufferPointer(start: buffer.pointer, count: buffer.count))
   }
 
-  /// The product of the extents of `shape` (1 for a scalar).
+  /// Sets every scalar to 0: in place when the storage is this tensor's alone (no allocation,
+  /// no new pages to fault in), else in new storage. Detaches the tensor from gradient recording.
+  public mutating func setToZero() {
+    if isKnownUniquelyReferenced(&buffer) {
+      buffer.pointer.update(repeating: 0, count: buffer.count)
+    } else {
+      buffer = TensorBuffer(count: buffer.count, repeating: 0)
+    }
+    node = nil
+  }
+
   /// The number of scalars of `shape`, or nil when an extent is negative or the product
   /// overflows (for sizes that come from outside).
   public static func checkedCount(of shape: [Int]) -> Int? {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import MeshOps
 import MeshRPC
+import MeshTensor
 
 @main
 struct Pipemesh: AsyncParsableCommand {
@@ -21,4 +22,9 @@ struct Pipemesh: AsyncParsableCommand {
       Models.self,
       Certs.self,
     ])
+
+  static func main() async {
+    takeTheCPUsBLASKernels()
+    await main(nil)
+  }
 }

@@ -76,6 +76,9 @@ struct ServePartition: AsyncParsableCommand {
     if let join { try Settings.checkAddress(join, option: "--join") }
     BLAS.setThreadCount(blasThreads)
     let host = ServiceHost(role: "partition", settings: settings, memoryBudget: budgetMiB << 20)
+    host.log.info(
+      "OpenBLAS with \(BLAS.kernels) kernels, \(blasThreads) thread\(blasThreads == 1 ? "" : "s")",
+      metadata: ["blas_kernels": "\(BLAS.kernels)"])
     let clientTransport = settings.client
     let dataPlane = DataPlane(dialer: GRPCDialer(transport: clientTransport))
     let partition = PartitionService(

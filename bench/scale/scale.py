@@ -207,12 +207,16 @@ def pipemesh_run(a, work, round_index, stage_parameters):
         if train.returncode != 0:
             raise RuntimeError(f"pipemesh train failed ({train.returncode}): {train.stderr[-2000:]}")
         steps = [json.loads(line) for line in train.stdout.splitlines() if line.startswith("{")]
+        if a.trace:
+            with open(f"{a.trace}.round{round_index}.json", "w") as out:
+                out.write(next((s["traceJson"] for s in reversed(steps) if s.get("traceJson")), "{}"))
         steps = [s for s in steps if s.get("samplesPerSecond") and not s.get("done") and not s.get("evaluated")]
         measured = steps[1:]  # the first step includes the first pulls
         seconds = sum(a.batch / s["samplesPerSecond"] for s in measured)
         memory = {s.name: s.peak_rss_bytes() for s in services}
         return {
             "samples_per_second": a.batch * len(measured) / seconds,
+            "step_seconds": [round(a.batch / s["samplesPerSecond"], 3) for s in steps],
             "peak_rss_bytes": memory,
             "mesh_peak_rss_bytes": mesh_peak,
             "parameter_bytes": {**{f"partition{i}": 4 * p for i, p in enumerate(stage_parameters)},
@@ -244,6 +248,8 @@ def main():
                         help="run each process in a memory cgroup with this limit (0: none)")
     parser.add_argument("--partition-budget-mib", type=int, default=0,
                         help="--memory-budget-mib for the partitions (0: their default, half their memory)")
+    parser.add_argument("--trace", metavar="PREFIX",
+                        help="write each round's step timeline (Chrome trace JSON) to PREFIX.roundN.json")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bigger", action="store_true")
     a = parser.parse_args()

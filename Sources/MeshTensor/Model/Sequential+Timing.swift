@@ -73,7 +73,11 @@ extension Sequential {
       }
     }
     let scalars = layers.indices.map(timingScalarsPerExample).max() ?? 0
-    let flops = trainingFlopsPerExample * Double(repeats + 1)
+    let timedFlops = layers.indices.reduce(0.0) { total, index in
+      let standIn = timedStandIn(for: index)
+      return total + Double(standIn.model.trainingFlopsPerLayer[standIn.layer]) / standIn.scale
+    }
+    let flops = timedFlops * Double(repeats + 1)
     let most = min(
       Double(min(max(1, wanted), limits.rows)), limits.scalars / max(scalars, 1), limits.flops / max(flops, 1))
     guard most >= 1 else {
@@ -86,6 +90,39 @@ extension Sequential {
     return .success(Int(most))
   }
 
+  /// A dense layer with more parameters than this is timed on a slice of
+  /// its outputs (16 Mi parameters, 64 MiB in float32), and its times scaled.
+  public static let largestTimedParameters = 1 << 24
+
+  /// The most parameters `timeLayers(rows:repeats:goOn:)` holds at once: a
+  /// layer's, or its stand-in's.
+  public var largestTimedLayerParameters: Int {
+    layers.indices.map { index in
+      let standIn = timedStandIn(for: index)
+      return standIn.model.layers[standIn.layer].parameterCount
+    }.max() ?? 0
+  }
+
+  /// What is timed for layer `index`, and the factor its times are scaled
+  /// by: the layer itself, or for a dense layer of more than
+  /// `largestTimedParameters` parameters, a dense layer with the same input
+  /// and a slice of its outputs. A dense layer's forward and backward take
+  /// time in proportion to its outputs, and timing the whole of a big one
+  /// would hold its kernel and the kernel's gradient on a partition that
+  /// may hold none of it.
+  func timedStandIn(for index: Int) -> (model: Sequential, layer: Int, scale: Double) {
+    guard case .dense(let inputSize, let outputSize, let activation) = spec.layers[index],
+      layers[index].parameterCount > Self.largestTimedParameters
+    else { return (self, index, 1) }
+    let slice = max(1, Self.largestTimedParameters / (inputSize + 1))
+    let standIn = ModelSpec(
+      inputShape: activationShapes[index],
+      layers: [.dense(inputSize: inputSize, outputSize: slice, activation: activation)],
+      loss: spec.loss, seed: spec.seed)
+    guard let model = try? Sequential(spec: standIn) else { return (self, index, 1) }
+    return (model, 0, Double(outputSize) / Double(slice))
+  }
+
   /// Times each layer's training forward and backward on a micro-batch of
   /// `rows` examples on this machine, one layer at a time (so only one
   /// layer's variables and activations are held): its variables drawn as a
@@ -93,23 +130,26 @@ extension Sequential {
   /// for an embedding), an output gradient of ones. Each time is the median
   /// of `repeats` runs after one untimed. `goOn` is asked before each run:
   /// once it says no, timing stops with `TimingRefusal` (a deadline passed).
+  /// A dense layer too big to time whole is timed on a stand-in (`timedStandIn(for:)`).
   public func timeLayers(rows: Int, repeats: Int, goOn: () -> Bool = { true }) throws(TimingRefusal) -> [LayerTiming] {
     precondition(rows >= 1 && repeats >= 1, "at least one row and one run")
     let clock = ContinuousClock()
     var timings: [LayerTiming] = []
     for index in layers.indices {
-      let range = index..<(index + 1)
-      let variables = initialVariables(layers: range)
-      let input = Tensor.zeros([rows] + activationShapes[index])
+      let (model, timed, scale) = timedStandIn(for: index)
+      let range = timed..<(timed + 1)
+      let variables = model.initialVariables(layers: range)
+      let input = Tensor.zeros([rows] + model.activationShapes[timed])
       let context = ForwardContext(training: true, seed: spec.seed)
       var forwards: [Duration] = []
       var backwards: [Duration] = []
-      let upstream = Tensor.filled([rows] + activationShapes[index + 1], with: 1)
+      let upstream = Tensor.filled([rows] + model.activationShapes[timed + 1], with: 1)
       for run in 0...repeats {
         guard goOn() else { throw TimingRefusal("timing stopped at layer \(index) (\(layers[index].name))") }
         var stage: StageForward?
         let forward = clock.measure {
-          stage = forwardStage(input, variables: variables, layers: range, context: context, inputGradient: index > 0)
+          stage = model.forwardStage(
+            input, variables: variables, layers: range, context: context, inputGradient: index > 0)
         }
         let backward = clock.measure { _ = stage!.backward(upstream) }
         // The first run warms the caches and the buffer pool.
@@ -119,7 +159,9 @@ extension Sequential {
         }
       }
       timings.append(
-        LayerTiming(forward: forwards.sorted()[forwards.count / 2], backward: backwards.sorted()[backwards.count / 2]))
+        LayerTiming(
+          forward: forwards.sorted()[forwards.count / 2] * scale,
+          backward: backwards.sorted()[backwards.count / 2] * scale))
     }
     return timings
   }
