@@ -67,6 +67,9 @@ void ServerStream::Complete(Operation operation, bool ok) {
     case Operation::kDone:
       handler_->OnDone(context.IsCancelled());
       break;
+    case Operation::kAlarm:
+      handler_->OnAlarm(ok);
+      break;
   }
   Unreference();
 }
@@ -96,6 +99,13 @@ bool ServerStream::Finish(const grpc::Status &status) {
   return gate_->Run([&] {
     Reference();
     stream_.Finish(status, &finish_tag_);
+  });
+}
+
+bool ServerStream::SetAlarm(std::chrono::system_clock::time_point deadline) {
+  return gate_->Run([&] {
+    Reference();
+    alarm_.Set(queue_, deadline, &alarm_tag_);
   });
 }
 
@@ -217,9 +227,21 @@ struct pm_server_call final : public StreamHandler {
       done_context = write_done_context_;
       writing_ = false;
       write_buffer_.Clear();
-      if (std::exchange(deferred_finish_, false)) stream_->Finish(deferred_status_);
+      if (std::exchange(deferred_finish_, false)) {
+        stream_->Finish(deferred_status_);
+        if (alarm_set_) stream_->CancelAlarm();
+      }
     }
     if (done != nullptr) done(done_context, ok ? 1 : 0);
+  }
+
+  // The grace for a write in flight at an error finish ran out: a client
+  // that does not read would keep the call open, so it ends now (the client
+  // then sees CANCELLED instead of the handler's status).
+  void OnAlarm(bool fired) override {
+    if (!fired) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (deferred_finish_) stream_->context.TryCancel();
   }
 
   void OnDone(bool cancelled) override {
@@ -248,6 +270,11 @@ struct pm_server_call final : public StreamHandler {
       handler_context = cancel_context_;
     }
     FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, reason));
+    {
+      // Asked for: no grace for a write in flight.
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (deferred_finish_) stream_->context.TryCancel();
+    }
     if (handler != nullptr) handler(handler_context, 1);
   }
 
@@ -325,9 +352,12 @@ struct pm_server_call final : public StreamHandler {
     if (writing_) {
       deferred_finish_ = true;
       deferred_status_ = std::move(status);
-      // A write the client does not read may never complete: an error ends the call now (the
-      // client then sees CANCELLED), rather than once the client reads or gives up.
-      if (!deferred_status_.ok()) stream_->context.TryCancel();
+      // A write the client does not read may never complete: an error waits for it at most
+      // kErrorFinishGrace, then ends the call (see OnAlarm).
+      if (!deferred_status_.ok()) {
+        alarm_set_ = stream_->SetAlarm(std::chrono::system_clock::now() + kErrorFinishGrace);
+        if (!alarm_set_) stream_->context.TryCancel();  // the server is stopping
+      }
       return;
     }
     stream_->Finish(status);
@@ -355,6 +385,9 @@ struct pm_server_call final : public StreamHandler {
   void *read_done_context_ = nullptr;
   bool deferred_finish_ = false;
   grpc::Status deferred_status_;
+  // How long an error finish waits for a write in flight, and whether it set an alarm for it.
+  static constexpr std::chrono::seconds kErrorFinishGrace{1};
+  bool alarm_set_ = false;
 };
 
 namespace {

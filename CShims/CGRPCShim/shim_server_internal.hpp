@@ -7,6 +7,7 @@
 #ifndef PIPEMESH_SHIM_SERVER_INTERNAL_HPP
 #define PIPEMESH_SHIM_SERVER_INTERNAL_HPP
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/generic/async_generic_service.h>
 
 #include <atomic>
@@ -54,6 +55,8 @@ class StreamHandler {
   virtual void OnStart(ServerStream &stream) = 0;
   virtual void OnRead(bool ok) {}
   virtual void OnWrite(bool ok) {}
+  // An alarm set with SetAlarm went off (`fired`), or was cancelled.
+  virtual void OnAlarm(bool fired) {}
   // The call is over: finished, or cancelled (by the client, a deadline or
   // the server's shutdown) when `cancelled`.
   virtual void OnDone(bool cancelled) {}
@@ -65,7 +68,7 @@ class StreamHandler {
 // Deletes itself, and its handler, when the last reference goes.
 class ServerStream {
  public:
-  enum class Operation { kAccept, kRead, kWrite, kFinish, kDone };
+  enum class Operation { kAccept, kRead, kWrite, kFinish, kDone, kAlarm };
 
   // The tag a completion queue returns for one of a stream's operations.
   struct Tag {
@@ -96,6 +99,10 @@ class ServerStream {
   bool Write(const grpc::ByteBuffer *message);
   bool WriteAndFinish(const grpc::ByteBuffer *message);
   bool Finish(const grpc::Status &status);
+  // Calls the handler's OnAlarm at `deadline` (at most one alarm per call),
+  // or sooner with `fired` false once CancelAlarm is called.
+  bool SetAlarm(std::chrono::system_clock::time_point deadline);
+  void CancelAlarm() { alarm_.Cancel(); }
 
   void Reference() { references_.fetch_add(1, std::memory_order_relaxed); }
   void Unreference();
@@ -115,6 +122,8 @@ class ServerStream {
   Tag write_tag_{this, Operation::kWrite};
   Tag finish_tag_{this, Operation::kFinish};
   Tag done_tag_{this, Operation::kDone};
+  grpc::Alarm alarm_;
+  Tag alarm_tag_{this, Operation::kAlarm};
 };
 
 }  // namespace pipemesh

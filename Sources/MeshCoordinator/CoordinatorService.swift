@@ -888,8 +888,12 @@ public final class CoordinatorService: RPCService, Sendable {
             // Freed once its success is saved (the ps drops its checkpoints too, which a resume
             // after a coordinator restart would need), whether or not its caller is still there.
             // Best effort, as when a job is replaced: DeleteJob frees what a failure here leaves.
-            let (runID, cluster, clients) = (job.runID, cluster, placement.clients)
-            _ = await Task { try await StageLoading.discard(runID: runID, cluster: cluster, clients: clients) }.result
+            // A coordinator stopped before the release is recorded frees the job when it starts again.
+            let (name, runID, cluster, clients, store) = (job.name, job.runID, cluster, placement.clients, store)
+            _ = await Task {
+              try await StageLoading.discard(runID: runID, cluster: cluster, clients: clients)
+              try await store.markReleased(name, runID: runID)
+            }.result
           }
           pool.release(job.runID)
           // Moved off a partition that leaves the pool, or a member failed
@@ -1045,6 +1049,26 @@ public final class CoordinatorService: RPCService, Sendable {
       _ = try? await StageLoading.discard(runID: stored.runID, cluster: cluster, clients: pool.everyClient)
     }
     return job
+  }
+
+  /// Frees the stages and variables of the jobs trained with discard_model
+  /// that succeeded while a coordinator on this state stopped before freeing
+  /// them; returns the jobs freed. Best effort: what cannot be reached now is
+  /// tried again at the next start (and DeleteJob frees it too).
+  public func releaseDiscardedJobs() async -> [String] {
+    var released: [String] = []
+    for stored in (try? await store.unreleasedDiscardJobs()) ?? [] {
+      do {
+        for run in Set([stored.runID, stored.checkpointRunID]) where !run.isEmpty {
+          try await StageLoading.discard(runID: run, cluster: cluster, clients: pool.everyClient)
+        }
+        try await store.markReleased(stored.record.job, runID: stored.runID)
+        released.append(stored.record.job)
+      } catch {
+        continue
+      }
+    }
+    return released
   }
 
   /// Resumes every job this coordinator found interrupted when it started

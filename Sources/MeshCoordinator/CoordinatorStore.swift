@@ -111,6 +111,12 @@ public final class CoordinatorStore: Sendable {
         table.column("joined_at", .double).notNull()
       }
     }
+    // Whether a job trained with discard_model had its stages and variables
+    // freed after it succeeded: a coordinator stopped in between frees them
+    // when it starts again.
+    migrator.registerMigration("5: released discard jobs") { db in
+      try db.alter(table: "job") { table in table.add(column: "released", .boolean).notNull().defaults(to: false) }
+    }
     return migrator
   }
 
@@ -147,6 +153,9 @@ public final class CoordinatorStore: Sendable {
     /// The run whose checkpoints on the ps hold the newest one
     /// (`record.checkpointStep`); empty before the first.
     var checkpointRunID = ""
+    /// For a job trained with discard_model: its stages and variables were
+    /// freed once it succeeded.
+    var released = false
   }
 
   private struct JobRow: Codable, FetchableRecord, PersistableRecord {
@@ -160,6 +169,7 @@ public final class CoordinatorStore: Sendable {
     var createdAt: Double
     var record: Data
     var checkpointRun: String
+    var released: Bool
 
     init(_ job: StoredJob) throws {
       var record = job.record
@@ -171,10 +181,13 @@ public final class CoordinatorStore: Sendable {
       createdAt = record.createdUnixSeconds
       self.record = try record.serializedData()
       checkpointRun = job.checkpointRunID
+      released = job.released
     }
 
     func stored() throws -> StoredJob {
-      StoredJob(record: try Pipemesh_V1_Job(serializedBytes: record), runID: runId, checkpointRunID: checkpointRun)
+      StoredJob(
+        record: try Pipemesh_V1_Job(serializedBytes: record), runID: runId, checkpointRunID: checkpointRun,
+        released: released)
     }
   }
 
@@ -208,6 +221,23 @@ public final class CoordinatorStore: Sendable {
       try db.execute(
         sql: "UPDATE job SET state = ?, record = ?, checkpoint_run = ? WHERE name = ? AND run_id = ?",
         arguments: [row.state, row.record, row.checkpointRun, row.name, row.runId])
+    }
+  }
+
+  /// Records that a job trained with discard_model had its stages and
+  /// variables freed.
+  func markReleased(_ name: String, runID: String) async throws {
+    try await write { db in
+      try db.execute(sql: "UPDATE job SET released = 1 WHERE name = ? AND run_id = ?", arguments: [name, runID])
+    }
+  }
+
+  /// The jobs trained with discard_model that succeeded but were not
+  /// recorded as freed: the coordinator stopped in between.
+  func unreleasedDiscardJobs() async throws -> [StoredJob] {
+    try await read { db in
+      try JobRow.filter(Column("state") == "\(Pipemesh_V1_JobState.succeeded)" && Column("released") == false)
+        .fetchAll(db).map { try $0.stored() }.filter { $0.record.options.discardModel }
     }
   }
 

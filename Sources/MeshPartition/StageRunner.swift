@@ -564,12 +564,12 @@ actor StageRunner {
       if localUpdates != nil, let name = accumulated.keys.sorted().first(where: { !accumulated[$0]!.allFinite }) {
         throw RPCError(.invalidArgument, "gradient of \(name) holds NaN or infinity; nothing was applied")
       }
+      // The previous step's push is answered before this step's sums are
+      // taken: when it failed, they stay for a retry.
+      if let pending = localUpdates?.pendingPush { try await psCall { try await pending.value } }
       let gradients = accumulated
       accumulated = [:]
       if var local = localUpdates {
-        // The ps applies this push exactly as below; its answer is checked
-        // before the next push, and awaited now when the caller flushes.
-        try await psCall { try await local.pendingPush?.value }
         // Moved out until it is put back below (no suspension in between), so
         // that the optimizer slots it holds are updated in place, not copied.
         localUpdates = nil
@@ -585,7 +585,7 @@ actor StageRunner {
             uniqueKeysWithValues: local.kept.map { name in
               (name, (value: variables[name]!, slots: local.slots[name] ?? [:], version: versions[name] ?? 0))
             })
-          if !states.isEmpty { try await psCall { try await ps.assign(job: job, user: user, states: states) } }
+          if !states.isEmpty { _ = try await psCall { try await ps.assign(job: job, user: user, states: states) } }
         }
       } else {
         let pushed = Dictionary(uniqueKeysWithValues: gradients.map { ($0.key, ($0.value, versions[$0.key] ?? 0)) })
@@ -595,7 +595,7 @@ actor StageRunner {
           )
           try await refresh(definitions.map(\.name))
         }
-        spareSums = gradients
+        if !flush { spareSums = gradients }
       }
     }
     response.version = versions.values.min() ?? 0
@@ -612,11 +612,12 @@ actor StageRunner {
     return response
   }
 
-  /// Applies a step's gradient sums to the variables the stage keeps, in
-  /// place (the variables and their slots are held once), and pushes the
-  /// others' to the ps in a task of their own. With `keepingSums`, the
-  /// applied sums stay for the next step to sum into; the rest are freed on
-  /// return (or once pushed).
+  /// Applies a step's gradient sums to the stage's variables in place (the
+  /// variables and their slots are held once), and pushes those of the
+  /// variables the ps also keeps in a task of their own (the ps applies them
+  /// exactly as here). With `keepingSums`, the sums stay for the next step to
+  /// sum into (one still being pushed then is not reused: new memory is
+  /// taken for it); else they are freed on return, or once pushed.
   private func applyLocally(
     _ gradients: [String: Tensor], step: Int64, local: inout LocalUpdates, keepingSums: Bool
   ) -> Task<Void, any Error> {
@@ -632,7 +633,7 @@ actor StageRunner {
       local.slots[name] = slots
       versions[name] = version + 1
     }
-    if keepingSums { spareSums = gradients.filter { kept.contains($0.key) } }
+    if keepingSums { spareSums = gradients }
     let (ps, job, user, replica) = (ps, job, user, replica)
     return Task {
       if !pushed.isEmpty {

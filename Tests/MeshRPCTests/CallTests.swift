@@ -92,6 +92,46 @@ import Testing
     #expect(error?.code == .unavailable, "\(String(describing: error))")
   }
 
+  /// A handler that fails while a response is still on its way: a client
+  /// that goes on reading gets the response, then the handler's status.
+  @Test func aFailureWhileAWriteIsInFlightReachesAClientThatReads() async throws {
+    try await afterTheFirstResponseOfAFailingWrite { probe, iterator in
+      // The 16 MiB response waits for this side to read; the handler fails meanwhile.
+      try await Task.sleep(for: .milliseconds(400))
+      #expect(try await iterator.next()?.payload.count == 16 << 20)
+      let error = await #expect(throws: RPCError.self) { _ = try await iterator.next() }
+      #expect(
+        error?.code == .invalidArgument && error?.message == "failed while writing", "\(String(describing: error))")
+      #expect(probe.seen == ["big write sent"])
+    }
+  }
+
+  /// The same failure with a client that stops reading: the call still ends
+  /// (CANCELLED, a second after the failure) instead of waiting for the client.
+  @Test func aFailureWhileAWriteIsInFlightEndsTheCallOfAClientThatStoppedReading() async throws {
+    try await afterTheFirstResponseOfAFailingWrite { probe, iterator in
+      let deadline = ContinuousClock.now + .seconds(60)
+      while probe.seen.isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+      #expect(probe.seen == ["big write refused"])
+      let error = await #expect(throws: RPCError.self) { while try await iterator.next() != nil {} }
+      #expect(error?.code == .cancelled, "\(String(describing: error))")
+    }
+  }
+
+  /// Calls `ProbeService.failWhileWriting` with a 16 MiB response over the
+  /// shim and hands `body` the probe and the stream after its first response.
+  func afterTheFirstResponseOfAFailingWrite(
+    _ body: (ProbeService, inout ResponseStream<Pipemesh_V1_EchoResponse>.Iterator) async throws -> Void
+  ) async throws {
+    let probe = ProbeService()
+    try await withChannel(.grpc, [probe]) { client in
+      var iterator = client.stream(ProbeService.failWhileWriting, .with { $0.responseSize = 16 << 20 })
+        .makeAsyncIterator()
+      #expect(try await iterator.next()?.sequence == 0)
+      try await body(probe, &iterator)
+    }
+  }
+
   @Test(arguments: TestTransport.allCases)
   func aServerThatAnswersEarlyEndsTheClientStream(transport: TestTransport) async throws {
     let probe = ProbeService()

@@ -14,6 +14,11 @@ final class ProbeService: RPCService, Sendable {
   static let slow = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(service: name, name: "Slow")
   static let streamForever = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
     service: name, name: "StreamForever")
+  /// Sends a small response, then starts sending one of `responseSize`
+  /// bytes from another task and, 200 ms later, while that write waits for
+  /// the client to read, fails with INVALID_ARGUMENT.
+  static let failWhileWriting = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
+    service: name, name: "FailWhileWriting")
   /// Fails with INVALID_ARGUMENT and a message quoting the whole payload.
   static let refuseQuoting = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(
     service: name, name: "RefuseQuoting")
@@ -99,6 +104,16 @@ final class ProbeService: RPCService, Sendable {
       }
       context.cancelCall()
       try await Task.sleep(for: .seconds(60))
+    }
+    router.serverStreaming(Self.failWhileWriting) { [self] request, writer, _ in
+      try await writer.write(.with { $0.sequence = 0 })
+      let size = Int(request.responseSize)
+      Task {
+        let written = (try? await writer.write(.with { $0.payload = Data(count: size) })) != nil
+        record(written ? "big write sent" : "big write refused")
+      }
+      try await Task.sleep(for: .milliseconds(200))
+      throw RPCError(.invalidArgument, "failed while writing")
     }
     router.serverStreaming(Self.streamForever) { [self] request, writer, _ in
       var sequence: UInt64 = 0

@@ -742,8 +742,9 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   public mutating func clearFold() {_uniqueStorage()._fold = nil}
 
   /// A job that succeeds registers no model: its stages and its variables on the ps are freed as
-  /// it ends, and Job.model stays empty. For jobs whose figures are all that is wanted, such as
-  /// the trials of a search (`pipemesh sweep`); unset, a job registers model `job`.
+  /// it ends (by the next coordinator to start on the same state, if this one stops first), and
+  /// Job.model stays empty. For jobs whose figures are all that is wanted, such as the trials of a
+  /// search (`pipemesh sweep`); unset, a job registers model `job`.
   public var discardModel: Bool {
     get {_storage._discardModel}
     set {_uniqueStorage()._discardModel = newValue}

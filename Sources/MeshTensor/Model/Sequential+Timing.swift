@@ -74,8 +74,7 @@ extension Sequential {
     }
     let scalars = layers.indices.map(timingScalarsPerExample).max() ?? 0
     let timedFlops = layers.indices.reduce(0.0) { total, index in
-      let standIn = timedStandIn(for: index)
-      return total + Double(standIn.model.trainingFlopsPerLayer[standIn.layer]) / standIn.scale
+      total + Double(trainingFlopsPerLayer[index]) / timedStandIn(for: index).scale
     }
     let flops = timedFlops * Double(repeats + 1)
     let most = min(
@@ -132,8 +131,14 @@ extension Sequential {
   /// once it says no, timing stops with `TimingRefusal` (a deadline passed).
   /// A dense layer too big to time whole is timed on a stand-in (`timedStandIn(for:)`).
   public func timeLayers(rows: Int, repeats: Int, goOn: () -> Bool = { true }) throws(TimingRefusal) -> [LayerTiming] {
+    try timeLayers(rows: rows, repeats: repeats, goOn: goOn) { ContinuousClock().measure($0) }
+  }
+
+  /// `timeLayers(rows:repeats:goOn:)` with the time of each run taken by `measure`.
+  func timeLayers(
+    rows: Int, repeats: Int, goOn: () -> Bool = { true }, measure: (() -> Void) -> Duration
+  ) throws(TimingRefusal) -> [LayerTiming] {
     precondition(rows >= 1 && repeats >= 1, "at least one row and one run")
-    let clock = ContinuousClock()
     var timings: [LayerTiming] = []
     for index in layers.indices {
       let (model, timed, scale) = timedStandIn(for: index)
@@ -147,11 +152,11 @@ extension Sequential {
       for run in 0...repeats {
         guard goOn() else { throw TimingRefusal("timing stopped at layer \(index) (\(layers[index].name))") }
         var stage: StageForward?
-        let forward = clock.measure {
+        let forward = measure {
           stage = model.forwardStage(
             input, variables: variables, layers: range, context: context, inputGradient: index > 0)
         }
-        let backward = clock.measure { _ = stage!.backward(upstream) }
+        let backward = measure { _ = stage!.backward(upstream) }
         // The first run warms the caches and the buffer pool.
         if run > 0 {
           forwards.append(forward)
