@@ -105,7 +105,8 @@ bool ServerStream::Finish(const grpc::Status &status) {
 bool ServerStream::SetAlarm(std::chrono::system_clock::time_point deadline) {
   return gate_->Run([&] {
     Reference();
-    alarm_.Set(queue_, deadline, &alarm_tag_);
+    alarm_.emplace();
+    alarm_->Set(queue_, deadline, &alarm_tag_);
   });
 }
 
@@ -269,12 +270,7 @@ struct pm_server_call final : public StreamHandler {
       handler = std::exchange(cancel_handler_, nullptr);
       handler_context = cancel_context_;
     }
-    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, reason));
-    {
-      // Asked for: no grace for a write in flight.
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (deferred_finish_) stream_->context.TryCancel();
-    }
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, reason), /*grace=*/false);
     if (handler != nullptr) handler(handler_context, 1);
   }
 
@@ -344,8 +340,9 @@ struct pm_server_call final : public StreamHandler {
   }
 
  private:
-  // Sends `status` unless the call already finished; after a pending write.
-  void FinishOnce(grpc::Status status) {
+  // Sends `status` unless the call already finished; after a pending write
+  // (an error waits for it at most kErrorFinishGrace, none without `grace`).
+  void FinishOnce(grpc::Status status, bool grace = true) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (finished_) return;
     finished_ = true;
@@ -355,8 +352,8 @@ struct pm_server_call final : public StreamHandler {
       // A write the client does not read may never complete: an error waits for it at most
       // kErrorFinishGrace, then ends the call (see OnAlarm).
       if (!deferred_status_.ok()) {
-        alarm_set_ = stream_->SetAlarm(std::chrono::system_clock::now() + kErrorFinishGrace);
-        if (!alarm_set_) stream_->context.TryCancel();  // the server is stopping
+        alarm_set_ = grace && stream_->SetAlarm(std::chrono::system_clock::now() + kErrorFinishGrace);
+        if (!alarm_set_) stream_->context.TryCancel();  // asked for, or the server is stopping
       }
       return;
     }

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -102,7 +103,9 @@ class ServerStream {
   // Calls the handler's OnAlarm at `deadline` (at most one alarm per call),
   // or sooner with `fired` false once CancelAlarm is called.
   bool SetAlarm(std::chrono::system_clock::time_point deadline);
-  void CancelAlarm() { alarm_.Cancel(); }
+  void CancelAlarm() {
+    if (alarm_) alarm_->Cancel();
+  }
 
   void Reference() { references_.fetch_add(1, std::memory_order_relaxed); }
   void Unreference();
@@ -122,7 +125,7 @@ class ServerStream {
   Tag write_tag_{this, Operation::kWrite};
   Tag finish_tag_{this, Operation::kFinish};
   Tag done_tag_{this, Operation::kDone};
-  grpc::Alarm alarm_;
+  std::optional<grpc::Alarm> alarm_;  // made by SetAlarm: most calls need none
   Tag alarm_tag_{this, Operation::kAlarm};
 };
 

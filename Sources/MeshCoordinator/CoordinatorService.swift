@@ -889,9 +889,11 @@ public final class CoordinatorService: RPCService, Sendable {
             // after a coordinator restart would need), whether or not its caller is still there.
             // Best effort, as when a job is replaced: DeleteJob frees what a failure here leaves.
             // A coordinator stopped before the release is recorded frees the job when it starts again.
+            // A resumed job that succeeded before its first checkpoint still holds the run it resumed.
+            let runs = Set([job.runID, job.stored.checkpointRunID]).filter { !$0.isEmpty }
             let (name, runID, cluster, clients, store) = (job.name, job.runID, cluster, placement.clients, store)
             _ = await Task {
-              try await StageLoading.discard(runID: runID, cluster: cluster, clients: clients)
+              for run in runs { try await StageLoading.discard(runID: run, cluster: cluster, clients: clients) }
               try await store.markReleased(name, runID: runID)
             }.result
           }
@@ -1053,22 +1055,24 @@ public final class CoordinatorService: RPCService, Sendable {
 
   /// Frees the stages and variables of the jobs trained with discard_model
   /// that succeeded while a coordinator on this state stopped before freeing
-  /// them; returns the jobs freed. Best effort: what cannot be reached now is
-  /// tried again at the next start (and DeleteJob frees it too).
+  /// them; returns the jobs whose variables the ps still held. Best effort:
+  /// at the first failure (a ps that does not answer) the rest waits for the
+  /// next start (DeleteJob frees a job too).
   public func releaseDiscardedJobs() async -> [String] {
-    var released: [String] = []
+    var freed: [String] = []
     for stored in (try? await store.unreleasedDiscardJobs()) ?? [] {
       do {
+        var bytes: Int64 = 0
         for run in Set([stored.runID, stored.checkpointRunID]) where !run.isEmpty {
-          try await StageLoading.discard(runID: run, cluster: cluster, clients: pool.everyClient)
+          bytes += try await StageLoading.discard(runID: run, cluster: cluster, clients: pool.everyClient)
         }
         try await store.markReleased(stored.record.job, runID: stored.runID)
-        released.append(stored.record.job)
+        if bytes > 0 { freed.append(stored.record.job) }
       } catch {
-        continue
+        break
       }
     }
-    return released
+    return freed
   }
 
   /// Resumes every job this coordinator found interrupted when it started

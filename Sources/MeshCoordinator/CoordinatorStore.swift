@@ -113,9 +113,10 @@ public final class CoordinatorStore: Sendable {
     }
     // Whether a job trained with discard_model had its stages and variables
     // freed after it succeeded: a coordinator stopped in between frees them
-    // when it starts again.
+    // when it starts again. Jobs stored before count as freed (new rows
+    // always set the column).
     migrator.registerMigration("5: released discard jobs") { db in
-      try db.alter(table: "job") { table in table.add(column: "released", .boolean).notNull().defaults(to: false) }
+      try db.alter(table: "job") { table in table.add(column: "released", .boolean).notNull().defaults(to: true) }
     }
     return migrator
   }

@@ -537,6 +537,11 @@ actor StageRunner {
   }
 
   private func computeCommit(step: Int64, flush: Bool) async throws -> Pipemesh_V1_CommitResponse {
+    // The previous step's push is answered first, before anything of this
+    // step is looked at or taken. A push that failed fails every later
+    // commit of the stage (its variables on the ps missed a step): the
+    // coordinator runs the job on from its newest checkpoint.
+    if let pending = localUpdates?.pendingPush { try await psCall { try await pending.value } }
     guard kept.isEmpty else {
       throw RPCError(
         .failedPrecondition,
@@ -564,9 +569,6 @@ actor StageRunner {
       if localUpdates != nil, let name = accumulated.keys.sorted().first(where: { !accumulated[$0]!.allFinite }) {
         throw RPCError(.invalidArgument, "gradient of \(name) holds NaN or infinity; nothing was applied")
       }
-      // The previous step's push is answered before this step's sums are
-      // taken: when it failed, they stay for a retry.
-      if let pending = localUpdates?.pendingPush { try await psCall { try await pending.value } }
       let gradients = accumulated
       accumulated = [:]
       if var local = localUpdates {

@@ -24,7 +24,7 @@ struct Pipemesh: AsyncParsableCommand {
     ])
 
   static func main() async {
-    takeTheCPUsBLASKernels()
+    BLAS.takeTheCPUsKernels()
     await main(nil)
   }
 }

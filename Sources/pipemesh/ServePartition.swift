@@ -272,18 +272,16 @@ struct ServeCoordinator: AsyncParsableCommand {
         // A wrong address shows now, not when the first job fails (members may also still be starting).
         Task {
           for problem in await coordinator.unansweredMembers() { log.warning("\(problem)") }
-          let released = await coordinator.releaseDiscardedJobs()
-          if !released.isEmpty {
-            log.info(
-              "freed what \(released.count) finished discard_model jobs still held: \(released.joined(separator: ", "))"
-            )
-          }
           for (job, problem) in await coordinator.resumeInterruptedJobs() {
             if problem.isEmpty {
               log.info("job \(job) resumed from its newest checkpoint")
             } else {
               log.warning("job \(job) stays interrupted: \(problem)")
             }
+          }
+          let freed = await coordinator.releaseDiscardedJobs()
+          if !freed.isEmpty {
+            log.info("freed the variables finished discard_model jobs still held: \(freed.joined(separator: ", "))")
           }
         }
       })

@@ -15,8 +15,8 @@ final class ProbeService: RPCService, Sendable {
   static let streamForever = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
     service: name, name: "StreamForever")
   /// Sends a small response, then starts sending one of `responseSize`
-  /// bytes from another task and, 200 ms later, while that write waits for
-  /// the client to read, fails with INVALID_ARGUMENT.
+  /// bytes from another task and, 200 ms after that write began, while it
+  /// waits for the client to read, fails with INVALID_ARGUMENT.
   static let failWhileWriting = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
     service: name, name: "FailWhileWriting")
   /// Fails with INVALID_ARGUMENT and a message quoting the whole payload.
@@ -40,6 +40,12 @@ final class ProbeService: RPCService, Sendable {
   var serviceName: String { Self.name }
 
   private func record(_ event: String) { events.withLock { $0.append(event) } }
+
+  /// Returns once a handler recorded an event, or after `timeout`.
+  func waitForAnEvent(within timeout: Duration = .seconds(60)) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while seen.isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+  }
 
   func register(with router: inout RPCRouter) {
     router.unary(Self.refuseQuoting) { request, _ in
@@ -108,10 +114,14 @@ final class ProbeService: RPCService, Sendable {
     router.serverStreaming(Self.failWhileWriting) { [self] request, writer, _ in
       try await writer.write(.with { $0.sequence = 0 })
       let size = Int(request.responseSize)
+      let big = Pipemesh_V1_EchoResponse.with { $0.payload = Data(count: size) }
+      let writing = Mutex(false)
       Task {
-        let written = (try? await writer.write(.with { $0.payload = Data(count: size) })) != nil
+        writing.withLock { $0 = true }
+        let written = (try? await writer.write(big)) != nil
         record(written ? "big write sent" : "big write refused")
       }
+      while !writing.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
       try await Task.sleep(for: .milliseconds(200))
       throw RPCError(.invalidArgument, "failed while writing")
     }

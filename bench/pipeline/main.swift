@@ -35,6 +35,7 @@ import MeshRPC
 import MeshTensor
 import MeshWire
 
+BLAS.takeTheCPUsKernels()
 let arguments = CommandLine.arguments
 if arguments.contains("--simulate") {
   try printSimulationTable()

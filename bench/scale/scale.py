@@ -13,6 +13,11 @@ parameters it holds. Prints one JSON object per line, then a Markdown table.
   bench/scale/run --bigger                 MLP 784-12288-12288-12288-10 (312 M parameters), every
                                            process limited to 2 GiB: PyTorch does not fit, the mesh does
 
+--against pipelining compares instead with torch.distributed.pipelining: 2 processes of 1 thread
+over gloo on 127.0.0.1, the model split where the mesh's planner splits it, the same schedule
+(GPipe or 1F1B) and micro-batches; Pipemesh's figure is also given without its last step, whose
+commit hands the variables to the ps (PyTorch keeps them where they are).
+
 --memory-limit-mib runs each process (PyTorch, each ps task and partition) in a memory cgroup of its
 own with that limit (cgroup v2, or v1's memory controller; needs root), so a process over it is
 killed as the kernel would kill it in a container.
@@ -63,6 +68,43 @@ print(json.dumps({"samples_per_second": batch * steps / elapsed,
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
+# torch.distributed.pipelining with 2 ranks over gloo on 127.0.0.1, one thread each: the model
+# split as the mesh splits it, the same schedule and micro-batches; run once per rank.
+TORCH_PIPELINE = TORCH_MLP + r"""
+import json, os, sys, time
+import torch.distributed as dist
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+layers, batch, steps, micro_batches, schedule, split, lr, rank, port = json.loads(sys.argv[1])
+torch.set_num_threads(1)
+os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"tcp://127.0.0.1:{port}")
+model = torch_mlp(layers)
+# Stage 0 holds the first `split` linear layers and the ReLU after each.
+part = model[:2 * split] if rank == 0 else model[2 * split:]
+example = torch.randn(batch // micro_batches, layers[0] if rank == 0 else layers[split])
+stage = PipelineStage(part, rank, 2, torch.device("cpu"), input_args=(example,))
+kind = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[schedule]
+pipeline = kind(stage, n_microbatches=micro_batches, loss_fn=torch.nn.CrossEntropyLoss())
+opt = torch.optim.SGD(part.parameters(), lr=lr)
+x, y = torch.randn(batch, layers[0]), torch.randint(0, layers[-1], (batch,))
+def step():
+    opt.zero_grad(set_to_none=True)
+    if rank == 0:
+        pipeline.step(x)
+    else:
+        pipeline.step(target=y, losses=[])
+    opt.step()
+step()
+dist.barrier()
+started = time.perf_counter()
+for _ in range(steps):
+    step()
+elapsed = time.perf_counter() - started
+dist.barrier()
+dist.destroy_process_group()
+print(json.dumps({"samples_per_second": batch * steps / elapsed}))
+"""
+
 
 class MemoryLimit:
     """A memory cgroup with a limit, which a command starts in (so everything it allocates counts)."""
@@ -111,6 +153,23 @@ def torch_run(a, layers, threads):
     if run.returncode != 0:
         raise RuntimeError(f"PyTorch failed ({run.returncode}): {run.stderr[-2000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def torch_pipeline_run(a, layers, split):
+    """torch.distributed.pipelining on 2 ranks; samples/s as the last stage measured them."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    ranks = [subprocess.Popen([a.python, "-c", TORCH_PIPELINE,
+                               json.dumps([layers, a.batch, a.steps, a.micro_batches, a.schedule, split, a.lr, rank, port])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for rank in range(2)]
+    outputs = [rank.communicate(timeout=1800) for rank in ranks]
+    for rank, (out, err) in zip(ranks, outputs):
+        if rank.returncode != 0:
+            raise RuntimeError(f"PyTorch pipelining failed ({rank.returncode}): {err[-2000:]}")
+    return json.loads(outputs[1][0].strip().splitlines()[-1])
 
 
 class Service:
@@ -216,6 +275,10 @@ def pipemesh_run(a, work, round_index, stage_parameters):
         memory = {s.name: s.peak_rss_bytes() for s in services}
         return {
             "samples_per_second": a.batch * len(measured) / seconds,
+            # Without the last step, whose commit also hands the variables to the ps.
+            "steady_samples_per_second": (a.batch * (len(measured) - 1)
+                                          / (seconds - a.batch / measured[-1]["samplesPerSecond"])
+                                          if len(measured) > 1 else None),
             "step_seconds": [round(a.batch / s["samplesPerSecond"], 3) for s in steps],
             "peak_rss_bytes": memory,
             "mesh_peak_rss_bytes": mesh_peak,
@@ -250,6 +313,9 @@ def main():
                         help="--memory-budget-mib for the partitions (0: their default, half their memory)")
     parser.add_argument("--trace", metavar="PREFIX",
                         help="write each round's step timeline (Chrome trace JSON) to PREFIX.roundN.json")
+    parser.add_argument("--against", default="threads", choices=["threads", "pipelining"],
+                        help="PyTorch in one process with 1 and 2 threads, or torch.distributed.pipelining on 2 "
+                             "ranks of 1 thread with the mesh's split, schedule (gpipe or 1f1b) and micro-batches")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bigger", action="store_true")
     a = parser.parse_args()
@@ -277,18 +343,23 @@ def main():
                                       "--stages", str(a.stages), "--json"], check=True, capture_output=True,
                                      text=True).stdout)
     stage_parameters = [int(s["parameters"]) for s in plan["stages"]]
+    split = int(plan["stages"][1]["firstLayer"]) if len(plan["stages"]) > 1 else None
+    if a.against == "pipelining" and (a.stages != 2 or a.schedule not in ("gpipe", "1f1b")):
+        parser.error("--against pipelining runs 2 stages under gpipe or 1f1b")
     print(json.dumps({"layers": layers, "parameters": parameters, "batch": a.batch, "stages": a.stages,
                       "ps": a.ps, "microBatches": a.micro_batches, "schedule": a.schedule, "steps": a.steps, "rounds": a.rounds,
-                      "stageParameters": stage_parameters, "work": work}), flush=True)
+                      "stageParameters": stage_parameters, "split": split, "work": work}), flush=True)
 
     rounds = []
     for index in range(a.rounds):
         row = {"round": index + 1}
         # Alternate who goes first, so drift in the machine's speed does not favour one side.
-        order = ["torch1", "torch2", "pipemesh"] if index % 2 == 0 else ["pipemesh", "torch2", "torch1"]
-        for name in order:
+        order = ["torch1", "torch2", "pipemesh"] if a.against == "threads" else ["pipelining", "pipemesh"]
+        for name in order if index % 2 == 0 else reversed(order):
             if name == "pipemesh":
                 row[name] = pipemesh_run(a, work, index + 1, stage_parameters)
+            elif name == "pipelining":
+                row[name] = torch_pipeline_run(a, layers, split)
             else:
                 row[name] = torch_run(a, layers, int(name[-1]))
         rounds.append(row)
@@ -308,6 +379,21 @@ def main():
         if not fitted(key):
             return f"| {label} | does not fit: {rounds[-1][key]['killed']} | |"
         return f"| {label} | {median(key):.1f} | {ratio(key):.2f}× |" if key != "pipemesh" else f"| {label} | {median(key):.1f} | |"
+
+    if a.against == "pipelining":
+        steady = [r["pipemesh"]["steady_samples_per_second"] for r in rounds]
+        print(f"\nMLP {'-'.join(map(str, layers))}, batch {a.batch}, SGD; 2 stages split before layer {split} "
+              f"× {a.micro_batches} micro-batches ({a.schedule}), 1 thread each; medians of {a.rounds} rounds "
+              f"of {a.steps} steps\n")
+        print("| | samples/s | Pipemesh ÷ it (median of per-round ratios) |")
+        print("| --- | --- | --- |")
+        print(row(f"PyTorch pipelining ({a.schedule})", "pipelining"))
+        print(row("Pipemesh", "pipemesh"))
+        if all(steady):
+            ratios = [s / r["pipelining"]["samples_per_second"] for s, r in zip(steady, rounds)]
+            print(f"| Pipemesh without its last step (the Assign to the ps) | {statistics.median(steady):.1f} "
+                  f"| {statistics.median(ratios):.2f}× |")
+        return
 
     last = rounds[-1]["pipemesh"]
     torch_rss = statistics.median(r["torch1"]["peak_rss_bytes"] for r in fitted("torch1")) if fitted("torch1") else None

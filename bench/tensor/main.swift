@@ -182,6 +182,7 @@ func loadAverage() -> String {
     ?? "unknown"
 }
 
+BLAS.takeTheCPUsKernels()
 print(
   "OpenBLAS \(String(cString: openblas_get_config())), \(ProcessInfo.processInfo.activeProcessorCount) cores, load average \(loadAverage())"
 )
