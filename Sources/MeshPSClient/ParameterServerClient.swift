@@ -200,15 +200,25 @@ public final class ParameterServerClient: Sendable {
     layout.withLock { $0.merge(layouts) { $1 } }
   }
 
+  /// How long a task may take to answer DropJob: a ps that hangs (stopped,
+  /// or stuck on its disk) fails a DeleteJob rather than holding it forever.
+  public static let dropTimeout = Duration.seconds(30)
+
   /// Forgets a job on every task that holds it; returns the bytes freed.
-  public func drop(job: String) async throws -> Int64 {
+  /// DEADLINE_EXCEEDED names a task that did not answer within `timeout`.
+  public func drop(job: String, timeout: Duration = dropTimeout) async throws -> Int64 {
     try await withThrowingTaskGroup(of: Int64.self) { group in
       for task in tasks {
         group.addTask {
           do {
-            return try await task.call(ParameterServerMethods.dropJob, .with { $0.job = job }).bytes
+            return try await task.call(
+              ParameterServerMethods.dropJob, .with { $0.job = job }, options: CallOptions(timeout: timeout)
+            ).bytes
           } catch let error as RPCError where error.code == .notFound {
             return 0
+          } catch let error as RPCError where error.code == .deadlineExceeded {
+            throw RPCError(
+              .deadlineExceeded, "ps task \(task.target) did not answer DropJob for \(job) within \(timeout)")
           }
         }
       }

@@ -200,7 +200,9 @@ class CoordinatorServicer:
 
     def DeleteJob(self, request, context):
         """Forgets a job that is not running: its record, its stages on the
-        partitions and its variables on the ps. Its registered model stays.
+        partitions and its variables on the ps. Its registered model stays. A ps
+        task that does not answer within 30 s fails it with DEADLINE_EXCEEDED
+        naming the task; the record stays, to delete again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
