@@ -43,9 +43,17 @@ public struct ParameterServerService: RPCService {
       return response
     }
     router.unary(ParameterServerMethods.dropJob) { request, _ in
-      let dropped = try await store.drop(job: request.job)
-      checkpointer?.removeCheckpoints(of: request.job)
-      return dropped
+      try MeshNames.checkJob(request.job)
+      do {
+        let dropped = try await store.drop(job: request.job)
+        checkpointer?.removeCheckpoints(of: request.job)
+        return dropped
+      } catch let error as RPCError where error.code == .notFound {
+        // A drop sent again (its first answer timed out once the job had left memory) still
+        // takes the checkpoints.
+        checkpointer?.removeCheckpoints(of: request.job)
+        throw error
+      }
     }
     router.unary(ParameterServerMethods.restoreJob) { request, _ in
       try MeshNames.checkJob(request.job)

@@ -18,7 +18,7 @@ private final class HangingParameterServer: RPCService, Sendable {
 }
 
 @Suite struct DropTests {
-  @Test func aTaskThatDoesNotAnswerFailsTheDropNamingItself() async throws {
+  @Test(.timeLimit(.minutes(1))) func aTaskThatDoesNotAnswerFailsTheDropNamingItself() async throws {
     let network = InProcessNetwork()
     try network.serve([HangingParameterServer()], at: "ps-hanging:1")
     let client = try ParameterServerClient(endpoints: ["ps-hanging:1"], dialer: network)

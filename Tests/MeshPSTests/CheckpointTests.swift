@@ -241,6 +241,15 @@ import Testing
 
     _ = try await channel.call(ParameterServerMethods.dropJob, .with { $0.job = "own" })
     #expect(!FileManager.default.fileExists(atPath: "\(directory)/jobs/own"))
+    // A drop sent again after its first answer timed out, once the job had left memory,
+    // still takes the checkpoints.
+    try FileManager.default.createDirectory(atPath: "\(directory)/jobs/ghost", withIntermediateDirectories: true)
+    #expect(FileManager.default.createFile(atPath: "\(directory)/jobs/ghost/step-1.safetensors", contents: Data()))
+    let gone = await #expect(throws: RPCError.self) {
+      _ = try await channel.call(ParameterServerMethods.dropJob, .with { $0.job = "ghost" })
+    }
+    #expect(gone?.code == .notFound)
+    #expect(!FileManager.default.fileExists(atPath: "\(directory)/jobs/ghost"))
   }
 
   @Test func numpyReadsTheCheckpoint() async throws {
