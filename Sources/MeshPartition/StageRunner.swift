@@ -590,7 +590,7 @@ actor StageRunner {
           if !states.isEmpty { _ = try await psCall { try await ps.assign(job: job, user: user, states: states) } }
         }
       } else {
-        let pushed = Dictionary(uniqueKeysWithValues: gradients.map { ($0.key, ($0.value, versions[$0.key] ?? 0)) })
+        let pushed = versioned(gradients)
         try await psCall {
           try await ps.push(
             job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed
@@ -614,6 +614,11 @@ actor StageRunner {
     return response
   }
 
+  /// Each gradient with the version of the variable it was computed from, as a push carries it.
+  private func versioned(_ gradients: [String: Tensor]) -> [String: (Tensor, Int64)] {
+    Dictionary(uniqueKeysWithValues: gradients.map { ($0.key, ($0.value, versions[$0.key] ?? 0)) })
+  }
+
   /// Applies a step's gradient sums to the stage's variables in place (the
   /// variables and their slots are held once), and pushes those of the
   /// variables the ps also keeps in a task of their own (the ps applies them
@@ -624,10 +629,7 @@ actor StageRunner {
     _ gradients: [String: Tensor], step: Int64, local: inout LocalUpdates, keepingSums: Bool
   ) -> Task<Void, any Error> {
     let kept = local.kept
-    let pushed = Dictionary(
-      uniqueKeysWithValues: gradients.filter { !kept.contains($0.key) }.map {
-        ($0.key, ($0.value, versions[$0.key] ?? 0))
-      })
+    let pushed = versioned(gradients.filter { !kept.contains($0.key) })
     for (name, gradient) in gradients {
       let version = versions[name] ?? 0
       var slots = local.slots.removeValue(forKey: name) ?? [:]
