@@ -148,7 +148,8 @@ let package = Package(
     .executableTarget(
       name: "tensor-bench",
       dependencies: ["MeshTensor", "COpenBLAS"],
-      path: "bench/tensor"
+      path: "bench/tensor",
+      exclude: ["run", "cnn.py", "cnn_torch.py"]
     ),
     .executableTarget(
       name: "pipeline-bench",

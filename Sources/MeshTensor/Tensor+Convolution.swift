@@ -64,7 +64,11 @@ struct WindowGeometry {
             guard iy >= 0 && iy < height else { continue }
             let dst = image + (c * height + iy) * width - padding + kw
             let src = row + y * ow
-            for x in valid { dst[x * stride] += src[x] }
+            if stride == 1 {
+              for x in valid { dst[x] += src[x] }
+            } else {
+              for x in valid { dst[x * stride] += src[x] }
+            }
           }
         }
       }
@@ -74,13 +78,21 @@ struct WindowGeometry {
 
 extension Tensor {
   /// Cross-correlation of an NCHW input with filters [outChannels, inChannels, kh, kw] using
-  /// zero `padding` on each side and the same `stride` on both axes. No bias.
-  public static func conv2d(_ input: Tensor, filter: Tensor, stride: Int = 1, padding: Int = 0) -> Tensor {
+  /// zero `padding` on each side and the same `stride` on both axes, plus `bias` (outChannels
+  /// scalars, one per output channel) when given, then max(·, 0) when `rectified`. Bias and
+  /// ReLU are applied as the product is laid out, and their gradients taken from the output
+  /// gradient as it is laid out for the filter's: no pass of their own over the activations.
+  public static func conv2d(
+    _ input: Tensor, filter: Tensor, bias: Tensor? = nil, rectified: Bool = false, stride: Int = 1, padding: Int = 0
+  ) -> Tensor {
     precondition(
       input.rank == 4 && filter.rank == 4 && input.shape[1] == filter.shape[1],
       "conv2d needs NCHW input and [O, C, kh, kw] filter with matching C, got \(input.shape) and \(filter.shape)")
     let batch = input.shape[0]
     let outChannels = filter.shape[0]
+    precondition(
+      bias.map { $0.scalarCount == outChannels } ?? true,
+      "conv2d needs one bias per output channel (\(outChannels)), got \(bias!.shape)")
     let geometry = WindowGeometry(
       channels: input.shape[1], height: input.shape[2], width: input.shape[3],
       kernelHeight: filter.shape[2], kernelWidth: filter.shape[3],
@@ -112,33 +124,49 @@ extension Tensor {
       BLAS.sgemm(
         transposeA: false, transposeB: false, m: outChannels, n: width, k: patchSize,
         a: filter.buffer.pointer, b: columns, c: product)
-      // [outChannels, count · positions] → [count, outChannels, positions]
+      // [outChannels, count · positions] → [count, outChannels, positions], plus the bias, then ReLU
       for i in 0..<count {
         for o in 0..<outChannels {
-          (out.buffer.pointer + (first + i) * outSize + o * positions)
-            .update(from: product + o * width + i * positions, count: positions)
+          let target = out.buffer.pointer + (first + i) * outSize + o * positions
+          let source = product + o * width + i * positions
+          let shift = bias?.buffer.pointer[o] ?? 0
+          if rectified {
+            for p in 0..<positions {
+              let value = source[p] + shift
+              target[p] = value > 0 ? value : 0
+            }
+          } else if bias != nil {
+            for p in 0..<positions { target[p] = source[p] + shift }
+          } else {
+            target.update(from: source, count: positions)
+          }
         }
       }
     }
     let backwardChunk = chunkSize(limit: 1 << 18)
     return recorded(
-      out, inputs: [input, filter],
+      out, inputs: [input, filter] + (bias.map { [$0] } ?? []),
       passRule: { g, pass in
         let backward = Conv2DBackward(
-          input: input, filter: filter, outputGradient: g, geometry: geometry, chunk: backwardChunk)
-        var dFilter: Tensor?
-        if filter.isTrackingGradients {
-          // Added straight into the filter's sum when it has one (and held back with the
-          // other weight products while the input gradient is computed, when asked to).
-          if let sink = pass.sink(of: filter) {
-            pass.addIntoSum { backward.addFilterGradient(into: sink.pointer) }
-          } else {
-            let sum = Tensor.zeros(filter.shape)
-            backward.addFilterGradient(into: sum.buffer.pointer)
-            dFilter = sum
+          input: input, filter: filter, outputGradient: g, rectifiedOutput: rectified ? out : nil,
+          geometry: geometry, chunk: backwardChunk)
+        /// A weight's gradient: added straight into its sum when it has one (and held back with
+        /// the other weight products while the input gradient is computed, when asked to).
+        func weightGradient(of weight: Tensor, _ add: @escaping @Sendable (UnsafeMutablePointer<Float>) -> Void)
+          -> Tensor?
+        {
+          guard weight.isTrackingGradients else { return nil }
+          if let sink = pass.sink(of: weight) {
+            pass.addIntoSum { add(sink.pointer) }
+            return nil
           }
+          let sum = Tensor.zeros(weight.shape)
+          add(sum.buffer.pointer)
+          return sum
         }
-        return [input.isTrackingGradients ? backward.inputGradient() : nil, dFilter]
+        let dFilter = weightGradient(of: filter) { backward.addFilterGradient(into: $0) }
+        let dBias = bias.map { weightGradient(of: $0) { backward.addBiasGradient(into: $0) } }
+        return [input.isTrackingGradients ? backward.inputGradient() : nil, dFilter] + (dBias.map { [$0] } ?? [])
       })
   }
 }
@@ -155,7 +183,12 @@ private struct Conv2DBackward: Sendable {
   /// its columns.
   private let gradientByChannel: Tensor
 
-  init(input: Tensor, filter: Tensor, outputGradient: Tensor, geometry: WindowGeometry, chunk: Int) {
+  /// `rectifiedOutput`: the output of a convolution that ended in ReLU, whose zeros pass no
+  /// gradient back.
+  init(
+    input: Tensor, filter: Tensor, outputGradient: Tensor, rectifiedOutput: Tensor?, geometry: WindowGeometry,
+    chunk: Int
+  ) {
     self.input = input
     self.filter = filter
     self.geometry = geometry
@@ -167,8 +200,14 @@ private struct Conv2DBackward: Sendable {
     // [batch, outChannels, positions] → [outChannels, batch · positions]
     for i in 0..<batch {
       for o in 0..<outChannels {
-        (byChannel.buffer.pointer + o * batch * positions + i * positions)
-          .update(from: outputGradient.buffer.pointer + (i * outChannels + o) * positions, count: positions)
+        let target = byChannel.buffer.pointer + o * batch * positions + i * positions
+        let offset = (i * outChannels + o) * positions
+        let source = outputGradient.buffer.pointer + offset
+        if let output = rectifiedOutput {
+          Tensor.passGradient(source, wherePositive: output.buffer.pointer + offset, into: target, count: positions)
+        } else {
+          target.update(from: source, count: positions)
+        }
       }
     }
     gradientByChannel = byChannel
@@ -200,6 +239,23 @@ private struct Conv2DBackward: Sendable {
         transposeA: false, transposeB: true, m: outChannels, n: geometry.patchSize, k: width,
         a: gradientByChannel.buffer.pointer + first * positions, aRowStride: batch * positions,
         b: columns, beta: 1, c: sum)
+    }
+  }
+
+  /// db += dY summed over images and positions, one scalar per output channel.
+  func addBiasGradient(into sum: UnsafeMutablePointer<Float>) {
+    let columns = batch * geometry.positions
+    for o in 0..<outChannels {
+      // Sixteen running sums side by side: vector adds, and less rounding than one long sum.
+      let row = UnsafeRawPointer(gradientByChannel.buffer.pointer + o * columns)
+      var lanes = SIMD16<Float>()
+      let whole = columns / 16 * 16
+      for j in Swift.stride(from: 0, to: whole, by: 16) {
+        lanes += row.loadUnaligned(fromByteOffset: j * MemoryLayout<Float>.stride, as: SIMD16<Float>.self)
+      }
+      var total = lanes.sum()
+      for j in whole..<columns { total += row.load(fromByteOffset: j * MemoryLayout<Float>.stride, as: Float.self) }
+      sum[o] += total
     }
   }
 
@@ -237,62 +293,152 @@ extension Tensor {
     precondition(
       rank == 4 && size > 0 && stride > 0 && shape[2] >= size && shape[3] >= size,
       "pooling \(size)/\(stride) does not fit NCHW input \(shape)")
-    let planes = shape[0] * shape[1]
-    let height = shape[2]
-    let width = shape[3]
-    let oh = (height - size) / stride + 1
-    let ow = (width - size) / stride + 1
-    let out = Tensor(uninitializedShape: [shape[0], shape[1], oh, ow])
-    let src = buffer.pointer
-    let dst = out.buffer.pointer
-    var argmax = averaging ? [] : [Int](repeating: 0, count: out.scalarCount)
-    let scale = 1 / Float(size * size)
+    let window = PoolWindow(
+      planes: shape[0] * shape[1], height: shape[2], width: shape[3], size: size, stride: stride)
+    let out = Tensor(uninitializedShape: [shape[0], shape[1], window.outputHeight, window.outputWidth])
+    let inputShape = shape
+    if averaging {
+      window.average(buffer.pointer, into: out.buffer.pointer)
+      return Tensor.recorded(out, inputs: [self]) { g in
+        let dx = Tensor.zeros(inputShape)
+        window.spreadAverage(g.buffer.pointer, into: dx.buffer.pointer)
+        return [dx]
+      }
+    }
+    let argmax = window.maximum(buffer.pointer, into: out.buffer.pointer)
+    return Tensor.recorded(out, inputs: [self]) { g in
+      let dx = Tensor.zeros(inputShape)
+      window.routeToMaxima(g.buffer.pointer, argmax: argmax, into: dx.buffer.pointer)
+      return [dx]
+    }
+  }
+}
+
+/// Square pooling windows over the planes (image × channel) of an NCHW tensor, without padding.
+private struct PoolWindow: Sendable {
+  let planes, height, width, size, stride: Int
+
+  var outputHeight: Int { (height - size) / stride + 1 }
+  var outputWidth: Int { (width - size) / stride + 1 }
+  private var outputsPerPlane: Int { outputHeight * outputWidth }
+
+  /// Calls `body` for every output with its index, its input plane's first scalar and the
+  /// offset of its window's top-left scalar within that plane, plane by plane.
+  @inline(__always)
+  private func forEachWindow(_ body: (_ output: Int, _ plane: Int, _ corner: Int) -> Void) {
+    let oh = outputHeight
+    let ow = outputWidth
     for plane in 0..<planes {
       for y in 0..<oh {
-        for x in 0..<ow {
-          let outIndex = (plane * oh + y) * ow + x
-          var best = -Float.infinity
-          var bestIndex = 0
-          var total: Float = 0
-          for ky in 0..<size {
-            for kx in 0..<size {
-              let index = (plane * height + y * stride + ky) * width + x * stride + kx
-              total += src[index]
-              if src[index] > best {
-                best = src[index]
-                bestIndex = index
-              }
-            }
+        let rowOutput = (plane * oh + y) * ow
+        for x in 0..<ow { body(rowOutput + x, plane * height * width, y * stride * width + x * stride) }
+      }
+    }
+  }
+
+  /// Writes each window's largest scalar; returns where it is (the first of equals), as an
+  /// offset within its input plane.
+  func maximum(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>) -> [Int32] {
+    [Int32](unsafeUninitializedCapacity: planes * outputsPerPlane) { argmax, initialized in
+      let offsets = argmax.baseAddress!
+      if size == 2 && stride == 2 {
+        maximumOfTwoByTwo(input, into: output, offsets: offsets)
+      } else {
+        forEachWindow { index, plane, corner in
+          (output[index], offsets[index]) = windowMaximum(input + plane, corner: corner)
+        }
+      }
+      initialized = planes * outputsPerPlane
+    }
+  }
+
+  /// The largest scalar of the window whose top-left scalar is `plane[corner]`, and its offset.
+  @inline(__always)
+  private func windowMaximum(_ plane: UnsafePointer<Float>, corner: Int) -> (Float, Int32) {
+    var best = plane[corner]
+    var bestOffset = corner
+    for ky in 0..<size {
+      let row = corner + ky * width
+      for kx in 0..<size where plane[row + kx] > best {
+        best = plane[row + kx]
+        bestOffset = row + kx
+      }
+    }
+    return (best, Int32(truncatingIfNeeded: bestOffset))
+  }
+
+  /// `maximum` for the common 2×2 window with stride 2, eight outputs of a row at a time: the
+  /// two input rows are read as 16 scalars each and split into their even and odd columns.
+  private func maximumOfTwoByTwo(
+    _ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, offsets: UnsafeMutablePointer<Int32>
+  ) {
+    let oh = outputHeight
+    let ow = outputWidth
+    let columns = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
+    for plane in 0..<planes {
+      let source = input + plane * height * width
+      for y in 0..<oh {
+        let top = 2 * y * width
+        let rowOutput = (plane * oh + y) * ow
+        var x = 0
+        while x + 8 <= ow {
+          let upper = UnsafeRawPointer(source + top + 2 * x).loadUnaligned(as: SIMD16<Float>.self)
+          let lower = UnsafeRawPointer(source + top + width + 2 * x).loadUnaligned(as: SIMD16<Float>.self)
+          let corner = columns &+ Int32(truncatingIfNeeded: top + 2 * x)
+          var best = upper.evenHalf
+          var offset = corner
+          // The window's other three scalars, in the order the scalar loop visits them.
+          @inline(__always) func consider(_ candidate: SIMD8<Float>, shift: Int) {
+            let larger = candidate .> best
+            best.replace(with: candidate, where: larger)
+            offset.replace(with: corner &+ Int32(truncatingIfNeeded: shift), where: larger)
           }
-          if averaging {
-            dst[outIndex] = total * scale
-          } else {
-            dst[outIndex] = best
-            argmax[outIndex] = bestIndex
-          }
+          consider(upper.oddHalf, shift: 1)
+          consider(lower.evenHalf, shift: width)
+          consider(lower.oddHalf, shift: width + 1)
+          UnsafeMutableRawPointer(output + rowOutput + x).storeBytes(of: best, as: SIMD8<Float>.self)
+          UnsafeMutableRawPointer(offsets + rowOutput + x).storeBytes(of: offset, as: SIMD8<Int32>.self)
+          x += 8
+        }
+        for x in x..<ow {
+          (output[rowOutput + x], offsets[rowOutput + x]) = windowMaximum(source, corner: top + 2 * x)
         }
       }
     }
-    let inputShape = shape
-    return Tensor.recorded(out, inputs: [self]) { [argmax] g in
-      let dx = Tensor.zeros(inputShape)
-      let gp = g.buffer.pointer
-      let dp = dx.buffer.pointer
-      if !averaging {
-        for (outIndex, index) in argmax.enumerated() { dp[index] += gp[outIndex] }
-        return [dx]
-      }
+  }
+
+  /// Adds each output's gradient to the input scalar its maximum came from.
+  func routeToMaxima(_ gradient: UnsafePointer<Float>, argmax: [Int32], into input: UnsafeMutablePointer<Float>) {
+    let planeSize = height * width
+    let perPlane = outputsPerPlane
+    argmax.withUnsafeBufferPointer { argmax in
       for plane in 0..<planes {
-        for y in 0..<oh {
-          for x in 0..<ow {
-            let share = gp[(plane * oh + y) * ow + x] * scale
-            for ky in 0..<size {
-              for kx in 0..<size { dp[(plane * height + y * stride + ky) * width + x * stride + kx] += share }
-            }
-          }
-        }
+        let inputPlane = input + plane * planeSize
+        for index in (plane * perPlane)..<((plane + 1) * perPlane) { inputPlane[Int(argmax[index])] += gradient[index] }
       }
-      return [dx]
+    }
+  }
+
+  /// Writes each window's mean.
+  func average(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>) {
+    let scale = 1 / Float(size * size)
+    forEachWindow { index, plane, corner in
+      var total: Float = 0
+      for ky in 0..<size {
+        for kx in 0..<size { total += input[plane + corner + ky * width + kx] }
+      }
+      output[index] = total * scale
+    }
+  }
+
+  /// Adds an equal share of each output's gradient to every scalar of its window.
+  func spreadAverage(_ gradient: UnsafePointer<Float>, into input: UnsafeMutablePointer<Float>) {
+    let scale = 1 / Float(size * size)
+    forEachWindow { index, plane, corner in
+      let share = gradient[index] * scale
+      for ky in 0..<size {
+        for kx in 0..<size { input[plane + corner + ky * width + kx] += share }
+      }
     }
   }
 }

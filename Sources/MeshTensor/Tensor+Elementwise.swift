@@ -42,8 +42,30 @@ extension Tensor {
   public func relu() -> Tensor {
     let x = self
     return Tensor.recorded(Tensor.unaryKernel(x) { $0 > 0 ? $0 : 0 }, inputs: [x]) { g in
-      [Tensor.binaryKernel(g, x) { $1 > 0 ? $0 : 0 }]
+      precondition(g.shape == x.shape, "relu's gradient has shape \(g.shape), its input \(x.shape)")
+      let dx = Tensor(uninitializedShape: x.shape)
+      Tensor.passGradient(
+        g.buffer.pointer, wherePositive: x.buffer.pointer, into: dx.buffer.pointer, count: x.scalarCount)
+      return [dx]
     }
+  }
+
+  /// into[i] = gradient[i] where input[i] > 0, else 0: ReLU's backward, sixteen scalars at a time
+  /// (a per-scalar branch on the sign mispredicts half the time).
+  @inline(__always)
+  static func passGradient(
+    _ gradient: UnsafePointer<Float>, wherePositive input: UnsafePointer<Float>,
+    into target: UnsafeMutablePointer<Float>,
+    count: Int
+  ) {
+    typealias Lanes = SIMD16<Float>
+    let whole = count / Lanes.scalarCount * Lanes.scalarCount
+    for start in Swift.stride(from: 0, to: whole, by: Lanes.scalarCount) {
+      let g = UnsafeRawPointer(gradient + start).loadUnaligned(as: Lanes.self)
+      let x = UnsafeRawPointer(input + start).loadUnaligned(as: Lanes.self)
+      UnsafeMutableRawPointer(target + start).storeBytes(of: g.replacing(with: 0, where: .!(x .> 0)), as: Lanes.self)
+    }
+    for i in whole..<count { target[i] = input[i] > 0 ? gradient[i] : 0 }
   }
 
   /// GELU with the tanh approximation:

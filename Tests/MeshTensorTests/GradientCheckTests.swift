@@ -65,7 +65,18 @@ let operationCases: [GradientCase] = [
   GradientCase("conv2d stride 2", [sample([1, 2, 5, 5], seed: 51), sample([2, 2, 2, 2], seed: 52)]) {
     Tensor.conv2d($0[0], filter: $0[1], stride: 2, padding: 0)
   },
+  // With ReLU, finite differences cross its kinks: OperationTests compares that with the steps apart.
+  GradientCase(
+    "conv2d with bias", [sample([2, 2, 4, 4], seed: 49), sample([3, 2, 3, 3], seed: 50), sample([3], seed: 63)]
+  ) {
+    Tensor.conv2d($0[0], filter: $0[1], bias: $0[2], stride: 1, padding: 1)
+  },
   GradientCase("max pool", [distinct([1, 2, 4, 4], seed: 53)]) { $0[0].maxPool2d(size: 2, stride: 2) },
+  // Eleven outputs a row: eight at a time, then three one by one.
+  GradientCase("max pool, rows of 11 windows", [distinct([1, 2, 4, 22], seed: 64)]) {
+    $0[0].maxPool2d(size: 2, stride: 2)
+  },
+  GradientCase("relu over 16 and 5 more", [sample([3, 7], seed: 65, margin: 0.05)]) { $0[0].relu() },
   GradientCase("average pool overlapping", [sample([1, 2, 4, 4], seed: 54)]) { $0[0].avgPool2d(size: 3, stride: 1) },
   GradientCase("dropout", [sample([4, 4], seed: 55)]) { $0[0].dropout(rate: 0.5, seed: 7) },
   GradientCase("layer norm", [sample([3, 4], seed: 56), positive([4], seed: 57), sample([4], seed: 58)]) {

@@ -171,6 +171,45 @@ struct OperationTests {
     #expect(x.avgPool2d(size: 2, stride: 2).scalars == [2.5, 6.5])
   }
 
+  /// The 2×2 pooling path reads eight windows at a time; ties must go to the first scalar of
+  /// the window, as in the one-window path, and the gradient with them.
+  @Test func maxPoolingTakesTheFirstOfEqualScalars() {
+    // Rows of 20 columns: ten windows a row, eight at once and two alone. Every window holds
+    // its maximum twice (top-right and bottom-left), so only the visiting order picks one.
+    let width = 20
+    let scalars: [Float] = (0..<(2 * width)).map { index in
+      let (row, column) = (index / width, index % width)
+      let window = Float(column / 2)
+      return (row == 0) == (column % 2 == 1) ? window : window - 1
+    }
+    let x = Tensor(shape: [1, 1, 2, width], scalars: scalars)
+    let (pooled, gradients) = Autodiff.valueWithGradient(at: [x]) { $0[0].maxPool2d(size: 2, stride: 2).sum() }
+    #expect(pooled.scalar == (0..<10).reduce(0) { $0 + Float($1) })
+    let routed = gradients[0].scalars
+    #expect((0..<10).allSatisfy { routed[2 * $0 + 1] == 1 }, "each window's top-right scalar, its first maximum")
+    #expect(routed.reduce(0, +) == 10)
+  }
+
+  /// Bias and ReLU applied inside the convolution equal the same steps done one after another,
+  /// in value and in every gradient.
+  @Test func convolutionWithBiasAndReLUEqualsTheStepsApart() {
+    let input = sample([3, 2, 9, 9], seed: 71)
+    let filter = sample([4, 2, 3, 3], seed: 72)
+    let bias = sample([4, 1, 1], seed: 73)
+    let weights = sample([3, 4, 9, 9], seed: 74)
+    let (fused, fusedGradients) = Autodiff.valueWithGradient(at: [input, filter, bias]) { v in
+      (Tensor.conv2d(v[0], filter: v[1], bias: v[2], rectified: true, stride: 1, padding: 1) * weights).sum()
+    }
+    let (apart, apartGradients) = Autodiff.valueWithGradient(at: [input, filter, bias]) { v in
+      ((Tensor.conv2d(v[0], filter: v[1], stride: 1, padding: 1) + v[2]).relu() * weights).sum()
+    }
+    #expect(abs(fused.scalar - apart.scalar) <= 1e-4 * Swift.max(1, abs(apart.scalar)))
+    for (fusedGradient, apartGradient) in zip(fusedGradients, apartGradients) {
+      expectClose(fusedGradient, apartGradient, tolerance: 1e-4)
+    }
+    #expect(fusedGradients[2].shape == [4, 1, 1])
+  }
+
   @Test func maskingAndDropout() {
     #expect(Tensor.causalMask(size: 3).scalars == [0, 1, 1, 0, 0, 1, 0, 0, 0])
     let scores = Tensor.ones([2, 2]).masked(where: Tensor.causalMask(size: 2), with: -9)

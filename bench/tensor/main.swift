@@ -1,6 +1,6 @@
 // tensor-bench: throughput of MeshTensor's hot paths against direct OpenBLAS calls in the same
-// run. Run with `swift run -c release -j 1 tensor-bench`. Not a test: it asserts nothing and
-// prints figures for docs/tensor.md.
+// run, and (`--cnn`) one CNN training run for bench/tensor/cnn.py to set against PyTorch. Run with
+// `bench/tensor/run`. Not a test: it asserts nothing and prints figures for docs/tensor.md.
 import COpenBLAS
 import Foundation
 import MeshTensor
@@ -137,6 +137,50 @@ func benchConv(threads: Int) throws {
       + "(\(format(3 * flops / both / 1e9)) GFLOP/s)")
 }
 
+/// The pipeline issue's CNN (3×32×32 input, conv 32 – max pool 2 – conv 64 – max pool 2 – dense 256 –
+/// dense 10, softmax cross-entropy, SGD 0.01): one process trains it on random data, as
+/// `bench/tensor/cnn_torch.py` does in PyTorch. Returns the median samples/s of `windows` windows of
+/// `steps` steps each, after `warmup` steps.
+func cnnTrainingWindows(threads: Int, batch: Int, windows: Int, steps: Int, warmup: Int) throws -> [Double] {
+  BLAS.setThreadCount(threads)
+  let model = try Sequential(
+    spec: ModelSpec(
+      inputShape: [3, 32, 32],
+      layers: [
+        .conv2d(inputChannels: 3, outputChannels: 32, kernelSize: 3, stride: 1, padding: 1, activation: .relu),
+        .maxPool2d(size: 2, stride: 2),
+        .conv2d(inputChannels: 32, outputChannels: 64, kernelSize: 3, stride: 1, padding: 1, activation: .relu),
+        .maxPool2d(size: 2, stride: 2),
+        .flatten,
+        .dense(inputSize: 64 * 8 * 8, outputSize: 256, activation: .relu),
+        .dense(inputSize: 256, outputSize: 10, activation: .linear),
+      ],
+      loss: .softmaxCrossEntropy, seed: 1))
+  var variables = model.initialVariables()
+  var slots: [String: [String: Tensor]] = [:]
+  let optimizer = SGD(learningRate: .constant(0.01))
+  let data: [(images: Tensor, labels: Tensor)] = (0..<8).map { (index: Int) in
+    let labels: [Float] = (0..<batch).map { row in Float((row * 7 + index) % 10) }
+    let images = Tensor.randomUniform([batch, 3, 32, 32], lowerBound: -1, upperBound: 1, seed: UInt64(index + 1))
+    return (images, Tensor(shape: [batch], scalars: labels))
+  }
+  var step = 0
+  func trainOneStep() {
+    let (images, labels) = data[step % data.count]
+    step += 1
+    let result = model.lossAndGradients(
+      input: images, target: labels, variables: variables, context: ForwardContext(training: true))
+    optimizer.update(&variables, along: result.gradients, slots: &slots, step: step)
+  }
+  for _ in 0..<warmup { trainOneStep() }
+  return (0..<windows).map { _ in
+    let start = ContinuousClock.now
+    for _ in 0..<steps { trainOneStep() }
+    let elapsed = ContinuousClock.now - start
+    return Double(batch * steps) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+  }
+}
+
 /// An MLP of four hidden layers (1536-1024-1024-1024-1024-10, one BLAS thread): forward and backward of a whole step
 /// of 256 or 1,024 examples in M micro-batches with the gradients summed as a stage sums them, in one process, so
 /// that the cost of smaller products is seen apart from any RPC.
@@ -182,7 +226,26 @@ func loadAverage() -> String {
     ?? "unknown"
 }
 
+/// The value after `flag` on the command line, or `fallback`.
+func option(_ flag: String, _ fallback: Int) -> Int {
+  guard let index = CommandLine.arguments.firstIndex(of: flag), index + 1 < CommandLine.arguments.count,
+    let value = Int(CommandLine.arguments[index + 1])
+  else { return fallback }
+  return value
+}
+
 BLAS.takeTheCPUsKernels()
+if CommandLine.arguments.contains("--cnn") {
+  // One JSON line, the same fields as bench/tensor/cnn_torch.py prints (bench/tensor/run --cnn).
+  let windows = try cnnTrainingWindows(
+    threads: option("--threads", 1), batch: option("--batch", 64), windows: option("--windows", 5),
+    steps: option("--steps", 20), warmup: option("--warmup", 5))
+  let median = windows.sorted()[windows.count / 2]
+  print(
+    #"{"side": "pipemesh", "threads": \#(option("--threads", 1)), "kernels": "\#(BLAS.kernels)", "#
+      + #""samples_per_second": \#(median), "windows": \#(windows)}"#)
+  exit(0)
+}
 print(
   "OpenBLAS \(String(cString: openblas_get_config())), \(ProcessInfo.processInfo.activeProcessorCount) cores, load average \(loadAverage())"
 )
@@ -192,5 +255,11 @@ for threads in [1, 2] {
 for threads in [1, 2] { try benchDense(threads: threads) }
 for threads in [1, 2] { try benchMLP(threads: threads) }
 for threads in [1, 2] { try benchConv(threads: threads) }
+for threads in [1, 2] {
+  let windows = try cnnTrainingWindows(threads: threads, batch: 64, windows: 3, steps: 10, warmup: 3)
+  print(
+    "cnn 3x32x32 conv32-pool-conv64-pool-dense256-10 batch 64 train step (SGD) threads=\(threads): \(format(windows.max()!, 0)) samples/s"
+  )
+}
 try benchMicroBatches()
 print("load average at end \(loadAverage())")

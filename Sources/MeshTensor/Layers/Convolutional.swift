@@ -48,8 +48,11 @@ public struct Conv2D: Layer {
   }
 
   public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
-    let convolved = Tensor.conv2d(input, filter: variable("filter", in: variables), stride: stride, padding: padding)
-    return activation.apply(convolved + variable("bias", in: variables))
+    // ReLU is applied as the convolution lays its output out; other activations after it.
+    let convolved = Tensor.conv2d(
+      input, filter: variable("filter", in: variables), bias: variable("bias", in: variables),
+      rectified: activation == .relu, stride: stride, padding: padding)
+    return activation == .relu ? convolved : activation.apply(convolved)
   }
 }
 
