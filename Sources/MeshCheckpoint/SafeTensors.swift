@@ -120,51 +120,77 @@ public enum SafeTensors {
     }
   }
 
-  /// Decodes a file, checking that every byte range lies inside the data and
-  /// that the ranges cover it exactly.
-  public static func decode(_ data: Data) throws -> Contents {
-    guard data.count >= 8 else {
-      throw FormatError("file is \(data.count) bytes, shorter than the 8-byte header length")
-    }
-    let headerLength = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-    guard headerLength <= UInt64(data.count - 8) else {
-      throw FormatError("header length \(headerLength) runs past the end of the file (\(data.count) bytes)")
-    }
-    let headerStart = data.startIndex + 8
-    let dataStart = headerStart + Int(headerLength)
-    guard let header = try? JSONSerialization.jsonObject(with: data[headerStart..<dataStart]) as? [String: Any] else {
-      throw FormatError("header is not a JSON object")
-    }
-    var contents = Contents()
-    if let metadata = header["__metadata__"] {
-      guard let metadata = metadata as? [String: String] else { throw FormatError("__metadata__ is not a string map") }
-      contents.metadata = metadata
-    }
-    var covered = 0
-    var ranges: [(Int, Int)] = []
-    for (name, entry) in header where name != "__metadata__" {
-      guard let entry = entry as? [String: Any], let dtype = entry["dtype"] as? String,
-        let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int], offsets.count == 2
-      else { throw FormatError("entry \(name) lacks dtype, shape or data_offsets") }
-      guard dtype == "F32" else { throw FormatError("tensor \(name) is \(dtype); only F32 is supported") }
-      let (begin, end) = (offsets[0], offsets[1])
-      guard begin >= 0, begin <= end, end <= data.endIndex - dataStart else {
-        throw FormatError("tensor \(name) has byte range \(begin)..<\(end) outside the data")
+  /// A file's header read and checked, its tensors' bytes not copied: where
+  /// each float32 tensor lies in the file, its shape, and the metadata.
+  /// Read a file mapped into memory (`Data(contentsOf:options: .alwaysMapped)`)
+  /// to take its tensors part by part without holding them whole.
+  public struct Index: Sendable {
+    /// Each tensor's shape and byte range in the file.
+    public var tensors: [String: (shape: [Int], bytes: Range<Int>)]
+    public var metadata: [String: String]
+
+    /// Reads the header of `data`, checking that every tensor is float32 of
+    /// a shape that holds its bytes, and that their byte ranges lie inside
+    /// the data and cover it exactly.
+    public init(_ data: Data) throws {
+      guard data.count >= 8 else {
+        throw FormatError("file is \(data.count) bytes, shorter than the 8-byte header length")
       }
+      let headerLength = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+      guard headerLength <= UInt64(data.count - 8) else {
+        throw FormatError("header length \(headerLength) runs past the end of the file (\(data.count) bytes)")
+      }
+      let headerStart = data.startIndex + 8
+      let dataStart = headerStart + Int(headerLength)
+      guard let header = try? JSONSerialization.jsonObject(with: data[headerStart..<dataStart]) as? [String: Any]
+      else {
+        throw FormatError("header is not a JSON object")
+      }
+      metadata = [:]
+      if let entry = header["__metadata__"] {
+        guard let entry = entry as? [String: String] else { throw FormatError("__metadata__ is not a string map") }
+        metadata = entry
+      }
+      tensors = [:]
+      var covered = 0
+      var ranges: [(Int, Int)] = []
+      for (name, entry) in header where name != "__metadata__" {
+        guard let entry = entry as? [String: Any], let dtype = entry["dtype"] as? String,
+          let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int], offsets.count == 2
+        else { throw FormatError("entry \(name) lacks dtype, shape or data_offsets") }
+        guard dtype == "F32" else { throw FormatError("tensor \(name) is \(dtype); only F32 is supported") }
+        let (begin, end) = (offsets[0], offsets[1])
+        guard begin >= 0, begin <= end, end <= data.endIndex - dataStart else {
+          throw FormatError("tensor \(name) has byte range \(begin)..<\(end) outside the data")
+        }
+        guard let count = Tensor.checkedCount(of: shape), count <= Int.max / 4, count * 4 == end - begin else {
+          throw FormatError(
+            "tensor \(name): float32 tensor of shape \(shape) does not fit the \(end - begin) bytes given (4 per scalar)"
+          )
+        }
+        tensors[name] = (shape, (dataStart + begin)..<(dataStart + end))
+        ranges.append((begin, end))
+        covered += end - begin
+      }
+      // By start, then end: an empty tensor may start where the next one does.
+      ranges.sort { ($0.0, $0.1) < ($1.0, $1.1) }
+      let contiguous = zip(ranges, ranges.dropFirst()).allSatisfy { $0.1 == $1.0 }
+      guard contiguous, covered == data.endIndex - dataStart, ranges.first.map({ $0.0 == 0 }) ?? true else {
+        throw FormatError("tensor byte ranges do not cover the data exactly")
+      }
+    }
+  }
+
+  /// Decodes a file, checking it as `Index` does.
+  public static func decode(_ data: Data) throws -> Contents {
+    let index = try Index(data)
+    var contents = Contents(metadata: index.metadata)
+    for (name, entry) in index.tensors {
       do {
-        contents.tensors[name] = try Tensor(
-          dtype: .float32, shape: shape, littleEndianBytes: data[(dataStart + begin)..<(dataStart + end)])
+        contents.tensors[name] = try Tensor(dtype: .float32, shape: entry.shape, littleEndianBytes: data[entry.bytes])
       } catch {
         throw FormatError("tensor \(name): \(error)")
       }
-      ranges.append((begin, end))
-      covered += end - begin
-    }
-    // By start, then end: an empty tensor may start where the next one does.
-    ranges.sort { ($0.0, $0.1) < ($1.0, $1.1) }
-    let contiguous = zip(ranges, ranges.dropFirst()).allSatisfy { $0.1 == $1.0 }
-    guard contiguous, covered == data.endIndex - dataStart, ranges.first.map({ $0.0 == 0 }) ?? true else {
-      throw FormatError("tensor byte ranges do not cover the data exactly")
     }
     return contents
   }

@@ -316,7 +316,6 @@ public final class CoordinatorService: RPCService, Sendable {
             + "or send them with UploadModel")
       }
       let file = try resolveDataFile(request.uri)
-      // Read, not mapped: the file is a user's, and may change while it is read.
       var isDirectory: ObjCBool = false
       guard FileManager.default.fileExists(atPath: file.path, isDirectory: &isDirectory) else {
         throw RPCError(.notFound, "no file \(request.uri.echoed) in the coordinator's data directory")
@@ -324,15 +323,23 @@ public final class CoordinatorService: RPCService, Sendable {
       guard !isDirectory.boolValue else {
         throw RPCError(.invalidArgument, "\(request.uri.echoed) is a directory, not a safetensors file")
       }
-      guard let contents = FileManager.default.contents(atPath: file.path) else {
+      // Copied, then mapped: never whole in memory, and the file is a user's, which may change
+      // (or be cut short under a mapping) while it is read.
+      let copy = store.incomingWeightsPath()
+      defer { try? FileManager.default.removeItem(atPath: copy) }
+      do {
+        try FileManager.default.copyItem(atPath: file.path, toPath: copy)
+      } catch {
         throw RPCError(.permissionDenied, "the coordinator may not read \(request.uri.echoed) in its data directory")
       }
-      return try await importWeights(contents, from: file.lastPathComponent, request, name: name, by: caller)
+      return try await importWeights(
+        try ModelUpload.mapped(copy), from: file.lastPathComponent, request, name: name, by: caller)
     }
     router.clientStreaming(CoordinatorMethods.uploadModel) { [self] requests, context in
       let caller = try caller(context)
+      let spool = store.incomingWeightsPath()
       return try await ModelUpload.receive(
-        requests, budget: uploads,
+        requests, budget: uploads, spool: spool,
         admit: { [self] request in
           let name = try Self.importedName(request, field: "model.name")
           if let owner = try await store.models(named: name).first?.record.owner {

@@ -368,6 +368,12 @@ public final class CoordinatorStore: Sendable {
   /// a new name): numbers it one past the name's last version ever (v1
   /// first; numbers are never reused), moves the file into place and
   /// records it, in one transaction.
+  ///
+  /// A job registers one version: when `record.job`'s job (the one stored
+  /// now, not an earlier job of that name) already has a version of
+  /// `record.name`, that version is returned and `incoming` removed. A
+  /// coordinator stopped after registering a job's model but before saving
+  /// its success resumes the job, which registers again when it ends.
   func addModel(
     _ record: Pipemesh_V1_Model, weights incoming: String, admit: @escaping @Sendable (_ owner: String?) throws -> Void
   ) async throws -> StoredModel {
@@ -377,6 +383,10 @@ public final class CoordinatorStore: Sendable {
       return try await write { db in
         let owner = try Self.owner(ofModel: record.name, db)
         try admit(owner)
+        if let registered = try Self.model(named: record.name, registeredBy: record.job, db) {
+          try? FileManager.default.removeItem(atPath: incoming)
+          return registered
+        }
         let next =
           try Int.fetchOne(db, sql: "SELECT next_version FROM model_name WHERE name = ?", arguments: [record.name]) ?? 1
         var model = StoredModel(record: record, weightsFile: "\(record.name)/v\(next).safetensors")
@@ -400,6 +410,17 @@ public final class CoordinatorStore: Sendable {
       try? FileManager.default.removeItem(atPath: incoming)
       throw error
     }
+  }
+
+  /// The version of `name` the stored job `job` registered, if it has: one
+  /// recorded since that job was created (an earlier job of the same name,
+  /// deleted since, registered the older ones).
+  private static func model(named name: String, registeredBy job: String, _ db: Database) throws -> StoredModel? {
+    guard !job.isEmpty,
+      let created = try Double.fetchOne(db, sql: "SELECT created_at FROM job WHERE name = ?", arguments: [job])
+    else { return nil }
+    return try ModelRow.filter(Column("name") == name && Column("job") == job && Column("created_at") >= created)
+      .order(Column("version").desc).fetchOne(db)?.model()
   }
 
   /// The owner of the model `name`, nil when it has never had a version.

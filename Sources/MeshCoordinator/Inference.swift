@@ -46,7 +46,15 @@ enum Inference {
           request.input.inline = Pipemesh_V1_Tensor(sharing: chunk)
           for (stage, client) in stages.enumerated() {
             let call = { [request] in
-              try await client.call(PartitionMethods.infer, request, options: CallOptions(timeout: callTimeout))
+              do {
+                return try await client.call(
+                  PartitionMethods.infer, request, options: CallOptions(timeout: callTimeout))
+              } catch let error as RPCError where error.code == .deadlineExceeded && callTimeout != nil {
+                throw RPCError(
+                  .deadlineExceeded,
+                  "rows \(ranges[index]) on stage \(stage) (\(client.target)) ran past \(callTimeout!): "
+                    + "a partition of the job may hang")
+              }
             }
             let response =
               if let trace {

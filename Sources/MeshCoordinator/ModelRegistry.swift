@@ -89,36 +89,40 @@ final class ModelRegistry: Sendable {
 
   /// Registers weights trained elsewhere (a safetensors file holding exactly
   /// the spec's variables, each of its shape and finite) as the next
-  /// version of `name`; `source` names the file in refusals.
+  /// version of `name`; `source` names the file in refusals. The file is
+  /// read where it lies (a mapped spool: `ModelUpload.mapped`) and copied into the
+  /// model's file tensor by tensor, never decoded whole.
   func importWeights(
     _ file: Data, from source: String, as name: String, spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32],
     normalization: Pipemesh_V1_InputNormalization, owner: String, admit: @escaping Admission
   ) async throws -> CoordinatorStore.StoredModel {
     let model = try checkedImport(spec: spec, splitPoints: splitPoints, normalization: normalization)
-    let contents: SafeTensors.Contents
+    let index: SafeTensors.Index
     do {
-      contents = try SafeTensors.decode(file)
+      index = try SafeTensors.Index(file)
     } catch {
       throw RPCError(.invalidArgument, "\(source) is not a safetensors file Pipemesh reads: \(error)")
     }
     let declarations = model.variableDeclarations()
-    var tensors: [String: Tensor] = [:]
+    var ranges: [String: Range<Int>] = [:]
     for declaration in declarations {
-      guard let tensor = contents.tensors[declaration.name] else {
+      guard let entry = index.tensors[declaration.name] else {
         throw RPCError(
           .invalidArgument,
           "\(source) has no tensor \(declaration.name), which the spec declares with shape \(declaration.shape)"
         )
       }
-      guard tensor.shape == declaration.shape, tensor.allFinite else {
+      guard entry.shape == declaration.shape,
+        file[entry.bytes].withUnsafeBytes({ Tensor.allFinite(littleEndianFloat32: $0) })
+      else {
         throw RPCError(
           .invalidArgument,
           "tensor \(declaration.name) in \(source) must be finite and of shape \(declaration.shape); "
-            + "it is of shape \(tensor.shape)")
+            + "it is of shape \(entry.shape)")
       }
-      tensors[declaration.name] = tensor
+      ranges[declaration.name] = entry.bytes
     }
-    let unknown = Set(contents.tensors.keys).subtracting(tensors.keys).sorted()
+    let unknown = Set(index.tensors.keys).subtracting(ranges.keys).sorted()
     guard unknown.isEmpty else {
       throw RPCError(
         .invalidArgument,
@@ -132,7 +136,10 @@ final class ModelRegistry: Sendable {
         $0.spec = spec
         $0.splitPoints = splitPoints
         $0.normalization = normalization
-      }, tensors: tensors, admit: admit)
+      }, shapes: Dictionary(uniqueKeysWithValues: declarations.map { ($0.name, $0.shape) }), admit: admit
+    ) { put in
+      for (name, bytes) in ranges { try file[bytes].withUnsafeBytes { try put(name, 0, $0) } }
+    }
   }
 
   /// The model an import describes, once its spec, split and rescaling

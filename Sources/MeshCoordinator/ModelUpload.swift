@@ -8,8 +8,9 @@ import Synchronization
 /// Receives the safetensors file of an UploadModel call: the first message
 /// says what the weights are and how many bytes follow; the bytes are taken
 /// only up to that size, which must fit the spec's variables, and only while
-/// the coordinator's budget for uploads has room. A stream that ends short
-/// (a client that went away), runs long, stalls or crawls registers nothing.
+/// the coordinator's budget for uploads has room. They go to a file of their
+/// own as they come, never gathered in memory. A stream that ends short (a
+/// client that went away), runs long, stalls or crawls registers nothing.
 enum ModelUpload {
   /// The largest piece of the file one message may carry.
   static let maxChunkBytes = 4 << 20
@@ -18,13 +19,14 @@ enum ModelUpload {
   /// The slowest an upload may come, past its first minute.
   static let slowestBytesPerSecond = 1 << 20
 
-  /// Reads an upload whole and registers it with `register`, holding
-  /// `size_bytes` of `budget` until that returns. `admit` sees the first
-  /// message's request before any byte of the file is taken, and throws to
-  /// refuse it (a bad name, spec or owner): the client learns at once
-  /// instead of after sending the file.
+  /// Reads an upload whole into the file `spool` and registers it with
+  /// `register`, which gets the file mapped into memory, holding
+  /// `size_bytes` of `budget` until that returns; `spool` is removed then.
+  /// `admit` sees the first message's request before any byte of the file
+  /// is taken, and throws to refuse it (a bad name, spec or owner): the
+  /// client learns at once instead of after sending the file.
   static func receive<Registered>(
-    _ requests: RequestStream<Pipemesh_V1_UploadModelRequest>, budget: UploadBudget,
+    _ requests: RequestStream<Pipemesh_V1_UploadModelRequest>, budget: UploadBudget, spool: String,
     admit: (Pipemesh_V1_ImportModelRequest) async throws -> Sequential,
     register: (Pipemesh_V1_ImportModelRequest, Data) async throws -> Registered
   ) async throws -> Registered {
@@ -52,27 +54,41 @@ enum ModelUpload {
     try budget.reserve(size)
     defer { budget.release(size) }
     let deadline = ContinuousClock.now + idleLimit + .seconds(Double(size) / Double(slowestBytesPerSecond))
-    // Grown as bytes come, so a declared size holds no memory until it is sent.
-    var file = Data()
+    guard FileManager.default.createFile(atPath: spool, contents: nil), let file = FileHandle(forWritingAtPath: spool)
+    else {
+      throw RPCError(.internal, "the coordinator cannot create a file for the upload in its state directory")
+    }
+    defer {
+      try? file.close()
+      try? FileManager.default.removeItem(atPath: spool)
+    }
+    var received = 0
     var message = first
     while true {
       guard message.data.count <= maxChunkBytes else {
         throw RPCError(
           .invalidArgument, "a message carries \(message.data.count) bytes of data; at most \(maxChunkBytes) a message")
       }
-      guard file.count + message.data.count <= size else {
+      guard received + message.data.count <= size else {
         throw RPCError(.invalidArgument, "the messages carry more than the \(size) bytes size_bytes declared")
       }
-      file.append(message.data)
+      do {
+        try file.write(contentsOf: message.data)
+      } catch {
+        throw RPCError(
+          .resourceExhausted,
+          "the coordinator could not keep the upload on its disk (\(received) of \(size) bytes written): \(error)")
+      }
+      received += message.data.count
       let left = deadline - ContinuousClock.now
-      guard file.count == size || left > .zero else {
+      guard received == size || left > .zero else {
         throw RPCError(
           .deadlineExceeded,
           "the upload came slower than \(slowestBytesPerSecond >> 20) MiB/s after its first minute "
-            + "(\(file.count) of \(size) bytes); nothing was registered")
+            + "(\(received) of \(size) bytes); nothing was registered")
       }
       // Once the bytes are all here, only the stream's end is awaited.
-      guard let next = try await messages.next(within: file.count == size ? idleLimit : min(idleLimit, left)) else {
+      guard let next = try await messages.next(within: received == size ? idleLimit : min(idleLimit, left)) else {
         break
       }
       guard !next.hasModel, next.sizeBytes == 0 else {
@@ -83,12 +99,23 @@ enum ModelUpload {
       }
       message = next
     }
-    guard file.count == size else {
+    guard received == size else {
       throw RPCError(
         .invalidArgument,
-        "the upload ended after \(file.count) of the \(size) bytes size_bytes declared; nothing was registered")
+        "the upload ended after \(received) of the \(size) bytes size_bytes declared; nothing was registered")
     }
-    return try await register(request, file)
+    return try await register(request, try mapped(spool))
+  }
+
+  /// The file at `path` mapped into memory: read where it lies, page by
+  /// page. Only for files no one else writes (a spool of the coordinator's
+  /// own): a file cut short under a mapping kills the process that reads it.
+  static func mapped(_ path: String) throws -> Data {
+    do {
+      return try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+    } catch {
+      throw RPCError(.internal, "the coordinator cannot read back its copy of the weights: \(error)")
+    }
   }
 
   /// The largest safetensors file of `model`'s variables in float32: its
@@ -101,11 +128,11 @@ enum ModelUpload {
   }
 }
 
-/// The bytes of uploads a coordinator holds at once: each upload reserves
-/// its declared size before it is read and keeps it until it is registered,
-/// so the files of concurrent uploads never add up to more than this (an
-/// upload being registered holds about three times its size for a moment:
-/// the file, its tensors and the copy written to disk).
+/// The bytes of uploads a coordinator holds at once on its disk: each upload
+/// reserves its declared size before it is read and keeps it until it is
+/// registered, so the files of concurrent uploads never add up to more than
+/// this (an upload being registered is on the disk twice for a moment: as
+/// sent, and as the model's file).
 final class UploadBudget: Sendable {
   /// Bytes at most in flight across every upload.
   let limit: Int

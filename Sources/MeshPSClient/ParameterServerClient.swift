@@ -205,25 +205,49 @@ public final class ParameterServerClient: Sendable {
   public static let dropTimeout = Duration.seconds(30)
 
   /// Forgets a job on every task that holds it; returns the bytes freed.
-  /// DEADLINE_EXCEEDED names a task that did not answer within `timeout`.
+  /// Every task is asked to the end whatever the others answer, so a task
+  /// that fails leaves the job's variables on itself alone; the error then
+  /// names each task that failed. DEADLINE_EXCEEDED names a task that did
+  /// not answer within `timeout`.
   public func drop(job: String, timeout: Duration = dropTimeout) async throws -> Int64 {
-    try await withThrowingTaskGroup(of: Int64.self) { group in
+    let answers = await withTaskGroup(of: Result<Int64, RPCError>.self) { group in
       for task in tasks {
         group.addTask {
           do {
-            return try await task.call(
-              ParameterServerMethods.dropJob, .with { $0.job = job }, options: CallOptions(timeout: timeout)
-            ).bytes
+            return .success(
+              try await task.call(
+                ParameterServerMethods.dropJob, .with { $0.job = job }, options: CallOptions(timeout: timeout)
+              ).bytes)
           } catch let error as RPCError where error.code == .notFound {
-            return 0
+            return .success(0)
           } catch let error as RPCError where error.code == .deadlineExceeded {
-            throw RPCError(
-              .deadlineExceeded, "ps task \(task.target) did not answer DropJob for \(job) within \(timeout)")
+            return .failure(
+              RPCError(.deadlineExceeded, "ps task \(task.target) did not answer DropJob for \(job) within \(timeout)"))
+          } catch let error as RPCError {
+            return .failure(RPCError(error.code, "ps task \(task.target): \(error.message)"))
+          } catch is CancellationError {
+            return .failure(RPCError(.cancelled, "the drop of \(job) was cancelled"))
+          } catch {
+            return .failure(RPCError(.internal, "ps task \(task.target): \(error)"))
           }
         }
       }
-      return try await group.reduce(0, +)
+      return await group.reduce(into: []) { $0.append($1) }
     }
+    var freed: Int64 = 0
+    var failures: [RPCError] = []
+    for answer in answers {
+      switch answer {
+      case .success(let bytes): freed += bytes
+      case .failure(let error): failures.append(error)
+      }
+    }
+    guard let first = failures.first else { return freed }
+    guard failures.count > 1 else { throw first }
+    throw RPCError(
+      first.code,
+      "\(failures.count) of \(tasks.count) ps tasks failed to drop \(job): "
+        + failures.map(\.message).joined(separator: "; "))
   }
 
   /// Sends the state of variables `user` kept (see `register`): each value,

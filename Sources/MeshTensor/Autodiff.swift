@@ -119,8 +119,9 @@ public enum Autodiff {
   /// The backward pass in two halves, as zero-bubble schedules place them: returns the
   /// gradients `backward(…addingInto:)` returns (the input gradient among them: the B half)
   /// and, held back, the products that add into the sums (a matrix product's or a
-  /// convolution's gradient of a summed variable: the W half), to compute later. Other
-  /// additions into the sums (a bias's row sums) happen in the B half. The arithmetic is the
+  /// convolution's gradient of a summed variable, a convolution's bias with its filter: the
+  /// W half), to compute later. Other additions into the sums (a dense layer's bias row sums)
+  /// happen in the B half. The arithmetic is the
   /// same as in one pass; each held product keeps the output gradient it multiplies alive.
   public static func splitBackward(
     from output: Tensor, upstream: Tensor, withRespectTo variables: [Tensor], addingInto sums: inout [Tensor?]

@@ -82,6 +82,17 @@ extension Tensor {
     #endif
   }
 
+  /// Whether every float32 in `bytes` (little-endian, at any alignment) is finite: a file's
+  /// tensor checked where it lies, before anything of it is copied.
+  public static func allFinite(littleEndianFloat32 bytes: UnsafeRawBufferPointer) -> Bool {
+    var largestMagnitude: UInt32 = 0
+    for offset in Swift.stride(from: 0, to: bytes.count - bytes.count % 4, by: 4) {
+      let bits = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+      largestMagnitude = Swift.max(largestMagnitude, bits & 0x7FFF_FFFF)
+    }
+    return largestMagnitude < Float.infinity.bitPattern
+  }
+
   /// Decodes the wire form: dtype, shape, and raw little-endian row-major bytes.
   /// Throws when the byte count does not match the shape or the shape is invalid.
   public init(dtype: DType, shape: [Int], littleEndianBytes bytes: some ContiguousBytes) throws {

@@ -144,11 +144,13 @@ extension Tensor {
       }
     }
     let backwardChunk = chunkSize(limit: 1 << 18)
+    // Kept for the backward only when it is ReLU's mask.
+    let rectifiedOutput = rectified ? out : nil
     return recorded(
       out, inputs: [input, filter] + (bias.map { [$0] } ?? []),
       passRule: { g, pass in
         let backward = Conv2DBackward(
-          input: input, filter: filter, outputGradient: g, rectifiedOutput: rectified ? out : nil,
+          input: input, filter: filter, outputGradient: g, rectifiedOutput: rectifiedOutput,
           geometry: geometry, chunk: backwardChunk)
         /// A weight's gradient: added straight into its sum when it has one (and held back with
         /// the other weight products while the input gradient is computed, when asked to).
@@ -293,6 +295,7 @@ extension Tensor {
     precondition(
       rank == 4 && size > 0 && stride > 0 && shape[2] >= size && shape[3] >= size,
       "pooling \(size)/\(stride) does not fit NCHW input \(shape)")
+    precondition(shape[2] * shape[3] <= Int(Int32.max), "pooling keeps offsets within a plane as Int32: \(shape)")
     let window = PoolWindow(
       planes: shape[0] * shape[1], height: shape[2], width: shape[3], size: size, stride: stride)
     let out = Tensor(uninitializedShape: [shape[0], shape[1], window.outputHeight, window.outputWidth])
@@ -336,8 +339,8 @@ private struct PoolWindow: Sendable {
     }
   }
 
-  /// Writes each window's largest scalar; returns where it is (the first of equals), as an
-  /// offset within its input plane.
+  /// Writes each window's largest scalar (or its first NaN); returns where it is (the first of
+  /// equals), as an offset within its input plane.
   func maximum(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>) -> [Int32] {
     [Int32](unsafeUninitializedCapacity: planes * outputsPerPlane) { argmax, initialized in
       let offsets = argmax.baseAddress!
@@ -352,14 +355,15 @@ private struct PoolWindow: Sendable {
     }
   }
 
-  /// The largest scalar of the window whose top-left scalar is `plane[corner]`, and its offset.
+  /// The largest scalar of the window whose top-left scalar is `plane[corner]`, and its offset;
+  /// the first NaN when it holds one (a NaN passes on, as in PyTorch).
   @inline(__always)
   private func windowMaximum(_ plane: UnsafePointer<Float>, corner: Int) -> (Float, Int32) {
     var best = plane[corner]
     var bestOffset = corner
     for ky in 0..<size {
       let row = corner + ky * width
-      for kx in 0..<size where plane[row + kx] > best {
+      for kx in 0..<size where plane[row + kx] > best || (plane[row + kx].isNaN && !best.isNaN) {
         best = plane[row + kx]
         bestOffset = row + kx
       }
@@ -389,7 +393,7 @@ private struct PoolWindow: Sendable {
           var offset = corner
           // The window's other three scalars, in the order the scalar loop visits them.
           @inline(__always) func consider(_ candidate: SIMD8<Float>, shift: Int) {
-            let larger = candidate .> best
+            let larger = (candidate .> best) .| ((candidate .!= candidate) .& (best .== best))
             best.replace(with: candidate, where: larger)
             offset.replace(with: corner &+ Int32(truncatingIfNeeded: shift), where: larger)
           }

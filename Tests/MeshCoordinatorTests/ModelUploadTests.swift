@@ -159,6 +159,65 @@ import Testing
     #expect(again.version == 2)
   }
 
+  /// A process's anonymous resident bytes (RssAnon): its heap, not the pages of files it maps.
+  private static func anonymousBytes(of pid: Int32) -> Int {
+    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    let line = status.split(separator: "\n").first { $0.hasPrefix("RssAnon:") } ?? ""
+    return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) << 10
+  }
+
+  /// The bytes of an upload go to a file as they come, and from there into the model's file
+  /// tensor by tensor: the coordinator's heap grows by a small part of a big upload (it used to
+  /// hold the file and its tensors, twice its size and more), and no spooled file stays behind.
+  @Test func aBigUploadIsNeverWholeInTheCoordinatorsMemory() async throws {
+    let state = try TemporaryDirectory(prefix: "pipemesh-upload-state")
+    let mesh = try await LocalMesh(partitions: 1)
+    let server = try await mesh.coordinator([[0]], name: "big-upload", arguments: ["--state-dir", state.path])
+    let coordinator = try RPCClient(target: server.endpoint)
+    // Dense 4096 → 8192: 33.6 M parameters, a file of 134 MB.
+    let spec = Pipemesh_V1_ModelSpec.with {
+      $0.inputShape = [4096]
+      $0.seed = 5
+      $0.layers = [.with { $0.dense = .with { $0.units = 8192 } }]
+      $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+    }
+    let declarations = try makeModel(spec).variableDeclarations()
+    let file = try SafeTensors.encode(
+      .init(tensors: Dictionary(uniqueKeysWithValues: declarations.map { ($0.name, Tensor.zeros($0.shape)) })))
+    let header = Pipemesh_V1_UploadModelRequest.with {
+      $0.model = .with {
+        $0.name = "wide"
+        $0.spec = spec
+      }
+      $0.sizeBytes = Int64(file.count)
+    }
+    let pieces = stride(from: 0, to: file.count, by: ModelUpload.maxChunkBytes).map {
+      Self.data(file[$0..<min($0 + ModelUpload.maxChunkBytes, file.count)])
+    }
+    let pid = server.process.pid
+    let before = Self.anonymousBytes(of: pid)
+    let peak = Mutex(before)
+    let sampler = Task {
+      while !Task.isCancelled {
+        let now = Self.anonymousBytes(of: pid)
+        peak.withLock { $0 = max($0, now) }
+        try? await Task.sleep(for: .milliseconds(10))
+      }
+    }
+    let model = try await Self.upload([header] + pieces, to: coordinator)
+    sampler.cancel()
+    _ = await sampler.value
+    #expect(model.version == 1 && model.parameters == 4096 * 8192 + 8192)
+    let growth = peak.withLock { $0 } - before
+    #expect(
+      before > 0 && growth < file.count / 2,
+      "the coordinator's heap grew by \(growth >> 20) MiB for an upload of \(file.count >> 20) MiB")
+    let spooled = try FileManager.default.contentsOfDirectory(atPath: "\(state.path)/models").filter {
+      $0.hasPrefix("incoming-")
+    }
+    #expect(spooled.isEmpty, "\(spooled)")
+  }
+
   @Test func theBudgetBoundsUploadsInFlight() throws {
     let budget = UploadBudget(limit: 1000)
     try budget.reserve(600)

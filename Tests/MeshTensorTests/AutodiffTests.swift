@@ -155,10 +155,13 @@ struct AutodiffTests {
 
     // The weights' sums before this micro-batch, and where they are written (the engine
     // writes into these very buffers; no copy of them is held, which would move the sums).
-    func isWeight(_ name: String) -> Bool { name.hasSuffix("/kernel") || name.hasSuffix("/filter") }
+    // A convolution's bias goes with its filter; a dense layer's bias sums in the B half.
+    func isWeight(_ name: String) -> Bool {
+      name.hasSuffix("/kernel") || name.hasSuffix("/filter") || (name.hasPrefix("conv2d") && name.hasSuffix("/bias"))
+    }
     let before = early.filter { isWeight($0.key) }.mapValues(\.scalars)
     let storage = early.filter { isWeight($0.key) }.mapValues { ($0.buffer.pointer, $0.scalarCount) }
-    #expect(before.count == 2)
+    #expect(before.count == (name == "convolution" ? 3 : 2))
     // The B half: the input gradient, and the weights' sums not yet touched.
     let (input, weights) = stages[1].splitBackward(upstream, addingPenalty: false, addingInto: &early)
     let whenHandedOn = storage.mapValues { Array(UnsafeBufferPointer(start: $0.0, count: $0.1)) }

@@ -73,6 +73,7 @@ let operationCases: [GradientCase] = [
   },
   GradientCase("max pool", [distinct([1, 2, 4, 4], seed: 53)]) { $0[0].maxPool2d(size: 2, stride: 2) },
   // Eleven outputs a row: eight at a time, then three one by one.
+  GradientCase("max pool 3×3, stride 1", [distinct([2, 2, 5, 6], seed: 66)]) { $0[0].maxPool2d(size: 3, stride: 1) },
   GradientCase("max pool, rows of 11 windows", [distinct([1, 2, 4, 22], seed: 64)]) {
     $0[0].maxPool2d(size: 2, stride: 2)
   },

@@ -190,6 +190,17 @@ struct OperationTests {
     #expect(routed.reduce(0, +) == 10)
   }
 
+  /// A NaN anywhere in a window is the window's maximum, on the 8-wide path and off it.
+  @Test func maxPoolingPassesANaNOn() {
+    for (width, column) in [(20, 3), (20, 18), (6, 1)] {
+      var scalars = [Float](repeating: 1, count: 2 * width)
+      scalars[width + column] = .nan
+      let pooled = Tensor(shape: [1, 1, 2, width], scalars: scalars).maxPool2d(size: 2, stride: 2).scalars
+      #expect(
+        pooled.enumerated().allSatisfy { $0.offset == column / 2 ? $0.element.isNaN : $0.element == 1 }, "\(pooled)")
+    }
+  }
+
   /// Bias and ReLU applied inside the convolution equal the same steps done one after another,
   /// in value and in every gradient.
   @Test func convolutionWithBiasAndReLUEqualsTheStepsApart() {

@@ -141,7 +141,10 @@ import Testing
     #expect(alone["shape"] as? [Int] == [1, 10], "\(alone)")
     let batched = try #require((rows["outputs"] as? [[Double]])?[1])
     let single = try #require((alone["outputs"] as? [[Double]])?.first)
-    #expect(zip(batched, single).allSatisfy { abs($0 - $1) < 1e-4 }, "row 1: \(batched) alone: \(single)")
+    // The same row alone and in a batch goes through products of other widths, whose sums round
+    // differently: equal to float32's precision over a few hundred terms, relative to the logits' size.
+    #expect(
+      zip(batched, single).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) }, "row 1: \(batched) alone: \(single)")
 
     let plan = try await pipemesh(
       ["plan", "--coordinator", coordinator.endpoint, "--model", model, "--json"], in: directory)

@@ -14,8 +14,10 @@ import subprocess
 
 
 def run(command):
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    result = json.loads(output.strip().splitlines()[-1])
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} exited with {finished.returncode}:\n{finished.stderr}")
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
     print(json.dumps(result), flush=True)
     return result
 

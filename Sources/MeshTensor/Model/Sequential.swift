@@ -164,7 +164,7 @@ public struct StageForward: Sendable {
 
   /// `backward(_:addingPenalty:addingInto:)` in its two halves, as a zero-bubble schedule
   /// places them: returns the input gradient (B) and, held back, the weight gradients' matrix
-  /// products and convolution filter gradients into `sums` and the L2 penalty's gradient (W).
+  /// products, convolution filter and bias gradients into `sums` and the L2 penalty's gradient (W).
   /// Compute the W half once, before anything reads or replaces `sums`' tensors; computed at
   /// once it gives the sums `backward(_:addingPenalty:addingInto:)` gives, bit for bit. A stage
   /// forwarded with `inputGradient: false` has no input gradient (nil).
