@@ -316,6 +316,7 @@ public final class CoordinatorService: RPCService, Sendable {
             + "or send them with UploadModel")
       }
       let file = try resolveDataFile(request.uri)
+      let model = try await admitImport(request, name: name, by: caller)
       var isDirectory: ObjCBool = false
       guard FileManager.default.fileExists(atPath: file.path, isDirectory: &isDirectory) else {
         throw RPCError(.notFound, "no file \(request.uri.echoed) in the coordinator's data directory")
@@ -323,14 +324,28 @@ public final class CoordinatorService: RPCService, Sendable {
       guard !isDirectory.boolValue else {
         throw RPCError(.invalidArgument, "\(request.uri.echoed) is a directory, not a safetensors file")
       }
+      guard FileManager.default.isReadableFile(atPath: file.path),
+        let size = (try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? NSNumber)?.intValue
+      else {
+        throw RPCError(.permissionDenied, "the coordinator may not read \(request.uri.echoed) in its data directory")
+      }
+      let largest = ModelUpload.largestFile(of: model)
+      guard size <= largest else {
+        throw RPCError(
+          .invalidArgument,
+          "\(request.uri.echoed) is \(size) bytes; a safetensors file of this spec's variables is at most \(largest)")
+      }
       // Copied, then mapped: never whole in memory, and the file is a user's, which may change
-      // (or be cut short under a mapping) while it is read.
+      // (or be cut short under a mapping) while it is read. The copy counts as an upload.
+      try uploads.reserve(size)
+      defer { uploads.release(size) }
       let copy = store.incomingWeightsPath()
       defer { try? FileManager.default.removeItem(atPath: copy) }
       do {
         try FileManager.default.copyItem(atPath: file.path, toPath: copy)
       } catch {
-        throw RPCError(.permissionDenied, "the coordinator may not read \(request.uri.echoed) in its data directory")
+        throw RPCError(
+          .resourceExhausted, "the coordinator could not copy \(request.uri.echoed) into its state directory: \(error)")
       }
       return try await importWeights(
         try ModelUpload.mapped(copy), from: file.lastPathComponent, request, name: name, by: caller)
@@ -341,12 +356,7 @@ public final class CoordinatorService: RPCService, Sendable {
       return try await ModelUpload.receive(
         requests, budget: uploads, spool: spool,
         admit: { [self] request in
-          let name = try Self.importedName(request, field: "model.name")
-          if let owner = try await store.models(named: name).first?.record.owner {
-            try Self.check(caller, mayUse: owner, of: "model \(name)", to: "add a version to")
-          }
-          return try registry.checkedImport(
-            spec: request.spec, splitPoints: request.splitPoints, normalization: request.normalization)
+          try await admitImport(request, name: try Self.importedName(request, field: "model.name"), by: caller)
         },
         register: { [self] request, file in
           let name = try Self.importedName(request, field: "model.name")
@@ -616,6 +626,19 @@ public final class CoordinatorService: RPCService, Sendable {
       throw RPCError(.invalidArgument, "\(field) '\(request.name.echoed)' names a version; give the model's name only")
     }
     return reference.name
+  }
+
+  /// Admits an import or upload of model `name` by `caller` before a byte of
+  /// its file is read: the caller may add a version to the name, and the
+  /// spec, split and rescaling are valid. Returns the model.
+  private func admitImport(_ request: Pipemesh_V1_ImportModelRequest, name: String, by caller: Caller) async throws
+    -> Sequential
+  {
+    if let owner = try await store.models(named: name).first?.record.owner {
+      try Self.check(caller, mayUse: owner, of: "model \(name)", to: "add a version to")
+    }
+    return try registry.checkedImport(
+      spec: request.spec, splitPoints: request.splitPoints, normalization: request.normalization)
   }
 
   /// Registers an imported or uploaded safetensors file as the next version

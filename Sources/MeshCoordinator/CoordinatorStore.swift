@@ -25,6 +25,11 @@ public final class CoordinatorStore: Sendable {
   private let files: String
   /// Where model weights are written.
   let modelsDirectory: String
+  /// Where files on their way to `modelsDirectory` are written (uploads,
+  /// imports, registrations), emptied at start: what a crash left there was
+  /// never recorded, so it is no one's. Beside it, so that taking a file is
+  /// a rename.
+  private let incomingDirectory: String
   /// Where the examples of resumable jobs sent inline are kept.
   private let dataDirectory: String
   private let database: any DatabaseWriter
@@ -44,18 +49,24 @@ public final class CoordinatorStore: Sendable {
       }
       modelsDirectory = "\(files)/models"
       dataDirectory = "\(files)/job-data"
-      for folder in [modelsDirectory, dataDirectory] {
+      incomingDirectory = "\(files)/incoming"
+      for folder in [modelsDirectory, dataDirectory, incomingDirectory] {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
       }
       try Self.migrator.migrate(database)
-      // Weights of a registration a crash cut short: never recorded, so no one's.
-      let modelsDirectory = modelsDirectory
-      for file in (try? FileManager.default.contentsOfDirectory(atPath: modelsDirectory)) ?? []
-      where file.hasPrefix("incoming-") {
-        try? FileManager.default.removeItem(atPath: "\(modelsDirectory)/\(file)")
+      // Uploads, imports and registrations a crash cut short (and their files' temporaries).
+      for file in (try? FileManager.default.contentsOfDirectory(atPath: incomingDirectory)) ?? [] {
+        try? FileManager.default.removeItem(atPath: "\(incomingDirectory)/\(file)")
       }
-      // And the temporaries of files still being written then (a registration pulls for seconds).
-      AtomicFile.removeStaleTemporaries(in: modelsDirectory, for: "incoming-")
+      // What an earlier version left in the models directory: files, where models are folders.
+      for file in (try? FileManager.default.contentsOfDirectory(atPath: modelsDirectory)) ?? []
+      where file.hasPrefix("incoming-") || file.hasPrefix(AtomicFile.temporaryPrefix + "incoming-") {
+        let path = "\(modelsDirectory)/\(file)"
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+          try? FileManager.default.removeItem(atPath: path)
+        }
+      }
     } catch let error as DatabaseError {
       throw RPCError(.internal, "the coordinator's state in \(directory ?? "memory") cannot be opened: \(error)")
     }
@@ -359,9 +370,10 @@ public final class CoordinatorStore: Sendable {
   /// The path of a model's weights file.
   func weightsPath(_ model: StoredModel) -> String { "\(modelsDirectory)/\(model.weightsFile)" }
 
-  /// Where a new version's weights are written before `addModel` takes
-  /// them (beside their final place, so that taking them is a rename).
-  func incomingWeightsPath() -> String { "\(modelsDirectory)/incoming-\(UUID().uuidString).safetensors" }
+  /// Where a new version's weights (or an upload, or an import's copy) are
+  /// written before `addModel` takes them: a file of its own, on the models'
+  /// filesystem, so that taking it is a rename.
+  func incomingWeightsPath() -> String { "\(incomingDirectory)/\(UUID().uuidString).safetensors" }
 
   /// Registers the weights written at `incoming` as a new version of
   /// `record.name` when `admit` allows it (given the name's owner, nil for
@@ -369,11 +381,12 @@ public final class CoordinatorStore: Sendable {
   /// first; numbers are never reused), moves the file into place and
   /// records it, in one transaction.
   ///
-  /// A job registers one version: when `record.job`'s job (the one stored
-  /// now, not an earlier job of that name) already has a version of
-  /// `record.name`, that version is returned and `incoming` removed. A
-  /// coordinator stopped after registering a job's model but before saving
-  /// its success resumes the job, which registers again when it ends.
+  /// A job registers one version. The version is written into the row of
+  /// `record.job` (the job stored under that name now) in the same
+  /// transaction; when that row names one already, it is returned and
+  /// `incoming` removed. A coordinator stopped after registering a job's
+  /// model but before saving its success resumes the job, which registers
+  /// again when it ends.
   func addModel(
     _ record: Pipemesh_V1_Model, weights incoming: String, admit: @escaping @Sendable (_ owner: String?) throws -> Void
   ) async throws -> StoredModel {
@@ -383,7 +396,7 @@ public final class CoordinatorStore: Sendable {
       return try await write { db in
         let owner = try Self.owner(ofModel: record.name, db)
         try admit(owner)
-        if let registered = try Self.model(named: record.name, registeredBy: record.job, db) {
+        if let registered = try Self.model(registeredBy: record.job, db) {
           try? FileManager.default.removeItem(atPath: incoming)
           return registered
         }
@@ -403,6 +416,11 @@ public final class CoordinatorStore: Sendable {
         ).insert(db)
         try FileManager.default.createDirectory(
           atPath: "\(modelsDirectory)/\(record.name)", withIntermediateDirectories: true)
+        if !record.job.isEmpty, var job = try JobRow.fetchOne(db, key: record.job)?.stored() {
+          job.record.model = "\(model.reference)"
+          try db.execute(
+            sql: "UPDATE job SET record = ? WHERE name = ?", arguments: [try JobRow(job).record, record.job])
+        }
         try FileManager.default.moveItem(atPath: incoming, toPath: "\(modelsDirectory)/\(model.weightsFile)")
         return model
       }
@@ -412,15 +430,17 @@ public final class CoordinatorStore: Sendable {
     }
   }
 
-  /// The version of `name` the stored job `job` registered, if it has: one
-  /// recorded since that job was created (an earlier job of the same name,
-  /// deleted since, registered the older ones).
-  private static func model(named name: String, registeredBy job: String, _ db: Database) throws -> StoredModel? {
-    guard !job.isEmpty,
-      let created = try Double.fetchOne(db, sql: "SELECT created_at FROM job WHERE name = ?", arguments: [job])
+  /// The version the job stored under the name `job` registered, if it has
+  /// (a new job of that name starts without one).
+  func model(registeredBy job: String) async throws -> StoredModel? {
+    try await read { db in try Self.model(registeredBy: job, db) }
+  }
+
+  private static func model(registeredBy job: String, _ db: Database) throws -> StoredModel? {
+    guard !job.isEmpty, let stored = try JobRow.fetchOne(db, key: job)?.stored(), !stored.record.model.isEmpty,
+      let reference = try? ModelReference(parsing: stored.record.model, field: "model"), let version = reference.version
     else { return nil }
-    return try ModelRow.filter(Column("name") == name && Column("job") == job && Column("created_at") >= created)
-      .order(Column("version").desc).fetchOne(db)?.model()
+    return try ModelRow.filter(Column("name") == reference.name && Column("version") == version).fetchOne(db)?.model()
   }
 
   /// The owner of the model `name`, nil when it has never had a version.

@@ -53,7 +53,7 @@ enum Inference {
                 throw RPCError(
                   .deadlineExceeded,
                   "rows \(ranges[index]) on stage \(stage) (\(client.target)) ran past \(callTimeout!): "
-                    + "a partition of the job may hang")
+                    + "a partition of the job may hang (\(error.message))")
               }
             }
             let response =

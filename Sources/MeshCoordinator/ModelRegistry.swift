@@ -57,6 +57,10 @@ final class ModelRegistry: Sendable {
   /// The weights go from the ps to the model's file part by part, never
   /// whole in the coordinator's memory.
   func register(_ job: TrainingJob, admit: @escaping Admission) async throws -> CoordinatorStore.StoredModel {
+    // A coordinator stopped after registering this job's model, before saving its success: the
+    // job ran on from its checkpoint and ends here again. Its version stays the one registered
+    // (whose weights its stages may no longer hold, so the version is served from its file).
+    if let registered = try await store.model(registeredBy: job.name) { return registered }
     let declarations = job.model.variableDeclarations()
     let ps = try cluster.parameterServerClient()
     ps.expect(variables: declarations.map { ($0.name, $0.shape) })

@@ -54,14 +54,12 @@ enum ModelUpload {
     try budget.reserve(size)
     defer { budget.release(size) }
     let deadline = ContinuousClock.now + idleLimit + .seconds(Double(size) / Double(slowestBytesPerSecond))
+    defer { try? FileManager.default.removeItem(atPath: spool) }
     guard FileManager.default.createFile(atPath: spool, contents: nil), let file = FileHandle(forWritingAtPath: spool)
     else {
-      throw RPCError(.internal, "the coordinator cannot create a file for the upload in its state directory")
+      throw RPCError(.resourceExhausted, "the coordinator cannot create a file for the upload in its state directory")
     }
-    defer {
-      try? file.close()
-      try? FileManager.default.removeItem(atPath: spool)
-    }
+    defer { try? file.close() }
     var received = 0
     var message = first
     while true {

@@ -242,6 +242,8 @@ public final class ParameterServerClient: Sendable {
       case .failure(let error): failures.append(error)
       }
     }
+    // Sorted: the same failures give the same error, whichever task answered first.
+    failures.sort { $0.message < $1.message }
     guard let first = failures.first else { return freed }
     guard failures.count > 1 else { throw first }
     throw RPCError(

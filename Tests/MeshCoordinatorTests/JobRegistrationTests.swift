@@ -52,27 +52,40 @@ import Testing
     try await startJob("digits", created: 100)
     let (first, _) = try await register("digits", job: "digits", at: 200, bytes: "first")
     #expect(first.record.version == 1)
+    #expect(try await store.job("digits")?.record.model == "digits:v1", "recorded with the version, at once")
     // The same job, resumed after its coordinator stopped, ends and registers again.
     let (again, incoming) = try await register("digits", job: "digits", at: 300, bytes: "second")
     #expect(again.record.version == 1)
     #expect(try weights(of: again) == "first")
     #expect(!FileManager.default.fileExists(atPath: incoming), "the second pull's file is not left behind")
     #expect(try await store.models(named: "digits").map(\.record.version) == [1])
+    #expect(try await store.model(registeredBy: "digits")?.record.version == 1)
   }
 
   @Test func aNewJobOfTheSameNameRegistersTheNextVersion() async throws {
-    try await startJob("digits", created: 100)
-    _ = try await register("digits", job: "digits", at: 200, bytes: "first")
-    // A later Train of the name is another job, however it is named.
     try await startJob("digits", created: 400)
-    let (next, _) = try await register("digits", job: "digits", at: 500, bytes: "second")
+    _ = try await register("digits", job: "digits", at: 500, bytes: "first")
+    // A later Train of the name is another job, even when the clock stepped back meanwhile.
+    try await startJob("digits", created: 100)
+    #expect(try await store.model(registeredBy: "digits") == nil)
+    let (next, _) = try await register("digits", job: "digits", at: 200, bytes: "second")
     #expect(next.record.version == 2)
     #expect(try weights(of: next) == "second")
   }
 
-  @Test func weightsFromNoJobAreAVersionEachTime() async throws {
-    let (first, _) = try await register("imported", job: "", at: 100, bytes: "a")
-    let (second, _) = try await register("imported", job: "", at: 200, bytes: "b")
-    #expect([first.record.version, second.record.version] == [1, 2])
+  /// A file that an earlier version of the coordinator left in the models directory on its way
+  /// in goes at the next start; a model whose name looks like one stays.
+  @Test func theNextStartClearsWhatACrashLeftOnItsWayIn() async throws {
+    let models = "\(state.path)/models"
+    try await startJob("incoming-x", created: 100)
+    let (kept, _) = try await register("incoming-x", job: "incoming-x", at: 200, bytes: "kept")
+    let leftovers = [
+      store.incomingWeightsPath(), "\(models)/incoming-\(UUID().uuidString).safetensors",
+      "\(models)/.tmp-incoming-\(UUID().uuidString).safetensors-123",
+    ]
+    for path in leftovers { try Data("partial".utf8).write(to: URL(fileURLWithPath: path)) }
+    let reopened = try CoordinatorStore(directory: state.path)
+    #expect(leftovers.allSatisfy { !FileManager.default.fileExists(atPath: $0) }, "\(leftovers)")
+    #expect(FileManager.default.fileExists(atPath: reopened.weightsPath(kept)))
   }
 }
