@@ -336,16 +336,27 @@ public final class CoordinatorService: RPCService, Sendable {
           "\(request.uri.echoed) is \(size) bytes; a safetensors file of this spec's variables is at most \(largest)")
       }
       // Copied, then mapped: never whole in memory, and the file is a user's, which may change
-      // (or be cut short under a mapping) while it is read. The copy counts as an upload.
-      try uploads.reserve(size)
-      defer { uploads.release(size) }
+      // (or be cut short under a mapping) while it is read. The copy counts as an upload (a file
+      // over the uploads' limit takes all of it: one such import at a time).
+      let reserved = min(size, uploads.limit)
+      try uploads.reserve(reserved)
+      defer { uploads.release(reserved) }
       let copy = store.incomingWeightsPath()
       defer { try? FileManager.default.removeItem(atPath: copy) }
       do {
         try FileManager.default.copyItem(atPath: file.path, toPath: copy)
       } catch {
+        guard FileManager.default.isReadableFile(atPath: file.path) else {
+          throw RPCError(.notFound, "\(request.uri.echoed) went away while the coordinator copied it")
+        }
         throw RPCError(
           .resourceExhausted, "the coordinator could not copy \(request.uri.echoed) into its state directory: \(error)")
+      }
+      let copied = (try? FileManager.default.attributesOfItem(atPath: copy)[.size] as? NSNumber)?.intValue
+      guard copied == size else {
+        throw RPCError(
+          .aborted, "\(request.uri.echoed) changed while the coordinator copied it (\(size) bytes, then \(copied ?? 0))"
+        )
       }
       return try await importWeights(
         try ModelUpload.mapped(copy), from: file.lastPathComponent, request, name: name, by: caller)

@@ -5,6 +5,7 @@ import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshWire
+import Synchronization
 
 /// The coordinator's durable state: every job's record and the model
 /// registry, in one SQLite database (`coordinator.sqlite`, write-ahead
@@ -392,6 +393,7 @@ public final class CoordinatorStore: Sendable {
   ) async throws -> StoredModel {
     let modelsDirectory = modelsDirectory
     let size = (try? FileManager.default.attributesOfItem(atPath: incoming)[.size] as? NSNumber)?.int64Value ?? 0
+    let moved = Mutex<String?>(nil)
     do {
       return try await write { db in
         let owner = try Self.owner(ofModel: record.name, db)
@@ -421,11 +423,19 @@ public final class CoordinatorStore: Sendable {
           try db.execute(
             sql: "UPDATE job SET record = ? WHERE name = ?", arguments: [try JobRow(job).record, record.job])
         }
-        try FileManager.default.moveItem(atPath: incoming, toPath: "\(modelsDirectory)/\(model.weightsFile)")
+        // rename(2) replaces what a registration whose transaction did not commit left there.
+        let destination = "\(modelsDirectory)/\(model.weightsFile)"
+        guard rename(incoming, destination) == 0 else {
+          throw RPCError(
+            .internal, "the coordinator could not move the weights into place: \(String(cString: strerror(errno)))")
+        }
+        moved.withLock { $0 = destination }
         return model
       }
     } catch {
       try? FileManager.default.removeItem(atPath: incoming)
+      // Moved into place, but the transaction did not commit (cancelled): no version's file.
+      if let destination = moved.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: destination) }
       throw error
     }
   }

@@ -73,6 +73,13 @@ import Testing
     #expect(try weights(of: next) == "second")
   }
 
+  /// Weights imported or uploaded belong to no job: each is a version of its own.
+  @Test func weightsFromNoJobAreAVersionEachTime() async throws {
+    let (first, _) = try await register("imported", job: "", at: 100, bytes: "a")
+    let (second, _) = try await register("imported", job: "", at: 200, bytes: "b")
+    #expect([first.record.version, second.record.version] == [1, 2])
+  }
+
   /// A file that an earlier version of the coordinator left in the models directory on its way
   /// in goes at the next start; a model whose name looks like one stays.
   @Test func theNextStartClearsWhatACrashLeftOnItsWayIn() async throws {

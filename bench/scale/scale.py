@@ -18,6 +18,10 @@ over gloo on 127.0.0.1, the model split where the mesh's planner splits it, the 
 (GPipe or 1F1B) and micro-batches; Pipemesh's figure is also given without its last step, whose
 commit hands the variables to the ps (PyTorch keeps them where they are).
 
+--against tensorflow compares data parallelism instead: TensorFlow's ParameterServerStrategy (1 ps
+task and --replicas workers of 1 thread each, asynchronous, bench/scale/tf_ps.py) against Pipemesh
+with --replicas replicas of one stage on one ps task (--consistency async by default).
+
 --memory-limit-mib runs each process (PyTorch, each ps task and partition) in a memory cgroup of its
 own with that limit (cgroup v2, or v1's memory controller; needs root), so a process over it is
 killed as the kernel would kill it in a container.
@@ -172,6 +176,17 @@ def torch_pipeline_run(a, layers, split):
     return json.loads(outputs[1][0].strip().splitlines()[-1])
 
 
+def tensorflow_run(a, layers):
+    """TensorFlow's ParameterServerStrategy with a.replicas workers (bench/scale/tf_ps.py)."""
+    options = {"layers": layers, "batch": a.batch, "workers": a.replicas, "threads": a.blas_threads, "lr": a.lr,
+               "steps": max(10, a.steps), "windows": 3, "warmup": 5}
+    run = subprocess.run([a.tf_python, os.path.join(os.path.dirname(__file__), "tf_ps.py"), json.dumps(options)],
+                         capture_output=True, text=True, timeout=1800)
+    if run.returncode != 0:
+        raise RuntimeError(f"TensorFlow failed ({run.returncode}): {run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 class Service:
     """One `pipemesh serve` process; its endpoint read from its 'listening on' line."""
 
@@ -248,11 +263,13 @@ def pipemesh_run(a, work, round_index, stage_parameters):
         budget = ["--memory-budget-mib", str(a.partition_budget_mib)] if a.partition_budget_mib else []
         threads = ["--blas-threads", str(a.blas_threads)]
         partitions = [Service(a, "partition", threads + budget, logs, f"partition{i}", env)
-                      for i in range(a.stages)]
+                      for i in range(a.stages * a.replicas)]
         services += partitions
+        # Stage by stage, each stage's replicas: "s0r0,s0r1;s1r0,s1r1".
+        layout = ";".join(",".join(p.endpoint for p in partitions[s * a.replicas:(s + 1) * a.replicas])
+                          for s in range(a.stages))
         coordinator = Service(a, "coordinator",
-                              ["--ps", ",".join(s.endpoint for s in ps),
-                               "--partitions", ";".join(s.endpoint for s in partitions), "--data-dir", work],
+                              ["--ps", ",".join(s.endpoint for s in ps), "--partitions", layout, "--data-dir", work],
                               logs, "coordinator")
         services.append(coordinator)
         sampler = MeshMemory(list(services))
@@ -260,6 +277,7 @@ def pipemesh_run(a, work, round_index, stage_parameters):
             [a.pipemesh, "train", "--coordinator", coordinator.endpoint, "--model", os.path.join(work, "model.json"),
              "--dataset", "data.npz", "--epochs", "1", "--batch-size", str(a.batch),
              "--micro-batches", str(a.micro_batches), "--schedule", a.schedule, "--optimizer", a.optimizer, "--learning-rate", str(a.lr),
+             "--replicas", str(a.replicas), "--consistency", a.consistency,
              "--validation", "0", "--job", f"scale{round_index}", "--json"],
             capture_output=True, text=True, timeout=3600)
         mesh_peak = sampler.stop()
@@ -271,15 +289,16 @@ def pipemesh_run(a, work, round_index, stage_parameters):
                 out.write(next((s["traceJson"] for s in reversed(steps) if s.get("traceJson")), "{}"))
         steps = [s for s in steps if s.get("samplesPerSecond") and not s.get("done") and not s.get("evaluated")]
         measured = steps[1:]  # the first step includes the first pulls
-        seconds = sum(a.batch / s["samplesPerSecond"] for s in measured)
+        examples = a.batch * a.replicas  # a step's, over every replica
+        seconds = sum(examples / s["samplesPerSecond"] for s in measured)
         memory = {s.name: s.peak_rss_bytes() for s in services}
         return {
-            "samples_per_second": a.batch * len(measured) / seconds,
+            "samples_per_second": examples * len(measured) / seconds,
             # Without the last step, whose commit also hands the variables to the ps.
-            "steady_samples_per_second": (a.batch * (len(measured) - 1)
-                                          / (seconds - a.batch / measured[-1]["samplesPerSecond"])
+            "steady_samples_per_second": (examples * (len(measured) - 1)
+                                          / (seconds - examples / measured[-1]["samplesPerSecond"])
                                           if len(measured) > 1 else None),
-            "step_seconds": [round(a.batch / s["samplesPerSecond"], 3) for s in steps],
+            "step_seconds": [round(examples / s["samplesPerSecond"], 3) for s in steps],
             "peak_rss_bytes": memory,
             "mesh_peak_rss_bytes": mesh_peak,
             "parameter_bytes": {**{f"partition{i}": 4 * p for i, p in enumerate(stage_parameters)},
@@ -313,7 +332,10 @@ def main():
                         help="--memory-budget-mib for the partitions (0: their default, half their memory)")
     parser.add_argument("--trace", metavar="PREFIX",
                         help="write each round's step timeline (Chrome trace JSON) to PREFIX.roundN.json")
-    parser.add_argument("--against", default="threads", choices=["threads", "pipelining"],
+    parser.add_argument("--replicas", type=int, default=1, help="data-parallel replicas of each stage")
+    parser.add_argument("--consistency", default=None, help="sync, async or bounded:K (async with tensorflow)")
+    parser.add_argument("--tf-python", help="a Python with tensorflow-cpu (bench/tf-venv), for --against tensorflow")
+    parser.add_argument("--against", default="threads", choices=["threads", "pipelining", "tensorflow"],
                         help="PyTorch in one process with 1 and 2 threads, or torch.distributed.pipelining on 2 "
                              "ranks of 1 thread with the mesh's split, schedule (gpipe or 1f1b) and micro-batches")
     parser.add_argument("--quick", action="store_true")
@@ -324,6 +346,11 @@ def main():
     if a.bigger:
         a.layers, a.steps, a.rounds = "784,12288,12288,12288,10", 3, 1
         a.memory_limit_mib, a.partition_budget_mib = a.memory_limit_mib or 2048, a.partition_budget_mib or 1900
+    if a.against == "tensorflow":
+        if a.stages != 1 or not a.tf_python:
+            parser.error("--against tensorflow runs 1 stage (--stages 1) and needs --tf-python")
+        a.replicas = a.replicas if a.replicas > 1 else 2
+    a.consistency = a.consistency or ("async" if a.against == "tensorflow" else "sync")
     layers = [int(v) for v in a.layers.split(",")]
     parameters = sum(x * y + y for x, y in zip(layers[:-1], layers[1:]))
 
@@ -336,7 +363,7 @@ def main():
     with open(os.path.join(work, "model.json"), "w") as f:
         json.dump(spec, f)
     rng = np.random.default_rng(0)
-    examples = a.batch * (a.steps + 1)
+    examples = a.batch * a.replicas * (a.steps + 1)
     np.savez(os.path.join(work, "data.npz"), x=rng.standard_normal((examples, layers[0]), dtype=np.float32),
              y=rng.integers(0, layers[-1], examples).astype(np.int32))
     plan = json.loads(subprocess.run([a.pipemesh, "plan", "--model", os.path.join(work, "model.json"),
@@ -354,12 +381,15 @@ def main():
     for index in range(a.rounds):
         row = {"round": index + 1}
         # Alternate who goes first, so drift in the machine's speed does not favour one side.
-        order = ["torch1", "torch2", "pipemesh"] if a.against == "threads" else ["pipelining", "pipemesh"]
+        order = {"threads": ["torch1", "torch2", "pipemesh"], "pipelining": ["pipelining", "pipemesh"],
+                 "tensorflow": ["tensorflow", "pipemesh"]}[a.against]
         for name in order if index % 2 == 0 else reversed(order):
             if name == "pipemesh":
                 row[name] = pipemesh_run(a, work, index + 1, stage_parameters)
             elif name == "pipelining":
                 row[name] = torch_pipeline_run(a, layers, split)
+            elif name == "tensorflow":
+                row[name] = tensorflow_run(a, layers)
             else:
                 row[name] = torch_run(a, layers, int(name[-1]))
         rounds.append(row)
@@ -379,6 +409,20 @@ def main():
         if not fitted(key):
             return f"| {label} | does not fit: {rounds[-1][key]['killed']} | |"
         return f"| {label} | {median(key):.1f} | {ratio(key):.2f}× |" if key != "pipemesh" else f"| {label} | {median(key):.1f} | |"
+
+    if a.against == "tensorflow":
+        steady = [r["pipemesh"]["steady_samples_per_second"] for r in rounds]
+        print(f"\nMLP {'-'.join(map(str, layers))}, batch {a.batch} per replica and step, SGD {a.lr}; "
+              f"{a.replicas} replicas of 1 thread, 1 ps task, {a.consistency}; medians of {a.rounds} rounds\n")
+        print("| | samples/s | Pipemesh ÷ it (median of per-round ratios) |")
+        print("| --- | --- | --- |")
+        print(row(f"TensorFlow ParameterServerStrategy, {a.replicas} workers", "tensorflow"))
+        print(row(f"Pipemesh, {a.replicas} replicas", "pipemesh"))
+        if all(steady):
+            ratios = [s / r["tensorflow"]["samples_per_second"] for s, r in zip(steady, rounds)]
+            print(f"| Pipemesh without its last step (the Assign to the ps) | {statistics.median(steady):.1f} "
+                  f"| {statistics.median(ratios):.2f}× |")
+        return
 
     if a.against == "pipelining":
         steady = [r["pipemesh"]["steady_samples_per_second"] for r in rounds]
