@@ -56,6 +56,8 @@ public final class CoordinatorService: RPCService, Sendable {
   /// Where closed-form solutions are computed, away from the cooperative
   /// threads that serve calls.
   private let solving = ComputeLane(label: "pipemesh.coordinator.solve", width: 2)
+  /// Copies of imported files (seconds for a big one): off the threads that serve calls.
+  private let copying = ComputeLane(label: "pipemesh.coordinator.import-copy", width: 2)
   /// The bytes of model uploads being received.
   private let uploads = UploadBudget()
 
@@ -344,7 +346,13 @@ public final class CoordinatorService: RPCService, Sendable {
       let copy = store.incomingWeightsPath()
       defer { try? FileManager.default.removeItem(atPath: copy) }
       do {
-        try FileManager.default.copyItem(atPath: file.path, toPath: copy)
+        try await copying.run(
+          orThrow: RPCError(
+            .resourceExhausted,
+            "the coordinator is copying \(copying.width) imports already: ask again once one is done")
+        ) { try FileManager.default.copyItem(atPath: file.path, toPath: copy) }
+      } catch let error as RPCError {
+        throw error
       } catch {
         guard FileManager.default.isReadableFile(atPath: file.path) else {
           throw RPCError(.notFound, "\(request.uri.echoed) went away while the coordinator copied it")

@@ -217,6 +217,48 @@ import Testing
     #expect(spooled.isEmpty, "\(spooled)")
   }
 
+  /// A coordinator killed (kill -9) in the middle of an upload registers nothing, and the part
+  /// it had spooled is gone once it starts again on the same state; uploads go on working.
+  @Test func aCoordinatorKilledMidUploadLeavesNothingBehind() async throws {
+    let state = try TemporaryDirectory(prefix: "pipemesh-upload-killed")
+    let mesh = try await LocalMesh(partitions: 1)
+    let arguments = ["--state-dir", state.path]
+    let first = try await mesh.coordinator([[0]], name: "upload-killed", arguments: arguments)
+    let (_, _, file) = try Self.weights()
+    let half = file.count / 2
+    let cut = Task {
+      try await RPCClient(target: first.endpoint).clientStream(
+        CoordinatorMethods.uploadModel, options: .init(timeout: .seconds(60))
+      ) { writer in
+        try await writer.write(Self.header("linear", size: file.count))
+        try await writer.write(Self.data(file.prefix(half)))
+        try await Task.sleep(for: .seconds(60))
+      }
+    }
+    // The spool holds the half sent: the coordinator is in the middle of the upload.
+    let incoming = "\(state.path)/incoming"
+    let deadline = ContinuousClock.now + .seconds(30)
+    func spooledBytes() -> Int {
+      ((try? FileManager.default.contentsOfDirectory(atPath: incoming)) ?? []).reduce(0) { total, name in
+        total + ((try? FileManager.default.attributesOfItem(atPath: "\(incoming)/\(name)")[.size] as? Int) ?? 0)
+      }
+    }
+    while spooledBytes() < half && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+    #expect(spooledBytes() == half, "the upload's first half reached the spool")
+    first.process.signal(SIGKILL)
+    _ = try await first.process.waitForExit()
+    _ = await cut.result
+
+    let second = try await mesh.coordinator([[0]], name: "upload-restarted", arguments: arguments)
+    let coordinator = try RPCClient(target: second.endpoint)
+    #expect(
+      spooledBytes() == 0, "\(String(describing: try? FileManager.default.contentsOfDirectory(atPath: incoming)))")
+    let versions = try await coordinator.call(CoordinatorMethods.listModels, .with { $0.name = "linear" })
+    #expect(versions.models.isEmpty, "\(versions.models)")
+    let whole = try await Self.upload([Self.header("linear", size: file.count), Self.data(file)], to: coordinator)
+    #expect(whole.version == 1)
+  }
+
   @Test func theBudgetBoundsUploadsInFlight() throws {
     let budget = UploadBudget(limit: 1000)
     try budget.reserve(600)
