@@ -134,7 +134,7 @@ public final class CoordinatorService: RPCService, Sendable {
         throw RPCError(.invalidArgument, "schedule \(value) is no ScheduleKind; give one of those TrainRequest takes")
       }
       let budget = Self.leastBudget(await pool.ask(CallOptions(timeout: .seconds(2))))
-      let splitPoints = request.splitPoints.map { Int($0) }
+      let splitPoints = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
       let stages =
         request.stages != 0
         ? Int(request.stages) : defaultStages(model, splitPoints: splitPoints, budget: budget, memory: memory)
@@ -142,7 +142,9 @@ public final class CoordinatorService: RPCService, Sendable {
       let poolCanRun = (1...max(1, pool.members.count)).contains(stages)
       let budgets = poolCanRun ? Array(repeating: budget, count: stages) : []
       // Checked before anything is timed.
-      _ = try Planner.plan(model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory)
+      _ = try Planner.plan(
+        model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory,
+        wholeLayers: request.wholeLayers)
       let measured =
         request.estimate
         ? nil
@@ -150,7 +152,8 @@ public final class CoordinatorService: RPCService, Sendable {
           of: request.model, model: model,
           rows: request.microBatchRows == 0 ? LayerTimings.defaultRows : Int(request.microBatchRows), pool: pool)
       let plan = try Planner.plan(
-        model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory, measured: measured?.layers)
+        model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory, measured: measured?.layers,
+        wholeLayers: request.wholeLayers)
       var response = plan.response
       if let measured {
         response.layerTimes = measured.layers.wire(of: model)
@@ -657,7 +660,7 @@ public final class CoordinatorService: RPCService, Sendable {
       try Self.check(caller, mayUse: owner, of: "model \(name)", to: "add a version to")
     }
     return try registry.checkedImport(
-      spec: request.spec, splitPoints: request.splitPoints, normalization: request.normalization)
+      spec: request.spec, splitPoints: try request.splitPositions, normalization: request.normalization)
   }
 
   /// Registers an imported or uploaded safetensors file as the next version
@@ -666,7 +669,7 @@ public final class CoordinatorService: RPCService, Sendable {
     _ file: Data, from source: String, _ request: Pipemesh_V1_ImportModelRequest, name: String, by caller: Caller
   ) async throws -> Pipemesh_V1_Model {
     try await registry.importWeights(
-      file, from: source, as: name, spec: request.spec, splitPoints: request.splitPoints,
+      file, from: source, as: name, spec: request.spec, splitPoints: try request.splitPositions,
       normalization: request.normalization, owner: caller.name, admit: Self.versionAdmission(name, by: caller)
     ).record
   }
@@ -785,7 +788,9 @@ public final class CoordinatorService: RPCService, Sendable {
   /// The stages of a job that names none: the coordinator's layout, else
   /// as many as the split points make, else the fewest whose plan fits the
   /// partitions' `budget` (leaving the rest of the pool to other jobs).
-  private func defaultStages(_ model: Sequential, splitPoints: [Int], budget: Int?, memory: StageMemory) -> Int {
+  private func defaultStages(_ model: Sequential, splitPoints: [LayerPosition], budget: Int?, memory: StageMemory)
+    -> Int
+  {
     if cluster.stages > 0 { return cluster.stages }
     if !splitPoints.isEmpty { return splitPoints.count + 1 }
     let most = max(1, min(pool.members.count, model.layers.count))
@@ -812,7 +817,9 @@ public final class CoordinatorService: RPCService, Sendable {
       let budget = Self.leastBudget(await pool.ask(CallOptions(timeout: .seconds(2))))
       stages = Int32(
         defaultStages(
-          model, splitPoints: request.splitPoints.map { Int($0) }, budget: budget,
+          model,
+          splitPoints: try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs),
+          budget: budget,
           memory: try StageMemory(optimizer: request.optimizer)))
     }
     let replicas = request.replicas == 0 ? Int32(max(1, cluster.replicas)) : request.replicas
@@ -853,6 +860,7 @@ public final class CoordinatorService: RPCService, Sendable {
     // a resumed run splits the same way).
     // The request's options checked first: a request refused costs no timing.
     try TrainingJob.checkOptions(request)
+    _ = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
     let measured =
       request.stages > 1 && request.splitPoints.isEmpty
       ? await layerTimings.times(
@@ -1180,5 +1188,12 @@ public final class CoordinatorService: RPCService, Sendable {
     case nil:
       throw RPCError(.invalidArgument, "the request names no training data")
     }
+  }
+}
+
+extension Pipemesh_V1_ImportModelRequest {
+  /// Where the model is to be split, as its two lists say.
+  fileprivate var splitPositions: [LayerPosition] {
+    get throws { try LayerPosition.splitPoints(layers: splitPoints, inputs: splitPointInputs) }
   }
 }

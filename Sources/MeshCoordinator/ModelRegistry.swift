@@ -72,6 +72,7 @@ final class ModelRegistry: Sendable {
         $0.job = job.name
         $0.spec = job.request.model
         $0.splitPoints = job.request.splitPoints
+        $0.splitPointInputs = job.request.splitPointInputs
         $0.normalization = job.request.normalization
         $0.loss = snapshot.loss
         if let last = snapshot.epochs.last {
@@ -97,7 +98,7 @@ final class ModelRegistry: Sendable {
   /// read where it lies (a mapped spool: `ModelUpload.mapped`) and copied into the
   /// model's file tensor by tensor, never decoded whole.
   func importWeights(
-    _ file: Data, from source: String, as name: String, spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32],
+    _ file: Data, from source: String, as name: String, spec: Pipemesh_V1_ModelSpec, splitPoints: [LayerPosition],
     normalization: Pipemesh_V1_InputNormalization, owner: String, admit: @escaping Admission
   ) async throws -> CoordinatorStore.StoredModel {
     let model = try checkedImport(spec: spec, splitPoints: splitPoints, normalization: normalization)
@@ -138,7 +139,8 @@ final class ModelRegistry: Sendable {
         $0.name = name
         $0.owner = owner
         $0.spec = spec
-        $0.splitPoints = splitPoints
+        $0.splitPoints = splitPoints.wireLayers
+        $0.splitPointInputs = splitPoints.wireInputs
         $0.normalization = normalization
       }, shapes: Dictionary(uniqueKeysWithValues: declarations.map { ($0.name, $0.shape) }), admit: admit
     ) { put in
@@ -149,12 +151,11 @@ final class ModelRegistry: Sendable {
   /// The model an import describes, once its spec, split and rescaling
   /// are found valid; throws INVALID_ARGUMENT naming what is not.
   func checkedImport(
-    spec: Pipemesh_V1_ModelSpec, splitPoints: [Int32], normalization: Pipemesh_V1_InputNormalization
+    spec: Pipemesh_V1_ModelSpec, splitPoints: [LayerPosition], normalization: Pipemesh_V1_InputNormalization
   ) throws -> Sequential {
     let model = try makeModel(spec)
     _ = try normalization.checked(for: model, field: "normalization")
-    _ = try Planner.plan(
-      model, stages: stages(splitPoints, layers: model.layers.count), splitPoints: splitPoints.map { Int($0) })
+    _ = try Planner.plan(model, stages: stages(splitPoints, layers: model.layers.count), splitPoints: splitPoints)
     return model
   }
 
@@ -266,10 +267,11 @@ final class ModelRegistry: Sendable {
       states[declaration.name] = (value, [:], 0)
     }
     // The split the job trained with, when the pool has as many partitions.
-    let trained = stages(record.splitPoints, layers: model.layers.count)
+    let split = try LayerPosition.splitPoints(layers: record.splitPoints, inputs: record.splitPointInputs)
+    let trained = stages(split, layers: model.layers.count)
     let plan =
       trained <= pool.members.count
-      ? try Planner.plan(model, stages: trained, splitPoints: record.splitPoints.map { Int($0) })
+      ? try Planner.plan(model, stages: trained, splitPoints: split)
       : try Planner.plan(model, stages: stages([], layers: model.layers.count))
     let placement = try pool.sharedPlacement(stages: plan.bounds.count - 1)
     let ps = try cluster.parameterServerClient()
@@ -291,7 +293,7 @@ final class ModelRegistry: Sendable {
 
   /// The stages a model of `layers` layers is served on: its split's, or the
   /// cluster's, but no more than it has layers.
-  private func stages(_ splitPoints: [Int32], layers: Int) -> Int {
+  private func stages(_ splitPoints: [LayerPosition], layers: Int) -> Int {
     splitPoints.isEmpty ? min(max(1, cluster.stages), max(1, layers)) : splitPoints.count + 1
   }
 

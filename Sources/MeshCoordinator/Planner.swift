@@ -1,14 +1,17 @@
+import MeshPSClient
 import MeshPipeline
 import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshWire
 
-/// Splits a model's layers into K contiguous stages.
+/// Splits a model into K contiguous stages: at whole layers where they
+/// balance, and inside a Dense or Conv2D layer (after some of its inputs)
+/// where they do not.
 public enum Planner {
-  /// Stage boundaries: `bounds[s]..<bounds[s+1]` are stage s's layers.
+  /// Stage boundaries: stage s runs from `bounds[s]` to `bounds[s+1]`.
   public struct Plan: Sendable, Equatable {
-    public let bounds: [Int]
+    public let bounds: [LayerPosition]
     /// What the split balanced, per stage: measured seconds of a
     /// micro-batch's forward and backward when `times` are known, else
     /// estimated training FLOPs per example.
@@ -17,7 +20,8 @@ public enum Planner {
     public let flops: [Double]
     /// Measured on a partition, per stage: a micro-batch's forward and backward.
     public let times: [LayerTiming]?
-    /// Each stage's parameters.
+    /// The parameters each stage holds: a layer split between stages is
+    /// held whole by each of them.
     public let parameters: [Int]
     /// The memory budget of the partitions each stage would run on, when known.
     public let budgets: [Int?]
@@ -25,17 +29,19 @@ public enum Planner {
     public let memory: StageMemory
 
     public var stages: Int { bounds.count - 1 }
-    public func layers(of stage: Int) -> Range<Int> { bounds[stage]..<bounds[stage + 1] }
+    /// The split points: where stages 1…K-1 begin.
+    public var splitPoints: ArraySlice<LayerPosition> { bounds.dropFirst().dropLast() }
     /// The plan as the Plan RPC answers it.
     public var response: Pipemesh_V1_PlanResponse {
       .with { response in
         response.imbalance = imbalance
         response.stages = (0..<stages).map { stage in
-          let layers = layers(of: stage)
-          return .with {
+          .with {
             $0.stage = Int32(stage)
-            $0.firstLayer = Int32(layers.lowerBound)
-            $0.endLayer = Int32(layers.upperBound)
+            $0.firstLayer = Int32(bounds[stage].layer)
+            $0.firstLayerInputs = Int32(bounds[stage].inputs)
+            $0.endLayer = Int32(bounds[stage + 1].layer)
+            $0.endLayerInputs = Int32(bounds[stage + 1].inputs)
             $0.parameters = Int64(parameters[stage])
             $0.estimatedFlops = flops[stage]
             $0.parameterBytes = Int64(parameters[stage] * memory.bytesPerParameter)
@@ -73,11 +79,34 @@ public enum Planner {
     }
   }
 
+  /// A split inside a layer must make the slowest stage at least this much
+  /// faster than the best split at whole layers: the next stage also
+  /// receives the layer's inputs not yet taken, both hold its weight, and
+  /// both push a gradient for it.
+  static let cutGain = 0.10
+
+  /// The most places inside layers the planner weighs, over all layers, so
+  /// that planning a deep model stays quick (the balancing is quadratic in
+  /// the places and linear in the stages).
+  static let cutCandidates = 256
+
+  /// The largest layer (in parameters) the planner splits by itself: each
+  /// stage that runs a part of a layer holds its whole weight and pushes a
+  /// gradient for all of it, which for a small layer costs little and for a
+  /// big one would double the memory and traffic that splitting a model
+  /// over machines is meant to spread. 4 Mi parameters: one ps part (16 MiB,
+  /// `MeshPSClient.Placement.defaultBlockBytes`). Explicit split points may fall anywhere.
+  static let largestSplitLayer = MeshPSClient.Placement.defaultBlockBytes / 4
+
   /// The split that minimises the most expensive stage (by the estimated
   /// FLOPs of a training step's forward and backward, so that the first
   /// layer, which needs no input gradient, weighs less; layers without
   /// compute count a little, so that each stage gets one), or the given split
-  /// points (first layer of stages 1…K-1).
+  /// points (where stages 1…K-1 begin). Unless `wholeLayers`, a stage
+  /// boundary falls inside a Dense or Conv2D layer, after some of its
+  /// inputs, when that balances the stages markedly better (`cutGain`) or
+  /// whole layers are too few; a part of a layer costs its share of the
+  /// layer's inputs.
   ///
   /// With `budgets` (bytes, one per stage, nil where unknown), a stage may
   /// hold only the parameters its partitions admit by `memory`: the plan is
@@ -85,31 +114,46 @@ public enum Planner {
   /// when none does. With `measured` (one per layer, as a partition timed
   /// them), the split balances those times instead of the FLOP estimate.
   public static func plan(
-    _ model: Sequential, stages: Int, splitPoints: [Int] = [], budgets: [Int?] = [],
-    memory: StageMemory = .mostSlots, measured: [LayerTiming]? = nil
+    _ model: Sequential, stages: Int, splitPoints: [LayerPosition] = [], budgets: [Int?] = [],
+    memory: StageMemory = .mostSlots, measured: [LayerTiming]? = nil, wholeLayers: Bool = false
   ) throws -> Plan {
     precondition(measured == nil || measured?.count == model.layers.count, "one time per layer")
     let flops = model.trainingFlopsPerLayer.map { Double(max($0, 1)) }
     // A layer that takes no measurable time still counts a little, so that each stage gets one.
     let costs = measured.map { $0.map { max($0.total.seconds, 1e-9) } } ?? flops
     let parameters = model.layerCosts.map(\.parameterCount)
-    let count = costs.count
-    guard stages >= 1, stages <= count else {
-      throw RPCError(.invalidArgument, "cannot split \(count) layers into \(stages) stages")
+    let layers = Layers(model: model, costs: costs, parameters: parameters)
+    let cutPlaces = wholeLayers || !splitPoints.isEmpty ? [] : layers.cutPlaces
+    guard stages >= 1, splitPoints.isEmpty ? stages <= model.layers.count + cutPlaces.count : true else {
+      throw RPCError(
+        .invalidArgument,
+        stages < 1
+          ? "stages is \(stages); a plan has 1 or more"
+          : "cannot split \(model.layers.count) layers into \(stages) stages: "
+            + (wholeLayers
+              ? "whole_layers keeps each layer whole"
+              : "too few layers, and too few inputs in its Dense and Conv2D layers"))
+    }
+    guard splitPoints.isEmpty || splitPoints.count == stages - 1 else {
+      throw RPCError(
+        .invalidArgument, "split_points lists \(splitPoints.count) places for \(stages) stages; give \(stages - 1)")
     }
     let budgets = budgets.isEmpty ? [Int?](repeating: nil, count: stages) : budgets
     precondition(budgets.count == stages, "one budget (or nil) per stage")
     let room = budgets.map { $0.map(memory.room(within:)) }
-    let bounds: [Int]
+    let bounds: [LayerPosition]
     if !splitPoints.isEmpty {
-      bounds = [0] + splitPoints + [count]
-      guard splitPoints.count == stages - 1, zip(bounds, bounds.dropFirst()).allSatisfy({ $0 < $1 }) else {
+      bounds = [layers.start] + splitPoints + [layers.end]
+      guard zip(bounds, bounds.dropFirst()).allSatisfy({ $0 < $1 }), splitPoints.allSatisfy({ layers.isPlace($0) })
+      else {
         throw RPCError(
           .invalidArgument,
-          "split points \(splitPoints) must be \(stages - 1) increasing layer indices inside 1..<\(count)")
+          "split_points and split_point_inputs \(splitPoints) must be increasing places inside the model: a layer "
+            + "index in 1..<\(model.layers.count), or LAYER:INPUTS inside a Dense or Conv2D layer with more than INPUTS "
+            + "inputs")
       }
       for stage in 0..<stages {
-        let held = parameters[bounds[stage]..<bounds[stage + 1]].reduce(0, +)
+        let held = layers.held(from: bounds[stage], to: bounds[stage + 1])
         if let room = room[stage], held > room {
           throw RPCError(
             .resourceExhausted,
@@ -119,24 +163,126 @@ public enum Planner {
         }
       }
     } else {
-      guard let fitting = balanced(costs, stages: stages, parameters: parameters, room: room) else {
-        throw refusal(parameters: parameters, room: room, memory: memory)
+      let whole = balanced(layers, over: layers.wholeLayerPlaces, stages: stages, room: room)
+      let cut =
+        cutPlaces.isEmpty
+        ? nil : balanced(layers, over: (layers.wholeLayerPlaces + cutPlaces).sorted(), stages: stages, room: room)
+      switch (whole, cut) {
+      case (let whole?, let cut?):
+        bounds =
+          cut.slowest < whole.slowest * (1 - cutGain)
+          ? layers.withoutNeedlessCuts(cut.bounds, room: room) : whole.bounds
+      case (let fitting?, nil), (nil, let fitting?): bounds = layers.withoutNeedlessCuts(fitting.bounds, room: room)
+      case (nil, nil): throw refusal(parameters: parameters, room: room, memory: memory)
       }
-      bounds = fitting
     }
-    let ranges = zip(bounds, bounds.dropFirst()).map { $0..<$1 }
+    let spans = zip(bounds, bounds.dropFirst()).map { (from: $0, to: $1) }
     return Plan(
-      bounds: bounds, costs: ranges.map { costs[$0].reduce(0, +) }, flops: ranges.map { flops[$0].reduce(0, +) },
+      bounds: bounds, costs: spans.map { layers.sum(costs, from: $0.from, to: $0.to) },
+      flops: spans.map { layers.sum(flops, from: $0.from, to: $0.to) },
       times: measured.map { times in
-        ranges.map { range in
+        spans.map { span in
           LayerTiming(
-            forward: times[range].reduce(.zero) { $0 + $1.forward },
-            backward: times[range].reduce(.zero) { $0 + $1.backward })
+            forward: .seconds(layers.sum(times.map(\.forward.seconds), from: span.from, to: span.to)),
+            backward: .seconds(layers.sum(times.map(\.backward.seconds), from: span.from, to: span.to)))
         }
       },
-      parameters: ranges.map { parameters[$0].reduce(0, +) }, budgets: budgets, memory: memory)
+      parameters: spans.map { layers.held(from: $0.from, to: $0.to) }, budgets: budgets, memory: memory)
   }
 
+  /// A model's layers as the planner sees them: a cost and parameters each,
+  /// and the places a stage may begin.
+  struct Layers {
+    let costs: [Double]
+    let parameters: [Int]
+    /// Each layer's input count where a stage may begin inside it, else nil.
+    let splittable: [Int?]
+    /// `heldBefore[i]`: the parameters of the layers before layer i.
+    private let heldBefore: [Int]
+
+    init(model: Sequential, costs: [Double], parameters: [Int]) {
+      self.costs = costs
+      self.parameters = parameters
+      splittable = model.layers.indices.map(model.splittableInputs(ofLayer:))
+      heldBefore = parameters.reduce(into: [0]) { $0.append($0.last! + $1) }
+    }
+
+    var start: LayerPosition { LayerPosition(layer: 0) }
+    var end: LayerPosition { LayerPosition(layer: costs.count) }
+    var wholeLayerPlaces: [LayerPosition] { (0...costs.count).map { LayerPosition(layer: $0) } }
+
+    /// Places inside layers, evenly spread over the inputs of the splittable
+    /// layers of at most `largestSplitLayer` parameters, at most
+    /// `cutCandidates` in all: the costliest layers first when there are
+    /// more such layers than that.
+    var cutPlaces: [LayerPosition] {
+      let candidates = splittable.indices.filter {
+        splittable[$0] != nil && parameters[$0] <= Planner.largestSplitLayer
+      }
+      .sorted { costs[$0] > costs[$1] }.prefix(Planner.cutCandidates)
+      guard !candidates.isEmpty else { return [] }
+      let perLayer = max(2, Planner.cutCandidates / candidates.count)
+      return candidates.flatMap { layer -> [LayerPosition] in
+        let inputs = splittable[layer]!
+        let pieces = min(inputs, perLayer)
+        return Set((1..<pieces).map { inputs * $0 / pieces }).map { LayerPosition(layer: layer, inputs: $0) }
+      }.sorted()
+    }
+
+    /// `bounds` with each place inside a layer moved to a whole layer's
+    /// edge where that leaves the slowest stage no slower and every stage
+    /// within its room: a split inside a layer that does not make the
+    /// plan faster only costs.
+    func withoutNeedlessCuts(_ bounds: [LayerPosition], room: [Int?]) -> [LayerPosition] {
+      var bounds = bounds
+      func slowest(_ bounds: [LayerPosition]) -> Double {
+        zip(bounds, bounds.dropFirst()).map { sum(costs, from: $0, to: $1) }.max() ?? 0
+      }
+      func fits(_ bounds: [LayerPosition]) -> Bool {
+        zip(bounds, bounds.dropFirst()).enumerated().allSatisfy { stage, span in
+          stage >= room.count || room[stage].map { held(from: span.0, to: span.1) <= $0 } ?? true
+        }
+      }
+      for index in bounds.indices.dropFirst().dropLast() where bounds[index].inputs > 0 {
+        let limit = slowest(bounds)
+        for edge in [LayerPosition(layer: bounds[index].layer), LayerPosition(layer: bounds[index].layer + 1)] {
+          var moved = bounds
+          moved[index] = edge
+          if bounds[index - 1] < edge, edge < bounds[index + 1], slowest(moved) <= limit, fits(moved) {
+            bounds = moved
+            break
+          }
+        }
+      }
+      return bounds
+    }
+
+    /// Whether a stage may begin at `position`, strictly inside the model.
+    func isPlace(_ position: LayerPosition) -> Bool {
+      guard position.inputs != 0 else { return position.layer > 0 && position.layer < costs.count }
+      guard position.layer >= 0, position.layer < costs.count, let inputs = splittable[position.layer] else {
+        return false
+      }
+      return position.inputs > 0 && position.inputs < inputs
+    }
+
+    /// `values` (one per layer) summed from one place to another, a part of
+    /// a layer counting its share of the layer's inputs.
+    func sum(_ values: [Double], from start: LayerPosition, to end: LayerPosition) -> Double {
+      func before(_ position: LayerPosition) -> Double {
+        let whole = values[..<position.layer].reduce(0, +)
+        guard position.inputs > 0, let inputs = splittable[position.layer] else { return whole }
+        return whole + values[position.layer] * Double(position.inputs) / Double(inputs)
+      }
+      return before(end) - before(start)
+    }
+
+    /// Parameters a stage from `start` to `end` holds: every layer it runs a
+    /// part of, whole.
+    func held(from start: LayerPosition, to end: LayerPosition) -> Int {
+      heldBefore[end.inputs > 0 ? end.layer + 1 : end.layer] - heldBefore[start.layer]
+    }
+  }
   /// Why no split fits the partitions' memory, and what would.
   private static func refusal(parameters: [Int], room: [Int?], memory: StageMemory) -> RPCError {
     RPCError(
@@ -147,26 +293,27 @@ public enum Planner {
         + memory.advice(layers: parameters, room: room.compactMap { $0 }.min() ?? 0))
   }
 
-  /// Dynamic programming over prefix sums: best[k][i] is the smallest
-  /// possible largest stage when the first i layers form k stages, each
-  /// within its room; nil when no split fits.
-  static func balanced(_ costs: [Double], stages: Int, parameters: [Int] = [], room: [Int?] = []) -> [Int]? {
-    let count = costs.count
-    var prefix = [0.0]
-    for cost in costs { prefix.append(prefix.last! + cost) }
-    var held = [0]
-    for index in 0..<count { held.append(held.last! + (parameters.isEmpty ? 0 : parameters[index])) }
-    func fits(_ stage: Int, _ layers: Range<Int>) -> Bool {
+  /// Dynamic programming over `places` (sorted, from the model's start to
+  /// its end): best[k][i] is the smallest possible largest stage when the
+  /// model up to places[i] forms k stages, each within its room; nil when no
+  /// split fits.
+  static func balanced(_ layers: Layers, over places: [LayerPosition], stages: Int, room: [Int?] = [])
+    -> (bounds: [LayerPosition], slowest: Double)?
+  {
+    let count = places.count - 1
+    guard stages <= count else { return nil }
+    let before = places.map { layers.sum(layers.costs, from: layers.start, to: $0) }
+    func fits(_ stage: Int, _ from: Int, _ to: Int) -> Bool {
       guard stage < room.count, let room = room[stage] else { return true }
-      return held[layers.upperBound] - held[layers.lowerBound] <= room
+      return layers.held(from: places[from], to: places[to]) <= room
     }
     var best = Array(repeating: Array(repeating: Double.infinity, count: count + 1), count: stages + 1)
     var cut = Array(repeating: Array(repeating: 0, count: count + 1), count: stages + 1)
     best[0][0] = 0
     for k in 1...stages {
       for i in k...count {
-        for j in (k - 1)..<i where best[k - 1][j] < .infinity && fits(k - 1, j..<i) {
-          let worst = max(best[k - 1][j], prefix[i] - prefix[j])
+        for j in (k - 1)..<i where best[k - 1][j] < .infinity && fits(k - 1, j, i) {
+          let worst = max(best[k - 1][j], before[i] - before[j])
           if worst < best[k][i] {
             best[k][i] = worst
             cut[k][i] = j
@@ -175,12 +322,12 @@ public enum Planner {
       }
     }
     guard best[stages][count] < .infinity else { return nil }
-    var bounds = [count]
+    var bounds = [places[count]]
     var i = count
     for k in stride(from: stages, to: 0, by: -1) {
       i = cut[k][i]
-      bounds.insert(i, at: 0)
+      bounds.insert(places[i], at: 0)
     }
-    return bounds
+    return (bounds, best[stages][count])
   }
 }

@@ -1,5 +1,6 @@
 import MeshProto
 import MeshRPC
+import MeshTensor
 import MeshWire
 
 /// Loads a model's stages onto the partitions of a placement under one run
@@ -9,8 +10,8 @@ struct StageLoading: Sendable {
   /// The name the partitions and the ps know the stages by.
   let runID: String
   let model: Pipemesh_V1_ModelSpec
-  /// The first layer of each stage, then the layer count.
-  let bounds: [Int]
+  /// Where each stage begins, then the model's end.
+  let bounds: [LayerPosition]
   /// The mesh's ps tasks, in shard order.
   let parameterServers: [String]
   let placement: Placement
@@ -32,8 +33,10 @@ struct StageLoading: Sendable {
             $0.job = runID
             $0.model = model
             $0.stage = Int32(stage)
-            $0.firstLayer = Int32(bounds[stage])
-            $0.endLayer = Int32(bounds[stage + 1])
+            $0.firstLayer = Int32(bounds[stage].layer)
+            $0.firstLayerInputs = Int32(bounds[stage].inputs)
+            $0.endLayer = Int32(bounds[stage + 1].layer)
+            $0.endLayerInputs = Int32(bounds[stage + 1].inputs)
             $0.parameterServers = parameterServers
             $0.replica = Int32(replica)
             $0.consistency = consistency

@@ -83,9 +83,10 @@ final class TrainingJob: Sendable {
     stepExamples = Int(request.batchSize) * Int(request.replicas)
     model = try makeModel(request.model)
     plan = try Planner.plan(
-      model, stages: stages, splitPoints: request.splitPoints.map { Int($0) },
+      model, stages: stages,
+      splitPoints: try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs),
       budgets: Array(repeating: budget, count: stages),
-      memory: try StageMemory(optimizer: request.optimizer), measured: layerTimes)
+      memory: try StageMemory(optimizer: request.optimizer), measured: layerTimes, wholeLayers: request.wholeLayers)
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)
     guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }
@@ -186,7 +187,8 @@ final class TrainingJob: Sendable {
     if case .inline = options.data.source { options.data = .init() }
     options.job = name
     options.microBatches = Int32(microBatches)
-    options.splitPoints = plan.bounds.dropFirst().dropLast().map { Int32($0) }
+    options.splitPoints = plan.splitPoints.wireLayers
+    options.splitPointInputs = plan.splitPoints.wireInputs
     if options.schedule == .scheduleUnspecified { options.schedule = .scheduleOneFOneB }
     if options.consistency.mode == nil { options.consistency.sync = .init() }
     options.consistency.replicas = Int32(replicas)

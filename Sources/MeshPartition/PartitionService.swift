@@ -160,16 +160,8 @@ public final class PartitionService: RPCService, Sendable {
         "blas_threads is \(request.blasThreads); this partition was started with \(blasThreads) (--blas-threads), "
           + "the most a stage may ask for (0 keeps it)")
     }
-    let model = try makeModel(request.model)
-    guard request.firstLayer >= 0, request.firstLayer < request.endLayer, Int(request.endLayer) <= model.layers.count
-    else {
-      throw RPCError(
-        .invalidArgument,
-        "layers \(request.firstLayer)..<\(request.endLayer) are not a non-empty range of the model's \(model.layers.count) layers"
-      )
-    }
-    let layers = Int(request.firstLayer)..<Int(request.endLayer)
-    let parameters = model.layers[layers].reduce(0) { $0 + $1.parameterCount }
+    let (whole, model, layers) = try stageLayers(request)
+    let parameters = model.heldParameters(layers: layers)
     let memory = try StageMemory(optimizer: request.optimizer)
     let room = memory.room(within: parameterBudget)
     guard parameters <= room else {
@@ -178,7 +170,7 @@ public final class PartitionService: RPCService, Sendable {
         "stage \(request.stage) has \(parameters) parameters, which with their gradients and optimizer slots need "
           + "\(HostMemory.describe(parameters * memory.bytesPerParameter)); this partition's budget is "
           + "\(HostMemory.describe(parameterBudget)) (--memory-budget-mib), room for \(room) parameters: "
-          + memory.advice(layers: model.layers.map(\.parameterCount), room: room))
+          + memory.advice(layers: whole.layers.map(\.parameterCount), room: room))
     }
     guard !request.parameterServers.isEmpty, request.parameterServers.count <= 1024 else {
       throw RPCError(
@@ -266,9 +258,30 @@ public final class PartitionService: RPCService, Sendable {
     return .with { $0.layers = times.wire(of: model) }
   }
 
+  /// The request's model, the same cut where its stage begins and ends, and
+  /// the range of the cut one's layers the stage runs; INVALID_ARGUMENT
+  /// naming the fields when they are no part of the model.
+  private func stageLayers(_ request: Pipemesh_V1_LoadStageRequest) throws -> (
+    whole: Sequential, cut: Sequential, layers: Range<Int>
+  ) {
+    let whole = try makeModel(request.model)
+    let start = LayerPosition(layer: Int(request.firstLayer), inputs: Int(request.firstLayerInputs))
+    let end = LayerPosition(layer: Int(request.endLayer), inputs: Int(request.endLayerInputs))
+    do {
+      let stage = try whole.stage(from: start, to: end)
+      return (whole, stage.model, stage.layers)
+    } catch {
+      throw RPCError(
+        .invalidArgument,
+        "first_layer \(request.firstLayer), first_layer_inputs \(request.firstLayerInputs), end_layer "
+          + "\(request.endLayer) and end_layer_inputs \(request.endLayerInputs) are no stage of the model: \(error.message)"
+      )
+    }
+  }
+
   private func response(model: Sequential, layers: Range<Int>) -> Pipemesh_V1_LoadStageResponse {
     .with {
-      $0.parameters = Int64(model.layers[layers].reduce(0) { $0 + $1.parameterCount })
+      $0.parameters = Int64(model.heldParameters(layers: layers))
       $0.inputShape = model.activationShapes[layers.lowerBound].map { Int64($0) }
       $0.outputShape = model.activationShapes[layers.upperBound].map { Int64($0) }
       $0.dataPlaneEndpoint = dataPlane.endpoint

@@ -64,6 +64,13 @@ struct TrainingOptions: ParsableArguments {
   @Flag(help: "Keep only each stage's input and recompute its activations in backward (less memory).")
   var recomputeActivations = false
 
+  @Flag(
+    help: """
+      Split the model between stages at whole layers only (by default a Dense or Conv2D layer may be split \
+      between two stages when that balances them markedly better).
+      """)
+  var wholeLayers = false
+
   func validate() throws {
     guard microBatches >= 1, epochs >= 1, batchSize >= microBatches else {
       throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
@@ -131,6 +138,7 @@ struct TrainingOptions: ParsableArguments {
     request.validationFraction = data.validation
     request.shuffleSeed = data.seed
     request.recomputeActivations = recomputeActivations
+    request.wholeLayers = wholeLayers
     request.earlyStopping = .with {
       $0.patience = Int32(patience)
       $0.minDelta = minDelta

@@ -49,13 +49,13 @@ import Testing
     _ coordinator: RunningService, job: String, model: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor,
     microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, consistency: Pipemesh_V1_Consistency = .init(),
     epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0,
-    recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false
+    recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false, splitPoints: [LayerPosition] = []
   ) async throws -> [Pipemesh_V1_TrainProgress] {
     try await train(
       RPCClient(target: coordinator.endpoint), job: job, model: model, inputs: inputs, targets: targets,
       microBatches: microBatches, schedule: schedule, consistency: consistency, epochs: epochs, batchSize: batchSize,
       learningRate: learningRate, validation: validation, recompute: recompute, maxKeptBytes: maxKeptBytes,
-      replace: replace)
+      replace: replace, splitPoints: splitPoints)
   }
 
   /// Trains through `client`, a channel to a coordinator on any transport.
@@ -63,7 +63,7 @@ import Testing
     _ client: any RPCChannel, job: String, model: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor,
     microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, consistency: Pipemesh_V1_Consistency = .init(),
     epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0,
-    recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false
+    recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false, splitPoints: [LayerPosition] = []
   ) async throws -> [Pipemesh_V1_TrainProgress] {
     var request = Pipemesh_V1_TrainRequest.inline(
       job: job, model: model, inputs: inputs, targets: targets, epochs: epochs, batchSize: batchSize,
@@ -74,6 +74,8 @@ import Testing
     request.recomputeActivations = recompute
     request.maxKeptBytes = maxKeptBytes
     request.replace = replace
+    request.splitPoints = splitPoints.wireLayers
+    request.splitPointInputs = splitPoints.wireInputs
     var progress: [Pipemesh_V1_TrainProgress] = []
     for try await update in client.stream(CoordinatorMethods.train, request, options: .init(timeout: .seconds(300))) {
       progress.append(update)
@@ -140,6 +142,69 @@ import Testing
       #expect(computations.count == stages * (actions * microBatches + 1), "\(job): \(events.map(\.name))")
       Self.expectCausalTimeline(events, stages: stages, microBatches: microBatches, job: job)
     }
+  }
+
+  /// Stages that begin inside layers train as the NumPy reference does, under
+  /// each schedule and with recomputation: the first layer split after 3 of
+  /// its 8 inputs, a hidden one after 8 of 16, the output layer after 5 of 16.
+  /// Each stage adds its part of a layer's sums and passes on the inputs it
+  /// did not take; the ps adds the parts' gradients of the layer's weight.
+  @Test func stagesBeginningInsideLayersMatchTheNumPyReference() async throws {
+    let mesh = try await Self.mesh.value
+    let (inputs, targets) = Self.classification()
+    let reference = try await Self.numPyReference(
+      Self.mlp, inputs: inputs, targets: targets, epochs: 2, batchSize: 16, learningRate: 0.1, seed: 3)
+    let coordinator = try await mesh.coordinator((0..<4).map { [$0] }, name: "inside-layers")
+    let client = try RPCClient(target: coordinator.endpoint)
+    let split = [
+      LayerPosition(layer: 0, inputs: 3), LayerPosition(layer: 1, inputs: 8), LayerPosition(layer: 3, inputs: 5),
+    ]
+    let runs: [(Pipemesh_V1_ScheduleKind, Bool)] = [
+      (.scheduleOneFOneB, false), (.scheduleZeroBubbleH1, false), (.scheduleGpipe, true),
+    ]
+    for (schedule, recompute) in runs {
+      let job = "inside-\(Self.name(schedule))\(recompute ? "-recompute" : "")"
+      let progress = try await Self.train(
+        coordinator, job: job, model: Self.mlp, inputs: inputs, targets: targets, microBatches: 4, schedule: schedule,
+        recompute: recompute, splitPoints: split)
+      let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
+      #expect(losses.count == reference.losses.count, "\(job): \(losses.count) steps")
+      for (step, (got, want)) in zip(losses, reference.losses).enumerated() {
+        #expect(abs(got - want) <= 1e-4 * abs(want), "\(job) step \(step + 1): \(got) vs NumPy's \(want)")
+      }
+      #expect(progress.last?.done == true)
+      try await Self.expectFinalWeights(of: job, on: client, inputs: inputs, reference: reference)
+      // The job keeps its split, so that a resumed run splits the same way.
+      let options = try await client.call(CoordinatorMethods.getJob, .with { $0.job = job }).options
+      #expect(options.splitPoints == [0, 1, 3] && options.splitPointInputs == [3, 8, 5], "\(job)")
+    }
+    // Keeping layers whole, the 4-layer model has no fifth stage; split inside them, it has.
+    let five = Pipemesh_V1_PlanRequest.with {
+      $0.model = Self.mlp
+      $0.stages = 5
+      $0.estimate = true
+    }
+    #expect(try await client.call(CoordinatorMethods.plan, five).stages.count == 5)
+    let refused = await #expect(throws: RPCError.self) {
+      try await client.call(
+        CoordinatorMethods.plan,
+        .with {
+          $0 = five
+          $0.wholeLayers = true
+        })
+    }
+    #expect(refused?.code == .invalidArgument && refused?.message.contains("whole_layers") == true)
+    let mismatched = await #expect(throws: RPCError.self) {
+      try await client.call(
+        CoordinatorMethods.plan,
+        .with {
+          $0 = five
+          $0.stages = 2
+          $0.splitPoints = [1]
+          $0.splitPointInputs = [2, 2]
+        })
+    }
+    #expect(mismatched?.code == .invalidArgument && mismatched?.message.contains("split_point_inputs") == true)
   }
 
   /// The merged timeline of a step is one that could have happened: no two
@@ -563,6 +628,38 @@ import Testing
       ),
       ("LoadStage, replica -1", { try await load { $0.replica = -1 } }, "replica is -1"),
       (
+        "LoadStage, first_layer_inputs -1", { try await load { $0.firstLayerInputs = -1 } },
+        "first_layer 0, first_layer_inputs -1, end_layer 4 and end_layer_inputs 0 are no stage of the model"
+      ),
+      (
+        "LoadStage, end_layer_inputs into the model's end",
+        {
+          try await load {
+            $0.endLayerInputs = 3
+          }
+        }, "end_layer_inputs 3 are no stage"
+      ),
+      (
+        "LoadStage, first_layer_inputs past the layer's inputs",
+        {
+          try await load {
+            $0.firstLayer = 1
+            $0.firstLayerInputs = .max
+          }
+        }, "cannot be split after input 2147483647"
+      ),
+      (
+        "LoadStage, a stage that ends where it begins",
+        {
+          try await load {
+            $0.firstLayer = 1
+            $0.firstLayerInputs = 4
+            $0.endLayer = 1
+            $0.endLayerInputs = 4
+          }
+        }, "not a non-empty part of the model"
+      ),
+      (
         "Forward, input at an endpoint outside the job",
         {
           _ = try await partition.call(
@@ -886,8 +983,9 @@ import Testing
     let plan = try Planner.plan(model, stages: 2)
     // Bytes one micro-batch of 4 examples keeps: the activations at each of the
     // stage's layer boundaries.
-    let perMicroBatch = (0..<2).map { stage -> Int in
-      let scalars = (plan.bounds[stage]...plan.bounds[stage + 1]).map { model.activationShapes[$0].reduce(1, *) }
+    let perMicroBatch = try (0..<2).map { stage -> Int in
+      let (cut, layers) = try model.stage(from: plan.bounds[stage], to: plan.bounds[stage + 1])
+      let scalars = (layers.lowerBound...layers.upperBound).map { cut.activationShapes[$0].reduce(1, *) }
       return scalars.reduce(0, +) * 4 * 4
     }
     let bound = Int64(2 * perMicroBatch.max()!)

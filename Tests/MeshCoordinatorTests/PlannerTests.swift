@@ -30,7 +30,7 @@ import Testing
     // step's first layer needs no input gradient, so 3|2 is the balanced one.
     let model = try makeModel(try mlp(inputSize: 64, hidden: 4, classes: 64))
     let layer = model.layerCosts
-    let plan = try Planner.plan(model, stages: 2)
+    let plan = try Planner.plan(model, stages: 2, wholeLayers: true)
     #expect(plan.bounds == [0, 3, 5])
     #expect(plan.costs[0] == Double(2 * layer[0].flops + 3 * layer[1].flops + 3 * layer[2].flops))
     #expect(plan.costs[1] == Double(3 * layer[3].flops + 3 * layer[4].flops))
@@ -53,7 +53,7 @@ import Testing
     let milliseconds = [8, 2, 2, 2, 2].map {
       LayerTiming(forward: .milliseconds($0 / 2), backward: .milliseconds($0 / 2))
     }
-    let plan = try Planner.plan(model, stages: 2, measured: milliseconds)
+    let plan = try Planner.plan(model, stages: 2, measured: milliseconds, wholeLayers: true)
     #expect(plan.bounds == [0, 1, 5])
     #expect(plan.costs == [0.008, 0.008] && plan.imbalance == 1)
     #expect(
@@ -71,7 +71,7 @@ import Testing
     #expect(response.stages.map(\.forwardSeconds) == [0.004, 0.004])
     #expect(response.stages.map(\.estimatedFlops) == plan.flops)
     // Without times the plan balances FLOPs and predicts nothing.
-    let estimated = try Planner.plan(model, stages: 2)
+    let estimated = try Planner.plan(model, stages: 2, wholeLayers: true)
     #expect(estimated.bounds == [0, 3, 5] && estimated.times == nil)
     #expect(estimated.predictedStepSeconds(microBatches: 4, schedule: .oneFOneB) == nil)
   }
@@ -80,7 +80,18 @@ import Testing
     let model = try makeModel(try mlp(inputSize: 64, hidden: 4))
     #expect(try Planner.plan(model, stages: 3, splitPoints: [1, 4]).bounds == [0, 1, 4, 5])
     #expect(throws: RPCError.self) { try Planner.plan(model, stages: 3, splitPoints: [4, 1]) }
-    #expect(throws: RPCError.self) { try Planner.plan(model, stages: 6) }
+    #expect(throws: RPCError.self) { try Planner.plan(model, stages: 6, wholeLayers: true) }
+    // Inside a layer: after some of its inputs, fewer than it has.
+    let inside = try Planner.plan(model, stages: 3, splitPoints: [LayerPosition(layer: 0, inputs: 10), 4])
+    #expect(inside.bounds == [0, LayerPosition(layer: 0, inputs: 10), 4, 5])
+    #expect(inside.response.stages.map(\.firstLayerInputs) == [0, 10, 0])
+    #expect(inside.response.stages.map(\.endLayerInputs) == [10, 0, 0])
+    #expect(throws: RPCError.self) {
+      try Planner.plan(model, stages: 2, splitPoints: [LayerPosition(layer: 0, inputs: 64)])
+    }
+    #expect(throws: RPCError.self) {
+      try Planner.plan(model, stages: 2, splitPoints: [LayerPosition(layer: 0, inputs: -1)])
+    }
   }
 
   /// The partitions' memory budgets bound what a stage may hold: the plan is
@@ -90,9 +101,10 @@ import Testing
     let model = try makeModel(try mlp(inputSize: 64, hidden: 4, classes: 64))
     let layer = 64 * 64 + 64
     let bytes = StageMemory.mostSlots.bytesPerParameter * layer
-    #expect(try Planner.plan(model, stages: 2, budgets: [3 * bytes, 3 * bytes]).bounds == [0, 3, 5])
+    #expect(
+      try Planner.plan(model, stages: 2, budgets: [3 * bytes, 3 * bytes], wholeLayers: true).bounds == [0, 3, 5])
     // Room for two layers on the first partition: the time-balanced 3|2 does not fit, 2|3 does.
-    let fitting = try Planner.plan(model, stages: 2, budgets: [2 * bytes, nil])
+    let fitting = try Planner.plan(model, stages: 2, budgets: [2 * bytes, nil], wholeLayers: true)
     #expect(fitting.bounds == [0, 2, 5])
     #expect(fitting.response.stages.map(\.parameterBytes) == [Int64(2 * bytes), Int64(3 * bytes)])
     #expect(fitting.response.stages.map(\.memoryBudgetBytes) == [Int64(2 * bytes), 0])
@@ -105,7 +117,9 @@ import Testing
     // With SGD a stage keeps no slots: 8 bytes a parameter, so the same partitions hold four layers each.
     let sgd = try StageMemory(optimizer: .with { $0.sgd = .init() })
     #expect(sgd.bytesPerParameter == 8)
-    #expect(try Planner.plan(model, stages: 2, budgets: [2 * bytes, 2 * bytes], memory: sgd).bounds == [0, 3, 5])
+    #expect(
+      try Planner.plan(model, stages: 2, budgets: [2 * bytes, 2 * bytes], memory: sgd, wholeLayers: true).bounds
+        == [0, 3, 5])
     // A layer larger than any partition's room is named.
     let tooBig = #expect(throws: RPCError.self) { try Planner.plan(model, stages: 2, budgets: [bytes / 2, bytes / 2]) }
     #expect(tooBig?.message.contains("alone has \(layer)") == true, "\(String(describing: tooBig))")
@@ -114,5 +128,89 @@ import Testing
       try Planner.plan(model, stages: 2, splitPoints: [4], budgets: [3 * bytes, nil])
     }
     #expect(split?.code == .resourceExhausted && split?.message.contains("stage 0") == true)
+  }
+
+  /// Where whole layers cannot balance the stages, a Dense layer is split
+  /// after some of its inputs; where they nearly do, it is not.
+  @Test func aLayerIsSplitWhereWholeLayersCannotBalance() throws {
+    // Five equal layers in 2 stages: whole layers give 8 : 6 units of work, a
+    // third of the way into layer 2 gives 7 : 7, the slowest 12.5 % faster.
+    let five = try makeModel(try mlp(inputSize: 64, hidden: 4, classes: 64))
+    let halves = try Planner.plan(five, stages: 2)
+    #expect(halves.bounds == [0, LayerPosition(layer: 2, inputs: 42), 5], "\(halves.bounds)")
+    #expect(halves.imbalance < 1.01)
+    // Each stage holds the split layer whole.
+    let layer = 64 * 64 + 64
+    #expect(halves.parameters == [3 * layer, 3 * layer])
+    // A model of one layer splits into as many stages as it has inputs (ridge regression).
+    let ridge = try makeModel(
+      .with {
+        $0.inputShape = [8]
+        $0.layers = [.with { $0.dense = .with { $0.units = 1 } }]
+        $0.loss = .with { $0.meanSquaredError = .init() }
+      })
+    #expect(try Planner.plan(ridge, stages: 2).bounds == [0, LayerPosition(layer: 0, inputs: 4), 1])
+    #expect(try Planner.plan(ridge, stages: 8).stages == 8)
+    #expect(throws: RPCError.self) { try Planner.plan(ridge, stages: 9) }
+    #expect(throws: RPCError.self) { try Planner.plan(ridge, stages: 2, wholeLayers: true) }
+    // Within 10 % whole layers stay whole: four equal hidden layers after a
+    // wider first one split 2 | 3 at an imbalance under 1.05.
+    let wider = try makeModel(try mlp(inputSize: 96, hidden: 4))
+    #expect(try Planner.plan(wider, stages: 2).bounds == [0, 2, 5])
+    // A layer of over 4 Mi parameters stays whole unless a split point says otherwise: each
+    // stage running a part would hold all of it.
+    let big = try makeModel(try mlp(inputSize: 16, width: 2100, hidden: 2, classes: 4))
+    #expect(try Planner.plan(big, stages: 2).bounds == [0, 1, 3])
+    let asked = try Planner.plan(big, stages: 2, splitPoints: [LayerPosition(layer: 1, inputs: 1050)])
+    #expect(asked.parameters == [16 * 2100 + 2100 + 2100 * 2100 + 2100, 2100 * 2100 + 2100 + 2100 * 4 + 4])
+  }
+
+  /// Measured times of a layer split between stages count by its share of
+  /// the inputs, and the split goes where the times balance.
+  @Test func measuredTimesSplitALayerByItsInputs() throws {
+    let model = try makeModel(try mlp(inputSize: 64, hidden: 1, classes: 64))
+    let milliseconds = [8, 4].map { LayerTiming(forward: .milliseconds($0 / 2), backward: .milliseconds($0 / 2)) }
+    let plan = try Planner.plan(model, stages: 2, measured: milliseconds)
+    #expect(plan.bounds == [0, LayerPosition(layer: 0, inputs: 48), 2], "\(plan.bounds)")
+    #expect(plan.costs.map { ($0 * 1e6).rounded() } == [6000, 6000])
+    #expect(plan.times?.map(\.forward) == [.milliseconds(3), .milliseconds(3)])
+  }
+
+  /// A place inside a layer stays only where it makes the plan faster: for
+  /// layers of random measured times, moving any of a plan's places inside a
+  /// layer to the layer's edge would make its slowest stage slower.
+  @Test func noPlaceInsideALayerIsNeedless() throws {
+    let model = try makeModel(try mlp(inputSize: 64, hidden: 5, classes: 64))
+    var generator = SystemRandomNumberGenerator()
+    var cut = 0
+    for _ in 0..<200 {
+      let times = (0..<6).map { _ in
+        LayerTiming(forward: .microseconds(Int.random(in: 100...1000, using: &generator)), backward: .zero)
+      }
+      let plan = try Planner.plan(model, stages: 3, measured: times)
+      let slowest = try #require(plan.costs.max())
+      for (index, place) in plan.bounds.enumerated() where place.inputs > 0 {
+        cut += 1
+        for edge in [LayerPosition(layer: place.layer), LayerPosition(layer: place.layer + 1)]
+        where plan.bounds[index - 1] < edge && edge < plan.bounds[index + 1] {
+          var moved = Array(plan.splitPoints)
+          moved[index - 1] = edge
+          let slower = try Planner.plan(model, stages: 3, splitPoints: moved, measured: times).costs.max() ?? 0
+          #expect(slower > slowest, "\(plan.bounds): \(place) could be \(edge) (\(slower) against \(slowest))")
+        }
+      }
+    }
+    #expect(cut > 0, "no plan split a layer")
+  }
+
+  /// A stage count below 1, or far past what the model can be split into,
+  /// is refused before anything is allocated for it.
+  @Test func impossibleStageCountsAreRefused() throws {
+    let model = try makeModel(try mlp(inputSize: 64, hidden: 1))
+    for stages in [0, -1, Int(Int32.max)] {
+      let refused = #expect(throws: RPCError.self) { try Planner.plan(model, stages: stages) }
+      #expect(refused?.code == .invalidArgument, "\(stages)")
+    }
+    #expect(throws: RPCError.self) { try Planner.plan(model, stages: 3, splitPoints: [1]) }
   }
 }

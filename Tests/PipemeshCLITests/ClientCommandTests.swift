@@ -341,8 +341,13 @@ import Testing
       (["infer", "--coordinator", coordinator.endpoint, "--job", "x", "--input", "/nonexistent/in.npy"], 64, "in.npy"),
       (["up", "--stages", "0"], 64, "stages and replicas must be at least 1"),
       (
-        ["plan", "--model", Repository.path("examples/mlp-digits.json"), "--stages", "9"], 65,
-        "cannot split 3 layers into 9 stages"
+        ["plan", "--model", Repository.path("examples/mlp-digits.json"), "--stages", "9", "--whole-layers"], 65,
+        "cannot split 3 layers into 9 stages: whole_layers keeps each layer whole"
+      ),
+      (["plan", "--model", Repository.path("examples/mlp-digits.json"), "--split", "1:x"], 64, "'1:x' is invalid"),
+      (
+        ["plan", "--model", Repository.path("examples/mlp-digits.json"), "--stages", "2", "--split", "2:64"], 65,
+        "LAYER:INPUTS inside a Dense or Conv2D layer with more than INPUTS inputs"
       ),
     ]
     for (arguments, expected, message) in cases {

@@ -213,7 +213,13 @@ import Testing
         $0.loss = .with { $0.softmaxCrossEntropy = .init() }
       }
     }
-    let plan = try await client.call(CoordinatorMethods.plan, .with { $0.model = model([128, 10]) })
+    // Whole layers, so that each stage holds one (split inside the first, both stages would hold it).
+    let plan = try await client.call(
+      CoordinatorMethods.plan,
+      .with {
+        $0.model = model([128, 10])
+        $0.wholeLayers = true
+      })
     #expect(plan.stages.map(\.memoryBudgetBytes) == [1 << 20, 1 << 20])
     #expect(plan.stages.map(\.parameterBytes) == [Int64(16 * (64 * 128 + 128)), Int64(16 * (128 * 10 + 10))])
     // 512 × 128 + 128 = 65,664 parameters: over the 65,536 a 1 MiB partition holds.

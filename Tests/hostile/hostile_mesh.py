@@ -303,7 +303,8 @@ class MeshFactory:
             plan = channel.unary_unary("/pipemesh.v1.Coordinator/Plan", request_serializer=pb.coordinator.PlanRequest.SerializeToString,
                                        response_deserializer=pb.coordinator.PlanResponse.FromString)(
                 pb.coordinator.PlanRequest(model=spec, stages=2), timeout=30)
-        ranges = [(s.first_layer, s.end_layer) for s in plan.stages]
+        # Whole layers or not, as the planner chose: each stage loads the part it planned.
+        ranges = [((s.first_layer, s.first_layer_inputs), (s.end_layer, s.end_layer_inputs)) for s in plan.stages]
         stages: list[StageTarget] = []
         for index, (first, end) in enumerate(ranges):
             partition = mesh.services[1 + index].endpoint
@@ -311,7 +312,8 @@ class MeshFactory:
                 load = channel.unary_unary("/pipemesh.v1.Partition/LoadStage",
                                            request_serializer=pb.partition.LoadStageRequest.SerializeToString,
                                            response_deserializer=pb.partition.LoadStageResponse.FromString)
-                loaded = load(pb.partition.LoadStageRequest(job=STAGE_JOB, model=spec, stage=index, first_layer=first, end_layer=end,
+                loaded = load(pb.partition.LoadStageRequest(job=STAGE_JOB, model=spec, stage=index, first_layer=first[0],
+                                                            first_layer_inputs=first[1], end_layer=end[0], end_layer_inputs=end[1],
                                                             parameter_servers=[mesh.ps.endpoint]), timeout=60)
             width = lambda shape: int(shape[-1]) if len(shape) else 1  # noqa: E731
             stages.append(StageTarget(index, STAGE_JOB, width(loaded.input_shape), width(loaded.output_shape), index == len(ranges) - 1))

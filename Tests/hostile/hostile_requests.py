@@ -840,6 +840,12 @@ class HostileGenerator:
             points = rng.choice(([1], [2], [2, 1], [0], [-1], [INT32_MAX], [1] * 1000, list(range(1, 10_000))))
             request.split_points.extend(points)
             d.note(f"split_points={points if len(points) < 4 else f'{len(points)} points'}")
+            if rng.random() < 0.5:
+                inputs = rng.choice(([1] * len(points), [0] * len(points), [3], [-1] * len(points), [INT32_MAX] * len(points),
+                                     [64] * len(points), [1] * (len(points) + 1)))
+                request.split_point_inputs.extend(inputs)
+                d.note(f"split_point_inputs={inputs if len(inputs) < 4 else f'{len(inputs)} values'}")
+        request.whole_layers = d.flag("whole_layers", False)
         return request, None
 
     def _coordinator_train(self, d: Draw) -> tuple[Message, None]:
@@ -868,6 +874,11 @@ class HostileGenerator:
             points = rng.choice(([1], [2], [0], [-1], [INT32_MAX], [1, 1], [2, 1]))
             request.split_points.extend(points)
             d.note(f"split_points={points}")
+            if rng.random() < 0.5:
+                inputs = rng.choice(([3] * len(points), [-1] * len(points), [INT32_MAX] * len(points), [1] * (len(points) + 1)))
+                request.split_point_inputs.extend(inputs)
+                d.note(f"split_point_inputs={inputs}")
+        request.whole_layers = d.flag("whole_layers", False)
         request.normalization.method = d.enum("normalization.method", rng.choice((0, 1, 2)), 3)
         if d.hostile():
             # The coordinator fits these: any given is refused, whatever the values.
@@ -1092,7 +1103,8 @@ class HostileGenerator:
         request = p.LoadStageRequest(
             job=self._job(d, ("hostile-l0", "hostile-l1", "hostile-l2", "hostile-l3")), model=self.model(d),
             stage=d.int32("stage", rng.choice((0, 1))), first_layer=d.int32("first_layer", first),
-            end_layer=d.int32("end_layer", rng.randrange(first + 1, layers + 1)),
+            first_layer_inputs=d.int32("first_layer_inputs", 0),
+            end_layer=d.int32("end_layer", rng.randrange(first + 1, layers + 1)), end_layer_inputs=d.int32("end_layer_inputs", 0),
             recompute_activations=d.flag("recompute_activations", False), max_kept_bytes=d.int64("max_kept_bytes", 0),
             blas_threads=d.int32("blas_threads", 0), replica=d.int32("replica", 0), consistency=self.consistency(d),
             optimizer=self.optimizer(d))

@@ -27,6 +27,8 @@
 //                  (one single-process training; prints its samples/s)
 //   pipeline-bench --simulate
 //                  (the simulator's table for K = 4…64 stages; see Simulation.swift)
+//   pipeline-bench --stage-times SPEC --split P,… [--rows N] [--repeats R]
+//                  (each stage of a split timed as a partition runs it; see StageTimes.swift)
 import Foundation
 import MeshOps
 import MeshPipeline
@@ -39,6 +41,15 @@ BLAS.takeTheCPUsKernels()
 let arguments = CommandLine.arguments
 if arguments.contains("--simulate") {
   try printSimulationTable()
+  exit(0)
+}
+if let index = arguments.firstIndex(of: "--stage-times"), arguments.indices.contains(index + 1) {
+  func value(_ flag: String) -> String? {
+    arguments.firstIndex(of: flag).flatMap { arguments.indices.contains($0 + 1) ? arguments[$0 + 1] : nil }
+  }
+  try printStageTimes(
+    spec: arguments[index + 1], split: value("--split") ?? "", rows: value("--rows").flatMap { Int($0) } ?? 32,
+    repeats: value("--repeats").flatMap { Int($0) } ?? 5)
   exit(0)
 }
 let onlySingleProcess = arguments.contains("--single-process")

@@ -1,5 +1,6 @@
 """Prints a Markdown table of the planner's split of each example spec at 2 and 3 stages (see
-bench/planner/run)."""
+bench/planner/run): the split it makes on layer times measured here, beside the best split at whole
+layers, each judged by its stages timed as partitions run them."""
 
 from __future__ import annotations
 
@@ -22,46 +23,50 @@ def plan(pipemesh: str, spec: Path, stages: int, rows: int, extra: list[str]) ->
     return json.loads(done.stdout)
 
 
-def bounds(planned: dict) -> list[range]:
-    return [range(stage.get("firstLayer", 0), stage["endLayer"]) for stage in planned["stages"]]
+def place(layer: int, inputs: int) -> str:
+    """LAYER, or LAYER:INPUTS inside a layer, as `pipemesh plan --split` reads it."""
+    return f"{layer}:{inputs}" if inputs else f"{layer}"
 
 
-def imbalance(split: list[range], layer_seconds: list[float]) -> float:
-    stage_seconds = [sum(layer_seconds[layer] for layer in stage) for stage in split]
-    return max(stage_seconds) / (sum(stage_seconds) / len(stage_seconds))
+def starts(planned: dict) -> list[str]:
+    return [place(stage.get("firstLayer", 0), stage.get("firstLayerInputs", 0)) for stage in planned["stages"]]
 
 
-def shown(split: list[range]) -> str:
-    return " / ".join(f"{stage.start}–{stage.stop - 1}" if len(stage) > 1 else f"{stage.start}" for stage in split)
+def shown(planned: dict) -> str:
+    ends = [place(stage["endLayer"], stage.get("endLayerInputs", 0)) for stage in planned["stages"]]
+    return " / ".join(f"{start}–{end}" for start, end in zip(starts(planned), ends))
+
+
+def imbalance(bench: str, spec: Path, planned: dict, rows: int) -> float:
+    """The slowest stage over the mean, each stage timed as a partition runs it."""
+    command = [bench, "--stage-times", str(spec), "--split", ",".join(starts(planned)[1:]), "--rows", str(rows)]
+    stages = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)["stages"]
+    seconds = [stage["forward"] + stage["backward"] for stage in stages]
+    return max(seconds) / (sum(seconds) / len(seconds))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pipemesh", required=True)
+    parser.add_argument("--pipeline-bench", required=True)
     parser.add_argument("--rows", type=int, default=32, help="examples in the micro-batch the layers are timed on")
     arguments = parser.parse_args()
-    print(f"| example | stages | split by measured times | imbalance | split by FLOPs | its imbalance | "
-          f"goal ≤ {GOAL} |")
+    print(f"| example | stages | split | imbalance | split at whole layers | its imbalance | goal ≤ {GOAL} |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for spec in sorted((REPOSITORY / "examples").glob("*.json")):
         for stages in (2, 3):
-            measured = plan(arguments.pipemesh, spec, stages, arguments.rows, [])
-            if isinstance(measured, str):
-                print(f"| {spec.name} | {stages} | {measured} | | | | not met |")
+            planned = plan(arguments.pipemesh, spec, stages, arguments.rows, [])
+            if isinstance(planned, str):
+                print(f"| {spec.name} | {stages} | {planned} | | | | not met |")
                 continue
-            if not measured.get("layerTimes"):
-                print(f"| {spec.name} | {stages} | not timed: planned by FLOPs | {measured['imbalance']:.3f} (FLOPs) "
-                      f"| | | not met |")
-                continue
-            # Both splits judged by the one set of layer times the measured plan balanced.
-            layer_seconds = [layer.get("forwardSeconds", 0) + layer.get("backwardSeconds", 0)
-                             for layer in measured["layerTimes"]]
-            estimated = plan(arguments.pipemesh, spec, stages, arguments.rows, ["--estimate"])
-            ours = imbalance(bounds(measured), layer_seconds)
-            theirs = imbalance(bounds(estimated), layer_seconds)
+            whole = plan(arguments.pipemesh, spec, stages, arguments.rows, ["--whole-layers"])
+            ours = imbalance(arguments.pipeline_bench, spec, planned, arguments.rows)
             verdict = "met" if ours <= GOAL else "not met"
-            print(f"| {spec.name} | {stages} | {shown(bounds(measured))} | {ours:.3f} | {shown(bounds(estimated))} "
-                  f"| {theirs:.3f} | {verdict} |")
+            if isinstance(whole, str):
+                theirs = ("none", whole)
+            else:
+                theirs = (shown(whole), f"{imbalance(arguments.pipeline_bench, spec, whole, arguments.rows):.3f}")
+            print(f"| {spec.name} | {stages} | {shown(planned)} | {ours:.3f} | {theirs[0]} | {theirs[1]} | {verdict} |")
 
 
 if __name__ == "__main__":

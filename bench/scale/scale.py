@@ -14,7 +14,8 @@ parameters it holds. Prints one JSON object per line, then a Markdown table.
                                            process limited to 2 GiB: PyTorch does not fit, the mesh does
 
 --against pipelining compares instead with torch.distributed.pipelining: 2 processes of 1 thread
-over gloo on 127.0.0.1, the model split where the mesh's planner splits it, the same schedule
+over gloo on 127.0.0.1, the model split where the mesh's planner splits it at whole layers (the
+mesh itself may split inside a layer, which torch pipelining cannot), the same schedule
 (GPipe or 1F1B) and micro-batches; Pipemesh's figure is also given without its last step, whose
 commit hands the variables to the ps (PyTorch keeps them where they are).
 
@@ -366,16 +367,23 @@ def main():
     examples = a.batch * a.replicas * (a.steps + 1)
     np.savez(os.path.join(work, "data.npz"), x=rng.standard_normal((examples, layers[0]), dtype=np.float32),
              y=rng.integers(0, layers[-1], examples).astype(np.int32))
-    plan = json.loads(subprocess.run([a.pipemesh, "plan", "--model", os.path.join(work, "model.json"),
-                                      "--stages", str(a.stages), "--json"], check=True, capture_output=True,
-                                     text=True).stdout)
+    def planned(*extra: str) -> dict:
+        return json.loads(subprocess.run([a.pipemesh, "plan", "--model", os.path.join(work, "model.json"),
+                                          "--stages", str(a.stages), "--json", *extra], check=True, capture_output=True,
+                                         text=True).stdout)
+    # The mesh splits where its planner does (inside a layer, when that balances the stages);
+    # torch pipelining gets the best split at whole layers, the only kind it makes.
+    plan = planned()
     stage_parameters = [int(s["parameters"]) for s in plan["stages"]]
-    split = int(plan["stages"][1]["firstLayer"]) if len(plan["stages"]) > 1 else None
+    mesh_split = [f"{s.get('firstLayer', 0)}:{s.get('firstLayerInputs', 0)}" for s in plan["stages"][1:]]
+    whole = planned("--whole-layers")
+    split = int(whole["stages"][1]["firstLayer"]) if len(whole["stages"]) > 1 else None
     if a.against == "pipelining" and (a.stages != 2 or a.schedule not in ("gpipe", "1f1b")):
         parser.error("--against pipelining runs 2 stages under gpipe or 1f1b")
     print(json.dumps({"layers": layers, "parameters": parameters, "batch": a.batch, "stages": a.stages,
                       "ps": a.ps, "microBatches": a.micro_batches, "schedule": a.schedule, "steps": a.steps, "rounds": a.rounds,
-                      "stageParameters": stage_parameters, "split": split, "work": work}), flush=True)
+                      "stageParameters": stage_parameters, "split": split, "meshSplit": mesh_split, "work": work}),
+          flush=True)
 
     rounds = []
     for index in range(a.rounds):

@@ -256,17 +256,29 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
   /// Clears the value of `model`. Subsequent reads from it will return its default value.
   public mutating func clearModel() {_uniqueStorage()._model = nil}
 
-  /// Valid: 1 to the model's layer count; 0 means the coordinator's stage count.
+  /// Valid: 1 to the model's layer count, or more when its Dense and Conv2D layers may be split
+  /// (see whole_layers); 0 means the coordinator's stage count.
   public var stages: Int32 {
     get {_storage._stages}
     set {_uniqueStorage()._stages = newValue}
   }
 
   /// Explicit split points (first layer of stages 1..K-1); empty to balance.
-  /// Valid: empty, or stages - 1 strictly increasing layer indices in 1 to layers - 1.
+  /// Valid: empty, or stages - 1 layer indices in 1 to layers - 1 (0 too, with inputs into
+  /// it), strictly increasing with split_point_inputs.
   public var splitPoints: [Int32] {
     get {_storage._splitPoints}
     set {_uniqueStorage()._splitPoints = newValue}
+  }
+
+  /// How far into its layer each split point falls: split_point_inputs[i] of layer
+  /// split_points[i]'s inputs (a Dense layer's features, a convolution's channels) go to the
+  /// stage before, the rest to the stage that begins there; 0 is before the whole layer.
+  /// Valid: empty (every split point before a whole layer), or one per split point: 0, or 1 up to,
+  /// not including, the input count of a Dense or Conv2D split_points[i].
+  public var splitPointInputs: [Int32] {
+    get {_storage._splitPointInputs}
+    set {_uniqueStorage()._splitPointInputs = newValue}
   }
 
   /// The optimizer the job would train with: a stage that applies its own
@@ -311,6 +323,13 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
     set {_uniqueStorage()._schedule = newValue}
   }
 
+  /// Split only between whole layers, as TrainRequest.whole_layers.
+  /// Valid: any.
+  public var wholeLayers: Bool {
+    get {_storage._wholeLayers}
+    set {_uniqueStorage()._wholeLayers = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -325,10 +344,21 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
 
   public var stage: Int32 = 0
 
+  /// The layer the stage begins in.
   public var firstLayer: Int32 = 0
 
+  /// The inputs of first_layer (a Dense layer's features, a convolution's channels) the stage
+  /// before took: the stage takes the rest; 0 when it runs the whole layer.
+  public var firstLayerInputs: Int32 = 0
+
+  /// The layer the stage ends before, or in.
   public var endLayer: Int32 = 0
 
+  /// The inputs of end_layer the stage takes (the first ones, the next stage the rest); 0 when
+  /// it ends before the layer.
+  public var endLayerInputs: Int32 = 0
+
+  /// What it holds: a layer split between stages is held whole by each.
   public var parameters: Int64 = 0
 
   /// Estimated FLOPs per example of a training step through the stage
@@ -623,11 +653,20 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._validationFraction = newValue}
   }
 
-  /// Valid: empty to balance, or the cluster's stages - 1 strictly increasing layer indices in
-  /// 1 to layers - 1.
+  /// Valid: empty to balance, or the cluster's stages - 1 places, as PlanRequest.split_points.
   public var splitPoints: [Int32] {
     get {_storage._splitPoints}
     set {_uniqueStorage()._splitPoints = newValue}
+  }
+
+  /// How far into its layer each split point falls: split_point_inputs[i] of layer
+  /// split_points[i]'s inputs (a Dense layer's features, a convolution's channels) go to the
+  /// stage before, the rest to the stage that begins there; 0 is before the whole layer.
+  /// Valid: empty (every split point before a whole layer), or one per split point: 0, or 1 up to,
+  /// not including, the input count of a Dense or Conv2D split_points[i].
+  public var splitPointInputs: [Int32] {
+    get {_storage._splitPointInputs}
+    set {_uniqueStorage()._splitPointInputs = newValue}
   }
 
   /// Valid: any; seeds the held-out split and each epoch's order.
@@ -748,6 +787,17 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   public var discardModel: Bool {
     get {_storage._discardModel}
     set {_uniqueStorage()._discardModel = newValue}
+  }
+
+  /// Balance the stages with splits between whole layers only. Unset, the planner also splits
+  /// inside a Dense or Conv2D layer (after some of its inputs) when that makes the slowest stage
+  /// at least 10 % faster: the stage after it then also receives the inputs it has not taken,
+  /// each stage holding a part holds the layer's whole weight, and the layer's sums add in
+  /// another order (a difference in the last bits). Split points given explicitly are kept.
+  /// Valid: any.
+  public var wholeLayers: Bool {
+    get {_storage._wholeLayers}
+    set {_uniqueStorage()._wholeLayers = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1463,6 +1513,12 @@ public nonisolated struct Pipemesh_V1_Model: @unchecked Sendable {
     set {_uniqueStorage()._splitPoints = newValue}
   }
 
+  /// How far into its layer each split point falls, as TrainRequest.split_point_inputs.
+  public var splitPointInputs: [Int32] {
+    get {_storage._splitPointInputs}
+    set {_uniqueStorage()._splitPointInputs = newValue}
+  }
+
   public var createdUnixSeconds: Double {
     get {_storage._createdUnixSeconds}
     set {_uniqueStorage()._createdUnixSeconds = newValue}
@@ -1648,6 +1704,9 @@ public nonisolated struct Pipemesh_V1_ImportModelRequest: Sendable {
   /// Where to split it over the coordinator's stages; empty to balance.
   /// Valid: as TrainRequest.split_points.
   public var splitPoints: [Int32] = []
+
+  /// Valid: as TrainRequest.split_point_inputs.
+  public var splitPointInputs: [Int32] = []
 
   /// The rescaling of its inputs that the weights were trained with, if any (an exported
   /// model's record carries it). Valid: see InputNormalization.
@@ -1956,17 +2015,19 @@ nonisolated extension Pipemesh_V1_MemberState: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0\u{3}micro_batch_rows\0\u{3}micro_batches\0\u{1}estimate\0\u{1}schedule\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0\u{3}micro_batch_rows\0\u{3}micro_batches\0\u{1}estimate\0\u{1}schedule\0\u{3}split_point_inputs\0\u{3}whole_layers\0")
 
   fileprivate class _StorageClass {
     var _model: Pipemesh_V1_ModelSpec? = nil
     var _stages: Int32 = 0
     var _splitPoints: [Int32] = []
+    var _splitPointInputs: [Int32] = []
     var _optimizer: Pipemesh_V1_OptimizerSpec? = nil
     var _microBatchRows: Int32 = 0
     var _microBatches: Int32 = 0
     var _estimate: Bool = false
     var _schedule: Pipemesh_V1_ScheduleKind = .scheduleUnspecified
+    var _wholeLayers: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1980,11 +2041,13 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
       _model = source._model
       _stages = source._stages
       _splitPoints = source._splitPoints
+      _splitPointInputs = source._splitPointInputs
       _optimizer = source._optimizer
       _microBatchRows = source._microBatchRows
       _microBatches = source._microBatches
       _estimate = source._estimate
       _schedule = source._schedule
+      _wholeLayers = source._wholeLayers
     }
   }
 
@@ -2011,6 +2074,8 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
         case 6: try { try decoder.decodeSingularInt32Field(value: &_storage._microBatches) }()
         case 7: try { try decoder.decodeSingularBoolField(value: &_storage._estimate) }()
         case 8: try { try decoder.decodeSingularEnumField(value: &_storage._schedule) }()
+        case 9: try { try decoder.decodeRepeatedInt32Field(value: &_storage._splitPointInputs) }()
+        case 10: try { try decoder.decodeSingularBoolField(value: &_storage._wholeLayers) }()
         default: break
         }
       }
@@ -2047,6 +2112,12 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
       if _storage._schedule != .scheduleUnspecified {
         try visitor.visitSingularEnumField(value: _storage._schedule, fieldNumber: 8)
       }
+      if !_storage._splitPointInputs.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._splitPointInputs, fieldNumber: 9)
+      }
+      if _storage._wholeLayers != false {
+        try visitor.visitSingularBoolField(value: _storage._wholeLayers, fieldNumber: 10)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2059,11 +2130,13 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
         if _storage._model != rhs_storage._model {return false}
         if _storage._stages != rhs_storage._stages {return false}
         if _storage._splitPoints != rhs_storage._splitPoints {return false}
+        if _storage._splitPointInputs != rhs_storage._splitPointInputs {return false}
         if _storage._optimizer != rhs_storage._optimizer {return false}
         if _storage._microBatchRows != rhs_storage._microBatchRows {return false}
         if _storage._microBatches != rhs_storage._microBatches {return false}
         if _storage._estimate != rhs_storage._estimate {return false}
         if _storage._schedule != rhs_storage._schedule {return false}
+        if _storage._wholeLayers != rhs_storage._wholeLayers {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2075,7 +2148,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StagePlan"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{1}parameters\0\u{3}estimated_flops\0\u{3}parameter_bytes\0\u{3}memory_budget_bytes\0\u{3}forward_seconds\0\u{3}backward_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{1}parameters\0\u{3}estimated_flops\0\u{3}parameter_bytes\0\u{3}memory_budget_bytes\0\u{3}forward_seconds\0\u{3}backward_seconds\0\u{3}first_layer_inputs\0\u{3}end_layer_inputs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2092,6 +2165,8 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.memoryBudgetBytes) }()
       case 8: try { try decoder.decodeSingularDoubleField(value: &self.forwardSeconds) }()
       case 9: try { try decoder.decodeSingularDoubleField(value: &self.backwardSeconds) }()
+      case 10: try { try decoder.decodeSingularInt32Field(value: &self.firstLayerInputs) }()
+      case 11: try { try decoder.decodeSingularInt32Field(value: &self.endLayerInputs) }()
       default: break
       }
     }
@@ -2125,13 +2200,21 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
     if self.backwardSeconds.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.backwardSeconds, fieldNumber: 9)
     }
+    if self.firstLayerInputs != 0 {
+      try visitor.visitSingularInt32Field(value: self.firstLayerInputs, fieldNumber: 10)
+    }
+    if self.endLayerInputs != 0 {
+      try visitor.visitSingularInt32Field(value: self.endLayerInputs, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_StagePlan, rhs: Pipemesh_V1_StagePlan) -> Bool {
     if lhs.stage != rhs.stage {return false}
     if lhs.firstLayer != rhs.firstLayer {return false}
+    if lhs.firstLayerInputs != rhs.firstLayerInputs {return false}
     if lhs.endLayer != rhs.endLayer {return false}
+    if lhs.endLayerInputs != rhs.endLayerInputs {return false}
     if lhs.parameters != rhs.parameters {return false}
     if lhs.estimatedFlops != rhs.estimatedFlops {return false}
     if lhs.parameterBytes != rhs.parameterBytes {return false}
@@ -2396,7 +2479,7 @@ nonisolated extension Pipemesh_V1_CheckpointPolicy: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0\u{1}normalization\0\u{3}early_stopping\0\u{1}fold\0\u{3}discard_model\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0\u{1}normalization\0\u{3}early_stopping\0\u{1}fold\0\u{3}discard_model\0\u{3}split_point_inputs\0\u{3}whole_layers\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -2411,6 +2494,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _checkpoint: Pipemesh_V1_CheckpointPolicy? = nil
     var _validationFraction: Float = 0
     var _splitPoints: [Int32] = []
+    var _splitPointInputs: [Int32] = []
     var _shuffleSeed: UInt64 = 0
     var _recomputeActivations: Bool = false
     var _maxKeptBytes: Int64 = 0
@@ -2423,6 +2507,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _earlyStopping: Pipemesh_V1_EarlyStopping? = nil
     var _fold: Pipemesh_V1_CrossValidationFold? = nil
     var _discardModel: Bool = false
+    var _wholeLayers: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2445,6 +2530,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _checkpoint = source._checkpoint
       _validationFraction = source._validationFraction
       _splitPoints = source._splitPoints
+      _splitPointInputs = source._splitPointInputs
       _shuffleSeed = source._shuffleSeed
       _recomputeActivations = source._recomputeActivations
       _maxKeptBytes = source._maxKeptBytes
@@ -2457,6 +2543,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _earlyStopping = source._earlyStopping
       _fold = source._fold
       _discardModel = source._discardModel
+      _wholeLayers = source._wholeLayers
     }
   }
 
@@ -2499,6 +2586,8 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 22: try { try decoder.decodeSingularMessageField(value: &_storage._earlyStopping) }()
         case 23: try { try decoder.decodeSingularMessageField(value: &_storage._fold) }()
         case 24: try { try decoder.decodeSingularBoolField(value: &_storage._discardModel) }()
+        case 25: try { try decoder.decodeRepeatedInt32Field(value: &_storage._splitPointInputs) }()
+        case 26: try { try decoder.decodeSingularBoolField(value: &_storage._wholeLayers) }()
         default: break
         }
       }
@@ -2583,6 +2672,12 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._discardModel != false {
         try visitor.visitSingularBoolField(value: _storage._discardModel, fieldNumber: 24)
       }
+      if !_storage._splitPointInputs.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._splitPointInputs, fieldNumber: 25)
+      }
+      if _storage._wholeLayers != false {
+        try visitor.visitSingularBoolField(value: _storage._wholeLayers, fieldNumber: 26)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2604,6 +2699,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._checkpoint != rhs_storage._checkpoint {return false}
         if _storage._validationFraction != rhs_storage._validationFraction {return false}
         if _storage._splitPoints != rhs_storage._splitPoints {return false}
+        if _storage._splitPointInputs != rhs_storage._splitPointInputs {return false}
         if _storage._shuffleSeed != rhs_storage._shuffleSeed {return false}
         if _storage._recomputeActivations != rhs_storage._recomputeActivations {return false}
         if _storage._maxKeptBytes != rhs_storage._maxKeptBytes {return false}
@@ -2616,6 +2712,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._earlyStopping != rhs_storage._earlyStopping {return false}
         if _storage._fold != rhs_storage._fold {return false}
         if _storage._discardModel != rhs_storage._discardModel {return false}
+        if _storage._wholeLayers != rhs_storage._wholeLayers {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3748,7 +3845,7 @@ nonisolated extension Pipemesh_V1_DeleteJobResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Pipemesh_V1_Model: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Model"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}owner\0\u{1}job\0\u{1}spec\0\u{3}split_points\0\u{3}created_unix_seconds\0\u{1}parameters\0\u{3}weights_bytes\0\u{1}loss\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}normalization\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}owner\0\u{1}job\0\u{1}spec\0\u{3}split_points\0\u{3}created_unix_seconds\0\u{1}parameters\0\u{3}weights_bytes\0\u{1}loss\0\u{3}validation_loss\0\u{3}validation_accuracy\0\u{1}normalization\0\u{3}split_point_inputs\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -3757,6 +3854,7 @@ nonisolated extension Pipemesh_V1_Model: SwiftProtobuf.Message, SwiftProtobuf._M
     var _job: String = String()
     var _spec: Pipemesh_V1_ModelSpec? = nil
     var _splitPoints: [Int32] = []
+    var _splitPointInputs: [Int32] = []
     var _createdUnixSeconds: Double = 0
     var _parameters: Int64 = 0
     var _weightsBytes: Int64 = 0
@@ -3780,6 +3878,7 @@ nonisolated extension Pipemesh_V1_Model: SwiftProtobuf.Message, SwiftProtobuf._M
       _job = source._job
       _spec = source._spec
       _splitPoints = source._splitPoints
+      _splitPointInputs = source._splitPointInputs
       _createdUnixSeconds = source._createdUnixSeconds
       _parameters = source._parameters
       _weightsBytes = source._weightsBytes
@@ -3818,6 +3917,7 @@ nonisolated extension Pipemesh_V1_Model: SwiftProtobuf.Message, SwiftProtobuf._M
         case 11: try { try decoder.decodeSingularDoubleField(value: &_storage._validationLoss) }()
         case 12: try { try decoder.decodeSingularDoubleField(value: &_storage._validationAccuracy) }()
         case 13: try { try decoder.decodeSingularMessageField(value: &_storage._normalization) }()
+        case 14: try { try decoder.decodeRepeatedInt32Field(value: &_storage._splitPointInputs) }()
         default: break
         }
       }
@@ -3869,6 +3969,9 @@ nonisolated extension Pipemesh_V1_Model: SwiftProtobuf.Message, SwiftProtobuf._M
       try { if let v = _storage._normalization {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
       } }()
+      if !_storage._splitPointInputs.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._splitPointInputs, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3884,6 +3987,7 @@ nonisolated extension Pipemesh_V1_Model: SwiftProtobuf.Message, SwiftProtobuf._M
         if _storage._job != rhs_storage._job {return false}
         if _storage._spec != rhs_storage._spec {return false}
         if _storage._splitPoints != rhs_storage._splitPoints {return false}
+        if _storage._splitPointInputs != rhs_storage._splitPointInputs {return false}
         if _storage._createdUnixSeconds != rhs_storage._createdUnixSeconds {return false}
         if _storage._parameters != rhs_storage._parameters {return false}
         if _storage._weightsBytes != rhs_storage._weightsBytes {return false}
@@ -4121,7 +4225,7 @@ nonisolated extension Pipemesh_V1_ModelChunk: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Pipemesh_V1_ImportModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ImportModelRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}spec\0\u{1}uri\0\u{3}split_points\0\u{1}normalization\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}spec\0\u{1}uri\0\u{3}split_points\0\u{1}normalization\0\u{3}split_point_inputs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4134,6 +4238,7 @@ nonisolated extension Pipemesh_V1_ImportModelRequest: SwiftProtobuf.Message, Swi
       case 3: try { try decoder.decodeSingularStringField(value: &self.uri) }()
       case 4: try { try decoder.decodeRepeatedInt32Field(value: &self.splitPoints) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._normalization) }()
+      case 6: try { try decoder.decodeRepeatedInt32Field(value: &self.splitPointInputs) }()
       default: break
       }
     }
@@ -4159,6 +4264,9 @@ nonisolated extension Pipemesh_V1_ImportModelRequest: SwiftProtobuf.Message, Swi
     try { if let v = self._normalization {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if !self.splitPointInputs.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.splitPointInputs, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4167,6 +4275,7 @@ nonisolated extension Pipemesh_V1_ImportModelRequest: SwiftProtobuf.Message, Swi
     if lhs._spec != rhs._spec {return false}
     if lhs.uri != rhs.uri {return false}
     if lhs.splitPoints != rhs.splitPoints {return false}
+    if lhs.splitPointInputs != rhs.splitPointInputs {return false}
     if lhs._normalization != rhs._normalization {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

@@ -132,16 +132,32 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
     set {_uniqueStorage()._stage = newValue}
   }
 
-  /// Valid: 0 to end_layer - 1.
+  /// The stage runs from first_layer, after its first first_layer_inputs inputs (a Dense
+  /// layer's features, a convolution's channels; 0: the whole layer), to end_layer, taking in
+  /// its first end_layer_inputs inputs (0: none of it). The stage before ends, and the next
+  /// begins, at the same place.
+  /// Valid: 0 to the model's layer count - 1.
   public var firstLayer: Int32 {
     get {_storage._firstLayer}
     set {_uniqueStorage()._firstLayer = newValue}
   }
 
-  /// Valid: first_layer + 1 to the model's layer count.
+  /// Valid: 0, or 1 up to, not including, the input count of a Dense or Conv2D first_layer.
+  public var firstLayerInputs: Int32 {
+    get {_storage._firstLayerInputs}
+    set {_uniqueStorage()._firstLayerInputs = newValue}
+  }
+
+  /// Valid: first_layer to the model's layer count, after the stage's start.
   public var endLayer: Int32 {
     get {_storage._endLayer}
     set {_uniqueStorage()._endLayer = newValue}
+  }
+
+  /// Valid: as first_layer_inputs, for end_layer; 0 when end_layer is the layer count.
+  public var endLayerInputs: Int32 {
+    get {_storage._endLayerInputs}
+    set {_uniqueStorage()._endLayerInputs = newValue}
   }
 
   /// ps endpoints (host:port), in shard order.
@@ -224,6 +240,8 @@ public nonisolated struct Pipemesh_V1_LoadStageResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The parameters the stage holds: its layers' own, and the whole weight and bias of a layer
+  /// it runs a part of.
   public var parameters: Int64 = 0
 
   /// Per-example input and output shapes of the stage.
@@ -845,14 +863,16 @@ nonisolated extension Pipemesh_V1_TensorSource: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadStageRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0\u{1}peers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0\u{1}peers\0\u{3}first_layer_inputs\0\u{3}end_layer_inputs\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
     var _model: Pipemesh_V1_ModelSpec? = nil
     var _stage: Int32 = 0
     var _firstLayer: Int32 = 0
+    var _firstLayerInputs: Int32 = 0
     var _endLayer: Int32 = 0
+    var _endLayerInputs: Int32 = 0
     var _parameterServers: [String] = []
     var _recomputeActivations: Bool = false
     var _maxKeptBytes: Int64 = 0
@@ -875,7 +895,9 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
       _model = source._model
       _stage = source._stage
       _firstLayer = source._firstLayer
+      _firstLayerInputs = source._firstLayerInputs
       _endLayer = source._endLayer
+      _endLayerInputs = source._endLayerInputs
       _parameterServers = source._parameterServers
       _recomputeActivations = source._recomputeActivations
       _maxKeptBytes = source._maxKeptBytes
@@ -915,6 +937,8 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
         case 11: try { try decoder.decodeSingularMessageField(value: &_storage._consistency) }()
         case 12: try { try decoder.decodeSingularMessageField(value: &_storage._optimizer) }()
         case 13: try { try decoder.decodeRepeatedStringField(value: &_storage._peers) }()
+        case 14: try { try decoder.decodeSingularInt32Field(value: &_storage._firstLayerInputs) }()
+        case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._endLayerInputs) }()
         default: break
         }
       }
@@ -966,6 +990,12 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
       if !_storage._peers.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._peers, fieldNumber: 13)
       }
+      if _storage._firstLayerInputs != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._firstLayerInputs, fieldNumber: 14)
+      }
+      if _storage._endLayerInputs != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._endLayerInputs, fieldNumber: 15)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -979,7 +1009,9 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
         if _storage._model != rhs_storage._model {return false}
         if _storage._stage != rhs_storage._stage {return false}
         if _storage._firstLayer != rhs_storage._firstLayer {return false}
+        if _storage._firstLayerInputs != rhs_storage._firstLayerInputs {return false}
         if _storage._endLayer != rhs_storage._endLayer {return false}
+        if _storage._endLayerInputs != rhs_storage._endLayerInputs {return false}
         if _storage._parameterServers != rhs_storage._parameterServers {return false}
         if _storage._recomputeActivations != rhs_storage._recomputeActivations {return false}
         if _storage._maxKeptBytes != rhs_storage._maxKeptBytes {return false}

@@ -56,6 +56,23 @@ public struct Conv2D: Layer {
   }
 }
 
+extension Conv2D: SumOverInputs {
+  var inputCount: Int { inputChannels }
+  func inputAxis(ofInput inputShape: [Int]) -> Int { 0 }
+  var weightName: String { "\(name)/filter" }
+
+  func partialSum(_ input: Tensor, inputs: Range<Int>, variables: [String: Tensor]) -> Tensor {
+    let filter = variable("filter", in: variables)
+    return Tensor.conv2d(
+      input, filter: inputs.count == inputChannels ? filter : filter.slice(axis: 1, range: inputs), stride: stride,
+      padding: padding)
+  }
+
+  func finish(_ sum: Tensor, variables: [String: Tensor]) -> Tensor {
+    activation.apply(sum + variable("bias", in: variables))
+  }
+}
+
 /// Max or average pooling over square windows of an NCHW input (no padding).
 public struct Pool2D: Layer {
   /// Which statistic a window is reduced to.

@@ -34,7 +34,22 @@ public struct Dense: Layer {
   }
 
   public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
-    activation.apply(Tensor.matmul(input, variable("kernel", in: variables)) + variable("bias", in: variables))
+    finish(partialSum(input, inputs: 0..<inputSize, variables: variables), variables: variables)
+  }
+}
+
+extension Dense: SumOverInputs {
+  var inputCount: Int { inputSize }
+  func inputAxis(ofInput inputShape: [Int]) -> Int { inputShape.count - 1 }
+  var weightName: String { "\(name)/kernel" }
+
+  func partialSum(_ input: Tensor, inputs: Range<Int>, variables: [String: Tensor]) -> Tensor {
+    let kernel = variable("kernel", in: variables)
+    return Tensor.matmul(input, inputs.count == inputSize ? kernel : kernel.slice(axis: 0, range: inputs))
+  }
+
+  func finish(_ sum: Tensor, variables: [String: Tensor]) -> Tensor {
+    activation.apply(sum + variable("bias", in: variables))
   }
 }
 

@@ -110,16 +110,16 @@ extension Sequential {
   /// would hold its kernel and the kernel's gradient on a partition that
   /// may hold none of it.
   func timedStandIn(for index: Int) -> (model: Sequential, layer: Int, scale: Double) {
-    guard case .dense(let inputSize, let outputSize, let activation) = spec.layers[index],
-      layers[index].parameterCount > Self.largestTimedParameters
-    else { return (self, index, 1) }
-    let slice = max(1, Self.largestTimedParameters / (inputSize + 1))
+    guard let dense = layers[index] as? Dense, dense.parameterCount > Self.largestTimedParameters else {
+      return (self, index, 1)
+    }
+    let slice = max(1, Self.largestTimedParameters / (dense.inputSize + 1))
     let standIn = ModelSpec(
       inputShape: activationShapes[index],
-      layers: [.dense(inputSize: inputSize, outputSize: slice, activation: activation)],
+      layers: [.dense(inputSize: dense.inputSize, outputSize: slice, activation: dense.activation)],
       loss: spec.loss, seed: spec.seed)
     guard let model = try? Sequential(spec: standIn) else { return (self, index, 1) }
-    return (model, 0, Double(outputSize) / Double(slice))
+    return (model, 0, Double(dense.outputSize) / Double(slice))
   }
 
   /// Times each layer's training forward and backward on a micro-batch of

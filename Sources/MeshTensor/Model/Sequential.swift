@@ -22,9 +22,14 @@ public struct Sequential: Sendable {
       shapes.append(try layer.outputShape(forInput: shapes[shapes.count - 1]))
       layers.append(layer)
     }
+    self.init(spec: spec, layers: layers, activationShapes: shapes)
+  }
+
+  /// A model of these layers, whose shapes chain as `activationShapes` says.
+  init(spec: ModelSpec, layers: [any Layer], activationShapes: [[Int]]) {
     self.spec = spec
     self.layers = layers
-    self.activationShapes = shapes
+    self.activationShapes = activationShapes
   }
 
   /// Declarations of the variables layers `range` (all by default) read, in layer order: those

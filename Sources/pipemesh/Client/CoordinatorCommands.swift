@@ -236,8 +236,13 @@ struct Plan: AsyncParsableCommand {
   @Option(help: "Stages to split into (default: 2 here; the coordinator's pool with --coordinator).")
   var stages: Int?
 
-  @Option(parsing: .upToNextOption, help: "Explicit split points: the first layer of stages 1…K-1.")
-  var split: [Int] = []
+  @Option(
+    parsing: .upToNextOption,
+    help: """
+      Explicit split points, where stages 1…K-1 begin: LAYER (before the whole layer) or LAYER:INPUTS \
+      (inside a Dense or Conv2D layer, after its first INPUTS features or channels).
+      """)
+  var split: [LayerPosition] = []
 
   @Option(help: "Ask this coordinator (HOST:PORT) instead of planning here.")
   var coordinator: String?
@@ -253,6 +258,9 @@ struct Plan: AsyncParsableCommand {
 
   @Flag(help: "Balance the estimated FLOPs instead of timing the layers.")
   var estimate = false
+
+  @Flag(help: "Split only between whole layers, never inside a Dense or Conv2D layer.")
+  var wholeLayers = false
 
   func validate() throws {
     guard (1...4096).contains(microBatchRows), (1...4096).contains(microBatches) else {
@@ -271,10 +279,12 @@ struct Plan: AsyncParsableCommand {
     var request = Pipemesh_V1_PlanRequest()
     request.model = spec
     request.stages = Int32(stages ?? (coordinator == nil ? 2 : 0))
-    request.splitPoints = split.map { Int32($0) }
+    request.splitPoints = split.wireLayers
+    request.splitPointInputs = split.wireInputs
     request.microBatchRows = Int32(microBatchRows)
     request.microBatches = Int32(microBatches)
     request.estimate = estimate
+    request.wholeLayers = wholeLayers
     request.schedule = TrainingOptions.schedules[schedule]!
     try await withExitCodes {
       let response: Pipemesh_V1_PlanResponse
@@ -294,10 +304,11 @@ struct Plan: AsyncParsableCommand {
           let time =
             response.measuredOn.isEmpty
             ? "" : String(format: "  %.3f + %.3f ms", stage.forwardSeconds * 1000, stage.backwardSeconds * 1000)
+          let start = LayerPosition(layer: Int(stage.firstLayer), inputs: Int(stage.firstLayerInputs))
+          let end = LayerPosition(layer: Int(stage.endLayer), inputs: Int(stage.endLayerInputs))
           say(
-            String(
-              format: "stage %d  layers %d..<%d  %lld parameters", stage.stage, stage.firstLayer, stage.endLayer,
-              stage.parameters) + " (\(memory))" + String(format: "  %.3g FLOPs/example", stage.estimatedFlops) + time)
+            "stage \(stage.stage)  layers \(start)..<\(end)  \(stage.parameters) parameters (\(memory))"
+              + String(format: "  %.3g FLOPs/example", stage.estimatedFlops) + time)
         }
         let balanced = response.measuredOn.isEmpty ? "estimated FLOPs" : "measured times"
         say(
@@ -317,9 +328,10 @@ struct Plan: AsyncParsableCommand {
   private func planLocally(_ request: Pipemesh_V1_PlanRequest) throws -> Pipemesh_V1_PlanResponse {
     let model = try makeModel(request.model)
     let memory = request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots
-    let splitPoints = request.splitPoints.map { Int($0) }
+    let splitPoints = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
     // Checked before anything is timed.
-    _ = try Planner.plan(model, stages: Int(request.stages), splitPoints: splitPoints, memory: memory)
+    _ = try Planner.plan(
+      model, stages: Int(request.stages), splitPoints: splitPoints, memory: memory, wholeLayers: request.wholeLayers)
     var measured: (rows: Int, times: [LayerTiming])?
     if !request.estimate {
       switch model.rowsToTime(wanted: Int(request.microBatchRows), repeats: LayerTimings.repeats, within: .planning) {
@@ -332,7 +344,8 @@ struct Plan: AsyncParsableCommand {
       }
     }
     let plan = try Planner.plan(
-      model, stages: Int(request.stages), splitPoints: splitPoints, memory: memory, measured: measured?.times)
+      model, stages: Int(request.stages), splitPoints: splitPoints, memory: memory, measured: measured?.times,
+      wholeLayers: request.wholeLayers)
     var response = plan.response
     if let measured {
       response.layerTimes = measured.times.wire(of: model)
@@ -565,5 +578,15 @@ extension ClientOptions {
     _ method: UnaryMethod<Request, Pipemesh_V1_Job>, _ request: Request, withMemory: Bool = false
   ) async throws {
     try await withExitCodes { try show(try await client().call(method, request), withMemory: withMemory) }
+  }
+}
+
+extension LayerPosition: ExpressibleByArgument {
+  /// LAYER, or LAYER:INPUTS.
+  public init?(argument: String) {
+    let parts = argument.split(separator: ":", omittingEmptySubsequences: false)
+    guard (1...2).contains(parts.count), let layer = Int(parts[0]), let inputs = parts.count == 2 ? Int(parts[1]) : 0
+    else { return nil }
+    self.init(layer: layer, inputs: inputs)
   }
 }

@@ -152,6 +152,7 @@ struct Models: AsyncParsableCommand {
         }
         request.spec = exported.spec
         request.splitPoints = exported.splitPoints
+        request.splitPointInputs = exported.splitPointInputs
         request.normalization = exported.normalization
       }
       if let dataDirWeights {

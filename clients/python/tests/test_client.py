@@ -133,6 +133,15 @@ def test_jobs_and_models_are_listed_shown_and_exported(mesh, trained, tmp_path):
         assert (tmp_path / "blobs.safetensors").stat().st_size == record.weights_bytes
         plan = client.plan(MODEL, stages=2)
         assert len(plan.stages) == 2
+        # Split points inside a layer, in either spelling, and a plan kept to whole layers.
+        for inside in (["0:3"], [(0, 3)]):
+            stages = client.plan(MODEL, stages=2, split_points=inside, estimate=True).stages
+            assert [(s.first_layer, s.first_layer_inputs, s.end_layer, s.end_layer_inputs) for s in stages] == [
+                (0, 0, 0, 3), (0, 3, 2, 0)]
+        whole = client.plan(MODEL, stages=2, whole_layers=True, estimate=True).stages
+        assert [(s.first_layer_inputs, s.end_layer_inputs) for s in whole] == [(0, 0), (0, 0)]
+        with pytest.raises(ValueError, match="LAYER:INPUTS"):
+            client.plan(MODEL, stages=2, split_points=["0:three"])
         one_f_one_b = client.plan(MODEL, stages=2, micro_batches=8, schedule="1f1b")
         zero_bubble = client.plan(MODEL, stages=2, micro_batches=8, schedule="zb-h1")
         if one_f_one_b.measured_on:  # the pool's partitions timed the model
@@ -149,8 +158,10 @@ def test_weights_from_the_callers_hands_are_uploaded(mesh, trained, tmp_path):
         record, weights = client.export_model("blobs", tmp_path / "exported.safetensors")
         expected = client.infer(inputs[:16], model="blobs")
         # A file of the caller's, and the arrays themselves (as weights trained elsewhere would be).
+        # The split the job trained with, inside a layer or not.
+        split = list(zip(record.split_points, record.split_point_inputs or [0] * len(record.split_points)))
         from_file = client.upload_model("blobs-file", record.spec, tmp_path / "exported.safetensors",
-                                        split_points=record.split_points, normalization=record.normalization)
+                                        split_points=split, normalization=record.normalization)
         assert (from_file.name, from_file.version, from_file.parameters) == ("blobs-file", 1, record.parameters)
         from_arrays = client.upload_model("blobs-arrays", record.spec, weights, normalization=record.normalization)
         assert from_arrays.version == 1

@@ -28,6 +28,10 @@ from pipemesh.v1 import parameter_server_pb2 as ps
 #: A model: its spec, the spec as a dict (the JSON form of examples/*.json), or a path to such a file.
 ModelLike = Union[model_pb2.ModelSpec, Mapping, str, Path]
 
+#: Where a stage begins: a layer index, or inside a Dense or Conv2D layer after some of its inputs,
+#: as (layer, inputs) or "LAYER:INPUTS".
+SplitPoint = Union[int, tuple[int, int], str]
+
 _SCHEDULES = {"gpipe": pb.SCHEDULE_GPIPE, "1f1b": pb.SCHEDULE_ONE_F_ONE_B, "zb-h1": pb.SCHEDULE_ZERO_BUBBLE_H1}
 _NORMALIZATIONS = {"none": pb.NORMALIZATION_METHOD_NONE, "standardize": pb.NORMALIZATION_METHOD_STANDARDIZE,
                    "min-max": pb.NORMALIZATION_METHOD_MIN_MAX}
@@ -112,9 +116,9 @@ class Client:
               schedule: str | None = None, optimizer: str | Mapping | optimizer_pb2.OptimizerSpec | None = None,
               learning_rate: float | None = None, consistency: str = "sync", validation: float = 0.2,
               seed: int = 1, stages: int = 0, replicas: int = 0, max_replicas: int = 0,
-              split_points: Sequence[int] = (), checkpoint_every: int = 0, checkpoint_at_end: bool = False,
-              max_restarts: int = 0, recompute_activations: bool = False, normalize: str = "none",
-              patience: int = 0, min_delta: float = 0.0, replace: bool = False,
+              split_points: Sequence[SplitPoint] = (), whole_layers: bool = False, checkpoint_every: int = 0,
+              checkpoint_at_end: bool = False, max_restarts: int = 0, recompute_activations: bool = False,
+              normalize: str = "none", patience: int = 0, min_delta: float = 0.0, replace: bool = False,
               discard_model: bool = False) -> Iterator[pb.TrainProgress]:
         """Starts a training job and yields its progress (`pb.TrainProgress`) until it ends: one per
         step, one per epoch's evaluation (`evaluated`), and a last one with `done` and a step's
@@ -132,6 +136,9 @@ class Client:
         `optimizer` "sgd", "momentum", "adam" or an OptimizerSpec (as a dict or message; None: SGD),
         with `learning_rate`; `consistency` "sync", "async" or "bounded:K". `stages` and `replicas`
         (0: the coordinator's layout), `max_replicas` to let a sync job grow onto free partitions.
+        `split_points` are where stages 1…K-1 begin: a layer index, or (layer, inputs) / "LAYER:INPUTS"
+        inside a Dense or Conv2D layer after that many of its features or channels; empty to let
+        the planner balance the stages, at whole layers only with `whole_layers`.
         `normalize` is "none", "standardize" or "min-max": the inputs' rescaling, fitted on the
         training split and applied by infer() on the job and its model too. `patience` > 0 stops
         the job once its validation loss has not fallen (by more than `min_delta`) for that many
@@ -143,7 +150,7 @@ class Client:
         request = pb.TrainRequest(
             job=job, model=model_spec(model), epochs=epochs, batch_size=batch_size, micro_batches=micro_batches,
             validation_fraction=validation, shuffle_seed=seed, stages=stages, replicas=replicas,
-            max_replicas=max_replicas, split_points=list(split_points), max_restarts=max_restarts,
+            max_replicas=max_replicas, **_split(split_points), whole_layers=whole_layers, max_restarts=max_restarts,
             recompute_activations=recompute_activations, replace=replace, discard_model=discard_model,
             consistency=_consistency(consistency),
             checkpoint=pb.CheckpointPolicy(every_steps=checkpoint_every, at_end=checkpoint_at_end))
@@ -179,13 +186,15 @@ class Client:
         request.data.CopyFrom(_data(inputs, targets, dataset))
         return self._call("Solve", request)
 
-    def plan(self, model: ModelLike, stages: int = 0, split_points: Sequence[int] = (), *, micro_batches: int = 0,
-             schedule: str | None = None, estimate: bool = False) -> pb.PlanResponse:
+    def plan(self, model: ModelLike, stages: int = 0, split_points: Sequence[SplitPoint] = (), *,
+             micro_batches: int = 0, schedule: str | None = None, estimate: bool = False,
+             whole_layers: bool = False) -> pb.PlanResponse:
         """How the coordinator would split `model` into stages (0: over its pool's partitions): with
         times measured on a partition (unless `estimate`), each stage's and the step of
-        `micro_batches` (0: 4) the `schedule` ("gpipe", "1f1b", "zb-h1"; None: 1F1B) would take."""
-        request = pb.PlanRequest(model=model_spec(model), stages=stages, split_points=list(split_points),
-                                 micro_batches=micro_batches, estimate=estimate)
+        `micro_batches` (0: 4) the `schedule` ("gpipe", "1f1b", "zb-h1"; None: 1F1B) would take.
+        `split_points` and `whole_layers` as train() takes them."""
+        request = pb.PlanRequest(model=model_spec(model), stages=stages, **_split(split_points),
+                                 micro_batches=micro_batches, estimate=estimate, whole_layers=whole_layers)
         if schedule is not None:
             if schedule not in _SCHEDULES:
                 raise ValueError(f"schedule is {schedule!r}; give one of {', '.join(_SCHEDULES)}")
@@ -264,16 +273,18 @@ class Client:
         from safetensors.numpy import load
         return record, load(bytes(data))
 
-    def import_model(self, name: str, model: ModelLike, uri: str, split_points: Sequence[int] = ()) -> pb.Model:
+    def import_model(self, name: str, model: ModelLike, uri: str, split_points: Sequence[SplitPoint] = ()
+                     ) -> pb.Model:
         """Adds a version of model `name` from a safetensors file inside the coordinator's data
-        directory (`uri`, as a dataset path), split at `split_points` when it serves."""
+        directory (`uri`, as a dataset path), split at `split_points` (as train() takes them) when
+        it serves."""
         return self._call("ImportModel", pb.ImportModelRequest(name=name, spec=model_spec(model), uri=uri,
-                                                               split_points=list(split_points)))
+                                                               **_split(split_points)))
 
     UPLOAD_CHUNK_BYTES = 1 << 20
 
     def upload_model(self, name: str, model: ModelLike, weights: str | Path | bytes | Mapping[str, np.ndarray],
-                     split_points: Sequence[int] = (), normalization: pb.InputNormalization | None = None,
+                     split_points: Sequence[SplitPoint] = (), normalization: pb.InputNormalization | None = None,
                      ) -> pb.Model:
         """Adds a version of model `name` from weights the caller has: a safetensors file's path or
         bytes, or the variables themselves ("dense_0/kernel" to a float32 array, e.g. trained in
@@ -288,7 +299,7 @@ class Client:
         else:
             size, data = len(weights), bytes(weights)
             source = lambda: io.BytesIO(data)  # noqa: E731
-        header = pb.ImportModelRequest(name=name, spec=model_spec(model), split_points=list(split_points))
+        header = pb.ImportModelRequest(name=name, spec=model_spec(model), **_split(split_points))
         if normalization is not None:
             header.normalization.CopyFrom(normalization)
 
@@ -336,6 +347,24 @@ def _optimizer(optimizer, learning_rate: float | None) -> optimizer_pb2.Optimize
     if learning_rate is not None:
         spec.learning_rate.base = learning_rate
     return spec
+
+
+def _split(split_points: Sequence[SplitPoint]) -> dict[str, list[int]]:
+    """`split_points` as requests carry them: the layers, and the inputs into each (none when every
+    point is before a whole layer)."""
+    places: list[tuple[int, int]] = []
+    for point in split_points:
+        if isinstance(point, str):
+            layer, _, inputs = point.partition(":")
+            if not layer.isdigit() or (inputs and not inputs.isdigit()):
+                raise ValueError(f"split point {point!r} is neither LAYER nor LAYER:INPUTS")
+            places.append((int(layer), int(inputs or 0)))
+        elif isinstance(point, tuple):
+            places.append((int(point[0]), int(point[1])))
+        else:
+            places.append((int(point), 0))
+    inputs = [place[1] for place in places]
+    return {"split_points": [place[0] for place in places], "split_point_inputs": inputs if any(inputs) else []}
 
 
 def _consistency(consistency: str) -> ps.Consistency:

@@ -64,30 +64,36 @@ MEMBER_STATE_SILENT: MemberState
 MEMBER_STATE_LEAVING: MemberState
 
 class PlanRequest(_message.Message):
-    __slots__ = ("model", "stages", "split_points", "optimizer", "micro_batch_rows", "micro_batches", "estimate", "schedule")
+    __slots__ = ("model", "stages", "split_points", "split_point_inputs", "optimizer", "micro_batch_rows", "micro_batches", "estimate", "schedule", "whole_layers")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_POINT_INPUTS_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     MICRO_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
     MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_LAYERS_FIELD_NUMBER: _ClassVar[int]
     model: _model_pb2.ModelSpec
     stages: int
     split_points: _containers.RepeatedScalarFieldContainer[int]
+    split_point_inputs: _containers.RepeatedScalarFieldContainer[int]
     optimizer: _optimizer_pb2.OptimizerSpec
     micro_batch_rows: int
     micro_batches: int
     estimate: bool
     schedule: ScheduleKind
-    def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stages: _Optional[int] = ..., split_points: _Optional[_Iterable[int]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., micro_batch_rows: _Optional[int] = ..., micro_batches: _Optional[int] = ..., estimate: _Optional[bool] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ...) -> None: ...
+    whole_layers: bool
+    def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stages: _Optional[int] = ..., split_points: _Optional[_Iterable[int]] = ..., split_point_inputs: _Optional[_Iterable[int]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., micro_batch_rows: _Optional[int] = ..., micro_batches: _Optional[int] = ..., estimate: _Optional[bool] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., whole_layers: _Optional[bool] = ...) -> None: ...
 
 class StagePlan(_message.Message):
-    __slots__ = ("stage", "first_layer", "end_layer", "parameters", "estimated_flops", "parameter_bytes", "memory_budget_bytes", "forward_seconds", "backward_seconds")
+    __slots__ = ("stage", "first_layer", "first_layer_inputs", "end_layer", "end_layer_inputs", "parameters", "estimated_flops", "parameter_bytes", "memory_budget_bytes", "forward_seconds", "backward_seconds")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     FIRST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_LAYER_INPUTS_FIELD_NUMBER: _ClassVar[int]
     END_LAYER_FIELD_NUMBER: _ClassVar[int]
+    END_LAYER_INPUTS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FLOPS_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -96,14 +102,16 @@ class StagePlan(_message.Message):
     BACKWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     stage: int
     first_layer: int
+    first_layer_inputs: int
     end_layer: int
+    end_layer_inputs: int
     parameters: int
     estimated_flops: float
     parameter_bytes: int
     memory_budget_bytes: int
     forward_seconds: float
     backward_seconds: float
-    def __init__(self, stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., end_layer: _Optional[int] = ..., parameters: _Optional[int] = ..., estimated_flops: _Optional[float] = ..., parameter_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., forward_seconds: _Optional[float] = ..., backward_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., first_layer_inputs: _Optional[int] = ..., end_layer: _Optional[int] = ..., end_layer_inputs: _Optional[int] = ..., parameters: _Optional[int] = ..., estimated_flops: _Optional[float] = ..., parameter_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., forward_seconds: _Optional[float] = ..., backward_seconds: _Optional[float] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
     __slots__ = ("stages", "imbalance", "measured_on", "measured_rows", "predicted_step_seconds", "layer_times")
@@ -162,7 +170,7 @@ class CheckpointPolicy(_message.Message):
     def __init__(self, every_steps: _Optional[int] = ..., at_end: _Optional[bool] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("job", "model", "data", "epochs", "batch_size", "micro_batches", "schedule", "optimizer", "consistency", "checkpoint", "validation_fraction", "split_points", "shuffle_seed", "recompute_activations", "max_kept_bytes", "replace", "max_restarts", "stages", "replicas", "max_replicas", "normalization", "early_stopping", "fold", "discard_model")
+    __slots__ = ("job", "model", "data", "epochs", "batch_size", "micro_batches", "schedule", "optimizer", "consistency", "checkpoint", "validation_fraction", "split_points", "split_point_inputs", "shuffle_seed", "recompute_activations", "max_kept_bytes", "replace", "max_restarts", "stages", "replicas", "max_replicas", "normalization", "early_stopping", "fold", "discard_model", "whole_layers")
     JOB_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +183,7 @@ class TrainRequest(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_POINT_INPUTS_FIELD_NUMBER: _ClassVar[int]
     SHUFFLE_SEED_FIELD_NUMBER: _ClassVar[int]
     RECOMPUTE_ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_KEPT_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +196,7 @@ class TrainRequest(_message.Message):
     EARLY_STOPPING_FIELD_NUMBER: _ClassVar[int]
     FOLD_FIELD_NUMBER: _ClassVar[int]
     DISCARD_MODEL_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_LAYERS_FIELD_NUMBER: _ClassVar[int]
     job: str
     model: _model_pb2.ModelSpec
     data: DataSource
@@ -199,6 +209,7 @@ class TrainRequest(_message.Message):
     checkpoint: CheckpointPolicy
     validation_fraction: float
     split_points: _containers.RepeatedScalarFieldContainer[int]
+    split_point_inputs: _containers.RepeatedScalarFieldContainer[int]
     shuffle_seed: int
     recompute_activations: bool
     max_kept_bytes: int
@@ -211,7 +222,8 @@ class TrainRequest(_message.Message):
     early_stopping: EarlyStopping
     fold: CrossValidationFold
     discard_model: bool
-    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSource, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointPolicy, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., split_points: _Optional[_Iterable[int]] = ..., shuffle_seed: _Optional[int] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., replace: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., stages: _Optional[int] = ..., replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., fold: _Optional[_Union[CrossValidationFold, _Mapping]] = ..., discard_model: _Optional[bool] = ...) -> None: ...
+    whole_layers: bool
+    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSource, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointPolicy, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., split_points: _Optional[_Iterable[int]] = ..., split_point_inputs: _Optional[_Iterable[int]] = ..., shuffle_seed: _Optional[int] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., replace: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., stages: _Optional[int] = ..., replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., fold: _Optional[_Union[CrossValidationFold, _Mapping]] = ..., discard_model: _Optional[bool] = ..., whole_layers: _Optional[bool] = ...) -> None: ...
 
 class CrossValidationFold(_message.Message):
     __slots__ = ("folds", "fold")
@@ -476,13 +488,14 @@ class DeleteJobResponse(_message.Message):
     def __init__(self, parameter_server_bytes_freed: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "version", "owner", "job", "spec", "split_points", "created_unix_seconds", "parameters", "weights_bytes", "loss", "validation_loss", "validation_accuracy", "normalization")
+    __slots__ = ("name", "version", "owner", "job", "spec", "split_points", "split_point_inputs", "created_unix_seconds", "parameters", "weights_bytes", "loss", "validation_loss", "validation_accuracy", "normalization")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_POINT_INPUTS_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -496,6 +509,7 @@ class Model(_message.Message):
     job: str
     spec: _model_pb2.ModelSpec
     split_points: _containers.RepeatedScalarFieldContainer[int]
+    split_point_inputs: _containers.RepeatedScalarFieldContainer[int]
     created_unix_seconds: float
     parameters: int
     weights_bytes: int
@@ -503,7 +517,7 @@ class Model(_message.Message):
     validation_loss: float
     validation_accuracy: float
     normalization: InputNormalization
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., owner: _Optional[str] = ..., job: _Optional[str] = ..., spec: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., split_points: _Optional[_Iterable[int]] = ..., created_unix_seconds: _Optional[float] = ..., parameters: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., owner: _Optional[str] = ..., job: _Optional[str] = ..., spec: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., split_points: _Optional[_Iterable[int]] = ..., split_point_inputs: _Optional[_Iterable[int]] = ..., created_unix_seconds: _Optional[float] = ..., parameters: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name",)
@@ -550,18 +564,20 @@ class ModelChunk(_message.Message):
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ImportModelRequest(_message.Message):
-    __slots__ = ("name", "spec", "uri", "split_points", "normalization")
+    __slots__ = ("name", "spec", "uri", "split_points", "split_point_inputs", "normalization")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_POINT_INPUTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     spec: _model_pb2.ModelSpec
     uri: str
     split_points: _containers.RepeatedScalarFieldContainer[int]
+    split_point_inputs: _containers.RepeatedScalarFieldContainer[int]
     normalization: InputNormalization
-    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., uri: _Optional[str] = ..., split_points: _Optional[_Iterable[int]] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., uri: _Optional[str] = ..., split_points: _Optional[_Iterable[int]] = ..., split_point_inputs: _Optional[_Iterable[int]] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ...) -> None: ...
 
 class UploadModelRequest(_message.Message):
     __slots__ = ("model", "size_bytes", "data")

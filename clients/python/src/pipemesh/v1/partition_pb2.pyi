@@ -37,12 +37,14 @@ class TensorSource(_message.Message):
     def __init__(self, inline: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., reference: _Optional[_Union[TensorReference, _Mapping]] = ...) -> None: ...
 
 class LoadStageRequest(_message.Message):
-    __slots__ = ("job", "model", "stage", "first_layer", "end_layer", "parameter_servers", "recompute_activations", "max_kept_bytes", "blas_threads", "replica", "consistency", "optimizer", "peers")
+    __slots__ = ("job", "model", "stage", "first_layer", "first_layer_inputs", "end_layer", "end_layer_inputs", "parameter_servers", "recompute_activations", "max_kept_bytes", "blas_threads", "replica", "consistency", "optimizer", "peers")
     JOB_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     FIRST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_LAYER_INPUTS_FIELD_NUMBER: _ClassVar[int]
     END_LAYER_FIELD_NUMBER: _ClassVar[int]
+    END_LAYER_INPUTS_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_SERVERS_FIELD_NUMBER: _ClassVar[int]
     RECOMPUTE_ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_KEPT_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -55,7 +57,9 @@ class LoadStageRequest(_message.Message):
     model: _model_pb2.ModelSpec
     stage: int
     first_layer: int
+    first_layer_inputs: int
     end_layer: int
+    end_layer_inputs: int
     parameter_servers: _containers.RepeatedScalarFieldContainer[str]
     recompute_activations: bool
     max_kept_bytes: int
@@ -64,7 +68,7 @@ class LoadStageRequest(_message.Message):
     consistency: _parameter_server_pb2.Consistency
     optimizer: _optimizer_pb2.OptimizerSpec
     peers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., end_layer: _Optional[int] = ..., parameter_servers: _Optional[_Iterable[str]] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., blas_threads: _Optional[int] = ..., replica: _Optional[int] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., peers: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., first_layer_inputs: _Optional[int] = ..., end_layer: _Optional[int] = ..., end_layer_inputs: _Optional[int] = ..., parameter_servers: _Optional[_Iterable[str]] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., blas_threads: _Optional[int] = ..., replica: _Optional[int] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., peers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LoadStageResponse(_message.Message):
     __slots__ = ("parameters", "input_shape", "output_shape", "data_plane_endpoint")

@@ -97,8 +97,8 @@ class PartitionServicer:
     """
 
     def LoadStage(self, request, context):
-        """Loads layers [first_layer, end_layer) of a model for a job and pulls
-        their variables from the ps.
+        """Loads a stage of a model for a job — its layers from first_layer to end_layer, whole or
+        in part (see LoadStageRequest) — and pulls their variables from the ps.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,217 @@
+/// A place in a model's computation where one pipeline stage may end and the next begin:
+/// before layer `layer` has taken in its input number `inputs` (a Dense layer's feature, a
+/// convolution's channel). `inputs` 0 is before the whole layer; anything else is inside a
+/// layer whose output sums over its inputs (see `SumOverInputs`).
+public struct LayerPosition: Hashable, Comparable, Sendable, CustomStringConvertible, ExpressibleByIntegerLiteral {
+  public var layer: Int
+  public var inputs: Int
+
+  public init(layer: Int, inputs: Int = 0) {
+    self.layer = layer
+    self.inputs = inputs
+  }
+
+  /// Before the whole layer of this index.
+  public init(integerLiteral layer: Int) { self.init(layer: layer) }
+
+  public static func < (lhs: LayerPosition, rhs: LayerPosition) -> Bool {
+    (lhs.layer, lhs.inputs) < (rhs.layer, rhs.inputs)
+  }
+
+  /// "3" before layer 3, "3:256" after its first 256 inputs.
+  public var description: String { inputs == 0 ? "\(layer)" : "\(layer):\(inputs)" }
+}
+
+/// A layer whose output is activation(Σᵢ wᵢ·xᵢ + bias) over its inputs (a Dense layer's
+/// features, a convolution's input channels), so that a pipeline can take its inputs in
+/// runs, one stage after another, each adding its run's share to the sum (`LayerPiece`).
+protocol SumOverInputs: Layer {
+  /// How many inputs the sum runs over.
+  var inputCount: Int { get }
+  /// The axis of a per-sample input shape that the inputs lie along.
+  func inputAxis(ofInput inputShape: [Int]) -> Int
+  /// The variable that weighs the inputs, e.g. "dense0/kernel"; the layer's others (its
+  /// bias) are read only once the sum is complete.
+  var weightName: String { get }
+  /// Inputs `inputs`' share of the sum, without bias; `input` holds just those inputs.
+  func partialSum(_ input: Tensor, inputs: Range<Int>, variables: [String: Tensor]) -> Tensor
+  /// The layer's output from its complete sum: bias, then activation.
+  func finish(_ sum: Tensor, variables: [String: Tensor]) -> Tensor
+}
+
+/// Inputs `inputs` of a layer whose output sums over its inputs, as one pipeline stage takes
+/// them when the planner splits the layer between stages. A piece after the first receives,
+/// flattened side by side, the layer's inputs not yet taken and the sum so far; a piece
+/// before the last passes on the same for the next. The last adds bias and activation, so
+/// the pieces in a row compute the whole layer (up to the order of the sum's additions).
+///
+/// The first piece owns the weight, and with it the weight's L2 penalty; the last owns the
+/// rest (the bias). Later pieces read the weight as a shared variable, like tied weights:
+/// each stage holding a piece holds the whole weight, and their gradients add up on the ps.
+///
+/// A piece of the model's first layer passes no gradient back to the model's inputs it
+/// receives (nobody needs it), only to the sum so far, which the piece before needs.
+struct LayerPiece: Layer {
+  let whole: any SumOverInputs
+  let inputs: Range<Int>
+  let wholeInputShape: [Int]
+  let wholeOutputShape: [Int]
+  /// Whether the whole layer is the model's first, reading the model's inputs.
+  let readsModelInputs: Bool
+
+  init(
+    _ whole: any SumOverInputs, inputs: Range<Int>, wholeInputShape: [Int], wholeOutputShape: [Int],
+    readsModelInputs: Bool
+  ) {
+    precondition(
+      inputs.lowerBound >= 0 && inputs.upperBound <= whole.inputCount && !inputs.isEmpty
+        && inputs.count < whole.inputCount, "a piece takes some, not all, of layer \(whole.name)'s inputs")
+    self.whole = whole
+    self.inputs = inputs
+    self.wholeInputShape = wholeInputShape
+    self.wholeOutputShape = wholeOutputShape
+    self.readsModelInputs = readsModelInputs
+  }
+
+  /// The whole layer's name with the inputs taken, e.g. "dense1[0..<512]".
+  var name: String { "\(whole.name)[\(inputs.lowerBound)..<\(inputs.upperBound)]" }
+
+  var variableDeclarations: [VariableDeclaration] {
+    whole.variableDeclarations.filter {
+      $0.name == whole.weightName ? inputs.lowerBound == 0 : inputs.upperBound == whole.inputCount
+    }
+  }
+
+  var sharedVariables: [VariableDeclaration] {
+    guard inputs.lowerBound > 0, let weight = whole.variableDeclarations.first(where: { $0.name == whole.weightName })
+    else { return [] }
+    return [
+      VariableDeclaration(name: weight.name, shape: weight.shape, initializer: weight.initializer, regularized: false)
+    ]
+  }
+
+  private var axis: Int { whole.inputAxis(ofInput: wholeInputShape) }
+  private var scalarsPerInput: Int { wholeInputShape.reduce(1, *) / whole.inputCount }
+
+  /// Per sample: the inputs from `first` on, then the sum over those before it.
+  private func carried(from first: Int) -> Int {
+    (whole.inputCount - first) * scalarsPerInput + wholeOutputShape.reduce(1, *)
+  }
+
+  /// The whole layer's per-sample input shape, holding inputs from `first` on.
+  private func inputShape(from first: Int) -> [Int] {
+    var shape = wholeInputShape
+    shape[axis] = whole.inputCount - first
+    return shape
+  }
+
+  func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int] {
+    let expected = inputs.lowerBound == 0 ? wholeInputShape : [carried(from: inputs.lowerBound)]
+    guard inputShape == expected else {
+      throw ModelSpecError("layer piece \(name) expects a per-sample input of shape \(expected), got \(inputShape)")
+    }
+    return inputs.upperBound == whole.inputCount ? wholeOutputShape : [carried(from: inputs.upperBound)]
+  }
+
+  func flops(forInput inputShape: [Int]) -> Int {
+    whole.flops(forInput: wholeInputShape) * inputs.count / whole.inputCount
+  }
+
+  /// The input it received and the output it made: the inputs it takes, its share of the
+  /// sum, the sum and what it passes on are of their size.
+  func keptScalars(forInput inputShape: [Int]) -> Int {
+    inputShape.reduce(1, *) + ((try? outputShape(forInput: inputShape)) ?? []).reduce(1, *)
+  }
+
+  func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
+    let batch = input.shape[0]
+    let count = whole.inputCount
+    // The whole layer's inputs from this piece's first on, and the sum over those before.
+    var remaining = input
+    var sumSoFar: Tensor?
+    if inputs.lowerBound > 0 {
+      let remainingScalars = (count - inputs.lowerBound) * scalarsPerInput
+      remaining = input.slice(axis: 1, range: 0..<remainingScalars)
+        .reshaped(to: [batch] + inputShape(from: inputs.lowerBound))
+      if readsModelInputs { remaining = remaining.detached() }
+      sumSoFar = input.slice(axis: 1, range: remainingScalars..<input.shape[1]).reshaped(to: [batch] + wholeOutputShape)
+    }
+    let batchAxis = axis + 1
+    let taken = inputs.upperBound == count ? remaining : remaining.slice(axis: batchAxis, range: 0..<inputs.count)
+    let share = whole.partialSum(taken, inputs: inputs, variables: variables)
+    let sum = sumSoFar.map { $0 + share } ?? share
+    guard inputs.upperBound < count else { return whole.finish(sum, variables: variables) }
+    let left = remaining.slice(axis: batchAxis, range: inputs.count..<(count - inputs.lowerBound))
+    return Tensor.concatenate([left.reshaped(to: [batch, -1]), sum.reshaped(to: [batch, -1])], alongAxis: 1)
+  }
+}
+
+extension Sequential {
+  /// The parameters a stage of `range` of this model's layers holds: each layer's own, and
+  /// the whole weight and bias of a layer it runs a part of (as the planner counts them).
+  public func heldParameters(layers range: Range<Int>) -> Int {
+    layers[range].reduce(0) { $0 + (($1 as? LayerPiece)?.whole.parameterCount ?? $1.parameterCount) }
+  }
+
+  /// How many inputs layer `index` sums over when a stage boundary may fall inside it (a
+  /// Dense layer's features, a convolution's channels), or nil when it may not.
+  public func splittableInputs(ofLayer index: Int) -> Int? {
+    guard let layer = layers[index] as? any SumOverInputs, layer.inputCount > 1 else { return nil }
+    return layer.inputCount
+  }
+
+  /// The layers of one pipeline stage from `start` to `end`: this model with the layers those
+  /// positions fall inside cut into pieces there, and the range of its layers the stage runs.
+  /// Every stage of a pipeline cuts the same layers at the same inputs, so what one stage
+  /// passes on is what the next expects.
+  public func stage(from start: LayerPosition, to end: LayerPosition) throws(ModelSpecError)
+    -> (model: Sequential, layers: Range<Int>)
+  {
+    guard start < end, start.layer >= 0, start.inputs >= 0, end.inputs >= 0,
+      end.layer < layers.count || end == LayerPosition(layer: layers.count)
+    else {
+      throw ModelSpecError(
+        "a stage from \(start) to \(end) is not a non-empty part of the model's \(layers.count) layers")
+    }
+    let cut = try cut(at: [start, end])
+    func index(of position: LayerPosition) -> Int {
+      cut.positions.firstIndex(of: position) ?? cut.positions.count
+    }
+    return (cut.model, index(of: start)..<index(of: end))
+  }
+
+  /// This model with the layers `positions` fall inside cut into pieces there, and where each
+  /// of its layers starts in this model.
+  private func cut(at positions: [LayerPosition]) throws(ModelSpecError)
+    -> (model: Sequential, positions: [LayerPosition])
+  {
+    var pieces: [any Layer] = []
+    var starts: [LayerPosition] = []
+    var shapes = [activationShapes[0]]
+    for (index, layer) in layers.enumerated() {
+      let cuts = Set(positions.filter { $0.layer == index && $0.inputs > 0 }.map(\.inputs)).sorted()
+      guard let last = cuts.last else {
+        pieces.append(layer)
+        starts.append(LayerPosition(layer: index))
+        shapes.append(activationShapes[index + 1])
+        continue
+      }
+      guard let summing = layer as? any SumOverInputs, last < summing.inputCount else {
+        let why =
+          (layer as? any SumOverInputs).map { "it takes \($0.inputCount) inputs" }
+          ?? "only Dense and Conv2D layers split between stages"
+        throw ModelSpecError("layer \(layer.name) cannot be split after input \(last): \(why)")
+      }
+      let bounds = [0] + cuts + [summing.inputCount]
+      for (first, end) in zip(bounds, bounds.dropFirst()) {
+        let piece = LayerPiece(
+          summing, inputs: first..<end, wholeInputShape: activationShapes[index],
+          wholeOutputShape: activationShapes[index + 1], readsModelInputs: index == 0)
+        shapes.append(try piece.outputShape(forInput: shapes[shapes.count - 1]))
+        pieces.append(piece)
+        starts.append(LayerPosition(layer: index, inputs: first))
+      }
+    }
+    return (Sequential(spec: spec, layers: pieces, activationShapes: shapes), starts)
+  }
+}

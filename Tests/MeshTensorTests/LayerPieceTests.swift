@@ -1,0 +1,159 @@
+import Testing
+
+@testable import MeshTensor
+
+@Suite("Layers split between stages")
+struct LayerPieceTests {
+  /// Runs `model` as a pipeline whose stages end at `positions` (the start and end included),
+  /// one batch through every stage forward and back: the loss, the output and each variable's
+  /// gradient summed over the stages that read it (as the ps sums them).
+  static func pipelined(
+    _ model: Sequential, at positions: [LayerPosition], input: Tensor, target: Tensor
+  ) throws -> (output: Tensor, loss: Float, gradients: [String: Tensor]) {
+    let variables = model.initialVariables()
+    var activation = input
+    var forwards: [StageForward] = []
+    for (index, (start, end)) in zip(positions, positions.dropFirst()).enumerated() {
+      let stage = try model.stage(from: start, to: end)
+      let forward = stage.model.forwardStage(
+        activation, variables: variables, layers: stage.layers, context: .init(training: true),
+        inputGradient: index > 0)
+      forwards.append(forward)
+      activation = forward.output
+    }
+    let (loss, lossGradient) = Autodiff.valueWithGradient(at: [activation]) { outputs in
+      model.loss(output: outputs[0], target: target)
+    }
+    var upstream = lossGradient[0]
+    var gradients: [String: Tensor] = [:]
+    for forward in forwards.reversed() {
+      let stage = forward.backward(upstream)
+      for (name, gradient) in stage.variables {
+        gradients[name] = gradients[name].map { $0 + gradient } ?? gradient
+      }
+      if let input = stage.input { upstream = input }
+    }
+    return (activation, loss.scalar + model.penalty(variables: variables), gradients)
+  }
+
+  /// Expects the pipeline cut at `positions` to compute what the whole model does.
+  static func expectSameAsWhole(
+    _ spec: ModelSpec, at positions: [LayerPosition], batch: Int, classes: Int,
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) throws {
+    let model = try Sequential(spec: spec)
+    let input = sample([batch] + spec.inputShape, seed: 11)
+    let target = Tensor(shape: [batch], scalars: (0..<batch).map { Float($0 % classes) })
+    let whole = model.lossAndGradients(
+      input: input, target: target, variables: model.initialVariables(), context: .init(training: true))
+    let split = try pipelined(
+      model, at: [LayerPosition(layer: 0)] + positions + [LayerPosition(layer: model.layers.count)], input: input,
+      target: target)
+    #expect(abs(split.loss - whole.loss) <= 1e-5 * max(1, abs(whole.loss)), sourceLocation: sourceLocation)
+    #expect(Set(split.gradients.keys) == Set(whole.gradients.keys), sourceLocation: sourceLocation)
+    for (name, gradient) in whole.gradients {
+      guard let piecewise = split.gradients[name] else { continue }
+      let scale = max(1, gradient.scalars.map(abs).max() ?? 0)
+      #expect(
+        maxAbsDifference(piecewise, gradient) <= 1e-5 * scale, "gradient of \(name)", sourceLocation: sourceLocation)
+    }
+  }
+
+  static let mlp = ModelSpec(
+    inputShape: [12],
+    layers: [
+      .dense(inputSize: 12, outputSize: 16, activation: .relu), .dense(inputSize: 16, outputSize: 9, activation: .tanh),
+      .dense(inputSize: 9, outputSize: 4, activation: .linear),
+    ],
+    loss: .softmaxCrossEntropy, l2Penalty: 0.05, seed: 5)
+
+  @Test func denseLayersCutAnywhereComputeTheWholeModel() throws {
+    // A cut in the first layer, one in the middle of another, and three pieces of one layer.
+    try Self.expectSameAsWhole(Self.mlp, at: [LayerPosition(layer: 0, inputs: 5)], batch: 6, classes: 4)
+    try Self.expectSameAsWhole(
+      Self.mlp, at: [LayerPosition(layer: 1, inputs: 1), LayerPosition(layer: 2)], batch: 6, classes: 4)
+    try Self.expectSameAsWhole(
+      Self.mlp, at: [LayerPosition(layer: 1, inputs: 4), LayerPosition(layer: 1, inputs: 11)], batch: 6, classes: 4)
+  }
+
+  @Test func convolutionsCutByChannelComputeTheWholeModel() throws {
+    let spec = ModelSpec(
+      inputShape: [2, 6, 6],
+      layers: [
+        .conv2d(inputChannels: 2, outputChannels: 5, kernelSize: 3, stride: 1, padding: 1, activation: .relu),
+        .conv2d(inputChannels: 5, outputChannels: 3, kernelSize: 3, stride: 2, padding: 0, activation: .relu),
+        .flatten, .dense(inputSize: 12, outputSize: 3, activation: .linear),
+      ],
+      loss: .softmaxCrossEntropy, l2Penalty: 0.01, seed: 8)
+    try Self.expectSameAsWhole(spec, at: [LayerPosition(layer: 1, inputs: 2)], batch: 4, classes: 3)
+    try Self.expectSameAsWhole(
+      spec, at: [LayerPosition(layer: 0, inputs: 1), LayerPosition(layer: 3, inputs: 7)], batch: 4, classes: 3)
+    // Three pieces of one convolution: the middle one receives and passes on channels and sums.
+    try Self.expectSameAsWhole(
+      spec, at: [LayerPosition(layer: 1, inputs: 1), LayerPosition(layer: 1, inputs: 3)], batch: 4, classes: 3)
+  }
+
+  /// A piece of the model's first layer passes back the gradient of the sum it received, which
+  /// the piece before needs, and none for the model's inputs.
+  @Test func aPieceOfTheFirstLayerSendsBackOnlyTheSumsGradient() throws {
+    let model = try Sequential(spec: Self.mlp)
+    let tail = try model.stage(from: LayerPosition(layer: 0, inputs: 5), to: LayerPosition(layer: 1))
+    let input = sample([3, 7 + 16], seed: 4)
+    let forward = tail.model.forwardStage(
+      input, variables: model.initialVariables(), layers: tail.layers, context: .init(training: true))
+    let gradient = try #require(forward.backward(sample([3, 16], seed: 5)).input)
+    #expect(gradient.slice(axis: 1, range: 0..<7).scalars.allSatisfy { $0 == 0 })
+    #expect(gradient.slice(axis: 1, range: 7..<23).scalars.contains { $0 != 0 })
+    // Counted as a stage holds it: the layer's kernel and bias, whole.
+    #expect(tail.model.heldParameters(layers: tail.layers) == 12 * 16 + 16)
+  }
+
+  @Test func denseLayersOverSequencesCutByFeature() throws {
+    let spec = ModelSpec(
+      inputShape: [3, 5],
+      layers: [
+        .dense(inputSize: 5, outputSize: 4, activation: .relu), .flatten,
+        .dense(inputSize: 12, outputSize: 2, activation: .linear),
+      ],
+      loss: .softmaxCrossEntropy, seed: 2)
+    try Self.expectSameAsWhole(spec, at: [LayerPosition(layer: 0, inputs: 3)], batch: 5, classes: 2)
+  }
+
+  @Test func theFirstPieceOwnsTheWeightAndTheLastTheBias() throws {
+    let model = try Sequential(spec: Self.mlp)
+    let head = try model.stage(from: LayerPosition(layer: 0), to: LayerPosition(layer: 1, inputs: 4))
+    let tail = try model.stage(from: LayerPosition(layer: 1, inputs: 4), to: LayerPosition(layer: 3))
+    #expect(head.model.layers[head.layers].map(\.name) == ["dense0", "dense1[0..<4]"])
+    #expect(tail.model.layers[tail.layers].map(\.name) == ["dense1[4..<16]", "dense2"])
+    #expect(head.model.layers[1].variableDeclarations.map(\.name) == ["dense1/kernel"])
+    #expect(tail.model.layers[tail.layers.lowerBound].variableDeclarations.map(\.name) == ["dense1/bias"])
+    // Both stages read the whole kernel; only the first regularises it.
+    let read = tail.model.variableDeclarations(layers: tail.layers)
+    #expect(read.map(\.name) == ["dense1/bias", "dense1/kernel", "dense2/kernel", "dense2/bias"])
+    #expect(read.first { $0.name == "dense1/kernel" }?.regularized == false)
+    #expect(
+      head.model.variableDeclarations(layers: head.layers).first { $0.name == "dense1/kernel" }?.regularized == true)
+    // What the head passes on: the 12 inputs not taken and the 9 sums.
+    #expect(head.model.activationShapes[head.layers.upperBound] == [12 + 9])
+    #expect(tail.model.activationShapes[tail.layers.lowerBound] == [12 + 9])
+  }
+
+  @Test func cutsOutsideSummingLayersAreRefused() throws {
+    let spec = ModelSpec(
+      inputShape: [1, 4, 4],
+      layers: [.maxPool2d(size: 2, stride: 2), .flatten, .dense(inputSize: 4, outputSize: 2, activation: .linear)],
+      loss: .softmaxCrossEntropy, seed: 1)
+    let model = try Sequential(spec: spec)
+    #expect(model.splittableInputs(ofLayer: 0) == nil)
+    #expect(model.splittableInputs(ofLayer: 2) == 4)
+    #expect(throws: ModelSpecError.self) {
+      try model.stage(from: LayerPosition(layer: 0), to: LayerPosition(layer: 0, inputs: 1))
+    }
+    #expect(throws: ModelSpecError.self) {
+      try model.stage(from: LayerPosition(layer: 2, inputs: 4), to: LayerPosition(layer: 3))
+    }
+    #expect(throws: ModelSpecError.self) {
+      try model.stage(from: LayerPosition(layer: 2), to: LayerPosition(layer: 1))
+    }
+  }
+}
