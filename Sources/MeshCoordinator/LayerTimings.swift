@@ -89,12 +89,16 @@ public final class LayerTimings: Sendable {
             $0.rows = Int32(rows)
             $0.repeats = Int32(Self.repeats)
           }, options: CallOptions(timeout: deadline - ContinuousClock.now))
-        let seconds = response.layers.flatMap { [$0.forwardSeconds, $0.backwardSeconds] }
+        let seconds = response.layers.flatMap {
+          [$0.forwardSeconds, $0.backwardSeconds, $0.splitForwardSeconds, $0.splitBackwardSeconds]
+        }
         guard response.layers.count == model.layers.count,
           seconds.allSatisfy({ $0.isFinite && $0 >= 0 && $0 <= Self.longestLayer })
         else { continue }
         let layers = response.layers.map {
-          LayerTiming(forward: .seconds($0.forwardSeconds), backward: .seconds($0.backwardSeconds))
+          LayerTiming(
+            forward: .seconds($0.forwardSeconds), backward: .seconds($0.backwardSeconds),
+            splitForward: .seconds($0.splitForwardSeconds), splitBackward: .seconds($0.splitBackwardSeconds))
         }
         return Measured(layers: layers, rows: rows, partition: member.endpoint)
       } catch let error as RPCError where [.invalidArgument, .resourceExhausted].contains(error.code) {

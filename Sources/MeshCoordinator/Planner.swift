@@ -1,4 +1,3 @@
-import MeshPSClient
 import MeshPipeline
 import MeshProto
 import MeshRPC
@@ -90,14 +89,6 @@ public enum Planner {
   /// the places and linear in the stages).
   static let cutCandidates = 256
 
-  /// The largest layer (in parameters) the planner splits by itself: each
-  /// stage that runs a part of a layer holds its whole weight and pushes a
-  /// gradient for all of it, which for a small layer costs little and for a
-  /// big one would double the memory and traffic that splitting a model
-  /// over machines is meant to spread. 4 Mi parameters: one ps part (16 MiB,
-  /// `MeshPSClient.Placement.defaultBlockBytes`). Explicit split points may fall anywhere.
-  static let largestSplitLayer = MeshPSClient.Placement.defaultBlockBytes / 4
-
   /// The split that minimises the most expensive stage (by the estimated
   /// FLOPs of a training step's forward and backward, so that the first
   /// layer, which needs no input gradient, weighs less; layers without
@@ -121,8 +112,10 @@ public enum Planner {
     let flops = model.trainingFlopsPerLayer.map { Double(max($0, 1)) }
     // A layer that takes no measurable time still counts a little, so that each stage gets one.
     let costs = measured.map { $0.map { max($0.total.seconds, 1e-9) } } ?? flops
+    // What a split adds to a layer's work, where it was measured.
+    let splitCosts = measured.map { $0.map(\.splitTotal.seconds) } ?? []
     let parameters = model.layerCosts.map(\.parameterCount)
-    let layers = Layers(model: model, costs: costs, parameters: parameters)
+    let layers = Layers(model: model, costs: costs, splitCosts: splitCosts, parameters: parameters)
     let cutPlaces = wholeLayers || !splitPoints.isEmpty ? [] : layers.cutPlaces
     guard stages >= 1, splitPoints.isEmpty ? stages <= model.layers.count + cutPlaces.count : true else {
       throw RPCError(
@@ -178,30 +171,41 @@ public enum Planner {
     }
     let spans = zip(bounds, bounds.dropFirst()).map { (from: $0, to: $1) }
     return Plan(
-      bounds: bounds, costs: spans.map { layers.sum(costs, from: $0.from, to: $0.to) },
+      bounds: bounds, costs: spans.map { layers.cost(from: $0.from, to: $0.to) },
       flops: spans.map { layers.sum(flops, from: $0.from, to: $0.to) },
       times: measured.map { times in
         spans.map { span in
           LayerTiming(
-            forward: .seconds(layers.sum(times.map(\.forward.seconds), from: span.from, to: span.to)),
-            backward: .seconds(layers.sum(times.map(\.backward.seconds), from: span.from, to: span.to)))
+            forward: .seconds(
+              layers.sum(
+                times.map(\.forward.seconds), splitAdding: times.map(\.splitForward.seconds), from: span.from,
+                to: span.to)),
+            backward: .seconds(
+              layers.sum(
+                times.map(\.backward.seconds), splitAdding: times.map(\.splitBackward.seconds), from: span.from,
+                to: span.to)))
         }
       },
       parameters: spans.map { layers.held(from: $0.from, to: $0.to) }, budgets: budgets, memory: memory)
   }
 
   /// A model's layers as the planner sees them: a cost and parameters each,
-  /// and the places a stage may begin.
+  /// what splitting each between two stages adds to its cost, and the
+  /// places a stage may begin.
   struct Layers {
     let costs: [Double]
+    /// Per layer, what its two parts cost beyond the whole when it is split
+    /// between two stages; empty when not measured (the FLOP estimate).
+    let splitCosts: [Double]
     let parameters: [Int]
     /// Each layer's input count where a stage may begin inside it, else nil.
     let splittable: [Int?]
     /// `heldBefore[i]`: the parameters of the layers before layer i.
     private let heldBefore: [Int]
 
-    init(model: Sequential, costs: [Double], parameters: [Int]) {
+    init(model: Sequential, costs: [Double], splitCosts: [Double], parameters: [Int]) {
       self.costs = costs
+      self.splitCosts = splitCosts
       self.parameters = parameters
       splittable = model.layers.indices.map(model.splittableInputs(ofLayer:))
       heldBefore = parameters.reduce(into: [0]) { $0.append($0.last! + $1) }
@@ -212,12 +216,12 @@ public enum Planner {
     var wholeLayerPlaces: [LayerPosition] { (0...costs.count).map { LayerPosition(layer: $0) } }
 
     /// Places inside layers, evenly spread over the inputs of the splittable
-    /// layers of at most `largestSplitLayer` parameters, at most
+    /// layers of at most `Sequential.largestSplitParameters`, at most
     /// `cutCandidates` in all: the costliest layers first when there are
     /// more such layers than that.
     var cutPlaces: [LayerPosition] {
       let candidates = splittable.indices.filter {
-        splittable[$0] != nil && parameters[$0] <= Planner.largestSplitLayer
+        splittable[$0] != nil && parameters[$0] <= Sequential.largestSplitParameters
       }
       .sorted { costs[$0] > costs[$1] }.prefix(Planner.cutCandidates)
       guard !candidates.isEmpty else { return [] }
@@ -236,7 +240,7 @@ public enum Planner {
     func withoutNeedlessCuts(_ bounds: [LayerPosition], room: [Int?]) -> [LayerPosition] {
       var bounds = bounds
       func slowest(_ bounds: [LayerPosition]) -> Double {
-        zip(bounds, bounds.dropFirst()).map { sum(costs, from: $0, to: $1) }.max() ?? 0
+        zip(bounds, bounds.dropFirst()).map { cost(from: $0, to: $1) }.max() ?? 0
       }
       func fits(_ bounds: [LayerPosition]) -> Bool {
         zip(bounds, bounds.dropFirst()).enumerated().allSatisfy { stage, span in
@@ -267,14 +271,30 @@ public enum Planner {
     }
 
     /// `values` (one per layer) summed from one place to another, a part of
-    /// a layer counting its share of the layer's inputs.
-    func sum(_ values: [Double], from start: LayerPosition, to end: LayerPosition) -> Double {
+    /// a layer counting its share of the layer's inputs and, for each end
+    /// inside a layer, half of what splitting it adds (`splitAdding`, one
+    /// per layer, or none).
+    func sum(
+      _ values: [Double], splitAdding split: [Double] = [], from start: LayerPosition, to end: LayerPosition
+    ) -> Double {
       func before(_ position: LayerPosition) -> Double {
         let whole = values[..<position.layer].reduce(0, +)
         guard position.inputs > 0, let inputs = splittable[position.layer] else { return whole }
         return whole + values[position.layer] * Double(position.inputs) / Double(inputs)
       }
-      return before(end) - before(start)
+      return before(end) - before(start) + halfOfSplit(split, at: start) + halfOfSplit(split, at: end)
+    }
+
+    /// What a stage from `start` to `end` costs: its share of the layers'
+    /// costs, and half a split's cost for each end inside a layer.
+    func cost(from start: LayerPosition, to end: LayerPosition) -> Double {
+      sum(costs, splitAdding: splitCosts, from: start, to: end)
+    }
+
+    /// Half of what splitting the layer `position` falls inside adds; 0 at a
+    /// layer's edge or where nothing was measured.
+    func halfOfSplit(_ split: [Double], at position: LayerPosition) -> Double {
+      position.inputs > 0 && position.layer < split.count ? split[position.layer] / 2 : 0
     }
 
     /// Parameters a stage from `start` to `end` holds: every layer it runs a
@@ -303,6 +323,7 @@ public enum Planner {
     let count = places.count - 1
     guard stages <= count else { return nil }
     let before = places.map { layers.sum(layers.costs, from: layers.start, to: $0) }
+    let half = places.map { layers.halfOfSplit(layers.splitCosts, at: $0) }
     func fits(_ stage: Int, _ from: Int, _ to: Int) -> Bool {
       guard stage < room.count, let room = room[stage] else { return true }
       return layers.held(from: places[from], to: places[to]) <= room
@@ -313,7 +334,7 @@ public enum Planner {
     for k in 1...stages {
       for i in k...count {
         for j in (k - 1)..<i where best[k - 1][j] < .infinity && fits(k - 1, j, i) {
-          let worst = max(best[k - 1][j], before[i] - before[j])
+          let worst = max(best[k - 1][j], before[i] - before[j] + half[i] + half[j])
           if worst < best[k][i] {
             best[k][i] = worst
             cut[k][i] = j

@@ -12,6 +12,8 @@ extension [LayerTiming] {
         $0.name = timed.0.name
         $0.forwardSeconds = timed.1.forward.seconds
         $0.backwardSeconds = timed.1.backward.seconds
+        $0.splitForwardSeconds = timed.1.splitForward.seconds
+        $0.splitBackwardSeconds = timed.1.splitBackward.seconds
       }
     }
   }

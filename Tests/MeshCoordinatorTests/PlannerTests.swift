@@ -174,6 +174,21 @@ import Testing
     #expect(plan.bounds == [0, LayerPosition(layer: 0, inputs: 48), 2], "\(plan.bounds)")
     #expect(plan.costs.map { ($0 * 1e6).rounded() } == [6000, 6000])
     #expect(plan.times?.map(\.forward) == [.milliseconds(3), .milliseconds(3)])
+    // What a split adds, as measured, counts half on each side of it: 1 ms more keeps the place
+    // where it balances (6.5 ms a stage), 3 ms more makes the split under 10 % faster than
+    // whole layers (7.5 against 8), so the layers stay whole.
+    func timings(splitAdding milliseconds: Int) -> [LayerTiming] {
+      [8, 4].map {
+        LayerTiming(
+          forward: .milliseconds($0 / 2), backward: .milliseconds($0 / 2), splitForward: .milliseconds(milliseconds),
+          splitBackward: .zero)
+      }
+    }
+    let cheap = try Planner.plan(model, stages: 2, measured: timings(splitAdding: 1))
+    #expect(cheap.bounds == [0, LayerPosition(layer: 0, inputs: 48), 2], "\(cheap.bounds)")
+    #expect(cheap.costs.map { ($0 * 1e6).rounded() } == [6500, 6500])
+    #expect(cheap.times?.map(\.forward) == [.microseconds(3500), .microseconds(3500)])
+    #expect(try Planner.plan(model, stages: 2, measured: timings(splitAdding: 3)).bounds == [0, 1, 2])
   }
 
   /// A place inside a layer stays only where it makes the plan faster: for

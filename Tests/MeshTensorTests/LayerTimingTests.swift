@@ -56,7 +56,9 @@ struct LayerTimingTests {
     let scale = model.timedStandIn(for: 0).scale
     #expect(scale == 65536 / 4095.0)
     #expect(model.largestTimedLayerParameters == 4096 * 4095 + 4095)
-    // Every run measured as 1 ms: each layer's time is 1 ms, scaled for the stand-in.
+    // Every run measured as 1 ms: each layer's time is 1 ms, scaled for the stand-in. The
+    // second layer (131,074 parameters) is also timed in two parts, 1 ms each: a split adds
+    // 1 ms to its forward and to its backward. The stand-in's layer is not timed split.
     let timings = try model.timeLayers(rows: 1, repeats: 1) { run in
       run()
       return .milliseconds(1)
@@ -64,7 +66,9 @@ struct LayerTimingTests {
     #expect(
       timings == [
         LayerTiming(forward: .milliseconds(1) * scale, backward: .milliseconds(1) * scale),
-        LayerTiming(forward: .milliseconds(1), backward: .milliseconds(1)),
+        LayerTiming(
+          forward: .milliseconds(1), backward: .milliseconds(1), splitForward: .milliseconds(1),
+          splitBackward: .milliseconds(1)),
       ])
   }
 }

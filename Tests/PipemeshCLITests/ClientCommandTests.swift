@@ -175,11 +175,24 @@ import Testing
     let stages = measured["stages"] as? [[String: Any]] ?? []
     let times = stages.map { ($0["forwardSeconds"] as? Double ?? 0) + ($0["backwardSeconds"] as? Double ?? 0) }
     #expect(times.count == 2 && times.allSatisfy { $0 > 0 }, "\(measured)")
-    // The stages' times are their layers' (the CNN's six), as the partition timed them.
-    let layers = (measured["layerTimes"] as? [[String: Any]] ?? []).map {
-      ($0["forwardSeconds"] as? Double ?? 0) + ($0["backwardSeconds"] as? Double ?? 0)
+    // The stages' times are their layers' (the CNN's six), as the partition timed them, and
+    // what splitting a layer adds where a stage ends inside one.
+    let layerTimes = measured["layerTimes"] as? [[String: Any]] ?? []
+    func seconds(_ layer: [String: Any], _ keys: String...) -> Double {
+      keys.map { layer[$0] as? Double ?? 0 }.reduce(0, +)
     }
-    #expect(layers.count == 6 && abs(layers.reduce(0, +) - times.reduce(0, +)) < 1e-9, "\(measured)")
+    let layers = layerTimes.map { seconds($0, "forwardSeconds", "backwardSeconds") }
+    let splits = stages.dropLast().filter { $0["endLayerInputs"] as? Int ?? 0 > 0 }.map {
+      seconds(layerTimes[$0["endLayer"] as? Int ?? 0], "splitForwardSeconds", "splitBackwardSeconds")
+    }
+    #expect(
+      layers.count == 6 && abs(layers.reduce(0, +) + splits.reduce(0, +) - times.reduce(0, +)) < 1e-9, "\(measured)")
+    // Each Dense and Conv2D layer of the CNN was also timed split (not the first convolution, of
+    // one input channel, nor the pooling and flattening between). A split's parts may come out
+    // no slower than the whole layer on a noisy machine, but not all three.
+    let splitTimes = layerTimes.map { seconds($0, "splitForwardSeconds", "splitBackwardSeconds") }
+    #expect(splitTimes.count == 6 && [0, 2, 3].allSatisfy { splitTimes[$0] == 0 }, "\(layerTimes)")
+    #expect(splitTimes.count == 6 && splitTimes[1] + splitTimes[4] + splitTimes[5] > 0, "\(layerTimes)")
     let imbalance = (times.max() ?? 0) / (times.reduce(0, +) / Double(max(1, times.count)))
     #expect(abs((measured["imbalance"] as? Double ?? 0) - imbalance) < 1e-9, "\(measured)")
     // Four micro-batches by 1F1B (the defaults): no less than the slowest stage's four, no more

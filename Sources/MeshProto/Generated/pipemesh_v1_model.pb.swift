@@ -534,6 +534,14 @@ public nonisolated struct Pipemesh_V1_LayerTime: Sendable {
 
   public var backwardSeconds: Double = 0
 
+  /// How much longer the forward and the backward take when the layer is split between two
+  /// stages at the middle of its inputs, both parts together (each part slices the inputs it
+  /// takes and copies on those it does not); 0 for a layer not timed split (only Dense and
+  /// Conv2D layers of at most 4 Mi parameters are).
+  public var splitForwardSeconds: Double = 0
+
+  public var splitBackwardSeconds: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1308,7 +1316,7 @@ nonisolated extension Pipemesh_V1_MeanSquaredErrorLoss: SwiftProtobuf.Message, S
 
 nonisolated extension Pipemesh_V1_LayerTime: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LayerTime"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}name\0\u{3}forward_seconds\0\u{3}backward_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}name\0\u{3}forward_seconds\0\u{3}backward_seconds\0\u{3}split_forward_seconds\0\u{3}split_backward_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1320,6 +1328,8 @@ nonisolated extension Pipemesh_V1_LayerTime: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 3: try { try decoder.decodeSingularDoubleField(value: &self.forwardSeconds) }()
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.backwardSeconds) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.splitForwardSeconds) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.splitBackwardSeconds) }()
       default: break
       }
     }
@@ -1338,6 +1348,12 @@ nonisolated extension Pipemesh_V1_LayerTime: SwiftProtobuf.Message, SwiftProtobu
     if self.backwardSeconds.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.backwardSeconds, fieldNumber: 4)
     }
+    if self.splitForwardSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.splitForwardSeconds, fieldNumber: 5)
+    }
+    if self.splitBackwardSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.splitBackwardSeconds, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1346,6 +1362,8 @@ nonisolated extension Pipemesh_V1_LayerTime: SwiftProtobuf.Message, SwiftProtobu
     if lhs.name != rhs.name {return false}
     if lhs.forwardSeconds != rhs.forwardSeconds {return false}
     if lhs.backwardSeconds != rhs.backwardSeconds {return false}
+    if lhs.splitForwardSeconds != rhs.splitForwardSeconds {return false}
+    if lhs.splitBackwardSeconds != rhs.splitBackwardSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

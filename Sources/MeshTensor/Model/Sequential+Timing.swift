@@ -3,13 +3,22 @@ public struct LayerTiming: Sendable, Equatable {
   public let forward: Duration
   /// The input gradient (none for the first layer) and the weight gradients.
   public let backward: Duration
+  /// How much longer the forward and the backward take when the layer is split between two
+  /// stages, both parts together (`LayerPiece`: each part slices the inputs it takes and
+  /// copies on those it does not); zero when the layer was not timed split.
+  public let splitForward: Duration
+  public let splitBackward: Duration
 
-  public init(forward: Duration, backward: Duration) {
+  public init(forward: Duration, backward: Duration, splitForward: Duration = .zero, splitBackward: Duration = .zero) {
     self.forward = forward
     self.backward = backward
+    self.splitForward = splitForward
+    self.splitBackward = splitBackward
   }
 
   public var total: Duration { forward + backward }
+  /// What splitting the layer between two stages adds to a training step's work.
+  public var splitTotal: Duration { splitForward + splitBackward }
 }
 
 extension Sequential {
@@ -73,8 +82,9 @@ extension Sequential {
       }
     }
     let scalars = layers.indices.map(timingScalarsPerExample).max() ?? 0
+    // A layer timed split too is timed twice.
     let timedFlops = layers.indices.reduce(0.0) { total, index in
-      total + Double(trainingFlopsPerLayer[index]) / timedStandIn(for: index).scale
+      total + Double(trainingFlopsPerLayer[index]) / timedStandIn(for: index).scale * (timesSplit(index) ? 2 : 1)
     }
     let flops = timedFlops * Double(repeats + 1)
     let most = min(
@@ -92,6 +102,20 @@ extension Sequential {
   /// A dense layer with more parameters than this is timed on a slice of
   /// its outputs (16 Mi parameters, 64 MiB in float32), and its times scaled.
   public static let largestTimedParameters = 1 << 24
+
+  /// The largest layer a planner splits between stages by itself, and so the
+  /// largest whose split `timeLayers` times: 4 Mi parameters. Each stage
+  /// that runs a part of a layer holds its whole weight and pushes a
+  /// gradient for all of it, which for a small layer costs little and for a
+  /// big one would double the memory and traffic that splitting a model
+  /// over machines is meant to spread.
+  public static let largestSplitParameters = 1 << 22
+
+  /// Whether `timeLayers` times layer `index` split in two as well.
+  func timesSplit(_ index: Int) -> Bool {
+    splittableInputs(ofLayer: index) != nil && layers[index].parameterCount <= Self.largestSplitParameters
+      && timedStandIn(for: index).scale == 1
+  }
 
   /// The most parameters `timeLayers(rows:repeats:goOn:)` holds at once: a
   /// layer's, or its stand-in's.
@@ -130,6 +154,9 @@ extension Sequential {
   /// of `repeats` runs after one untimed. `goOn` is asked before each run:
   /// once it says no, timing stops with `TimingRefusal` (a deadline passed).
   /// A dense layer too big to time whole is timed on a stand-in (`timedStandIn(for:)`).
+  /// A Dense or Conv2D layer of at most `largestSplitParameters` is also
+  /// timed split between two stages at the middle of its inputs, for what
+  /// that adds (`LayerTiming.splitForward`, `splitBackward`).
   public func timeLayers(rows: Int, repeats: Int, goOn: () -> Bool = { true }) throws(TimingRefusal) -> [LayerTiming] {
     try timeLayers(rows: rows, repeats: repeats, goOn: goOn) { ContinuousClock().measure($0) }
   }
@@ -142,33 +169,59 @@ extension Sequential {
     var timings: [LayerTiming] = []
     for index in layers.indices {
       let (model, timed, scale) = timedStandIn(for: index)
-      let range = timed..<(timed + 1)
-      let variables = model.initialVariables(layers: range)
-      let input = Tensor.zeros([rows] + model.activationShapes[timed])
-      let context = ForwardContext(training: true, seed: spec.seed)
-      var forwards: [Duration] = []
-      var backwards: [Duration] = []
-      let upstream = Tensor.filled([rows] + model.activationShapes[timed + 1], with: 1)
-      for run in 0...repeats {
-        guard goOn() else { throw TimingRefusal("timing stopped at layer \(index) (\(layers[index].name))") }
-        var stage: StageForward?
-        let forward = measure {
-          stage = model.forwardStage(
-            input, variables: variables, layers: range, context: context, inputGradient: index > 0)
-        }
-        let backward = measure { _ = stage!.backward(upstream) }
-        // The first run warms the caches and the buffer pool.
-        if run > 0 {
-          forwards.append(forward)
-          backwards.append(backward)
+      func time(_ model: Sequential, _ range: Range<Int>, inputGradient: Bool) throws(TimingRefusal) -> LayerTiming {
+        try model.timeStage(
+          range, inputGradient: inputGradient, rows: rows, repeats: repeats, goOn: goOn, measure: measure,
+          what: "layer \(index) (\(layers[index].name))")
+      }
+      let whole = try time(model, timed..<(timed + 1), inputGradient: index > 0)
+      var split = (forward: Duration.zero, backward: Duration.zero)
+      if timesSplit(index), let inputs = splittableInputs(ofLayer: index) {
+        let middle = LayerPosition(layer: index, inputs: inputs / 2)
+        for (start, end) in [(LayerPosition(layer: index), middle), (middle, LayerPosition(layer: index + 1))] {
+          guard let part = try? stage(from: start, to: end) else { continue }
+          let timing = try time(part.model, part.layers, inputGradient: index > 0 || start.inputs > 0)
+          split = (split.forward + timing.forward, split.backward + timing.backward)
         }
       }
       timings.append(
         LayerTiming(
-          forward: forwards.sorted()[forwards.count / 2] * scale,
-          backward: backwards.sorted()[backwards.count / 2] * scale))
+          forward: whole.forward * scale, backward: whole.backward * scale,
+          splitForward: split.forward == .zero ? .zero : max(.zero, split.forward - whole.forward),
+          splitBackward: split.backward == .zero ? .zero : max(.zero, split.backward - whole.backward)))
     }
     return timings
+  }
+
+  /// One stage of `range`'s training forward and backward on `rows`
+  /// examples: its variables drawn as a job draws them, an input of zeros,
+  /// an output gradient of ones; the median of `repeats` runs after one
+  /// untimed, each taken by `measure`.
+  private func timeStage(
+    _ range: Range<Int>, inputGradient: Bool, rows: Int, repeats: Int, goOn: () -> Bool,
+    measure: (() -> Void) -> Duration, what: String
+  ) throws(TimingRefusal) -> LayerTiming {
+    let variables = initialVariables(layers: range)
+    let input = Tensor.zeros([rows] + activationShapes[range.lowerBound])
+    let context = ForwardContext(training: true, seed: spec.seed)
+    var forwards: [Duration] = []
+    var backwards: [Duration] = []
+    let upstream = Tensor.filled([rows] + activationShapes[range.upperBound], with: 1)
+    for run in 0...repeats {
+      guard goOn() else { throw TimingRefusal("timing stopped at \(what)") }
+      var stage: StageForward?
+      let forward = measure {
+        stage = forwardStage(input, variables: variables, layers: range, context: context, inputGradient: inputGradient)
+      }
+      let backward = measure { _ = stage!.backward(upstream) }
+      // The first run warms the caches and the buffer pool.
+      if run > 0 {
+        forwards.append(forward)
+        backwards.append(backward)
+      }
+    }
+    return LayerTiming(
+      forward: forwards.sorted()[forwards.count / 2], backward: backwards.sorted()[backwards.count / 2])
   }
 }
 
