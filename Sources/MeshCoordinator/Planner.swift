@@ -95,9 +95,10 @@ public enum Planner {
   /// compute count a little, so that each stage gets one), or the given split
   /// points (where stages 1…K-1 begin). Unless `wholeLayers`, a stage
   /// boundary falls inside a Dense or Conv2D layer, after some of its
-  /// inputs, when that balances the stages markedly better (`cutGain`) or
-  /// whole layers are too few; a part of a layer costs its share of the
-  /// layer's inputs.
+  /// inputs, where whole layers are too few, and, with measured times, where
+  /// that balances the stages markedly better (`cutGain`): a part of a layer
+  /// costs its share of the layer's time and half of what splitting it adds
+  /// (`LayerTiming.splitTotal`), which the FLOP estimate does not know.
   ///
   /// With `budgets` (bytes, one per stage, nil where unknown), a stage may
   /// hold only the parameters its partitions admit by `memory`: the plan is
@@ -116,7 +117,9 @@ public enum Planner {
     let splitCosts = measured.map { $0.map(\.splitTotal.seconds) } ?? []
     let parameters = model.layerCosts.map(\.parameterCount)
     let layers = Layers(model: model, costs: costs, splitCosts: splitCosts, parameters: parameters)
-    let cutPlaces = wholeLayers || !splitPoints.isEmpty ? [] : layers.cutPlaces
+    // Without measured times what a split adds is unknown: layers are split only when too few.
+    let cutPlaces =
+      wholeLayers || !splitPoints.isEmpty || (measured == nil && stages <= model.layers.count) ? [] : layers.cutPlaces
     guard stages >= 1, splitPoints.isEmpty ? stages <= model.layers.count + cutPlaces.count : true else {
       throw RPCError(
         .invalidArgument,

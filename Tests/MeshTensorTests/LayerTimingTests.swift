@@ -56,19 +56,23 @@ struct LayerTimingTests {
     let scale = model.timedStandIn(for: 0).scale
     #expect(scale == 65536 / 4095.0)
     #expect(model.largestTimedLayerParameters == 4096 * 4095 + 4095)
-    // Every run measured as 1 ms: each layer's time is 1 ms, scaled for the stand-in. The
-    // second layer (131,074 parameters) is also timed in two parts, 1 ms each: a split adds
-    // 1 ms to its forward and to its backward. The stand-in's layer is not timed split.
+    // Each layer's runs (a warm-up and one timed, forward and backward) measured as 1 ms: its
+    // time is 1 ms, scaled for the stand-in. The second layer (131,074 parameters) is then timed
+    // split in two, its parts as one stage, measured as 3 ms: a split adds 2 ms to its forward
+    // and to its backward. The stand-in's layer is not timed split.
+    var runs = 0
     let timings = try model.timeLayers(rows: 1, repeats: 1) { run in
       run()
-      return .milliseconds(1)
+      runs += 1
+      return .milliseconds(runs <= 8 ? 1 : 3)
     }
+    #expect(runs == 12)
     #expect(
       timings == [
         LayerTiming(forward: .milliseconds(1) * scale, backward: .milliseconds(1) * scale),
         LayerTiming(
-          forward: .milliseconds(1), backward: .milliseconds(1), splitForward: .milliseconds(1),
-          splitBackward: .milliseconds(1)),
+          forward: .milliseconds(1), backward: .milliseconds(1), splitForward: .milliseconds(2),
+          splitBackward: .milliseconds(2)),
       ])
   }
 }

@@ -376,7 +376,8 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
   public var memoryBudgetBytes: Int64 = 0
 
   /// Measured on a partition: a micro-batch's training forward and backward
-  /// through the stage's layers (0 when the plan balanced the FLOP estimate).
+  /// through the stage's layers, with half of what splitting a layer adds for each end inside
+  /// one (0 when the plan balanced the FLOP estimate).
   public var forwardSeconds: Double = 0
 
   public var backwardSeconds: Double = 0
@@ -790,8 +791,10 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   }
 
   /// Balance the stages with splits between whole layers only. Unset, the planner also splits
-  /// inside a Dense or Conv2D layer (after some of its inputs) when that makes the slowest stage
-  /// at least 10 % faster: the stage after it then also receives the inputs it has not taken,
+  /// inside a Dense or Conv2D layer (after some of its inputs) where whole layers are fewer than
+  /// the stages, and, planning on measured layer times, where that makes the slowest stage at
+  /// least 10 % faster, counting what the split adds: the stage after it then also receives the
+  /// inputs it has not taken,
   /// each stage holding a part holds the layer's whole weight, and the layer's sums add in
   /// another order (a difference in the last bits). Split points given explicitly are kept.
   /// Valid: any.

@@ -66,7 +66,9 @@ extension Sequential {
     default:
       own = 0
     }
-    return 4 * Double(max(boundary, own))
+    // Timed split, its parts also copy the inputs they do not take and the sums they pass on.
+    let split = timesSplit(index) ? 2 * input.reduce(1, *) + output.reduce(1, *) : 0
+    return 4 * Double(max(boundary, own, split))
   }
 
   /// The rows `timeLayers(rows:repeats:)` may time within `limits`: `wanted`,
@@ -176,19 +178,18 @@ extension Sequential {
       }
       let whole = try time(model, timed..<(timed + 1), inputGradient: index > 0)
       var split = (forward: Duration.zero, backward: Duration.zero)
-      if timesSplit(index), let inputs = splittableInputs(ofLayer: index) {
-        let middle = LayerPosition(layer: index, inputs: inputs / 2)
-        for (start, end) in [(LayerPosition(layer: index), middle), (middle, LayerPosition(layer: index + 1))] {
-          guard let part = try? stage(from: start, to: end) else { continue }
-          let timing = try time(part.model, part.layers, inputGradient: index > 0 || start.inputs > 0)
-          split = (split.forward + timing.forward, split.backward + timing.backward)
-        }
+      // The layer cut at the middle of its inputs, both parts run as one stage: what the
+      // parts add, without a second stage's own costs, which a split does not add.
+      if timesSplit(index), let inputs = splittableInputs(ofLayer: index),
+        let cut = try? stage(from: LayerPosition(layer: index), to: LayerPosition(layer: index, inputs: inputs / 2))
+      {
+        let parts = try time(cut.model, index..<(index + 2), inputGradient: index > 0)
+        split = (max(.zero, parts.forward - whole.forward), max(.zero, parts.backward - whole.backward))
       }
       timings.append(
         LayerTiming(
-          forward: whole.forward * scale, backward: whole.backward * scale,
-          splitForward: split.forward == .zero ? .zero : max(.zero, split.forward - whole.forward),
-          splitBackward: split.backward == .zero ? .zero : max(.zero, split.backward - whole.backward)))
+          forward: whole.forward * scale, backward: whole.backward * scale, splitForward: split.forward,
+          splitBackward: split.backward))
     }
     return timings
   }

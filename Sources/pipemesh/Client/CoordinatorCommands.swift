@@ -259,7 +259,7 @@ struct Plan: AsyncParsableCommand {
   @Flag(help: "Balance the estimated FLOPs instead of timing the layers.")
   var estimate = false
 
-  @Flag(help: "Split only between whole layers, never inside a Dense or Conv2D layer.")
+  @Flag(help: "Balance with splits between whole layers only (split points given with --split are kept).")
   var wholeLayers = false
 
   func validate() throws {

@@ -355,11 +355,13 @@ def _split(split_points: Sequence[SplitPoint]) -> dict[str, list[int]]:
     places: list[tuple[int, int]] = []
     for point in split_points:
         if isinstance(point, str):
-            layer, _, inputs = point.partition(":")
-            if not layer.isdigit() or (inputs and not inputs.isdigit()):
+            layer, colon, inputs = point.partition(":")
+            if not layer.isdigit() or (colon and not inputs.isdigit()):
                 raise ValueError(f"split point {point!r} is neither LAYER nor LAYER:INPUTS")
             places.append((int(layer), int(inputs or 0)))
         elif isinstance(point, tuple):
+            if len(point) != 2:
+                raise ValueError(f"split point {point!r} is no (layer, inputs) pair")
             places.append((int(point[0]), int(point[1])))
         else:
             places.append((int(point), 0))
