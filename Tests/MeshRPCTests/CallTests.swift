@@ -185,7 +185,8 @@ import Testing
           try await Task.sleep(for: .seconds(600))
         }
       }
-      #expect(await eventually(timeout: Self.patience) { probe.seen.contains("collect started") })
+      // Cancelled once the handler has read both, so that it is waiting for a third.
+      #expect(await eventually(timeout: Self.patience) { probe.seen.contains("collect read 2") })
       call.cancel()
       let error = await #expect(throws: (any Error).self) { _ = try await call.value }
       #expect(error is CancellationError || (error as? RPCError)?.code == .cancelled, "\(String(describing: error))")

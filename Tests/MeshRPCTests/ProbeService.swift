@@ -85,6 +85,7 @@ final class ProbeService: RPCService, Sendable {
           }
           response.payload += request.payload
           response.sequence += 1
+          record("collect read \(response.sequence)")
         }
       } catch is CancellationError {
         record("collect cancelled after \(response.sequence)")
