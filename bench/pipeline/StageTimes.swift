@@ -6,6 +6,7 @@
 // "backward": s}, …]}. bench/planner judges the planner's splits by these times.
 import Foundation
 import MeshProto
+import MeshRPC
 import MeshTensor
 import MeshWire
 
@@ -22,32 +23,8 @@ func printStageTimes(spec path: String, split: String, rows: Int, repeats: Int) 
   var stages: [[String: Double]] = []
   for (index, (start, end)) in zip(bounds, bounds.dropFirst()).enumerated() {
     let (cut, layers) = try model.stage(from: start, to: end)
-    let variables = cut.initialVariables(layers: layers)
-    let input = Tensor.zeros([rows] + cut.activationShapes[layers.lowerBound])
-    let upstream = Tensor.filled([rows] + cut.activationShapes[layers.upperBound], with: 1)
-    let context = ForwardContext(training: true, seed: 1)
-    var forwards: [Duration] = []
-    var backwards: [Duration] = []
-    let clock = ContinuousClock()
-    for run in 0...repeats {
-      var forward: StageForward?
-      let forwardTime = clock.measure {
-        forward = cut.forwardStage(
-          input, variables: variables, layers: layers, context: context, inputGradient: index > 0)
-      }
-      let backwardTime = clock.measure { _ = forward!.backward(upstream) }
-      // The first run warms the caches and the buffer pool.
-      if run > 0 {
-        forwards.append(forwardTime)
-        backwards.append(backwardTime)
-      }
-    }
-    func median(_ times: [Duration]) -> Double {
-      let sorted = times.sorted()
-      let middle = sorted[sorted.count / 2]
-      return Double(middle.components.seconds) + Double(middle.components.attoseconds) * 1e-18
-    }
-    stages.append(["forward": median(forwards), "backward": median(backwards)])
+    let timing = cut.timeStage(layers, inputGradient: index > 0, rows: rows, repeats: repeats)
+    stages.append(["forward": timing.forward.seconds, "backward": timing.backward.seconds])
   }
   let json = try JSONSerialization.data(withJSONObject: ["stages": stages], options: [.sortedKeys])
   print(String(decoding: json, as: UTF8.self))

@@ -195,6 +195,15 @@ extension Sequential {
   }
 
   /// One stage of `range`'s training forward and backward on `rows`
+  /// examples on this machine, as `timeLayers` times each layer.
+  public func timeStage(_ range: Range<Int>, inputGradient: Bool, rows: Int, repeats: Int) -> LayerTiming {
+    // Never refused: it goes on to the end.
+    (try? timeStage(
+      range, inputGradient: inputGradient, rows: rows, repeats: repeats, goOn: { true },
+      measure: { ContinuousClock().measure($0) }, what: "layers \(range)"))!
+  }
+
+  /// One stage of `range`'s training forward and backward on `rows`
   /// examples: its variables drawn as a job draws them, an input of zeros,
   /// an output gradient of ones; the median of `repeats` runs after one
   /// untimed, each taken by `measure`.
