@@ -18,11 +18,11 @@ import Testing
     let ps = try ChildProcess(
       PipemeshBinary.path, ["serve", "ps", "--listen", "127.0.0.1:0"], logPath: directory.file("ps.log"),
       environment: ["NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "400000"])
-    var seen: [(message: String, at: ContinuousClock.Instant)] = []
-
-    let ready = try await socket.waitFor("READY=1", seen: &seen)
-    #expect(seen.count == 1, "something came before READY=1: \(seen.map(\.message))")
-    let status = try #require(ready.split(separator: "\n").first { $0.hasPrefix("STATUS=") })
+    let ready = try await socket.waitFor("READY=1")
+    #expect(
+      socket.received.first?.message.contains("READY=1") == true,
+      "something came before READY=1: \(socket.received.map(\.message))")
+    let status = try #require(ready.message.split(separator: "\n").first { $0.hasPrefix("STATUS=") })
     let endpoint = try #require(status.split(separator: " ").first { $0.hasPrefix("127.0.0.1:") }).trimmingCharacters(
       in: .punctuationCharacters)
     // READY=1 means the port answers: the first health check must succeed.
@@ -30,28 +30,28 @@ import Testing
       HealthMethods.check, .init(), options: .init(timeout: .seconds(5)))
     #expect(health.status == .serving)
 
-    // WatchdogSec=0.4 s: a ping every 0.4/3 s. Datagrams queue while this test
-    // is not reading, so count them against the time since the service
-    // started rather than timing gaps: a loop pinging too often would far
-    // exceed the bound.
-    for _ in 0..<4 { _ = try await socket.waitFor("WATCHDOG=1", seen: &seen) }
-    while let message = socket.poll() { seen.append((message, .now)) }
-    let pings = seen.filter { $0.message.contains("WATCHDOG=1") }.count
-    let allowed = Int((ContinuousClock.now - started) / (.milliseconds(400) / 3)) + 2
-    #expect(pings <= allowed, "\(pings) pings in the time \(allowed - 2) intervals take")
+    // WatchdogSec=0.4 s: a ping every 0.4/3 s. Not too often: a loop pinging
+    // without pause would far exceed the pings that interval allows since
+    // the service started.
+    let pinged = { (from: ContinuousClock.Instant, to: ContinuousClock.Instant) in
+      socket.received.filter { $0.message.contains("WATCHDOG=1") && $0.at >= from && $0.at <= to }.count
+    }
+    try await socket.waitFor("WATCHDOG=1", count: 4)
+    let now = ContinuousClock.now
+    let allowed = Int((now - started) / (.milliseconds(400) / 3)) + 2
+    #expect(pinged(started, now) <= allowed, "\(pinged(started, now)) pings in the time \(allowed - 2) intervals take")
     // And often enough: systemd stops a service silent for WatchdogSec (0.4 s). Over a window,
     // more pings than a ping per WatchdogSec would send (which would be stopped at the first delay).
-    while socket.poll() != nil {}
     let windowStarted = ContinuousClock.now
     try await Task.sleep(for: .seconds(2))
-    var inWindow = 0
-    while let message = socket.poll() { inWindow += message.contains("WATCHDOG=1") ? 1 : 0 }
-    let needed = Int((ContinuousClock.now - windowStarted) / .milliseconds(400)) + 1
+    let windowEnded = ContinuousClock.now
+    let needed = Int((windowEnded - windowStarted) / .milliseconds(400)) + 1
+    let inWindow = pinged(windowStarted, windowEnded)
     #expect(inWindow >= needed, "\(inWindow) pings where more than one per 0.4 s (\(needed)) are needed")
 
     ps.signal(SIGTERM)
-    let stopping = try await socket.waitFor("STOPPING=1", seen: &seen)
-    #expect(stopping.contains("STATUS="))
+    let stopping = try await socket.waitFor("STOPPING=1")
+    #expect(stopping.message.contains("STATUS="))
     #expect(try await ps.waitForExit() == 0, "\(ps.log)")
   }
 
