@@ -62,8 +62,11 @@ final class ModelRegistry: Sendable {
     // (whose weights its stages may no longer hold, so the version is served from its file).
     if let registered = try await store.model(registeredBy: job.name) { return registered }
     let declarations = job.model.variableDeclarations()
+    // As the ps holds them: a layer split between stages in pieces, put back together here.
+    let held = try job.model.variableDeclarations(cutAt: job.plan.bounds)
+    let pieces = Dictionary(uniqueKeysWithValues: held.compactMap { held in held.piece.map { (held.name, $0) } })
     let ps = try cluster.parameterServerClient()
-    ps.expect(variables: declarations.map { ($0.name, $0.shape) })
+    ps.expect(variables: held.map { ($0.name, $0.shape) })
     let snapshot = job.snapshot
     let model = try await add(
       .with {
@@ -81,8 +84,16 @@ final class ModelRegistry: Sendable {
         }
       }, shapes: Dictionary(uniqueKeysWithValues: declarations.map { ($0.name, $0.shape) }), admit: admit
     ) { put in
-      try await ps.pull(job: job.runID, names: declarations.map(\.name)) { name, element, bytes in
-        try bytes.withUnsafeBytes { try put(name, element, $0) }
+      try await ps.pull(job: job.runID, names: held.map(\.name)) { name, element, bytes in
+        try bytes.withUnsafeBytes { bytes in
+          guard let piece = pieces[name] else { return try put(name, element, bytes) }
+          let elements = element..<(element + bytes.count / 4)
+          for run in piece.wholeRuns(ofPieceElements: elements) {
+            try put(
+              piece.whole, run.whole,
+              UnsafeRawBufferPointer(rebasing: bytes[(run.offset * 4)..<((run.offset + run.count) * 4)]))
+          }
+        }
       }
     }
     if let placement = job.placement {
@@ -256,16 +267,6 @@ final class ModelRegistry: Sendable {
       $0.replicas = 1
     }
     let optimizer = Pipemesh_V1_OptimizerSpec()
-    let declarations = model.variableDeclarations()
-    var states: [String: (value: Tensor, slots: [String: Tensor], version: Int64)] = [:]
-    for declaration in declarations {
-      guard let value = weights.tensors[declaration.name], value.shape == declaration.shape else {
-        throw RPCError(
-          .dataLoss,
-          "the weights of model \(stored.reference) have no \(declaration.name) of shape \(declaration.shape)")
-      }
-      states[declaration.name] = (value, [:], 0)
-    }
     // The split the job trained with, when the pool has as many partitions.
     let split = try LayerPosition.splitPoints(layers: record.splitPoints, inputs: record.splitPointInputs)
     let trained = stages(split, layers: model.layers.count)
@@ -273,6 +274,16 @@ final class ModelRegistry: Sendable {
       trained <= pool.members.count
       ? try Planner.plan(model, stages: trained, splitPoints: split)
       : try Planner.plan(model, stages: stages([], layers: model.layers.count))
+    // As the stages hold them: a layer split between stages in pieces, cut from the whole.
+    let declarations = try model.variableDeclarations(cutAt: plan.bounds)
+    var states: [String: (value: Tensor, slots: [String: Tensor], version: Int64)] = [:]
+    for declaration in declarations {
+      let (name, shape) = declaration.piece.map { ($0.whole, $0.wholeShape) } ?? (declaration.name, declaration.shape)
+      guard let value = weights.tensors[name], value.shape == shape else {
+        throw RPCError(.dataLoss, "the weights of model \(stored.reference) have no \(name) of shape \(shape)")
+      }
+      states[declaration.name] = (declaration.piece?.cut(from: value) ?? value, [:], 0)
+    }
     let placement = try pool.sharedPlacement(stages: plan.bounds.count - 1)
     let ps = try cluster.parameterServerClient()
     do {

@@ -203,6 +203,8 @@ public enum Planner {
     let parameters: [Int]
     /// Each layer's input count where a stage may begin inside it, else nil.
     let splittable: [Int?]
+    /// What a piece of each such layer holds (`Sequential.pieceParameters`).
+    private let pieces: [(perInput: Int, rest: Int)?]
     /// `heldBefore[i]`: the parameters of the layers before layer i.
     private let heldBefore: [Int]
 
@@ -211,6 +213,7 @@ public enum Planner {
       self.splitCosts = splitCosts
       self.parameters = parameters
       splittable = model.layers.indices.map(model.splittableInputs(ofLayer:))
+      pieces = model.layers.indices.map(model.pieceParameters(ofLayer:))
       heldBefore = parameters.reduce(into: [0]) { $0.append($0.last! + $1) }
     }
 
@@ -300,10 +303,21 @@ public enum Planner {
       position.inputs > 0 && position.layer < split.count ? split[position.layer] / 2 : 0
     }
 
-    /// Parameters a stage from `start` to `end` holds: every layer it runs a
-    /// part of, whole.
+    /// Parameters a stage from `start` to `end` holds, at most: its whole
+    /// layers, and its part of a layer it runs a piece of.
     func held(from start: LayerPosition, to end: LayerPosition) -> Int {
-      heldBefore[end.inputs > 0 ? end.layer + 1 : end.layer] - heldBefore[start.layer]
+      if start.layer == end.layer { return part(of: start.layer, inputs: start.inputs..<end.inputs) }
+      var total = heldBefore[end.layer] - heldBefore[start.inputs > 0 ? start.layer + 1 : start.layer]
+      if start.inputs > 0 { total += part(of: start.layer, inputs: start.inputs..<splittable[start.layer]!) }
+      if end.inputs > 0 { total += part(of: end.layer, inputs: 0..<end.inputs) }
+      return total
+    }
+
+    /// The parameters a piece of `layer` taking `inputs` holds: its rows of
+    /// the weight, and the bias when it is the last piece.
+    private func part(of layer: Int, inputs: Range<Int>) -> Int {
+      let piece = pieces[layer]!
+      return piece.perInput * inputs.count + (inputs.upperBound == splittable[layer]! ? piece.rest : 0)
     }
   }
   /// Why no split fits the partitions' memory, and what would.

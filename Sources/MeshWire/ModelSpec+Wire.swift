@@ -188,14 +188,25 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
 extension VariableDeclaration {
   /// The ps definition of this variable: its initializer with the seed
   /// derived from the model's (the ps draws the same bits on every machine,
-  /// so no value travels) and the job's optimizer.
+  /// so no value travels) and the job's optimizer. A piece of a variable is
+  /// drawn as those elements of the whole are: at its offset in the whole's
+  /// draw when it is one run of it (rows of a Dense kernel), otherwise
+  /// (channels of a convolution's filter) as the whole's draw cut, sent as
+  /// its initial value.
   public func definition(seed: UInt64, optimizer: Pipemesh_V1_OptimizerSpec) -> Pipemesh_V1_VariableDefinition {
     .with {
       $0.name = name
       $0.shape = shape.map { Int64($0) }
       $0.dtype = .float32
-      $0.initializer = Pipemesh_V1_Initializer(initializer, seed: PortableRandom.derivedSeed(seed, name))
       $0.optimizer = optimizer
+      let drawn = piece?.whole ?? name
+      let runs = piece?.runs ?? []
+      if runs.count > 1 {
+        $0.initialValue = Pipemesh_V1_Tensor(sharing: initialValue(modelSeed: seed))
+      } else {
+        $0.initializer = Pipemesh_V1_Initializer(initializer, seed: PortableRandom.derivedSeed(seed, drawn))
+        $0.initializerOffset = Int64(runs.first?.whole ?? 0)
+      }
     }
   }
 }

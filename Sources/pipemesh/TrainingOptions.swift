@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import MeshData
 import MeshProto
+import MeshTensor
+import MeshWire
 import SwiftProtobuf
 
 /// What to train and how: shared by `pipemesh up`, `pipemesh train` and `pipemesh sweep`.
@@ -71,6 +73,9 @@ struct TrainingOptions: ParsableArguments {
       """)
   var wholeLayers = false
 
+  @Option(parsing: .upToNextOption, help: LayerPosition.splitHelp)
+  var split: [LayerPosition] = []
+
   func validate() throws {
     guard microBatches >= 1, epochs >= 1, batchSize >= microBatches else {
       throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
@@ -139,6 +144,8 @@ struct TrainingOptions: ParsableArguments {
     request.shuffleSeed = data.seed
     request.recomputeActivations = recomputeActivations
     request.wholeLayers = wholeLayers
+    request.splitPoints = split.wireLayers
+    request.splitPointInputs = split.wireInputs
     request.earlyStopping = .with {
       $0.patience = Int32(patience)
       $0.minDelta = minDelta

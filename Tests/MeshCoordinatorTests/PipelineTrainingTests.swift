@@ -1,4 +1,5 @@
 import Foundation
+import MeshCheckpoint
 import MeshCoordinator
 import MeshInProcess
 import MeshPS
@@ -148,7 +149,7 @@ import Testing
   /// each schedule and with recomputation: the first layer split after 3 of
   /// its 8 inputs, a hidden one after 8 of 16, the output layer after 5 of 16.
   /// Each stage adds its part of a layer's sums and passes on the inputs it
-  /// did not take; the ps adds the parts' gradients of the layer's weight.
+  /// did not take, and holds only the rows of the layer's weight it uses.
   @Test func stagesBeginningInsideLayersMatchTheNumPyReference() async throws {
     let mesh = try await Self.mesh.value
     let (inputs, targets) = Self.classification()
@@ -174,6 +175,18 @@ import Testing
       }
       #expect(progress.last?.done == true)
       try await Self.expectFinalWeights(of: job, on: client, inputs: inputs, reference: reference)
+      // Each stage held only its rows of a split layer's weight; the model the job registered
+      // holds the whole weights, put back together, and computes the reference's logits.
+      var file = Data()
+      for try await chunk in client.stream(CoordinatorMethods.exportModel, .with { $0.model = job }) {
+        file.append(chunk.data)
+      }
+      let exported = try SafeTensors.decode(file).tensors
+      let whole = try makeModel(Self.mlp)
+      #expect(Set(exported.keys) == Set(whole.variableDeclarations().map(\.name)), "\(job)")
+      let logits = whole(inputs, variables: exported)
+      let outside = zip(logits.scalars, reference.logits.values).filter { abs(Double($0) - $1) > 1e-5 + 1e-5 * abs($1) }
+      #expect(outside.count == 0, "\(job): logits of the registered weights differ from NumPy's")
       // The job keeps its split, so that a resumed run splits the same way.
       let options = try await client.call(CoordinatorMethods.getJob, .with { $0.job = job }).options
       #expect(options.splitPoints == [0, 1, 3] && options.splitPointInputs == [3, 8, 5], "\(job)")

@@ -143,9 +143,9 @@ import Testing
     #expect(halves.imbalance < 1.01)
     // Without measured times what a split adds is unknown, and the layers stay whole.
     #expect(try Planner.plan(five, stages: 2).bounds == [0, 3, 5])
-    // Each stage holds the split layer whole.
-    let layer = 64 * 64 + 64
-    #expect(halves.parameters == [3 * layer, 3 * layer])
+    // Each stage holds the split layer's kernel rows of its inputs; the second its bias.
+    let (layer, cut) = (64 * 64 + 64, halves.bounds[1].inputs)
+    #expect(halves.parameters == [2 * layer + cut * 64, (64 - cut) * 64 + 64 + 2 * layer])
     // A model of one layer splits into as many stages as it has inputs (ridge regression).
     let ridge = try makeModel(
       .with {
@@ -161,12 +161,12 @@ import Testing
     // wider first one split 2 | 3 at an imbalance under 1.05.
     let wider = try makeModel(try mlp(inputSize: 96, hidden: 4))
     #expect(try Planner.plan(wider, stages: 2).bounds == [0, 2, 5])
-    // A layer of over 4 Mi parameters stays whole unless a split point says otherwise: each
-    // stage running a part would hold all of it.
+    // A layer of over 4 Mi parameters stays whole unless a split point says otherwise (what
+    // its split adds is not timed).
     let big = try makeModel(try mlp(inputSize: 16, width: 2100, hidden: 2, classes: 4))
     #expect(try Planner.plan(big, stages: 2).bounds == [0, 1, 3])
     let asked = try Planner.plan(big, stages: 2, splitPoints: [LayerPosition(layer: 1, inputs: 1050)])
-    #expect(asked.parameters == [16 * 2100 + 2100 + 2100 * 2100 + 2100, 2100 * 2100 + 2100 + 2100 * 4 + 4])
+    #expect(asked.parameters == [16 * 2100 + 2100 + 1050 * 2100, 1050 * 2100 + 2100 + 2100 * 4 + 4])
   }
 
   /// Measured times of a layer split between stages count by its share of

@@ -5,19 +5,25 @@ import Testing
 @Suite("Layers split between stages")
 struct LayerPieceTests {
   /// Runs `model` as a pipeline whose stages end at `positions` (the start and end included),
-  /// one batch through every stage forward and back: the loss, the output and each variable's
-  /// gradient summed over the stages that read it (as the ps sums them).
+  /// one batch through every stage forward and back: the loss, the output and each whole
+  /// variable's gradient, put together from its pieces' where a layer is split.
   static func pipelined(
     _ model: Sequential, at positions: [LayerPosition], input: Tensor, target: Tensor
   ) throws -> (output: Tensor, loss: Float, gradients: [String: Tensor]) {
     let variables = model.initialVariables()
     var activation = input
     var forwards: [StageForward] = []
+    var pieces: [String: VariablePiece] = [:]
     for (index, (start, end)) in zip(positions, positions.dropFirst()).enumerated() {
       let stage = try model.stage(from: start, to: end)
+      var held = variables
+      for declaration in stage.model.variableDeclarations(layers: stage.layers) {
+        guard let piece = declaration.piece else { continue }
+        pieces[declaration.name] = piece
+        held[declaration.name] = piece.cut(from: variables[piece.whole]!)
+      }
       let forward = stage.model.forwardStage(
-        activation, variables: variables, layers: stage.layers, context: .init(training: true),
-        inputGradient: index > 0)
+        activation, variables: held, layers: stage.layers, context: .init(training: true), inputGradient: index > 0)
       forwards.append(forward)
       activation = forward.output
     }
@@ -29,7 +35,18 @@ struct LayerPieceTests {
     for forward in forwards.reversed() {
       let stage = forward.backward(upstream)
       for (name, gradient) in stage.variables {
-        gradients[name] = gradients[name].map { $0 + gradient } ?? gradient
+        guard let piece = pieces[name] else {
+          gradients[name] = gradient
+          continue
+        }
+        var whole = gradients[piece.whole] ?? Tensor.zeros(piece.wholeShape)
+        let scalars = gradient.scalars
+        whole.withUnsafeMutableBufferPointer { whole in
+          for run in piece.runs {
+            for element in 0..<run.count { whole[run.whole + element] += scalars[run.piece + element] }
+          }
+        }
+        gradients[piece.whole] = whole
       }
       if let input = stage.input { upstream = input }
     }
@@ -100,12 +117,13 @@ struct LayerPieceTests {
     let tail = try model.stage(from: LayerPosition(layer: 0, inputs: 5), to: LayerPosition(layer: 1))
     let input = sample([3, 7 + 16], seed: 4)
     let forward = tail.model.forwardStage(
-      input, variables: model.initialVariables(), layers: tail.layers, context: .init(training: true))
+      input, variables: tail.model.initialVariables(layers: tail.layers), layers: tail.layers,
+      context: .init(training: true))
     let gradient = try #require(forward.backward(sample([3, 16], seed: 5)).input)
     #expect(gradient.slice(axis: 1, range: 0..<7).scalars.allSatisfy { $0 == 0 })
     #expect(gradient.slice(axis: 1, range: 7..<23).scalars.contains { $0 != 0 })
-    // Counted as a stage holds it: the layer's kernel and bias, whole.
-    #expect(tail.model.heldParameters(layers: tail.layers) == 12 * 16 + 16)
+    // Counted as a stage holds it: the layer's kernel rows for inputs 5..<12, and its bias.
+    #expect(tail.model.heldParameters(layers: tail.layers) == 7 * 16 + 16)
   }
 
   @Test func denseLayersOverSequencesCutByFeature() throws {
@@ -125,14 +143,17 @@ struct LayerPieceTests {
     let tail = try model.stage(from: LayerPosition(layer: 1, inputs: 4), to: LayerPosition(layer: 3))
     #expect(head.model.layers[head.layers].map(\.name) == ["dense0", "dense1[0..<4]"])
     #expect(tail.model.layers[tail.layers].map(\.name) == ["dense1[4..<16]", "dense2"])
-    #expect(head.model.layers[1].variableDeclarations.map(\.name) == ["dense1/kernel"])
-    #expect(tail.model.layers[tail.layers.lowerBound].variableDeclarations.map(\.name) == ["dense1/bias"])
-    // Both stages read the whole kernel; only the first regularises it.
+    // Each holds the kernel rows of its inputs, regularised, as a variable of its own.
+    let piece = try #require(head.model.layers[1].variableDeclarations.first?.piece)
+    #expect(piece == VariablePiece(whole: "dense1/kernel", wholeShape: [16, 9], axis: 0, range: 0..<4))
+    #expect(head.model.layers[1].variableDeclarations.map(\.name) == ["dense1/kernel#inputs:0-4"])
     let read = tail.model.variableDeclarations(layers: tail.layers)
-    #expect(read.map(\.name) == ["dense1/bias", "dense1/kernel", "dense2/kernel", "dense2/bias"])
-    #expect(read.first { $0.name == "dense1/kernel" }?.regularized == false)
-    #expect(
-      head.model.variableDeclarations(layers: head.layers).first { $0.name == "dense1/kernel" }?.regularized == true)
+    #expect(read.map(\.name) == ["dense1/kernel#inputs:4-16", "dense1/bias", "dense2/kernel", "dense2/bias"])
+    #expect(read.map(\.shape) == [[12, 9], [9], [9, 4], [4]])
+    #expect(read[0].regularized && head.model.layers[1].variableDeclarations[0].regularized)
+    // Drawn as those rows of the whole kernel are.
+    let whole = model.initialVariables()["dense1/kernel"]!
+    #expect(read[0].initialValue(modelSeed: Self.mlp.seed) == whole.slice(axis: 0, range: 4..<16))
     // What the head passes on: the 12 inputs not taken and the 9 sums.
     #expect(head.model.activationShapes[head.layers.upperBound] == [12 + 9])
     #expect(tail.model.activationShapes[tail.layers.lowerBound] == [12 + 9])

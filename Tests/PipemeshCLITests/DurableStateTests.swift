@@ -441,11 +441,14 @@ import Testing
   /// `kill -9` of a partition in the middle of a sync job allowed restarts,
   /// the partition started again as systemd would: the coordinator waits for
   /// it, runs the job on from its newest checkpoint, and it ends with the
-  /// weights of a run never interrupted; the fault is in its record.
+  /// weights of a run never interrupted; the fault is in its record. The
+  /// stages meet inside a layer, so each holds its rows of that layer's
+  /// kernel: the restarted stage takes its rows back from the checkpoint.
   @Test func aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights() async throws {
     var mesh = try await Mesh(psCheckpoints: true)
     let options = [
       "--model", Self.model, "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "2",
+      "--split", "1:64",
     ]
     let training = try await Self.trainStraightThenStart("survivor", options: options + ["--json"], on: mesh)
     mesh = try await mesh.restarted(coordinator: false, partitions: [1])
@@ -458,6 +461,8 @@ import Testing
     #expect(ended["resumes"] as? Int == 1, "\(ended)")
     let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
     #expect(fault["state"] as? String == "JOB_STATE_RESTARTING", "\(fault)")
+    let split = ended["options"] as? [String: Any]
+    #expect(split?["splitPoints"] as? [Int] == [1] && split?["splitPointInputs"] as? [Int] == [64], "\(ended)")
 
     try await Self.expectSameWeights("survivor", as: "straight", on: mesh)
     try await Self.expectSameEpochLosses("survivor", as: "straight", on: mesh)

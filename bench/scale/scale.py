@@ -17,7 +17,9 @@ parameters it holds. Prints one JSON object per line, then a Markdown table.
 over gloo on 127.0.0.1, the model split where the mesh's planner splits it at whole layers (the
 mesh itself may split inside a layer, which torch pipelining cannot), the same schedule
 (GPipe or 1F1B) and micro-batches; Pipemesh's figure is also given without its last step, whose
-commit hands the variables to the ps (PyTorch keeps them where they are).
+commit hands the variables to the ps (PyTorch keeps them where they are), and for Pipemesh held
+to whole layers (`--whole-layers`, PyTorch's split) in the same rounds, which shows what its split
+inside a layer gains.
 
 --against tensorflow compares data parallelism instead: TensorFlow's ParameterServerStrategy (1 ps
 task and --replicas workers of 1 thread each, asynchronous, bench/scale/tf_ps.py) against Pipemesh
@@ -252,9 +254,10 @@ class MeshMemory:
         return self.peak
 
 
-def pipemesh_run(a, work, round_index, stage_parameters):
-    """Trains steps+1 batches on a fresh mesh; the first step is the warm-up."""
-    logs = os.path.join(work, f"logs-round{round_index}")
+def pipemesh_run(a, work, round_index, stage_parameters, options=(), label=""):
+    """Trains steps+1 batches on a fresh mesh; the first step is the warm-up. `options` go to
+    `pipemesh train`; `label` names the run's logs, job and trace beside others of the round."""
+    logs = os.path.join(work, f"logs-round{round_index}{label}")
     os.makedirs(logs, exist_ok=True)
     services = []
     try:
@@ -279,14 +282,14 @@ def pipemesh_run(a, work, round_index, stage_parameters):
              "--dataset", "data.npz", "--epochs", "1", "--batch-size", str(a.batch),
              "--micro-batches", str(a.micro_batches), "--schedule", a.schedule, "--optimizer", a.optimizer, "--learning-rate", str(a.lr),
              "--replicas", str(a.replicas), "--consistency", a.consistency,
-             "--validation", "0", "--job", f"scale{round_index}", "--json"],
+             "--validation", "0", "--job", f"scale{round_index}{label}", "--json", *options],
             capture_output=True, text=True, timeout=3600)
         mesh_peak = sampler.stop()
         if train.returncode != 0:
             raise RuntimeError(f"pipemesh train failed ({train.returncode}): {train.stderr[-2000:]}")
         steps = [json.loads(line) for line in train.stdout.splitlines() if line.startswith("{")]
         if a.trace:
-            with open(f"{a.trace}.round{round_index}.json", "w") as out:
+            with open(f"{a.trace}.round{round_index}{label}.json", "w") as out:
                 out.write(next((s["traceJson"] for s in reversed(steps) if s.get("traceJson")), "{}"))
         steps = [s for s in steps if s.get("samplesPerSecond") and not s.get("done") and not s.get("evaluated")]
         measured = steps[1:]  # the first step includes the first pulls
@@ -377,6 +380,7 @@ def main():
     stage_parameters = [int(s["parameters"]) for s in plan["stages"]]
     mesh_split = [f"{s.get('firstLayer', 0)}:{s.get('firstLayerInputs', 0)}" for s in plan["stages"][1:]]
     whole = planned("--whole-layers")
+    whole_parameters = [int(s["parameters"]) for s in whole["stages"]]
     split = int(whole["stages"][1]["firstLayer"]) if len(whole["stages"]) > 1 else None
     if a.against == "pipelining" and (a.stages != 2 or a.schedule not in ("gpipe", "1f1b")):
         parser.error("--against pipelining runs 2 stages under gpipe or 1f1b")
@@ -389,11 +393,13 @@ def main():
     for index in range(a.rounds):
         row = {"round": index + 1}
         # Alternate who goes first, so drift in the machine's speed does not favour one side.
-        order = {"threads": ["torch1", "torch2", "pipemesh"], "pipelining": ["pipelining", "pipemesh"],
+        order = {"threads": ["torch1", "torch2", "pipemesh"], "pipelining": ["pipelining", "pipemesh", "pipemesh_whole"],
                  "tensorflow": ["tensorflow", "pipemesh"]}[a.against]
         for name in order if index % 2 == 0 else reversed(order):
             if name == "pipemesh":
                 row[name] = pipemesh_run(a, work, index + 1, stage_parameters)
+            elif name == "pipemesh_whole":
+                row[name] = pipemesh_run(a, work, index + 1, whole_parameters, ["--whole-layers"], "-whole")
             elif name == "pipelining":
                 row[name] = torch_pipeline_run(a, layers, split)
             elif name == "tensorflow":
@@ -409,13 +415,15 @@ def main():
     def median(key):
         return statistics.median(r[key]["samples_per_second"] for r in fitted(key)) if fitted(key) else None
 
-    def ratio(key):
-        pairs = [r for r in fitted(key) if r["pipemesh"]["samples_per_second"]]
-        return statistics.median(r["pipemesh"]["samples_per_second"] / r[key]["samples_per_second"] for r in pairs)
+    def ratio(key, of="pipemesh"):
+        pairs = [r for r in fitted(key) if r[of]["samples_per_second"]]
+        return statistics.median(r[of]["samples_per_second"] / r[key]["samples_per_second"] for r in pairs)
 
-    def row(label, key):
+    def row(label, key, against=None):
         if not fitted(key):
             return f"| {label} | does not fit: {rounds[-1][key]['killed']} | |"
+        if against:
+            return f"| {label} | {median(key):.1f} | {ratio(against, of=key):.2f}× |"
         return f"| {label} | {median(key):.1f} | {ratio(key):.2f}× |" if key != "pipemesh" else f"| {label} | {median(key):.1f} | |"
 
     if a.against == "tensorflow":
@@ -440,11 +448,15 @@ def main():
         print("| | samples/s | Pipemesh ÷ it (median of per-round ratios) |")
         print("| --- | --- | --- |")
         print(row(f"PyTorch pipelining ({a.schedule})", "pipelining"))
-        print(row("Pipemesh", "pipemesh"))
+        print(row(f"Pipemesh, split at {', '.join(mesh_split)}", "pipemesh"))
         if all(steady):
             ratios = [s / r["pipelining"]["samples_per_second"] for s, r in zip(steady, rounds)]
             print(f"| Pipemesh without its last step (the Assign to the ps) | {statistics.median(steady):.1f} "
                   f"| {statistics.median(ratios):.2f}× |")
+        print(row(f"Pipemesh at whole layers (PyTorch's split, before layer {split}), ÷ PyTorch", "pipemesh_whole",
+                  against="pipelining"))
+        print(f"\nPipemesh's split ÷ Pipemesh at whole layers (median of per-round ratios): "
+              f"{ratio('pipemesh_whole'):.2f}×")
         return
 
     last = rounds[-1]["pipemesh"]

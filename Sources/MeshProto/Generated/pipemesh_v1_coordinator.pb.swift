@@ -795,8 +795,8 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// the stages, and, planning on measured layer times, where that makes the slowest stage at
   /// least 10 % faster, counting what the split adds: the stage after it then also receives the
   /// inputs it has not taken,
-  /// each stage holding a part holds the layer's whole weight, and the layer's sums add in
-  /// another order (a difference in the last bits). Split points given explicitly are kept.
+  /// each stage holding a part holds the rows of the layer's weight its inputs meet, and the
+  /// layer's sums add in another order (a difference in the last bits). Split points given explicitly are kept.
   /// Valid: any.
   public var wholeLayers: Bool {
     get {_storage._wholeLayers}

@@ -240,8 +240,8 @@ public nonisolated struct Pipemesh_V1_LoadStageResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The parameters the stage holds: its layers' own, and the whole weight and bias of a layer
-  /// it runs a part of.
+  /// The parameters the stage holds: its layers' own, and of a layer it runs a part of, the rows
+  /// of the weight its inputs meet (and the bias, in the last part).
   public var parameters: Int64 = 0
 
   /// Per-example input and output shapes of the stage.

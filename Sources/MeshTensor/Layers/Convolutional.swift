@@ -61,11 +61,10 @@ extension Conv2D: SumOverInputs {
   func inputAxis(ofInput inputShape: [Int]) -> Int { 0 }
   var weightName: String { "\(name)/filter" }
 
-  func partialSum(_ input: Tensor, inputs: Range<Int>, variables: [String: Tensor]) -> Tensor {
-    let filter = variable("filter", in: variables)
-    return Tensor.conv2d(
-      input, filter: inputs.count == inputChannels ? filter : filter.slice(axis: 1, range: inputs), stride: stride,
-      padding: padding)
+  var weightInputAxis: Int { 1 }
+
+  func partialSum(_ input: Tensor, weight: Tensor) -> Tensor {
+    Tensor.conv2d(input, filter: weight, stride: stride, padding: padding)
   }
 
   func finish(_ sum: Tensor, variables: [String: Tensor]) -> Tensor {

@@ -34,7 +34,7 @@ public struct Dense: Layer {
   }
 
   public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
-    finish(partialSum(input, inputs: 0..<inputSize, variables: variables), variables: variables)
+    finish(partialSum(input, weight: variable("kernel", in: variables)), variables: variables)
   }
 }
 
@@ -43,10 +43,9 @@ extension Dense: SumOverInputs {
   func inputAxis(ofInput inputShape: [Int]) -> Int { inputShape.count - 1 }
   var weightName: String { "\(name)/kernel" }
 
-  func partialSum(_ input: Tensor, inputs: Range<Int>, variables: [String: Tensor]) -> Tensor {
-    let kernel = variable("kernel", in: variables)
-    return Tensor.matmul(input, inputs.count == inputSize ? kernel : kernel.slice(axis: 0, range: inputs))
-  }
+  var weightInputAxis: Int { 0 }
+
+  func partialSum(_ input: Tensor, weight: Tensor) -> Tensor { Tensor.matmul(input, weight) }
 
   func finish(_ sum: Tensor, variables: [String: Tensor]) -> Tensor {
     activation.apply(sum + variable("bias", in: variables))

@@ -17,21 +17,106 @@ public struct ForwardContext: Sendable {
 
 /// A trainable variable a layer needs: its stable name (for example "dense0/kernel"), shape,
 /// initialiser, and whether the L2 penalty applies to it (weights yes, biases and norms no).
+/// A variable that holds a part of another (`piece`) is drawn as that part of the whole.
 public struct VariableDeclaration: Sendable, Equatable {
   public let name: String
   public let shape: [Int]
   public let initializer: Initializer
   public let regularized: Bool
+  /// The part of a whole variable this one holds, when it holds one.
+  public let piece: VariablePiece?
 
   public init(name: String, shape: [Int], initializer: Initializer, regularized: Bool) {
     self.name = name
     self.shape = shape
     self.initializer = initializer
     self.regularized = regularized
+    piece = nil
+  }
+
+  /// The variable holding `piece` of `whole`, named after both.
+  init(_ piece: VariablePiece, of whole: VariableDeclaration) {
+    precondition(piece.whole == whole.name && piece.wholeShape == whole.shape, "a piece of another variable")
+    name = piece.name
+    shape = piece.shape
+    initializer = whole.initializer
+    regularized = whole.regularized
+    self.piece = piece
   }
 
   /// The number of scalars.
   public var scalarCount: Int { shape.reduce(1, *) }
+
+  /// Its initial value in a model of seed `modelSeed`: drawn with the seed derived from the
+  /// variable's name (its whole's, for a piece), so that values depend neither on the other
+  /// variables nor on how a layer is cut.
+  public func initialValue(modelSeed: UInt64) -> Tensor {
+    guard let piece else { return initializer.makeTensor(shape, seed: PortableRandom.derivedSeed(modelSeed, name)) }
+    let whole = initializer.makeTensor(piece.wholeShape, seed: PortableRandom.derivedSeed(modelSeed, piece.whole))
+    return piece.cut(from: whole)
+  }
+}
+
+/// The inputs `range` along axis `axis` of a whole variable, held as a variable of its own:
+/// a pipeline stage that computes part of a layer (`LayerPiece`) holds only the rows of the
+/// layer's weight its inputs meet, and is their only writer. The whole is put back together
+/// from its pieces (`runs`) when a model is saved.
+public struct VariablePiece: Sendable, Equatable {
+  public let whole: String
+  public let wholeShape: [Int]
+  public let axis: Int
+  public let range: Range<Int>
+
+  public init(whole: String, wholeShape: [Int], axis: Int, range: Range<Int>) {
+    precondition(
+      axis >= 0 && axis < wholeShape.count && range.lowerBound >= 0 && range.upperBound <= wholeShape[axis]
+        && !range.isEmpty, "piece \(range) on axis \(axis) of a variable of shape \(wholeShape)")
+    self.whole = whole
+    self.wholeShape = wholeShape
+    self.axis = axis
+    self.range = range
+  }
+
+  /// E.g. "dense1/kernel#inputs:0-512".
+  public var name: String { Self.name(of: whole, range: range) }
+
+  static func name(of whole: String, range: Range<Int>) -> String {
+    "\(whole)#inputs:\(range.lowerBound)-\(range.upperBound)"
+  }
+
+  public var shape: [Int] {
+    var shape = wholeShape
+    shape[axis] = range.count
+    return shape
+  }
+
+  /// The piece's elements as runs of the whole's, in row-major order: each run starts at
+  /// `whole` in the whole variable and at `piece` in the piece. A piece along the first axis
+  /// is one run.
+  public var runs: [(whole: Int, piece: Int, count: Int)] {
+    let outer = wholeShape[..<axis].reduce(1, *)
+    let inner = wholeShape[(axis + 1)...].reduce(1, *)
+    let run = range.count * inner
+    return (0..<outer).map { index in
+      (whole: (index * wholeShape[axis] + range.lowerBound) * inner, piece: index * run, count: run)
+    }
+  }
+
+  /// The runs of the whole that the piece's elements `elements` fill, each
+  /// with where it starts in the whole and in `elements`.
+  public func wholeRuns(ofPieceElements elements: Range<Int>) -> [(whole: Int, offset: Int, count: Int)] {
+    runs.compactMap { run in
+      let overlap = elements.clamped(to: run.piece..<(run.piece + run.count))
+      guard !overlap.isEmpty else { return nil }
+      return (run.whole + overlap.lowerBound - run.piece, overlap.lowerBound - elements.lowerBound, overlap.count)
+    }
+  }
+
+  /// The piece's values in the whole's.
+  public func cut(from whole: Tensor) -> Tensor {
+    precondition(whole.shape == wholeShape, "cutting \(name) from a tensor of shape \(whole.shape)")
+    return withoutGradients { whole.slice(axis: axis, range: range) }
+  }
 }
 
 /// A model layer. Layers hold configuration only; variable values live in a `[String: Tensor]`

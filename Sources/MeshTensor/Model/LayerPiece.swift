@@ -33,8 +33,11 @@ protocol SumOverInputs: Layer {
   /// The variable that weighs the inputs, e.g. "dense0/kernel"; the layer's others (its
   /// bias) are read only once the sum is complete.
   var weightName: String { get }
-  /// Inputs `inputs`' share of the sum, without bias; `input` holds just those inputs.
-  func partialSum(_ input: Tensor, inputs: Range<Int>, variables: [String: Tensor]) -> Tensor
+  /// The axis of the weight that its inputs' weights lie along.
+  var weightInputAxis: Int { get }
+  /// The share of the sum of the inputs in `input`, weighed by `weight` (the whole weight,
+  /// or the piece of it along `weightInputAxis` that those inputs meet), without bias.
+  func partialSum(_ input: Tensor, weight: Tensor) -> Tensor
   /// The layer's output from its complete sum: bias, then activation.
   func finish(_ sum: Tensor, variables: [String: Tensor]) -> Tensor
 }
@@ -45,9 +48,9 @@ protocol SumOverInputs: Layer {
 /// before the last passes on the same for the next. The last adds bias and activation, so
 /// the pieces in a row compute the whole layer (up to the order of the sum's additions).
 ///
-/// The first piece owns the weight, and with it the weight's L2 penalty; the last owns the
-/// rest (the bias). Later pieces read the weight as a shared variable, like tied weights:
-/// each stage holding a piece holds the whole weight, and their gradients add up on the ps.
+/// Each piece holds only the part of the weight its inputs meet, as a variable of its own
+/// (`VariablePiece`), with that part's L2 penalty: the stages share no variable, each is the
+/// only writer of what it holds. The last piece holds the rest (the bias).
 ///
 /// A piece of the model's first layer passes no gradient back to the model's inputs it
 /// receives (nobody needs it), only to the sum so far, which the piece before needs.
@@ -76,18 +79,21 @@ struct LayerPiece: Layer {
   /// The whole layer's name with the inputs taken, e.g. "dense1[0..<512]".
   var name: String { "\(whole.name)[\(inputs.lowerBound)..<\(inputs.upperBound)]" }
 
+  /// The piece of the weight this piece's inputs meet; the rest of the layer's variables
+  /// when it is the last.
   var variableDeclarations: [VariableDeclaration] {
-    whole.variableDeclarations.filter {
-      $0.name == whole.weightName ? inputs.lowerBound == 0 : inputs.upperBound == whole.inputCount
+    whole.variableDeclarations.compactMap { declaration in
+      guard declaration.name == whole.weightName else {
+        return inputs.upperBound == whole.inputCount ? declaration : nil
+      }
+      let piece = VariablePiece(
+        whole: declaration.name, wholeShape: declaration.shape, axis: whole.weightInputAxis, range: inputs)
+      return VariableDeclaration(piece, of: declaration)
     }
   }
 
-  var sharedVariables: [VariableDeclaration] {
-    guard inputs.lowerBound > 0, let weight = whole.variableDeclarations.first(where: { $0.name == whole.weightName })
-    else { return [] }
-    return [
-      VariableDeclaration(name: weight.name, shape: weight.shape, initializer: weight.initializer, regularized: false)
-    ]
+  private var weightPieceName: String {
+    VariablePiece.name(of: whole.weightName, range: inputs)
   }
 
   private var axis: Int { whole.inputAxis(ofInput: wholeInputShape) }
@@ -138,7 +144,8 @@ struct LayerPiece: Layer {
     }
     let batchAxis = axis + 1
     let taken = inputs.upperBound == count ? remaining : remaining.slice(axis: batchAxis, range: 0..<inputs.count)
-    let share = whole.partialSum(taken, inputs: inputs, variables: variables)
+    guard let weight = variables[weightPieceName] else { preconditionFailure("variable \(weightPieceName) is missing") }
+    let share = whole.partialSum(taken, weight: weight)
     let sum = sumSoFar.map { $0 + share } ?? share
     guard inputs.upperBound < count else { return whole.finish(sum, variables: variables) }
     let left = remaining.slice(axis: batchAxis, range: inputs.count..<(count - inputs.lowerBound))
@@ -147,12 +154,6 @@ struct LayerPiece: Layer {
 }
 
 extension Sequential {
-  /// The parameters a stage of `range` of this model's layers holds: each layer's own, and
-  /// the whole weight and bias of a layer it runs a part of (as the planner counts them).
-  public func heldParameters(layers range: Range<Int>) -> Int {
-    layers[range].reduce(0) { $0 + (($1 as? LayerPiece)?.whole.parameterCount ?? $1.parameterCount) }
-  }
-
   /// How many inputs layer `index` sums over when a stage boundary may fall inside it (a
   /// Dense layer's features, a convolution's channels), or nil when it may not.
   public func splittableInputs(ofLayer index: Int) -> Int? {
@@ -178,6 +179,22 @@ extension Sequential {
       cut.positions.firstIndex(of: position) ?? cut.positions.count
     }
     return (cut.model, index(of: start)..<index(of: end))
+  }
+
+  /// For a layer a stage boundary may fall inside: its weight's parameters
+  /// per input, which each piece holds for its inputs, and its others (the
+  /// bias), which the last piece holds.
+  public func pieceParameters(ofLayer index: Int) -> (perInput: Int, rest: Int)? {
+    guard splittableInputs(ofLayer: index) != nil, let layer = layers[index] as? any SumOverInputs,
+      let weight = layer.variableDeclarations.first(where: { $0.name == layer.weightName })
+    else { return nil }
+    return (weight.scalarCount / layer.inputCount, layer.parameterCount - weight.scalarCount)
+  }
+
+  /// The variables a pipeline of stages between `bounds` holds: the model's,
+  /// with the weight of each layer a bound falls inside held as pieces.
+  public func variableDeclarations(cutAt bounds: [LayerPosition]) throws(ModelSpecError) -> [VariableDeclaration] {
+    try cut(at: bounds).model.variableDeclarations()
   }
 
   /// This model with the layers `positions` fall inside cut into pieces there, and where each

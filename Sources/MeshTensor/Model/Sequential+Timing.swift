@@ -105,12 +105,10 @@ extension Sequential {
   /// its outputs (16 Mi parameters, 64 MiB in float32), and its times scaled.
   public static let largestTimedParameters = 1 << 24
 
-  /// The largest layer a planner splits between stages by itself, and so the
-  /// largest whose split `timeLayers` times: 4 Mi parameters. Each stage
-  /// that runs a part of a layer holds its whole weight and pushes a
-  /// gradient for all of it, which for a small layer costs little and for a
-  /// big one would double the memory and traffic that splitting a model
-  /// over machines is meant to spread.
+  /// The largest layer whose split `timeLayers` times, and so the largest a
+  /// planner splits between stages by itself (it splits only where it knows
+  /// what a split adds): 4 Mi parameters, which keeps the timing short and
+  /// its memory small. A bigger layer may still be split by hand.
   public static let largestSplitParameters = 1 << 22
 
   /// Whether `timeLayers` times layer `index` split in two as well.

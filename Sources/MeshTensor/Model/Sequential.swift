@@ -42,16 +42,16 @@ public struct Sequential: Sendable {
       .filter { seen.insert($0.name).inserted }
   }
 
-  /// Initial values of the variables of `range`. Variable "x" is drawn with the seed
-  /// `PortableRandom.derivedSeed(spec.seed, "x")`, so values do not depend on which other
-  /// variables exist or on the order they are created in.
+  /// Initial values of the variables of `range` (see `VariableDeclaration.initialValue`).
   public func initialVariables(layers range: Range<Int>? = nil) -> [String: Tensor] {
-    var values: [String: Tensor] = [:]
-    for declaration in variableDeclarations(layers: range) {
-      values[declaration.name] = declaration.initializer.makeTensor(
-        declaration.shape, seed: PortableRandom.derivedSeed(spec.seed, declaration.name))
-    }
-    return values
+    Dictionary(
+      uniqueKeysWithValues: variableDeclarations(layers: range).map { ($0.name, $0.initialValue(modelSeed: spec.seed)) }
+    )
+  }
+
+  /// The parameters layers `range` hold: each layer's own (a piece of a layer, its part).
+  public func heldParameters(layers range: Range<Int>) -> Int {
+    layers[range].reduce(0) { $0 + $1.parameterCount }
   }
 
   /// Per-layer parameter count, output activation size and forward FLOPs, for one sample.

@@ -236,12 +236,7 @@ struct Plan: AsyncParsableCommand {
   @Option(help: "Stages to split into (default: 2 here; the coordinator's pool with --coordinator).")
   var stages: Int?
 
-  @Option(
-    parsing: .upToNextOption,
-    help: """
-      Explicit split points, where stages 1…K-1 begin: LAYER (before the whole layer) or LAYER:INPUTS \
-      (inside a Dense or Conv2D layer, after its first INPUTS features or channels).
-      """)
+  @Option(parsing: .upToNextOption, help: LayerPosition.splitHelp)
   var split: [LayerPosition] = []
 
   @Option(help: "Ask this coordinator (HOST:PORT) instead of planning here.")
@@ -582,6 +577,13 @@ extension ClientOptions {
 }
 
 extension LayerPosition: ExpressibleByArgument {
+  /// What a `--split` option takes.
+  static let splitHelp = ArgumentHelp(
+    """
+    Explicit split points, where stages 1…K-1 begin: LAYER (before the whole layer) or LAYER:INPUTS \
+    (inside a Dense or Conv2D layer, after its first INPUTS features or channels).
+    """)
+
   /// LAYER, or LAYER:INPUTS.
   public init?(argument: String) {
     let parts = argument.split(separator: ":", omittingEmptySubsequences: false)
