@@ -800,9 +800,9 @@ public final class CoordinatorService: RPCService, Sendable {
     } ?? most
   }
 
-  /// A Train request's stages and replicas, 0 read as the coordinator's
-  /// layout (`defaultStages` and one replica without one); INVALID_ARGUMENT
-  /// when the pool cannot hold them.
+  /// A Train request's stages and replicas, 0 read as one stage more than
+  /// its split points, or else the coordinator's layout (`defaultStages` and
+  /// one replica without one); INVALID_ARGUMENT when the pool cannot hold them.
   private func shape(of request: Pipemesh_V1_TrainRequest) async throws -> (stages: Int32, replicas: Int32) {
     guard request.stages >= 0, request.replicas >= 0 else {
       throw RPCError(
@@ -810,7 +810,9 @@ public final class CoordinatorService: RPCService, Sendable {
         "stages \(request.stages) and replicas \(request.replicas) must be 0 (the coordinator's layout) or more")
     }
     var stages = request.stages
-    if stages == 0, cluster.stages > 0 {
+    if stages == 0, !request.splitPoints.isEmpty {
+      stages = Int32(request.splitPoints.count + 1)
+    } else if stages == 0, cluster.stages > 0 {
       stages = Int32(cluster.stages)
     } else if stages == 0 {
       let model = try makeModel(request.model)

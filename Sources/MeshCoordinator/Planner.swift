@@ -19,8 +19,9 @@ public enum Planner {
     public let flops: [Double]
     /// Measured on a partition, per stage: a micro-batch's forward and backward.
     public let times: [LayerTiming]?
-    /// The parameters each stage holds: a layer split between stages is
-    /// held whole by each of them.
+    /// The parameters each stage holds: of a layer split between stages,
+    /// the rows of its weight the stage's inputs meet (and the bias, in the
+    /// last part).
     public let parameters: [Int]
     /// The memory budget of the partitions each stage would run on, when known.
     public let budgets: [Int?]
@@ -80,8 +81,8 @@ public enum Planner {
 
   /// A split inside a layer must make the slowest stage at least this much
   /// faster than the best split at whole layers: the next stage also
-  /// receives the layer's inputs not yet taken, both hold its weight, and
-  /// both push a gradient for it.
+  /// receives the layer's inputs not yet taken beside the sums, and the
+  /// sums add in another order.
   static let cutGain = 0.10
 
   /// The most places inside layers the planner weighs, over all layers, so

@@ -144,7 +144,19 @@ actor StageRunner {
         : try definition.initializer.makeTensor(shape, elementOffset: Int(definition.initializerOffset))
       versions[definition.name] = 0
     }
-    try await refresh(definitions.map(\.name).filter { !kept.contains($0) })
+    let pulled = definitions.map(\.name).filter { !kept.contains($0) }
+    try await refresh(pulled)
+    // A run resumed from a checkpoint finds its variables there, all updated alike; one
+    // drawn afresh beside them was not in the checkpoint (taken before a layer was cut
+    // otherwise) and would train on from its initial values.
+    let fresh = pulled.filter { versions[$0] == 0 }
+    if !fresh.isEmpty, fresh.count < pulled.count {
+      throw RPCError(
+        .failedPrecondition,
+        "stage \(stage) of job \(job) finds \(pulled.count - fresh.count) of its variables trained but "
+          + "\(fresh.prefix(3).joined(separator: ", ")) new: the checkpoint it resumes holds other variables "
+          + "(its layers were cut at other places); start the job under a new name")
+    }
     if soleWriter, versions.values.allSatisfy({ $0 == 0 }) {
       localUpdates = LocalUpdates(optimizer: try makeOptimizer(spec), kept: kept)
     } else if !kept.isEmpty {

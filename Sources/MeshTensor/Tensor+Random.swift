@@ -64,16 +64,18 @@ public enum Initializer: Codable, Sendable, Equatable {
   case glorotUniform(fanIn: Int, fanOut: Int)
   case heNormal(fanIn: Int)
 
-  /// A tensor of `shape` drawn with `seed`.
-  public func makeTensor(_ shape: [Int], seed: UInt64) -> Tensor {
+  /// A tensor of `shape` drawn with `seed`, from element `elementOffset` of the draw on.
+  public func makeTensor(_ shape: [Int], seed: UInt64, elementOffset: Int = 0) -> Tensor {
     switch self {
     case .zeros: return .zeros(shape)
     case .ones: return .ones(shape)
     case .constant(let value): return .filled(shape, with: value)
-    case .normal(let std): return .randomNormal(shape, standardDeviation: std, seed: seed)
-    case .uniform(let limit): return .randomUniform(shape, lowerBound: -limit, upperBound: limit, seed: seed)
-    case .glorotUniform(let fanIn, let fanOut): return .glorotUniform(shape, fanIn: fanIn, fanOut: fanOut, seed: seed)
-    case .heNormal(let fanIn): return .heNormal(shape, fanIn: fanIn, seed: seed)
+    case .normal(let std): return .randomNormal(shape, standardDeviation: std, seed: seed, elementOffset: elementOffset)
+    case .uniform(let limit):
+      return .randomUniform(shape, lowerBound: -limit, upperBound: limit, seed: seed, elementOffset: elementOffset)
+    case .glorotUniform(let fanIn, let fanOut):
+      return .glorotUniform(shape, fanIn: fanIn, fanOut: fanOut, seed: seed, elementOffset: elementOffset)
+    case .heNormal(let fanIn): return .heNormal(shape, fanIn: fanIn, seed: seed, elementOffset: elementOffset)
     }
   }
 }

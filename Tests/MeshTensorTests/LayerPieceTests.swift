@@ -93,21 +93,56 @@ struct LayerPieceTests {
       Self.mlp, at: [LayerPosition(layer: 1, inputs: 4), LayerPosition(layer: 1, inputs: 11)], batch: 6, classes: 4)
   }
 
+  static let convolutional = ModelSpec(
+    inputShape: [2, 6, 6],
+    layers: [
+      .conv2d(inputChannels: 2, outputChannels: 5, kernelSize: 3, stride: 1, padding: 1, activation: .relu),
+      .conv2d(inputChannels: 5, outputChannels: 3, kernelSize: 3, stride: 2, padding: 0, activation: .relu),
+      .flatten, .dense(inputSize: 12, outputSize: 3, activation: .linear),
+    ],
+    loss: .softmaxCrossEntropy, l2Penalty: 0.01, seed: 8)
+
   @Test func convolutionsCutByChannelComputeTheWholeModel() throws {
-    let spec = ModelSpec(
-      inputShape: [2, 6, 6],
-      layers: [
-        .conv2d(inputChannels: 2, outputChannels: 5, kernelSize: 3, stride: 1, padding: 1, activation: .relu),
-        .conv2d(inputChannels: 5, outputChannels: 3, kernelSize: 3, stride: 2, padding: 0, activation: .relu),
-        .flatten, .dense(inputSize: 12, outputSize: 3, activation: .linear),
-      ],
-      loss: .softmaxCrossEntropy, l2Penalty: 0.01, seed: 8)
+    let spec = Self.convolutional
     try Self.expectSameAsWhole(spec, at: [LayerPosition(layer: 1, inputs: 2)], batch: 4, classes: 3)
     try Self.expectSameAsWhole(
       spec, at: [LayerPosition(layer: 0, inputs: 1), LayerPosition(layer: 3, inputs: 7)], batch: 4, classes: 3)
     // Three pieces of one convolution: the middle one receives and passes on channels and sums.
     try Self.expectSameAsWhole(
       spec, at: [LayerPosition(layer: 1, inputs: 1), LayerPosition(layer: 1, inputs: 3)], batch: 4, classes: 3)
+  }
+
+  /// The pieces of split layers' weights, as stages hold them, put back together: a
+  /// convolution's filter cut by input channel (a run of the whole per output channel) and a
+  /// dense kernel cut by rows; a piece's elements land where they were cut from however a
+  /// pull cuts them into chunks; pieces that leave a gap are left out.
+  @Test func piecesJoinIntoTheWholeWeight() throws {
+    let model = try Sequential(spec: Self.convolutional)
+    let whole = model.initialVariables()
+    let held = try model.variableDeclarations(
+      cutAt: [0, LayerPosition(layer: 1, inputs: 2), LayerPosition(layer: 3, inputs: 7), 4])
+    let values = Dictionary(
+      uniqueKeysWithValues: held.map { ($0.name, $0.initialValue(modelSeed: Self.convolutional.seed)) })
+    #expect(held.compactMap(\.piece).map(\.axis) == [1, 1, 0, 0])
+    #expect(model.joiningPieces(values) == whole)
+
+    let piece = try #require(held.first { $0.piece?.axis == 1 }?.piece)
+    let source = whole[piece.whole]!.scalars
+    let scalars = values[piece.name]!.scalars
+    for chunk in [1, 4, 7, scalars.count] {
+      var rebuilt = [Float](repeating: .nan, count: source.count)
+      for start in stride(from: 0, to: scalars.count, by: chunk) {
+        let elements = start..<min(scalars.count, start + chunk)
+        for run in piece.wholeRuns(ofPieceElements: elements) {
+          for index in 0..<run.count { rebuilt[run.whole + index] = scalars[elements.lowerBound + run.offset + index] }
+        }
+      }
+      let placed = rebuilt.indices.filter { !rebuilt[$0].isNaN }
+      #expect(placed.count == scalars.count && placed.allSatisfy { rebuilt[$0] == source[$0] }, "chunks of \(chunk)")
+    }
+    var gap = values
+    gap[piece.name] = nil
+    #expect(model.joiningPieces(gap)[piece.whole] == nil)
   }
 
   /// A piece of the model's first layer passes back the gradient of the sum it received, which

@@ -358,7 +358,8 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
   /// it ends before the layer.
   public var endLayerInputs: Int32 = 0
 
-  /// What it holds: a layer split between stages is held whole by each.
+  /// What it holds: of a layer split between stages, the rows of its weight the stage's inputs
+  /// meet (and the bias, in the last part).
   public var parameters: Int64 = 0
 
   /// Estimated FLOPs per example of a training step through the stage
@@ -716,8 +717,8 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// Pipeline stages and data-parallel replicas of each: the job holds
   /// stages × replicas partitions of the coordinator's pool for as long as it
   /// runs, and waits QUEUED, in the order jobs came, while too few are free.
-  /// 0 takes the coordinator's layout (its --partitions: stages separated by
-  /// ';', a stage's replicas by ',').
+  /// 0 takes one stage more than split_points lists, or else the coordinator's
+  /// layout (its --partitions: stages separated by ';', a stage's replicas by ',').
   /// Valid: 0 or more; stages × replicas at most the pool's partitions.
   public var stages: Int32 {
     get {_storage._stages}

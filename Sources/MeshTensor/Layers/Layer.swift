@@ -52,8 +52,13 @@ public struct VariableDeclaration: Sendable, Equatable {
   /// variables nor on how a layer is cut.
   public func initialValue(modelSeed: UInt64) -> Tensor {
     guard let piece else { return initializer.makeTensor(shape, seed: PortableRandom.derivedSeed(modelSeed, name)) }
-    let whole = initializer.makeTensor(piece.wholeShape, seed: PortableRandom.derivedSeed(modelSeed, piece.whole))
-    return piece.cut(from: whole)
+    let seed = PortableRandom.derivedSeed(modelSeed, piece.whole)
+    let value = Tensor(uninitializedShape: shape)
+    for run in piece.runs {
+      let drawn = initializer.makeTensor([run.count], seed: seed, elementOffset: run.whole)
+      (value.buffer.pointer + run.piece).update(from: drawn.buffer.pointer, count: run.count)
+    }
+    return value
   }
 }
 
@@ -81,8 +86,11 @@ public struct VariablePiece: Sendable, Equatable {
   public var name: String { Self.name(of: whole, range: range) }
 
   static func name(of whole: String, range: Range<Int>) -> String {
-    "\(whole)#inputs:\(range.lowerBound)-\(range.upperBound)"
+    "\(whole)\(marker)\(range.lowerBound)-\(range.upperBound)"
   }
+
+  /// What follows the whole's name in a piece's.
+  static let marker = "#inputs:"
 
   public var shape: [Int] {
     var shape = wholeShape

@@ -191,6 +191,44 @@ extension Sequential {
     return (weight.scalarCount / layer.inputCount, layer.parameterCount - weight.scalarCount)
   }
 
+  /// `held` (variables as a pipeline's stages hold them, e.g. a ps checkpoint's) with the
+  /// pieces of each split layer's weight ("dense1/kernel#inputs:0-512") put back together into
+  /// the whole weight, when they cover it; pieces that do not are left out.
+  public func joiningPieces(_ held: [String: Tensor]) -> [String: Tensor] {
+    var joined = held.filter { !$0.key.contains(VariablePiece.marker) }
+    for case let summing as any SumOverInputs in layers {
+      guard joined[summing.weightName] == nil,
+        let weight = summing.variableDeclarations.first(where: { $0.name == summing.weightName })
+      else { continue }
+      let prefix = summing.weightName + VariablePiece.marker
+      let pieces = held.compactMap { name, value -> (VariablePiece, Tensor)? in
+        guard name.hasPrefix(prefix) else { return nil }
+        let bounds = name.dropFirst(prefix.count).split(separator: "-").compactMap { Int($0) }
+        guard bounds.count == 2, bounds[0] >= 0, bounds[0] < bounds[1], bounds[1] <= summing.inputCount else {
+          return nil
+        }
+        let piece = VariablePiece(
+          whole: weight.name, wholeShape: weight.shape, axis: summing.weightInputAxis, range: bounds[0]..<bounds[1])
+        return value.shape == piece.shape ? (piece, value) : nil
+      }.sorted { $0.0.range.lowerBound < $1.0.range.lowerBound }
+      guard !pieces.isEmpty,
+        zip([0] + pieces.map(\.0.range.upperBound), pieces).allSatisfy({ $0 == $1.0.range.lowerBound }),
+        pieces.last!.0.range.upperBound == summing.inputCount
+      else { continue }
+      var whole = Tensor.zeros(weight.shape)
+      whole.withUnsafeMutableBufferPointer { whole in
+        for (piece, value) in pieces {
+          let scalars = value.scalars
+          for run in piece.runs {
+            for element in 0..<run.count { whole[run.whole + element] = scalars[run.piece + element] }
+          }
+        }
+      }
+      joined[weight.name] = whole
+    }
+    return joined
+  }
+
   /// The variables a pipeline of stages between `bounds` holds: the model's,
   /// with the weight of each layer a bound falls inside held as pieces.
   public func variableDeclarations(cutAt bounds: [LayerPosition]) throws(ModelSpecError) -> [VariableDeclaration] {

@@ -153,7 +153,7 @@ struct RunFolderModel: LanguageModel {
     let path = (folder as NSString).appendingPathComponent("checkpoint.safetensors")
     let byName: [String: Tensor]
     do {
-      byName = try checkpointVariables(at: path)
+      byName = try checkpointVariables(at: path, of: network)
     } catch {
       throw ValidationError("--run: cannot read \(path): \(error)")
     }

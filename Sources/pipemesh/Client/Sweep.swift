@@ -44,8 +44,8 @@ struct Sweep: AsyncParsableCommand {
   @Option(help: "Folds of cross-validation for each trial (2 or more); 0: hold out --validation instead.")
   var folds: Int = 0
 
-  @Option(help: "Pipeline stages of each job.")
-  var stages: Int = 1
+  @Option(help: "Pipeline stages of each job (default: 1, or one more than --split gives).")
+  var stages: Int?
 
   @Option(help: "Prefix of the jobs' names (PREFIX-tI-fK); default: sweep-TIME.")
   var prefix: String?
@@ -56,7 +56,7 @@ struct Sweep: AsyncParsableCommand {
   func validate() throws {
     guard random >= 0 else { throw ValidationError("--random must be 0 (the grid) or a number of trials") }
     guard folds == 0 || (2...1000).contains(folds) else { throw ValidationError("--folds must be 0 or 2 to 1000") }
-    guard stages >= 1 else { throw ValidationError("--stages must be 1 or more") }
+    guard stages ?? 1 >= 1 else { throw ValidationError("--stages must be 1 or more") }
     guard folds > 0 || training.data.validation > 0 else {
       throw ValidationError("a sweep compares held-out figures: give --validation above 0 or --folds")
     }
@@ -240,7 +240,7 @@ struct Sweep: AsyncParsableCommand {
     options.optimizer = trial.optimizer
     guard let spec = try options.data.modelSpec() ?? defaultSpec else { preconditionFailure("a trial without a model") }
     var request = try options.request(job: job, spec: spec, dataset: options.data.datasetReference)
-    request.stages = Int32(stages)
+    request.stages = Int32(stages ?? options.split.count + 1)
     request.replicas = 1
     return request
   }

@@ -32,7 +32,7 @@ enum ClosedFormComparison {
         $0.normalization.method = request.normalization.method
       })
     try run.write(try solved.jsonString(), to: "closed-form.json")
-    let trained = try checkpointVariables(at: run.file("checkpoint.safetensors"))
+    let trained = try checkpointVariables(at: run.file("checkpoint.safetensors"), of: try makeModel(request.model))
     let closedKernel = try Tensor(wire: solved.kernel, what: "kernel").scalars
     let closedBias = try Tensor(wire: solved.bias, what: "bias").scalars
     let kernel = trained["dense0/kernel"]?.scalars ?? []

@@ -203,15 +203,16 @@ struct LineChart {
   }
 }
 
-/// The variables in a run folder's checkpoint.safetensors by name: the ps
-/// task's checkpoint names each "RUN-ID/NAME" (and its optimizer slots
-/// "NAME@m"), one job's.
-func checkpointVariables(at path: String) throws -> [String: Tensor] {
+/// The variables of `model` in a run folder's checkpoint.safetensors by
+/// name: the ps task's checkpoint names each "RUN-ID/NAME" (and its
+/// optimizer slots "NAME@m"), one job's; a layer split between stages is
+/// held there in pieces, put back together here.
+func checkpointVariables(at path: String, of model: Sequential) throws -> [String: Tensor] {
   let checkpoint = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped))
   var variables: [String: Tensor] = [:]
   for (key, tensor) in checkpoint.tensors {
     guard let slash = key.firstIndex(of: "/") else { continue }
     variables[String(key[key.index(after: slash)...])] = tensor
   }
-  return variables
+  return model.joiningPieces(variables)
 }
