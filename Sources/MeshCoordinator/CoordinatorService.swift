@@ -785,14 +785,14 @@ public final class CoordinatorService: RPCService, Sendable {
     return Self.leastBudget(answers)
   }
 
-  /// The stages of a job that names none: the coordinator's layout, else
-  /// as many as the split points make, else the fewest whose plan fits the
-  /// partitions' `budget` (leaving the rest of the pool to other jobs).
+  /// The stages of a plan or job that names none: as many as its split
+  /// points make, else the coordinator's layout, else the fewest whose plan
+  /// fits the partitions' `budget` (leaving the rest of the pool to other jobs).
   private func defaultStages(_ model: Sequential, splitPoints: [LayerPosition], budget: Int?, memory: StageMemory)
     -> Int
   {
-    if cluster.stages > 0 { return cluster.stages }
     if !splitPoints.isEmpty { return splitPoints.count + 1 }
+    if cluster.stages > 0 { return cluster.stages }
     let most = max(1, min(pool.members.count, model.layers.count))
     return (1...most).first { stages in
       (try? Planner.plan(model, stages: stages, budgets: Array(repeating: budget, count: stages), memory: memory))
@@ -800,9 +800,9 @@ public final class CoordinatorService: RPCService, Sendable {
     } ?? most
   }
 
-  /// A Train request's stages and replicas, 0 read as one stage more than
-  /// its split points, or else the coordinator's layout (`defaultStages` and
-  /// one replica without one); INVALID_ARGUMENT when the pool cannot hold them.
+  /// A Train request's stages and replicas, 0 read as `defaultStages` and
+  /// the coordinator's layout's replicas (one without a layout);
+  /// INVALID_ARGUMENT when the pool cannot hold them.
   private func shape(of request: Pipemesh_V1_TrainRequest) async throws -> (stages: Int32, replicas: Int32) {
     guard request.stages >= 0, request.replicas >= 0 else {
       throw RPCError(
@@ -810,18 +810,17 @@ public final class CoordinatorService: RPCService, Sendable {
         "stages \(request.stages) and replicas \(request.replicas) must be 0 (the coordinator's layout) or more")
     }
     var stages = request.stages
+    // As `defaultStages` says; the model, the pool's memory and the optimizer's are looked at
+    // only where the answer depends on them (a bad optimizer is refused with the other options).
     if stages == 0, !request.splitPoints.isEmpty {
       stages = Int32(request.splitPoints.count + 1)
     } else if stages == 0, cluster.stages > 0 {
       stages = Int32(cluster.stages)
     } else if stages == 0 {
-      let model = try makeModel(request.model)
       let budget = Self.leastBudget(await pool.ask(CallOptions(timeout: .seconds(2))))
       stages = Int32(
         defaultStages(
-          model,
-          splitPoints: try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs),
-          budget: budget,
+          try makeModel(request.model), splitPoints: [], budget: budget,
           memory: try StageMemory(optimizer: request.optimizer)))
     }
     let replicas = request.replicas == 0 ? Int32(max(1, cluster.replicas)) : request.replicas

@@ -35,7 +35,8 @@ struct DataOptions: ParsableArguments {
   @Option(help: "Fraction of the data held out for evaluation.")
   var validation: Float = 0.2
 
-  @Option(help: "Seed of the held-out split and of each epoch's order: the same seed gives the same run.")
+  @Option(
+    help: "Seed of the held-out split and of each epoch's order: the same seed on the same split gives the same run.")
   var seed: UInt64 = 1
 
   @Option(

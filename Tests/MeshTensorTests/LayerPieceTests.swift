@@ -143,6 +143,11 @@ struct LayerPieceTests {
     var gap = values
     gap[piece.name] = nil
     #expect(model.joiningPieces(gap)[piece.whole] == nil)
+    // A piece's optimizer slot, or a part of a piece a ps task holds, is neither a piece nor kept.
+    var more = values
+    more[piece.name + "@m"] = values[piece.name]
+    more[piece.name + "#rows:0-1"] = values[piece.name]!.slice(axis: 0, range: 0..<1)
+    #expect(model.joiningPieces(more) == whole)
   }
 
   /// A piece of the model's first layer passes back the gradient of the sum it received, which

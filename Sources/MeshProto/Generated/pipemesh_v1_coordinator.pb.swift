@@ -257,7 +257,8 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
   public mutating func clearModel() {_uniqueStorage()._model = nil}
 
   /// Valid: 1 to the model's layer count, or more when its Dense and Conv2D layers may be split
-  /// (see whole_layers); 0 means the coordinator's stage count.
+  /// (see whole_layers); 0 means one more than split_points lists, else the coordinator's stage
+  /// count.
   public var stages: Int32 {
     get {_storage._stages}
     set {_uniqueStorage()._stages = newValue}
@@ -717,8 +718,9 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// Pipeline stages and data-parallel replicas of each: the job holds
   /// stages × replicas partitions of the coordinator's pool for as long as it
   /// runs, and waits QUEUED, in the order jobs came, while too few are free.
-  /// 0 takes one stage more than split_points lists, or else the coordinator's
-  /// layout (its --partitions: stages separated by ';', a stage's replicas by ',').
+  /// 0 takes one stage more than split_points lists, else the coordinator's layout (its
+  /// --partitions: stages separated by ';', a stage's replicas by ','), else the fewest stages
+  /// whose plan fits the partitions' memory.
   /// Valid: 0 or more; stages × replicas at most the pool's partitions.
   public var stages: Int32 {
     get {_storage._stages}

@@ -193,7 +193,8 @@ extension Sequential {
 
   /// `held` (variables as a pipeline's stages hold them, e.g. a ps checkpoint's) with the
   /// pieces of each split layer's weight ("dense1/kernel#inputs:0-512") put back together into
-  /// the whole weight, when they cover it; pieces that do not are left out.
+  /// the whole weight, when they cover it; pieces that do not, and anything else named after a
+  /// piece (its optimizer slots, "…#inputs:0-512@m"), are left out.
   public func joiningPieces(_ held: [String: Tensor]) -> [String: Tensor] {
     var joined = held.filter { !$0.key.contains(VariablePiece.marker) }
     for case let summing as any SumOverInputs in layers {
@@ -203,12 +204,12 @@ extension Sequential {
       let prefix = summing.weightName + VariablePiece.marker
       let pieces = held.compactMap { name, value -> (VariablePiece, Tensor)? in
         guard name.hasPrefix(prefix) else { return nil }
-        let bounds = name.dropFirst(prefix.count).split(separator: "-").compactMap { Int($0) }
-        guard bounds.count == 2, bounds[0] >= 0, bounds[0] < bounds[1], bounds[1] <= summing.inputCount else {
-          return nil
-        }
+        let bounds = name.dropFirst(prefix.count).split(separator: "-", omittingEmptySubsequences: false)
+        guard bounds.count == 2, let first = Int(bounds[0]), let end = Int(bounds[1]), first >= 0, first < end,
+          end <= summing.inputCount
+        else { return nil }
         let piece = VariablePiece(
-          whole: weight.name, wholeShape: weight.shape, axis: summing.weightInputAxis, range: bounds[0]..<bounds[1])
+          whole: weight.name, wholeShape: weight.shape, axis: summing.weightInputAxis, range: first..<end)
         return value.shape == piece.shape ? (piece, value) : nil
       }.sorted { $0.0.range.lowerBound < $1.0.range.lowerBound }
       guard !pieces.isEmpty,

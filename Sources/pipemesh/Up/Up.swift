@@ -31,8 +31,12 @@ struct Up: AsyncParsableCommand {
 
   @OptionGroup var training: TrainingOptions
 
-  @Option(help: "Pipeline stages (one partition process each, per replica).")
-  var stages: Int = 2
+  @Option(
+    help: "Pipeline stages (one partition process each, per replica; default: 2, or one more than --split gives).")
+  var stages: Int?
+
+  /// The stages the mesh runs: --stages, else one more than --split gives, else 2.
+  var stageCount: Int { stages ?? (training.split.isEmpty ? 2 : training.split.count + 1) }
 
   @Option(help: "Data-parallel replicas of the pipeline.")
   var replicas: Int = 1
@@ -55,7 +59,7 @@ struct Up: AsyncParsableCommand {
   var dashboard: Int?
 
   func validate() throws {
-    guard stages >= 1, replicas >= 1 else { throw ValidationError("stages and replicas must be at least 1") }
+    guard stageCount >= 1, replicas >= 1 else { throw ValidationError("stages and replicas must be at least 1") }
     if let dashboard, !(0...65535).contains(dashboard) {
       throw ValidationError("--dashboard is \(dashboard); give a port from 1 to 65535, or 0 to pick a free one")
     }
@@ -70,15 +74,7 @@ struct Up: AsyncParsableCommand {
     request.checkpoint.atEnd = true  // the run folder keeps the final checkpoint
     let run = try RunFolder.create(under: runsDir)
     try run.write(try spec.jsonString(), to: "model.json")
-    let reproduce = Self.command(reproducing: run)
-    try run.writeOptions([
-      "command": Array(CommandLine.arguments.dropFirst()), "reproduce": reproduce, "stages": stages,
-      "replicas": replicas, "in_process": inProcess,
-      // Every field, defaults too: what the run was asked for, in full.
-      "train_request": try JSONSerialization.jsonObject(with: Data(try jsonLine(request).utf8)),
-    ])
     say("run folder \(run.path)")
-    say("reproduce with: \(reproduce)")
 
     let outcome: Result<Void, any Error>
     if inProcess {
@@ -86,9 +82,9 @@ struct Up: AsyncParsableCommand {
       // stages call sgemm concurrently, and OpenBLAS's own thread pool is not theirs to share.
       BLAS.setThreadCount(1)
       let mesh = try InProcessMesh(
-        stages: stages, replicas: replicas, checkpointDirectory: run.file("ps-checkpoints"),
+        stages: stageCount, replicas: replicas, checkpointDirectory: run.file("ps-checkpoints"),
         loadDataset: trainingDataLoader(files: .anywhere))
-      say("mesh up in this process: \(stages) stage(s) × \(replicas) replica(s)")
+      say("mesh up in this process: \(stageCount) stage(s) × \(replicas) replica(s)")
       do {
         outcome = .success(try await train(request, coordinator: mesh.coordinatorChannel(), run: run))
       } catch {
@@ -114,7 +110,7 @@ struct Up: AsyncParsableCommand {
     let ps = try await services.start(
       "ps", name: "ps", ["--checkpoint-dir", run.file("ps-checkpoints"), "--checkpoint-seconds", "0"])
     var layout: [[String]] = []
-    for stage in 0..<stages {
+    for stage in 0..<stageCount {
       var replicaEndpoints: [String] = []
       for replica in 0..<replicas {
         replicaEndpoints.append(
@@ -127,14 +123,40 @@ struct Up: AsyncParsableCommand {
       ["--ps", ps, "--partitions", layout.map { $0.joined(separator: ",") }.joined(separator: ";")]
         + ["--state-dir", run.file("coordinator-state")]
         + (training.data.localDataset.folder.map { ["--data-dir", $0] } ?? []))
-    say("mesh up: ps \(ps), \(stages) stage(s) × \(replicas) replica(s), coordinator \(coordinatorEndpoint)")
+    say("mesh up: ps \(ps), \(stageCount) stage(s) × \(replicas) replica(s), coordinator \(coordinatorEndpoint)")
 
     return try RPCClient(target: coordinatorEndpoint)
   }
 
-  /// This command again, with the run's model.json for the model: the same run.
-  static func command(reproducing run: RunFolder) -> String {
+  /// `request` with the split the planner chooses for it on this mesh given as its split
+  /// points, when it gives none: the planner balances layer times measured now, which vary
+  /// from run to run, so a run that is to be reproduced names its split.
+  private func pinningSplit(_ request: Pipemesh_V1_TrainRequest, coordinator: any RPCChannel) async throws
+    -> Pipemesh_V1_TrainRequest
+  {
+    guard request.splitPoints.isEmpty, stageCount > 1 else { return request }
+    let plan = try await coordinator.call(
+      CoordinatorMethods.plan,
+      .with {
+        $0.model = request.model
+        $0.stages = Int32(stageCount)
+        $0.optimizer = request.optimizer
+        $0.microBatchRows = request.batchSize / max(1, request.microBatches)
+        $0.microBatches = request.microBatches
+        $0.schedule = request.schedule
+        $0.wholeLayers = request.wholeLayers
+      })
+    var pinned = request
+    pinned.splitPoints = plan.stages.dropFirst().map(\.firstLayer)
+    pinned.splitPointInputs = plan.stages.dropFirst().map(\.firstLayerInputs)
+    return pinned
+  }
+
+  /// This command again, with the run's model.json for the model and `split` (the split the
+  /// run trained on, when the command gave none): the same run.
+  static func command(reproducing run: RunFolder, split: [LayerPosition] = []) -> String {
     var arguments = Array(CommandLine.arguments.dropFirst())
+    if !split.isEmpty { arguments += ["--split"] + split.map(\.description) }
     if let index = arguments.firstIndex(of: "--model"), arguments.indices.contains(index + 1) {
       arguments[index + 1] = run.file("model.json")
     } else if let index = arguments.firstIndex(where: { $0.hasPrefix("--model=") }) {
@@ -152,6 +174,16 @@ struct Up: AsyncParsableCommand {
 
   /// Trains on the mesh behind `coordinator`; Ctrl-C cancels the job.
   private func train(_ request: Pipemesh_V1_TrainRequest, coordinator: any RPCChannel, run: RunFolder) async throws {
+    let request = try await pinningSplit(request, coordinator: coordinator)
+    let split = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
+    let reproduce = Self.command(reproducing: run, split: training.split.isEmpty ? split : [])
+    try run.writeOptions([
+      "command": Array(CommandLine.arguments.dropFirst()), "reproduce": reproduce, "stages": stageCount,
+      "replicas": replicas, "in_process": inProcess,
+      // Every field, defaults too: what the run was asked for, in full.
+      "train_request": try JSONSerialization.jsonObject(with: Data(try jsonLine(request).utf8)),
+    ])
+    say("reproduce with: \(reproduce)")
     let job = request.job
     var logger = Logger(label: "pipemesh.up.dashboard")
     logger.logLevel = .warning
