@@ -216,13 +216,11 @@ extension Sequential {
         zip([0] + pieces.map(\.0.range.upperBound), pieces).allSatisfy({ $0 == $1.0.range.lowerBound }),
         pieces.last!.0.range.upperBound == summing.inputCount
       else { continue }
-      var whole = Tensor.zeros(weight.shape)
-      whole.withUnsafeMutableBufferPointer { whole in
-        for (piece, value) in pieces {
-          let scalars = value.scalars
-          for run in piece.runs {
-            for element in 0..<run.count { whole[run.whole + element] = scalars[run.piece + element] }
-          }
+      // Every element is written: the pieces cover the whole.
+      let whole = Tensor(uninitializedShape: weight.shape)
+      for (piece, value) in pieces {
+        for run in piece.runs {
+          (whole.buffer.pointer + run.whole).update(from: value.buffer.pointer + run.piece, count: run.count)
         }
       }
       joined[weight.name] = whole
