@@ -38,6 +38,9 @@ struct PipelineRun {
   let microBatches: [(input: Tensor, target: Tensor)]
   /// Whether each stage's commit returns only once the ps holds the step.
   let flush: Bool
+  /// The step whose weights the micro-batches use, when the schedule's
+  /// steps overlap (see `ScheduleKind.pipeDream2BW`); nil: each stage's newest.
+  let weightsAfterStep: Int64?
   let trace: TraceRecorder
 
   /// Calls a stage has outstanding at most: one computing, one arriving.
@@ -141,6 +144,7 @@ struct PipelineRun {
       var request = Pipemesh_V1_ForwardRequest()
       request.key = key
       request.schedulePosition = position
+      if let weightsAfterStep { request.weightsAfterStep = weightsAfterStep }
       if stage == 0 {
         request.input.inline = Pipemesh_V1_Tensor(sharing: microBatches[action.microBatch].input)
       } else {

@@ -55,12 +55,17 @@ public enum Planner {
 
     /// With measured times, a step of `microBatches` micro-batches run by
     /// `schedule`, simulated on the stages' times (each backward split
-    /// evenly into input and weight gradients), without transfers.
+    /// evenly into input and weight gradients), without transfers. A
+    /// schedule whose steps overlap runs a steady step in its busiest
+    /// stage's compute: the next step's work fills the idle time.
     public func predictedStepSeconds(microBatches: Int, schedule: ScheduleKind) -> Double? {
       guard let times, microBatches > 0 else { return nil }
       let costs = times.map { StageCosts(forward: $0.forward.seconds, backward: $0.backward.seconds) }
-      return try? PipelineSchedule(kind: schedule, stages: stages, microBatches: microBatches)
-        .simulate(costs: costs, link: .instant, activationBytes: Array(repeating: 0, count: stages)).seconds
+      guard
+        let step = try? PipelineSchedule(kind: schedule, stages: stages, microBatches: microBatches)
+          .simulate(costs: costs, link: .instant, activationBytes: Array(repeating: 0, count: stages))
+      else { return nil }
+      return schedule.overlapsSteps ? step.busy.max() : step.seconds
     }
 
     /// With measured times, the step a PlanRequest asks about (its

@@ -306,6 +306,7 @@ final class TrainingJob: Sendable {
     switch kind {
     case .scheduleUnspecified, .scheduleOneFOneB: .oneFOneB
     case .scheduleZeroBubbleH1: .zeroBubbleH1
+    case .schedulePipedream2Bw: .pipeDream2BW
     case .scheduleGpipe, .UNRECOGNIZED: .gpipe
     }
   }
@@ -318,10 +319,21 @@ final class TrainingJob: Sendable {
     }
     switch request.schedule {
     case .scheduleUnspecified, .scheduleGpipe, .scheduleOneFOneB, .scheduleZeroBubbleH1: break
+    case .schedulePipedream2Bw:
+      switch request.consistency.mode {
+      case .sync, nil: break
+      case .async, .bounded:
+        throw RPCError(
+          .invalidArgument,
+          "schedule SCHEDULE_PIPEDREAM_2BW needs sync consistency (its steps overlap, each a step behind on the "
+            + "weights, and async or bounded replicas run their steps apart): give consistency sync, or another "
+            + "schedule")
+      }
     case .UNRECOGNIZED(let value):
       throw RPCError(
         .invalidArgument,
-        "schedule is \(value); give SCHEDULE_GPIPE (1), SCHEDULE_ONE_F_ONE_B (2) or SCHEDULE_ZERO_BUBBLE_H1 (3)")
+        "schedule is \(value); give SCHEDULE_GPIPE (1), SCHEDULE_ONE_F_ONE_B (2), SCHEDULE_ZERO_BUBBLE_H1 (3) "
+          + "or SCHEDULE_PIPEDREAM_2BW (4)")
     }
     do {
       _ = try makeOptimizer(request.optimizer)
@@ -540,6 +552,7 @@ final class TrainingJob: Sendable {
       $0.checkpointStep > 0 ? ($0.checkpointEpochLossSum, Int($0.checkpointEpochSteps)) : (0, 0)
     }
     var recentSteps: [Duration] = []
+    var lastEnded = ContinuousClock.now
     // The step the trace shows: the last one that did not flush to the ps
     // (a steady step's timeline), or 0 while every step flushed.
     var tracedStep: Int64 = 0
@@ -662,7 +675,20 @@ final class TrainingJob: Sendable {
         return Array(order[(index * stepExamples + replica * share)..<(index * stepExamples + (replica + 1) * share)])
       }
       var index = epoch == firstEpoch ? Int(resumedStep) % stepsPerEpoch : 0
+      /// A step still running while the next one runs (PipeDream-2BW).
+      var running: BegunStep?
+      /// Records `begun`'s outcomes once every replica ran it.
+      func finish(_ begun: BegunStep) async throws {
+        let outcomes = try await begun.outcomes()
+        step = begun.step
+        let now = ContinuousClock.now
+        // Since the step began, or since the one before ended when they overlapped.
+        try await record(
+          outcomes, epoch: epoch, elapsed: now - max(begun.started, lastEnded), flushed: begun.flush)
+        lastEnded = now
+      }
       while index < stepsPerEpoch {
+        if Task.isCancelled { running?.cancel() }
         try Task.checkCancellation()
         if replicasRunApart {
           // Up to the next step every replica must end together: a checkpoint's, the epoch's last,
@@ -692,33 +718,40 @@ final class TrainingJob: Sendable {
           if let moving { throw Move(reason: moving, step: step) }
           continue
         }
-        step += 1
-        let started = ContinuousClock.now
+        // Under PipeDream-2BW the step before may still run: this one begins beside it, on the
+        // weights from before that one's update (after a drain, on the newest).
+        let thisStep = (running?.step ?? step) + 1
         // A reason to go on elsewhere: the job checkpoints after this step and moves.
-        let moving = mayMove && step < Int64(totalSteps) ? move() : nil
+        let moving = mayMove && thisStep < Int64(totalSteps) ? move() : nil
         // The ps must hold the step before a checkpoint and at the end.
-        let checkpointDue = checkpointEvery > 0 && step % checkpointEvery == 0
+        let checkpointDue = checkpointEvery > 0 && thisStep % checkpointEvery == 0
         // A job that may stop early after this epoch leaves its variables on the ps at the epoch's end.
         let mayStopHere = stopsEarly && index == stepsPerEpoch - 1
-        let flush = checkpointDue || moving != nil || step == Int64(totalSteps) || mayStopHere
-        let (deadline, thisStep, thisIndex) = (Self.stepDeadline(after: recentSteps), step, index)
-        let outcomes = try await Self.within(deadline, "step \(thisStep)") {
-          try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome).self) { group in
-            for replica in 0..<self.replicas {
-              group.addTask {
-                let outcome = try await self.runReplica(
-                  thisStep, replica: replica, examples: shard(thisIndex, replica: replica), train: train, flush: flush,
-                  on: placement, dataPlane: dataPlane)
-                return (replica, outcome)
-              }
-            }
-            var outcomes = [PipelineRun.Outcome?](repeating: nil, count: self.replicas)
-            for try await (replica, outcome) in group { outcomes[replica] = outcome }
-            return outcomes.map { $0! }
+        let flush = checkpointDue || moving != nil || thisStep == Int64(totalSteps) || mayStopHere
+        let weightsAfterStep = schedule.kind.overlapsSteps ? thisStep - (running == nil ? 1 : 2) : nil
+        let (deadline, thisIndex) = (Self.stepDeadline(after: recentSteps), index)
+        let begun = BegunStep(step: thisStep, flush: flush) {
+          try await Self.within(deadline, "step \(thisStep)") {
+            try await self.runStep(
+              thisStep, examples: { shard(thisIndex, replica: $0) }, train: train, flush: flush,
+              weightsAfterStep: weightsAfterStep, on: placement, dataPlane: dataPlane)
           }
         }
         index += 1
-        try await record(outcomes, epoch: epoch, elapsed: ContinuousClock.now - started, flushed: flush)
+        if let previous = running {
+          running = nil
+          do { try await finish(previous) } catch {
+            begun.cancel()
+            throw error
+          }
+        }
+        // The pipeline drains where every stage must hold this step: a flush, and the epoch's end
+        // (its evaluation reads the newest weights).
+        if schedule.kind.overlapsSteps && !flush && index < stepsPerEpoch {
+          running = begun
+          continue
+        }
+        try await finish(begun)
         if checkpointDue || moving != nil { try await checkpointHere() }
         if let moving { throw Move(reason: moving, step: step) }
       }
@@ -791,11 +824,32 @@ final class TrainingJob: Sendable {
     }
   }
 
+  /// Every replica's pipeline through one step, replica `r` on `examples(r)`;
+  /// the outcomes by replica.
+  private func runStep(
+    _ step: Int64, examples: @escaping @Sendable (_ replica: Int) -> [Int], train: (inputs: Tensor, targets: Tensor),
+    flush: Bool, weightsAfterStep: Int64?, on placement: Placement, dataPlane: [[String]]
+  ) async throws -> [PipelineRun.Outcome] {
+    try await withThrowingTaskGroup(of: (Int, PipelineRun.Outcome).self) { group in
+      for replica in 0..<replicas {
+        group.addTask {
+          let outcome = try await self.runReplica(
+            step, replica: replica, examples: examples(replica), train: train, flush: flush,
+            weightsAfterStep: weightsAfterStep, on: placement, dataPlane: dataPlane)
+          return (replica, outcome)
+        }
+      }
+      var outcomes = [PipelineRun.Outcome?](repeating: nil, count: replicas)
+      for try await (replica, outcome) in group { outcomes[replica] = outcome }
+      return outcomes.map { $0! }
+    }
+  }
+
   /// One replica's pipeline through one step on `examples` (each stage
   /// commits when its calls are done).
   private func runReplica(
     _ step: Int64, replica: Int, examples: [Int], train: (inputs: Tensor, targets: Tensor), flush: Bool,
-    on placement: Placement, dataPlane: [[String]]
+    weightsAfterStep: Int64? = nil, on placement: Placement, dataPlane: [[String]]
   ) async throws -> PipelineRun.Outcome {
     let inputs = train.inputs.rows(examples)
     let targets = train.targets.rows(examples)
@@ -804,7 +858,8 @@ final class TrainingJob: Sendable {
     }
     return try await PipelineRun(
       job: runID, step: step, replica: replica, schedule: schedule, stages: placement.clients.map { $0[replica] },
-      dataPlane: dataPlane.map { $0[replica] }, microBatches: parts, flush: flush, trace: trace
+      dataPlane: dataPlane.map { $0[replica] }, microBatches: parts, flush: flush,
+      weightsAfterStep: weightsAfterStep, trace: trace
     ).run()
   }
 
@@ -877,6 +932,32 @@ final class TrainingJob: Sendable {
       try Task.checkCancellation()
       guard replicasDone == replicas else { throw CancellationError() }
     }
+  }
+
+  /// A step begun on every replica, run by a task of its own so that the
+  /// next step may begin beside it (PipeDream-2BW).
+  private struct BegunStep {
+    let step: Int64
+    let flush: Bool
+    let started = ContinuousClock.now
+    private let task: Task<[PipelineRun.Outcome], any Error>
+
+    init(step: Int64, flush: Bool, _ run: @escaping @Sendable () async throws -> [PipelineRun.Outcome]) {
+      self.step = step
+      self.flush = flush
+      task = Task(operation: run)
+    }
+
+    /// The step's outcomes by replica; cancelling the caller cancels the step.
+    func outcomes() async throws -> [PipelineRun.Outcome] {
+      try await withTaskCancellationHandler {
+        try await task.value
+      } onCancel: {
+        task.cancel()
+      }
+    }
+
+    func cancel() { task.cancel() }
   }
 
   /// How far replicas running apart go: the last step, lowered to the

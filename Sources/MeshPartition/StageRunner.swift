@@ -7,7 +7,8 @@ import MeshWire
 
 /// One loaded stage of one job: layers `layers` of `model`, their variables
 /// (cached from the ps), what backward needs per micro-batch, and the
-/// gradients accumulated over the current step.
+/// gradients accumulated over the steps running (one, or two whose steps
+/// overlap under PipeDream-2BW, each on its own version of the weights).
 ///
 /// Requests are idempotent: a Forward, Backward or Commit repeated after a
 /// retry returns the first answer and computes nothing again.
@@ -33,6 +34,16 @@ actor StageRunner {
   private let activity: PartitionActivity
   private var variables: [String: Tensor] = [:]
   private var versions: [String: Int64] = [:]
+  /// Weight stashing (PipeDream-2BW): the step after whose commit
+  /// `variables` are (nil until a forward names the step of the weights
+  /// the stage was loaded with), and, once a forward named a step, the
+  /// weights from before the last commit.
+  private var weightsStep: Int64?
+  private var stashed: (step: Int64, variables: [String: Tensor])?
+  /// The weights each running step's forwards named, by step.
+  private var stepWeights: [Int64: Int64] = [:]
+  /// Commits waiting for an earlier step's (overlapping steps commit in order).
+  private var commitWaiters: [CheckedContinuation<Void, any Error>] = []
   /// Set when this stage is the only writer of its variables (see
   /// `start`): it applies each update itself, bit for bit as the ps does,
   /// and either keeps the master copy (`kept`) or pushes to the ps in the
@@ -54,7 +65,8 @@ actor StageRunner {
   static let inlineInferenceBytes = 256 << 10
   /// Bytes the inferences running now work with.
   private var inferenceBytes = 0
-  private var accumulated: [String: Tensor] = [:]
+  /// Each running step's gradient sums.
+  private var accumulated: [Int64: [String: Tensor]] = [:]
   /// The last step's gradient sums, kept once applied: the next step's
   /// first backward zeroes them and sums into them, instead of faulting in
   /// fresh memory for each (for a 1 GiB variable, a zero pass costs 0.1 s
@@ -70,6 +82,10 @@ actor StageRunner {
   /// into (lent until then) and the bytes the micro-batch still holds.
   private var heldWeights: [MicroBatch: (weights: WeightGradients, sums: GradientSums, bytes: Int)] = [:]
   private var commits = CallOnce<Int64, Pipemesh_V1_CommitResponse>()
+  /// Whether a call computes, and the calls waiting to (when two steps
+  /// overlap): the oldest step's goes first.
+  private var computing = false
+  private var computeQueue: [(step: Int64, position: Int32, continuation: CheckedContinuation<Void, Never>)] = []
 
   struct MicroBatch: Hashable {
     let step: Int64
@@ -82,6 +98,8 @@ actor StageRunner {
   private struct Kept {
     var forward: StageForward?
     var input: Tensor?
+    /// The weights to run forward again with (when recomputing).
+    var weights: [String: Tensor]?
     var lossGradient: Tensor?
     let bytes: Int
     let seed: UInt64
@@ -182,6 +200,7 @@ actor StageRunner {
     guard training else { return try await computeForward(request, training: false) }
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
     try checkOpen(microBatch.step)
+    if request.hasWeightsAfterStep { try noteWeights(after: request.weightsAfterStep, step: microBatch.step) }
     let call = forwards.call(microBatch) { try await self.computeForward(request, training: true) }
     do { return try await call.value } catch {
       forwards.forgetFailed(microBatch, call)
@@ -222,7 +241,8 @@ actor StageRunner {
     let seed = UInt64(bitPattern: request.key.step) &* 1_000_003 &+ UInt64(bitPattern: Int64(request.key.microBatch))
     var response = Pipemesh_V1_ForwardResponse()
     response.timing = timing
-    let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
+    let variables = training ? stepWeights[microBatch.step].flatMap { weights(after: $0) } ?? variables : variables
+    let (model, layers, isFirst) = (model, layers, isFirst)
     guard training else {
       // Inferences running at once share the bound with what training keeps.
       let held = heldBytes + inferenceBytes
@@ -260,8 +280,8 @@ actor StageRunner {
     }
     response.timing.computeEndedUnixNanos = WallClock.nanos
     kept[microBatch] = Kept(
-      forward: recompute ? nil : forward, input: recompute ? input : nil, lossGradient: loss?.gradient, bytes: bytes,
-      seed: seed)
+      forward: recompute ? nil : forward, input: recompute ? input : nil, weights: recompute ? variables : nil,
+      lossGradient: loss?.gradient, bytes: bytes, seed: seed)
     if let loss {
       response.loss = Double(loss.value)
       response.correct = Int64(loss.correct)
@@ -364,12 +384,12 @@ actor StageRunner {
     }
     let upstream = outputGradient ?? entry.lossGradient!
     kept[microBatch]?.backwardRunning = true
-    let (model, layers, variables, isFirst) = (model, layers, variables, isFirst)
+    let (model, layers, isFirst) = (model, layers, isFirst)
+    let variables = entry.weights ?? variables
     // The step's sums go with the computation, which adds its gradients
     // straight into them; another backward meanwhile starts sums of its own,
     // merged when both are back.
-    let sums = GradientSums(accumulated, spares: spareSums)
-    accumulated = [:]
+    let sums = GradientSums(accumulated.removeValue(forKey: microBatch.step) ?? [:], spares: spareSums)
     spareSums = [:]
     let (dataPlane, inputGradientKey) = (dataPlane, DataPlaneKey(request.key, .gradient))
     let weightsLater = request.weightsLater
@@ -408,7 +428,7 @@ actor StageRunner {
         return (offered, nil)
       }
     } catch {
-      merge(sums)
+      merge(sums, step: microBatch.step)
       kept[microBatch]?.backwardRunning = false
       throw error
     }
@@ -416,7 +436,7 @@ actor StageRunner {
       // The sums stay lent to the held products until BackwardWeights.
       heldWeights[microBatch] = (held, sums, entry.bytes)
     } else {
-      merge(sums)
+      merge(sums, step: microBatch.step)
     }
     kept[microBatch] = nil
     response.timing.computeEndedUnixNanos = WallClock.nanos
@@ -461,7 +481,7 @@ actor StageRunner {
     response.timing.computeStartedUnixNanos = WallClock.nanos
     let weights = held.weights
     await offActor { weights.compute() }
-    merge(held.sums)
+    merge(held.sums, step: microBatch.step)
     response.timing.computeEndedUnixNanos = WallClock.nanos
     activity.update {
       $0.busySeconds += response.timing.computeSeconds
@@ -470,13 +490,47 @@ actor StageRunner {
     return response
   }
 
-  /// Adds sums lent to a backward back into the step's.
-  private func merge(_ sums: GradientSums) {
+  /// Adds sums lent to a backward back into its step's.
+  private func merge(_ sums: GradientSums, step: Int64) {
     spareSums.merge(sums.spares) { kept, _ in kept }
     sums.spares = [:]
     for (name, sum) in sums.values {
-      if accumulated[name] == nil { accumulated[name] = sum } else { accumulated[name]!.accumulate(sum) }
+      if accumulated[step]?[name] == nil {
+        accumulated[step, default: [:]][name] = sum
+      } else {
+        accumulated[step]![name]!.accumulate(sum)
+      }
     }
+  }
+
+  // MARK: - Weight stashing
+
+  /// Notes that `step` runs on the weights after step `wanted`'s commit:
+  /// the newest or the ones before the last commit. All of a step's
+  /// forwards use the same, and the step commits after the ones before it.
+  private func noteWeights(after wanted: Int64, step: Int64) throws {
+    if weightsStep == nil { weightsStep = wanted }
+    if stashed == nil { stashed = (wanted, variables) }
+    guard weights(after: wanted) != nil else {
+      throw RPCError(
+        .failedPrecondition,
+        "stage \(stage) of job \(job) holds the weights after steps \(Set([weightsStep!, stashed!.step]).sorted()), "
+          + "not after step \(wanted) that weights_after_step of step \(step) names")
+    }
+    if let named = stepWeights[step], named != wanted {
+      throw RPCError(
+        .invalidArgument,
+        "weights_after_step is \(wanted), but another forward of step \(step) named \(named): a step's "
+          + "micro-batches use one version of the weights")
+    }
+    stepWeights[step] = wanted
+  }
+
+  /// The weights after step `step`'s commit, if the stage holds them.
+  private func weights(after step: Int64) -> [String: Tensor]? {
+    if step == weightsStep { return variables }
+    if step == stashed?.step { return stashed?.variables }
+    return nil
   }
 
   // MARK: - Order
@@ -498,6 +552,8 @@ actor StageRunner {
       if let (failed, error) = turns.failure(step: step, before: position) {
         throw RPCError(.aborted, "not run: the step's call at schedule position \(failed) failed first with \(error)")
       }
+      await takeCompute(step: step, position: position)
+      defer { passCompute() }
       let result = try await body()
       turns.finish(step: step, position: position)
       return result
@@ -507,10 +563,38 @@ actor StageRunner {
     }
   }
 
+  /// Waits until no other call computes: one call at a time, so that two
+  /// overlapping steps take the stage in turns, not its cores at once.
+  private func takeCompute(step: Int64, position: Int32) async {
+    guard computing else {
+      computing = true
+      return
+    }
+    await withCheckedContinuation { computeQueue.append((step, position, $0)) }
+  }
+
+  /// Hands computing on to the waiting call of the oldest step, earliest
+  /// in its schedule.
+  private func passCompute() {
+    guard
+      let next = computeQueue.indices.min(by: {
+        (computeQueue[$0].step, computeQueue[$0].position) < (computeQueue[$1].step, computeQueue[$1].position)
+      })
+    else {
+      computing = false
+      return
+    }
+    computeQueue.remove(at: next).continuation.resume()
+  }
+
   /// Ends the calls still waiting for their turn, and refuses later ones
   /// (the job was unloaded).
   func close() {
     turns.close(RPCError(.aborted, "job \(job) was unloaded from this partition"))
+    for waiter in commitWaiters {
+      waiter.resume(throwing: RPCError(.aborted, "job \(job) was unloaded from this partition"))
+    }
+    commitWaiters = []
     activity.update { $0.jobBytes[job] = nil }
   }
 
@@ -549,40 +633,53 @@ actor StageRunner {
   }
 
   private func computeCommit(step: Int64, flush: Bool) async throws -> Pipemesh_V1_CommitResponse {
+    // Overlapping steps (PipeDream-2BW) commit in order: the update of the step before comes first.
+    while stepWeights.keys.contains(where: { $0 < step }) {
+      try await withCheckedThrowingContinuation { commitWaiters.append($0) }
+    }
     // The previous step's push is answered first, before anything of this
     // step is looked at or taken. A push that failed fails every later
     // commit of the stage (its variables on the ps missed a step): the
     // coordinator runs the job on from its newest checkpoint.
     if let pending = localUpdates?.pendingPush { try await psCall { try await pending.value } }
-    guard kept.isEmpty else {
+    // A step that began beside this one (PipeDream-2BW) keeps its micro-batches.
+    let unfinished = kept.keys.filter { $0.step <= step }.count
+    guard unfinished == 0 else {
       throw RPCError(
         .failedPrecondition,
-        "stage \(stage) of job \(job) still has \(kept.count) micro-batches without backward at commit")
+        "stage \(stage) of job \(job) still has \(unfinished) micro-batches without backward at commit")
     }
-    guard heldWeights.isEmpty else {
+    let unweighed = heldWeights.keys.filter { $0.step <= step }.count
+    guard unweighed == 0 else {
       throw RPCError(
         .failedPrecondition,
-        "stage \(stage) of job \(job) still holds the weight gradients of \(heldWeights.count) micro-batches "
+        "stage \(stage) of job \(job) still holds the weight gradients of \(unweighed) micro-batches "
           + "at commit: their BackwardWeights calls must come first")
     }
     var response = Pipemesh_V1_CommitResponse()
-    response.penalty = Double(model.penalty(variables: variables, layers: layers))
-    // What the stage holds at its fullest: its variables, their slots and the step's gradient sums
-    // (counted without holding on to them, which would make the update below copy them).
+    // The penalty of the weights the step ran on.
+    let weightsOfStep = stepWeights[step].flatMap { weights(after: $0) } ?? variables
+    response.penalty = Double(model.penalty(variables: weightsOfStep, layers: layers))
+    // What the stage holds at its fullest: its variables (two versions when stashing), their
+    // slots and the running steps' gradient sums (counted without holding on to them, which
+    // would make the update below copy them).
     func bytes(_ tensors: Dictionary<String, Tensor>.Values) -> Int { tensors.reduce(0) { $0 + $1.scalarCount * 4 } }
     let jobBytes =
-      bytes(variables.values) + bytes(accumulated.values)
+      bytes(variables.values) * (stashed == nil ? 1 : 2) + accumulated.values.reduce(0) { $0 + bytes($1.values) }
       + (localUpdates?.slots.values.reduce(0) { $0 + bytes($1.values) } ?? 0)
     response.memory = .current(jobBytes: jobBytes)
-    if !accumulated.isEmpty {
+    // Under weight stashing the weights before the update stay, for the step begun beside this one.
+    let previous = stashed == nil ? nil : (step: weightsStep, variables: variables)
+    if accumulated[step]?.isEmpty == false {
       // The ps refuses a non-finite gradient; so does the stage that applies
       // its own (one rule on both paths). The sums stay, so the refusal is
       // the same on a retry.
-      if localUpdates != nil, let name = accumulated.keys.sorted().first(where: { !accumulated[$0]!.allFinite }) {
+      if localUpdates != nil,
+        let name = accumulated[step]!.keys.sorted().first(where: { !accumulated[step]![$0]!.allFinite })
+      {
         throw RPCError(.invalidArgument, "gradient of \(name) holds NaN or infinity; nothing was applied")
       }
-      let gradients = accumulated
-      accumulated = [:]
+      let gradients = accumulated.removeValue(forKey: step)!
       if var local = localUpdates {
         // Moved out until it is put back below (no suspension in between), so
         // that the optimizer slots it holds are updated in place, not copied.
@@ -612,6 +709,11 @@ actor StageRunner {
         if !flush { spareSums = gradients }
       }
     }
+    if let previous, let previousStep = previous.step { stashed = (previousStep, previous.variables) }
+    weightsStep = step
+    stepWeights = stepWeights.filter { $0.key > step }
+    for waiter in commitWaiters { waiter.resume() }
+    commitWaiters = []
     response.version = versions.values.min() ?? 0
     activity.update {
       $0.commits += 1
@@ -622,7 +724,9 @@ actor StageRunner {
     weightCalls.forget { $0.step <= step }
     commits.forget { $0 < step }
     turns.abandon(through: step, RPCError(.failedPrecondition, "step \(step) of job \(job) is already committed"))
-    dataPlane.drop(job: job, throughStep: step)
+    // Under weight stashing the step before may still be fetched from here: a neighbour can be a
+    // step behind this stage (every stage finished the step before that one).
+    dataPlane.drop(job: job, throughStep: stashed == nil ? step : step - 1)
     return response
   }
 

@@ -13,6 +13,17 @@ public enum ScheduleKind: String, Sendable, CaseIterable {
   /// on any stage (1F1B's most, on stage 0), a third of 1F1B's bubble when
   /// forward, input and weight gradients take equal time.
   case zeroBubbleH1
+  /// PipeDream-2BW: 1F1B's lists, with no flush between steps. A step
+  /// begins while the one before still runs, on the weights from before
+  /// that one's update (weight double-buffering, staleness 1), so a stage's
+  /// idle time at a step's end is filled with the next step's forwards. The
+  /// pipeline still drains where every stage must hold the same step (an
+  /// epoch's end, a checkpoint).
+  case pipeDream2BW
+
+  /// Whether a step may begin before the one before it ends (its
+  /// micro-batches then use the weights from before that one's update).
+  public var overlapsSteps: Bool { self == .pipeDream2BW }
 }
 
 /// A schedule as data: the ordered actions of every stage for one step of
@@ -36,7 +47,7 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
       switch kind {
       case .gpipe:
         return (0..<microBatches).map { .forward(stage, $0) } + (0..<microBatches).map { .backward(stage, $0) }
-      case .oneFOneB:
+      case .oneFOneB, .pipeDream2BW:
         let warmUp = min(stages - 1 - stage, microBatches)
         var list = (0..<warmUp).map { PipelineAction.forward(stage, $0) }
         for index in 0..<(microBatches - warmUp) {

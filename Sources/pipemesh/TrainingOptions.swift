@@ -13,12 +13,16 @@ struct TrainingOptions: ParsableArguments {
   @Option(help: "Micro-batches per mini-batch.")
   var microBatches: Int = 4
 
-  @Option(help: "Pipeline schedule: gpipe, 1f1b, or zb-h1 (1F1B with split backwards, zero bubble).")
+  @Option(
+    help:
+      "Pipeline schedule: gpipe, 1f1b, zb-h1 (1F1B with split backwards, zero bubble), or 2bw (PipeDream-2BW: steps overlap without a flush, each a step behind on the weights; sync only)."
+  )
   var schedule: String = "1f1b"
 
   /// The schedules `--schedule` names.
   static let schedules: [String: Pipemesh_V1_ScheduleKind] = [
     "gpipe": .scheduleGpipe, "1f1b": .scheduleOneFOneB, "zb-h1": .scheduleZeroBubbleH1,
+    "2bw": .schedulePipedream2Bw,
   ]
 
   @Option(help: "Passes over the training split.")
@@ -88,7 +92,7 @@ struct TrainingOptions: ParsableArguments {
     guard patience == 0 || data.validation > 0 else {
       throw ValidationError("--patience watches the validation loss: give --validation above 0")
     }
-    guard Self.schedules[schedule] != nil else { throw ValidationError("--schedule must be gpipe, 1f1b or zb-h1") }
+    guard Self.schedules[schedule] != nil else { throw ValidationError("--schedule must be gpipe, 1f1b, zb-h1 or 2bw") }
     guard ["sgd", "momentum", "adam"].contains(optimizer) else {
       throw ValidationError("--optimizer must be sgd, momentum or adam")
     }

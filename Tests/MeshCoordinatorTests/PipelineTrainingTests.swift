@@ -220,6 +220,49 @@ import Testing
     #expect(mismatched?.code == .invalidArgument && mismatched?.message.contains("split_point_inputs") == true)
   }
 
+  /// PipeDream-2BW trains as the NumPy reference does when each step's loss
+  /// and gradient are taken at the weights from before the step before's
+  /// update, and applied to the newest: one step behind, on 2 and 4 stages,
+  /// keeping activations or recomputing them from the stashed weights. The
+  /// pipeline drains at each epoch's end (4 steps), so the step after runs on
+  /// the newest weights. Plain SGD's reference differs, so the check sees a
+  /// stage that ran a step on the wrong version.
+  @Test func pipeDream2BWTrainsOneStepBehindAsTheNumPyReference() async throws {
+    let mesh = try await Self.mesh.value
+    let (inputs, targets) = Self.classification()
+    let stepsPerEpoch = 64 / 16
+    // Steps from 1: the first of an epoch begins alone (after a drain), on the newest weights;
+    // each other one beside the step before it, on the weights before that one's update.
+    let weightsAfter = (1...8).map { step in (step - 1) % stepsPerEpoch == 0 ? step - 1 : step - 2 }
+    #expect(weightsAfter == [0, 0, 1, 2, 4, 4, 5, 6])
+    let reference = try await Self.numPyReference(
+      Self.mlp, inputs: inputs, targets: targets, epochs: 2, batchSize: 16, learningRate: 0.1, seed: 3,
+      weightsAfter: weightsAfter)
+    let plain = try await Self.numPyReference(
+      Self.mlp, inputs: inputs, targets: targets, epochs: 2, batchSize: 16, learningRate: 0.1, seed: 3)
+    let stale = zip(reference.losses, plain.losses).filter { (twoBW: Double, sgd: Double) in
+      abs(twoBW - sgd) > 1e-3 * abs(sgd)
+    }
+    #expect(stale.count >= 4, "\(reference.losses) against plain SGD's \(plain.losses)")
+    for (stages, recompute) in [(2, false), (4, false), (4, true)] {
+      let coordinator = try await mesh.coordinator((0..<stages).map { [$0] }, name: "2bw-k\(stages)\(recompute)")
+      let job = "mlp-k\(stages)-2bw\(recompute ? "-recompute" : "")"
+      let progress = try await Self.train(
+        coordinator, job: job, model: Self.mlp, inputs: inputs, targets: targets, microBatches: 4,
+        schedule: .schedulePipedream2Bw, recompute: recompute)
+      let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
+      #expect(losses.count == reference.losses.count, "\(job): \(losses.count) steps")
+      for (step, (got, want)) in zip(losses, reference.losses).enumerated() {
+        #expect(abs(got - want) <= 1e-4 * abs(want), "\(job) step \(step + 1): \(got) vs NumPy's \(want)")
+      }
+      let steps: [Int64] = progress.filter { !$0.done && !$0.evaluated }.map(\.step)
+      #expect(steps == Array(1...8), "\(job): steps reported in order")
+      #expect(progress.last?.done == true)
+      try await Self.expectFinalWeights(
+        of: job, on: RPCClient(target: coordinator.endpoint), inputs: inputs, reference: reference)
+    }
+  }
+
   /// The merged timeline of a step is one that could have happened: no two
   /// slices overlap on a track; a micro-batch's forward on stage k+1 starts
   /// after it ended on stage k, with the activation's transfer in between;
@@ -286,10 +329,13 @@ import Testing
       var learningRate: Double
       var l2: Double
       var steps: [[Int]]
+      /// For each step, after how many steps' updates the weights it runs on are (nil: the newest).
+      var weightsAfter: [Int]?
 
       enum CodingKeys: String, CodingKey {
         case inputs, labels, layers, variables, l2, steps
         case learningRate = "learning_rate"
+        case weightsAfter = "weights_after"
       }
     }
 
@@ -303,9 +349,11 @@ import Testing
   /// Trains `spec` (Dense layers, softmax cross-entropy) with plain SGD in
   /// NumPy, by Tests/reference/mlp_sgd.py: from the initial values the mesh
   /// starts from, on the examples in the coordinator's order.
+  /// With `weightsAfter`, each step runs on the weights after that many
+  /// steps' updates (PipeDream-2BW's stale weights).
   static func numPyReference(
     _ spec: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor, epochs: Int, batchSize: Int,
-    learningRate: Float, seed: UInt64
+    learningRate: Float, seed: UInt64, weightsAfter: [Int]? = nil
   ) async throws -> NumPyReference.Output {
     let model = try makeModel(spec)
     let layers = try model.layers.map { layer in
@@ -335,7 +383,7 @@ import Testing
     let input = NumPyReference.Input(
       inputs: .init(inputs), labels: targets.scalars.map { Int($0) }, layers: layers,
       variables: variables.mapValues { NumPyReference.Values($0) }, learningRate: Double(learningRate),
-      l2: Double(spec.loss.l2), steps: steps)
+      l2: Double(spec.loss.l2), steps: steps, weightsAfter: weightsAfter)
 
     let directory = try TemporaryDirectory(prefix: "pipemesh-numpy")
     try JSONEncoder().encode(input).write(to: URL(fileURLWithPath: directory.file("in.json")))
@@ -868,6 +916,13 @@ import Testing
         }, .invalidArgument, "minimum"
       ),
       ("an unknown schedule", { $0.schedule = .UNRECOGNIZED(7) }, .invalidArgument, "schedule is 7"),
+      (
+        "PipeDream-2BW with async consistency",
+        {
+          $0.schedule = .schedulePipedream2Bw
+          $0.consistency.async = .init()
+        }, .invalidArgument, "SCHEDULE_PIPEDREAM_2BW needs sync consistency"
+      ),
       ("negative micro-batches", { $0.microBatches = -3 }, .invalidArgument, "micro_batches is -3"),
       ("too many micro-batches", { $0.microBatches = .max }, .invalidArgument, "micro_batches is 2147483647"),
       (

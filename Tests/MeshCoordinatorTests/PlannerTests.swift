@@ -66,6 +66,10 @@ import Testing
     #expect(abs(oneFOneB - 0.038) < 1e-12, "\(oneFOneB)")
     let zeroBubble = try #require(plan.predictedStepSeconds(microBatches: 4, schedule: .zeroBubbleH1))
     #expect(zeroBubble <= oneFOneB && zeroBubble >= 0.032, "\(zeroBubble)")
+    // PipeDream-2BW's steady step: the next step's forwards fill the wait, so a step takes its
+    // busiest stage's 32 ms.
+    let twoBW = try #require(plan.predictedStepSeconds(microBatches: 4, schedule: .pipeDream2BW))
+    #expect(abs(twoBW - 0.032) < 1e-12, "\(twoBW)")
     #expect(abs((plan.predictedStepSeconds(for: .with { $0.schedule = .scheduleOneFOneB }) ?? 0) - 0.038) < 1e-12)
     let response = plan.response
     #expect(response.stages.map(\.forwardSeconds) == [0.004, 0.004])

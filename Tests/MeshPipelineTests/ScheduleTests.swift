@@ -37,6 +37,16 @@ import Testing
       ])
   }
 
+  /// PipeDream-2BW runs 1F1B's lists; what sets it apart is that its steps
+  /// overlap (the coordinator begins the next before this one ends).
+  @Test(arguments: shapes)
+  func pipeDream2BWRunsOneFOneBsListsAndOverlapsSteps(shape: (stages: Int, microBatches: Int)) {
+    let twoBW = PipelineSchedule(kind: .pipeDream2BW, stages: shape.stages, microBatches: shape.microBatches)
+    let oneFOneB = PipelineSchedule(kind: .oneFOneB, stages: shape.stages, microBatches: shape.microBatches)
+    #expect(twoBW.actions == oneFOneB.actions)
+    #expect(ScheduleKind.allCases.filter(\.overlapsSteps) == [.pipeDream2BW])
+  }
+
   @Test(arguments: ScheduleKind.allCases, shapes)
   func everyScheduleRunsToCompletion(kind: ScheduleKind, shape: (stages: Int, microBatches: Int)) throws {
     let schedule = PipelineSchedule(kind: kind, stages: shape.stages, microBatches: shape.microBatches)

@@ -349,7 +349,7 @@ import Testing
       (["plan", "--model", misspelt], 64, "unknown field 'unitz'; did you mean 'units'?"),
       (
         ["train", "--coordinator", coordinator.endpoint, "--schedule", "zigzag"], 64,
-        "--schedule must be gpipe, 1f1b or zb-h1"
+        "--schedule must be gpipe, 1f1b, zb-h1 or 2bw"
       ),
       (["infer", "--coordinator", coordinator.endpoint, "--job", "x", "--input", "/nonexistent/in.npy"], 64, "in.npy"),
       (["up", "--stages", "0"], 64, "stages and replicas must be at least 1"),

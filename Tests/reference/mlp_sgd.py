@@ -13,13 +13,18 @@ step computes that loss and its gradient on the whole mini-batch with the weight
 before the step (the reported loss is that one), then updates every variable with
 w ← w − learning_rate · gradient (the penalty's gradient being l2 · kernel).
 
+With "weights_after", step i (from 0) takes its loss and gradient at the weights as they were
+after weights_after[i] steps (0: the initial ones) instead of the newest, and applies the
+gradient to the newest: PipeDream-2BW's w(i+1) = w(i) − learning_rate · gradient(w(weights_after[i])).
+
 IN.json:
   {"inputs": {"shape": [N, F], "values": [N·F numbers, row-major]},
    "labels": [N integer classes],
    "layers": [{"kernel": "dense0/kernel", "bias": "dense0/bias", "activation": "tanh"}, ...],
    "variables": {"dense0/kernel": {"shape": [F, U], "values": [...]}, ...},
    "learning_rate": 0.1, "l2": 0.001,
-   "steps": [[example indices of step 1], [... of step 2], ...]}
+   "steps": [[example indices of step 1], [... of step 2], ...],
+   "weights_after": [optional: for each step, 0 up to its index]}
 
 OUT.json:
   {"losses": [the loss of each step, before its update],
@@ -104,13 +109,20 @@ def train(spec):
     if labels.min() < 0 or labels.max() >= features:
         raise ValueError(f"labels outside 0..<{features}")
 
+    weights_after = spec.get("weights_after", list(range(len(spec["steps"]))))
+    if len(weights_after) != len(spec["steps"]) or any(
+        not 0 <= after <= index for index, after in enumerate(weights_after)
+    ):
+        raise ValueError(f"weights_after {weights_after} needs, for each step, 0 up to its index")
     losses = []
-    for step in spec["steps"]:
+    history = [variables]
+    for index, step in enumerate(spec["steps"]):
         batch = np.asarray(step, dtype=np.int64)
-        loss, gradients = loss_and_gradients(layers, variables, inputs[batch], labels[batch], l2)
+        seen = history[weights_after[index]]
+        loss, gradients = loss_and_gradients(layers, seen, inputs[batch], labels[batch], l2)
         losses.append(float(loss))
-        for name, gradient in gradients.items():
-            variables[name] = variables[name] - learning_rate * gradient
+        variables = {name: value - learning_rate * gradients[name] for name, value in variables.items()}
+        history.append(variables)
     return {
         "losses": losses,
         "variables": {name: encoded(value) for name, value in variables.items()},

@@ -280,7 +280,7 @@ def pipemesh_run(a, work, round_index, stage_parameters, options=(), label=""):
         train = subprocess.run(
             [a.pipemesh, "train", "--coordinator", coordinator.endpoint, "--model", os.path.join(work, "model.json"),
              "--dataset", "data.npz", "--epochs", "1", "--batch-size", str(a.batch),
-             "--micro-batches", str(a.micro_batches), "--schedule", a.schedule, "--optimizer", a.optimizer, "--learning-rate", str(a.lr),
+             "--micro-batches", str(a.micro_batches), "--schedule", a.mesh_schedule or a.schedule, "--optimizer", a.optimizer, "--learning-rate", str(a.lr),
              "--replicas", str(a.replicas), "--consistency", a.consistency,
              "--validation", "0", "--job", f"scale{round_index}{label}", "--json", *options],
             capture_output=True, text=True, timeout=3600)
@@ -325,6 +325,9 @@ def main():
     parser.add_argument("--ps", type=int, default=2)
     parser.add_argument("--micro-batches", type=int, default=2)
     parser.add_argument("--schedule", default="1f1b", help="gpipe, 1f1b or zb-h1")
+    parser.add_argument("--mesh-schedule", default=None,
+                        help="the schedule Pipemesh runs when it differs from --schedule's (PyTorch's): "
+                             "2bw against PyTorch's 1f1b")
     parser.add_argument("--blas-threads", type=int, default=1, help="OpenBLAS threads per partition")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="the same on both sides")
@@ -385,7 +388,8 @@ def main():
     if a.against == "pipelining" and (a.stages != 2 or a.schedule not in ("gpipe", "1f1b")):
         parser.error("--against pipelining runs 2 stages under gpipe or 1f1b")
     print(json.dumps({"layers": layers, "parameters": parameters, "batch": a.batch, "stages": a.stages,
-                      "ps": a.ps, "microBatches": a.micro_batches, "schedule": a.schedule, "steps": a.steps, "rounds": a.rounds,
+                      "ps": a.ps, "microBatches": a.micro_batches, "schedule": a.schedule,
+                      "meshSchedule": a.mesh_schedule or a.schedule, "steps": a.steps, "rounds": a.rounds,
                       "stageParameters": stage_parameters, "split": split, "meshSplit": mesh_split, "work": work}),
           flush=True)
 
@@ -448,12 +452,14 @@ def main():
         print("| | samples/s | Pipemesh ÷ it (median of per-round ratios) |")
         print("| --- | --- | --- |")
         print(row(f"PyTorch pipelining ({a.schedule})", "pipelining"))
-        print(row(f"Pipemesh, split at {', '.join(mesh_split)}", "pipemesh"))
+        mesh_schedule = f" ({a.mesh_schedule})" if a.mesh_schedule else ""
+        print(row(f"Pipemesh{mesh_schedule}, split at {', '.join(mesh_split)}", "pipemesh"))
         if all(steady):
             ratios = [s / r["pipelining"]["samples_per_second"] for s, r in zip(steady, rounds)]
             print(f"| Pipemesh without its last step (the Assign to the ps) | {statistics.median(steady):.1f} "
                   f"| {statistics.median(ratios):.2f}× |")
-        print(row(f"Pipemesh at whole layers (PyTorch's split, before layer {split}), ÷ PyTorch", "pipemesh_whole",
+        print(row(f"Pipemesh{mesh_schedule} at whole layers (PyTorch's split, before layer {split}), ÷ PyTorch",
+                  "pipemesh_whole",
                   against="pipelining"))
         print(f"\nPipemesh's split ÷ Pipemesh at whole layers (median of per-round ratios): "
               f"{ratio('pipemesh_whole'):.2f}×")

@@ -34,6 +34,14 @@ public nonisolated enum Pipemesh_V1_ScheduleKind: SwiftProtobuf.Enum, Swift.Case
   /// 1F1B with each backward split into input and weight gradients, the
   /// weight gradients filling the pipeline's idle time (ZB-H1).
   case scheduleZeroBubbleH1 // = 3
+
+  /// PipeDream-2BW: 1F1B's order, with no flush between steps. A step begins
+  /// while the one before still runs, and its micro-batches use the weights
+  /// from before that one's update (staleness 1): W(s) = W(s-1) - lr * g(W(s-2)).
+  /// Each stage holds two versions of its weights. The pipeline drains at an
+  /// epoch's end, before a checkpoint, a move and the last step, so the step
+  /// after a drain uses the newest weights. Sync consistency only.
+  case schedulePipedream2Bw // = 4
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -46,6 +54,7 @@ public nonisolated enum Pipemesh_V1_ScheduleKind: SwiftProtobuf.Enum, Swift.Case
     case 1: self = .scheduleGpipe
     case 2: self = .scheduleOneFOneB
     case 3: self = .scheduleZeroBubbleH1
+    case 4: self = .schedulePipedream2Bw
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -56,6 +65,7 @@ public nonisolated enum Pipemesh_V1_ScheduleKind: SwiftProtobuf.Enum, Swift.Case
     case .scheduleGpipe: return 1
     case .scheduleOneFOneB: return 2
     case .scheduleZeroBubbleH1: return 3
+    case .schedulePipedream2Bw: return 4
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -66,6 +76,7 @@ public nonisolated enum Pipemesh_V1_ScheduleKind: SwiftProtobuf.Enum, Swift.Case
     .scheduleGpipe,
     .scheduleOneFOneB,
     .scheduleZeroBubbleH1,
+    .schedulePipedream2Bw,
   ]
 
 }
@@ -2004,7 +2015,7 @@ public nonisolated struct Pipemesh_V1_SolveResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
 
 nonisolated extension Pipemesh_V1_ScheduleKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SCHEDULE_UNSPECIFIED\0\u{1}SCHEDULE_GPIPE\0\u{1}SCHEDULE_ONE_F_ONE_B\0\u{1}SCHEDULE_ZERO_BUBBLE_H1\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SCHEDULE_UNSPECIFIED\0\u{1}SCHEDULE_GPIPE\0\u{1}SCHEDULE_ONE_F_ONE_B\0\u{1}SCHEDULE_ZERO_BUBBLE_H1\0\u{1}SCHEDULE_PIPEDREAM_2BW\0")
 }
 
 nonisolated extension Pipemesh_V1_NormalizationMethod: SwiftProtobuf._ProtoNameProviding {

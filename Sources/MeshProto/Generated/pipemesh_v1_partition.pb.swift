@@ -309,6 +309,21 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   /// ignores it.
   public var schedulePosition: Int32 = 0
 
+  /// Weight stashing (SCHEDULE_PIPEDREAM_2BW): the micro-batch's forward, and its backward, use
+  /// the stage's weights as they were after this step's commit (the weights it was loaded with
+  /// before its first commit). Unset: the stage's newest weights.
+  /// Valid: the step of the stage's newest weights or, once such a forward came, of the ones
+  /// before its last commit (the stage keeps both); any other is FAILED_PRECONDITION. Infer
+  /// ignores it.
+  public var weightsAfterStep: Int64 {
+    get {_weightsAfterStep ?? 0}
+    set {_weightsAfterStep = newValue}
+  }
+  /// Returns true if `weightsAfterStep` has been explicitly set.
+  public var hasWeightsAfterStep: Bool {self._weightsAfterStep != nil}
+  /// Clears the value of `weightsAfterStep`. Subsequent reads from it will return its default value.
+  public mutating func clearWeightsAfterStep() {self._weightsAfterStep = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -316,6 +331,7 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   fileprivate var _key: Pipemesh_V1_MicroBatchKey? = nil
   fileprivate var _input: Pipemesh_V1_TensorSource? = nil
   fileprivate var _targets: Pipemesh_V1_Tensor? = nil
+  fileprivate var _weightsAfterStep: Int64? = nil
 }
 
 public nonisolated struct Pipemesh_V1_ForwardResponse: Sendable {
@@ -1076,7 +1092,7 @@ nonisolated extension Pipemesh_V1_LoadStageResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}input\0\u{1}targets\0\u{3}batch_size\0\u{3}schedule_position\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}input\0\u{1}targets\0\u{3}batch_size\0\u{3}schedule_position\0\u{3}weights_after_step\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1089,6 +1105,7 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
       case 3: try { try decoder.decodeSingularMessageField(value: &self._targets) }()
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.batchSize) }()
       case 5: try { try decoder.decodeSingularInt32Field(value: &self.schedulePosition) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self._weightsAfterStep) }()
       default: break
       }
     }
@@ -1114,6 +1131,9 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
     if self.schedulePosition != 0 {
       try visitor.visitSingularInt32Field(value: self.schedulePosition, fieldNumber: 5)
     }
+    try { if let v = self._weightsAfterStep {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1123,6 +1143,7 @@ nonisolated extension Pipemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPr
     if lhs._targets != rhs._targets {return false}
     if lhs.batchSize != rhs.batchSize {return false}
     if lhs.schedulePosition != rhs.schedulePosition {return false}
+    if lhs._weightsAfterStep != rhs._weightsAfterStep {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

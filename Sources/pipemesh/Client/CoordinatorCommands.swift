@@ -248,7 +248,7 @@ struct Plan: AsyncParsableCommand {
   @Option(help: "Micro-batches of a step, for the predicted step time.")
   var microBatches: Int = 4
 
-  @Option(help: "The schedule of the predicted step: gpipe, 1f1b or zb-h1.")
+  @Option(help: "The schedule of the predicted step: gpipe, 1f1b, zb-h1 or 2bw (a steady step, overlapping the next).")
   var schedule: String = "1f1b"
 
   @Flag(help: "Balance the estimated FLOPs instead of timing the layers.")

@@ -32,7 +32,12 @@ ModelLike = Union[model_pb2.ModelSpec, Mapping, str, Path]
 #: as (layer, inputs) or "LAYER:INPUTS".
 SplitPoint = Union[int, tuple[int, int], str]
 
-_SCHEDULES = {"gpipe": pb.SCHEDULE_GPIPE, "1f1b": pb.SCHEDULE_ONE_F_ONE_B, "zb-h1": pb.SCHEDULE_ZERO_BUBBLE_H1}
+_SCHEDULES = {
+    "gpipe": pb.SCHEDULE_GPIPE,
+    "1f1b": pb.SCHEDULE_ONE_F_ONE_B,
+    "zb-h1": pb.SCHEDULE_ZERO_BUBBLE_H1,
+    "2bw": pb.SCHEDULE_PIPEDREAM_2BW,
+}
 _NORMALIZATIONS = {"none": pb.NORMALIZATION_METHOD_NONE, "standardize": pb.NORMALIZATION_METHOD_STANDARDIZE,
                    "min-max": pb.NORMALIZATION_METHOD_MIN_MAX}
 _ENDED = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED, pb.JOB_STATE_INTERRUPTED}
@@ -132,7 +137,7 @@ class Client:
         label_column, regression, inputs_key, labels_key, sequence_length: a text such as
         {"uri": "shakespeare", "sequence_length": 64} is read in windows of that many bytes).
 
-        `schedule` is "gpipe", "1f1b" or "zb-h1" (None: the coordinator's default, 1F1B);
+        `schedule` is "gpipe", "1f1b", "zb-h1" or "2bw" (None: the coordinator's default, 1F1B);
         `optimizer` "sgd", "momentum", "adam" or an OptimizerSpec (as a dict or message; None: SGD),
         with `learning_rate`; `consistency` "sync", "async" or "bounded:K". `stages` and `replicas`
         (0: the coordinator's layout), `max_replicas` to let a sync job grow onto free partitions.
@@ -191,7 +196,7 @@ class Client:
              whole_layers: bool = False) -> pb.PlanResponse:
         """How the coordinator would split `model` into stages (0: over its pool's partitions): with
         times measured on a partition (unless `estimate`), each stage's and the step of
-        `micro_batches` (0: 4) the `schedule` ("gpipe", "1f1b", "zb-h1"; None: 1F1B) would take.
+        `micro_batches` (0: 4) the `schedule` ("gpipe", "1f1b", "zb-h1", "2bw"; None: 1F1B) would take.
         `split_points` and `whole_layers` as train() takes them."""
         request = pb.PlanRequest(model=model_spec(model), stages=stages, **_split(split_points),
                                  micro_batches=micro_batches, estimate=estimate, whole_layers=whole_layers)

@@ -17,6 +17,7 @@ class ScheduleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCHEDULE_GPIPE: _ClassVar[ScheduleKind]
     SCHEDULE_ONE_F_ONE_B: _ClassVar[ScheduleKind]
     SCHEDULE_ZERO_BUBBLE_H1: _ClassVar[ScheduleKind]
+    SCHEDULE_PIPEDREAM_2BW: _ClassVar[ScheduleKind]
 
 class NormalizationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ SCHEDULE_UNSPECIFIED: ScheduleKind
 SCHEDULE_GPIPE: ScheduleKind
 SCHEDULE_ONE_F_ONE_B: ScheduleKind
 SCHEDULE_ZERO_BUBBLE_H1: ScheduleKind
+SCHEDULE_PIPEDREAM_2BW: ScheduleKind
 NORMALIZATION_METHOD_NONE: NormalizationMethod
 NORMALIZATION_METHOD_STANDARDIZE: NormalizationMethod
 NORMALIZATION_METHOD_MIN_MAX: NormalizationMethod

@@ -83,18 +83,20 @@ class LoadStageResponse(_message.Message):
     def __init__(self, parameters: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., data_plane_endpoint: _Optional[str] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
-    __slots__ = ("key", "input", "targets", "batch_size", "schedule_position")
+    __slots__ = ("key", "input", "targets", "batch_size", "schedule_position", "weights_after_step")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_AFTER_STEP_FIELD_NUMBER: _ClassVar[int]
     key: MicroBatchKey
     input: TensorSource
     targets: _tensor_pb2.Tensor
     batch_size: int
     schedule_position: int
-    def __init__(self, key: _Optional[_Union[MicroBatchKey, _Mapping]] = ..., input: _Optional[_Union[TensorSource, _Mapping]] = ..., targets: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., batch_size: _Optional[int] = ..., schedule_position: _Optional[int] = ...) -> None: ...
+    weights_after_step: int
+    def __init__(self, key: _Optional[_Union[MicroBatchKey, _Mapping]] = ..., input: _Optional[_Union[TensorSource, _Mapping]] = ..., targets: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., batch_size: _Optional[int] = ..., schedule_position: _Optional[int] = ..., weights_after_step: _Optional[int] = ...) -> None: ...
 
 class ForwardResponse(_message.Message):
     __slots__ = ("output", "loss", "output_value", "correct", "timing")
