@@ -123,7 +123,7 @@ public final class CoordinatorService: RPCService, Sendable {
     router.unary(CoordinatorMethods.plan) { [self] request, context in
       _ = try caller(context)
       let model = try makeModel(request.model)
-      let memory = request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : StageMemory.mostSlots
+      let memory = try StageMemory(plan: request)
       guard (0...4096).contains(request.microBatchRows), (0...4096).contains(request.microBatches) else {
         throw RPCError(
           .invalidArgument,
@@ -821,7 +821,7 @@ public final class CoordinatorService: RPCService, Sendable {
       stages = Int32(
         defaultStages(
           try makeModel(request.model), splitPoints: [], budget: budget,
-          memory: try StageMemory(optimizer: request.optimizer)))
+          memory: try StageMemory(train: request)))
     }
     let replicas = request.replicas == 0 ? Int32(max(1, cluster.replicas)) : request.replicas
     guard Int(stages) * Int(replicas) <= pool.members.count else {

@@ -17,6 +17,8 @@ struct StageLoading: Sendable {
   let placement: Placement
   let consistency: Pipemesh_V1_Consistency
   let optimizer: Pipemesh_V1_OptimizerSpec
+  /// Whether the job's steps overlap (PipeDream-2BW): the stage then holds two versions of its weights.
+  var overlappingSteps = false
 
   /// Loads every stage on the partitions of `replicas`; returns where each
   /// one's tensors are fetched, by stage and replica (indexed from the
@@ -44,6 +46,7 @@ struct StageLoading: Sendable {
             $0.recomputeActivations = recomputeActivations
             $0.maxKeptBytes = maxKeptBytes
             $0.peers = members
+            $0.overlappingSteps = overlappingSteps
           }
           group.addTask {
             let client = placement.clients[stage][replica]

@@ -86,7 +86,7 @@ final class TrainingJob: Sendable {
       model, stages: stages,
       splitPoints: try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs),
       budgets: Array(repeating: budget, count: stages),
-      memory: try StageMemory(optimizer: request.optimizer), measured: layerTimes, wholeLayers: request.wholeLayers)
+      memory: try StageMemory(train: request), measured: layerTimes, wholeLayers: request.wholeLayers)
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)
     guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }
@@ -688,7 +688,10 @@ final class TrainingJob: Sendable {
         lastEnded = now
       }
       while index < stepsPerEpoch {
-        if Task.isCancelled { running?.cancel() }
+        if Task.isCancelled, let running {
+          running.cancel()
+          _ = try? await running.outcomes()
+        }
         try Task.checkCancellation()
         if replicasRunApart {
           // Up to the next step every replica must end together: a checkpoint's, the epoch's last,
@@ -729,7 +732,9 @@ final class TrainingJob: Sendable {
         let mayStopHere = stopsEarly && index == stepsPerEpoch - 1
         let flush = checkpointDue || moving != nil || thisStep == Int64(totalSteps) || mayStopHere
         let weightsAfterStep = schedule.kind.overlapsSteps ? thisStep - (running == nil ? 1 : 2) : nil
-        let (deadline, thisIndex) = (Self.stepDeadline(after: recentSteps), index)
+        // An overlapping step runs beside the one before and the one after: about two steps' time.
+        let deadline = Self.stepDeadline(after: recentSteps) * (schedule.kind.overlapsSteps ? 2 : 1)
+        let thisIndex = index
         let begun = BegunStep(step: thisStep, flush: flush) {
           try await Self.within(deadline, "step \(thisStep)") {
             try await self.runStep(
@@ -742,6 +747,7 @@ final class TrainingJob: Sendable {
           running = nil
           do { try await finish(previous) } catch {
             begun.cancel()
+            _ = try? await begun.outcomes()  // ended before the job unloads its stages
             throw error
           }
         }
@@ -792,7 +798,7 @@ final class TrainingJob: Sendable {
     try await StageLoading(
       runID: runID, model: request.model, bounds: plan.bounds, parameterServers: cluster.parameterServers,
       placement: placement,
-      consistency: consistency, optimizer: request.optimizer
+      consistency: consistency, optimizer: request.optimizer, overlappingSteps: schedule.kind.overlapsSteps
     ).load(
       replicas: 0..<replicas, recomputeActivations: request.recomputeActivations,
       maxKeptBytes: request.maxKeptBytes)

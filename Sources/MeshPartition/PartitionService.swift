@@ -162,7 +162,7 @@ public final class PartitionService: RPCService, Sendable {
     }
     let (whole, model, layers) = try stageLayers(request)
     let parameters = model.heldParameters(layers: layers)
-    let memory = try StageMemory(optimizer: request.optimizer)
+    let memory = try StageMemory(optimizer: request.optimizer, overlappingSteps: request.overlappingSteps)
     let room = memory.room(within: parameterBudget)
     guard parameters <= room else {
       throw RPCError(

@@ -34,10 +34,11 @@ actor StageRunner {
   private let activity: PartitionActivity
   private var variables: [String: Tensor] = [:]
   private var versions: [String: Int64] = [:]
-  /// Weight stashing (PipeDream-2BW): the step after whose commit
-  /// `variables` are (nil until a forward names the step of the weights
-  /// the stage was loaded with), and, once a forward named a step, the
-  /// weights from before the last commit.
+  /// Weight stashing (PipeDream-2BW), on once a forward names the weights
+  /// it runs on: the step after whose commit `variables` are (the step of
+  /// the weights the stage was loaded with, as the first such forward names
+  /// it), and the weights from before the last commit.
+  private var stashesWeights = false
   private var weightsStep: Int64?
   private var stashed: (step: Int64, variables: [String: Tensor])?
   /// The weights each running step's forwards named, by step.
@@ -241,7 +242,7 @@ actor StageRunner {
     let seed = UInt64(bitPattern: request.key.step) &* 1_000_003 &+ UInt64(bitPattern: Int64(request.key.microBatch))
     var response = Pipemesh_V1_ForwardResponse()
     response.timing = timing
-    let variables = training ? stepWeights[microBatch.step].flatMap { weights(after: $0) } ?? variables : variables
+    let variables = training ? try weightsUsed(by: microBatch.step) : variables
     let (model, layers, isFirst) = (model, layers, isFirst)
     guard training else {
       // Inferences running at once share the bound with what training keeps.
@@ -332,8 +333,8 @@ actor StageRunner {
       throw RPCError(
         .resourceExhausted,
         "stage \(stage) holds \(holding) bytes of activations and would need \(overflow ? "over \(Int.max)" : "\(bytes)") more for \(what) of "
-          + "\(batch) examples, over its bound of \(maxKeptBytes): use more, smaller micro-batches, the 1F1B schedule, "
-          + "or activation recomputation")
+          + "\(batch) examples, over its bound of \(maxKeptBytes): use more, smaller micro-batches, the 1F1B schedule "
+          + "(2bw holds two steps' micro-batches at once), or activation recomputation")
     }
     return bytes
   }
@@ -509,13 +510,15 @@ actor StageRunner {
   /// the newest or the ones before the last commit. All of a step's
   /// forwards use the same, and the step commits after the ones before it.
   private func noteWeights(after wanted: Int64, step: Int64) throws {
+    stashesWeights = true
     if weightsStep == nil { weightsStep = wanted }
-    if stashed == nil { stashed = (wanted, variables) }
     guard weights(after: wanted) != nil else {
+      let held = ([weightsStep] + [stashed?.step]).compactMap { $0 }.sorted()
       throw RPCError(
         .failedPrecondition,
-        "stage \(stage) of job \(job) holds the weights after steps \(Set([weightsStep!, stashed!.step]).sorted()), "
-          + "not after step \(wanted) that weights_after_step of step \(step) names")
+        "weights_after_step is \(wanted) for step \(step), but stage \(stage) of job \(job) holds the weights "
+          + "after steps \(held) only (a step runs on the weights of one of the two newest commits): run the job on "
+          + "from its newest checkpoint")
     }
     if let named = stepWeights[step], named != wanted {
       throw RPCError(
@@ -524,6 +527,17 @@ actor StageRunner {
           + "micro-batches use one version of the weights")
     }
     stepWeights[step] = wanted
+  }
+
+  /// The weights `step` runs on: those its forwards named, else the newest.
+  private func weightsUsed(by step: Int64) throws -> [String: Tensor] {
+    guard let named = stepWeights[step] else { return variables }
+    guard let weights = weights(after: named) else {
+      throw RPCError(
+        .failedPrecondition,
+        "stage \(stage) of job \(job) no longer holds the weights after step \(named) that step \(step) runs on")
+    }
+    return weights
   }
 
   /// The weights after step `step`'s commit, if the stage holds them.
@@ -634,7 +648,7 @@ actor StageRunner {
 
   private func computeCommit(step: Int64, flush: Bool) async throws -> Pipemesh_V1_CommitResponse {
     // Overlapping steps (PipeDream-2BW) commit in order: the update of the step before comes first.
-    while stepWeights.keys.contains(where: { $0 < step }) {
+    while stashesWeights, let newest = weightsStep, newest < step - 1 {
       try await withCheckedThrowingContinuation { commitWaiters.append($0) }
     }
     // The previous step's push is answered first, before anything of this
@@ -658,18 +672,23 @@ actor StageRunner {
     }
     var response = Pipemesh_V1_CommitResponse()
     // The penalty of the weights the step ran on.
-    let weightsOfStep = stepWeights[step].flatMap { weights(after: $0) } ?? variables
-    response.penalty = Double(model.penalty(variables: weightsOfStep, layers: layers))
+    response.penalty = Double(model.penalty(variables: try weightsUsed(by: step), layers: layers))
     // What the stage holds at its fullest: its variables (two versions when stashing), their
     // slots and the running steps' gradient sums (counted without holding on to them, which
     // would make the update below copy them).
     func bytes(_ tensors: Dictionary<String, Tensor>.Values) -> Int { tensors.reduce(0) { $0 + $1.scalarCount * 4 } }
     let jobBytes =
-      bytes(variables.values) * (stashed == nil ? 1 : 2) + accumulated.values.reduce(0) { $0 + bytes($1.values) }
+      bytes(variables.values) * (stashesWeights ? 2 : 1) + accumulated.values.reduce(0) { $0 + bytes($1.values) }
       + (localUpdates?.slots.values.reduce(0) { $0 + bytes($1.values) } ?? 0)
     response.memory = .current(jobBytes: jobBytes)
-    // Under weight stashing the weights before the update stay, for the step begun beside this one.
-    let previous = stashed == nil ? nil : (step: weightsStep, variables: variables)
+    // Under weight stashing the weights before the update stay, for the step begun beside this
+    // one; the ones before those, which this step ran on, go before the update copies the newest.
+    let previous = stashesWeights ? weightsStep.map { (step: $0, variables: variables) } : nil
+    if stashesWeights { stashed = nil }
+    func advanceWeights() {
+      if let previous { stashed = previous }
+      weightsStep = step
+    }
     if accumulated[step]?.isEmpty == false {
       // The ps refuses a non-finite gradient; so does the stage that applies
       // its own (one rule on both paths). The sums stay, so the refusal is
@@ -689,6 +708,7 @@ actor StageRunner {
         let push = applyLocally(consume gradients, step: step, local: &local, keepingSums: !flush)
         local.pendingPush = flush ? nil : push
         localUpdates = local
+        advanceWeights()
         if flush {
           try await psCall { try await push.value }
           // The ps holds the kept variables from here: for a checkpoint, and for readers after the job.
@@ -706,11 +726,12 @@ actor StageRunner {
           )
           try await refresh(definitions.map(\.name))
         }
+        advanceWeights()
         if !flush { spareSums = gradients }
       }
+    } else {
+      advanceWeights()
     }
-    if let previous, let previousStep = previous.step { stashed = (previousStep, previous.variables) }
-    weightsStep = step
     stepWeights = stepWeights.filter { $0.key > step }
     for waiter in commitWaiters { waiter.resume() }
     commitWaiters = []
@@ -726,7 +747,7 @@ actor StageRunner {
     turns.abandon(through: step, RPCError(.failedPrecondition, "step \(step) of job \(job) is already committed"))
     // Under weight stashing the step before may still be fetched from here: a neighbour can be a
     // step behind this stage (every stage finished the step before that one).
-    dataPlane.drop(job: job, throughStep: stashed == nil ? step : step - 1)
+    dataPlane.drop(job: job, throughStep: stashesWeights ? step - 1 : step)
     return response
   }
 

@@ -6,22 +6,31 @@ import MeshTensor
 public struct StageMemory: Sendable, Equatable {
   /// Optimizer slots per parameter that the stage may keep.
   public let slots: Int
+  /// Whether two steps run on the stage at once (PipeDream-2BW): it then
+  /// holds two versions of each variable and two gradient sums.
+  public let overlappingSteps: Bool
 
-  /// For a job's optimizer: its slots (0 for SGD, 1 for momentum, Adagrad
-  /// and RMSProp, 2 for Adam and AdamW).
-  public init(optimizer: Pipemesh_V1_OptimizerSpec) throws {
-    slots = try makeOptimizer(optimizer).slotNames.count
+  /// For a job's optimizer (nil: one not known yet, taken to keep the most
+  /// slots any does, two): its slots (0 for SGD, 1 for momentum, Adagrad and
+  /// RMSProp, 2 for Adam and AdamW).
+  public init(optimizer: Pipemesh_V1_OptimizerSpec?, overlappingSteps: Bool = false) throws {
+    slots = try optimizer.map { try makeOptimizer($0).slotNames.count } ?? 2
+    self.overlappingSteps = overlappingSteps
   }
 
   /// For an optimizer not known yet: the most any keeps (two).
   public static let mostSlots = StageMemory(slots: 2)
 
-  init(slots: Int) { self.slots = slots }
+  init(slots: Int, overlappingSteps: Bool = false) {
+    self.slots = slots
+    self.overlappingSteps = overlappingSteps
+  }
 
   /// Bytes a stage holds per parameter at most: the variable, its gradient
-  /// sum and, applying its own updates, its optimizer's slots (float32 each;
-  /// the ps draws initial values, and updates are in place).
-  public var bytesPerParameter: Int { 4 * (2 + slots) }
+  /// sum (both twice when steps overlap) and, applying its own updates, its
+  /// optimizer's slots (float32 each; the ps draws initial values, and
+  /// updates are in place).
+  public var bytesPerParameter: Int { 4 * ((overlappingSteps ? 4 : 2) + slots) }
 
   /// The most parameters one stage may have on a partition of `budget` bytes.
   public func room(within budget: Int) -> Int { max(0, budget) / bytesPerParameter }
@@ -47,5 +56,20 @@ public struct StageMemory: Sendable, Equatable {
     }
     return "split the model's \(total) parameters over at least \(stages) stages of partitions this size "
       + "(see docs/big-models.md), or give the partitions a larger --memory-budget-mib"
+  }
+}
+
+extension StageMemory {
+  /// What a Plan asks about: its optimizer's slots (the most any keeps when
+  /// it names none), and two weight versions under PipeDream-2BW.
+  public init(plan request: Pipemesh_V1_PlanRequest) throws {
+    try self.init(
+      optimizer: request.hasOptimizer ? request.optimizer : nil,
+      overlappingSteps: request.schedule == .schedulePipedream2Bw)
+  }
+
+  /// What a training job's stages hold.
+  public init(train request: Pipemesh_V1_TrainRequest) throws {
+    try self.init(optimizer: request.optimizer, overlappingSteps: request.schedule == .schedulePipedream2Bw)
   }
 }

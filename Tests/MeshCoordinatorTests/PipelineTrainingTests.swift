@@ -261,6 +261,23 @@ import Testing
       try await Self.expectFinalWeights(
         of: job, on: RPCClient(target: coordinator.endpoint), inputs: inputs, reference: reference)
     }
+
+    // Two sync replicas of 2 stages (16 examples each, a step of 32): their stages push to the
+    // ps and pull the new values instead of updating themselves, and keep the version before.
+    let replicated = try await Self.numPyReference(
+      Self.mlp, inputs: inputs, targets: targets, epochs: 2, batchSize: 32, learningRate: 0.1, seed: 3,
+      weightsAfter: [0, 0, 2, 2])
+    let coordinator = try await mesh.coordinator([[0, 1], [2, 3]], name: "2bw-replicas")
+    let progress = try await Self.train(
+      coordinator, job: "mlp-k2-r2-2bw", model: Self.mlp, inputs: inputs, targets: targets, microBatches: 2,
+      schedule: .schedulePipedream2Bw)
+    let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
+    #expect(losses.count == replicated.losses.count, "\(losses.count) steps of 2 replicas")
+    for (step, (got, want)) in zip(losses, replicated.losses).enumerated() {
+      #expect(abs(got - want) <= 1e-4 * abs(want), "2 replicas, step \(step + 1): \(got) vs NumPy's \(want)")
+    }
+    try await Self.expectFinalWeights(
+      of: "mlp-k2-r2-2bw", on: RPCClient(target: coordinator.endpoint), inputs: inputs, reference: replicated)
   }
 
   /// The merged timeline of a step is one that could have happened: no two
@@ -1077,6 +1094,46 @@ import Testing
         })
     }
     #expect(afterFailure?.code == .failedPrecondition && afterFailure?.message.contains("unloaded") == true)
+  }
+
+  /// A stage refuses a forward that names weights it does not hold, or other
+  /// weights than the step's other forwards, and goes on with right ones.
+  @Test func forwardsNamingWeightsTheStageDoesNotHoldAreRefused() async throws {
+    // Partition logic: one process, no sockets.
+    let mesh = try InProcessMesh(stages: 1)
+    let job = "stash-refusals"
+    let partition = try await Self.loadWholeModel(job: job, mesh: mesh)
+    let (inputs, targets, first) = Self.firstMicroBatch(of: job)
+    func forward(step: Int64, _ microBatch: Int32, weightsAfter: Int64) async throws {
+      var request = Self.forwardRequest(first, inputs, targets)
+      request.key.step = step
+      request.key.microBatch = microBatch
+      request.batchSize = Int32(inputs.shape[0] * 2)
+      request.weightsAfterStep = weightsAfter
+      _ = try await partition.call(PartitionMethods.forward, request)
+    }
+    // The first names the weights the stage was loaded with (those after step 0 here).
+    try await forward(step: 1, 0, weightsAfter: 0)
+    let unheld = await #expect(throws: RPCError.self) { try await forward(step: 1, 1, weightsAfter: 3) }
+    #expect(unheld?.code == .failedPrecondition, "\(String(describing: unheld))")
+    #expect(unheld?.message.contains("weights_after_step is 3 for step 1") == true, "\(String(describing: unheld))")
+    #expect(unheld?.message.contains("after steps [0] only") == true, "\(String(describing: unheld))")
+    // Step 1 commits: the stage holds the weights after steps 0 and 1.
+    var backward = Pipemesh_V1_BackwardRequest()
+    backward.key = first
+    _ = try await partition.call(PartitionMethods.backward, backward)
+    _ = try await partition.call(
+      PartitionMethods.commit,
+      .with {
+        $0.job = job
+        $0.step = 1
+      })
+    try await forward(step: 2, 0, weightsAfter: 0)
+    let mixed = await #expect(throws: RPCError.self) { try await forward(step: 2, 1, weightsAfter: 1) }
+    #expect(mixed?.code == .invalidArgument, "\(String(describing: mixed))")
+    #expect(mixed?.message.contains("another forward of step 2 named 0") == true, "\(String(describing: mixed))")
+    try await forward(step: 2, 1, weightsAfter: 0)
+    _ = try await partition.call(PartitionMethods.unloadStage, .with { $0.job = job })
   }
 
   /// Forward, Backward and Commit sent twice each, as after retries, change

@@ -124,6 +124,14 @@ import Testing
     #expect(
       try Planner.plan(model, stages: 2, budgets: [2 * bytes, 2 * bytes], memory: sgd, wholeLayers: true).bounds
         == [0, 3, 5])
+    // Under PipeDream-2BW a stage holds two versions of its weights and two steps' gradients.
+    let overlapping = try StageMemory(
+      train: .with {
+        $0.optimizer.sgd = .init()
+        $0.schedule = .schedulePipedream2Bw
+      })
+    #expect(overlapping.bytesPerParameter == 16)
+    #expect(try StageMemory(plan: .with { $0.schedule = .schedulePipedream2Bw }).bytesPerParameter == 24)
     // A layer larger than any partition's room is named.
     let tooBig = #expect(throws: RPCError.self) { try Planner.plan(model, stages: 2, budgets: [bytes / 2, bytes / 2]) }
     #expect(tooBig?.message.contains("alone has \(layer)") == true, "\(String(describing: tooBig))")

@@ -121,7 +121,7 @@ def train(spec):
         seen = history[weights_after[index]]
         loss, gradients = loss_and_gradients(layers, seen, inputs[batch], labels[batch], l2)
         losses.append(float(loss))
-        variables = {name: value - learning_rate * gradients[name] for name, value in variables.items()}
+        variables = {name: value - learning_rate * gradients.get(name, 0) for name, value in variables.items()}
         history.append(variables)
     return {
         "losses": losses,

@@ -228,6 +228,14 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
     set {_uniqueStorage()._peers = newValue}
   }
 
+  /// The job's steps overlap (SCHEDULE_PIPEDREAM_2BW): the stage holds two versions of its
+  /// weights and two steps' gradient sums, and is admitted by that memory.
+  /// Valid: any.
+  public var overlappingSteps: Bool {
+    get {_storage._overlappingSteps}
+    set {_uniqueStorage()._overlappingSteps = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -310,10 +318,12 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   public var schedulePosition: Int32 = 0
 
   /// Weight stashing (SCHEDULE_PIPEDREAM_2BW): the micro-batch's forward, and its backward, use
-  /// the stage's weights as they were after this step's commit (the weights it was loaded with
-  /// before its first commit). Unset: the stage's newest weights.
-  /// Valid: the step of the stage's newest weights or, once such a forward came, of the ones
-  /// before its last commit (the stage keeps both); any other is FAILED_PRECONDITION. Infer
+  /// the stage's weights as they were after this step's commit. The first such forward a loaded
+  /// stage gets names the step of the weights it was loaded with. From then on the stage keeps
+  /// its newest weights and the ones before its last commit, and commits steps in order. Unset:
+  /// the stage's newest weights.
+  /// Valid: the step of the newest weights or of the ones before (FAILED_PRECONDITION
+  /// otherwise), the same for every forward of a step (INVALID_ARGUMENT otherwise). Infer
   /// ignores it.
   public var weightsAfterStep: Int64 {
     get {_weightsAfterStep ?? 0}
@@ -879,7 +889,7 @@ nonisolated extension Pipemesh_V1_TensorSource: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadStageRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0\u{1}peers\0\u{3}first_layer_inputs\0\u{3}end_layer_inputs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0\u{1}peers\0\u{3}first_layer_inputs\0\u{3}end_layer_inputs\0\u{3}overlapping_steps\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -897,6 +907,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
     var _consistency: Pipemesh_V1_Consistency? = nil
     var _optimizer: Pipemesh_V1_OptimizerSpec? = nil
     var _peers: [String] = []
+    var _overlappingSteps: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -922,6 +933,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
       _consistency = source._consistency
       _optimizer = source._optimizer
       _peers = source._peers
+      _overlappingSteps = source._overlappingSteps
     }
   }
 
@@ -955,6 +967,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
         case 13: try { try decoder.decodeRepeatedStringField(value: &_storage._peers) }()
         case 14: try { try decoder.decodeSingularInt32Field(value: &_storage._firstLayerInputs) }()
         case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._endLayerInputs) }()
+        case 16: try { try decoder.decodeSingularBoolField(value: &_storage._overlappingSteps) }()
         default: break
         }
       }
@@ -1012,6 +1025,9 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
       if _storage._endLayerInputs != 0 {
         try visitor.visitSingularInt32Field(value: _storage._endLayerInputs, fieldNumber: 15)
       }
+      if _storage._overlappingSteps != false {
+        try visitor.visitSingularBoolField(value: _storage._overlappingSteps, fieldNumber: 16)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1036,6 +1052,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
         if _storage._consistency != rhs_storage._consistency {return false}
         if _storage._optimizer != rhs_storage._optimizer {return false}
         if _storage._peers != rhs_storage._peers {return false}
+        if _storage._overlappingSteps != rhs_storage._overlappingSteps {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -322,7 +322,7 @@ struct Plan: AsyncParsableCommand {
 
   private func planLocally(_ request: Pipemesh_V1_PlanRequest) throws -> Pipemesh_V1_PlanResponse {
     let model = try makeModel(request.model)
-    let memory = request.hasOptimizer ? try StageMemory(optimizer: request.optimizer) : .mostSlots
+    let memory = try StageMemory(plan: request)
     let splitPoints = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
     // Checked before anything is timed.
     _ = try Planner.plan(

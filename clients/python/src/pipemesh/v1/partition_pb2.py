@@ -28,7 +28,7 @@ from pipemesh.v1 import parameter_server_pb2 as pipemesh_dot_v1_dot_parameter__s
 from pipemesh.v1 import tensor_pb2 as pipemesh_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpipemesh/v1/partition.proto\x12\x0bpipemesh.v1\x1a\x17pipemesh/v1/model.proto\x1a\x1bpipemesh/v1/optimizer.proto\x1a\"pipemesh/v1/parameter_server.proto\x1a\x18pipemesh/v1/tensor.proto\"?\n\rMicroBatchKey\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x13\n\x0bmicro_batch\x18\x03 \x01(\x05\"0\n\x0fTensorReference\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"r\n\x0cTensorSource\x12%\n\x06inline\x18\x01 \x01(\x0b\x32\x13.pipemesh.v1.TensorH\x00\x12\x31\n\treference\x18\x02 \x01(\x0b\x32\x1c.pipemesh.v1.TensorReferenceH\x00\x42\x08\n\x06source\"\x99\x03\n\x10LoadStageRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.pipemesh.v1.ModelSpec\x12\r\n\x05stage\x18\x03 \x01(\x05\x12\x13\n\x0b\x66irst_layer\x18\x04 \x01(\x05\x12\x1a\n\x12\x66irst_layer_inputs\x18\x0e \x01(\x05\x12\x11\n\tend_layer\x18\x05 \x01(\x05\x12\x18\n\x10\x65nd_layer_inputs\x18\x0f \x01(\x05\x12\x19\n\x11parameter_servers\x18\x06 \x03(\t\x12\x1d\n\x15recompute_activations\x18\x07 \x01(\x08\x12\x16\n\x0emax_kept_bytes\x18\x08 \x01(\x03\x12\x14\n\x0c\x62las_threads\x18\t \x01(\x05\x12\x0f\n\x07replica\x18\n \x01(\x05\x12-\n\x0b\x63onsistency\x18\x0b \x01(\x0b\x32\x18.pipemesh.v1.Consistency\x12-\n\toptimizer\x18\x0c \x01(\x0b\x32\x1a.pipemesh.v1.OptimizerSpec\x12\r\n\x05peers\x18\r \x03(\t\"o\n\x11LoadStageResponse\x12\x12\n\nparameters\x18\x01 \x01(\x03\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\x14\n\x0coutput_shape\x18\x03 \x03(\x03\x12\x1b\n\x13\x64\x61ta_plane_endpoint\x18\x04 \x01(\t\"\xf0\x01\n\x0e\x46orwardRequest\x12\'\n\x03key\x18\x01 \x01(\x0b\x32\x1a.pipemesh.v1.MicroBatchKey\x12(\n\x05input\x18\x02 \x01(\x0b\x32\x19.pipemesh.v1.TensorSource\x12$\n\x07targets\x18\x03 \x01(\x0b\x32\x13.pipemesh.v1.Tensor\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x19\n\x11schedule_position\x18\x05 \x01(\x05\x12\x1f\n\x12weights_after_step\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x15\n\x13_weights_after_step\"\xc9\x01\n\x0f\x46orwardResponse\x12,\n\x06output\x18\x01 \x01(\x0b\x32\x1c.pipemesh.v1.TensorReference\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12)\n\x0coutput_value\x18\x03 \x01(\x0b\x32\x13.pipemesh.v1.Tensor\x12\x0f\n\x07\x63orrect\x18\x04 \x01(\x03\x12\'\n\x06timing\x18\x06 \x01(\x0b\x32\x17.pipemesh.v1.CallTimingJ\x04\x08\x05\x10\x06R\x0f\x63ompute_seconds\"\xa0\x01\n\x0f\x42\x61\x63kwardRequest\x12\'\n\x03key\x18\x01 \x01(\x0b\x32\x1a.pipemesh.v1.MicroBatchKey\x12\x32\n\x0foutput_gradient\x18\x02 \x01(\x0b\x32\x19.pipemesh.v1.TensorSource\x12\x19\n\x11schedule_position\x18\x03 \x01(\x05\x12\x15\n\rweights_later\x18\x04 \x01(\x08\"\x88\x01\n\x10\x42\x61\x63kwardResponse\x12\x34\n\x0einput_gradient\x18\x01 \x01(\x0b\x32\x1c.pipemesh.v1.TensorReference\x12\'\n\x06timing\x18\x03 \x01(\x0b\x32\x17.pipemesh.v1.CallTimingJ\x04\x08\x02\x10\x03R\x0f\x63ompute_seconds\"\\\n\x16\x42\x61\x63kwardWeightsRequest\x12\'\n\x03key\x18\x01 \x01(\x0b\x32\x1a.pipemesh.v1.MicroBatchKey\x12\x19\n\x11schedule_position\x18\x02 \x01(\x05\"Y\n\x17\x42\x61\x63kwardWeightsResponse\x12\'\n\x06timing\x18\x02 \x01(\x0b\x32\x17.pipemesh.v1.CallTimingJ\x04\x08\x01\x10\x02R\x0f\x63ompute_seconds\"9\n\rCommitRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\r\n\x05\x66lush\x18\x03 \x01(\x08\"\x87\x01\n\x0e\x43ommitResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0f\n\x07penalty\x18\x02 \x01(\x01\x12*\n\x06memory\x18\x03 \x01(\x0b\x32\x1a.pipemesh.v1.ProcessMemory\x12\'\n\x06timing\x18\x04 \x01(\x0b\x32\x17.pipemesh.v1.CallTiming\"\xf6\x01\n\nCallTiming\x12\x1b\n\x13received_unix_nanos\x18\x01 \x01(\x03\x12\x1b\n\x13\x61nswered_unix_nanos\x18\x02 \x01(\x03\x12\"\n\x1ainput_requested_unix_nanos\x18\x03 \x01(\x03\x12!\n\x19input_received_unix_nanos\x18\x04 \x01(\x03\x12\"\n\x1a\x63ompute_started_unix_nanos\x18\x05 \x01(\x03\x12 \n\x18\x63ompute_ended_unix_nanos\x18\x06 \x01(\x03\x12!\n\x19output_offered_unix_nanos\x18\x07 \x01(\x03\"@\n\x12\x46\x65tchTensorRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07release\x18\x02 \x01(\x08\x12\x0c\n\x04wait\x18\x03 \x01(\x08\"M\n\x0bTensorChunk\x12!\n\x05\x64type\x18\x01 \x01(\x0e\x32\x12.pipemesh.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"!\n\x12UnloadStageRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\"\x15\n\x13UnloadStageResponse\"Y\n\x11TimeLayersRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.pipemesh.v1.ModelSpec\x12\x0c\n\x04rows\x18\x02 \x01(\x05\x12\x0f\n\x07repeats\x18\x03 \x01(\x05\"<\n\x12TimeLayersResponse\x12&\n\x06layers\x18\x01 \x03(\x0b\x32\x16.pipemesh.v1.LayerTime2\xb8\x05\n\tPartition\x12J\n\tLoadStage\x12\x1d.pipemesh.v1.LoadStageRequest\x1a\x1e.pipemesh.v1.LoadStageResponse\x12\x44\n\x07\x46orward\x12\x1b.pipemesh.v1.ForwardRequest\x1a\x1c.pipemesh.v1.ForwardResponse\x12G\n\x08\x42\x61\x63kward\x12\x1c.pipemesh.v1.BackwardRequest\x1a\x1d.pipemesh.v1.BackwardResponse\x12\\\n\x0f\x42\x61\x63kwardWeights\x12#.pipemesh.v1.BackwardWeightsRequest\x1a$.pipemesh.v1.BackwardWeightsResponse\x12\x41\n\x06\x43ommit\x12\x1a.pipemesh.v1.CommitRequest\x1a\x1b.pipemesh.v1.CommitResponse\x12\x42\n\x05Infer\x12\x1b.pipemesh.v1.ForwardRequest\x1a\x1c.pipemesh.v1.ForwardResponse\x12J\n\x0b\x46\x65tchTensor\x12\x1f.pipemesh.v1.FetchTensorRequest\x1a\x18.pipemesh.v1.TensorChunk0\x01\x12P\n\x0bUnloadStage\x12\x1f.pipemesh.v1.UnloadStageRequest\x1a .pipemesh.v1.UnloadStageResponse\x12M\n\nTimeLayers\x12\x1e.pipemesh.v1.TimeLayersRequest\x1a\x1f.pipemesh.v1.TimeLayersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpipemesh/v1/partition.proto\x12\x0bpipemesh.v1\x1a\x17pipemesh/v1/model.proto\x1a\x1bpipemesh/v1/optimizer.proto\x1a\"pipemesh/v1/parameter_server.proto\x1a\x18pipemesh/v1/tensor.proto\"?\n\rMicroBatchKey\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x13\n\x0bmicro_batch\x18\x03 \x01(\x05\"0\n\x0fTensorReference\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"r\n\x0cTensorSource\x12%\n\x06inline\x18\x01 \x01(\x0b\x32\x13.pipemesh.v1.TensorH\x00\x12\x31\n\treference\x18\x02 \x01(\x0b\x32\x1c.pipemesh.v1.TensorReferenceH\x00\x42\x08\n\x06source\"\xb4\x03\n\x10LoadStageRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.pipemesh.v1.ModelSpec\x12\r\n\x05stage\x18\x03 \x01(\x05\x12\x13\n\x0b\x66irst_layer\x18\x04 \x01(\x05\x12\x1a\n\x12\x66irst_layer_inputs\x18\x0e \x01(\x05\x12\x11\n\tend_layer\x18\x05 \x01(\x05\x12\x18\n\x10\x65nd_layer_inputs\x18\x0f \x01(\x05\x12\x19\n\x11parameter_servers\x18\x06 \x03(\t\x12\x1d\n\x15recompute_activations\x18\x07 \x01(\x08\x12\x16\n\x0emax_kept_bytes\x18\x08 \x01(\x03\x12\x14\n\x0c\x62las_threads\x18\t \x01(\x05\x12\x0f\n\x07replica\x18\n \x01(\x05\x12-\n\x0b\x63onsistency\x18\x0b \x01(\x0b\x32\x18.pipemesh.v1.Consistency\x12-\n\toptimizer\x18\x0c \x01(\x0b\x32\x1a.pipemesh.v1.OptimizerSpec\x12\r\n\x05peers\x18\r \x03(\t\x12\x19\n\x11overlapping_steps\x18\x10 \x01(\x08\"o\n\x11LoadStageResponse\x12\x12\n\nparameters\x18\x01 \x01(\x03\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\x14\n\x0coutput_shape\x18\x03 \x03(\x03\x12\x1b\n\x13\x64\x61ta_plane_endpoint\x18\x04 \x01(\t\"\xf0\x01\n\x0e\x46orwardRequest\x12\'\n\x03key\x18\x01 \x01(\x0b\x32\x1a.pipemesh.v1.MicroBatchKey\x12(\n\x05input\x18\x02 \x01(\x0b\x32\x19.pipemesh.v1.TensorSource\x12$\n\x07targets\x18\x03 \x01(\x0b\x32\x13.pipemesh.v1.Tensor\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x19\n\x11schedule_position\x18\x05 \x01(\x05\x12\x1f\n\x12weights_after_step\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x15\n\x13_weights_after_step\"\xc9\x01\n\x0f\x46orwardResponse\x12,\n\x06output\x18\x01 \x01(\x0b\x32\x1c.pipemesh.v1.TensorReference\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12)\n\x0coutput_value\x18\x03 \x01(\x0b\x32\x13.pipemesh.v1.Tensor\x12\x0f\n\x07\x63orrect\x18\x04 \x01(\x03\x12\'\n\x06timing\x18\x06 \x01(\x0b\x32\x17.pipemesh.v1.CallTimingJ\x04\x08\x05\x10\x06R\x0f\x63ompute_seconds\"\xa0\x01\n\x0f\x42\x61\x63kwardRequest\x12\'\n\x03key\x18\x01 \x01(\x0b\x32\x1a.pipemesh.v1.MicroBatchKey\x12\x32\n\x0foutput_gradient\x18\x02 \x01(\x0b\x32\x19.pipemesh.v1.TensorSource\x12\x19\n\x11schedule_position\x18\x03 \x01(\x05\x12\x15\n\rweights_later\x18\x04 \x01(\x08\"\x88\x01\n\x10\x42\x61\x63kwardResponse\x12\x34\n\x0einput_gradient\x18\x01 \x01(\x0b\x32\x1c.pipemesh.v1.TensorReference\x12\'\n\x06timing\x18\x03 \x01(\x0b\x32\x17.pipemesh.v1.CallTimingJ\x04\x08\x02\x10\x03R\x0f\x63ompute_seconds\"\\\n\x16\x42\x61\x63kwardWeightsRequest\x12\'\n\x03key\x18\x01 \x01(\x0b\x32\x1a.pipemesh.v1.MicroBatchKey\x12\x19\n\x11schedule_position\x18\x02 \x01(\x05\"Y\n\x17\x42\x61\x63kwardWeightsResponse\x12\'\n\x06timing\x18\x02 \x01(\x0b\x32\x17.pipemesh.v1.CallTimingJ\x04\x08\x01\x10\x02R\x0f\x63ompute_seconds\"9\n\rCommitRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\r\n\x05\x66lush\x18\x03 \x01(\x08\"\x87\x01\n\x0e\x43ommitResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0f\n\x07penalty\x18\x02 \x01(\x01\x12*\n\x06memory\x18\x03 \x01(\x0b\x32\x1a.pipemesh.v1.ProcessMemory\x12\'\n\x06timing\x18\x04 \x01(\x0b\x32\x17.pipemesh.v1.CallTiming\"\xf6\x01\n\nCallTiming\x12\x1b\n\x13received_unix_nanos\x18\x01 \x01(\x03\x12\x1b\n\x13\x61nswered_unix_nanos\x18\x02 \x01(\x03\x12\"\n\x1ainput_requested_unix_nanos\x18\x03 \x01(\x03\x12!\n\x19input_received_unix_nanos\x18\x04 \x01(\x03\x12\"\n\x1a\x63ompute_started_unix_nanos\x18\x05 \x01(\x03\x12 \n\x18\x63ompute_ended_unix_nanos\x18\x06 \x01(\x03\x12!\n\x19output_offered_unix_nanos\x18\x07 \x01(\x03\"@\n\x12\x46\x65tchTensorRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07release\x18\x02 \x01(\x08\x12\x0c\n\x04wait\x18\x03 \x01(\x08\"M\n\x0bTensorChunk\x12!\n\x05\x64type\x18\x01 \x01(\x0e\x32\x12.pipemesh.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"!\n\x12UnloadStageRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\"\x15\n\x13UnloadStageResponse\"Y\n\x11TimeLayersRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.pipemesh.v1.ModelSpec\x12\x0c\n\x04rows\x18\x02 \x01(\x05\x12\x0f\n\x07repeats\x18\x03 \x01(\x05\"<\n\x12TimeLayersResponse\x12&\n\x06layers\x18\x01 \x03(\x0b\x32\x16.pipemesh.v1.LayerTime2\xb8\x05\n\tPartition\x12J\n\tLoadStage\x12\x1d.pipemesh.v1.LoadStageRequest\x1a\x1e.pipemesh.v1.LoadStageResponse\x12\x44\n\x07\x46orward\x12\x1b.pipemesh.v1.ForwardRequest\x1a\x1c.pipemesh.v1.ForwardResponse\x12G\n\x08\x42\x61\x63kward\x12\x1c.pipemesh.v1.BackwardRequest\x1a\x1d.pipemesh.v1.BackwardResponse\x12\\\n\x0f\x42\x61\x63kwardWeights\x12#.pipemesh.v1.BackwardWeightsRequest\x1a$.pipemesh.v1.BackwardWeightsResponse\x12\x41\n\x06\x43ommit\x12\x1a.pipemesh.v1.CommitRequest\x1a\x1b.pipemesh.v1.CommitResponse\x12\x42\n\x05Infer\x12\x1b.pipemesh.v1.ForwardRequest\x1a\x1c.pipemesh.v1.ForwardResponse\x12J\n\x0b\x46\x65tchTensor\x12\x1f.pipemesh.v1.FetchTensorRequest\x1a\x18.pipemesh.v1.TensorChunk0\x01\x12P\n\x0bUnloadStage\x12\x1f.pipemesh.v1.UnloadStageRequest\x1a .pipemesh.v1.UnloadStageResponse\x12M\n\nTimeLayers\x12\x1e.pipemesh.v1.TimeLayersRequest\x1a\x1f.pipemesh.v1.TimeLayersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,39 +42,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORSOURCE']._serialized_start=275
   _globals['_TENSORSOURCE']._serialized_end=389
   _globals['_LOADSTAGEREQUEST']._serialized_start=392
-  _globals['_LOADSTAGEREQUEST']._serialized_end=801
-  _globals['_LOADSTAGERESPONSE']._serialized_start=803
-  _globals['_LOADSTAGERESPONSE']._serialized_end=914
-  _globals['_FORWARDREQUEST']._serialized_start=917
-  _globals['_FORWARDREQUEST']._serialized_end=1157
-  _globals['_FORWARDRESPONSE']._serialized_start=1160
-  _globals['_FORWARDRESPONSE']._serialized_end=1361
-  _globals['_BACKWARDREQUEST']._serialized_start=1364
-  _globals['_BACKWARDREQUEST']._serialized_end=1524
-  _globals['_BACKWARDRESPONSE']._serialized_start=1527
-  _globals['_BACKWARDRESPONSE']._serialized_end=1663
-  _globals['_BACKWARDWEIGHTSREQUEST']._serialized_start=1665
-  _globals['_BACKWARDWEIGHTSREQUEST']._serialized_end=1757
-  _globals['_BACKWARDWEIGHTSRESPONSE']._serialized_start=1759
-  _globals['_BACKWARDWEIGHTSRESPONSE']._serialized_end=1848
-  _globals['_COMMITREQUEST']._serialized_start=1850
-  _globals['_COMMITREQUEST']._serialized_end=1907
-  _globals['_COMMITRESPONSE']._serialized_start=1910
-  _globals['_COMMITRESPONSE']._serialized_end=2045
-  _globals['_CALLTIMING']._serialized_start=2048
-  _globals['_CALLTIMING']._serialized_end=2294
-  _globals['_FETCHTENSORREQUEST']._serialized_start=2296
-  _globals['_FETCHTENSORREQUEST']._serialized_end=2360
-  _globals['_TENSORCHUNK']._serialized_start=2362
-  _globals['_TENSORCHUNK']._serialized_end=2439
-  _globals['_UNLOADSTAGEREQUEST']._serialized_start=2441
-  _globals['_UNLOADSTAGEREQUEST']._serialized_end=2474
-  _globals['_UNLOADSTAGERESPONSE']._serialized_start=2476
-  _globals['_UNLOADSTAGERESPONSE']._serialized_end=2497
-  _globals['_TIMELAYERSREQUEST']._serialized_start=2499
-  _globals['_TIMELAYERSREQUEST']._serialized_end=2588
-  _globals['_TIMELAYERSRESPONSE']._serialized_start=2590
-  _globals['_TIMELAYERSRESPONSE']._serialized_end=2650
-  _globals['_PARTITION']._serialized_start=2653
-  _globals['_PARTITION']._serialized_end=3349
+  _globals['_LOADSTAGEREQUEST']._serialized_end=828
+  _globals['_LOADSTAGERESPONSE']._serialized_start=830
+  _globals['_LOADSTAGERESPONSE']._serialized_end=941
+  _globals['_FORWARDREQUEST']._serialized_start=944
+  _globals['_FORWARDREQUEST']._serialized_end=1184
+  _globals['_FORWARDRESPONSE']._serialized_start=1187
+  _globals['_FORWARDRESPONSE']._serialized_end=1388
+  _globals['_BACKWARDREQUEST']._serialized_start=1391
+  _globals['_BACKWARDREQUEST']._serialized_end=1551
+  _globals['_BACKWARDRESPONSE']._serialized_start=1554
+  _globals['_BACKWARDRESPONSE']._serialized_end=1690
+  _globals['_BACKWARDWEIGHTSREQUEST']._serialized_start=1692
+  _globals['_BACKWARDWEIGHTSREQUEST']._serialized_end=1784
+  _globals['_BACKWARDWEIGHTSRESPONSE']._serialized_start=1786
+  _globals['_BACKWARDWEIGHTSRESPONSE']._serialized_end=1875
+  _globals['_COMMITREQUEST']._serialized_start=1877
+  _globals['_COMMITREQUEST']._serialized_end=1934
+  _globals['_COMMITRESPONSE']._serialized_start=1937
+  _globals['_COMMITRESPONSE']._serialized_end=2072
+  _globals['_CALLTIMING']._serialized_start=2075
+  _globals['_CALLTIMING']._serialized_end=2321
+  _globals['_FETCHTENSORREQUEST']._serialized_start=2323
+  _globals['_FETCHTENSORREQUEST']._serialized_end=2387
+  _globals['_TENSORCHUNK']._serialized_start=2389
+  _globals['_TENSORCHUNK']._serialized_end=2466
+  _globals['_UNLOADSTAGEREQUEST']._serialized_start=2468
+  _globals['_UNLOADSTAGEREQUEST']._serialized_end=2501
+  _globals['_UNLOADSTAGERESPONSE']._serialized_start=2503
+  _globals['_UNLOADSTAGERESPONSE']._serialized_end=2524
+  _globals['_TIMELAYERSREQUEST']._serialized_start=2526
+  _globals['_TIMELAYERSREQUEST']._serialized_end=2615
+  _globals['_TIMELAYERSRESPONSE']._serialized_start=2617
+  _globals['_TIMELAYERSRESPONSE']._serialized_end=2677
+  _globals['_PARTITION']._serialized_start=2680
+  _globals['_PARTITION']._serialized_end=3376
 # @@protoc_insertion_point(module_scope)
