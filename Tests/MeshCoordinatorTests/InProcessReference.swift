@@ -15,9 +15,12 @@ struct InProcessReference {
 
   /// Per-step losses of plain SGD over `epochs`, with the coordinator's
   /// held-out split and shuffles (`PortableRandom.heldOutSplit`, then a
-  /// permutation per epoch).
+  /// permutation per epoch). With `weightsAfter`, step i (from 0) takes its
+  /// loss and gradient at the weights after `weightsAfter(i)` steps and
+  /// applies the gradient to the newest (PipeDream-2BW's stale weights).
   mutating func train(
-    inputs: Tensor, targets: Tensor, epochs: Int, batchSize: Int, seed: UInt64, validationFraction: Double = 0
+    inputs: Tensor, targets: Tensor, epochs: Int, batchSize: Int, seed: UInt64, validationFraction: Double = 0,
+    weightsAfter: ((Int) -> Int)? = nil
   ) -> [Float] {
     let order = PortableRandom.heldOutSplit(count: inputs.shape[0], validationFraction: validationFraction, seed: seed)
       .train
@@ -25,13 +28,15 @@ struct InProcessReference {
     let trainTargets = targets.rows(order)
     let optimizer = SGD(learningRate: .constant(learningRate))
     var losses: [Float] = []
+    var history = [variables]
     for epoch in 1...epochs {
       let epochOrder = PortableRandom.permutation(
         trainInputs.shape[0], seed: PortableRandom.epochSeed(seed, epoch: epoch - 1))
       for step in 0..<(trainInputs.shape[0] / batchSize) {
         let batch = Array(epochOrder[(step * batchSize)..<((step + 1) * batchSize)])
+        let seen = weightsAfter.map { history[$0(losses.count)] } ?? variables
         let (loss, gradients) = model.lossAndGradients(
-          input: trainInputs.rows(batch), target: trainTargets.rows(batch), variables: variables,
+          input: trainInputs.rows(batch), target: trainTargets.rows(batch), variables: seen,
           context: ForwardContext(training: true))
         losses.append(loss)
         for (name, gradient) in gradients {
@@ -39,6 +44,7 @@ struct InProcessReference {
           variables[name] =
             optimizer.update(variable: variable, gradient: gradient, slots: [:], step: losses.count).variable
         }
+        if weightsAfter != nil { history.append(variables) }
       }
     }
     return losses

@@ -494,6 +494,63 @@ import Testing
     #expect(losses.last! < losses.first!)
   }
 
+  /// A small Transformer language model (embedding with learned positions,
+  /// a Transformer block, layer norm, a dense head) trains under PipeDream-2BW
+  /// on 2 stages as in-process training does with each step one step behind
+  /// on the weights: the layers beyond Dense stash their weights too.
+  @Test func pipeDream2BWTrainsATransformerAsInProcessTrainingOneStepBehind() async throws {
+    let mesh = try await Self.mesh.value
+    let model = Pipemesh_V1_ModelSpec.with {
+      $0.inputShape = [6]
+      $0.seed = 5
+      $0.layers = [
+        .with {
+          $0.embedding = .with {
+            $0.vocabularySize = 12
+            $0.dimension = 8
+            $0.positions = .learned
+          }
+        },
+        .with {
+          $0.transformerBlock = .with {
+            $0.heads = 2
+            $0.mlpHidden = 16
+          }
+        },
+        .with { $0.layerNorm = .init() },
+        .with { $0.dense = .with { $0.units = 12 } },
+      ]
+      $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+    }
+    // Predict each token's successor.
+    let tokens = Tensor.randomUniform([48, 6], lowerBound: 0, upperBound: 12, seed: 4)
+    let inputs = Tensor(shape: [48, 6], scalars: tokens.scalars.map { Float(Int($0)) })
+    let targets = Tensor(shape: [48, 6], scalars: inputs.scalars.map { Float((Int($0) + 1) % 12) })
+    let built = try makeModel(model)
+    // 4 steps an epoch; the first of each begins after a drain, on the newest weights.
+    let expected = try await onOwnThread {
+      var reference = InProcessReference(model: built, learningRate: 0.3)
+      return reference.train(
+        inputs: inputs, targets: targets, epochs: 3, batchSize: 12, seed: 3,
+        weightsAfter: { step in step % 4 == 0 ? step : step - 1 })
+    }
+    let plain = try await onOwnThread {
+      var reference = InProcessReference(model: built, learningRate: 0.3)
+      return reference.train(inputs: inputs, targets: targets, epochs: 3, batchSize: 12, seed: 3)
+    }
+    // Stale weights change the losses: the check sees a stage that ran a step on the newest.
+    #expect(zip(expected, plain).filter { abs($0 - $1) > 1e-3 * abs($1) }.count >= 6, "\(expected) vs \(plain)")
+    let coordinator = try await mesh.coordinator([[0], [1]], name: "2bw-transformer")
+    let progress = try await Self.train(
+      coordinator, job: "transformer-2bw", model: model, inputs: inputs, targets: targets, microBatches: 3,
+      schedule: .schedulePipedream2Bw, epochs: 3, batchSize: 12, learningRate: 0.3)
+    let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
+    #expect(losses.count == expected.count)
+    for (step, (got, want)) in zip(losses, expected).enumerated() {
+      #expect(abs(got - Double(want)) <= 1e-4 * abs(Double(want)), "step \(step + 1): \(got) vs \(want)")
+    }
+  }
+
   /// Inference activations of up to 256 KiB come back to the coordinator and
   /// go on inline; larger ones go partition to partition. Both give the same
   /// outputs: 4,200 rows at once (16 floats a row at the split, 268,800
