@@ -69,18 +69,21 @@ import Testing
 
   /// A job cancelled after a checkpoint, its examples sent inline, resumes by
   /// hand (ResumeJob) and ends with the weights of a run never stopped; jobs
-  /// that cannot resume are refused, saying why.
-  @Test func aCancelledJobResumesByHandFromItsKeptExamples() async throws {
+  /// that cannot resume are refused, saying why. Under PipeDream-2BW too,
+  /// checkpointing every 3 steps: the pipeline drains at each checkpoint, so
+  /// the resumed run's steps run on the same weights as the straight run's.
+  @Test(arguments: [(Pipemesh_V1_ScheduleKind.scheduleOneFOneB, Int64(2)), (.schedulePipedream2Bw, 3)])
+  func aCancelledJobResumesByHandFromItsKeptExamples(schedule: Pipemesh_V1_ScheduleKind, every: Int64) async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-resume")
     let mesh = try InProcessMesh(stages: 2, checkpointDirectory: directory.path)
     let outcome = await Result(catching: {
       let channel = mesh.coordinatorChannel()
       let (inputs, targets) = PipelineTrainingTests.classification(count: 128)
-      func request(_ job: String, everySteps: Int64 = 2) -> Pipemesh_V1_TrainRequest {
+      func request(_ job: String, everySteps: Int64? = nil) -> Pipemesh_V1_TrainRequest {
         var request = Pipemesh_V1_TrainRequest.inline(
           job: job, model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets, epochs: 200, batchSize: 16,
-          microBatches: 2, schedule: .scheduleOneFOneB, learningRate: 0.1)
-        request.checkpoint.everySteps = everySteps
+          microBatches: 2, schedule: schedule, learningRate: 0.1)
+        request.checkpoint.everySteps = everySteps ?? every
         return request
       }
       for try await _ in channel.stream(CoordinatorMethods.train, request("straight")) {}
