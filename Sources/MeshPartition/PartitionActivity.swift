@@ -11,7 +11,7 @@ public final class PartitionActivity: Sendable {
     /// Micro-batches whose activations are kept for their backward pass.
     public var keptMicroBatches = 0
     /// What each loaded job's stage held at its last commit: its variables,
-    /// their slots and the step's gradient sums, in bytes.
+    /// their slots and the running steps' gradient sums, in bytes.
     public var jobBytes: [String: Int] = [:]
   }
 

@@ -167,7 +167,8 @@ public final class PartitionService: RPCService, Sendable {
     guard parameters <= room else {
       throw RPCError(
         .resourceExhausted,
-        "stage \(request.stage) has \(parameters) parameters, which with their gradients and optimizer slots need "
+        "stage \(request.stage) has \(parameters) parameters, which with their gradients and optimizer slots "
+          + (request.overlappingSteps ? "(twice the weights and gradients: its job's steps overlap) " : "") + "need "
           + "\(HostMemory.describe(parameters * memory.bytesPerParameter)); this partition's budget is "
           + "\(HostMemory.describe(parameterBudget)) (--memory-budget-mib), room for \(room) parameters: "
           + memory.advice(layers: whole.layers.map(\.parameterCount), room: room))

@@ -15,7 +15,8 @@ import MeshWire
 ///
 /// The actor keeps the books; fetching inputs and computing run off it, so
 /// that a call sent ahead fetches its input while the previous one computes.
-/// Calls that carry a schedule position compute one at a time in that order.
+/// Calls that carry a schedule position compute one at a time in that order;
+/// the calls of two overlapping steps take turns, the older step's first.
 actor StageRunner {
   let job: String
   let model: Sequential
@@ -339,7 +340,7 @@ actor StageRunner {
     return bytes
   }
 
-  /// Bytes of activations the step's micro-batches hold: kept for a
+  /// Bytes of activations the running steps' micro-batches hold: kept for a
   /// backward, or for weight gradients held back.
   private var heldBytes: Int {
     kept.values.reduce(0) { $0 + $1.bytes } + heldWeights.values.reduce(0) { $0 + $1.bytes }
@@ -535,7 +536,8 @@ actor StageRunner {
     guard let weights = weights(after: named) else {
       throw RPCError(
         .failedPrecondition,
-        "stage \(stage) of job \(job) no longer holds the weights after step \(named) that step \(step) runs on")
+        "stage \(stage) of job \(job) no longer holds the weights after step \(named) that step \(step) runs on: "
+          + "run the job on from its newest checkpoint")
     }
     return weights
   }
@@ -661,7 +663,8 @@ actor StageRunner {
     guard unfinished == 0 else {
       throw RPCError(
         .failedPrecondition,
-        "stage \(stage) of job \(job) still has \(unfinished) micro-batches without backward at commit")
+        "stage \(stage) of job \(job) still has \(unfinished) micro-batches of step \(step) or earlier without "
+          + "backward at commit")
     }
     let unweighed = heldWeights.keys.filter { $0.step <= step }.count
     guard unweighed == 0 else {
@@ -681,10 +684,8 @@ actor StageRunner {
       bytes(variables.values) * (stashesWeights ? 2 : 1) + accumulated.values.reduce(0) { $0 + bytes($1.values) }
       + (localUpdates?.slots.values.reduce(0) { $0 + bytes($1.values) } ?? 0)
     response.memory = .current(jobBytes: jobBytes)
-    // Under weight stashing the weights before the update stay, for the step begun beside this
-    // one; the ones before those, which this step ran on, go before the update copies the newest.
+    // Under weight stashing the weights before the update stay, for the step begun beside this one.
     let previous = stashesWeights ? weightsStep.map { (step: $0, variables: variables) } : nil
-    if stashesWeights { stashed = nil }
     func advanceWeights() {
       if let previous { stashed = previous }
       weightsStep = step
@@ -698,6 +699,8 @@ actor StageRunner {
       {
         throw RPCError(.invalidArgument, "gradient of \(name) holds NaN or infinity; nothing was applied")
       }
+      // The weights this step ran on go before the update copies the newest: never three versions.
+      if stashesWeights { stashed = nil }
       let gradients = accumulated.removeValue(forKey: step)!
       if var local = localUpdates {
         // Moved out until it is put back below (no suspension in between), so

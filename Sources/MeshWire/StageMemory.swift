@@ -21,9 +21,9 @@ public struct StageMemory: Sendable, Equatable {
   /// For an optimizer not known yet: the most any keeps (two).
   public static let mostSlots = StageMemory(slots: 2)
 
-  init(slots: Int, overlappingSteps: Bool = false) {
+  init(slots: Int) {
     self.slots = slots
-    self.overlappingSteps = overlappingSteps
+    overlappingSteps = false
   }
 
   /// Bytes a stage holds per parameter at most: the variable, its gradient

@@ -38,9 +38,10 @@ public nonisolated enum Pipemesh_V1_ScheduleKind: SwiftProtobuf.Enum, Swift.Case
   /// PipeDream-2BW: 1F1B's order, with no flush between steps. A step begins
   /// while the one before still runs, and its micro-batches use the weights
   /// from before that one's update (staleness 1): W(s) = W(s-1) - lr * g(W(s-2)).
-  /// Each stage holds two versions of its weights. The pipeline drains at an
-  /// epoch's end, before a checkpoint, a move and the last step, so the step
-  /// after a drain uses the newest weights. Sync consistency only.
+  /// Each stage holds two versions of its weights. The pipeline drains after
+  /// an epoch's last step, a step that checkpoints or moves, and the job's last
+  /// step, so the step after a drain uses the newest weights. Sync consistency
+  /// only.
   case schedulePipedream2Bw // = 4
   case UNRECOGNIZED(Int)
 
@@ -420,7 +421,8 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
   /// With measured times: a step of micro_batches micro-batches through the pipeline, simulated
   /// by running the schedule's actions on the stages' measured forward and backward times (each
   /// backward split evenly into its input and weight gradients where the schedule splits it),
-  /// without the transfers between stages or the ps.
+  /// without the transfers between stages or the ps. Under SCHEDULE_PIPEDREAM_2BW, a steady step:
+  /// its busiest stage's compute.
   public var predictedStepSeconds: Double = 0
 
   /// With measured times: each layer's, as the partition timed them.
@@ -619,7 +621,7 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   }
 
   /// Valid: a ScheduleKind; SCHEDULE_UNSPECIFIED means 1F1B (the CLI's default too), unknown values
-  /// INVALID_ARGUMENT.
+  /// INVALID_ARGUMENT; SCHEDULE_PIPEDREAM_2BW needs sync consistency (INVALID_ARGUMENT otherwise).
   public var schedule: Pipemesh_V1_ScheduleKind {
     get {_storage._schedule}
     set {_uniqueStorage()._schedule = newValue}

@@ -769,7 +769,8 @@ public nonisolated struct Pipemesh_V1_ProcessMemory: Sendable {
   public var peakResidentBytes: Int64 = 0
 
   /// What the job holds in it: on a partition, its stage's variables,
-  /// optimizer slots and the step's gradient sums; on a ps task, the job's
+  /// optimizer slots and the running steps' gradient sums (two versions of the variables
+  /// under SCHEDULE_PIPEDREAM_2BW); on a ps task, the job's
   /// values and slots (Stats.bytes).
   public var jobBytes: Int64 = 0
 

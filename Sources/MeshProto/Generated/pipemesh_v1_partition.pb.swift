@@ -312,13 +312,14 @@ public nonisolated struct Pipemesh_V1_ForwardRequest: Sendable {
   /// Position of this call among the stage's Forward, Backward and
   /// BackwardWeights calls of the step, from 1 (0: no order). Calls may arrive early, so that their
   /// inputs travel while the stage computes; the partition computes a step's
-  /// calls in this order, the schedule's.
+  /// calls in this order, the schedule's. The calls of two overlapping steps (2BW) take turns,
+  /// the older step's first.
   /// Valid: 0 to 2^31-1; a second call waiting at a step's position is INVALID_ARGUMENT. Infer
   /// ignores it.
   public var schedulePosition: Int32 = 0
 
   /// Weight stashing (SCHEDULE_PIPEDREAM_2BW): the micro-batch's forward, and its backward, use
-  /// the stage's weights as they were after this step's commit. The first such forward a loaded
+  /// the stage's weights as they were after the commit of step weights_after_step. The first such forward a loaded
   /// stage gets names the step of the weights it was loaded with. From then on the stage keeps
   /// its newest weights and the ones before its last commit, and commits steps in order. Unset:
   /// the stage's newest weights.
@@ -535,7 +536,9 @@ public nonisolated struct Pipemesh_V1_CommitRequest: Sendable {
   /// Valid: a job loaded here (FAILED_PRECONDITION otherwise).
   public var job: String = String()
 
-  /// Valid: 1 or more; FAILED_PRECONDITION while a kept Forward has had no Backward.
+  /// Valid: 1 or more; FAILED_PRECONDITION while a kept Forward of this step or an earlier one
+  /// has had no Backward. Under weight stashing (weights_after_step), waits for the commit of
+  /// the step before.
   public var step: Int64 = 0
 
   /// Return only once the ps has applied the step (before a checkpoint, at
@@ -557,8 +560,9 @@ public nonisolated struct Pipemesh_V1_CommitResponse: Sendable {
   /// Lowest version among the stage's variables after the update.
   public var version: Int64 = 0
 
-  /// (l2 / 2) * sum of squares of the stage's regularised variables, before
-  /// the update: the stage's part of the step's L2 penalty.
+  /// (l2 / 2) * sum of squares of the stage's regularised variables as the
+  /// step ran on them (before the update): the stage's part of the step's L2
+  /// penalty.
   public var penalty: Double = 0
 
   /// The partition's memory, and what this job's stage holds of it.
