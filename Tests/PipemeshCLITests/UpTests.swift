@@ -237,7 +237,8 @@ import Testing
     #expect(events.filter { $0["name"] as? String == "commit" }.count == 2)
 
     let checkpoint = try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: file("checkpoint.safetensors"))))
-    #expect(checkpoint.tensors.keys.contains { $0.hasSuffix("/dense0/kernel") })
+    // Whole, or as the pieces of the stages a split inside it gave (the planner may split there).
+    #expect(checkpoint.tensors.keys.contains { $0.hasSuffix("/dense0/kernel") || $0.contains("/dense0/kernel#") })
     #expect(up.log.contains("done: validation accuracy"))
   }
 
