@@ -45,6 +45,15 @@ import Testing
     return (inputs, Tensor(shape: [count], scalars: labels))
   }
 
+  /// Random token sequences and, as targets, each token's successor (modulo
+  /// the vocabulary): a language-modelling task any sequence model learns.
+  static func successorTokens(rows: Int, length: Int, vocabulary: Int, seed: UInt64) -> (Tensor, Tensor) {
+    let tokens = Tensor.randomUniform([rows, length], lowerBound: 0, upperBound: Float(vocabulary), seed: seed)
+    let inputs = Tensor(shape: [rows, length], scalars: tokens.scalars.map { Float(Int($0)) })
+    let targets = Tensor(shape: [rows, length], scalars: inputs.scalars.map { Float((Int($0) + 1) % vocabulary) })
+    return (inputs, targets)
+  }
+
   /// Trains on a coordinator and returns the per-step losses it reported.
   static func train(
     _ coordinator: RunningService, job: String, model: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor,
@@ -473,10 +482,7 @@ import Testing
       ]
       $0.loss = .with { $0.softmaxCrossEntropy = .init() }
     }
-    // Predict each token's successor.
-    let tokens = Tensor.randomUniform([48, 4], lowerBound: 0, upperBound: 10, seed: 9)
-    let inputs = Tensor(shape: [48, 4], scalars: tokens.scalars.map { Float(Int($0)) })
-    let targets = Tensor(shape: [48, 4], scalars: inputs.scalars.map { Float((Int($0) + 1) % 10) })
+    let (inputs, targets) = Self.successorTokens(rows: 48, length: 4, vocabulary: 10, seed: 9)
     let built = try makeModel(model)
     let expected = try await onOwnThread {
       var reference = InProcessReference(model: built, learningRate: 0.5)
@@ -522,10 +528,7 @@ import Testing
       ]
       $0.loss = .with { $0.softmaxCrossEntropy = .init() }
     }
-    // Predict each token's successor.
-    let tokens = Tensor.randomUniform([48, 6], lowerBound: 0, upperBound: 12, seed: 4)
-    let inputs = Tensor(shape: [48, 6], scalars: tokens.scalars.map { Float(Int($0)) })
-    let targets = Tensor(shape: [48, 6], scalars: inputs.scalars.map { Float((Int($0) + 1) % 12) })
+    let (inputs, targets) = Self.successorTokens(rows: 48, length: 6, vocabulary: 12, seed: 4)
     let built = try makeModel(model)
     // 4 steps an epoch; the first of each begins after a drain, on the newest weights.
     let expected = try await onOwnThread {
