@@ -22,7 +22,7 @@ import MeshWire
 ///
 /// A Forward, Backward or BackwardWeights that fails with UNAVAILABLE (a
 /// dropped connection: the request may or may not have arrived, the answer
-/// was lost) is sent again, up to `callAttempts` times: a partition answers a
+/// was lost) is sent again (`callRetry`): a partition answers a
 /// repeated call of a micro-batch from what it computed (or is computing),
 /// never computing it twice. A Commit is not sent again (it pushes to the ps
 /// tasks): one that fails fails the step.
@@ -46,31 +46,8 @@ struct PipelineRun {
   /// Calls a stage has outstanding at most: one computing, one arriving.
   static let callsAhead = 2
 
-  /// How many times a call is sent before its UNAVAILABLE fails the step,
-  /// and the pause before the second (doubling for each after it).
-  static let callAttempts = 3
-  static let firstRetryPause = Duration.milliseconds(100)
-
-  /// `send`, again after an UNAVAILABLE while attempts are left. A repeat
-  /// that fails otherwise (a partition that restarted meanwhile no longer
-  /// holds the job's stage) fails as UNAVAILABLE: the member failed under
-  /// the job, which a restart from a checkpoint cures.
-  private func retrying<Response>(_ send: () async throws -> Response) async throws -> Response {
-    var pause = Self.firstRetryPause
-    var lost: RPCError?
-    for attempt in 1...Self.callAttempts {
-      do {
-        return try await send()
-      } catch let error as RPCError where error.code == .unavailable && attempt < Self.callAttempts {
-        lost = lost ?? error
-        try await Task.sleep(for: pause)
-        pause *= 2
-      } catch let error as RPCError where lost != nil && error.code != .cancelled {
-        throw RPCError(.unavailable, "\(lost!.message); sent again, the partition answered \(error)")
-      }
-    }
-    preconditionFailure("the last attempt returns or throws")
-  }
+  /// How a Forward, Backward or BackwardWeights is sent again after UNAVAILABLE.
+  static let callRetry = CallRetry(attempts: 3, firstPause: .milliseconds(100))
 
   struct Outcome {
     /// The mini-batch's mean loss (the micro-batches' shares and the
@@ -200,7 +177,7 @@ struct PipelineRun {
       _ method: UnaryMethod<Request, Response>, _ request: Request, _ action: PipelineAction, stage: Int
     ) async throws -> Response {
       try await trace.record(action, stage: stage, replica: replica, step: step, partition: stages[stage].target) {
-        try await retrying { try await stages[stage].call(method, request) }
+        try await Self.callRetry.run(server: "the partition") { try await stages[stage].call(method, request) }
       }
     }
     switch call {

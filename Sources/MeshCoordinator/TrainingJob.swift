@@ -658,11 +658,7 @@ final class TrainingJob: Sendable {
     }
     /// Writes the job's checkpoint at the current step, with the epoch's losses so far.
     func checkpointHere() async throws {
-      status.withLock {
-        $0.checkpointEpochLossSum = epochLossSum
-        $0.checkpointEpochSteps = Int64(epochSteps)
-      }
-      _ = try await checkpoint(at: step)
+      _ = try await checkpoint(at: step, epochLossSum: epochLossSum, epochSteps: epochSteps)
     }
     let checkpointEvery = request.checkpoint.everySteps
     for epoch in firstEpoch..<(Int(request.epochs) + 1) where !stopped {
@@ -771,7 +767,9 @@ final class TrainingJob: Sendable {
     last.done = true
     last.stoppedEarlyEpoch = snapshot.stoppedEarlyEpoch
     last.traceJson = trace.chromeTrace(step: tracedStep > 0 ? tracedStep : step, faults: snapshot.faults)
-    if request.checkpoint.atEnd { last.checkpoints = try await checkpoint(at: step) }
+    if request.checkpoint.atEnd {
+      last.checkpoints = try await checkpoint(at: step, epochLossSum: epochLossSum, epochSteps: epochSteps)
+    }
     // A resumed run that ended before a checkpoint of its own no longer needs the run it resumed.
     let resumedRun = checkpointRun.withLock { $0 }
     if !resumedRun.isEmpty, resumedRun != runID { _ = try? await cluster.parameterServerClient().drop(job: resumedRun) }
@@ -1061,11 +1059,18 @@ final class TrainingJob: Sendable {
   static let evaluatedScalars = 16 << 20
 
   /// Has every ps task write the job's own checkpoint after `step` (the ps
-  /// holds the step: it flushed) and records it as where the job resumes.
-  private func checkpoint(at step: Int64) async throws -> [String] {
+  /// holds the step: it flushed) and records it as where the job resumes,
+  /// with the losses of the epoch's steps up to it, which a resumed job goes
+  /// on from. A checkpoint that fails leaves the record at the one before,
+  /// its losses included.
+  private func checkpoint(at step: Int64, epochLossSum: Double, epochSteps: Int) async throws -> [String] {
     let ps = try cluster.parameterServerClient()
     let files = try await ps.checkpoint(job: runID, step: step)
-    status.withLock { $0.checkpointStep = step }
+    status.withLock {
+      $0.checkpointStep = step
+      $0.checkpointEpochLossSum = epochLossSum
+      $0.checkpointEpochSteps = Int64(epochSteps)
+    }
     let previous = checkpointRun.withLock { run in
       defer { run = runID }
       return run

@@ -724,9 +724,11 @@ actor StageRunner {
       } else {
         let pushed = versioned(gradients)
         try await psCall {
-          try await ps.push(
-            job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed
-          )
+          try await Self.pushRetry.run(server: "the ps") {
+            try await ps.push(
+              job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)",
+              gradients: pushed)
+          }
           try await refresh(definitions.map(\.name))
         }
         advanceWeights()
@@ -781,11 +783,19 @@ actor StageRunner {
     let (ps, job, user, replica) = (ps, job, user, replica)
     return Task {
       if !pushed.isEmpty {
-        try await ps.push(
-          job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)", gradients: pushed)
+        try await Self.pushRetry.run(server: "the ps") {
+          try await ps.push(
+            job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)",
+            gradients: pushed)
+        }
       }
     }
   }
+
+  /// How a step's push is sent again when it or its answer was lost: the ps
+  /// applies a pusher's step once (it keeps the last step of each pusher
+  /// and variable), so a repeat of one it applied changes nothing.
+  static let pushRetry = CallRetry(attempts: 3, firstPause: .milliseconds(100))
 }
 
 /// Runs each key's call once: the first request starts `compute`, and a

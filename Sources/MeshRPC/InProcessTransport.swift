@@ -13,8 +13,72 @@ import Synchronization
 /// (`ps-0.in-process:1`): services check and pass them like real ones.
 public final class InProcessNetwork: RPCDialer {
   private let servers = Mutex<[String: InProcessServer]>([:])
+  private let faults = Mutex<[Fault]>([])
+  /// Unary calls in the order they were sent and answered, once `logUnaryCalls()` was called.
+  private let log = Mutex<[CallEvent]?>(nil)
+
+  /// A unary call sent or answered (with any status), as the network logs it.
+  public struct CallEvent: Sendable {
+    public enum Kind: Sendable { case sent, answered }
+    public let kind: Kind
+    public let path: String
+    public let endpoint: String
+    /// The serialized request.
+    public let request: Data
+  }
+
+  /// What a fault a test placed loses of a call.
+  public enum Loss: Sendable {
+    /// The request never reaches the server.
+    case request
+    /// The server handles the request; its answer never reaches the caller
+    /// (of unary calls only).
+    case answer
+  }
+
+  /// A call that fails, once.
+  struct Fault {
+    let path: String
+    let endpoint: String
+    let loss: Loss
+    let error: RPCError
+    let matches: @Sendable (Data) -> Bool
+  }
 
   public init() {}
+
+  /// Fails the next call of method `path` to `endpoint` whose serialized
+  /// request `matches` accepts with `error`, losing its request or its
+  /// answer, as a dropped connection would: a fault for a logic test to
+  /// place exactly.
+  public func failNextCall(
+    _ path: String, to endpoint: String, losing loss: Loss, with error: RPCError,
+    where matches: @escaping @Sendable (Data) -> Bool = { _ in true }
+  ) {
+    faults.withLock {
+      $0.append(Fault(path: path, endpoint: endpoint, loss: loss, error: error, matches: matches))
+    }
+  }
+
+  /// Logs every unary call from now on, as it is sent and as it is answered:
+  /// for a logic test to check the order of a protocol's calls.
+  public func logUnaryCalls() { log.withLock { $0 = $0 ?? [] } }
+
+  /// The calls logged so far, oldest first.
+  public var loggedCalls: [CallEvent] { log.withLock { $0 ?? [] } }
+
+  func note(_ kind: CallEvent.Kind, path: String, to endpoint: String, request: Data) {
+    log.withLock { $0?.append(CallEvent(kind: kind, path: path, endpoint: endpoint, request: request)) }
+  }
+
+  /// Takes the fault placed for this call, if any.
+  func takeFault(for path: String, to endpoint: String, request: Data) -> Fault? {
+    faults.withLock { faults in
+      guard let index = faults.firstIndex(where: { $0.path == path && $0.endpoint == endpoint && $0.matches(request) })
+      else { return nil }
+      return faults.remove(at: index)
+    }
+  }
 
   /// Serves `services` at `endpoint`, which must be free in this network.
   /// `observer` sees every finished call, as a gRPC server's does.
@@ -167,12 +231,15 @@ public struct InProcessChannel: RPCChannel {
     _ method: UnaryMethod<Request, Response>, _ request: Request, options: CallOptions
   ) async throws -> Response {
     let call = try makeCall(request, options: options)
-    start(call, path: method.path, kind: PM_METHOD_UNARY)
+    network.note(.sent, path: method.path, to: target, request: call.request)
+    defer { network.note(.answered, path: method.path, to: target, request: call.request) }
+    let fault = start(call, path: method.path, kind: PM_METHOD_UNARY)
     let bytes = try await withTaskCancellationHandler {
       try await call.next()
     } onCancel: {
       call.cancelFromClient()
     }
+    if let fault { throw fault.error }
     guard let bytes else { throw RPCError(.internal, "\(method.path) ended without an answer") }
     return try Response(wireBytes: bytes)
   }
@@ -250,12 +317,22 @@ public struct InProcessChannel: RPCChannel {
       request: bytes, metadata: headers, identity: identity, deadline: options.timeout.map { .now + $0 })
   }
 
-  private func start(_ call: InProcessCall, path: String, kind: pm_method_kind) {
+  /// Starts `call` on its server; returns the fault that loses its answer, if one was placed.
+  @discardableResult
+  private func start(_ call: InProcessCall, path: String, kind: pm_method_kind) -> InProcessNetwork.Fault? {
     guard let server = network.server(at: target) else {
-      return call.finish(with: RPCError(.unavailable, "nothing serves \(target) in this process"))
+      call.finish(with: RPCError(.unavailable, "nothing serves \(target) in this process"))
+      return nil
     }
+    let fault = network.takeFault(for: path, to: target, request: call.request)
+    if let fault, fault.loss == .request {
+      call.finish(with: fault.error)
+      return nil
+    }
+    precondition(fault == nil || kind == PM_METHOD_UNARY, "only a unary call's answer is lost by a placed fault")
     call.expireAtDeadline()
     server.start(call, path: path, kind: kind)
+    return fault
   }
 }
 

@@ -57,6 +57,64 @@ import Testing
     try outcome.get()
   }
 
+  /// A checkpoint that fails (its ps task unavailable) after the steps it
+  /// follows ran restarts the job from the checkpoint before, with that
+  /// one's share of the epoch's losses, not the failed one's: the job ends
+  /// with the weights and the epoch losses of a run never stopped.
+  @Test func aJobWhoseCheckpointFailsRestartsWithTheEpochLossesOfAnUninterruptedRun() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-failed-checkpoint")
+    let mesh = try InProcessMesh(stages: 2, checkpointDirectory: directory.path)
+    let outcome = await Result(catching: {
+      func train(_ job: String) async throws -> Pipemesh_V1_Job {
+        try await Self.trainToEnd(job, epochs: 3, on: mesh) {
+          $0.checkpoint.everySteps = 2
+          $0.maxRestarts = 1
+        }
+      }
+      let straight = try await train("straight")
+      // Step 14's checkpoint, six steps into the second epoch of eight.
+      mesh.network.failNextCall(
+        ParameterServerMethods.checkpoint.path, to: mesh.parameterServers[0], losing: .request,
+        with: RPCError(.unavailable, "the test failed this checkpoint")
+      ) { bytes in
+        guard let request = try? Pipemesh_V1_CheckpointRequest(serializedBytes: bytes) else { return false }
+        return request.job.hasPrefix("faulty.") && request.step == 14
+      }
+      let faulty = try await train("faulty")
+      #expect(faulty.state == .succeeded, "\(faulty)")
+      #expect(faulty.faults.map(\.step) == [14] && faulty.faults.first?.stepsRedone == 2, "\(faulty.faults)")
+      #expect(faulty.epochs.count == 3 && straight.epochs.count == 3)
+      for (got, expected) in zip(faulty.epochs, straight.epochs) {
+        #expect(
+          abs(got.loss - expected.loss) <= 1e-6 * abs(expected.loss), "epoch \(got.epoch): \(got) against \(expected)")
+      }
+      let expected = try await Self.weights("straight", on: mesh)
+      let got = try await Self.weights("faulty", on: mesh)
+      for (name, tensor) in expected {
+        let difference = zip(tensor.scalars, got[name]?.scalars ?? []).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(difference <= 1e-6, "\(name) differs by \(difference)")
+      }
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+
+  /// Trains job `job` of the small MLP on 128 examples (8 steps an epoch
+  /// of one replica) with 1F1B and `configure`'s options, to its end;
+  /// returns its record.
+  static func trainToEnd(
+    _ job: String, epochs: Int, on mesh: InProcessMesh, _ configure: (inout Pipemesh_V1_TrainRequest) -> Void
+  ) async throws -> Pipemesh_V1_Job {
+    let (inputs, targets) = PipelineTrainingTests.classification(count: 128)
+    var request = Pipemesh_V1_TrainRequest.inline(
+      job: job, model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets, epochs: epochs, batchSize: 16,
+      microBatches: 2, schedule: .scheduleOneFOneB, learningRate: 0.1)
+    configure(&request)
+    let channel = mesh.coordinatorChannel()
+    for try await _ in channel.stream(CoordinatorMethods.train, request) {}
+    return try await channel.call(CoordinatorMethods.getJob, .with { $0.job = job })
+  }
+
   /// The weights a job registered, read back through ExportModel.
   static func weights(_ model: String, on mesh: InProcessMesh) async throws -> [String: Tensor] {
     var bytes = Data()

@@ -444,11 +444,14 @@ import Testing
   /// weights of a run never interrupted; the fault is in its record. The
   /// stages meet inside a layer, so each holds its rows of that layer's
   /// kernel: the restarted stage takes its rows back from the checkpoint.
-  @Test func aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights() async throws {
+  /// Under PipeDream-2BW too: its pipeline drains at each checkpoint, so the
+  /// steps run again from one run on the weights they ran on before.
+  @Test(arguments: ["1f1b", "2bw"])
+  func aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights(schedule: String) async throws {
     var mesh = try await Mesh(psCheckpoints: true)
     let options = [
       "--model", Self.model, "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "2",
-      "--split", "1:64",
+      "--split", "1:64", "--schedule", schedule,
     ]
     let training = try await Self.trainStraightThenStart("survivor", options: options + ["--json"], on: mesh)
     mesh = try await mesh.restarted(coordinator: false, partitions: [1])

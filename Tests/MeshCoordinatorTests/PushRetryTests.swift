@@ -1,0 +1,54 @@
+import Foundation
+import MeshInProcess
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshTestSupport
+import MeshWire
+import Testing
+
+/// A stage's push to the ps that a dropped connection loses, request or
+/// answer, is sent again: the job goes on without a fault, and the ps
+/// applies the step once, so the job ends with the weights of a run whose
+/// pushes all arrived. With one replica each stage pushes in the background
+/// while it updates its own copy (its ps tasks checkpoint); with two, its
+/// commit pushes and pulls the replicas' update.
+@Suite struct PushRetryTests {
+  @Test(arguments: [1, 2])
+  func aLostPushIsSentAgainAndAppliedOnce(replicas: Int) async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-push-retry")
+    let mesh = try InProcessMesh(stages: 2, replicas: replicas, checkpointDirectory: directory.path)
+    let outcome = await Result(catching: {
+      func train(_ job: String) async throws -> Pipemesh_V1_Job {
+        try await JobCheckpointTests.trainToEnd(job, epochs: 2, on: mesh) {
+          $0.consistency = .with { $0.sync = .init() }
+        }
+      }
+      let straight = try await train("straight")
+      // Step 2's first push loses its request; step 3's first push is applied, and its answer lost.
+      for (step, loss) in [(Int64(2), InProcessNetwork.Loss.request), (3, .answer)] {
+        mesh.network.failNextCall(
+          ParameterServerMethods.push.path, to: mesh.parameterServers[0], losing: loss,
+          with: RPCError(.unavailable, "the test dropped this push's connection")
+        ) { bytes in
+          guard let push = try? Pipemesh_V1_PushRequest(serializedBytes: bytes) else { return false }
+          return push.job.hasPrefix("lossy.") && push.step == step
+        }
+      }
+      let lossy = try await train("lossy")
+      #expect(lossy.state == .succeeded && lossy.faults.isEmpty, "\(lossy)")
+      #expect(lossy.step == straight.step && lossy.step > 3)
+      let stats = try await mesh.network.channel(to: mesh.parameterServers[0], identity: "coordinator").call(
+        ParameterServerMethods.stats, .init())
+      #expect(stats.pushesDuplicate >= 1, "the repeat of the push whose answer was lost: \(stats)")
+      let expected = try await JobCheckpointTests.weights("straight", on: mesh)
+      let got = try await JobCheckpointTests.weights("lossy", on: mesh)
+      #expect(expected.count == 8 && Set(got.keys) == Set(expected.keys))
+      for (name, tensor) in expected {
+        #expect(got[name]?.scalars == tensor.scalars, "\(name)")
+      }
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+}
