@@ -24,8 +24,9 @@ import MeshWire
 /// dropped connection: the request may or may not have arrived, the answer
 /// was lost) is sent again (`callRetry`): a partition answers a
 /// repeated call of a micro-batch from what it computed (or is computing),
-/// never computing it twice. A Commit is not sent again (it pushes to the ps
-/// tasks): one that fails fails the step.
+/// never computing it twice. A Commit is not sent again: one that failed may
+/// have updated the stage's weights and given up its gradients (the
+/// partition sends its own calls to the ps again), so it fails the step.
 struct PipelineRun {
   let job: String
   let step: Int64

@@ -192,7 +192,14 @@ final class TrainingJob: Sendable {
     if options.schedule == .scheduleUnspecified { options.schedule = .scheduleOneFOneB }
     if options.consistency.mode == nil { options.consistency.sync = .init() }
     options.consistency.replicas = Int32(replicas)
-    options.optimizer = try request.optimizer.resolved()
+    // The schedule counts updates: one a step, or one per replica and step where each applies its own.
+    let updatesPerStep = Self.isElastic(request) ? 1 : replicas
+    options.optimizer = try request.optimizer.resolved(jobSteps: stepsPerEpoch * Int(request.epochs) * updatesPerStep)
+    do {
+      _ = try makeOptimizer(options.optimizer)
+    } catch let error as RPCError {
+      throw RPCError(.invalidArgument, "optimizer, for this job's \(stepsPerEpoch) steps an epoch: \(error.message)")
+    }
     options.normalization = normalization
     self.request = options
     self.cluster = cluster
@@ -336,7 +343,8 @@ final class TrainingJob: Sendable {
           + "or SCHEDULE_PIPEDREAM_2BW (4)")
     }
     do {
-      _ = try makeOptimizer(request.optimizer)
+      // A cosine decay to the job's end takes its length from the data; any length checks the rest.
+      _ = try makeOptimizer(request.optimizer.resolved(jobSteps: 1))
     } catch let error as RPCError {
       throw RPCError(.invalidArgument, "optimizer: \(error.message)")
     }
@@ -1065,7 +1073,7 @@ final class TrainingJob: Sendable {
   /// its losses included.
   private func checkpoint(at step: Int64, epochLossSum: Double, epochSteps: Int) async throws -> [String] {
     let ps = try cluster.parameterServerClient()
-    let files = try await ps.checkpoint(job: runID, step: step)
+    let files = try await CallRetry().run(server: "a ps task") { try await ps.checkpoint(job: runID, step: step) }
     status.withLock {
       $0.checkpointStep = step
       $0.checkpointEpochLossSum = epochLossSum

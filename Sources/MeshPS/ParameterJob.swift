@@ -89,6 +89,8 @@ actor ParameterJob {
     /// behind) and the last step it pushed (0 before its first push).
     let slowestReplica: Int32
     let slowestReplicaStep: Int64
+    /// Bounded with wait: the gradients of pushes waiting.
+    let inFlight: Set<PushKey>
   }
 
   init(name: String, consistency: JobConsistency, budget: MemoryBudget) {
@@ -290,6 +292,12 @@ actor ParameterJob {
       reached(step, by: request.replica)
       applyNow(fresh, pusher: pusher, step: step)
     case .bounded(let maxStaleness, let wait):
+      // A repeat of a push still waiting (its caller's connection dropped) waits for that one to
+      // end, applied or given up, so that it answers only once the gradients are applied.
+      let keys = Set(gradients.map { PushKey(pusher: pusher, step: step, variable: $0.name) })
+      if !pushesInFlight.isDisjoint(with: keys) {
+        try await waitUntil { $0.inFlight.isDisjoint(with: keys) }
+      }
       let fresh = unapplied(gradients, pusher, step)
       if fresh.isEmpty { break }
       reached(step, by: request.replica)
@@ -297,7 +305,10 @@ actor ParameterJob {
         // Marked in flight before waiting, so a retry that arrives meanwhile is not applied too.
         let keys = Set(fresh.map { PushKey(pusher: pusher, step: step, variable: $0.name) })
         pushesInFlight.formUnion(keys)
-        defer { pushesInFlight.subtract(keys) }
+        defer {
+          pushesInFlight.subtract(keys)
+          resumeReadyWaiters()
+        }
         let isReady: @Sendable (Progress) -> Bool = { $0.slowestReplicaStep >= step - maxStaleness }
         if !isReady(progress) { counters.withLock { $0.waited += 1 } }
         try await waitUntil(isReady, timeout: wait) { progress in
@@ -464,7 +475,8 @@ actor ParameterJob {
   private var progress: Progress {
     let slowest = slowestReplica
     return Progress(
-      appliedStep: variables.mapValues(\.syncStep), slowestReplica: slowest.replica, slowestReplicaStep: slowest.step)
+      appliedStep: variables.mapValues(\.syncStep), slowestReplica: slowest.replica, slowestReplicaStep: slowest.step,
+      inFlight: pushesInFlight)
   }
 
   /// The replica furthest behind and the last step it pushed; replicas that

@@ -719,17 +719,21 @@ actor StageRunner {
             uniqueKeysWithValues: local.kept.map { name in
               (name, (value: variables[name]!, slots: local.slots[name] ?? [:], version: versions[name] ?? 0))
             })
-          if !states.isEmpty { _ = try await psCall { try await ps.assign(job: job, user: user, states: states) } }
+          if !states.isEmpty {
+            _ = try await psCall {
+              try await Self.psRetry.run(server: "the ps") { try await ps.assign(job: job, user: user, states: states) }
+            }
+          }
         }
       } else {
         let pushed = versioned(gradients)
         try await psCall {
-          try await Self.pushRetry.run(server: "the ps") {
+          try await Self.psRetry.run(server: "the ps") {
             try await ps.push(
               job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)",
               gradients: pushed)
           }
-          try await refresh(definitions.map(\.name))
+          try await Self.psRetry.run(server: "the ps") { try await refresh(definitions.map(\.name)) }
         }
         advanceWeights()
         if !flush { spareSums = gradients }
@@ -783,7 +787,7 @@ actor StageRunner {
     let (ps, job, user, replica) = (ps, job, user, replica)
     return Task {
       if !pushed.isEmpty {
-        try await Self.pushRetry.run(server: "the ps") {
+        try await Self.psRetry.run(server: "the ps") {
           try await ps.push(
             job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)",
             gradients: pushed)
@@ -792,10 +796,14 @@ actor StageRunner {
     }
   }
 
-  /// How a step's push is sent again when it or its answer was lost: the ps
-  /// applies a pusher's step once (it keeps the last step of each pusher
-  /// and variable), so a repeat of one it applied changes nothing.
-  static let pushRetry = CallRetry(attempts: 3, firstPause: .milliseconds(100))
+  /// How a commit's calls to the ps are sent again when they or their
+  /// answers were lost. Each is applied once however often it arrives: the
+  /// ps applies a pusher's step once (sync: it knows the pushers each step
+  /// received and the step each variable reached; async and bounded: the
+  /// last step of each pusher and variable, a repeat of a bounded push
+  /// still waiting waiting for it), and a pull or an assignment of values
+  /// is the same again.
+  static let psRetry = CallRetry(attempts: 3, firstPause: .milliseconds(100))
 }
 
 /// Runs each key's call once: the first request starts `compute`, and a

@@ -2,9 +2,10 @@
 /// request once however often it arrives: UNAVAILABLE means a dropped
 /// connection or a server restarting, so the request may or may not have
 /// arrived and the answer was lost. A repeat that fails otherwise fails as
-/// UNAVAILABLE naming both answers: a server that answers differently has
-/// most likely restarted without the caller's state, which the caller's own
-/// recovery (a restart from a checkpoint) cures.
+/// UNAVAILABLE naming both answers: the call's fate is unknown (a server
+/// that answers differently has most likely restarted without the caller's
+/// state), which the caller's own recovery (a restart from a checkpoint)
+/// cures.
 public struct CallRetry: Sendable {
   /// How many times a call is sent at most.
   public let attempts: Int

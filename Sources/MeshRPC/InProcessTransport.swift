@@ -60,6 +60,9 @@ public final class InProcessNetwork: RPCDialer {
     }
   }
 
+  /// Faults placed that no call has met yet.
+  public var unfiredFaults: Int { faults.withLock { $0.count } }
+
   /// Logs every unary call from now on, as it is sent and as it is answered:
   /// for a logic test to check the order of a protocol's calls.
   public func logUnaryCalls() { log.withLock { $0 = $0 ?? [] } }

@@ -7,13 +7,14 @@ extension Pipemesh_V1_OptimizerSpec {
   /// learning rate (a constant 0.01) and each hyper-parameter left unset —
   /// so that a job's record says exactly what it trains with; INVALID_ARGUMENT
   /// for values that cannot work (a zero or negative learning rate, β ≥ 1, …).
-  public func resolved() throws -> Pipemesh_V1_OptimizerSpec {
+  /// With `jobSteps`, a cosine decay left without a length runs to that step.
+  public func resolved(jobSteps: Int? = nil) throws -> Pipemesh_V1_OptimizerSpec {
     var spec = self
     guard spec.clipGlobalNorm >= 0, spec.clipGlobalNorm.isFinite else {
       throw RPCError(
         .invalidArgument, "clip_global_norm must be a finite number >= 0 (0: no clipping), got \(spec.clipGlobalNorm)")
     }
-    spec.learningRate = try learningRate.resolved()
+    spec.learningRate = try learningRate.resolved(jobSteps: jobSteps)
     func fraction(_ value: Float?, default fallback: Float, _ name: String) throws -> Float {
       let value = value ?? fallback
       guard value >= 0, value < 1 else { throw RPCError(.invalidArgument, "\(name) must be in [0, 1), got \(value)") }
@@ -91,8 +92,10 @@ public func makeOptimizer(_ spec: Pipemesh_V1_OptimizerSpec) throws -> any Optim
 extension Pipemesh_V1_LearningRateSchedule {
   /// The schedule with its defaults written out: a base rate of 0.01 when
   /// unset, a constant schedule when none is named, a step schedule's gamma
-  /// of 0.1; INVALID_ARGUMENT for values that cannot work.
-  public func resolved() throws -> Pipemesh_V1_LearningRateSchedule {
+  /// of 0.1; INVALID_ARGUMENT for values that cannot work. With `jobSteps`,
+  /// a cosine decay without `total_steps` decays over the job's steps after
+  /// the warm-up.
+  public func resolved(jobSteps: Int? = nil) throws -> Pipemesh_V1_LearningRateSchedule {
     var spec = self
     spec.base = hasBase ? base : 0.01
     guard spec.base > 0, spec.base.isFinite else {
@@ -110,7 +113,13 @@ extension Pipemesh_V1_LearningRateSchedule {
         throw RPCError(.invalidArgument, "learning_rate.step.gamma must be a finite number above 0, got \(step.gamma)")
       }
       spec.step = step
-    case .constant, .cosine: break
+    case .cosine(var cosine):
+      if cosine.totalSteps == 0, let jobSteps {
+        let warmup = min(max(warmupSteps, 0), Int64(Int32.max))
+        cosine.totalSteps = max(1, Int64(jobSteps) - warmup)
+        spec.cosine = cosine
+      }
+    case .constant: break
     }
     return spec
   }
@@ -131,7 +140,10 @@ public func makeSchedule(_ spec: Pipemesh_V1_LearningRateSchedule) throws -> Lea
     schedule = .step(initial: base, factor: step.gamma, every: Int(step.stepSize))
   case .cosine(let cosine):
     guard cosine.totalSteps > 0, cosine.totalSteps <= Int32.max else {
-      throw RPCError(.invalidArgument, "cosine schedule needs total_steps from 1 to 2^31-1, got \(cosine.totalSteps)")
+      throw RPCError(
+        .invalidArgument,
+        "cosine schedule needs total_steps from 1 to 2^31-1 (0 only in a TrainRequest: the job's steps), got "
+          + "\(cosine.totalSteps)")
     }
     guard cosine.minimum >= 0, cosine.minimum <= base else {
       throw RPCError(

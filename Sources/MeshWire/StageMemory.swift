@@ -14,7 +14,8 @@ public struct StageMemory: Sendable, Equatable {
   /// slots any does, two): its slots (0 for SGD, 1 for momentum, Adagrad and
   /// RMSProp, 2 for Adam and AdamW).
   public init(optimizer: Pipemesh_V1_OptimizerSpec?, overlappingSteps: Bool = false) throws {
-    slots = try optimizer.map { try makeOptimizer($0).slotNames.count } ?? 2
+    // Slots do not depend on the schedule's length (a decay to a job's end has none before its data).
+    slots = try optimizer.map { try makeOptimizer($0.resolved(jobSteps: 1)).slotNames.count } ?? 2
     self.overlappingSteps = overlappingSteps
   }
 

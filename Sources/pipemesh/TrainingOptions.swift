@@ -37,6 +37,12 @@ struct TrainingOptions: ParsableArguments {
   @Option(help: "Learning rate.")
   var learningRate: Float = 0.01
 
+  @Option(help: "Raise the learning rate linearly from near 0 over this many first steps.")
+  var warmupSteps: Int = 0
+
+  @Option(help: "Learning-rate decay after the warm-up: none, or cosine (to 0 at the job's last step).")
+  var decay: String = "none"
+
   @Option(
     help:
       "Consistency of the variables: sync, async, or bounded:K (replicas run apart, each within K steps of the slowest: stale-synchronous parallel)."
@@ -96,6 +102,10 @@ struct TrainingOptions: ParsableArguments {
     guard ["sgd", "momentum", "adam"].contains(optimizer) else {
       throw ValidationError("--optimizer must be sgd, momentum or adam")
     }
+    guard warmupSteps >= 0, warmupSteps <= Int32.max else {
+      throw ValidationError("--warmup-steps must be 0 (none) or a step count")
+    }
+    guard ["none", "cosine"].contains(decay) else { throw ValidationError("--decay must be none or cosine") }
     _ = try consistencySpec()
   }
 
@@ -136,7 +146,12 @@ struct TrainingOptions: ParsableArguments {
       case "momentum": $0.momentum = .with { $0.momentum = 0.9 }
       default: $0.adam = .init()
       }
-      $0.learningRate = .with { $0.base = learningRate }
+      $0.learningRate = .with {
+        $0.base = learningRate
+        $0.warmupSteps = Int64(warmupSteps)
+        // Its length, 0, is the job's: the coordinator knows it once it has the data.
+        if decay == "cosine" { $0.cosine = .init() }
+      }
     }
     request.consistency = try consistencySpec()
     request.checkpoint = .with {

@@ -12,12 +12,14 @@ import Testing
 /// applies the step once, so the job ends with the weights of a run whose
 /// pushes all arrived. With one replica each stage pushes in the background
 /// while it updates its own copy (its ps tasks checkpoint); with two, its
-/// commit pushes and pulls the replicas' update.
+/// commit pushes and pulls the replicas' update. Each push goes to two ps
+/// tasks, one of which loses it: the other sees it twice, and applies it once.
 @Suite struct PushRetryTests {
   @Test(arguments: [1, 2])
   func aLostPushIsSentAgainAndAppliedOnce(replicas: Int) async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-push-retry")
-    let mesh = try InProcessMesh(stages: 2, replicas: replicas, checkpointDirectory: directory.path)
+    // Two ps tasks: a push goes to both, and is sent again to both when one of them loses it.
+    let mesh = try InProcessMesh(psTasks: 2, stages: 2, replicas: replicas, checkpointDirectory: directory.path)
     let outcome = await Result(catching: {
       func train(_ job: String) async throws -> Pipemesh_V1_Job {
         try await JobCheckpointTests.trainToEnd(job, epochs: 2, on: mesh) {
@@ -36,6 +38,7 @@ import Testing
         }
       }
       let lossy = try await train("lossy")
+      #expect(mesh.network.unfiredFaults == 0)
       #expect(lossy.state == .succeeded && lossy.faults.isEmpty, "\(lossy)")
       #expect(lossy.step == straight.step && lossy.step > 3)
       let stats = try await mesh.network.channel(to: mesh.parameterServers[0], identity: "coordinator").call(

@@ -28,12 +28,16 @@ import Testing
       // Where in the log each step's last commit was answered and its first forward sent.
       var lastCommitAnswered: [Int64: Int] = [:]
       var firstForwardSent: [Int64: Int] = [:]
+      // The weights each step's forwards name (none: each stage's newest).
+      var weightsNamed: [Int64: Set<Int64?>] = [:]
       for (index, event) in mesh.network.loggedCalls.enumerated() {
         if event.kind == .answered, event.path == PartitionMethods.commit.path {
           lastCommitAnswered[try Pipemesh_V1_CommitRequest(serializedBytes: event.request).step] = index
         } else if event.kind == .sent, event.path == PartitionMethods.forward.path {
-          let step = try Pipemesh_V1_ForwardRequest(serializedBytes: event.request).key.step
-          firstForwardSent[step] = firstForwardSent[step] ?? index
+          let forward = try Pipemesh_V1_ForwardRequest(serializedBytes: event.request)
+          firstForwardSent[forward.key.step] = firstForwardSent[forward.key.step] ?? index
+          weightsNamed[forward.key.step, default: []].insert(
+            forward.hasWeightsAfterStep ? forward.weightsAfterStep : nil)
         }
       }
       #expect(lastCommitAnswered.keys.sorted() == Array(1...16) && firstForwardSent.keys.sorted() == Array(1...16))
@@ -42,10 +46,18 @@ import Testing
         firstForwardSent[Int64(step + 1)]! < lastCommitAnswered[Int64(step)]!
       }
       if schedule == .schedulePipedream2Bw {
-        // Every step but each epoch's last (8 and 16) may have the next begin beside it; the
-        // coordinator begins it before it awaits the step, so nearly all do.
-        #expect(overlapped.count >= 7 && !overlapped.contains(8), "overlapped: \(overlapped)")
+        // Each epoch's first step runs on the newest weights (after a drain); every other begins
+        // beside the step before, on the weights from before that one's update.
+        for step in Int64(1)...16 {
+          let behind: Int64 = (step - 1) % 8 == 0 ? 1 : 2
+          #expect(weightsNamed[step] == [step - behind], "step \(step) named \(weightsNamed[step] ?? [])")
+        }
+        // On the wire: the next step's forwards go out while the step before still commits (when
+        // that step did not end first: the order of two running steps is the machine's), never
+        // past an epoch's end.
+        #expect(!overlapped.isEmpty && !overlapped.contains(8), "overlapped: \(overlapped)")
       } else {
+        #expect(weightsNamed.values.allSatisfy { $0 == [nil] }, "\(weightsNamed)")
         #expect(overlapped.isEmpty, "steps whose next began before they committed: \(overlapped)")
       }
     })

@@ -183,6 +183,39 @@ import Testing
     #expect(stats.pushesWaited >= 1 && stats.maxReplicaLead == 1, "\(stats)")
   }
 
+  /// A push repeated while the first still waits for the slow replica (its
+  /// caller's connection dropped, and the caller sent it again) waits for
+  /// the first to end: when the first is then cancelled, as a dropped
+  /// connection cancels it, the repeat applies the gradients, once.
+  @Test func aRepeatedBoundedPushWaitsForTheOneStillWaiting() async throws {
+    let (client, ps) = try await Self.staleSynchronousJob(replicas: 2)
+    func push(replica: Int32, step: Int64) async throws {
+      _ = try await client.push(
+        job: "ssp", step: step, user: "stage0", replica: replica, clientID: "r\(replica)",
+        gradients: ["w": (Fixtures.filled([2], 1), 0)])
+    }
+    func waitForWaitingPushes(_ count: Int64) async throws {
+      let deadline = ContinuousClock.now + .seconds(30)
+      while try await ps.call(ParameterServerMethods.stats, .with { $0.job = "ssp" }).pushesWaiting < count {
+        try #require(ContinuousClock.now < deadline, "\(count) pushes never waited")
+        try await Task.sleep(for: .milliseconds(5))
+      }
+    }
+    try await push(replica: 0, step: 1)
+    // Step 2 of replica 0 is 2 ahead of replica 1 (at 0): it waits, and so does its repeat.
+    let first = Task { try await push(replica: 0, step: 2) }
+    try await waitForWaitingPushes(1)
+    let repeated = Task { try await push(replica: 0, step: 2) }
+    try await waitForWaitingPushes(2)
+    first.cancel()
+    let cancelled = await first.result
+    #expect(throws: (any Error).self) { try cancelled.get() }
+    try await push(replica: 1, step: 1)
+    try await repeated.value
+    let pulled = try await client.pull(job: "ssp", names: ["w"])["w"]!
+    #expect(pulled.version == 3, "replica 0's steps 1 and 2 and replica 1's step 1, each once")
+  }
+
   /// A bounded push that waits longer than the job's wait timeout (replica
   /// 1 never pushes, replica 0 goes 2 steps ahead of it) fails
   /// with DEADLINE_EXCEEDED naming the replica it waited for, and is not

@@ -126,9 +126,17 @@ import Testing
     let trained = try await mesh.json(
       [
         "train", "--job", "digits", "--model", Self.model, "--epochs", "2", "--micro-batches", "2", "--validation",
-        "0.2",
+        "0.2", "--warmup-steps", "3", "--decay", "cosine",
       ])
     #expect(trained.contains { $0["done"] as? Bool == true }, "\(trained)")
+    // The decay runs to the job's last step: its record writes the count out.
+    let record = try await Self.record("digits", on: mesh)
+    let rate =
+      ((record["options"] as? [String: Any])?["optimizer"] as? [String: Any])?["learningRate"] as? [String: Any]
+    let cosineSteps = (rate?["cosine"] as? [String: Any])?["totalSteps"].map { "\($0)" }
+    #expect(
+      rate?["warmupSteps"].map { "\($0)" } == "3" && cosineSteps == "\((record["totalSteps"] as? Int ?? 0) - 3)",
+      "\(String(describing: rate)) in \(record)")
     let inputs = try await Self.inputs(in: mesh.directory)
     let before = try await mesh.json(["infer", "--model", "digits", "--input", inputs])
     let byJob = try await mesh.json(["infer", "--job", "digits", "--input", inputs])

@@ -374,7 +374,10 @@ public nonisolated struct Pipemesh_V1_CosineSchedule: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Valid: 1 to 2^31-1.
+  /// Steps (updates) over which the rate falls to `minimum` after the warm-up. In a TrainRequest, 0
+  /// decays to the job's last update: the coordinator writes the count out (the job's steps after
+  /// the warm-up; with async or bounded replicas, each replica's step is an update of its own).
+  /// Valid: 1 to 2^31-1, or 0 in a TrainRequest.
   public var totalSteps: Int64 = 0
 
   /// Valid: 0 to the base rate.
