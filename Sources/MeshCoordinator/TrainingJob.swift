@@ -194,11 +194,10 @@ final class TrainingJob: Sendable {
     options.consistency.replicas = Int32(replicas)
     // The schedule counts updates: one a step, or one per replica and step where each applies its own.
     let updatesPerStep = Self.isElastic(request) ? 1 : replicas
-    options.optimizer = try request.optimizer.resolved(jobSteps: stepsPerEpoch * Int(request.epochs) * updatesPerStep)
     do {
-      _ = try makeOptimizer(options.optimizer)
+      options.optimizer = try request.optimizer.resolved(jobSteps: stepsPerEpoch * Int(request.epochs) * updatesPerStep)
     } catch let error as RPCError {
-      throw RPCError(.invalidArgument, "optimizer, for this job's \(stepsPerEpoch) steps an epoch: \(error.message)")
+      throw RPCError(.invalidArgument, "optimizer: \(error.message)")
     }
     options.normalization = normalization
     self.request = options
@@ -1073,7 +1072,9 @@ final class TrainingJob: Sendable {
   /// its losses included.
   private func checkpoint(at step: Int64, epochLossSum: Double, epochSteps: Int) async throws -> [String] {
     let ps = try cluster.parameterServerClient()
-    let files = try await CallRetry().run(server: "a ps task") { try await ps.checkpoint(job: runID, step: step) }
+    // Not sent again: a task that failed it may have restarted without the job (or with older
+    // values), and would write that as this step. The job restarts from the checkpoint before.
+    let files = try await ps.checkpoint(job: runID, step: step)
     status.withLock {
       $0.checkpointStep = step
       $0.checkpointEpochLossSum = epochLossSum

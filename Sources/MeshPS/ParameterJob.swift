@@ -26,7 +26,7 @@ struct JobCounters: Sendable {
   var duplicates: Int64 = 0
   var pulls: Int64 = 0
   /// Pushes waiting now: for the other pushers of their step (sync), or
-  /// for the slowest replica (bounded with wait).
+  /// for the slowest replica or a repeat for its first copy (bounded with wait).
   var waiting: Int64 = 0
   /// Over gradients of applied async and bounded pushes: current version
   /// minus the version they were computed from.
@@ -295,7 +295,7 @@ actor ParameterJob {
       // A repeat of a push still waiting (its caller's connection dropped) waits for that one to
       // end, applied or given up, so that it answers only once the gradients are applied.
       let keys = Set(gradients.map { PushKey(pusher: pusher, step: step, variable: $0.name) })
-      if !pushesInFlight.isDisjoint(with: keys) {
+      while !pushesInFlight.isDisjoint(with: keys) {
         try await waitUntil { $0.inFlight.isDisjoint(with: keys) }
       }
       let fresh = unapplied(gradients, pusher, step)

@@ -190,6 +190,13 @@ actor StageRunner {
   private func refresh(_ names: [String]) async throws {
     guard !names.isEmpty else { return }
     let pulled = try await ps.pull(job: job, names: names, newerThan: versions)
+    // Versions only grow: a ps task that answers with an older one restarted from older values.
+    if let older = pulled.first(where: { $0.value.version < versions[$0.key] ?? 0 }) {
+      throw RPCError(
+        .unavailable,
+        "the ps holds \(older.key) of job \(job) at version \(older.value.version), older than this stage's "
+          + "\(versions[older.key] ?? 0): it restarted from older values")
+    }
     for (name, value) in pulled {
       versions[name] = value.version
       if let tensor = value.value { variables[name] = tensor }
@@ -801,7 +808,7 @@ actor StageRunner {
   /// ps applies a pusher's step once (sync: it knows the pushers each step
   /// received and the step each variable reached; async and bounded: the
   /// last step of each pusher and variable, a repeat of a bounded push
-  /// still waiting waiting for it), and a pull or an assignment of values
+  /// still waiting for it), and a pull or an assignment of values
   /// is the same again.
   static let psRetry = CallRetry(attempts: 3, firstPause: .milliseconds(100))
 }

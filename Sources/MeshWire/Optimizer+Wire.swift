@@ -115,8 +115,15 @@ extension Pipemesh_V1_LearningRateSchedule {
       spec.step = step
     case .cosine(var cosine):
       if cosine.totalSteps == 0, let jobSteps {
+        // Its last update, the job's, then runs at the minimum (the rate of update i follows (i - 1) / total).
         let warmup = min(max(warmupSteps, 0), Int64(Int32.max))
-        cosine.totalSteps = max(1, Int64(jobSteps) - warmup)
+        cosine.totalSteps = max(1, Int64(jobSteps) - warmup - 1)
+        guard cosine.totalSteps <= Int32.max else {
+          throw RPCError(
+            .invalidArgument,
+            "learning_rate.cosine: a decay to the job's end would run \(cosine.totalSteps) updates, more than "
+              + "2^31-1: give total_steps, or train fewer epochs")
+        }
         spec.cosine = cosine
       }
     case .constant: break

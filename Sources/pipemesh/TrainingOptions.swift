@@ -37,10 +37,13 @@ struct TrainingOptions: ParsableArguments {
   @Option(help: "Learning rate.")
   var learningRate: Float = 0.01
 
-  @Option(help: "Raise the learning rate linearly from near 0 over this many first steps.")
+  @Option(
+    help:
+      "Raise the learning rate linearly from near 0 over this many first updates (steps; with async or bounded replicas, each replica's step)."
+  )
   var warmupSteps: Int = 0
 
-  @Option(help: "Learning-rate decay after the warm-up: none, or cosine (to 0 at the job's last step).")
+  @Option(help: "Learning-rate decay after the warm-up: none, or cosine (to 0 at the job's last update).")
   var decay: String = "none"
 
   @Option(

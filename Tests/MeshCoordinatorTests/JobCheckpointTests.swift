@@ -72,15 +72,13 @@ import Testing
         }
       }
       let straight = try await train("straight")
-      // Step 14's checkpoint, six steps into the second epoch of eight, each time it is sent.
-      for _ in 0..<CallRetry().attempts {
-        mesh.network.failNextCall(
-          ParameterServerMethods.checkpoint.path, to: mesh.parameterServers[0], losing: .request,
-          with: RPCError(.unavailable, "the test failed this checkpoint")
-        ) { bytes in
-          guard let request = try? Pipemesh_V1_CheckpointRequest(serializedBytes: bytes) else { return false }
-          return request.job.hasPrefix("faulty.") && request.step == 14
-        }
+      // Step 14's checkpoint, six steps into the second epoch of eight.
+      mesh.network.failNextCall(
+        ParameterServerMethods.checkpoint.path, to: mesh.parameterServers[0], losing: .request,
+        with: RPCError(.unavailable, "the test failed this checkpoint")
+      ) { bytes in
+        guard let request = try? Pipemesh_V1_CheckpointRequest(serializedBytes: bytes) else { return false }
+        return request.job.hasPrefix("faulty.") && request.step == 14
       }
       let faulty = try await train("faulty")
       #expect(mesh.network.unfiredFaults == 0)

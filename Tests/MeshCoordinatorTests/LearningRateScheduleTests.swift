@@ -29,14 +29,14 @@ import Testing
           $0.optimizer.learningRate = Self.schedule(cosineSteps: cosineSteps)
         }
       }
-      // 2 epochs of 8 steps: 12 after the warm-up.
+      // 2 epochs of 8 steps: 12 after the warm-up, the last at the end of an 11-step decay.
       let toTheEnd = try await train("to-the-end", cosineSteps: 0)
       #expect(toTheEnd.state == .succeeded, "\(toTheEnd)")
-      #expect(toTheEnd.options.optimizer.learningRate.cosine.totalSteps == 12, "\(toTheEnd.options.optimizer)")
-      _ = try await train("twelve", cosineSteps: 12)
+      #expect(toTheEnd.options.optimizer.learningRate.cosine.totalSteps == 11, "\(toTheEnd.options.optimizer)")
+      _ = try await train("eleven", cosineSteps: 11)
       _ = try await train("constant", cosineSteps: nil)
       let resolved = try await JobCheckpointTests.weights("to-the-end", on: mesh)
-      let given = try await JobCheckpointTests.weights("twelve", on: mesh)
+      let given = try await JobCheckpointTests.weights("eleven", on: mesh)
       let constant = try await JobCheckpointTests.weights("constant", on: mesh)
       #expect(resolved.count == 8 && Set(given.keys) == Set(resolved.keys))
       for (name, tensor) in resolved { #expect(given[name]?.scalars == tensor.scalars, "\(name)") }
@@ -51,13 +51,13 @@ import Testing
   @Test func aCosineDecayOfAsyncReplicasCountsEachReplicasUpdates() async throws {
     let mesh = try InProcessMesh(stages: 1, replicas: 2)
     let outcome = await Result(catching: {
-      // 128 examples, 16 a replica: 4 steps an epoch of 2 replicas, 8 updates; 16 in 2 epochs.
+      // 128 examples, 16 a replica: 4 steps an epoch of 2 replicas, 8 updates; 16 in 2 epochs, 12 after the warm-up.
       let job = try await JobCheckpointTests.trainToEnd("async", epochs: 2, on: mesh) {
         $0.optimizer.learningRate = Self.schedule(cosineSteps: 0)
         $0.consistency = .with { $0.async = .init() }
       }
       #expect(job.state == .succeeded, "\(job)")
-      #expect(job.options.optimizer.learningRate.cosine.totalSteps == 12, "\(job.options.optimizer)")
+      #expect(job.options.optimizer.learningRate.cosine.totalSteps == 11, "\(job.options.optimizer)")
     })
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()

@@ -135,7 +135,7 @@ import Testing
       ((record["options"] as? [String: Any])?["optimizer"] as? [String: Any])?["learningRate"] as? [String: Any]
     let cosineSteps = (rate?["cosine"] as? [String: Any])?["totalSteps"].map { "\($0)" }
     #expect(
-      rate?["warmupSteps"].map { "\($0)" } == "3" && cosineSteps == "\((record["totalSteps"] as? Int ?? 0) - 3)",
+      rate?["warmupSteps"].map { "\($0)" } == "3" && cosineSteps == "\((record["totalSteps"] as? Int ?? 0) - 3 - 1)",
       "\(String(describing: rate)) in \(record)")
     let inputs = try await Self.inputs(in: mesh.directory)
     let before = try await mesh.json(["infer", "--model", "digits", "--input", inputs])

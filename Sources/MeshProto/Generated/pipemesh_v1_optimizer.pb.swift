@@ -374,9 +374,10 @@ public nonisolated struct Pipemesh_V1_CosineSchedule: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Steps (updates) over which the rate falls to `minimum` after the warm-up. In a TrainRequest, 0
-  /// decays to the job's last update: the coordinator writes the count out (the job's steps after
-  /// the warm-up; with async or bounded replicas, each replica's step is an update of its own).
+  /// Updates over which the rate falls to `minimum` after the warm-up (update i of the decay runs at
+  /// the cosine of (i - 1) / total_steps). In a TrainRequest, 0 decays to the job's last update: the
+  /// coordinator writes the count out (the job's updates after the warm-up, less one; an update is
+  /// a step, or with async or bounded replicas each replica's step).
   /// Valid: 1 to 2^31-1, or 0 in a TrainRequest.
   public var totalSteps: Int64 = 0
 

@@ -663,7 +663,7 @@ public nonisolated struct Pipemesh_V1_StatsResponse: @unchecked Sendable {
   public mutating func clearMemory() {_uniqueStorage()._memory = nil}
 
   /// Pushes waiting now: for the other pushers of their step (sync), or for
-  /// the slowest replica (bounded with wait).
+  /// the slowest replica or, a repeat, for its first copy (bounded with wait).
   public var pushesWaiting: Int64 {
     get {_storage._pushesWaiting}
     set {_uniqueStorage()._pushesWaiting = newValue}
