@@ -187,9 +187,14 @@ actor StageRunner {
     }
   }
 
+  /// Pulls the values of `names` newer than the stage's (sent again when
+  /// lost, as `psRetry` says).
   private func refresh(_ names: [String]) async throws {
     guard !names.isEmpty else { return }
-    let pulled = try await ps.pull(job: job, names: names, newerThan: versions)
+    let (ps, job, held) = (ps, job, versions)
+    let pulled = try await Self.psRetry.run(server: "the ps") {
+      try await ps.pull(job: job, names: names, newerThan: held)
+    }
     // Versions only grow: a ps task that answers with an older one restarted from older values.
     if let older = pulled.first(where: { $0.value.version < versions[$0.key] ?? 0 }) {
       throw RPCError(
@@ -740,7 +745,7 @@ actor StageRunner {
               job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)",
               gradients: pushed)
           }
-          try await Self.psRetry.run(server: "the ps") { try await refresh(definitions.map(\.name)) }
+          try await refresh(definitions.map(\.name))
         }
         advanceWeights()
         if !flush { spareSums = gradients }

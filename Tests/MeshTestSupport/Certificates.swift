@@ -22,7 +22,8 @@ public struct TestCertificates: Sendable {
       try await run(
         openssl,
         [
-          "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=\(name)",
+          "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+          "/CN=\(name)",
           "-keyout", file("\(name).key"), "-out", file("\(name).crt"),
         ])
     }
@@ -30,7 +31,7 @@ public struct TestCertificates: Sendable {
       try await run(
         openssl,
         [
-          "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=\(name)",
+          "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=\(name)",
           "-keyout", file("\(name).key"), "-out", file("\(name).csr"),
         ])
       try extensions.write(toFile: file("\(name).ext"), atomically: true, encoding: .utf8)
