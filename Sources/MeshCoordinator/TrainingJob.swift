@@ -50,6 +50,9 @@ final class TrainingJob: Sendable {
   private let stepDeadline = Mutex(TrainingJob.firstStepsDeadline)
   /// The partitions the job runs on, once it has left the queue.
   private let placed = Mutex<Placement?>(nil)
+  /// Each ps task's incarnation when the run began: a task that restarted
+  /// since writes no checkpoint of the run.
+  private let psIncarnations = Mutex<[String: UInt64]>([:])
   private let data: Mutex<JobData?>
 
   /// The examples a job trains and evaluates on, dropped when it ends.
@@ -540,8 +543,10 @@ final class TrainingJob: Sendable {
     _ data: JobData, on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void,
     move: @Sendable () -> String?
   ) async throws {
+    let psTasks = try await cluster.parameterServerClient().taskStates()
+    psIncarnations.withLock { $0 = Dictionary(psTasks.map { ($0.endpoint, $0.incarnation) }) { first, _ in first } }
     // A job moves through a checkpoint, which needs every ps task's directory.
-    let mayMove = try await cluster.parameterServerClient().tasksWithoutCheckpoints().isEmpty
+    let mayMove = psTasks.allSatisfy(\.checkpointsEnabled)
     let train = data.train
     // A resumed job goes on after the step of its newest checkpoint, every
     // ps task put back as that checkpoint holds it.
@@ -1072,9 +1077,10 @@ final class TrainingJob: Sendable {
   /// its losses included.
   private func checkpoint(at step: Int64, epochLossSum: Double, epochSteps: Int) async throws -> [String] {
     let ps = try cluster.parameterServerClient()
-    // Not sent again: a task that failed it may have restarted without the job (or with older
-    // values), and would write that as this step. The job restarts from the checkpoint before.
-    let files = try await ps.checkpoint(job: runID, step: step)
+    // A task that restarted since the run began (it may hold none of the job, or older values)
+    // refuses, and the job restarts from the checkpoint before. Not sent again: a task that failed
+    // it may have restarted.
+    let files = try await ps.checkpoint(job: runID, step: step, incarnations: psIncarnations.withLock { $0 })
     status.withLock {
       $0.checkpointStep = step
       $0.checkpointEpochLossSum = epochLossSum

@@ -221,12 +221,13 @@ public final class Checkpointer: Sendable {
 
   /// Adds every job of a checkpoint to the store, or none when one does not read back.
   private func restore(_ contents: SafeTensors.Contents) async throws {
-    await store.adopt(try decode(contents))
+    await store.adopt(try decode(contents, recoveredAtStart: true))
   }
 
   /// The jobs a checkpoint holds (with `replicas` in place of their own, when given).
   private func decode(
-    _ contents: SafeTensors.Contents, renaming names: [String: String] = [:], replicas: Int32? = nil
+    _ contents: SafeTensors.Contents, renaming names: [String: String] = [:], replicas: Int32? = nil,
+    recoveredAtStart: Bool = false
   ) throws -> [ParameterJob] {
     guard let text = contents.metadata[Self.metadataKey],
       let root = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
@@ -270,7 +271,8 @@ public final class Checkpointer: Sendable {
       }
       restoredJobs.append(
         ParameterJob(
-          restoring: held, name: names[jobName] ?? jobName, consistency: consistency, budget: store.budget))
+          restoring: held, name: names[jobName] ?? jobName, consistency: consistency, budget: store.budget,
+          recoveredAtStart: recoveredAtStart))
     }
     return restoredJobs
   }

@@ -50,6 +50,10 @@ actor ParameterJob {
   nonisolated let consistency: JobConsistency
   /// The ps task's budget, which this job's variables take bytes from.
   nonisolated let budget: MemoryBudget
+  /// Read from the task's periodic checkpoint when its process started: a
+  /// sync push ahead of it means the task restarted behind the job, which
+  /// must be restored from its own checkpoint (ABORTED, not refused).
+  nonisolated let recoveredAtStart: Bool
   /// Registrations started and not yet finished: a job whose first one
   /// failed is dropped only when no other is under way.
   nonisolated let registrationsUnderWay = Mutex(0)
@@ -97,13 +101,20 @@ actor ParameterJob {
     self.name = name
     self.consistency = consistency
     self.budget = budget
+    recoveredAtStart = false
   }
 
   /// A job as a checkpoint holds it: its variables and their retry state.
-  init(restoring restored: [String: HeldVariable], name: String, consistency: JobConsistency, budget: MemoryBudget) {
+  /// `recoveredAtStart`: the task's own periodic checkpoint, read when its
+  /// process started, so the job may be behind its pushers.
+  init(
+    restoring restored: [String: HeldVariable], name: String, consistency: JobConsistency, budget: MemoryBudget,
+    recoveredAtStart: Bool = false
+  ) {
     self.name = name
     self.consistency = consistency
     self.budget = budget
+    self.recoveredAtStart = recoveredAtStart
     variables = restored
     furthestStep = restored.values.flatMap(\.lastSteps.values).max() ?? 0
     // Each replica as far as its furthest push the checkpoint holds.
@@ -356,6 +367,13 @@ actor ParameterJob {
       limit = furthestStep + Self.maxStepsAhead
     }
     guard step <= limit else {
+      if recoveredAtStart, consistency.mode == .sync {
+        throw RPCError(
+          .aborted,
+          "this ps task restarted and holds job \(name) as its last periodic checkpoint left it, at step "
+            + "\(limit - 1); the push of step \(step) from \(pusher.user.echoed) is ahead of that: restore the job "
+            + "from its own checkpoint")
+      }
       throw RPCError(
         .failedPrecondition,
         "push of step \(step) from \(pusher.user.echoed) replica \(pusher.replica) is ahead of the job: the latest step it may push is \(limit)"

@@ -7,6 +7,9 @@ import MeshWire
 public struct ParameterServerService: RPCService {
   public let store: ParameterStore
   public let checkpointer: Checkpointer?
+  /// Drawn when the service starts: a job's checkpoint names the one its run
+  /// began with, so a task that restarted since writes nothing.
+  public let incarnation = UInt64.random(in: 1...UInt64.max)
 
   public init(store: ParameterStore, checkpointer: Checkpointer?) {
     self.store = store
@@ -24,6 +27,7 @@ public struct ParameterServerService: RPCService {
   private func registerMethods(with router: inout RPCRouter) {
     let store = self.store
     let checkpointer = self.checkpointer
+    let incarnation = self.incarnation
     router.unary(ParameterServerMethods.register) { request, _ in
       try await store.register(request)
     }
@@ -83,6 +87,7 @@ public struct ParameterServerService: RPCService {
       response.memoryBudgetBytes = Int64(store.budget.limit)
       response.memoryInUseBytes = Int64(store.budget.inUse)
       response.memory = .current(jobBytes: Int(response.bytes))
+      response.incarnation = incarnation
       return response
     }
     router.unary(ParameterServerMethods.checkpoint) { request, _ in
@@ -103,6 +108,13 @@ public struct ParameterServerService: RPCService {
         throw RPCError(.invalidArgument, "step is \(request.step); give 0 to 2^53")
       }
       try MeshNames.checkJob(request.job)
+      guard request.incarnation == 0 || request.incarnation == incarnation else {
+        throw RPCError(
+          .aborted,
+          "this ps task restarted since job \(request.job)'s run began (incarnation \(incarnation), not "
+            + "\(request.incarnation)): it may hold none of the job or older values, so it writes no checkpoint "
+            + "of step \(request.step); restore the job from its checkpoint before")
+      }
       // A task that holds none of the job records that, too.
       let job = try? store.job(request.job)
       let path = try await checkpointer.write(jobNamed: request.job, job: job, step: request.step)

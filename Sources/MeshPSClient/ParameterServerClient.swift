@@ -498,12 +498,28 @@ public final class ParameterServerClient: Sendable {
     return try await send(work) { client, _ in try await call(client) }
   }
 
+  /// What a task says of itself.
+  public struct TaskState: Sendable, Equatable {
+    public let endpoint: String
+    /// Whether it writes checkpoints (it was started with a checkpoint directory).
+    public let checkpointsEnabled: Bool
+    /// Drawn when its process started: another one means it restarted.
+    public let incarnation: UInt64
+  }
+
+  /// Every task's state, in task order.
+  public func taskStates() async throws -> [TaskState] {
+    try await onEveryTask { client in
+      let stats = try await client.call(ParameterServerMethods.stats, .init())
+      return TaskState(
+        endpoint: client.target, checkpointsEnabled: stats.checkpointsEnabled, incarnation: stats.incarnation)
+    }
+  }
+
   /// The endpoints of the tasks that write no checkpoints (started
   /// without a checkpoint directory).
   public func tasksWithoutCheckpoints() async throws -> [String] {
-    try await onEveryTask { client in
-      try await client.call(ParameterServerMethods.stats, .init()).checkpointsEnabled ? nil : client.target
-    }.compactMap { $0 }.sorted()
+    try await taskStates().filter { !$0.checkpointsEnabled }.map(\.endpoint).sorted()
   }
 
   /// Asks every task to write a checkpoint now; returns the files written.
@@ -513,14 +529,17 @@ public final class ParameterServerClient: Sendable {
 
   /// Asks every task to write a checkpoint of `job` after its step `step`
   /// (call it at a step boundary, when the job's updates are all applied);
-  /// returns the files written.
-  public func checkpoint(job: String, step: Int64) async throws -> [String] {
+  /// returns the files written. A task named in `incarnations` that
+  /// restarted since (its incarnation is another) writes nothing and
+  /// answers ABORTED.
+  public func checkpoint(job: String, step: Int64, incarnations: [String: UInt64] = [:]) async throws -> [String] {
     try await onEveryTask { client in
       try await client.call(
         ParameterServerMethods.checkpoint,
         .with {
           $0.job = job
           $0.step = step
+          $0.incarnation = incarnations[client.target] ?? 0
         }
       ).path
     }

@@ -162,6 +162,59 @@ import Testing
     #expect(restored["w"]?.value == Tensor.filled([64], with: -1))
   }
 
+  /// A task killed with `kill -9` and restarted from a periodic checkpoint
+  /// holds a sync job behind its pushers: the next push is ABORTED (the job
+  /// must be restored from its own checkpoint), not refused as a push ahead
+  /// of the job, which it still is for a job the task did not read back; and
+  /// a job checkpoint that names the task's incarnation from before writes nothing.
+  @Test func aTaskThatRestartedBehindAJobAbortsItsPushesAndCheckpoints() async throws {
+    let directory = logs.file("checkpoints")
+    var ps = try await Fixtures.startPS(logs, name: "behind", checkpoints: directory)
+    var client = try ParameterServerClient(endpoints: [ps.endpoint])
+    try await trainAFewSteps(client, job: "behind", steps: 2)
+    let first = try await client.taskStates()
+    #expect(first.count == 1 && first[0].endpoint == ps.endpoint && first[0].checkpointsEnabled, "\(first)")
+    let incarnations = [ps.endpoint: first[0].incarnation]
+    #expect(try await client.checkpoint(job: "behind", step: 2, incarnations: incarnations).count == 1)
+    _ = try await client.checkpoint()  // what the periodic timer writes
+    try await client.push(
+      job: "behind", step: 3, user: "stage0", clientID: "t",
+      gradients: ["dense0/kernel": (.filled([8, 4], with: 1), 2)])
+
+    ps.process.signal(SIGKILL)
+    _ = try await ps.process.waitForExit()
+    ps = try await Fixtures.startPS(logs, name: "behind-restarted", checkpoints: directory, listen: ps.endpoint)
+    client = try ParameterServerClient(endpoints: [ps.endpoint])
+    let again = try await client.taskStates()
+    #expect(again.count == 1 && again[0].incarnation != first[0].incarnation, "\(again) after \(first)")
+    #expect(try await pullWithSlots(ps.endpoint, job: "behind").version == 2)
+
+    let behind = await #expect(throws: RPCError.self) {
+      try await client.push(
+        job: "behind", step: 4, user: "stage0", clientID: "t",
+        gradients: ["dense0/kernel": (.filled([8, 4], with: 1), 3)])
+    }
+    #expect(
+      behind?.code == .aborted && behind?.message.contains("ps task restarted") == true,
+      "\(String(describing: behind))")
+    let stale = await #expect(throws: RPCError.self) {
+      try await client.checkpoint(job: "behind", step: 3, incarnations: incarnations)
+    }
+    #expect(stale?.code == .aborted && stale?.message.contains("restarted") == true, "\(String(describing: stale))")
+    #expect(!FileManager.default.fileExists(atPath: "\(directory)/jobs/behind/step-3.safetensors"))
+    #expect(
+      try await client.checkpoint(job: "behind", step: 2, incarnations: [ps.endpoint: again[0].incarnation]).count == 1)
+
+    // A job registered since the restart: a push far ahead of it is refused as such.
+    try await trainAFewSteps(client, job: "fresh", steps: 1)
+    let ahead = await #expect(throws: RPCError.self) {
+      try await client.push(
+        job: "fresh", step: 5, user: "stage0", clientID: "t",
+        gradients: ["dense0/kernel": (.filled([8, 4], with: 1), 1)])
+    }
+    #expect(ahead?.code == .failedPrecondition, "\(String(describing: ahead))")
+  }
+
   /// A job's own checkpoints: one file per step taken, read back into the
   /// job itself or into another (a new run of it), bad names refused, and
   /// gone when the job is dropped.

@@ -80,16 +80,15 @@ import Testing
   /// A client stream to a server that is not there fails with UNAVAILABLE
   /// (its first write waits for a start that fails) instead of hanging.
   @Test func aClientStreamToNoServerFails() async throws {
-    let gone = try RPCServer(services: [ProbeService()])
-    let endpoint = gone.endpoint
-    await gone.shutdown(gracePeriod: .zero)
-    let client = try RPCClient(target: endpoint)
+    let nobody = try RefusingPort()
+    let client = try RPCClient(target: nobody.endpoint)
     let error = await #expect(throws: RPCError.self) {
       _ = try await client.clientStream(ProbeService.collect, options: .init(timeout: Self.patience)) { writer in
         for _ in 0..<3 { try await writer.write(echoRequest(Data("lost".utf8))) }
       }
     }
     #expect(error?.code == .unavailable, "\(String(describing: error))")
+    withExtendedLifetime(nobody) {}
   }
 
   /// A handler that fails while a response is still on its way: a client

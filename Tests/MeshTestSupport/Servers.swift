@@ -110,3 +110,36 @@ extension Result where Failure == any Error {
     }
   }
 }
+
+/// A loopback port that refuses connections for as long as this value lives.
+/// The port is bound but not listening, so a call to it fails at once, and no
+/// other test's server can be given it meanwhile — unlike the port of a server
+/// that was shut down, which the next server to start may reuse.
+public final class RefusingPort: Sendable {
+  /// `127.0.0.1:<port>`.
+  public let endpoint: String
+  private let descriptor: Int32
+
+  public init() throws {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+      pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+        bind(descriptor, generic, length) == 0 && getsockname(descriptor, generic, &length) == 0
+      }
+    }
+    guard bound else {
+      let failure = POSIXError(.init(rawValue: errno) ?? .EIO)
+      close(descriptor)
+      throw failure
+    }
+    self.descriptor = descriptor
+    endpoint = "127.0.0.1:\(UInt16(bigEndian: address.sin_port))"
+  }
+
+  deinit { close(descriptor) }
+}

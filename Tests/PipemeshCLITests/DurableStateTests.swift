@@ -21,13 +21,20 @@ import Testing
     let partitions: [RunningService]
     let coordinator: RunningService
 
-    init(psCheckpoints: Bool = false, parameterServers psCount: Int = 1, partitions count: Int = 2) async throws {
+    /// With `psCheckpoints`, each ps task writes the jobs' checkpoints to a
+    /// directory of its own, and every `periodicSeconds` (0: never) a
+    /// checkpoint of all it holds, which it reads back when it restarts.
+    init(
+      psCheckpoints: Bool = false, periodicSeconds: Int = 0, parameterServers psCount: Int = 1,
+      partitions count: Int = 2
+    ) async throws {
       let directory = try TemporaryDirectory(prefix: "pipemesh-state")
       self.directory = directory
       state = directory.file("coordinator-state")
       psArguments = (0..<psCount).map { task in
         psCheckpoints
-          ? ["--checkpoint-dir", directory.file("ps\(task)-checkpoints"), "--checkpoint-seconds", "0"] : []
+          ? ["--checkpoint-dir", directory.file("ps\(task)-checkpoints"), "--checkpoint-seconds", "\(periodicSeconds)"]
+          : []
       }
       var parameterServers: [RunningService] = []
       for (task, arguments) in psArguments.enumerated() {

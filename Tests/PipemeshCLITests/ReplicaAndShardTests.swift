@@ -96,6 +96,12 @@ import Testing
     #expect((try await DurableStateTests.record("async", on: mesh)["faults"] as? [Any])?.isEmpty == false)
   }
 
+  /// A job of 20 epochs that checkpoints every 5 steps and may restart twice.
+  static let restarting = [
+    "--model", DurableStateTests.model, "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5",
+    "--max-restarts", "2", "--json",
+  ]
+
   /// `kill -9` of one of two ps shards in the middle of a job that may
   /// restart, the shard started again as systemd would (empty: it keeps no
   /// periodic checkpoint here): the coordinator puts every shard back to the
@@ -103,15 +109,38 @@ import Testing
   /// the weights of a run never interrupted.
   @Test func aJobWhosePsShardDiesRestartsAndEndsWithTheSameWeights() async throws {
     var mesh = try await Mesh(psCheckpoints: true, parameterServers: 2)
-    let options = [
-      "--model", DurableStateTests.model, "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5",
-      "--max-restarts", "2", "--json",
-    ]
-    let training = try await DurableStateTests.trainStraightThenStart("sharded", options: options, on: mesh)
+    let training = try await DurableStateTests.trainStraightThenStart("sharded", options: Self.restarting, on: mesh)
     mesh = try await mesh.restarted(coordinator: false, psTasks: [1])
     #expect(try await training.waitForExit() == 0, "\(training.log)")
     let ended = try await DurableStateTests.record("sharded", on: mesh)
     #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED" && (ended["resumes"] as? Int ?? 0) >= 1, "\(ended)")
     try await DurableStateTests.expectSameWeights("sharded", as: "straight", on: mesh)
+  }
+
+  /// A ps task restarted by systemd reads its last periodic checkpoint, which
+  /// holds the job some steps behind its stages. The stages are stopped
+  /// meanwhile, so their next push reaches the restarted task: it refuses it
+  /// as ABORTED rather than as a push ahead of the job, and the job restarts
+  /// from its own checkpoint and ends with the weights of an uninterrupted run.
+  @Test func aJobWhosePsRestartsBehindItRestartsAndEndsWithTheSameWeights() async throws {
+    var mesh = try await Mesh(psCheckpoints: true, periodicSeconds: 1)
+    let training = try await DurableStateTests.trainStraightThenStart("behind", options: Self.restarting, on: mesh)
+    // A periodic checkpoint written from now on holds the running job.
+    let periodic = mesh.directory.file("ps0-checkpoints")
+    func newest() -> Int {
+      let names = (try? FileManager.default.contentsOfDirectory(atPath: periodic)) ?? []
+      return names.compactMap { Int($0.dropFirst("checkpoint-".count).dropLast(".safetensors".count)) }.max() ?? 0
+    }
+    let before = newest()
+    try #require(await eventually(timeout: .seconds(30)) { newest() > before }, "no periodic checkpoint in \(periodic)")
+    for partition in mesh.partitions { partition.process.signal(SIGSTOP) }
+    mesh = try await mesh.restarted(coordinator: false, psTasks: [0])
+    for partition in mesh.partitions { partition.process.signal(SIGCONT) }
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+    let ended = try await DurableStateTests.record("behind", on: mesh)
+    let faults = (ended["faults"] as? [[String: Any]] ?? []).map { $0["error"] as? String ?? "" }
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)")
+    #expect(faults.contains { $0.contains("ps task restarted") }, "\(faults)")
+    try await DurableStateTests.expectSameWeights("behind", as: "straight", on: mesh)
   }
 }

@@ -683,6 +683,13 @@ public nonisolated struct Pipemesh_V1_StatsResponse: @unchecked Sendable {
     set {_uniqueStorage()._pushesWaited = newValue}
   }
 
+  /// A number this task drew when its process started: another one means the
+  /// task restarted. A job's checkpoints name the one its run began with.
+  public var incarnation: UInt64 {
+    get {_storage._incarnation}
+    set {_uniqueStorage()._incarnation = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -795,6 +802,11 @@ public nonisolated struct Pipemesh_V1_CheckpointRequest: Sendable {
   /// The job's step the checkpoint is taken at (after it).
   /// Valid: with a job, 0 to 2^53 (INVALID_ARGUMENT otherwise); without one, 0.
   public var step: Int64 = 0
+
+  /// With a job, when not 0: the task's incarnation (StatsResponse) when the
+  /// job's run began. A task that restarted since may hold none of the job or
+  /// older values of it, so it writes nothing and answers ABORTED.
+  public var incarnation: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1827,7 +1839,7 @@ nonisolated extension Pipemesh_V1_StatsRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0\u{3}checkpoints_enabled\0\u{3}memory_budget_bytes\0\u{3}memory_in_use_bytes\0\u{1}memory\0\u{3}pushes_waiting\0\u{3}max_replica_lead\0\u{3}pushes_waited\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}variables\0\u{1}bytes\0\u{3}pushes_applied\0\u{3}pushes_refused_stale\0\u{3}pushes_refused_non_finite\0\u{1}pulls\0\u{3}checkpoint_age_seconds\0\u{3}pushes_duplicate\0\u{3}max_version\0\u{3}max_staleness\0\u{3}mean_staleness\0\u{3}checkpoints_enabled\0\u{3}memory_budget_bytes\0\u{3}memory_in_use_bytes\0\u{1}memory\0\u{3}pushes_waiting\0\u{3}max_replica_lead\0\u{3}pushes_waited\0\u{1}incarnation\0")
 
   fileprivate class _StorageClass {
     var _variables: Int64 = 0
@@ -1848,6 +1860,7 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
     var _pushesWaiting: Int64 = 0
     var _maxReplicaLead: Int64 = 0
     var _pushesWaited: Int64 = 0
+    var _incarnation: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1876,6 +1889,7 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
       _pushesWaiting = source._pushesWaiting
       _maxReplicaLead = source._maxReplicaLead
       _pushesWaited = source._pushesWaited
+      _incarnation = source._incarnation
     }
   }
 
@@ -1912,6 +1926,7 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
         case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._pushesWaiting) }()
         case 17: try { try decoder.decodeSingularInt64Field(value: &_storage._maxReplicaLead) }()
         case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._pushesWaited) }()
+        case 19: try { try decoder.decodeSingularUInt64Field(value: &_storage._incarnation) }()
         default: break
         }
       }
@@ -1978,6 +1993,9 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
       if _storage._pushesWaited != 0 {
         try visitor.visitSingularInt64Field(value: _storage._pushesWaited, fieldNumber: 18)
       }
+      if _storage._incarnation != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._incarnation, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2005,6 +2023,7 @@ nonisolated extension Pipemesh_V1_StatsResponse: SwiftProtobuf.Message, SwiftPro
         if _storage._pushesWaiting != rhs_storage._pushesWaiting {return false}
         if _storage._maxReplicaLead != rhs_storage._maxReplicaLead {return false}
         if _storage._pushesWaited != rhs_storage._pushesWaited {return false}
+        if _storage._incarnation != rhs_storage._incarnation {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2175,7 +2194,7 @@ nonisolated extension Pipemesh_V1_ProcessMemory: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_CheckpointRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0\u{1}incarnation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2185,6 +2204,7 @@ nonisolated extension Pipemesh_V1_CheckpointRequest: SwiftProtobuf.Message, Swif
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
       default: break
       }
     }
@@ -2197,12 +2217,16 @@ nonisolated extension Pipemesh_V1_CheckpointRequest: SwiftProtobuf.Message, Swif
     if self.step != 0 {
       try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 2)
     }
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_CheckpointRequest, rhs: Pipemesh_V1_CheckpointRequest) -> Bool {
     if lhs.job != rhs.job {return false}
     if lhs.step != rhs.step {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

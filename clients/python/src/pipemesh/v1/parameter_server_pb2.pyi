@@ -198,7 +198,7 @@ class StatsRequest(_message.Message):
     def __init__(self, job: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("variables", "bytes", "pushes_applied", "pushes_refused_stale", "pushes_refused_non_finite", "pulls", "checkpoint_age_seconds", "pushes_duplicate", "max_version", "max_staleness", "mean_staleness", "checkpoints_enabled", "memory_budget_bytes", "memory_in_use_bytes", "memory", "pushes_waiting", "max_replica_lead", "pushes_waited")
+    __slots__ = ("variables", "bytes", "pushes_applied", "pushes_refused_stale", "pushes_refused_non_finite", "pulls", "checkpoint_age_seconds", "pushes_duplicate", "max_version", "max_staleness", "mean_staleness", "checkpoints_enabled", "memory_budget_bytes", "memory_in_use_bytes", "memory", "pushes_waiting", "max_replica_lead", "pushes_waited", "incarnation")
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     PUSHES_APPLIED_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +217,7 @@ class StatsResponse(_message.Message):
     PUSHES_WAITING_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICA_LEAD_FIELD_NUMBER: _ClassVar[int]
     PUSHES_WAITED_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     variables: int
     bytes: int
     pushes_applied: int
@@ -235,7 +236,8 @@ class StatsResponse(_message.Message):
     pushes_waiting: int
     max_replica_lead: int
     pushes_waited: int
-    def __init__(self, variables: _Optional[int] = ..., bytes: _Optional[int] = ..., pushes_applied: _Optional[int] = ..., pushes_refused_stale: _Optional[int] = ..., pushes_refused_non_finite: _Optional[int] = ..., pulls: _Optional[int] = ..., checkpoint_age_seconds: _Optional[float] = ..., pushes_duplicate: _Optional[int] = ..., max_version: _Optional[int] = ..., max_staleness: _Optional[int] = ..., mean_staleness: _Optional[float] = ..., checkpoints_enabled: _Optional[bool] = ..., memory_budget_bytes: _Optional[int] = ..., memory_in_use_bytes: _Optional[int] = ..., memory: _Optional[_Union[ProcessMemory, _Mapping]] = ..., pushes_waiting: _Optional[int] = ..., max_replica_lead: _Optional[int] = ..., pushes_waited: _Optional[int] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, variables: _Optional[int] = ..., bytes: _Optional[int] = ..., pushes_applied: _Optional[int] = ..., pushes_refused_stale: _Optional[int] = ..., pushes_refused_non_finite: _Optional[int] = ..., pulls: _Optional[int] = ..., checkpoint_age_seconds: _Optional[float] = ..., pushes_duplicate: _Optional[int] = ..., max_version: _Optional[int] = ..., max_staleness: _Optional[int] = ..., mean_staleness: _Optional[float] = ..., checkpoints_enabled: _Optional[bool] = ..., memory_budget_bytes: _Optional[int] = ..., memory_in_use_bytes: _Optional[int] = ..., memory: _Optional[_Union[ProcessMemory, _Mapping]] = ..., pushes_waiting: _Optional[int] = ..., max_replica_lead: _Optional[int] = ..., pushes_waited: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class AssignRequest(_message.Message):
     __slots__ = ("job", "user", "variables")
@@ -276,12 +278,14 @@ class ProcessMemory(_message.Message):
     def __init__(self, resident_bytes: _Optional[int] = ..., peak_resident_bytes: _Optional[int] = ..., job_bytes: _Optional[int] = ...) -> None: ...
 
 class CheckpointRequest(_message.Message):
-    __slots__ = ("job", "step")
+    __slots__ = ("job", "step", "incarnation")
     JOB_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     job: str
     step: int
-    def __init__(self, job: _Optional[str] = ..., step: _Optional[int] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, job: _Optional[str] = ..., step: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class CheckpointResponse(_message.Message):
     __slots__ = ("path", "updates")
