@@ -27,6 +27,12 @@ import MeshWire
 /// never computing it twice. A Commit is not sent again: one that failed may
 /// have updated the stage's weights and given up its gradients (the
 /// partition sends its own calls to the ps again), so it fails the step.
+///
+/// Clipping by global norm (`clipGlobalNorm`) needs the norm over every
+/// stage: each stage, its calls done, reports its gradients' sum of squares
+/// (GradientNorm), and every stage commits with the same scale once all have.
+/// The norm is the replica's: as TensorFlow's workers clip their own
+/// gradients before they are aggregated.
 struct PipelineRun {
   let job: String
   let step: Int64
@@ -42,6 +48,8 @@ struct PipelineRun {
   /// The step whose weights the micro-batches use, when the schedule's
   /// steps overlap (see `ScheduleKind.pipeDream2BW`); nil: each stage's newest.
   let weightsAfterStep: Int64?
+  /// Clip the step's gradients to this norm over every stage; 0: no clipping.
+  let clipGlobalNorm: Float
   let trace: TraceRecorder
 
   /// Calls a stage has outstanding at most: one computing, one arriving.
@@ -59,6 +67,8 @@ struct PipelineRun {
     var busy: [Duration]
     /// Each stage's partition's memory, as its commit reported it.
     var memory: [Pipemesh_V1_ProcessMemory] = []
+    /// The sum of squares of the stages' gradients (when clipping).
+    var gradientSquares: Double = 0
   }
 
   /// What one call added to its stage's outcome.
@@ -69,38 +79,65 @@ struct PipelineRun {
   }
 
   func run() async throws -> Outcome {
+    guard clipGlobalNorm > 0 else {
+      return try await eachStage { stage in
+        var outcome = try await runCalls(stage: stage)
+        try await commit(stage: stage, into: &outcome)
+        return outcome
+      }
+    }
+    var measured = try await eachStage { stage in
+      var outcome = try await runCalls(stage: stage)
+      outcome.gradientSquares = try await gradientNorm(stage: stage)
+      return outcome
+    }
+    let scale = clipScale(sumOfSquares: measured.gradientSquares, maxNorm: clipGlobalNorm)
+    let committed = try await eachStage { stage in
+      var outcome = Outcome(busy: [.zero])
+      try await commit(stage: stage, into: &outcome, gradientScale: scale)
+      return outcome
+    }
+    measured.loss += committed.loss
+    measured.memory = committed.memory
+    return measured
+  }
+
+  /// Runs `body` for every stage concurrently and adds up their outcomes
+  /// (each holds its stage's `busy` and `memory` only).
+  private func eachStage(_ body: @escaping @Sendable (Int) async throws -> Outcome) async throws -> Outcome {
     try await withThrowingTaskGroup(of: (Int, Outcome).self) { group in
       for stage in stages.indices {
-        group.addTask {
-          try await withThrowingTaskGroup(of: CallResult.self) { calls in
-            var outcome = Outcome(busy: [.zero])
-            func add(_ result: CallResult) {
-              outcome.loss += result.loss
-              outcome.correct += result.correct
-              outcome.busy[0] += .seconds(result.computeSeconds)
-            }
-            for (index, action) in schedule.actions[stage].enumerated() {
-              if index >= Self.callsAhead, let done = try await calls.next() { add(done) }
-              let call = prepare(action, stage: stage, position: Int32(index + 1))
-              calls.addTask { try await perform(call) }
-            }
-            for try await done in calls { add(done) }
-            let committed = try await commit(stage: stage)
-            outcome.loss += committed.penalty
-            outcome.memory = [committed.memory]
-            return (stage, outcome)
-          }
-        }
+        group.addTask { (stage, try await body(stage)) }
       }
       var total = Outcome(
         busy: Array(repeating: .zero, count: stages.count), memory: Array(repeating: .init(), count: stages.count))
       for try await (stage, outcome) in group {
         total.loss += outcome.loss
         total.correct += outcome.correct
+        total.gradientSquares += outcome.gradientSquares
         total.busy[stage] = outcome.busy[0]
-        total.memory[stage] = outcome.memory[0]
+        total.memory[stage] = outcome.memory.first ?? .init()
       }
       return total
+    }
+  }
+
+  /// Sends `stage`'s action list, a few calls ahead; returns what they added up to.
+  private func runCalls(stage: Int) async throws -> Outcome {
+    try await withThrowingTaskGroup(of: CallResult.self) { calls in
+      var outcome = Outcome(busy: [.zero])
+      func add(_ result: CallResult) {
+        outcome.loss += result.loss
+        outcome.correct += result.correct
+        outcome.busy[0] += .seconds(result.computeSeconds)
+      }
+      for (index, action) in schedule.actions[stage].enumerated() {
+        if index >= Self.callsAhead, let done = try await calls.next() { add(done) }
+        let call = prepare(action, stage: stage, position: Int32(index + 1))
+        calls.addTask { try await perform(call) }
+      }
+      for try await done in calls { add(done) }
+      return outcome
     }
   }
 
@@ -158,18 +195,37 @@ struct PipelineRun {
     }
   }
 
-  /// Ends the step on `stage`; returns the L2 penalty of its variables and
-  /// the partition's memory.
-  private func commit(stage: Int) async throws -> Pipemesh_V1_CommitResponse {
-    try await trace.record(nil, stage: stage, replica: replica, step: step, partition: stages[stage].target) {
+  /// Ends the step on `stage`, its gradients multiplied by `gradientScale`;
+  /// adds the L2 penalty of its variables to `outcome` and notes the
+  /// partition's memory.
+  private func commit(stage: Int, into outcome: inout Outcome, gradientScale: Float = 1) async throws {
+    let committed = try await trace.record(
+      nil, stage: stage, replica: replica, step: step, partition: stages[stage].target
+    ) {
       try await stages[stage].call(
         PartitionMethods.commit,
         .with {
           $0.job = job
           $0.step = step
           $0.flush = flush
+          if gradientScale < 1 { $0.gradientScale = gradientScale }
         })
     }
+    outcome.loss += committed.penalty
+    outcome.memory = [committed.memory]
+  }
+
+  /// The sum of squares of `stage`'s gradients of the step (sent again
+  /// after a lost answer: it changes nothing).
+  private func gradientNorm(stage: Int) async throws -> Double {
+    try await Self.callRetry.run(server: "the partition") {
+      try await stages[stage].call(
+        PartitionMethods.gradientNorm,
+        .with {
+          $0.job = job
+          $0.step = step
+        })
+    }.sumOfSquares
   }
 
   /// Sends `call` (again after a lost answer), noting its timing on the trace.

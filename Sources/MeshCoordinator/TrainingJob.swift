@@ -875,7 +875,7 @@ final class TrainingJob: Sendable {
     return try await PipelineRun(
       job: runID, step: step, replica: replica, schedule: schedule, stages: placement.clients.map { $0[replica] },
       dataPlane: dataPlane.map { $0[replica] }, microBatches: parts, flush: flush,
-      weightsAfterStep: weightsAfterStep, trace: trace
+      weightsAfterStep: weightsAfterStep, clipGlobalNorm: request.optimizer.clipGlobalNorm, trace: trace
     ).run()
   }
 

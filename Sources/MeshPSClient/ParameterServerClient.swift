@@ -507,7 +507,7 @@ public final class ParameterServerClient: Sendable {
     public let incarnation: UInt64
   }
 
-  /// Every task's state, in task order.
+  /// Every task's state, one per task (in the order they answered).
   public func taskStates() async throws -> [TaskState] {
     try await onEveryTask { client in
       let stats = try await client.call(ParameterServerMethods.stats, .init())
@@ -531,7 +531,7 @@ public final class ParameterServerClient: Sendable {
   /// (call it at a step boundary, when the job's updates are all applied);
   /// returns the files written. A task named in `incarnations` that
   /// restarted since (its incarnation is another) writes nothing and
-  /// answers ABORTED.
+  /// answers ABORTED; a task not named there is not checked.
   public func checkpoint(job: String, step: Int64, incarnations: [String: UInt64] = [:]) async throws -> [String] {
     try await onEveryTask { client in
       try await client.call(

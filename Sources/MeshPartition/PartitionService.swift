@@ -92,8 +92,20 @@ public final class PartitionService: RPCService, Sendable {
         guard request.step >= 1 else {
           throw RPCError(.invalidArgument, "step is \(request.step); training steps count from 1")
         }
-        return try await runner(request.job).commit(step: request.step, flush: request.flush)
+        guard request.gradientScale.isFinite, (0...1).contains(request.gradientScale) else {
+          throw RPCError(
+            .invalidArgument, "gradient_scale is \(request.gradientScale); give 0 (unscaled) to 1")
+        }
+        return try await runner(request.job).commit(
+          step: request.step, flush: request.flush,
+          gradientScale: request.gradientScale == 0 ? 1 : request.gradientScale)
       }
+    }
+    router.unary(PartitionMethods.gradientNorm) { [self] request, _ in
+      guard request.step >= 1 else {
+        throw RPCError(.invalidArgument, "step is \(request.step); training steps count from 1")
+      }
+      return try await runner(request.job).gradientNorm(step: request.step)
     }
     router.serverStreaming(PartitionMethods.fetchTensor) { [self] request, writer, _ in
       // A tensor of a job not loaded here will not be produced here.

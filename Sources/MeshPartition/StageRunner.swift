@@ -130,16 +130,19 @@ actor StageRunner {
     self.maxKeptBytes = maxKeptBytes
     self.ps = ps
     self.dataPlane = dataPlane
+    // The coordinator clips a step's gradients by their norm over every stage (GradientNorm,
+    // then Commit's gradient_scale): the ps, which sees one stage's part, must not clip again.
+    var unclipped = optimizer
+    unclipped.clipGlobalNorm = 0
     definitions = model.variableDeclarations(layers: layers).map {
-      $0.definition(seed: model.spec.seed, optimizer: optimizer)
+      $0.definition(seed: model.spec.seed, optimizer: unclipped)
     }
   }
 
   /// Registers the stage's variables with the ps and pulls their values.
   ///
   /// Under sync consistency with one replica, when none of the stage's
-  /// variables is shared with another stage, no gradient clipping is asked
-  /// for, and the variables are fresh (version 0, so no optimizer slots exist
+  /// variables is shared with another stage and the variables are fresh (version 0, so no optimizer slots exist
   /// yet), the ps would apply exactly the stage's own gradients with the same
   /// rule: the stage then applies them itself. When, moreover, no ps task
   /// writes checkpoints (which would need the values every step), the stage
@@ -150,8 +153,7 @@ actor StageRunner {
     let shared = Set(model.layers.flatMap(\.sharedVariables).map(\.name))
     let rule = try JobConsistency(consistency)
     let soleWriter =
-      rule.mode == .sync && rule.replicas <= 1 && spec.clipGlobalNorm == 0
-      && definitions.allSatisfy { !shared.contains($0.name) }
+      rule.mode == .sync && rule.replicas <= 1 && definitions.allSatisfy { !shared.contains($0.name) }
     let keepValues = soleWriter ? try await ps.tasksWithoutCheckpoints().count == ps.placement.tasks : false
     let registered = try await ps.register(
       job: job, variables: definitions, consistency: consistency, user: user, writerKeepsValues: keepValues)
@@ -652,15 +654,48 @@ actor StageRunner {
   /// replica under sync consistency) and pulls the new values. With `flush`,
   /// returns only once the ps applied them (before a checkpoint or at the
   /// end of a job).
-  func commit(step: Int64, flush: Bool) async throws -> Pipemesh_V1_CommitResponse {
-    let call = commits.call(step) { try await self.computeCommit(step: step, flush: flush) }
+  /// With a `gradientScale` below 1, the step's gradients are multiplied by
+  /// it first (clipping by the norm over every stage).
+  func commit(step: Int64, flush: Bool, gradientScale: Float = 1) async throws -> Pipemesh_V1_CommitResponse {
+    let call = commits.call(step) {
+      try await self.computeCommit(step: step, flush: flush, gradientScale: gradientScale)
+    }
     do { return try await call.value } catch {
       commits.forgetFailed(step, call)
       throw error
     }
   }
 
-  private func computeCommit(step: Int64, flush: Bool) async throws -> Pipemesh_V1_CommitResponse {
+  /// The squared norm of the step's gradients on this stage, once every
+  /// micro-batch of it has had its backward.
+  func gradientNorm(step: Int64) throws -> Pipemesh_V1_GradientNormResponse {
+    try checkBackwardsDone(through: step, before: "GradientNorm")
+    return .with { $0.sumOfSquares = sumOfSquares((accumulated[step] ?? [:]).values) }
+  }
+
+  /// Refuses `what` while a micro-batch of `step` or an earlier one waits
+  /// for its Backward or BackwardWeights (the step's gradients are not whole).
+  private func checkBackwardsDone(through step: Int64, before what: String) throws {
+    // A step that began beside this one (PipeDream-2BW) keeps its micro-batches.
+    let unfinished = kept.keys.filter { $0.step <= step }.count
+    guard unfinished == 0 else {
+      throw RPCError(
+        .failedPrecondition,
+        "stage \(stage) of job \(job) still has \(unfinished) micro-batches of step \(step) or earlier without "
+          + "backward at \(what)")
+    }
+    let unweighed = heldWeights.keys.filter { $0.step <= step }.count
+    guard unweighed == 0 else {
+      throw RPCError(
+        .failedPrecondition,
+        "stage \(stage) of job \(job) still holds the weight gradients of \(unweighed) micro-batches "
+          + "at \(what): their BackwardWeights calls must come first")
+    }
+  }
+
+  private func computeCommit(step: Int64, flush: Bool, gradientScale: Float) async throws
+    -> Pipemesh_V1_CommitResponse
+  {
     // Overlapping steps (PipeDream-2BW) commit in order: the update of the step before comes first.
     while stashesWeights, let newest = weightsStep, newest < step - 1 {
       try await withCheckedThrowingContinuation { commitWaiters.append($0) }
@@ -670,21 +705,7 @@ actor StageRunner {
     // commit of the stage (its variables on the ps missed a step): the
     // coordinator runs the job on from its newest checkpoint.
     if let pending = localUpdates?.pendingPush { try await psCall { try await pending.value } }
-    // A step that began beside this one (PipeDream-2BW) keeps its micro-batches.
-    let unfinished = kept.keys.filter { $0.step <= step }.count
-    guard unfinished == 0 else {
-      throw RPCError(
-        .failedPrecondition,
-        "stage \(stage) of job \(job) still has \(unfinished) micro-batches of step \(step) or earlier without "
-          + "backward at commit")
-    }
-    let unweighed = heldWeights.keys.filter { $0.step <= step }.count
-    guard unweighed == 0 else {
-      throw RPCError(
-        .failedPrecondition,
-        "stage \(stage) of job \(job) still holds the weight gradients of \(unweighed) micro-batches "
-          + "at commit: their BackwardWeights calls must come first")
-    }
+    try checkBackwardsDone(through: step, before: "commit")
     var response = Pipemesh_V1_CommitResponse()
     // The penalty of the weights the step ran on.
     response.penalty = Double(model.penalty(variables: try weightsUsed(by: step), layers: layers))
@@ -713,7 +734,10 @@ actor StageRunner {
       }
       // The weights this step ran on go before the update copies the newest: never three versions.
       if stashesWeights { stashed = nil }
-      let gradients = accumulated.removeValue(forKey: step)!
+      var gradients = accumulated.removeValue(forKey: step)!
+      if gradientScale < 1 {
+        for name in Array(gradients.keys) { gradients[name]!.scale(by: gradientScale) }
+      }
       if var local = localUpdates {
         // Moved out until it is put back below (no suspension in between), so
         // that the optimizer slots it holds are updated in place, not copied.

@@ -46,6 +46,15 @@ extension Tensor {
   /// Multiplies every scalar by a constant.
   public static func * (lhs: Float, rhs: Tensor) -> Tensor { rhs * lhs }
 
+  /// Multiplies every scalar by a constant in place (no new storage when
+  /// this tensor's is its own), as `self * factor` would. Detaches the
+  /// tensor from gradient recording.
+  public mutating func scale(by factor: Float) {
+    withUnsafeMutableBufferPointer { values in
+      for index in values.indices { values[index] *= factor }
+    }
+  }
+
   /// Divides every scalar by a constant.
   public static func / (lhs: Tensor, rhs: Float) -> Tensor { lhs * (1 / rhs) }
 

@@ -50,6 +50,8 @@ public enum PartitionMethods {
   public static let backwardWeights = UnaryMethod<
     Pipemesh_V1_BackwardWeightsRequest, Pipemesh_V1_BackwardWeightsResponse
   >(service: service, name: "BackwardWeights")
+  public static let gradientNorm = UnaryMethod<Pipemesh_V1_GradientNormRequest, Pipemesh_V1_GradientNormResponse>(
+    service: service, name: "GradientNorm")
   public static let commit = UnaryMethod<Pipemesh_V1_CommitRequest, Pipemesh_V1_CommitResponse>(
     service: service, name: "Commit")
   public static let infer = UnaryMethod<Pipemesh_V1_ForwardRequest, Pipemesh_V1_ForwardResponse>(
@@ -117,7 +119,8 @@ public let allServiceMethods: [RPCMethodDescription] = [
   ParameterServerMethods.dropJob.methodDescription, ParameterServerMethods.restoreJob.methodDescription,
   PartitionMethods.loadStage.methodDescription, PartitionMethods.forward.methodDescription,
   PartitionMethods.backward.methodDescription,
-  PartitionMethods.backwardWeights.methodDescription, PartitionMethods.commit.methodDescription,
+  PartitionMethods.backwardWeights.methodDescription, PartitionMethods.gradientNorm.methodDescription,
+  PartitionMethods.commit.methodDescription,
   PartitionMethods.infer.methodDescription, PartitionMethods.fetchTensor.methodDescription,
   PartitionMethods.unloadStage.methodDescription, PartitionMethods.timeLayers.methodDescription,
   CoordinatorMethods.plan.methodDescription, CoordinatorMethods.train.methodDescription,

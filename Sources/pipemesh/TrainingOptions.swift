@@ -47,6 +47,10 @@ struct TrainingOptions: ParsableArguments {
   var decay: String = "none"
 
   @Option(
+    help: "Clip each step's gradients to this L2 norm over the whole model (every stage); 0: no clipping.")
+  var clipNorm: Float = 0
+
+  @Option(
     help:
       "Consistency of the variables: sync, async, or bounded:K (replicas run apart, each within K steps of the slowest: stale-synchronous parallel)."
   )
@@ -109,6 +113,9 @@ struct TrainingOptions: ParsableArguments {
       throw ValidationError("--warmup-steps must be 0 (none) or a step count")
     }
     guard ["none", "cosine"].contains(decay) else { throw ValidationError("--decay must be none or cosine") }
+    guard clipNorm.isFinite, clipNorm >= 0 else {
+      throw ValidationError("--clip-norm must be a finite number >= 0 (0: no clipping)")
+    }
     _ = try consistencySpec()
   }
 
@@ -155,6 +162,7 @@ struct TrainingOptions: ParsableArguments {
         // Its length, 0, is the job's: the coordinator knows it once it has the data.
         if decay == "cosine" { $0.cosine = .init() }
       }
+      $0.clipGlobalNorm = clipNorm
     }
     request.consistency = try consistencySpec()
     request.checkpoint = .with {

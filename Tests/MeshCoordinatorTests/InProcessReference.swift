@@ -6,11 +6,14 @@ struct InProcessReference {
   let model: Sequential
   var variables: [String: Tensor]
   let learningRate: Float
+  /// Each step's gradients are clipped to this norm, all together; 0: not clipped.
+  let clipNorm: Float
 
-  init(model: Sequential, learningRate: Float) {
+  init(model: Sequential, learningRate: Float, clipNorm: Float = 0) {
     self.model = model
     variables = model.initialVariables()
     self.learningRate = learningRate
+    self.clipNorm = clipNorm
   }
 
   /// Per-step losses of plain SGD over `epochs`, with the coordinator's
@@ -35,10 +38,11 @@ struct InProcessReference {
       for step in 0..<(trainInputs.shape[0] / batchSize) {
         let batch = Array(epochOrder[(step * batchSize)..<((step + 1) * batchSize)])
         let seen = weightsAfter.map { history[$0(losses.count)] } ?? variables
-        let (loss, gradients) = model.lossAndGradients(
+        var (loss, gradients) = model.lossAndGradients(
           input: trainInputs.rows(batch), target: trainTargets.rows(batch), variables: seen,
           context: ForwardContext(training: true))
         losses.append(loss)
+        if clipNorm > 0 { gradients = clipByGlobalNorm(gradients, maxNorm: clipNorm).gradients }
         for (name, gradient) in gradients {
           guard let variable = variables[name] else { preconditionFailure("a gradient of no variable: \(name)") }
           variables[name] =

@@ -761,6 +761,29 @@ import Testing
         }, "step"
       ),
       (
+        "Commit, gradient_scale 1.5",
+        {
+          _ = try await partition.call(
+            PartitionMethods.commit,
+            .with {
+              $0.job = "hostile"
+              $0.step = 1
+              $0.gradientScale = 1.5
+            })
+        }, "gradient_scale is 1.5"
+      ),
+      (
+        "GradientNorm, step 0",
+        {
+          _ = try await partition.call(
+            PartitionMethods.gradientNorm,
+            .with {
+              $0.job = "hostile"
+              $0.step = 0
+            })
+        }, "step is 0"
+      ),
+      (
         "LoadStage, blas_threads 2^31-1", { try await load { $0.blasThreads = .max } },
         "blas_threads is 2147483647; this partition was started with 1"
       ),
@@ -1278,7 +1301,19 @@ import Testing
     #expect(
       early?.code == .failedPrecondition && early?.message.contains("BackwardWeights") == true,
       "\(String(describing: early))")
+    let norm = Pipemesh_V1_GradientNormRequest.with {
+      $0.job = "split"
+      $0.step = 1
+    }
+    let unmeasured = await #expect(throws: RPCError.self) {
+      _ = try await partition.call(PartitionMethods.gradientNorm, norm)
+    }
+    #expect(
+      unmeasured?.code == .failedPrecondition && unmeasured?.message.contains("BackwardWeights") == true,
+      "\(String(describing: unmeasured))")
     for _ in 0..<2 { _ = try await partition.call(PartitionMethods.backwardWeights, .with { $0.key = key }) }
+    let squares = try await partition.call(PartitionMethods.gradientNorm, norm).sumOfSquares
+    #expect(squares.isFinite && squares > 0, "\(squares)")
     _ = try await partition.call(PartitionMethods.commit, commit)
     try await Self.expectOneSGDStep(job: "split", inputs: inputs, targets: targets, mesh: mesh)
   }

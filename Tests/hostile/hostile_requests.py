@@ -139,6 +139,7 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("Partition", "Forward", "ForwardRequest"),
     Rpc("Partition", "Backward", "BackwardRequest"),
     Rpc("Partition", "BackwardWeights", "BackwardWeightsRequest"),
+    Rpc("Partition", "GradientNorm", "GradientNormRequest"),
     Rpc("Partition", "Commit", "CommitRequest"),
     Rpc("Partition", "Infer", "ForwardRequest"),
     Rpc("Partition", "FetchTensor", "FetchTensorRequest", streaming=True),
@@ -551,7 +552,7 @@ class HostileGenerator:
             message = self._parse(case)
             return message is None or not self.ctx.is_protected_ps_job(message.job)
         if case.rpc.service == "ParameterServer" or case.rpc.method in (
-                "Plan", "GetJob", "ListJobs", "FetchTensor", "Commit", "ListModels", "GetModel", "ExportModel"):
+                "Plan", "GetJob", "ListJobs", "FetchTensor", "Commit", "GradientNorm", "ListModels", "GetModel", "ExportModel"):
             return True
         message = self._parse(case)
         if message is None:
@@ -1160,7 +1161,15 @@ class HostileGenerator:
         stage = self.stage(d)
         job = stage.job if not d.hostile(0.3) else self._job(d, ("hostile-l0", "none"))
         return self.pb.partition.CommitRequest(job=job, step=d.int64("step", d.rng.choice((1, 2, 3))),
-                                               flush=d.flag("flush", False)), stage.partition
+                                               flush=d.flag("flush", False),
+                                               gradient_scale=d.float("gradient_scale", d.rng.choice((0.0, 0.5, 1.0)))
+                                               ), stage.partition
+
+    def _partition_gradientnorm(self, d: Draw) -> tuple[Message, int]:
+        stage = self.stage(d)
+        job = stage.job if not d.hostile(0.3) else self._job(d, ("hostile-l0", "none"))
+        return self.pb.partition.GradientNormRequest(job=job, step=d.int64("step", d.rng.choice((1, 2, 3)))), \
+            stage.partition
 
     def _partition_fetchtensor(self, d: Draw) -> tuple[Message, int]:
         rng = d.rng
@@ -1287,6 +1296,7 @@ class HostileGenerator:
         if d.rng.random() < 0.5:  # one job's own checkpoint, at a step
             request.job = d.string("job", d.rng.choice(("hostile-r0", "hostile-r1", "none", "..", "a/b")))
             request.step = d.int64("step", d.rng.choice((1, 5, 100)))
+            request.incarnation = d.uint64("incarnation", 0)
         return request, None
 
     def _parameterserver_restorejob(self, d: Draw) -> tuple[Message, None]:

@@ -519,7 +519,9 @@ public nonisolated struct Pipemesh_V1_PushRequest: Sendable {
 
   /// Training step the gradients belong to, from 1.
   /// Valid: sync, 1 to one past its variables' last applied step; async and bounded, 1 to 1,000
-  /// past the furthest step any pusher of the job reached. A later step is FAILED_PRECONDITION. A
+  /// past the furthest step any pusher of the job reached. A later step is FAILED_PRECONDITION, or
+  /// ABORTED for a sync job this task read back from its own periodic checkpoint when it started
+  /// (it restarted behind the job, which must be restored from its own checkpoint). A
   /// variable's gradient of a step the pusher pushed already is a retry, applied once (so one
   /// step's push may come in several requests, each with some of the variables).
   public var step: Int64 = 0

@@ -547,6 +547,42 @@ public nonisolated struct Pipemesh_V1_CommitRequest: Sendable {
   /// Valid: any.
   public var flush: Bool = false
 
+  /// Multiplies the step's gradients before the update: min(1, clip_global_norm / the norm of
+  /// the step's gradients over every stage), from GradientNorm. 0: as 1, unscaled.
+  /// Valid: 0 to 1 (INVALID_ARGUMENT otherwise).
+  public var gradientScale: Float = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_GradientNormRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Valid: a job loaded here (FAILED_PRECONDITION otherwise).
+  public var job: String = String()
+
+  /// Valid: 1 or more; FAILED_PRECONDITION while a micro-batch of this step or an earlier one
+  /// waits for its Backward or BackwardWeights.
+  public var step: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Pipemesh_V1_GradientNormResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The sum of squares of every element of the stage's gradients of the step (summed over its
+  /// micro-batches, the L2 penalty's share included), in float64.
+  public var sumOfSquares: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1387,7 +1423,7 @@ nonisolated extension Pipemesh_V1_BackwardWeightsResponse: SwiftProtobuf.Message
 
 nonisolated extension Pipemesh_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CommitRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0\u{1}flush\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0\u{1}flush\0\u{3}gradient_scale\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1398,6 +1434,7 @@ nonisolated extension Pipemesh_V1_CommitRequest: SwiftProtobuf.Message, SwiftPro
       case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.flush) }()
+      case 4: try { try decoder.decodeSingularFloatField(value: &self.gradientScale) }()
       default: break
       }
     }
@@ -1413,6 +1450,9 @@ nonisolated extension Pipemesh_V1_CommitRequest: SwiftProtobuf.Message, SwiftPro
     if self.flush != false {
       try visitor.visitSingularBoolField(value: self.flush, fieldNumber: 3)
     }
+    if self.gradientScale.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.gradientScale, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1420,6 +1460,72 @@ nonisolated extension Pipemesh_V1_CommitRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.job != rhs.job {return false}
     if lhs.step != rhs.step {return false}
     if lhs.flush != rhs.flush {return false}
+    if lhs.gradientScale != rhs.gradientScale {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_GradientNormRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GradientNormRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.job.isEmpty {
+      try visitor.visitSingularStringField(value: self.job, fieldNumber: 1)
+    }
+    if self.step != 0 {
+      try visitor.visitSingularInt64Field(value: self.step, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_GradientNormRequest, rhs: Pipemesh_V1_GradientNormRequest) -> Bool {
+    if lhs.job != rhs.job {return false}
+    if lhs.step != rhs.step {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_GradientNormResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GradientNormResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sum_of_squares\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.sumOfSquares) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sumOfSquares.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.sumOfSquares, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_GradientNormResponse, rhs: Pipemesh_V1_GradientNormResponse) -> Bool {
+    if lhs.sumOfSquares != rhs.sumOfSquares {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

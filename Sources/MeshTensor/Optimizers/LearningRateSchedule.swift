@@ -35,14 +35,30 @@ public indirect enum LearningRateSchedule: Codable, Sendable, Equatable {
 public func clipByGlobalNorm(_ gradients: [String: Tensor], maxNorm: Float) -> (
   gradients: [String: Tensor], globalNorm: Float
 ) {
-  var sumOfSquares: Double = 0
-  for gradient in gradients.values {
-    gradient.withUnsafeBufferPointer { values in
-      for value in values { sumOfSquares += Double(value) * Double(value) }
+  let squares = sumOfSquares(gradients.values)
+  let norm = Float(squares.squareRoot())
+  let scale = clipScale(sumOfSquares: squares, maxNorm: maxNorm)
+  guard scale < 1 else { return (gradients, norm) }
+  return (withoutGradients { gradients.mapValues { $0 * scale } }, norm)
+}
+
+/// The sum of the squares of every element of `tensors`, in float64: the
+/// squared Euclidean norm of them all together. Parts of one model (a
+/// pipeline's stages) add theirs up for `clipScale(sumOfSquares:maxNorm:)`.
+public func sumOfSquares(_ tensors: some Collection<Tensor>) -> Double {
+  var sum: Double = 0
+  for tensor in tensors {
+    tensor.withUnsafeBufferPointer { values in
+      for value in values { sum += Double(value) * Double(value) }
     }
   }
+  return sum
+}
+
+/// What clipping to a global norm of `maxNorm` multiplies gradients by:
+/// min(1, maxNorm / norm), where norm is the square root of `sumOfSquares`.
+public func clipScale(sumOfSquares: Double, maxNorm: Float) -> Float {
   let norm = Float(sumOfSquares.squareRoot())
-  guard norm > maxNorm, norm > 0 else { return (gradients, norm) }
-  let scale = maxNorm / norm
-  return (withoutGradients { gradients.mapValues { $0 * scale } }, norm)
+  guard norm > maxNorm, norm > 0 else { return 1 }
+  return maxNorm / norm
 }

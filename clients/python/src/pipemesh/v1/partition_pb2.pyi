@@ -149,14 +149,30 @@ class BackwardWeightsResponse(_message.Message):
     def __init__(self, timing: _Optional[_Union[CallTiming, _Mapping]] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("job", "step", "flush")
+    __slots__ = ("job", "step", "flush", "gradient_scale")
     JOB_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     FLUSH_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_SCALE_FIELD_NUMBER: _ClassVar[int]
     job: str
     step: int
     flush: bool
-    def __init__(self, job: _Optional[str] = ..., step: _Optional[int] = ..., flush: _Optional[bool] = ...) -> None: ...
+    gradient_scale: float
+    def __init__(self, job: _Optional[str] = ..., step: _Optional[int] = ..., flush: _Optional[bool] = ..., gradient_scale: _Optional[float] = ...) -> None: ...
+
+class GradientNormRequest(_message.Message):
+    __slots__ = ("job", "step")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    step: int
+    def __init__(self, job: _Optional[str] = ..., step: _Optional[int] = ...) -> None: ...
+
+class GradientNormResponse(_message.Message):
+    __slots__ = ("sum_of_squares",)
+    SUM_OF_SQUARES_FIELD_NUMBER: _ClassVar[int]
+    sum_of_squares: float
+    def __init__(self, sum_of_squares: _Optional[float] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
     __slots__ = ("version", "penalty", "memory", "timing")

@@ -60,6 +60,11 @@ class PartitionStub:
                 request_serializer=pipemesh_dot_v1_dot_partition__pb2.BackwardWeightsRequest.SerializeToString,
                 response_deserializer=pipemesh_dot_v1_dot_partition__pb2.BackwardWeightsResponse.FromString,
                 _registered_method=True)
+        self.GradientNorm = channel.unary_unary(
+                '/pipemesh.v1.Partition/GradientNorm',
+                request_serializer=pipemesh_dot_v1_dot_partition__pb2.GradientNormRequest.SerializeToString,
+                response_deserializer=pipemesh_dot_v1_dot_partition__pb2.GradientNormResponse.FromString,
+                _registered_method=True)
         self.Commit = channel.unary_unary(
                 '/pipemesh.v1.Partition/Commit',
                 request_serializer=pipemesh_dot_v1_dot_partition__pb2.CommitRequest.SerializeToString,
@@ -126,6 +131,14 @@ class PartitionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GradientNorm(self, request, context):
+        """The squared L2 norm of the step's accumulated gradients on this stage:
+        the coordinator adds every stage's up to clip a step by its global norm.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Commit(self, request, context):
         """Pushes the step's accumulated gradients to the ps and refreshes variables.
         """
@@ -187,6 +200,11 @@ def add_PartitionServicer_to_server(servicer, server):
                     servicer.BackwardWeights,
                     request_deserializer=pipemesh_dot_v1_dot_partition__pb2.BackwardWeightsRequest.FromString,
                     response_serializer=pipemesh_dot_v1_dot_partition__pb2.BackwardWeightsResponse.SerializeToString,
+            ),
+            'GradientNorm': grpc.unary_unary_rpc_method_handler(
+                    servicer.GradientNorm,
+                    request_deserializer=pipemesh_dot_v1_dot_partition__pb2.GradientNormRequest.FromString,
+                    response_serializer=pipemesh_dot_v1_dot_partition__pb2.GradientNormResponse.SerializeToString,
             ),
             'Commit': grpc.unary_unary_rpc_method_handler(
                     servicer.Commit,
@@ -328,6 +346,33 @@ class Partition:
             '/pipemesh.v1.Partition/BackwardWeights',
             pipemesh_dot_v1_dot_partition__pb2.BackwardWeightsRequest.SerializeToString,
             pipemesh_dot_v1_dot_partition__pb2.BackwardWeightsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GradientNorm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipemesh.v1.Partition/GradientNorm',
+            pipemesh_dot_v1_dot_partition__pb2.GradientNormRequest.SerializeToString,
+            pipemesh_dot_v1_dot_partition__pb2.GradientNormResponse.FromString,
             options,
             channel_credentials,
             insecure,
