@@ -53,6 +53,23 @@ public enum Planner {
       }
     }
 
+    /// A variable that layers on two stages or more use (a tied layer's table
+    /// held on another stage), and those stages; nil when there is none.
+    public func variableSharedAcrossStages(of model: Sequential) -> (name: String, stages: [Int])? {
+      let shared = Set(model.layers.flatMap(\.sharedVariables).map(\.name))
+      guard !shared.isEmpty else { return nil }
+      var users: [String: Set<Int>] = [:]
+      for stage in 0..<stages {
+        // With a layer split between it and the next, the stage runs part of that layer too.
+        let end = bounds[stage + 1].layer + (bounds[stage + 1].inputs > 0 ? 1 : 0)
+        for declaration in model.variableDeclarations(layers: bounds[stage].layer..<end)
+        where shared.contains(declaration.name) {
+          users[declaration.name, default: []].insert(stage)
+        }
+      }
+      return users.filter { $0.value.count > 1 }.min { $0.key < $1.key }.map { ($0.key, $0.value.sorted()) }
+    }
+
     /// With measured times, a step of `microBatches` micro-batches run by
     /// `schedule`, simulated on the stages' times (each backward split
     /// evenly into input and weight gradients), without transfers. A

@@ -9,6 +9,9 @@ public protocol TrainingEvents: Sendable {
   func stepped(_ job: String, _ progress: Pipemesh_V1_TrainProgress, seconds: Double, replicas: Int)
   /// An epoch of `job` was evaluated on its held-out split.
   func evaluated(_ job: String, _ progress: Pipemesh_V1_TrainProgress)
+  /// After a failed step, `job`'s checkpoint at the step before was
+  /// written from what the ps tasks held, or not (`refusal` says why).
+  func checkpointedAfterFailure(_ job: String, step: Int64, refusal: String?)
   /// `job` stopped and goes on in a new run, as `fault` records.
   func stopped(_ job: String, _ fault: Pipemesh_V1_JobFault)
   /// The first step of `job` after a stop that ended `how`, `seconds` after it.

@@ -90,6 +90,13 @@ final class TrainingJob: Sendable {
       splitPoints: try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs),
       budgets: Array(repeating: budget, count: stages),
       memory: try StageMemory(train: request), measured: layerTimes, wholeLayers: request.wholeLayers)
+    if request.optimizer.clipGlobalNorm > 0, let shared = plan.variableSharedAcrossStages(of: model) {
+      throw RPCError(
+        .invalidArgument,
+        "optimizer.clip_global_norm takes each stage's part of the gradients' norm, but \(shared.name) is used on "
+          + "stages \(shared.stages.map(String.init).joined(separator: " and ")) (a tied layer), whose gradients "
+          + "add up on the ps: put its layers on one stage (split_points) or train without clipping")
+    }
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)
     guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }
@@ -673,6 +680,26 @@ final class TrainingJob: Sendable {
       _ = try await checkpoint(at: step, epochLossSum: epochLossSum, epochSteps: epochSteps)
     }
     let checkpointEvery = request.checkpoint.everySteps
+    // Sync steps that do not overlap leave the ps at a step boundary between them.
+    let checkpointsAfterFailures =
+      checkpointEvery > 0 && mayMove && !schedule.kind.overlapsSteps && !replicasRunApart
+      && ((try? JobConsistency(request.consistency))?.mode == .sync)
+    /// After the step after the current one failed: when the ps tasks hold
+    /// the current step exactly (every stage's update of it applied, none of
+    /// the failed step's), writes the job's checkpoint there, so that going
+    /// on runs no completed step again. Within a few seconds, or not at all.
+    func checkpointAfterFailedStep() async {
+      guard checkpointsAfterFailures, step > status.withLock({ $0.checkpointStep }) else { return }
+      let (at, lossSum, lossSteps) = (step, epochLossSum, epochSteps)
+      do {
+        _ = try await Self.within(Self.checkpointAfterFailureLimit, "the checkpoint after a failed step") {
+          try await self.checkpoint(at: at, epochLossSum: lossSum, epochSteps: lossSteps, exactStep: true)
+        }
+        events?.checkpointedAfterFailure(name, step: at, refusal: nil)
+      } catch {
+        events?.checkpointedAfterFailure(name, step: at, refusal: "\(error)")
+      }
+    }
     for epoch in firstEpoch..<(Int(request.epochs) + 1) where !stopped {
       let order = PortableRandom.permutation(
         train.inputs.shape[0], seed: PortableRandom.epochSeed(request.shuffleSeed, epoch: epoch - 1))
@@ -765,7 +792,10 @@ final class TrainingJob: Sendable {
           running = begun
           continue
         }
-        try await finish(begun)
+        do { try await finish(begun) } catch  where !(error is CancellationError) && !Task.isCancelled {
+          await checkpointAfterFailedStep()
+          throw error
+        }
         if checkpointDue || moving != nil { try await checkpointHere() }
         if let moving { throw Move(reason: moving, step: step) }
       }
@@ -787,6 +817,10 @@ final class TrainingJob: Sendable {
     if !resumedRun.isEmpty, resumedRun != runID { _ = try? await cluster.parameterServerClient().drop(job: resumedRun) }
     report(last)
   }
+
+  /// How long a checkpoint after a failed step may take (the ps tasks wait up
+  /// to 2 s for the step's pushes still on their way).
+  static let checkpointAfterFailureLimit: Duration = .seconds(5)
 
   /// Whether the job watches its validation loss to stop before its last epoch.
   private var stopsEarly: Bool { request.earlyStopping.patience > 0 }
@@ -1074,13 +1108,18 @@ final class TrainingJob: Sendable {
   /// holds the step: it flushed) and records it as where the job resumes,
   /// with the losses of the epoch's steps up to it, which a resumed job goes
   /// on from. A checkpoint that fails leaves the record at the one before,
-  /// its losses included.
-  private func checkpoint(at step: Int64, epochLossSum: Double, epochSteps: Int) async throws -> [String] {
+  /// its losses included. With `exactStep`, the ps tasks write the state
+  /// after exactly `step` without a flush, or nothing (see
+  /// CheckpointRequest.exact_step).
+  private func checkpoint(
+    at step: Int64, epochLossSum: Double, epochSteps: Int, exactStep: Bool = false
+  ) async throws -> [String] {
     let ps = try cluster.parameterServerClient()
     // A task that restarted since the run began (it may hold none of the job, or older values)
     // refuses, and the job restarts from the checkpoint before. Not sent again: a task that failed
     // it may have restarted.
-    let files = try await ps.checkpoint(job: runID, step: step, incarnations: psIncarnations.withLock { $0 })
+    let files = try await ps.checkpoint(
+      job: runID, step: step, incarnations: psIncarnations.withLock { $0 }, exactStep: exactStep)
     status.withLock {
       $0.checkpointStep = step
       $0.checkpointEpochLossSum = epochLossSum

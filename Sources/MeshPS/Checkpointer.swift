@@ -99,11 +99,23 @@ public final class Checkpointer: Sendable {
 
   /// Writes a checkpoint of job `name`, taken after its step `step`: of
   /// `job`, or of nothing when this task holds none of it (restoring that
-  /// leaves the task holding none). Keeps the job's newest `keep`; returns
-  /// the file's path.
-  func write(jobNamed name: String, job: ParameterJob?, step: Int64) async throws -> String {
-    try await writes.run {
-      let (contents, _) = try await Self.encode(job.map { [$0] } ?? [])
+  /// leaves the task holding none). With `exactStep`, of the state after
+  /// exactly `step` (see `ParameterJob.checkpointState(atSyncStep:patience:)`).
+  /// Keeps the job's newest `keep`; returns the file's path.
+  func write(jobNamed name: String, job: ParameterJob?, step: Int64, exactStep: Bool = false) async throws -> String {
+    var states: [(ParameterJob, [String: HeldVariable])] = []
+    if let job {
+      states.append(
+        (
+          job,
+          exactStep
+            ? try await job.checkpointState(atSyncStep: step, patience: Self.exactStepPatience)
+            : await job.checkpointState()
+        ))
+    }
+    let held = states
+    return try await writes.run {
+      let (contents, _) = try Self.encode(held)
       let folder = self.jobDirectory(name)
       let path = "\(folder)/step-\(step).safetensors"
       do {
@@ -154,11 +166,21 @@ public final class Checkpointer: Sendable {
   /// Every job's variables as a checkpoint's tensors and metadata, and the
   /// updates they hold.
   private static func encode(_ jobs: [ParameterJob]) async throws -> (SafeTensors.Contents, Int64) {
+    var states: [(ParameterJob, [String: HeldVariable])] = []
+    for job in jobs { states.append((job, await job.checkpointState())) }
+    return try encode(states)
+  }
+
+  /// How long a checkpoint of an exact step waits for pushes of it still on their way.
+  static let exactStepPatience: Duration = .seconds(2)
+
+  /// Jobs' variables, as each job's `checkpointState` gave them, as a
+  /// checkpoint's tensors and metadata, and the updates they hold.
+  private static func encode(_ jobs: [(ParameterJob, [String: HeldVariable])]) throws -> (SafeTensors.Contents, Int64) {
     var contents = SafeTensors.Contents()
     var jobsMetadata: [String: Any] = [:]
     var updates: Int64 = 0
-    for job in jobs {
-      let variables = await job.checkpointState()
+    for (job, variables) in jobs {
       var variablesMetadata: [String: Any] = [:]
       for (name, variable) in variables {
         contents.tensors["\(job.name)/\(name)"] = variable.value

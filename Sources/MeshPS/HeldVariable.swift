@@ -10,7 +10,7 @@ import MeshWire
 /// optimizer slots and version (the number of updates applied).
 struct HeldVariable: Sendable {
   /// The definition without its initial value's bytes (see `initialValueHash`).
-  let definition: Pipemesh_V1_VariableDefinition
+  private(set) var definition: Pipemesh_V1_VariableDefinition
   /// FNV-1a of the initial value's bytes: re-registering must give the same.
   let initialValueHash: UInt64
   let optimizer: any Optimizer
@@ -139,10 +139,19 @@ struct HeldVariable: Sendable {
     return (stripped, fnv1a64(definition.initialValue.data))
   }
 
-  /// Whether `other` defines this variable again (registration is idempotent).
+  /// Whether `other` defines this variable again (registration is
+  /// idempotent), whatever its clipping norm (see `takeClipping(of:)`).
   func isDefined(by other: Pipemesh_V1_VariableDefinition) -> Bool {
-    let (definition, hash) = Self.split(other)
+    var (definition, hash) = Self.split(other)
+    definition.optimizer.clipGlobalNorm = self.definition.optimizer.clipGlobalNorm
     return definition == self.definition && hash == initialValueHash
+  }
+
+  /// Takes the clipping norm of a registration again: a job checkpointed
+  /// while the ps clipped its stages' pushes registers again without, as
+  /// the coordinator clips them now.
+  mutating func takeClipping(of other: Pipemesh_V1_VariableDefinition) {
+    definition.optimizer.clipGlobalNorm = other.optimizer.clipGlobalNorm
   }
 
   /// Applies one gradient through the optimizer (to a variable this task

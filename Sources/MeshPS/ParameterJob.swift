@@ -177,6 +177,7 @@ actor ParameterJob {
               + "a variable two stages share cannot be kept by one of them")
         }
         existing.users.insert(user)
+        existing.takeClipping(of: definition)
         added[definition.name] = existing
       } else {
         added[definition.name] = try HeldVariable(
@@ -231,6 +232,33 @@ actor ParameterJob {
 
   /// Every variable's definition, state, users and retry state, for a checkpoint.
   func checkpointState() -> [String: HeldVariable] { variables }
+
+  /// Sync: the state after exactly `step`, for a checkpoint taken without
+  /// a flush (after a failed step): once every variable has had `step`
+  /// applied, waiting up to `patience` for pushes still on their way.
+  /// FAILED_PRECONDITION when a variable is past it, or still short of it
+  /// after the wait.
+  func checkpointState(atSyncStep step: Int64, patience: Duration) async throws -> [String: HeldVariable] {
+    guard consistency.mode == .sync else {
+      throw RPCError(
+        .failedPrecondition, "job \(name) is not under sync consistency: it has no step all its variables share")
+    }
+    let name = name
+    @Sendable func notAt(_ steps: some Collection<Int64>) -> RPCError {
+      RPCError(
+        .failedPrecondition,
+        "job \(name)'s variables on this task are at steps \(steps.min() ?? 0) to \(steps.max() ?? 0), not all at "
+          + "step \(step): the state after it is not here")
+    }
+    let syncSteps = { (variables: [String: HeldVariable]) in variables.values.map(\.syncStep) }
+    guard syncSteps(variables).allSatisfy({ $0 <= step }) else { throw notAt(syncSteps(variables)) }
+    try await waitUntil(
+      { progress in progress.appliedStep.values.allSatisfy { $0 >= step } }, timeout: patience,
+      expired: { progress in notAt(progress.appliedStep.values) })
+    // A push of the step after may have been applied since.
+    guard syncSteps(variables).allSatisfy({ $0 == step }) else { throw notAt(syncSteps(variables)) }
+    return variables
+  }
 
   nonisolated var variableCount: Int { published.withLock { $0.count } }
 

@@ -117,7 +117,8 @@ public struct ParameterServerService: RPCService {
       }
       // A task that holds none of the job records that, too.
       let job = try? store.job(request.job)
-      let path = try await checkpointer.write(jobNamed: request.job, job: job, step: request.step)
+      let path = try await checkpointer.write(
+        jobNamed: request.job, job: job, step: request.step, exactStep: request.exactStep)
       return .with {
         $0.path = path
         $0.updates = job?.totalVersions ?? 0

@@ -531,8 +531,12 @@ public final class ParameterServerClient: Sendable {
   /// (call it at a step boundary, when the job's updates are all applied);
   /// returns the files written. A task named in `incarnations` that
   /// restarted since (its incarnation is another) writes nothing and
-  /// answers ABORTED; a task not named there is not checked.
-  public func checkpoint(job: String, step: Int64, incarnations: [String: UInt64] = [:]) async throws -> [String] {
+  /// answers ABORTED; a task not named there is not checked. With
+  /// `exactStep`, of the state after exactly `step`, not flushed (see
+  /// CheckpointRequest.exact_step).
+  public func checkpoint(
+    job: String, step: Int64, incarnations: [String: UInt64] = [:], exactStep: Bool = false
+  ) async throws -> [String] {
     try await onEveryTask { client in
       try await client.call(
         ParameterServerMethods.checkpoint,
@@ -540,6 +544,7 @@ public final class ParameterServerClient: Sendable {
           $0.job = job
           $0.step = step
           $0.incarnation = incarnations[client.target] ?? 0
+          $0.exactStep = exactStep
         }
       ).path
     }

@@ -667,24 +667,29 @@ actor StageRunner {
   }
 
   /// The squared norm of the step's gradients on this stage, once every
-  /// micro-batch of it has had its backward.
-  func gradientNorm(step: Int64) throws -> Pipemesh_V1_GradientNormResponse {
-    try checkBackwardsDone(through: step, before: "GradientNorm")
-    return .with { $0.sumOfSquares = sumOfSquares((accumulated[step] ?? [:]).values) }
+  /// micro-batch of it has had its backward (those of the step before may
+  /// still run, under PipeDream-2BW).
+  func gradientNorm(step: Int64) async throws -> Pipemesh_V1_GradientNormResponse {
+    try checkBackwardsDone(of: step, orEarlier: false, before: "GradientNorm")
+    let gradients = accumulated[step] ?? [:]
+    let squares = await offActor { sumOfSquares(gradients.values) }
+    return .with { $0.sumOfSquares = squares }
   }
 
-  /// Refuses `what` while a micro-batch of `step` or an earlier one waits
-  /// for its Backward or BackwardWeights (the step's gradients are not whole).
-  private func checkBackwardsDone(through step: Int64, before what: String) throws {
+  /// Refuses `what` while a micro-batch of `step` (or, `orEarlier`, of an
+  /// earlier one) waits for its Backward or BackwardWeights: the step's
+  /// gradients are not whole.
+  private func checkBackwardsDone(of step: Int64, orEarlier: Bool, before what: String) throws {
+    let counted = { (batch: MicroBatch) in orEarlier ? batch.step <= step : batch.step == step }
     // A step that began beside this one (PipeDream-2BW) keeps its micro-batches.
-    let unfinished = kept.keys.filter { $0.step <= step }.count
+    let unfinished = kept.keys.filter(counted).count
     guard unfinished == 0 else {
       throw RPCError(
         .failedPrecondition,
-        "stage \(stage) of job \(job) still has \(unfinished) micro-batches of step \(step) or earlier without "
-          + "backward at \(what)")
+        "stage \(stage) of job \(job) still has \(unfinished) micro-batches of step \(step)\(orEarlier ? " or earlier" : "") "
+          + "without backward at \(what)")
     }
-    let unweighed = heldWeights.keys.filter { $0.step <= step }.count
+    let unweighed = heldWeights.keys.filter(counted).count
     guard unweighed == 0 else {
       throw RPCError(
         .failedPrecondition,
@@ -705,7 +710,7 @@ actor StageRunner {
     // commit of the stage (its variables on the ps missed a step): the
     // coordinator runs the job on from its newest checkpoint.
     if let pending = localUpdates?.pendingPush { try await psCall { try await pending.value } }
-    try checkBackwardsDone(through: step, before: "commit")
+    try checkBackwardsDone(of: step, orEarlier: true, before: "commit")
     var response = Pipemesh_V1_CommitResponse()
     // The penalty of the weights the step ran on.
     response.penalty = Double(model.penalty(variables: try weightsUsed(by: step), layers: layers))

@@ -205,6 +205,13 @@ final class CoordinatorMetrics: TrainingEvents, InferenceEvents {
     }
   }
 
+  func checkpointedAfterFailure(_ job: String, step: Int64, refusal: String?) {
+    registry.increment(
+      "pipemesh_coordinator_failure_checkpoints_total",
+      help: "Checkpoints at the step before a failed one, as the ps tasks held it: written, or refused (the ps "
+        + "did not hold that step exactly), by outcome.", labels: ["outcome": refusal == nil ? "written" : "refused"])
+  }
+
   func stopped(_ job: String, _ fault: Pipemesh_V1_JobFault) {
     let how = Self.how(fault.state)
     registry.increment(
@@ -261,6 +268,15 @@ struct LoggedTrainingEvents: TrainingEvents {
     log.info(
       "job \(job) epoch \(progress.epoch) (step \(progress.step)/\(progress.totalSteps)): validation loss \(figures)")
     next.evaluated(job, progress)
+  }
+
+  func checkpointedAfterFailure(_ job: String, step: Int64, refusal: String?) {
+    if let refusal {
+      log.notice("job \(job): no checkpoint at step \(step) after the failed step after it: \(refusal)")
+    } else {
+      log.info("job \(job): checkpointed at step \(step), as the ps held it, after the failed step after it")
+    }
+    next.checkpointedAfterFailure(job, step: step, refusal: refusal)
   }
 
   func stopped(_ job: String, _ fault: Pipemesh_V1_JobFault) {

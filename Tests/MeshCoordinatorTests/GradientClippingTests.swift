@@ -1,5 +1,6 @@
 import MeshInProcess
 import MeshProto
+import MeshRPC
 import MeshTensor
 import MeshTestSupport
 import MeshWire
@@ -13,9 +14,17 @@ import Testing
   /// Below the norm of every step's gradients, so every step is clipped.
   static let clipNorm: Float = 0.05
 
-  @Test(arguments: [Pipemesh_V1_ScheduleKind.scheduleOneFOneB, .schedulePipedream2Bw])
-  func aClippedJobTrainsAsOneProcessClippingTheWholeModel(schedule: Pipemesh_V1_ScheduleKind) async throws {
-    let mesh = try InProcessMesh(psTasks: 2, stages: 2)
+  /// Without ps checkpoints the stages apply their own updates (and keep
+  /// the values); with them, they push every step's clipped gradients to
+  /// the ps tasks, which apply them as they are.
+  @Test(arguments: [
+    (Pipemesh_V1_ScheduleKind.scheduleOneFOneB, false), (.schedulePipedream2Bw, false), (.scheduleOneFOneB, true),
+  ])
+  func aClippedJobTrainsAsOneProcessClippingTheWholeModel(
+    schedule: Pipemesh_V1_ScheduleKind, psCheckpoints: Bool
+  ) async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-clipping")
+    let mesh = try InProcessMesh(psTasks: 2, stages: 2, checkpointDirectory: psCheckpoints ? directory.path : nil)
     let outcome = await Result(catching: {
       let job = try await JobCheckpointTests.trainToEnd("clipped", epochs: 2, on: mesh) {
         $0.optimizer.clipGlobalNorm = Self.clipNorm
@@ -51,6 +60,50 @@ import Testing
           zip(tensor.scalars, unclipped[name]!.scalars).map { abs($0 - $1) }.max() ?? 0
         }.max() ?? 0
       #expect(change > 1e-2, "clipping to \(Self.clipNorm) changed the weights by \(change) only")
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+
+  /// A tied layer on another stage than its table: the two stages'
+  /// gradients of the table add up on the ps, so neither stage's part of
+  /// the norm is the table's. Refused before anything runs.
+  @Test func aTableTiedAcrossStagesIsRefusedWithClipping() async throws {
+    let mesh = try InProcessMesh(stages: 2)
+    let outcome = await Result(catching: {
+      let model = Pipemesh_V1_ModelSpec.with {
+        $0.inputShape = [4]
+        $0.seed = 21
+        $0.layers = [
+          .with {
+            $0.embedding = .with {
+              $0.vocabularySize = 10
+              $0.dimension = 8
+            }
+          },
+          .with { $0.dense = .with { $0.units = 8 } },
+          .with { $0.dense = .with { $0.tiedTo = "embedding0" } },
+        ]
+        $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+      }
+      let (inputs, targets) = PipelineTrainingTests.successorTokens(rows: 24, length: 4, vocabulary: 10, seed: 9)
+      var request = Pipemesh_V1_TrainRequest.inline(
+        job: "tied", model: model, inputs: inputs, targets: targets, epochs: 1, batchSize: 12, microBatches: 2,
+        schedule: .scheduleOneFOneB, learningRate: 0.1)
+      request.optimizer.clipGlobalNorm = 1
+      request.splitPoints = [2]
+      let refused = await #expect(throws: RPCError.self) {
+        for try await _ in mesh.coordinatorChannel().stream(CoordinatorMethods.train, request) {}
+      }
+      #expect(
+        refused?.code == .invalidArgument
+          && refused?.message.contains("is used on stages 0 and 1 (a tied layer)") == true,
+        "\(String(describing: refused))")
+      // On one stage, the table's gradient is whole there: clipping trains.
+      request.job = "tied-together"
+      request.splitPoints = []
+      request.stages = 1
+      for try await _ in mesh.coordinatorChannel().stream(CoordinatorMethods.train, request) {}
     })
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()

@@ -84,20 +84,62 @@ import Testing
       #expect(mesh.network.unfiredFaults == 0)
       #expect(faulty.state == .succeeded, "\(faulty)")
       #expect(faulty.faults.map(\.step) == [14] && faulty.faults.first?.stepsRedone == 2, "\(faulty.faults)")
-      #expect(faulty.epochs.count == 3 && straight.epochs.count == 3)
-      for (got, expected) in zip(faulty.epochs, straight.epochs) {
-        #expect(
-          abs(got.loss - expected.loss) <= 1e-6 * abs(expected.loss), "epoch \(got.epoch): \(got) against \(expected)")
-      }
-      let expected = try await Self.weights("straight", on: mesh)
-      let got = try await Self.weights("faulty", on: mesh)
-      for (name, tensor) in expected {
-        let difference = zip(tensor.scalars, got[name]?.scalars ?? []).map { abs($0 - $1) }.max() ?? .infinity
-        #expect(difference <= 1e-6, "\(name) differs by \(difference)")
-      }
+      try await Self.expectSameRun(faulty, as: straight, on: mesh)
     })
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()
+  }
+
+  /// A step that fails (a Forward of its last stage refused) leaves the ps
+  /// tasks at the step before, exactly: the coordinator writes the job's
+  /// checkpoint there before it restarts, so the restart runs no completed
+  /// step again (3 since the checkpoint of step 10 otherwise), and the job
+  /// ends with the weights and epoch losses of a run never stopped.
+  @Test func aFailedStepIsCheckpointedFromTheStepBeforeItAndNothingIsRunAgain() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-failed-step")
+    let mesh = try InProcessMesh(stages: 2, checkpointDirectory: directory.path)
+    let outcome = await Result(catching: {
+      func train(_ job: String) async throws -> Pipemesh_V1_Job {
+        try await Self.trainToEnd(job, epochs: 3, on: mesh) {
+          $0.checkpoint.everySteps = 5
+          $0.maxRestarts = 1
+        }
+      }
+      let straight = try await train("straight")
+      mesh.network.failNextCall(
+        PartitionMethods.forward.path, to: mesh.partitions[1][0], losing: .request,
+        with: RPCError(.aborted, "the test failed this forward")
+      ) { bytes in
+        guard let request = try? Pipemesh_V1_ForwardRequest(serializedBytes: bytes) else { return false }
+        return request.key.job.hasPrefix("faulty.") && request.key.step == 14
+      }
+      let faulty = try await train("faulty")
+      #expect(mesh.network.unfiredFaults == 0)
+      #expect(faulty.state == .succeeded, "\(faulty)")
+      #expect(faulty.faults.map(\.step) == [13] && faulty.faults.first?.stepsRedone == 0, "\(faulty.faults)")
+      try await Self.expectSameRun(faulty, as: straight, on: mesh)
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+
+  /// Expects `job` to have ended with the epoch losses (within 1e-6 of
+  /// each) and the weights (within 1e-6) of `reference`, a run never stopped.
+  static func expectSameRun(_ job: Pipemesh_V1_Job, as reference: Pipemesh_V1_Job, on mesh: InProcessMesh)
+    async throws
+  {
+    #expect(job.epochs.count == reference.epochs.count && !job.epochs.isEmpty)
+    for (got, expected) in zip(job.epochs, reference.epochs) {
+      #expect(
+        abs(got.loss - expected.loss) <= 1e-6 * abs(expected.loss), "epoch \(got.epoch): \(got) against \(expected)")
+    }
+    let expected = try await weights(reference.job, on: mesh)
+    let got = try await weights(job.job, on: mesh)
+    #expect(!expected.isEmpty && Set(got.keys) == Set(expected.keys))
+    for (name, tensor) in expected {
+      let difference = zip(tensor.scalars, got[name]?.scalars ?? []).map { abs($0 - $1) }.max() ?? .infinity
+      #expect(difference <= 1e-6, "\(name) differs by \(difference)")
+    }
   }
 
   /// Trains job `job` of the small MLP on 128 examples (8 steps an epoch

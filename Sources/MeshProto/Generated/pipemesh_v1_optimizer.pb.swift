@@ -21,7 +21,8 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 }
 
 /// An optimizer: an update rule, a learning-rate schedule and optional
-/// gradient clipping. The ps applies it to every variable it holds.
+/// gradient clipping. The ps (or a stage that applies its own updates)
+/// applies the rule to every variable it holds.
 public nonisolated struct Pipemesh_V1_OptimizerSpec: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -93,7 +94,10 @@ public nonisolated struct Pipemesh_V1_OptimizerSpec: Sendable {
   /// Clears the value of `learningRate`. Subsequent reads from it will return its default value.
   public mutating func clearLearningRate() {self._learningRate = nil}
 
-  /// Clip gradients to this global L2 norm; 0 disables clipping.
+  /// Clip gradients to this global L2 norm; 0 disables clipping. In a TrainRequest: each step's
+  /// gradients over every stage, by the coordinator (INVALID_ARGUMENT when a tied variable is used
+  /// on two stages). In a RegisterRequest: the ps clips the variables of each push request it
+  /// applies by their own norm (the variables of a task, of a request of at most 16 MiB).
   /// Valid: finite, 0 or more.
   public var clipGlobalNorm: Float = 0
 

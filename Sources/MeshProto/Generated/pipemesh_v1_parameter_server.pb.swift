@@ -810,6 +810,12 @@ public nonisolated struct Pipemesh_V1_CheckpointRequest: Sendable {
   /// older values of it, so it writes nothing and answers ABORTED.
   public var incarnation: UInt64 = 0
 
+  /// With a job under sync consistency: the state after exactly `step`, without a flush (a
+  /// checkpoint after a failed step) — once every variable of the job this task holds has had
+  /// `step` applied, waiting up to 2 s for pushes still on their way. FAILED_PRECONDITION when
+  /// one is past it, or still short of it after the wait; the task then writes nothing.
+  public var exactStep: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2196,7 +2202,7 @@ nonisolated extension Pipemesh_V1_ProcessMemory: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Pipemesh_V1_CheckpointRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0\u{1}incarnation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}step\0\u{1}incarnation\0\u{3}exact_step\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2207,6 +2213,7 @@ nonisolated extension Pipemesh_V1_CheckpointRequest: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.step) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.exactStep) }()
       default: break
       }
     }
@@ -2222,6 +2229,9 @@ nonisolated extension Pipemesh_V1_CheckpointRequest: SwiftProtobuf.Message, Swif
     if self.incarnation != 0 {
       try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 3)
     }
+    if self.exactStep != false {
+      try visitor.visitSingularBoolField(value: self.exactStep, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2229,6 +2239,7 @@ nonisolated extension Pipemesh_V1_CheckpointRequest: SwiftProtobuf.Message, Swif
     if lhs.job != rhs.job {return false}
     if lhs.step != rhs.step {return false}
     if lhs.incarnation != rhs.incarnation {return false}
+    if lhs.exactStep != rhs.exactStep {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -548,7 +548,8 @@ public nonisolated struct Pipemesh_V1_CommitRequest: Sendable {
   public var flush: Bool = false
 
   /// Multiplies the step's gradients before the update: min(1, clip_global_norm / the norm of
-  /// the step's gradients over every stage), from GradientNorm. 0: as 1, unscaled.
+  /// the step's gradients over every stage), from GradientNorm. 0: as 1, unscaled. A Commit sent
+  /// again is answered as the first was, whatever its gradient_scale.
   /// Valid: 0 to 1 (INVALID_ARGUMENT otherwise).
   public var gradientScale: Float = 0
 

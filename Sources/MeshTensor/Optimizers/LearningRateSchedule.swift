@@ -56,9 +56,10 @@ public func sumOfSquares(_ tensors: some Collection<Tensor>) -> Double {
 }
 
 /// What clipping to a global norm of `maxNorm` multiplies gradients by:
-/// min(1, maxNorm / norm), where norm is the square root of `sumOfSquares`.
+/// min(1, maxNorm / norm), where norm is the square root of `sumOfSquares`
+/// (in float64, so that a norm past float32's range still scales; never 0).
 public func clipScale(sumOfSquares: Double, maxNorm: Float) -> Float {
-  let norm = Float(sumOfSquares.squareRoot())
-  guard norm > maxNorm, norm > 0 else { return 1 }
-  return maxNorm / norm
+  let norm = sumOfSquares.squareRoot()
+  guard norm > Double(maxNorm), norm > 0 else { return 1 }
+  return max(.leastNonzeroMagnitude, Float(Double(maxNorm) / norm))
 }

@@ -278,14 +278,16 @@ class ProcessMemory(_message.Message):
     def __init__(self, resident_bytes: _Optional[int] = ..., peak_resident_bytes: _Optional[int] = ..., job_bytes: _Optional[int] = ...) -> None: ...
 
 class CheckpointRequest(_message.Message):
-    __slots__ = ("job", "step", "incarnation")
+    __slots__ = ("job", "step", "incarnation", "exact_step")
     JOB_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    EXACT_STEP_FIELD_NUMBER: _ClassVar[int]
     job: str
     step: int
     incarnation: int
-    def __init__(self, job: _Optional[str] = ..., step: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    exact_step: bool
+    def __init__(self, job: _Optional[str] = ..., step: _Optional[int] = ..., incarnation: _Optional[int] = ..., exact_step: _Optional[bool] = ...) -> None: ...
 
 class CheckpointResponse(_message.Message):
     __slots__ = ("path", "updates")
