@@ -794,6 +794,8 @@ final class TrainingJob: Sendable {
         }
         do { try await finish(begun) } catch  where !(error is CancellationError) && !Task.isCancelled {
           await checkpointAfterFailedStep()
+          // A job cancelled meanwhile ends cancelled, not failed.
+          try Task.checkCancellation()
           throw error
         }
         if checkpointDue || moving != nil { try await checkpointHere() }

@@ -100,8 +100,10 @@ public final class Checkpointer: Sendable {
   /// Writes a checkpoint of job `name`, taken after its step `step`: of
   /// `job`, or of nothing when this task holds none of it (restoring that
   /// leaves the task holding none). With `exactStep`, of the state after
-  /// exactly `step` (see `ParameterJob.checkpointState(atSyncStep:patience:)`).
-  /// Keeps the job's newest `keep`; returns the file's path.
+  /// exactly `step` (see `ParameterJob.checkpointState(atSyncStep:patience:)`),
+  /// pruning nothing: another task may refuse its own, and the job then
+  /// needs the checkpoint before. Otherwise keeps the job's newest `keep`.
+  /// Returns the file's path.
   func write(jobNamed name: String, job: ParameterJob?, step: Int64, exactStep: Bool = false) async throws -> String {
     var states: [(ParameterJob, [String: HeldVariable])] = []
     if let job {
@@ -124,8 +126,10 @@ public final class Checkpointer: Sendable {
       } catch {
         throw RPCError(.internal, "cannot write checkpoint \(path): \(error)")
       }
-      for old in self.jobSteps(name).dropLast(self.keep) {
-        try? FileManager.default.removeItem(atPath: "\(folder)/step-\(old).safetensors")
+      if !exactStep {
+        for old in self.jobSteps(name).dropLast(self.keep) {
+          try? FileManager.default.removeItem(atPath: "\(folder)/step-\(old).safetensors")
+        }
       }
       return path
     }

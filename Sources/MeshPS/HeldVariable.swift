@@ -140,18 +140,20 @@ struct HeldVariable: Sendable {
   }
 
   /// Whether `other` defines this variable again (registration is
-  /// idempotent), whatever its clipping norm (see `takeClipping(of:)`).
+  /// idempotent), or the same without clipping (see `takeClipping(of:)`).
   func isDefined(by other: Pipemesh_V1_VariableDefinition) -> Bool {
     var (definition, hash) = Self.split(other)
-    definition.optimizer.clipGlobalNorm = self.definition.optimizer.clipGlobalNorm
+    if definition.optimizer.clipGlobalNorm == 0 {
+      definition.optimizer.clipGlobalNorm = self.definition.optimizer.clipGlobalNorm
+    }
     return definition == self.definition && hash == initialValueHash
   }
 
-  /// Takes the clipping norm of a registration again: a job checkpointed
-  /// while the ps clipped its stages' pushes registers again without, as
-  /// the coordinator clips them now.
+  /// Takes a registration's clipping norm when it turns clipping off: a job
+  /// checkpointed while the ps clipped its stages' pushes registers again
+  /// without, as the coordinator clips them now.
   mutating func takeClipping(of other: Pipemesh_V1_VariableDefinition) {
-    definition.optimizer.clipGlobalNorm = other.optimizer.clipGlobalNorm
+    if other.optimizer.clipGlobalNorm == 0 { definition.optimizer.clipGlobalNorm = 0 }
   }
 
   /// Applies one gradient through the optimizer (to a variable this task

@@ -71,7 +71,23 @@ public final class DataPlane: Sendable {
   /// Keeps a tensor for a neighbour (or hands it to the fetches already
   /// waiting for it) and returns the reference to pass on.
   func offer(_ tensor: Tensor, key: DataPlaneKey) -> Pipemesh_V1_TensorReference {
+    hold(tensor, key: key)
+    return .with {
+      $0.endpoint = endpoint
+      $0.key = key.wire
+    }
+  }
+
+  /// Holds a released tensor again whose fetch broke off before it got
+  /// through (the fetcher's call is sent again after a dropped connection,
+  /// and finds it); not once its step is dropped.
+  func giveBack(_ tensor: Tensor, key: DataPlaneKey) {
+    hold(tensor, key: key, unlessExpired: true)
+  }
+
+  private func hold(_ tensor: Tensor, key: DataPlaneKey, unlessExpired: Bool = false) {
     let served = held.withLock { held -> [Waiter] in
+      if unlessExpired, held.isExpired(key) { return [] }
       let waiters = held.waiting.removeValue(forKey: key) ?? []
       // Every waiter that only reads gets it; the first that releases takes it.
       var served = waiters.filter { !$0.release }
@@ -85,10 +101,6 @@ public final class DataPlane: Sendable {
       return served
     }
     for waiter in served { waiter.continuation.resume(returning: tensor) }
-    return .with {
-      $0.endpoint = endpoint
-      $0.key = key.wire
-    }
   }
 
   /// Hands out a held tensor (FetchTensor). With `wait`, a tensor not offered

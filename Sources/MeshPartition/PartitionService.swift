@@ -115,7 +115,13 @@ public final class PartitionService: RPCService, Sendable {
           .failedPrecondition, "job \(key.job) is not loaded on this partition: its tensor \(key) will not be produced")
       }
       let tensor = try await dataPlane.take(key, release: request.release, wait: request.wait)
-      try await DataPlane.send(tensor, to: writer)
+      do {
+        try await DataPlane.send(tensor, to: writer)
+      } catch {
+        // Not through: the fetcher asks again once its call is sent again.
+        if request.release { dataPlane.giveBack(tensor, key: key) }
+        throw error
+      }
     }
     router.unary(PartitionMethods.timeLayers) { [self] request, _ in try await timeLayers(request) }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in

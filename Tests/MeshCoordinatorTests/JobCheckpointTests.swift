@@ -62,16 +62,7 @@ import Testing
   /// one's share of the epoch's losses, not the failed one's: the job ends
   /// with the weights and the epoch losses of a run never stopped.
   @Test func aJobWhoseCheckpointFailsRestartsWithTheEpochLossesOfAnUninterruptedRun() async throws {
-    let directory = try TemporaryDirectory(prefix: "pipemesh-failed-checkpoint")
-    let mesh = try InProcessMesh(stages: 2, checkpointDirectory: directory.path)
-    let outcome = await Result(catching: {
-      func train(_ job: String) async throws -> Pipemesh_V1_Job {
-        try await Self.trainToEnd(job, epochs: 3, on: mesh) {
-          $0.checkpoint.everySteps = 2
-          $0.maxRestarts = 1
-        }
-      }
-      let straight = try await train("straight")
+    let faults = try await Self.faultyRunEqualsStraightOne(checkpointEvery: 2) { mesh in
       // Step 14's checkpoint, six steps into the second epoch of eight.
       mesh.network.failNextCall(
         ParameterServerMethods.checkpoint.path, to: mesh.parameterServers[0], losing: .request,
@@ -80,47 +71,95 @@ import Testing
         guard let request = try? Pipemesh_V1_CheckpointRequest(serializedBytes: bytes) else { return false }
         return request.job.hasPrefix("faulty.") && request.step == 14
       }
-      let faulty = try await train("faulty")
-      #expect(mesh.network.unfiredFaults == 0)
-      #expect(faulty.state == .succeeded, "\(faulty)")
-      #expect(faulty.faults.map(\.step) == [14] && faulty.faults.first?.stepsRedone == 2, "\(faulty.faults)")
-      try await Self.expectSameRun(faulty, as: straight, on: mesh)
-    })
-    await mesh.shutdown(gracePeriod: .zero)
-    try outcome.get()
+    }
+    #expect(faults.map(\.step) == [14] && faults.first?.stepsRedone == 2, "\(faults)")
   }
 
-  /// A step that fails (a Forward of its last stage refused) leaves the ps
-  /// tasks at the step before, exactly: the coordinator writes the job's
-  /// checkpoint there before it restarts, so the restart runs no completed
-  /// step again (3 since the checkpoint of step 10 otherwise), and the job
-  /// ends with the weights and epoch losses of a run never stopped.
-  @Test func aFailedStepIsCheckpointedFromTheStepBeforeItAndNothingIsRunAgain() async throws {
-    let directory = try TemporaryDirectory(prefix: "pipemesh-failed-step")
+  /// The call a test makes fail in step `step` of job "faulty", and what the
+  /// job's record must say of it: the step it stopped at (the last one
+  /// completed) and the steps run again (checkpoints every 5 steps).
+  struct FailedStep: Sendable, CustomTestStringConvertible {
+    enum Call: String, Sendable {
+      /// Stage 1's Forward of micro-batch 0, refused before it ran.
+      case forward
+      /// Stage 1's Commit, run (the step pushed) and its answer lost.
+      case commitAnswer
+    }
+    let call: Call
+    let step: Int64
+    let stoppedAt: Int64
+    let stepsRedone: Int64
+    var testDescription: String { "\(call.rawValue) of step \(step)" }
+  }
+
+  /// A step that fails leaves the ps tasks at the step before, exactly, when
+  /// no stage committed it: the coordinator writes the job's checkpoint
+  /// there before it restarts, so the restart runs no completed step again
+  /// (3 since the checkpoint of step 10 otherwise; at an epoch's first step,
+  /// the epoch before is recorded once). A stage that committed the failed
+  /// step moved the ps past it: the checkpoint is refused, and the one of
+  /// step 10 stands. Either way the job ends with the weights and epoch
+  /// losses of a run never stopped.
+  @Test(arguments: [
+    // No stage ran step 14 through: the ps holds step 13.
+    FailedStep(call: .forward, step: 14, stoppedAt: 13, stepsRedone: 0),
+    // The first step of the third epoch (8 steps each): the checkpoint is the second's last step.
+    FailedStep(call: .forward, step: 17, stoppedAt: 16, stepsRedone: 0),
+    // Stage 1 pushed step 14 in its Commit, whose answer was lost.
+    FailedStep(call: .commitAnswer, step: 14, stoppedAt: 13, stepsRedone: 3),
+  ])
+  func aFailedStepIsCheckpointedAtTheStepBeforeWhenThePSHoldsIt(_ failed: FailedStep) async throws {
+    let faults = try await Self.faultyRunEqualsStraightOne(checkpointEvery: 5) { mesh in
+      switch failed.call {
+      case .forward:
+        mesh.network.failNextCall(
+          PartitionMethods.forward.path, to: mesh.partitions[1][0], losing: .request,
+          with: RPCError(.aborted, "the test failed this forward")
+        ) { bytes in
+          guard let request = try? Pipemesh_V1_ForwardRequest(serializedBytes: bytes) else { return false }
+          return request.key.job.hasPrefix("faulty.") && request.key.step == failed.step
+        }
+      case .commitAnswer:
+        mesh.network.failNextCall(
+          PartitionMethods.commit.path, to: mesh.partitions[1][0], losing: .answer,
+          with: RPCError(.unavailable, "the test lost this commit's answer")
+        ) { bytes in
+          guard let request = try? Pipemesh_V1_CommitRequest(serializedBytes: bytes) else { return false }
+          return request.job.hasPrefix("faulty.") && request.step == failed.step
+        }
+      }
+    }
+    #expect(
+      faults.map(\.step) == [failed.stoppedAt] && faults.first?.stepsRedone == failed.stepsRedone, "\(faults)")
+  }
+
+  /// On an in-process mesh of 2 stages whose ps writes checkpoints, trains
+  /// job "straight" (3 epochs, a checkpoint every `every` steps, one
+  /// restart allowed), places a fault with `fault`, and trains "faulty" the
+  /// same way; expects the fault to have fired and "faulty" to have
+  /// succeeded as "straight" did (`expectSameRun`). Returns its faults.
+  static func faultyRunEqualsStraightOne(
+    checkpointEvery every: Int64, _ fault: (InProcessMesh) -> Void
+  ) async throws -> [Pipemesh_V1_JobFault] {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-faulty-run")
     let mesh = try InProcessMesh(stages: 2, checkpointDirectory: directory.path)
     let outcome = await Result(catching: {
       func train(_ job: String) async throws -> Pipemesh_V1_Job {
         try await Self.trainToEnd(job, epochs: 3, on: mesh) {
-          $0.checkpoint.everySteps = 5
+          $0.checkpoint.everySteps = every
           $0.maxRestarts = 1
         }
       }
       let straight = try await train("straight")
-      mesh.network.failNextCall(
-        PartitionMethods.forward.path, to: mesh.partitions[1][0], losing: .request,
-        with: RPCError(.aborted, "the test failed this forward")
-      ) { bytes in
-        guard let request = try? Pipemesh_V1_ForwardRequest(serializedBytes: bytes) else { return false }
-        return request.key.job.hasPrefix("faulty.") && request.key.step == 14
-      }
+      fault(mesh)
       let faulty = try await train("faulty")
       #expect(mesh.network.unfiredFaults == 0)
       #expect(faulty.state == .succeeded, "\(faulty)")
-      #expect(faulty.faults.map(\.step) == [13] && faulty.faults.first?.stepsRedone == 0, "\(faulty.faults)")
       try await Self.expectSameRun(faulty, as: straight, on: mesh)
+      return faulty.faults
     })
     await mesh.shutdown(gracePeriod: .zero)
-    try outcome.get()
+    return try outcome.get()
   }
 
   /// Expects `job` to have ended with the epoch losses (within 1e-6 of

@@ -9,20 +9,28 @@ import Testing
 
 /// The data plane's FetchTensor: a tensor of any size travels in bounded chunks.
 @Suite struct DataPlaneTests {
+  /// A partition's data plane holding random activations of step 1 of `job`,
+  /// offered for a neighbour to fetch.
+  static func offered(_ job: String, _ shape: [Int], seed: UInt64) -> (
+    DataPlane, PartitionService, DataPlaneKey, Tensor
+  ) {
+    let dataPlane = DataPlane(dialer: GRPCDialer())
+    let key = DataPlaneKey(
+      .with {
+        $0.job = job
+        $0.step = 1
+        $0.microBatch = 0
+      }, .activation)
+    let activations = Tensor.randomNormal(shape, seed: seed)
+    _ = dataPlane.offer(activations, key: key)
+    return (dataPlane, PartitionService(dataPlane: dataPlane, dialer: GRPCDialer()), key, activations)
+  }
+
   /// 9 MiB of activations: three chunks of at most 4 MiB each, put back
   /// together bit for bit; the tensor is released once fetched.
   @Test(arguments: TestTransport.allCases)
   func aTensorLargerThanAChunkArrivesWhole(transport: TestTransport) async throws {
-    let dataPlane = DataPlane(dialer: GRPCDialer())
-    let partition = PartitionService(dataPlane: dataPlane, dialer: GRPCDialer())
-    let key = DataPlaneKey(
-      .with {
-        $0.job = "wide"
-        $0.step = 1
-        $0.microBatch = 0
-      }, .activation)
-    let activations = Tensor.randomNormal([64, 36_864], seed: 5)
-    _ = dataPlane.offer(activations, key: key)
+    let (_, partition, key, activations) = Self.offered("wide", [64, 36_864], seed: 5)
     try await withChannel(transport, [partition]) { channel in
       let request = Pipemesh_V1_FetchTensorRequest.with {
         $0.key = key.wire
@@ -43,6 +51,34 @@ import Testing
         _ = try await DataPlane.fetch(from: channel, .with { $0.key = key.wire })
       }
       #expect(gone?.code == .notFound)
+    }
+  }
+
+  /// A fetch that releases its tensor and breaks off part way (its caller
+  /// gone: a dropped connection) leaves the tensor held, so the call sent
+  /// again gets it whole.
+  @Test(arguments: TestTransport.allCases)
+  func aReleasedTensorWhoseFetchBreaksOffIsHeldAgain(transport: TestTransport) async throws {
+    // 64 MiB: far more than a connection buffers, so the sender waits on the reader.
+    let (dataPlane, partition, key, activations) = Self.offered("broken", [64, 262_144], seed: 6)
+    try await withChannel(transport, [partition]) { channel in
+      let request = Pipemesh_V1_FetchTensorRequest.with {
+        $0.key = key.wire
+        $0.release = true
+      }
+      let firstChunk = AsyncStream<Void>.makeStream()
+      let reader = Task {
+        for try await _ in channel.stream(PartitionMethods.fetchTensor, request) {
+          firstChunk.continuation.yield()
+          try await Task.sleep(for: .seconds(60))
+        }
+      }
+      for await _ in firstChunk.stream { break }
+      #expect(dataPlane.heldBytes == 0, "the fetch took it")
+      reader.cancel()
+      #expect(await eventually { dataPlane.heldBytes == activations.scalarCount * 4 }, "not held again")
+      let fetched = try await DataPlane.fetch(from: channel, request)
+      #expect(fetched == activations)
     }
   }
 }

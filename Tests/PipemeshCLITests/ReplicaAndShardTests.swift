@@ -119,12 +119,19 @@ import Testing
 
   /// A ps task restarted by systemd reads its last periodic checkpoint, which
   /// holds the job some steps behind its stages. The stages are stopped
-  /// meanwhile, so their next push reaches the restarted task: it refuses it
-  /// as ABORTED rather than as a push ahead of the job, and the job restarts
-  /// from its own checkpoint and ends with the weights of an uninterrupted run.
-  @Test func aJobWhosePsRestartsBehindItRestartsAndEndsWithTheSameWeights() async throws {
+  /// meanwhile, so their next push reaches the restarted task. Under sync it
+  /// refuses the push as ABORTED rather than as a push ahead of the job;
+  /// under async (one replica) it applies it, and the stage's pull after it
+  /// finds versions older than its own, UNAVAILABLE. Either way the job
+  /// restarts from its own checkpoint and ends with the weights of an
+  /// uninterrupted run.
+  @Test(arguments: [("sync", "ps task restarted"), ("async", "restarted from older values")])
+  func aJobWhosePsRestartsBehindItRestartsAndEndsWithTheSameWeights(consistency: String, fault: String)
+    async throws
+  {
     var mesh = try await Mesh(psCheckpoints: true, periodicSeconds: 1)
-    let training = try await DurableStateTests.trainStraightThenStart("behind", options: Self.restarting, on: mesh)
+    let training = try await DurableStateTests.trainStraightThenStart(
+      "behind", options: Self.restarting + ["--consistency", consistency], on: mesh)
     // A periodic checkpoint written from now on holds the running job.
     let periodic = mesh.directory.file("ps0-checkpoints")
     func newest() -> Int {
@@ -141,11 +148,10 @@ import Testing
     #expect(try await training.waitForExit() == 0, "\(training.log)")
     let ended = try await DurableStateTests.record("behind", on: mesh)
     #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)")
-    // The stages' push is ABORTED by the task that restarted behind them; or, when the kill
-    // landed during the coordinator's Checkpoint call, that call failed first.
+    // What the task that restarted behind the stages says; or, when the kill landed during the
+    // coordinator's Checkpoint call, that call failed first.
     let faults = (ended["faults"] as? [[String: Any]] ?? []).map { $0["error"] as? String ?? "" }
-    #expect(
-      faults.first.map { $0.contains("ps task restarted") || $0.contains("does not answer") } == true, "\(faults)")
+    #expect(faults.first.map { $0.contains(fault) || $0.contains("does not answer") } == true, "\(faults)")
     try await DurableStateTests.expectSameWeights("behind", as: "straight", on: mesh)
   }
 }
