@@ -78,16 +78,18 @@ public final class DataPlane: Sendable {
     }
   }
 
-  /// Holds a released tensor again whose fetch broke off before it got
-  /// through (the fetcher's call is sent again after a dropped connection,
-  /// and finds it); not once its step is dropped.
+  /// Holds a released tensor of a training step again whose fetch broke off
+  /// before it got through (the fetcher's call is sent again after a
+  /// dropped connection, and finds it); not once its step is dropped, nor
+  /// an inference's (its call is not sent again, and its tensors are never
+  /// dropped by a commit).
   func giveBack(_ tensor: Tensor, key: DataPlaneKey) {
     hold(tensor, key: key, unlessExpired: true)
   }
 
   private func hold(_ tensor: Tensor, key: DataPlaneKey, unlessExpired: Bool = false) {
     let served = held.withLock { held -> [Waiter] in
-      if unlessExpired, held.isExpired(key) { return [] }
+      if unlessExpired, key.step < 1 || held.isExpired(key) { return [] }
       let waiters = held.waiting.removeValue(forKey: key) ?? []
       // Every waiter that only reads gets it; the first that releases takes it.
       var served = waiters.filter { !$0.release }

@@ -82,7 +82,8 @@ import Testing
     enum Call: String, Sendable {
       /// Stage 1's Forward of micro-batch 0, refused before it ran.
       case forward
-      /// Stage 1's Commit, run (the step pushed) and its answer lost.
+      /// Stage 1's Commit, run and its answer lost: at a checkpoint's step,
+      /// which flushes, so its push was applied before it answered.
       case commitAnswer
     }
     let call: Call
@@ -105,8 +106,8 @@ import Testing
     FailedStep(call: .forward, step: 14, stoppedAt: 13, stepsRedone: 0),
     // The first step of the third epoch (8 steps each): the checkpoint is the second's last step.
     FailedStep(call: .forward, step: 17, stoppedAt: 16, stepsRedone: 0),
-    // Stage 1 pushed step 14 in its Commit, whose answer was lost.
-    FailedStep(call: .commitAnswer, step: 14, stoppedAt: 13, stepsRedone: 3),
+    // Stage 1 pushed step 15 in its Commit, whose answer was lost.
+    FailedStep(call: .commitAnswer, step: 15, stoppedAt: 14, stepsRedone: 4),
   ])
   func aFailedStepIsCheckpointedAtTheStepBeforeWhenThePSHoldsIt(_ failed: FailedStep) async throws {
     let faults = try await Self.faultyRunEqualsStraightOne(checkpointEvery: 5) { mesh in
