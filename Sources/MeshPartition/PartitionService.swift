@@ -89,9 +89,7 @@ public final class PartitionService: RPCService, Sendable {
     }
     router.unary(PartitionMethods.commit) { [self] request, _ in
       try await Self.timed {
-        guard request.step >= 1 else {
-          throw RPCError(.invalidArgument, "step is \(request.step); training steps count from 1")
-        }
+        try Self.check(trainingStep: request.step)
         guard request.gradientScale.isFinite, (0...1).contains(request.gradientScale) else {
           throw RPCError(
             .invalidArgument, "gradient_scale is \(request.gradientScale); give 0 (unscaled) to 1")
@@ -102,9 +100,7 @@ public final class PartitionService: RPCService, Sendable {
       }
     }
     router.unary(PartitionMethods.gradientNorm) { [self] request, _ in
-      guard request.step >= 1 else {
-        throw RPCError(.invalidArgument, "step is \(request.step); training steps count from 1")
-      }
+      try Self.check(trainingStep: request.step)
       return try await runner(request.job).gradientNorm(step: request.step)
     }
     router.serverStreaming(PartitionMethods.fetchTensor) { [self] request, writer, _ in
@@ -154,6 +150,11 @@ public final class PartitionService: RPCService, Sendable {
     guard key.microBatch >= 0 else {
       throw RPCError(.invalidArgument, "key.micro_batch is \(key.microBatch); micro-batches count from 0")
     }
+  }
+
+  /// A Commit's or GradientNorm's step: training steps count from 1.
+  private static func check(trainingStep step: Int64) throws {
+    guard step >= 1 else { throw RPCError(.invalidArgument, "step is \(step); training steps count from 1") }
   }
 
   private static func check(schedulePosition: Int32) throws {
