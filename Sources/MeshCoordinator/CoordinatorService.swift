@@ -60,17 +60,22 @@ public final class CoordinatorService: RPCService, Sendable {
   private let copying = ComputeLane(label: "pipemesh.coordinator.import-copy", width: 2)
   /// The bytes of model uploads being received.
   private let uploads = UploadBudget()
+  /// When a step of a job is taken to hang.
+  private let stepDeadline: StepDeadline
 
   /// A coordinator over `cluster`; `store` defaults to one in memory;
   /// `events` hears what its jobs do. Concurrent inferences of up to
   /// `maxInferenceBatchRows` rows are batched together up to that many rows
   /// (0: each runs alone); `inferenceEvents` hears of each batch.
+  /// `stepDeadline` says when a training step is taken to hang.
   public init(
     cluster: Cluster, loadDataset: DatasetLoader? = nil, resolveDataFile: DataFileResolver? = nil,
     tokens: TokenFile? = nil, store: CoordinatorStore? = nil, events: (any TrainingEvents)? = nil,
-    maxInferenceBatchRows: Int = 256, inferenceEvents: (any InferenceEvents)? = nil
+    maxInferenceBatchRows: Int = 256, inferenceEvents: (any InferenceEvents)? = nil,
+    stepDeadline: StepDeadline = StepDeadline()
   ) throws {
     self.cluster = cluster
+    self.stepDeadline = stepDeadline
     self.events = events
     batching = InferenceBatching(maxRows: maxInferenceBatchRows, events: inferenceEvents)
     self.loadDataset = loadDataset
@@ -870,7 +875,7 @@ public final class CoordinatorService: RPCService, Sendable {
     let job = try TrainingJob(
       name: name, owner: owner.name, request: request, running: max(Int(request.replicas), fitting), inputs: inputs,
       targets: targets, cluster: cluster, store: store, events: events, budget: budget,
-      layerTimes: measured?.layers)
+      layerTimes: measured?.layers, stepDeadline: stepDeadline)
     if job.checkpoints {
       let missing = try await cluster.parameterServerClient().tasksWithoutCheckpoints()
       guard missing.isEmpty else {
@@ -1093,7 +1098,7 @@ public final class CoordinatorService: RPCService, Sendable {
     let running = fitting > 0 ? fitting : elastic ? 1 : Int(options.replicas)
     let job = try TrainingJob(
       name: name, owner: stored.record.owner, request: options, running: running, inputs: inputs, targets: targets,
-      cluster: cluster, store: store, events: events, budget: budget, resuming: stored)
+      cluster: cluster, store: store, events: events, budget: budget, resuming: stored, stepDeadline: stepDeadline)
     // Examples that were sent inline are kept for the new run.
     if stored.record.options.data.source == nil { try store.saveData(of: job.runID, inputs: inputs, targets: targets) }
     // Only the run that stopped, and only once: another resume or a replace meanwhile is refused.

@@ -46,8 +46,10 @@ final class TrainingJob: Sendable {
   private let status: Mutex<Pipemesh_V1_Job>
   /// When the record was last written while steps ran.
   private let savedAt = Mutex(ContinuousClock.now)
-  /// The deadline of the next step (`stepDeadline(after:)` the recent ones).
-  private let stepDeadline = Mutex(TrainingJob.firstStepsDeadline)
+  /// When a step is taken to hang.
+  private let stepDeadline: StepDeadline
+  /// The deadline of the next step (`stepDeadline.after(_:)` the recent ones).
+  private let nextStepDeadline: Mutex<Duration>
   /// The partitions the job runs on, once it has left the queue.
   private let placed = Mutex<Placement?>(nil)
   /// Each ps task's incarnation when the run began: a task that restarted
@@ -71,8 +73,11 @@ final class TrainingJob: Sendable {
   init(
     name: String, owner: String, request: Pipemesh_V1_TrainRequest, running: Int? = nil, inputs: Tensor,
     targets: Tensor, cluster: Cluster, store: CoordinatorStore, events: (any TrainingEvents)? = nil, budget: Int? = nil,
-    resuming stored: CoordinatorStore.StoredJob? = nil, layerTimes: [LayerTiming]? = nil
+    resuming stored: CoordinatorStore.StoredJob? = nil, layerTimes: [LayerTiming]? = nil,
+    stepDeadline: StepDeadline = StepDeadline()
   ) throws {
+    self.stepDeadline = stepDeadline
+    nextStepDeadline = Mutex(stepDeadline.firstSteps)
     var request = request
     // Bounded jobs stored before replicas ran apart did not wait; they do now.
     if stored != nil, case .bounded(var bounded) = request.consistency.mode, !bounded.wait {
@@ -298,23 +303,6 @@ final class TrainingJob: Sendable {
 
   /// The most restarts a job may ask for.
   static let maxRestarts: Int32 = 100
-
-  /// A step that runs past `stepDeadlineFactor` times the slowest of the
-  /// job's recent steps (at least `stepDeadlineFloor`; `firstStepsDeadline`
-  /// before there are any) fails with DEADLINE_EXCEEDED: a member that hangs
-  /// (a stopped process, a host that froze) is found in seconds, not when a
-  /// connection's keepalive gives up.
-  static let stepDeadlineFactor = 10
-  static let stepDeadlineFloor = Duration.seconds(10)
-  static let firstStepsDeadline = Duration.seconds(120)
-  /// How many recent steps the deadline looks at.
-  static let recentStepsCounted = 16
-
-  /// The deadline of the next step, after steps that took `recent`.
-  static func stepDeadline(after recent: [Duration]) -> Duration {
-    guard let slowest = recent.max() else { return firstStepsDeadline }
-    return max(stepDeadlineFloor, slowest * stepDeadlineFactor)
-  }
 
   /// The schedule a request names (1F1B when it names none: GPipe's
   /// throughput, holding at most K micro-batches' activations per stage).
@@ -563,6 +551,7 @@ final class TrainingJob: Sendable {
         job: runID, from: checkpointRun.withLock { $0 }, step: resumedStep, replicas: Int32(replicas))
     }
     let dataPlane = try await loadStages(on: placement)
+    let members = try probedMembers(on: placement)
     let totalSteps = stepsPerEpoch * Int(request.epochs)
     status.withLock { $0.totalSteps = Int64(totalSteps) }
     var step = resumedStep
@@ -586,7 +575,7 @@ final class TrainingJob: Sendable {
       if let validation = data.validation {
         // Each chunk within a step's deadline: a partition that hangs is found as in a step.
         let (loss, accuracy, r2) = try await evaluate(
-          validation.inputs, validation.targets, on: placement, callTimeout: Self.stepDeadline(after: recentSteps))
+          validation.inputs, validation.targets, on: placement, callTimeout: stepDeadline.after(recentSteps))
         metrics.validationLoss = loss
         metrics.validationAccuracy = accuracy
         metrics.validationR2 = r2
@@ -627,8 +616,8 @@ final class TrainingJob: Sendable {
     /// Records a step every replica ran (in `elapsed` since the one before):
     /// the job's progress, its record and the report.
     func record(_ outcomes: [PipelineRun.Outcome], epoch: Int, elapsed: Duration, flushed: Bool) async throws {
-      recentSteps = Array((recentSteps + [elapsed]).suffix(Self.recentStepsCounted))
-      stepDeadline.withLock { $0 = Self.stepDeadline(after: recentSteps) }
+      recentSteps = Array((recentSteps + [elapsed]).suffix(StepDeadline.recentStepsCounted))
+      nextStepDeadline.withLock { $0 = stepDeadline.after(recentSteps) }
       var progress = Pipemesh_V1_TrainProgress()
       progress.job = name
       progress.epoch = Int32(epoch)
@@ -692,7 +681,7 @@ final class TrainingJob: Sendable {
       guard checkpointsAfterFailures, step > status.withLock({ $0.checkpointStep }) else { return }
       let (at, lossSum, lossSteps) = (step, epochLossSum, epochSteps)
       do {
-        _ = try await Self.within(Self.checkpointAfterFailureLimit, "the checkpoint after a failed step") {
+        _ = try await within(Self.checkpointAfterFailureLimit, "the checkpoint after a failed step") {
           try await self.checkpoint(at: at, epochLossSum: lossSum, epochSteps: lossSteps, exactStep: true)
         }
         events?.checkpointedAfterFailure(name, step: at, refusal: nil)
@@ -768,10 +757,10 @@ final class TrainingJob: Sendable {
         let flush = checkpointDue || moving != nil || thisStep == Int64(totalSteps) || mayStopHere
         let weightsAfterStep = schedule.kind.overlapsSteps ? thisStep - (running == nil ? 1 : 2) : nil
         // An overlapping step runs beside the one before and the one after: about two steps' time.
-        let deadline = Self.stepDeadline(after: recentSteps) * (schedule.kind.overlapsSteps ? 2 : 1)
+        let deadline = stepDeadline.after(recentSteps) * (schedule.kind.overlapsSteps ? 2 : 1)
         let thisIndex = index
         let begun = BegunStep(step: thisStep, flush: flush) {
-          try await Self.within(deadline, "step \(thisStep)") {
+          try await self.withinDeadline(deadline, step: thisStep, "step \(thisStep)", members: members) {
             try await self.runStep(
               thisStep, examples: { shard(thisIndex, replica: $0) }, train: train, flush: flush,
               weightsAfterStep: weightsAfterStep, on: placement, dataPlane: dataPlane)
@@ -935,6 +924,7 @@ final class TrainingJob: Sendable {
     stepped: ([PipelineRun.Outcome], Duration) async throws -> Bool
   ) async throws {
     let bounds = ApartSteps(last: steps.upperBound, furthestBegun: steps.lowerBound - 1)
+    let members = try probedMembers(on: placement)
     let (ran, ranSink) = AsyncThrowingStream.makeStream(
       of: (step: Int64, replica: Int, outcome: PipelineRun.Outcome?).self)
     try await withThrowingTaskGroup(of: Void.self) { group in
@@ -944,8 +934,10 @@ final class TrainingJob: Sendable {
             var step = steps.lowerBound
             while bounds.begin(step) {
               let (thisStep, examples) = (step, shard(firstIndex + Int(step - steps.lowerBound), replica))
-              let deadline = self.stepDeadline.withLock { $0 }
-              let outcome = try await Self.within(deadline, "step \(thisStep) of replica \(replica)") {
+              let deadline = self.nextStepDeadline.withLock { $0 }
+              let outcome = try await self.withinDeadline(
+                deadline, step: thisStep, "step \(thisStep) of replica \(replica)", members: members
+              ) {
                 try await self.runReplica(
                   thisStep, replica: replica, examples: examples, train: train, flush: thisStep == steps.upperBound,
                   on: placement, dataPlane: dataPlane)
@@ -1031,25 +1023,31 @@ final class TrainingJob: Sendable {
     func stopAtFurthestBegun() { state.withLock { $0.last = $0.furthestBegun } }
   }
 
-  /// `body`, or DEADLINE_EXCEEDED naming `what` once it runs past `deadline`
-  /// (a member that hangs: a stopped process, a host that froze).
-  private static func within<T: Sendable>(
-    _ deadline: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
+  /// `body`, a step's run, within `deadline` as `stepDeadline` holds it to
+  /// (asking `members` whether they answer once it runs past).
+  private func withinDeadline<T: Sendable>(
+    _ deadline: Duration, step: Int64, _ what: String, members: [StepDeadline.Member],
+    _ body: @escaping @Sendable () async throws -> T
   ) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-      group.addTask { try await body() }
-      group.addTask {
-        try await Task.sleep(for: deadline)
-        throw RPCError(
-          .deadlineExceeded,
-          "\(what) ran past \(deadline) (\(stepDeadlineFactor)× the slowest recent step, at least "
-            + "\(stepDeadlineFloor)): a partition or ps task of the job may hang")
+    try await stepDeadline.run(
+      deadline, what, members: members,
+      slow: { [name, events] in events?.ranPastDeadline(name, step: step, after: $0) },
+      body)
+  }
+
+  /// The members of a run on `placement` a step deadline asks about: its
+  /// partitions and the ps tasks.
+  private func probedMembers(on placement: Placement) throws -> [StepDeadline.Member] {
+    var members: [StepDeadline.Member] = []
+    for (stage, replicas) in placement.clients.enumerated() {
+      for (replica, channel) in replicas.enumerated() {
+        members.append(.init(name: "stage \(stage) replica \(replica) (\(channel.target))", channel: channel))
       }
-      // The first to end decides; the other is cancelled.
-      defer { group.cancelAll() }
-      guard let result = try await group.next(), let value = result else { throw CancellationError() }
-      return value
     }
+    for (task, endpoint) in cluster.parameterServers.enumerated() {
+      members.append(.init(name: "ps task \(task) (\(endpoint))", channel: try cluster.dialer.channel(to: endpoint)))
+    }
+    return members
   }
 
   /// Loss and accuracy of the current variables on held-out data, through

@@ -25,10 +25,13 @@ public final class InProcessMesh: Sendable {
   /// Starts `psTasks` ps tasks, `stages` × `replicas` partitions and a
   /// coordinator over them. `checkpointDirectory` gives the ps tasks
   /// checkpoints (task N in `checkpointDirectory/ps-N`); `loadDataset` serves
-  /// Train requests that name a dataset instead of carrying the data.
+  /// Train requests that name a dataset instead of carrying the data;
+  /// `stepDeadline` says when the coordinator takes a step to hang; `events`
+  /// hears what its training jobs do.
   public init(
     psTasks: Int = 1, stages: Int, replicas: Int = 1, checkpointDirectory: String? = nil,
-    loadDataset: DatasetLoader? = nil
+    loadDataset: DatasetLoader? = nil, stepDeadline: StepDeadline = StepDeadline(),
+    events: (any TrainingEvents)? = nil
   ) throws {
     precondition(psTasks >= 1 && stages >= 1 && replicas >= 1, "a mesh needs a ps task and a partition per stage")
     parameterServers = (0..<psTasks).map { "ps-\($0).in-process:1" }
@@ -54,7 +57,7 @@ public final class InProcessMesh: Sendable {
     coordinator = try CoordinatorService(
       cluster: Cluster(
         parameterServers: parameterServers, partitions: partitions, dialer: network.dialer(identity: "coordinator")),
-      loadDataset: loadDataset)
+      loadDataset: loadDataset, events: events, stepDeadline: stepDeadline)
     servers.append(try network.serve([coordinator], at: coordinatorEndpoint))
     self.servers = servers
   }

@@ -36,12 +36,17 @@ public final class InProcessNetwork: RPCDialer {
     case answer
   }
 
-  /// A call that fails, once.
+  /// What a placed fault does to a call, once.
   struct Fault {
+    enum Effect {
+      /// Fails the call with the error, losing its request or its answer.
+      case lose(Loss, RPCError)
+      /// Holds the call's answer this long before the caller gets it.
+      case delay(Duration)
+    }
     let path: String
     let endpoint: String
-    let loss: Loss
-    let error: RPCError
+    let effect: Effect
     let matches: @Sendable (Data) -> Bool
   }
 
@@ -55,9 +60,17 @@ public final class InProcessNetwork: RPCDialer {
     _ path: String, to endpoint: String, losing loss: Loss, with error: RPCError,
     where matches: @escaping @Sendable (Data) -> Bool = { _ in true }
   ) {
-    faults.withLock {
-      $0.append(Fault(path: path, endpoint: endpoint, loss: loss, error: error, matches: matches))
-    }
+    faults.withLock { $0.append(Fault(path: path, endpoint: endpoint, effect: .lose(loss, error), matches: matches)) }
+  }
+
+  /// Holds the answer of the next unary call of method `path` to `endpoint`
+  /// whose serialized request `matches` accepts for `delay` before its caller
+  /// gets it, as a slow server or a stalled link would.
+  public func delayNextCall(
+    _ path: String, to endpoint: String, by delay: Duration,
+    where matches: @escaping @Sendable (Data) -> Bool = { _ in true }
+  ) {
+    faults.withLock { $0.append(Fault(path: path, endpoint: endpoint, effect: .delay(delay), matches: matches)) }
   }
 
   /// Faults placed that no call has met yet.
@@ -237,13 +250,29 @@ public struct InProcessChannel: RPCChannel {
     network.note(.sent, path: method.path, to: target, request: call.request)
     defer { network.note(.answered, path: method.path, to: target, request: call.request) }
     let fault = start(call, path: method.path, kind: PM_METHOD_UNARY)
-    let bytes = try await withTaskCancellationHandler {
-      try await call.next()
-    } onCancel: {
-      call.cancelFromClient()
+    let answer: Result<Data?, any Error>
+    do {
+      answer = .success(
+        try await withTaskCancellationHandler {
+          try await call.next()
+        } onCancel: {
+          call.cancelFromClient()
+        })
+    } catch {
+      answer = .failure(error)
     }
-    if let fault { throw fault.error }
-    guard let bytes else { throw RPCError(.internal, "\(method.path) ended without an answer") }
+    switch fault?.effect {
+    case .lose(_, let error): throw error
+    case .delay(let delay):
+      // Held past the caller's deadline, the answer never comes.
+      if let timeout = options.timeout, timeout < delay {
+        try await Task.sleep(for: timeout)
+        throw RPCError(.deadlineExceeded, "\(method.path) was not answered within \(timeout)")
+      }
+      try await Task.sleep(for: delay)
+    case nil: break
+    }
+    guard let bytes = try answer.get() else { throw RPCError(.internal, "\(method.path) ended without an answer") }
     return try Response(wireBytes: bytes)
   }
 
@@ -320,7 +349,7 @@ public struct InProcessChannel: RPCChannel {
       request: bytes, metadata: headers, identity: identity, deadline: options.timeout.map { .now + $0 })
   }
 
-  /// Starts `call` on its server; returns the fault that loses its answer, if one was placed.
+  /// Starts `call` on its server; returns the fault that loses or holds its answer, if one was placed.
   @discardableResult
   private func start(_ call: InProcessCall, path: String, kind: pm_method_kind) -> InProcessNetwork.Fault? {
     guard let server = network.server(at: target) else {
@@ -328,11 +357,12 @@ public struct InProcessChannel: RPCChannel {
       return nil
     }
     let fault = network.takeFault(for: path, to: target, request: call.request)
-    if let fault, fault.loss == .request {
-      call.finish(with: fault.error)
+    if case .lose(.request, let error) = fault?.effect {
+      call.finish(with: error)
       return nil
     }
-    precondition(fault == nil || kind == PM_METHOD_UNARY, "only a unary call's answer is lost by a placed fault")
+    precondition(
+      fault == nil || kind == PM_METHOD_UNARY, "only a unary call's answer is lost or held by a placed fault")
     call.expireAtDeadline()
     server.start(call, path: path, kind: kind)
     return fault

@@ -205,6 +205,13 @@ final class CoordinatorMetrics: TrainingEvents, InferenceEvents {
     }
   }
 
+  func ranPastDeadline(_ job: String, step: Int64, after: Duration) {
+    registry.increment(
+      "pipemesh_coordinator_slow_steps_total",
+      help: "Times a training step ran past its deadline and ran on, every partition and ps task of its job "
+        + "answering (a slow step, not a hung one).")
+  }
+
   func checkpointedAfterFailure(_ job: String, step: Int64, refusal: String?) {
     registry.increment(
       "pipemesh_coordinator_failure_checkpoints_total",
@@ -268,6 +275,13 @@ struct LoggedTrainingEvents: TrainingEvents {
     log.info(
       "job \(job) epoch \(progress.epoch) (step \(progress.step)/\(progress.totalSteps)): validation loss \(figures)")
     next.evaluated(job, progress)
+  }
+
+  func ranPastDeadline(_ job: String, step: Int64, after: Duration) {
+    log.notice(
+      "job \(job): step \(step) runs \(after) past its start, beyond its deadline; every partition and ps task of the job answers, so it runs on"
+    )
+    next.ranPastDeadline(job, step: step, after: after)
   }
 
   func checkpointedAfterFailure(_ job: String, step: Int64, refusal: String?) {

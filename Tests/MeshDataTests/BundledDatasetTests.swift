@@ -44,8 +44,8 @@ import Testing
     #expect(error.message == "no bundled dataset named 'mnist'; available: digits, shakespeare")
   }
 
-  @Test func theEnvironmentVariableWinsAndIsCheckedWhenSet() throws {
-    try withTemporaryDirectory { folder in
+  @Test func theEnvironmentVariableWinsAndIsCheckedWhenSet() async throws {
+    try await withTemporaryDirectory { folder in
       let custom = folder.appendingPathComponent("digits")
       try FileManager.default.createDirectory(at: custom, withIntermediateDirectories: true)
       let found = try Datasets.locateBundledFolder(
@@ -61,8 +61,8 @@ import Testing
     }
   }
 
-  @Test func theSearchWalksUpFromTheExecutableThenTheSourceFile() throws {
-    try withTemporaryDirectory { folder in
+  @Test func theSearchWalksUpFromTheExecutableThenTheSourceFile() async throws {
+    try await withTemporaryDirectory { folder in
       let checkout = folder.appendingPathComponent("checkout")
       let bundled = checkout.appendingPathComponent("datasets/digits")
       let binary = checkout.appendingPathComponent(".build/debug/pipemesh")

@@ -18,11 +18,11 @@ import Testing
     """
 
   @Test(arguments: [false, true])
-  func loadsImagesAndLabelsAsADataset(compressed: Bool) throws {
-    try withTemporaryDirectory { folder in
+  func loadsImagesAndLabelsAsADataset(compressed: Bool) async throws {
+    try await withTemporaryDirectory { folder in
       let suffix = compressed ? ".gz" : ""
       let gzip = compressed ? "True" : "False"
-      try runPython(
+      try await runPython(
         IDXLoaderTests.writer + """
           write_idx('images-idx3-ubyte\(suffix)', 0x08, 'B', [3, 2, 2], list(range(0, 240, 20)), \(gzip))
           write_idx('labels-idx1-ubyte\(suffix)', 0x08, 'B', [3], [7, 0, 9], \(gzip))
@@ -46,18 +46,19 @@ import Testing
     (0x0D, "f", "[0.5, -1.25, 3e10, 0]", [0.5, -1.25, 3e10, 0]),
     (0x0E, "d", "[0.5, -1.25, 1e-3, 7]", [0.5, -1.25, 1e-3, 7]),
   ])
-  func readsEveryTypeCodeBigEndian(code: Int, format: String, values: String, expected: [Float]) throws {
-    try withTemporaryDirectory { folder in
-      try runPython(IDXLoaderTests.writer + "write_idx('t.idx', \(code), '\(format)', [2, 2], \(values))", in: folder)
+  func readsEveryTypeCodeBigEndian(code: Int, format: String, values: String, expected: [Float]) async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
+        IDXLoaderTests.writer + "write_idx('t.idx', \(code), '\(format)', [2, 2], \(values))", in: folder)
       let tensor = try IDX.readArray(at: folder.appendingPathComponent("t.idx"))
       #expect(tensor.shape == [2, 2])
       #expect(tensor.scalars == expected)
     }
   }
 
-  @Test func readsAGzipFileOfSeveralMembers() throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  @Test func readsAGzipFileOfSeveralMembers() async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         IDXLoaderTests.writer + """
           write_idx('plain.idx', 0x08, 'B', [6], [1, 2, 3, 4, 5, 6])
           data = open('plain.idx', 'rb').read()
@@ -69,29 +70,29 @@ import Testing
   }
 
   /// The error from reading the IDX file that `script` (after `writer`) writes to `f.idx`.
-  private func readError(_ script: String) throws -> DatasetError {
-    try withTemporaryDirectory { folder in
-      try runPython(IDXLoaderTests.writer + script, in: folder)
+  private func readError(_ script: String) async throws -> DatasetError {
+    try await withTemporaryDirectory { folder in
+      try await runPython(IDXLoaderTests.writer + script, in: folder)
       return try #require(throws: DatasetError.self) {
         try IDX.readArray(at: folder.appendingPathComponent("f.idx"))
       }
     }
   }
 
-  @Test func reportsBadMagicUnknownTypesTruncationAndTrailingBytes() throws {
-    let magic = try readError("open('f.idx', 'wb').write(bytes([1, 0, 8, 1, 0, 0, 0, 1, 5]))")
+  @Test func reportsBadMagicUnknownTypesTruncationAndTrailingBytes() async throws {
+    let magic = try await readError("open('f.idx', 'wb').write(bytes([1, 0, 8, 1, 0, 0, 0, 1, 5]))")
     #expect(magic.message.contains("not an IDX file"))
-    let type = try readError("open('f.idx', 'wb').write(bytes([0, 0, 0x0A, 1, 0, 0, 0, 1, 5]))")
+    let type = try await readError("open('f.idx', 'wb').write(bytes([0, 0, 0x0A, 1, 0, 0, 0, 1, 5]))")
     #expect(type.code == .unsupportedFormat)
     #expect(type.message.contains("unknown IDX type code 0xa"))
-    let short = try readError("write_idx('f.idx', 0x0C, 'i', [3], [1, 2])")
+    let short = try await readError("write_idx('f.idx', 0x0C, 'i', [3], [1, 2])")
     #expect(short.message == "f.idx: truncated: data of shape [3] needs 12 bytes at offset 8, but only 8 remain")
-    let long = try readError("write_idx('f.idx', 0x08, 'B', [2], [1, 2, 3])")
+    let long = try await readError("write_idx('f.idx', 0x08, 'B', [2], [1, 2, 3])")
     #expect(long.message == "f.idx: 1 unexpected bytes after the data of shape [2]")
   }
 
-  @Test func reportsACorruptGzipStream() throws {
-    let error = try readError(
+  @Test func reportsACorruptGzipStream() async throws {
+    let error = try await readError(
       """
       write_idx('plain.idx', 0x08, 'B', [64], list(range(64)), True)
       data = open('plain.idx', 'rb').read()
@@ -101,9 +102,9 @@ import Testing
     #expect(error.message == "f.idx: compressed data ends before its end marker")
   }
 
-  @Test func imageAndLabelCountsMustAgree() throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  @Test func imageAndLabelCountsMustAgree() async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         IDXLoaderTests.writer + """
           write_idx('img', 0x08, 'B', [3, 2], [0] * 6)
           write_idx('lab', 0x08, 'B', [2], [0, 1])

@@ -8,9 +8,9 @@ import Testing
   static let values: [Float] = [0, 1, 2, 3, 4, 5, 250, 7, 8, 9, 10, 11]
 
   @Test(arguments: ["<f4", "<f8", "<i8", "<i4", "|u1"])
-  func readsEachSupportedDType(dtype: String) throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  func readsEachSupportedDType(dtype: String) async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         """
         import numpy as np
         a = np.array(\(NumPyLoaderTests.values.map { Int($0) }), dtype='\(dtype)').reshape(2, 3, 2)
@@ -23,9 +23,9 @@ import Testing
   }
 
   @Test(arguments: [1, 2, 3])
-  func readsEveryHeaderVersion(major: Int) throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  func readsEveryHeaderVersion(major: Int) async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         """
         import numpy as np
         a = np.arange(6, dtype=np.float32).reshape(3, 2) / 4
@@ -39,9 +39,9 @@ import Testing
     }
   }
 
-  @Test func readsScalarsAndEmptyArrays() throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  @Test func readsScalarsAndEmptyArrays() async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         """
         import numpy as np
         np.save('s.npy', np.float32(2.5))
@@ -55,9 +55,9 @@ import Testing
   }
 
   @Test(arguments: ["savez", "savez_compressed"])
-  func loadsADatasetFromAnArchive(writer: String) throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  func loadsADatasetFromAnArchive(writer: String) async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         """
         import numpy as np
         x = np.arange(40, dtype=np.float64).reshape(10, 4) / 8
@@ -73,9 +73,9 @@ import Testing
     }
   }
 
-  @Test func usesConfigurableKeysForRegressionTargets() throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  @Test func usesConfigurableKeysForRegressionTargets() async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         """
         import numpy as np
         inputs = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
@@ -99,9 +99,9 @@ import Testing
     }
   }
 
-  @Test func aMissingKeyListsTheArraysPresent() throws {
-    try withTemporaryDirectory { folder in
-      try runPython("import numpy as np; np.savez('k.npz', a=np.ones(2), b=np.ones(2))", in: folder)
+  @Test func aMissingKeyListsTheArraysPresent() async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython("import numpy as np; np.savez('k.npz', a=np.ones(2), b=np.ones(2))", in: folder)
       let error = try #require(throws: DatasetError.self) {
         try Datasets.npz(at: folder.appendingPathComponent("k.npz"), task: .regression)
       }
@@ -111,9 +111,9 @@ import Testing
     }
   }
 
-  @Test func refusesFortranOrder() throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  @Test func refusesFortranOrder() async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         "import numpy as np; np.save('f.npy', np.asfortranarray(np.ones((2, 3), dtype=np.float32)))",
         in: folder)
       let error = try #require(throws: DatasetError.self) {
@@ -126,9 +126,9 @@ import Testing
   }
 
   @Test(arguments: [">f4", "<f2", "<u2"])
-  func refusesOtherDTypesByName(dtype: String) throws {
-    try withTemporaryDirectory { folder in
-      try runPython("import numpy as np; np.save('t.npy', np.ones(3, dtype='\(dtype)'))", in: folder)
+  func refusesOtherDTypesByName(dtype: String) async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython("import numpy as np; np.save('t.npy', np.ones(3, dtype='\(dtype)'))", in: folder)
       let error = try #require(throws: DatasetError.self) {
         try NumPy.readArray(at: folder.appendingPathComponent("t.npy"))
       }
@@ -137,9 +137,9 @@ import Testing
     }
   }
 
-  @Test func reportsTruncatedAndForeignFiles() throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  @Test func reportsTruncatedAndForeignFiles() async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         """
         import numpy as np
         np.save('full.npy', np.ones((4, 4), dtype=np.float32))
@@ -164,9 +164,9 @@ import Testing
     }
   }
 
-  @Test func readsAHandWrittenHeaderWithAnExplicitByteOrderForBytes() throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  @Test func readsAHandWrittenHeaderWithAnExplicitByteOrderForBytes() async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         """
         import struct
         header = "{'descr': '<u1', 'fortran_order': False, 'shape': (3,), }"
@@ -178,9 +178,9 @@ import Testing
     }
   }
 
-  @Test func detectsACorruptedStoredEntryByItsChecksum() throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  @Test func detectsACorruptedStoredEntryByItsChecksum() async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         """
         import numpy as np, zipfile
         np.savez('s.npz', x=np.zeros(16, dtype=np.float32))
@@ -196,9 +196,9 @@ import Testing
     }
   }
 
-  @Test func detectsACorruptedCompressedEntry() throws {
-    try withTemporaryDirectory { folder in
-      try runPython(
+  @Test func detectsACorruptedCompressedEntry() async throws {
+    try await withTemporaryDirectory { folder in
+      try await runPython(
         """
         import numpy as np, zipfile
         np.savez_compressed('c.npz', x=np.arange(1000, dtype=np.float32))

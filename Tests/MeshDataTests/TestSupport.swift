@@ -10,10 +10,10 @@ func makeTemporaryDirectory() throws -> URL {
 }
 
 /// Runs `body` with a fresh temporary folder and removes the folder afterwards, even on failure.
-func withTemporaryDirectory<R>(_ body: (URL) throws -> R) throws -> R {
+func withTemporaryDirectory<R>(_ body: (URL) async throws -> R) async throws -> R {
   let folder = try makeTemporaryDirectory()
   defer { try? FileManager.default.removeItem(at: folder) }
-  return try body(folder)
+  return try await body(folder)
 }
 
 struct PythonFailure: Error, CustomStringConvertible {
@@ -32,19 +32,30 @@ func pythonExecutable() throws -> URL {
 
 /// Runs a Python script (with numpy, struct, gzip available) in `folder`, which becomes its
 /// working directory, and fails with Python's stderr if the script does not exit with status 0.
-func runPython(_ script: String, in folder: URL) throws {
-  let process = Process()
-  process.executableURL = try pythonExecutable()
-  process.arguments = ["-c", script]
-  process.currentDirectoryURL = folder
-  let errors = Pipe()
-  process.standardError = errors
-  try process.run()
-  let message = errors.fileHandleForReading.readDataToEndOfFile()
-  process.waitUntilExit()
-  guard process.terminationStatus == 0 else {
-    throw PythonFailure(
-      description: "python3 exited with \(process.terminationStatus): \(String(decoding: message, as: UTF8.self))")
+/// It is waited for on a thread of its own: a test must not hold one of Swift's few executor
+/// threads while Python runs, or other tests' tasks starve.
+func runPython(_ script: String, in folder: URL) async throws {
+  let python = try pythonExecutable()
+  try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+    Thread.detachNewThread {
+      continuation.resume(
+        with: Result {
+          let process = Process()
+          process.executableURL = python
+          process.arguments = ["-c", script]
+          process.currentDirectoryURL = folder
+          let errors = Pipe()
+          process.standardError = errors
+          try process.run()
+          let message = errors.fileHandleForReading.readDataToEndOfFile()
+          process.waitUntilExit()
+          guard process.terminationStatus == 0 else {
+            throw PythonFailure(
+              description:
+                "python3 exited with \(process.terminationStatus): \(String(decoding: message, as: UTF8.self))")
+          }
+        })
+    }
   }
 }
 

@@ -30,8 +30,8 @@ struct TextDatasetTests {
     }
   }
 
-  @Test func aTextFileIsReadGzippedOrNot() throws {
-    try withTemporaryDirectory { folder in
+  @Test func aTextFileIsReadGzippedOrNot() async throws {
+    try await withTemporaryDirectory { folder in
       let plain = folder.appendingPathComponent("notes.txt")
       try Data("to be, or not to be\n".utf8).write(to: plain)
       let dataset = try Datasets.text(at: plain, sequenceLength: 4)

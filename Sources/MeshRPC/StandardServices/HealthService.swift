@@ -10,6 +10,22 @@ public enum HealthMethods {
   >(service: service, name: "Watch")
 }
 
+extension RPCChannel {
+  /// Whether the server answers a health check within `timeout`, with any
+  /// status: a stopped process, a host that froze or one that cannot be
+  /// reached does not.
+  public func answers(within timeout: Duration) async -> Bool {
+    do {
+      _ = try await call(HealthMethods.check, .init(), options: CallOptions(timeout: timeout))
+      return true
+    } catch let error as RPCError {
+      return error.code != .deadlineExceeded && error.code != .unavailable
+    } catch {
+      return false
+    }
+  }
+}
+
 /// The standard gRPC health service of one server: what `Check` and `Watch`
 /// report for "" (the whole server) and for each service it serves, all
 /// SERVING from the start. `Check` is answered on the thread that took the

@@ -1,0 +1,116 @@
+import MeshRPC
+
+/// When a training step is taken to hang. A step runs past its deadline
+/// after `factor` times the slowest of the job's recent steps (at least
+/// `floor`; `firstSteps` before there are any). It is not failed then
+/// without a look: every member of the job (its partitions and the ps
+/// tasks) is asked to answer within `probeTimeout`. One that does not (a
+/// stopped process, a host that froze) fails the step with
+/// DEADLINE_EXCEEDED naming it. When all answer, the step is slow, not hung
+/// (a host shared with other work, a machine that swaps): it runs on and
+/// they are asked again at each further deadline, until the step has run
+/// `limit` deadlines; then it fails whatever they answer (a member that
+/// answers but computes nothing, a tensor that will not come).
+public struct StepDeadline: Sendable {
+  public var factor: Int
+  public var floor: Duration
+  public var firstSteps: Duration
+  public var probeTimeout: Duration
+  public var limit: Int
+
+  public init(
+    factor: Int = 10, floor: Duration = .seconds(10), firstSteps: Duration = .seconds(120),
+    probeTimeout: Duration = .seconds(5), limit: Int = 6
+  ) {
+    precondition(factor >= 1 && limit >= 1, "a step deadline is at least one step's time, given at least once")
+    self.factor = factor
+    self.floor = floor
+    self.firstSteps = firstSteps
+    self.probeTimeout = probeTimeout
+    self.limit = limit
+  }
+
+  /// How many recent steps the deadline looks at.
+  static let recentStepsCounted = 16
+
+  /// The deadline of the next step, after steps that took `recent`.
+  func after(_ recent: [Duration]) -> Duration {
+    guard let slowest = recent.max() else { return firstSteps }
+    return max(floor, slowest * factor)
+  }
+
+  /// A member of a job, as a probe names it.
+  struct Member: Sendable {
+    /// "stage 1 replica 0 (HOST:PORT)", "ps task 0 (HOST:PORT)".
+    let name: String
+    let channel: any RPCChannel
+  }
+
+  /// `body`, or DEADLINE_EXCEEDED once it has run past `deadline` and one
+  /// of `members` does not answer, or has run `limit` deadlines. `slow`
+  /// hears of each deadline it runs past with every member answering.
+  func run<T: Sendable>(
+    _ deadline: Duration, _ what: String, members: [Member], slow: @escaping @Sendable (Duration) -> Void,
+    _ body: @escaping @Sendable () async throws -> T
+  ) async throws -> T {
+    try await racing(body) {
+      for round in 1...limit {
+        try await Task.sleep(for: deadline)
+        let ran = deadline * round
+        let silent = await Self.silent(among: members, within: probeTimeout)
+        guard silent.isEmpty else {
+          throw RPCError(
+            .deadlineExceeded,
+            "\(what) ran past \(ran) (\(factor)× the slowest recent step, at least \(floor)) and "
+              + "\(silent.joined(separator: ", ")) did not answer within \(probeTimeout): a stopped process or a "
+              + "host that froze")
+        }
+        if round < limit { slow(ran) }
+      }
+      throw RPCError(
+        .deadlineExceeded,
+        "\(what) ran past \(deadline * limit) (\(limit) deadlines of \(factor)× the slowest recent step, at least "
+          + "\(floor)) though every partition and ps task of the job answers: one may compute nothing or wait for "
+          + "a tensor that will not come")
+    }
+  }
+
+  /// The names of `members` that do not answer within `timeout`.
+  static func silent(among members: [Member], within timeout: Duration) async -> [String] {
+    await withTaskGroup(of: String?.self) { group in
+      for member in members {
+        group.addTask { await member.channel.answers(within: timeout) ? nil : member.name }
+      }
+      return await group.reduce(into: []) { if let name = $1 { $0.append(name) } }.sorted()
+    }
+  }
+}
+
+/// `body`, or DEADLINE_EXCEEDED naming `what` once it runs past `deadline`.
+func within<T: Sendable>(
+  _ deadline: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+  try await racing(body) {
+    try await Task.sleep(for: deadline)
+    throw RPCError(.deadlineExceeded, "\(what) ran past \(deadline)")
+  }
+}
+
+/// `body`, or the error `watchdog` throws first; the other is cancelled. A
+/// watchdog that returns leaves `body` to end.
+func racing<T: Sendable>(
+  _ body: @escaping @Sendable () async throws -> T, watchdog: @escaping @Sendable () async throws -> Void
+) async throws -> T {
+  try await withThrowingTaskGroup(of: T?.self) { group in
+    group.addTask { try await body() }
+    group.addTask {
+      try await watchdog()
+      return nil
+    }
+    defer { group.cancelAll() }
+    while let result = try await group.next() {
+      if let value = result { return value }
+    }
+    throw CancellationError()
+  }
+}
