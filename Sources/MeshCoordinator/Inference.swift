@@ -14,13 +14,10 @@ enum Inference {
   /// with training steps.
   private static let nextStep = Mutex<Int64>(-1)
 
-  /// Runs `inputs` through `stages` in chunks of `chunk` rows; with
-  /// `callTimeout`, a partition that does not answer a chunk within it fails
-  /// the run with DEADLINE_EXCEEDED (a member that hangs). `trace` notes
-  /// every call (and shows this run).
+  /// Runs `inputs` through `stages` in chunks of `chunk` rows; `trace`
+  /// notes every call (and shows this run).
   static func run(
-    _ inputs: Tensor, job: String, stages: [any RPCChannel], chunk: Int, callTimeout: Duration? = nil,
-    trace: TraceRecorder? = nil
+    _ inputs: Tensor, job: String, stages: [any RPCChannel], chunk: Int, trace: TraceRecorder? = nil
   ) async throws -> Tensor {
     let step = nextStep.withLock { value in
       defer { value -= 1 }
@@ -45,17 +42,7 @@ enum Inference {
           let chunk = ranges.count == 1 ? inputs : inputs.rows(Array(ranges[index]))
           request.input.inline = Pipemesh_V1_Tensor(sharing: chunk)
           for (stage, client) in stages.enumerated() {
-            let call = { [request] in
-              do {
-                return try await client.call(
-                  PartitionMethods.infer, request, options: CallOptions(timeout: callTimeout))
-              } catch let error as RPCError where error.code == .deadlineExceeded && callTimeout != nil {
-                throw RPCError(
-                  .deadlineExceeded,
-                  "rows \(ranges[index]) on stage \(stage) (\(client.target)) ran past \(callTimeout!): "
-                    + "a partition of the job may hang (\(error.message))")
-              }
-            }
+            let call = { [request] in try await client.call(PartitionMethods.infer, request) }
             let response =
               if let trace {
                 try await trace.record(

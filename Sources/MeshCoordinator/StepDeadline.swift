@@ -1,8 +1,9 @@
 import MeshRPC
 
 /// When a training step is taken to hang. A step runs past its deadline
-/// after `factor` times the slowest of the job's recent steps (at least
-/// `floor`; `firstSteps` before there are any). It is not failed then
+/// after `factor` times the median of the job's recent steps (at least
+/// `floor`; `firstSteps` before there are any): the median, so that one
+/// slow step does not stretch the deadlines after it. It is not failed then
 /// without a look: every member of the job (its partitions and the ps
 /// tasks) is asked to answer within `probeTimeout`. One that does not (a
 /// stopped process, a host that froze) fails the step with
@@ -35,8 +36,8 @@ public struct StepDeadline: Sendable {
 
   /// The deadline of the next step, after steps that took `recent`.
   func after(_ recent: [Duration]) -> Duration {
-    guard let slowest = recent.max() else { return firstSteps }
-    return max(floor, slowest * factor)
+    guard !recent.isEmpty else { return firstSteps }
+    return max(floor, recent.sorted()[recent.count / 2] * factor)
   }
 
   /// A member of a job, as a probe names it.
@@ -53,25 +54,25 @@ public struct StepDeadline: Sendable {
     _ deadline: Duration, _ what: String, members: [Member], slow: @escaping @Sendable (Duration) -> Void,
     _ body: @escaping @Sendable () async throws -> T
   ) async throws -> T {
-    try await racing(body) {
+    let began = ContinuousClock.now
+    return try await racing(body) {
       for round in 1...limit {
-        try await Task.sleep(for: deadline)
-        let ran = deadline * round
+        try await Task.sleep(until: began + deadline * round)
         let silent = await Self.silent(among: members, within: probeTimeout)
+        // Ended meanwhile: the body's outcome decides.
+        try Task.checkCancellation()
         guard silent.isEmpty else {
           throw RPCError(
             .deadlineExceeded,
-            "\(what) ran past \(ran) (\(factor)× the slowest recent step, at least \(floor)) and "
-              + "\(silent.joined(separator: ", ")) did not answer within \(probeTimeout): a stopped process or a "
-              + "host that froze")
+            "\(what) ran past its deadline of \(deadline) and \(silent.joined(separator: ", ")) did not answer a "
+              + "health check within \(probeTimeout): a stopped process or a host that froze")
         }
-        if round < limit { slow(ran) }
+        if round < limit { slow(ContinuousClock.now - began) }
       }
       throw RPCError(
         .deadlineExceeded,
-        "\(what) ran past \(deadline * limit) (\(limit) deadlines of \(factor)× the slowest recent step, at least "
-          + "\(floor)) though every partition and ps task of the job answers: one may compute nothing or wait for "
-          + "a tensor that will not come")
+        "\(what) ran past \(limit) deadlines of \(deadline) though every partition and ps task of the job answers "
+          + "a health check: one may compute nothing or wait for a tensor that will not come")
     }
   }
 

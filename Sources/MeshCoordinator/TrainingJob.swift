@@ -573,9 +573,10 @@ final class TrainingJob: Sendable {
       }
       (epochLossSum, epochSteps) = (0, 0)
       if let validation = data.validation {
-        // Each chunk within a step's deadline: a partition that hangs is found as in a step.
+        // A step's deadline for each chunk of a step's rows: a partition that hangs is found as in a step.
         let (loss, accuracy, r2) = try await evaluate(
-          validation.inputs, validation.targets, on: placement, callTimeout: stepDeadline.after(recentSteps))
+          validation.inputs, validation.targets, at: step, on: placement, members: members,
+          chunkDeadline: stepDeadline.after(recentSteps))
         metrics.validationLoss = loss
         metrics.validationAccuracy = accuracy
         metrics.validationR2 = r2
@@ -729,7 +730,7 @@ final class TrainingJob: Sendable {
           var moving: String?
           try await runApart(
             steps: firstStep...(firstStep + Int64(lastIndex - index)), firstIndex: index, shard: shard, train: train,
-            on: placement, dataPlane: dataPlane
+            on: placement, members: members, dataPlane: dataPlane
           ) { outcomes, elapsed in
             step += 1
             index += 1
@@ -920,11 +921,10 @@ final class TrainingJob: Sendable {
   /// never one of several replicas).
   private func runApart(
     steps: ClosedRange<Int64>, firstIndex: Int, shard: @escaping @Sendable (Int, _ replica: Int) -> [Int],
-    train: (inputs: Tensor, targets: Tensor), on placement: Placement, dataPlane: [[String]],
-    stepped: ([PipelineRun.Outcome], Duration) async throws -> Bool
+    train: (inputs: Tensor, targets: Tensor), on placement: Placement, members: [StepDeadline.Member],
+    dataPlane: [[String]], stepped: ([PipelineRun.Outcome], Duration) async throws -> Bool
   ) async throws {
     let bounds = ApartSteps(last: steps.upperBound, furthestBegun: steps.lowerBound - 1)
-    let members = try probedMembers(on: placement)
     let (ran, ranSink) = AsyncThrowingStream.makeStream(
       of: (step: Int64, replica: Int, outcome: PipelineRun.Outcome?).self)
     try await withThrowingTaskGroup(of: Void.self) { group in
@@ -1050,10 +1050,12 @@ final class TrainingJob: Sendable {
     return members
   }
 
-  /// Loss and accuracy of the current variables on held-out data, through
-  /// replica 0's pipeline.
+  /// Loss and accuracy of the current variables after `step` on held-out
+  /// data, through replica 0's pipeline, each part within `chunkDeadline`
+  /// for each chunk of a step's rows in it (see `StepDeadline`).
   private func evaluate(
-    _ inputs: Tensor, _ targets: Tensor, on placement: Placement, callTimeout: Duration
+    _ inputs: Tensor, _ targets: Tensor, at step: Int64, on placement: Placement, members: [StepDeadline.Member],
+    chunkDeadline: Duration
   ) async throws -> (loss: Double, accuracy: Double, r2: Double) {
     // In parts of at most `Self.evaluatedScalars` outputs, each part's mean loss weighted by its
     // rows: a language model's held-out text gives 256 logits a byte, too many to hold at once.
@@ -1065,8 +1067,14 @@ final class TrainingJob: Sendable {
       let range = Array(start..<min(rows, start + part))
       let (partInputs, partTargets) =
         range.count == rows ? (inputs, targets) : (inputs.rows(range), targets.rows(range))
-      let outputs = try await Inference.run(
-        partInputs, job: runID, stages: placement.firstReplica, chunk: Int(request.batchSize), callTimeout: callTimeout)
+      let chunk = Int(request.batchSize)
+      let deadline = chunkDeadline * ((range.count + chunk - 1) / chunk)
+      let outputs = try await withinDeadline(
+        deadline, step: step, "the evaluation of held-out rows \(range[0])...\(range[range.count - 1])",
+        members: members
+      ) { [runID] in
+        try await Inference.run(partInputs, job: runID, stages: placement.firstReplica, chunk: chunk)
+      }
       lossSum +=
         Double(withoutGradients { model.loss(output: outputs, target: partTargets).scalar }) * Double(range.count)
       switch model.spec.loss {

@@ -96,14 +96,17 @@ public final class InProcessNetwork: RPCDialer {
     }
   }
 
-  /// Serves `services` at `endpoint`, which must be free in this network.
-  /// `observer` sees every finished call, as a gRPC server's does.
+  /// Serves `services` at `endpoint`, which must be free in this network,
+  /// and health checks of them, as a gRPC server does. `observer` sees every
+  /// finished call, as a gRPC server's does.
   @discardableResult
   public func serve(
     _ services: [any RPCService], at endpoint: String, observer: (any RPCObserver)? = nil
   ) throws -> InProcessServer {
     var router = RPCRouter()
-    for service in services { service.register(with: &router) }
+    for service in services + [HealthService(serving: services.map(\.serviceName))] {
+      service.register(with: &router)
+    }
     let server = InProcessServer(endpoint: endpoint, methods: router.methods, observer: observer, network: self)
     try servers.withLock { servers in
       guard servers[endpoint] == nil else { throw RPCError(.alreadyExists, "\(endpoint) is served already") }
@@ -246,6 +249,7 @@ public struct InProcessChannel: RPCChannel {
   public func call<Request, Response>(
     _ method: UnaryMethod<Request, Response>, _ request: Request, options: CallOptions
   ) async throws -> Response {
+    let began = ContinuousClock.now
     let call = try makeCall(request, options: options)
     network.note(.sent, path: method.path, to: target, request: call.request)
     defer { network.note(.answered, path: method.path, to: target, request: call.request) }
@@ -262,14 +266,21 @@ public struct InProcessChannel: RPCChannel {
       answer = .failure(error)
     }
     switch fault?.effect {
-    case .lose(_, let error): throw error
+    case .lose(_, let error):
+      _ = try answer.get()
+      throw error
     case .delay(let delay):
       // Held past the caller's deadline, the answer never comes.
-      if let timeout = options.timeout, timeout < delay {
-        try await Task.sleep(for: timeout)
-        throw RPCError(.deadlineExceeded, "\(method.path) was not answered within \(timeout)")
+      let deadline = options.timeout.map { began + $0 }
+      do {
+        if let deadline, deadline < .now + delay {
+          try await Task.sleep(until: deadline)
+          throw RPCError(.deadlineExceeded, "\(method.path) was not answered within \(options.timeout!)")
+        }
+        try await Task.sleep(for: delay)
+      } catch is CancellationError {
+        throw RPCError(.cancelled, "\(method.path) was cancelled")
       }
-      try await Task.sleep(for: delay)
     case nil: break
     }
     guard let bytes = try answer.get() else { throw RPCError(.internal, "\(method.path) ended without an answer") }

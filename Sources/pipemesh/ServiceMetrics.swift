@@ -208,8 +208,8 @@ final class CoordinatorMetrics: TrainingEvents, InferenceEvents {
   func ranPastDeadline(_ job: String, step: Int64, after: Duration) {
     registry.increment(
       "pipemesh_coordinator_slow_steps_total",
-      help: "Times a training step ran past its deadline and ran on, every partition and ps task of its job "
-        + "answering (a slow step, not a hung one).")
+      help: "Times a training step (of one replica, when replicas run apart) ran past its deadline and ran on, "
+        + "every partition and ps task of its job answering a health check (a slow step, not a hung one).")
   }
 
   func checkpointedAfterFailure(_ job: String, step: Int64, refusal: String?) {

@@ -30,33 +30,36 @@ func pythonExecutable() throws -> URL {
   throw PythonFailure(description: "python3 not found on PATH (\(path))")
 }
 
-/// Runs a Python script (with numpy, struct, gzip available) in `folder`, which becomes its
-/// working directory, and fails with Python's stderr if the script does not exit with status 0.
-/// It is waited for on a thread of its own: a test must not hold one of Swift's few executor
-/// threads while Python runs, or other tests' tasks starve.
-func runPython(_ script: String, in folder: URL) async throws {
-  let python = try pythonExecutable()
-  try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+/// Runs `executable` with `arguments` in `folder` to its end; returns its exit status and what it
+/// wrote to stderr. It is waited for on a thread of its own: a test must not hold one of Swift's
+/// few executor threads while a program runs, or other tests' tasks starve.
+func runProgram(_ executable: URL, _ arguments: [String], in folder: URL) async throws -> (
+  status: Int32, errors: String
+) {
+  try await withCheckedThrowingContinuation { continuation in
     Thread.detachNewThread {
       continuation.resume(
         with: Result {
           let process = Process()
-          process.executableURL = python
-          process.arguments = ["-c", script]
+          process.executableURL = executable
+          process.arguments = arguments
           process.currentDirectoryURL = folder
           let errors = Pipe()
           process.standardError = errors
           try process.run()
           let message = errors.fileHandleForReading.readDataToEndOfFile()
           process.waitUntilExit()
-          guard process.terminationStatus == 0 else {
-            throw PythonFailure(
-              description:
-                "python3 exited with \(process.terminationStatus): \(String(decoding: message, as: UTF8.self))")
-          }
+          return (process.terminationStatus, String(decoding: message, as: UTF8.self))
         })
     }
   }
+}
+
+/// Runs a Python script (with numpy, struct, gzip available) in `folder`, which becomes its
+/// working directory, and fails with Python's stderr if the script does not exit with status 0.
+func runPython(_ script: String, in folder: URL) async throws {
+  let (status, errors) = try await runProgram(try pythonExecutable(), ["-c", script], in: folder)
+  guard status == 0 else { throw PythonFailure(description: "python3 exited with \(status): \(errors)") }
 }
 
 /// Writes `text` to `name` in `folder` and returns its URL.

@@ -37,8 +37,8 @@ struct TextDatasetTests {
       let dataset = try Datasets.text(at: plain, sequenceLength: 4)
       #expect(dataset.name == "notes")
       #expect(dataset.count == 4)
-      let zipped = try run("/usr/bin/gzip", ["-k", "-n", plain.path])
-      #expect(zipped == 0)
+      let zipped = try await runProgram(URL(fileURLWithPath: "/usr/bin/gzip"), ["-k", "-n", plain.path], in: folder)
+      #expect(zipped.status == 0, "\(zipped.errors)")
       let inflated = try Datasets.text(at: folder.appendingPathComponent("notes.txt.gz"), sequenceLength: 4)
       #expect(inflated.inputs.scalars == dataset.inputs.scalars)
       #expect(inflated.labels.scalars == dataset.labels.scalars)
@@ -55,14 +55,5 @@ struct TextDatasetTests {
     let opening = String(decoding: dataset.inputs.scalars.prefix(10).map { UInt8($0) }, as: UTF8.self)
     #expect(opening == "HAMLET, PR")
     #expect(Datasets.isBundledText("shakespeare") && !Datasets.isBundledText("digits"))
-  }
-
-  private func run(_ executable: String, _ arguments: [String]) throws -> Int32 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    try process.run()
-    process.waitUntilExit()
-    return process.terminationStatus
   }
 }

@@ -66,8 +66,8 @@ import Testing
         mesh = try await mesh.restarted(coordinator: false, partitions: [partition], after: pause)
         injected.append("\(fault.rawValue) (\(partition)), back after \(pause)")
       case .stopPartition:
-        // Past the step deadline's 10 s floor, or within it.
-        let stopped = Duration.milliseconds(Int.random(in: 1000...12000, using: &draws))
+        // Past the step deadline's 10 s floor and the 5 s its health check waits, or within them.
+        let stopped = Duration.milliseconds(Int.random(in: 1000...18000, using: &draws))
         let process = mesh.partitions[partition].process
         process.signal(SIGSTOP)
         try? await Task.sleep(for: stopped)

@@ -44,7 +44,9 @@ def parser(description, rounds, epochs, checkpoint_every):
 def parse():
     p = parser(__doc__, rounds=2, epochs=30, checkpoint_every=10)
     p.add_argument("--fault-step", type=int, default=255, help="the step the fault comes at")
-    p.add_argument("--stop-seconds", type=float, default=15.0, help="past the 10 s step deadline")
+    p.add_argument(
+        "--stop-seconds", type=float, default=20.0, help="past the 10 s step deadline and its 5 s health check"
+    )
     return p.parse_args()
 
 

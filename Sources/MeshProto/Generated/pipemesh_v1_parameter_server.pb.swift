@@ -121,7 +121,8 @@ public nonisolated struct Pipemesh_V1_BoundedConsistency: Sendable {
   /// With `wait`: how long a push waits for the slowest replica before it
   /// fails with DEADLINE_EXCEEDED naming that replica and its step. A job the
   /// coordinator runs waits a day when this is 0: its step deadline (10× the
-  /// slowest recent step, at least 10 s) finds a replica that hangs first.
+  /// median recent step, at least 10 s) finds a replica that stops answering
+  /// first, and one that answers but does not push within six deadlines.
   /// Valid: 0 (60 seconds) to 86,400.
   public var waitTimeoutSeconds: Int32 = 0
 

@@ -11,17 +11,18 @@ public enum HealthMethods {
 }
 
 extension RPCChannel {
-  /// Whether the server answers a health check within `timeout`, with any
-  /// status: a stopped process, a host that froze or one that cannot be
-  /// reached does not.
+  /// Whether the server answers a health check within `timeout` (waiting
+  /// for a connection meanwhile), with any status: a stopped process, a host
+  /// that froze or one that cannot be reached does not (DEADLINE_EXCEEDED,
+  /// UNAVAILABLE).
   public func answers(within timeout: Duration) async -> Bool {
     do {
-      _ = try await call(HealthMethods.check, .init(), options: CallOptions(timeout: timeout))
+      _ = try await call(HealthMethods.check, .init(), options: CallOptions(timeout: timeout, waitForReady: true))
       return true
     } catch let error as RPCError {
       return error.code != .deadlineExceeded && error.code != .unavailable
     } catch {
-      return false
+      return true
     }
   }
 }
