@@ -84,7 +84,9 @@ final class ModelRegistry: Sendable {
         }
       }, shapes: Dictionary(uniqueKeysWithValues: declarations.map { ($0.name, $0.shape) }), admit: admit
     ) { put in
-      try await ps.pull(job: job.runID, names: held.map(\.name)) { name, element, bytes in
+      // From the tasks the run began with: one that restarted since may hold older values (ABORTED).
+      try await ps.pull(job: job.runID, names: held.map(\.name), incarnations: job.psIncarnationsAtStart) {
+        name, element, bytes in
         try bytes.withUnsafeBytes { bytes in
           guard let piece = pieces[name] else { return try put(name, element, bytes) }
           let elements = element..<(element + bytes.count / 4)

@@ -4,7 +4,7 @@ import MeshRPC
 import MeshWire
 
 /// The pool's RPCs: partitions join it and keep their lease, leave it when
-/// they stop, and any user of the coordinator reads it.
+/// they stop, and any user of the coordinator reads it (with the ps tasks).
 extension CoordinatorService {
   /// How long a joined partition stays in the pool without another
   /// JoinPool; it renews every third of it.
@@ -37,7 +37,19 @@ extension CoordinatorService {
     }
     router.unary(CoordinatorMethods.getPool) { [self] _, context in
       _ = try caller(context)
-      return .with { $0.members = pool.status }
+      let parameterServers = await try cluster.parameterServerClient().stats(within: .seconds(2))
+      return .with {
+        $0.members = pool.status
+        $0.parameterServers = parameterServers.map { task in
+          .with {
+            $0.endpoint = task.endpoint
+            switch task.stats {
+            case .success(let stats): $0.stats = stats
+            case .failure(let error): $0.error = "\(error)"
+            }
+          }
+        }
+      }
     }
   }
 

@@ -53,8 +53,10 @@ final class TrainingJob: Sendable {
   /// The partitions the job runs on, once it has left the queue.
   private let placed = Mutex<Placement?>(nil)
   /// Each ps task's incarnation when the run began: a task that restarted
-  /// since writes no checkpoint of the run.
+  /// since writes no checkpoint of the run and answers no pull of its final
+  /// weights.
   private let psIncarnations = Mutex<[String: UInt64]>([:])
+  var psIncarnationsAtStart: [String: UInt64] { psIncarnations.withLock { $0 } }
   private let data: Mutex<JobData?>
 
   /// The examples a job trains and evaluates on, dropped when it ends.
@@ -477,9 +479,12 @@ final class TrainingJob: Sendable {
   /// reason to go on elsewhere after a step and the ps tasks write
   /// checkpoints, the job checkpoints and stops there, interrupted, with a
   /// `Move`. A failure that `restarts` accepts leaves the job RESTARTING
-  /// (its caller runs it on), any other FAILED. The job runs (and counts as running: it cannot be replaced or
-  /// deleted) until `register` has recorded its model; a job whose model
-  /// cannot be registered succeeds and says why. Returns why it failed
+  /// (its caller runs it on), any other FAILED. The job runs (and counts as
+  /// running: it cannot be replaced or deleted) until `register` has
+  /// recorded its model; a job whose model cannot be registered succeeds and
+  /// says why, unless `restarts` accepts the error (a ps task that restarted
+  /// since the run began, or did not answer): then it is RESTARTING, to
+  /// register the model from its newest checkpoint. Returns why it failed
   /// (nil when it did not).
   @discardableResult
   func run(
@@ -510,7 +515,13 @@ final class TrainingJob: Sendable {
         status.withLock { $0.model = model }
         await finish(.succeeded)
       } catch let error where !(error is CancellationError) && !Task.isCancelled {
-        await finish(.succeeded, error: "its model could not be registered: \(error)")
+        // Its final weights could not be read (a ps task restarted, or did not answer): a job that
+        // may restart goes on from its newest checkpoint and registers them then.
+        guard restarts(error), let error = error as? RPCError else {
+          await finish(.succeeded, error: "its model could not be registered: \(error)")
+          return nil
+        }
+        throw RPCError(error.code, "its model could not be registered: \(error.message)")
       }
       return nil
     } catch is CancellationError {

@@ -7,8 +7,9 @@ import MeshWire
 public struct ParameterServerService: RPCService {
   public let store: ParameterStore
   public let checkpointer: Checkpointer?
-  /// Drawn when the service starts: a job's checkpoint names the one its run
-  /// began with, so a task that restarted since writes nothing.
+  /// Drawn when the service starts: a job's checkpoint and the pull of its
+  /// final weights name the one its run began with, so a task that
+  /// restarted since writes and answers nothing.
   public let incarnation = UInt64.random(in: 1...UInt64.max)
 
   public init(store: ParameterStore, checkpointer: Checkpointer?) {
@@ -32,6 +33,7 @@ public struct ParameterServerService: RPCService {
       try await store.register(request)
     }
     router.unary(ParameterServerMethods.pull) { request, _ in
+      try Self.check(request.incarnation, is: incarnation, job: request.job, doing: "answers no pull of its values")
       var response = Pipemesh_V1_PullResponse()
       response.variables = try store.job(request.job).pull(request.variables, includeSlots: request.includeSlots)
       return response
@@ -108,13 +110,8 @@ public struct ParameterServerService: RPCService {
         throw RPCError(.invalidArgument, "step is \(request.step); give 0 to 2^53")
       }
       try MeshNames.checkJob(request.job)
-      guard request.incarnation == 0 || request.incarnation == incarnation else {
-        throw RPCError(
-          .aborted,
-          "this ps task restarted since job \(request.job)'s run began (incarnation \(incarnation), not "
-            + "\(request.incarnation)): it may hold none of the job or older values, so it writes no checkpoint "
-            + "of step \(request.step); restore the job from its checkpoint before")
-      }
+      try Self.check(
+        request.incarnation, is: incarnation, job: request.job, doing: "writes no checkpoint of step \(request.step)")
       // A task that holds none of the job records that, too.
       let job = try? store.job(request.job)
       let path = try await checkpointer.write(
@@ -123,6 +120,18 @@ public struct ParameterServerService: RPCService {
         $0.path = path
         $0.updates = job?.totalVersions ?? 0
       }
+    }
+  }
+
+  /// Refuses a call that names the incarnation `given` (0: any) of a run of
+  /// `job` when this task is another: it restarted since the run began and
+  /// may hold none of the job or older values, so it `doing`.
+  private static func check(_ given: UInt64, is incarnation: UInt64, job: String, doing what: String) throws {
+    guard given == 0 || given == incarnation else {
+      throw RPCError(
+        .aborted,
+        "this ps task restarted since job \(job)'s run began (incarnation \(incarnation), not \(given)): it may "
+          + "hold none of the job or older values, so it \(what); restore the job from its checkpoint before")
     }
   }
 }

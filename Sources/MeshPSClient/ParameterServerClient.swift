@@ -322,9 +322,11 @@ public final class ParameterServerClient: Sendable {
   /// variables' layouts must be known (`register` or `expect` first;
   /// FAILED_PRECONDITION otherwise). Throws DATA_LOSS when the ps holds no
   /// value of a part, or answers one not of its float32 shape and bytes, or
-  /// twice, or not at all.
+  /// twice, or not at all. A task named in `incarnations` that restarted
+  /// since (its incarnation is another) answers ABORTED; a task not named
+  /// there is not checked.
   public func pull(
-    job: String, names: [String],
+    job: String, names: [String], incarnations: [String: UInt64] = [:],
     into receive: @escaping @Sendable (_ name: String, _ element: Int, _ bytes: Data) throws -> Void
   ) async throws {
     if let unknown = layout.withLock({ layout in names.first { layout[$0] == nil } }) {
@@ -332,7 +334,7 @@ public final class ParameterServerClient: Sendable {
     }
     let (work, wanted) = pullRequests(names: names, newerThan: [:])
     let received = Mutex(Set<String>())
-    try await sendPulls(work, job: job) { answered in
+    try await sendPulls(work, job: job, incarnations: incarnations) { answered in
       for value in answered {
         guard let (whole, part) = wanted[value.name] else {
           throw RPCError(.dataLoss, "a ps task answered a pull with \(value.name), which was not asked for")
@@ -358,10 +360,12 @@ public final class ParameterServerClient: Sendable {
     }
   }
 
-  /// Sends `work`'s Pull requests of `job` and hands each answer's values to `take`.
+  /// Sends `work`'s Pull requests of `job`, each naming its task's
+  /// incarnation in `incarnations` (when there), and hands each answer's
+  /// values to `take`.
   private func sendPulls(
     _ work: [Int: [(name: String, item: Item<Pipemesh_V1_VariableVersion>)]], job: String,
-    _ take: @escaping @Sendable ([Pipemesh_V1_VariableValue]) throws -> Void
+    incarnations: [String: UInt64] = [:], _ take: @escaping @Sendable ([Pipemesh_V1_VariableValue]) throws -> Void
   ) async throws {
     _ = try await send(work) { client, requests in
       try take(
@@ -370,6 +374,7 @@ public final class ParameterServerClient: Sendable {
           .with {
             $0.job = job
             $0.variables = requests
+            $0.incarnation = incarnations[client.target] ?? 0
           }
         ).variables)
     }
@@ -513,6 +518,31 @@ public final class ParameterServerClient: Sendable {
       let stats = try await client.call(ParameterServerMethods.stats, .init())
       return TaskState(
         endpoint: client.target, checkpointsEnabled: stats.checkpointsEnabled, incarnation: stats.incarnation)
+    }
+  }
+
+  /// Every task's Stats, in shard order, or why it did not answer within
+  /// `timeout`.
+  public func stats(within timeout: Duration) async -> [(
+    endpoint: String, stats: Result<Pipemesh_V1_StatsResponse, any Error>
+  )] {
+    await withTaskGroup(of: (Int, Result<Pipemesh_V1_StatsResponse, any Error>).self) { group in
+      for (index, task) in tasks.enumerated() {
+        group.addTask {
+          do {
+            return (
+              index,
+              .success(try await task.call(ParameterServerMethods.stats, .init(), options: .init(timeout: timeout)))
+            )
+          } catch {
+            return (index, .failure(error))
+          }
+        }
+      }
+      var answers = [(endpoint: String, stats: Result<Pipemesh_V1_StatsResponse, any Error>)](
+        tasks.map { ($0.target, .failure(CancellationError())) })
+      for await (index, answer) in group { answers[index].stats = answer }
+      return answers
     }
   }
 

@@ -134,6 +134,29 @@ import Testing
       faults.map(\.step) == [failed.stoppedAt] && faults.first?.stepsRedone == failed.stepsRedone, "\(faults)")
   }
 
+  /// The pull of a job's final weights refused, as a ps task that restarted
+  /// since the run began refuses it (ABORTED): the job restarts from its
+  /// newest checkpoint (the last step's, or four steps before it) and
+  /// registers the weights of a run never stopped.
+  @Test(arguments: [Int64(4), 5])
+  func aRefusedPullOfTheFinalWeightsRestartsTheJob(checkpointEvery: Int64) async throws {
+    let faults = try await Self.faultyRunEqualsStraightOne(checkpointEvery: checkpointEvery) { mesh in
+      mesh.network.failNextCall(
+        ParameterServerMethods.pull.path, to: mesh.parameterServers[0], losing: .request,
+        with: RPCError(.aborted, "the test refused this pull of the final weights")
+      ) { bytes in
+        // The coordinator's pull names the task's incarnation; the partitions' pulls do not.
+        guard let request = try? Pipemesh_V1_PullRequest(serializedBytes: bytes) else { return false }
+        return request.job.hasPrefix("faulty.") && request.incarnation != 0
+      }
+    }
+    #expect(faults.count == 1, "\(faults)")
+    #expect(
+      faults.first?.error.contains("its model could not be registered: the test refused this pull") == true,
+      "\(faults)")
+    #expect(faults.first?.step == 24 && faults.first?.stepsRedone == 24 % checkpointEvery, "\(faults)")
+  }
+
   /// On an in-process mesh of 2 stages whose ps writes checkpoints, trains
   /// job "straight" (3 epochs, a checkpoint every `every` steps, one
   /// restart allowed), places a fault with `fault`, and trains "faulty" the

@@ -7,6 +7,7 @@ import MeshRPC
 import MeshTensor
 import MeshTestSupport
 import MeshWire
+import Synchronization
 import Testing
 
 /// Checkpoints across real restarts and crashes.
@@ -202,6 +203,20 @@ import Testing
     }
     #expect(stale?.code == .aborted && stale?.message.contains("restarted") == true, "\(String(describing: stale))")
     #expect(!FileManager.default.fileExists(atPath: "\(directory)/jobs/behind/step-3.safetensors"))
+    // Nor does it answer the pull of the job's final weights that names the incarnation from before.
+    client.expect(variables: [("dense0/kernel", [8, 4])])
+    func pullKernel(_ incarnations: [String: UInt64]) async throws -> Int {
+      let bytes = Mutex(0)
+      try await client.pull(job: "behind", names: ["dense0/kernel"], incarnations: incarnations) { _, _, data in
+        bytes.withLock { $0 += data.count }
+      }
+      return bytes.withLock { $0 }
+    }
+    let refusedPull = await #expect(throws: RPCError.self) { _ = try await pullKernel(incarnations) }
+    #expect(
+      refusedPull?.code == .aborted && refusedPull?.message.contains("answers no pull of its values") == true,
+      "\(String(describing: refusedPull))")
+    #expect(try await pullKernel([ps.endpoint: again[0].incarnation]) == 8 * 4 * 4)
     #expect(
       try await client.checkpoint(job: "behind", step: 2, incarnations: [ps.endpoint: again[0].incarnation]).count == 1)
 

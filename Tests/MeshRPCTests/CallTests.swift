@@ -110,13 +110,23 @@ import Testing
   /// The same failure with a client that stops reading: the call still ends
   /// (CANCELLED, a second after the failure) instead of waiting for the
   /// client (as it did when the shim waited for the write without a bound).
+  /// On a loaded machine the client's transport may take the whole 16 MiB
+  /// into its buffers (its flow-control window grows with the delays it
+  /// measures): then no write was in flight when the handler failed, and the
+  /// call is made again, up to three times.
   @Test func aFailureWhileAWriteIsInFlightEndsTheCallOfAClientThatStoppedReading() async throws {
-    try await afterTheFirstResponseOfAFailingWrite { probe, iterator in
-      try await probe.waitForAnEvent()
-      #expect(probe.seen == ["big write refused"])
-      let error = await #expect(throws: RPCError.self) { while try await iterator.next() != nil {} }
-      #expect(error?.code == .cancelled, "\(String(describing: error))")
+    var outcomes: [[String]] = []
+    for _ in 1...3 {
+      try await afterTheFirstResponseOfAFailingWrite { probe, iterator in
+        try await probe.waitForAnEvent()
+        outcomes.append(probe.seen)
+        guard probe.seen == ["big write refused"] else { return }
+        let error = await #expect(throws: RPCError.self) { while try await iterator.next() != nil {} }
+        #expect(error?.code == .cancelled, "\(String(describing: error))")
+      }
+      if outcomes.last == ["big write refused"] { return }
     }
+    Issue.record("no write was in flight when the handler failed, in 3 calls: \(outcomes)")
   }
 
   /// Calls `ProbeService.failWhileWriting` with a 16 MiB response over the

@@ -79,6 +79,44 @@ import Testing
     return try #require(try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any])
   }
 
+  /// `pipemesh status` asks the ps tasks too: one that answers shows its
+  /// incarnation and checkpoints, one stopped (SIGSTOP, a frozen host) is
+  /// SILENT and says why, and answers again once continued.
+  @Test func theStatusShowsWhetherEachPsTaskAnswers() async throws {
+    let mesh = try await Mesh(psCheckpoints: true)
+    func psTasks() async throws -> [[String: Any]] {
+      let shown = try await mesh.run(["status", "--json"])
+      try #require(shown.status == 0, "\(shown.output)")
+      let pool = try #require(try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any])
+      return pool["parameterServers"] as? [[String: Any]] ?? []
+    }
+    let serving = try await psTasks()
+    #expect(serving.count == 1 && serving.first?["endpoint"] as? String == mesh.ps.endpoint, "\(serving)")
+    let stats = serving.first?["stats"] as? [String: Any] ?? [:]
+    let incarnation = (stats["incarnation"] as? NSNumber)?.uint64Value
+    #expect(
+      (stats["checkpointsEnabled"] as? NSNumber)?.boolValue == true && (incarnation ?? 0) > 0
+        && (serving.first?["error"] as? String)?.isEmpty == true, "\(serving)")
+    let text = try await mesh.run(["status"])
+    #expect(text.output.contains("ps \(mesh.ps.endpoint)\tSERVING\t0 variables"), "\(text.output)")
+
+    mesh.ps.process.signal(SIGSTOP)
+    let stopped: (json: [[String: Any]], text: String)
+    do {
+      stopped = (try await psTasks(), try await mesh.run(["status"]).output)
+      mesh.ps.process.signal(SIGCONT)
+    } catch {
+      mesh.ps.process.signal(SIGCONT)
+      throw error
+    }
+    #expect((stopped.json.first?["error"] as? String)?.contains("DEADLINE_EXCEEDED") == true, "\(stopped.json)")
+    #expect(stopped.text.contains("ps \(mesh.ps.endpoint)\tSILENT\tDEADLINE_EXCEEDED"), "\(stopped.text)")
+    let continued = try await psTasks()
+    #expect(
+      ((continued.first?["stats"] as? [String: Any])?["incarnation"] as? NSNumber)?.uint64Value == incarnation,
+      "\(continued)")
+  }
+
   @Test func partitionsThatJoinAreUsedKeepTheirLeaseAndLeave() async throws {
     var mesh = try await Mesh()
     let first = try await mesh.partition("first")

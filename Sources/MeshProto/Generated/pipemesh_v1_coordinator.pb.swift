@@ -1857,9 +1857,41 @@ public nonisolated struct Pipemesh_V1_Pool: Sendable {
 
   public var members: [Pipemesh_V1_PoolMember] = []
 
+  /// The coordinator's ps tasks, in shard order, each asked for its Stats
+  /// when the pool was read.
+  public var parameterServers: [Pipemesh_V1_ParameterServerTask] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+/// A ps task as GetPool found it.
+public nonisolated struct Pipemesh_V1_ParameterServerTask: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var endpoint: String = String()
+
+  /// Why it did not answer Stats within 2 s; empty when it did.
+  public var error: String = String()
+
+  /// What it answered (its incarnation, memory and checkpoints among them).
+  public var stats: Pipemesh_V1_StatsResponse {
+    get {_stats ?? Pipemesh_V1_StatsResponse()}
+    set {_stats = newValue}
+  }
+  /// Returns true if `stats` has been explicitly set.
+  public var hasStats: Bool {self._stats != nil}
+  /// Clears the value of `stats`. Subsequent reads from it will return its default value.
+  public mutating func clearStats() {self._stats = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _stats: Pipemesh_V1_StatsResponse? = nil
 }
 
 public nonisolated struct Pipemesh_V1_PoolMember: Sendable {
@@ -4486,7 +4518,7 @@ nonisolated extension Pipemesh_V1_GetPoolRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Pipemesh_V1_Pool: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Pool"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}members\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}members\0\u{3}parameter_servers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4495,6 +4527,7 @@ nonisolated extension Pipemesh_V1_Pool: SwiftProtobuf.Message, SwiftProtobuf._Me
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.members) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.parameterServers) }()
       default: break
       }
     }
@@ -4504,11 +4537,59 @@ nonisolated extension Pipemesh_V1_Pool: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.members.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.members, fieldNumber: 1)
     }
+    if !self.parameterServers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.parameterServers, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_Pool, rhs: Pipemesh_V1_Pool) -> Bool {
     if lhs.members != rhs.members {return false}
+    if lhs.parameterServers != rhs.parameterServers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_ParameterServerTask: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ParameterServerTask"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}error\0\u{1}stats\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._stats) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.endpoint.isEmpty {
+      try visitor.visitSingularStringField(value: self.endpoint, fieldNumber: 1)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 2)
+    }
+    try { if let v = self._stats {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_ParameterServerTask, rhs: Pipemesh_V1_ParameterServerTask) -> Bool {
+    if lhs.endpoint != rhs.endpoint {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs._stats != rhs._stats {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

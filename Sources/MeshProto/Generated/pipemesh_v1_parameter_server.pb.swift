@@ -431,6 +431,13 @@ public nonisolated struct Pipemesh_V1_PullRequest: Sendable {
   /// Valid: any.
   public var includeSlots: Bool = false
 
+  /// When not 0: the task's incarnation (StatsResponse) when the caller's run
+  /// of the job began (a coordinator reading a job's final weights). A task
+  /// that restarted since may hold older values of the job than its last
+  /// step, so it answers ABORTED.
+  /// Valid: any.
+  public var incarnation: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1570,7 +1577,7 @@ nonisolated extension Pipemesh_V1_VariableVersion: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Pipemesh_V1_PullRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PullRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}variables\0\u{3}include_slots\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}variables\0\u{3}include_slots\0\u{1}incarnation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1581,6 +1588,7 @@ nonisolated extension Pipemesh_V1_PullRequest: SwiftProtobuf.Message, SwiftProto
       case 1: try { try decoder.decodeSingularStringField(value: &self.job) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.variables) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.includeSlots) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
       default: break
       }
     }
@@ -1596,6 +1604,9 @@ nonisolated extension Pipemesh_V1_PullRequest: SwiftProtobuf.Message, SwiftProto
     if self.includeSlots != false {
       try visitor.visitSingularBoolField(value: self.includeSlots, fieldNumber: 3)
     }
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1603,6 +1614,7 @@ nonisolated extension Pipemesh_V1_PullRequest: SwiftProtobuf.Message, SwiftProto
     if lhs.job != rhs.job {return false}
     if lhs.variables != rhs.variables {return false}
     if lhs.includeSlots != rhs.includeSlots {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

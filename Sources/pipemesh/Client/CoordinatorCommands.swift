@@ -357,11 +357,12 @@ struct Plan: AsyncParsableCommand {
 
 struct Status: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Show the coordinator's pool of partitions, or a job: its state, step, loss and memory.",
+    abstract: "Show the coordinator's pool of partitions and its ps tasks, or a job: its state, step, loss and memory.",
     discussion: """
       Without --job: a line per partition of the pool — its address, FREE, BUSY (and the job), SILENT \
       (did not answer when last asked) or LEAVING, whether it joined (and its lease) or was listed, \
-      and what it admits a stage's parameters at.
+      and what it admits a stage's parameters at; then a line per ps task, asked now — SERVING with \
+      its variables, memory and newest checkpoint, or SILENT and why.
       """)
 
   @OptionGroup var client: ClientOptions
@@ -383,6 +384,24 @@ struct Status: AsyncParsableCommand {
         let budget =
           member.memoryBudgetBytes > 0 ? String(format: "\tbudget %.2f GB", Double(member.memoryBudgetBytes) / 1e9) : ""
         say("\(member.endpoint)\t\(state)\(member.job.isEmpty ? "" : " \(member.job)")\t\(origin)\(budget)")
+      }
+      for task in pool.parameterServers {
+        guard task.error.isEmpty else {
+          say("ps \(task.endpoint)\tSILENT\t\(task.error)")
+          continue
+        }
+        let stats = task.stats
+        let checkpoint =
+          !stats.checkpointsEnabled
+          ? "no checkpoints"
+          : stats.checkpointAgeSeconds < 0
+            ? "no checkpoint yet" : String(format: "checkpoint %.0f s ago", stats.checkpointAgeSeconds)
+        let memory =
+          stats.memoryBudgetBytes > 0
+          ? String(
+            format: "\tholding %.2f of %.2f GB", Double(stats.memoryInUseBytes) / 1e9,
+            Double(stats.memoryBudgetBytes) / 1e9) : ""
+        say("ps \(task.endpoint)\tSERVING\t\(stats.variables) variables\(memory)\t\(checkpoint)")
       }
     }
   }

@@ -620,10 +620,22 @@ class GetPoolRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Pool(_message.Message):
-    __slots__ = ("members",)
+    __slots__ = ("members", "parameter_servers")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_SERVERS_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[PoolMember]
-    def __init__(self, members: _Optional[_Iterable[_Union[PoolMember, _Mapping]]] = ...) -> None: ...
+    parameter_servers: _containers.RepeatedCompositeFieldContainer[ParameterServerTask]
+    def __init__(self, members: _Optional[_Iterable[_Union[PoolMember, _Mapping]]] = ..., parameter_servers: _Optional[_Iterable[_Union[ParameterServerTask, _Mapping]]] = ...) -> None: ...
+
+class ParameterServerTask(_message.Message):
+    __slots__ = ("endpoint", "error", "stats")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    error: str
+    stats: _parameter_server_pb2.StatsResponse
+    def __init__(self, endpoint: _Optional[str] = ..., error: _Optional[str] = ..., stats: _Optional[_Union[_parameter_server_pb2.StatsResponse, _Mapping]] = ...) -> None: ...
 
 class PoolMember(_message.Message):
     __slots__ = ("endpoint", "state", "job", "joined", "lease_seconds_left", "memory_budget_bytes")

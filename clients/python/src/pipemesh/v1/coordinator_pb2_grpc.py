@@ -286,7 +286,8 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPool(self, request, context):
-        """The pool: every partition, how it is, and the job it runs.
+        """The pool: every partition, how it is, and the job it runs; and the ps
+        tasks, each asked how it is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -132,14 +132,16 @@ class VariableVersion(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., kept_by_writer: _Optional[bool] = ...) -> None: ...
 
 class PullRequest(_message.Message):
-    __slots__ = ("job", "variables", "include_slots")
+    __slots__ = ("job", "variables", "include_slots", "incarnation")
     JOB_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     job: str
     variables: _containers.RepeatedCompositeFieldContainer[VariableVersion]
     include_slots: bool
-    def __init__(self, job: _Optional[str] = ..., variables: _Optional[_Iterable[_Union[VariableVersion, _Mapping]]] = ..., include_slots: _Optional[bool] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, job: _Optional[str] = ..., variables: _Optional[_Iterable[_Union[VariableVersion, _Mapping]]] = ..., include_slots: _Optional[bool] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class VariableValue(_message.Message):
     __slots__ = ("name", "version", "value", "slots")
