@@ -33,6 +33,9 @@ public final class CoordinatorService: RPCService, Sendable {
   let pool: PartitionPool
   /// Asks the pool's members how they are, every few seconds.
   private let poolWatch: Task<Void, Never>
+  /// The ps tasks as last asked, and the task that asks them every few seconds.
+  let parameterServerWatch: ParameterServerWatch
+  private let parameterServerWatching: Task<Void, Never>
   private let registry: ModelRegistry
   /// The jobs this process started: their runs, and their stages while loaded.
   private let jobs = Mutex<[String: (job: TrainingJob, task: Task<Void, Never>)]>([:])
@@ -93,6 +96,12 @@ public final class CoordinatorService: RPCService, Sendable {
     poolWatch = Task {
       await pool.watch(every: Self.poolWatchPeriod, timeout: .seconds(2)) { try? await store.removePoolMember($0) }
     }
+    let parameterServerWatch = ParameterServerWatch(endpoints: cluster.parameterServers)
+    self.parameterServerWatch = parameterServerWatch
+    let parameterServers = try cluster.parameterServerClient()
+    parameterServerWatching = Task {
+      await parameterServerWatch.watch(parameterServers, every: Self.poolWatchPeriod, timeout: .seconds(2))
+    }
     registry = ModelRegistry(store: store, cluster: cluster, pool: pool)
     let interrupted = try store.interruptRunningJobs(at: Date().timeIntervalSince1970)
     interruptedJobs = interrupted.map(\.record.job)
@@ -102,7 +111,10 @@ public final class CoordinatorService: RPCService, Sendable {
     }
   }
 
-  deinit { poolWatch.cancel() }
+  deinit {
+    poolWatch.cancel()
+    parameterServerWatching.cancel()
+  }
 
   /// How often the pool's members are asked how they are.
   static let poolWatchPeriod = Duration.seconds(5)

@@ -1,7 +1,9 @@
 import Foundation
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshWire
+import Synchronization
 
 /// The pool's RPCs: partitions join it and keep their lease, leave it when
 /// they stop, and any user of the coordinator reads it (with the ps tasks).
@@ -37,18 +39,9 @@ extension CoordinatorService {
     }
     router.unary(CoordinatorMethods.getPool) { [self] _, context in
       _ = try caller(context)
-      let parameterServers = await try cluster.parameterServerClient().stats(within: .seconds(2))
       return .with {
         $0.members = pool.status
-        $0.parameterServers = parameterServers.map { task in
-          .with {
-            $0.endpoint = task.endpoint
-            switch task.stats {
-            case .success(let stats): $0.stats = stats
-            case .failure(let error): $0.error = "\(error)"
-            }
-          }
-        }
+        $0.parameterServers = parameterServerWatch.status
       }
     }
   }
@@ -133,5 +126,44 @@ extension CoordinatorService {
   /// An address as one spelling: IPv4-mapped IPv6 as IPv4.
   private static func canonical(_ address: String) -> String? {
     address.hasPrefix("::ffff:") && address.contains(".") ? String(address.dropFirst(7)) : address
+  }
+}
+
+/// The ps tasks as the coordinator last asked them for their Stats (every
+/// few seconds), for GetPool: asked there, a task that does not answer would
+/// hold up every reader of the pool.
+final class ParameterServerWatch: Sendable {
+  private let tasks: Mutex<[Pipemesh_V1_ParameterServerTask]>
+
+  init(endpoints: [String]) {
+    tasks = Mutex(
+      endpoints.map { endpoint in
+        .with {
+          $0.endpoint = endpoint
+          $0.error = "not asked yet"
+        }
+      })
+  }
+
+  var status: [Pipemesh_V1_ParameterServerTask] { tasks.withLock { $0 } }
+
+  /// Each `period` until the task is cancelled: asks every task of `client`
+  /// for its Stats, each within `timeout`.
+  func watch(_ client: ParameterServerClient, every period: Duration, timeout: Duration) async {
+    while !Task.isCancelled {
+      let answers = await client.stats(within: timeout).map { task in
+        Pipemesh_V1_ParameterServerTask.with {
+          $0.endpoint = task.endpoint
+          switch task.stats {
+          case .success(let stats): $0.stats = stats
+          case .failure(let error):
+            $0.error = "\(error)"
+            $0.silent = (error as? RPCError).map { [.deadlineExceeded, .unavailable].contains($0.code) } ?? false
+          }
+        }
+      }
+      tasks.withLock { $0 = answers }
+      try? await Task.sleep(for: period)
+    }
   }
 }

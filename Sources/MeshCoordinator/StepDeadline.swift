@@ -48,13 +48,15 @@ public struct StepDeadline: Sendable {
   }
 
   /// `body`, or DEADLINE_EXCEEDED once it has run past `deadline` and one
-  /// of `members` does not answer, or has run `limit` deadlines. `slow`
-  /// hears of each deadline it runs past with every member answering.
+  /// of `members` does not answer, or has run `rounds` deadlines (`limit`
+  /// when nil). `slow` hears of each deadline it runs past with every
+  /// member answering.
   func run<T: Sendable>(
-    _ deadline: Duration, _ what: String, members: [Member], slow: @escaping @Sendable (Duration) -> Void,
-    _ body: @escaping @Sendable () async throws -> T
+    _ deadline: Duration, rounds: Int? = nil, _ what: String, members: [Member],
+    slow: @escaping @Sendable (Duration) -> Void, _ body: @escaping @Sendable () async throws -> T
   ) async throws -> T {
     let began = ContinuousClock.now
+    let limit = max(1, rounds ?? limit)
     return try await racing(body) {
       for round in 1...limit {
         try await Task.sleep(until: began + deadline * round)

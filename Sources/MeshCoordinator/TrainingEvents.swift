@@ -9,10 +9,10 @@ public protocol TrainingEvents: Sendable {
   func stepped(_ job: String, _ progress: Pipemesh_V1_TrainProgress, seconds: Double, replicas: Int)
   /// An epoch of `job` was evaluated on its held-out split.
   func evaluated(_ job: String, _ progress: Pipemesh_V1_TrainProgress)
-  /// A step of `job` ran `after` past its start, beyond its deadline, and
-  /// runs on: every partition and ps task of the job answered (a slow step,
-  /// not a hung one; see `StepDeadline`).
-  func ranPastDeadline(_ job: String, step: Int64, after: Duration)
+  /// `what` of `job` ("step 3", an epoch's evaluation) ran `after` past its
+  /// start, beyond its deadline, and runs on: every partition and ps task of
+  /// the job answered (slow, not hung; see `StepDeadline`).
+  func ranPastDeadline(_ job: String, _ what: String, after: Duration)
   /// After a failed step, `job`'s checkpoint at the step before was
   /// written from what the ps tasks held, or not (`refusal` says why).
   func checkpointedAfterFailure(_ job: String, step: Int64, refusal: String?)

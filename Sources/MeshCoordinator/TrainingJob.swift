@@ -509,15 +509,24 @@ final class TrainingJob: Sendable {
     do {
       guard let data = data.withLock({ $0 }) else { preconditionFailure("job \(name) ran twice") }
       try await save()
-      try await execute(data, on: placement, report: report, move: move)
+      let last = try await execute(data, on: placement, report: report, move: move)
       do {
         let model = try await register(self)
         status.withLock { $0.model = model }
+        // A resumed run that ended before a checkpoint of its own no longer needs the run it
+        // resumed, once the model holds the weights.
+        let resumedRun = checkpointRun.withLock { $0 }
+        if !resumedRun.isEmpty, resumedRun != runID {
+          _ = try? await cluster.parameterServerClient().drop(job: resumedRun)
+        }
+        report(last)
         await finish(.succeeded)
       } catch let error where !(error is CancellationError) && !Task.isCancelled {
         // Its final weights could not be read (a ps task restarted, or did not answer): a job that
-        // may restart goes on from its newest checkpoint and registers them then.
+        // may restart goes on from its newest checkpoint (from the start without one) and
+        // registers them then.
         guard restarts(error), let error = error as? RPCError else {
+          report(last)
           await finish(.succeeded, error: "its model could not be registered: \(error)")
           return nil
         }
@@ -545,10 +554,12 @@ final class TrainingJob: Sendable {
     return failure
   }
 
+  /// Runs the job's steps on `placement`; returns the last progress to
+  /// report, once its model is registered.
   private func execute(
     _ data: JobData, on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void,
     move: @Sendable () -> String?
-  ) async throws {
+  ) async throws -> Pipemesh_V1_TrainProgress {
     let psTasks = try await cluster.parameterServerClient().taskStates()
     psIncarnations.withLock { $0 = Dictionary(psTasks.map { ($0.endpoint, $0.incarnation) }) { first, _ in first } }
     // A job moves through a checkpoint, which needs every ps task's directory.
@@ -619,8 +630,9 @@ final class TrainingJob: Sendable {
       return true
     }
     var stopped = false
-    if resumedStep > 0, Int(resumedStep) % stepsPerEpoch == 0, recordedEpochs < firstEpoch - 1 {
-      try await endEpoch(firstEpoch - 1)
+    if resumedStep > 0, Int(resumedStep) % stepsPerEpoch == 0 {
+      if recordedEpochs < firstEpoch - 1 { try await endEpoch(firstEpoch - 1) }
+      // A run that stopped early there (and resumes to register its model) stops there again.
       stopped = try await stoppedEarly(after: firstEpoch - 1)
     }
     // Resumed at an epoch's end: the next epoch starts afresh.
@@ -772,7 +784,7 @@ final class TrainingJob: Sendable {
         let deadline = stepDeadline.after(recentSteps) * (schedule.kind.overlapsSteps ? 2 : 1)
         let thisIndex = index
         let begun = BegunStep(step: thisStep, flush: flush) {
-          try await self.withinDeadline(deadline, step: thisStep, "step \(thisStep)", members: members) {
+          try await self.withinDeadline(deadline, "step \(thisStep)", members: members) {
             try await self.runStep(
               thisStep, examples: { shard(thisIndex, replica: $0) }, train: train, flush: flush,
               weightsAfterStep: weightsAfterStep, on: placement, dataPlane: dataPlane)
@@ -815,10 +827,7 @@ final class TrainingJob: Sendable {
     if request.checkpoint.atEnd {
       last.checkpoints = try await checkpoint(at: step, epochLossSum: epochLossSum, epochSteps: epochSteps)
     }
-    // A resumed run that ended before a checkpoint of its own no longer needs the run it resumed.
-    let resumedRun = checkpointRun.withLock { $0 }
-    if !resumedRun.isEmpty, resumedRun != runID { _ = try? await cluster.parameterServerClient().drop(job: resumedRun) }
-    report(last)
+    return last
   }
 
   /// How long a checkpoint after a failed step may take (the ps tasks wait up
@@ -947,7 +956,7 @@ final class TrainingJob: Sendable {
               let (thisStep, examples) = (step, shard(firstIndex + Int(step - steps.lowerBound), replica))
               let deadline = self.nextStepDeadline.withLock { $0 }
               let outcome = try await self.withinDeadline(
-                deadline, step: thisStep, "step \(thisStep) of replica \(replica)", members: members
+                deadline, "step \(thisStep) of replica \(replica)", members: members
               ) {
                 try await self.runReplica(
                   thisStep, replica: replica, examples: examples, train: train, flush: thisStep == steps.upperBound,
@@ -1034,16 +1043,16 @@ final class TrainingJob: Sendable {
     func stopAtFurthestBegun() { state.withLock { $0.last = $0.furthestBegun } }
   }
 
-  /// `body`, a step's run, within `deadline` as `stepDeadline` holds it to
-  /// (asking `members` whether they answer once it runs past).
+  /// `body`, a step's run or an evaluation's, within `deadline` as
+  /// `stepDeadline` holds it to (asking `members` whether they answer once it
+  /// runs past), for `rounds` deadlines at most (the policy's limit when nil).
   private func withinDeadline<T: Sendable>(
-    _ deadline: Duration, step: Int64, _ what: String, members: [StepDeadline.Member],
+    _ deadline: Duration, rounds: Int? = nil, _ what: String, members: [StepDeadline.Member],
     _ body: @escaping @Sendable () async throws -> T
   ) async throws -> T {
     try await stepDeadline.run(
-      deadline, what, members: members,
-      slow: { [name, events] in events?.ranPastDeadline(name, step: step, after: $0) },
-      body)
+      deadline, rounds: rounds, what, members: members,
+      slow: { [name, events] in events?.ranPastDeadline(name, what, after: $0) }, body)
   }
 
   /// The members of a run on `placement` a step deadline asks about: its
@@ -1078,10 +1087,11 @@ final class TrainingJob: Sendable {
       let range = Array(start..<min(rows, start + part))
       let (partInputs, partTargets) =
         range.count == rows ? (inputs, targets) : (inputs.rows(range), targets.rows(range))
+      // Asked about every chunk's deadline, up to the policy's limit for each chunk.
       let chunk = Int(request.batchSize)
-      let deadline = chunkDeadline * ((range.count + chunk - 1) / chunk)
       let outputs = try await withinDeadline(
-        deadline, step: step, "the evaluation of held-out rows \(range[0])...\(range[range.count - 1])",
+        chunkDeadline, rounds: stepDeadline.limit * ((range.count + chunk - 1) / chunk),
+        "the evaluation of held-out rows \(range[0])...\(range[range.count - 1]) after step \(step)",
         members: members
       ) { [runID] in
         try await Inference.run(partInputs, job: runID, stages: placement.firstReplica, chunk: chunk)

@@ -205,11 +205,11 @@ final class CoordinatorMetrics: TrainingEvents, InferenceEvents {
     }
   }
 
-  func ranPastDeadline(_ job: String, step: Int64, after: Duration) {
+  func ranPastDeadline(_ job: String, _ what: String, after: Duration) {
     registry.increment(
       "pipemesh_coordinator_slow_steps_total",
-      help: "Times a training step (of one replica, when replicas run apart) ran past its deadline and ran on, "
-        + "every partition and ps task of its job answering a health check (a slow step, not a hung one).")
+      help: "Times a training step (of one replica, when replicas run apart) or an epoch's evaluation ran past its "
+        + "deadline and ran on, every partition and ps task of its job answering a health check (slow, not hung).")
   }
 
   func checkpointedAfterFailure(_ job: String, step: Int64, refusal: String?) {
@@ -277,11 +277,11 @@ struct LoggedTrainingEvents: TrainingEvents {
     next.evaluated(job, progress)
   }
 
-  func ranPastDeadline(_ job: String, step: Int64, after: Duration) {
+  func ranPastDeadline(_ job: String, _ what: String, after: Duration) {
     log.notice(
-      "job \(job): step \(step) runs \(after) past its start, beyond its deadline; every partition and ps task of the job answers, so it runs on"
+      "job \(job): \(what) runs \(after) past its start, beyond its deadline; every partition and ps task of the job answers, so it runs on"
     )
-    next.ranPastDeadline(job, step: step, after: after)
+    next.ranPastDeadline(job, what, after: after)
   }
 
   func checkpointedAfterFailure(_ job: String, step: Int64, refusal: String?) {

@@ -4,6 +4,7 @@ import MeshInProcess
 import MeshProto
 import MeshRPC
 import MeshTensor
+import MeshTestSupport
 import MeshWire
 import Testing
 
@@ -12,8 +13,10 @@ import Testing
 /// Early stopping: a job whose validation loss stops falling ends after
 /// `patience` epochs without improvement, with its weights on the ps.
 @Suite struct EarlyStoppingTests {
-  @Test func aJobStopsOnceItsValidationLossStopsFallingWithItsWeightsFlushed() async throws {
-    // Random labels: nothing to learn that generalises, so the held-out loss soon rises.
+  /// Job `job` of a model on random labels (nothing to learn that
+  /// generalises, so the held-out loss soon rises): up to 200 epochs of 6
+  /// steps, stopping after 3 epochs without improvement.
+  static func patientRequest(_ job: String) -> (request: Pipemesh_V1_TrainRequest, inputs: Tensor) {
     let count = 256
     let inputs = Tensor.randomNormal([count, 8], seed: 5)
     let labels = Tensor(
@@ -33,11 +36,15 @@ import Testing
       $0.loss.softmaxCrossEntropy = .init()
     }
     var request = Pipemesh_V1_TrainRequest.inline(
-      job: "patient", model: model, inputs: inputs, targets: labels, epochs: 200, batchSize: 32, microBatches: 2,
+      job: job, model: model, inputs: inputs, targets: labels, epochs: 200, batchSize: 32, microBatches: 2,
       schedule: .scheduleOneFOneB, learningRate: 0.3)
     request.validationFraction = 0.25
     request.earlyStopping = .with { $0.patience = 3 }
+    return (request, inputs)
+  }
 
+  @Test func aJobStopsOnceItsValidationLossStopsFallingWithItsWeightsFlushed() async throws {
+    let (request, inputs) = Self.patientRequest("patient")
     let mesh = try InProcessMesh(stages: 2)
     let outcome = await Result(catching: {
       let coordinator = mesh.coordinatorChannel()
@@ -81,6 +88,41 @@ import Testing
         ).outputs, what: "outputs")
       let largest = zip(local.scalars, answered.scalars).map { abs($0 - $1) }.max() ?? .infinity
       #expect(largest < 1e-4, "exported weights and the job's stages differ by \(largest)")
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+
+  /// A job that stopped early, checkpointed at its end, whose final pull is
+  /// refused (a ps task that restarted): it resumes at that checkpoint and
+  /// stops there again, with the epochs and weights of a run never stopped,
+  /// instead of training on to its last epoch.
+  @Test func aStoppedJobThatRestartsToRegisterItsModelStopsAgain() async throws {
+    let directory = try TemporaryDirectory(prefix: "pipemesh-early-stop-restart")
+    let mesh = try InProcessMesh(stages: 2, checkpointDirectory: directory.path)
+    let outcome = await Result(catching: {
+      func train(_ job: String) async throws -> Pipemesh_V1_Job {
+        var request = Self.patientRequest(job).request
+        request.checkpoint.atEnd = true
+        request.maxRestarts = 1
+        let coordinator = mesh.coordinatorChannel()
+        for try await _ in coordinator.stream(CoordinatorMethods.train, request) {}
+        return try await coordinator.call(CoordinatorMethods.getJob, .with { $0.job = job })
+      }
+      let straight = try await train("straight")
+      mesh.network.failNextCall(
+        ParameterServerMethods.pull.path, to: mesh.parameterServers[0], losing: .request,
+        with: RPCError(.aborted, "the test refused this pull of the final weights")
+      ) { bytes in
+        guard let request = try? Pipemesh_V1_PullRequest(serializedBytes: bytes) else { return false }
+        return request.job.hasPrefix("faulty.") && request.incarnation != 0
+      }
+      let faulty = try await train("faulty")
+      #expect(mesh.network.unfiredFaults == 0)
+      #expect(straight.stoppedEarlyEpoch > 3 && straight.stoppedEarlyEpoch < 200, "\(straight)")
+      #expect(faulty.state == .succeeded && faulty.faults.count == 1, "\(faulty)")
+      #expect(faulty.stoppedEarlyEpoch == straight.stoppedEarlyEpoch && faulty.epochs.count == straight.epochs.count)
+      try await JobCheckpointTests.expectSameRun(faulty, as: straight, on: mesh)
     })
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()

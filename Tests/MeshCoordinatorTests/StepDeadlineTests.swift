@@ -31,7 +31,7 @@ import Testing
       #expect(mesh.network.unfiredFaults == 0)
       #expect(slow.state == .succeeded && slow.faults.isEmpty, "\(slow)")
       // Asked about at least once past its deadline, everyone answering.
-      #expect(events.slowSteps.filter { $0.job == "slow" && $0.step == 1 }.count >= 2, "\(events.slowSteps)")
+      #expect(events.slowSteps.filter { $0.job == "slow" && $0.what == "step 1" }.count >= 2, "\(events.slowSteps)")
       try await JobCheckpointTests.expectSameRun(slow, as: straight, on: mesh)
     })
     await mesh.shutdown(gracePeriod: .zero)
@@ -81,11 +81,11 @@ import Testing
 
 /// The steps that ran past their deadline and ran on, as the coordinator told.
 final class RecordedEvents: TrainingEvents {
-  private let slow = Mutex<[(job: String, step: Int64)]>([])
+  private let slow = Mutex<[(job: String, what: String)]>([])
 
-  var slowSteps: [(job: String, step: Int64)] { slow.withLock { $0 } }
+  var slowSteps: [(job: String, what: String)] { slow.withLock { $0 } }
 
-  func ranPastDeadline(_ job: String, step: Int64, after: Duration) { slow.withLock { $0.append((job, step)) } }
+  func ranPastDeadline(_ job: String, _ what: String, after: Duration) { slow.withLock { $0.append((job, what)) } }
   func started(_ job: String, stages: Int, replicas: Int, partitions: [String], fromStep step: Int64) {}
   func stepped(_ job: String, _ progress: Pipemesh_V1_TrainProgress, seconds: Double, replicas: Int) {}
   func evaluated(_ job: String, _ progress: Pipemesh_V1_TrainProgress) {}

@@ -79,42 +79,51 @@ import Testing
     return try #require(try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any])
   }
 
-  /// `pipemesh status` asks the ps tasks too: one that answers shows its
-  /// incarnation and checkpoints, one stopped (SIGSTOP, a frozen host) is
-  /// SILENT and says why, and answers again once continued.
+  /// `pipemesh status` shows the ps tasks as the coordinator last asked
+  /// them: one that answers with its incarnation and checkpoints, one
+  /// stopped (SIGSTOP, a frozen host) SILENT and why, the same one answering
+  /// again once continued.
   @Test func theStatusShowsWhetherEachPsTaskAnswers() async throws {
     let mesh = try await Mesh(psCheckpoints: true)
-    func psTasks() async throws -> [[String: Any]] {
-      let shown = try await mesh.run(["status", "--json"])
-      try #require(shown.status == 0, "\(shown.output)")
-      let pool = try #require(try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any])
-      return pool["parameterServers"] as? [[String: Any]] ?? []
+    /// The ps tasks of `pipemesh status --json` once `condition` holds of the only one (polled).
+    func psTask(_ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
+      let deadline = ContinuousClock.now + .seconds(60)
+      while true {
+        let shown = try await mesh.run(["status", "--json"])
+        try #require(shown.status == 0, "\(shown.output)")
+        let pool = try #require(try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any])
+        let tasks = pool["parameterServers"] as? [[String: Any]] ?? []
+        try #require(tasks.count == 1 && tasks[0]["endpoint"] as? String == mesh.ps.endpoint, "\(tasks)")
+        if condition(tasks[0]) { return tasks[0] }
+        try #require(ContinuousClock.now < deadline, "the ps task never got there: \(tasks[0])")
+        try await Task.sleep(for: .milliseconds(200))
+      }
     }
-    let serving = try await psTasks()
-    #expect(serving.count == 1 && serving.first?["endpoint"] as? String == mesh.ps.endpoint, "\(serving)")
-    let stats = serving.first?["stats"] as? [String: Any] ?? [:]
-    let incarnation = (stats["incarnation"] as? NSNumber)?.uint64Value
+    func incarnation(_ task: [String: Any]) -> UInt64? {
+      ((task["stats"] as? [String: Any])?["incarnation"] as? NSNumber)?.uint64Value
+    }
+    let serving = try await psTask { ($0["error"] as? String)?.isEmpty == true }
+    let stats = serving["stats"] as? [String: Any] ?? [:]
     #expect(
-      (stats["checkpointsEnabled"] as? NSNumber)?.boolValue == true && (incarnation ?? 0) > 0
-        && (serving.first?["error"] as? String)?.isEmpty == true, "\(serving)")
+      (stats["checkpointsEnabled"] as? NSNumber)?.boolValue == true && (incarnation(serving) ?? 0) > 0, "\(serving)")
     let text = try await mesh.run(["status"])
     #expect(text.output.contains("ps \(mesh.ps.endpoint)\tSERVING\t0 variables"), "\(text.output)")
 
     mesh.ps.process.signal(SIGSTOP)
-    let stopped: (json: [[String: Any]], text: String)
+    let stopped: (json: [String: Any], text: String)
     do {
-      stopped = (try await psTasks(), try await mesh.run(["status"]).output)
+      stopped = (
+        try await psTask { ($0["silent"] as? NSNumber)?.boolValue == true }, try await mesh.run(["status"]).output
+      )
       mesh.ps.process.signal(SIGCONT)
     } catch {
       mesh.ps.process.signal(SIGCONT)
       throw error
     }
-    #expect((stopped.json.first?["error"] as? String)?.contains("DEADLINE_EXCEEDED") == true, "\(stopped.json)")
+    #expect((stopped.json["error"] as? String)?.contains("DEADLINE_EXCEEDED") == true, "\(stopped.json)")
     #expect(stopped.text.contains("ps \(mesh.ps.endpoint)\tSILENT\tDEADLINE_EXCEEDED"), "\(stopped.text)")
-    let continued = try await psTasks()
-    #expect(
-      ((continued.first?["stats"] as? [String: Any])?["incarnation"] as? NSNumber)?.uint64Value == incarnation,
-      "\(continued)")
+    let continued = try await psTask { ($0["error"] as? String)?.isEmpty == true }
+    #expect(incarnation(continued) == incarnation(serving), "\(continued)")
   }
 
   @Test func partitionsThatJoinAreUsedKeepTheirLeaseAndLeave() async throws {

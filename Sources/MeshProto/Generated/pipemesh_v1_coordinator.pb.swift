@@ -1857,8 +1857,8 @@ public nonisolated struct Pipemesh_V1_Pool: Sendable {
 
   public var members: [Pipemesh_V1_PoolMember] = []
 
-  /// The coordinator's ps tasks, in shard order, each asked for its Stats
-  /// when the pool was read.
+  /// The coordinator's ps tasks, in shard order, as it last asked each for
+  /// its Stats (every 5 s).
   public var parameterServers: [Pipemesh_V1_ParameterServerTask] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1866,7 +1866,7 @@ public nonisolated struct Pipemesh_V1_Pool: Sendable {
   public init() {}
 }
 
-/// A ps task as GetPool found it.
+/// A ps task as the coordinator last found it.
 public nonisolated struct Pipemesh_V1_ParameterServerTask: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1874,7 +1874,11 @@ public nonisolated struct Pipemesh_V1_ParameterServerTask: Sendable {
 
   public var endpoint: String = String()
 
-  /// Why it did not answer Stats within 2 s; empty when it did.
+  /// It did not answer Stats within 2 s (stopped, frozen or unreachable).
+  public var silent: Bool = false
+
+  /// Why it did not answer, or the error it answered with; empty when it
+  /// answered its Stats.
   public var error: String = String()
 
   /// What it answered (its incarnation, memory and checkpoints among them).
@@ -4553,7 +4557,7 @@ nonisolated extension Pipemesh_V1_Pool: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Pipemesh_V1_ParameterServerTask: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ParameterServerTask"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}error\0\u{1}stats\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}error\0\u{1}stats\0\u{1}silent\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4564,6 +4568,7 @@ nonisolated extension Pipemesh_V1_ParameterServerTask: SwiftProtobuf.Message, Sw
       case 1: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._stats) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.silent) }()
       default: break
       }
     }
@@ -4583,11 +4588,15 @@ nonisolated extension Pipemesh_V1_ParameterServerTask: SwiftProtobuf.Message, Sw
     try { if let v = self._stats {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if self.silent != false {
+      try visitor.visitSingularBoolField(value: self.silent, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_ParameterServerTask, rhs: Pipemesh_V1_ParameterServerTask) -> Bool {
     if lhs.endpoint != rhs.endpoint {return false}
+    if lhs.silent != rhs.silent {return false}
     if lhs.error != rhs.error {return false}
     if lhs._stats != rhs._stats {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

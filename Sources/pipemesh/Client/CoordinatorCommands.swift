@@ -361,8 +361,9 @@ struct Status: AsyncParsableCommand {
     discussion: """
       Without --job: a line per partition of the pool — its address, FREE, BUSY (and the job), SILENT \
       (did not answer when last asked) or LEAVING, whether it joined (and its lease) or was listed, \
-      and what it admits a stage's parameters at; then a line per ps task, asked now — SERVING with \
-      its variables, memory and newest checkpoint, or SILENT and why.
+      and what it admits a stage's parameters at; then a line per ps task as last asked — SERVING with \
+      its variables, memory and newest checkpoint, SILENT (did not answer when last asked, every 5 s) \
+      and why, or FAILING and the error it answered with.
       """)
 
   @OptionGroup var client: ClientOptions
@@ -387,7 +388,7 @@ struct Status: AsyncParsableCommand {
       }
       for task in pool.parameterServers {
         guard task.error.isEmpty else {
-          say("ps \(task.endpoint)\tSILENT\t\(task.error)")
+          say("ps \(task.endpoint)\t\(task.silent ? "SILENT" : "FAILING")\t\(task.error)")
           continue
         }
         let stats = task.stats

@@ -319,7 +319,8 @@ class Client:
         return self._call("UploadModel", messages(), timeout=None)
 
     def pool(self) -> pb.Pool:
-        """The coordinator's partitions: each one's address, state and job."""
+        """The coordinator's partitions (each one's address, state and job) and its ps tasks
+        (each one's Stats, or whether it was silent when last asked)."""
         return self._call("GetPool", pb.GetPoolRequest())
 
 

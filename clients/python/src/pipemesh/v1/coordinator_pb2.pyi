@@ -628,14 +628,16 @@ class Pool(_message.Message):
     def __init__(self, members: _Optional[_Iterable[_Union[PoolMember, _Mapping]]] = ..., parameter_servers: _Optional[_Iterable[_Union[ParameterServerTask, _Mapping]]] = ...) -> None: ...
 
 class ParameterServerTask(_message.Message):
-    __slots__ = ("endpoint", "error", "stats")
+    __slots__ = ("endpoint", "silent", "error", "stats")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SILENT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
+    silent: bool
     error: str
     stats: _parameter_server_pb2.StatsResponse
-    def __init__(self, endpoint: _Optional[str] = ..., error: _Optional[str] = ..., stats: _Optional[_Union[_parameter_server_pb2.StatsResponse, _Mapping]] = ...) -> None: ...
+    def __init__(self, endpoint: _Optional[str] = ..., silent: _Optional[bool] = ..., error: _Optional[str] = ..., stats: _Optional[_Union[_parameter_server_pb2.StatsResponse, _Mapping]] = ...) -> None: ...
 
 class PoolMember(_message.Message):
     __slots__ = ("endpoint", "state", "job", "joined", "lease_seconds_left", "memory_budget_bytes")

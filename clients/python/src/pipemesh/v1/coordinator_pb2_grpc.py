@@ -287,7 +287,7 @@ class CoordinatorServicer:
 
     def GetPool(self, request, context):
         """The pool: every partition, how it is, and the job it runs; and the ps
-        tasks, each asked how it is.
+        tasks, as the coordinator last asked them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
