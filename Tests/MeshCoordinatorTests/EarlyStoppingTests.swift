@@ -110,13 +110,7 @@ import Testing
         return try await coordinator.call(CoordinatorMethods.getJob, .with { $0.job = job })
       }
       let straight = try await train("straight")
-      mesh.network.failNextCall(
-        ParameterServerMethods.pull.path, to: mesh.parameterServers[0], losing: .request,
-        with: RPCError(.aborted, "the test refused this pull of the final weights")
-      ) { bytes in
-        guard let request = try? Pipemesh_V1_PullRequest(serializedBytes: bytes) else { return false }
-        return request.job.hasPrefix("faulty.") && request.incarnation != 0
-      }
+      JobCheckpointTests.refuseTheFinalPull(of: "faulty", on: mesh)
       let faulty = try await train("faulty")
       #expect(mesh.network.unfiredFaults == 0)
       #expect(straight.stoppedEarlyEpoch > 3 && straight.stoppedEarlyEpoch < 200, "\(straight)")

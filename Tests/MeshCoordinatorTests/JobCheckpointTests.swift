@@ -140,21 +140,27 @@ import Testing
   /// registers the weights of a run never stopped.
   @Test(arguments: [Int64(4), 5])
   func aRefusedPullOfTheFinalWeightsRestartsTheJob(checkpointEvery: Int64) async throws {
-    let faults = try await Self.faultyRunEqualsStraightOne(checkpointEvery: checkpointEvery) { mesh in
-      mesh.network.failNextCall(
-        ParameterServerMethods.pull.path, to: mesh.parameterServers[0], losing: .request,
-        with: RPCError(.aborted, "the test refused this pull of the final weights")
-      ) { bytes in
-        // The coordinator's pull names the task's incarnation; the partitions' pulls do not.
-        guard let request = try? Pipemesh_V1_PullRequest(serializedBytes: bytes) else { return false }
-        return request.job.hasPrefix("faulty.") && request.incarnation != 0
-      }
+    let faults = try await Self.faultyRunEqualsStraightOne(checkpointEvery: checkpointEvery) {
+      Self.refuseTheFinalPull(of: "faulty", on: $0)
     }
     #expect(faults.count == 1, "\(faults)")
     #expect(
       faults.first?.error.contains("its model could not be registered: the test refused this pull") == true,
       "\(faults)")
     #expect(faults.first?.step == 24 && faults.first?.stepsRedone == 24 % checkpointEvery, "\(faults)")
+  }
+
+  /// Refuses the coordinator's next pull of `job`'s final weights with
+  /// ABORTED, as a ps task that restarted since the run began does.
+  static func refuseTheFinalPull(of job: String, on mesh: InProcessMesh) {
+    mesh.network.failNextCall(
+      ParameterServerMethods.pull.path, to: mesh.parameterServers[0], losing: .request,
+      with: RPCError(.aborted, "the test refused this pull of the final weights")
+    ) { bytes in
+      // The coordinator's pull names the task's incarnation; the partitions' pulls do not.
+      guard let request = try? Pipemesh_V1_PullRequest(serializedBytes: bytes) else { return false }
+      return request.job.hasPrefix("\(job).") && request.incarnation != 0
+    }
   }
 
   /// On an in-process mesh of 2 stages whose ps writes checkpoints, trains
