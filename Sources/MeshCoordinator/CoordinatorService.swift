@@ -93,17 +93,18 @@ public final class CoordinatorService: RPCService, Sendable {
     for endpoint in try store.poolMembers() {
       pool.join(.init(endpoint: endpoint, client: try cluster.dialer.channel(to: endpoint)), lease: Self.memberLease)
     }
+    let parameterServers = try cluster.parameterServerClient()
+    let interrupted = try store.interruptRunningJobs(at: Date().timeIntervalSince1970)
+    // Nothing throws from here: the tasks started below end only with this service.
     poolWatch = Task {
       await pool.watch(every: Self.poolWatchPeriod, timeout: .seconds(2)) { try? await store.removePoolMember($0) }
     }
     let parameterServerWatch = ParameterServerWatch(endpoints: cluster.parameterServers)
     self.parameterServerWatch = parameterServerWatch
-    let parameterServers = try cluster.parameterServerClient()
     parameterServerWatching = Task {
       await parameterServerWatch.watch(parameterServers, every: Self.poolWatchPeriod, timeout: .seconds(2))
     }
     registry = ModelRegistry(store: store, cluster: cluster, pool: pool)
-    let interrupted = try store.interruptRunningJobs(at: Date().timeIntervalSince1970)
     interruptedJobs = interrupted.map(\.record.job)
     // Their stages may still be loaded on partitions that outlived the coordinator.
     interruptedCleanup = Task {

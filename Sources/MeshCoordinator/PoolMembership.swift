@@ -135,14 +135,9 @@ extension CoordinatorService {
 final class ParameterServerWatch: Sendable {
   private let tasks: Mutex<[Pipemesh_V1_ParameterServerTask]>
 
+  /// Tasks not asked yet: neither an error nor stats.
   init(endpoints: [String]) {
-    tasks = Mutex(
-      endpoints.map { endpoint in
-        .with {
-          $0.endpoint = endpoint
-          $0.error = "not asked yet"
-        }
-      })
+    tasks = Mutex(endpoints.map { endpoint in .with { $0.endpoint = endpoint } })
   }
 
   var status: [Pipemesh_V1_ParameterServerTask] { tasks.withLock { $0 } }

@@ -513,14 +513,16 @@ final class TrainingJob: Sendable {
       do {
         let model = try await register(self)
         status.withLock { $0.model = model }
-        // A resumed run that ended before a checkpoint of its own no longer needs the run it
-        // resumed, once the model holds the weights.
-        let resumedRun = checkpointRun.withLock { $0 }
-        if !resumedRun.isEmpty, resumedRun != runID {
-          _ = try? await cluster.parameterServerClient().drop(job: resumedRun)
-        }
         report(last)
         await finish(.succeeded)
+        // A resumed run that ended before a checkpoint of its own no longer needs the run it
+        // resumed, once the model holds the weights and the success is saved (a coordinator
+        // killed before that resumes from it). Not cancelled with this task.
+        let resumedRun = checkpointRun.withLock { $0 }
+        if !resumedRun.isEmpty, resumedRun != runID {
+          let cluster = cluster
+          _ = await Task { try await cluster.parameterServerClient().drop(job: resumedRun) }.result
+        }
       } catch let error where !(error is CancellationError) && !Task.isCancelled {
         // Its final weights could not be read (a ps task restarted, or did not answer): a job that
         // may restart goes on from its newest checkpoint (from the start without one) and
@@ -1047,11 +1049,11 @@ final class TrainingJob: Sendable {
   /// `stepDeadline` holds it to (asking `members` whether they answer once it
   /// runs past), for `rounds` deadlines at most (the policy's limit when nil).
   private func withinDeadline<T: Sendable>(
-    _ deadline: Duration, rounds: Int? = nil, _ what: String, members: [StepDeadline.Member],
+    _ deadline: Duration, rounds: Int? = nil, expected: Int = 0, _ what: String, members: [StepDeadline.Member],
     _ body: @escaping @Sendable () async throws -> T
   ) async throws -> T {
     try await stepDeadline.run(
-      deadline, rounds: rounds, what, members: members,
+      deadline, rounds: rounds, expected: expected, what, members: members,
       slow: { [name, events] in events?.ranPastDeadline(name, what, after: $0) }, body)
   }
 
@@ -1087,10 +1089,11 @@ final class TrainingJob: Sendable {
       let range = Array(start..<min(rows, start + part))
       let (partInputs, partTargets) =
         range.count == rows ? (inputs, targets) : (inputs.rows(range), targets.rows(range))
-      // Asked about every chunk's deadline, up to the policy's limit for each chunk.
+      // Asked about every chunk's deadline, up to the policy's limit for each chunk; slow past all of them.
       let chunk = Int(request.batchSize)
+      let chunks = (range.count + chunk - 1) / chunk
       let outputs = try await withinDeadline(
-        chunkDeadline, rounds: stepDeadline.limit * ((range.count + chunk - 1) / chunk),
+        chunkDeadline, rounds: stepDeadline.limit * chunks, expected: chunks,
         "the evaluation of held-out rows \(range[0])...\(range[range.count - 1]) after step \(step)",
         members: members
       ) { [runID] in

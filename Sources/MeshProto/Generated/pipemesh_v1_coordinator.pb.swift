@@ -1858,7 +1858,8 @@ public nonisolated struct Pipemesh_V1_Pool: Sendable {
   public var members: [Pipemesh_V1_PoolMember] = []
 
   /// The coordinator's ps tasks, in shard order, as it last asked each for
-  /// its Stats (every 5 s).
+  /// its Stats (5 s after the round before ended); neither `error` nor
+  /// `stats` before the first round.
   public var parameterServers: [Pipemesh_V1_ParameterServerTask] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

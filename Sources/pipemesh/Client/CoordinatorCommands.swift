@@ -391,6 +391,10 @@ struct Status: AsyncParsableCommand {
           say("ps \(task.endpoint)\t\(task.silent ? "SILENT" : "FAILING")\t\(task.error)")
           continue
         }
+        guard task.hasStats else {
+          say("ps \(task.endpoint)\tNOT ASKED YET\t(the coordinator has just started)")
+          continue
+        }
         let stats = task.stats
         let checkpoint =
           !stats.checkpointsEnabled
