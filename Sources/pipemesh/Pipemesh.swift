@@ -25,6 +25,7 @@ struct Pipemesh: AsyncParsableCommand {
 
   static func main() async {
     BLAS.takeTheCPUsKernels()
+    Subnormals.flushToZero()
     await main(nil)
   }
 }
