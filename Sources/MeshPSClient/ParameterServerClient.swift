@@ -39,6 +39,10 @@ public final class ParameterServerClient: Sendable {
   public struct Pulled: Sendable {
     public let value: Tensor?
     public let version: Int64
+    /// The optimizer's slots beside the value, by slot name, when asked for
+    /// them (`pull(…withSlots:)`) and all of the variable's parts are at one
+    /// version; nil otherwise.
+    public let slots: [String: Tensor]?
   }
 
   /// A variable as registered: its version, and whether its writer keeps its
@@ -300,16 +304,19 @@ public final class ParameterServerClient: Sendable {
   }
 
   /// Pulls variables; `newerThan` leaves out values not newer than a version.
-  /// A partitioned variable is always read whole and assembled in place.
-  public func pull(job: String, names: [String], newerThan: [String: Int64] = [:]) async throws -> [String: Pulled] {
+  /// A partitioned variable is always read whole and assembled in place, its
+  /// slots too when `withSlots` asks for them.
+  public func pull(
+    job: String, names: [String], newerThan: [String: Int64] = [:], withSlots: Bool = false
+  ) async throws -> [String: Pulled] {
     let (work, wanted) = pullRequests(names: names, newerThan: newerThan)
-    let assembled = Mutex(Assembly())
+    let assembled = Mutex(Assembly(withSlots: withSlots))
     // Made inside the lock, so that no other reference makes the first part's write copy them.
     for name in names {
       guard let layout = layout.withLock({ $0[name] }), layout.parts.count > 1 else { continue }
       assembled.withLock { $0.values[name] = .zeros(layout.shape) }
     }
-    try await sendPulls(work, job: job) { answered in
+    try await sendPulls(work, job: job, includeSlots: withSlots) { answered in
       try assembled.withLock { try $0.add(answered, wanted: wanted) }
     }
     return try assembled.withLock { try $0.pulled(names, parts: { self.parts(of: $0) }) }
@@ -365,7 +372,8 @@ public final class ParameterServerClient: Sendable {
   /// values to `take`.
   private func sendPulls(
     _ work: [Int: [(name: String, item: Item<Pipemesh_V1_VariableVersion>)]], job: String,
-    incarnations: [String: UInt64] = [:], _ take: @escaping @Sendable ([Pipemesh_V1_VariableValue]) throws -> Void
+    incarnations: [String: UInt64] = [:], includeSlots: Bool = false,
+    _ take: @escaping @Sendable ([Pipemesh_V1_VariableValue]) throws -> Void
   ) async throws {
     _ = try await send(work) { client, requests in
       try take(
@@ -374,6 +382,7 @@ public final class ParameterServerClient: Sendable {
           .with {
             $0.job = job
             $0.variables = requests
+            $0.includeSlots = includeSlots
             $0.incarnation = incarnations[client.target] ?? 0
           }
         ).variables)
@@ -408,7 +417,9 @@ public final class ParameterServerClient: Sendable {
   /// Pulled parts put together: whole values of partitioned variables filled
   /// in as their parts arrive, and every part's version.
   private struct Assembly: Sendable {
+    let withSlots: Bool
     var values: [String: Tensor] = [:]
+    var slots: [String: [String: Tensor]] = [:]
     var versions: [String: Int64] = [:]
     var missingValue: Set<String> = []
 
@@ -426,16 +437,38 @@ public final class ParameterServerClient: Sendable {
         }
         guard part.name != whole else {
           values[whole] = try Tensor(wire: value.value, what: "pulled \(value.name)")
+          if withSlots {
+            slots[whole] = try Dictionary(
+              uniqueKeysWithValues: value.slots.map {
+                ($0.name, try Tensor(wire: $0.tensor, what: "pulled slot \($0.name)"))
+              })
+          }
           continue
         }
-        guard values[whole] != nil, value.value.shape == part.shape.map({ Int64($0) }) else {
-          throw RPCError(.dataLoss, "a ps task answered \(value.name) with shape \(value.value.shape)")
+        guard let shape = values[whole]?.shape else {
+          throw RPCError(.dataLoss, "a ps task answered \(value.name), a part of \(whole), which was not asked for")
         }
-        do {
-          try values[whole]!.overwrite(fromElement: part.elements.lowerBound, littleEndianBytes: value.value.data)
-        } catch {
-          throw RPCError(.dataLoss, "a ps task answered \(value.name) with \(value.value.data.count) bytes")
+        try Self.overwrite(&values[whole]!, with: value.value, at: part, what: value.name)
+        guard withSlots else { continue }
+        for slot in value.slots {
+          try Self.overwrite(
+            &slots[whole, default: [:]][slot.name, default: .zeros(shape)], with: slot.tensor, at: part,
+            what: "slot \(slot.name) of \(value.name)")
         }
+      }
+    }
+
+    /// Writes a part's answered values into the whole they are part of.
+    private static func overwrite(
+      _ whole: inout Tensor, with answered: Pipemesh_V1_Tensor, at part: VariablePart, what: String
+    ) throws {
+      guard answered.shape == part.shape.map({ Int64($0) }) else {
+        throw RPCError(.dataLoss, "a ps task answered \(what) with shape \(answered.shape)")
+      }
+      do {
+        try whole.overwrite(fromElement: part.elements.lowerBound, littleEndianBytes: answered.data)
+      } catch {
+        throw RPCError(.dataLoss, "a ps task answered \(what) with \(answered.data.count) bytes")
       }
     }
 
@@ -450,7 +483,8 @@ public final class ParameterServerClient: Sendable {
           return version
         }
         pulled[name] = Pulled(
-          value: missingValue.contains(name) ? nil : values[name], version: partVersions.min() ?? 0)
+          value: missingValue.contains(name) ? nil : values[name], version: partVersions.min() ?? 0,
+          slots: withSlots && Set(partVersions).count <= 1 ? slots[name, default: [:]] : nil)
       }
       return pulled
     }

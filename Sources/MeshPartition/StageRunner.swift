@@ -142,13 +142,16 @@ actor StageRunner {
   /// Registers the stage's variables with the ps and pulls their values.
   ///
   /// Under sync consistency with one replica, when none of the stage's
-  /// variables is shared with another stage and the variables are fresh (version 0, so no optimizer slots exist
-  /// yet), the ps would apply exactly the stage's own gradients with the same
-  /// rule: the stage then applies them itself. When, moreover, no ps task
-  /// writes checkpoints (which would need the values every step), the stage
-  /// keeps the master copy: it draws the initial values itself, the ps holds
-  /// none, and a flushing commit (before a checkpoint, at the end of the
-  /// job) assigns them. Otherwise it pushes its gradients in the background.
+  /// variables is shared with another stage, the ps would apply exactly the
+  /// stage's own gradients with the same rule: the stage then applies them
+  /// itself, from the values and optimizer slots it pulls (a run resumed from
+  /// a checkpoint goes on as fast as a fresh one), and pushes its gradients in
+  /// the background. When, moreover, the variables are fresh (version 0) and
+  /// no ps task writes checkpoints (which would need the values every step),
+  /// the stage keeps the master copy: it draws the initial values itself, the
+  /// ps holds none, and a flushing commit (before a checkpoint, at the end of
+  /// the job) assigns them. Otherwise it pushes its gradients and pulls the
+  /// values back each step.
   func start(consistency: Pipemesh_V1_Consistency, optimizer spec: Pipemesh_V1_OptimizerSpec) async throws {
     let shared = Set(model.layers.flatMap(\.sharedVariables).map(\.name))
     let rule = try JobConsistency(consistency)
@@ -167,7 +170,13 @@ actor StageRunner {
       versions[definition.name] = 0
     }
     let pulled = definitions.map(\.name).filter { !kept.contains($0) }
-    try await refresh(pulled)
+    // The slots of every pulled variable when the stage applies its own updates.
+    var pulledSlots: [String: [String: Tensor]]?
+    if soleWriter, kept.isEmpty {
+      pulledSlots = try await pullWithSlots(pulled)
+    } else {
+      try await refresh(pulled)
+    }
     // A run resumed from a checkpoint finds its variables there, all updated alike; one
     // drawn afresh beside them was not in the checkpoint (taken before a layer was cut
     // otherwise) and would train on from its initial values.
@@ -179,8 +188,8 @@ actor StageRunner {
           + "\(fresh.prefix(3).joined(separator: ", ")) new: the checkpoint it resumes holds other variables "
           + "(its layers were cut at other places); start the job under a new name")
     }
-    if soleWriter, versions.values.allSatisfy({ $0 == 0 }) {
-      localUpdates = LocalUpdates(optimizer: try makeOptimizer(spec), kept: kept)
+    if soleWriter, let slots = pulledSlots ?? (versions.values.allSatisfy { $0 == 0 } ? [:] : nil) {
+      localUpdates = LocalUpdates(optimizer: try makeOptimizer(spec), kept: kept, slots: slots)
     } else if !kept.isEmpty {
       throw RPCError(
         .failedPrecondition,
@@ -208,6 +217,25 @@ actor StageRunner {
       versions[name] = value.version
       if let tensor = value.value { variables[name] = tensor }
     }
+  }
+
+  /// Pulls the values of `names` with their optimizer slots, for a stage
+  /// that applies its own updates: nil when a variable's parts are at
+  /// different versions (a ps task restarted behind the others).
+  private func pullWithSlots(_ names: [String]) async throws -> [String: [String: Tensor]]? {
+    guard !names.isEmpty else { return [:] }
+    let (ps, job) = (ps, job)
+    let pulled = try await Self.psRetry.run(server: "the ps") {
+      try await ps.pull(job: job, names: names, withSlots: true)
+    }
+    var slots: [String: [String: Tensor]]? = [:]
+    for (name, value) in pulled {
+      versions[name] = value.version
+      if let tensor = value.value { variables[name] = tensor }
+      slots?[name] = value.slots
+      if value.slots == nil { slots = nil }
+    }
+    return slots
   }
 
   // MARK: - Forward

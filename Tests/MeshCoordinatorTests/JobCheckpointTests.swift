@@ -150,6 +150,36 @@ import Testing
     #expect(faults.first?.step == 24 && faults.first?.stepsRedone == 24 % checkpointEvery, "\(faults)")
   }
 
+  /// A run resumed from a checkpoint trains as fast as a fresh one: each
+  /// stage pulls its variables with their Adam slots once, as it loads,
+  /// then applies its own updates and only pushes them to the ps (no pull
+  /// each step); the job ends with the weights of a run never stopped.
+  @Test func aResumedRunsStagesApplyTheirOwnAdamUpdates() async throws {
+    var network: InProcessNetwork?
+    let faults = try await Self.faultyRunEqualsStraightOne(
+      checkpointEvery: 5, configure: { $0.optimizer.adam = .init() }
+    ) { mesh in
+      network = mesh.network
+      mesh.network.failNextCall(
+        PartitionMethods.forward.path, to: mesh.partitions[1][0], losing: .request,
+        with: RPCError(.aborted, "the test failed this forward")
+      ) { bytes in
+        guard let request = try? Pipemesh_V1_ForwardRequest(serializedBytes: bytes) else { return false }
+        return request.key.job.hasPrefix("faulty.") && request.key.step == 14
+      }
+      mesh.network.logUnaryCalls()
+    }
+    #expect(faults.map(\.step) == [13], "\(faults)")
+    // The stages' pulls (the coordinator's name the ps's incarnation): one each as the job
+    // starts and one each as it resumes, with the slots.
+    let stagePulls = try (network?.loggedCalls ?? []).filter {
+      $0.kind == .sent && $0.path == ParameterServerMethods.pull.path
+    }
+    .map { try Pipemesh_V1_PullRequest(serializedBytes: $0.request) }
+    .filter { $0.job.hasPrefix("faulty.") && $0.incarnation == 0 }
+    #expect(stagePulls.count == 4 && stagePulls.allSatisfy(\.includeSlots), "\(stagePulls)")
+  }
+
   /// Refuses the coordinator's next pull of `job`'s final weights with
   /// ABORTED, as a ps task that restarted since the run began does.
   static func refuseTheFinalPull(of job: String, on mesh: InProcessMesh) {
@@ -165,11 +195,13 @@ import Testing
 
   /// On an in-process mesh of 2 stages whose ps writes checkpoints, trains
   /// job "straight" (3 epochs, a checkpoint every `every` steps, one
-  /// restart allowed), places a fault with `fault`, and trains "faulty" the
-  /// same way; expects the fault to have fired and "faulty" to have
-  /// succeeded as "straight" did (`expectSameRun`). Returns its faults.
+  /// restart allowed, and `configure`'s options), places a fault with
+  /// `fault`, and trains "faulty" the same way; expects the fault to have
+  /// fired and "faulty" to have succeeded as "straight" did
+  /// (`expectSameRun`). Returns its faults.
   static func faultyRunEqualsStraightOne(
-    checkpointEvery every: Int64, _ fault: (InProcessMesh) -> Void
+    checkpointEvery every: Int64, configure: (inout Pipemesh_V1_TrainRequest) -> Void = { _ in },
+    _ fault: (InProcessMesh) -> Void
   ) async throws -> [Pipemesh_V1_JobFault] {
     let directory = try TemporaryDirectory(prefix: "pipemesh-faulty-run")
     let mesh = try InProcessMesh(stages: 2, checkpointDirectory: directory.path)
@@ -178,6 +210,7 @@ import Testing
         try await Self.trainToEnd(job, epochs: 3, on: mesh) {
           $0.checkpoint.everySteps = every
           $0.maxRestarts = 1
+          configure(&$0)
         }
       }
       let straight = try await train("straight")

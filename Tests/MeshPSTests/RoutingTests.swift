@@ -79,6 +79,49 @@ import Testing
       "\(String(describing: unknown))")
   }
 
+  /// A variable spread in row blocks over the tasks is pulled with its
+  /// optimizer's slots put together as its value is, each equal to what
+  /// one process applying the same Adam steps holds (what a stage that
+  /// resumes a run takes over); a variable in one piece too.
+  @Test func slotsArePulledWholeBesideTheirValues() async throws {
+    let logs = try TemporaryDirectory(prefix: "pipemesh-routing-slots")
+    var tasks: [RunningService] = []
+    for index in 0..<3 { tasks.append(try await Fixtures.startPS(logs, name: "ps\(index)")) }
+    let client = try ParameterServerClient(endpoints: tasks.map(\.endpoint), blockBytes: 1024)
+    let shapes = ["embedding/table": [64, 32], "dense/bias": [16]]
+    try await client.register(
+      job: "slots",
+      variables: shapes.map {
+        Fixtures.variable($0.key, shape: $0.value, constant: 0.5, learningRate: 0.1, optimizer: .adam(.init()))
+      }, consistency: .init(), user: "stage0")
+
+    var expected = shapes.mapValues { Tensor.filled($0, with: 0.5) }
+    var expectedSlots: [String: [String: Tensor]] = [:]
+    let adam = Adam(learningRate: .constant(0.1))
+    for step in 1...2 {
+      let gradients = shapes.mapValues { shape in
+        Tensor(shape: shape, scalars: (0..<shape.reduce(1, *)).map { Float(($0 * step) % 11) - 5 })
+      }
+      _ = try await client.push(
+        job: "slots", step: Int64(step), user: "stage0", clientID: "t",
+        gradients: gradients.mapValues { ($0, Int64(step - 1)) })
+      for (name, gradient) in gradients {
+        adam.update(
+          variable: &expected[name]!, gradient: gradient, slots: &expectedSlots[name, default: [:]], step: step)
+      }
+    }
+
+    let pulled = try await client.pull(job: "slots", names: Array(shapes.keys), withSlots: true)
+    for name in shapes.keys {
+      #expect(pulled[name]?.version == 2)
+      #expect(pulled[name]?.value == expected[name], "\(name)")
+      #expect(pulled[name]?.slots?.keys.sorted() == ["m", "v"], "\(name)")
+      #expect(pulled[name]?.slots == expectedSlots[name], "\(name)")
+    }
+    // Asked without them, no slots come.
+    #expect(try await client.pull(job: "slots", names: ["embedding/table"])["embedding/table"]?.slots == nil)
+  }
+
   /// A transfer far larger than one request: every request carries at most
   /// `transferBytes`, one async step pushed in several requests is applied
   /// whole (each part once), and parts drawn on the ps at odd offsets of a
