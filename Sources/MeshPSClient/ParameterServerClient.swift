@@ -309,7 +309,9 @@ public final class ParameterServerClient: Sendable {
   public func pull(
     job: String, names: [String], newerThan: [String: Int64] = [:], withSlots: Bool = false
   ) async throws -> [String: Pulled] {
-    let (work, wanted) = pullRequests(names: names, newerThan: newerThan)
+    // An answer with slots weighs a part and as many again per slot, at most.
+    let (work, wanted) = pullRequests(
+      names: names, newerThan: newerThan, weight: withSlots ? 1 + StageMemory.mostSlots.slots : 1)
     let assembled = Mutex(Assembly(withSlots: withSlots))
     // Made inside the lock, so that no other reference makes the first part's write copy them.
     for name in names {
@@ -391,7 +393,7 @@ public final class ParameterServerClient: Sendable {
 
   /// The Pull requests of `names`' parts, by ps task, and which variable
   /// and part each requested name is.
-  private func pullRequests(names: [String], newerThan: [String: Int64]) -> (
+  private func pullRequests(names: [String], newerThan: [String: Int64], weight: Int = 1) -> (
     work: [Int: [(name: String, item: Item<Pipemesh_V1_VariableVersion>)]],
     wanted: [String: (whole: String, part: VariablePart)]
   ) {
@@ -408,7 +410,7 @@ public final class ParameterServerClient: Sendable {
           $0.version = version
         }
         work[placement.task(of: part.name), default: []].append(
-          (part.name, Item(payload: request, bytes: layout == nil ? transferBytes : part.byteCount)))
+          (part.name, Item(payload: request, bytes: layout == nil ? transferBytes : part.byteCount * weight)))
       }
     }
     return (work, wanted)
@@ -438,10 +440,16 @@ public final class ParameterServerClient: Sendable {
         guard part.name != whole else {
           values[whole] = try Tensor(wire: value.value, what: "pulled \(value.name)")
           if withSlots {
-            slots[whole] = try Dictionary(
-              uniqueKeysWithValues: value.slots.map {
-                ($0.name, try Tensor(wire: $0.tensor, what: "pulled slot \($0.name)"))
-              })
+            let shape = values[whole]!.shape
+            for slot in value.slots {
+              let tensor = try Tensor(wire: slot.tensor, what: "slot \(slot.name) of \(value.name)")
+              guard tensor.shape == shape, slots[whole]?[slot.name] == nil else {
+                throw RPCError(
+                  .dataLoss, "a ps task answered slot \(slot.name) of \(value.name) twice or with shape \(tensor.shape)"
+                )
+              }
+              slots[whole, default: [:]][slot.name] = tensor
+            }
           }
           continue
         }

@@ -230,8 +230,9 @@ actor StageRunner {
     }
     var slots: [String: [String: Tensor]]? = [:]
     for (name, value) in pulled {
+      guard let tensor = value.value else { throw RPCError(.dataLoss, "the ps answered no value of \(name)") }
       versions[name] = value.version
-      if let tensor = value.value { variables[name] = tensor }
+      variables[name] = tensor
       slots?[name] = value.slots
       if value.slots == nil { slots = nil }
     }

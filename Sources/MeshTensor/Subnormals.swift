@@ -18,7 +18,9 @@ public enum Subnormals {
   /// Makes this thread, and every thread it starts from now on, read subnormal
   /// inputs as zero and write zero for subnormal results. Call it first in
   /// `main`, before the process starts threads (threads inherit the setting
-  /// from the thread that starts them).
+  /// from the thread that starts them). OpenBLAS's worker threads, made as
+  /// the library loads, keep the default: with more than one BLAS thread,
+  /// their share of a product may still meet subnormals.
   public static func flushToZero() {
     var environment = fenv_t()
     fegetenv(&environment)

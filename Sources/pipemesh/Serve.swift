@@ -24,7 +24,7 @@ struct ServiceOptions: ParsableArguments {
 
   @Option(
     help:
-      "Largest message in MiB (default 64). The mesh sends variables in parts of 16 MiB, so give ps tasks and partitions 32 or more. [PIPEMESH_MAX_MESSAGE_MIB]"
+      "Largest message in MiB (default 64). The mesh sends variables in parts of 16 MiB, with their optimizer slots three times that, so give ps tasks and partitions 64 or more. [PIPEMESH_MAX_MESSAGE_MIB]"
   )
   var maxMessageMib: Int?
 
