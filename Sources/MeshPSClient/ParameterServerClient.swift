@@ -424,6 +424,8 @@ public final class ParameterServerClient: Sendable {
     var slots: [String: [String: Tensor]] = [:]
     var versions: [String: Int64] = [:]
     var missingValue: Set<String> = []
+    /// The slot names each part of a variable was answered with, by variable.
+    var slotNames: [String: Set<[String]>] = [:]
 
     mutating func add(
       _ answered: [Pipemesh_V1_VariableValue], wanted: [String: (whole: String, part: VariablePart)]
@@ -432,7 +434,10 @@ public final class ParameterServerClient: Sendable {
         guard let (whole, part) = wanted[value.name] else {
           throw RPCError(.dataLoss, "a ps task answered a pull with \(value.name), which was not asked for")
         }
-        versions[part.name] = value.version
+        guard versions.updateValue(value.version, forKey: part.name) == nil else {
+          throw RPCError(.dataLoss, "a ps task answered a pull with \(value.name) twice")
+        }
+        if withSlots { slotNames[whole, default: []].insert(value.slots.map(\.name).sorted()) }
         guard value.hasValue else {
           missingValue.insert(whole)
           continue
@@ -458,6 +463,9 @@ public final class ParameterServerClient: Sendable {
         }
         try Self.overwrite(&values[whole]!, with: value.value, at: part, what: value.name)
         guard withSlots else { continue }
+        guard Set(value.slots.map(\.name)).count == value.slots.count else {
+          throw RPCError(.dataLoss, "a ps task answered a slot of \(value.name) twice")
+        }
         for slot in value.slots {
           try Self.overwrite(
             &slots[whole, default: [:]][slot.name, default: .zeros(shape)], with: slot.tensor, at: part,
@@ -490,9 +498,11 @@ public final class ParameterServerClient: Sendable {
           }
           return version
         }
+        // Slots stand only when every part is at one version with the same slots.
+        let consistent = Set(partVersions).count <= 1 && (slotNames[name]?.count ?? 0) <= 1
         pulled[name] = Pulled(
           value: missingValue.contains(name) ? nil : values[name], version: partVersions.min() ?? 0,
-          slots: withSlots && Set(partVersions).count <= 1 ? slots[name, default: [:]] : nil)
+          slots: withSlots && consistent ? slots[name, default: [:]] : nil)
       }
       return pulled
     }

@@ -189,7 +189,17 @@ actor StageRunner {
           + "(its layers were cut at other places); start the job under a new name")
     }
     if soleWriter, let slots = pulledSlots ?? (versions.values.allSatisfy { $0 == 0 } ? [:] : nil) {
-      localUpdates = LocalUpdates(optimizer: try makeOptimizer(spec), kept: kept, slots: slots)
+      let optimizer = try makeOptimizer(spec)
+      // An updated variable has every slot its optimizer keeps: one missing would start from zero.
+      if let updated = slots.first(where: {
+        versions[$0.key] ?? 0 > 0 && Set($0.value.keys) != Set(optimizer.slotNames)
+      }) {
+        throw RPCError(
+          .dataLoss,
+          "the ps holds \(updated.key) of job \(job) with slots \(updated.value.keys.sorted()), not the "
+            + "\(optimizer.slotNames) its optimizer keeps")
+      }
+      localUpdates = LocalUpdates(optimizer: optimizer, kept: kept, slots: slots)
     } else if !kept.isEmpty {
       throw RPCError(
         .failedPrecondition,

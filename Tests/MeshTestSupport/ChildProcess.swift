@@ -95,6 +95,31 @@ public final class ChildProcess: Sendable {
     if isRunning { kill(process.value.processIdentifier, signal) }
   }
 
+  /// Stops the process (SIGSTOP) and waits until the kernel shows every
+  /// thread of it stopped: a thread still running on a loaded host could
+  /// answer one more call after `kill` returns.
+  public func stop(timeout: Duration = .seconds(10)) async throws {
+    signal(SIGSTOP)
+    let tasks = "/proc/\(process.value.processIdentifier)/task"
+    func allStopped() -> Bool {
+      guard let threads = try? FileManager.default.contentsOfDirectory(atPath: tasks), !threads.isEmpty else {
+        return false
+      }
+      return threads.allSatisfy { thread in
+        // "pid (name) S …": the state follows the name's closing parenthesis.
+        guard let stat = try? String(contentsOfFile: "\(tasks)/\(thread)/stat", encoding: .utf8),
+          let end = stat.lastIndex(of: ")")
+        else { return true }  // A thread that ended meanwhile.
+        return stat[stat.index(after: end)...].trimmingCharacters(in: .whitespaces).hasPrefix("T")
+      }
+    }
+    let deadline = ContinuousClock.now + timeout
+    while !allStopped() {
+      guard ContinuousClock.now < deadline else { throw ChildProcessError("not stopped within \(timeout)") }
+      try await Task.sleep(for: .milliseconds(5))
+    }
+  }
+
   deinit {
     if process.value.isRunning {
       kill(process.value.processIdentifier, SIGKILL)

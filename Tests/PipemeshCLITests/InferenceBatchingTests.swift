@@ -74,7 +74,7 @@ import Testing
     /// after `body` whether it threw or not.
     func withLastStageStopped<R>(_ body: () async throws -> R) async throws -> R {
       let lastStage = mesh.partitions[1].process
-      lastStage.signal(SIGSTOP)
+      try await lastStage.stop()
       do {
         let result = try await body()
         lastStage.signal(SIGCONT)

@@ -30,7 +30,7 @@ public nonisolated struct Pipemesh_V1_EchoRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Valid: any bytes within the server's message limit (--max-message-mib, 256 MiB by default).
+  /// Valid: any bytes within the server's message limit (--max-message-mib, 64 MiB by default).
   public var payload: Data = Data()
 
   /// When non-zero, the response carries this many bytes instead of the payload.
