@@ -490,7 +490,7 @@ final class TrainingJob: Sendable {
   func run(
     on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void,
     move: @Sendable () -> String? = { nil }, restarts: @Sendable (any Error) -> Bool = { _ in false },
-    register: @Sendable (TrainingJob) async throws -> String
+    register: @escaping @Sendable (TrainingJob) async throws -> String
   ) async -> (any Error)? {
     precondition(placement.stages == stages && placement.replicas == replicas, "a job runs on the shape it was given")
     // The job needs its examples only while it runs.
@@ -511,7 +511,7 @@ final class TrainingJob: Sendable {
       try await save()
       let last = try await execute(data, on: placement, report: report, move: move)
       do {
-        let model = try await register(self)
+        let model = try await registered(by: register)
         status.withLock { $0.model = model }
         report(last)
         await finish(.succeeded)
@@ -1066,10 +1066,32 @@ final class TrainingJob: Sendable {
         members.append(.init(name: "stage \(stage) replica \(replica) (\(channel.target))", channel: channel))
       }
     }
-    for (task, endpoint) in cluster.parameterServers.enumerated() {
-      members.append(.init(name: "ps task \(task) (\(endpoint))", channel: try cluster.dialer.channel(to: endpoint)))
+    return members + (try parameterServerMembers())
+  }
+
+  /// The ps tasks, as a step deadline asks about them.
+  private func parameterServerMembers() throws -> [StepDeadline.Member] {
+    try cluster.parameterServers.enumerated().map { task, endpoint in
+      .init(name: "ps task \(task) (\(endpoint))", channel: try cluster.dialer.channel(to: endpoint))
     }
-    return members
+  }
+
+  /// The model `register` makes of the job's final weights, which it pulls
+  /// from the ps tasks: within a step's deadline for each request of the
+  /// pull (`MeshPSClient.Placement.defaultBlockBytes` of weights), the ps tasks asked
+  /// whether they answer once it runs past one. A task that stopped (a frozen
+  /// host) fails the registration in seconds with DEADLINE_EXCEEDED, as it
+  /// would fail a step, rather than when its connection's keepalive gives up.
+  private func registered(by register: @escaping @Sendable (TrainingJob) async throws -> String) async throws
+    -> String
+  {
+    let bytes = model.layerCosts.reduce(0) { $0 + $1.parameterCount } * MemoryLayout<Float>.size
+    let requests = max(
+      1, (bytes + MeshPSClient.Placement.defaultBlockBytes - 1) / MeshPSClient.Placement.defaultBlockBytes)
+    return try await withinDeadline(
+      nextStepDeadline.withLock { $0 }, rounds: stepDeadline.limit * requests, expected: requests,
+      "the pull of the final weights", members: try parameterServerMembers()
+    ) { try await register(self) }
   }
 
   /// Loss and accuracy of the current variables after `step` on held-out

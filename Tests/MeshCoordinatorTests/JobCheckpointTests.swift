@@ -1,5 +1,6 @@
 import Foundation
 import MeshCheckpoint
+import MeshCoordinator
 import MeshInProcess
 import MeshProto
 import MeshRPC
@@ -193,18 +194,19 @@ import Testing
     }
   }
 
-  /// On an in-process mesh of 2 stages whose ps writes checkpoints, trains
-  /// job "straight" (3 epochs, a checkpoint every `every` steps, one
-  /// restart allowed, and `configure`'s options), places a fault with
-  /// `fault`, and trains "faulty" the same way; expects the fault to have
-  /// fired and "faulty" to have succeeded as "straight" did
-  /// (`expectSameRun`). Returns its faults.
+  /// On an in-process mesh of 2 stages whose ps writes checkpoints (and
+  /// whose coordinator holds steps to `stepDeadline`), trains job
+  /// "straight" (3 epochs, a checkpoint every `every` steps, one restart
+  /// allowed, and `configure`'s options), places a fault with `fault`, and
+  /// trains "faulty" the same way; expects the fault to have fired and
+  /// "faulty" to have succeeded as "straight" did (`expectSameRun`).
+  /// Returns its faults.
   static func faultyRunEqualsStraightOne(
-    checkpointEvery every: Int64, configure: (inout Pipemesh_V1_TrainRequest) -> Void = { _ in },
-    _ fault: (InProcessMesh) -> Void
+    checkpointEvery every: Int64, stepDeadline: StepDeadline = StepDeadline(),
+    configure: (inout Pipemesh_V1_TrainRequest) -> Void = { _ in }, _ fault: (InProcessMesh) -> Void
   ) async throws -> [Pipemesh_V1_JobFault] {
     let directory = try TemporaryDirectory(prefix: "pipemesh-faulty-run")
-    let mesh = try InProcessMesh(stages: 2, checkpointDirectory: directory.path)
+    let mesh = try InProcessMesh(stages: 2, checkpointDirectory: directory.path, stepDeadline: stepDeadline)
     let outcome = await Result(catching: {
       func train(_ job: String) async throws -> Pipemesh_V1_Job {
         try await Self.trainToEnd(job, epochs: 3, on: mesh) {

@@ -77,6 +77,44 @@ import Testing
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()
   }
+
+  /// The ps freezes as the job pulls its final weights (the pull and the
+  /// next health check held, as a stopped process holds them): the pull
+  /// fails at its deadline's look, in seconds rather than at a connection's
+  /// keepalive, and the job restarts from its newest checkpoint and
+  /// registers the weights of a run never stopped.
+  @Test func aPSThatFreezesAsTheFinalWeightsArePulledIsFoundAtTheDeadline() async throws {
+    // Long enough for the health check to be held before the first look; a step
+    // past it looks at members that all answer, and runs on.
+    var deadline = StepDeadline(floor: .seconds(2), firstSteps: .seconds(5), limit: 100)
+    deadline.probeTimeout = .seconds(1)
+    let (pulling, pullBegan) = AsyncStream.makeStream(of: Void.self)
+    let faults = try await JobCheckpointTests.faultyRunEqualsStraightOne(checkpointEvery: 5, stepDeadline: deadline) {
+      mesh in
+      mesh.network.delayNextCall(ParameterServerMethods.pull.path, to: mesh.parameterServers[0], by: .seconds(600)) {
+        bytes in
+        // The coordinator's pull names the task's incarnation; the partitions' pulls do not.
+        guard let request = try? Pipemesh_V1_PullRequest(serializedBytes: bytes),
+          request.job.hasPrefix("faulty."), request.incarnation != 0
+        else { return false }
+        pullBegan.yield()
+        return true
+      }
+      let ps = mesh.parameterServers[0]
+      Task {
+        for await _ in pulling {
+          mesh.network.delayNextCall(HealthMethods.check.path, to: ps, by: .seconds(600))
+          return
+        }
+      }
+    }
+    #expect(faults.count == 1, "\(faults)")
+    let error = faults.first?.error ?? ""
+    #expect(
+      error.contains("its model could not be registered: the pull of the final weights ran past its deadline of ")
+        && error.contains("ps task 0 (ps-0.in-process:1) did not answer a health check"), "\(faults)")
+    #expect(faults.first?.step == 24 && faults.first?.stepsRedone == 4, "\(faults)")
+  }
 }
 
 /// The steps that ran past their deadline and ran on, as the coordinator told.
