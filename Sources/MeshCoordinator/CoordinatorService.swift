@@ -158,28 +158,12 @@ public final class CoordinatorService: RPCService, Sendable {
         ? Int(request.stages) : defaultStages(model, splitPoints: splitPoints, budget: budget, memory: memory)
       // A plan this coordinator's pool can run must fit its partitions' memory.
       let poolCanRun = (1...max(1, pool.members.count)).contains(stages)
-      let budgets = poolCanRun ? Array(repeating: budget, count: stages) : []
-      // Checked before anything is timed.
-      _ = try Planner.plan(
-        model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory,
-        wholeLayers: request.wholeLayers)
-      let measured =
-        request.estimate
-        ? nil
-        : await layerTimings.times(
-          of: request.model, model: model,
-          rows: request.microBatchRows == 0 ? LayerTimings.defaultRows : Int(request.microBatchRows), pool: pool)
-      let plan = try Planner.plan(
-        model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory, measured: measured?.layers,
-        wholeLayers: request.wholeLayers)
-      var response = plan.response
-      if let measured {
-        response.layerTimes = measured.layers.wire(of: model)
-        response.measuredOn = measured.partition
-        response.measuredRows = Int32(measured.rows)
-        response.predictedStepSeconds = plan.predictedStepSeconds(for: request) ?? 0
+      return try await Planner.answer(
+        request, model: model, stages: stages, budgets: poolCanRun ? Array(repeating: budget, count: stages) : [],
+        memory: memory
+      ) { [layerTimings, pool] rows in
+        await layerTimings.times(of: request.model, model: model, rows: rows, pool: pool)
       }
-      return response
     }
     router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, context in
       let (job, updates) = try await start(request, owner: try caller(context))

@@ -9,12 +9,8 @@ import Synchronization
 /// model and micro-batch size: what the planner balances, in place of the
 /// FLOP estimate, once a partition measured them.
 public final class LayerTimings: Sendable {
-  /// Layer times of one model at one micro-batch size, and where they were measured.
-  struct Measured: Sendable {
-    let layers: [LayerTiming]
-    let rows: Int
-    let partition: String
-  }
+  /// Layer times of one model at one micro-batch size, and the partition that measured them.
+  typealias Measured = Planner.MeasuredTimes
 
   /// What is known of a model at a micro-batch size: its times, or that
   /// no partition measured them (asked again after `retryAfter`).
@@ -100,7 +96,7 @@ public final class LayerTimings: Sendable {
             forward: .seconds($0.forwardSeconds), backward: .seconds($0.backwardSeconds),
             splitForward: .seconds($0.splitForwardSeconds), splitBackward: .seconds($0.splitBackwardSeconds))
         }
-        return Measured(layers: layers, rows: rows, partition: member.endpoint)
+        return Measured(layers: layers, rows: rows, on: member.endpoint)
       } catch let error as RPCError where [.invalidArgument, .resourceExhausted].contains(error.code) {
         // Another partition would refuse the model the same way.
         return nil

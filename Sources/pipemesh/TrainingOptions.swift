@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
+import MeshCoordinator
 import MeshData
 import MeshProto
+import MeshRPC
 import MeshTensor
 import MeshWire
 import SwiftProtobuf
@@ -10,20 +12,52 @@ import SwiftProtobuf
 struct TrainingOptions: ParsableArguments {
   @OptionGroup var data: DataOptions
 
-  @Option(help: "Micro-batches per mini-batch.")
-  var microBatches: Int = 4
+  @Option(
+    help: """
+      Micro-batches per mini-batch, or auto: the count and the schedule the coordinator's planner \
+      predicts to train --batch-size fastest on the job's stages (pipemesh plan --batch-size shows them all).
+      """)
+  var microBatches: MicroBatchCount = .count(4)
 
   @Option(
     help:
-      "Pipeline schedule: gpipe, 1f1b, zb-h1 (1F1B with split backwards, zero bubble), or 2bw (PipeDream-2BW: steps overlap without a flush, each a step behind on the weights; sync only)."
+      "Pipeline schedule: gpipe, 1f1b (default), zb-h1 (1F1B with split backwards, zero bubble), or 2bw (PipeDream-2BW: steps overlap without a flush, each a step behind on the weights; sync only)."
   )
-  var schedule: String = "1f1b"
+  var schedule: String?
+
+  /// `--micro-batches`: a count, or the planner's choice.
+  enum MicroBatchCount: ExpressibleByArgument, Equatable {
+    case count(Int)
+    case auto
+
+    init?(argument: String) {
+      if argument == "auto" {
+        self = .auto
+      } else if let count = Int(argument) {
+        self = .count(count)
+      } else {
+        return nil
+      }
+    }
+
+    var defaultValueDescription: String {
+      switch self {
+      case .count(let count): "\(count)"
+      case .auto: "auto"
+      }
+    }
+  }
 
   /// The schedules `--schedule` names.
   static let schedules: [String: Pipemesh_V1_ScheduleKind] = [
     "gpipe": .scheduleGpipe, "1f1b": .scheduleOneFOneB, "zb-h1": .scheduleZeroBubbleH1,
     "2bw": .schedulePipedream2Bw,
   ]
+
+  /// What `--schedule` calls `kind`.
+  static func scheduleName(_ kind: Pipemesh_V1_ScheduleKind) -> String {
+    schedules.first { $0.value == kind }?.key ?? "\(kind)"
+  }
 
   @Option(help: "Passes over the training split.")
   var epochs: Int = 10
@@ -94,8 +128,19 @@ struct TrainingOptions: ParsableArguments {
   var split: [LayerPosition] = []
 
   func validate() throws {
-    guard microBatches >= 1, epochs >= 1, batchSize >= microBatches else {
-      throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
+    switch microBatches {
+    case .count(let count):
+      guard count >= 1, epochs >= 1, batchSize >= count else {
+        throw ValidationError("micro-batches and epochs must be at least 1, and batch-size at least micro-batches")
+      }
+    case .auto:
+      guard epochs >= 1, (1...Int(Planner.mostChosenBatchSize)).contains(batchSize) else {
+        throw ValidationError(
+          "epochs must be at least 1, and batch-size 1 to \(Planner.mostChosenBatchSize) with micro-batches auto")
+      }
+      guard schedule == nil else {
+        throw ValidationError("--micro-batches auto chooses the schedule too: give no --schedule, or a count")
+      }
     }
     guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must be 0 (none) or a step count") }
     guard (0...100).contains(maxRestarts) else { throw ValidationError("--max-restarts must be 0 to 100") }
@@ -105,7 +150,9 @@ struct TrainingOptions: ParsableArguments {
     guard patience == 0 || data.validation > 0 else {
       throw ValidationError("--patience watches the validation loss: give --validation above 0")
     }
-    guard Self.schedules[schedule] != nil else { throw ValidationError("--schedule must be gpipe, 1f1b, zb-h1 or 2bw") }
+    guard schedule.map({ Self.schedules[$0] != nil }) ?? true else {
+      throw ValidationError("--schedule must be gpipe, 1f1b, zb-h1 or 2bw")
+    }
     guard ["sgd", "momentum", "adam"].contains(optimizer) else {
       throw ValidationError("--optimizer must be sgd, momentum or adam")
     }
@@ -138,6 +185,45 @@ struct TrainingOptions: ParsableArguments {
     }
   }
 
+  /// `request` with, under `--micro-batches auto`, the micro-batches and the
+  /// schedule the planner of the coordinator behind `coordinator` predicts
+  /// to train its batch fastest on `stages` stages (0: as the coordinator
+  /// plans), said on standard error; as it is otherwise.
+  func choosingPipeline(
+    _ request: Pipemesh_V1_TrainRequest, stages: Int, coordinator: any RPCChannel
+  ) async throws -> Pipemesh_V1_TrainRequest {
+    guard microBatches == .auto else { return request }
+    var asked = Self.planRequest(for: request, stages: stages)
+    asked.batchSize = request.batchSize
+    let plan = try await coordinator.call(CoordinatorMethods.plan, asked)
+    guard let chosen = plan.choices.first else {
+      throw RPCError(.internal, "the coordinator answered a plan for batch_size \(request.batchSize) with no choice")
+    }
+    var request = request
+    request.microBatches = chosen.microBatches
+    request.schedule = chosen.schedule
+    FileHandle.standardError.write(
+      Data(
+        ("pipemesh: --micro-batches auto: \(chosen.microBatches) of \(chosen.microBatchRows) examples by "
+          + "\(Self.scheduleName(chosen.schedule)), "
+          + String(format: "%.0f examples/s predicted on ", chosen.predictedExamplesPerSecond) + plan.measuredOn + "\n")
+          .utf8))
+    return request
+  }
+
+  /// A Plan request for the stages of `request` over `stages` stages (0: as
+  /// the coordinator plans): its model, split, optimizer and whole layers.
+  static func planRequest(for request: Pipemesh_V1_TrainRequest, stages: Int) -> Pipemesh_V1_PlanRequest {
+    .with {
+      $0.model = request.model
+      $0.stages = Int32(stages)
+      $0.splitPoints = request.splitPoints
+      $0.splitPointInputs = request.splitPointInputs
+      $0.optimizer = request.optimizer
+      $0.wholeLayers = request.wholeLayers
+    }
+  }
+
   /// A Train request for `spec` under the name `job`, on `dataset`.
   func request(
     job: String, spec: Pipemesh_V1_ModelSpec, dataset: Pipemesh_V1_DatasetReference
@@ -148,8 +234,9 @@ struct TrainingOptions: ParsableArguments {
     request.data.dataset = dataset
     request.epochs = Int32(epochs)
     request.batchSize = Int32(batchSize)
-    request.microBatches = Int32(microBatches)
-    request.schedule = Self.schedules[schedule] ?? .scheduleOneFOneB
+    // With auto, chosen before it is sent (`choosingPipeline`).
+    if case .count(let count) = microBatches { request.microBatches = Int32(count) }
+    request.schedule = Self.schedules[schedule ?? "1f1b"] ?? .scheduleOneFOneB
     request.optimizer = .with {
       switch optimizer {
       case "sgd": $0.sgd = .init()

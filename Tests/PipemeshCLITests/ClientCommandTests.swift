@@ -243,6 +243,60 @@ import Testing
     #expect(timed.layers.map(\.name) == ["dense0"] && timed.layers[0].backwardSeconds > 0, "\(timed)")
   }
 
+  /// `pipemesh plan --batch-size` weighs every micro-batch count that
+  /// divides the batch with each synchronous schedule, on layer times a
+  /// partition measured at each count's rows, and plans the fastest;
+  /// `pipemesh train --micro-batches auto` trains with what it chose.
+  @Test func thePlannerChoosesTheMicroBatchesAndScheduleATrainingUses() async throws {
+    let (_, coordinator) = try await Self.mesh.value
+    let directory = try TemporaryDirectory(prefix: "pipemesh-choice")
+    let model = Repository.path("examples/mlp-digits.json")
+    let planned = try await pipemesh(
+      [
+        "plan", "--coordinator", coordinator.endpoint, "--model", model, "--stages", "2", "--batch-size", "64",
+        "--json",
+      ],
+      in: directory)
+    #expect(planned.status == 0, "\(planned.output)")
+    let plan = try #require(try JSONSerialization.jsonObject(with: Data(planned.output.utf8)) as? [String: Any])
+    let choices = plan["choices"] as? [[String: Any]] ?? []
+    // 1, 2, 4, 8, 16 and 32 micro-batches, each by 1F1B, ZB-H1 and GPipe.
+    #expect(choices.count == 18, "\(plan)")
+    let counts = Set(choices.map { $0["microBatches"] as? Int ?? 0 })
+    #expect(counts == [1, 2, 4, 8, 16, 32], "\(choices)")
+    #expect(choices.allSatisfy { ($0["microBatches"] as? Int ?? 0) * ($0["microBatchRows"] as? Int ?? 0) == 64 })
+    let steps = choices.map { $0["predictedStepSeconds"] as? Double ?? 0 }
+    #expect(steps.allSatisfy { $0 > 0 } && Array(steps.dropFirst()) == steps.dropFirst().sorted(), "\(steps)")
+    #expect(steps.dropFirst().allSatisfy { $0 >= steps[0] * 0.99 }, "\(steps)")
+    // The stages and the prediction above the list are the chosen one's, timed at its rows.
+    let chosen = try #require(choices.first)
+    #expect(plan["predictedStepSeconds"] as? Double == steps[0], "\(plan)")
+    #expect(plan["measuredRows"] as? Int == chosen["microBatchRows"] as? Int, "\(plan)")
+
+    let trained = try await pipemesh(
+      [
+        "train", "--coordinator", coordinator.endpoint, "--job", "cli-chosen", "--model", model, "--epochs", "1",
+        "--batch-size", "64", "--micro-batches", "auto", "--stages", "2",
+      ], in: directory)
+    #expect(trained.status == 0, "\(trained.output)")
+    let said = try #require(
+      trained.output.split(separator: "\n").first { $0.hasPrefix("pipemesh: --micro-batches auto: ") },
+      "\(trained.output)")
+    let job = try #require(
+      try JSONSerialization.jsonObject(
+        with: Data(
+          try await pipemesh(
+            ["jobs", "show", "cli-chosen", "--coordinator", coordinator.endpoint, "--json"],
+            in: directory
+          ).output.utf8)) as? [String: Any])
+    let options = job["options"] as? [String: Any] ?? [:]
+    let microBatches = options["microBatches"] as? Int ?? 0
+    #expect(
+      microBatches >= 1 && said.contains("auto: \(microBatches) of \(64 / max(1, microBatches)) examples by "),
+      "\(said)\n\(options)")
+    #expect(job["state"] as? String == "JOB_STATE_SUCCEEDED", "\(job)")
+  }
+
   /// `pipemesh solve` fits the ridge example in closed form on the
   /// coordinator, prints the weights beside the objective and the held-out
   /// figures, and registers the solution as a model.
@@ -358,6 +412,15 @@ import Testing
         "cannot split 3 layers into 9 stages: whole_layers keeps each layer whole"
       ),
       (["plan", "--model", Repository.path("examples/mlp-digits.json"), "--split", "1:x"], 64, "'1:x' is invalid"),
+      (
+        ["plan", "--model", Repository.path("examples/mlp-digits.json"), "--batch-size", "64", "--micro-batches", "4"],
+        64, "give it without --micro-batch-rows, --micro-batches, --schedule and --estimate"
+      ),
+      (
+        ["train", "--coordinator", coordinator.endpoint, "--micro-batches", "auto", "--schedule", "gpipe"], 64,
+        "--micro-batches auto chooses the schedule too"
+      ),
+      (["train", "--coordinator", coordinator.endpoint, "--micro-batches", "some"], 64, "--micro-batches"),
       (
         ["plan", "--model", Repository.path("examples/mlp-digits.json"), "--stages", "2", "--split", "2:64"], 65,
         "LAYER:INPUTS inside a Dense or Conv2D layer with more than INPUTS inputs"

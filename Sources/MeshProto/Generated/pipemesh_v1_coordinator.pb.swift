@@ -343,11 +343,50 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
     set {_uniqueStorage()._wholeLayers = newValue}
   }
 
+  /// The examples of a step (TrainRequest.batch_size): the planner chooses the micro-batches and
+  /// the schedule. It times the layers at the rows of each micro-batch count of 1, 2, 4, … 32 that
+  /// divides batch_size (most first, for 60 s at most in all; rows too slow to time whole are
+  /// skipped), plans the stages on each, simulates a step of each synchronous schedule (1F1B,
+  /// ZB-H1, GPipe) on them, and answers the fastest, listing every one it weighed in `choices`. Predictions within 1 % of the fastest count as equal: the fewest micro-batches
+  /// win, then 1F1B, ZB-H1, GPipe in that order (the activations they hold).
+  /// Valid: 0 (the micro-batches and schedule given), or 1 to 65,536, without micro_batch_rows,
+  /// micro_batches, schedule and estimate (INVALID_ARGUMENT naming the one given). FAILED_PRECONDITION
+  /// when no micro-batch count could be timed (no partition of the pool answered, or the rows take
+  /// too long to time).
+  public var batchSize: Int32 {
+    get {_storage._batchSize}
+    set {_uniqueStorage()._batchSize = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A pipeline the planner weighed for a step of PlanRequest.batch_size examples.
+public nonisolated struct Pipemesh_V1_PipelineChoice: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var microBatches: Int32 = 0
+
+  /// Examples in each micro-batch: batch_size / micro_batches.
+  public var microBatchRows: Int32 = 0
+
+  public var schedule: Pipemesh_V1_ScheduleKind = .scheduleUnspecified
+
+  /// A step through the pipeline, simulated on the layer times measured at micro_batch_rows
+  /// (see PlanResponse.predicted_step_seconds), and the examples a second that makes.
+  public var predictedStepSeconds: Double = 0
+
+  public var predictedExamplesPerSecond: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
@@ -427,6 +466,10 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
 
   /// With measured times: each layer's, as the partition timed them.
   public var layerTimes: [Pipemesh_V1_LayerTime] = []
+
+  /// With PlanRequest.batch_size: every pipeline weighed, the chosen one first (the one the stages,
+  /// times and predicted step above are of), then the rest fastest first.
+  public var choices: [Pipemesh_V1_PipelineChoice] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2071,7 +2114,7 @@ nonisolated extension Pipemesh_V1_MemberState: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0\u{3}micro_batch_rows\0\u{3}micro_batches\0\u{1}estimate\0\u{1}schedule\0\u{3}split_point_inputs\0\u{3}whole_layers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0\u{3}micro_batch_rows\0\u{3}micro_batches\0\u{1}estimate\0\u{1}schedule\0\u{3}split_point_inputs\0\u{3}whole_layers\0\u{3}batch_size\0")
 
   fileprivate class _StorageClass {
     var _model: Pipemesh_V1_ModelSpec? = nil
@@ -2084,6 +2127,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
     var _estimate: Bool = false
     var _schedule: Pipemesh_V1_ScheduleKind = .scheduleUnspecified
     var _wholeLayers: Bool = false
+    var _batchSize: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2104,6 +2148,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
       _estimate = source._estimate
       _schedule = source._schedule
       _wholeLayers = source._wholeLayers
+      _batchSize = source._batchSize
     }
   }
 
@@ -2132,6 +2177,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
         case 8: try { try decoder.decodeSingularEnumField(value: &_storage._schedule) }()
         case 9: try { try decoder.decodeRepeatedInt32Field(value: &_storage._splitPointInputs) }()
         case 10: try { try decoder.decodeSingularBoolField(value: &_storage._wholeLayers) }()
+        case 11: try { try decoder.decodeSingularInt32Field(value: &_storage._batchSize) }()
         default: break
         }
       }
@@ -2174,6 +2220,9 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
       if _storage._wholeLayers != false {
         try visitor.visitSingularBoolField(value: _storage._wholeLayers, fieldNumber: 10)
       }
+      if _storage._batchSize != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._batchSize, fieldNumber: 11)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2193,10 +2242,61 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
         if _storage._estimate != rhs_storage._estimate {return false}
         if _storage._schedule != rhs_storage._schedule {return false}
         if _storage._wholeLayers != rhs_storage._wholeLayers {return false}
+        if _storage._batchSize != rhs_storage._batchSize {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_PipelineChoice: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PipelineChoice"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batches\0\u{3}micro_batch_rows\0\u{1}schedule\0\u{3}predicted_step_seconds\0\u{3}predicted_examples_per_second\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.microBatches) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.microBatchRows) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.schedule) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.predictedStepSeconds) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.predictedExamplesPerSecond) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.microBatches != 0 {
+      try visitor.visitSingularInt32Field(value: self.microBatches, fieldNumber: 1)
+    }
+    if self.microBatchRows != 0 {
+      try visitor.visitSingularInt32Field(value: self.microBatchRows, fieldNumber: 2)
+    }
+    if self.schedule != .scheduleUnspecified {
+      try visitor.visitSingularEnumField(value: self.schedule, fieldNumber: 3)
+    }
+    if self.predictedStepSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.predictedStepSeconds, fieldNumber: 4)
+    }
+    if self.predictedExamplesPerSecond.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.predictedExamplesPerSecond, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_PipelineChoice, rhs: Pipemesh_V1_PipelineChoice) -> Bool {
+    if lhs.microBatches != rhs.microBatches {return false}
+    if lhs.microBatchRows != rhs.microBatchRows {return false}
+    if lhs.schedule != rhs.schedule {return false}
+    if lhs.predictedStepSeconds != rhs.predictedStepSeconds {return false}
+    if lhs.predictedExamplesPerSecond != rhs.predictedExamplesPerSecond {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2284,7 +2384,7 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stages\0\u{1}imbalance\0\u{3}measured_on\0\u{3}measured_rows\0\u{3}predicted_step_seconds\0\u{3}layer_times\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stages\0\u{1}imbalance\0\u{3}measured_on\0\u{3}measured_rows\0\u{3}predicted_step_seconds\0\u{3}layer_times\0\u{1}choices\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2298,6 +2398,7 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.measuredRows) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.predictedStepSeconds) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.layerTimes) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.choices) }()
       default: break
       }
     }
@@ -2322,6 +2423,9 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
     if !self.layerTimes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.layerTimes, fieldNumber: 6)
     }
+    if !self.choices.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.choices, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2332,6 +2436,7 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
     if lhs.measuredRows != rhs.measuredRows {return false}
     if lhs.predictedStepSeconds != rhs.predictedStepSeconds {return false}
     if lhs.layerTimes != rhs.layerTimes {return false}
+    if lhs.choices != rhs.choices {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -58,6 +58,7 @@ struct Train: AsyncParsableCommand {
       request.maxReplicas = Int32(clamping: maxReplicas)
       var display = ProgressDisplay(showsAccuracy: !training.data.regression, showsBits: training.data.isText)
       let coordinator = try client.client()
+      request = try await training.choosingPipeline(request, stages: stages, coordinator: coordinator)
       let interruption = ControlC.detaches { name in
         _ = try await coordinator.call(CoordinatorMethods.cancelJob, .with { $0.job = name })
       }
@@ -218,7 +219,7 @@ struct Infer: AsyncParsableCommand {
 
 struct Plan: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Show how a model splits into pipeline stages.",
+    abstract: "Show how a model splits into pipeline stages, or choose its micro-batches and schedule.",
     discussion: """
       Without --coordinator the plan is computed here (2 stages unless --stages says); with it, the \
       coordinator computes it (over its pool's partitions when --stages is not given). The split balances \
@@ -227,7 +228,12 @@ struct Plan: AsyncParsableCommand {
       stage's time and a step's time through the pipeline for --micro-batches; --estimate balances the \
       FLOP estimate instead, without timing anything.
 
+      With --batch-size the planner chooses: it times the layers at the rows of every micro-batch count \
+      of 1, 2, 4, … 32 that divides the batch, simulates a step of 1F1B, ZB-H1 and GPipe on each, prints them \
+      all, and plans the stages for the fastest (`pipemesh train --micro-batches auto` trains with it).
+
       Example: pipemesh plan --model examples/cnn-digits.json --stages 3
+      Example: pipemesh plan --model examples/mlp-digits.json --batch-size 256
       """)
 
   @Option(help: "Model spec, protobuf JSON.")
@@ -242,14 +248,20 @@ struct Plan: AsyncParsableCommand {
   @Option(help: "Ask this coordinator (HOST:PORT) instead of planning here.")
   var coordinator: String?
 
-  @Option(help: "Examples in the micro-batch the layers are timed on.")
-  var microBatchRows: Int = 32
+  @Option(help: "Examples in the micro-batch the layers are timed on (default 32).")
+  var microBatchRows: Int?
 
-  @Option(help: "Micro-batches of a step, for the predicted step time.")
-  var microBatches: Int = 4
+  @Option(help: "Micro-batches of a step, for the predicted step time (default 4).")
+  var microBatches: Int?
 
-  @Option(help: "The schedule of the predicted step: gpipe, 1f1b, zb-h1 or 2bw (a steady step, overlapping the next).")
-  var schedule: String = "1f1b"
+  @Option(
+    help:
+      "The schedule of the predicted step: gpipe, 1f1b (default), zb-h1 or 2bw (a steady step, overlapping the next)."
+  )
+  var schedule: String?
+
+  @Option(help: "Examples of a step: choose the micro-batches and the schedule that train it fastest.")
+  var batchSize: Int?
 
   @Flag(help: "Balance the estimated FLOPs instead of timing the layers.")
   var estimate = false
@@ -258,11 +270,21 @@ struct Plan: AsyncParsableCommand {
   var wholeLayers = false
 
   func validate() throws {
-    guard (1...4096).contains(microBatchRows), (1...4096).contains(microBatches) else {
+    guard (1...4096).contains(microBatchRows ?? 1), (1...4096).contains(microBatches ?? 1) else {
       throw ValidationError("--micro-batch-rows and --micro-batches must be 1 to 4096")
     }
-    guard TrainingOptions.schedules[schedule] != nil else {
+    guard schedule.map({ TrainingOptions.schedules[$0] != nil }) ?? true else {
       throw ValidationError("--schedule is one of \(TrainingOptions.schedules.keys.sorted().joined(separator: ", "))")
+    }
+    if let batchSize {
+      guard (1...Int(Planner.mostChosenBatchSize)).contains(batchSize) else {
+        throw ValidationError("--batch-size must be 1 to \(Planner.mostChosenBatchSize)")
+      }
+      guard microBatchRows == nil, microBatches == nil, schedule == nil, !estimate else {
+        throw ValidationError(
+          "--batch-size chooses the micro-batches and the schedule on measured times: give it without "
+            + "--micro-batch-rows, --micro-batches, --schedule and --estimate")
+      }
     }
   }
 
@@ -276,79 +298,91 @@ struct Plan: AsyncParsableCommand {
     request.stages = Int32(stages ?? (coordinator == nil ? 2 : 0))
     request.splitPoints = split.wireLayers
     request.splitPointInputs = split.wireInputs
-    request.microBatchRows = Int32(microBatchRows)
-    request.microBatches = Int32(microBatches)
     request.estimate = estimate
     request.wholeLayers = wholeLayers
-    request.schedule = TrainingOptions.schedules[schedule]!
+    if let batchSize {
+      request.batchSize = Int32(batchSize)
+    } else {
+      request.microBatchRows = Int32(microBatchRows ?? LayerTimings.defaultRows)
+      request.microBatches = Int32(microBatches ?? 4)
+      request.schedule = TrainingOptions.schedules[schedule ?? "1f1b"]!
+    }
     try await withExitCodes {
       let response: Pipemesh_V1_PlanResponse
       if let coordinator {
         response = try await RPCClient(target: coordinator).call(CoordinatorMethods.plan, request)
       } else {
-        response = try planLocally(request)
+        response = try await planLocally(request)
       }
       if json {
         say(try jsonLine(response))
       } else {
-        for stage in response.stages {
-          let memory =
-            String(format: "%.1f MiB", Double(stage.parameterBytes) / 1_048_576)
-            + (stage.memoryBudgetBytes > 0
-              ? String(format: " of the partitions' %.0f MiB", Double(stage.memoryBudgetBytes) / 1_048_576) : "")
-          let time =
-            response.measuredOn.isEmpty
-            ? "" : String(format: "  %.3f + %.3f ms", stage.forwardSeconds * 1000, stage.backwardSeconds * 1000)
-          let start = LayerPosition(layer: Int(stage.firstLayer), inputs: Int(stage.firstLayerInputs))
-          let end = LayerPosition(layer: Int(stage.endLayer), inputs: Int(stage.endLayerInputs))
-          say(
-            "stage \(stage.stage)  layers \(start)..<\(end)  \(stage.parameters) parameters (\(memory))"
-              + String(format: "  %.3g FLOPs/example", stage.estimatedFlops) + time)
-        }
-        let balanced = response.measuredOn.isEmpty ? "estimated FLOPs" : "measured times"
-        say(
-          String(format: "imbalance %.3f", response.imbalance)
-            + " (largest stage over the mean of the \(balanced); 1 is perfect)")
-        if !response.measuredOn.isEmpty {
-          say(
-            "times: forward + backward of a micro-batch of \(response.measuredRows) examples, on \(response.measuredOn); "
-              + String(
-                format: "a step of %d micro-batches %.3f ms through the pipeline", microBatches,
-                response.predictedStepSeconds * 1000) + " by \(schedule) (simulated, without transfers)")
-        }
+        show(response)
       }
     }
   }
 
-  private func planLocally(_ request: Pipemesh_V1_PlanRequest) throws -> Pipemesh_V1_PlanResponse {
+  private func show(_ response: Pipemesh_V1_PlanResponse) {
+    for stage in response.stages {
+      let memory =
+        String(format: "%.1f MiB", Double(stage.parameterBytes) / 1_048_576)
+        + (stage.memoryBudgetBytes > 0
+          ? String(format: " of the partitions' %.0f MiB", Double(stage.memoryBudgetBytes) / 1_048_576) : "")
+      let time =
+        response.measuredOn.isEmpty
+        ? "" : String(format: "  %.3f + %.3f ms", stage.forwardSeconds * 1000, stage.backwardSeconds * 1000)
+      let start = LayerPosition(layer: Int(stage.firstLayer), inputs: Int(stage.firstLayerInputs))
+      let end = LayerPosition(layer: Int(stage.endLayer), inputs: Int(stage.endLayerInputs))
+      say(
+        "stage \(stage.stage)  layers \(start)..<\(end)  \(stage.parameters) parameters (\(memory))"
+          + String(format: "  %.3g FLOPs/example", stage.estimatedFlops) + time)
+    }
+    let balanced = response.measuredOn.isEmpty ? "estimated FLOPs" : "measured times"
+    say(
+      String(format: "imbalance %.3f", response.imbalance)
+        + " (largest stage over the mean of the \(balanced); 1 is perfect)")
+    guard !response.measuredOn.isEmpty else { return }
+    let chosen = response.choices.first
+    let (stepMicroBatches, stepSchedule) =
+      chosen.map { (Int($0.microBatches), TrainingOptions.scheduleName($0.schedule)) } ?? (
+        microBatches ?? 4, schedule ?? "1f1b"
+      )
+    say(
+      "times: forward + backward of a micro-batch of \(response.measuredRows) examples, on \(response.measuredOn); "
+        + String(
+          format: "a step of %d micro-batches %.3f ms through the pipeline", stepMicroBatches,
+          response.predictedStepSeconds * 1000) + " by \(stepSchedule) (simulated, without transfers)")
+    guard let chosen else { return }
+    say(
+      "chosen for a step of \(Int(chosen.microBatches * chosen.microBatchRows)) examples: "
+        + "--micro-batches \(chosen.microBatches) --schedule \(TrainingOptions.scheduleName(chosen.schedule))"
+        + String(format: ", %.0f examples/s predicted", chosen.predictedExamplesPerSecond))
+    say("micro-batches  rows  schedule  step ms  examples/s")
+    for choice in response.choices {
+      say(
+        String(
+          format: "%13d  %4d  %-8@  %7.3f  %10.0f", choice.microBatches, choice.microBatchRows,
+          TrainingOptions.scheduleName(choice.schedule), choice.predictedStepSeconds * 1000,
+          choice.predictedExamplesPerSecond))
+    }
+  }
+
+  private func planLocally(_ request: Pipemesh_V1_PlanRequest) async throws -> Pipemesh_V1_PlanResponse {
     let model = try makeModel(request.model)
-    let memory = try StageMemory(plan: request)
-    let splitPoints = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
-    // Checked before anything is timed.
-    _ = try Planner.plan(
-      model, stages: Int(request.stages), splitPoints: splitPoints, memory: memory, wholeLayers: request.wholeLayers)
-    var measured: (rows: Int, times: [LayerTiming])?
-    if !request.estimate {
-      switch model.rowsToTime(wanted: Int(request.microBatchRows), repeats: LayerTimings.repeats, within: .planning) {
-      case .success(let rows):
-        let deadline = ContinuousClock.now + Self.timingDeadline
-        measured = (rows, try model.timeLayers(rows: rows, repeats: LayerTimings.repeats) { .now < deadline })
-      case .failure(let refusal):
+    let deadline = ContinuousClock.now + Self.timingDeadline
+    return try await Planner.answer(
+      request, model: model, stages: Int(request.stages), budgets: [], memory: try StageMemory(plan: request)
+    ) { wanted in
+      do {
+        let rows = try model.rowsToTime(wanted: wanted, repeats: LayerTimings.repeats, within: .planning).get()
+        let layers = try model.timeLayers(rows: rows, repeats: LayerTimings.repeats) { .now < deadline }
+        return Planner.MeasuredTimes(layers: layers, rows: rows, on: "this machine")
+      } catch {
         FileHandle.standardError.write(
-          Data("pipemesh: the layers are not timed (\(refusal)): the plan balances estimated FLOPs\n".utf8))
+          Data("pipemesh: the layers are not timed at \(wanted) rows: \(error)\n".utf8))
+        return nil
       }
     }
-    let plan = try Planner.plan(
-      model, stages: Int(request.stages), splitPoints: splitPoints, memory: memory, measured: measured?.times,
-      wholeLayers: request.wholeLayers)
-    var response = plan.response
-    if let measured {
-      response.layerTimes = measured.times.wire(of: model)
-      response.measuredOn = "this machine"
-      response.measuredRows = Int32(measured.rows)
-      response.predictedStepSeconds = plan.predictedStepSeconds(for: request) ?? 0
-    }
-    return response
   }
 
   /// The longest `pipemesh plan` times the layers here.

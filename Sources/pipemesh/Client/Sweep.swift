@@ -79,6 +79,9 @@ struct Sweep: AsyncParsableCommand {
 
   /// Every combination of the lists given.
   func grid() throws -> [Trial] {
+    guard case .count(let microBatchCount) = training.microBatches else {
+      throw ValidationError("--micro-batches auto chooses for one job: give a sweep a count")
+    }
     func list<T>(_ text: String?, _ fallback: T, _ parse: (String) -> T?, _ option: String) throws -> [T] {
       guard let text else { return [fallback] }
       let values = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -91,7 +94,7 @@ struct Sweep: AsyncParsableCommand {
     let rates = try list(
       learningRates, training.learningRate, { Float($0).flatMap { $0 > 0 ? $0 : nil } }, "--learning-rates")
     let batches = try list(
-      batchSizes, training.batchSize, { Int($0).flatMap { $0 >= training.microBatches ? $0 : nil } }, "--batch-sizes")
+      batchSizes, training.batchSize, { Int($0).flatMap { $0 >= microBatchCount ? $0 : nil } }, "--batch-sizes")
     let kinds = try list(
       optimizers, training.optimizer, { ["sgd", "momentum", "adam"].contains($0) ? $0 : nil }, "--optimizers")
     let specs: [String?] = try list(models, training.data.model, { Optional($0) }, "--models")

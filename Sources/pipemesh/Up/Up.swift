@@ -135,17 +135,11 @@ struct Up: AsyncParsableCommand {
     -> Pipemesh_V1_TrainRequest
   {
     guard request.splitPoints.isEmpty, stageCount > 1 else { return request }
-    let plan = try await coordinator.call(
-      CoordinatorMethods.plan,
-      .with {
-        $0.model = request.model
-        $0.stages = Int32(stageCount)
-        $0.optimizer = request.optimizer
-        $0.microBatchRows = request.batchSize / max(1, request.microBatches)
-        $0.microBatches = request.microBatches
-        $0.schedule = request.schedule
-        $0.wholeLayers = request.wholeLayers
-      })
+    var asked = TrainingOptions.planRequest(for: request, stages: stageCount)
+    asked.microBatchRows = request.batchSize / max(1, request.microBatches)
+    asked.microBatches = request.microBatches
+    asked.schedule = request.schedule
+    let plan = try await coordinator.call(CoordinatorMethods.plan, asked)
     var pinned = request
     pinned.splitPoints = plan.stages.dropFirst().map(\.firstLayer)
     pinned.splitPointInputs = plan.stages.dropFirst().map(\.firstLayerInputs)
@@ -174,7 +168,9 @@ struct Up: AsyncParsableCommand {
 
   /// Trains on the mesh behind `coordinator`; Ctrl-C cancels the job.
   private func train(_ request: Pipemesh_V1_TrainRequest, coordinator: any RPCChannel, run: RunFolder) async throws {
-    let request = try await pinningSplit(request, coordinator: coordinator)
+    let request = try await pinningSplit(
+      try await training.choosingPipeline(request, stages: stageCount, coordinator: coordinator),
+      coordinator: coordinator)
     let split = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
     let reproduce = Self.command(reproducing: run, split: training.split.isEmpty ? split : [])
     try run.writeOptions([

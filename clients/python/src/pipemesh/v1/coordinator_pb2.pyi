@@ -66,7 +66,7 @@ MEMBER_STATE_SILENT: MemberState
 MEMBER_STATE_LEAVING: MemberState
 
 class PlanRequest(_message.Message):
-    __slots__ = ("model", "stages", "split_points", "split_point_inputs", "optimizer", "micro_batch_rows", "micro_batches", "estimate", "schedule", "whole_layers")
+    __slots__ = ("model", "stages", "split_points", "split_point_inputs", "optimizer", "micro_batch_rows", "micro_batches", "estimate", "schedule", "whole_layers", "batch_size")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINTS_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class PlanRequest(_message.Message):
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     WHOLE_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     model: _model_pb2.ModelSpec
     stages: int
     split_points: _containers.RepeatedScalarFieldContainer[int]
@@ -87,7 +88,22 @@ class PlanRequest(_message.Message):
     estimate: bool
     schedule: ScheduleKind
     whole_layers: bool
-    def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stages: _Optional[int] = ..., split_points: _Optional[_Iterable[int]] = ..., split_point_inputs: _Optional[_Iterable[int]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., micro_batch_rows: _Optional[int] = ..., micro_batches: _Optional[int] = ..., estimate: _Optional[bool] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., whole_layers: _Optional[bool] = ...) -> None: ...
+    batch_size: int
+    def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stages: _Optional[int] = ..., split_points: _Optional[_Iterable[int]] = ..., split_point_inputs: _Optional[_Iterable[int]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., micro_batch_rows: _Optional[int] = ..., micro_batches: _Optional[int] = ..., estimate: _Optional[bool] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., whole_layers: _Optional[bool] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class PipelineChoice(_message.Message):
+    __slots__ = ("micro_batches", "micro_batch_rows", "schedule", "predicted_step_seconds", "predicted_examples_per_second")
+    MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_STEP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_EXAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    micro_batches: int
+    micro_batch_rows: int
+    schedule: ScheduleKind
+    predicted_step_seconds: float
+    predicted_examples_per_second: float
+    def __init__(self, micro_batches: _Optional[int] = ..., micro_batch_rows: _Optional[int] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., predicted_step_seconds: _Optional[float] = ..., predicted_examples_per_second: _Optional[float] = ...) -> None: ...
 
 class StagePlan(_message.Message):
     __slots__ = ("stage", "first_layer", "first_layer_inputs", "end_layer", "end_layer_inputs", "parameters", "estimated_flops", "parameter_bytes", "memory_budget_bytes", "forward_seconds", "backward_seconds")
@@ -116,20 +132,22 @@ class StagePlan(_message.Message):
     def __init__(self, stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., first_layer_inputs: _Optional[int] = ..., end_layer: _Optional[int] = ..., end_layer_inputs: _Optional[int] = ..., parameters: _Optional[int] = ..., estimated_flops: _Optional[float] = ..., parameter_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., forward_seconds: _Optional[float] = ..., backward_seconds: _Optional[float] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("stages", "imbalance", "measured_on", "measured_rows", "predicted_step_seconds", "layer_times")
+    __slots__ = ("stages", "imbalance", "measured_on", "measured_rows", "predicted_step_seconds", "layer_times", "choices")
     STAGES_FIELD_NUMBER: _ClassVar[int]
     IMBALANCE_FIELD_NUMBER: _ClassVar[int]
     MEASURED_ON_FIELD_NUMBER: _ClassVar[int]
     MEASURED_ROWS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_STEP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LAYER_TIMES_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
     stages: _containers.RepeatedCompositeFieldContainer[StagePlan]
     imbalance: float
     measured_on: str
     measured_rows: int
     predicted_step_seconds: float
     layer_times: _containers.RepeatedCompositeFieldContainer[_model_pb2.LayerTime]
-    def __init__(self, stages: _Optional[_Iterable[_Union[StagePlan, _Mapping]]] = ..., imbalance: _Optional[float] = ..., measured_on: _Optional[str] = ..., measured_rows: _Optional[int] = ..., predicted_step_seconds: _Optional[float] = ..., layer_times: _Optional[_Iterable[_Union[_model_pb2.LayerTime, _Mapping]]] = ...) -> None: ...
+    choices: _containers.RepeatedCompositeFieldContainer[PipelineChoice]
+    def __init__(self, stages: _Optional[_Iterable[_Union[StagePlan, _Mapping]]] = ..., imbalance: _Optional[float] = ..., measured_on: _Optional[str] = ..., measured_rows: _Optional[int] = ..., predicted_step_seconds: _Optional[float] = ..., layer_times: _Optional[_Iterable[_Union[_model_pb2.LayerTime, _Mapping]]] = ..., choices: _Optional[_Iterable[_Union[PipelineChoice, _Mapping]]] = ...) -> None: ...
 
 class DataSource(_message.Message):
     __slots__ = ("dataset", "inline")

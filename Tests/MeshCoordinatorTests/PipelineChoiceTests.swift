@@ -1,0 +1,119 @@
+import MeshCoordinator
+import MeshInProcess
+import MeshPipeline
+import MeshProto
+import MeshRPC
+import MeshTensor
+import MeshWire
+import Testing
+
+/// The planner choosing a step's micro-batches and schedule from layer
+/// times measured at each micro-batch's rows: more micro-batches shrink the
+/// pipeline's bubble, but where each call costs a fixed time beside its
+/// rows (a small product runs slower per row), fewer win.
+@Suite struct PipelineChoiceTests {
+  /// Four Dense layers of 64 units, which two stages split evenly at whole layers.
+  static let model: Sequential = {
+    let spec = Pipemesh_V1_ModelSpec.with {
+      $0.inputShape = [64]
+      $0.layers = (0..<4).map { _ in .with { $0.dense = .with { $0.units = 64 } } }
+      $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+    }
+    return try! makeModel(spec)
+  }()
+
+  /// The stages planned for each micro-batch count of a 64-example step on
+  /// layer times of `fixed` plus `perRow` per row (forward; backward twice that).
+  static func plans(fixed: Duration, perRow: Duration) throws -> [(microBatches: Int, plan: Planner.Plan)] {
+    try Planner.microBatchCounts(batchSize: 64).map { microBatches in
+      let forward = fixed + perRow * (64 / microBatches)
+      let times = Array(repeating: LayerTiming(forward: forward, backward: forward * 2), count: 4)
+      return (microBatches, try Planner.plan(model, stages: 2, measured: times, wholeLayers: true))
+    }
+  }
+
+  @Test func theCountsWeighedArePowersOfTwoThatDivideTheBatch() {
+    #expect(Planner.microBatchCounts(batchSize: 64) == [1, 2, 4, 8, 16, 32])
+    #expect(Planner.microBatchCounts(batchSize: 100) == [1, 2, 4])
+    #expect(Planner.microBatchCounts(batchSize: 24) == [1, 2, 4, 8])
+    #expect(Planner.microBatchCounts(batchSize: 7) == [1])
+    #expect(Planner.microBatchCounts(batchSize: 1) == [1])
+  }
+
+  /// Times that grow with the rows alone: the most micro-batches win (or
+  /// half as many, predicted within 1 % of them), and every choice weighed is
+  /// listed, the rest fastest first.
+  @Test func timesProportionalToTheRowsChooseTheMostMicroBatches() throws {
+    let choices = Planner.ranked(try Self.plans(fixed: .zero, perRow: .microseconds(10)), batchSize: 64)
+    #expect(choices.count == 6 * 3)
+    #expect(Set(choices.map { "\($0.microBatches) \($0.schedule)" }).count == choices.count)
+    let chosen = try #require(choices.first)
+    #expect(chosen.microBatches >= 16, "\(choices.map { ($0.microBatches, $0.schedule, $0.stepSeconds) })")
+    #expect(chosen.microBatchRows * chosen.microBatches == 64 && chosen.examplesPerSecond == 64 / chosen.stepSeconds)
+    let rest = choices.dropFirst().map(\.stepSeconds)
+    #expect(rest == rest.sorted())
+    // Nothing is predicted markedly faster than the chosen one.
+    #expect(rest.allSatisfy { $0 >= chosen.stepSeconds * 0.99 })
+    // One micro-batch of 64 rows through two stages of two layers (a layer's forward 640 µs, its
+    // backward twice that): both forwards, stage 1's backward until it hands on its input
+    // gradient (half of it), then stage 0's backward: 10 layer forwards.
+    let one = try #require(choices.first { $0.microBatches == 1 && $0.schedule == .oneFOneB })
+    #expect(abs(one.stepSeconds - 10 * 640e-6) < 1e-9, "\(one.stepSeconds)")
+  }
+
+  /// A fixed time per call that dwarfs the rows' (tiny products): one
+  /// micro-batch wins, and among the schedules that tie there, 1F1B (the
+  /// fewest activations held).
+  @Test func aFixedCostPerCallChoosesOneMicroBatchBy1F1B() throws {
+    let choices = Planner.ranked(try Self.plans(fixed: .milliseconds(5), perRow: .nanoseconds(10)), batchSize: 64)
+    let chosen = try #require(choices.first)
+    #expect(chosen.microBatches == 1 && chosen.schedule == .oneFOneB, "\(chosen)")
+    #expect(choices.filter { $0.microBatches == 1 }.count == 3)
+  }
+
+  /// The Plan RPC with batch_size: every count and schedule weighed on
+  /// times a partition of the pool measured, the chosen one's stages and
+  /// prediction above the list; batch_size out of range, or beside what it
+  /// chooses, refused naming the field.
+  @Test func thePlanRPCChoosesAndRefusesWhatItCannotChooseWith() async throws {
+    let mesh = try InProcessMesh(stages: 2)
+    let outcome = await Result(catching: {
+      let client = mesh.coordinatorChannel()
+      let request = Pipemesh_V1_PlanRequest.with {
+        $0.model = PipelineTrainingTests.mlp
+        $0.stages = 2
+        $0.batchSize = 8
+      }
+      let plan = try await client.call(CoordinatorMethods.plan, request)
+      #expect(plan.choices.count == 4 * 3, "\(plan.choices)")
+      #expect(Set(plan.choices.map(\.microBatches)) == [1, 2, 4, 8])
+      let chosen = try #require(plan.choices.first)
+      #expect(mesh.partitions.joined().contains(plan.measuredOn), "\(plan.measuredOn)")
+      #expect(plan.measuredRows == chosen.microBatchRows && plan.predictedStepSeconds == chosen.predictedStepSeconds)
+      #expect(plan.stages.count == 2 && plan.layerTimes.count == PipelineTrainingTests.mlp.layers.count)
+      for (field, change) in [
+        ("micro_batches", { (request: inout Pipemesh_V1_PlanRequest) in request.microBatches = 2 }),
+        ("micro_batch_rows", { $0.microBatchRows = 4 }), ("schedule", { $0.schedule = .scheduleGpipe }),
+        ("estimate", { $0.estimate = true }), ("batch_size is 70000", { $0.batchSize = 70_000 }),
+        ("batch_size is -1", { $0.batchSize = -1 }),
+      ] {
+        var refused = request
+        change(&refused)
+        let error = await #expect(throws: RPCError.self) { try await client.call(CoordinatorMethods.plan, refused) }
+        #expect(
+          error?.code == .invalidArgument && error?.message.contains(field) == true, "\(String(describing: error))")
+      }
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+
+  /// Plans balanced on the FLOP estimate (no measured times) predict nothing:
+  /// there is nothing to choose among.
+  @Test func estimatesPredictNothingToChooseFrom() throws {
+    let estimated = try Planner.microBatchCounts(batchSize: 8).map {
+      (microBatches: $0, plan: try Planner.plan(Self.model, stages: 2))
+    }
+    #expect(Planner.ranked(estimated, batchSize: 8).isEmpty)
+  }
+}
