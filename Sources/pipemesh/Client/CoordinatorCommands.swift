@@ -233,7 +233,8 @@ struct Plan: AsyncParsableCommand {
       all, and plans the stages for the fastest (`pipemesh train --micro-batches auto` trains with it).
 
       Example: pipemesh plan --model examples/cnn-digits.json --stages 3
-      Example: pipemesh plan --model examples/mlp-digits.json --batch-size 256
+
+      Example: pipemesh plan --model examples/cnn-digits.json --batch-size 64
       """)
 
   @Option(help: "Model spec, protobuf JSON.")
