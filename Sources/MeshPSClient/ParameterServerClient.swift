@@ -437,7 +437,12 @@ public final class ParameterServerClient: Sendable {
         guard versions.updateValue(value.version, forKey: part.name) == nil else {
           throw RPCError(.dataLoss, "a ps task answered a pull with \(value.name) twice")
         }
-        if withSlots { slotNames[whole, default: []].insert(value.slots.map(\.name).sorted()) }
+        if withSlots {
+          guard Set(value.slots.map(\.name)).count == value.slots.count else {
+            throw RPCError(.dataLoss, "a ps task answered a slot of \(value.name) twice")
+          }
+          slotNames[whole, default: []].insert(value.slots.map(\.name).sorted())
+        }
         guard value.hasValue else {
           missingValue.insert(whole)
           continue
@@ -448,10 +453,9 @@ public final class ParameterServerClient: Sendable {
             let shape = values[whole]!.shape
             for slot in value.slots {
               let tensor = try Tensor(wire: slot.tensor, what: "slot \(slot.name) of \(value.name)")
-              guard tensor.shape == shape, slots[whole]?[slot.name] == nil else {
+              guard tensor.shape == shape else {
                 throw RPCError(
-                  .dataLoss, "a ps task answered slot \(slot.name) of \(value.name) twice or with shape \(tensor.shape)"
-                )
+                  .dataLoss, "a ps task answered slot \(slot.name) of \(value.name) with shape \(tensor.shape)")
               }
               slots[whole, default: [:]][slot.name] = tensor
             }
@@ -463,9 +467,6 @@ public final class ParameterServerClient: Sendable {
         }
         try Self.overwrite(&values[whole]!, with: value.value, at: part, what: value.name)
         guard withSlots else { continue }
-        guard Set(value.slots.map(\.name)).count == value.slots.count else {
-          throw RPCError(.dataLoss, "a ps task answered a slot of \(value.name) twice")
-        }
         for slot in value.slots {
           try Self.overwrite(
             &slots[whole, default: [:]][slot.name, default: .zeros(shape)], with: slot.tensor, at: part,

@@ -238,15 +238,13 @@ actor StageRunner {
     let pulled = try await Self.psRetry.run(server: "the ps") {
       try await ps.pull(job: job, names: names, withSlots: true)
     }
-    var slots: [String: [String: Tensor]]? = [:]
     for (name, value) in pulled {
       guard let tensor = value.value else { throw RPCError(.dataLoss, "the ps answered no value of \(name)") }
       versions[name] = value.version
       variables[name] = tensor
-      slots?[name] = value.slots
-      if value.slots == nil { slots = nil }
     }
-    return slots
+    let slots = pulled.compactMapValues(\.slots)
+    return slots.count == pulled.count ? slots : nil
   }
 
   // MARK: - Forward

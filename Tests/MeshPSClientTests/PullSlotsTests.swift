@@ -65,6 +65,21 @@ private final class ScriptedParameterServer: RPCService, Sendable {
     }
     #expect(
       repeated?.code == .dataLoss && repeated?.message.contains("twice") == true, "\(String(describing: repeated))")
+
+    // One slot twice in one answer, of a whole variable and of a part alike.
+    for (name, shape) in [("b", [16]), ("w#rows:0-1", [1, 16])] {
+      let slotTwice = try Self.client { _ in
+        var value = Self.value(name, shape: shape, slots: ["m": shape])
+        value.slots += value.slots
+        return [value]
+      }
+      let doubled = await #expect(throws: RPCError.self) {
+        _ = try await slotTwice.pull(job: "j", names: [name.hasPrefix("w") ? "w" : "b"], withSlots: true)
+      }
+      #expect(
+        doubled?.code == .dataLoss && doubled?.message.contains("a slot of \(name) twice") == true,
+        "\(String(describing: doubled))")
+    }
   }
 
   @Test func partsAnsweredWithDifferentSlotsLeaveTheSlotsOut() async throws {
