@@ -318,6 +318,44 @@ func median(_ values: [Double]) -> Double {
     ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
 }
 
+/// What the planner chooses for a step of `batch` (`pipemesh plan
+/// --batch-size`), and what that configuration trains at: as `measuredAt`
+/// has it (samples/s by "SCHEDULE M"), or measured here over as many rounds.
+struct Choice: Codable {
+  let chosen: String
+  let stages: Int
+  let predicted: Double
+  let measured: Double
+}
+
+func choice(_ client: RPCClient, services: LocalServices, stages: Int, measuredAt: [String: Double]) async throws
+  -> Choice
+{
+  let plan = try await client.call(
+    CoordinatorMethods.plan,
+    .with {
+      $0.model = spec
+      $0.stages = Int32(stages)
+      $0.batchSize = Int32(batch)
+    })
+  guard let chosen = plan.choices.first, let name = scheduleKinds.first(where: { $0.value == chosen.schedule })?.key
+  else { throw RPCError(.internal, "the planner chose nothing: \(plan)") }
+  let key = "\(name) \(chosen.microBatches)"
+  var measured = measuredAt[key]
+  if measured == nil {
+    var rounds: [Double] = []
+    for round in 1...roundCount {
+      rounds.append(
+        try await trainOnce(
+          client, services: services, job: "chosen-k\(stages)-r\(round)", schedule: chosen.schedule, stages: stages,
+          microBatches: Int(chosen.microBatches)
+        ).samplesPerSecond)
+    }
+    measured = median(rounds)
+  }
+  return Choice(chosen: key, stages: stages, predicted: chosen.predictedExamplesPerSecond, measured: measured!)
+}
+
 for stages in stageCounts {
   let services = try LocalServices(logDirectory: "\(output)/logs-k\(stages)", executable: binary)
   let ps = try await services.start("ps", name: "ps", [])
@@ -328,6 +366,7 @@ for stages in stageCounts {
   let coordinator = try await services.start(
     "coordinator", name: "coordinator", ["--ps", ps, "--partitions", partitions.joined(separator: ";")])
   let client = try RPCClient(target: coordinator, transport: .init(maxMessageBytes: 1 << 30))
+  var measuredAt: [String: Double] = [:]
   for microBatches in microBatchCounts {
     // Each round measures both references right before the mesh runs each
     // schedule, so that all see the machine in the same state (its speed
@@ -379,6 +418,13 @@ for stages in stageCounts {
       try last.trace.write(
         toFile: "\(output)/trace-\(name)-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
     }
+    for name in schedules {
+      measuredAt["\(name) \(microBatches)"] = median(rounds[name]!.map(\.samplesPerSecond))
+    }
+  }
+  if stages > 1 {
+    let chosen = try await choice(client, services: services, stages: stages, measuredAt: measuredAt)
+    print(String(decoding: try JSONEncoder().encode(chosen), as: UTF8.self))
   }
   await services.stopAll()
 }
