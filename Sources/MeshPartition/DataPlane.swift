@@ -33,6 +33,13 @@ public final class DataPlane: Sendable {
     /// Unloaded jobs (one short name per job run).
     var droppedJobs: Set<String> = []
 
+    /// Whether a fetch that releases the tensor under `key` takes it away: an
+    /// inference's (its call is not sent again, and no commit drops it). A
+    /// training step's stays held until its step is dropped, so that a fetch
+    /// whose chunks were lost on the way (sent, then the connection broke)
+    /// finds it when the fetcher's call is sent again.
+    static func goesWithItsFetch(_ key: DataPlaneKey) -> Bool { key.step < 1 }
+
     /// Whether no tensor will be offered under `key` any more: its job is
     /// unloaded or its step committed (so a fetch waiting for it ends).
     func isDropped(_ key: DataPlaneKey) -> Bool { isCommitted(key, stepsBefore: 0) }
@@ -78,19 +85,13 @@ public final class DataPlane: Sendable {
     }
   }
 
-  /// Holds a released tensor of a training step again whose fetch broke off
-  /// before it got through (the fetcher's call is sent again after a
-  /// dropped connection, and finds it); not once its step is dropped, nor
-  /// an inference's (its call is not sent again, and its tensors are never
-  /// dropped by a commit).
-  func giveBack(_ tensor: Tensor, key: DataPlaneKey) {
-    hold(tensor, key: key, unlessExpired: true)
-  }
-
-  private func hold(_ tensor: Tensor, key: DataPlaneKey, unlessExpired: Bool = false) {
+  private func hold(_ tensor: Tensor, key: DataPlaneKey) {
     let served = held.withLock { held -> [Waiter] in
-      if unlessExpired, key.step < 1 || held.isExpired(key) { return [] }
       let waiters = held.waiting.removeValue(forKey: key) ?? []
+      guard Held.goesWithItsFetch(key) else {
+        held.tensors[key] = tensor
+        return waiters
+      }
       // Every waiter that only reads gets it; the first that releases takes it.
       var served = waiters.filter { !$0.release }
       if let taker = waiters.first(where: \.release) {
@@ -122,7 +123,8 @@ public final class DataPlane: Sendable {
         // Decided under the lock, which a cancellation also takes: a waiter
         // is either queued (and resumed by offer, drop or cancellation) or not.
         let outcome = held.withLock { held -> Outcome in
-          if let tensor = release ? held.tensors.removeValue(forKey: key) : held.tensors[key] { return .found(tensor) }
+          let taken = release && Held.goesWithItsFetch(key)
+          if let tensor = taken ? held.tensors.removeValue(forKey: key) : held.tensors[key] { return .found(tensor) }
           guard wait else { return .missing }
           guard !held.isDropped(key) else { return .dropped }
           guard !Task.isCancelled else { return .cancelled }

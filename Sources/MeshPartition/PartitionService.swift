@@ -110,14 +110,10 @@ public final class PartitionService: RPCService, Sendable {
         throw RPCError(
           .failedPrecondition, "job \(key.job) is not loaded on this partition: its tensor \(key) will not be produced")
       }
+      // A training step's tensor stays held until its step is dropped: a fetch that does not get
+      // through is asked again once the fetcher's call is sent again.
       let tensor = try await dataPlane.take(key, release: request.release, wait: request.wait)
-      do {
-        try await DataPlane.send(tensor, to: writer)
-      } catch {
-        // Not through: the fetcher asks again once its call is sent again.
-        if request.release { dataPlane.giveBack(tensor, key: key) }
-        throw error
-      }
+      try await DataPlane.send(tensor, to: writer)
     }
     router.unary(PartitionMethods.timeLayers) { [self] request, _ in try await timeLayers(request) }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in

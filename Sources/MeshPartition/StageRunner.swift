@@ -605,7 +605,10 @@ actor StageRunner {
   /// Runs `body` when the step's calls before `position` have run (at once
   /// for position 0, which takes no turn), then passes the turn on. Once a
   /// call of a step fails, the step's later calls fail with its error rather
-  /// than run on a broken step.
+  /// than run on a broken step; but a call that fails with UNAVAILABLE (a
+  /// neighbour's tensor lost on the way, a peer that did not answer) keeps
+  /// its turn: the coordinator sends it again, and the later calls wait for
+  /// that, as they would for a call whose connection dropped.
   private func onTurn<R>(step: Int64, position: Int32, _ body: () async throws -> R) async throws -> R {
     guard position > 0 else { return try await body() }
     if let closed = turns.closed(step: step) { throw closed }
@@ -624,6 +627,8 @@ actor StageRunner {
       let result = try await body()
       turns.finish(step: step, position: position)
       return result
+    } catch let error as RPCError where error.code == .unavailable {
+      throw error
     } catch {
       turns.finish(step: step, position: position, failure: error as? RPCError ?? RPCError(.internal, "\(error)"))
       throw error

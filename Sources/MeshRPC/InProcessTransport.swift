@@ -31,8 +31,9 @@ public final class InProcessNetwork: RPCDialer {
   public enum Loss: Sendable {
     /// The request never reaches the server.
     case request
-    /// The server handles the request; its answer never reaches the caller
-    /// (of unary calls only).
+    /// The server handles the request; its answer never reaches the caller:
+    /// a unary call's answer, or every message of a server stream, which the
+    /// server sent in full (as when a connection breaks with them buffered).
     case answer
   }
 
@@ -300,8 +301,9 @@ public struct InProcessChannel: RPCChannel {
       } catch {
         return InProcessStreamReader(failed: error)
       }
-      start(call, path: method.path, kind: PM_METHOD_SERVER_STREAMING)
-      return InProcessStreamReader(call: call)
+      let fault = start(call, path: method.path, kind: PM_METHOD_SERVER_STREAMING)
+      guard case .lose(.answer, let error) = fault?.effect else { return InProcessStreamReader(call: call) }
+      return InProcessStreamReader(call: call, losingEveryMessageWith: error)
     })
   }
 
@@ -372,8 +374,11 @@ public struct InProcessChannel: RPCChannel {
       call.finish(with: error)
       return nil
     }
-    precondition(
-      fault == nil || kind == PM_METHOD_UNARY, "only a unary call's answer is lost or held by a placed fault")
+    switch (fault?.effect, kind) {
+    case (nil, _), (_, PM_METHOD_UNARY), (.lose(.answer, _), PM_METHOD_SERVER_STREAMING): break
+    default:
+      preconditionFailure("a placed fault holds only a unary call's answer, and loses only a unary or server stream's")
+    }
     call.expireAtDeadline()
     server.start(call, path: path, kind: kind)
     return fault
@@ -384,22 +389,29 @@ public struct InProcessChannel: RPCChannel {
 final class InProcessStreamReader: Sendable {
   private let call: InProcessCall?
   private let failure: (any Error)?
+  /// The error the stream ends with once the server sent every message,
+  /// none of which the reader gets (a placed fault).
+  private let lostAnswer: (any Error)?
 
-  init(call: InProcessCall) {
+  init(call: InProcessCall, losingEveryMessageWith lostAnswer: (any Error)? = nil) {
     self.call = call
     failure = nil
+    self.lostAnswer = lostAnswer
   }
 
   init(failed error: any Error) {
     call = nil
     failure = error
+    lostAnswer = nil
   }
 
   func next() async throws -> Data? {
     if let failure { throw failure }
     guard let call else { return nil }
     return try await withTaskCancellationHandler {
-      try await call.next()
+      guard let lostAnswer else { return try await call.next() }
+      while try await call.next() != nil {}
+      throw lostAnswer
     } onCancel: {
       call.cancelFromClient()
     }

@@ -135,6 +135,29 @@ import Testing
       faults.map(\.step) == [failed.stoppedAt] && faults.first?.stepsRedone == failed.stepsRedone, "\(faults)")
   }
 
+  /// A fetch of a tensor between the stages whose chunks were all sent, then
+  /// lost (the connection broke with them on the way): the fetching stage's
+  /// call fails with UNAVAILABLE and is sent again, and its fetch finds the
+  /// tensor still held, so the step goes on without a restart and the job
+  /// ends as a run without the fault.
+  @Test(arguments: [DataPlaneKey.Kind.activation, .gradient])
+  func aFetchWhoseChunksAreLostIsAnsweredAgain(kind: DataPlaneKey.Kind) async throws {
+    let faults = try await Self.faultyRunEqualsStraightOne(checkpointEvery: 5) { mesh in
+      // A stage fetches activations from the stage before it, gradients from the one after.
+      let holder = kind == .activation ? mesh.partitions[0][0] : mesh.partitions[1][0]
+      mesh.network.failNextCall(
+        PartitionMethods.fetchTensor.path, to: holder, losing: .answer,
+        with: RPCError(.unavailable, "the test lost this fetch's chunks")
+      ) { bytes in
+        guard let request = try? Pipemesh_V1_FetchTensorRequest(serializedBytes: bytes),
+          let key = try? DataPlaneKey(wire: request.key)
+        else { return false }
+        return key.job.hasPrefix("faulty.") && key.step == 7 && key.microBatch == 1 && key.kind == kind
+      }
+    }
+    #expect(faults.isEmpty, "\(faults)")
+  }
+
   /// The pull of a job's final weights refused, as a ps task that restarted
   /// since the run began refuses it (ABORTED): the job restarts from its
   /// newest checkpoint (the last step's, or four steps before it) and

@@ -27,7 +27,7 @@ import Testing
   }
 
   /// 9 MiB of activations: three chunks of at most 4 MiB each, put back
-  /// together bit for bit; the tensor is released once fetched.
+  /// together bit for bit.
   @Test(arguments: TestTransport.allCases)
   func aTensorLargerThanAChunkArrivesWhole(transport: TestTransport) async throws {
     let (_, partition, key, activations) = Self.offered("wide", [64, 36_864], seed: 5)
@@ -47,16 +47,56 @@ import Testing
           $0.release = true
         })
       #expect(fetched == activations)
-      let gone = await #expect(throws: RPCError.self) {
-        _ = try await DataPlane.fetch(from: channel, .with { $0.key = key.wire })
+    }
+  }
+
+  /// A training step's tensor stays held after the fetch that releases it,
+  /// until the step after it commits: a fetch whose chunks were lost on the
+  /// way (all sent, then the connection broke) gets it whole when the
+  /// fetcher's call is sent again. An inference's tensor goes with the
+  /// fetch that releases it (its call is not sent again, and no commit
+  /// would drop it).
+  @Test(arguments: TestTransport.allCases)
+  func aReleasedTensorOfAStepStaysUntilTheNextStepCommits(transport: TestTransport) async throws {
+    let (dataPlane, partition, key, activations) = Self.offered("again", [4, 8], seed: 7)
+    let inference = DataPlaneKey(
+      .with {
+        $0.job = "again"
+        $0.step = 0
+        $0.microBatch = 0
+      }, .inference)
+    _ = dataPlane.offer(activations, key: inference)
+    try await withChannel(transport, [partition]) { channel in
+      func fetch(_ key: DataPlaneKey) async throws -> Tensor {
+        try await DataPlane.fetch(
+          from: channel,
+          .with {
+            $0.key = key.wire
+            $0.release = true
+          })
       }
-      #expect(gone?.code == .notFound)
+      let first = try await fetch(key)
+      let again = try await fetch(key)
+      #expect(first == activations && again == activations)
+      // Step 1's commit keeps its tensors (a neighbour that has not committed may fetch them).
+      dataPlane.drop(job: "again", throughStep: 1)
+      let afterItsCommit = try await fetch(key)
+      #expect(afterItsCommit == activations)
+      dataPlane.drop(job: "again", throughStep: 2)
+      let dropped = await #expect(throws: RPCError.self) { _ = try await fetch(key) }
+      #expect(dropped?.code == .notFound, "\(String(describing: dropped))")
+
+      let inferred = try await fetch(inference)
+      #expect(inferred == activations)
+      let taken = await #expect(throws: RPCError.self) { _ = try await fetch(inference) }
+      #expect(taken?.code == .notFound, "\(String(describing: taken))")
+      #expect(dataPlane.heldBytes == 0)
     }
   }
 
   /// A fetch that releases its tensor and breaks off part way (its caller
   /// gone: a dropped connection) leaves the tensor held, so the call sent
-  /// again gets it whole.
+  /// again gets it whole; it stays held until its step is dropped.
   @Test(arguments: TestTransport.allCases)
   func aReleasedTensorWhoseFetchBreaksOffIsHeldAgain(transport: TestTransport) async throws {
     // 64 MiB: far more than a connection buffers, so the sender waits on the reader.
@@ -74,11 +114,12 @@ import Testing
         }
       }
       for await _ in firstChunk.stream { break }
-      #expect(dataPlane.heldBytes == 0, "the fetch took it")
       reader.cancel()
-      #expect(await eventually { dataPlane.heldBytes == activations.scalarCount * 4 }, "not held again")
       let fetched = try await DataPlane.fetch(from: channel, request)
       #expect(fetched == activations)
+      #expect(dataPlane.heldBytes == activations.scalarCount * 4)
+      dataPlane.drop(job: "broken", throughStep: 2)
+      #expect(dataPlane.heldBytes == 0)
     }
   }
 }

@@ -678,7 +678,9 @@ public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
   /// Valid: any; a tensor not held is NOT_FOUND without `wait`.
   public var key: String = String()
 
-  /// Release the tensor once sent.
+  /// The fetcher is the tensor's last: an inference's tensor is released once sent; a training
+  /// step's stays held until the step after it commits (or the job is unloaded), so that a fetch
+  /// whose chunks were lost on the way is answered again when the fetcher's call is sent again.
   /// Valid: any.
   public var release: Bool = false
 
