@@ -107,6 +107,21 @@ extension Planner {
       self.rows = rows
       self.on = on
     }
+
+    /// The times of micro-batches of `wanted` rows: as measured, or, where
+    /// fewer rows were timed (a micro-batch too large to time whole), in
+    /// proportion to the rows — a product of that many rows already runs at
+    /// its full speed per row.
+    func scaled(toRows wanted: Int) -> MeasuredTimes {
+      guard wanted != rows, rows > 0 else { return self }
+      let factor = Double(wanted) / Double(rows)
+      return MeasuredTimes(
+        layers: layers.map {
+          LayerTiming(
+            forward: $0.forward * factor, backward: $0.backward * factor, splitForward: $0.splitForward * factor,
+            splitBackward: $0.splitBackward * factor)
+        }, rows: wanted, on: on)
+    }
   }
 
   /// The answer to `request` for `model` over `stages` stages: the stages
@@ -151,14 +166,9 @@ extension Planner {
     let began = ContinuousClock.now
     for microBatches in microBatchCounts(batchSize: batchSize).reversed() {
       guard ContinuousClock.now < began + choiceTimingBudget else { break }
-      // Times of fewer rows than the micro-batch's (a layer too slow to time whole) would not
-      // predict it: such rows are not timed at all.
-      let rows = batchSize / microBatches
-      guard case .success(rows) = model.rowsToTime(wanted: rows, repeats: LayerTimings.repeats, within: .planning),
-        let measured = await measure(rows), measured.rows == rows
-      else { continue }
+      guard let measured = await measure(batchSize / microBatches) else { continue }
       measuredAt[microBatches] = measured
-      plans.append((microBatches, try planned(on: measured)))
+      plans.append((microBatches, try planned(on: measured.scaled(toRows: batchSize / microBatches))))
     }
     let choices = ranked(plans, batchSize: batchSize)
     guard let chosen = choices.first else {

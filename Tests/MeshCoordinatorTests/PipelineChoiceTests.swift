@@ -71,6 +71,40 @@ import Testing
     #expect(choices.filter { $0.microBatches == 1 }.count == 3)
   }
 
+  /// A micro-batch too large to time whole is timed on fewer rows and its
+  /// times scaled to its own: the same choices as times measured whole,
+  /// where they grow with the rows.
+  @Test func rowsTooManyToTimeAreTimedFewerAndScaled() async throws {
+    let spec = Pipemesh_V1_ModelSpec.with {
+      $0.inputShape = [64]
+      $0.layers = (0..<4).map { _ in .with { $0.dense = .with { $0.units = 64 } } }
+      $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+    }
+    func times(_ rows: Int) -> Planner.MeasuredTimes {
+      let forward = Duration.microseconds(10) * rows
+      return .init(
+        layers: Array(repeating: LayerTiming(forward: forward, backward: forward * 2), count: 4), rows: rows, on: "here"
+      )
+    }
+    func choices(timingAtMost most: Int) async throws -> [Pipemesh_V1_PipelineChoice] {
+      try await Planner.answer(
+        .with {
+          $0.model = spec
+          $0.stages = 2
+          $0.batchSize = 64
+        }, model: Self.model, stages: 2, budgets: [], memory: .mostSlots
+      ) { times(min($0, most)) }.choices
+    }
+    let whole = try await choices(timingAtMost: 64)
+    let capped = try await choices(timingAtMost: 16)
+    #expect(whole.count == 18 && capped.count == 18)
+    for (got, wanted) in zip(capped, whole) {
+      #expect(
+        got.microBatches == wanted.microBatches && got.schedule == wanted.schedule
+          && abs(got.predictedStepSeconds - wanted.predictedStepSeconds) < 1e-12, "\(got) against \(wanted)")
+    }
+  }
+
   /// The Plan RPC with batch_size: every count and schedule weighed on
   /// times a partition of the pool measured, the chosen one's stages and
   /// prediction above the list; batch_size out of range, or beside what it

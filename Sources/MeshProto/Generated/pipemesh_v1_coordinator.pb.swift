@@ -345,9 +345,10 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
 
   /// The examples of a step (TrainRequest.batch_size): the planner chooses the micro-batches and
   /// the schedule. It times the layers at the rows of each micro-batch count of 1, 2, 4, … 32 that
-  /// divides batch_size (most first, for 60 s at most in all; rows too slow to time whole are
-  /// skipped), plans the stages on each, simulates a step of each synchronous schedule (1F1B,
-  /// ZB-H1, GPipe) on them, and answers the fastest, listing every one it weighed in `choices`. Predictions within 1 % of the fastest count as equal: the fewest micro-batches
+  /// divides batch_size (most first, for 60 s at most in all; rows too many to time whole are timed
+  /// fewer and their times scaled to the rows), plans the stages on each, simulates a step of each
+  /// synchronous schedule (1F1B, ZB-H1, GPipe) on them, and answers the fastest, listing every one
+  /// it weighed in `choices`. Predictions within 1 % of the fastest count as equal: the fewest micro-batches
   /// win, then 1F1B, ZB-H1, GPipe in that order (the activations they hold).
   /// Valid: 0 (the micro-batches and schedule given), or 1 to 65,536, without micro_batch_rows,
   /// micro_batches, schedule and estimate (INVALID_ARGUMENT naming the one given). FAILED_PRECONDITION

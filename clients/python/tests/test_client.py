@@ -149,6 +149,13 @@ def test_jobs_and_models_are_listed_shown_and_exported(mesh, trained, tmp_path):
             assert one_f_one_b.predicted_step_seconds > 0
         with pytest.raises(ValueError, match="schedule"):
             client.plan(MODEL, stages=2, schedule="interleaved")
+        if one_f_one_b.measured_on:  # a free partition times the model for each micro-batch count
+            chosen = client.plan(MODEL, stages=2, batch_size=16)
+            assert sorted({c.micro_batches for c in chosen.choices}) == [1, 2, 4, 8, 16]
+            assert chosen.choices[0].micro_batch_rows * chosen.choices[0].micro_batches == 16
+            assert chosen.predicted_step_seconds == chosen.choices[0].predicted_step_seconds
+        with pytest.raises(pipemesh.InvalidArgument, match="micro_batches cannot be given"):
+            client.plan(MODEL, stages=2, batch_size=16, micro_batches=2)
         assert {m.state for m in client.pool().members} <= {api.MEMBER_STATE_FREE, api.MEMBER_STATE_BUSY}
 
 
