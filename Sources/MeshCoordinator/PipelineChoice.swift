@@ -177,7 +177,10 @@ extension Planner {
         "batch_size \(batchSize): no micro-batch count of it could be timed (no partition answered, or its rows take "
           + "too long to time), and choosing needs measured times; give micro_batches and a schedule instead")
     }
-    var answer = response(chosen.plan, measuredAt[chosen.microBatches], stepSeconds: chosen.stepSeconds)
+    // The layers' times of the chosen micro-batch's rows, which its stages and step add up.
+    var answer = response(
+      chosen.plan, measuredAt[chosen.microBatches]?.scaled(toRows: chosen.microBatchRows),
+      stepSeconds: chosen.stepSeconds)
     answer.choices = choices.map(\.wire)
     return answer
   }

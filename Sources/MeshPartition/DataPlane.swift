@@ -17,6 +17,11 @@ public final class DataPlane: Sendable {
   /// a failed job.)
   static let fetchWaitLimit = Duration.seconds(3600)
 
+  /// How long a training step's tensor stays held after a fetch released
+  /// it, at most: long enough for the fetcher's call to be sent again
+  /// (`CallRetry`), not forever for a step that is never dropped.
+  static let releasedTensorKept = Duration.seconds(60)
+
   private let advertised: Mutex<String>
   private let dialer: any RPCDialer
   private let held = Mutex(Held())
@@ -32,13 +37,33 @@ public final class DataPlane: Sendable {
     var committedThrough: [String: Int64] = [:]
     /// Unloaded jobs (one short name per job run).
     var droppedJobs: Set<String> = []
+    /// When a fetch released each training tensor still held.
+    var released: [DataPlaneKey: ContinuousClock.Instant] = [:]
 
     /// Whether a fetch that releases the tensor under `key` takes it away: an
     /// inference's (its call is not sent again, and no commit drops it). A
-    /// training step's stays held until its step is dropped, so that a fetch
-    /// whose chunks were lost on the way (sent, then the connection broke)
-    /// finds it when the fetcher's call is sent again.
-    static func goesWithItsFetch(_ key: DataPlaneKey) -> Bool { key.step < 1 }
+    /// training step's stays held until its step is dropped, or
+    /// `releasedTensorKept` after the release (the last step of a job whose
+    /// stages stay loaded to serve is never dropped), so that a fetch whose
+    /// chunks were lost on the way (sent, then the connection broke) finds it
+    /// when the fetcher's call is sent again.
+    static func goesWithItsFetch(_ key: DataPlaneKey) -> Bool { key.kind == .inference || key.step < 1 }
+
+    /// Notes the release of a training tensor (the first one counts).
+    mutating func noteRelease(of key: DataPlaneKey) {
+      if released[key] == nil { released[key] = .now }
+    }
+
+    /// Drops the tensors dropped steps and jobs held, and the released ones
+    /// kept past `releasedTensorKept`.
+    mutating func sweep() {
+      let kept = ContinuousClock.now - DataPlane.releasedTensorKept
+      for key in tensors.keys where isExpired(key) || released[key].map({ $0 < kept }) == true {
+        tensors[key] = nil
+        released[key] = nil
+      }
+      released = released.filter { tensors[$0.key] != nil }
+    }
 
     /// Whether no tensor will be offered under `key` any more: its job is
     /// unloaded or its step committed (so a fetch waiting for it ends).
@@ -87,9 +112,13 @@ public final class DataPlane: Sendable {
 
   private func hold(_ tensor: Tensor, key: DataPlaneKey) {
     let served = held.withLock { held -> [Waiter] in
+      held.sweep()
+      // Offered after its job was unloaded or its step dropped (a computation that ended late).
+      guard !held.isExpired(key) else { return [] }
       let waiters = held.waiting.removeValue(forKey: key) ?? []
       guard Held.goesWithItsFetch(key) else {
         held.tensors[key] = tensor
+        if waiters.contains(where: \.release) { held.noteRelease(of: key) }
         return waiters
       }
       // Every waiter that only reads gets it; the first that releases takes it.
@@ -123,8 +152,12 @@ public final class DataPlane: Sendable {
         // Decided under the lock, which a cancellation also takes: a waiter
         // is either queued (and resumed by offer, drop or cancellation) or not.
         let outcome = held.withLock { held -> Outcome in
+          held.sweep()
           let taken = release && Held.goesWithItsFetch(key)
-          if let tensor = taken ? held.tensors.removeValue(forKey: key) : held.tensors[key] { return .found(tensor) }
+          if let tensor = taken ? held.tensors.removeValue(forKey: key) : held.tensors[key] {
+            if release, !taken { held.noteRelease(of: key) }
+            return .found(tensor)
+          }
           guard wait else { return .missing }
           guard !held.isDropped(key) else { return .dropped }
           guard !Task.isCancelled else { return .cancelled }
@@ -173,7 +206,7 @@ public final class DataPlane: Sendable {
   private func drop(_ mark: (inout Held) -> Void) {
     let ended = held.withLock { held -> [(DataPlaneKey, Waiter)] in
       mark(&held)
-      for key in held.tensors.keys where held.isExpired(key) { held.tensors[key] = nil }
+      held.sweep()
       var ended: [(DataPlaneKey, Waiter)] = []
       for (key, waiters) in held.waiting where held.isDropped(key) {
         ended += waiters.map { (key, $0) }

@@ -195,11 +195,22 @@ struct TrainingOptions: ParsableArguments {
     guard microBatches == .auto else { return request }
     var asked = Self.planRequest(for: request, stages: stages)
     asked.batchSize = request.batchSize
-    let plan = try await coordinator.call(CoordinatorMethods.plan, asked)
+    var request = request
+    let plan: Pipemesh_V1_PlanResponse
+    do {
+      plan = try await coordinator.call(CoordinatorMethods.plan, asked)
+    } catch let error as RPCError where error.code == .failedPrecondition {
+      // Nothing timed the model (every partition busy, say): train as without auto.
+      request.microBatches = Int32(min(4, request.batchSize))
+      request.schedule = .scheduleOneFOneB
+      FileHandle.standardError.write(
+        Data(
+          "pipemesh: --micro-batches auto: \(error.message); training with \(request.microBatches) by 1f1b\n".utf8))
+      return request
+    }
     guard let chosen = plan.choices.first else {
       throw RPCError(.internal, "the coordinator answered a plan for batch_size \(request.batchSize) with no choice")
     }
-    var request = request
     request.microBatches = chosen.microBatches
     request.schedule = chosen.schedule
     FileHandle.standardError.write(

@@ -73,7 +73,8 @@ import Testing
 
   /// A micro-batch too large to time whole is timed on fewer rows and its
   /// times scaled to its own: the same choices as times measured whole,
-  /// where they grow with the rows.
+  /// where they grow with the rows, and the answer's layer times the chosen
+  /// micro-batch's.
   @Test func rowsTooManyToTimeAreTimedFewerAndScaled() async throws {
     let spec = Pipemesh_V1_ModelSpec.with {
       $0.inputShape = [64]
@@ -86,18 +87,25 @@ import Testing
         layers: Array(repeating: LayerTiming(forward: forward, backward: forward * 2), count: 4), rows: rows, on: "here"
       )
     }
-    func choices(timingAtMost most: Int) async throws -> [Pipemesh_V1_PipelineChoice] {
+    func plan(timingAtMost most: Int) async throws -> Pipemesh_V1_PlanResponse {
       try await Planner.answer(
         .with {
           $0.model = spec
           $0.stages = 2
           $0.batchSize = 64
         }, model: Self.model, stages: 2, budgets: [], memory: .mostSlots
-      ) { times(min($0, most)) }.choices
+      ) { times(min($0, most)) }
     }
-    let whole = try await choices(timingAtMost: 64)
-    let capped = try await choices(timingAtMost: 16)
+    // Every micro-batch of more than one row timed on one.
+    let (wholePlan, cappedPlan) = (try await plan(timingAtMost: 64), try await plan(timingAtMost: 1))
+    let (whole, capped) = (wholePlan.choices, cappedPlan.choices)
     #expect(whole.count == 18 && capped.count == 18)
+    // The answer's layer times are the chosen micro-batch's, as its stages add them up.
+    #expect(cappedPlan.measuredRows == capped.first?.microBatchRows && cappedPlan.measuredRows > 1)
+    let layerSeconds = zip(cappedPlan.layerTimes, wholePlan.layerTimes).map {
+      abs($0.forwardSeconds - $1.forwardSeconds)
+    }
+    #expect(layerSeconds.count == 4 && layerSeconds.allSatisfy { $0 < 1e-12 }, "\(cappedPlan.layerTimes)")
     for (got, wanted) in zip(capped, whole) {
       #expect(
         got.microBatches == wanted.microBatches && got.schedule == wanted.schedule

@@ -59,10 +59,11 @@ import Testing
   @Test(arguments: TestTransport.allCases)
   func aReleasedTensorOfAStepStaysUntilTheNextStepCommits(transport: TestTransport) async throws {
     let (dataPlane, partition, key, activations) = Self.offered("again", [4, 8], seed: 7)
+    // Of any step: an Infer may name one.
     let inference = DataPlaneKey(
       .with {
         $0.job = "again"
-        $0.step = 0
+        $0.step = 2
         $0.microBatch = 0
       }, .inference)
     _ = dataPlane.offer(activations, key: inference)

@@ -345,7 +345,7 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
 
   /// The examples of a step (TrainRequest.batch_size): the planner chooses the micro-batches and
   /// the schedule. It times the layers at the rows of each micro-batch count of 1, 2, 4, … 32 that
-  /// divides batch_size (most first, for 60 s at most in all; rows too many to time whole are timed
+  /// divides batch_size (most first, no further count once 60 s have passed; rows too many to time whole are timed
   /// fewer and their times scaled to the rows), plans the stages on each, simulates a step of each
   /// synchronous schedule (1F1B, ZB-H1, GPipe) on them, and answers the fastest, listing every one
   /// it weighed in `choices`. Predictions within 1 % of the fastest count as equal: the fewest micro-batches
@@ -452,8 +452,9 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
   /// of the FLOP estimate.
   public var imbalance: Double = 0
 
-  /// The partition that timed the layers, and the micro-batch rows it timed; empty and 0 when the
-  /// plan balanced the FLOP estimate.
+  /// The partition that timed the layers, and the micro-batch rows it timed (with batch_size, the
+  /// chosen micro-batch's rows, the times scaled to them where fewer were timed); empty and 0 when
+  /// the plan balanced the FLOP estimate.
   public var measuredOn: String = String()
 
   public var measuredRows: Int32 = 0

@@ -679,8 +679,9 @@ public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
   public var key: String = String()
 
   /// The fetcher is the tensor's last: an inference's tensor is released once sent; a training
-  /// step's stays held until the step after it commits (or the job is unloaded), so that a fetch
-  /// whose chunks were lost on the way is answered again when the fetcher's call is sent again.
+  /// step's stays held until the step after it commits, the job is unloaded, or a minute has
+  /// passed, so that a fetch whose chunks were lost on the way is answered again when the
+  /// fetcher's call is sent again.
   /// Valid: any.
   public var release: Bool = false
 

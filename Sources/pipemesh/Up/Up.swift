@@ -146,11 +146,21 @@ struct Up: AsyncParsableCommand {
     return pinned
   }
 
-  /// This command again, with the run's model.json for the model and `split` (the split the
-  /// run trained on, when the command gave none): the same run.
-  static func command(reproducing run: RunFolder, split: [LayerPosition] = []) -> String {
+  /// This command again, with the run's model.json for the model, `split` (the split the
+  /// run trained on, when the command gave none) and `chosen` (the micro-batches and schedule
+  /// `--micro-batches auto` chose): the same run.
+  static func command(
+    reproducing run: RunFolder, split: [LayerPosition] = [], chosen: (microBatches: Int32, schedule: String)? = nil
+  ) -> String {
     var arguments = Array(CommandLine.arguments.dropFirst())
     if !split.isEmpty { arguments += ["--split"] + split.map(\.description) }
+    if let chosen {
+      arguments = arguments.filter { $0 != "--micro-batches=auto" }
+      if let index = arguments.firstIndex(of: "--micro-batches"), arguments.indices.contains(index + 1) {
+        arguments.removeSubrange(index...(index + 1))
+      }
+      arguments += ["--micro-batches", "\(chosen.microBatches)", "--schedule", chosen.schedule]
+    }
     if let index = arguments.firstIndex(of: "--model"), arguments.indices.contains(index + 1) {
       arguments[index + 1] = run.file("model.json")
     } else if let index = arguments.firstIndex(where: { $0.hasPrefix("--model=") }) {
@@ -172,7 +182,10 @@ struct Up: AsyncParsableCommand {
       try await training.choosingPipeline(request, stages: stageCount, coordinator: coordinator),
       coordinator: coordinator)
     let split = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
-    let reproduce = Self.command(reproducing: run, split: training.split.isEmpty ? split : [])
+    let reproduce = Self.command(
+      reproducing: run, split: training.split.isEmpty ? split : [],
+      chosen: training.microBatches == .auto
+        ? (request.microBatches, TrainingOptions.scheduleName(request.schedule)) : nil)
     try run.writeOptions([
       "command": Array(CommandLine.arguments.dropFirst()), "reproduce": reproduce, "stages": stageCount,
       "replicas": replicas, "in_process": inProcess,
