@@ -161,8 +161,8 @@ public final class CoordinatorService: RPCService, Sendable {
       return try await Planner.answer(
         request, model: model, stages: stages, budgets: poolCanRun ? Array(repeating: budget, count: stages) : [],
         memory: memory
-      ) { [layerTimings, pool] rows in
-        await layerTimings.times(of: request.model, model: model, rows: rows, pool: pool)
+      ) { [layerTimings, pool] rows, within in
+        await layerTimings.times(of: request.model, model: model, rows: rows, pool: pool, within: within)
       }
     }
     router.serverStreaming(CoordinatorMethods.train) { [self] request, writer, context in
@@ -355,7 +355,7 @@ public final class CoordinatorService: RPCService, Sendable {
           orThrow: RPCError(
             .resourceExhausted,
             "the coordinator is copying \(copying.width) imports already: ask again once one is done")
-        ) { try FileManager.default.copyItem(atPath: file.path, toPath: copy) }
+        ) { _ in try FileManager.default.copyItem(atPath: file.path, toPath: copy) }
       } catch let error as RPCError {
         throw error
       } catch {
@@ -397,7 +397,7 @@ public final class CoordinatorService: RPCService, Sendable {
       let solution = try await solving.run(
         orThrow: RPCError(
           .resourceExhausted, "the coordinator is solving \(solving.width) models already: ask again once one is done")
-      ) { [self] in
+      ) { [self] _ in
         let (inputs, targets) = try data(request.data)
         return try ClosedForm.solve(request, model: model, inputs: inputs, targets: targets)
       }

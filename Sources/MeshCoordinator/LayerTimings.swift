@@ -45,10 +45,12 @@ public final class LayerTimings: Sendable {
   static let longestLayer = 3600.0
 
   /// `model`'s layer times on micro-batches of `rows` examples, measured on
-  /// a free partition of `pool`, or as measured before; nil when none
-  /// measures them (the planner then estimates FLOPs).
+  /// a free partition of `pool` `within` the time given (`deadline` at
+  /// most), or as measured before; nil when none measures them (the planner
+  /// then estimates FLOPs).
   func times(
-    of spec: Pipemesh_V1_ModelSpec, model: Sequential, rows wanted: Int, pool: PartitionPool
+    of spec: Pipemesh_V1_ModelSpec, model: Sequential, rows wanted: Int, pool: PartitionPool,
+    within: Duration = deadline
   ) async -> Measured? {
     guard case .success(let rows) = model.rowsToTime(wanted: wanted, repeats: Self.repeats, within: .planning)
     else { return nil }
@@ -65,16 +67,22 @@ public final class LayerTimings: Sendable {
     case .unmeasured(let since) where ContinuousClock.now < since + Self.retryAfter: return nil
     default: break
     }
-    let measured = await measure(spec, model: model, rows: rows, pool: pool)
-    remember(measured.map(Known.measured) ?? .unmeasured(since: .now), under: key)
+    let allowed = min(within, Self.deadline)
+    let measured = await measure(spec, model: model, rows: rows, pool: pool, within: allowed)
+    // A measurement cut short by its caller's time says nothing of the next one's.
+    if let measured {
+      remember(.measured(measured), under: key)
+    } else if allowed == Self.deadline {
+      remember(.unmeasured(since: .now), under: key)
+    }
     return measured
   }
 
-  private func measure(_ spec: Pipemesh_V1_ModelSpec, model: Sequential, rows: Int, pool: PartitionPool) async
-    -> Measured?
-  {
+  private func measure(
+    _ spec: Pipemesh_V1_ModelSpec, model: Sequential, rows: Int, pool: PartitionPool, within: Duration
+  ) async -> Measured? {
     let free = Set(pool.status.filter { $0.state == .free }.map(\.endpoint))
-    let deadline = ContinuousClock.now + Self.deadline
+    let deadline = ContinuousClock.now + within
     for member in pool.members.filter({ free.contains($0.endpoint) }).prefix(Self.partitionsAsked) {
       guard !Task.isCancelled, ContinuousClock.now < deadline else { return nil }
       do {

@@ -85,15 +85,17 @@ final class ModelRegistry: Sendable {
       }, shapes: Dictionary(uniqueKeysWithValues: declarations.map { ($0.name, $0.shape) }), admit: admit
     ) { put in
       // From the tasks the run began with: one that restarted since may hold older values (ABORTED).
-      try await ps.pull(job: job.runID, names: held.map(\.name), incarnations: job.psIncarnationsAtStart) {
-        name, element, bytes in
-        try bytes.withUnsafeBytes { bytes in
-          guard let piece = pieces[name] else { return try put(name, element, bytes) }
-          let elements = element..<(element + bytes.count / 4)
-          for run in piece.wholeRuns(ofPieceElements: elements) {
-            try put(
-              piece.whole, run.whole,
-              UnsafeRawBufferPointer(rebasing: bytes[(run.offset * 4)..<((run.offset + run.count) * 4)]))
+      try await job.withinFinalPullDeadline {
+        try await ps.pull(job: job.runID, names: held.map(\.name), incarnations: job.psIncarnationsAtStart) {
+          name, element, bytes in
+          try bytes.withUnsafeBytes { bytes in
+            guard let piece = pieces[name] else { return try put(name, element, bytes) }
+            let elements = element..<(element + bytes.count / 4)
+            for run in piece.wholeRuns(ofPieceElements: elements) {
+              try put(
+                piece.whole, run.whole,
+                UnsafeRawBufferPointer(rebasing: bytes[(run.offset * 4)..<((run.offset + run.count) * 4)]))
+            }
           }
         }
       }

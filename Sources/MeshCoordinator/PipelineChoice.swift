@@ -126,14 +126,15 @@ extension Planner {
 
   /// The answer to `request` for `model` over `stages` stages: the stages
   /// planned on the layers' times that `measure` gives for a micro-batch of
-  /// the rows it is asked (nil when it measures nothing: the plan balances
-  /// the FLOP estimate), or with `batch_size`, of the pipeline chosen among
-  /// every micro-batch count and synchronous schedule (`ranked`). The
+  /// the rows it is asked, taking at most the time it is given (nil when it
+  /// measures nothing: the plan balances the FLOP estimate), or with
+  /// `batch_size`, of the pipeline chosen among every micro-batch count and
+  /// synchronous schedule (`ranked`), all timed within `timingBudget`. The
   /// request's split points, the partitions' `budgets` and `memory` hold as
   /// in `plan`; checked before anything is timed.
   public static func answer(
     _ request: Pipemesh_V1_PlanRequest, model: Sequential, stages: Int, budgets: [Int?], memory: StageMemory,
-    measure: (_ rows: Int) async -> MeasuredTimes?
+    timingBudget: Duration = choiceTimingBudget, measure: (_ rows: Int, _ within: Duration) async -> MeasuredTimes?
   ) async throws -> Pipemesh_V1_PlanResponse {
     try checkChoice(request)
     let splitPoints = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
@@ -156,17 +157,20 @@ extension Planner {
     guard request.batchSize > 0 else {
       let measured =
         request.estimate
-        ? nil : await measure(request.microBatchRows == 0 ? LayerTimings.defaultRows : Int(request.microBatchRows))
+        ? nil
+        : await measure(
+          request.microBatchRows == 0 ? LayerTimings.defaultRows : Int(request.microBatchRows), timingBudget)
       let plan = try planned(on: measured)
       return response(plan, measured, stepSeconds: plan.predictedStepSeconds(for: request))
     }
     let batchSize = Int(request.batchSize)
     var plans: [(microBatches: Int, plan: Plan)] = []
     var measuredAt: [Int: MeasuredTimes] = [:]
-    let began = ContinuousClock.now
+    let end = ContinuousClock.now + timingBudget
     for microBatches in microBatchCounts(batchSize: batchSize).reversed() {
-      guard ContinuousClock.now < began + choiceTimingBudget else { break }
-      guard let measured = await measure(batchSize / microBatches) else { continue }
+      let left = end - ContinuousClock.now
+      guard left > .zero else { break }
+      guard let measured = await measure(batchSize / microBatches, left) else { continue }
       measuredAt[microBatches] = measured
       plans.append((microBatches, try planned(on: measured.scaled(toRows: batchSize / microBatches))))
     }

@@ -511,7 +511,7 @@ final class TrainingJob: Sendable {
       try await save()
       let last = try await execute(data, on: placement, report: report, move: move)
       do {
-        let model = try await registered(by: register)
+        let model = try await register(self)
         status.withLock { $0.model = model }
         report(last)
         await finish(.succeeded)
@@ -1076,22 +1076,22 @@ final class TrainingJob: Sendable {
     }
   }
 
-  /// The model `register` makes of the job's final weights, which it pulls
-  /// from the ps tasks: within a step's deadline for each request of the
-  /// pull (`MeshPSClient.Placement.defaultBlockBytes` of weights), the ps tasks asked
-  /// whether they answer once it runs past one. A task that stopped (a frozen
-  /// host) fails the registration in seconds with DEADLINE_EXCEEDED, as it
-  /// would fail a step, rather than when its connection's keepalive gives up.
-  private func registered(by register: @escaping @Sendable (TrainingJob) async throws -> String) async throws
-    -> String
-  {
+  /// Runs `pull`, the pull of the job's final weights from the ps tasks as
+  /// its model is registered: within a step's deadline for each request of
+  /// the pull (`MeshPSClient.Placement.defaultBlockBytes` of weights), the
+  /// ps tasks asked whether they answer once it runs past one. A task that
+  /// stopped (a frozen host) fails the registration in seconds with
+  /// DEADLINE_EXCEEDED, as it would fail a step, rather than when its
+  /// connection's keepalive gives up. What the registry does after the pull
+  /// (the version's commit) is not timed: a restart then would only find the
+  /// version registered.
+  func withinFinalPullDeadline(_ pull: @escaping @Sendable () async throws -> Void) async throws {
     let bytes = model.layerCosts.reduce(0) { $0 + $1.parameterCount } * MemoryLayout<Float>.size
     let requests = max(
       1, (bytes + MeshPSClient.Placement.defaultBlockBytes - 1) / MeshPSClient.Placement.defaultBlockBytes)
-    return try await withinDeadline(
+    try await withinDeadline(
       nextStepDeadline.withLock { $0 }, rounds: stepDeadline.limit * requests, expected: requests,
-      "the pull of the final weights", members: try parameterServerMembers()
-    ) { try await register(self) }
+      "the pull of the final weights", members: try parameterServerMembers(), pull)
   }
 
   /// Loss and accuracy of the current variables after `step` on held-out

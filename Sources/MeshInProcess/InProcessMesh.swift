@@ -20,6 +20,8 @@ public final class InProcessMesh: Sendable {
   public let coordinatorEndpoint = "coordinator.in-process:1"
   /// The coordinator's service, for its job counts.
   public let coordinator: CoordinatorService
+  /// What each partition has been doing, by endpoint.
+  public let partitionActivity: [String: PartitionActivity]
   private let servers: [InProcessServer]
 
   /// Starts `psTasks` ps tasks, `stages` × `replicas` partitions and a
@@ -48,12 +50,15 @@ public final class InProcessMesh: Sendable {
         try network.serve([ParameterServerService(store: store, checkpointer: checkpointer)], at: endpoint))
     }
     let partitionDialer = network.dialer(identity: "partition")
+    var partitionActivity: [String: PartitionActivity] = [:]
     for endpoint in partitions.joined() {
       let partition = PartitionService(
         dataPlane: DataPlane(endpoint: endpoint, dialer: partitionDialer), dialer: partitionDialer,
         dialPolicy: .anywhere)
+      partitionActivity[endpoint] = partition.activity
       servers.append(try network.serve([partition], at: endpoint))
     }
+    self.partitionActivity = partitionActivity
     coordinator = try CoordinatorService(
       cluster: Cluster(
         parameterServers: parameterServers, partitions: partitions, dialer: network.dialer(identity: "coordinator")),

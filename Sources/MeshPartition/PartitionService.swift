@@ -264,9 +264,11 @@ public final class PartitionService: RPCService, Sendable {
     let deadline = ContinuousClock.now + Self.timingDeadline
     let times = try await timing.run(
       orThrow: RPCError(.resourceExhausted, "this partition is timing another model: ask again once it is done")
-    ) {
+    ) { callerGaveUp in
       do {
-        return try model.timeLayers(rows: Int(request.rows), repeats: repeats) { ContinuousClock.now < deadline }
+        return try model.timeLayers(rows: Int(request.rows), repeats: repeats) {
+          ContinuousClock.now < deadline && !callerGaveUp()
+        }
       } catch {
         throw RPCError(.deadlineExceeded, "\(error) after \(Self.timingDeadline), the most a timing may take")
       }

@@ -255,10 +255,9 @@ actor StageRunner {
     try checkOpen(microBatch.step)
     if request.hasWeightsAfterStep { try noteWeights(after: request.weightsAfterStep, step: microBatch.step) }
     let call = forwards.call(microBatch) { try await self.computeForward(request, training: true) }
-    do { return try await call.value } catch {
-      forwards.forgetFailed(microBatch, call)
-      throw error
-    }
+    return try await answer(
+      call, of: .forward(microBatch), leave: { $0.forwards.leave(microBatch, call) },
+      forget: { $0.forwards.forgetFailed(microBatch, call) })
   }
 
   private func computeForward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws
@@ -272,7 +271,7 @@ actor StageRunner {
       try await dataPlane.resolve(request.input, wait: training, what: "input of stage \(stage)", peers: peers)
     }
     let position = training ? request.schedulePosition : 0
-    return try await onTurn(step: microBatch.step, position: position) {
+    return try await onTurn(.forward(microBatch), position: position) {
       try await forwardOnTurn(request, microBatch, input: resolved.get(), training: training, timing: timing)
     }
   }
@@ -403,10 +402,9 @@ actor StageRunner {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
     try checkOpen(microBatch.step)
     let call = backwards.call(microBatch) { try await self.computeBackward(request, microBatch) }
-    do { return try await call.value } catch {
-      backwards.forgetFailed(microBatch, call)
-      throw error
-    }
+    return try await answer(
+      call, of: .backward(microBatch), leave: { $0.backwards.leave(microBatch, call) },
+      forget: { $0.backwards.forgetFailed(microBatch, call) })
   }
 
   private func computeBackward(_ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch) async throws
@@ -420,7 +418,7 @@ actor StageRunner {
         : try await dataPlane.resolve(
           request.outputGradient, wait: true, what: "output gradient of stage \(stage)", peers: peers)
     }
-    return try await onTurn(step: microBatch.step, position: request.schedulePosition) {
+    return try await onTurn(.backward(microBatch), position: request.schedulePosition) {
       try await backwardOnTurn(request, microBatch, outputGradient: resolved.get(), timing: timing)
     }
   }
@@ -513,14 +511,13 @@ actor StageRunner {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
     try checkOpen(microBatch.step)
     let call = weightCalls.call(microBatch) {
-      try await self.onTurn(step: microBatch.step, position: request.schedulePosition) {
+      try await self.onTurn(.weights(microBatch), position: request.schedulePosition) {
         try await self.computeWeights(microBatch)
       }
     }
-    do { return try await call.value } catch {
-      weightCalls.forgetFailed(microBatch, call)
-      throw error
-    }
+    return try await answer(
+      call, of: .weights(microBatch), leave: { $0.weightCalls.leave(microBatch, call) },
+      forget: { $0.weightCalls.forgetFailed(microBatch, call) })
   }
 
   private func computeWeights(_ microBatch: MicroBatch) async throws -> Pipemesh_V1_BackwardWeightsResponse {
@@ -602,21 +599,30 @@ actor StageRunner {
 
   // MARK: - Order
 
-  /// Runs `body` when the step's calls before `position` have run (at once
-  /// for position 0, which takes no turn), then passes the turn on. Once a
-  /// call of a step fails, the step's later calls fail with its error rather
-  /// than run on a broken step; but a call that fails with UNAVAILABLE (a
-  /// neighbour's tensor lost on the way, a peer that did not answer) keeps
-  /// its turn: the coordinator sends it again, and the later calls wait for
-  /// that, as they would for a call whose connection dropped.
-  private func onTurn<R>(step: Int64, position: Int32, _ body: () async throws -> R) async throws -> R {
+  /// Runs `body`, the computation of `call`, when the step's calls before
+  /// `position` have run (at once for position 0, which takes no turn), then
+  /// passes the turn on. Once a call of a step fails, the step's later calls
+  /// fail with its error rather than run on a broken step; but a call that
+  /// fails with UNAVAILABLE (a neighbour's tensor lost on the way, a peer
+  /// that did not answer) keeps its turn: the coordinator sends it again,
+  /// and the later calls wait for that, as they would for a call whose
+  /// connection dropped.
+  private func onTurn<R>(_ call: TurnCall, position: Int32, _ body: () async throws -> R) async throws -> R {
     guard position > 0 else { return try await body() }
+    let step = call.microBatch.step
     if let closed = turns.closed(step: step) { throw closed }
     if !turns.isTurn(step: step, position: position) {
       guard !turns.isWaiting(step: step, position: position) else {
         throw RPCError(.invalidArgument, "another call of step \(step) already waits at schedule position \(position)")
       }
-      try await withCheckedThrowingContinuation { turns.wait(step: step, position: position, $0) }
+      activity.update { $0.callsWaitingForTurn += 1 }
+      do {
+        try await withCheckedThrowingContinuation { turns.wait(call, position: position, $0) }
+        activity.update { $0.callsWaitingForTurn -= 1 }
+      } catch {
+        activity.update { $0.callsWaitingForTurn -= 1 }
+        throw error
+      }
     }
     do {
       if let (failed, error) = turns.failure(step: step, before: position) {
@@ -633,6 +639,36 @@ actor StageRunner {
       turns.finish(step: step, position: position, failure: error as? RPCError ?? RPCError(.internal, "\(error)"))
       throw error
     }
+  }
+
+  /// The answer of `task`, the run of `call` that this caller and any
+  /// repeats of it share. A caller that gives up (its client cancelled or
+  /// went away) `leave`s it; once none is left while it still waits for its
+  /// turn, it stops waiting and is forgotten, so that nothing stays parked
+  /// for a call nobody waits for and a later repeat runs it afresh.
+  private func answer<Value: Sendable>(
+    _ task: Task<Value, any Error>, of call: TurnCall, leave: @escaping @Sendable (isolated StageRunner) -> Bool,
+    forget: @escaping @Sendable (isolated StageRunner) -> Void
+  ) async throws -> Value {
+    do {
+      return try await withTaskCancellationHandler {
+        try await task.value
+      } onCancel: {
+        Task { await self.callerGaveUp(on: call, leave: leave, forget: forget) }
+      }
+    } catch {
+      forget(self)
+      throw error
+    }
+  }
+
+  private func callerGaveUp(
+    on call: TurnCall, leave: (isolated StageRunner) -> Bool, forget: (isolated StageRunner) -> Void
+  ) {
+    guard leave(self),
+      turns.endWait(of: call, RPCError(.cancelled, "\(call) waited for its turn and every caller gave up on it"))
+    else { return }
+    forget(self)
   }
 
   /// Waits until no other call computes: one call at a time, so that two
@@ -893,18 +929,30 @@ actor StageRunner {
 /// repeated one (a retry, even while the first still runs) gets the same
 /// task. The caller forgets a failed call, so that a retry runs it again.
 struct CallOnce<Key: Hashable & Sendable, Value: Sendable> {
-  private var calls: [Key: Task<Value, any Error>] = [:]
+  /// Each key's call, and how many requests for it came without leaving.
+  private var calls: [Key: (task: Task<Value, any Error>, callers: Int)] = [:]
 
   mutating func call(_ key: Key, _ compute: @escaping @Sendable () async throws -> Value) -> Task<Value, any Error> {
-    if let running = calls[key] { return running }
+    if let running = calls[key] {
+      calls[key]!.callers += 1
+      return running.task
+    }
     let task = Task { try await compute() }
-    calls[key] = task
+    calls[key] = (task, 1)
     return task
+  }
+
+  /// Notes that a request for `task`, the call of `key`, stopped waiting
+  /// for it; true when it was the last.
+  mutating func leave(_ key: Key, _ task: Task<Value, any Error>) -> Bool {
+    guard calls[key]?.task == task else { return false }
+    calls[key]!.callers -= 1
+    return calls[key]!.callers == 0
   }
 
   /// Forgets `task`, the failed call of `key`, unless a retry replaced it.
   mutating func forgetFailed(_ key: Key, _ task: Task<Value, any Error>) {
-    if calls[key] == task { calls[key] = nil }
+    if calls[key]?.task == task { calls[key] = nil }
   }
 
   mutating func forget(where isDone: (Key) -> Bool) {
@@ -917,8 +965,14 @@ struct CallOnce<Key: Hashable & Sendable, Value: Sendable> {
 /// Committed steps, and all steps once the job is unloaded, are closed:
 /// their waiting calls fail, and so do later ones.
 struct ScheduleTurns {
+  /// A call parked until its turn.
+  private struct Waiter {
+    let call: TurnCall
+    let continuation: CheckedContinuation<Void, any Error>
+  }
+
   private var next: [Int64: Int32] = [:]
-  private var waiting: [Int64: [Int32: CheckedContinuation<Void, any Error>]] = [:]
+  private var waiting: [Int64: [Int32: Waiter]] = [:]
   /// The first failed position of a step, and its error.
   private var failures: [Int64: (position: Int32, error: RPCError)] = [:]
   /// Steps 1 through this one are committed.
@@ -936,8 +990,18 @@ struct ScheduleTurns {
 
   func isWaiting(step: Int64, position: Int32) -> Bool { waiting[step]?[position] != nil }
 
-  mutating func wait(step: Int64, position: Int32, _ continuation: CheckedContinuation<Void, any Error>) {
-    waiting[step, default: [:]][position] = continuation
+  /// Parks `call` until the turn of `position` in its step.
+  mutating func wait(_ call: TurnCall, position: Int32, _ continuation: CheckedContinuation<Void, any Error>) {
+    waiting[call.microBatch.step, default: [:]][position] = Waiter(call: call, continuation: continuation)
+  }
+
+  /// Ends the wait of `call` with `error`; false when it does not wait.
+  mutating func endWait(of call: TurnCall, _ error: RPCError) -> Bool {
+    let step = call.microBatch.step
+    guard let position = waiting[step]?.first(where: { $0.value.call == call })?.key else { return false }
+    waiting[step]![position]!.continuation.resume(throwing: error)
+    waiting[step]![position] = nil
+    return true
   }
 
   /// The failure of a call of `step` before `position`, if any.
@@ -954,7 +1018,7 @@ struct ScheduleTurns {
     }
     let following = max(next[step, default: 1], position + 1)
     next[step] = following
-    waiting[step]?.removeValue(forKey: following)?.resume()
+    waiting[step]?.removeValue(forKey: following)?.continuation.resume()
   }
 
   /// Closes steps 1 through `step` (committed): fails their waiting calls
@@ -974,12 +1038,33 @@ struct ScheduleTurns {
   }
 
   private mutating func end(with error: RPCError, steps: (Int64) -> Bool) {
-    for (step, continuations) in waiting where steps(step) {
-      for continuation in continuations.values { continuation.resume(throwing: error) }
+    for (step, waiters) in waiting where steps(step) {
+      for waiter in waiters.values { waiter.continuation.resume(throwing: error) }
       waiting[step] = nil
     }
     next = next.filter { !steps($0.key) }
     failures = failures.filter { !steps($0.key) }
+  }
+}
+
+/// A call of a step that takes its turn in the step's schedule order.
+enum TurnCall: Hashable, CustomStringConvertible {
+  case forward(StageRunner.MicroBatch)
+  case backward(StageRunner.MicroBatch)
+  case weights(StageRunner.MicroBatch)
+
+  var microBatch: StageRunner.MicroBatch {
+    switch self {
+    case .forward(let microBatch), .backward(let microBatch), .weights(let microBatch): microBatch
+    }
+  }
+
+  var description: String {
+    switch self {
+    case .forward(let microBatch): "the forward of step \(microBatch.step) micro-batch \(microBatch.index)"
+    case .backward(let microBatch): "the backward of step \(microBatch.step) micro-batch \(microBatch.index)"
+    case .weights(let microBatch): "the weight gradients of step \(microBatch.step) micro-batch \(microBatch.index)"
+    }
   }
 }
 

@@ -18,9 +18,12 @@ public final class ComputeLane: Sendable {
   }
 
   /// Runs `work` on the lane and returns its result; throws `busy` at once
-  /// when `width` pieces run already.
+  /// when `width` pieces run already. `work` is handed a check that turns
+  /// true once the calling task is cancelled (its caller gave up), for work
+  /// that can stop early.
   public func run<Result: Sendable>(
-    orThrow busy: @autoclosure () -> any Error, _ work: @escaping @Sendable () throws -> Result
+    orThrow busy: @autoclosure () -> any Error,
+    _ work: @escaping @Sendable (_ cancelled: @Sendable () -> Bool) throws -> Result
   ) async throws -> Result {
     let admitted = running.withLock { running in
       guard running < width else { return false }
@@ -28,13 +31,23 @@ public final class ComputeLane: Sendable {
       return true
     }
     guard admitted else { throw busy() }
-    return try await withCheckedThrowingContinuation { continuation in
-      queue.async { [self] in
-        let result = Swift.Result { try work() }
-        // Free before the caller resumes, so that it may run again at once.
-        running.withLock { $0 -= 1 }
-        continuation.resume(with: result)
+    let cancellation = Cancellation()
+    return try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { continuation in
+        queue.async { [self] in
+          let result = Swift.Result { try work { cancellation.flag.load(ordering: .relaxed) } }
+          // Free before the caller resumes, so that it may run again at once.
+          running.withLock { $0 -= 1 }
+          continuation.resume(with: result)
+        }
       }
+    } onCancel: {
+      cancellation.flag.store(true, ordering: .relaxed)
     }
+  }
+
+  /// Whether the task that handed work to the lane was cancelled.
+  private final class Cancellation: Sendable {
+    let flag = Atomic(false)
   }
 }

@@ -76,6 +76,12 @@ enum PartitionMetrics {
       [([:], Double(activity.snapshot.keptMicroBatches))]
     }
     registry.gauge(
+      "pipemesh_partition_calls_waiting_for_turn",
+      help: "Forward and backward calls that came before their turn in their step's schedule and wait for it."
+    ) {
+      [([:], Double(activity.snapshot.callsWaitingForTurn))]
+    }
+    registry.gauge(
       "pipemesh_partition_job_bytes",
       help: "Bytes each loaded job's stage held at its last commit: variables, optimizer slots, gradient sums."
     ) {

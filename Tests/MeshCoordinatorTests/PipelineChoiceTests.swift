@@ -5,6 +5,7 @@ import MeshProto
 import MeshRPC
 import MeshTensor
 import MeshWire
+import Synchronization
 import Testing
 
 /// The planner choosing a step's micro-batches and schedule from layer
@@ -94,7 +95,7 @@ import Testing
           $0.stages = 2
           $0.batchSize = 64
         }, model: Self.model, stages: 2, budgets: [], memory: .mostSlots
-      ) { times(min($0, most)) }
+      ) { rows, _ in times(min(rows, most)) }
     }
     // Every micro-batch of more than one row timed on one.
     let (wholePlan, cappedPlan) = (try await plan(timingAtMost: 64), try await plan(timingAtMost: 1))
@@ -111,6 +112,43 @@ import Testing
         got.microBatches == wanted.microBatches && got.schedule == wanted.schedule
           && abs(got.predictedStepSeconds - wanted.predictedStepSeconds) < 1e-12, "\(got) against \(wanted)")
     }
+  }
+
+  /// Each timing is given what is left of the budget, and none starts once
+  /// it is spent: a slow timing cannot carry the choice past it.
+  @Test func timingsShareTheBudgetAndStopWhenItIsSpent() async throws {
+    let spec = Pipemesh_V1_ModelSpec.with {
+      $0.inputShape = [64]
+      $0.layers = (0..<4).map { _ in .with { $0.dense = .with { $0.units = 64 } } }
+      $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+    }
+    let given = Mutex<[(rows: Int, within: Duration)]>([])
+    let began = ContinuousClock.now
+    let answer = try await Planner.answer(
+      .with {
+        $0.model = spec
+        $0.stages = 2
+        $0.batchSize = 64
+      }, model: Self.model, stages: 2, budgets: [], memory: .mostSlots, timingBudget: .milliseconds(500)
+    ) { rows, within in
+      given.withLock { $0.append((rows, within)) }
+      // A timing as slow as it may be: it ends when its time is up.
+      try? await Task.sleep(for: min(within, .milliseconds(300)))
+      let forward = Duration.microseconds(10) * rows
+      return .init(
+        layers: Array(repeating: LayerTiming(forward: forward, backward: forward * 2), count: 4), rows: rows, on: "here"
+      )
+    }
+    let elapsed = ContinuousClock.now - began
+    let asked = given.withLock { $0 }
+    // 32 micro-batches of 2 rows, then 16 of 4 given what the first left (a loaded machine may
+    // spend it all on the first); the first's 300 ms and the second's rest spend the budget, so no
+    // third starts.
+    #expect((1...2).contains(asked.count) && asked.map(\.rows) == Array([2, 4].prefix(asked.count)), "\(asked)")
+    #expect(asked.first.map { $0.within <= .milliseconds(500) } == true, "\(asked)")
+    if asked.count == 2 { #expect(asked[1].within <= .milliseconds(200), "\(asked)") }
+    #expect(elapsed < .seconds(5), "\(elapsed)")
+    #expect(Set(answer.choices.map(\.microBatches)) == Set(asked.map { Int32(64 / $0.rows) }))
   }
 
   /// The Plan RPC with batch_size: every count and schedule weighed on

@@ -1383,14 +1383,62 @@ import Testing
     for (earlier, later) in zip(timings, timings.dropFirst()) {
       #expect(earlier.computeEndedUnixNanos <= later.computeStartedUnixNanos, "\(timings)")
     }
-    _ = try await partition.call(
-      PartitionMethods.commit,
-      .with {
-        $0.job = "ordered"
-        $0.step = 1
-        $0.flush = true
-      })
+    try await Self.commitFirstStep(of: "ordered", on: partition)
     try await Self.expectOneSGDStep(job: "ordered", inputs: inputs, targets: targets, mesh: mesh)
+  }
+
+  /// A call waiting for its turn stops waiting once its caller gives up on
+  /// it (it would otherwise stay parked, holding its input, until its turn
+  /// came or the job was unloaded), and a repeat computes it once, afresh.
+  @Test func aCallWhoseCallerGaveUpStopsWaitingForItsTurn() async throws {
+    let mesh = try InProcessMesh(stages: 1)
+    let partition = try await Self.loadWholeModel(job: "repeated", mesh: mesh)
+    let activity = try #require(mesh.partitionActivity[mesh.partitions[0][0]])
+    let (allInputs, allTargets) = PipelineTrainingTests.classification()
+    let inputs = allInputs.slice(axis: 0, range: 0..<4)
+    let targets = allTargets.slice(axis: 0, range: 0..<4)
+    let key = Pipemesh_V1_MicroBatchKey.with {
+      $0.job = "repeated"
+      $0.step = 1
+      $0.microBatch = 0
+    }
+    func backward(timeout: Duration? = nil) async throws -> Pipemesh_V1_BackwardResponse {
+      try await partition.call(
+        PartitionMethods.backward,
+        .with {
+          $0.key = key
+          $0.schedulePosition = 2
+        }, options: .init(timeout: timeout))
+    }
+    func waitingCalls(toBe wanted: Int) async throws {
+      let deadline = ContinuousClock.now + .seconds(10)
+      while activity.snapshot.callsWaitingForTurn != wanted, ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      #expect(activity.snapshot.callsWaitingForTurn == wanted)
+    }
+    // B0 waits for F0, which has not come, until its caller gives up: then it waits no more.
+    let early = await #expect(throws: RPCError.self) { _ = try await backward(timeout: .milliseconds(300)) }
+    #expect(early?.code == .deadlineExceeded, "\(String(describing: early))")
+    try await waitingCalls(toBe: 0)
+    // A repeat waits again, and runs once F0 has.
+    async let repeated = backward()
+    try await waitingCalls(toBe: 1)
+    _ = try await partition.call(
+      PartitionMethods.forward,
+      .with {
+        $0.key = key
+        $0.input.inline = Pipemesh_V1_Tensor(inputs)
+        $0.targets = Pipemesh_V1_Tensor(targets)
+        $0.batchSize = 4
+        $0.schedulePosition = 1
+      })
+    let answered = try await repeated
+    #expect(answered.timing.computeSeconds > 0)
+    try await waitingCalls(toBe: 0)
+    try await Self.commitFirstStep(of: "repeated", on: partition)
+    // One backward's gradients, applied once.
+    try await Self.expectOneSGDStep(job: "repeated", inputs: inputs, targets: targets, mesh: mesh)
   }
 
   /// A fetch may name a tensor before the stage produced it: with `wait` it
@@ -1562,6 +1610,17 @@ import Testing
 
   /// The ps holds, for `job`, the variables after one SGD step (rate 0.1) of
   /// the MLP on `inputs` from its initial values, each updated once.
+  /// Commits step 1 of `job` on `partition`, flushing its variables to the ps.
+  static func commitFirstStep(of job: String, on partition: any RPCChannel) async throws {
+    _ = try await partition.call(
+      PartitionMethods.commit,
+      .with {
+        $0.job = job
+        $0.step = 1
+        $0.flush = true
+      })
+  }
+
   static func expectOneSGDStep(job: String, inputs: Tensor, targets: Tensor, mesh: some StageTestMesh) async throws {
     let model = try makeModel(PipelineTrainingTests.mlp)
     var variables = model.initialVariables()

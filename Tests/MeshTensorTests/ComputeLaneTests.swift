@@ -16,7 +16,7 @@ import Testing
     let started = DispatchSemaphore(value: 0)
     let held = (0..<2).map { index in
       Task {
-        try await lane.run(orThrow: Busy()) {
+        try await lane.run(orThrow: Busy()) { _ in
           started.signal()
           release.wait()
           return index
@@ -32,15 +32,39 @@ import Testing
         }
       }
     }
-    await #expect(throws: Busy.self) { _ = try await lane.run(orThrow: Busy()) { 0 } }
+    await #expect(throws: Busy.self) { _ = try await lane.run(orThrow: Busy()) { _ in 0 } }
     release.signal()
     release.signal()
     #expect(try await held[0].value + held[1].value == 1)
     // Once they are done, the lane takes work again; errors from the work are the caller's.
-    #expect(try await lane.run(orThrow: Busy()) { 42 } == 42)
+    #expect(try await lane.run(orThrow: Busy()) { _ in 42 } == 42)
     struct Failed: Error {}
     await #expect(throws: Failed.self) {
-      _ = try await lane.run(orThrow: Busy()) { () throws -> Int in throw Failed() }
+      _ = try await lane.run(orThrow: Busy()) { _ throws -> Int in throw Failed() }
     }
+  }
+
+  /// Work that checks whether its caller gave up can stop when the calling
+  /// task is cancelled, and the lane is free again for the next piece.
+  @Test func workSeesItsCallerGiveUp() async throws {
+    let lane = ComputeLane(label: "pipemesh.test.lane.cancel")
+    let started = DispatchSemaphore(value: 0)
+    struct GaveUp: Error {}
+    let stoppable = Task {
+      try await lane.run(orThrow: Busy()) { cancelled in
+        started.signal()
+        while !cancelled() { usleep(1_000) }
+        throw GaveUp()
+      }
+    }
+    await withCheckedContinuation { c in
+      Thread.detachNewThread {
+        started.wait()
+        c.resume()
+      }
+    }
+    stoppable.cancel()
+    await #expect(throws: GaveUp.self) { try await stoppable.value }
+    #expect(try await lane.run(orThrow: Busy()) { cancelled in cancelled() } == false)
   }
 }

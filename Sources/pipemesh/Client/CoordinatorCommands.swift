@@ -370,10 +370,11 @@ struct Plan: AsyncParsableCommand {
 
   private func planLocally(_ request: Pipemesh_V1_PlanRequest) async throws -> Pipemesh_V1_PlanResponse {
     let model = try makeModel(request.model)
-    let deadline = ContinuousClock.now + Self.timingDeadline
     return try await Planner.answer(
-      request, model: model, stages: Int(request.stages), budgets: [], memory: try StageMemory(plan: request)
-    ) { wanted in
+      request, model: model, stages: Int(request.stages), budgets: [], memory: try StageMemory(plan: request),
+      timingBudget: Self.timingDeadline
+    ) { wanted, within in
+      let deadline = ContinuousClock.now + within
       do {
         let rows = try model.rowsToTime(wanted: wanted, repeats: LayerTimings.repeats, within: .planning).get()
         let layers = try model.timeLayers(rows: rows, repeats: LayerTimings.repeats) { .now < deadline }
