@@ -68,11 +68,13 @@ public final class LayerTimings: Sendable {
     default: break
     }
     let allowed = min(within, Self.deadline)
+    let began = ContinuousClock.now
     let measured = await measure(spec, model: model, rows: rows, pool: pool, within: allowed)
-    // A measurement cut short by its caller's time says nothing of the next one's.
     if let measured {
       remember(.measured(measured), under: key)
-    } else if allowed == Self.deadline {
+    } else if !Task.isCancelled, allowed == Self.deadline || ContinuousClock.now < began + allowed {
+      // Not when its caller's time, shorter than a measurement's own, ran out: that says
+      // nothing of the next one.
       remember(.unmeasured(since: .now), under: key)
     }
     return measured

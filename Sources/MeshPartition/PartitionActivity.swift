@@ -10,7 +10,8 @@ public final class PartitionActivity: Sendable {
     public var commits = 0
     /// Micro-batches whose activations are kept for their backward pass.
     public var keptMicroBatches = 0
-    /// Calls that came before their turn in their step's schedule and wait for it.
+    /// Forward, Backward and BackwardWeights calls that came before their
+    /// turn in their step's schedule and wait for it.
     public var callsWaitingForTurn = 0
     /// What each loaded job's stage held at its last commit: its variables,
     /// their slots and the running steps' gradient sums, in bytes.

@@ -270,6 +270,7 @@ public final class PartitionService: RPCService, Sendable {
           ContinuousClock.now < deadline && !callerGaveUp()
         }
       } catch {
+        guard !callerGaveUp() else { throw RPCError(.cancelled, "the timing stopped: its caller gave up on it") }
         throw RPCError(.deadlineExceeded, "\(error) after \(Self.timingDeadline), the most a timing may take")
       }
     }

@@ -80,6 +80,9 @@ actor StageRunner {
   private var forwards = CallOnce<MicroBatch, Pipemesh_V1_ForwardResponse>()
   private var backwards = CallOnce<MicroBatch, Pipemesh_V1_BackwardResponse>()
   private var weightCalls = CallOnce<MicroBatch, Pipemesh_V1_BackwardWeightsResponse>()
+  /// What calls that stopped waiting for their turn (every caller gave up)
+  /// had fetched, for their repeats, until their step commits.
+  private var givenUpInputs: [TurnCall: Tensor] = [:]
   /// Weight gradients a split backward held back, with the sums they add
   /// into (lent until then) and the bytes the micro-batch still holds.
   private var heldWeights: [MicroBatch: (weights: WeightGradients, sums: GradientSums, bytes: Int)] = [:]
@@ -267,11 +270,17 @@ actor StageRunner {
     let (dataPlane, stage) = (dataPlane, stage)
     let peers = self.peers
     var timing = Pipemesh_V1_CallTiming()
-    let resolved = await timing.fetchingInput(request.input) {
-      try await dataPlane.resolve(request.input, wait: training, what: "input of stage \(stage)", peers: peers)
+    let call = TurnCall.forward(microBatch)
+    let resolved: Result<Tensor, any Error>
+    if training, let fetched = givenUpInputs.removeValue(forKey: call) {
+      resolved = .success(fetched)
+    } else {
+      resolved = await timing.fetchingInput(request.input) {
+        try await dataPlane.resolve(request.input, wait: training, what: "input of stage \(stage)", peers: peers)
+      }
     }
     let position = training ? request.schedulePosition : 0
-    return try await onTurn(.forward(microBatch), position: position) {
+    return try await onTurn(call, position: position, fetched: try? resolved.get()) {
       try await forwardOnTurn(request, microBatch, input: resolved.get(), training: training, timing: timing)
     }
   }
@@ -412,13 +421,19 @@ actor StageRunner {
   {
     let (dataPlane, stage, isLast, peers) = (dataPlane, stage, isLast, peers)
     var timing = Pipemesh_V1_CallTiming()
-    let resolved = await timing.fetchingInput(isLast ? nil : request.outputGradient) { () async throws -> Tensor? in
-      isLast
-        ? nil
-        : try await dataPlane.resolve(
-          request.outputGradient, wait: true, what: "output gradient of stage \(stage)", peers: peers)
+    let call = TurnCall.backward(microBatch)
+    let resolved: Result<Tensor?, any Error>
+    if let fetched = givenUpInputs.removeValue(forKey: call) {
+      resolved = .success(fetched)
+    } else {
+      resolved = await timing.fetchingInput(isLast ? nil : request.outputGradient) { () async throws -> Tensor? in
+        isLast
+          ? nil
+          : try await dataPlane.resolve(
+            request.outputGradient, wait: true, what: "output gradient of stage \(stage)", peers: peers)
+      }
     }
-    return try await onTurn(.backward(microBatch), position: request.schedulePosition) {
+    return try await onTurn(call, position: request.schedulePosition, fetched: (try? resolved.get()) ?? nil) {
       try await backwardOnTurn(request, microBatch, outputGradient: resolved.get(), timing: timing)
     }
   }
@@ -606,8 +621,12 @@ actor StageRunner {
   /// fails with UNAVAILABLE (a neighbour's tensor lost on the way, a peer
   /// that did not answer) keeps its turn: the coordinator sends it again,
   /// and the later calls wait for that, as they would for a call whose
-  /// connection dropped.
-  private func onTurn<R>(_ call: TurnCall, position: Int32, _ body: () async throws -> R) async throws -> R {
+  /// connection dropped. A call every caller gave up on stops waiting (see
+  /// `answer`) and keeps the tensor it `fetched` for its repeat: the
+  /// neighbour may no longer hold it by then.
+  private func onTurn<R>(_ call: TurnCall, position: Int32, fetched: Tensor? = nil, _ body: () async throws -> R)
+    async throws -> R
+  {
     guard position > 0 else { return try await body() }
     let step = call.microBatch.step
     if let closed = turns.closed(step: step) { throw closed }
@@ -615,12 +634,14 @@ actor StageRunner {
       guard !turns.isWaiting(step: step, position: position) else {
         throw RPCError(.invalidArgument, "another call of step \(step) already waits at schedule position \(position)")
       }
-      activity.update { $0.callsWaitingForTurn += 1 }
       do {
+        // Its callers may have left while it fetched its input, before it could be stopped waiting.
+        guard !dropIfAbandoned(call) else { throw Self.gaveUp(on: call) }
+        activity.update { $0.callsWaitingForTurn += 1 }
+        defer { activity.update { $0.callsWaitingForTurn -= 1 } }
         try await withCheckedThrowingContinuation { turns.wait(call, position: position, $0) }
-        activity.update { $0.callsWaitingForTurn -= 1 }
-      } catch {
-        activity.update { $0.callsWaitingForTurn -= 1 }
+      } catch let error as RPCError where error.code == .cancelled {
+        if let fetched { givenUpInputs[call] = fetched }
         throw error
       }
     }
@@ -665,10 +686,21 @@ actor StageRunner {
   private func callerGaveUp(
     on call: TurnCall, leave: (isolated StageRunner) -> Bool, forget: (isolated StageRunner) -> Void
   ) {
-    guard leave(self),
-      turns.endWait(of: call, RPCError(.cancelled, "\(call) waited for its turn and every caller gave up on it"))
-    else { return }
+    guard leave(self), turns.endWait(of: call, Self.gaveUp(on: call)) else { return }
     forget(self)
+  }
+
+  private static func gaveUp(on call: TurnCall) -> RPCError {
+    RPCError(.cancelled, "\(call) waited for its turn and every caller gave up on it")
+  }
+
+  /// Forgets `call` if no request for it waits any more; whether it did.
+  private func dropIfAbandoned(_ call: TurnCall) -> Bool {
+    switch call {
+    case .forward(let microBatch): forwards.dropIfAbandoned(microBatch)
+    case .backward(let microBatch): backwards.dropIfAbandoned(microBatch)
+    case .weights(let microBatch): weightCalls.dropIfAbandoned(microBatch)
+    }
   }
 
   /// Waits until no other call computes: one call at a time, so that two
@@ -698,6 +730,7 @@ actor StageRunner {
   /// Ends the calls still waiting for their turn, and refuses later ones
   /// (the job was unloaded).
   func close() {
+    givenUpInputs = [:]
     turns.close(RPCError(.aborted, "job \(job) was unloaded from this partition"))
     for waiter in commitWaiters {
       waiter.resume(throwing: RPCError(.aborted, "job \(job) was unloaded from this partition"))
@@ -869,6 +902,7 @@ actor StageRunner {
       $0.jobBytes[job] = jobBytes
     }
     forwards.forget { $0.step <= step }
+    givenUpInputs = givenUpInputs.filter { $0.key.microBatch.step > step }
     backwards.forget { $0.step <= step }
     weightCalls.forget { $0.step <= step }
     commits.forget { $0 < step }
@@ -953,6 +987,13 @@ struct CallOnce<Key: Hashable & Sendable, Value: Sendable> {
   /// Forgets `task`, the failed call of `key`, unless a retry replaced it.
   mutating func forgetFailed(_ key: Key, _ task: Task<Value, any Error>) {
     if calls[key]?.task == task { calls[key] = nil }
+  }
+
+  /// Forgets the call of `key` if every request for it left; whether it did.
+  mutating func dropIfAbandoned(_ key: Key) -> Bool {
+    guard calls[key]?.callers == 0 else { return false }
+    calls[key] = nil
+    return true
   }
 
   mutating func forget(where isDone: (Key) -> Bool) {

@@ -77,7 +77,7 @@ enum PartitionMetrics {
     }
     registry.gauge(
       "pipemesh_partition_calls_waiting_for_turn",
-      help: "Forward and backward calls that came before their turn in their step's schedule and wait for it."
+      help: "Forward, Backward and BackwardWeights calls that came before their turn in their step's schedule and wait."
     ) {
       [([:], Double(activity.snapshot.callsWaitingForTurn))]
     }

@@ -123,7 +123,6 @@ import Testing
       $0.loss = .with { $0.softmaxCrossEntropy = .init() }
     }
     let given = Mutex<[(rows: Int, within: Duration)]>([])
-    let began = ContinuousClock.now
     let answer = try await Planner.answer(
       .with {
         $0.model = spec
@@ -139,7 +138,6 @@ import Testing
         layers: Array(repeating: LayerTiming(forward: forward, backward: forward * 2), count: 4), rows: rows, on: "here"
       )
     }
-    let elapsed = ContinuousClock.now - began
     let asked = given.withLock { $0 }
     // 32 micro-batches of 2 rows, then 16 of 4 given what the first left (a loaded machine may
     // spend it all on the first); the first's 300 ms and the second's rest spend the budget, so no
@@ -147,7 +145,6 @@ import Testing
     #expect((1...2).contains(asked.count) && asked.map(\.rows) == Array([2, 4].prefix(asked.count)), "\(asked)")
     #expect(asked.first.map { $0.within <= .milliseconds(500) } == true, "\(asked)")
     if asked.count == 2 { #expect(asked[1].within <= .milliseconds(200), "\(asked)") }
-    #expect(elapsed < .seconds(5), "\(elapsed)")
     #expect(Set(answer.choices.map(\.microBatches)) == Set(asked.map { Int32(64 / $0.rows) }))
   }
 

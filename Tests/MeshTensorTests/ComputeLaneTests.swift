@@ -53,8 +53,11 @@ import Testing
     let stoppable = Task {
       try await lane.run(orThrow: Busy()) { cancelled in
         started.signal()
-        while !cancelled() { usleep(1_000) }
-        throw GaveUp()
+        // Bounded, so that a check that never turns fails the test instead of hanging it.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !cancelled(), ContinuousClock.now < deadline { usleep(1_000) }
+        if cancelled() { throw GaveUp() }
+        return "ran on for 30 s after its caller gave up"
       }
     }
     await withCheckedContinuation { c in
