@@ -48,14 +48,51 @@ import Testing
           ParameterServerMethods.stats, .init())
         #expect(stats.pushesDuplicate >= 1, "ps task \(task): \(stats)")
       }
-      let expected = try await JobCheckpointTests.weights("straight", on: mesh)
-      let got = try await JobCheckpointTests.weights("lossy", on: mesh)
-      #expect(expected.count == 8 && Set(got.keys) == Set(expected.keys))
-      for (name, tensor) in expected {
-        #expect(got[name]?.scalars == tensor.scalars, "\(name)")
-      }
+      try await Self.expectSameWeightsBitForBit("lossy", as: "straight", on: mesh)
     })
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()
+  }
+
+  /// A stage that keeps its variables' master copy (its ps tasks keep no
+  /// checkpoints) hands them to the ps in an Assign as the job ends: one
+  /// whose request is lost and one whose answer is lost are sent again, the
+  /// same values assigned once more change nothing, and the job ends without
+  /// a fault and with the weights of a run whose Assigns all arrived.
+  @Test func aLostAssignIsSentAgainAndChangesNothing() async throws {
+    let mesh = try InProcessMesh(psTasks: 2, stages: 2)
+    let outcome = await Result(catching: {
+      func train(_ job: String) async throws -> Pipemesh_V1_Job {
+        try await JobCheckpointTests.trainToEnd(job, epochs: 2, on: mesh) {
+          $0.consistency = .with { $0.sync = .init() }
+        }
+      }
+      let straight = try await train("straight")
+      for (task, loss) in [(0, InProcessNetwork.Loss.request), (1, .answer)] {
+        mesh.network.failNextCall(
+          ParameterServerMethods.assign.path, to: mesh.parameterServers[task], losing: loss,
+          with: RPCError(.unavailable, "the test dropped this assignment's connection")
+        ) { bytes in
+          (try? Pipemesh_V1_AssignRequest(serializedBytes: bytes))?.job.hasPrefix("lossy.") ?? false
+        }
+      }
+      let lossy = try await train("lossy")
+      #expect(mesh.network.unfiredFaults == 0)
+      #expect(lossy.state == .succeeded && lossy.faults.isEmpty, "\(lossy)")
+      try await Self.expectSameWeightsBitForBit("lossy", as: "straight", on: mesh)
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+
+  /// Expects the model `job` registered to hold the 8 tensors of
+  /// `reference`'s, bit for bit.
+  static func expectSameWeightsBitForBit(_ job: String, as reference: String, on mesh: InProcessMesh) async throws {
+    let expected = try await JobCheckpointTests.weights(reference, on: mesh)
+    let got = try await JobCheckpointTests.weights(job, on: mesh)
+    #expect(expected.count == 8 && Set(got.keys) == Set(expected.keys))
+    for (name, tensor) in expected {
+      #expect(got[name]?.scalars == tensor.scalars, "\(name)")
+    }
   }
 }
