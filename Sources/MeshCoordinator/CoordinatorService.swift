@@ -160,7 +160,7 @@ public final class CoordinatorService: RPCService, Sendable {
       let poolCanRun = (1...max(1, pool.members.count)).contains(stages)
       return try await Planner.answer(
         request, model: model, stages: stages, budgets: poolCanRun ? Array(repeating: budget, count: stages) : [],
-        memory: memory
+        memory: memory, calibration: layerTimings.calibration(of: request.model, stages: stages)
       ) { [layerTimings, pool] rows, within in
         await layerTimings.times(of: request.model, model: model, rows: rows, pool: pool, within: within)
       }
@@ -896,6 +896,22 @@ public final class CoordinatorService: RPCService, Sendable {
     return (job, launch(job, owner: owner))
   }
 
+  /// Keeps what `job`, which succeeded, says of how its model's stages run
+  /// (`StepCalibration`, from the trace of its last step), for the planner's
+  /// next predictions of the model on as many stages. Only with layer times
+  /// measured at its rows before, and for a pipeline: nothing is timed here.
+  private func calibrate(by job: TrainingJob) {
+    let rows = Int(job.request.batchSize) / max(1, Int(job.request.microBatches))
+    guard job.stages > 1, let observed = job.trace.observed(stages: job.stages),
+      let measured = layerTimings.measuredBefore(of: job.request.model, model: job.model, rows: rows),
+      let plan = try? Planner.plan(
+        job.model, stages: job.stages, splitPoints: Array(job.plan.splitPoints), measured: measured.layers),
+      let times = plan.times,
+      let calibration = StepCalibration(job: job.name, rows: rows, observed: observed, predicted: times)
+    else { return }
+    layerTimings.record(calibration, of: job.request.model, stages: job.stages)
+  }
+
   /// Runs a job in a task of its own (it runs on if its caller goes away):
   /// waits for partitions of the pool, runs on them, gives them back, and
   /// after a member failed under it (while it may restart) waits again,
@@ -944,6 +960,7 @@ public final class CoordinatorService: RPCService, Sendable {
             // A job whose figures are all that is wanted registers nothing: it is freed below.
             job.request.discardModel ? "" : "\(try await registry.register(job, admit: admission).reference)"
           }
+          if job.snapshot.state == .succeeded { calibrate(by: job) }
           if job.snapshot.state == .succeeded, job.request.discardModel {
             // Freed once its success is saved (the ps drops its checkpoints too, which a resume
             // after a coordinator restart would need), whether or not its caller is still there.

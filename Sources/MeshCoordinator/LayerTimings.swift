@@ -7,7 +7,9 @@ import Synchronization
 
 /// Measured layer costs, asked of a free partition of the pool and kept per
 /// model and micro-batch size: what the planner balances, in place of the
-/// FLOP estimate, once a partition measured them.
+/// FLOP estimate, once a partition measured them. Beside them, per model
+/// and number of stages, the calibration of the last job that ran it
+/// (`StepCalibration`), which corrects the planner's predictions.
 public final class LayerTimings: Sendable {
   /// Layer times of one model at one micro-batch size, and the partition that measured them.
   typealias Measured = Planner.MeasuredTimes
@@ -26,6 +28,8 @@ public final class LayerTimings: Sendable {
   }
 
   private let cache = Mutex(Cache())
+  /// By model key and stages, oldest first (at most `capacity`).
+  private let calibrations = Mutex<[(key: Data, calibration: StepCalibration)]>([])
 
   /// Timed runs of each layer (the median counts).
   public static let repeats = 3
@@ -52,16 +56,9 @@ public final class LayerTimings: Sendable {
     of spec: Pipemesh_V1_ModelSpec, model: Sequential, rows wanted: Int, pool: PartitionPool,
     within: Duration = deadline
   ) async -> Measured? {
-    guard case .success(let rows) = model.rowsToTime(wanted: wanted, repeats: Self.repeats, within: .planning)
+    guard case .success(let rows) = model.rowsToTime(wanted: wanted, repeats: Self.repeats, within: .planning),
+      let key = Self.key(of: spec, appending: Int64(rows))
     else { return nil }
-    // The same layers whatever the names and seed: those do not change a layer's time.
-    var normalized = spec
-    normalized.name = ""
-    normalized.seed = 0
-    for index in normalized.layers.indices { normalized.layers[index].name = "" }
-    normalized.unknownFields = .init()
-    guard var key = try? normalized.serializedData(), key.count <= Self.largestKey else { return nil }
-    withUnsafeBytes(of: Int64(rows)) { key.append(contentsOf: $0) }
     switch cache.withLock({ $0.known[key] }) {
     case .measured(let measured): return measured
     case .unmeasured(let since) where ContinuousClock.now < since + Self.retryAfter: return nil
@@ -78,6 +75,47 @@ public final class LayerTimings: Sendable {
       remember(.unmeasured(since: .now), under: key)
     }
     return measured
+  }
+
+  /// `model`'s layer times at `wanted` rows if a partition measured them
+  /// already (scaled to the rows where fewer were timed); nil otherwise:
+  /// nothing is timed.
+  func measuredBefore(of spec: Pipemesh_V1_ModelSpec, model: Sequential, rows wanted: Int) -> Measured? {
+    guard case .success(let rows) = model.rowsToTime(wanted: wanted, repeats: Self.repeats, within: .planning),
+      let key = Self.key(of: spec, appending: Int64(rows)),
+      case .measured(let measured) = cache.withLock({ $0.known[key] })
+    else { return nil }
+    return measured.scaled(toRows: wanted)
+  }
+
+  /// The calibration of the last job of `spec` on `stages` stages, if any.
+  func calibration(of spec: Pipemesh_V1_ModelSpec, stages: Int) -> StepCalibration? {
+    guard let key = Self.key(of: spec, appending: Int64(stages)) else { return nil }
+    return calibrations.withLock { $0.last { $0.key == key }?.calibration }
+  }
+
+  /// Keeps `calibration`, of a job of `spec` on `stages` stages, in place of
+  /// the one before.
+  func record(_ calibration: StepCalibration, of spec: Pipemesh_V1_ModelSpec, stages: Int) {
+    guard let key = Self.key(of: spec, appending: Int64(stages)) else { return }
+    calibrations.withLock { kept in
+      kept.removeAll { $0.key == key }
+      kept.append((key, calibration))
+      if kept.count > Self.capacity { kept.removeFirst(kept.count - Self.capacity) }
+    }
+  }
+
+  /// The cache key of `spec` and `number`: the same layers whatever the names
+  /// and seed (those do not change a layer's time); nil for a spec too large.
+  private static func key(of spec: Pipemesh_V1_ModelSpec, appending number: Int64) -> Data? {
+    var normalized = spec
+    normalized.name = ""
+    normalized.seed = 0
+    for index in normalized.layers.indices { normalized.layers[index].name = "" }
+    normalized.unknownFields = .init()
+    guard var key = try? normalized.serializedData(), key.count <= largestKey else { return nil }
+    withUnsafeBytes(of: number) { key.append(contentsOf: $0) }
+    return key
   }
 
   private func measure(

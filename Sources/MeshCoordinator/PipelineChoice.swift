@@ -73,11 +73,16 @@ extension Planner {
   /// the fastest, the fewest micro-batches, then the earliest schedule —
   /// then the rest, fastest first. Plans without measured times predict
   /// nothing and are left out.
-  public static func ranked(_ plans: [(microBatches: Int, plan: Plan)], batchSize: Int) -> [PipelineChoice] {
+  public static func ranked(
+    _ plans: [(microBatches: Int, plan: Plan)], batchSize: Int, calibration: StepCalibration? = nil
+  ) -> [PipelineChoice] {
     var choices: [PipelineChoice] = []
     for (microBatches, plan) in plans {
       for schedule in chosenSchedules {
-        guard let seconds = plan.predictedStepSeconds(microBatches: microBatches, schedule: schedule), seconds > 0
+        guard
+          let seconds = plan.predictedStepSeconds(
+            microBatches: microBatches, schedule: schedule, calibration: calibration, rows: batchSize / microBatches),
+          seconds > 0
         else { continue }
         choices.append(
           PipelineChoice(
@@ -131,11 +136,14 @@ extension Planner {
   /// `batch_size`, of the pipeline chosen among every micro-batch count and
   /// synchronous schedule (`ranked`), all timed within `timingBudget`. The
   /// request's split points, the partitions' `budgets` and `memory` hold as
-  /// in `plan`; checked before anything is timed.
+  /// in `plan`; checked before anything is timed. With `calibration` (a
+  /// job's trace, for as many stages), every prediction is calibrated.
   public static func answer(
     _ request: Pipemesh_V1_PlanRequest, model: Sequential, stages: Int, budgets: [Int?], memory: StageMemory,
-    timingBudget: Duration = choiceTimingBudget, measure: (_ rows: Int, _ within: Duration) async -> MeasuredTimes?
+    calibration: StepCalibration? = nil, timingBudget: Duration = choiceTimingBudget,
+    measure: (_ rows: Int, _ within: Duration) async -> MeasuredTimes?
   ) async throws -> Pipemesh_V1_PlanResponse {
+    let calibration = calibration.flatMap { $0.forward.count == stages ? $0 : nil }
     try checkChoice(request)
     let splitPoints = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
     func planned(on measured: MeasuredTimes?) throws -> Plan {
@@ -151,6 +159,10 @@ extension Planner {
         response.measuredOn = measured.on
         response.measuredRows = Int32(measured.rows)
         response.predictedStepSeconds = stepSeconds ?? 0
+        if let calibration {
+          response.calibratedByJob = calibration.job
+          response.calibratedRows = Int32(calibration.rows)
+        }
       }
       return response
     }
@@ -161,7 +173,9 @@ extension Planner {
         : await measure(
           request.microBatchRows == 0 ? LayerTimings.defaultRows : Int(request.microBatchRows), timingBudget)
       let plan = try planned(on: measured)
-      return response(plan, measured, stepSeconds: plan.predictedStepSeconds(for: request))
+      return response(
+        plan, measured,
+        stepSeconds: plan.predictedStepSeconds(for: request, calibration: calibration, rows: measured?.rows ?? 0))
     }
     let batchSize = Int(request.batchSize)
     var plans: [(microBatches: Int, plan: Plan)] = []
@@ -174,7 +188,7 @@ extension Planner {
       measuredAt[microBatches] = measured
       plans.append((microBatches, try planned(on: measured.scaled(toRows: batchSize / microBatches))))
     }
-    let choices = ranked(plans, batchSize: batchSize)
+    let choices = ranked(plans, batchSize: batchSize, calibration: calibration)
     guard let chosen = choices.first else {
       throw RPCError(
         .failedPrecondition,

@@ -72,26 +72,34 @@ public enum Planner {
 
     /// With measured times, a step of `microBatches` micro-batches run by
     /// `schedule`, simulated on the stages' times (each backward split
-    /// evenly into input and weight gradients), without transfers. A
-    /// schedule whose steps overlap runs a steady step in its busiest
-    /// stage's compute: the next step's work fills the idle time.
-    public func predictedStepSeconds(microBatches: Int, schedule: ScheduleKind) -> Double? {
+    /// evenly into input and weight gradients): without transfers or
+    /// commits, or as `calibration` (a job's trace) says the stages ran, for
+    /// micro-batches of `rows` rows. A schedule whose steps overlap runs a
+    /// steady step in its busiest stage's compute: the next step's work
+    /// fills the idle time.
+    public func predictedStepSeconds(
+      microBatches: Int, schedule: ScheduleKind, calibration: StepCalibration? = nil, rows: Int = 0
+    ) -> Double? {
       guard let times, microBatches > 0 else { return nil }
-      let costs = times.map { StageCosts(forward: $0.forward.seconds, backward: $0.backward.seconds) }
+      let calibrated = calibration?.costs(of: times)
+      let costs = calibrated ?? times.map { StageCosts(forward: $0.forward.seconds, backward: $0.backward.seconds) }
+      let link = calibrated != nil ? calibration!.link(rows: rows) : .instant
       guard
         let step = try? PipelineSchedule(kind: schedule, stages: stages, microBatches: microBatches)
-          .simulate(costs: costs, link: .instant, activationBytes: Array(repeating: 0, count: stages))
+          .simulate(costs: costs, link: link, activationBytes: Array(repeating: 0, count: stages))
       else { return nil }
-      return schedule.overlapsSteps ? step.busy.max() : step.seconds
+      return schedule.overlapsSteps ? zip(step.busy, costs).map { $0 + $1.commit }.max() : step.seconds
     }
 
     /// With measured times, the step a PlanRequest asks about (its
     /// micro-batches, 4 when unset, and schedule, 1F1B when unset).
-    public func predictedStepSeconds(for request: Pipemesh_V1_PlanRequest) -> Double? {
+    public func predictedStepSeconds(
+      for request: Pipemesh_V1_PlanRequest, calibration: StepCalibration? = nil, rows: Int = 0
+    ) -> Double? {
       if case .UNRECOGNIZED = request.schedule { return nil }
       return predictedStepSeconds(
         microBatches: request.microBatches == 0 ? 4 : Int(request.microBatches),
-        schedule: TrainingJob.scheduleKind(request.schedule))
+        schedule: TrainingJob.scheduleKind(request.schedule), calibration: calibration, rows: rows)
     }
 
     /// Largest stage cost over the mean: 1 is a perfect balance.

@@ -45,6 +45,10 @@ public final class TraceRecorder: Sendable {
   private let spans = Mutex<[Span]>([])
   /// The step `chromeTrace()` draws.
   private let shownStep = Mutex<Int64>(0)
+  /// The steps shown last, the last one last, whose calls are kept for `observed`.
+  private let shownSteps = Mutex<[Int64]>([])
+  /// How many of the steps shown last `observed` averages.
+  static let stepsObserved = 8
 
   public init() {}
 
@@ -83,10 +87,16 @@ public final class TraceRecorder: Sendable {
   }
 
   /// Makes `step` the one `chromeTrace()` draws, and drops the calls of
-  /// steps before it (keeping those of later ones, still running).
+  /// steps before it but the `stepsObserved` shown last (keeping those of
+  /// later ones, still running).
   func show(step: Int64) {
     shownStep.withLock { $0 = step }
-    calls.withLock { $0.removeAll { $0.step < step } }
+    let kept = shownSteps.withLock { shown in
+      if shown.last != step { shown.append(step) }
+      shown.removeFirst(max(0, shown.count - Self.stepsObserved))
+      return Set(shown)
+    }
+    calls.withLock { $0.removeAll { $0.step < step && !kept.contains($0.step) } }
   }
 
   /// The timeline of `step` (by default the one shown) as Chrome trace
@@ -121,10 +131,54 @@ public final class TraceRecorder: Sendable {
   }
 }
 
+/// What a training step cost as its partitions timed it: each stage's
+/// mean forward, backward (input gradients) and weight gradients of a
+/// micro-batch and its commit (`StageCosts`), and the mean time from a
+/// tensor's being offered to its arrival at the neighbouring stage.
+public struct ObservedStep: Sendable, Equatable {
+  public let stages: [StageCosts]
+  public let transfer: Double
+
+  public init(stages: [StageCosts], transfer: Double) {
+    self.stages = stages
+    self.transfer = transfer
+  }
+}
+
+extension TraceRecorder {
+  /// What the training steps shown last cost (up to `stepsObserved` of
+  /// them), from replica 0's calls: the mean of each stage's calls of each
+  /// kind and of its commits, and of the transfers; nil unless every stage
+  /// of `stages` ran a forward and a backward in them and committed.
+  func observed(stages: Int) -> ObservedStep? {
+    let steps = Set(shownSteps.withLock { $0 }.filter { $0 > 0 })
+    let timelines = Dictionary(grouping: calls.withLock { $0 }.filter { steps.contains($0.step) }, by: \.step)
+      .values.map { Timeline($0, spans: []) }
+    func mean(_ values: [Double]) -> Double? {
+      values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+    }
+    var costs: [StageCosts] = []
+    for stage in 0..<stages {
+      func seconds(_ category: String) -> [Double] { timelines.flatMap { $0.seconds[stage]?[category] ?? [] } }
+      guard let forward = mean(seconds("forward")), let backward = mean(seconds("backward")),
+        let commit = mean(seconds("commit"))
+      else { return nil }
+      costs.append(
+        StageCosts(
+          forward: forward, inputGradient: backward, weightGradient: mean(seconds("weights")) ?? 0, commit: commit))
+    }
+    return ObservedStep(stages: costs, transfer: mean(timelines.flatMap(\.transferSeconds)) ?? 0)
+  }
+}
+
 /// The calls of a step laid out on the coordinator's clock, as trace events.
 private struct Timeline {
   let offsets: ClockOffsets
   private(set) var events: [[String: Any]] = []
+  /// Replica 0's computations and commits by stage and category, and the
+  /// transfers into its stages, in seconds.
+  private(set) var seconds: [Int: [String: [Double]]] = [:]
+  private(set) var transferSeconds: [Double] = []
   /// The earliest time drawn, the trace's zero.
   private let origin: Int64
 
@@ -147,6 +201,8 @@ private struct Timeline {
     let start: Int64
     let end: Int64
     let args: [String: Any]
+
+    var seconds: Double { Double(end - start) / 1e9 }
   }
 
   init(_ calls: [TraceRecorder.Call], spans: [TraceRecorder.Span]) {
@@ -227,6 +283,10 @@ private struct Timeline {
       laneEnds[[replica, stage]] = ends
       lanes[Track(replica: replica, stage: stage, lane: lane + 1), default: []].append(slice)
     }
+    for (track, slices) in computations where track.replica == 0 {
+      for slice in slices { seconds[track.stage, default: [:]][slice.category, default: []].append(slice.seconds) }
+    }
+    transferSeconds = transfers.filter { $0.replica == 0 }.map(\.slice.seconds)
     let tracks = computations.merging(lanes) { $0 + $1 }
     origin = (tracks.values.joined().map(\.start) + spans.map(\.start)).min() ?? 0
     // The coordinator's tracks, below the replicas' processes.

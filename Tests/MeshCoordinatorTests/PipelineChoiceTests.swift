@@ -153,9 +153,7 @@ import Testing
   /// prediction above the list; batch_size out of range, or beside what it
   /// chooses, refused naming the field.
   @Test func thePlanRPCChoosesAndRefusesWhatItCannotChooseWith() async throws {
-    let mesh = try InProcessMesh(stages: 2)
-    let outcome = await Result(catching: {
-      let client = mesh.coordinatorChannel()
+    try await Self.onTwoStages { mesh, client in
       let request = Pipemesh_V1_PlanRequest.with {
         $0.model = PipelineTrainingTests.mlp
         $0.stages = 2
@@ -180,9 +178,78 @@ import Testing
         #expect(
           error?.code == .invalidArgument && error?.message.contains(field) == true, "\(String(describing: error))")
       }
-    })
+    }
+  }
+
+  /// Runs `body` with an in-process mesh of 2 stages and a client of its
+  /// coordinator, and shuts the mesh down however it ends.
+  static func onTwoStages(_ body: (InProcessMesh, InProcessChannel) async throws -> Void) async throws {
+    let mesh = try InProcessMesh(stages: 2)
+    let outcome = await Result { try await body(mesh, mesh.coordinatorChannel()) }
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()
+  }
+
+  /// A job's trace calibrates the prediction: each stage's forward and
+  /// backward by how much longer the job's took than its layers' times
+  /// said, its commit after its last call, and its transfers in proportion
+  /// to the rows.
+  @Test func aCalibratedStepCountsTheJobsCallsTransfersAndCommits() throws {
+    // Per stage at 64 rows: forward 1.28 ms, backward 2.56 ms (two layers of 0.64 and 1.28 ms).
+    let times = Array(
+      repeating: LayerTiming(forward: .microseconds(640), backward: .microseconds(1280)), count: 4)
+    let plan = try Planner.plan(Self.model, stages: 2, measured: times, wholeLayers: true)
+    let observed = ObservedStep(
+      stages: Array(
+        repeating: StageCosts(forward: 0.00256, inputGradient: 0.00128, weightGradient: 0.00128, commit: 0.01),
+        count: 2), transfer: 0.00064)
+    let predicted = try #require(plan.times)
+    let calibration = try #require(StepCalibration(job: "traced", rows: 64, observed: observed, predicted: predicted))
+    #expect(calibration.forward == [2, 2] && calibration.backward == [1, 1] && calibration.transferPerRow == 1e-5)
+    // One micro-batch by 1F1B: F on stage 0, a transfer, F on stage 1 and the input-gradient half
+    // of its B (the gradient leaves before the weights' half), a transfer, B on stage 0, then its
+    // commit: 2.56 + 0.64 + 2.56 + 1.28 + 0.64 + 2.56 + 10 ms.
+    let step = try #require(
+      plan.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB, calibration: calibration, rows: 64))
+    #expect(abs(step - 0.02024) < 1e-9, "\(step)")
+    // At 32 rows the transfers take half as long; without calibration, neither they nor the commit count.
+    let half = try #require(
+      plan.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB, calibration: calibration, rows: 32))
+    #expect(abs(half - (step - 0.00064)) < 1e-9, "\(half)")
+    let uncalibrated = try #require(plan.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB))
+    #expect(abs(uncalibrated - 0.0064) < 1e-9, "\(uncalibrated)")
+    // A calibration of another number of stages is not applied.
+    let threeStages = try Planner.plan(Self.model, stages: 3, measured: times, wholeLayers: true)
+    #expect(
+      threeStages.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB, calibration: calibration, rows: 64)
+        == threeStages.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB))
+  }
+
+  /// A pipeline job that succeeds calibrates the coordinator's next plans
+  /// of its model on as many stages, and the Plan RPC names it.
+  @Test func aJobThatRanCalibratesThePlansOfItsModel() async throws {
+    try await Self.onTwoStages { mesh, client in
+      let request = Pipemesh_V1_PlanRequest.with {
+        $0.model = PipelineTrainingTests.mlp
+        $0.stages = 2
+        $0.microBatchRows = 8
+        $0.microBatches = 2
+      }
+      let before = try await client.call(CoordinatorMethods.plan, request)
+      #expect(before.calibratedByJob.isEmpty && before.calibratedRows == 0 && before.predictedStepSeconds > 0)
+      let job = try await JobCheckpointTests.trainToEnd("traced", epochs: 1, on: mesh) {
+        $0.batchSize = 16
+        $0.microBatches = 2
+      }
+      #expect(job.state == .succeeded, "\(job)")
+      let after = try await client.call(CoordinatorMethods.plan, request)
+      #expect(after.calibratedByJob == "traced" && after.calibratedRows == 8, "\(after)")
+      #expect(after.predictedStepSeconds > 0 && after.predictedStepSeconds != before.predictedStepSeconds)
+      // Another number of stages has no job to learn from.
+      var oneStage = request
+      oneStage.stages = 1
+      #expect(try await client.call(CoordinatorMethods.plan, oneStage).calibratedByJob.isEmpty)
+    }
   }
 
   /// Plans balanced on the FLOP estimate (no measured times) predict nothing:

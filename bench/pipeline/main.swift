@@ -326,6 +326,11 @@ struct Choice: Codable {
   let stages: Int
   let predicted: Double
   let measured: Double
+  /// Every pipeline the planner weighed, samples/s by "SCHEDULE M".
+  let predictions: [String: Double]
+  /// The job whose trace calibrated the predictions, and its micro-batches' rows.
+  let calibratedBy: String
+  let calibratedRows: Int
 }
 
 func choice(_ client: RPCClient, services: LocalServices, stages: Int, measuredAt: [String: Double]) async throws
@@ -353,7 +358,14 @@ func choice(_ client: RPCClient, services: LocalServices, stages: Int, measuredA
     }
     measured = median(rounds)
   }
-  return Choice(chosen: key, stages: stages, predicted: chosen.predictedExamplesPerSecond, measured: measured!)
+  var predictions: [String: Double] = [:]
+  for choice in plan.choices {
+    guard let name = scheduleKinds.first(where: { $0.value == choice.schedule })?.key else { continue }
+    predictions["\(name) \(choice.microBatches)"] = choice.predictedExamplesPerSecond
+  }
+  return Choice(
+    chosen: key, stages: stages, predicted: chosen.predictedExamplesPerSecond, measured: measured!,
+    predictions: predictions, calibratedBy: plan.calibratedByJob, calibratedRows: Int(plan.calibratedRows))
 }
 
 for stages in stageCounts {

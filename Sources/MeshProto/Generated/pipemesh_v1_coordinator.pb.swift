@@ -462,8 +462,8 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
   /// With measured times: a step of micro_batches micro-batches through the pipeline, simulated
   /// by running the schedule's actions on the stages' measured forward and backward times (each
   /// backward split evenly into its input and weight gradients where the schedule splits it),
-  /// without the transfers between stages or the ps. Under SCHEDULE_PIPEDREAM_2BW, a steady step:
-  /// its busiest stage's compute.
+  /// without the transfers between stages or the ps unless calibrated (below). Under
+  /// SCHEDULE_PIPEDREAM_2BW, a steady step: its busiest stage's compute (and commit).
   public var predictedStepSeconds: Double = 0
 
   /// With measured times: each layer's, as the partition timed them.
@@ -472,6 +472,17 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
   /// With PlanRequest.batch_size: every pipeline weighed, the chosen one first (the one the stages,
   /// times and predicted step above are of), then the rest fastest first.
   public var choices: [Pipemesh_V1_PipelineChoice] = []
+
+  /// The job whose trace calibrated predicted_step_seconds and the choices' predictions, and the
+  /// rows of its micro-batches: the last job of this model on as many stages that succeeded on
+  /// this coordinator since it started (empty and 0: none, the layers' times alone). A stage's
+  /// calls cost more than its layers timed one by one, and the transfers and the commit add to
+  /// them: each stage's forward and backward are multiplied by how much longer the job's took than
+  /// its layers' times predicted, its commit is added, and the job's transfers in proportion to
+  /// the rows.
+  public var calibratedByJob: String = String()
+
+  public var calibratedRows: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2386,7 +2397,7 @@ nonisolated extension Pipemesh_V1_StagePlan: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stages\0\u{1}imbalance\0\u{3}measured_on\0\u{3}measured_rows\0\u{3}predicted_step_seconds\0\u{3}layer_times\0\u{1}choices\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stages\0\u{1}imbalance\0\u{3}measured_on\0\u{3}measured_rows\0\u{3}predicted_step_seconds\0\u{3}layer_times\0\u{1}choices\0\u{3}calibrated_by_job\0\u{3}calibrated_rows\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2401,6 +2412,8 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.predictedStepSeconds) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.layerTimes) }()
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.choices) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.calibratedByJob) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.calibratedRows) }()
       default: break
       }
     }
@@ -2428,6 +2441,12 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
     if !self.choices.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.choices, fieldNumber: 7)
     }
+    if !self.calibratedByJob.isEmpty {
+      try visitor.visitSingularStringField(value: self.calibratedByJob, fieldNumber: 8)
+    }
+    if self.calibratedRows != 0 {
+      try visitor.visitSingularInt32Field(value: self.calibratedRows, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2439,6 +2458,8 @@ nonisolated extension Pipemesh_V1_PlanResponse: SwiftProtobuf.Message, SwiftProt
     if lhs.predictedStepSeconds != rhs.predictedStepSeconds {return false}
     if lhs.layerTimes != rhs.layerTimes {return false}
     if lhs.choices != rhs.choices {return false}
+    if lhs.calibratedByJob != rhs.calibratedByJob {return false}
+    if lhs.calibratedRows != rhs.calibratedRows {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -352,7 +352,10 @@ struct Plan: AsyncParsableCommand {
       "times: forward + backward of a micro-batch of \(response.measuredRows) examples, on \(response.measuredOn); "
         + String(
           format: "a step of %d micro-batches %.3f ms through the pipeline", stepMicroBatches,
-          response.predictedStepSeconds * 1000) + " by \(stepSchedule) (simulated, without transfers)")
+          response.predictedStepSeconds * 1000) + " by \(stepSchedule) (simulated, "
+        + (response.calibratedByJob.isEmpty
+          ? "without transfers)"
+          : "calibrated by job \(response.calibratedByJob)'s micro-batches of \(response.calibratedRows) rows)"))
     guard let chosen else { return }
     say(
       "chosen for a step of \(Int(chosen.microBatches * chosen.microBatchRows)) examples: "

@@ -132,7 +132,7 @@ class StagePlan(_message.Message):
     def __init__(self, stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., first_layer_inputs: _Optional[int] = ..., end_layer: _Optional[int] = ..., end_layer_inputs: _Optional[int] = ..., parameters: _Optional[int] = ..., estimated_flops: _Optional[float] = ..., parameter_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., forward_seconds: _Optional[float] = ..., backward_seconds: _Optional[float] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("stages", "imbalance", "measured_on", "measured_rows", "predicted_step_seconds", "layer_times", "choices")
+    __slots__ = ("stages", "imbalance", "measured_on", "measured_rows", "predicted_step_seconds", "layer_times", "choices", "calibrated_by_job", "calibrated_rows")
     STAGES_FIELD_NUMBER: _ClassVar[int]
     IMBALANCE_FIELD_NUMBER: _ClassVar[int]
     MEASURED_ON_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,8 @@ class PlanResponse(_message.Message):
     PREDICTED_STEP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LAYER_TIMES_FIELD_NUMBER: _ClassVar[int]
     CHOICES_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_BY_JOB_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_ROWS_FIELD_NUMBER: _ClassVar[int]
     stages: _containers.RepeatedCompositeFieldContainer[StagePlan]
     imbalance: float
     measured_on: str
@@ -147,7 +149,9 @@ class PlanResponse(_message.Message):
     predicted_step_seconds: float
     layer_times: _containers.RepeatedCompositeFieldContainer[_model_pb2.LayerTime]
     choices: _containers.RepeatedCompositeFieldContainer[PipelineChoice]
-    def __init__(self, stages: _Optional[_Iterable[_Union[StagePlan, _Mapping]]] = ..., imbalance: _Optional[float] = ..., measured_on: _Optional[str] = ..., measured_rows: _Optional[int] = ..., predicted_step_seconds: _Optional[float] = ..., layer_times: _Optional[_Iterable[_Union[_model_pb2.LayerTime, _Mapping]]] = ..., choices: _Optional[_Iterable[_Union[PipelineChoice, _Mapping]]] = ...) -> None: ...
+    calibrated_by_job: str
+    calibrated_rows: int
+    def __init__(self, stages: _Optional[_Iterable[_Union[StagePlan, _Mapping]]] = ..., imbalance: _Optional[float] = ..., measured_on: _Optional[str] = ..., measured_rows: _Optional[int] = ..., predicted_step_seconds: _Optional[float] = ..., layer_times: _Optional[_Iterable[_Union[_model_pb2.LayerTime, _Mapping]]] = ..., choices: _Optional[_Iterable[_Union[PipelineChoice, _Mapping]]] = ..., calibrated_by_job: _Optional[str] = ..., calibrated_rows: _Optional[int] = ...) -> None: ...
 
 class DataSource(_message.Message):
     __slots__ = ("dataset", "inline")
