@@ -897,17 +897,29 @@ public final class CoordinatorService: RPCService, Sendable {
   }
 
   /// Keeps what `job`, which succeeded, says of how its model's stages run
-  /// (`StepCalibration`, from the trace of its last step), for the planner's
-  /// next predictions of the model on as many stages. Only with layer times
-  /// measured at its rows before, and for a pipeline: nothing is timed here.
+  /// (`StepCalibration`, from the trace of its last steps), for the planner's
+  /// next predictions of the model on as many stages. Only from a
+  /// synchronous pipeline of one replica whose steps do not overlap, that
+  /// neither recomputes activations nor clips gradients (the calls and
+  /// commits a plan predicts), with layer times measured at its rows before:
+  /// nothing is timed here.
   private func calibrate(by job: TrainingJob) {
-    let rows = Int(job.request.batchSize) / max(1, Int(job.request.microBatches))
-    guard job.stages > 1, let observed = job.trace.observed(stages: job.stages),
-      let measured = layerTimings.measuredBefore(of: job.request.model, model: job.model, rows: rows),
+    let request = job.request
+    let rows = job.stepExamples / max(1, Int(request.microBatches))
+    let synchronous =
+      switch request.consistency.mode {
+      case nil, .sync: true
+      case .async, .bounded: false
+      }
+    guard job.stages > 1, job.replicas == 1, synchronous, !job.schedule.kind.overlapsSteps,
+      !request.recomputeActivations, request.optimizer.clipGlobalNorm == 0,
+      let observed = job.trace.observed(stages: job.stages),
+      let measured = layerTimings.measuredBefore(of: request.model, model: job.model, rows: rows),
       let plan = try? Planner.plan(
         job.model, stages: job.stages, splitPoints: Array(job.plan.splitPoints), measured: measured.layers),
       let times = plan.times,
-      let calibration = StepCalibration(job: job.name, rows: rows, observed: observed, predicted: times)
+      let calibration = StepCalibration(
+        job: job.name, rows: rows, bounds: job.plan.bounds, observed: observed, predicted: times)
     else { return }
     layerTimings.record(calibration, of: job.request.model, stages: job.stages)
   }

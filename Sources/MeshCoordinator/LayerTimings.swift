@@ -35,7 +35,8 @@ public final class LayerTimings: Sendable {
   public static let repeats = 3
   /// The micro-batch size timed when the caller names none.
   public static let defaultRows = 32
-  /// Models (at a micro-batch size) remembered, and the largest spec kept.
+  /// Models (at a micro-batch size) remembered, and calibrations (per model
+  /// and number of stages); the largest spec kept.
   static let capacity = 256
   static let largestKey = 1 << 16
   /// How long a measurement may take in all before the planner estimates

@@ -81,7 +81,8 @@ extension Planner {
       for schedule in chosenSchedules {
         guard
           let seconds = plan.predictedStepSeconds(
-            microBatches: microBatches, schedule: schedule, calibration: calibration, rows: batchSize / microBatches),
+            microBatches: microBatches, schedule: schedule,
+            calibrated: calibration.map { ($0, batchSize / microBatches) }),
           seconds > 0
         else { continue }
         choices.append(
@@ -143,7 +144,6 @@ extension Planner {
     calibration: StepCalibration? = nil, timingBudget: Duration = choiceTimingBudget,
     measure: (_ rows: Int, _ within: Duration) async -> MeasuredTimes?
   ) async throws -> Pipemesh_V1_PlanResponse {
-    let calibration = calibration.flatMap { $0.forward.count == stages ? $0 : nil }
     try checkChoice(request)
     let splitPoints = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
     func planned(on measured: MeasuredTimes?) throws -> Plan {
@@ -159,7 +159,7 @@ extension Planner {
         response.measuredOn = measured.on
         response.measuredRows = Int32(measured.rows)
         response.predictedStepSeconds = stepSeconds ?? 0
-        if let calibration {
+        if let calibration, calibration.forwardRatio.count == plan.stages {
           response.calibratedByJob = calibration.job
           response.calibratedRows = Int32(calibration.rows)
         }
@@ -175,7 +175,8 @@ extension Planner {
       let plan = try planned(on: measured)
       return response(
         plan, measured,
-        stepSeconds: plan.predictedStepSeconds(for: request, calibration: calibration, rows: measured?.rows ?? 0))
+        stepSeconds: plan.predictedStepSeconds(
+          for: request, calibrated: calibration.flatMap { calibration in measured.map { (calibration, $0.rows) } }))
     }
     let batchSize = Int(request.batchSize)
     var plans: [(microBatches: Int, plan: Plan)] = []

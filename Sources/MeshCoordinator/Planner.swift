@@ -73,33 +73,36 @@ public enum Planner {
     /// With measured times, a step of `microBatches` micro-batches run by
     /// `schedule`, simulated on the stages' times (each backward split
     /// evenly into input and weight gradients): without transfers or
-    /// commits, or as `calibration` (a job's trace) says the stages ran, for
-    /// micro-batches of `rows` rows. A schedule whose steps overlap runs a
+    /// commits, or as `calibrated` (a job's trace) says the stages ran, for
+    /// micro-batches of its `rows` rows. A schedule whose steps overlap runs a
     /// steady step in its busiest stage's compute: the next step's work
-    /// fills the idle time.
+    /// fills the idle time, and its commit overlaps the next step's.
     public func predictedStepSeconds(
-      microBatches: Int, schedule: ScheduleKind, calibration: StepCalibration? = nil, rows: Int = 0
+      microBatches: Int, schedule: ScheduleKind, calibrated: (calibration: StepCalibration, rows: Int)? = nil
     ) -> Double? {
       guard let times, microBatches > 0 else { return nil }
-      let calibrated = calibration?.costs(of: times)
-      let costs = calibrated ?? times.map { StageCosts(forward: $0.forward.seconds, backward: $0.backward.seconds) }
-      let link = calibrated != nil ? calibration!.link(rows: rows) : .instant
+      var costs = times.map { StageCosts(forward: $0.forward.seconds, backward: $0.backward.seconds) }
+      var link = LinkModel.instant
+      if let calibrated, let calibratedCosts = calibrated.calibration.costs(of: times, bounds: bounds) {
+        costs = calibratedCosts
+        link = calibrated.calibration.link(rows: calibrated.rows)
+      }
       guard
         let step = try? PipelineSchedule(kind: schedule, stages: stages, microBatches: microBatches)
           .simulate(costs: costs, link: link, activationBytes: Array(repeating: 0, count: stages))
       else { return nil }
-      return schedule.overlapsSteps ? zip(step.busy, costs).map { $0 + $1.commit }.max() : step.seconds
+      return schedule.overlapsSteps ? step.busy.max() : step.seconds
     }
 
     /// With measured times, the step a PlanRequest asks about (its
     /// micro-batches, 4 when unset, and schedule, 1F1B when unset).
     public func predictedStepSeconds(
-      for request: Pipemesh_V1_PlanRequest, calibration: StepCalibration? = nil, rows: Int = 0
+      for request: Pipemesh_V1_PlanRequest, calibrated: (calibration: StepCalibration, rows: Int)? = nil
     ) -> Double? {
       if case .UNRECOGNIZED = request.schedule { return nil }
       return predictedStepSeconds(
         microBatches: request.microBatches == 0 ? 4 : Int(request.microBatches),
-        schedule: TrainingJob.scheduleKind(request.schedule), calibration: calibration, rows: rows)
+        schedule: TrainingJob.scheduleKind(request.schedule), calibrated: calibrated)
     }
 
     /// Largest stage cost over the mean: 1 is a perfect balance.

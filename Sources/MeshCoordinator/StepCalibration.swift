@@ -5,59 +5,75 @@ import MeshTensor
 /// stage's calls cost more than the sum of its layers timed one by one
 /// (the activations kept and handed on, the calls' own work, the other
 /// stage on the same host), and the layers' times know nothing of the
-/// transfers between stages or of the commit. From the trace of one of
-/// the job's steps: per stage, its forward and backward over what the
-/// layers' times predicted at the job's rows, and its commit; and the
-/// transfers' time per row of a micro-batch.
+/// transfers between stages or of the commit. From the trace of the job's
+/// last steps (`ObservedStep`): per stage, its forward and backward over
+/// what the layers' times predicted at the job's rows, and its commit; and
+/// the transfers' time per row of a micro-batch.
 public struct StepCalibration: Sendable, Equatable {
-  /// The job whose step this is, and its micro-batches' rows.
+  /// The job whose steps these are, and its micro-batches' rows.
   public let job: String
   public let rows: Int
-  public let forward: [Double]
-  public let backward: [Double]
-  public let commit: [Double]
-  public let transferPerRow: Double
+  /// Where the job's stages began and ended.
+  public let bounds: [LayerPosition]
+  public let forwardRatio: [Double]
+  public let backwardRatio: [Double]
+  public let commitSeconds: [Double]
+  public let transferSecondsPerRow: Double
 
-  public init(
-    job: String, rows: Int, forward: [Double], backward: [Double], commit: [Double], transferPerRow: Double
+  /// The longest time a call or transfer of a step is believed to take: a
+  /// partition's clock that jumped, or a time it did not report, says more.
+  static let longestCall = 3600.0
+
+  /// From `observed`, steps of `job` in micro-batches of `rows` rows on
+  /// stages between `bounds`, whose layers' times predicted `predicted` at
+  /// those rows; nil when the stages differ in number, or a time is not a
+  /// positive number (a forward or backward; a commit or transfer may take
+  /// none) of at most `longestCall`.
+  public init?(
+    job: String, rows: Int, bounds: [LayerPosition], observed: ObservedStep, predicted: [LayerTiming]
   ) {
+    func believed(_ seconds: Double, positive: Bool = true) -> Bool {
+      seconds.isFinite && seconds <= Self.longestCall && (positive ? seconds > 0 : seconds >= 0)
+    }
+    let pairs = Array(zip(observed.stages, predicted))
+    guard rows > 0, observed.stages.count == predicted.count, bounds.count == predicted.count + 1,
+      believed(observed.transfer, positive: false),
+      pairs.allSatisfy({ observed, predicted in
+        believed(observed.forward) && believed(observed.inputGradient + observed.weightGradient)
+          && believed(observed.commit, positive: false) && believed(predicted.forward.seconds)
+          && believed(predicted.backward.seconds)
+      })
+    else { return nil }
     self.job = job
     self.rows = rows
-    self.forward = forward
-    self.backward = backward
-    self.commit = commit
-    self.transferPerRow = transferPerRow
+    self.bounds = bounds
+    forwardRatio = pairs.map { $0.forward / $1.forward.seconds }
+    backwardRatio = pairs.map { ($0.inputGradient + $0.weightGradient) / $1.backward.seconds }
+    commitSeconds = observed.stages.map(\.commit)
+    transferSecondsPerRow = observed.transfer / Double(rows)
   }
 
-  /// From `observed`, a step of `job` in micro-batches of `rows` rows, on
-  /// stages whose layers' times predicted `predicted` at those rows; nil
-  /// when the stages differ in number or a prediction is not a positive time.
-  public init?(job: String, rows: Int, observed: ObservedStep, predicted: [LayerTiming]) {
-    guard rows > 0, observed.stages.count == predicted.count,
-      predicted.allSatisfy({ $0.forward > .zero && $0.backward > .zero })
-    else { return nil }
-    let pairs = zip(observed.stages, predicted)
-    self.init(
-      job: job, rows: rows, forward: pairs.map { $0.forward / $1.forward.seconds },
-      backward: pairs.map { ($0.inputGradient + $0.weightGradient) / $1.backward.seconds },
-      commit: observed.stages.map(\.commit), transferPerRow: observed.transfer / Double(rows))
-  }
-
-  /// The stages of `times` (the layers' times of each stage, at micro-batches
-  /// of some rows) as the job ran its stages; nil for another number of stages.
-  func costs(of times: [LayerTiming]) -> [StageCosts]? {
-    guard times.count == forward.count else { return nil }
+  /// The stages of a plan (`times`, the layers' times of each stage at
+  /// micro-batches of some rows, between `bounds`) as the job ran its
+  /// stages: stage by stage where the plan splits the model as the job did,
+  /// else every stage by the job's ratios over all its stages and its mean
+  /// commit; nil for another number of stages.
+  func costs(of times: [LayerTiming], bounds: [LayerPosition]) -> [StageCosts]? {
+    guard times.count == forwardRatio.count else { return nil }
+    let sameSplit = bounds == self.bounds
+    func overall(_ ratios: [Double]) -> Double { ratios.reduce(0, +) / Double(ratios.count) }
+    let meanCommit = commitSeconds.reduce(0, +) / Double(commitSeconds.count)
     return times.indices.map { stage in
       StageCosts(
-        forward: times[stage].forward.seconds * forward[stage],
-        backward: times[stage].backward.seconds * backward[stage],
-        commit: commit[stage])
+        forward: times[stage].forward.seconds * (sameSplit ? forwardRatio[stage] : overall(forwardRatio)),
+        backward: times[stage].backward.seconds * (sameSplit ? backwardRatio[stage] : overall(backwardRatio)),
+        commit: sameSplit ? commitSeconds[stage] : meanCommit)
     }
   }
 
   /// The link between stages for micro-batches of `rows` rows: the job's
   /// transfers, in proportion to the rows.
   func link(rows: Int) -> LinkModel {
-    LinkModel(latency: transferPerRow * Double(rows), bytesPerSecond: .infinity)
+    LinkModel(latency: transferSecondsPerRow * Double(rows), bytesPerSecond: .infinity)
   }
 }

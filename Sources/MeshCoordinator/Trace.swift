@@ -87,8 +87,8 @@ public final class TraceRecorder: Sendable {
   }
 
   /// Makes `step` the one `chromeTrace()` draws, and drops the calls of
-  /// steps before it but the `stepsObserved` shown last (keeping those of
-  /// later ones, still running).
+  /// steps before it but replica 0's of the `stepsObserved` shown last
+  /// (keeping those of later ones, still running).
   func show(step: Int64) {
     shownStep.withLock { $0 = step }
     let kept = shownSteps.withLock { shown in
@@ -96,7 +96,8 @@ public final class TraceRecorder: Sendable {
       shown.removeFirst(max(0, shown.count - Self.stepsObserved))
       return Set(shown)
     }
-    calls.withLock { $0.removeAll { $0.step < step && !kept.contains($0.step) } }
+    // Of the steps before, only replica 0's calls are read (`observed`).
+    calls.withLock { $0.removeAll { $0.step < step && ($0.replica != 0 || !kept.contains($0.step)) } }
   }
 
   /// The timeline of `step` (by default the one shown) as Chrome trace
@@ -131,10 +132,11 @@ public final class TraceRecorder: Sendable {
   }
 }
 
-/// What a training step cost as its partitions timed it: each stage's
-/// mean forward, backward (input gradients) and weight gradients of a
-/// micro-batch and its commit (`StageCosts`), and the mean time from a
-/// tensor's being offered to its arrival at the neighbouring stage.
+/// What a job's last training steps cost as its partitions timed them, on
+/// average over the steps: each stage's forward, backward (input gradients)
+/// and weight gradients of a micro-batch and its commit (`StageCosts`), and
+/// the time from a tensor's being offered to its arrival at the
+/// neighbouring stage.
 public struct ObservedStep: Sendable, Equatable {
   public let stages: [StageCosts]
   public let transfer: Double

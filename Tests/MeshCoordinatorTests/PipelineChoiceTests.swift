@@ -204,24 +204,34 @@ import Testing
         repeating: StageCosts(forward: 0.00256, inputGradient: 0.00128, weightGradient: 0.00128, commit: 0.01),
         count: 2), transfer: 0.00064)
     let predicted = try #require(plan.times)
-    let calibration = try #require(StepCalibration(job: "traced", rows: 64, observed: observed, predicted: predicted))
-    #expect(calibration.forward == [2, 2] && calibration.backward == [1, 1] && calibration.transferPerRow == 1e-5)
+    let calibration = try #require(
+      StepCalibration(job: "traced", rows: 64, bounds: plan.bounds, observed: observed, predicted: predicted))
+    #expect(
+      calibration.forwardRatio == [2, 2] && calibration.backwardRatio == [1, 1]
+        && calibration.transferSecondsPerRow == 1e-5)
+    // Times a partition could not have taken calibrate nothing.
+    for (forward, transfer) in [(-0.001, 0.0), (0.00256, Double.nan), (1e9, 0)] {
+      let unbelievable = ObservedStep(
+        stages: Array(repeating: StageCosts(forward: forward, backward: 0.00256), count: 2), transfer: transfer)
+      #expect(
+        StepCalibration(job: "odd", rows: 64, bounds: plan.bounds, observed: unbelievable, predicted: predicted) == nil)
+    }
     // One micro-batch by 1F1B: F on stage 0, a transfer, F on stage 1 and the input-gradient half
     // of its B (the gradient leaves before the weights' half), a transfer, B on stage 0, then its
     // commit: 2.56 + 0.64 + 2.56 + 1.28 + 0.64 + 2.56 + 10 ms.
     let step = try #require(
-      plan.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB, calibration: calibration, rows: 64))
+      plan.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB, calibrated: (calibration, 64)))
     #expect(abs(step - 0.02024) < 1e-9, "\(step)")
     // At 32 rows the transfers take half as long; without calibration, neither they nor the commit count.
     let half = try #require(
-      plan.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB, calibration: calibration, rows: 32))
+      plan.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB, calibrated: (calibration, 32)))
     #expect(abs(half - (step - 0.00064)) < 1e-9, "\(half)")
     let uncalibrated = try #require(plan.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB))
     #expect(abs(uncalibrated - 0.0064) < 1e-9, "\(uncalibrated)")
     // A calibration of another number of stages is not applied.
     let threeStages = try Planner.plan(Self.model, stages: 3, measured: times, wholeLayers: true)
     #expect(
-      threeStages.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB, calibration: calibration, rows: 64)
+      threeStages.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB, calibrated: (calibration, 64))
         == threeStages.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB))
   }
 

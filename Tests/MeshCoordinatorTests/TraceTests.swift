@@ -119,6 +119,48 @@ import Testing
     #expect(json.contains("\"steps_redone\":2") && json.contains("does not answer"))
   }
 
+  /// What the last steps shown cost: replica 0's calls of the last
+  /// `stepsObserved` steps, averaged stage by stage; what a calibration of
+  /// the planner is made of.
+  @Test func theLastStepsShownAreObservedStageByStage() async throws {
+    let trace = TraceRecorder()
+    let base = WallClock.nanos
+    func timing(computing milliseconds: Int64) -> Pipemesh_V1_CallTiming {
+      .with {
+        $0.receivedUnixNanos = base
+        $0.computeStartedUnixNanos = base
+        $0.computeEndedUnixNanos = base + milliseconds * 1_000_000
+        $0.answeredUnixNanos = base + milliseconds * 1_000_000
+      }
+    }
+    for step in Int64(1)...12 {
+      for stage in 0..<2 {
+        for replica in 0..<2 {
+          // Step s's forwards take s ms (replica 1's ten times more), its backwards twice that.
+          let scale = Int64(replica == 0 ? 1 : 10)
+          _ = try await trace.record(.forward(stage, 0), stage: stage, replica: replica, step: step, partition: "p:1") {
+            Pipemesh_V1_ForwardResponse.with { $0.timing = timing(computing: step * scale) }
+          }
+          _ = try await trace.record(
+            .backward(stage, 0), stage: stage, replica: replica, step: step, partition: "p:1"
+          ) { Pipemesh_V1_BackwardResponse.with { $0.timing = timing(computing: 2 * step * scale) } }
+          _ = try await trace.record(nil, stage: stage, replica: replica, step: step, partition: "p:1") {
+            Pipemesh_V1_CommitResponse.with { $0.timing = timing(computing: 1) }
+          }
+        }
+      }
+      // A flushed step (the last) is not shown, as a job does not: the step before is shown again.
+      trace.show(step: step == 12 ? 11 : step)
+    }
+    let observed = try #require(trace.observed(stages: 2))
+    // Steps 4 to 11 (the last 8 shown): forwards of 7.5 ms on average, backwards of 15.
+    for costs in observed.stages {
+      #expect(abs(costs.forward - 0.0075) < 1e-9 && abs(costs.inputGradient - 0.015) < 1e-9, "\(costs)")
+      #expect(costs.weightGradient == 0 && abs(costs.commit - 0.001) < 1e-9, "\(costs)")
+    }
+    #expect(trace.observed(stages: 3) == nil)
+  }
+
   /// A partition that answers with absurd times (a bug, or a hostile
   /// member) costs the coordinator nothing: no arithmetic on them traps,
   /// they count as no computing, and the trace still draws.
