@@ -58,7 +58,7 @@ public struct StepCalibration: Sendable, Equatable {
   /// stages: stage by stage where the plan splits the model as the job did,
   /// else every stage by the job's ratios over all its stages and its mean
   /// commit; nil for another number of stages.
-  func costs(of times: [LayerTiming], bounds: [LayerPosition]) -> [StageCosts]? {
+  public func costs(of times: [LayerTiming], bounds: [LayerPosition]) -> [StageCosts]? {
     guard times.count == forwardRatio.count else { return nil }
     let sameSplit = bounds == self.bounds
     func overall(_ ratios: [Double]) -> Double { ratios.reduce(0, +) / Double(ratios.count) }
@@ -73,7 +73,7 @@ public struct StepCalibration: Sendable, Equatable {
 
   /// The link between stages for micro-batches of `rows` rows: the job's
   /// transfers, in proportion to the rows.
-  func link(rows: Int) -> LinkModel {
+  public func link(rows: Int) -> LinkModel {
     LinkModel(latency: transferSecondsPerRow * Double(rows), bytesPerSecond: .infinity)
   }
 }

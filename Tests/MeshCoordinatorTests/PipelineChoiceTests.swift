@@ -210,9 +210,12 @@ import Testing
       calibration.forwardRatio == [2, 2] && calibration.backwardRatio == [1, 1]
         && calibration.transferSecondsPerRow == 1e-5)
     // Times a partition could not have taken calibrate nothing.
-    for (forward, transfer) in [(-0.001, 0.0), (0.00256, Double.nan), (1e9, 0)] {
+    for (forward, commit, transfer) in [
+      (-0.001, 0.0, 0.0), (0.00256, 0, Double.nan), (1e9, 0, 0), (0.00256, 0, -0.001), (0.00256, -1, 0),
+    ] {
       let unbelievable = ObservedStep(
-        stages: Array(repeating: StageCosts(forward: forward, backward: 0.00256), count: 2), transfer: transfer)
+        stages: Array(repeating: StageCosts(forward: forward, backward: 0.00256, commit: commit), count: 2),
+        transfer: transfer)
       #expect(
         StepCalibration(job: "odd", rows: 64, bounds: plan.bounds, observed: unbelievable, predicted: predicted) == nil)
     }
@@ -228,6 +231,26 @@ import Testing
     #expect(abs(half - (step - 0.00064)) < 1e-9, "\(half)")
     let uncalibrated = try #require(plan.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB))
     #expect(abs(uncalibrated - 0.0064) < 1e-9, "\(uncalibrated)")
+    // Stages that ran differently: the same split takes each stage's ratios and commit, another
+    // split their means over the stages.
+    let uneven = try #require(
+      StepCalibration(
+        job: "uneven", rows: 64, bounds: plan.bounds,
+        observed: ObservedStep(
+          stages: [
+            StageCosts(forward: 0.00128, backward: 0.00256, commit: 0),
+            StageCosts(forward: 0.00384, backward: 0.00256, commit: 0.02),
+          ], transfer: 0), predicted: predicted))
+    #expect(uneven.forwardRatio == [1, 3] && uneven.commitSeconds == [0, 0.02])
+    let sameSplit = try #require(uneven.costs(of: predicted, bounds: plan.bounds))
+    #expect(
+      zip(sameSplit, [(0.00128, 0.0), (0.00384, 0.02)]).allSatisfy {
+        abs($0.forward - $1.0) < 1e-12 && abs($0.commit - $1.1) < 1e-12
+      }, "\(sameSplit)")
+    let otherSplit = try #require(
+      uneven.costs(of: predicted, bounds: [plan.bounds[0], .init(layer: 1), plan.bounds[2]]))
+    #expect(
+      otherSplit.allSatisfy { abs($0.forward - 0.00256) < 1e-12 && abs($0.commit - 0.01) < 1e-12 }, "\(otherSplit)")
     // A calibration of another number of stages is not applied.
     let threeStages = try Planner.plan(Self.model, stages: 3, measured: times, wholeLayers: true)
     #expect(

@@ -159,6 +159,9 @@ import Testing
       #expect(costs.weightGradient == 0 && abs(costs.commit - 0.001) < 1e-9, "\(costs)")
     }
     #expect(trace.observed(stages: 3) == nil)
+    // Of the steps before the one shown, only replica 0's calls are kept; the shown step draws every replica.
+    #expect(try traceEvents(trace.chromeTrace(step: 10)).allSatisfy { $0.replica == 0 })
+    #expect(try traceEvents(trace.chromeTrace()).contains { $0.replica == 1 })
   }
 
   /// A partition that answers with absurd times (a bug, or a hostile

@@ -463,7 +463,7 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
   /// by running the schedule's actions on the stages' measured forward and backward times (each
   /// backward split evenly into its input and weight gradients where the schedule splits it),
   /// without the transfers between stages or the ps unless calibrated (below). Under
-  /// SCHEDULE_PIPEDREAM_2BW, a steady step: its busiest stage's compute (and commit).
+  /// SCHEDULE_PIPEDREAM_2BW, a steady step: its busiest stage's compute.
   public var predictedStepSeconds: Double = 0
 
   /// With measured times: each layer's, as the partition timed them.
