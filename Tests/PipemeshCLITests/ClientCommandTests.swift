@@ -196,10 +196,17 @@ import Testing
     let imbalance = (times.max() ?? 0) / (times.reduce(0, +) / Double(max(1, times.count)))
     #expect(abs((measured["imbalance"] as? Double ?? 0) - imbalance) < 1e-9, "\(measured)")
     // Four micro-batches by 1F1B (the defaults): no less than the slowest stage's four, no more
-    // than three through the slowest stage after one through both (the fill and drain).
+    // than three through the slowest stage after one through both (the fill and drain) — unless
+    // inferReshapesFlatRowsAndPlanAsksThePool trained the model on this mesh's 2 stages first:
+    // then its trace calibrated the prediction (PipelineChoiceTests checks that arithmetic).
     let predicted = measured["predictedStepSeconds"] as? Double ?? 0
-    #expect(predicted >= 4 * (times.max() ?? 0) - 1e-9, "\(measured)")
-    #expect(predicted <= 3 * (times.max() ?? 0) + times.reduce(0, +) + 1e-9, "\(measured)")
+    if let calibratedBy = measured["calibratedByJob"] as? String {
+      #expect(calibratedBy == "cli-cnn" && measured["calibratedRows"] as? Int ?? 0 > 0, "\(measured)")
+      #expect(predicted > 0, "\(measured)")
+    } else {
+      #expect(predicted >= 4 * (times.max() ?? 0) - 1e-9, "\(measured)")
+      #expect(predicted <= 3 * (times.max() ?? 0) + times.reduce(0, +) + 1e-9, "\(measured)")
+    }
 
     let estimated = try await plan(["--estimate"])
     #expect(estimated["measuredOn"] == nil || estimated["measuredOn"] as? String == "", "\(estimated)")
