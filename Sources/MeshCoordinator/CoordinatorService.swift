@@ -900,8 +900,9 @@ public final class CoordinatorService: RPCService, Sendable {
   /// (`StepCalibration`, from the trace of its last steps), for the planner's
   /// next predictions of the model on as many stages. Only from a
   /// synchronous pipeline of one replica whose steps do not overlap, that
-  /// neither recomputes activations nor clips gradients (the calls and
-  /// commits a plan predicts), with layer times measured at its rows before:
+  /// neither recomputes activations nor clips gradients, sending its
+  /// activations as float32 (the calls, transfers and commits a plan
+  /// predicts), with layer times measured at its rows before:
   /// nothing is timed here.
   private func calibrate(by job: TrainingJob) {
     let request = job.request
@@ -913,6 +914,7 @@ public final class CoordinatorService: RPCService, Sendable {
       }
     guard job.stages > 1, job.replicas == 1, synchronous, !job.schedule.kind.overlapsSteps,
       !request.recomputeActivations, request.optimizer.clipGlobalNorm == 0,
+      [.unspecified, .float32].contains(request.transferDtype),
       let observed = job.trace.observed(stages: job.stages),
       let measured = layerTimings.measuredBefore(of: request.model, model: job.model, rows: rows),
       let plan = try? Planner.plan(

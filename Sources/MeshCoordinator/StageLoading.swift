@@ -17,6 +17,8 @@ struct StageLoading: Sendable {
   let placement: Placement
   let consistency: Pipemesh_V1_Consistency
   let optimizer: Pipemesh_V1_OptimizerSpec
+  /// How activations and gradients travel between the stages (TrainRequest.transfer_dtype).
+  var transferDType = Pipemesh_V1_DType.float32
   /// Whether the job's steps overlap (PipeDream-2BW): the stage then holds two versions of its weights.
   var overlappingSteps = false
 
@@ -47,6 +49,7 @@ struct StageLoading: Sendable {
             $0.maxKeptBytes = maxKeptBytes
             $0.peers = members
             $0.overlappingSteps = overlappingSteps
+            $0.transferDtype = transferDType
           }
           group.addTask {
             let client = placement.clients[stage][replica]

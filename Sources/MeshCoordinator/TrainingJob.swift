@@ -356,6 +356,7 @@ final class TrainingJob: Sendable {
       throw RPCError(
         .invalidArgument, "checkpoint.every_steps is \(request.checkpoint.everySteps); give 0 (none) or a step count")
     }
+    _ = try HalfPrecision(transfer: request.transferDtype, field: "transfer_dtype")
     guard request.maxRestarts >= 0, request.maxRestarts <= maxRestarts else {
       throw RPCError(.invalidArgument, "max_restarts is \(request.maxRestarts); give 0 to \(maxRestarts)")
     }
@@ -856,7 +857,8 @@ final class TrainingJob: Sendable {
     try await StageLoading(
       runID: runID, model: request.model, bounds: plan.bounds, parameterServers: cluster.parameterServers,
       placement: placement,
-      consistency: consistency, optimizer: request.optimizer, overlappingSteps: schedule.kind.overlapsSteps
+      consistency: consistency, optimizer: request.optimizer, transferDType: request.transferDtype,
+      overlappingSteps: schedule.kind.overlapsSteps
     ).load(
       replicas: 0..<replicas, recomputeActivations: request.recomputeActivations,
       maxKeptBytes: request.maxKeptBytes)

@@ -225,13 +225,15 @@ public final class DataPlane: Sendable {
   public var heldBytes: Int { held.withLock { $0.tensors.values.reduce(0) { $0 + $1.scalarCount * 4 } } }
 
   /// A tensor given inline or by reference; references to this partition are
-  /// read locally, others fetched from the peer (and released there). With
-  /// `wait`, a reference may name a tensor the peer has not produced yet:
-  /// the fetch waits for it. Other partitions are dialled only when
-  /// `allowed` lists them.
-  func resolve(_ source: Pipemesh_V1_TensorSource, wait: Bool, what: String, peers allowed: Set<String>) async throws
-    -> Tensor
-  {
+  /// read locally, others fetched from the peer (and released there), in
+  /// `encoding` when one is given (rounded on the way). With `wait`, a
+  /// reference may name a tensor the peer has not produced yet: the fetch
+  /// waits for it. Other partitions are dialled only when `allowed` lists
+  /// them.
+  func resolve(
+    _ source: Pipemesh_V1_TensorSource, wait: Bool, what: String, peers allowed: Set<String>,
+    encoding: HalfPrecision? = nil
+  ) async throws -> Tensor {
     switch source.source {
     case .inline(let wire):
       return try Tensor(wire: wire, what: what)
@@ -253,6 +255,7 @@ public final class DataPlane: Sendable {
             $0.key = reference.key
             $0.release = true
             $0.wait = wait
+            if let encoding { $0.encoding = encoding.wire }
           }, what: what, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil))
       } catch let error as RPCError where error.code == .deadlineExceeded && wait {
         throw RPCError(
@@ -271,45 +274,62 @@ public final class DataPlane: Sendable {
   static let chunkBytes = 4 << 20
 
   /// Sends a tensor as FetchTensor answers it: chunks of at most
-  /// `chunkBytes`, straight from the tensor's storage.
-  static func send(_ tensor: Tensor, to writer: ResponseWriter<Pipemesh_V1_TensorChunk>) async throws {
-    let chunkScalars = chunkBytes / 4
+  /// `chunkBytes`, straight from the tensor's storage, or rounded into
+  /// `encoding` when one is given.
+  static func send(
+    _ tensor: Tensor, encoding: HalfPrecision? = nil, to writer: ResponseWriter<Pipemesh_V1_TensorChunk>
+  ) async throws {
+    let chunkScalars = chunkBytes / (encoding == nil ? 4 : 2)
+    let scaleExponent = encoding == .float16 ? tensor.float16ScaleExponent(elements: 0..<tensor.scalarCount) : 0
     var first = 0
     repeat {
       let elements = first..<min(tensor.scalarCount, first + chunkScalars)
       var chunk = Pipemesh_V1_TensorChunk()
       if first == 0 {
-        chunk.dtype = .float32
+        chunk.dtype = encoding?.wire ?? .float32
         chunk.shape = tensor.shape.map { Int64($0) }
+        chunk.scaleExponent = Int32(scaleExponent)
       }
-      chunk.data = tensor.sharedLittleEndianData(elements: elements)
+      chunk.data =
+        if let encoding { tensor.littleEndianData(encoding, elements: elements, scaleExponent: scaleExponent) } else {
+          tensor.sharedLittleEndianData(elements: elements)
+        }
       try await writer.write(chunk)
       first = elements.upperBound
     } while first < tensor.scalarCount
   }
 
   /// Fetches a tensor from a partition's data plane, putting its chunks
-  /// together as they arrive; DATA_LOSS when they do not make up the tensor
-  /// their first one announced. Memory grows with the bytes received, never
-  /// with the size a peer announces.
+  /// together as they arrive (in the request's encoding, widened back to
+  /// float32); DATA_LOSS when they do not make up the tensor their first one
+  /// announced. Memory grows with the bytes received, never with the size a
+  /// peer announces.
   public static func fetch(
     from partition: any RPCChannel, _ request: Pipemesh_V1_FetchTensorRequest, what: String = "fetched tensor",
     options: CallOptions = .init()
   ) async throws -> Tensor {
-    var announced: (dtype: Pipemesh_V1_DType, shape: [Int64], bytes: Int)?
+    let encoding = try HalfPrecision(transfer: request.encoding, field: "FetchTensorRequest.encoding")
+    let width = encoding == nil ? 4 : 2
+    // float16's scale brings a largest magnitude of 2^-149 … 2^127 into [2^14, 2^15).
+    let scales = encoding == .float16 ? -113...163 : 0...0
+    var announced: (shape: [Int64], bytes: Int, scaleExponent: Int)?
     var data = Data()
     for try await chunk in partition.stream(PartitionMethods.fetchTensor, request, options: options) {
       if announced == nil {
-        guard chunk.dtype == .float32, chunk.shape.allSatisfy({ $0 >= 0 && $0 <= Int32.max }),
-          let count = Tensor.checkedCount(of: chunk.shape.map { Int($0) }), count <= Int.max / 4
+        guard chunk.dtype == encoding?.wire ?? .float32, chunk.shape.allSatisfy({ $0 >= 0 && $0 <= Int32.max }),
+          let count = Tensor.checkedCount(of: chunk.shape.map { Int($0) }), count <= Int.max / width,
+          scales.contains(Int(chunk.scaleExponent))
         else {
-          throw RPCError(.dataLoss, "\(what): \(partition.target) announced \(chunk.dtype) of shape \(chunk.shape)")
+          throw RPCError(
+            .dataLoss,
+            "\(what): \(partition.target) announced \(chunk.dtype) of shape \(chunk.shape), "
+              + "scaled by 2^\(chunk.scaleExponent)")
         }
-        announced = (chunk.dtype, chunk.shape, count * 4)
+        announced = (chunk.shape, count * width, Int(chunk.scaleExponent))
         data = chunk.data
       } else {
-        guard chunk.shape.isEmpty else {
-          throw RPCError(.dataLoss, "\(what): \(partition.target) announced a second shape")
+        guard chunk.shape.isEmpty, chunk.scaleExponent == 0 else {
+          throw RPCError(.dataLoss, "\(what): \(partition.target) announced a second shape or scale")
         }
         data.append(chunk.data)
       }
@@ -322,12 +342,21 @@ public final class DataPlane: Sendable {
         .dataLoss,
         "\(what): \(partition.target) ended the fetch after \(data.count) of \(announced?.bytes ?? 0) bytes")
     }
-    return try Tensor(
-      wire: .with {
-        $0.dtype = announced.dtype
-        $0.shape = announced.shape
-        $0.data = data
-      }, what: what)
+    guard let encoding else {
+      return try Tensor(
+        wire: .with {
+          $0.dtype = .float32
+          $0.shape = announced.shape
+          $0.data = data
+        }, what: what)
+    }
+    do {
+      return try Tensor(
+        shape: announced.shape.map { Int($0) }, encoding, littleEndianBytes: data,
+        scaleExponent: announced.scaleExponent)
+    } catch let error as TensorError {
+      throw RPCError(.dataLoss, "\(what): \(error.message)")
+    }
   }
 
   /// Reconnects the channels to `endpoints` at once, waiting up to

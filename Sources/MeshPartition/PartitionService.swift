@@ -106,6 +106,7 @@ public final class PartitionService: RPCService, Sendable {
     router.serverStreaming(PartitionMethods.fetchTensor) { [self] request, writer, _ in
       // A tensor of a job not loaded here will not be produced here.
       let key = try DataPlaneKey(wire: request.key)
+      let encoding = try HalfPrecision(transfer: request.encoding, field: "encoding")
       if request.wait, stages.withLock({ $0[key.job] == nil }) {
         throw RPCError(
           .failedPrecondition, "job \(key.job) is not loaded on this partition: its tensor \(key) will not be produced")
@@ -113,7 +114,7 @@ public final class PartitionService: RPCService, Sendable {
       // A training step's tensor stays held until its step is dropped: a fetch that does not get
       // through is asked again once the fetcher's call is sent again.
       let tensor = try await dataPlane.take(key, release: request.release, wait: request.wait)
-      try await DataPlane.send(tensor, to: writer)
+      try await DataPlane.send(tensor, encoding: encoding, to: writer)
     }
     router.unary(PartitionMethods.timeLayers) { [self] request, _ in try await timeLayers(request) }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in
@@ -175,6 +176,7 @@ public final class PartitionService: RPCService, Sendable {
         "blas_threads is \(request.blasThreads); this partition was started with \(blasThreads) (--blas-threads), "
           + "the most a stage may ask for (0 keeps it)")
     }
+    let transfer = try HalfPrecision(transfer: request.transferDtype, field: "transfer_dtype")
     let (whole, model, layers) = try stageLayers(request)
     let parameters = model.heldParameters(layers: layers)
     let memory = try StageMemory(optimizer: request.optimizer, overlappingSteps: request.overlappingSteps)
@@ -220,7 +222,7 @@ public final class PartitionService: RPCService, Sendable {
       // A job may ask for a tighter bound than the partition's, never a looser one.
       maxKeptBytes: request.maxKeptBytes > 0
         ? min(Int(request.maxKeptBytes), defaultMaxKeptBytes) : defaultMaxKeptBytes,
-      peers: Set(request.peers),
+      peers: Set(request.peers), transfer: transfer,
       optimizer: request.optimizer,
       ps: try ParameterServerClient(endpoints: request.parameterServers, dialer: dialer), dataPlane: dataPlane,
       activity: activity)

@@ -29,6 +29,9 @@ actor StageRunner {
   /// The data-plane endpoints of the job's other partitions: the only ones
   /// this stage fetches tensors from.
   let peers: Set<String>
+  /// The format a training step's inputs and output gradients are fetched
+  /// in from the peers (nil: float32, exact).
+  let transfer: HalfPrecision?
   let definitions: [Pipemesh_V1_VariableDefinition]
   private let ps: ParameterServerClient
   private let dataPlane: DataPlane
@@ -119,11 +122,12 @@ actor StageRunner {
 
   init(
     job: String, model: Sequential, layers: Range<Int>, stage: Int, replica: Int32, recompute: Bool,
-    maxKeptBytes: Int, peers: Set<String>, optimizer: Pipemesh_V1_OptimizerSpec, ps: ParameterServerClient,
-    dataPlane: DataPlane, activity: PartitionActivity
+    maxKeptBytes: Int, peers: Set<String>, transfer: HalfPrecision? = nil, optimizer: Pipemesh_V1_OptimizerSpec,
+    ps: ParameterServerClient, dataPlane: DataPlane, activity: PartitionActivity
   ) {
     self.activity = activity
     self.peers = peers
+    self.transfer = transfer
     self.job = job
     self.model = model
     self.layers = layers
@@ -268,7 +272,7 @@ actor StageRunner {
   {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
     let (dataPlane, stage) = (dataPlane, stage)
-    let peers = self.peers
+    let (peers, transfer) = (self.peers, self.transfer)
     var timing = Pipemesh_V1_CallTiming()
     let call = TurnCall.forward(microBatch)
     let resolved: Result<Tensor, any Error>
@@ -276,7 +280,9 @@ actor StageRunner {
       resolved = .success(fetched)
     } else {
       resolved = await timing.fetchingInput(request.input) {
-        try await dataPlane.resolve(request.input, wait: training, what: "input of stage \(stage)", peers: peers)
+        try await dataPlane.resolve(
+          request.input, wait: training, what: "input of stage \(stage)", peers: peers,
+          encoding: training ? transfer : nil)
       }
     }
     let position = training ? request.schedulePosition : 0
@@ -419,7 +425,7 @@ actor StageRunner {
   private func computeBackward(_ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch) async throws
     -> Pipemesh_V1_BackwardResponse
   {
-    let (dataPlane, stage, isLast, peers) = (dataPlane, stage, isLast, peers)
+    let (dataPlane, stage, isLast, peers, transfer) = (dataPlane, stage, isLast, peers, transfer)
     var timing = Pipemesh_V1_CallTiming()
     let call = TurnCall.backward(microBatch)
     let resolved: Result<Tensor?, any Error>
@@ -430,7 +436,8 @@ actor StageRunner {
         isLast
           ? nil
           : try await dataPlane.resolve(
-            request.outputGradient, wait: true, what: "output gradient of stage \(stage)", peers: peers)
+            request.outputGradient, wait: true, what: "output gradient of stage \(stage)", peers: peers,
+            encoding: transfer)
       }
     }
     return try await onTurn(call, position: request.schedulePosition, fetched: (try? resolved.get()) ?? nil) {

@@ -85,3 +85,29 @@ extension Pipemesh_V1_Tensor {
     self.data = data
   }
 }
+
+extension HalfPrecision {
+  /// The two-byte format `dtype` asks a tensor to travel in, or nil for
+  /// float32 (and unset): exact. INVALID_ARGUMENT naming `field` for a dtype
+  /// that is not a float.
+  public init?(transfer dtype: Pipemesh_V1_DType, field: @autoclosure () -> String) throws {
+    switch dtype {
+    case .unspecified, .float32: return nil
+    case .bfloat16: self = .bfloat16
+    case .float16: self = .float16
+    default:
+      throw RPCError(
+        .invalidArgument,
+        "\(field()) is \(dtype); activations and gradients travel as DTYPE_FLOAT32 (exact), DTYPE_BFLOAT16 or DTYPE_FLOAT16"
+      )
+    }
+  }
+
+  /// The dtype that names this format on the wire.
+  public var wire: Pipemesh_V1_DType {
+    switch self {
+    case .bfloat16: .bfloat16
+    case .float16: .float16
+    }
+  }
+}

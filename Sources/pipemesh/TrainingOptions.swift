@@ -124,6 +124,18 @@ struct TrainingOptions: ParsableArguments {
       """)
   var wholeLayers = false
 
+  @Option(
+    help: """
+      How activations and gradients travel between the stages: float32 (exact, the default), or bfloat16 or \
+      float16, half the bytes, each element rounded on the way (for links slower than the stages' compute).
+      """)
+  var transferDtype = "float32"
+
+  /// The dtypes `--transfer-dtype` names.
+  static let transferDtypes: [String: Pipemesh_V1_DType] = [
+    "float32": .float32, "bfloat16": .bfloat16, "float16": .float16,
+  ]
+
   @Option(parsing: .upToNextOption, help: LayerPosition.splitHelp)
   var split: [LayerPosition] = []
 
@@ -152,6 +164,9 @@ struct TrainingOptions: ParsableArguments {
     }
     guard schedule.map({ Self.schedules[$0] != nil }) ?? true else {
       throw ValidationError("--schedule must be gpipe, 1f1b, zb-h1 or 2bw")
+    }
+    guard Self.transferDtypes[transferDtype] != nil else {
+      throw ValidationError("--transfer-dtype must be float32, bfloat16 or float16")
     }
     guard ["sgd", "momentum", "adam"].contains(optimizer) else {
       throw ValidationError("--optimizer must be sgd, momentum or adam")
@@ -272,6 +287,7 @@ struct TrainingOptions: ParsableArguments {
     request.shuffleSeed = data.seed
     request.recomputeActivations = recomputeActivations
     request.wholeLayers = wholeLayers
+    request.transferDtype = Self.transferDtypes[transferDtype] ?? .float32
     request.splitPoints = split.wireLayers
     request.splitPointInputs = split.wireInputs
     request.earlyStopping = .with {

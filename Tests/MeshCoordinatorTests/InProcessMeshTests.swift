@@ -30,11 +30,7 @@ import Testing
       let progress = try await PipelineTrainingTests.train(
         mesh.coordinatorChannel(), job: job, model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
         microBatches: microBatches, schedule: schedule)
-      let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
-      #expect(losses.count == reference.losses.count)
-      for (step, (got, want)) in zip(losses, reference.losses).enumerated() {
-        #expect(abs(got - want) <= 1e-4 * abs(want), "\(job) step \(step + 1): \(got) vs NumPy's \(want)")
-      }
+      PipelineTrainingTests.expectLosses(of: progress, near: reference, within: 1e-4, job: job)
       #expect(progress.last?.done == true)
       try await PipelineTrainingTests.expectFinalWeights(
         of: job, on: mesh.coordinatorChannel(), inputs: inputs, reference: reference)

@@ -59,13 +59,14 @@ import Testing
     _ coordinator: RunningService, job: String, model: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor,
     microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, consistency: Pipemesh_V1_Consistency = .init(),
     epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0,
-    recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false, splitPoints: [LayerPosition] = []
+    recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false, splitPoints: [LayerPosition] = [],
+    transferDType: Pipemesh_V1_DType = .float32
   ) async throws -> [Pipemesh_V1_TrainProgress] {
     try await train(
       RPCClient(target: coordinator.endpoint), job: job, model: model, inputs: inputs, targets: targets,
       microBatches: microBatches, schedule: schedule, consistency: consistency, epochs: epochs, batchSize: batchSize,
       learningRate: learningRate, validation: validation, recompute: recompute, maxKeptBytes: maxKeptBytes,
-      replace: replace, splitPoints: splitPoints)
+      replace: replace, splitPoints: splitPoints, transferDType: transferDType)
   }
 
   /// Trains through `client`, a channel to a coordinator on any transport.
@@ -73,7 +74,8 @@ import Testing
     _ client: any RPCChannel, job: String, model: Pipemesh_V1_ModelSpec, inputs: Tensor, targets: Tensor,
     microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, consistency: Pipemesh_V1_Consistency = .init(),
     epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0,
-    recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false, splitPoints: [LayerPosition] = []
+    recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false, splitPoints: [LayerPosition] = [],
+    transferDType: Pipemesh_V1_DType = .float32
   ) async throws -> [Pipemesh_V1_TrainProgress] {
     var request = Pipemesh_V1_TrainRequest.inline(
       job: job, model: model, inputs: inputs, targets: targets, epochs: epochs, batchSize: batchSize,
@@ -86,6 +88,7 @@ import Testing
     request.replace = replace
     request.splitPoints = splitPoints.wireLayers
     request.splitPointInputs = splitPoints.wireInputs
+    request.transferDtype = transferDType
     var progress: [Pipemesh_V1_TrainProgress] = []
     for try await update in client.stream(CoordinatorMethods.train, request, options: .init(timeout: .seconds(300))) {
       progress.append(update)
@@ -107,6 +110,19 @@ import Testing
     case .scheduleGpipe: "gpipe"
     case .scheduleZeroBubbleH1: "zb-h1"
     default: "1f1b"
+    }
+  }
+
+  /// Checks that a job reported one loss per step of `reference`, each
+  /// within `relative` of the reference's.
+  static func expectLosses(
+    of progress: [Pipemesh_V1_TrainProgress], near reference: NumPyReference.Output, within relative: Double,
+    job: String
+  ) {
+    let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
+    #expect(losses.count == reference.losses.count, "\(job): \(losses.count) steps")
+    for (step, (got, want)) in zip(losses, reference.losses).enumerated() {
+      #expect(abs(got - want) <= relative * abs(want), "\(job) step \(step + 1): \(got) vs NumPy's \(want)")
     }
   }
 
@@ -132,11 +148,7 @@ import Testing
       let progress = try await Self.train(
         coordinator, job: job, model: Self.mlp, inputs: inputs, targets: targets,
         microBatches: microBatches, schedule: schedule, recompute: recompute)
-      let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
-      #expect(losses.count == reference.losses.count, "\(job): \(losses.count) steps")
-      for (step, (got, want)) in zip(losses, reference.losses).enumerated() {
-        #expect(abs(got - want) <= 1e-4 * abs(want), "\(job) step \(step + 1): \(got) vs NumPy's \(want)")
-      }
+      Self.expectLosses(of: progress, near: reference, within: 1e-4, job: job)
       #expect(progress.last?.done == true)
 
       try await Self.expectFinalWeights(
@@ -152,6 +164,36 @@ import Testing
       #expect(computations.count == stages * (actions * microBatches + 1), "\(job): \(events.map(\.name))")
       Self.expectCausalTimeline(events, stages: stages, microBatches: microBatches, job: job)
     }
+  }
+
+  /// Activations and gradients that travel between the stages as bfloat16
+  /// or float16 train the MLP near the exact NumPy reference but not on it:
+  /// the rounding on the way is real, and bfloat16's (8 bits of precision)
+  /// moves the weights further than float16's (11 bits).
+  @Test func activationsAndGradientsTravelRoundedWhenTheJobAsks() async throws {
+    let mesh = try await Self.mesh.value
+    let (inputs, targets) = Self.classification()
+    let reference = try await Self.numPyReference(
+      Self.mlp, inputs: inputs, targets: targets, epochs: 2, batchSize: 16, learningRate: 0.1, seed: 3)
+    let coordinator = try await mesh.coordinator([[0], [1], [2], [3]], name: "transfer")
+    let client = try RPCClient(target: coordinator.endpoint)
+    var largestLogitDifference: [Pipemesh_V1_DType: Double] = [:]
+    for dtype in [Pipemesh_V1_DType.bfloat16, .float16] {
+      let job = "mlp-transfer-\(dtype)"
+      let progress = try await Self.train(
+        coordinator, job: job, model: Self.mlp, inputs: inputs, targets: targets, microBatches: 4,
+        schedule: .scheduleOneFOneB, transferDType: dtype)
+      Self.expectLosses(of: progress, near: reference, within: 1e-2, job: job)
+      largestLogitDifference[dtype] = try await Self.logitDifferences(
+        of: job, on: client, inputs: inputs, reference: reference
+      ).max()
+    }
+    // An exact run ends within 3.6e-7 of NumPy's logits (see expectFinalWeights); these ended
+    // 7.7e-4 (bfloat16) and 7.7e-5 (float16) away, of logits up to 1.43.
+    let bfloat16 = try #require(largestLogitDifference[.bfloat16])
+    let float16 = try #require(largestLogitDifference[.float16])
+    #expect(bfloat16 < 0.01 && float16 < 0.01, "\(largestLogitDifference)")
+    #expect(float16 > 1e-5 && bfloat16 > 4 * float16, "\(largestLogitDifference)")
   }
 
   /// Stages that begin inside layers train as the NumPy reference does, under
@@ -177,11 +219,7 @@ import Testing
       let progress = try await Self.train(
         coordinator, job: job, model: Self.mlp, inputs: inputs, targets: targets, microBatches: 4, schedule: schedule,
         recompute: recompute, splitPoints: split)
-      let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
-      #expect(losses.count == reference.losses.count, "\(job): \(losses.count) steps")
-      for (step, (got, want)) in zip(losses, reference.losses).enumerated() {
-        #expect(abs(got - want) <= 1e-4 * abs(want), "\(job) step \(step + 1): \(got) vs NumPy's \(want)")
-      }
+      Self.expectLosses(of: progress, near: reference, within: 1e-4, job: job)
       #expect(progress.last?.done == true)
       try await Self.expectFinalWeights(of: job, on: client, inputs: inputs, reference: reference)
       // Each stage held only its rows of a split layer's weight; the model the job registered
@@ -259,11 +297,7 @@ import Testing
       let progress = try await Self.train(
         coordinator, job: job, model: Self.mlp, inputs: inputs, targets: targets, microBatches: 4,
         schedule: .schedulePipedream2Bw, recompute: recompute)
-      let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
-      #expect(losses.count == reference.losses.count, "\(job): \(losses.count) steps")
-      for (step, (got, want)) in zip(losses, reference.losses).enumerated() {
-        #expect(abs(got - want) <= 1e-4 * abs(want), "\(job) step \(step + 1): \(got) vs NumPy's \(want)")
-      }
+      Self.expectLosses(of: progress, near: reference, within: 1e-4, job: job)
       let steps: [Int64] = progress.filter { !$0.done && !$0.evaluated }.map(\.step)
       #expect(steps == Array(1...8), "\(job): steps reported in order")
       #expect(progress.last?.done == true)
@@ -431,15 +465,7 @@ import Testing
     // ends at most 3.6e-7 from NumPy's logits (which reach 1.43), a fiftieth
     // of this bound. A learning rate 0.1% off ends 6.3e-4 away, no L2
     // 2.5e-3, and one example of the last step left out 3.8e-2.
-    let inferred = try await coordinator.call(
-      CoordinatorMethods.infer,
-      .with {
-        $0.job = job
-        $0.inputs = Pipemesh_V1_Tensor(inputs)
-      })
-    let logits = try Tensor(wire: inferred.outputs, what: "\(job)'s logits")
-    #expect(logits.shape == reference.logits.shape, "\(job)")
-    let differences = zip(logits.scalars, reference.logits.values).map { abs(Double($0) - $1) }
+    let differences = try await logitDifferences(of: job, on: coordinator, inputs: inputs, reference: reference)
     let outside = zip(differences, reference.logits.values).enumerated().filter { _, pair in
       pair.0 > 1e-5 + 1e-5 * abs(pair.1)
     }
@@ -450,6 +476,21 @@ import Testing
       \(job): \(outside.count) logits differ from NumPy's by more than 1e-5 + 1e-5·|logit|, at most by \
       \(largest); first (index, (difference, NumPy)): \(outside.prefix(3))
       """)
+  }
+
+  /// How far each logit `job` infers for `inputs` is from the reference's.
+  static func logitDifferences(
+    of job: String, on coordinator: any RPCChannel, inputs: Tensor, reference: NumPyReference.Output
+  ) async throws -> [Double] {
+    let inferred = try await coordinator.call(
+      CoordinatorMethods.infer,
+      .with {
+        $0.job = job
+        $0.inputs = Pipemesh_V1_Tensor(inputs)
+      })
+    let logits = try Tensor(wire: inferred.outputs, what: "\(job)'s logits")
+    #expect(logits.shape == reference.logits.shape, "\(job)")
+    return zip(logits.scalars, reference.logits.values).map { abs(Double($0) - $1) }
   }
 
   /// The first and last layers share one variable across two stages.
@@ -788,6 +829,7 @@ import Testing
         "blas_threads is 2147483647; this partition was started with 1"
       ),
       ("LoadStage, replica -1", { try await load { $0.replica = -1 } }, "replica is -1"),
+      ("LoadStage, transfer_dtype int64", { try await load { $0.transferDtype = .int64 } }, "transfer_dtype is"),
       (
         "LoadStage, first_layer_inputs -1", { try await load { $0.firstLayerInputs = -1 } },
         "first_layer 0, first_layer_inputs -1, end_layer 4 and end_layer_inputs 0 are no stage of the model"
@@ -1031,6 +1073,10 @@ import Testing
       ),
       ("negative checkpoint steps", { $0.checkpoint.everySteps = -1 }, .invalidArgument, "checkpoint.every_steps"),
       ("negative kept bytes", { $0.maxKeptBytes = -1 }, .invalidArgument, "max_kept_bytes"),
+      (
+        "integer transfers", { $0.transferDtype = .int32 }, .invalidArgument,
+        "transfer_dtype is int32; activations and gradients travel as DTYPE_FLOAT32 (exact)"
+      ),
       ("negative restarts", { $0.maxRestarts = -1 }, .invalidArgument, "max_restarts is -1; give 0 to 100"),
       ("too many restarts", { $0.maxRestarts = 101 }, .invalidArgument, "max_restarts is 101"),
       ("negative max replicas", { $0.maxReplicas = -1 }, .invalidArgument, "max_replicas is -1; give 0 (replicas)"),

@@ -1,3 +1,4 @@
+import Foundation
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -47,6 +48,69 @@ import Testing
           $0.release = true
         })
       #expect(fetched == activations)
+    }
+  }
+
+  /// A fetch that asks for bfloat16 or float16 gets every element rounded
+  /// to that format in half the bytes (9 MiB of activations in chunks of
+  /// 4 and 0.5 MiB); the partition still holds the float32 tensor. A dtype
+  /// that is not a float is refused, naming the field.
+  @Test(arguments: TestTransport.allCases)
+  func aFetchInATwoByteFormatCarriesEachElementRounded(transport: TestTransport) async throws {
+    let (dataPlane, partition, key, activations) = Self.offered("half", [64, 36_864], seed: 8)
+    try await withChannel(transport, [partition]) { channel in
+      for format in HalfPrecision.allCases {
+        let request = Pipemesh_V1_FetchTensorRequest.with {
+          $0.key = key.wire
+          $0.encoding = format.wire
+        }
+        // float16's scale: the power of two that brings the largest magnitude into [2^14, 2^15).
+        let largest = activations.scalars.map(abs).max()!
+        let scaleExponent = format == .float16 ? 14 - Int(floor(log2(Double(largest)))) : 0
+        var chunks: [Int] = []
+        for try await chunk in channel.stream(PartitionMethods.fetchTensor, request) {
+          if chunks.isEmpty {
+            #expect(chunk.dtype == format.wire && chunk.scaleExponent == scaleExponent, "\(format)")
+          } else {
+            #expect(chunk.shape.isEmpty && chunk.scaleExponent == 0)
+          }
+          chunks.append(chunk.data.count)
+        }
+        #expect(chunks == [4 << 20, 512 << 10], "\(format)")
+
+        let fetched = try await DataPlane.fetch(from: channel, request)
+        #expect(fetched.shape == activations.shape)
+        let rounded: [Float] =
+          switch format {
+          case .bfloat16:
+            // The nearest bfloat16 (ties to even) is float32's top 16 bits after this rounding.
+            activations.scalars.map { scalar in
+              let bits = scalar.bitPattern
+              return Float(bitPattern: (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000)
+            }
+          case .float16:
+            activations.scalars.map {
+              Float(Double(Float(Float16(Double($0) * pow(2, Double(scaleExponent))))) / pow(2, Double(scaleExponent)))
+            }
+          }
+        #expect(fetched.scalars == rounded, "\(format)")
+        let largestError = zip(fetched.scalars, activations.scalars).map { abs($0 - $1) / max(abs($1), 1e-4) }.max()!
+        #expect(largestError > 0 && largestError <= (format == .bfloat16 ? 1 / 256 : 1 / 2048), "\(format)")
+      }
+      #expect(dataPlane.heldBytes == activations.scalarCount * 4)
+
+      for dtype in [Pipemesh_V1_DType.int32, .int64, .UNRECOGNIZED(9)] {
+        let request = Pipemesh_V1_FetchTensorRequest.with {
+          $0.key = key.wire
+          $0.encoding = dtype
+        }
+        let refused = await #expect(throws: RPCError.self) {
+          for try await _ in channel.stream(PartitionMethods.fetchTensor, request) {}
+        }
+        #expect(
+          refused?.code == .invalidArgument && refused?.message.contains("encoding") == true,
+          "\(String(describing: refused))")
+      }
     }
   }
 

@@ -32,14 +32,14 @@ killed as the kernel would kill it in a container.
 import argparse
 import json
 import os
-import resource
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import benchmesh  # noqa: E402  (bench/benchmesh.py)
 
 # PyTorch's MLP of `layers` (Linear, ReLU between): the start of the benches' PyTorch scripts.
 TORCH_MLP = r"""
@@ -190,48 +190,15 @@ def tensorflow_run(a, layers):
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-class Service:
-    """One `pipemesh serve` process; its endpoint read from its 'listening on' line."""
+class Service(benchmesh.Service):
+    """One `pipemesh serve` process, in a memory cgroup of its own under --memory-limit-mib."""
 
     def __init__(self, a, role, args, log_dir, name, env=None, listen="127.0.0.1:0"):
-        self.name = name
-        self.log = open(os.path.join(log_dir, f"{name}.log"), "a")
         argv, self.limit = limited(a, name, [a.pipemesh, "serve", role, "--listen", listen] + args)
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                        env={**os.environ, **(env or {})})
-        prefix = f"{role} listening on "
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{name} exited before listening; see {self.log.name}")
-            if line.startswith(prefix):
-                self.endpoint = line[len(prefix):].strip()
-                return
-        raise RuntimeError(f"{name} did not listen within 60 s")
-
-    def status_bytes(self, field):
-        try:
-            with open(f"/proc/{self.process.pid}/status") as status:
-                for line in status:
-                    if line.startswith(field + ":"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
-
-    def peak_rss_bytes(self):
-        return self.status_bytes("VmHWM")
+        super().__init__(argv, role, os.path.join(log_dir, f"{name}.log"), name, env)
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        super().stop()
         if self.limit:
             self.limit.remove()
 
@@ -361,18 +328,8 @@ def main():
     layers = [int(v) for v in a.layers.split(",")]
     parameters = sum(x * y + y for x, y in zip(layers[:-1], layers[1:]))
 
-    import numpy as np
     work = tempfile.mkdtemp(prefix="pipemesh-scale-")
-    spec = {"name": "scale", "inputShape": [str(layers[0])], "seed": "7",
-            "layers": [{"dense": {"units": str(u), **({"activation": "ACTIVATION_RELU"} if i < len(layers) - 2 else {})}}
-                       for i, u in enumerate(layers[1:])],
-            "loss": {"softmaxCrossEntropy": {}}}
-    with open(os.path.join(work, "model.json"), "w") as f:
-        json.dump(spec, f)
-    rng = np.random.default_rng(0)
-    examples = a.batch * a.replicas * (a.steps + 1)
-    np.savez(os.path.join(work, "data.npz"), x=rng.standard_normal((examples, layers[0]), dtype=np.float32),
-             y=rng.integers(0, layers[-1], examples).astype(np.int32))
+    benchmesh.write_mlp(work, "scale", layers, a.batch * a.replicas * (a.steps + 1))
     def planned(*extra: str) -> dict:
         return json.loads(subprocess.run([a.pipemesh, "plan", "--model", os.path.join(work, "model.json"),
                                           "--stages", str(a.stages), "--json", *extra], check=True, capture_output=True,

@@ -877,6 +877,18 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
     set {_uniqueStorage()._wholeLayers = newValue}
   }
 
+  /// How activations and gradients travel between the stages in training: DTYPE_BFLOAT16 or
+  /// DTYPE_FLOAT16 halve the bytes on links slower than the stages' compute, each element rounded
+  /// to the nearest even on the way (the stages compute in float32; the inputs, labels and
+  /// variables travel as float32 whatever this says). bfloat16 keeps float32's range with 8 bits
+  /// of precision; float16 keeps 11 bits, each tensor scaled by a power of two into its range.
+  /// Unset is DTYPE_FLOAT32: exact.
+  /// Valid: DTYPE_UNSPECIFIED, DTYPE_FLOAT32, DTYPE_BFLOAT16, DTYPE_FLOAT16 (INVALID_ARGUMENT otherwise).
+  public var transferDtype: Pipemesh_V1_DType {
+    get {_storage._transferDtype}
+    set {_uniqueStorage()._transferDtype = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2665,7 +2677,7 @@ nonisolated extension Pipemesh_V1_CheckpointPolicy: SwiftProtobuf.Message, Swift
 
 nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0\u{1}normalization\0\u{3}early_stopping\0\u{1}fold\0\u{3}discard_model\0\u{3}split_point_inputs\0\u{3}whole_layers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}data\0\u{1}epochs\0\u{3}batch_size\0\u{3}micro_batches\0\u{1}schedule\0\u{1}optimizer\0\u{1}consistency\0\u{1}checkpoint\0\u{3}validation_fraction\0\u{3}split_points\0\u{3}shuffle_seed\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{1}replace\0\u{3}max_restarts\0\u{1}stages\0\u{1}replicas\0\u{3}max_replicas\0\u{1}normalization\0\u{3}early_stopping\0\u{1}fold\0\u{3}discard_model\0\u{3}split_point_inputs\0\u{3}whole_layers\0\u{3}transfer_dtype\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -2694,6 +2706,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
     var _fold: Pipemesh_V1_CrossValidationFold? = nil
     var _discardModel: Bool = false
     var _wholeLayers: Bool = false
+    var _transferDtype: Pipemesh_V1_DType = .unspecified
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2730,6 +2743,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       _fold = source._fold
       _discardModel = source._discardModel
       _wholeLayers = source._wholeLayers
+      _transferDtype = source._transferDtype
     }
   }
 
@@ -2774,6 +2788,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         case 24: try { try decoder.decodeSingularBoolField(value: &_storage._discardModel) }()
         case 25: try { try decoder.decodeRepeatedInt32Field(value: &_storage._splitPointInputs) }()
         case 26: try { try decoder.decodeSingularBoolField(value: &_storage._wholeLayers) }()
+        case 27: try { try decoder.decodeSingularEnumField(value: &_storage._transferDtype) }()
         default: break
         }
       }
@@ -2864,6 +2879,9 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
       if _storage._wholeLayers != false {
         try visitor.visitSingularBoolField(value: _storage._wholeLayers, fieldNumber: 26)
       }
+      if _storage._transferDtype != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._transferDtype, fieldNumber: 27)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2899,6 +2917,7 @@ nonisolated extension Pipemesh_V1_TrainRequest: SwiftProtobuf.Message, SwiftProt
         if _storage._fold != rhs_storage._fold {return false}
         if _storage._discardModel != rhs_storage._discardModel {return false}
         if _storage._wholeLayers != rhs_storage._wholeLayers {return false}
+        if _storage._transferDtype != rhs_storage._transferDtype {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -236,6 +236,14 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
     set {_uniqueStorage()._overlappingSteps = newValue}
   }
 
+  /// The dtype this stage fetches a training step's inputs and output gradients from its
+  /// neighbours in (FetchTensorRequest.encoding); inference fetches float32.
+  /// Valid: as TrainRequest.transfer_dtype.
+  public var transferDtype: Pipemesh_V1_DType {
+    get {_storage._transferDtype}
+    set {_uniqueStorage()._transferDtype = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -690,6 +698,11 @@ public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
   /// Valid: any; then a key of a job not loaded here is FAILED_PRECONDITION, a dropped step ABORTED.
   public var wait: Bool = false
 
+  /// The dtype the chunks carry the tensor in: DTYPE_BFLOAT16 or DTYPE_FLOAT16 send half the
+  /// bytes, each element rounded to the nearest even; unset is DTYPE_FLOAT32, exactly as held.
+  /// Valid: DTYPE_UNSPECIFIED, DTYPE_FLOAT32, DTYPE_BFLOAT16, DTYPE_FLOAT16 (INVALID_ARGUMENT otherwise).
+  public var encoding: Pipemesh_V1_DType = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -708,6 +721,12 @@ public nonisolated struct Pipemesh_V1_TensorChunk: Sendable {
   public var shape: [Int64] = []
 
   public var data: Data = Data()
+
+  /// In DTYPE_FLOAT16, given with the shape: every element was multiplied by 2^scale_exponent
+  /// before it was rounded (the power of two that brings the tensor's largest finite magnitude
+  /// into [2^14, 2^15), so small gradients keep float16's precision); the fetcher divides it out.
+  /// 0 in every other dtype.
+  public var scaleExponent: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -933,7 +952,7 @@ nonisolated extension Pipemesh_V1_TensorSource: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadStageRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0\u{1}peers\0\u{3}first_layer_inputs\0\u{3}end_layer_inputs\0\u{3}overlapping_steps\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0\u{1}peers\0\u{3}first_layer_inputs\0\u{3}end_layer_inputs\0\u{3}overlapping_steps\0\u{3}transfer_dtype\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -952,6 +971,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
     var _optimizer: Pipemesh_V1_OptimizerSpec? = nil
     var _peers: [String] = []
     var _overlappingSteps: Bool = false
+    var _transferDtype: Pipemesh_V1_DType = .unspecified
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -978,6 +998,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
       _optimizer = source._optimizer
       _peers = source._peers
       _overlappingSteps = source._overlappingSteps
+      _transferDtype = source._transferDtype
     }
   }
 
@@ -1012,6 +1033,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
         case 14: try { try decoder.decodeSingularInt32Field(value: &_storage._firstLayerInputs) }()
         case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._endLayerInputs) }()
         case 16: try { try decoder.decodeSingularBoolField(value: &_storage._overlappingSteps) }()
+        case 17: try { try decoder.decodeSingularEnumField(value: &_storage._transferDtype) }()
         default: break
         }
       }
@@ -1072,6 +1094,9 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
       if _storage._overlappingSteps != false {
         try visitor.visitSingularBoolField(value: _storage._overlappingSteps, fieldNumber: 16)
       }
+      if _storage._transferDtype != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._transferDtype, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1097,6 +1122,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
         if _storage._optimizer != rhs_storage._optimizer {return false}
         if _storage._peers != rhs_storage._peers {return false}
         if _storage._overlappingSteps != rhs_storage._overlappingSteps {return false}
+        if _storage._transferDtype != rhs_storage._transferDtype {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1646,7 +1672,7 @@ nonisolated extension Pipemesh_V1_CallTiming: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FetchTensorRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}release\0\u{1}wait\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}release\0\u{1}wait\0\u{1}encoding\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1657,6 +1683,7 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
       case 1: try { try decoder.decodeSingularStringField(value: &self.key) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.release) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.wait) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.encoding) }()
       default: break
       }
     }
@@ -1672,6 +1699,9 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
     if self.wait != false {
       try visitor.visitSingularBoolField(value: self.wait, fieldNumber: 3)
     }
+    if self.encoding != .unspecified {
+      try visitor.visitSingularEnumField(value: self.encoding, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1679,6 +1709,7 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
     if lhs.key != rhs.key {return false}
     if lhs.release != rhs.release {return false}
     if lhs.wait != rhs.wait {return false}
+    if lhs.encoding != rhs.encoding {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1686,7 +1717,7 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Pipemesh_V1_TensorChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TensorChunk"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0\u{1}data\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0\u{1}data\0\u{3}scale_exponent\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1697,6 +1728,7 @@ nonisolated extension Pipemesh_V1_TensorChunk: SwiftProtobuf.Message, SwiftProto
       case 1: try { try decoder.decodeSingularEnumField(value: &self.dtype) }()
       case 2: try { try decoder.decodeRepeatedInt64Field(value: &self.shape) }()
       case 3: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.scaleExponent) }()
       default: break
       }
     }
@@ -1712,6 +1744,9 @@ nonisolated extension Pipemesh_V1_TensorChunk: SwiftProtobuf.Message, SwiftProto
     if !self.data.isEmpty {
       try visitor.visitSingularBytesField(value: self.data, fieldNumber: 3)
     }
+    if self.scaleExponent != 0 {
+      try visitor.visitSingularInt32Field(value: self.scaleExponent, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1719,6 +1754,7 @@ nonisolated extension Pipemesh_V1_TensorChunk: SwiftProtobuf.Message, SwiftProto
     if lhs.dtype != rhs.dtype {return false}
     if lhs.shape != rhs.shape {return false}
     if lhs.data != rhs.data {return false}
+    if lhs.scaleExponent != rhs.scaleExponent {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

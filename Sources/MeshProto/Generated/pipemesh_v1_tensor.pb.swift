@@ -32,6 +32,14 @@ public nonisolated enum Pipemesh_V1_DType: SwiftProtobuf.Enum, Swift.CaseIterabl
   case float32 // = 1
   case int32 // = 2
   case int64 // = 3
+
+  /// Two-byte floats, only where a job's activations and gradients travel between its stages (see
+  /// TrainRequest.transfer_dtype) and in the data plane's chunks that carry them; each element is
+  /// a float32 rounded to the nearest even. bfloat16 keeps float32's exponent range and 8 bits of
+  /// precision; float16 (IEEE binary16) keeps 11 bits over a range of 2^-24 to 65504, so a tensor
+  /// travels in it scaled by a power of two (TensorChunk.scale_exponent).
+  case bfloat16 // = 4
+  case float16 // = 5
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -44,6 +52,8 @@ public nonisolated enum Pipemesh_V1_DType: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 1: self = .float32
     case 2: self = .int32
     case 3: self = .int64
+    case 4: self = .bfloat16
+    case 5: self = .float16
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -54,6 +64,8 @@ public nonisolated enum Pipemesh_V1_DType: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .float32: return 1
     case .int32: return 2
     case .int64: return 3
+    case .bfloat16: return 4
+    case .float16: return 5
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -64,6 +76,8 @@ public nonisolated enum Pipemesh_V1_DType: SwiftProtobuf.Enum, Swift.CaseIterabl
     .float32,
     .int32,
     .int64,
+    .bfloat16,
+    .float16,
   ]
 
 }
@@ -119,7 +133,7 @@ public nonisolated struct Pipemesh_V1_NamedTensor: Sendable {
 fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
 
 nonisolated extension Pipemesh_V1_DType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DTYPE_UNSPECIFIED\0\u{1}DTYPE_FLOAT32\0\u{1}DTYPE_INT32\0\u{1}DTYPE_INT64\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DTYPE_UNSPECIFIED\0\u{1}DTYPE_FLOAT32\0\u{1}DTYPE_INT32\0\u{1}DTYPE_INT64\0\u{1}DTYPE_BFLOAT16\0\u{1}DTYPE_FLOAT16\0")
 }
 
 nonisolated extension Pipemesh_V1_Tensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

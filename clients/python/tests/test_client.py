@@ -18,6 +18,7 @@ from google.protobuf import descriptor_pb2
 import pipemesh
 from conftest import REPOSITORY, Mesh, binary
 from pipemesh import api
+from pipemesh.v1 import tensor_pb2
 
 MODEL = {
     "inputShape": ["8"], "seed": "3",
@@ -98,6 +99,18 @@ def test_inputs_rescaled_in_training_are_rescaled_in_inference(mesh):
         assert offset.shape == scale.shape == (8,) and (scale > 0).all()
         assert (offset >= raw.min(axis=0) - 1e-3).all() and (offset + scale <= raw.max(axis=0) + 1e-3).all()
         classes, _ = client.predict(raw[:100], job="blobs-scaled")
+        assert (classes == labels[:100]).mean() > 0.95
+
+
+def test_activations_and_gradients_may_travel_in_two_bytes(mesh):
+    inputs, labels = blobs(seed=5)
+    with pipemesh.Client(mesh.coordinator.endpoint) as client:
+        with pytest.raises(ValueError, match="transfer_dtype"):
+            client.train(MODEL, inputs, labels, transfer_dtype="int8")
+        list(client.train(MODEL, inputs, labels, job="blobs-bfloat16", epochs=6, batch_size=32, optimizer="adam",
+                          learning_rate=0.01, stages=2, transfer_dtype="bfloat16"))
+        assert client.get_job("blobs-bfloat16").options.transfer_dtype == tensor_pb2.DTYPE_BFLOAT16
+        classes, _ = client.predict(inputs[:100], job="blobs-bfloat16")
         assert (classes == labels[:100]).mean() > 0.95
 
 

@@ -22,7 +22,7 @@ from google.protobuf import json_format
 from pipemesh.errors import from_rpc_error
 from pipemesh.tensors import from_tensor, to_tensor
 from pipemesh.v1 import coordinator_pb2 as pb
-from pipemesh.v1 import coordinator_pb2_grpc, model_pb2, optimizer_pb2
+from pipemesh.v1 import coordinator_pb2_grpc, model_pb2, optimizer_pb2, tensor_pb2
 from pipemesh.v1 import parameter_server_pb2 as ps
 
 #: A model: its spec, the spec as a dict (the JSON form of examples/*.json), or a path to such a file.
@@ -38,6 +38,8 @@ _SCHEDULES = {
     "zb-h1": pb.SCHEDULE_ZERO_BUBBLE_H1,
     "2bw": pb.SCHEDULE_PIPEDREAM_2BW,
 }
+_TRANSFER_DTYPES = {"float32": tensor_pb2.DTYPE_FLOAT32, "bfloat16": tensor_pb2.DTYPE_BFLOAT16,
+                    "float16": tensor_pb2.DTYPE_FLOAT16}
 _NORMALIZATIONS = {"none": pb.NORMALIZATION_METHOD_NONE, "standardize": pb.NORMALIZATION_METHOD_STANDARDIZE,
                    "min-max": pb.NORMALIZATION_METHOD_MIN_MAX}
 _ENDED = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED, pb.JOB_STATE_INTERRUPTED}
@@ -124,7 +126,7 @@ class Client:
               split_points: Sequence[SplitPoint] = (), whole_layers: bool = False, checkpoint_every: int = 0,
               checkpoint_at_end: bool = False, max_restarts: int = 0, recompute_activations: bool = False,
               normalize: str = "none", patience: int = 0, min_delta: float = 0.0, replace: bool = False,
-              discard_model: bool = False) -> Iterator[pb.TrainProgress]:
+              discard_model: bool = False, transfer_dtype: str = "float32") -> Iterator[pb.TrainProgress]:
         """Starts a training job and yields its progress (`pb.TrainProgress`) until it ends: one per
         step, one per epoch's evaluation (`evaluated`), and a last one with `done` and a step's
         pipeline trace. Raises when the job fails (`Aborted`, its error in the message) or is
@@ -148,7 +150,9 @@ class Client:
         training split and applied by infer() on the job and its model too. `patience` > 0 stops
         the job once its validation loss has not fallen (by more than `min_delta`) for that many
         epochs. `discard_model` registers no model when the job succeeds (its figures are all that
-        is kept: a search's trials).
+        is kept: a search's trials). `transfer_dtype` is how activations and gradients travel between
+        the stages: "float32" (exact), or "bfloat16" or "float16" (half the bytes, each element
+        rounded: for links slower than the stages' compute).
         The other options are TrainRequest's (docs/api.md). Stopping the iteration leaves the job
         running: cancel_job() stops it.
         """
@@ -168,6 +172,9 @@ class Client:
         if normalize not in _NORMALIZATIONS:
             raise ValueError(f"normalize is {normalize!r}; give one of {', '.join(_NORMALIZATIONS)}")
         request.normalization.method = _NORMALIZATIONS[normalize]
+        if transfer_dtype not in _TRANSFER_DTYPES:
+            raise ValueError(f"transfer_dtype is {transfer_dtype!r}; give one of {', '.join(_TRANSFER_DTYPES)}")
+        request.transfer_dtype = _TRANSFER_DTYPES[transfer_dtype]
         request.early_stopping.CopyFrom(pb.EarlyStopping(patience=patience, min_delta=min_delta))
         request.data.CopyFrom(_data(inputs, targets, dataset))
         return self._stream("Train", request)

@@ -194,7 +194,7 @@ class CheckpointPolicy(_message.Message):
     def __init__(self, every_steps: _Optional[int] = ..., at_end: _Optional[bool] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("job", "model", "data", "epochs", "batch_size", "micro_batches", "schedule", "optimizer", "consistency", "checkpoint", "validation_fraction", "split_points", "split_point_inputs", "shuffle_seed", "recompute_activations", "max_kept_bytes", "replace", "max_restarts", "stages", "replicas", "max_replicas", "normalization", "early_stopping", "fold", "discard_model", "whole_layers")
+    __slots__ = ("job", "model", "data", "epochs", "batch_size", "micro_batches", "schedule", "optimizer", "consistency", "checkpoint", "validation_fraction", "split_points", "split_point_inputs", "shuffle_seed", "recompute_activations", "max_kept_bytes", "replace", "max_restarts", "stages", "replicas", "max_replicas", "normalization", "early_stopping", "fold", "discard_model", "whole_layers", "transfer_dtype")
     JOB_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +221,7 @@ class TrainRequest(_message.Message):
     FOLD_FIELD_NUMBER: _ClassVar[int]
     DISCARD_MODEL_FIELD_NUMBER: _ClassVar[int]
     WHOLE_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_DTYPE_FIELD_NUMBER: _ClassVar[int]
     job: str
     model: _model_pb2.ModelSpec
     data: DataSource
@@ -247,7 +248,8 @@ class TrainRequest(_message.Message):
     fold: CrossValidationFold
     discard_model: bool
     whole_layers: bool
-    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSource, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointPolicy, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., split_points: _Optional[_Iterable[int]] = ..., split_point_inputs: _Optional[_Iterable[int]] = ..., shuffle_seed: _Optional[int] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., replace: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., stages: _Optional[int] = ..., replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., fold: _Optional[_Union[CrossValidationFold, _Mapping]] = ..., discard_model: _Optional[bool] = ..., whole_layers: _Optional[bool] = ...) -> None: ...
+    transfer_dtype: _tensor_pb2.DType
+    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSource, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointPolicy, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., split_points: _Optional[_Iterable[int]] = ..., split_point_inputs: _Optional[_Iterable[int]] = ..., shuffle_seed: _Optional[int] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., replace: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., stages: _Optional[int] = ..., replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., normalization: _Optional[_Union[InputNormalization, _Mapping]] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., fold: _Optional[_Union[CrossValidationFold, _Mapping]] = ..., discard_model: _Optional[bool] = ..., whole_layers: _Optional[bool] = ..., transfer_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ...) -> None: ...
 
 class CrossValidationFold(_message.Message):
     __slots__ = ("folds", "fold")

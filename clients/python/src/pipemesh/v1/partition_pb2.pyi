@@ -37,7 +37,7 @@ class TensorSource(_message.Message):
     def __init__(self, inline: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., reference: _Optional[_Union[TensorReference, _Mapping]] = ...) -> None: ...
 
 class LoadStageRequest(_message.Message):
-    __slots__ = ("job", "model", "stage", "first_layer", "first_layer_inputs", "end_layer", "end_layer_inputs", "parameter_servers", "recompute_activations", "max_kept_bytes", "blas_threads", "replica", "consistency", "optimizer", "peers", "overlapping_steps")
+    __slots__ = ("job", "model", "stage", "first_layer", "first_layer_inputs", "end_layer", "end_layer_inputs", "parameter_servers", "recompute_activations", "max_kept_bytes", "blas_threads", "replica", "consistency", "optimizer", "peers", "overlapping_steps", "transfer_dtype")
     JOB_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class LoadStageRequest(_message.Message):
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     OVERLAPPING_STEPS_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_DTYPE_FIELD_NUMBER: _ClassVar[int]
     job: str
     model: _model_pb2.ModelSpec
     stage: int
@@ -70,7 +71,8 @@ class LoadStageRequest(_message.Message):
     optimizer: _optimizer_pb2.OptimizerSpec
     peers: _containers.RepeatedScalarFieldContainer[str]
     overlapping_steps: bool
-    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., first_layer_inputs: _Optional[int] = ..., end_layer: _Optional[int] = ..., end_layer_inputs: _Optional[int] = ..., parameter_servers: _Optional[_Iterable[str]] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., blas_threads: _Optional[int] = ..., replica: _Optional[int] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., peers: _Optional[_Iterable[str]] = ..., overlapping_steps: _Optional[bool] = ...) -> None: ...
+    transfer_dtype: _tensor_pb2.DType
+    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., first_layer_inputs: _Optional[int] = ..., end_layer: _Optional[int] = ..., end_layer_inputs: _Optional[int] = ..., parameter_servers: _Optional[_Iterable[str]] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., blas_threads: _Optional[int] = ..., replica: _Optional[int] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., peers: _Optional[_Iterable[str]] = ..., overlapping_steps: _Optional[bool] = ..., transfer_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ...) -> None: ...
 
 class LoadStageResponse(_message.Message):
     __slots__ = ("parameters", "input_shape", "output_shape", "data_plane_endpoint")
@@ -205,24 +207,28 @@ class CallTiming(_message.Message):
     def __init__(self, received_unix_nanos: _Optional[int] = ..., answered_unix_nanos: _Optional[int] = ..., input_requested_unix_nanos: _Optional[int] = ..., input_received_unix_nanos: _Optional[int] = ..., compute_started_unix_nanos: _Optional[int] = ..., compute_ended_unix_nanos: _Optional[int] = ..., output_offered_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class FetchTensorRequest(_message.Message):
-    __slots__ = ("key", "release", "wait")
+    __slots__ = ("key", "release", "wait", "encoding")
     KEY_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     key: str
     release: bool
     wait: bool
-    def __init__(self, key: _Optional[str] = ..., release: _Optional[bool] = ..., wait: _Optional[bool] = ...) -> None: ...
+    encoding: _tensor_pb2.DType
+    def __init__(self, key: _Optional[str] = ..., release: _Optional[bool] = ..., wait: _Optional[bool] = ..., encoding: _Optional[_Union[_tensor_pb2.DType, str]] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
-    __slots__ = ("dtype", "shape", "data")
+    __slots__ = ("dtype", "shape", "data", "scale_exponent")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    SCALE_EXPONENT_FIELD_NUMBER: _ClassVar[int]
     dtype: _tensor_pb2.DType
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    scale_exponent: int
+    def __init__(self, dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scale_exponent: _Optional[int] = ...) -> None: ...
 
 class UnloadStageRequest(_message.Message):
     __slots__ = ("job",)
