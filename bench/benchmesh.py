@@ -3,7 +3,7 @@ MLP and random data they train. Imported by bench/scale/scale.py and bench/links
 import json
 import os
 import subprocess
-import time
+import threading
 
 
 class Service:
@@ -17,15 +17,18 @@ class Service:
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                         env={**os.environ, **(env or {})})
         prefix = f"{role} listening on "
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{name} exited before listening; see {log_path}")
-            if line.startswith(prefix):
-                self.endpoint = line[len(prefix):].strip()
-                return
-        raise RuntimeError(f"{name} did not listen within 60 s; see {log_path}")
+        # A service that never says it listens is stopped after 60 s (its output stays open).
+        timer = threading.Timer(60, self.process.kill)
+        timer.start()
+        try:
+            for line in self.process.stdout:
+                if line.startswith(prefix):
+                    self.endpoint = line[len(prefix):].strip()
+                    return
+        finally:
+            timer.cancel()
+        self.stop()
+        raise RuntimeError(f"{name} exited or did not listen within 60 s; see {log_path}")
 
     def status_bytes(self, field):
         """A byte count of /proc/PID/status (VmRSS, VmHWM); 0 once the process is gone."""

@@ -105,6 +105,7 @@ public final class CoordinatorService: RPCService, Sendable {
       await parameterServerWatch.watch(parameterServers, every: Self.poolWatchPeriod, timeout: .seconds(2))
     }
     registry = ModelRegistry(store: store, cluster: cluster, pool: pool)
+    layerTimings.restore(try store.calibrations())
     interruptedJobs = interrupted.map(\.record.job)
     // Their stages may still be loaded on partitions that outlived the coordinator.
     interruptedCleanup = Task {
@@ -903,8 +904,9 @@ public final class CoordinatorService: RPCService, Sendable {
   /// neither recomputes activations nor clips gradients, sending its
   /// activations as float32 (the calls, transfers and commits a plan
   /// predicts), with layer times measured at its rows before:
-  /// nothing is timed here.
-  private func calibrate(by job: TrainingJob) {
+  /// nothing is timed here. Kept in the coordinator's state too, at best
+  /// (a state that cannot be written fails the next job's save anyway).
+  private func calibrate(by job: TrainingJob) async {
     let request = job.request
     let rows = job.stepExamples / max(1, Int(request.microBatches))
     let synchronous =
@@ -923,7 +925,9 @@ public final class CoordinatorService: RPCService, Sendable {
       let calibration = StepCalibration(
         job: job.name, rows: rows, bounds: job.plan.bounds, observed: observed, predicted: times)
     else { return }
-    layerTimings.record(calibration, of: job.request.model, stages: job.stages)
+    guard let key = layerTimings.record(calibration, of: job.request.model, stages: job.stages) else { return }
+    try? await store.saveCalibration(
+      calibration, key: key, at: Date().timeIntervalSince1970, capacity: LayerTimings.capacity)
   }
 
   /// Runs a job in a task of its own (it runs on if its caller goes away):
@@ -974,7 +978,7 @@ public final class CoordinatorService: RPCService, Sendable {
             // A job whose figures are all that is wanted registers nothing: it is freed below.
             job.request.discardModel ? "" : "\(try await registry.register(job, admit: admission).reference)"
           }
-          if job.snapshot.state == .succeeded { calibrate(by: job) }
+          if job.snapshot.state == .succeeded { await calibrate(by: job) }
           if job.snapshot.state == .succeeded, job.request.discardModel {
             // Freed once its success is saved (the ps drops its checkpoints too, which a resume
             // after a coordinator restart would need), whether or not its caller is still there.

@@ -130,7 +130,47 @@ public final class CoordinatorStore: Sendable {
     migrator.registerMigration("5: released discard jobs") { db in
       try db.alter(table: "job") { table in table.add(column: "released", .boolean).notNull().defaults(to: true) }
     }
+    // What jobs that ran taught the planner (`StepCalibration`, as JSON),
+    // by model and stages (`key`) and micro-batch rows.
+    migrator.registerMigration("6: step calibrations") { db in
+      try db.create(table: "step_calibration") { table in
+        table.column("key", .blob).notNull()
+        table.column("rows", .integer).notNull()
+        table.column("recorded_at", .double).notNull()
+        table.column("record", .blob).notNull()
+        table.primaryKey(["key", "rows"])
+      }
+    }
     return migrator
+  }
+
+  // MARK: - Step calibrations
+
+  /// The calibrations kept, oldest first, under their keys; one this
+  /// version cannot read is left out.
+  func calibrations() throws -> [(key: Data, calibration: StepCalibration)] {
+    try readNow { db in
+      try Row.fetchAll(db, sql: "SELECT key, record FROM step_calibration ORDER BY recorded_at").compactMap { row in
+        let record: Data = row["record"]
+        return (try? JSONDecoder().decode(StepCalibration.self, from: record)).map { (row["key"], $0) }
+      }
+    }
+  }
+
+  /// Keeps `calibration` under `key`, in place of the one at its rows, and
+  /// the newest `capacity` calibrations in all.
+  func saveCalibration(_ calibration: StepCalibration, key: Data, at time: Double, capacity: Int) async throws {
+    let record = try JSONEncoder().encode(calibration)
+    try await write { db in
+      try db.execute(
+        sql: "INSERT OR REPLACE INTO step_calibration (key, rows, recorded_at, record) VALUES (?, ?, ?, ?)",
+        arguments: [key, calibration.rows, time, record])
+      try db.execute(
+        sql: """
+          DELETE FROM step_calibration WHERE rowid NOT IN
+            (SELECT rowid FROM step_calibration ORDER BY recorded_at DESC LIMIT ?)
+          """, arguments: [capacity])
+    }
   }
 
   // MARK: - Pool members

@@ -8,8 +8,9 @@ import Synchronization
 /// Measured layer costs, asked of a free partition of the pool and kept per
 /// model and micro-batch size: what the planner balances, in place of the
 /// FLOP estimate, once a partition measured them. Beside them, per model
-/// and number of stages, the calibration of the last job that ran it
-/// (`StepCalibration`), which corrects the planner's predictions.
+/// and number of stages, the calibrations of the last jobs that ran it, one
+/// per micro-batch size (`StepCalibration`), which correct the planner's
+/// predictions and outlive the coordinator in its state.
 public final class LayerTimings: Sendable {
   /// Layer times of one model at one micro-batch size, and the partition that measured them.
   typealias Measured = Planner.MeasuredTimes
@@ -28,7 +29,7 @@ public final class LayerTimings: Sendable {
   }
 
   private let cache = Mutex(Cache())
-  /// By model key and stages, oldest first (at most `capacity`).
+  /// By model key and stages, one per micro-batch size, oldest first (at most `capacity`).
   private let calibrations = Mutex<[(key: Data, calibration: StepCalibration)]>([])
 
   /// Timed runs of each layer (the median counts).
@@ -89,19 +90,33 @@ public final class LayerTimings: Sendable {
     return measured.scaled(toRows: wanted)
   }
 
-  /// The calibration of the last job of `spec` on `stages` stages, if any.
+  /// The calibration of the last job of `spec` on `stages` stages, its
+  /// transfers fitted through those of the jobs before it at other
+  /// micro-batch sizes; nil when none ran.
   func calibration(of spec: Pipemesh_V1_ModelSpec, stages: Int) -> StepCalibration? {
     guard let key = Self.key(of: spec, appending: Int64(stages)) else { return nil }
-    return calibrations.withLock { $0.last { $0.key == key }?.calibration }
+    let kept = calibrations.withLock { $0.filter { $0.key == key }.map(\.calibration) }
+    return kept.last?.fittingTransfers(to: kept.dropLast().reversed())
   }
 
   /// Keeps `calibration`, of a job of `spec` on `stages` stages, in place of
-  /// the one before.
-  func record(_ calibration: StepCalibration, of spec: Pipemesh_V1_ModelSpec, stages: Int) {
-    guard let key = Self.key(of: spec, appending: Int64(stages)) else { return }
+  /// the one before at its micro-batch size; returns the key it is kept
+  /// under (for the coordinator's state), nil for a spec too large to keep.
+  @discardableResult
+  func record(_ calibration: StepCalibration, of spec: Pipemesh_V1_ModelSpec, stages: Int) -> Data? {
+    guard let key = Self.key(of: spec, appending: Int64(stages)) else { return nil }
+    restore([(key, calibration)])
+    return key
+  }
+
+  /// Keeps calibrations recorded before, oldest first, under their keys:
+  /// what the coordinator's state held when it started.
+  func restore(_ saved: [(key: Data, calibration: StepCalibration)]) {
     calibrations.withLock { kept in
-      kept.removeAll { $0.key == key }
-      kept.append((key, calibration))
+      for (key, calibration) in saved {
+        kept.removeAll { $0.key == key && $0.calibration.rows == calibration.rows }
+        kept.append((key, calibration))
+      }
       if kept.count > Self.capacity { kept.removeFirst(kept.count - Self.capacity) }
     }
   }

@@ -8,8 +8,9 @@ import MeshTensor
 /// transfers between stages or of the commit. From the trace of the job's
 /// last steps (`ObservedStep`): per stage, its forward and backward over
 /// what the layers' times predicted at the job's rows, and its commit; and
-/// the transfers' time per row of a micro-batch.
-public struct StepCalibration: Sendable, Equatable {
+/// the transfers' time per row of a micro-batch. Kept in the coordinator's
+/// state (as JSON), so a restart forgets none.
+public struct StepCalibration: Sendable, Equatable, Codable {
   /// The job whose steps these are, and its micro-batches' rows.
   public let job: String
   public let rows: Int
@@ -18,7 +19,12 @@ public struct StepCalibration: Sendable, Equatable {
   public let forwardRatio: [Double]
   public let backwardRatio: [Double]
   public let commitSeconds: [Double]
-  public let transferSecondsPerRow: Double
+  /// A transfer between stages of a micro-batch of r rows takes
+  /// `transferFixedSeconds + r · transferSecondsPerRow`: in proportion to the
+  /// rows from one job, a line through the transfers of jobs at other rows
+  /// once there are some (`fittingTransfers`).
+  public private(set) var transferFixedSeconds = 0.0
+  public private(set) var transferSecondsPerRow: Double
 
   /// The longest time a call or transfer of a step is believed to take: a
   /// partition's clock that jumped, or a time it did not report, says more.
@@ -71,9 +77,39 @@ public struct StepCalibration: Sendable, Equatable {
     }
   }
 
-  /// The link between stages for micro-batches of `rows` rows: the job's
-  /// transfers, in proportion to the rows.
+  /// The link between stages for micro-batches of `rows` rows.
   public func link(rows: Int) -> LinkModel {
-    LinkModel(latency: transferSecondsPerRow * Double(rows), bytesPerSecond: .infinity)
+    LinkModel(latency: transferFixedSeconds + transferSecondsPerRow * Double(rows), bytesPerSecond: .infinity)
+  }
+
+  /// This calibration with its transfers' time as the least-squares line
+  /// through its own transfer and those of `others` that split the model
+  /// where it does (calibrations of the same model at other rows; the first
+  /// at each row counts): a fixed part and a part per row, neither negative.
+  /// As it is while all are at one row.
+  public func fittingTransfers(to others: [StepCalibration]) -> StepCalibration {
+    var seen: Set<Int> = []
+    let points = ([self] + others.filter { $0.bounds == bounds }).filter { seen.insert($0.rows).inserted }.map {
+      (rows: Double($0.rows), seconds: $0.transferFixedSeconds + $0.transferSecondsPerRow * Double($0.rows))
+    }
+    guard points.count > 1 else { return self }
+    let count = Double(points.count)
+    let meanRows = points.map(\.rows).reduce(0, +) / count
+    let meanSeconds = points.map(\.seconds).reduce(0, +) / count
+    let spread = points.map { ($0.rows - meanRows) * ($0.rows - meanRows) }.reduce(0, +)
+    let slope = points.map { ($0.rows - meanRows) * ($0.seconds - meanSeconds) }.reduce(0, +) / spread
+    var fitted = self
+    if slope < 0 {
+      // More rows never take less time: the transfers' mean, whatever the rows.
+      (fitted.transferFixedSeconds, fitted.transferSecondsPerRow) = (meanSeconds, 0)
+    } else if meanSeconds - slope * meanRows < 0 {
+      // No negative fixed part: the best line through the origin.
+      let perRow =
+        points.map { $0.rows * $0.seconds }.reduce(0, +) / points.map { $0.rows * $0.rows }.reduce(0, +)
+      (fitted.transferFixedSeconds, fitted.transferSecondsPerRow) = (0, perRow)
+    } else {
+      (fitted.transferFixedSeconds, fitted.transferSecondsPerRow) = (meanSeconds - slope * meanRows, slope)
+    }
+    return fitted
   }
 }

@@ -323,7 +323,7 @@ public final class DataPlane: Sendable {
           throw RPCError(
             .dataLoss,
             "\(what): \(partition.target) announced \(chunk.dtype) of shape \(chunk.shape), "
-              + "scaled by 2^\(chunk.scaleExponent)")
+              + "scaled by 2^\(chunk.scaleExponent), where \(encoding?.rawValue ?? "float32") was asked")
         }
         announced = (chunk.shape, count * width, Int(chunk.scaleExponent))
         data = chunk.data

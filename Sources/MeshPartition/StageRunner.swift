@@ -30,8 +30,11 @@ actor StageRunner {
   /// this stage fetches tensors from.
   let peers: Set<String>
   /// The format a training step's inputs and output gradients are fetched
-  /// in from the peers (nil: float32, exact).
+  /// in from the peers (nil: float32, exact). A stage that begins inside the
+  /// model's first layer fetches its inputs as float32: they carry model
+  /// inputs, which always travel exact.
   let transfer: HalfPrecision?
+  private var inputTransfer: HalfPrecision? { model.receivesModelInputs(atLayer: layers.lowerBound) ? nil : transfer }
   let definitions: [Pipemesh_V1_VariableDefinition]
   private let ps: ParameterServerClient
   private let dataPlane: DataPlane
@@ -272,7 +275,7 @@ actor StageRunner {
   {
     let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
     let (dataPlane, stage) = (dataPlane, stage)
-    let (peers, transfer) = (self.peers, self.transfer)
+    let (peers, transfer) = (self.peers, inputTransfer)
     var timing = Pipemesh_V1_CallTiming()
     let call = TurnCall.forward(microBatch)
     let resolved: Result<Tensor, any Error>

@@ -14,10 +14,10 @@ import Synchronization
 public final class InProcessNetwork: RPCDialer {
   private let servers = Mutex<[String: InProcessServer]>([:])
   private let faults = Mutex<[Fault]>([])
-  /// Unary calls in the order they were sent and answered, once `logUnaryCalls()` was called.
+  /// Calls in the order they were sent (and unary ones answered), once `logCalls()` was called.
   private let log = Mutex<[CallEvent]?>(nil)
 
-  /// A unary call sent or answered (with any status), as the network logs it.
+  /// A call sent, or a unary call answered (with any status), as the network logs it.
   public struct CallEvent: Sendable {
     public enum Kind: Sendable { case sent, answered }
     public let kind: Kind
@@ -77,9 +77,10 @@ public final class InProcessNetwork: RPCDialer {
   /// Faults placed that no call has met yet.
   public var unfiredFaults: Int { faults.withLock { $0.count } }
 
-  /// Logs every unary call from now on, as it is sent and as it is answered:
-  /// for a logic test to check the order of a protocol's calls.
-  public func logUnaryCalls() { log.withLock { $0 = $0 ?? [] } }
+  /// Logs every call from now on as it is sent, and every unary call as it
+  /// is answered: for a logic test to check the order of a protocol's calls
+  /// and what they asked.
+  public func logCalls() { log.withLock { $0 = $0 ?? [] } }
 
   /// The calls logged so far, oldest first.
   public var loggedCalls: [CallEvent] { log.withLock { $0 ?? [] } }
@@ -301,6 +302,7 @@ public struct InProcessChannel: RPCChannel {
       } catch {
         return InProcessStreamReader(failed: error)
       }
+      network.note(.sent, path: method.path, to: target, request: call.request)
       let fault = start(call, path: method.path, kind: PM_METHOD_SERVER_STREAMING)
       guard case .lose(.answer, let error) = fault?.effect else { return InProcessStreamReader(call: call) }
       return InProcessStreamReader(call: call, losingEveryMessageWith: error)

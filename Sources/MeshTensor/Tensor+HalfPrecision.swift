@@ -80,7 +80,9 @@ extension Tensor {
 
   /// 2^`exponent` as two float32 factors, each within float32's range for
   /// any exponent `float16ScaleExponent` gives (-113 to 163): multiplying by
-  /// one, then the other, is exact for every value float16 can hold.
+  /// one, then the other, is exact for every value float16 can hold whose
+  /// unscaled value float32 can (at -113, float16's top, 2^15, is 2^128:
+  /// infinity, as float32's largest rounds to when it rounds up).
   private static func factors(_ exponent: Int) -> (Float, Float) {
     let half = exponent / 2
     return (

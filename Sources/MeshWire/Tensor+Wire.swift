@@ -95,10 +95,16 @@ extension HalfPrecision {
     case .unspecified, .float32: return nil
     case .bfloat16: self = .bfloat16
     case .float16: self = .float16
-    default:
+    case .int32, .int64, .UNRECOGNIZED:
+      let given =
+        switch dtype {
+        case .int32: "DTYPE_INT32"
+        case .int64: "DTYPE_INT64"
+        default: "\(dtype.rawValue)"
+        }
       throw RPCError(
         .invalidArgument,
-        "\(field()) is \(dtype); activations and gradients travel as DTYPE_FLOAT32 (exact), DTYPE_BFLOAT16 or DTYPE_FLOAT16"
+        "\(field()) is \(given); activations and gradients travel as DTYPE_FLOAT32 (exact), DTYPE_BFLOAT16 or DTYPE_FLOAT16"
       )
     }
   }

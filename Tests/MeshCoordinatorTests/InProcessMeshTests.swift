@@ -42,6 +42,47 @@ import Testing
   /// Accuracy counts labels, not examples: a model with an output per
   /// position of a sequence (copying each token) reports fractions of its
   /// positions, never more than 1, and learns the copy.
+  /// A job's transfer dtype is what its stages fetch a training step's
+  /// activations and gradients from each other in. A stage that begins
+  /// inside the model's first layer fetches its input, which carries model
+  /// inputs, as float32; an inference fetches float32.
+  @Test func stagesFetchActivationsAndGradientsInTheJobsTransferDtype() async throws {
+    let mesh = try InProcessMesh(stages: 2)
+    mesh.network.logCalls()
+    let outcome = await Result(catching: {
+      let (inputs, targets) = PipelineTrainingTests.classification()
+      for (job, split) in [
+        ("between-layers", LayerPosition(layer: 2)), ("inside-first", LayerPosition(layer: 0, inputs: 3)),
+      ] {
+        let progress = try await PipelineTrainingTests.train(
+          mesh.coordinatorChannel(), job: job, model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
+          microBatches: 2, schedule: .scheduleOneFOneB, epochs: 1, splitPoints: [split], transferDType: .bfloat16)
+        #expect(progress.last?.done == true, "\(job)")
+      }
+      // Enough rows that stage 0's output (16 floats a row) goes by reference, not inline.
+      _ = try await mesh.coordinatorChannel().call(
+        CoordinatorMethods.infer,
+        .with {
+          $0.job = "between-layers"
+          $0.inputs = Pipemesh_V1_Tensor(Tensor.randomNormal([4200, 8], seed: 9))
+        })
+      var encodings: [String: Set<Pipemesh_V1_DType>] = [:]
+      for event in mesh.network.loggedCalls where event.path == PartitionMethods.fetchTensor.path {
+        let request = try Pipemesh_V1_FetchTensorRequest(serializedBytes: event.request)
+        let key = try DataPlaneKey(wire: request.key)
+        encodings["\(key.job.prefix { $0 != "." }) \(key.kind)", default: []].insert(request.encoding)
+      }
+      #expect(
+        encodings == [
+          "between-layers activation": [.bfloat16], "between-layers gradient": [.bfloat16],
+          "inside-first activation": [.unspecified], "inside-first gradient": [.bfloat16],
+          "between-layers inference": [.unspecified],
+        ])
+    })
+    await mesh.shutdown()
+    try outcome.get()
+  }
+
   @Test func accuracyOfSequenceOutputsCountsEveryPosition() async throws {
     let mesh = try InProcessMesh(stages: 2)
     let outcome = await Result(catching: {

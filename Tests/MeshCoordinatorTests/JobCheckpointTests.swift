@@ -191,7 +191,7 @@ import Testing
         guard let request = try? Pipemesh_V1_ForwardRequest(serializedBytes: bytes) else { return false }
         return request.key.job.hasPrefix("faulty.") && request.key.step == 14
       }
-      mesh.network.logUnaryCalls()
+      mesh.network.logCalls()
     }
     #expect(faults.map(\.step) == [13], "\(faults)")
     // The stages' pulls (the coordinator's name the ps's incarnation): one each as the job

@@ -258,6 +258,46 @@ import Testing
         == threeStages.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB))
   }
 
+  /// Jobs at other micro-batch sizes tell the transfers' fixed part from
+  /// their part per row: the calibration fits a line through them, with no
+  /// negative part, from jobs that split the model where it does.
+  @Test func transfersOfJobsAtOtherRowsFitAFixedAndAPerRowPart() throws {
+    let times = Array(repeating: LayerTiming(forward: .microseconds(640), backward: .microseconds(1280)), count: 4)
+    let plan = try Planner.plan(Self.model, stages: 2, measured: times, wholeLayers: true)
+    let predicted = try #require(plan.times)
+    func calibration(rows: Int, transfer: Double, bounds: [LayerPosition]? = nil) throws -> StepCalibration {
+      let observed = ObservedStep(
+        stages: Array(repeating: StageCosts(forward: 0.00256, backward: 0.00256, commit: 0.01), count: 2),
+        transfer: transfer)
+      return try #require(
+        StepCalibration(
+          job: "at\(rows)", rows: rows, bounds: bounds ?? plan.bounds, observed: observed, predicted: predicted))
+    }
+    func latency(_ calibration: StepCalibration, rows: Int) -> Double { calibration.link(rows: rows).latency }
+    // 2 ms at 16 rows and 5 ms at 64: 1 ms fixed and 62.5 µs a row.
+    let newest = try calibration(rows: 64, transfer: 0.005)
+    let fitted = newest.fittingTransfers(to: [try calibration(rows: 16, transfer: 0.002)])
+    #expect(abs(fitted.transferFixedSeconds - 0.001) < 1e-12 && abs(fitted.transferSecondsPerRow - 6.25e-5) < 1e-12)
+    #expect(abs(latency(fitted, rows: 32) - 0.003) < 1e-12 && abs(latency(newest, rows: 32) - 0.0025) < 1e-12)
+    // The first at each row counts, and a job split elsewhere moved other tensors: neither changes the fit.
+    let again = newest.fittingTransfers(to: [
+      try calibration(rows: 16, transfer: 0.002), try calibration(rows: 16, transfer: 0.009),
+      try calibration(rows: 8, transfer: 0.1, bounds: [plan.bounds[0], .init(layer: 1), plan.bounds[2]]),
+    ])
+    #expect(again == fitted)
+    // Fewer rows that took longer: the mean, at any rows. A line that would start below zero: through zero.
+    let flat = try calibration(rows: 64, transfer: 0.002).fittingTransfers(to: [
+      try calibration(rows: 16, transfer: 0.004)
+    ])
+    #expect(flat.transferSecondsPerRow == 0 && abs(flat.transferFixedSeconds - 0.003) < 1e-12)
+    let steep = try calibration(rows: 64, transfer: 0.008).fittingTransfers(to: [
+      try calibration(rows: 16, transfer: 0.001)
+    ])
+    #expect(steep.transferFixedSeconds == 0 && abs(steep.transferSecondsPerRow - 0.528 / 4352) < 1e-12)
+    // Alone, a calibration keeps its transfers in proportion to the rows.
+    #expect(newest.fittingTransfers(to: []) == newest)
+  }
+
   /// A pipeline job that succeeds calibrates the coordinator's next plans
   /// of its model on as many stages, and the Plan RPC names it.
   @Test func aJobThatRanCalibratesThePlansOfItsModel() async throws {

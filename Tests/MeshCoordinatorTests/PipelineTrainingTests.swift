@@ -1075,7 +1075,7 @@ import Testing
       ("negative kept bytes", { $0.maxKeptBytes = -1 }, .invalidArgument, "max_kept_bytes"),
       (
         "integer transfers", { $0.transferDtype = .int32 }, .invalidArgument,
-        "transfer_dtype is int32; activations and gradients travel as DTYPE_FLOAT32 (exact)"
+        "transfer_dtype is DTYPE_INT32; activations and gradients travel as DTYPE_FLOAT32 (exact)"
       ),
       ("negative restarts", { $0.maxRestarts = -1 }, .invalidArgument, "max_restarts is -1; give 0 to 100"),
       ("too many restarts", { $0.maxRestarts = 101 }, .invalidArgument, "max_restarts is 101"),

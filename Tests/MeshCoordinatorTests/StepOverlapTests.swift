@@ -14,7 +14,7 @@ import Testing
   @Test(arguments: [Pipemesh_V1_ScheduleKind.schedulePipedream2Bw, .scheduleOneFOneB])
   func stepsOverlapOnlyUnderPipeDream2BW(schedule: Pipemesh_V1_ScheduleKind) async throws {
     let mesh = try InProcessMesh(stages: 2)
-    mesh.network.logUnaryCalls()
+    mesh.network.logCalls()
     let outcome = await Result(catching: {
       let (inputs, targets) = PipelineTrainingTests.classification(count: 128)
       // Two epochs of 8 steps: 2BW drains only at each epoch's end (no checkpoints).

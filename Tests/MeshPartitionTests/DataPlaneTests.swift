@@ -114,6 +114,63 @@ import Testing
     }
   }
 
+  /// A peer that answers FetchTensor with the chunks it was made with, whatever was asked.
+  struct ScriptedPeer: RPCService {
+    let chunks: [Pipemesh_V1_TensorChunk]
+    var serviceName: String { "pipemesh.v1.Partition" }
+    func register(with router: inout RPCRouter) {
+      router.serverStreaming(PartitionMethods.fetchTensor) { [chunks] _, writer, _ in
+        for chunk in chunks { try await writer.write(chunk) }
+      }
+    }
+  }
+
+  /// A peer whose two-byte answer does not make up the tensor asked for
+  /// (another dtype, a scale out of float16's range or on a later chunk, a
+  /// byte count off the shape) is DATA_LOSS, naming what it announced.
+  @Test func aTwoByteAnswerThatIsNotTheTensorAskedForIsDataLoss() async throws {
+    func chunk(_ dtype: Pipemesh_V1_DType, shape: [Int64] = [], bytes: Int, scale: Int32 = 0) -> Pipemesh_V1_TensorChunk
+    {
+      .with {
+        $0.dtype = dtype
+        $0.shape = shape
+        $0.data = Data(count: bytes)
+        $0.scaleExponent = scale
+      }
+    }
+    let cases: [(String, HalfPrecision, [Pipemesh_V1_TensorChunk], String)] = [
+      (
+        "float32 where bfloat16 was asked", .bfloat16, [chunk(.float32, shape: [2], bytes: 8)],
+        "where bfloat16 was asked"
+      ),
+      ("float16 where bfloat16 was asked", .bfloat16, [chunk(.float16, shape: [2], bytes: 4)], "announced float16"),
+      ("a scale past float16's range", .float16, [chunk(.float16, shape: [2], bytes: 4, scale: 164)], "2^164"),
+      ("a scale on bfloat16", .bfloat16, [chunk(.bfloat16, shape: [2], bytes: 4, scale: 3)], "2^3"),
+      (
+        "a scale on a later chunk", .float16,
+        [chunk(.float16, shape: [4], bytes: 4, scale: 2), chunk(.unspecified, bytes: 4, scale: 2)],
+        "second shape or scale"
+      ),
+      ("bytes past the shape", .float16, [chunk(.float16, shape: [2], bytes: 6)], "more than the tensor"),
+      ("bytes short of the shape", .bfloat16, [chunk(.bfloat16, shape: [3], bytes: 4)], "after 4 of 6 bytes"),
+    ]
+    for (what, format, chunks, message) in cases {
+      try await withChannel(.inProcess, [ScriptedPeer(chunks: chunks)]) { channel in
+        let refused = await #expect(throws: RPCError.self, "\(what)") {
+          _ = try await DataPlane.fetch(
+            from: channel,
+            .with {
+              $0.key = "any"
+              $0.encoding = format.wire
+            })
+        }
+        #expect(
+          refused?.code == .dataLoss && refused?.message.contains(message) == true,
+          "\(what): \(String(describing: refused))")
+      }
+    }
+  }
+
   /// A training step's tensor stays held after the fetch that releases it,
   /// until the step after it commits: a fetch whose chunks were lost on the
   /// way (all sent, then the connection broke) gets it whole when the

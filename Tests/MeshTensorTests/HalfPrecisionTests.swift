@@ -56,6 +56,8 @@ import Testing
     #expect(try Self.roundTrip([Float(bitPattern: 0x0001_0000)], .bfloat16) == [Float(bitPattern: 0x0001_0000)])
     // float16 does not: past 65504 is infinity, under its smallest subnormal half is zero.
     #expect(try Self.roundTrip([65504, 70000, 1e-8, 6e-8], .float16) == [65504, .infinity, 0, Float(Float16(6e-8))])
+    // The last value under the carry to infinity, and ties between float16's subnormals.
+    #expect(try Self.roundTrip([65519.996, 65520, 0x1p-25, 0x1.8p-24], .float16) == [65504, .infinity, 0, 0x1p-23])
   }
 
   /// float16 travels scaled by a power of two that brings the largest

@@ -136,6 +136,16 @@ import Testing
         "0.2", "--warmup-steps", "3", "--decay", "cosine",
       ])
     #expect(trained.contains { $0["done"] as? Bool == true }, "\(trained)")
+    // The job's trace calibrated the planner's predictions of the model on two stages.
+    func plan(on mesh: Mesh) async throws -> [String: Any] {
+      let planned = try await mesh.run([
+        "plan", "--model", Self.model, "--stages", "2", "--micro-batch-rows", "32", "--micro-batches", "2", "--json",
+      ])
+      #expect(planned.status == 0, "\(planned.output)")
+      return try #require(try JSONSerialization.jsonObject(with: Data(planned.output.utf8)) as? [String: Any])
+    }
+    let calibrated = try await plan(on: mesh)
+    #expect(calibrated["calibratedByJob"] as? String == "digits", "\(calibrated)")
     // The decay runs to the job's last step: its record writes the count out.
     let record = try await Self.record("digits", on: mesh)
     let rate =
@@ -158,6 +168,11 @@ import Testing
     #expect(shown["model"] as? String == "digits:v1", "\(shown)")
     let epochs = try #require(shown["epochs"] as? [[String: Any]])
     #expect(epochs.count == 2 && epochs.allSatisfy { ($0["validationLoss"] as? Double ?? 0) > 0 }, "\(epochs)")
+    // What the job taught the planner outlives the coordinator too.
+    let replanned = try await plan(on: mesh)
+    #expect(
+      replanned["calibratedByJob"] as? String == "digits"
+        && replanned["calibratedRows"] as? Int == calibrated["calibratedRows"] as? Int, "\(replanned)")
     // Every default is written out: the learning rate the job used, its schedule, its split.
     let options = try #require(shown["options"] as? [String: Any])
     let optimizer = try #require(options["optimizer"] as? [String: Any])

@@ -11,7 +11,8 @@ round's unshaped float32 run is the reference each run is divided by.
 This kernel has no netem, so the links add no delay: only bandwidth is shaped.
 
 Besides samples/s it reports the bytes each host sent per step in the steady state (read from the
-hosts' interface counters between the second and the last step the client saw), which shows what
+hosts' interface counters after the first step and after the next to last one the client saw,
+so steps 2 … N-1, without the last step's hand-over to the ps), which shows what
 crosses the links: activations and gradients between the stages, inputs and labels from the
 coordinator, variables to and from the ps.
 
@@ -112,26 +113,32 @@ def train(a, network, services, work, label, transfer_dtype):
     """One job of steps+1 batches. Its samples/s leave out the first step (which includes the stages'
     first pulls); the steady figures leave out the last one too, whose commit hands the stages'
     variables (and optimizer slots) to the ps, once per job. Each host's bytes per step are counted
-    between the first step and the last."""
-    client = network.popen(
-        "ps",
-        [PIPEMESH, "train", "--coordinator", f"{network.address['ps']}:7000", "--model",
-         os.path.join(work, "model.json"), "--dataset", "data.npz", "--epochs", "1", "--batch-size", str(a.batch),
-         "--micro-batches", str(a.micro_batches), "--schedule", a.schedule, "--optimizer", a.optimizer,
-         "--learning-rate", "0.01", "--validation", "0", "--transfer-dtype", transfer_dtype, "--job", label,
-         "--json", *a.train_option],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    steps, counters = [], []
-    for line in client.stdout:
-        if not line.startswith("{"):
-            continue
-        step = json.loads(line)
-        if step.get("samplesPerSecond") and not step.get("done") and not step.get("evaluated"):
-            steps.append(step)
-            counters.append({host: sent_bytes(services[host].process.pid) for host in HOSTS})
-    error = client.stderr.read()
-    if client.wait() != 0:
-        raise RuntimeError(f"pipemesh train failed: {error[-2000:]}")
+    over the steady steps, 2 … N-1."""
+    with open(os.path.join(work, "logs", f"{label}.log"), "w") as log:
+        client = network.popen(
+            "ps",
+            [PIPEMESH, "train", "--coordinator", f"{network.address['ps']}:7000", "--model",
+             os.path.join(work, "model.json"), "--dataset", "data.npz", "--epochs", "1", "--batch-size", str(a.batch),
+             "--micro-batches", str(a.micro_batches), "--schedule", a.schedule, "--optimizer", a.optimizer,
+             "--learning-rate", "0.01", "--validation", "0", "--transfer-dtype", transfer_dtype, "--job", label,
+             "--json", *a.train_option],
+            stdout=subprocess.PIPE, stderr=log, text=True)
+        steps, counters = [], []
+        try:
+            for line in client.stdout:
+                if not line.startswith("{"):
+                    continue
+                step = json.loads(line)
+                if step.get("samplesPerSecond") and not step.get("done") and not step.get("evaluated"):
+                    steps.append(step)
+                    counters.append({host: sent_bytes(services[host].process.pid) for host in HOSTS})
+        except BaseException:
+            client.kill()  # the network namespace's removal would not end it
+            raise
+        finally:
+            status = client.wait()
+    if status != 0:
+        raise RuntimeError(f"pipemesh train failed ({status}); see {log.name}")
     if len(steps) < 4:
         raise RuntimeError(f"{len(steps)} steps reported: give --steps 3 or more")
 
@@ -232,7 +239,7 @@ def main():
           "| last step (s) | MiB sent per steady step: ps host, stage 0, stage 1 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for run_name in runs:
-        sent = rounds[-1][run_name]["mib_sent_per_step"]
+        sent = {h: statistics.median(r[run_name]["mib_sent_per_step"][h] for r in rounds) for h in HOSTS}
         print(f"| {' | '.join(run_name.split())} | {median(run_name, 'steady_samples_per_second'):,.0f} "
               f"| {ratios(run_name, 'steady_samples_per_second')} "
               f"| {median(run_name, 'samples_per_second'):,.0f} | {ratios(run_name, 'samples_per_second')} "

@@ -475,13 +475,15 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
 
   /// The job whose trace calibrated predicted_step_seconds and the choices' predictions, and the
   /// rows of its micro-batches: the last job of this model on as many stages that succeeded on
-  /// this coordinator since it started and could calibrate (a synchronous pipeline of one replica
-  /// whose steps do not overlap, without recomputed activations or clipping, whose layers were
-  /// timed at its rows); empty and 0: none, the layers' times alone. A stage's calls cost more
-  /// than its layers timed one by one, and the transfers and the commit add to them: each stage's
-  /// forward and backward are multiplied by how much longer the job's took than its layers' times
-  /// predicted (over all its stages where the split differs from the job's), its commit is added,
-  /// and the job's transfers in proportion to the rows.
+  /// this coordinator (kept in its state across restarts) and could calibrate (a synchronous
+  /// pipeline of one replica whose steps do not overlap, without recomputed activations or
+  /// clipping, with float32 transfers, whose layers were timed at its rows); empty and 0: none,
+  /// the layers' times alone. A stage's calls cost more than its layers timed one by one, and the
+  /// transfers and the commit add to them: each stage's forward and backward are multiplied by how
+  /// much longer the job's took than its layers' times predicted (over all its stages where the
+  /// split differs from the job's), its commit is added, and the job's transfers in proportion to
+  /// the rows, or, once jobs split the same way ran at other rows too, on the least-squares line
+  /// through each row count's last transfers (a fixed part and a part per row).
   public var calibratedByJob: String = String()
 
   public var calibratedRows: Int32 = 0

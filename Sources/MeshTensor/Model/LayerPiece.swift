@@ -2,7 +2,9 @@
 /// before layer `layer` has taken in its input number `inputs` (a Dense layer's feature, a
 /// convolution's channel). `inputs` 0 is before the whole layer; anything else is inside a
 /// layer whose output sums over its inputs (see `SumOverInputs`).
-public struct LayerPosition: Hashable, Comparable, Sendable, CustomStringConvertible, ExpressibleByIntegerLiteral {
+public struct LayerPosition: Hashable, Comparable, Codable, Sendable, CustomStringConvertible,
+  ExpressibleByIntegerLiteral
+{
   public var layer: Int
   public var inputs: Int
 

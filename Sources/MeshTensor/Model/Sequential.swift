@@ -50,6 +50,14 @@ public struct Sequential: Sendable {
   }
 
   /// The parameters layers `range` hold: each layer's own (a piece of a layer, its part).
+  /// Whether a stage beginning at layer `index` receives some of the
+  /// model's inputs: the model's first layer, whole or a piece of it split
+  /// between stages (after the first piece, its input carries the model's
+  /// inputs the stages before did not take).
+  public func receivesModelInputs(atLayer index: Int) -> Bool {
+    index == 0 || (layers[index] as? LayerPiece)?.readsModelInputs == true
+  }
+
   public func heldParameters(layers range: Range<Int>) -> Int {
     layers[range].reduce(0) { $0 + $1.parameterCount }
   }
