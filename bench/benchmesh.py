@@ -17,18 +17,24 @@ class Service:
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                         env={**os.environ, **(env or {})})
         prefix = f"{role} listening on "
-        # A service that never says it listens is stopped after 60 s (its output stays open).
+        # A service that never says it listens is killed after 60 s, which ends its output.
         timer = threading.Timer(60, self.process.kill)
         timer.start()
+        endpoint = None
         try:
             for line in self.process.stdout:
                 if line.startswith(prefix):
-                    self.endpoint = line[len(prefix):].strip()
-                    return
+                    endpoint = line[len(prefix):].strip()
+                    break
+        except BaseException:
+            self.stop()
+            raise
         finally:
             timer.cancel()
-        self.stop()
-        raise RuntimeError(f"{name} exited or did not listen within 60 s; see {log_path}")
+        if endpoint is None or self.process.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"{name} exited or did not listen within 60 s; see {log_path}")
+        self.endpoint = endpoint
 
     def status_bytes(self, field):
         """A byte count of /proc/PID/status (VmRSS, VmHWM); 0 once the process is gone."""
@@ -53,6 +59,7 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.process.stdout.close()
         self.log.close()
 
 

@@ -897,7 +897,7 @@ public final class CoordinatorService: RPCService, Sendable {
     return (job, launch(job, owner: owner))
   }
 
-  /// Keeps what `job`, which succeeded, says of how its model's stages run
+  /// Keeps what `job`, which trained to its end, says of how its model's stages run
   /// (`StepCalibration`, from the trace of its last steps), for the planner's
   /// next predictions of the model on as many stages. Only from a
   /// synchronous pipeline of one replica whose steps do not overlap, that
@@ -974,11 +974,12 @@ public final class CoordinatorService: RPCService, Sendable {
           let failure = await job.run(
             on: placement, report: tell, move: { [pool, job] in Self.move(job, placement, pool) },
             restarts: { mayRestart && Self.isMemberFailure($0) }
-          ) { [registry] job in
+          ) { [self, registry] job in
+            // Before the job's last report, so that a plan asked for once it is done is calibrated.
+            await calibrate(by: job)
             // A job whose figures are all that is wanted registers nothing: it is freed below.
-            job.request.discardModel ? "" : "\(try await registry.register(job, admit: admission).reference)"
+            return job.request.discardModel ? "" : "\(try await registry.register(job, admit: admission).reference)"
           }
-          if job.snapshot.state == .succeeded { await calibrate(by: job) }
           if job.snapshot.state == .succeeded, job.request.discardModel {
             // Freed once its success is saved (the ps drops its checkpoints too, which a resume
             // after a coordinator restart would need), whether or not its caller is still there.

@@ -150,7 +150,8 @@ public final class CoordinatorStore: Sendable {
   /// version cannot read is left out.
   func calibrations() throws -> [(key: Data, calibration: StepCalibration)] {
     try readNow { db in
-      try Row.fetchAll(db, sql: "SELECT key, record FROM step_calibration ORDER BY recorded_at").compactMap { row in
+      // In the order they were saved: a replaced row takes a rowid past every other.
+      try Row.fetchAll(db, sql: "SELECT key, record FROM step_calibration ORDER BY rowid").compactMap { row in
         let record: Data = row["record"]
         return (try? JSONDecoder().decode(StepCalibration.self, from: record)).map { (row["key"], $0) }
       }
@@ -168,7 +169,7 @@ public final class CoordinatorStore: Sendable {
       try db.execute(
         sql: """
           DELETE FROM step_calibration WHERE rowid NOT IN
-            (SELECT rowid FROM step_calibration ORDER BY recorded_at DESC LIMIT ?)
+            (SELECT rowid FROM step_calibration ORDER BY rowid DESC LIMIT ?)
           """, arguments: [capacity])
     }
   }

@@ -39,24 +39,23 @@ import Testing
     try outcome.get()
   }
 
-  /// Accuracy counts labels, not examples: a model with an output per
-  /// position of a sequence (copying each token) reports fractions of its
-  /// positions, never more than 1, and learns the copy.
   /// A job's transfer dtype is what its stages fetch a training step's
   /// activations and gradients from each other in. A stage that begins
   /// inside the model's first layer fetches its input, which carries model
-  /// inputs, as float32; an inference fetches float32.
+  /// inputs, as float32 (the stage after it, past the split layer, does
+  /// not); an inference fetches float32.
   @Test func stagesFetchActivationsAndGradientsInTheJobsTransferDtype() async throws {
-    let mesh = try InProcessMesh(stages: 2)
+    let mesh = try InProcessMesh(stages: 3)
     mesh.network.logCalls()
     let outcome = await Result(catching: {
       let (inputs, targets) = PipelineTrainingTests.classification()
-      for (job, split) in [
-        ("between-layers", LayerPosition(layer: 2)), ("inside-first", LayerPosition(layer: 0, inputs: 3)),
-      ] {
+      let splits: [(String, [LayerPosition])] = [
+        ("between-layers", [1, 2]), ("inside-first", [LayerPosition(layer: 0, inputs: 3), 1]),
+      ]
+      for (job, split) in splits {
         let progress = try await PipelineTrainingTests.train(
           mesh.coordinatorChannel(), job: job, model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
-          microBatches: 2, schedule: .scheduleOneFOneB, epochs: 1, splitPoints: [split], transferDType: .bfloat16)
+          microBatches: 2, schedule: .scheduleOneFOneB, epochs: 1, splitPoints: split, transferDType: .bfloat16)
         #expect(progress.last?.done == true, "\(job)")
       }
       // Enough rows that stage 0's output (16 floats a row) goes by reference, not inline.
@@ -66,23 +65,30 @@ import Testing
           $0.job = "between-layers"
           $0.inputs = Pipemesh_V1_Tensor(Tensor.randomNormal([4200, 8], seed: 9))
         })
+      // By job, kind and the stage that produced it (fetched from).
       var encodings: [String: Set<Pipemesh_V1_DType>] = [:]
       for event in mesh.network.loggedCalls where event.path == PartitionMethods.fetchTensor.path {
         let request = try Pipemesh_V1_FetchTensorRequest(serializedBytes: event.request)
         let key = try DataPlaneKey(wire: request.key)
-        encodings["\(key.job.prefix { $0 != "." }) \(key.kind)", default: []].insert(request.encoding)
+        let stage = try #require(mesh.partitions.firstIndex { $0.contains(event.endpoint) })
+        encodings["\(key.job.prefix { $0 != "." }) \(key.kind) of \(stage)", default: []].insert(request.encoding)
       }
       #expect(
         encodings == [
-          "between-layers activation": [.bfloat16], "between-layers gradient": [.bfloat16],
-          "inside-first activation": [.unspecified], "inside-first gradient": [.bfloat16],
-          "between-layers inference": [.unspecified],
-        ])
+          "between-layers activation of 0": [.bfloat16], "between-layers activation of 1": [.bfloat16],
+          "between-layers gradient of 1": [.bfloat16], "between-layers gradient of 2": [.bfloat16],
+          "inside-first activation of 0": [.unspecified], "inside-first activation of 1": [.bfloat16],
+          "inside-first gradient of 1": [.bfloat16], "inside-first gradient of 2": [.bfloat16],
+          "between-layers inference of 0": [.unspecified], "between-layers inference of 1": [.unspecified],
+        ], "\(encodings)")
     })
     await mesh.shutdown()
     try outcome.get()
   }
 
+  /// Accuracy counts labels, not examples: a model with an output per
+  /// position of a sequence (copying each token) reports fractions of its
+  /// positions, never more than 1, and learns the copy.
   @Test func accuracyOfSequenceOutputsCountsEveryPosition() async throws {
     let mesh = try InProcessMesh(stages: 2)
     let outcome = await Result(catching: {

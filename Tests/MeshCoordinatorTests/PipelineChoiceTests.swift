@@ -258,20 +258,35 @@ import Testing
         == threeStages.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB))
   }
 
+  /// `model` on 2 stages at whole layers, planned on layers of 0.64 ms forward and 1.28 ms backward.
+  static func measuredPlan() throws -> Planner.Plan {
+    let times = Array(repeating: LayerTiming(forward: .microseconds(640), backward: .microseconds(1280)), count: 4)
+    return try Planner.plan(model, stages: 2, measured: times, wholeLayers: true)
+  }
+
+  /// The calibration of a job `job` at `rows` rows a micro-batch on `measuredPlan()`'s stages (or
+  /// split at `bounds`) whose transfers took `transfer` seconds.
+  static func calibration(
+    job: String? = nil, rows: Int, transfer: Double, bounds: [LayerPosition]? = nil
+  ) throws -> StepCalibration {
+    let plan = try measuredPlan()
+    let predicted = try #require(plan.times)
+    let observed = ObservedStep(
+      stages: Array(repeating: StageCosts(forward: 0.00256, backward: 0.00256, commit: 0.01), count: 2),
+      transfer: transfer)
+    return try #require(
+      StepCalibration(
+        job: job ?? "at\(rows)", rows: rows, bounds: bounds ?? plan.bounds, observed: observed,
+        predicted: predicted))
+  }
+
   /// Jobs at other micro-batch sizes tell the transfers' fixed part from
   /// their part per row: the calibration fits a line through them, with no
   /// negative part, from jobs that split the model where it does.
   @Test func transfersOfJobsAtOtherRowsFitAFixedAndAPerRowPart() throws {
-    let times = Array(repeating: LayerTiming(forward: .microseconds(640), backward: .microseconds(1280)), count: 4)
-    let plan = try Planner.plan(Self.model, stages: 2, measured: times, wholeLayers: true)
-    let predicted = try #require(plan.times)
+    let plan = try Self.measuredPlan()
     func calibration(rows: Int, transfer: Double, bounds: [LayerPosition]? = nil) throws -> StepCalibration {
-      let observed = ObservedStep(
-        stages: Array(repeating: StageCosts(forward: 0.00256, backward: 0.00256, commit: 0.01), count: 2),
-        transfer: transfer)
-      return try #require(
-        StepCalibration(
-          job: "at\(rows)", rows: rows, bounds: bounds ?? plan.bounds, observed: observed, predicted: predicted))
+      try Self.calibration(rows: rows, transfer: transfer, bounds: bounds)
     }
     func latency(_ calibration: StepCalibration, rows: Int) -> Double { calibration.link(rows: rows).latency }
     // 2 ms at 16 rows and 5 ms at 64: 1 ms fixed and 62.5 µs a row.

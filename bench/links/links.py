@@ -137,6 +137,7 @@ def train(a, network, services, work, label, transfer_dtype):
             raise
         finally:
             status = client.wait()
+            client.stdout.close()
     if status != 0:
         raise RuntimeError(f"pipemesh train failed ({status}); see {log.name}")
     if len(steps) < 4:

@@ -61,7 +61,8 @@ struct LayerPiece: Layer {
   let inputs: Range<Int>
   let wholeInputShape: [Int]
   let wholeOutputShape: [Int]
-  /// Whether the whole layer is the model's first, reading the model's inputs.
+  /// Whether the whole layer reads the model's inputs (as they are, or
+  /// flattened: only Flatten layers come before it).
   let readsModelInputs: Bool
 
   init(
@@ -262,7 +263,8 @@ extension Sequential {
       for (first, end) in zip(bounds, bounds.dropFirst()) {
         let piece = LayerPiece(
           summing, inputs: first..<end, wholeInputShape: activationShapes[index],
-          wholeOutputShape: activationShapes[index + 1], readsModelInputs: index == 0)
+          wholeOutputShape: activationShapes[index + 1],
+          readsModelInputs: layers[..<index].allSatisfy { $0 is Flatten })
         shapes.append(try piece.outputShape(forInput: shapes[shapes.count - 1]))
         pieces.append(piece)
         starts.append(LayerPosition(layer: index, inputs: first))

@@ -49,15 +49,15 @@ public struct Sequential: Sendable {
     )
   }
 
-  /// The parameters layers `range` hold: each layer's own (a piece of a layer, its part).
   /// Whether a stage beginning at layer `index` receives some of the
-  /// model's inputs: the model's first layer, whole or a piece of it split
-  /// between stages (after the first piece, its input carries the model's
-  /// inputs the stages before did not take).
+  /// model's inputs: where only Flatten layers come before it, or at a
+  /// piece (after the first) of a layer that reads them, whose input carries
+  /// the model's inputs the stages before did not take.
   public func receivesModelInputs(atLayer index: Int) -> Bool {
-    index == 0 || (layers[index] as? LayerPiece)?.readsModelInputs == true
+    layers[..<index].allSatisfy { $0 is Flatten } || (layers[index] as? LayerPiece)?.readsModelInputs == true
   }
 
+  /// The parameters layers `range` hold: each layer's own (a piece of a layer, its part).
   public func heldParameters(layers range: Range<Int>) -> Int {
     layers[range].reduce(0) { $0 + $1.parameterCount }
   }
