@@ -91,12 +91,12 @@ public final class LayerTimings: Sendable {
   }
 
   /// The calibration of the last job of `spec` on `stages` stages, its
-  /// transfers fitted through those of the jobs before it at other
+  /// calls and transfers fitted through those of the jobs before it at other
   /// micro-batch sizes; nil when none ran.
   func calibration(of spec: Pipemesh_V1_ModelSpec, stages: Int) -> StepCalibration? {
     guard let key = Self.key(of: spec, appending: Int64(stages)) else { return nil }
     let kept = calibrations.withLock { $0.filter { $0.key == key }.map(\.calibration) }
-    return kept.last?.fittingTransfers(to: kept.dropLast().reversed())
+    return kept.last?.fitting(kept.dropLast().reversed())
   }
 
   /// Keeps `calibration`, of a job of `spec` on `stages` stages, in place of

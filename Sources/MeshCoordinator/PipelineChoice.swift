@@ -159,7 +159,7 @@ extension Planner {
         response.measuredOn = measured.on
         response.measuredRows = Int32(measured.rows)
         response.predictedStepSeconds = stepSeconds ?? 0
-        if let calibration, calibration.forwardRatio.count == plan.stages {
+        if let calibration, calibration.forward.count == plan.stages {
           response.calibratedByJob = calibration.job
           response.calibratedRows = Int32(calibration.rows)
         }

@@ -6,25 +6,33 @@ import MeshTensor
 /// (the activations kept and handed on, the calls' own work, the other
 /// stage on the same host), and the layers' times know nothing of the
 /// transfers between stages or of the commit. From the trace of the job's
-/// last steps (`ObservedStep`): per stage, its forward and backward over
+/// last steps (`ObservedStep`): per stage, its forward and backward against
 /// what the layers' times predicted at the job's rows, and its commit; and
-/// the transfers' time per row of a micro-batch. Kept in the coordinator's
-/// state (as JSON), so a restart forgets none.
+/// the transfers' time. From one job, a call takes its job's ratio of the
+/// prediction and a transfer its time in proportion to the rows; with jobs
+/// split the same way at other rows (`fitting`), each follows a line with a
+/// fixed part. Kept in the coordinator's state (as JSON), so a restart
+/// forgets none.
 public struct StepCalibration: Sendable, Equatable, Codable {
   /// The job whose steps these are, and its micro-batches' rows.
   public let job: String
   public let rows: Int
   /// Where the job's stages began and ended.
   public let bounds: [LayerPosition]
-  public let forwardRatio: [Double]
-  public let backwardRatio: [Double]
+  /// Per stage, the seconds of a forward and of a backward by the seconds
+  /// the layers' times predict for it.
+  public private(set) var forward: [LinearCost]
+  public private(set) var backward: [LinearCost]
   public let commitSeconds: [Double]
-  /// A transfer between stages of a micro-batch of r rows takes
-  /// `transferFixedSeconds + r · transferSecondsPerRow`: in proportion to the
-  /// rows from one job, a line through the transfers of jobs at other rows
-  /// once there are some (`fittingTransfers`).
-  public private(set) var transferFixedSeconds = 0.0
-  public private(set) var transferSecondsPerRow: Double
+  /// The seconds of a transfer between stages by a micro-batch's rows.
+  public private(set) var transfer: LinearCost
+  /// What the job's steps took and the layers' times predicted at its rows,
+  /// per stage: the points the lines of later fits go through.
+  let observedForward: [Double]
+  let predictedForward: [Double]
+  let observedBackward: [Double]
+  let predictedBackward: [Double]
+  let observedTransfer: Double
 
   /// The longest time a call or transfer of a step is believed to take: a
   /// partition's clock that jumped, or a time it did not report, says more.
@@ -53,63 +61,96 @@ public struct StepCalibration: Sendable, Equatable, Codable {
     self.job = job
     self.rows = rows
     self.bounds = bounds
-    forwardRatio = pairs.map { $0.forward / $1.forward.seconds }
-    backwardRatio = pairs.map { ($0.inputGradient + $0.weightGradient) / $1.backward.seconds }
+    observedForward = observed.stages.map(\.forward)
+    predictedForward = predicted.map(\.forward.seconds)
+    observedBackward = observed.stages.map { $0.inputGradient + $0.weightGradient }
+    predictedBackward = predicted.map(\.backward.seconds)
+    observedTransfer = observed.transfer
+    forward = zip(observedForward, predictedForward).map { LinearCost(fixed: 0, perUnit: $0 / $1) }
+    backward = zip(observedBackward, predictedBackward).map { LinearCost(fixed: 0, perUnit: $0 / $1) }
     commitSeconds = observed.stages.map(\.commit)
-    transferSecondsPerRow = observed.transfer / Double(rows)
+    transfer = LinearCost(fixed: 0, perUnit: observed.transfer / Double(rows))
   }
 
   /// The stages of a plan (`times`, the layers' times of each stage at
   /// micro-batches of some rows, between `bounds`) as the job ran its
   /// stages: stage by stage where the plan splits the model as the job did,
-  /// else every stage by the job's ratios over all its stages and its mean
-  /// commit; nil for another number of stages.
+  /// else every stage by the mean of the job's lines over all its stages and
+  /// its mean commit; nil for another number of stages.
   public func costs(of times: [LayerTiming], bounds: [LayerPosition]) -> [StageCosts]? {
-    guard times.count == forwardRatio.count else { return nil }
+    guard times.count == forward.count else { return nil }
     let sameSplit = bounds == self.bounds
-    func overall(_ ratios: [Double]) -> Double { ratios.reduce(0, +) / Double(ratios.count) }
-    let meanCommit = commitSeconds.reduce(0, +) / Double(commitSeconds.count)
+    func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
+    func overall(_ lines: [LinearCost]) -> LinearCost {
+      LinearCost(fixed: mean(lines.map(\.fixed)), perUnit: mean(lines.map(\.perUnit)))
+    }
+    let (overallForward, overallBackward) = (overall(forward), overall(backward))
     return times.indices.map { stage in
       StageCosts(
-        forward: times[stage].forward.seconds * (sameSplit ? forwardRatio[stage] : overall(forwardRatio)),
-        backward: times[stage].backward.seconds * (sameSplit ? backwardRatio[stage] : overall(backwardRatio)),
-        commit: sameSplit ? commitSeconds[stage] : meanCommit)
+        forward: (sameSplit ? forward[stage] : overallForward).at(times[stage].forward.seconds),
+        backward: (sameSplit ? backward[stage] : overallBackward).at(times[stage].backward.seconds),
+        commit: sameSplit ? commitSeconds[stage] : mean(commitSeconds))
     }
   }
 
   /// The link between stages for micro-batches of `rows` rows.
   public func link(rows: Int) -> LinkModel {
-    LinkModel(latency: transferFixedSeconds + transferSecondsPerRow * Double(rows), bytesPerSecond: .infinity)
+    LinkModel(latency: transfer.at(Double(rows)), bytesPerSecond: .infinity)
   }
 
-  /// This calibration with its transfers' time as the least-squares line
-  /// through its own transfer and those of `others` that split the model
-  /// where it does (calibrations of the same model at other rows; the first
-  /// at each row counts): a fixed part and a part per row, neither negative.
-  /// As it is while all are at one row.
-  public func fittingTransfers(to others: [StepCalibration]) -> StepCalibration {
+  /// This calibration with each stage's calls and the transfers on the
+  /// least-squares lines (`LinearCost.fit`) through its own times and those
+  /// of `others` that split the model where it does (calibrations of the
+  /// same model at other rows; the first at each row counts). As it is
+  /// while all are at one row.
+  public func fitting(_ others: [StepCalibration]) -> StepCalibration {
     var seen: Set<Int> = []
-    let points = ([self] + others.filter { $0.bounds == bounds }).filter { seen.insert($0.rows).inserted }.map {
-      (rows: Double($0.rows), seconds: $0.transferFixedSeconds + $0.transferSecondsPerRow * Double($0.rows))
-    }
+    let points = ([self] + others.filter { $0.bounds == bounds }).filter { seen.insert($0.rows).inserted }
     guard points.count > 1 else { return self }
-    let count = Double(points.count)
-    let meanRows = points.map(\.rows).reduce(0, +) / count
-    let meanSeconds = points.map(\.seconds).reduce(0, +) / count
-    let spread = points.map { ($0.rows - meanRows) * ($0.rows - meanRows) }.reduce(0, +)
-    let slope = points.map { ($0.rows - meanRows) * ($0.seconds - meanSeconds) }.reduce(0, +) / spread
     var fitted = self
-    if slope < 0 {
-      // More rows never take less time: the transfers' mean, whatever the rows.
-      (fitted.transferFixedSeconds, fitted.transferSecondsPerRow) = (meanSeconds, 0)
-    } else if meanSeconds - slope * meanRows < 0 {
-      // No negative fixed part: the best line through the origin.
-      let perRow =
-        points.map { $0.rows * $0.seconds }.reduce(0, +) / points.map { $0.rows * $0.rows }.reduce(0, +)
-      (fitted.transferFixedSeconds, fitted.transferSecondsPerRow) = (0, perRow)
-    } else {
-      (fitted.transferFixedSeconds, fitted.transferSecondsPerRow) = (meanSeconds - slope * meanRows, slope)
+    fitted.forward = forward.indices.map { stage in
+      LinearCost.fit(points.map { ($0.predictedForward[stage], $0.observedForward[stage]) })
     }
+    fitted.backward = backward.indices.map { stage in
+      LinearCost.fit(points.map { ($0.predictedBackward[stage], $0.observedBackward[stage]) })
+    }
+    fitted.transfer = LinearCost.fit(points.map { (Double($0.rows), $0.observedTransfer) })
     return fitted
+  }
+}
+
+/// Seconds as a line of some measure (a call's predicted seconds, a
+/// micro-batch's rows): a fixed part and a part per unit, neither negative.
+public struct LinearCost: Sendable, Equatable, Codable {
+  public var fixed: Double
+  public var perUnit: Double
+
+  public init(fixed: Double, perUnit: Double) {
+    self.fixed = fixed
+    self.perUnit = perUnit
+  }
+
+  /// The seconds at `units`.
+  public func at(_ units: Double) -> Double { fixed + perUnit * units }
+
+  /// The least-squares line through `points` with no negative part: where
+  /// more units took less time, their mean at any measure; where the line
+  /// would start below zero, or the points are all at one measure, the best
+  /// line through zero.
+  static func fit(_ points: [(units: Double, seconds: Double)]) -> LinearCost {
+    let count = Double(points.count)
+    let meanUnits = points.map(\.units).reduce(0, +) / count
+    let meanSeconds = points.map(\.seconds).reduce(0, +) / count
+    let spread = points.map { ($0.units - meanUnits) * ($0.units - meanUnits) }.reduce(0, +)
+    func throughZero() -> LinearCost {
+      let squares = points.map { $0.units * $0.units }.reduce(0, +)
+      guard squares > 0 else { return LinearCost(fixed: meanSeconds, perUnit: 0) }
+      return LinearCost(fixed: 0, perUnit: points.map { $0.units * $0.seconds }.reduce(0, +) / squares)
+    }
+    guard spread > 0 else { return throughZero() }
+    let slope = points.map { ($0.units - meanUnits) * ($0.seconds - meanSeconds) }.reduce(0, +) / spread
+    if slope < 0 { return LinearCost(fixed: meanSeconds, perUnit: 0) }
+    if meanSeconds - slope * meanUnits < 0 { return throughZero() }
+    return LinearCost(fixed: meanSeconds - slope * meanUnits, perUnit: slope)
   }
 }

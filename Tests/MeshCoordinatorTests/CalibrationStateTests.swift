@@ -29,7 +29,7 @@ import Testing
     let calibrated = try #require(timings.calibration(of: Self.spec(named: "another name"), stages: 2))
     #expect(calibrated.job == "newest" && calibrated.rows == 16)
     #expect(
-      abs(calibrated.transferFixedSeconds - 0.001) < 1e-12 && abs(calibrated.transferSecondsPerRow - 6.25e-5) < 1e-12)
+      abs(calibrated.transfer.fixed - 0.001) < 1e-12 && abs(calibrated.transfer.perUnit - 6.25e-5) < 1e-12)
     #expect(timings.calibration(of: Self.spec(named: "a"), stages: 3) == nil)
   }
 

@@ -207,8 +207,8 @@ import Testing
     let calibration = try #require(
       StepCalibration(job: "traced", rows: 64, bounds: plan.bounds, observed: observed, predicted: predicted))
     #expect(
-      calibration.forwardRatio == [2, 2] && calibration.backwardRatio == [1, 1]
-        && calibration.transferSecondsPerRow == 1e-5)
+      calibration.forward.map(\.perUnit) == [2, 2] && calibration.backward.map(\.perUnit) == [1, 1]
+        && calibration.transfer == LinearCost(fixed: 0, perUnit: 1e-5))
     // Times a partition could not have taken calibrate nothing.
     for (forward, commit, transfer) in [
       (-0.001, 0.0, 0.0), (0.00256, 0, Double.nan), (1e9, 0, 0), (0.00256, 0, -0.001), (0.00256, -1, 0),
@@ -241,7 +241,7 @@ import Testing
             StageCosts(forward: 0.00128, backward: 0.00256, commit: 0),
             StageCosts(forward: 0.00384, backward: 0.00256, commit: 0.02),
           ], transfer: 0), predicted: predicted))
-    #expect(uneven.forwardRatio == [1, 3] && uneven.commitSeconds == [0, 0.02])
+    #expect(uneven.forward.map(\.perUnit) == [1, 3] && uneven.commitSeconds == [0, 0.02])
     let sameSplit = try #require(uneven.costs(of: predicted, bounds: plan.bounds))
     #expect(
       zip(sameSplit, [(0.00128, 0.0), (0.00384, 0.02)]).allSatisfy {
@@ -258,21 +258,25 @@ import Testing
         == threeStages.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB))
   }
 
-  /// `model` on 2 stages at whole layers, planned on layers of 0.64 ms forward and 1.28 ms backward.
-  static func measuredPlan() throws -> Planner.Plan {
-    let times = Array(repeating: LayerTiming(forward: .microseconds(640), backward: .microseconds(1280)), count: 4)
+  /// `model` on 2 stages at whole layers, planned on layers of 0.64 ms forward and 1.28 ms backward
+  /// at 64 rows, in proportion to `rows`.
+  static func measuredPlan(rows: Int = 64) throws -> Planner.Plan {
+    let scale = Double(rows) / 64
+    let times = Array(
+      repeating: LayerTiming(forward: .seconds(0.00064 * scale), backward: .seconds(0.00128 * scale)), count: 4)
     return try Planner.plan(model, stages: 2, measured: times, wholeLayers: true)
   }
 
-  /// The calibration of a job `job` at `rows` rows a micro-batch on `measuredPlan()`'s stages (or
-  /// split at `bounds`) whose transfers took `transfer` seconds.
+  /// The calibration of a job `job` at `rows` rows a micro-batch on `measuredPlan(rows:)`'s stages
+  /// (or split at `bounds`) whose transfers took `transfer` seconds and each stage's forward
+  /// `forward`.
   static func calibration(
-    job: String? = nil, rows: Int, transfer: Double, bounds: [LayerPosition]? = nil
+    job: String? = nil, rows: Int, transfer: Double, forward: Double = 0.00256, bounds: [LayerPosition]? = nil
   ) throws -> StepCalibration {
-    let plan = try measuredPlan()
+    let plan = try measuredPlan(rows: rows)
     let predicted = try #require(plan.times)
     let observed = ObservedStep(
-      stages: Array(repeating: StageCosts(forward: 0.00256, backward: 0.00256, commit: 0.01), count: 2),
+      stages: Array(repeating: StageCosts(forward: forward, backward: 0.00256, commit: 0.01), count: 2),
       transfer: transfer)
     return try #require(
       StepCalibration(
@@ -280,10 +284,11 @@ import Testing
         predicted: predicted))
   }
 
-  /// Jobs at other micro-batch sizes tell the transfers' fixed part from
-  /// their part per row: the calibration fits a line through them, with no
-  /// negative part, from jobs that split the model where it does.
-  @Test func transfersOfJobsAtOtherRowsFitAFixedAndAPerRowPart() throws {
+  /// Jobs at other micro-batch sizes tell the fixed part of the transfers
+  /// and of each stage's calls from the part that grows with the rows: the
+  /// calibration fits lines through them, with no negative part, from jobs
+  /// that split the model where it does.
+  @Test func jobsAtOtherRowsFitTheFixedPartsOfCallsAndTransfers() throws {
     let plan = try Self.measuredPlan()
     func calibration(rows: Int, transfer: Double, bounds: [LayerPosition]? = nil) throws -> StepCalibration {
       try Self.calibration(rows: rows, transfer: transfer, bounds: bounds)
@@ -291,26 +296,34 @@ import Testing
     func latency(_ calibration: StepCalibration, rows: Int) -> Double { calibration.link(rows: rows).latency }
     // 2 ms at 16 rows and 5 ms at 64: 1 ms fixed and 62.5 µs a row.
     let newest = try calibration(rows: 64, transfer: 0.005)
-    let fitted = newest.fittingTransfers(to: [try calibration(rows: 16, transfer: 0.002)])
-    #expect(abs(fitted.transferFixedSeconds - 0.001) < 1e-12 && abs(fitted.transferSecondsPerRow - 6.25e-5) < 1e-12)
+    let fitted = newest.fitting([try Self.calibration(rows: 16, transfer: 0.002, forward: 0.00128)])
+    #expect(abs(fitted.transfer.fixed - 0.001) < 1e-12 && abs(fitted.transfer.perUnit - 6.25e-5) < 1e-12)
     #expect(abs(latency(fitted, rows: 32) - 0.003) < 1e-12 && abs(latency(newest, rows: 32) - 0.0025) < 1e-12)
+    // A stage's forward took 2.56 ms where its layers predicted 1.28 (64 rows), 1.28 ms where they
+    // predicted 0.32 (16 rows): 0.853 ms fixed and 4/3 of the prediction, so at 32 rows (0.64 ms
+    // predicted) 1.707 ms, where the newest job's ratio alone says 1.28.
+    #expect(fitted.forward.allSatisfy { abs($0.fixed - 0.00256 / 3) < 1e-12 && abs($0.perUnit - 4.0 / 3) < 1e-12 })
+    let at32 = try #require(try Self.measuredPlan(rows: 32).times)
+    let bounds = try Self.measuredPlan().bounds
+    #expect(try #require(fitted.costs(of: at32, bounds: bounds)).allSatisfy { abs($0.forward - 0.00512 / 3) < 1e-12 })
+    #expect(try #require(newest.costs(of: at32, bounds: bounds)).allSatisfy { abs($0.forward - 0.00128) < 1e-12 })
     // The first at each row counts, and a job split elsewhere moved other tensors: neither changes the fit.
-    let again = newest.fittingTransfers(to: [
-      try calibration(rows: 16, transfer: 0.002), try calibration(rows: 16, transfer: 0.009),
+    let again = newest.fitting([
+      try Self.calibration(rows: 16, transfer: 0.002, forward: 0.00128), try calibration(rows: 16, transfer: 0.009),
       try calibration(rows: 8, transfer: 0.1, bounds: [plan.bounds[0], .init(layer: 1), plan.bounds[2]]),
     ])
     #expect(again == fitted)
     // Fewer rows that took longer: the mean, at any rows. A line that would start below zero: through zero.
-    let flat = try calibration(rows: 64, transfer: 0.002).fittingTransfers(to: [
+    let flat = try calibration(rows: 64, transfer: 0.002).fitting([
       try calibration(rows: 16, transfer: 0.004)
     ])
-    #expect(flat.transferSecondsPerRow == 0 && abs(flat.transferFixedSeconds - 0.003) < 1e-12)
-    let steep = try calibration(rows: 64, transfer: 0.008).fittingTransfers(to: [
+    #expect(flat.transfer.perUnit == 0 && abs(flat.transfer.fixed - 0.003) < 1e-12)
+    let steep = try calibration(rows: 64, transfer: 0.008).fitting([
       try calibration(rows: 16, transfer: 0.001)
     ])
-    #expect(steep.transferFixedSeconds == 0 && abs(steep.transferSecondsPerRow - 0.528 / 4352) < 1e-12)
-    // Alone, a calibration keeps its transfers in proportion to the rows.
-    #expect(newest.fittingTransfers(to: []) == newest)
+    #expect(steep.transfer.fixed == 0 && abs(steep.transfer.perUnit - 0.528 / 4352) < 1e-12)
+    // Alone, a calibration keeps its calls' ratios and its transfers in proportion to the rows.
+    #expect(newest.fitting([]) == newest)
   }
 
   /// A pipeline job that succeeds calibrates the coordinator's next plans

@@ -482,8 +482,9 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
   /// transfers and the commit add to them: each stage's forward and backward are multiplied by how
   /// much longer the job's took than its layers' times predicted (over all its stages where the
   /// split differs from the job's), its commit is added, and the job's transfers in proportion to
-  /// the rows, or, once jobs split the same way ran at other rows too, on the least-squares line
-  /// through each row count's last transfers (a fixed part and a part per row).
+  /// the rows; once jobs split the same way ran at other rows too, the calls and the transfers
+  /// follow least-squares lines through each row count's last job instead (a fixed part, and a
+  /// multiple of the layers' times or of the rows).
   public var calibratedByJob: String = String()
 
   public var calibratedRows: Int32 = 0
