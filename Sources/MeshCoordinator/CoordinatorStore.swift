@@ -147,13 +147,15 @@ public final class CoordinatorStore: Sendable {
   // MARK: - Step calibrations
 
   /// The calibrations kept, oldest first, under their keys; one this
-  /// version cannot read is left out.
+  /// version cannot read (another version's, or damaged) is left out, until
+  /// newer ones push it past the capacity.
   func calibrations() throws -> [(key: Data, calibration: StepCalibration)] {
     try readNow { db in
       // In the order they were saved: a replaced row takes a rowid past every other.
       try Row.fetchAll(db, sql: "SELECT key, record FROM step_calibration ORDER BY rowid").compactMap { row in
         let record: Data = row["record"]
-        return (try? JSONDecoder().decode(StepCalibration.self, from: record)).map { (row["key"], $0) }
+        let calibration = try? JSONDecoder().decode(StepCalibration.self, from: record)
+        return calibration.flatMap { $0.isWellFormed ? (row["key"], $0) : nil }
       }
     }
   }

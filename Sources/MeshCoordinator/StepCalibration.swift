@@ -108,14 +108,29 @@ public struct StepCalibration: Sendable, Equatable, Codable {
     let points = ([self] + others.filter { $0.bounds == bounds }).filter { seen.insert($0.rows).inserted }
     guard points.count > 1 else { return self }
     var fitted = self
+    // A call's time grows with its layers': noise that says otherwise gives a ratio, not a constant.
     fitted.forward = forward.indices.map { stage in
-      LinearCost.fit(points.map { ($0.predictedForward[stage], $0.observedForward[stage]) })
+      LinearCost.fit(points.map { ($0.predictedForward[stage], $0.observedForward[stage]) }, growing: true)
     }
     fitted.backward = backward.indices.map { stage in
-      LinearCost.fit(points.map { ($0.predictedBackward[stage], $0.observedBackward[stage]) })
+      LinearCost.fit(points.map { ($0.predictedBackward[stage], $0.observedBackward[stage]) }, growing: true)
     }
     fitted.transfer = LinearCost.fit(points.map { (Double($0.rows), $0.observedTransfer) })
     return fitted
+  }
+
+  /// Whether a calibration read back from the coordinator's state holds
+  /// what `init?` checks: a time of each kind for every stage between its
+  /// bounds, each a number it believes. One that does not is not used.
+  var isWellFormed: Bool {
+    let stages = bounds.count - 1
+    let perStage = [observedForward, predictedForward, observedBackward, predictedBackward, commitSeconds]
+    let lines = forward + backward + [transfer]
+    return rows > 0 && stages > 0 && perStage.allSatisfy { $0.count == stages }
+      && forward.count == stages && backward.count == stages
+      && (perStage.joined() + [observedTransfer]).allSatisfy { $0.isFinite && $0 >= 0 && $0 <= Self.longestCall }
+      && (predictedForward + predictedBackward).allSatisfy { $0 > 0 }
+      && lines.allSatisfy { $0.fixed.isFinite && $0.perUnit.isFinite && $0.fixed >= 0 && $0.perUnit >= 0 }
   }
 }
 
@@ -134,10 +149,11 @@ public struct LinearCost: Sendable, Equatable, Codable {
   public func at(_ units: Double) -> Double { fixed + perUnit * units }
 
   /// The least-squares line through `points` with no negative part: where
-  /// more units took less time, their mean at any measure; where the line
-  /// would start below zero, or the points are all at one measure, the best
-  /// line through zero.
-  static func fit(_ points: [(units: Double, seconds: Double)]) -> LinearCost {
+  /// more units took less time, their mean at any measure (with `growing`,
+  /// for times that must grow with the units, the best line through zero);
+  /// where the line would start below zero, or the points are all at one
+  /// measure, the best line through zero.
+  static func fit(_ points: [(units: Double, seconds: Double)], growing: Bool = false) -> LinearCost {
     let count = Double(points.count)
     let meanUnits = points.map(\.units).reduce(0, +) / count
     let meanSeconds = points.map(\.seconds).reduce(0, +) / count
@@ -149,7 +165,7 @@ public struct LinearCost: Sendable, Equatable, Codable {
     }
     guard spread > 0 else { return throughZero() }
     let slope = points.map { ($0.units - meanUnits) * ($0.seconds - meanSeconds) }.reduce(0, +) / spread
-    if slope < 0 { return LinearCost(fixed: meanSeconds, perUnit: 0) }
+    if slope <= 0 { return growing ? throughZero() : LinearCost(fixed: meanSeconds, perUnit: 0) }
     if meanSeconds - slope * meanUnits < 0 { return throughZero() }
     return LinearCost(fixed: meanSeconds - slope * meanUnits, perUnit: slope)
   }

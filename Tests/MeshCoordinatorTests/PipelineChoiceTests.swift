@@ -303,6 +303,10 @@ import Testing
     // predicted 0.32 (16 rows): 0.853 ms fixed and 4/3 of the prediction, so at 32 rows (0.64 ms
     // predicted) 1.707 ms, where the newest job's ratio alone says 1.28.
     #expect(fitted.forward.allSatisfy { abs($0.fixed - 0.00256 / 3) < 1e-12 && abs($0.perUnit - 4.0 / 3) < 1e-12 })
+    // Its backward took 2.56 ms at both, predicted 0.64 and 2.56 ms: no constant (a call's time grows
+    // with its layers'), but the best line through zero.
+    #expect(
+      fitted.backward.allSatisfy { $0.fixed == 0 && abs($0.perUnit - 8.192 / 6.9632) < 1e-9 }, "\(fitted.backward)")
     let at32 = try #require(try Self.measuredPlan(rows: 32).times)
     let bounds = try Self.measuredPlan().bounds
     #expect(try #require(fitted.costs(of: at32, bounds: bounds)).allSatisfy { abs($0.forward - 0.00512 / 3) < 1e-12 })
