@@ -34,7 +34,7 @@ actor StageRunner {
   /// model's first layer fetches its inputs as float32: they carry model
   /// inputs, which always travel exact.
   let transfer: HalfPrecision?
-  private var inputTransfer: HalfPrecision? { model.receivesModelInputs(atLayer: layers.lowerBound) ? nil : transfer }
+  private let inputTransfer: HalfPrecision?
   let definitions: [Pipemesh_V1_VariableDefinition]
   private let ps: ParameterServerClient
   private let dataPlane: DataPlane
@@ -131,6 +131,7 @@ actor StageRunner {
     self.activity = activity
     self.peers = peers
     self.transfer = transfer
+    inputTransfer = model.receivesModelInputs(atLayer: layers.lowerBound) ? nil : transfer
     self.job = job
     self.model = model
     self.layers = layers
