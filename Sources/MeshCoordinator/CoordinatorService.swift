@@ -923,7 +923,8 @@ public final class CoordinatorService: RPCService, Sendable {
         job.model, stages: job.stages, splitPoints: Array(job.plan.splitPoints), measured: measured.layers),
       let times = plan.times,
       let calibration = StepCalibration(
-        job: job.name, rows: rows, bounds: job.plan.bounds, observed: observed, predicted: times)
+        job: job.name, rows: rows, bounds: job.plan.bounds, backwardCalls: job.schedule.kind.callsPerBackward,
+        observed: observed, predicted: times)
     else { return }
     guard let key = layerTimings.record(calibration, of: job.request.model, stages: job.stages) else { return }
     try? await store.saveCalibration(

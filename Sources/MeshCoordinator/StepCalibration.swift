@@ -11,16 +11,20 @@ import MeshTensor
 /// the transfers' time. From one job, a call takes its job's ratio of the
 /// prediction and a transfer its time in proportion to the rows; with jobs
 /// split the same way at other rows (`fitting`), each follows a line with a
-/// fixed part. Kept in the coordinator's state (as JSON), so a restart
-/// forgets none.
+/// fixed part, which a backward pays per call. Kept in the coordinator's
+/// state (as JSON), so a restart forgets none; one saved before a
+/// calibration counted its backward's calls cannot be read and is not used.
 public struct StepCalibration: Sendable, Equatable, Codable {
   /// The job whose steps these are, and its micro-batches' rows.
   public let job: String
   public let rows: Int
   /// Where the job's stages began and ended.
   public let bounds: [LayerPosition]
+  /// The calls a micro-batch's backward took on a stage in the job's
+  /// schedule (`ScheduleKind.callsPerBackward`).
+  public let backwardCalls: Int
   /// Per stage, the seconds of a forward and of a backward by the seconds
-  /// the layers' times predict for it.
+  /// the layers' times predict for it; a backward's fixed part is per call.
   public private(set) var forward: [LinearCost]
   public private(set) var backward: [LinearCost]
   public let commitSeconds: [Double]
@@ -39,18 +43,20 @@ public struct StepCalibration: Sendable, Equatable, Codable {
   static let longestCall = 3600.0
 
   /// From `observed`, steps of `job` in micro-batches of `rows` rows on
-  /// stages between `bounds`, whose layers' times predicted `predicted` at
-  /// those rows; nil when the stages differ in number, or a time is not a
-  /// positive number (a forward or backward; a commit or transfer may take
-  /// none) of at most `longestCall`.
+  /// stages between `bounds`, each backward in `backwardCalls` calls, whose
+  /// layers' times predicted `predicted` at those rows; nil when the stages
+  /// differ in number, or a time is not a positive number (a forward or
+  /// backward; a commit or transfer may take none) of at most `longestCall`.
   public init?(
-    job: String, rows: Int, bounds: [LayerPosition], observed: ObservedStep, predicted: [LayerTiming]
+    job: String, rows: Int, bounds: [LayerPosition], backwardCalls: Int, observed: ObservedStep,
+    predicted: [LayerTiming]
   ) {
     func believed(_ seconds: Double, positive: Bool = true) -> Bool {
       seconds.isFinite && seconds <= Self.longestCall && (positive ? seconds > 0 : seconds >= 0)
     }
     let pairs = Array(zip(observed.stages, predicted))
-    guard rows > 0, observed.stages.count == predicted.count, bounds.count == predicted.count + 1,
+    guard rows > 0, (1...2).contains(backwardCalls), observed.stages.count == predicted.count,
+      bounds.count == predicted.count + 1,
       believed(observed.transfer, positive: false),
       pairs.allSatisfy({ observed, predicted in
         believed(observed.forward) && believed(observed.inputGradient + observed.weightGradient)
@@ -61,6 +67,7 @@ public struct StepCalibration: Sendable, Equatable, Codable {
     self.job = job
     self.rows = rows
     self.bounds = bounds
+    self.backwardCalls = backwardCalls
     observedForward = observed.stages.map(\.forward)
     predictedForward = predicted.map(\.forward.seconds)
     observedBackward = observed.stages.map { $0.inputGradient + $0.weightGradient }
@@ -76,7 +83,9 @@ public struct StepCalibration: Sendable, Equatable, Codable {
   /// micro-batches of some rows, between `bounds`) as the job ran its
   /// stages: stage by stage where the plan splits the model as the job did,
   /// else every stage by the mean of the job's lines over all its stages and
-  /// its mean commit; nil for another number of stages.
+  /// its mean commit; nil for another number of stages. A backward's fixed
+  /// part is its calls' (`StageCosts.callSeconds`): a schedule that splits
+  /// it pays it twice.
   public func costs(of times: [LayerTiming], bounds: [LayerPosition]) -> [StageCosts]? {
     guard times.count == forward.count else { return nil }
     let sameSplit = bounds == self.bounds
@@ -86,10 +95,12 @@ public struct StepCalibration: Sendable, Equatable, Codable {
     }
     let (overallForward, overallBackward) = (overall(forward), overall(backward))
     return times.indices.map { stage in
-      StageCosts(
+      let backward = sameSplit ? backward[stage] : overallBackward
+      let gradients = backward.perUnit * times[stage].backward.seconds
+      return StageCosts(
         forward: (sameSplit ? forward[stage] : overallForward).at(times[stage].forward.seconds),
-        backward: (sameSplit ? backward[stage] : overallBackward).at(times[stage].backward.seconds),
-        commit: sameSplit ? commitSeconds[stage] : mean(commitSeconds))
+        inputGradient: backward.fixed + gradients / 2, weightGradient: gradients / 2,
+        commit: sameSplit ? commitSeconds[stage] : mean(commitSeconds), callSeconds: backward.fixed)
     }
   }
 
@@ -101,8 +112,9 @@ public struct StepCalibration: Sendable, Equatable, Codable {
   /// This calibration with each stage's calls and the transfers on the
   /// least-squares lines (`LinearCost.fit`) through its own times and those
   /// of `others` that split the model where it does (calibrations of the
-  /// same model at other rows; the first at each row counts). As it is
-  /// while all are at one row.
+  /// same model at other rows, by any schedule: a backward's fixed part
+  /// counts once per call; the first at each row counts). As it is while
+  /// all are at one row.
   public func fitting(_ others: [StepCalibration]) -> StepCalibration {
     var seen: Set<Int> = []
     let points = ([self] + others.filter { $0.bounds == bounds }).filter { seen.insert($0.rows).inserted }
@@ -113,7 +125,9 @@ public struct StepCalibration: Sendable, Equatable, Codable {
       LinearCost.fit(points.map { ($0.predictedForward[stage], $0.observedForward[stage]) }, growing: true)
     }
     fitted.backward = backward.indices.map { stage in
-      LinearCost.fit(points.map { ($0.predictedBackward[stage], $0.observedBackward[stage]) }, growing: true)
+      LinearCost.fit(
+        points.map { ($0.predictedBackward[stage], $0.observedBackward[stage], Double($0.backwardCalls)) },
+        growing: true)
     }
     fitted.transfer = LinearCost.fit(points.map { (Double($0.rows), $0.observedTransfer) })
     return fitted
@@ -126,7 +140,7 @@ public struct StepCalibration: Sendable, Equatable, Codable {
     let stages = bounds.count - 1
     let perStage = [observedForward, predictedForward, observedBackward, predictedBackward, commitSeconds]
     let lines = forward + backward + [transfer]
-    return rows > 0 && stages > 0 && perStage.allSatisfy { $0.count == stages }
+    return rows > 0 && stages > 0 && (1...2).contains(backwardCalls) && perStage.allSatisfy { $0.count == stages }
       && forward.count == stages && backward.count == stages
       && (perStage.joined() + [observedTransfer]).allSatisfy { $0.isFinite && $0 >= 0 && $0 <= Self.longestCall }
       && (predictedForward + predictedBackward).allSatisfy { $0 > 0 }
@@ -154,17 +168,29 @@ public struct LinearCost: Sendable, Equatable, Codable {
   /// where the line would start below zero, or the points are all at one
   /// measure, the best line through zero.
   static func fit(_ points: [(units: Double, seconds: Double)], growing: Bool = false) -> LinearCost {
-    let count = Double(points.count)
-    let meanUnits = points.map(\.units).reduce(0, +) / count
-    let meanSeconds = points.map(\.seconds).reduce(0, +) / count
-    let spread = points.map { ($0.units - meanUnits) * ($0.units - meanUnits) }.reduce(0, +)
+    fit(points.map { ($0.units, $0.seconds, 1) }, growing: growing)
+  }
+
+  /// As `fit(_:growing:)`, where a point's time holds the fixed part
+  /// `times` times (a backward made of that many calls): the least squares
+  /// of `seconds = fixed · times + perUnit · units`, which is the line
+  /// through each point's seconds and units per time weighted by its times
+  /// squared, computed about the weighted means.
+  static func fit(_ points: [(units: Double, seconds: Double, times: Double)], growing: Bool = false) -> LinearCost {
+    let weights = points.map { $0.times * $0.times }
+    let (perTimeUnits, perTimeSeconds) = (points.map { $0.units / $0.times }, points.map { $0.seconds / $0.times })
+    func weightedSum(_ values: [Double]) -> Double { zip(weights, values).map { $0 * $1 }.reduce(0, +) }
+    let totalWeight = weights.reduce(0, +)
+    let (meanUnits, meanSeconds) = (weightedSum(perTimeUnits) / totalWeight, weightedSum(perTimeSeconds) / totalWeight)
+    let unitsOffsets = perTimeUnits.map { $0 - meanUnits }
+    let spread = weightedSum(unitsOffsets.map { $0 * $0 })
     func throughZero() -> LinearCost {
       let squares = points.map { $0.units * $0.units }.reduce(0, +)
       guard squares > 0 else { return LinearCost(fixed: meanSeconds, perUnit: 0) }
       return LinearCost(fixed: 0, perUnit: points.map { $0.units * $0.seconds }.reduce(0, +) / squares)
     }
     guard spread > 0 else { return throughZero() }
-    let slope = points.map { ($0.units - meanUnits) * ($0.seconds - meanSeconds) }.reduce(0, +) / spread
+    let slope = weightedSum(zip(unitsOffsets, perTimeSeconds).map { $0 * ($1 - meanSeconds) }) / spread
     if slope <= 0 { return growing ? throughZero() : LinearCost(fixed: meanSeconds, perUnit: 0) }
     if meanSeconds - slope * meanUnits < 0 { return throughZero() }
     return LinearCost(fixed: meanSeconds - slope * meanUnits, perUnit: slope)

@@ -24,6 +24,10 @@ public enum ScheduleKind: String, Sendable, CaseIterable {
   /// Whether a step may begin before the one before it ends (its
   /// micro-batches then use the weights from before that one's update).
   public var overlapsSteps: Bool { self == .pipeDream2BW }
+
+  /// How many calls a micro-batch's backward takes on a stage: two where
+  /// the schedule splits every backward into its input gradient and a `W`.
+  public var callsPerBackward: Int { self == .zeroBubbleH1 ? 2 : 1 }
 }
 
 /// A schedule as data: the ordered actions of every stage for one step of

@@ -8,12 +8,19 @@ public struct StageCosts: Sendable, Equatable {
   /// After the stage's last action of a step: the step's end on that stage
   /// (pushing its gradients to the ps and pulling the new weights).
   public var commit: Double
+  /// The fixed part of a call to the stage, whatever it computes: counted
+  /// in `forward` and in `inputGradient`, and paid once more by a backward
+  /// split in two, whose weight gradients are a call of their own.
+  public var callSeconds: Double
 
-  public init(forward: Double, inputGradient: Double, weightGradient: Double, commit: Double = 0) {
+  public init(
+    forward: Double, inputGradient: Double, weightGradient: Double, commit: Double = 0, callSeconds: Double = 0
+  ) {
     self.forward = forward
     self.inputGradient = inputGradient
     self.weightGradient = weightGradient
     self.commit = commit
+    self.callSeconds = callSeconds
   }
 
   /// A stage whose whole backward takes `backward`, split evenly between its
@@ -76,7 +83,9 @@ extension PipelineSchedule {
     precondition(costs.count == stages, "one cost per stage")
     precondition(
       costs.allSatisfy {
-        [$0.forward, $0.inputGradient, $0.weightGradient, $0.commit].allSatisfy { $0.isFinite && $0 >= 0 }
+        [$0.forward, $0.inputGradient, $0.weightGradient, $0.commit, $0.callSeconds].allSatisfy {
+          $0.isFinite && $0 >= 0
+        }
       },
       "costs are finite seconds, none negative")
     precondition(link.bytesPerSecond > 0 && link.latency.isFinite && link.latency >= 0, "a link moves bytes")
@@ -134,11 +143,11 @@ extension PipelineSchedule {
   }
 
   /// What `action` costs on a stage of `costs`: a backward without a `W`
-  /// of its own computes both gradients.
+  /// of its own computes both gradients; a `W` is a call of its own.
   private func seconds(of action: PipelineAction, costs: StageCosts) -> Double {
     switch action.kind {
     case .forward: costs.forward
-    case .weights: costs.weightGradient
+    case .weights: costs.weightGradient + costs.callSeconds
     case .backward:
       splitsBackward(stage: action.stage, microBatch: action.microBatch)
         ? costs.inputGradient : costs.inputGradient + costs.weightGradient

@@ -54,15 +54,18 @@ import Testing
     #expect(kept.map(\.key) == [keys[2], keys[0], keys[1]] && kept.map(\.calibration.job) == ["job2", "job3", "job4"])
 
     // A calibration comes back as it was saved; one damaged in the state (a stage's commit
-    // missing) is left out, not used.
+    // missing, a backward of three calls) is left out, not used.
     #expect(kept.last?.calibration == (try PipelineChoiceTests.calibration(job: "job4", rows: 16, transfer: 0.001)))
     let sound = try JSONEncoder().encode(try PipelineChoiceTests.calibration(job: "damaged", rows: 4, transfer: 0))
-    var fields = try #require(try JSONSerialization.jsonObject(with: sound) as? [String: Any])
-    fields["commitSeconds"] = [0.01]
-    let damaged = try JSONDecoder().decode(
-      StepCalibration.self, from: try JSONSerialization.data(withJSONObject: fields))
-    try await CoordinatorStore(directory: state.path).saveCalibration(damaged, key: keys[2], at: 0, capacity: 3)
-    #expect(try CoordinatorStore(directory: state.path).calibrations().map(\.calibration.job) == ["job3", "job4"])
+    for (field, value) in [("commitSeconds", [0.01] as Any), ("backwardCalls", 3)] {
+      var fields = try #require(try JSONSerialization.jsonObject(with: sound) as? [String: Any])
+      #expect(fields[field] != nil, "\(field) is saved")
+      fields[field] = value
+      let damaged = try JSONDecoder().decode(
+        StepCalibration.self, from: try JSONSerialization.data(withJSONObject: fields))
+      try await CoordinatorStore(directory: state.path).saveCalibration(damaged, key: keys[2], at: 0, capacity: 3)
+      #expect(try CoordinatorStore(directory: state.path).calibrations().map(\.calibration.job) == ["job3", "job4"])
+    }
 
     // A coordinator that starts on this state plans the model by its newest calibration.
     let timings = LayerTimings()

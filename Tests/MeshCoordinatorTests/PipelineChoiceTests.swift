@@ -205,7 +205,8 @@ import Testing
         count: 2), transfer: 0.00064)
     let predicted = try #require(plan.times)
     let calibration = try #require(
-      StepCalibration(job: "traced", rows: 64, bounds: plan.bounds, observed: observed, predicted: predicted))
+      StepCalibration(
+        job: "traced", rows: 64, bounds: plan.bounds, backwardCalls: 1, observed: observed, predicted: predicted))
     #expect(
       calibration.forward.map(\.perUnit) == [2, 2] && calibration.backward.map(\.perUnit) == [1, 1]
         && calibration.transfer == LinearCost(fixed: 0, perUnit: 1e-5))
@@ -217,7 +218,9 @@ import Testing
         stages: Array(repeating: StageCosts(forward: forward, backward: 0.00256, commit: commit), count: 2),
         transfer: transfer)
       #expect(
-        StepCalibration(job: "odd", rows: 64, bounds: plan.bounds, observed: unbelievable, predicted: predicted) == nil)
+        StepCalibration(
+          job: "odd", rows: 64, bounds: plan.bounds, backwardCalls: 1, observed: unbelievable, predicted: predicted)
+          == nil)
     }
     // One micro-batch by 1F1B: F on stage 0, a transfer, F on stage 1 and the input-gradient half
     // of its B (the gradient leaves before the weights' half), a transfer, B on stage 0, then its
@@ -235,7 +238,7 @@ import Testing
     // split their means over the stages.
     let uneven = try #require(
       StepCalibration(
-        job: "uneven", rows: 64, bounds: plan.bounds,
+        job: "uneven", rows: 64, bounds: plan.bounds, backwardCalls: 1,
         observed: ObservedStep(
           stages: [
             StageCosts(forward: 0.00128, backward: 0.00256, commit: 0),
@@ -268,20 +271,63 @@ import Testing
   }
 
   /// The calibration of a job `job` at `rows` rows a micro-batch on `measuredPlan(rows:)`'s stages
-  /// (or split at `bounds`) whose transfers took `transfer` seconds and each stage's forward
-  /// `forward`.
+  /// (or split at `bounds`) whose transfers took `transfer` seconds, each stage's forward `forward`
+  /// and its backward `backward` in `backwardCalls` calls.
   static func calibration(
-    job: String? = nil, rows: Int, transfer: Double, forward: Double = 0.00256, bounds: [LayerPosition]? = nil
+    job: String? = nil, rows: Int, transfer: Double, forward: Double = 0.00256, backward: Double = 0.00256,
+    backwardCalls: Int = 1, bounds: [LayerPosition]? = nil
   ) throws -> StepCalibration {
     let plan = try measuredPlan(rows: rows)
     let predicted = try #require(plan.times)
     let observed = ObservedStep(
-      stages: Array(repeating: StageCosts(forward: forward, backward: 0.00256, commit: 0.01), count: 2),
+      stages: Array(repeating: StageCosts(forward: forward, backward: backward, commit: 0.01), count: 2),
       transfer: transfer)
     return try #require(
       StepCalibration(
-        job: job ?? "at\(rows)", rows: rows, bounds: bounds ?? plan.bounds, observed: observed,
-        predicted: predicted))
+        job: job ?? "at\(rows)", rows: rows, bounds: bounds ?? plan.bounds, backwardCalls: backwardCalls,
+        observed: observed, predicted: predicted))
+  }
+
+  /// A backward's fixed part is a call's: ZB-H1 splits each backward into
+  /// two calls and pays it twice. Jobs by either schedule fit one line per
+  /// stage, and a plan by the other schedule counts the part per call.
+  @Test func aBackwardSplitInTwoPaysItsCallsFixedPartTwice() throws {
+    // Each stage's backward is 1 ms a call plus what its layers predict: 2.56 ms at 64 rows, 0.64 at 16,
+    // 1.28 at 32.
+    func job(rows: Int, calls: Int) throws -> StepCalibration {
+      try Self.calibration(
+        rows: rows, transfer: 0, backward: 0.001 * Double(calls) + 0.00256 * Double(rows) / 64, backwardCalls: calls)
+    }
+    for fitted in [
+      try job(rows: 64, calls: 1).fitting([try job(rows: 16, calls: 1)]),
+      try job(rows: 64, calls: 2).fitting([try job(rows: 16, calls: 2)]),
+      try job(rows: 64, calls: 1).fitting([try job(rows: 16, calls: 2), try job(rows: 32, calls: 1)]),
+    ] {
+      #expect(
+        fitted.backward.allSatisfy { abs($0.fixed - 0.001) < 1e-12 && abs($0.perUnit - 1) < 1e-9 },
+        "\(fitted.backward)")
+    }
+    // A split job and an unsplit one meet on that line only when each counts its calls.
+    #expect(
+      try job(rows: 64, calls: 2).fitting([try job(rows: 16, calls: 1)]).backward.allSatisfy {
+        abs($0.fixed - 0.001) < 1e-12
+      })
+    // At 32 rows the input gradient carries the fixed part and half the rest; the W pays it again.
+    let fitted = try job(rows: 64, calls: 1).fitting([try job(rows: 16, calls: 1)])
+    let plan = try Self.measuredPlan(rows: 32)
+    let times = try #require(plan.times)
+    let costs = try #require(fitted.costs(of: times, bounds: plan.bounds))
+    #expect(
+      costs.allSatisfy {
+        abs($0.inputGradient - 0.00164) < 1e-12 && abs($0.weightGradient - 0.00064) < 1e-12
+          && abs($0.callSeconds - 0.001) < 1e-12
+      }, "\(costs)")
+    // One micro-batch: ZB-H1 runs 1F1B's path with stage 0's weight gradients a call of their own.
+    let oneFOneB = try #require(
+      plan.predictedStepSeconds(microBatches: 1, schedule: .oneFOneB, calibrated: (fitted, 32)))
+    let zeroBubble = try #require(
+      plan.predictedStepSeconds(microBatches: 1, schedule: .zeroBubbleH1, calibrated: (fitted, 32)))
+    #expect(abs(zeroBubble - oneFOneB - 0.001) < 1e-12, "\(zeroBubble) against \(oneFOneB)")
   }
 
   /// Jobs at other micro-batch sizes tell the fixed part of the transfers

@@ -64,6 +64,11 @@ import Testing
     }
     let split = kind == .zeroBubbleH1
     #expect(finished.count == (split ? 3 : 2) * shape.stages * shape.microBatches)
+    // Every backward of a stage takes the calls the kind says (the planner counts a call's fixed cost by it).
+    for stage in 0..<shape.stages {
+      let calls = schedule.actions[stage].filter { $0.kind != .forward }.count
+      #expect(calls == kind.callsPerBackward * shape.microBatches)
+    }
     for (action, tick) in started {
       for dependency in action.dependencies(stages: shape.stages) {
         #expect(try #require(finished[dependency]) < tick, "\(action) started before \(dependency) finished")

@@ -475,13 +475,16 @@ import Testing
   /// stages meet inside a layer, so each holds its rows of that layer's
   /// kernel: the restarted stage takes its rows back from the checkpoint.
   /// Under PipeDream-2BW too: its pipeline drains at each checkpoint, so the
-  /// steps run again from one run on the weights they ran on before.
-  @Test(arguments: ["1f1b", "2bw"])
-  func aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights(schedule: String) async throws {
+  /// steps run again from one run on the weights they ran on before. That
+  /// run's activations and gradients travel as bfloat16, rounded the same
+  /// way after the restart (the restarted stage loads the job's stored
+  /// transfer dtype), so it ends on the uninterrupted run's weights too.
+  @Test(arguments: [("1f1b", "float32"), ("2bw", "bfloat16")])
+  func aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights(schedule: String, transferDtype: String) async throws {
     var mesh = try await Mesh(psCheckpoints: true)
     let options = [
       "--model", Self.model, "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "2",
-      "--split", "1:64", "--schedule", schedule,
+      "--split", "1:64", "--schedule", schedule, "--transfer-dtype", transferDtype,
     ]
     let training = try await Self.trainStraightThenStart("survivor", options: options + ["--json"], on: mesh)
     mesh = try await mesh.restarted(coordinator: false, partitions: [1])
@@ -496,6 +499,7 @@ import Testing
     #expect(fault["state"] as? String == "JOB_STATE_RESTARTING", "\(fault)")
     let split = ended["options"] as? [String: Any]
     #expect(split?["splitPoints"] as? [Int] == [1] && split?["splitPointInputs"] as? [Int] == [64], "\(ended)")
+    #expect(split?["transferDtype"] as? String == "DTYPE_\(transferDtype.uppercased())", "\(ended)")
 
     try await Self.expectSameWeights("survivor", as: "straight", on: mesh)
     try await Self.expectSameEpochLosses("survivor", as: "straight", on: mesh)

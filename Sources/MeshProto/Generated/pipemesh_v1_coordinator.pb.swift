@@ -484,7 +484,8 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
   /// split differs from the job's), its commit is added, and the job's transfers in proportion to
   /// the rows; once jobs split the same way ran at other rows too, the calls and the transfers
   /// follow least-squares lines through each row count's last job instead (a fixed part, and a
-  /// multiple of the layers' times or of the rows).
+  /// multiple of the layers' times or of the rows). A backward's fixed part is per call: a schedule
+  /// that splits each backward in two (ZB-H1) pays it twice.
   public var calibratedByJob: String = String()
 
   public var calibratedRows: Int32 = 0
