@@ -74,7 +74,8 @@ public enum Planner {
     /// `schedule`, simulated on the stages' times (each backward split
     /// evenly into input and weight gradients): without transfers or
     /// commits, or as `calibrated` (a job's trace) says the stages ran, for
-    /// micro-batches of its `rows` rows. A schedule whose steps overlap runs a
+    /// micro-batches of its `rows` rows (a backward's fixed part before its
+    /// input gradient, and again in a split backward's W). A schedule whose steps overlap runs a
     /// steady step in its busiest stage's compute: the next step's work
     /// fills the idle time, and its commit overlaps the next step's.
     public func predictedStepSeconds(

@@ -38,6 +38,9 @@ public struct StepCalibration: Sendable, Equatable, Codable {
   let predictedBackward: [Double]
   let observedTransfer: Double
 
+  /// The calls a backward may take in a schedule Pipemesh runs.
+  static let believedBackwardCalls = Set(ScheduleKind.allCases.map(\.callsPerBackward))
+
   /// The longest time a call or transfer of a step is believed to take: a
   /// partition's clock that jumped, or a time it did not report, says more.
   static let longestCall = 3600.0
@@ -55,7 +58,7 @@ public struct StepCalibration: Sendable, Equatable, Codable {
       seconds.isFinite && seconds <= Self.longestCall && (positive ? seconds > 0 : seconds >= 0)
     }
     let pairs = Array(zip(observed.stages, predicted))
-    guard rows > 0, (1...2).contains(backwardCalls), observed.stages.count == predicted.count,
+    guard rows > 0, Self.believedBackwardCalls.contains(backwardCalls), observed.stages.count == predicted.count,
       bounds.count == predicted.count + 1,
       believed(observed.transfer, positive: false),
       pairs.allSatisfy({ observed, predicted in
@@ -140,7 +143,8 @@ public struct StepCalibration: Sendable, Equatable, Codable {
     let stages = bounds.count - 1
     let perStage = [observedForward, predictedForward, observedBackward, predictedBackward, commitSeconds]
     let lines = forward + backward + [transfer]
-    return rows > 0 && stages > 0 && (1...2).contains(backwardCalls) && perStage.allSatisfy { $0.count == stages }
+    return rows > 0 && stages > 0 && Self.believedBackwardCalls.contains(backwardCalls)
+      && perStage.allSatisfy { $0.count == stages }
       && forward.count == stages && backward.count == stages
       && (perStage.joined() + [observedTransfer]).allSatisfy { $0.isFinite && $0 >= 0 && $0 <= Self.longestCall }
       && (predictedForward + predictedBackward).allSatisfy { $0 > 0 }
@@ -171,6 +175,12 @@ public struct LinearCost: Sendable, Equatable, Codable {
     fit(points.map { ($0.units, $0.seconds, 1) }, growing: growing)
   }
 
+  /// How far apart the points' measures must be, as the variance of their
+  /// measures over their mean squared, to fit a fixed part: a 1F1B job at
+  /// some rows and a ZB-H1 job at twice as many are at one measure per
+  /// call.
+  static let leastRelativeSpread = 1e-3
+
   /// As `fit(_:growing:)`, where a point's time holds the fixed part
   /// `times` times (a backward made of that many calls): the least squares
   /// of `seconds = fixed · times + perUnit · units`, which is the line
@@ -189,7 +199,8 @@ public struct LinearCost: Sendable, Equatable, Codable {
       guard squares > 0 else { return LinearCost(fixed: meanSeconds, perUnit: 0) }
       return LinearCost(fixed: 0, perUnit: points.map { $0.units * $0.seconds }.reduce(0, +) / squares)
     }
-    guard spread > 0 else { return throughZero() }
+    // Points (nearly) at one measure per time tell no fixed part: noise would set it.
+    guard spread > Self.leastRelativeSpread * totalWeight * meanUnits * meanUnits else { return throughZero() }
     let slope = weightedSum(zip(unitsOffsets, perTimeSeconds).map { $0 * ($1 - meanSeconds) }) / spread
     if slope <= 0 { return growing ? throughZero() : LinearCost(fixed: meanSeconds, perUnit: 0) }
     if meanSeconds - slope * meanUnits < 0 { return throughZero() }

@@ -79,9 +79,10 @@ public final class MetricsRegistry: Sendable {
   ) {
     let key = Self.render(labels)
     families.withLock { families in
-      var family = families[name] ?? Family(help: help, type: type, bounds: bounds)
-      change(&family.series[key, default: Series(labels: labels)])
-      families[name] = family
+      // In place: a copy of the family would copy all its series on every update.
+      change(
+        &families[name, default: Family(help: help, type: type, bounds: bounds)].series[
+          key, default: Series(labels: labels)])
     }
   }
 

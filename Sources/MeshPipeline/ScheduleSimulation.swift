@@ -8,9 +8,10 @@ public struct StageCosts: Sendable, Equatable {
   /// After the stage's last action of a step: the step's end on that stage
   /// (pushing its gradients to the ps and pulling the new weights).
   public var commit: Double
-  /// The fixed part of a call to the stage, whatever it computes: counted
-  /// in `forward` and in `inputGradient`, and paid once more by a backward
-  /// split in two, whose weight gradients are a call of their own.
+  /// The fixed part of a backward call: counted in `inputGradient` (before
+  /// the input gradient is handed on), and paid once more by a backward
+  /// split in two, whose weight gradients are a call of their own (taken to
+  /// cost as much, though it fetches and sends no tensor).
   public var callSeconds: Double
 
   public init(

@@ -66,6 +66,12 @@ import Testing
       try await CoordinatorStore(directory: state.path).saveCalibration(damaged, key: keys[2], at: 0, capacity: 3)
       #expect(try CoordinatorStore(directory: state.path).calibrations().map(\.calibration.job) == ["job3", "job4"])
     }
+    // One saved before calibrations counted a backward's calls cannot be read (the state skips it).
+    var older = try #require(try JSONSerialization.jsonObject(with: sound) as? [String: Any])
+    #expect(older.removeValue(forKey: "backwardCalls") != nil)
+    #expect(throws: DecodingError.self) {
+      try JSONDecoder().decode(StepCalibration.self, from: try JSONSerialization.data(withJSONObject: older))
+    }
 
     // A coordinator that starts on this state plans the model by its newest calibration.
     let timings = LayerTimings()

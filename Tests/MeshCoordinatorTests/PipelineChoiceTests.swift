@@ -312,6 +312,12 @@ import Testing
       try job(rows: 64, calls: 2).fitting([try job(rows: 16, calls: 1)]).backward.allSatisfy {
         abs($0.fixed - 0.001) < 1e-12
       })
+    // A ZB-H1 job at 63 rows and a 1F1B job at 32 are within 2 % of one measure a call: what sets
+    // them apart is noise, which fits no fixed part.
+    let noisy = try Self.calibration(rows: 63, transfer: 0, backward: 0.0044, backwardCalls: 2).fitting([
+      try Self.calibration(rows: 32, transfer: 0, backward: 0.00221, backwardCalls: 1)
+    ])
+    #expect(noisy.backward.allSatisfy { $0.fixed == 0 }, "\(noisy.backward)")
     // At 32 rows the input gradient carries the fixed part and half the rest; the W pays it again.
     let fitted = try job(rows: 64, calls: 1).fitting([try job(rows: 16, calls: 1)])
     let plan = try Self.measuredPlan(rows: 32)

@@ -12,6 +12,9 @@ public struct TraceEvent: CustomStringConvertible, Sendable {
   public let step: Int64
   public let start: Double
   public let end: Double
+  /// A call's legs beside its compute, in µs (`request_us`, `before_compute_us`,
+  /// `after_compute_us`, `answer_us`), where the slice is a call's compute.
+  public let legs: [String: Double]
 
   public var description: String { "\(name)@stage\(stage)[\(start)–\(end)]" }
 }
@@ -29,6 +32,7 @@ public func traceEvents(_ json: String) throws -> [TraceEvent] {
     return TraceEvent(
       name: event["name"] as? String ?? "", category: event["cat"] as? String ?? "",
       replica: Int(number(event["pid"])), thread: Int(number(event["tid"])), stage: Int(number(args?["stage"])),
-      step: Int64(number(args?["step"])), start: start, end: start + number(event["dur"]))
+      step: Int64(number(args?["step"])), start: start, end: start + number(event["dur"]),
+      legs: (args ?? [:]).filter { $0.key.hasSuffix("_us") }.mapValues(number))
   }
 }

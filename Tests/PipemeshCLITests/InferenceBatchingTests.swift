@@ -115,6 +115,11 @@ import Testing
       #expect(forwards.count == 2 * Int(microBatches), "\(forwards)")
       for forward in forwards {
         #expect(forward.start >= request.start - 1e-3 && forward.end <= request.end + 1e-3, "\(forward) \(request)")
+        // The call's legs and its compute add up to the call as the coordinator saw it, inside the request.
+        let legs = ["request_us", "before_compute_us", "after_compute_us", "answer_us"].compactMap { forward.legs[$0] }
+        #expect(legs.count == 4 && legs.allSatisfy { $0.isFinite }, "\(forward.legs)")
+        let call = legs.reduce(forward.end - forward.start, +)
+        #expect(call > 0 && call <= request.end - request.start + 1, "\(forward.legs) in \(request)")
       }
       for chunk in 0..<Int(microBatches) {
         let first = try #require(forwards.first { $0.stage == 0 && $0.name == "F\(chunk)" })

@@ -20,8 +20,17 @@ Prints one JSON object per measurement, then Markdown tables of medians over rou
   bench/inference/run               3 rounds (about 6 minutes)
   bench/inference/run --quick       1 round, shorter loads: checks that it works
   bench/inference/run --rounds 5 --seconds 5
+  bench/inference/run --one-row --against OLD_PIPEMESH --rounds 5
+                                    one row's latency only, batching off and on, alternating this
+                                    checkout's build with another pipemesh binary (an A/B of a change),
+                                    beside the coordinator's Echo of the row from the same client
+  bench/inference/run --breakdown   where a request's time goes: traced requests of one row and of 256
+                                    rows in 2 micro-batches, each call's legs (its request's way to the
+                                    partition, the partition's work before and after the compute, the
+                                    compute, the answer's way back) and the transfers between stages
 """
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -73,6 +82,9 @@ def parse():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0, help="each load's measured seconds")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--one-row", action="store_true", help="only one row's latency (and Echo's), per binary")
+    parser.add_argument("--against", help="with --one-row: another pipemesh binary, run alternately")
+    parser.add_argument("--breakdown", action="store_true", help="only where traced requests spend their time")
     parser.set_defaults(memory_limit_mib=0)  # scale.Service's option: no memory cgroups here
     a = parser.parse_args()
     if a.quick:
@@ -166,11 +178,11 @@ def load(target, kind, clients, seconds, services):
             "mesh_cpu_ms_per_request": cpu_used * 1e3 / max(1, len(latencies))}
 
 
-def pipemesh_run(a, work, round_index, batching):
-    """A fresh mesh with inference batching on or off: every Pipemesh figure of a round."""
-    from pipemesh import Client
-
-    logs = os.path.join(work, f"logs-{round_index}-{'batching' if batching else 'alone'}")
+@contextlib.contextmanager
+def trained_mesh(a, work, name, batching):
+    """A fresh mesh of `a.pipemesh` with inference batching on or off, and its job "bench" trained
+    for one step: yields its services, the coordinator last."""
+    logs = os.path.join(work, f"logs-{name}-{'batching' if batching else 'alone'}")
     os.makedirs(logs, exist_ok=True)
     services = []
     try:
@@ -188,6 +200,31 @@ def pipemesh_run(a, work, round_index, batching):
              "--job", "bench", "--json"], capture_output=True, text=True, timeout=600)
         if train.returncode != 0:
             raise RuntimeError(f"pipemesh train failed ({train.returncode}): {train.stderr[-2000:]}")
+        yield services
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+def one_row(client, call, seconds):
+    """p50 and p99 (ms) of `call` made one at a time from `client` for about `seconds`."""
+    for _ in range(50):
+        call()
+    latencies = []
+    for _ in range(int(300 * seconds)):
+        began = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - began)
+    latencies.sort()
+    return percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3
+
+
+def pipemesh_run(a, work, round_index, batching):
+    """A fresh mesh with inference batching on or off: every Pipemesh figure of a round."""
+    from pipemesh import Client
+
+    with trained_mesh(a, work, round_index, batching) as services:
+        coordinator = services[-1]
         result = {"round": round_index, "system": "pipemesh", "batching": batching}
         rng = np.random.default_rng(round_index)
         batch = rng.standard_normal((BATCH, LAYERS[0])).astype(np.float32)
@@ -201,23 +238,99 @@ def pipemesh_run(a, work, round_index, batching):
                     client.infer(batch, job="bench", micro_batches=micro_batches)
                     count += 1
                 result[f"batch_samples_per_second_m{micro_batches}"] = BATCH * count / (time.perf_counter() - started)
-            for _ in range(50):
-                client.infer(row, job="bench")
-            latencies = []
-            for _ in range(int(300 * a.seconds)):
-                began = time.perf_counter()
-                client.infer(row, job="bench")
-                latencies.append(time.perf_counter() - began)
-            latencies.sort()
-            result["one_row_p50_ms"] = percentile(latencies, 0.5) * 1e3
-            result["one_row_p99_ms"] = percentile(latencies, 0.99) * 1e3
+            result["one_row_p50_ms"], result["one_row_p99_ms"] = one_row(
+                client, lambda: client.infer(row, job="bench"), a.seconds)
         for clients in CLIENTS:
             result[f"load_{clients}"] = load(coordinator.endpoint, "infer", clients, a.seconds, services)
             result[f"echo_{clients}"] = load(coordinator.endpoint, "echo", clients, a.seconds, services)
         return result
-    finally:
-        for service in reversed(services):
-            service.stop()
+
+
+def one_row_run(a, work, round_index, binary, batching):
+    """One row's latency through a fresh mesh of `binary`, and the coordinator's Echo of its bytes
+    from the same client (the Python client and one RPC: the floor under one hop)."""
+    from pipemesh import Client
+    from pipemesh.v1 import diagnostics_pb2, diagnostics_pb2_grpc
+
+    with trained_mesh(argparse.Namespace(**{**vars(a), "pipemesh": binary}), work,
+                      f"{round_index}-{os.path.basename(os.path.dirname(binary))}", batching) as services:
+        row = np.random.default_rng(round_index).standard_normal((1, LAYERS[0])).astype(np.float32)
+        with Client(services[-1].endpoint, timeout=60) as client:
+            echo = diagnostics_pb2_grpc.DiagnosticsStub(client._channel)
+            payload = diagnostics_pb2.EchoRequest(payload=row.tobytes())
+            infer = one_row(client, lambda: client.infer(row, job="bench"), a.seconds)
+            echoed = one_row(client, lambda: echo.Echo(payload), a.seconds)
+        return {"round": round_index, "system": binary, "batching": batching, "one_row_p50_ms": infer[0],
+                "one_row_p99_ms": infer[1], "echo_p50_ms": echoed[0]}
+
+
+def breakdown(a, work):
+    """`--breakdown`: medians (ms) of where traced Infer calls of one row, and of 256 rows in 2
+    micro-batches, spend their time, from the calls' legs on the request's trace."""
+    from pipemesh import Client
+    from pipemesh.client import to_tensor
+    from pipemesh.v1 import coordinator_pb2 as pb, coordinator_pb2_grpc
+
+    rng = np.random.default_rng(0)
+    with trained_mesh(a, work, "breakdown", batching=False) as services, \
+            Client(services[-1].endpoint, timeout=60) as client:
+        stub = coordinator_pb2_grpc.CoordinatorStub(client._channel)
+        for rows, micro_batches in ((1, 1), (BATCH, 2)):
+            inputs = to_tensor(rng.standard_normal((rows, LAYERS[0])).astype(np.float32))
+            untraced = pb.InferRequest(job="bench", inputs=inputs, micro_batches=micro_batches)
+            traced = pb.InferRequest(job="bench", inputs=inputs, micro_batches=micro_batches, trace=True)
+            for _ in range(20):
+                stub.Infer(traced)
+            untraced_p50, _ = one_row(client, lambda: stub.Infer(untraced), a.seconds / (1 if rows == 1 else 20))
+            parts = {}
+            for _ in range(int(100 * a.seconds) if rows == 1 else 60):
+                began = time.perf_counter()
+                answer = stub.Infer(traced)
+                parts.setdefault("the client's call", []).append((time.perf_counter() - began) * 1e3)
+                for event in json.loads(answer.trace_json)["traceEvents"]:
+                    if event.get("ph") != "X":
+                        continue
+                    if event["cat"] == "request":
+                        parts.setdefault("the coordinator's handler", []).append(event["dur"] / 1e3)
+                    elif event["cat"] == "forward":
+                        call = f"stage {event['args']['stage']} {event['name']}"
+                        parts.setdefault(f"{call} compute", []).append(event["dur"] / 1e3)
+                        for leg in ("request_us", "before_compute_us", "after_compute_us", "answer_us"):
+                            parts.setdefault(f"{call} {leg[:-3].replace('_', ' ')}", []).append(
+                                event["args"][leg] / 1e3)
+                    elif event["cat"] == "transfer":
+                        parts.setdefault(f"{event['name']} from the stage before", []).append(event["dur"] / 1e3)
+            print(f"\n{rows} row{'s' if rows > 1 else ''}, {micro_batches} micro-batch{'es' if micro_batches > 1 else ''}, "
+                  f"traced (the trace itself adds to the client's call and the handler's end)\n")
+            print("| part | p50 ms |")
+            print("| --- | --- |")
+            print(f"| the client's call, untraced | {untraced_p50:.3f} |")
+            for part, values in parts.items():
+                print(f"| {part} | {statistics.median(values):.3f} |")
+
+
+def one_row_main(a, work):
+    """`--one-row`: this build's one-row latency, alternating with `--against`'s when given."""
+    binaries = [a.pipemesh] + ([os.path.abspath(a.against)] if a.against else [])
+    results = []
+    for round_index in range(a.rounds):
+        for batching in (False, True):
+            for binary in (binaries if round_index % 2 == 0 else binaries[::-1]):
+                result = one_row_run(a, work, round_index, binary, batching)
+                print(json.dumps(result), file=sys.stderr, flush=True)
+                results.append(result)
+    print(f"\none row through 2 stages, one client; medians of {a.rounds} round(s)\n")
+    print("| pipemesh | batching | p50 ms | p99 ms | Echo p50 ms | p50 against the first |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for batching in (False, True):
+        first = {r["round"]: r for r in results if r["system"] == binaries[0] and r["batching"] == batching}
+        for binary in binaries:
+            rows = [r for r in results if r["system"] == binary and r["batching"] == batching]
+            against = statistics.median(r["one_row_p50_ms"] / first[r["round"]]["one_row_p50_ms"] for r in rows)
+            print(f"| {binary} | {'on' if batching else 'off'} | "
+                  + " | ".join(f"{statistics.median(r[key] for r in rows):.3f}"
+                               for key in ("one_row_p50_ms", "one_row_p99_ms", "echo_p50_ms"))
+                  + f" | {against:.3f}× |")
 
 
 def main():
@@ -232,6 +345,12 @@ def main():
     rng = np.random.default_rng(0)
     np.savez(os.path.join(work, "data.npz"), x=rng.standard_normal((BATCH, LAYERS[0]), dtype=np.float32),
              y=rng.integers(0, LAYERS[-1], BATCH))
+    if a.one_row:
+        one_row_main(a, work)
+        return
+    if a.breakdown:
+        breakdown(a, work)
+        return
     results = []
     for round_index in range(a.rounds):
         for measured in (lambda: {"round": round_index, "system": "torch1", **torch_run(a, 1)},

@@ -1158,7 +1158,9 @@ public nonisolated struct Pipemesh_V1_InferResponse: Sendable {
   /// With InferRequest.trace: the request's path through the mesh as Chrome
   /// trace-event JSON (opens in Perfetto), drawn as a training step's is:
   /// the coordinator's span of the request and of the batch it ran in, and
-  /// each stage's computation of each chunk as its partition timed it.
+  /// each stage's computation of each chunk as its partition timed it, with
+  /// the call's legs in its args (µs): request_us (sent to handled),
+  /// before_compute_us, after_compute_us and answer_us (the way back).
   public var traceJson: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
