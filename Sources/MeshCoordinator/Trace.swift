@@ -255,19 +255,24 @@ private struct Timeline {
         continue
       }
       args["micro_batch"] = action.microBatch
-      if timing.receivedUnixNanos > 0, timing.computeStartedUnixNanos > 0, timing.answeredUnixNanos > 0 {
+      var callArgs = args
+      if [
+        timing.receivedUnixNanos, timing.computeStartedUnixNanos, timing.computeEndedUnixNanos,
+        timing.answeredUnixNanos,
+      ].allSatisfy({ $0 > 0 }) {
         // Where the call's time went besides its compute, in µs: its request's way to the partition (sent
         // to handled), the partition's work before and after the compute, and its answer's way back.
-        args["request_us"] = Double(local(timing.receivedUnixNanos) - call.sent) / 1e3
-        args["before_compute_us"] = Double(timing.computeStartedUnixNanos - timing.receivedUnixNanos) / 1e3
-        args["after_compute_us"] = Double(timing.answeredUnixNanos - timing.computeEndedUnixNanos) / 1e3
-        args["answer_us"] = Double(call.answered - local(timing.answeredUnixNanos)) / 1e3
+        // The two ways split the round trip by the partition's estimated clock offset.
+        callArgs["request_us"] = Double(local(timing.receivedUnixNanos) - call.sent) / 1e3
+        callArgs["before_compute_us"] = Double(timing.computeStartedUnixNanos - timing.receivedUnixNanos) / 1e3
+        callArgs["after_compute_us"] = Double(timing.answeredUnixNanos - timing.computeEndedUnixNanos) / 1e3
+        callArgs["answer_us"] = Double(call.answered - local(timing.answeredUnixNanos)) / 1e3
       }
       let name = "\(action.kind.rawValue)\(action.microBatch)"
       computations[track, default: []].append(
         Slice(
           name: name, category: Self.category(action.kind), start: local(timing.computeStartedUnixNanos),
-          end: local(timing.computeEndedUnixNanos), args: args))
+          end: local(timing.computeEndedUnixNanos), args: callArgs))
       guard timing.inputReceivedUnixNanos > 0 else { continue }
       // From when the tensor was both offered and asked for, to its arrival.
       var start = local(timing.inputRequestedUnixNanos)

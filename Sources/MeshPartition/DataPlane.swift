@@ -22,6 +22,12 @@ public final class DataPlane: Sendable {
   /// (`CallRetry`), not forever for a step that is never dropped.
   static let releasedTensorKept = Duration.seconds(60)
 
+  /// How long a tensor that goes with its fetch (an inference's) stays held
+  /// when no fetch takes it: the next stage fetches it as soon as the
+  /// coordinator hears of it, unless the request was given up in between,
+  /// which would otherwise leave it held until its job is unloaded.
+  let unfetchedKept: Duration
+
   private let advertised: Mutex<String>
   private let dialer: any RPCDialer
   private let held = Mutex(Held())
@@ -39,6 +45,8 @@ public final class DataPlane: Sendable {
     var droppedJobs: Set<String> = []
     /// When a fetch released each training tensor still held.
     var released: [DataPlaneKey: ContinuousClock.Instant] = [:]
+    /// When each tensor that goes with its fetch, still held, was offered.
+    var offered: [DataPlaneKey: ContinuousClock.Instant] = [:]
 
     /// Whether a fetch that releases the tensor under `key` takes it away: an
     /// inference's (its call is not sent again, and no commit drops it). A
@@ -54,15 +62,20 @@ public final class DataPlane: Sendable {
       if released[key] == nil { released[key] = .now }
     }
 
-    /// Drops the tensors dropped steps and jobs held, and the released ones
-    /// kept past `releasedTensorKept`.
-    mutating func sweep() {
-      let kept = ContinuousClock.now - DataPlane.releasedTensorKept
-      for key in tensors.keys where isExpired(key) || released[key].map({ $0 < kept }) == true {
+    /// Drops the tensors dropped steps and jobs held, the released ones
+    /// kept past `releasedTensorKept`, and those that go with their fetch
+    /// offered more than `unfetchedKept` ago.
+    mutating func sweep(unfetchedKept: Duration) {
+      let now = ContinuousClock.now
+      let (releasedBefore, offeredBefore) = (now - DataPlane.releasedTensorKept, now - unfetchedKept)
+      for key in tensors.keys
+      where isExpired(key) || released[key].map({ $0 < releasedBefore }) == true
+        || offered[key].map({ $0 < offeredBefore }) == true
+      {
         tensors[key] = nil
-        released[key] = nil
       }
       released = released.filter { tensors[$0.key] != nil }
+      offered = offered.filter { tensors[$0.key] != nil }
     }
 
     /// Whether no tensor will be offered under `key` any more: its job is
@@ -88,10 +101,13 @@ public final class DataPlane: Sendable {
     let continuation: CheckedContinuation<Tensor, any Error>
   }
 
-  /// `endpoint` may be set later, once the server knows its port.
-  public init(endpoint: String = "", dialer: any RPCDialer) {
+  /// `endpoint` may be set later, once the server knows its port;
+  /// `unfetchedKept` bounds how long an inference's tensor that no fetch
+  /// takes stays held.
+  public init(endpoint: String = "", dialer: any RPCDialer, unfetchedKept: Duration = .seconds(60)) {
     advertised = Mutex(endpoint)
     self.dialer = dialer
+    self.unfetchedKept = unfetchedKept
   }
 
   /// `host:port` other partitions dial to fetch from this one.
@@ -112,7 +128,7 @@ public final class DataPlane: Sendable {
 
   private func hold(_ tensor: Tensor, key: DataPlaneKey) {
     let served = held.withLock { held -> [Waiter] in
-      held.sweep()
+      held.sweep(unfetchedKept: unfetchedKept)
       // Offered after its job was unloaded or its step dropped (a computation that ended late).
       guard !held.isExpired(key) else { return [] }
       let waiters = held.waiting.removeValue(forKey: key) ?? []
@@ -129,6 +145,7 @@ public final class DataPlane: Sendable {
         if !others.isEmpty { held.waiting[key] = others }
       } else {
         held.tensors[key] = tensor
+        held.offered[key] = .now
       }
       return served
     }
@@ -152,7 +169,7 @@ public final class DataPlane: Sendable {
         // Decided under the lock, which a cancellation also takes: a waiter
         // is either queued (and resumed by offer, drop or cancellation) or not.
         let outcome = held.withLock { held -> Outcome in
-          held.sweep()
+          held.sweep(unfetchedKept: unfetchedKept)
           let taken = release && Held.goesWithItsFetch(key)
           if let tensor = taken ? held.tensors.removeValue(forKey: key) : held.tensors[key] {
             if release, !taken { held.noteRelease(of: key) }
@@ -206,7 +223,7 @@ public final class DataPlane: Sendable {
   private func drop(_ mark: (inout Held) -> Void) {
     let ended = held.withLock { held -> [(DataPlaneKey, Waiter)] in
       mark(&held)
-      held.sweep()
+      held.sweep(unfetchedKept: unfetchedKept)
       var ended: [(DataPlaneKey, Waiter)] = []
       for (key, waiters) in held.waiting where held.isDropped(key) {
         ended += waiters.map { (key, $0) }
@@ -221,8 +238,15 @@ public final class DataPlane: Sendable {
     RPCError(.aborted, "tensor \(key) will not be produced: its step was committed or its job unloaded")
   }
 
-  /// Bytes of tensors waiting to be fetched.
-  public var heldBytes: Int { held.withLock { $0.tensors.values.reduce(0) { $0 + $1.scalarCount * 4 } } }
+  /// Bytes of tensors waiting to be fetched (after dropping those no fetch
+  /// will take: a partition that is asked nothing else still lets them go
+  /// when its metrics are read).
+  public var heldBytes: Int {
+    held.withLock { held in
+      held.sweep(unfetchedKept: unfetchedKept)
+      return held.tensors.values.reduce(0) { $0 + $1.scalarCount * 4 }
+    }
+  }
 
   /// A tensor given inline or by reference; references to this partition are
   /// read locally, others fetched from the peer (and released there), in

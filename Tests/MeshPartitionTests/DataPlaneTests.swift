@@ -27,6 +27,34 @@ import Testing
     return (dataPlane, PartitionService(dataPlane: dataPlane, dialer: GRPCDialer()), key, activations)
   }
 
+  /// An inference's tensor that no fetch takes (its request was given up
+  /// between the stages) is dropped once `unfetchedKept` passed; one
+  /// fetched in time is handed out, and a training step's stays until its
+  /// step is dropped.
+  @Test func anInferencesTensorThatNoFetchTakesIsDropped() async throws {
+    let dataPlane = DataPlane(dialer: GRPCDialer(), unfetchedKept: .seconds(2))
+    func key(step: Int64, _ kind: DataPlaneKey.Kind) -> DataPlaneKey {
+      DataPlaneKey(
+        .with {
+          $0.job = "served"
+          $0.step = step
+        }, kind)
+    }
+    let tensor = Tensor.randomNormal([4, 256], seed: 1)
+    _ = dataPlane.offer(tensor, key: key(step: 1, .activation))
+    _ = dataPlane.offer(tensor, key: key(step: -1, .inference))
+    try await Task.sleep(for: .milliseconds(2500))
+    _ = dataPlane.offer(tensor, key: key(step: -2, .inference))
+    #expect(dataPlane.heldBytes == 2 * 4096, "the inference tensor offered first is still held")
+    let error = await #expect(throws: RPCError.self) {
+      try await dataPlane.take(key(step: -1, .inference), release: true)
+    }
+    #expect(error?.code == .notFound)
+    #expect(try await dataPlane.take(key(step: -2, .inference), release: true) == tensor)
+    #expect(try await dataPlane.take(key(step: 1, .activation), release: false) == tensor)
+    #expect(dataPlane.heldBytes == 4096)
+  }
+
   /// 9 MiB of activations: three chunks of at most 4 MiB each, put back
   /// together bit for bit.
   @Test(arguments: TestTransport.allCases)

@@ -89,6 +89,8 @@ def parse():
     a = parser.parse_args()
     if a.quick:
         a.rounds, a.seconds = 1, 1.0
+    if a.against and not a.one_row:
+        parser.error("--against compares one row's latency: give it with --one-row")
     return a
 
 
@@ -206,12 +208,13 @@ def trained_mesh(a, work, name, batching):
             service.stop()
 
 
-def one_row(client, call, seconds):
-    """p50 and p99 (ms) of `call` made one at a time from `client` for about `seconds`."""
+def sequential_latency(call, seconds):
+    """p50 and p99 (ms) of `call` made one at a time, after 50 calls to warm up: 300 calls for each of
+    `seconds` (at least 20)."""
     for _ in range(50):
         call()
     latencies = []
-    for _ in range(int(300 * seconds)):
+    for _ in range(max(20, int(300 * seconds))):
         began = time.perf_counter()
         call()
         latencies.append(time.perf_counter() - began)
@@ -238,28 +241,28 @@ def pipemesh_run(a, work, round_index, batching):
                     client.infer(batch, job="bench", micro_batches=micro_batches)
                     count += 1
                 result[f"batch_samples_per_second_m{micro_batches}"] = BATCH * count / (time.perf_counter() - started)
-            result["one_row_p50_ms"], result["one_row_p99_ms"] = one_row(
-                client, lambda: client.infer(row, job="bench"), a.seconds)
+            result["one_row_p50_ms"], result["one_row_p99_ms"] = sequential_latency(
+                lambda: client.infer(row, job="bench"), a.seconds)
         for clients in CLIENTS:
             result[f"load_{clients}"] = load(coordinator.endpoint, "infer", clients, a.seconds, services)
             result[f"echo_{clients}"] = load(coordinator.endpoint, "echo", clients, a.seconds, services)
         return result
 
 
-def one_row_run(a, work, round_index, binary, batching):
+def one_row_run(a, work, round_index, index, binary, batching):
     """One row's latency through a fresh mesh of `binary`, and the coordinator's Echo of its bytes
     from the same client (the Python client and one RPC: the floor under one hop)."""
     from pipemesh import Client
     from pipemesh.v1 import diagnostics_pb2, diagnostics_pb2_grpc
 
     with trained_mesh(argparse.Namespace(**{**vars(a), "pipemesh": binary}), work,
-                      f"{round_index}-{os.path.basename(os.path.dirname(binary))}", batching) as services:
+                      f"{round_index}-binary{index}", batching) as services:
         row = np.random.default_rng(round_index).standard_normal((1, LAYERS[0])).astype(np.float32)
         with Client(services[-1].endpoint, timeout=60) as client:
             echo = diagnostics_pb2_grpc.DiagnosticsStub(client._channel)
             payload = diagnostics_pb2.EchoRequest(payload=row.tobytes())
-            infer = one_row(client, lambda: client.infer(row, job="bench"), a.seconds)
-            echoed = one_row(client, lambda: echo.Echo(payload), a.seconds)
+            infer = sequential_latency(lambda: client.infer(row, job="bench"), a.seconds)
+            echoed = sequential_latency(lambda: echo.Echo(payload), a.seconds)
         return {"round": round_index, "system": binary, "batching": batching, "one_row_p50_ms": infer[0],
                 "one_row_p99_ms": infer[1], "echo_p50_ms": echoed[0]}
 
@@ -281,7 +284,7 @@ def breakdown(a, work):
             traced = pb.InferRequest(job="bench", inputs=inputs, micro_batches=micro_batches, trace=True)
             for _ in range(20):
                 stub.Infer(traced)
-            untraced_p50, _ = one_row(client, lambda: stub.Infer(untraced), a.seconds / (1 if rows == 1 else 20))
+            untraced_p50, _ = sequential_latency(lambda: stub.Infer(untraced), a.seconds / (1 if rows == 1 else 20))
             parts = {}
             for _ in range(int(100 * a.seconds) if rows == 1 else 60):
                 began = time.perf_counter()
@@ -315,12 +318,13 @@ def one_row_main(a, work):
     results = []
     for round_index in range(a.rounds):
         for batching in (False, True):
-            for binary in (binaries if round_index % 2 == 0 else binaries[::-1]):
-                result = one_row_run(a, work, round_index, binary, batching)
+            order = list(enumerate(binaries))
+            for index, binary in (order if round_index % 2 == 0 else order[::-1]):
+                result = one_row_run(a, work, round_index, index, binary, batching)
                 print(json.dumps(result), file=sys.stderr, flush=True)
                 results.append(result)
     print(f"\none row through 2 stages, one client; medians of {a.rounds} round(s)\n")
-    print("| pipemesh | batching | p50 ms | p99 ms | Echo p50 ms | p50 against the first |")
+    print("| pipemesh | batching | p50 ms | p99 ms | Echo p50 ms | p50 ÷ the first binary's, median of rounds |")
     print("| --- | --- | --- | --- | --- | --- |")
     for batching in (False, True):
         first = {r["round"]: r for r in results if r["system"] == binaries[0] and r["batching"] == batching}

@@ -20,8 +20,8 @@
 // those (`--schedule 1f1b,zb-h1`), taking turns.
 //
 //   pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b|zb-h1[,...]]
-//                  [--stages K] [--micro-batches M] [--rounds N]
-//                  (only K stages, only M micro-batches; N rounds of each
+//                  [--stages K] [--micro-batches M[,M...]] [--rounds N]
+//                  (only K stages, only those micro-batch counts, in order; N rounds of each
 //                  configuration, each its reference then its mesh run)
 //   pipeline-bench --single-process [--quick] [--batch N] [--micro-batches M]
 //                  (one single-process training; prints its samples/s)
@@ -57,7 +57,7 @@ let onlySingleProcess = arguments.contains("--single-process")
 guard arguments.count >= 2, onlySingleProcess || !arguments[1].hasPrefix("-") else {
   FileHandle.standardError.write(
     Data(
-      ("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b|zb-h1[,...]] [--stages K] [--micro-batches M] [--rounds N]"
+      ("usage: pipeline-bench OUTPUT_DIR [--quick] [--batch N] [--schedule gpipe|1f1b|zb-h1[,...]] [--stages K] [--micro-batches M[,M...]] [--rounds N]"
         + " | --single-process [--quick] [--batch N] [--micro-batches M]\n").utf8))
   exit(2)
 }
@@ -180,7 +180,8 @@ if onlySingleProcess {
   exit(0)
 }
 let stageCounts = option("--stages").flatMap { Int($0) }.map { [$0] } ?? [1, 2]
-let microBatchCounts = option("--micro-batches").flatMap { Int($0) }.map { [$0] } ?? [1, 2, 4, 8]
+let microBatchCounts =
+  option("--micro-batches").map { $0.split(separator: ",").compactMap { Int($0) } } ?? [1, 2, 4, 8]
 let roundCount = max(1, option("--rounds").flatMap { Int($0) } ?? 1)
 
 /// Samples/s of `copies` single-process trainings with `microBatches`
@@ -386,6 +387,25 @@ for stages in stageCounts {
     var singles: [Double] = []
     var references: [Double] = []
     var rounds: [String: [Round]] = [:]
+    // What `pipemesh plan` predicts for each configuration before its jobs ran: layer times a
+    // partition measures (for fewer rows when a micro-batch is too big to time), calibrated by the
+    // jobs at the micro-batch counts before this one (none before the first: no transfers, no
+    // commits), so each prediction is out of sample.
+    var planned: [String: Double] = [:]
+    for name in schedules {
+      let plan = try await client.call(
+        CoordinatorMethods.plan,
+        .with {
+          $0.model = spec
+          $0.stages = Int32(stages)
+          $0.microBatchRows = Int32(min(4096, batch / microBatches))
+          $0.microBatches = Int32(microBatches)
+          $0.schedule = scheduleKinds[name]!
+        })
+      if plan.predictedStepSeconds > 0 {
+        planned[name] = Double(Int(plan.measuredRows) * microBatches) / plan.predictedStepSeconds
+      }
+    }
     for round in 1...roundCount {
       singles.append(try concurrentSingleProcesses(1, microBatches: 1))
       references.append(try concurrentSingleProcesses(stages, microBatches: microBatches))
@@ -401,20 +421,6 @@ for stages in stageCounts {
     let sameArithmetic = median(references)
     for name in schedules {
       let last = rounds[name]!.last!
-      // What `pipemesh plan` predicts for this configuration: layer times a partition measures
-      // (for fewer rows when a micro-batch is too big to time), no transfers, no commits.
-      let plan = try await client.call(
-        CoordinatorMethods.plan,
-        .with {
-          $0.model = spec
-          $0.stages = Int32(stages)
-          $0.microBatchRows = Int32(min(4096, batch / microBatches))
-          $0.microBatches = Int32(microBatches)
-          $0.schedule = scheduleKinds[name]!
-        })
-      let planned =
-        plan.predictedStepSeconds > 0
-        ? Double(Int(plan.measuredRows) * microBatches) / plan.predictedStepSeconds : nil
       let result = Result(
         schedule: name, stages: stages, microBatches: microBatches, rounds: roundCount,
         samplesPerSecond: median(rounds[name]!.map(\.samplesPerSecond)), singleProcess: single,
@@ -425,7 +431,7 @@ for stages in stageCounts {
         simulated: try simulatedSamplesPerSecond(
           traces: last.stepTraces.isEmpty ? [last.trace] : last.stepTraces, schedule: scheduleKinds[name]!,
           stages: stages, microBatches: microBatches),
-        planned: planned, coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
+        planned: planned[name], coordinatorCPU: last.cpu["coordinator"] ?? 0, cpu: last.cpu)
       print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
       try last.trace.write(
         toFile: "\(output)/trace-\(name)-k\(stages)-m\(microBatches).json", atomically: true, encoding: .utf8)
