@@ -11,9 +11,11 @@ import MeshTensor
 /// the transfers' time. From one job, a call takes its job's ratio of the
 /// prediction and a transfer its time in proportion to the rows; with jobs
 /// split the same way at other rows (`fitting`), each follows a line with a
-/// fixed part, which a backward pays per call. Kept in the coordinator's
-/// state (as JSON), so a restart forgets none; one saved before a
-/// calibration counted its backward's calls cannot be read and is not used.
+/// fixed part, which a backward pays per call, and below the jobs' fewest
+/// rows the ratio the line has there (`LinearCost.leastUnits`). Kept in the
+/// coordinator's state (as JSON), so a restart forgets none; one saved by an
+/// older coordinator (before calibrations counted their calls) cannot be
+/// read and is not used.
 public struct StepCalibration: Sendable, Equatable, Codable {
   /// The job whose steps these are, and its micro-batches' rows.
   public let job: String
@@ -94,11 +96,12 @@ public struct StepCalibration: Sendable, Equatable, Codable {
     let sameSplit = bounds == self.bounds
     func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
     func overall(_ lines: [LinearCost]) -> LinearCost {
-      LinearCost(fixed: mean(lines.map(\.fixed)), perUnit: mean(lines.map(\.perUnit)))
+      LinearCost(
+        fixed: mean(lines.map(\.fixed)), perUnit: mean(lines.map(\.perUnit)), leastUnits: mean(lines.map(\.leastUnits)))
     }
     let (overallForward, overallBackward) = (overall(forward), overall(backward))
     return times.indices.map { stage in
-      let backward = sameSplit ? backward[stage] : overallBackward
+      let backward = (sameSplit ? backward[stage] : overallBackward).holding(at: times[stage].backward.seconds)
       let gradients = backward.perUnit * times[stage].backward.seconds
       return StageCosts(
         forward: (sameSplit ? forward[stage] : overallForward).at(times[stage].forward.seconds),
@@ -148,7 +151,9 @@ public struct StepCalibration: Sendable, Equatable, Codable {
       && forward.count == stages && backward.count == stages
       && (perStage.joined() + [observedTransfer]).allSatisfy { $0.isFinite && $0 >= 0 && $0 <= Self.longestCall }
       && (predictedForward + predictedBackward).allSatisfy { $0 > 0 }
-      && lines.allSatisfy { $0.fixed.isFinite && $0.perUnit.isFinite && $0.fixed >= 0 && $0.perUnit >= 0 }
+      && lines.allSatisfy {
+        [$0.fixed, $0.perUnit, $0.leastUnits].allSatisfy { $0.isFinite && $0 >= 0 }
+      }
   }
 }
 
@@ -157,14 +162,31 @@ public struct StepCalibration: Sendable, Equatable, Codable {
 public struct LinearCost: Sendable, Equatable, Codable {
   public var fixed: Double
   public var perUnit: Double
+  /// The least measure of the points a fixed part was fitted through (0:
+  /// the line holds at any measure). Below it the fixed part shrinks in
+  /// proportion, so the line keeps the ratio it has there: extrapolated to
+  /// fewer units, fixed parts fitted on larger ones charged small
+  /// micro-batches far too much (docs/benchmarks.md).
+  public var leastUnits: Double
 
-  public init(fixed: Double, perUnit: Double) {
+  public init(fixed: Double, perUnit: Double, leastUnits: Double = 0) {
     self.fixed = fixed
     self.perUnit = perUnit
+    self.leastUnits = leastUnits
+  }
+
+  /// The line as it holds at `units`: below `leastUnits`, with its fixed
+  /// part in proportion to the units.
+  public func holding(at units: Double) -> LinearCost {
+    guard units < leastUnits else { return self }
+    return LinearCost(fixed: fixed * max(0, units) / leastUnits, perUnit: perUnit)
   }
 
   /// The seconds at `units`.
-  public func at(_ units: Double) -> Double { fixed + perUnit * units }
+  public func at(_ units: Double) -> Double {
+    let line = holding(at: units)
+    return line.fixed + line.perUnit * units
+  }
 
   /// The least-squares line through `points` with no negative part: where
   /// more units took less time, their mean at any measure (with `growing`,
@@ -204,6 +226,7 @@ public struct LinearCost: Sendable, Equatable, Codable {
     let slope = weightedSum(zip(unitsOffsets, perTimeSeconds).map { $0 * ($1 - meanSeconds) }) / spread
     if slope <= 0 { return growing ? throughZero() : LinearCost(fixed: meanSeconds, perUnit: 0) }
     if meanSeconds - slope * meanUnits < 0 { return throughZero() }
-    return LinearCost(fixed: meanSeconds - slope * meanUnits, perUnit: slope)
+    return LinearCost(
+      fixed: meanSeconds - slope * meanUnits, perUnit: slope, leastUnits: points.map(\.units).min() ?? 0)
   }
 }

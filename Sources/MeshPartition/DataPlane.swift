@@ -25,7 +25,9 @@ public final class DataPlane: Sendable {
   /// How long a tensor that goes with its fetch (an inference's) stays held
   /// when no fetch takes it: the next stage fetches it as soon as the
   /// coordinator hears of it, unless the request was given up in between,
-  /// which would otherwise leave it held until its job is unloaded.
+  /// which would otherwise leave it held until its job is unloaded. Ten
+  /// minutes by default, past any inference's deadline, however loaded the
+  /// host.
   let unfetchedKept: Duration
 
   private let advertised: Mutex<String>
@@ -104,7 +106,7 @@ public final class DataPlane: Sendable {
   /// `endpoint` may be set later, once the server knows its port;
   /// `unfetchedKept` bounds how long an inference's tensor that no fetch
   /// takes stays held.
-  public init(endpoint: String = "", dialer: any RPCDialer, unfetchedKept: Duration = .seconds(60)) {
+  public init(endpoint: String = "", dialer: any RPCDialer, unfetchedKept: Duration = .seconds(600)) {
     advertised = Mutex(endpoint)
     self.dialer = dialer
     self.unfetchedKept = unfetchedKept

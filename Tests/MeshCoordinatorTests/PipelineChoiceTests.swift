@@ -288,6 +288,35 @@ import Testing
         observed: observed, predicted: predicted))
   }
 
+  /// Below the fewest rows of the jobs a line was fitted through, its fixed
+  /// part shrinks in proportion: the line keeps the ratio it has there
+  /// instead of extrapolating a fixed part no job measured. Within and
+  /// above them it holds.
+  @Test func belowTheJobsFewestRowsALineKeepsItsRatio() throws {
+    // Transfers of 3 ms at 32 rows and 5 ms at 64: 1 ms fixed and 62.5 µs a row, fitted from 32 rows.
+    let fitted = try Self.calibration(rows: 64, transfer: 0.005).fitting([
+      try Self.calibration(rows: 32, transfer: 0.003)
+    ])
+    #expect(abs(fitted.transfer.fixed - 0.001) < 1e-12 && fitted.transfer.leastUnits == 32)
+    for (rows, seconds) in [(16, 0.0015), (8, 0.00075), (32, 0.003), (48, 0.004), (128, 0.009)] {
+      let latency = fitted.link(rows: rows).latency
+      #expect(abs(latency - seconds) < 1e-12, "\(rows) rows: \(latency)")
+    }
+    // Each stage's backward: 1 ms a call plus its layers' prediction, from jobs at 32 and 64 rows. At
+    // 16 rows (0.64 ms predicted, half of the fewest measured) a call's fixed part is 0.5 ms.
+    func job(rows: Int) throws -> StepCalibration {
+      try Self.calibration(rows: rows, transfer: 0, backward: 0.001 + 0.00256 * Double(rows) / 64, backwardCalls: 1)
+    }
+    let calls = try job(rows: 64).fitting([try job(rows: 32)])
+    let plan = try Self.measuredPlan(rows: 16)
+    let times = try #require(plan.times)
+    let costs = try #require(calls.costs(of: times, bounds: plan.bounds))
+    #expect(
+      costs.allSatisfy {
+        abs($0.callSeconds - 0.0005) < 1e-12 && abs($0.inputGradient + $0.weightGradient - 0.00114) < 1e-12
+      }, "\(costs)")
+  }
+
   /// A backward's fixed part is a call's: ZB-H1 splits each backward into
   /// two calls and pays it twice. Jobs by either schedule fit one line per
   /// stage, and a plan by the other schedule counts the part per call.

@@ -241,11 +241,12 @@ import Testing
     for event in events where event.category == "forward" {
       #expect(event.end - event.start >= 2000, "\(event)")
     }
-    // Each computation carries its call's legs, on one clock despite the skews of seconds: none
-    // negative or near a second. Transfers carry none.
+    // Each computation carries its call's legs, on one clock despite the skews of seconds (read
+    // on the partitions' clocks, a request or an answer would take a negative time): none negative.
+    // Transfers carry none.
     for event in events where event.category == "forward" || event.category == "backward" {
       let legs = ["request_us", "before_compute_us", "after_compute_us", "answer_us"].compactMap { event.legs[$0] }
-      #expect(legs.count == 4 && legs.allSatisfy { $0 >= 0 && $0 < 500_000 }, "\(event) \(event.legs)")
+      #expect(legs.count == 4 && legs.allSatisfy { $0 >= 0 }, "\(event) \(event.legs)")
     }
     let transfers = events.filter { $0.category == "transfer" }
     #expect(!transfers.isEmpty && transfers.allSatisfy { $0.legs.isEmpty }, "\(transfers)")

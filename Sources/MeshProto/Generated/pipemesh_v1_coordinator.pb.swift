@@ -485,7 +485,8 @@ public nonisolated struct Pipemesh_V1_PlanResponse: Sendable {
   /// the rows; once jobs split the same way ran at other rows too, the calls and the transfers
   /// follow least-squares lines through each row count's last job instead (a fixed part, and a
   /// multiple of the layers' times or of the rows). A backward's fixed part is per call: a schedule
-  /// that splits each backward in two (ZB-H1) pays it twice.
+  /// that splits each backward in two (ZB-H1) pays it twice. Below the fewest rows of those jobs, a
+  /// line keeps the ratio it has there (its fixed part shrinks in proportion).
   public var calibratedByJob: String = String()
 
   public var calibratedRows: Int32 = 0
