@@ -13,9 +13,9 @@ import MeshTensor
 /// split the same way at other rows (`fitting`), each follows a line with a
 /// fixed part, which a backward pays per call, and below the jobs' fewest
 /// rows the ratio the line has there (`LinearCost.leastUnits`). Kept in the
-/// coordinator's state (as JSON), so a restart forgets none; one saved by an
-/// older coordinator (before calibrations counted their calls) cannot be
-/// read and is not used.
+/// coordinator's state (as JSON), so a restart forgets none; one saved
+/// before calibrations counted their backward's calls cannot be read and is
+/// not used.
 public struct StepCalibration: Sendable, Equatable, Codable {
   /// The job whose steps these are, and its micro-batches' rows.
   public let job: String
@@ -95,16 +95,17 @@ public struct StepCalibration: Sendable, Equatable, Codable {
     guard times.count == forward.count else { return nil }
     let sameSplit = bounds == self.bounds
     func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
-    func overall(_ lines: [LinearCost]) -> LinearCost {
-      LinearCost(
-        fixed: mean(lines.map(\.fixed)), perUnit: mean(lines.map(\.perUnit)), leastUnits: mean(lines.map(\.leastUnits)))
+    /// Stage `stage`'s line at `units`: its own, or the mean of the job's stages' lines as each holds there.
+    func line(_ lines: [LinearCost], _ stage: Int, at units: Double) -> LinearCost {
+      guard !sameSplit else { return lines[stage].holding(at: units) }
+      let held = lines.map { $0.holding(at: units) }
+      return LinearCost(fixed: mean(held.map(\.fixed)), perUnit: mean(held.map(\.perUnit)))
     }
-    let (overallForward, overallBackward) = (overall(forward), overall(backward))
     return times.indices.map { stage in
-      let backward = (sameSplit ? backward[stage] : overallBackward).holding(at: times[stage].backward.seconds)
+      let backward = line(self.backward, stage, at: times[stage].backward.seconds)
       let gradients = backward.perUnit * times[stage].backward.seconds
       return StageCosts(
-        forward: (sameSplit ? forward[stage] : overallForward).at(times[stage].forward.seconds),
+        forward: line(forward, stage, at: times[stage].forward.seconds).at(times[stage].forward.seconds),
         inputGradient: backward.fixed + gradients / 2, weightGradient: gradients / 2,
         commit: sameSplit ? commitSeconds[stage] : mean(commitSeconds), callSeconds: backward.fixed)
     }
@@ -173,6 +174,18 @@ public struct LinearCost: Sendable, Equatable, Codable {
     self.fixed = fixed
     self.perUnit = perUnit
     self.leastUnits = leastUnits
+  }
+
+  private enum CodingKeys: String, CodingKey { case fixed, perUnit, leastUnits }
+
+  /// Reads a line saved with or without `leastUnits` (the coordinator saves
+  /// its jobs' own lines, which have none).
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    self.init(
+      fixed: try container.decode(Double.self, forKey: .fixed),
+      perUnit: try container.decode(Double.self, forKey: .perUnit),
+      leastUnits: try container.decodeIfPresent(Double.self, forKey: .leastUnits) ?? 0)
   }
 
   /// The line as it holds at `units`: below `leastUnits`, with its fixed

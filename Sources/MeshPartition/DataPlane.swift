@@ -240,15 +240,8 @@ public final class DataPlane: Sendable {
     RPCError(.aborted, "tensor \(key) will not be produced: its step was committed or its job unloaded")
   }
 
-  /// Bytes of tensors waiting to be fetched (after dropping those no fetch
-  /// will take: a partition that is asked nothing else still lets them go
-  /// when its metrics are read).
-  public var heldBytes: Int {
-    held.withLock { held in
-      held.sweep(unfetchedKept: unfetchedKept)
-      return held.tensors.values.reduce(0) { $0 + $1.scalarCount * 4 }
-    }
-  }
+  /// Bytes of tensors waiting to be fetched.
+  public var heldBytes: Int { held.withLock { $0.tensors.values.reduce(0) { $0 + $1.scalarCount * 4 } } }
 
   /// A tensor given inline or by reference; references to this partition are
   /// read locally, others fetched from the peer (and released there), in

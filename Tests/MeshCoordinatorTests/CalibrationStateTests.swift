@@ -66,6 +66,18 @@ import Testing
       try await CoordinatorStore(directory: state.path).saveCalibration(damaged, key: keys[2], at: 0, capacity: 3)
       #expect(try CoordinatorStore(directory: state.path).calibrations().map(\.calibration.job) == ["job3", "job4"])
     }
+    // Lines saved without their least units (by the builds before lines had them) read as lines
+    // that hold at any measure: nothing is lost.
+    var withoutLeast = try #require(try JSONSerialization.jsonObject(with: sound) as? [String: Any])
+    for field in ["forward", "backward"] {
+      let lines = try #require(withoutLeast[field] as? [[String: Any]])
+      #expect(lines.allSatisfy { $0["leastUnits"] != nil })
+      withoutLeast[field] = lines.map { $0.filter { $0.key != "leastUnits" } }
+    }
+    withoutLeast["transfer"] = (withoutLeast["transfer"] as? [String: Any])?.filter { $0.key != "leastUnits" }
+    let read = try JSONDecoder().decode(
+      StepCalibration.self, from: try JSONSerialization.data(withJSONObject: withoutLeast))
+    #expect(read == (try PipelineChoiceTests.calibration(job: "damaged", rows: 4, transfer: 0)))
     // One saved before calibrations counted a backward's calls cannot be read (the state skips it).
     var older = try #require(try JSONSerialization.jsonObject(with: sound) as? [String: Any])
     #expect(older.removeValue(forKey: "backwardCalls") != nil)

@@ -180,8 +180,12 @@ if onlySingleProcess {
   exit(0)
 }
 let stageCounts = option("--stages").flatMap { Int($0) }.map { [$0] } ?? [1, 2]
-let microBatchCounts =
-  option("--micro-batches").map { $0.split(separator: ",").compactMap { Int($0) } } ?? [1, 2, 4, 8]
+let microBatchCounts = option("--micro-batches").map { $0.split(separator: ",").map { Int($0) ?? 0 } } ?? [1, 2, 4, 8]
+guard !microBatchCounts.isEmpty, microBatchCounts.allSatisfy({ (1...batch).contains($0) }) else {
+  FileHandle.standardError.write(
+    Data("--micro-batches needs counts from 1 to the batch (\(batch)), separated by commas\n".utf8))
+  exit(2)
+}
 let roundCount = max(1, option("--rounds").flatMap { Int($0) } ?? 1)
 
 /// Samples/s of `copies` single-process trainings with `microBatches`
