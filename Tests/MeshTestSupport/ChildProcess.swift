@@ -120,6 +120,15 @@ public final class ChildProcess: Sendable {
     }
   }
 
+  /// Slows the process down: stops it (SIGSTOP) for `stopped` of every
+  /// `stopped + running` until the returned throttle ends, when it is left
+  /// running. The duty cycle runs on a thread of its own, not on the test's
+  /// concurrency pool: when that pool is busy with other tests, a task there
+  /// may wake seconds late and leave the process stopped that long.
+  public func throttled(stopped: Duration, running: Duration) -> Throttle {
+    Throttle(pid: process.value.processIdentifier, stopped: stopped, running: running)
+  }
+
   deinit {
     if process.value.isRunning {
       kill(process.value.processIdentifier, SIGKILL)
@@ -131,6 +140,43 @@ public final class ChildProcess: Sendable {
 public struct ChildProcessError: Error, CustomStringConvertible {
   public let description: String
   public init(_ description: String) { self.description = description }
+}
+
+/// A process being stopped and continued in turn; see `ChildProcess.throttled`.
+public final class Throttle: Sendable {
+  private let cycle: Cycle
+
+  fileprivate init(pid: Int32, stopped: Duration, running: Duration) {
+    func microseconds(_ duration: Duration) -> useconds_t {
+      useconds_t(duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000)
+    }
+    let (stopped, running) = (microseconds(stopped), microseconds(running))
+    let cycle = Cycle()
+    Thread {
+      while !cycle.ended.load(ordering: .acquiring) {
+        kill(pid, SIGSTOP)
+        usleep(stopped)
+        kill(pid, SIGCONT)
+        usleep(running)
+      }
+      cycle.left.signal()
+    }.start()
+    self.cycle = cycle
+  }
+
+  /// Ends the throttling and waits (a cycle at most) until the process is left running.
+  public func end() {
+    guard !cycle.ended.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    cycle.left.wait()
+  }
+
+  deinit { end() }
+
+  /// What the throttling thread shares with its owner.
+  private final class Cycle: Sendable {
+    let ended = Atomic<Bool>(false)
+    let left = DispatchSemaphore(value: 0)
+  }
 }
 
 private final class ProcessBox: @unchecked Sendable {

@@ -13,15 +13,7 @@ import Testing
 @Suite(.serialized) struct StaleSynchronousTests {
   @Test func boundedReplicasOfUnequalSpeedStayWithinTheirBoundAndFinish() async throws {
     let mesh = try await DurableStateTests.Mesh(partitions: 2)
-    let slow = mesh.partitions[1].process
-    let throttle = Task {
-      while !Task.isCancelled {
-        slow.signal(SIGSTOP)
-        try? await Task.sleep(for: .milliseconds(150))
-        slow.signal(SIGCONT)
-        try? await Task.sleep(for: .milliseconds(50))
-      }
-    }
+    let throttle = mesh.partitions[1].process.throttled(stopped: .milliseconds(150), running: .milliseconds(50))
     func train(_ job: String, consistency: String) async throws -> [String: Any] {
       let trained = try await mesh.run([
         "train", "--job", job, "--model", DurableStateTests.model, "--stages", "1", "--replicas", "2", "--batch-size",
@@ -38,8 +30,7 @@ import Testing
     let afterBounded = try await stats()
     let free = try await train("free", consistency: "async")
     let afterAsync = try await stats()
-    throttle.cancel()
-    await throttle.value
+    throttle.end()
 
     for record in [bounded, free] {
       #expect(record["state"] as? String == "JOB_STATE_SUCCEEDED", "\(record)")
