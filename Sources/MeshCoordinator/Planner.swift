@@ -5,8 +5,8 @@ import MeshTensor
 import MeshWire
 
 /// Splits a model into K contiguous stages: at whole layers where they
-/// balance, and inside a Dense or Conv2D layer (after some of its inputs)
-/// where they do not.
+/// balance, and inside a Dense, Conv2D, LSTM or GRU layer (after some of its
+/// inputs: features, channels, time steps) where they do not.
 public enum Planner {
   /// Stage boundaries: stage s runs from `bounds[s]` to `bounds[s+1]`.
   public struct Plan: Sendable, Equatable {
@@ -54,16 +54,15 @@ public enum Planner {
     }
 
     /// A variable that layers on two stages or more use (a tied layer's table
-    /// held on another stage), and those stages; nil when there is none.
+    /// held on another stage, a recurrent layer split at a time step), and
+    /// those stages; nil when there is none.
     public func variableSharedAcrossStages(of model: Sequential) -> (name: String, stages: [Int])? {
-      let shared = Set(model.layers.flatMap(\.sharedVariables).map(\.name))
-      guard !shared.isEmpty else { return nil }
       var users: [String: Set<Int>] = [:]
       for stage in 0..<stages {
-        // With a layer split between it and the next, the stage runs part of that layer too.
-        let end = bounds[stage + 1].layer + (bounds[stage + 1].inputs > 0 ? 1 : 0)
-        for declaration in model.variableDeclarations(layers: bounds[stage].layer..<end)
-        where shared.contains(declaration.name) {
+        // The stage's layers as it runs them: a piece of a split layer holds its own part of a
+        // summing layer's weight, but all of a recurrent layer's weights.
+        guard let cut = try? model.stage(from: bounds[stage], to: bounds[stage + 1]) else { continue }
+        for declaration in cut.model.variableDeclarations(layers: cut.layers) {
           users[declaration.name, default: []].insert(stage)
         }
       }
@@ -129,7 +128,7 @@ public enum Planner {
   /// layer, which needs no input gradient, weighs less; layers without
   /// compute count a little, so that each stage gets one), or the given split
   /// points (where stages 1…K-1 begin). Unless `wholeLayers`, a stage
-  /// boundary falls inside a Dense or Conv2D layer, after some of its
+  /// boundary falls inside a Dense, Conv2D, LSTM or GRU layer, after some of its
   /// inputs, where whole layers are too few, and, with measured times, where
   /// that balances the stages markedly better (`cutGain`): a part of a layer
   /// costs its share of the layer's time and half of what splitting it adds
@@ -163,7 +162,7 @@ public enum Planner {
           : "cannot split \(model.layers.count) layers into \(stages) stages: "
             + (wholeLayers
               ? "whole_layers keeps each layer whole"
-              : "too few layers, and too few inputs in its Dense and Conv2D layers"))
+              : "too few layers, and too few inputs in its Dense, Conv2D, LSTM and GRU layers"))
     }
     guard splitPoints.isEmpty || splitPoints.count == stages - 1 else {
       throw RPCError(
@@ -180,7 +179,7 @@ public enum Planner {
         throw RPCError(
           .invalidArgument,
           "split_points and split_point_inputs \(splitPoints) must be increasing places inside the model: a layer "
-            + "index in 1..<\(model.layers.count), or LAYER:INPUTS inside a Dense or Conv2D layer with more than INPUTS "
+            + "index in 1..<\(model.layers.count), or LAYER:INPUTS inside a Dense, Conv2D, LSTM or GRU layer with more than INPUTS "
             + "inputs")
       }
       for stage in 0..<stages {
@@ -238,8 +237,8 @@ public enum Planner {
     let parameters: [Int]
     /// Each layer's input count where a stage may begin inside it, else nil.
     let splittable: [Int?]
-    /// What a piece of each such layer holds (`Sequential.pieceParameters`).
-    private let pieces: [(perInput: Int, rest: Int)?]
+    /// The model, for what a piece of a layer holds (`Sequential.heldParameters(byPieceOf:taking:)`).
+    private let model: Sequential
     /// `heldBefore[i]`: the parameters of the layers before layer i.
     private let heldBefore: [Int]
 
@@ -248,7 +247,7 @@ public enum Planner {
       self.splitCosts = splitCosts
       self.parameters = parameters
       splittable = model.layers.indices.map(model.splittableInputs(ofLayer:))
-      pieces = model.layers.indices.map(model.pieceParameters(ofLayer:))
+      self.model = model
       heldBefore = parameters.reduce(into: [0]) { $0.append($0.last! + $1) }
     }
 
@@ -348,11 +347,9 @@ public enum Planner {
       return total
     }
 
-    /// The parameters a piece of `layer` taking `inputs` holds: its rows of
-    /// the weight, and the bias when it is the last piece.
+    /// The parameters a piece of `layer` taking `inputs` holds.
     private func part(of layer: Int, inputs: Range<Int>) -> Int {
-      let piece = pieces[layer]!
-      return piece.perInput * inputs.count + (inputs.upperBound == splittable[layer]! ? piece.rest : 0)
+      model.heldParameters(byPieceOf: layer, taking: inputs)
     }
   }
   /// Why no split fits the partitions' memory, and what would.

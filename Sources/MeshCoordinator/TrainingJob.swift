@@ -101,8 +101,9 @@ final class TrainingJob: Sendable {
       throw RPCError(
         .invalidArgument,
         "optimizer.clip_global_norm takes each stage's part of the gradients' norm, but \(shared.name) is used on "
-          + "stages \(shared.stages.map(String.init).joined(separator: " and ")) (a tied layer), whose gradients "
-          + "add up on the ps: put its layers on one stage (split_points) or train without clipping")
+          + "stages \(shared.stages.map(String.init).joined(separator: " and ")) (a tied layer, or a recurrent layer "
+          + "split at a time step), whose gradients add up on the ps: put its layers on one stage (split_points, "
+          + "whole_layers) or train without clipping")
     }
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)

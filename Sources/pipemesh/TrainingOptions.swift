@@ -119,7 +119,7 @@ struct TrainingOptions: ParsableArguments {
 
   @Flag(
     help: """
-      Split the model between stages at whole layers only (by default a Dense or Conv2D layer may be split \
+      Split the model between stages at whole layers only (by default a Dense, Conv2D, LSTM or GRU layer may be split \
       between two stages when that balances them markedly better).
       """)
   var wholeLayers = false

@@ -97,7 +97,7 @@ import Testing
       }
       #expect(
         refused?.code == .invalidArgument
-          && refused?.message.contains("is used on stages 0 and 1 (a tied layer)") == true,
+          && refused?.message.contains("is used on stages 0 and 1 (a tied layer") == true,
         "\(String(describing: refused))")
       // On one stage, the table's gradient is whole there: clipping trains.
       request.job = "tied-together"

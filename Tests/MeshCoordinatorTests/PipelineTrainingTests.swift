@@ -541,6 +541,51 @@ import Testing
     #expect(losses.last! < losses.first!)
   }
 
+  /// An LSTM split between three stages at its time steps (the middle stage
+  /// runs steps 2–4 from the states it receives) trains as in-process
+  /// training does: the stages' shares of its weights' gradients add up on
+  /// the ps to what backpropagation through time gives in one process.
+  @Test func anLSTMSplitAtItsTimeStepsMatchesInProcessTraining() async throws {
+    let mesh = try await Self.mesh.value
+    let model = Pipemesh_V1_ModelSpec.with {
+      $0.inputShape = [6]
+      $0.seed = 13
+      $0.layers = [
+        .with {
+          $0.embedding = .with {
+            $0.vocabularySize = 10
+            $0.dimension = 6
+          }
+        },
+        .with {
+          $0.lstm = .with {
+            $0.units = 8
+            $0.returnSequences = true
+          }
+        },
+        .with { $0.dense = .with { $0.units = 10 } },
+      ]
+      $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+    }
+    let (inputs, targets) = Self.successorTokens(rows: 48, length: 6, vocabulary: 10, seed: 4)
+    let built = try makeModel(model)
+    let expected = try await onOwnThread {
+      var reference = InProcessReference(model: built, learningRate: 0.5)
+      return reference.train(inputs: inputs, targets: targets, epochs: 2, batchSize: 12, seed: 3)
+    }
+    let coordinator = try await mesh.coordinator([[0], [1], [2]], name: "lstm-steps")
+    let progress = try await Self.train(
+      coordinator, job: "lstm-steps", model: model, inputs: inputs, targets: targets, microBatches: 3,
+      schedule: .scheduleOneFOneB, epochs: 2, batchSize: 12, learningRate: 0.5,
+      splitPoints: [LayerPosition(layer: 1, inputs: 2), LayerPosition(layer: 1, inputs: 5)])
+    let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
+    try #require(losses.count == expected.count && !losses.isEmpty, "\(progress.last.map { "\($0)" } ?? "")")
+    for (step, (got, want)) in zip(losses, expected).enumerated() {
+      #expect(abs(got - Double(want)) <= 1e-4 * abs(Double(want)), "step \(step + 1): \(got) vs \(want)")
+    }
+    #expect(losses.last! < losses.first!)
+  }
+
   /// A small Transformer language model (embedding with learned positions,
   /// a Transformer block, layer norm, a dense head) trains under PipeDream-2BW
   /// on 2 stages as in-process training does with each step one step behind

@@ -207,6 +207,43 @@ import Testing
     #expect(try Planner.plan(model, stages: 2, measured: timings(splitAdding: 3)).bounds == [0, 1, 2])
   }
 
+  /// An LSTM that takes nearly all of a model's time is split between stages
+  /// at its time steps, each stage holding its weights whole; the stages
+  /// share them, so clipping by the global norm is refused for such a plan.
+  @Test func aRecurrentLayerIsSplitAtItsTimeSteps() throws {
+    let model = try makeModel(
+      .with {
+        $0.inputShape = [8]
+        $0.layers = [
+          .with {
+            $0.embedding = .with {
+              $0.vocabularySize = 2
+              $0.dimension = 8
+            }
+          },
+          .with { $0.lstm = .with { $0.units = 32 } },
+          .with { $0.dense = .with { $0.units = 2 } },
+        ]
+        $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+      })
+    let times = [100, 8000, 100].map { LayerTiming(forward: .microseconds($0), backward: .zero) }
+    let lstm = model.layers[1].parameterCount
+    let halves = try Planner.plan(model, stages: 2, measured: times)
+    #expect(halves.bounds == [0, LayerPosition(layer: 1, inputs: 4), 3], "\(halves.bounds)")
+    #expect(halves.imbalance < 1.01)
+    #expect(halves.parameters == [16 + lstm, lstm + 66])
+    let shared = try #require(halves.variableSharedAcrossStages(of: model))
+    #expect(shared.name.hasPrefix("lstm0/") && shared.stages == [0, 1])
+    let thirds = try Planner.plan(model, stages: 3, measured: times)
+    #expect(thirds.splitPoints.allSatisfy { $0.layer == 1 && $0.inputs > 0 }, "\(thirds.bounds)")
+    #expect(thirds.imbalance <= 1.15, "\(thirds.costs)")
+    // Kept to whole layers, the LSTM is one stage's work.
+    #expect(try Planner.plan(model, stages: 2, measured: times, wholeLayers: true).imbalance > 1.9)
+    #expect(
+      try Planner.plan(model, stages: 2, measured: times, wholeLayers: true).variableSharedAcrossStages(of: model)
+        == nil)
+  }
+
   /// A place inside a layer stays only where it makes the plan faster: for
   /// layers of seeded random measured times, and what splitting each adds,
   /// moving any of a plan's places inside a layer to the layer's edge would

@@ -36,7 +36,8 @@ struct LayerPieceTests {
       let stage = forward.backward(upstream)
       for (name, gradient) in stage.variables {
         guard let piece = pieces[name] else {
-          gradients[name] = gradient
+          // A variable several stages read (a recurrent layer's weights): their shares add up.
+          gradients[name] = gradients[name].map { $0 + gradient } ?? gradient
           continue
         }
         var whole = gradients[piece.whole] ?? Tensor.zeros(piece.wholeShape)
@@ -53,13 +54,14 @@ struct LayerPieceTests {
     return (activation, loss.scalar + model.penalty(variables: variables), gradients)
   }
 
-  /// Expects the pipeline cut at `positions` to compute what the whole model does.
+  /// Expects the pipeline cut at `positions` to compute what the whole model does, on
+  /// `input` (random values when nil).
   static func expectSameAsWhole(
-    _ spec: ModelSpec, at positions: [LayerPosition], batch: Int, classes: Int,
+    _ spec: ModelSpec, at positions: [LayerPosition], batch: Int, classes: Int, input: Tensor? = nil,
     sourceLocation: SourceLocation = #_sourceLocation
   ) throws {
     let model = try Sequential(spec: spec)
-    let input = sample([batch] + spec.inputShape, seed: 11)
+    let input = input ?? sample([batch] + spec.inputShape, seed: 11)
     let target = Tensor(shape: [batch], scalars: (0..<batch).map { Float($0 % classes) })
     let whole = model.lossAndGradients(
       input: input, target: target, variables: model.initialVariables(), context: .init(training: true))
@@ -197,6 +199,77 @@ struct LayerPieceTests {
     // What the head passes on: the 12 inputs not taken and the 9 sums.
     #expect(head.model.activationShapes[head.layers.upperBound] == [12 + 9])
     #expect(tail.model.activationShapes[tail.layers.lowerBound] == [12 + 9])
+  }
+
+  static let recurrent = ModelSpec(
+    inputShape: [6],
+    layers: [
+      .embedding(vocabularySize: 5, embeddingSize: 3), .gru(inputSize: 3, hiddenSize: 4, returnSequences: true),
+      .lstm(inputSize: 4, hiddenSize: 5, returnSequences: false),
+      .dense(inputSize: 5, outputSize: 3, activation: .linear),
+    ],
+    loss: .softmaxCrossEntropy, l2Penalty: 0.05, seed: 3)
+
+  @Test func recurrentLayersCutAtTimeStepsComputeTheWholeModel() throws {
+    // Tokens, as the embedding reads them.
+    let tokens = Tensor(shape: [4, 6], scalars: (0..<24).map { Float(($0 * 7 + 3) % 5) })
+    func expectSameAsWhole(_ positions: [LayerPosition], sourceLocation: SourceLocation = #_sourceLocation) throws {
+      try Self.expectSameAsWhole(
+        Self.recurrent, at: positions, batch: 4, classes: 3, input: tokens, sourceLocation: sourceLocation)
+    }
+    // A sequence-returning GRU cut once; an LSTM cut twice (a middle piece receives and passes
+    // on states); both cut, with a whole-layer boundary between.
+    try expectSameAsWhole([LayerPosition(layer: 1, inputs: 2)])
+    try expectSameAsWhole([LayerPosition(layer: 2, inputs: 1), LayerPosition(layer: 2, inputs: 4)])
+    try expectSameAsWhole([
+      LayerPosition(layer: 1, inputs: 5), LayerPosition(layer: 2), LayerPosition(layer: 2, inputs: 3),
+    ])
+  }
+
+  @Test func aRecurrentLayerReadingTheModelsInputsCutsTheSame() throws {
+    let spec = ModelSpec(
+      inputShape: [5, 2],
+      layers: [
+        .lstm(inputSize: 2, hiddenSize: 3, returnSequences: true), .flatten,
+        .dense(inputSize: 15, outputSize: 2, activation: .linear),
+      ],
+      loss: .softmaxCrossEntropy, seed: 9)
+    try Self.expectSameAsWhole(spec, at: [LayerPosition(layer: 0, inputs: 2)], batch: 3, classes: 2)
+    try Self.expectSameAsWhole(
+      spec, at: [LayerPosition(layer: 0, inputs: 1), LayerPosition(layer: 0, inputs: 4)], batch: 3, classes: 2)
+    // A stage after the first receives the steps' inputs it has not run: the model's own.
+    let model = try Sequential(spec: spec)
+    let tail = try model.stage(from: LayerPosition(layer: 0, inputs: 2), to: LayerPosition(layer: 3))
+    #expect(tail.model.receivesModelInputs(atLayer: tail.layers.lowerBound))
+  }
+
+  /// The first piece of a recurrent layer owns its weights, with their penalty; the others
+  /// read them as shared variables, and every stage holds them whole. What passes between
+  /// pieces: the inputs of the steps not run, the hidden and cell states, and for a layer
+  /// returning sequences the hidden states so far.
+  @Test func everyPieceOfARecurrentLayerRunsItsOneSetOfWeights() throws {
+    let model = try Sequential(spec: Self.recurrent)
+    let head = try model.stage(from: LayerPosition(layer: 0), to: LayerPosition(layer: 2, inputs: 2))
+    let tail = try model.stage(from: LayerPosition(layer: 2, inputs: 2), to: LayerPosition(layer: 4))
+    #expect(head.model.layers[head.layers].map(\.name) == ["embedding0", "gru0", "lstm0[0..<2]"])
+    #expect(tail.model.layers[tail.layers].map(\.name) == ["lstm0[2..<6]", "dense0"])
+    let weights = ["lstm0/kernel", "lstm0/recurrent_kernel", "lstm0/bias"]
+    let (first, later) = (head.model.layers[2], tail.model.layers[tail.layers.lowerBound])
+    #expect(first.variableDeclarations.map(\.name) == weights && first.sharedVariables.isEmpty)
+    #expect(later.variableDeclarations.isEmpty && later.sharedVariables.map(\.name) == weights)
+    #expect(first.variableDeclarations[0].regularized && later.sharedVariables.allSatisfy { !$0.regularized })
+    // The tail stage holds the shared weights with its dense layer's.
+    #expect(tail.model.heldParameters(layers: tail.layers) == first.parameterCount + 5 * 3 + 3)
+    // The 4 steps' inputs of 4 features, the hidden and cell states of 5.
+    #expect(head.model.activationShapes[head.layers.upperBound] == [4 * 4 + 2 * 5])
+    #expect(tail.model.activationShapes[tail.layers.lowerBound] == [4 * 4 + 2 * 5])
+    // The GRU returns sequences: cut after 2 of its 6 steps, it also passes on 2 hidden states of 4.
+    let gruHead = try model.stage(from: LayerPosition(layer: 0), to: LayerPosition(layer: 1, inputs: 2))
+    #expect(gruHead.model.activationShapes[gruHead.layers.upperBound] == [4 * 3 + 4 + 2 * 4])
+    let lstm = model.layers[2].parameterCount
+    #expect(model.heldParameters(byPieceOf: 2, taking: 0..<2) == lstm)
+    #expect(model.heldParameters(byPieceOf: 2, taking: 2..<6) == lstm)
+    #expect(model.splittableInputs(ofLayer: 2) == 6)
   }
 
   @Test func cutsOutsideSummingLayersAreRefused() throws {

@@ -64,11 +64,24 @@ public protocol GatedRecurrentLayer: Layer {
 
 extension GatedRecurrentLayer {
   public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
+    var carry = initialCarry(batch: input.shape[0])
+    let outputs = run(input, carry: &carry, variables: variables)
+    return returnSequences ? Tensor.concatenate(outputs, alongAxis: 1) : carry[0]
+  }
+
+  /// The states before the first step: zeros, [batch, H] each.
+  func initialCarry(batch: Int) -> [Tensor] {
+    Array(repeating: Tensor.zeros([batch, hiddenSize]), count: Self.carriedStates)
+  }
+
+  /// Runs the layer over the time steps of `input` ([batch, steps, features]) from the
+  /// states `carry` on, which it leaves after the last step. Returns each step's hidden
+  /// state ([batch, 1, H]) when the layer returns sequences, else nothing.
+  func run(_ input: Tensor, carry: inout [Tensor], variables: [String: Tensor]) -> [Tensor] {
     let (batch, steps, width) = (input.shape[0], input.shape[1], Self.gateCount * hiddenSize)
     // All input projections in one product: [B, T, G·H].
     let projected = Tensor.matmul(input, variable("kernel", in: variables)) + variable("bias", in: variables)
     let recurrent = variable("recurrent_kernel", in: variables)
-    var carry = Array(repeating: Tensor.zeros([batch, hiddenSize]), count: Self.carriedStates)
     var outputs: [Tensor] = []
     for time in 0..<steps {
       step(
@@ -76,7 +89,7 @@ extension GatedRecurrentLayer {
         carry: &carry)
       if returnSequences { outputs.append(carry[0].reshaped(to: [batch, 1, hiddenSize])) }
     }
-    return returnSequences ? Tensor.concatenate(outputs, alongAxis: 1) : carry[0]
+    return outputs
   }
 
   public var variableDeclarations: [VariableDeclaration] {
@@ -105,4 +118,20 @@ extension GatedRecurrentLayer {
   public func keptScalars(forInput inputShape: [Int]) -> Int {
     (inputShape.first ?? 0) * hiddenSize * (Self.gateCount + Self.carriedStates)
   }
+}
+
+extension LSTM: SplittableLayer {}
+extension GRU: SplittableLayer {}
+
+extension GatedRecurrentLayer {
+  func splittableInputs(ofInput inputShape: [Int]) -> Int { inputShape.first ?? 0 }
+
+  func piece(taking inputs: Range<Int>, wholeInputShape: [Int], wholeOutputShape _: [Int], readsModelInputs: Bool)
+    -> any PieceOfLayer
+  {
+    StepsPiece(self, steps: inputs, wholeInputShape: wholeInputShape, readsModelInputs: readsModelInputs)
+  }
+
+  /// Every piece runs the whole weights.
+  func heldParameters(byPieceTaking _: Range<Int>, of _: Int) -> Int { parameterCount }
 }

@@ -1,7 +1,7 @@
 /// A place in a model's computation where one pipeline stage may end and the next begin:
 /// before layer `layer` has taken in its input number `inputs` (a Dense layer's feature, a
-/// convolution's channel). `inputs` 0 is before the whole layer; anything else is inside a
-/// layer whose output sums over its inputs (see `SumOverInputs`).
+/// convolution's channel, a recurrent layer's time step). `inputs` 0 is before the whole
+/// layer; anything else is inside a layer that may be split (see `SplittableLayer`).
 public struct LayerPosition: Hashable, Comparable, Codable, Sendable, CustomStringConvertible,
   ExpressibleByIntegerLiteral
 {
@@ -24,10 +24,30 @@ public struct LayerPosition: Hashable, Comparable, Codable, Sendable, CustomStri
   public var description: String { inputs == 0 ? "\(layer)" : "\(layer):\(inputs)" }
 }
 
+/// A layer a pipeline stage boundary may fall inside, after some of its inputs: one whose
+/// output sums over its inputs (`SumOverInputs`: a Dense layer's features, a convolution's
+/// channels) or one that runs over them in order (`GatedRecurrentLayer`: its time steps).
+protocol SplittableLayer: Layer {
+  /// How many inputs the layer takes in, for its per-sample input shape.
+  func splittableInputs(ofInput inputShape: [Int]) -> Int
+  /// The piece of the layer that takes in `inputs`, as one stage runs it.
+  func piece(taking inputs: Range<Int>, wholeInputShape: [Int], wholeOutputShape: [Int], readsModelInputs: Bool)
+    -> any PieceOfLayer
+  /// The parameters the stage running the piece that takes in `inputs` of `count` holds.
+  func heldParameters(byPieceTaking inputs: Range<Int>, of count: Int) -> Int
+}
+
+/// A part of a layer split between pipeline stages (`LayerPiece`, `StepsPiece`).
+protocol PieceOfLayer: Layer {
+  /// Whether the whole layer reads the model's inputs (as they are, or flattened: only
+  /// Flatten layers come before it): a piece after the first then receives some of them.
+  var readsModelInputs: Bool { get }
+}
+
 /// A layer whose output is activation(Σᵢ wᵢ·xᵢ + bias) over its inputs (a Dense layer's
 /// features, a convolution's input channels), so that a pipeline can take its inputs in
 /// runs, one stage after another, each adding its run's share to the sum (`LayerPiece`).
-protocol SumOverInputs: Layer {
+protocol SumOverInputs: SplittableLayer {
   /// How many inputs the sum runs over.
   var inputCount: Int { get }
   /// The axis of a per-sample input shape that the inputs lie along.
@@ -44,6 +64,24 @@ protocol SumOverInputs: Layer {
   func finish(_ sum: Tensor, variables: [String: Tensor]) -> Tensor
 }
 
+extension SumOverInputs {
+  func splittableInputs(ofInput _: [Int]) -> Int { inputCount }
+
+  func piece(taking inputs: Range<Int>, wholeInputShape: [Int], wholeOutputShape: [Int], readsModelInputs: Bool)
+    -> any PieceOfLayer
+  {
+    LayerPiece(
+      self, inputs: inputs, wholeInputShape: wholeInputShape, wholeOutputShape: wholeOutputShape,
+      readsModelInputs: readsModelInputs)
+  }
+
+  /// The rows of the weight its inputs meet, and the rest (the bias) when it is the last piece.
+  func heldParameters(byPieceTaking inputs: Range<Int>, of count: Int) -> Int {
+    let weight = variableDeclarations.first { $0.name == weightName }?.scalarCount ?? 0
+    return weight / inputCount * inputs.count + (inputs.upperBound == count ? parameterCount - weight : 0)
+  }
+}
+
 /// Inputs `inputs` of a layer whose output sums over its inputs, as one pipeline stage takes
 /// them when the planner splits the layer between stages. A piece after the first receives,
 /// flattened side by side, the layer's inputs not yet taken and the sum so far; a piece
@@ -56,13 +94,11 @@ protocol SumOverInputs: Layer {
 ///
 /// A piece of the model's first layer passes no gradient back to the model's inputs it
 /// receives (nobody needs it), only to the sum so far, which the piece before needs.
-struct LayerPiece: Layer {
+struct LayerPiece: PieceOfLayer {
   let whole: any SumOverInputs
   let inputs: Range<Int>
   let wholeInputShape: [Int]
   let wholeOutputShape: [Int]
-  /// Whether the whole layer reads the model's inputs (as they are, or
-  /// flattened: only Flatten layers come before it).
   let readsModelInputs: Bool
 
   init(
@@ -157,11 +193,13 @@ struct LayerPiece: Layer {
 }
 
 extension Sequential {
-  /// How many inputs layer `index` sums over when a stage boundary may fall inside it (a
-  /// Dense layer's features, a convolution's channels), or nil when it may not.
+  /// How many inputs layer `index` takes in when a stage boundary may fall inside it (a
+  /// Dense layer's features, a convolution's channels, a recurrent layer's time steps), or
+  /// nil when it may not.
   public func splittableInputs(ofLayer index: Int) -> Int? {
-    guard let layer = layers[index] as? any SumOverInputs, layer.inputCount > 1 else { return nil }
-    return layer.inputCount
+    guard let layer = layers[index] as? any SplittableLayer else { return nil }
+    let count = layer.splittableInputs(ofInput: activationShapes[index])
+    return count > 1 ? count : nil
   }
 
   /// The layers of one pipeline stage from `start` to `end`: this model with the layers those
@@ -184,14 +222,14 @@ extension Sequential {
     return (cut.model, index(of: start)..<index(of: end))
   }
 
-  /// For a layer a stage boundary may fall inside: its weight's parameters
-  /// per input, which each piece holds for its inputs, and its others (the
-  /// bias), which the last piece holds.
-  public func pieceParameters(ofLayer index: Int) -> (perInput: Int, rest: Int)? {
-    guard splittableInputs(ofLayer: index) != nil, let layer = layers[index] as? any SumOverInputs,
-      let weight = layer.variableDeclarations.first(where: { $0.name == layer.weightName })
-    else { return nil }
-    return (weight.scalarCount / layer.inputCount, layer.parameterCount - weight.scalarCount)
+  /// The parameters a stage holds that runs the piece of layer `index` taking in `inputs`:
+  /// a summing layer's rows of its weight (and the bias with the last piece), a recurrent
+  /// layer's weights whole, which each of its pieces runs.
+  public func heldParameters(byPieceOf index: Int, taking inputs: Range<Int>) -> Int {
+    guard let layer = layers[index] as? any SplittableLayer, let count = splittableInputs(ofLayer: index) else {
+      return layers[index].parameterCount
+    }
+    return layer.heldParameters(byPieceTaking: inputs, of: count)
   }
 
   /// `held` (variables as a pipeline's stages hold them, e.g. a ps checkpoint's) with the
@@ -253,17 +291,19 @@ extension Sequential {
         shapes.append(activationShapes[index + 1])
         continue
       }
-      guard let summing = layer as? any SumOverInputs, last < summing.inputCount else {
+      guard let splittable = layer as? any SplittableLayer, let count = splittableInputs(ofLayer: index), last < count
+      else {
         let why =
-          (layer as? any SumOverInputs).map { "it takes \($0.inputCount) inputs" }
-          ?? "only Dense and Conv2D layers split between stages"
+          (layer as? any SplittableLayer).map {
+            "it takes \($0.splittableInputs(ofInput: activationShapes[index])) inputs"
+          }
+          ?? "only Dense, Conv2D, LSTM and GRU layers split between stages"
         throw ModelSpecError("layer \(layer.name) cannot be split after input \(last): \(why)")
       }
-      let bounds = [0] + cuts + [summing.inputCount]
+      let bounds = [0] + cuts + [count]
       for (first, end) in zip(bounds, bounds.dropFirst()) {
-        let piece = LayerPiece(
-          summing, inputs: first..<end, wholeInputShape: activationShapes[index],
-          wholeOutputShape: activationShapes[index + 1],
+        let piece = splittable.piece(
+          taking: first..<end, wholeInputShape: activationShapes[index], wholeOutputShape: activationShapes[index + 1],
           readsModelInputs: layers[..<index].allSatisfy { $0 is Flatten })
         shapes.append(try piece.outputShape(forInput: shapes[shapes.count - 1]))
         pieces.append(piece)

@@ -54,12 +54,14 @@ public struct Sequential: Sendable {
   /// piece (after the first) of a layer that reads them, whose input carries
   /// the model's inputs the stages before did not take.
   public func receivesModelInputs(atLayer index: Int) -> Bool {
-    layers[..<index].allSatisfy { $0 is Flatten } || (layers[index] as? LayerPiece)?.readsModelInputs == true
+    layers[..<index].allSatisfy { $0 is Flatten } || (layers[index] as? any PieceOfLayer)?.readsModelInputs == true
   }
 
-  /// The parameters layers `range` hold: each layer's own (a piece of a layer, its part).
+  /// The parameters a stage of layers `range` holds: every variable they read, once (a piece
+  /// of a summing layer, its part of the weight; a tied layer or a later piece of a recurrent
+  /// one, the weights it shares with another stage).
   public func heldParameters(layers range: Range<Int>) -> Int {
-    layers[range].reduce(0) { $0 + $1.parameterCount }
+    variableDeclarations(layers: range).reduce(0) { $0 + $1.scalarCount }
   }
 
   /// Per-layer parameter count, output activation size and forward FLOPs, for one sample.

@@ -644,7 +644,7 @@ extension LayerPosition: ExpressibleByArgument {
   static let splitHelp = ArgumentHelp(
     """
     Explicit split points, where stages 1…K-1 begin: LAYER (before the whole layer) or LAYER:INPUTS \
-    (inside a Dense or Conv2D layer, after its first INPUTS features or channels).
+    (inside a Dense, Conv2D, LSTM or GRU layer, after its first INPUTS features, channels or time steps).
     """)
 
   /// LAYER, or LAYER:INPUTS.
