@@ -152,6 +152,7 @@ public final class CoordinatorService: RPCService, Sendable {
       if case .UNRECOGNIZED(let value) = request.schedule {
         throw RPCError(.invalidArgument, "schedule \(value) is no ScheduleKind; give one of those TrainRequest takes")
       }
+      _ = try JobConsistency(request.consistency)
       let budget = Self.leastBudget(await pool.ask(CallOptions(timeout: .seconds(2))))
       let splitPoints = try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs)
       let stages =

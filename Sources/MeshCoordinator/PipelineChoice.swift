@@ -149,7 +149,8 @@ extension Planner {
     func planned(on measured: MeasuredTimes?) throws -> Plan {
       try plan(
         model, stages: stages, splitPoints: splitPoints, budgets: budgets, memory: memory, measured: measured?.layers,
-        wholeLayers: request.wholeLayers)
+        wholeLayers: request.wholeLayers,
+        splitsSharingWeights: splitsSharingWeights(optimizer: request.optimizer, consistency: request.consistency))
     }
     _ = try planned(on: nil)
     func response(_ plan: Plan, _ measured: MeasuredTimes?, stepSeconds: Double?) -> Pipemesh_V1_PlanResponse {

@@ -1,3 +1,4 @@
+import MeshPSClient
 import MeshPipeline
 import MeshProto
 import MeshRPC
@@ -133,6 +134,9 @@ public enum Planner {
   /// that balances the stages markedly better (`cutGain`): a part of a layer
   /// costs its share of the layer's time and half of what splitting it adds
   /// (`LayerTiming.splitTotal`), which the FLOP estimate does not know.
+  /// Unless `splitsSharingWeights`, it falls inside no layer whose pieces
+  /// share its weights (a recurrent layer): their stages' gradients add up
+  /// only under sync consistency, and not in a norm each stage clips.
   ///
   /// With `budgets` (bytes, one per stage, nil where unknown), a stage may
   /// hold only the parameters its partitions admit by `memory`: the plan is
@@ -141,7 +145,8 @@ public enum Planner {
   /// them), the split balances those times instead of the FLOP estimate.
   public static func plan(
     _ model: Sequential, stages: Int, splitPoints: [LayerPosition] = [], budgets: [Int?] = [],
-    memory: StageMemory = .mostSlots, measured: [LayerTiming]? = nil, wholeLayers: Bool = false
+    memory: StageMemory = .mostSlots, measured: [LayerTiming]? = nil, wholeLayers: Bool = false,
+    splitsSharingWeights: Bool = true
   ) throws -> Plan {
     precondition(measured == nil || measured?.count == model.layers.count, "one time per layer")
     let flops = model.trainingFlopsPerLayer.map { Double(max($0, 1)) }
@@ -150,7 +155,9 @@ public enum Planner {
     // What a split adds to a layer's work, where it was measured.
     let splitCosts = measured.map { $0.map(\.splitTotal.seconds) } ?? []
     let parameters = model.layerCosts.map(\.parameterCount)
-    let layers = Layers(model: model, costs: costs, splitCosts: splitCosts, parameters: parameters)
+    let layers = Layers(
+      model: model, costs: costs, splitCosts: splitCosts, parameters: parameters,
+      splitsSharingWeights: splitsSharingWeights)
     // Without measured times what a split adds is unknown: layers are split only when too few.
     let cutPlaces =
       wholeLayers || !splitPoints.isEmpty || (measured == nil && stages <= model.layers.count) ? [] : layers.cutPlaces
@@ -241,14 +248,29 @@ public enum Planner {
     private let model: Sequential
     /// `heldBefore[i]`: the parameters of the layers before layer i.
     private let heldBefore: [Int]
+    /// Per layer, the variables it reads that another layer owns (a tied
+    /// layer's table): a stage holds them too unless it runs their owner.
+    private let borrowed: [[(name: String, scalars: Int, owner: Int)]]
+    /// Whether a place may fall inside a layer whose pieces share its weights.
+    private let splitsSharingWeights: Bool
 
-    init(model: Sequential, costs: [Double], splitCosts: [Double], parameters: [Int]) {
+    init(model: Sequential, costs: [Double], splitCosts: [Double], parameters: [Int], splitsSharingWeights: Bool) {
       self.costs = costs
       self.splitCosts = splitCosts
       self.parameters = parameters
       splittable = model.layers.indices.map(model.splittableInputs(ofLayer:))
       self.model = model
       heldBefore = parameters.reduce(into: [0]) { $0.append($0.last! + $1) }
+      var owners: [String: Int] = [:]
+      for (index, layer) in model.layers.enumerated() {
+        for declaration in layer.variableDeclarations where owners[declaration.name] == nil {
+          owners[declaration.name] = index
+        }
+      }
+      borrowed = model.layers.map { layer in
+        layer.sharedVariables.compactMap { shared in owners[shared.name].map { (shared.name, shared.scalarCount, $0) } }
+      }
+      self.splitsSharingWeights = splitsSharingWeights
     }
 
     var start: LayerPosition { LayerPosition(layer: 0) }
@@ -262,6 +284,7 @@ public enum Planner {
     var cutPlaces: [LayerPosition] {
       let candidates = splittable.indices.filter {
         splittable[$0] != nil && parameters[$0] <= Sequential.largestSplitParameters
+          && (splitsSharingWeights || !model.piecesShareWeights(ofLayer: $0))
       }
       .sorted { costs[$0] > costs[$1] }.prefix(Planner.cutCandidates)
       guard !candidates.isEmpty else { return [] }
@@ -337,13 +360,26 @@ public enum Planner {
       position.inputs > 0 && position.layer < split.count ? split[position.layer] / 2 : 0
     }
 
-    /// Parameters a stage from `start` to `end` holds, at most: its whole
-    /// layers, and its part of a layer it runs a piece of.
+    /// Parameters a stage from `start` to `end` holds, as its partition
+    /// counts them (`Sequential.heldParameters(layers:)`): its whole layers,
+    /// its part of a layer it runs a piece of, and the variables it reads
+    /// that a layer on another stage owns.
     func held(from start: LayerPosition, to end: LayerPosition) -> Int {
-      if start.layer == end.layer { return part(of: start.layer, inputs: start.inputs..<end.inputs) }
-      var total = heldBefore[end.layer] - heldBefore[start.inputs > 0 ? start.layer + 1 : start.layer]
-      if start.inputs > 0 { total += part(of: start.layer, inputs: start.inputs..<splittable[start.layer]!) }
-      if end.inputs > 0 { total += part(of: end.layer, inputs: 0..<end.inputs) }
+      var total: Int
+      if start.layer == end.layer {
+        total = part(of: start.layer, inputs: start.inputs..<end.inputs)
+      } else {
+        total = heldBefore[end.layer] - heldBefore[start.inputs > 0 ? start.layer + 1 : start.layer]
+        if start.inputs > 0 { total += part(of: start.layer, inputs: start.inputs..<splittable[start.layer]!) }
+        if end.inputs > 0 { total += part(of: end.layer, inputs: 0..<end.inputs) }
+      }
+      let run = start.layer...(end.inputs > 0 ? end.layer : end.layer - 1)
+      var counted = Set<String>()
+      for layer in run {
+        for variable in borrowed[layer] where !run.contains(variable.owner) && counted.insert(variable.name).inserted {
+          total += variable.scalars
+        }
+      }
       return total
     }
 
@@ -360,6 +396,18 @@ public enum Planner {
         + "for \(room.map { $0.map(String.init) ?? "any number of" }.joined(separator: ", ")) parameters "
         + "(--memory-budget-mib, \(memory.bytesPerParameter) bytes a parameter): "
         + memory.advice(layers: parameters, room: room.compactMap { $0 }.min() ?? 0))
+  }
+
+  /// Whether a job of `optimizer` and `consistency` may be split inside a
+  /// layer whose stages would share its weights: only under sync
+  /// consistency, whose ps adds the stages' gradients up before one update
+  /// (async would apply each stage's share as an update of its own), and
+  /// without clipping by the global norm, which each stage takes of its own
+  /// gradients.
+  public static func splitsSharingWeights(optimizer: Pipemesh_V1_OptimizerSpec, consistency: Pipemesh_V1_Consistency)
+    -> Bool
+  {
+    optimizer.clipGlobalNorm == 0 && (try? JobConsistency(consistency))?.mode == .sync
   }
 
   /// Dynamic programming over `places` (sorted, from the model's start to

@@ -96,7 +96,9 @@ final class TrainingJob: Sendable {
       model, stages: stages,
       splitPoints: try LayerPosition.splitPoints(layers: request.splitPoints, inputs: request.splitPointInputs),
       budgets: Array(repeating: budget, count: stages),
-      memory: try StageMemory(train: request), measured: layerTimes, wholeLayers: request.wholeLayers)
+      memory: try StageMemory(train: request), measured: layerTimes, wholeLayers: request.wholeLayers,
+      splitsSharingWeights: Planner.splitsSharingWeights(optimizer: request.optimizer, consistency: request.consistency)
+    )
     if request.optimizer.clipGlobalNorm > 0, let shared = plan.variableSharedAcrossStages(of: model) {
       throw RPCError(
         .invalidArgument,

@@ -238,7 +238,7 @@ struct TrainingOptions: ParsableArguments {
   }
 
   /// A Plan request for the stages of `request` over `stages` stages (0: as
-  /// the coordinator plans): its model, split, optimizer and whole layers.
+  /// the coordinator plans): its model, split, optimizer, consistency and whole layers.
   static func planRequest(for request: Pipemesh_V1_TrainRequest, stages: Int) -> Pipemesh_V1_PlanRequest {
     .with {
       $0.model = request.model
@@ -246,6 +246,7 @@ struct TrainingOptions: ParsableArguments {
       $0.splitPoints = request.splitPoints
       $0.splitPointInputs = request.splitPointInputs
       $0.optimizer = request.optimizer
+      $0.consistency = request.consistency
       $0.wholeLayers = request.wholeLayers
     }
   }

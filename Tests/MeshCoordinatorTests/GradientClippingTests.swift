@@ -65,27 +65,31 @@ import Testing
     try outcome.get()
   }
 
+  /// An embedding of 10 tokens in 8 features, a dense layer, and a dense
+  /// head tied to the embedding's table.
+  static let tiedModel = Pipemesh_V1_ModelSpec.with {
+    $0.inputShape = [4]
+    $0.seed = 21
+    $0.layers = [
+      .with {
+        $0.embedding = .with {
+          $0.vocabularySize = 10
+          $0.dimension = 8
+        }
+      },
+      .with { $0.dense = .with { $0.units = 8 } },
+      .with { $0.dense = .with { $0.tiedTo = "embedding0" } },
+    ]
+    $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+  }
+
   /// A tied layer on another stage than its table: the two stages'
   /// gradients of the table add up on the ps, so neither stage's part of
   /// the norm is the table's. Refused before anything runs.
   @Test func aTableTiedAcrossStagesIsRefusedWithClipping() async throws {
     let mesh = try InProcessMesh(stages: 2)
     let outcome = await Result(catching: {
-      let model = Pipemesh_V1_ModelSpec.with {
-        $0.inputShape = [4]
-        $0.seed = 21
-        $0.layers = [
-          .with {
-            $0.embedding = .with {
-              $0.vocabularySize = 10
-              $0.dimension = 8
-            }
-          },
-          .with { $0.dense = .with { $0.units = 8 } },
-          .with { $0.dense = .with { $0.tiedTo = "embedding0" } },
-        ]
-        $0.loss = .with { $0.softmaxCrossEntropy = .init() }
-      }
+      let model = Self.tiedModel
       let (inputs, targets) = PipelineTrainingTests.successorTokens(rows: 24, length: 4, vocabulary: 10, seed: 9)
       var request = Pipemesh_V1_TrainRequest.inline(
         job: "tied", model: model, inputs: inputs, targets: targets, epochs: 1, batchSize: 12, microBatches: 2,
@@ -104,6 +108,35 @@ import Testing
       request.splitPoints = []
       request.stages = 1
       for try await _ in mesh.coordinatorChannel().stream(CoordinatorMethods.train, request) {}
+    })
+    await mesh.shutdown(gracePeriod: .zero)
+    try outcome.get()
+  }
+
+  /// Two layers, an LSTM and a dense head, in three stages: one layer must
+  /// be split. Split at a time step, the LSTM's stages would share its
+  /// weights, which clipping refuses; so with clipping the planner splits
+  /// the head instead, and the job trains.
+  @Test func withClippingAnLSTMIsNotSplitAtATimeStep() async throws {
+    let mesh = try InProcessMesh(stages: 3)
+    let outcome = await Result(catching: {
+      let model = Pipemesh_V1_ModelSpec.with {
+        $0.inputShape = [8, 2]
+        $0.seed = 4
+        $0.layers = [.with { $0.lstm = .with { $0.units = 16 } }, .with { $0.dense = .with { $0.units = 2 } }]
+        $0.loss = .with { $0.softmaxCrossEntropy = .init() }
+      }
+      let inputs = Tensor.randomUniform([24, 8, 2], lowerBound: -1, upperBound: 1, seed: 6)
+      let targets = Tensor(shape: [24], scalars: (0..<24).map { Float($0 % 2) })
+      var request = Pipemesh_V1_TrainRequest.inline(
+        job: "clipped-lstm", model: model, inputs: inputs, targets: targets, epochs: 1, batchSize: 12,
+        microBatches: 2, schedule: .scheduleOneFOneB, learningRate: 0.1)
+      request.optimizer.clipGlobalNorm = 1
+      for try await _ in mesh.coordinatorChannel().stream(CoordinatorMethods.train, request) {}
+      let job = try await mesh.coordinatorChannel().call(CoordinatorMethods.getJob, .with { $0.job = "clipped-lstm" })
+      #expect(job.state == .succeeded, "\(job)")
+      let split = zip(job.options.splitPoints, job.options.splitPointInputs).map { ($0, $1) }
+      #expect(split.count == 2 && split.allSatisfy { $0.0 != 0 || $0.1 == 0 }, "\(job.options)")
     })
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()

@@ -237,11 +237,33 @@ import Testing
     let thirds = try Planner.plan(model, stages: 3, measured: times)
     #expect(thirds.splitPoints.allSatisfy { $0.layer == 1 && $0.inputs > 0 }, "\(thirds.bounds)")
     #expect(thirds.imbalance <= 1.15, "\(thirds.costs)")
+    // Where the stages could not add their gradients up before one update (async consistency,
+    // a norm each stage clips), the LSTM stays whole.
+    let apart = try Planner.plan(model, stages: 2, measured: times, splitsSharingWeights: false)
+    #expect(apart.splitPoints.allSatisfy { $0.inputs == 0 }, "\(apart.bounds)")
+    #expect(Planner.splitsSharingWeights(optimizer: .init(), consistency: .init()))
+    #expect(!Planner.splitsSharingWeights(optimizer: .with { $0.clipGlobalNorm = 1 }, consistency: .init()))
+    #expect(!Planner.splitsSharingWeights(optimizer: .init(), consistency: .with { $0.async = .init() }))
     // Kept to whole layers, the LSTM is one stage's work.
     #expect(try Planner.plan(model, stages: 2, measured: times, wholeLayers: true).imbalance > 1.9)
     #expect(
       try Planner.plan(model, stages: 2, measured: times, wholeLayers: true).variableSharedAcrossStages(of: model)
         == nil)
+  }
+
+  /// A stage that runs a tied layer holds the table it reads, as its
+  /// partition counts it, unless it runs the table's owner too.
+  @Test func aStageReadingATiedTableHoldsIt() throws {
+    let model = try makeModel(GradientClippingTests.tiedModel)
+    for plan in [try Planner.plan(model, stages: 2, splitPoints: [2]), try Planner.plan(model, stages: 1)] {
+      for stage in 0..<plan.stages {
+        let cut = try model.stage(from: plan.bounds[stage], to: plan.bounds[stage + 1])
+        #expect(plan.parameters[stage] == cut.model.heldParameters(layers: cut.layers), "\(plan.bounds) stage \(stage)")
+      }
+    }
+    // The table (80) and the head's bias (10) on the second stage; on one stage, the table once.
+    #expect(try Planner.plan(model, stages: 2, splitPoints: [2]).parameters == [80 + 72, 80 + 10])
+    #expect(try Planner.plan(model, stages: 1).parameters == [80 + 72 + 10])
   }
 
   /// A place inside a layer stays only where it makes the plan faster: for

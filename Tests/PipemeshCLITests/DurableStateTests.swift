@@ -536,6 +536,44 @@ import Testing
     try await Self.expectSameWeights("frozen", as: "straight", on: mesh)
   }
 
+  /// `kill -9` of the ps while a job hands it its weights at the end. The ps
+  /// keeps no checkpoints, so the stages keep their variables' master
+  /// copies and the ps holds none of their values until the job's last step
+  /// assigns them. The ps is stopped (SIGSTOP) from the job's first steps on,
+  /// so that Assign waits on it; it is killed with the Assign in flight and
+  /// started again, empty, as systemd would. The job, allowed restarts, runs
+  /// again from its start (nothing could be checkpointed) and ends with the
+  /// weights of a run never interrupted.
+  @Test func aPsKilledDuringTheJobsFinalAssignEndsWithTheSameWeights() async throws {
+    var mesh = try await Mesh()
+    let options = ["--model", Self.model, "--epochs", "3", "--micro-batches", "2", "--max-restarts", "2"]
+    let straight = try await mesh.run(["train", "--job", "straight"] + options)
+    try #require(straight.status == 0, "\(straight.output)")
+    let training = try ChildProcess(
+      PipemeshBinary.path,
+      ["train", "--coordinator", mesh.coordinator.endpoint, "--job", "assigned", "--json"] + options,
+      logPath: mesh.directory.file("assigned.log"))
+    // Each step's progress as the job reports it (the stored record follows a few seconds behind).
+    func progressed(to step: @escaping (_ total: Int) -> Int) async throws -> [String: Any] {
+      try await training.waitForJSONLine { $0["step"] as? Int ?? 0 >= step($0["totalSteps"] as? Int ?? .max) }
+    }
+    _ = try await progressed { _ in 1 }
+    let ps = mesh.parameterServers[0].process
+    try await ps.stop()
+    // The last step's Assign waits on the stopped ps, within the step's 10 s deadline.
+    let last = try await progressed { $0 - 1 }
+    try await Task.sleep(for: .seconds(1))
+    #expect(!training.log.contains("\"step\":\(last["totalSteps"] as? Int ?? 0)"), "\(training.log)")
+    mesh = try await mesh.restarted(coordinator: false, psTasks: [0])
+
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+    let ended = try await Self.record("assigned", on: mesh)
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED" && ended["resumes"] as? Int == 1, "\(ended)")
+    let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
+    print("ps killed during the final Assign: \(fault)")
+    try await Self.expectSameWeights("assigned", as: "straight", on: mesh)
+  }
+
   /// `kill -9` of the coordinator while a job waits to restart (its
   /// partition died and has not come back): the restarted coordinator finds
   /// it RESTARTING, resumes it once the partition is back, and it ends with

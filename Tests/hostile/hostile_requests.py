@@ -837,7 +837,7 @@ class HostileGenerator:
             model=self.model(d), stages=d.int32("stages", rng.choice((0, 1, 2, 3))),
             micro_batch_rows=d.int32("micro_batch_rows", rng.choice((0, 8))),
             micro_batches=d.int32("micro_batches", rng.choice((0, 2))), estimate=d.flag("estimate", False),
-            batch_size=d.int32("batch_size", rng.choice((0, 0, 16))))
+            batch_size=d.int32("batch_size", rng.choice((0, 0, 16))), consistency=self.consistency(d))
         if d.hostile():
             points = rng.choice(([1], [2], [2, 1], [0], [-1], [INT32_MAX], [1] * 1000, list(range(1, 10_000))))
             request.split_points.extend(points)

@@ -285,8 +285,9 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
   }
 
   /// How far into its layer each split point falls: split_point_inputs[i] of layer
-  /// split_points[i]'s inputs (a Dense layer's features, a convolution's channels, a recurrent layer's time steps) go to the
-  /// stage before, the rest to the stage that begins there; 0 is before the whole layer.
+  /// split_points[i]'s inputs (a Dense layer's features, a convolution's channels, a recurrent
+  /// layer's time steps) go to the stage before, the rest to the stage that begins there; 0 is
+  /// before the whole layer.
   /// Valid: empty (every split point before a whole layer), or one per split point: 0, or 1 up to,
   /// not including, the input count of a Dense, Conv2D, LSTM or GRU split_points[i].
   public var splitPointInputs: [Int32] {
@@ -358,6 +359,20 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
     get {_storage._batchSize}
     set {_uniqueStorage()._batchSize = newValue}
   }
+
+  /// The consistency the job would train with (TrainRequest.consistency; unset means sync). The
+  /// planner splits an LSTM or GRU at a time step, where its stages share the layer's weights,
+  /// only under sync, whose ps adds their gradients up before one update, and only without
+  /// optimizer.clip_global_norm.
+  /// Valid: see Consistency.
+  public var consistency: Pipemesh_V1_Consistency {
+    get {_storage._consistency ?? Pipemesh_V1_Consistency()}
+    set {_uniqueStorage()._consistency = newValue}
+  }
+  /// Returns true if `consistency` has been explicitly set.
+  public var hasConsistency: Bool {_storage._consistency != nil}
+  /// Clears the value of `consistency`. Subsequent reads from it will return its default value.
+  public mutating func clearConsistency() {_uniqueStorage()._consistency = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -739,8 +754,9 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   }
 
   /// How far into its layer each split point falls: split_point_inputs[i] of layer
-  /// split_points[i]'s inputs (a Dense layer's features, a convolution's channels, a recurrent layer's time steps) go to the
-  /// stage before, the rest to the stage that begins there; 0 is before the whole layer.
+  /// split_points[i]'s inputs (a Dense layer's features, a convolution's channels, a recurrent
+  /// layer's time steps) go to the stage before, the rest to the stage that begins there; 0 is
+  /// before the whole layer.
   /// Valid: empty (every split point before a whole layer), or one per split point: 0, or 1 up to,
   /// not including, the input count of a Dense, Conv2D, LSTM or GRU split_points[i].
   public var splitPointInputs: [Int32] {
@@ -870,13 +886,14 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   }
 
   /// Balance the stages with splits between whole layers only. Unset, the planner also splits
-  /// inside a Dense, Conv2D, LSTM or GRU layer (after some of its inputs) where whole layers are fewer than
-  /// the stages, and, planning on measured layer times, where that makes the slowest stage at
-  /// least 10 % faster, counting what the split adds: the stage after it then also receives the
-  /// inputs it has not taken,
-  /// each stage holding a part holds the rows of the layer's weight its inputs meet (a recurrent
-  /// layer's weights whole, shared by its parts, whose gradients add up on the ps), and the
-  /// layer's sums add in another order (a difference in the last bits). Split points given explicitly are kept.
+  /// inside a Dense, Conv2D, LSTM or GRU layer (after some of its inputs) where whole layers are
+  /// fewer than the stages, and, planning on measured layer times, where that makes the slowest
+  /// stage at least 10 % faster, counting what the split adds: the stage after it then also
+  /// receives the inputs it has not taken, each stage holding a part holds the rows of the layer's
+  /// weight its inputs meet, and the layer's sums add in another order (a difference in the last
+  /// bits). An LSTM or GRU is split at a time step only under sync consistency and without
+  /// optimizer.clip_global_norm: each of its parts runs the layer's whole weights, which their
+  /// stages share, and the ps adds their gradients up. Split points given explicitly are kept.
   /// Valid: any.
   public var wholeLayers: Bool {
     get {_storage._wholeLayers}
@@ -2149,7 +2166,7 @@ nonisolated extension Pipemesh_V1_MemberState: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0\u{3}micro_batch_rows\0\u{3}micro_batches\0\u{1}estimate\0\u{1}schedule\0\u{3}split_point_inputs\0\u{3}whole_layers\0\u{3}batch_size\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}stages\0\u{3}split_points\0\u{1}optimizer\0\u{3}micro_batch_rows\0\u{3}micro_batches\0\u{1}estimate\0\u{1}schedule\0\u{3}split_point_inputs\0\u{3}whole_layers\0\u{3}batch_size\0\u{1}consistency\0")
 
   fileprivate class _StorageClass {
     var _model: Pipemesh_V1_ModelSpec? = nil
@@ -2163,6 +2180,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
     var _schedule: Pipemesh_V1_ScheduleKind = .scheduleUnspecified
     var _wholeLayers: Bool = false
     var _batchSize: Int32 = 0
+    var _consistency: Pipemesh_V1_Consistency? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2184,6 +2202,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
       _schedule = source._schedule
       _wholeLayers = source._wholeLayers
       _batchSize = source._batchSize
+      _consistency = source._consistency
     }
   }
 
@@ -2213,6 +2232,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
         case 9: try { try decoder.decodeRepeatedInt32Field(value: &_storage._splitPointInputs) }()
         case 10: try { try decoder.decodeSingularBoolField(value: &_storage._wholeLayers) }()
         case 11: try { try decoder.decodeSingularInt32Field(value: &_storage._batchSize) }()
+        case 12: try { try decoder.decodeSingularMessageField(value: &_storage._consistency) }()
         default: break
         }
       }
@@ -2258,6 +2278,9 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
       if _storage._batchSize != 0 {
         try visitor.visitSingularInt32Field(value: _storage._batchSize, fieldNumber: 11)
       }
+      try { if let v = _storage._consistency {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2278,6 +2301,7 @@ nonisolated extension Pipemesh_V1_PlanRequest: SwiftProtobuf.Message, SwiftProto
         if _storage._schedule != rhs_storage._schedule {return false}
         if _storage._wholeLayers != rhs_storage._wholeLayers {return false}
         if _storage._batchSize != rhs_storage._batchSize {return false}
+        if _storage._consistency != rhs_storage._consistency {return false}
         return true
       }
       if !storagesAreEqual {return false}

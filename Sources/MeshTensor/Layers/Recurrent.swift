@@ -134,4 +134,6 @@ extension GatedRecurrentLayer {
 
   /// Every piece runs the whole weights.
   func heldParameters(byPieceTaking _: Range<Int>, of _: Int) -> Int { parameterCount }
+
+  var piecesShareWeights: Bool { true }
 }

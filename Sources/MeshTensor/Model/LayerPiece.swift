@@ -35,6 +35,9 @@ protocol SplittableLayer: Layer {
     -> any PieceOfLayer
   /// The parameters the stage running the piece that takes in `inputs` of `count` holds.
   func heldParameters(byPieceTaking inputs: Range<Int>, of count: Int) -> Int
+  /// Whether its pieces all run the layer's one set of weights, which their stages then
+  /// share (a recurrent layer's), rather than each its own part of them.
+  var piecesShareWeights: Bool { get }
 }
 
 /// A part of a layer split between pipeline stages (`LayerPiece`, `StepsPiece`).
@@ -66,6 +69,8 @@ protocol SumOverInputs: SplittableLayer {
 
 extension SumOverInputs {
   func splittableInputs(ofInput _: [Int]) -> Int { inputCount }
+
+  var piecesShareWeights: Bool { false }
 
   func piece(taking inputs: Range<Int>, wholeInputShape: [Int], wholeOutputShape: [Int], readsModelInputs: Bool)
     -> any PieceOfLayer
@@ -220,6 +225,13 @@ extension Sequential {
       cut.positions.firstIndex(of: position) ?? cut.positions.count
     }
     return (cut.model, index(of: start)..<index(of: end))
+  }
+
+  /// Whether the stages that run the pieces of layer `index` share its weights (a recurrent
+  /// layer's, which each piece runs whole): their gradients then add up only on the ps, and
+  /// only under sync consistency.
+  public func piecesShareWeights(ofLayer index: Int) -> Bool {
+    (layers[index] as? any SplittableLayer)?.piecesShareWeights ?? false
   }
 
   /// The parameters a stage holds that runs the piece of layer `index` taking in `inputs`:

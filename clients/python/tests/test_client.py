@@ -153,6 +153,14 @@ def test_jobs_and_models_are_listed_shown_and_exported(mesh, trained, tmp_path):
                 (0, 0, 0, 3), (0, 3, 2, 0)]
         whole = client.plan(MODEL, stages=2, whole_layers=True, estimate=True).stages
         assert [(s.first_layer_inputs, s.end_layer_inputs) for s in whole] == [(0, 0), (0, 0)]
+        # Two layers in three stages: a sync job's LSTM splits at a time step; an async job's,
+        # whose ps would apply each stage's share of its gradient apart, stays whole.
+        recurrent = {"inputShape": ["8", "2"], "layers": [{"lstm": {"units": "16"}}, {"dense": {"units": "2"}}],
+                     "loss": {"softmaxCrossEntropy": {}}}
+        sync = client.plan(recurrent, stages=3, estimate=True).stages
+        assert any(s.first_layer == 0 and s.first_layer_inputs > 0 for s in sync)
+        apart = client.plan(recurrent, stages=3, estimate=True, consistency="async").stages
+        assert len(apart) == 3 and not any(s.first_layer == 0 and s.first_layer_inputs > 0 for s in apart)
         with pytest.raises(ValueError, match="LAYER:INPUTS"):
             client.plan(MODEL, stages=2, split_points=["0:three"])
         one_f_one_b = client.plan(MODEL, stages=2, micro_batches=8, schedule="1f1b")

@@ -200,16 +200,17 @@ class Client:
 
     def plan(self, model: ModelLike, stages: int = 0, split_points: Sequence[SplitPoint] = (), *,
              micro_batches: int = 0, schedule: str | None = None, estimate: bool = False,
-             whole_layers: bool = False, batch_size: int = 0) -> pb.PlanResponse:
+             whole_layers: bool = False, batch_size: int = 0, consistency: str = "sync") -> pb.PlanResponse:
         """How the coordinator would split `model` into stages (0: over its pool's partitions): with
         times measured on a partition (unless `estimate`), each stage's and the step of
         `micro_batches` (0: 4) the `schedule` ("gpipe", "1f1b", "zb-h1", "2bw"; None: 1F1B) would take.
         With `batch_size` instead, the planner chooses the micro-batches and the schedule that train
         a step of that many examples fastest: `choices` lists every one it weighed, the chosen first.
-        `split_points` and `whole_layers` as train() takes them."""
+        `split_points`, `whole_layers` and `consistency` as train() takes them (an LSTM or GRU is split
+        at a time step only under "sync")."""
         request = pb.PlanRequest(model=model_spec(model), stages=stages, **_split(split_points),
                                  micro_batches=micro_batches, estimate=estimate, whole_layers=whole_layers,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, consistency=_consistency(consistency))
         if schedule is not None:
             if schedule not in _SCHEDULES:
                 raise ValueError(f"schedule is {schedule!r}; give one of {', '.join(_SCHEDULES)}")

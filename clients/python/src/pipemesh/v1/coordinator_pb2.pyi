@@ -66,7 +66,7 @@ MEMBER_STATE_SILENT: MemberState
 MEMBER_STATE_LEAVING: MemberState
 
 class PlanRequest(_message.Message):
-    __slots__ = ("model", "stages", "split_points", "split_point_inputs", "optimizer", "micro_batch_rows", "micro_batches", "estimate", "schedule", "whole_layers", "batch_size")
+    __slots__ = ("model", "stages", "split_points", "split_point_inputs", "optimizer", "micro_batch_rows", "micro_batches", "estimate", "schedule", "whole_layers", "batch_size", "consistency")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINTS_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class PlanRequest(_message.Message):
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     WHOLE_LAYERS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     model: _model_pb2.ModelSpec
     stages: int
     split_points: _containers.RepeatedScalarFieldContainer[int]
@@ -89,7 +90,8 @@ class PlanRequest(_message.Message):
     schedule: ScheduleKind
     whole_layers: bool
     batch_size: int
-    def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stages: _Optional[int] = ..., split_points: _Optional[_Iterable[int]] = ..., split_point_inputs: _Optional[_Iterable[int]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., micro_batch_rows: _Optional[int] = ..., micro_batches: _Optional[int] = ..., estimate: _Optional[bool] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., whole_layers: _Optional[bool] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    consistency: _parameter_server_pb2.Consistency
+    def __init__(self, model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stages: _Optional[int] = ..., split_points: _Optional[_Iterable[int]] = ..., split_point_inputs: _Optional[_Iterable[int]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., micro_batch_rows: _Optional[int] = ..., micro_batches: _Optional[int] = ..., estimate: _Optional[bool] = ..., schedule: _Optional[_Union[ScheduleKind, str]] = ..., whole_layers: _Optional[bool] = ..., batch_size: _Optional[int] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ...) -> None: ...
 
 class PipelineChoice(_message.Message):
     __slots__ = ("micro_batches", "micro_batch_rows", "schedule", "predicted_step_seconds", "predicted_examples_per_second")
