@@ -6,7 +6,7 @@ import MeshTensor
 import MeshWire
 
 /// Splits a model into K contiguous stages: at whole layers where they
-/// balance, and inside a Dense, Conv2D, LSTM or GRU layer (after some of its
+/// balance, and inside a Dense, Conv2D, LSTM, GRU or Transformer layer (after some of its
 /// inputs: features, channels, time steps) where they do not.
 public enum Planner {
   /// Stage boundaries: stage s runs from `bounds[s]` to `bounds[s+1]`.
@@ -129,7 +129,7 @@ public enum Planner {
   /// layer, which needs no input gradient, weighs less; layers without
   /// compute count a little, so that each stage gets one), or the given split
   /// points (where stages 1…K-1 begin). Unless `wholeLayers`, a stage
-  /// boundary falls inside a Dense, Conv2D, LSTM or GRU layer, after some of its
+  /// boundary falls inside a Dense, Conv2D, LSTM, GRU or Transformer layer, after some of its
   /// inputs, where whole layers are too few, and, with measured times, where
   /// that balances the stages markedly better (`cutGain`): a part of a layer
   /// costs its share of the layer's time and half of what splitting it adds
@@ -169,7 +169,10 @@ public enum Planner {
           : "cannot split \(model.layers.count) layers into \(stages) stages: "
             + (wholeLayers
               ? "whole_layers keeps each layer whole"
-              : "too few layers, and too few inputs in its Dense, Conv2D, LSTM and GRU layers"))
+              : "too few layers, and too few inputs in its Dense, Conv2D, LSTM, GRU and Transformer layers"
+                + (splitsSharingWeights
+                  ? "" : " (an LSTM or GRU is split at a time step only for a sync job without clip_global_norm)"))
+      )
     }
     guard splitPoints.isEmpty || splitPoints.count == stages - 1 else {
       throw RPCError(
@@ -186,7 +189,7 @@ public enum Planner {
         throw RPCError(
           .invalidArgument,
           "split_points and split_point_inputs \(splitPoints) must be increasing places inside the model: a layer "
-            + "index in 1..<\(model.layers.count), or LAYER:INPUTS inside a Dense, Conv2D, LSTM or GRU layer with more than INPUTS "
+            + "index in 1..<\(model.layers.count), or LAYER:INPUTS inside a Dense, Conv2D, LSTM, GRU or Transformer layer with more than INPUTS "
             + "inputs")
       }
       for stage in 0..<stages {
@@ -251,6 +254,7 @@ public enum Planner {
     /// Per layer, the variables it reads that another layer owns (a tied
     /// layer's table): a stage holds them too unless it runs their owner.
     private let borrowed: [[(name: String, scalars: Int, owner: Int)]]
+    private let anyBorrowed: Bool
     /// Whether a place may fall inside a layer whose pieces share its weights.
     private let splitsSharingWeights: Bool
 
@@ -270,6 +274,7 @@ public enum Planner {
       borrowed = model.layers.map { layer in
         layer.sharedVariables.compactMap { shared in owners[shared.name].map { (shared.name, shared.scalarCount, $0) } }
       }
+      anyBorrowed = borrowed.contains { !$0.isEmpty }
       self.splitsSharingWeights = splitsSharingWeights
     }
 
@@ -373,6 +378,7 @@ public enum Planner {
         if start.inputs > 0 { total += part(of: start.layer, inputs: start.inputs..<splittable[start.layer]!) }
         if end.inputs > 0 { total += part(of: end.layer, inputs: 0..<end.inputs) }
       }
+      guard anyBorrowed else { return total }
       let run = start.layer...(end.inputs > 0 ? end.layer : end.layer - 1)
       var counted = Set<String>()
       for layer in run {

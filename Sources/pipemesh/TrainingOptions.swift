@@ -119,7 +119,7 @@ struct TrainingOptions: ParsableArguments {
 
   @Flag(
     help: """
-      Split the model between stages at whole layers only (by default a Dense, Conv2D, LSTM or GRU layer may be split \
+      Split the model between stages at whole layers only (by default a Dense, Conv2D, LSTM, GRU or Transformer layer may be split \
       between two stages when that balances them markedly better).
       """)
   var wholeLayers = false
@@ -181,7 +181,10 @@ struct TrainingOptions: ParsableArguments {
     _ = try consistencySpec()
   }
 
-  func consistencySpec() throws -> Pipemesh_V1_Consistency {
+  func consistencySpec() throws -> Pipemesh_V1_Consistency { try Self.consistencySpec(consistency) }
+
+  /// What `--consistency` says (sync, async or bounded:K), as the API takes it.
+  static func consistencySpec(_ consistency: String) throws -> Pipemesh_V1_Consistency {
     switch consistency {
     case "sync": return .with { $0.sync = .init() }
     case "async": return .with { $0.async = .init() }

@@ -112,33 +112,4 @@ import Testing
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()
   }
-
-  /// Two layers, an LSTM and a dense head, in three stages: one layer must
-  /// be split. Split at a time step, the LSTM's stages would share its
-  /// weights, which clipping refuses; so with clipping the planner splits
-  /// the head instead, and the job trains.
-  @Test func withClippingAnLSTMIsNotSplitAtATimeStep() async throws {
-    let mesh = try InProcessMesh(stages: 3)
-    let outcome = await Result(catching: {
-      let model = Pipemesh_V1_ModelSpec.with {
-        $0.inputShape = [8, 2]
-        $0.seed = 4
-        $0.layers = [.with { $0.lstm = .with { $0.units = 16 } }, .with { $0.dense = .with { $0.units = 2 } }]
-        $0.loss = .with { $0.softmaxCrossEntropy = .init() }
-      }
-      let inputs = Tensor.randomUniform([24, 8, 2], lowerBound: -1, upperBound: 1, seed: 6)
-      let targets = Tensor(shape: [24], scalars: (0..<24).map { Float($0 % 2) })
-      var request = Pipemesh_V1_TrainRequest.inline(
-        job: "clipped-lstm", model: model, inputs: inputs, targets: targets, epochs: 1, batchSize: 12,
-        microBatches: 2, schedule: .scheduleOneFOneB, learningRate: 0.1)
-      request.optimizer.clipGlobalNorm = 1
-      for try await _ in mesh.coordinatorChannel().stream(CoordinatorMethods.train, request) {}
-      let job = try await mesh.coordinatorChannel().call(CoordinatorMethods.getJob, .with { $0.job = "clipped-lstm" })
-      #expect(job.state == .succeeded, "\(job)")
-      let split = zip(job.options.splitPoints, job.options.splitPointInputs).map { ($0, $1) }
-      #expect(split.count == 2 && split.allSatisfy { $0.0 != 0 || $0.1 == 0 }, "\(job.options)")
-    })
-    await mesh.shutdown(gracePeriod: .zero)
-    try outcome.get()
-  }
 }

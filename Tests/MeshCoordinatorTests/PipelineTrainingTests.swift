@@ -567,38 +567,32 @@ import Testing
       ]
       $0.loss = .with { $0.softmaxCrossEntropy = .init() }
     }
-    let (inputs, targets) = Self.successorTokens(rows: 48, length: 6, vocabulary: 10, seed: 4)
-    let built = try makeModel(model)
-    let expected = try await onOwnThread {
-      var reference = InProcessReference(model: built, learningRate: 0.5)
-      return reference.train(inputs: inputs, targets: targets, epochs: 2, batchSize: 12, seed: 3)
-    }
-    let coordinator = try await mesh.coordinator([[0], [1], [2]], name: "lstm-steps")
-    let progress = try await Self.train(
-      coordinator, job: "lstm-steps", model: model, inputs: inputs, targets: targets, microBatches: 3,
-      schedule: .scheduleOneFOneB, epochs: 2, batchSize: 12, learningRate: 0.5,
-      splitPoints: [LayerPosition(layer: 1, inputs: 2), LayerPosition(layer: 1, inputs: 5)])
-    let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
-    try #require(losses.count == expected.count && !losses.isEmpty, "\(progress.last.map { "\($0)" } ?? "")")
-    for (step, (got, want)) in zip(losses, expected).enumerated() {
-      #expect(abs(got - Double(want)) <= 1e-4 * abs(Double(want)), "step \(step + 1): \(got) vs \(want)")
-    }
-    #expect(losses.last! < losses.first!)
+    try await Self.expectSplitTrainsAsInProcess(
+      model, job: "lstm-steps", at: [LayerPosition(layer: 1, inputs: 2), LayerPosition(layer: 1, inputs: 5)], on: mesh)
   }
 
-  /// A small Transformer language model (embedding with learned positions,
-  /// a Transformer block, layer norm, a dense head) trains under PipeDream-2BW
-  /// on 2 stages as in-process training does with each step one step behind
-  /// on the weights: the layers beyond Dense stash their weights too.
-  @Test func pipeDream2BWTrainsATransformerAsInProcessTrainingOneStepBehind() async throws {
+  /// A Transformer language model split between its block's attention and
+  /// its MLP trains as in-process training does.
+  @Test func aTransformerSplitBetweenItsSublayersMatchesInProcessTraining() async throws {
     let mesh = try await Self.mesh.value
-    let model = Pipemesh_V1_ModelSpec.with {
+    let model = Self.transformerLanguageModel(vocabulary: 10, seed: 17)
+    try await Self.expectSplitTrainsAsInProcess(
+      model, job: "transformer-halves", at: [LayerPosition(layer: 1, inputs: 1)], on: mesh)
+  }
+
+  /// A language model over 6 positions: an embedding of `vocabulary` tokens
+  /// in 8 features with learned positions, a Transformer block of 2 heads,
+  /// a layer norm when asked, and a dense head over the tokens.
+  static func transformerLanguageModel(vocabulary: Int64, seed: UInt64, layerNorm: Bool = false)
+    -> Pipemesh_V1_ModelSpec
+  {
+    .with {
       $0.inputShape = [6]
-      $0.seed = 5
+      $0.seed = seed
       $0.layers = [
         .with {
           $0.embedding = .with {
-            $0.vocabularySize = 12
+            $0.vocabularySize = vocabulary
             $0.dimension = 8
             $0.positions = .learned
           }
@@ -609,11 +603,49 @@ import Testing
             $0.mlpHidden = 16
           }
         },
-        .with { $0.layerNorm = .init() },
-        .with { $0.dense = .with { $0.units = 12 } },
       ]
+      if layerNorm { $0.layers.append(.with { $0.layerNorm = .init() }) }
+      $0.layers.append(.with { $0.dense = .with { $0.units = vocabulary } })
       $0.loss = .with { $0.softmaxCrossEntropy = .init() }
     }
+  }
+
+  /// Trains `model`, a language model of 10 tokens over 6 positions, on
+  /// stages split at `places` (a partition each), and expects each step's
+  /// loss to be in-process training's within 1e-4, and to fall.
+  static func expectSplitTrainsAsInProcess(
+    _ model: Pipemesh_V1_ModelSpec, job: String, at places: [LayerPosition], on mesh: LocalMesh,
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) async throws {
+    let (inputs, targets) = successorTokens(rows: 48, length: 6, vocabulary: 10, seed: 4)
+    let built = try makeModel(model)
+    let expected = try await onOwnThread {
+      var reference = InProcessReference(model: built, learningRate: 0.5)
+      return reference.train(inputs: inputs, targets: targets, epochs: 2, batchSize: 12, seed: 3)
+    }
+    let coordinator = try await mesh.coordinator((0...places.count).map { [$0] }, name: job)
+    let progress = try await train(
+      coordinator, job: job, model: model, inputs: inputs, targets: targets, microBatches: 3,
+      schedule: .scheduleOneFOneB, epochs: 2, batchSize: 12, learningRate: 0.5, splitPoints: places)
+    let losses = progress.filter { !$0.done && !$0.evaluated }.map(\.loss)
+    try #require(
+      losses.count == expected.count && !losses.isEmpty, "\(progress.last.map { "\($0)" } ?? "")",
+      sourceLocation: sourceLocation)
+    for (step, (got, want)) in zip(losses, expected).enumerated() {
+      #expect(
+        abs(got - Double(want)) <= 1e-4 * abs(Double(want)), "step \(step + 1): \(got) vs \(want)",
+        sourceLocation: sourceLocation)
+    }
+    #expect(losses.last! < losses.first!, sourceLocation: sourceLocation)
+  }
+
+  /// A small Transformer language model (embedding with learned positions,
+  /// a Transformer block, layer norm, a dense head) trains under PipeDream-2BW
+  /// on 2 stages as in-process training does with each step one step behind
+  /// on the weights: the layers beyond Dense stash their weights too.
+  @Test func pipeDream2BWTrainsATransformerAsInProcessTrainingOneStepBehind() async throws {
+    let mesh = try await Self.mesh.value
+    let model = Self.transformerLanguageModel(vocabulary: 12, seed: 5, layerNorm: true)
     let (inputs, targets) = Self.successorTokens(rows: 48, length: 6, vocabulary: 12, seed: 4)
     let built = try makeModel(model)
     // 4 steps an epoch; the first of each begins after a drain, on the newest weights.

@@ -251,6 +251,18 @@ import Testing
         == nil)
   }
 
+  /// A Transformer block that takes nearly all of a model's time is split
+  /// between its attention and its MLP, each stage holding its sublayer's
+  /// own variables (none shared, so a job may clip or run async).
+  @Test func aTransformerBlockIsSplitBetweenItsSublayers() throws {
+    let model = try makeModel(PipelineTrainingTests.transformerLanguageModel(vocabulary: 10, seed: 17))
+    let times = [100, 8000, 100].map { LayerTiming(forward: .microseconds($0), backward: .zero) }
+    let plan = try Planner.plan(model, stages: 2, measured: times, splitsSharingWeights: false)
+    #expect(plan.bounds == [0, LayerPosition(layer: 1, inputs: 1), 3], "\(plan.bounds)")
+    #expect(plan.variableSharedAcrossStages(of: model) == nil)
+    #expect(plan.parameters.reduce(0, +) == model.layers.map(\.parameterCount).reduce(0, +))
+  }
+
   /// A stage that runs a tied layer holds the table it reads, as its
   /// partition counts it, unless it runs the table's owner too.
   @Test func aStageReadingATiedTableHoldsIt() throws {

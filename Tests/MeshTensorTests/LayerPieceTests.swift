@@ -272,6 +272,45 @@ struct LayerPieceTests {
     #expect(model.splittableInputs(ofLayer: 2) == 6)
   }
 
+  static let transformer = ModelSpec(
+    inputShape: [5],
+    layers: [
+      .embedding(vocabularySize: 7, embeddingSize: 8), .transformerBlock(modelSize: 8, headCount: 2, mlpSize: 12),
+      .transformerBlock(modelSize: 8, headCount: 2, mlpSize: 12), .flatten,
+      .dense(inputSize: 40, outputSize: 3, activation: .linear),
+    ],
+    loss: .softmaxCrossEntropy, l2Penalty: 0.05, seed: 6)
+
+  @Test func transformerBlocksCutBetweenAttentionAndMLPComputeTheWholeModel() throws {
+    let tokens = Tensor(shape: [3, 5], scalars: (0..<15).map { Float(($0 * 5 + 2) % 7) })
+    for positions in [
+      [LayerPosition(layer: 1, inputs: 1)], [LayerPosition(layer: 1, inputs: 1), LayerPosition(layer: 2, inputs: 1)],
+      [LayerPosition(layer: 2), LayerPosition(layer: 2, inputs: 1)],
+    ] {
+      try Self.expectSameAsWhole(Self.transformer, at: positions, batch: 3, classes: 3, input: tokens)
+    }
+  }
+
+  /// Each sublayer of a split Transformer block holds its own variables,
+  /// named as the whole block's, and passes on the residual stream alone.
+  @Test func eachSublayerOfATransformerBlockHoldsItsOwnVariables() throws {
+    let model = try Sequential(spec: Self.transformer)
+    let head = try model.stage(from: LayerPosition(layer: 0), to: LayerPosition(layer: 1, inputs: 1))
+    let tail = try model.stage(from: LayerPosition(layer: 1, inputs: 1), to: LayerPosition(layer: 5))
+    #expect(head.model.layers[head.layers].map(\.name) == ["embedding0", "transformer0[0..<1]"])
+    #expect(tail.model.layers[tail.layers].first?.name == "transformer0[1..<2]")
+    let attention = head.model.layers[1].variableDeclarations.map(\.name)
+    let mlp = tail.model.layers[tail.layers.lowerBound].variableDeclarations.map(\.name)
+    #expect(attention.allSatisfy { $0.hasPrefix("transformer0/ln1/") || $0.hasPrefix("transformer0/attention/") })
+    #expect(mlp.allSatisfy { $0.hasPrefix("transformer0/ln2/") || $0.hasPrefix("transformer0/mlp/") })
+    #expect(Set(attention + mlp) == Set(model.layers[1].variableDeclarations.map(\.name)))
+    #expect(head.model.activationShapes[head.layers.upperBound] == [5, 8])
+    #expect(!model.piecesShareWeights(ofLayer: 1))
+    #expect(
+      model.heldParameters(byPieceOf: 1, taking: 0..<1) + model.heldParameters(byPieceOf: 1, taking: 1..<2)
+        == model.layers[1].parameterCount)
+  }
+
   @Test func cutsOutsideSummingLayersAreRefused() throws {
     let spec = ModelSpec(
       inputShape: [1, 4, 4],

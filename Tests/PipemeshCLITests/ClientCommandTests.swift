@@ -430,7 +430,7 @@ import Testing
       (["train", "--coordinator", coordinator.endpoint, "--micro-batches", "some"], 64, "--micro-batches"),
       (
         ["plan", "--model", Repository.path("examples/mlp-digits.json"), "--stages", "2", "--split", "2:64"], 65,
-        "LAYER:INPUTS inside a Dense, Conv2D, LSTM or GRU layer with more than INPUTS inputs"
+        "LAYER:INPUTS inside a Dense, Conv2D, LSTM, GRU or Transformer layer with more than INPUTS inputs"
       ),
     ]
     for (arguments, expected, message) in cases {

@@ -1,5 +1,5 @@
 // `pipeline-bench --stage-times SPEC --split P,… [--rows N] [--repeats R]`: each stage of a
-// model split at the given places (LAYER, or LAYER:INPUTS inside a Dense, Conv2D, LSTM or GRU layer),
+// model split at the given places (LAYER, or LAYER:INPUTS inside a Dense, Conv2D, LSTM, GRU or Transformer layer),
 // timed here as a partition runs it: the stage's layers cut where it begins and ends, one
 // training forward and backward of a micro-batch of N examples (32 by default), the median
 // of R runs (5) after one untimed. Prints one JSON line: {"stages": [{"forward": s,

@@ -50,11 +50,14 @@ def main() -> None:
     parser.add_argument("--pipemesh", required=True)
     parser.add_argument("--pipeline-bench", required=True)
     parser.add_argument("--rows", type=int, default=32, help="examples in the micro-batch the layers are timed on")
+    parser.add_argument("--stages", default="2,3", help="the stage counts to plan, comma-separated")
+    parser.add_argument("--example", default="", help="only the examples whose file name contains this")
     arguments = parser.parse_args()
+    counts = [int(count) for count in arguments.stages.split(",")]
     print(f"| example | stages | split | imbalance | split at whole layers | its imbalance | goal ≤ {GOAL} |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for spec in sorted((REPOSITORY / "examples").glob("*.json")):
-        for stages in (2, 3):
+    for spec in sorted((REPOSITORY / "examples").glob(f"*{arguments.example}*.json")):
+        for stages in counts:
             planned = plan(arguments.pipemesh, spec, stages, arguments.rows, [])
             if isinstance(planned, str):
                 print(f"| {spec.name} | {stages} | {planned} | | | | not met |")

@@ -268,7 +268,7 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
   /// Clears the value of `model`. Subsequent reads from it will return its default value.
   public mutating func clearModel() {_uniqueStorage()._model = nil}
 
-  /// Valid: 1 to the model's layer count, or more when its Dense, Conv2D, LSTM and GRU layers may be split
+  /// Valid: 1 to the model's layer count, or more when its Dense, Conv2D, LSTM, GRU and Transformer layers may be split
   /// (see whole_layers); 0 means one more than split_points lists, else the coordinator's stage
   /// count.
   public var stages: Int32 {
@@ -286,10 +286,10 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
 
   /// How far into its layer each split point falls: split_point_inputs[i] of layer
   /// split_points[i]'s inputs (a Dense layer's features, a convolution's channels, a recurrent
-  /// layer's time steps) go to the stage before, the rest to the stage that begins there; 0 is
-  /// before the whole layer.
+  /// layer's time steps, a Transformer block's two sublayers) go to the stage before, the rest to
+  /// the stage that begins there; 0 is before the whole layer.
   /// Valid: empty (every split point before a whole layer), or one per split point: 0, or 1 up to,
-  /// not including, the input count of a Dense, Conv2D, LSTM or GRU split_points[i].
+  /// not including, the input count of a Dense, Conv2D, LSTM, GRU or Transformer split_points[i].
   public var splitPointInputs: [Int32] {
     get {_storage._splitPointInputs}
     set {_uniqueStorage()._splitPointInputs = newValue}
@@ -427,7 +427,8 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
   public var endLayerInputs: Int32 = 0
 
   /// What it holds: of a layer split between stages, the rows of its weight the stage's inputs
-  /// meet (and the bias, in the last part).
+  /// meet (and the bias, in the last part), a recurrent layer's weights whole, or a Transformer
+  /// block's sublayer's; and the tables of tied layers it reads from another stage.
   public var parameters: Int64 = 0
 
   /// Estimated FLOPs per example of a training step through the stage
@@ -755,10 +756,10 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
 
   /// How far into its layer each split point falls: split_point_inputs[i] of layer
   /// split_points[i]'s inputs (a Dense layer's features, a convolution's channels, a recurrent
-  /// layer's time steps) go to the stage before, the rest to the stage that begins there; 0 is
-  /// before the whole layer.
+  /// layer's time steps, a Transformer block's two sublayers) go to the stage before, the rest to
+  /// the stage that begins there; 0 is before the whole layer.
   /// Valid: empty (every split point before a whole layer), or one per split point: 0, or 1 up to,
-  /// not including, the input count of a Dense, Conv2D, LSTM or GRU split_points[i].
+  /// not including, the input count of a Dense, Conv2D, LSTM, GRU or Transformer split_points[i].
   public var splitPointInputs: [Int32] {
     get {_storage._splitPointInputs}
     set {_uniqueStorage()._splitPointInputs = newValue}
@@ -886,7 +887,7 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   }
 
   /// Balance the stages with splits between whole layers only. Unset, the planner also splits
-  /// inside a Dense, Conv2D, LSTM or GRU layer (after some of its inputs) where whole layers are
+  /// inside a Dense, Conv2D, LSTM, GRU or Transformer layer (after some of its inputs) where whole layers are
   /// fewer than the stages, and, planning on measured layer times, where that makes the slowest
   /// stage at least 10 % faster, counting what the split adds: the stage after it then also
   /// receives the inputs it has not taken, each stage holding a part holds the rows of the layer's

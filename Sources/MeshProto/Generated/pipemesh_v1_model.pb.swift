@@ -537,7 +537,7 @@ public nonisolated struct Pipemesh_V1_LayerTime: Sendable {
   /// How much longer the forward and the backward take when the layer is split between two
   /// stages at the middle of its inputs, both parts together (each part slices the inputs it
   /// takes and copies on those it does not), never below 0; 0 for a layer not timed split (only
-  /// Dense, Conv2D, LSTM and GRU layers of more than one input and at most 4 Mi parameters are).
+  /// Dense, Conv2D, LSTM, GRU and Transformer layers of more than one input and at most 4 Mi parameters are).
   public var splitForwardSeconds: Double = 0
 
   public var splitBackwardSeconds: Double = 0

@@ -142,7 +142,7 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
     set {_uniqueStorage()._firstLayer = newValue}
   }
 
-  /// Valid: 0, or 1 up to, not including, the input count of a Dense, Conv2D, LSTM or GRU first_layer.
+  /// Valid: 0, or 1 up to, not including, the input count of a Dense, Conv2D, LSTM, GRU or Transformer first_layer.
   public var firstLayerInputs: Int32 {
     get {_storage._firstLayerInputs}
     set {_uniqueStorage()._firstLayerInputs = newValue}

@@ -309,7 +309,7 @@ extension Sequential {
           (layer as? any SplittableLayer).map {
             "it takes \($0.splittableInputs(ofInput: activationShapes[index])) inputs"
           }
-          ?? "only Dense, Conv2D, LSTM and GRU layers split between stages"
+          ?? "only Dense, Conv2D, LSTM, GRU and Transformer layers split between stages"
         throw ModelSpecError("layer \(layer.name) cannot be split after input \(last): \(why)")
       }
       let bounds = [0] + cuts + [count]

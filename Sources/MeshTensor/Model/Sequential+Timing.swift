@@ -154,7 +154,7 @@ extension Sequential {
   /// of `repeats` runs after one untimed. `goOn` is asked before each run:
   /// once it says no, timing stops with `TimingRefusal` (a deadline passed).
   /// A dense layer too big to time whole is timed on a stand-in (`timedStandIn(for:)`).
-  /// A Dense, Conv2D, LSTM or GRU layer of at most `largestSplitParameters` is also
+  /// A Dense, Conv2D, LSTM, GRU or Transformer layer of at most `largestSplitParameters` is also
   /// timed split between two stages at the middle of its inputs, for what
   /// that adds (`LayerTiming.splitForward`, `splitBackward`).
   public func timeLayers(rows: Int, repeats: Int, goOn: () -> Bool = { true }) throws(TimingRefusal) -> [LayerTiming] {

@@ -270,7 +270,14 @@ struct Plan: AsyncParsableCommand {
   @Flag(help: "Balance with splits between whole layers only (split points given with --split are kept).")
   var wholeLayers = false
 
+  @Option(
+    help:
+      "The consistency the job would train with, as train takes it: an LSTM or GRU is split at a time step only under sync."
+  )
+  var consistency: String = "sync"
+
   func validate() throws {
+    _ = try TrainingOptions.consistencySpec(consistency)
     guard (1...4096).contains(microBatchRows ?? 1), (1...4096).contains(microBatches ?? 1) else {
       throw ValidationError("--micro-batch-rows and --micro-batches must be 1 to 4096")
     }
@@ -301,6 +308,7 @@ struct Plan: AsyncParsableCommand {
     request.splitPointInputs = split.wireInputs
     request.estimate = estimate
     request.wholeLayers = wholeLayers
+    request.consistency = try TrainingOptions.consistencySpec(consistency)
     if let batchSize {
       request.batchSize = Int32(batchSize)
     } else {
@@ -644,7 +652,7 @@ extension LayerPosition: ExpressibleByArgument {
   static let splitHelp = ArgumentHelp(
     """
     Explicit split points, where stages 1…K-1 begin: LAYER (before the whole layer) or LAYER:INPUTS \
-    (inside a Dense, Conv2D, LSTM or GRU layer, after its first INPUTS features, channels or time steps).
+    (inside a Dense, Conv2D, LSTM, GRU or Transformer layer, after its first INPUTS features, channels, time steps or sublayers).
     """)
 
   /// LAYER, or LAYER:INPUTS.

@@ -28,8 +28,8 @@ from pipemesh.v1 import parameter_server_pb2 as ps
 #: A model: its spec, the spec as a dict (the JSON form of examples/*.json), or a path to such a file.
 ModelLike = Union[model_pb2.ModelSpec, Mapping, str, Path]
 
-#: Where a stage begins: a layer index, or inside a Dense, Conv2D, LSTM or GRU layer after some of its inputs,
-#: as (layer, inputs) or "LAYER:INPUTS".
+#: Where a stage begins: a layer index, or inside a Dense, Conv2D, LSTM, GRU or Transformer layer
+#: after some of its inputs, as (layer, inputs) or "LAYER:INPUTS".
 SplitPoint = Union[int, tuple[int, int], str]
 
 _SCHEDULES = {
@@ -144,8 +144,9 @@ class Client:
         with `learning_rate`; `consistency` "sync", "async" or "bounded:K". `stages` and `replicas`
         (0: the coordinator's layout), `max_replicas` to let a sync job grow onto free partitions.
         `split_points` are where stages 1…K-1 begin: a layer index, or (layer, inputs) / "LAYER:INPUTS"
-        inside a Dense, Conv2D, LSTM or GRU layer after that many of its features, channels or time steps; empty to let
-        the planner balance the stages, at whole layers only with `whole_layers`.
+        inside a Dense, Conv2D, LSTM, GRU or Transformer layer after that many of its features, channels,
+        time steps or sublayers; empty to let the planner balance the stages, at whole layers only with
+        `whole_layers`.
         `normalize` is "none", "standardize" or "min-max": the inputs' rescaling, fitted on the
         training split and applied by infer() on the job and its model too. `patience` > 0 stops
         the job once its validation loss has not fallen (by more than `min_delta`) for that many
