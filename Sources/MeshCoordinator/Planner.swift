@@ -170,7 +170,7 @@ public enum Planner {
             + (wholeLayers
               ? "whole_layers keeps each layer whole"
               : "too few layers, and too few inputs in its Dense, Conv2D, LSTM, GRU and Transformer layers"
-                + (splitsSharingWeights
+                + (splitsSharingWeights || !model.layers.indices.contains(where: model.piecesShareWeights(ofLayer:))
                   ? "" : " (an LSTM or GRU is split at a time step only for a sync job without clip_global_norm)"))
       )
     }
@@ -191,6 +191,15 @@ public enum Planner {
           "split_points and split_point_inputs \(splitPoints) must be increasing places inside the model: a layer "
             + "index in 1..<\(model.layers.count), or LAYER:INPUTS inside a Dense, Conv2D, LSTM, GRU or Transformer layer with more than INPUTS "
             + "inputs")
+      }
+      if !splitsSharingWeights,
+        let place = splitPoints.first(where: { $0.inputs > 0 && model.piecesShareWeights(ofLayer: $0.layer) })
+      {
+        throw RPCError(
+          .invalidArgument,
+          "split point \(place) splits \(model.layers[place.layer].name) at a time step, so its stages share its "
+            + "weights and their gradients add up only on the ps, before one update: that takes sync consistency "
+            + "and no optimizer.clip_global_norm. Give both, or split points outside the layer")
       }
       for stage in 0..<stages {
         let held = layers.held(from: bounds[stage], to: bounds[stage + 1])
@@ -339,7 +348,7 @@ public enum Planner {
     }
 
     /// `values` (one per layer) summed from one place to another, a part of
-    /// a layer counting its share of the layer's inputs and, for each end
+    /// a layer counting its share of the layer's work (`Sequential.workShare`) and, for each end
     /// inside a layer, half of what splitting it adds (`splitAdding`, one
     /// per layer, or none).
     func sum(
@@ -347,8 +356,8 @@ public enum Planner {
     ) -> Double {
       func before(_ position: LayerPosition) -> Double {
         let whole = values[..<position.layer].reduce(0, +)
-        guard position.inputs > 0, let inputs = splittable[position.layer] else { return whole }
-        return whole + values[position.layer] * Double(position.inputs) / Double(inputs)
+        guard position.inputs > 0, splittable[position.layer] != nil else { return whole }
+        return whole + values[position.layer] * model.workShare(ofLayer: position.layer, firstInputs: position.inputs)
       }
       return before(end) - before(start) + halfOfSplit(split, at: start) + halfOfSplit(split, at: end)
     }

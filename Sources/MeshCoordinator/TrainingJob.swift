@@ -107,16 +107,6 @@ final class TrainingJob: Sendable {
           + "split at a time step), whose gradients add up on the ps: put its layers on one stage (split_points, "
           + "whole_layers) or train without clipping")
     }
-    let built = model
-    if (try? JobConsistency(request.consistency))?.mode != .sync,
-      let place = plan.splitPoints.first(where: { $0.inputs > 0 && built.piecesShareWeights(ofLayer: $0.layer) })
-    {
-      throw RPCError(
-        .invalidArgument,
-        "split point \(place) splits \(built.layers[place.layer].name) at a time step, so its stages share its weights, "
-          + "but the job's consistency is not sync: its ps would apply each stage's share of their gradient as an "
-          + "update of its own. Give sync consistency, or split the layer whole (split_points, whole_layers)")
-    }
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)
     guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }

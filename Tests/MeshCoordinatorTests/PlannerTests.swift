@@ -244,6 +244,13 @@ import Testing
     #expect(Planner.splitsSharingWeights(optimizer: .init(), consistency: .init()))
     #expect(!Planner.splitsSharingWeights(optimizer: .with { $0.clipGlobalNorm = 1 }, consistency: .init()))
     #expect(!Planner.splitsSharingWeights(optimizer: .init(), consistency: .with { $0.async = .init() }))
+    // Given by hand, such a split is refused there.
+    let refused = #expect(throws: RPCError.self) {
+      try Planner.plan(model, stages: 2, splitPoints: [LayerPosition(layer: 1, inputs: 4)], splitsSharingWeights: false)
+    }
+    #expect(
+      refused?.message.contains("split point 1:4 splits lstm0 at a time step") == true, "\(String(describing: refused))"
+    )
     // Kept to whole layers, the LSTM is one stage's work.
     #expect(try Planner.plan(model, stages: 2, measured: times, wholeLayers: true).imbalance > 1.9)
     #expect(
@@ -259,6 +266,11 @@ import Testing
     let times = [100, 8000, 100].map { LayerTiming(forward: .microseconds($0), backward: .zero) }
     let plan = try Planner.plan(model, stages: 2, measured: times, splitsSharingWeights: false)
     #expect(plan.bounds == [0, LayerPosition(layer: 1, inputs: 1), 3], "\(plan.bounds)")
+    // Each half costs its share of the block's FLOPs (6 positions of 8 features, an MLP of 16):
+    // the attention 6·(2·8·24 + 2·8·8) + 4·36·8 = 4224, the MLP 6·4·8·16 = 3072.
+    let attention = 4224.0 / (4224 + 3072)
+    let expected = [100 + 8000 * attention, 8000 * (1 - attention) + 100].map { $0 * 1e-6 }
+    #expect(zip(plan.costs, expected).allSatisfy { abs($0 - $1) < 1e-9 }, "\(plan.costs) against \(expected)")
     #expect(plan.variableSharedAcrossStages(of: model) == nil)
     #expect(plan.parameters.reduce(0, +) == model.layers.map(\.parameterCount).reduce(0, +))
   }

@@ -415,8 +415,9 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
   /// The layer the stage begins in.
   public var firstLayer: Int32 = 0
 
-  /// The inputs of first_layer (a Dense layer's features, a convolution's channels) the stage
-  /// before took: the stage takes the rest; 0 when it runs the whole layer.
+  /// The inputs of first_layer (a Dense layer's features, a convolution's channels, a recurrent
+  /// layer's time steps, a Transformer block's sublayers) the stage before took: the stage takes
+  /// the rest; 0 when it runs the whole layer.
   public var firstLayerInputs: Int32 = 0
 
   /// The layer the stage ends before, or in.
@@ -890,9 +891,10 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// inside a Dense, Conv2D, LSTM, GRU or Transformer layer (after some of its inputs) where whole layers are
   /// fewer than the stages, and, planning on measured layer times, where that makes the slowest
   /// stage at least 10 % faster, counting what the split adds: the stage after it then also
-  /// receives the inputs it has not taken, each stage holding a part holds the rows of the layer's
-  /// weight its inputs meet, and the layer's sums add in another order (a difference in the last
-  /// bits). An LSTM or GRU is split at a time step only under sync consistency and without
+  /// receives the inputs it has not taken (of a Transformer block, the residual stream alone),
+  /// each stage holding a part holds the rows of the layer's weight its inputs meet (of a block,
+  /// its sublayer's variables), and the layer's sums add in another order (a difference in the
+  /// last bits). An LSTM or GRU is split at a time step only under sync consistency and without
   /// optimizer.clip_global_norm: each of its parts runs the layer's whole weights, which their
   /// stages share, and the ps adds their gradients up. Split points given explicitly are kept.
   /// Valid: any.

@@ -129,10 +129,18 @@ extension TransformerBlock: SplittableLayer {
   /// its two sublayers, and place 1 is after the attention.
   func splittableInputs(ofInput _: [Int]) -> Int { Sublayer.allCases.count }
 
-  func piece(taking inputs: Range<Int>, wholeInputShape _: [Int], wholeOutputShape _: [Int], readsModelInputs: Bool)
+  /// What passes between its stages is the residual stream, never the model's inputs.
+  func piece(taking inputs: Range<Int>, wholeInputShape _: [Int], wholeOutputShape _: [Int], readsModelInputs _: Bool)
     -> any PieceOfLayer
   {
-    TransformerSublayer(block: self, sublayer: Sublayer.allCases[inputs.lowerBound], readsModelInputs: readsModelInputs)
+    precondition(inputs.count == 1, "a piece of a Transformer block runs one of its sublayers")
+    return TransformerSublayer(block: self, sublayer: Sublayer.allCases[inputs.lowerBound])
+  }
+
+  /// The sublayers before the place's share of the block's FLOPs (the attention's is not half).
+  func workShare(ofFirst inputs: Int, of _: Int, forInput inputShape: [Int]) -> Double {
+    let before = Sublayer.allCases[..<inputs].reduce(0) { $0 + flops(of: $1, forInput: inputShape) }
+    return Double(before) / Double(max(1, flops(forInput: inputShape)))
   }
 
   func heldParameters(byPieceTaking inputs: Range<Int>, of _: Int) -> Int {
@@ -149,7 +157,8 @@ extension TransformerBlock: SplittableLayer {
 struct TransformerSublayer: PieceOfLayer {
   let block: TransformerBlock
   let sublayer: TransformerBlock.Sublayer
-  let readsModelInputs: Bool
+  /// The residual stream it receives is the block's own, not the model's inputs.
+  var readsModelInputs: Bool { false }
 
   private var index: Int { TransformerBlock.Sublayer.allCases.firstIndex(of: sublayer)! }
 

@@ -38,6 +38,15 @@ protocol SplittableLayer: Layer {
   /// Whether its pieces all run the layer's one set of weights, which their stages then
   /// share (a recurrent layer's), rather than each its own part of them.
   var piecesShareWeights: Bool { get }
+  /// The share of the layer's work its first `inputs` of `count` inputs take.
+  func workShare(ofFirst inputs: Int, of count: Int, forInput inputShape: [Int]) -> Double
+}
+
+extension SplittableLayer {
+  /// In proportion to the inputs (features, channels, time steps), which each cost alike.
+  func workShare(ofFirst inputs: Int, of count: Int, forInput _: [Int]) -> Double {
+    Double(inputs) / Double(count)
+  }
 }
 
 /// A part of a layer split between pipeline stages (`LayerPiece`, `StepsPiece`).
@@ -225,6 +234,15 @@ extension Sequential {
       cut.positions.firstIndex(of: position) ?? cut.positions.count
     }
     return (cut.model, index(of: start)..<index(of: end))
+  }
+
+  /// The share of layer `index`'s work that its first `inputs` inputs take (their share of the
+  /// inputs, or for a Transformer block's attention, its share of the block's FLOPs).
+  public func workShare(ofLayer index: Int, firstInputs inputs: Int) -> Double {
+    guard let layer = layers[index] as? any SplittableLayer, let count = splittableInputs(ofLayer: index) else {
+      return inputs == 0 ? 0 : 1
+    }
+    return layer.workShare(ofFirst: inputs, of: count, forInput: activationShapes[index])
   }
 
   /// Whether the stages that run the pieces of layer `index` share its weights (a recurrent
