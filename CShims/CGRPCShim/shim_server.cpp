@@ -308,6 +308,17 @@ struct pm_server_call final : public StreamHandler {
     }
   }
 
+  void WriteLast(pm_outgoing_bytes message) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_ || cancelled_ || writing_) {
+      DropOutgoingBytes(message);
+      return;
+    }
+    finished_ = true;
+    response_ = MakeByteBuffer(message);
+    stream_->WriteAndFinish(&response_);
+  }
+
   void FinishWith(int code, const char *message, pm_outgoing_bytes response) {
     bool has_response = code == PM_STATUS_OK && (handler_.kind == PM_METHOD_UNARY ||
                                                  handler_.kind == PM_METHOD_CLIENT_STREAMING);
@@ -574,6 +585,10 @@ void pm_server_call_on_cancel(pm_server_call *call,
 void pm_server_call_write(pm_server_call *call, pm_outgoing_bytes message,
                           pm_write_done done, void *done_context) {
   call->Write(message, done, done_context);
+}
+
+void pm_server_call_write_last(pm_server_call *call, pm_outgoing_bytes message) {
+  call->WriteLast(message);
 }
 
 void pm_server_call_read(pm_server_call *call, pm_read_done done,

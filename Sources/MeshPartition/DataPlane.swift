@@ -313,8 +313,12 @@ public final class DataPlane: Sendable {
         if let encoding { tensor.littleEndianData(encoding, elements: elements, scaleExponent: scaleExponent) } else {
           tensor.sharedLittleEndianData(elements: elements)
         }
-      try await writer.write(chunk)
       first = elements.upperBound
+      if first < tensor.scalarCount {
+        try await writer.write(chunk)
+      } else {
+        try await writer.writeLast(chunk)
+      }
     } while first < tensor.scalarCount
   }
 
@@ -355,6 +359,8 @@ public final class DataPlane: Sendable {
       guard data.count <= announced!.bytes else {
         throw RPCError(.dataLoss, "\(what): \(partition.target) sent more than the tensor it announced")
       }
+      // Whole: the stream's end, which a later read would wait for, adds nothing.
+      if data.count == announced!.bytes { break }
     }
     guard let announced, data.count == announced.bytes else {
       throw RPCError(

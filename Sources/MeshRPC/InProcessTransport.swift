@@ -611,6 +611,10 @@ final class InProcessCall: ServerCall {
     await hand(try response.serializedData(), through: \.responses) { $0.ending == nil }
   }
 
+  func writeLast(_ response: some Message) async throws {
+    if try await write(response) { finishStream() }
+  }
+
   /// Ends the call once: wakes the reader and a waiting writer, and reports
   /// the outcome.
   private func end(_ ending: Result<Data?, RPCError>, responseBytes: Int?) {

@@ -32,6 +32,13 @@ public struct ResponseWriter<Response: Message>: Sendable {
       throw RPCError(.cancelled, "the client is no longer reading the stream")
     }
   }
+
+  /// Sends the last response and ends the stream with OK, together: the
+  /// client gets both at once, a round through the transport sooner than a
+  /// write and the handler's return. The handler writes nothing after it.
+  public func writeLast(_ response: Response) async throws {
+    try await call.writeLast(response)
+  }
 }
 
 /// One call a server answers, whichever transport carried it: the request,
@@ -48,6 +55,8 @@ protocol ServerCall: AnyObject, Sendable {
   func finishStream()
   /// Sends one response of a stream; false when the client has gone.
   func write(_ response: some Message) async throws -> Bool
+  /// Sends a stream's last response and ends the call with OK.
+  func writeLast(_ response: some Message) async throws
   /// The next request of a client stream after the first; nil at its end
   /// or when the call is over.
   func readRequest() async -> Data?
@@ -165,6 +174,16 @@ final class IncomingCall: ServerCall, @unchecked Sendable {
             .takeRetainedValue().value.resume(returning: ok != 0)
         }, box)
     }
+  }
+
+  func writeLast(_ response: some Message) async throws {
+    let bytes = try OutgoingBytes.serializing(response)
+    let streamed = streamedBytes.withLock {
+      $0 += bytes.count
+      return $0
+    }
+    report(nil, responseBytes: streamed)
+    pm_server_call_write_last(pointer, bytes.handOver())
   }
 }
 

@@ -145,11 +145,36 @@ import Testing
   /// A peer that answers FetchTensor with the chunks it was made with, whatever was asked.
   struct ScriptedPeer: RPCService {
     let chunks: [Pipemesh_V1_TensorChunk]
+    /// Whether the stream stays open after the chunks, until the client leaves.
+    var staysOpen = false
     var serviceName: String { "pipemesh.v1.Partition" }
     func register(with router: inout RPCRouter) {
-      router.serverStreaming(PartitionMethods.fetchTensor) { [chunks] _, writer, _ in
+      router.serverStreaming(PartitionMethods.fetchTensor) { [chunks, staysOpen] _, writer, _ in
         for chunk in chunks { try await writer.write(chunk) }
+        if staysOpen { try await Task.sleep(for: .seconds(3600)) }
       }
+    }
+  }
+
+  /// A fetch ends once it holds the whole tensor its first chunk announced,
+  /// without waiting for the stream's end: here a peer that never sends it.
+  @Test(arguments: TestTransport.allCases)
+  func aFetchEndsWithTheTensorsLastByte(transport: TestTransport) async throws {
+    let tensor = Tensor.randomUniform([3, 5], seed: 4)
+    let whole = Pipemesh_V1_Tensor(tensor)
+    let chunks: [Pipemesh_V1_TensorChunk] = [
+      .with {
+        $0.dtype = .float32
+        $0.shape = [3, 5]
+        $0.data = whole.data.prefix(24)
+      },
+      .with { $0.data = whole.data.dropFirst(24) },
+    ]
+    try await withChannel(transport, [ScriptedPeer(chunks: chunks, staysOpen: true)]) { channel in
+      // A bound that only a fetch waiting for the stream's end reaches.
+      let fetched = try await DataPlane.fetch(
+        from: channel, .with { $0.key = "any" }, options: CallOptions(timeout: .seconds(30)))
+      #expect(fetched.shape == [3, 5] && fetched.scalars == tensor.scalars)
     }
   }
 

@@ -64,6 +64,21 @@ import Testing
     }
   }
 
+  /// A stream whose last response carries its end: the client reads every
+  /// response and the end, OK, however the handler goes on.
+  @Test(arguments: TestTransport.allCases)
+  func aLastWriteEndsTheStream(transport: TestTransport) async throws {
+    try await withChannel(transport, [ProbeService()]) { client in
+      for count: UInt64 in [1, 3] {
+        var sequences: [UInt64] = []
+        for try await response in client.stream(ProbeService.endWithTheLastWrite, .with { $0.count = count }) {
+          sequences.append(response.sequence)
+        }
+        #expect(sequences == Array(0..<count))
+      }
+    }
+  }
+
   @Test(arguments: TestTransport.allCases)
   func clientStreamingRoundTrip(transport: TestTransport) async throws {
     let probe = ProbeService()

@@ -14,6 +14,11 @@ final class ProbeService: RPCService, Sendable {
   static let slow = UnaryMethod<Pipemesh_V1_EchoRequest, Pipemesh_V1_EchoResponse>(service: name, name: "Slow")
   static let streamForever = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
     service: name, name: "StreamForever")
+  /// Sends `count` responses numbered from 0, the last with the stream's
+  /// end (`writeLast`), then fails with INTERNAL, which the client, its
+  /// stream already ended with OK, must not see.
+  static let endWithTheLastWrite = ServerStreamingMethod<Pipemesh_V1_EchoStreamRequest, Pipemesh_V1_EchoResponse>(
+    service: name, name: "EndWithTheLastWrite")
   /// Sends a small response, then starts sending one of `responseSize`
   /// bytes from another task and, 200 ms after that write began, while it
   /// waits for the client to read, fails with INVALID_ARGUMENT.
@@ -102,6 +107,17 @@ final class ProbeService: RPCService, Sendable {
         response.sequence += 1
       }
       return response
+    }
+    router.serverStreaming(Self.endWithTheLastWrite) { request, writer, _ in
+      for sequence in 0..<request.count {
+        let response = Pipemesh_V1_EchoResponse.with { $0.sequence = sequence }
+        if sequence + 1 < request.count {
+          try await writer.write(response)
+        } else {
+          try await writer.writeLast(response)
+        }
+      }
+      throw RPCError(.internal, "after the stream's end")
     }
     router.serverStreaming(Self.streamThenCancel) { request, writer, context in
       for sequence in 0..<request.count {

@@ -479,13 +479,24 @@ import Testing
   /// run's activations and gradients travel as bfloat16, rounded the same
   /// way after the restart (the restarted stage loads the job's stored
   /// transfer dtype), so it ends on the uninterrupted run's weights too.
-  @Test(arguments: [("1f1b", "float32"), ("2bw", "bfloat16")])
-  func aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights(schedule: String, transferDtype: String) async throws {
+  /// And an LSTM split between its time steps: the restarted second stage
+  /// runs the later steps on the layer's weights, which it reads from the ps
+  /// as a shared variable of the first stage's.
+  @Test(arguments: [
+    RestartedJob(schedule: "1f1b", transferDtype: "float32"),
+    RestartedJob(schedule: "2bw", transferDtype: "bfloat16"),
+    RestartedJob(
+      model: Repository.path("examples/lstm-parity.json"),
+      data: ["--dataset", "synthetic-parity", "--batch-size", "64", "--epochs", "8"], split: (1, 4)),
+  ])
+  func aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights(_ job: RestartedJob) async throws {
     var mesh = try await Mesh(psCheckpoints: true)
-    let options = [
-      "--model", Self.model, "--epochs", "20", "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "2",
-      "--split", "1:64", "--schedule", schedule, "--transfer-dtype", transferDtype,
-    ]
+    let options =
+      [
+        "--model", job.model, "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "2",
+        "--split", "\(job.split.layer):\(job.split.inputs)", "--schedule", job.schedule,
+        "--transfer-dtype", job.transferDtype,
+      ] + job.data
     let training = try await Self.trainStraightThenStart("survivor", options: options + ["--json"], on: mesh)
     mesh = try await mesh.restarted(coordinator: false, partitions: [1])
     // The user's train command follows the job through the restart to its end.
@@ -498,8 +509,11 @@ import Testing
     let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
     #expect(fault["state"] as? String == "JOB_STATE_RESTARTING", "\(fault)")
     let split = ended["options"] as? [String: Any]
-    #expect(split?["splitPoints"] as? [Int] == [1] && split?["splitPointInputs"] as? [Int] == [64], "\(ended)")
-    #expect(split?["transferDtype"] as? String == "DTYPE_\(transferDtype.uppercased())", "\(ended)")
+    #expect(
+      split?["splitPoints"] as? [Int] == [job.split.layer]
+        && split?["splitPointInputs"] as? [Int] == [job.split.inputs],
+      "\(ended)")
+    #expect(split?["transferDtype"] as? String == "DTYPE_\(job.transferDtype.uppercased())", "\(ended)")
 
     try await Self.expectSameWeights("survivor", as: "straight", on: mesh)
     try await Self.expectSameEpochLosses("survivor", as: "straight", on: mesh)
@@ -644,5 +658,22 @@ extension CommandMesh {
     return result.output.split(separator: "\n").compactMap {
       try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
     }
+  }
+}
+
+/// A job `aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights` kills a
+/// stage of: its model and data, where its stages meet, its schedule and
+/// the dtype its activations and gradients travel in.
+struct RestartedJob: Sendable, CustomTestStringConvertible {
+  var model = DurableStateTests.model
+  var data = ["--epochs", "20"]
+  /// The layer the second stage starts in, after that many of its inputs.
+  var split = (layer: 1, inputs: 64)
+  var schedule = "1f1b"
+  var transferDtype = "float32"
+
+  var testDescription: String {
+    "\(URL(fileURLWithPath: model).lastPathComponent) split at \(split.layer):\(split.inputs), \(schedule), "
+      + transferDtype
   }
 }

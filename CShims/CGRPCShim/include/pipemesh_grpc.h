@@ -199,6 +199,11 @@ void pm_server_call_on_cancel(pm_server_call *call,
 void pm_server_call_write(pm_server_call *call, pm_outgoing_bytes message,
                           pm_write_done done, void *done_context);
 
+/* Streams the last response and ends the call with OK, both in one operation (server- and
+ * bidirectional-streaming methods): the client gets the message and the status together. No
+ * write may be in flight; a call that is over drops the message. A later finish is ignored. */
+void pm_server_call_write_last(pm_server_call *call, pm_outgoing_bytes message);
+
 /* Reads the next message of a client stream (client- and
  * bidirectional-streaming methods). One read in flight at a time: wait for
  * `done` before the next; a read and a write may be in flight together. */
