@@ -308,15 +308,15 @@ struct pm_server_call final : public StreamHandler {
     }
   }
 
-  void WriteLast(pm_outgoing_bytes message) {
+  bool WriteLast(pm_outgoing_bytes message) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (finished_ || cancelled_ || writing_) {
       DropOutgoingBytes(message);
-      return;
+      return false;
     }
     finished_ = true;
     response_ = MakeByteBuffer(message);
-    stream_->WriteAndFinish(&response_);
+    return stream_->WriteAndFinish(&response_);
   }
 
   void FinishWith(int code, const char *message, pm_outgoing_bytes response) {
@@ -587,8 +587,8 @@ void pm_server_call_write(pm_server_call *call, pm_outgoing_bytes message,
   call->Write(message, done, done_context);
 }
 
-void pm_server_call_write_last(pm_server_call *call, pm_outgoing_bytes message) {
-  call->WriteLast(message);
+int pm_server_call_write_last(pm_server_call *call, pm_outgoing_bytes message) {
+  return call->WriteLast(message) ? 1 : 0;
 }
 
 void pm_server_call_read(pm_server_call *call, pm_read_done done,

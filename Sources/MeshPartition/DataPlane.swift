@@ -325,8 +325,9 @@ public final class DataPlane: Sendable {
   /// Fetches a tensor from a partition's data plane, putting its chunks
   /// together as they arrive (in the request's encoding, widened back to
   /// float32); DATA_LOSS when they do not make up the tensor their first one
-  /// announced. Memory grows with the bytes received, never with the size a
-  /// peer announces.
+  /// announced. It returns once it holds them, reading neither the stream's
+  /// end (which comes with the last chunk) nor anything after it. Memory
+  /// grows with the bytes received, never with the size a peer announces.
   public static func fetch(
     from partition: any RPCChannel, _ request: Pipemesh_V1_FetchTensorRequest, what: String = "fetched tensor",
     options: CallOptions = .init()

@@ -611,16 +611,23 @@ final class InProcessCall: ServerCall {
     await hand(try response.serializedData(), through: \.responses) { $0.ending == nil }
   }
 
-  func writeLast(_ response: some Message) async throws {
-    if try await write(response) { finishStream() }
+  func writeLast(_ response: some Message) async throws -> Bool {
+    end(.success(nil), responseBytes: nil, last: try response.serializedData())
   }
 
   /// Ends the call once: wakes the reader and a waiting writer, and reports
-  /// the outcome.
-  private func end(_ ending: Result<Data?, RPCError>, responseBytes: Int?) {
+  /// the outcome; whether it ended it. A stream's `last` response goes with
+  /// its end, to the waiting reader or queued for the next read (not while
+  /// another waits to be read).
+  @discardableResult
+  private func end(_ ending: Result<Data?, RPCError>, responseBytes: Int?, last: Data? = nil) -> Bool {
     let ended = state.withLock { state -> State? in
-      guard state.ending == nil else { return nil }
+      guard state.ending == nil, last == nil || state.responses.message == nil else { return nil }
       state.ending = ending
+      if let last {
+        state.responses.bytes += last.count
+        if state.responses.reader == nil { state.responses.message = last }
+      }
       let ended = state
       state.responses.reader = nil
       state.responses.writer = nil
@@ -629,13 +636,15 @@ final class InProcessCall: ServerCall {
       if case .failure = ending { state.responses.message = nil }
       return ended
     }
-    guard let ended else { return }
+    guard let ended else { return false }
     ended.responses.writer?.resume(returning: false)
     ended.requests.reader?.resume(returning: nil)
     ended.requests.writer?.resume(returning: false)
     if let reader = ended.responses.reader {
       // The reader waits only when no message is queued.
-      if case .success(let answer?) = ending {
+      if let last {
+        reader.resume(returning: last)
+      } else if case .success(let answer?) = ending {
         state.withLock { $0.ending = .success(nil) }
         reader.resume(returning: answer)
       } else {
@@ -647,6 +656,7 @@ final class InProcessCall: ServerCall {
       path: ended.path, code: code, duration: .now - started, requestBytes: request.count + ended.requests.bytes,
       responseBytes: responseBytes ?? ended.responses.bytes)
     ended.onEnd?()
+    return true
   }
 }
 

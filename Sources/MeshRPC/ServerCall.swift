@@ -35,9 +35,13 @@ public struct ResponseWriter<Response: Message>: Sendable {
 
   /// Sends the last response and ends the stream with OK, together: the
   /// client gets both at once, a round through the transport sooner than a
-  /// write and the handler's return. The handler writes nothing after it.
+  /// write and the handler's return. Whatever the handler does after it
+  /// changes nothing (a later write throws CANCELLED). Throws CANCELLED when
+  /// the client has gone.
   public func writeLast(_ response: Response) async throws {
-    try await call.writeLast(response)
+    guard try await call.writeLast(response) else {
+      throw RPCError(.cancelled, "the client is no longer reading the stream")
+    }
   }
 }
 
@@ -55,8 +59,9 @@ protocol ServerCall: AnyObject, Sendable {
   func finishStream()
   /// Sends one response of a stream; false when the client has gone.
   func write(_ response: some Message) async throws -> Bool
-  /// Sends a stream's last response and ends the call with OK.
-  func writeLast(_ response: some Message) async throws
+  /// Sends a stream's last response and ends the call with OK; false
+  /// (nothing sent) when the call is over or a write is still in flight.
+  func writeLast(_ response: some Message) async throws -> Bool
   /// The next request of a client stream after the first; nil at its end
   /// or when the call is over.
   func readRequest() async -> Data?
@@ -176,14 +181,16 @@ final class IncomingCall: ServerCall, @unchecked Sendable {
     }
   }
 
-  func writeLast(_ response: some Message) async throws {
+  func writeLast(_ response: some Message) async throws -> Bool {
     let bytes = try OutgoingBytes.serializing(response)
+    let count = bytes.count
+    guard pm_server_call_write_last(pointer, bytes.handOver()) != 0 else { return false }
     let streamed = streamedBytes.withLock {
-      $0 += bytes.count
+      $0 += count
       return $0
     }
     report(nil, responseBytes: streamed)
-    pm_server_call_write_last(pointer, bytes.handOver())
+    return true
   }
 }
 

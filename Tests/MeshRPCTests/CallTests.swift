@@ -65,10 +65,13 @@ import Testing
   }
 
   /// A stream whose last response carries its end: the client reads every
-  /// response and the end, OK, however the handler goes on.
+  /// response and the end, OK, however the handler goes on; and the server
+  /// counts the call once, OK with every byte, also when the client leaves
+  /// as soon as it has the last response.
   @Test(arguments: TestTransport.allCases)
   func aLastWriteEndsTheStream(transport: TestTransport) async throws {
-    try await withChannel(transport, [ProbeService()]) { client in
+    let recorder = CallRecorder()
+    try await withChannel(transport, [ProbeService()], observer: recorder) { client in
       for count: UInt64 in [1, 3] {
         var sequences: [UInt64] = []
         for try await response in client.stream(ProbeService.endWithTheLastWrite, .with { $0.count = count }) {
@@ -76,6 +79,31 @@ import Testing
         }
         #expect(sequences == Array(0..<count))
       }
+      var leaving = client.stream(ProbeService.endWithTheLastWrite, .with { $0.count = 3 }).makeAsyncIterator()
+      for expected: UInt64 in 0..<3 { #expect(try await leaving.next()?.sequence == expected) }
+      let path = ProbeService.endWithTheLastWrite.path
+      #expect(await eventually { recorder.calls(to: path).count == 3 })
+      let bytes = { (count: UInt64) in
+        try (0..<count).reduce(0) { total, sequence in
+          total + (try Pipemesh_V1_EchoResponse.with { $0.sequence = sequence }.serializedData().count)
+        }
+      }
+      let calls = recorder.calls(to: path)
+      #expect(calls.map(\.code) == [nil, nil, nil], "\(calls)")
+      #expect(try calls.map(\.responseBytes) == [bytes(1), bytes(3), bytes(3)], "\(calls)")
+    }
+  }
+
+  /// Every call a server finished: its path, status and response bytes.
+  final class CallRecorder: RPCObserver {
+    private let finished = Mutex<[(path: String, code: RPCError.Code?, responseBytes: Int)]>([])
+
+    func callFinished(path: String, code: RPCError.Code?, duration: Duration, requestBytes: Int, responseBytes: Int) {
+      finished.withLock { $0.append((path, code, responseBytes)) }
+    }
+
+    func calls(to path: String) -> [(path: String, code: RPCError.Code?, responseBytes: Int)] {
+      finished.withLock { $0.filter { $0.path == path } }
     }
   }
 

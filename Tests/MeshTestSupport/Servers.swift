@@ -68,16 +68,17 @@ public struct TestServer: Sendable {
   /// Stops taking calls and gives running ones the grace period.
   public let shutdown: @Sendable (Duration) async -> Void
 
-  /// Serves `services` on `transport`.
-  public init(_ transport: TestTransport, _ services: [any RPCService]) throws {
+  /// Serves `services` on `transport`; `observer` sees every finished call.
+  public init(_ transport: TestTransport, _ services: [any RPCService], observer: (any RPCObserver)? = nil) throws {
     switch transport {
     case .grpc:
-      let server = try RPCServer(services: services, reflection: MeshDescriptors.fileDescriptorSet)
+      let server = try RPCServer(
+        services: services, reflection: MeshDescriptors.fileDescriptorSet, observer: observer)
       channel = try RPCClient(target: server.endpoint)
       shutdown = { await server.shutdown(gracePeriod: $0) }
     case .inProcess:
       let network = InProcessNetwork()
-      let server = try network.serve(services, at: "test.in-process:1")
+      let server = try network.serve(services, at: "test.in-process:1", observer: observer)
       channel = network.channel(to: server.endpoint, identity: nil)
       shutdown = { await server.shutdown(gracePeriod: $0) }
     }
@@ -87,9 +88,10 @@ public struct TestServer: Sendable {
 /// Serves `services` on `transport`, runs `body` with a channel to them, and
 /// stops the server whether `body` threw or not.
 public func withChannel<R>(
-  _ transport: TestTransport, _ services: [any RPCService], _ body: (any RPCChannel) async throws -> R
+  _ transport: TestTransport, _ services: [any RPCService], observer: (any RPCObserver)? = nil,
+  _ body: (any RPCChannel) async throws -> R
 ) async throws -> R {
-  let server = try TestServer(transport, services)
+  let server = try TestServer(transport, services, observer: observer)
   let result: Result<R, any Error>
   do {
     result = .success(try await body(server.channel))

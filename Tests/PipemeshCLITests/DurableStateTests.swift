@@ -468,6 +468,23 @@ import Testing
     }
   }
 
+  /// A job whose stage `aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights`
+  /// kills: its model and training options, where its stages meet, its
+  /// schedule and the dtype its activations and gradients travel in.
+  struct RestartedJob: Sendable, CustomTestStringConvertible {
+    var model = DurableStateTests.model
+    var trainingOptions = ["--epochs", "20"]
+    /// The layer the second stage starts in, after that many of its inputs.
+    var split = (layer: 1, inputs: 64)
+    var schedule = "1f1b"
+    var transferDtype = "float32"
+
+    var testDescription: String {
+      "\(URL(fileURLWithPath: model).lastPathComponent) split at \(split.layer):\(split.inputs), \(schedule), "
+        + transferDtype
+    }
+  }
+
   /// `kill -9` of a partition in the middle of a sync job allowed restarts,
   /// the partition started again as systemd would: the coordinator waits for
   /// it, runs the job on from its newest checkpoint, and it ends with the
@@ -487,7 +504,7 @@ import Testing
     RestartedJob(schedule: "2bw", transferDtype: "bfloat16"),
     RestartedJob(
       model: Repository.path("examples/lstm-parity.json"),
-      data: ["--dataset", "synthetic-parity", "--batch-size", "64", "--epochs", "8"], split: (1, 4)),
+      trainingOptions: ["--dataset", "synthetic-parity", "--batch-size", "64", "--epochs", "8"], split: (1, 4)),
   ])
   func aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights(_ job: RestartedJob) async throws {
     var mesh = try await Mesh(psCheckpoints: true)
@@ -496,7 +513,7 @@ import Testing
         "--model", job.model, "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "2",
         "--split", "\(job.split.layer):\(job.split.inputs)", "--schedule", job.schedule,
         "--transfer-dtype", job.transferDtype,
-      ] + job.data
+      ] + job.trainingOptions
     let training = try await Self.trainStraightThenStart("survivor", options: options + ["--json"], on: mesh)
     mesh = try await mesh.restarted(coordinator: false, partitions: [1])
     // The user's train command follows the job through the restart to its end.
@@ -658,22 +675,5 @@ extension CommandMesh {
     return result.output.split(separator: "\n").compactMap {
       try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
     }
-  }
-}
-
-/// A job `aJobWhosePartitionDiesRestartsAndEndsWithTheSameWeights` kills a
-/// stage of: its model and data, where its stages meet, its schedule and
-/// the dtype its activations and gradients travel in.
-struct RestartedJob: Sendable, CustomTestStringConvertible {
-  var model = DurableStateTests.model
-  var data = ["--epochs", "20"]
-  /// The layer the second stage starts in, after that many of its inputs.
-  var split = (layer: 1, inputs: 64)
-  var schedule = "1f1b"
-  var transferDtype = "float32"
-
-  var testDescription: String {
-    "\(URL(fileURLWithPath: model).lastPathComponent) split at \(split.layer):\(split.inputs), \(schedule), "
-      + transferDtype
   }
 }

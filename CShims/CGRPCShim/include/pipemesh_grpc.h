@@ -200,9 +200,10 @@ void pm_server_call_write(pm_server_call *call, pm_outgoing_bytes message,
                           pm_write_done done, void *done_context);
 
 /* Streams the last response and ends the call with OK, both in one operation (server- and
- * bidirectional-streaming methods): the client gets the message and the status together. No
- * write may be in flight; a call that is over drops the message. A later finish is ignored. */
-void pm_server_call_write_last(pm_server_call *call, pm_outgoing_bytes message);
+ * bidirectional-streaming methods): the client gets the message and the status together.
+ * Returns 1 when it went out; 0, dropping the message and leaving the call as it was, when the
+ * call is over or a write is still in flight. A finish after it is ignored. */
+int pm_server_call_write_last(pm_server_call *call, pm_outgoing_bytes message);
 
 /* Reads the next message of a client stream (client- and
  * bidirectional-streaming methods). One read in flight at a time: wait for
