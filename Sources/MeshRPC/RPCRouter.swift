@@ -81,7 +81,8 @@ public struct RPCRouter: Sendable {
   }
 
   /// Handles a server-streaming method; the handler writes responses through
-  /// the writer and returns to end the stream with OK.
+  /// the writer and returns to end the stream with OK (or ends it with its
+  /// last response, `ResponseWriter.writeLast`).
   public mutating func serverStreaming<Request, Response>(
     _ method: ServerStreamingMethod<Request, Response>,
     _ handler: @escaping @Sendable (Request, ResponseWriter<Response>, ServerContext) async throws -> Void

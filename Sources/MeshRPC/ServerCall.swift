@@ -37,7 +37,8 @@ public struct ResponseWriter<Response: Message>: Sendable {
   /// client gets both at once, a round through the transport sooner than a
   /// write and the handler's return. Whatever the handler does after it
   /// changes nothing (a later write throws CANCELLED). Throws CANCELLED when
-  /// the client has gone.
+  /// the call is over (the client has gone, or the stream already ended) or
+  /// a write is still in flight, and then sends nothing.
   public func writeLast(_ response: Response) async throws {
     guard try await call.writeLast(response) else {
       throw RPCError(.cancelled, "the client is no longer reading the stream")

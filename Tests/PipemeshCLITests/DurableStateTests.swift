@@ -373,7 +373,8 @@ import Testing
   }
 
   /// Expects model `name`'s weights to equal `reference`'s within
-  /// `tolerance` (the six tensors of the digits MLP).
+  /// `tolerance`: the same tensors (six for the digits MLP and for
+  /// lstm-parity), each within it.
   static func expectSameWeights(
     _ name: String, as reference: String, on mesh: some CommandMesh, within tolerance: Float = 1e-6
   ) async throws {

@@ -201,8 +201,8 @@ void pm_server_call_write(pm_server_call *call, pm_outgoing_bytes message,
 
 /* Streams the last response and ends the call with OK, both in one operation (server- and
  * bidirectional-streaming methods): the client gets the message and the status together.
- * Returns 1 when it went out; 0, dropping the message and leaving the call as it was, when the
- * call is over or a write is still in flight. A finish after it is ignored. */
+ * Returns 1 when it went out; 0 when the call is over, a write is still in flight or the server
+ * is stopping, and the message is not sent. A finish after it is ignored. */
 int pm_server_call_write_last(pm_server_call *call, pm_outgoing_bytes message);
 
 /* Reads the next message of a client stream (client- and
