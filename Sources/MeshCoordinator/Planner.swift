@@ -199,7 +199,7 @@ public enum Planner {
           .invalidArgument,
           "split point \(place) splits \(model.layers[place.layer].name) at a time step, so its stages share its "
             + "weights and their gradients add up only on the ps, before one update: that takes sync consistency "
-            + "and no optimizer.clip_global_norm. Give both, or split points outside the layer")
+            + "reduced by the ps and no optimizer.clip_global_norm. Give both, or split points outside the layer")
       }
       for stage in 0..<stages {
         let held = layers.held(from: bounds[stage], to: bounds[stage + 1])
@@ -416,13 +416,15 @@ public enum Planner {
   /// Whether a job of `optimizer` and `consistency` may be split inside a
   /// layer whose stages would share its weights: only under sync
   /// consistency, whose ps adds the stages' gradients up before one update
-  /// (async would apply each stage's share as an update of its own), and
-  /// without clipping by the global norm, which each stage takes of its own
-  /// gradients.
+  /// (async would apply each stage's share as an update of its own), not
+  /// reduced by ring (whose replicas each apply their own stage's share),
+  /// and without clipping by the global norm, which each stage takes of its
+  /// own gradients.
   public static func splitsSharingWeights(optimizer: Pipemesh_V1_OptimizerSpec, consistency: Pipemesh_V1_Consistency)
     -> Bool
   {
-    optimizer.clipGlobalNorm == 0 && (try? JobConsistency(consistency))?.mode == .sync
+    guard let rule = try? JobConsistency(consistency) else { return false }
+    return optimizer.clipGlobalNorm == 0 && rule.mode == .sync && rule.reduction == .parameterServer
   }
 
   /// Dynamic programming over `places` (sorted, from the model's start to

@@ -1,3 +1,4 @@
+import MeshPSClient
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -30,6 +31,7 @@ struct StageLoading: Sendable {
   {
     // Every partition of the job, as the coordinator names them: what each may fetch from.
     let members = replicas.flatMap { replica in placement.partitions.map { $0[replica] } }
+    let reducesByRing = try JobConsistency(consistency).reducesByRing
     return try await withThrowingTaskGroup(of: (Int, Int, String).self) { group in
       for stage in 0..<placement.stages {
         for replica in replicas {
@@ -50,6 +52,8 @@ struct StageLoading: Sendable {
             $0.peers = members
             $0.overlappingSteps = overlappingSteps
             $0.transferDtype = transferDType
+            // A partition's data plane is at the address it is listed at (checked below).
+            if reducesByRing { $0.ring = replicas.map { placement.partitions[stage][$0] } }
           }
           group.addTask {
             let client = placement.clients[stage][replica]

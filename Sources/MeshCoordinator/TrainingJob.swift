@@ -107,6 +107,14 @@ final class TrainingJob: Sendable {
           + "split at a time step), whose gradients add up on the ps: put its layers on one stage (split_points, "
           + "whole_layers) or train without clipping")
     }
+    if try JobConsistency(request.consistency).reduction == .ring,
+      let shared = model.layers.lazy.flatMap(\.sharedVariables).first
+    {
+      throw RPCError(
+        .invalidArgument,
+        "consistency.sync.reduction is REDUCTION_RING, but \(shared.name) is shared by several layers (a tied "
+          + "layer), whose gradients add up on the ps: give REDUCTION_PARAMETER_SERVER")
+    }
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)
     guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }
@@ -576,7 +584,8 @@ final class TrainingJob: Sendable {
     let (resumedStep, recordedEpochs) = status.withLock { ($0.checkpointStep, $0.epochs.count) }
     if resumedStep > 0 {
       try await cluster.parameterServerClient().restore(
-        job: runID, from: checkpointRun.withLock { $0 }, step: resumedStep, replicas: Int32(replicas))
+        job: runID, from: checkpointRun.withLock { $0 }, step: resumedStep,
+        replicas: try JobConsistency(consistency).atParameterServer.replicas)
     }
     let dataPlane = try await loadStages(on: placement)
     let members = try probedMembers(on: placement)

@@ -16,8 +16,19 @@ public struct JobConsistency: Equatable, Sendable {
     case bounded(maxStaleness: Int64, wait: Duration?)
   }
 
+  /// Where sync replicas add up their gradients.
+  public enum Reduction: Equatable, Sendable {
+    /// Each replica pushes to the ps, which applies their mean.
+    case parameterServer
+    /// The replicas of a stage all-reduce among themselves, each applying
+    /// the same update; the ps sees one writer per stage.
+    case ring
+  }
+
   public let mode: Mode
   public let replicas: Int32
+  /// `.parameterServer` unless the mode is sync and asks for the ring.
+  public let reduction: Reduction
   public static let maxReplicas: Int32 = 4096
   /// How long a bounded push waits for the slowest replica when the request
   /// gives no time, and the most it may give.
@@ -29,6 +40,7 @@ public struct JobConsistency: Equatable, Sendable {
     guard replicas > 0, replicas <= Self.maxReplicas else {
       throw RPCError(.invalidArgument, "consistency replicas must be in 1...\(Self.maxReplicas), got \(replicas)")
     }
+    reduction = try proto.sync.reduction.parsed
     switch proto.mode {
     case .sync, nil: mode = .sync
     case .async: mode = .async
@@ -51,7 +63,7 @@ public struct JobConsistency: Equatable, Sendable {
     var proto = Pipemesh_V1_Consistency()
     proto.replicas = replicas
     switch mode {
-    case .sync: proto.sync = .init()
+    case .sync: proto.sync = .with { $0.reduction = reduction == .ring ? .ring : .unspecified }
     case .async: proto.async = .init()
     case .bounded(let maxStaleness, let wait):
       proto.bounded = .with {
@@ -61,6 +73,38 @@ public struct JobConsistency: Equatable, Sendable {
       }
     }
     return proto
+  }
+}
+
+extension JobConsistency {
+  /// Whether the stages' replicas sum their gradients around a ring.
+  public var reducesByRing: Bool { reduction == .ring && replicas > 1 }
+
+  /// What the ps is told: as `proto`, except that replicas reducing by ring
+  /// reach it as one writer per stage (one replica, the ps's own sum).
+  public var atParameterServer: Pipemesh_V1_Consistency {
+    reduction == .ring ? JobConsistency(mode: mode, replicas: 1, reduction: .parameterServer).proto : proto
+  }
+
+  private init(mode: Mode, replicas: Int32, reduction: Reduction) {
+    self.mode = mode
+    self.replicas = replicas
+    self.reduction = reduction
+  }
+}
+
+extension Pipemesh_V1_Reduction {
+  fileprivate var parsed: JobConsistency.Reduction {
+    get throws {
+      switch self {
+      case .unspecified, .parameterServer: return .parameterServer
+      case .ring: return .ring
+      case .UNRECOGNIZED(let value):
+        throw RPCError(
+          .invalidArgument,
+          "consistency sync.reduction is \(value); give REDUCTION_PARAMETER_SERVER (1) or REDUCTION_RING (2)")
+      }
+    }
   }
 }
 

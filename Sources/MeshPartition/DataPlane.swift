@@ -337,7 +337,9 @@ public final class DataPlane: Sendable {
     // float16's scale brings a largest magnitude of 2^-149 … 2^127 into [2^14, 2^15).
     let scales = encoding == .float16 ? -113...163 : 0...0
     var announced: (shape: [Int64], bytes: Int, scaleExponent: Int)?
-    var data = Data()
+    // Kept as they came and copied once into the tensor (appending would copy them again).
+    var chunks: [Data] = []
+    var received = 0
     for try await chunk in partition.stream(PartitionMethods.fetchTensor, request, options: options) {
       if announced == nil {
         guard chunk.dtype == encoding?.wire ?? .float32, chunk.shape.allSatisfy({ $0 >= 0 && $0 <= Int32.max }),
@@ -350,35 +352,30 @@ public final class DataPlane: Sendable {
               + "scaled by 2^\(chunk.scaleExponent), where \(encoding?.rawValue ?? "float32") was asked")
         }
         announced = (chunk.shape, count * width, Int(chunk.scaleExponent))
-        data = chunk.data
       } else {
         guard chunk.shape.isEmpty, chunk.scaleExponent == 0 else {
           throw RPCError(.dataLoss, "\(what): \(partition.target) announced a second shape or scale")
         }
-        data.append(chunk.data)
       }
-      guard data.count <= announced!.bytes else {
+      chunks.append(chunk.data)
+      received += chunk.data.count
+      guard received <= announced!.bytes else {
         throw RPCError(.dataLoss, "\(what): \(partition.target) sent more than the tensor it announced")
       }
       // Whole: the stream's end, which a later read would wait for, adds nothing.
-      if data.count == announced!.bytes { break }
+      if received == announced!.bytes { break }
     }
-    guard let announced, data.count == announced.bytes else {
+    guard let announced, received == announced.bytes else {
       throw RPCError(
         .dataLoss,
-        "\(what): \(partition.target) ended the fetch after \(data.count) of \(announced?.bytes ?? 0) bytes")
-    }
-    guard let encoding else {
-      return try Tensor(
-        wire: .with {
-          $0.dtype = .float32
-          $0.shape = announced.shape
-          $0.data = data
-        }, what: what)
+        "\(what): \(partition.target) ended the fetch after \(received) of \(announced?.bytes ?? 0) bytes")
     }
     do {
+      let shape = announced.shape.map { Int($0) }
+      guard let encoding else { return try Tensor(dtype: .float32, shape: shape, littleEndianChunks: chunks) }
       return try Tensor(
-        shape: announced.shape.map { Int($0) }, encoding, littleEndianBytes: data,
+        shape: shape, encoding,
+        littleEndianBytes: chunks.count == 1 ? chunks[0] : chunks.reduce(into: Data()) { $0.append($1) },
         scaleExponent: announced.scaleExponent)
     } catch let error as TensorError {
       throw RPCError(.dataLoss, "\(what): \(error.message)")

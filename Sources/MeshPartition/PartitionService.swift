@@ -207,6 +207,7 @@ public final class PartitionService: RPCService, Sendable {
           .permissionDenied, "\(field) names \(refused.echoed); this partition dials \(dialPolicy.description)")
       }
     }
+    let ring = try ringReduction(request)
     await dataPlane.reconnect(to: request.peers, timeout: .seconds(5))
     if let existing = stages.withLock({ $0[request.job] }) {
       guard existing.request == request else {
@@ -222,13 +223,35 @@ public final class PartitionService: RPCService, Sendable {
       // A job may ask for a tighter bound than the partition's, never a looser one.
       maxKeptBytes: request.maxKeptBytes > 0
         ? min(Int(request.maxKeptBytes), defaultMaxKeptBytes) : defaultMaxKeptBytes,
-      peers: Set(request.peers), transfer: transfer,
+      peers: Set(request.peers), transfer: transfer, ring: ring,
       optimizer: request.optimizer,
       ps: try ParameterServerClient(endpoints: request.parameterServers, dialer: dialer), dataPlane: dataPlane,
       activity: activity)
     try await runner.start(consistency: request.consistency, optimizer: request.optimizer)
     stages.withLock { $0[request.job] = (request, runner) }
     return response(model: model, layers: layers)
+  }
+
+  /// The ring of the stage's replicas a LoadStage names, when its job's
+  /// replicas reduce by ring; INVALID_ARGUMENT for a ring given otherwise,
+  /// or one missing or not the stage's replicas.
+  private func ringReduction(_ request: Pipemesh_V1_LoadStageRequest) throws -> RingReduction? {
+    let rule: JobConsistency
+    do { rule = try JobConsistency(request.consistency) } catch let error as RPCError {
+      throw RPCError(error.code, "consistency: \(error.message)")
+    }
+    guard rule.reducesByRing else {
+      guard request.ring.isEmpty else {
+        throw RPCError(
+          .invalidArgument,
+          "ring names \(request.ring.count) endpoints, but the job's replicas do not reduce by ring "
+            + "(consistency.sync.reduction REDUCTION_RING with more than one replica): leave ring empty")
+      }
+      return nil
+    }
+    return try RingReduction(
+      job: request.job, rank: Int(request.replica), endpoints: request.ring, replicas: rule.replicas,
+      own: dataPlane.endpoint, peers: Set(request.peers))
   }
 
   /// How long one TimeLayers may run before it stops with DEADLINE_EXCEEDED.

@@ -35,6 +35,10 @@ actor StageRunner {
   /// inputs, which always travel exact.
   let transfer: HalfPrecision?
   private let inputTransfer: HalfPrecision?
+  /// The ring of the stage's replicas when they reduce their gradients
+  /// among themselves (REDUCTION_RING): each applies the mean itself, and
+  /// only replica 0 sends the ps anything.
+  private let ring: RingReduction?
   let definitions: [Pipemesh_V1_VariableDefinition]
   private let ps: ParameterServerClient
   private let dataPlane: DataPlane
@@ -125,12 +129,14 @@ actor StageRunner {
 
   init(
     job: String, model: Sequential, layers: Range<Int>, stage: Int, replica: Int32, recompute: Bool,
-    maxKeptBytes: Int, peers: Set<String>, transfer: HalfPrecision? = nil, optimizer: Pipemesh_V1_OptimizerSpec,
+    maxKeptBytes: Int, peers: Set<String>, transfer: HalfPrecision? = nil, ring: RingReduction? = nil,
+    optimizer: Pipemesh_V1_OptimizerSpec,
     ps: ParameterServerClient, dataPlane: DataPlane, activity: PartitionActivity
   ) {
     self.activity = activity
     self.peers = peers
     self.transfer = transfer
+    self.ring = ring
     inputTransfer = model.receivesModelInputs(atLayer: layers.lowerBound) ? nil : transfer
     self.job = job
     self.model = model
@@ -163,14 +169,25 @@ actor StageRunner {
   /// ps holds none, and a flushing commit (before a checkpoint, at the end of
   /// the job) assigns them. Otherwise it pushes its gradients and pulls the
   /// values back each step.
+  ///
+  /// Replicas that reduce by ring are such a writer together: each applies
+  /// the mean of their gradients, and replica 0 stands for them at the ps.
   func start(consistency: Pipemesh_V1_Consistency, optimizer spec: Pipemesh_V1_OptimizerSpec) async throws {
     let shared = Set(model.layers.flatMap(\.sharedVariables).map(\.name))
     let rule = try JobConsistency(consistency)
+    if ring != nil, let name = definitions.map(\.name).first(where: shared.contains) {
+      throw RPCError(
+        .invalidArgument,
+        "consistency.sync.reduction is REDUCTION_RING, but variable \(name) of stage \(stage) is shared by several "
+          + "layers (tied weights, or a layer split at its time steps), whose gradients add up on the ps: "
+          + "give REDUCTION_PARAMETER_SERVER")
+    }
     let soleWriter =
-      rule.mode == .sync && rule.replicas <= 1 && definitions.allSatisfy { !shared.contains($0.name) }
+      rule.mode == .sync && (rule.replicas <= 1 || ring != nil) && definitions.allSatisfy { !shared.contains($0.name) }
     let keepValues = soleWriter ? try await ps.tasksWithoutCheckpoints().count == ps.placement.tasks : false
     let registered = try await ps.register(
-      job: job, variables: definitions, consistency: consistency, user: user, writerKeepsValues: keepValues)
+      job: job, variables: definitions, consistency: rule.atParameterServer, user: user,
+      writerKeepsValues: keepValues)
     let kept = Set(registered.filter(\.value.keptByWriter).keys)
     for definition in definitions where kept.contains(definition.name) {
       let shape = definition.shape.map { Int($0) }
@@ -216,6 +233,12 @@ actor StageRunner {
         .failedPrecondition,
         "stage \(stage) of job \(job) keeps \(kept.count) variables but others were updated already: "
           + "start the job under a new name")
+    } else if ring != nil {
+      // The ps would take pushes from one replica only: it must not be left to apply them.
+      throw RPCError(
+        .unavailable,
+        "the ps holds the variables of stage \(stage) of job \(job) at different versions (a ps task restarted "
+          + "behind the others): replicas that reduce by ring start only from one step of them")
     }
   }
 
@@ -865,6 +888,9 @@ actor StageRunner {
       if gradientScale < 1 {
         for name in Array(gradients.keys) { gradients[name]!.scale(by: gradientScale) }
       }
+      if let ring {
+        try await ring.average(&gradients, step: step, dataPlane: dataPlane, peers: peers)
+      }
       if var local = localUpdates {
         // Moved out until it is put back below (no suspension in between), so
         // that the optimizer slots it holds are updated in place, not copied.
@@ -882,7 +908,7 @@ actor StageRunner {
             uniqueKeysWithValues: local.kept.map { name in
               (name, (value: variables[name]!, slots: local.slots[name] ?? [:], version: versions[name] ?? 0))
             })
-          if !states.isEmpty {
+          if !states.isEmpty, speaksForReplicas {
             _ = try await psCall {
               try await Self.psRetry.run(server: "the ps") { try await ps.assign(job: job, user: user, states: states) }
             }
@@ -924,6 +950,11 @@ actor StageRunner {
     return response
   }
 
+  /// Whether this replica sends the ps what the stage's replicas apply: all
+  /// do, each its own share, unless they reduce by ring (replica 0 then
+  /// sends the mean they all applied).
+  private var speaksForReplicas: Bool { ring == nil || replica == 0 }
+
   /// Each gradient with the version of the variable it was computed from, as a push carries it.
   private func versioned(_ gradients: [String: Tensor]) -> [String: (Tensor, Int64)] {
     Dictionary(uniqueKeysWithValues: gradients.map { ($0.key, ($0.value, versions[$0.key] ?? 0)) })
@@ -939,7 +970,7 @@ actor StageRunner {
     _ gradients: [String: Tensor], step: Int64, local: inout LocalUpdates, keepingSums: Bool
   ) -> Task<Void, any Error> {
     let kept = local.kept
-    let pushed = versioned(gradients.filter { !kept.contains($0.key) })
+    let pushed = speaksForReplicas ? versioned(gradients.filter { !kept.contains($0.key) }) : [:]
     for (name, gradient) in gradients {
       let version = versions[name] ?? 0
       var slots = local.slots.removeValue(forKey: name) ?? [:]

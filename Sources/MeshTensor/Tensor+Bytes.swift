@@ -96,18 +96,28 @@ extension Tensor {
   /// Decodes the wire form: dtype, shape, and raw little-endian row-major bytes.
   /// Throws when the byte count does not match the shape or the shape is invalid.
   public init(dtype: DType, shape: [Int], littleEndianBytes bytes: some ContiguousBytes) throws {
+    try self.init(dtype: dtype, shape: shape, littleEndianChunks: [bytes])
+  }
+
+  /// Decodes the wire form received in pieces (a tensor sent in chunks), the
+  /// bytes laid end to end: each copied once, straight into the tensor.
+  public init<Bytes: ContiguousBytes>(dtype: DType, shape: [Int], littleEndianChunks chunks: [Bytes]) throws {
     // Check the size against the bytes before allocating: a small message must not be able
     // to ask for a huge buffer.
-    let byteCount = bytes.withUnsafeBytes { $0.count }
+    let byteCount = chunks.reduce(0) { total, chunk in total + chunk.withUnsafeBytes { $0.count } }
     guard let count = Tensor.checkedCount(of: shape), count.multipliedReportingOverflow(by: 4) == (byteCount, false)
     else {
       throw TensorError(
         message: "\(dtype.rawValue) tensor of shape \(shape) does not fit the \(byteCount) bytes given (4 per scalar)")
     }
     let buffer = TensorBuffer(uninitializedCount: count)
-    bytes.withUnsafeBytes { source in
-      guard let base = source.baseAddress, count > 0 else { return }
-      UnsafeMutableRawPointer(buffer.pointer).copyMemory(from: base, byteCount: count * 4)
+    var offset = 0
+    for chunk in chunks {
+      chunk.withUnsafeBytes { source in
+        guard let base = source.baseAddress, !source.isEmpty else { return }
+        (UnsafeMutableRawPointer(buffer.pointer) + offset).copyMemory(from: base, byteCount: source.count)
+        offset += source.count
+      }
     }
     #if _endian(big)
       for i in 0..<count { buffer.pointer[i] = Float(bitPattern: buffer.pointer[i].bitPattern.byteSwapped) }

@@ -14,6 +14,10 @@ public struct DataPlaneKey: Hashable, Sendable, CustomStringConvertible {
     case gradient
     /// An inference Forward's output.
     case inference
+    /// A part of a step's gradients that a replica passes to the next around
+    /// the ring of its stage's replicas; the micro-batch field counts the
+    /// ring's rounds.
+    case reduction
   }
 
   public let job: String
@@ -26,6 +30,14 @@ public struct DataPlaneKey: Hashable, Sendable, CustomStringConvertible {
     job = key.job
     step = key.step
     microBatch = key.microBatch
+    self.kind = kind
+  }
+
+  /// The key of `kind` for `microBatch` (or ring round) of a job's step.
+  public init(job: String, step: Int64, microBatch: Int32, kind: Kind) {
+    self.job = job
+    self.step = step
+    self.microBatch = microBatch
     self.kind = kind
   }
 

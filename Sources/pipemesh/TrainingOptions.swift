@@ -92,6 +92,13 @@ struct TrainingOptions: ParsableArguments {
 
   @Option(
     help: """
+      How sync replicas add up their gradients: ps (each pushes to the ps, which applies their mean) or \
+      ring (the replicas of each stage all-reduce among themselves and each applies the mean).
+      """)
+  var reduction: String = "ps"
+
+  @Option(
+    help: """
       Stop early once the validation loss has not fallen below its best (by more than --min-delta) for this \
       many epochs in a row; 0 runs every epoch.
       """)
@@ -181,12 +188,17 @@ struct TrainingOptions: ParsableArguments {
     _ = try consistencySpec()
   }
 
-  func consistencySpec() throws -> Pipemesh_V1_Consistency { try Self.consistencySpec(consistency) }
+  func consistencySpec() throws -> Pipemesh_V1_Consistency { try Self.consistencySpec(consistency, reduction) }
 
-  /// What `--consistency` says (sync, async or bounded:K), as the API takes it.
-  static func consistencySpec(_ consistency: String) throws -> Pipemesh_V1_Consistency {
+  /// What `--consistency` (sync, async or bounded:K) and `--reduction` (ps
+  /// or ring, sync only) say, as the API takes them.
+  static func consistencySpec(_ consistency: String, _ reduction: String = "ps") throws -> Pipemesh_V1_Consistency {
+    guard reduction == "ps" || (reduction == "ring" && consistency == "sync") else {
+      throw ValidationError(
+        reduction == "ring" ? "--reduction ring needs --consistency sync" : "--reduction must be ps or ring")
+    }
     switch consistency {
-    case "sync": return .with { $0.sync = .init() }
+    case "sync": return .with { $0.sync = .with { $0.reduction = reduction == "ring" ? .ring : .unspecified } }
     case "async": return .with { $0.async = .init() }
     case let text where text.hasPrefix("bounded:"):
       guard let bound = Int64(text.dropFirst("bounded:".count)), bound >= 0 else {

@@ -96,13 +96,7 @@ import Testing
         schedule: .scheduleOneFOneB, learningRate: 0.1)
       request.optimizer.clipGlobalNorm = 1
       request.splitPoints = [2]
-      let refused = await #expect(throws: RPCError.self) {
-        for try await _ in mesh.coordinatorChannel().stream(CoordinatorMethods.train, request) {}
-      }
-      #expect(
-        refused?.code == .invalidArgument
-          && refused?.message.contains("is used on stages 0 and 1 (a tied layer") == true,
-        "\(String(describing: refused))")
+      await mesh.expectTrainRefused(request, containing: "is used on stages 0 and 1 (a tied layer")
       // On one stage, the table's gradient is whole there: clipping trains.
       request.job = "tied-together"
       request.splitPoints = []
@@ -111,5 +105,19 @@ import Testing
     })
     await mesh.shutdown(gracePeriod: .zero)
     try outcome.get()
+  }
+
+  /// Replicas that reduce by ring each apply their own stage's gradients:
+  /// a tied table, whose gradients add up over its layers on the ps, is
+  /// refused before anything runs, even on one stage.
+  @Test func aTiedTableIsRefusedUnderARingReduction() async throws {
+    let mesh = try InProcessMesh(stages: 1)
+    let (inputs, targets) = PipelineTrainingTests.successorTokens(rows: 24, length: 4, vocabulary: 10, seed: 9)
+    var request = Pipemesh_V1_TrainRequest.inline(
+      job: "tied-ring", model: Self.tiedModel, inputs: inputs, targets: targets, epochs: 1, batchSize: 12,
+      microBatches: 2, schedule: .scheduleOneFOneB, learningRate: 0.1)
+    request.consistency = .with { $0.sync = .with { $0.reduction = .ring } }
+    await mesh.expectTrainRefused(request, containing: "is shared by several layers (a tied layer)")
+    await mesh.shutdown(gracePeriod: .zero)
   }
 }

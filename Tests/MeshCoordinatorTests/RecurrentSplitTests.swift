@@ -54,13 +54,7 @@ import Testing
       request.consistency = .with { $0.async = .init() }
       request.splitPoints = [0]
       request.splitPointInputs = [4]
-      let refused = await #expect(throws: RPCError.self) {
-        for try await _ in mesh.coordinatorChannel().stream(CoordinatorMethods.train, request) {}
-      }
-      #expect(
-        refused?.code == .invalidArgument
-          && refused?.message.contains("split point 0:4 splits lstm0 at a time step") == true,
-        "\(String(describing: refused))")
+      await mesh.expectTrainRefused(request, containing: "split point 0:4 splits lstm0 at a time step")
       request.splitPoints = []
       request.splitPointInputs = []
       for try await _ in mesh.coordinatorChannel().stream(CoordinatorMethods.train, request) {}

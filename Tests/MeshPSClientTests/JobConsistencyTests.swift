@@ -80,6 +80,7 @@ import Testing
 
   @Test(arguments: [
     JobConsistencyTests.consistency(.sync(.init()), replicas: 1),
+    JobConsistencyTests.consistency(.sync(.with { $0.reduction = .ring }), replicas: 3),
     JobConsistencyTests.consistency(.async(.init()), replicas: 4),
     JobConsistencyTests.consistency(JobConsistencyTests.bounded(maxStaleness: 2, wait: false), replicas: 2),
     JobConsistencyTests.consistency(
@@ -90,6 +91,22 @@ import Testing
     let consistency = try JobConsistency(proto)
     #expect(consistency.proto == proto)
     #expect(try JobConsistency(consistency.proto) == consistency)
+  }
+
+  /// Replicas that reduce by ring reach the ps as one writer per stage;
+  /// the ps's own reduction is the default, and an unknown one is refused.
+  @Test func aRingReductionIsOneReplicaAtThePs() throws {
+    let ring = try JobConsistency(Self.consistency(.sync(.with { $0.reduction = .ring }), replicas: 4))
+    #expect(ring.reduction == .ring && ring.reducesByRing)
+    #expect(ring.atParameterServer == Self.consistency(.sync(.init()), replicas: 1))
+    let alone = try JobConsistency(Self.consistency(.sync(.with { $0.reduction = .ring }), replicas: 1))
+    #expect(!alone.reducesByRing)
+    let byPs = try JobConsistency(Self.consistency(.sync(.with { $0.reduction = .parameterServer }), replicas: 4))
+    #expect(byPs.reduction == .parameterServer && byPs.atParameterServer == byPs.proto)
+    #expect(byPs.atParameterServer.replicas == 4)
+    let unknown = Self.consistency(.sync(.with { $0.reduction = .UNRECOGNIZED(9) }), replicas: 2)
+    let error = #expect(throws: RPCError.self) { try unknown.validate() }
+    #expect(error?.code == .invalidArgument && error?.message.contains("sync.reduction is 9") == true)
   }
 
   @Test func theDefaultsAreSpelledOutInTheProto() throws {

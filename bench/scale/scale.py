@@ -25,6 +25,10 @@ inside a layer gains.
 task and --replicas workers of 1 thread each, asynchronous, bench/scale/tf_ps.py) against Pipemesh
 with --replicas replicas of one stage on one ps task (--consistency async by default).
 
+--against ddp compares synchronous data parallelism: PyTorch's DistributedDataParallel (gloo,
+--replicas ranks of 1 thread) against Pipemesh's --replicas sync replicas of one stage reducing
+their gradients by ring (`--reduction ring`) and by the ps, in the same rounds.
+
 --memory-limit-mib runs each process (PyTorch, each ps task and partition) in a memory cgroup of its
 own with that limit (cgroup v2, or v1's memory controller; needs root), so a process over it is
 killed as the kernel would kill it in a container.
@@ -75,6 +79,20 @@ print(json.dumps({"samples_per_second": batch * steps / elapsed,
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
+# The end of a distributed rank's script: a warm-up step, then `steps` timed between barriers;
+# prints samples/s over `examples_per_step`.
+TORCH_RANK_TIMING = r"""
+step()
+dist.barrier()
+started = time.perf_counter()
+for _ in range(steps):
+    step()
+elapsed = time.perf_counter() - started
+dist.barrier()
+dist.destroy_process_group()
+print(json.dumps({"samples_per_second": examples_per_step * steps / elapsed}))
+"""
+
 # torch.distributed.pipelining with 2 ranks over gloo on 127.0.0.1, one thread each: the model
 # split as the mesh splits it, the same schedule and micro-batches; run once per rank.
 TORCH_PIPELINE = TORCH_MLP + r"""
@@ -94,6 +112,7 @@ kind = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[schedule]
 pipeline = kind(stage, n_microbatches=micro_batches, loss_fn=torch.nn.CrossEntropyLoss())
 opt = torch.optim.SGD(part.parameters(), lr=lr)
 x, y = torch.randn(batch, layers[0]), torch.randint(0, layers[-1], (batch,))
+examples_per_step = batch
 def step():
     opt.zero_grad(set_to_none=True)
     if rank == 0:
@@ -101,16 +120,30 @@ def step():
     else:
         pipeline.step(target=y, losses=[])
     opt.step()
-step()
-dist.barrier()
-started = time.perf_counter()
-for _ in range(steps):
-    step()
-elapsed = time.perf_counter() - started
-dist.barrier()
-dist.destroy_process_group()
-print(json.dumps({"samples_per_second": batch * steps / elapsed}))
-"""
+""" + TORCH_RANK_TIMING
+
+# torch.nn.parallel.DistributedDataParallel over gloo on 127.0.0.1, one thread per rank, each rank
+# a batch of its own per step (its gradients all-reduced in buckets while backward runs); run once
+# per rank. Samples/s over every rank, as rank 0 measured them.
+TORCH_DDP = TORCH_MLP + r"""
+import json, os, sys, time
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+layers, batch, steps, lr, rank, world, port = json.loads(sys.argv[1])
+torch.set_num_threads(1)
+os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}")
+model = DistributedDataParallel(torch_mlp(layers))
+opt = torch.optim.SGD(model.parameters(), lr=lr)
+loss_fn = torch.nn.CrossEntropyLoss()
+torch.manual_seed(rank)
+x, y = torch.randn(batch, layers[0]), torch.randint(0, layers[-1], (batch,))
+examples_per_step = world * batch
+def step():
+    opt.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).backward()
+    opt.step()
+""" + TORCH_RANK_TIMING
 
 
 class MemoryLimit:
@@ -164,19 +197,32 @@ def torch_run(a, layers, threads):
 
 def torch_pipeline_run(a, layers, split):
     """torch.distributed.pipelining on 2 ranks; samples/s as the last stage measured them."""
+    return torch_ranks(a, "pipelining", TORCH_PIPELINE, 2, reporting=1, arguments=lambda rank, port: [
+        layers, a.batch, a.steps, a.micro_batches, a.schedule, split, a.lr, rank, port])
+
+
+def torch_ranks(a, name, script, world, reporting, arguments):
+    """`script` on `world` ranks of 1 thread over gloo on a free port, each given
+    `arguments(rank, port)`; what rank `reporting` printed last."""
     import socket
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    ranks = [subprocess.Popen([a.python, "-c", TORCH_PIPELINE,
-                               json.dumps([layers, a.batch, a.steps, a.micro_batches, a.schedule, split, a.lr, rank, port])],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for rank in range(2)]
+    ranks = [subprocess.Popen([a.python, "-c", script, json.dumps(arguments(rank, port))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for rank in range(world)]
     outputs = [rank.communicate(timeout=1800) for rank in ranks]
     for rank, (out, err) in zip(ranks, outputs):
         if rank.returncode != 0:
-            raise RuntimeError(f"PyTorch pipelining failed ({rank.returncode}): {err[-2000:]}")
-    return json.loads(outputs[1][0].strip().splitlines()[-1])
+            raise RuntimeError(f"PyTorch {name} failed ({rank.returncode}): {err[-2000:]}")
+    return json.loads(outputs[reporting][0].strip().splitlines()[-1])
+
+
+def torch_ddp_run(a, layers):
+    """DistributedDataParallel on a.replicas ranks of 1 thread; samples/s over every rank."""
+    return torch_ranks(a, "DDP", TORCH_DDP, a.replicas, reporting=0, arguments=lambda rank, port: [
+        layers, a.batch, a.steps, a.lr, rank, a.replicas, port])
 
 
 def tensorflow_run(a, layers):
@@ -309,9 +355,11 @@ def main():
     parser.add_argument("--replicas", type=int, default=1, help="data-parallel replicas of each stage")
     parser.add_argument("--consistency", default=None, help="sync, async or bounded:K (async with tensorflow)")
     parser.add_argument("--tf-python", help="a Python with tensorflow-cpu (bench/tf-venv), for --against tensorflow")
-    parser.add_argument("--against", default="threads", choices=["threads", "pipelining", "tensorflow"],
+    parser.add_argument("--against", default="threads", choices=["threads", "pipelining", "tensorflow", "ddp"],
                         help="PyTorch in one process with 1 and 2 threads, or torch.distributed.pipelining on 2 "
-                             "ranks of 1 thread with the mesh's split, schedule (gpipe or 1f1b) and micro-batches")
+                             "ranks of 1 thread with the mesh's split, schedule (gpipe or 1f1b) and micro-batches, "
+                             "or DistributedDataParallel on --replicas ranks of 1 thread (Pipemesh's sync "
+                             "replicas reducing by ring and by the ps)"),
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bigger", action="store_true")
     a = parser.parse_args()
@@ -323,6 +371,10 @@ def main():
     if a.against == "tensorflow":
         if a.stages != 1 or not a.tf_python:
             parser.error("--against tensorflow runs 1 stage (--stages 1) and needs --tf-python")
+        a.replicas = a.replicas if a.replicas > 1 else 2
+    if a.against == "ddp":
+        if a.stages != 1 or (a.consistency or "sync") != "sync":
+            parser.error("--against ddp runs 1 stage (--stages 1) of sync replicas")
         a.replicas = a.replicas if a.replicas > 1 else 2
     a.consistency = a.consistency or ("async" if a.against == "tensorflow" else "sync")
     layers = [int(v) for v in a.layers.split(",")]
@@ -355,16 +407,20 @@ def main():
         row = {"round": index + 1}
         # Alternate who goes first, so drift in the machine's speed does not favour one side.
         order = {"threads": ["torch1", "torch2", "pipemesh"], "pipelining": ["pipelining", "pipemesh", "pipemesh_whole"],
-                 "tensorflow": ["tensorflow", "pipemesh"]}[a.against]
+                 "tensorflow": ["tensorflow", "pipemesh"], "ddp": ["ddp", "pipemesh_ring", "pipemesh"]}[a.against]
         for name in order if index % 2 == 0 else reversed(order):
             if name == "pipemesh":
                 row[name] = pipemesh_run(a, work, index + 1, stage_parameters)
+            elif name == "pipemesh_ring":
+                row[name] = pipemesh_run(a, work, index + 1, stage_parameters, ["--reduction", "ring"], "-ring")
             elif name == "pipemesh_whole":
                 row[name] = pipemesh_run(a, work, index + 1, whole_parameters, ["--whole-layers"], "-whole")
             elif name == "pipelining":
                 row[name] = torch_pipeline_run(a, layers, split)
             elif name == "tensorflow":
                 row[name] = tensorflow_run(a, layers)
+            elif name == "ddp":
+                row[name] = torch_ddp_run(a, layers)
             else:
                 row[name] = torch_run(a, layers, int(name[-1]))
         rounds.append(row)
@@ -399,6 +455,17 @@ def main():
             ratios = [s / r["tensorflow"]["samples_per_second"] for s, r in zip(steady, rounds)]
             print(f"| Pipemesh without its last step (the Assign to the ps) | {statistics.median(steady):.1f} "
                   f"| {statistics.median(ratios):.2f}× |")
+        return
+
+    if a.against == "ddp":
+        print(f"\nMLP {'-'.join(map(str, layers))}, batch {a.batch} per replica and step, SGD {a.lr}; "
+              f"{a.replicas} replicas of 1 thread, sync; medians of {a.rounds} rounds of {a.steps} steps\n")
+        print("| | samples/s | ÷ DistributedDataParallel (median of per-round ratios) |")
+        print("| --- | --- | --- |")
+        print(f"| PyTorch DistributedDataParallel (gloo), {a.replicas} ranks | {median('ddp'):.1f} | |")
+        print(row(f"Pipemesh, {a.replicas} replicas reducing by ring", "pipemesh_ring", against="ddp"))
+        print(row(f"Pipemesh, {a.replicas} replicas reducing by the ps", "pipemesh", against="ddp"))
+        print(f"\nRing ÷ ps (median of per-round ratios): {ratio('pipemesh', of='pipemesh_ring'):.2f}×")
         return
 
     if a.against == "pipelining":

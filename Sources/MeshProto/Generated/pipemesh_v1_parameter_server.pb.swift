@@ -20,6 +20,57 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Where sync replicas add up their gradients.
+public nonisolated enum Pipemesh_V1_Reduction: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// As REDUCTION_PARAMETER_SERVER.
+  case unspecified // = 0
+
+  /// Every replica pushes its gradients to the ps, which applies their mean
+  /// and answers each replica's pull with the new values.
+  case parameterServer // = 1
+
+  /// The replicas of a stage sum their gradients among themselves, a ring
+  /// all-reduce over the partitions' data plane (each sends and receives
+  /// 2 (R - 1) / R of its gradients), and each applies the same update to its
+  /// own copy of the variables. The ps holds them for checkpoints and the end
+  /// of the job: replica 0 pushes the mean when ps tasks checkpoint, else
+  /// assigns the values at the end.
+  case ring // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .parameterServer
+    case 2: self = .ring
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .parameterServer: return 1
+    case .ring: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Pipemesh_V1_Reduction] = [
+    .unspecified,
+    .parameterServer,
+    .ring,
+  ]
+
+}
+
 /// How pushes from data-parallel replicas are applied.
 public nonisolated struct Pipemesh_V1_Consistency: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -86,6 +137,12 @@ public nonisolated struct Pipemesh_V1_SyncConsistency: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  /// How the replicas of each stage combine their gradients into the step's
+  /// mean. Valid: REDUCTION_UNSPECIFIED (the ps), REDUCTION_PARAMETER_SERVER or
+  /// REDUCTION_RING; REDUCTION_RING needs a model without variables several layers
+  /// share (tied weights, a layer split at its time steps): INVALID_ARGUMENT.
+  public var reduction: Pipemesh_V1_Reduction = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -919,6 +976,10 @@ public nonisolated struct Pipemesh_V1_DropJobResponse: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "pipemesh.v1"
 
+nonisolated extension Pipemesh_V1_Reduction: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REDUCTION_UNSPECIFIED\0\u{1}REDUCTION_PARAMETER_SERVER\0\u{1}REDUCTION_RING\0")
+}
+
 nonisolated extension Pipemesh_V1_Consistency: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Consistency"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sync\0\u{1}async\0\u{1}bounded\0\u{2}\u{7}replicas\0")
@@ -1010,18 +1071,29 @@ nonisolated extension Pipemesh_V1_Consistency: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Pipemesh_V1_SyncConsistency: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SyncConsistency"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reduction\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.reduction) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.reduction != .unspecified {
+      try visitor.visitSingularEnumField(value: self.reduction, fieldNumber: 1)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_SyncConsistency, rhs: Pipemesh_V1_SyncConsistency) -> Bool {
+    if lhs.reduction != rhs.reduction {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -245,6 +245,16 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
     set {_uniqueStorage()._transferDtype = newValue}
   }
 
+  /// Under consistency.sync.reduction REDUCTION_RING: the data-plane endpoints
+  /// of this stage's replicas, by replica; each replica's commit sums the
+  /// step's gradients with theirs around this ring.
+  /// Valid: empty, or one endpoint per replica of consistency.replicas, this
+  /// replica's its own, each one of `peers`.
+  public var ring: [String] {
+    get {_storage._ring}
+    set {_uniqueStorage()._ring = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -953,7 +963,7 @@ nonisolated extension Pipemesh_V1_TensorSource: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadStageRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0\u{1}peers\0\u{3}first_layer_inputs\0\u{3}end_layer_inputs\0\u{3}overlapping_steps\0\u{3}transfer_dtype\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}model\0\u{1}stage\0\u{3}first_layer\0\u{3}end_layer\0\u{3}parameter_servers\0\u{3}recompute_activations\0\u{3}max_kept_bytes\0\u{3}blas_threads\0\u{1}replica\0\u{1}consistency\0\u{1}optimizer\0\u{1}peers\0\u{3}first_layer_inputs\0\u{3}end_layer_inputs\0\u{3}overlapping_steps\0\u{3}transfer_dtype\0\u{1}ring\0")
 
   fileprivate class _StorageClass {
     var _job: String = String()
@@ -973,6 +983,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
     var _peers: [String] = []
     var _overlappingSteps: Bool = false
     var _transferDtype: Pipemesh_V1_DType = .unspecified
+    var _ring: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1000,6 +1011,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
       _peers = source._peers
       _overlappingSteps = source._overlappingSteps
       _transferDtype = source._transferDtype
+      _ring = source._ring
     }
   }
 
@@ -1035,6 +1047,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
         case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._endLayerInputs) }()
         case 16: try { try decoder.decodeSingularBoolField(value: &_storage._overlappingSteps) }()
         case 17: try { try decoder.decodeSingularEnumField(value: &_storage._transferDtype) }()
+        case 18: try { try decoder.decodeRepeatedStringField(value: &_storage._ring) }()
         default: break
         }
       }
@@ -1098,6 +1111,9 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
       if _storage._transferDtype != .unspecified {
         try visitor.visitSingularEnumField(value: _storage._transferDtype, fieldNumber: 17)
       }
+      if !_storage._ring.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._ring, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1124,6 +1140,7 @@ nonisolated extension Pipemesh_V1_LoadStageRequest: SwiftProtobuf.Message, Swift
         if _storage._peers != rhs_storage._peers {return false}
         if _storage._overlappingSteps != rhs_storage._overlappingSteps {return false}
         if _storage._transferDtype != rhs_storage._transferDtype {return false}
+        if _storage._ring != rhs_storage._ring {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -276,8 +276,11 @@ struct Plan: AsyncParsableCommand {
   )
   var consistency: String = "sync"
 
+  @Option(help: "How the job's sync replicas would add up their gradients, as train takes it: ps or ring.")
+  var reduction: String = "ps"
+
   func validate() throws {
-    _ = try TrainingOptions.consistencySpec(consistency)
+    _ = try TrainingOptions.consistencySpec(consistency, reduction)
     guard (1...4096).contains(microBatchRows ?? 1), (1...4096).contains(microBatches ?? 1) else {
       throw ValidationError("--micro-batch-rows and --micro-batches must be 1 to 4096")
     }
@@ -308,7 +311,7 @@ struct Plan: AsyncParsableCommand {
     request.splitPointInputs = split.wireInputs
     request.estimate = estimate
     request.wholeLayers = wholeLayers
-    request.consistency = try TrainingOptions.consistencySpec(consistency)
+    request.consistency = try TrainingOptions.consistencySpec(consistency, reduction)
     if let batchSize {
       request.batchSize = Int32(batchSize)
     } else {

@@ -18,6 +18,7 @@ from google.protobuf import descriptor_pb2
 import pipemesh
 from conftest import REPOSITORY, Mesh, binary
 from pipemesh import api
+from pipemesh.v1 import parameter_server_pb2 as ps_pb2
 from pipemesh.v1 import tensor_pb2
 
 MODEL = {
@@ -111,6 +112,19 @@ def test_activations_and_gradients_may_travel_in_two_bytes(mesh):
                           learning_rate=0.01, stages=2, transfer_dtype="bfloat16"))
         assert client.get_job("blobs-bfloat16").options.transfer_dtype == tensor_pb2.DTYPE_BFLOAT16
         classes, _ = client.predict(inputs[:100], job="blobs-bfloat16")
+        assert (classes == labels[:100]).mean() > 0.95
+
+
+def test_sync_replicas_may_reduce_by_ring(mesh):
+    inputs, labels = blobs(seed=6)
+    with pipemesh.Client(mesh.coordinator.endpoint) as client:
+        with pytest.raises(ValueError, match="needs consistency 'sync'"):
+            client.train(MODEL, inputs, labels, consistency="async", reduction="ring")
+        list(client.train(MODEL, inputs, labels, job="blobs-ring", epochs=6, batch_size=32, optimizer="adam",
+                          learning_rate=0.01, stages=1, replicas=2, reduction="ring"))
+        job = client.get_job("blobs-ring")
+        assert job.options.consistency.sync.reduction == ps_pb2.REDUCTION_RING and len(job.partitions) == 2
+        classes, _ = client.predict(inputs[:100], job="blobs-ring")
         assert (classes == labels[:100]).mean() > 0.95
 
 

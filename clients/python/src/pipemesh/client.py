@@ -121,7 +121,8 @@ class Client:
     def train(self, model: ModelLike, inputs=None, targets=None, *, dataset: str | Mapping | None = None,
               job: str = "", epochs: int = 10, batch_size: int = 64, micro_batches: int = 4,
               schedule: str | None = None, optimizer: str | Mapping | optimizer_pb2.OptimizerSpec | None = None,
-              learning_rate: float | None = None, consistency: str = "sync", validation: float = 0.2,
+              learning_rate: float | None = None, consistency: str = "sync", reduction: str = "ps",
+              validation: float = 0.2,
               seed: int = 1, stages: int = 0, replicas: int = 0, max_replicas: int = 0,
               split_points: Sequence[SplitPoint] = (), whole_layers: bool = False, checkpoint_every: int = 0,
               checkpoint_at_end: bool = False, max_restarts: int = 0, recompute_activations: bool = False,
@@ -141,7 +142,9 @@ class Client:
 
         `schedule` is "gpipe", "1f1b", "zb-h1" or "2bw" (None: the coordinator's default, 1F1B);
         `optimizer` "sgd", "momentum", "adam" or an OptimizerSpec (as a dict or message; None: SGD),
-        with `learning_rate`; `consistency` "sync", "async" or "bounded:K". `stages` and `replicas`
+        with `learning_rate`; `consistency` "sync", "async" or "bounded:K", and for sync replicas
+        `reduction` "ps" (the ps adds up their gradients) or "ring" (each stage's replicas all-reduce
+        among themselves and each applies the mean). `stages` and `replicas`
         (0: the coordinator's layout), `max_replicas` to let a sync job grow onto free partitions.
         `split_points` are where stages 1…K-1 begin: a layer index, or (layer, inputs) / "LAYER:INPUTS"
         inside a Dense, Conv2D, LSTM, GRU or Transformer layer after that many of its features, channels,
@@ -162,7 +165,7 @@ class Client:
             validation_fraction=validation, shuffle_seed=seed, stages=stages, replicas=replicas,
             max_replicas=max_replicas, **_split(split_points), whole_layers=whole_layers, max_restarts=max_restarts,
             recompute_activations=recompute_activations, replace=replace, discard_model=discard_model,
-            consistency=_consistency(consistency),
+            consistency=_consistency(consistency, reduction),
             checkpoint=pb.CheckpointPolicy(every_steps=checkpoint_every, at_end=checkpoint_at_end))
         if schedule is not None:
             if schedule not in _SCHEDULES:
@@ -201,17 +204,18 @@ class Client:
 
     def plan(self, model: ModelLike, stages: int = 0, split_points: Sequence[SplitPoint] = (), *,
              micro_batches: int = 0, schedule: str | None = None, estimate: bool = False,
-             whole_layers: bool = False, batch_size: int = 0, consistency: str = "sync") -> pb.PlanResponse:
+             whole_layers: bool = False, batch_size: int = 0, consistency: str = "sync",
+             reduction: str = "ps") -> pb.PlanResponse:
         """How the coordinator would split `model` into stages (0: over its pool's partitions): with
         times measured on a partition (unless `estimate`), each stage's and the step of
         `micro_batches` (0: 4) the `schedule` ("gpipe", "1f1b", "zb-h1", "2bw"; None: 1F1B) would take.
         With `batch_size` instead, the planner chooses the micro-batches and the schedule that train
         a step of that many examples fastest: `choices` lists every one it weighed, the chosen first.
-        `split_points`, `whole_layers` and `consistency` as train() takes them (an LSTM or GRU is split
-        at a time step only under "sync")."""
+        `split_points`, `whole_layers`, `consistency` and `reduction` as train() takes them (an LSTM or
+        GRU is split at a time step only under "sync" reduced by the ps)."""
         request = pb.PlanRequest(model=model_spec(model), stages=stages, **_split(split_points),
                                  micro_batches=micro_batches, estimate=estimate, whole_layers=whole_layers,
-                                 batch_size=batch_size, consistency=_consistency(consistency))
+                                 batch_size=batch_size, consistency=_consistency(consistency, reduction))
         if schedule is not None:
             if schedule not in _SCHEDULES:
                 raise ValueError(f"schedule is {schedule!r}; give one of {', '.join(_SCHEDULES)}")
@@ -387,9 +391,14 @@ def _split(split_points: Sequence[SplitPoint]) -> dict[str, list[int]]:
     return {"split_points": [place[0] for place in places], "split_point_inputs": inputs if any(inputs) else []}
 
 
-def _consistency(consistency: str) -> ps.Consistency:
+def _consistency(consistency: str, reduction: str = "ps") -> ps.Consistency:
+    if reduction not in ("ps", "ring"):
+        raise ValueError(f"reduction is {reduction!r}; give ps or ring")
+    if reduction == "ring" and consistency != "sync":
+        raise ValueError(f"reduction 'ring' needs consistency 'sync', not {consistency!r}")
     if consistency == "sync":
-        return ps.Consistency(sync=ps.SyncConsistency())
+        return ps.Consistency(sync=ps.SyncConsistency(
+            reduction=ps.REDUCTION_RING if reduction == "ring" else ps.REDUCTION_UNSPECIFIED))
     if consistency == "async":
         return ps.Consistency(**{"async": ps.AsyncConsistency()})
     if consistency.startswith("bounded:") and consistency[len("bounded:"):].isdigit():

@@ -1,12 +1,22 @@
 from pipemesh.v1 import optimizer_pb2 as _optimizer_pb2
 from pipemesh.v1 import tensor_pb2 as _tensor_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Reduction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REDUCTION_UNSPECIFIED: _ClassVar[Reduction]
+    REDUCTION_PARAMETER_SERVER: _ClassVar[Reduction]
+    REDUCTION_RING: _ClassVar[Reduction]
+REDUCTION_UNSPECIFIED: Reduction
+REDUCTION_PARAMETER_SERVER: Reduction
+REDUCTION_RING: Reduction
 
 class Consistency(_message.Message):
     __slots__ = ("sync", "bounded", "replicas")
@@ -20,8 +30,10 @@ class Consistency(_message.Message):
     def __init__(self, sync: _Optional[_Union[SyncConsistency, _Mapping]] = ..., bounded: _Optional[_Union[BoundedConsistency, _Mapping]] = ..., replicas: _Optional[int] = ..., **kwargs) -> None: ...
 
 class SyncConsistency(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("reduction",)
+    REDUCTION_FIELD_NUMBER: _ClassVar[int]
+    reduction: Reduction
+    def __init__(self, reduction: _Optional[_Union[Reduction, str]] = ...) -> None: ...
 
 class AsyncConsistency(_message.Message):
     __slots__ = ()

@@ -37,7 +37,7 @@ class TensorSource(_message.Message):
     def __init__(self, inline: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., reference: _Optional[_Union[TensorReference, _Mapping]] = ...) -> None: ...
 
 class LoadStageRequest(_message.Message):
-    __slots__ = ("job", "model", "stage", "first_layer", "first_layer_inputs", "end_layer", "end_layer_inputs", "parameter_servers", "recompute_activations", "max_kept_bytes", "blas_threads", "replica", "consistency", "optimizer", "peers", "overlapping_steps", "transfer_dtype")
+    __slots__ = ("job", "model", "stage", "first_layer", "first_layer_inputs", "end_layer", "end_layer_inputs", "parameter_servers", "recompute_activations", "max_kept_bytes", "blas_threads", "replica", "consistency", "optimizer", "peers", "overlapping_steps", "transfer_dtype", "ring")
     JOB_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class LoadStageRequest(_message.Message):
     PEERS_FIELD_NUMBER: _ClassVar[int]
     OVERLAPPING_STEPS_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    RING_FIELD_NUMBER: _ClassVar[int]
     job: str
     model: _model_pb2.ModelSpec
     stage: int
@@ -72,7 +73,8 @@ class LoadStageRequest(_message.Message):
     peers: _containers.RepeatedScalarFieldContainer[str]
     overlapping_steps: bool
     transfer_dtype: _tensor_pb2.DType
-    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., first_layer_inputs: _Optional[int] = ..., end_layer: _Optional[int] = ..., end_layer_inputs: _Optional[int] = ..., parameter_servers: _Optional[_Iterable[str]] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., blas_threads: _Optional[int] = ..., replica: _Optional[int] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., peers: _Optional[_Iterable[str]] = ..., overlapping_steps: _Optional[bool] = ..., transfer_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ...) -> None: ...
+    ring: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.ModelSpec, _Mapping]] = ..., stage: _Optional[int] = ..., first_layer: _Optional[int] = ..., first_layer_inputs: _Optional[int] = ..., end_layer: _Optional[int] = ..., end_layer_inputs: _Optional[int] = ..., parameter_servers: _Optional[_Iterable[str]] = ..., recompute_activations: _Optional[bool] = ..., max_kept_bytes: _Optional[int] = ..., blas_threads: _Optional[int] = ..., replica: _Optional[int] = ..., consistency: _Optional[_Union[_parameter_server_pb2.Consistency, _Mapping]] = ..., optimizer: _Optional[_Union[_optimizer_pb2.OptimizerSpec, _Mapping]] = ..., peers: _Optional[_Iterable[str]] = ..., overlapping_steps: _Optional[bool] = ..., transfer_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., ring: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LoadStageResponse(_message.Message):
     __slots__ = ("parameters", "input_shape", "output_shape", "data_plane_endpoint")
