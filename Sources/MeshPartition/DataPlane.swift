@@ -51,13 +51,17 @@ public final class DataPlane: Sendable {
     var offered: [DataPlaneKey: ContinuousClock.Instant] = [:]
 
     /// Whether a fetch that releases the tensor under `key` takes it away: an
-    /// inference's (its call is not sent again, and no commit drops it). A
-    /// training step's stays held until its step is dropped, or
+    /// inference's (its call is not sent again, and no commit drops it), and
+    /// a ring reduction's part (fetched once: a ring whose fetch breaks off
+    /// fails its commit, and the job runs the step again). A training step's
+    /// activation or gradient stays held until its step is dropped, or
     /// `releasedTensorKept` after the release (the last step of a job whose
     /// stages stay loaded to serve is never dropped), so that a fetch whose
     /// chunks were lost on the way (sent, then the connection broke) finds it
     /// when the fetcher's call is sent again.
-    static func goesWithItsFetch(_ key: DataPlaneKey) -> Bool { key.kind == .inference || key.step < 1 }
+    static func goesWithItsFetch(_ key: DataPlaneKey) -> Bool {
+      key.kind == .inference || key.kind == .reduction || key.step < 1
+    }
 
     /// Notes the release of a training tensor (the first one counts).
     mutating func noteRelease(of key: DataPlaneKey) {

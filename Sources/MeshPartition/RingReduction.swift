@@ -35,7 +35,11 @@ struct RingReduction: Sendable {
       throw RPCError(
         .invalidArgument,
         "ring does not name this partition's data plane (\(own.echoed)) as replica \(rank)'s: "
-          + "give the stage's replicas' endpoints in replica order")
+          + "give the stage's replicas' endpoints in replica order (a partition listed under another address than "
+          + "its own: start it with --advertise)")
+    }
+    guard Set(endpoints).count == endpoints.count else {
+      throw RPCError(.invalidArgument, "ring names an endpoint twice: give each replica's own data plane once")
     }
     if let stranger = endpoints.enumerated().first(where: { $0.offset != rank && !peers.contains($0.element) }) {
       throw RPCError(

@@ -39,6 +39,9 @@ actor StageRunner {
   /// among themselves (REDUCTION_RING): each applies the mean itself, and
   /// only replica 0 sends the ps anything.
   private let ring: RingReduction?
+  /// Steps whose ring reduction failed, with its error: their sums are half
+  /// reduced, so a repeated commit fails as the first did.
+  private var failedReductions: [Int64: any Error] = [:]
   let definitions: [Pipemesh_V1_VariableDefinition]
   private let ps: ParameterServerClient
   private let dataPlane: DataPlane
@@ -56,14 +59,17 @@ actor StageRunner {
   private var stepWeights: [Int64: Int64] = [:]
   /// Commits waiting for an earlier step's (overlapping steps commit in order).
   private var commitWaiters: [CheckedContinuation<Void, any Error>] = []
-  /// Set when this stage is the only writer of its variables (see
-  /// `start`): it applies each update itself, bit for bit as the ps does,
-  /// and either keeps the master copy (`kept`) or pushes to the ps in the
+  /// Set when this stage is the only writer of some of its variables (see
+  /// `start`): it applies their updates itself, bit for bit as the ps does,
+  /// and either keeps their master copy (`kept`) or pushes to the ps in the
   /// background instead of pulling values back.
   private var localUpdates: LocalUpdates?
 
   private struct LocalUpdates {
     let optimizer: any Optimizer
+    /// The variables the stage updates itself: those no other layer shares
+    /// (the others travel through the ps each step).
+    let names: Set<String>
     /// The variables whose master copy the stage keeps: the ps holds none
     /// of their values until a flushing commit assigns them.
     let kept: Set<String>
@@ -158,17 +164,17 @@ actor StageRunner {
 
   /// Registers the stage's variables with the ps and pulls their values.
   ///
-  /// Under sync consistency with one replica, when none of the stage's
-  /// variables is shared with another stage, the ps would apply exactly the
-  /// stage's own gradients with the same rule: the stage then applies them
-  /// itself, from the values and optimizer slots it pulls (a run resumed from
+  /// Under sync consistency with one replica, the ps would apply exactly the
+  /// stage's own gradients to each variable no other layer shares, with the
+  /// same rule: the stage then applies them itself, from the values and optimizer slots it pulls (a run resumed from
   /// a checkpoint goes on as fast as a fresh one), and pushes its gradients in
   /// the background. When, moreover, the variables are fresh (version 0) and
   /// no ps task writes checkpoints (which would need the values every step),
   /// the stage keeps the master copy: it draws the initial values itself, the
   /// ps holds none, and a flushing commit (before a checkpoint, at the end of
-  /// the job) assigns them. Otherwise it pushes its gradients and pulls the
-  /// values back each step.
+  /// the job) assigns them. It pushes the gradients of the variables it shares
+  /// (tied weights, a layer split at its time steps), and of every variable
+  /// under other consistencies, and pulls their values back each step.
   ///
   /// Replicas that reduce by ring are such a writer together: each applies
   /// the mean of their gradients, and replica 0 stands for them at the ps.
@@ -182,12 +188,18 @@ actor StageRunner {
           + "layers (tied weights, or a layer split at its time steps), whose gradients add up on the ps: "
           + "give REDUCTION_PARAMETER_SERVER")
     }
-    let soleWriter =
-      rule.mode == .sync && (rule.replicas <= 1 || ring != nil) && definitions.allSatisfy { !shared.contains($0.name) }
+    let own = Set(definitions.map(\.name).filter { !shared.contains($0) })
+    let soleWriter = rule.mode == .sync && (rule.replicas <= 1 || ring != nil) && !own.isEmpty
     let keepValues = soleWriter ? try await ps.tasksWithoutCheckpoints().count == ps.placement.tasks : false
-    let registered = try await ps.register(
-      job: job, variables: definitions, consistency: rule.atParameterServer, user: user,
-      writerKeepsValues: keepValues)
+    var registered = try await ps.register(
+      job: job, variables: definitions.filter { own.contains($0.name) }, consistency: rule.atParameterServer,
+      user: user, writerKeepsValues: keepValues)
+    let sharedDefinitions = definitions.filter { !own.contains($0.name) }
+    if !sharedDefinitions.isEmpty {
+      try await registered.merge(
+        ps.register(job: job, variables: sharedDefinitions, consistency: rule.atParameterServer, user: user)
+      ) { $1 }
+    }
     let kept = Set(registered.filter(\.value.keptByWriter).keys)
     for definition in definitions where kept.contains(definition.name) {
       let shape = definition.shape.map { Int($0) }
@@ -201,7 +213,8 @@ actor StageRunner {
     // The slots of every pulled variable when the stage applies its own updates.
     var pulledSlots: [String: [String: Tensor]]?
     if soleWriter, kept.isEmpty {
-      pulledSlots = try await pullWithSlots(pulled)
+      pulledSlots = try await pullWithSlots(pulled.filter(own.contains))
+      try await refresh(pulled.filter { !own.contains($0) })
     } else {
       try await refresh(pulled)
     }
@@ -227,7 +240,7 @@ actor StageRunner {
           "the ps holds \(updated.key) of job \(job) with slots \(updated.value.keys.sorted()), not the "
             + "\(optimizer.slotNames) its optimizer keeps")
       }
-      localUpdates = LocalUpdates(optimizer: optimizer, kept: kept, slots: slots)
+      localUpdates = LocalUpdates(optimizer: optimizer, names: own, kept: kept, slots: slots)
     } else if !kept.isEmpty {
       throw RPCError(
         .failedPrecondition,
@@ -245,11 +258,21 @@ actor StageRunner {
   /// Pulls the values of `names` newer than the stage's (sent again when
   /// lost, as `psRetry` says).
   private func refresh(_ names: [String]) async throws {
-    guard !names.isEmpty else { return }
+    try adopt(try await newerValues(of: names))
+  }
+
+  /// The values of `names` newer than the stage's, pulled (sent again when
+  /// lost, as `psRetry` says).
+  private func newerValues(of names: [String]) async throws -> [String: ParameterServerClient.Pulled] {
+    guard !names.isEmpty else { return [:] }
     let (ps, job, held) = (ps, job, versions)
-    let pulled = try await Self.psRetry.run(server: "the ps") {
+    return try await Self.psRetry.run(server: "the ps") {
       try await ps.pull(job: job, names: names, newerThan: held)
     }
+  }
+
+  /// Takes pulled values as the variables' own.
+  private func adopt(_ pulled: [String: ParameterServerClient.Pulled]) throws {
     // Versions only grow: a ps task that answers with an older one restarted from older values.
     if let older = pulled.first(where: { $0.value.version < versions[$0.key] ?? 0 }) {
       throw RPCError(
@@ -855,6 +878,7 @@ actor StageRunner {
     // commit of the stage (its variables on the ps missed a step): the
     // coordinator runs the job on from its newest checkpoint.
     if let pending = localUpdates?.pendingPush { try await psCall { try await pending.value } }
+    if let failure = failedReductions[step] { throw failure }
     try checkBackwardsDone(of: step, orEarlier: true, before: "commit")
     var response = Pipemesh_V1_CommitResponse()
     // The penalty of the weights the step ran on.
@@ -889,7 +913,20 @@ actor StageRunner {
         for name in Array(gradients.keys) { gradients[name]!.scale(by: gradientScale) }
       }
       if let ring {
-        try await ring.average(&gradients, step: step, dataPlane: dataPlane, peers: peers)
+        do { try await ring.average(&gradients, step: step, dataPlane: dataPlane, peers: peers) } catch {
+          failedReductions[step] = error
+          throw error
+        }
+      }
+      // Variables the stage shares travel through the ps first, beside one that updates
+      // its own: those are updated below without a suspension, so that no call in
+      // between sees some of the step's updates and not others.
+      var shared: [String: Tensor] = [:]
+      if let own = localUpdates?.names, definitions.contains(where: { !own.contains($0.name) }) {
+        shared = gradients.filter { !own.contains($0.key) }
+        gradients = gradients.filter { own.contains($0.key) }
+        try adopt(
+          try await exchange(shared, step: step, pulling: definitions.map(\.name).filter { !own.contains($0) }))
       }
       if var local = localUpdates {
         // Moved out until it is put back below (no suspension in between), so
@@ -901,6 +938,7 @@ actor StageRunner {
         local.pendingPush = flush ? nil : push
         localUpdates = local
         advanceWeights()
+        if !flush { spareSums.merge(shared) { $1 } }
         if flush {
           try await psCall { try await push.value }
           // The ps holds the kept variables from here: for a checkpoint, and for readers after the job.
@@ -915,15 +953,7 @@ actor StageRunner {
           }
         }
       } else {
-        let pushed = versioned(gradients)
-        try await psCall {
-          try await Self.psRetry.run(server: "the ps") {
-            try await ps.push(
-              job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)",
-              gradients: pushed)
-          }
-          try await refresh(definitions.map(\.name))
-        }
+        try adopt(try await exchange(gradients, step: step, pulling: definitions.map(\.name)))
         advanceWeights()
         if !flush { spareSums = gradients }
       }
@@ -931,6 +961,7 @@ actor StageRunner {
       advanceWeights()
     }
     stepWeights = stepWeights.filter { $0.key > step }
+    failedReductions = failedReductions.filter { $0.key > step }
     for waiter in commitWaiters { waiter.resume() }
     commitWaiters = []
     response.version = versions.values.min() ?? 0
@@ -954,6 +985,24 @@ actor StageRunner {
   /// do, each its own share, unless they reduce by ring (replica 0 then
   /// sends the mean they all applied).
   private var speaksForReplicas: Bool { ring == nil || replica == 0 }
+
+  /// Pushes `gradients` of `step` to the ps, then pulls the values of
+  /// `names` newer than the stage's (under sync consistency, once the ps
+  /// applied the step: the push waits for every user and replica).
+  private func exchange(_ gradients: [String: Tensor], step: Int64, pulling names: [String]) async throws
+    -> [String: ParameterServerClient.Pulled]
+  {
+    let pushed = versioned(gradients)
+    let (ps, job, user, replica) = (ps, job, user, replica)
+    return try await psCall {
+      try await Self.psRetry.run(server: "the ps") {
+        try await ps.push(
+          job: job, step: step, user: user, replica: replica, clientID: "\(user)/replica\(replica)",
+          gradients: pushed)
+      }
+      return try await newerValues(of: names)
+    }
+  }
 
   /// Each gradient with the version of the variable it was computed from, as a push carries it.
   private func versioned(_ gradients: [String: Tensor]) -> [String: (Tensor, Int64)] {

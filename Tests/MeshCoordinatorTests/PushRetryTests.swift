@@ -67,7 +67,7 @@ import Testing
           $0.consistency = .with { $0.sync = .init() }
         }
       }
-      let straight = try await train("straight")
+      _ = try await train("straight")
       for (task, loss) in [(0, InProcessNetwork.Loss.request), (1, .answer)] {
         mesh.network.failNextCall(
           ParameterServerMethods.assign.path, to: mesh.parameterServers[task], losing: loss,

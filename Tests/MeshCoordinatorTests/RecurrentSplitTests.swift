@@ -46,12 +46,20 @@ import Testing
 
   /// An async job given a split at the LSTM's time steps is refused before
   /// anything runs: its ps would apply each stage's share of the gradient as
-  /// an update of its own. Planned by itself, the same job splits the head.
-  @Test func anAsyncJobRefusesAnLSTMSplitAtATimeStep() async throws {
+  /// an update of its own; so is a sync job reducing by ring, whose replicas
+  /// each apply their own stage's share. Planned by itself, the same job
+  /// splits the head.
+  @Test(arguments: [
+    Pipemesh_V1_Consistency.with { $0.async = .init() },
+    .with { $0.sync = .with { $0.reduction = .ring } },
+  ])
+  func aJobThatCannotAddUpTheStagesSharesRefusesAnLSTMSplitAtATimeStep(consistency: Pipemesh_V1_Consistency)
+    async throws
+  {
     let mesh = try InProcessMesh(stages: 2)
     let outcome = await Result(catching: {
       var request = Self.request("async-lstm")
-      request.consistency = .with { $0.async = .init() }
+      request.consistency = consistency
       request.splitPoints = [0]
       request.splitPointInputs = [4]
       await mesh.expectTrainRefused(request, containing: "split point 0:4 splits lstm0 at a time step")

@@ -78,9 +78,8 @@ import Testing
         #expect(abs(Double(got.scalars[index]) - want) <= 1e-6, "\(name)[\(index)]")
       }
     }
-    // Each replica offered 2 (R - 1) parts, each value of the gradients 2 (R - 1) times over the ring.
-    let values = gradients[0].values.reduce(0) { $0 + $1.scalarCount }
-    #expect(dataPlanes.map(\.heldBytes).reduce(0, +) == 2 * (replicas - 1) * values * 4)
+    // Every part went with the fetch that took it: none is left held.
+    #expect(dataPlanes.map(\.heldBytes) == Array(repeating: 0, count: replicas))
   }
 
   /// A ring that does not fit the job is refused with the field named.
@@ -100,6 +99,47 @@ import Testing
         job: "j", rank: 0, endpoints: endpoints, replicas: 2, own: endpoints[0], peers: [endpoints[0]])
     }
     #expect(stranger?.code == .invalidArgument && stranger?.message.contains("not one of peers") == true)
+    let twice = #expect(throws: RPCError.self) {
+      try RingReduction(
+        job: "j", rank: 0, endpoints: [endpoints[0], endpoints[0]], replicas: 2, own: endpoints[0], peers: peers)
+    }
+    #expect(twice?.code == .invalidArgument && twice?.message.contains("an endpoint twice") == true)
+  }
+
+  /// A LoadStage whose ring does not go with its consistency is refused
+  /// before the stage contacts anyone, naming the field.
+  @Test func aLoadStageWithARingItsJobDoesNotUseIsRefused() async throws {
+    let dataPlane = DataPlane(endpoint: "127.0.0.1:7001", dialer: GRPCDialer())
+    let partition = PartitionService(dataPlane: dataPlane, dialer: GRPCDialer())
+    var request = Pipemesh_V1_LoadStageRequest.with {
+      $0.job = "ringless"
+      $0.model = .with {
+        $0.inputShape = [4]
+        $0.layers = [.with { $0.dense = .with { $0.units = 2 } }]
+        $0.loss = .with { $0.meanSquaredError = .init() }
+      }
+      $0.endLayer = 1
+      $0.parameterServers = ["127.0.0.1:7100"]
+      $0.peers = ["127.0.0.1:7001", "127.0.0.1:7002"]
+      $0.replica = 0
+      $0.ring = ["127.0.0.1:7001", "127.0.0.1:7002"]
+      $0.consistency = .with {
+        $0.sync = .init()
+        $0.replicas = 2
+      }
+    }
+    try await withChannel(.inProcess, [partition]) { channel in
+      let byPs = await #expect(throws: RPCError.self) { try await channel.call(PartitionMethods.loadStage, request) }
+      #expect(
+        byPs?.code == .invalidArgument && byPs?.message.contains("do not reduce by ring") == true,
+        "\(String(describing: byPs))")
+      request.consistency.sync.reduction = .ring
+      request.ring = []
+      let missing = await #expect(throws: RPCError.self) { try await channel.call(PartitionMethods.loadStage, request) }
+      #expect(
+        missing?.code == .invalidArgument && missing?.message.contains("0 endpoints for 2 replicas") == true,
+        "\(String(describing: missing))")
+    }
   }
 
   @Test func partsDifferInSizeByAtMostOne() {

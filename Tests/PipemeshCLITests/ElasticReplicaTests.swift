@@ -21,13 +21,16 @@ import Testing
   /// `kill -9` of one of a sync job's two replicas with no spare in the
   /// pool: the survivor goes on at once from the checkpoint with the whole
   /// step's examples, and once the partition is back (as systemd restarts
-  /// it) the job grows back to two replicas at a step boundary.
-  @Test func aJobGoesOnWithoutALostReplicaAndGrowsBackWhenItReturns() async throws {
+  /// it) the job grows back to two replicas at a step boundary. The same
+  /// when the replicas reduce by ring: each run of the job loads its ring of
+  /// the replicas it has.
+  @Test(arguments: ["ps", "ring"])
+  func aJobGoesOnWithoutALostReplicaAndGrowsBackWhenItReturns(reduction: String) async throws {
     let mesh = try await DurableStateTests.Mesh(psCheckpoints: true, partitions: 2)
     let options = [
       "--model", DurableStateTests.model, "--stages", "1", "--replicas", "2", "--batch-size", "32", "--epochs", "40",
       "--micro-batches", "2", "--optimizer", "sgd", "--learning-rate", "0.001", "--checkpoint-every", "5",
-      "--max-restarts", "1", "--json",
+      "--max-restarts", "1", "--reduction", reduction, "--json",
     ]
     let training = try await DurableStateTests.trainStraightThenStart("elastic", options: options, on: mesh)
     let before = try await DurableStateTests.record("elastic", on: mesh)
