@@ -68,14 +68,18 @@ struct RingReduction: Sendable {
       let key = DataPlaneKey(job: job, step: step, microBatch: Int32(round), kind: .reduction)
       _ = dataPlane.offer(layout.gather(passed, from: gradients), key: key)
       let received = parts[(rank - shift - 1 + 2 * replicas) % replicas]
-      let values = try await dataPlane.resolve(
-        .with {
-          $0.reference = .with {
-            $0.endpoint = before
-            $0.key = key.wire
-          }
-        }, wait: true,
-        what: "round \(round) of the ring's reduction of step \(step)", peers: peers)
+      // Sent again when the replica before could not be reached: a part goes with the fetch that
+      // takes it, so a repeat after a lost answer finds none and fails the step, as without one.
+      let values = try await Self.fetchRetry.run(server: "the replica before on the ring") {
+        try await dataPlane.resolve(
+          .with {
+            $0.reference = .with {
+              $0.endpoint = before
+              $0.key = key.wire
+            }
+          }, wait: true,
+          what: "round \(round) of the ring's reduction of step \(step)", peers: peers)
+      }
       guard values.scalarCount == received.count else {
         throw RPCError(
           .dataLoss,
@@ -161,6 +165,9 @@ struct RingReduction: Sendable {
       }
     }
   }
+
+  /// How a round's fetch is sent again after UNAVAILABLE.
+  static let fetchRetry = CallRetry(attempts: 3, firstPause: .milliseconds(100))
 
   /// `count` values cut into `parts` ranges of sizes differing by at most one.
   static func parts(of count: Int, into parts: Int) -> [Range<Int>] {

@@ -39,9 +39,11 @@ actor StageRunner {
   /// among themselves (REDUCTION_RING): each applies the mean itself, and
   /// only replica 0 sends the ps anything.
   private let ring: RingReduction?
-  /// Steps whose ring reduction failed, with its error: their sums are half
-  /// reduced, so a repeated commit fails as the first did.
-  private var failedReductions: [Int64: any Error] = [:]
+  /// Steps whose commit failed once it had taken the step's gradient sums,
+  /// with its error: the sums are spent (sent, applied in part, or half
+  /// reduced by the ring), so a repeated commit fails as the first did
+  /// instead of committing a step without its update.
+  private var failedCommits: [Int64: any Error] = [:]
   let definitions: [Pipemesh_V1_VariableDefinition]
   private let ps: ParameterServerClient
   private let dataPlane: DataPlane
@@ -189,7 +191,8 @@ actor StageRunner {
           + "give REDUCTION_PARAMETER_SERVER")
     }
     let own = Set(definitions.map(\.name).filter { !shared.contains($0) })
-    let soleWriter = rule.mode == .sync && (rule.replicas <= 1 || ring != nil) && !own.isEmpty
+    let soleWriter =
+      rule.mode == .sync && (rule.replicas <= 1 || ring != nil) && (!own.isEmpty || definitions.isEmpty)
     let keepValues = soleWriter ? try await ps.tasksWithoutCheckpoints().count == ps.placement.tasks : false
     var registered = try await ps.register(
       job: job, variables: definitions.filter { own.contains($0.name) }, consistency: rule.atParameterServer,
@@ -816,10 +819,11 @@ actor StageRunner {
 
   // MARK: - Commit
 
-  /// Ends a step with the step's summed gradients. A stage that is its
-  /// variables' only writer updates them itself and pushes the gradients to
-  /// the ps in the background; any other pushes them (the ps waits for every
-  /// replica under sync consistency) and pulls the new values. With `flush`,
+  /// Ends a step with the step's summed gradients. A stage updates the
+  /// variables it alone writes itself, pushing their gradients to the ps in
+  /// the background (or keeping them); it pushes the others' (the ps waits
+  /// for every user and replica under sync consistency) and pulls their new
+  /// values. With `flush`,
   /// returns only once the ps applied them (before a checkpoint or at the
   /// end of a job).
   /// With a `gradientScale` below 1, the step's gradients are multiplied by
@@ -878,7 +882,7 @@ actor StageRunner {
     // commit of the stage (its variables on the ps missed a step): the
     // coordinator runs the job on from its newest checkpoint.
     if let pending = localUpdates?.pendingPush { try await psCall { try await pending.value } }
-    if let failure = failedReductions[step] { throw failure }
+    if let failure = failedCommits[step] { throw failure }
     try checkBackwardsDone(of: step, orEarlier: true, before: "commit")
     var response = Pipemesh_V1_CommitResponse()
     // The penalty of the weights the step ran on.
@@ -912,56 +916,17 @@ actor StageRunner {
       if gradientScale < 1 {
         for name in Array(gradients.keys) { gradients[name]!.scale(by: gradientScale) }
       }
-      if let ring {
-        do { try await ring.average(&gradients, step: step, dataPlane: dataPlane, peers: peers) } catch {
-          failedReductions[step] = error
-          throw error
-        }
-      }
-      // Variables the stage shares travel through the ps first, beside one that updates
-      // its own: those are updated below without a suspension, so that no call in
-      // between sees some of the step's updates and not others.
-      var shared: [String: Tensor] = [:]
-      if let own = localUpdates?.names, definitions.contains(where: { !own.contains($0.name) }) {
-        shared = gradients.filter { !own.contains($0.key) }
-        gradients = gradients.filter { own.contains($0.key) }
-        try adopt(
-          try await exchange(shared, step: step, pulling: definitions.map(\.name).filter { !own.contains($0) }))
-      }
-      if var local = localUpdates {
-        // Moved out until it is put back below (no suspension in between), so
-        // that the optimizer slots it holds are updated in place, not copied.
-        localUpdates = nil
-        // A flush (before a checkpoint, at the end of the job) keeps no sums:
-        // the ps is about to receive the variables beside them.
-        let push = applyLocally(consume gradients, step: step, local: &local, keepingSums: !flush)
-        local.pendingPush = flush ? nil : push
-        localUpdates = local
-        advanceWeights()
-        if !flush { spareSums.merge(shared) { $1 } }
-        if flush {
-          try await psCall { try await push.value }
-          // The ps holds the kept variables from here: for a checkpoint, and for readers after the job.
-          let states = Dictionary(
-            uniqueKeysWithValues: local.kept.map { name in
-              (name, (value: variables[name]!, slots: local.slots[name] ?? [:], version: versions[name] ?? 0))
-            })
-          if !states.isEmpty, speaksForReplicas {
-            _ = try await psCall {
-              try await Self.psRetry.run(server: "the ps") { try await ps.assign(job: job, user: user, states: states) }
-            }
-          }
-        }
-      } else {
-        try adopt(try await exchange(gradients, step: step, pulling: definitions.map(\.name)))
-        advanceWeights()
-        if !flush { spareSums = gradients }
+      do {
+        try await update(with: &gradients, step: step, flush: flush, advancing: advanceWeights)
+      } catch {
+        failedCommits[step] = error
+        throw error
       }
     } else {
       advanceWeights()
     }
     stepWeights = stepWeights.filter { $0.key > step }
-    failedReductions = failedReductions.filter { $0.key > step }
+    failedCommits = failedCommits.filter { $0.key > step }
     for waiter in commitWaiters { waiter.resume() }
     commitWaiters = []
     response.version = versions.values.min() ?? 0
@@ -979,6 +944,57 @@ actor StageRunner {
     // step behind this stage (every stage finished the step before that one).
     dataPlane.drop(job: job, throughStep: stashesWeights ? step - 1 : step)
     return response
+  }
+
+  /// Applies a step's gradient sums (scaled already; taken, and left empty
+  /// or handed on as `spareSums`): averaged around the ring first when the
+  /// replicas reduce by ring; the variables the stage alone writes updated
+  /// here, the others through the ps. Calls `advanceWeights` once the
+  /// stage's weights are the step's.
+  private func update(
+    with gradients: inout [String: Tensor], step: Int64, flush: Bool, advancing advanceWeights: () -> Void
+  ) async throws {
+    if let ring { try await ring.average(&gradients, step: step, dataPlane: dataPlane, peers: peers) }
+    // Variables the stage shares travel through the ps first, beside one that updates
+    // its own: those are updated below without a suspension, so that no call in
+    // between sees some of the step's updates and not others.
+    var shared: [String: Tensor] = [:]
+    if let own = localUpdates?.names, definitions.contains(where: { !own.contains($0.name) }) {
+      shared = gradients.filter { !own.contains($0.key) }
+      gradients = gradients.filter { own.contains($0.key) }
+      try adopt(
+        try await exchange(shared, step: step, pulling: definitions.map(\.name).filter { !own.contains($0) }))
+    }
+    if var local = localUpdates {
+      // Moved out until it is put back below (no suspension in between), so
+      // that the optimizer slots it holds are updated in place, not copied.
+      localUpdates = nil
+      // A flush (before a checkpoint, at the end of the job) keeps no sums:
+      // the ps is about to receive the variables beside them.
+      let push = applyLocally(gradients, step: step, local: &local, keepingSums: !flush)
+      gradients = [:]
+      local.pendingPush = flush ? nil : push
+      localUpdates = local
+      advanceWeights()
+      if !flush { spareSums.merge(shared) { $1 } }
+      if flush {
+        try await psCall { try await push.value }
+        // The ps holds the kept variables from here: for a checkpoint, and for readers after the job.
+        let states = Dictionary(
+          uniqueKeysWithValues: local.kept.map { name in
+            (name, (value: variables[name]!, slots: local.slots[name] ?? [:], version: versions[name] ?? 0))
+          })
+        if !states.isEmpty, speaksForReplicas {
+          _ = try await psCall {
+            try await Self.psRetry.run(server: "the ps") { try await ps.assign(job: job, user: user, states: states) }
+          }
+        }
+      }
+    } else {
+      try adopt(try await exchange(gradients, step: step, pulling: definitions.map(\.name)))
+      advanceWeights()
+      if !flush { spareSums = gradients }
+    }
   }
 
   /// Whether this replica sends the ps what the stage's replicas apply: all

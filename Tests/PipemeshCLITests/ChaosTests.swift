@@ -96,8 +96,10 @@ import Testing
     }
     #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "seed \(seed), \(injected): \(ended)")
     #expect(injected.count == Fault.allCases.count, "seed \(seed): the job ended before every fault: \(injected)")
-    // Every kill stops the job; a short stop may be waited out.
-    #expect(faults.count >= 3, "seed \(seed), \(injected): \(faults)")
+    // Every kill of a partition or of the coordinator stops the job. A short stop may be waited
+    // out, and a ps task killed between a checkpoint and the next push it would have taken comes
+    // back holding the job as it was (it reads that checkpoint at start): nothing to stop for.
+    #expect(faults.count >= 2, "seed \(seed), \(injected): \(faults)")
     try await DurableStateTests.expectSameWeights("chaos", as: "straight", on: mesh)
     try await DurableStateTests.expectSameEpochLosses("chaos", as: "straight", on: mesh)
   }
