@@ -53,7 +53,7 @@ public final class DataPlane: Sendable {
     /// Whether a fetch that releases the tensor under `key` takes it away: an
     /// inference's (its call is not sent again, and no commit drops it), and
     /// a ring reduction's part (fetched once: a ring whose fetch breaks off
-    /// fails its commit, and the job runs the step again). A training step's
+    /// after the part went out fails its step, and the job runs it again). A training step's
     /// activation or gradient stays held until its step is dropped, or
     /// `releasedTensorKept` after the release (the last step of a job whose
     /// stages stay loaded to serve is never dropped), so that a fetch whose

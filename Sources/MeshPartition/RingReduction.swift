@@ -68,8 +68,10 @@ struct RingReduction: Sendable {
       let key = DataPlaneKey(job: job, step: step, microBatch: Int32(round), kind: .reduction)
       _ = dataPlane.offer(layout.gather(passed, from: gradients), key: key)
       let received = parts[(rank - shift - 1 + 2 * replicas) % replicas]
-      // Sent again when the replica before could not be reached: a part goes with the fetch that
-      // takes it, so a repeat after a lost answer finds none and fails the step, as without one.
+      // Sent again when the replica before could not be reached (a channel to a partition that
+      // just restarted). A part goes with the fetch that takes it: a repeat after an answer lost on
+      // the way waits for a part that will not come again, until the step's deadline ends the step,
+      // as a replica lost mid-ring does.
       let values = try await Self.fetchRetry.run(server: "the replica before on the ring") {
         try await dataPlane.resolve(
           .with {
