@@ -111,7 +111,7 @@ let package = Package(
     ),
     .systemLibrary(name: "CZlib", path: "CShims/CZlib"),
     .target(name: "MeshData", dependencies: ["CZlib", "MeshTensor"]),
-    .target(name: "MeshPartition", dependencies: ["MeshOps", "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient"]),
+    .target(name: "MeshPartition", dependencies: ["MeshOps", "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient", "MeshPipeline"]),
     .target(
       name: "MeshCoordinator",
       dependencies: [

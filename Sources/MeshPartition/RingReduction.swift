@@ -1,3 +1,4 @@
+import MeshPipeline
 import MeshProto
 import MeshRPC
 import MeshTensor
@@ -59,7 +60,7 @@ struct RingReduction: Sendable {
   {
     let layout = Layout(gradients)
     let replicas = endpoints.count
-    let parts = Self.parts(of: layout.count, into: replicas)
+    let parts = evenRanges(layout.count, parts: replicas)
     let before = endpoints[(rank + replicas - 1) % replicas]
     /// Passes part `(rank - shift) mod R` on as `round`, and returns the
     /// part the replica before passed in that round (its `(rank - shift - 1) mod R`).
@@ -170,9 +171,4 @@ struct RingReduction: Sendable {
 
   /// How a round's fetch is sent again after UNAVAILABLE.
   static let fetchRetry = CallRetry(attempts: 3, firstPause: .milliseconds(100))
-
-  /// `count` values cut into `parts` ranges of sizes differing by at most one.
-  static func parts(of count: Int, into parts: Int) -> [Range<Int>] {
-    (0..<parts).map { part in (count * part / parts)..<(count * (part + 1) / parts) }
-  }
 }

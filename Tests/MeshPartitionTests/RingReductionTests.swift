@@ -142,8 +142,4 @@ import Testing
     }
   }
 
-  @Test func partsDifferInSizeByAtMostOne() {
-    #expect(RingReduction.parts(of: 22, into: 4) == [0..<5, 5..<11, 11..<16, 16..<22])
-    #expect(RingReduction.parts(of: 2, into: 3) == [0..<0, 0..<1, 1..<2])
-  }
 }
