@@ -21,6 +21,8 @@ import Testing
       var request = Pipemesh_V1_TrainRequest.inline(
         job: "every-2", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets, epochs: 1, batchSize: 16,
         microBatches: 2, schedule: .scheduleOneFOneB, learningRate: 0.1)
+      // At whole layers, so that the checkpoint holds each kernel whole under its name.
+      request.splitPoints = [2]
       request.checkpoint = .with {
         $0.everySteps = 2
         $0.atEnd = true

@@ -1280,14 +1280,16 @@ import Testing
       return scalars.reduce(0, +) * 4 * 4
     }
     let bound = Int64(2 * perMicroBatch.max()!)
+    // The jobs split where the bound was sized, not where the layers' measured times would.
+    let split = Array(plan.bounds[1..<2])
     let progress = try await PipelineTrainingTests.train(
       coordinator, job: "1f1b-bounded", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
-      microBatches: 4, schedule: .scheduleOneFOneB, epochs: 1, maxKeptBytes: bound)
+      microBatches: 4, schedule: .scheduleOneFOneB, epochs: 1, maxKeptBytes: bound, splitPoints: split)
     #expect(progress.last?.done == true)
     let refused = await #expect(throws: RPCError.self) {
       _ = try await PipelineTrainingTests.train(
         coordinator, job: "gpipe-bounded", model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets,
-        microBatches: 4, schedule: .scheduleGpipe, epochs: 1, maxKeptBytes: bound)
+        microBatches: 4, schedule: .scheduleGpipe, epochs: 1, maxKeptBytes: bound, splitPoints: split)
     }
     #expect(refused?.message.contains("RESOURCE_EXHAUSTED") == true, "\(String(describing: refused))")
     // The failed job unloaded its stages (ending its calls still waiting there).

@@ -24,6 +24,8 @@ import Testing
       func train(_ job: String) async throws -> Pipemesh_V1_Job {
         try await JobCheckpointTests.trainToEnd(job, epochs: 2, on: mesh) {
           $0.consistency = .with { $0.sync = .init() }
+          // Split where each stage holds variables of both ps tasks (by their names' hashes).
+          $0.splitPoints = [2]
         }
       }
       let straight = try await train("straight")

@@ -296,14 +296,15 @@ class MeshFactory:
         with grpc.insecure_channel(coordinator, options=CLIENT_OPTIONS) as channel:
             train = channel.unary_stream("/pipemesh.v1.Coordinator/Train", request_serializer=pb.coordinator.TrainRequest.SerializeToString,
                                          response_deserializer=pb.coordinator.TrainProgress.FromString)
-            request = pb.coordinator.TrainRequest(job=TRAINED_JOB, model=spec, epochs=1, batch_size=64, micro_batches=4,
+            # Split at one place, so that the trained job's stages are those the plan below names.
+            request = pb.coordinator.TrainRequest(job=TRAINED_JOB, model=spec, epochs=1, batch_size=64, micro_batches=4, split_points=[1],
                                                   data=pb.coordinator.DataSource(dataset=pb.coordinator.DatasetReference(uri="digits")))
             progress = list(train(request, timeout=300))
             assert progress and progress[-1].done, f"training {TRAINED_JOB} did not finish: {progress[-1:]}"
             plan = channel.unary_unary("/pipemesh.v1.Coordinator/Plan", request_serializer=pb.coordinator.PlanRequest.SerializeToString,
                                        response_deserializer=pb.coordinator.PlanResponse.FromString)(
-                pb.coordinator.PlanRequest(model=spec, stages=2), timeout=30)
-        # Whole layers or not, as the planner chose: each stage loads the part it planned.
+                pb.coordinator.PlanRequest(model=spec, stages=2, split_points=[1]), timeout=30)
+        # Each stage loads the part the plan gives it.
         ranges = [((s.first_layer, s.first_layer_inputs), (s.end_layer, s.end_layer_inputs)) for s in plan.stages]
         stages: list[StageTarget] = []
         for index, (first, end) in enumerate(ranges):
