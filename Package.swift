@@ -101,7 +101,7 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]
     ),
-    .target(name: "MeshWire", dependencies: ["MeshTensor", "MeshProto", "MeshRPC"]),
+    .target(name: "MeshWire", dependencies: ["MeshTensor", "MeshData", "MeshProto", "MeshRPC"]),
     .target(name: "MeshCheckpoint", dependencies: ["MeshTensor"]),
     .target(name: "MeshPipeline"),
     .systemLibrary(name: "CSystemd", path: "CShims/CSystemd"),
@@ -186,7 +186,7 @@ let package = Package(
     .testTarget(
       name: "MeshWireTests",
       dependencies: [
-        "MeshWire", "MeshProto", "MeshRPC", "MeshTensor",
+        "MeshWire", "MeshData", "MeshProto", "MeshRPC", "MeshTensor", "MeshTestSupport",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "SwiftProtobufPluginLibrary", package: "swift-protobuf"),
       ]

@@ -568,8 +568,8 @@ struct ModelReference: Sendable, Hashable, CustomStringConvertible {
     name = String(parts[0])
     do {
       try MeshNames.checkJob(name, maxLength: CoordinatorService.maxJobName)
-    } catch let error as RPCError {
-      throw RPCError(.invalidArgument, "\(field) '\(text.echoed)': \(error.message); give NAME or NAME:vN")
+    } catch let error as WireError {
+      throw WireError("\(field) '\(text.echoed)': \(error.message); give NAME or NAME:vN")
     }
     if parts.count == 2 {
       guard parts[1].hasPrefix("v"), let version = Int(parts[1].dropFirst()), version >= 1, version <= Int(Int32.max)

@@ -224,8 +224,8 @@ final class TrainingJob: Sendable {
     let updatesPerStep = Self.isElastic(request) ? 1 : replicas
     do {
       options.optimizer = try request.optimizer.resolved(jobSteps: stepsPerEpoch * Int(request.epochs) * updatesPerStep)
-    } catch let error as RPCError {
-      throw RPCError(.invalidArgument, "optimizer: \(error.message)")
+    } catch let error as WireError {
+      throw error.within("optimizer")
     }
     options.normalization = normalization
     self.request = options
@@ -355,13 +355,13 @@ final class TrainingJob: Sendable {
     do {
       // A cosine decay to the job's end takes its length from the data; any length checks the rest.
       _ = try makeOptimizer(request.optimizer.resolved(jobSteps: 1))
-    } catch let error as RPCError {
-      throw RPCError(.invalidArgument, "optimizer: \(error.message)")
+    } catch let error as WireError {
+      throw error.within("optimizer")
     }
     do {
       try request.consistency.validate()
-    } catch let error as RPCError {
-      throw RPCError(.invalidArgument, "consistency: \(error.message)")
+    } catch let error as WireError {
+      throw error.within("consistency")
     }
     guard request.checkpoint.everySteps >= 0 else {
       throw RPCError(

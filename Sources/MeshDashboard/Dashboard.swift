@@ -165,7 +165,7 @@ private struct CoordinatorReads: Sendable {
         status: .ok, headers: headers,
         body: .init(byteBuffer: ByteBuffer(string: try message.jsonString(options: Self.json))))
     } catch {
-      let failure = error as? RPCError ?? RPCError(.internal, "\(error)")
+      let failure = RPCError(answering: error)
       let body =
         (try? JSONSerialization.data(withJSONObject: ["code": "\(failure.code)", "message": failure.message]))
         ?? Data()

@@ -1,5 +1,5 @@
 import MeshProto
-import MeshRPC
+import MeshWire
 
 /// A job's consistency rule, validated: the one reading of a
 /// `Pipemesh_V1_Consistency` that the coordinator, partitions and ps share.
@@ -38,7 +38,7 @@ public struct JobConsistency: Equatable, Sendable {
   public init(_ proto: Pipemesh_V1_Consistency) throws {
     replicas = proto.replicas == 0 ? 1 : proto.replicas
     guard replicas > 0, replicas <= Self.maxReplicas else {
-      throw RPCError(.invalidArgument, "consistency replicas must be in 1...\(Self.maxReplicas), got \(replicas)")
+      throw WireError("consistency replicas must be in 1...\(Self.maxReplicas), got \(replicas)")
     }
     reduction = try proto.sync.reduction.parsed
     switch proto.mode {
@@ -46,11 +46,10 @@ public struct JobConsistency: Equatable, Sendable {
     case .async: mode = .async
     case .bounded(let bounded):
       guard bounded.maxStaleness >= 0 else {
-        throw RPCError(.invalidArgument, "bounded consistency needs max_staleness >= 0")
+        throw WireError("bounded consistency needs max_staleness >= 0")
       }
       guard bounded.waitTimeoutSeconds >= 0, bounded.waitTimeoutSeconds <= Self.maxWaitTimeoutSeconds else {
-        throw RPCError(
-          .invalidArgument,
+        throw WireError(
           "bounded consistency wait_timeout_seconds is \(bounded.waitTimeoutSeconds); give 0 (60 seconds) to \(Self.maxWaitTimeoutSeconds)"
         )
       }
@@ -100,8 +99,7 @@ extension Pipemesh_V1_Reduction {
       case .unspecified, .parameterServer: return .parameterServer
       case .ring: return .ring
       case .UNRECOGNIZED(let value):
-        throw RPCError(
-          .invalidArgument,
+        throw WireError(
           "consistency sync.reduction is \(value); give REDUCTION_PARAMETER_SERVER (1) or REDUCTION_RING (2)")
       }
     }

@@ -237,8 +237,8 @@ public final class PartitionService: RPCService, Sendable {
   /// or one missing or not the stage's replicas.
   private func ringReduction(_ request: Pipemesh_V1_LoadStageRequest) throws -> RingReduction? {
     let rule: JobConsistency
-    do { rule = try JobConsistency(request.consistency) } catch let error as RPCError {
-      throw RPCError(error.code, "consistency: \(error.message)")
+    do { rule = try JobConsistency(request.consistency) } catch let error as WireError {
+      throw error.within("consistency")
     }
     guard rule.reducesByRing else {
       guard request.ring.isEmpty else {

@@ -717,7 +717,7 @@ actor StageRunner {
     } catch let error as RPCError where error.code == .unavailable {
       throw error
     } catch {
-      turns.finish(step: step, position: position, failure: error as? RPCError ?? RPCError(.internal, "\(error)"))
+      turns.finish(step: step, position: position, failure: RPCError(answering: error))
       throw error
     }
   }

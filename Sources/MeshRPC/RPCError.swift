@@ -58,12 +58,23 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
   public static let maxMessageBytes = 2048
 
   /// The status a handler's error is answered with: RPC errors as they are,
-  /// cancellation as CANCELLED, anything else as INTERNAL naming the error.
-  init(answering error: any Error) {
+  /// a domain error by its own mapping, cancellation as CANCELLED, anything
+  /// else as INTERNAL naming the error.
+  public init(answering error: any Error) {
     switch error {
     case let error as RPCError: self = error
+    case let error as any RPCErrorConvertible: self = error.rpcError
     case is CancellationError: self.init(.cancelled, "the call was cancelled")
     default: self.init(.internal, "the server failed: \(error)", cause: error)
     }
   }
+}
+
+/// A domain error that says which status answers it. Modules below the
+/// services throw their own errors, free of gRPC; the conformances that map
+/// them live in one place at the edge (MeshWire's `ErrorStatus.swift`), and
+/// every server and in-process call answers through them.
+public protocol RPCErrorConvertible: Error {
+  /// The status and message a caller gets for this error.
+  var rpcError: RPCError { get }
 }

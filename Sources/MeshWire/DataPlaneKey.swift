@@ -48,8 +48,7 @@ public struct DataPlaneKey: Hashable, Sendable, CustomStringConvertible {
     guard parts.count == 4, !parts[0].isEmpty, let step = Int64(parts[1]), let microBatch = Int32(parts[2]),
       let kind = Kind(rawValue: String(parts[3]))
     else {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "key '\(wire.echoed)' is not a data-plane key: job/step/micro-batch/\(Kind.allCases.map(\.rawValue).joined(separator: "|"))"
       )
     }
@@ -59,8 +58,7 @@ public struct DataPlaneKey: Hashable, Sendable, CustomStringConvertible {
     self.kind = kind
     // One spelling per key ("+1" or "01" would name a tensor never offered).
     guard self.wire == wire else {
-      throw RPCError(
-        .invalidArgument, "key '\(wire.echoed)' is not in canonical form; it would be '\(self.wire.echoed)'")
+      throw WireError("key '\(wire.echoed)' is not in canonical form; it would be '\(self.wire.echoed)'")
     }
   }
 

@@ -1,5 +1,4 @@
 import MeshProto
-import MeshRPC
 import MeshTensor
 
 extension Pipemesh_V1_Initializer {
@@ -37,7 +36,7 @@ extension Pipemesh_V1_Initializer {
     let tensor = try draw(shape, elementOffset)
     // Parameters at the edge of Float's range can still draw infinities.
     guard tensor.allFinite else {
-      throw RPCError(.invalidArgument, "initializer parameters draw values beyond Float's range; use smaller ones")
+      throw WireError("initializer parameters draw values beyond Float's range; use smaller ones")
     }
     return tensor
   }
@@ -45,29 +44,29 @@ extension Pipemesh_V1_Initializer {
   private func draw(_ shape: [Int], _ offset: Int) throws -> Tensor {
     switch kind {
     case .constant(let value):
-      guard value.isFinite else { throw RPCError(.invalidArgument, "constant initializer must be finite") }
+      guard value.isFinite else { throw WireError("constant initializer must be finite") }
       return .filled(shape, with: value)
     case .normal(let normal):
       guard normal.stddev >= 0, normal.stddev.isFinite, normal.mean.isFinite else {
-        throw RPCError(.invalidArgument, "normal initializer needs a finite mean and stddev >= 0")
+        throw WireError("normal initializer needs a finite mean and stddev >= 0")
       }
       return .randomNormal(
         shape, mean: normal.mean, standardDeviation: normal.stddev, seed: seed, elementOffset: offset)
     case .uniform(let uniform):
       guard uniform.minimum <= uniform.maximum, uniform.minimum.isFinite, uniform.maximum.isFinite else {
-        throw RPCError(.invalidArgument, "uniform initializer needs finite minimum <= maximum")
+        throw WireError("uniform initializer needs finite minimum <= maximum")
       }
       return .randomUniform(
         shape, lowerBound: uniform.minimum, upperBound: uniform.maximum, seed: seed, elementOffset: offset)
     case .glorotUniform(let glorot):
       guard glorot.fanIn > 0, glorot.fanOut > 0, glorot.fanIn <= Int32.max, glorot.fanOut <= Int32.max else {
-        throw RPCError(.invalidArgument, "glorot_uniform needs fan_in and fan_out from 1 to 2^31-1")
+        throw WireError("glorot_uniform needs fan_in and fan_out from 1 to 2^31-1")
       }
       return .glorotUniform(
         shape, fanIn: Int(glorot.fanIn), fanOut: Int(glorot.fanOut), seed: seed, elementOffset: offset)
     case .heNormal(let he):
       guard he.fanIn > 0, he.fanIn <= Int32.max else {
-        throw RPCError(.invalidArgument, "he_normal needs fan_in from 1 to 2^31-1")
+        throw WireError("he_normal needs fan_in from 1 to 2^31-1")
       }
       return .heNormal(shape, fanIn: Int(he.fanIn), seed: seed, elementOffset: offset)
     case nil:

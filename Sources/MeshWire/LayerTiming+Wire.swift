@@ -1,5 +1,4 @@
 import MeshProto
-import MeshRPC
 import MeshTensor
 
 extension [LayerTiming] {

@@ -16,9 +16,7 @@ public enum MeshNames {
     guard !job.isEmpty, job.utf8.count <= maxLength, job != ".", job != "..",
       job.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) })
     else {
-      throw RPCError(
-        .invalidArgument,
-        "job name '\(job.echoed)' must be 1-\(maxLength) characters of A-Z a-z 0-9 _ . - (not . or ..)")
+      throw WireError("job name '\(job.echoed)' must be 1-\(maxLength) characters of A-Z a-z 0-9 _ . - (not . or ..)")
     }
   }
 
@@ -28,8 +26,7 @@ public enum MeshNames {
     guard !name.isEmpty, name.utf8.count <= maxVariableLength,
       name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-/#:".contains($0)) })
     else {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "variable name '\(name.echoed)' must be 1-\(maxVariableLength) characters of A-Z a-z 0-9 _ . - / # :")
     }
   }

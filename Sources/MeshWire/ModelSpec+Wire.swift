@@ -11,19 +11,18 @@ public func makeModel(_ proto: Pipemesh_V1_ModelSpec) throws -> Sequential {
     let inputSize = Tensor.checkedCount(of: proto.inputShape.map { Int(clamping: $0) }),
     inputSize <= ModelLimits.activation
   else {
-    throw RPCError(
-      .invalidArgument,
+    throw WireError(
       "model input_shape \(proto.inputShape.description.echoed) must list 1 to \(ModelLimits.rank) positive extents, "
         + "at most \(ModelLimits.activation) scalars in all")
   }
   guard !proto.layers.isEmpty, proto.layers.count <= ModelLimits.layers else {
-    throw RPCError(.invalidArgument, "the model has \(proto.layers.count) layers; it needs 1 to \(ModelLimits.layers)")
+    throw WireError("the model has \(proto.layers.count) layers; it needs 1 to \(ModelLimits.layers)")
   }
   var spec = ModelSpec(
     inputShape: proto.inputShape.map { Int($0) }, layers: [], loss: try lossSpec(proto.loss),
     l2Penalty: proto.loss.l2, seed: proto.seed)
   guard proto.loss.l2 >= 0, proto.loss.l2.isFinite else {
-    throw RPCError(.invalidArgument, "loss l2 must be a finite number >= 0, got \(proto.loss.l2)")
+    throw WireError("loss l2 must be a finite number >= 0, got \(proto.loss.l2)")
   }
   var shape = spec.inputShape
   var parameters = 0
@@ -32,20 +31,17 @@ public func makeModel(_ proto: Pipemesh_V1_ModelSpec) throws -> Sequential {
     let model = try build(spec)
     shape = model.activationShapes.last!
     guard let size = Tensor.checkedCount(of: shape), size <= ModelLimits.activation else {
-      throw RPCError(
-        .invalidArgument, "layer \(index) outputs \(shape) per example, over \(ModelLimits.activation) scalars")
+      throw WireError("layer \(index) outputs \(shape) per example, over \(ModelLimits.activation) scalars")
     }
     for declaration in model.layers[index].variableDeclarations {
       guard let count = Tensor.checkedCount(of: declaration.shape), count <= ModelLimits.parameters else {
-        throw RPCError(
-          .invalidArgument,
+        throw WireError(
           "variable \(declaration.name) of shape \(declaration.shape) is over \(ModelLimits.parameters) scalars")
       }
       parameters += count
     }
     guard parameters <= ModelLimits.totalParameters else {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "the model has over \(ModelLimits.totalParameters) parameters by layer \(index); Pipemesh holds at most that many"
       )
     }
@@ -76,7 +72,7 @@ private func build(_ spec: ModelSpec) throws -> Sequential {
   do {
     return try Sequential(spec: spec)
   } catch {
-    throw RPCError(.invalidArgument, "invalid model: \(error.message)")
+    throw WireError("invalid model: \(error.message)")
   }
 }
 
@@ -94,14 +90,14 @@ private func activation(_ activation: Pipemesh_V1_Activation) throws -> Activati
   case .tanh: return .tanh
   case .sigmoid: return .sigmoid
   case .gelu: return .gelu
-  case .UNRECOGNIZED(let value): throw RPCError(.invalidArgument, "unknown activation \(value)")
+  case .UNRECOGNIZED(let value): throw WireError("unknown activation \(value)")
   }
 }
 
 private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [Int]) throws -> LayerSpec {
   func positive(_ value: Int64, _ what: String, limit: Int64 = ModelLimits.size) throws -> Int {
     guard value > 0, value <= limit else {
-      throw RPCError(.invalidArgument, "layer \(index): \(what) must be in 1...\(limit), got \(value)")
+      throw WireError("layer \(index): \(what) must be in 1...\(limit), got \(value)")
     }
     return Int(value)
   }
@@ -115,11 +111,10 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
       inputSize: features, outputSize: try positive(dense.units, "units"), activation: try activation(dense.activation))
   case .conv2D(let conv):
     guard inputShape.count == 3 else {
-      throw RPCError(
-        .invalidArgument, "layer \(index): conv2d needs a [channels, height, width] input, got \(inputShape)")
+      throw WireError("layer \(index): conv2d needs a [channels, height, width] input, got \(inputShape)")
     }
     guard conv.padding >= 0, conv.padding <= ModelLimits.window else {
-      throw RPCError(.invalidArgument, "layer \(index): padding must be in 0...\(ModelLimits.window)")
+      throw WireError("layer \(index): padding must be in 0...\(ModelLimits.window)")
     }
     let window = ModelLimits.window
     return .conv2d(
@@ -145,8 +140,7 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
     return .layerNorm(size: features)
   case .embedding(let embedding):
     guard index == 0 else {
-      throw RPCError(
-        .invalidArgument, "layer \(index): an embedding reads token ids, so it must be the model's first layer")
+      throw WireError("layer \(index): an embedding reads token ids, so it must be the model's first layer")
     }
     let positions: PositionEncoding
     switch embedding.positions {
@@ -154,7 +148,7 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
     case .sinusoidal: positions = .sinusoidal
     case .learned: positions = .learned(steps: inputShape.last ?? 1)
     case .UNRECOGNIZED(let value):
-      throw RPCError(.invalidArgument, "layer \(index): unknown embedding positions \(value)")
+      throw WireError("layer \(index): unknown embedding positions \(value)")
     }
     return .embedding(
       vocabularySize: try positive(embedding.vocabularySize, "vocabulary_size"),
@@ -173,15 +167,14 @@ private func layerSpec(_ layer: Pipemesh_V1_LayerSpec, index: Int, inputShape: [
     let steps = inputShape.count == 2 ? inputShape[0] : 0
     // (Steps are at most 2^26 and heads 2^20: checking steps first keeps the product from overflowing.)
     guard steps <= 1 << 13, steps * steps * heads <= ModelLimits.activation else {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "layer \(index): attention over \(steps) steps with \(heads) heads keeps over \(ModelLimits.activation) scores per example"
       )
     }
     return .transformerBlock(
       modelSize: features, headCount: heads, mlpSize: try positive(block.mlpHidden, "mlp_hidden"))
   case nil:
-    throw RPCError(.invalidArgument, "layer \(index) has no kind")
+    throw WireError("layer \(index) has no kind")
   }
 }
 
@@ -218,7 +211,7 @@ extension Sequential {
     do {
       try validate(input: input, layers: range)
     } catch {
-      throw RPCError(.invalidArgument, "\(context): \(error.message)")
+      throw WireError("\(context): \(error.message)")
     }
   }
 
@@ -228,7 +221,7 @@ extension Sequential {
     do {
       try validate(target: target, batchSize: batchSize)
     } catch {
-      throw RPCError(.invalidArgument, "\(context): \(error.message)")
+      throw WireError("\(context): \(error.message)")
     }
   }
 }

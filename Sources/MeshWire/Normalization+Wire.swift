@@ -1,5 +1,4 @@
 import MeshProto
-import MeshRPC
 import MeshTensor
 
 extension Pipemesh_V1_InputNormalization {
@@ -27,8 +26,7 @@ extension Pipemesh_V1_InputNormalization {
     let kind = try Self.kind(of: method, model: model, field: field)
     let normalizer = try normalizer(features: model.activationShapes[0].reduce(1, *), field: field)
     guard (kind == nil) == (normalizer == nil) else {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "\(field): give a method with its offsets and scales (as an exported record has them), or neither")
     }
     return normalizer
@@ -46,11 +44,10 @@ extension Pipemesh_V1_InputNormalization {
     case .standardize: kind = .standardize
     case .minMax: kind = .minMax
     case .UNRECOGNIZED(let value):
-      throw RPCError(.invalidArgument, "\(field).method is \(value); give a NormalizationMethod")
+      throw WireError("\(field).method is \(value); give a NormalizationMethod")
     }
     if let first = model.layers.first as? Embedding {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "\(field): the model's first layer (\(first.name)) reads token ids, which are not rescaled: "
           + "give NORMALIZATION_METHOD_NONE")
     }
@@ -63,13 +60,12 @@ extension Pipemesh_V1_InputNormalization {
   public func normalizer(features: Int, field: String) throws -> Normalizer? {
     if offset.isEmpty, scale.isEmpty { return nil }
     guard offset.count == features, scale.count == features else {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "\(field) has \(offset.count) offsets and \(scale.count) scales; the model's examples have \(features) "
           + "scalars: give one of each per scalar, or none")
     }
     guard offset.allSatisfy(\.isFinite), scale.allSatisfy({ $0.isFinite && $0 > 0 }) else {
-      throw RPCError(.invalidArgument, "\(field): offsets must be finite and scales finite and above 0")
+      throw WireError("\(field): offsets must be finite and scales finite and above 0")
     }
     return Normalizer(offset: offset, scale: scale)
   }

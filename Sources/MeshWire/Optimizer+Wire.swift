@@ -1,5 +1,4 @@
 import MeshProto
-import MeshRPC
 import MeshTensor
 
 extension Pipemesh_V1_OptimizerSpec {
@@ -11,19 +10,18 @@ extension Pipemesh_V1_OptimizerSpec {
   public func resolved(jobSteps: Int? = nil) throws -> Pipemesh_V1_OptimizerSpec {
     var spec = self
     guard spec.clipGlobalNorm >= 0, spec.clipGlobalNorm.isFinite else {
-      throw RPCError(
-        .invalidArgument, "clip_global_norm must be a finite number >= 0 (0: no clipping), got \(spec.clipGlobalNorm)")
+      throw WireError("clip_global_norm must be a finite number >= 0 (0: no clipping), got \(spec.clipGlobalNorm)")
     }
     spec.learningRate = try learningRate.resolved(jobSteps: jobSteps)
     func fraction(_ value: Float?, default fallback: Float, _ name: String) throws -> Float {
       let value = value ?? fallback
-      guard value >= 0, value < 1 else { throw RPCError(.invalidArgument, "\(name) must be in [0, 1), got \(value)") }
+      guard value >= 0, value < 1 else { throw WireError("\(name) must be in [0, 1), got \(value)") }
       return value
     }
     func positive(_ value: Float?, default fallback: Float, _ name: String) throws -> Float {
       let value = value ?? fallback
       guard value > 0, value.isFinite else {
-        throw RPCError(.invalidArgument, "\(name) must be positive, got \(value)")
+        throw WireError("\(name) must be positive, got \(value)")
       }
       return value
     }
@@ -51,9 +49,7 @@ extension Pipemesh_V1_OptimizerSpec {
       spec.adamw = try resolvedAdam(adam, kind: "adamw")
     case .adagrad(var adagrad):
       guard adagrad.initialAccumulator >= 0, adagrad.initialAccumulator.isFinite else {
-        throw RPCError(
-          .invalidArgument,
-          "adagrad.initial_accumulator must be a finite number >= 0, got \(adagrad.initialAccumulator)")
+        throw WireError("adagrad.initial_accumulator must be a finite number >= 0, got \(adagrad.initialAccumulator)")
       }
       adagrad.epsilon = try positive(adagrad.hasEpsilon ? adagrad.epsilon : nil, default: 1e-10, "adagrad.epsilon")
       spec.adagrad = adagrad
@@ -99,8 +95,7 @@ extension Pipemesh_V1_LearningRateSchedule {
     var spec = self
     spec.base = hasBase ? base : 0.01
     guard spec.base > 0, spec.base.isFinite else {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "learning_rate.base must be a finite rate above 0, got \(spec.base)"
           + (hasBase && base == 0 ? " (a zero rate trains nothing; leave it unset for 0.01)" : ""))
     }
@@ -110,7 +105,7 @@ extension Pipemesh_V1_LearningRateSchedule {
     case .step(var step):
       step.gamma = step.hasGamma ? step.gamma : 0.1
       guard step.gamma > 0, step.gamma.isFinite else {
-        throw RPCError(.invalidArgument, "learning_rate.step.gamma must be a finite number above 0, got \(step.gamma)")
+        throw WireError("learning_rate.step.gamma must be a finite number above 0, got \(step.gamma)")
       }
       spec.step = step
     case .cosine(var cosine):
@@ -119,8 +114,7 @@ extension Pipemesh_V1_LearningRateSchedule {
         let warmup = min(max(warmupSteps, 0), Int64(Int32.max))
         cosine.totalSteps = max(1, Int64(jobSteps) - warmup - 1)
         guard cosine.totalSteps <= Int32.max else {
-          throw RPCError(
-            .invalidArgument,
+          throw WireError(
             "learning_rate.cosine: a decay to the job's end would run \(cosine.totalSteps) updates, more than "
               + "2^31-1: give total_steps, or train fewer epochs")
         }
@@ -142,24 +136,22 @@ public func makeSchedule(_ spec: Pipemesh_V1_LearningRateSchedule) throws -> Lea
     schedule = .constant(base)
   case .step(let step):
     guard step.stepSize > 0, step.stepSize <= Int32.max else {
-      throw RPCError(.invalidArgument, "step schedule needs step_size from 1 to 2^31-1, got \(step.stepSize)")
+      throw WireError("step schedule needs step_size from 1 to 2^31-1, got \(step.stepSize)")
     }
     schedule = .step(initial: base, factor: step.gamma, every: Int(step.stepSize))
   case .cosine(let cosine):
     guard cosine.totalSteps > 0, cosine.totalSteps <= Int32.max else {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "cosine schedule needs total_steps from 1 to 2^31-1 (0 only in a TrainRequest: the job's steps), got "
           + "\(cosine.totalSteps)")
     }
     guard cosine.minimum >= 0, cosine.minimum <= base else {
-      throw RPCError(
-        .invalidArgument, "cosine schedule needs minimum from 0 to the base rate \(base), got \(cosine.minimum)")
+      throw WireError("cosine schedule needs minimum from 0 to the base rate \(base), got \(cosine.minimum)")
     }
     schedule = .cosine(initial: base, minimum: cosine.minimum, totalSteps: Int(cosine.totalSteps))
   }
   guard spec.warmupSteps >= 0, spec.warmupSteps <= Int32.max else {
-    throw RPCError(.invalidArgument, "warmup_steps must be from 0 to 2^31-1, got \(spec.warmupSteps)")
+    throw WireError("warmup_steps must be from 0 to 2^31-1, got \(spec.warmupSteps)")
   }
   return spec.warmupSteps > 0 ? .linearWarmup(steps: Int(spec.warmupSteps), then: schedule) : schedule
 }

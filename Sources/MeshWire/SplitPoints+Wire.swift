@@ -1,4 +1,3 @@
-import MeshRPC
 import MeshTensor
 
 extension LayerPosition {
@@ -9,8 +8,7 @@ extension LayerPosition {
   /// places themselves.
   public static func splitPoints(layers: [Int32], inputs: [Int32]) throws -> [LayerPosition] {
     guard inputs.isEmpty || inputs.count == layers.count else {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "split_point_inputs lists \(inputs.count) values for \(layers.count) split_points: give one per split point, "
           + "or none when every split point is before a whole layer")
     }

@@ -1,6 +1,5 @@
 import Foundation
 import MeshProto
-import MeshRPC
 import MeshTensor
 
 extension Tensor {
@@ -9,15 +8,15 @@ extension Tensor {
   /// byte count does not match the shape.
   public init(wire: Pipemesh_V1_Tensor, what: @autoclosure () -> String = "tensor") throws {
     guard wire.dtype == .float32 else {
-      throw RPCError(.invalidArgument, "\(what()) has dtype \(wire.dtype); Pipemesh computes in DTYPE_FLOAT32")
+      throw WireError("\(what()) has dtype \(wire.dtype); Pipemesh computes in DTYPE_FLOAT32")
     }
     guard wire.shape.allSatisfy({ $0 >= 0 && $0 <= Int32.max }) else {
-      throw RPCError(.invalidArgument, "\(what()) has an invalid shape \(wire.shape)")
+      throw WireError("\(what()) has an invalid shape \(wire.shape)")
     }
     do {
       try self.init(dtype: .float32, shape: wire.shape.map { Int($0) }, littleEndianBytes: wire.data)
     } catch let error as TensorError {
-      throw RPCError(.invalidArgument, "\(what()): \(error.message)")
+      throw WireError("\(what()): \(error.message)")
     }
   }
 }
@@ -40,8 +39,7 @@ extension Tensor {
       count.multipliedReportingOverflow(by: width)
         == (wire.data.count, false)
     else {
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "\(what()) of dtype \(wire.dtype) and shape \(wire.shape) needs \(width) bytes an element; it has \(wire.data.count) bytes"
       )
     }
@@ -54,8 +52,7 @@ extension Tensor {
           ? Int64(Int32(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 4, as: Int32.self)))
           : Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 8, as: Int64.self))
         guard value >= -exact, value <= exact else {
-          throw RPCError(
-            .invalidArgument,
+          throw WireError(
             "\(what()) holds \(value) at element \(index); integer targets are exact in float32 only within ±2^24")
         }
         scalars[index] = Float(value)
@@ -102,8 +99,7 @@ extension HalfPrecision {
         case .int64: "DTYPE_INT64"
         default: "\(dtype.rawValue)"
         }
-      throw RPCError(
-        .invalidArgument,
+      throw WireError(
         "\(field()) is \(given); activations and gradients travel as DTYPE_FLOAT32 (exact), DTYPE_BFLOAT16 or DTYPE_FLOAT16"
       )
     }

@@ -43,38 +43,34 @@ func loadDataset(_ reference: Pipemesh_V1_DatasetReference, files: DatasetFiles 
   let task: LabelTask = reference.regression ? .regression : .classification()
   let uri = reference.uri
   let dataset: Dataset
-  do {
-    if Datasets.bundledNames.contains(uri) {
-      dataset = try Datasets.bundled(
-        named: uri, sequenceLength: Datasets.isBundledText(uri) ? try sequenceLength(of: reference) : nil)
-    } else if let synthetic = try synthetic(uri) {
-      dataset = synthetic
-    } else if uri.hasPrefix("idx:") {
-      let paths = uri.dropFirst(4).split(separator: ",").map(String.init)
-      guard paths.count == 2 else {
-        throw RPCError(.invalidArgument, "an IDX dataset is idx:IMAGES,LABELS, got \(uri.echoed)")
-      }
-      dataset = try Datasets.idx(images: try files.url(paths[0]), labels: try files.url(paths[1]))
-    } else if uri.hasSuffix(".npz") {
-      dataset = try Datasets.npz(
-        at: try files.url(uri), inputsKey: try arrayName(reference.inputsKey, default: "x", field: "inputs_key"),
-        labelsKey: try arrayName(reference.labelsKey, default: "y", field: "labels_key"), task: task)
-    } else if let pair = npyPair(uri) {
-      dataset = try Datasets.npy(inputs: try files.url(pair.inputs), labels: try files.url(pair.labels), task: task)
-    } else if Datasets.isTextFile(uri) {
-      dataset = try Datasets.text(at: try files.url(uri), sequenceLength: try sequenceLength(of: reference))
-    } else if uri.hasSuffix(".csv") || uri.hasSuffix(".csv.gz") {
-      dataset = try Datasets.csv(
-        at: try files.url(uri), labelColumn: .named(reference.labelColumn.isEmpty ? "label" : reference.labelColumn),
-        task: task)
-    } else {
-      throw RPCError(
-        .invalidArgument,
-        "dataset '\(uri.echoed)' is neither a bundled dataset (\((Datasets.bundledNames + syntheticNames).joined(separator: ", "))) "
-          + "nor a .csv, .csv.gz, .npz, INPUTS.npy,LABELS.npy, idx:IMAGES,LABELS, .txt or .txt.gz file")
+  if Datasets.bundledNames.contains(uri) {
+    dataset = try Datasets.bundled(
+      named: uri, sequenceLength: Datasets.isBundledText(uri) ? try sequenceLength(of: reference) : nil)
+  } else if let synthetic = try synthetic(uri) {
+    dataset = synthetic
+  } else if uri.hasPrefix("idx:") {
+    let paths = uri.dropFirst(4).split(separator: ",").map(String.init)
+    guard paths.count == 2 else {
+      throw RPCError(.invalidArgument, "an IDX dataset is idx:IMAGES,LABELS, got \(uri.echoed)")
     }
-  } catch let error as DatasetError {
-    throw error.rpcError
+    dataset = try Datasets.idx(images: try files.url(paths[0]), labels: try files.url(paths[1]))
+  } else if uri.hasSuffix(".npz") {
+    dataset = try Datasets.npz(
+      at: try files.url(uri), inputsKey: try arrayName(reference.inputsKey, default: "x", field: "inputs_key"),
+      labelsKey: try arrayName(reference.labelsKey, default: "y", field: "labels_key"), task: task)
+  } else if let pair = npyPair(uri) {
+    dataset = try Datasets.npy(inputs: try files.url(pair.inputs), labels: try files.url(pair.labels), task: task)
+  } else if Datasets.isTextFile(uri) {
+    dataset = try Datasets.text(at: try files.url(uri), sequenceLength: try sequenceLength(of: reference))
+  } else if uri.hasSuffix(".csv") || uri.hasSuffix(".csv.gz") {
+    dataset = try Datasets.csv(
+      at: try files.url(uri), labelColumn: .named(reference.labelColumn.isEmpty ? "label" : reference.labelColumn),
+      task: task)
+  } else {
+    throw RPCError(
+      .invalidArgument,
+      "dataset '\(uri.echoed)' is neither a bundled dataset (\((Datasets.bundledNames + syntheticNames).joined(separator: ", "))) "
+        + "nor a .csv, .csv.gz, .npz, INPUTS.npy,LABELS.npy, idx:IMAGES,LABELS, .txt or .txt.gz file")
   }
   return LoadedData(inputs: dataset.inputs, targets: dataset.labels, classes: dataset.classCount ?? 0)
 }
@@ -111,25 +107,11 @@ private func npyPair(_ uri: String) -> (inputs: String, labels: String)? {
   return (paths[0], paths[1])
 }
 
-extension DatasetError {
-  /// The status a caller gets: NOT_FOUND for a missing file, PERMISSION_DENIED
-  /// for one outside the data directory, INVALID_ARGUMENT otherwise.
-  var rpcError: RPCError {
-    switch code {
-    case .fileNotFound: RPCError(.notFound, message)
-    case .outsideDataDirectory: RPCError(.permissionDenied, message)
-    default: RPCError(.invalidArgument, message)
-    }
-  }
-}
-
 /// The files a coordinator's requests may name besides datasets (model
 /// weights to import), by the same rule; nil when it may name none.
 func dataFileResolver(files: DatasetFiles) -> DataFileResolver? {
   if case .none = files { return nil }
-  return { path in
-    do { return try files.url(path) } catch let error as DatasetError { throw error.rpcError }
-  }
+  return { try files.url($0) }
 }
 
 /// Generated datasets for examples, the same on every machine.

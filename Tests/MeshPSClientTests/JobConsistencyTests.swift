@@ -1,6 +1,6 @@
 import MeshPSClient
 import MeshProto
-import MeshRPC
+import MeshWire
 import Testing
 
 /// The one reading of a job's consistency request: defaults, the replica range, the staleness bound, and the
@@ -47,8 +47,8 @@ import Testing
   @Test(arguments: [Int32(-1), JobConsistency.maxWaitTimeoutSeconds + 1, .min, .max])
   func aWaitTimeoutOutOfRangeIsRefused(seconds: Int32) {
     let proto = Self.consistency(Self.bounded(maxStaleness: 1, wait: true, timeoutSeconds: seconds))
-    let error = #expect(throws: RPCError.self) { _ = try JobConsistency(proto) }
-    #expect(error?.code == .invalidArgument)
+    let error = #expect(throws: WireError.self) { _ = try JobConsistency(proto) }
+    #expect(error?.rpcError.code == .invalidArgument)
     #expect(error?.message.contains("wait_timeout_seconds is \(seconds)") == true, "\(String(describing: error))")
   }
 
@@ -61,20 +61,20 @@ import Testing
   @Test(arguments: [Int32(-1), JobConsistency.maxReplicas + 1, .min, .max])
   func replicasOutOfRangeAreRefused(replicas: Int32) {
     let proto = Self.consistency(.sync(.init()), replicas: replicas)
-    let error = #expect(throws: RPCError.self) { _ = try JobConsistency(proto) }
-    #expect(error?.code == .invalidArgument)
+    let error = #expect(throws: WireError.self) { _ = try JobConsistency(proto) }
+    #expect(error?.rpcError.code == .invalidArgument)
     #expect(
       error?.message == "consistency replicas must be in 1...4096, got \(replicas)", "\(String(describing: error))")
-    #expect(throws: RPCError.self) { try proto.validate() }
+    #expect(throws: WireError.self) { try proto.validate() }
   }
 
   @Test func aNegativeStalenessBoundIsRefused() {
     for wait in [false, true] {
       let proto = Self.consistency(Self.bounded(maxStaleness: -1, wait: wait))
-      let error = #expect(throws: RPCError.self) { _ = try JobConsistency(proto) }
-      #expect(error?.code == .invalidArgument)
+      let error = #expect(throws: WireError.self) { _ = try JobConsistency(proto) }
+      #expect(error?.rpcError.code == .invalidArgument)
       #expect(error?.message == "bounded consistency needs max_staleness >= 0", "\(String(describing: error))")
-      #expect(throws: RPCError.self) { try proto.validate() }
+      #expect(throws: WireError.self) { try proto.validate() }
     }
   }
 
@@ -105,8 +105,8 @@ import Testing
     #expect(byPs.reduction == .parameterServer && byPs.atParameterServer == byPs.proto)
     #expect(byPs.atParameterServer.replicas == 4)
     let unknown = Self.consistency(.sync(.with { $0.reduction = .UNRECOGNIZED(9) }), replicas: 2)
-    let error = #expect(throws: RPCError.self) { try unknown.validate() }
-    #expect(error?.code == .invalidArgument && error?.message.contains("sync.reduction is 9") == true)
+    let error = #expect(throws: WireError.self) { try unknown.validate() }
+    #expect(error?.rpcError.code == .invalidArgument && error?.message.contains("sync.reduction is 9") == true)
   }
 
   @Test func theDefaultsAreSpelledOutInTheProto() throws {

@@ -51,23 +51,23 @@ import Testing
     "job/1/0/Activation", "/1/0/activation", "job//0/activation", "job/1//activation",
   ])
   func malformedKeysAreRefusedQuotingTheKey(wire: String) {
-    let error = #expect(throws: RPCError.self) { _ = try DataPlaneKey(wire: wire) }
-    #expect(error?.code == .invalidArgument)
+    let error = #expect(throws: WireError.self) { _ = try DataPlaneKey(wire: wire) }
+    #expect(error?.rpcError.code == .invalidArgument)
     #expect(error?.message.contains("key '\(wire)'") == true, "\(String(describing: error))")
     #expect(error?.message.contains("job/step/micro-batch/activation|gradient|inference") == true)
   }
 
   @Test(arguments: ["job/+1/0/activation", "job/01/0/activation", "job/1/-0/gradient", "job/1/00/inference"])
   func aKeyInAnotherSpellingIsRefused(wire: String) {
-    let error = #expect(throws: RPCError.self) { _ = try DataPlaneKey(wire: wire) }
-    #expect(error?.code == .invalidArgument)
+    let error = #expect(throws: WireError.self) { _ = try DataPlaneKey(wire: wire) }
+    #expect(error?.rpcError.code == .invalidArgument)
     #expect(error?.message.contains("not in canonical form") == true, "\(String(describing: error))")
   }
 
   @Test func aHugeKeyIsQuotedCut() {
     let wire = String(repeating: "k", count: 10_000)
-    let error = #expect(throws: RPCError.self) { _ = try DataPlaneKey(wire: wire) }
-    #expect(error?.code == .invalidArgument)
+    let error = #expect(throws: WireError.self) { _ = try DataPlaneKey(wire: wire) }
+    #expect(error?.rpcError.code == .invalidArgument)
     let message = error?.message ?? ""
     #expect(message.count < 400, "\(message.count) characters")
     #expect(message.contains(String(repeating: "k", count: String.maxEchoedCharacters)))

@@ -15,18 +15,18 @@ import Testing
     String(repeating: "j", count: MeshNames.maxJobLength + 1),
   ])
   func jobNamesOutsideTheRulesAreRefused(job: String) {
-    let error = #expect(throws: RPCError.self) { try MeshNames.checkJob(job) }
-    #expect(error?.code == .invalidArgument)
+    let error = #expect(throws: WireError.self) { try MeshNames.checkJob(job) }
+    #expect(error?.rpcError.code == .invalidArgument)
     #expect(error?.message.contains("job name '\(job.echoed)'") == true, "\(String(describing: error))")
     #expect(error?.message.contains("1-\(MeshNames.maxJobLength) characters") == true)
   }
 
   @Test func aShorterLimitIsKeptAndNamed() {
     #expect(throws: Never.self) { try MeshNames.checkJob(String(repeating: "j", count: 119), maxLength: 119) }
-    let error = #expect(throws: RPCError.self) {
+    let error = #expect(throws: WireError.self) {
       try MeshNames.checkJob(String(repeating: "j", count: 120), maxLength: 119)
     }
-    #expect(error?.code == .invalidArgument)
+    #expect(error?.rpcError.code == .invalidArgument)
     #expect(error?.message.contains("1-119 characters") == true, "\(String(describing: error))")
   }
 
@@ -41,8 +41,8 @@ import Testing
     "x@m", "", "a b", "é", "dense0\\kernel", String(repeating: "v", count: MeshNames.maxVariableLength + 1),
   ])
   func variableNamesOutsideTheRulesAreRefused(name: String) {
-    let error = #expect(throws: RPCError.self) { try MeshNames.checkVariable(name) }
-    #expect(error?.code == .invalidArgument)
+    let error = #expect(throws: WireError.self) { try MeshNames.checkVariable(name) }
+    #expect(error?.rpcError.code == .invalidArgument)
     #expect(error?.message.contains("variable name '\(name.echoed)'") == true, "\(String(describing: error))")
     #expect(error?.message.contains("1-\(MeshNames.maxVariableLength) characters") == true)
   }

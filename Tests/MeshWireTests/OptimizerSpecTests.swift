@@ -43,10 +43,10 @@ import Testing
       ),
     ]
     for (spec, field) in cases {
-      let error = #expect(throws: RPCError.self) { _ = try spec.resolved() }
-      #expect(error?.code == .invalidArgument)
+      let error = #expect(throws: WireError.self) { _ = try spec.resolved() }
+      #expect(error?.rpcError.code == .invalidArgument)
       #expect(error?.message.hasPrefix(field) == true, "\(String(describing: error))")
-      #expect(throws: RPCError.self) { _ = try makeOptimizer(spec) }
+      #expect(throws: WireError.self) { _ = try makeOptimizer(spec) }
     }
   }
 

@@ -57,10 +57,10 @@ private let wireExamples: [Tensor] = [
   private static func refusal(
     _ wire: Pipemesh_V1_Tensor, what: String, sourceLocation: SourceLocation = #_sourceLocation
   ) -> String? {
-    let error = #expect(throws: RPCError.self, sourceLocation: sourceLocation) {
+    let error = #expect(throws: WireError.self, sourceLocation: sourceLocation) {
       _ = try Tensor(wire: wire, what: what)
     }
-    #expect(error?.code == .invalidArgument, "\(String(describing: error))", sourceLocation: sourceLocation)
+    #expect(error?.rpcError.code == .invalidArgument, "\(String(describing: error))", sourceLocation: sourceLocation)
     return error?.message
   }
 
@@ -101,7 +101,7 @@ private let wireExamples: [Tensor] = [
   }
 
   @Test func refusalsNameATensorByDefault() {
-    let error = #expect(throws: RPCError.self) { _ = try Tensor(wire: Self.wire([2], byteCount: 4)) }
+    let error = #expect(throws: WireError.self) { _ = try Tensor(wire: Self.wire([2], byteCount: 4)) }
     #expect(error?.message.hasPrefix("tensor: ") == true, "\(String(describing: error))")
   }
 }

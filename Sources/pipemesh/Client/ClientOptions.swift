@@ -79,5 +79,8 @@ func withExitCodes(_ body: () async throws -> Void) async throws {
     try await body()
   } catch let error as RPCError {
     throw ClientExit.exit(for: error)
+  } catch let error as any RPCErrorConvertible {
+    // Refused on this side (a dataset read here, say) as the coordinator would refuse it.
+    throw ClientExit.exit(for: error.rpcError)
   }
 }
