@@ -51,7 +51,11 @@ enum Inference {
                 try await call()
               }
             if stage == stages.count - 1 {
-              return (index, try Tensor(wire: response.outputValue, what: "inference output"))
+              do {
+                return (index, try Tensor(wire: response.outputValue, what: "inference output"))
+              } catch let error as WireError {
+                throw error.answered(by: "stage \(stage) at \(client.target)")
+              }
             }
             // Small activations come back inline and go on inline; large
             // ones go partition to partition.

@@ -15,6 +15,13 @@ import Synchronization
 /// one timeline: per replica, a track per stage with its computations and
 /// commit, and beside it the transfers of its inputs from the neighbouring
 /// stages (as many tracks as transfers overlap).
+///
+/// Hand-written rather than on swift-distributed-tracing: the timeline is a
+/// product of the coordinator's (a job's trace, the planner's calibration,
+/// the dashboard), so the partitions' times must come back to it with the
+/// calls, in the job's terms; a tracer's spans go to an exporter instead,
+/// and the only one in reach (swift-otel) brings a second gRPC stack and
+/// minutes of build for spans the coordinator would still not see.
 public final class TraceRecorder: Sendable {
   /// One call the coordinator sent and the partition answered.
   struct Call: Sendable {

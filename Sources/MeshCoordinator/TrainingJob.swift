@@ -426,7 +426,7 @@ final class TrainingJob: Sendable {
   func noteRestartFailure(_ problem: any Error) async {
     let stored = status.withLock { status in
       if status.state == .restarting { status.state = .failed }
-      status.error += "; it was not restarted: \(problem)"
+      status.error += "; it was not restarted: \(RPCError.describing(problem))"
       return CoordinatorStore.StoredJob(
         record: status, runID: runID, checkpointRunID: checkpointRun.withLock { $0 })
     }
@@ -467,7 +467,7 @@ final class TrainingJob: Sendable {
     if error is CancellationError || Task.isCancelled {
       await finish(.cancelled)
     } else {
-      await finish(.failed, error: "\(error)")
+      await finish(.failed, error: RPCError.describing(error))
     }
     data.withLock { $0 = nil }
   }
@@ -541,7 +541,7 @@ final class TrainingJob: Sendable {
         // registers them then.
         guard restarts(error), let error = error as? RPCError else {
           report(last)
-          await finish(.succeeded, error: "its model could not be registered: \(error)")
+          await finish(.succeeded, error: "its model could not be registered: \(RPCError.describing(error))")
           return nil
         }
         throw RPCError(error.code, "its model could not be registered: \(error.message)")
@@ -557,7 +557,7 @@ final class TrainingJob: Sendable {
       await finish(.interrupted, error: "\(move)")
       failure = move
     } catch {
-      await finish(restarts(error) ? .restarting : .failed, error: "\(error)")
+      await finish(restarts(error) ? .restarting : .failed, error: RPCError.describing(error))
       failure = error
     }
     // Not cancelled with this task: the unload must reach the partitions.

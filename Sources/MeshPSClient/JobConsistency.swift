@@ -107,7 +107,7 @@ extension Pipemesh_V1_Reduction {
 }
 
 extension Pipemesh_V1_Consistency {
-  /// Throws INVALID_ARGUMENT when the ps would refuse this consistency.
+  /// Throws a `WireError` when the ps would refuse this consistency.
   public func validate() throws {
     _ = try JobConsistency(self)
   }

@@ -319,7 +319,11 @@ public final class ParameterServerClient: Sendable {
       assembled.withLock { $0.values[name] = .zeros(layout.shape) }
     }
     try await sendPulls(work, job: job, includeSlots: withSlots) { answered in
-      try assembled.withLock { try $0.add(answered, wanted: wanted) }
+      do {
+        try assembled.withLock { try $0.add(answered, wanted: wanted) }
+      } catch let error as WireError {
+        throw error.answered(by: "a ps task")
+      }
     }
     return try assembled.withLock { try $0.pulled(names, parts: { self.parts(of: $0) }) }
   }

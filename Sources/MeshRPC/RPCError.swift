@@ -78,3 +78,15 @@ public protocol RPCErrorConvertible: Error {
   /// The status and message a caller gets for this error.
   var rpcError: RPCError { get }
 }
+
+extension RPCError {
+  /// How a record or a log names `error`: by the status it is answered with
+  /// where it has one (`NOT_FOUND: …`), otherwise as it describes itself.
+  public static func describing(_ error: any Error) -> String {
+    switch error {
+    case let error as RPCError: "\(error)"
+    case let error as any RPCErrorConvertible: "\(error.rpcError)"
+    default: "\(error)"
+    }
+  }
+}

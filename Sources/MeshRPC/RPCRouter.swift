@@ -31,8 +31,8 @@ public struct RPCRouter: Sendable {
   }
 
   /// Handles a unary method. The handler runs as a Swift task, never on a gRPC
-  /// thread; it is cancelled when the call is. Thrown `RPCError`s become the
-  /// call's status; other errors become INTERNAL.
+  /// thread; it is cancelled when the call is. A thrown error becomes the
+  /// call's status through `RPCError(answering:)`.
   public mutating func unary<Request, Response>(
     _ method: UnaryMethod<Request, Response>,
     _ handler: @escaping @Sendable (Request, ServerContext) async throws -> Response

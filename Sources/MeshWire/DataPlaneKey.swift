@@ -41,7 +41,7 @@ public struct DataPlaneKey: Hashable, Sendable, CustomStringConvertible {
     self.kind = kind
   }
 
-  /// Reads a key in its wire form; throws INVALID_ARGUMENT naming the form
+  /// Reads a key in its wire form; throws a `WireError` naming the form
   /// for any other string.
   public init(wire: String) throws {
     let parts = wire.split(separator: "/", omittingEmptySubsequences: false)

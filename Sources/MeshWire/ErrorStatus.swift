@@ -8,6 +8,12 @@ import MeshTensor
 
 extension WireError: RPCErrorConvertible {
   public var rpcError: RPCError { RPCError(.invalidArgument, message, cause: self) }
+
+  /// The status for a peer's answer that does not decode: DATA_LOSS, since
+  /// the bytes were lost or corrupted on their way, not asked for wrongly.
+  public func answered(by peer: String) -> RPCError {
+    RPCError(.dataLoss, "\(peer) answered: \(message)", cause: self)
+  }
 }
 
 extension ModelSpecError: RPCErrorConvertible {

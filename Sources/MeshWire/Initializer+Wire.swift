@@ -29,7 +29,7 @@ extension Pipemesh_V1_Initializer {
   }
 
   /// Draws a tensor of `shape`, from element `elementOffset` of the draw on
-  /// (see `VariableDefinition.initializer_offset`); INVALID_ARGUMENT for
+  /// (see `VariableDefinition.initializer_offset`); a `WireError` for
   /// parameters that cannot work. The same initializer and seed give the
   /// same bits everywhere.
   public func makeTensor(_ shape: [Int], elementOffset: Int = 0) throws -> Tensor {

@@ -10,7 +10,7 @@ public enum MeshNames {
   /// The longest variable name, in bytes.
   public static let maxVariableLength = 512
 
-  /// Throws INVALID_ARGUMENT unless `job` is 1 to `maxLength` characters of
+  /// Throws a `WireError` unless `job` is 1 to `maxLength` characters of
   /// A-Z a-z 0-9 _ . - other than `.` and `..` (so that it is never a path).
   public static func checkJob(_ job: String, maxLength: Int = maxJobLength) throws {
     guard !job.isEmpty, job.utf8.count <= maxLength, job != ".", job != "..",
@@ -20,7 +20,7 @@ public enum MeshNames {
     }
   }
 
-  /// Throws INVALID_ARGUMENT unless `name` is 1 to 512 characters of
+  /// Throws a `WireError` unless `name` is 1 to 512 characters of
   /// A-Z a-z 0-9 _ . - / # :
   public static func checkVariable(_ name: String) throws {
     guard !name.isEmpty, name.utf8.count <= maxVariableLength,

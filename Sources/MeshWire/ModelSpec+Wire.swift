@@ -4,7 +4,7 @@ import MeshTensor
 
 /// Builds the model a wire `ModelSpec` describes. Layer sizes the wire form
 /// leaves implicit (a Dense layer's inputs, a convolution's input channels)
-/// come from the shape flowing into the layer. Throws INVALID_ARGUMENT naming
+/// come from the shape flowing into the layer. Throws a `WireError` naming
 /// the layer when the spec cannot be built.
 public func makeModel(_ proto: Pipemesh_V1_ModelSpec) throws -> Sequential {
   guard !proto.inputShape.isEmpty, proto.inputShape.count <= ModelLimits.rank, proto.inputShape.allSatisfy({ $0 > 0 }),
@@ -205,7 +205,7 @@ extension VariableDeclaration {
 }
 
 extension Sequential {
-  /// Checks a caller's input batch for layers `range`; INVALID_ARGUMENT
+  /// Checks a caller's input batch for layers `range`; a `WireError`
   /// starting with `context` otherwise.
   public func checkInput(_ input: Tensor, layers range: Range<Int>? = nil, _ context: String) throws {
     do {
@@ -215,7 +215,7 @@ extension Sequential {
     }
   }
 
-  /// Checks a caller's targets for a batch of `batchSize`; INVALID_ARGUMENT
+  /// Checks a caller's targets for a batch of `batchSize`; a `WireError`
   /// starting with `context` otherwise.
   public func checkTarget(_ target: Tensor, batchSize: Int, _ context: String) throws {
     do {

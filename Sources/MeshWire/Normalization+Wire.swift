@@ -5,7 +5,7 @@ extension Pipemesh_V1_InputNormalization {
   /// `method` fitted on `inputs` (examples along the first axis): the method
   /// with its offset and scale per feature, or none. A model whose first
   /// layer is an embedding reads token ids, which are not rescaled: a method
-  /// other than none for it is INVALID_ARGUMENT naming `field`.
+  /// other than none for it is refused with a `WireError` naming `field`.
   public static func fitted(
     _ method: Pipemesh_V1_NormalizationMethod, on inputs: Tensor, model: Sequential, field: String
   ) throws -> Self {
@@ -21,7 +21,7 @@ extension Pipemesh_V1_InputNormalization {
   /// The rescaling recorded here (a model's, given back by ImportModel) for
   /// `model`: nil for none. A method without parameters, parameters without a
   /// method, or any method for a model that reads token ids are
-  /// INVALID_ARGUMENT naming `field`.
+  /// refused with a `WireError` naming `field`.
   public func checked(for model: Sequential, field: String) throws -> Normalizer? {
     let kind = try Self.kind(of: method, model: model, field: field)
     let normalizer = try normalizer(features: model.activationShapes[0].reduce(1, *), field: field)
@@ -56,7 +56,7 @@ extension Pipemesh_V1_InputNormalization {
 
   /// The rescaling recorded here for examples of `features` scalars, or nil
   /// for none. Parameters that do not fit (another count, not finite, a
-  /// scale of 0 or less) are INVALID_ARGUMENT naming `field`.
+  /// scale of 0 or less) throw a `WireError` naming `field`.
   public func normalizer(features: Int, field: String) throws -> Normalizer? {
     if offset.isEmpty, scale.isEmpty { return nil }
     guard offset.count == features, scale.count == features else {

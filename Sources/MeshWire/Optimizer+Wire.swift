@@ -4,7 +4,7 @@ import MeshTensor
 extension Pipemesh_V1_OptimizerSpec {
   /// The spec with every default written out — the kind (SGD), the
   /// learning rate (a constant 0.01) and each hyper-parameter left unset —
-  /// so that a job's record says exactly what it trains with; INVALID_ARGUMENT
+  /// so that a job's record says exactly what it trains with; a `WireError`
   /// for values that cannot work (a zero or negative learning rate, β ≥ 1, …).
   /// With `jobSteps`, a cosine decay left without a length runs to that step.
   public func resolved(jobSteps: Int? = nil) throws -> Pipemesh_V1_OptimizerSpec {
@@ -88,7 +88,7 @@ public func makeOptimizer(_ spec: Pipemesh_V1_OptimizerSpec) throws -> any Optim
 extension Pipemesh_V1_LearningRateSchedule {
   /// The schedule with its defaults written out: a base rate of 0.01 when
   /// unset, a constant schedule when none is named, a step schedule's gamma
-  /// of 0.1; INVALID_ARGUMENT for values that cannot work. With `jobSteps`,
+  /// of 0.1; a `WireError` for values that cannot work. With `jobSteps`,
   /// a cosine decay without `total_steps` decays over the job's steps after
   /// the warm-up.
   public func resolved(jobSteps: Int? = nil) throws -> Pipemesh_V1_LearningRateSchedule {

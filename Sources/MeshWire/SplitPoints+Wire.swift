@@ -4,7 +4,7 @@ extension LayerPosition {
   /// The split points a request gives in two lists: `split_points`, layer
   /// indices, and `split_point_inputs`, how many of each layer's inputs go to
   /// the stage before (empty: none, every point is before a whole layer).
-  /// INVALID_ARGUMENT when the lists differ in length; the planner checks the
+  /// A `WireError` when the lists differ in length; the planner checks the
   /// places themselves.
   public static func splitPoints(layers: [Int32], inputs: [Int32]) throws -> [LayerPosition] {
     guard inputs.isEmpty || inputs.count == layers.count else {

@@ -4,7 +4,7 @@ import MeshTensor
 
 extension Tensor {
   /// Decodes a wire tensor (one copy of the bytes, no per-element work).
-  /// Throws INVALID_ARGUMENT naming `what` when the dtype is not float32 or the
+  /// Throws a `WireError` naming `what` when the dtype is not float32 or the
   /// byte count does not match the shape.
   public init(wire: Pipemesh_V1_Tensor, what: @autoclosure () -> String = "tensor") throws {
     guard wire.dtype == .float32 else {
@@ -24,7 +24,7 @@ extension Tensor {
 extension Tensor {
   /// Decodes training targets: float32 as they are, or DTYPE_INT32 and
   /// DTYPE_INT64 integers (class labels, integer targets) as float32, which
-  /// holds each exactly up to ±2^24; INVALID_ARGUMENT naming `what` beyond.
+  /// holds each exactly up to ±2^24; a `WireError` naming `what` beyond.
   public init(targets wire: Pipemesh_V1_Tensor, what: @autoclosure () -> String) throws {
     let width: Int
     switch wire.dtype {
@@ -85,7 +85,7 @@ extension Pipemesh_V1_Tensor {
 
 extension HalfPrecision {
   /// The two-byte format `dtype` asks a tensor to travel in, or nil for
-  /// float32 (and unset): exact. INVALID_ARGUMENT naming `field` for a dtype
+  /// float32 (and unset): exact. A `WireError` naming `field` for a dtype
   /// that is not a float.
   public init?(transfer dtype: Pipemesh_V1_DType, field: @autoclosure () -> String) throws {
     switch dtype {

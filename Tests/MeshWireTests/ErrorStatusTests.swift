@@ -56,5 +56,15 @@ import Testing
     let error = WireError("total_steps must be from 1 to 2^31-1").within("optimizer").within("TrainRequest")
     #expect(error.message == "TrainRequest: optimizer: total_steps must be from 1 to 2^31-1")
     #expect(error.rpcError.code == .invalidArgument)
+    // In a peer's answer the same error is the bytes' loss, not the caller's mistake.
+    let answered = WireError("pulled w has an invalid shape [-1]").answered(by: "a ps task")
+    #expect(answered.code == .dataLoss)
+    #expect(answered.message == "a ps task answered: pulled w has an invalid shape [-1]")
+  }
+
+  @Test func recordsNameADomainErrorByItsStatus() {
+    #expect(RPCError.describing(DatasetError(.fileNotFound, "x.csv: no such file")) == "NOT_FOUND: x.csv: no such file")
+    #expect(RPCError.describing(RPCError(.aborted, "stopped")) == "ABORTED: stopped")
+    #expect(RPCError.describing(Unmapped()) == "Unmapped()")
   }
 }

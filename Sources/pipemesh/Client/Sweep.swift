@@ -129,11 +129,12 @@ struct Sweep: AsyncParsableCommand {
     if !client.json {
       say("\(trials.count) trial(s) × \(foldCount) fold(s): \(trials.count * foldCount) jobs named \(prefix)-tI-fK")
     }
-    // The default model follows from the data's shapes: read once, here.
-    let defaultSpec =
-      trials.contains { $0.model == nil }
-      ? try defaultModel(for: loadDataset(training.data.datasetReference), regression: training.data.regression) : nil
     try await withExitCodes {
+      // The default model follows from the data's shapes: read once, here.
+      let defaultSpec =
+        trials.contains { $0.model == nil }
+        ? try defaultModel(for: loadDataset(training.data.datasetReference), regression: training.data.regression)
+        : nil
       let coordinator = try client.client()
       var requests: [(trial: Int, fold: Int, request: Pipemesh_V1_TrainRequest)] = []
       for (index, trial) in trials.enumerated() {
