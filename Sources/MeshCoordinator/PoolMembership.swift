@@ -6,7 +6,8 @@ import MeshWire
 import Synchronization
 
 /// The pool's RPCs: partitions join it and keep their lease, leave it when
-/// they stop, and any user of the coordinator reads it (with the ps tasks).
+/// they stop, and any user of the coordinator reads it (with the ps tasks,
+/// which may keep a lease too).
 extension CoordinatorService {
   /// How long a joined partition stays in the pool without another
   /// JoinPool; it renews every third of it.
@@ -14,7 +15,8 @@ extension CoordinatorService {
 
   func registerPool(with router: inout RPCRouter) {
     router.unary(CoordinatorMethods.joinPool) { [self] request, context in
-      try await checkMember(request.endpoint, context)
+      if request.parameterServer { return try await renewParameterServerLease(request, context) }
+      try await checkMember(request.endpoint, context, as: .partition)
       let member = PartitionPool.Member(
         endpoint: request.endpoint, client: try cluster.dialer.channel(to: request.endpoint))
       if !pool.members.contains(where: { $0.endpoint == request.endpoint }) {
@@ -33,7 +35,7 @@ extension CoordinatorService {
       return .with { $0.leaseSeconds = Self.memberLease.seconds }
     }
     router.unary(CoordinatorMethods.leavePool) { [self] request, context in
-      try await checkMember(request.endpoint, context)
+      try await checkMember(request.endpoint, context, as: .partition)
       let run = try pool.leave(request.endpoint)
       return .with { $0.job = run.map { PartitionPool.jobName(ofRun: $0) } ?? "" }
     }
@@ -46,24 +48,48 @@ extension CoordinatorService {
     }
   }
 
-  /// Admits a pool call about `endpoint`: under mutual TLS from a
-  /// partition's certificate; otherwise from an admin (when the coordinator
-  /// has tokens) or anyone (when it authenticates no one), and only about
-  /// the caller's own address: a partition joins and leaves only itself.
-  private func checkMember(_ endpoint: String, _ context: ServerContext) async throws {
+  /// A ps task's lease renewed: one of the coordinator's tasks, asked for
+  /// its Stats at once when it joins first or with a new incarnation (it
+  /// restarted), rather than at the next round.
+  private func renewParameterServerLease(_ request: Pipemesh_V1_JoinPoolRequest, _ context: ServerContext)
+    async throws -> Pipemesh_V1_JoinPoolResponse
+  {
+    try await checkMember(request.endpoint, context, as: .ps)
+    guard request.incarnation != 0 else {
+      throw RPCError(.invalidArgument, "incarnation is 0; give the ps task's incarnation (its Stats' incarnation)")
+    }
+    guard cluster.parameterServers.contains(request.endpoint) else {
+      throw RPCError(
+        .failedPrecondition,
+        "\(request.endpoint.echoed) is not one of this coordinator's ps tasks "
+          + "(\(cluster.parameterServers.joined(separator: ", "))): a coordinator's ps tasks are fixed, since "
+          + "variables are placed by shard; give the task the --advertise address the coordinator's --ps lists")
+    }
+    if parameterServerWatch.renew(request.endpoint, incarnation: request.incarnation, for: Self.memberLease) {
+      await parameterServerWatch.ask(try cluster.parameterServerClient(), within: .seconds(2))
+    }
+    return .with { $0.leaseSeconds = Self.memberLease.seconds }
+  }
+
+  /// Admits a pool call about `endpoint` from a member of `role`: under
+  /// mutual TLS from that role's certificate; otherwise from an admin (when
+  /// the coordinator has tokens) or anyone (when it authenticates no one),
+  /// and only about the caller's own address: a member joins and leaves
+  /// only itself.
+  private func checkMember(_ endpoint: String, _ context: ServerContext, as role: MeshRole) async throws {
     guard endpoint.utf8.count <= 255, let colon = endpoint.lastIndex(of: ":"), colon != endpoint.startIndex,
       let port = Int(endpoint[endpoint.index(after: colon)...]), (1...65535).contains(port)
     else {
       throw RPCError(
         .invalidArgument,
-        "endpoint is '\(endpoint.echoed)'; give the HOST:PORT the partition is dialled at (port 1 to 65535)")
+        "endpoint is '\(endpoint.echoed)'; give the HOST:PORT the \(role) is dialled at (port 1 to 65535)")
     }
     if let identity = context.peerIdentity {
-      guard MeshRole(commonName: identity) == .partition else {
+      guard MeshRole(commonName: identity) == role else {
         throw RPCError(
           .permissionDenied,
-          "the certificate '\(identity.echoed)' is not a partition's: only partitions (partition or partition.NAME) "
-            + "join or leave the pool")
+          "the certificate '\(identity.echoed)' is not a \(role)'s: only a \(role)'s certificate (\(role) or "
+            + "\(role).NAME) may join or leave the pool as one")
       }
       return
     }
@@ -80,7 +106,7 @@ extension CoordinatorService {
       throw RPCError(
         .permissionDenied,
         "endpoint \(endpoint.echoed) is not the caller's own address (\(context.peer.echoed)): "
-          + "without mutual TLS a partition joins and leaves only itself")
+          + "without mutual TLS a \(role) joins and leaves only itself")
     }
   }
 
@@ -131,34 +157,67 @@ extension CoordinatorService {
 
 /// The ps tasks as the coordinator last asked them for their Stats (every
 /// few seconds), for GetPool: asked there, a task that does not answer would
-/// hold up every reader of the pool.
+/// hold up every reader of the pool. A task that keeps a lease (JoinPool
+/// with parameter_server) is also silent once its lease lapses.
 final class ParameterServerWatch: Sendable {
   private let tasks: Mutex<[Pipemesh_V1_ParameterServerTask]>
+  /// The leases of the tasks that keep one, by endpoint.
+  private let leases = Mutex<[String: (expiry: ContinuousClock.Instant, incarnation: UInt64)]>([:])
 
   /// Tasks not asked yet: neither an error nor stats.
   init(endpoints: [String]) {
     tasks = Mutex(endpoints.map { endpoint in .with { $0.endpoint = endpoint } })
   }
 
-  var status: [Pipemesh_V1_ParameterServerTask] { tasks.withLock { $0 } }
+  var status: [Pipemesh_V1_ParameterServerTask] {
+    let now = ContinuousClock.now
+    let leases = leases.withLock { $0 }
+    return tasks.withLock { $0 }.map { task in
+      guard let lease = leases[task.endpoint] else { return task }
+      var task = task
+      task.joined = true
+      task.joinedIncarnation = lease.incarnation
+      task.leaseSecondsLeft = max(0, (lease.expiry - now).seconds)
+      if lease.expiry <= now {
+        task.silent = true
+        let lapsed = "its lease lapsed \(Int((now - lease.expiry).seconds)) s ago"
+        task.error = task.error.isEmpty ? lapsed : "\(lapsed); \(task.error)"
+      }
+      return task
+    }
+  }
+
+  /// Renews the lease of the task at `endpoint` for `duration`; whether it
+  /// is news: the task's first lease, or a new incarnation (it restarted).
+  func renew(_ endpoint: String, incarnation: UInt64, for duration: Duration) -> Bool {
+    leases.withLock { leases in
+      let previous = leases.updateValue((.now + duration, incarnation), forKey: endpoint)
+      return previous?.incarnation != incarnation
+    }
+  }
 
   /// Each `period` until the task is cancelled: asks every task of `client`
   /// for its Stats, each within `timeout`.
   func watch(_ client: ParameterServerClient, every period: Duration, timeout: Duration) async {
     while !Task.isCancelled {
-      let answers = await client.stats(within: timeout).map { task in
-        Pipemesh_V1_ParameterServerTask.with {
-          $0.endpoint = task.endpoint
-          switch task.stats {
-          case .success(let stats): $0.stats = stats
-          case .failure(let error):
-            $0.error = "\(error)"
-            $0.silent = (error as? RPCError).map { [.deadlineExceeded, .unavailable].contains($0.code) } ?? false
-          }
-        }
-      }
-      tasks.withLock { $0 = answers }
+      await ask(client, within: timeout)
       try? await Task.sleep(for: period)
     }
+  }
+
+  /// Asks every task of `client` for its Stats, each within `timeout`.
+  func ask(_ client: ParameterServerClient, within timeout: Duration) async {
+    let answers = await client.stats(within: timeout).map { task in
+      Pipemesh_V1_ParameterServerTask.with {
+        $0.endpoint = task.endpoint
+        switch task.stats {
+        case .success(let stats): $0.stats = stats
+        case .failure(let error):
+          $0.error = "\(error)"
+          $0.silent = (error as? RPCError).map { [.deadlineExceeded, .unavailable].contains($0.code) } ?? false
+        }
+      }
+    }
+    tasks.withLock { $0 = answers }
   }
 }

@@ -4,6 +4,7 @@ import MeshCoordinator
 import MeshOps
 import MeshPS
 import MeshRPC
+import Synchronization
 
 struct Serve: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -133,6 +134,18 @@ struct ServePS: AsyncParsableCommand {
   @Option(help: "MiB one variable may take (default 4096, at most the budget). [PIPEMESH_MAX_VARIABLE_MIB]")
   var maxVariableMib: Int?
 
+  @Option(
+    help: """
+      Coordinator (HOST:PORT) to keep a lease with while the task runs: the coordinator then sees the task's \
+      health from the lease and a restart at once. The task must be one of the coordinator's --ps, as listed \
+      there (see --advertise). A coordinator with tokens needs an admin's token in PIPEMESH_TOKEN. [PIPEMESH_JOIN]
+      """)
+  var join: String?
+
+  @Option(
+    help: "host:port the coordinator's --ps lists this task as; default: the listen address. [PIPEMESH_ADVERTISE]")
+  var advertise: String?
+
   func run() async throws {
     let settings = try service.resolved()
     let checkpointDir = Settings.text(checkpointDir, option: "--checkpoint-dir")
@@ -145,6 +158,10 @@ struct ServePS: AsyncParsableCommand {
     let variableMiB = try Settings.integer(
       maxVariableMib, option: "--max-variable-mib", in: 1...(1 << 40), default: 4096)
     let budget = MemoryBudget(limit: budgetMiB << 20, variableLimit: min(variableMiB, budgetMiB) << 20)
+    let join = Settings.text(join, option: "--join")
+    if let join { try Settings.checkAddress(join, option: "--join") }
+    let advertise = Settings.text(advertise, option: "--advertise")
+    if let advertise { try Settings.checkAddress(advertise, option: "--advertise") }
 
     let host = ServiceHost(role: "ps", settings: settings, memoryBudget: budgetMiB << 20)
     let store = ParameterStore(budget: budget)
@@ -164,12 +181,32 @@ struct ServePS: AsyncParsableCommand {
         await checkpointer.runPeriodically(every: .seconds(checkpointSeconds))
       }
     }
+    let service = ParameterServerService(store: store, checkpointer: checkpointer)
+    let lease = Mutex<Task<Void, Never>?>(nil)
     try await host.run(
-      [ParameterServerService(store: store, checkpointer: checkpointer)],
+      [service],
       status: {
         let stats = try? store.stats(job: "")
         return "\(stats?.variables ?? 0) variables, \(stats?.pushesApplied ?? 0) pushes applied"
       },
+      started: { server in
+        guard let join else { return }
+        let advertised = advertise ?? server.endpoint
+        // A warning, not a refusal to start: PIPEMESH_JOIN may come from a file the host's partitions share.
+        guard !advertised.hasPrefix("0.0.0.0:"), !advertised.hasPrefix("[::]:") else {
+          host.log.warning(
+            """
+            keeping no lease with the coordinator at \(join): listening on all addresses, the task needs \
+            --advertise HOST:PORT, the address the coordinator's --ps lists
+            """)
+          return
+        }
+        let member = try PoolMembership(
+          coordinator: join, transport: settings.client, endpoint: advertised,
+          parameterServer: service.incarnation, log: host.log)
+        lease.withLock { $0 = Task { await member.keepJoined() } }
+      },
+      leaving: { lease.withLock { $0?.cancel() } },
       stopping: {
         periodic.cancel()
         if let checkpointer {

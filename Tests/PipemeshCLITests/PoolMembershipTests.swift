@@ -59,6 +59,21 @@ import Testing
         uniqueKeysWithValues: members.map { ($0["endpoint"] as? String ?? "", $0["state"] as? String ?? "") })
     }
 
+    /// The only ps task of `pipemesh status --json` once `condition` holds of it (polled).
+    func psTask(_ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
+      let deadline = ContinuousClock.now + .seconds(60)
+      while true {
+        let shown = try await run(["status", "--json"])
+        try #require(shown.status == 0, "\(shown.output)")
+        let pool = try #require(try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any])
+        let tasks = pool["parameterServers"] as? [[String: Any]] ?? []
+        try #require(tasks.count == 1 && tasks[0]["endpoint"] as? String == ps.endpoint, "\(tasks)")
+        if condition(tasks[0]) { return tasks[0] }
+        try #require(ContinuousClock.now < deadline, "the ps task never got there: \(tasks[0])")
+        try await Task.sleep(for: .milliseconds(200))
+      }
+    }
+
     /// Waits (polling the CLI) until the pool satisfies `condition`.
     func waitForPool(timeout: Duration = .seconds(60), _ condition: ([String: String]) -> Bool) async throws {
       let deadline = ContinuousClock.now + timeout
@@ -85,27 +100,11 @@ import Testing
   /// again once continued.
   @Test func theStatusShowsWhetherEachPsTaskAnswers() async throws {
     let mesh = try await Mesh(psCheckpoints: true)
-    /// The ps tasks of `pipemesh status --json` once `condition` holds of the only one (polled).
-    func psTask(_ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
-      let deadline = ContinuousClock.now + .seconds(60)
-      while true {
-        let shown = try await mesh.run(["status", "--json"])
-        try #require(shown.status == 0, "\(shown.output)")
-        let pool = try #require(try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any])
-        let tasks = pool["parameterServers"] as? [[String: Any]] ?? []
-        try #require(tasks.count == 1 && tasks[0]["endpoint"] as? String == mesh.ps.endpoint, "\(tasks)")
-        if condition(tasks[0]) { return tasks[0] }
-        try #require(ContinuousClock.now < deadline, "the ps task never got there: \(tasks[0])")
-        try await Task.sleep(for: .milliseconds(200))
-      }
-    }
-    func incarnation(_ task: [String: Any]) -> UInt64? {
-      ((task["stats"] as? [String: Any])?["incarnation"] as? NSNumber)?.uint64Value
-    }
-    let serving = try await psTask { ($0["error"] as? String)?.isEmpty == true }
+    let serving = try await mesh.psTask { ($0["error"] as? String)?.isEmpty == true }
     let stats = serving["stats"] as? [String: Any] ?? [:]
     #expect(
-      (stats["checkpointsEnabled"] as? NSNumber)?.boolValue == true && (incarnation(serving) ?? 0) > 0, "\(serving)")
+      (stats["checkpointsEnabled"] as? NSNumber)?.boolValue == true && (Self.incarnation(serving) ?? 0) > 0,
+      "\(serving)")
     let text = try await mesh.run(["status"])
     #expect(text.output.contains("ps \(mesh.ps.endpoint)\tSERVING\t0 variables"), "\(text.output)")
 
@@ -113,7 +112,7 @@ import Testing
     let stopped: (json: [String: Any], text: String)
     do {
       stopped = (
-        try await psTask { ($0["silent"] as? NSNumber)?.boolValue == true }, try await mesh.run(["status"]).output
+        try await mesh.psTask { ($0["silent"] as? NSNumber)?.boolValue == true }, try await mesh.run(["status"]).output
       )
       mesh.ps.process.signal(SIGCONT)
     } catch {
@@ -122,8 +121,59 @@ import Testing
     }
     #expect((stopped.json["error"] as? String)?.contains("DEADLINE_EXCEEDED") == true, "\(stopped.json)")
     #expect(stopped.text.contains("ps \(mesh.ps.endpoint)\tSILENT\tDEADLINE_EXCEEDED"), "\(stopped.text)")
-    let continued = try await psTask { ($0["error"] as? String)?.isEmpty == true }
-    #expect(incarnation(continued) == incarnation(serving), "\(continued)")
+    let continued = try await mesh.psTask { ($0["error"] as? String)?.isEmpty == true }
+    #expect(Self.incarnation(continued) == Self.incarnation(serving), "\(continued)")
+  }
+
+  /// A status's ps task's incarnation, as its Stats answered.
+  static func incarnation(_ task: [String: Any]) -> UInt64? {
+    ((task["stats"] as? [String: Any])?["incarnation"] as? NSNumber)?.uint64Value
+  }
+
+  /// A ps task started with --join keeps a lease with the coordinator whose
+  /// --ps lists it: `pipemesh status` shows the lease, a kill -9 shows once
+  /// the lease lapses, and the task restarted shows its new incarnation.
+  @Test func aPsTaskKeepsALeaseThatShowsItsHealthAndRestarts() async throws {
+    let mesh = try await Mesh(psCheckpoints: true)
+    let checkpoints = ["--checkpoint-dir", mesh.directory.file("ps-checkpoints"), "--checkpoint-seconds", "0"]
+    let first = try await mesh.psTask { Self.incarnation($0) != nil }
+    let firstIncarnation = try #require(Self.incarnation(first))
+    #expect(
+      (first["joined"] as? NSNumber)?.boolValue == false, "a task started without --join keeps no lease: \(first)")
+
+    // Started again at its address (as systemd restarts a unit), now keeping a lease.
+    mesh.ps.process.signal(SIGKILL)
+    _ = try await mesh.ps.process.waitForExit()
+    func joining(_ log: String) async throws -> RunningService {
+      try await RunningService.start(
+        "ps", checkpoints + ["--join", mesh.coordinator.endpoint], log: mesh.directory.file(log),
+        listen: mesh.ps.endpoint)
+    }
+    let joined = try await joining("ps-joined.log")
+    let leased = try await mesh.psTask { task in
+      (task["joined"] as? NSNumber)?.boolValue == true && (task["error"] as? String)?.isEmpty == true
+        && Self.incarnation(task) == (task["joinedIncarnation"] as? NSNumber)?.uint64Value
+    }
+    #expect(Self.incarnation(leased) != firstIncarnation, "a restarted task is a new incarnation: \(leased)")
+    #expect(((leased["leaseSecondsLeft"] as? NSNumber)?.doubleValue ?? 0) > 0, "\(leased)")
+    let text = try await mesh.run(["status"]).output
+    #expect(text.contains("ps \(mesh.ps.endpoint)\tSERVING") && text.contains("joined, lease"), "\(text)")
+
+    // Killed and not restarted: silent, and the lease says so once it lapses.
+    joined.process.signal(SIGKILL)
+    _ = try await joined.process.waitForExit()
+    let lapsed = try await mesh.psTask { ($0["error"] as? String)?.contains("its lease lapsed") == true }
+    #expect((lapsed["silent"] as? NSNumber)?.boolValue == true, "\(lapsed)")
+    #expect((try await mesh.run(["status"]).output).contains("SILENT\tits lease lapsed"))
+
+    // Back: serving, under a lease of its new incarnation.
+    let again = try await joining("ps-again.log")
+    let renewed = try await mesh.psTask { task in
+      (task["error"] as? String)?.isEmpty == true
+        && (task["joinedIncarnation"] as? NSNumber)?.uint64Value == Self.incarnation(task)
+        && Self.incarnation(task) != Self.incarnation(leased)
+    }
+    #expect(renewed["endpoint"] as? String == again.endpoint && Self.incarnation(renewed) != nil)
   }
 
   @Test func partitionsThatJoinAreUsedKeepTheirLeaseAndLeave() async throws {
@@ -196,7 +246,9 @@ import Testing
     try await DurableStateTests.expectSameEpochLosses("drained", as: "straight", on: mesh)
   }
 
-  /// Without mutual TLS, a caller may add to the pool only its own address.
+  /// Without mutual TLS, a caller may add to the pool only its own address;
+  /// a ps task keeps a lease only under an address the coordinator's --ps
+  /// lists, and with its incarnation.
   @Test func aCallerJoinsOnlyItself() async throws {
     let mesh = try await Mesh()
     let client = try RPCClient(target: mesh.coordinator.endpoint)
@@ -215,5 +267,27 @@ import Testing
     }
     #expect(unreachable?.code == .failedPrecondition, "\(String(describing: unreachable))")
     #expect(try await mesh.pool().isEmpty)
+
+    // Only the coordinator's own ps tasks keep a lease, under an incarnation.
+    let stranger = await #expect(throws: RPCError.self) {
+      _ = try await client.call(
+        CoordinatorMethods.joinPool,
+        .with {
+          $0.endpoint = "127.0.0.1:1"
+          $0.parameterServer = true
+          $0.incarnation = 7
+        })
+    }
+    #expect(stranger?.code == .failedPrecondition, "\(String(describing: stranger))")
+    #expect(stranger?.message.contains("not one of this coordinator's ps tasks") == true)
+    let unnumbered = await #expect(throws: RPCError.self) {
+      _ = try await client.call(
+        CoordinatorMethods.joinPool,
+        .with {
+          $0.endpoint = mesh.ps.endpoint
+          $0.parameterServer = true
+        })
+    }
+    #expect(unnumbered?.code == .invalidArgument && unnumbered?.message.contains("incarnation") == true)
   }
 }

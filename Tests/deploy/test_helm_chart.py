@@ -322,6 +322,20 @@ def test_partitions_advertise_the_names_the_coordinator_dials(default_objects: l
         assert advertised == dialled
 
 
+def test_ps_tasks_keep_a_lease_under_the_names_the_coordinator_lists(default_objects: list[dict[str, Any]],
+                                                                    big_objects: list[dict[str, Any]]) -> None:
+    for objects in (default_objects, big_objects):
+        statefulsets = by_kind(objects, "StatefulSet")
+        coordinator = container(statefulsets[f"{RELEASE}-pipemesh-coordinator"])
+        ps = statefulsets[f"{RELEASE}-pipemesh-ps"]
+        assert environment(ps)["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        args = container(ps)["args"]
+        advertised = [flag(args, "--advertise").replace("$(POD_NAME)", f"{RELEASE}-pipemesh-ps-{ordinal}")
+                      for ordinal in range(ps["spec"]["replicas"])]
+        assert advertised == flag(coordinator["args"], "--ps").split(",")
+        assert flag(args, "--join").startswith(f"{RELEASE}-pipemesh-coordinator.")
+
+
 def test_partitions_dial_only_the_mesh(default_objects: list[dict[str, Any]], big_objects: list[dict[str, Any]]) -> None:
     """A partition dials only the ps tasks and partitions the coordinator lists."""
     for objects in (default_objects, big_objects):

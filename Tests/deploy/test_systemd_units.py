@@ -33,7 +33,7 @@ COMMON_OPTIONS = {
     "LISTEN", "GRACE_SECONDS", "TLS_CERT", "TLS_KEY", "TLS_CA", "MAX_MESSAGE_MIB", "METRICS_LISTEN",
 }
 ROLE_OPTIONS = {
-    "ps": {"CHECKPOINT_DIR", "CHECKPOINT_SECONDS", "CHECKPOINT_KEEP", "MEMORY_BUDGET_MIB", "MAX_VARIABLE_MIB"},
+    "ps": {"CHECKPOINT_DIR", "CHECKPOINT_SECONDS", "CHECKPOINT_KEEP", "MEMORY_BUDGET_MIB", "MAX_VARIABLE_MIB", "JOIN", "ADVERTISE"},
     "partition": {"ADVERTISE", "BLAS_THREADS", "MAX_KEPT_MIB", "PEERS", "MEMORY_BUDGET_MIB", "JOIN"},
     "coordinator": {"PS", "PARTITIONS", "DATA_DIR", "TOKENS_FILE", "STATE_DIR", "MAX_INFERENCE_BATCH", "DASHBOARD_LISTEN"},
 }
@@ -187,10 +187,14 @@ def test_unit_defaults_listen_on_every_address(name: str) -> None:
     assert set(environment_defaults(name)) <= {f"PIPEMESH_{option}" for option in known}
 
 
-def test_partition_advertises_the_port_it_listens_on() -> None:
-    defaults = environment_defaults("pipemesh-partition@.service")
+@pytest.mark.parametrize("name", ["pipemesh-partition@.service", "pipemesh-ps@.service"])
+def test_unit_advertises_the_port_it_listens_on(name: str) -> None:
+    defaults = environment_defaults(name)
     port = defaults["PIPEMESH_LISTEN"].rsplit(":", 1)[1]
     assert defaults["PIPEMESH_ADVERTISE"] == f"%H:{port}"
+
+
+def test_partition_file_advertises_the_port_it_listens_on() -> None:
     active, _ = parse_environment((SYSTEMD / "env" / "partition-0-0.env").read_text())
     assert active["PIPEMESH_ADVERTISE"].rsplit(":", 1)[1] == active["PIPEMESH_LISTEN"].rsplit(":", 1)[1]
 

@@ -1891,7 +1891,18 @@ public nonisolated struct Pipemesh_V1_JoinPoolRequest: Sendable {
   /// at (its --advertise).
   /// Valid: HOST:PORT. Without mutual TLS, HOST must be the caller's own
   /// address (or a name that resolves to it): a partition joins only itself.
+  /// With parameter_server: the task's endpoint as the coordinator's --ps
+  /// lists it (FAILED_PRECONDITION otherwise: a coordinator's ps tasks are
+  /// fixed, since variables are placed by shard).
   public var endpoint: String = String()
+
+  /// The caller is a ps task keeping its lease, not a partition joining the
+  /// pool. Under mutual TLS its certificate must be a ps's.
+  public var parameterServer: Bool = false
+
+  /// With parameter_server: the task's incarnation (its Stats' incarnation),
+  /// which changes when it restarts. Valid: not 0.
+  public var incarnation: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1973,11 +1984,12 @@ public nonisolated struct Pipemesh_V1_ParameterServerTask: Sendable {
 
   public var endpoint: String = String()
 
-  /// It did not answer Stats within 2 s (stopped, frozen or unreachable).
+  /// It did not answer Stats within 2 s (stopped, frozen or unreachable), or
+  /// it keeps a lease and the lease lapsed.
   public var silent: Bool = false
 
-  /// Why it did not answer, or the error it answered with; empty when it
-  /// answered its Stats.
+  /// Why it did not answer, the error it answered with, or that its lease
+  /// lapsed; empty when it answered its Stats and its lease (if any) holds.
   public var error: String = String()
 
   /// What it answered (its incarnation, memory and checkpoints among them).
@@ -1989,6 +2001,15 @@ public nonisolated struct Pipemesh_V1_ParameterServerTask: Sendable {
   public var hasStats: Bool {self._stats != nil}
   /// Clears the value of `stats`. Subsequent reads from it will return its default value.
   public mutating func clearStats() {self._stats = nil}
+
+  /// It keeps a lease (JoinPool with parameter_server).
+  public var joined: Bool = false
+
+  /// Seconds until a joined task's lease lapses; 0 once it has.
+  public var leaseSecondsLeft: Double = 0
+
+  /// The incarnation it last renewed its lease with (0 when it keeps none).
+  public var joinedIncarnation: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -4568,7 +4589,7 @@ nonisolated extension Pipemesh_V1_UploadModelRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Pipemesh_V1_JoinPoolRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JoinPoolRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{3}parameter_server\0\u{1}incarnation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4577,6 +4598,8 @@ nonisolated extension Pipemesh_V1_JoinPoolRequest: SwiftProtobuf.Message, SwiftP
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.parameterServer) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
       default: break
       }
     }
@@ -4586,11 +4609,19 @@ nonisolated extension Pipemesh_V1_JoinPoolRequest: SwiftProtobuf.Message, SwiftP
     if !self.endpoint.isEmpty {
       try visitor.visitSingularStringField(value: self.endpoint, fieldNumber: 1)
     }
+    if self.parameterServer != false {
+      try visitor.visitSingularBoolField(value: self.parameterServer, fieldNumber: 2)
+    }
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pipemesh_V1_JoinPoolRequest, rhs: Pipemesh_V1_JoinPoolRequest) -> Bool {
     if lhs.endpoint != rhs.endpoint {return false}
+    if lhs.parameterServer != rhs.parameterServer {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4742,7 +4773,7 @@ nonisolated extension Pipemesh_V1_Pool: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Pipemesh_V1_ParameterServerTask: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ParameterServerTask"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}error\0\u{1}stats\0\u{1}silent\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}error\0\u{1}stats\0\u{1}silent\0\u{1}joined\0\u{3}lease_seconds_left\0\u{3}joined_incarnation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4754,6 +4785,9 @@ nonisolated extension Pipemesh_V1_ParameterServerTask: SwiftProtobuf.Message, Sw
       case 2: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._stats) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.silent) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.joined) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.leaseSecondsLeft) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.joinedIncarnation) }()
       default: break
       }
     }
@@ -4776,6 +4810,15 @@ nonisolated extension Pipemesh_V1_ParameterServerTask: SwiftProtobuf.Message, Sw
     if self.silent != false {
       try visitor.visitSingularBoolField(value: self.silent, fieldNumber: 4)
     }
+    if self.joined != false {
+      try visitor.visitSingularBoolField(value: self.joined, fieldNumber: 5)
+    }
+    if self.leaseSecondsLeft.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.leaseSecondsLeft, fieldNumber: 6)
+    }
+    if self.joinedIncarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.joinedIncarnation, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4784,6 +4827,9 @@ nonisolated extension Pipemesh_V1_ParameterServerTask: SwiftProtobuf.Message, Sw
     if lhs.silent != rhs.silent {return false}
     if lhs.error != rhs.error {return false}
     if lhs._stats != rhs._stats {return false}
+    if lhs.joined != rhs.joined {return false}
+    if lhs.leaseSecondsLeft != rhs.leaseSecondsLeft {return false}
+    if lhs.joinedIncarnation != rhs.joinedIncarnation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -437,8 +437,9 @@ struct Status: AsyncParsableCommand {
         say("\(member.endpoint)\t\(state)\(member.job.isEmpty ? "" : " \(member.job)")\t\(origin)\(budget)")
       }
       for task in pool.parameterServers {
+        let lease = task.joined ? String(format: "\tjoined, lease %.0f s", task.leaseSecondsLeft) : ""
         guard task.error.isEmpty else {
-          say("ps \(task.endpoint)\t\(task.silent ? "SILENT" : "FAILING")\t\(task.error)")
+          say("ps \(task.endpoint)\t\(task.silent ? "SILENT" : "FAILING")\t\(task.error)\(lease)")
           continue
         }
         guard task.hasStats else {
@@ -456,7 +457,7 @@ struct Status: AsyncParsableCommand {
           ? String(
             format: "\tholding %.2f of %.2f GB", Double(stats.memoryInUseBytes) / 1e9,
             Double(stats.memoryBudgetBytes) / 1e9) : ""
-        say("ps \(task.endpoint)\tSERVING\t\(stats.variables) variables\(memory)\t\(checkpoint)")
+        say("ps \(task.endpoint)\tSERVING\t\(stats.variables) variables\(memory)\t\(checkpoint)\(lease)")
       }
     }
   }

@@ -618,10 +618,14 @@ class UploadModelRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[ImportModelRequest, _Mapping]] = ..., size_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class JoinPoolRequest(_message.Message):
-    __slots__ = ("endpoint",)
+    __slots__ = ("endpoint", "parameter_server", "incarnation")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_SERVER_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
-    def __init__(self, endpoint: _Optional[str] = ...) -> None: ...
+    parameter_server: bool
+    incarnation: int
+    def __init__(self, endpoint: _Optional[str] = ..., parameter_server: _Optional[bool] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class JoinPoolResponse(_message.Message):
     __slots__ = ("lease_seconds",)
@@ -654,16 +658,22 @@ class Pool(_message.Message):
     def __init__(self, members: _Optional[_Iterable[_Union[PoolMember, _Mapping]]] = ..., parameter_servers: _Optional[_Iterable[_Union[ParameterServerTask, _Mapping]]] = ...) -> None: ...
 
 class ParameterServerTask(_message.Message):
-    __slots__ = ("endpoint", "silent", "error", "stats")
+    __slots__ = ("endpoint", "silent", "error", "stats", "joined", "lease_seconds_left", "joined_incarnation")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     SILENT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    JOINED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    JOINED_INCARNATION_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     silent: bool
     error: str
     stats: _parameter_server_pb2.StatsResponse
-    def __init__(self, endpoint: _Optional[str] = ..., silent: _Optional[bool] = ..., error: _Optional[str] = ..., stats: _Optional[_Union[_parameter_server_pb2.StatsResponse, _Mapping]] = ...) -> None: ...
+    joined: bool
+    lease_seconds_left: float
+    joined_incarnation: int
+    def __init__(self, endpoint: _Optional[str] = ..., silent: _Optional[bool] = ..., error: _Optional[str] = ..., stats: _Optional[_Union[_parameter_server_pb2.StatsResponse, _Mapping]] = ..., joined: _Optional[bool] = ..., lease_seconds_left: _Optional[float] = ..., joined_incarnation: _Optional[int] = ...) -> None: ...
 
 class PoolMember(_message.Message):
     __slots__ = ("endpoint", "state", "job", "joined", "lease_seconds_left", "memory_budget_bytes")
