@@ -99,10 +99,10 @@ public final class CoordinatorService: RPCService, Sendable {
     poolWatch = Task {
       await pool.watch(every: Self.poolWatchPeriod, timeout: .seconds(2)) { try? await store.removePoolMember($0) }
     }
-    let parameterServerWatch = ParameterServerWatch(endpoints: cluster.parameterServers)
+    let parameterServerWatch = ParameterServerWatch(parameterServers)
     self.parameterServerWatch = parameterServerWatch
     parameterServerWatching = Task {
-      await parameterServerWatch.watch(parameterServers, every: Self.poolWatchPeriod, timeout: .seconds(2))
+      await parameterServerWatch.watch(every: Self.poolWatchPeriod, timeout: .seconds(2))
     }
     registry = ModelRegistry(store: store, cluster: cluster, pool: pool)
     layerTimings.restore(try store.calibrations())

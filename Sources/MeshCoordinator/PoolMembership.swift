@@ -58,16 +58,7 @@ extension CoordinatorService {
     guard request.incarnation != 0 else {
       throw RPCError(.invalidArgument, "incarnation is 0; give the ps task's incarnation (its Stats' incarnation)")
     }
-    guard cluster.parameterServers.contains(request.endpoint) else {
-      throw RPCError(
-        .failedPrecondition,
-        "\(request.endpoint.echoed) is not one of this coordinator's ps tasks "
-          + "(\(cluster.parameterServers.joined(separator: ", "))): a coordinator's ps tasks are fixed, since "
-          + "variables are placed by shard; give the task the --advertise address the coordinator's --ps lists")
-    }
-    if parameterServerWatch.renew(request.endpoint, incarnation: request.incarnation, for: Self.memberLease) {
-      await parameterServerWatch.ask(try cluster.parameterServerClient(), within: .seconds(2))
-    }
+    await parameterServerWatch.renew(request.endpoint, incarnation: request.incarnation, for: Self.memberLease)
     return .with { $0.leaseSeconds = Self.memberLease.seconds }
   }
 
@@ -91,16 +82,23 @@ extension CoordinatorService {
           "the certificate '\(identity.echoed)' is not a \(role)'s: only a \(role)'s certificate (\(role) or "
             + "\(role).NAME) may join or leave the pool as one")
       }
-      return
-    }
-    if tokens != nil {
+    } else if tokens != nil {
       let caller = try caller(context)
       guard caller.isAdmin else {
         throw RPCError(
           .permissionDenied,
-          "\(caller.name) may not change the pool: only an admin's token or a partition's certificate may")
+          "\(caller.name) may not change the pool: only an admin's token or a \(role)'s certificate may")
       }
     }
+    // Checked before any name the caller chose is looked up.
+    if role == .ps, !cluster.parameterServers.contains(endpoint) {
+      throw RPCError(
+        .failedPrecondition,
+        "\(endpoint.echoed) is not one of this coordinator's ps tasks "
+          + "(\(cluster.parameterServers.joined(separator: ", "))): a coordinator's ps tasks are fixed, since "
+          + "variables are placed by shard; give the task the --advertise address the coordinator's --ps lists")
+    }
+    guard context.peerIdentity == nil else { return }
     let host = String(endpoint[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
     guard let caller = Self.address(ofPeer: context.peer), await Self.resolve(host).contains(caller) else {
       throw RPCError(
@@ -158,23 +156,47 @@ extension CoordinatorService {
 /// The ps tasks as the coordinator last asked them for their Stats (every
 /// few seconds), for GetPool: asked there, a task that does not answer would
 /// hold up every reader of the pool. A task that keeps a lease (JoinPool
-/// with parameter_server) is also silent once its lease lapses.
-final class ParameterServerWatch: Sendable {
-  private let tasks: Mutex<[Pipemesh_V1_ParameterServerTask]>
-  /// The leases of the tasks that keep one, by endpoint.
-  private let leases = Mutex<[String: (expiry: ContinuousClock.Instant, incarnation: UInt64)]>([:])
+/// with parameter_server) is also silent once its lease lapses, and is
+/// asked at once when its lease is news (see `renew`).
+public final class ParameterServerWatch: Sendable {
+  private let client: ParameterServerClient
+  private let endpoints: [String]
+  /// The least time between two asks of a task for its lease's sake.
+  private let askInterval: Duration
+  /// Each task as last asked, and when that ask began: an answer replaces
+  /// only one to an earlier ask (a round held up by a slow task must not
+  /// undo what a later ask of one task found).
+  private let tasks: Mutex<[String: (task: Pipemesh_V1_ParameterServerTask, asked: ContinuousClock.Instant)]>
+  private let leases = Mutex<[String: Lease]>([:])
 
-  /// Tasks not asked yet: neither an error nor stats.
-  init(endpoints: [String]) {
-    tasks = Mutex(endpoints.map { endpoint in .with { $0.endpoint = endpoint } })
+  /// A task's lease: until when, under which incarnation, and when the
+  /// task was last asked because of it.
+  struct Lease: Sendable {
+    var expiry: ContinuousClock.Instant
+    var incarnation: UInt64
+    var askedAt: ContinuousClock.Instant?
   }
 
-  var status: [Pipemesh_V1_ParameterServerTask] {
+  /// The tasks of `client`, not asked yet: neither an error nor stats. A
+  /// lease that is news asks its task at most once per `askInterval`.
+  public init(_ client: ParameterServerClient, askInterval: Duration = .seconds(1)) {
+    self.client = client
+    self.askInterval = askInterval
+    endpoints = client.endpoints
+    tasks = Mutex(
+      Dictionary(
+        uniqueKeysWithValues: client.endpoints.map { endpoint in
+          (endpoint, (Pipemesh_V1_ParameterServerTask.with { $0.endpoint = endpoint }, ContinuousClock.now))
+        }))
+  }
+
+  /// The tasks in shard order, each with its lease when it keeps one.
+  public var status: [Pipemesh_V1_ParameterServerTask] {
     let now = ContinuousClock.now
-    let leases = leases.withLock { $0 }
-    return tasks.withLock { $0 }.map { task in
-      guard let lease = leases[task.endpoint] else { return task }
-      var task = task
+    let (tasks, leases) = (tasks.withLock { $0 }, leases.withLock { $0 })
+    return endpoints.map { endpoint in
+      var task = tasks[endpoint]!.task
+      guard let lease = leases[endpoint] else { return task }
       task.joined = true
       task.joinedIncarnation = lease.incarnation
       task.leaseSecondsLeft = max(0, (lease.expiry - now).seconds)
@@ -187,27 +209,38 @@ final class ParameterServerWatch: Sendable {
     }
   }
 
-  /// Renews the lease of the task at `endpoint` for `duration`; whether it
-  /// is news: the task's first lease, or a new incarnation (it restarted).
-  func renew(_ endpoint: String, incarnation: UInt64, for duration: Duration) -> Bool {
-    leases.withLock { leases in
-      let previous = leases.updateValue((.now + duration, incarnation), forKey: endpoint)
-      return previous?.incarnation != incarnation
+  /// Renews the lease of the task at `endpoint` for `duration`; then asks
+  /// the task for its Stats at once when the lease is news (the first, one
+  /// under a new incarnation, or one renewed after it lapsed), at most once
+  /// per `askInterval` for each task.
+  public func renew(_ endpoint: String, incarnation: UInt64, for duration: Duration) async {
+    let now = ContinuousClock.now
+    let news = leases.withLock { leases in
+      let previous = leases[endpoint]
+      let isNews = previous.map { $0.incarnation != incarnation || $0.expiry <= now } ?? true
+      let due = isNews && previous?.askedAt.map { now - $0 >= askInterval } ?? true
+      leases[endpoint] = Lease(
+        expiry: now + duration, incarnation: incarnation, askedAt: due ? now : previous?.askedAt)
+      return due
     }
+    if news { await ask(only: endpoint, within: .seconds(2)) }
   }
 
-  /// Each `period` until the task is cancelled: asks every task of `client`
-  /// for its Stats, each within `timeout`.
-  func watch(_ client: ParameterServerClient, every period: Duration, timeout: Duration) async {
+  /// Each `period` until the task is cancelled: asks every task for its
+  /// Stats, each within `timeout`.
+  public func watch(every period: Duration, timeout: Duration) async {
     while !Task.isCancelled {
-      await ask(client, within: timeout)
+      await ask(within: timeout)
       try? await Task.sleep(for: period)
     }
   }
 
-  /// Asks every task of `client` for its Stats, each within `timeout`.
-  func ask(_ client: ParameterServerClient, within timeout: Duration) async {
-    let answers = await client.stats(within: timeout).map { task in
+  /// Asks every task (or only the one at `endpoint`) for its Stats, each
+  /// within `timeout`. A lease that lapsed under another incarnation than
+  /// the one that answers is dropped: the task came back without one.
+  public func ask(only endpoint: String? = nil, within timeout: Duration) async {
+    let asked = ContinuousClock.now
+    let answers = await client.stats(of: endpoint, within: timeout).map { task in
       Pipemesh_V1_ParameterServerTask.with {
         $0.endpoint = task.endpoint
         switch task.stats {
@@ -218,6 +251,18 @@ final class ParameterServerWatch: Sendable {
         }
       }
     }
-    tasks.withLock { $0 = answers }
+    tasks.withLock { tasks in
+      for answer in answers where tasks[answer.endpoint].map({ $0.asked <= asked }) ?? false {
+        tasks[answer.endpoint] = (answer, asked)
+      }
+    }
+    let now = ContinuousClock.now
+    leases.withLock { leases in
+      for answer in answers where answer.hasStats {
+        if let lease = leases[answer.endpoint], lease.expiry <= now, lease.incarnation != answer.stats.incarnation {
+          leases[answer.endpoint] = nil
+        }
+      }
+    }
   }
 }

@@ -578,12 +578,16 @@ public final class ParameterServerClient: Sendable {
     }
   }
 
-  /// Every task's Stats, in shard order, or why it did not answer within
-  /// `timeout`.
-  public func stats(within timeout: Duration) async -> [(
+  /// The tasks' endpoints, in shard order.
+  public var endpoints: [String] { tasks.map(\.target) }
+
+  /// Every task's Stats (or only the one at `endpoint`), in shard order, or
+  /// why it did not answer within `timeout`.
+  public func stats(of endpoint: String? = nil, within timeout: Duration) async -> [(
     endpoint: String, stats: Result<Pipemesh_V1_StatsResponse, any Error>
   )] {
-    await withTaskGroup(of: (Int, Result<Pipemesh_V1_StatsResponse, any Error>).self) { group in
+    let tasks = tasks.filter { endpoint == nil || $0.target == endpoint }
+    return await withTaskGroup(of: (Int, Result<Pipemesh_V1_StatsResponse, any Error>).self) { group in
       for (index, task) in tasks.enumerated() {
         group.addTask {
           do {

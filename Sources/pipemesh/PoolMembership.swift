@@ -33,7 +33,8 @@ struct PoolMembership: Sendable {
   }
 
   /// Joins and renews until cancelled; a refusal or an unreachable
-  /// coordinator is logged (once until it changes) and tried again every 2 s.
+  /// coordinator is logged (once until it changes) and tried again every
+  /// 2 s, a ps task's refusal (not listed, not permitted) every 30 s.
   func keepJoined() async {
     var lastProblem: String?
     let request = Pipemesh_V1_JoinPoolRequest.with {
@@ -57,7 +58,11 @@ struct PoolMembership: Sendable {
           log.warning("cannot renew a lease with the coordinator at \(coordinator.target): \(problem)")
         }
         lastProblem = problem
-        try? await Task.sleep(for: .seconds(2))
+        let refused =
+          parameterServer != nil
+          && (error as? RPCError).map { [.invalidArgument, .permissionDenied, .failedPrecondition].contains($0.code) }
+            ?? false
+        try? await Task.sleep(for: .seconds(refused ? 30 : 2))
       }
     }
   }

@@ -187,14 +187,10 @@ def test_unit_defaults_listen_on_every_address(name: str) -> None:
     assert set(environment_defaults(name)) <= {f"PIPEMESH_{option}" for option in known}
 
 
-@pytest.mark.parametrize("name", ["pipemesh-partition@.service", "pipemesh-ps@.service"])
-def test_unit_advertises_the_port_it_listens_on(name: str) -> None:
-    defaults = environment_defaults(name)
+def test_partition_advertises_the_port_it_listens_on() -> None:
+    defaults = environment_defaults("pipemesh-partition@.service")
     port = defaults["PIPEMESH_LISTEN"].rsplit(":", 1)[1]
     assert defaults["PIPEMESH_ADVERTISE"] == f"%H:{port}"
-
-
-def test_partition_file_advertises_the_port_it_listens_on() -> None:
     active, _ = parse_environment((SYSTEMD / "env" / "partition-0-0.env").read_text())
     assert active["PIPEMESH_ADVERTISE"].rsplit(":", 1)[1] == active["PIPEMESH_LISTEN"].rsplit(":", 1)[1]
 
