@@ -414,6 +414,7 @@ import Testing
       ),
       (["infer", "--coordinator", coordinator.endpoint, "--job", "x", "--input", "/nonexistent/in.npy"], 64, "in.npy"),
       (["up", "--stages", "0"], 64, "stages and replicas must be at least 1"),
+      (["up", "--dataset", "nowhere.csv"], 1, "NOT_FOUND: "),
       (
         ["plan", "--model", Repository.path("examples/mlp-digits.json"), "--stages", "9", "--whole-layers"], 65,
         "cannot split 3 layers into 9 stages: whole_layers keeps each layer whole"

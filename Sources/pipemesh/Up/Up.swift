@@ -67,7 +67,12 @@ struct Up: AsyncParsableCommand {
 
   func run() async throws {
     // Everything the run needs is read before its folder exists: a run that cannot start leaves none.
-    let data = try loadDataset(training.data.datasetReference)
+    let data: LoadedData
+    do {
+      data = try loadDataset(training.data.datasetReference)
+    } catch let error as any RPCErrorConvertible {
+      throw error.rpcError  // said as the coordinator would say it (NOT_FOUND: …)
+    }
     let spec = try training.data.modelSpec() ?? defaultModel(for: data, regression: training.data.regression)
     let job = "up-\(Int(Date().timeIntervalSince1970))"
     var request = try training.request(job: job, spec: spec, dataset: training.data.localDataset.reference)
