@@ -161,8 +161,10 @@ extension CoordinatorService {
 public final class ParameterServerWatch: Sendable {
   private let client: ParameterServerClient
   private let endpoints: [String]
-  /// The least time between two asks of a task for its lease's sake.
+  /// The least time between two asks of a task for its lease's sake, and
+  /// how long such an ask waits for its answer.
   private let askInterval: Duration
+  private let askTimeout: Duration
   /// Each task as last asked, and when that ask began: an answer replaces
   /// only one to an earlier ask (a round held up by a slow task must not
   /// undo what a later ask of one task found).
@@ -178,10 +180,13 @@ public final class ParameterServerWatch: Sendable {
   }
 
   /// The tasks of `client`, not asked yet: neither an error nor stats. A
-  /// lease that is news asks its task at most once per `askInterval`.
-  public init(_ client: ParameterServerClient, askInterval: Duration = .seconds(1)) {
+  /// lease that is news asks its task at most once per `askInterval`, within
+  /// `askTimeout`.
+  public init(_ client: ParameterServerClient, askInterval: Duration = .seconds(1), askTimeout: Duration = .seconds(2))
+  {
     self.client = client
     self.askInterval = askInterval
+    self.askTimeout = askTimeout
     endpoints = client.endpoints
     tasks = Mutex(
       Dictionary(
@@ -223,7 +228,7 @@ public final class ParameterServerWatch: Sendable {
         expiry: now + duration, incarnation: incarnation, askedAt: due ? now : previous?.askedAt)
       return due
     }
-    if news { await ask(only: endpoint, within: .seconds(2)) }
+    if news { await ask(only: endpoint, within: askTimeout) }
   }
 
   /// Each `period` until the task is cancelled: asks every task for its

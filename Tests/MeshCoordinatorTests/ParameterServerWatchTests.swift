@@ -51,7 +51,9 @@ private final class ScriptedStats: RPCService, Sendable {
     let network = InProcessNetwork()
     let endpoints = tasks.indices.map { "ps-\($0).in-process:1" }
     for (task, endpoint) in zip(tasks, endpoints) { try network.serve([task], at: endpoint) }
-    return ParameterServerWatch(try ParameterServerClient(endpoints: endpoints, dialer: network), askInterval: .zero)
+    // Generous: a test may wait long for a thread while CI starts its other tests.
+    return ParameterServerWatch(
+      try ParameterServerClient(endpoints: endpoints, dialer: network), askInterval: .zero, askTimeout: .seconds(120))
   }
 
   @Test func aLeaseThatIsNewsAsksItsTaskAtOnce() async throws {
@@ -91,7 +93,7 @@ private final class ScriptedStats: RPCService, Sendable {
     await watch.renew("ps-0.in-process:1", incarnation: 1, for: .milliseconds(1))
     try await Task.sleep(for: .milliseconds(20))
     task.incarnation.withLock { $0 = 3 }
-    await watch.ask(within: .seconds(5))
+    await watch.ask(within: .seconds(120))
     status = watch.status[0]
     #expect(!status.joined && !status.silent && status.stats.incarnation == 3, "\(status)")
   }
@@ -102,7 +104,7 @@ private final class ScriptedStats: RPCService, Sendable {
     let task = ScriptedStats(holdingTheFirstCall: true)
     let watch = try Self.watch(task)
     let round = Task { await watch.ask(within: .seconds(60)) }
-    #expect(await eventually { task.calls.withLock { $0 } == 1 })
+    try #require(await eventually(timeout: .seconds(300)) { task.calls.withLock { $0 } == 1 })
     task.incarnation.withLock { $0 = 2 }
     await watch.renew("ps-0.in-process:1", incarnation: 2, for: .seconds(60))
     #expect(watch.status[0].stats.incarnation == 2)

@@ -273,7 +273,10 @@ import Testing
     #expect(counts == [1, 2, 4, 8, 16, 32], "\(choices)")
     #expect(choices.allSatisfy { ($0["microBatches"] as? Int ?? 0) * ($0["microBatchRows"] as? Int ?? 0) == 64 })
     let steps = choices.map { $0["predictedStepSeconds"] as? Double ?? 0 }
-    #expect(steps.allSatisfy { $0 > 0 } && Array(steps.dropFirst()) == steps.dropFirst().sorted(), "\(steps)")
+    // In order after the chosen one, to the precision the CLI's JSON keeps (its last bit may move).
+    let rest = Array(steps.dropFirst())
+    #expect(
+      steps.allSatisfy { $0 > 0 } && zip(rest, rest.dropFirst()).allSatisfy { $0 <= $1 * (1 + 1e-12) }, "\(steps)")
     #expect(steps.dropFirst().allSatisfy { $0 >= steps[0] * 0.99 }, "\(steps)")
     // The stages and the prediction above the list are the chosen one's, timed at its rows.
     let chosen = try #require(choices.first)
