@@ -178,7 +178,9 @@ let package = Package(
     .testTarget(name: "MeshPipelineTests", dependencies: ["MeshPipeline"]),
     .testTarget(
       name: "MeshPartitionTests",
-      dependencies: ["MeshPartition", "MeshProto", "MeshRPC", "MeshTensor", "MeshTestSupport", "MeshWire"]
+      dependencies: [
+        "MeshPartition", "MeshProto", "MeshPS", "MeshPSClient", "MeshRPC", "MeshTensor", "MeshTestSupport", "MeshWire",
+      ]
     ),
     .testTarget(
       name: "MeshInProcessTests", dependencies: ["MeshInProcess", "MeshPartition", "MeshProto", "MeshRPC", "MeshWire"]

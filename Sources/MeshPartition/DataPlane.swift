@@ -124,12 +124,10 @@ public final class DataPlane: Sendable {
 
   /// Keeps a tensor for a neighbour (or hands it to the fetches already
   /// waiting for it) and returns the reference to pass on.
-  func offer(_ tensor: Tensor, key: DataPlaneKey) -> Pipemesh_V1_TensorReference {
+  @discardableResult
+  func offer(_ tensor: Tensor, key: DataPlaneKey) -> TensorReference {
     hold(tensor, key: key)
-    return .with {
-      $0.endpoint = endpoint
-      $0.key = key.wire
-    }
+    return TensorReference(endpoint: endpoint, key: key)
   }
 
   private func hold(_ tensor: Tensor, key: DataPlaneKey) {
@@ -247,49 +245,41 @@ public final class DataPlane: Sendable {
   /// Bytes of tensors waiting to be fetched.
   public var heldBytes: Int { held.withLock { $0.tensors.values.reduce(0) { $0 + $1.scalarCount * 4 } } }
 
-  /// A tensor given inline or by reference; references to this partition are
-  /// read locally, others fetched from the peer (and released there), in
-  /// `encoding` when one is given (rounded on the way). With `wait`, a
-  /// reference may name a tensor the peer has not produced yet: the fetch
-  /// waits for it. Other partitions are dialled only when `allowed` lists
-  /// them.
-  func resolve(
-    _ source: Pipemesh_V1_TensorSource, wait: Bool, what: String, peers allowed: Set<String>,
+  /// The tensor `reference` names: read locally when it is this
+  /// partition's, else fetched from the peer (and released there), in
+  /// `encoding` when one is given (rounded on the way). With `wait`, it may
+  /// be a tensor the peer has not produced yet: the fetch waits for it.
+  /// Other partitions are dialled only when `allowed` lists them.
+  func fetch(
+    _ reference: TensorReference, wait: Bool, what: String, peers allowed: Set<String>,
     encoding: HalfPrecision? = nil
   ) async throws -> Tensor {
-    switch source.source {
-    case .inline(let wire):
-      return try Tensor(wire: wire, what: what)
-    case .reference(let reference):
-      if reference.endpoint == endpoint {
-        return try await take(DataPlaneKey(wire: reference.key), release: true, wait: wait)
-      }
-      guard allowed.contains(reference.endpoint) else {
-        throw RPCError(
-          .permissionDenied,
-          "\(what) is named at \(reference.endpoint.echoed), which is not one of the job's partitions: "
-            + "a stage fetches only from the peers its LoadStage named")
-      }
-      let peer = try client(for: reference.endpoint)
-      do {
-        return try await Self.fetch(
-          from: peer,
-          .with {
-            $0.key = reference.key
-            $0.release = true
-            $0.wait = wait
-            if let encoding { $0.encoding = encoding.wire }
-          }, what: what, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil))
-      } catch let error as RPCError where error.code == .deadlineExceeded && wait {
-        throw RPCError(
-          .deadlineExceeded,
-          "\(what) (\(reference.key.echoed)) did not come from \(reference.endpoint) within \(Self.fetchWaitLimit)")
-      } catch let error as RPCError where error.code == .unavailable {
-        // This partition is up: say that it is the peer that is not.
-        throw RPCError(.unavailable, "the partition at \(reference.endpoint) does not answer: \(error.message)")
-      }
-    case nil:
-      throw RPCError(.invalidArgument, "\(what) is missing")
+    if reference.endpoint == endpoint {
+      return try await take(reference.key, release: true, wait: wait)
+    }
+    guard allowed.contains(reference.endpoint) else {
+      throw RPCError(
+        .permissionDenied,
+        "\(what) is named at \(reference.endpoint.echoed), which is not one of the job's partitions: "
+          + "a stage fetches only from the peers its LoadStage named")
+    }
+    let peer = try client(for: reference.endpoint)
+    do {
+      return try await Self.fetch(
+        from: peer,
+        .with {
+          $0.key = reference.key.wire
+          $0.release = true
+          $0.wait = wait
+          if let encoding { $0.encoding = encoding.wire }
+        }, what: what, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil))
+    } catch let error as RPCError where error.code == .deadlineExceeded && wait {
+      throw RPCError(
+        .deadlineExceeded,
+        "\(what) (\(reference.key.wire.echoed)) did not come from \(reference.endpoint) within \(Self.fetchWaitLimit)")
+    } catch let error as RPCError where error.code == .unavailable {
+      // This partition is up: say that it is the peer that is not.
+      throw RPCError(.unavailable, "the partition at \(reference.endpoint) does not answer: \(error.message)")
     }
   }
 

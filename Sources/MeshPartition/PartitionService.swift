@@ -64,27 +64,33 @@ public final class PartitionService: RPCService, Sendable {
       try await Self.timed {
         try Self.check(request.key, training: true)
         try Self.check(schedulePosition: request.schedulePosition)
-        return try await runner(request.key.job).forward(request, training: true)
+        let runner = try runner(request.key.job)
+        return try await .init(runner.forward(ForwardCall(request, lastStage: runner.isLast)))
       }
     }
     router.unary(PartitionMethods.infer) { [self] request, _ in
       try await Self.timed {
         try Self.check(request.key, training: false)
-        return try await runner(request.key.job).forward(request, training: false)
+        let runner = try runner(request.key.job)
+        return try await .init(
+          runner.infer(MicroBatch(request.key), input: TensorSource(wire: request.input, field: "input")))
       }
     }
     router.unary(PartitionMethods.backward) { [self] request, _ in
       try await Self.timed {
         try Self.check(request.key, training: true)
         try Self.check(schedulePosition: request.schedulePosition)
-        return try await runner(request.key.job).backward(request)
+        let runner = try runner(request.key.job)
+        return try await .init(runner.backward(BackwardCall(request, lastStage: runner.isLast)))
       }
     }
     router.unary(PartitionMethods.backwardWeights) { [self] request, _ in
       try await Self.timed {
         try Self.check(request.key, training: true)
         try Self.check(schedulePosition: request.schedulePosition)
-        return try await runner(request.key.job).backwardWeights(request)
+        let timing = try await runner(request.key.job).backwardWeights(
+          MicroBatch(request.key), schedulePosition: request.schedulePosition)
+        return .with { $0.timing = Pipemesh_V1_CallTiming(timing) }
       }
     }
     router.unary(PartitionMethods.commit) { [self] request, _ in
@@ -94,14 +100,20 @@ public final class PartitionService: RPCService, Sendable {
           throw RPCError(
             .invalidArgument, "gradient_scale is \(request.gradientScale); give 0 (unscaled) to 1")
         }
-        return try await runner(request.job).commit(
+        let committed = try await runner(request.job).commit(
           step: request.step, flush: request.flush,
           gradientScale: request.gradientScale == 0 ? 1 : request.gradientScale)
+        return .with {
+          $0.version = committed.version
+          $0.penalty = committed.penalty
+          $0.memory = .current(jobBytes: committed.jobBytes)
+        }
       }
     }
     router.unary(PartitionMethods.gradientNorm) { [self] request, _ in
       try Self.check(trainingStep: request.step)
-      return try await runner(request.job).gradientNorm(step: request.step)
+      let squares = try await runner(request.job).gradientSumOfSquares(step: request.step)
+      return .with { $0.sumOfSquares = squares }
     }
     router.serverStreaming(PartitionMethods.fetchTensor) { [self] request, writer, _ in
       // A tensor of a job not loaded here will not be produced here.
@@ -207,7 +219,11 @@ public final class PartitionService: RPCService, Sendable {
           .permissionDenied, "\(field) names \(refused.echoed); this partition dials \(dialPolicy.description)")
       }
     }
-    let ring = try ringReduction(request)
+    let rule: JobConsistency
+    do { rule = try JobConsistency(request.consistency) } catch let error as WireError {
+      throw error.within("consistency")
+    }
+    let ring = try ringReduction(request, rule: rule)
     await dataPlane.reconnect(to: request.peers, timeout: .seconds(5))
     if let existing = stages.withLock({ $0[request.job] }) {
       guard existing.request == request else {
@@ -227,7 +243,7 @@ public final class PartitionService: RPCService, Sendable {
       optimizer: request.optimizer,
       ps: try ParameterServerClient(endpoints: request.parameterServers, dialer: dialer), dataPlane: dataPlane,
       activity: activity)
-    try await runner.start(consistency: request.consistency, optimizer: request.optimizer)
+    try await runner.start(consistency: rule)
     stages.withLock { $0[request.job] = (request, runner) }
     return response(model: model, layers: layers)
   }
@@ -235,11 +251,7 @@ public final class PartitionService: RPCService, Sendable {
   /// The ring of the stage's replicas a LoadStage names, when its job's
   /// replicas reduce by ring; INVALID_ARGUMENT for a ring given otherwise,
   /// or one missing or not the stage's replicas.
-  private func ringReduction(_ request: Pipemesh_V1_LoadStageRequest) throws -> RingReduction? {
-    let rule: JobConsistency
-    do { rule = try JobConsistency(request.consistency) } catch let error as WireError {
-      throw error.within("consistency")
-    }
+  private func ringReduction(_ request: Pipemesh_V1_LoadStageRequest, rule: JobConsistency) throws -> RingReduction? {
     guard rule.reducesByRing else {
       guard request.ring.isEmpty else {
         throw RPCError(

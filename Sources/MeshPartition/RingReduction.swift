@@ -67,20 +67,15 @@ struct RingReduction: Sendable {
     func exchange(round: Int, shift: Int) async throws -> (part: Range<Int>, values: Tensor) {
       let passed = parts[(rank - shift + 2 * replicas) % replicas]
       let key = DataPlaneKey(job: job, step: step, microBatch: Int32(round), kind: .reduction)
-      _ = dataPlane.offer(layout.gather(passed, from: gradients), key: key)
+      dataPlane.offer(layout.gather(passed, from: gradients), key: key)
       let received = parts[(rank - shift - 1 + 2 * replicas) % replicas]
       // Sent again when the replica before could not be reached (a channel to a partition that
       // just restarted). A part goes with the fetch that takes it: a repeat after an answer lost on
       // the way waits for a part that will not come again, until the step's deadline ends the step,
       // as a replica lost mid-ring does.
       let values = try await Self.fetchRetry.run(server: "the replica before on the ring") {
-        try await dataPlane.resolve(
-          .with {
-            $0.reference = .with {
-              $0.endpoint = before
-              $0.key = key.wire
-            }
-          }, wait: true,
+        try await dataPlane.fetch(
+          TensorReference(endpoint: before, key: key), wait: true,
           what: "round \(round) of the ring's reduction of step \(step)", peers: peers)
       }
       guard values.scalarCount == received.count else {

@@ -44,7 +44,10 @@ actor StageRunner {
   /// reduced by the ring), so a repeated commit fails as the first did
   /// instead of committing a step without its update.
   private var failedCommits: [Int64: any Error] = [:]
+  /// The stage's variables as the ps registers them.
   let definitions: [Pipemesh_V1_VariableDefinition]
+  /// The job's update rule, which a sole writer applies itself (see `start`).
+  private let optimizer: Pipemesh_V1_OptimizerSpec
   private let ps: ParameterServerClient
   private let dataPlane: DataPlane
   private let activity: PartitionActivity
@@ -95,25 +98,20 @@ actor StageRunner {
   private var turns = ScheduleTurns()
   // Calls by micro-batch (or step), running or done: a repeated request
   // awaits the first one's answer, even while it is still running.
-  private var forwards = CallOnce<MicroBatch, Pipemesh_V1_ForwardResponse>()
-  private var backwards = CallOnce<MicroBatch, Pipemesh_V1_BackwardResponse>()
-  private var weightCalls = CallOnce<MicroBatch, Pipemesh_V1_BackwardWeightsResponse>()
+  private var forwards = CallOnce<MicroBatch, ForwardResult>()
+  private var backwards = CallOnce<MicroBatch, BackwardResult>()
+  private var weightCalls = CallOnce<MicroBatch, StageTiming>()
   /// What calls that stopped waiting for their turn (every caller gave up)
   /// had fetched, for their repeats, until their step commits.
   private var givenUpInputs: [TurnCall: Tensor] = [:]
   /// Weight gradients a split backward held back, with the sums they add
   /// into (lent until then) and the bytes the micro-batch still holds.
   private var heldWeights: [MicroBatch: (weights: WeightGradients, sums: GradientSums, bytes: Int)] = [:]
-  private var commits = CallOnce<Int64, Pipemesh_V1_CommitResponse>()
+  private var commits = CallOnce<Int64, CommitResult>()
   /// Whether a call computes, and the calls waiting to (when two steps
   /// overlap): the oldest step's goes first.
   private var computing = false
   private var computeQueue: [(step: Int64, position: Int32, continuation: CheckedContinuation<Void, Never>)] = []
-
-  struct MicroBatch: Hashable {
-    let step: Int64
-    let index: Int32
-  }
 
   /// What backward needs: the recorded forward (or only the input, to run
   /// forward again), and on the last stage the loss gradient.
@@ -131,8 +129,10 @@ actor StageRunner {
     var backwardRunning = false
   }
 
-  var isFirst: Bool { layers.lowerBound == 0 }
-  var isLast: Bool { layers.upperBound == model.layers.count }
+  nonisolated var isFirst: Bool { layers.lowerBound == 0 }
+  /// Whether the stage ends its model: it computes the loss, from targets
+  /// its forwards bring, and its backwards bring no output gradient.
+  nonisolated var isLast: Bool { layers.upperBound == model.layers.count }
   var user: String { "stage\(stage)" }
 
   init(
@@ -155,6 +155,7 @@ actor StageRunner {
     self.maxKeptBytes = maxKeptBytes
     self.ps = ps
     self.dataPlane = dataPlane
+    self.optimizer = optimizer
     // The coordinator clips a step's gradients by their norm over every stage (GradientNorm,
     // then Commit's gradient_scale): the ps, which sees one stage's part, must not clip again.
     var unclipped = optimizer
@@ -180,9 +181,8 @@ actor StageRunner {
   ///
   /// Replicas that reduce by ring are such a writer together: each applies
   /// the mean of their gradients, and replica 0 stands for them at the ps.
-  func start(consistency: Pipemesh_V1_Consistency, optimizer spec: Pipemesh_V1_OptimizerSpec) async throws {
+  func start(consistency rule: JobConsistency) async throws {
     let shared = Set(model.layers.flatMap(\.sharedVariables).map(\.name))
-    let rule = try JobConsistency(consistency)
     if ring != nil, let name = definitions.map(\.name).first(where: shared.contains) {
       throw RPCError(
         .invalidArgument,
@@ -233,7 +233,7 @@ actor StageRunner {
           + "(its layers were cut at other places); start the job under a new name")
     }
     if soleWriter, let slots = pulledSlots ?? (versions.values.allSatisfy { $0 == 0 } ? [:] : nil) {
-      let optimizer = try makeOptimizer(spec)
+      let optimizer = try makeOptimizer(self.optimizer)
       // An updated variable has every slot its optimizer keeps: one missing would start from zero.
       if let updated = slots.first(where: {
         versions[$0.key] ?? 0 > 0 && Set($0.value.keys) != Set(optimizer.slotNames)
@@ -309,85 +309,85 @@ actor StageRunner {
 
   // MARK: - Forward
 
-  func forward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws -> Pipemesh_V1_ForwardResponse {
-    guard training else { return try await computeForward(request, training: false) }
-    let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
+  /// Runs a training step's forward of one micro-batch, once however often
+  /// the call is repeated, in its schedule position's turn.
+  func forward(_ call: ForwardCall) async throws -> ForwardResult {
+    let microBatch = call.microBatch
     try checkOpen(microBatch.step)
-    if request.hasWeightsAfterStep { try noteWeights(after: request.weightsAfterStep, step: microBatch.step) }
-    let call = forwards.call(microBatch) { try await self.computeForward(request, training: true) }
+    if let wanted = call.weightsAfterStep { try noteWeights(after: wanted, step: microBatch.step) }
+    let task = forwards.call(microBatch) { try await self.computeForward(call) }
     return try await answer(
-      call, of: .forward(microBatch), leave: { $0.forwards.leave(microBatch, call) },
-      forget: { $0.forwards.forgetFailed(microBatch, call) })
+      task, of: .forward(microBatch), leave: { $0.forwards.leave(microBatch, task) },
+      forget: { $0.forwards.forgetFailed(microBatch, task) })
   }
 
-  private func computeForward(_ request: Pipemesh_V1_ForwardRequest, training: Bool) async throws
-    -> Pipemesh_V1_ForwardResponse
-  {
-    let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
+  /// Runs the stage on an inference's micro-batch with the newest weights:
+  /// its output goes back in the answer when it is small or the model's,
+  /// else it waits on the data plane for the next stage.
+  func infer(_ microBatch: MicroBatch, input source: TensorSource) async throws -> ForwardResult {
+    var result = ForwardResult()
+    let (dataPlane, stage, peers) = (dataPlane, stage, peers)
+    let input = try await result.timing.resolving(source) {
+      try await dataPlane.fetch($0, wait: false, what: "input of stage \(stage)", peers: peers)
+    }.get()
+    try model.checkInput(input, layers: layers, "stage \(stage) of job \(job)")
+    // Inferences running at once share the bound with what training keeps.
+    let bytes = try checkActivationBound(
+      batch: input.shape[0], perExample: inferenceBytesPerExample, holding: heldBytes + inferenceBytes,
+      what: "an inference")
+    inferenceBytes += bytes
+    defer { inferenceBytes -= bytes }
+    let (model, layers, variables) = (model, layers, variables)
+    result.timing.computeStarted = WallClock.nanos
+    let output = await offActor { model(input, variables: variables, layers: layers) }
+    result.timing.computeEnded = WallClock.nanos
+    result.output =
+      isLast || output.scalarCount * MemoryLayout<Float>.size <= Self.inlineInferenceBytes
+      ? .value(output) : .offered(dataPlane.offer(output, key: microBatch.key(.inference, of: job)))
+    return result
+  }
+
+  private func computeForward(_ call: ForwardCall) async throws -> ForwardResult {
     let (dataPlane, stage) = (dataPlane, stage)
     let (peers, transfer) = (self.peers, inputTransfer)
-    var timing = Pipemesh_V1_CallTiming()
-    let call = TurnCall.forward(microBatch)
+    var timing = StageTiming()
+    let turn = TurnCall.forward(call.microBatch)
     let resolved: Result<Tensor, any Error>
-    if training, let fetched = givenUpInputs.removeValue(forKey: call) {
+    if let fetched = givenUpInputs.removeValue(forKey: turn) {
       resolved = .success(fetched)
     } else {
-      resolved = await timing.fetchingInput(request.input) {
-        try await dataPlane.resolve(
-          request.input, wait: training, what: "input of stage \(stage)", peers: peers,
-          encoding: training ? transfer : nil)
+      resolved = await timing.resolving(call.input) {
+        try await dataPlane.fetch($0, wait: true, what: "input of stage \(stage)", peers: peers, encoding: transfer)
       }
     }
-    let position = training ? request.schedulePosition : 0
-    return try await onTurn(call, position: position, fetched: try? resolved.get()) {
-      try await forwardOnTurn(request, microBatch, input: resolved.get(), training: training, timing: timing)
+    return try await onTurn(turn, position: call.schedulePosition, fetched: try? resolved.get()) {
+      try await forwardOnTurn(call, input: resolved.get(), timing: timing)
     }
   }
 
-  private func forwardOnTurn(
-    _ request: Pipemesh_V1_ForwardRequest, _ microBatch: MicroBatch, input: Tensor, training: Bool,
-    timing: Pipemesh_V1_CallTiming
-  ) async throws -> Pipemesh_V1_ForwardResponse {
+  private func forwardOnTurn(_ call: ForwardCall, input: Tensor, timing: StageTiming) async throws -> ForwardResult {
+    let microBatch = call.microBatch
     try model.checkInput(input, layers: layers, "stage \(stage) of job \(job)")
     let batch = input.shape[0]
-    let target = isLast && training ? try Tensor(wire: request.targets, what: "targets") : nil
+    let target = call.targets
     if let target {
       try model.checkTarget(target, batchSize: batch, "targets of job \(job)")
-      guard request.batchSize >= batch else {
+      guard call.batchSize >= batch else {
         throw RPCError(
-          .invalidArgument, "batch_size \(request.batchSize) is smaller than the micro-batch (\(batch) examples)")
+          .invalidArgument, "batch_size \(call.batchSize) is smaller than the micro-batch (\(batch) examples)")
       }
     }
-    let seed = UInt64(bitPattern: request.key.step) &* 1_000_003 &+ UInt64(bitPattern: Int64(request.key.microBatch))
-    var response = Pipemesh_V1_ForwardResponse()
-    response.timing = timing
-    let variables = training ? try weightsUsed(by: microBatch.step) : variables
+    let seed = UInt64(bitPattern: microBatch.step) &* 1_000_003 &+ UInt64(bitPattern: Int64(microBatch.index))
+    var result = ForwardResult(timing: timing)
+    let variables = try weightsUsed(by: microBatch.step)
     let (model, layers, isFirst) = (model, layers, isFirst)
-    guard training else {
-      // Inferences running at once share the bound with what training keeps.
-      let held = heldBytes + inferenceBytes
-      let bytes = try checkActivationBound(
-        batch: batch, perExample: inferenceBytesPerExample, holding: held, what: "an inference")
-      inferenceBytes += bytes
-      defer { inferenceBytes -= bytes }
-      response.timing.computeStartedUnixNanos = WallClock.nanos
-      let output = await offActor { model(input, variables: variables, layers: layers) }
-      response.timing.computeEndedUnixNanos = WallClock.nanos
-      if isLast || output.scalarCount * MemoryLayout<Float>.size <= Self.inlineInferenceBytes {
-        response.outputValue = Pipemesh_V1_Tensor(sharing: output)
-      } else {
-        response.output = dataPlane.offer(output, key: DataPlaneKey(request.key, .inference))
-      }
-      return response
-    }
-
     let holding = heldBytes + inferenceBytes
     let bytes = try checkActivationBound(
       batch: batch, perExample: keptBytesPerExample, holding: holding, what: "a micro-batch")
     // Counted from here: a forward running off the actor still holds its bytes.
     kept[microBatch] = Kept(bytes: bytes, seed: seed)
-    response.timing.computeStartedUnixNanos = WallClock.nanos
-    let share = Float(batch) / Float(max(request.batchSize, 1))
+    result.timing.computeStarted = WallClock.nanos
+    let share = Float(batch) / Float(max(call.batchSize, 1))
     let (forward, loss) = await offActor { () -> (StageForward, (value: Float, gradient: Tensor, correct: Int)?) in
       let forward = Self.runForward(model, input, variables: variables, layers: layers, seed: seed, isFirst: isFirst)
       guard let target else { return (forward, nil) }
@@ -398,24 +398,25 @@ actor StageRunner {
         model.spec.loss == .softmaxCrossEntropy ? Loss.correctPredictions(logits: forward.output, labels: target) : 0
       return (forward, (loss.scalar * share, gradient[0] * share, correct))
     }
-    response.timing.computeEndedUnixNanos = WallClock.nanos
+    result.timing.computeEnded = WallClock.nanos
     kept[microBatch] = Kept(
       forward: recompute ? nil : forward, input: recompute ? input : nil, weights: recompute ? variables : nil,
       lossGradient: loss?.gradient, bytes: bytes, seed: seed)
     if let loss {
-      response.loss = Double(loss.value)
-      response.correct = Int64(loss.correct)
+      result.loss = Double(loss.value)
+      result.correct = loss.correct
     } else {
       // Read before the offer: the neighbour may have the tensor before this task runs again.
-      response.timing.outputOfferedUnixNanos = WallClock.nanos
-      response.output = dataPlane.offer(forward.output, key: DataPlaneKey(request.key, .activation))
+      result.timing.outputOffered = WallClock.nanos
+      result.output = .offered(dataPlane.offer(forward.output, key: microBatch.key(.activation, of: job)))
     }
+    let computeSeconds = result.timing.computeSeconds
     activity.update {
-      $0.busySeconds += response.timing.computeSeconds
+      $0.busySeconds += computeSeconds
       $0.forwards += 1
       $0.keptMicroBatches += 1
     }
-    return response
+    return result
   }
 
   private static func runForward(
@@ -466,42 +467,43 @@ actor StageRunner {
 
   // MARK: - Backward
 
-  func backward(_ request: Pipemesh_V1_BackwardRequest) async throws -> Pipemesh_V1_BackwardResponse {
-    let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
+  /// Runs the backward of a micro-batch whose forward the stage ran, once
+  /// however often the call is repeated, in its schedule position's turn:
+  /// offers the input gradient, and adds the weight gradients to the step's
+  /// sums (or holds them back for BackwardWeights).
+  func backward(_ call: BackwardCall) async throws -> BackwardResult {
+    let microBatch = call.microBatch
     try checkOpen(microBatch.step)
-    let call = backwards.call(microBatch) { try await self.computeBackward(request, microBatch) }
+    let task = backwards.call(microBatch) { try await self.computeBackward(call) }
     return try await answer(
-      call, of: .backward(microBatch), leave: { $0.backwards.leave(microBatch, call) },
-      forget: { $0.backwards.forgetFailed(microBatch, call) })
+      task, of: .backward(microBatch), leave: { $0.backwards.leave(microBatch, task) },
+      forget: { $0.backwards.forgetFailed(microBatch, task) })
   }
 
-  private func computeBackward(_ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch) async throws
-    -> Pipemesh_V1_BackwardResponse
-  {
-    let (dataPlane, stage, isLast, peers, transfer) = (dataPlane, stage, isLast, peers, transfer)
-    var timing = Pipemesh_V1_CallTiming()
-    let call = TurnCall.backward(microBatch)
+  private func computeBackward(_ call: BackwardCall) async throws -> BackwardResult {
+    let (dataPlane, stage, peers, transfer) = (dataPlane, stage, peers, transfer)
+    var timing = StageTiming()
+    let turn = TurnCall.backward(call.microBatch)
     let resolved: Result<Tensor?, any Error>
-    if let fetched = givenUpInputs.removeValue(forKey: call) {
+    if let fetched = givenUpInputs.removeValue(forKey: turn) {
       resolved = .success(fetched)
+    } else if let source = call.outputGradient {
+      resolved = await timing.resolving(source) {
+        try await dataPlane.fetch(
+          $0, wait: true, what: "output gradient of stage \(stage)", peers: peers, encoding: transfer)
+      }.map { $0 }
     } else {
-      resolved = await timing.fetchingInput(isLast ? nil : request.outputGradient) { () async throws -> Tensor? in
-        isLast
-          ? nil
-          : try await dataPlane.resolve(
-            request.outputGradient, wait: true, what: "output gradient of stage \(stage)", peers: peers,
-            encoding: transfer)
-      }
+      resolved = .success(nil)
     }
-    return try await onTurn(call, position: request.schedulePosition, fetched: (try? resolved.get()) ?? nil) {
-      try await backwardOnTurn(request, microBatch, outputGradient: resolved.get(), timing: timing)
+    return try await onTurn(turn, position: call.schedulePosition, fetched: (try? resolved.get()) ?? nil) {
+      try await backwardOnTurn(call, outputGradient: resolved.get(), timing: timing)
     }
   }
 
-  private func backwardOnTurn(
-    _ request: Pipemesh_V1_BackwardRequest, _ microBatch: MicroBatch, outputGradient: Tensor?,
-    timing: Pipemesh_V1_CallTiming
-  ) async throws -> Pipemesh_V1_BackwardResponse {
+  private func backwardOnTurn(_ call: BackwardCall, outputGradient: Tensor?, timing: StageTiming) async throws
+    -> BackwardResult
+  {
+    let microBatch = call.microBatch
     guard let entry = kept[microBatch], entry.forward != nil || entry.input != nil, !entry.backwardRunning else {
       throw RPCError(
         .failedPrecondition,
@@ -517,12 +519,11 @@ actor StageRunner {
     // merged when both are back.
     let sums = GradientSums(accumulated.removeValue(forKey: microBatch.step) ?? [:], spares: spareSums)
     spareSums = [:]
-    let (dataPlane, inputGradientKey) = (dataPlane, DataPlaneKey(request.key, .gradient))
-    let weightsLater = request.weightsLater
-    var response = Pipemesh_V1_BackwardResponse()
-    response.timing = timing
-    response.timing.computeStartedUnixNanos = WallClock.nanos
-    let offered: (reference: Pipemesh_V1_TensorReference, at: Int64)?
+    let (dataPlane, inputGradientKey) = (dataPlane, microBatch.key(.gradient, of: job))
+    let weightsLater = call.weightsLater
+    var result = BackwardResult(timing: timing)
+    result.timing.computeStarted = WallClock.nanos
+    let offered: (reference: TensorReference, at: Int64)?
     let held: WeightGradients?
     do {
       (offered, held) = try await offActor {
@@ -565,54 +566,54 @@ actor StageRunner {
       merge(sums, step: microBatch.step)
     }
     kept[microBatch] = nil
-    response.timing.computeEndedUnixNanos = WallClock.nanos
+    result.timing.computeEnded = WallClock.nanos
     if let offered {
-      response.inputGradient = offered.reference
-      response.timing.outputOfferedUnixNanos = offered.at
+      result.inputGradient = offered.reference
+      result.timing.outputOffered = offered.at
     }
+    let computeSeconds = result.timing.computeSeconds
     activity.update {
-      $0.busySeconds += response.timing.computeSeconds
+      $0.busySeconds += computeSeconds
       $0.backwards += 1
       if held == nil { $0.keptMicroBatches -= 1 }
     }
-    return response
+    return result
   }
 
   /// Computes the weight gradients a split backward held back (the W of a
-  /// zero-bubble schedule), in the step's schedule order.
-  func backwardWeights(_ request: Pipemesh_V1_BackwardWeightsRequest) async throws
-    -> Pipemesh_V1_BackwardWeightsResponse
-  {
-    let microBatch = MicroBatch(step: request.key.step, index: request.key.microBatch)
+  /// zero-bubble schedule), in the step's schedule order at
+  /// `schedulePosition` (see `ForwardCall`).
+  func backwardWeights(_ microBatch: MicroBatch, schedulePosition: Int32) async throws -> StageTiming {
     try checkOpen(microBatch.step)
-    let call = weightCalls.call(microBatch) {
-      try await self.onTurn(.weights(microBatch), position: request.schedulePosition) {
+    let task = weightCalls.call(microBatch) {
+      try await self.onTurn(.weights(microBatch), position: schedulePosition) {
         try await self.computeWeights(microBatch)
       }
     }
     return try await answer(
-      call, of: .weights(microBatch), leave: { $0.weightCalls.leave(microBatch, call) },
-      forget: { $0.weightCalls.forgetFailed(microBatch, call) })
+      task, of: .weights(microBatch), leave: { $0.weightCalls.leave(microBatch, task) },
+      forget: { $0.weightCalls.forgetFailed(microBatch, task) })
   }
 
-  private func computeWeights(_ microBatch: MicroBatch) async throws -> Pipemesh_V1_BackwardWeightsResponse {
+  private func computeWeights(_ microBatch: MicroBatch) async throws -> StageTiming {
     guard let held = heldWeights.removeValue(forKey: microBatch) else {
       throw RPCError(
         .failedPrecondition,
         "stage \(stage) of job \(job) holds no weight gradients of step \(microBatch.step) micro-batch "
           + "\(microBatch.index): its Backward must run first, with weights_later")
     }
-    var response = Pipemesh_V1_BackwardWeightsResponse()
-    response.timing.computeStartedUnixNanos = WallClock.nanos
+    var timing = StageTiming()
+    timing.computeStarted = WallClock.nanos
     let weights = held.weights
     await offActor { weights.compute() }
     merge(held.sums, step: microBatch.step)
-    response.timing.computeEndedUnixNanos = WallClock.nanos
+    timing.computeEnded = WallClock.nanos
+    let computeSeconds = timing.computeSeconds
     activity.update {
-      $0.busySeconds += response.timing.computeSeconds
+      $0.busySeconds += computeSeconds
       $0.keptMicroBatches -= 1
     }
-    return response
+    return timing
   }
 
   /// Adds sums lent to a backward back into its step's.
@@ -828,7 +829,7 @@ actor StageRunner {
   /// end of a job).
   /// With a `gradientScale` below 1, the step's gradients are multiplied by
   /// it first (clipping by the norm over every stage).
-  func commit(step: Int64, flush: Bool, gradientScale: Float = 1) async throws -> Pipemesh_V1_CommitResponse {
+  func commit(step: Int64, flush: Bool, gradientScale: Float = 1) async throws -> CommitResult {
     let call = commits.call(step) {
       try await self.computeCommit(step: step, flush: flush, gradientScale: gradientScale)
     }
@@ -841,11 +842,10 @@ actor StageRunner {
   /// The squared norm of the step's gradients on this stage, once every
   /// micro-batch of it has had its backward (those of the step before may
   /// still run, under PipeDream-2BW).
-  func gradientNorm(step: Int64) async throws -> Pipemesh_V1_GradientNormResponse {
+  func gradientSumOfSquares(step: Int64) async throws -> Double {
     try checkBackwardsDone(of: step, orEarlier: false, before: "GradientNorm")
     let gradients = accumulated[step] ?? [:]
-    let squares = await offActor { sumOfSquares(gradients.values) }
-    return .with { $0.sumOfSquares = squares }
+    return await offActor { sumOfSquares(gradients.values) }
   }
 
   /// Refuses `what` while a micro-batch of `step` (or, `orEarlier`, of an
@@ -870,9 +870,7 @@ actor StageRunner {
     }
   }
 
-  private func computeCommit(step: Int64, flush: Bool, gradientScale: Float) async throws
-    -> Pipemesh_V1_CommitResponse
-  {
+  private func computeCommit(step: Int64, flush: Bool, gradientScale: Float) async throws -> CommitResult {
     // Overlapping steps (PipeDream-2BW) commit in order: the update of the step before comes first.
     while stashesWeights, let newest = weightsStep, newest < step - 1 {
       try await withCheckedThrowingContinuation { commitWaiters.append($0) }
@@ -884,9 +882,9 @@ actor StageRunner {
     if let pending = localUpdates?.pendingPush { try await psCall { try await pending.value } }
     if let failure = failedCommits[step] { throw failure }
     try checkBackwardsDone(of: step, orEarlier: true, before: "commit")
-    var response = Pipemesh_V1_CommitResponse()
+    var result = CommitResult()
     // The penalty of the weights the step ran on.
-    response.penalty = Double(model.penalty(variables: try weightsUsed(by: step), layers: layers))
+    result.penalty = Double(model.penalty(variables: try weightsUsed(by: step), layers: layers))
     // What the stage holds at its fullest: its variables (two versions when stashing), their
     // slots and the running steps' gradient sums (counted without holding on to them, which
     // would make the update below copy them).
@@ -894,7 +892,7 @@ actor StageRunner {
     let jobBytes =
       bytes(variables.values) * (stashesWeights ? 2 : 1) + accumulated.values.reduce(0) { $0 + bytes($1.values) }
       + (localUpdates?.slots.values.reduce(0) { $0 + bytes($1.values) } ?? 0)
-    response.memory = .current(jobBytes: jobBytes)
+    result.jobBytes = jobBytes
     // Under weight stashing the weights before the update stay, for the step begun beside this one.
     let previous = stashesWeights ? weightsStep.map { (step: $0, variables: variables) } : nil
     func advanceWeights() {
@@ -929,7 +927,7 @@ actor StageRunner {
     failedCommits = failedCommits.filter { $0.key > step }
     for waiter in commitWaiters { waiter.resume() }
     commitWaiters = []
-    response.version = versions.values.min() ?? 0
+    result.version = versions.values.min() ?? 0
     activity.update {
       $0.commits += 1
       $0.jobBytes[job] = jobBytes
@@ -943,7 +941,7 @@ actor StageRunner {
     // Under weight stashing the step before may still be fetched from here: a neighbour can be a
     // step behind this stage (every stage finished the step before that one).
     dataPlane.drop(job: job, throughStep: stashesWeights ? step - 1 : step)
-    return response
+    return result
   }
 
   /// Applies a step's gradient sums (scaled already; taken, and left empty
@@ -1066,156 +1064,6 @@ actor StageRunner {
   static let psRetry = CallRetry(attempts: 3, firstPause: .milliseconds(100))
 }
 
-/// Runs each key's call once: the first request starts `compute`, and a
-/// repeated one (a retry, even while the first still runs) gets the same
-/// task. The caller forgets a failed call, so that a retry runs it again.
-struct CallOnce<Key: Hashable & Sendable, Value: Sendable> {
-  /// Each key's call, and how many requests for it came without leaving.
-  private var calls: [Key: (task: Task<Value, any Error>, callers: Int)] = [:]
-
-  mutating func call(_ key: Key, _ compute: @escaping @Sendable () async throws -> Value) -> Task<Value, any Error> {
-    if let running = calls[key] {
-      calls[key]!.callers += 1
-      return running.task
-    }
-    let task = Task { try await compute() }
-    calls[key] = (task, 1)
-    return task
-  }
-
-  /// Notes that a request for `task`, the call of `key`, stopped waiting
-  /// for it; true when it was the last.
-  mutating func leave(_ key: Key, _ task: Task<Value, any Error>) -> Bool {
-    guard calls[key]?.task == task else { return false }
-    calls[key]!.callers -= 1
-    return calls[key]!.callers == 0
-  }
-
-  /// Forgets `task`, the failed call of `key`, unless a retry replaced it.
-  mutating func forgetFailed(_ key: Key, _ task: Task<Value, any Error>) {
-    if calls[key]?.task == task { calls[key] = nil }
-  }
-
-  /// Forgets the call of `key` if every request for it left; whether it did.
-  mutating func dropIfAbandoned(_ key: Key) -> Bool {
-    guard calls[key]?.callers == 0 else { return false }
-    calls[key] = nil
-    return true
-  }
-
-  mutating func forget(where isDone: (Key) -> Bool) {
-    calls = calls.filter { !isDone($0.key) }
-  }
-}
-
-/// A step's calls in schedule-position order: position p computes once
-/// positions 1..<p have (a repeated position, a retry, goes at once).
-/// Committed steps, and all steps once the job is unloaded, are closed:
-/// their waiting calls fail, and so do later ones.
-struct ScheduleTurns {
-  /// A call parked until its turn.
-  private struct Waiter {
-    let call: TurnCall
-    let continuation: CheckedContinuation<Void, any Error>
-  }
-
-  private var next: [Int64: Int32] = [:]
-  private var waiting: [Int64: [Int32: Waiter]] = [:]
-  /// The first failed position of a step, and its error.
-  private var failures: [Int64: (position: Int32, error: RPCError)] = [:]
-  /// Steps 1 through this one are committed.
-  private var closedThrough: Int64 = 0
-  private var closedThroughError: RPCError?
-  /// Set when the job is unloaded.
-  private var closedError: RPCError?
-
-  /// Why a call of `step` may not run any more, if so.
-  func closed(step: Int64) -> RPCError? {
-    closedError ?? (step >= 1 && step <= closedThrough ? closedThroughError : nil)
-  }
-
-  func isTurn(step: Int64, position: Int32) -> Bool { position <= next[step, default: 1] }
-
-  func isWaiting(step: Int64, position: Int32) -> Bool { waiting[step]?[position] != nil }
-
-  /// Parks `call` until the turn of `position` in its step.
-  mutating func wait(_ call: TurnCall, position: Int32, _ continuation: CheckedContinuation<Void, any Error>) {
-    waiting[call.microBatch.step, default: [:]][position] = Waiter(call: call, continuation: continuation)
-  }
-
-  /// Ends the wait of `call` with `error`; false when it does not wait.
-  mutating func endWait(of call: TurnCall, _ error: RPCError) -> Bool {
-    let step = call.microBatch.step
-    guard let position = waiting[step]?.first(where: { $0.value.call == call })?.key else { return false }
-    waiting[step]![position]!.continuation.resume(throwing: error)
-    waiting[step]![position] = nil
-    return true
-  }
-
-  /// The failure of a call of `step` before `position`, if any.
-  func failure(step: Int64, before position: Int32) -> (Int32, RPCError)? {
-    failures[step].flatMap { $0.position < position ? ($0.position, $0.error) : nil }
-  }
-
-  /// Passes the turn on from `position` (noting `failure` for the later calls).
-  mutating func finish(step: Int64, position: Int32, failure: RPCError? = nil) {
-    if let failure {
-      if failures[step].map({ position < $0.position }) ?? true { failures[step] = (position, failure) }
-    } else if failures[step]?.position == position {
-      failures[step] = nil  // a retry of the failed call succeeded
-    }
-    let following = max(next[step, default: 1], position + 1)
-    next[step] = following
-    waiting[step]?.removeValue(forKey: following)?.continuation.resume()
-  }
-
-  /// Closes steps 1 through `step` (committed): fails their waiting calls
-  /// with `error`, and later calls of those steps too.
-  mutating func abandon(through step: Int64, _ error: RPCError) {
-    if step > closedThrough {
-      closedThrough = step
-      closedThroughError = error
-    }
-    end(with: error) { $0 <= step }
-  }
-
-  /// Closes every step (the job was unloaded).
-  mutating func close(_ error: RPCError) {
-    closedError = error
-    end(with: error) { _ in true }
-  }
-
-  private mutating func end(with error: RPCError, steps: (Int64) -> Bool) {
-    for (step, waiters) in waiting where steps(step) {
-      for waiter in waiters.values { waiter.continuation.resume(throwing: error) }
-      waiting[step] = nil
-    }
-    next = next.filter { !steps($0.key) }
-    failures = failures.filter { !steps($0.key) }
-  }
-}
-
-/// A call of a step that takes its turn in the step's schedule order.
-enum TurnCall: Hashable, CustomStringConvertible {
-  case forward(StageRunner.MicroBatch)
-  case backward(StageRunner.MicroBatch)
-  case weights(StageRunner.MicroBatch)
-
-  var microBatch: StageRunner.MicroBatch {
-    switch self {
-    case .forward(let microBatch), .backward(let microBatch), .weights(let microBatch): microBatch
-    }
-  }
-
-  var description: String {
-    switch self {
-    case .forward(let microBatch): "the forward of step \(microBatch.step) micro-batch \(microBatch.index)"
-    case .backward(let microBatch): "the backward of step \(microBatch.step) micro-batch \(microBatch.index)"
-    case .weights(let microBatch): "the weight gradients of step \(microBatch.step) micro-batch \(microBatch.index)"
-    }
-  }
-}
-
 /// A stage's gradient sums lent to one backward computing off the actor:
 /// that computation alone touches them until it hands them back.
 private final class GradientSums: @unchecked Sendable {
@@ -1235,24 +1083,6 @@ private final class GradientSums: @unchecked Sendable {
       spare.setToZero()
       values[name] = spare
     }
-  }
-}
-
-extension Pipemesh_V1_CallTiming {
-  /// Captures the outcome of `fetch`, which resolves `source`; notes when
-  /// the input was asked for and when it came if `source` names a
-  /// neighbour's tensor.
-  fileprivate mutating func fetchingInput<T>(
-    _ source: Pipemesh_V1_TensorSource?, _ fetch: () async throws -> T
-  ) async -> Result<T, any Error> {
-    let requested = WallClock.nanos
-    let result: Result<T, any Error>
-    do { result = .success(try await fetch()) } catch { result = .failure(error) }
-    if case .reference = source?.source {
-      inputRequestedUnixNanos = requested
-      inputReceivedUnixNanos = WallClock.nanos
-    }
-    return result
   }
 }
 

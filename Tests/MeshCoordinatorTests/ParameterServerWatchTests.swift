@@ -56,10 +56,14 @@ private final class ScriptedStats: RPCService, Sendable {
       try ParameterServerClient(endpoints: endpoints, dialer: network), askInterval: .zero, askTimeout: .seconds(120))
   }
 
+  /// A lease that outlasts any wait of a starved test: one that lapsed
+  /// between two renewals would make the second news.
+  static let longLease = Duration.seconds(3600)
+
   @Test func aLeaseThatIsNewsAsksItsTaskAtOnce() async throws {
     let (first, second) = (ScriptedStats(), ScriptedStats())
     let watch = try Self.watch(first, second)
-    await watch.renew("ps-0.in-process:1", incarnation: 1, for: .seconds(60))
+    await watch.renew("ps-0.in-process:1", incarnation: 1, for: Self.longLease)
     // The first lease is news: its task alone was asked, with no round.
     #expect(first.calls.withLock { $0 } == 1 && second.calls.withLock { $0 } == 0)
     var status = watch.status
@@ -67,11 +71,11 @@ private final class ScriptedStats: RPCService, Sendable {
     #expect(status[0].leaseSecondsLeft > 0 && !status[0].silent)
     #expect(!status[1].joined && !status[1].hasStats)
     // The same incarnation again is not news.
-    await watch.renew("ps-0.in-process:1", incarnation: 1, for: .seconds(60))
+    await watch.renew("ps-0.in-process:1", incarnation: 1, for: Self.longLease)
     #expect(first.calls.withLock { $0 } == 1)
     // Restarted: its new incarnation is news.
     first.incarnation.withLock { $0 = 2 }
-    await watch.renew("ps-0.in-process:1", incarnation: 2, for: .seconds(60))
+    await watch.renew("ps-0.in-process:1", incarnation: 2, for: Self.longLease)
     #expect(first.calls.withLock { $0 } == 2)
     status = watch.status
     #expect(status[0].stats.incarnation == 2 && status[0].joinedIncarnation == 2, "\(status[0])")
@@ -85,7 +89,7 @@ private final class ScriptedStats: RPCService, Sendable {
     var status = watch.status[0]
     #expect(status.silent && status.error.hasPrefix("its lease lapsed") && status.leaseSecondsLeft == 0, "\(status)")
     // Renewed after it lapsed (a task thawed): news, and no longer silent.
-    await watch.renew("ps-0.in-process:1", incarnation: 1, for: .seconds(60))
+    await watch.renew("ps-0.in-process:1", incarnation: 1, for: Self.longLease)
     #expect(task.calls.withLock { $0 } == 2)
     status = watch.status[0]
     #expect(!status.silent && status.error.isEmpty && status.joined, "\(status)")
@@ -106,7 +110,7 @@ private final class ScriptedStats: RPCService, Sendable {
     let round = Task { await watch.ask(within: .seconds(60)) }
     try #require(await eventually(timeout: .seconds(300)) { task.calls.withLock { $0 } == 1 })
     task.incarnation.withLock { $0 = 2 }
-    await watch.renew("ps-0.in-process:1", incarnation: 2, for: .seconds(60))
+    await watch.renew("ps-0.in-process:1", incarnation: 2, for: Self.longLease)
     #expect(watch.status[0].stats.incarnation == 2)
     task.releaseTheFirstCall()
     await round.value
