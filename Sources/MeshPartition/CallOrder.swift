@@ -146,9 +146,9 @@ enum TurnCall: Hashable, CustomStringConvertible {
 
   var description: String {
     switch self {
-    case .forward(let microBatch): "the forward of step \(microBatch.step) micro-batch \(microBatch.index)"
-    case .backward(let microBatch): "the backward of step \(microBatch.step) micro-batch \(microBatch.index)"
-    case .weights(let microBatch): "the weight gradients of step \(microBatch.step) micro-batch \(microBatch.index)"
+    case .forward(let microBatch): "the forward of \(microBatch)"
+    case .backward(let microBatch): "the backward of \(microBatch)"
+    case .weights(let microBatch): "the weight gradients of \(microBatch)"
     }
   }
 }

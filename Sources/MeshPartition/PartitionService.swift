@@ -88,9 +88,8 @@ public final class PartitionService: RPCService, Sendable {
       try await Self.timed {
         try Self.check(request.key, training: true)
         try Self.check(schedulePosition: request.schedulePosition)
-        let timing = try await runner(request.key.job).backwardWeights(
-          MicroBatch(request.key), schedulePosition: request.schedulePosition)
-        return .with { $0.timing = Pipemesh_V1_CallTiming(timing) }
+        return try await .init(
+          runner(request.key.job).backwardWeights(MicroBatch(request.key), schedulePosition: request.schedulePosition))
       }
     }
     router.unary(PartitionMethods.commit) { [self] request, _ in
@@ -100,14 +99,10 @@ public final class PartitionService: RPCService, Sendable {
           throw RPCError(
             .invalidArgument, "gradient_scale is \(request.gradientScale); give 0 (unscaled) to 1")
         }
-        let committed = try await runner(request.job).commit(
-          step: request.step, flush: request.flush,
-          gradientScale: request.gradientScale == 0 ? 1 : request.gradientScale)
-        return .with {
-          $0.version = committed.version
-          $0.penalty = committed.penalty
-          $0.memory = .current(jobBytes: committed.jobBytes)
-        }
+        return try await .init(
+          runner(request.job).commit(
+            step: request.step, flush: request.flush,
+            gradientScale: request.gradientScale == 0 ? 1 : request.gradientScale))
       }
     }
     router.unary(PartitionMethods.gradientNorm) { [self] request, _ in

@@ -24,11 +24,14 @@ extension TensorSource {
 }
 
 extension TensorReference {
+  /// The reference a request's `field` gives: its key must be a data-plane
+  /// key as `DataPlaneKey.wire` writes it.
   init(wire: Pipemesh_V1_TensorReference, field: String) throws {
     do { key = try DataPlaneKey(wire: wire.key) } catch let error as WireError { throw error.within("\(field).key") }
     endpoint = wire.endpoint
   }
 
+  /// The reference as an answer carries it.
   var wire: Pipemesh_V1_TensorReference {
     .with {
       $0.endpoint = endpoint
@@ -43,7 +46,7 @@ extension ForwardCall {
   init(_ request: Pipemesh_V1_ForwardRequest, lastStage: Bool) throws {
     self.init(
       microBatch: MicroBatch(request.key), input: try TensorSource(wire: request.input, field: "input"),
-      targets: lastStage ? try Tensor(wire: request.targets, what: "targets") : nil,
+      targets: lastStage ? try Tensor(targets: request.targets, what: "targets") : nil,
       batchSize: Int(request.batchSize), schedulePosition: request.schedulePosition,
       weightsAfterStep: request.hasWeightsAfterStep ? request.weightsAfterStep : nil)
   }
@@ -61,6 +64,7 @@ extension BackwardCall {
 }
 
 extension Pipemesh_V1_CallTiming {
+  /// The stage's times; the service adds when the call came and went.
   init(_ timing: StageTiming) {
     self.init()
     inputRequestedUnixNanos = timing.inputRequested
@@ -72,6 +76,7 @@ extension Pipemesh_V1_CallTiming {
 }
 
 extension Pipemesh_V1_ForwardResponse {
+  /// A Forward's or an Infer's answer.
   init(_ result: ForwardResult) {
     self.init()
     switch result.output {
@@ -86,9 +91,32 @@ extension Pipemesh_V1_ForwardResponse {
 }
 
 extension Pipemesh_V1_BackwardResponse {
+  /// A Backward's answer.
   init(_ result: BackwardResult) {
     self.init()
     if let inputGradient = result.inputGradient { self.inputGradient = inputGradient.wire }
     timing = Pipemesh_V1_CallTiming(result.timing)
+  }
+}
+
+extension Pipemesh_V1_BackwardWeightsResponse {
+  /// A BackwardWeights's answer: when it computed.
+  init(_ timing: StageTiming) {
+    self.init()
+    self.timing = Pipemesh_V1_CallTiming(timing)
+  }
+}
+
+extension Pipemesh_V1_CommitResponse {
+  /// A Commit's answer.
+  init(_ result: CommitResult) {
+    self.init()
+    version = result.version
+    penalty = result.penalty
+    memory = .with {
+      $0.jobBytes = Int64(result.jobBytes)
+      $0.residentBytes = Int64(result.residentBytes)
+      $0.peakResidentBytes = Int64(result.peakResidentBytes)
+    }
   }
 }

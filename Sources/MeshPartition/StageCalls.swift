@@ -48,7 +48,7 @@ struct StageTiming: Sendable, Equatable {
   var outputOffered: Int64 = 0
 
   /// Seconds the call computed.
-  var computeSeconds: Double { Double(computeEnded - computeStarted) / 1e9 }
+  var computeSeconds: Double { WallClock.seconds(from: computeStarted, to: computeEnded) }
 
   /// The input `source` names: the tensor itself, or the result of `fetch`
   /// for a reference, noting when it was asked for and when it came.
@@ -132,7 +132,10 @@ struct CommitResult: Sendable {
   var version: Int64 = 0
   /// The L2 penalty of the weights the step ran on.
   var penalty: Double = 0
-  /// Bytes the job holds on this stage at its fullest: variables, optimizer
-  /// slots and the running steps' gradient sums.
+  /// Bytes the job holds on this stage at its fullest (variables, optimizer
+  /// slots and the running steps' gradient sums), and the process's
+  /// resident bytes now and at their peak, read before the update.
   var jobBytes = 0
+  var residentBytes = 0
+  var peakResidentBytes = 0
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MeshOps
 import MeshPSClient
 import MeshProto
 import MeshRPC
@@ -129,7 +130,7 @@ actor StageRunner {
     var backwardRunning = false
   }
 
-  nonisolated var isFirst: Bool { layers.lowerBound == 0 }
+  var isFirst: Bool { layers.lowerBound == 0 }
   /// Whether the stage ends its model: it computes the loss, from targets
   /// its forwards bring, and its backwards bring no output gradient.
   nonisolated var isLast: Bool { layers.upperBound == model.layers.count }
@@ -370,6 +371,12 @@ actor StageRunner {
     try model.checkInput(input, layers: layers, "stage \(stage) of job \(job)")
     let batch = input.shape[0]
     let target = call.targets
+    // The last stage alone computes the loss, and it must.
+    guard (target != nil) == isLast else {
+      throw RPCError(
+        .invalidArgument,
+        isLast ? "targets are missing: the last stage computes the loss" : "stage \(stage) takes no targets")
+    }
     if let target {
       try model.checkTarget(target, batchSize: batch, "targets of job \(job)")
       guard call.batchSize >= batch else {
@@ -507,10 +514,12 @@ actor StageRunner {
     guard let entry = kept[microBatch], entry.forward != nil || entry.input != nil, !entry.backwardRunning else {
       throw RPCError(
         .failedPrecondition,
-        "stage \(stage) of job \(job) has no finished forward of step \(microBatch.step) micro-batch \(microBatch.index) to run backward from"
+        "stage \(stage) of job \(job) has no finished forward of \(microBatch) to run backward from"
       )
     }
-    let upstream = outputGradient ?? entry.lossGradient!
+    guard let upstream = outputGradient ?? entry.lossGradient else {
+      throw RPCError(.invalidArgument, "output_gradient is missing: stage \(stage) is not the model's last")
+    }
     kept[microBatch]?.backwardRunning = true
     let (model, layers, isFirst) = (model, layers, isFirst)
     let variables = entry.weights ?? variables
@@ -582,7 +591,7 @@ actor StageRunner {
 
   /// Computes the weight gradients a split backward held back (the W of a
   /// zero-bubble schedule), in the step's schedule order at
-  /// `schedulePosition` (see `ForwardCall`).
+  /// `schedulePosition` (see `ForwardCall.schedulePosition`).
   func backwardWeights(_ microBatch: MicroBatch, schedulePosition: Int32) async throws -> StageTiming {
     try checkOpen(microBatch.step)
     let task = weightCalls.call(microBatch) {
@@ -599,8 +608,8 @@ actor StageRunner {
     guard let held = heldWeights.removeValue(forKey: microBatch) else {
       throw RPCError(
         .failedPrecondition,
-        "stage \(stage) of job \(job) holds no weight gradients of step \(microBatch.step) micro-batch "
-          + "\(microBatch.index): its Backward must run first, with weights_later")
+        "stage \(stage) of job \(job) holds no weight gradients of \(microBatch): its Backward must run first, "
+          + "with weights_later")
     }
     var timing = StageTiming()
     timing.computeStarted = WallClock.nanos
@@ -893,6 +902,8 @@ actor StageRunner {
       bytes(variables.values) * (stashesWeights ? 2 : 1) + accumulated.values.reduce(0) { $0 + bytes($1.values) }
       + (localUpdates?.slots.values.reduce(0) { $0 + bytes($1.values) } ?? 0)
     result.jobBytes = jobBytes
+    let resident = HostMemory.resident()
+    (result.residentBytes, result.peakResidentBytes) = (resident.now, resident.peak)
     // Under weight stashing the weights before the update stay, for the step begun beside this one.
     let previous = stashesWeights ? weightsStep.map { (step: $0, variables: variables) } : nil
     func advanceWeights() {

@@ -818,7 +818,7 @@ import Testing
     let (inputs, targets) = PipelineTrainingTests.classification(count: 4)
     func forward(
       _ method: UnaryMethod<Pipemesh_V1_ForwardRequest, Pipemesh_V1_ForwardResponse>, step: Int64, microBatch: Int32,
-      position: Int32 = 0
+      position: Int32 = 0, input: Pipemesh_V1_TensorSource? = nil
     ) async throws {
       _ = try await partition.call(
         method,
@@ -828,11 +828,19 @@ import Testing
             $0.step = step
             $0.microBatch = microBatch
           }
-          $0.input = .with { $0.inline = Pipemesh_V1_Tensor(inputs) }
+          $0.input = input ?? .with { $0.inline = Pipemesh_V1_Tensor(inputs) }
           $0.targets = Pipemesh_V1_Tensor(targets)
           $0.batchSize = 4
           $0.schedulePosition = position
         })
+    }
+    /// A Forward of step 1 whose input is the tensor `key` at `endpoint`.
+    func forward(inputAt endpoint: String, key: String) async throws {
+      let reference = Pipemesh_V1_TensorReference.with {
+        $0.endpoint = endpoint
+        $0.key = key
+      }
+      try await forward(PartitionMethods.forward, step: 1, microBatch: 0, input: .with { $0.reference = reference })
     }
     func load(_ change: @Sendable (inout Pipemesh_V1_LoadStageRequest) -> Void) async throws {
       var request = Pipemesh_V1_LoadStageRequest.with {
@@ -941,22 +949,17 @@ import Testing
       ),
       (
         "Forward, input at an endpoint outside the job",
-        {
-          _ = try await partition.call(
-            PartitionMethods.forward,
-            .with {
-              $0.key = .with {
-                $0.job = "hostile"
-                $0.step = 1
-              }
-              $0.input.reference = .with {
-                $0.endpoint = "127.0.0.1:1"
-                $0.key = "hostile/1/0/activation"
-              }
-              $0.targets = Pipemesh_V1_Tensor(targets)
-              $0.batchSize = 4
-            })
-        }, "not one of the job's partitions"
+        { try await forward(inputAt: "127.0.0.1:1", key: "hostile/1/0/activation") },
+        "not one of the job's partitions"
+      ),
+      (
+        "Forward, input by a key that is not a data-plane key",
+        { try await forward(inputAt: mesh.partitions[3].endpoint, key: "hostile/01/0/activation") },
+        "input.reference.key: key 'hostile/01/0/activation' is not in canonical form"
+      ),
+      (
+        "Forward, no input", { try await forward(PartitionMethods.forward, step: 1, microBatch: 0, input: .init()) },
+        "input is missing"
       ),
     ]
     for (what, call, field) in cases {

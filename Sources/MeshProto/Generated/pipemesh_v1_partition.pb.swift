@@ -57,8 +57,10 @@ public nonisolated struct Pipemesh_V1_TensorReference: Sendable {
   /// any other is PERMISSION_DENIED.
   public var endpoint: String = String()
 
-  /// Valid: any; a tensor not held is awaited in training (ABORTED once its step is committed or
-  /// its job unloaded, DEADLINE_EXCEEDED after an hour from a peer) and NOT_FOUND in Infer.
+  /// Valid: a data-plane key, job/step/micro-batch/kind (activation, gradient, inference or
+  /// reduction) as the coordinator writes it; INVALID_ARGUMENT otherwise. A tensor not held is
+  /// awaited in training (ABORTED once its step is committed or its job unloaded,
+  /// DEADLINE_EXCEEDED after an hour from a peer) and NOT_FOUND in Infer.
   public var key: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
