@@ -56,7 +56,8 @@ def main() -> None:
     counts = [int(count) for count in arguments.stages.split(",")]
     print(f"| example | stages | split | imbalance | split at whole layers | its imbalance | goal ≤ {GOAL} |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for spec in sorted((REPOSITORY / "examples").glob(f"*{arguments.example}*.json")):
+    pattern = f"*{arguments.example}*.json" if arguments.example else "*.json"
+    for spec in sorted((REPOSITORY / "examples").glob(pattern)):
         for stages in counts:
             planned = plan(arguments.pipemesh, spec, stages, arguments.rows, [])
             if isinstance(planned, str):

@@ -149,8 +149,8 @@ extension Sequential {
   /// Times each layer's training forward and backward on a micro-batch of
   /// `rows` examples on this machine, one layer at a time (so only one
   /// layer's variables and activations are held): its variables drawn as a
-  /// job draws them, an input of zeros of the layer's shape (a valid token
-  /// for an embedding), an output gradient of ones. Each time is the median
+  /// job draws them, an input as `timingInput` draws it, an output gradient
+  /// of ones. Each time is the median
   /// of `repeats` runs after one untimed. `goOn` is asked before each run:
   /// once it says no, timing stops with `TimingRefusal` (a deadline passed).
   /// A dense layer too big to time whole is timed on a stand-in (`timedStandIn(for:)`).
@@ -202,15 +202,15 @@ extension Sequential {
   }
 
   /// One stage of `range`'s training forward and backward on `rows`
-  /// examples: its variables drawn as a job draws them, an input of zeros,
-  /// an output gradient of ones; the median of `repeats` runs after one
-  /// untimed, each taken by `measure`.
+  /// examples: its variables drawn as a job draws them, an input as
+  /// `timingInput` draws it, an output gradient of ones; the median of
+  /// `repeats` runs after one untimed, each taken by `measure`.
   private func timeStage(
     _ range: Range<Int>, inputGradient: Bool, rows: Int, repeats: Int, goOn: () -> Bool,
     measure: (() -> Void) -> Duration, what: String
   ) throws(TimingRefusal) -> LayerTiming {
     let variables = initialVariables(layers: range)
-    let input = Tensor.zeros([rows] + activationShapes[range.lowerBound])
+    let input = timingInput(rows: rows, layer: range.lowerBound)
     let context = ForwardContext(training: true, seed: spec.seed)
     var forwards: [Duration] = []
     var backwards: [Duration] = []
@@ -230,6 +230,19 @@ extension Sequential {
     }
     return LayerTiming(
       forward: forwards.sorted()[forwards.count / 2], backward: backwards.sorted()[backwards.count / 2])
+  }
+}
+
+extension Sequential {
+  /// An input of `rows` examples for timing the layers from `layer` on: token ids spread over
+  /// the vocabulary for an embedding, else values drawn from N(0, 1), as activations are.
+  /// Zeros would time the elementwise functions at their fast paths (tanh, exp and GELU of 0,
+  /// a softmax of equal scores): layers fed zeros would seem cheaper than those after them.
+  func timingInput(rows: Int, layer: Int) -> Tensor {
+    let shape = [rows] + activationShapes[layer]
+    guard let embedding = layers[layer] as? Embedding else { return .randomNormal(shape, seed: spec.seed) }
+    let count = shape.reduce(1, *)
+    return Tensor(shape: shape, scalars: (0..<count).map { Float($0 * 7919 % embedding.vocabularySize) })
   }
 }
 
