@@ -14,8 +14,9 @@ import MeshTensor
 /// fixed part, which a backward pays per call, and below the jobs' fewest
 /// rows the ratio the line has there (`LinearCost.leastUnits`). Kept in the
 /// coordinator's state (as JSON), so a restart forgets none; one saved
-/// before calibrations counted their backward's calls cannot be read and is
-/// not used.
+/// before calibrations counted their backward's calls, or before layers were
+/// timed on the inputs they are now (`Sequential.timingInputs`), cannot be
+/// read and is not used.
 public struct StepCalibration: Sendable, Equatable, Codable {
   /// The job whose steps these are, and its micro-batches' rows.
   public let job: String
@@ -25,6 +26,9 @@ public struct StepCalibration: Sendable, Equatable, Codable {
   /// The calls a micro-batch's backward took on a stage in the job's
   /// schedule (`ScheduleKind.callsPerBackward`).
   public let backwardCalls: Int
+  /// What the layers' times it corrects were measured on
+  /// (`Sequential.timingInputs`).
+  public let layerTimeInputs: Int
   /// Per stage, the seconds of a forward and of a backward by the seconds
   /// the layers' times predict for it; a backward's fixed part is per call.
   public private(set) var forward: [LinearCost]
@@ -73,6 +77,7 @@ public struct StepCalibration: Sendable, Equatable, Codable {
     self.rows = rows
     self.bounds = bounds
     self.backwardCalls = backwardCalls
+    layerTimeInputs = Sequential.timingInputs
     observedForward = observed.stages.map(\.forward)
     predictedForward = predicted.map(\.forward.seconds)
     observedBackward = observed.stages.map { $0.inputGradient + $0.weightGradient }
@@ -148,6 +153,7 @@ public struct StepCalibration: Sendable, Equatable, Codable {
     let perStage = [observedForward, predictedForward, observedBackward, predictedBackward, commitSeconds]
     let lines = forward + backward + [transfer]
     return rows > 0 && stages > 0 && Self.believedBackwardCalls.contains(backwardCalls)
+      && layerTimeInputs == Sequential.timingInputs
       && perStage.allSatisfy { $0.count == stages }
       && forward.count == stages && backward.count == stages
       && (perStage.joined() + [observedTransfer]).allSatisfy { $0.isFinite && $0 >= 0 && $0 <= Self.longestCall }

@@ -24,8 +24,8 @@ import Testing
   static let inputs = Tensor(shape: [8, 6], scalars: (0..<48).map { Float(($0 * 37) % 23) / 11 - 1 })
   static let labels = Tensor(shape: [8], scalars: (0..<8).map { Float($0 % 3) })
 
-  /// A job of `spec` cut into `stages` (layer ranges), each loaded on a
-  /// fresh ps under sync consistency, so each stage is its variables' sole
+  /// A job of `spec` cut into `stages` (layer ranges), loaded on one fresh
+  /// ps under sync consistency, so each stage is its variables' sole
   /// writer and keeps them. The stages share one data plane, as stages on
   /// one partition do. Returns them, a ps client that reads what they
   /// flushed, and their activity.
@@ -74,17 +74,19 @@ import Testing
     for (name, value) in initial {
       let gradient = try #require(reference.gradients[name]).scalars
       let expected = value.scalars.enumerated().map { $1 - learningRate * gradient[$0] }
-      trained[name] = try #require(pulled[name]?.value)
-      let worst = zip(trained[name]?.scalars ?? [], expected).map { abs($0 - $1) }.max() ?? .infinity
+      let values = try #require(pulled[name]?.value)
+      trained[name] = values
+      #expect(values.shape == value.shape, "\(name)")
+      let worst = zip(values.scalars, expected).map { abs($0 - $1) }.max() ?? .infinity
       #expect(worst < 1e-6, "\(name) is off by \(worst)")
-      #expect(trained[name]?.scalars != value.scalars, "\(name) moved")
+      #expect(values.scalars != value.scalars, "\(name) moved")
     }
     return trained
   }
 
   /// A forward, a backward and a flushing commit of one micro-batch leave
   /// the loss and the weights that one process's gradient and SGD step give.
-  @Test func oneStepOfTheVerbsIsOneProcesssStep() async throws {
+  @Test func oneStepOfTheVerbsIsOneProcessStep() async throws {
     let (stages, ps, _) = try await Self.loaded(job: "verbs")
     let microBatch = MicroBatch(step: 1, index: 0)
     let forward = try await stages[0].forward(
@@ -121,12 +123,13 @@ import Testing
       ForwardCall(
         microBatch: microBatch, input: .reference(activation), targets: Self.labels, batchSize: 8,
         schedulePosition: 1, weightsAfterStep: nil))
-    #expect(last.timing.inputRequested > 0 && last.timing.inputReceived >= last.timing.inputRequested)
+    #expect(last.timing.inputRequested > 0, "the input was fetched by its reference")
     let lastBackward = try await stages[1].backward(
       BackwardCall(microBatch: microBatch, outputGradient: nil, schedulePosition: 2, weightsLater: true))
-    await #expect(throws: RPCError.self, "a commit before the held-back weight gradients are computed") {
+    let early = await #expect(throws: RPCError.self, "a commit before the held-back weight gradients") {
       try await stages[1].commit(step: 1, flush: true)
     }
+    #expect(early?.code == .failedPrecondition && early?.message.contains("BackwardWeights") == true)
     _ = try await stages[1].backwardWeights(microBatch, schedulePosition: 3)
     let firstBackward = try await stages[0].backward(
       BackwardCall(

@@ -150,8 +150,7 @@ extension Sequential {
   /// `rows` examples on this machine, one layer at a time (so only one
   /// layer's variables and activations are held): its variables drawn as a
   /// job draws them, an input as `timingInput` draws it, an output gradient
-  /// of ones. Each time is the median
-  /// of `repeats` runs after one untimed. `goOn` is asked before each run:
+  /// of ones. Each time is the median of `repeats` runs after one untimed. `goOn` is asked before each run:
   /// once it says no, timing stops with `TimingRefusal` (a deadline passed).
   /// A dense layer too big to time whole is timed on a stand-in (`timedStandIn(for:)`).
   /// A Dense, Conv2D, LSTM, GRU or Transformer layer of at most `largestSplitParameters` is also
@@ -234,15 +233,27 @@ extension Sequential {
 }
 
 extension Sequential {
-  /// An input of `rows` examples for timing the layers from `layer` on: token ids spread over
-  /// the vocabulary for an embedding, else values drawn from N(0, 1), as activations are.
+  /// What `timingInput` times layers on, numbered anew whenever that changes: what was derived
+  /// from layer times taken otherwise (a job's calibration) is not mixed with the times now.
+  /// 1: zeros; 2: token ids and varied values.
+  public static let timingInputs = 2
+
+  /// An input of `rows` examples for timing the layers from `layer` on: token ids drawn from
+  /// the vocabulary of the embedding that reads them (after any Flatten layers), else varied
+  /// values of unit variance, drawn uniformly (cheap to draw for the largest layers timed).
   /// Zeros would time the elementwise functions at their fast paths (tanh, exp and GELU of 0,
   /// a softmax of equal scores): layers fed zeros would seem cheaper than those after them.
   func timingInput(rows: Int, layer: Int) -> Tensor {
     let shape = [rows] + activationShapes[layer]
-    guard let embedding = layers[layer] as? Embedding else { return .randomNormal(shape, seed: spec.seed) }
+    let seed = PortableRandom.derivedSeed(spec.seed, "timing input")
+    guard let embedding = layers[layer...].first(where: { !($0 is Flatten) }) as? Embedding else {
+      return .randomUniform(shape, lowerBound: -Float(3).squareRoot(), upperBound: Float(3).squareRoot(), seed: seed)
+    }
+    let vocabulary = embedding.vocabularySize
     let count = shape.reduce(1, *)
-    return Tensor(shape: shape, scalars: (0..<count).map { Float($0 * 7919 % embedding.vocabularySize) })
+    return Tensor(
+      shape: shape,
+      scalars: (0..<count).map { Float(PortableRandom.bits(seed: seed, counter: UInt64($0)) % UInt64(vocabulary)) })
   }
 }
 
