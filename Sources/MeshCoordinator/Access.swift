@@ -71,20 +71,24 @@ public final class TokenFile: Sendable {
   /// The caller a call's headers name, or UNAUTHENTICATED.
   public func caller(_ metadata: Metadata) throws -> Caller {
     guard let header = metadata["authorization"], header.hasPrefix("Bearer ") else {
-      throw RPCError(
+      throw CoordinatorError(
         .unauthenticated,
         "this coordinator needs a token: send the header 'authorization: Bearer <token>' (the CLI reads PIPEMESH_TOKEN or --token-file)"
       )
     }
     guard let entries = currentEntries() else {
-      throw RPCError(.unauthenticated, "this coordinator's tokens file cannot be used now; its operator has been told")
+      throw CoordinatorError(
+        .unauthenticated,
+        "this coordinator's tokens file cannot be used now; its operator has been told")
     }
     let token = Array(header.utf8.dropFirst("Bearer ".utf8.count))
     // Every entry is compared whole, so the time taken says nothing of which
     // token, or how much of one, matched.
     var match: Caller?
     for entry in entries where Self.constantTimeEqual(entry.token, token) { match = entry.caller }
-    guard let match else { throw RPCError(.unauthenticated, "the token is not in this coordinator's tokens file") }
+    guard let match else {
+      throw CoordinatorError(.unauthenticated, "the token is not in this coordinator's tokens file")
+    }
     return match
   }
 

@@ -29,21 +29,21 @@ enum ClosedForm {
     guard model.layers.count == 1, let dense = model.layers[0] as? Dense, dense.activation == .linear,
       model.spec.loss == .meanSquaredError
     else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "model: Solve fits one Dense layer without activation under mean squared error (linear or ridge "
           + "regression); train other models with Train")
     }
     guard model.activationShapes[0].count == 1, dense.inputSize <= maxFeatures,
       dense.outputSize <= maxFeatures
     else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "model input_shape \(model.activationShapes[0]) and units \(dense.outputSize): Solve takes examples of "
           + "one axis of at most \(maxFeatures) features and at most \(maxFeatures) outputs")
     }
     guard request.validationFraction >= 0, request.validationFraction < 1 else {
-      throw RPCError(.invalidArgument, "validation_fraction must be in [0, 1)")
+      throw CoordinatorError(.invalidRequest, "validation_fraction must be in [0, 1)")
     }
     let inputs =
       inputs.rank == 2 ? inputs : inputs.reshaped(to: [inputs.shape[0], inputs.scalarCount / max(1, inputs.shape[0])])
@@ -54,7 +54,9 @@ enum ClosedForm {
     let split = PortableRandom.heldOutSplit(
       count: inputs.shape[0], validationFraction: Double(request.validationFraction), seed: request.shuffleSeed)
     guard !split.train.isEmpty else {
-      throw RPCError(.invalidArgument, "validation_fraction \(request.validationFraction) leaves no training example")
+      throw CoordinatorError(
+        .invalidRequest,
+        "validation_fraction \(request.validationFraction) leaves no training example")
     }
     let training = inputs.rows(split.train)
     let normalization = try Pipemesh_V1_InputNormalization.fitted(
@@ -71,7 +73,7 @@ enum ClosedForm {
     do {
       fitted = try LinearRegression.closedForm(x: x, y: y, ridge: ridge)
     } catch let error as TensorError {
-      throw RPCError(.invalidArgument, "the training split cannot be solved: \(error.message)")
+      throw CoordinatorError(.invalidRequest, "the training split cannot be solved: \(error.message)")
     }
     let squaredKernel = fitted.weights.scalars.reduce(0.0) { $0 + Double($1) * Double($1) }
     let trainingLoss = meanSquaredError(fitted.predict(x), y) + l2 / 2 * squaredKernel

@@ -13,12 +13,14 @@ public struct Cluster: Sendable {
   public let dialer: any RPCDialer
 
   public init(parameterServers: [String], partitions: [[String]], dialer: any RPCDialer = GRPCDialer()) throws {
-    guard !parameterServers.isEmpty else { throw RPCError(.invalidArgument, "the cluster has no ps task") }
+    guard !parameterServers.isEmpty else { throw CoordinatorError(.invalidRequest, "the cluster has no ps task") }
     guard partitions.allSatisfy({ !$0.isEmpty }) else {
-      throw RPCError(.invalidArgument, "every stage needs at least one partition")
+      throw CoordinatorError(.invalidRequest, "every stage needs at least one partition")
     }
     guard Set(partitions.map(\.count)).count <= 1 else {
-      throw RPCError(.invalidArgument, "every stage needs the same number of replicas, got \(partitions.map(\.count))")
+      throw CoordinatorError(
+        .invalidRequest,
+        "every stage needs the same number of replicas, got \(partitions.map(\.count))")
     }
     self.parameterServers = parameterServers
     self.partitions = partitions

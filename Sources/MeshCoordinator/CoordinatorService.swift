@@ -427,7 +427,7 @@ public final class CoordinatorService: RPCService, Sendable {
       do {
         file = try FileHandle(forReadingFrom: URL(fileURLWithPath: store.weightsPath(model)))
       } catch {
-        throw RPCError(.dataLoss, "the weights of model \(model.reference) cannot be read: \(error)")
+        throw CoordinatorError(.storedDataDamaged, "the weights of model \(model.reference) cannot be read: \(error)")
       }
       defer { try? file.close() }
       var first = true
@@ -1036,8 +1036,7 @@ public final class CoordinatorService: RPCService, Sendable {
   /// partition or ps task that died, restarted or stopped answering), which
   /// a restart from a checkpoint can cure.
   private static func isMemberFailure(_ error: any Error) -> Bool {
-    guard let error = error as? RPCError else { return false }
-    return [.unavailable, .deadlineExceeded, .aborted].contains(error.code)
+    [.unavailable, .deadlineExceeded, .aborted].contains(RPCError(answering: error).code)
   }
 
   /// How many times a restart waits for the members to answer (each wait up
@@ -1049,11 +1048,11 @@ public final class CoordinatorService: RPCService, Sendable {
   /// spare in place of the one that was lost, or the lost one back. Nil when
   /// they do not, or it cannot (the job's record says why).
   private func restart(_ failed: TrainingJob) async -> TrainingJob? {
-    var problem: any Error = RPCError(.unavailable, "the mesh's members did not answer")
+    var problem: any Error = CoordinatorError(.membersSilent, "the mesh's members did not answer")
     for _ in 0..<Self.restartWaits {
       do {
         return try await prepareResume(failed.name, by: .anonymous, fromStart: true)
-      } catch let error as RPCError where error.code == .unavailable {
+      } catch  where RPCError(answering: error).code == .unavailable {
         problem = error
       } catch {
         problem = error
@@ -1182,7 +1181,7 @@ public final class CoordinatorService: RPCService, Sendable {
         _ = try await resume(name, by: .anonymous)
         outcomes.append((name, ""))
       } catch {
-        outcomes.append((name, "\(error)"))
+        outcomes.append((name, RPCError.describing(error)))
       }
     }
     return outcomes

@@ -69,7 +69,9 @@ public final class CoordinatorStore: Sendable {
         }
       }
     } catch let error as DatabaseError {
-      throw RPCError(.internal, "the coordinator's state in \(directory ?? "memory") cannot be opened: \(error)")
+      throw CoordinatorError(
+        .stateStoreFailed,
+        "the coordinator's state in \(directory ?? "memory") cannot be opened: \(error)")
     }
   }
 
@@ -329,7 +331,7 @@ public final class CoordinatorStore: Sendable {
     do {
       try SafeTensors.write(.init(tensors: ["inputs": inputs, "targets": targets]), to: dataPath(runID))
     } catch {
-      throw RPCError(.internal, "the examples of \(runID) cannot be kept in \(dataDirectory): \(error)")
+      throw CoordinatorError(.stateStoreFailed, "the examples of \(runID) cannot be kept in \(dataDirectory): \(error)")
     }
   }
 
@@ -340,7 +342,7 @@ public final class CoordinatorStore: Sendable {
     }
     let contents = try SafeTensors.decode(bytes)
     guard let inputs = contents.tensors["inputs"], let targets = contents.tensors["targets"] else {
-      throw RPCError(.dataLoss, "the examples kept for \(runID) are incomplete")
+      throw CoordinatorError(.storedDataDamaged, "the examples kept for \(runID) are incomplete")
     }
     return (inputs, targets)
   }
@@ -469,8 +471,9 @@ public final class CoordinatorStore: Sendable {
         // rename(2) replaces what a registration whose transaction did not commit left there.
         let destination = "\(modelsDirectory)/\(model.weightsFile)"
         guard rename(incoming, destination) == 0 else {
-          throw RPCError(
-            .internal, "the coordinator could not move the weights into place: \(String(cString: strerror(errno)))")
+          throw CoordinatorError(
+            .stateStoreFailed,
+            "the coordinator could not move the weights into place: \(String(cString: strerror(errno)))")
         }
         moved.withLock { $0 = destination }
         return model
@@ -547,8 +550,8 @@ public final class CoordinatorStore: Sendable {
     do { return try database.write(body) } catch let error as DatabaseError { throw storeError(error) }
   }
 
-  private func storeError(_ error: DatabaseError) -> RPCError {
-    RPCError(.internal, "the coordinator's state in \(directory ?? "memory") failed: \(error)")
+  private func storeError(_ error: DatabaseError) -> CoordinatorError {
+    CoordinatorError(.stateStoreFailed, "the coordinator's state in \(directory ?? "memory") failed: \(error)")
   }
 }
 
@@ -574,7 +577,9 @@ struct ModelReference: Sendable, Hashable, CustomStringConvertible {
     if parts.count == 2 {
       guard parts[1].hasPrefix("v"), let version = Int(parts[1].dropFirst()), version >= 1, version <= Int(Int32.max)
       else {
-        throw RPCError(.invalidArgument, "\(field) '\(text.echoed)' has no version after ':'; give NAME or NAME:vN")
+        throw CoordinatorError(
+          .invalidRequest,
+          "\(field) '\(text.echoed)' has no version after ':'; give NAME or NAME:vN")
       }
       self.version = version
     } else {

@@ -121,22 +121,22 @@ final class ModelRegistry: Sendable {
     do {
       index = try SafeTensors.Index(file)
     } catch {
-      throw RPCError(.invalidArgument, "\(source) is not a safetensors file Pipemesh reads: \(error)")
+      throw CoordinatorError(.invalidRequest, "\(source) is not a safetensors file Pipemesh reads: \(error)")
     }
     let declarations = model.variableDeclarations()
     var ranges: [String: Range<Int>] = [:]
     for declaration in declarations {
       guard let entry = index.tensors[declaration.name] else {
-        throw RPCError(
-          .invalidArgument,
+        throw CoordinatorError(
+          .invalidRequest,
           "\(source) has no tensor \(declaration.name), which the spec declares with shape \(declaration.shape)"
         )
       }
       guard entry.shape == declaration.shape,
         file[entry.bytes].withUnsafeBytes({ Tensor.allFinite(littleEndianFloat32: $0) })
       else {
-        throw RPCError(
-          .invalidArgument,
+        throw CoordinatorError(
+          .invalidRequest,
           "tensor \(declaration.name) in \(source) must be finite and of shape \(declaration.shape); "
             + "it is of shape \(entry.shape)")
       }
@@ -144,8 +144,8 @@ final class ModelRegistry: Sendable {
     }
     let unknown = Set(index.tensors.keys).subtracting(ranges.keys).sorted()
     guard unknown.isEmpty else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "\(source) holds tensors the spec does not declare: \(unknown.prefix(5).joined(separator: ", "))"
       )
     }
@@ -231,7 +231,9 @@ final class ModelRegistry: Sendable {
     // One look under the lock: a version deleted meanwhile is never loaded again.
     let found = try state.withLock { state -> Lookup in
       if let borrowed = state.borrowed[reference] { return .ready(borrowed) }
-      guard !state.deleted.contains(reference) else { throw RPCError(.notFound, "model \(reference) was deleted") }
+      guard !state.deleted.contains(reference) else {
+        throw CoordinatorError(.notKnown, "model \(reference) was deleted")
+      }
       if let task = state.owned[reference] { return .loading(task) }
       let task = Task { try await self.loadStages(of: model) }
       state.owned[reference] = task
@@ -263,7 +265,7 @@ final class ModelRegistry: Sendable {
       weights = try SafeTensors.decode(
         try Data(contentsOf: URL(fileURLWithPath: store.weightsPath(stored)), options: .alwaysMapped))
     } catch {
-      throw RPCError(.dataLoss, "the weights of model \(stored.reference) cannot be read: \(error)")
+      throw CoordinatorError(.storedDataDamaged, "the weights of model \(stored.reference) cannot be read: \(error)")
     }
     let runID = "\(record.name).\(String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16))"
     let consistency = Pipemesh_V1_Consistency.with {
@@ -284,7 +286,9 @@ final class ModelRegistry: Sendable {
     for declaration in declarations {
       let (name, shape) = declaration.piece.map { ($0.whole, $0.wholeShape) } ?? (declaration.name, declaration.shape)
       guard let value = weights.tensors[name], value.shape == shape else {
-        throw RPCError(.dataLoss, "the weights of model \(stored.reference) have no \(name) of shape \(shape)")
+        throw CoordinatorError(
+          .storedDataDamaged,
+          "the weights of model \(stored.reference) have no \(name) of shape \(shape)")
       }
       states[declaration.name] = (declaration.piece?.cut(from: value) ?? value, [:], 0)
     }

@@ -32,21 +32,22 @@ enum ModelUpload {
   ) async throws -> Registered {
     var messages = requests.makeAsyncIterator()
     guard let first = try await messages.next(), first.hasModel else {
-      throw RPCError(
-        .invalidArgument, "the first message of an upload must carry model (the name and spec of the weights)")
+      throw CoordinatorError(
+        .invalidRequest,
+        "the first message of an upload must carry model (the name and spec of the weights)")
     }
     let request = first.model
     guard request.uri.isEmpty else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "model.uri must be empty in an upload: the weights are the bytes sent (ImportModel reads a file in the data directory)"
       )
     }
     let model = try await admit(request)
     let largest = largestFile(of: model)
     guard (9...largest).contains(first.sizeBytes) else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "size_bytes \(first.sizeBytes) cannot be a safetensors file of this spec's variables: it is between 9 and "
           + "\(largest) bytes")
     }
@@ -57,31 +58,33 @@ enum ModelUpload {
     defer { try? FileManager.default.removeItem(atPath: spool) }
     guard FileManager.default.createFile(atPath: spool, contents: nil), let file = FileHandle(forWritingAtPath: spool)
     else {
-      throw RPCError(.resourceExhausted, "the coordinator cannot create a file for the upload in its state directory")
+      throw CoordinatorError(
+        .overCapacity, "the coordinator cannot create a file for the upload in its state directory")
     }
     defer { try? file.close() }
     var received = 0
     var message = first
     while true {
       guard message.data.count <= maxChunkBytes else {
-        throw RPCError(
-          .invalidArgument, "a message carries \(message.data.count) bytes of data; at most \(maxChunkBytes) a message")
+        throw CoordinatorError(
+          .invalidRequest,
+          "a message carries \(message.data.count) bytes of data; at most \(maxChunkBytes) a message")
       }
       guard received + message.data.count <= size else {
-        throw RPCError(.invalidArgument, "the messages carry more than the \(size) bytes size_bytes declared")
+        throw CoordinatorError(.invalidRequest, "the messages carry more than the \(size) bytes size_bytes declared")
       }
       do {
         try file.write(contentsOf: message.data)
       } catch {
-        throw RPCError(
-          .resourceExhausted,
+        throw CoordinatorError(
+          .overCapacity,
           "the coordinator could not keep the upload on its disk (\(received) of \(size) bytes written): \(error)")
       }
       received += message.data.count
       let left = deadline - ContinuousClock.now
       guard received == size || left > .zero else {
-        throw RPCError(
-          .deadlineExceeded,
+        throw CoordinatorError(
+          .deadlinePassed,
           "the upload came slower than \(slowestBytesPerSecond >> 20) MiB/s after its first minute "
             + "(\(received) of \(size) bytes); nothing was registered")
       }
@@ -90,16 +93,16 @@ enum ModelUpload {
         break
       }
       guard !next.hasModel, next.sizeBytes == 0 else {
-        throw RPCError(.invalidArgument, "model and size_bytes belong in the first message of an upload only")
+        throw CoordinatorError(.invalidRequest, "model and size_bytes belong in the first message of an upload only")
       }
       guard !next.data.isEmpty else {
-        throw RPCError(.invalidArgument, "a message after the first carries no data; each must carry some")
+        throw CoordinatorError(.invalidRequest, "a message after the first carries no data; each must carry some")
       }
       message = next
     }
     guard received == size else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "the upload ended after \(received) of the \(size) bytes size_bytes declared; nothing was registered")
     }
     return try await register(request, try mapped(spool))
@@ -112,7 +115,7 @@ enum ModelUpload {
     do {
       return try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
     } catch {
-      throw RPCError(.internal, "the coordinator cannot read back its copy of the weights: \(error)")
+      throw CoordinatorError(.stateStoreFailed, "the coordinator cannot read back its copy of the weights: \(error)")
     }
   }
 
@@ -141,14 +144,14 @@ final class UploadBudget: Sendable {
   func reserve(_ bytes: Int) throws {
     try inFlight.withLock { inFlight in
       guard bytes <= limit else {
-        throw RPCError(
-          .resourceExhausted,
+        throw CoordinatorError(
+          .overCapacity,
           "an upload of \(bytes) bytes is over the \(limit) bytes this coordinator takes at once; put the file in its "
             + "data directory and call ImportModel")
       }
       guard inFlight + bytes <= limit else {
-        throw RPCError(
-          .resourceExhausted,
+        throw CoordinatorError(
+          .overCapacity,
           "uploads of \(inFlight) bytes are in flight; this one's \(bytes) would pass the coordinator's \(limit); "
             + "try again when they end")
       }

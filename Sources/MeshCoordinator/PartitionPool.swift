@@ -120,7 +120,7 @@ final class PartitionPool: Sendable {
   func leave(_ endpoint: String) throws -> String? {
     try state.withLock { state in
       guard let index = state.entries.firstIndex(where: { $0.member.endpoint == endpoint }) else {
-        throw RPCError(.notFound, "no partition \(endpoint.echoed) in this coordinator's pool")
+        throw CoordinatorError(.notKnown, "no partition \(endpoint.echoed) in this coordinator's pool")
       }
       state.entries[index].leaving = true
       return state.holders[endpoint]
@@ -183,8 +183,8 @@ final class PartitionPool: Sendable {
   ) async throws -> Placement {
     let size = members.count
     guard stages * replicas <= size else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "stages \(stages) × replicas \(replicas) needs \(stages * replicas) partitions; the pool has \(size)")
     }
     let ticket = state.withLock { state in
@@ -235,8 +235,10 @@ final class PartitionPool: Sendable {
     guard free.count + held.count >= stages else {
       let size = free.count + held.count + silent.count
       let needs = "the model needs \(stages) partitions and \(free.count + held.count) of the pool's \(size) answer"
-      guard !silent.isEmpty else { throw RPCError(.failedPrecondition, needs) }
-      throw RPCError(.unavailable, "the partitions at \(silent.joined(separator: ", ")) do not answer: \(needs)")
+      guard !silent.isEmpty else { throw CoordinatorError(.unsuitableMesh, needs) }
+      throw CoordinatorError(
+        .membersSilent,
+        "the partitions at \(silent.joined(separator: ", ")) do not answer: \(needs)")
     }
     return Placement(Array((free + held).prefix(stages)), replicas: 1)
   }

@@ -192,8 +192,8 @@ extension Planner {
     }
     let choices = ranked(plans, batchSize: batchSize, calibration: calibration)
     guard let chosen = choices.first else {
-      throw RPCError(
-        .failedPrecondition,
+      throw CoordinatorError(
+        .unsuitableMesh,
         "batch_size \(batchSize): no micro-batch count of it could be timed (no partition answered, or its rows take "
           + "too long to time), and choosing needs measured times; give micro_batches and a schedule instead")
     }
@@ -211,8 +211,9 @@ extension Planner {
   /// Refuses a batch_size out of range, or beside what it chooses.
   private static func checkChoice(_ request: Pipemesh_V1_PlanRequest) throws {
     guard (0...mostChosenBatchSize).contains(request.batchSize) else {
-      throw RPCError(
-        .invalidArgument, "batch_size is \(request.batchSize); give 1 to \(mostChosenBatchSize), or 0 not to choose")
+      throw CoordinatorError(
+        .invalidRequest,
+        "batch_size is \(request.batchSize); give 1 to \(mostChosenBatchSize), or 0 not to choose")
     }
     guard request.batchSize > 0 else { return }
     let given = [
@@ -220,8 +221,8 @@ extension Planner {
       ("schedule", request.schedule != .scheduleUnspecified), ("estimate", request.estimate),
     ].filter(\.1).map(\.0)
     guard given.isEmpty else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "batch_size asks the planner to choose the micro-batches and the schedule on measured times; "
           + "\(given.joined(separator: " and ")) cannot be given with it")
     }

@@ -162,8 +162,8 @@ public enum Planner {
     let cutPlaces =
       wholeLayers || !splitPoints.isEmpty || (measured == nil && stages <= model.layers.count) ? [] : layers.cutPlaces
     guard stages >= 1, splitPoints.isEmpty ? stages <= model.layers.count + cutPlaces.count : true else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         stages < 1
           ? "stages is \(stages); a plan has 1 or more"
           : "cannot split \(model.layers.count) layers into \(stages) stages: "
@@ -175,8 +175,9 @@ public enum Planner {
       )
     }
     guard splitPoints.isEmpty || splitPoints.count == stages - 1 else {
-      throw RPCError(
-        .invalidArgument, "split_points lists \(splitPoints.count) places for \(stages) stages; give \(stages - 1)")
+      throw CoordinatorError(
+        .invalidRequest,
+        "split_points lists \(splitPoints.count) places for \(stages) stages; give \(stages - 1)")
     }
     let budgets = budgets.isEmpty ? [Int?](repeating: nil, count: stages) : budgets
     precondition(budgets.count == stages, "one budget (or nil) per stage")
@@ -186,8 +187,8 @@ public enum Planner {
       bounds = [layers.start] + splitPoints + [layers.end]
       guard zip(bounds, bounds.dropFirst()).allSatisfy({ $0 < $1 }), splitPoints.allSatisfy({ layers.isPlace($0) })
       else {
-        throw RPCError(
-          .invalidArgument,
+        throw CoordinatorError(
+          .invalidRequest,
           "split_points and split_point_inputs \(splitPoints) must be increasing places inside the model: a layer "
             + "index in 1..<\(model.layers.count), or LAYER:INPUTS inside a Dense, Conv2D, LSTM, GRU or Transformer layer with more than INPUTS "
             + "inputs")
@@ -195,8 +196,8 @@ public enum Planner {
       if !splitsSharingWeights,
         let place = splitPoints.first(where: { $0.inputs > 0 && model.piecesShareWeights(ofLayer: $0.layer) })
       {
-        throw RPCError(
-          .invalidArgument,
+        throw CoordinatorError(
+          .invalidRequest,
           "split point \(place) splits \(model.layers[place.layer].name) at a time step, so its stages share its "
             + "weights and their gradients add up only on the ps, before one update: that takes sync consistency "
             + "reduced by the ps and no optimizer.clip_global_norm. Give both, or split points outside the layer")
@@ -204,8 +205,8 @@ public enum Planner {
       for stage in 0..<stages {
         let held = layers.held(from: bounds[stage], to: bounds[stage + 1])
         if let room = room[stage], held > room {
-          throw RPCError(
-            .resourceExhausted,
+          throw CoordinatorError(
+            .overCapacity,
             "stage \(stage) of split points \(splitPoints) has \(held) parameters; its partitions have room for "
               + "\(room) (--memory-budget-mib, \(memory.bytesPerParameter) bytes a parameter): "
               + memory.advice(layers: parameters, room: room))
@@ -404,9 +405,9 @@ public enum Planner {
     }
   }
   /// Why no split fits the partitions' memory, and what would.
-  private static func refusal(parameters: [Int], room: [Int?], memory: StageMemory) -> RPCError {
-    RPCError(
-      .resourceExhausted,
+  private static func refusal(parameters: [Int], room: [Int?], memory: StageMemory) -> CoordinatorError {
+    CoordinatorError(
+      .overCapacity,
       "the model's \(parameters.reduce(0, +)) parameters do not fit \(room.count) stages: their partitions have room "
         + "for \(room.map { $0.map(String.init) ?? "any number of" }.joined(separator: ", ")) parameters "
         + "(--memory-budget-mib, \(memory.bytesPerParameter) bytes a parameter): "

@@ -22,8 +22,8 @@ extension CoordinatorService {
       if !pool.members.contains(where: { $0.endpoint == request.endpoint }) {
         // A member the coordinator cannot reach would only fail the jobs placed on it.
         if let error = await PartitionPool.ask(member, CallOptions(timeout: .seconds(2))).error {
-          throw RPCError(
-            .failedPrecondition,
+          throw CoordinatorError(
+            .unsuitableMesh,
             "the coordinator cannot reach the partition at \(request.endpoint.echoed) (\(error)): "
               + "give the partition the --advertise address others dial it at")
         }
@@ -56,7 +56,8 @@ extension CoordinatorService {
   {
     try await checkMember(request.endpoint, context, as: .ps)
     guard request.incarnation != 0 else {
-      throw RPCError(.invalidArgument, "incarnation is 0; give the ps task's incarnation (its Stats' incarnation)")
+      throw CoordinatorError(
+        .invalidRequest, "incarnation is 0; give the ps task's incarnation (its Stats' incarnation)")
     }
     await parameterServerWatch.renew(request.endpoint, incarnation: request.incarnation, for: Self.memberLease)
     return .with { $0.leaseSeconds = Self.memberLease.seconds }
@@ -71,29 +72,29 @@ extension CoordinatorService {
     guard endpoint.utf8.count <= 255, let colon = endpoint.lastIndex(of: ":"), colon != endpoint.startIndex,
       let port = Int(endpoint[endpoint.index(after: colon)...]), (1...65535).contains(port)
     else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "endpoint is '\(endpoint.echoed)'; give the HOST:PORT the \(role) is dialled at (port 1 to 65535)")
     }
     if let identity = context.peerIdentity {
       guard MeshRole(commonName: identity) == role else {
-        throw RPCError(
-          .permissionDenied,
+        throw CoordinatorError(
+          .notPermitted,
           "the certificate '\(identity.echoed)' is not a \(role)'s: only a \(role)'s certificate (\(role) or "
             + "\(role).NAME) may join or leave the pool as one")
       }
     } else if tokens != nil {
       let caller = try caller(context)
       guard caller.isAdmin else {
-        throw RPCError(
-          .permissionDenied,
+        throw CoordinatorError(
+          .notPermitted,
           "\(caller.name) may not change the pool: only an admin's token or a \(role)'s certificate may")
       }
     }
     // Checked before any name the caller chose is looked up.
     if role == .ps, !cluster.parameterServers.contains(endpoint) {
-      throw RPCError(
-        .failedPrecondition,
+      throw CoordinatorError(
+        .unsuitableMesh,
         "\(endpoint.echoed) is not one of this coordinator's ps tasks "
           + "(\(cluster.parameterServers.joined(separator: ", "))): a coordinator's ps tasks are fixed, since "
           + "variables are placed by shard; give the task the --advertise address the coordinator's --ps lists")
@@ -101,8 +102,8 @@ extension CoordinatorService {
     guard context.peerIdentity == nil else { return }
     let host = String(endpoint[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
     guard let caller = Self.address(ofPeer: context.peer), await Self.resolve(host).contains(caller) else {
-      throw RPCError(
-        .permissionDenied,
+      throw CoordinatorError(
+        .notPermitted,
         "endpoint \(endpoint.echoed) is not the caller's own address (\(context.peer.echoed)): "
           + "without mutual TLS a \(role) joins and leaves only itself")
     }

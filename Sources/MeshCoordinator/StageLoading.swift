@@ -59,13 +59,14 @@ struct StageLoading: Sendable {
             let client = placement.clients[stage][replica]
             let response = try await client.call(PartitionMethods.loadStage, request)
             guard !response.dataPlaneEndpoint.isEmpty else {
-              throw RPCError(
-                .failedPrecondition, "the partition at \(client.target) did not say where its tensors are fetched")
+              throw CoordinatorError(
+                .unsuitableMesh,
+                "the partition at \(client.target) did not say where its tensors are fetched")
             }
             // Its neighbours fetch from it only at an address they were given as a peer.
             guard members.contains(response.dataPlaneEndpoint) else {
-              throw RPCError(
-                .failedPrecondition,
+              throw CoordinatorError(
+                .unsuitableMesh,
                 "the partition at \(client.target) advertises \(response.dataPlaneEndpoint.echoed): list it under that address "
                   + "in the coordinator's --partitions, or start it with --advertise \(client.target)")
             }

@@ -65,15 +65,15 @@ public struct StepDeadline: Sendable {
         // Ended meanwhile: the body's outcome decides.
         try Task.checkCancellation()
         guard silent.isEmpty else {
-          throw RPCError(
-            .deadlineExceeded,
+          throw CoordinatorError(
+            .deadlinePassed,
             "\(what) ran past its deadline of \(deadline) and \(silent.joined(separator: ", ")) did not answer a "
               + "health check within \(probeTimeout): a stopped process or a host that froze")
         }
         if round < limit, round > expected { slow(ContinuousClock.now - began) }
       }
-      throw RPCError(
-        .deadlineExceeded,
+      throw CoordinatorError(
+        .deadlinePassed,
         "\(what) ran past \(limit) deadlines of \(deadline) though every partition and ps task of the job answers "
           + "a health check: one may compute nothing or wait for a tensor that will not come")
     }
@@ -96,7 +96,7 @@ func within<T: Sendable>(
 ) async throws -> T {
   try await racing(body) {
     try await Task.sleep(for: deadline)
-    throw RPCError(.deadlineExceeded, "\(what) ran past \(deadline)")
+    throw CoordinatorError(.deadlinePassed, "\(what) ran past \(deadline)")
   }
 }
 

@@ -100,8 +100,8 @@ final class TrainingJob: Sendable {
       splitsSharingWeights: Planner.splitsSharingWeights(optimizer: request.optimizer, consistency: request.consistency)
     )
     if request.optimizer.clipGlobalNorm > 0, let shared = plan.variableSharedAcrossStages(of: model) {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "optimizer.clip_global_norm takes each stage's part of the gradients' norm, but \(shared.name) is used on "
           + "stages \(shared.stages.map(String.init).joined(separator: " and ")) (a tied layer, or a recurrent layer "
           + "split at a time step), whose gradients add up on the ps: put its layers on one stage (split_points, "
@@ -110,37 +110,38 @@ final class TrainingJob: Sendable {
     if try JobConsistency(request.consistency).reduction == .ring,
       let shared = model.layers.lazy.flatMap(\.sharedVariables).first
     {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "consistency.sync.reduction is REDUCTION_RING, but \(shared.name) is shared by several layers (a tied "
           + "layer), whose gradients add up on the ps: give REDUCTION_PARAMETER_SERVER")
     }
     let microBatches = max(1, Int(request.microBatches))
     let batchSize = Int(request.batchSize)
-    guard request.epochs >= 1 else { throw RPCError(.invalidArgument, "epochs must be at least 1") }
+    guard request.epochs >= 1 else { throw CoordinatorError(.invalidRequest, "epochs must be at least 1") }
     guard batchSize >= microBatches else {
-      throw RPCError(
-        .invalidArgument, "batch_size \(batchSize) must be at least the number of micro-batches (\(microBatches))")
+      throw CoordinatorError(
+        .invalidRequest,
+        "batch_size \(batchSize) must be at least the number of micro-batches (\(microBatches))")
     }
     guard replicas >= 1, stepExamples % replicas == 0, stepExamples / replicas >= microBatches else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "\(replicas) replicas do not split a step's \(stepExamples) examples evenly into \(microBatches) micro-batches each"
       )
     }
     guard request.validationFraction >= 0, request.validationFraction < 1 else {
-      throw RPCError(.invalidArgument, "validation_fraction must be in [0, 1)")
+      throw CoordinatorError(.invalidRequest, "validation_fraction must be in [0, 1)")
     }
     let stopping = request.earlyStopping
     guard (0...10_000).contains(stopping.patience), stopping.minDelta.isFinite, stopping.minDelta >= 0 else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "early_stopping: patience must be 0 to 10000 epochs and min_delta a finite number >= 0, got "
           + "\(stopping.patience) and \(stopping.minDelta)")
     }
     guard stopping.patience == 0 || request.validationFraction > 0 || request.fold.folds > 0 else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "early_stopping watches the validation loss: give validation_fraction above 0 or a fold (held-out data)")
     }
     // Flat rows (a CSV's features) take the model's input shape when the sizes agree.
@@ -157,12 +158,12 @@ final class TrainingJob: Sendable {
     try model.checkTarget(targets, batchSize: inputs.shape[0], "the targets do not fit the model")
     let folds = request.fold
     guard folds.folds == 0 || ((2...1000).contains(folds.folds) && (0..<folds.folds).contains(folds.fold)) else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "fold: folds must be 0 or 2 to 1000 and fold 0 to folds - 1, got fold \(folds.fold) of \(folds.folds)")
     }
     guard folds.folds == 0 || request.validationFraction == 0 else {
-      throw RPCError(.invalidArgument, "give fold or validation_fraction, not both: a fold is the held-out data")
+      throw CoordinatorError(.invalidRequest, "give fold or validation_fraction, not both: a fold is the held-out data")
     }
     let split =
       folds.folds > 0
@@ -184,8 +185,8 @@ final class TrainingJob: Sendable {
       }
     let normalizer = try normalization.normalizer(features: features, field: "normalization")
     guard request.earlyStopping.patience == 0 || !split.validation.isEmpty else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "early_stopping watches the validation loss, but validation_fraction \(request.validationFraction) of "
           + "\(inputs.shape[0]) examples holds out none: hold out more")
     }
@@ -194,8 +195,8 @@ final class TrainingJob: Sendable {
       split.validation.isEmpty ? nil : (rescaled(inputs.rows(split.validation)), targets.rows(split.validation))
     let train = (inputs: rescaled(training), targets: targets.rows(split.train))
     guard train.inputs.shape[0] >= stepExamples else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "\(train.inputs.shape[0]) training examples are fewer than one step needs (batch_size \(batchSize) × \(request.replicas) replicas)"
       )
     }
@@ -332,7 +333,9 @@ final class TrainingJob: Sendable {
   /// refuse only once the job runs, so that a bad request creates nothing.
   static func checkOptions(_ request: Pipemesh_V1_TrainRequest) throws {
     guard request.microBatches >= 0, request.microBatches <= maxMicroBatches else {
-      throw RPCError(.invalidArgument, "micro_batches is \(request.microBatches); give 1 to \(maxMicroBatches) (0: 1)")
+      throw CoordinatorError(
+        .invalidRequest,
+        "micro_batches is \(request.microBatches); give 1 to \(maxMicroBatches) (0: 1)")
     }
     switch request.schedule {
     case .scheduleUnspecified, .scheduleGpipe, .scheduleOneFOneB, .scheduleZeroBubbleH1: break
@@ -340,15 +343,15 @@ final class TrainingJob: Sendable {
       switch request.consistency.mode {
       case .sync, nil: break
       case .async, .bounded:
-        throw RPCError(
-          .invalidArgument,
+        throw CoordinatorError(
+          .invalidRequest,
           "schedule SCHEDULE_PIPEDREAM_2BW needs sync consistency (its steps overlap, each a step behind on the "
             + "weights, and async or bounded replicas run their steps apart): give consistency sync, or another "
             + "schedule")
       }
     case .UNRECOGNIZED(let value):
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "schedule is \(value); give SCHEDULE_GPIPE (1), SCHEDULE_ONE_F_ONE_B (2), SCHEDULE_ZERO_BUBBLE_H1 (3) "
           + "or SCHEDULE_PIPEDREAM_2BW (4)")
     }
@@ -364,34 +367,36 @@ final class TrainingJob: Sendable {
       throw error.within("consistency")
     }
     guard request.checkpoint.everySteps >= 0 else {
-      throw RPCError(
-        .invalidArgument, "checkpoint.every_steps is \(request.checkpoint.everySteps); give 0 (none) or a step count")
+      throw CoordinatorError(
+        .invalidRequest,
+        "checkpoint.every_steps is \(request.checkpoint.everySteps); give 0 (none) or a step count")
     }
     _ = try HalfPrecision(transfer: request.transferDtype, field: "transfer_dtype")
     guard request.maxRestarts >= 0, request.maxRestarts <= maxRestarts else {
-      throw RPCError(.invalidArgument, "max_restarts is \(request.maxRestarts); give 0 to \(maxRestarts)")
+      throw CoordinatorError(.invalidRequest, "max_restarts is \(request.maxRestarts); give 0 to \(maxRestarts)")
     }
     guard request.maxReplicas == 0 || (request.maxReplicas >= request.replicas && request.maxReplicas <= 4096) else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "max_replicas is \(request.maxReplicas); give 0 (replicas) or \(request.replicas) (replicas) to 4096")
     }
     guard request.maxReplicas <= request.replicas || isElastic(request) else {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "max_replicas \(request.maxReplicas) needs sync consistency: each replica of an async or bounded job "
           + "applies updates of its own, so their number is part of how it trains")
     }
     if case .bounded(let bounded) = request.consistency.mode, !bounded.wait, request.replicas > 1 {
-      throw RPCError(
-        .invalidArgument,
+      throw CoordinatorError(
+        .invalidRequest,
         "consistency.bounded.wait is false with \(request.replicas) replicas: the replicas run apart, and a push "
           + "refused as stale would fail the job; set wait (each replica stays within max_staleness "
           + "\(bounded.maxStaleness) steps of the slowest), or use async")
     }
     guard request.maxKeptBytes >= 0 else {
-      throw RPCError(
-        .invalidArgument, "max_kept_bytes is \(request.maxKeptBytes); give 0 for the partitions' bound or a byte count")
+      throw CoordinatorError(
+        .invalidRequest,
+        "max_kept_bytes is \(request.maxKeptBytes); give 0 for the partitions' bound or a byte count")
     }
   }
 
@@ -539,12 +544,13 @@ final class TrainingJob: Sendable {
         // Its final weights could not be read (a ps task restarted, or did not answer): a job that
         // may restart goes on from its newest checkpoint (from the start without one) and
         // registers them then.
-        guard restarts(error), let error = error as? RPCError else {
+        guard restarts(error) else {
           report(last)
           await finish(.succeeded, error: "its model could not be registered: \(RPCError.describing(error))")
           return nil
         }
-        throw RPCError(error.code, "its model could not be registered: \(error.message)")
+        let status = RPCError(answering: error)
+        throw RPCError(status.code, "its model could not be registered: \(status.message)")
       }
       return nil
     } catch is CancellationError {
@@ -725,7 +731,7 @@ final class TrainingJob: Sendable {
         }
         events?.checkpointedAfterFailure(name, step: at, refusal: nil)
       } catch {
-        events?.checkpointedAfterFailure(name, step: at, refusal: "\(error)")
+        events?.checkpointedAfterFailure(name, step: at, refusal: RPCError.describing(error))
       }
     }
     for epoch in firstEpoch..<(Int(request.epochs) + 1) where !stopped {

@@ -2,7 +2,6 @@ import Foundation
 import MeshCheckpoint
 import MeshPSClient
 import MeshProto
-import MeshRPC
 import MeshTensor
 import SwiftProtobuf
 import Synchronization
@@ -75,7 +74,7 @@ public final class Checkpointer: Sendable {
     do {
       try SafeTensors.write(contents, to: path)
     } catch {
-      throw RPCError(.internal, "cannot write checkpoint \(path): \(error)")
+      throw ParameterServerError(.checkpointNotWritten, "cannot write checkpoint \(path): \(error)")
     }
     state.withLock {
       $0.lastWritten = .now
@@ -124,7 +123,7 @@ public final class Checkpointer: Sendable {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try SafeTensors.write(contents, to: path)
       } catch {
-        throw RPCError(.internal, "cannot write checkpoint \(path): \(error)")
+        throw ParameterServerError(.checkpointNotWritten, "cannot write checkpoint \(path): \(error)")
       }
       if !exactStep {
         for old in self.jobSteps(name).dropLast(self.keep) {
@@ -142,8 +141,8 @@ public final class Checkpointer: Sendable {
     let path = "\(jobDirectory(job))/step-\(step).safetensors"
     guard FileManager.default.fileExists(atPath: path) else {
       let steps = jobSteps(job)
-      throw RPCError(
-        .notFound,
+      throw ParameterServerError(
+        .notHeld,
         "this ps holds no checkpoint of job \(job) at step \(step)"
           + (steps.isEmpty ? "" : "; it holds steps \(steps.map(String.init).joined(separator: ", "))"))
     }
@@ -155,10 +154,8 @@ public final class Checkpointer: Sendable {
         throw SafeTensors.FormatError("it holds jobs \(jobs.map(\.name).sorted()), not \(job) alone")
       }
       return jobs.first
-    } catch let error as RPCError {
-      throw error
     } catch {
-      throw RPCError(.dataLoss, "the checkpoint \(path) cannot be read: \(error)")
+      throw ParameterServerError(.damaged, "the checkpoint \(path) cannot be read: \(error)")
     }
   }
 

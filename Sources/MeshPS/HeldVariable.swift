@@ -2,7 +2,6 @@ import Foundation
 import MeshOps
 import MeshPSClient
 import MeshProto
-import MeshRPC
 import MeshTensor
 import MeshWire
 
@@ -42,12 +41,13 @@ struct HeldVariable: Sendable {
   ) throws {
     try MeshNames.checkVariable(definition.name)
     guard definition.dtype == .float32 || definition.dtype == .unspecified else {
-      throw RPCError(
-        .invalidArgument, "variable \(definition.name) has dtype \(definition.dtype); only DTYPE_FLOAT32 is held")
+      throw ParameterServerError(
+        .invalidRequest,
+        "variable \(definition.name) has dtype \(definition.dtype); only DTYPE_FLOAT32 is held")
     }
     guard definition.shape.allSatisfy({ $0 > 0 && $0 <= Int32.max }) else {
-      throw RPCError(
-        .invalidArgument,
+      throw ParameterServerError(
+        .invalidRequest,
         "variable \(definition.name) has shape \(definition.shape.description.echoed); every extent must be 1 to 2^31-1"
       )
     }
@@ -56,8 +56,8 @@ struct HeldVariable: Sendable {
       $0.multipliedReportingOverflow(by: 4).overflow ? nil : $0 * 4
     }
     guard let valueBytes, valueBytes <= budget.variableLimit else {
-      throw RPCError(
-        .resourceExhausted,
+      throw ParameterServerError(
+        .overBudget,
         "variable \(definition.name) of shape \(definition.shape) is larger than this ps's limit of "
           + "\(HostMemory.describe(budget.variableLimit)) for one variable (--max-variable-mib)")
     }
@@ -83,24 +83,27 @@ struct HeldVariable: Sendable {
     self.shape = shape
     self.reservedBytes = reservedBytes
     if definition.hasInitialValue, definition.hasInitializer {
-      throw RPCError(.invalidArgument, "variable \(definition.name) gives both an initializer and an initial value")
+      throw ParameterServerError(
+        .invalidRequest,
+        "variable \(definition.name) gives both an initializer and an initial value")
     }
     if keptByWriter {
       value = nil
     } else if definition.hasInitialValue {
       let value = try Tensor(wire: definition.initialValue, what: "initial value of \(definition.name)")
       guard value.shape == shape else {
-        throw RPCError(
-          .invalidArgument, "initial value of \(definition.name) has shape \(value.shape), the variable \(shape)")
+        throw ParameterServerError(
+          .invalidRequest,
+          "initial value of \(definition.name) has shape \(value.shape), the variable \(shape)")
       }
       guard value.allFinite else {
-        throw RPCError(.invalidArgument, "initial value of \(definition.name) holds NaN or infinity")
+        throw ParameterServerError(.invalidRequest, "initial value of \(definition.name) holds NaN or infinity")
       }
       self.value = value
     } else {
       guard definition.initializerOffset >= 0, definition.initializerOffset <= 1 << 53 else {
-        throw RPCError(
-          .invalidArgument,
+        throw ParameterServerError(
+          .invalidRequest,
           "variable \(definition.name) gives initializer_offset \(definition.initializerOffset); it must be 0 to 2^53")
       }
       value = try definition.initializer.makeTensor(shape, elementOffset: Int(definition.initializerOffset))
@@ -123,7 +126,9 @@ struct HeldVariable: Sendable {
     optimizer = try makeOptimizer(definition.optimizer)
     shape = definition.shape.map { Int($0) }
     guard value == nil || value?.shape == shape else {
-      throw RPCError(.dataLoss, "variable \(definition.name) has a value of shape \(value!.shape), not \(shape)")
+      throw ParameterServerError(
+        .damaged,
+        "variable \(definition.name) has a value of shape \(value!.shape), not \(shape)")
     }
     self.value = value
     self.slots = slots
@@ -171,39 +176,41 @@ struct HeldVariable: Sendable {
   mutating func assign(_ state: Pipemesh_V1_VariableState, user: String, job: String) throws {
     let name = definition.name
     guard users == [user] else {
-      throw RPCError(
-        .failedPrecondition,
+      throw ParameterServerError(
+        .conflict,
         "variable \(name) of job \(job) is registered by \(users.sorted()); only its sole writer assigns it")
     }
     guard state.version >= 0, state.version <= Self.maxVersion else {
-      throw RPCError(
-        .invalidArgument, "assignment of \(name) gives version \(state.version); versions are 0 to 2^53")
+      throw ParameterServerError(
+        .invalidRequest,
+        "assignment of \(name) gives version \(state.version); versions are 0 to 2^53")
     }
     guard state.version >= version else {
-      throw RPCError(
-        .failedPrecondition,
+      throw ParameterServerError(
+        .conflict,
         "assignment of \(name) at version \(state.version) is older than the version held, \(version)")
     }
     if state.version == version, value != nil { return }  // A retry.
     let assigned = try Tensor(wire: state.value, what: "value of \(name)")
     guard assigned.shape == shape, assigned.allFinite else {
-      throw RPCError(
-        .invalidArgument, "value of \(name) must be finite and of shape \(shape); it is of shape \(assigned.shape)")
+      throw ParameterServerError(
+        .invalidRequest,
+        "value of \(name) must be finite and of shape \(shape); it is of shape \(assigned.shape)")
     }
     // No slots: they start fresh, as an optimizer's missing slots do.
     guard
       state.slots.isEmpty
         || (Set(state.slots.map(\.name)) == Set(optimizer.slotNames) && state.slots.count == optimizer.slotNames.count)
     else {
-      throw RPCError(
-        .invalidArgument,
+      throw ParameterServerError(
+        .invalidRequest,
         "slots of \(name) are \(state.slots.map(\.name).sorted()); its optimizer keeps \(optimizer.slotNames.sorted())")
     }
     var slots: [String: Tensor] = [:]
     for slot in state.slots {
       let tensor = try Tensor(wire: slot.tensor, what: "slot \(slot.name) of \(name)")
       guard tensor.shape == shape, tensor.allFinite else {
-        throw RPCError(.invalidArgument, "slot \(slot.name) of \(name) must be finite and of shape \(shape)")
+        throw ParameterServerError(.invalidRequest, "slot \(slot.name) of \(name) must be finite and of shape \(shape)")
       }
       slots[slot.name] = tensor
     }
@@ -225,33 +232,28 @@ struct VariableSnapshot: Sendable {
 /// shape, finite.
 func decodeGradient(_ gradient: Pipemesh_V1_Gradient, for variable: HeldVariable?, job: String) throws -> Tensor {
   guard let variable else {
-    throw RPCError(.notFound, "job \(job) has no variable \(gradient.name): register it first")
+    throw ParameterServerError(.notHeld, "job \(job) has no variable \(gradient.name): register it first")
   }
   guard variable.value != nil else {
-    throw RPCError(
-      .failedPrecondition,
+    throw ParameterServerError(
+      .conflict,
       "variable \(gradient.name) of job \(job) is kept by its writer, \(variable.users.sorted().joined()): "
         + "it applies its own updates and assigns the values")
   }
   guard gradient.baseVersion >= 0 else {
-    throw RPCError(
-      .invalidArgument, "gradient of \(gradient.name) gives base_version \(gradient.baseVersion); versions start at 0")
+    throw ParameterServerError(
+      .invalidRequest,
+      "gradient of \(gradient.name) gives base_version \(gradient.baseVersion); versions start at 0")
   }
   let tensor = try Tensor(wire: gradient.gradient, what: "gradient of \(gradient.name)")
   guard tensor.shape == variable.shape else {
-    throw RPCError(
-      .invalidArgument, "gradient of \(gradient.name) has shape \(tensor.shape), the variable \(variable.shape)")
+    throw ParameterServerError(
+      .invalidRequest,
+      "gradient of \(gradient.name) has shape \(tensor.shape), the variable \(variable.shape)")
   }
   guard tensor.allFinite else {
-    throw NonFiniteGradient(name: gradient.name)
+    throw ParameterServerError(
+      .nonFiniteGradient, "gradient of \(gradient.name) holds NaN or infinity; nothing was applied")
   }
   return tensor
-}
-
-/// A gradient holding NaN or infinity: refused, and counted in Stats.
-struct NonFiniteGradient: Error {
-  let name: String
-  var rpcError: RPCError {
-    RPCError(.invalidArgument, "gradient of \(name) holds NaN or infinity; nothing was applied")
-  }
 }

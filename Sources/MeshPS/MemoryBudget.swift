@@ -1,6 +1,5 @@
 import Foundation
 import MeshOps
-import MeshRPC
 import Synchronization
 
 /// The bytes a ps task may hold in variables and their optimizer slots, and
@@ -31,8 +30,8 @@ public final class MemoryBudget: Sendable {
       return nil
     }
     if let taken {
-      throw RPCError(
-        .resourceExhausted,
+      throw ParameterServerError(
+        .overBudget,
         "\(what()) needs \(HostMemory.describe(bytes)); this ps holds \(HostMemory.describe(taken)) of its budget of "
           + "\(HostMemory.describe(limit)) (--memory-budget-mib): add ps tasks or raise the budget (the variables of ended jobs "
           + "stay until the ps restarts without their checkpoint)")

@@ -1,7 +1,6 @@
 import Foundation
 import MeshPSClient
 import MeshProto
-import MeshRPC
 import MeshTensor
 import Synchronization
 
@@ -136,11 +135,13 @@ actor ParameterJob {
     -> [Pipemesh_V1_VariableVersion]
   {
     // A registration that took the job before it was dropped takes no memory.
-    guard !dropped else { throw RPCError(.aborted, "job \(name) was dropped from this ps while it registered") }
+    guard !dropped else {
+      throw ParameterServerError(.jobLost, "job \(name) was dropped from this ps while it registered")
+    }
     if writerKeepsValues {
       guard consistency.mode == .sync, consistency.replicas == 1 else {
-        throw RPCError(
-          .failedPrecondition,
+        throw ParameterServerError(
+          .conflict,
           "writer_keeps_values needs sync consistency with one replica; job \(name) has \(consistency.proto)")
       }
     }
@@ -164,15 +165,15 @@ actor ParameterJob {
     for definition in definitions {
       if var existing = variables[definition.name] ?? added[definition.name] {
         guard existing.isDefined(by: definition) else {
-          throw RPCError(
-            .failedPrecondition,
+          throw ParameterServerError(
+            .conflict,
             "variable \(definition.name) of job \(name) is registered with a different definition "
               + "(shape \(existing.definition.shape), initializer or optimizer); a job's variables cannot change: use a new job name"
           )
         }
         guard existing.value != nil || existing.users == [user] else {
-          throw RPCError(
-            .failedPrecondition,
+          throw ParameterServerError(
+            .conflict,
             "variable \(definition.name) of job \(name) is kept by its writer, \(existing.users.sorted().joined()); "
               + "a variable two stages share cannot be kept by one of them")
         }
@@ -201,11 +202,11 @@ actor ParameterJob {
       ? snapshots.keys.sorted().map { name in Pipemesh_V1_VariableVersion.with { $0.name = name } } : requests
     return try wanted.map { request in
       guard let snapshot = snapshots[request.name] else {
-        throw RPCError(.notFound, "job \(name) has no variable \(request.name)")
+        throw ParameterServerError(.notHeld, "job \(name) has no variable \(request.name)")
       }
       guard let held = snapshot.value else {
-        throw RPCError(
-          .failedPrecondition,
+        throw ParameterServerError(
+          .conflict,
           "variable \(request.name) of job \(name) is kept by the stage that writes it until it assigns it "
             + "(before a checkpoint and at the end of the job)")
       }
@@ -240,13 +241,14 @@ actor ParameterJob {
   /// after the wait.
   func checkpointState(atSyncStep step: Int64, patience: Duration) async throws -> [String: HeldVariable] {
     guard consistency.mode == .sync else {
-      throw RPCError(
-        .failedPrecondition, "job \(name) is not under sync consistency: it has no step all its variables share")
+      throw ParameterServerError(
+        .conflict,
+        "job \(name) is not under sync consistency: it has no step all its variables share")
     }
     let name = name
-    @Sendable func notAt(_ steps: some Collection<Int64>) -> RPCError {
-      RPCError(
-        .failedPrecondition,
+    @Sendable func notAt(_ steps: some Collection<Int64>) -> ParameterServerError {
+      ParameterServerError(
+        .conflict,
         "job \(name)'s variables on this task are at steps \(steps.min() ?? 0) to \(steps.max() ?? 0), not all at "
           + "step \(step): the state after it is not here")
     }
@@ -278,12 +280,12 @@ actor ParameterJob {
   /// when one is refused.
   func assign(_ request: Pipemesh_V1_AssignRequest) throws -> [Pipemesh_V1_VariableVersion] {
     guard Set(request.variables.map(\.name)).count == request.variables.count else {
-      throw RPCError(.invalidArgument, "an assignment names a variable twice")
+      throw ParameterServerError(.invalidRequest, "an assignment names a variable twice")
     }
     var assigned: [String: HeldVariable] = [:]
     for state in request.variables {
       guard var variable = variables[state.name] else {
-        throw RPCError(.notFound, "job \(name) has no variable \(state.name): register it first")
+        throw ParameterServerError(.notHeld, "job \(name) has no variable \(state.name): register it first")
       }
       try variable.assign(state, user: request.user, job: name)
       assigned[state.name] = variable
@@ -300,11 +302,12 @@ actor ParameterJob {
   /// versions of its variables. Nothing is applied when any gradient is bad.
   func push(_ request: Pipemesh_V1_PushRequest) async throws -> [Pipemesh_V1_VariableVersion] {
     guard request.step >= 1 else {
-      throw RPCError(.invalidArgument, "push step must be 1 or more, got \(request.step)")
+      throw ParameterServerError(.invalidRequest, "push step must be 1 or more, got \(request.step)")
     }
     guard request.replica >= 0, request.replica < consistency.replicas else {
-      throw RPCError(
-        .invalidArgument, "replica \(request.replica) is out of range: job \(name) has \(consistency.replicas) replicas"
+      throw ParameterServerError(
+        .invalidRequest,
+        "replica \(request.replica) is out of range: job \(name) has \(consistency.replicas) replicas"
       )
     }
     var gradients: [(name: String, tensor: Tensor, baseVersion: Int64)] = []
@@ -313,12 +316,12 @@ actor ParameterJob {
         let tensor = try decodeGradient(gradient, for: variables[gradient.name], job: name)
         gradients.append((gradient.name, tensor, gradient.baseVersion))
       }
-    } catch let error as NonFiniteGradient {
+    } catch let error as ParameterServerError where error.kind == .nonFiniteGradient {
       counters.withLock { $0.refusedNonFinite += 1 }
-      throw error.rpcError
+      throw error
     }
     guard Set(gradients.map(\.name)).count == gradients.count else {
-      throw RPCError(.invalidArgument, "a push names a variable twice")
+      throw ParameterServerError(.invalidRequest, "a push names a variable twice")
     }
     let pusher = Pusher(user: request.user, replica: request.replica)
     let step = request.step
@@ -351,8 +354,8 @@ actor ParameterJob {
         let isReady: @Sendable (Progress) -> Bool = { $0.slowestReplicaStep >= step - maxStaleness }
         if !isReady(progress) { counters.withLock { $0.waited += 1 } }
         try await waitUntil(isReady, timeout: wait) { progress in
-          RPCError(
-            .deadlineExceeded,
+          ParameterServerError(
+            .waitExpired,
             "push of step \(step) from \(pusher.user.echoed) replica \(pusher.replica) waited \(wait) for replica "
               + "\(progress.slowestReplica), whose last push is of step \(progress.slowestReplicaStep), to come within "
               + "\(maxStaleness) steps (bounded consistency): that replica may hang or run far slower than the others")
@@ -362,8 +365,8 @@ actor ParameterJob {
       } else if let stale = fresh.first(where: { variables[$0.name]!.version - $0.baseVersion > maxStaleness }) {
         counters.withLock { $0.refusedStale += 1 }
         let behind = variables[stale.name]!.version - stale.baseVersion
-        throw RPCError(
-          .failedPrecondition,
+        throw ParameterServerError(
+          .conflict,
           "gradient of \(stale.name) was computed from version \(stale.baseVersion), \(behind) versions behind "
             + "(the limit is \(maxStaleness)): pull fresh values and compute it again")
       }
@@ -396,14 +399,14 @@ actor ParameterJob {
     }
     guard step <= limit else {
       if recoveredAtStart, consistency.mode == .sync {
-        throw RPCError(
-          .aborted,
+        throw ParameterServerError(
+          .jobLost,
           "this ps task restarted and holds job \(name) as its last periodic checkpoint left it, at step "
             + "\(limit - 1); the push of step \(step) from \(pusher.user.echoed) is ahead of that: restore the job "
             + "from its own checkpoint")
       }
-      throw RPCError(
-        .failedPrecondition,
+      throw ParameterServerError(
+        .conflict,
         "push of step \(step) from \(pusher.user.echoed) replica \(pusher.replica) is ahead of the job: the latest step it may push is \(limit)"
       )
     }
@@ -454,8 +457,8 @@ actor ParameterJob {
     _ gradients: [(name: String, tensor: Tensor, baseVersion: Int64)], pusher: Pusher, step: Int64
   ) throws {
     for gradient in gradients where !variables[gradient.name]!.users.contains(pusher.user) {
-      throw RPCError(
-        .failedPrecondition,
+      throw ParameterServerError(
+        .conflict,
         "user '\(pusher.user)' did not register \(gradient.name), so sync consistency does not expect its gradients")
     }
     let scale = 1 / Float(consistency.replicas)
@@ -539,7 +542,7 @@ actor ParameterJob {
     for waiter in waiters.values {
       waiter.timer?.cancel()
       waiter.continuation.resume(
-        throwing: RPCError(.aborted, "job \(name) was dropped from this ps while the push waited"))
+        throwing: ParameterServerError(.jobLost, "job \(name) was dropped from this ps while the push waited"))
     }
     waiters = [:]
     variables = [:]
@@ -555,7 +558,9 @@ actor ParameterJob {
   /// makes of the progress when it runs out.
   private func waitUntil(
     _ isReady: @escaping @Sendable (Progress) -> Bool, timeout: Duration? = nil,
-    expired: @escaping @Sendable (Progress) -> RPCError = { _ in RPCError(.deadlineExceeded, "the wait ran out") }
+    expired: @escaping @Sendable (Progress) -> ParameterServerError = { _ in
+      ParameterServerError(.waitExpired, "the wait ran out")
+    }
   ) async throws {
     if isReady(progress) { return }
     let id = nextWaiterID
@@ -579,11 +584,11 @@ actor ParameterJob {
   }
 
   private func cancelWaiter(_ id: UInt64) {
-    endWait(id) { _ in RPCError(.cancelled, "the push was cancelled while waiting for the other replicas") }
+    endWait(id) { _ in ParameterServerError(.cancelled, "the push was cancelled while waiting for the other replicas") }
   }
 
   /// Ends a wait with the error `reason` makes of the current progress.
-  private func endWait(_ id: UInt64, _ reason: (Progress) -> RPCError) {
+  private func endWait(_ id: UInt64, _ reason: (Progress) -> ParameterServerError) {
     guard let waiter = waiters.removeValue(forKey: id) else { return }
     waiter.timer?.cancel()
     waiter.continuation.resume(throwing: reason(progress))

@@ -57,7 +57,7 @@ public struct ParameterServerService: RPCService {
         let dropped = try await store.drop(job: request.job)
         checkpointer?.removeCheckpoints(of: request.job)
         return dropped
-      } catch let error as RPCError where error.code == .notFound {
+      } catch let error as ParameterServerError where error.kind == .notHeld {
         // A drop sent again (its first answer timed out once the job had left memory) still
         // takes the checkpoints.
         checkpointer?.removeCheckpoints(of: request.job)

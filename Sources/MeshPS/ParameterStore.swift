@@ -2,7 +2,6 @@ import Foundation
 import MeshOps
 import MeshPSClient
 import MeshProto
-import MeshRPC
 import MeshWire
 import Synchronization
 
@@ -18,7 +17,7 @@ public final class ParameterStore: Sendable {
 
   func job(_ name: String) throws -> ParameterJob {
     guard let job = jobs.withLock({ $0[name] }) else {
-      throw RPCError(.notFound, "this ps holds no job named '\(name.echoed)'; register its variables first")
+      throw ParameterServerError(.notHeld, "this ps holds no job named '\(name.echoed)'; register its variables first")
     }
     return job
   }
@@ -41,8 +40,8 @@ public final class ParameterStore: Sendable {
       let job: ParameterJob
       if let existing = jobs[request.job] {
         guard existing.consistency == consistency else {
-          throw RPCError(
-            .failedPrecondition,
+          throw ParameterServerError(
+            .conflict,
             "job \(request.job) was registered with consistency \(existing.consistency.proto.textFormatString()) "
               + "and cannot change to \(consistency.proto.textFormatString())")
         }
@@ -88,7 +87,7 @@ public final class ParameterStore: Sendable {
   public func drop(job name: String) async throws -> Pipemesh_V1_DropJobResponse {
     let job = try jobs.withLock { jobs in
       guard let job = jobs.removeValue(forKey: name) else {
-        throw RPCError(.notFound, "this ps holds no job named '\(name.echoed)'")
+        throw ParameterServerError(.notHeld, "this ps holds no job named '\(name.echoed)'")
       }
       return job
     }

@@ -59,15 +59,15 @@ struct ScheduleTurns {
   private var next: [Int64: Int32] = [:]
   private var waiting: [Int64: [Int32: Waiter]] = [:]
   /// The first failed position of a step, and its error.
-  private var failures: [Int64: (position: Int32, error: RPCError)] = [:]
+  private var failures: [Int64: (position: Int32, error: any Error)] = [:]
   /// Steps 1 through this one are committed.
   private var closedThrough: Int64 = 0
-  private var closedThroughError: RPCError?
+  private var closedThroughError: StageError?
   /// Set when the job is unloaded.
-  private var closedError: RPCError?
+  private var closedError: StageError?
 
   /// Why a call of `step` may not run any more, if so.
-  func closed(step: Int64) -> RPCError? {
+  func closed(step: Int64) -> StageError? {
     closedError ?? (step >= 1 && step <= closedThrough ? closedThroughError : nil)
   }
 
@@ -81,7 +81,7 @@ struct ScheduleTurns {
   }
 
   /// Ends the wait of `call` with `error`; false when it does not wait.
-  mutating func endWait(of call: TurnCall, _ error: RPCError) -> Bool {
+  mutating func endWait(of call: TurnCall, _ error: StageError) -> Bool {
     let step = call.microBatch.step
     guard let position = waiting[step]?.first(where: { $0.value.call == call })?.key else { return false }
     waiting[step]![position]!.continuation.resume(throwing: error)
@@ -90,12 +90,12 @@ struct ScheduleTurns {
   }
 
   /// The failure of a call of `step` before `position`, if any.
-  func failure(step: Int64, before position: Int32) -> (Int32, RPCError)? {
+  func failure(step: Int64, before position: Int32) -> (Int32, any Error)? {
     failures[step].flatMap { $0.position < position ? ($0.position, $0.error) : nil }
   }
 
   /// Passes the turn on from `position` (noting `failure` for the later calls).
-  mutating func finish(step: Int64, position: Int32, failure: RPCError? = nil) {
+  mutating func finish(step: Int64, position: Int32, failure: (any Error)? = nil) {
     if let failure {
       if failures[step].map({ position < $0.position }) ?? true { failures[step] = (position, failure) }
     } else if failures[step]?.position == position {
@@ -108,7 +108,7 @@ struct ScheduleTurns {
 
   /// Closes steps 1 through `step` (committed): fails their waiting calls
   /// with `error`, and later calls of those steps too.
-  mutating func abandon(through step: Int64, _ error: RPCError) {
+  mutating func abandon(through step: Int64, _ error: StageError) {
     if step > closedThrough {
       closedThrough = step
       closedThroughError = error
@@ -117,12 +117,12 @@ struct ScheduleTurns {
   }
 
   /// Closes every step (the job was unloaded).
-  mutating func close(_ error: RPCError) {
+  mutating func close(_ error: StageError) {
     closedError = error
     end(with: error) { _ in true }
   }
 
-  private mutating func end(with error: RPCError, steps: (Int64) -> Bool) {
+  private mutating func end(with error: StageError, steps: (Int64) -> Bool) {
     for (step, waiters) in waiting where steps(step) {
       for waiter in waiters.values { waiter.continuation.resume(throwing: error) }
       waiting[step] = nil

@@ -189,7 +189,9 @@ public final class DataPlane: Sendable {
         case .found(let tensor): continuation.resume(returning: tensor)
         case .missing:
           continuation.resume(
-            throwing: RPCError(.notFound, "this partition holds no tensor \(key) (never produced, or fetched already)"))
+            throwing: StageError(
+              .tensorNotHeld,
+              "this partition holds no tensor \(key) (never produced, or fetched already)"))
         case .dropped: continuation.resume(throwing: Self.droppedError(key))
         case .cancelled: continuation.resume(throwing: CancellationError())
         case .waiting: break
@@ -238,8 +240,8 @@ public final class DataPlane: Sendable {
     for (key, waiter) in ended { waiter.continuation.resume(throwing: Self.droppedError(key)) }
   }
 
-  private static func droppedError(_ key: DataPlaneKey) -> RPCError {
-    RPCError(.aborted, "tensor \(key) will not be produced: its step was committed or its job unloaded")
+  private static func droppedError(_ key: DataPlaneKey) -> StageError {
+    StageError(.stepEnded, "tensor \(key) will not be produced: its step was committed or its job unloaded")
   }
 
   /// Bytes of tensors waiting to be fetched.
@@ -258,8 +260,8 @@ public final class DataPlane: Sendable {
       return try await take(reference.key, release: true, wait: wait)
     }
     guard allowed.contains(reference.endpoint) else {
-      throw RPCError(
-        .permissionDenied,
+      throw StageError(
+        .strangerPeer,
         "\(what) is named at \(reference.endpoint.echoed), which is not one of the job's partitions: "
           + "a stage fetches only from the peers its LoadStage named")
     }
@@ -340,28 +342,28 @@ public final class DataPlane: Sendable {
           let count = Tensor.checkedCount(of: chunk.shape.map { Int($0) }), count <= Int.max / width,
           scales.contains(Int(chunk.scaleExponent))
         else {
-          throw RPCError(
-            .dataLoss,
+          throw StageError(
+            .peerAnswerDamaged,
             "\(what): \(partition.target) announced \(chunk.dtype) of shape \(chunk.shape), "
               + "scaled by 2^\(chunk.scaleExponent), where \(encoding?.rawValue ?? "float32") was asked")
         }
         announced = (chunk.shape, count * width, Int(chunk.scaleExponent))
       } else {
         guard chunk.shape.isEmpty, chunk.scaleExponent == 0 else {
-          throw RPCError(.dataLoss, "\(what): \(partition.target) announced a second shape or scale")
+          throw StageError(.peerAnswerDamaged, "\(what): \(partition.target) announced a second shape or scale")
         }
       }
       chunks.append(chunk.data)
       received += chunk.data.count
       guard received <= announced!.bytes else {
-        throw RPCError(.dataLoss, "\(what): \(partition.target) sent more than the tensor it announced")
+        throw StageError(.peerAnswerDamaged, "\(what): \(partition.target) sent more than the tensor it announced")
       }
       // Whole: the stream's end, which a later read would wait for, adds nothing.
       if received == announced!.bytes { break }
     }
     guard let announced, received == announced.bytes else {
-      throw RPCError(
-        .dataLoss,
+      throw StageError(
+        .peerAnswerDamaged,
         "\(what): \(partition.target) ended the fetch after \(received) of \(announced?.bytes ?? 0) bytes")
     }
     do {
@@ -372,7 +374,7 @@ public final class DataPlane: Sendable {
         littleEndianBytes: chunks.count == 1 ? chunks[0] : chunks.reduce(into: Data()) { $0.append($1) },
         scaleExponent: announced.scaleExponent)
     } catch let error as TensorError {
-      throw RPCError(.dataLoss, "\(what): \(error.message)")
+      throw StageError(.peerAnswerDamaged, "\(what): \(error.message)")
     }
   }
 

@@ -28,23 +28,23 @@ struct RingReduction: Sendable {
   /// `replicas`, this one's own at `rank`, each one of `peers`.
   init(job: String, rank: Int, endpoints: [String], replicas: Int32, own: String, peers: Set<String>) throws {
     guard endpoints.count == Int(replicas) else {
-      throw RPCError(
-        .invalidArgument,
+      throw StageError(
+        .invalidCall,
         "ring names \(endpoints.count) endpoints for \(replicas) replicas: give one data-plane endpoint per replica")
     }
     guard endpoints.indices.contains(rank), endpoints[rank] == own else {
-      throw RPCError(
-        .invalidArgument,
+      throw StageError(
+        .invalidCall,
         "ring does not name this partition's data plane (\(own.echoed)) as replica \(rank)'s: "
           + "give the stage's replicas' endpoints in replica order (a partition listed under another address than "
           + "its own: start it with --advertise)")
     }
     guard Set(endpoints).count == endpoints.count else {
-      throw RPCError(.invalidArgument, "ring names an endpoint twice: give each replica's own data plane once")
+      throw StageError(.invalidCall, "ring names an endpoint twice: give each replica's own data plane once")
     }
     if let stranger = endpoints.enumerated().first(where: { $0.offset != rank && !peers.contains($0.element) }) {
-      throw RPCError(
-        .invalidArgument,
+      throw StageError(
+        .invalidCall,
         "ring endpoint \(stranger.offset) (\(stranger.element.echoed)) is not one of peers: "
           + "a stage fetches only from the job's partitions")
     }
@@ -79,8 +79,8 @@ struct RingReduction: Sendable {
           what: "round \(round) of the ring's reduction of step \(step)", peers: peers)
       }
       guard values.scalarCount == received.count else {
-        throw RPCError(
-          .dataLoss,
+        throw StageError(
+          .peerAnswerDamaged,
           "the replica before on the ring passed \(values.scalarCount) gradient values in round \(round), "
             + "not \(received.count): its stage holds other variables")
       }

@@ -185,8 +185,8 @@ actor StageRunner {
   func start(consistency rule: JobConsistency) async throws {
     let shared = Set(model.layers.flatMap(\.sharedVariables).map(\.name))
     if ring != nil, let name = definitions.map(\.name).first(where: shared.contains) {
-      throw RPCError(
-        .invalidArgument,
+      throw StageError(
+        .invalidCall,
         "consistency.sync.reduction is REDUCTION_RING, but variable \(name) of stage \(stage) is shared by several "
           + "layers (tied weights, or a layer split at its time steps), whose gradients add up on the ps: "
           + "give REDUCTION_PARAMETER_SERVER")
@@ -227,8 +227,8 @@ actor StageRunner {
     // otherwise) and would train on from its initial values.
     let fresh = pulled.filter { versions[$0] == 0 }
     if !fresh.isEmpty, fresh.count < pulled.count {
-      throw RPCError(
-        .failedPrecondition,
+      throw StageError(
+        .psStateConflict,
         "stage \(stage) of job \(job) finds \(pulled.count - fresh.count) of its variables trained but "
           + "\(fresh.prefix(3).joined(separator: ", ")) new: the checkpoint it resumes holds other variables "
           + "(its layers were cut at other places); start the job under a new name")
@@ -239,21 +239,21 @@ actor StageRunner {
       if let updated = slots.first(where: {
         versions[$0.key] ?? 0 > 0 && Set($0.value.keys) != Set(optimizer.slotNames)
       }) {
-        throw RPCError(
-          .dataLoss,
+        throw StageError(
+          .peerAnswerDamaged,
           "the ps holds \(updated.key) of job \(job) with slots \(updated.value.keys.sorted()), not the "
             + "\(optimizer.slotNames) its optimizer keeps")
       }
       localUpdates = LocalUpdates(optimizer: optimizer, names: own, kept: kept, slots: slots)
     } else if !kept.isEmpty {
-      throw RPCError(
-        .failedPrecondition,
+      throw StageError(
+        .psStateConflict,
         "stage \(stage) of job \(job) keeps \(kept.count) variables but others were updated already: "
           + "start the job under a new name")
     } else if ring != nil {
       // The ps would take pushes from one replica only: it must not be left to apply them.
-      throw RPCError(
-        .unavailable,
+      throw StageError(
+        .psBehind,
         "the ps holds the variables of stage \(stage) of job \(job) at different versions (a ps task restarted "
           + "behind the others): replicas that reduce by ring start only from one step of them")
     }
@@ -279,8 +279,8 @@ actor StageRunner {
   private func adopt(_ pulled: [String: ParameterServerClient.Pulled]) throws {
     // Versions only grow: a ps task that answers with an older one restarted from older values.
     if let older = pulled.first(where: { $0.value.version < versions[$0.key] ?? 0 }) {
-      throw RPCError(
-        .unavailable,
+      throw StageError(
+        .psBehind,
         "the ps holds \(older.key) of job \(job) at version \(older.value.version), older than this stage's "
           + "\(versions[older.key] ?? 0): it restarted from older values")
     }
@@ -300,7 +300,9 @@ actor StageRunner {
       try await ps.pull(job: job, names: names, withSlots: true)
     }
     for (name, value) in pulled {
-      guard let tensor = value.value else { throw RPCError(.dataLoss, "the ps answered no value of \(name)") }
+      guard let tensor = value.value else {
+        throw StageError(.peerAnswerDamaged, "the ps answered no value of \(name)")
+      }
       versions[name] = value.version
       variables[name] = tensor
     }
@@ -373,15 +375,15 @@ actor StageRunner {
     let target = call.targets
     // The last stage alone computes the loss, and it must.
     guard (target != nil) == isLast else {
-      throw RPCError(
-        .invalidArgument,
+      throw StageError(
+        .invalidCall,
         isLast ? "targets are missing: the last stage computes the loss" : "stage \(stage) takes no targets")
     }
     if let target {
       try model.checkTarget(target, batchSize: batch, "targets of job \(job)")
       guard call.batchSize >= batch else {
-        throw RPCError(
-          .invalidArgument, "batch_size \(call.batchSize) is smaller than the micro-batch (\(batch) examples)")
+        throw StageError(
+          .invalidCall, "batch_size \(call.batchSize) is smaller than the micro-batch (\(batch) examples)")
       }
     }
     let seed = UInt64(bitPattern: microBatch.step) &* 1_000_003 &+ UInt64(bitPattern: Int64(microBatch.index))
@@ -457,8 +459,8 @@ actor StageRunner {
   private func checkActivationBound(batch: Int, perExample: Int, holding: Int, what: String) throws -> Int {
     let (bytes, overflow) = batch.multipliedReportingOverflow(by: perExample)
     guard !overflow, bytes <= maxKeptBytes - holding else {
-      throw RPCError(
-        .resourceExhausted,
+      throw StageError(
+        .overMemoryBound,
         "stage \(stage) holds \(holding) bytes of activations and would need \(overflow ? "over \(Int.max)" : "\(bytes)") more for \(what) of "
           + "\(batch) examples, over its bound of \(maxKeptBytes): use more, smaller micro-batches, the 1F1B schedule "
           + "(2bw holds two steps' micro-batches at once), or activation recomputation")
@@ -512,13 +514,13 @@ actor StageRunner {
   {
     let microBatch = call.microBatch
     guard let entry = kept[microBatch], entry.forward != nil || entry.input != nil, !entry.backwardRunning else {
-      throw RPCError(
-        .failedPrecondition,
+      throw StageError(
+        .outOfOrder,
         "stage \(stage) of job \(job) has no finished forward of \(microBatch) to run backward from"
       )
     }
     guard let upstream = outputGradient ?? entry.lossGradient else {
-      throw RPCError(.invalidArgument, "output_gradient is missing: stage \(stage) is not the model's last")
+      throw StageError(.invalidCall, "output_gradient is missing: stage \(stage) is not the model's last")
     }
     kept[microBatch]?.backwardRunning = true
     let (model, layers, isFirst) = (model, layers, isFirst)
@@ -542,13 +544,14 @@ actor StageRunner {
           ?? Self.runForward(
             model, entry.input!, variables: variables, layers: layers, seed: entry.seed, isFirst: isFirst)
         guard upstream.shape == forward.output.shape else {
-          throw RPCError(
-            .invalidArgument, "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
+          throw StageError(
+            .invalidCall,
+            "output gradient has shape \(upstream.shape), the stage's output \(forward.output.shape)")
         }
         // A neighbour's gradient is checked here; the loss's own, when the
         // loss overflows, reaches the sums and is refused at commit.
         guard outputGradient?.allFinite ?? true else {
-          throw RPCError(.invalidArgument, "output gradient holds NaN or infinity; nothing was computed")
+          throw StageError(.invalidCall, "output gradient holds NaN or infinity; nothing was computed")
         }
         // The input gradient goes out before the weight gradients are computed: the previous
         // stage waits for it, not for them. The L2 penalty's gradient belongs to the step, not
@@ -606,8 +609,8 @@ actor StageRunner {
 
   private func computeWeights(_ microBatch: MicroBatch) async throws -> StageTiming {
     guard let held = heldWeights.removeValue(forKey: microBatch) else {
-      throw RPCError(
-        .failedPrecondition,
+      throw StageError(
+        .outOfOrder,
         "stage \(stage) of job \(job) holds no weight gradients of \(microBatch): its Backward must run first, "
           + "with weights_later")
     }
@@ -648,15 +651,15 @@ actor StageRunner {
     if weightsStep == nil { weightsStep = wanted }
     guard weights(after: wanted) != nil else {
       let held = ([weightsStep] + [stashed?.step]).compactMap { $0 }.sorted()
-      throw RPCError(
-        .failedPrecondition,
+      throw StageError(
+        .outOfOrder,
         "weights_after_step is \(wanted) for step \(step), but stage \(stage) of job \(job) holds the weights "
           + "after steps \(held) only (a step runs on the weights of one of the two newest commits): run the job on "
           + "from its newest checkpoint")
     }
     if let named = stepWeights[step], named != wanted {
-      throw RPCError(
-        .invalidArgument,
+      throw StageError(
+        .invalidCall,
         "weights_after_step is \(wanted), but another forward of step \(step) named \(named): a step's "
           + "micro-batches use one version of the weights")
     }
@@ -667,8 +670,8 @@ actor StageRunner {
   private func weightsUsed(by step: Int64) throws -> [String: Tensor] {
     guard let named = stepWeights[step] else { return variables }
     guard let weights = weights(after: named) else {
-      throw RPCError(
-        .failedPrecondition,
+      throw StageError(
+        .outOfOrder,
         "stage \(stage) of job \(job) no longer holds the weights after step \(named) that step \(step) runs on: "
           + "run the job on from its newest checkpoint")
     }
@@ -702,7 +705,7 @@ actor StageRunner {
     if let closed = turns.closed(step: step) { throw closed }
     if !turns.isTurn(step: step, position: position) {
       guard !turns.isWaiting(step: step, position: position) else {
-        throw RPCError(.invalidArgument, "another call of step \(step) already waits at schedule position \(position)")
+        throw StageError(.invalidCall, "another call of step \(step) already waits at schedule position \(position)")
       }
       do {
         // Its callers may have left while it fetched its input, before it could be stopped waiting.
@@ -710,24 +713,26 @@ actor StageRunner {
         activity.update { $0.callsWaitingForTurn += 1 }
         defer { activity.update { $0.callsWaitingForTurn -= 1 } }
         try await withCheckedThrowingContinuation { turns.wait(call, position: position, $0) }
-      } catch let error as RPCError where error.code == .cancelled {
+      } catch let error as StageError where error.kind == .abandoned {
         if let fetched { givenUpInputs[call] = fetched }
         throw error
       }
     }
     do {
       if let (failed, error) = turns.failure(step: step, before: position) {
-        throw RPCError(.aborted, "not run: the step's call at schedule position \(failed) failed first with \(error)")
+        throw StageError(
+          .stepEnded,
+          "not run: the step's call at schedule position \(failed) failed first with \(RPCError(answering: error))")
       }
       await takeCompute(step: step, position: position)
       defer { passCompute() }
       let result = try await body()
       turns.finish(step: step, position: position)
       return result
-    } catch let error as RPCError where error.code == .unavailable {
+    } catch  where RPCError(answering: error).code == .unavailable {
       throw error
     } catch {
-      turns.finish(step: step, position: position, failure: RPCError(answering: error))
+      turns.finish(step: step, position: position, failure: error)
       throw error
     }
   }
@@ -760,8 +765,8 @@ actor StageRunner {
     forget(self)
   }
 
-  private static func gaveUp(on call: TurnCall) -> RPCError {
-    RPCError(.cancelled, "\(call) waited for its turn and every caller gave up on it")
+  private static func gaveUp(on call: TurnCall) -> StageError {
+    StageError(.abandoned, "\(call) waited for its turn and every caller gave up on it")
   }
 
   /// Forgets `call` if no request for it waits any more; whether it did.
@@ -801,9 +806,9 @@ actor StageRunner {
   /// (the job was unloaded).
   func close() {
     givenUpInputs = [:]
-    turns.close(RPCError(.aborted, "job \(job) was unloaded from this partition"))
+    turns.close(StageError(.stepEnded, "job \(job) was unloaded from this partition"))
     for waiter in commitWaiters {
-      waiter.resume(throwing: RPCError(.aborted, "job \(job) was unloaded from this partition"))
+      waiter.resume(throwing: StageError(.stepEnded, "job \(job) was unloaded from this partition"))
     }
     commitWaiters = []
     activity.update { $0.jobBytes[job] = nil }
@@ -817,8 +822,9 @@ actor StageRunner {
     do {
       return try await body()
     } catch let error as RPCError where error.code == .notFound {
-      throw RPCError(
-        .unavailable, "a ps task no longer holds job \(job) (it restarted without its state): \(error.message)")
+      throw StageError(
+        .psBehind,
+        "a ps task no longer holds job \(job) (it restarted without its state): \(error.message)")
     }
   }
 
@@ -865,15 +871,15 @@ actor StageRunner {
     // A step that began beside this one (PipeDream-2BW) keeps its micro-batches.
     let unfinished = kept.keys.filter(counted).count
     guard unfinished == 0 else {
-      throw RPCError(
-        .failedPrecondition,
+      throw StageError(
+        .outOfOrder,
         "stage \(stage) of job \(job) still has \(unfinished) micro-batches of step \(step)\(orEarlier ? " or earlier" : "") "
           + "without backward at \(what)")
     }
     let unweighed = heldWeights.keys.filter(counted).count
     guard unweighed == 0 else {
-      throw RPCError(
-        .failedPrecondition,
+      throw StageError(
+        .outOfOrder,
         "stage \(stage) of job \(job) still holds the weight gradients of \(unweighed) micro-batches "
           + "at \(what): their BackwardWeights calls must come first")
     }
@@ -917,7 +923,7 @@ actor StageRunner {
       if localUpdates != nil,
         let name = accumulated[step]!.keys.sorted().first(where: { !accumulated[step]![$0]!.allFinite })
       {
-        throw RPCError(.invalidArgument, "gradient of \(name) holds NaN or infinity; nothing was applied")
+        throw StageError(.nonFiniteGradient, "gradient of \(name) holds NaN or infinity; nothing was applied")
       }
       // The weights this step ran on go before the update copies the newest: never three versions.
       if stashesWeights { stashed = nil }
@@ -948,7 +954,7 @@ actor StageRunner {
     backwards.forget { $0.step <= step }
     weightCalls.forget { $0.step <= step }
     commits.forget { $0 < step }
-    turns.abandon(through: step, RPCError(.failedPrecondition, "step \(step) of job \(job) is already committed"))
+    turns.abandon(through: step, StageError(.outOfOrder, "step \(step) of job \(job) is already committed"))
     // Under weight stashing the step before may still be fetched from here: a neighbour can be a
     // step behind this stage (every stage finished the step before that one).
     dataPlane.drop(job: job, throughStep: stashesWeights ? step - 1 : step)

@@ -28,13 +28,17 @@ public struct CallRetry: Sendable {
     for attempt in 1...attempts {
       do {
         return try await send()
-      } catch let error as RPCError where error.code == .unavailable && attempt < attempts {
-        lost = lost ?? error
-        try await Task.sleep(for: pause)
-        pause *= 2
-      } catch let error as RPCError where error.code != .cancelled {
-        guard let lost else { throw error }
-        throw RPCError(.unavailable, "\(lost.message); sent again, \(server) answered \(error)")
+      } catch let error where error is RPCError || error is any RPCErrorConvertible {
+        // What the call's failure means to the caller, thrown in this process or answered.
+        let status = RPCError(answering: error)
+        if status.code == .unavailable && attempt < attempts {
+          lost = lost ?? status
+          try await Task.sleep(for: pause)
+          pause *= 2
+          continue
+        }
+        guard let lost, status.code != .cancelled else { throw error }
+        throw RPCError(.unavailable, "\(lost.message); sent again, \(server) answered \(status)")
       }
     }
     preconditionFailure("the last attempt returns or throws")

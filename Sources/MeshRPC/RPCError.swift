@@ -70,10 +70,12 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
   }
 }
 
-/// A domain error that says which status answers it. Modules below the
-/// services throw their own errors, free of gRPC; the conformances that map
-/// them live in one place at the edge (MeshWire's `ErrorStatus.swift`), and
-/// every server and in-process call answers through them.
+/// A domain error that says which status answers it. Modules throw their own
+/// errors, free of gRPC; each module's conformances map them in one place:
+/// MeshWire's `ErrorStatus.swift` for the modules below the services, and
+/// `ParameterServerError`, `StageError` and `CoordinatorError` beside their
+/// definitions (`ModuleError`). Every server and in-process call answers
+/// through them.
 public protocol RPCErrorConvertible: Error {
   /// The status and message a caller gets for this error.
   var rpcError: RPCError { get }
@@ -89,4 +91,20 @@ extension RPCError {
     default: "\(error)"
     }
   }
+}
+
+/// A module's own error: a kind in the module's terms and a message a person
+/// can act on. `status(of:)` is the one place where the module's errors meet
+/// gRPC statuses.
+public protocol ModuleError: RPCErrorConvertible, CustomStringConvertible {
+  associatedtype Kind: Sendable
+  var kind: Kind { get }
+  var message: String { get }
+  /// The status a caller gets for an error of `kind`.
+  static func status(of kind: Kind) -> RPCError.Code
+}
+
+extension ModuleError {
+  public var rpcError: RPCError { RPCError(Self.status(of: kind), message, cause: self) }
+  public var description: String { message }
 }

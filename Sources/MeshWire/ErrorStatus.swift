@@ -2,9 +2,10 @@ import MeshData
 import MeshRPC
 import MeshTensor
 
-// The one place where the domain modules' errors meet gRPC statuses: a
-// handler or an in-process call that throws one answers with the status
-// given here (`RPCError(answering:)`).
+// The one place where the errors of the modules below the services meet
+// gRPC statuses: a handler or an in-process call that throws one answers
+// with the status given here (`RPCError(answering:)`). The services' own
+// errors are mapped beside their definitions.
 
 extension WireError: RPCErrorConvertible {
   public var rpcError: RPCError { RPCError(.invalidArgument, message, cause: self) }

@@ -189,7 +189,7 @@ struct ServeCoordinator: AsyncParsableCommand {
     do {
       cluster = try Cluster(
         parameterServers: parameterServers, partitions: stages, dialer: GRPCDialer(transport: settings.client))
-    } catch let error as RPCError {
+    } catch let error as CoordinatorError {
       throw ValidationError("--partitions (or PIPEMESH_PARTITIONS) '\(partitions.echoed)': \(error.message)")
     }
     var files = DatasetFiles.none
@@ -213,7 +213,7 @@ struct ServeCoordinator: AsyncParsableCommand {
     let store: CoordinatorStore
     do {
       store = try CoordinatorStore(directory: stateDir)
-    } catch let error as RPCError {
+    } catch let error as CoordinatorError {
       throw ValidationError("--state-dir (or PIPEMESH_STATE_DIR): \(error.message)")
     }
     let dashboardAddress = Settings.text(dashboardListen, option: "--dashboard-listen")

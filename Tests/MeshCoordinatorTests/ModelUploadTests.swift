@@ -262,9 +262,9 @@ import Testing
   @Test func theBudgetBoundsUploadsInFlight() throws {
     let budget = UploadBudget(limit: 1000)
     try budget.reserve(600)
-    let over = #expect(throws: RPCError.self) { try budget.reserve(500) }
-    #expect(over?.code == .resourceExhausted && over?.message.contains("try again when they end") == true)
-    let alone = #expect(throws: RPCError.self) { try budget.reserve(1001) }
+    let over = #expect(throws: CoordinatorError.self) { try budget.reserve(500) }
+    #expect(over?.rpcError.code == .resourceExhausted && over?.message.contains("try again when they end") == true)
+    let alone = #expect(throws: CoordinatorError.self) { try budget.reserve(1001) }
     #expect(alone?.message.contains("call ImportModel") == true)
     budget.release(600)
     try budget.reserve(1000)

@@ -83,17 +83,17 @@ import Testing
   @Test func explicitSplitPointsAreKeptAndChecked() throws {
     let model = try makeModel(try mlp(inputSize: 64, hidden: 4))
     #expect(try Planner.plan(model, stages: 3, splitPoints: [1, 4]).bounds == [0, 1, 4, 5])
-    #expect(throws: RPCError.self) { try Planner.plan(model, stages: 3, splitPoints: [4, 1]) }
-    #expect(throws: RPCError.self) { try Planner.plan(model, stages: 6, wholeLayers: true) }
+    #expect(throws: CoordinatorError.self) { try Planner.plan(model, stages: 3, splitPoints: [4, 1]) }
+    #expect(throws: CoordinatorError.self) { try Planner.plan(model, stages: 6, wholeLayers: true) }
     // Inside a layer: after some of its inputs, fewer than it has.
     let inside = try Planner.plan(model, stages: 3, splitPoints: [LayerPosition(layer: 0, inputs: 10), 4])
     #expect(inside.bounds == [0, LayerPosition(layer: 0, inputs: 10), 4, 5])
     #expect(inside.response.stages.map(\.firstLayerInputs) == [0, 10, 0])
     #expect(inside.response.stages.map(\.endLayerInputs) == [10, 0, 0])
-    #expect(throws: RPCError.self) {
+    #expect(throws: CoordinatorError.self) {
       try Planner.plan(model, stages: 2, splitPoints: [LayerPosition(layer: 0, inputs: 64)])
     }
-    #expect(throws: RPCError.self) {
+    #expect(throws: CoordinatorError.self) {
       try Planner.plan(model, stages: 2, splitPoints: [LayerPosition(layer: 0, inputs: -1)])
     }
   }
@@ -113,10 +113,10 @@ import Testing
     #expect(fitting.response.stages.map(\.parameterBytes) == [Int64(2 * bytes), Int64(3 * bytes)])
     #expect(fitting.response.stages.map(\.memoryBudgetBytes) == [Int64(2 * bytes), 0])
     // Room for two layers on each: five layers need three stages.
-    let refused = #expect(throws: RPCError.self) {
+    let refused = #expect(throws: CoordinatorError.self) {
       try Planner.plan(model, stages: 2, budgets: [2 * bytes, 2 * bytes])
     }
-    #expect(refused?.code == .resourceExhausted)
+    #expect(refused?.rpcError.code == .resourceExhausted)
     #expect(refused?.message.contains("over at least 3 stages") == true, "\(String(describing: refused))")
     // With SGD a stage keeps no slots: 8 bytes a parameter, so the same partitions hold four layers each.
     let sgd = try StageMemory(optimizer: .with { $0.sgd = .init() })
@@ -133,13 +133,15 @@ import Testing
     #expect(overlapping.bytesPerParameter == 16)
     #expect(try StageMemory(plan: .with { $0.schedule = .schedulePipedream2Bw }).bytesPerParameter == 24)
     // A layer larger than any partition's room is named.
-    let tooBig = #expect(throws: RPCError.self) { try Planner.plan(model, stages: 2, budgets: [bytes / 2, bytes / 2]) }
+    let tooBig = #expect(throws: CoordinatorError.self) {
+      try Planner.plan(model, stages: 2, budgets: [bytes / 2, bytes / 2])
+    }
     #expect(tooBig?.message.contains("alone has \(layer)") == true, "\(String(describing: tooBig))")
     // Explicit split points are checked too.
-    let split = #expect(throws: RPCError.self) {
+    let split = #expect(throws: CoordinatorError.self) {
       try Planner.plan(model, stages: 2, splitPoints: [4], budgets: [3 * bytes, nil])
     }
-    #expect(split?.code == .resourceExhausted && split?.message.contains("stage 0") == true)
+    #expect(split?.rpcError.code == .resourceExhausted && split?.message.contains("stage 0") == true)
   }
 
   /// Where whole layers cannot balance the stages, a Dense layer is split
@@ -167,8 +169,8 @@ import Testing
       })
     #expect(try Planner.plan(ridge, stages: 2).bounds == [0, LayerPosition(layer: 0, inputs: 4), 1])
     #expect(try Planner.plan(ridge, stages: 8).stages == 8)
-    #expect(throws: RPCError.self) { try Planner.plan(ridge, stages: 9) }
-    #expect(throws: RPCError.self) { try Planner.plan(ridge, stages: 2, wholeLayers: true) }
+    #expect(throws: CoordinatorError.self) { try Planner.plan(ridge, stages: 9) }
+    #expect(throws: CoordinatorError.self) { try Planner.plan(ridge, stages: 2, wholeLayers: true) }
     // Within 10 % whole layers stay whole: four equal hidden layers after a
     // wider first one split 2 | 3 at an imbalance under 1.05.
     let wider = try makeModel(try mlp(inputSize: 96, hidden: 4))
@@ -245,7 +247,7 @@ import Testing
     #expect(!Planner.splitsSharingWeights(optimizer: .with { $0.clipGlobalNorm = 1 }, consistency: .init()))
     #expect(!Planner.splitsSharingWeights(optimizer: .init(), consistency: .with { $0.async = .init() }))
     // Given by hand, such a split is refused there.
-    let refused = #expect(throws: RPCError.self) {
+    let refused = #expect(throws: CoordinatorError.self) {
       try Planner.plan(model, stages: 2, splitPoints: [LayerPosition(layer: 1, inputs: 4)], splitsSharingWeights: false)
     }
     #expect(
@@ -330,9 +332,9 @@ import Testing
   @Test func impossibleStageCountsAreRefused() throws {
     let model = try makeModel(try mlp(inputSize: 64, hidden: 1))
     for stages in [0, -1, Int(Int32.max)] {
-      let refused = #expect(throws: RPCError.self) { try Planner.plan(model, stages: stages) }
-      #expect(refused?.code == .invalidArgument, "\(stages)")
+      let refused = #expect(throws: CoordinatorError.self) { try Planner.plan(model, stages: stages) }
+      #expect(refused?.rpcError.code == .invalidArgument, "\(stages)")
     }
-    #expect(throws: RPCError.self) { try Planner.plan(model, stages: 3, splitPoints: [1]) }
+    #expect(throws: CoordinatorError.self) { try Planner.plan(model, stages: 3, splitPoints: [1]) }
   }
 }

@@ -46,10 +46,10 @@ import Testing
     try await Task.sleep(for: .milliseconds(2500))
     _ = dataPlane.offer(tensor, key: key(step: -2, .inference))
     #expect(dataPlane.heldBytes == 2 * 4096, "the inference tensor offered first is still held")
-    let error = await #expect(throws: RPCError.self) {
+    let error = await #expect(throws: StageError.self) {
       try await dataPlane.take(key(step: -1, .inference), release: true)
     }
-    #expect(error?.code == .notFound)
+    #expect(error?.rpcError.code == .notFound)
     #expect(try await dataPlane.take(key(step: -2, .inference), release: true) == tensor)
     #expect(try await dataPlane.take(key(step: 1, .activation), release: false) == tensor)
     #expect(dataPlane.heldBytes == 4096)
@@ -210,7 +210,7 @@ import Testing
     ]
     for (what, format, chunks, message) in cases {
       try await withChannel(.inProcess, [ScriptedPeer(chunks: chunks)]) { channel in
-        let refused = await #expect(throws: RPCError.self, "\(what)") {
+        let refused = await #expect(throws: StageError.self, "\(what)") {
           _ = try await DataPlane.fetch(
             from: channel,
             .with {
@@ -219,7 +219,7 @@ import Testing
             })
         }
         #expect(
-          refused?.code == .dataLoss && refused?.message.contains(message) == true,
+          refused?.rpcError.code == .dataLoss && refused?.message.contains(message) == true,
           "\(what): \(String(describing: refused))")
       }
     }

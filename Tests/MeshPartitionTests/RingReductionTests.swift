@@ -86,24 +86,24 @@ import Testing
   @Test func aRingThatIsNotTheStagesReplicasIsRefused() throws {
     let endpoints = ["127.0.0.1:7001", "127.0.0.1:7002"]
     let peers = Set(endpoints)
-    let tooFew = #expect(throws: RPCError.self) {
+    let tooFew = #expect(throws: StageError.self) {
       try RingReduction(job: "j", rank: 0, endpoints: endpoints, replicas: 3, own: endpoints[0], peers: peers)
     }
-    #expect(tooFew?.code == .invalidArgument && tooFew?.message.contains("2 endpoints for 3 replicas") == true)
-    let notOwn = #expect(throws: RPCError.self) {
+    #expect(tooFew?.rpcError.code == .invalidArgument && tooFew?.message.contains("2 endpoints for 3 replicas") == true)
+    let notOwn = #expect(throws: StageError.self) {
       try RingReduction(job: "j", rank: 1, endpoints: endpoints, replicas: 2, own: endpoints[0], peers: peers)
     }
-    #expect(notOwn?.code == .invalidArgument && notOwn?.message.contains("replica 1") == true)
-    let stranger = #expect(throws: RPCError.self) {
+    #expect(notOwn?.rpcError.code == .invalidArgument && notOwn?.message.contains("replica 1") == true)
+    let stranger = #expect(throws: StageError.self) {
       try RingReduction(
         job: "j", rank: 0, endpoints: endpoints, replicas: 2, own: endpoints[0], peers: [endpoints[0]])
     }
-    #expect(stranger?.code == .invalidArgument && stranger?.message.contains("not one of peers") == true)
-    let twice = #expect(throws: RPCError.self) {
+    #expect(stranger?.rpcError.code == .invalidArgument && stranger?.message.contains("not one of peers") == true)
+    let twice = #expect(throws: StageError.self) {
       try RingReduction(
         job: "j", rank: 0, endpoints: [endpoints[0], endpoints[0]], replicas: 2, own: endpoints[0], peers: peers)
     }
-    #expect(twice?.code == .invalidArgument && twice?.message.contains("an endpoint twice") == true)
+    #expect(twice?.rpcError.code == .invalidArgument && twice?.message.contains("an endpoint twice") == true)
   }
 
   /// A LoadStage whose ring does not go with its consistency is refused

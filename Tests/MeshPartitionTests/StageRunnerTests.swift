@@ -126,10 +126,10 @@ import Testing
     #expect(last.timing.inputRequested > 0, "the input was fetched by its reference")
     let lastBackward = try await stages[1].backward(
       BackwardCall(microBatch: microBatch, outputGradient: nil, schedulePosition: 2, weightsLater: true))
-    let early = await #expect(throws: RPCError.self, "a commit before the held-back weight gradients") {
+    let early = await #expect(throws: StageError.self, "a commit before the held-back weight gradients") {
       try await stages[1].commit(step: 1, flush: true)
     }
-    #expect(early?.code == .failedPrecondition && early?.message.contains("BackwardWeights") == true)
+    #expect(early?.rpcError.code == .failedPrecondition && early?.message.contains("BackwardWeights") == true)
     _ = try await stages[1].backwardWeights(microBatch, schedulePosition: 3)
     let firstBackward = try await stages[0].backward(
       BackwardCall(
