@@ -1,9 +1,10 @@
 import MeshRPC
 
 /// Why the coordinator refused a call or could not finish it, in its own
-/// terms. `status(of:)` below is the one place where they meet gRPC statuses;
-/// `CoordinatorService` checks only what is the wire's alone, and a member's
-/// failure passes on with the status it came with.
+/// terms. `status(of:)` below is the one place where these kinds meet gRPC
+/// statuses. `CoordinatorService`'s handlers answer what they check themselves
+/// (a request's fields, the caller, a job's state as they find it) with
+/// `RPCError` directly, and a member's failure passes on with its status.
 public struct CoordinatorError: ModuleError, Equatable {
   public enum Kind: Sendable {
     /// A value in the request is refused; the message names it.
@@ -19,7 +20,7 @@ public struct CoordinatorError: ModuleError, Equatable {
     case overCapacity
     /// Members the job needs do not answer; a retry may find them back.
     case membersSilent
-    /// A step or an upload ran past its deadline.
+    /// A step, an upload or a bounded wait ran past its deadline.
     case deadlinePassed
     /// The coordinator's own state (its database, its files) failed.
     case stateStoreFailed

@@ -305,7 +305,7 @@ public final class CoordinatorService: RPCService, Sendable {
         try await reference.version == nil
         ? store.models(named: reference.name) : store.model(reference).map { [$0] } ?? []
       guard !versions.isEmpty else {
-        throw RPCError(.notFound, "no model '\(request.model.echoed)' on this coordinator")
+        throw CoordinatorError(.notKnown, "no model '\(request.model.echoed)' on this coordinator")
       }
       for version in versions {
         try Self.check(caller, mayUse: version.record.owner, of: "model \(version.reference)", to: "delete")
@@ -474,7 +474,7 @@ public final class CoordinatorService: RPCService, Sendable {
     -> CoordinatorStore.StoredJob
   {
     guard var stored = try await store.job(name) else {
-      throw RPCError(.notFound, "no job named '\(name.echoed)' on this coordinator")
+      throw CoordinatorError(.notKnown, "no job named '\(name.echoed)' on this coordinator")
     }
     try Self.check(caller, mayUse: stored.record.owner, of: "job \(name)", to: action)
     // A job this process runs has fresher figures than its last save.
@@ -488,7 +488,7 @@ public final class CoordinatorService: RPCService, Sendable {
   {
     let reference = try ModelReference(parsing: text, field: field)
     guard let model = try await store.model(reference) else {
-      throw RPCError(.notFound, "no model '\(text.echoed)' on this coordinator")
+      throw CoordinatorError(.notKnown, "no model '\(text.echoed)' on this coordinator")
     }
     try Self.check(caller, mayUse: model.record.owner, of: "model \(model.reference)", to: action)
     return model
@@ -780,8 +780,8 @@ public final class CoordinatorService: RPCService, Sendable {
     guard silentPS.isEmpty, answering >= needed else {
       let partitions = answering >= needed ? [] : missing
       let silentPS = silentPS.map { "the ps at \($0.endpoint): \($0.error)" }
-      throw RPCError(
-        .unavailable,
+      throw CoordinatorError(
+        .membersSilent,
         "the job needs \(needed) of the pool's \(pool.members.count) partitions and the mesh's ps tasks; "
           + "\(partitions.count + silentPS.count) member(s) did not answer within \(Self.memberWait): "
           + (partitions + silentPS).sorted().joined(separator: "; "))

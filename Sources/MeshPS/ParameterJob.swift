@@ -584,7 +584,9 @@ actor ParameterJob {
   }
 
   private func cancelWaiter(_ id: UInt64) {
-    endWait(id) { _ in ParameterServerError(.cancelled, "the push was cancelled while waiting for the other replicas") }
+    endWait(id) { _ in
+      ParameterServerError(.cancelled, "the call was cancelled while it waited for the job's other pushes")
+    }
   }
 
   /// Ends a wait with the error `reason` makes of the current progress.

@@ -1,8 +1,9 @@
 import MeshRPC
 
 /// Why the ps refused a call or could not finish it, in the ps's own terms.
-/// `status(of:)` below is the one place where they meet gRPC statuses; the
-/// handlers in `ParameterServerService` check only what is the wire's alone.
+/// `status(of:)` below is the one place where these kinds meet gRPC statuses;
+/// `ParameterServerService`'s handlers answer what they check themselves (a
+/// request's fields, a checkpoint directory) with `RPCError` directly.
 public struct ParameterServerError: ModuleError, Equatable {
   public enum Kind: Sendable {
     /// A value in the request is refused; the message names it.
@@ -24,7 +25,7 @@ public struct ParameterServerError: ModuleError, Equatable {
     case jobLost
     /// A push waited for the other replicas longer than it may.
     case waitExpired
-    /// The caller left while its push waited.
+    /// The caller left while its push or checkpoint waited.
     case cancelled
   }
 

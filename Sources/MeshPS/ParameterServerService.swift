@@ -131,8 +131,8 @@ public struct ParameterServerService: RPCService {
   /// may hold none of the job or older values, so it `doing`.
   private static func check(_ given: UInt64, is incarnation: UInt64, job: String, doing what: String) throws {
     guard given == 0 || given == incarnation else {
-      throw RPCError(
-        .aborted,
+      throw ParameterServerError(
+        .jobLost,
         "this ps task restarted since job \(job)'s run began (incarnation \(incarnation), not \(given)): it may "
           + "hold none of the job or older values, so it \(what); restore the job from its checkpoint before")
     }

@@ -1,9 +1,10 @@
 import MeshRPC
 
 /// Why a stage refused a call or could not finish it, in the stage's own
-/// terms. `status(of:)` below is the one place where they meet gRPC statuses;
-/// `PartitionService` checks only what is the wire's alone, and failures of
-/// the transport itself stay `RPCError`s.
+/// terms. `status(of:)` below is the one place where these kinds meet gRPC
+/// statuses. `PartitionService`'s handlers answer what they check themselves
+/// (a request's fields, which stage is loaded, a timing's limits) with
+/// `RPCError` directly, and failures of the transport stay `RPCError`s.
 public struct StageError: ModuleError, Equatable {
   public enum Kind: Sendable {
     /// A value in the call is refused; the message names it.
