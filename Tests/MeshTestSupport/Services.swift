@@ -34,17 +34,37 @@ public struct RunningService: Sendable {
   public let endpoint: String
 
   /// Starts `pipemesh serve <role> <arguments>` (with more `environment`)
-  /// and waits until it listens: on a free port, or on `listen` (a restart
-  /// at the address of a service that was killed).
+  /// and waits until it listens: on a free port below the kernel's ephemeral
+  /// range, or on `listen` (a restart at the address of a service that was
+  /// killed). A port from the ephemeral range could be taken, while its
+  /// service is down, as the local port of some client's connection, and
+  /// the restart would find its address in use.
   public static func start(
     _ role: String, _ arguments: [String] = [], log: String, environment: [String: String] = [:],
-    listen: String = "127.0.0.1:0"
+    listen: String? = nil
   ) async throws -> RunningService {
-    let process = try ChildProcess(
-      PipemeshBinary.path, ["serve", role, "--listen", listen] + arguments, logPath: log,
-      environment: environment)
-    let endpoint = try await process.waitForLine(startingWith: "\(role) listening on ")
-    return RunningService(process: process, endpoint: endpoint)
+    for attempt in 1...5 {
+      let address = listen ?? Self.unclaimedLoopbackAddress()
+      let process = try ChildProcess(
+        PipemeshBinary.path, ["serve", role, "--listen", address] + arguments, logPath: log,
+        environment: environment)
+      do {
+        let endpoint = try await process.waitForLine(startingWith: "\(role) listening on ")
+        return RunningService(process: process, endpoint: endpoint)
+      } catch  where listen == nil && attempt < 5 && !process.isRunning && process.log.contains("cannot listen on") {
+        continue  // another test's service took the port drawn: draw again
+      }
+    }
+    preconditionFailure("the last attempt returns or throws")
+  }
+
+  /// `127.0.0.1:PORT` for a port drawn below the ephemeral range (port 0,
+  /// the kernel's choice, where that range leaves no room below it).
+  private static func unclaimedLoopbackAddress() -> String {
+    let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+      .split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+    guard let firstEphemeral = range?.first, firstEphemeral > 12_000 else { return "127.0.0.1:0" }
+    return "127.0.0.1:\(Int.random(in: 10_000..<firstEphemeral))"
   }
 }
 
