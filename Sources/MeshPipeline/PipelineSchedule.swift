@@ -33,11 +33,18 @@ public enum ScheduleKind: String, Sendable, CaseIterable {
 /// A schedule as data: the ordered actions of every stage for one step of
 /// `microBatches` micro-batches over `stages` stages. The runtime executes
 /// these lists; the tests check them without any network.
+///
+/// The stages run on `devices` processes, stage s on device s mod
+/// `devices`: one stage each, except in an interleaved schedule (virtual
+/// stages), which the simulator runs but the mesh does not yet.
 public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
   public let kind: ScheduleKind
   public let stages: Int
   public let microBatches: Int
-  /// `actions[s]` is stage s's list, in the order it runs them.
+  /// The processes the stages run on.
+  public let devices: Int
+  /// `actions[d]` is device d's list, in the order it runs them (stage d's
+  /// list where each device runs one stage).
   public let actions: [[PipelineAction]]
   /// The weights actions of every stage: each marks its backward as split.
   private let weightsActions: Set<PipelineAction>
@@ -47,6 +54,7 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
     self.kind = kind
     self.stages = stages
     self.microBatches = microBatches
+    devices = stages
     let actions: [[PipelineAction]] = (0..<stages).map { stage in
       switch kind {
       case .gpipe:
@@ -105,25 +113,65 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
     action.kind == .backward && !splitsBackward(stage: action.stage, microBatch: action.microBatch) ? 2 : 1
   }
 
-  /// Builds a schedule from explicit lists (for checking hand-written ones).
-  public init(kind: ScheduleKind, stages: Int, microBatches: Int, actions: [[PipelineAction]]) {
+  /// Builds a schedule from explicit lists (for checking hand-written ones):
+  /// one per device, stage s on device s mod `devices`.
+  public init(kind: ScheduleKind, stages: Int, microBatches: Int, devices: Int? = nil, actions: [[PipelineAction]]) {
     self.kind = kind
     self.stages = stages
     self.microBatches = microBatches
+    self.devices = devices ?? stages
     self.actions = actions
     weightsActions = Self.weightsActions(of: actions)
   }
 
-  /// The most micro-batches each stage holds at once (forwards done whose
-  /// weight gradients are not): the activation memory it needs.
+  /// Interleaved 1F1B (Megatron-LM's virtual stages): the model cut into
+  /// `devices` × `chunks` stages, device d running stages d, d + devices, …
+  /// Each device runs 1F1B over its chunks, `devices` micro-batches of one
+  /// chunk before it moves to the next, so the pipeline fills and drains
+  /// through stages `chunks` times shorter: the bubble shrinks by that
+  /// factor, for `chunks` times the transfers. `microBatches` must be a
+  /// multiple of `devices`.
+  public init(interleavedOn devices: Int, chunks: Int, microBatches: Int) {
+    precondition(devices > 0 && chunks > 0 && microBatches > 0, "a schedule needs devices, chunks and micro-batches")
+    precondition(microBatches % devices == 0, "interleaving takes micro-batches in groups of the devices")
+    kind = .oneFOneB
+    stages = devices * chunks
+    self.microBatches = microBatches
+    self.devices = devices
+    let total = microBatches * chunks
+    actions = (0..<devices).map { device in
+      // The k-th forward (backward) of a device: group k / (devices × chunks) of micro-batches,
+      // chunk (k / devices) mod chunks (counted from the last for backwards).
+      func action(_ k: Int, _ kind: PipelineAction.Kind) -> PipelineAction {
+        let chunk = (k / devices) % chunks
+        let microBatch = k / (devices * chunks) * devices + k % devices
+        let stage = (kind == .forward ? chunk : chunks - 1 - chunk) * devices + device
+        return PipelineAction(stage: stage, kind: kind, microBatch: microBatch)
+      }
+      let warmUp = min((devices - device - 1) * 2 + (chunks - 1) * devices, total)
+      var list = (0..<warmUp).map { action($0, .forward) }
+      for index in 0..<(total - warmUp) {
+        list += [action(warmUp + index, .forward), action(index, .backward)]
+      }
+      return list + ((total - warmUp)..<total).map { action($0, .backward) }
+    }
+    weightsActions = []
+  }
+
+  /// The device stage `stage` runs on.
+  public func device(of stage: Int) -> Int { stage % devices }
+
+  /// The most micro-batches each device holds at once (forwards done whose
+  /// weight gradients are not, over all its stages): the activation memory
+  /// it needs.
   public var peakInFlight: [Int] {
-    actions.enumerated().map { stage, list in
+    actions.map { list in
       var held = 0
       var peak = 0
       for action in list {
         switch action.kind {
         case .forward: held += 1
-        case .backward: if !splitsBackward(stage: stage, microBatch: action.microBatch) { held -= 1 }
+        case .backward: if !splitsBackward(stage: action.stage, microBatch: action.microBatch) { held -= 1 }
         case .weights: held -= 1
         }
         peak = max(peak, held)
@@ -133,6 +181,12 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
   }
 
   public var description: String {
-    actions.enumerated().map { "stage \($0): " + $1.map(\.description).joined(separator: " ") }.joined(separator: "\n")
+    actions.enumerated().map { "\(rowName) \($0): " + $1.map(\.description).joined(separator: " ") }.joined(
+      separator: "\n")
+  }
+
+  /// What a row of `actions` is called: a stage, or a device running several.
+  var rowName: String {
+    devices == stages ? "stage" : "device"
   }
 }

@@ -58,12 +58,12 @@ public struct LinkModel: Sendable, Equatable {
 public struct SimulatedStep: Sendable {
   /// From the first action's start to the last stage's commit.
   public let seconds: Double
-  /// Each stage's compute (its actions, not its commit or idle time).
+  /// Each device's compute (its actions, not its commit or idle time).
   public let busy: [Double]
   /// When each action started and ended.
   public let spans: [PipelineAction: ClosedRange<Double>]
 
-  /// The share of the stages' time spent computing: 1 without a bubble
+  /// The share of the devices' time spent computing: 1 without a bubble
   /// (and without commits, which count as time not computing).
   public var efficiency: Double {
     seconds == 0 ? 1 : busy.reduce(0, +) / (seconds * Double(busy.count))
@@ -92,54 +92,60 @@ extension PipelineSchedule {
     precondition(link.bytesPerSecond > 0 && link.latency.isFinite && link.latency >= 0, "a link moves bytes")
     precondition(activationBytes.count >= stages - 1 && activationBytes.allSatisfy { $0 >= 0 }, "bytes for each link")
     _ = try timeline()  // complete and deadlock-free, or the error shows where it stalls
-    var next = [Int](repeating: 0, count: stages)
-    var free = [Double](repeating: 0, count: stages)
-    var busy = [Double](repeating: 0, count: stages)
+    var next = [Int](repeating: 0, count: devices)
+    var free = [Double](repeating: 0, count: devices)
+    var busy = [Double](repeating: 0, count: devices)
     var spans: [PipelineAction: ClosedRange<Double>] = [:]
-    // When each direction of each link is next free: forward sends on s → s + 1, gradients back.
-    var forwardLinkFree = [Double](repeating: 0, count: stages)
-    var backwardLinkFree = [Double](repeating: 0, count: stages)
+    // When each direction of each device's link to the next is free: forward sends on
+    // d → d + 1, gradients back.
+    var forwardLinkFree = [Double](repeating: 0, count: devices)
+    var backwardLinkFree = [Double](repeating: 0, count: devices)
     var remaining = actions.reduce(0) { $0 + $1.count }
     while remaining > 0 {
-      for stage in 0..<stages where next[stage] < actions[stage].count {
-        let action = actions[stage][next[stage]]
+      for device in 0..<devices where next[device] < actions[device].count {
+        let action = actions[device][next[device]]
+        let stage = action.stage
         let dependencies = action.dependencies(stages: stages)
         guard dependencies.allSatisfy({ spans[$0] != nil }) else { continue }
-        var ready = free[stage]
+        var ready = free[device]
         for dependency in dependencies {
           let span = spans[dependency]!
-          guard dependency.stage != stage else {
+          guard self.device(of: dependency.stage) != device else {
             ready = max(ready, span.upperBound)
             continue
           }
           // A backward hands its input gradient on before it computes its weight gradients.
           let done =
             dependency.kind == .backward ? span.lowerBound + costs[dependency.stage].inputGradient : span.upperBound
-          // A tensor from a neighbour: over the link between them, in its direction.
+          // A tensor from a neighbour: over the link between their devices, in its direction.
           let lower = min(stage, dependency.stage)
+          let linkIndex = self.device(of: lower)
           let bytes = Double(activationBytes[lower])
           let sendTime = bytes / link.bytesPerSecond
           let arrival: Double
           if dependency.stage < stage {
-            let start = max(done, forwardLinkFree[lower])
-            forwardLinkFree[lower] = start + sendTime
+            let start = max(done, forwardLinkFree[linkIndex])
+            forwardLinkFree[linkIndex] = start + sendTime
             arrival = start + sendTime + link.latency
           } else {
-            let start = max(done, backwardLinkFree[lower])
-            backwardLinkFree[lower] = start + sendTime
+            let start = max(done, backwardLinkFree[linkIndex])
+            backwardLinkFree[linkIndex] = start + sendTime
             arrival = start + sendTime + link.latency
           }
           ready = max(ready, arrival)
         }
         let duration = seconds(of: action, costs: costs[stage])
         spans[action] = ready...(ready + duration)
-        free[stage] = ready + duration
-        busy[stage] += duration
-        next[stage] += 1
+        free[device] = ready + duration
+        busy[device] += duration
+        next[device] += 1
         remaining -= 1
       }
     }
-    let end = (0..<stages).map { free[$0] + costs[$0].commit }.max() ?? 0
+    // Each device commits its stages after its last action.
+    var commits = [Double](repeating: 0, count: devices)
+    for stage in 0..<stages { commits[self.device(of: stage)] += costs[stage].commit }
+    let end = (0..<devices).map { free[$0] + commits[$0] }.max() ?? 0
     return SimulatedStep(seconds: end, busy: busy, spans: spans)
   }
 

@@ -6,7 +6,11 @@
 // transfer, each micro-batch's activations (rows × 1,024 float32) forward and
 // their gradient back. Prints a markdown table of efficiency (the stages'
 // compute over K × the step) per schedule, K and M, next to the GPipe bubble
-// formula M/(M+K−1).
+// formula M/(M+K−1). Interleaved 1F1B runs the same K stages' layers cut
+// into K × v chunks, v on each of K devices, each chunk costing 1/v of a
+// stage. PipeDream-2BW is left out: without a flush between steps its
+// steady state has no bubble at all (the planner predicts its step by the
+// busiest stage).
 import Foundation
 import MeshPipeline
 import MeshTensor
@@ -54,20 +58,43 @@ func printSimulationTable() throws {
     "| schedule | stages K | micro-batches M | GPipe formula M/(M+K−1) | "
       + links.map { "efficiency, \($0.0)" }.joined(separator: " | ") + " |")
   print("| --- | --- | --- | --- | " + links.map { _ in "---" }.joined(separator: " | ") + " |")
-  for kind in ScheduleKind.allCases {
-    for stages in stageCounts {
-      for microBatches in microBatchCounts where microBatches >= stages / 2 {
-        let schedule = PipelineSchedule(kind: kind, stages: stages, microBatches: microBatches)
+  // Each schedule by its name and what it makes of K devices and M micro-batches (nil where it
+  // cannot take them), with the chunks each device runs.
+  let flushed = [(ScheduleKind.gpipe, "gpipe"), (.oneFOneB, "1f1b"), (.zeroBubbleH1, "zb-h1")].map { kind, name in
+    (
+      name, 1,
+      { (devices: Int, microBatches: Int) -> PipelineSchedule? in
+        PipelineSchedule(kind: kind, stages: devices, microBatches: microBatches)
+      }
+    )
+  }
+  let interleaved = [2, 4].map { chunks in
+    (
+      "interleaved-\(chunks)", chunks,
+      { (devices: Int, microBatches: Int) -> PipelineSchedule? in
+        microBatches % devices == 0
+          ? PipelineSchedule(interleavedOn: devices, chunks: chunks, microBatches: microBatches) : nil
+      }
+    )
+  }
+  for (name, chunks, schedule) in flushed + interleaved {
+    for devices in stageCounts {
+      for microBatches in microBatchCounts where microBatches >= devices / 2 {
+        guard let schedule = schedule(devices, microBatches) else { continue }
         let rows = 2048 / microBatches
+        let stage = costs[microBatches]!
+        let chunk = StageCosts(
+          forward: stage.forward / Double(chunks), inputGradient: stage.inputGradient / Double(chunks),
+          weightGradient: stage.weightGradient / Double(chunks))
         let efficiencies = try links.map { _, link in
           try schedule.simulate(
-            costs: Array(repeating: costs[microBatches]!, count: stages), link: link,
-            activationBytes: Array(repeating: rows * 1024 * 4, count: stages)
+            costs: Array(repeating: chunk, count: schedule.stages), link: link,
+            activationBytes: Array(repeating: rows * 1024 * 4, count: schedule.stages)
           ).efficiency
         }
-        let formula = Double(microBatches) / Double(microBatches + stages - 1)
+        let formula = Double(microBatches) / Double(microBatches + devices - 1)
         print(
-          "| \(kind.rawValue) | \(stages) | \(microBatches) | \(String(format: "%.2f", formula)) | "
+          "| \(name) | \(devices) | \(microBatches) | \(String(format: "%.2f", formula)) | "
             + efficiencies.map { String(format: "%.2f", $0) }.joined(separator: " | ") + " |")
       }
     }
