@@ -96,10 +96,8 @@ extension PipelineSchedule {
     var free = [Double](repeating: 0, count: devices)
     var busy = [Double](repeating: 0, count: devices)
     var spans: [PipelineAction: ClosedRange<Double>] = [:]
-    // When each direction of each device's link to the next is free: forward sends on
-    // d → d + 1, gradients back.
-    var forwardLinkFree = [Double](repeating: 0, count: devices)
-    var backwardLinkFree = [Double](repeating: 0, count: devices)
+    // When each direction of each link between two devices is next free.
+    var linkFree: [DevicePair: Double] = [:]
     var remaining = actions.reduce(0) { $0 + $1.count }
     while remaining > 0 {
       for device in 0..<devices where next[device] < actions[device].count {
@@ -118,21 +116,11 @@ extension PipelineSchedule {
           let done =
             dependency.kind == .backward ? span.lowerBound + costs[dependency.stage].inputGradient : span.upperBound
           // A tensor from a neighbour: over the link between their devices, in its direction.
-          let lower = min(stage, dependency.stage)
-          let linkIndex = self.device(of: lower)
-          let bytes = Double(activationBytes[lower])
-          let sendTime = bytes / link.bytesPerSecond
-          let arrival: Double
-          if dependency.stage < stage {
-            let start = max(done, forwardLinkFree[linkIndex])
-            forwardLinkFree[linkIndex] = start + sendTime
-            arrival = start + sendTime + link.latency
-          } else {
-            let start = max(done, backwardLinkFree[linkIndex])
-            backwardLinkFree[linkIndex] = start + sendTime
-            arrival = start + sendTime + link.latency
-          }
-          ready = max(ready, arrival)
+          let direction = DevicePair(from: self.device(of: dependency.stage), to: device)
+          let sendTime = Double(activationBytes[min(stage, dependency.stage)]) / link.bytesPerSecond
+          let start = max(done, linkFree[direction, default: 0])
+          linkFree[direction] = start + sendTime
+          ready = max(ready, start + sendTime + link.latency)
         }
         let duration = seconds(of: action, costs: costs[stage])
         spans[action] = ready...(ready + duration)
@@ -160,4 +148,10 @@ extension PipelineSchedule {
         ? costs.inputGradient : costs.inputGradient + costs.weightGradient
     }
   }
+}
+
+/// One direction of the link between two devices.
+private struct DevicePair: Hashable {
+  let from: Int
+  let to: Int
 }

@@ -48,7 +48,7 @@ enum Fixtures {
   /// then periodic checkpoints every `seconds`, 0 for none, keeping `keep`).
   static func startPS(
     _ logs: TemporaryDirectory, name: String = "ps", checkpoints: String? = nil, seconds: Int = 0, keep: Int = 3,
-    listen: String = "127.0.0.1:0"
+    listen: String? = nil
   ) async throws -> RunningService {
     let arguments =
       checkpoints.map {

@@ -18,6 +18,11 @@ import Testing
         #expect(list.allSatisfy { schedule.device(of: $0.stage) == device }, "K=\(devices) v=\(chunks)")
         #expect(list.count == 2 * chunks * microBatches)
       }
+      // Megatron-LM's warm-up: 2(K − d − 1) + (v − 1)K forwards before the first backward.
+      let warmUps = (0..<devices).map { 2 * (devices - $0 - 1) + (chunks - 1) * devices }
+      #expect(
+        schedule.peakInFlight == warmUps.map { min($0 + 1, chunks * microBatches) },
+        "K=\(devices) v=\(chunks) M=\(microBatches)")
       _ = try schedule.timeline()
     }
   }

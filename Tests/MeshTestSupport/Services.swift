@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The `pipemesh` executable built next to the test bundle.
 public enum PipemeshBinary {
@@ -58,14 +59,24 @@ public struct RunningService: Sendable {
     preconditionFailure("the last attempt returns or throws")
   }
 
-  /// `127.0.0.1:PORT` for a port drawn below the ephemeral range (port 0,
-  /// the kernel's choice, where that range leaves no room below it).
+  /// `127.0.0.1:PORT` for a port drawn below the ephemeral range, never one
+  /// this test process drew before (its service may be down, waiting for a
+  /// restart at it); port 0, the kernel's choice, where that range leaves no
+  /// room below it.
   private static func unclaimedLoopbackAddress() -> String {
     let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
       .split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
     guard let firstEphemeral = range?.first, firstEphemeral > 12_000 else { return "127.0.0.1:0" }
-    return "127.0.0.1:\(Int.random(in: 10_000..<firstEphemeral))"
+    let port = drawnPorts.withLock { drawn in
+      var port = Int.random(in: 10_000..<firstEphemeral)
+      while drawn.contains(port) { port = Int.random(in: 10_000..<firstEphemeral) }
+      drawn.insert(port)
+      return port
+    }
+    return "127.0.0.1:\(port)"
   }
+
+  private static let drawnPorts = Mutex<Set<Int>>([])
 }
 
 /// A local mesh of real processes: ps tasks and partitions, and coordinators

@@ -64,7 +64,7 @@ import Testing
     }
 
     static func startCoordinator(
-      ps: [String], partitions: [String], state: String, log: String, listen: String = "127.0.0.1:0"
+      ps: [String], partitions: [String], state: String, log: String, listen: String? = nil
     ) async throws -> RunningService {
       // Its data directory, where weights to import are put: beside the state.
       let data = (state as NSString).deletingLastPathComponent + "/data"
