@@ -8,9 +8,8 @@
 // compute over K × the step) per schedule, K and M, next to the GPipe bubble
 // formula M/(M+K−1). Interleaved 1F1B runs the same K stages' layers cut
 // into K × v chunks, v on each of K devices, each chunk costing 1/v of a
-// stage. PipeDream-2BW is left out: without a flush between steps its
-// steady state has no bubble at all (the planner predicts its step by the
-// busiest stage).
+// stage. PipeDream-2BW has no flush between steps: its row is the steady
+// state, what a third step of 1F1B's lists adds to two run as one stream.
 import Foundation
 import MeshPipeline
 import MeshTensor
@@ -58,45 +57,73 @@ func printSimulationTable() throws {
     "| schedule | stages K | micro-batches M | GPipe formula M/(M+K−1) | "
       + links.map { "efficiency, \($0.0)" }.joined(separator: " | ") + " |")
   print("| --- | --- | --- | --- | " + links.map { _ in "---" }.joined(separator: " | ") + " |")
-  // Each schedule by its name and what it makes of K devices and M micro-batches (nil where it
-  // cannot take them), with the chunks each device runs.
   let flushed = [(ScheduleKind.gpipe, "gpipe"), (.oneFOneB, "1f1b"), (.zeroBubbleH1, "zb-h1")].map { kind, name in
-    (
-      name, 1,
-      { (devices: Int, microBatches: Int) -> PipelineSchedule? in
-        PipelineSchedule(kind: kind, stages: devices, microBatches: microBatches)
-      }
-    )
+    TableSchedule(name: name, chunks: 1, overlapsSteps: false) {
+      PipelineSchedule(kind: kind, stages: $0, microBatches: $1)
+    }
   }
   let interleaved = [2, 4].map { chunks in
-    (
-      "interleaved-\(chunks)", chunks,
-      { (devices: Int, microBatches: Int) -> PipelineSchedule? in
-        microBatches % devices == 0
-          ? PipelineSchedule(interleavedOn: devices, chunks: chunks, microBatches: microBatches) : nil
-      }
-    )
+    TableSchedule(name: "interleaved-\(chunks)", chunks: chunks, overlapsSteps: false) { devices, microBatches in
+      microBatches % devices == 0
+        ? PipelineSchedule(interleavedOn: devices, chunks: chunks, microBatches: microBatches) : nil
+    }
   }
-  for (name, chunks, schedule) in flushed + interleaved {
+  let twoBW = TableSchedule(name: "2bw", chunks: 1, overlapsSteps: true) {
+    PipelineSchedule(kind: .pipeDream2BW, stages: $0, microBatches: $1)
+  }
+  for schedule in flushed + interleaved + [twoBW] {
     for devices in stageCounts {
       for microBatches in microBatchCounts where microBatches >= devices / 2 {
-        guard let schedule = schedule(devices, microBatches) else { continue }
         let rows = 2048 / microBatches
         let stage = costs[microBatches]!
+        let chunks = Double(schedule.chunks)
         let chunk = StageCosts(
-          forward: stage.forward / Double(chunks), inputGradient: stage.inputGradient / Double(chunks),
-          weightGradient: stage.weightGradient / Double(chunks))
-        let efficiencies = try links.map { _, link in
-          try schedule.simulate(
-            costs: Array(repeating: chunk, count: schedule.stages), link: link,
-            activationBytes: Array(repeating: rows * 1024 * 4, count: schedule.stages)
-          ).efficiency
+          forward: stage.forward / chunks, inputGradient: stage.inputGradient / chunks,
+          weightGradient: stage.weightGradient / chunks)
+        let efficiencies = try links.compactMap { _, link in
+          try schedule.efficiency(
+            devices: devices, microBatches: microBatches, chunk: chunk, link: link, bytes: rows * 1024 * 4)
         }
+        guard efficiencies.count == links.count else { continue }
         let formula = Double(microBatches) / Double(microBatches + devices - 1)
         print(
-          "| \(name) | \(devices) | \(microBatches) | \(String(format: "%.2f", formula)) | "
+          "| \(schedule.name) | \(devices) | \(microBatches) | \(String(format: "%.2f", formula)) | "
             + efficiencies.map { String(format: "%.2f", $0) }.joined(separator: " | ") + " |")
       }
     }
+  }
+}
+
+/// A row of the table: a schedule by name, the chunks each of its devices
+/// runs, and its lists for K devices and M micro-batches (nil where it
+/// cannot take them).
+struct TableSchedule {
+  let name: String
+  let chunks: Int
+  /// PipeDream-2BW: no flush between steps, so its efficiency is its
+  /// steady state's: what a third step adds to two run as one stream.
+  let overlapsSteps: Bool
+  let lists: (_ devices: Int, _ microBatches: Int) -> PipelineSchedule?
+
+  init(
+    name: String, chunks: Int, overlapsSteps: Bool,
+    lists: @escaping (_ devices: Int, _ microBatches: Int) -> PipelineSchedule?
+  ) {
+    (self.name, self.chunks, self.overlapsSteps, self.lists) = (name, chunks, overlapsSteps, lists)
+  }
+
+  /// The devices' compute over their time, each chunk costing `chunk` and
+  /// sending `bytes` over `link` to the next.
+  func efficiency(devices: Int, microBatches: Int, chunk: StageCosts, link: LinkModel, bytes: Int) throws -> Double? {
+    func run(_ microBatches: Int) throws -> SimulatedStep? {
+      guard let schedule = lists(devices, microBatches) else { return nil }
+      return try schedule.simulate(
+        costs: Array(repeating: chunk, count: schedule.stages), link: link,
+        activationBytes: Array(repeating: bytes, count: schedule.stages))
+    }
+    guard overlapsSteps else { return try run(microBatches)?.efficiency }
+    guard let two = try run(2 * microBatches), let three = try run(3 * microBatches) else { return nil }
+    let busy = three.busy.reduce(0, +) - two.busy.reduce(0, +)
+    return busy / ((three.seconds - two.seconds) * Double(devices))
   }
 }
