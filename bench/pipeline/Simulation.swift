@@ -9,7 +9,7 @@
 // formula M/(M+K−1). Interleaved 1F1B runs the same K stages' layers cut
 // into K × v chunks, v on each of K devices, each chunk costing 1/v of a
 // stage. PipeDream-2BW has no flush between steps: its row is the steady
-// state, what a third step of 1F1B's lists adds to two run as one stream.
+// state, what one more step of its lists adds to a stream of them.
 import Foundation
 import MeshPipeline
 import MeshTensor
@@ -101,29 +101,24 @@ struct TableSchedule {
   let name: String
   let chunks: Int
   /// PipeDream-2BW: no flush between steps, so its efficiency is its
-  /// steady state's: what a third step adds to two run as one stream.
+  /// steady state's: what one more step adds to a stream of steps long
+  /// enough to be past its warm-up (at least 2K micro-batches).
   let overlapsSteps: Bool
   let lists: (_ devices: Int, _ microBatches: Int) -> PipelineSchedule?
-
-  init(
-    name: String, chunks: Int, overlapsSteps: Bool,
-    lists: @escaping (_ devices: Int, _ microBatches: Int) -> PipelineSchedule?
-  ) {
-    (self.name, self.chunks, self.overlapsSteps, self.lists) = (name, chunks, overlapsSteps, lists)
-  }
 
   /// The devices' compute over their time, each chunk costing `chunk` and
   /// sending `bytes` over `link` to the next.
   func efficiency(devices: Int, microBatches: Int, chunk: StageCosts, link: LinkModel, bytes: Int) throws -> Double? {
-    func run(_ microBatches: Int) throws -> SimulatedStep? {
-      guard let schedule = lists(devices, microBatches) else { return nil }
+    func run(steps: Int) throws -> SimulatedStep? {
+      guard let schedule = lists(devices, steps * microBatches) else { return nil }
       return try schedule.simulate(
         costs: Array(repeating: chunk, count: schedule.stages), link: link,
         activationBytes: Array(repeating: bytes, count: schedule.stages))
     }
-    guard overlapsSteps else { return try run(microBatches)?.efficiency }
-    guard let two = try run(2 * microBatches), let three = try run(3 * microBatches) else { return nil }
-    let busy = three.busy.reduce(0, +) - two.busy.reduce(0, +)
-    return busy / ((three.seconds - two.seconds) * Double(devices))
+    guard overlapsSteps else { return try run(steps: 1)?.efficiency }
+    let steps = max(2, (2 * devices + microBatches - 1) / microBatches)
+    guard let stream = try run(steps: steps), let longer = try run(steps: steps + 1) else { return nil }
+    let busy = longer.busy.reduce(0, +) - stream.busy.reduce(0, +)
+    return busy / ((longer.seconds - stream.seconds) * Double(devices))
   }
 }
