@@ -93,18 +93,21 @@ extension RPCError {
   }
 }
 
-/// A module's own error: a kind in the module's terms and a message a person
-/// can act on. `status(of:)` is the one place where the module's errors meet
-/// gRPC statuses.
-public protocol ModuleError: RPCErrorConvertible, CustomStringConvertible {
-  associatedtype Kind: Sendable
-  var kind: Kind { get }
-  var message: String { get }
-  /// The status a caller gets for an error of `kind`.
-  static func status(of kind: Kind) -> RPCError.Code
+/// The kinds of a module's own errors. `status` is the one place where the
+/// module's errors meet gRPC statuses.
+public protocol ErrorKind: Sendable, Equatable {
+  /// The status a caller gets for an error of this kind.
+  var status: RPCError.Code { get }
 }
 
-extension ModuleError {
-  public var rpcError: RPCError { RPCError(Self.status(of: kind), message, cause: self) }
+/// A module's own error: a kind in the module's terms and a message a person
+/// can act on (`StageError` is `ModuleError<StageErrorKind>`).
+public struct ModuleError<Kind: ErrorKind>: RPCErrorConvertible, Equatable, CustomStringConvertible {
+  public let kind: Kind
+  public let message: String
+
+  public init(_ kind: Kind, _ message: String) { (self.kind, self.message) = (kind, message) }
+
+  public var rpcError: RPCError { RPCError(kind.status, message, cause: self) }
   public var description: String { message }
 }
