@@ -1141,8 +1141,7 @@ final class TrainingJob: Sendable {
       ) { [runID] in
         try await Inference.run(partInputs, job: runID, stages: placement.firstReplica, chunk: chunk)
       }
-      lossSum +=
-        Double(withoutGradients { model.loss(output: outputs, target: partTargets).scalar }) * Double(range.count)
+      lossSum += Double(model.loss(output: outputs, target: partTargets).scalar) * Double(range.count)
       switch model.spec.loss {
       case .softmaxCrossEntropy: correct += Loss.correctPredictions(logits: outputs, labels: partTargets)
       case .meanSquaredError:

@@ -32,16 +32,6 @@ final class GradNode: @unchecked Sendable {
   }
 }
 
-/// Whether operations on tracked tensors are recorded in the current task.
-enum GradientRecording {
-  @TaskLocal static var isEnabled = true
-}
-
-/// Runs `body` without recording operations (inference, optimizer updates, gradient rules).
-public func withoutGradients<R>(_ body: () throws -> R) rethrows -> R {
-  try GradientRecording.$isEnabled.withValue(false) { try body() }
-}
-
 extension Tensor {
   /// Whether operations on this tensor are being recorded.
   public var isTrackingGradients: Bool { node != nil }
@@ -53,14 +43,18 @@ extension Tensor {
       node: GradNode(parents: [], parentShapes: [], rule: nil))
   }
 
-  /// The same values without any recorded history.
+  /// The same values without any recorded history: operations on it record nothing. Nothing
+  /// switches recording off; inference and gradient rules compute on detached tensors.
   public func detached() -> Tensor {
     Tensor(shape: shape, buffer: buffer)
   }
 
-  /// Attaches `rule` to `result` when recording is on and some input is tracked.
+  /// Attaches `rule` to `result` when some input is tracked.
   /// `rule` receives the gradient of `result` and returns one gradient per input, either in
   /// the input's shape or in a shape that broadcasts to it (it is summed back in `backward`).
+  /// A rule never passes a tracked tensor to a recorded operation: it computes on raw kernels
+  /// or detached copies (the gradient it receives is untracked), so that the backward pass
+  /// records nothing. `splitBackward` checks each rule's results.
   static func recorded(
     _ result: Tensor, inputs: [Tensor], rule: @escaping @Sendable (Tensor) -> [Tensor?]
   ) -> Tensor {
@@ -72,9 +66,7 @@ extension Tensor {
   static func recorded(
     _ result: Tensor, inputs: [Tensor], passRule: @escaping @Sendable (Tensor, BackwardPass) -> [Tensor?]
   ) -> Tensor {
-    guard inputs.contains(where: { $0.node != nil }), GradientRecording.isEnabled else {
-      return result
-    }
+    guard inputs.contains(where: { $0.node != nil }) else { return result }
     var tracked = result
     tracked.node = GradNode(parents: inputs.map(\.node), parentShapes: inputs.map(\.shape), rule: passRule)
     return tracked
@@ -154,26 +146,27 @@ public enum Autodiff {
     let wanted = Set(variables.compactMap { $0.node.map(ObjectIdentifier.init) })
     var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): upstream.detached()]
     let pass = BackwardPass(sinks: sinks, holdingBack: holdingBack)
-    withoutGradients {
-      for node in reverseTopologicalOrder(from: root) {
-        let id = ObjectIdentifier(node)
-        guard let rule = node.rule, let gradient = grads[id] else { continue }
-        if !wanted.contains(id) { grads[id] = nil }
-        let parentGrads = rule(gradient, pass)
-        for (index, parent) in node.parents.enumerated() {
-          guard let parent, let parentGrad = parentGrads[index] else { continue }
-          // The one place where broadcast gradients are summed back to the input's shape.
-          let reduced = parentGrad.summedToShape(node.parentShapes[index])
-          let parentID = ObjectIdentifier(parent)
-          if let sink = sinks[parentID] {
-            sink.add(reduced)
-          } else if var existing = grads[parentID] {
-            grads[parentID] = nil
-            existing.accumulate(reduced)
-            grads[parentID] = existing
-          } else {
-            grads[parentID] = reduced
-          }
+    for node in reverseTopologicalOrder(from: root) {
+      let id = ObjectIdentifier(node)
+      guard let rule = node.rule, let gradient = grads[id] else { continue }
+      if !wanted.contains(id) { grads[id] = nil }
+      let parentGrads = rule(gradient, pass)
+      precondition(
+        parentGrads.allSatisfy { $0?.isTrackingGradients != true },
+        "a gradient rule passed a tracked tensor to a recorded operation")
+      for (index, parent) in node.parents.enumerated() {
+        guard let parent, let parentGrad = parentGrads[index] else { continue }
+        // The one place where broadcast gradients are summed back to the input's shape.
+        let reduced = parentGrad.summedToShape(node.parentShapes[index])
+        let parentID = ObjectIdentifier(parent)
+        if let sink = sinks[parentID] {
+          sink.add(reduced)
+        } else if var existing = grads[parentID] {
+          grads[parentID] = nil
+          existing.accumulate(reduced)
+          grads[parentID] = existing
+        } else {
+          grads[parentID] = reduced
         }
       }
     }

@@ -9,7 +9,7 @@ public struct LinearModel: Sendable, Equatable {
 
   /// Predictions for x [samples, features].
   public func predict(_ x: Tensor) -> Tensor {
-    withoutGradients { Tensor.matmul(x, weights) + bias }
+    Tensor.matmul(x.detached(), weights) + bias
   }
 }
 
@@ -52,7 +52,7 @@ public enum LinearRegression {
     }
     let weights = rhs.reshapedValues(to: [outputs, features]).permuted([1, 0])
     return LinearModel(
-      weights: weights, bias: withoutGradients { yMean - Tensor.matmul(xMean, weights) }.reshapedValues(to: [outputs]))
+      weights: weights, bias: (yMean - Tensor.matmul(xMean, weights)).reshapedValues(to: [outputs]))
   }
 
   /// Ordinary least squares through QR (`sgels_`), fitting the bias as an extra column of ones.
@@ -129,8 +129,8 @@ public enum LinearRegression {
         }
         step += 1
         let lr = learningRate.rate(atStep: step)
-        weights = withoutGradients { weights - grads[0] * lr }
-        bias = withoutGradients { bias - grads[1] * lr }
+        weights = weights - grads[0] * lr
+        bias = bias - grads[1] * lr
       }
     }
     return LinearModel(weights: weights, bias: bias)
@@ -140,10 +140,9 @@ public enum LinearRegression {
   private static func centred(x: Tensor, y: Tensor) -> (Tensor, Tensor, Tensor, Tensor) {
     precondition(
       x.rank == 2 && y.rank == 2 && x.shape[0] == y.shape[0], "x must be [samples, features] and y [samples, outputs]")
-    return withoutGradients {
-      let xMean = x.mean(alongAxes: [0], keepingDims: true)
-      let yMean = y.mean(alongAxes: [0], keepingDims: true)
-      return (x - xMean, y - yMean, xMean, yMean)
-    }
+    let (x, y) = (x.detached(), y.detached())
+    let xMean = x.mean(alongAxes: [0], keepingDims: true)
+    let yMean = y.mean(alongAxes: [0], keepingDims: true)
+    return (x - xMean, y - yMean, xMean, yMean)
   }
 }

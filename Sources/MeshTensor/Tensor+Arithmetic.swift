@@ -15,13 +15,15 @@ extension Tensor {
 
   /// Element-wise product (broadcasting).
   public static func * (lhs: Tensor, rhs: Tensor) -> Tensor {
-    recorded(binaryKernel(lhs, rhs, *), inputs: [lhs, rhs]) { g in [g * rhs, g * lhs] }
+    let (a, b) = (lhs.detached(), rhs.detached())
+    return recorded(binaryKernel(a, b, *), inputs: [lhs, rhs]) { g in [g * b, g * a] }
   }
 
   /// Element-wise quotient (broadcasting).
   public static func / (lhs: Tensor, rhs: Tensor) -> Tensor {
-    recorded(binaryKernel(lhs, rhs, /), inputs: [lhs, rhs]) { g in
-      [g / rhs, -(g * lhs) / (rhs * rhs)]
+    let (a, b) = (lhs.detached(), rhs.detached())
+    return recorded(binaryKernel(a, b, /), inputs: [lhs, rhs]) { g in
+      [g / b, -(g * a) / (b * b)]
     }
   }
 
@@ -64,10 +66,10 @@ extension Tensor {
   /// Element-wise power `self ** exponent` (broadcasting); the exponent's gradient uses
   /// `log(self)` and is only meaningful for positive bases.
   public func raised(to exponent: Tensor) -> Tensor {
-    let base = self
-    let result = Tensor.binaryKernel(base, exponent) { Foundation.pow($0, $1) }
-    return Tensor.recorded(result, inputs: [base, exponent]) { g in
-      let dBase = g * exponent * Tensor.binaryKernel(base, exponent) { Foundation.pow($0, $1 - 1) }
+    let (base, power) = (detached(), exponent.detached())
+    let result = Tensor.binaryKernel(base, power) { Foundation.pow($0, $1) }
+    return Tensor.recorded(result, inputs: [self, exponent]) { g in
+      let dBase = g * power * Tensor.binaryKernel(base, power) { Foundation.pow($0, $1 - 1) }
       let dExponent = g * result * Tensor.unaryKernel(base) { Foundation.log($0) }
       return [dBase, dExponent]
     }
@@ -75,9 +77,9 @@ extension Tensor {
 
   /// Element-wise power with a constant exponent.
   public func raised(to exponent: Float) -> Tensor {
-    let base = self
+    let base = detached()
     let result = Tensor.unaryKernel(base) { Foundation.pow($0, exponent) }
-    return Tensor.recorded(result, inputs: [base]) { g in
+    return Tensor.recorded(result, inputs: [self]) { g in
       [g * Tensor.unaryKernel(base) { exponent * Foundation.pow($0, exponent - 1) }]
     }
   }

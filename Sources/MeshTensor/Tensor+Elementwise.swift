@@ -12,8 +12,8 @@ extension Tensor {
 
   /// Element-wise natural logarithm.
   public func log() -> Tensor {
-    let x = self
-    return Tensor.recorded(Tensor.unaryKernel(x) { Foundation.log($0) }, inputs: [x]) { g in [g / x] }
+    let x = detached()
+    return Tensor.recorded(Tensor.unaryKernel(x) { Foundation.log($0) }, inputs: [self]) { g in [g / x] }
   }
 
   /// Element-wise square root.
@@ -40,8 +40,8 @@ extension Tensor {
 
   /// Element-wise max(x, 0); the gradient at 0 is taken as 0.
   public func relu() -> Tensor {
-    let x = self
-    return Tensor.recorded(Tensor.unaryKernel(x) { $0 > 0 ? $0 : 0 }, inputs: [x]) { g in
+    let x = detached()
+    return Tensor.recorded(Tensor.unaryKernel(x) { $0 > 0 ? $0 : 0 }, inputs: [self]) { g in
       precondition(g.shape == x.shape, "relu's gradient has shape \(g.shape), its input \(x.shape)")
       let dx = Tensor(uninitializedShape: x.shape)
       Tensor.passGradient(
@@ -71,12 +71,12 @@ extension Tensor {
   /// GELU with the tanh approximation:
   /// 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))).
   public func gelu() -> Tensor {
-    let x = self
+    let x = detached()
     let c: Float = 0.7978845608028654  // √(2/π)
     let y = Tensor.unaryKernel(x) { v in
       0.5 * v * (1 + Foundation.tanh(c * (v + 0.044715 * v * v * v)))
     }
-    return Tensor.recorded(y, inputs: [x]) { g in
+    return Tensor.recorded(y, inputs: [self]) { g in
       [
         Tensor.binaryKernel(g, x) { grad, v in
           let t = Foundation.tanh(c * (v + 0.044715 * v * v * v))

@@ -65,10 +65,10 @@ extension Tensor {
   /// attains the maximum.
   public func max(alongAxes axes: [Int]? = nil, keepingDims: Bool = false) -> Tensor {
     let axes = axes ?? Array(0..<rank)
-    let x = self
+    let x = detached()
     let kept = keptShape(axes)
     let result = reducedValues(axes: axes, keepingDims: keepingDims, kind: .max)
-    return Tensor.recorded(result, inputs: [x]) { g in
+    return Tensor.recorded(result, inputs: [self]) { g in
       let maxima = result.reshapedValues(to: kept)
       let hits = Tensor.binaryKernel(x, maxima) { $0 == $1 ? 1 : 0 }
       return [Tensor.binaryKernel(hits, g.reshapedValues(to: kept), *)]

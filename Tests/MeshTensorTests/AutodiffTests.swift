@@ -47,7 +47,42 @@ struct AutodiffTests {
     let gradients = Autodiff.gradients(of: (x * 2).sum(), withRespectTo: [x, unused])
     #expect(gradients[0].scalars == [2, 2])
     #expect(gradients[1].scalars == [0, 0, 0])
-    #expect(!withoutGradients { x * 2 }.isTrackingGradients)
+    #expect(!(x.detached() * 2).isTrackingGradients)
+  }
+
+  /// Nothing switches recording off: the rules that reuse their inputs compute on detached
+  /// copies, so their backward pass records nothing (each loss uses its inputs once, so that no
+  /// accumulation of gradients hides a tracked one), and inference on tracked variables
+  /// records nothing either.
+  @Test func backwardAndInferenceRecordNothing() throws {
+    let (xs, ys): ([Float], [Float]) = ([1, 2, 3], [0.5, 1.5, 2])
+    let x = Tensor(shape: [3], scalars: xs).trackingGradients()
+    let y = Tensor(shape: [3], scalars: ys).trackingGradients()
+    let cases: [(loss: Tensor, dx: [Float], dy: [Float])] = [
+      ((x * y).sum(), ys, xs),
+      ((x / y).sum(), ys.map { 1 / $0 }, zip(xs, ys).map { -$0 / ($1 * $1) }),
+      (
+        x.raised(to: y).sum(), zip(xs, ys).map { $1 * Foundation.pow($0, $1 - 1) },
+        zip(xs, ys).map { Foundation.pow($0, $1) * Foundation.log($0) }
+      ),
+      (x.log().sum() + (y * 0).sum(), xs.map { 1 / $0 }, [0, 0, 0]),
+    ]
+    for (loss, dx, dy) in cases {
+      let gradients = Autodiff.gradients(of: loss, withRespectTo: [x, y])
+      #expect(gradients.allSatisfy { !$0.isTrackingGradients })
+      expectClose(gradients[0], Tensor(shape: [3], scalars: dx), tolerance: 1e-4)
+      expectClose(gradients[1], Tensor(shape: [3], scalars: dy), tolerance: 1e-4)
+    }
+
+    let model = try Sequential(
+      spec: ModelSpec(
+        inputShape: [3], layers: [.dense(inputSize: 3, outputSize: 2, activation: .relu)],
+        loss: .meanSquaredError, seed: 1))
+    let batch = x.reshaped(to: [1, 3])
+    let tracked = model.initialVariables().mapValues { $0.trackingGradients() }
+    let output = model(batch, variables: tracked)
+    #expect(!output.isTrackingGradients)
+    expectClose(output, model(batch.detached(), variables: model.initialVariables()), tolerance: 0)
   }
 
   @Test func broadcastGradientIsSummedBackToShape() {
@@ -97,7 +132,7 @@ struct AutodiffTests {
       }
       let plain = stage.backward(lossGradient[0], addingPenalty: part == 0)
       for (name, gradient) in plain.variables {
-        added[name] = withoutGradients { added[name].map { $0 + gradient } ?? gradient }
+        added[name] = added[name].map { $0 + gradient } ?? gradient
       }
       let input = stage.backward(lossGradient[0], addingPenalty: part == 0, addingInto: &summed)
       expectClose(try #require(input), try #require(plain.input), tolerance: 0)
@@ -176,7 +211,7 @@ struct AutodiffTests {
     for (name, sum) in early { expectClose(sum, try #require(reference[name]), tolerance: 0) }
     let separate = stages.map { $0.backward(upstream, addingPenalty: false).variables }
     for (name, sum) in early {
-      expectClose(sum, withoutGradients { separate[0][name]! + separate[1][name]! }, tolerance: 1e-4)
+      expectClose(sum, separate[0][name]! + separate[1][name]!, tolerance: 1e-4)
     }
     // The first micro-batch's gradients from its two halves (one chunk each) agree too.
     let firstInput = sample([batch] + spec.inputShape, seed: 10)
@@ -188,7 +223,7 @@ struct AutodiffTests {
       .backward(upstream.slice(axis: 0, range: rows), addingPenalty: false).variables
     }
     for (name, whole) in separate[0] {
-      expectClose(whole, withoutGradients { halves[0][name]! + halves[1][name]! }, tolerance: 1e-4)
+      expectClose(whole, halves[0][name]! + halves[1][name]!, tolerance: 1e-4)
     }
   }
 }

@@ -42,7 +42,7 @@ func benchSgemm(n: Int, threads: Int) {
     }
   }
   let mesh = secondsPerCall(iterations: iterations) {
-    _ = withoutGradients { Tensor.matmul(a, b) }
+    _ = Tensor.matmul(a, b)
   }
   print(
     "sgemm \(n)x\(n)x\(n) threads=\(threads): direct \(format(flops / direct / 1e9)) GFLOP/s, "
@@ -215,7 +215,7 @@ func benchMicroBatches() throws {
   for rows in [32, 64, 128, 256] {
     let a = Tensor.randomUniform([rows, 1024], seed: 1)
     let b = Tensor.randomUniform([1024, 1024], seed: 2)
-    let seconds = secondsPerCall(iterations: 20) { _ = withoutGradients { Tensor.matmul(a, b) } }
+    let seconds = secondsPerCall(iterations: 20) { _ = Tensor.matmul(a, b) }
     print("sgemm \(rows)x1024x1024 threads=1: \(format(2 * Double(rows) * 1024 * 1024 / seconds / 1e9)) GFLOP/s")
   }
 }

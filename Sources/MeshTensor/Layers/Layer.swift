@@ -123,7 +123,7 @@ public struct VariablePiece: Sendable, Equatable {
   /// The piece's values in the whole's.
   public func cut(from whole: Tensor) -> Tensor {
     precondition(whole.shape == wholeShape, "cutting \(name) from a tensor of shape \(whole.shape)")
-    return withoutGradients { whole.slice(axis: axis, range: range) }
+    return whole.detached().slice(axis: axis, range: range)
   }
 }
 

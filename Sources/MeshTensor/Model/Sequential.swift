@@ -74,12 +74,15 @@ public struct Sequential: Sendable {
     }
   }
 
-  /// Runs layers `range` (all by default) on a batch without recording gradients.
+  /// Runs layers `range` (all by default) on a batch without recording gradients: on detached
+  /// copies of the input and the variables.
   public func callAsFunction(
     _ input: Tensor, variables: [String: Tensor], layers range: Range<Int>? = nil,
     context: ForwardContext = .inference
   ) -> Tensor {
-    withoutGradients { run(input, variables: variables, layers: range ?? layers.indices, context: context) }
+    let untracked =
+      variables.values.contains(where: \.isTrackingGradients) ? variables.mapValues { $0.detached() } : variables
+    return run(input.detached(), variables: untracked, layers: range ?? layers.indices, context: context)
   }
 
   private func run(_ input: Tensor, variables: [String: Tensor], layers range: Range<Int>, context: ForwardContext)
@@ -127,9 +130,7 @@ public struct Sequential: Sendable {
   public func penalty(variables: [String: Tensor], layers range: Range<Int>? = nil) -> Float {
     guard spec.l2Penalty != 0 else { return 0 }
     let owned = layers[range ?? layers.indices].flatMap(\.variableDeclarations).filter(\.regularized)
-    return withoutGradients {
-      Loss.l2Penalty(owned.compactMap { variables[$0.name] }, coefficient: spec.l2Penalty).scalar
-    }
+    return Loss.l2Penalty(owned.compactMap { variables[$0.name]?.detached() }, coefficient: spec.l2Penalty).scalar
   }
 
   /// One training step's loss (including the L2 penalty) and gradients for every variable,
@@ -213,7 +214,7 @@ public struct StageForward: Sendable {
         summed[index + offset].take() ?? grads[index + offset]
         ?? Tensor.zeros(backpropagator.inputs[index + offset].shape)
       if addingPenalty, let weight = penalized[name] {
-        let penalty = withoutGradients { weight.detached() * l2Penalty }
+        let penalty = weight.detached() * l2Penalty
         if holdingBack {
           let destination = GradientSink(gradient)
           penalties.append { destination.add(penalty) }

@@ -39,7 +39,7 @@ public func clipByGlobalNorm(_ gradients: [String: Tensor], maxNorm: Float) -> (
   let norm = Float(squares.squareRoot())
   let scale = clipScale(sumOfSquares: squares, maxNorm: maxNorm)
   guard scale < 1 else { return (gradients, norm) }
-  return (withoutGradients { gradients.mapValues { $0 * scale } }, norm)
+  return (gradients.mapValues { $0.detached() * scale }, norm)
 }
 
 /// The sum of the squares of every element of `tensors`, in float64: the
