@@ -61,7 +61,7 @@ import Testing
       // those before them; at every earlier epoch some epoch of its window was.
       let losses = job.epochs.map(\.validationLoss)
       func noneImproved(through epoch: Int) -> Bool {
-        let best = losses[..<(epoch - 3)].min()!
+        guard let best = losses[..<(epoch - 3)].min() else { return false }
         return losses[(epoch - 3)..<epoch].allSatisfy { $0 > best }
       }
       #expect(noneImproved(through: stopped), "\(losses)")

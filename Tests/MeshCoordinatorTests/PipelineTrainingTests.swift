@@ -538,7 +538,7 @@ import Testing
     for (step, (got, want)) in zip(losses, expected).enumerated() {
       #expect(abs(got - Double(want)) <= 1e-4 * abs(Double(want)), "step \(step + 1): \(got) vs \(want)")
     }
-    #expect(losses.last! < losses.first!)
+    #expect(try #require(losses.last) < #require(losses.first))
   }
 
   /// An LSTM split between three stages at its time steps (the middle stage
@@ -636,7 +636,7 @@ import Testing
         abs(got - Double(want)) <= 1e-4 * abs(Double(want)), "step \(step + 1): \(got) vs \(want)",
         sourceLocation: sourceLocation)
     }
-    #expect(losses.last! < losses.first!, sourceLocation: sourceLocation)
+    #expect(try #require(losses.last) < #require(losses.first), sourceLocation: sourceLocation)
   }
 
   /// A small Transformer language model (embedding with learned positions,
@@ -1282,7 +1282,7 @@ import Testing
       let scalars = (layers.lowerBound...layers.upperBound).map { cut.activationShapes[$0].reduce(1, *) }
       return scalars.reduce(0, +) * 4 * 4
     }
-    let bound = Int64(2 * perMicroBatch.max()!)
+    let bound = try Int64(2 * #require(perMicroBatch.max()))
     // The jobs split where the bound was sized, not where the layers' measured times would.
     let split = Array(plan.bounds[1..<2])
     let progress = try await PipelineTrainingTests.train(
@@ -1755,9 +1755,9 @@ import Testing
     let (_, gradients) = model.lossAndGradients(
       input: inputs, target: targets, variables: variables, context: ForwardContext(training: true))
     for (name, gradient) in gradients {
+      let variable = try #require(variables[name])
       variables[name] =
-        SGD(learningRate: .constant(0.1)).update(variable: variables[name]!, gradient: gradient, slots: [:], step: 1)
-        .variable
+        SGD(learningRate: .constant(0.1)).update(variable: variable, gradient: gradient, slots: [:], step: 1).variable
     }
     let ps = try ParameterServerClient(endpoints: mesh.parameterServerEndpoints, dialer: mesh.psDialer)
     let pulled = try await ps.pull(job: job, names: variables.keys.sorted())

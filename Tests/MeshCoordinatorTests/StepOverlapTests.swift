@@ -43,7 +43,10 @@ import Testing
       #expect(lastCommitAnswered.keys.sorted() == Array(1...16) && firstForwardSent.keys.sorted() == Array(1...16))
       // Steps the next one began beside.
       let overlapped = (1..<16).filter { step in
-        firstForwardSent[Int64(step + 1)]! < lastCommitAnswered[Int64(step)]!
+        guard let next = firstForwardSent[Int64(step + 1)], let commit = lastCommitAnswered[Int64(step)] else {
+          return false
+        }
+        return next < commit
       }
       if schedule == .schedulePipedream2Bw {
         // Each epoch's first step runs on the newest weights (after a drain); every other begins

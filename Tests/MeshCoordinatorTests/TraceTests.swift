@@ -204,7 +204,7 @@ import Testing
       milliseconds: Int = 2
     ) async throws {
       _ = try await trace.record(action, stage: action?.stage ?? 0, replica: 0, step: 1, partition: partition) {
-        let clock = { WallClock.nanos + skew[partition]! }
+        let clock = { WallClock.nanos + (skew[partition] ?? 0) }
         var response = Pipemesh_V1_ForwardResponse()
         try await Task.sleep(for: .microseconds(200))
         response.timing.receivedUnixNanos = clock()

@@ -30,10 +30,10 @@ private final class ScriptedParameterServer: RPCService, Sendable {
       $0.name = name
       $0.version = version
       $0.value = Pipemesh_V1_Tensor(sharing: .filled(shape, with: 1))
-      $0.slots = slots.keys.sorted().map { slot in
+      $0.slots = slots.sorted(by: { $0.key < $1.key }).map { slot, slotShape in
         .with {
           $0.name = slot
-          $0.tensor = Pipemesh_V1_Tensor(sharing: .filled(slots[slot]!, with: 2))
+          $0.tensor = Pipemesh_V1_Tensor(sharing: .filled(slotShape, with: 2))
         }
       }
     }

@@ -335,12 +335,12 @@ import Testing
       print(json.dumps({name: {"shape": list(t.shape), "dtype": str(t.dtype), "values": t.ravel().tolist()} for name, t in tensors.items()}))
       """
     let output = try await run(python.python, ["-c", script, path])
-    let decoded = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: [String: Any]]
+    let decoded = try #require(JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: [String: Any]])
     #expect(Set(decoded.keys) == ["numpy/dense0/kernel", "numpy/dense0/kernel@m", "numpy/dense0/kernel@v"])
     let kernel = try #require(decoded["numpy/dense0/kernel"])
     #expect(kernel["shape"] as? [Int] == [8, 4])
     #expect(kernel["dtype"] as? String == "float32")
-    let values = (kernel["values"] as! [NSNumber]).map(\.floatValue)
+    let values = try #require(kernel["values"] as? [NSNumber]).map(\.floatValue)
     #expect(values == (try Tensor(wire: expected.value)).scalars)
   }
 }

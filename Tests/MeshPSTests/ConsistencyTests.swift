@@ -25,7 +25,7 @@ import Testing
       for replica in 0..<replicas {
         group.addTask {
           for step in 1...steps {
-            let base = try await client.pull(job: "sync", names: ["w"])["w"]!.version
+            let base = try #require(await client.pull(job: "sync", names: ["w"])["w"]).version
             #expect(base == Int64(step - 1), "replica \(replica) saw version \(base) before step \(step)")
             try await client.push(
               job: "sync", step: Int64(step), user: "stage0", replica: replica, clientID: "r\(replica)",
@@ -35,7 +35,7 @@ import Testing
       }
       try await group.waitForAll()
     }
-    let pulled = try await client.pull(job: "sync", names: ["w"])["w"]!
+    let pulled = try #require(await client.pull(job: "sync", names: ["w"])["w"])
     let mean = Float(replicas + 1) / 2
     #expect(pulled.version == Int64(steps))
     #expect(pulled.value == Fixtures.filled([1000], -0.5 * Float(steps) * mean))
@@ -58,7 +58,7 @@ import Testing
       }
       try await group.waitForAll()
     }
-    let pulled = try await client.pull(job: "async", names: ["w"])["w"]!
+    let pulled = try #require(await client.pull(job: "async", names: ["w"])["w"])
     #expect(pulled.version == 200)
     #expect(pulled.value == Fixtures.filled([256], -50))
   }
@@ -72,7 +72,7 @@ import Testing
       try await client.push(
         job: "retry", step: 1, user: "stage0", clientID: "c", gradients: ["w": (Fixtures.filled([4], 1), 0)])
     }
-    let pulled = try await client.pull(job: "retry", names: ["w"])["w"]!
+    let pulled = try #require(await client.pull(job: "retry", names: ["w"])["w"])
     #expect(pulled.version == 1)
     #expect(pulled.value == Fixtures.filled([4], -0.5))
     let stats = try await ps.call(ParameterServerMethods.stats, .with { $0.job = "retry" })
@@ -95,7 +95,7 @@ import Testing
         job: "tied", step: 1, user: "stage3", clientID: "s3", gradients: ["embedding": (Fixtures.filled([3, 2], 2), 0)])
     }()
     _ = try await (first, last)
-    let pulled = try await client.pull(job: "tied", names: ["embedding"])["embedding"]!
+    let pulled = try #require(await client.pull(job: "tied", names: ["embedding"])["embedding"])
     #expect(pulled.version == 1)
     #expect(pulled.value == Fixtures.filled([3, 2], -1.5))
   }
@@ -121,7 +121,7 @@ import Testing
     try await client.push(
       job: "bounded", step: 2, user: "stage0", replica: 1, clientID: "slow",
       gradients: ["w": (Fixtures.filled([2], 1), 3)])
-    let pulled = try await client.pull(job: "bounded", names: ["w"])["w"]!
+    let pulled = try #require(await client.pull(job: "bounded", names: ["w"])["w"])
     #expect(pulled.version == 6)
     let stats = try await ps.call(ParameterServerMethods.stats, .with { $0.job = "bounded" })
     #expect(stats.pushesRefusedStale == 1)
@@ -176,7 +176,7 @@ import Testing
     try await push(replica: 1, step: 1)
     try await push(replica: 1, step: 2)
     try await held
-    let pulled = try await client.pull(job: "ssp", names: ["w"])["w"]!
+    let pulled = try #require(await client.pull(job: "ssp", names: ["w"])["w"])
     #expect(pulled.version == 4)
     let stats = try await ps.call(ParameterServerMethods.stats, .with { $0.job = "ssp" })
     // Step 3 of replica 0 waited for replica 1's step 2; none was applied more than 1 step ahead.
@@ -212,7 +212,7 @@ import Testing
     #expect(throws: (any Error).self) { try cancelled.get() }
     try await push(replica: 1, step: 1)
     try await repeated.value
-    let pulled = try await client.pull(job: "ssp", names: ["w"])["w"]!
+    let pulled = try #require(await client.pull(job: "ssp", names: ["w"])["w"])
     #expect(pulled.version == 3, "replica 0's steps 1 and 2 and replica 1's step 1, each once")
   }
 
@@ -236,6 +236,6 @@ import Testing
       error?.message.contains("waited 1.0 seconds for replica 1, whose last push is of step 0") == true,
       "\(String(describing: error))")
     // Step 1 of replicas 0 and 2 only.
-    #expect(try await client.pull(job: "ssp", names: ["w"])["w"]!.version == 2)
+    #expect(try #require(await client.pull(job: "ssp", names: ["w"])["w"]).version == 2)
   }
 }

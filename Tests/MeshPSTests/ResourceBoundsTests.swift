@@ -172,7 +172,7 @@ import Testing
   /// A pid no process has: one past the highest the kernel hands out.
   static func deadPID() -> Int32 {
     let text = (try? String(contentsOfFile: "/proc/sys/kernel/pid_max", encoding: .utf8)) ?? "4194304"
-    return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))! + 1
+    return (Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 4_194_304) + 1
   }
 
   func residentBytes(of service: RunningService) throws -> Int {

@@ -106,8 +106,9 @@ import Testing
         job: "slots", step: Int64(step), user: "stage0", clientID: "t",
         gradients: gradients.mapValues { ($0, Int64(step - 1)) })
       for (name, gradient) in gradients {
-        adam.update(
-          variable: &expected[name]!, gradient: gradient, slots: &expectedSlots[name, default: [:]], step: step)
+        var variable = try #require(expected[name])
+        adam.update(variable: &variable, gradient: gradient, slots: &expectedSlots[name, default: [:]], step: step)
+        expected[name] = variable
       }
     }
 

@@ -72,9 +72,10 @@ import Testing
     }
     for name in ["kernel", "bias"] {
       let got = try #require(means[0][name])
-      #expect(got.shape == gradients[0][name]!.shape)
+      let replicaGradients = try gradients.map { try #require($0[name]) }
+      #expect(got.shape == replicaGradients[0].shape)
       for index in 0..<got.scalarCount {
-        let want = gradients.reduce(0.0) { $0 + Double($1[name]!.scalars[index]) } / Double(replicas)
+        let want = replicaGradients.reduce(0.0) { $0 + Double($1.scalars[index]) } / Double(replicas)
         #expect(abs(Double(got.scalars[index]) - want) <= 1e-6, "\(name)[\(index)]")
       }
     }

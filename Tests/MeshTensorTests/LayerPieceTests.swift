@@ -20,7 +20,7 @@ struct LayerPieceTests {
       for declaration in stage.model.variableDeclarations(layers: stage.layers) {
         guard let piece = declaration.piece else { continue }
         pieces[declaration.name] = piece
-        held[declaration.name] = piece.cut(from: variables[piece.whole]!)
+        held[declaration.name] = piece.cut(from: try #require(variables[piece.whole]))
       }
       let forward = stage.model.forwardStage(
         activation, variables: held, layers: stage.layers, context: .init(training: true), inputGradient: index > 0)
@@ -129,8 +129,8 @@ struct LayerPieceTests {
     #expect(model.joiningPieces(values) == whole)
 
     let piece = try #require(held.first { $0.piece?.axis == 1 }?.piece)
-    let source = whole[piece.whole]!.scalars
-    let scalars = values[piece.name]!.scalars
+    let source = try #require(whole[piece.whole]).scalars
+    let scalars = try #require(values[piece.name]).scalars
     for chunk in [1, 4, 7, scalars.count] {
       var rebuilt = [Float](repeating: .nan, count: source.count)
       for start in stride(from: 0, to: scalars.count, by: chunk) {
@@ -148,7 +148,7 @@ struct LayerPieceTests {
     // A piece's optimizer slot, or a part of a piece a ps task holds, is neither a piece nor kept.
     var more = values
     more[piece.name + "@m"] = values[piece.name]
-    more[piece.name + "#rows:0-1"] = values[piece.name]!.slice(axis: 0, range: 0..<1)
+    more[piece.name + "#rows:0-1"] = try #require(values[piece.name]).slice(axis: 0, range: 0..<1)
     #expect(model.joiningPieces(more) == whole)
   }
 
@@ -194,7 +194,7 @@ struct LayerPieceTests {
     #expect(read.map(\.shape) == [[12, 9], [9], [9, 4], [4]])
     #expect(read[0].regularized && head.model.layers[1].variableDeclarations[0].regularized)
     // Drawn as those rows of the whole kernel are.
-    let whole = model.initialVariables()["dense1/kernel"]!
+    let whole = try #require(model.initialVariables()["dense1/kernel"])
     #expect(read[0].initialValue(modelSeed: Self.mlp.seed) == whole.slice(axis: 0, range: 4..<16))
     // What the head passes on: the 12 inputs not taken and the 9 sums.
     #expect(head.model.activationShapes[head.layers.upperBound] == [12 + 9])

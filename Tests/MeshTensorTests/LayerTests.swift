@@ -10,12 +10,13 @@ func layerCase(_ name: String, _ spec: LayerSpec, input: Tensor, differentiableI
     spec: ModelSpec(
       inputShape: Array(input.shape.dropFirst()), layers: [spec],
       loss: .meanSquaredError, seed: 5))
-  let names = model.variableDeclarations().map(\.name)
-  let initial = model.initialVariables()
-  let variables = names.map { name in
+  let declarations = model.variableDeclarations()
+  let names = declarations.map(\.name)
+  let variables = declarations.map { declaration in
     // Non-trivial norm parameters so their gradients are exercised.
-    name.hasSuffix("beta") || name.hasSuffix("bias")
-      ? sample(initial[name]!.shape, seed: UInt64(name.utf8.count)) * 0.1 : initial[name]!
+    declaration.name.hasSuffix("beta") || declaration.name.hasSuffix("bias")
+      ? sample(declaration.shape, seed: UInt64(declaration.name.utf8.count)) * 0.1
+      : declaration.initialValue(modelSeed: model.spec.seed)
   }
   let offset = differentiableInput ? 1 : 0
   return GradientCase(name, (differentiableInput ? [input] : []) + variables) { values in
@@ -241,7 +242,7 @@ struct LayerTests {
     var variables = model.initialVariables()
     if case .learned = positions {
       // Rows as far apart as sinusoids (the initial table is small, 0.02).
-      variables["embedding0/positions"] = variables["embedding0/positions"]! * 50
+      variables["embedding0/positions"] = try #require(variables["embedding0/positions"]) * 50
     }
     let ordered = model(Tensor(shape: [1, 5], scalars: [1, 2, 3, 4, 5]), variables: variables)
     let shuffled = model(Tensor(shape: [1, 5], scalars: [3, 1, 4, 2, 5]), variables: variables)

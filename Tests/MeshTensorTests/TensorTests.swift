@@ -53,7 +53,7 @@ struct TensorTests {
     let next = Tensor.zeros([count])
     #expect(storage != nil)
     shared?.withUnsafeBytes { #expect($0.baseAddress != UnsafeRawPointer(next.buffer.pointer)) }
-    #expect(try Tensor(dtype: .float32, shape: [count], littleEndianBytes: shared!).scalars == values)
+    #expect(try Tensor(dtype: .float32, shape: [count], littleEndianBytes: #require(shared)).scalars == values)
     // Dropping the bytes frees the storage.
     shared = nil
     #expect(storage == nil)

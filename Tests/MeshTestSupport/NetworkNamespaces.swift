@@ -58,7 +58,10 @@ public final class TestNetwork: Sendable {
   public func start(on host: String, _ executable: String, _ arguments: [String], logPath: String) throws
     -> ChildProcess
   {
-    try ChildProcess(Self.ip!, ["netns", "exec", namespaces[host]!, executable] + arguments, logPath: logPath)
+    guard let ip = Self.ip, let namespace = namespaces[host] else {
+      throw ChildProcessError("no namespace for host \(host), or no ip command")
+    }
+    return try ChildProcess(ip, ["netns", "exec", namespace, executable] + arguments, logPath: logPath)
   }
 
   deinit {

@@ -57,7 +57,7 @@ import Testing
     #expect(try await quick.waitForExit() == 0, "\(quick.log)")
     let watched = try train("watched", 200)
     defer { watched.signal(SIGKILL) }
-    let steps = URL(string: dashboard + "api/jobs/watched")!
+    let steps = try #require(URL(string: dashboard + "api/jobs/watched"))
     let trained = try await eventually(timeout: .seconds(60)) {
       var request = URLRequest(url: steps)
       request.setValue("Bearer \(AccessTests.tokens.alice)", forHTTPHeaderField: "Authorization")
@@ -96,7 +96,7 @@ import Testing
     // Another user sees none of alice's jobs or models (through the API the page reads); no token
     // gets the token form and the reason.
     for (path, key) in [("api/jobs", "jobs"), ("api/models", "models")] {
-      var request = URLRequest(url: URL(string: dashboard + path)!)
+      var request = URLRequest(url: try #require(URL(string: dashboard + path)))
       request.setValue("Bearer \(AccessTests.tokens.bob)", forHTTPHeaderField: "Authorization")
       let (body, response) = try await URLSession.shared.data(for: request)
       #expect((response as? HTTPURLResponse)?.statusCode == 200)
@@ -122,11 +122,11 @@ import Testing
     _ = try await up.waitForLine(startingWith: "epoch 1")
     let jobs =
       try JSONSerialization.jsonObject(
-        with: try await URLSession.shared.data(from: URL(string: dashboard + "api/jobs")!).0) as? [String: Any]
+        with: try await URLSession.shared.data(from: #require(URL(string: dashboard + "api/jobs"))).0) as? [String: Any]
     let listed = try #require(jobs?["jobs"] as? [[String: Any]])
     #expect(listed.count == 1 && (listed[0]["job"] as? String)?.hasPrefix("up-") == true, "\(listed)")
     #expect(listed.first?["state"] as? String == "JOB_STATE_RUNNING")
-    let (page, response) = try await URLSession.shared.data(from: URL(string: dashboard)!)
+    let (page, response) = try await URLSession.shared.data(from: #require(URL(string: dashboard)))
     #expect((response as? HTTPURLResponse)?.statusCode == 200)
     #expect(String(decoding: page, as: UTF8.self).contains("<script src=\"/dashboard.js\"></script>"))
     // A page elsewhere that rebinds its own name to 127.0.0.1 gets nothing.

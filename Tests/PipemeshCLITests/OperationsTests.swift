@@ -206,6 +206,8 @@ import Testing
 
   /// The value of the series `series` (name and labels as exposed), if present.
   static func value(in text: String, _ series: String) -> Double? {
-    text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+    text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { line in
+      line.split(separator: " ").last.flatMap { Double($0) }
+    }
   }
 }

@@ -127,7 +127,7 @@ import Testing
   @Test func aLoadStageNamingAHostOutsideThePeersIsRefused() async throws {
     let directory = try TemporaryDirectory(prefix: "pipemesh-dial")
     let ps = try await RunningService.start("ps", log: directory.file("ps.log"))
-    let port = ps.endpoint.split(separator: ":").last!
+    let port = try #require(ps.endpoint.split(separator: ":").last)
     // Listed by address: the same ps under another loopback address or name is not.
     let partition = try await RunningService.start(
       "partition", ["--peers", "127.0.0.1"], log: directory.file("partition.log"))
