@@ -153,12 +153,14 @@ public final class LayerTimings: Sendable {
           [$0.forwardSeconds, $0.backwardSeconds, $0.splitForwardSeconds, $0.splitBackwardSeconds]
         }
         guard response.layers.count == model.layers.count,
-          seconds.allSatisfy({ $0.isFinite && $0 >= 0 && $0 <= Self.longestLayer })
+          seconds.allSatisfy({ $0.isFinite && $0 >= 0 && $0 <= Self.longestLayer }),
+          response.layers.allSatisfy({ !$0.hasFirstPartShare || (0...1).contains($0.firstPartShare) })
         else { continue }
         let layers = response.layers.map {
           LayerTiming(
             forward: .seconds($0.forwardSeconds), backward: .seconds($0.backwardSeconds),
-            splitForward: .seconds($0.splitForwardSeconds), splitBackward: .seconds($0.splitBackwardSeconds))
+            splitForward: .seconds($0.splitForwardSeconds), splitBackward: .seconds($0.splitBackwardSeconds),
+            firstPartShare: $0.hasFirstPartShare ? $0.firstPartShare : nil)
         }
         return Measured(layers: layers, rows: rows, on: member.endpoint)
       } catch let error as RPCError where [.invalidArgument, .resourceExhausted].contains(error.code) {

@@ -125,7 +125,7 @@ extension Planner {
         layers: layers.map {
           LayerTiming(
             forward: $0.forward * factor, backward: $0.backward * factor, splitForward: $0.splitForward * factor,
-            splitBackward: $0.splitBackward * factor)
+            splitBackward: $0.splitBackward * factor, firstPartShare: $0.firstPartShare)
         }, rows: wanted, on: on)
     }
   }

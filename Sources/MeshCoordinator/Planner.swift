@@ -156,8 +156,8 @@ public enum Planner {
     let splitCosts = measured.map { $0.map(\.splitTotal.seconds) } ?? []
     let parameters = model.layerCosts.map(\.parameterCount)
     let layers = Layers(
-      model: model, costs: costs, splitCosts: splitCosts, parameters: parameters,
-      splitsSharingWeights: splitsSharingWeights)
+      model: model, costs: costs, splitCosts: splitCosts, firstPartShares: measured?.map(\.firstPartShare) ?? [],
+      parameters: parameters, splitsSharingWeights: splitsSharingWeights)
     // Without measured times what a split adds is unknown: layers are split only when too few.
     let cutPlaces =
       wholeLayers || !splitPoints.isEmpty || (measured == nil && stages <= model.layers.count) ? [] : layers.cutPlaces
@@ -254,6 +254,9 @@ public enum Planner {
     /// Per layer, what its two parts cost beyond the whole when it is split
     /// between two stages; empty when not measured (the FLOP estimate).
     let splitCosts: [Double]
+    /// Per layer, the measured share of its part before its measured place
+    /// (`LayerTiming.firstPartShare`); empty when not measured.
+    let firstPartShares: [Double?]
     let parameters: [Int]
     /// Each layer's input count where a stage may begin inside it, else nil.
     let splittable: [Int?]
@@ -268,9 +271,13 @@ public enum Planner {
     /// Whether a place may fall inside a layer whose pieces share its weights.
     private let splitsSharingWeights: Bool
 
-    init(model: Sequential, costs: [Double], splitCosts: [Double], parameters: [Int], splitsSharingWeights: Bool) {
+    init(
+      model: Sequential, costs: [Double], splitCosts: [Double], firstPartShares: [Double?], parameters: [Int],
+      splitsSharingWeights: Bool
+    ) {
       self.costs = costs
       self.splitCosts = splitCosts
+      self.firstPartShares = firstPartShares
       self.parameters = parameters
       splittable = model.layers.indices.map(model.splittableInputs(ofLayer:))
       self.model = model
@@ -292,10 +299,10 @@ public enum Planner {
     var end: LayerPosition { LayerPosition(layer: costs.count) }
     var wholeLayerPlaces: [LayerPosition] { (0...costs.count).map { LayerPosition(layer: $0) } }
 
-    /// Places inside layers, evenly spread over the inputs of the splittable
-    /// layers of at most `Sequential.largestSplitParameters`, at most
-    /// `cutCandidates` in all: the costliest layers first when there are
-    /// more such layers than that.
+    /// Places inside layers, spread over the inputs of the splittable layers
+    /// of at most `Sequential.largestSplitParameters`
+    /// (`Sequential.places(inLayer:pieces:)`), about `cutCandidates` in all:
+    /// the costliest layers first when there are more such layers than that.
     var cutPlaces: [LayerPosition] {
       let candidates = splittable.indices.filter {
         splittable[$0] != nil && parameters[$0] <= Sequential.largestSplitParameters
@@ -304,10 +311,8 @@ public enum Planner {
       .sorted { costs[$0] > costs[$1] }.prefix(Planner.cutCandidates)
       guard !candidates.isEmpty else { return [] }
       let perLayer = max(2, Planner.cutCandidates / candidates.count)
-      return candidates.flatMap { layer -> [LayerPosition] in
-        let inputs = splittable[layer]!
-        let pieces = min(inputs, perLayer)
-        return Set((1..<pieces).map { inputs * $0 / pieces }).map { LayerPosition(layer: layer, inputs: $0) }
+      return candidates.flatMap { layer in
+        model.places(inLayer: layer, pieces: perLayer).map { LayerPosition(layer: layer, inputs: $0) }
       }.sorted()
     }
 
@@ -358,7 +363,10 @@ public enum Planner {
       func before(_ position: LayerPosition) -> Double {
         let whole = values[..<position.layer].reduce(0, +)
         guard position.inputs > 0, splittable[position.layer] != nil else { return whole }
-        return whole + values[position.layer] * model.workShare(ofLayer: position.layer, firstInputs: position.inputs)
+        let measured = position.layer < firstPartShares.count ? firstPartShares[position.layer] : nil
+        return whole
+          + values[position.layer]
+          * model.workShare(ofLayer: position.layer, firstInputs: position.inputs, measuredShare: measured)
       }
       return before(end) - before(start) + halfOfSplit(split, at: start) + halfOfSplit(split, at: end)
     }
@@ -370,9 +378,11 @@ public enum Planner {
     }
 
     /// Half of what splitting the layer `position` falls inside adds; 0 at a
-    /// layer's edge or where nothing was measured.
+    /// layer's edge, at a place that adds nothing (between a Transformer
+    /// block's attention and MLP) or where nothing was measured.
     func halfOfSplit(_ split: [Double], at position: LayerPosition) -> Double {
-      position.inputs > 0 && position.layer < split.count ? split[position.layer] / 2 : 0
+      position.inputs > 0 && position.layer < split.count
+        && model.splitAddsWork(ofLayer: position.layer, at: position.inputs) ? split[position.layer] / 2 : 0
     }
 
     /// Parameters a stage from `start` to `end` holds, as its partition

@@ -13,6 +13,7 @@ extension [LayerTiming] {
         $0.backwardSeconds = timed.1.backward.seconds
         $0.splitForwardSeconds = timed.1.splitForward.seconds
         $0.splitBackwardSeconds = timed.1.splitBackward.seconds
+        if let share = timed.1.firstPartShare { $0.firstPartShare = share }
       }
     }
   }

@@ -184,8 +184,8 @@ extension VariableDeclaration {
   /// so no value travels) and the job's optimizer. A piece of a variable is
   /// drawn as those elements of the whole are: at its offset in the whole's
   /// draw when it is one run of it (rows of a Dense kernel), otherwise
-  /// (channels of a convolution's filter) as the whole's draw cut, sent as
-  /// its initial value.
+  /// (channels of a convolution's filter, columns of a Transformer MLP's
+  /// first kernel) as the whole's draw cut, sent as its initial value.
   public func definition(seed: UInt64, optimizer: Pipemesh_V1_OptimizerSpec) -> Pipemesh_V1_VariableDefinition {
     .with {
       $0.name = name

@@ -572,12 +572,17 @@ import Testing
   }
 
   /// A Transformer language model split between its block's attention and
-  /// its MLP trains as in-process training does.
-  @Test func aTransformerSplitBetweenItsSublayersMatchesInProcessTraining() async throws {
+  /// its MLP, inside its MLP (after 5 of its 16 hidden units), or at both
+  /// (three stages) trains as in-process training does.
+  @Test(arguments: [
+    [LayerPosition(layer: 1, inputs: 1)], [LayerPosition(layer: 1, inputs: 6)],
+    [LayerPosition(layer: 1, inputs: 1), LayerPosition(layer: 1, inputs: 9)],
+  ])
+  func aTransformerSplitAtItsUnitsMatchesInProcessTraining(_ places: [LayerPosition]) async throws {
     let mesh = try await Self.mesh.value
     let model = Self.transformerLanguageModel(vocabulary: 10, seed: 17)
     try await Self.expectSplitTrainsAsInProcess(
-      model, job: "transformer-halves", at: [LayerPosition(layer: 1, inputs: 1)], on: mesh)
+      model, job: "transformer-at-" + places.map { "\($0.inputs)" }.joined(separator: "-"), at: places, on: mesh)
   }
 
   /// A language model over 6 positions: an embedding of `vocabulary` tokens
@@ -612,16 +617,18 @@ import Testing
 
   /// Trains `model`, a language model of 10 tokens over 6 positions, on
   /// stages split at `places` (a partition each), and expects each step's
-  /// loss to be in-process training's within 1e-4, and to fall.
+  /// loss to be in-process training's within 1e-4, and to fall, and the
+  /// model the job registers to hold in-process training's final weights.
   static func expectSplitTrainsAsInProcess(
     _ model: Pipemesh_V1_ModelSpec, job: String, at places: [LayerPosition], on mesh: LocalMesh,
     sourceLocation: SourceLocation = #_sourceLocation
   ) async throws {
     let (inputs, targets) = successorTokens(rows: 48, length: 6, vocabulary: 10, seed: 4)
     let built = try makeModel(model)
-    let expected = try await onOwnThread {
+    let (expected, trained) = try await onOwnThread {
       var reference = InProcessReference(model: built, learningRate: 0.5)
-      return reference.train(inputs: inputs, targets: targets, epochs: 2, batchSize: 12, seed: 3)
+      let losses = reference.train(inputs: inputs, targets: targets, epochs: 2, batchSize: 12, seed: 3)
+      return (losses, reference.variables)
     }
     let coordinator = try await mesh.coordinator((0...places.count).map { [$0] }, name: job)
     let progress = try await train(
@@ -637,6 +644,21 @@ import Testing
         sourceLocation: sourceLocation)
     }
     #expect(try #require(losses.last) < #require(losses.first), sourceLocation: sourceLocation)
+    // The registered model holds the whole weights, put back together from what each stage held
+    // (the pieces of a split layer among them).
+    var file = Data()
+    let client = try RPCClient(target: coordinator.endpoint)
+    for try await chunk in client.stream(CoordinatorMethods.exportModel, .with { $0.model = job }) {
+      file.append(chunk.data)
+    }
+    let exported = try SafeTensors.decode(file).tensors
+    #expect(Set(exported.keys) == Set(trained.keys), sourceLocation: sourceLocation)
+    for (name, want) in trained {
+      let got = try #require(exported[name], sourceLocation: sourceLocation)
+      let largest = zip(got.scalars, want.scalars).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? .infinity
+      #expect(
+        got.shape == want.shape && largest <= 1e-4, "\(name) differs by \(largest)", sourceLocation: sourceLocation)
+    }
   }
 
   /// A small Transformer language model (embedding with learned positions,

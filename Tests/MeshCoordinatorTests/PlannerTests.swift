@@ -261,9 +261,9 @@ import Testing
   }
 
   /// A Transformer block that takes nearly all of a model's time is split
-  /// between its attention and its MLP, each stage holding its sublayer's
-  /// own variables (none shared, so a job may clip or run async).
-  @Test func aTransformerBlockIsSplitBetweenItsSublayers() throws {
+  /// between its attention and its MLP, each stage holding its part's own
+  /// variables (none shared, so a job may clip or run async).
+  @Test func aTransformerBlockIsSplitBetweenItsAttentionAndItsMLP() throws {
     let model = try makeModel(PipelineTrainingTests.transformerLanguageModel(vocabulary: 10, seed: 17))
     let times = [100, 8000, 100].map { LayerTiming(forward: .microseconds($0), backward: .zero) }
     let plan = try Planner.plan(model, stages: 2, measured: times, splitsSharingWeights: false)
@@ -275,6 +275,40 @@ import Testing
     #expect(zip(plan.costs, expected).allSatisfy { abs($0 - $1) < 1e-9 }, "\(plan.costs) against \(expected)")
     #expect(plan.variableSharedAcrossStages(of: model) == nil)
     #expect(plan.parameters.reduce(0, +) == model.layers.map(\.parameterCount).reduce(0, +))
+  }
+
+  /// Three stages of two Transformer blocks balance only inside a block's
+  /// MLP: at whole layers or at the place between a block's attention and
+  /// its MLP, some stage runs a whole block or more (8000 µs here).
+  @Test func threeStagesOfTwoTransformerBlocksSplitInsideAnMLP() throws {
+    var spec = PipelineTrainingTests.transformerLanguageModel(vocabulary: 10, seed: 17)
+    spec.layers.insert(spec.layers[1], at: 2)
+    let model = try makeModel(spec)
+    let times = [100, 8000, 8000, 100].map { LayerTiming(forward: .microseconds($0), backward: .zero) }
+    let plan = try Planner.plan(model, stages: 3, measured: times, splitsSharingWeights: false)
+    // A block's attention costs 4224 / 7296 of it (see above), 4632 µs, its MLP 3368 µs over
+    // 16 hidden units. The last stage can take at most block 2's MLP and the head (3468 µs);
+    // the first two share the rest best after 8 of block 1's hidden units: 6416 / 6316 µs.
+    #expect(
+      plan.bounds == [0, LayerPosition(layer: 1, inputs: 9), LayerPosition(layer: 2, inputs: 1), 4], "\(plan.bounds)")
+    let attention = 8000 * 4224.0 / 7296
+    let expected = [
+      100 + attention + (8000 - attention) / 2, (8000 - attention) / 2 + attention, 8000 - attention + 100,
+    ]
+    #expect(zip(plan.costs, expected).allSatisfy { abs($0 - $1 * 1e-6) < 1e-9 }, "\(plan.costs) against \(expected)")
+    #expect(plan.parameters.reduce(0, +) == model.layers.map(\.parameterCount).reduce(0, +))
+    #expect(plan.variableSharedAcrossStages(of: model) == nil)
+
+    // Timed, the attention takes a quarter of each block (2000 µs; the MLP 375 µs a hidden
+    // unit): the best split moves to 1:10 and 2:3, stages of 5475 / 5375 / 5350 µs.
+    let timed = times.enumerated().map { layer, time in
+      LayerTiming(forward: time.forward, backward: .zero, firstPartShare: [1, 2].contains(layer) ? 0.25 : nil)
+    }
+    let measured = try Planner.plan(model, stages: 3, measured: timed, splitsSharingWeights: false)
+    #expect(
+      measured.bounds == [0, LayerPosition(layer: 1, inputs: 10), LayerPosition(layer: 2, inputs: 3), 4],
+      "\(measured.bounds)")
+    #expect(zip(measured.costs, [5475.0, 5375, 5350]).allSatisfy { abs($0 - $1 * 1e-6) < 1e-9 }, "\(measured.costs)")
   }
 
   /// A stage that runs a tied layer holds the table it reads, as its

@@ -281,24 +281,29 @@ struct LayerPieceTests {
     ],
     loss: .softmaxCrossEntropy, l2Penalty: 0.05, seed: 6)
 
-  @Test func transformerBlocksCutBetweenAttentionAndMLPComputeTheWholeModel() throws {
+  /// Between the attention and the MLP, inside the MLP (after some hidden units), several
+  /// times in one block, and a piece running the attention with some hidden units.
+  @Test func transformerBlocksCutAtAnyUnitComputeTheWholeModel() throws {
     let tokens = Tensor(shape: [3, 5], scalars: (0..<15).map { Float(($0 * 5 + 2) % 7) })
     for positions in [
       [LayerPosition(layer: 1, inputs: 1)], [LayerPosition(layer: 1, inputs: 1), LayerPosition(layer: 2, inputs: 1)],
-      [LayerPosition(layer: 2), LayerPosition(layer: 2, inputs: 1)],
+      [LayerPosition(layer: 2), LayerPosition(layer: 2, inputs: 1)], [LayerPosition(layer: 1, inputs: 5)],
+      [LayerPosition(layer: 1, inputs: 3), LayerPosition(layer: 1, inputs: 9), LayerPosition(layer: 2, inputs: 12)],
+      [LayerPosition(layer: 1, inputs: 1), LayerPosition(layer: 1, inputs: 2), LayerPosition(layer: 2, inputs: 7)],
     ] {
       try Self.expectSameAsWhole(Self.transformer, at: positions, batch: 3, classes: 3, input: tokens)
     }
   }
 
-  /// Each sublayer of a split Transformer block holds its own variables,
-  /// named as the whole block's, and passes on the residual stream alone.
-  @Test func eachSublayerOfATransformerBlockHoldsItsOwnVariables() throws {
+  /// Split between its attention and its MLP, a Transformer block's two parts
+  /// each hold their own variables, named as the whole block's, and pass on the
+  /// residual stream alone.
+  @Test func theAttentionAndTheMLPOfASplitTransformerBlockHoldTheirOwnVariables() throws {
     let model = try Sequential(spec: Self.transformer)
     let head = try model.stage(from: LayerPosition(layer: 0), to: LayerPosition(layer: 1, inputs: 1))
     let tail = try model.stage(from: LayerPosition(layer: 1, inputs: 1), to: LayerPosition(layer: 5))
     #expect(head.model.layers[head.layers].map(\.name) == ["embedding0", "transformer0[0..<1]"])
-    #expect(tail.model.layers[tail.layers].first?.name == "transformer0[1..<2]")
+    #expect(tail.model.layers[tail.layers].first?.name == "transformer0[1..<13]")
     let attention = head.model.layers[1].variableDeclarations.map(\.name)
     let mlp = tail.model.layers[tail.layers.lowerBound].variableDeclarations.map(\.name)
     #expect(attention.allSatisfy { $0.hasPrefix("transformer0/ln1/") || $0.hasPrefix("transformer0/attention/") })
@@ -307,8 +312,50 @@ struct LayerPieceTests {
     #expect(head.model.activationShapes[head.layers.upperBound] == [5, 8])
     #expect(!model.piecesShareWeights(ofLayer: 1))
     #expect(
-      model.heldParameters(byPieceOf: 1, taking: 0..<1) + model.heldParameters(byPieceOf: 1, taking: 1..<2)
+      model.heldParameters(byPieceOf: 1, taking: 0..<1) + model.heldParameters(byPieceOf: 1, taking: 1..<13)
         == model.layers[1].parameterCount)
+  }
+
+  /// Cut inside its MLP, a block's pieces hold their hidden units' parts of the MLP's weights
+  /// (the layer norm with the first, the second bias with the last), pass on the normalised
+  /// input beside the residual stream, and their parts put back together are the whole.
+  @Test func piecesOfATransformerBlocksMLPHoldTheirHiddenUnits() throws {
+    let model = try Sequential(spec: Self.transformer)
+    #expect(model.splittableInputs(ofLayer: 1) == 13)
+    #expect(model.places(inLayer: 1, pieces: 4) == [1, 4, 7, 10])
+    let bounds = [LayerPosition(layer: 0), LayerPosition(layer: 1, inputs: 5), LayerPosition(layer: 5)]
+    let head = try model.stage(from: bounds[0], to: bounds[1])
+    let tail = try model.stage(from: bounds[1], to: bounds[2])
+    #expect(head.model.layers[head.layers].map(\.name) == ["embedding0", "transformer0[0..<5]"])
+    #expect(head.model.activationShapes[head.layers.upperBound] == [5, 16])
+    let first = head.model.layers[1].variableDeclarations
+    let second = tail.model.layers[tail.layers.lowerBound].variableDeclarations
+    let mlp = "transformer0/mlp/"
+    #expect(
+      first.filter { $0.name.hasPrefix(mlp) }.map(\.name) == [
+        mlp + "kernel1#inputs:0-4", mlp + "bias1#inputs:0-4", mlp + "kernel2#inputs:0-4",
+      ])
+    #expect(first.filter { $0.name.hasPrefix(mlp) }.map(\.shape) == [[8, 4], [4], [4, 8]])
+    #expect(first.contains { $0.name == "transformer0/ln2/gamma" } && !first.contains { $0.name == mlp + "bias2" })
+    #expect(
+      second.map(\.name) == [
+        mlp + "kernel1#inputs:4-12", mlp + "bias1#inputs:4-12", mlp + "kernel2#inputs:4-12", mlp + "bias2",
+      ])
+    #expect(
+      model.heldParameters(byPieceOf: 1, taking: 0..<5) + model.heldParameters(byPieceOf: 1, taking: 5..<13)
+        == model.layers[1].parameterCount)
+    for units in [0..<1, 0..<5, 1..<13, 1..<2, 5..<13, 3..<9, 12..<13] {
+      #expect(
+        model.heldParameters(byPieceOf: 1, taking: units)
+          == TransformerPiece(block: try #require(model.layers[1] as? TransformerBlock), units: units).parameterCount,
+        "\(units)")
+    }
+    // The pieces' values as the ps draws them, put back together: the whole model's.
+    let held = try model.variableDeclarations(cutAt: bounds)
+    let values = Dictionary(
+      uniqueKeysWithValues: held.map { ($0.name, $0.initialValue(modelSeed: Self.transformer.seed)) })
+    #expect(values.count > model.variableDeclarations().count)
+    #expect(model.joiningPieces(values) == model.initialVariables())
   }
 
   @Test func cutsOutsideSummingLayersAreRefused() throws {

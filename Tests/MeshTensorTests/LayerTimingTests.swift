@@ -76,6 +76,32 @@ struct LayerTimingTests {
       ])
   }
 
+  /// A Transformer block is also timed with its attention alone as a stage,
+  /// for the attention's share of the block (its FLOPs tell it badly); other
+  /// layers are not.
+  @Test func aTransformerBlocksAttentionIsTimedApart() throws {
+    let model = try Sequential(
+      spec: ModelSpec(
+        inputShape: [4],
+        layers: [
+          .embedding(vocabularySize: 5, embeddingSize: 8), .transformerBlock(modelSize: 8, headCount: 2, mlpSize: 8),
+          .dense(inputSize: 8, outputSize: 3, activation: .linear),
+        ],
+        loss: .softmaxCrossEntropy, seed: 2))
+    // Four runs per timing (a warm-up and one timed, forward and backward), in order: the
+    // embedding, the block, the block split at its middle, its attention alone (runs 13 to 16,
+    // measured as a quarter of the others), the head, the head split.
+    var runs = 0
+    let timings = try model.timeLayers(rows: 2, repeats: 1) { run in
+      run()
+      runs += 1
+      return .microseconds((13...16).contains(runs) ? 250 : 1000)
+    }
+    #expect(runs == 24)
+    #expect(timings.map(\.firstPartShare) == [nil, 0.25, nil])
+    #expect(timings[1].total == .milliseconds(2) && timings[1].splitTotal == .zero)
+  }
+
   /// Layers are timed on inputs like those they meet in training: token ids
   /// drawn from an embedding's vocabulary (after any Flatten layers), and
   /// varied values elsewhere. On zeros, tanh, exp and GELU take their fast

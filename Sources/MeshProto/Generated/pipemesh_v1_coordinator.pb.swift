@@ -286,8 +286,9 @@ public nonisolated struct Pipemesh_V1_PlanRequest: @unchecked Sendable {
 
   /// How far into its layer each split point falls: split_point_inputs[i] of layer
   /// split_points[i]'s inputs (a Dense layer's features, a convolution's channels, a recurrent
-  /// layer's time steps, a Transformer block's two sublayers) go to the stage before, the rest to
-  /// the stage that begins there; 0 is before the whole layer.
+  /// layer's time steps, a Transformer block's units: 1 its attention, then 1 more for each of its
+  /// MLP's hidden units) go to the stage before, the rest to the stage that begins there; 0 is
+  /// before the whole layer.
   /// Valid: empty (every split point before a whole layer), or one per split point: 0, or 1 up to,
   /// not including, the input count of a Dense, Conv2D, LSTM, GRU or Transformer split_points[i].
   public var splitPointInputs: [Int32] {
@@ -416,8 +417,8 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
   public var firstLayer: Int32 = 0
 
   /// The inputs of first_layer (a Dense layer's features, a convolution's channels, a recurrent
-  /// layer's time steps, a Transformer block's sublayers) the stage before took: the stage takes
-  /// the rest; 0 when it runs the whole layer.
+  /// layer's time steps, a Transformer block's units: its attention, then its MLP's hidden units)
+  /// the stage before took: the stage takes the rest; 0 when it runs the whole layer.
   public var firstLayerInputs: Int32 = 0
 
   /// The layer the stage ends before, or in.
@@ -428,8 +429,9 @@ public nonisolated struct Pipemesh_V1_StagePlan: Sendable {
   public var endLayerInputs: Int32 = 0
 
   /// What it holds: of a layer split between stages, the rows of its weight the stage's inputs
-  /// meet (and the bias, in the last part), a recurrent layer's weights whole, or a Transformer
-  /// block's sublayer's; and the tables of tied layers it reads from another stage.
+  /// meet (and the bias, in the last part), a recurrent layer's weights whole, or of a Transformer
+  /// block its attention's and its hidden units' part of the MLP's; and the tables of tied layers
+  /// it reads from another stage.
   public var parameters: Int64 = 0
 
   /// Estimated FLOPs per example of a training step through the stage
@@ -757,8 +759,9 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
 
   /// How far into its layer each split point falls: split_point_inputs[i] of layer
   /// split_points[i]'s inputs (a Dense layer's features, a convolution's channels, a recurrent
-  /// layer's time steps, a Transformer block's two sublayers) go to the stage before, the rest to
-  /// the stage that begins there; 0 is before the whole layer.
+  /// layer's time steps, a Transformer block's units: 1 its attention, then 1 more for each of its
+  /// MLP's hidden units) go to the stage before, the rest to the stage that begins there; 0 is
+  /// before the whole layer.
   /// Valid: empty (every split point before a whole layer), or one per split point: 0, or 1 up to,
   /// not including, the input count of a Dense, Conv2D, LSTM, GRU or Transformer split_points[i].
   public var splitPointInputs: [Int32] {
@@ -891,10 +894,11 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// inside a Dense, Conv2D, LSTM, GRU or Transformer layer (after some of its inputs) where whole layers are
   /// fewer than the stages, and, planning on measured layer times, where that makes the slowest
   /// stage at least 10 % faster, counting what the split adds: the stage after it then also
-  /// receives the inputs it has not taken (of a Transformer block, the residual stream alone),
-  /// each stage holding a part holds the rows of the layer's weight its inputs meet (of a block,
-  /// its sublayer's variables), and the layer's sums add in another order (a difference in the
-  /// last bits). An LSTM or GRU is split at a time step only under sync consistency and without
+  /// receives the inputs it has not taken (of a Transformer block, the residual stream, beside
+  /// the MLP's normalised input inside the MLP), each stage holding a part holds the rows of the
+  /// layer's weight its inputs meet (of a block, its attention's variables and its hidden units'
+  /// part of the MLP's), and the layer's sums add in another order (a difference in the last
+  /// bits). An LSTM or GRU is split at a time step only under sync consistency and without
   /// optimizer.clip_global_norm: each of its parts runs the layer's whole weights, which their
   /// stages share, and the ps adds their gradients up. Split points given explicitly are kept.
   /// Valid: any.

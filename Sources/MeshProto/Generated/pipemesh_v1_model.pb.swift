@@ -542,9 +542,24 @@ public nonisolated struct Pipemesh_V1_LayerTime: Sendable {
 
   public var splitBackwardSeconds: Double = 0
 
+  /// The share of forward_seconds + backward_seconds that the layer's part before place 1 took,
+  /// timed alone as a stage: a Transformer block's attention, whose share of the block its FLOPs
+  /// tell badly (the planner weighs a place inside the block by it). Unset for other layers and
+  /// for layers not timed split. Valid: 0 to 1.
+  public var firstPartShare: Double {
+    get {_firstPartShare ?? 0}
+    set {_firstPartShare = newValue}
+  }
+  /// Returns true if `firstPartShare` has been explicitly set.
+  public var hasFirstPartShare: Bool {self._firstPartShare != nil}
+  /// Clears the value of `firstPartShare`. Subsequent reads from it will return its default value.
+  public mutating func clearFirstPartShare() {self._firstPartShare = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _firstPartShare: Double? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -1316,7 +1331,7 @@ nonisolated extension Pipemesh_V1_MeanSquaredErrorLoss: SwiftProtobuf.Message, S
 
 nonisolated extension Pipemesh_V1_LayerTime: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LayerTime"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}name\0\u{3}forward_seconds\0\u{3}backward_seconds\0\u{3}split_forward_seconds\0\u{3}split_backward_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}name\0\u{3}forward_seconds\0\u{3}backward_seconds\0\u{3}split_forward_seconds\0\u{3}split_backward_seconds\0\u{3}first_part_share\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1330,12 +1345,17 @@ nonisolated extension Pipemesh_V1_LayerTime: SwiftProtobuf.Message, SwiftProtobu
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.backwardSeconds) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.splitForwardSeconds) }()
       case 6: try { try decoder.decodeSingularDoubleField(value: &self.splitBackwardSeconds) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self._firstPartShare) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.layer != 0 {
       try visitor.visitSingularInt32Field(value: self.layer, fieldNumber: 1)
     }
@@ -1354,6 +1374,9 @@ nonisolated extension Pipemesh_V1_LayerTime: SwiftProtobuf.Message, SwiftProtobu
     if self.splitBackwardSeconds.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.splitBackwardSeconds, fieldNumber: 6)
     }
+    try { if let v = self._firstPartShare {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1364,6 +1387,7 @@ nonisolated extension Pipemesh_V1_LayerTime: SwiftProtobuf.Message, SwiftProtobu
     if lhs.backwardSeconds != rhs.backwardSeconds {return false}
     if lhs.splitForwardSeconds != rhs.splitForwardSeconds {return false}
     if lhs.splitBackwardSeconds != rhs.splitBackwardSeconds {return false}
+    if lhs._firstPartShare != rhs._firstPartShare {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

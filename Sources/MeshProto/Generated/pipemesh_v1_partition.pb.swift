@@ -136,7 +136,8 @@ public nonisolated struct Pipemesh_V1_LoadStageRequest: @unchecked Sendable {
 
   /// The stage runs from first_layer, after its first first_layer_inputs inputs (a Dense
   /// layer's features, a convolution's channels, a recurrent layer's time steps, a Transformer
-  /// block's sublayers; 0: the whole layer), to end_layer, taking in
+  /// block's units: its attention, then its MLP's hidden units; 0: the whole layer), to
+  /// end_layer, taking in
   /// its first end_layer_inputs inputs (0: none of it). The stage before ends, and the next
   /// begins, at the same place.
   /// Valid: 0 to the model's layer count - 1.

@@ -63,9 +63,11 @@ public struct VariableDeclaration: Sendable, Equatable {
 }
 
 /// The inputs `range` along axis `axis` of a whole variable, held as a variable of its own:
-/// a pipeline stage that computes part of a layer (`LayerPiece`) holds only the rows of the
-/// layer's weight its inputs meet, and is their only writer. The whole is put back together
-/// from its pieces (`runs`) when a model is saved.
+/// a pipeline stage that computes part of a layer holds only the part of the layer's weights
+/// its inputs meet (`LayerPiece`: the rows of a Dense kernel, a filter's input channels;
+/// `TransformerPiece`: its hidden units' columns of the MLP's first kernel and bias, rows of
+/// its second kernel), and is their only writer. The whole is put back together from its
+/// pieces (`runs`) when a model is saved.
 public struct VariablePiece: Sendable, Equatable {
   public let whole: String
   public let wholeShape: [Int]

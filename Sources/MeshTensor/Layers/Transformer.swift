@@ -2,8 +2,8 @@ import Foundation
 
 /// A pre-norm transformer decoder block over [batch, time, modelSize]:
 /// x + Attention(LayerNorm(x)), then x + MLP(LayerNorm(x)), with multi-head causal
-/// self-attention and a GELU (tanh approximation) MLP. A pipeline may split it
-/// between its two residual sublayers (`TransformerSublayer`).
+/// self-attention and a GELU (tanh approximation) MLP. A pipeline may split it between its
+/// attention and its MLP, or inside its MLP between hidden units (`TransformerPiece`).
 public struct TransformerBlock: Layer {
   public let name: String
   public let modelSize: Int
@@ -89,20 +89,50 @@ public struct TransformerBlock: Layer {
   }
 
   public func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
-    Sublayer.allCases.reduce(input) { run($1, on: $0, variables: variables) }
+    run(units: 0..<units, on: input, variables: variables)
   }
 
-  /// One residual sublayer on the residual stream `input`: input + Sublayer(LayerNorm(input)).
-  func run(_ sublayer: Sublayer, on input: Tensor, variables: [String: Tensor]) -> Tensor {
+  /// The block's units, the places a pipeline may split it between: its attention, then each
+  /// hidden unit of its MLP.
+  var units: Int { 1 + mlpSize }
+
+  /// The MLP's hidden units that the block's units `taken` take in.
+  func hiddenUnits(of taken: Range<Int>) -> Range<Int> {
+    (max(taken.lowerBound, 1) - 1)..<max(taken.upperBound - 1, 0)
+  }
+
+  /// Units `units` of the block (all of them, or a `TransformerPiece`'s) on `input`: the
+  /// residual stream where they begin at the attention or the MLP, otherwise the MLP's
+  /// normalised input and the residual stream with the hidden units so far added, side by side
+  /// along the last axis. Returns the same where they end inside the MLP, otherwise the residual
+  /// stream. For all units this is input + Attention(LayerNorm(input)), then the same with the
+  /// MLP, added in that order.
+  func run(units: Range<Int>, on input: Tensor, variables: [String: Tensor]) -> Tensor {
     func v(_ suffix: String) -> Tensor { variable(suffix, in: variables) }
-    switch sublayer {
-    case .attention:
-      return input + attention(input.layerNormalized(gamma: v("ln1/gamma"), beta: v("ln1/beta")), v)
-    case .mlp:
-      let normalized = input.layerNormalized(gamma: v("ln2/gamma"), beta: v("ln2/beta"))
-      let hidden = (Tensor.matmul(normalized, v("mlp/kernel1")) + v("mlp/bias1")).gelu()
-      return input + Tensor.matmul(hidden, v("mlp/kernel2")) + v("mlp/bias2")
+    var stream = input
+    if units.lowerBound == 0 {
+      stream = input + attention(input.layerNormalized(gamma: v("ln1/gamma"), beta: v("ln1/beta")), v)
+      if units.upperBound == 1 { return stream }
     }
+    let normalized: Tensor
+    if units.lowerBound <= 1 {
+      normalized = stream.layerNormalized(gamma: v("ln2/gamma"), beta: v("ln2/beta"))
+    } else {
+      normalized = input.slice(axis: -1, range: 0..<modelSize)
+      stream = input.slice(axis: -1, range: modelSize..<(2 * modelSize))
+    }
+    let hidden = hiddenUnits(of: units)
+    /// The variable, or the piece of it that these hidden units meet.
+    func mlp(_ suffix: String) -> Tensor {
+      guard hidden.count < mlpSize else { return v(suffix) }
+      let key = VariablePiece.name(of: "\(name)/\(suffix)", range: hidden)
+      guard let value = variables[key] else { preconditionFailure("variable \(key) is missing") }
+      return value
+    }
+    let activations = (Tensor.matmul(normalized, mlp("mlp/kernel1")) + mlp("mlp/bias1")).gelu()
+    let sum = stream + Tensor.matmul(activations, mlp("mlp/kernel2"))
+    guard units.upperBound == self.units else { return Tensor.concatenate([normalized, sum], alongAxis: -1) }
+    return sum + v("mlp/bias2")
   }
 
   /// Multi-head causal self-attention of normalised input x [B, T, D].
@@ -125,57 +155,135 @@ public struct TransformerBlock: Layer {
 }
 
 extension TransformerBlock: SplittableLayer {
-  /// A stage boundary may fall between the block's attention and its MLP: its "inputs" are
-  /// its two sublayers, and place 1 is after the attention.
-  func splittableInputs(ofInput _: [Int]) -> Int { Sublayer.allCases.count }
+  /// A stage boundary may fall after the block's attention (place 1) or inside its MLP, after
+  /// some of its hidden units (place 1 + units taken).
+  func splittableInputs(ofInput _: [Int]) -> Int { units }
 
-  /// What passes between its stages is the residual stream, never the model's inputs.
+  /// What passes between its stages is the residual stream (with the MLP's normalised input
+  /// inside the MLP), never the model's inputs.
   func piece(taking inputs: Range<Int>, wholeInputShape _: [Int], wholeOutputShape _: [Int], readsModelInputs _: Bool)
     -> any PieceOfLayer
   {
-    precondition(inputs.count == 1, "a piece of a Transformer block runs one of its sublayers")
-    return TransformerSublayer(block: self, sublayer: Sublayer.allCases[inputs.lowerBound])
+    TransformerPiece(block: self, units: inputs)
   }
 
-  /// The sublayers before the place's share of the block's FLOPs (the attention's is not half).
-  func workShare(ofFirst inputs: Int, of _: Int, forInput inputShape: [Int]) -> Double {
-    let before = Sublayer.allCases[..<inputs].reduce(0) { $0 + flops(of: $1, forInput: inputShape) }
-    return Double(before) / Double(max(1, flops(forInput: inputShape)))
+  /// The attention's share before place 1 (as timed, else its share of the block's FLOPs: it is
+  /// not half), then the MLP's share in proportion to its hidden units.
+  func workShare(ofFirst inputs: Int, of _: Int, forInput inputShape: [Int], measuredShare: Double?) -> Double {
+    guard inputs > 0 else { return 0 }
+    let attention =
+      measuredShare ?? Double(flops(of: .attention, forInput: inputShape)) / Double(max(1, flops(forInput: inputShape)))
+    return attention + (1 - attention) * Double(inputs - 1) / Double(mlpSize)
   }
 
-  func heldParameters(byPieceTaking inputs: Range<Int>, of _: Int) -> Int {
-    Sublayer.allCases[inputs].flatMap(variableDeclarations(of:)).reduce(0) { $0 + $1.scalarCount }
+  /// The attention's share of the block's time, which its FLOPs tell badly: its GELU and
+  /// softmax cost more per FLOP than its products, and differently on each machine.
+  var measuredPlace: Int? { 1 }
+
+  /// The attention hands the residual stream on as it is; inside the MLP the stages pass the
+  /// normalised input beside it.
+  func splitAddsWork(at place: Int) -> Bool { place != 1 }
+
+  /// Place 1 (between the attention and the MLP), then places spread evenly over the MLP's
+  /// hidden units.
+  func places(_ pieces: Int, of count: Int) -> [Int] {
+    let pieces = max(1, min(pieces, count - 1))
+    return Array(Set([1] + (1..<pieces).map { 1 + mlpSize * $0 / pieces })).sorted()
+  }
+
+  /// In closed form (a planner asks for many ranges): the attention's variables with its layer
+  /// norm, the MLP's layer norm where the piece begins the MLP, each hidden unit's column of the
+  /// first kernel, its bias and its row of the second kernel, and the second bias at the end.
+  func heldParameters(byPieceTaking inputs: Range<Int>, of count: Int) -> Int {
+    let d = modelSize
+    let attention = inputs.lowerBound == 0 ? 4 * d * d + 6 * d : 0
+    let hidden = hiddenUnits(of: inputs).count
+    guard hidden > 0 else { return attention }
+    return attention + (inputs.lowerBound <= 1 ? 2 * d : 0) + hidden * (2 * d + 1)
+      + (inputs.upperBound == count ? d : 0)
   }
 
   var piecesShareWeights: Bool { false }
+
+  /// The MLP's weights, which each piece holds its hidden units' part of: the first kernel's
+  /// columns and bias, the second kernel's rows.
+  var piecedVariables: [(name: String, axis: Int)] {
+    [("\(name)/mlp/kernel1", 1), ("\(name)/mlp/bias1", 0), ("\(name)/mlp/kernel2", 0)]
+  }
 }
 
-/// One of a Transformer block's two residual sublayers, as one pipeline stage runs it when
-/// the planner splits the block between its attention and its MLP. What passes between the
-/// stages is the residual stream after the attention, of the block's input shape; each
-/// piece holds its own sublayer's variables, named as the whole block's are.
-struct TransformerSublayer: PieceOfLayer {
+/// Units `units` of a Transformer block (`TransformerBlock.units`), as one pipeline stage runs
+/// them when the planner splits the block: unit 0 is its attention, units 1… its MLP's hidden
+/// units. Between the attention and the MLP the stages pass the residual stream; inside the
+/// MLP they pass the MLP's normalised input beside the residual stream with the hidden units so
+/// far added (twice the model size along the last axis). A piece holds the attention's
+/// variables when it runs the attention, the MLP's layer norm when it begins the MLP, its
+/// hidden units' columns of the first kernel and bias and rows of the second kernel (each a
+/// `VariablePiece`, or the whole variable when it takes every hidden unit), and the second bias
+/// when it ends the block.
+struct TransformerPiece: PieceOfLayer {
   let block: TransformerBlock
-  let sublayer: TransformerBlock.Sublayer
+  let units: Range<Int>
   /// The residual stream it receives is the block's own, not the model's inputs.
   var readsModelInputs: Bool { false }
 
-  private var index: Int { TransformerBlock.Sublayer.allCases.firstIndex(of: sublayer)! }
-
-  /// The block's name with the sublayer, e.g. "transformer0[0..<1]" (its attention).
-  var name: String { "\(block.name)[\(index)..<\(index + 1)]" }
-
-  var variableDeclarations: [VariableDeclaration] { block.variableDeclarations(of: sublayer) }
-
-  func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int] {
-    try block.outputShape(forInput: inputShape)
+  init(block: TransformerBlock, units: Range<Int>) {
+    precondition(
+      units.lowerBound >= 0 && units.upperBound <= block.units && !units.isEmpty && units.count < block.units,
+      "a piece takes some, not all, of block \(block.name)'s units")
+    self.block = block
+    self.units = units
   }
 
-  func flops(forInput inputShape: [Int]) -> Int { block.flops(of: sublayer, forInput: inputShape) }
+  /// The block's name with the units taken, e.g. "transformer0[0..<1]" (its attention).
+  var name: String { "\(block.name)[\(units.lowerBound)..<\(units.upperBound)]" }
 
-  func keptScalars(forInput inputShape: [Int]) -> Int { block.keptScalars(of: sublayer, forInput: inputShape) }
+  private var hidden: Range<Int> { block.hiddenUnits(of: units) }
+
+  var variableDeclarations: [VariableDeclaration] {
+    let attention = units.lowerBound == 0 ? block.variableDeclarations(of: .attention) : []
+    guard !hidden.isEmpty else { return attention }
+    let pieced = Dictionary(uniqueKeysWithValues: block.piecedVariables.map { ($0.name, $0.axis) })
+    let mlp = block.variableDeclarations(of: .mlp).compactMap { declaration -> VariableDeclaration? in
+      if let axis = pieced[declaration.name] {
+        guard hidden.count < block.mlpSize else { return declaration }
+        return VariableDeclaration(
+          VariablePiece(whole: declaration.name, wholeShape: declaration.shape, axis: axis, range: hidden),
+          of: declaration)
+      }
+      let isNorm = declaration.name.hasPrefix("\(block.name)/ln2/")
+      return (isNorm ? units.lowerBound <= 1 : units.upperBound == block.units) ? declaration : nil
+    }
+    return attention + mlp
+  }
+
+  /// The residual stream where the piece begins or ends at a sublayer's edge; inside the MLP,
+  /// the normalised input beside it.
+  func outputShape(forInput inputShape: [Int]) throws(ModelSpecError) -> [Int] {
+    let stream = try block.outputShape(forInput: [inputShape.first ?? 0, block.modelSize])
+    let carried = [stream[0], 2 * block.modelSize]
+    let expected = units.lowerBound <= 1 ? stream : carried
+    guard inputShape == expected else {
+      throw ModelSpecError("layer piece \(name) expects a per-sample input of shape \(expected), got \(inputShape)")
+    }
+    return units.upperBound == 1 || units.upperBound == block.units ? stream : carried
+  }
+
+  func flops(forInput inputShape: [Int]) -> Int {
+    let attention = units.lowerBound == 0 ? block.flops(of: .attention, forInput: inputShape) : 0
+    return attention + block.flops(of: .mlp, forInput: inputShape) * hidden.count / block.mlpSize
+  }
+
+  func keptScalars(forInput inputShape: [Int]) -> Int {
+    let t = inputShape.first ?? 0
+    let attention = units.lowerBound == 0 ? block.keptScalars(of: .attention, forInput: inputShape) : 0
+    // Its normalised input and output, its hidden units before and after GELU, and the
+    // normalised input again beside the output where it ends inside the MLP.
+    let carriesOn = units.upperBound != 1 && units.upperBound != block.units
+    return attention + (hidden.isEmpty ? 0 : t * block.modelSize * (carriesOn ? 3 : 2) + 2 * t * hidden.count)
+  }
 
   func callAsFunction(_ input: Tensor, variables: [String: Tensor], context: ForwardContext) -> Tensor {
-    block.run(sublayer, on: input, variables: variables)
+    block.run(units: units, on: input, variables: variables)
   }
 }

@@ -1,7 +1,8 @@
 /// A place in a model's computation where one pipeline stage may end and the next begin:
 /// before layer `layer` has taken in its input number `inputs` (a Dense layer's feature, a
-/// convolution's channel, a recurrent layer's time step). `inputs` 0 is before the whole
-/// layer; anything else is inside a layer that may be split (see `SplittableLayer`).
+/// convolution's channel, a recurrent layer's time step, a Transformer block's unit: its
+/// attention, then its MLP's hidden units). `inputs` 0 is before the whole layer; anything
+/// else is inside a layer that may be split (see `SplittableLayer`).
 public struct LayerPosition: Hashable, Comparable, Codable, Sendable, CustomStringConvertible,
   ExpressibleByIntegerLiteral
 {
@@ -26,7 +27,8 @@ public struct LayerPosition: Hashable, Comparable, Codable, Sendable, CustomStri
 
 /// A layer a pipeline stage boundary may fall inside, after some of its inputs: one whose
 /// output sums over its inputs (`SumOverInputs`: a Dense layer's features, a convolution's
-/// channels) or one that runs over them in order (`GatedRecurrentLayer`: its time steps).
+/// channels), one that runs over them in order (`GatedRecurrentLayer`: its time steps), or a
+/// Transformer block (its attention, then its MLP's hidden units).
 protocol SplittableLayer: Layer {
   /// How many inputs the layer takes in, for its per-sample input shape.
   func splittableInputs(ofInput inputShape: [Int]) -> Int
@@ -38,18 +40,45 @@ protocol SplittableLayer: Layer {
   /// Whether its pieces all run the layer's one set of weights, which their stages then
   /// share (a recurrent layer's), rather than each its own part of them.
   var piecesShareWeights: Bool { get }
-  /// The share of the layer's work its first `inputs` of `count` inputs take.
-  func workShare(ofFirst inputs: Int, of count: Int, forInput inputShape: [Int]) -> Double
+  /// The share of the layer's work its first `inputs` of `count` inputs take; `measuredShare`
+  /// is the share its part before `measuredPlace` took when timed (nil when not timed).
+  func workShare(ofFirst inputs: Int, of count: Int, forInput inputShape: [Int], measuredShare: Double?) -> Double
+  /// A place whose share of the layer's work its inputs do not tell, so that `timeLayers`
+  /// times the part before it apart (`LayerTiming.firstPartShare`): a Transformer block's
+  /// attention. Nil for a layer whose inputs each cost alike.
+  var measuredPlace: Int? { get }
+  /// Whether a stage boundary at `place` adds work to the layer's (slicing what the next part
+  /// takes, copying on what it does not, the cost `timeLayers` times at the middle): not
+  /// between a Transformer block's attention and its MLP, which pass the residual stream on.
+  func splitAddsWork(at place: Int) -> Bool
+  /// The places inside the layer (input counts from 1 to `count` − 1) a planner weighs when it
+  /// may weigh about `pieces` of them.
+  func places(_ pieces: Int, of count: Int) -> [Int]
+  /// The variables its pieces each hold a part of, with the axis they are cut along (a piece
+  /// holds the range of that axis its inputs meet); none when its pieces share its weights.
+  var piecedVariables: [(name: String, axis: Int)] { get }
 }
 
 extension SplittableLayer {
   /// In proportion to the inputs (features, channels, time steps), which each cost alike.
-  func workShare(ofFirst inputs: Int, of count: Int, forInput _: [Int]) -> Double {
+  func workShare(ofFirst inputs: Int, of count: Int, forInput _: [Int], measuredShare _: Double?) -> Double {
     Double(inputs) / Double(count)
   }
+
+  var measuredPlace: Int? { nil }
+
+  func splitAddsWork(at _: Int) -> Bool { true }
+
+  /// Spread evenly over the inputs.
+  func places(_ pieces: Int, of count: Int) -> [Int] {
+    let pieces = min(pieces, count)
+    return Array(Set((1..<max(1, pieces)).map { count * $0 / pieces })).sorted()
+  }
+
+  var piecedVariables: [(name: String, axis: Int)] { [] }
 }
 
-/// A part of a layer split between pipeline stages (`LayerPiece`, `StepsPiece`).
+/// A part of a layer split between pipeline stages (`LayerPiece`, `StepsPiece`, `TransformerPiece`).
 protocol PieceOfLayer: Layer {
   /// Whether the whole layer reads the model's inputs (as they are, or flattened: only
   /// Flatten layers come before it): a piece after the first then receives some of them.
@@ -88,6 +117,9 @@ extension SumOverInputs {
       self, inputs: inputs, wholeInputShape: wholeInputShape, wholeOutputShape: wholeOutputShape,
       readsModelInputs: readsModelInputs)
   }
+
+  /// Its weight, along the axis its inputs meet.
+  var piecedVariables: [(name: String, axis: Int)] { [(weightName, weightInputAxis)] }
 
   /// The rows of the weight its inputs meet, and the rest (the bias) when it is the last piece.
   func heldParameters(byPieceTaking inputs: Range<Int>, of count: Int) -> Int {
@@ -208,8 +240,8 @@ struct LayerPiece: PieceOfLayer {
 
 extension Sequential {
   /// How many inputs layer `index` takes in when a stage boundary may fall inside it (a
-  /// Dense layer's features, a convolution's channels, a recurrent layer's time steps), or
-  /// nil when it may not.
+  /// Dense layer's features, a convolution's channels, a recurrent layer's time steps, a
+  /// Transformer block's units), or nil when it may not.
   public func splittableInputs(ofLayer index: Int) -> Int? {
     guard let layer = layers[index] as? any SplittableLayer else { return nil }
     let count = layer.splittableInputs(ofInput: activationShapes[index])
@@ -236,13 +268,36 @@ extension Sequential {
     return (cut.model, index(of: start)..<index(of: end))
   }
 
-  /// The share of layer `index`'s work that its first `inputs` inputs take (their share of the
-  /// inputs, or for a Transformer block's attention, its share of the block's FLOPs).
-  public func workShare(ofLayer index: Int, firstInputs inputs: Int) -> Double {
+  /// The share of layer `index`'s work that its first `inputs` inputs take: their share of the
+  /// inputs, or in a Transformer block its attention's share (`measuredShare`, the layer's
+  /// `LayerTiming.firstPartShare`, or else its share of the block's FLOPs) and the MLP's
+  /// hidden units' share of the rest.
+  public func workShare(ofLayer index: Int, firstInputs inputs: Int, measuredShare: Double? = nil) -> Double {
     guard let layer = layers[index] as? any SplittableLayer, let count = splittableInputs(ofLayer: index) else {
       return inputs == 0 ? 0 : 1
     }
-    return layer.workShare(ofFirst: inputs, of: count, forInput: activationShapes[index])
+    return layer.workShare(ofFirst: inputs, of: count, forInput: activationShapes[index], measuredShare: measuredShare)
+  }
+
+  /// The place inside layer `index` whose share of the layer's work `timeLayers` measures, if any.
+  func measuredPlace(ofLayer index: Int) -> Int? {
+    splittableInputs(ofLayer: index) == nil ? nil : (layers[index] as? any SplittableLayer)?.measuredPlace
+  }
+
+  /// Whether a stage boundary at `place` inside layer `index` adds work to the layer's (what
+  /// `LayerTiming.splitTotal` measures): not between a Transformer block's attention and MLP.
+  public func splitAddsWork(ofLayer index: Int, at place: Int) -> Bool {
+    (layers[index] as? any SplittableLayer)?.splitAddsWork(at: place) ?? true
+  }
+
+  /// The places inside layer `index` (input counts) a planner weighs when it may weigh about
+  /// `pieces` − 1 of them: spread over its inputs, and for a Transformer block the place
+  /// between its attention and its MLP among them. Empty when the layer may not be split.
+  public func places(inLayer index: Int, pieces: Int) -> [Int] {
+    guard let layer = layers[index] as? any SplittableLayer, let count = splittableInputs(ofLayer: index) else {
+      return []
+    }
+    return layer.places(pieces, of: count)
   }
 
   /// Whether the stages that run the pieces of layer `index` share its weights (a recurrent
@@ -254,7 +309,8 @@ extension Sequential {
 
   /// The parameters a stage holds that runs the piece of layer `index` taking in `inputs`:
   /// a summing layer's rows of its weight (and the bias with the last piece), a recurrent
-  /// layer's weights whole, which each of its pieces runs.
+  /// layer's weights whole, which each of its pieces runs, a Transformer block's variables of
+  /// the units it runs.
   public func heldParameters(byPieceOf index: Int, taking inputs: Range<Int>) -> Int {
     guard let layer = layers[index] as? any SplittableLayer, let count = splittableInputs(ofLayer: index) else {
       return layers[index].parameterCount
@@ -263,29 +319,30 @@ extension Sequential {
   }
 
   /// `held` (variables as a pipeline's stages hold them, e.g. a ps checkpoint's) with the
-  /// pieces of each split layer's weight ("dense1/kernel#inputs:0-512") put back together into
-  /// the whole weight, when they cover it; pieces that do not, and anything else named after a
-  /// piece (its optimizer slots, "…#inputs:0-512@m"), are left out.
+  /// pieces of each split layer's weights ("dense1/kernel#inputs:0-512") put back together into
+  /// the whole weights, when they cover them; pieces that do not, and anything else named after
+  /// a piece (its optimizer slots, "…#inputs:0-512@m"), are left out.
   public func joiningPieces(_ held: [String: Tensor]) -> [String: Tensor] {
     var joined = held.filter { !$0.key.contains(VariablePiece.marker) }
-    for case let summing as any SumOverInputs in layers {
-      guard joined[summing.weightName] == nil,
-        let weight = summing.variableDeclarations.first(where: { $0.name == summing.weightName })
-      else { continue }
-      let prefix = summing.weightName + VariablePiece.marker
+    let pieced = layers.flatMap { layer in
+      ((layer as? any SplittableLayer)?.piecedVariables ?? []).compactMap { pieced in
+        layer.variableDeclarations.first { $0.name == pieced.name }.map { ($0, pieced.axis) }
+      }
+    }
+    for (weight, axis) in pieced where joined[weight.name] == nil {
+      let prefix = weight.name + VariablePiece.marker
       let pieces = held.compactMap { name, value -> (VariablePiece, Tensor)? in
         guard name.hasPrefix(prefix) else { return nil }
         let bounds = name.dropFirst(prefix.count).split(separator: "-", omittingEmptySubsequences: false)
         guard bounds.count == 2, let first = Int(bounds[0]), let end = Int(bounds[1]), first >= 0, first < end,
-          end <= summing.inputCount
+          end <= weight.shape[axis]
         else { return nil }
-        let piece = VariablePiece(
-          whole: weight.name, wholeShape: weight.shape, axis: summing.weightInputAxis, range: first..<end)
+        let piece = VariablePiece(whole: weight.name, wholeShape: weight.shape, axis: axis, range: first..<end)
         return value.shape == piece.shape ? (piece, value) : nil
       }.sorted { $0.0.range.lowerBound < $1.0.range.lowerBound }
-      guard !pieces.isEmpty,
+      guard let last = pieces.last,
         zip([0] + pieces.map(\.0.range.upperBound), pieces).allSatisfy({ $0 == $1.0.range.lowerBound }),
-        pieces.last!.0.range.upperBound == summing.inputCount
+        last.0.range.upperBound == weight.shape[axis]
       else { continue }
       // Every element is written: the pieces cover the whole.
       let whole = Tensor(uninitializedShape: weight.shape)

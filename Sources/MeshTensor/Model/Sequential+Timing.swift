@@ -8,12 +8,20 @@ public struct LayerTiming: Sendable, Equatable {
   /// copies on those it does not); zero when the layer was not timed split.
   public let splitForward: Duration
   public let splitBackward: Duration
+  /// The share of the layer's forward and backward that its part before the place whose
+  /// share its inputs do not tell took, timed alone (a Transformer block's attention); nil
+  /// for other layers, and layers not timed split.
+  public let firstPartShare: Double?
 
-  public init(forward: Duration, backward: Duration, splitForward: Duration = .zero, splitBackward: Duration = .zero) {
+  public init(
+    forward: Duration, backward: Duration, splitForward: Duration = .zero, splitBackward: Duration = .zero,
+    firstPartShare: Double? = nil
+  ) {
     self.forward = forward
     self.backward = backward
     self.splitForward = splitForward
     self.splitBackward = splitBackward
+    self.firstPartShare = firstPartShare
   }
 
   public var total: Duration { forward + backward }
@@ -155,7 +163,8 @@ extension Sequential {
   /// A dense layer too big to time whole is timed on a stand-in (`timedStandIn(for:)`).
   /// A Dense, Conv2D, LSTM, GRU or Transformer layer of at most `largestSplitParameters` is also
   /// timed split between two stages at the middle of its inputs, for what
-  /// that adds (`LayerTiming.splitForward`, `splitBackward`).
+  /// that adds (`LayerTiming.splitForward`, `splitBackward`), and a Transformer block's
+  /// attention alone, for its share of the block (`LayerTiming.firstPartShare`).
   public func timeLayers(rows: Int, repeats: Int, goOn: () -> Bool = { true }) throws(TimingRefusal) -> [LayerTiming] {
     try timeLayers(rows: rows, repeats: repeats, goOn: goOn) { ContinuousClock().measure($0) }
   }
@@ -183,10 +192,18 @@ extension Sequential {
         let parts = try time(cut.model, index..<(index + 2), inputGradient: index > 0)
         split = (max(.zero, parts.forward - whole.forward), max(.zero, parts.backward - whole.backward))
       }
+      // The part before a place whose share the inputs do not tell, alone as a stage.
+      var firstPartShare: Double?
+      if timesSplit(index), let place = measuredPlace(ofLayer: index),
+        let cut = try? stage(from: LayerPosition(layer: index), to: LayerPosition(layer: index, inputs: place))
+      {
+        let first = try time(cut.model, index..<(index + 1), inputGradient: index > 0)
+        firstPartShare = whole.total > .zero ? min(1, first.total / whole.total) : nil
+      }
       timings.append(
         LayerTiming(
           forward: whole.forward * scale, backward: whole.backward * scale, splitForward: split.forward,
-          splitBackward: split.backward))
+          splitBackward: split.backward, firstPartShare: firstPartShare))
     }
     return timings
   }

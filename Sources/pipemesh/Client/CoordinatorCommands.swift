@@ -656,7 +656,8 @@ extension LayerPosition: ExpressibleByArgument {
   static let splitHelp = ArgumentHelp(
     """
     Explicit split points, where stages 1…K-1 begin: LAYER (before the whole layer) or LAYER:INPUTS \
-    (inside a Dense, Conv2D, LSTM, GRU or Transformer layer, after its first INPUTS features, channels, time steps or sublayers).
+    (inside a Dense, Conv2D, LSTM, GRU or Transformer layer, after its first INPUTS features, channels or time steps; \
+    in a Transformer block 1 is after its attention, 1+H after its attention and H of its MLP's hidden units).
     """)
 
   /// LAYER, or LAYER:INPUTS.

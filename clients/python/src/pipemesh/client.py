@@ -147,8 +147,9 @@ class Client:
         among themselves and each applies the mean). `stages` and `replicas`
         (0: the coordinator's layout), `max_replicas` to let a sync job grow onto free partitions.
         `split_points` are where stages 1…K-1 begin: a layer index, or (layer, inputs) / "LAYER:INPUTS"
-        inside a Dense, Conv2D, LSTM, GRU or Transformer layer after that many of its features, channels,
-        time steps or sublayers; empty to let the planner balance the stages, at whole layers only with
+        inside a Dense, Conv2D, LSTM, GRU or Transformer layer after that many of its features, channels
+        or time steps (in a Transformer block 1 is after its attention, 1+H after its attention and H of
+        its MLP's hidden units); empty to let the planner balance the stages, at whole layers only with
         `whole_layers`.
         `normalize` is "none", "standardize" or "min-max": the inputs' rescaling, fitted on the
         training split and applied by infer() on the job and its model too. `patience` > 0 stops

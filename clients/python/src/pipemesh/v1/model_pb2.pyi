@@ -174,17 +174,19 @@ class MeanSquaredErrorLoss(_message.Message):
     def __init__(self) -> None: ...
 
 class LayerTime(_message.Message):
-    __slots__ = ("layer", "name", "forward_seconds", "backward_seconds", "split_forward_seconds", "split_backward_seconds")
+    __slots__ = ("layer", "name", "forward_seconds", "backward_seconds", "split_forward_seconds", "split_backward_seconds", "first_part_share")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BACKWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FORWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SPLIT_BACKWARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PART_SHARE_FIELD_NUMBER: _ClassVar[int]
     layer: int
     name: str
     forward_seconds: float
     backward_seconds: float
     split_forward_seconds: float
     split_backward_seconds: float
-    def __init__(self, layer: _Optional[int] = ..., name: _Optional[str] = ..., forward_seconds: _Optional[float] = ..., backward_seconds: _Optional[float] = ..., split_forward_seconds: _Optional[float] = ..., split_backward_seconds: _Optional[float] = ...) -> None: ...
+    first_part_share: float
+    def __init__(self, layer: _Optional[int] = ..., name: _Optional[str] = ..., forward_seconds: _Optional[float] = ..., backward_seconds: _Optional[float] = ..., split_forward_seconds: _Optional[float] = ..., split_backward_seconds: _Optional[float] = ..., first_part_share: _Optional[float] = ...) -> None: ...
