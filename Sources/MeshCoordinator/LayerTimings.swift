@@ -154,7 +154,7 @@ public final class LayerTimings: Sendable {
         }
         guard response.layers.count == model.layers.count,
           seconds.allSatisfy({ $0.isFinite && $0 >= 0 && $0 <= Self.longestLayer }),
-          response.layers.allSatisfy({ !$0.hasFirstPartShare || (0...1).contains($0.firstPartShare) })
+          response.layers.allSatisfy({ !$0.hasFirstPartShare || ($0.firstPartShare > 0 && $0.firstPartShare <= 1) })
         else { continue }
         let layers = response.layers.map {
           LayerTiming(

@@ -229,7 +229,7 @@ public enum Planner {
     let spans = zip(bounds, bounds.dropFirst()).map { (from: $0, to: $1) }
     return Plan(
       bounds: bounds, costs: spans.map { layers.cost(from: $0.from, to: $0.to) },
-      flops: spans.map { layers.sum(flops, from: $0.from, to: $0.to) },
+      flops: spans.map { layers.sum(flops, from: $0.from, to: $0.to, weighingByTime: false) },
       times: measured.map { times in
         spans.map { span in
           LayerTiming(
@@ -354,16 +354,19 @@ public enum Planner {
     }
 
     /// `values` (one per layer) summed from one place to another, a part of
-    /// a layer counting its share of the layer's work (`Sequential.workShare`) and, for each end
-    /// inside a layer, half of what splitting it adds (`splitAdding`, one
-    /// per layer, or none).
+    /// a layer counting its share of the layer's work (`Sequential.workShare`: by the timed
+    /// share of a Transformer block's attention where `weighingByTime` and it was timed, by
+    /// FLOPs otherwise) and, for each end inside a layer, half of what splitting it adds
+    /// (`splitAdding`, one per layer, or none).
     func sum(
-      _ values: [Double], splitAdding split: [Double] = [], from start: LayerPosition, to end: LayerPosition
+      _ values: [Double], splitAdding split: [Double] = [], from start: LayerPosition, to end: LayerPosition,
+      weighingByTime: Bool = true
     ) -> Double {
       func before(_ position: LayerPosition) -> Double {
         let whole = values[..<position.layer].reduce(0, +)
         guard position.inputs > 0, splittable[position.layer] != nil else { return whole }
-        let measured = position.layer < firstPartShares.count ? firstPartShares[position.layer] : nil
+        let measured =
+          weighingByTime && position.layer < firstPartShares.count ? firstPartShares[position.layer] : nil
         return whole
           + values[position.layer]
           * model.workShare(ofLayer: position.layer, firstInputs: position.inputs, measuredShare: measured)

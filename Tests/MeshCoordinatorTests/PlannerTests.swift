@@ -309,6 +309,20 @@ import Testing
       measured.bounds == [0, LayerPosition(layer: 1, inputs: 10), LayerPosition(layer: 2, inputs: 3), 4],
       "\(measured.bounds)")
     #expect(zip(measured.costs, [5475.0, 5375, 5350]).allSatisfy { abs($0 - $1 * 1e-6) < 1e-9 }, "\(measured.costs)")
+    // The FLOPs of each stage stay the FLOP shares, whatever the times weigh.
+    #expect(
+      try Planner.plan(model, stages: 3, splitPoints: Array(measured.bounds.dropFirst().dropLast())).flops
+        == measured.flops)
+
+    // What a split adds (200 µs here, half to each stage it ends) counts inside the MLP but not
+    // between the attention and the MLP, which hand the residual stream on as it is.
+    let splitting = times.enumerated().map { layer, time in
+      LayerTiming(
+        forward: time.forward, backward: .zero, splitForward: .microseconds([1, 2].contains(layer) ? 200 : 0))
+    }
+    let split = try Planner.plan(model, stages: 3, measured: splitting, splitsSharingWeights: false)
+    #expect(split.bounds == plan.bounds, "\(split.bounds)")
+    #expect(zip(split.costs, plan.costs).map { ($0 - $1) * 1e6 }.map { ($0 * 1e3).rounded() / 1e3 } == [100, 100, 0])
   }
 
   /// A stage that runs a tied layer holds the table it reads, as its

@@ -88,14 +88,15 @@ struct LayerTimingTests {
           .dense(inputSize: 8, outputSize: 3, activation: .linear),
         ],
         loss: .softmaxCrossEntropy, seed: 2))
-    // Four runs per timing (a warm-up and one timed, forward and backward), in order: the
-    // embedding, the block, the block split at its middle, its attention alone (runs 13 to 16,
-    // measured as a quarter of the others), the head, the head split.
+    // Four runs per timing (a warm-up forward and backward, then the timed ones), in order: the
+    // embedding, the block, the block split at its middle, its attention alone (runs 13 to 16:
+    // timed 100 µs forward and 400 backward, a quarter of the others' 2000 only together), the
+    // head, the head split.
     var runs = 0
     let timings = try model.timeLayers(rows: 2, repeats: 1) { run in
       run()
       runs += 1
-      return .microseconds((13...16).contains(runs) ? 250 : 1000)
+      return .microseconds([15: 100, 16: 400][runs] ?? 1000)
     }
     #expect(runs == 24)
     #expect(timings.map(\.firstPartShare) == [nil, 0.25, nil])

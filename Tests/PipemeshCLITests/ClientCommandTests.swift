@@ -153,6 +153,24 @@ import Testing
     #expect((stages as? [[String: Any]])?.count == 2, "\(plan.output)")
   }
 
+  /// A partition times a Transformer block's attention apart, and its share
+  /// of the block reaches the plan with the layer times.
+  @Test func aTransformerBlocksTimedAttentionShareReachesThePlan() async throws {
+    let (_, coordinator) = try await Self.mesh.value
+    let directory = try TemporaryDirectory(prefix: "pipemesh-plan")
+    let planned = try await pipemesh(
+      [
+        "plan", "--coordinator", coordinator.endpoint, "--model", Repository.path("examples/char-lm.json"),
+        "--stages", "2", "--micro-batch-rows", "4", "--json",
+      ], in: directory)
+    #expect(planned.status == 0, "\(planned.output)")
+    let plan = try #require(try JSONSerialization.jsonObject(with: Data(planned.output.utf8)) as? [String: Any])
+    let shares = (plan["layerTimes"] as? [[String: Any]] ?? []).map { $0["firstPartShare"] as? Double }
+    // The embedding, the layer norm and the head have none; each block's attention some of it.
+    #expect(shares.count == 5 && [0, 3, 4].allSatisfy { shares[$0] == nil }, "\(planned.output)")
+    #expect(shares.count == 5 && [1, 2].allSatisfy { (shares[$0] ?? 0) > 0 && (shares[$0] ?? 0) <= 1 }, "\(shares)")
+  }
+
   /// `pipemesh plan --coordinator` balances each layer's forward and
   /// backward as a partition of the pool timed them (`--estimate`: the FLOP
   /// estimate), and gives each stage's time and a step's; a partition

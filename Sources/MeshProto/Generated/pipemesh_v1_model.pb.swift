@@ -545,7 +545,7 @@ public nonisolated struct Pipemesh_V1_LayerTime: Sendable {
   /// The share of forward_seconds + backward_seconds that the layer's part before place 1 took,
   /// timed alone as a stage: a Transformer block's attention, whose share of the block its FLOPs
   /// tell badly (the planner weighs a place inside the block by it). Unset for other layers and
-  /// for layers not timed split. Valid: 0 to 1.
+  /// for layers not timed split. Valid: above 0, at most 1.
   public var firstPartShare: Double {
     get {_firstPartShare ?? 0}
     set {_firstPartShare = newValue}

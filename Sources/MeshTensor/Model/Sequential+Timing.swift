@@ -92,9 +92,11 @@ extension Sequential {
       }
     }
     let scalars = layers.indices.map(timingScalarsPerExample).max() ?? 0
-    // A layer timed split too is timed twice.
+    // A layer timed split too is timed twice, and once more when the part before its measured
+    // place is timed apart (a Transformer block's attention: at most the whole block again).
     let timedFlops = layers.indices.reduce(0.0) { total, index in
-      total + Double(trainingFlopsPerLayer[index]) / timedStandIn(for: index).scale * (timesSplit(index) ? 2 : 1)
+      let times = timesSplit(index) ? (measuredPlace(ofLayer: index) == nil ? 2.0 : 3.0) : 1.0
+      return total + Double(trainingFlopsPerLayer[index]) / timedStandIn(for: index).scale * times
     }
     let flops = timedFlops * Double(repeats + 1)
     let most = min(
@@ -250,10 +252,11 @@ extension Sequential {
 }
 
 extension Sequential {
-  /// What `timingInput` times layers on, numbered anew whenever that changes: what was derived
-  /// from layer times taken otherwise (a job's calibration) is not mixed with the times now.
-  /// 1: zeros; 2: token ids and varied values.
-  public static let timingInputs = 2
+  /// What layer times are taken on and how a planner reads them, numbered anew whenever that
+  /// changes: what was derived from predictions made otherwise (a job's calibration) is not
+  /// mixed with the predictions now. 1: zeros; 2: token ids and varied values; 3: the same,
+  /// with a Transformer block's places weighed by its attention's timed share.
+  public static let timingInputs = 3
 
   /// An input of `rows` examples for timing the layers from `layer` on: token ids drawn from
   /// the vocabulary of the embedding that reads them (after any Flatten layers), else varied
