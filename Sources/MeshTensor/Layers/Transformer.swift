@@ -124,10 +124,7 @@ public struct TransformerBlock: Layer {
     let hidden = hiddenUnits(of: units)
     /// The variable, or the piece of it that these hidden units meet.
     func mlp(_ suffix: String) -> Tensor {
-      guard hidden.count < mlpSize else { return v(suffix) }
-      let key = VariablePiece.name(of: "\(name)/\(suffix)", range: hidden)
-      guard let value = variables[key] else { preconditionFailure("variable \(key) is missing") }
-      return value
+      v(hidden.count < mlpSize ? VariablePiece.name(of: suffix, range: hidden) : suffix)
     }
     let activations = (Tensor.matmul(normalized, mlp("mlp/kernel1")) + mlp("mlp/bias1")).gelu()
     let sum = stream + Tensor.matmul(activations, mlp("mlp/kernel2"))

@@ -52,7 +52,8 @@ protocol SplittableLayer: Layer {
   /// between a Transformer block's attention and its MLP, which pass the residual stream on.
   func splitAddsWork(at place: Int) -> Bool
   /// The places inside the layer (input counts from 1 to `count` − 1) a planner weighs when it
-  /// may weigh about `pieces` of them.
+  /// may weigh about `pieces` − 1 of them (a Transformer block one more: the place between its
+  /// attention and its MLP).
   func places(_ pieces: Int, of count: Int) -> [Int]
   /// The variables its pieces each hold a part of, with the axis they are cut along (a piece
   /// holds the range of that axis its inputs meet); none when its pieces share its weights.
@@ -292,7 +293,7 @@ extension Sequential {
 
   /// The places inside layer `index` (input counts) a planner weighs when it may weigh about
   /// `pieces` − 1 of them: spread over its inputs, and for a Transformer block the place
-  /// between its attention and its MLP among them. Empty when the layer may not be split.
+  /// between its attention and its MLP besides. Empty when the layer may not be split.
   public func places(inLayer index: Int, pieces: Int) -> [Int] {
     guard let layer = layers[index] as? any SplittableLayer, let count = splittableInputs(ofLayer: index) else {
       return []
