@@ -110,8 +110,9 @@ let package = Package(
       dependencies: ["CSystemd", "MeshProto", "MeshRPC", "MeshWire", .product(name: "Logging", package: "swift-log")]
     ),
     .systemLibrary(name: "CZlib", path: "CShims/CZlib"),
+    .systemLibrary(name: "CLinux", path: "CShims/CLinux"),
     .target(name: "MeshData", dependencies: ["CZlib", "MeshTensor"]),
-    .target(name: "MeshPartition", dependencies: ["MeshOps", "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient", "MeshPipeline"]),
+    .target(name: "MeshPartition", dependencies: ["CLinux", "MeshOps", "MeshTensor", "MeshProto", "MeshRPC", "MeshWire", "MeshPSClient", "MeshPipeline"]),
     .target(
       name: "MeshCoordinator",
       dependencies: [

@@ -32,6 +32,8 @@ public final class DataPlane: Sendable {
 
   private let advertised: Mutex<String>
   private let dialer: any RPCDialer
+  /// Memory files for same-host fetches; nil when they are off.
+  private let sharedBuffers: SharedBufferPool?
   private let held = Mutex(Held())
   private let peers = Mutex<[String: any RPCChannel]>([:])
 
@@ -109,12 +111,20 @@ public final class DataPlane: Sendable {
 
   /// `endpoint` may be set later, once the server knows its port;
   /// `unfetchedKept` bounds how long an inference's tensor that no fetch
-  /// takes stays held.
-  public init(endpoint: String = "", dialer: any RPCDialer, unfetchedKept: Duration = .seconds(600)) {
+  /// takes stays held; with `sharedMemory`, tensors pass between partitions
+  /// of one host through memory files (`SharedBuffer`) both ways: fetched
+  /// from peers and served to them.
+  public init(
+    endpoint: String = "", dialer: any RPCDialer, unfetchedKept: Duration = .seconds(600), sharedMemory: Bool = true
+  ) {
     advertised = Mutex(endpoint)
     self.dialer = dialer
     self.unfetchedKept = unfetchedKept
+    sharedBuffers = sharedMemory ? SharedBufferPool() : nil
   }
+
+  /// Whether a fetch's shared buffer is written into (else it is answered in chunks).
+  var servesSharedBuffers: Bool { sharedBuffers != nil }
 
   /// `host:port` other partitions dial to fetch from this one.
   public var endpoint: String {
@@ -266,15 +276,19 @@ public final class DataPlane: Sendable {
           + "a stage fetches only from the peers its LoadStage named")
     }
     let peer = try client(for: reference.endpoint)
+    let buffer = sharedBuffers?.take()
     do {
-      return try await Self.fetch(
+      let tensor = try await Self.fetch(
         from: peer,
         .with {
           $0.key = reference.key.wire
           $0.release = true
           $0.wait = wait
           if let encoding { $0.encoding = encoding.wire }
-        }, what: what, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil))
+          if let buffer { $0.sharedBuffer = buffer.wire }
+        }, what: what, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil), sharedBuffer: buffer)
+      if let buffer { sharedBuffers?.giveBack(buffer) }
+      return tensor
     } catch let error as RPCError where error.code == .deadlineExceeded && wait {
       throw RPCError(
         .deadlineExceeded,
@@ -290,12 +304,33 @@ public final class DataPlane: Sendable {
 
   /// Sends a tensor as FetchTensor answers it: chunks of at most
   /// `chunkBytes`, straight from the tensor's storage, or rounded into
-  /// `encoding` when one is given.
+  /// `encoding` when one is given; or, when the fetcher offered a
+  /// `sharedBuffer` that this process may write, the bytes in it and one
+  /// chunk that says so. Returns whether they went in the shared buffer.
+  @discardableResult
   static func send(
-    _ tensor: Tensor, encoding: HalfPrecision? = nil, to writer: ResponseWriter<Pipemesh_V1_TensorChunk>
-  ) async throws {
+    _ tensor: Tensor, encoding: HalfPrecision? = nil, sharedBuffer: Pipemesh_V1_SharedBuffer? = nil,
+    to writer: ResponseWriter<Pipemesh_V1_TensorChunk>
+  ) async throws -> Bool {
     let chunkScalars = chunkBytes / (encoding == nil ? 4 : 2)
     let scaleExponent = encoding == .float16 ? tensor.float16ScaleExponent(elements: 0..<tensor.scalarCount) : 0
+    func bytes(_ elements: Range<Int>) -> Data {
+      if let encoding {
+        tensor.littleEndianData(encoding, elements: elements, scaleExponent: scaleExponent)
+      } else {
+        tensor.sharedLittleEndianData(elements: elements)
+      }
+    }
+    if let sharedBuffer, SharedBuffer.write(bytes(0..<tensor.scalarCount), into: sharedBuffer) {
+      try await writer.writeLast(
+        .with {
+          $0.dtype = encoding?.wire ?? .float32
+          $0.shape = tensor.shape.map { Int64($0) }
+          $0.scaleExponent = Int32(scaleExponent)
+          $0.inSharedBuffer = true
+        })
+      return true
+    }
     var first = 0
     repeat {
       let elements = first..<min(tensor.scalarCount, first + chunkScalars)
@@ -305,10 +340,7 @@ public final class DataPlane: Sendable {
         chunk.shape = tensor.shape.map { Int64($0) }
         chunk.scaleExponent = Int32(scaleExponent)
       }
-      chunk.data =
-        if let encoding { tensor.littleEndianData(encoding, elements: elements, scaleExponent: scaleExponent) } else {
-          tensor.sharedLittleEndianData(elements: elements)
-        }
+      chunk.data = bytes(elements)
       first = elements.upperBound
       if first < tensor.scalarCount {
         try await writer.write(chunk)
@@ -316,6 +348,7 @@ public final class DataPlane: Sendable {
         try await writer.writeLast(chunk)
       }
     } while first < tensor.scalarCount
+    return false
   }
 
   /// Fetches a tensor from a partition's data plane, putting its chunks
@@ -327,6 +360,15 @@ public final class DataPlane: Sendable {
   public static func fetch(
     from partition: any RPCChannel, _ request: Pipemesh_V1_FetchTensorRequest, what: String = "fetched tensor",
     options: CallOptions = .init()
+  ) async throws -> Tensor {
+    try await fetch(from: partition, request, what: what, options: options, sharedBuffer: nil)
+  }
+
+  /// `fetch(from:_:what:options:)` with the request offering `sharedBuffer`
+  /// (as `request.shared_buffer`), in which the answer may then be.
+  static func fetch(
+    from partition: any RPCChannel, _ request: Pipemesh_V1_FetchTensorRequest, what: String = "fetched tensor",
+    options: CallOptions = .init(), sharedBuffer: SharedBuffer? = nil
   ) async throws -> Tensor {
     let encoding = try HalfPrecision(transfer: request.encoding, field: "FetchTensorRequest.encoding")
     let width = encoding == nil ? 4 : 2
@@ -348,8 +390,18 @@ public final class DataPlane: Sendable {
               + "scaled by 2^\(chunk.scaleExponent), where \(encoding?.rawValue ?? "float32") was asked")
         }
         announced = (chunk.shape, count * width, Int(chunk.scaleExponent))
+        if chunk.inSharedBuffer {
+          guard let sharedBuffer else {
+            throw StageError(
+              .peerAnswerDamaged,
+              "\(what): \(partition.target) answered in a shared buffer that the fetch did not offer")
+          }
+          return try tensor(
+            shape: chunk.shape, encoding: encoding, scaleExponent: Int(chunk.scaleExponent), in: sharedBuffer,
+            what: "\(what): \(partition.target)")
+        }
       } else {
-        guard chunk.shape.isEmpty, chunk.scaleExponent == 0 else {
+        guard chunk.shape.isEmpty, chunk.scaleExponent == 0, !chunk.inSharedBuffer else {
           throw StageError(.peerAnswerDamaged, "\(what): \(partition.target) announced a second shape or scale")
         }
       }
@@ -373,6 +425,27 @@ public final class DataPlane: Sendable {
         shape: shape, encoding,
         littleEndianBytes: chunks.count == 1 ? chunks[0] : chunks.reduce(into: Data()) { $0.append($1) },
         scaleExponent: announced.scaleExponent)
+    } catch let error as TensorError {
+      throw StageError(.peerAnswerDamaged, "\(what): \(error.message)")
+    }
+  }
+
+  /// The tensor a peer wrote into `buffer`: `shape`'s elements in `encoding`
+  /// (float32 when nil), read straight into the tensor when they are float32.
+  /// DATA_LOSS when the buffer holds fewer bytes than they take.
+  private static func tensor(
+    shape wireShape: [Int64], encoding: HalfPrecision?, scaleExponent: Int, in buffer: SharedBuffer, what: String
+  ) throws -> Tensor {
+    let shape = wireShape.map { Int($0) }
+    let count = Tensor.checkedCount(of: shape)!
+    let missing = StageError(.peerAnswerDamaged, "\(what) left the shared buffer short of the tensor it announced")
+    do {
+      guard let encoding else {
+        return try Tensor(dtype: .float32, shape: shape) { if !buffer.read(into: $0) { throw missing } }
+      }
+      var bytes = Data(count: count * 2)
+      guard bytes.withUnsafeMutableBytes({ buffer.read(into: $0) }) else { throw missing }
+      return try Tensor(shape: shape, encoding, littleEndianBytes: bytes, scaleExponent: scaleExponent)
     } catch let error as TensorError {
       throw StageError(.peerAnswerDamaged, "\(what): \(error.message)")
     }

@@ -13,6 +13,10 @@ public final class PartitionActivity: Sendable {
     /// Forward, Backward and BackwardWeights calls that came before their
     /// turn in their step's schedule and wait for it.
     public var callsWaitingForTurn = 0
+    /// FetchTensor answers given through the fetcher's shared buffer
+    /// (same host) and in chunks over the connection.
+    public var fetchesInSharedMemory = 0
+    public var fetchesInChunks = 0
     /// What each loaded job's stage held at its last commit: its variables,
     /// their slots and the running steps' gradient sums, in bytes.
     public var jobBytes: [String: Int] = [:]

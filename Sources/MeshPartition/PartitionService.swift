@@ -121,7 +121,12 @@ public final class PartitionService: RPCService, Sendable {
       // A training step's tensor stays held until its step is dropped: a fetch that does not get
       // through is asked again once the fetcher's call is sent again.
       let tensor = try await dataPlane.take(key, release: request.release, wait: request.wait)
-      try await DataPlane.send(tensor, encoding: encoding, to: writer)
+      let shared = try await DataPlane.send(
+        tensor, encoding: encoding,
+        sharedBuffer: request.hasSharedBuffer && dataPlane.servesSharedBuffers ? request.sharedBuffer : nil, to: writer)
+      activity.update { counts in
+        if shared { counts.fetchesInSharedMemory += 1 } else { counts.fetchesInChunks += 1 }
+      }
     }
     router.unary(PartitionMethods.timeLayers) { [self] request, _ in try await timeLayers(request) }
     router.unary(PartitionMethods.unloadStage) { [self] request, _ in

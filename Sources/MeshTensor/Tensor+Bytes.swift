@@ -99,6 +99,23 @@ extension Tensor {
     try self.init(dtype: dtype, shape: shape, littleEndianChunks: [bytes])
   }
 
+  /// Decodes the wire form that `read` writes straight into the tensor's storage: the raw
+  /// little-endian row-major bytes of every scalar of `shape` (bytes read from a file, copied
+  /// once). `read` must fill the whole buffer or throw.
+  public init(
+    dtype: DType, shape: [Int], readingLittleEndianBytes read: (UnsafeMutableRawBufferPointer) throws -> Void
+  ) throws {
+    guard let count = Tensor.checkedCount(of: shape), count <= Int.max / 4 else {
+      throw TensorError(message: "\(dtype.rawValue) tensor of shape \(shape) has no valid size")
+    }
+    let buffer = TensorBuffer(uninitializedCount: count)
+    try read(UnsafeMutableRawBufferPointer(start: buffer.pointer, count: count * 4))
+    #if _endian(big)
+      for i in 0..<count { buffer.pointer[i] = Float(bitPattern: buffer.pointer[i].bitPattern.byteSwapped) }
+    #endif
+    self.init(shape: shape, buffer: buffer)
+  }
+
   /// Decodes the wire form received in pieces (a tensor sent in chunks), the
   /// bytes laid end to end: each copied once, straight into the tensor.
   public init<Bytes: ContiguousBytes>(dtype: DType, shape: [Int], littleEndianChunks chunks: [Bytes]) throws {

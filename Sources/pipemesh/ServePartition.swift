@@ -59,6 +59,13 @@ struct ServePartition: AsyncParsableCommand {
       """)
   var join: String?
 
+  @Option(
+    help: """
+      on: tensors pass to and from partitions on this host (the same boot and PID and network namespaces, the same \
+      user) through memory files instead of sockets; off: always by the network. Default: on. [PIPEMESH_SHARED_MEMORY]
+      """)
+  var sharedMemory: String?
+
   func run() async throws {
     let settings = try service.resolved()
     let dialPolicy =
@@ -80,7 +87,9 @@ struct ServePartition: AsyncParsableCommand {
       "OpenBLAS with \(BLAS.kernels) kernels, \(blasThreads) thread\(blasThreads == 1 ? "" : "s")",
       metadata: ["blas_kernels": "\(BLAS.kernels)"])
     let clientTransport = settings.client
-    let dataPlane = DataPlane(dialer: GRPCDialer(transport: clientTransport))
+    let dataPlane = DataPlane(
+      dialer: GRPCDialer(transport: clientTransport),
+      sharedMemory: try Settings.switch(sharedMemory, option: "--shared-memory", default: true))
     let partition = PartitionService(
       dataPlane: dataPlane, dialer: GRPCDialer(transport: clientTransport), defaultMaxKeptBytes: maxKeptMiB << 20,
       blasThreads: blasThreads,

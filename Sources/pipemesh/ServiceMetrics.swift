@@ -94,6 +94,17 @@ enum PartitionMetrics {
         (["kind": "commit"], Double(counts.commits)),
       ]
     }
+    registry.counter(
+      "pipemesh_partition_fetches_served_total",
+      help:
+        "Tensors this partition's data plane handed to other partitions, by how: shared_memory (same host) or network."
+    ) {
+      let counts = activity.snapshot
+      return [
+        (["by": "shared_memory"], Double(counts.fetchesInSharedMemory)),
+        (["by": "network"], Double(counts.fetchesInChunks)),
+      ]
+    }
     let dataPlane = partition.dataPlane
     registry.gauge(
       "pipemesh_partition_data_plane_bytes", help: "Bytes of activations and gradients waiting to be fetched."

@@ -41,6 +41,18 @@ enum Settings {
     return value?.isEmpty == true ? nil : value
   }
 
+  /// An on/off setting: the option's value, else its variable's, else
+  /// `fallback`.
+  static func `switch`(_ given: String?, option: String, default fallback: Bool) throws -> Bool {
+    guard let value = text(given, option: option) else { return fallback }
+    switch value.lowercased() {
+    case "on": return true
+    case "off": return false
+    default:
+      throw ValidationError("\(option) (or \(variable(of: option))) is '\(value.echoed)'; expected on or off")
+    }
+  }
+
   /// A `HOST:PORT` listen address with a port from 0 to 65535.
   static func checkAddress(_ address: String, option: String) throws {
     let source = "\(option) (or \(variable(of: option)))"

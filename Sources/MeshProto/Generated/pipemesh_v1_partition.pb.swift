@@ -717,6 +717,46 @@ public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
   /// Valid: DTYPE_UNSPECIFIED, DTYPE_FLOAT32, DTYPE_BFLOAT16, DTYPE_FLOAT16 (INVALID_ARGUMENT otherwise).
   public var encoding: Pipemesh_V1_DType = .unspecified
 
+  /// A memory file of the fetcher's for the tensor's bytes, offered when the fetcher may share a
+  /// host with the partition it asks. A partition on that host (the same boot, and the same PID
+  /// and network namespaces) that may open the file and serves same-host fetches writes the
+  /// tensor into it, in `encoding`, and answers one chunk that says so; any other answers in
+  /// chunks as without it.
+  /// Valid: unset, or any: a buffer that is not the fetcher's own memory file, or that this
+  /// partition may not open, is answered in chunks (never an error, never another file written).
+  public var sharedBuffer: Pipemesh_V1_SharedBuffer {
+    get {_sharedBuffer ?? Pipemesh_V1_SharedBuffer()}
+    set {_sharedBuffer = newValue}
+  }
+  /// Returns true if `sharedBuffer` has been explicitly set.
+  public var hasSharedBuffer: Bool {self._sharedBuffer != nil}
+  /// Clears the value of `sharedBuffer`. Subsequent reads from it will return its default value.
+  public mutating func clearSharedBuffer() {self._sharedBuffer = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _sharedBuffer: Pipemesh_V1_SharedBuffer? = nil
+}
+
+/// A fetcher's anonymous memory file (Linux memfd_create, named "pipemesh-fetch"), which a
+/// partition on the same host opens as /proc/<pid>/fd/<fd>: a tensor passed between processes
+/// of one host by two copies, without the network stack.
+public nonisolated struct Pipemesh_V1_SharedBuffer: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The fetcher's host as it sees it: its boot id and PID and network namespaces.
+  public var host: String = String()
+
+  /// The fetching process, in the namespace `host` names.
+  public var pid: Int32 = 0
+
+  /// The file's descriptor in that process.
+  public var fd: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -741,6 +781,10 @@ public nonisolated struct Pipemesh_V1_TensorChunk: Sendable {
   /// into [2^14, 2^15), so small gradients keep float16's precision); the fetcher divides it out.
   /// 0 in every other dtype.
   public var scaleExponent: Int32 = 0
+
+  /// The tensor's bytes are in the fetch's shared_buffer, from its start, not in `data`: the
+  /// answer's only chunk.
+  public var inSharedBuffer: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1693,7 +1737,7 @@ nonisolated extension Pipemesh_V1_CallTiming: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FetchTensorRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}release\0\u{1}wait\0\u{1}encoding\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}release\0\u{1}wait\0\u{1}encoding\0\u{3}shared_buffer\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1705,12 +1749,17 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
       case 2: try { try decoder.decodeSingularBoolField(value: &self.release) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.wait) }()
       case 4: try { try decoder.decodeSingularEnumField(value: &self.encoding) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._sharedBuffer) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.key.isEmpty {
       try visitor.visitSingularStringField(value: self.key, fieldNumber: 1)
     }
@@ -1723,6 +1772,9 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
     if self.encoding != .unspecified {
       try visitor.visitSingularEnumField(value: self.encoding, fieldNumber: 4)
     }
+    try { if let v = self._sharedBuffer {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1731,6 +1783,47 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
     if lhs.release != rhs.release {return false}
     if lhs.wait != rhs.wait {return false}
     if lhs.encoding != rhs.encoding {return false}
+    if lhs._sharedBuffer != rhs._sharedBuffer {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pipemesh_V1_SharedBuffer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SharedBuffer"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}host\0\u{1}pid\0\u{1}fd\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.host) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.pid) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.fd) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.host.isEmpty {
+      try visitor.visitSingularStringField(value: self.host, fieldNumber: 1)
+    }
+    if self.pid != 0 {
+      try visitor.visitSingularInt32Field(value: self.pid, fieldNumber: 2)
+    }
+    if self.fd != 0 {
+      try visitor.visitSingularInt32Field(value: self.fd, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pipemesh_V1_SharedBuffer, rhs: Pipemesh_V1_SharedBuffer) -> Bool {
+    if lhs.host != rhs.host {return false}
+    if lhs.pid != rhs.pid {return false}
+    if lhs.fd != rhs.fd {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1738,7 +1831,7 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Pipemesh_V1_TensorChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TensorChunk"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0\u{1}data\0\u{3}scale_exponent\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0\u{1}data\0\u{3}scale_exponent\0\u{3}in_shared_buffer\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1750,6 +1843,7 @@ nonisolated extension Pipemesh_V1_TensorChunk: SwiftProtobuf.Message, SwiftProto
       case 2: try { try decoder.decodeRepeatedInt64Field(value: &self.shape) }()
       case 3: try { try decoder.decodeSingularBytesField(value: &self.data) }()
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.scaleExponent) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.inSharedBuffer) }()
       default: break
       }
     }
@@ -1768,6 +1862,9 @@ nonisolated extension Pipemesh_V1_TensorChunk: SwiftProtobuf.Message, SwiftProto
     if self.scaleExponent != 0 {
       try visitor.visitSingularInt32Field(value: self.scaleExponent, fieldNumber: 4)
     }
+    if self.inSharedBuffer != false {
+      try visitor.visitSingularBoolField(value: self.inSharedBuffer, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1776,6 +1873,7 @@ nonisolated extension Pipemesh_V1_TensorChunk: SwiftProtobuf.Message, SwiftProto
     if lhs.shape != rhs.shape {return false}
     if lhs.data != rhs.data {return false}
     if lhs.scaleExponent != rhs.scaleExponent {return false}
+    if lhs.inSharedBuffer != rhs.inSharedBuffer {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -209,28 +209,42 @@ class CallTiming(_message.Message):
     def __init__(self, received_unix_nanos: _Optional[int] = ..., answered_unix_nanos: _Optional[int] = ..., input_requested_unix_nanos: _Optional[int] = ..., input_received_unix_nanos: _Optional[int] = ..., compute_started_unix_nanos: _Optional[int] = ..., compute_ended_unix_nanos: _Optional[int] = ..., output_offered_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class FetchTensorRequest(_message.Message):
-    __slots__ = ("key", "release", "wait", "encoding")
+    __slots__ = ("key", "release", "wait", "encoding", "shared_buffer")
     KEY_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    SHARED_BUFFER_FIELD_NUMBER: _ClassVar[int]
     key: str
     release: bool
     wait: bool
     encoding: _tensor_pb2.DType
-    def __init__(self, key: _Optional[str] = ..., release: _Optional[bool] = ..., wait: _Optional[bool] = ..., encoding: _Optional[_Union[_tensor_pb2.DType, str]] = ...) -> None: ...
+    shared_buffer: SharedBuffer
+    def __init__(self, key: _Optional[str] = ..., release: _Optional[bool] = ..., wait: _Optional[bool] = ..., encoding: _Optional[_Union[_tensor_pb2.DType, str]] = ..., shared_buffer: _Optional[_Union[SharedBuffer, _Mapping]] = ...) -> None: ...
+
+class SharedBuffer(_message.Message):
+    __slots__ = ("host", "pid", "fd")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    pid: int
+    fd: int
+    def __init__(self, host: _Optional[str] = ..., pid: _Optional[int] = ..., fd: _Optional[int] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
-    __slots__ = ("dtype", "shape", "data", "scale_exponent")
+    __slots__ = ("dtype", "shape", "data", "scale_exponent", "in_shared_buffer")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SCALE_EXPONENT_FIELD_NUMBER: _ClassVar[int]
+    IN_SHARED_BUFFER_FIELD_NUMBER: _ClassVar[int]
     dtype: _tensor_pb2.DType
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
     scale_exponent: int
-    def __init__(self, dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scale_exponent: _Optional[int] = ...) -> None: ...
+    in_shared_buffer: bool
+    def __init__(self, dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scale_exponent: _Optional[int] = ..., in_shared_buffer: _Optional[bool] = ...) -> None: ...
 
 class UnloadStageRequest(_message.Message):
     __slots__ = ("job",)
