@@ -53,7 +53,7 @@ public final class InProcessMesh: Sendable {
     var partitionActivity: [String: PartitionActivity] = [:]
     for endpoint in partitions.joined() {
       let partition = PartitionService(
-        dataPlane: DataPlane(endpoint: endpoint, dialer: partitionDialer), dialer: partitionDialer,
+        dataPlane: DataPlane(endpoint: endpoint, dialer: partitionDialer, sharedMemory: false), dialer: partitionDialer,
         dialPolicy: .anywhere)
       partitionActivity[endpoint] = partition.activity
       servers.append(try network.serve([partition], at: endpoint))

@@ -277,6 +277,7 @@ public final class DataPlane: Sendable {
     }
     let peer = try client(for: reference.endpoint)
     let buffer = sharedBuffers?.take()
+    let offered = buffer?.offer()
     do {
       let tensor = try await Self.fetch(
         from: peer,
@@ -285,8 +286,9 @@ public final class DataPlane: Sendable {
           $0.release = true
           $0.wait = wait
           if let encoding { $0.encoding = encoding.wire }
-          if let buffer { $0.sharedBuffer = buffer.wire }
-        }, what: what, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil), sharedBuffer: buffer)
+          if let offered { $0.sharedBuffer = offered }
+        }, what: what, options: CallOptions(timeout: wait ? Self.fetchWaitLimit : nil),
+        sharedBuffer: offered == nil ? nil : buffer)
       if let buffer { sharedBuffers?.giveBack(buffer) }
       return tensor
     } catch let error as RPCError where error.code == .deadlineExceeded && wait {
@@ -306,12 +308,13 @@ public final class DataPlane: Sendable {
   /// `chunkBytes`, straight from the tensor's storage, or rounded into
   /// `encoding` when one is given; or, when the fetcher offered a
   /// `sharedBuffer` that this process may write, the bytes in it and one
-  /// chunk that says so. Returns whether they went in the shared buffer.
+  /// chunk that says so. Returns what became of the shared buffer
+  /// (`elsewhere` when none was offered).
   @discardableResult
   static func send(
     _ tensor: Tensor, encoding: HalfPrecision? = nil, sharedBuffer: Pipemesh_V1_SharedBuffer? = nil,
     to writer: ResponseWriter<Pipemesh_V1_TensorChunk>
-  ) async throws -> Bool {
+  ) async throws -> SharedBuffer.Outcome {
     let chunkScalars = chunkBytes / (encoding == nil ? 4 : 2)
     let scaleExponent = encoding == .float16 ? tensor.float16ScaleExponent(elements: 0..<tensor.scalarCount) : 0
     func bytes(_ elements: Range<Int>) -> Data {
@@ -321,7 +324,8 @@ public final class DataPlane: Sendable {
         tensor.sharedLittleEndianData(elements: elements)
       }
     }
-    if let sharedBuffer, SharedBuffer.write(bytes(0..<tensor.scalarCount), into: sharedBuffer) {
+    let outcome = sharedBuffer.map { SharedBuffer.write(bytes(0..<tensor.scalarCount), into: $0) } ?? .elsewhere
+    if outcome == .written {
       try await writer.writeLast(
         .with {
           $0.dtype = encoding?.wire ?? .float32
@@ -329,7 +333,7 @@ public final class DataPlane: Sendable {
           $0.scaleExponent = Int32(scaleExponent)
           $0.inSharedBuffer = true
         })
-      return true
+      return outcome
     }
     var first = 0
     repeat {
@@ -348,7 +352,7 @@ public final class DataPlane: Sendable {
         try await writer.writeLast(chunk)
       }
     } while first < tensor.scalarCount
-    return false
+    return outcome
   }
 
   /// Fetches a tensor from a partition's data plane, putting its chunks
@@ -364,8 +368,8 @@ public final class DataPlane: Sendable {
     try await fetch(from: partition, request, what: what, options: options, sharedBuffer: nil)
   }
 
-  /// `fetch(from:_:what:options:)` with the request offering `sharedBuffer`
-  /// (as `request.shared_buffer`), in which the answer may then be.
+  /// `fetch(from:_:what:options:)` with `request.shared_buffer` naming
+  /// `sharedBuffer` (offered), in which the answer may then be.
   static func fetch(
     from partition: any RPCChannel, _ request: Pipemesh_V1_FetchTensorRequest, what: String = "fetched tensor",
     options: CallOptions = .init(), sharedBuffer: SharedBuffer? = nil
@@ -391,18 +395,28 @@ public final class DataPlane: Sendable {
         }
         announced = (chunk.shape, count * width, Int(chunk.scaleExponent))
         if chunk.inSharedBuffer {
-          guard let sharedBuffer else {
+          guard let sharedBuffer, request.hasSharedBuffer else {
             throw StageError(
               .peerAnswerDamaged,
-              "\(what): \(partition.target) answered in a shared buffer that the fetch did not offer")
+              "\(what): \(partition.target) set TensorChunk.in_shared_buffer, but the fetch offered no "
+                + "FetchTensorRequest.shared_buffer")
+          }
+          guard chunk.data.isEmpty else {
+            throw StageError(
+              .peerAnswerDamaged,
+              "\(what): \(partition.target) set TensorChunk.in_shared_buffer and sent data beside it")
           }
           return try tensor(
-            shape: chunk.shape, encoding: encoding, scaleExponent: Int(chunk.scaleExponent), in: sharedBuffer,
-            what: "\(what): \(partition.target)")
+            shape: chunk.shape, encoding: encoding, scaleExponent: Int(chunk.scaleExponent),
+            in: sharedBuffer, offered: request.sharedBuffer, what: "\(what): \(partition.target)")
         }
       } else {
-        guard chunk.shape.isEmpty, chunk.scaleExponent == 0, !chunk.inSharedBuffer else {
+        guard chunk.shape.isEmpty, chunk.scaleExponent == 0 else {
           throw StageError(.peerAnswerDamaged, "\(what): \(partition.target) announced a second shape or scale")
+        }
+        guard !chunk.inSharedBuffer else {
+          throw StageError(
+            .peerAnswerDamaged, "\(what): \(partition.target) set TensorChunk.in_shared_buffer on a later chunk")
         }
       }
       chunks.append(chunk.data)
@@ -430,15 +444,20 @@ public final class DataPlane: Sendable {
     }
   }
 
-  /// The tensor a peer wrote into `buffer`: `shape`'s elements in `encoding`
-  /// (float32 when nil), read straight into the tensor when they are float32.
-  /// DATA_LOSS when the buffer holds fewer bytes than they take.
+  /// The tensor a peer wrote into `buffer` (as `offered`): `shape`'s
+  /// elements in `encoding` (float32 when nil), read straight into the
+  /// tensor when they are float32. DATA_LOSS, with nothing allocated, when
+  /// the buffer does not hold the answer (unmarked, or short of the bytes).
   private static func tensor(
-    shape wireShape: [Int64], encoding: HalfPrecision?, scaleExponent: Int, in buffer: SharedBuffer, what: String
+    shape wireShape: [Int64], encoding: HalfPrecision?, scaleExponent: Int, in buffer: SharedBuffer,
+    offered: Pipemesh_V1_SharedBuffer, what: String
   ) throws -> Tensor {
     let shape = wireShape.map { Int($0) }
     let count = Tensor.checkedCount(of: shape)!
-    let missing = StageError(.peerAnswerDamaged, "\(what) left the shared buffer short of the tensor it announced")
+    let missing = StageError(
+      .peerAnswerDamaged,
+      "\(what) set TensorChunk.in_shared_buffer, but the shared buffer does not hold the \(shape) tensor announced")
+    guard buffer.holdsAnswer(to: offered, byteCount: count * (encoding == nil ? 4 : 2)) else { throw missing }
     do {
       guard let encoding else {
         return try Tensor(dtype: .float32, shape: shape) { if !buffer.read(into: $0) { throw missing } }

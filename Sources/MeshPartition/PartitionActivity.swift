@@ -17,6 +17,10 @@ public final class PartitionActivity: Sendable {
     /// (same host) and in chunks over the connection.
     public var fetchesInSharedMemory = 0
     public var fetchesInChunks = 0
+    /// Shared buffers named for this host that could not be written (not
+    /// permitted, or not a fetcher's buffer waiting for that answer): those
+    /// fetches went in chunks.
+    public var sharedBuffersRefused = 0
     /// What each loaded job's stage held at its last commit: its variables,
     /// their slots and the running steps' gradient sums, in bytes.
     public var jobBytes: [String: Int] = [:]

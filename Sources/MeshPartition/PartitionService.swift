@@ -121,11 +121,17 @@ public final class PartitionService: RPCService, Sendable {
       // A training step's tensor stays held until its step is dropped: a fetch that does not get
       // through is asked again once the fetcher's call is sent again.
       let tensor = try await dataPlane.take(key, release: request.release, wait: request.wait)
-      let shared = try await DataPlane.send(
+      let outcome = try await DataPlane.send(
         tensor, encoding: encoding,
         sharedBuffer: request.hasSharedBuffer && dataPlane.servesSharedBuffers ? request.sharedBuffer : nil, to: writer)
       activity.update { counts in
-        if shared { counts.fetchesInSharedMemory += 1 } else { counts.fetchesInChunks += 1 }
+        switch outcome {
+        case .written: counts.fetchesInSharedMemory += 1
+        case .elsewhere: counts.fetchesInChunks += 1
+        case .refused:
+          counts.fetchesInChunks += 1
+          counts.sharedBuffersRefused += 1
+        }
       }
     }
     router.unary(PartitionMethods.timeLayers) { [self] request, _ in try await timeLayers(request) }

@@ -8,16 +8,22 @@ import Synchronization
 /// file, the fetcher's out of it) instead of the network stack's.
 ///
 /// The fetcher makes the file and names it in its FetchTensor request by
-/// process and descriptor; the partition opens it through
-/// `/proc/<pid>/fd/<fd>`, which the kernel allows only to a process that may
-/// read the fetcher's memory anyway (the same user). What the partition
-/// opened is written only when it is a fetcher's memory file (its name and
-/// its support for seals say so), so a request cannot point a partition at
-/// any other file. The file is freed when the fetcher closes it, whatever
-/// happens to either process.
+/// process and descriptor, with a random token it has just written at the
+/// file's start; the partition opens the file through `/proc/<pid>/fd/<fd>`,
+/// which the kernel allows only to a process that may read the fetcher's
+/// memory anyway (the same user, or root). The partition writes only into a
+/// fetcher's memory file (its name and its support for seals say so) of
+/// another process that begins with the request's token, so neither a
+/// request naming some other file, nor one naming another fetch's buffer,
+/// nor a late answer to a fetch given up, writes anything. It writes the
+/// tensor after the token's bytes and then marks the start as answered,
+/// which the fetcher checks before it reads. The file is freed when the
+/// fetcher closes it, whatever happens to either process.
 final class SharedBuffer: Sendable {
   /// The name every fetcher's file has, which a partition checks before writing.
   static let fileName = "pipemesh-fetch"
+  /// Bytes at the file's start for the fetch's token (then its answered mark).
+  static let headerBytes = 16
 
   /// The file's descriptor in this process.
   let descriptor: Int32
@@ -31,27 +37,118 @@ final class SharedBuffer: Sendable {
 
   deinit { close(descriptor) }
 
-  /// The buffer as a FetchTensor request names it.
-  var wire: Pipemesh_V1_SharedBuffer {
-    .with {
+  /// Readies the file for one fetch: writes a new random token at its
+  /// start and returns the buffer as the request names it; nil when the
+  /// token cannot be written.
+  func offer() -> Pipemesh_V1_SharedBuffer? {
+    var generator = SystemRandomNumberGenerator()
+    let token = Data((0..<Self.headerBytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
+    guard
+      token.withUnsafeBytes({ bytes in
+        Self.whole(bytes.count) { pwrite(descriptor, bytes.baseAddress! + $0, bytes.count - $0, off_t($0)) }
+      })
+    else { return nil }
+    return .with {
       $0.host = SameHost.identity
       $0.pid = getpid()
       $0.fd = descriptor
+      $0.token = token
     }
   }
 
-  /// Reads the first `destination.count` bytes of the file into
-  /// `destination`; false when the file holds fewer (a partition that did
-  /// not write them all). Only bytes the file holds are asked for, so a
-  /// partition that announces more than it wrote makes nothing larger.
-  func read(into destination: UnsafeMutableRawBufferPointer) -> Bool {
-    var status = stat()
-    guard fstat(descriptor, &status) == 0, Int(status.st_size) >= destination.count,
-      Int(status.st_blocks) * 512 >= destination.count
+  /// Whether a partition answered `offered` with `byteCount` bytes: the
+  /// file's start marks the token answered, and the bytes after it are all
+  /// there, with no hole among them. Checked before anything of that size
+  /// is allocated: a partition that only announces bytes makes nothing
+  /// larger.
+  func holdsAnswer(to offered: Pipemesh_V1_SharedBuffer, byteCount: Int) -> Bool {
+    var header = [UInt8](repeating: 0, count: Self.headerBytes)
+    guard byteCount <= Int(Int64.max) - Self.headerBytes,
+      header.withUnsafeMutableBytes({ target in
+        Self.whole(target.count) { pread(descriptor, target.baseAddress! + $0, target.count - $0, off_t($0)) }
+      }),
+      header == Array(Self.answered(offered.token))
     else { return false }
-    return Self.whole(destination.count) { done in
-      pread(descriptor, destination.baseAddress! + done, destination.count - done, off_t(done))
+    let end = Self.headerBytes + byteCount
+    var status = stat()
+    guard fstat(descriptor, &status) == 0, Int(status.st_size) >= end else { return false }
+    return byteCount == 0 || Int(pipemesh_first_hole(descriptor, off_t(Self.headerBytes))) >= end
+  }
+
+  /// Reads the answer's first `destination.count` bytes into
+  /// `destination`; false when they cannot be read. Call after
+  /// `holdsAnswer(to:byteCount:)`.
+  func read(into destination: UnsafeMutableRawBufferPointer) -> Bool {
+    Self.whole(destination.count) { done in
+      pread(descriptor, destination.baseAddress! + done, destination.count - done, off_t(Self.headerBytes + done))
     }
+  }
+
+  /// Bytes the file holds now.
+  var size: Int {
+    var status = stat()
+    return fstat(descriptor, &status) == 0 ? Int(status.st_size) : 0
+  }
+
+  /// Frees what the file holds, keeping the file.
+  func empty() { _ = ftruncate(descriptor, 0) }
+
+  /// The mark of an answered fetch: its token, each byte inverted.
+  static func answered(_ token: Data) -> Data { Data(token.map { ~$0 }) }
+
+  /// What became of a fetcher's buffer a partition was asked to write.
+  enum Outcome {
+    /// The tensor is in it.
+    case written
+    /// It is on another host, or in a process that cannot be one of this
+    /// host's fetchers: the answer goes in chunks.
+    case elsewhere
+    /// It is named for this host, but this process may not open it, or it
+    /// is not a fetcher's buffer waiting for this request's answer.
+    case refused
+  }
+
+  /// Writes `bytes` into the fetcher's buffer `wire` names, when it is a
+  /// fetcher's memory file of another process on this host that this
+  /// process may open and that begins with the request's token; nothing is
+  /// written otherwise (then the tensor goes in chunks).
+  static func write(_ bytes: Data, into wire: Pipemesh_V1_SharedBuffer) -> Outcome {
+    guard !SameHost.identity.isEmpty, wire.host == SameHost.identity, wire.pid > 0, wire.fd >= 0,
+      wire.token.count == headerBytes
+    else { return .elsewhere }
+    // This process's own pid, or one of its threads' ids (which /proc opens as the process).
+    guard wire.pid != getpid(), access("/proc/self/task/\(wire.pid)", F_OK) != 0 else { return .elsewhere }
+    // A location first: what the descriptor names is looked at before anything of it is opened.
+    let location = pipemesh_open_location("/proc/\(wire.pid)/fd/\(wire.fd)")
+    guard location >= 0 else { return .refused }
+    defer { close(location) }
+    var named = stat()
+    guard SameHost.link("/proc/self/fd/\(location)") == "/memfd:\(fileName) (deleted)", fstat(location, &named) == 0,
+      named.st_mode & S_IFMT == S_IFREG
+    else { return .refused }
+    let file = pipemesh_reopen_read_write("/proc/self/fd/\(location)")
+    guard file >= 0 else { return .refused }
+    defer { close(file) }
+    var opened = stat()
+    var header = [UInt8](repeating: 0, count: headerBytes)
+    guard pipemesh_supports_seals(file), fstat(file, &opened) == 0, opened.st_dev == named.st_dev,
+      opened.st_ino == named.st_ino,
+      header.withUnsafeMutableBytes({ target in
+        whole(target.count) { pread(file, target.baseAddress! + $0, target.count - $0, off_t($0)) }
+      }),
+      header == Array(wire.token)
+    else { return .refused }
+    let end = headerBytes + bytes.count
+    if Int(opened.st_size) < end, ftruncate(file, off_t(end)) != 0 { return .refused }
+    let mark = answered(wire.token)
+    let done =
+      bytes.withUnsafeBytes { source in
+        whole(source.count) { pwrite(file, source.baseAddress! + $0, source.count - $0, off_t(headerBytes + $0)) }
+      }
+      && mark.withUnsafeBytes { source in
+        whole(source.count) { pwrite(file, source.baseAddress! + $0, source.count - $0, off_t($0)) }
+      }
+    return done ? .written : .refused
   }
 
   /// Calls `move` (a pread or pwrite of the bytes from an offset on) until
@@ -65,37 +162,6 @@ final class SharedBuffer: Sendable {
       done += moved
     }
     return true
-  }
-
-  /// Bytes the file holds now.
-  var size: Int {
-    var status = stat()
-    return fstat(descriptor, &status) == 0 ? Int(status.st_size) : 0
-  }
-
-  /// Frees what the file holds, keeping the file.
-  func empty() { _ = ftruncate(descriptor, 0) }
-
-  /// Writes `bytes` at the start of the fetcher's buffer `wire` names, when
-  /// it is a fetcher's memory file of another process on this host that
-  /// this process may open; false, with nothing written, otherwise (then the
-  /// tensor goes in chunks).
-  static func write(_ bytes: Data, into wire: Pipemesh_V1_SharedBuffer) -> Bool {
-    guard !SameHost.identity.isEmpty, wire.host == SameHost.identity, wire.pid > 0, wire.pid != getpid(),
-      wire.fd >= 0
-    else { return false }
-    let file = open("/proc/\(wire.pid)/fd/\(wire.fd)", O_RDWR | O_CLOEXEC)
-    guard file >= 0 else { return false }
-    defer { close(file) }
-    // What was opened, not what the path named a moment before, must be a fetcher's buffer.
-    guard SameHost.link("/proc/self/fd/\(file)") == "/memfd:\(fileName) (deleted)", pipemesh_supports_seals(file)
-    else { return false }
-    var status = stat()
-    guard fstat(file, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { return false }
-    if Int(status.st_size) < bytes.count, ftruncate(file, off_t(bytes.count)) != 0 { return false }
-    return bytes.withUnsafeBytes { source in
-      whole(source.count) { done in pwrite(file, source.baseAddress! + done, source.count - done, off_t(done)) }
-    }
   }
 }
 

@@ -105,6 +105,13 @@ enum PartitionMetrics {
         (["by": "network"], Double(counts.fetchesInChunks)),
       ]
     }
+    registry.counter(
+      "pipemesh_partition_shared_buffers_refused_total",
+      help:
+        "Same-host fetches whose shared buffer this partition could not write (another user's process, or not a fetch buffer waiting for the answer); they went by the network."
+    ) {
+      [([:], Double(activity.snapshot.sharedBuffersRefused))]
+    }
     let dataPlane = partition.dataPlane
     registry.gauge(
       "pipemesh_partition_data_plane_bytes", help: "Bytes of activations and gradients waiting to be fetched."

@@ -210,19 +210,84 @@ import Testing
       ("bytes short of the shape", .bfloat16, [chunk(.bfloat16, shape: [3], bytes: 4)], "after 4 of 6 bytes"),
     ]
     for (what, format, chunks, message) in cases {
-      try await withChannel(.inProcess, [ScriptedPeer(chunks: chunks)]) { channel in
-        let refused = await #expect(throws: StageError.self, "\(what)") {
-          _ = try await DataPlane.fetch(
-            from: channel,
-            .with {
-              $0.key = "any"
-              $0.encoding = format.wire
-            })
-        }
-        #expect(
-          refused?.rpcError.code == .dataLoss && refused?.message.contains(message) == true,
-          "\(what): \(String(describing: refused))")
+      try await Self.expectDataLoss(
+        what, answering: chunks,
+        .with {
+          $0.key = "any"
+          $0.encoding = format.wire
+        }, saying: message)
+    }
+  }
+
+  /// Expects a fetch of `request` (offering `sharedBuffer`) from a peer that
+  /// answers `chunks` to fail with DATA_LOSS and a message containing `message`.
+  static func expectDataLoss(
+    _ what: String, answering chunks: [Pipemesh_V1_TensorChunk], _ request: Pipemesh_V1_FetchTensorRequest,
+    sharedBuffer: SharedBuffer? = nil, saying message: String
+  ) async throws {
+    try await withChannel(.inProcess, [ScriptedPeer(chunks: chunks)]) { channel in
+      let refused = await #expect(throws: StageError.self, "\(what)") {
+        _ = try await DataPlane.fetch(from: channel, request, sharedBuffer: sharedBuffer)
       }
+      #expect(
+        refused?.rpcError.code == .dataLoss && refused?.message.contains(message) == true,
+        "\(what): \(String(describing: refused))")
+    }
+  }
+
+  /// An answer that claims to be in the fetch's shared buffer is believed
+  /// only when the fetch offered one, the answer is its only chunk, and the
+  /// buffer holds the tensor announced, marked answered: anything else is
+  /// DATA_LOSS naming the field, with nothing allocated for the shape.
+  @Test func aSharedBufferAnswerThatIsNotTheTensorAskedForIsDataLoss() async throws {
+    func chunk(shape: [Int64] = [], data: Int = 0, inSharedBuffer: Bool = true) -> Pipemesh_V1_TensorChunk {
+      .with {
+        $0.dtype = shape.isEmpty ? .unspecified : .float32
+        $0.shape = shape
+        $0.data = Data(count: data)
+        $0.inSharedBuffer = inSharedBuffer
+      }
+    }
+    // Whether the buffer is offered, and marked answered over 8 bytes of data (as a partition
+    // that wrote two floats leaves it), before the scripted answer comes.
+    let cases: [(String, offered: Bool, marked: Bool, [Pipemesh_V1_TensorChunk], String)] = [
+      ("no buffer offered", false, true, [chunk(shape: [2])], "offered no FetchTensorRequest.shared_buffer"),
+      ("nothing written", true, false, [chunk(shape: [2])], "does not hold the [2] tensor"),
+      ("a shape of 2^40 floats over 8 bytes", true, true, [chunk(shape: [1 << 20, 1 << 20])], "does not hold"),
+      ("data beside it", true, true, [chunk(shape: [2], data: 8)], "sent data beside it"),
+      (
+        "on a later chunk", true, true, [chunk(shape: [4], data: 8, inSharedBuffer: false), chunk()],
+        "in_shared_buffer on a later chunk"
+      ),
+    ]
+    for (what, offered, marked, chunks, message) in cases {
+      let buffer = try #require(SharedBuffer())
+      let wire = try #require(buffer.offer())
+      if marked {
+        let answer = Array(SharedBuffer.answered(wire.token)) + [UInt8](repeating: 0, count: 8)
+        #expect(pwrite(buffer.descriptor, answer, answer.count, 0) == answer.count)
+      }
+      try await Self.expectDataLoss(
+        what, answering: chunks,
+        .with {
+          $0.key = "any"
+          if offered { $0.sharedBuffer = wire }
+        }, sharedBuffer: buffer, saying: message)
+    }
+    // The same buffer, marked over the two floats announced, is read.
+    let buffer = try #require(SharedBuffer())
+    let wire = try #require(buffer.offer())
+    let answer =
+      Array(SharedBuffer.answered(wire.token)) + Array(Pipemesh_V1_Tensor(Tensor(shape: [2], scalars: [3, -1])).data)
+    #expect(pwrite(buffer.descriptor, answer, answer.count, 0) == answer.count)
+    try await withChannel(.inProcess, [ScriptedPeer(chunks: [chunk(shape: [2])])]) { channel in
+      let fetched = try await DataPlane.fetch(
+        from: channel,
+        .with {
+          $0.key = "any"
+          $0.sharedBuffer = wire
+        }, sharedBuffer: buffer)
+      #expect(fetched == Tensor(shape: [2], scalars: [3, -1]))
     }
   }
 

@@ -32,15 +32,17 @@ import Testing
         log: directory.file("coordinator.log"))
     }
 
-    /// How many tensors each partition handed to the other, through shared memory and by the network.
-    func fetchesServed() async throws -> [(sharedMemory: Double, network: Double)] {
-      var counts: [(Double, Double)] = []
+    /// How many tensors each partition handed to the other, through shared memory and by the
+    /// network, and how many shared buffers it refused.
+    func fetchesServed() async throws -> [(sharedMemory: Double, network: Double, refused: Double)] {
+      var counts: [(Double, Double, Double)] = []
       for partition in partitions {
         let text = try await OperationsTests.scrape(try await OperationsTests.metricsURL(of: partition, "partition"))
         counts.append(
           (
             OperationsTests.value(in: text, "pipemesh_partition_fetches_served_total{by=\"shared_memory\"}") ?? -1,
-            OperationsTests.value(in: text, "pipemesh_partition_fetches_served_total{by=\"network\"}") ?? -1
+            OperationsTests.value(in: text, "pipemesh_partition_fetches_served_total{by=\"network\"}") ?? -1,
+            OperationsTests.value(in: text, "pipemesh_partition_shared_buffers_refused_total") ?? -1
           ))
       }
       return counts
@@ -75,6 +77,7 @@ import Testing
         } else {
           #expect(counts.sharedMemory == 0 && counts.network > 0, "stage \(stage): \(counts)")
         }
+        #expect(counts.refused == 0, "stage \(stage): \(counts)")
       }
     }
     for transfer in ["float32", "bfloat16"] {

@@ -34,7 +34,7 @@ COMMON_OPTIONS = {
 }
 ROLE_OPTIONS = {
     "ps": {"CHECKPOINT_DIR", "CHECKPOINT_SECONDS", "CHECKPOINT_KEEP", "MEMORY_BUDGET_MIB", "MAX_VARIABLE_MIB", "JOIN", "ADVERTISE"},
-    "partition": {"ADVERTISE", "BLAS_THREADS", "MAX_KEPT_MIB", "PEERS", "MEMORY_BUDGET_MIB", "JOIN"},
+    "partition": {"ADVERTISE", "BLAS_THREADS", "MAX_KEPT_MIB", "PEERS", "MEMORY_BUDGET_MIB", "JOIN", "SHARED_MEMORY"},
     "coordinator": {"PS", "PARTITIONS", "DATA_DIR", "TOKENS_FILE", "STATE_DIR", "MAX_INFERENCE_BATCH", "DASHBOARD_LISTEN"},
 }
 # Read from the environment only (no option): where the bundled datasets are.

@@ -722,8 +722,9 @@ public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
   /// and network namespaces) that may open the file and serves same-host fetches writes the
   /// tensor into it, in `encoding`, and answers one chunk that says so; any other answers in
   /// chunks as without it.
-  /// Valid: unset, or any: a buffer that is not the fetcher's own memory file, or that this
-  /// partition may not open, is answered in chunks (never an error, never another file written).
+  /// Valid: unset, or any: a buffer that is not another process's fetch buffer beginning with
+  /// `token`, or that this partition may not open, is answered in chunks (never an error, never
+  /// another file written).
   public var sharedBuffer: Pipemesh_V1_SharedBuffer {
     get {_sharedBuffer ?? Pipemesh_V1_SharedBuffer()}
     set {_sharedBuffer = newValue}
@@ -742,7 +743,8 @@ public nonisolated struct Pipemesh_V1_FetchTensorRequest: Sendable {
 
 /// A fetcher's anonymous memory file (Linux memfd_create, named "pipemesh-fetch"), which a
 /// partition on the same host opens as /proc/<pid>/fd/<fd>: a tensor passed between processes
-/// of one host by two copies, without the network stack.
+/// of one host by two copies, without the network stack. The file begins with `token`; the
+/// partition writes the tensor's bytes after it, then each of the token's bytes inverted.
 public nonisolated struct Pipemesh_V1_SharedBuffer: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -756,6 +758,9 @@ public nonisolated struct Pipemesh_V1_SharedBuffer: Sendable {
 
   /// The file's descriptor in that process.
   public var fd: Int32 = 0
+
+  /// 16 random bytes the fetcher wrote at the file's start for this fetch alone.
+  public var token: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -782,8 +787,8 @@ public nonisolated struct Pipemesh_V1_TensorChunk: Sendable {
   /// 0 in every other dtype.
   public var scaleExponent: Int32 = 0
 
-  /// The tensor's bytes are in the fetch's shared_buffer, from its start, not in `data`: the
-  /// answer's only chunk.
+  /// The tensor's bytes are in the fetch's shared_buffer, after its token, not in `data` (which
+  /// is empty): the answer's only chunk.
   public var inSharedBuffer: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1791,7 +1796,7 @@ nonisolated extension Pipemesh_V1_FetchTensorRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Pipemesh_V1_SharedBuffer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SharedBuffer"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}host\0\u{1}pid\0\u{1}fd\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}host\0\u{1}pid\0\u{1}fd\0\u{1}token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1802,6 +1807,7 @@ nonisolated extension Pipemesh_V1_SharedBuffer: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularStringField(value: &self.host) }()
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.pid) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.fd) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.token) }()
       default: break
       }
     }
@@ -1817,6 +1823,9 @@ nonisolated extension Pipemesh_V1_SharedBuffer: SwiftProtobuf.Message, SwiftProt
     if self.fd != 0 {
       try visitor.visitSingularInt32Field(value: self.fd, fieldNumber: 3)
     }
+    if !self.token.isEmpty {
+      try visitor.visitSingularBytesField(value: self.token, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1824,6 +1833,7 @@ nonisolated extension Pipemesh_V1_SharedBuffer: SwiftProtobuf.Message, SwiftProt
     if lhs.host != rhs.host {return false}
     if lhs.pid != rhs.pid {return false}
     if lhs.fd != rhs.fd {return false}
+    if lhs.token != rhs.token {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

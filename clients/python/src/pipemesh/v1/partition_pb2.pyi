@@ -223,14 +223,16 @@ class FetchTensorRequest(_message.Message):
     def __init__(self, key: _Optional[str] = ..., release: _Optional[bool] = ..., wait: _Optional[bool] = ..., encoding: _Optional[_Union[_tensor_pb2.DType, str]] = ..., shared_buffer: _Optional[_Union[SharedBuffer, _Mapping]] = ...) -> None: ...
 
 class SharedBuffer(_message.Message):
-    __slots__ = ("host", "pid", "fd")
+    __slots__ = ("host", "pid", "fd", "token")
     HOST_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     FD_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     host: str
     pid: int
     fd: int
-    def __init__(self, host: _Optional[str] = ..., pid: _Optional[int] = ..., fd: _Optional[int] = ...) -> None: ...
+    token: bytes
+    def __init__(self, host: _Optional[str] = ..., pid: _Optional[int] = ..., fd: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
     __slots__ = ("dtype", "shape", "data", "scale_exponent", "in_shared_buffer")
