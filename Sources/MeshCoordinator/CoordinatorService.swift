@@ -996,6 +996,11 @@ public final class CoordinatorService: RPCService, Sendable {
             }.result
           }
           pool.release(job.runID)
+          if let failure, !mayRestart, job.request.maxRestarts > 0, job.snapshot.state == .failed,
+            Self.isMemberFailure(failure)
+          {
+            await job.noteRestartsSpent()
+          }
           // Moved off a partition that leaves the pool, or a member failed
           // under the job while it may restart: run it on.
           guard let failure, failure is TrainingJob.Move || job.snapshot.state == .restarting,

@@ -429,9 +429,20 @@ final class TrainingJob: Sendable {
   /// Adds to a stopped job's error why it was not run on; one that was
   /// restarting has failed.
   func noteRestartFailure(_ problem: any Error) async {
+    await noteNotRestarted(because: RPCError.describing(problem))
+  }
+
+  /// Adds to a job that failed under a member the restarts it was allowed
+  /// to spend on it: it spent them all, one on each stop its faults list.
+  func noteRestartsSpent() async {
+    await noteNotRestarted(
+      because: "its max_restarts (\(request.maxRestarts)) are spent, one on each stop listed in its faults")
+  }
+
+  private func noteNotRestarted(because reason: String) async {
     let stored = status.withLock { status in
       if status.state == .restarting { status.state = .failed }
-      status.error += "; it was not restarted: \(RPCError.describing(problem))"
+      status.error += "; it was not restarted: \(reason)"
       return CoordinatorStore.StoredJob(
         record: status, runID: runID, checkpointRunID: checkpointRun.withLock { $0 })
     }

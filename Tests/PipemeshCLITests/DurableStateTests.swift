@@ -537,6 +537,38 @@ import Testing
     try await Self.expectSameEpochLosses("survivor", as: "straight", on: mesh)
   }
 
+  /// A job allowed one restart that loses a partition twice: the first stop
+  /// is restarted once the partition is back; the second fails the job,
+  /// whose error says its restarts are spent and whose faults keep the
+  /// first stop.
+  @Test func aJobThatSpendsItsRestartsFailsWithItsFaults() async throws {
+    var mesh = try await Mesh(psCheckpoints: true)
+    let training = try ChildProcess(
+      PipemeshBinary.path,
+      [
+        "train", "--coordinator", mesh.coordinator.endpoint, "--job", "fragile", "--model", Self.model, "--epochs",
+        "200", "--micro-batches", "2", "--checkpoint-every", "5", "--max-restarts", "1", "--json",
+      ], logPath: mesh.directory.file("fragile.log"))
+    _ = try await Self.waitFor("fragile", on: mesh) { $0["checkpointStep"] as? Int ?? 0 >= 5 }
+    mesh = try await mesh.restarted(coordinator: false, partitions: [1])
+    let resumed = try await Self.waitFor("fragile", on: mesh) {
+      $0["resumes"] as? Int == 1 && $0["state"] as? String == "JOB_STATE_RUNNING"
+        && $0["step"] as? Int ?? 0 > $0["checkpointStep"] as? Int ?? 0
+    }
+    #expect((resumed["faults"] as? [[String: Any]])?.count == 1, "\(resumed)")
+
+    mesh.partitions[1].process.signal(SIGKILL)
+    #expect(try await training.waitForExit() != 0, "\(training.log)")
+    let ended = try await Self.waitFor("fragile", on: mesh) { ($0["error"] as? String)?.contains("spent") == true }
+    #expect(ended["state"] as? String == "JOB_STATE_FAILED", "\(ended)")
+    #expect(
+      (ended["error"] as? String)?.contains("it was not restarted: its max_restarts (1) are spent") == true,
+      "\(ended)")
+    let faults = ended["faults"] as? [[String: Any]] ?? []
+    #expect(faults.count == 1 && faults.first?["state"] as? String == "JOB_STATE_RESTARTING", "\(ended)")
+    #expect(ended["resumes"] as? Int == 1, "\(ended)")
+  }
+
   /// SIGSTOP of a partition (a host that froze) in the middle of a job that
   /// allows restarts: the step's own deadline ends it (not a connection's
   /// keepalive), the coordinator waits for the member, and once it is
