@@ -973,9 +973,15 @@ public final class CoordinatorService: RPCService, Sendable {
           // Moves and coordinator restarts spend none of its restarts.
           let restarts = job.snapshot.faults.filter { $0.state == .failed || $0.state == .restarting }.count
           let mayRestart = restarts < job.request.maxRestarts
+          let maxRestarts = job.request.maxRestarts
           let failure = await job.run(
             on: placement, report: tell, move: { [pool, job] in Self.move(job, placement, pool) },
-            restarts: { mayRestart && Self.isMemberFailure($0) }
+            restarts: { error in
+              guard Self.isMemberFailure(error) else { return .stop }
+              if mayRestart { return .restart }
+              // A cancellation may surface as a member's failure: it spent nothing.
+              return maxRestarts > 0 && !Task.isCancelled ? .restartsSpent(maxRestarts) : .stop
+            }
           ) { [self, registry] job in
             // Before the job's last report, so that a plan asked for once it is done is calibrated.
             await calibrate(by: job)
@@ -996,11 +1002,6 @@ public final class CoordinatorService: RPCService, Sendable {
             }.result
           }
           pool.release(job.runID)
-          if let failure, !mayRestart, job.request.maxRestarts > 0, job.snapshot.state == .failed,
-            Self.isMemberFailure(failure)
-          {
-            await job.noteRestartsSpent()
-          }
           // Moved off a partition that leaves the pool, or a member failed
           // under the job while it may restart: run it on.
           guard let failure, failure is TrainingJob.Move || job.snapshot.state == .restarting,

@@ -429,20 +429,9 @@ final class TrainingJob: Sendable {
   /// Adds to a stopped job's error why it was not run on; one that was
   /// restarting has failed.
   func noteRestartFailure(_ problem: any Error) async {
-    await noteNotRestarted(because: RPCError.describing(problem))
-  }
-
-  /// Adds to a job that failed under a member the restarts it was allowed
-  /// to spend on it: it spent them all, one on each stop its faults list.
-  func noteRestartsSpent() async {
-    await noteNotRestarted(
-      because: "its max_restarts (\(request.maxRestarts)) are spent, one on each stop listed in its faults")
-  }
-
-  private func noteNotRestarted(because reason: String) async {
     let stored = status.withLock { status in
       if status.state == .restarting { status.state = .failed }
-      status.error += "; it was not restarted: \(reason)"
+      status.error += "; it was not restarted: \(RPCError.describing(problem))"
       return CoordinatorStore.StoredJob(
         record: status, runID: runID, checkpointRunID: checkpointRun.withLock { $0 })
     }
@@ -500,24 +489,42 @@ final class TrainingJob: Sendable {
     }
   }
 
+  /// What a failure of a run leads to.
+  enum RestartDecision: Equatable, Sendable {
+    /// The job goes on from its newest checkpoint.
+    case restart
+    /// The job stops there.
+    case stop
+    /// The job stops there, a member having failed under it after it spent
+    /// its `max_restarts` (the count) on earlier failures.
+    case restartsSpent(Int32)
+
+    /// What the job's error adds.
+    var note: String {
+      guard case .restartsSpent(let count) = self else { return "" }
+      return "; it was not restarted: it had spent its max_restarts (\(count)) on the failures its faults list"
+    }
+  }
+
   /// Runs the job to its end on `placement`, reporting progress; records
   /// how it ended. A job that fails or is cancelled unloads its stages (its
   /// variables stay on the ps): that ends the partitions' calls still
   /// waiting in its last step, and frees their memory. When `move` gives a
   /// reason to go on elsewhere after a step and the ps tasks write
   /// checkpoints, the job checkpoints and stops there, interrupted, with a
-  /// `Move`. A failure that `restarts` accepts leaves the job RESTARTING
-  /// (its caller runs it on), any other FAILED. The job runs (and counts as
+  /// `Move`. A failure that `restarts` answers `.restart` leaves the job
+  /// RESTARTING (its caller runs it on), any other FAILED, its error saying
+  /// when its restarts were spent. The job runs (and counts as
   /// running: it cannot be replaced or deleted) until `register` has
   /// recorded its model; a job whose model cannot be registered succeeds and
-  /// says why, unless `restarts` accepts the error (a ps task that restarted
-  /// since the run began, or did not answer): then it is RESTARTING, to
-  /// register the model from its newest checkpoint. Returns why it failed
-  /// (nil when it did not).
+  /// says why, unless `restarts` restarts it for the error (a ps task that
+  /// restarted since the run began, or did not answer): then it is
+  /// RESTARTING, to register the model from its newest checkpoint. Returns
+  /// why it failed (nil when it did not).
   @discardableResult
   func run(
     on placement: Placement, report: @Sendable (Pipemesh_V1_TrainProgress) -> Void,
-    move: @Sendable () -> String? = { nil }, restarts: @Sendable (any Error) -> Bool = { _ in false },
+    move: @Sendable () -> String? = { nil }, restarts: @Sendable (any Error) -> RestartDecision = { _ in .stop },
     register: @escaping @Sendable (TrainingJob) async throws -> String
   ) async -> (any Error)? {
     precondition(placement.stages == stages && placement.replicas == replicas, "a job runs on the shape it was given")
@@ -555,9 +562,11 @@ final class TrainingJob: Sendable {
         // Its final weights could not be read (a ps task restarted, or did not answer): a job that
         // may restart goes on from its newest checkpoint (from the start without one) and
         // registers them then.
-        guard restarts(error) else {
+        let decision = restarts(error)
+        guard decision == .restart else {
           report(last)
-          await finish(.succeeded, error: "its model could not be registered: \(RPCError.describing(error))")
+          await finish(
+            .succeeded, error: "its model could not be registered: \(RPCError.describing(error))\(decision.note)")
           return nil
         }
         let status = RPCError(answering: error)
@@ -574,7 +583,8 @@ final class TrainingJob: Sendable {
       await finish(.interrupted, error: "\(move)")
       failure = move
     } catch {
-      await finish(restarts(error) ? .restarting : .failed, error: RPCError.describing(error))
+      let decision = restarts(error)
+      await finish(decision == .restart ? .restarting : .failed, error: RPCError.describing(error) + decision.note)
       failure = error
     }
     // Not cancelled with this task: the unload must reach the partitions.

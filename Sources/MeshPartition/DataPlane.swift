@@ -324,7 +324,8 @@ public final class DataPlane: Sendable {
         tensor.sharedLittleEndianData(elements: elements)
       }
     }
-    let outcome = sharedBuffer.map { SharedBuffer.write(bytes(0..<tensor.scalarCount), into: $0) } ?? .elsewhere
+    let outcome =
+      sharedBuffer.map { SharedBuffer.write({ bytes(0..<tensor.scalarCount) }, into: $0) } ?? .elsewhere
     if outcome == .written {
       try await writer.writeLast(
         .with {

@@ -42,12 +42,12 @@ final class SharedBuffer: Sendable {
   /// token cannot be written.
   func offer() -> Pipemesh_V1_SharedBuffer? {
     var generator = SystemRandomNumberGenerator()
-    let token = Data((0..<Self.headerBytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
-    guard
-      token.withUnsafeBytes({ bytes in
-        Self.whole(bytes.count) { pwrite(descriptor, bytes.baseAddress! + $0, bytes.count - $0, off_t($0)) }
-      })
-    else { return nil }
+    var token = Data(count: Self.headerBytes)
+    // All zeros is what a retired buffer holds, which no partition writes.
+    while token.allSatisfy({ $0 == 0 }) {
+      token = Data((0..<Self.headerBytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
+    }
+    guard Self.writeAll(token, to: descriptor, at: 0) else { return nil }
     return .with {
       $0.host = SameHost.identity
       $0.pid = getpid()
@@ -60,14 +60,12 @@ final class SharedBuffer: Sendable {
   /// file's start marks the token answered, and the bytes after it are all
   /// there, with no hole among them. Checked before anything of that size
   /// is allocated: a partition that only announces bytes makes nothing
-  /// larger.
+  /// larger. (Holes show at the file's page size, a huge page where
+  /// transparent huge pages back it: what a fetcher allocates is still
+  /// memory the partition wrote.)
   func holdsAnswer(to offered: Pipemesh_V1_SharedBuffer, byteCount: Int) -> Bool {
-    var header = [UInt8](repeating: 0, count: Self.headerBytes)
     guard byteCount <= Int(Int64.max) - Self.headerBytes,
-      header.withUnsafeMutableBytes({ target in
-        Self.whole(target.count) { pread(descriptor, target.baseAddress! + $0, target.count - $0, off_t($0)) }
-      }),
-      header == Array(Self.answered(offered.token))
+      Self.header(of: descriptor) == Self.answered(offered.token)
     else { return false }
     let end = Self.headerBytes + byteCount
     var status = stat()
@@ -79,8 +77,21 @@ final class SharedBuffer: Sendable {
   /// `destination`; false when they cannot be read. Call after
   /// `holdsAnswer(to:byteCount:)`.
   func read(into destination: UnsafeMutableRawBufferPointer) -> Bool {
-    Self.whole(destination.count) { done in
-      pread(descriptor, destination.baseAddress! + done, destination.count - done, off_t(Self.headerBytes + done))
+    Self.readAll(into: destination, from: descriptor, at: Self.headerBytes)
+  }
+
+  /// The first `headerBytes` of `file`, or nil when it holds fewer.
+  private static func header(of file: Int32) -> Data? {
+    var header = Data(count: headerBytes)
+    return header.withUnsafeMutableBytes { readAll(into: $0, from: file, at: 0) } ? header : nil
+  }
+
+  /// Reads `destination.count` bytes of `file` from `offset` on; false when it cannot.
+  private static func readAll(into destination: UnsafeMutableRawBufferPointer, from file: Int32, at offset: Int)
+    -> Bool
+  {
+    whole(destination.count) {
+      pread(file, destination.baseAddress! + $0, destination.count - $0, off_t(offset + $0))
     }
   }
 
@@ -93,6 +104,12 @@ final class SharedBuffer: Sendable {
   /// Frees what the file holds, keeping the file.
   func empty() { _ = ftruncate(descriptor, 0) }
 
+  /// Zeroes the file's start, so that it names no fetch until the next
+  /// `offer`: a token seen once (by a partition that answered in chunks,
+  /// or on the way) opens no write into a buffer waiting in the pool.
+  /// False when it cannot be zeroed.
+  func retire() -> Bool { size == 0 || Self.writeAll(Data(count: Self.headerBytes), to: descriptor, at: 0) }
+
   /// The mark of an answered fetch: its token, each byte inverted.
   static func answered(_ token: Data) -> Data { Data(token.map { ~$0 }) }
 
@@ -100,21 +117,24 @@ final class SharedBuffer: Sendable {
   enum Outcome {
     /// The tensor is in it.
     case written
-    /// It is on another host, or in a process that cannot be one of this
-    /// host's fetchers: the answer goes in chunks.
+    /// It is on another host, in a process that cannot be one of this
+    /// host's fetchers (this one), or named with a token no fetch has: the
+    /// answer goes in chunks.
     case elsewhere
-    /// It is named for this host, but this process may not open it, or it
-    /// is not a fetcher's buffer waiting for this request's answer.
+    /// It is named for this host and another process, but this process may
+    /// not open it, it is not a fetcher's buffer waiting for this request's
+    /// answer, or the write failed: the answer goes in chunks.
     case refused
   }
 
-  /// Writes `bytes` into the fetcher's buffer `wire` names, when it is a
-  /// fetcher's memory file of another process on this host that this
-  /// process may open and that begins with the request's token; nothing is
-  /// written otherwise (then the tensor goes in chunks).
-  static func write(_ bytes: Data, into wire: Pipemesh_V1_SharedBuffer) -> Outcome {
+  /// Writes the bytes `bytes` makes into the fetcher's buffer `wire`
+  /// names, when it is a fetcher's memory file of another process on this
+  /// host that this process may open and that begins with the request's
+  /// token (never all zeros); nothing is made or written otherwise (then
+  /// the tensor goes in chunks).
+  static func write(_ bytes: () -> Data, into wire: Pipemesh_V1_SharedBuffer) -> Outcome {
     guard !SameHost.identity.isEmpty, wire.host == SameHost.identity, wire.pid > 0, wire.fd >= 0,
-      wire.token.count == headerBytes
+      wire.token.count == headerBytes, wire.token.contains(where: { $0 != 0 })
     else { return .elsewhere }
     // This process's own pid, or one of its threads' ids (which /proc opens as the process).
     guard wire.pid != getpid(), access("/proc/self/task/\(wire.pid)", F_OK) != 0 else { return .elsewhere }
@@ -130,25 +150,21 @@ final class SharedBuffer: Sendable {
     guard file >= 0 else { return .refused }
     defer { close(file) }
     var opened = stat()
-    var header = [UInt8](repeating: 0, count: headerBytes)
     guard pipemesh_supports_seals(file), fstat(file, &opened) == 0, opened.st_dev == named.st_dev,
-      opened.st_ino == named.st_ino,
-      header.withUnsafeMutableBytes({ target in
-        whole(target.count) { pread(file, target.baseAddress! + $0, target.count - $0, off_t($0)) }
-      }),
-      header == Array(wire.token)
+      opened.st_ino == named.st_ino, header(of: file) == wire.token
     else { return .refused }
-    let end = headerBytes + bytes.count
+    let data = bytes()
+    let end = headerBytes + data.count
     if Int(opened.st_size) < end, ftruncate(file, off_t(end)) != 0 { return .refused }
-    let mark = answered(wire.token)
-    let done =
-      bytes.withUnsafeBytes { source in
-        whole(source.count) { pwrite(file, source.baseAddress! + $0, source.count - $0, off_t(headerBytes + $0)) }
-      }
-      && mark.withUnsafeBytes { source in
-        whole(source.count) { pwrite(file, source.baseAddress! + $0, source.count - $0, off_t($0)) }
-      }
+    let done = writeAll(data, to: file, at: headerBytes) && writeAll(answered(wire.token), to: file, at: 0)
     return done ? .written : .refused
+  }
+
+  /// Writes all of `data` to `file` from `offset` on; false when it cannot.
+  private static func writeAll(_ data: Data, to file: Int32, at offset: Int) -> Bool {
+    data.withUnsafeBytes { source in
+      whole(source.count) { pwrite(file, source.baseAddress! + $0, source.count - $0, off_t(offset + $0)) }
+    }
   }
 
   /// Calls `move` (a pread or pwrite of the bytes from an offset on) until
@@ -206,6 +222,7 @@ final class SharedBufferPool: Sendable {
   /// another fetch.
   func giveBack(_ buffer: SharedBuffer) {
     if buffer.size > Self.keptBytes { buffer.empty() }
+    guard buffer.retire() else { return }
     idle.withLock { if $0.count < Self.kept { $0.append(buffer) } }
   }
 }

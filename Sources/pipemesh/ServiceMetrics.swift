@@ -108,7 +108,7 @@ enum PartitionMetrics {
     registry.counter(
       "pipemesh_partition_shared_buffers_refused_total",
       help:
-        "Same-host fetches whose shared buffer this partition could not write (another user's process, or not a fetch buffer waiting for the answer); they went by the network."
+        "Same-host fetches whose shared buffer this partition could not write (not permitted, not a fetch buffer waiting for the answer, or the write failed); they went by the network."
     ) {
       [([:], Double(activity.snapshot.sharedBuffersRefused))]
     }

@@ -12,7 +12,7 @@ import Testing
   /// Holds files open in another process, each beginning with the token
   /// `argv[2]` (hex), and prints their descriptors: a memory file named as
   /// a fetcher's buffer, one named otherwise, a tmpfs file (which also takes
-  /// seals), and the regular file `argv[1]`.
+  /// seals), the regular file `argv[1]`, and a FIFO beside it.
   static let holder = """
     import os, sys, time
     token = bytes.fromhex(sys.argv[2])
@@ -24,7 +24,9 @@ import Testing
     for fd in (fetch, other, shm):
         os.pwrite(fd, token, 0)
     plain = os.open(sys.argv[1], os.O_RDWR)
-    print("fds", fetch, other, shm, plain, flush=True)
+    os.mkfifo(sys.argv[1] + ".fifo")
+    fifo = os.open(sys.argv[1] + ".fifo", os.O_RDWR)
+    print("fds", fetch, other, shm, plain, fifo, flush=True)
     time.sleep(300)
     """
 
@@ -56,16 +58,18 @@ import Testing
       logPath: directory.file("holder.log"))
     let line = try await holder.waitForLine(startingWith: "fds ")
     let fds = line.split(separator: " ").compactMap { Int32($0) }
-    try #require(fds.count == 4, "\(line)")
-    let (fetch, other, shm, plain) = (fds[0], fds[1], fds[2], fds[3])
+    try #require(fds.count == 5, "\(line)")
+    let (fetch, other, shm, plain, fifo) = (fds[0], fds[1], fds[2], fds[3], fds[4])
     let bytes = Data((0..<(3 * 4096 + 5)).map { UInt8(truncatingIfNeeded: $0 * 7) })
     func write(_ bytes: Data, pid: Int32 = holder.pid, fd: Int32, token: Data = token, host: String = SameHost.identity)
       -> SharedBuffer.Outcome
     {
-      SharedBuffer.write(bytes, into: Self.buffer(pid: pid, fd: fd, token: token, host: host))
+      SharedBuffer.write({ bytes }, into: Self.buffer(pid: pid, fd: fd, token: token, host: host))
     }
 
-    for (fd, what) in [(other, "a memory file of another name"), (shm, "a tmpfs file"), (plain, "a regular file")] {
+    for (fd, what) in [
+      (other, "a memory file of another name"), (shm, "a tmpfs file"), (plain, "a regular file"), (fifo, "a FIFO"),
+    ] {
       #expect(write(bytes, fd: fd) == .refused, "\(what)")
     }
     #expect(try Self.contents(pid: holder.pid, fd: other) == token)
@@ -74,6 +78,7 @@ import Testing
     // The right file, but with another token, for another host, or a descriptor not open.
     #expect(write(bytes, fd: fetch, token: Data(repeating: 1, count: 16)) == .refused)
     #expect(write(bytes, fd: fetch, token: token.prefix(8)) == .elsewhere)
+    #expect(write(bytes, fd: fetch, token: Data(count: 16)) == .elsewhere, "the token of a retired buffer")
     #expect(write(bytes, fd: fetch, host: "another host") == .elsewhere)
     #expect(write(bytes, fd: 999) == .refused)
     #expect(try Self.contents(pid: holder.pid, fd: fetch) == token)
@@ -81,6 +86,7 @@ import Testing
     let own = try #require(SharedBuffer())
     let offered = try #require(own.offer())
     let threads = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").compactMap { Int32($0) }
+    try #require(threads.count > 1, "one thread: no thread id to try")
     for id in [getpid()] + threads.filter({ $0 != getpid() }).prefix(1) {
       #expect(write(bytes, pid: id, fd: own.descriptor, token: offered.token) == .elsewhere, "id \(id)")
     }
@@ -90,6 +96,15 @@ import Testing
     #expect(try Self.contents(pid: holder.pid, fd: fetch) == SharedBuffer.answered(token) + bytes)
     // Answered once: the same request again finds the mark, not its token.
     #expect(write(bytes.prefix(100), fd: fetch) == .refused)
+    // Nothing is made for a buffer that is not written.
+    var made = false
+    #expect(
+      SharedBuffer.write(
+        {
+          made = true
+          return bytes
+        }, into: Self.buffer(pid: holder.pid, fd: other, token: token)) == .refused)
+    #expect(!made)
     try await holder.stop()
   }
 
@@ -118,6 +133,10 @@ import Testing
     let again = try #require(buffer.offer())
     #expect(again.token != offered.token)
     #expect(!buffer.holdsAnswer(to: again, byteCount: 1000) && !buffer.holdsAnswer(to: offered, byteCount: 1000))
+    // Retired (back in the pool): its start is zeros, which names no fetch.
+    #expect(buffer.retire())
+    var start = [UInt8](repeating: 1, count: SharedBuffer.headerBytes)
+    #expect(pread(buffer.descriptor, &start, start.count, 0) == start.count && start.allSatisfy { $0 == 0 })
     buffer.empty()
     #expect(buffer.size == 0)
   }

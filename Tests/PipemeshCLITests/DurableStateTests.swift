@@ -562,7 +562,8 @@ import Testing
     let ended = try await Self.waitFor("fragile", on: mesh) { ($0["error"] as? String)?.contains("spent") == true }
     #expect(ended["state"] as? String == "JOB_STATE_FAILED", "\(ended)")
     #expect(
-      (ended["error"] as? String)?.contains("it was not restarted: its max_restarts (1) are spent") == true,
+      (ended["error"] as? String)?.contains("it was not restarted: it had spent its max_restarts (1) on the failures")
+        == true,
       "\(ended)")
     let faults = ended["faults"] as? [[String: Any]] ?? []
     #expect(faults.count == 1 && faults.first?["state"] as? String == "JOB_STATE_RESTARTING", "\(ended)")
