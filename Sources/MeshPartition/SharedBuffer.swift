@@ -43,7 +43,7 @@ final class SharedBuffer: Sendable {
   func offer() -> Pipemesh_V1_SharedBuffer? {
     var generator = SystemRandomNumberGenerator()
     var token = Data(count: Self.headerBytes)
-    // All zeros is what a retired buffer holds, which no partition writes.
+    // All zeros is what a retired buffer begins with, which no partition writes.
     while token.allSatisfy({ $0 == 0 }) {
       token = Data((0..<Self.headerBytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
     }
@@ -104,11 +104,15 @@ final class SharedBuffer: Sendable {
   /// Frees what the file holds, keeping the file.
   func empty() { _ = ftruncate(descriptor, 0) }
 
-  /// Zeroes the file's start, so that it names no fetch until the next
-  /// `offer`: a token seen once (by a partition that answered in chunks,
-  /// or on the way) opens no write into a buffer waiting in the pool.
-  /// False when it cannot be zeroed.
-  func retire() -> Bool { size == 0 || Self.writeAll(Data(count: Self.headerBytes), to: descriptor, at: 0) }
+  /// Zeroes the file's start (an empty file has none), so that it names no
+  /// fetch until the next `offer`: a token seen before (by a partition that
+  /// answered in chunks, or on the way) opens no later write into a buffer
+  /// waiting in the pool. False when it cannot be zeroed.
+  func retire() -> Bool {
+    var status = stat()
+    guard fstat(descriptor, &status) == 0 else { return false }
+    return status.st_size == 0 || Self.writeAll(Data(count: Self.headerBytes), to: descriptor, at: 0)
+  }
 
   /// The mark of an answered fetch: its token, each byte inverted.
   static func answered(_ token: Data) -> Data { Data(token.map { ~$0 }) }

@@ -140,4 +140,30 @@ import Testing
     buffer.empty()
     #expect(buffer.size == 0)
   }
+
+  /// The pool keeps a buffer whose fetch is done, its start zeroed (its
+  /// pages kept up to `keptBytes`, the file emptied past that), at most
+  /// `kept` of them, and hands them out again.
+  @Test func thePoolKeepsBuffersThatNameNoFetch() throws {
+    let pool = SharedBufferPool()
+    let small = try #require(pool.take())
+    _ = try #require(small.offer())
+    let data = [UInt8](repeating: 5, count: 4096)
+    #expect(pwrite(small.descriptor, data, data.count, off_t(SharedBuffer.headerBytes)) == data.count)
+    pool.giveBack(small)
+    var start = [UInt8](repeating: 1, count: SharedBuffer.headerBytes)
+    #expect(pread(small.descriptor, &start, start.count, 0) == start.count && start.allSatisfy { $0 == 0 })
+    #expect(small.size == SharedBuffer.headerBytes + data.count)
+
+    let large = try #require(SharedBuffer())
+    #expect(ftruncate(large.descriptor, off_t(SharedBufferPool.keptBytes + 1)) == 0)
+    pool.giveBack(large)
+    #expect(large.size == 0)
+    #expect(pool.take() === large && pool.take() === small)
+
+    let given = (0..<(SharedBufferPool.kept + 1)).compactMap { _ in SharedBuffer() }
+    for buffer in given { pool.giveBack(buffer) }
+    let taken = (0..<(SharedBufferPool.kept + 1)).compactMap { _ in pool.take() }
+    #expect(taken.filter { buffer in given.contains { $0 === buffer } }.count == SharedBufferPool.kept)
+  }
 }
