@@ -127,18 +127,15 @@ extension Tensor {
       throw TensorError(
         message: "\(dtype.rawValue) tensor of shape \(shape) does not fit the \(byteCount) bytes given (4 per scalar)")
     }
-    let buffer = TensorBuffer(uninitializedCount: count)
-    var offset = 0
-    for chunk in chunks {
-      chunk.withUnsafeBytes { source in
-        guard let base = source.baseAddress, !source.isEmpty else { return }
-        (UnsafeMutableRawPointer(buffer.pointer) + offset).copyMemory(from: base, byteCount: source.count)
-        offset += source.count
+    try self.init(dtype: dtype, shape: shape) { target in
+      var offset = 0
+      for chunk in chunks {
+        chunk.withUnsafeBytes { source in
+          guard let base = source.baseAddress, !source.isEmpty else { return }
+          (target.baseAddress! + offset).copyMemory(from: base, byteCount: source.count)
+          offset += source.count
+        }
       }
     }
-    #if _endian(big)
-      for i in 0..<count { buffer.pointer[i] = Float(bitPattern: buffer.pointer[i].bitPattern.byteSwapped) }
-    #endif
-    self.init(shape: shape, buffer: buffer)
   }
 }
