@@ -1127,15 +1127,14 @@ public final class CoordinatorService: RPCService, Sendable {
     }
     var options = stored.record.options
     (options.stages, options.replicas) = try await shape(of: options)
-    // An elastic job needs one replica's partitions to answer: one that lost
-    // a replica goes on with the others, on as many as the free partitions
-    // hold (no more than it asked for while a job waits), and grows back later.
-    let elastic = TrainingJob.isElastic(options)
-    let budget = try await checkMembers(needed: Int(options.stages) * (elastic ? 1 : Int(options.replicas)))
+    // One replica's partitions must answer: a job that lost a replica goes on
+    // with the others, on as many as the free partitions hold (no more than it
+    // asked for while a job waits), and grows back later.
+    let budget = try await checkMembers(needed: Int(options.stages))
     let vacancy = pool.vacancy
     let fitting = TrainingJob.replicas(
       of: options, fittingIn: vacancy.free, limit: vacancy.waiting == nil ? nil : Int(options.replicas))
-    let running = fitting > 0 ? fitting : elastic ? 1 : Int(options.replicas)
+    let running = max(fitting, 1)
     let job = try TrainingJob(
       name: name, owner: stored.record.owner, request: options, running: running, inputs: inputs, targets: targets,
       cluster: cluster, store: store, events: events, budget: budget, resuming: stored, stepDeadline: stepDeadline)

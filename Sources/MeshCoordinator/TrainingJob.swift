@@ -221,8 +221,9 @@ final class TrainingJob: Sendable {
     if options.schedule == .scheduleUnspecified { options.schedule = .scheduleOneFOneB }
     if options.consistency.mode == nil { options.consistency.sync = .init() }
     options.consistency.replicas = Int32(replicas)
-    // The schedule counts updates: one a step, or one per replica and step where each applies its own.
-    let updatesPerStep = Self.isElastic(request) ? 1 : replicas
+    // The schedule counts updates: one a step, or one per replica and step where each applies its
+    // own (as many replicas as the job asked for, so that it does not change when the count does).
+    let updatesPerStep = Self.replicasApplyTheirOwnUpdates(request) ? Int(request.replicas) : 1
     do {
       options.optimizer = try request.optimizer.resolved(jobSteps: stepsPerEpoch * Int(request.epochs) * updatesPerStep)
     } catch let error as WireError {
@@ -264,26 +265,25 @@ final class TrainingJob: Sendable {
     status = Mutex(record)
   }
 
-  /// Whether a job of `request` may run on another number of replicas than
-  /// it asked for: in sync mode a step is the same whoever runs it; an async
-  /// or bounded job's replicas each apply updates of their own, so their
-  /// number is part of how it trains.
-  static func isElastic(_ request: Pipemesh_V1_TrainRequest) -> Bool {
+  /// Whether each replica of a job of `request` applies updates of its own
+  /// (async and bounded), rather than all of them one update a step (sync).
+  /// Either may run on fewer replicas than it asked for, each taking a
+  /// bigger share of the step's examples: in sync mode a step is the same
+  /// whoever runs it; an async or bounded job's survivors of a lost replica
+  /// make fewer updates of more examples each until it is back. Only a sync
+  /// job grows past its replicas (max_replicas).
+  static func replicasApplyTheirOwnUpdates(_ request: Pipemesh_V1_TrainRequest) -> Bool {
     switch request.consistency.mode {
-    case .sync, nil: true
-    case .async, .bounded: false
+    case .sync, nil: false
+    case .async, .bounded: true
     }
   }
 
   /// The most replicas a job of `request` (its stages and replicas given)
   /// runs on in `partitions` partitions, at most `limit` (its max_replicas
   /// when nil): a count that splits a step's examples evenly, at least one
-  /// example per micro-batch each; for a job that is not elastic, its own
-  /// replicas or none. 0 when the partitions hold no replica.
+  /// example per micro-batch each. 0 when the partitions hold no replica.
   static func replicas(of request: Pipemesh_V1_TrainRequest, fittingIn partitions: Int, limit: Int? = nil) -> Int {
-    guard isElastic(request) else {
-      return partitions >= Int(request.stages) * Int(request.replicas) ? Int(request.replicas) : 0
-    }
     let stepExamples = Int(request.batchSize) * Int(request.replicas)
     let most = min(limit ?? mostReplicas(request), partitions / max(1, Int(request.stages)))
     return stride(from: most, through: 1, by: -1).first {
@@ -303,7 +303,6 @@ final class TrainingJob: Sendable {
   /// replicas past those it asked for when that lets the first waiting job
   /// start. Nil to run on as it is.
   func replicasToRun(free: Int, waiting: Int?) -> Int? {
-    guard Self.isElastic(request) else { return nil }
     let asked = Int(request.replicas)
     guard let waiting else {
       let target = Self.replicas(of: request, fittingIn: stages * replicas + free)
@@ -380,11 +379,12 @@ final class TrainingJob: Sendable {
         .invalidRequest,
         "max_replicas is \(request.maxReplicas); give 0 (replicas) or \(request.replicas) (replicas) to 4096")
     }
-    guard request.maxReplicas <= request.replicas || isElastic(request) else {
+    guard request.maxReplicas <= request.replicas || !replicasApplyTheirOwnUpdates(request) else {
       throw CoordinatorError(
         .invalidRequest,
         "max_replicas \(request.maxReplicas) needs sync consistency: each replica of an async or bounded job "
-          + "applies updates of its own, so their number is part of how it trains")
+          + "applies updates of its own, and more replicas than it asked for would make more updates of fewer "
+          + "examples each; give max_replicas 0, or consistency sync")
     }
     if case .bounded(let bounded) = request.consistency.mode, !bounded.wait, request.replicas > 1 {
       throw CoordinatorError(

@@ -833,12 +833,12 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// pool has a stage's worth of partitions free, the job grows onto them at a step boundary
   /// (through a checkpoint, so every ps needs --checkpoint-dir), and gives back the replicas past
   /// `replicas` when a job comes to wait. A job that loses a replica with no spare free goes on
-  /// with the others at once (with max_restarts) and grows back when partitions are free again.
-  /// However many run, a step trains on the same batch_size × replicas examples split evenly
-  /// among them (a count that does not split them evenly is not used), so the weights do not
-  /// depend on it beyond the order gradients are added in. Sync jobs only: an async or bounded
-  /// job's replicas each apply updates of their own, so it keeps its count (and waits for a
-  /// lost replica's partition, or a spare).
+  /// with the others at once (with max_restarts) and grows back when partitions are free again,
+  /// in every consistency mode. However many run, a step trains on the same batch_size × replicas
+  /// examples split evenly among them (a count that does not split them evenly is not used), so
+  /// in sync mode the weights do not depend on it beyond the order gradients are added in. Above
+  /// replicas with sync consistency only: an async or bounded job's replicas each apply updates
+  /// of their own, and more of them would make more updates of fewer examples each.
   /// Valid: 0 (replicas) or replicas to 4096; above replicas only with sync consistency.
   public var maxReplicas: Int32 {
     get {_storage._maxReplicas}

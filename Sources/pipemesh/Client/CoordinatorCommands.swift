@@ -37,7 +37,7 @@ struct Train: AsyncParsableCommand {
   @Option(
     help: """
       The most replicas the job grows to onto free partitions of the pool (at step boundaries, through \
-      a checkpoint); a step's examples stay batch-size × replicas. Default: --replicas.
+      a checkpoint); a step's examples stay batch-size × replicas. Sync jobs only. Default: --replicas.
       """)
   var maxReplicas: Int = 0
 
