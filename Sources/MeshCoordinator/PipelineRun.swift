@@ -20,13 +20,12 @@ import MeshWire
 /// (`callsAhead`); each call carries its position in the stage's list, and
 /// the partition computes them in that order.
 ///
-/// A Forward, Backward or BackwardWeights that fails with UNAVAILABLE (a
-/// dropped connection: the request may or may not have arrived, the answer
-/// was lost) is sent again (`callRetry`): a partition answers a
-/// repeated call of a micro-batch from what it computed (or is computing),
-/// never computing it twice. A Commit is not sent again: one that failed may
-/// have updated the stage's weights and given up its gradients (the
-/// partition sends its own calls to the ps again), so it fails the step.
+/// A Forward, Backward, BackwardWeights, GradientNorm or Commit that fails
+/// with UNAVAILABLE (a dropped connection: the request may or may not have
+/// arrived, the answer was lost) is sent again (`callRetry`): a partition
+/// answers a repeated call of a micro-batch or a step from what it computed
+/// (or is computing), never computing or applying it twice. A commit that
+/// failed on the partition fails its repeats the same way.
 ///
 /// Clipping by global norm (`clipGlobalNorm`) needs the norm over every
 /// stage: each stage, its calls done, reports its gradients' sum of squares
@@ -55,7 +54,7 @@ struct PipelineRun {
   /// Calls a stage has outstanding at most: one computing, one arriving.
   static let callsAhead = 2
 
-  /// How a Forward, Backward or BackwardWeights is sent again after UNAVAILABLE.
+  /// How a pipeline call is sent again after UNAVAILABLE.
   static let callRetry = CallRetry(attempts: 3, firstPause: .milliseconds(100))
 
   struct Outcome {
@@ -202,14 +201,16 @@ struct PipelineRun {
     let committed = try await trace.record(
       nil, stage: stage, replica: replica, step: step, partition: stages[stage].target
     ) {
-      try await stages[stage].call(
-        PartitionMethods.commit,
-        .with {
-          $0.job = job
-          $0.step = step
-          $0.flush = flush
-          if gradientScale < 1 { $0.gradientScale = gradientScale }
-        })
+      try await Self.callRetry.run(server: "the partition") {
+        try await stages[stage].call(
+          PartitionMethods.commit,
+          .with {
+            $0.job = job
+            $0.step = step
+            $0.flush = flush
+            if gradientScale < 1 { $0.gradientScale = gradientScale }
+          })
+      }
     }
     outcome.loss += committed.penalty
     outcome.memory = [committed.memory]

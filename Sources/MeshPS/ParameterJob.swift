@@ -116,9 +116,16 @@ actor ParameterJob {
     self.recoveredAtStart = recoveredAtStart
     variables = restored
     furthestStep = restored.values.flatMap(\.lastSteps.values).max() ?? 0
-    // Each replica as far as its furthest push the checkpoint holds.
+    // Each replica as far as its furthest push the checkpoint holds. A job's
+    // checkpoint is taken where every replica of its run met, the step every
+    // replica of this run starts after, whichever of them pushed before (the
+    // run may have more replicas than the one checkpointed); a task's own
+    // periodic checkpoint may find them apart.
     for (pusher, step) in restored.values.flatMap(\.lastSteps) {
       replicaProgress[pusher.replica] = max(replicaProgress[pusher.replica, default: 0], step)
+    }
+    if !recoveredAtStart {
+      for replica in 0..<consistency.replicas { replicaProgress[replica] = furthestStep }
     }
     published.withLock { published in
       for (name, variable) in restored { published[name] = variable.snapshot }

@@ -896,6 +896,12 @@ actor StageRunner {
     // coordinator runs the job on from its newest checkpoint.
     if let pending = localUpdates?.pendingPush { try await psCall { try await pending.value } }
     if let failure = failedCommits[step] { throw failure }
+    // A repeat of a commit whose answer is no longer kept (two steps on) must not step the weights back.
+    if let newest = weightsStep, newest >= step {
+      throw StageError(
+        .outOfOrder, "step \(step) of job \(job) is already committed: the stage holds the weights after step \(newest)"
+      )
+    }
     try checkBackwardsDone(of: step, orEarlier: true, before: "commit")
     var result = CommitResult()
     // The penalty of the weights the step ran on.
@@ -953,7 +959,8 @@ actor StageRunner {
     givenUpInputs = givenUpInputs.filter { $0.key.microBatch.step > step }
     backwards.forget { $0.step <= step }
     weightCalls.forget { $0.step <= step }
-    commits.forget { $0 < step }
+    // The step before's answer stays too: under overlapping steps its repeat may come after this one.
+    commits.forget { $0 < step - 1 }
     turns.abandon(through: step, StageError(.outOfOrder, "step \(step) of job \(job) is already committed"))
     // Under weight stashing the step before may still be fetched from here: a neighbour can be a
     // step behind this stage (every stage finished the step before that one).

@@ -9,17 +9,18 @@ import SwiftProtobuf
 import Synchronization
 import Testing
 
-/// A coordinator whose every pipeline computation call loses its first answer — the
+/// A coordinator whose every pipeline call loses its first answer — the
 /// request reaches the partition, the coordinator sees UNAVAILABLE, as when
 /// a connection drops — sends each again, and the partitions (real
 /// processes) answer the repeats from what they computed: the job trains
 /// exactly as one whose answers all arrived.
 @Suite struct CallRetryTests {
-  /// Dials real gRPC channels whose Forward, Backward and BackwardWeights
-  /// calls each lose their first answer.
+  /// Dials real gRPC channels whose Forward, Backward, BackwardWeights,
+  /// GradientNorm and Commit calls each lose their first answer.
   final class AnswerLosingDialer: RPCDialer {
     static let lossy: Set<String> = [
       PartitionMethods.forward.path, PartitionMethods.backward.path, PartitionMethods.backwardWeights.path,
+      PartitionMethods.gradientNorm.path, PartitionMethods.commit.path,
     ]
     /// The calls whose answer was lost once: target, method and request bytes.
     let lost = Mutex<Set<Data>>([])
@@ -65,13 +66,19 @@ import Testing
     }
   }
 
-  @Test func everyPipelineCallAnsweredTwiceTrainsTheSameWeights() async throws {
+  /// Under ZB-H1 (split backwards: BackwardWeights calls), and under
+  /// PipeDream-2BW with clipping (GradientNorm calls, and commits of two
+  /// overlapping steps, whose repeats may come after the next step's commit).
+  @Test(arguments: [(Pipemesh_V1_ScheduleKind.scheduleZeroBubbleH1, Float(0)), (.schedulePipedream2Bw, 1)])
+  func everyPipelineCallAnsweredTwiceTrainsTheSameWeights(schedule: Pipemesh_V1_ScheduleKind, clip: Float)
+    async throws
+  {
     let mesh = try await LocalMesh(partitions: 2)
     let (inputs, targets) = PipelineTrainingTests.classification()
     func train(_ coordinator: any RPCChannel, _ job: String) async throws -> [Pipemesh_V1_TrainProgress] {
       try await PipelineTrainingTests.train(
         coordinator, job: job, model: PipelineTrainingTests.mlp, inputs: inputs, targets: targets, microBatches: 4,
-        schedule: .scheduleZeroBubbleH1, epochs: 2, splitPoints: [2])
+        schedule: schedule, epochs: 2, splitPoints: [2], clipGlobalNorm: clip)
     }
     func infer(_ coordinator: any RPCChannel, _ job: String) async throws -> Tensor {
       let response = try await coordinator.call(

@@ -85,7 +85,8 @@ import Testing
     enum Call: String, Sendable {
       /// Stage 1's Forward of micro-batch 0, refused before it ran.
       case forward
-      /// Stage 1's Commit, run and its answer lost: at a checkpoint's step,
+      /// Stage 1's Commit, run and its answer replaced by ABORTED (an answer
+      /// lost with UNAVAILABLE is asked for again): at a checkpoint's step,
       /// which flushes, so its push was applied before it answered.
       case commitAnswer
     }
@@ -109,7 +110,7 @@ import Testing
     FailedStep(call: .forward, step: 14, stoppedAt: 13, stepsRedone: 0),
     // The first step of the third epoch (8 steps each): the checkpoint is the second's last step.
     FailedStep(call: .forward, step: 17, stoppedAt: 16, stepsRedone: 0),
-    // Stage 1 pushed step 15 in its Commit, whose answer was lost.
+    // Stage 1 pushed step 15 in its Commit, whose answer failed.
     FailedStep(call: .commitAnswer, step: 15, stoppedAt: 14, stepsRedone: 4),
   ])
   func aFailedStepIsCheckpointedAtTheStepBeforeWhenThePSHoldsIt(_ failed: FailedStep) async throws {
@@ -126,7 +127,7 @@ import Testing
       case .commitAnswer:
         mesh.network.failNextCall(
           PartitionMethods.commit.path, to: mesh.partitions[1][0], losing: .answer,
-          with: RPCError(.unavailable, "the test lost this commit's answer")
+          with: RPCError(.aborted, "the test failed this commit's answer")
         ) { bytes in
           guard let request = try? Pipemesh_V1_CommitRequest(serializedBytes: bytes) else { return false }
           return request.job.hasPrefix("faulty.") && request.step == failed.step

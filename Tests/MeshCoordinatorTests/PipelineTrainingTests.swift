@@ -75,7 +75,7 @@ import Testing
     microBatches: Int, schedule: Pipemesh_V1_ScheduleKind, consistency: Pipemesh_V1_Consistency = .init(),
     epochs: Int = 2, batchSize: Int = 16, learningRate: Float = 0.1, validation: Float = 0,
     recompute: Bool = false, maxKeptBytes: Int64 = 0, replace: Bool = false, splitPoints: [LayerPosition] = [],
-    transferDType: Pipemesh_V1_DType = .float32
+    transferDType: Pipemesh_V1_DType = .float32, clipGlobalNorm: Float = 0
   ) async throws -> [Pipemesh_V1_TrainProgress] {
     var request = Pipemesh_V1_TrainRequest.inline(
       job: job, model: model, inputs: inputs, targets: targets, epochs: epochs, batchSize: batchSize,
@@ -89,6 +89,7 @@ import Testing
     request.splitPoints = splitPoints.wireLayers
     request.splitPointInputs = splitPoints.wireInputs
     request.transferDtype = transferDType
+    request.optimizer.clipGlobalNorm = clipGlobalNorm
     var progress: [Pipemesh_V1_TrainProgress] = []
     for try await update in client.stream(CoordinatorMethods.train, request, options: .init(timeout: .seconds(300))) {
       progress.append(update)

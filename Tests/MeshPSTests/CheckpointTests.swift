@@ -230,6 +230,40 @@ import Testing
     #expect(ahead?.code == .failedPrecondition, "\(String(describing: ahead))")
   }
 
+  /// A bounded job's checkpoint restored as a run on more replicas (a job
+  /// that grew back after running short): every replica starts at the
+  /// checkpoint's step, so the first push after it neither waits for a
+  /// replica that has not pushed in this run nor counts it as far behind.
+  @Test func aRunRestoredOnMoreReplicasStartsEveryReplicaAtTheCheckpoint() async throws {
+    let ps = try await Fixtures.startPS(logs, name: "grown", checkpoints: logs.file("checkpoints"))
+    let client = try ParameterServerClient(endpoints: [ps.endpoint])
+    func consistency(replicas: Int32) -> Pipemesh_V1_Consistency {
+      Fixtures.consistency(
+        .bounded(
+          .with {
+            $0.maxStaleness = 1
+            $0.wait = true
+            $0.waitTimeoutSeconds = 2
+          }), replicas: replicas)
+    }
+    func push(_ job: String, step: Int64) async throws {
+      _ = try await client.push(
+        job: job, step: step, user: "stage0", replica: 0, clientID: "r0", gradients: ["w": (Fixtures.filled([2], 1), 0)]
+      )
+    }
+    let variables = [Fixtures.variable("w", shape: [2])]
+    try await client.register(
+      job: "narrow", variables: variables, consistency: consistency(replicas: 1), user: "stage0")
+    for step in Int64(1)...3 { try await push("narrow", step: step) }
+    _ = try await client.checkpoint(job: "narrow", step: 3)
+
+    try await client.restore(job: "wide", from: "narrow", step: 3, replicas: 2)
+    try await client.register(job: "wide", variables: variables, consistency: consistency(replicas: 2), user: "stage0")
+    try await push("wide", step: 4)
+    let stats = try await RPCClient(target: ps.endpoint).call(ParameterServerMethods.stats, .with { $0.job = "wide" })
+    #expect(stats.pushesWaited == 0 && stats.maxReplicaLead == 1, "\(stats)")
+  }
+
   /// A job's own checkpoints: one file per step taken, read back into the
   /// job itself or into another (a new run of it), bad names refused, and
   /// gone when the job is dropped.

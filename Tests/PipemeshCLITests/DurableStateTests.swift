@@ -336,6 +336,15 @@ import Testing
     return try SafeTensors.decode(try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(file)"))).tensors
   }
 
+  /// Prints how long after `back` (when the member it lost was back: started
+  /// again, or continued) the job stepped again after `fault`, against the
+  /// goal of 5 s. Printed, not asserted: the host is shared with other work.
+  static func printRecovery(_ fault: [String: Any], after back: Date, _ what: String) {
+    let steppedAgain = (fault["unixSeconds"] as? Double ?? 0) + (fault["recoverySeconds"] as? Double ?? 0)
+    let seconds = String(format: "%.2f", steppedAgain - back.timeIntervalSince1970)
+    print("\(what): stepping again \(seconds) s after the member was back (goal: under 5 s)")
+  }
+
   /// Trains job "straight" with `options` to its end, then starts `job` with
   /// them in a `pipemesh train` of its own and returns once it has written
   /// its step-10 checkpoint and still runs.
@@ -517,6 +526,7 @@ import Testing
       ] + job.trainingOptions
     let training = try await Self.trainStraightThenStart("survivor", options: options + ["--json"], on: mesh)
     mesh = try await mesh.restarted(coordinator: false, partitions: [1])
+    let back = Date()
     // The user's train command follows the job through the restart to its end.
     #expect(try await training.waitForExit() == 0, "\(training.log)")
     #expect(training.log.contains("\"done\":true"), "\(training.log)")
@@ -526,6 +536,7 @@ import Testing
     #expect(ended["resumes"] as? Int == 1, "\(ended)")
     let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
     #expect(fault["state"] as? String == "JOB_STATE_RESTARTING", "\(fault)")
+    Self.printRecovery(fault, after: back, "kill -9 of a partition (\(job.schedule), \(job.transferDtype))")
     let split = ended["options"] as? [String: Any]
     #expect(
       split?["splitPoints"] as? [Int] == [job.split.layer]
@@ -591,6 +602,7 @@ import Testing
       partition.signal(SIGCONT)
       throw error
     }
+    let continued = Date()
     #expect((stopped["error"] as? String)?.contains("ran past") == true, "\(stopped)")
 
     #expect(try await training.waitForExit() == 0, "\(training.log)")
@@ -598,6 +610,7 @@ import Testing
     #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED" && ended["resumes"] as? Int == 1, "\(ended)")
     let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
     #expect((fault["error"] as? String)?.contains("DEADLINE_EXCEEDED") == true, "\(fault)")
+    Self.printRecovery(fault, after: continued, "SIGSTOP of a partition")
     try await Self.expectSameWeights("frozen", as: "straight", on: mesh)
   }
 

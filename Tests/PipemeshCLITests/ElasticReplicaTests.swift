@@ -32,33 +32,7 @@ import Testing
       "--micro-batches", "2", "--optimizer", "sgd", "--learning-rate", "0.001", "--checkpoint-every", "5",
       "--max-restarts", "1", "--reduction", reduction, "--json",
     ]
-    let training = try await DurableStateTests.trainStraightThenStart("elastic", options: options, on: mesh)
-    let before = try await DurableStateTests.record("elastic", on: mesh)
-    #expect(Self.runningReplicas(before) == 2, "\(before)")
-    let lost = try #require(mesh.partitions.first { $0.endpoint == (before["partitions"] as? [String])?.last })
-    lost.process.signal(SIGKILL)
-    _ = try await lost.process.waitForExit()
-
-    // Without a spare, the survivor runs the job alone, past the step it stopped at.
-    let shrunk = try await DurableStateTests.waitFor("elastic", on: mesh) {
-      Self.running($0) && Self.runningReplicas($0) == 1 && Self.step($0) > Self.step(before) + 5
-    }
-    #expect(shrunk["partitions"] as? [String] == mesh.partitions.map(\.endpoint).filter { $0 != lost.endpoint })
-    let back = try await RunningService.start(
-      "partition", log: mesh.directory.file("partition-back.log"), listen: lost.endpoint)
-    let grown = try await DurableStateTests.waitFor("elastic", on: mesh) { Self.runningReplicas($0) == 2 }
-    #expect(Self.running(grown), "the job ended before it grew back: \(grown)")
-
-    #expect(try await training.waitForExit() == 0, "\(training.log)")
-    let ended = try await DurableStateTests.record("elastic", on: mesh)
-    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)")
-    let faults = ended["faults"] as? [[String: Any]] ?? []
-    #expect(faults.map { $0["state"] as? String } == ["JOB_STATE_RESTARTING", "JOB_STATE_INTERRUPTED"], "\(faults)")
-    #expect((faults.last?["error"] as? String)?.contains("the job grows from 1 to 2 replicas") == true, "\(faults)")
-    print(
-      "replica lost: stepping again on one replica \(faults.first?["recoverySeconds"] ?? 0) s after the stop; "
-        + "grown back \(faults.last?["recoverySeconds"] ?? 0) s after its move")
-    #expect(Set(ended["partitions"] as? [String] ?? []) == Set([back.endpoint] + mesh.partitions.map(\.endpoint)))
+    try await Self.loseAReplicaAndGrowBack("elastic", options: options, on: mesh)
     try await DurableStateTests.expectSameWeights("elastic", as: "straight", on: mesh, within: 1e-5)
   }
 
@@ -78,39 +52,58 @@ import Testing
       // The learning rate suits the raw pixel counts (0-16): standardised, the run learns too little.
       "--normalize", "none",
     ]
-    let training = try await DurableStateTests.trainStraightThenStart("apart", options: options, on: mesh)
-    let before = try await DurableStateTests.record("apart", on: mesh)
-    #expect(Self.runningReplicas(before) == 2, "\(before)")
-    let lost = try #require(mesh.partitions.first { $0.endpoint == (before["partitions"] as? [String])?.last })
-    lost.process.signal(SIGKILL)
-    _ = try await lost.process.waitForExit()
-
-    let shrunk = try await DurableStateTests.waitFor("apart", on: mesh) {
-      Self.running($0) && Self.runningReplicas($0) == 1 && Self.step($0) > Self.step(before) + 5
-    }
-    #expect(shrunk["partitions"] as? [String] == mesh.partitions.map(\.endpoint).filter { $0 != lost.endpoint })
-    let back = try await RunningService.start(
-      "partition", log: mesh.directory.file("partition-back.log"), listen: lost.endpoint)
-    let grown = try await DurableStateTests.waitFor("apart", on: mesh) { Self.runningReplicas($0) == 2 }
-    #expect(Self.running(grown), "the job ended before it grew back: \(grown)")
-    #expect(try await training.waitForExit() == 0, "\(training.log)")
-
-    func accuracy(_ job: String) async throws -> Double {
-      let record = try await DurableStateTests.record(job, on: mesh)
+    let ended = try await Self.loseAReplicaAndGrowBack("apart", options: options, on: mesh)
+    let straight = try await DurableStateTests.record("straight", on: mesh)
+    func accuracy(_ record: [String: Any]) throws -> Double {
       #expect(record["state"] as? String == "JOB_STATE_SUCCEEDED", "\(record)")
       let epochs = try #require(record["epochs"] as? [[String: Any]], "\(record)")
       return try #require(epochs.last?["validationAccuracy"] as? Double, "\(record)")
     }
-    let (faulted, straight) = (try await accuracy("apart"), try await accuracy("straight"))
-    #expect(straight > 0.9, "the fault-free run learned too little to compare: \(straight)")
-    let ended = try await DurableStateTests.record("apart", on: mesh)
-    #expect(Set(ended["partitions"] as? [String] ?? []) == Set([back.endpoint] + mesh.partitions.map(\.endpoint)))
+    let (faulted, reference) = (try accuracy(ended), try accuracy(straight))
+    #expect(reference > 0.9, "the fault-free run learned too little to compare: \(reference)")
+    print("\(consistency): validation accuracy \(faulted), \(reference) without the fault")
+    #expect(abs(faulted - reference) <= 0.01, "validation accuracy \(faulted) after the fault, \(reference) without")
+  }
+
+  /// Trains job "straight" with `options` (two replicas, on the mesh's two
+  /// partitions), then `job`: `kill -9` of its second replica's partition
+  /// once it checkpointed. Expects the survivor to run the job alone past
+  /// the step it stopped at; starts the partition again at its address (as
+  /// systemd would), and expects the job to grow back onto it at a step
+  /// boundary and succeed on both. Returns the job's record.
+  @discardableResult
+  static func loseAReplicaAndGrowBack(
+    _ job: String, options: [String], on mesh: DurableStateTests.Mesh
+  ) async throws -> [String: Any] {
+    let training = try await DurableStateTests.trainStraightThenStart(job, options: options, on: mesh)
+    let before = try await DurableStateTests.record(job, on: mesh)
+    #expect(runningReplicas(before) == 2, "\(before)")
+    let lost = try #require(mesh.partitions.first { $0.endpoint == (before["partitions"] as? [String])?.last })
+    lost.process.signal(SIGKILL)
+    _ = try await lost.process.waitForExit()
+
+    // Without a spare, the survivor runs the job alone, past the step it stopped at.
+    let shrunk = try await DurableStateTests.waitFor(job, on: mesh) {
+      running($0) && runningReplicas($0) == 1 && step($0) > step(before) + 5
+    }
+    #expect(shrunk["partitions"] as? [String] == mesh.partitions.map(\.endpoint).filter { $0 != lost.endpoint })
+    // Kept until the job ends: the process is killed when the last reference goes.
+    let back = try await RunningService.start(
+      "partition", log: mesh.directory.file("partition-back.log"), listen: lost.endpoint)
+    let grown = try await DurableStateTests.waitFor(job, on: mesh) { runningReplicas($0) == 2 }
+    #expect(running(grown), "the job ended before it grew back: \(grown)")
+
+    #expect(try await training.waitForExit() == 0, "\(training.log)")
+    let ended = try await DurableStateTests.record(job, on: mesh)
+    #expect(ended["state"] as? String == "JOB_STATE_SUCCEEDED", "\(ended)")
     let faults = ended["faults"] as? [[String: Any]] ?? []
     #expect(faults.map { $0["state"] as? String } == ["JOB_STATE_RESTARTING", "JOB_STATE_INTERRUPTED"], "\(faults)")
+    #expect((faults.last?["error"] as? String)?.contains("the job grows from 1 to 2 replicas") == true, "\(faults)")
     print(
-      "\(consistency) replica lost: stepping again on one replica \(faults.first?["recoverySeconds"] ?? 0) s after "
-        + "the stop; validation accuracy \(faulted), \(straight) without the fault")
-    #expect(abs(faulted - straight) <= 0.01, "validation accuracy \(faulted) after the fault, \(straight) without")
+      "replica lost: stepping again on one replica \(faults.first?["recoverySeconds"] ?? 0) s after the stop; "
+        + "grown back \(faults.last?["recoverySeconds"] ?? 0) s after its move")
+    #expect(Set(ended["partitions"] as? [String] ?? []) == Set([back.endpoint] + mesh.partitions.map(\.endpoint)))
+    return ended
   }
 
   /// A job that may grow (`--max-replicas 2`) starts on the one partition

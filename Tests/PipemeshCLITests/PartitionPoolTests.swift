@@ -100,8 +100,11 @@ import Testing
   /// `kill -9` of a partition under a sync job that checkpoints and may
   /// restart, on a pool with a spare: the job runs on at once on the spare
   /// (the dead partition stays down) and ends with the weights of a run
-  /// never interrupted.
-  @Test func aSparePartitionTakesTheStagesOfOneThatDies() async throws {
+  /// never interrupted. The same for a partition stopped (`SIGSTOP`, a host
+  /// that froze) for good: the step's deadline finds it, and the job runs
+  /// on on the spare while it stays stopped.
+  @Test(arguments: [SIGKILL, SIGSTOP])
+  func aSparePartitionTakesTheStagesOfOneThatDies(signal: Int32) async throws {
     let mesh = try await Mesh(psCheckpoints: true, partitions: 3)
     let options = [
       "--model", DurableStateTests.model, "--stages", "2", "--epochs", "20", "--micro-batches", "2",
@@ -111,8 +114,9 @@ import Testing
     let before = Self.partitions(of: try await DurableStateTests.record("survivor", on: mesh))
     try #require(before.count == 2)
     let lost = try #require(mesh.partitions.first { $0.endpoint == before[1] })
-    lost.process.signal(SIGKILL)
-    _ = try await lost.process.waitForExit()
+    lost.process.signal(signal)
+    // A stopped partition stays stopped to the end (the mesh kills it).
+    if signal == SIGKILL { _ = try await lost.process.waitForExit() }
 
     #expect(try await training.waitForExit() == 0, "\(training.log)")
     let ended = try await DurableStateTests.record("survivor", on: mesh)
@@ -122,9 +126,12 @@ import Testing
     // What the fault cost is in the record.
     let fault = try #require((ended["faults"] as? [[String: Any]])?.first, "\(ended)")
     #expect((fault["recoverySeconds"] as? Double ?? 0) > 0, "\(fault)")
+    if signal == SIGSTOP {
+      #expect((fault["error"] as? String)?.contains("DEADLINE_EXCEEDED") == true, "\(fault)")
+    }
     print(
-      "spare: stepping again \(fault["recoverySeconds"] ?? 0) s after the kill, \(fault["stepsRedone"] ?? "0") steps redone"
-    )
+      "spare after \(signal == SIGKILL ? "kill -9" : "SIGSTOP"): stepping again \(fault["recoverySeconds"] ?? 0) s "
+        + "after the job stopped, \(fault["stepsRedone"] ?? "0") steps redone")
     // And in what `pipemesh jobs show` prints.
     let shown = try await mesh.run(["jobs", "show", "survivor"])
     #expect(shown.output.contains("stopped at step \(fault["step"] as? Int ?? -1) (restarting)"), "\(shown.output)")

@@ -723,7 +723,8 @@ public nonisolated struct Pipemesh_V1_TrainRequest: @unchecked Sendable {
   /// at checkpoints and at each epoch's end, a bounded job's ps holding each within max_staleness
   /// steps of the slowest (stale-synchronous parallel).
   /// Valid: see Consistency; an unset mode means sync; bounded with more than one replica needs
-  /// wait. `replicas` is checked (0 to 4096) but replaced by the cluster's replica count.
+  /// wait. `replicas` is checked (0 to 4096) but replaced by the replicas the run is on
+  /// (Job.running_replicas).
   public var consistency: Pipemesh_V1_Consistency {
     get {_storage._consistency ?? Pipemesh_V1_Consistency()}
     set {_uniqueStorage()._consistency = newValue}
