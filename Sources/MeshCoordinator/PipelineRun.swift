@@ -201,16 +201,14 @@ struct PipelineRun {
     let committed = try await trace.record(
       nil, stage: stage, replica: replica, step: step, partition: stages[stage].target
     ) {
-      try await Self.callRetry.run(server: "the partition") {
-        try await stages[stage].call(
-          PartitionMethods.commit,
-          .with {
-            $0.job = job
-            $0.step = step
-            $0.flush = flush
-            if gradientScale < 1 { $0.gradientScale = gradientScale }
-          })
-      }
+      try await callPartition(
+        PartitionMethods.commit, stage: stage,
+        .with {
+          $0.job = job
+          $0.step = step
+          $0.flush = flush
+          if gradientScale < 1 { $0.gradientScale = gradientScale }
+        })
     }
     outcome.loss += committed.penalty
     outcome.memory = [committed.memory]
@@ -219,14 +217,22 @@ struct PipelineRun {
   /// The sum of squares of `stage`'s gradients of the step (sent again
   /// after a lost answer: it changes nothing).
   private func gradientNorm(stage: Int) async throws -> Double {
-    try await Self.callRetry.run(server: "the partition") {
-      try await stages[stage].call(
-        PartitionMethods.gradientNorm,
-        .with {
-          $0.job = job
-          $0.step = step
-        })
-    }.sumOfSquares
+    try await callPartition(
+      PartitionMethods.gradientNorm, stage: stage,
+      .with {
+        $0.job = job
+        $0.step = step
+      }
+    ).sumOfSquares
+  }
+
+  /// Calls `method` on `stage`'s partition, again after a lost answer.
+  private func callPartition<Request, Response>(
+    _ method: UnaryMethod<Request, Response>, stage: Int, _ request: Request
+  )
+    async throws -> Response
+  {
+    try await Self.callRetry.run(server: "the partition") { try await stages[stage].call(method, request) }
   }
 
   /// Sends `call` (again after a lost answer), noting its timing on the trace.
@@ -235,7 +241,7 @@ struct PipelineRun {
       _ method: UnaryMethod<Request, Response>, _ request: Request, _ action: PipelineAction, stage: Int
     ) async throws -> Response {
       try await trace.record(action, stage: stage, replica: replica, step: step, partition: stages[stage].target) {
-        try await Self.callRetry.run(server: "the partition") { try await stages[stage].call(method, request) }
+        try await callPartition(method, stage: stage, request)
       }
     }
     switch call {

@@ -1469,6 +1469,53 @@ import Testing
     try await Self.expectOneSGDStep(job: "split", inputs: inputs, targets: targets, mesh: mesh)
   }
 
+  /// A Commit sent again (its first answer lost) is answered from the first
+  /// one's result while the partition keeps it, for the step before the
+  /// newest too (under overlapping steps its repeat may come after the next
+  /// step's commit), and refused once older than that: nothing is applied
+  /// twice and the weights never step back.
+  @Test func aRepeatedCommitIsAnsweredOnceAndNeverStepsTheWeightsBack() async throws {
+    // Partition logic: one process, no sockets.
+    let mesh = try InProcessMesh(stages: 1)
+    let partition = try await Self.loadWholeModel(job: "again", mesh: mesh)
+    let (inputs, targets, first) = Self.firstMicroBatch(of: "again")
+    func commit(_ step: Int64) async throws -> Pipemesh_V1_CommitResponse {
+      try await partition.call(
+        PartitionMethods.commit,
+        .with {
+          $0.job = "again"
+          $0.step = step
+          $0.flush = true
+        })
+    }
+    var answers: [Int64: Pipemesh_V1_CommitResponse] = [:]
+    for step in Int64(1)...3 {
+      var key = first
+      key.step = step
+      _ = try await partition.call(PartitionMethods.forward, Self.forwardRequest(key, inputs, targets))
+      _ = try await partition.call(PartitionMethods.backward, .with { $0.key = key })
+      answers[step] = try await commit(step)
+    }
+    let ps = try ParameterServerClient(endpoints: mesh.parameterServerEndpoints, dialer: mesh.psDialer)
+    let names = try makeModel(PipelineTrainingTests.mlp).initialVariables().keys.sorted()
+    let afterThree = try await ps.pull(job: "again", names: names)
+    #expect(afterThree.values.allSatisfy { $0.version == 3 }, "\(afterThree.mapValues(\.version))")
+
+    for step in Int64(2)...3 {
+      let repeated = try await commit(step)
+      #expect(repeated.version == answers[step]?.version && repeated.penalty == answers[step]?.penalty)
+    }
+    let stale = await #expect(throws: RPCError.self) { _ = try await commit(1) }
+    #expect(
+      stale?.code == .failedPrecondition && stale?.message.contains("already committed") == true,
+      "\(String(describing: stale))")
+    let after = try await ps.pull(job: "again", names: names)
+    for name in names {
+      let (value, expected) = (try #require(after[name]?.value), try #require(afterThree[name]?.value))
+      #expect(after[name]?.version == 3 && value.scalars == expected.scalars, "\(name)")
+    }
+  }
+
   /// Calls that arrive before their schedule position waits for the earlier
   /// ones: a Backward sent first waits for its Forward (instead of failing),
   /// and with room for one kept micro-batch, 1F1B's order F0 B0 F1 B1 fits

@@ -560,7 +560,9 @@ public nonisolated struct Pipemesh_V1_CommitRequest: Sendable {
 
   /// Valid: 1 or more; FAILED_PRECONDITION while a kept Forward of this step or an earlier one
   /// has had no Backward. Under weight stashing (weights_after_step), waits for the commit of
-  /// the step before.
+  /// the step before. A Commit sent again is answered from the first one's result for the
+  /// stage's two newest committed steps, and is FAILED_PRECONDITION for an older one (nothing
+  /// changes).
   public var step: Int64 = 0
 
   /// Return only once the ps has applied the step (before a checkpoint, at
