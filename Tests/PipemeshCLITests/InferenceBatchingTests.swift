@@ -191,11 +191,12 @@ import Testing
         #expect(error?.code == .deadlineExceeded, "\(String(describing: error))")
       }
       // Their batches were cancelled: a new request starts one at once (not
-      // once the connection's keepalive gives up on the stopped stage, 30 s
-      // and more later).
+      // once the connection's keepalive gives up on the stopped stage, 50 s
+      // later: 30 s to its ping, 20 s for the answer). Within 25 s: the
+      // test command runs suites side by side on two cores.
       let next = Task { try await served.infer(5) }
       try #require(
-        try await eventually(timeout: .seconds(10)) { try await served.figures().batches == before.batches + 4 },
+        try await eventually(timeout: .seconds(25)) { try await served.figures().batches == before.batches + 4 },
         "a fourth batch")
       #expect(try await served.figures().waiting == 0)
       return next
